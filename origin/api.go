@@ -1,0 +1,71 @@
+package origin
+
+import "time"
+
+// MaxMissingQuery is the most CIDs one MissingRequest may ask about.
+const MaxMissingQuery = 10000
+
+// MissingRequest asks an origin which of the listed blocks it lacks.
+// It is the body of POST /api/v1/blocks/missing.
+type MissingRequest struct {
+	// CIDs are the blocks to ask about, as strings; at most MaxMissingQuery.
+	CIDs []string `json:"cids"`
+}
+
+// MissingResponse lists the blocks of a MissingRequest the origin lacks, in
+// request order.
+type MissingResponse struct {
+	Missing []string `json:"missing"`
+}
+
+// UploadResult is the answer to a CAR upload (POST /api/v1/car).
+type UploadResult struct {
+	// Roots are the CAR's roots, now complete DAGs at the origin.
+	Roots []string `json:"roots"`
+	// Blocks is the number of blocks the CAR held.
+	Blocks int `json:"blocks"`
+	// NewBlocks is how many of them the origin did not have before.
+	NewBlocks int `json:"new_blocks"`
+	// Bytes is the total size of the CAR's blocks.
+	Bytes int64 `json:"bytes"`
+}
+
+// NameClaim is the body of PUT /api/v1/names/{name}: an IPNS record that
+// moves (or first claims) a human name. The record must carry the human
+// name in its signed metadata under RecordNameKey.
+type NameClaim struct {
+	// IPNS is the IPNS name (k51…) the record is for.
+	IPNS string `json:"ipns"`
+	// Record is the marshalled IPNS record (base64 in JSON).
+	Record []byte `json:"record"`
+}
+
+// RecordNameKey is the IPNS record metadata key that holds the human name a
+// record publishes. Being inside the signed data, it proves that the key
+// holder meant this record for this name.
+const RecordNameKey = "topcdn-name"
+
+// NameInfo describes a human name and the record it currently points by.
+type NameInfo struct {
+	// Name is the human name, e.g. "blog".
+	Name string `json:"name"`
+	// IPNS is the IPNS name (k51…) the human name is bound to.
+	IPNS string `json:"ipns"`
+	// Value is the record's value, e.g. /ipfs/bafy….
+	Value string `json:"value"`
+	// CID is the root CID the value names.
+	CID string `json:"cid"`
+	// Sequence is the record's sequence number.
+	Sequence uint64 `json:"sequence"`
+	// Validity is when the record expires (its EOL).
+	Validity time.Time `json:"validity"`
+	// TTLSeconds is how long readers may cache the record.
+	TTLSeconds int64 `json:"ttl_seconds"`
+	// Updated is when the origin accepted the record.
+	Updated time.Time `json:"updated"`
+}
+
+// ErrorResponse is the JSON body of every API error.
+type ErrorResponse struct {
+	Error string `json:"error"`
+}

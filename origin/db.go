@@ -1,0 +1,83 @@
+package origin
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net/url"
+
+	_ "modernc.org/sqlite" // database/sql driver "sqlite"
+)
+
+// schema is applied in order; PRAGMA user_version records how far.
+var schema = []string{
+	`CREATE TABLE roots (
+		cid        TEXT PRIMARY KEY,
+		created_at INTEGER NOT NULL
+	);
+	CREATE TABLE records (
+		ipns       TEXT PRIMARY KEY,
+		sequence   INTEGER NOT NULL,
+		value      TEXT NOT NULL,
+		validity   INTEGER NOT NULL,
+		ttl_ns     INTEGER NOT NULL,
+		record     BLOB NOT NULL,
+		updated_at INTEGER NOT NULL
+	);
+	CREATE TABLE names (
+		name       TEXT PRIMARY KEY,
+		ipns       TEXT NOT NULL UNIQUE,
+		created_at INTEGER NOT NULL
+	);`,
+}
+
+// openDB opens (creating if needed) the SQLite database at path and brings
+// its schema up to date. Writes are durable (synchronous=FULL) and the
+// journal is a WAL, so a kill at any point leaves the last committed state.
+func openDB(ctx context.Context, path string) (*sql.DB, error) {
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(FULL)")
+	q.Add("_txlock", "immediate")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("origin: open database: %w", err)
+	}
+	// One connection: SQLite serialises writers anyway, and this keeps
+	// read-check-write sequences in one transaction free of SQLITE_BUSY.
+	db.SetMaxOpenConns(1)
+	if err := migrate(ctx, db); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+func migrate(ctx context.Context, db *sql.DB) error {
+	var version int
+	if err := db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		return fmt.Errorf("origin: read schema version: %w", err)
+	}
+	if version > len(schema) {
+		return fmt.Errorf("origin: database schema version %d is newer than this binary (%d)", version, len(schema))
+	}
+	for v := version; v < len(schema); v++ {
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("origin: migrate: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, schema[v]); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("origin: migrate to version %d: %w", v+1, err)
+		}
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", v+1)); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("origin: migrate to version %d: %w", v+1, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("origin: migrate to version %d: %w", v+1, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,19 @@
+// Package origin is topcdn's content-addressed origin.
+//
+// An origin takes published content as CAR uploads, verifies every block
+// against its CID, and stores it durably in a flatfs blockstore; its
+// metadata (IPNS records, human names, published roots) lives in an
+// embedded SQLite database. It serves the IPFS Trustless Gateway API
+// (raw blocks, CARs, IPNS records) through boxo's gateway package, plus a
+// small JSON API for publishers: which blocks are missing, CAR upload, and
+// human names.
+//
+// Two invariants keep a publish atomic and the store consistent:
+//
+//   - The block store is closed under links: a block is written only after
+//     every block it links to, so any stored block roots a complete DAG.
+//     An upload is staged and checked whole before its first block is
+//     written, then committed leaves first.
+//   - A name moves to a new root only by a signed IPNS record with a higher
+//     sequence number, and only once that root is stored.
+package origin

@@ -1,0 +1,80 @@
+package origin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+)
+
+// Sentinel errors, each with its HTTP meaning in statusOf.
+var (
+	// ErrBadRequest marks malformed input: a bad CID, CAR, record or name.
+	ErrBadRequest = errors.New("bad request")
+	// ErrTooLarge marks input over a size limit.
+	ErrTooLarge = errors.New("too large")
+	// ErrConflict marks a rolled-back record or a name owned by another key.
+	ErrConflict = errors.New("conflict")
+	// ErrIncomplete marks an upload or record whose DAG is not all at the
+	// origin.
+	ErrIncomplete = errors.New("incomplete DAG")
+	// ErrNotFound marks an unknown name.
+	ErrNotFound = errors.New("not found")
+)
+
+// statusError ties an error to the HTTP status it should be answered with.
+type statusError struct {
+	kind error // one of the sentinels above
+	msg  string
+}
+
+func (e *statusError) Error() string        { return e.msg }
+func (e *statusError) Is(target error) bool { return target == e.kind }
+
+// errorf builds an error of the given kind with a message for the client.
+func errorf(kind error, format string, args ...any) error {
+	return &statusError{kind: kind, msg: fmt.Sprintf(format, args...)}
+}
+
+// statusOf maps an error to its HTTP status code.
+func statusOf(err error) int {
+	var maxBytes *http.MaxBytesError
+	switch {
+	case errors.Is(err, ErrBadRequest):
+		return http.StatusBadRequest
+	case errors.Is(err, ErrTooLarge), errors.As(err, &maxBytes):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, ErrConflict):
+		return http.StatusConflict
+	case errors.Is(err, ErrIncomplete):
+		return http.StatusUnprocessableEntity
+	case errors.Is(err, ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, context.DeadlineExceeded):
+		return http.StatusGatewayTimeout
+	case errors.Is(err, context.Canceled):
+		return 499 // client closed request
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+// writeError answers with err's status and a JSON ErrorResponse.
+func writeError(w http.ResponseWriter, err error) {
+	code := statusOf(err)
+	msg := err.Error()
+	if code == http.StatusInternalServerError {
+		msg = "internal error: " + msg
+	}
+	writeJSON(w, code, ErrorResponse{Error: msg})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

@@ -1,0 +1,206 @@
+package origin
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/ipfs/boxo/ipns"
+	"github.com/ipfs/go-cid"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+)
+
+// maxJSONBody bounds JSON request bodies: a full MissingRequest is ~0.6 MB.
+const maxJSONBody = 1 << 20
+
+// newHandler routes the origin's API next to boxo's gateway:
+//
+//	POST /api/v1/blocks/missing  which blocks the origin lacks (MissingRequest)
+//	POST /api/v1/car             upload a CAR (UploadResult)
+//	GET  /api/v1/names           every human name ([]NameInfo)
+//	GET  /api/v1/names/{name}    one human name (NameInfo)
+//	PUT  /api/v1/names/{name}    claim or move a name (NameClaim)
+//	PUT  /ipns/{name}            store an IPNS record, as `ipfs routing put`
+//	GET  /ipfs/…, /ipns/…        the Trustless Gateway (boxo)
+//	GET  /metrics, /healthz
+func (o *Origin) newHandler() (http.Handler, error) {
+	gw, err := o.newGateway()
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	route := func(pattern, label string, h http.HandlerFunc) {
+		mux.Handle(pattern, o.instrument(label, h))
+	}
+	route("POST /api/v1/blocks/missing", "missing", o.serveMissing)
+	route("POST /api/v1/car", "car", o.serveUpload)
+	route("GET /api/v1/names", "names", o.serveNames)
+	route("GET /api/v1/names/{name}", "name", o.serveName)
+	route("PUT /api/v1/names/{name}", "claim", o.serveClaim)
+	route("PUT /ipns/{name}", "ipns_put", o.servePutRecord)
+	mux.Handle("/ipfs/", gw)
+	mux.Handle("/ipns/", gw)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(o.cfg.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if err := o.db.PingContext(r.Context()); err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "peer_id": o.key.ID.String()})
+	})
+	return mux, nil
+}
+
+// instrument counts and times an API route and logs failures.
+func (o *Origin) instrument(label string, h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		h(sw, r)
+		o.metrics.requests.WithLabelValues(label, strconv.Itoa(sw.code)).Inc()
+		o.metrics.duration.WithLabelValues(label).Observe(time.Since(start).Seconds())
+		if sw.code >= 400 {
+			o.log.Info("request refused", zap.String("route", label), zap.String("path", r.URL.Path),
+				zap.Int("status", sw.code), zap.String("error", sw.errMsg))
+		}
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code   int
+	errMsg string
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	s.code = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (o *Origin) fail(w http.ResponseWriter, err error) {
+	if sw, ok := w.(*statusWriter); ok {
+		sw.errMsg = err.Error()
+	}
+	if statusOf(err) == http.StatusInternalServerError {
+		o.log.Error("request failed", zap.Error(err))
+	}
+	writeError(w, err)
+}
+
+func (o *Origin) serveMissing(w http.ResponseWriter, r *http.Request) {
+	var req MissingRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		o.fail(w, err)
+		return
+	}
+	if len(req.CIDs) > MaxMissingQuery {
+		o.fail(w, errorf(ErrTooLarge, "%d CIDs asked; at most %d per request", len(req.CIDs), MaxMissingQuery))
+		return
+	}
+	cs := make([]cid.Cid, len(req.CIDs))
+	for i, s := range req.CIDs {
+		c, err := cid.Decode(s)
+		if err != nil {
+			o.fail(w, errorf(ErrBadRequest, "cids[%d] %q: malformed CID: %v", i, s, err))
+			return
+		}
+		cs[i] = c
+	}
+	missing, err := o.Missing(r.Context(), cs)
+	if err != nil {
+		o.fail(w, err)
+		return
+	}
+	resp := MissingResponse{Missing: make([]string, len(missing))}
+	for i, c := range missing {
+		resp.Missing[i] = c.String()
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (o *Origin) serveUpload(w http.ResponseWriter, r *http.Request) {
+	body := http.MaxBytesReader(w, r.Body, o.cfg.MaxUploadSize)
+	res, err := o.Ingest(r.Context(), body)
+	if err != nil {
+		o.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, res)
+}
+
+func (o *Origin) serveNames(w http.ResponseWriter, r *http.Request) {
+	names, err := o.Names(r.Context())
+	if err != nil {
+		o.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, names)
+}
+
+func (o *Origin) serveName(w http.ResponseWriter, r *http.Request) {
+	ni, err := o.LookupName(r.Context(), r.PathValue("name"))
+	if err != nil {
+		o.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ni)
+}
+
+func (o *Origin) serveClaim(w http.ResponseWriter, r *http.Request) {
+	var claim NameClaim
+	if err := decodeJSON(w, r, &claim); err != nil {
+		o.fail(w, err)
+		return
+	}
+	name, err := ipns.NameFromString(claim.IPNS)
+	if err != nil {
+		o.fail(w, errorf(ErrBadRequest, "ipns %q: not an IPNS name: %v", claim.IPNS, err))
+		return
+	}
+	ni, err := o.ClaimName(r.Context(), r.PathValue("name"), name, claim.Record)
+	if err != nil {
+		o.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ni)
+}
+
+func (o *Origin) servePutRecord(w http.ResponseWriter, r *http.Request) {
+	name, err := ipns.NameFromString(r.PathValue("name"))
+	if err != nil {
+		o.fail(w, errorf(ErrBadRequest, "%q is not an IPNS name: %v", r.PathValue("name"), err))
+		return
+	}
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(ipns.MaxRecordSize)))
+	if err != nil {
+		o.fail(w, errorf(ErrTooLarge, "IPNS record: %v", err))
+		return
+	}
+	changed, err := o.PutRecord(r.Context(), name, raw)
+	if err != nil {
+		o.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ipns": name.String(), "changed": changed})
+}
+
+// decodeJSON reads one JSON value of at most maxJSONBody bytes.
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxJSONBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var maxBytes *http.MaxBytesError
+		if errors.As(err, &maxBytes) {
+			return errorf(ErrTooLarge, "request body over %d bytes", maxJSONBody)
+		}
+		return errorf(ErrBadRequest, "malformed JSON body: %v", err)
+	}
+	if dec.More() {
+		return errorf(ErrBadRequest, "malformed JSON body: trailing data")
+	}
+	return nil
+}

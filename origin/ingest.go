@@ -1,0 +1,292 @@
+package origin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"time"
+
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+	car "github.com/ipld/go-car/v2"
+	"github.com/topcdn/topcdn/dag"
+	"go.uber.org/zap"
+)
+
+const (
+	// maxCARHeader bounds the CAR header (its roots).
+	maxCARHeader = 64 << 10
+	// maxRoots bounds how many roots one upload may declare.
+	maxRoots = 64
+	// commitBatchBytes bounds the bytes written to the block store at once.
+	commitBatchBytes = 32 << 20
+)
+
+// stagedBlock is one block of an upload, waiting in the staging file.
+type stagedBlock struct {
+	c      cid.Cid
+	offset int64
+	size   int
+	links  []cid.Cid // non-identity links
+	level  int       // 0: links to nothing in this upload; else 1 + max child level
+}
+
+// Ingest reads a CAR (v1 or v2) from r and stores its blocks. It checks the
+// whole upload before writing anything to the block store: every block
+// against its CID and the 2 MiB limit, the stream for truncation, every
+// root and every link for presence (in the upload or already stored). Any
+// failure leaves the store as it was. Blocks are then committed leaves
+// first, so the store stays closed under links even if the process dies
+// half-way, and the roots are recorded as published.
+func (o *Origin) Ingest(ctx context.Context, r io.Reader) (*UploadResult, error) {
+	res, err := o.ingest(ctx, r)
+	switch {
+	case err == nil:
+		o.metrics.uploads.WithLabelValues("ok").Inc()
+		o.metrics.uploadBlocks.Add(float64(res.Blocks))
+		o.metrics.uploadBytes.Add(float64(res.Bytes))
+		o.metrics.newBlocks.Add(float64(res.NewBlocks))
+	case statusOf(err) < 500:
+		o.metrics.uploads.WithLabelValues("rejected").Inc()
+	default:
+		o.metrics.uploads.WithLabelValues("error").Inc()
+	}
+	return res, err
+}
+
+func (o *Origin) ingest(ctx context.Context, r io.Reader) (*UploadResult, error) {
+	stage, err := os.CreateTemp(o.stagingDir, "upload-*.blocks")
+	if err != nil {
+		return nil, fmt.Errorf("origin: staging: %w", err)
+	}
+	defer os.Remove(stage.Name())
+	defer stage.Close()
+
+	br, err := car.NewBlockReader(r, car.MaxAllowedHeaderSize(maxCARHeader))
+	if err != nil {
+		return nil, carError(err, "read CAR header")
+	}
+	if len(br.Roots) == 0 {
+		return nil, errorf(ErrBadRequest, "CAR has no root")
+	}
+	if len(br.Roots) > maxRoots {
+		return nil, errorf(ErrBadRequest, "CAR has %d roots, at most %d allowed", len(br.Roots), maxRoots)
+	}
+
+	staged := map[cid.Cid]*stagedBlock{}
+	var order []*stagedBlock
+	var offset, total int64
+	n := 0
+	last := "the header"
+	buf := make([]byte, 0, dag.MaxBlockSize)
+	for ; ; n++ {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		c, rd, size, err := br.NextReader()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, carError(err, fmt.Sprintf("read block #%d (after %s)", n+1, last))
+		}
+		if size > dag.MaxBlockSize {
+			return nil, errorf(ErrTooLarge, "block #%d %s is %d bytes; blocks may be at most %d bytes (2 MiB)", n+1, c, size, dag.MaxBlockSize)
+		}
+		data := buf[:size]
+		if _, err := io.ReadFull(rd, data); err != nil {
+			return nil, carError(err, fmt.Sprintf("read block #%d %s", n+1, c))
+		}
+		if err := dag.Verify(c, data); err != nil {
+			return nil, errorf(ErrBadRequest, "block #%d: %v", n+1, err)
+		}
+		last = c.String()
+		total += int64(size)
+		if dag.IsIdentity(c) || staged[c] != nil {
+			continue
+		}
+		links, err := dag.Links(c, data)
+		if err != nil && !errors.Is(err, dag.ErrUnknownCodec) {
+			return nil, errorf(ErrBadRequest, "block #%d: %v", n+1, err)
+		}
+		links = dropIdentity(links)
+		if _, err := stage.Write(data); err != nil {
+			return nil, fmt.Errorf("origin: staging: %w", err)
+		}
+		sb := &stagedBlock{c: c, offset: offset, size: int(size), links: links}
+		staged[c] = sb
+		order = append(order, sb)
+		offset += int64(size)
+	}
+
+	// Completeness: every root and every link must be in this upload or
+	// already stored (and so complete, by the closure invariant).
+	have := func(c cid.Cid) (bool, error) {
+		if dag.IsIdentity(c) || staged[c] != nil {
+			return true, nil
+		}
+		return o.blocks.Has(ctx, c)
+	}
+	for _, root := range br.Roots {
+		ok, err := have(root)
+		if err != nil {
+			return nil, fmt.Errorf("origin: check root %s: %w", root, err)
+		}
+		if !ok {
+			return nil, errorf(ErrIncomplete, "root %s is neither in the CAR nor stored at the origin", root)
+		}
+	}
+	newBlocks := 0
+	for _, sb := range order {
+		for _, l := range sb.links {
+			ok, err := have(l)
+			if err != nil {
+				return nil, fmt.Errorf("origin: check link %s: %w", l, err)
+			}
+			if !ok {
+				return nil, errorf(ErrIncomplete, "block %s links to %s, which is neither in the CAR nor stored at the origin", sb.c, l)
+			}
+		}
+	}
+
+	if err := o.commit(ctx, stage, staged, order, &newBlocks); err != nil {
+		return nil, err
+	}
+	roots := make([]string, len(br.Roots))
+	now := time.Now().Unix()
+	for i, root := range br.Roots {
+		roots[i] = root.String()
+		if _, err := o.db.ExecContext(ctx,
+			`INSERT INTO roots (cid, created_at) VALUES (?, ?) ON CONFLICT (cid) DO NOTHING`,
+			root.String(), now); err != nil {
+			return nil, fmt.Errorf("origin: record root %s: %w", root, err)
+		}
+	}
+	o.log.Info("upload stored",
+		zap.Strings("roots", roots), zap.Int("blocks", n), zap.Int("new_blocks", newBlocks), zap.Int64("bytes", total))
+	return &UploadResult{Roots: roots, Blocks: n, NewBlocks: newBlocks, Bytes: total}, nil
+}
+
+// commit writes staged blocks to the block store level by level, leaves
+// first: a block goes in only after all blocks it links to.
+func (o *Origin) commit(ctx context.Context, stage *os.File, staged map[cid.Cid]*stagedBlock, order []*stagedBlock, newBlocks *int) error {
+	maxLevel := assignLevels(order, staged)
+	byLevel := make([][]*stagedBlock, maxLevel+1)
+	for _, sb := range order {
+		byLevel[sb.level] = append(byLevel[sb.level], sb)
+	}
+	for _, level := range byLevel {
+		var batch []blocks.Block
+		var batchBytes int
+		flush := func() error {
+			if len(batch) == 0 {
+				return nil
+			}
+			if err := o.blocks.PutMany(ctx, batch); err != nil {
+				return fmt.Errorf("origin: store blocks: %w", err)
+			}
+			batch, batchBytes = batch[:0], 0
+			return nil
+		}
+		for _, sb := range level {
+			has, err := o.blocks.Has(ctx, sb.c)
+			if err != nil {
+				return fmt.Errorf("origin: store blocks: %w", err)
+			}
+			if has {
+				continue
+			}
+			data := make([]byte, sb.size)
+			if _, err := stage.ReadAt(data, sb.offset); err != nil && sb.size > 0 {
+				return fmt.Errorf("origin: read staged block %s: %w", sb.c, err)
+			}
+			b, err := blocks.NewBlockWithCid(data, sb.c)
+			if err != nil {
+				return fmt.Errorf("origin: %w", err)
+			}
+			batch = append(batch, b)
+			batchBytes += sb.size
+			*newBlocks++
+			if batchBytes >= commitBatchBytes {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+		if err := flush(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// assignLevels sets each staged block's level, its height within the
+// upload: 0 for a block linking to nothing in the upload, else one more
+// than its highest child. It walks iteratively, so a deep (or hostile) DAG
+// cannot overflow the stack; hash links cannot form cycles.
+func assignLevels(order []*stagedBlock, staged map[cid.Cid]*stagedBlock) int {
+	type frame struct {
+		b *stagedBlock
+		i int
+	}
+	done := make(map[*stagedBlock]bool, len(order))
+	maxLevel := 0
+	var stack []frame
+	for _, start := range order {
+		if done[start] {
+			continue
+		}
+		stack = append(stack[:0], frame{b: start})
+		for len(stack) > 0 {
+			top := &stack[len(stack)-1]
+			if top.i < len(top.b.links) {
+				child := staged[top.b.links[top.i]]
+				top.i++
+				if child != nil && !done[child] {
+					stack = append(stack, frame{b: child})
+				}
+				continue
+			}
+			lvl := 0
+			for _, l := range top.b.links {
+				if child := staged[l]; child != nil {
+					lvl = max(lvl, child.level+1)
+				}
+			}
+			top.b.level = lvl
+			done[top.b] = true
+			maxLevel = max(maxLevel, lvl)
+			stack = stack[:len(stack)-1]
+		}
+	}
+	return maxLevel
+}
+
+func dropIdentity(cs []cid.Cid) []cid.Cid {
+	out := cs[:0]
+	for _, c := range cs {
+		if !dag.IsIdentity(c) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// carError classifies an error from reading a CAR stream: a size limit,
+// a cancelled request, or else a malformed or truncated CAR.
+func carError(err error, what string) error {
+	var maxBytes *http.MaxBytesError
+	switch {
+	case errors.As(err, &maxBytes):
+		return errorf(ErrTooLarge, "%s: upload larger than the %d byte limit", what, maxBytes.Limit)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return errorf(ErrBadRequest, "%s: CAR stream truncated", what)
+	default:
+		return errorf(ErrBadRequest, "%s: malformed CAR: %v", what, err)
+	}
+}

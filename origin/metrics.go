@@ -1,0 +1,63 @@
+package origin
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the origin's own Prometheus metrics; boxo's gateway adds its
+// ipfs_http_* metrics to the same registry.
+type metrics struct {
+	requests      *prometheus.CounterVec
+	duration      *prometheus.HistogramVec
+	uploads       *prometheus.CounterVec
+	uploadBlocks  prometheus.Counter
+	uploadBytes   prometheus.Counter
+	newBlocks     prometheus.Counter
+	records       *prometheus.CounterVec
+	corruptBlocks prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "topcdn", Subsystem: "origin", Name: "api_requests_total",
+			Help: "API requests by route and status code.",
+		}, []string{"route", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "topcdn", Subsystem: "origin", Name: "api_request_duration_seconds",
+			Help:    "API request latency by route.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
+		}, []string{"route"}),
+		uploads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "topcdn", Subsystem: "origin", Name: "uploads_total",
+			Help: "CAR uploads by result (ok, rejected, error).",
+		}, []string{"result"}),
+		uploadBlocks: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "topcdn", Subsystem: "origin", Name: "upload_blocks_total",
+			Help: "Blocks received in accepted CAR uploads.",
+		}),
+		uploadBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "topcdn", Subsystem: "origin", Name: "upload_bytes_total",
+			Help: "Block bytes received in accepted CAR uploads.",
+		}),
+		newBlocks: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "topcdn", Subsystem: "origin", Name: "stored_blocks_total",
+			Help: "Blocks newly written to the block store.",
+		}),
+		records: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "topcdn", Subsystem: "origin", Name: "ipns_records_total",
+			Help: "IPNS records received, by result (accepted, unchanged, rejected).",
+		}, []string{"result"}),
+		corruptBlocks: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "topcdn", Subsystem: "origin", Name: "corrupt_blocks_total",
+			Help: "Blocks read from disk that did not match their CID.",
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.uploads, m.uploadBlocks,
+		m.uploadBytes, m.newBlocks, m.records, m.corruptBlocks} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,297 @@
+package origin
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/ipfs/boxo/ipns"
+	"github.com/ipfs/boxo/path"
+	"github.com/ipfs/go-cid"
+	"go.uber.org/zap"
+)
+
+// nameRE is what a human name may look like: one DNS label, lower case, so
+// that NAME.cdn.example works as a host name.
+var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// reservedNames cannot be claimed: they are the subdomain gateway's labels.
+var reservedNames = map[string]bool{"ipfs": true, "ipns": true}
+
+// ValidateName reports whether name can be a human name: a lower-case DNS
+// label of at most 63 letters, digits and inner hyphens, not reserved.
+func ValidateName(name string) error {
+	if !nameRE.MatchString(name) {
+		return errorf(ErrBadRequest, "name %q is not a valid name: use 1-63 lower-case letters, digits and inner hyphens", name)
+	}
+	if reservedNames[name] {
+		return errorf(ErrBadRequest, "name %q is reserved", name)
+	}
+	return nil
+}
+
+// acceptedRecord is a record that passed every check but the sequence.
+type acceptedRecord struct {
+	name     ipns.Name
+	raw      []byte
+	seq      uint64
+	value    path.Path
+	validity time.Time
+	ttl      time.Duration
+	human    string // the topcdn-name metadata, if any
+}
+
+// parseRecord unmarshals raw and validates it for name: size, encoding,
+// signature and validity (EOL).
+func parseRecord(name ipns.Name, raw []byte, now time.Time) (*acceptedRecord, error) {
+	if len(raw) > ipns.MaxRecordSize {
+		return nil, errorf(ErrTooLarge, "IPNS record is %d bytes, at most %d allowed", len(raw), ipns.MaxRecordSize)
+	}
+	rec, err := ipns.UnmarshalRecord(raw)
+	if err != nil {
+		return nil, errorf(ErrBadRequest, "malformed IPNS record: %v", err)
+	}
+	if err := ipns.ValidateWithName(rec, name); err != nil {
+		return nil, errorf(ErrBadRequest, "IPNS record for %s rejected: %v", name, err)
+	}
+	a := &acceptedRecord{name: name, raw: raw}
+	if a.seq, err = rec.Sequence(); err != nil {
+		return nil, errorf(ErrBadRequest, "IPNS record: %v", err)
+	}
+	if a.value, err = rec.Value(); err != nil {
+		return nil, errorf(ErrBadRequest, "IPNS record: %v", err)
+	}
+	if a.validity, err = rec.Validity(); err != nil {
+		return nil, errorf(ErrBadRequest, "IPNS record: %v", err)
+	}
+	// ValidateWithName checks the EOL against the wall clock; check against
+	// ours too so a test clock works the same way.
+	if !a.validity.After(now) {
+		return nil, errorf(ErrBadRequest, "IPNS record for %s expired at %s", name, a.validity.Format(time.RFC3339))
+	}
+	if a.ttl, err = rec.TTL(); err != nil {
+		a.ttl = 0
+	}
+	if rec.MetadataExists(RecordNameKey) {
+		mv, err := rec.Metadata(RecordNameKey)
+		if err == nil {
+			a.human, err = mv.AsString()
+		}
+		if err != nil {
+			return nil, errorf(ErrBadRequest, "IPNS record metadata %q: %v", RecordNameKey, err)
+		}
+	}
+	return a, nil
+}
+
+// PutRecord accepts an IPNS record for name, as `ipfs routing put` would
+// send it: signature, validity and size checked, sequence higher than the
+// stored record's. If name is bound to a human name the record must point
+// to content stored at the origin. It reports whether the stored record
+// changed (false for a resend of the stored record).
+func (o *Origin) PutRecord(ctx context.Context, name ipns.Name, raw []byte) (bool, error) {
+	changed, err := o.putRecord(ctx, "", name, raw)
+	o.countRecord(changed, err)
+	return changed, err
+}
+
+// ClaimName accepts an IPNS record that points the human name at content:
+// the first claim binds the name to the record's key (first come, first
+// served); later records must come from that key. The record must carry
+// the human name in its signed metadata (RecordNameKey) and point to a
+// root stored at the origin.
+func (o *Origin) ClaimName(ctx context.Context, human string, name ipns.Name, raw []byte) (*NameInfo, error) {
+	if err := ValidateName(human); err != nil {
+		o.countRecord(false, err)
+		return nil, err
+	}
+	changed, err := o.putRecord(ctx, human, name, raw)
+	o.countRecord(changed, err)
+	if err != nil {
+		return nil, err
+	}
+	return o.LookupName(ctx, human)
+}
+
+func (o *Origin) countRecord(changed bool, err error) {
+	switch {
+	case err != nil:
+		o.metrics.records.WithLabelValues("rejected").Inc()
+	case changed:
+		o.metrics.records.WithLabelValues("accepted").Inc()
+	default:
+		o.metrics.records.WithLabelValues("unchanged").Inc()
+	}
+}
+
+func (o *Origin) putRecord(ctx context.Context, human string, name ipns.Name, raw []byte) (bool, error) {
+	now := o.now()
+	rec, err := parseRecord(name, raw, now)
+	if err != nil {
+		return false, err
+	}
+	if human != "" && rec.human != human {
+		return false, errorf(ErrBadRequest, "IPNS record is signed for name %q, not %q (metadata %q)", rec.human, human, RecordNameKey)
+	}
+	key := name.String()
+
+	tx, err := o.db.BeginTx(ctx, nil)
+	if err != nil {
+		return false, fmt.Errorf("origin: %w", err)
+	}
+	defer tx.Rollback()
+
+	// Who owns what: the human name's key, and the key's human name.
+	var bound string // human name bound to this key
+	switch err := tx.QueryRowContext(ctx, `SELECT name FROM names WHERE ipns = ?`, key).Scan(&bound); {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
+		return false, fmt.Errorf("origin: %w", err)
+	}
+	claimNew := false
+	if human != "" {
+		var owner string
+		switch err := tx.QueryRowContext(ctx, `SELECT ipns FROM names WHERE name = ?`, human).Scan(&owner); {
+		case errors.Is(err, sql.ErrNoRows):
+			if bound != "" {
+				return false, errorf(ErrConflict, "key %s already publishes name %q; use another key for %q", key, bound, human)
+			}
+			claimNew = true
+		case err != nil:
+			return false, fmt.Errorf("origin: %w", err)
+		case owner != key:
+			return false, errorf(ErrConflict, "name %q belongs to another key (%s)", human, owner)
+		}
+	}
+	if human != "" || bound != "" {
+		if err := o.checkPublished(ctx, rec.value); err != nil {
+			return false, err
+		}
+	}
+
+	var storedSeq uint64
+	var storedRaw []byte
+	switch err := tx.QueryRowContext(ctx, `SELECT sequence, record FROM records WHERE ipns = ?`, key).Scan(&storedSeq, &storedRaw); {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
+		return false, fmt.Errorf("origin: %w", err)
+	default:
+		if rec.seq < storedSeq || (rec.seq == storedSeq && string(storedRaw) != string(raw)) {
+			return false, errorf(ErrConflict, "IPNS record sequence %d for %s is not higher than the stored %d", rec.seq, key, storedSeq)
+		}
+		if rec.seq == storedSeq && !claimNew {
+			return false, nil // the same record again
+		}
+	}
+
+	if _, err := tx.ExecContext(ctx, `INSERT INTO records (ipns, sequence, value, validity, ttl_ns, record, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (ipns) DO UPDATE SET sequence = excluded.sequence, value = excluded.value,
+			validity = excluded.validity, ttl_ns = excluded.ttl_ns, record = excluded.record,
+			updated_at = excluded.updated_at`,
+		key, rec.seq, rec.value.String(), rec.validity.UnixNano(), int64(rec.ttl), raw, now.UnixNano()); err != nil {
+		return false, fmt.Errorf("origin: store record: %w", err)
+	}
+	if claimNew {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO names (name, ipns, created_at) VALUES (?, ?, ?)`,
+			human, key, now.Unix()); err != nil {
+			return false, fmt.Errorf("origin: claim name: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return false, fmt.Errorf("origin: %w", err)
+	}
+	o.log.Info("ipns record accepted", zap.String("ipns", key), zap.String("name", bound+human),
+		zap.Uint64("sequence", rec.seq), zap.Stringer("value", rec.value))
+	return true, nil
+}
+
+// checkPublished requires value to be /ipfs/<cid> with the root stored here.
+func (o *Origin) checkPublished(ctx context.Context, value path.Path) error {
+	if value.Namespace() != path.IPFSNamespace {
+		return errorf(ErrBadRequest, "a named site must point to /ipfs/<cid>, not %s", value)
+	}
+	root, err := cid.Decode(value.Segments()[1])
+	if err != nil {
+		return errorf(ErrBadRequest, "record value %s: %v", value, err)
+	}
+	ok, err := o.blocks.Has(ctx, root)
+	if err != nil {
+		return fmt.Errorf("origin: %w", err)
+	}
+	if !ok {
+		return errorf(ErrIncomplete, "content %s is not stored at this origin; upload it first", root)
+	}
+	return nil
+}
+
+// LookupName returns what the human name currently points to.
+func (o *Origin) LookupName(ctx context.Context, human string) (*NameInfo, error) {
+	infos, err := o.queryNames(ctx, `WHERE n.name = ?`, human)
+	if err != nil {
+		return nil, err
+	}
+	if len(infos) == 0 {
+		return nil, errorf(ErrNotFound, "name %q is not published", human)
+	}
+	return &infos[0], nil
+}
+
+// Names lists every human name, sorted.
+func (o *Origin) Names(ctx context.Context) ([]NameInfo, error) {
+	return o.queryNames(ctx, `ORDER BY n.name`)
+}
+
+func (o *Origin) queryNames(ctx context.Context, tail string, args ...any) ([]NameInfo, error) {
+	rows, err := o.db.QueryContext(ctx, `SELECT n.name, n.ipns, r.value, r.sequence, r.validity, r.ttl_ns, r.updated_at
+		FROM names n JOIN records r ON r.ipns = n.ipns `+tail, args...)
+	if err != nil {
+		return nil, fmt.Errorf("origin: query names: %w", err)
+	}
+	defer rows.Close()
+	infos := []NameInfo{}
+	for rows.Next() {
+		var ni NameInfo
+		var validity, ttl, updated int64
+		if err := rows.Scan(&ni.Name, &ni.IPNS, &ni.Value, &ni.Sequence, &validity, &ttl, &updated); err != nil {
+			return nil, fmt.Errorf("origin: query names: %w", err)
+		}
+		ni.Validity = time.Unix(0, validity).UTC()
+		ni.TTLSeconds = int64(time.Duration(ttl) / time.Second)
+		ni.Updated = time.Unix(0, updated).UTC()
+		if p, err := path.NewPath(ni.Value); err == nil && p.Namespace() == path.IPFSNamespace {
+			ni.CID = p.Segments()[1]
+		}
+		infos = append(infos, ni)
+	}
+	return infos, rows.Err()
+}
+
+// record returns the stored marshalled record for name.
+func (o *Origin) record(ctx context.Context, name ipns.Name) ([]byte, error) {
+	var raw []byte
+	err := o.db.QueryRowContext(ctx, `SELECT record FROM records WHERE ipns = ?`, name.String()).Scan(&raw)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, errorf(ErrNotFound, "no IPNS record for %s", name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("origin: %w", err)
+	}
+	return raw, nil
+}
+
+// nameTarget returns the IPNS name bound to a human name.
+func (o *Origin) nameTarget(ctx context.Context, human string) (string, error) {
+	var key string
+	err := o.db.QueryRowContext(ctx, `SELECT ipns FROM names WHERE name = ?`, human).Scan(&key)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", errorf(ErrNotFound, "name %q is not published", human)
+	}
+	if err != nil {
+		return "", fmt.Errorf("origin: %w", err)
+	}
+	return key, nil
+}

@@ -1,0 +1,177 @@
+package origin
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/ipfs/boxo/blockservice"
+	"github.com/ipfs/boxo/blockstore"
+	"github.com/ipfs/boxo/gateway"
+	"github.com/ipfs/boxo/namesys"
+	"github.com/ipfs/go-cid"
+	flatfs "github.com/ipfs/go-ds-flatfs"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/topcdn/topcdn/dag"
+	"github.com/topcdn/topcdn/identity"
+	"go.uber.org/zap"
+)
+
+// Config configures an Origin.
+type Config struct {
+	// DataDir holds the block store (blocks/), the metadata database
+	// (origin.db), upload staging files (staging/) and, by default, the
+	// origin's key (origin.key). Required.
+	DataDir string
+	// Key is the origin's identity. Default: loaded from DataDir/origin.key,
+	// generated there on first start.
+	Key *identity.Key
+	// MaxUploadSize bounds one CAR upload, in bytes. Default: 8 GiB.
+	MaxUploadSize int64
+	// Deserialized makes the gateway also answer deserialized requests
+	// (files and directories, as a browser wants), not only the trustless
+	// raw, CAR and IPNS record responses. Default: false.
+	Deserialized bool
+	// Logger receives structured logs. Default: no logging.
+	Logger *zap.Logger
+	// Registry receives the origin's and the gateway's Prometheus metrics and
+	// is served at /metrics. Default: a new registry.
+	Registry *prometheus.Registry
+}
+
+// Origin is a content-addressed origin: a verified block store, IPNS
+// records and human names, served over HTTP by Handler.
+type Origin struct {
+	cfg        Config
+	key        *identity.Key
+	log        *zap.Logger
+	metrics    *metrics
+	ds         *flatfs.Datastore
+	blocks     blockstore.Blockstore
+	db         *sql.DB
+	stagingDir string
+	handler    http.Handler
+
+	// Testing.
+	now func() time.Time
+}
+
+// New opens (or creates) the origin stored in cfg.DataDir. Staging files
+// left by an upload that was interrupted are removed: such an upload never
+// became visible and can be retried.
+func New(ctx context.Context, cfg Config) (*Origin, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("origin: DataDir is required")
+	}
+	if cfg.MaxUploadSize <= 0 {
+		cfg.MaxUploadSize = 8 << 30
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("origin: %w", err)
+	}
+	o := &Origin{cfg: cfg, log: cfg.Logger, now: time.Now, stagingDir: filepath.Join(cfg.DataDir, "staging")}
+	var err error
+	if o.key = cfg.Key; o.key == nil {
+		if o.key, err = identity.LoadOrGenerate(filepath.Join(cfg.DataDir, "origin.key")); err != nil {
+			return nil, fmt.Errorf("origin: %w", err)
+		}
+	}
+	if err := os.RemoveAll(o.stagingDir); err != nil {
+		return nil, fmt.Errorf("origin: clear staging: %w", err)
+	}
+	if err := os.MkdirAll(o.stagingDir, 0o700); err != nil {
+		return nil, fmt.Errorf("origin: %w", err)
+	}
+	if o.metrics, err = newMetrics(cfg.Registry); err != nil {
+		return nil, fmt.Errorf("origin: metrics: %w", err)
+	}
+	if o.ds, err = openBlocks(filepath.Join(cfg.DataDir, "blocks")); err != nil {
+		return nil, err
+	}
+	o.blocks = &verifyingBlockstore{
+		Blockstore: blockstore.NewIdStore(blockstore.NewBlockstore(o.ds, blockstore.NoPrefix(), blockstore.WriteThrough(true))),
+		log:        o.log,
+		metrics:    o.metrics,
+	}
+	if o.db, err = openDB(ctx, filepath.Join(cfg.DataDir, "origin.db")); err != nil {
+		o.ds.Close()
+		return nil, err
+	}
+	if o.handler, err = o.newHandler(); err != nil {
+		o.Close()
+		return nil, err
+	}
+	o.log.Info("origin opened", zap.String("data", cfg.DataDir), zap.Stringer("peer_id", o.key.ID))
+	return o, nil
+}
+
+// ID returns the origin's identity key.
+func (o *Origin) ID() *identity.Key { return o.key }
+
+// Handler returns the origin's HTTP API and Trustless Gateway.
+func (o *Origin) Handler() http.Handler { return o.handler }
+
+// Close releases the database and block store.
+func (o *Origin) Close() error {
+	var errs []error
+	if o.db != nil {
+		errs = append(errs, o.db.Close())
+	}
+	if o.ds != nil {
+		errs = append(errs, o.ds.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Missing returns the CIDs among cs that the origin does not store, in
+// order. Identity CIDs are never missing.
+func (o *Origin) Missing(ctx context.Context, cs []cid.Cid) ([]cid.Cid, error) {
+	var missing []cid.Cid
+	for _, c := range cs {
+		if dag.IsIdentity(c) {
+			continue
+		}
+		ok, err := o.blocks.Has(ctx, c)
+		if err != nil {
+			return nil, fmt.Errorf("origin: has %s: %w", c, err)
+		}
+		if !ok {
+			missing = append(missing, c)
+		}
+	}
+	return missing, nil
+}
+
+// newGateway builds boxo's gateway over the block store, with IPNS records
+// and human names (as DNSLink) answered from the database.
+func (o *Origin) newGateway() (http.Handler, error) {
+	vs := valueStore{o: o}
+	ns, err := namesys.NewNameSystem(vs, // no cache: the database is the truth
+		namesys.WithDNSResolverWithTTL(o.lookupDNSLink))
+	if err != nil {
+		return nil, fmt.Errorf("origin: name system: %w", err)
+	}
+	backend, err := gateway.NewBlocksBackend(blockservice.New(o.blocks, nil),
+		gateway.WithValueStore(vs),
+		gateway.WithNameSystem(ns),
+		gateway.WithPrometheusRegistry(o.cfg.Registry))
+	if err != nil {
+		return nil, fmt.Errorf("origin: gateway backend: %w", err)
+	}
+	return gateway.NewHandler(gateway.Config{
+		DeserializedResponses: o.cfg.Deserialized,
+		NoDNSLink:             true,
+		MetricsRegistry:       o.cfg.Registry,
+	}, backend), nil
+}

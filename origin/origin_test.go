@@ -1,0 +1,472 @@
+package origin
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	mdag "github.com/ipfs/boxo/ipld/merkledag"
+	"github.com/ipfs/boxo/ipns"
+	"github.com/ipfs/boxo/path"
+	"github.com/ipfs/go-cid"
+	car "github.com/ipld/go-car/v2"
+	"github.com/ipld/go-car/v2/storage"
+	"github.com/topcdn/topcdn/identity"
+)
+
+// testBlock is a block for building CARs by hand.
+type testBlock struct {
+	c    cid.Cid
+	data []byte
+}
+
+// testDAG is a small UnixFS-shaped DAG: a dag-pb root linking raw leaves.
+type testDAG struct {
+	root   cid.Cid
+	blocks []testBlock // root first
+}
+
+func newTestDAG(t testing.TB, seed string, leaves int) testDAG {
+	t.Helper()
+	var d testDAG
+	nd := &mdag.ProtoNode{}
+	nd.SetCidBuilder(mdag.V1CidPrefix())
+	nd.SetData([]byte{0x08, 0x01}) // UnixFS directory
+	var leafBlocks []testBlock
+	for i := range leaves {
+		raw := mdag.NewRawNode([]byte(fmt.Sprintf("%s leaf %d %s", seed, i, strings.Repeat("x", i))))
+		if err := nd.AddNodeLink(fmt.Sprintf("f%d", i), raw); err != nil {
+			t.Fatal(err)
+		}
+		leafBlocks = append(leafBlocks, testBlock{raw.Cid(), raw.RawData()})
+	}
+	d.root = nd.Cid()
+	d.blocks = append([]testBlock{{nd.Cid(), nd.RawData()}}, leafBlocks...)
+	return d
+}
+
+// carBytes writes a CARv1 with the given roots and blocks, unchecked.
+func carBytes(t testing.TB, roots []cid.Cid, blks ...testBlock) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	w, err := storage.NewWritable(&buf, roots, car.WriteAsCarV1(true), car.AllowDuplicatePuts(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range blks {
+		if err := w.Put(context.Background(), b.c.KeyString(), b.data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return buf.Bytes()
+}
+
+func newTestOrigin(t testing.TB) *Origin {
+	t.Helper()
+	o, err := New(context.Background(), Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { o.Close() })
+	return o
+}
+
+// storedCount counts the blocks in the origin's store.
+func storedCount(t testing.TB, o *Origin) int {
+	t.Helper()
+	ch, err := o.blocks.AllKeysChan(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for range ch {
+		n++
+	}
+	return n
+}
+
+func TestIngest(t *testing.T) {
+	d := newTestDAG(t, "a", 3)
+	other := newTestDAG(t, "b", 2)
+	corrupt := testBlock{d.blocks[1].c, []byte("not the leaf")}
+	big := mdag.NewRawNode(bytes.Repeat([]byte{7}, 2<<20+1))
+	full := carBytes(t, []cid.Cid{d.root}, d.blocks...)
+
+	tests := []struct {
+		name    string
+		car     []byte
+		wantErr error  // nil: accepted
+		wantMsg string // part of the error message
+	}{
+		{name: "complete", car: full},
+		{name: "leaves before root", car: carBytes(t, []cid.Cid{d.root}, append(d.blocks[1:], d.blocks[0])...)},
+		{name: "corrupt block", car: carBytes(t, []cid.Cid{d.root}, d.blocks[0], corrupt, d.blocks[2], d.blocks[3]),
+			wantErr: ErrBadRequest, wantMsg: d.blocks[1].c.String()},
+		{name: "oversized block", car: carBytes(t, []cid.Cid{big.Cid()}, testBlock{big.Cid(), big.RawData()}),
+			wantErr: ErrTooLarge, wantMsg: "2 MiB"},
+		{name: "missing root", car: carBytes(t, []cid.Cid{other.root}, d.blocks...),
+			wantErr: ErrIncomplete, wantMsg: other.root.String()},
+		{name: "missing leaf", car: carBytes(t, []cid.Cid{d.root}, d.blocks[:3]...),
+			wantErr: ErrIncomplete, wantMsg: d.blocks[3].c.String()},
+		{name: "truncated", car: full[:len(full)-5], wantErr: ErrBadRequest, wantMsg: "truncated"},
+		{name: "truncated header", car: full[:10], wantErr: ErrBadRequest},
+		{name: "no roots", car: carBytes(t, nil, d.blocks...), wantErr: ErrBadRequest},
+		{name: "garbage", car: []byte("hello, this is not a CAR"), wantErr: ErrBadRequest},
+		{name: "empty", car: nil, wantErr: ErrBadRequest},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			o := newTestOrigin(t)
+			res, err := o.Ingest(context.Background(), bytes.NewReader(tc.car))
+			if tc.wantErr == nil {
+				if err != nil {
+					t.Fatalf("Ingest: %v", err)
+				}
+				if res.NewBlocks != len(d.blocks) || res.Roots[0] != d.root.String() {
+					t.Fatalf("result %+v, want %d new blocks under root %s", res, len(d.blocks), d.root)
+				}
+				if n := storedCount(t, o); n != len(d.blocks) {
+					t.Fatalf("%d blocks stored, want %d", n, len(d.blocks))
+				}
+				return
+			}
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("err = %v, want %v", err, tc.wantErr)
+			}
+			if !strings.Contains(err.Error(), tc.wantMsg) {
+				t.Fatalf("err = %q, want it to mention %q", err, tc.wantMsg)
+			}
+			if n := storedCount(t, o); n != 0 {
+				t.Fatalf("a rejected upload stored %d blocks", n)
+			}
+			entries, _ := os.ReadDir(o.stagingDir)
+			if len(entries) != 0 {
+				t.Fatalf("staging not cleaned: %d files left", len(entries))
+			}
+		})
+	}
+}
+
+func TestIngestIncremental(t *testing.T) {
+	o := newTestOrigin(t)
+	ctx := context.Background()
+	d := newTestDAG(t, "v1", 4)
+	if _, err := o.Ingest(ctx, bytes.NewReader(carBytes(t, []cid.Cid{d.root}, d.blocks...))); err != nil {
+		t.Fatal(err)
+	}
+	// Everything is there now.
+	all := make([]cid.Cid, len(d.blocks))
+	for i, b := range d.blocks {
+		all[i] = b.c
+	}
+	missing, err := o.Missing(ctx, all)
+	if err != nil || len(missing) != 0 {
+		t.Fatalf("Missing = %v, %v; want none", missing, err)
+	}
+	// A new version sharing leaves needs only its new blocks: the CAR may
+	// omit what the origin has.
+	d2 := newTestDAG(t, "v1", 5) // same first 4 leaves, one more, new root
+	cs := make([]cid.Cid, len(d2.blocks))
+	for i, b := range d2.blocks {
+		cs[i] = b.c
+	}
+	missing, err = o.Missing(ctx, cs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(missing) != 2 || missing[0] != d2.root || missing[1] != d2.blocks[5].c {
+		t.Fatalf("Missing = %v, want the new root and the new leaf", missing)
+	}
+	res, err := o.Ingest(ctx, bytes.NewReader(carBytes(t, []cid.Cid{d2.root}, d2.blocks[0], d2.blocks[5])))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.NewBlocks != 2 {
+		t.Fatalf("NewBlocks = %d, want 2", res.NewBlocks)
+	}
+	// Re-publishing unchanged content: an empty CAR naming a stored root.
+	if _, err := o.Ingest(ctx, bytes.NewReader(carBytes(t, []cid.Cid{d2.root}))); err != nil {
+		t.Fatalf("empty CAR for a stored root: %v", err)
+	}
+}
+
+// record makes an IPNS record for key pointing at root.
+func record(t testing.TB, k *identity.Key, root cid.Cid, seq uint64, eol time.Time, human string) []byte {
+	t.Helper()
+	var opts []ipns.Option
+	if human != "" {
+		opts = append(opts, ipns.WithMetadata(map[string]any{RecordNameKey: human}))
+	}
+	rec, err := ipns.NewRecord(k.Private, path.FromCid(root), seq, eol, time.Minute, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := ipns.MarshalRecord(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+func TestClaimName(t *testing.T) {
+	ctx := context.Background()
+	o := newTestOrigin(t)
+	v1, v2 := newTestDAG(t, "one", 2), newTestDAG(t, "two", 2)
+	for _, d := range []testDAG{v1, v2} {
+		if _, err := o.Ingest(ctx, bytes.NewReader(carBytes(t, []cid.Cid{d.root}, d.blocks...))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unpublished := newTestDAG(t, "never uploaded", 1)
+	alice, _ := identity.Generate(nil)
+	mallory, _ := identity.Generate(nil)
+	aliceName, malloryName := ipns.NameFromPeer(alice.ID), ipns.NameFromPeer(mallory.ID)
+	future := time.Now().Add(time.Hour)
+
+	// forged: Alice's record bytes presented for Mallory's name.
+	steps := []struct {
+		name    string
+		human   string
+		ipns    ipns.Name
+		raw     []byte
+		wantErr error
+		wantCID cid.Cid
+	}{
+		{"first claim", "blog", aliceName, record(t, alice, v1.root, 1, future, "blog"), nil, v1.root},
+		{"same record again", "blog", aliceName, record(t, alice, v1.root, 1, future, "blog"), nil, v1.root},
+		{"move forward", "blog", aliceName, record(t, alice, v2.root, 2, future, "blog"), nil, v2.root},
+		{"roll back", "blog", aliceName, record(t, alice, v1.root, 1, future, "blog"), ErrConflict, v2.root},
+		{"same sequence other value", "blog", aliceName, record(t, alice, v1.root, 2, future, "blog"), ErrConflict, v2.root},
+		{"expired", "blog", aliceName, record(t, alice, v1.root, 3, time.Now().Add(-time.Minute), "blog"), ErrBadRequest, v2.root},
+		{"unpublished content", "blog", aliceName, record(t, alice, unpublished.root, 3, future, "blog"), ErrIncomplete, v2.root},
+		{"signed for another name", "blog", aliceName, record(t, alice, v1.root, 3, future, "docs"), ErrBadRequest, v2.root},
+		{"no name in record", "blog", aliceName, record(t, alice, v1.root, 3, future, ""), ErrBadRequest, v2.root},
+		{"forged", "blog", malloryName, record(t, alice, v1.root, 9, future, "blog"), ErrBadRequest, v2.root},
+		{"taken by another key", "blog", malloryName, record(t, mallory, v1.root, 9, future, "blog"), ErrConflict, v2.root},
+		{"garbage record", "blog", aliceName, []byte("\x0a\x05hello"), ErrBadRequest, v2.root},
+		{"oversized record", "blog", aliceName, bytes.Repeat([]byte{1}, ipns.MaxRecordSize+1), ErrTooLarge, v2.root},
+		{"invalid name", "Blog!", aliceName, record(t, alice, v1.root, 3, future, "Blog!"), ErrBadRequest, v2.root},
+		{"reserved name", "ipfs", malloryName, record(t, mallory, v1.root, 1, future, "ipfs"), ErrBadRequest, v2.root},
+		{"second name for one key", "docs", aliceName, record(t, alice, v1.root, 3, future, "docs"), ErrConflict, v2.root},
+	}
+	for _, st := range steps {
+		_, err := o.ClaimName(ctx, st.human, st.ipns, st.raw)
+		if st.wantErr == nil && err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		if st.wantErr != nil && !errors.Is(err, st.wantErr) {
+			t.Fatalf("%s: err = %v, want %v", st.name, err, st.wantErr)
+		}
+		ni, err := o.LookupName(ctx, "blog")
+		if err != nil {
+			t.Fatalf("%s: lookup: %v", st.name, err)
+		}
+		if ni.CID != st.wantCID.String() || ni.IPNS != aliceName.String() {
+			t.Fatalf("%s: blog -> %s (%s), want %s (%s)", st.name, ni.CID, ni.IPNS, st.wantCID, aliceName)
+		}
+	}
+	// A routing put from the owner moves the bound name too, and is held to
+	// the same checks.
+	if _, err := o.PutRecord(ctx, aliceName, record(t, alice, unpublished.root, 5, future, "")); !errors.Is(err, ErrIncomplete) {
+		t.Fatalf("routing put of unpublished content for a named key: err = %v", err)
+	}
+	if _, err := o.PutRecord(ctx, aliceName, record(t, alice, v1.root, 5, future, "")); err != nil {
+		t.Fatal(err)
+	}
+	if ni, _ := o.LookupName(ctx, "blog"); ni.CID != v1.root.String() || ni.Sequence != 5 {
+		t.Fatalf("after routing put: %+v", ni)
+	}
+	// An unbound key may publish any valid record, as a routing put.
+	if _, err := o.PutRecord(ctx, malloryName, record(t, mallory, unpublished.root, 1, future, "")); err != nil {
+		t.Fatal(err)
+	}
+	names, err := o.Names(ctx)
+	if err != nil || len(names) != 1 || names[0].Name != "blog" {
+		t.Fatalf("Names = %+v, %v", names, err)
+	}
+}
+
+func TestHandler(t *testing.T) {
+	o := newTestOrigin(t)
+	srv := httptest.NewServer(o.Handler())
+	defer srv.Close()
+	d := newTestDAG(t, "http", 3)
+	alice, _ := identity.Generate(nil)
+	aliceName := ipns.NameFromPeer(alice.ID)
+
+	do := func(method, target, ctype string, body []byte) (int, []byte, http.Header) {
+		t.Helper()
+		req, _ := http.NewRequest(method, srv.URL+target, bytes.NewReader(body))
+		if ctype != "" {
+			req.Header.Set("Content-Type", ctype)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b, resp.Header
+	}
+	get := func(target, accept string) (int, []byte) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", srv.URL+target, nil)
+		if accept != "" {
+			req.Header.Set("Accept", accept)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+
+	code, body, _ := do("POST", "/api/v1/blocks/missing", "application/json",
+		[]byte(fmt.Sprintf(`{"cids":[%q,%q]}`, d.root, d.blocks[1].c)))
+	if code != 200 || !strings.Contains(string(body), d.root.String()) {
+		t.Fatalf("missing: %d %s", code, body)
+	}
+	if code, body, _ := do("POST", "/api/v1/blocks/missing", "application/json", []byte(`{"cids":["bafyNOPE"]}`)); code != 400 || !strings.Contains(string(body), "bafyNOPE") {
+		t.Fatalf("malformed CID: %d %s", code, body)
+	}
+	if code, body, _ := do("POST", "/api/v1/car", "application/vnd.ipld.car", carBytes(t, []cid.Cid{d.root}, d.blocks...)); code != 201 {
+		t.Fatalf("upload: %d %s", code, body)
+	}
+	if code, body, _ := do("POST", "/api/v1/car", "application/vnd.ipld.car", []byte("junk")); code != 400 {
+		t.Fatalf("junk upload: %d %s", code, body)
+	}
+
+	// Trustless gateway: raw blocks and a CAR.
+	for _, b := range d.blocks {
+		code, got := get("/ipfs/"+b.c.String(), "application/vnd.ipld.raw")
+		if code != 200 || !bytes.Equal(got, b.data) {
+			t.Fatalf("raw %s: %d, %d bytes", b.c, code, len(got))
+		}
+	}
+	code, carData := get("/ipfs/"+d.root.String()+"?format=car", "")
+	if code != 200 {
+		t.Fatalf("car: %d %s", code, carData)
+	}
+	br, err := car.NewBlockReader(bytes.NewReader(carData))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for {
+		if _, err := br.Next(); err != nil {
+			break
+		}
+		n++
+	}
+	if n != len(d.blocks) {
+		t.Fatalf("CAR has %d blocks, want %d", n, len(d.blocks))
+	}
+	if code, _ := get("/ipfs/"+newTestDAG(t, "absent", 1).root.String(), "application/vnd.ipld.raw"); code < 400 {
+		t.Fatalf("absent block: %d", code)
+	}
+
+	// Names over HTTP, then the IPNS record through the gateway.
+	rec := record(t, alice, d.root, 1, time.Now().Add(time.Hour), "blog")
+	claimJSON := []byte(fmt.Sprintf(`{"ipns":%q,"record":%q}`, aliceName, b64(rec)))
+	if code, body, _ := do("PUT", "/api/v1/names/blog", "application/json", claimJSON); code != 200 {
+		t.Fatalf("claim: %d %s", code, body)
+	}
+	if code, body, _ := do("GET", "/api/v1/names/blog", "", nil); code != 200 || !strings.Contains(string(body), d.root.String()) {
+		t.Fatalf("lookup: %d %s", code, body)
+	}
+	if code, _, _ := do("GET", "/api/v1/names/nope", "", nil); code != 404 {
+		t.Fatalf("unknown name: %d", code)
+	}
+	code, got := get("/ipns/"+aliceName.String(), "application/vnd.ipfs.ipns-record")
+	if code != 200 || !bytes.Equal(got, rec) {
+		t.Fatalf("ipns record: %d", code)
+	}
+	// A rolled-back record over routing put is refused with a 4xx.
+	old := record(t, alice, d.root, 0, time.Now().Add(time.Hour), "")
+	if code, body, _ := do("PUT", "/ipns/"+aliceName.String(), "application/vnd.ipfs.ipns-record", old); code != 409 {
+		t.Fatalf("rollback via routing put: %d %s", code, body)
+	}
+	if code, body, _ := do("GET", "/metrics", "", nil); code != 200 || !strings.Contains(string(body), "topcdn_origin_uploads_total") {
+		t.Fatalf("metrics: %d", code)
+	}
+}
+
+func TestRestartKeepsState(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	o, err := New(ctx, Config{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := newTestDAG(t, "persist", 2)
+	if _, err := o.Ingest(ctx, bytes.NewReader(carBytes(t, []cid.Cid{d.root}, d.blocks...))); err != nil {
+		t.Fatal(err)
+	}
+	alice, _ := identity.Generate(nil)
+	if _, err := o.ClaimName(ctx, "site", ipns.NameFromPeer(alice.ID), record(t, alice, d.root, 1, time.Now().Add(time.Hour), "site")); err != nil {
+		t.Fatal(err)
+	}
+	id := o.ID().ID
+	o.Close()
+	// A stale staging file, as a kill -9 mid-upload leaves, is cleared.
+	if err := os.WriteFile(filepath.Join(dir, "staging", "upload-1.blocks"), []byte("partial"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o2, err := New(ctx, Config{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o2.Close()
+	if o2.ID().ID != id {
+		t.Fatal("origin key changed across restart")
+	}
+	ni, err := o2.LookupName(ctx, "site")
+	if err != nil || ni.CID != d.root.String() {
+		t.Fatalf("after restart: %+v, %v", ni, err)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(dir, "staging")); len(entries) != 0 {
+		t.Fatal("stale staging file survived restart")
+	}
+}
+
+func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
+func TestDeserializedHumanName(t *testing.T) {
+	ctx := context.Background()
+	o, err := New(ctx, Config{DataDir: t.TempDir(), Deserialized: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	d := newTestDAG(t, "browse", 2)
+	if _, err := o.Ingest(ctx, bytes.NewReader(carBytes(t, []cid.Cid{d.root}, d.blocks...))); err != nil {
+		t.Fatal(err)
+	}
+	alice, _ := identity.Generate(nil)
+	if _, err := o.ClaimName(ctx, "blog", ipns.NameFromPeer(alice.ID), record(t, alice, d.root, 1, time.Now().Add(time.Hour), "blog")); err != nil {
+		t.Fatal(err)
+	}
+	// The human name resolves like a DNSLink name: /ipns/blog/f1.
+	rec := httptest.NewRecorder()
+	o.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/ipns/blog/f1", nil))
+	if rec.Code != 200 || !bytes.Equal(rec.Body.Bytes(), d.blocks[2].data) {
+		t.Fatalf("/ipns/blog/f1: %d %q", rec.Code, rec.Body.String())
+	}
+	rec = httptest.NewRecorder()
+	o.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/ipns/nosuchname/f1", nil))
+	if rec.Code < 400 {
+		t.Fatalf("/ipns/nosuchname: %d", rec.Code)
+	}
+}

@@ -1,0 +1,64 @@
+package origin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/ipfs/boxo/ipns"
+	"github.com/libp2p/go-libp2p/core/routing"
+)
+
+// valueStore serves the origin's IPNS records to boxo's gateway and name
+// system, as a routing.ValueStore.
+type valueStore struct{ o *Origin }
+
+func (v valueStore) PutValue(ctx context.Context, key string, value []byte, _ ...routing.Option) error {
+	name, err := ipns.NameFromRoutingKey([]byte(key))
+	if err != nil {
+		return fmt.Errorf("origin: %w", err)
+	}
+	_, err = v.o.PutRecord(ctx, name, value)
+	return err
+}
+
+func (v valueStore) GetValue(ctx context.Context, key string, _ ...routing.Option) ([]byte, error) {
+	name, err := ipns.NameFromRoutingKey([]byte(key))
+	if err != nil {
+		return nil, fmt.Errorf("origin: %w", err)
+	}
+	raw, err := v.o.record(ctx, name)
+	if errors.Is(err, ErrNotFound) {
+		return nil, routing.ErrNotFound
+	}
+	return raw, err
+}
+
+func (v valueStore) SearchValue(ctx context.Context, key string, opts ...routing.Option) (<-chan []byte, error) {
+	raw, err := v.GetValue(ctx, key, opts...)
+	if err != nil {
+		return nil, err
+	}
+	ch := make(chan []byte, 1)
+	ch <- raw
+	close(ch)
+	return ch, nil
+}
+
+// lookupDNSLink answers DNSLink TXT lookups for human names from the names
+// table, so /ipns/blog resolves like /ipns/<k51…> at the origin.
+func (o *Origin) lookupDNSLink(ctx context.Context, fqdn string) ([]string, time.Duration, error) {
+	label := strings.TrimSuffix(strings.TrimPrefix(fqdn, "_dnslink."), ".")
+	if ValidateName(label) != nil {
+		return nil, 0, fmt.Errorf("origin: %q is not a published name: %w", label, ErrNotFound)
+	}
+	key, err := o.nameTarget(ctx, label)
+	if err != nil {
+		return nil, 0, err
+	}
+	return []string{"dnslink=/ipns/" + key}, time.Minute, nil
+}
+
+var _ routing.ValueStore = valueStore{}
