@@ -204,7 +204,10 @@ func (o *Origin) putRecord(ctx context.Context, human string, name ipns.Name, ra
 	if err := tx.Commit(); err != nil {
 		return false, fmt.Errorf("origin: %w", err)
 	}
-	o.log.Info("ipns record accepted", zap.String("ipns", key), zap.String("name", bound+human),
+	if human == "" {
+		human = bound
+	}
+	o.log.Info("ipns record accepted", zap.String("ipns", key), zap.String("name", human),
 		zap.Uint64("sequence", rec.seq), zap.Stringer("value", rec.value))
 	return true, nil
 }

@@ -389,6 +389,10 @@ func TestHandler(t *testing.T) {
 	if code, _, _ := do("GET", "/api/v1/names/nope", "", nil); code != 404 {
 		t.Fatalf("unknown name: %d", code)
 	}
+	bob, _ := identity.Generate(nil)
+	if code, _ := get("/ipns/"+ipns.NameFromPeer(bob.ID).String(), "application/vnd.ipfs.ipns-record"); code != 404 {
+		t.Fatalf("unknown IPNS name: %d, want 404", code)
+	}
 	code, got := get("/ipns/"+aliceName.String(), "application/vnd.ipfs.ipns-record")
 	if code != 200 || !bytes.Equal(got, rec) {
 		t.Fatalf("ipns record: %d", code)

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"time"
 
+	"github.com/ipfs/boxo/gateway"
 	"github.com/ipfs/boxo/ipns"
 	"github.com/libp2p/go-libp2p/core/routing"
 )
@@ -31,7 +33,8 @@ func (v valueStore) GetValue(ctx context.Context, key string, _ ...routing.Optio
 	}
 	raw, err := v.o.record(ctx, name)
 	if errors.Is(err, ErrNotFound) {
-		return nil, routing.ErrNotFound
+		// A 404 from the gateway; still routing.ErrNotFound to namesys.
+		return nil, gateway.NewErrorStatusCode(fmt.Errorf("no IPNS record for %s: %w", name, routing.ErrNotFound), http.StatusNotFound)
 	}
 	return raw, err
 }

@@ -1,0 +1,39 @@
+# topcdn: make demo (run a local network), make test (all tests).
+GO ?= go
+BIN := bin/topcdn
+
+.PHONY: all build demo test test-short fuzz bench vet clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/topcdn
+
+## demo: build, start an origin on 127.0.0.1:8081, publish examples/site, print what to open.
+demo:
+	./scripts/demo.sh
+
+## test: vet, then every test (unit, end-to-end with real processes, fuzz seed corpora) with the race detector.
+test: vet
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+## test-short: the fast unit tests only.
+test-short:
+	$(GO) test -short -count=1 ./...
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+
+## fuzz: run each fuzz target for FUZZTIME (default 30s).
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz=FuzzIngest -fuzztime=$(FUZZTIME) ./origin
+	$(GO) test -run '^$$' -fuzz=FuzzPutRecord -fuzztime=$(FUZZTIME) ./origin
+
+## bench: topcdn publish --only-hash vs kubo on a 256 MiB directory (builds kubo once, cached).
+bench:
+	$(GO) run ./bench publish
+
+clean:
+	rm -rf bin demo

@@ -1,0 +1,94 @@
+// Command bench is topcdn's benchmark harness.
+//
+// It is a tiny subcommand dispatcher; each benchmark lives in its own file
+// and registers itself in [commands]. Run it from the repository root:
+//
+//	go run ./bench publish [flags]
+//	go run ./bench help
+//
+// See bench/README.md for what each benchmark measures.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// command is one benchmark subcommand.
+type command struct {
+	// name is the subcommand name used on the command line.
+	name string
+	// summary is a one-line description shown by "help".
+	summary string
+	// run executes the benchmark with the arguments following the
+	// subcommand name. It writes human-readable results to stdout and
+	// progress to stderr.
+	run func(ctx context.Context, args []string) error
+}
+
+// commands lists every benchmark, in the order "help" shows them.
+var commands = []command{
+	{
+		name:    "publish",
+		summary: "hash a 256 MiB site with `topcdn publish --only-hash` vs `ipfs add --only-hash`",
+		run:     runPublish,
+	},
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := dispatch(ctx, os.Args[1:])
+	stop()
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return
+	case errors.Is(err, errUsage):
+		os.Exit(2)
+	default:
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// errUsage reports an invalid command line; the usage text has already been
+// printed when it is returned.
+var errUsage = errors.New("usage error")
+
+// dispatch runs the subcommand named by args[0].
+func dispatch(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		usage(os.Stderr)
+		return errUsage
+	}
+	name, rest := args[0], args[1:]
+	if name == "help" || name == "-h" || name == "-help" || name == "--help" {
+		usage(os.Stdout)
+		return nil
+	}
+	for _, c := range commands {
+		if c.name == name {
+			return c.run(ctx, rest)
+		}
+	}
+	fmt.Fprintf(os.Stderr, "bench: unknown benchmark %q\n\n", name)
+	usage(os.Stderr)
+	return errUsage
+}
+
+// usage writes the list of benchmarks to w.
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: go run ./bench <benchmark> [flags]")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "benchmarks:")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Run `go run ./bench <benchmark> -h` for a benchmark's flags; see bench/README.md.")
+}

@@ -1,0 +1,371 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	car "github.com/ipld/go-car/v2"
+	"github.com/topcdn/topcdn/dag"
+	"github.com/topcdn/topcdn/origin"
+)
+
+// buildBinary builds topcdn once per test run.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "topcdn")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// originProc is a running `topcdn origin` process.
+type originProc struct {
+	cmd  *exec.Cmd
+	url  string
+	logs *bytes.Buffer
+}
+
+// startOrigin runs `topcdn origin` on a free loopback port and waits until
+// it says it is listening.
+func startOrigin(t *testing.T, bin, data string) *originProc {
+	t.Helper()
+	cmd := exec.Command(bin, "origin", "--data", data, "--listen", "127.0.0.1:0")
+	logs := &bytes.Buffer{}
+	cmd.Stderr = logs
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &originProc{cmd: cmd, logs: logs}
+	t.Cleanup(func() { p.stop(t) })
+	lines := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if u, ok := strings.CutPrefix(sc.Text(), "listening on "); ok {
+				lines <- u
+			}
+		}
+	}()
+	select {
+	case p.url = <-lines:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("origin did not start; logs:\n%s", logs)
+	}
+	return p
+}
+
+// stop sends SIGTERM and checks for a clean exit.
+func (p *originProc) stop(t *testing.T) {
+	if p.cmd.ProcessState != nil {
+		return
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("origin exited uncleanly on SIGTERM: %v\n%s", err, p.logs)
+		}
+	case <-time.After(15 * time.Second):
+		p.cmd.Process.Kill()
+		t.Errorf("origin did not stop within 15s of SIGTERM")
+	}
+}
+
+func (p *originProc) kill9(t *testing.T) {
+	t.Helper()
+	p.cmd.Process.Kill()
+	p.cmd.Wait()
+}
+
+func run(t *testing.T, bin string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("topcdn %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return string(out)
+}
+
+func httpGet(t *testing.T, url, accept string) (int, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, b
+}
+
+func lookupName(t *testing.T, originURL, name string) origin.NameInfo {
+	t.Helper()
+	code, body := httpGet(t, originURL+"/api/v1/names/"+name, "")
+	if code != 200 {
+		t.Fatalf("GET name %s: %d %s", name, code, body)
+	}
+	var ni origin.NameInfo
+	if err := json.Unmarshal(body, &ni); err != nil {
+		t.Fatal(err)
+	}
+	return ni
+}
+
+// fetchDAG walks the DAG under root block by block as raw responses,
+// verifying each, and returns the set of blocks.
+func fetchDAG(t *testing.T, originURL string, root cid.Cid) map[cid.Cid]bool {
+	t.Helper()
+	seen := map[cid.Cid]bool{}
+	queue := []cid.Cid{root}
+	for len(queue) > 0 {
+		c := queue[0]
+		queue = queue[1:]
+		if seen[c] {
+			continue
+		}
+		seen[c] = true
+		code, data := httpGet(t, originURL+"/ipfs/"+c.String(), "application/vnd.ipld.raw")
+		if code != 200 {
+			t.Fatalf("raw %s: %d %s", c, code, data)
+		}
+		if err := dag.Verify(c, data); err != nil {
+			t.Fatalf("raw block from origin: %v", err)
+		}
+		links, err := dag.Links(c, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		queue = append(queue, links...)
+	}
+	return seen
+}
+
+// fetchCAR downloads root as a CAR (dag-scope=all) and verifies every block.
+func fetchCAR(t *testing.T, originURL string, root cid.Cid) map[cid.Cid]bool {
+	t.Helper()
+	code, data := httpGet(t, originURL+"/ipfs/"+root.String()+"?format=car&dag-scope=all", "")
+	if code != 200 {
+		t.Fatalf("car %s: %d %s", root, code, data)
+	}
+	br, err := car.NewBlockReader(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(br.Roots) != 1 || br.Roots[0] != root {
+		t.Fatalf("CAR roots %v, want [%s]", br.Roots, root)
+	}
+	got := map[cid.Cid]bool{}
+	for {
+		b, err := br.Next() // verifies each block's hash
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("CAR from origin: %v", err)
+		}
+		got[b.Cid()] = true
+	}
+	return got
+}
+
+func copyDir(t *testing.T, src, dst string) {
+	t.Helper()
+	err := filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		target := filepath.Join(dst, rel)
+		if d.IsDir() {
+			return os.MkdirAll(target, 0o755)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(target, b, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs processes")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	key := filepath.Join(dir, "publisher.key")
+	peerID := strings.TrimSpace(run(t, bin, "keygen", "--out", key))
+	if !strings.HasPrefix(peerID, "12D3KooW") {
+		t.Fatalf("keygen printed %q, want an ed25519 peer ID", peerID)
+	}
+	o := startOrigin(t, bin, filepath.Join(dir, "origin"))
+
+	// Publish the example site.
+	site := filepath.Join(dir, "site")
+	copyDir(t, "../../examples/site", site)
+	want := strings.TrimSpace(run(t, bin, "publish", "--only-hash", "-Q", site))
+	root := strings.TrimSpace(run(t, bin, "publish", site, "--name", "blog", "--origin", o.url, "--key", key, "-Q"))
+	if root != want {
+		t.Fatalf("published root %s, --only-hash said %s", root, want)
+	}
+	rootCID := cid.MustParse(root)
+	if ni := lookupName(t, o.url, "blog"); ni.CID != root || ni.Sequence != 1 {
+		t.Fatalf("blog -> %+v, want %s at sequence 1", ni, root)
+	}
+
+	// Every block comes back, verified, as raw blocks and as one CAR.
+	raw := fetchDAG(t, o.url, rootCID)
+	carBlocks := fetchCAR(t, o.url, rootCID)
+	if len(raw) < 15 || len(raw) != len(carBlocks) {
+		t.Fatalf("%d blocks as raw, %d in the CAR", len(raw), len(carBlocks))
+	}
+	for c := range raw {
+		if !carBlocks[c] {
+			t.Fatalf("CAR lacks %s", c)
+		}
+	}
+
+	// Change the site and republish: only the changed blocks go up, and the
+	// name moves to the new root.
+	if err := os.WriteFile(filepath.Join(site, "about.html"), []byte("<h1>About this site, v2</h1>"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := exec.Command(bin, "publish", site, "--name", "blog", "--origin", o.url, "--key", key)
+	var stderr bytes.Buffer
+	out.Stderr = &stderr
+	if err := out.Run(); err != nil {
+		t.Fatalf("republish: %v\n%s", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "uploaded 2 of") {
+		t.Errorf("republish of one changed file should send only its new leaf and the new root: %s", stderr.String())
+	}
+	ni := lookupName(t, o.url, "blog")
+	if ni.CID == root || ni.Sequence != 2 {
+		t.Fatalf("after republish blog -> %+v, want a new root at sequence 2", ni)
+	}
+	newRoot := cid.MustParse(ni.CID)
+	if n := len(fetchDAG(t, o.url, newRoot)); n != len(raw) {
+		t.Fatalf("new version has %d blocks, want %d", n, len(raw))
+	}
+
+	// Another key cannot take the name.
+	other := filepath.Join(dir, "other.key")
+	run(t, bin, "keygen", "--out", other)
+	steal := exec.Command(bin, "publish", site, "--name", "blog", "--origin", o.url, "--key", other)
+	if msg, err := steal.CombinedOutput(); err == nil || !strings.Contains(string(msg), "belongs to another key") {
+		t.Fatalf("publishing blog with another key: err=%v\n%s", err, msg)
+	}
+}
+
+// writeRandomSite writes n MiB of incompressible files under dir.
+func writeRandomSite(t *testing.T, dir string, mib int, seed uint64) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, 1))
+	for i := range mib {
+		b := make([]byte, 1<<20)
+		for j := range b {
+			b[j] = byte(rng.Uint32())
+		}
+		p := filepath.Join(dir, fmt.Sprintf("d%d", i%4), fmt.Sprintf("f%03d.bin", i))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestKillDuringPublish(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs processes")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	key := filepath.Join(dir, "publisher.key")
+	run(t, bin, "keygen", "--out", key)
+	data := filepath.Join(dir, "origin")
+	o := startOrigin(t, bin, data)
+
+	v1 := filepath.Join(dir, "v1")
+	copyDir(t, "../../examples/site", v1)
+	root1 := strings.TrimSpace(run(t, bin, "publish", v1, "--name", "site", "--origin", o.url, "--key", key, "-Q"))
+
+	// Start publishing a bigger version, and kill -9 the origin while the
+	// upload is streaming in.
+	v2 := filepath.Join(dir, "v2")
+	writeRandomSite(t, v2, 96, 7)
+	pub := exec.Command(bin, "publish", v2, "--name", "site", "--origin", o.url, "--key", key, "-Q")
+	var pubErr bytes.Buffer
+	pub.Stderr = &pubErr
+	if err := pub.Start(); err != nil {
+		t.Fatal(err)
+	}
+	staging := filepath.Join(data, "staging")
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		entries, _ := os.ReadDir(staging)
+		if len(entries) > 0 {
+			if info, err := entries[0].Info(); err == nil && info.Size() > 1<<20 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("upload never started")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	o.kill9(t)
+	if err := pub.Wait(); err == nil {
+		t.Fatal("publish succeeded although the origin was killed mid-upload")
+	}
+
+	// Restart: the old version is still what the name serves, complete.
+	o = startOrigin(t, bin, data)
+	if ni := lookupName(t, o.url, "site"); ni.CID != root1 {
+		t.Fatalf("after kill -9, site -> %s, want the old %s", ni.CID, root1)
+	}
+	fetchDAG(t, o.url, cid.MustParse(root1))
+
+	// The publish can be retried and completes.
+	root2 := strings.TrimSpace(run(t, bin, "publish", v2, "--name", "site", "--origin", o.url, "--key", key, "-Q"))
+	if ni := lookupName(t, o.url, "site"); ni.CID != root2 {
+		t.Fatalf("after retry, site -> %s, want %s", ni.CID, root2)
+	}
+	if n := len(fetchCAR(t, o.url, cid.MustParse(root2))); n < 96*4 {
+		t.Fatalf("retried version has %d blocks", n)
+	}
+}

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"github.com/spf13/cobra"
+	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/origin"
+	"go.uber.org/zap"
+)
+
+func newOriginCmd() *cobra.Command {
+	var (
+		listen, dataDir, keyFile, maxUpload, logLevel string
+		deserialized                                  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "origin --data DIR [--listen ADDR]",
+		Short: "Run a content-addressed origin (Trustless Gateway + publish API)",
+		Long: `origin stores published content and serves it.
+
+It verifies every uploaded block against its CID before storing it (flatfs
+under DIR/blocks), keeps IPNS records and human names in SQLite
+(DIR/origin.db), and serves:
+
+  GET  /ipfs/{cid}            Trustless Gateway: raw blocks (?format=raw or
+                              Accept: application/vnd.ipld.raw) and CARs
+                              (?format=car, dag-scope)
+  GET  /ipns/{k51…}           IPNS records (Accept: application/vnd.ipfs.ipns-record)
+  PUT  /ipns/{k51…}           store an IPNS record, as 'ipfs routing put'
+  POST /api/v1/blocks/missing which blocks the origin lacks
+  POST /api/v1/car            upload a CAR
+  GET  /api/v1/names[/{name}] human names and what they point to
+  PUT  /api/v1/names/{name}   claim or move a human name
+  GET  /metrics, /healthz
+
+When it is ready it prints "listening on http://ADDR" on standard output.
+SIGINT or SIGTERM stop it cleanly.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			log, err := newLogger(logLevel)
+			if err != nil {
+				return err
+			}
+			defer log.Sync()
+			limit, err := humanize.ParseBytes(maxUpload)
+			if err != nil {
+				return fmt.Errorf("--max-upload %q: %w", maxUpload, err)
+			}
+			cfg := origin.Config{
+				DataDir:       dataDir,
+				MaxUploadSize: int64(limit),
+				Deserialized:  deserialized,
+				Logger:        log,
+			}
+			if keyFile != "" {
+				if cfg.Key, err = identity.Load(keyFile); err != nil {
+					return err
+				}
+			}
+			return runOrigin(cmd.Context(), cmd, listen, cfg, log)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&listen, "listen", "127.0.0.1:8081", "address to serve HTTP on")
+	f.StringVar(&dataDir, "data", "", "directory for blocks, database and key (required)")
+	f.StringVar(&keyFile, "key", "", "origin key file (default: DIR/origin.key, created if missing)")
+	f.StringVar(&maxUpload, "max-upload", "8GiB", "largest CAR upload accepted")
+	f.BoolVar(&deserialized, "deserialized", false, "also serve files and directories to browsers, not only trustless responses")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	cmd.MarkFlagRequired("data")
+	return cmd
+}
+
+func runOrigin(ctx context.Context, cmd *cobra.Command, listen string, cfg origin.Config, log *zap.Logger) error {
+	o, err := origin.New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer o.Close()
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("origin: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           o.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          zap.NewStdLog(log.Named("http")),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("origin listening", zap.String("addr", ln.Addr().String()), zap.Stringer("peer_id", o.ID().ID))
+	fmt.Fprintf(cmd.OutOrStdout(), "listening on http://%s\n", ln.Addr())
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("origin: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("origin shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("origin: shutdown: %w", err)
+	}
+	return nil
+}

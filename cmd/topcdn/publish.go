@@ -1,0 +1,176 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"github.com/ipfs/boxo/ipns"
+	"github.com/spf13/cobra"
+	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/origin"
+	"github.com/topcdn/topcdn/publish"
+)
+
+func newPublishCmd() *cobra.Command {
+	var (
+		name, originURL, keyFile, carFile, chunker, hash string
+		cidVersion                                       int
+		rawLeaves, hidden, trickle, onlyHash, quiet      bool
+		ttl, lifetime                                    time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "publish DIR --name NAME --origin URL --key FILE",
+		Short: "Publish a directory (or a CAR) under a name",
+		Long: `publish imports DIR as a UnixFS DAG, uploads the blocks the origin lacks as a
+CAR stream, and points NAME at the new root with an IPNS record signed by
+the key in FILE.
+
+The defaults give the root CID that kubo's 'ipfs add -r --cid-version=1'
+gives for the same directory: CIDv1, raw leaves, sha2-256, 256 KiB chunks,
+balanced layout, HAMT-sharded big directories, hidden files skipped.
+--chunker, --cid-version, --raw-leaves, --hash, --hidden and --trickle behave
+as kubo's flags of the same names.
+
+With --car FILE the DAG is read from an existing CAR (v1 or v2), as
+'ipfs dag import' would, so any IPLD content can be published; its first
+root is the one NAME points to.
+
+A name is claimed by the first key that publishes it; later publishes must
+use the same key. One key publishes one name.`,
+		Example: `  topcdn keygen --out publisher.key
+  topcdn publish ./site --name blog --origin http://127.0.0.1:8081 --key publisher.key
+  topcdn publish --only-hash -Q ./site
+  topcdn publish --car site.car --name blog --key publisher.key`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
+			status := stderr
+			if quiet {
+				status = io.Discard
+			}
+			if (len(args) == 1) == (carFile != "") {
+				return errors.New("give either a directory or --car FILE")
+			}
+			if !onlyHash {
+				if name == "" {
+					return errors.New("--name is required (or use --only-hash)")
+				}
+				if keyFile == "" {
+					return errors.New("--key is required (create one with 'topcdn keygen --out FILE')")
+				}
+				if err := origin.ValidateName(name); err != nil {
+					return err
+				}
+			}
+
+			var src publish.Source
+			if carFile != "" {
+				if onlyHash {
+					return errors.New("--only-hash applies to directories; a CAR's roots are in its header")
+				}
+				cf, err := publish.OpenCAR(carFile)
+				if err != nil {
+					return err
+				}
+				defer cf.Close()
+				src = cf
+			} else {
+				opts := []publish.Option{
+					publish.WithChunker(chunker),
+					publish.WithCidVersion(cidVersion),
+					publish.WithHash(hash),
+					publish.WithHidden(hidden),
+					publish.WithTrickle(trickle),
+				}
+				if cmd.Flags().Changed("raw-leaves") {
+					opts = append(opts, publish.WithRawLeaves(rawLeaves))
+				}
+				if onlyHash {
+					opts = append(opts, publish.WithOnlyHash())
+				}
+				var bar publish.Progress = publish.NewProgress(nil, "", 0)
+				if !quiet {
+					if total, err := dirSize(args[0], hidden); err == nil {
+						bar = publish.NewProgress(stderr, "import", total)
+					}
+				}
+				opts = append(opts, publish.WithProgress(bar.Add))
+				d, err := publish.ImportDir(ctx, args[0], opts...)
+				bar.Finish()
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(status, "imported %d files, %s: %s\n", d.Files, humanize.IBytes(uint64(d.FileBytes)), d.Root)
+				if onlyHash {
+					fmt.Fprintln(stdout, d.Root)
+					return nil
+				}
+				src = d
+			}
+			root := src.Roots()[0]
+
+			key, err := identity.Load(keyFile)
+			if err != nil {
+				return err
+			}
+			client, err := publish.NewClient(originURL, nil)
+			if err != nil {
+				return err
+			}
+			var progress func(int64) publish.Progress
+			if !quiet {
+				progress = func(total int64) publish.Progress {
+					return publish.NewProgress(stderr, "upload", total)
+				}
+			}
+			pushed, err := client.Push(ctx, src, progress)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(status, "uploaded %d of %d blocks (%s)", pushed.Sent, pushed.Blocks, humanize.IBytes(uint64(pushed.SentBytes)))
+			if had := pushed.Blocks - pushed.Sent; had > 0 {
+				fmt.Fprintf(status, "; the origin already had %d", had)
+			}
+			fmt.Fprintln(status)
+			ni, err := client.PublishName(ctx, name, key, root, publish.NameOptions{TTL: ttl, Lifetime: lifetime})
+			if err != nil {
+				return err
+			}
+			if quiet {
+				fmt.Fprintln(stdout, root)
+				return nil
+			}
+			fmt.Fprintf(stdout, "root  %s\nname  %s -> %s (sequence %d)\nipns  %s\n",
+				root, ni.Name, ni.Value, ni.Sequence, ipns.NameFromPeer(key.ID))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&name, "name", "", "human name to publish under, e.g. blog")
+	f.StringVar(&originURL, "origin", envOr("TOPCDN_ORIGIN", "http://127.0.0.1:8081"), "origin URL ($TOPCDN_ORIGIN)")
+	f.StringVar(&keyFile, "key", os.Getenv("TOPCDN_KEY"), "publisher key file ($TOPCDN_KEY)")
+	f.StringVar(&carFile, "car", "", "publish this CAR file instead of a directory")
+	f.StringVar(&chunker, "chunker", "size-262144", "chunking algorithm: size-N, rabin[-MIN-AVG-MAX] or buzhash")
+	f.IntVar(&cidVersion, "cid-version", 1, "CID version, 0 or 1 (1 implies --raw-leaves)")
+	f.BoolVar(&rawLeaves, "raw-leaves", false, "use raw blocks for leaves (default: true for CIDv1, false for CIDv0)")
+	f.StringVar(&hash, "hash", "sha2-256", "multihash function (anything but sha2-256 needs CIDv1)")
+	f.BoolVar(&hidden, "hidden", false, "include files whose names start with a dot")
+	f.BoolVar(&trickle, "trickle", false, "use the trickle DAG layout instead of balanced")
+	f.BoolVar(&onlyHash, "only-hash", false, "only compute and print the root CID; send nothing")
+	f.BoolVarP(&quiet, "quiet", "Q", false, "print only the root CID")
+	f.DurationVar(&ttl, "ttl", time.Minute, "how long readers may cache the name's record")
+	f.DurationVar(&lifetime, "lifetime", 365*24*time.Hour, "how long the name's record stays valid")
+	return cmd
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,290 @@
+package publish
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/ipfs/boxo/ipns"
+	"github.com/ipfs/boxo/path"
+	"github.com/ipfs/go-cid"
+	car "github.com/ipld/go-car/v2"
+	"github.com/ipld/go-car/v2/storage"
+	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/origin"
+)
+
+// Client talks to an origin's publisher API.
+type Client struct {
+	base *url.URL
+	http *http.Client
+}
+
+// NewClient returns a client for the origin at baseURL (e.g.
+// http://127.0.0.1:8081). A nil httpClient means http.DefaultClient.
+func NewClient(baseURL string, httpClient *http.Client) (*Client, error) {
+	u, err := url.Parse(strings.TrimSuffix(baseURL, "/"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("publish: origin URL %q: want http(s)://host[:port]", baseURL)
+	}
+	if httpClient == nil {
+		httpClient = http.DefaultClient
+	}
+	return &Client{base: u, http: httpClient}, nil
+}
+
+func (c *Client) url(p string) string { return c.base.String() + p }
+
+// do sends a request and decodes a JSON answer into out, turning an error
+// answer into an error that carries the origin's message.
+func (c *Client) do(req *http.Request, out any) error {
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("publish: %s %s: %w", req.Method, req.URL.Path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("publish: %s %s: %w", req.Method, req.URL.Path, err)
+	}
+	if resp.StatusCode >= 300 {
+		var e origin.ErrorResponse
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			return &OriginError{Status: resp.StatusCode, Message: e.Error}
+		}
+		return &OriginError{Status: resp.StatusCode, Message: strings.TrimSpace(string(body))}
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("publish: %s %s: decode answer: %w", req.Method, req.URL.Path, err)
+	}
+	return nil
+}
+
+// OriginError is an error answer from the origin.
+type OriginError struct {
+	Status  int
+	Message string
+}
+
+func (e *OriginError) Error() string {
+	return fmt.Sprintf("origin refused (HTTP %d): %s", e.Status, e.Message)
+}
+
+// Missing returns the blocks among cs the origin does not have, asking in
+// batches of origin.MaxMissingQuery.
+func (c *Client) Missing(ctx context.Context, cs []cid.Cid) ([]cid.Cid, error) {
+	var missing []cid.Cid
+	for start := 0; start < len(cs); start += origin.MaxMissingQuery {
+		batch := cs[start:min(start+origin.MaxMissingQuery, len(cs))]
+		req := origin.MissingRequest{CIDs: make([]string, len(batch))}
+		for i, b := range batch {
+			req.CIDs[i] = b.String()
+		}
+		body, _ := json.Marshal(req)
+		hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url("/api/v1/blocks/missing"), bytes.NewReader(body))
+		if err != nil {
+			return nil, fmt.Errorf("publish: %w", err)
+		}
+		hreq.Header.Set("Content-Type", "application/json")
+		var resp origin.MissingResponse
+		if err := c.do(hreq, &resp); err != nil {
+			return nil, err
+		}
+		for _, s := range resp.Missing {
+			m, err := cid.Decode(s)
+			if err != nil {
+				return nil, fmt.Errorf("publish: origin answered a malformed CID %q: %w", s, err)
+			}
+			missing = append(missing, m)
+		}
+	}
+	return missing, nil
+}
+
+// PushResult says what a Push sent.
+type PushResult struct {
+	// Blocks is the number of blocks in the DAG.
+	Blocks int
+	// Sent is the number of blocks uploaded (the ones the origin lacked).
+	Sent int
+	// SentBytes is the size of the blocks uploaded.
+	SentBytes int64
+	// Upload is the origin's answer.
+	Upload *origin.UploadResult
+}
+
+// Push uploads src to the origin: it first asks which blocks the origin
+// lacks, then streams only those as a CAR whose roots are src's roots.
+// Progress (may be nil) is told the bytes as they go out.
+func (c *Client) Push(ctx context.Context, src Source, progress func(total int64) Progress) (*PushResult, error) {
+	all, err := src.Blocks()
+	if err != nil {
+		return nil, err
+	}
+	missing, err := c.Missing(ctx, all)
+	if err != nil {
+		return nil, err
+	}
+	var total int64
+	for _, m := range missing {
+		sz := src.Size(m)
+		if sz < 0 {
+			return nil, fmt.Errorf("publish: origin asked for %s, which is not in this DAG", m)
+		}
+		total += int64(sz)
+	}
+	var p Progress = nopProgress{}
+	if progress != nil {
+		p = progress(total)
+	}
+	defer p.Finish()
+
+	pr, pw := io.Pipe()
+	go func() {
+		pw.CloseWithError(writeCAR(ctx, pw, src, missing, p))
+	}()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url("/api/v1/car"), pr)
+	if err != nil {
+		pr.Close()
+		return nil, fmt.Errorf("publish: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/vnd.ipld.car; version=1")
+	var up origin.UploadResult
+	if err := c.do(req, &up); err != nil {
+		pr.CloseWithError(err)
+		return nil, err
+	}
+	return &PushResult{Blocks: len(all), Sent: len(missing), SentBytes: total, Upload: &up}, nil
+}
+
+// writeCAR streams a CARv1 of the given blocks of src to w.
+func writeCAR(ctx context.Context, w io.Writer, src Source, cs []cid.Cid, p Progress) error {
+	cw, err := storage.NewWritable(w, src.Roots(), car.WriteAsCarV1(true))
+	if err != nil {
+		return fmt.Errorf("publish: write CAR: %w", err)
+	}
+	for _, c := range cs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		data, err := src.Get(c)
+		if err != nil {
+			return err
+		}
+		if err := cw.Put(ctx, c.KeyString(), data); err != nil {
+			return fmt.Errorf("publish: write CAR: %w", err)
+		}
+		p.Add(int64(len(data)))
+	}
+	return nil
+}
+
+// CurrentRecord fetches the origin's current IPNS record for name through
+// its Trustless Gateway and checks it. It returns nil, nil if there is none.
+func (c *Client) CurrentRecord(ctx context.Context, name ipns.Name) (*ipns.Record, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url("/ipns/"+name.String()), nil)
+	if err != nil {
+		return nil, fmt.Errorf("publish: %w", err)
+	}
+	req.Header.Set("Accept", "application/vnd.ipfs.ipns-record")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("publish: fetch IPNS record: %w", err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, int64(ipns.MaxRecordSize)+1))
+	if err != nil {
+		return nil, fmt.Errorf("publish: fetch IPNS record: %w", err)
+	}
+	switch {
+	case resp.StatusCode == http.StatusNotFound:
+		return nil, nil
+	case resp.StatusCode != http.StatusOK:
+		return nil, &OriginError{Status: resp.StatusCode, Message: strings.TrimSpace(string(raw))}
+	}
+	rec, err := ipns.UnmarshalRecord(raw)
+	if err != nil {
+		return nil, fmt.Errorf("publish: origin sent a malformed IPNS record: %w", err)
+	}
+	if err := ipns.ValidateWithName(rec, name); err != nil && !errors.Is(err, ipns.ErrExpiredRecord) {
+		return nil, fmt.Errorf("publish: origin sent an invalid IPNS record: %w", err)
+	}
+	return rec, nil
+}
+
+// NameOptions are the validity and caching of a published name's record.
+type NameOptions struct {
+	// Lifetime is how long the record stays valid (its EOL). Default: one
+	// year, so a site stays up without republishing.
+	Lifetime time.Duration
+	// TTL is how long readers may cache the record. Default: one minute.
+	TTL time.Duration
+}
+
+// PublishName signs an IPNS record pointing at root with the next sequence
+// number after the origin's current one, carrying the human name in its
+// signed metadata, and sends it to the origin.
+func (c *Client) PublishName(ctx context.Context, human string, key *identity.Key, root cid.Cid, opts NameOptions) (*origin.NameInfo, error) {
+	if opts.Lifetime <= 0 {
+		opts.Lifetime = 365 * 24 * time.Hour
+	}
+	if opts.TTL <= 0 {
+		opts.TTL = time.Minute
+	}
+	name := ipns.NameFromPeer(key.ID)
+	seq := uint64(1)
+	cur, err := c.CurrentRecord(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if cur != nil {
+		last, err := cur.Sequence()
+		if err != nil {
+			return nil, fmt.Errorf("publish: current record: %w", err)
+		}
+		seq = last + 1
+	}
+	rec, err := ipns.NewRecord(key.Private, path.FromCid(root), seq, time.Now().Add(opts.Lifetime), opts.TTL,
+		ipns.WithMetadata(map[string]any{origin.RecordNameKey: human}))
+	if err != nil {
+		return nil, fmt.Errorf("publish: sign IPNS record: %w", err)
+	}
+	raw, err := ipns.MarshalRecord(rec)
+	if err != nil {
+		return nil, fmt.Errorf("publish: %w", err)
+	}
+	body, _ := json.Marshal(origin.NameClaim{IPNS: name.String(), Record: raw})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, c.url("/api/v1/names/"+url.PathEscape(human)), bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("publish: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	var ni origin.NameInfo
+	if err := c.do(req, &ni); err != nil {
+		return nil, err
+	}
+	return &ni, nil
+}
+
+// LookupName asks the origin what a human name points to.
+func (c *Client) LookupName(ctx context.Context, human string) (*origin.NameInfo, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url("/api/v1/names/"+url.PathEscape(human)), nil)
+	if err != nil {
+		return nil, fmt.Errorf("publish: %w", err)
+	}
+	var ni origin.NameInfo
+	if err := c.do(req, &ni); err != nil {
+		return nil, err
+	}
+	return &ni, nil
+}
