@@ -21,6 +21,8 @@ var (
 	ErrIncomplete = errors.New("incomplete DAG")
 	// ErrNotFound marks an unknown name.
 	ErrNotFound = errors.New("not found")
+	// ErrBusy marks a request refused for load; the client should retry.
+	ErrBusy = errors.New("busy")
 )
 
 // statusError ties an error to the HTTP status it should be answered with.
@@ -51,6 +53,8 @@ func statusOf(err error) int {
 		return http.StatusUnprocessableEntity
 	case errors.Is(err, ErrNotFound):
 		return http.StatusNotFound
+	case errors.Is(err, ErrBusy):
+		return http.StatusServiceUnavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout
 	case errors.Is(err, context.Canceled):

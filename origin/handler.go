@@ -123,6 +123,14 @@ func (o *Origin) serveMissing(w http.ResponseWriter, r *http.Request) {
 }
 
 func (o *Origin) serveUpload(w http.ResponseWriter, r *http.Request) {
+	select {
+	case o.uploads <- struct{}{}:
+		defer func() { <-o.uploads }()
+	default:
+		w.Header().Set("Retry-After", "5")
+		o.fail(w, errorf(ErrBusy, "%d uploads already in progress; retry shortly", cap(o.uploads)))
+		return
+	}
 	body := http.MaxBytesReader(w, r.Body, o.cfg.MaxUploadSize)
 	res, err := o.Ingest(r.Context(), body)
 	if err != nil {

@@ -33,6 +33,9 @@ type Config struct {
 	Key *identity.Key
 	// MaxUploadSize bounds one CAR upload, in bytes. Default: 8 GiB.
 	MaxUploadSize int64
+	// MaxConcurrentUploads bounds how many CAR uploads are staged at once;
+	// more get 503 with Retry-After. Default: 4.
+	MaxConcurrentUploads int
 	// Deserialized makes the gateway also answer deserialized requests
 	// (files and directories, as a browser wants), not only the trustless
 	// raw, CAR and IPNS record responses. Default: false.
@@ -56,6 +59,7 @@ type Origin struct {
 	db         *sql.DB
 	stagingDir string
 	handler    http.Handler
+	uploads    chan struct{} // semaphore: one token per running upload
 
 	// Testing.
 	now func() time.Time
@@ -71,6 +75,9 @@ func New(ctx context.Context, cfg Config) (*Origin, error) {
 	if cfg.MaxUploadSize <= 0 {
 		cfg.MaxUploadSize = 8 << 30
 	}
+	if cfg.MaxConcurrentUploads <= 0 {
+		cfg.MaxConcurrentUploads = 4
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
@@ -80,7 +87,8 @@ func New(ctx context.Context, cfg Config) (*Origin, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("origin: %w", err)
 	}
-	o := &Origin{cfg: cfg, log: cfg.Logger, now: time.Now, stagingDir: filepath.Join(cfg.DataDir, "staging")}
+	o := &Origin{cfg: cfg, log: cfg.Logger, now: time.Now, stagingDir: filepath.Join(cfg.DataDir, "staging"),
+		uploads: make(chan struct{}, cfg.MaxConcurrentUploads)}
 	var err error
 	if o.key = cfg.Key; o.key == nil {
 		if o.key, err = identity.LoadOrGenerate(filepath.Join(cfg.DataDir, "origin.key")); err != nil {

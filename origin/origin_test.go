@@ -474,3 +474,38 @@ func TestDeserializedHumanName(t *testing.T) {
 		t.Fatalf("/ipns/nosuchname: %d", rec.Code)
 	}
 }
+
+func TestUploadConcurrencyLimit(t *testing.T) {
+	o, err := New(context.Background(), Config{DataDir: t.TempDir(), MaxConcurrentUploads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	srv := httptest.NewServer(o.Handler())
+	defer srv.Close()
+	// Hold the only upload slot with a request whose body never ends.
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go http.Post(srv.URL+"/api/v1/car", "application/vnd.ipld.car", pr)
+	d := newTestDAG(t, "busy", 1)
+	full := carBytes(t, []cid.Cid{d.root}, d.blocks...)
+	pw.Write(full[:20])
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp, err := http.Post(srv.URL+"/api/v1/car", "application/vnd.ipld.car", bytes.NewReader(full))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			if resp.Header.Get("Retry-After") == "" {
+				t.Fatal("503 without Retry-After")
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("second upload got %d while the slot was held, want 503", resp.StatusCode)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
