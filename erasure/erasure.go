@@ -1,0 +1,234 @@
+package erasure
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+
+	"github.com/klauspost/reedsolomon"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/topcdn/topcdn/storage"
+)
+
+// ShardStore reaches storage peers. Implementations sign the orders the
+// peers require and find each peer's address.
+type ShardStore interface {
+	// PutShard stores a whole shard on peer p.
+	PutShard(ctx context.Context, p peer.ID, shard string, data []byte) error
+	// GetShard returns bytes [off, off+length) of a shard held by peer p,
+	// exactly length bytes or an error. The bytes are unverified.
+	GetShard(ctx context.Context, p peer.ID, shard string, off, length int64) ([]byte, error)
+}
+
+// Defaults for New.
+const (
+	DefaultDataShards   = 10
+	DefaultParityShards = 4
+	DefaultSegmentSize  = 64 << 20
+	DefaultChunkSize    = 32 << 10
+)
+
+// Errors.
+var (
+	// ErrNotEnoughShards is returned when fewer than k shards of a segment
+	// could be read and verified.
+	ErrNotEnoughShards = errors.New("not enough shards")
+	// ErrNotEnoughPeers is returned when a segment cannot be placed on k+m
+	// distinct peers.
+	ErrNotEnoughPeers = errors.New("not enough storage peers")
+	// ErrBlockNotFound is returned for a CID the manifest does not index.
+	ErrBlockNotFound = errors.New("block not in manifest")
+)
+
+// Option configures a Striper or a Reader.
+type Option func(*options)
+
+type options struct {
+	segmentSize int64
+	chunkSize   int
+	concurrency int
+}
+
+var defaultOptions = options{
+	segmentSize: DefaultSegmentSize,
+	chunkSize:   DefaultChunkSize,
+	concurrency: 2 * runtime.GOMAXPROCS(0),
+}
+
+// WithSegmentSize sets the target segment size in bytes: blocks are packed
+// until a segment reaches it (a block is never split). If n <= 0, it is
+// ignored. Default: 64 MiB.
+func WithSegmentSize(n int64) Option {
+	return func(o *options) {
+		if n > 0 {
+			o.segmentSize = n
+		}
+	}
+}
+
+// WithChunkSize sets the size of the shard chunks whose hashes the
+// manifest records; degraded reads fetch whole chunks. If n <= 0, it is
+// ignored. Default: 32 KiB.
+func WithChunkSize(n int) Option {
+	return func(o *options) {
+		if n > 0 {
+			o.chunkSize = n
+		}
+	}
+}
+
+// WithConcurrency bounds parallel shard transfers. If n <= 0, it is
+// ignored. Default: 2 × GOMAXPROCS.
+func WithConcurrency(n int) Option {
+	return func(o *options) {
+		if n > 0 {
+			o.concurrency = n
+		}
+	}
+}
+
+// Striper encodes segments with a k+m systematic Reed-Solomon code and
+// places their shards on peers.
+type Striper struct {
+	k, m int
+	enc  reedsolomon.Encoder
+	opts options
+}
+
+// New returns a Striper for data+parity shards. It needs data ≥ 1,
+// parity ≥ 1 and data+parity ≤ 256.
+func New(data, parity int, opts ...Option) (*Striper, error) {
+	if err := checkShape(data, parity); err != nil {
+		return nil, err
+	}
+	o := defaultOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	enc, err := reedsolomon.New(data, parity)
+	if err != nil {
+		return nil, fmt.Errorf("erasure: %w", err)
+	}
+	return &Striper{k: data, m: parity, enc: enc, opts: o}, nil
+}
+
+func checkShape(data, parity int) error {
+	switch {
+	case data < 1:
+		return fmt.Errorf("erasure: %d data shards: need at least 1", data)
+	case parity < 1:
+		return fmt.Errorf("erasure: %d parity shards: need at least 1", parity)
+	case data+parity > 256:
+		return fmt.Errorf("erasure: %d+%d shards: at most 256 in all", data, parity)
+	}
+	return nil
+}
+
+// DataShards returns k.
+func (s *Striper) DataShards() int { return s.k }
+
+// ParityShards returns m.
+func (s *Striper) ParityShards() int { return s.m }
+
+// SegmentSize returns the target segment size.
+func (s *Striper) SegmentSize() int64 { return s.opts.segmentSize }
+
+// ChunkSize returns the chunk size recorded in manifests.
+func (s *Striper) ChunkSize() int { return s.opts.chunkSize }
+
+// Encode splits segment into k data shards (the last zero padded) and
+// computes m parity shards. The data shards alias segment where possible.
+func (s *Striper) Encode(segment []byte) ([][]byte, error) {
+	if len(segment) == 0 {
+		return nil, errors.New("erasure: empty segment")
+	}
+	shards, err := s.enc.Split(segment)
+	if err != nil {
+		return nil, fmt.Errorf("erasure: split: %w", err)
+	}
+	if err := s.enc.Encode(shards); err != nil {
+		return nil, fmt.Errorf("erasure: encode: %w", err)
+	}
+	return shards, nil
+}
+
+// Store encodes segment and places shard i on a distinct peer taken from
+// candidates in order, moving on to the next candidate when a peer refuses
+// or fails. It returns the segment's description for the manifest.
+func (s *Striper) Store(ctx context.Context, segment []byte, candidates []peer.ID, store ShardStore) (Segment, error) {
+	n := s.k + s.m
+	if len(candidates) < n {
+		return Segment{}, fmt.Errorf("erasure: %w: %d candidates for %d shards", ErrNotEnoughPeers, len(candidates), n)
+	}
+	shards, err := s.Encode(segment)
+	if err != nil {
+		return Segment{}, err
+	}
+	seg := Segment{Length: int64(len(segment)), ShardSize: int64(len(shards[0])), Shards: make([]Shard, n)}
+	for i, sh := range shards {
+		seg.Shards[i] = Shard{ID: storage.ShardID(sh), Chunks: ChunkHashes(sh, s.opts.chunkSize)}
+	}
+
+	// Hand candidates out one at a time so each shard lands on a
+	// distinct peer, retrying a shard on the next peer when one fails.
+	var mu sync.Mutex
+	next := 0
+	take := func() (peer.ID, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if next >= len(candidates) {
+			return "", false
+		}
+		next++
+		return candidates[next-1], true
+	}
+	errs := make([]error, n)
+	sem := make(chan struct{}, s.opts.concurrency)
+	var wg sync.WaitGroup
+	for i := range shards {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			var last error
+			for {
+				p, ok := take()
+				if !ok {
+					errs[i] = fmt.Errorf("erasure: shard %d: %w (last error: %v)", i, ErrNotEnoughPeers, last)
+					return
+				}
+				if err := store.PutShard(ctx, p, seg.Shards[i].ID, shards[i]); err != nil {
+					last = err
+					if ctx.Err() != nil {
+						errs[i] = ctx.Err()
+						return
+					}
+					continue
+				}
+				seg.Shards[i].Peer = p.String()
+				return
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return Segment{}, err
+	}
+	return seg, nil
+}
+
+// ChunkHashes returns the sha2-256 of each chunkSize piece of shard (the
+// last may be shorter), concatenated.
+func ChunkHashes(shard []byte, chunkSize int) []byte {
+	n := (len(shard) + chunkSize - 1) / chunkSize
+	out := make([]byte, 0, n*sha256.Size)
+	for off := 0; off < len(shard); off += chunkSize {
+		sum := sha256.Sum256(shard[off:min(off+chunkSize, len(shard))])
+		out = append(out, sum[:]...)
+	}
+	return out
+}

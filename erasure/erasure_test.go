@@ -1,0 +1,378 @@
+package erasure
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+	mh "github.com/multiformats/go-multihash"
+	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/storage"
+)
+
+// memStore is an in-memory ShardStore whose peers can be down, lying or
+// stalled, and which counts what readers ask for.
+type memStore struct {
+	mu      sync.Mutex
+	shards  map[peer.ID]map[string][]byte
+	down    map[peer.ID]bool
+	liar    map[peer.ID]bool
+	stalled map[peer.ID]bool
+	full    map[peer.ID]bool
+	gets    int
+	bytes   int64
+}
+
+func newMemStore() *memStore {
+	return &memStore{shards: map[peer.ID]map[string][]byte{}, down: map[peer.ID]bool{},
+		liar: map[peer.ID]bool{}, stalled: map[peer.ID]bool{}, full: map[peer.ID]bool{}}
+}
+
+func (m *memStore) PutShard(ctx context.Context, p peer.ID, shard string, data []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.down[p] || m.full[p] {
+		return fmt.Errorf("peer %s refuses", p)
+	}
+	if storage.ShardID(data) != shard {
+		return errors.New("hash mismatch")
+	}
+	if m.shards[p] == nil {
+		m.shards[p] = map[string][]byte{}
+	}
+	m.shards[p][shard] = bytes.Clone(data)
+	return nil
+}
+
+func (m *memStore) GetShard(ctx context.Context, p peer.ID, shard string, off, length int64) ([]byte, error) {
+	m.mu.Lock()
+	m.gets++
+	m.bytes += length
+	down, liar, stalled := m.down[p], m.liar[p], m.stalled[p]
+	data, ok := m.shards[p][shard]
+	m.mu.Unlock()
+	if stalled {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	if down || !ok {
+		return nil, fmt.Errorf("peer %s unreachable", p)
+	}
+	if off < 0 || off+length > int64(len(data)) {
+		return nil, errors.New("range out of bounds")
+	}
+	out := bytes.Clone(data[off : off+length])
+	if liar && len(out) > 0 {
+		out[len(out)/2] ^= 0x55
+	}
+	return out, nil
+}
+
+func (m *memStore) counts() (int, int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	g, b := m.gets, m.bytes
+	m.gets, m.bytes = 0, 0
+	return g, b
+}
+
+func testPeers(t testing.TB, n int) []peer.ID {
+	t.Helper()
+	ps := make([]peer.ID, n)
+	for i := range ps {
+		k, err := identity.Generate(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps[i] = k.ID
+	}
+	return ps
+}
+
+type testBlock struct {
+	c    cid.Cid
+	data []byte
+}
+
+func randomBlocks(t testing.TB, n int, seed uint64) []testBlock {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, 2))
+	out := make([]testBlock, n)
+	for i := range out {
+		size := 1 + rng.IntN(300<<10)
+		if i == 0 {
+			size = 0 // the empty block
+		}
+		b := make([]byte, size)
+		for j := range b {
+			b[j] = byte(rng.Uint32())
+		}
+		c, _ := cid.Prefix{Version: 1, Codec: cid.Raw, MhType: mh.SHA2_256, MhLength: -1}.Sum(b)
+		out[i] = testBlock{c, b}
+	}
+	return out
+}
+
+// stripe packs blocks into segments, stores them, and returns the manifest.
+func stripe(t testing.TB, s *Striper, blocks []testBlock, peers []peer.ID, store ShardStore) *Manifest {
+	t.Helper()
+	m := &Manifest{Root: blocks[len(blocks)-1].c.String(), DataShards: s.DataShards(), ParityShards: s.ParityShards(),
+		ChunkSize: s.ChunkSize(), Created: time.Now()}
+	p := s.NewPacker()
+	flush := func() {
+		data, refs := p.Take()
+		seg, err := s.Store(context.Background(), data, peers, store)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range refs {
+			refs[i].Segment = len(m.Segments)
+		}
+		m.Segments = append(m.Segments, seg)
+		m.Blocks = append(m.Blocks, refs...)
+	}
+	for _, b := range blocks {
+		if p.Add(b.c, b.data) {
+			flush()
+		}
+	}
+	if p.Len() > 0 {
+		flush()
+	}
+	if err := m.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestNewShape(t *testing.T) {
+	tests := []struct {
+		k, m int
+		ok   bool
+	}{
+		{10, 4, true}, {1, 1, true}, {200, 56, true},
+		{0, 4, false}, {10, 0, false}, {200, 57, false}, {-1, 3, false},
+	}
+	for _, tc := range tests {
+		_, err := New(tc.k, tc.m)
+		if (err == nil) != tc.ok {
+			t.Errorf("New(%d, %d) err = %v, want ok=%v", tc.k, tc.m, err, tc.ok)
+		}
+	}
+}
+
+func TestDataPieces(t *testing.T) {
+	tests := []struct {
+		name              string
+		shardSize, off, n int64
+		want              []piece
+	}{
+		{"inside one shard", 100, 10, 20, []piece{{0, 10, 20}}},
+		{"ends at boundary", 100, 80, 20, []piece{{0, 80, 20}}},
+		{"starts at boundary", 100, 100, 20, []piece{{1, 0, 20}}},
+		{"crosses one boundary", 100, 90, 20, []piece{{0, 90, 10}, {1, 0, 10}}},
+		{"spans several shards", 10, 5, 30, []piece{{0, 5, 5}, {1, 0, 10}, {2, 0, 10}, {3, 0, 5}}},
+		{"zero length", 100, 50, 0, nil},
+		{"huge block, small shards", 1, 0, 3, []piece{{0, 0, 1}, {1, 0, 1}, {2, 0, 1}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := dataPieces(tc.shardSize, tc.off, tc.n)
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Fatalf("dataPieces = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestChunkSpan(t *testing.T) {
+	tests := []struct {
+		name               string
+		off, n             int64
+		chunk              int
+		shard              int64
+		wantStart, wantEnd int64
+		wantFirst          int
+	}{
+		{"aligned", 0, 64, 32, 1000, 0, 64, 0},
+		{"inside one chunk", 40, 10, 32, 1000, 32, 64, 1},
+		{"straddles", 30, 10, 32, 1000, 0, 64, 0},
+		{"last short chunk", 990, 10, 32, 1000, 960, 1000, 30},
+		{"whole shard", 0, 1000, 32, 1000, 0, 1000, 0},
+		{"one byte at the end", 999, 1, 32, 1000, 992, 1000, 31},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, e, f := chunkSpan(tc.off, tc.n, tc.chunk, tc.shard)
+			if s != tc.wantStart || e != tc.wantEnd || f != tc.wantFirst {
+				t.Fatalf("chunkSpan = [%d,%d) first %d, want [%d,%d) first %d", s, e, f, tc.wantStart, tc.wantEnd, tc.wantFirst)
+			}
+		})
+	}
+}
+
+func TestReadFastPath(t *testing.T) {
+	s, err := New(10, 4, WithSegmentSize(1<<20), WithChunkSize(4096))
+	if err != nil {
+		t.Fatal(err)
+	}
+	peers := testPeers(t, 14)
+	store := newMemStore()
+	blocks := randomBlocks(t, 20, 1)
+	m := stripe(t, s, blocks, peers, store)
+	if len(m.Segments) < 2 {
+		t.Fatalf("want several segments, got %d", len(m.Segments))
+	}
+	r, err := NewReader(m, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range blocks {
+		store.counts()
+		got, err := r.ReadBlock(context.Background(), b.c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, b.data) {
+			t.Fatalf("block %s differs", b.c)
+		}
+		ref := r.index[b.c]
+		want := len(dataPieces(m.Segments[ref.Segment].ShardSize, ref.Offset, ref.Length))
+		gets, n := store.counts()
+		if gets != want || n != int64(len(b.data)) {
+			t.Fatalf("block of %d bytes: %d reads of %d bytes, want %d reads of exactly its bytes", len(b.data), gets, n, want)
+		}
+	}
+}
+
+func TestReadDegraded(t *testing.T) {
+	s, _ := New(10, 4, WithSegmentSize(2<<20), WithChunkSize(4096))
+	peers := testPeers(t, 14)
+	blocks := randomBlocks(t, 12, 2)
+	tests := []struct {
+		name     string
+		setup    func(st *memStore)
+		wantErr  error
+		wantFlag string
+	}{
+		{"4 peers down, data shards among them", func(st *memStore) {
+			for _, p := range []int{0, 3, 9, 12} {
+				st.down[peers[p]] = true
+			}
+		}, nil, ""},
+		{"a data peer lies", func(st *memStore) { st.liar[peers[2]] = true }, nil, "bad-bytes"},
+		{"two liars and two down", func(st *memStore) {
+			st.liar[peers[1]], st.liar[peers[5]] = true, true
+			st.down[peers[0]], st.down[peers[11]] = true, true
+		}, nil, "bad-bytes"},
+		{"a data peer stalls", func(st *memStore) { st.stalled[peers[4]] = true }, nil, ""},
+		{"5 peers down", func(st *memStore) {
+			for _, p := range []int{0, 1, 2, 10, 13} {
+				st.down[peers[p]] = true
+			}
+		}, ErrNotEnoughShards, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			store := newMemStore()
+			m := stripe(t, s, blocks, peers, store)
+			tc.setup(store)
+			var mu sync.Mutex
+			flags := map[string]int{}
+			r, err := NewReader(m, store, WithHedgeAfter(20*time.Millisecond), WithFlagFunc(func(f Flag) {
+				mu.Lock()
+				flags[f.Reason]++
+				mu.Unlock()
+			}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			failed := 0
+			for _, b := range blocks {
+				got, err := r.ReadBlock(ctx, b.c)
+				if tc.wantErr != nil {
+					if len(b.data) > 0 && !errors.Is(err, tc.wantErr) {
+						// A block may still be readable if it avoids the dead shards.
+						if err == nil && bytes.Equal(got, b.data) {
+							continue
+						}
+						t.Fatalf("err = %v, want %v", err, tc.wantErr)
+					}
+					if errors.Is(err, tc.wantErr) {
+						failed++
+					}
+					continue
+				}
+				if err != nil {
+					t.Fatalf("block %s: %v", b.c, err)
+				}
+				if !bytes.Equal(got, b.data) {
+					t.Fatalf("block %s: wrong bytes returned", b.c)
+				}
+			}
+			if tc.wantErr != nil && failed == 0 {
+				t.Fatal("every block read although too few shards were left")
+			}
+			if tc.wantFlag != "" && flags[tc.wantFlag] == 0 {
+				t.Fatalf("no %q flag raised (flags %v)", tc.wantFlag, flags)
+			}
+		})
+	}
+}
+
+func TestStorePlacesOnDistinctPeersAndSkipsFull(t *testing.T) {
+	s, _ := New(4, 2, WithChunkSize(1024))
+	peers := testPeers(t, 8)
+	store := newMemStore()
+	store.full[peers[1]] = true
+	store.full[peers[4]] = true
+	seg, err := s.Store(context.Background(), bytes.Repeat([]byte("topcdn"), 5000), peers, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := map[string]bool{}
+	for _, sh := range seg.Shards {
+		if used[sh.Peer] || sh.Peer == peers[1].String() || sh.Peer == peers[4].String() {
+			t.Fatalf("bad placement: %v", seg.Shards)
+		}
+		used[sh.Peer] = true
+	}
+	store.full[peers[0]] = true
+	if _, err := s.Store(context.Background(), []byte("x"), peers, store); !errors.Is(err, ErrNotEnoughPeers) {
+		t.Fatalf("with 5 usable peers for 6 shards: err = %v", err)
+	}
+}
+
+func TestManifestSignOpen(t *testing.T) {
+	s, _ := New(4, 2, WithSegmentSize(64<<10), WithChunkSize(1024))
+	peers := testPeers(t, 6)
+	m := stripe(t, s, randomBlocks(t, 5, 3), peers, newMemStore())
+	origin, _ := identity.Generate(nil)
+	other, _ := identity.Generate(nil)
+	env, err := m.Sign(origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenManifest(env, origin.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenManifest(env, other.ID); err == nil {
+		t.Fatal("manifest accepted from the wrong origin")
+	}
+	bad := *m
+	bad.Blocks = append([]BlockRef(nil), m.Blocks...)
+	bad.Blocks[0].Offset = m.Segments[0].Length
+	bad.Blocks[0].Length = 10
+	if _, err := bad.Sign(origin); err == nil {
+		t.Fatal("signed a manifest with a block outside its segment")
+	}
+}

@@ -1,0 +1,404 @@
+package erasure
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/klauspost/reedsolomon"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/topcdn/topcdn/dag"
+)
+
+// Flag reports a storage peer caught misbehaving by a read.
+type Flag struct {
+	Peer   peer.ID
+	Shard  string
+	Reason string // "bad-bytes" or "unreachable"
+}
+
+// ReaderOption configures a Reader.
+type ReaderOption func(*readerOptions)
+
+type readerOptions struct {
+	hedgeAfter  time.Duration
+	concurrency int
+	stats       *PeerStats
+	flag        func(Flag)
+}
+
+// WithHedgeAfter sets how long the fast path may take before a degraded
+// read from other shards starts in parallel. If d <= 0, it is ignored.
+// Default: 300ms.
+func WithHedgeAfter(d time.Duration) ReaderOption {
+	return func(o *readerOptions) {
+		if d > 0 {
+			o.hedgeAfter = d
+		}
+	}
+}
+
+// WithReadConcurrency bounds the shard reads in flight for one Reader. If
+// n <= 0, it is ignored. Default: 16.
+func WithReadConcurrency(n int) ReaderOption {
+	return func(o *readerOptions) {
+		if n > 0 {
+			o.concurrency = n
+		}
+	}
+}
+
+// WithPeerStats shares a latency tracker between readers. Default: a
+// tracker of the Reader's own.
+func WithPeerStats(s *PeerStats) ReaderOption {
+	return func(o *readerOptions) {
+		if s != nil {
+			o.stats = s
+		}
+	}
+}
+
+// WithFlagFunc is called for every peer a read catches sending bytes that
+// do not verify or failing to answer.
+func WithFlagFunc(fn func(Flag)) ReaderOption { return func(o *readerOptions) { o.flag = fn } }
+
+// Reader reads blocks of one manifest from storage peers, verified.
+type Reader struct {
+	m     *Manifest
+	store ShardStore
+	enc   reedsolomon.Encoder
+	index map[cid.Cid]BlockRef
+	o     readerOptions
+	sem   chan struct{}
+}
+
+// NewReader returns a Reader for m, which must be valid (OpenManifest
+// checks it), reaching peers through store.
+func NewReader(m *Manifest, store ShardStore, opts ...ReaderOption) (*Reader, error) {
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	o := readerOptions{hedgeAfter: 300 * time.Millisecond, concurrency: 16}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.stats == nil {
+		o.stats = NewPeerStats()
+	}
+	enc, err := reedsolomon.New(m.DataShards, m.ParityShards)
+	if err != nil {
+		return nil, fmt.Errorf("erasure: %w", err)
+	}
+	r := &Reader{m: m, store: store, enc: enc, o: o, index: make(map[cid.Cid]BlockRef, len(m.Blocks)),
+		sem: make(chan struct{}, o.concurrency)}
+	for _, b := range m.Blocks {
+		r.index[cid.MustParse(b.CID)] = b
+	}
+	return r, nil
+}
+
+// Manifest returns the manifest the Reader reads.
+func (r *Reader) Manifest() *Manifest { return r.m }
+
+// Has reports whether the manifest indexes block c.
+func (r *Reader) Has(c cid.Cid) bool {
+	_, ok := r.index[c]
+	return ok
+}
+
+// Size returns the size of block c, if indexed.
+func (r *Reader) Size(c cid.Cid) (int, bool) {
+	b, ok := r.index[c]
+	return int(b.Length), ok
+}
+
+// ReadBlock returns block c, checked against its CID. It reads the
+// block's bytes from the data shard(s) holding them; if that fails, does
+// not verify, or takes longer than the hedge delay, it reconstructs the
+// same range from other shards, each piece checked against the manifest's
+// chunk hashes.
+func (r *Reader) ReadBlock(ctx context.Context, c cid.Cid) ([]byte, error) {
+	ref, ok := r.index[c]
+	if !ok {
+		return nil, fmt.Errorf("erasure: %s: %w", c, ErrBlockNotFound)
+	}
+	seg := &r.m.Segments[ref.Segment]
+	if ref.Length == 0 {
+		if err := dag.Verify(c, nil); err != nil {
+			return nil, fmt.Errorf("erasure: %w", err)
+		}
+		return []byte{}, nil
+	}
+	pieces := dataPieces(seg.ShardSize, ref.Offset, ref.Length)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		data   []byte
+		pieces [][]byte // fast path: what each data shard sent
+		err    error
+	}
+	fast := make(chan result, 1)
+	go func() {
+		data, got, err := r.fastRead(ctx, c, seg, pieces)
+		fast <- result{data, got, err}
+	}()
+	hedge := time.NewTimer(r.o.hedgeAfter)
+	defer hedge.Stop()
+	var slow chan result
+	startSlow := func() {
+		if slow != nil {
+			return
+		}
+		slow = make(chan result, 1)
+		go func() {
+			data, err := r.degradedRead(ctx, c, seg, pieces)
+			slow <- result{data: data, err: err}
+		}()
+	}
+	var fastErr, slowErr error
+	var fastPieces [][]byte
+	for fast != nil || slow != nil {
+		select {
+		case res := <-fast:
+			fast = nil
+			if res.err == nil {
+				return res.data, nil
+			}
+			fastErr, fastPieces = res.err, res.pieces
+			startSlow()
+		case <-hedge.C:
+			startSlow()
+		case res := <-slow:
+			slow = nil
+			if res.err == nil {
+				r.flagLiars(seg, pieces, fastPieces, res.data)
+				return res.data, nil
+			}
+			slowErr = res.err
+			if fastErr != nil {
+				return nil, fmt.Errorf("erasure: read %s: %w", c, errors.Join(fastErr, slowErr))
+			}
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return nil, fmt.Errorf("erasure: read %s: %w", c, errors.Join(fastErr, slowErr))
+}
+
+// errMismatch marks a fast-path read whose bytes did not match the CID.
+var errMismatch = errors.New("bytes from data shards do not match the CID")
+
+// fastRead reads exactly the block's bytes from its data shard(s).
+func (r *Reader) fastRead(ctx context.Context, c cid.Cid, seg *Segment, pieces []piece) ([]byte, [][]byte, error) {
+	got := make([][]byte, len(pieces))
+	errs := make([]error, len(pieces))
+	done := make(chan int, len(pieces))
+	for i, p := range pieces {
+		go func() {
+			got[i], errs[i] = r.get(ctx, seg, p.shard, p.off, p.length)
+			done <- i
+		}()
+	}
+	for range pieces {
+		<-done
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, nil, err
+	}
+	data := bytes.Join(got, nil)
+	if dag.Verify(c, data) != nil {
+		if len(pieces) == 1 {
+			r.flag(seg.Shards[pieces[0].shard], "bad-bytes")
+			return nil, nil, fmt.Errorf("%w (peer %s)", errMismatch, seg.Shards[pieces[0].shard].Peer)
+		}
+		return nil, got, errMismatch // degradedRead finds out which piece lied
+	}
+	return data, nil, nil
+}
+
+// flagLiars compares what the data shards sent on the fast path with the
+// verified block and flags the peers whose bytes differed.
+func (r *Reader) flagLiars(seg *Segment, pieces []piece, fastPieces [][]byte, good []byte) {
+	if fastPieces == nil {
+		return
+	}
+	var off int64
+	for i, p := range pieces {
+		if !bytes.Equal(fastPieces[i], good[off:off+p.length]) {
+			r.flag(seg.Shards[p.shard], "bad-bytes")
+		}
+		off += p.length
+	}
+}
+
+// get reads shard columns [off, off+length) from the peer holding shard i.
+func (r *Reader) get(ctx context.Context, seg *Segment, i int, off, length int64) ([]byte, error) {
+	sh := seg.Shards[i]
+	p, err := peer.Decode(sh.Peer)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case r.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-r.sem }()
+	start := time.Now()
+	data, err := r.store.GetShard(ctx, p, sh.ID, off, length)
+	if err == nil && int64(len(data)) != length {
+		err = fmt.Errorf("peer %s sent %d bytes of shard %s, want %d", p, len(data), sh.ID, length)
+	}
+	if ctx.Err() == nil {
+		r.o.stats.Observe(p, time.Since(start), err)
+		if err != nil {
+			r.flag(sh, "unreachable")
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("shard %d from %s: %w", i, p, err)
+	}
+	return data, nil
+}
+
+func (r *Reader) flag(sh Shard, reason string) {
+	if r.o.flag == nil {
+		return
+	}
+	p, _ := peer.Decode(sh.Peer)
+	r.o.flag(Flag{Peer: p, Shard: sh.ID, Reason: reason})
+}
+
+// degradedRead rebuilds each piece from any k shards whose chunks verify.
+func (r *Reader) degradedRead(ctx context.Context, c cid.Cid, seg *Segment, pieces []piece) ([]byte, error) {
+	out := make([]byte, 0, 256<<10)
+	for _, p := range pieces {
+		b, err := r.rebuildPiece(ctx, seg, p)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b...)
+	}
+	if err := dag.Verify(c, out); err != nil {
+		return nil, fmt.Errorf("erasure: rebuilt block does not verify (bad manifest?): %w", err)
+	}
+	return out, nil
+}
+
+// rebuildPiece reads the chunk-aligned columns around p from k shards that
+// verify against their chunk hashes and decodes p's bytes from them.
+func (r *Reader) rebuildPiece(ctx context.Context, seg *Segment, p piece) ([]byte, error) {
+	start, end, first := chunkSpan(p.off, p.length, r.m.ChunkSize, seg.ShardSize)
+	n, k := len(seg.Shards), r.m.DataShards
+
+	// Candidates: the other shards, fastest first, then the piece's own
+	// data shard, which the fast path already tried (slow, down or lying).
+	others := make([]peer.ID, 0, n-1)
+	byPeer := map[peer.ID]int{}
+	for i, sh := range seg.Shards {
+		if i == p.shard {
+			continue
+		}
+		id, _ := peer.Decode(sh.Peer)
+		others = append(others, id)
+		byPeer[id] = i
+	}
+	r.o.stats.rank(others)
+	order := make([]int, 0, n)
+	for _, id := range others {
+		order = append(order, byPeer[id])
+	}
+	order = append(order, p.shard)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type got struct {
+		i    int
+		data []byte
+		err  error
+	}
+	results := make(chan got, n)
+	launch := func(i int) {
+		go func() {
+			data, err := r.get(ctx, seg, i, start, end-start)
+			if err == nil {
+				if err = verifyChunks(seg.Shards[i].Chunks, first, r.m.ChunkSize, data); err != nil {
+					r.flag(seg.Shards[i], "bad-bytes")
+					err = fmt.Errorf("shard %d from %s: %w", i, seg.Shards[i].Peer, err)
+				}
+			}
+			results <- got{i, data, err}
+		}()
+	}
+	shards := make([][]byte, n)
+	next, inflight, have := 0, 0, 0
+	for ; next < k; next++ {
+		launch(order[next])
+		inflight++
+	}
+	var errs []error
+	// A slow peer must not stall the rebuild: each hedge interval without
+	// enough shards brings in one more candidate.
+	hedge := time.NewTicker(r.o.hedgeAfter)
+	defer hedge.Stop()
+	for have < k {
+		if inflight == 0 {
+			return nil, fmt.Errorf("erasure: %w: %d of %d verified for columns [%d,%d): %v",
+				ErrNotEnoughShards, have, k, start, end, errors.Join(errs...))
+		}
+		var g got
+		select {
+		case g = <-results:
+		case <-hedge.C:
+			if next < n {
+				launch(order[next])
+				next++
+				inflight++
+			}
+			continue
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		inflight--
+		if g.err != nil {
+			errs = append(errs, g.err)
+			if next < n {
+				launch(order[next])
+				next++
+				inflight++
+			}
+			continue
+		}
+		shards[g.i] = g.data
+		have++
+	}
+	cancel()
+	if shards[p.shard] == nil {
+		required := make([]bool, n)
+		required[p.shard] = true
+		if err := r.enc.ReconstructSome(shards, required); err != nil {
+			return nil, fmt.Errorf("erasure: reconstruct: %w", err)
+		}
+	}
+	return shards[p.shard][p.off-start : p.off-start+p.length], nil
+}
+
+// verifyChunks checks data, which starts at chunk first, against the
+// concatenated chunk hashes.
+func verifyChunks(hashes []byte, first, chunkSize int, data []byte) error {
+	for i, off := first, 0; off < len(data); i, off = i+1, off+chunkSize {
+		if (i+1)*sha256.Size > len(hashes) {
+			return fmt.Errorf("chunk %d beyond the manifest", i)
+		}
+		sum := sha256.Sum256(data[off:min(off+chunkSize, len(data))])
+		if !bytes.Equal(sum[:], hashes[i*sha256.Size:(i+1)*sha256.Size]) {
+			return fmt.Errorf("chunk %d does not match its hash", i)
+		}
+	}
+	return nil
+}
