@@ -1,0 +1,201 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/spf13/cobra"
+	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/storage"
+	"go.uber.org/zap"
+)
+
+func newStorageCmd() *cobra.Command {
+	var (
+		listen, dataDir, originURL, originID, keyFile, capacity string
+		publicAddr, location, region, logLevel                  string
+		heartbeat                                               time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "storage --data DIR --origin URL [--listen ADDR] [--capacity SIZE]",
+		Short: "Lend disk to an origin as a storage peer",
+		Long: `storage runs a storage peer: it keeps erasure-coded shards for one origin
+and serves byte ranges of them to readers.
+
+Every request carries a signed order (header X-Topcdn-Order). Only the origin
+may write, delete and audit shards; any reader may read, and each read order
+is served at most once and kept in DIR/storage.db as the proof of bytes
+served. A shard is stored only whole and only if its bytes hash to its ID
+(fsynced before it is acknowledged), under DIR/shards; at most --capacity
+bytes of shards are accepted, beyond which uploads get 507.
+
+The origin's peer ID is learned from GET URL/healthz on first start and
+pinned in DIR/origin-id; a later start with an origin of another ID is
+refused. The peer's own key is DIR/peer.key (created if missing) unless
+--key is given.
+
+The peer announces itself to the origin with a signed heartbeat (POST
+URL/api/v1/peers/heartbeat) at start and every --heartbeat, giving its
+--public-addr, capacity, free space, shard count and --location.
+
+  PUT    /shards/{id}        store a shard (the origin's write order)
+  GET    /shards/{id}        a byte range (a reader's read order, Range header)
+  DELETE /shards/{id}        drop a shard (the origin's delete order)
+  POST   /shards/{id}/audit  prove a range is held (the origin's audit)
+  GET    /shards, /status    the shards held; capacity and use
+  GET    /metrics, /healthz
+
+When it is ready it prints "listening on http://ADDR" on standard output.
+SIGINT or SIGTERM stop it cleanly.`,
+		Example: `  topcdn storage --data ./peer1 --origin http://127.0.0.1:8081 --listen 127.0.0.1:9001 \
+      --capacity 50GiB --location 50.11,8.68 --region eu-fra`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			log, err := newLogger(logLevel)
+			if err != nil {
+				return err
+			}
+			defer log.Sync()
+			if heartbeat <= 0 {
+				return fmt.Errorf("--heartbeat %s: want a positive duration", heartbeat)
+			}
+			size, err := humanize.ParseBytes(capacity)
+			if err != nil {
+				return fmt.Errorf("--capacity %q: %w", capacity, err)
+			}
+			if size == 0 || size > math.MaxInt64 {
+				return fmt.Errorf("--capacity %q: want a size above zero", capacity)
+			}
+			cfg := storage.Config{
+				DataDir:           dataDir,
+				Origin:            originURL,
+				Capacity:          int64(size),
+				HeartbeatInterval: heartbeat,
+				Logger:            log,
+			}
+			if originID != "" {
+				if cfg.OriginID, err = peer.Decode(originID); err != nil {
+					return fmt.Errorf("--origin-id %q: %w", originID, err)
+				}
+			}
+			if cfg.Location, err = parseLocation(location, region); err != nil {
+				return err
+			}
+			if keyFile != "" {
+				if cfg.Key, err = identity.Load(keyFile); err != nil {
+					return err
+				}
+			}
+			return runStorage(cmd.Context(), cmd, listen, publicAddr, cfg, log)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&listen, "listen", "127.0.0.1:9001", "address to serve HTTP on")
+	f.StringVar(&dataDir, "data", "", "directory for shards, database and key (required)")
+	f.StringVar(&originURL, "origin", "", "base URL of the origin to serve, e.g. http://127.0.0.1:8081 (required)")
+	f.StringVar(&originID, "origin-id", "", "the origin's peer ID (default: asked from the origin on first start, then pinned)")
+	f.StringVar(&keyFile, "key", "", "peer key file (default: DIR/peer.key, created if missing)")
+	f.StringVar(&capacity, "capacity", "10GiB", "most bytes of shards to keep")
+	f.StringVar(&publicAddr, "public-addr", "", "base URL announced to the origin (default: http://ADDR, the address bound)")
+	f.StringVar(&location, "location", "", `where this peer is, "LAT,LON" in degrees (e.g. 50.11,8.68)`)
+	f.StringVar(&region, "region", "", "failure domain announced with --location, e.g. eu-fra")
+	f.DurationVar(&heartbeat, "heartbeat", storage.DefaultHeartbeatInterval, "time between heartbeats to the origin")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	cmd.MarkFlagRequired("data")
+	cmd.MarkFlagRequired("origin")
+	return cmd
+}
+
+// parseLocation parses --location "LAT,LON" and --region.
+func parseLocation(location, region string) (*storage.Location, error) {
+	if location == "" {
+		if region != "" {
+			return nil, errors.New("--region needs --location")
+		}
+		return nil, nil
+	}
+	lat, lon, ok := strings.Cut(location, ",")
+	if !ok {
+		return nil, fmt.Errorf("--location %q: want LAT,LON", location)
+	}
+	l := &storage.Location{Region: region}
+	var err1, err2 error
+	l.Lat, err1 = strconv.ParseFloat(strings.TrimSpace(lat), 64)
+	l.Lon, err2 = strconv.ParseFloat(strings.TrimSpace(lon), 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return nil, fmt.Errorf("--location %q: want LAT,LON in degrees: %w", location, err)
+	}
+	if !(l.Lat >= -90 && l.Lat <= 90 && l.Lon >= -180 && l.Lon <= 180) {
+		return nil, fmt.Errorf("--location %q: want latitude in [-90,90] and longitude in [-180,180]", location)
+	}
+	return l, nil
+}
+
+func runStorage(ctx context.Context, cmd *cobra.Command, listen, publicAddr string, cfg storage.Config, log *zap.Logger) error {
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("storage: %w", err)
+	}
+	defer ln.Close()
+	if publicAddr == "" {
+		addr := ln.Addr().(*net.TCPAddr)
+		if addr.IP.IsUnspecified() {
+			return fmt.Errorf("storage: listening on all interfaces (%s): set --public-addr to the URL the origin and readers reach this peer at", addr)
+		}
+		publicAddr = "http://" + addr.String()
+	}
+	cfg.PublicAddr = publicAddr
+	s, err := storage.New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+
+	srv := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          zap.NewStdLog(log.Named("http")),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("storage peer listening", zap.String("addr", ln.Addr().String()), zap.String("public_addr", publicAddr),
+		zap.Stringer("peer_id", s.ID()))
+	fmt.Fprintf(cmd.OutOrStdout(), "listening on http://%s\n", ln.Addr())
+
+	hbCtx, stopHeartbeats := context.WithCancel(ctx)
+	hbDone := make(chan struct{})
+	go func() {
+		defer close(hbDone)
+		if err := s.Run(hbCtx); err != nil {
+			log.Error("heartbeats stopped", zap.Error(err))
+		}
+	}()
+	defer func() {
+		stopHeartbeats()
+		<-hbDone
+	}()
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("storage: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("storage peer shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("storage: shutdown: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,122 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/topcdn/topcdn/identity"
+	"go.uber.org/zap"
+)
+
+// DefaultCapacity is the capacity a peer lends when Config.Capacity is
+// unset: 10 GiB.
+const DefaultCapacity = 10 << 30
+
+// DefaultHeartbeatInterval is how often a peer announces itself when
+// Config.HeartbeatInterval is unset.
+const DefaultHeartbeatInterval = 10 * time.Second
+
+// Config configures a Server.
+type Config struct {
+	// DataDir holds the shards (shards/), the served read orders
+	// (storage.db), the pinned origin ID (origin-id), upload temp files
+	// (tmp/) and, by default, the peer's key (peer.key). Required.
+	DataDir string
+	// Key is the peer's identity. Default: loaded from DataDir/peer.key,
+	// generated there on first start.
+	Key *identity.Key
+	// Origin is the origin's base URL, e.g. http://127.0.0.1:8081.
+	// Heartbeats go to it, and New asks it for its peer ID when OriginID is
+	// unset. Required unless OriginID is set; Run needs it.
+	Origin string
+	// OriginID is the origin's peer ID: only it may sign write, delete and
+	// audit orders. It is pinned in DataDir/origin-id on first start, and
+	// later starts refuse a different one. Default: the pinned ID, else the
+	// peer_id of GET {Origin}/healthz.
+	OriginID peer.ID
+	// Capacity is how many bytes of shards the peer accepts. Default:
+	// DefaultCapacity (10 GiB).
+	Capacity int64
+	// PublicAddr is the base URL the peer announces in heartbeats, e.g.
+	// http://127.0.0.1:9001. Run needs it.
+	PublicAddr string
+	// Location is where the peer says it is, announced in heartbeats.
+	// Default: none.
+	Location *Location
+	// HeartbeatInterval is the time between two heartbeats. Default:
+	// DefaultHeartbeatInterval (10s).
+	HeartbeatInterval time.Duration
+	// Logger receives structured logs. Default: no logging.
+	Logger *zap.Logger
+	// Registry receives the peer's Prometheus metrics and is served at
+	// /metrics. Default: a new registry.
+	Registry *prometheus.Registry
+}
+
+// withDefaults checks cfg and fills in its defaults.
+func (cfg Config) withDefaults() (Config, error) {
+	if cfg.DataDir == "" {
+		return cfg, errors.New("storage: DataDir is required")
+	}
+	if cfg.Origin == "" && cfg.OriginID == "" {
+		return cfg, errors.New("storage: Origin (or OriginID) is required")
+	}
+	if cfg.Origin != "" {
+		u, err := parseBaseURL(cfg.Origin)
+		if err != nil {
+			return cfg, fmt.Errorf("storage: Origin: %w", err)
+		}
+		cfg.Origin = u
+	}
+	if cfg.PublicAddr != "" {
+		u, err := parseBaseURL(cfg.PublicAddr)
+		if err != nil {
+			return cfg, fmt.Errorf("storage: PublicAddr: %w", err)
+		}
+		cfg.PublicAddr = u
+	}
+	if cfg.OriginID != "" {
+		if err := cfg.OriginID.Validate(); err != nil {
+			return cfg, fmt.Errorf("storage: OriginID: %w", err)
+		}
+	}
+	if cfg.Capacity < 0 {
+		return cfg, fmt.Errorf("storage: Capacity %d is negative", cfg.Capacity)
+	}
+	if cfg.Capacity == 0 {
+		cfg.Capacity = DefaultCapacity
+	}
+	if cfg.HeartbeatInterval < 0 {
+		return cfg, fmt.Errorf("storage: HeartbeatInterval %s is negative", cfg.HeartbeatInterval)
+	}
+	if cfg.HeartbeatInterval == 0 {
+		cfg.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if l := cfg.Location; l != nil && !(l.Lat >= -90 && l.Lat <= 90 && l.Lon >= -180 && l.Lon <= 180) {
+		return cfg, fmt.Errorf("storage: Location %g,%g: want latitude in [-90,90] and longitude in [-180,180]", l.Lat, l.Lon)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	return cfg, nil
+}
+
+// parseBaseURL checks that s is an http(s) base URL and returns it without
+// a trailing slash.
+func parseBaseURL(s string) (string, error) {
+	s = strings.TrimSuffix(s, "/")
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+		u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("%q: want http(s)://host[:port][/path]", s)
+	}
+	return s, nil
+}

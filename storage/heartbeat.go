@@ -1,0 +1,96 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// HeartbeatPath is where an origin takes heartbeats: POST, body a JSON
+// identity.Envelope of TypeHeartbeat signed by the peer.
+const HeartbeatPath = "/api/v1/peers/heartbeat"
+
+// Run announces the peer to its origin: a heartbeat at once, then one every
+// HeartbeatInterval, until ctx is done. A failed heartbeat is logged and
+// counted, and the next one is sent all the same. Run returns nil when ctx
+// is done, and an error at once if Config.Origin or Config.PublicAddr is
+// unset.
+func (s *Server) Run(ctx context.Context) error {
+	if s.cfg.Origin == "" {
+		return errors.New("storage: run: no Origin to send heartbeats to")
+	}
+	if s.cfg.PublicAddr == "" {
+		return errors.New("storage: run: no PublicAddr to announce")
+	}
+	t := time.NewTicker(s.cfg.HeartbeatInterval)
+	defer t.Stop()
+	failing := false
+	for {
+		err := s.heartbeat(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			s.metrics.heartbeats.WithLabelValues("error").Inc()
+			s.log.Warn("heartbeat failed", zap.String("origin", s.cfg.Origin), zap.Error(err))
+			failing = true
+		default:
+			s.metrics.heartbeats.WithLabelValues("ok").Inc()
+			if failing {
+				s.log.Info("heartbeats reach the origin again", zap.String("origin", s.cfg.Origin))
+			}
+			failing = false
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// heartbeat signs and sends one heartbeat.
+func (s *Server) heartbeat(ctx context.Context) error {
+	capacity, _, free, n := s.store.stats()
+	env, err := s.key.Sign(TypeHeartbeat, Heartbeat{
+		Peer:     s.key.ID.String(),
+		Addr:     s.cfg.PublicAddr,
+		Capacity: capacity,
+		Free:     free,
+		Shards:   n,
+		Location: s.cfg.Location,
+		Time:     s.now().UTC(),
+	})
+	if err != nil {
+		return fmt.Errorf("storage: heartbeat: %w", err)
+	}
+	body, err := json.Marshal(env)
+	if err != nil {
+		return fmt.Errorf("storage: heartbeat: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, originTimeout)
+	defer cancel()
+	url := s.cfg.Origin + HeartbeatPath
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("storage: heartbeat: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("storage: heartbeat: %w", err)
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("storage: heartbeat: POST %s: HTTP %d: %s", url, resp.StatusCode, snippet(msg))
+	}
+	return nil
+}

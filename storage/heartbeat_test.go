@@ -1,0 +1,133 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/topcdn/topcdn/identity"
+)
+
+// heartbeatOrigin is a fake origin that verifies heartbeats as an origin
+// would and passes them on.
+func heartbeatOrigin(t *testing.T, status int) (*httptest.Server, <-chan Heartbeat) {
+	t.Helper()
+	got := make(chan Heartbeat, 100)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.URL.Path != HeartbeatPath {
+			t.Errorf("heartbeat sent as %s %s", r.Method, r.URL.Path)
+		}
+		var env identity.Envelope
+		if err := json.NewDecoder(r.Body).Decode(&env); err != nil {
+			t.Errorf("heartbeat body: %v", err)
+			return
+		}
+		var hb Heartbeat
+		signer, err := env.Open(TypeHeartbeat, &hb)
+		if err != nil {
+			t.Errorf("heartbeat does not open: %v", err)
+			return
+		}
+		if signer.String() != hb.Peer {
+			t.Errorf("heartbeat for %s signed by %s", hb.Peer, signer)
+		}
+		got <- hb
+		w.WriteHeader(status)
+	}))
+	t.Cleanup(srv.Close)
+	return srv, got
+}
+
+func TestHeartbeat(t *testing.T) {
+	for _, status := range []int{http.StatusNoContent, http.StatusInternalServerError} {
+		t.Run(http.StatusText(status), func(t *testing.T) {
+			srv, got := heartbeatOrigin(t, status)
+			keys := newTestKeys(t)
+			loc := &Location{Lat: 50.11, Lon: 8.68, Region: "eu-fra"}
+			s, err := New(context.Background(), Config{
+				DataDir: t.TempDir(), Key: keys.peer, Origin: srv.URL + "/", OriginID: keys.origin.ID,
+				Capacity: 5000, PublicAddr: "http://127.0.0.1:9001", Location: loc,
+				HeartbeatInterval: 10 * time.Millisecond, Registry: prometheus.NewRegistry(),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			data := randomShard(30, 1200)
+			sum := sha256.Sum256(data)
+			if _, err := s.store.put(ShardID(data), sum[:], 1200, bytes.NewReader(data)); err != nil {
+				t.Fatal(err)
+			}
+
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- s.Run(ctx) }()
+			// Failed heartbeats do not stop the loop: wait for three.
+			for i := range 3 {
+				select {
+				case hb := <-got:
+					if hb.Peer != s.ID().String() || hb.Addr != "http://127.0.0.1:9001" || hb.Capacity != 5000 ||
+						hb.Free != 3800 || hb.Shards != 1 || *hb.Location != *loc {
+						t.Fatalf("heartbeat %d: %+v", i, hb)
+					}
+					if d := time.Since(hb.Time); d < 0 || d > time.Minute {
+						t.Fatalf("heartbeat time %s is not now", hb.Time)
+					}
+				case <-time.After(10 * time.Second):
+					t.Fatal("no heartbeat")
+				}
+			}
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("Run: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("Run did not stop")
+			}
+			result := map[int]string{http.StatusNoContent: "ok"}[status]
+			if result == "" {
+				result = "error"
+			}
+			if n := counterValue(s.metrics.heartbeats.WithLabelValues(result)); n < 2 {
+				t.Fatalf("heartbeats_total{result=%q} = %v, want >= 2 (the third may be cut short)", result, n)
+			}
+		})
+	}
+}
+
+func TestRunNeedsOriginAndAddr(t *testing.T) {
+	ts := newTestServer(t, 1000)
+	if err := ts.Run(context.Background()); err == nil {
+		t.Fatal("Run without Origin or PublicAddr succeeded")
+	}
+}
+
+func TestDefaultKey(t *testing.T) {
+	dir := t.TempDir()
+	id := newTestKeys(t).origin.ID
+	var ids []string
+	for range 2 {
+		s, err := New(context.Background(), Config{DataDir: dir, OriginID: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, s.ID().String())
+		s.Close()
+	}
+	if ids[0] != ids[1] {
+		t.Fatalf("peer ID changed across restarts: %v", ids)
+	}
+	if st, err := os.Stat(filepath.Join(dir, "peer.key")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("peer.key: %v", err)
+	}
+}

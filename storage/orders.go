@@ -1,0 +1,235 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/topcdn/topcdn/identity"
+	_ "modernc.org/sqlite" // database/sql driver "sqlite"
+)
+
+// maxOrderHeader bounds the OrderHeader value; an encoded order is about
+// 600 bytes.
+const maxOrderHeader = 8 << 10
+
+// maxRangeHeader bounds the Range header: "bytes=" and two int64s.
+const maxRangeHeader = 64
+
+// order is what an order envelope says, whatever its type, for the checks
+// every order goes through.
+type order struct {
+	signer  peer.ID
+	peer    string
+	shard   string
+	expires time.Time
+}
+
+// orderHeader returns the single, bounded OrderHeader of r.
+func orderHeader(r *http.Request) (string, error) {
+	vals := r.Header.Values(OrderHeader)
+	switch {
+	case len(vals) == 0 || vals[0] == "":
+		return "", reject(reasonMissing, ErrForbidden, "no %s header: every shard request needs a signed order", OrderHeader)
+	case len(vals) > 1:
+		return "", reject(reasonMalformed, ErrBadRequest, "%d %s headers; send one", len(vals), OrderHeader)
+	case len(vals[0]) > maxOrderHeader:
+		return "", reject(reasonMalformed, ErrBadRequest, "%s header over %d bytes", OrderHeader, maxOrderHeader)
+	}
+	return vals[0], nil
+}
+
+// openOrder decodes an encoded envelope, checks that it is a signed
+// message of type typ and decodes its body into v.
+func openOrder(encoded, typ string, v any) (peer.ID, error) {
+	env, err := identity.DecodeEnvelope(encoded)
+	if err != nil {
+		return "", reject(reasonMalformed, ErrBadRequest, "order: %w", err)
+	}
+	return openEnvelope(env, typ, v)
+}
+
+// openEnvelope checks that env is a signed message of type typ and
+// decodes its body into v.
+func openEnvelope(env *identity.Envelope, typ string, v any) (peer.ID, error) {
+	if env.Type != typ {
+		return "", reject(reasonSignature, ErrForbidden, "order is a %q, this request needs a %q", env.Type, typ)
+	}
+	signer, err := env.Open(typ, v)
+	switch {
+	case errors.Is(err, identity.ErrBadSignature):
+		return "", reject(reasonSignature, ErrForbidden, "order: %w", err)
+	case err != nil:
+		return "", reject(reasonMalformed, ErrBadRequest, "order: %w", err)
+	}
+	return signer, nil
+}
+
+// checkOrder checks what every order must satisfy: that it is for this
+// peer and for shard id, unexpired, and, when byOrigin, signed by the
+// origin.
+func (s *Server) checkOrder(o order, id string, byOrigin bool) error {
+	if byOrigin && o.signer != s.originID {
+		return reject(reasonSigner, ErrForbidden, "order signed by %s; only the origin %s may sign it", o.signer, s.originID)
+	}
+	if o.peer != s.key.ID.String() {
+		return reject(reasonPeer, ErrForbidden, "order is for peer %q; this peer is %s", o.peer, s.key.ID)
+	}
+	if o.shard != id {
+		return reject(reasonShard, ErrForbidden, "order is for shard %q, not %s", o.shard, id)
+	}
+	if err := checkExpiry(o.expires, s.now()); err != nil {
+		return reject(reasonExpired, ErrForbidden, "order: %w", err)
+	}
+	return nil
+}
+
+// checkReadOrder checks a read order's own fields: its serial and that its
+// range is well formed and not too long.
+func checkReadOrder(o *ReadOrder) error {
+	switch {
+	case o.Serial == "" || len(o.Serial) > MaxSerialSize:
+		return reject(reasonMalformed, ErrBadRequest, "order serial: want 1 to %d characters", MaxSerialSize)
+	case o.Offset < 0 || o.Length <= 0:
+		return reject(reasonRange, ErrBadRequest, "order range offset %d length %d: want offset >= 0 and length > 0", o.Offset, o.Length)
+	case o.Length > MaxReadLength:
+		return reject(reasonRange, ErrBadRequest, "order length %d: at most %d bytes per read", o.Length, MaxReadLength)
+	}
+	return nil
+}
+
+// checkAudit checks an audit's own fields.
+func checkAudit(a *Audit) error {
+	switch {
+	case len(a.Nonce) == 0 || len(a.Nonce) > MaxNonceSize:
+		return reject(reasonMalformed, ErrBadRequest, "audit nonce: want 1 to %d bytes", MaxNonceSize)
+	case a.Offset < 0 || a.Length <= 0:
+		return reject(reasonRange, ErrBadRequest, "audit range offset %d length %d: want offset >= 0 and length > 0", a.Offset, a.Length)
+	case a.Length > MaxAuditLength:
+		return reject(reasonRange, ErrBadRequest, "audit length %d: at most %d bytes", a.Length, MaxAuditLength)
+	}
+	return nil
+}
+
+// parseRange parses a Range header of the single form "bytes=first-last".
+func parseRange(h string) (first, last int64, err error) {
+	spec, ok := strings.CutPrefix(h, "bytes=")
+	if !ok || len(h) > maxRangeHeader {
+		return 0, 0, errorf(ErrBadRequest, "Range %q: want bytes=FIRST-LAST", h)
+	}
+	a, b, ok := strings.Cut(spec, "-")
+	if !ok || !isDigits(a) || !isDigits(b) {
+		return 0, 0, errorf(ErrBadRequest, "Range %q: want one range bytes=FIRST-LAST", h)
+	}
+	first, err1 := strconv.ParseInt(a, 10, 64)
+	last, err2 := strconv.ParseInt(b, 10, 64)
+	if err1 != nil || err2 != nil || last < first {
+		return 0, 0, errorf(ErrBadRequest, "Range %q: want bytes=FIRST-LAST with FIRST <= LAST", h)
+	}
+	return first, last, nil
+}
+
+func isDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// schema is applied in order; PRAGMA user_version records how far.
+var schema = []string{
+	`CREATE TABLE served_reads (
+		id        INTEGER PRIMARY KEY,
+		reader    TEXT NOT NULL,    -- peer ID of the order's signer
+		serial    TEXT NOT NULL,
+		shard     TEXT NOT NULL,
+		"offset"  INTEGER NOT NULL,
+		length    INTEGER NOT NULL,
+		served_at INTEGER NOT NULL, -- Unix nanoseconds
+		envelope  TEXT NOT NULL,    -- the order exactly as received (OrderHeader)
+		UNIQUE (reader, serial)
+	);
+	CREATE INDEX served_reads_served_at ON served_reads (served_at);`,
+}
+
+// openDB opens (creating if needed) the SQLite database at path and brings
+// its schema up to date. Writes are durable (synchronous=FULL) and the
+// journal is a WAL, so a kill at any point leaves the last committed state.
+func openDB(ctx context.Context, path string) (*sql.DB, error) {
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(FULL)")
+	q.Add("_txlock", "immediate")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("storage: open database: %w", err)
+	}
+	db.SetMaxOpenConns(1)
+	if err := migrate(ctx, db); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+func migrate(ctx context.Context, db *sql.DB) error {
+	var version int
+	if err := db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		return fmt.Errorf("storage: read schema version: %w", err)
+	}
+	if version > len(schema) {
+		return fmt.Errorf("storage: database schema version %d is newer than this binary (%d)", version, len(schema))
+	}
+	for v := version; v < len(schema); v++ {
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("storage: migrate: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, schema[v]); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("storage: migrate to version %d: %w", v+1, err)
+		}
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", v+1)); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("storage: migrate to version %d: %w", v+1, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("storage: migrate to version %d: %w", v+1, err)
+		}
+	}
+	return nil
+}
+
+// claimRead records read order o, signed by reader and received as
+// encoded, as served. It fails with ErrConflict if that reader's order
+// with that serial was served before: each order is served at most once.
+func (s *Server) claimRead(ctx context.Context, reader peer.ID, o *ReadOrder, encoded string) error {
+	res, err := s.db.ExecContext(ctx, `INSERT INTO served_reads
+		(reader, serial, shard, "offset", length, served_at, envelope) VALUES (?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (reader, serial) DO NOTHING`,
+		reader.String(), o.Serial, o.Shard, o.Offset, o.Length, s.now().UnixNano(), encoded)
+	if err != nil {
+		return fmt.Errorf("storage: record read order: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("storage: record read order: %w", err)
+	}
+	if n == 0 {
+		return reject(reasonReplay, ErrConflict, "read order %s from %s was already served", o.Serial, reader)
+	}
+	return nil
+}
