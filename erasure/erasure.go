@@ -232,3 +232,18 @@ func ChunkHashes(shard []byte, chunkSize int) []byte {
 	}
 	return out
 }
+
+// Reconstruct rebuilds the nil entries of shards (k+m of them, the present
+// ones equally long) from any k present ones.
+func (s *Striper) Reconstruct(shards [][]byte) error {
+	if err := s.enc.Reconstruct(shards); err != nil {
+		return fmt.Errorf("erasure: reconstruct: %w", err)
+	}
+	return nil
+}
+
+// VerifyChunks checks shard bytes data, which start at chunk index first,
+// against a Shard's concatenated chunk hashes.
+func VerifyChunks(hashes []byte, first, chunkSize int, data []byte) error {
+	return verifyChunks(hashes, first, chunkSize, data)
+}

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -74,6 +75,9 @@ type Reader struct {
 	index map[cid.Cid]BlockRef
 	o     readerOptions
 	sem   chan struct{}
+
+	mu      sync.Mutex
+	suspect map[string]bool // shards caught sending bad bytes
 }
 
 // NewReader returns a Reader for m, which must be valid (OpenManifest
@@ -94,7 +98,7 @@ func NewReader(m *Manifest, store ShardStore, opts ...ReaderOption) (*Reader, er
 		return nil, fmt.Errorf("erasure: %w", err)
 	}
 	r := &Reader{m: m, store: store, enc: enc, o: o, index: make(map[cid.Cid]BlockRef, len(m.Blocks)),
-		sem: make(chan struct{}, o.concurrency)}
+		sem: make(chan struct{}, o.concurrency), suspect: map[string]bool{}}
 	for _, b := range m.Blocks {
 		r.index[cid.MustParse(b.CID)] = b
 	}
@@ -193,8 +197,17 @@ func (r *Reader) ReadBlock(ctx context.Context, c cid.Cid) ([]byte, error) {
 // errMismatch marks a fast-path read whose bytes did not match the CID.
 var errMismatch = errors.New("bytes from data shards do not match the CID")
 
+// errSuspect marks a fast path skipped because a data shard it needs
+// already sent bad bytes.
+var errSuspect = errors.New("a data shard holding the block sent bad bytes before")
+
 // fastRead reads exactly the block's bytes from its data shard(s).
 func (r *Reader) fastRead(ctx context.Context, c cid.Cid, seg *Segment, pieces []piece) ([]byte, [][]byte, error) {
+	for _, p := range pieces {
+		if r.isSuspect(seg.Shards[p.shard].ID) {
+			return nil, nil, errSuspect
+		}
+	}
 	got := make([][]byte, len(pieces))
 	errs := make([]error, len(pieces))
 	done := make(chan int, len(pieces))
@@ -266,7 +279,22 @@ func (r *Reader) get(ctx context.Context, seg *Segment, i int, off, length int64
 	return data, nil
 }
 
+func (r *Reader) isSuspect(shard string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.suspect[shard]
+}
+
 func (r *Reader) flag(sh Shard, reason string) {
+	if reason == "bad-bytes" {
+		r.mu.Lock()
+		seen := r.suspect[sh.ID]
+		r.suspect[sh.ID] = true
+		r.mu.Unlock()
+		if seen {
+			return // reported once per Reader is enough
+		}
+	}
 	if r.o.flag == nil {
 		return
 	}
@@ -310,10 +338,16 @@ func (r *Reader) rebuildPiece(ctx context.Context, seg *Segment, p piece) ([]byt
 	}
 	r.o.stats.rank(others)
 	order := make([]int, 0, n)
+	var suspects []int
 	for _, id := range others {
-		order = append(order, byPeer[id])
+		if i := byPeer[id]; r.isSuspect(seg.Shards[i].ID) {
+			suspects = append(suspects, i)
+		} else {
+			order = append(order, i)
+		}
 	}
 	order = append(order, p.shard)
+	order = append(order, suspects...) // last resort: their chunks are checked anyway
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

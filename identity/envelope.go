@@ -26,8 +26,9 @@ type Envelope struct {
 	Type string `json:"type"`
 	// Signer is the signer's peer ID; its public key is inlined in it.
 	Signer string `json:"signer"`
-	// Body is the signed JSON message.
-	Body json.RawMessage `json:"body"`
+	// Body is the signed JSON message. It travels base64-encoded, so no
+	// re-encoding of the envelope (indenting, say) can change its bytes.
+	Body []byte `json:"body"`
 	// Sig is the ed25519 signature over signedBytes(Type, Body).
 	Sig []byte `json:"sig"`
 }
@@ -53,8 +54,9 @@ func (k *Key) Sign(typ string, body any) (*Envelope, error) {
 }
 
 // Open checks that the envelope is of type typ and that its signature
-// verifies with the signer's key, then decodes the body into v (unknown
-// fields are an error). It returns the signer.
+// verifies with the signer's key, then decodes the body into v. The body
+// must be exactly what Sign would produce for v (no unknown fields, no
+// other key case or spacing). It returns the signer.
 func (e *Envelope) Open(typ string, v any) (peer.ID, error) {
 	if e.Type != typ {
 		return "", fmt.Errorf("identity: envelope is %q, want %q", e.Type, typ)
@@ -75,6 +77,12 @@ func (e *Envelope) Open(typ string, v any) (peer.ID, error) {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return "", fmt.Errorf("identity: %s body: %w", typ, err)
+	}
+	// Go's decoder matches keys without regard to case and skips what it
+	// cannot see; insist on the one encoding Sign produces, so every
+	// verifier reads a signed body the same way.
+	if canon, err := json.Marshal(v); err != nil || !bytes.Equal(canon, e.Body) {
+		return "", fmt.Errorf("identity: %s body is not in canonical form", typ)
 	}
 	return signer, nil
 }

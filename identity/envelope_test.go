@@ -68,6 +68,12 @@ func TestEnvelope(t *testing.T) {
 	if _, err := extra.Open("topcdn/test/v1", &m); err == nil {
 		t.Fatal("unknown field accepted")
 	}
+	// Keys in another case would decode the same in Go but not elsewhere.
+	recased := &Envelope{Type: "topcdn/test/v1", Signer: alice.ID.String(), Body: []byte(`{"SHARD":"s1","size":42}`)}
+	recased.Sig, _ = alice.Private.Sign(signedBytes(recased.Type, recased.Body))
+	if _, err := recased.Open("topcdn/test/v1", &m); err == nil {
+		t.Fatal("non-canonical body accepted")
+	}
 	for _, s := range []string{"", "!!!", "e30"} {
 		if e, err := DecodeEnvelope(s); err == nil {
 			if _, err := e.Open("topcdn/test/v1", &m); err == nil {

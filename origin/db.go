@@ -29,6 +29,83 @@ var schema = []string{
 		ipns       TEXT NOT NULL UNIQUE,
 		created_at INTEGER NOT NULL
 	);`,
+	// Version 2: storage peers, striped segments, manifests, audits.
+	`CREATE TABLE peers (
+		peer_id    TEXT PRIMARY KEY,
+		addr       TEXT NOT NULL,
+		capacity   INTEGER NOT NULL,
+		free       INTEGER NOT NULL,
+		shards     INTEGER NOT NULL,
+		lat        REAL,
+		lon        REAL,
+		region     TEXT NOT NULL DEFAULT '',
+		hb_time    INTEGER NOT NULL, -- the heartbeat's own timestamp (ns)
+		last_seen  INTEGER NOT NULL, -- when the origin accepted it (ns)
+		first_seen INTEGER NOT NULL
+	);
+	CREATE TABLE segments (
+		id            INTEGER PRIMARY KEY,
+		length        INTEGER NOT NULL,
+		shard_size    INTEGER NOT NULL,
+		data_shards   INTEGER NOT NULL,
+		parity_shards INTEGER NOT NULL,
+		chunk_size    INTEGER NOT NULL,
+		created_at    INTEGER NOT NULL
+	);
+	CREATE TABLE shards (
+		segment_id INTEGER NOT NULL REFERENCES segments (id),
+		idx        INTEGER NOT NULL,
+		shard_id   TEXT NOT NULL,
+		peer_id    TEXT NOT NULL,
+		chunks     BLOB NOT NULL,
+		bad        TEXT NOT NULL DEFAULT '', -- why the shard is not trusted, if it is not
+		PRIMARY KEY (segment_id, idx)
+	);
+	CREATE INDEX shards_peer ON shards (peer_id);
+	CREATE TABLE blocks (
+		cid        TEXT PRIMARY KEY,
+		segment_id INTEGER NOT NULL REFERENCES segments (id),
+		offset     INTEGER NOT NULL,
+		length     INTEGER NOT NULL
+	);
+	CREATE INDEX blocks_segment ON blocks (segment_id);
+	CREATE TABLE manifests (
+		root       TEXT PRIMARY KEY,
+		version    INTEGER NOT NULL,
+		envelope   BLOB NOT NULL,
+		updated_at INTEGER NOT NULL
+	);
+	CREATE TABLE manifest_segments (
+		root       TEXT NOT NULL,
+		idx        INTEGER NOT NULL,
+		segment_id INTEGER NOT NULL,
+		PRIMARY KEY (root, idx)
+	);
+	CREATE INDEX manifest_segments_segment ON manifest_segments (segment_id);
+	CREATE TABLE stripe_jobs (
+		root       TEXT PRIMARY KEY,
+		state      TEXT NOT NULL, -- pending, done
+		error      TEXT NOT NULL DEFAULT '',
+		created_at INTEGER NOT NULL,
+		updated_at INTEGER NOT NULL
+	);
+	CREATE TABLE audits (
+		id       INTEGER PRIMARY KEY,
+		peer_id  TEXT NOT NULL,
+		shard_id TEXT NOT NULL,
+		ok       INTEGER NOT NULL,
+		reason   TEXT NOT NULL,
+		at       INTEGER NOT NULL
+	);
+	CREATE INDEX audits_peer ON audits (peer_id, at);
+	CREATE TABLE flags (
+		id       INTEGER PRIMARY KEY,
+		peer_id  TEXT NOT NULL,
+		shard_id TEXT NOT NULL,
+		reason   TEXT NOT NULL,
+		source   TEXT NOT NULL, -- read or audit
+		at       INTEGER NOT NULL
+	);`,
 }
 
 // openDB opens (creating if needed) the SQLite database at path and brings

@@ -21,6 +21,8 @@ var (
 	ErrIncomplete = errors.New("incomplete DAG")
 	// ErrNotFound marks an unknown name.
 	ErrNotFound = errors.New("not found")
+	// ErrForbidden marks a request the caller may not make.
+	ErrForbidden = errors.New("forbidden")
 	// ErrBusy marks a request refused for load; the client should retry.
 	ErrBusy = errors.New("busy")
 )
@@ -53,6 +55,8 @@ func statusOf(err error) int {
 		return http.StatusUnprocessableEntity
 	case errors.Is(err, ErrNotFound):
 		return http.StatusNotFound
+	case errors.Is(err, ErrForbidden):
+		return http.StatusForbidden
 	case errors.Is(err, ErrBusy):
 		return http.StatusServiceUnavailable
 	case errors.Is(err, context.DeadlineExceeded):

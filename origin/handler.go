@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -42,6 +43,11 @@ func (o *Origin) newHandler() (http.Handler, error) {
 	route("GET /api/v1/names/{name}", "name", o.serveName)
 	route("PUT /api/v1/names/{name}", "claim", o.serveClaim)
 	route("PUT /ipns/{name}", "ipns_put", o.servePutRecord)
+	route("POST /api/v1/peers/heartbeat", "heartbeat", o.serveHeartbeat)
+	route("GET /api/v1/peers", "peers", o.servePeers)
+	route("GET /api/v1/manifests/{root}", "manifest", o.serveManifest)
+	route("GET /api/v1/storage/status", "storage_status", o.serveStorageStatus)
+	route("POST /api/v1/storage/audit", "audit", o.serveAuditAll)
 	mux.Handle("/ipfs/", gw)
 	mux.Handle("/ipns/", gw)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(o.cfg.Registry, promhttp.HandlerOpts{}))
@@ -211,4 +217,18 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 		return errorf(ErrBadRequest, "malformed JSON body: trailing data")
 	}
 	return nil
+}
+
+func (o *Origin) serveAuditAll(w http.ResponseWriter, r *http.Request) {
+	// A full sweep loads every peer: only the operator, on this host, may ask.
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err != nil || !net.ParseIP(host).IsLoopback() {
+		o.fail(w, errorf(ErrForbidden, "audits can only be started from the origin's host"))
+		return
+	}
+	failed, err := o.AuditAll(r.Context())
+	if err != nil {
+		o.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]int{"failed": failed})
 }

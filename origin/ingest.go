@@ -165,6 +165,11 @@ func (o *Origin) ingest(ctx context.Context, r io.Reader) (*UploadResult, error)
 			return nil, fmt.Errorf("origin: record root %s: %w", root, err)
 		}
 	}
+	for _, root := range br.Roots {
+		if err := o.queueStripe(ctx, root); err != nil {
+			return nil, err
+		}
+	}
 	o.log.Info("upload stored",
 		zap.Strings("roots", roots), zap.Int("blocks", n), zap.Int("new_blocks", newBlocks), zap.Int64("bytes", total))
 	return &UploadResult{Roots: roots, Blocks: n, NewBlocks: newBlocks, Bytes: total}, nil
@@ -185,7 +190,7 @@ func (o *Origin) commit(ctx context.Context, stage *os.File, staged map[cid.Cid]
 			if len(batch) == 0 {
 				return nil
 			}
-			if err := o.blocks.PutMany(ctx, batch); err != nil {
+			if err := o.local.PutMany(ctx, batch); err != nil {
 				return fmt.Errorf("origin: store blocks: %w", err)
 			}
 			batch, batchBytes = batch[:0], 0

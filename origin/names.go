@@ -138,6 +138,18 @@ func (o *Origin) putRecord(ctx context.Context, human string, name ipns.Name, ra
 	}
 	key := name.String()
 
+	// Content checks read the database too, so they run before the
+	// transaction (which holds the only connection).
+	var boundBefore string
+	o.db.QueryRowContext(ctx, `SELECT name FROM names WHERE ipns = ?`, key).Scan(&boundBefore)
+	checked := false
+	if human != "" || boundBefore != "" {
+		if err := o.checkPublished(ctx, rec.value); err != nil {
+			return false, err
+		}
+		checked = true
+	}
+
 	tx, err := o.db.BeginTx(ctx, nil)
 	if err != nil {
 		return false, fmt.Errorf("origin: %w", err)
@@ -166,10 +178,8 @@ func (o *Origin) putRecord(ctx context.Context, human string, name ipns.Name, ra
 			return false, errorf(ErrConflict, "name %q belongs to another key (%s)", human, owner)
 		}
 	}
-	if human != "" || bound != "" {
-		if err := o.checkPublished(ctx, rec.value); err != nil {
-			return false, err
-		}
+	if bound != "" && !checked {
+		return false, errorf(ErrConflict, "key %s was bound to name %q meanwhile; retry", key, bound)
 	}
 
 	var storedSeq uint64

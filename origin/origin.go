@@ -8,17 +8,22 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/ipfs/boxo/blockservice"
 	"github.com/ipfs/boxo/blockstore"
 	"github.com/ipfs/boxo/gateway"
 	"github.com/ipfs/boxo/namesys"
 	"github.com/ipfs/go-cid"
 	flatfs "github.com/ipfs/go-ds-flatfs"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/topcdn/topcdn/dag"
+	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/storage"
 	"go.uber.org/zap"
 )
 
@@ -40,6 +45,12 @@ type Config struct {
 	// (files and directories, as a browser wants), not only the trustless
 	// raw, CAR and IPNS record responses. Default: false.
 	Deserialized bool
+	// Stripe, when set, moves published content to storage peers (see
+	// StripeConfig). Default: nil, content stays on the origin's disk.
+	Stripe *StripeConfig
+	// HeartbeatInterval is how often storage peers send heartbeats; a peer
+	// silent for three intervals is unhealthy. Default: 10s.
+	HeartbeatInterval time.Duration
 	// Logger receives structured logs. Default: no logging.
 	Logger *zap.Logger
 	// Registry receives the origin's and the gateway's Prometheus metrics and
@@ -55,11 +66,22 @@ type Origin struct {
 	log        *zap.Logger
 	metrics    *metrics
 	ds         *flatfs.Datastore
-	blocks     blockstore.Blockstore
+	local      blockstore.Blockstore // blocks on the origin's disk, verified on read
+	blocks     blockstore.Blockstore // local, then striped on storage peers
 	db         *sql.DB
 	stagingDir string
 	handler    http.Handler
 	uploads    chan struct{} // semaphore: one token per running upload
+
+	// Striping (nil striper: off).
+	stripeCfg  StripeConfig
+	striper    *erasure.Striper
+	shardStore erasure.ShardStore
+	storage    *storage.Client
+	peerStats  *erasure.PeerStats
+	readers    *lru.Cache[int64, *erasure.Reader]
+	addrs      addrCache
+	stripeWake chan struct{}
 
 	// Testing.
 	now func() time.Time
@@ -77,6 +99,14 @@ func New(ctx context.Context, cfg Config) (*Origin, error) {
 	}
 	if cfg.MaxConcurrentUploads <= 0 {
 		cfg.MaxConcurrentUploads = 4
+	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = 10 * time.Second
+	}
+	if cfg.Stripe != nil {
+		sc := *cfg.Stripe
+		sc.setDefaults()
+		cfg.Stripe = &sc
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
@@ -107,10 +137,25 @@ func New(ctx context.Context, cfg Config) (*Origin, error) {
 	if o.ds, err = openBlocks(filepath.Join(cfg.DataDir, "blocks")); err != nil {
 		return nil, err
 	}
-	o.blocks = &verifyingBlockstore{
+	o.local = &verifyingBlockstore{
 		Blockstore: blockstore.NewIdStore(blockstore.NewBlockstore(o.ds, blockstore.NoPrefix(), blockstore.WriteThrough(true))),
 		log:        o.log,
 		metrics:    o.metrics,
+	}
+	o.blocks = &unionBlockstore{Blockstore: o.local, o: o}
+	o.addrs.m = map[peer.ID]string{}
+	o.readers = newReaderCache()
+	o.peerStats = erasure.NewPeerStats()
+	o.stripeWake = make(chan struct{}, 1)
+	o.storage = storage.NewClient(o.key, nil)
+	o.shardStore = peerShards{o: o, client: o.storage}
+	if cfg.Stripe != nil {
+		o.stripeCfg = *cfg.Stripe
+		if o.striper, err = erasure.New(o.stripeCfg.DataShards, o.stripeCfg.ParityShards,
+			erasure.WithSegmentSize(o.stripeCfg.SegmentSize), erasure.WithChunkSize(o.stripeCfg.ChunkSize)); err != nil {
+			o.ds.Close()
+			return nil, fmt.Errorf("origin: %w", err)
+		}
 	}
 	if o.db, err = openDB(ctx, filepath.Join(cfg.DataDir, "origin.db")); err != nil {
 		o.ds.Close()
@@ -122,6 +167,25 @@ func New(ctx context.Context, cfg Config) (*Origin, error) {
 	}
 	o.log.Info("origin opened", zap.String("data", cfg.DataDir), zap.Stringer("peer_id", o.key.ID))
 	return o, nil
+}
+
+// Run does the origin's background work until ctx ends: striping
+// published content to storage peers, auditing them, and repairing
+// segments that lost shards. Without a StripeConfig it only waits.
+func (o *Origin) Run(ctx context.Context) {
+	if o.striper == nil {
+		<-ctx.Done()
+		return
+	}
+	var wg sync.WaitGroup
+	for _, loop := range []func(context.Context){o.runStriper, o.runAuditor, o.runRepairer} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			loop(ctx)
+		}()
+	}
+	wg.Wait()
 }
 
 // ID returns the origin's identity key.

@@ -42,9 +42,15 @@ type originProc struct {
 
 // startOrigin runs `topcdn origin` on a free loopback port and waits until
 // it says it is listening.
-func startOrigin(t *testing.T, bin, data string) *originProc {
+func startOrigin(t *testing.T, bin, data string, extra ...string) *originProc {
 	t.Helper()
-	cmd := exec.Command(bin, "origin", "--data", data, "--listen", "127.0.0.1:0")
+	return startService(t, bin, append([]string{"origin", "--data", data, "--listen", "127.0.0.1:0"}, extra...)...)
+}
+
+// startService runs a topcdn service and waits for its "listening on" line.
+func startService(t *testing.T, bin string, args ...string) *originProc {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
 	logs := &bytes.Buffer{}
 	cmd.Stderr = logs
 	stdout, err := cmd.StdoutPipe()
@@ -68,7 +74,7 @@ func startOrigin(t *testing.T, bin, data string) *originProc {
 	select {
 	case p.url = <-lines:
 	case <-time.After(30 * time.Second):
-		t.Fatalf("origin did not start; logs:\n%s", logs)
+		t.Fatalf("%s did not start; logs:\n%s", args[0], logs)
 	}
 	return p
 }

@@ -18,7 +18,10 @@ import (
 func newOriginCmd() *cobra.Command {
 	var (
 		listen, dataDir, keyFile, maxUpload, logLevel string
-		deserialized                                  bool
+		segmentSize, chunkSize                        string
+		deserialized, noStripe, keepLocal             bool
+		dataShards, parityShards, repairThreshold     int
+		heartbeat, auditEvery, repairEvery            time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "origin --data DIR [--listen ADDR]",
@@ -38,7 +41,19 @@ under DIR/blocks), keeps IPNS records and human names in SQLite
   POST /api/v1/car            upload a CAR
   GET  /api/v1/names[/{name}] human names and what they point to
   PUT  /api/v1/names/{name}   claim or move a human name
+  POST /api/v1/peers/heartbeat  storage peers' signed heartbeats
+  GET  /api/v1/peers          storage peers, health, shards, audit results
+  GET  /api/v1/manifests/{cid} the signed manifest of a striped publish
+  GET  /api/v1/storage/status peers, segments at risk, pending stripe jobs
+  POST /api/v1/storage/audit  audit every shard now
   GET  /metrics, /healthz
+
+Published content is striped to storage peers ('topcdn storage'): packed
+into segments, Reed-Solomon coded (--data-shards + --parity-shards, each
+shard on a different peer) once enough peers send heartbeats; then the
+origin drops its own copy and reads blocks back from the peers, verified.
+It audits peers continuously and repairs segments whose healthy shards fall
+below --repair-threshold. --no-stripe keeps everything on the origin.
 
 When it is ready it prints "listening on http://ADDR" on standard output.
 SIGINT or SIGTERM stop it cleanly.`,
@@ -59,6 +74,20 @@ SIGINT or SIGTERM stop it cleanly.`,
 				Deserialized:  deserialized,
 				Logger:        log,
 			}
+			if !noStripe {
+				seg, err := humanize.ParseBytes(segmentSize)
+				if err != nil {
+					return fmt.Errorf("--segment-size %q: %w", segmentSize, err)
+				}
+				chunk, err := humanize.ParseBytes(chunkSize)
+				if err != nil {
+					return fmt.Errorf("--chunk-size %q: %w", chunkSize, err)
+				}
+				cfg.Stripe = &origin.StripeConfig{DataShards: dataShards, ParityShards: parityShards,
+					SegmentSize: int64(seg), ChunkSize: int(chunk), KeepLocal: keepLocal,
+					RepairThreshold: repairThreshold, AuditInterval: auditEvery, RepairInterval: repairEvery}
+			}
+			cfg.HeartbeatInterval = heartbeat
 			if keyFile != "" {
 				if cfg.Key, err = identity.Load(keyFile); err != nil {
 					return err
@@ -74,6 +103,16 @@ SIGINT or SIGTERM stop it cleanly.`,
 	f.StringVar(&maxUpload, "max-upload", "8GiB", "largest CAR upload accepted")
 	f.BoolVar(&deserialized, "deserialized", false, "also serve files and directories to browsers, not only trustless responses")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.BoolVar(&noStripe, "no-stripe", false, "keep published content on the origin instead of striping it to storage peers")
+	f.IntVar(&dataShards, "data-shards", 10, "data shards per segment (k): any k shards rebuild it")
+	f.IntVar(&parityShards, "parity-shards", 4, "parity shards per segment (m): how many lost shards a segment survives")
+	f.StringVar(&segmentSize, "segment-size", "64MiB", "target size of a segment")
+	f.StringVar(&chunkSize, "chunk-size", "32KiB", "size of the shard chunks whose hashes check degraded reads")
+	f.BoolVar(&keepLocal, "keep-local", false, "keep the origin's own copy of striped content")
+	f.IntVar(&repairThreshold, "repair-threshold", 0, "repair a segment with fewer healthy shards than this (default: data shards + 2)")
+	f.DurationVar(&heartbeat, "heartbeat-interval", 10*time.Second, "storage peers' heartbeat interval; three missed make a peer unhealthy")
+	f.DurationVar(&auditEvery, "audit-interval", 5*time.Second, "pause between two audits of random shards")
+	f.DurationVar(&repairEvery, "repair-interval", 10*time.Second, "pause between two scans for segments to repair")
 	cmd.MarkFlagRequired("data")
 	return cmd
 }
@@ -97,6 +136,16 @@ func runOrigin(ctx context.Context, cmd *cobra.Command, listen string, cfg origi
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	bg, stopBG := context.WithCancel(context.Background())
+	bgDone := make(chan struct{})
+	go func() {
+		defer close(bgDone)
+		o.Run(bg)
+	}()
+	defer func() {
+		stopBG()
+		<-bgDone
+	}()
 	log.Info("origin listening", zap.String("addr", ln.Addr().String()), zap.Stringer("peer_id", o.ID().ID))
 	fmt.Fprintf(cmd.OutOrStdout(), "listening on http://%s\n", ln.Addr())
 

@@ -1,0 +1,308 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"io/fs"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/topcdn/topcdn/erasure"
+	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/origin"
+)
+
+// storageProc is a running `topcdn storage` peer.
+type storageProc struct {
+	*originProc
+	data string
+	id   string
+}
+
+func startPeer(t *testing.T, bin, dir, originURL string, i int) *storageProc {
+	t.Helper()
+	data := filepath.Join(dir, "peer", string(rune('a'+i)))
+	p := startService(t, bin, "storage", "--data", data, "--listen", "127.0.0.1:0", "--origin", originURL,
+		"--heartbeat", "500ms", "--capacity", "64MiB")
+	var st struct {
+		PeerID string `json:"peer_id"`
+	}
+	getJSON(t, p.url+"/status", &st)
+	return &storageProc{originProc: p, data: data, id: st.PeerID}
+}
+
+func getJSON(t *testing.T, url string, v any) {
+	t.Helper()
+	code, body := httpGet(t, url, "")
+	if code != 200 {
+		t.Fatalf("GET %s: %d %s", url, code, body)
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+}
+
+// waitFor polls cond until it holds or the timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func peersByID(t *testing.T, originURL string) map[string]origin.PeerInfo {
+	t.Helper()
+	var ps []origin.PeerInfo
+	getJSON(t, originURL+"/api/v1/peers", &ps)
+	out := map[string]origin.PeerInfo{}
+	for _, p := range ps {
+		out[p.ID] = p
+	}
+	return out
+}
+
+func manifest(t *testing.T, originURL string, root string) *erasure.Manifest {
+	t.Helper()
+	var env identity.Envelope
+	getJSON(t, originURL+"/api/v1/manifests/"+root, &env)
+	var health struct {
+		PeerID string `json:"peer_id"`
+	}
+	getJSON(t, originURL+"/healthz", &health)
+	m, err := erasure.OpenManifest(&env, peer.ID(mustPeer(t, health.PeerID)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func mustPeer(t *testing.T, s string) peer.ID {
+	t.Helper()
+	p, err := peer.Decode(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// checkSite fetches every file of the site directory through the origin's
+// gateway and compares it with the file on disk.
+func checkSite(t *testing.T, originURL, root, site string) {
+	t.Helper()
+	n := 0
+	err := filepath.WalkDir(site, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(site, p)
+		want, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		code, got := httpGet(t, originURL+"/ipfs/"+root+"/"+filepath.ToSlash(rel), "")
+		if code != 200 || !bytes.Equal(got, want) {
+			t.Fatalf("%s: HTTP %d, %d bytes, want %d identical bytes", rel, code, len(got), len(want))
+		}
+		n++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n < 10 {
+		t.Fatalf("checked only %d files", n)
+	}
+}
+
+// allShardsOn reports whether every shard of m is held by one of alive.
+func allShardsOn(m *erasure.Manifest, alive map[string]bool) bool {
+	for _, seg := range m.Segments {
+		for _, sh := range seg.Shards {
+			if !alive[sh.Peer] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func TestStripedEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs an origin and 20 storage peers")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	key := filepath.Join(dir, "publisher.key")
+	run(t, bin, "keygen", "--out", key)
+	originData := filepath.Join(dir, "origin")
+	o := startOrigin(t, bin, originData, "--deserialized", "--segment-size", "256KiB", "--chunk-size", "4KiB",
+		"--heartbeat-interval", "500ms", "--audit-interval", "1h", "--repair-interval", "500ms")
+	defer func() {
+		if t.Failed() {
+			t.Logf("origin log (last lines):\n%s", lastLines(o.logs.String(), 40))
+		}
+	}()
+
+	peers := map[string]*storageProc{}
+	alive := map[string]bool{}
+	for i := range 14 {
+		p := startPeer(t, bin, dir, o.url, i)
+		peers[p.id] = p
+		alive[p.id] = true
+	}
+	healthy := func(want int) func() bool {
+		return func() bool {
+			n := 0
+			for id, p := range peersByID(t, o.url) {
+				if p.Healthy && alive[id] {
+					n++
+				}
+			}
+			return n >= want
+		}
+	}
+	waitFor(t, 30*time.Second, "14 healthy peers", healthy(14))
+
+	site := "../../examples/site"
+	root := strings.TrimSpace(run(t, bin, "publish", site, "--name", "blog", "--origin", o.url, "--key", key, "-Q"))
+	waitFor(t, 30*time.Second, "the publish to be striped", func() bool {
+		code, _ := httpGet(t, o.url+"/api/v1/manifests/"+root, "")
+		return code == 200
+	})
+	m := manifest(t, o.url, root)
+	if len(m.Segments) < 2 || m.DataShards != 10 || m.ParityShards != 4 {
+		t.Fatalf("manifest: %d segments of %d+%d", len(m.Segments), m.DataShards, m.ParityShards)
+	}
+	// The origin keeps no copy of its own.
+	var local int
+	filepath.WalkDir(filepath.Join(originData, "blocks"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && strings.HasSuffix(p, ".data") {
+			local++
+		}
+		return nil
+	})
+	if local != 0 {
+		t.Fatalf("origin still holds %d blocks after striping", local)
+	}
+	checkSite(t, o.url, root, site)
+	fetchCAR(t, o.url, cid.MustParse(root))
+
+	// Kill 4 peers, one of them holding a data shard.
+	victims := []string{m.Segments[0].Shards[0].Peer}
+	ids := make([]string, 0, len(peers))
+	for id := range peers {
+		ids = append(ids, id)
+	}
+	rand.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
+	for _, id := range ids {
+		if len(victims) == 4 {
+			break
+		}
+		if id != victims[0] {
+			victims = append(victims, id)
+		}
+	}
+	for _, id := range victims {
+		peers[id].kill9(t)
+		alive[id] = false
+	}
+	checkSite(t, o.url, root, site)
+	waitFor(t, 30*time.Second, "the origin to see the 4 peers gone", func() bool {
+		ps := peersByID(t, o.url)
+		for _, id := range victims {
+			if ps[id].Healthy {
+				return false
+			}
+		}
+		return true
+	})
+
+	// Four fresh peers: repair brings every segment back to 14 shards on
+	// live peers, under a re-signed manifest.
+	for i := range 4 {
+		p := startPeer(t, bin, dir, o.url, 14+i)
+		peers[p.id] = p
+		alive[p.id] = true
+	}
+	waitFor(t, 60*time.Second, "repair onto the fresh peers", func() bool {
+		m2 := manifest(t, o.url, root)
+		return m2.Version > m.Version && allShardsOn(m2, alive)
+	})
+	m = manifest(t, o.url, root)
+	checkSite(t, o.url, root, site)
+
+	// Two peers holding data shards rot on disk: reads stay correct and
+	// catch them, audits catch them too.
+	liars := map[string]bool{}
+	for _, sh := range m.Segments[0].Shards[:m.DataShards] {
+		if len(liars) < 2 {
+			liars[sh.Peer] = true
+		}
+	}
+	for id := range liars {
+		filepath.WalkDir(filepath.Join(peers[id].data, "shards"), func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			for i := range b {
+				b[i] ^= 0xa5
+			}
+			return os.WriteFile(p, b, 0o600)
+		})
+	}
+	checkSite(t, o.url, root, site)
+	for id := range liars {
+		if pi := peersByID(t, o.url)[id]; pi.Flags == 0 {
+			t.Errorf("peer %s served rotten bytes but was not flagged by reads", id)
+		}
+	}
+	resp, err := http.Post(o.url+"/api/v1/storage/audit", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	for id := range liars {
+		if pi := peersByID(t, o.url)[id]; pi.AuditsFailed == 0 {
+			t.Errorf("peer %s holds rotten shards but passed every audit", id)
+		}
+	}
+	// With two spare peers, repair moves the rotten shards away.
+	for i := range 2 {
+		p := startPeer(t, bin, dir, o.url, 18+i)
+		peers[p.id] = p
+		alive[p.id] = true
+	}
+	trusted := map[string]bool{}
+	for id, ok := range alive {
+		trusted[id] = ok && !liars[id]
+	}
+	waitFor(t, 60*time.Second, "repair away from the rotten peers", func() bool {
+		return allShardsOn(manifest(t, o.url, root), trusted)
+	})
+	checkSite(t, o.url, root, site)
+	var st origin.StorageStatus
+	getJSON(t, o.url+"/api/v1/storage/status", &st)
+	if len(st.AtRisk) != 0 {
+		t.Fatalf("segments still at risk: %+v", st.AtRisk)
+	}
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}

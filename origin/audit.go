@@ -1,0 +1,126 @@
+package origin
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/topcdn/topcdn/erasure"
+	"github.com/topcdn/topcdn/storage"
+	"go.uber.org/zap"
+)
+
+// auditTarget is one shard to audit.
+type auditTarget struct {
+	shardID   string
+	peer      string
+	chunks    []byte
+	shardSize int64
+	chunkSize int
+}
+
+// runAuditor audits one random shard every AuditInterval until ctx ends.
+func (o *Origin) runAuditor(ctx context.Context) {
+	tick := time.NewTicker(o.stripeCfg.AuditInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		var t auditTarget
+		err := o.db.QueryRowContext(ctx, `SELECT s.shard_id, s.peer_id, s.chunks, g.shard_size, g.chunk_size
+			FROM shards s JOIN segments g ON g.id = s.segment_id WHERE s.bad = '' ORDER BY random() LIMIT 1`).
+			Scan(&t.shardID, &t.peer, &t.chunks, &t.shardSize, &t.chunkSize)
+		if err != nil {
+			continue // nothing striped yet
+		}
+		o.audit(ctx, t)
+	}
+}
+
+// AuditAll audits every shard once, each at a random chunk, and returns
+// how many failed. Peers that are down count as unreachable, not failed.
+func (o *Origin) AuditAll(ctx context.Context) (failed int, err error) {
+	rows, err := o.db.QueryContext(ctx, `SELECT s.shard_id, s.peer_id, s.chunks, g.shard_size, g.chunk_size
+		FROM shards s JOIN segments g ON g.id = s.segment_id`)
+	if err != nil {
+		return 0, fmt.Errorf("origin: audit: %w", err)
+	}
+	var targets []auditTarget
+	for rows.Next() {
+		var t auditTarget
+		if err := rows.Scan(&t.shardID, &t.peer, &t.chunks, &t.shardSize, &t.chunkSize); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("origin: audit: %w", err)
+		}
+		targets = append(targets, t)
+	}
+	rows.Close()
+	for _, t := range targets {
+		if o.audit(ctx, t) == "failed" {
+			failed++
+		}
+	}
+	return failed, ctx.Err()
+}
+
+// audit challenges the peer holding t for a random chunk and records the
+// result: ok, failed (wrong or missing bytes: the shard is marked bad and
+// the peer flagged) or unreachable.
+func (o *Origin) audit(ctx context.Context, t auditTarget) string {
+	p, err := peer.Decode(t.peer)
+	if err != nil {
+		return "failed"
+	}
+	chunks := int((t.shardSize + int64(t.chunkSize) - 1) / int64(t.chunkSize))
+	i := rand.IntN(chunks)
+	off := int64(i) * int64(t.chunkSize)
+	length := min(int64(t.chunkSize), t.shardSize-off)
+	result, reason := "ok", ""
+	addr, err := o.cachedAddr(ctx, p)
+	if err == nil {
+		var data []byte
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		data, err = o.storage.Audit(actx, p, addr, t.shardID, off, length)
+		cancel()
+		if err == nil {
+			sum := sha256.Sum256(data)
+			if string(sum[:]) != string(t.chunks[i*sha256.Size:(i+1)*sha256.Size]) {
+				err = fmt.Errorf("chunk %d does not match the manifest", i)
+				result = "failed"
+			}
+		} else {
+			var pe *storage.PeerError
+			if errors.As(err, &pe) && pe.Status != http.StatusServiceUnavailable {
+				result = "failed" // it answered, but not with the bytes
+			} else {
+				result = "unreachable"
+			}
+		}
+	} else {
+		result = "unreachable"
+	}
+	if ctx.Err() != nil {
+		return "unreachable"
+	}
+	if err != nil {
+		reason = err.Error()
+	}
+	o.metrics.audits.WithLabelValues(result).Inc()
+	if _, err := o.db.ExecContext(ctx, `INSERT INTO audits (peer_id, shard_id, ok, reason, at) VALUES (?, ?, ?, ?, ?)`,
+		t.peer, t.shardID, result == "ok", reason, o.now().UnixNano()); err != nil {
+		o.log.Error("record audit", zap.Error(err))
+	}
+	if result == "failed" {
+		o.flagPeer(erasure.Flag{Peer: p, Shard: t.shardID, Reason: "bad-bytes"}, "audit")
+	}
+	o.log.Debug("audit", zap.String("peer", t.peer), zap.String("shard", t.shardID), zap.String("result", result), zap.String("reason", reason))
+	return result
+}

@@ -1,0 +1,365 @@
+package origin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/topcdn/topcdn/erasure"
+	"github.com/topcdn/topcdn/identity"
+	"go.uber.org/zap"
+)
+
+// maxShardRead is the largest range read from a peer in one request.
+const maxShardRead = 8 << 20
+
+// shardRow is a shard as the database holds it.
+type shardRow struct {
+	idx     int
+	id      string
+	peer    string
+	chunks  []byte
+	bad     string
+	healthy bool // not bad, and its peer sends heartbeats
+}
+
+// SegmentHealth describes one segment's redundancy.
+type SegmentHealth struct {
+	Segment int64 `json:"segment"`
+	Healthy int   `json:"healthy"`
+	Shards  int   `json:"shards"`
+	// Bad counts shards proven to hold wrong bytes (by reads or audits).
+	Bad int `json:"bad"`
+	// Needed is the repair threshold.
+	Needed int `json:"needed"`
+}
+
+// needsRepair: fewer healthy shards than the threshold, or any shard
+// proven bad (unlike a peer that is away, rotten bytes never come back).
+func (h SegmentHealth) needsRepair() bool { return h.Healthy < h.Needed || h.Bad > 0 }
+
+// runRepairer scans for segments at risk every RepairInterval and repairs
+// them. All state is in the database, so a restart resumes a repair.
+func (o *Origin) runRepairer(ctx context.Context) {
+	tick := time.NewTicker(o.stripeCfg.RepairInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if _, err := o.Repair(ctx); err != nil && ctx.Err() == nil {
+			o.log.Warn("repair pass incomplete", zap.Error(err))
+		}
+	}
+}
+
+// segmentsHealth returns every segment's health, the healthy peers, and
+// each segment's shards.
+func (o *Origin) segmentsHealth(ctx context.Context) ([]SegmentHealth, map[int64][]shardRow, error) {
+	peers, err := o.Peers(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	healthy := map[string]bool{}
+	for _, p := range peers {
+		healthy[p.ID] = p.Healthy
+	}
+	rows, err := o.db.QueryContext(ctx, `SELECT segment_id, idx, shard_id, peer_id, chunks, bad FROM shards ORDER BY segment_id, idx`)
+	if err != nil {
+		return nil, nil, fmt.Errorf("origin: scan shards: %w", err)
+	}
+	defer rows.Close()
+	bySeg := map[int64][]shardRow{}
+	var order []int64
+	for rows.Next() {
+		var seg int64
+		var r shardRow
+		if err := rows.Scan(&seg, &r.idx, &r.id, &r.peer, &r.chunks, &r.bad); err != nil {
+			return nil, nil, fmt.Errorf("origin: scan shards: %w", err)
+		}
+		r.healthy = r.bad == "" && healthy[r.peer]
+		if _, ok := bySeg[seg]; !ok {
+			order = append(order, seg)
+		}
+		bySeg[seg] = append(bySeg[seg], r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, err
+	}
+	out := make([]SegmentHealth, 0, len(order))
+	for _, seg := range order {
+		h := SegmentHealth{Segment: seg, Shards: len(bySeg[seg]), Needed: o.stripeCfg.RepairThreshold}
+		for _, r := range bySeg[seg] {
+			if r.healthy {
+				h.Healthy++
+			}
+			if r.bad != "" {
+				h.Bad++
+			}
+		}
+		out = append(out, h)
+	}
+	return out, bySeg, nil
+}
+
+// Repair rebuilds the shards of every segment below the repair threshold
+// and places them on other healthy peers; it returns how many shards it
+// placed. Each placement is committed on its own, so an interrupted repair
+// loses nothing done.
+func (o *Origin) Repair(ctx context.Context) (int, error) {
+	if o.striper == nil {
+		return 0, nil
+	}
+	health, bySeg, err := o.segmentsHealth(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var atRisk []SegmentHealth
+	for _, h := range health {
+		if h.needsRepair() {
+			atRisk = append(atRisk, h)
+		}
+	}
+	o.metrics.atRisk.Set(float64(len(atRisk)))
+	placed := 0
+	var errs []error
+	for i, h := range atRisk {
+		o.log.Info("repairing segment", zap.Int64("segment", h.Segment), zap.Int("healthy", h.Healthy),
+			zap.Int("needed", h.Needed), zap.String("progress", fmt.Sprintf("%d/%d", i+1, len(atRisk))))
+		n, err := o.repairSegment(ctx, h.Segment, bySeg[h.Segment])
+		placed += n
+		if err != nil {
+			errs = append(errs, fmt.Errorf("segment %d: %w", h.Segment, err))
+		}
+	}
+	return placed, errors.Join(errs...)
+}
+
+func (o *Origin) repairSegment(ctx context.Context, segID int64, rows []shardRow) (int, error) {
+	var shardSize int64
+	if err := o.db.QueryRowContext(ctx, `SELECT shard_size FROM segments WHERE id = ?`, segID).Scan(&shardSize); err != nil {
+		return 0, fmt.Errorf("origin: %w", err)
+	}
+	k := o.striper.DataShards()
+	shards := make([][]byte, len(rows))
+	have := 0
+	for i, r := range rows {
+		if have == k {
+			break
+		}
+		if !r.healthy {
+			continue
+		}
+		data, err := o.readWholeShard(ctx, r, shardSize)
+		if err != nil {
+			// Unreadable now: rebuild it too, whatever its peer's heartbeats say.
+			o.log.Warn("repair: shard unreadable", zap.Int64("segment", segID), zap.Int("shard", r.idx), zap.Error(err))
+			rows[i].healthy = false
+			continue
+		}
+		shards[r.idx] = data
+		have++
+	}
+	if have < k {
+		return 0, fmt.Errorf("%w: only %d of %d shards readable", erasure.ErrNotEnoughShards, have, k)
+	}
+	if err := o.striper.Reconstruct(shards); err != nil {
+		return 0, err
+	}
+	used := map[string]bool{}
+	for _, r := range rows {
+		used[r.peer] = true
+	}
+	candidates, err := o.placement(ctx)
+	if err != nil {
+		return 0, err
+	}
+	placed := 0
+	for _, r := range rows {
+		if r.healthy {
+			continue
+		}
+		if storage := shards[r.idx]; len(storage) != int(shardSize) {
+			return placed, fmt.Errorf("rebuilt shard %d has %d bytes", r.idx, len(storage))
+		}
+		var target peer.ID
+		for _, c := range candidates {
+			if used[c.String()] {
+				continue
+			}
+			used[c.String()] = true
+			if err := o.shardStore.PutShard(ctx, c, r.id, shards[r.idx]); err != nil {
+				o.log.Warn("repair: peer refused shard", zap.Stringer("peer", c), zap.Error(err))
+				continue
+			}
+			target = c
+			break
+		}
+		if target == "" {
+			o.metrics.repairs.WithLabelValues("error").Inc()
+			return placed, fmt.Errorf("%w to place shard %d", erasure.ErrNotEnoughPeers, r.idx)
+		}
+		if _, err := o.db.ExecContext(ctx, `UPDATE shards SET peer_id = ?, bad = '' WHERE segment_id = ? AND idx = ?`,
+			target.String(), segID, r.idx); err != nil {
+			return placed, fmt.Errorf("origin: %w", err)
+		}
+		placed++
+		o.metrics.repairs.WithLabelValues("ok").Inc()
+		o.log.Info("shard repaired", zap.Int64("segment", segID), zap.Int("shard", r.idx),
+			zap.String("from", r.peer), zap.Stringer("to", target))
+		o.dropOldShard(ctx, r)
+	}
+	o.readers.Remove(segID)
+	return placed, o.resignManifests(ctx, segID)
+}
+
+// readWholeShard reads a shard in pieces and checks every chunk.
+func (o *Origin) readWholeShard(ctx context.Context, r shardRow, size int64) ([]byte, error) {
+	p, err := peer.Decode(r.peer)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 0, size)
+	for off := int64(0); off < size; off += maxShardRead {
+		b, err := o.shardStore.GetShard(ctx, p, r.id, off, min(maxShardRead, size-off))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b...)
+	}
+	if err := erasure.VerifyChunks(r.chunks, 0, o.striper.ChunkSize(), out); err != nil {
+		o.flagPeer(erasure.Flag{Peer: p, Shard: r.id, Reason: "bad-bytes"}, "repair")
+		return nil, err
+	}
+	return out, nil
+}
+
+// dropOldShard asks the shard's previous peer, if it still answers, to
+// delete it; best effort.
+func (o *Origin) dropOldShard(ctx context.Context, r shardRow) {
+	p, err := peer.Decode(r.peer)
+	if err != nil {
+		return
+	}
+	addr, err := o.cachedAddr(ctx, p)
+	if err != nil {
+		return
+	}
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := o.storage.Delete(dctx, p, addr, r.id); err != nil {
+		o.log.Debug("old shard not deleted", zap.String("peer", r.peer), zap.Error(err))
+	}
+}
+
+// resignManifests re-signs, with a new version, every manifest that uses
+// the segment.
+func (o *Origin) resignManifests(ctx context.Context, segID int64) error {
+	rows, err := o.db.QueryContext(ctx, `SELECT DISTINCT root FROM manifest_segments WHERE segment_id = ?`, segID)
+	if err != nil {
+		return fmt.Errorf("origin: %w", err)
+	}
+	var roots []string
+	for rows.Next() {
+		var r string
+		rows.Scan(&r)
+		roots = append(roots, r)
+	}
+	rows.Close()
+	for _, r := range roots {
+		m, err := o.Manifest(ctx, cid.MustParse(r))
+		if err != nil {
+			return err
+		}
+		all := make([]cid.Cid, len(m.Blocks))
+		for i, b := range m.Blocks {
+			all[i] = cid.MustParse(b.CID)
+		}
+		v, err := o.signManifest(ctx, cid.MustParse(r), all)
+		if err != nil {
+			return err
+		}
+		o.log.Info("manifest re-signed", zap.String("root", r), zap.Uint64("version", v))
+	}
+	return nil
+}
+
+// Manifest returns root's current manifest.
+func (o *Origin) Manifest(ctx context.Context, root cid.Cid) (*erasure.Manifest, error) {
+	env, err := o.manifestEnvelope(ctx, root)
+	if err != nil {
+		return nil, err
+	}
+	return erasure.OpenManifest(env, o.key.ID)
+}
+
+func (o *Origin) manifestEnvelope(ctx context.Context, root cid.Cid) (*identity.Envelope, error) {
+	var raw []byte
+	if err := o.db.QueryRowContext(ctx, `SELECT envelope FROM manifests WHERE root = ?`, root.String()).Scan(&raw); err != nil {
+		return nil, errorf(ErrNotFound, "no manifest for %s (not striped yet?)", root)
+	}
+	var env identity.Envelope
+	if err := json.Unmarshal(raw, &env); err != nil {
+		return nil, fmt.Errorf("origin: stored manifest: %w", err)
+	}
+	return &env, nil
+}
+
+func (o *Origin) serveManifest(w http.ResponseWriter, r *http.Request) {
+	root, err := cid.Decode(r.PathValue("root"))
+	if err != nil {
+		o.fail(w, errorf(ErrBadRequest, "root %q: %v", r.PathValue("root"), err))
+		return
+	}
+	env, err := o.manifestEnvelope(r.Context(), root)
+	if err != nil {
+		o.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, env)
+}
+
+// StorageStatus is the answer of GET /api/v1/storage/status.
+type StorageStatus struct {
+	Peers       []PeerInfo      `json:"peers"`
+	Segments    int             `json:"segments"`
+	AtRisk      []SegmentHealth `json:"at_risk"`
+	PendingJobs int             `json:"pending_stripe_jobs"`
+}
+
+// Status summarizes storage: peers with their shards and audit results,
+// segments at risk, and publishes waiting to be striped.
+func (o *Origin) Status(ctx context.Context) (*StorageStatus, error) {
+	peers, err := o.Peers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	health, _, err := o.segmentsHealth(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st := &StorageStatus{Peers: peers, Segments: len(health), AtRisk: []SegmentHealth{}}
+	for _, h := range health {
+		if h.needsRepair() {
+			st.AtRisk = append(st.AtRisk, h)
+		}
+	}
+	o.db.QueryRowContext(ctx, `SELECT count(*) FROM stripe_jobs WHERE state = 'pending'`).Scan(&st.PendingJobs)
+	return st, nil
+}
+
+func (o *Origin) serveStorageStatus(w http.ResponseWriter, r *http.Request) {
+	st, err := o.Status(r.Context())
+	if err != nil {
+		o.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}

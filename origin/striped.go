@@ -1,0 +1,253 @@
+package origin
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/hashicorp/golang-lru/v2"
+	"github.com/ipfs/boxo/blockstore"
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/topcdn/topcdn/erasure"
+	"github.com/topcdn/topcdn/storage"
+	"go.uber.org/zap"
+)
+
+// unionBlockstore is the origin's view of its content: blocks on local
+// disk (uploads not yet striped, or kept), then blocks striped across
+// storage peers, read through an erasure.Reader and verified.
+type unionBlockstore struct {
+	blockstore.Blockstore // local, verifying
+	o                     *Origin
+}
+
+func (u *unionBlockstore) Has(ctx context.Context, c cid.Cid) (bool, error) {
+	if ok, err := u.Blockstore.Has(ctx, c); ok || err != nil {
+		return ok, err
+	}
+	_, _, err := u.o.blockRef(ctx, c)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func (u *unionBlockstore) GetSize(ctx context.Context, c cid.Cid) (int, error) {
+	n, err := u.Blockstore.GetSize(ctx, c)
+	if err == nil || !ipld.IsNotFound(err) {
+		return n, err
+	}
+	_, ref, err := u.o.blockRef(ctx, c)
+	if errors.Is(err, sql.ErrNoRows) {
+		return -1, ipld.ErrNotFound{Cid: c}
+	}
+	if err != nil {
+		return -1, err
+	}
+	return int(ref.Length), nil
+}
+
+func (u *unionBlockstore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
+	b, err := u.Blockstore.Get(ctx, c)
+	if err == nil || !ipld.IsNotFound(err) {
+		return b, err
+	}
+	data, err := u.o.readStriped(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	return blocks.NewBlockWithCid(data, c)
+}
+
+var _ blockstore.Blockstore = (*unionBlockstore)(nil)
+
+// blockRef finds where a striped block lives.
+func (o *Origin) blockRef(ctx context.Context, c cid.Cid) (int64, erasure.BlockRef, error) {
+	var seg int64
+	ref := erasure.BlockRef{CID: c.String()}
+	err := o.db.QueryRowContext(ctx, `SELECT segment_id, offset, length FROM blocks WHERE cid = ?`, c.String()).
+		Scan(&seg, &ref.Offset, &ref.Length)
+	return seg, ref, err
+}
+
+// readStriped reads block c from the storage peers.
+func (o *Origin) readStriped(ctx context.Context, c cid.Cid) ([]byte, error) {
+	seg, _, err := o.blockRef(ctx, c)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ipld.ErrNotFound{Cid: c}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("origin: %w", err)
+	}
+	r, err := o.segmentReader(ctx, seg)
+	if err != nil {
+		return nil, err
+	}
+	data, err := r.ReadBlock(ctx, c)
+	if err != nil {
+		o.metrics.stripedReads.WithLabelValues("error").Inc()
+		return nil, fmt.Errorf("origin: read striped block: %w", err)
+	}
+	o.metrics.stripedReads.WithLabelValues("ok").Inc()
+	return data, nil
+}
+
+// segmentManifest builds the manifest of one segment from the database:
+// its shards and the blocks it holds.
+func (o *Origin) segmentManifest(ctx context.Context, segID int64) (*erasure.Manifest, error) {
+	var seg erasure.Segment
+	var m erasure.Manifest
+	err := o.db.QueryRowContext(ctx, `SELECT length, shard_size, data_shards, parity_shards, chunk_size FROM segments WHERE id = ?`, segID).
+		Scan(&seg.Length, &seg.ShardSize, &m.DataShards, &m.ParityShards, &m.ChunkSize)
+	if err != nil {
+		return nil, fmt.Errorf("origin: segment %d: %w", segID, err)
+	}
+	if seg.Shards, err = o.segmentShards(ctx, segID); err != nil {
+		return nil, err
+	}
+	rows, err := o.db.QueryContext(ctx, `SELECT cid, offset, length FROM blocks WHERE segment_id = ? ORDER BY offset`, segID)
+	if err != nil {
+		return nil, fmt.Errorf("origin: segment %d blocks: %w", segID, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var b erasure.BlockRef
+		if err := rows.Scan(&b.CID, &b.Offset, &b.Length); err != nil {
+			return nil, fmt.Errorf("origin: segment %d blocks: %w", segID, err)
+		}
+		m.Blocks = append(m.Blocks, b)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(m.Blocks) == 0 {
+		return nil, fmt.Errorf("origin: segment %d holds no blocks", segID)
+	}
+	m.Root = m.Blocks[0].CID
+	m.Segments = []erasure.Segment{seg}
+	return &m, nil
+}
+
+func (o *Origin) segmentShards(ctx context.Context, segID int64) ([]erasure.Shard, error) {
+	rows, err := o.db.QueryContext(ctx, `SELECT shard_id, peer_id, chunks FROM shards WHERE segment_id = ? ORDER BY idx`, segID)
+	if err != nil {
+		return nil, fmt.Errorf("origin: segment %d shards: %w", segID, err)
+	}
+	defer rows.Close()
+	var out []erasure.Shard
+	for rows.Next() {
+		var sh erasure.Shard
+		if err := rows.Scan(&sh.ID, &sh.Peer, &sh.Chunks); err != nil {
+			return nil, fmt.Errorf("origin: segment %d shards: %w", segID, err)
+		}
+		out = append(out, sh)
+	}
+	return out, rows.Err()
+}
+
+// segmentReader returns a cached Reader for a segment.
+func (o *Origin) segmentReader(ctx context.Context, segID int64) (*erasure.Reader, error) {
+	if r, ok := o.readers.Get(segID); ok {
+		return r, nil
+	}
+	m, err := o.segmentManifest(ctx, segID)
+	if err != nil {
+		return nil, err
+	}
+	r, err := erasure.NewReader(m, o.shardStore,
+		erasure.WithPeerStats(o.peerStats),
+		erasure.WithFlagFunc(func(f erasure.Flag) { o.flagPeer(f, "read") }))
+	if err != nil {
+		return nil, fmt.Errorf("origin: segment %d: %w", segID, err)
+	}
+	o.readers.Add(segID, r)
+	return r, nil
+}
+
+// flagPeer records a peer caught misbehaving; a shard whose bytes were
+// wrong is no longer counted as healthy (repair replaces it).
+func (o *Origin) flagPeer(f erasure.Flag, source string) {
+	ctx := context.Background()
+	o.metrics.flags.WithLabelValues(f.Reason, source).Inc()
+	if f.Reason == "unreachable" {
+		// Heartbeats and latency ranking already account for it.
+		o.log.Debug("storage peer unreachable", zap.Stringer("peer", f.Peer), zap.String("shard", f.Shard))
+		return
+	}
+	o.log.Warn("storage peer flagged", zap.Stringer("peer", f.Peer), zap.String("shard", f.Shard),
+		zap.String("reason", f.Reason), zap.String("source", source))
+	if _, err := o.db.ExecContext(ctx, `INSERT INTO flags (peer_id, shard_id, reason, source, at) VALUES (?, ?, ?, ?, ?)`,
+		f.Peer.String(), f.Shard, f.Reason, source, o.now().UnixNano()); err != nil {
+		o.log.Error("record flag", zap.Error(err))
+	}
+	if f.Reason == "bad-bytes" {
+		if _, err := o.db.ExecContext(ctx, `UPDATE shards SET bad = ? WHERE shard_id = ? AND peer_id = ? AND bad = ''`,
+			source+": "+f.Reason, f.Shard, f.Peer.String()); err != nil {
+			o.log.Error("mark shard bad", zap.Error(err))
+		}
+	}
+}
+
+// peerShards is the origin's erasure.ShardStore: orders signed with the
+// origin key, peers found by their last heartbeat.
+type peerShards struct {
+	o      *Origin
+	client *storage.Client
+}
+
+func (s peerShards) PutShard(ctx context.Context, p peer.ID, shard string, data []byte) error {
+	addr, err := s.o.cachedAddr(ctx, p)
+	if err != nil {
+		return err
+	}
+	return s.client.Put(ctx, p, addr, shard, data)
+}
+
+func (s peerShards) GetShard(ctx context.Context, p peer.ID, shard string, off, length int64) ([]byte, error) {
+	addr, err := s.o.cachedAddr(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	return s.client.GetRange(ctx, p, addr, shard, off, length)
+}
+
+var _ erasure.ShardStore = peerShards{}
+
+// addrCache keeps peers' announced addresses in memory: shard reads should
+// not queue on the database.
+type addrCache struct {
+	mu sync.Mutex
+	m  map[peer.ID]string
+}
+
+func (o *Origin) cachedAddr(ctx context.Context, p peer.ID) (string, error) {
+	o.addrs.mu.Lock()
+	a, ok := o.addrs.m[p]
+	o.addrs.mu.Unlock()
+	if ok {
+		return a, nil
+	}
+	a, err := o.peerAddr(ctx, p)
+	if err != nil {
+		return "", err
+	}
+	o.setAddr(p, a)
+	return a, nil
+}
+
+func (o *Origin) setAddr(p peer.ID, addr string) {
+	o.addrs.mu.Lock()
+	defer o.addrs.mu.Unlock()
+	o.addrs.m[p] = addr
+}
+
+// newReaderCache bounds how many segment readers stay in memory.
+func newReaderCache() *lru.Cache[int64, *erasure.Reader] {
+	c, _ := lru.New[int64, *erasure.Reader](256)
+	return c
+}
