@@ -30,10 +30,13 @@ FUZZTIME ?= 30s
 fuzz:
 	$(GO) test -run '^$$' -fuzz=FuzzIngest -fuzztime=$(FUZZTIME) ./origin
 	$(GO) test -run '^$$' -fuzz=FuzzPutRecord -fuzztime=$(FUZZTIME) ./origin
+	$(GO) test -run '^$$' -fuzz=FuzzReadOrder -fuzztime=$(FUZZTIME) ./storage
+	$(GO) test -run '^$$' -fuzz=FuzzManifest -fuzztime=$(FUZZTIME) ./erasure
 
-## bench: topcdn publish --only-hash vs kubo on a 256 MiB directory (builds kubo once, cached).
+## bench: topcdn publish --only-hash vs kubo (builds kubo once, cached); erasure striping vs raw coding and fsync.
 bench:
 	$(GO) run ./bench publish
+	$(GO) run ./bench erasure
 
 clean:
 	rm -rf bin demo

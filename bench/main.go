@@ -4,6 +4,7 @@
 // and registers itself in [commands]. Run it from the repository root:
 //
 //	go run ./bench publish [flags]
+//	go run ./bench erasure [flags]
 //	go run ./bench help
 //
 // See bench/README.md for what each benchmark measures.
@@ -38,6 +39,11 @@ var commands = []command{
 		name:    "publish",
 		summary: "hash a 256 MiB site with `topcdn publish --only-hash` vs `ipfs add --only-hash`",
 		run:     runPublish,
+	},
+	{
+		name:    "erasure",
+		summary: "10+4 striping onto 14 real storage peers vs raw Reed-Solomon and plain fsynced writes; fast and degraded reads",
+		run:     runErasure,
 	},
 }
 

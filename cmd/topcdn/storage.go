@@ -112,6 +112,7 @@ SIGINT or SIGTERM stop it cleanly.`,
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	cmd.MarkFlagRequired("data")
 	cmd.MarkFlagRequired("origin")
+	cmd.AddCommand(newStorageStatusCmd())
 	return cmd
 }
 

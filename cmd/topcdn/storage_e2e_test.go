@@ -30,7 +30,7 @@ func startPeer(t *testing.T, bin, dir, originURL string, i int) *storageProc {
 	t.Helper()
 	data := filepath.Join(dir, "peer", string(rune('a'+i)))
 	p := startService(t, bin, "storage", "--data", data, "--listen", "127.0.0.1:0", "--origin", originURL,
-		"--heartbeat", "500ms", "--capacity", "64MiB")
+		"--heartbeat", "1s", "--capacity", "64MiB")
 	var st struct {
 		PeerID string `json:"peer_id"`
 	}
@@ -147,7 +147,7 @@ func TestStripedEndToEnd(t *testing.T) {
 	run(t, bin, "keygen", "--out", key)
 	originData := filepath.Join(dir, "origin")
 	o := startOrigin(t, bin, originData, "--deserialized", "--segment-size", "256KiB", "--chunk-size", "4KiB",
-		"--heartbeat-interval", "500ms", "--audit-interval", "1h", "--repair-interval", "500ms")
+		"--heartbeat-interval", "1s", "--audit-interval", "1h", "--repair-interval", "500ms")
 	defer func() {
 		if t.Failed() {
 			t.Logf("origin log (last lines):\n%s", lastLines(o.logs.String(), 40))
@@ -235,7 +235,7 @@ func TestStripedEndToEnd(t *testing.T) {
 		peers[p.id] = p
 		alive[p.id] = true
 	}
-	waitFor(t, 60*time.Second, "repair onto the fresh peers", func() bool {
+	waitFor(t, 90*time.Second, "repair onto the fresh peers", func() bool {
 		m2 := manifest(t, o.url, root)
 		return m2.Version > m.Version && allShardsOn(m2, alive)
 	})
@@ -291,7 +291,7 @@ func TestStripedEndToEnd(t *testing.T) {
 	for id, ok := range alive {
 		trusted[id] = ok && !liars[id]
 	}
-	waitFor(t, 60*time.Second, "repair away from the rotten peers", func() bool {
+	waitFor(t, 90*time.Second, "repair away from the rotten peers", func() bool {
 		return allShardsOn(manifest(t, o.url, root), trusted)
 	})
 	checkSite(t, o.url, root, site)
@@ -299,6 +299,10 @@ func TestStripedEndToEnd(t *testing.T) {
 	getJSON(t, o.url+"/api/v1/storage/status", &st)
 	if len(st.AtRisk) != 0 {
 		t.Fatalf("segments still at risk: %+v", st.AtRisk)
+	}
+	out := run(t, bin, "storage", "status", "--origin", o.url)
+	if !strings.Contains(out, "0 at risk") || strings.Count(out, "true") < 14 {
+		t.Fatalf("storage status:\n%s", out)
 	}
 }
 

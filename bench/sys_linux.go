@@ -1,0 +1,108 @@
+//go:build linux
+
+package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// clockTicks is USER_HZ, the unit of the CPU times in /proc/PID/stat: 100
+// on every Linux architecture Go supports.
+const clockTicks = 100
+
+// procCPU returns the user plus system CPU time process pid has used so
+// far, from /proc/PID/stat (10 ms resolution), or false if unknown.
+func procCPU(pid int) (time.Duration, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, false
+	}
+	// The command name (field 2) may hold spaces and parentheses: fields
+	// are counted after its closing parenthesis, which starts at field 3.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0, false
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64) // field 14
+	stime, err2 := strconv.ParseInt(f[12], 10, 64) // field 15
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	return time.Duration(utime+stime) * time.Second / clockTicks, true
+}
+
+// selfCPU returns the user plus system CPU time of this process so far.
+func selfCPU() (time.Duration, bool) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0, false
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), true
+}
+
+// Filesystem magic numbers (statfs f_type) of the filesystems the erasure
+// benchmark names; see statfs(2).
+const (
+	magicTmpfs    = 0x01021994
+	magicRamfs    = 0x858458f6
+	magicExt4     = 0xef53 // ext2/3/4
+	magicXFS      = 0x58465342
+	magicBtrfs    = 0x9123683e
+	magicOverlay  = 0x794c7630
+	magicZFS      = 0x2fc12fc1
+	magicF2FS     = 0xf2f52010
+	magicNFS      = 0x6969
+	magicFUSE     = 0x65735546
+	magicBcachefs = 0xca451a4e
+)
+
+// fsInfo describes the filesystem holding path: a name for its type and
+// whether it lives in memory (tmpfs, ramfs), where fsync is a no-op and a
+// disk benchmark means nothing.
+func fsInfo(path string) (name string, inMemory bool, err error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(path, &st); err != nil {
+		return "", false, fmt.Errorf("statfs %s: %w", path, err)
+	}
+	name, inMemory = fsTypeName(uint32(st.Type))
+	return name, inMemory, nil
+}
+
+// fsTypeName names a statfs f_type.
+func fsTypeName(magic uint32) (name string, inMemory bool) {
+	switch magic {
+	case magicTmpfs:
+		return "tmpfs", true
+	case magicRamfs:
+		return "ramfs", true
+	case magicExt4:
+		return "ext4", false
+	case magicXFS:
+		return "xfs", false
+	case magicBtrfs:
+		return "btrfs", false
+	case magicOverlay:
+		return "overlayfs", false
+	case magicZFS:
+		return "zfs", false
+	case magicF2FS:
+		return "f2fs", false
+	case magicNFS:
+		return "nfs", false
+	case magicFUSE:
+		return "fuse", false
+	case magicBcachefs:
+		return "bcachefs", false
+	}
+	return fmt.Sprintf("fs-0x%x", magic), false
+}

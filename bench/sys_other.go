@@ -1,0 +1,14 @@
+//go:build !linux
+
+package main
+
+import "time"
+
+// procCPU is unknown outside Linux.
+func procCPU(pid int) (time.Duration, bool) { return 0, false }
+
+// selfCPU is unknown outside Linux.
+func selfCPU() (time.Duration, bool) { return 0, false }
+
+// fsInfo cannot tell filesystems apart outside Linux.
+func fsInfo(path string) (name string, inMemory bool, err error) { return "unknown", false, nil }

@@ -1,0 +1,70 @@
+package origin
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/storage"
+)
+
+func TestHeartbeat(t *testing.T) {
+	ctx := context.Background()
+	o := newTestOrigin(t)
+	peerKey, _ := identity.Generate(nil)
+	other, _ := identity.Generate(nil)
+	now := time.Now()
+	o.now = func() time.Time { return now }
+	hb := func(k *identity.Key, mut func(*storage.Heartbeat)) *identity.Envelope {
+		h := storage.Heartbeat{Peer: peerKey.ID.String(), Addr: "http://127.0.0.1:9001", Capacity: 100, Free: 60,
+			Shards: 3, Time: now, Location: &storage.Location{Lat: 50.1, Lon: 8.7, Region: "eu-fra"}}
+		if mut != nil {
+			mut(&h)
+		}
+		env, err := k.Sign(storage.TypeHeartbeat, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return env
+	}
+	first := hb(peerKey, nil)
+	steps := []struct {
+		name string
+		env  *identity.Envelope
+		want error
+	}{
+		{"first heartbeat registers", first, nil},
+		{"replayed", first, ErrConflict},
+		{"newer", hb(peerKey, func(h *storage.Heartbeat) { h.Time = now.Add(time.Second); h.Free = 50 }), nil},
+		{"signed by another key", hb(other, nil), ErrBadRequest},
+		{"stale", hb(peerKey, func(h *storage.Heartbeat) { h.Time = now.Add(-time.Hour) }), ErrBadRequest},
+		{"from the future", hb(peerKey, func(h *storage.Heartbeat) { h.Time = now.Add(time.Hour) }), ErrBadRequest},
+		{"bad address", hb(peerKey, func(h *storage.Heartbeat) { h.Addr = "ftp://x"; h.Time = now.Add(2 * time.Second) }), ErrBadRequest},
+		{"free over capacity", hb(peerKey, func(h *storage.Heartbeat) { h.Free = 1000; h.Time = now.Add(2 * time.Second) }), ErrBadRequest},
+		{"wrong type", func() *identity.Envelope {
+			e, _ := peerKey.Sign(storage.TypeWriteOrder, storage.Heartbeat{Peer: peerKey.ID.String(), Time: now})
+			return e
+		}(), ErrBadRequest},
+	}
+	for _, st := range steps {
+		err := o.Heartbeat(ctx, st.env)
+		if st.want == nil && err != nil || st.want != nil && !errors.Is(err, st.want) {
+			t.Fatalf("%s: err = %v, want %v", st.name, err, st.want)
+		}
+	}
+	peers, err := o.Peers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(peers) != 1 || peers[0].ID != peerKey.ID.String() || peers[0].Free != 50 || !peers[0].Healthy ||
+		peers[0].Location == nil || peers[0].Location.Region != "eu-fra" {
+		t.Fatalf("peers = %+v", peers)
+	}
+	// Three intervals of silence: unhealthy.
+	now = now.Add(3*o.cfg.HeartbeatInterval + time.Second)
+	if peers, _ := o.Peers(ctx); peers[0].Healthy {
+		t.Fatal("silent peer still healthy")
+	}
+}
