@@ -68,3 +68,39 @@ func TestHeartbeat(t *testing.T) {
 		t.Fatal("silent peer still healthy")
 	}
 }
+
+func TestPlacementSpreadsAcrossRegions(t *testing.T) {
+	ctx := context.Background()
+	o := newTestOrigin(t)
+	now := time.Now()
+	o.now = func() time.Time { return now }
+	regions := []string{"eu", "eu", "eu", "eu", "us", "us", "ap"}
+	byID := map[string]string{}
+	for i, r := range regions {
+		k, _ := identity.Generate(nil)
+		env, _ := k.Sign(storage.TypeHeartbeat, storage.Heartbeat{Peer: k.ID.String(), Addr: "http://127.0.0.1:1",
+			Capacity: 100, Free: int64(10 * (i + 1)), Time: now, Location: &storage.Location{Region: r}})
+		if err := o.Heartbeat(ctx, env); err != nil {
+			t.Fatal(err)
+		}
+		byID[k.ID.String()] = r
+	}
+	got, err := o.placement(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	for _, p := range got {
+		order = append(order, byID[p.String()])
+	}
+	// Round-robin over regions (sorted), emptiest peer of each first.
+	want := []string{"ap", "eu", "us", "eu", "us", "eu", "eu"}
+	if len(order) != len(want) {
+		t.Fatalf("placement %v, want %v", order, want)
+	}
+	for i := range want {
+		if order[i] != want[i] {
+			t.Fatalf("placement regions %v, want %v", order, want)
+		}
+	}
+}
