@@ -310,3 +310,53 @@ func lastLines(s string, n int) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
+
+func TestStripingResumesAfterKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs an origin and 6 storage peers")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	key := filepath.Join(dir, "publisher.key")
+	run(t, bin, "keygen", "--out", key)
+	originData := filepath.Join(dir, "origin")
+	args := []string{"--data-shards", "4", "--parity-shards", "2", "--segment-size", "256KiB", "--chunk-size", "4KiB",
+		"--heartbeat-interval", "1s", "--audit-interval", "1h", "--repair-interval", "1h"}
+	o := startOrigin(t, bin, originData, args...)
+	alive := map[string]bool{}
+	for i := range 6 {
+		p := startPeer(t, bin, dir, o.url, i)
+		alive[p.id] = true
+	}
+	waitFor(t, 30*time.Second, "6 healthy peers", func() bool {
+		n := 0
+		for _, p := range peersByID(t, o.url) {
+			if p.Healthy {
+				n++
+			}
+		}
+		return n == 6
+	})
+	site := filepath.Join(dir, "site")
+	writeRandomSite(t, site, 24, 11)
+	root := strings.TrimSpace(run(t, bin, "publish", site, "--name", "big", "--origin", o.url, "--key", key, "-Q"))
+
+	// Kill the origin while it is storing segments.
+	waitFor(t, 60*time.Second, "the first segment to be stored", func() bool {
+		return strings.Contains(o.logs.String(), "segment striped")
+	})
+	o.kill9(t)
+	if strings.Contains(o.logs.String(), "root striped") {
+		t.Log("striping finished before the kill; the restart still has to serve it")
+	}
+	o = startOrigin(t, bin, originData, append(args, "--deserialized")...)
+	waitFor(t, 60*time.Second, "striping to resume and finish", func() bool {
+		code, _ := httpGet(t, o.url+"/api/v1/manifests/"+root, "")
+		return code == 200
+	})
+	m := manifest(t, o.url, root)
+	if !allShardsOn(m, alive) || len(m.Segments) < 24*4 {
+		t.Fatalf("manifest after resume: %d segments", len(m.Segments))
+	}
+	checkSite(t, o.url, root, site)
+}
