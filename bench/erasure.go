@@ -69,8 +69,10 @@ type erasurePhaseResult struct {
 	Seconds []float64 `json:"seconds"`
 	// CPUSeconds are, per run, the CPU time (user + system) of the harness
 	// plus, for the phases that use them, every topcdn process alive
-	// during the phase. Empty where unknown (non-Linux).
-	CPUSeconds []float64 `json:"cpu_seconds,omitempty"`
+	// during the phase; ServiceCPUSeconds the part of the topcdn
+	// processes. Empty where unknown (non-Linux).
+	CPUSeconds        []float64 `json:"cpu_seconds,omitempty"`
+	ServiceCPUSeconds []float64 `json:"service_cpu_seconds,omitempty"`
 	// MedianSeconds summarizes Seconds.
 	MedianSeconds float64 `json:"median_seconds"`
 	// MiBPerSecond is the input size divided by MedianSeconds: MiB/s of
@@ -83,7 +85,7 @@ type erasurePhaseResult struct {
 	ShardReadBytes   []int64 `json:"shard_read_bytes,omitempty"`
 	FailedShardReads []int64 `json:"failed_shard_reads,omitempty"`
 
-	wall, cpu []time.Duration
+	wall, cpu, svcCPU []time.Duration
 }
 
 // erasureDegradedRun describes what one run's degraded read faced.
@@ -197,8 +199,8 @@ func runErasure(ctx context.Context, args []string) error {
 	topcdnBin := fset.String("topcdn", "", "use this prebuilt topcdn `binary` instead of building ./cmd/topcdn")
 	readWorkers := fset.Int("read-workers", 8, "blocks read concurrently by the read phases")
 	hedge := fset.Duration("hedge-after", 50*time.Millisecond, "erasure.WithHedgeAfter of the degraded read")
-	writers := fset.Int("write-concurrency", 2*runtime.GOMAXPROCS(0),
-		"files written at once by the plain write (default: the Striper's default store concurrency)")
+	writers := fset.Int("write-concurrency", erasureDataShards+erasureParityShards,
+		"files written at once by the plain write (default: one per shard of a segment, as k+m peers write)")
 	if err := fset.Parse(args); err != nil {
 		return err
 	}
@@ -279,7 +281,7 @@ func runErasure(ctx context.Context, args []string) error {
 		StoredBytes:      storedBytes(b.segs, erasureDataShards, erasureParityShards),
 		CIDSeconds:       cidTime.Seconds(),
 		StorageProcesses: b.peers,
-		StoreConcurrency: 2 * runtime.GOMAXPROCS(0), // erasure's default
+X
 		WriteConcurrency: b.writers,
 		ReadWorkers:      b.readWorkers,
 		HedgeAfter:       b.hedge.String(),
@@ -330,11 +332,12 @@ func (b *erasureBench) run(ctx context.Context, run int) error {
 }
 
 // record appends one run's measurement to a phase.
-func (b *erasureBench) record(name string, wall, cpu time.Duration) {
+func (b *erasureBench) record(name string, wall time.Duration, cpu cpuUse) {
 	p := b.res.phase(name)
 	p.wall = append(p.wall, wall)
-	if cpu >= 0 {
-		p.cpu = append(p.cpu, cpu)
+	if cpu.known {
+		p.cpu = append(p.cpu, cpu.harness+cpu.services)
+		p.svcCPU = append(p.svcCPU, cpu.services)
 	}
 }
 
@@ -346,8 +349,9 @@ func (b *erasureBench) summarize() {
 			p.Seconds = append(p.Seconds, d.Seconds())
 		}
 		if len(p.cpu) == len(p.wall) {
-			for _, d := range p.cpu {
+			for i, d := range p.cpu {
 				p.CPUSeconds = append(p.CPUSeconds, d.Seconds())
+				p.ServiceCPUSeconds = append(p.ServiceCPUSeconds, p.svcCPU[i].Seconds())
 			}
 		}
 		p.MedianSeconds = median(p.wall).Seconds()
@@ -364,24 +368,24 @@ func (b *erasureBench) summarize() {
 // timeRawRS encodes every segment of the input with reedsolomon directly
 // (Split + Encode, in memory), as the Striper does before any hashing or
 // I/O: the coding ceiling.
-func (b *erasureBench) timeRawRS(ctx context.Context) (time.Duration, time.Duration, error) {
+func (b *erasureBench) timeRawRS(ctx context.Context) (time.Duration, cpuUse, error) {
 	runtime.GC()
 	cpu := startCPU(nil)
 	start := time.Now()
 	var off int64
 	for _, n := range b.segs {
 		if err := ctx.Err(); err != nil {
-			return 0, 0, err
+			return 0, cpuUse{}, err
 		}
 		// The full slice expression matters: Split zeroes and fills the
 		// capacity past len(segment) with padding and parity, which
 		// here is the rest of the input.
 		shards, err := b.enc.Split(b.in.data[off : off+n : off+n])
 		if err != nil {
-			return 0, 0, fmt.Errorf("raw reedsolomon: split: %w", err)
+			return 0, cpuUse{}, fmt.Errorf("raw reedsolomon: split: %w", err)
 		}
 		if err := b.enc.Encode(shards); err != nil {
-			return 0, 0, fmt.Errorf("raw reedsolomon: encode: %w", err)
+			return 0, cpuUse{}, fmt.Errorf("raw reedsolomon: encode: %w", err)
 		}
 		off += n
 	}
@@ -391,9 +395,9 @@ func (b *erasureBench) timeRawRS(ctx context.Context) (time.Duration, time.Durat
 // timePlainWrite writes as many bytes as striping stores, k+m files of
 // every segment's shard size, in dir on the same filesystem as the peers,
 // each file fsynced, then the directory: the physical limit.
-func (b *erasureBench) timePlainWrite(ctx context.Context, dir string) (time.Duration, time.Duration, error) {
+func (b *erasureBench) timePlainWrite(ctx context.Context, dir string) (time.Duration, cpuUse, error) {
 	if err := os.Mkdir(dir, 0o755); err != nil {
-		return 0, 0, err
+		return 0, cpuUse{}, err
 	}
 	defer os.RemoveAll(dir)
 	ctx, cancel := context.WithTimeout(ctx, b.timeout)
@@ -405,10 +409,11 @@ func (b *erasureBench) timePlainWrite(ctx context.Context, dir string) (time.Dur
 		}
 	}
 	runtime.GC()
+	syncFilesystems()
 	cpu := startCPU(nil)
 	start := time.Now()
 	if err := writeFilesSynced(ctx, dir, b.in.data, sizes, b.writers); err != nil {
-		return 0, 0, fmt.Errorf("plain write: %w", err)
+		return 0, cpuUse{}, fmt.Errorf("plain write: %w", err)
 	}
 	return time.Since(start), cpu.stop(), nil
 }
@@ -508,6 +513,7 @@ func (b *erasureBench) clusterRun(ctx context.Context, run int, progress func(st
 	defer cancel()
 	writeStore := &peerStore{client: storage.NewClient(b.signer, nil), addrs: addrs}
 	runtime.GC()
+	syncFilesystems()
 	cpu := startCPU(c.pids())
 	m, d, err := stripeAndStore(phaseCtx, b.striper, b.in, ids, writeStore)
 	if err != nil {
@@ -586,38 +592,32 @@ func (b *erasureBench) recordReads(name string, s *peerStore) {
 	p.FailedShardReads = append(p.FailedShardReads, s.getErrors.Load())
 }
 
-// stripeAndStore packs the input's blocks into segments and stores each
-// with Striper.Store on the peers, building the manifest as it goes. The
-// time runs from the first block added to the last segment stored.
+// stripeAndStore packs the input's blocks into segments and stores them
+// with Striper.StoreAll on the peers (as the origin does: packing and
+// encoding the next segment overlaps uploading the last), building the
+// manifest as it goes. The time runs from the first block added to the
+// last segment stored.
 func stripeAndStore(ctx context.Context, s *erasure.Striper, in *erasureInput, peers []peer.ID, store erasure.ShardStore) (*erasure.Manifest, time.Duration, error) {
 	m := &erasure.Manifest{Root: in.blocks[len(in.blocks)-1].cid.String(), Created: time.Now(),
 		DataShards: s.DataShards(), ParityShards: s.ParityShards(), ChunkSize: s.ChunkSize()}
 	start := time.Now()
-	p := s.NewPacker()
-	flush := func() error {
-		data, refs := p.Take()
-		seg, err := s.Store(ctx, data, peers, store)
-		if err != nil {
-			return fmt.Errorf("segment %d: %w", len(m.Segments), err)
+	blocks := func(yield func(cid.Cid, []byte) bool) {
+		for i, blk := range in.blocks {
+			if !yield(blk.cid, in.block(i)) {
+				return
+			}
 		}
+	}
+	err := s.StoreAll(ctx, blocks, peers, store, func(seg erasure.Segment, refs []erasure.BlockRef) error {
 		for i := range refs {
 			refs[i].Segment = len(m.Segments)
 		}
 		m.Segments = append(m.Segments, seg)
 		m.Blocks = append(m.Blocks, refs...)
 		return nil
-	}
-	for i, blk := range in.blocks {
-		if p.Add(blk.cid, in.block(i)) {
-			if err := flush(); err != nil {
-				return nil, 0, err
-			}
-		}
-	}
-	if p.Len() > 0 {
-		if err := flush(); err != nil {
-			return nil, 0, err
-		}
+	})
+	if err != nil {
+		return nil, 0, err
 	}
 	d := time.Since(start)
 	if err := m.Validate(); err != nil {
@@ -858,6 +858,13 @@ func storedBytes(segs []int64, k, m int) int64 {
 	return total
 }
 
+// cpuUse is the CPU time (user + system) used during a phase by the
+// harness and by the topcdn processes.
+type cpuUse struct {
+	harness, services time.Duration
+	known             bool
+}
+
 // cpuMeter measures the CPU time the harness and some processes use.
 type cpuMeter struct {
 	pids  []int
@@ -878,19 +885,19 @@ func startCPU(pids []int) *cpuMeter {
 	return m
 }
 
-// stop returns the CPU time used since startCPU, or -1 if unknown.
-func (m *cpuMeter) stop() time.Duration {
+// stop returns the CPU time used since startCPU.
+func (m *cpuMeter) stop() cpuUse {
 	self, ok := selfCPU()
 	if !ok || !m.ok {
-		return -1
+		return cpuUse{}
 	}
-	total := self - m.self
+	u := cpuUse{harness: self - m.self, known: true}
 	for i, pid := range m.pids {
 		if t, ok := procCPU(pid); ok {
-			total += t - m.start[i]
+			u.services += t - m.start[i]
 		}
 	}
-	return total
+	return u
 }
 
 // service is a running topcdn service process.
@@ -1136,17 +1143,18 @@ func printErasure(w io.Writer, res *erasureResult) {
 	fmt.Fprintln(w)
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "phase\tmedian (s)\tMiB/s of input\tmedian CPU (s)\tall runs (s)\t")
+	fmt.Fprintln(tw, "phase\tmedian (s)\tMiB/s of input\tmedian CPU (s)\tof it topcdn procs (s)\tall runs (s)\t")
 	for _, p := range res.Phases {
 		all := make([]string, len(p.Seconds))
 		for i, s := range p.Seconds {
 			all[i] = fmt.Sprintf("%.3f", s)
 		}
-		cpu := "-"
+		cpu, svc := "-", "-"
 		if len(p.CPUSeconds) > 0 {
 			cpu = fmt.Sprintf("%.2f", medianSeconds(p.CPUSeconds))
+			svc = fmt.Sprintf("%.2f", medianSeconds(p.ServiceCPUSeconds))
 		}
-		fmt.Fprintf(tw, "%s\t%.3f\t%.1f\t%s\t%s\t\n", p.Name, p.MedianSeconds, p.MiBPerSecond, cpu, strings.Join(all, " "))
+		fmt.Fprintf(tw, "%s\t%.3f\t%.1f\t%s\t%s\t%s\t\n", p.Name, p.MedianSeconds, p.MiBPerSecond, cpu, svc, strings.Join(all, " "))
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
@@ -1165,7 +1173,7 @@ func printErasure(w io.Writer, res *erasureResult) {
 	fmt.Fprintf(w, "raw reedsolomon: Split+Encode of each segment in memory, no hashing, no I/O.\n")
 	fmt.Fprintf(w, "plain fsynced write: %d files (%d per segment, one per shard), %.1f MiB, %d at a time, each fsynced, then the directory.\n",
 		len(res.SegmentLengths)*(res.DataShards+res.ParityShards), res.DataShards+res.ParityShards, mib(res.StoredBytes), res.WriteConcurrency)
-	fmt.Fprintf(w, "stripe-and-store: Packer + Striper.Store per segment onto %d `topcdn storage` processes (each shard hashed, sent over loopback HTTP, fsynced by its peer), store concurrency %d; block CIDs hashed beforehand (%.3fs, untimed).\n",
+	fmt.Fprintf(w, "stripe-and-store: Striper.StoreAll (pack, encode, hash and upload pipelined, two segments in flight) onto %d `topcdn storage` processes (each shard hashed, sent over loopback HTTP, fsynced by its peer), store concurrency %d; block CIDs hashed beforehand (%.3fs, untimed).\n",
 		res.StorageProcesses, res.StoreConcurrency, res.CIDSeconds)
 	readLine := func(name string) {
 		p := res.phase(name)
@@ -1181,10 +1189,10 @@ func printErasure(w io.Writer, res *erasureResult) {
 	fmt.Fprintf(w, "degraded read: WithHedgeAfter(%s); per run, kill -9 the %d peers holding shards 0-%d of segment 0:\n",
 		res.HedgeAfter, res.ParityShards, res.ParityShards-1)
 	for i, d := range res.Degraded {
-		fmt.Fprintf(w, "  run %d: lost shards per segment %v (%d data shards of %d segments), %d of %d blocks rebuilt\n",
-			i+1, d.LostShards, d.LostDataShards, len(d.LostShards), d.BlocksRebuilt, res.Blocks)
+		fmt.Fprintf(w, "  run %d: lost shards per segment %v (%d data shards lost in all), %d of %d blocks to rebuild\n",
+			i+1, d.LostShards, d.LostDataShards, d.BlocksRebuilt, res.Blocks)
 	}
-	fmt.Fprintln(w, "CPU: the harness plus every topcdn process alive in the phase (user + system).")
+	fmt.Fprintf(w, "CPU: user + system of the harness plus every topcdn process alive in the phase (%d CPUs = %d CPU-seconds per second).\n", m.NumCPU, m.NumCPU)
 	fmt.Fprintln(w, "note: wall-clock numbers are noisy (other load, CPU frequency, page cache, disk write-back and fsync latency")
 	fmt.Fprintln(w, "of a shared virtual disk); the origin and peers share the machine's CPUs with the harness. Compare medians")
 	fmt.Fprintln(w, "over several runs (-runs) on an idle machine, and only numbers taken on the same machine.")

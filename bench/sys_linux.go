@@ -50,6 +50,10 @@ func selfCPU() (time.Duration, bool) {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), true
 }
 
+// syncFilesystems flushes every filesystem's dirty data (sync(2)), so a
+// disk phase does not pay for the write-back of what came before it.
+func syncFilesystems() { syscall.Sync() }
+
 // Filesystem magic numbers (statfs f_type) of the filesystems the erasure
 // benchmark names; see statfs(2).
 const (

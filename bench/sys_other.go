@@ -12,3 +12,6 @@ func selfCPU() (time.Duration, bool) { return 0, false }
 
 // fsInfo cannot tell filesystems apart outside Linux.
 func fsInfo(path string) (name string, inMemory bool, err error) { return "unknown", false, nil }
+
+// syncFilesystems is a no-op outside Linux.
+func syncFilesystems() {}

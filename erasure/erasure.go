@@ -55,7 +55,7 @@ type options struct {
 var defaultOptions = options{
 	segmentSize: DefaultSegmentSize,
 	chunkSize:   DefaultChunkSize,
-	concurrency: 2 * runtime.GOMAXPROCS(0),
+	concurrency: max(16, 2*runtime.GOMAXPROCS(0)),
 }
 
 // WithSegmentSize sets the target segment size in bytes: blocks are packed
@@ -81,7 +81,8 @@ func WithChunkSize(n int) Option {
 }
 
 // WithConcurrency bounds parallel shard transfers. If n <= 0, it is
-// ignored. Default: 2 × GOMAXPROCS.
+// ignored. Default: 16 (every shard of a 10+4 segment at once), or
+// 2 × GOMAXPROCS if more.
 func WithConcurrency(n int) Option {
 	return func(o *options) {
 		if n > 0 {
@@ -140,7 +141,10 @@ func (s *Striper) SegmentSize() int64 { return s.opts.segmentSize }
 func (s *Striper) ChunkSize() int { return s.opts.chunkSize }
 
 // Encode splits segment into k data shards (the last zero padded) and
-// computes m parity shards. The data shards alias segment where possible.
+// computes m parity shards. The data shards alias segment; padding and
+// parity use segment's spare capacity (up to cap) when there is enough,
+// so pass segment[:n:n] to keep bytes past n untouched. Packer.Take
+// returns segments with that room already allocated.
 func (s *Striper) Encode(segment []byte) ([][]byte, error) {
 	if len(segment) == 0 {
 		return nil, errors.New("erasure: empty segment")
@@ -168,9 +172,6 @@ func (s *Striper) Store(ctx context.Context, segment []byte, candidates []peer.I
 		return Segment{}, err
 	}
 	seg := Segment{Length: int64(len(segment)), ShardSize: int64(len(shards[0])), Shards: make([]Shard, n)}
-	for i, sh := range shards {
-		seg.Shards[i] = Shard{ID: storage.ShardID(sh), Chunks: ChunkHashes(sh, s.opts.chunkSize)}
-	}
 
 	// Hand candidates out one at a time so each shard lands on a
 	// distinct peer, retrying a shard on the next peer when one fails.
@@ -194,6 +195,10 @@ func (s *Striper) Store(ctx context.Context, segment []byte, candidates []peer.I
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
+			// Each shard is hashed by the goroutine that uploads it, so
+			// hashing runs in parallel and overlaps the other uploads.
+			seg.Shards[i].ID = storage.ShardID(shards[i])
+			seg.Shards[i].Chunks = ChunkHashes(shards[i], s.opts.chunkSize)
 			var last error
 			for {
 				p, ok := take()

@@ -192,27 +192,23 @@ func TestDataPieces(t *testing.T) {
 	}
 }
 
-func TestChunkSpan(t *testing.T) {
+func TestSpanOf(t *testing.T) {
 	tests := []struct {
-		name               string
-		off, n             int64
-		chunk              int
-		shard              int64
-		wantStart, wantEnd int64
-		wantFirst          int
+		name             string
+		a, span, shard   int64
+		wantStart, wantE int64
 	}{
-		{"aligned", 0, 64, 32, 1000, 0, 64, 0},
-		{"inside one chunk", 40, 10, 32, 1000, 32, 64, 1},
-		{"straddles", 30, 10, 32, 1000, 0, 64, 0},
-		{"last short chunk", 990, 10, 32, 1000, 960, 1000, 30},
-		{"whole shard", 0, 1000, 32, 1000, 0, 1000, 0},
-		{"one byte at the end", 999, 1, 32, 1000, 992, 1000, 31},
+		{"first span", 0, 128, 1000, 0, 128},
+		{"inside", 300, 128, 1000, 256, 384},
+		{"on a boundary", 256, 128, 1000, 256, 384},
+		{"last short span", 999, 128, 1000, 896, 1000},
+		{"span wider than the shard", 5, 4096, 1000, 0, 1000},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			s, e, f := chunkSpan(tc.off, tc.n, tc.chunk, tc.shard)
-			if s != tc.wantStart || e != tc.wantEnd || f != tc.wantFirst {
-				t.Fatalf("chunkSpan = [%d,%d) first %d, want [%d,%d) first %d", s, e, f, tc.wantStart, tc.wantEnd, tc.wantFirst)
+			s, e := spanOf(tc.a, tc.span, tc.shard)
+			if s != tc.wantStart || e != tc.wantE {
+				t.Fatalf("spanOf = [%d,%d), want [%d,%d)", s, e, tc.wantStart, tc.wantE)
 			}
 		})
 	}

@@ -34,9 +34,13 @@ func FuzzManifest(f *testing.F) {
 				if p.shard < 0 || p.shard >= m.DataShards || p.off < 0 || p.off+p.length > seg.ShardSize {
 					t.Fatalf("piece %+v outside shard of %d bytes", p, seg.ShardSize)
 				}
-				start, end, first := chunkSpan(p.off, p.length, m.ChunkSize, seg.ShardSize)
-				if start > p.off || end < p.off+p.length || end > seg.ShardSize || first < 0 {
-					t.Fatalf("chunk span [%d,%d) does not cover piece %+v", start, end, p)
+				span := r.spanSize()
+				for a := p.off; a < p.off+p.length; {
+					start, end := spanOf(a, span, seg.ShardSize)
+					if start > a || end <= a || end > seg.ShardSize || start%int64(m.ChunkSize) != 0 {
+						t.Fatalf("span [%d,%d) wrong for column %d of piece %+v", start, end, a, p)
+					}
+					a = end
 				}
 				total += p.length
 			}

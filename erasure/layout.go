@@ -24,13 +24,9 @@ func dataPieces(shardSize, off, length int64) []piece {
 	return out
 }
 
-// chunkSpan widens the shard columns [off, off+length) to whole chunks,
-// clipped to the shard: the span a degraded read must fetch so every byte
-// can be checked against a chunk hash. It returns [start, end) and the
-// index of the first chunk.
-func chunkSpan(off, length int64, chunkSize int, shardSize int64) (start, end int64, first int) {
-	cs := int64(chunkSize)
-	start = off / cs * cs
-	end = min((off+length+cs-1)/cs*cs, shardSize)
-	return start, end, int(start / cs)
+// spanOf returns the rebuild span holding shard column a: spans are span
+// bytes wide (a whole number of chunks), aligned, and clipped to the shard.
+func spanOf(a, span, shardSize int64) (start, end int64) {
+	start = a / span * span
+	return start, min(start+span, shardSize)
 }

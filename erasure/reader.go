@@ -28,6 +28,8 @@ type ReaderOption func(*readerOptions)
 type readerOptions struct {
 	hedgeAfter  time.Duration
 	concurrency int
+	rebuildSpan int
+	spans       *SpanCache
 	stats       *PeerStats
 	flag        func(Flag)
 }
@@ -49,6 +51,28 @@ func WithReadConcurrency(n int) ReaderOption {
 	return func(o *readerOptions) {
 		if n > 0 {
 			o.concurrency = n
+		}
+	}
+}
+
+// WithRebuildSpan sets how many columns a degraded read rebuilds at once
+// (rounded to whole chunks), for every data shard: larger spans cost more
+// per rebuild and serve more neighbouring blocks. If n <= 0, it is
+// ignored. Default: 256 KiB.
+func WithRebuildSpan(n int) ReaderOption {
+	return func(o *readerOptions) {
+		if n > 0 {
+			o.rebuildSpan = n
+		}
+	}
+}
+
+// WithSpanCache shares a cache of rebuilt spans between readers. Default:
+// a 256 MiB cache of the Reader's own.
+func WithSpanCache(c *SpanCache) ReaderOption {
+	return func(o *readerOptions) {
+		if c != nil {
+			o.spans = c
 		}
 	}
 }
@@ -76,8 +100,9 @@ type Reader struct {
 	o     readerOptions
 	sem   chan struct{}
 
-	mu      sync.Mutex
-	suspect map[string]bool // shards caught sending bad bytes
+	mu         sync.Mutex
+	suspect    map[string]bool // shards caught sending bad bytes
+	rebuilding map[spanKey]*spanEntry
 }
 
 // NewReader returns a Reader for m, which must be valid (OpenManifest
@@ -86,19 +111,22 @@ func NewReader(m *Manifest, store ShardStore, opts ...ReaderOption) (*Reader, er
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
-	o := readerOptions{hedgeAfter: 300 * time.Millisecond, concurrency: 16}
+	o := readerOptions{hedgeAfter: 300 * time.Millisecond, concurrency: 16, rebuildSpan: 256 << 10}
 	for _, opt := range opts {
 		opt(&o)
 	}
 	if o.stats == nil {
 		o.stats = NewPeerStats()
 	}
+	if o.spans == nil {
+		o.spans = NewSpanCache(0)
+	}
 	enc, err := reedsolomon.New(m.DataShards, m.ParityShards)
 	if err != nil {
 		return nil, fmt.Errorf("erasure: %w", err)
 	}
 	r := &Reader{m: m, store: store, enc: enc, o: o, index: make(map[cid.Cid]BlockRef, len(m.Blocks)),
-		sem: make(chan struct{}, o.concurrency), suspect: map[string]bool{}}
+		sem: make(chan struct{}, o.concurrency), suspect: map[string]bool{}, rebuilding: map[spanKey]*spanEntry{}}
 	for _, b := range m.Blocks {
 		r.index[cid.MustParse(b.CID)] = b
 	}
@@ -151,7 +179,7 @@ func (r *Reader) ReadBlock(ctx context.Context, c cid.Cid) ([]byte, error) {
 		data, got, err := r.fastRead(ctx, c, seg, pieces)
 		fast <- result{data, got, err}
 	}()
-	hedge := time.NewTimer(r.o.hedgeAfter)
+	hedge := time.NewTimer(r.o.stats.hedgeDelay(r.o.hedgeAfter, r.peersOf(seg, pieces)...))
 	defer hedge.Stop()
 	var slow chan result
 	startSlow := func() {
@@ -194,18 +222,36 @@ func (r *Reader) ReadBlock(ctx context.Context, c cid.Cid) ([]byte, error) {
 	return nil, fmt.Errorf("erasure: read %s: %w", c, errors.Join(fastErr, slowErr))
 }
 
+// peersOf returns the peers holding the data shards of pieces.
+func (r *Reader) peersOf(seg *Segment, pieces []piece) []peer.ID {
+	out := make([]peer.ID, 0, len(pieces))
+	for _, p := range pieces {
+		if id, err := peer.Decode(seg.Shards[p.shard].Peer); err == nil {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
 // errMismatch marks a fast-path read whose bytes did not match the CID.
 var errMismatch = errors.New("bytes from data shards do not match the CID")
 
 // errSuspect marks a fast path skipped because a data shard it needs
-// already sent bad bytes.
-var errSuspect = errors.New("a data shard holding the block sent bad bytes before")
+// already sent bad bytes; errSkipped, because its peer failed recently.
+var (
+	errSuspect = errors.New("a data shard holding the block sent bad bytes before")
+	errSkipped = errors.New("fast path skipped")
+)
 
 // fastRead reads exactly the block's bytes from its data shard(s).
 func (r *Reader) fastRead(ctx context.Context, c cid.Cid, seg *Segment, pieces []piece) ([]byte, [][]byte, error) {
 	for _, p := range pieces {
-		if r.isSuspect(seg.Shards[p.shard].ID) {
+		sh := seg.Shards[p.shard]
+		if r.isSuspect(sh.ID) {
 			return nil, nil, errSuspect
+		}
+		if id, err := peer.Decode(sh.Peer); err == nil && r.o.stats.failing(id) {
+			return nil, nil, fmt.Errorf("%w: peer %s failed recently", errSkipped, id)
 		}
 	}
 	got := make([][]byte, len(pieces))
@@ -318,35 +364,105 @@ func (r *Reader) degradedRead(ctx context.Context, c cid.Cid, seg *Segment, piec
 	return out, nil
 }
 
-// rebuildPiece reads the chunk-aligned columns around p from k shards that
-// verify against their chunk hashes and decodes p's bytes from them.
+// rebuildPiece returns p's bytes from rebuilt column spans: for a span,
+// every data shard's columns are rebuilt at once from k verified shards and
+// cached, so neighbouring blocks (of this shard or of other lost ones)
+// reuse the work instead of reading k shards again.
 func (r *Reader) rebuildPiece(ctx context.Context, seg *Segment, p piece) ([]byte, error) {
-	start, end, first := chunkSpan(p.off, p.length, r.m.ChunkSize, seg.ShardSize)
-	n, k := len(seg.Shards), r.m.DataShards
+	span := r.spanSize()
+	out := make([]byte, 0, p.length)
+	for a, b := p.off, p.off+p.length; a < b; {
+		start, end := spanOf(a, span, seg.ShardSize)
+		cols, err := r.span(ctx, seg, start, end)
+		if err != nil {
+			return nil, err
+		}
+		upto := min(b, end)
+		out = append(out, cols[p.shard][a-start:upto-start]...)
+		a = upto
+	}
+	return out, nil
+}
 
-	// Candidates: the other shards, fastest first, then the piece's own
-	// data shard, which the fast path already tried (slow, down or lying).
-	others := make([]peer.ID, 0, n-1)
+// spanSize is the rebuild span rounded to whole chunks.
+func (r *Reader) spanSize() int64 {
+	cs := int64(r.m.ChunkSize)
+	return max(cs, int64(r.o.rebuildSpan)/cs*cs)
+}
+
+// spanKey names a rebuilt column span: the segment (by its first shard's
+// ID, unique to its content) and the first column.
+type spanKey struct {
+	seg   string
+	start int64
+}
+
+// spanEntry is a span being rebuilt or rebuilt: data holds the k data
+// shards' columns once done is closed.
+type spanEntry struct {
+	done chan struct{}
+	data [][]byte
+	err  error
+}
+
+// span returns the data shards' columns [start, end) of seg, rebuilding
+// them once however many readers ask at the same time.
+func (r *Reader) span(ctx context.Context, seg *Segment, start, end int64) ([][]byte, error) {
+	key := spanKey{seg.Shards[0].ID, start}
+	if cols, ok := r.o.spans.get(key); ok {
+		return cols, nil
+	}
+	r.mu.Lock()
+	e, running := r.rebuilding[key]
+	if !running {
+		e = &spanEntry{done: make(chan struct{})}
+		r.rebuilding[key] = e
+	}
+	r.mu.Unlock()
+	if !running {
+		// Rebuild detached from the first asker's cancellation: others wait.
+		e.data, e.err = r.rebuildSpan(context.WithoutCancel(ctx), seg, start, end)
+		r.mu.Lock()
+		delete(r.rebuilding, key)
+		r.mu.Unlock()
+		if e.err == nil {
+			r.o.spans.add(key, e.data)
+		}
+		close(e.done)
+	}
+	select {
+	case <-e.done:
+		return e.data, e.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// rebuildSpan reads columns [start, end) from k shards that verify against
+// their chunk hashes and decodes the missing data shards' columns.
+func (r *Reader) rebuildSpan(ctx context.Context, seg *Segment, start, end int64) ([][]byte, error) {
+	n, k := len(seg.Shards), r.m.DataShards
+	first := int(start / int64(r.m.ChunkSize))
+
+	// Candidates: healthy shards fastest first (data shards first on ties:
+	// if all k verify, nothing needs decoding), shards that lied last.
+	ids := make([]peer.ID, 0, n)
 	byPeer := map[peer.ID]int{}
+	var suspects []int
 	for i, sh := range seg.Shards {
-		if i == p.shard {
+		if r.isSuspect(sh.ID) {
+			suspects = append(suspects, i)
 			continue
 		}
 		id, _ := peer.Decode(sh.Peer)
-		others = append(others, id)
+		ids = append(ids, id)
 		byPeer[id] = i
 	}
-	r.o.stats.rank(others)
+	r.o.stats.rank(ids)
 	order := make([]int, 0, n)
-	var suspects []int
-	for _, id := range others {
-		if i := byPeer[id]; r.isSuspect(seg.Shards[i].ID) {
-			suspects = append(suspects, i)
-		} else {
-			order = append(order, i)
-		}
+	for _, id := range ids {
+		order = append(order, byPeer[id])
 	}
-	order = append(order, p.shard)
 	order = append(order, suspects...) // last resort: their chunks are checked anyway
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -378,7 +494,12 @@ func (r *Reader) rebuildPiece(ctx context.Context, seg *Segment, p piece) ([]byt
 	var errs []error
 	// A slow peer must not stall the rebuild: each hedge interval without
 	// enough shards brings in one more candidate.
-	hedge := time.NewTicker(r.o.hedgeAfter)
+	launched := make([]peer.ID, 0, k)
+	for _, i := range order[:k] {
+		id, _ := peer.Decode(seg.Shards[i].Peer)
+		launched = append(launched, id)
+	}
+	hedge := time.NewTicker(r.o.stats.hedgeDelay(r.o.hedgeAfter, launched...))
 	defer hedge.Stop()
 	for have < k {
 		if inflight == 0 {
@@ -412,14 +533,10 @@ func (r *Reader) rebuildPiece(ctx context.Context, seg *Segment, p piece) ([]byt
 		have++
 	}
 	cancel()
-	if shards[p.shard] == nil {
-		required := make([]bool, n)
-		required[p.shard] = true
-		if err := r.enc.ReconstructSome(shards, required); err != nil {
-			return nil, fmt.Errorf("erasure: reconstruct: %w", err)
-		}
+	if err := r.enc.ReconstructData(shards); err != nil {
+		return nil, fmt.Errorf("erasure: reconstruct: %w", err)
 	}
-	return shards[p.shard][p.off-start : p.off-start+p.length], nil
+	return shards[:k], nil
 }
 
 // verifyChunks checks data, which starts at chunk first, against the

@@ -35,7 +35,7 @@ func (s *PeerStats) Observe(p peer.ID, d time.Duration, err error) {
 	defer s.mu.Unlock()
 	st := s.peers[p]
 	if st == nil {
-		st = &peerStat{ewma: d}
+		st = &peerStat{}
 		s.peers[p] = st
 	}
 	if err != nil {
@@ -44,6 +44,10 @@ func (s *PeerStats) Observe(p peer.ID, d time.Duration, err error) {
 		return
 	}
 	st.fails = 0
+	if st.ewma == 0 { // first success: a failure's latency says nothing
+		st.ewma = d
+		return
+	}
 	st.ewma = (st.ewma*7 + d) / 8
 }
 
@@ -61,6 +65,30 @@ func (s *PeerStats) score(p peer.ID) time.Duration {
 		return time.Hour * time.Duration(st.fails)
 	}
 	return st.ewma
+}
+
+// hedgeDelay is how long to wait for reads from ps before asking other
+// peers too: floor, or four times the slowest peer's usual latency when
+// that is longer, so a loaded machine (every read slow) does not hedge
+// every read and double its own load.
+func (s *PeerStats) hedgeDelay(floor time.Duration, ps ...peer.ID) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := floor
+	for _, p := range ps {
+		if st := s.peers[p]; st != nil {
+			d = max(d, 4*st.ewma)
+		}
+	}
+	return d
+}
+
+// failing reports whether p failed recently: readers go around it.
+func (s *PeerStats) failing(p peer.ID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.peers[p]
+	return st != nil && st.fails > 0 && s.now().Sub(st.lastFail) < failPenalty
 }
 
 // rank sorts ps, fastest first (stable, so callers' preferences break ties).

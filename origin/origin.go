@@ -79,6 +79,7 @@ type Origin struct {
 	shardStore erasure.ShardStore
 	storage    *storage.Client
 	peerStats  *erasure.PeerStats
+	spans      *erasure.SpanCache
 	readers    *lru.Cache[int64, *erasure.Reader]
 	addrs      addrCache
 	stripeWake chan struct{}
@@ -146,6 +147,7 @@ func New(ctx context.Context, cfg Config) (*Origin, error) {
 	o.addrs.m = map[peer.ID]string{}
 	o.readers = newReaderCache()
 	o.peerStats = erasure.NewPeerStats()
+	o.spans = erasure.NewSpanCache(256 << 20)
 	o.stripeWake = make(chan struct{}, 1)
 	o.storage = storage.NewClient(o.key, nil)
 	o.shardStore = peerShards{o: o, client: o.storage}

@@ -177,14 +177,24 @@ func (o *Origin) stripeRoot(ctx context.Context, root cid.Cid) error {
 	if err != nil {
 		return err
 	}
-	packer := o.striper.NewPacker()
 	var stored, bytes int64
-	flush := func() error {
-		data, refs := packer.Take()
-		seg, err := o.striper.Store(ctx, data, candidates, o.shardStore)
-		if err != nil {
-			return err
+	var readErr error
+	blocks := func(yield func(cid.Cid, []byte) bool) {
+		for _, c := range all {
+			if _, _, err := o.blockRef(ctx, c); err == nil {
+				continue // striped with an earlier publish
+			}
+			b, err := o.local.Get(ctx, c)
+			if err != nil {
+				readErr = fmt.Errorf("origin: stripe %s: %w", c, err)
+				return
+			}
+			if !yield(c, b.RawData()) {
+				return
+			}
 		}
+	}
+	err = o.striper.StoreAll(ctx, blocks, candidates, o.shardStore, func(seg erasure.Segment, refs []erasure.BlockRef) error {
 		if err := o.saveSegment(ctx, seg, refs); err != nil {
 			return err
 		}
@@ -193,25 +203,9 @@ func (o *Origin) stripeRoot(ctx context.Context, root cid.Cid) error {
 		o.log.Info("segment striped", zap.Stringer("root", root), zap.Int64("segments", stored),
 			zap.Int64("bytes", bytes), zap.Int("blocks", len(refs)))
 		return nil
-	}
-	for _, c := range all {
-		if _, _, err := o.blockRef(ctx, c); err == nil {
-			continue // striped with an earlier publish
-		}
-		b, err := o.local.Get(ctx, c)
-		if err != nil {
-			return fmt.Errorf("origin: stripe %s: %w", c, err)
-		}
-		if packer.Add(c, b.RawData()) {
-			if err := flush(); err != nil {
-				return err
-			}
-		}
-	}
-	if packer.Len() > 0 {
-		if err := flush(); err != nil {
-			return err
-		}
+	})
+	if err = errors.Join(readErr, err); err != nil {
+		return err
 	}
 	if _, err := o.signManifest(ctx, root, all); err != nil {
 		return err

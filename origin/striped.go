@@ -161,6 +161,7 @@ func (o *Origin) segmentReader(ctx context.Context, segID int64) (*erasure.Reade
 	}
 	r, err := erasure.NewReader(m, o.shardStore,
 		erasure.WithPeerStats(o.peerStats),
+		erasure.WithSpanCache(o.spans),
 		erasure.WithFlagFunc(func(f erasure.Flag) { o.flagPeer(f, "read") }))
 	if err != nil {
 		return nil, fmt.Errorf("origin: segment %d: %w", segID, err)

@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -120,8 +119,8 @@ func shardParam(r *http.Request) (string, []byte, error) {
 		return "", nil, errorf(ErrBadRequest, "shard ID %q is not in canonical form %s", id, c)
 	}
 	dh, err := mh.Decode(c.Hash())
-	if err != nil || len(dh.Digest) != sha256.Size {
-		return "", nil, errorf(ErrBadRequest, "shard ID %q: want a full 32-byte sha2-256 digest", id)
+	if err != nil || len(dh.Digest) != 32 {
+		return "", nil, errorf(ErrBadRequest, "shard ID %q: want a full 32-byte blake3 digest", id)
 	}
 	return id, dh.Digest, nil
 }

@@ -3,8 +3,8 @@ package storage
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
+	"lukechampine.com/blake3"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -62,7 +62,7 @@ func TestHeartbeat(t *testing.T) {
 			}
 			defer s.Close()
 			data := randomShard(30, 1200)
-			sum := sha256.Sum256(data)
+			sum := blake3.Sum256(data)
 			if _, err := s.store.put(ShardID(data), sum[:], 1200, bytes.NewReader(data)); err != nil {
 				t.Fatal(err)
 			}

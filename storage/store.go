@@ -2,7 +2,6 @@ package storage
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -218,8 +217,10 @@ func (s *store) writeTemp(id string, digest []byte, size int64, r io.Reader) (pa
 			os.Remove(f.Name())
 		}
 	}()
-	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, h), r)
+	h := newShardHash()
+	// Large writes: fewer syscalls, and BLAKE3 hashes big writes in
+	// parallel SIMD lanes (several times faster than 32 KiB at a time).
+	n, err := io.CopyBuffer(io.MultiWriter(f, h), r, make([]byte, 1<<20))
 	if err != nil {
 		var maxBytes *http.MaxBytesError
 		if errors.As(err, &maxBytes) {
@@ -235,7 +236,7 @@ func (s *store) writeTemp(id string, digest []byte, size int64, r io.Reader) (pa
 		return "", errorf(ErrBadRequest, "shard %s: body has %d bytes, the order says %d", id, n, size)
 	}
 	if sum := h.Sum(nil); !bytes.Equal(sum, digest) {
-		return "", errorf(ErrBadRequest, "shard %s: the bytes sent do not hash to the shard ID (sha2-256 %x)", id, sum)
+		return "", errorf(ErrBadRequest, "shard %s: the bytes sent do not hash to the shard ID (blake3 %x)", id, sum)
 	}
 	if err := f.Sync(); err != nil {
 		return "", fmt.Errorf("storage: put %s: %w", id, err)
