@@ -281,7 +281,7 @@ func runErasure(ctx context.Context, args []string) error {
 		StoredBytes:      storedBytes(b.segs, erasureDataShards, erasureParityShards),
 		CIDSeconds:       cidTime.Seconds(),
 		StorageProcesses: b.peers,
-X
+		StoreConcurrency: max(16, 2*runtime.GOMAXPROCS(0)), // erasure's default (WithConcurrency)
 		WriteConcurrency: b.writers,
 		ReadWorkers:      b.readWorkers,
 		HedgeAfter:       b.hedge.String(),
