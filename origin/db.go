@@ -4,9 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"net/url"
 
-	_ "modernc.org/sqlite" // database/sql driver "sqlite"
+	"github.com/topcdn/topcdn/sqlitedb"
 )
 
 // schema is applied in order; PRAGMA user_version records how far.
@@ -108,53 +107,11 @@ var schema = []string{
 	);`,
 }
 
-// openDB opens (creating if needed) the SQLite database at path and brings
-// its schema up to date. Writes are durable (synchronous=FULL) and the
-// journal is a WAL, so a kill at any point leaves the last committed state.
+// openDB opens the origin's database, bringing its schema up to date.
 func openDB(ctx context.Context, path string) (*sql.DB, error) {
-	q := url.Values{}
-	q.Add("_pragma", "busy_timeout(10000)")
-	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "synchronous(FULL)")
-	q.Add("_txlock", "immediate")
-	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	db, err := sqlitedb.Open(ctx, path, schema)
 	if err != nil {
-		return nil, fmt.Errorf("origin: open database: %w", err)
-	}
-	// One connection: SQLite serialises writers anyway, and this keeps
-	// read-check-write sequences in one transaction free of SQLITE_BUSY.
-	db.SetMaxOpenConns(1)
-	if err := migrate(ctx, db); err != nil {
-		db.Close()
-		return nil, err
+		return nil, fmt.Errorf("origin: %w", err)
 	}
 	return db, nil
-}
-
-func migrate(ctx context.Context, db *sql.DB) error {
-	var version int
-	if err := db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
-		return fmt.Errorf("origin: read schema version: %w", err)
-	}
-	if version > len(schema) {
-		return fmt.Errorf("origin: database schema version %d is newer than this binary (%d)", version, len(schema))
-	}
-	for v := version; v < len(schema); v++ {
-		tx, err := db.BeginTx(ctx, nil)
-		if err != nil {
-			return fmt.Errorf("origin: migrate: %w", err)
-		}
-		if _, err := tx.ExecContext(ctx, schema[v]); err != nil {
-			tx.Rollback()
-			return fmt.Errorf("origin: migrate to version %d: %w", v+1, err)
-		}
-		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", v+1)); err != nil {
-			tx.Rollback()
-			return fmt.Errorf("origin: migrate to version %d: %w", v+1, err)
-		}
-		if err := tx.Commit(); err != nil {
-			return fmt.Errorf("origin: migrate to version %d: %w", v+1, err)
-		}
-	}
-	return nil
 }

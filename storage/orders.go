@@ -6,14 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/identity"
-	_ "modernc.org/sqlite" // database/sql driver "sqlite"
+	"github.com/topcdn/topcdn/sqlitedb"
 )
 
 // maxOrderHeader bounds the OrderHeader value; an encoded order is about
@@ -164,53 +163,13 @@ var schema = []string{
 	CREATE INDEX served_reads_served_at ON served_reads (served_at);`,
 }
 
-// openDB opens (creating if needed) the SQLite database at path and brings
-// its schema up to date. Writes are durable (synchronous=FULL) and the
-// journal is a WAL, so a kill at any point leaves the last committed state.
+// openDB opens the peer's database, bringing its schema up to date.
 func openDB(ctx context.Context, path string) (*sql.DB, error) {
-	q := url.Values{}
-	q.Add("_pragma", "busy_timeout(10000)")
-	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "synchronous(FULL)")
-	q.Add("_txlock", "immediate")
-	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	db, err := sqlitedb.Open(ctx, path, schema)
 	if err != nil {
-		return nil, fmt.Errorf("storage: open database: %w", err)
-	}
-	db.SetMaxOpenConns(1)
-	if err := migrate(ctx, db); err != nil {
-		db.Close()
-		return nil, err
+		return nil, fmt.Errorf("storage: %w", err)
 	}
 	return db, nil
-}
-
-func migrate(ctx context.Context, db *sql.DB) error {
-	var version int
-	if err := db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
-		return fmt.Errorf("storage: read schema version: %w", err)
-	}
-	if version > len(schema) {
-		return fmt.Errorf("storage: database schema version %d is newer than this binary (%d)", version, len(schema))
-	}
-	for v := version; v < len(schema); v++ {
-		tx, err := db.BeginTx(ctx, nil)
-		if err != nil {
-			return fmt.Errorf("storage: migrate: %w", err)
-		}
-		if _, err := tx.ExecContext(ctx, schema[v]); err != nil {
-			tx.Rollback()
-			return fmt.Errorf("storage: migrate to version %d: %w", v+1, err)
-		}
-		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", v+1)); err != nil {
-			tx.Rollback()
-			return fmt.Errorf("storage: migrate to version %d: %w", v+1, err)
-		}
-		if err := tx.Commit(); err != nil {
-			return fmt.Errorf("storage: migrate to version %d: %w", v+1, err)
-		}
-	}
-	return nil
 }
 
 // claimRead records read order o, signed by reader and received as

@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"time"
 
 	"github.com/dustin/go-humanize"
@@ -127,38 +125,6 @@ func runOrigin(ctx context.Context, cmd *cobra.Command, listen string, cfg origi
 	if err != nil {
 		return fmt.Errorf("origin: %w", err)
 	}
-	srv := &http.Server{
-		Handler:           o.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          zap.NewStdLog(log.Named("http")),
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	bg, stopBG := context.WithCancel(context.Background())
-	bgDone := make(chan struct{})
-	go func() {
-		defer close(bgDone)
-		o.Run(bg)
-	}()
-	defer func() {
-		stopBG()
-		<-bgDone
-	}()
 	log.Info("origin listening", zap.String("addr", ln.Addr().String()), zap.Stringer("peer_id", o.ID().ID))
-	fmt.Fprintf(cmd.OutOrStdout(), "listening on http://%s\n", ln.Addr())
-
-	select {
-	case err := <-errc:
-		return fmt.Errorf("origin: %w", err)
-	case <-ctx.Done():
-	}
-	log.Info("origin shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("origin: shutdown: %w", err)
-	}
-	return nil
+	return serve(ctx, cmd, "origin", ln, o.Handler(), o.Run, log)
 }

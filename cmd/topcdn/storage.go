@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"net"
-	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -161,42 +160,12 @@ func runStorage(ctx context.Context, cmd *cobra.Command, listen, publicAddr stri
 	}
 	defer s.Close()
 
-	srv := &http.Server{
-		Handler:           s.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          zap.NewStdLog(log.Named("http")),
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
 	log.Info("storage peer listening", zap.String("addr", ln.Addr().String()), zap.String("public_addr", publicAddr),
 		zap.Stringer("peer_id", s.ID()))
-	fmt.Fprintf(cmd.OutOrStdout(), "listening on http://%s\n", ln.Addr())
-
-	hbCtx, stopHeartbeats := context.WithCancel(ctx)
-	hbDone := make(chan struct{})
-	go func() {
-		defer close(hbDone)
-		if err := s.Run(hbCtx); err != nil {
+	heartbeats := func(ctx context.Context) {
+		if err := s.Run(ctx); err != nil && ctx.Err() == nil {
 			log.Error("heartbeats stopped", zap.Error(err))
 		}
-	}()
-	defer func() {
-		stopHeartbeats()
-		<-hbDone
-	}()
-
-	select {
-	case err := <-errc:
-		return fmt.Errorf("storage: %w", err)
-	case <-ctx.Done():
 	}
-	log.Info("storage peer shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("storage: shutdown: %w", err)
-	}
-	return nil
+	return serve(ctx, cmd, "storage", ln, s.Handler(), heartbeats, log)
 }
