@@ -182,6 +182,16 @@ func (o *Origin) repairSegment(ctx context.Context, segID int64, rows []shardRow
 		return 0, err
 	}
 	placed := 0
+	defer func() {
+		// Whatever happened below, moved shards must reach the manifests
+		// and the readers, even if another shard could not be placed.
+		if placed > 0 {
+			o.readers.Remove(segID)
+			if err := o.resignManifests(ctx, segID); err != nil {
+				o.log.Error("re-sign manifests after repair", zap.Int64("segment", segID), zap.Error(err))
+			}
+		}
+	}()
 	for _, r := range rows {
 		if r.healthy {
 			continue
@@ -216,8 +226,7 @@ func (o *Origin) repairSegment(ctx context.Context, segID int64, rows []shardRow
 			zap.String("from", r.peer), zap.Stringer("to", target))
 		o.dropOldShard(ctx, r)
 	}
-	o.readers.Remove(segID)
-	return placed, o.resignManifests(ctx, segID)
+	return placed, nil
 }
 
 // readWholeShard reads a shard in pieces and checks every chunk.
