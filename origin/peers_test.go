@@ -103,4 +103,26 @@ func TestPlacementSpreadsAcrossRegions(t *testing.T) {
 			t.Fatalf("placement regions %v, want %v", order, want)
 		}
 	}
+	// A peer caught lying gets nothing new.
+	var liar string
+	for id, r := range byID {
+		if r == "ap" {
+			liar = id
+		}
+	}
+	if _, err := o.db.ExecContext(ctx, `INSERT INTO flags (peer_id, shard_id, reason, source, at) VALUES (?, 's', 'bad-bytes', 'audit', 0)`, liar); err != nil {
+		t.Fatal(err)
+	}
+	got, err = o.placement(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range got {
+		if p.String() == liar {
+			t.Fatal("placement offers a peer caught serving bad bytes")
+		}
+	}
+	if len(got) != len(regions)-1 {
+		t.Fatalf("placement has %d peers, want %d", len(got), len(regions)-1)
+	}
 }

@@ -119,6 +119,7 @@ func (o *Origin) nextStripeJob(ctx context.Context) (cid.Cid, bool, error) {
 
 // placement returns healthy peers to place shards on: emptiest first,
 // interleaved across regions so a segment spreads over failure domains.
+// A peer ever caught serving wrong bytes gets no new shards.
 func (o *Origin) placement(ctx context.Context) ([]peer.ID, error) {
 	peers, err := o.Peers(ctx)
 	if err != nil {
@@ -127,7 +128,7 @@ func (o *Origin) placement(ctx context.Context) ([]peer.ID, error) {
 	byRegion := map[string][]PeerInfo{}
 	var regions []string
 	for _, p := range peers {
-		if !p.Healthy {
+		if !p.Healthy || p.Flags > 0 {
 			continue
 		}
 		r := ""
