@@ -147,7 +147,7 @@ func (m *Manifest) Validate() error {
 		if b.Segment < 0 || b.Segment >= len(m.Segments) {
 			return fmt.Errorf("erasure: manifest block %s: segment %d out of range", b.CID, b.Segment)
 		}
-		if b.Offset < 0 || b.Length < 0 || b.Length > dag.MaxBlockSize || b.Offset+b.Length > m.Segments[b.Segment].Length {
+		if b.Offset < 0 || b.Length < 0 || b.Length > dag.MaxBlockSize || b.Offset > m.Segments[b.Segment].Length-b.Length {
 			return fmt.Errorf("erasure: manifest block %s: [%d, +%d) outside segment %d", b.CID, b.Offset, b.Length, b.Segment)
 		}
 	}

@@ -390,6 +390,9 @@ func (r *Reader) spanSize() int64 {
 	return max(cs, int64(r.o.rebuildSpan)/cs*cs)
 }
 
+// spanRebuildTimeout bounds one span rebuild.
+const spanRebuildTimeout = time.Minute
+
 // spanKey names a rebuilt column span: the segment (by its first shard's
 // ID, unique to its content) and the first column.
 type spanKey struct {
@@ -420,8 +423,11 @@ func (r *Reader) span(ctx context.Context, seg *Segment, start, end int64) ([][]
 	}
 	r.mu.Unlock()
 	if !running {
-		// Rebuild detached from the first asker's cancellation: others wait.
-		e.data, e.err = r.rebuildSpan(context.WithoutCancel(ctx), seg, start, end)
+		// Rebuild detached from the first asker's cancellation (others
+		// wait on it), but bounded: stalled peers must not hold it forever.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), spanRebuildTimeout)
+		e.data, e.err = r.rebuildSpan(rctx, seg, start, end)
+		cancel()
 		r.mu.Lock()
 		delete(r.rebuilding, key)
 		r.mu.Unlock()

@@ -51,6 +51,9 @@ func (s *PeerStats) Observe(p peer.ID, d time.Duration, err error) {
 	st.ewma = (st.ewma*7 + d) / 8
 }
 
+// maxHedgeDelay caps how long latency history can delay a hedge.
+const maxHedgeDelay = 2 * time.Second
+
 // failPenalty is how long a failed peer stays at the back of the line.
 const failPenalty = 30 * time.Second
 
@@ -80,7 +83,8 @@ func (s *PeerStats) hedgeDelay(floor time.Duration, ps ...peer.ID) time.Duration
 			d = max(d, 4*st.ewma)
 		}
 	}
-	return d
+	// A slow peer must not push its own hedge out of reach.
+	return min(d, max(floor, maxHedgeDelay))
 }
 
 // failing reports whether p failed recently: readers go around it.

@@ -2,6 +2,7 @@ package origin
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -299,7 +300,10 @@ func (o *Origin) signManifest(ctx context.Context, root cid.Cid, all []cid.Cid) 
 	m := erasure.Manifest{Root: root.String(), Created: o.now().UTC(), DataShards: o.striper.DataShards(),
 		ParityShards: o.striper.ParityShards(), ChunkSize: o.striper.ChunkSize()}
 	var prev uint64
-	o.db.QueryRowContext(ctx, `SELECT version FROM manifests WHERE root = ?`, root.String()).Scan(&prev)
+	err := o.db.QueryRowContext(ctx, `SELECT version FROM manifests WHERE root = ?`, root.String()).Scan(&prev)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("origin: manifest version: %w", err) // never let the version go back
+	}
 	m.Version = prev + 1
 	segIndex := map[int64]int{}
 	var segIDs []int64

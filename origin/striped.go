@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/golang-lru/v2"
 	"github.com/ipfs/boxo/blockstore"
@@ -206,7 +207,15 @@ func (s peerShards) PutShard(ctx context.Context, p peer.ID, shard string, data 
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithTimeout(ctx, transferTimeout(int64(len(data))))
+	defer cancel()
 	return s.client.Put(ctx, p, addr, shard, data)
+}
+
+// transferTimeout bounds one shard transfer: a peer that stalls must not
+// hold a read, a repair or a stripe job forever. 10 s plus 1 s per MiB.
+func transferTimeout(n int64) time.Duration {
+	return 10*time.Second + time.Duration(n>>20)*time.Second
 }
 
 func (s peerShards) GetShard(ctx context.Context, p peer.ID, shard string, off, length int64) ([]byte, error) {
@@ -214,6 +223,8 @@ func (s peerShards) GetShard(ctx context.Context, p peer.ID, shard string, off, 
 	if err != nil {
 		return nil, err
 	}
+	ctx, cancel := context.WithTimeout(ctx, transferTimeout(length))
+	defer cancel()
 	return s.client.GetRange(ctx, p, addr, shard, off, length)
 }
 

@@ -1,0 +1,156 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ipfs/boxo/blockservice"
+	"github.com/ipfs/boxo/gateway"
+	"github.com/ipfs/boxo/namesys"
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/topcdn/topcdn/erasure"
+	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/storage"
+	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
+)
+
+// Config configures an Edge.
+type Config struct {
+	// Origin is the origin's base URL, e.g. http://127.0.0.1:8081. Required.
+	Origin string
+	// OriginID pins the origin's peer ID, which must sign manifests.
+	// Default: asked from the origin at start.
+	OriginID peer.ID
+	// Domain is the zone sites are served under: NAME.Domain is a site,
+	// {cid}.ipfs.Domain the subdomain gateway. Default: cdn.test.
+	Domain string
+	// Key is the edge's identity; it signs read orders. Default: a new
+	// key (pass one to keep the edge's identity across restarts).
+	Key *identity.Key
+	// MemoryBytes bounds the memory cache. Default: 256 MiB.
+	MemoryBytes int64
+	// Disk is the disk cache tier. Default: none.
+	Disk *DiskCache
+	// Logger receives logs. Default: none.
+	Logger *zap.Logger
+	// Registry receives metrics. Default: a new registry.
+	Registry prometheus.Registerer
+	// HTTPClient reaches the origin and storage peers. Default: one with
+	// sane timeouts.
+	HTTPClient *http.Client
+}
+
+// Edge serves sites from verified, cached blocks.
+type Edge struct {
+	cfg     Config
+	log     *zap.Logger
+	src     *source
+	mem     *memoryCache
+	flight  singleflight.Group
+	metrics *metrics
+	handler http.Handler
+
+	sitesMu sync.Mutex
+	sites   map[string]siteState // host → does the origin publish it
+}
+
+// New builds an edge for the origin in cfg.
+func New(ctx context.Context, cfg Config) (*Edge, error) {
+	if cfg.Origin == "" {
+		return nil, errors.New("edge: Origin is required")
+	}
+	cfg.Origin = strings.TrimSuffix(cfg.Origin, "/")
+	if cfg.Domain == "" {
+		cfg.Domain = "cdn.test"
+	}
+	cfg.Domain = strings.TrimSuffix(strings.ToLower(cfg.Domain), ".")
+	if cfg.MemoryBytes <= 0 {
+		cfg.MemoryBytes = 256 << 20
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = &http.Client{Timeout: time.Minute}
+	}
+	if cfg.Key == nil {
+		k, err := identity.Generate(nil)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Key = k
+	}
+	e := &Edge{cfg: cfg, log: cfg.Logger, mem: newMemoryCache(cfg.MemoryBytes), sites: map[string]siteState{}}
+	var err error
+	if e.metrics, err = newMetrics(cfg.Registry, e); err != nil {
+		return nil, fmt.Errorf("edge: metrics: %w", err)
+	}
+	e.src = &source{origin: cfg.Origin, originID: cfg.OriginID, http: cfg.HTTPClient,
+		shards: storage.NewClient(cfg.Key, nil), stats: erasure.NewPeerStats(), spans: erasure.NewSpanCache(64 << 20),
+		readers: map[cid.Cid]*erasure.Reader{}, noManifest: map[cid.Cid]time.Time{}, addrs: map[peer.ID]string{},
+		flag: func(f erasure.Flag) {
+			e.log.Warn("storage peer flagged", zap.Stringer("peer", f.Peer), zap.String("shard", f.Shard), zap.String("reason", f.Reason))
+		}}
+	if e.src.originID == "" {
+		var h struct {
+			PeerID string `json:"peer_id"`
+		}
+		if err := e.src.getJSON(ctx, "/healthz", 64<<10, &h); err != nil {
+			return nil, fmt.Errorf("edge: learn the origin's peer ID: %w", err)
+		}
+		if e.src.originID, err = peer.Decode(h.PeerID); err != nil {
+			return nil, fmt.Errorf("edge: origin peer ID %q: %w", h.PeerID, err)
+		}
+	}
+	if e.handler, err = e.newHandler(); err != nil {
+		return nil, err
+	}
+	e.log.Info("edge ready", zap.String("origin", cfg.Origin), zap.Stringer("origin_id", e.src.originID),
+		zap.String("domain", cfg.Domain), zap.Stringer("peer_id", cfg.Key.ID))
+	return e, nil
+}
+
+// ServeHTTP serves sites, the path and subdomain gateways and the
+// Trustless Gateway responses.
+func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) { e.handler.ServeHTTP(w, r) }
+
+// ID returns the edge's peer ID.
+func (e *Edge) ID() peer.ID { return e.cfg.Key.ID }
+
+func (e *Edge) newHandler() (http.Handler, error) {
+	vs, err := gateway.NewRemoteValueStore([]string{e.cfg.Origin}, e.cfg.HTTPClient)
+	if err != nil {
+		return nil, fmt.Errorf("edge: %w", err)
+	}
+	ns, err := namesys.NewNameSystem(vs,
+		namesys.WithCache(4096), // entries live for their record's TTL
+		namesys.WithDNSResolverWithTTL(e.src.lookupDNSLink(e.cfg.Domain)))
+	if err != nil {
+		return nil, fmt.Errorf("edge: name system: %w", err)
+	}
+	backend, err := gateway.NewBlocksBackend(blockservice.New(&blockstore{e: e}, nil),
+		gateway.WithValueStore(vs), gateway.WithNameSystem(ns), gateway.WithPrometheusRegistry(e.cfg.Registry))
+	if err != nil {
+		return nil, fmt.Errorf("edge: gateway: %w", err)
+	}
+	conf := gateway.Config{
+		DeserializedResponses: true,
+		PublicGateways: map[string]*gateway.PublicGateway{
+			e.cfg.Domain: {Paths: []string{"/ipfs", "/ipns"}, UseSubdomains: true, DeserializedResponses: true},
+		},
+		MetricsRegistry: e.cfg.Registry,
+	}
+	gw := gateway.NewHandler(conf, backend)
+	return e.withSite404(gateway.NewHostnameHandler(conf, backend, gw)), nil
+}

@@ -1,0 +1,204 @@
+package edge
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/origin"
+	"github.com/topcdn/topcdn/publish"
+	"github.com/topcdn/topcdn/storage"
+)
+
+// network is an origin striping to six storage peers (4+2), all
+// in-process on loopback, with the example site published as "blog".
+type network struct {
+	origin    *origin.Origin
+	originURL string
+	originReg *prometheus.Registry
+	root      cid.Cid
+}
+
+func newNetwork(t *testing.T) *network {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	reg := prometheus.NewRegistry()
+	o, err := origin.New(ctx, origin.Config{DataDir: t.TempDir(), Registry: reg, HeartbeatInterval: 200 * time.Millisecond,
+		Stripe: &origin.StripeConfig{DataShards: 4, ParityShards: 2, SegmentSize: 256 << 10, ChunkSize: 4096,
+			AuditInterval: time.Hour, RepairInterval: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ots := httptest.NewServer(o.Handler())
+	t.Cleanup(func() { ots.Close(); o.Close() })
+	go o.Run(ctx)
+
+	for range 6 {
+		ts := httptest.NewUnstartedServer(nil)
+		s, err := storage.New(ctx, storage.Config{DataDir: t.TempDir(), Origin: ots.URL, OriginID: o.ID().ID,
+			Capacity: 64 << 20, PublicAddr: "http://" + ts.Listener.Addr().String(),
+			HeartbeatInterval: 100 * time.Millisecond, Registry: prometheus.NewRegistry()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts.Config.Handler = s.Handler()
+		ts.Start()
+		t.Cleanup(func() { ts.Close(); s.Close() })
+		go s.Run(ctx)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		peers, _ := o.Peers(ctx)
+		healthy := 0
+		for _, p := range peers {
+			if p.Healthy {
+				healthy++
+			}
+		}
+		if healthy == 6 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d healthy peers", healthy)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	d, err := publish.ImportDir(ctx, "../examples/site")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := publish.NewClient(ots.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Push(ctx, d, nil); err != nil {
+		t.Fatal(err)
+	}
+	key, _ := identity.Generate(nil)
+	if _, err := client.PublishName(ctx, "blog", key, d.Root, publish.NameOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := o.Manifest(ctx, d.Root); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the site was not striped")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return &network{origin: o, originURL: ots.URL, originReg: reg, root: d.Root}
+}
+
+func get(t *testing.T, h http.Handler, host, path string, hdr ...string) *http.Response {
+	t.Helper()
+	req := httptest.NewRequest("GET", "http://"+host+path, nil)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec.Result()
+}
+
+func body(t *testing.T, resp *http.Response) string {
+	t.Helper()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestEdgeServesSitesFromPeers(t *testing.T) {
+	n := newNetwork(t)
+	reg := prometheus.NewRegistry()
+	e, err := New(context.Background(), Config{Origin: n.originURL, Domain: "cdn.test", Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	site := func(name string) string {
+		b, err := os.ReadFile(filepath.Join("../examples/site", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	v1 := n.root.String()
+	sub, _ := cid.Decode(v1)
+	tests := []struct {
+		name, host, path string
+		hdr              []string
+		code             int
+		ctype, want      string
+		cacheControl     string
+	}{
+		{"site index", "blog.cdn.test", "/", nil, 200, "text/html", site("index.html"), "max-age="},
+		{"site stylesheet", "blog.cdn.test", "/css/style.css", nil, 200, "text/css", site("css/style.css"), ""},
+		{"site image", "blog.cdn.test", "/img/logo.png", nil, 200, "image/png", site("img/logo.png"), ""},
+		{"nested index", "blog.cdn.test", "/docs/", nil, 200, "text/html", site("docs/index.html"), ""},
+		{"multi-block file", "blog.cdn.test", "/docs/manual.txt", nil, 200, "text/plain", site("docs/manual.txt"), ""},
+		{"range", "blog.cdn.test", "/docs/manual.txt", []string{"Range", "bytes=300000-300099"}, 206, "", site("docs/manual.txt")[300000:300100], ""},
+		{"site 404 page", "blog.cdn.test", "/no/such/page", nil, 404, "text/html", site("404.html"), ""},
+		{"path gateway", "127.0.0.1", "/ipfs/" + v1 + "/about.html", nil, 200, "text/html", site("about.html"), "immutable"},
+		{"subdomain gateway", sub.String() + ".ipfs.cdn.test", "/about.html", nil, 200, "text/html", site("about.html"), "immutable"},
+		{"unknown site", "nosuch.cdn.test", "/", nil, 404, "", "", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := get(t, e, tc.host, tc.path, tc.hdr...)
+			got := body(t, resp)
+			if resp.StatusCode != tc.code {
+				t.Fatalf("HTTP %d, want %d: %.200s", resp.StatusCode, tc.code, got)
+			}
+			if tc.want != "" && got != tc.want {
+				t.Fatalf("body differs (%d bytes, want %d)", len(got), len(tc.want))
+			}
+			if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, tc.ctype) {
+				t.Fatalf("Content-Type %q, want %s", ct, tc.ctype)
+			}
+			if cc := resp.Header.Get("Cache-Control"); !strings.Contains(cc, tc.cacheControl) {
+				t.Fatalf("Cache-Control %q, want it to contain %q", cc, tc.cacheControl)
+			}
+		})
+	}
+	// Conditional request: the ETag of an immutable file gives a 304.
+	resp := get(t, e, "127.0.0.1", "/ipfs/"+v1+"/about.html")
+	etag := resp.Header.Get("Etag")
+	if resp = get(t, e, "127.0.0.1", "/ipfs/"+v1+"/about.html", "If-None-Match", etag); etag == "" || resp.StatusCode != 304 {
+		t.Fatalf("If-None-Match %q: HTTP %d, want 304", etag, resp.StatusCode)
+	}
+	// Every block came from the storage peers, none through the origin's
+	// gateway (which no longer has the content), and repeats hit the cache.
+	if v := testutil.ToFloat64(e.metrics.misses); v == 0 {
+		t.Fatal("no upstream fetches counted")
+	}
+	if v := testutil.ToFloat64(e.metrics.hits.WithLabelValues("memory")); v == 0 {
+		t.Fatal("no memory cache hits")
+	}
+	if f, err := testutil.GatherAndCount(n.originReg, "topcdn_origin_striped_reads_total"); err == nil && f > 0 {
+		mf, _ := n.originReg.Gather()
+		for _, m := range mf {
+			if m.GetName() == "topcdn_origin_striped_reads_total" {
+				for _, mm := range m.Metric {
+					if mm.Counter.GetValue() > 0 {
+						t.Fatalf("the origin read %v blocks from peers for the edge: %s", mm.Counter.GetValue(), fmt.Sprint(mm.Label))
+					}
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,236 @@
+package edge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/topcdn/topcdn/dag"
+	"github.com/topcdn/topcdn/erasure"
+	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/storage"
+)
+
+// source fetches blocks an edge does not have: from the storage peers
+// when a manifest of the origin indexes them, else from the origin's
+// Trustless Gateway. Every block is verified against its CID.
+type source struct {
+	origin   string // base URL
+	originID peer.ID
+	http     *http.Client
+	shards   *storage.Client
+	stats    *erasure.PeerStats
+	spans    *erasure.SpanCache
+	flag     func(erasure.Flag)
+
+	mu         sync.Mutex
+	readers    map[cid.Cid]*erasure.Reader // by root
+	noManifest map[cid.Cid]time.Time       // roots the origin had no manifest for, and when we asked
+	addrs      map[peer.ID]string
+	addrsAt    time.Time
+}
+
+// noManifestTTL is how long a root the origin has not striped yet is
+// served from the origin before the edge asks for its manifest again.
+const noManifestTTL = 10 * time.Second
+
+// get returns block c, verified: from a loaded manifest, from a manifest
+// of c itself (a root), or from the origin.
+func (s *source) get(ctx context.Context, c cid.Cid) ([]byte, error) {
+	if r := s.readerFor(ctx, c); r != nil {
+		data, err := r.ReadBlock(ctx, c)
+		if err == nil {
+			return data, nil
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		// Peers failed us: the origin may still have it.
+	}
+	return s.originBlock(ctx, c)
+}
+
+// readerFor finds a Reader whose manifest indexes c, loading c's own
+// manifest if c is a striped root.
+func (s *source) readerFor(ctx context.Context, c cid.Cid) *erasure.Reader {
+	s.mu.Lock()
+	for _, r := range s.readers {
+		if r.Has(c) {
+			s.mu.Unlock()
+			return r
+		}
+	}
+	asked, known := s.noManifest[c]
+	s.mu.Unlock()
+	if known && time.Since(asked) < noManifestTTL {
+		return nil
+	}
+	m, err := s.manifest(ctx, c)
+	if err != nil {
+		s.mu.Lock()
+		s.noManifest[c] = time.Now()
+		s.mu.Unlock()
+		return nil
+	}
+	r, err := erasure.NewReader(m, s, erasure.WithPeerStats(s.stats), erasure.WithSpanCache(s.spans), erasure.WithFlagFunc(s.flag))
+	if err != nil {
+		return nil
+	}
+	s.mu.Lock()
+	s.readers[c] = r
+	delete(s.noManifest, c)
+	s.mu.Unlock()
+	if r.Has(c) {
+		return r
+	}
+	return nil
+}
+
+// manifest fetches and verifies root's manifest from the origin.
+func (s *source) manifest(ctx context.Context, root cid.Cid) (*erasure.Manifest, error) {
+	var env identity.Envelope
+	if err := s.getJSON(ctx, "/api/v1/manifests/"+root.String(), 16<<20, &env); err != nil {
+		return nil, err
+	}
+	m, err := erasure.OpenManifest(&env, s.originID)
+	if err != nil {
+		return nil, err
+	}
+	if m.Root != root.String() {
+		return nil, fmt.Errorf("edge: manifest for %s describes %s", root, m.Root)
+	}
+	return m, nil
+}
+
+// originBlock fetches c from the origin's Trustless Gateway.
+func (s *source) originBlock(ctx context.Context, c cid.Cid) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.origin+"/ipfs/"+c.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/vnd.ipld.raw")
+	resp, err := s.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("edge: fetch %s from origin: %w", c, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return nil, ipld.ErrNotFound{Cid: c}
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("edge: fetch %s from origin: HTTP %d", c, resp.StatusCode)
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, dag.MaxBlockSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("edge: fetch %s from origin: %w", c, err)
+	}
+	if err := dag.Verify(c, data); err != nil {
+		return nil, fmt.Errorf("edge: origin sent a bad block: %w", err)
+	}
+	return data, nil
+}
+
+// PutShard is not for edges: they only read.
+func (s *source) PutShard(context.Context, peer.ID, string, []byte) error {
+	return errors.New("edge: edges do not store shards")
+}
+
+// GetShard reads shard bytes from a storage peer with a read order signed
+// by the edge's key.
+func (s *source) GetShard(ctx context.Context, p peer.ID, shard string, off, length int64) ([]byte, error) {
+	addr, err := s.peerAddr(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	return s.shards.GetRange(ctx, p, addr, shard, off, length)
+}
+
+// peerAddr finds a storage peer's address in the origin's peer list,
+// refreshed at most every few seconds.
+func (s *source) peerAddr(ctx context.Context, p peer.ID) (string, error) {
+	s.mu.Lock()
+	a, ok := s.addrs[p]
+	stale := time.Since(s.addrsAt) > 5*time.Second
+	s.mu.Unlock()
+	if ok {
+		return a, nil
+	}
+	if !stale {
+		return "", fmt.Errorf("edge: storage peer %s unknown to the origin", p)
+	}
+	var peers []struct {
+		ID   string `json:"id"`
+		Addr string `json:"addr"`
+	}
+	if err := s.getJSON(ctx, "/api/v1/peers", 16<<20, &peers); err != nil {
+		return "", err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.addrsAt = time.Now()
+	for _, pi := range peers {
+		if id, err := peer.Decode(pi.ID); err == nil {
+			s.addrs[id] = pi.Addr
+		}
+	}
+	if a, ok := s.addrs[p]; ok {
+		return a, nil
+	}
+	return "", fmt.Errorf("edge: storage peer %s unknown to the origin", p)
+}
+
+func (s *source) getJSON(ctx context.Context, path string, limit int64, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.origin+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := s.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("edge: origin %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		return fmt.Errorf("edge: origin %s: HTTP %d", path, resp.StatusCode)
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, limit)).Decode(v); err != nil {
+		return fmt.Errorf("edge: origin %s: %w", path, err)
+	}
+	return nil
+}
+
+// lookupDNSLink answers DNSLink TXT lookups for NAME.DOMAIN from the
+// origin's names: _dnslink.blog.cdn.test → dnslink=/ipns/k51….
+func (s *source) lookupDNSLink(domain string) func(ctx context.Context, fqdn string) ([]string, time.Duration, error) {
+	suffix := "." + strings.TrimSuffix(domain, ".")
+	return func(ctx context.Context, fqdn string) ([]string, time.Duration, error) {
+		host := strings.TrimSuffix(strings.TrimPrefix(fqdn, "_dnslink."), ".")
+		name, ok := strings.CutSuffix(host, suffix)
+		if !ok || name == "" || strings.Contains(name, ".") {
+			return nil, 0, fmt.Errorf("edge: %s is not a site of %s", host, domain)
+		}
+		var ni struct {
+			IPNS       string `json:"ipns"`
+			TTLSeconds int64  `json:"ttl_seconds"`
+		}
+		if err := s.getJSON(ctx, "/api/v1/names/"+name, 64<<10, &ni); err != nil {
+			return nil, 0, err
+		}
+		ttl := time.Duration(ni.TTLSeconds) * time.Second
+		if ttl <= 0 {
+			ttl = time.Minute
+		}
+		return []string{"dnslink=/ipns/" + ni.IPNS}, ttl, nil
+	}
+}
+
+var _ erasure.ShardStore = (*source)(nil)
