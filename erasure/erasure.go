@@ -173,18 +173,21 @@ func (s *Striper) Store(ctx context.Context, segment []byte, candidates []peer.I
 	}
 	seg := Segment{Length: int64(len(segment)), ShardSize: int64(len(shards[0])), Shards: make([]Shard, n)}
 
-	// Hand candidates out one at a time so each shard lands on a
-	// distinct peer, retrying a shard on the next peer when one fails.
+	// Shard i goes to candidates[i]; a shard whose peer fails takes the
+	// next spare (candidates beyond n), so each lands on a distinct peer.
 	var mu sync.Mutex
-	next := 0
-	take := func() (peer.ID, bool) {
+	spare := n
+	take := func(i int, first bool) (peer.ID, bool) {
+		if first {
+			return candidates[i], true
+		}
 		mu.Lock()
 		defer mu.Unlock()
-		if next >= len(candidates) {
+		if spare >= len(candidates) {
 			return "", false
 		}
-		next++
-		return candidates[next-1], true
+		spare++
+		return candidates[spare-1], true
 	}
 	errs := make([]error, n)
 	sem := make(chan struct{}, s.opts.concurrency)
@@ -200,8 +203,8 @@ func (s *Striper) Store(ctx context.Context, segment []byte, candidates []peer.I
 			seg.Shards[i].ID = storage.ShardID(shards[i])
 			seg.Shards[i].Chunks = ChunkHashes(shards[i], s.opts.chunkSize)
 			var last error
-			for {
-				p, ok := take()
+			for try := 0; ; try++ {
+				p, ok := take(i, try == 0)
 				if !ok {
 					errs[i] = fmt.Errorf("erasure: shard %d: %w (last error: %v)", i, ErrNotEnoughPeers, last)
 					return

@@ -13,6 +13,7 @@ import (
 	"github.com/klauspost/reedsolomon"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/dag"
+	"github.com/topcdn/topcdn/storage"
 )
 
 // Flag reports a storage peer caught misbehaving by a read.
@@ -316,13 +317,23 @@ func (r *Reader) get(ctx context.Context, seg *Segment, i int, off, length int64
 	if ctx.Err() == nil {
 		r.o.stats.Observe(p, time.Since(start), err)
 		if err != nil {
-			r.flag(sh, "unreachable")
+			r.flag(sh, failureReason(err))
 		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("shard %d from %s: %w", i, p, err)
 	}
 	return data, nil
+}
+
+// failureReason tells a peer's fault (a wrong answer, or no longer having
+// a shard it was paid to keep: "bad-bytes") from a transport failure
+// ("unreachable").
+func failureReason(err error) string {
+	if errors.Is(err, storage.ErrBadAnswer) || errors.Is(err, storage.ErrNotFound) {
+		return "bad-bytes"
+	}
+	return "unreachable"
 }
 
 func (r *Reader) isSuspect(shard string) bool {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net/http"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -96,13 +95,10 @@ func (o *Origin) audit(ctx context.Context, t auditTarget) string {
 				err = fmt.Errorf("chunk %d does not match the manifest", i)
 				result = "failed"
 			}
+		} else if errors.Is(err, storage.ErrBadAnswer) || errors.Is(err, storage.ErrNotFound) {
+			result = "failed" // it answered, but without the bytes it keeps for us
 		} else {
-			var pe *storage.PeerError
-			if errors.As(err, &pe) && pe.Status != http.StatusServiceUnavailable {
-				result = "failed" // it answered, but not with the bytes
-			} else {
-				result = "unreachable"
-			}
+			result = "unreachable" // transport errors, and refusals that are not proof of loss (403, 5xx)
 		}
 	} else {
 		result = "unreachable"

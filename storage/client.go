@@ -117,14 +117,14 @@ func (c *Client) GetRange(ctx context.Context, p peer.ID, addr, shardID string, 
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusPartialContent && resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("storage: get %s from %s: unexpected HTTP %d", shardID, p, resp.StatusCode)
+		return nil, fmt.Errorf("storage: get %s from %s: %w: unexpected HTTP %d", shardID, p, ErrBadAnswer, resp.StatusCode)
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, length+1))
 	if err != nil {
 		return nil, fmt.Errorf("storage: get %s from %s: %w", shardID, p, err)
 	}
 	if int64(len(data)) != length {
-		return nil, fmt.Errorf("storage: get %s from %s: got %d bytes, asked for %d", shardID, p, len(data), length)
+		return nil, fmt.Errorf("storage: get %s from %s: %w: got %d bytes, asked for %d", shardID, p, ErrBadAnswer, len(data), length)
 	}
 	return data, nil
 }
@@ -183,13 +183,13 @@ func (c *Client) Audit(ctx context.Context, p peer.ID, addr, shardID string, off
 	}
 	var ans AuditAnswer
 	if err := json.Unmarshal(raw, &ans); err != nil {
-		return nil, fmt.Errorf("storage: audit %s on %s: answer: %w", shardID, p, err)
+		return nil, fmt.Errorf("storage: audit %s on %s: %w: %v", shardID, p, ErrBadAnswer, err)
 	}
 	if int64(len(ans.Data)) != length {
-		return nil, fmt.Errorf("storage: audit %s on %s: answer has %d bytes, asked for %d", shardID, p, len(ans.Data), length)
+		return nil, fmt.Errorf("storage: audit %s on %s: %w: answer has %d bytes, asked for %d", shardID, p, ErrBadAnswer, len(ans.Data), length)
 	}
 	if !bytes.Equal(ans.Proof, AuditProof(nonce, ans.Data)) {
-		return nil, fmt.Errorf("storage: audit %s on %s: proof does not match the nonce and data", shardID, p)
+		return nil, fmt.Errorf("storage: audit %s on %s: %w: proof does not match the nonce and data", shardID, p, ErrBadAnswer)
 	}
 	return ans.Data, nil
 }

@@ -33,6 +33,11 @@ var (
 	// capacity.
 	ErrInsufficientStorage = errors.New("insufficient storage")
 
+	// ErrBadAnswer marks a peer's answer that came back but is wrong: a
+	// short or long body, a malformed or unproven audit answer. Unlike a
+	// transport error, it is the peer's fault.
+	ErrBadAnswer = errors.New("peer answered wrongly")
+
 	// errMethodNotAllowed marks a HEAD of a shard, which would spend a
 	// read order for nothing.
 	errMethodNotAllowed = errors.New("method not allowed")
