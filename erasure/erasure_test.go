@@ -370,11 +370,13 @@ func TestManifestSignOpen(t *testing.T) {
 	if _, err := OpenManifest(env, other.ID); err == nil {
 		t.Fatal("manifest accepted from the wrong origin")
 	}
-	bad := *m
-	bad.Blocks = append([]BlockRef(nil), m.Blocks...)
-	bad.Blocks[0].Offset = m.Segments[0].Length
-	bad.Blocks[0].Length = 10
-	if _, err := bad.Sign(origin); err == nil {
-		t.Fatal("signed a manifest with a block outside its segment")
+	for _, off := range []int64{m.Segments[0].Length, 1<<63 - 10} { // past the end; overflowing
+		bad := *m
+		bad.Blocks = append([]BlockRef(nil), m.Blocks...)
+		bad.Blocks[0].Offset = off
+		bad.Blocks[0].Length = 100
+		if _, err := bad.Sign(origin); err == nil {
+			t.Fatalf("signed a manifest with a block at offset %d, outside its segment", off)
+		}
 	}
 }

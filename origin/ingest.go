@@ -112,7 +112,7 @@ func (o *Origin) ingest(ctx context.Context, r io.Reader) (*UploadResult, error)
 		if err != nil && !errors.Is(err, dag.ErrUnknownCodec) {
 			return nil, errorf(ErrBadRequest, "block #%d: %v", n+1, err)
 		}
-		links = dropIdentity(links)
+		links = dropRawIdentity(links)
 		if _, err := stage.Write(data); err != nil {
 			return nil, fmt.Errorf("origin: staging: %w", err)
 		}
@@ -123,15 +123,25 @@ func (o *Origin) ingest(ctx context.Context, r io.Reader) (*UploadResult, error)
 	}
 
 	// Completeness: every root and every link must be in this upload or
-	// already stored (and so complete, by the closure invariant).
+	// already stored (and so complete, by the closure invariant). An
+	// identity CID inlines its block; only raw ones (no links) are taken.
 	have := func(c cid.Cid) (bool, error) {
-		if dag.IsIdentity(c) || staged[c] != nil {
+		if dag.IsIdentity(c) {
+			if c.Type() != cid.Raw {
+				return false, errorf(ErrBadRequest, "identity CID %s inlines a %#x node; only raw identity CIDs are accepted", c, c.Type())
+			}
+			return true, nil
+		}
+		if staged[c] != nil {
 			return true, nil
 		}
 		return o.blocks.Has(ctx, c)
 	}
 	for _, root := range br.Roots {
 		ok, err := have(root)
+		if errors.Is(err, ErrBadRequest) {
+			return nil, err
+		}
 		if err != nil {
 			return nil, fmt.Errorf("origin: check root %s: %w", root, err)
 		}
@@ -143,6 +153,9 @@ func (o *Origin) ingest(ctx context.Context, r io.Reader) (*UploadResult, error)
 	for _, sb := range order {
 		for _, l := range sb.links {
 			ok, err := have(l)
+			if errors.Is(err, ErrBadRequest) {
+				return nil, err
+			}
 			if err != nil {
 				return nil, fmt.Errorf("origin: check link %s: %w", l, err)
 			}
@@ -270,10 +283,12 @@ func assignLevels(order []*stagedBlock, staged map[cid.Cid]*stagedBlock) int {
 	return maxLevel
 }
 
-func dropIdentity(cs []cid.Cid) []cid.Cid {
+// dropRawIdentity drops links to raw identity CIDs, whose data is inline
+// and which link to nothing; other identity links stay, to be refused.
+func dropRawIdentity(cs []cid.Cid) []cid.Cid {
 	out := cs[:0]
 	for _, c := range cs {
-		if !dag.IsIdentity(c) {
+		if !dag.IsIdentity(c) || c.Type() != cid.Raw {
 			out = append(out, c)
 		}
 	}

@@ -139,7 +139,7 @@ func New(ctx context.Context, cfg Config) (*Origin, error) {
 		return nil, err
 	}
 	o.local = &verifyingBlockstore{
-		Blockstore: blockstore.NewIdStore(blockstore.NewBlockstore(o.ds, blockstore.NoPrefix(), blockstore.WriteThrough(true))),
+		Blockstore: blockstore.NewIdStore(&cidBlockstore{ds: o.ds}),
 		log:        o.log,
 		metrics:    o.metrics,
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/ipfs/go-cid"
 	car "github.com/ipld/go-car/v2"
 	"github.com/ipld/go-car/v2/storage"
+	mh "github.com/multiformats/go-multihash"
 	"github.com/topcdn/topcdn/identity"
 )
 
@@ -507,5 +508,37 @@ func TestUploadConcurrencyLimit(t *testing.T) {
 			t.Fatalf("second upload got %d while the slot was held, want 503", resp.StatusCode)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestIngestChecksLinksByCID: the same bytes under a raw CID and a dag-pb
+// CID are different blocks; storing one must not make the other (and its
+// unchecked links) present. Identity CIDs must not smuggle links either.
+func TestIngestChecksLinksByCID(t *testing.T) {
+	ctx := context.Background()
+	o := newTestOrigin(t)
+	missing := mdag.NewRawNode([]byte("never uploaded"))
+	nd := &mdag.ProtoNode{}
+	nd.SetCidBuilder(mdag.V1CidPrefix())
+	nd.SetData([]byte{0x08, 0x01})
+	if err := nd.AddNodeLink("x", missing); err != nil {
+		t.Fatal(err)
+	}
+	asRaw := mdag.NewRawNode(nd.RawData()) // same bytes, raw codec: no links
+	if _, err := o.Ingest(ctx, bytes.NewReader(carBytes(t, []cid.Cid{asRaw.Cid()}, testBlock{asRaw.Cid(), asRaw.RawData()}))); err != nil {
+		t.Fatal(err)
+	}
+	_, err := o.Ingest(ctx, bytes.NewReader(carBytes(t, []cid.Cid{nd.Cid()})))
+	if !errors.Is(err, ErrIncomplete) {
+		t.Fatalf("dag-pb root whose bytes are stored as raw: err = %v, want ErrIncomplete", err)
+	}
+
+	idPrefix := cid.Prefix{Version: 1, Codec: cid.DagProtobuf, MhType: mh.IDENTITY, MhLength: -1}
+	idRoot, err := idPrefix.Sum(nd.RawData())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.Ingest(ctx, bytes.NewReader(carBytes(t, []cid.Cid{idRoot}))); !errors.Is(err, ErrBadRequest) {
+		t.Fatalf("identity dag-pb root with links: err = %v, want ErrBadRequest", err)
 	}
 }
