@@ -190,8 +190,13 @@ func (o *Origin) servePutRecord(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(ipns.MaxRecordSize)))
-	if err != nil {
-		o.fail(w, errorf(ErrTooLarge, "IPNS record: %v", err))
+	var maxBytes *http.MaxBytesError
+	switch {
+	case errors.As(err, &maxBytes):
+		o.fail(w, errorf(ErrTooLarge, "IPNS record over %d bytes", ipns.MaxRecordSize))
+		return
+	case err != nil:
+		o.fail(w, errorf(ErrBadRequest, "IPNS record: %v", err))
 		return
 	}
 	changed, err := o.PutRecord(r.Context(), name, raw)

@@ -105,6 +105,9 @@ func (o *Origin) ingest(ctx context.Context, r io.Reader) (*UploadResult, error)
 		}
 		last = c.String()
 		total += int64(size)
+		if n >= o.cfg.MaxUploadBlocks {
+			return nil, errorf(ErrTooLarge, "CAR has more than %d blocks; split the upload", o.cfg.MaxUploadBlocks)
+		}
 		if dag.IsIdentity(c) || staged[c] != nil {
 			continue
 		}

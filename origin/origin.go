@@ -38,6 +38,9 @@ type Config struct {
 	Key *identity.Key
 	// MaxUploadSize bounds one CAR upload, in bytes. Default: 8 GiB.
 	MaxUploadSize int64
+	// MaxUploadBlocks bounds the blocks of one CAR upload (each costs a
+	// little memory while the upload is checked). Default: 1,000,000.
+	MaxUploadBlocks int
 	// MaxConcurrentUploads bounds how many CAR uploads are staged at once;
 	// more get 503 with Retry-After. Default: 4.
 	MaxConcurrentUploads int
@@ -97,6 +100,9 @@ func New(ctx context.Context, cfg Config) (*Origin, error) {
 	}
 	if cfg.MaxUploadSize <= 0 {
 		cfg.MaxUploadSize = 8 << 30
+	}
+	if cfg.MaxUploadBlocks <= 0 {
+		cfg.MaxUploadBlocks = 1_000_000
 	}
 	if cfg.MaxConcurrentUploads <= 0 {
 		cfg.MaxConcurrentUploads = 4

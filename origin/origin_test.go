@@ -542,3 +542,19 @@ func TestIngestChecksLinksByCID(t *testing.T) {
 		t.Fatalf("identity dag-pb root with links: err = %v, want ErrBadRequest", err)
 	}
 }
+
+func TestIngestBlockLimit(t *testing.T) {
+	o, err := New(context.Background(), Config{DataDir: t.TempDir(), MaxUploadBlocks: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	d := newTestDAG(t, "many", 3) // root + 3 leaves
+	_, err = o.Ingest(context.Background(), bytes.NewReader(carBytes(t, []cid.Cid{d.root}, d.blocks...)))
+	if !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("4 blocks with a limit of 3: err = %v, want ErrTooLarge", err)
+	}
+	if n := storedCount(t, o); n != 0 {
+		t.Fatalf("refused upload stored %d blocks", n)
+	}
+}

@@ -278,10 +278,16 @@ func (o *Origin) resignManifests(ctx context.Context, segID int64) error {
 	var roots []string
 	for rows.Next() {
 		var r string
-		rows.Scan(&r)
+		if err := rows.Scan(&r); err != nil {
+			rows.Close()
+			return fmt.Errorf("origin: %w", err)
+		}
 		roots = append(roots, r)
 	}
 	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("origin: %w", err)
+	}
 	for _, r := range roots {
 		m, err := o.Manifest(ctx, cid.MustParse(r))
 		if err != nil {

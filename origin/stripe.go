@@ -95,7 +95,10 @@ func (o *Origin) runStriper(ctx context.Context) {
 					return
 				}
 				o.log.Warn("stripe postponed", zap.Stringer("root", root), zap.Error(err))
-				o.db.ExecContext(ctx, `UPDATE stripe_jobs SET error = ?, updated_at = ? WHERE root = ?`, err.Error(), o.now().UnixNano(), root.String())
+				if _, uerr := o.db.ExecContext(ctx, `UPDATE stripe_jobs SET error = ?, updated_at = ? WHERE root = ?`,
+					err.Error(), o.now().UnixNano(), root.String()); uerr != nil {
+					o.log.Error("record stripe error", zap.Error(uerr))
+				}
 				break // retry on the next tick
 			}
 		}
@@ -111,8 +114,11 @@ func (o *Origin) runStriper(ctx context.Context) {
 func (o *Origin) nextStripeJob(ctx context.Context) (cid.Cid, bool, error) {
 	var s string
 	err := o.db.QueryRowContext(ctx, `SELECT root FROM stripe_jobs WHERE state = 'pending' ORDER BY updated_at LIMIT 1`).Scan(&s)
-	if err != nil {
+	if errors.Is(err, sql.ErrNoRows) {
 		return cid.Undef, false, nil
+	}
+	if err != nil {
+		return cid.Undef, false, fmt.Errorf("origin: next stripe job: %w", err)
 	}
 	c, err := cid.Decode(s)
 	return c, err == nil, err
