@@ -27,7 +27,7 @@ type Config struct {
 	// Origin is the origin's base URL, e.g. http://127.0.0.1:8081. Required.
 	Origin string
 	// OriginID pins the origin's peer ID, which must sign manifests.
-	// Default: asked from the origin at start.
+	// Default: asked from the origin when first needed.
 	OriginID peer.ID
 	// Domain is the zone sites are served under: NAME.Domain is a site,
 	// {cid}.ipfs.Domain the subdomain gateway. Default: cdn.test.
@@ -62,7 +62,8 @@ type Edge struct {
 	sites   map[string]siteState // host → does the origin publish it
 }
 
-// New builds an edge for the origin in cfg.
+// New builds an edge for the origin in cfg. It does not contact the
+// origin: an edge may start before its origin.
 func New(ctx context.Context, cfg Config) (*Edge, error) {
 	if cfg.Origin == "" {
 		return nil, errors.New("edge: Origin is required")
@@ -102,22 +103,11 @@ func New(ctx context.Context, cfg Config) (*Edge, error) {
 		flag: func(f erasure.Flag) {
 			e.log.Warn("storage peer flagged", zap.Stringer("peer", f.Peer), zap.String("shard", f.Shard), zap.String("reason", f.Reason))
 		}}
-	if e.src.originID == "" {
-		var h struct {
-			PeerID string `json:"peer_id"`
-		}
-		if err := e.src.getJSON(ctx, "/healthz", 64<<10, &h); err != nil {
-			return nil, fmt.Errorf("edge: learn the origin's peer ID: %w", err)
-		}
-		if e.src.originID, err = peer.Decode(h.PeerID); err != nil {
-			return nil, fmt.Errorf("edge: origin peer ID %q: %w", h.PeerID, err)
-		}
-	}
 	if e.handler, err = e.newHandler(); err != nil {
 		return nil, err
 	}
-	e.log.Info("edge ready", zap.String("origin", cfg.Origin), zap.Stringer("origin_id", e.src.originID),
-		zap.String("domain", cfg.Domain), zap.Stringer("peer_id", cfg.Key.ID))
+	e.log.Info("edge ready", zap.String("origin", cfg.Origin), zap.String("domain", cfg.Domain),
+		zap.Stringer("peer_id", cfg.Key.ID))
 	return e, nil
 }
 

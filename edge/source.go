@@ -101,7 +101,11 @@ func (s *source) manifest(ctx context.Context, root cid.Cid) (*erasure.Manifest,
 	if err := s.getJSON(ctx, "/api/v1/manifests/"+root.String(), 16<<20, &env); err != nil {
 		return nil, err
 	}
-	m, err := erasure.OpenManifest(&env, s.originID)
+	originID, err := s.originPeerID(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m, err := erasure.OpenManifest(&env, originID)
 	if err != nil {
 		return nil, err
 	}
@@ -109,6 +113,32 @@ func (s *source) manifest(ctx context.Context, root cid.Cid) (*erasure.Manifest,
 		return nil, fmt.Errorf("edge: manifest for %s describes %s", root, m.Root)
 	}
 	return m, nil
+}
+
+// originPeerID returns the origin's peer ID: pinned by the config, or asked
+// from the origin once (at first need, so an edge starts while its origin
+// is down).
+func (s *source) originPeerID(ctx context.Context) (peer.ID, error) {
+	s.mu.Lock()
+	id := s.originID
+	s.mu.Unlock()
+	if id != "" {
+		return id, nil
+	}
+	var h struct {
+		PeerID string `json:"peer_id"`
+	}
+	if err := s.getJSON(ctx, "/healthz", 64<<10, &h); err != nil {
+		return "", fmt.Errorf("edge: learn the origin's peer ID: %w", err)
+	}
+	id, err := peer.Decode(h.PeerID)
+	if err != nil {
+		return "", fmt.Errorf("edge: origin peer ID %q: %w", h.PeerID, err)
+	}
+	s.mu.Lock()
+	s.originID = id
+	s.mu.Unlock()
+	return id, nil
 }
 
 // originBlock fetches c from the origin's Trustless Gateway.

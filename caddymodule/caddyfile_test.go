@@ -1,0 +1,69 @@
+package caddymodule
+
+import (
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+func TestUnmarshalCaddyfile(t *testing.T) {
+	tests := []struct {
+		name    string
+		input   string
+		want    Handler
+		wantErr bool
+	}{
+		{name: "origin as argument", input: `topcdn http://127.0.0.1:8081`,
+			want: Handler{Origin: "http://127.0.0.1:8081"}},
+		{name: "full block", input: `topcdn {
+				origin http://o:8081
+				origin_id 12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA
+				domain cdn.example
+				memory_cache 64MiB
+				disk_cache /var/cache/topcdn 2GiB
+				key /etc/topcdn/edge.key
+			}`,
+			want: Handler{Origin: "http://o:8081", OriginID: "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA",
+				Domain: "cdn.example", MemoryCacheBytes: 64 << 20, DiskCacheDir: "/var/cache/topcdn",
+				DiskCacheBytes: 2 << 30, KeyFile: "/etc/topcdn/edge.key"}},
+		{name: "disk cache without size", input: `topcdn http://o { 
+				disk_cache /c 
+			}`, want: Handler{Origin: "http://o", DiskCacheDir: "/c"}},
+		{name: "two arguments", input: `topcdn http://a http://b`, wantErr: true},
+		{name: "unknown option", input: "topcdn {\n bogus 1\n}", wantErr: true},
+		{name: "bad size", input: "topcdn {\n memory_cache lots\n}", wantErr: true},
+		{name: "origin without value", input: "topcdn {\n origin\n}", wantErr: true},
+		{name: "disk cache with too many args", input: "topcdn {\n disk_cache a 1GiB x\n}", wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var h Handler
+			err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err = %v, wantErr %v", err, tc.wantErr)
+			}
+			if !tc.wantErr && h != tc.want {
+				t.Fatalf("got %+v, want %+v", h, tc.want)
+			}
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		h  Handler
+		ok bool
+	}{
+		{Handler{Origin: "http://127.0.0.1:8081", Domain: "cdn.test"}, true},
+		{Handler{Origin: "", Domain: "cdn.test"}, false},
+		{Handler{Origin: "127.0.0.1:8081", Domain: "cdn.test"}, false},
+		{Handler{Origin: "ftp://x", Domain: "cdn.test"}, false},
+		{Handler{Origin: "http://x", Domain: "cdn.test/x"}, false},
+		{Handler{Origin: "http://x", Domain: "cdn.test", MemoryCacheBytes: -1}, false},
+	}
+	for _, tc := range tests {
+		if err := tc.h.Validate(); (err == nil) != tc.ok {
+			t.Errorf("Validate(%+v) = %v, want ok=%v", tc.h, err, tc.ok)
+		}
+	}
+}

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func TestEdgeWithCaddy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs an origin, 6 storage peers and Caddy")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	key := filepath.Join(dir, "publisher.key")
+	run(t, bin, "keygen", "--out", key)
+	o := startOrigin(t, bin, filepath.Join(dir, "origin"), "--data-shards", "4", "--parity-shards", "2",
+		"--segment-size", "256KiB", "--chunk-size", "4KiB", "--heartbeat-interval", "1s")
+	for i := range 6 {
+		startPeer(t, bin, dir, o.url, i)
+	}
+	waitFor(t, 30*time.Second, "6 healthy peers", func() bool {
+		n := 0
+		for _, p := range peersByID(t, o.url) {
+			if p.Healthy {
+				n++
+			}
+		}
+		return n == 6
+	})
+	site := "../../examples/site"
+	root := strings.TrimSpace(run(t, bin, "publish", site, "--name", "blog", "--origin", o.url, "--key", key, "-Q"))
+	waitFor(t, 30*time.Second, "striping", func() bool {
+		code, _ := httpGet(t, o.url+"/api/v1/manifests/"+root, "")
+		return code == 200
+	})
+
+	// The repository's Caddyfile, pointed at this origin, port and dir.
+	port := freePort(t)
+	conf, err := os.ReadFile("../../Caddyfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := strings.NewReplacer("http://127.0.0.1:8081", o.url, "http://:8080", fmt.Sprintf("http://:%d", port),
+		"demo/", dir+"/").Replace(string(conf))
+	caddyfile := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(caddyfile, []byte(c), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	edge := startEdge(t, bin, caddyfile)
+	defer edge.stop(t)
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	fetch := func(host, path string, hdr ...string) (*http.Response, string) {
+		req, _ := http.NewRequest("GET", base+path, nil)
+		req.Host = host
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		tr := &http.Transport{DisableCompression: true}
+		resp, err := (&http.Client{Transport: tr}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	want := func(name string) string {
+		b, err := os.ReadFile(filepath.Join(site, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	if resp, body := fetch("blog.cdn.test", "/"); resp.StatusCode != 200 || body != want("index.html") {
+		t.Fatalf("site index: HTTP %d, %d bytes", resp.StatusCode, len(body))
+	}
+	if resp, body := fetch("blog.cdn.test", "/img/logo.png"); resp.StatusCode != 200 || body != want("img/logo.png") ||
+		resp.Header.Get("Content-Type") != "image/png" {
+		t.Fatalf("image: HTTP %d, %q, %d bytes", resp.StatusCode, resp.Header.Get("Content-Type"), len(body))
+	}
+	if resp, _ := fetch("blog.cdn.test", "/css/style.css", "Accept-Encoding", "gzip"); resp.Header.Get("Content-Encoding") != "gzip" {
+		t.Fatalf("Caddy's encode did not apply: %v", resp.Header)
+	}
+	if resp, body := fetch("blog.cdn.test", "/nope.html"); resp.StatusCode != 404 || body != want("404.html") {
+		t.Fatalf("missing page: HTTP %d, want the site's 404.html", resp.StatusCode)
+	}
+	if resp, body := fetch("127.0.0.1", "/ipfs/"+root+"/about.html"); resp.StatusCode != 200 || body != want("about.html") ||
+		!strings.Contains(resp.Header.Get("Cache-Control"), "immutable") {
+		t.Fatalf("path gateway: HTTP %d, Cache-Control %q", resp.StatusCode, resp.Header.Get("Cache-Control"))
+	}
+	// The edge read the striped blocks from the peers itself: the origin,
+	// which keeps no copy, read none for it.
+	_, metrics := httpGet(t, o.url+"/metrics", "")
+	for _, line := range strings.Split(string(metrics), "\n") {
+		if strings.HasPrefix(line, `topcdn_origin_striped_reads_total{result="ok"}`) && !strings.HasSuffix(line, " 0") {
+			t.Fatalf("origin served striped blocks to the edge: %s", line)
+		}
+	}
+	// The disk cache filled.
+	entries, _ := os.ReadDir(filepath.Join(dir, "edge-cache"))
+	if len(entries) < 2 {
+		t.Fatalf("disk cache has %d entries", len(entries))
+	}
+
+	// A stock Caddy built with the module (cmd/caddy, what xcaddy makes)
+	// serves the same site from the same Caddyfile.
+	caddyBin := filepath.Join(dir, "caddy")
+	if out, err := exec.Command("go", "build", "-o", caddyBin, "../caddy").CombinedOutput(); err != nil {
+		t.Fatalf("build cmd/caddy: %v\n%s", err, out)
+	}
+	port2 := freePort(t)
+	c2 := strings.ReplaceAll(c, fmt.Sprintf("http://:%d", port), fmt.Sprintf("http://:%d", port2))
+	c2 = strings.ReplaceAll(c2, dir+"/edge-cache", dir+"/edge-cache-2")
+	if err := os.WriteFile(caddyfile+"2", []byte(c2), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stock := exec.Command(caddyBin, "run", "--config", caddyfile+"2", "--adapter", "caddyfile")
+	stock.Stderr = &syncBuffer{}
+	if err := stock.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { stock.Process.Kill(); stock.Wait() }()
+	base = fmt.Sprintf("http://127.0.0.1:%d", port2)
+	waitFor(t, 30*time.Second, "stock Caddy to serve", func() bool {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port2))
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	if resp, body := fetch("blog.cdn.test", "/about.html"); resp.StatusCode != 200 || body != want("about.html") {
+		t.Fatalf("stock Caddy: HTTP %d, %d bytes", resp.StatusCode, len(body))
+	}
+}
+
+// startEdge runs `topcdn edge --config FILE` and waits for it to load.
+func startEdge(t *testing.T, bin, caddyfile string) *originProc {
+	t.Helper()
+	cmd := exec.Command(bin, "edge", "--config", caddyfile)
+	logs := &syncBuffer{}
+	out := &syncBuffer{}
+	cmd.Stderr, cmd.Stdout = logs, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &originProc{cmd: cmd, logs: logs}
+	waitFor(t, 30*time.Second, "the edge to load its Caddyfile", func() bool {
+		return strings.Contains(out.String(), "edge running")
+	})
+	return p
+}
