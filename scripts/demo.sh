@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# demo.sh: build topcdn, run a local origin and 14 storage peers on
-# loopback, publish the example site, wait until it is striped across the
-# peers, and print what to open. Ctrl-C stops everything.
+# demo.sh: build topcdn, run a local origin, 14 storage peers and an edge
+# (Caddy with the topcdn module, from ./Caddyfile) on loopback, publish the
+# example site, wait until it is striped across the peers, and print what
+# to open. Ctrl-C stops everything.
 #
 # State lives in ./demo (blocks, database, keys); running again keeps it and
 # republishes (the name's sequence goes up, unchanged blocks are not resent).
@@ -58,6 +59,15 @@ for i in $(seq "$PEERS"); do
   wait_listening "$DIR/peers/$i.out" "${PIDS[$i]}"
 done
 
+echo "==> starting the edge (Caddy + topcdn) on http://127.0.0.1:8080 from ./Caddyfile (log in $DIR/edge.log)"
+"$BIN" edge --config Caddyfile >"$DIR/edge.out" 2>"$DIR/edge.log" &
+PIDS+=($!)
+for _ in $(seq 150); do
+  grep -q 'edge running' "$DIR/edge.out" 2>/dev/null && break
+  kill -0 "${PIDS[-1]}" 2>/dev/null || { echo "edge exited; see $DIR/edge.log" >&2; exit 1; }
+  sleep 0.1
+done
+
 echo "==> publishing examples/site as 'blog'"
 "$BIN" publish examples/site --name blog --origin "http://$ADDR" --key "$DIR/publisher.key" | tee "$DIR/publish.out"
 CID=$(awk '/^root/ {print $2}' "$DIR/publish.out")
@@ -72,9 +82,17 @@ done
 
 cat <<MSG
 
-The origin is serving the example site. Open or fetch:
+The edge serves the example site from the storage peers, verified:
 
-  http://$ADDR/ipns/blog/                 the site, by its human name (in a browser)
+  curl -H 'Host: blog.cdn.test' http://127.0.0.1:8080/
+  http://blog.cdn.test:8080/              in a browser, once /etc/hosts has
+                                          '127.0.0.1 blog.cdn.test' (DNS routing comes later)
+  http://127.0.0.1:8080/ipfs/$CID/
+                                          the same version by CID (path gateway)
+
+The origin, for inspection:
+
+  http://$ADDR/ipns/blog/                 the site through the origin's own gateway
   http://$ADDR/ipfs/$CID/
                                           the same version, by its root CID
   http://$ADDR/api/v1/names               every published name (JSON)
