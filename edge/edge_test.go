@@ -24,6 +24,7 @@ import (
 // network is an origin striping to six storage peers (4+2), all
 // in-process on loopback, with the example site published as "blog".
 type network struct {
+	peerDirs  map[string]string // peer ID → data dir
 	origin    *origin.Origin
 	originURL string
 	originReg *prometheus.Registry
@@ -45,14 +46,17 @@ func newNetwork(t *testing.T) *network {
 	t.Cleanup(func() { ots.Close(); o.Close() })
 	go o.Run(ctx)
 
+	dirs := map[string]string{}
 	for range 6 {
 		ts := httptest.NewUnstartedServer(nil)
-		s, err := storage.New(ctx, storage.Config{DataDir: t.TempDir(), Origin: ots.URL, OriginID: o.ID().ID,
+		dir := t.TempDir()
+		s, err := storage.New(ctx, storage.Config{DataDir: dir, Origin: ots.URL, OriginID: o.ID().ID,
 			Capacity: 64 << 20, PublicAddr: "http://" + ts.Listener.Addr().String(),
 			HeartbeatInterval: 100 * time.Millisecond, Registry: prometheus.NewRegistry()})
 		if err != nil {
 			t.Fatal(err)
 		}
+		dirs[s.ID().String()] = dir
 		ts.Config.Handler = s.Handler()
 		ts.Start()
 		t.Cleanup(func() { ts.Close(); s.Close() })
@@ -100,7 +104,7 @@ func newNetwork(t *testing.T) *network {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return &network{origin: o, originURL: ots.URL, originReg: reg, root: d.Root}
+	return &network{origin: o, originURL: ots.URL, originReg: reg, root: d.Root, peerDirs: dirs}
 }
 
 func get(t *testing.T, h http.Handler, host, path string, hdr ...string) *http.Response {
@@ -200,5 +204,59 @@ func TestEdgeServesSitesFromPeers(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestEdgeRoutesAroundRottenPeers: two storage peers whose shards rotted on
+// disk make reads slower, never wrong, and nothing wrong is cached.
+func TestEdgeRoutesAroundRottenPeers(t *testing.T) {
+	n := newNetwork(t)
+	m, err := n.origin.Manifest(context.Background(), n.root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Rot the peers of data shards 0 and 1: the ones reads go to first.
+	for _, sh := range m.Segments[0].Shards[:2] {
+		dir := n.peerDirs[sh.Peer]
+		filepath.WalkDir(filepath.Join(dir, "shards"), func(p string, d os.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			for i := range b {
+				b[i] ^= 0x5a
+			}
+			return os.WriteFile(p, b, 0o600)
+		})
+	}
+	disk, err := OpenDiskCache(t.TempDir(), 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(context.Background(), Config{Origin: n.originURL, Disk: disk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"index.html", "docs/manual.txt", "img/logo.png", "about.html"} {
+		want, _ := os.ReadFile(filepath.Join("../examples/site", name))
+		for range 2 { // the second time from the caches
+			resp := get(t, e, "blog.cdn.test", "/"+name)
+			if got := body(t, resp); resp.StatusCode != 200 || got != string(want) {
+				t.Fatalf("%s: HTTP %d, %d bytes, want %d correct bytes", name, resp.StatusCode, len(got), len(want))
+			}
+		}
+	}
+	// HEAD answers the headers alone.
+	req := httptest.NewRequest("HEAD", "http://blog.cdn.test/docs/manual.txt", nil)
+	rec := httptest.NewRecorder()
+	e.ServeHTTP(rec, req)
+	if rec.Code != 200 || rec.Body.Len() != 0 || rec.Header().Get("Content-Length") == "" {
+		t.Fatalf("HEAD: HTTP %d, %d body bytes, Content-Length %q", rec.Code, rec.Body.Len(), rec.Header().Get("Content-Length"))
+	}
+	if disk.Len() == 0 {
+		t.Fatal("nothing reached the disk cache")
 	}
 }
