@@ -35,7 +35,8 @@ type Config struct {
 	// Key is the edge's identity; it signs read orders. Default: a new
 	// key (pass one to keep the edge's identity across restarts).
 	Key *identity.Key
-	// MemoryBytes bounds the memory cache. Default: 256 MiB.
+	// MemoryBytes bounds the memory caches (half for blocks, half for
+	// ready-to-send responses). Default: 256 MiB.
 	MemoryBytes int64
 	// Disk is the disk cache tier. Default: none.
 	Disk *DiskCache
@@ -54,6 +55,7 @@ type Edge struct {
 	log     *zap.Logger
 	src     *source
 	mem     *memoryCache
+	resp    *responseCache
 	flight  singleflight.Group
 	metrics *metrics
 	handler http.Handler
@@ -92,7 +94,9 @@ func New(ctx context.Context, cfg Config) (*Edge, error) {
 		}
 		cfg.Key = k
 	}
-	e := &Edge{cfg: cfg, log: cfg.Logger, mem: newMemoryCache(cfg.MemoryBytes), sites: map[string]siteState{}}
+	// Half the memory budget for blocks, half for ready responses.
+	e := &Edge{cfg: cfg, log: cfg.Logger, mem: newMemoryCache(cfg.MemoryBytes / 2),
+		resp: newResponseCache(cfg.MemoryBytes / 2), sites: map[string]siteState{}}
 	var err error
 	if e.metrics, err = newMetrics(cfg.Registry, e); err != nil {
 		return nil, fmt.Errorf("edge: metrics: %w", err)
@@ -142,5 +146,5 @@ func (e *Edge) newHandler() (http.Handler, error) {
 		MetricsRegistry: e.cfg.Registry,
 	}
 	gw := gateway.NewHandler(conf, backend)
-	return e.withSite404(gateway.NewHostnameHandler(conf, backend, gw)), nil
+	return e.withResponseCache(e.withSite404(gateway.NewHostnameHandler(conf, backend, gw))), nil
 }

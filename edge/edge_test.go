@@ -185,6 +185,24 @@ func TestEdgeServesSitesFromPeers(t *testing.T) {
 	if resp = get(t, e, "127.0.0.1", "/ipfs/"+v1+"/about.html", "If-None-Match", etag); etag == "" || resp.StatusCode != 304 {
 		t.Fatalf("If-None-Match %q: HTTP %d, want 304", etag, resp.StatusCode)
 	}
+	// Repeats come ready-made from the response cache, with Range and
+	// conditional requests answered from the stored body.
+	hitsBefore := testutil.ToFloat64(e.metrics.responseHits)
+	manual := site("docs/manual.txt")
+	if r := get(t, e, "blog.cdn.test", "/docs/manual.txt"); body(t, r) != manual {
+		t.Fatal("cached manual differs")
+	}
+	r := get(t, e, "blog.cdn.test", "/docs/manual.txt", "Range", "bytes=10-19")
+	if b := body(t, r); r.StatusCode != 206 || b != manual[10:20] {
+		t.Fatalf("cached range: HTTP %d %q", r.StatusCode, b)
+	}
+	cachedEtag := r.Header.Get("Etag")
+	if r := get(t, e, "blog.cdn.test", "/docs/manual.txt", "If-None-Match", cachedEtag); cachedEtag == "" || r.StatusCode != 304 {
+		t.Fatalf("cached If-None-Match %q: HTTP %d", cachedEtag, r.StatusCode)
+	}
+	if got := testutil.ToFloat64(e.metrics.responseHits) - hitsBefore; got < 3 {
+		t.Fatalf("%v response cache hits, want 3", got)
+	}
 	// Every block came from the storage peers, none through the origin's
 	// gateway (which no longer has the content), and repeats hit the cache.
 	if v := testutil.ToFloat64(e.metrics.misses); v == 0 {

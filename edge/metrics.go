@@ -8,6 +8,8 @@ type metrics struct {
 	hits     *prometheus.CounterVec
 	misses   prometheus.Counter
 	upstream prometheus.Histogram
+
+	responseHits prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, e *Edge) (*metrics, error) {
@@ -26,11 +28,19 @@ func newMetrics(reg prometheus.Registerer, e *Edge) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
 		}),
 	}
+	m.responseHits = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "topcdn", Subsystem: "edge", Name: "response_cache_hits_total",
+		Help: "Requests answered from ready-to-send cached responses.",
+	})
+	respBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "topcdn", Subsystem: "edge", Name: "response_cache_bytes",
+		Help: "Bytes of ready-to-send responses cached in memory.",
+	}, func() float64 { return float64(e.resp.size()) })
 	cacheBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "topcdn", Subsystem: "edge", Name: "memory_cache_bytes",
 		Help: "Bytes of blocks in the memory cache.",
 	}, func() float64 { _, b := e.mem.size(); return float64(b) })
-	for _, c := range []prometheus.Collector{m.hits, m.misses, m.upstream, cacheBytes} {
+	for _, c := range []prometheus.Collector{m.hits, m.misses, m.upstream, cacheBytes, m.responseHits, respBytes} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

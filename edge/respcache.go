@@ -1,0 +1,205 @@
+package edge
+
+import (
+	"bytes"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+)
+
+// maxCachedResponse is the largest response body kept ready to send;
+// larger ones stream from the block caches.
+const maxCachedResponse = 4 << 20
+
+// response is a complete answer kept ready to send: status 200, the
+// headers to write, the body, and until when it may be reused.
+type response struct {
+	header  http.Header
+	body    []byte
+	etag    string
+	expires time.Time // zero: immutable
+	modtime time.Time
+}
+
+// responseCache keeps whole responses of cacheable GETs so a hit writes
+// stored bytes with stored headers: no path resolution, no UnixFS
+// decoding, no block lookups. Bounded by bytes.
+type responseCache struct {
+	mu    sync.Mutex
+	lru   *simplelru.LRU[string, *response]
+	bytes int64
+	max   int64
+}
+
+func newResponseCache(maxBytes int64) *responseCache {
+	c := &responseCache{max: maxBytes}
+	c.lru, _ = simplelru.NewLRU[string, *response](1<<30, func(_ string, r *response) { c.bytes -= r.size() })
+	return c
+}
+
+func (r *response) size() int64 { return int64(len(r.body)) + 512 }
+
+// key names a request's answer: host (without port), path and query, and
+// the Accept header (it selects raw, CAR or deserialized responses).
+func responseKey(r *http.Request) string {
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	return strings.ToLower(host) + "\x00" + r.URL.RequestURI() + "\x00" + r.Header.Get("Accept")
+}
+
+func (c *responseCache) get(key string, now time.Time) (*response, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, ok := c.lru.Get(key)
+	if !ok {
+		return nil, false
+	}
+	if !r.expires.IsZero() && now.After(r.expires) {
+		c.lru.Remove(key)
+		return nil, false
+	}
+	return r, true
+}
+
+func (c *responseCache) add(key string, r *response) {
+	if r.size() > c.max {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.lru.Add(key, r)
+	c.bytes += r.size()
+	for c.bytes > c.max {
+		c.lru.RemoveOldest()
+	}
+}
+
+func (c *responseCache) size() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.bytes
+}
+
+// withResponseCache answers GET and HEAD from ready responses and keeps
+// the cacheable answers of next: status 200, no Set-Cookie, a body of at
+// most maxCachedResponse, and Cache-Control either immutable or with a
+// max-age (kept that long). Range and conditional requests are answered
+// from a cached body by http.ServeContent.
+func (e *Edge) withResponseCache(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			next.ServeHTTP(w, r)
+			return
+		}
+		key := responseKey(r)
+		now := time.Now()
+		if cached, ok := e.resp.get(key, now); ok {
+			e.metrics.responseHits.Inc()
+			h := w.Header()
+			for k, v := range cached.header {
+				h[k] = v
+			}
+			if !cached.expires.IsZero() { // a named site: only what is left of its TTL
+				h["Cache-Control"] = []string{"public, max-age=" + strconv.Itoa(int(cached.expires.Sub(now)/time.Second))}
+			}
+			if r.Header.Get("Range") == "" && r.Header.Get("If-None-Match") == "" && r.Header.Get("If-Modified-Since") == "" {
+				h["Content-Length"] = []string{strconv.Itoa(len(cached.body))}
+				w.WriteHeader(http.StatusOK)
+				if r.Method == http.MethodGet {
+					w.Write(cached.body)
+				}
+				return
+			}
+			http.ServeContent(w, r, "", cached.modtime, bytes.NewReader(cached.body))
+			return
+		}
+		if r.Header.Get("Range") != "" || r.Method == http.MethodHead {
+			next.ServeHTTP(w, r) // partial or bodiless: nothing to keep
+			return
+		}
+		rec := &recordingWriter{ResponseWriter: w}
+		next.ServeHTTP(rec, r)
+		if resp := rec.response(now); resp != nil {
+			e.resp.add(key, resp)
+		}
+	})
+}
+
+// recordingWriter passes a response through and keeps a copy of it while
+// it stays small enough to cache.
+type recordingWriter struct {
+	http.ResponseWriter
+	code    int
+	buf     bytes.Buffer
+	tooBig  bool
+	written bool
+}
+
+func (w *recordingWriter) WriteHeader(code int) {
+	if !w.written {
+		w.code, w.written = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *recordingWriter) Write(b []byte) (int, error) {
+	if !w.written {
+		w.code, w.written = http.StatusOK, true
+	}
+	if !w.tooBig {
+		if w.buf.Len()+len(b) > maxCachedResponse {
+			w.tooBig = true
+			w.buf = bytes.Buffer{}
+		} else {
+			w.buf.Write(b)
+		}
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Flush lets streamed answers stream.
+func (w *recordingWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// response returns what to cache, or nil if the answer is not cacheable.
+func (w *recordingWriter) response(now time.Time) *response {
+	if w.code != http.StatusOK || w.tooBig {
+		return nil
+	}
+	h := w.ResponseWriter.Header()
+	if h.Get("Set-Cookie") != "" {
+		return nil
+	}
+	cc := h.Get("Cache-Control")
+	var expires time.Time
+	switch {
+	case strings.Contains(cc, "immutable"):
+	case strings.Contains(cc, "max-age="):
+		v := cc[strings.Index(cc, "max-age=")+len("max-age="):]
+		if i := strings.IndexAny(v, ", "); i >= 0 {
+			v = v[:i]
+		}
+		secs, err := strconv.Atoi(v)
+		if err != nil || secs <= 0 {
+			return nil
+		}
+		expires = now.Add(time.Duration(secs) * time.Second)
+	default:
+		return nil
+	}
+	header := h.Clone()
+	header.Del("Content-Length")
+	header.Del("Date")
+	modtime, _ := http.ParseTime(h.Get("Last-Modified"))
+	return &response{header: header, body: bytes.Clone(w.buf.Bytes()), etag: h.Get("Etag"), expires: expires, modtime: modtime}
+}
