@@ -105,6 +105,9 @@ var schema = []string{
 		source   TEXT NOT NULL, -- read or audit
 		at       INTEGER NOT NULL
 	);`,
+	// Version 3: manifests to re-sign, marked in the same transaction as
+	// the shard moves that make them stale.
+	`ALTER TABLE manifests ADD COLUMN stale INTEGER NOT NULL DEFAULT 0;`,
 }
 
 // openDB opens the origin's database, bringing its schema up to date.

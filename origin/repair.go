@@ -117,6 +117,9 @@ func (o *Origin) Repair(ctx context.Context) (int, error) {
 	if o.striper == nil {
 		return 0, nil
 	}
+	if err := o.resignStale(ctx); err != nil { // left over by a crash
+		return 0, err
+	}
 	health, bySeg, err := o.segmentsHealth(ctx)
 	if err != nil {
 		return 0, err
@@ -184,10 +187,12 @@ func (o *Origin) repairSegment(ctx context.Context, segID int64, rows []shardRow
 	placed := 0
 	defer func() {
 		// Whatever happened below, moved shards must reach the manifests
-		// and the readers, even if another shard could not be placed.
+		// and the readers, even if another shard could not be placed. What
+		// this misses (a crash, a cancelled context) stays marked stale and
+		// is re-signed by the next pass.
 		if placed > 0 {
 			o.readers.Remove(segID)
-			if err := o.resignManifests(ctx, segID); err != nil {
+			if err := o.resignStale(ctx); err != nil {
 				o.log.Error("re-sign manifests after repair", zap.Int64("segment", segID), zap.Error(err))
 			}
 		}
@@ -216,9 +221,8 @@ func (o *Origin) repairSegment(ctx context.Context, segID int64, rows []shardRow
 			o.metrics.repairs.WithLabelValues("error").Inc()
 			return placed, fmt.Errorf("%w to place shard %d", erasure.ErrNotEnoughPeers, r.idx)
 		}
-		if _, err := o.db.ExecContext(ctx, `UPDATE shards SET peer_id = ?, bad = '' WHERE segment_id = ? AND idx = ?`,
-			target.String(), segID, r.idx); err != nil {
-			return placed, fmt.Errorf("origin: %w", err)
+		if err := o.moveShard(ctx, segID, r.idx, target); err != nil {
+			return placed, err
 		}
 		placed++
 		o.metrics.repairs.WithLabelValues("ok").Inc()
@@ -268,10 +272,31 @@ func (o *Origin) dropOldShard(ctx context.Context, r shardRow) {
 	}
 }
 
-// resignManifests re-signs, with a new version, every manifest that uses
-// the segment.
-func (o *Origin) resignManifests(ctx context.Context, segID int64) error {
-	rows, err := o.db.QueryContext(ctx, `SELECT DISTINCT root FROM manifest_segments WHERE segment_id = ?`, segID)
+// moveShard records a shard's new peer and marks every manifest using its
+// segment stale, in one transaction: no crash can leave a signed manifest
+// naming the old peer without a note to re-sign it.
+func (o *Origin) moveShard(ctx context.Context, segID int64, idx int, to peer.ID) error {
+	tx, err := o.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("origin: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `UPDATE shards SET peer_id = ?, bad = '' WHERE segment_id = ? AND idx = ?`,
+		to.String(), segID, idx); err != nil {
+		return fmt.Errorf("origin: move shard: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE manifests SET stale = 1
+		WHERE root IN (SELECT root FROM manifest_segments WHERE segment_id = ?)`, segID); err != nil {
+		return fmt.Errorf("origin: mark manifests stale: %w", err)
+	}
+	return tx.Commit()
+}
+
+// resignStale re-signs, with a new version, every manifest marked stale.
+// The mark is cleared before the manifest is rebuilt from the database, so
+// a shard moved meanwhile marks it again and the next pass catches it.
+func (o *Origin) resignStale(ctx context.Context) error {
+	rows, err := o.db.QueryContext(ctx, `SELECT root FROM manifests WHERE stale = 1`)
 	if err != nil {
 		return fmt.Errorf("origin: %w", err)
 	}
@@ -289,16 +314,21 @@ func (o *Origin) resignManifests(ctx context.Context, segID int64) error {
 		return fmt.Errorf("origin: %w", err)
 	}
 	for _, r := range roots {
-		m, err := o.Manifest(ctx, cid.MustParse(r))
+		root := cid.MustParse(r)
+		m, err := o.Manifest(ctx, root)
 		if err != nil {
 			return err
+		}
+		if _, err := o.db.ExecContext(ctx, `UPDATE manifests SET stale = 0 WHERE root = ?`, r); err != nil {
+			return fmt.Errorf("origin: %w", err)
 		}
 		all := make([]cid.Cid, len(m.Blocks))
 		for i, b := range m.Blocks {
 			all[i] = cid.MustParse(b.CID)
 		}
-		v, err := o.signManifest(ctx, cid.MustParse(r), all)
+		v, err := o.signManifest(ctx, root, all)
 		if err != nil {
+			o.db.ExecContext(context.WithoutCancel(ctx), `UPDATE manifests SET stale = 1 WHERE root = ?`, r)
 			return err
 		}
 		o.log.Info("manifest re-signed", zap.String("root", r), zap.Uint64("version", v))
