@@ -19,12 +19,18 @@ const maxCachedResponse = 4 << 20
 // response is a complete answer kept ready to send: status 200, the
 // headers to write, the body, and until when it may be reused.
 type response struct {
-	header  http.Header
-	body    []byte
-	etag    string
-	expires time.Time // zero: immutable
-	modtime time.Time
+	header     http.Header
+	body       []byte
+	etag       string
+	expires    time.Time // zero: immutable
+	modtime    time.Time
+	refreshing bool // expired, and one request is fetching it anew
 }
+
+// staleGrace is how long an expired response may still be served while
+// one request fetches its replacement, so an expiry under load does not
+// send every concurrent request upstream at once.
+const staleGrace = 10 * time.Second
 
 // responseCache keeps whole responses of cacheable GETs so a hit writes
 // stored bytes with stored headers: no path resolution, no UnixFS
@@ -61,11 +67,18 @@ func (c *responseCache) get(key string, now time.Time) (*response, bool) {
 	if !ok {
 		return nil, false
 	}
-	if !r.expires.IsZero() && now.After(r.expires) {
+	if r.expires.IsZero() || !now.After(r.expires) {
+		return r, true
+	}
+	if r.refreshing && now.Before(r.expires.Add(staleGrace)) {
+		return r, true // stale while another request revalidates
+	}
+	if now.After(r.expires.Add(staleGrace)) {
 		c.lru.Remove(key)
 		return nil, false
 	}
-	return r, true
+	r.refreshing = true // this caller fetches it anew
+	return nil, false
 }
 
 func (c *responseCache) add(key string, r *response) {
@@ -107,7 +120,7 @@ func (e *Edge) withResponseCache(next http.Handler) http.Handler {
 				h[k] = v
 			}
 			if !cached.expires.IsZero() { // a named site: only what is left of its TTL
-				h["Cache-Control"] = []string{"public, max-age=" + strconv.Itoa(int(cached.expires.Sub(now)/time.Second))}
+				h["Cache-Control"] = []string{"public, max-age=" + strconv.Itoa(max(0, int(cached.expires.Sub(now)/time.Second)))}
 			}
 			if r.Header.Get("Range") == "" && r.Header.Get("If-None-Match") == "" && r.Header.Get("If-Modified-Since") == "" {
 				h["Content-Length"] = []string{strconv.Itoa(len(cached.body))}
@@ -124,7 +137,12 @@ func (e *Edge) withResponseCache(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r) // partial or bodiless: nothing to keep
 			return
 		}
-		rec := &recordingWriter{ResponseWriter: w}
+		limit := min(maxCachedResponse, e.resp.max/2)
+		if limit < 1<<10 {
+			next.ServeHTTP(w, r) // a cache too small to keep anything: do not copy
+			return
+		}
+		rec := &recordingWriter{ResponseWriter: w, limit: int(limit)}
 		next.ServeHTTP(rec, r)
 		if resp := rec.response(now); resp != nil {
 			e.resp.add(key, resp)
@@ -136,25 +154,39 @@ func (e *Edge) withResponseCache(next http.Handler) http.Handler {
 // it stays small enough to cache.
 type recordingWriter struct {
 	http.ResponseWriter
+	limit   int
 	code    int
 	buf     bytes.Buffer
 	tooBig  bool
 	written bool
 }
 
+// start notes the status and, from Content-Length, whether the body can
+// be kept at all (and how much room it needs).
+func (w *recordingWriter) start(code int) {
+	w.code, w.written = code, true
+	if n, err := strconv.Atoi(w.ResponseWriter.Header().Get("Content-Length")); err == nil {
+		if n > w.limit || code != http.StatusOK {
+			w.tooBig = true
+		} else {
+			w.buf.Grow(n)
+		}
+	}
+}
+
 func (w *recordingWriter) WriteHeader(code int) {
 	if !w.written {
-		w.code, w.written = code, true
+		w.start(code)
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *recordingWriter) Write(b []byte) (int, error) {
 	if !w.written {
-		w.code, w.written = http.StatusOK, true
+		w.start(http.StatusOK)
 	}
 	if !w.tooBig {
-		if w.buf.Len()+len(b) > maxCachedResponse {
+		if w.buf.Len()+len(b) > w.limit {
 			w.tooBig = true
 			w.buf = bytes.Buffer{}
 		} else {
