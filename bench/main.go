@@ -5,6 +5,7 @@
 //
 //	go run ./bench publish [flags]
 //	go run ./bench erasure [flags]
+//	go run ./bench edge [flags]
 //	go run ./bench help
 //
 // See bench/README.md for what each benchmark measures.
@@ -44,6 +45,11 @@ var commands = []command{
 		name:    "erasure",
 		summary: "10+4 striping onto 14 real storage peers vs raw Reed-Solomon and plain fsynced writes; fast and degraded reads",
 		run:     runErasure,
+	},
+	{
+		name:    "edge",
+		summary: "requests/s of topcdn's edge (cache hits and misses) vs Caddy file_server/respond/reverse_proxy and nginx, with wrk",
+		run:     runEdge,
 	},
 }
 

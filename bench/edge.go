@@ -1,0 +1,866 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// edgeHost is the Host header of every benchmark request: the site
+// "bench" under the edge's domain cdn.test. The other servers ignore it.
+const edgeHost = "bench.cdn.test"
+
+// edgeObject is one object every server serves.
+type edgeObject struct {
+	label string // column heading, e.g. "1KiB"
+	name  string // file name under objs/, and URL path
+	size  int
+}
+
+var edgeObjects = []edgeObject{
+	{"1KiB", "obj-1k.bin", 1 << 10},
+	{"64KiB", "obj-64k.bin", 64 << 10},
+	{"1MiB", "obj-1m.bin", 1 << 20},
+}
+
+// Server keys, in the order they are measured and printed.
+const (
+	srvEdgeHit   = "edge-hit"
+	srvFileSrv   = "caddy-file_server"
+	srvRespond   = "caddy-respond"
+	srvNginx     = "nginx"
+	srvEdgeMiss  = "edge-miss"
+	srvRevProxy  = "caddy-reverse_proxy"
+	edgeMissSize = "1B" // memory_cache of the miss edge: no block fits
+)
+
+var edgeServers = []struct{ key, what string }{
+	{srvEdgeHit, "topcdn edge, memory_cache 256MiB, warmed (cache hits)"},
+	{srvFileSrv, "caddy run: root + file_server"},
+	{srvRespond, "caddy run: respond with a static ASCII body of the same size"},
+	{srvNginx, "nginx: root, sendfile on, worker_processes auto"},
+	{srvEdgeMiss, "topcdn edge, memory_cache " + edgeMissSize + " (every block fetched from the origin)"},
+	{srvRevProxy, "caddy run: reverse_proxy to " + srvFileSrv},
+}
+
+// wrkResult is what one wrk run reported.
+type wrkResult struct {
+	RPS        float64
+	Avg, P99   time.Duration
+	Requests   int64
+	Non2xx     int64
+	SocketErrs int64
+}
+
+// edgeCell is every run of one server at one object size.
+type edgeCell struct{ runs []wrkResult }
+
+func (c *edgeCell) median() wrkResult {
+	if c == nil || len(c.runs) == 0 {
+		return wrkResult{}
+	}
+	rs := slices.Clone(c.runs)
+	slices.SortFunc(rs, func(a, b wrkResult) int { return cmpFloat(a.RPS, b.RPS) })
+	m := rs[len(rs)/2]
+	for _, r := range c.runs {
+		m.Non2xx = max(m.Non2xx, r.Non2xx)
+		m.SocketErrs = max(m.SocketErrs, r.SocketErrs)
+	}
+	return m
+}
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// edgeBench is the state of one `bench edge` invocation.
+type edgeBench struct {
+	work, objDir string
+	wrk, nginx   string
+	topcdn, cady string
+	procs        erasureCluster // every process started, to stop them all
+	ports        map[string]int
+	metricsPorts map[string]int // the edges' Caddy `metrics` sites
+	edgeCounts   map[string]map[string]float64
+	svcs         map[string]*service
+	respond      map[string][]byte               // the respond server's body per object
+	want         map[string][]byte               // the objects' bytes
+	cells        map[string]map[string]*edgeCell // server → object → runs
+	problems     []string
+}
+
+// runEdge implements `bench edge`.
+func runEdge(ctx context.Context, args []string) error {
+	fset := flag.NewFlagSet("edge", flag.ContinueOnError)
+	fset.Usage = func() {
+		w := fset.Output()
+		fmt.Fprintln(w, "usage: go run ./bench edge [flags]")
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "Serves 1 KiB, 64 KiB and 1 MiB objects from topcdn's edge (cache hits and")
+		fmt.Fprintln(w, "misses), Caddy (file_server, respond, reverse_proxy) and nginx, all on")
+		fmt.Fprintln(w, "127.0.0.1, and loads each with `wrk -t1 -c64`. Needs wrk and nginx")
+		fmt.Fprintln(w, "(apt-get install -y wrk nginx).")
+		fmt.Fprintln(w)
+		fset.PrintDefaults()
+	}
+	duration := fset.Duration("duration", 10*time.Second, "length of each wrk run")
+	runs := fset.Int("runs", 1, "wrk runs per server and object size (the median is reported)")
+	conns := fset.Int("connections", 64, "wrk connections (-c)")
+	threads := fset.Int("threads", 1, "wrk threads (-t)")
+	topcdnBin := fset.String("topcdn", "", "use this prebuilt topcdn `binary` instead of building ./cmd/topcdn")
+	caddyBin := fset.String("caddy", "", "use this prebuilt `binary` of ./cmd/caddy instead of building it")
+	if err := fset.Parse(args); err != nil {
+		return err
+	}
+	if fset.NArg() > 0 {
+		fset.Usage()
+		return errUsage
+	}
+	if *duration < time.Second || *runs < 1 || *conns < 1 || *threads < 1 || *threads > *conns {
+		return errors.New("edge: -duration must be ≥ 1s; -runs, -connections and -threads positive; -threads ≤ -connections")
+	}
+	b := &edgeBench{ports: map[string]int{}, metricsPorts: map[string]int{}, edgeCounts: map[string]map[string]float64{}, svcs: map[string]*service{}, respond: map[string][]byte{},
+		want: map[string][]byte{}, cells: map[string]map[string]*edgeCell{}}
+	var err error
+	if b.wrk, b.nginx, err = edgeTools(); err != nil {
+		return err
+	}
+	cache, err := cacheDir()
+	if err != nil {
+		return err
+	}
+	if b.work, err = os.MkdirTemp(cache, "edge-work-"); err != nil {
+		return fmt.Errorf("creating work dir: %w", err)
+	}
+	defer os.RemoveAll(b.work)
+	defer b.procs.stop()
+
+	if b.topcdn = *topcdnBin; b.topcdn == "" {
+		if b.topcdn, err = buildTopcdn(ctx, b.work); err != nil {
+			return err
+		}
+	}
+	if b.cady = *caddyBin; b.cady == "" {
+		if b.cady, err = buildCaddy(ctx, b.work); err != nil {
+			return err
+		}
+	}
+	if err := b.writeObjects(); err != nil {
+		return err
+	}
+	if err := b.startAll(ctx); err != nil {
+		return fmt.Errorf("edge: %w%s", err, b.procs.logTails())
+	}
+	if err := b.verifyAll(ctx, "warm-up"); err != nil {
+		return fmt.Errorf("edge: %w", err)
+	}
+
+	total := *runs * len(edgeObjects) * len(edgeServers)
+	fmt.Fprintf(os.Stderr, "%d wrk runs of %s each (about %s)\n", total, *duration,
+		(time.Duration(total) * (*duration + 500*time.Millisecond)).Round(time.Second))
+	for run := 1; run <= *runs; run++ {
+		for _, o := range edgeObjects {
+			for _, s := range edgeServers {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				before := b.edgeMetrics(ctx, s.key)
+				r, err := b.runWrk(ctx, s.key, o, *duration, *conns, *threads)
+				if err != nil {
+					if ctx.Err() != nil {
+						return fmt.Errorf("edge: interrupted: %w", ctx.Err())
+					}
+					return fmt.Errorf("edge: %s %s: %w%s", s.key, o.label, err, b.procs.logTails())
+				}
+				b.countEdge(s.key, o.name, before, b.edgeMetrics(ctx, s.key), r.Requests)
+				fmt.Fprintf(os.Stderr, "  run %d %-20s %-6s %10.0f req/s  avg %-9s p99 %-9s%s\n", run, s.key, o.label,
+					r.RPS, r.Avg, r.P99, errNote(r))
+				b.cell(s.key, o.name).runs = append(b.cell(s.key, o.name).runs, r)
+				time.Sleep(500 * time.Millisecond) // let TIME_WAIT and GC settle
+			}
+		}
+	}
+	if err := b.verifyAll(ctx, "after load"); err != nil {
+		b.problems = append(b.problems, err.Error())
+	}
+	rss := map[string]string{}
+	for _, k := range []string{srvEdgeHit, srvEdgeMiss, srvFileSrv, srvRespond, srvRevProxy} {
+		rss[k] = procStatus(b.svcs[k].cmd.Process.Pid, "VmHWM")
+	}
+	b.procs.stop()
+
+	b.print(os.Stdout, *duration, *runs, *conns, *threads, rss)
+	b.printEdgeCounts(os.Stdout)
+	for _, k := range []string{srvEdgeHit, srvEdgeMiss} {
+		b.reportLog(os.Stdout, k)
+	}
+	var bad int64
+	for srv, byObj := range b.cells {
+		for obj, c := range byObj {
+			if m := c.median(); m.Non2xx > 0 {
+				bad += m.Non2xx
+				b.problems = append(b.problems, fmt.Sprintf("%s %s: %d non-2xx responses", srv, obj, m.Non2xx))
+			}
+		}
+	}
+	if len(b.problems) > 0 {
+		slices.Sort(b.problems)
+		return fmt.Errorf("edge: correctness problems:\n\t%s", strings.Join(b.problems, "\n\t"))
+	}
+	return nil
+}
+
+func errNote(r wrkResult) string {
+	var s []string
+	if r.Non2xx > 0 {
+		s = append(s, fmt.Sprintf("%d non-2xx", r.Non2xx))
+	}
+	if r.SocketErrs > 0 {
+		s = append(s, fmt.Sprintf("%d socket errors", r.SocketErrs))
+	}
+	if len(s) == 0 {
+		return ""
+	}
+	return "  (" + strings.Join(s, ", ") + ")"
+}
+
+func (b *edgeBench) cell(srv, obj string) *edgeCell {
+	if b.cells[srv] == nil {
+		b.cells[srv] = map[string]*edgeCell{}
+	}
+	if b.cells[srv][obj] == nil {
+		b.cells[srv][obj] = &edgeCell{}
+	}
+	return b.cells[srv][obj]
+}
+
+// edgeTools finds wrk and nginx, or says how to install them.
+func edgeTools() (wrk, nginx string, err error) {
+	wrk, err1 := exec.LookPath("wrk")
+	nginx, err2 := exec.LookPath("nginx")
+	if err2 != nil {
+		for _, p := range []string{"/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx"} {
+			if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
+				nginx, err2 = p, nil
+				break
+			}
+		}
+	}
+	var missing []string
+	if err1 != nil {
+		missing = append(missing, "wrk")
+	}
+	if err2 != nil {
+		missing = append(missing, "nginx")
+	}
+	if len(missing) > 0 {
+		return "", "", fmt.Errorf("edge: %s not found; install with: apt-get install -y wrk nginx (Debian/Ubuntu)",
+			strings.Join(missing, " and "))
+	}
+	return wrk, nginx, nil
+}
+
+// buildCaddy compiles ./cmd/caddy (stock Caddy with topcdn's module) into
+// outDir and returns the binary's path.
+func buildCaddy(ctx context.Context, outDir string) (string, error) {
+	root, err := moduleRoot(ctx)
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(outDir, "caddy")
+	fmt.Fprintf(os.Stderr, "building caddy (./cmd/caddy) ...\n")
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	lw := newLineWriter(os.Stderr, func() string { return "  go build: " })
+	if err := streamCmd(ctx, lw, root, nil, "go", "build", "-o", bin, "./cmd/caddy"); err != nil {
+		return "", fmt.Errorf("building caddy: %w", err)
+	}
+	return bin, nil
+}
+
+// edgeObjectBytes returns an object's deterministic, incompressible
+// content.
+func edgeObjectBytes(o edgeObject) []byte {
+	r := rand.NewChaCha8(deriveSeed(datasetSeed, "edge/"+o.name))
+	b := make([]byte, o.size)
+	r.Read(b)
+	return b
+}
+
+// respondBody returns an ASCII body of n bytes that a Caddyfile can quote.
+func respondBody(n int) []byte {
+	const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = alphabet[(i*7+i/len(alphabet))%len(alphabet)]
+	}
+	return b
+}
+
+// writeObjects writes objs/ (the objects and an index.html).
+func (b *edgeBench) writeObjects() error {
+	b.objDir = filepath.Join(b.work, "objs")
+	if err := os.MkdirAll(b.objDir, 0o755); err != nil {
+		return err
+	}
+	var index strings.Builder
+	index.WriteString("<!doctype html>\n<title>bench</title>\n<ul>\n")
+	for _, o := range edgeObjects {
+		data := edgeObjectBytes(o)
+		b.want[o.name] = data
+		b.respond[o.name] = respondBody(o.size)
+		if err := os.WriteFile(filepath.Join(b.objDir, o.name), data, 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintf(&index, "<li><a href=\"/%s\">%s</a>\n", o.name, o.name)
+	}
+	index.WriteString("</ul>\n")
+	return os.WriteFile(filepath.Join(b.objDir, "index.html"), []byte(index.String()), 0o644)
+}
+
+// startAll starts the origin, publishes objs/ and starts every server.
+func (b *edgeBench) startAll(ctx context.Context) error {
+	fmt.Fprintln(os.Stderr, "starting origin and publishing objs/ ...")
+	origin, err := startService(ctx, "origin", b.topcdn, "origin", "--no-stripe",
+		"--data", filepath.Join(b.work, "origin"), "--listen", "127.0.0.1:0")
+	b.procs.add(origin)
+	if err != nil {
+		return err
+	}
+	key := filepath.Join(b.work, "publisher.key")
+	if _, err := runTimed(ctx, time.Minute, nil, b.topcdn, "keygen", "--out", key); err != nil {
+		return err
+	}
+	res, err := runTimed(ctx, 2*time.Minute, nil, b.topcdn, "publish", b.objDir, "--name", "bench",
+		"--origin", origin.url, "--key", key, "-Q")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "published %s as bench (root %s)\n", b.objDir, strings.TrimSpace(res.Stdout))
+
+	for _, s := range edgeServers {
+		if b.ports[s.key], err = freeLoopbackPort(); err != nil {
+			return err
+		}
+	}
+	const global = "{\n\tauto_https off\n\tadmin off\n\tpersist_config off\n}\n"
+	site := func(key, body string) string {
+		return fmt.Sprintf("%shttp://:%d {\n\tbind 127.0.0.1\n%s}\n", global, b.ports[key], body)
+	}
+	// An edge's Caddyfile also has a `metrics` site on its own port, so
+	// the harness can read the edge's counters without touching the
+	// benchmarked site's routes.
+	edgeSite := func(key, mem string) string {
+		return site(key, fmt.Sprintf("\ttopcdn {\n\t\torigin %s\n\t\tdomain cdn.test\n\t\tmemory_cache %s\n\t}\n", origin.url, mem)) +
+			fmt.Sprintf("http://:%d {\n\tbind 127.0.0.1\n\tmetrics\n}\n", b.metricsPorts[key])
+	}
+	for _, k := range []string{srvEdgeHit, srvEdgeMiss} {
+		if b.metricsPorts[k], err = freeLoopbackPort(); err != nil {
+			return err
+		}
+	}
+	var respond strings.Builder
+	for _, o := range edgeObjects {
+		fmt.Fprintf(&respond, "\trespond /%s \"%s\" 200\n", o.name, b.respond[o.name])
+	}
+	configs := []struct {
+		key, conf string
+		edge      bool
+	}{
+		{srvEdgeHit, edgeSite(srvEdgeHit, "256MiB"), true},
+		{srvFileSrv, site(srvFileSrv, fmt.Sprintf("\troot * %s\n\tfile_server\n", b.objDir)), false},
+		{srvRespond, site(srvRespond, respond.String()), false},
+		{srvEdgeMiss, edgeSite(srvEdgeMiss, edgeMissSize), true},
+		{srvRevProxy, site(srvRevProxy, fmt.Sprintf("\treverse_proxy 127.0.0.1:%d\n", b.ports[srvFileSrv])), false},
+	}
+	// Caddy's data and config dirs go to the work dir, not ~.
+	env := []string{"XDG_DATA_HOME=" + filepath.Join(b.work, "xdg-data"), "XDG_CONFIG_HOME=" + filepath.Join(b.work, "xdg-config")}
+	for _, c := range configs {
+		file := filepath.Join(b.work, c.key+".Caddyfile")
+		if err := os.WriteFile(file, []byte(c.conf), 0o644); err != nil {
+			return err
+		}
+		if c.edge {
+			err = b.startServer(ctx, c.key, env, b.topcdn, "edge", "--config", file)
+		} else {
+			err = b.startServer(ctx, c.key, env, b.cady, "run", "--config", file, "--adapter", "caddyfile")
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(b.work, "nginx-tmp"), 0o755); err != nil {
+		return err
+	}
+	conf := filepath.Join(b.work, "nginx.conf")
+	if err := os.WriteFile(conf, []byte(b.nginxConf()), 0o644); err != nil {
+		return err
+	}
+	return b.startServer(ctx, srvNginx, nil, b.nginx, "-c", conf, "-p", b.work, "-e", filepath.Join(b.work, "nginx.err"))
+}
+
+// nginxConf returns nginx's configuration: objs/ on its port.
+func (b *edgeBench) nginxConf() string {
+	user := ""
+	if os.Geteuid() == 0 {
+		// Workers would run as nobody, who cannot enter root's cache dir.
+		user = "user root;\n"
+	}
+	tmp := filepath.Join(b.work, "nginx-tmp")
+	return fmt.Sprintf(`daemon off;
+master_process on;
+worker_processes auto;
+%serror_log %s;
+pid %s;
+events {}
+http {
+	access_log off;
+	sendfile on;
+	client_body_temp_path %s/body;
+	proxy_temp_path %s/proxy;
+	fastcgi_temp_path %s/fastcgi;
+	uwsgi_temp_path %s/uwsgi;
+	scgi_temp_path %s/scgi;
+	server {
+		listen 127.0.0.1:%d;
+		root %s;
+	}
+}
+`, user, filepath.Join(b.work, "nginx.err"), filepath.Join(b.work, "nginx.pid"), tmp, tmp, tmp, tmp, tmp,
+		b.ports[srvNginx], b.objDir)
+}
+
+// freeLoopbackPort returns a 127.0.0.1 port that was free a moment ago.
+func freeLoopbackPort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// startServer starts a server process that does not print "listening on"
+// (Caddy, nginx, topcdn edge) and waits until its port accepts
+// connections. Its output goes to WORK/KEY.log.
+func (b *edgeBench) startServer(ctx context.Context, key string, env []string, bin string, args ...string) error {
+	logFile, err := os.Create(filepath.Join(b.work, key+".log"))
+	if err != nil {
+		return err
+	}
+	s := &service{name: key, cmd: exec.Command(bin, args...), done: make(chan struct{}),
+		logs: newLineWriter(io.Discard, func() string { return "" })}
+	out := io.MultiWriter(logFile, s.logs)
+	s.cmd.Stdout, s.cmd.Stderr = out, out
+	s.cmd.Env = append(os.Environ(), env...)
+	s.cmd.WaitDelay = 5 * time.Second
+	if err := s.cmd.Start(); err != nil {
+		logFile.Close()
+		return fmt.Errorf("starting %s: %w", key, err)
+	}
+	var waitErr error
+	go func() {
+		waitErr = s.cmd.Wait()
+		logFile.Close()
+		close(s.done)
+	}()
+	b.procs.add(s)
+	b.svcs[key] = s
+	addr := fmt.Sprintf("127.0.0.1:%d", b.ports[key])
+	deadline := time.Now().Add(serviceStartTimeout)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			fmt.Fprintf(os.Stderr, "%s listening on %s (pid %d)\n", key, addr, s.cmd.Process.Pid)
+			return nil
+		}
+		select {
+		case <-s.done:
+			return fmt.Errorf("%s exited before it was ready: %v%s", key, waitErr, s.logs.Tail())
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not listen on %s within %s%s", key, addr, serviceStartTimeout, s.logs.Tail())
+		}
+	}
+}
+
+// get fetches path from a server with the benchmark's Host header.
+func (b *edgeBench) get(ctx context.Context, key, path string) (int, []byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://127.0.0.1:%d/%s", b.ports[key], path), nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Host = edgeHost
+	tr := &http.Transport{DisableCompression: true, DisableKeepAlives: true}
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, body, err
+}
+
+// verifyAll fetches every object from every server (which warms the hit
+// edge) and checks the bytes.
+func (b *edgeBench) verifyAll(ctx context.Context, when string) error {
+	var errs []error
+	for _, s := range edgeServers {
+		for _, o := range edgeObjects {
+			want := b.want[o.name]
+			if s.key == srvRespond {
+				want = b.respond[o.name]
+			}
+			start := time.Now()
+			code, body, err := b.get(ctx, s.key, o.name)
+			switch {
+			case err != nil:
+				errs = append(errs, fmt.Errorf("%s: %s %s: %w", when, s.key, o.name, err))
+			case code != 200 || !bytes.Equal(body, want):
+				errs = append(errs, fmt.Errorf("%s: %s %s: HTTP %d, %d bytes, want 200 and the object's %d bytes (equal: %v)",
+					when, s.key, o.name, code, len(body), len(want), bytes.Equal(body, want)))
+			case when == "warm-up" && (s.key == srvEdgeHit || s.key == srvEdgeMiss):
+				fmt.Fprintf(os.Stderr, "  %s %s: first fetch %s\n", s.key, o.name, time.Since(start).Round(time.Microsecond))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// runWrk loads one server with one object.
+func (b *edgeBench) runWrk(ctx context.Context, key string, o edgeObject, d time.Duration, conns, threads int) (wrkResult, error) {
+	url := fmt.Sprintf("http://127.0.0.1:%d/%s", b.ports[key], o.name)
+	res, err := runTimed(ctx, d+time.Minute, nil, b.wrk, "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns),
+		"-d", fmt.Sprintf("%ds", int(d.Round(time.Second)/time.Second)), "--latency", "-H", "Host: "+edgeHost, url)
+	if err != nil {
+		return wrkResult{}, err
+	}
+	if s := b.svcs[key]; s.exited() {
+		return wrkResult{}, fmt.Errorf("%s exited during the run: %v%s", key, s.cmd.ProcessState, s.logs.Tail())
+	}
+	return parseWrk(res.Stdout)
+}
+
+var (
+	wrkRPS     = regexp.MustCompile(`(?m)^Requests/sec:\s+([0-9.]+)`)
+	wrkLatency = regexp.MustCompile(`(?m)^\s+Latency\s+(\S+)`)
+	wrkP99     = regexp.MustCompile(`(?m)^\s+99%\s+(\S+)`)
+	wrkTotal   = regexp.MustCompile(`(?m)^\s+(\d+) requests in`)
+	wrkNon2xx  = regexp.MustCompile(`(?m)^\s*Non-2xx or 3xx responses:\s+(\d+)`)
+	wrkSocket  = regexp.MustCompile(`(?m)^\s*Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
+)
+
+// parseWrk reads the results of `wrk --latency` from its output.
+func parseWrk(out string) (wrkResult, error) {
+	var r wrkResult
+	m := wrkRPS.FindStringSubmatch(out)
+	if m == nil {
+		return r, fmt.Errorf("no Requests/sec in wrk's output:%s", tailOf(out))
+	}
+	var err error
+	if r.RPS, err = strconv.ParseFloat(m[1], 64); err != nil {
+		return r, err
+	}
+	if m := wrkLatency.FindStringSubmatch(out); m != nil {
+		r.Avg, _ = time.ParseDuration(m[1])
+	}
+	if m := wrkP99.FindStringSubmatch(out); m != nil {
+		r.P99, _ = time.ParseDuration(m[1])
+	}
+	if m := wrkTotal.FindStringSubmatch(out); m != nil {
+		r.Requests, _ = strconv.ParseInt(m[1], 10, 64)
+	}
+	if m := wrkNon2xx.FindStringSubmatch(out); m != nil {
+		r.Non2xx, _ = strconv.ParseInt(m[1], 10, 64)
+	}
+	if m := wrkSocket.FindStringSubmatch(out); m != nil {
+		for _, s := range m[1:] {
+			n, _ := strconv.ParseInt(s, 10, 64)
+			r.SocketErrs += n
+		}
+	}
+	return r, nil
+}
+
+// edgeMetricNames are the edge's counters the benchmark follows, by
+// short name.
+var edgeMetricNames = map[string]string{
+	"topcdn_edge_cache_misses_total":         "upstream blocks",
+	"topcdn_edge_cache_hits_total":           "block cache hits",
+	"topcdn_edge_response_cache_hits_total":  "response cache hits",
+	"topcdn_edge_upstream_fetch_seconds_sum": "upstream seconds",
+}
+
+// edgeMetrics returns an edge's counters (summed over their labels) from
+// its metrics site, or nil if key is not an edge or they are unavailable.
+func (b *edgeBench) edgeMetrics(ctx context.Context, key string) map[string]float64 {
+	port, ok := b.metricsPorts[key]
+	if !ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://127.0.0.1:%d/metrics", port), nil)
+	if err != nil {
+		return nil
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	return parseEdgeMetrics(resp.Body)
+}
+
+// parseEdgeMetrics sums the counters of edgeMetricNames in a Prometheus
+// text exposition.
+func parseEdgeMetrics(r io.Reader) map[string]float64 {
+	out := map[string]float64{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, _, _ := strings.Cut(line, " ")
+		name, _, _ = strings.Cut(name, "{")
+		short, ok := edgeMetricNames[name]
+		if !ok {
+			continue
+		}
+		f := strings.Fields(line)
+		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
+			out[short] += v
+		}
+	}
+	return out
+}
+
+// countEdge adds what an edge's counters moved by during one wrk run.
+func (b *edgeBench) countEdge(key, obj string, before, after map[string]float64, requests int64) {
+	if before == nil || after == nil {
+		return
+	}
+	k := key + " " + obj
+	if b.edgeCounts[k] == nil {
+		b.edgeCounts[k] = map[string]float64{}
+	}
+	for name, v := range after {
+		b.edgeCounts[k][name] += v - before[name]
+	}
+	b.edgeCounts[k]["requests"] += float64(requests)
+}
+
+// printEdgeCounts shows, per edge and object, where its blocks came from.
+func (b *edgeBench) printEdgeCounts(w io.Writer) {
+	if len(b.edgeCounts) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nedge counters during the wrk runs, per request (from the edges' Prometheus metrics):")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "edge\tobject\trequests\tupstream blocks\tblock cache hits\tresponse cache hits\tupstream ms/block\t")
+	for _, key := range []string{srvEdgeHit, srvEdgeMiss} {
+		for _, o := range edgeObjects {
+			c := b.edgeCounts[key+" "+o.name]
+			if c == nil || c["requests"] == 0 {
+				continue
+			}
+			n := c["requests"]
+			ms := "-"
+			if c["upstream blocks"] > 0 {
+				ms = fmt.Sprintf("%.2f", 1000*c["upstream seconds"]/c["upstream blocks"])
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.2f\t%.2f\t%.2f\t%s\t\n", key, o.label, n,
+				c["upstream blocks"]/n, c["block cache hits"]/n, c["response cache hits"]/n, ms)
+		}
+	}
+	tw.Flush()
+}
+
+// procStatus returns a field of /proc/PID/status (e.g. "VmHWM"), or "?".
+func procStatus(pid int, field string) string {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return "?"
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			return strings.Join(strings.Fields(v), " ")
+		}
+	}
+	return "?"
+}
+
+// print writes the results table and the ratios.
+func (b *edgeBench) print(w io.Writer, d time.Duration, runs, conns, threads int, rss map[string]string) {
+	m := collectMachineInfo(context.Background())
+	fmt.Fprintf(w, "edge benchmark: wrk -t%d -c%d -d%s --latency, %d run(s) (median), %d CPUs %s, %s, commit %s\n",
+		threads, conns, d, runs, m.NumCPU, m.CPUModel, m.GoVersion, m.Commit)
+	fmt.Fprintln(w)
+	for _, s := range edgeServers {
+		fmt.Fprintf(w, "  %-20s %s\n", s.key, s.what)
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprint(tw, "server\t")
+	for _, o := range edgeObjects {
+		fmt.Fprintf(tw, "%s req/s\tavg\tp99\t", o.label)
+	}
+	fmt.Fprintln(tw, "errors\tpeak RSS\t")
+	for _, s := range edgeServers {
+		fmt.Fprintf(tw, "%s\t", s.key)
+		var errs int64
+		for _, o := range edgeObjects {
+			r := b.cells[s.key][o.name].median()
+			fmt.Fprintf(tw, "%.0f\t%s\t%s\t", r.RPS, fmtDur(r.Avg), fmtDur(r.P99))
+			errs += r.Non2xx + r.SocketErrs
+		}
+		v := rss[s.key]
+		if v == "" {
+			v = "-"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t\n", errs, v)
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "\n(errors: non-2xx responses + socket errors, summed over sizes; peak RSS is VmHWM after all runs;")
+	fmt.Fprintln(w, " caddy-respond serves an ASCII body of the object's size; the goal compares it at 1 KiB only)")
+
+	rps := func(srv, obj string) float64 { return b.cells[srv][obj].median().RPS }
+	ratio := func(a, c float64) string {
+		if c == 0 {
+			return "n/a"
+		}
+		return fmt.Sprintf("%.2f", a/c)
+	}
+	verdict := func(a, c, goal float64) string {
+		if c == 0 {
+			return ""
+		}
+		if a/c >= goal {
+			return "meets goal"
+		}
+		return "BELOW goal"
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ratio\tgoal\t"+strings.Join(labels(), "\t")+"\t")
+	row := func(name string, goal float64, a, c string, sizes []edgeObject) {
+		fmt.Fprintf(tw, "%s\t≥ %.1f\t", name, goal)
+		for _, o := range edgeObjects {
+			if !slices.Contains(sizes, o) {
+				fmt.Fprint(tw, "-\t")
+				continue
+			}
+			x, y := rps(a, o.name), rps(c, o.name)
+			fmt.Fprintf(tw, "%s %s\t", ratio(x, y), verdict(x, y, goal))
+		}
+		fmt.Fprintln(tw)
+	}
+	row("edge hits / caddy file_server", 1.2, srvEdgeHit, srvFileSrv, edgeObjects)
+	row("edge hits / caddy respond", 0.9, srvEdgeHit, srvRespond, edgeObjects[:1])
+	row("edge misses / caddy reverse_proxy", 0.5, srvEdgeMiss, srvRevProxy, edgeObjects)
+	fmt.Fprintf(tw, "(edge hits / nginx)\t\t")
+	for _, o := range edgeObjects {
+		fmt.Fprintf(tw, "%s\t", ratio(rps(srvEdgeHit, o.name), rps(srvNginx, o.name)))
+	}
+	fmt.Fprintln(tw)
+	tw.Flush()
+}
+
+func labels() []string {
+	var s []string
+	for _, o := range edgeObjects {
+		s = append(s, o.label)
+	}
+	return s
+}
+
+func fmtDur(d time.Duration) string {
+	switch {
+	case d == 0:
+		return "-"
+	case d < time.Millisecond:
+		return fmt.Sprintf("%.0fµs", float64(d)/float64(time.Microsecond))
+	default:
+		return fmt.Sprintf("%.2fms", float64(d)/float64(time.Millisecond))
+	}
+}
+
+// reportLog summarizes the warnings and errors an edge logged.
+func (b *edgeBench) reportLog(w io.Writer, key string) {
+	data, err := os.ReadFile(filepath.Join(b.work, key+".log"))
+	if err != nil {
+		return
+	}
+	counts := map[string]int{}
+	var samples []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if benignCaddyWarning(line) {
+			continue
+		}
+		for _, lvl := range []string{"warn", "error", "panic", "fatal"} {
+			if strings.Contains(line, `"level":"`+lvl+`"`) || strings.Contains(line, "\t"+strings.ToUpper(lvl)+"\t") {
+				counts[lvl]++
+				if len(samples) < 3 {
+					samples = append(samples, truncate(line, 300))
+				}
+			}
+		}
+	}
+	if len(counts) == 0 {
+		fmt.Fprintf(w, "%s log: no warnings or errors\n", key)
+		return
+	}
+	fmt.Fprintf(w, "%s log: %v; first lines:\n", key, counts)
+	for _, s := range samples {
+		fmt.Fprintf(w, "    %s\n", s)
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// benignCaddyWarning reports whether a log line is one of the warnings
+// every plain-HTTP Caddy without admin endpoint logs at start.
+func benignCaddyWarning(line string) bool {
+	for _, m := range []string{`"msg":"admin endpoint disabled"`, `"msg":"HTTP/2 skipped because it requires TLS"`,
+		`"msg":"HTTP/3 skipped because it requires TLS"`} {
+		if strings.Contains(line, m) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+)
+
+const wrkSample = `Running 10s test @ http://127.0.0.1:40077/obj-1k.bin
+  1 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   658.12us  236.44us   5.01ms   72.34%
+    Req/Sec    64.25k     3.10k   70.01k    80.00%
+  Latency Distribution
+     50%  612.00us
+     75%  780.00us
+     90%    1.01ms
+     99%    1.70ms
+  639351 requests in 10.00s, 780.12MB read
+  Socket errors: connect 0, read 2, write 0, timeout 3
+  Non-2xx or 3xx responses: 7
+Requests/sec:  63936.12
+Transfer/sec:     78.01MB
+`
+
+func TestParseWrk(t *testing.T) {
+	r, err := parseWrk(wrkSample)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := wrkResult{RPS: 63936.12, Avg: 658120 * time.Nanosecond, P99: 1700 * time.Microsecond,
+		Requests: 639351, Non2xx: 7, SocketErrs: 5}
+	if r != want {
+		t.Fatalf("got %+v, want %+v", r, want)
+	}
+	if _, err := parseWrk("unable to connect to 127.0.0.1:1 Connection refused\n"); err == nil {
+		t.Fatal("no error for output without Requests/sec")
+	}
+}
+
+func TestParseEdgeMetrics(t *testing.T) {
+	in := `# HELP topcdn_edge_cache_hits_total Blocks served from a cache tier (memory, disk).
+# TYPE topcdn_edge_cache_hits_total counter
+topcdn_edge_cache_hits_total{tier="disk"} 2
+topcdn_edge_cache_hits_total{tier="memory"} 40
+topcdn_edge_cache_misses_total 12
+topcdn_edge_cache_misses_total_other 99
+topcdn_edge_upstream_fetch_seconds_sum 0.5
+`
+	got := parseEdgeMetrics(strings.NewReader(in))
+	if got["block cache hits"] != 42 || got["upstream blocks"] != 12 || got["upstream seconds"] != 0.5 || len(got) != 3 {
+		t.Fatalf("got %v", got)
+	}
+}
+
+func TestEdgeObjects(t *testing.T) {
+	for _, o := range edgeObjects {
+		a, b := edgeObjectBytes(o), edgeObjectBytes(o)
+		if len(a) != o.size || !bytes.Equal(a, b) {
+			t.Fatalf("%s: %d bytes, deterministic %v", o.name, len(a), bytes.Equal(a, b))
+		}
+		body := respondBody(o.size)
+		if len(body) != o.size || bytes.ContainsAny(body, "\"\\ \n\t{}") {
+			t.Fatalf("%s: respond body unfit for a quoted Caddyfile token", o.name)
+		}
+	}
+	if bytes.Equal(edgeObjectBytes(edgeObjects[0]), edgeObjectBytes(edgeObjects[1])[:edgeObjects[0].size]) {
+		t.Fatal("objects share a prefix")
+	}
+}
+
+func TestEdgeCellMedian(t *testing.T) {
+	c := &edgeCell{runs: []wrkResult{{RPS: 3}, {RPS: 1, Non2xx: 4}, {RPS: 2}}}
+	if m := c.median(); m.RPS != 2 || m.Non2xx != 4 {
+		t.Fatalf("median %+v", m)
+	}
+	if m := (*edgeCell)(nil).median(); m.RPS != 0 {
+		t.Fatalf("nil median %+v", m)
+	}
+}
