@@ -33,10 +33,11 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz=FuzzReadOrder -fuzztime=$(FUZZTIME) ./storage
 	$(GO) test -run '^$$' -fuzz=FuzzManifest -fuzztime=$(FUZZTIME) ./erasure
 
-## bench: topcdn publish --only-hash vs kubo (builds kubo once, cached); erasure striping vs raw coding and fsync.
+## bench: publish vs kubo (builds kubo once, cached); erasure striping vs raw coding and fsync; edge vs Caddy and nginx (needs wrk, nginx).
 bench:
 	$(GO) run ./bench publish
 	$(GO) run ./bench erasure
+	$(GO) run ./bench edge
 
 clean:
 	rm -rf bin demo
