@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
@@ -20,7 +21,9 @@ const maxCachedResponse = 4 << 20
 // headers to write, the body, and until when it may be reused.
 type response struct {
 	header     http.Header
+	length     []string // the Content-Length header value, prebuilt
 	body       []byte
+	promoted   atomic.Int64 // when it last moved to the front of the LRU (unix ns)
 	etag       string
 	expires    time.Time // zero: immutable
 	modtime    time.Time
@@ -36,7 +39,7 @@ const staleGrace = 10 * time.Second
 // stored bytes with stored headers: no path resolution, no UnixFS
 // decoding, no block lookups. Bounded by bytes.
 type responseCache struct {
-	mu    sync.Mutex
+	mu    sync.RWMutex
 	lru   *simplelru.LRU[string, *response]
 	bytes int64
 	max   int64
@@ -61,12 +64,24 @@ func responseKey(r *http.Request) string {
 }
 
 func (c *responseCache) get(key string, now time.Time) (*response, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	r, ok := c.lru.Get(key)
+	// Hits share a read lock; a hit moves its entry to the front of the
+	// LRU (which needs the write lock) at most once a second.
+	c.mu.RLock()
+	r, ok := c.lru.Peek(key)
+	c.mu.RUnlock()
 	if !ok {
 		return nil, false
 	}
+	fresh := r.expires.IsZero() || !now.After(r.expires)
+	if fresh && now.UnixNano()-r.promoted.Load() < int64(time.Second) {
+		return r, true
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r, ok = c.lru.Get(key); !ok {
+		return nil, false
+	}
+	r.promoted.Store(now.UnixNano())
 	if r.expires.IsZero() || !now.After(r.expires) {
 		return r, true
 	}
@@ -95,8 +110,8 @@ func (c *responseCache) add(key string, r *response) {
 }
 
 func (c *responseCache) size() int64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
 	return c.bytes
 }
 
@@ -123,7 +138,7 @@ func (e *Edge) withResponseCache(next http.Handler) http.Handler {
 				h["Cache-Control"] = []string{"public, max-age=" + strconv.Itoa(max(0, int(cached.expires.Sub(now)/time.Second)))}
 			}
 			if r.Header.Get("Range") == "" && r.Header.Get("If-None-Match") == "" && r.Header.Get("If-Modified-Since") == "" {
-				h["Content-Length"] = []string{strconv.Itoa(len(cached.body))}
+				h["Content-Length"] = cached.length
 				w.WriteHeader(http.StatusOK)
 				if r.Method == http.MethodGet {
 					w.Write(cached.body)
@@ -233,5 +248,7 @@ func (w *recordingWriter) response(now time.Time) *response {
 	header.Del("Content-Length")
 	header.Del("Date")
 	modtime, _ := http.ParseTime(h.Get("Last-Modified"))
-	return &response{header: header, body: bytes.Clone(w.buf.Bytes()), etag: h.Get("Etag"), expires: expires, modtime: modtime}
+	body := bytes.Clone(w.buf.Bytes())
+	return &response{header: header, length: []string{strconv.Itoa(len(body))}, body: body,
+		etag: h.Get("Etag"), expires: expires, modtime: modtime}
 }
