@@ -172,6 +172,14 @@ func (m *memShards) PutShard(ctx context.Context, p peer.ID, shard string, data 
 	return nil
 }
 
+// setDown marks p down; reads still in flight from an earlier read may
+// be running, so it takes the lock.
+func (m *memShards) setDown(p peer.ID) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.down[p] = true
+}
+
 func (m *memShards) GetShard(ctx context.Context, p peer.ID, shard string, off, length int64) ([]byte, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -225,7 +233,9 @@ func TestStripeAndRead(t *testing.T) {
 		dead[m.Segments[0].Shards[i].Peer] = true
 	}
 	for _, p := range peers {
-		store.down[p] = dead[p.String()]
+		if dead[p.String()] {
+			store.setDown(p)
+		}
 	}
 	if n := blocksNeedingRebuild(m, dead); n == 0 {
 		t.Fatal("no block needs rebuilding with 4 peers down")
@@ -242,7 +252,7 @@ func TestStripeAndRead(t *testing.T) {
 	// says which.
 	for _, p := range peers {
 		if !dead[p.String()] {
-			store.down[p] = true
+			store.setDown(p)
 			break
 		}
 	}
