@@ -47,6 +47,9 @@ type Config struct {
 	// HTTPClient reaches the origin and storage peers. Default: one with
 	// sane timeouts.
 	HTTPClient *http.Client
+	// Recorder receives a record of every response, for billing.
+	// Default: none.
+	Recorder Recorder
 }
 
 // Edge serves sites from verified, cached blocks.
@@ -59,6 +62,7 @@ type Edge struct {
 	flight  singleflight.Group
 	metrics *metrics
 	handler http.Handler
+	counters
 
 	sitesMu sync.Mutex
 	sites   map[string]siteState // host → does the origin publish it
@@ -116,8 +120,15 @@ func New(ctx context.Context, cfg Config) (*Edge, error) {
 }
 
 // ServeHTTP serves sites, the path and subdomain gateways and the
-// Trustless Gateway responses.
-func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) { e.handler.ServeHTTP(w, r) }
+// Trustless Gateway responses, and the edge's own health probe at
+// HealthPath.
+func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == HealthPath {
+		e.serveHealth(w)
+		return
+	}
+	e.handler.ServeHTTP(w, r)
+}
 
 // ID returns the edge's peer ID.
 func (e *Edge) ID() peer.ID { return e.cfg.Key.ID }
@@ -146,5 +157,5 @@ func (e *Edge) newHandler() (http.Handler, error) {
 		MetricsRegistry: e.cfg.Registry,
 	}
 	gw := gateway.NewHandler(conf, backend)
-	return e.withResponseCache(e.withSite404(gateway.NewHostnameHandler(conf, backend, gw))), nil
+	return e.withAccounting(e.withResponseCache(e.withSite404(gateway.NewHostnameHandler(conf, backend, gw)))), nil
 }

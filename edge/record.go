@@ -1,0 +1,163 @@
+package edge
+
+import (
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Served describes one response the edge sent: what billing needs to pay
+// the edge for it, and no more.
+type Served struct {
+	// Name is the human site name the request addressed (NAME.domain,
+	// /ipns/NAME), or "" for content addressed by CID.
+	Name string
+	// Root is the CID the request's path starts from, when the response
+	// names it (X-Ipfs-Roots), or the CID in the request.
+	Root string
+	// CID is the CID of the object served (the last of X-Ipfs-Roots), or ""
+	// when the response does not name one (errors, redirects).
+	CID string
+	// Status is the HTTP status sent.
+	Status int
+	// Bytes is how many body bytes were written.
+	Bytes int64
+	// Time is when the response ended.
+	Time time.Time
+	// Client is the address the request came from.
+	Client netip.Addr
+}
+
+// Recorder receives one Served per response the edge sends. Record runs
+// on the request's goroutine once the response is written, so it must
+// not block.
+type Recorder interface {
+	Record(Served)
+}
+
+// Stats are an edge's running totals, for load reports.
+type Stats struct {
+	// Requests is how many requests it answered.
+	Requests uint64
+	// Bytes is how many body bytes it sent.
+	Bytes uint64
+}
+
+// Stats returns the edge's running totals.
+func (e *Edge) Stats() Stats {
+	return Stats{Requests: e.requests.Load(), Bytes: e.bytesSent.Load()}
+}
+
+// HealthPath answers probes (the DNS router's): 200 with the edge's peer
+// ID while the edge serves.
+const HealthPath = "/.well-known/topcdn/health"
+
+func (e *Edge) serveHealth(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	json.NewEncoder(w).Encode(struct {
+		Peer string `json:"peer"`
+	}{e.cfg.Key.ID.String()})
+}
+
+// counters are shared by every response of an Edge.
+type counters struct {
+	requests  atomic.Uint64
+	bytesSent atomic.Uint64
+}
+
+// withAccounting counts every response and, when a Recorder is set,
+// reports it.
+func (e *Edge) withAccounting(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cw := countingPool.Get().(*countingWriter)
+		cw.ResponseWriter, cw.status, cw.n = w, 0, 0
+		next.ServeHTTP(cw, r)
+		status, n := cw.status, cw.n
+		if status == 0 {
+			status = http.StatusOK
+		}
+		cw.ResponseWriter = nil
+		countingPool.Put(cw)
+		e.requests.Add(1)
+		e.bytesSent.Add(uint64(n))
+		if e.cfg.Recorder != nil {
+			e.cfg.Recorder.Record(e.served(r, w.Header(), status, n))
+		}
+	})
+}
+
+// served builds the record of one response from its request and headers.
+func (e *Edge) served(r *http.Request, h http.Header, status int, n int64) Served {
+	s := Served{Status: status, Bytes: n, Time: time.Now()}
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		s.Client = ap.Addr().Unmap()
+	}
+	if e.isSite(r.Host) {
+		s.Name, _, _ = strings.Cut(strings.ToLower(hostOnly(r.Host)), ".")
+	} else if label, ok := strings.CutSuffix(strings.ToLower(hostOnly(r.Host)), "."+e.cfg.Domain); ok {
+		// {cid}.ipfs.domain or {name}.ipns.domain
+		if first, kind, ok := strings.Cut(label, "."); ok && kind == "ipfs" {
+			s.Root = first
+		} else if ok && kind == "ipns" {
+			s.Name = first
+		}
+	} else if rest, ok := strings.CutPrefix(r.URL.Path, "/ipfs/"); ok {
+		s.Root, _, _ = strings.Cut(rest, "/")
+	} else if rest, ok := strings.CutPrefix(r.URL.Path, "/ipns/"); ok {
+		s.Name, _, _ = strings.Cut(rest, "/")
+	}
+	if roots := h.Get("X-Ipfs-Roots"); roots != "" {
+		first, _, _ := strings.Cut(roots, ",")
+		s.Root = strings.TrimSpace(first)
+		s.CID = strings.TrimSpace(roots[strings.LastIndexByte(roots, ',')+1:])
+	}
+	return s
+}
+
+func hostOnly(host string) string {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		return h
+	}
+	return host
+}
+
+// countingWriter counts what passes through to the client.
+type countingWriter struct {
+	http.ResponseWriter
+	status int
+	n      int64
+}
+
+var countingPool = sync.Pool{New: func() any { return new(countingWriter) }}
+
+func (w *countingWriter) WriteHeader(code int) {
+	if w.status == 0 && code >= 200 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *countingWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.n += int64(n)
+	return n, err
+}
+
+// Flush lets streamed answers (CARs) stream.
+func (w *countingWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap gives http.ResponseController the underlying writer.
+func (w *countingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
