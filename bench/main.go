@@ -6,6 +6,7 @@
 //	go run ./bench publish [flags]
 //	go run ./bench erasure [flags]
 //	go run ./bench edge [flags]
+//	go run ./bench edge-memory [flags]
 //	go run ./bench help
 //
 // See bench/README.md for what each benchmark measures.
@@ -50,6 +51,11 @@ var commands = []command{
 		name:    "edge",
 		summary: "requests/s of topcdn's edge (cache hits and misses) vs Caddy file_server/respond/reverse_proxy and nginx, with wrk",
 		run:     runEdge,
+	},
+	{
+		name:    "edge-memory",
+		summary: "the edge's peak RSS while it serves a working set 4× its memory_cache budget (goal ≤ budget + 20%)",
+		run:     runEdgeMemory,
 	},
 }
 

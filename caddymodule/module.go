@@ -31,7 +31,10 @@ type Handler struct {
 	// Domain is the zone sites live under: NAME.Domain is a site.
 	// Default: cdn.test.
 	Domain string `json:"domain,omitempty"`
-	// MemoryCacheBytes bounds the memory cache. Default: 256 MiB.
+	// MemoryCacheBytes is the edge's memory budget: its caches fill 70%
+	// of it, the rest is headroom for requests in flight, and the
+	// process's Go memory limit is 90% of the sum of its handlers'
+	// budgets (unless GOMEMLIMIT is set). Default: 256 MiB.
 	MemoryCacheBytes int64 `json:"memory_cache_bytes,omitempty"`
 	// DiskCacheDir enables the disk cache in this directory. Default: none.
 	DiskCacheDir string `json:"disk_cache_dir,omitempty"`
@@ -67,7 +70,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.DiskCacheBytes == 0 {
 		h.DiskCacheBytes = 1 << 30
 	}
-	cfg := edge.Config{Origin: h.Origin, Domain: h.Domain, MemoryBytes: h.MemoryCacheBytes,
+	cfg := edge.Config{Origin: h.Origin, Domain: h.Domain, MemoryBytes: int64(float64(h.MemoryCacheBytes) * cacheShare),
 		Logger: h.logger, Registry: ctx.GetMetricsRegistry()}
 	var err error
 	if h.OriginID != "" {
@@ -89,6 +92,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.edge, err = edge.New(ctx, cfg); err != nil {
 		return fmt.Errorf("topcdn: %w", err)
 	}
+	addBudget(h, h.MemoryCacheBytes, h.logger)
 	return nil
 }
 
@@ -107,8 +111,9 @@ func (h *Handler) Validate() error {
 	return nil
 }
 
-// Cleanup closes the disk cache.
+// Cleanup closes the disk cache and gives back the memory budget.
 func (h *Handler) Cleanup() error {
+	dropBudget(h, h.logger)
 	if h.disk != nil {
 		return h.disk.Close()
 	}

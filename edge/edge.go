@@ -35,8 +35,9 @@ type Config struct {
 	// Key is the edge's identity; it signs read orders. Default: a new
 	// key (pass one to keep the edge's identity across restarts).
 	Key *identity.Key
-	// MemoryBytes bounds the memory caches (half for blocks, half for
-	// ready-to-send responses). Default: 256 MiB.
+	// MemoryBytes bounds the memory caches: an eighth (at most 64 MiB)
+	// for spans rebuilt from parity, the rest half for blocks, half for
+	// ready-to-send responses. Default: 256 MiB.
 	MemoryBytes int64
 	// Disk is the disk cache tier. Default: none.
 	Disk *DiskCache
@@ -98,15 +99,16 @@ func New(ctx context.Context, cfg Config) (*Edge, error) {
 		}
 		cfg.Key = k
 	}
-	// Half the memory budget for blocks, half for ready responses.
-	e := &Edge{cfg: cfg, log: cfg.Logger, mem: newMemoryCache(cfg.MemoryBytes / 2),
-		resp: newResponseCache(cfg.MemoryBytes / 2), sites: map[string]siteState{}}
+	spans := min(cfg.MemoryBytes/8, 64<<20)
+	rest := cfg.MemoryBytes - spans
+	e := &Edge{cfg: cfg, log: cfg.Logger, mem: newMemoryCache(rest / 2),
+		resp: newResponseCache(rest / 2), sites: map[string]siteState{}}
 	var err error
 	if e.metrics, err = newMetrics(cfg.Registry, e); err != nil {
 		return nil, fmt.Errorf("edge: metrics: %w", err)
 	}
 	e.src = &source{origin: cfg.Origin, originID: cfg.OriginID, http: cfg.HTTPClient,
-		shards: storage.NewClient(cfg.Key, nil), stats: erasure.NewPeerStats(), spans: erasure.NewSpanCache(64 << 20),
+		shards: storage.NewClient(cfg.Key, nil), stats: erasure.NewPeerStats(), spans: erasure.NewSpanCache(spans),
 		readers: map[cid.Cid]*erasure.Reader{}, noManifest: map[cid.Cid]time.Time{}, addrs: map[peer.ID]string{},
 		flag: func(f erasure.Flag) {
 			e.log.Warn("storage peer flagged", zap.Stringer("peer", f.Peer), zap.String("shard", f.Shard), zap.String("reason", f.Reason))

@@ -248,7 +248,10 @@ func (w *recordingWriter) response(now time.Time) *response {
 	header.Del("Content-Length")
 	header.Del("Date")
 	modtime, _ := http.ParseTime(h.Get("Last-Modified"))
-	body := bytes.Clone(w.buf.Bytes())
+	body := w.buf.Bytes()
+	if cap(body)-len(body) > len(body)/8 {
+		body = bytes.Clone(body) // do not keep much unused capacity
+	}
 	return &response{header: header, length: []string{strconv.Itoa(len(body))}, body: body,
 		etag: h.Get("Etag"), expires: expires, modtime: modtime}
 }

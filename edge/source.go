@@ -159,7 +159,13 @@ func (s *source) originBlock(ctx context.Context, c cid.Cid) ([]byte, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("edge: fetch %s from origin: HTTP %d", c, resp.StatusCode)
 	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, dag.MaxBlockSize+1))
+	var data []byte
+	if n := resp.ContentLength; n >= 0 && n <= dag.MaxBlockSize {
+		data = make([]byte, n) // one allocation, not ReadAll's doublings
+		_, err = io.ReadFull(resp.Body, data)
+	} else {
+		data, err = io.ReadAll(io.LimitReader(resp.Body, dag.MaxBlockSize+1))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("edge: fetch %s from origin: %w", c, err)
 	}

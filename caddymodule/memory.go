@@ -1,0 +1,70 @@
+package caddymodule
+
+import (
+	"math"
+	"os"
+	"runtime/debug"
+	"sync"
+
+	"go.uber.org/zap"
+)
+
+// cacheShare is the part of a handler's memory budget its caches may
+// fill; the rest is headroom for requests in flight, Caddy and the Go
+// runtime.
+const cacheShare = 0.7
+
+// limitShare is the part of the budgets the Go memory limit allows; the
+// rest is for what the Go runtime does not count: the binary's mapped
+// code and data, and memory outside the Go heap.
+const limitShare = 0.9
+
+// budgets holds the memory budget of every provisioned handler. The
+// process's Go memory limit follows their sum, so the garbage collector
+// keeps the heap within what the operator gave the edge instead of
+// letting it grow to twice the live caches (the default GOGC=100).
+var budgets struct {
+	mu  sync.Mutex
+	set map[*Handler]int64
+}
+
+// addBudget registers h's budget and applies the new memory limit.
+func addBudget(h *Handler, n int64, log *zap.Logger) {
+	budgets.mu.Lock()
+	defer budgets.mu.Unlock()
+	if budgets.set == nil {
+		budgets.set = map[*Handler]int64{}
+	}
+	budgets.set[h] = n
+	applyMemoryLimit(log)
+}
+
+// dropBudget forgets h's budget (on Cleanup, after a config reload).
+func dropBudget(h *Handler, log *zap.Logger) {
+	budgets.mu.Lock()
+	defer budgets.mu.Unlock()
+	delete(budgets.set, h)
+	applyMemoryLimit(log)
+}
+
+// applyMemoryLimit sets the Go memory limit to 90% of the budgets' sum,
+// unless the operator set GOMEMLIMIT (theirs wins). With no handler left
+// it lifts the limit.
+func applyMemoryLimit(log *zap.Logger) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	var sum int64
+	for _, n := range budgets.set {
+		sum += n
+	}
+	if sum == 0 {
+		debug.SetMemoryLimit(math.MaxInt64)
+		return
+	}
+	limit := int64(float64(sum) * limitShare)
+	debug.SetMemoryLimit(limit)
+	if log != nil {
+		log.Debug("go memory limit follows the edges' memory budgets", zap.Int64("bytes", limit))
+	}
+}

@@ -1,0 +1,37 @@
+package caddymodule
+
+import (
+	"math"
+	"runtime/debug"
+	"testing"
+)
+
+// TestMemoryLimitFollowsBudgets: the Go memory limit is 90% of the sum of
+// the provisioned handlers' budgets, follows reloads, is lifted when no
+// handler is left, and GOMEMLIMIT overrides it.
+func TestMemoryLimitFollowsBudgets(t *testing.T) {
+	t.Setenv("GOMEMLIMIT", "")
+	defer debug.SetMemoryLimit(math.MaxInt64)
+	a, b := new(Handler), new(Handler)
+	steps := []struct {
+		do   func()
+		want int64
+	}{
+		{func() { addBudget(a, 100<<20, nil) }, 90 << 20},
+		{func() { addBudget(b, 200<<20, nil) }, 270 << 20},
+		{func() { dropBudget(a, nil) }, 180 << 20},
+		{func() { dropBudget(b, nil) }, math.MaxInt64},
+	}
+	for i, s := range steps {
+		s.do()
+		if got := debug.SetMemoryLimit(-1); got != s.want {
+			t.Fatalf("step %d: limit %d, want %d", i, got, s.want)
+		}
+	}
+	t.Setenv("GOMEMLIMIT", "1GiB")
+	addBudget(a, 100<<20, nil)
+	defer dropBudget(a, nil)
+	if got := debug.SetMemoryLimit(-1); got != math.MaxInt64 {
+		t.Fatalf("with GOMEMLIMIT set the module changed the limit to %d", got)
+	}
+}
