@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"time"
 
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
+	"github.com/topcdn/topcdn/dashboard"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/origin"
 	"go.uber.org/zap"
@@ -18,6 +20,7 @@ func newOriginCmd() *cobra.Command {
 		listen, dataDir, keyFile, maxUpload, logLevel string
 		segmentSize, chunkSize                        string
 		deserialized, noStripe, keepLocal             bool
+		dashRouter, dashBilling                       string
 		dataShards, parityShards, repairThreshold     int
 		heartbeat, auditEvery, repairEvery            time.Duration
 	)
@@ -45,6 +48,8 @@ under DIR/blocks), keeps IPNS records and human names in SQLite
   GET  /api/v1/storage/status peers, segments at risk, pending stripe jobs
   POST /api/v1/storage/audit  audit every shard now
   GET  /metrics, /healthz
+  GET  /dashboard/            the network at a glance (with --dashboard-router
+                              and --dashboard-billing it shows edges and balances)
 
 Published content is striped to storage peers ('topcdn storage'): packed
 into segments, Reed-Solomon coded (--data-shards + --parity-shards, each
@@ -91,7 +96,8 @@ SIGINT or SIGTERM stop it cleanly.`,
 					return err
 				}
 			}
-			return runOrigin(cmd.Context(), cmd, listen, cfg, log)
+			dash := dashboard.Config{Router: dashRouter, Billing: dashBilling}
+			return runOrigin(cmd.Context(), cmd, listen, cfg, dash, log)
 		},
 	}
 	f := cmd.Flags()
@@ -111,11 +117,13 @@ SIGINT or SIGTERM stop it cleanly.`,
 	f.DurationVar(&heartbeat, "heartbeat-interval", 10*time.Second, "storage peers' heartbeat interval; three missed make a peer unhealthy")
 	f.DurationVar(&auditEvery, "audit-interval", 5*time.Second, "pause between two audits of random shards")
 	f.DurationVar(&repairEvery, "repair-interval", 10*time.Second, "pause between two scans for segments to repair")
+	f.StringVar(&dashRouter, "dashboard-router", "", "the DNS router's HTTP URL, for the dashboard's edges")
+	f.StringVar(&dashBilling, "dashboard-billing", "", "the billing service's URL, for the dashboard's balances")
 	cmd.MarkFlagRequired("data")
 	return cmd
 }
 
-func runOrigin(ctx context.Context, cmd *cobra.Command, listen string, cfg origin.Config, log *zap.Logger) error {
+func runOrigin(ctx context.Context, cmd *cobra.Command, listen string, cfg origin.Config, dash dashboard.Config, log *zap.Logger) error {
 	o, err := origin.New(ctx, cfg)
 	if err != nil {
 		return err
@@ -126,5 +134,16 @@ func runOrigin(ctx context.Context, cmd *cobra.Command, listen string, cfg origi
 		return fmt.Errorf("origin: %w", err)
 	}
 	log.Info("origin listening", zap.String("addr", ln.Addr().String()), zap.Stringer("peer_id", o.ID().ID))
-	return serve(ctx, cmd, "origin", ln, o.Handler(), o.Run, log)
+	dash.Origin = "http://" + ln.Addr().String()
+	d, err := dashboard.New(dash)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", o.Handler())
+	mux.Handle("/dashboard/", http.StripPrefix("/dashboard", d.Handler()))
+	return serve(ctx, cmd, "origin", ln, mux, func(ctx context.Context) {
+		go d.Run(ctx)
+		o.Run(ctx)
+	}, log)
 }

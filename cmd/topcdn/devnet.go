@@ -1,0 +1,39 @@
+package main
+
+import (
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/topcdn/topcdn/devnet"
+)
+
+func newDevnetCmd() *cobra.Command {
+	var cfg devnet.Config
+	cmd := &cobra.Command{
+		Use:   "devnet --dir DIR",
+		Short: "Run a whole topcdn network on loopback, each role its own process",
+		Long: `devnet starts an origin, storage peers, billing, the DNS router and three
+edges (on 127.1.0.1, 127.2.0.1 and 127.3.0.1, which the router's geo database
+places in Frankfurt, Tokyo and São Paulo), each as a child process of this
+binary, publishes a site, funds the publisher, and writes DIR/devnet.json with
+every endpoint, peer ID and pid once everything is healthy. Logs go to
+DIR/logs. Ctrl-C stops everything; running again on the same DIR keeps keys,
+published content and balances.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg.Out = cmd.OutOrStdout()
+			return devnet.Run(cmd.Context(), cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Dir, "dir", "", "directory for keys, data, logs and devnet.json (required)")
+	f.StringVar(&cfg.Site, "site", "examples/site", "directory to publish")
+	f.StringVar(&cfg.SiteName, "name", "blog", "name to publish it under")
+	f.StringVar(&cfg.Zone, "zone", "cdn.test", "DNS zone sites live under")
+	f.IntVar(&cfg.Peers, "peers", 14, "storage peers to run")
+	f.IntVar(&cfg.PortOffset, "port-offset", 0, "add this to every port (origin 7070, billing 7080, DNS 5300/8053, storage 7101…, edges 8080)")
+	f.DurationVar(&cfg.Epoch, "epoch", 30*time.Second, "billing epoch")
+	f.Int64Var(&cfg.Deposit, "deposit", 1_000_000_000_000, "publisher funds deposited on the first start")
+	cmd.MarkFlagRequired("dir")
+	return cmd
+}

@@ -1,0 +1,475 @@
+package devnet
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/topcdn/topcdn/identity"
+)
+
+// Config configures a devnet.
+type Config struct {
+	// Dir holds everything: keys, data, logs, devnet.json. Required.
+	Dir string
+	// Bin is the topcdn binary to run for every role. Default: this
+	// process's own executable.
+	Bin string
+	// Site is the directory published at start. Default: examples/site.
+	Site string
+	// SiteName is the name it is published under. Default: blog.
+	SiteName string
+	// Zone is the DNS zone sites live under. Default: cdn.test.
+	Zone string
+	// PortOffset is added to every port, so two devnets (or a devnet and
+	// a test) can run side by side. Default: 0 (origin on 7070, edges on
+	// 8080).
+	PortOffset int
+	// Peers is how many storage peers to run. Default: 14.
+	Peers int
+	// Epoch is the billing epoch. Default: 30 s.
+	Epoch time.Duration
+	// Deposit is what the publisher's account is funded with the first
+	// time the devnet starts in Dir. Default: 10^12 units.
+	Deposit int64
+	// Out receives the status table and instructions. Default: stdout.
+	Out io.Writer
+}
+
+// Endpoint is one service of a running devnet.
+type Endpoint struct {
+	URL     string `json:"url"`
+	PID     int    `json:"pid"`
+	PeerID  string `json:"peer_id,omitempty"`
+	DataDir string `json:"data_dir,omitempty"`
+	City    string `json:"city,omitempty"`
+	Log     string `json:"log"`
+}
+
+// DNS is the devnet's DNS router.
+type DNS struct {
+	Addr string `json:"addr"`
+	DoH  string `json:"doh"`
+	API  string `json:"api"`
+	Zone string `json:"zone"`
+	PID  int    `json:"pid"`
+	Log  string `json:"log"`
+}
+
+// Site is a site the devnet published.
+type Site struct {
+	Name string `json:"name"`
+	Host string `json:"host"`
+	CID  string `json:"cid"`
+	IPNS string `json:"ipns"`
+}
+
+// Info is what a running devnet writes to DIR/devnet.json.
+type Info struct {
+	Origin       Endpoint   `json:"origin"`
+	Storage      []Endpoint `json:"storage"`
+	Edges        []Endpoint `json:"edges"`
+	DNS          DNS        `json:"dns"`
+	Billing      Endpoint   `json:"billing"`
+	Dashboard    string     `json:"dashboard"`
+	PublisherKey string     `json:"publisher_key"`
+	PublisherID  string     `json:"publisher_id"`
+	EpochSeconds int        `json:"epoch_seconds"`
+	Sites        []Site     `json:"sites"`
+}
+
+// cities are where the devnet's edges (and storage peers) are: the geo
+// database the DNS router uses puts 127.N.0.0/16 in city N.
+var cities = []struct {
+	name, region string
+	lat, lon     float64
+}{
+	{"Frankfurt", "eu-fra", 50.11, 8.68},
+	{"Tokyo", "ap-tyo", 35.68, 139.69},
+	{"São Paulo", "sa-sao", -23.55, -46.63},
+}
+
+// network is a devnet being run.
+type network struct {
+	cfg   Config
+	procs []*proc // in start order; stopped in reverse
+	info  Info
+}
+
+func (c *Config) setDefaults() error {
+	if c.Dir == "" {
+		return errors.New("devnet: Dir is required")
+	}
+	if c.Bin == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("devnet: %w", err)
+		}
+		c.Bin = exe
+	}
+	if c.Site == "" {
+		c.Site = "examples/site"
+	}
+	if c.SiteName == "" {
+		c.SiteName = "blog"
+	}
+	if c.Zone == "" {
+		c.Zone = "cdn.test"
+	}
+	if c.Peers == 0 {
+		c.Peers = 14
+	}
+	if c.Epoch == 0 {
+		c.Epoch = 30 * time.Second
+	}
+	if c.Deposit == 0 {
+		c.Deposit = 1_000_000_000_000
+	}
+	if c.Out == nil {
+		c.Out = os.Stdout
+	}
+	if c.Peers < 4 || c.Peers > 99 {
+		return fmt.Errorf("devnet: %d storage peers: want 4 to 99", c.Peers)
+	}
+	if c.PortOffset < 0 || c.PortOffset > 50000 {
+		return fmt.Errorf("devnet: port offset %d out of range", c.PortOffset)
+	}
+	if st, err := os.Stat(c.Site); err != nil || !st.IsDir() {
+		return fmt.Errorf("devnet: site %q is not a directory", c.Site)
+	}
+	return nil
+}
+
+func (n *network) addr(ip string, port int) string {
+	return net.JoinHostPort(ip, strconv.Itoa(port+n.cfg.PortOffset))
+}
+
+// Run starts every role, publishes the site, writes DIR/devnet.json and
+// serves until ctx ends; then it stops every role. Running it again on the
+// same Dir keeps keys, published content and balances.
+func Run(ctx context.Context, cfg Config) error {
+	if err := cfg.setDefaults(); err != nil {
+		return err
+	}
+	var err error
+	if cfg.Dir, err = filepath.Abs(cfg.Dir); err != nil {
+		return err
+	}
+	n := &network{cfg: cfg}
+	defer n.stopAll()
+	if err := n.start(ctx); err != nil {
+		return err
+	}
+	if err := n.writeInfo(); err != nil {
+		return err
+	}
+	n.printStatus()
+	return n.watch(ctx)
+}
+
+// start brings up every role in dependency order and publishes the site.
+func (n *network) start(ctx context.Context) error {
+	d := n.cfg.Dir
+	for _, sub := range []string{"keys", "logs", "origin", "storage", "edges", "billing", "dns"} {
+		if err := os.MkdirAll(filepath.Join(d, sub), 0o755); err != nil {
+			return fmt.Errorf("devnet: %w", err)
+		}
+	}
+	originAddr, billingAddr := n.addr("127.0.0.1", 7070), n.addr("127.0.0.1", 7080)
+	dnsAddr, dnsHTTP := n.addr("127.0.0.1", 5300), n.addr("127.0.0.1", 8053)
+	tcp := []string{originAddr, billingAddr, dnsAddr, dnsHTTP}
+	for i := range n.cfg.Peers {
+		tcp = append(tcp, n.addr("127.0.0.1", 7101+i))
+	}
+	for i := range cities {
+		tcp = append(tcp, n.addr(fmt.Sprintf("127.%d.0.1", i+1), 8080))
+	}
+	if err := portsFree(tcp, []string{dnsAddr}); err != nil {
+		return err
+	}
+	pubKeyFile := filepath.Join(d, "keys", "publisher.key")
+	pub, err := identity.LoadOrGenerate(pubKeyFile)
+	if err != nil {
+		return fmt.Errorf("devnet: %w", err)
+	}
+	n.info.PublisherKey, n.info.PublisherID = pubKeyFile, pub.ID.String()
+	n.info.EpochSeconds = int(n.cfg.Epoch / time.Second)
+	originURL, billingURL, dnsURL := "http://"+originAddr, "http://"+billingAddr, "http://"+dnsHTTP
+
+	fmt.Fprintf(n.cfg.Out, "starting a topcdn devnet in %s (logs in %s)\n", d, filepath.Join(d, "logs"))
+	origin := &proc{name: "origin", health: originURL + "/healthz", log: logPath(d, "origin"),
+		args: []string{"origin", "--data", filepath.Join(d, "origin"), "--listen", originAddr, "--deserialized",
+			"--heartbeat-interval", "2s", "--audit-interval", "3s", "--repair-interval", "5s",
+			"--dashboard-router", dnsURL, "--dashboard-billing", billingURL}}
+	if err := n.run(ctx, origin); err != nil {
+		return err
+	}
+	n.info.Origin = Endpoint{URL: originURL, PID: origin.pid(), PeerID: origin.peerID, DataDir: filepath.Join(d, "origin"), Log: origin.log}
+	n.info.Dashboard = originURL + "/dashboard/"
+
+	billing := &proc{name: "billing", health: billingURL + "/healthz", log: logPath(d, "billing"),
+		args: []string{"billing", "--listen", billingAddr, "--db", filepath.Join(d, "billing", "billing.db"),
+			"--origin", originURL, "--dns", dnsURL, "--epoch", n.cfg.Epoch.String(),
+			"--key", filepath.Join(d, "keys", "billing.key")}}
+	if err := n.run(ctx, billing); err != nil {
+		return err
+	}
+	n.info.Billing = Endpoint{URL: billingURL, PID: billing.pid(), PeerID: billing.peerID, Log: billing.log}
+
+	// Storage peers, spread over the three cities, started together.
+	peers := make([]*proc, n.cfg.Peers)
+	for i := range peers {
+		c := cities[i%len(cities)]
+		dir := filepath.Join(d, "storage", fmt.Sprintf("%02d", i+1))
+		addr := n.addr("127.0.0.1", 7101+i)
+		peers[i] = &proc{name: fmt.Sprintf("storage-%02d", i+1), health: "http://" + addr + "/healthz",
+			log: logPath(d, fmt.Sprintf("storage-%02d", i+1)),
+			args: []string{"storage", "--data", dir, "--listen", addr, "--origin", originURL, "--capacity", "1GiB",
+				"--heartbeat", "2s", "--location", fmt.Sprintf("%.2f,%.2f", c.lat, c.lon), "--region", c.region,
+				"--billing", billingURL}}
+		if err := peers[i].start(n.cfg.Bin); err != nil {
+			return err
+		}
+		n.procs = append(n.procs, peers[i])
+	}
+	for i, p := range peers {
+		if err := p.waitHealthy(ctx, 30*time.Second); err != nil {
+			return err
+		}
+		n.info.Storage = append(n.info.Storage, Endpoint{URL: "http://" + n.addr("127.0.0.1", 7101+i), PID: p.pid(),
+			PeerID: p.peerID, DataDir: filepath.Join(d, "storage", fmt.Sprintf("%02d", i+1)), City: cities[i%len(cities)].name, Log: p.log})
+	}
+
+	geo := filepath.Join(d, "dns", "geo.mmdb")
+	if err := os.WriteFile(geo, geoDB, 0o644); err != nil {
+		return fmt.Errorf("devnet: %w", err)
+	}
+	dns := &proc{name: "dns", health: dnsURL + "/healthz", log: logPath(d, "dns"),
+		args: []string{"dns", "--listen", dnsAddr, "--http", dnsHTTP, "--zone", n.cfg.Zone, "--origin", originURL,
+			"--geoip", geo, "--billing", billingURL, "--key", filepath.Join(d, "keys", "dns.key")}}
+	if err := n.run(ctx, dns); err != nil {
+		return err
+	}
+	n.info.DNS = DNS{Addr: dnsAddr, DoH: dnsURL + "/dns-query", API: dnsURL + "/api/v1/edges", Zone: n.cfg.Zone, PID: dns.pid(), Log: dns.log}
+
+	for i, c := range cities {
+		ip := fmt.Sprintf("127.%d.0.1", i+1)
+		addr := n.addr(ip, 8080)
+		dir := filepath.Join(d, "edges", strconv.Itoa(i+1))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("devnet: %w", err)
+		}
+		conf := filepath.Join(dir, "Caddyfile")
+		if err := os.WriteFile(conf, []byte(edgeCaddyfile(dir, ip, addr, originURL, dnsURL, billingURL, n.cfg.Zone, c.name, n.cfg.Epoch)), 0o644); err != nil {
+			return fmt.Errorf("devnet: %w", err)
+		}
+		name := "edge-" + strings.ToLower(strings.Fields(c.name)[0])
+		e := &proc{name: name, health: "http://" + addr + "/.well-known/topcdn/health", log: logPath(d, name),
+			args: []string{"edge", "--config", conf},
+			env:  []string{"XDG_DATA_HOME=" + filepath.Join(dir, "xdg"), "XDG_CONFIG_HOME=" + filepath.Join(dir, "xdg")}}
+		if err := n.run(ctx, e); err != nil {
+			return err
+		}
+		n.info.Edges = append(n.info.Edges, Endpoint{URL: "http://" + addr, PID: e.pid(), PeerID: e.peerID, DataDir: dir, City: c.name, Log: e.log})
+	}
+
+	site, err := n.publish(ctx, originURL, pubKeyFile)
+	if err != nil {
+		return err
+	}
+	n.info.Sites = []Site{site}
+	if err := n.fund(ctx, billingURL); err != nil {
+		return err
+	}
+	return n.waitRouted(ctx, dnsAddr, site.Host)
+}
+
+// run starts p and waits until it is healthy.
+func (n *network) run(ctx context.Context, p *proc) error {
+	if err := p.start(n.cfg.Bin); err != nil {
+		return err
+	}
+	n.procs = append(n.procs, p)
+	return p.waitHealthy(ctx, 30*time.Second)
+}
+
+// edgeCaddyfile is an edge's configuration: Caddy bound to its own
+// loopback address, with the topcdn handler reporting to the router and
+// billing.
+func edgeCaddyfile(dir, ip, addr, origin, router, billing, zone, city string, epoch time.Duration) string {
+	_, port, _ := net.SplitHostPort(addr)
+	return fmt.Sprintf(`{
+	auto_https off
+	admin off
+	persist_config off
+	storage file_system %[1]s
+}
+
+http://:%[3]s {
+	bind %[2]s
+	encode zstd gzip
+	topcdn {
+		origin       %[4]s
+		domain       %[7]s
+		memory_cache 64MiB
+		disk_cache   %[9]s 256MiB
+		key          %[10]s
+		router       %[5]s
+		billing      %[6]s
+		billing_epoch %[11]s
+		public_addr  %[2]s
+		city         %[8]q
+		heartbeat    2s
+	}
+}
+`, filepath.Join(dir, "caddy"), ip, port, origin, router, billing, zone, city,
+		filepath.Join(dir, "cache"), filepath.Join(dir, "edge.key"), epoch)
+}
+
+// publish publishes the site with `topcdn publish` and reads back its
+// root CID and IPNS name.
+func (n *network) publish(ctx context.Context, originURL, keyFile string) (Site, error) {
+	fmt.Fprintf(n.cfg.Out, "publishing %s as %s ...\n", n.cfg.Site, n.cfg.SiteName)
+	cmd := exec.CommandContext(ctx, n.cfg.Bin, "publish", n.cfg.Site, "--name", n.cfg.SiteName,
+		"--origin", originURL, "--key", keyFile)
+	out, err := cmd.Output()
+	if err != nil {
+		var stderr string
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = string(ee.Stderr)
+		}
+		return Site{}, fmt.Errorf("devnet: publish: %w: %s", err, stderr)
+	}
+	site := Site{Name: n.cfg.SiteName, Host: n.cfg.SiteName + "." + n.cfg.Zone}
+	sc := bufio.NewScanner(strings.NewReader(string(out)))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 2 && f[0] == "root" {
+			site.CID = f[1]
+		}
+		if len(f) == 2 && f[0] == "ipns" {
+			site.IPNS = f[1]
+		}
+	}
+	if site.CID == "" || site.IPNS == "" {
+		return Site{}, fmt.Errorf("devnet: publish printed no root or ipns line:\n%s", out)
+	}
+	return site, nil
+}
+
+// fund deposits Deposit into the publisher's account the first time the
+// devnet runs in Dir.
+func (n *network) fund(ctx context.Context, billingURL string) error {
+	marker := filepath.Join(n.cfg.Dir, "billing", "funded")
+	if _, err := os.Stat(marker); err == nil {
+		return nil
+	}
+	cmd := exec.CommandContext(ctx, n.cfg.Bin, "billing", "deposit", "--billing", billingURL,
+		"--account", n.info.PublisherID, "--amount", strconv.FormatInt(n.cfg.Deposit, 10),
+		"--key", filepath.Join(n.cfg.Dir, "keys", "billing.key"))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("devnet: funding the publisher: %w: %s", err, out)
+	}
+	return os.WriteFile(marker, []byte(time.Now().Format(time.RFC3339)+"\n"), 0o644)
+}
+
+// writeInfo writes DIR/devnet.json atomically.
+func (n *network) writeInfo() error {
+	b, err := json.MarshalIndent(n.info, "", "  ")
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(n.cfg.Dir, "devnet.json")
+	if err := os.WriteFile(path+".tmp", append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("devnet: %w", err)
+	}
+	return os.Rename(path+".tmp", path)
+}
+
+// printStatus prints the status table and what to open.
+func (n *network) printStatus() {
+	w := n.cfg.Out
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nROLE\tURL\tPID\tPEER ID\tWHERE")
+	row := func(role string, e Endpoint) {
+		id := e.PeerID
+		if len(id) > 16 {
+			id = id[:8] + "…" + id[len(id)-6:]
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", role, e.URL, e.PID, id, e.City)
+	}
+	row("origin", n.info.Origin)
+	row("billing", n.info.Billing)
+	fmt.Fprintf(tw, "dns\tdns://%s  %s\t%d\t\t\n", n.info.DNS.Addr, n.info.DNS.DoH, n.info.DNS.PID)
+	for _, e := range n.info.Edges {
+		row("edge", e)
+	}
+	for i, e := range n.info.Storage {
+		row(fmt.Sprintf("storage %d", i+1), e)
+	}
+	tw.Flush()
+	site := n.info.Sites[0]
+	host, port, _ := net.SplitHostPort(n.info.DNS.Addr)
+	_, edgePort, _ := net.SplitHostPort(strings.TrimPrefix(n.info.Edges[0].URL, "http://"))
+	fmt.Fprintf(w, `
+%s is published: root %s, IPNS %s
+
+Ask the router where %s is (answers differ by where you ask from):
+  dig @%s -p %s %s A +short
+  dig @%s -p %s %s A +short -b 127.2.0.5      # from "Tokyo"
+
+Fetch it through the edge the router picks:
+  curl --resolve %s:%s:$(dig @%s -p %s %s A +short | head -1) http://%s:%s/
+
+Open it in Chromium, name resolution through the router:
+  chromium --host-resolver-rules="MAP %s $(dig @%s -p %s %s A +short | head -1)" http://%s:%s/
+
+Dashboard:  %s
+State:      %s
+Ctrl-C stops everything; running again on the same directory keeps content and balances.
+`, site.Name, site.CID, site.IPNS, site.Host,
+		host, port, site.Host, host, port, site.Host,
+		site.Host, edgePort, host, port, site.Host, site.Host, edgePort,
+		site.Host, host, port, site.Host, site.Host, edgePort,
+		n.info.Dashboard, filepath.Join(n.cfg.Dir, "devnet.json"))
+}
+
+// watch serves until ctx ends, reporting roles that exit on their own.
+func (n *network) watch(ctx context.Context) error {
+	reported := map[*proc]bool{}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fmt.Fprintln(n.cfg.Out, "\nstopping the devnet ...")
+			return nil
+		case <-t.C:
+			for _, p := range n.procs {
+				if p.exited() && !reported[p] {
+					reported[p] = true
+					fmt.Fprintf(n.cfg.Out, "%s  %s (pid %d) exited: %v; log %s\n", time.Now().Format("15:04:05"), p.name, p.pid(), p.waitErr, p.log)
+				}
+			}
+		}
+	}
+}
+
+// stopAll stops every role, newest first (edges before the services
+// they report to, storage peers before the origin).
+func (n *network) stopAll() {
+	for i := len(n.procs) - 1; i >= 0; i-- {
+		n.procs[i].stop(10 * time.Second)
+	}
+}
