@@ -558,3 +558,29 @@ func TestIngestBlockLimit(t *testing.T) {
 		t.Fatalf("refused upload stored %d blocks", n)
 	}
 }
+
+// TestIngestAllowIncomplete: fixtures that leave blocks out on purpose
+// (gateway-conformance's) are taken with AllowIncomplete, roots still
+// required; the option refuses striping.
+func TestIngestAllowIncomplete(t *testing.T) {
+	d := newTestDAG(t, "a", 3)
+	other := newTestDAG(t, "b", 2)
+	o, err := New(context.Background(), Config{DataDir: t.TempDir(), AllowIncomplete: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { o.Close() })
+	res, err := o.Ingest(context.Background(), bytes.NewReader(carBytes(t, []cid.Cid{d.root}, d.blocks[:3]...)))
+	if err != nil {
+		t.Fatalf("missing leaf with AllowIncomplete: %v", err)
+	}
+	if res.NewBlocks != 3 {
+		t.Fatalf("%d new blocks, want 3", res.NewBlocks)
+	}
+	if _, err := o.Ingest(context.Background(), bytes.NewReader(carBytes(t, []cid.Cid{other.root}, d.blocks...))); !errors.Is(err, ErrIncomplete) {
+		t.Fatalf("missing root with AllowIncomplete: err = %v, want ErrIncomplete", err)
+	}
+	if _, err := New(context.Background(), Config{DataDir: t.TempDir(), AllowIncomplete: true, Stripe: &StripeConfig{}}); err == nil {
+		t.Fatal("AllowIncomplete with striping accepted")
+	}
+}
