@@ -148,3 +148,13 @@ func (e *Edge) newHandler() (http.Handler, error) {
 	gw := gateway.NewHandler(conf, backend)
 	return e.withResponseCache(e.withSite404(gateway.NewHostnameHandler(conf, backend, gw))), nil
 }
+
+// requestHost is the host a request is answered for: boxo's gateway
+// honours X-Forwarded-Host over Host, so whatever keys or checks a
+// request by host must too.
+func requestHost(r *http.Request) string {
+	if h := r.Header.Get("X-Forwarded-Host"); h != "" {
+		return h
+	}
+	return r.Host
+}

@@ -53,10 +53,11 @@ func newResponseCache(maxBytes int64) *responseCache {
 
 func (r *response) size() int64 { return int64(len(r.body)) + 512 }
 
-// key names a request's answer: host (without port), path and query, and
-// the Accept header (it selects raw, CAR or deserialized responses).
+// key names a request's answer: host (without port; X-Forwarded-Host if
+// set, as the gateway answers for it), path and query, and the Accept
+// header (it selects raw, CAR or deserialized responses).
 func responseKey(r *http.Request) string {
-	host := r.Host
+	host := requestHost(r)
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}

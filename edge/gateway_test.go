@@ -1,0 +1,80 @@
+package edge
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/ipfs/go-cid"
+	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/origin"
+	"github.com/topcdn/topcdn/publish"
+)
+
+// newLocalEdge is an edge over an origin that keeps the example site on
+// its own disk (no storage peers), published as "blog": enough for the
+// gateway semantics, which do not depend on where blocks come from.
+func newLocalEdge(t *testing.T) (*Edge, cid.Cid) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	o, err := origin.New(ctx, origin.Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ots := httptest.NewServer(o.Handler())
+	t.Cleanup(func() { ots.Close(); o.Close() })
+	d, err := publish.ImportDir(ctx, "../examples/site")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := publish.NewClient(ots.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Push(ctx, d, nil); err != nil {
+		t.Fatal(err)
+	}
+	key, _ := identity.Generate(nil)
+	if _, err := client.PublishName(ctx, "blog", key, d.Root, publish.NameOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(ctx, Config{Origin: ots.URL, Domain: "cdn.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, d.Root
+}
+
+// TestEdgeForwardedHost: the gateway answers for X-Forwarded-Host, so the
+// response cache must key on it too: an answer kept for one host is never
+// served for another, whichever header named it.
+func TestEdgeForwardedHost(t *testing.T) {
+	e, root := newLocalEdge(t)
+	p := "/ipfs/" + root.String() + "/about.html"
+	if r := get(t, e, "fake.example", p); r.StatusCode != http.StatusOK {
+		t.Fatalf("path gateway on an unknown host: HTTP %d", r.StatusCode)
+	}
+	// Same Host, same path: the forwarded host is the edge's domain, which
+	// is a subdomain gateway, so this redirects instead of hitting the
+	// answer just cached for fake.example.
+	r := get(t, e, "fake.example", p, "X-Forwarded-Host", "cdn.test")
+	if r.StatusCode != http.StatusMovedPermanently {
+		t.Fatalf("X-Forwarded-Host cdn.test: HTTP %d, want 301", r.StatusCode)
+	}
+	if loc, want := r.Header.Get("Location"), root.String()+".ipfs.cdn.test/about.html"; !strings.Contains(loc, want) {
+		t.Fatalf("Location %q, want …%s", loc, want)
+	}
+	// A site's answer is kept under the site's name: a request for it by
+	// Host: blog.cdn.test with another forwarded host gets that host's
+	// answer, and the site's own key stays clean.
+	site := body(t, get(t, e, "blog.cdn.test", "/about.html"))
+	if r := get(t, e, "blog.cdn.test", "/about.html", "X-Forwarded-Host", "nosuch.cdn.test"); r.StatusCode != http.StatusNotFound {
+		t.Fatalf("forwarded to an unknown site: HTTP %d, want 404", r.StatusCode)
+	}
+	if got := body(t, get(t, e, "blog.cdn.test", "/about.html")); got != site {
+		t.Fatal("the site's cached answer changed")
+	}
+}
