@@ -146,7 +146,11 @@ func (e *Edge) newHandler() (http.Handler, error) {
 		MetricsRegistry: e.cfg.Registry,
 	}
 	gw := gateway.NewHandler(conf, backend)
-	return e.withResponseCache(e.withSite404(gateway.NewHostnameHandler(conf, backend, gw))), nil
+	// CORS as kubo sends it: any origin may read content-addressed data
+	// (verified-fetch clients, web apps). Set before the response cache
+	// records the headers, so hits carry them at no cost.
+	cors := gateway.NewHeaders(nil).ApplyCors()
+	return e.withResponseCache(cors.Wrap(e.withSite404(gateway.NewHostnameHandler(conf, backend, gw)))), nil
 }
 
 // requestHost is the host a request is answered for: boxo's gateway

@@ -48,6 +48,34 @@ func newLocalEdge(t *testing.T) (*Edge, cid.Cid) {
 	return e, d.Root
 }
 
+// TestEdgeCORS: content-addressed data is readable cross-origin, as from
+// kubo: GET (first answer and response-cache hit alike) and preflights.
+func TestEdgeCORS(t *testing.T) {
+	e, root := newLocalEdge(t)
+	for _, method := range []string{"GET", "GET", "OPTIONS"} { // the second GET is a cache hit
+		req := httptest.NewRequest(method, "http://127.0.0.1/ipfs/"+root.String()+"/about.html", nil)
+		req.Header.Set("Origin", "https://app.example")
+		rec := httptest.NewRecorder()
+		e.ServeHTTP(rec, req)
+		h := rec.Result().Header
+		if rec.Code != http.StatusOK {
+			t.Fatalf("%s: HTTP %d", method, rec.Code)
+		}
+		if got := h.Get("Access-Control-Allow-Origin"); got != "*" {
+			t.Fatalf("%s: Access-Control-Allow-Origin %q, want *", method, got)
+		}
+		if got := strings.Join(h.Values("Access-Control-Allow-Methods"), ","); !strings.Contains(got, "GET") {
+			t.Fatalf("%s: Access-Control-Allow-Methods %q", method, got)
+		}
+		if got := strings.Join(h.Values("Access-Control-Expose-Headers"), ","); !strings.Contains(got, "Content-Range") {
+			t.Fatalf("%s: Access-Control-Expose-Headers %q", method, got)
+		}
+	}
+	if hits := e.resp.lru.Len(); hits == 0 {
+		t.Fatal("nothing was cached: the second GET did not test a hit")
+	}
+}
+
 // TestEdgeForwardedHost: the gateway answers for X-Forwarded-Host, so the
 // response cache must key on it too: an answer kept for one host is never
 // served for another, whichever header named it.
