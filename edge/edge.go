@@ -141,7 +141,10 @@ func (e *Edge) newHandler() (http.Handler, error) {
 	conf := gateway.Config{
 		DeserializedResponses: true,
 		PublicGateways: map[string]*gateway.PublicGateway{
-			e.cfg.Domain: {Paths: []string{"/ipfs", "/ipns"}, UseSubdomains: true, DeserializedResponses: true},
+			// InlineDNSLink: /ipns/blog.example.org redirects to
+			// blog-example-org.ipns.DOMAIN, one label, which a wildcard
+			// certificate for *.ipns.DOMAIN covers.
+			e.cfg.Domain: {Paths: []string{"/ipfs", "/ipns"}, UseSubdomains: true, InlineDNSLink: true, DeserializedResponses: true},
 		},
 		MetricsRegistry: e.cfg.Registry,
 	}

@@ -106,3 +106,21 @@ func TestEdgeForwardedHost(t *testing.T) {
 		t.Fatal("the site's cached answer changed")
 	}
 }
+
+// TestEdgeInlinesDNSLink: /ipns/{fqdn} on the edge's domain redirects to
+// one inlined label ({fqdn with - and --}.ipns.DOMAIN), which a wildcard
+// certificate covers, and that label serves the name.
+func TestEdgeInlinesDNSLink(t *testing.T) {
+	e, _ := newLocalEdge(t)
+	r := get(t, e, "cdn.test", "/ipns/blog.cdn.test/about.html")
+	if r.StatusCode != http.StatusMovedPermanently {
+		t.Fatalf("HTTP %d, want 301", r.StatusCode)
+	}
+	if loc, want := r.Header.Get("Location"), "//blog-cdn-test.ipns.cdn.test/about.html"; !strings.HasSuffix(loc, want) {
+		t.Fatalf("Location %q, want …%s", loc, want)
+	}
+	r = get(t, e, "blog-cdn-test.ipns.cdn.test", "/about.html")
+	if got := body(t, r); r.StatusCode != http.StatusOK || !strings.Contains(got, "<html") {
+		t.Fatalf("inlined label: HTTP %d %.100q", r.StatusCode, got)
+	}
+}
