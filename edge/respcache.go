@@ -26,6 +26,7 @@ type response struct {
 	promoted   atomic.Int64 // when it last moved to the front of the LRU (unix ns)
 	etag       string
 	expires    time.Time // zero: immutable
+	stored     time.Time // when the gateway wrote it
 	modtime    time.Time
 	refreshing bool // expired, and one request is fetching it anew
 }
@@ -135,8 +136,12 @@ func (e *Edge) withResponseCache(next http.Handler) http.Handler {
 			for k, v := range cached.header {
 				h[k] = v
 			}
-			if !cached.expires.IsZero() { // a named site: only what is left of its TTL
-				h["Cache-Control"] = []string{"public, max-age=" + strconv.Itoa(max(0, int(cached.expires.Sub(now)/time.Second)))}
+			if !cached.expires.IsZero() {
+				// A named answer ages: its Cache-Control stays as the
+				// gateway wrote it (max-age is the record's TTL, other
+				// directives kept) and Age tells how much of it is used,
+				// as a shared cache does (RFC 9111, section 5.1).
+				h["Age"] = []string{strconv.Itoa(int(now.Sub(cached.stored) / time.Second))}
 			}
 			if r.Header.Get("Range") == "" && r.Header.Get("If-None-Match") == "" && r.Header.Get("If-Modified-Since") == "" {
 				h["Content-Length"] = cached.length
@@ -251,5 +256,5 @@ func (w *recordingWriter) response(now time.Time) *response {
 	modtime, _ := http.ParseTime(h.Get("Last-Modified"))
 	body := bytes.Clone(w.buf.Bytes())
 	return &response{header: header, length: []string{strconv.Itoa(len(body))}, body: body,
-		etag: h.Get("Etag"), expires: expires, modtime: modtime}
+		etag: h.Get("Etag"), expires: expires, stored: now, modtime: modtime}
 }
