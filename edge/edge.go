@@ -12,6 +12,7 @@ import (
 	"github.com/ipfs/boxo/blockservice"
 	"github.com/ipfs/boxo/gateway"
 	"github.com/ipfs/boxo/namesys"
+	"github.com/ipfs/boxo/path"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
@@ -47,6 +48,12 @@ type Config struct {
 	// HTTPClient reaches the origin and storage peers. Default: one with
 	// sane timeouts.
 	HTTPClient *http.Client
+	// DNSLinks are static DNSLink records: a host name (blog.example.org)
+	// → the content path its TXT record would name (/ipfs/{cid}[/sub] or
+	// /ipns/{name}), for custom domains pointed at the edge without DNS
+	// lookups (kubo's IPFS_NS_MAP). They take precedence over the origin's
+	// names. Default: none.
+	DNSLinks map[string]string
 }
 
 // Edge serves sites from verified, cached blocks.
@@ -87,6 +94,15 @@ func New(ctx context.Context, cfg Config) (*Edge, error) {
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{Timeout: time.Minute}
 	}
+	dnslinks := make(map[string]string, len(cfg.DNSLinks))
+	for host, target := range cfg.DNSLinks {
+		p, err := path.NewPath(target)
+		if err != nil || (p.Namespace() != path.IPFSNamespace && p.Namespace() != path.IPNSNamespace) {
+			return nil, fmt.Errorf("edge: DNSLink for %s: %q is not an /ipfs/ or /ipns/ path", host, target)
+		}
+		dnslinks[strings.TrimSuffix(strings.ToLower(host), ".")] = p.String()
+	}
+	cfg.DNSLinks = dnslinks
 	if cfg.Key == nil {
 		k, err := identity.Generate(nil)
 		if err != nil {
@@ -104,6 +120,7 @@ func New(ctx context.Context, cfg Config) (*Edge, error) {
 	e.src = &source{origin: cfg.Origin, originID: cfg.OriginID, http: cfg.HTTPClient,
 		shards: storage.NewClient(cfg.Key, nil), stats: erasure.NewPeerStats(), spans: erasure.NewSpanCache(64 << 20),
 		readers: map[cid.Cid]*erasure.Reader{}, noManifest: map[cid.Cid]time.Time{}, addrs: map[peer.ID]string{},
+		dnslinks: cfg.DNSLinks,
 		flag: func(f erasure.Flag) {
 			e.log.Warn("storage peer flagged", zap.Stringer("peer", f.Peer), zap.String("shard", f.Shard), zap.String("reason", f.Reason))
 		}}

@@ -16,7 +16,7 @@ import (
 // newLocalEdge is an edge over an origin that keeps the example site on
 // its own disk (no storage peers), published as "blog": enough for the
 // gateway semantics, which do not depend on where blocks come from.
-func newLocalEdge(t *testing.T) (*Edge, cid.Cid) {
+func newLocalEdge(t *testing.T, opts ...func(*Config, cid.Cid)) (*Edge, cid.Cid) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -41,7 +41,11 @@ func newLocalEdge(t *testing.T) (*Edge, cid.Cid) {
 	if _, err := client.PublishName(ctx, "blog", key, d.Root, publish.NameOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	e, err := New(ctx, Config{Origin: ots.URL, Domain: "cdn.test"})
+	cfg := Config{Origin: ots.URL, Domain: "cdn.test"}
+	for _, o := range opts {
+		o(&cfg, d.Root)
+	}
+	e, err := New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,5 +126,29 @@ func TestEdgeInlinesDNSLink(t *testing.T) {
 	r = get(t, e, "blog-cdn-test.ipns.cdn.test", "/about.html")
 	if got := body(t, r); r.StatusCode != http.StatusOK || !strings.Contains(got, "<html") {
 		t.Fatalf("inlined label: HTTP %d %.100q", r.StatusCode, got)
+	}
+}
+
+// TestEdgeStaticDNSLink: a static DNSLink record serves its host name
+// (custom domains), /ipns/{host} on the path gateway and its inlined label
+// on the subdomain gateway; a target that is not a content path is refused.
+func TestEdgeStaticDNSLink(t *testing.T) {
+	e, root := newLocalEdge(t, func(c *Config, root cid.Cid) {
+		c.DNSLinks = map[string]string{"Blog.Example.org.": "/ipfs/" + root.String()}
+	})
+	want := body(t, get(t, e, "127.0.0.1", "/ipfs/"+root.String()+"/about.html"))
+	for _, tc := range []struct{ host, path string }{
+		{"blog.example.org", "/about.html"},
+		{"127.0.0.1", "/ipns/blog.example.org/about.html"},
+		{"blog-example-org.ipns.cdn.test", "/about.html"},
+	} {
+		r := get(t, e, tc.host, tc.path)
+		if got := body(t, r); r.StatusCode != http.StatusOK || got != want {
+			t.Fatalf("%s%s: HTTP %d %.100q", tc.host, tc.path, r.StatusCode, got)
+		}
+	}
+	if _, err := New(context.Background(), Config{Origin: "http://127.0.0.1:1",
+		DNSLinks: map[string]string{"x.example": "bafy"}}); err == nil {
+		t.Fatal("a DNSLink target that is no content path was accepted")
 	}
 }
