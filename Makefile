@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin/topcdn
 
-.PHONY: all build demo test test-short fuzz bench vet clean
+.PHONY: all build demo test test-short fuzz bench conformance vet clean
 
 all: build
 
@@ -38,6 +38,11 @@ bench:
 	$(GO) run ./bench publish
 	$(GO) run ./bench erasure
 	$(GO) run ./bench edge
+
+## conformance: ipfs/gateway-conformance v0.13.2 against a real origin and edge on loopback; pass/fail per
+## spec group (suite fetched and built once into ~/.cache/topcdn; then offline, seconds). Not part of test.
+conformance:
+	./scripts/conformance.sh
 
 clean:
 	rm -rf bin demo

@@ -27,9 +27,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    memory_cache <size>
 //	    disk_cache   <dir> [<size>]
 //	    key          <file>
+//	    dnslink      <host> </ipfs/cid or /ipns/name path>
 //	}
 //
-// Sizes take units (256MiB, 1GiB).
+// Sizes take units (256MiB, 1GiB). dnslink may be repeated, one host each.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {
@@ -79,6 +80,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 				h.DiskCacheBytes = int64(n)
 			}
+		case "dnslink":
+			var host, target string
+			if !d.AllArgs(&host, &target) {
+				return d.ArgErr()
+			}
+			if h.DNSLinks == nil {
+				h.DNSLinks = map[string]string{}
+			}
+			h.DNSLinks[host] = target
 		default:
 			return d.Errf("unknown topcdn option %q", d.Val())
 		}

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"reflect"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -29,6 +30,12 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "disk cache without size", input: `topcdn http://o { 
 				disk_cache /c 
 			}`, want: Handler{Origin: "http://o", DiskCacheDir: "/c"}},
+		{name: "static DNSLink records", input: `topcdn http://o {
+				dnslink blog.example.org /ipfs/bafkqaaa
+				dnslink docs.example.org /ipns/k51qzi5uqu5dlxdsdu5fpuu7h69wu4ohp32iwm9pdt9nq3y5rpn3ln9j12zfhe
+			}`, want: Handler{Origin: "http://o", DNSLinks: map[string]string{"blog.example.org": "/ipfs/bafkqaaa",
+			"docs.example.org": "/ipns/k51qzi5uqu5dlxdsdu5fpuu7h69wu4ohp32iwm9pdt9nq3y5rpn3ln9j12zfhe"}}},
+		{name: "dnslink without path", input: "topcdn {\n dnslink blog.example.org\n}", wantErr: true},
 		{name: "two arguments", input: `topcdn http://a http://b`, wantErr: true},
 		{name: "unknown option", input: "topcdn {\n bogus 1\n}", wantErr: true},
 		{name: "bad size", input: "topcdn {\n memory_cache lots\n}", wantErr: true},
@@ -42,7 +49,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("err = %v, wantErr %v", err, tc.wantErr)
 			}
-			if !tc.wantErr && h != tc.want {
+			if !tc.wantErr && !reflect.DeepEqual(h, tc.want) {
 				t.Fatalf("got %+v, want %+v", h, tc.want)
 			}
 		})

@@ -43,6 +43,9 @@ type Handler struct {
 	// KeyFile holds the edge's key (created if missing). Default: a new
 	// key at each start.
 	KeyFile string `json:"key_file,omitempty"`
+	// DNSLinks are static DNSLink records: host name → /ipfs/… or /ipns/…
+	// path, answered without DNS (custom domains). Default: none.
+	DNSLinks map[string]string `json:"dnslinks,omitempty"`
 
 	edge   *edge.Edge
 	disk   *edge.DiskCache
@@ -71,7 +74,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.DiskCacheBytes = 1 << 30
 	}
 	cfg := edge.Config{Origin: h.Origin, Domain: h.Domain, MemoryBytes: int64(float64(h.MemoryCacheBytes) * cacheShare),
-		Logger: h.logger, Registry: ctx.GetMetricsRegistry()}
+		DNSLinks: h.DNSLinks, Logger: h.logger, Registry: ctx.GetMetricsRegistry()}
 	var err error
 	if h.OriginID != "" {
 		if cfg.OriginID, err = peer.Decode(h.OriginID); err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/ipfs/boxo/blockservice"
 	"github.com/ipfs/boxo/gateway"
 	"github.com/ipfs/boxo/namesys"
+	"github.com/ipfs/boxo/path"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,6 +52,12 @@ type Config struct {
 	// Recorder receives a record of every response, for billing.
 	// Default: none.
 	Recorder Recorder
+	// DNSLinks are static DNSLink records: a host name (blog.example.org)
+	// → the content path its TXT record would name (/ipfs/{cid}[/sub] or
+	// /ipns/{name}), for custom domains pointed at the edge without DNS
+	// lookups (kubo's IPFS_NS_MAP). They take precedence over the origin's
+	// names. Default: none.
+	DNSLinks map[string]string
 }
 
 // Edge serves sites from verified, cached blocks.
@@ -92,6 +99,15 @@ func New(ctx context.Context, cfg Config) (*Edge, error) {
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{Timeout: time.Minute}
 	}
+	dnslinks := make(map[string]string, len(cfg.DNSLinks))
+	for host, target := range cfg.DNSLinks {
+		p, err := path.NewPath(target)
+		if err != nil || (p.Namespace() != path.IPFSNamespace && p.Namespace() != path.IPNSNamespace) {
+			return nil, fmt.Errorf("edge: DNSLink for %s: %q is not an /ipfs/ or /ipns/ path", host, target)
+		}
+		dnslinks[strings.TrimSuffix(strings.ToLower(host), ".")] = p.String()
+	}
+	cfg.DNSLinks = dnslinks
 	if cfg.Key == nil {
 		k, err := identity.Generate(nil)
 		if err != nil {
@@ -110,6 +126,7 @@ func New(ctx context.Context, cfg Config) (*Edge, error) {
 	e.src = &source{origin: cfg.Origin, originID: cfg.OriginID, http: cfg.HTTPClient,
 		shards: storage.NewClient(cfg.Key, nil), stats: erasure.NewPeerStats(), spans: erasure.NewSpanCache(spans),
 		readers: map[cid.Cid]*erasure.Reader{}, noManifest: map[cid.Cid]time.Time{}, addrs: map[peer.ID]string{},
+		dnslinks: cfg.DNSLinks,
 		flag: func(f erasure.Flag) {
 			e.log.Warn("storage peer flagged", zap.Stringer("peer", f.Peer), zap.String("shard", f.Shard), zap.String("reason", f.Reason))
 		}}
@@ -154,10 +171,27 @@ func (e *Edge) newHandler() (http.Handler, error) {
 	conf := gateway.Config{
 		DeserializedResponses: true,
 		PublicGateways: map[string]*gateway.PublicGateway{
-			e.cfg.Domain: {Paths: []string{"/ipfs", "/ipns"}, UseSubdomains: true, DeserializedResponses: true},
+			// InlineDNSLink: /ipns/blog.example.org redirects to
+			// blog-example-org.ipns.DOMAIN, one label, which a wildcard
+			// certificate for *.ipns.DOMAIN covers.
+			e.cfg.Domain: {Paths: []string{"/ipfs", "/ipns"}, UseSubdomains: true, InlineDNSLink: true, DeserializedResponses: true},
 		},
 		MetricsRegistry: e.cfg.Registry,
 	}
 	gw := gateway.NewHandler(conf, backend)
-	return e.withAccounting(e.withResponseCache(e.withSite404(gateway.NewHostnameHandler(conf, backend, gw)))), nil
+	// CORS as kubo sends it: any origin may read content-addressed data
+	// (verified-fetch clients, web apps). Set before the response cache
+	// records the headers, so hits carry them at no cost.
+	cors := gateway.NewHeaders(nil).ApplyCors()
+	return e.withAccounting(e.withResponseCache(cors.Wrap(e.withSite404(gateway.NewHostnameHandler(conf, backend, gw))))), nil
+}
+
+// requestHost is the host a request is answered for: boxo's gateway
+// honours X-Forwarded-Host over Host, so whatever keys or checks a
+// request by host must too.
+func requestHost(r *http.Request) string {
+	if h := r.Header.Get("X-Forwarded-Host"); h != "" {
+		return h
+	}
+	return r.Host
 }

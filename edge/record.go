@@ -98,9 +98,10 @@ func (e *Edge) served(r *http.Request, h http.Header, status int, n int64) Serve
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		s.Client = ap.Addr().Unmap()
 	}
-	if e.isSite(r.Host) {
-		s.Name, _, _ = strings.Cut(strings.ToLower(hostOnly(r.Host)), ".")
-	} else if label, ok := strings.CutSuffix(strings.ToLower(hostOnly(r.Host)), "."+e.cfg.Domain); ok {
+	host := requestHost(r)
+	if e.isSite(host) {
+		s.Name, _, _ = strings.Cut(strings.ToLower(hostOnly(host)), ".")
+	} else if label, ok := strings.CutSuffix(strings.ToLower(hostOnly(host)), "."+e.cfg.Domain); ok {
 		// {cid}.ipfs.domain or {name}.ipns.domain
 		if first, kind, ok := strings.Cut(label, "."); ok && kind == "ipfs" {
 			s.Root = first

@@ -26,6 +26,7 @@ type response struct {
 	promoted   atomic.Int64 // when it last moved to the front of the LRU (unix ns)
 	etag       string
 	expires    time.Time // zero: immutable
+	stored     time.Time // when the gateway wrote it
 	modtime    time.Time
 	refreshing bool // expired, and one request is fetching it anew
 }
@@ -53,10 +54,11 @@ func newResponseCache(maxBytes int64) *responseCache {
 
 func (r *response) size() int64 { return int64(len(r.body)) + 512 }
 
-// key names a request's answer: host (without port), path and query, and
-// the Accept header (it selects raw, CAR or deserialized responses).
+// key names a request's answer: host (without port; X-Forwarded-Host if
+// set, as the gateway answers for it), path and query, and the Accept
+// header (it selects raw, CAR or deserialized responses).
 func responseKey(r *http.Request) string {
-	host := r.Host
+	host := requestHost(r)
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
@@ -134,8 +136,12 @@ func (e *Edge) withResponseCache(next http.Handler) http.Handler {
 			for k, v := range cached.header {
 				h[k] = v
 			}
-			if !cached.expires.IsZero() { // a named site: only what is left of its TTL
-				h["Cache-Control"] = []string{"public, max-age=" + strconv.Itoa(max(0, int(cached.expires.Sub(now)/time.Second)))}
+			if !cached.expires.IsZero() {
+				// A named answer ages: its Cache-Control stays as the
+				// gateway wrote it (max-age is the record's TTL, other
+				// directives kept) and Age tells how much of it is used,
+				// as a shared cache does (RFC 9111, section 5.1).
+				h["Age"] = []string{strconv.Itoa(int(now.Sub(cached.stored) / time.Second))}
 			}
 			if r.Header.Get("Range") == "" && r.Header.Get("If-None-Match") == "" && r.Header.Get("If-Modified-Since") == "" {
 				h["Content-Length"] = cached.length
@@ -253,5 +259,5 @@ func (w *recordingWriter) response(now time.Time) *response {
 		body = bytes.Clone(body) // do not keep much unused capacity
 	}
 	return &response{header: header, length: []string{strconv.Itoa(len(body))}, body: body,
-		etag: h.Get("Etag"), expires: expires, modtime: modtime}
+		etag: h.Get("Etag"), expires: expires, stored: now, modtime: modtime}
 }

@@ -1,6 +1,9 @@
 package edge
 
 import (
+	"context"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 )
@@ -40,5 +43,35 @@ func TestResponseCacheExpiry(t *testing.T) {
 	}
 	if small.size() > 2000 {
 		t.Fatalf("cache holds %d bytes, bound 2000", small.size())
+	}
+}
+
+// TestResponseCacheKeepsCacheControl: a hit on an answer with a TTL (an
+// IPNS record, a named site) sends the gateway's Cache-Control unchanged,
+// every directive kept, and ages it with an Age header.
+func TestResponseCacheKeepsCacheControl(t *testing.T) {
+	e, err := New(context.Background(), Config{Origin: "http://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const cc = "public, max-age=1800, stale-while-revalidate=60"
+	calls := 0
+	h := e.withResponseCache(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls++
+		w.Header().Set("Cache-Control", cc)
+		w.Write([]byte("record"))
+	}))
+	for i := range 2 {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "http://127.0.0.1/ipns/k51test?format=ipns-record", nil))
+		if got := rec.Header().Get("Cache-Control"); got != cc {
+			t.Fatalf("request %d: Cache-Control %q, want %q", i, got, cc)
+		}
+		if age := rec.Header().Get("Age"); i == 1 && age == "" {
+			t.Fatal("hit without Age")
+		}
+	}
+	if calls != 1 {
+		t.Fatalf("handler called %d times, want 1 (second request a hit)", calls)
 	}
 }

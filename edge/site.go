@@ -13,8 +13,9 @@ import (
 // /404.html (status 404), as static hosts do; other answers pass through.
 func (e *Edge) withSite404(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if e.isSite(r.Host) && !e.siteExists(r.Context(), r.Host) {
-			http.Error(w, "no site is published as "+r.Host, http.StatusNotFound)
+		host := requestHost(r)
+		if e.isSite(host) && !e.siteExists(r.Context(), host) {
+			http.Error(w, "no site is published as "+host, http.StatusNotFound)
 			return
 		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -27,7 +28,7 @@ func (e *Edge) withSite404(next http.Handler) http.Handler {
 			return
 		}
 		// Only DNSLink (named) sites have a 404 page of their own.
-		if !e.isSite(r.Host) {
+		if !e.isSite(host) {
 			iw.flushOriginal()
 			return
 		}

@@ -31,6 +31,7 @@ type source struct {
 	stats    *erasure.PeerStats
 	spans    *erasure.SpanCache
 	flag     func(erasure.Flag)
+	dnslinks map[string]string // static DNSLink records: host → content path
 
 	mu         sync.Mutex
 	readers    map[cid.Cid]*erasure.Reader // by root
@@ -244,12 +245,16 @@ func (s *source) getJSON(ctx context.Context, path string, limit int64, v any) e
 	return nil
 }
 
-// lookupDNSLink answers DNSLink TXT lookups for NAME.DOMAIN from the
-// origin's names: _dnslink.blog.cdn.test → dnslink=/ipns/k51….
+// lookupDNSLink answers DNSLink TXT lookups from the static records, else
+// for NAME.DOMAIN from the origin's names: _dnslink.blog.cdn.test →
+// dnslink=/ipns/k51….
 func (s *source) lookupDNSLink(domain string) func(ctx context.Context, fqdn string) ([]string, time.Duration, error) {
 	suffix := "." + strings.TrimSuffix(domain, ".")
 	return func(ctx context.Context, fqdn string) ([]string, time.Duration, error) {
-		host := strings.TrimSuffix(strings.TrimPrefix(fqdn, "_dnslink."), ".")
+		host := strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(fqdn, "_dnslink."), "."))
+		if p, ok := s.dnslinks[host]; ok {
+			return []string{"dnslink=" + p}, staticDNSLinkTTL, nil
+		}
 		name, ok := strings.CutSuffix(host, suffix)
 		if !ok || name == "" || strings.Contains(name, ".") {
 			return nil, 0, fmt.Errorf("edge: %s is not a site of %s", host, domain)
@@ -268,5 +273,9 @@ func (s *source) lookupDNSLink(domain string) func(ctx context.Context, fqdn str
 		return []string{"dnslink=/ipns/" + ni.IPNS}, ttl, nil
 	}
 }
+
+// staticDNSLinkTTL is how long answers for a static DNSLink name may be
+// cached, by the edge and by browsers.
+const staticDNSLinkTTL = 5 * time.Minute
 
 var _ erasure.ShardStore = (*source)(nil)

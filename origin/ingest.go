@@ -162,7 +162,7 @@ func (o *Origin) ingest(ctx context.Context, r io.Reader) (*UploadResult, error)
 			if err != nil {
 				return nil, fmt.Errorf("origin: check link %s: %w", l, err)
 			}
-			if !ok {
+			if !ok && !o.cfg.AllowIncomplete {
 				return nil, errorf(ErrIncomplete, "block %s links to %s, which is neither in the CAR nor stored at the origin", sb.c, l)
 			}
 		}

@@ -48,6 +48,12 @@ type Config struct {
 	// (files and directories, as a browser wants), not only the trustless
 	// raw, CAR and IPNS record responses. Default: false.
 	Deserialized bool
+	// AllowIncomplete accepts uploads whose blocks link to blocks neither
+	// in the upload nor stored (roots must still be present). For test
+	// fixtures that leave blocks out on purpose, such as those of
+	// ipfs/gateway-conformance; the store is then no longer closed under
+	// links, so it requires Stripe to be nil. Default: false.
+	AllowIncomplete bool
 	// Stripe, when set, moves published content to storage peers (see
 	// StripeConfig). Default: nil, content stays on the origin's disk.
 	Stripe *StripeConfig
@@ -109,6 +115,9 @@ func New(ctx context.Context, cfg Config) (*Origin, error) {
 	}
 	if cfg.HeartbeatInterval <= 0 {
 		cfg.HeartbeatInterval = 10 * time.Second
+	}
+	if cfg.AllowIncomplete && cfg.Stripe != nil {
+		return nil, errors.New("origin: AllowIncomplete needs striping off (Stripe nil)")
 	}
 	if cfg.Stripe != nil {
 		sc := *cfg.Stripe

@@ -558,3 +558,75 @@ func TestIngestBlockLimit(t *testing.T) {
 		t.Fatalf("refused upload stored %d blocks", n)
 	}
 }
+
+// TestIngestAllowIncomplete: fixtures that leave blocks out on purpose
+// (gateway-conformance's) are taken with AllowIncomplete, roots still
+// required; the option refuses striping.
+func TestIngestAllowIncomplete(t *testing.T) {
+	d := newTestDAG(t, "a", 3)
+	other := newTestDAG(t, "b", 2)
+	o, err := New(context.Background(), Config{DataDir: t.TempDir(), AllowIncomplete: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { o.Close() })
+	res, err := o.Ingest(context.Background(), bytes.NewReader(carBytes(t, []cid.Cid{d.root}, d.blocks[:3]...)))
+	if err != nil {
+		t.Fatalf("missing leaf with AllowIncomplete: %v", err)
+	}
+	if res.NewBlocks != 3 {
+		t.Fatalf("%d new blocks, want 3", res.NewBlocks)
+	}
+	if _, err := o.Ingest(context.Background(), bytes.NewReader(carBytes(t, []cid.Cid{other.root}, d.blocks...))); !errors.Is(err, ErrIncomplete) {
+		t.Fatalf("missing root with AllowIncomplete: err = %v, want ErrIncomplete", err)
+	}
+	if _, err := New(context.Background(), Config{DataDir: t.TempDir(), AllowIncomplete: true, Stripe: &StripeConfig{}}); err == nil {
+		t.Fatal("AllowIncomplete with striping accepted")
+	}
+}
+
+// TestCIDVersionsNameOneBlock: a dag-pb node stored under its CIDv0 is
+// served for its CIDv1 (and back), as kubo does: gateways ask for CIDv1s.
+func TestCIDVersionsNameOneBlock(t *testing.T) {
+	ctx := context.Background()
+	o := newTestOrigin(t)
+	v0 := &mdag.ProtoNode{} // CIDv0 by default
+	v0.SetData([]byte{0x08, 0x01})
+	v1 := &mdag.ProtoNode{}
+	v1.SetCidBuilder(mdag.V1CidPrefix())
+	v1.SetData([]byte{0x08, 0x01, 0x12, 0x01, 'x'})
+	for _, nd := range []*mdag.ProtoNode{v0, v1} {
+		if _, err := o.Ingest(ctx, bytes.NewReader(carBytes(t, []cid.Cid{nd.Cid()}, testBlock{nd.Cid(), nd.RawData()}))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := o.Handler()
+	for _, tc := range []struct {
+		stored *mdag.ProtoNode
+		ask    cid.Cid
+	}{
+		{v0, cid.NewCidV1(cid.DagProtobuf, v0.Cid().Hash())},
+		{v1, cid.NewCidV0(v1.Cid().Hash())},
+	} {
+		b, err := o.blocks.Get(ctx, tc.ask)
+		if err != nil || !bytes.Equal(b.RawData(), tc.stored.RawData()) || !b.Cid().Equals(tc.ask) {
+			t.Fatalf("Get(%s) of a block stored as %s: %v", tc.ask, tc.stored.Cid(), err)
+		}
+		if ok, err := o.blocks.Has(ctx, tc.ask); !ok || err != nil {
+			t.Fatalf("Has(%s) = %v, %v", tc.ask, ok, err)
+		}
+		if n, err := o.blocks.GetSize(ctx, tc.ask); n != len(tc.stored.RawData()) || err != nil {
+			t.Fatalf("GetSize(%s) = %d, %v", tc.ask, n, err)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/ipfs/"+tc.ask.String()+"?format=raw", nil))
+		if rec.Code != 200 || !bytes.Equal(rec.Body.Bytes(), tc.stored.RawData()) {
+			t.Fatalf("GET /ipfs/%s?format=raw: HTTP %d", tc.ask, rec.Code)
+		}
+	}
+	// A raw block with the same hash is another block: not found.
+	raw := cid.NewCidV1(cid.Raw, v0.Cid().Hash())
+	if ok, _ := o.blocks.Has(ctx, raw); ok {
+		t.Fatal("a raw CID found a dag-pb block")
+	}
+}

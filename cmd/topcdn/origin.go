@@ -17,12 +17,12 @@ import (
 
 func newOriginCmd() *cobra.Command {
 	var (
-		listen, dataDir, keyFile, maxUpload, logLevel string
-		segmentSize, chunkSize                        string
-		deserialized, noStripe, keepLocal             bool
-		dashRouter, dashBilling                       string
-		dataShards, parityShards, repairThreshold     int
-		heartbeat, auditEvery, repairEvery            time.Duration
+		listen, dataDir, keyFile, maxUpload, logLevel      string
+		segmentSize, chunkSize                             string
+		deserialized, noStripe, keepLocal, allowIncomplete bool
+		dashRouter, dashBilling                            string
+		dataShards, parityShards, repairThreshold          int
+		heartbeat, auditEvery, repairEvery                 time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "origin --data DIR [--listen ADDR]",
@@ -72,10 +72,11 @@ SIGINT or SIGTERM stop it cleanly.`,
 				return fmt.Errorf("--max-upload %q: %w", maxUpload, err)
 			}
 			cfg := origin.Config{
-				DataDir:       dataDir,
-				MaxUploadSize: int64(limit),
-				Deserialized:  deserialized,
-				Logger:        log,
+				DataDir:         dataDir,
+				MaxUploadSize:   int64(limit),
+				Deserialized:    deserialized,
+				AllowIncomplete: allowIncomplete,
+				Logger:          log,
 			}
 			if !noStripe {
 				seg, err := humanize.ParseBytes(segmentSize)
@@ -107,6 +108,7 @@ SIGINT or SIGTERM stop it cleanly.`,
 	f.StringVar(&maxUpload, "max-upload", "8GiB", "largest CAR upload accepted")
 	f.BoolVar(&deserialized, "deserialized", false, "also serve files and directories to browsers, not only trustless responses")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.BoolVar(&allowIncomplete, "allow-incomplete", false, "accept CARs whose blocks link to blocks they lack (test fixtures; needs --no-stripe)")
 	f.BoolVar(&noStripe, "no-stripe", false, "keep published content on the origin instead of striping it to storage peers")
 	f.IntVar(&dataShards, "data-shards", 10, "data shards per segment (k): any k shards rebuild it")
 	f.IntVar(&parityShards, "parity-shards", 4, "parity shards per segment (m): how many lost shards a segment survives")
