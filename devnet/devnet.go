@@ -318,6 +318,10 @@ func edgeCaddyfile(dir, ip, addr, origin, router, billing, zone, city string, ep
 
 http://:%[3]s {
 	bind %[2]s
+	log {
+		output file %[12]s
+		format json
+	}
 	encode zstd gzip
 	topcdn {
 		origin       %[4]s
@@ -334,7 +338,7 @@ http://:%[3]s {
 	}
 }
 `, filepath.Join(dir, "caddy"), ip, port, origin, router, billing, zone, city,
-		filepath.Join(dir, "cache"), filepath.Join(dir, "edge.key"), epoch)
+		filepath.Join(dir, "cache"), filepath.Join(dir, "edge.key"), epoch, filepath.Join(dir, "access.log"))
 }
 
 // publish publishes the site with `topcdn publish` and reads back its

@@ -1,0 +1,375 @@
+package devnet
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestDevnetInChromium runs `topcdn devnet` and browses the example site
+// with headless Chromium at the address the DNS router answers, then
+// kills the nearest edge and 4 storage peers and browses again, settles
+// billing, and checks who paid and who earned. Screenshots of the site
+// and the dashboard go to $TOPCDN_ARTIFACTS (default: artifacts/ at the
+// repository root).
+func TestDevnetInChromium(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: runs the whole network")
+	}
+	browser := findChromium(t)
+	bin := buildTopcdn(t)
+	dir := t.TempDir()
+	offset := 10000 + rand.IntN(14000) // every port stays below the ephemeral range
+	n := startDevnet(t, bin, dir, offset)
+	info := n.info
+	site := info.Sites[0]
+	_, edgePort, _ := net.SplitHostPort(strings.TrimPrefix(info.Edges[0].URL, "http://"))
+	artifacts := artifactsDir(t)
+	want := "Welcome to topcdn"
+
+	// 1. From "Frankfurt" the router answers the Frankfurt edge first;
+	// Chromium loads the page, its stylesheet and its logo from it.
+	frankfurt := net.ParseIP("127.1.0.5")
+	first := resolveFirst(t, info.DNS.Addr, site.Host, frankfurt)
+	if first != "127.1.0.1" {
+		t.Fatalf("from 127.1.0.5 the router answered %s first, want the Frankfurt edge 127.1.0.1", first)
+	}
+	url := "http://" + site.Host + ":" + edgePort + "/"
+	dom := chromium(t, browser, first, "--dump-dom", url)
+	if !strings.Contains(dom, want) {
+		t.Fatalf("the page through %s does not say %q:\n%.500s", first, want, dom)
+	}
+	edgeLoaded(t, dir, first, "/", "/css/style.css", "/img/logo.png")
+	chromium(t, browser, first, "--screenshot="+filepath.Join(artifacts, "site.png"), "--window-size=1200,900", url)
+
+	// 2. Kill the nearest edge: within 3 heartbeat intervals the router
+	// answers another, and the page loads from it.
+	killEdge(t, info, first)
+	second := waitAnswerChanges(t, info.DNS.Addr, site.Host, frankfurt, first, 30*time.Second)
+	if dom := chromium(t, browser, second, "--dump-dom", url); !strings.Contains(dom, want) {
+		t.Fatalf("after the Frankfurt edge died the page through %s does not say %q", second, want)
+	}
+	edgeLoaded(t, dir, second, "/", "/css/style.css", "/img/logo.png")
+
+	// 3. Kill 4 of the 14 storage peers: an edge that never served the
+	// site (cold caches) still loads it, rebuilding from the other 10.
+	for _, s := range info.Storage[:4] {
+		syscall.Kill(s.PID, syscall.SIGKILL)
+	}
+	var third string
+	for _, src := range []string{"127.2.0.5", "127.3.0.5"} {
+		if a := resolveFirst(t, info.DNS.Addr, site.Host, net.ParseIP(src)); a != second && a != first {
+			third = a
+		}
+	}
+	if third == "" {
+		t.Fatalf("no source address gets the third edge")
+	}
+	if dom := chromium(t, browser, third, "--dump-dom", url+"docs/"); !strings.Contains(dom, "Docs") {
+		t.Fatalf("with 4 storage peers dead the docs page through %s did not load:\n%.300s", third, dom)
+	}
+	edgeLoaded(t, dir, third, "/docs/", "/css/style.css")
+
+	// 4. The dashboard shows the network.
+	dash := chromium(t, browser, "", "--dump-dom", "--virtual-time-budget=8000", info.Dashboard)
+	for _, s := range []string{"Frankfurt", site.CID, "healthy"} {
+		if !strings.Contains(dash, s) {
+			t.Fatalf("the dashboard does not show %q:\n%.800s", s, dash)
+		}
+	}
+	chromium(t, browser, "", "--screenshot="+filepath.Join(artifacts, "dashboard.png"), "--window-size=1400,1600",
+		"--virtual-time-budget=8000", info.Dashboard)
+	t.Logf("screenshots: %s, %s", filepath.Join(artifacts, "site.png"), filepath.Join(artifacts, "dashboard.png"))
+
+	// 5. Settle: the publisher paid, the edges that served earned.
+	waitPaid(t, bin, info, []string{first, second, third})
+}
+
+// devnetRun is a running `topcdn devnet`.
+type devnetRun struct {
+	cmd  *exec.Cmd
+	info Info
+}
+
+func startDevnet(t *testing.T, bin, dir string, offset int) *devnetRun {
+	t.Helper()
+	var out bytes.Buffer
+	cmd := exec.Command(bin, "devnet", "--dir", dir, "--port-offset", strconv.Itoa(offset), "--epoch", "5s",
+		"--site", "../examples/site")
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-done:
+		case <-time.After(40 * time.Second):
+			cmd.Process.Kill()
+			<-done
+			t.Errorf("devnet did not stop within 40 s of SIGINT")
+		}
+		if t.Failed() {
+			dumpLogs(t, dir)
+		}
+	})
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		b, err := os.ReadFile(filepath.Join(dir, "devnet.json"))
+		if err == nil {
+			n := &devnetRun{cmd: cmd}
+			if err := json.Unmarshal(b, &n.info); err != nil {
+				t.Fatalf("devnet.json: %v", err)
+			}
+			if len(n.info.Edges) != 3 || len(n.info.Storage) != 14 || len(n.info.Sites) != 1 || n.info.PublisherID == "" {
+				t.Fatalf("devnet.json is incomplete: %s", b)
+			}
+			return n
+		}
+		select {
+		case err := <-done:
+			done <- err
+			t.Fatalf("devnet exited (%v):\n%s", err, out.String())
+		case <-time.After(200 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no devnet.json after 3 minutes:\n%s", out.String())
+		}
+	}
+}
+
+func buildTopcdn(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "topcdn")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/topcdn").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func findChromium(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("TOPCDN_REQUIRE_TOOLS") == "1" {
+		t.Fatal("chromium is not installed (apt-get install -y chromium)")
+	}
+	t.Skip("chromium is not installed (apt-get install -y chromium)")
+	return ""
+}
+
+func artifactsDir(t *testing.T) string {
+	dir := os.Getenv("TOPCDN_ARTIFACTS")
+	if dir == "" {
+		dir = filepath.Join("..", "artifacts")
+	}
+	dir = filepath.Join(dir, "devnet")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	abs, _ := filepath.Abs(dir)
+	return abs
+}
+
+// chromium runs headless Chromium with the site's host mapped to addr (the
+// router's answer; "" maps nothing) and returns its standard output.
+func chromium(t *testing.T, browser, addr string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	all := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+		"--disable-extensions", "--user-data-dir=" + t.TempDir()}
+	if addr != "" {
+		all = append(all, "--host-resolver-rules=MAP *.cdn.test "+addr)
+	}
+	cmd := exec.CommandContext(ctx, browser, append(all, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("chromium %v: %v\n%s", args, err, tail(stderr.String(), 2000))
+	}
+	return stdout.String()
+}
+
+// resolveFirst asks the router for host as a resolver at src would and
+// returns the first address.
+func resolveFirst(t *testing.T, dnsAddr, host string, src net.IP) string {
+	t.Helper()
+	ips, err := Resolve(context.Background(), dnsAddr, host, src)
+	if err != nil || len(ips) == 0 {
+		t.Fatalf("resolving %s from %s: %v (%d answers)", host, src, err, len(ips))
+	}
+	return ips[0].String()
+}
+
+// waitAnswerChanges waits until the router's first answer for src is no
+// longer old, and never includes it.
+func waitAnswerChanges(t *testing.T, dnsAddr, host string, src net.IP, old string, within time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		ips, err := Resolve(context.Background(), dnsAddr, host, src)
+		if err == nil && len(ips) > 0 && !slices.ContainsFunc(ips, func(ip net.IP) bool { return ip.String() == old }) {
+			return ips[0].String()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the router still answers %v (err %v) %s after %s died", ips, err, within, old)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+func killEdge(t *testing.T, info Info, addr string) {
+	t.Helper()
+	for _, e := range info.Edges {
+		if strings.Contains(e.URL, "//"+addr+":") {
+			if err := syscall.Kill(e.PID, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+	}
+	t.Fatalf("no edge at %s", addr)
+}
+
+// edgeLoaded checks the access log of the edge at addr: Chromium fetched
+// each path with status 200 (or 304).
+func edgeLoaded(t *testing.T, dir, addr string, paths ...string) {
+	t.Helper()
+	logs, _ := filepath.Glob(filepath.Join(dir, "edges", "*", "access.log"))
+	var file string
+	for _, l := range logs {
+		conf, _ := os.ReadFile(filepath.Join(filepath.Dir(l), "Caddyfile"))
+		if strings.Contains(string(conf), "bind "+addr+"\n") {
+			file = l
+		}
+	}
+	if file == "" {
+		t.Fatalf("no access log for the edge at %s", addr)
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	seen := map[string]bool{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var e struct {
+			Request struct {
+				URI     string              `json:"uri"`
+				Headers map[string][]string `json:"headers"`
+			} `json:"request"`
+			Status int `json:"status"`
+		}
+		if json.Unmarshal(sc.Bytes(), &e) != nil {
+			continue
+		}
+		ua := strings.Join(e.Request.Headers["User-Agent"], " ")
+		if strings.Contains(ua, "HeadlessChrome") && (e.Status == 200 || e.Status == 304) {
+			seen[e.Request.URI] = true
+		}
+	}
+	for _, p := range paths {
+		if !seen[p] {
+			t.Fatalf("the edge at %s did not serve %s to Chromium (seen: %v)", addr, p, seen)
+		}
+	}
+}
+
+// waitPaid settles until the serving edges have earned, then checks the
+// publisher paid what they earned (and the storage peers theirs).
+func waitPaid(t *testing.T, bin string, info Info, edgeAddrs []string) {
+	t.Helper()
+	edgeIDs := map[string]string{}
+	for _, e := range info.Edges {
+		for _, a := range edgeAddrs {
+			if strings.Contains(e.URL, "//"+a+":") {
+				edgeIDs[a] = e.PeerID
+			}
+		}
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		run(t, bin, "billing", "settle", "--billing", info.Billing.URL)
+		pub := statement(t, bin, info.Billing.URL, info.PublisherID)
+		earned := map[string]int64{}
+		for a, id := range edgeIDs {
+			earned[a] = statement(t, bin, info.Billing.URL, id).Balance
+		}
+		// The Frankfurt edge was killed, so its last batch may be lost:
+		// the other two must have been paid.
+		if earned[edgeAddrs[1]] > 0 && earned[edgeAddrs[2]] > 0 {
+			if pub.Balance >= 1_000_000_000_000 {
+				t.Fatalf("edges earned %v but the publisher's balance is %d (nothing paid)", earned, pub.Balance)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 60 s of settling the serving edges earned %v; publisher balance %d", earned, pub.Balance)
+		}
+		time.Sleep(2 * time.Second)
+	}
+}
+
+type stmt struct {
+	Account string            `json:"account"`
+	Balance int64             `json:"balance"`
+	Entries []json.RawMessage `json:"entries"`
+}
+
+func statement(t *testing.T, bin, billingURL, account string) stmt {
+	t.Helper()
+	var s stmt
+	out := run(t, bin, "billing", "statement", "--billing", billingURL, "--account", account, "--json")
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
+		t.Fatalf("statement %s: %v: %s", account, err, out)
+	}
+	return s
+}
+
+func run(t *testing.T, bin string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(bin, args...).Output()
+	if err != nil {
+		var stderr []byte
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		t.Fatalf("topcdn %v: %v\n%s", args, err, stderr)
+	}
+	return string(out)
+}
+
+func dumpLogs(t *testing.T, dir string) {
+	logs, _ := filepath.Glob(filepath.Join(dir, "logs", "*.log"))
+	for _, l := range logs {
+		b, _ := os.ReadFile(l)
+		t.Logf("=== %s\n%s", filepath.Base(l), tail(string(b), 3000))
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
+}
