@@ -235,7 +235,7 @@ func TestStripedEndToEnd(t *testing.T) {
 		peers[p.id] = p
 		alive[p.id] = true
 	}
-	waitFor(t, 90*time.Second, "repair onto the fresh peers", func() bool {
+	waitFor(t, 3*time.Minute, "repair onto the fresh peers", func() bool {
 		m2 := manifest(t, o.url, root)
 		return m2.Version > m.Version && allShardsOn(m2, alive)
 	})
@@ -291,7 +291,7 @@ func TestStripedEndToEnd(t *testing.T) {
 	for id, ok := range alive {
 		trusted[id] = ok && !liars[id]
 	}
-	waitFor(t, 90*time.Second, "repair away from the rotten peers", func() bool {
+	waitFor(t, 3*time.Minute, "repair away from the rotten peers", func() bool {
 		return allShardsOn(manifest(t, o.url, root), trusted)
 	})
 	checkSite(t, o.url, root, site)
