@@ -7,16 +7,19 @@ import (
 
 // metrics are the router's Prometheus metrics; see README.md.
 type metrics struct {
-	queries    *prometheus.CounterVec
-	answers    *prometheus.CounterVec
-	duration   *prometheus.HistogramVec
-	edges      *prometheus.GaugeVec
-	names      prometheus.Gauge
-	heartbeats *prometheus.CounterVec
-	probes     *prometheus.CounterVec
-	rrl        *prometheus.CounterVec
-	polls      *prometheus.CounterVec
-	cacheHits  prometheus.Counter
+	queries  *prometheus.CounterVec
+	answers  *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	// udpDuration is duration's "udp" child, resolved once for the
+	// response-cache path.
+	udpDuration prometheus.Observer
+	edges       *prometheus.GaugeVec
+	names       prometheus.Gauge
+	heartbeats  *prometheus.CounterVec
+	probes      *prometheus.CounterVec
+	rrl         *prometheus.CounterVec
+	polls       *prometheus.CounterVec
+	cacheHits   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -52,6 +55,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "response_cache_hits_total", Help: "UDP queries answered from ready-to-send response bytes."}),
 	}
+	m.udpDuration = m.duration.WithLabelValues("udp")
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.queries, m.answers, m.duration, m.edges, m.names,
 			m.heartbeats, m.probes, m.rrl, m.polls, m.cacheHits} {

@@ -13,6 +13,8 @@ import (
 
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 )
 
 // UDPServer serves a Router on one UDP socket. Unlike a dns.Server it
@@ -85,14 +87,44 @@ func (u *UDPServer) ShutdownContext(ctx context.Context) error {
 // keyLen is the length of the client part of a cache key.
 const keyLen = 16
 
+// Batching: each reader takes up to batchSize queries per system call
+// (recvmmsg on Linux) and sends the ready answers among them with one
+// (sendmmsg); a query longer than maxQuery is dropped.
+const (
+	batchSize = 32
+	maxQuery  = 4096
+)
+
+// batchConn reads and writes several datagrams per system call
+// (golang.org/x/net's ipv4 and ipv6 PacketConn).
+type batchConn interface {
+	ReadBatch(ms []ipv4.Message, flags int) (int, error)
+	WriteBatch(ms []ipv4.Message, flags int) (int, error)
+}
+
+func newBatchConn(c *net.UDPConn) batchConn {
+	if la, ok := c.LocalAddr().(*net.UDPAddr); ok && la.IP.To4() == nil {
+		return ipv6.NewPacketConn(c)
+	}
+	return ipv4.NewPacketConn(c)
+}
+
 // loop is one reader of the socket.
 func (u *UDPServer) loop() error {
 	r := u.r
-	buf := make([]byte, dns.MaxMsgSize)
-	out := make([]byte, 0, ednsSize)
+	bc := newBatchConn(u.conn)
+	in := make([]ipv4.Message, batchSize)
+	for i := range in {
+		in[i].Buffers = [][]byte{make([]byte, maxQuery+1)}
+	}
+	out := make([]ipv4.Message, 0, batchSize)
+	outBufs := make([][1][]byte, batchSize)
+	for i := range outBufs {
+		outBufs[i][0] = make([]byte, 0, ednsSize)
+	}
 	key := make([]byte, 0, 512+keyLen)
 	for {
-		n, ap, err := u.conn.ReadFromUDPAddrPort(buf)
+		n, err := bc.ReadBatch(in, 0)
 		if err != nil {
 			if u.closed.Load() || errors.Is(err, net.ErrClosed) {
 				return nil
@@ -101,47 +133,74 @@ func (u *UDPServer) loop() error {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		pkt := buf[:n]
-		if n < 12 || pkt[2]&0x80 != 0 || ap.Port() == 0 {
-			continue // too short to answer, a response, or an impossible source: drop
-		}
-		start := time.Now()
-		src := ap.Addr().Unmap()
-		if r.rrl != nil {
-			if act := r.rrl.check(src, start); act != rrlAllow {
-				if act == rrlSlip {
-					if q, err := unpack(pkt); err == nil {
-						if b, err := slipResponse(q).Pack(); err == nil {
-							u.conn.WriteToUDPAddrPort(b, ap)
-						}
-					}
-				}
+		out = out[:0]
+		for i := range in[:n] {
+			m := &in[i]
+			ua, ok := m.Addr.(*net.UDPAddr)
+			if !ok || m.N > maxQuery { // a datagram that filled the buffer may be cut
 				continue
 			}
-		}
-		s := r.snap.Load()
-		sub := subnet(src).As16()
-		key = append(append(key[:0], pkt[2:]...), sub[:]...)
-		if c := s.cache.get(key); c != nil {
-			out = append(out[:0], c.b...)
-			out[0], out[1] = pkt[0], pkt[1]
-			u.conn.WriteToUDPAddrPort(out, ap)
-			for _, e := range c.edges {
-				e.stats.answers.Add(1)
-				e.stats.counter.Inc()
+			j := len(out)
+			resp := u.handle(m.Buffers[0][:m.N], ua.AddrPort(), &key, outBufs[j][0][:0])
+			if resp != nil {
+				outBufs[j][0] = resp
+				out = append(out, ipv4.Message{Buffers: outBufs[j][:], Addr: m.Addr})
 			}
-			c.queries.Inc()
-			r.metrics.cacheHits.Inc()
-			r.metrics.duration.WithLabelValues("udp").Observe(time.Since(start).Seconds())
-			continue
 		}
-		q, err := unpack(pkt)
-		if err != nil {
-			u.formErr(pkt, ap)
-			continue
+		for len(out) > 0 {
+			k, err := bc.WriteBatch(out, 0)
+			if err != nil || k == 0 {
+				break // the client's loss; UDP gives no guarantee
+			}
+			out = out[k:]
 		}
-		r.ServeDNS(&udpWriter{u: u, ap: ap, key: key}, q)
 	}
+}
+
+// handle answers one datagram. A ready answer from the response cache is
+// appended to buf and returned for the caller to send; everything else is
+// answered (or dropped) here, and handle returns nil.
+func (u *UDPServer) handle(pkt []byte, ap netip.AddrPort, key *[]byte, buf []byte) []byte {
+	r := u.r
+	if len(pkt) < 12 || pkt[2]&0x80 != 0 || ap.Port() == 0 {
+		return nil // too short to answer, a response, or an impossible source: drop
+	}
+	start := time.Now()
+	src := ap.Addr().Unmap()
+	if r.rrl != nil {
+		if act := r.rrl.check(src, start); act != rrlAllow {
+			if act == rrlSlip {
+				if q, err := unpack(pkt); err == nil {
+					if b, err := slipResponse(q).Pack(); err == nil {
+						u.conn.WriteToUDPAddrPort(b, ap)
+					}
+				}
+			}
+			return nil
+		}
+	}
+	s := r.snap.Load()
+	sub := subnet(src).As16()
+	*key = append(append((*key)[:0], pkt[2:]...), sub[:]...)
+	if c := s.cache.get(*key); c != nil {
+		buf = append(buf, c.b...)
+		buf[0], buf[1] = pkt[0], pkt[1]
+		for _, e := range c.edges {
+			e.stats.answers.Add(1)
+			e.stats.counter.Inc()
+		}
+		c.queries.Inc()
+		r.metrics.cacheHits.Inc()
+		r.metrics.udpDuration.Observe(time.Since(start).Seconds())
+		return buf
+	}
+	q, err := unpack(pkt)
+	if err != nil {
+		u.formErr(pkt, ap)
+		return nil
+	}
+	r.ServeDNS(&udpWriter{u: u, ap: ap, key: *key}, q)
+	return nil
 }
 
 // unpack decodes a query.
