@@ -7,6 +7,7 @@
 //	go run ./bench erasure [flags]
 //	go run ./bench edge [flags]
 //	go run ./bench edge-memory [flags]
+//	go run ./bench dns [flags]
 //	go run ./bench help
 //
 // See bench/README.md for what each benchmark measures.
@@ -56,6 +57,11 @@ var commands = []command{
 		name:    "edge-memory",
 		summary: "the edge's peak RSS while it serves a working set 4× its memory_cache budget (goal ≤ budget + 20%)",
 		run:     runEdgeMemory,
+	},
+	{
+		name:    "dns",
+		summary: "queries/s of `topcdn dns` (geo selection on) vs CoreDNS's file plugin, with dnsperf",
+		run:     runDNS,
 	},
 }
 

@@ -1,7 +1,20 @@
-// Package dnsroute will be the geo-DNS authoritative server
-// (github.com/miekg/dns) that answers each browser with nearby healthy
+// Package dnsroute is the geo-DNS authoritative server of the CDN's zone
+// (github.com/miekg/dns): it answers each browser with the nearest healthy
 // edges.
 //
-// Not implemented yet: this package only reserves its place in the layout.
-// The work is tracked in issue 6.
+// A Router serves NAME.ZONE A/AAAA for every name the origin publishes
+// (polled from GET ORIGIN/api/v1/names), _dnslink.NAME.ZONE TXT, and
+// CID.ipfs.ZONE for the subdomain gateway. Each answer carries up to
+// Config.Edges healthy edges, nearest to the client first (great-circle
+// distance between GeoIP locations, weighted by load/capacity). The client
+// is located by its EDNS Client Subnet option (RFC 7871), else by the
+// resolver's address, in a MaxMind-format City database (GeoDB).
+//
+// Edges announce themselves with signed heartbeats (Heartbeat, sent by
+// SendHeartbeat to POST /api/v1/edges/heartbeat) and are probed at
+// URL/.well-known/topcdn/health once per heartbeat interval; one that
+// misses 3 heartbeats or fails a probe leaves the answers until it is
+// healthy again. Router.Handler serves the heartbeat API, the edge list
+// and DNS-over-HTTPS (RFC 8484); a UDPServer and a dns.Server (TCP) serve
+// DNS. See README.md.
 package dnsroute

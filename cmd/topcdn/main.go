@@ -34,6 +34,6 @@ libp2p format; its peer ID is its identity. Create one with 'topcdn keygen'.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newKeygenCmd(), newOriginCmd(), newPublishCmd(), newEdgeCmd(), newStorageCmd(), newDevnetCmd())
+	root.AddCommand(newKeygenCmd(), newOriginCmd(), newPublishCmd(), newEdgeCmd(), newStorageCmd(), newDNSCmd(), newDevnetCmd())
 	return root
 }

@@ -1,0 +1,271 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+	"github.com/topcdn/topcdn/dnsroute"
+	"github.com/topcdn/topcdn/identity"
+	"go.uber.org/zap"
+)
+
+func newDNSCmd() *cobra.Command {
+	var (
+		listen, httpAddr, zone, originURL, geoip, billingURL, keyFile, logLevel string
+		nsAddrs, allowEdges                                                     []string
+		edges                                                                   int
+		ttl, namesInterval                                                      time.Duration
+		rrlRate                                                                 float64
+	)
+	cmd := &cobra.Command{
+		Use:   "dns --zone ZONE --origin URL [--listen ADDR] [--http ADDR] [--geoip FILE.mmdb]",
+		Short: "Run the geo-DNS router: steer browsers to nearby healthy edges",
+		Long: `dns is the authoritative DNS server of the CDN's zone. A query for
+NAME.ZONE (A/AAAA) is answered with up to --edges healthy edges, nearest to
+the client first (great-circle distance, weighted by the edges' load and
+capacity). The client is located by its EDNS Client Subnet option, else by
+the resolver's address, in the --geoip database (GeoLite2-City or DB-IP City
+Lite format). Without --geoip, edges are ranked by load and the client's
+subnet only breaks ties.
+
+Names are polled from the origin (GET URL/api/v1/names) every
+--names-interval; _dnslink.NAME.ZONE TXT is "dnslink=/ipns/<k51…>" and
+CID.ipfs.ZONE answers like a site. With --billing, names of suspended
+publishers (GET URL/api/v1/suspended) get NODATA for A/AAAA.
+
+Edges announce themselves with signed heartbeats and are probed at
+URL/.well-known/topcdn/health once per heartbeat interval; an edge that
+misses 3 heartbeats or fails a probe leaves the answers until it is healthy
+again. Several routers can serve one zone: each keeps its own state from
+the origin and the heartbeats, so edges send heartbeats to all of them.
+
+DNS (UDP and TCP) on --listen:
+  apex SOA, NS (ns1.ZONE … = --ns-addr), A/AAAA (the --ns-addr addresses)
+  NAME.ZONE, CID.ipfs.ZONE A/AAAA, _dnslink.NAME.ZONE TXT
+  NXDOMAIN with SOA for unknown names, NODATA for absent types, REFUSED
+  outside the zone; UDP answers truncated to the EDNS0 size (TCP fallback);
+  UDP responses rate limited per /24 (/56) client subnet (--rrl)
+
+HTTP on --http:
+  POST /api/v1/edges/heartbeat   an edge's signed heartbeat
+  GET  /api/v1/edges             edges: health, load, answers handed out
+  GET|POST /dns-query            DNS-over-HTTPS (RFC 8484)
+  GET  /metrics, /healthz
+
+When ready it prints "dns listening on udp+tcp ADDR" and then
+"listening on http://ADDR" on standard output. SIGINT or SIGTERM stop it.`,
+		Example: `  topcdn dns --zone cdn.test --origin http://127.0.0.1:8081 --listen 127.0.0.1:5300 \
+      --http 127.0.0.1:8053 --geoip dnsroute/testdata/geo-test.mmdb`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			log, err := newLogger(logLevel)
+			if err != nil {
+				return err
+			}
+			defer log.Sync()
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+			cfg := dnsroute.Config{
+				Zone: zone, Origin: originURL, Billing: billingURL, Edges: edges, TTL: ttl,
+				NamesInterval: namesInterval, RRLRate: rrlRate, Logger: log, Registry: reg,
+			}
+			if rrlRate == 0 {
+				cfg.RRLRate = -1
+			}
+			if edges <= 0 {
+				return fmt.Errorf("--edges %d: want at least 1", edges)
+			}
+			if ttl < time.Second || namesInterval <= 0 {
+				return fmt.Errorf("--ttl %s, --names-interval %s: want at least 1s and a positive interval", ttl, namesInterval)
+			}
+			for _, s := range nsAddrs {
+				a, err := netip.ParseAddr(s)
+				if err != nil {
+					return fmt.Errorf("--ns-addr %q: %w", s, err)
+				}
+				cfg.NSAddrs = append(cfg.NSAddrs, a)
+			}
+			for _, s := range allowEdges {
+				p, err := peer.Decode(s)
+				if err != nil {
+					return fmt.Errorf("--allow-edge %q: %w", s, err)
+				}
+				cfg.AllowedEdges = append(cfg.AllowedEdges, p)
+			}
+			if geoip != "" {
+				if cfg.GeoIP, err = dnsroute.OpenGeoDB(geoip); err != nil {
+					return err
+				}
+				defer cfg.GeoIP.Close()
+			}
+			var key *identity.Key
+			if keyFile != "" {
+				if key, err = identity.Load(keyFile); err != nil {
+					return err
+				}
+				cfg.ID = key.ID
+			}
+			return runDNS(cmd.Context(), cmd, listen, httpAddr, cfg, key, reg, log)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&listen, "listen", "127.0.0.1:5300", "address to serve DNS on, UDP and TCP")
+	f.StringVar(&httpAddr, "http", "127.0.0.1:8053", "address to serve HTTP on (heartbeats, edges, DoH, metrics)")
+	f.StringVar(&zone, "zone", "", "zone to be authoritative for, e.g. cdn.test (required)")
+	f.StringVar(&originURL, "origin", "", "base URL of the origin whose names to serve (required)")
+	f.StringVar(&geoip, "geoip", "", "MaxMind-format City database (GeoLite2-City, DB-IP City Lite) to locate clients and edges")
+	f.StringVar(&billingURL, "billing", "", "base URL of the billing service; names of suspended publishers get no addresses")
+	f.StringSliceVar(&nsAddrs, "ns-addr", nil, "address of a name server of the zone (ns1, ns2, … in order; repeatable; default: the --listen IP)")
+	f.StringSliceVar(&allowEdges, "allow-edge", nil, "peer ID of an edge allowed to send heartbeats (repeatable; default: any edge)")
+	f.IntVar(&edges, "edges", dnsroute.DefaultEdges, "most edges per answer")
+	f.DurationVar(&ttl, "ttl", dnsroute.DefaultTTL, "TTL of answers (and of negative answers)")
+	f.DurationVar(&namesInterval, "names-interval", dnsroute.DefaultNamesInterval, "how often to poll the origin's names and billing's suspensions")
+	f.Float64Var(&rrlRate, "rrl", dnsroute.DefaultRRLRate, "UDP responses per second per client /24 (/56) before rate limiting; 0 disables")
+	f.StringVar(&keyFile, "key", "", "the router's key file (its peer ID is reported in /healthz)")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	cmd.MarkFlagRequired("zone")
+	cmd.MarkFlagRequired("origin")
+	return cmd
+}
+
+// dnsServers are the DNS listeners of one router.
+type dnsServers struct {
+	fast *dnsroute.UDPServer // UDP on a specific address
+	udp  *dns.Server         // UDP on a wildcard address
+	tcp  *dns.Server
+}
+
+func runDNS(ctx context.Context, cmd *cobra.Command, listen, httpAddr string, cfg dnsroute.Config, key *identity.Key,
+	reg *prometheus.Registry, log *zap.Logger) error {
+	ua, err := net.ResolveUDPAddr("udp", listen)
+	if err != nil {
+		return fmt.Errorf("dns: --listen %q: %w", listen, err)
+	}
+	if len(cfg.NSAddrs) == 0 && ua.IP != nil && !ua.IP.IsUnspecified() {
+		a, _ := netip.AddrFromSlice(ua.IP)
+		cfg.NSAddrs = []netip.Addr{a.Unmap()}
+	}
+	r, err := dnsroute.New(cfg)
+	if err != nil {
+		return err
+	}
+	pc, tl, err := listenUDPTCP(ua)
+	if err != nil {
+		return fmt.Errorf("dns: %w", err)
+	}
+	defer pc.Close()
+	defer tl.Close()
+	addr := pc.LocalAddr().(*net.UDPAddr)
+	hl, err := net.Listen("tcp", httpAddr)
+	if err != nil {
+		return fmt.Errorf("dns: %w", err)
+	}
+	defer hl.Close()
+
+	srv := dnsServers{tcp: &dns.Server{Listener: tl, Net: "tcp", Handler: r, ReadTimeout: 5 * time.Second,
+		WriteTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }}}
+	if addr.IP.IsUnspecified() {
+		srv.udp = &dns.Server{PacketConn: pc, Net: "udp", Handler: r, UDPSize: dns.MaxMsgSize}
+	} else if srv.fast, err = r.NewUDPServer(pc); err != nil {
+		return err
+	}
+	errc := make(chan error, 2)
+	tcpStarted := make(chan struct{})
+	srv.tcp.NotifyStartedFunc = func() { close(tcpStarted) }
+	go func() { errc <- srv.tcp.ActivateAndServe() }()
+	go func() {
+		if srv.fast != nil {
+			errc <- srv.fast.Serve()
+		} else {
+			errc <- srv.udp.ActivateAndServe()
+		}
+	}()
+	select {
+	case <-tcpStarted:
+	case err := <-errc:
+		return fmt.Errorf("dns: %w", err)
+	}
+	defer srv.shutdown(log)
+	peerID := ""
+	if key != nil {
+		peerID = key.ID.String()
+	}
+	log.Info("dns router listening", zap.String("addr", addr.String()), zap.String("zone", r.Zone()),
+		zap.Bool("geoip", cfg.GeoIP != nil), zap.String("peer_id", peerID))
+	fmt.Fprintf(cmd.OutOrStdout(), "dns listening on udp+tcp %s\n", addr)
+
+	mux := http.NewServeMux()
+	api := r.Handler()
+	mux.Handle("/", api)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	background := func(ctx context.Context) {
+		if err := r.Run(ctx); err != nil {
+			log.Error("router stopped", zap.Error(err))
+		}
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		// A DNS listener that fails ends the command.
+		select {
+		case err := <-errc:
+			if err != nil {
+				log.Error("dns server failed", zap.Error(err))
+			}
+			cancel()
+		case <-sctx.Done():
+		}
+	}()
+	err = serve(sctx, cmd, "dns", hl, mux, background, log)
+	if err == nil && ctx.Err() == nil {
+		return errors.New("dns: a DNS listener stopped")
+	}
+	return err
+}
+
+// listenUDPTCP binds UDP and TCP on the same address. With port 0 the
+// kernel picks the UDP port, and TCP may find it taken: then it tries
+// another.
+func listenUDPTCP(ua *net.UDPAddr) (*net.UDPConn, net.Listener, error) {
+	for try := 0; ; try++ {
+		pc, err := net.ListenUDP("udp", ua)
+		if err != nil {
+			return nil, nil, err
+		}
+		tl, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, tl, nil
+		}
+		pc.Close()
+		if ua.Port != 0 || try == 20 {
+			return nil, nil, err
+		}
+	}
+}
+
+// shutdown stops the DNS listeners within 5 s.
+func (s dnsServers) shutdown(log *zap.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var errs []error
+	errs = append(errs, s.tcp.ShutdownContext(ctx))
+	if s.fast != nil {
+		errs = append(errs, s.fast.ShutdownContext(ctx))
+	} else {
+		errs = append(errs, s.udp.ShutdownContext(ctx))
+	}
+	if err := errors.Join(errs...); err != nil {
+		log.Warn("dns shutdown", zap.Error(err))
+	}
+}

@@ -1,0 +1,156 @@
+package dnsroute
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// Defaults of Config.
+const (
+	DefaultEdges         = 2
+	DefaultTTL           = 30 * time.Second
+	DefaultNamesInterval = 5 * time.Second
+	DefaultHeartbeatSkew = time.Minute
+	DefaultRRLRate       = 200
+	DefaultMaxEdges      = 10000
+)
+
+// Config configures a Router. Zone and Origin are required; every other
+// field has a default.
+type Config struct {
+	// Zone is the zone the router is authoritative for, e.g. "cdn.test".
+	Zone string
+	// Origin is the origin's base URL; names come from GET
+	// Origin/api/v1/names.
+	Origin string
+	// Billing is the billing service's base URL, optional. Names published
+	// by a key listed in GET Billing/api/v1/suspended get no A/AAAA answers.
+	Billing string
+	// NSAddrs are the addresses of this zone's name servers, this router
+	// and its siblings: ns1.ZONE is NSAddrs[0], ns2.ZONE NSAddrs[1] and so
+	// on, and the apex A/AAAA are all of them. Default: 127.0.0.1.
+	NSAddrs []netip.Addr
+	// Edges is the most edges one answer carries. Default: DefaultEdges (2).
+	Edges int
+	// TTL is the TTL of answers. Default: DefaultTTL (30s).
+	TTL time.Duration
+	// NamesInterval is how often names (and suspensions) are polled.
+	// Default: DefaultNamesInterval (5s).
+	NamesInterval time.Duration
+	// HeartbeatSkew is how far a heartbeat's time may be from the router's
+	// clock. Default: DefaultHeartbeatSkew (1m).
+	HeartbeatSkew time.Duration
+	// AllowedEdges, when not empty, lists the only edges whose heartbeats
+	// are accepted. Default: any edge that signs its heartbeat.
+	AllowedEdges []peer.ID
+	// MaxEdges bounds how many edges the router tracks. Default:
+	// DefaultMaxEdges (10000).
+	MaxEdges int
+	// RRLRate is how many UDP responses per second one client subnet (/24
+	// for IPv4, /56 for IPv6) gets before the router answers it only with
+	// an occasional truncated response (pushing it to TCP) and drops the
+	// rest. 0 means DefaultRRLRate (200); negative disables rate limiting.
+	RRLRate float64
+	// GeoIP locates clients and edges that report no location. Default:
+	// none; clients are then not located, edges are ranked by load, and
+	// the client's subnet only breaks ties.
+	GeoIP *GeoDB
+	// ID is the router's own peer ID, reported by /healthz. Optional.
+	ID peer.ID
+	// Logger receives logs. Default: zap.NewNop().
+	Logger *zap.Logger
+	// Registry receives the router's metrics. Default: not registered.
+	Registry prometheus.Registerer
+	// Client makes the HTTP requests to the origin, billing and edge
+	// probes. Default: a client with a 5 s timeout.
+	Client *http.Client
+
+	// Testing.
+	now func() time.Time
+}
+
+// withDefaults checks cfg and fills its defaults.
+func (cfg Config) withDefaults() (Config, error) {
+	zone := strings.ToLower(dns.Fqdn(strings.TrimSpace(cfg.Zone)))
+	if cfg.Zone == "" || zone == "." {
+		return cfg, errors.New("dnsroute: no zone")
+	}
+	if _, ok := dns.IsDomainName(zone); !ok {
+		return cfg, fmt.Errorf("dnsroute: zone %q is not a domain name", cfg.Zone)
+	}
+	cfg.Zone = zone
+	if err := checkBaseURL("origin", cfg.Origin); err != nil {
+		return cfg, err
+	}
+	if cfg.Billing != "" {
+		if err := checkBaseURL("billing", cfg.Billing); err != nil {
+			return cfg, err
+		}
+	}
+	cfg.Origin = strings.TrimSuffix(cfg.Origin, "/")
+	cfg.Billing = strings.TrimSuffix(cfg.Billing, "/")
+	if len(cfg.NSAddrs) == 0 {
+		cfg.NSAddrs = []netip.Addr{netip.MustParseAddr("127.0.0.1")}
+	}
+	for i, a := range cfg.NSAddrs {
+		if !a.IsValid() || a.IsUnspecified() {
+			return cfg, fmt.Errorf("dnsroute: name server address %v cannot be handed out", a)
+		}
+		cfg.NSAddrs[i] = a.Unmap()
+	}
+	if cfg.Edges < 0 || cfg.TTL < 0 || cfg.NamesInterval < 0 || cfg.HeartbeatSkew < 0 || cfg.MaxEdges < 0 {
+		return cfg, errors.New("dnsroute: negative edges, ttl, interval, skew or max edges")
+	}
+	if cfg.Edges == 0 {
+		cfg.Edges = DefaultEdges
+	}
+	if cfg.TTL == 0 {
+		cfg.TTL = DefaultTTL
+	}
+	if cfg.TTL > 24*time.Hour {
+		return cfg, fmt.Errorf("dnsroute: ttl %s is over a day", cfg.TTL)
+	}
+	if cfg.NamesInterval == 0 {
+		cfg.NamesInterval = DefaultNamesInterval
+	}
+	if cfg.HeartbeatSkew == 0 {
+		cfg.HeartbeatSkew = DefaultHeartbeatSkew
+	}
+	if cfg.MaxEdges == 0 {
+		cfg.MaxEdges = DefaultMaxEdges
+	}
+	if cfg.RRLRate == 0 {
+		cfg.RRLRate = DefaultRRLRate
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.Client == nil {
+		cfg.Client = &http.Client{Timeout: 5 * time.Second}
+	}
+	if cfg.now == nil {
+		cfg.now = time.Now
+	}
+	return cfg, nil
+}
+
+func checkBaseURL(what, s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("dnsroute: %s URL %q: %w", what, s, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("dnsroute: %s URL %q: want http(s)://HOST[:PORT]", what, s)
+	}
+	return nil
+}

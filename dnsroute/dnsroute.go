@@ -1,0 +1,179 @@
+package dnsroute
+
+import (
+	"context"
+	"fmt"
+	"hash/maphash"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// tick is how often the router re-checks edge health and starts due
+// probes.
+const tick = 50 * time.Millisecond
+
+// Router is the geo-DNS authoritative server of one zone. It implements
+// dns.Handler (UDP and TCP through a dns.Server), serves DNS-over-HTTPS,
+// the heartbeat API and the edge list through Handler, and keeps its view
+// of names and edges fresh while Run runs.
+type Router struct {
+	cfg     Config
+	log     *zap.Logger
+	metrics *metrics
+	rrl     *rrl
+	allowed map[peer.ID]bool
+	seed    maphash.Seed
+
+	snap atomic.Pointer[snapshot]
+
+	mu        sync.Mutex
+	edges     map[peer.ID]*edge
+	names     map[string]nameEntry // human name → entry, as the origin lists them
+	suspended map[peer.ID]bool
+	namesOK   bool      // names were read from the origin at least once
+	serial    uint32    // SOA serial: when names last changed
+	gen       uint64    // bumped on every rebuild
+	started   time.Time // when New ran
+}
+
+// snapshot is an immutable view of what answers depend on. Queries read
+// the current one without locks; every change builds a new one.
+type snapshot struct {
+	gen    uint64
+	edges  []*edgeView // healthy edges only
+	names  map[string]nameEntry
+	serial uint32
+	cache  *respCache
+}
+
+// nameEntry is a published name as the router serves it.
+type nameEntry struct {
+	ipns      string // k51…
+	cid       string
+	publisher peer.ID
+	suspended bool
+}
+
+// edgeView is the part of an edge answers read, frozen in a snapshot.
+type edgeView struct {
+	peer     string
+	hash     uint64 // of peer, for tie-breaks
+	v4, v6   netip.Addr
+	loc      Location
+	located  bool
+	util     float64 // load/capacity, 0 when capacity is unknown
+	stats    *edgeStats
+	addrsLen int
+}
+
+// edgeStats counts how often an edge was handed out.
+type edgeStats struct {
+	answers atomic.Uint64
+	counter prometheus.Counter
+}
+
+// New returns a router for cfg. It serves nothing until its handlers are
+// mounted, and knows no names or edges until Run polls the origin and
+// edges send heartbeats.
+func New(cfg Config) (*Router, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(cfg.Registry)
+	if err != nil {
+		return nil, fmt.Errorf("dnsroute: metrics: %w", err)
+	}
+	r := &Router{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		metrics:   m,
+		seed:      maphash.MakeSeed(),
+		edges:     make(map[peer.ID]*edge),
+		names:     make(map[string]nameEntry),
+		suspended: make(map[peer.ID]bool),
+		started:   cfg.now(),
+	}
+	if cfg.RRLRate > 0 {
+		r.rrl = newRRL(cfg.RRLRate, m)
+	}
+	if len(cfg.AllowedEdges) > 0 {
+		r.allowed = make(map[peer.ID]bool, len(cfg.AllowedEdges))
+		for _, p := range cfg.AllowedEdges {
+			r.allowed[p] = true
+		}
+	}
+	r.serial = uint32(r.started.Unix())
+	r.mu.Lock()
+	r.rebuildLocked()
+	r.mu.Unlock()
+	return r, nil
+}
+
+// Zone returns the zone served, fully qualified and lower case.
+func (r *Router) Zone() string { return r.cfg.Zone }
+
+// Run keeps the router's view current until ctx is done: it polls the
+// origin's names and billing's suspensions every NamesInterval, probes
+// every edge once per heartbeat interval and takes edges that missed 3
+// heartbeats or failed a probe out of answers. It returns nil when ctx is
+// done.
+func (r *Router) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r.pollLoop(ctx)
+	}()
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			return nil
+		case <-t.C:
+			r.checkEdges(ctx)
+			if r.rrl != nil {
+				r.rrl.sweep(r.cfg.now())
+			}
+		}
+	}
+}
+
+// Ready reports whether the router has read the origin's names at least
+// once.
+func (r *Router) Ready() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.namesOK
+}
+
+// rebuildLocked publishes a new snapshot from the current state. r.mu must
+// be held.
+func (r *Router) rebuildLocked() {
+	r.gen++
+	s := &snapshot{gen: r.gen, names: make(map[string]nameEntry, len(r.names)), serial: r.serial, cache: newRespCache()}
+	for n, e := range r.names {
+		e.suspended = r.suspended[e.publisher]
+		s.names[n] = e
+	}
+	healthy := 0
+	for _, e := range r.edges {
+		if !e.healthy {
+			continue
+		}
+		healthy++
+		s.edges = append(s.edges, e.view(r.seed))
+	}
+	r.metrics.edges.WithLabelValues("healthy").Set(float64(healthy))
+	r.metrics.edges.WithLabelValues("unhealthy").Set(float64(len(r.edges) - healthy))
+	r.metrics.names.Set(float64(len(r.names)))
+	r.snap.Store(s)
+}

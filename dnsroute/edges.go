@@ -1,0 +1,315 @@
+package dnsroute
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"io"
+	"math"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/topcdn/topcdn/identity"
+	"go.uber.org/zap"
+)
+
+// missedBeats is how many heartbeat intervals an edge may stay silent
+// before it leaves the answers.
+const missedBeats = 3
+
+// forgetAfter is how long a silent edge stays listed (as unhealthy) before
+// the router forgets it.
+const forgetAfter = time.Hour
+
+// edge is the router's record of one edge. Guarded by Router.mu.
+type edge struct {
+	hb        *checkedHeartbeat
+	loc       Location
+	located   bool
+	lastSeen  time.Time // when its last heartbeat was accepted
+	probeOK   bool      // the last probe succeeded
+	probeErr  string    // why the last probe failed
+	probing   bool      // a probe is in flight
+	nextProbe time.Time
+	healthy   bool
+	stats     *edgeStats
+}
+
+// view freezes what answers need of e.
+func (e *edge) view(seed maphash.Seed) *edgeView {
+	v := &edgeView{
+		peer:     e.hb.Peer,
+		hash:     maphash.String(seed, e.hb.Peer),
+		loc:      e.loc,
+		located:  e.located,
+		stats:    e.stats,
+		addrsLen: len(e.hb.addrs),
+	}
+	for _, a := range e.hb.addrs {
+		if a.Is4() && !v.v4.IsValid() {
+			v.v4 = a
+		}
+		if a.Is6() && !v.v6.IsValid() {
+			v.v6 = a
+		}
+	}
+	if e.hb.Capacity > 0 {
+		v.util = e.hb.Load / e.hb.Capacity
+	}
+	return v
+}
+
+// rankKey is what of an edge, besides its health, changes its rank: a
+// heartbeat that changes none of it does not rebuild the snapshot.
+func (e *edge) rankKey() string {
+	util := -1.0
+	if e.hb.Capacity > 0 {
+		// Load moves all the time; only steps of 5% of capacity re-rank.
+		util = math.Round(e.hb.Load / e.hb.Capacity * 20)
+	}
+	return fmt.Sprintf("%v|%v|%v,%v|%v", e.hb.Addrs, e.located, e.loc.Lat, e.loc.Lon, util)
+}
+
+// AcceptHeartbeat verifies and records an edge's signed heartbeat. It
+// returns an error wrapping ErrInvalidHeartbeat, ErrForgedHeartbeat,
+// ErrEdgeNotAllowed, ErrStaleHeartbeat or ErrReplayedHeartbeat when it
+// rejects one. A new edge is probed at once and enters answers when the
+// probe succeeds (on Run's next tick).
+func (r *Router) AcceptHeartbeat(ctx context.Context, env *identity.Envelope) error {
+	err := r.acceptHeartbeat(ctx, env)
+	result := "ok"
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrForgedHeartbeat):
+		result = "forged"
+	case errors.Is(err, ErrEdgeNotAllowed):
+		result = "refused"
+	case errors.Is(err, ErrStaleHeartbeat):
+		result = "stale"
+	case errors.Is(err, ErrReplayedHeartbeat):
+		result = "replayed"
+	default:
+		result = "invalid"
+	}
+	r.metrics.heartbeats.WithLabelValues(result).Inc()
+	return err
+}
+
+func (r *Router) acceptHeartbeat(_ context.Context, env *identity.Envelope) error {
+	hb, err := openHeartbeat(env)
+	if err != nil {
+		return fmt.Errorf("dnsroute: %w", err)
+	}
+	if r.allowed != nil && !r.allowed[hb.peer] {
+		return fmt.Errorf("dnsroute: %w: %s", ErrEdgeNotAllowed, hb.peer)
+	}
+	now := r.cfg.now()
+	if d := now.Sub(hb.Time); d > r.cfg.HeartbeatSkew || d < -r.cfg.HeartbeatSkew {
+		return fmt.Errorf("dnsroute: %w: heartbeat from %s is %s off the router's clock (allowed: %s)",
+			ErrStaleHeartbeat, hb.peer, d.Round(time.Millisecond), r.cfg.HeartbeatSkew)
+	}
+	var loc Location
+	located := false
+	if hb.Lat != nil {
+		loc, located = Location{Lat: *hb.Lat, Lon: *hb.Lon}, true
+	} else if r.cfg.GeoIP != nil {
+		loc, located = r.cfg.GeoIP.Lookup(hb.addrs[0])
+	}
+	if hb.City != "" {
+		loc.City = hb.City
+	}
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, known := r.edges[hb.peer]
+	if known && !hb.Time.After(e.hb.Time) {
+		return fmt.Errorf("dnsroute: %w: heartbeat from %s at %s is not newer than the last one (%s)",
+			ErrReplayedHeartbeat, hb.peer, hb.Time.Format(time.RFC3339Nano), e.hb.Time.Format(time.RFC3339Nano))
+	}
+	if !known {
+		if len(r.edges) >= r.cfg.MaxEdges {
+			return fmt.Errorf("dnsroute: %w: tracking %d edges already", ErrEdgeNotAllowed, len(r.edges))
+		}
+		e = &edge{stats: &edgeStats{counter: r.metrics.answers.WithLabelValues(hb.Peer)}}
+		r.edges[hb.peer] = e
+		r.log.Info("edge registered", zap.String("peer", hb.Peer), zap.Strings("addrs", hb.Addrs), zap.String("url", hb.URL))
+	}
+	before := ""
+	if known {
+		before = e.rankKey()
+	}
+	urlChanged := known && e.hb.URL != hb.URL
+	e.hb, e.loc, e.located, e.lastSeen = hb, loc, located, now
+	if !known || urlChanged {
+		// Probe the (new) URL at once; until it answers, the edge is out.
+		e.probeOK, e.probeErr, e.nextProbe = false, "not probed yet", now
+	}
+	if r.updateHealthLocked(e, now) || before != e.rankKey() {
+		r.rebuildLocked()
+	}
+	// A due probe starts on Run's next tick, under Run's context.
+	return nil
+}
+
+// updateHealthLocked recomputes e.healthy and reports whether it changed.
+func (r *Router) updateHealthLocked(e *edge, now time.Time) bool {
+	h := e.probeOK && now.Sub(e.lastSeen) <= missedBeats*e.hb.Interval()
+	if h == e.healthy {
+		return false
+	}
+	e.healthy = h
+	if h {
+		r.log.Info("edge healthy", zap.String("peer", e.hb.Peer))
+	} else {
+		reason := e.probeErr
+		if e.probeOK {
+			reason = fmt.Sprintf("no heartbeat for %s", now.Sub(e.lastSeen).Round(time.Millisecond))
+		}
+		r.log.Warn("edge unhealthy", zap.String("peer", e.hb.Peer), zap.String("reason", reason))
+	}
+	return true
+}
+
+// checkEdges expires silent edges and starts due probes.
+func (r *Router) checkEdges(ctx context.Context) {
+	now := r.cfg.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	changed := false
+	for id, e := range r.edges {
+		if now.Sub(e.lastSeen) > forgetAfter {
+			delete(r.edges, id)
+			r.metrics.answers.DeleteLabelValues(e.hb.Peer)
+			changed = changed || e.healthy
+			continue
+		}
+		if r.updateHealthLocked(e, now) {
+			changed = true
+		}
+		if !e.probing && e.nextProbe.Compare(now) <= 0 {
+			r.startProbeLocked(ctx, e, now)
+		}
+	}
+	if changed {
+		r.rebuildLocked()
+	}
+}
+
+// startProbeLocked probes e in the background and records the result.
+func (r *Router) startProbeLocked(ctx context.Context, e *edge, now time.Time) {
+	e.probing = true
+	iv := e.hb.Interval()
+	e.nextProbe = now.Add(iv)
+	url, id := e.hb.URL, e.hb.peer
+	timeout := min(max(iv, 500*time.Millisecond), 5*time.Second)
+	go func() {
+		err := r.probe(ctx, url, id, timeout)
+		if ctx.Err() != nil {
+			r.mu.Lock()
+			e.probing = false
+			r.mu.Unlock()
+			return // the router is stopping: no verdict
+		}
+		result := "ok"
+		if err != nil {
+			result = "error"
+		}
+		r.metrics.probes.WithLabelValues(result).Inc()
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		e.probing = false
+		if r.edges[id] != e || e.hb.URL != url {
+			return // forgotten or moved while probing
+		}
+		e.probeOK = err == nil
+		e.probeErr = ""
+		if err != nil {
+			e.probeErr = err.Error()
+		}
+		if r.updateHealthLocked(e, r.cfg.now()) {
+			r.rebuildLocked()
+		}
+	}()
+}
+
+// probe asks an edge for its health document and checks it names the
+// edge.
+func (r *Router) probe(ctx context.Context, baseURL string, id peer.ID, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	u := strings.TrimSuffix(baseURL, "/") + HealthPath
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return fmt.Errorf("probe %s: %w", u, err)
+	}
+	resp, err := r.cfg.Client.Do(req)
+	if err != nil {
+		return fmt.Errorf("probe: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	if err != nil {
+		return fmt.Errorf("probe %s: %w", u, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("probe %s: HTTP %d", u, resp.StatusCode)
+	}
+	var doc struct {
+		Peer string `json:"peer"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return fmt.Errorf("probe %s: %w", u, err)
+	}
+	if doc.Peer != id.String() {
+		return fmt.Errorf("probe %s: answered by %q, want %s", u, doc.Peer, id)
+	}
+	return nil
+}
+
+// EdgeInfo describes an edge as GET /api/v1/edges lists it.
+type EdgeInfo struct {
+	Peer     string   `json:"peer"`
+	Addrs    []string `json:"addrs"`
+	URL      string   `json:"url"`
+	City     string   `json:"city,omitempty"`
+	Country  string   `json:"country,omitempty"`
+	Lat      *float64 `json:"lat,omitempty"`
+	Lon      *float64 `json:"lon,omitempty"`
+	Healthy  bool     `json:"healthy"`
+	Load     float64  `json:"load"`
+	Capacity float64  `json:"capacity"`
+	// IntervalMS is the edge's heartbeat interval in milliseconds.
+	IntervalMS int64 `json:"interval_ms"`
+	// LastHeartbeat is when the router accepted the edge's last heartbeat.
+	LastHeartbeat time.Time `json:"last_heartbeat"`
+	// ProbeError says why the last probe failed, if it did.
+	ProbeError string `json:"probe_error,omitempty"`
+	// Answers is how many times this router handed the edge out.
+	Answers uint64 `json:"answers"`
+}
+
+// Edges lists the edges the router knows, healthy or not, by peer ID.
+func (r *Router) Edges() []EdgeInfo {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]EdgeInfo, 0, len(r.edges))
+	for _, e := range r.edges {
+		ei := EdgeInfo{
+			Peer: e.hb.Peer, Addrs: e.hb.Addrs, URL: e.hb.URL, City: e.loc.City, Country: e.loc.Country,
+			Healthy: e.healthy, Load: e.hb.Load, Capacity: e.hb.Capacity, IntervalMS: e.hb.IntervalMS,
+			LastHeartbeat: e.lastSeen.UTC(), ProbeError: e.probeErr, Answers: e.stats.answers.Load(),
+		}
+		if e.located {
+			lat, lon := e.loc.Lat, e.loc.Lon
+			ei.Lat, ei.Lon = &lat, &lon
+		}
+		out = append(out, ei)
+	}
+	slices.SortFunc(out, func(a, b EdgeInfo) int { return strings.Compare(a.Peer, b.Peer) })
+	return out
+}

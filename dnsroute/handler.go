@@ -1,0 +1,413 @@
+package dnsroute
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/miekg/dns"
+)
+
+// Message sizes.
+const (
+	// ednsSize is the UDP payload size the router advertises and the most
+	// it sends over UDP, whatever the client offers (the DNS flag day 2020
+	// figure, which avoids IP fragmentation).
+	ednsSize = 1232
+	// queryTimeout bounds the work on one query.
+	queryTimeout = 2 * time.Second
+)
+
+// ServeDNS answers one query; it implements dns.Handler. UDP answers are
+// truncated (TC set) to the client's EDNS0 buffer size (512 without EDNS0,
+// at most 1232), so the client retries over TCP.
+func (r *Router) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
+	start := time.Now()
+	src, udp := remoteAddr(w.RemoteAddr())
+	transport := "tcp"
+	if udp {
+		transport = "udp"
+		if _, fast := w.(*udpWriter); !fast && r.rrl != nil {
+			// The UDPServer limits before it reads the query; other
+			// servers are limited here.
+			if act := r.rrl.check(src, start); act != rrlAllow {
+				if act == rrlSlip {
+					w.WriteMsg(slipResponse(q))
+				}
+				return
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), queryTimeout)
+	defer cancel()
+	s := r.snap.Load()
+	m, handed := r.answer(ctx, s, q, src)
+	if udp {
+		m.Truncate(udpSize(q))
+	}
+	if uw, ok := w.(*udpWriter); ok {
+		uw.writeCached(m, s, handed)
+	} else {
+		w.WriteMsg(m)
+	}
+	r.metrics.queries.WithLabelValues(typeLabel(qtype(q)), rcodeLabel(m.Rcode)).Inc()
+	r.metrics.duration.WithLabelValues(transport).Observe(time.Since(start).Seconds())
+}
+
+// remoteAddr returns the client's address and whether it came over UDP.
+func remoteAddr(a net.Addr) (netip.Addr, bool) {
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		ip, _ := netip.AddrFromSlice(a.IP)
+		return ip.Unmap(), true
+	case *net.TCPAddr:
+		ip, _ := netip.AddrFromSlice(a.IP)
+		return ip.Unmap(), false
+	}
+	return netip.Addr{}, false
+}
+
+// udpSize is the largest UDP response q allows.
+func udpSize(q *dns.Msg) int {
+	if opt := q.IsEdns0(); opt != nil {
+		return int(min(max(opt.UDPSize(), dns.MinMsgSize), ednsSize))
+	}
+	return dns.MinMsgSize
+}
+
+func qtype(q *dns.Msg) uint16 {
+	if len(q.Question) == 0 {
+		return 0
+	}
+	return q.Question[0].Qtype
+}
+
+// slipResponse is the empty, truncated answer rate limiting sends instead
+// of a dropped one, so a real client behind a flooded subnet retries over
+// TCP.
+func slipResponse(q *dns.Msg) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetReply(q)
+	m.Truncated = true
+	return m
+}
+
+// query is a question being answered, with who asks.
+type query struct {
+	name   string // lower case, fully qualified
+	qtype  uint16
+	client netip.Addr // located client: ECS address or source
+	tie    uint64     // tie-break key: the client's subnet
+	ecs    *dns.EDNS0_SUBNET
+	scope  uint8 // ECS scope to echo when the answer depends on the client
+}
+
+// answer builds the response to q from snapshot s, asked by src. It
+// returns the edges handed out. It never blocks and never fails: problems
+// with q become response codes.
+func (r *Router) answer(_ context.Context, s *snapshot, q *dns.Msg, src netip.Addr) (*dns.Msg, []*edgeView) {
+	m := new(dns.Msg)
+	m.SetReply(q)
+	m.RecursionAvailable = false
+	if q.Opcode != dns.OpcodeQuery {
+		m.SetRcode(q, dns.RcodeNotImplemented)
+		return m, nil
+	}
+	if len(q.Question) != 1 || len(q.Answer) != 0 || len(q.Ns) != 0 {
+		m.SetRcode(q, dns.RcodeFormatError)
+		return m, nil
+	}
+	qq := query{qtype: q.Question[0].Qtype, client: src}
+	opt, ok := r.readEDNS(q, &qq)
+	if !ok {
+		m.SetRcode(q, dns.RcodeFormatError)
+		return m, nil
+	}
+	if opt != nil {
+		ro := m.SetEdns0(ednsSize, opt.Do()).IsEdns0()
+		if opt.Version() != 0 {
+			m.Rcode = dns.RcodeBadVers
+			return m, nil
+		}
+		if qq.ecs != nil {
+			// Echo ECS with the scope the answer depends on (RFC 7871
+			// §7.2.1); site sets it when the answer depends on the client.
+			e := *qq.ecs
+			defer func() { e.SourceScope = qq.scope }()
+			ro.Option = append(ro.Option, &e)
+		}
+	}
+	qq.client, qq.tie = clientKey(qq.client, qq.ecs)
+
+	switch c := q.Question[0].Qclass; c {
+	case dns.ClassINET, dns.ClassANY:
+	default:
+		m.SetRcode(q, dns.RcodeRefused)
+		return m, nil
+	}
+	qq.name = strings.ToLower(q.Question[0].Name)
+	zone := r.cfg.Zone
+	if !dns.IsSubDomain(zone, qq.name) {
+		m.SetRcode(q, dns.RcodeRefused)
+		return m, nil
+	}
+	m.Authoritative = true
+	owner := q.Question[0].Name
+	rel := strings.TrimSuffix(strings.TrimSuffix(qq.name, zone), ".")
+	labels := strings.Split(rel, ".")
+	switch {
+	case rel == "":
+		r.apex(m, s, owner, qq.qtype)
+		return m, nil
+	case len(labels) == 1:
+		if a, ok := r.nsAddr(labels[0]); ok {
+			r.addrAnswer(m, s, owner, qq.qtype, a)
+			return m, nil
+		}
+		if labels[0] == "ipfs" { // an empty non-terminal
+			r.nodata(m, s)
+			return m, nil
+		}
+		if e, ok := s.names[labels[0]]; ok {
+			return m, r.site(m, s, owner, &qq, e.suspended)
+		}
+	case len(labels) == 2 && labels[0] == "_dnslink":
+		if e, ok := s.names[labels[1]]; ok {
+			if qq.qtype == dns.TypeTXT || qq.qtype == dns.TypeANY {
+				m.Answer = append(m.Answer, &dns.TXT{Hdr: r.hdr(owner, dns.TypeTXT), Txt: []string{"dnslink=/ipns/" + e.ipns}})
+			} else {
+				r.nodata(m, s)
+			}
+			return m, nil
+		}
+	case len(labels) == 2 && labels[1] == "ipfs":
+		if validCIDLabel(labels[0]) {
+			return m, r.site(m, s, owner, &qq, false)
+		}
+	}
+	m.Rcode = dns.RcodeNameError
+	m.Ns = append(m.Ns, r.soa(s))
+	return m, nil
+}
+
+// readEDNS reads q's OPT record, if any, and its client subnet option into
+// qq. It reports false for a malformed OPT or ECS option.
+func (r *Router) readEDNS(q *dns.Msg, qq *query) (*dns.OPT, bool) {
+	var opt *dns.OPT
+	for _, rr := range q.Extra {
+		o, ok := rr.(*dns.OPT)
+		if !ok {
+			continue
+		}
+		if opt != nil || o.Hdr.Name != "." {
+			return nil, false // RFC 6891 §6.1.1: one OPT, at the root
+		}
+		opt = o
+	}
+	if opt == nil {
+		return nil, true
+	}
+	for _, o := range opt.Option {
+		e, ok := o.(*dns.EDNS0_SUBNET)
+		if !ok {
+			continue
+		}
+		if qq.ecs != nil {
+			return nil, false
+		}
+		a, ok := netip.AddrFromSlice(e.Address)
+		var bits int
+		switch e.Family {
+		case 1:
+			bits = 32
+			a = a.Unmap()
+			ok = ok && a.Is4()
+		case 2:
+			bits = 128
+			ok = ok && a.Is6()
+		default:
+			ok = false
+		}
+		if !ok || int(e.SourceNetmask) > bits || e.SourceScope != 0 {
+			return nil, false // RFC 7871 §7.1.1
+		}
+		p, err := a.Prefix(int(e.SourceNetmask))
+		if err != nil || p.Addr() != a {
+			return nil, false // bits past the source prefix must be zero
+		}
+		qq.ecs = e
+		if e.SourceNetmask > 0 {
+			qq.client = a
+		}
+	}
+	return opt, true
+}
+
+// clientKey masks the client's address to the subnet answers depend on:
+// its /24 (IPv4) or /56 (IPv6), or the ECS source prefix when shorter. It
+// returns that subnet's address, which is what is located, and a hash of
+// it, which breaks ties between edges of equal rank.
+func clientKey(client netip.Addr, ecs *dns.EDNS0_SUBNET) (netip.Addr, uint64) {
+	if !client.IsValid() {
+		return client, 0
+	}
+	bits := 24
+	if client.Is6() {
+		bits = 56
+	}
+	if ecs != nil && ecs.SourceNetmask > 0 {
+		bits = min(bits, int(ecs.SourceNetmask))
+	}
+	p, err := client.Prefix(bits)
+	if err != nil {
+		return client, 0
+	}
+	b := p.Addr().As16()
+	var k uint64 = 14695981039346656037
+	for _, x := range b {
+		k = (k ^ uint64(x)) * 1099511628211
+	}
+	return p.Addr(), k
+}
+
+// validCIDLabel reports whether label is a CID as subdomain gateways
+// take it: a CIDv1 in a case-insensitive encoding that fits a DNS label.
+func validCIDLabel(label string) bool {
+	c, err := cid.Decode(label)
+	return err == nil && c.Version() == 1
+}
+
+// nsAddr returns the address of name server label ("ns1", "ns2", …).
+func (r *Router) nsAddr(label string) (netip.Addr, bool) {
+	n, ok := strings.CutPrefix(label, "ns")
+	if !ok || n == "" || n[0] == '0' {
+		return netip.Addr{}, false
+	}
+	i, err := strconv.Atoi(n)
+	if err != nil || i < 1 || i > len(r.cfg.NSAddrs) {
+		return netip.Addr{}, false
+	}
+	return r.cfg.NSAddrs[i-1], true
+}
+
+// hdr is the header of an answer record.
+func (r *Router) hdr(owner string, t uint16) dns.RR_Header {
+	return dns.RR_Header{Name: owner, Rrtype: t, Class: dns.ClassINET, Ttl: uint32(r.cfg.TTL / time.Second)}
+}
+
+// soa is the zone's SOA record; its minimum is the answer TTL, which is
+// also how long resolvers cache negative answers.
+func (r *Router) soa(s *snapshot) *dns.SOA {
+	h := r.hdr(r.cfg.Zone, dns.TypeSOA)
+	return &dns.SOA{Hdr: h, Ns: "ns1." + r.cfg.Zone, Mbox: "hostmaster." + r.cfg.Zone,
+		Serial: s.serial, Refresh: 3600, Retry: 600, Expire: 86400 * 14, Minttl: h.Ttl}
+}
+
+// nodata makes m a NOERROR answer without records (the name exists, the
+// type does not).
+func (r *Router) nodata(m *dns.Msg, s *snapshot) {
+	m.Ns = append(m.Ns, r.soa(s))
+}
+
+// apex answers at the zone apex: SOA, NS (with glue) and the name servers'
+// addresses.
+func (r *Router) apex(m *dns.Msg, s *snapshot, owner string, t uint16) {
+	switch t {
+	case dns.TypeSOA:
+		soa := r.soa(s)
+		soa.Hdr.Name = owner
+		m.Answer = append(m.Answer, soa)
+	case dns.TypeNS:
+		for i, a := range r.cfg.NSAddrs {
+			ns := "ns" + strconv.Itoa(i+1) + "." + r.cfg.Zone
+			m.Answer = append(m.Answer, &dns.NS{Hdr: r.hdr(owner, dns.TypeNS), Ns: ns})
+			m.Extra = append(m.Extra, r.addrRR(ns, a))
+		}
+	case dns.TypeA, dns.TypeAAAA, dns.TypeANY:
+		for _, a := range r.cfg.NSAddrs {
+			if t == dns.TypeANY || a.Is4() == (t == dns.TypeA) {
+				m.Answer = append(m.Answer, r.addrRR(owner, a))
+			}
+		}
+		if t == dns.TypeANY {
+			soa := r.soa(s)
+			soa.Hdr.Name = owner
+			m.Answer = append(m.Answer, soa)
+		}
+	}
+	if len(m.Answer) == 0 {
+		r.nodata(m, s)
+	}
+}
+
+// addrAnswer answers for a name that has the single address a.
+func (r *Router) addrAnswer(m *dns.Msg, s *snapshot, owner string, t uint16, a netip.Addr) {
+	if t == dns.TypeANY || a.Is4() == (t == dns.TypeA) && (t == dns.TypeA || t == dns.TypeAAAA) {
+		m.Answer = append(m.Answer, r.addrRR(owner, a))
+		return
+	}
+	r.nodata(m, s)
+}
+
+// addrRR is an A or AAAA record for a.
+func (r *Router) addrRR(owner string, a netip.Addr) dns.RR {
+	if a.Is4() {
+		ip := a.As4()
+		return &dns.A{Hdr: r.hdr(owner, dns.TypeA), A: net.IP(ip[:])}
+	}
+	ip := a.As16()
+	return &dns.AAAA{Hdr: r.hdr(owner, dns.TypeAAAA), AAAA: net.IP(ip[:])}
+}
+
+// site answers for a served site: the nearest healthy edges for A and
+// AAAA (ANY gets both), NODATA for other types and for a suspended
+// publisher's names, SERVFAIL when no edge is healthy at all (so resolvers
+// try a sibling router that may know better).
+func (r *Router) site(m *dns.Msg, s *snapshot, owner string, qq *query, suspended bool) []*edgeView {
+	want4 := qq.qtype == dns.TypeA || qq.qtype == dns.TypeANY
+	want6 := qq.qtype == dns.TypeAAAA || qq.qtype == dns.TypeANY
+	if suspended || (!want4 && !want6) {
+		r.nodata(m, s)
+		return nil
+	}
+	if len(s.edges) == 0 {
+		m.Rcode = dns.RcodeServerFailure
+		return nil
+	}
+	loc, located := Location{}, false
+	if r.cfg.GeoIP != nil && qq.client.IsValid() {
+		loc, located = r.cfg.GeoIP.Lookup(qq.client)
+	}
+	qq.scope = 24
+	if qq.client.Is6() {
+		qq.scope = 56
+	}
+	if qq.ecs != nil {
+		qq.scope = min(qq.scope, qq.ecs.SourceNetmask)
+	}
+	var handed []*edgeView
+	if want4 {
+		for _, e := range rank(s.edges, loc, located, qq.tie, false, r.cfg.Edges) {
+			m.Answer = append(m.Answer, r.addrRR(owner, e.v4))
+			handed = append(handed, e)
+		}
+	}
+	if want6 {
+		for _, e := range rank(s.edges, loc, located, qq.tie, true, r.cfg.Edges) {
+			m.Answer = append(m.Answer, r.addrRR(owner, e.v6))
+			handed = append(handed, e)
+		}
+	}
+	if len(m.Answer) == 0 {
+		r.nodata(m, s)
+	}
+	for _, e := range handed {
+		e.stats.answers.Add(1)
+		e.stats.counter.Inc()
+	}
+	return handed
+}

@@ -1,0 +1,237 @@
+package dnsroute
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/miekg/dns"
+	"github.com/topcdn/topcdn/identity"
+)
+
+// answeredBy asks for blog A from Tokyo and returns the addresses.
+func (g *geoNet) answeredBy(t *testing.T) []string {
+	t.Helper()
+	return addrs(g.query(t, "udp", "127.2.0.5", newQuery("blog", dns.TypeA)))
+}
+
+func TestEdgeLeavesAndReturns(t *testing.T) {
+	tests := []struct {
+		name    string
+		fail    func(g *geoNet)
+		recover func(t *testing.T, g *geoNet)
+	}{
+		{"heartbeats stop", func(g *geoNet) { g.stop["127.2.0.1"]() },
+			func(t *testing.T, g *geoNet) { g.stop["127.2.0.1"] = g.edges["127.2.0.1"].beat(t, g.http.URL, beat) }},
+		{"probe fails", func(g *geoNet) { g.edges["127.2.0.1"].sick.Store(true) },
+			func(t *testing.T, g *geoNet) { g.edges["127.2.0.1"].sick.Store(false) }},
+		{"edge process dies", func(g *geoNet) { g.stop["127.2.0.1"](); g.edges["127.2.0.1"].srv.Close() }, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newGeoNet(t, Config{})
+			if got := g.answeredBy(t); !slices.Equal(got, []string{"127.2.0.1", "127.1.0.1"}) {
+				t.Fatalf("before: %v", got)
+			}
+			tc.fail(g)
+			failed := time.Now()
+			// Within 3 intervals (plus the router's tick and scheduling slack).
+			limit := missedBeats*beat + 2*tick + 100*time.Millisecond
+			waitFor(t, 5*time.Second, "the Tokyo edge to leave", func() bool {
+				return !slices.Contains(g.answeredBy(t), "127.2.0.1")
+			})
+			if took := time.Since(failed); took > limit {
+				t.Errorf("the edge left after %s, want at most %s", took, limit)
+			}
+			if got := g.answeredBy(t); !slices.Equal(got, []string{"127.1.0.1", "127.3.0.1"}) {
+				t.Errorf("after: %v", got)
+			}
+			var list []EdgeInfo
+			getJSON(t, g.http.URL+EdgesPath, &list)
+			for _, e := range list {
+				if e.Addrs[0] == "127.2.0.1" && e.Healthy {
+					t.Errorf("edges lists the Tokyo edge as healthy: %+v", e)
+				}
+			}
+			if tc.recover == nil {
+				return
+			}
+			tc.recover(t, g)
+			waitFor(t, 5*time.Second, "the Tokyo edge to return", func() bool {
+				return slices.Equal(g.answeredBy(t), []string{"127.2.0.1", "127.1.0.1"})
+			})
+		})
+	}
+}
+
+func getJSON(t *testing.T, url string, v any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", url, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestEdgesList(t *testing.T) {
+	g := newGeoNet(t, Config{})
+	for range 3 {
+		g.answeredBy(t)
+	}
+	var list []EdgeInfo
+	getJSON(t, g.http.URL+EdgesPath, &list)
+	if len(list) != 3 {
+		t.Fatalf("%d edges, want 3", len(list))
+	}
+	want := map[string]struct {
+		city    string
+		answers uint64
+	}{"127.1.0.1": {"Frankfurt am Main", 3}, "127.2.0.1": {"Tokyo", 3}, "127.3.0.1": {"São Paulo", 0}}
+	for _, e := range list {
+		w := want[e.Addrs[0]]
+		if e.City != w.city || e.Answers != w.answers || !e.Healthy || e.Lat == nil || e.Capacity != 1000 ||
+			e.URL != g.edges[e.Addrs[0]].srv.URL || e.LastHeartbeat.IsZero() {
+			t.Errorf("edge %+v, want city %q with %d answers, healthy, located", e, w.city, w.answers)
+		}
+	}
+	// The metrics count the same.
+	mfs, err := g.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var handed float64
+	for _, mf := range mfs {
+		if mf.GetName() == "topcdn_dnsroute_answers_total" {
+			for _, m := range mf.GetMetric() {
+				handed += m.GetCounter().GetValue()
+			}
+		}
+	}
+	if handed != 6 {
+		t.Errorf("topcdn_dnsroute_answers_total sums to %v, want 6", handed)
+	}
+}
+
+func TestHeartbeatRejected(t *testing.T) {
+	o := newFakeOrigin(t)
+	tr := startRouter(t, Config{Origin: o.srv.URL, HeartbeatSkew: 5 * time.Second})
+	e := newFakeEdge(t, "127.1.0.1")
+	other, err := identity.Generate(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	good := e.heartbeat(time.Second)
+	good.Time = now
+	if err := SendHeartbeat(context.Background(), http.DefaultClient, tr.http.URL, e.key, good); err != nil {
+		t.Fatalf("a good heartbeat: %v", err)
+	}
+	post := func(t *testing.T, body []byte) int {
+		resp, err := http.Post(tr.http.URL+HeartbeatPath, "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	signed := func(k *identity.Key, hb Heartbeat) []byte {
+		env, err := k.Sign(TypeHeartbeat, hb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(env)
+		return b
+	}
+	with := func(f func(*Heartbeat)) Heartbeat {
+		hb := good
+		hb.Time = now.Add(time.Millisecond)
+		f(&hb)
+		return hb
+	}
+	lat, badLat := 1.0, 91.0
+	tests := []struct {
+		name   string
+		body   []byte
+		status int
+	}{
+		{"signed by another key", signed(other, with(func(*Heartbeat) {})), http.StatusForbidden},
+		{"signature does not verify", func() []byte {
+			env, _ := e.key.Sign(TypeHeartbeat, with(func(*Heartbeat) {}))
+			env.Sig[0] ^= 1
+			b, _ := json.Marshal(env)
+			return b
+		}(), http.StatusForbidden},
+		{"another message type", func() []byte {
+			env, _ := e.key.Sign("topcdn/storage/heartbeat/v1", with(func(*Heartbeat) {}))
+			b, _ := json.Marshal(env)
+			return b
+		}(), http.StatusBadRequest},
+		{"replayed", signed(e.key, good), http.StatusConflict},
+		{"older than the last", signed(e.key, with(func(h *Heartbeat) { h.Time = now.Add(-time.Second) })), http.StatusConflict},
+		{"stale", signed(e.key, with(func(h *Heartbeat) { h.Time = now.Add(-time.Minute) })), http.StatusUnprocessableEntity},
+		{"from the future", signed(e.key, with(func(h *Heartbeat) { h.Time = now.Add(time.Minute) })), http.StatusUnprocessableEntity},
+		{"addr not an IP", signed(e.key, with(func(h *Heartbeat) { h.Addrs = []string{"edge.example"} })), http.StatusBadRequest},
+		{"no addr", signed(e.key, with(func(h *Heartbeat) { h.Addrs = nil })), http.StatusBadRequest},
+		{"unspecified addr", signed(e.key, with(func(h *Heartbeat) { h.Addrs = []string{"0.0.0.0"} })), http.StatusBadRequest},
+		{"url not http", signed(e.key, with(func(h *Heartbeat) { h.URL = "ftp://127.1.0.1" })), http.StatusBadRequest},
+		{"lat without lon", signed(e.key, with(func(h *Heartbeat) { h.Lat = &lat })), http.StatusBadRequest},
+		{"latitude out of range", signed(e.key, with(func(h *Heartbeat) { h.Lat, h.Lon = &badLat, &lat })), http.StatusBadRequest},
+		{"negative load", signed(e.key, with(func(h *Heartbeat) { h.Load = -1 })), http.StatusBadRequest},
+		{"no interval", signed(e.key, with(func(h *Heartbeat) { h.IntervalMS = 0 })), http.StatusBadRequest},
+		{"unknown field", []byte(`{"type":"` + TypeHeartbeat + `","signer":"x","body":"e30=","sig":""}`), http.StatusBadRequest},
+		{"not JSON", []byte("hello"), http.StatusBadRequest},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := post(t, tc.body); got != tc.status {
+				t.Errorf("status %d, want %d", got, tc.status)
+			}
+		})
+	}
+	// SendHeartbeat reports the rejection.
+	if err := SendHeartbeat(context.Background(), http.DefaultClient, tr.http.URL, e.key, good); err == nil {
+		t.Error("SendHeartbeat of a replay: no error")
+	}
+}
+
+func TestAllowedEdges(t *testing.T) {
+	o := newFakeOrigin(t)
+	allowed := newFakeEdge(t, "127.1.0.1")
+	stranger := newFakeEdge(t, "127.1.0.2")
+	tr := startRouter(t, Config{Origin: o.srv.URL, AllowedEdges: []peer.ID{allowed.key.ID}})
+	ctx := context.Background()
+	if err := SendHeartbeat(ctx, http.DefaultClient, tr.http.URL, allowed.key, allowed.heartbeat(time.Second)); err != nil {
+		t.Errorf("allowed edge: %v", err)
+	}
+	err := SendHeartbeat(ctx, http.DefaultClient, tr.http.URL, stranger.key, stranger.heartbeat(time.Second))
+	if err == nil {
+		t.Error("an edge not on the allow list was accepted")
+	}
+	if err := tr.AcceptHeartbeat(ctx, mustSign(t, stranger.key, stranger.heartbeat(time.Second))); !errors.Is(err, ErrEdgeNotAllowed) {
+		t.Errorf("AcceptHeartbeat: %v, want ErrEdgeNotAllowed", err)
+	}
+}
+
+func mustSign(t *testing.T, k *identity.Key, hb Heartbeat) *identity.Envelope {
+	t.Helper()
+	if hb.Time.IsZero() {
+		hb.Time = time.Now().UTC()
+	}
+	env, err := k.Sign(TypeHeartbeat, hb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env
+}

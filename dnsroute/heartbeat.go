@@ -1,0 +1,228 @@
+package dnsroute
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/topcdn/topcdn/identity"
+)
+
+// TypeHeartbeat is the identity.Envelope type of an edge heartbeat.
+const TypeHeartbeat = "topcdn/edge-heartbeat/v1"
+
+// HeartbeatPath is where a router takes edge heartbeats: POST, body a JSON
+// identity.Envelope of TypeHeartbeat signed by the edge.
+const HeartbeatPath = "/api/v1/edges/heartbeat"
+
+// EdgesPath lists the edges a router knows (GET, JSON []EdgeInfo).
+const EdgesPath = "/api/v1/edges"
+
+// HealthPath is the path, under an edge's URL, that the router probes: the
+// edge answers 200 with JSON {"peer":"12D3…"} naming itself.
+const HealthPath = "/.well-known/topcdn/health"
+
+// Limits on what one heartbeat may carry.
+const (
+	maxHeartbeatBody = 64 << 10
+	maxAddrs         = 16
+	maxCityLen       = 100
+	minInterval      = 50 * time.Millisecond
+	maxInterval      = 10 * time.Minute
+)
+
+// Heartbeat is what an edge reports about itself, signed with its key as
+// an identity.Envelope of TypeHeartbeat.
+type Heartbeat struct {
+	// Peer is the edge's peer ID; it must equal the envelope's signer.
+	Peer string `json:"peer"`
+	// Addrs are the public IP addresses handed out in A/AAAA answers, e.g.
+	// "127.1.0.1" or "2001:db8::1"; 1 to 16 of them.
+	Addrs []string `json:"addrs"`
+	// URL is the edge's HTTP base URL, e.g. "http://127.1.0.1:8080"; the
+	// router probes URL + HealthPath.
+	URL string `json:"url"`
+	// City is a display name for where the edge is, optional.
+	City string `json:"city,omitempty"`
+	// Lat and Lon are the edge's location in degrees, both or neither. When
+	// absent the router looks Addrs[0] up in its GeoIP database.
+	Lat *float64 `json:"lat,omitempty"`
+	Lon *float64 `json:"lon,omitempty"`
+	// Load is the requests per second the edge served recently.
+	Load float64 `json:"load"`
+	// Capacity is the requests per second the edge can serve; 0 means
+	// unknown (the edge is then ranked by distance alone).
+	Capacity float64 `json:"capacity"`
+	// IntervalMS is the time between two heartbeats of this edge in
+	// milliseconds. The router probes the edge as often, and drops it from
+	// answers after 3 intervals without a heartbeat.
+	IntervalMS int64 `json:"interval_ms"`
+	// Time is when the heartbeat was made. It must be within the router's
+	// skew of its clock and later than the last heartbeat accepted.
+	Time time.Time `json:"time"`
+}
+
+// Interval returns the heartbeat interval as a duration.
+func (hb *Heartbeat) Interval() time.Duration {
+	return time.Duration(hb.IntervalMS) * time.Millisecond
+}
+
+// Errors of a rejected heartbeat; AcceptHeartbeat wraps one of them and the
+// HTTP API maps them to status codes.
+var (
+	// ErrInvalidHeartbeat marks a malformed heartbeat (400).
+	ErrInvalidHeartbeat = errors.New("invalid heartbeat")
+	// ErrForgedHeartbeat marks a heartbeat whose signature does not verify
+	// or whose peer is not its signer (403).
+	ErrForgedHeartbeat = errors.New("forged heartbeat")
+	// ErrEdgeNotAllowed marks a heartbeat from an edge not on the allow
+	// list (403).
+	ErrEdgeNotAllowed = errors.New("edge not allowed")
+	// ErrStaleHeartbeat marks a heartbeat whose time is too far from the
+	// router's clock (422).
+	ErrStaleHeartbeat = errors.New("stale heartbeat")
+	// ErrReplayedHeartbeat marks a heartbeat not newer than the last one
+	// accepted from the same edge (409).
+	ErrReplayedHeartbeat = errors.New("replayed heartbeat")
+)
+
+// heartbeatStatus maps a heartbeat error to an HTTP status code.
+func heartbeatStatus(err error) int {
+	switch {
+	case errors.Is(err, ErrForgedHeartbeat), errors.Is(err, ErrEdgeNotAllowed):
+		return http.StatusForbidden
+	case errors.Is(err, ErrStaleHeartbeat):
+		return http.StatusUnprocessableEntity
+	case errors.Is(err, ErrReplayedHeartbeat):
+		return http.StatusConflict
+	case errors.Is(err, ErrInvalidHeartbeat):
+		return http.StatusBadRequest
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+// checkedHeartbeat is a heartbeat that passed validation, parsed.
+type checkedHeartbeat struct {
+	Heartbeat
+	peer  peer.ID
+	addrs []netip.Addr
+}
+
+// openHeartbeat verifies env and validates the heartbeat it carries. It
+// checks everything that does not depend on the router's state.
+func openHeartbeat(env *identity.Envelope) (*checkedHeartbeat, error) {
+	var hb Heartbeat
+	signer, err := env.Open(TypeHeartbeat, &hb)
+	if err != nil {
+		if errors.Is(err, identity.ErrBadSignature) {
+			return nil, fmt.Errorf("%w: %w", ErrForgedHeartbeat, err)
+		}
+		return nil, fmt.Errorf("%w: %w", ErrInvalidHeartbeat, err)
+	}
+	p, err := peer.Decode(hb.Peer)
+	if err != nil {
+		return nil, fmt.Errorf("%w: peer %q: %w", ErrInvalidHeartbeat, hb.Peer, err)
+	}
+	if p != signer {
+		return nil, fmt.Errorf("%w: heartbeat for %s signed by %s", ErrForgedHeartbeat, p, signer)
+	}
+	c := &checkedHeartbeat{Heartbeat: hb, peer: p}
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrInvalidHeartbeat, p, err)
+	}
+	return c, nil
+}
+
+// validate checks the fields of a heartbeat and parses its addresses.
+func (c *checkedHeartbeat) validate() error {
+	if len(c.Addrs) == 0 || len(c.Addrs) > maxAddrs {
+		return fmt.Errorf("%d addrs, want 1 to %d", len(c.Addrs), maxAddrs)
+	}
+	for _, s := range c.Addrs {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return fmt.Errorf("addr %q is not an IP address: %w", s, err)
+		}
+		if a.Zone() != "" || a.IsUnspecified() || a.IsMulticast() || a.IsLinkLocalUnicast() {
+			return fmt.Errorf("addr %q cannot be handed out", s)
+		}
+		c.addrs = append(c.addrs, a.Unmap())
+	}
+	u, err := url.Parse(c.URL)
+	if err != nil {
+		return fmt.Errorf("url %q: %w", c.URL, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("url %q is not an http(s) base URL", c.URL)
+	}
+	if len(c.City) > maxCityLen || strings.ContainsFunc(c.City, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return fmt.Errorf("city %q: want at most %d printable characters", c.City, maxCityLen)
+	}
+	if (c.Lat == nil) != (c.Lon == nil) {
+		return errors.New("lat and lon come together")
+	}
+	if c.Lat != nil && !(*c.Lat >= -90 && *c.Lat <= 90 && *c.Lon >= -180 && *c.Lon <= 180) {
+		return fmt.Errorf("location %v,%v: want latitude in [-90,90] and longitude in [-180,180]", *c.Lat, *c.Lon)
+	}
+	if !finiteNonNeg(c.Load) || !finiteNonNeg(c.Capacity) {
+		return fmt.Errorf("load %v, capacity %v: want finite and not negative", c.Load, c.Capacity)
+	}
+	if iv := c.Interval(); iv < minInterval || iv > maxInterval {
+		return fmt.Errorf("interval %dms: want %s to %s", c.IntervalMS, minInterval, maxInterval)
+	}
+	if c.Time.IsZero() {
+		return errors.New("no time")
+	}
+	return nil
+}
+
+func finiteNonNeg(f float64) bool { return f >= 0 && !math.IsInf(f, 1) }
+
+// SendHeartbeat signs hb with key and posts it to the router at routerURL
+// (its HTTP base URL, e.g. "http://127.0.0.1:8053"). It fills hb.Peer from
+// the key and hb.Time with the current time when they are empty. A router
+// that rejects the heartbeat yields an error carrying its status and
+// message.
+func SendHeartbeat(ctx context.Context, c *http.Client, routerURL string, key *identity.Key, hb Heartbeat) error {
+	if hb.Peer == "" {
+		hb.Peer = key.ID.String()
+	}
+	if hb.Time.IsZero() {
+		hb.Time = time.Now().UTC()
+	}
+	env, err := key.Sign(TypeHeartbeat, hb)
+	if err != nil {
+		return fmt.Errorf("dnsroute: heartbeat: %w", err)
+	}
+	body, err := json.Marshal(env)
+	if err != nil {
+		return fmt.Errorf("dnsroute: heartbeat: %w", err)
+	}
+	u := strings.TrimSuffix(routerURL, "/") + HeartbeatPath
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("dnsroute: heartbeat: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.Do(req)
+	if err != nil {
+		return fmt.Errorf("dnsroute: heartbeat: %w", err)
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("dnsroute: heartbeat: POST %s: HTTP %d: %s", u, resp.StatusCode, bytes.TrimSpace(msg))
+	}
+	return nil
+}

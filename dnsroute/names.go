@@ -1,0 +1,159 @@
+package dnsroute
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"time"
+
+	"github.com/ipfs/boxo/ipns"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/topcdn/topcdn/origin"
+	"go.uber.org/zap"
+)
+
+// NamesPath is the origin's list of human names (JSON []origin.NameInfo).
+const NamesPath = "/api/v1/names"
+
+// SuspendedPath is billing's list of suspended publishers (JSON
+// Suspended).
+const SuspendedPath = "/api/v1/suspended"
+
+// maxListBody bounds a names or suspension list read from a service.
+const maxListBody = 64 << 20
+
+// Suspended is billing's answer on SuspendedPath.
+type Suspended struct {
+	// Publishers are the peer IDs of the suspended publishers' keys.
+	Publishers []string `json:"publishers"`
+}
+
+// pollLoop polls names and suspensions now and every NamesInterval until
+// ctx is done.
+func (r *Router) pollLoop(ctx context.Context) {
+	t := time.NewTicker(r.cfg.NamesInterval)
+	defer t.Stop()
+	for {
+		r.pollOnce(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// pollOnce reads suspensions (if billing is set) then names, and keeps the
+// last good list of either when its service fails.
+func (r *Router) pollOnce(ctx context.Context) {
+	if r.cfg.Billing != "" {
+		switch err := r.pollSuspended(ctx); {
+		case err == nil:
+			r.metrics.polls.WithLabelValues("billing", "ok").Inc()
+		case ctx.Err() == nil:
+			r.metrics.polls.WithLabelValues("billing", "error").Inc()
+			r.log.Warn("cannot read suspended publishers; keeping the last list", zap.Error(err))
+		}
+	}
+	switch err := r.pollNames(ctx); {
+	case err == nil:
+		r.metrics.polls.WithLabelValues("origin", "ok").Inc()
+	case ctx.Err() == nil:
+		r.metrics.polls.WithLabelValues("origin", "error").Inc()
+		r.log.Warn("cannot read names from the origin; keeping the last list", zap.Error(err))
+	}
+}
+
+// getJSON GETs url and decodes its JSON body into v.
+func (r *Router) getJSON(ctx context.Context, url string, v any) error {
+	ctx, cancel := context.WithTimeout(ctx, max(r.cfg.NamesInterval, 2*time.Second))
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return fmt.Errorf("GET %s: %w", url, err)
+	}
+	resp, err := r.cfg.Client.Do(req)
+	if err != nil {
+		return fmt.Errorf("GET %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("GET %s: HTTP %d: %s", url, resp.StatusCode, msg)
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxListBody)).Decode(v); err != nil {
+		return fmt.Errorf("GET %s: %w", url, err)
+	}
+	return nil
+}
+
+// pollNames reads the origin's names and publishes them if they changed.
+func (r *Router) pollNames(ctx context.Context) error {
+	var list []origin.NameInfo
+	if err := r.getJSON(ctx, r.cfg.Origin+NamesPath, &list); err != nil {
+		return fmt.Errorf("dnsroute: names: %w", err)
+	}
+	names := make(map[string]nameEntry, len(list))
+	for _, ni := range list {
+		e, err := parseName(ni)
+		if err != nil {
+			r.log.Warn("skipping a name the origin lists", zap.String("name", ni.Name), zap.Error(err))
+			continue
+		}
+		names[ni.Name] = e
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	first := !r.namesOK
+	r.namesOK = true
+	if !maps.Equal(names, r.names) {
+		r.names = names
+		r.serial = max(uint32(r.cfg.now().Unix()), r.serial+1)
+		r.rebuildLocked()
+		r.log.Info("names updated", zap.Int("names", len(names)))
+	} else if first {
+		r.log.Info("names read", zap.Int("names", len(names)))
+	}
+	return nil
+}
+
+// parseName checks one name the origin lists.
+func parseName(ni origin.NameInfo) (nameEntry, error) {
+	if err := origin.ValidateName(ni.Name); err != nil {
+		return nameEntry{}, err
+	}
+	n, err := ipns.NameFromString(ni.IPNS)
+	if err != nil {
+		return nameEntry{}, fmt.Errorf("ipns %q: %w", ni.IPNS, err)
+	}
+	return nameEntry{ipns: n.String(), cid: ni.CID, publisher: n.Peer()}, nil
+}
+
+// pollSuspended reads billing's suspended publishers and publishes them if
+// they changed.
+func (r *Router) pollSuspended(ctx context.Context) error {
+	var s Suspended
+	if err := r.getJSON(ctx, r.cfg.Billing+SuspendedPath, &s); err != nil {
+		return fmt.Errorf("dnsroute: suspended: %w", err)
+	}
+	set := make(map[peer.ID]bool, len(s.Publishers))
+	for _, p := range s.Publishers {
+		id, err := peer.Decode(p)
+		if err != nil {
+			// A whole list is refused rather than half applied.
+			return fmt.Errorf("dnsroute: suspended: publisher %q: %w", p, err)
+		}
+		set[id] = true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !maps.Equal(set, r.suspended) {
+		r.suspended = set
+		r.rebuildLocked()
+		r.log.Info("suspended publishers updated", zap.Int("suspended", len(set)))
+	}
+	return nil
+}

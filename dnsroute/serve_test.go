@@ -1,0 +1,222 @@
+package dnsroute
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+func TestDoH(t *testing.T) {
+	g := newGeoNet(t, Config{})
+	pack := func(m *dns.Msg) []byte {
+		m.Id = 0 // RFC 8484 §4.1
+		b, err := m.Pack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	get := func(q []byte) *http.Request {
+		req, _ := http.NewRequest(http.MethodGet, g.http.URL+DoHPath+"?dns="+base64.RawURLEncoding.EncodeToString(q), nil)
+		req.Header.Set("Accept", dohType)
+		return req
+	}
+	post := func(q []byte, ct string) *http.Request {
+		req, _ := http.NewRequest(http.MethodPost, g.http.URL+DoHPath, bytes.NewReader(q))
+		req.Header.Set("Content-Type", ct)
+		return req
+	}
+	tests := []struct {
+		name   string
+		req    *http.Request
+		status int
+		want   []string // addresses, in order
+		rcode  int
+	}{
+		{"GET A", get(pack(newQuery("blog", dns.TypeA))), 200, []string{"127.1.0.1", "127.2.0.1"}, dns.RcodeSuccess},
+		{"POST A", post(pack(newQuery("blog", dns.TypeA)), dohType), 200, []string{"127.1.0.1", "127.2.0.1"}, dns.RcodeSuccess},
+		{"POST A with ECS in Tokyo", post(pack(withECS(newQuery("blog", dns.TypeA), "127.2.0.0/24")), dohType), 200,
+			[]string{"127.2.0.1", "127.1.0.1"}, dns.RcodeSuccess},
+		{"GET NXDOMAIN", get(pack(newQuery("nope", dns.TypeA))), 200, nil, dns.RcodeNameError},
+		{"GET without dns", func() *http.Request { r, _ := http.NewRequest(http.MethodGet, g.http.URL+DoHPath, nil); return r }(), 400, nil, 0},
+		{"GET garbage", get([]byte("garbage")), 400, nil, 0},
+		{"POST wrong type", post(pack(newQuery("blog", dns.TypeA)), "text/plain"), 415, nil, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := http.DefaultClient.Do(tc.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.status, body)
+			}
+			if tc.status != 200 {
+				return
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != dohType {
+				t.Errorf("Content-Type %q", ct)
+			}
+			if cc := resp.Header.Get("Cache-Control"); cc != "max-age=30" {
+				t.Errorf("Cache-Control %q, want max-age=30", cc)
+			}
+			var m dns.Msg
+			if err := m.Unpack(body); err != nil {
+				t.Fatal(err)
+			}
+			if m.Rcode != tc.rcode || !slices.Equal(addrs(&m), tc.want) {
+				t.Errorf("rcode %s, answer %v; want %s, %v", dns.RcodeToString[m.Rcode], addrs(&m), dns.RcodeToString[tc.rcode], tc.want)
+			}
+		})
+	}
+}
+
+func TestSuspendedPublisher(t *testing.T) {
+	o := newFakeOrigin(t)
+	o.publish(t, "blog")
+	bad := o.publish(t, "spam")
+	var down atomic.Bool
+	billing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != SuspendedPath || down.Load() {
+			http.Error(w, "down", http.StatusBadGateway)
+			return
+		}
+		json.NewEncoder(w).Encode(Suspended{Publishers: []string{bad.ID.String()}})
+	}))
+	defer billing.Close()
+	tr := startRouter(t, Config{Origin: o.srv.URL, Billing: billing.URL})
+	e := newFakeEdge(t, "127.1.0.1")
+	e.beat(t, tr.http.URL, beat)
+	waitFor(t, 5*time.Second, "a healthy edge", func() bool { return tr.healthyEdges() == 1 })
+	waitFor(t, 5*time.Second, "the suspension", func() bool { return tr.snap.Load().names["spam"].suspended })
+
+	check := func(t *testing.T) {
+		tests := []struct {
+			name    string
+			qname   string
+			qtype   uint16
+			answers int
+		}{
+			{"a paying publisher", "blog", dns.TypeA, 1},
+			{"a suspended publisher gets NODATA", "spam", dns.TypeA, 0},
+			{"its dnslink stays", "_dnslink.spam", dns.TypeTXT, 1},
+		}
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				r := tr.query(t, "udp", "", newQuery(tc.qname, tc.qtype))
+				if r.Rcode != dns.RcodeSuccess || len(r.Answer) != tc.answers {
+					t.Errorf("rcode %s, %d answers; want NOERROR, %d", dns.RcodeToString[r.Rcode], len(r.Answer), tc.answers)
+				}
+			})
+		}
+	}
+	check(t)
+	// Billing down: the last list holds.
+	down.Store(true)
+	time.Sleep(3 * 100 * time.Millisecond) // three polls
+	t.Run("billing down", check)
+}
+
+func TestRateLimit(t *testing.T) {
+	o := newFakeOrigin(t)
+	tr := startRouter(t, Config{Origin: o.srv.URL, RRLRate: 20})
+	c, err := net.Dial("udp", tr.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	q, _ := newQuery("nope", dns.TypeA).Pack()
+	const sent = 200
+	for range sent {
+		if _, err := c.Write(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var answers, truncated int
+	buf := make([]byte, 1500)
+	for {
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		n, err := c.Read(buf)
+		if err != nil {
+			break
+		}
+		var m dns.Msg
+		if err := m.Unpack(buf[:n]); err != nil {
+			t.Fatal(err)
+		}
+		if m.Truncated {
+			truncated++
+		} else {
+			answers++
+		}
+	}
+	// A burst of 20 (plus what refills while sending), then every second
+	// limited response slips as TC.
+	if answers < 20 || answers > 60 || truncated < 50 || answers+truncated > 130 {
+		t.Errorf("%d answers and %d truncated for %d queries; want ~20 and ~90", answers, truncated, sent)
+	}
+	// TCP is not limited.
+	if r := tr.query(t, "tcp", "", newQuery("nope", dns.TypeA)); r.Rcode != dns.RcodeNameError {
+		t.Errorf("over TCP: %s", dns.RcodeToString[r.Rcode])
+	}
+	// Another subnet is not limited.
+	if r := tr.query(t, "udp", "127.9.0.1", newQuery("nope", dns.TypeA)); r.Truncated || r.Rcode != dns.RcodeNameError {
+		t.Errorf("from another subnet: %v", r)
+	}
+}
+
+// TestDig checks the answers with ISC dig, as a resolver operator would.
+func TestDig(t *testing.T) {
+	if _, err := exec.LookPath("dig"); err != nil {
+		if os.Getenv("TOPCDN_REQUIRE_TOOLS") == "1" {
+			t.Fatal("dig not found and TOPCDN_REQUIRE_TOOLS=1")
+		}
+		t.Skip("dig not found (apt-get install bind9-dnsutils)")
+	}
+	g := newGeoNet(t, Config{})
+	host, port, _ := net.SplitHostPort(g.addr)
+	tests := []struct {
+		name string
+		args []string
+		want string // dig +short output
+	}{
+		{"by source: Tokyo", []string{"-b", "127.2.0.5", "blog.cdn.test", "A"}, "127.2.0.1\n127.1.0.1"},
+		{"by source: São Paulo", []string{"-b", "127.3.0.5", "blog.cdn.test", "A"}, "127.3.0.1\n127.1.0.1"},
+		{"by ECS: Tokyo", []string{"+subnet=127.2.0.0/24", "blog.cdn.test", "A"}, "127.2.0.1\n127.1.0.1"},
+		{"over TCP", []string{"+tcp", "-b", "127.2.0.5", "blog.cdn.test", "A"}, "127.2.0.1\n127.1.0.1"},
+		{"dnslink", []string{"_dnslink.blog.cdn.test", "TXT"}, `"dnslink=/ipns/` + g.origin.names[0].IPNS + `"`},
+		{"NXDOMAIN", []string{"nope.cdn.test", "A"}, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"@" + host, "-p", port, "+short", "+norec", "+time=2", "+tries=1"}, tc.args...)
+			out, err := exec.Command("dig", args...).CombinedOutput()
+			if err != nil {
+				t.Fatalf("dig %s: %v\n%s", strings.Join(args, " "), err, out)
+			}
+			if got := strings.TrimSpace(string(out)); got != tc.want {
+				t.Errorf("dig %s:\n%s\nwant\n%s", strings.Join(args, " "), got, tc.want)
+			}
+		})
+	}
+	// The status line of an unknown name.
+	out, err := exec.Command("dig", "@"+host, "-p", port, "+norec", "nope.cdn.test", "A").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "status: NXDOMAIN") || !strings.Contains(string(out), "flags: qr aa") {
+		t.Errorf("dig nope.cdn.test: %v\n%s", err, out)
+	}
+}
