@@ -34,6 +34,6 @@ libp2p format; its peer ID is its identity. Create one with 'topcdn keygen'.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newKeygenCmd(), newOriginCmd(), newPublishCmd(), newEdgeCmd(), newStorageCmd())
+	root.AddCommand(newKeygenCmd(), newOriginCmd(), newPublishCmd(), newEdgeCmd(), newStorageCmd(), newBillingCmd())
 	return root
 }
