@@ -56,9 +56,9 @@ type Config struct {
 	// DNSFreeBytes is what an edge unknown to DNS may claim per batch.
 	// Default: 64 MiB.
 	DNSFreeBytes int64
-	// FaultHook, if set, is called at named stages of settlement
-	// ("settle-mid": half an epoch's entries written, not committed), for
-	// crash tests.
+	// FaultHook, if set, is called at named stages of settlement, for
+	// crash tests: "settle-mid" inside an epoch's transaction, after the
+	// first publisher debit is written and before its credit.
 	FaultHook func(stage string)
 
 	// Testing.

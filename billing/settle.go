@@ -154,16 +154,16 @@ func (l *Ledger) settleEpoch(ctx context.Context, epoch int64, holdings []Holdin
 	}
 	var paid int64
 	publishers := map[string]bool{}
-	for i, ln := range lines {
-		if i == len(lines)/2 && i > 0 {
-			l.opts.FaultHook("settle-mid")
-		}
+	for _, ln := range lines {
 		if ln.amount == 0 {
 			continue
 		}
 		memo := fmt.Sprintf("%s: %d bytes of %s's content by %s in epoch %d", ln.kind, ln.bytes, ln.publisher, ln.operator, epoch)
 		if err := l.post(ctx, tx, txID, epoch, ln.publisher, "publisher", -ln.amount, ln.kind, ln.bytes, memo); err != nil {
 			return 0, err
+		}
+		if paid == 0 {
+			l.opts.FaultHook("settle-mid") // the publisher debited, the operator not yet credited
 		}
 		if err := l.post(ctx, tx, txID, epoch, ln.operator, ln.opKind, ln.amount, ln.kind, ln.bytes, memo); err != nil {
 			return 0, err

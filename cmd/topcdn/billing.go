@@ -21,8 +21,9 @@ import (
 
 // faultEnv names the environment variable that makes `topcdn billing`
 // kill itself (SIGKILL) at a named stage, for crash tests:
-// "kill-mid-settle" kills it with half an epoch's entries written but not
-// committed.
+// "kill-mid-settle" kills it inside the first paying epoch's settlement
+// transaction, after a publisher's debit is written and before the
+// operator's credit.
 const faultEnv = "TOPCDN_BILLING_FAULT"
 
 func newBillingCmd() *cobra.Command {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -219,4 +221,150 @@ func TestBillingEndToEnd(t *testing.T) {
 	if code != 200 || !strings.Contains(string(metrics), `topcdn_billing_claims_total{kind="record",reason="inflated",result="rejected"} 1`) {
 		t.Errorf("metrics lack the refused record:\n%s", metrics)
 	}
+}
+
+// rawBlocks returns the blocks of the DAG under root with their sizes.
+func rawBlocks(t *testing.T, originURL string, root cid.Cid) map[string]int64 {
+	t.Helper()
+	out := map[string]int64{}
+	for c := range fetchDAG(t, originURL, root) {
+		code, data := httpGet(t, originURL+"/ipfs/"+c.String(), "application/vnd.ipld.raw")
+		if code != 200 {
+			t.Fatalf("raw %s: %d", c, code)
+		}
+		out[c.String()] = int64(len(data))
+	}
+	return out
+}
+
+// TestBillingKillMidSettlement kills billing with SIGKILL inside a
+// settlement transaction (after a publisher's debit, before the credit),
+// restarts it, and checks that nothing of the interrupted settlement
+// stayed, that the accounts still sum to zero, and that settling then pays
+// each party exactly once.
+func TestBillingKillMidSettlement(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs processes")
+	}
+	ctx := context.Background()
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	pubKey := filepath.Join(dir, "publisher.key")
+	pubID := strings.TrimSpace(run(t, bin, "keygen", "--out", pubKey))
+	o := startOrigin(t, bin, filepath.Join(dir, "origin"), "--no-stripe")
+	root := strings.TrimSpace(run(t, bin, "publish", "../../examples/site", "--name", "blog", "--origin", o.url, "--key", pubKey, "-Q"))
+	blocks := rawBlocks(t, o.url, cid.MustParse(root))
+
+	bdir := filepath.Join(dir, "billing")
+	args := []string{"billing", "--listen", "127.0.0.1:0", "--db", filepath.Join(bdir, "ledger.db"), "--origin", o.url,
+		"--epoch", "1s", "--settle-delay", "1s", "--price-gib-served", strconv.Itoa(pricePerByte << 30)}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(cmd.Environ(), faultEnv+"=kill-mid-settle")
+	b := startCmd(t, cmd)
+	const deposit = 1_000_000_000
+	run(t, bin, "billing", "deposit", "--billing", b.url, "--key", filepath.Join(bdir, "billing.key"),
+		"--account", pubID, "--amount", strconv.Itoa(deposit), "--nonce", "start")
+
+	// Three edges report every block of the site, each in its own epochs.
+	want := map[string]int64{}
+	var paid int64
+	for range 3 {
+		key, err := identity.Generate(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rctx, stop := context.WithCancel(ctx)
+		rep := billing.NewReporter(key, b.url, billing.WithEpoch(time.Second))
+		done := make(chan struct{})
+		go func() { defer close(done); rep.Run(rctx) }()
+		for c, n := range blocks {
+			rep.Observe(billing.Served{Name: "blog", CID: c, Bytes: n, Status: 200, Time: time.Now(),
+				Client: netip.MustParseAddr("127.0.0.1")})
+			want[key.ID.String()] += pricePerByte * n
+			paid += pricePerByte * n
+		}
+		stop()
+		<-done
+	}
+	want[pubID] = deposit - paid
+	time.Sleep(2500 * time.Millisecond) // every reported epoch is closed
+
+	// The settle request kills billing mid-transaction.
+	if out, err := exec.Command(bin, "billing", "settle", "--billing", b.url).CombinedOutput(); err == nil {
+		t.Fatalf("settle survived the fault injection: %s", out)
+	}
+	err := b.cmd.Wait()
+	if st, ok := b.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !st.Signaled() || st.Signal() != syscall.SIGKILL {
+		t.Fatalf("billing exited with %v, want SIGKILL\n%s", err, lastLines(b.logs.String(), 10))
+	}
+	if !strings.Contains(b.logs.String(), "killing myself mid-settlement") {
+		t.Fatalf("the fault was not injected:\n%s", lastLines(b.logs.String(), 10))
+	}
+
+	// Restarted, billing holds nothing of the interrupted settlement.
+	b = startService(t, bin, args...)
+	sum := func() int64 {
+		var all []billing.Account
+		getJSON(t, b.url+"/api/v1/accounts", &all)
+		var total int64
+		for _, a := range all {
+			total += a.Balance
+		}
+		return total
+	}
+	if s := sum(); s != 0 {
+		t.Fatalf("after the kill the accounts sum to %d", s)
+	}
+	if got := balanceOf(t, b.url, pubID); got != deposit {
+		t.Fatalf("after the kill the publisher holds %d, want the untouched %d", got, deposit)
+	}
+	for id := range want {
+		if id != pubID && balanceOf(t, b.url, id) != 0 {
+			t.Fatalf("edge %s was paid by the killed settlement", id)
+		}
+	}
+	// Settling now pays each edge once, however often it is asked.
+	for range 3 {
+		run(t, bin, "billing", "settle", "--billing", b.url)
+	}
+	for id, w := range want {
+		if got := balanceOf(t, b.url, id); got != w {
+			t.Errorf("%s: balance %d, want %d", id, got, w)
+		}
+	}
+	if s := sum(); s != 0 {
+		t.Fatalf("accounts sum to %d", s)
+	}
+}
+
+// startCmd runs a prepared topcdn service command (with its own
+// environment, say) and waits for its "listening on" line.
+func startCmd(t *testing.T, cmd *exec.Cmd) *originProc {
+	t.Helper()
+	logs := &syncBuffer{}
+	cmd.Stderr = logs
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &originProc{cmd: cmd, logs: logs}
+	t.Cleanup(func() { p.stop(t) })
+	lines := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if u, ok := strings.CutPrefix(sc.Text(), "listening on "); ok {
+				lines <- u
+			}
+		}
+	}()
+	select {
+	case p.url = <-lines:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s did not start; logs:\n%s", cmd.Args[1], logs)
+	}
+	return p
 }
