@@ -252,7 +252,7 @@ func (l *Ledger) Suspended(ctx context.Context) ([]string, error) {
 // Total returns the sum of all balances; double entry keeps it zero.
 func (l *Ledger) Total(ctx context.Context) (int64, error) {
 	var n sql.NullInt64
-	if err := l.db.QueryRowContext(ctx, `SELECT sum(balance) FROM accounts`).Scan(&n); err != nil {
+	if err := l.db.QueryRowContext(ctx, `SELECT CAST(sum(balance) AS BIGINT) FROM accounts`).Scan(&n); err != nil {
 		return 0, fmt.Errorf("billing: total: %w", err)
 	}
 	return n.Int64, nil
@@ -284,7 +284,7 @@ func (l *Ledger) Forfeit(ctx context.Context, edge string, epoch int64, reason R
 		return nil
 	}
 	var bytes sql.NullInt64
-	if err := tx.QueryRowContext(ctx, l.db.q(`SELECT sum(bytes) FROM records WHERE edge = ? AND epoch = ?`), edge, epoch).Scan(&bytes); err != nil {
+	if err := tx.QueryRowContext(ctx, l.db.q(`SELECT CAST(sum(bytes) AS BIGINT) FROM records WHERE edge = ? AND epoch = ?`), edge, epoch).Scan(&bytes); err != nil {
 		return fmt.Errorf("billing: forfeit: %w", err)
 	}
 	if err := l.insertRejections(ctx, tx, []rejection{{account: edge, epoch: epoch, kind: "epoch",

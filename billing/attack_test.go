@@ -58,10 +58,15 @@ func (w wrongFor) Probe(ctx context.Context, url, c string) error {
 // TestAttacks feeds the ledger lies of every kind next to honest traffic:
 // no lie is credited, each is refused with its reason (and shown in the
 // liar's statement), and the honest parties are paid exactly.
-func TestAttacks(t *testing.T) {
+func TestAttacks(t *testing.T) { testAttacks(t, "") }
+
+// TestAttacksPostgres runs the same suite on PostgreSQL (see pgDSN).
+func TestAttacksPostgres(t *testing.T) { testAttacks(t, pgDSN(t)) }
+
+func testAttacks(t *testing.T, dsn string) {
 	ctx := context.Background()
 	const price = 3 << 30 // 3 units per byte served
-	tl := newTestLedger(t, "", Config{PricePerGiBServed: price})
+	tl := newTestLedger(t, dsn, Config{PricePerGiBServed: price})
 	var (
 		pub      = testKey(t, 10)
 		edge     = testKey(t, 11)

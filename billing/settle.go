@@ -127,12 +127,12 @@ func (l *Ledger) settleEpoch(ctx context.Context, epoch int64, holdings []Holdin
 		}
 		return rows.Err()
 	}
-	if err := collect(`SELECT edge, publisher, sum(bytes) FROM records r WHERE epoch = ?
+	if err := collect(`SELECT edge, publisher, CAST(sum(bytes) AS BIGINT) FROM records r WHERE epoch = ?
 		AND NOT EXISTS (SELECT 1 FROM forfeits f WHERE f.edge = r.edge AND f.epoch = r.epoch)
 		GROUP BY edge, publisher ORDER BY edge, publisher`, "edge", "served"); err != nil {
 		return 0, fmt.Errorf("billing: settle %d: %w", epoch, err)
 	}
-	if err := collect(`SELECT peer, publisher, sum(bytes) FROM reads WHERE epoch = ?
+	if err := collect(`SELECT peer, publisher, CAST(sum(bytes) AS BIGINT) FROM reads WHERE epoch = ?
 		GROUP BY peer, publisher ORDER BY peer, publisher`, "storage", "storage_read"); err != nil {
 		return 0, fmt.Errorf("billing: settle %d: %w", epoch, err)
 	}
