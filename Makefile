@@ -32,6 +32,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz=FuzzPutRecord -fuzztime=$(FUZZTIME) ./origin
 	$(GO) test -run '^$$' -fuzz=FuzzReadOrder -fuzztime=$(FUZZTIME) ./storage
 	$(GO) test -run '^$$' -fuzz=FuzzManifest -fuzztime=$(FUZZTIME) ./erasure
+	$(GO) test -run '^$$' -fuzz=FuzzDecodeBatch -fuzztime=$(FUZZTIME) ./billing
 
 ## bench: publish vs kubo (builds kubo once, cached); erasure striping vs raw coding and fsync; edge vs Caddy and nginx (needs wrk, nginx).
 bench:
