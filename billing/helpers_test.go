@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"net/http/httptest"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/topcdn/topcdn/identity"
 )
 
@@ -145,4 +148,21 @@ func signBatch(t testing.TB, key *identity.Key, epoch int64, seq uint64, recs []
 func rec(serial uint64, name, c string, n int64, epoch int64) Record {
 	return Record{Serial: serial, Name: name, CID: c, Bytes: n, Status: 200, Time: (epoch + 1) * 1000,
 		Client: bytes.Repeat([]byte{1}, ClientHashSize)}
+}
+
+// counter reads a counter's value.
+func counter(c prometheus.Counter) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		return -1
+	}
+	return m.GetCounter().GetValue()
+}
+
+// newHTTPLedger serves tl's API on loopback and returns its URL.
+func newHTTPLedger(t testing.TB, tl *testLedger) string {
+	t.Helper()
+	srv := httptest.NewServer(tl.Handler(prometheus.NewRegistry()))
+	t.Cleanup(srv.Close)
+	return srv.URL
 }
