@@ -6,6 +6,7 @@
 //	go run ./bench publish [flags]
 //	go run ./bench erasure [flags]
 //	go run ./bench edge [flags]
+//	go run ./bench billing [flags]
 //	go run ./bench help
 //
 // See bench/README.md for what each benchmark measures.
@@ -50,6 +51,11 @@ var commands = []command{
 		name:    "edge",
 		summary: "requests/s of topcdn's edge (cache hits and misses) vs Caddy file_server/respond/reverse_proxy and nginx, with wrk",
 		run:     runEdge,
+	},
+	{
+		name:    "billing",
+		summary: "receipts verified and stored per second: one signature per batch vs one per record",
+		run:     runBilling,
 	},
 }
 

@@ -41,7 +41,7 @@ type RecordRejection struct {
 // acceptedRecord is a record that passed every check but the replay check.
 type acceptedRecord struct {
 	serial    uint64
-	publisher peer.ID
+	publisher string
 	cid       string
 	bytes     int64
 }
@@ -157,6 +157,7 @@ func (l *Ledger) checkRecords(ctx context.Context, edge peer.ID, epoch int64, sa
 		self = ClientHash(salt, from)
 	}
 	seen := make(map[uint64]bool, len(recs))
+	names := map[peer.ID]string{} // peer ID strings, base58-encoded once
 	var (
 		ok  []acceptedRecord
 		bad []RecordRejection
@@ -201,7 +202,12 @@ func (l *Ledger) checkRecords(ctx context.Context, edge peer.ID, epoch int64, sa
 			refuse(reject(ReasonSelfDealing, "request came from the edge's own network %s", ClientPrefix(from)))
 			continue
 		}
-		ok = append(ok, acceptedRecord{serial: r.Serial, publisher: obj.Publisher, cid: r.CID, bytes: r.Bytes})
+		name, found := names[obj.Publisher]
+		if !found {
+			name = obj.Publisher.String()
+			names[obj.Publisher] = name
+		}
+		ok = append(ok, acceptedRecord{serial: r.Serial, publisher: name, cid: r.CID, bytes: r.Bytes})
 	}
 	return ok, bad, nil
 }
@@ -312,7 +318,7 @@ func (l *Ledger) insertRecords(ctx context.Context, tx querier, edge string, epo
 				sb.WriteByte(',')
 			}
 			sb.WriteString("(?, ?, ?, ?, ?, ?)")
-			args = append(args, edge, int64(r.serial), epoch, r.publisher.String(), r.cid, r.bytes)
+			args = append(args, edge, int64(r.serial), epoch, r.publisher, r.cid, r.bytes)
 		}
 		if _, err := tx.ExecContext(ctx, l.db.q(sb.String()), args...); err != nil {
 			return fmt.Errorf("billing: store records: %w", err)

@@ -3,6 +3,7 @@ package billing
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -236,8 +237,8 @@ func (r *Record) validate() error {
 }
 
 // MerkleRoot returns the root of a binary SHA-256 Merkle tree over the
-// records: leaves are H(0x00 || JSON(record)), inner nodes H(0x01 || left
-// || right), an odd node is carried up unchanged. Zero records give
+// records: leaves are H(0x00 || LeafBytes(record)), inner nodes H(0x01 ||
+// left || right), an odd node is carried up unchanged. Zero records give
 // H(0x00).
 func MerkleRoot(recs []Record) []byte {
 	if len(recs) == 0 {
@@ -247,8 +248,8 @@ func MerkleRoot(recs []Record) []byte {
 	level := make([][32]byte, len(recs))
 	buf := make([]byte, 0, 256)
 	for i := range recs {
-		raw, _ := json.Marshal(&recs[i]) // plain struct: cannot fail
-		buf = append(append(buf[:0], 0), raw...)
+		buf = append(buf[:0], 0)
+		buf = recs[i].AppendLeaf(buf)
 		level[i] = sha256.Sum256(buf)
 	}
 	var node [65]byte
@@ -267,4 +268,19 @@ func MerkleRoot(recs []Record) []byte {
 		level = next
 	}
 	return level[0][:]
+}
+
+// AppendLeaf appends the record's Merkle leaf encoding to b: Serial,
+// Bytes, Time (8 bytes each, big-endian), Status (2 bytes), then Client,
+// Name, CID and Root, each as a 2-byte big-endian length and its bytes.
+func (r *Record) AppendLeaf(b []byte) []byte {
+	b = binary.BigEndian.AppendUint64(b, r.Serial)
+	b = binary.BigEndian.AppendUint64(b, uint64(r.Bytes))
+	b = binary.BigEndian.AppendUint64(b, uint64(r.Time))
+	b = binary.BigEndian.AppendUint16(b, uint16(r.Status))
+	for _, f := range [][]byte{r.Client, []byte(r.Name), []byte(r.CID), []byte(r.Root)} {
+		b = binary.BigEndian.AppendUint16(b, uint16(len(f)))
+		b = append(b, f...)
+	}
+	return b
 }
