@@ -171,7 +171,9 @@ func (c benchContent) Object(ctx context.Context, name, root, cid string) (billi
 	return billing.Object{Publisher: c.pub, MaxBytes: 4096}, nil
 }
 
-func (c benchContent) ShardPublisher(ctx context.Context, shard string) (peer.ID, error) { return c.pub, nil }
+func (c benchContent) ShardPublisher(ctx context.Context, shard string) (peer.ID, error) {
+	return c.pub, nil
+}
 
 func (c benchContent) Holdings(ctx context.Context) ([]billing.Holding, error) { return nil, nil }
 
