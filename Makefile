@@ -34,11 +34,12 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz=FuzzManifest -fuzztime=$(FUZZTIME) ./erasure
 	$(GO) test -run '^$$' -fuzz=FuzzDecodeBatch -fuzztime=$(FUZZTIME) ./billing
 
-## bench: publish vs kubo (builds kubo once, cached); erasure striping vs raw coding and fsync; edge vs Caddy and nginx (needs wrk, nginx).
+## bench: publish vs kubo (builds kubo once, cached); erasure striping vs raw coding and fsync; edge vs Caddy and nginx (needs wrk, nginx); billing batch vs per-record signatures.
 bench:
 	$(GO) run ./bench publish
 	$(GO) run ./bench erasure
 	$(GO) run ./bench edge
+	$(GO) run ./bench billing
 
 clean:
 	rm -rf bin demo
