@@ -320,8 +320,8 @@ func (l *Ledger) ProbeOnce(ctx context.Context, p Prober) (bool, error) {
 		edge, c, url string
 		epoch        int64
 	)
-	err = l.db.QueryRowContext(ctx, l.db.q(`SELECT r.edge, r.epoch, r.cid, coalesce(b.url, '') FROM records r
-		LEFT JOIN batches b ON b.edge = r.edge AND b.epoch = r.epoch
+	err = l.db.QueryRowContext(ctx, l.db.q(`SELECT r.edge, r.epoch, r.cid,
+		coalesce((SELECT max(b.url) FROM batches b WHERE b.edge = r.edge AND b.epoch = r.epoch), '') FROM records r
 		WHERE r.epoch > ? ORDER BY r.edge, r.serial LIMIT 1 OFFSET ?`), last, rand.Int64N(n)).Scan(&edge, &epoch, &c, &url)
 	if err != nil {
 		return false, fmt.Errorf("billing: probe: %w", err)

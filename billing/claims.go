@@ -117,11 +117,11 @@ func (l *Ledger) IngestClaim(ctx context.Context, env *identity.Envelope) (*Clai
 	return res, nil
 }
 
-// knownReader reports whether p is an edge billing knows: one with a
-// stored batch, or listed by the DNS router.
+// knownReader reports whether p is an edge billing knows: one with an
+// accepted record, or listed by the DNS router.
 func (l *Ledger) knownReader(ctx context.Context, p peer.ID) (bool, error) {
 	var n int
-	if err := l.db.QueryRowContext(ctx, l.db.q(`SELECT count(*) FROM batches WHERE edge = ?`), p.String()).Scan(&n); err != nil {
+	if err := l.db.QueryRowContext(ctx, l.db.q(`SELECT count(*) FROM batches WHERE edge = ? AND records > 0`), p.String()).Scan(&n); err != nil {
 		return false, fmt.Errorf("billing: known reader: %w", err)
 	}
 	if n > 0 {

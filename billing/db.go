@@ -48,12 +48,13 @@ var schema = []string{
 	CREATE TABLE batches (
 		edge    TEXT NOT NULL,
 		epoch   BIGINT NOT NULL,
+		part    BIGINT NOT NULL,
 		seq     BIGINT NOT NULL,
 		digest  TEXT NOT NULL, -- SHA-256 of the signed body
 		url     TEXT NOT NULL,
 		records BIGINT NOT NULL,
 		at      BIGINT NOT NULL,
-		PRIMARY KEY (edge, epoch),
+		PRIMARY KEY (edge, epoch, part),
 		UNIQUE (edge, seq)
 	);
 	CREATE TABLE records (

@@ -125,14 +125,14 @@ func (l *Ledger) checkEpoch(ctx context.Context, epoch, secs int64) error {
 
 // duplicateBatch returns the stored result when this exact batch was
 // accepted before, a replay_batch refusal when another batch holds its
-// (edge, epoch) or its sequence number, and nil, nil for a new batch.
+// (edge, epoch, part) or its sequence number, and nil, nil for a new batch.
 func (l *Ledger) duplicateBatch(ctx context.Context, edge string, b *Batch, digest string) (*BatchResult, error) {
 	var (
-		epoch, seq, records int64
-		have                string
+		epoch, part, seq, records int64
+		have                      string
 	)
-	err := l.db.QueryRowContext(ctx, l.db.q(`SELECT epoch, seq, digest, records FROM batches
-		WHERE edge = ? AND (epoch = ? OR seq = ?)`), edge, b.Epoch, int64(b.Seq)).Scan(&epoch, &seq, &have, &records)
+	err := l.db.QueryRowContext(ctx, l.db.q(`SELECT epoch, part, seq, digest, records FROM batches
+		WHERE edge = ? AND ((epoch = ? AND part = ?) OR seq = ?)`), edge, b.Epoch, b.Part, int64(b.Seq)).Scan(&epoch, &part, &seq, &have, &records)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return nil, nil
@@ -141,8 +141,8 @@ func (l *Ledger) duplicateBatch(ctx context.Context, edge string, b *Batch, dige
 	case have == digest:
 		l.metrics.claims.WithLabelValues("batch", "accepted", "duplicate").Inc()
 		return &BatchResult{Accepted: int(records), Duplicate: true, Rejected: []RecordRejection{}}, nil
-	case epoch == b.Epoch:
-		return nil, reject(ReasonReplayBatch, "edge already reported epoch %d with other content", b.Epoch)
+	case epoch == b.Epoch && part == int64(b.Part):
+		return nil, reject(ReasonReplayBatch, "edge already reported part %d of epoch %d with other content", b.Part, b.Epoch)
 	default:
 		return nil, reject(ReasonReplayBatch, "sequence %d already used for epoch %d", b.Seq, epoch)
 	}
@@ -218,14 +218,28 @@ func (l *Ledger) store(ctx context.Context, edge string, epoch int64, b *Batch, 
 	bad []RecordRejection) (*BatchResult, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	// Settlement may have closed the epoch since checkEpoch: records stored
+	// now would be neither paid nor shown as refused.
+	last, err := l.lastSettled(ctx, l.db)
+	if err != nil {
+		return nil, err
+	}
+	if epoch <= last {
+		err := reject(ReasonEpochSettled, "epoch %d was settled while the batch was checked", epoch)
+		if rerr := l.rejectNow(ctx, rejection{account: edge, epoch: epoch, kind: "batch", reason: ReasonEpochSettled,
+			detail: err.Error()}); rerr != nil {
+			return nil, rerr
+		}
+		return nil, err
+	}
 	tx, err := l.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("billing: %w", err)
 	}
 	defer tx.Rollback()
 	if b != nil {
-		res, err := tx.ExecContext(ctx, l.db.q(`INSERT INTO batches (edge, epoch, seq, digest, url, records, at)
-			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`), edge, b.Epoch, int64(b.Seq), digest, b.URL, len(ok), l.opts.now().UnixNano())
+		res, err := tx.ExecContext(ctx, l.db.q(`INSERT INTO batches (edge, epoch, part, seq, digest, url, records, at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`), edge, b.Epoch, b.Part, int64(b.Seq), digest, b.URL, len(ok), l.opts.now().UnixNano())
 		if err != nil {
 			return nil, fmt.Errorf("billing: store batch: %w", err)
 		}
@@ -276,7 +290,7 @@ func (l *Ledger) store(ctx context.Context, edge string, epoch int64, b *Batch, 
 		return nil, err
 	}
 	if b != nil && len(fresh) != len(ok) {
-		if _, err := tx.ExecContext(ctx, l.db.q(`UPDATE batches SET records = ? WHERE edge = ? AND epoch = ?`), len(fresh), edge, b.Epoch); err != nil {
+		if _, err := tx.ExecContext(ctx, l.db.q(`UPDATE batches SET records = ? WHERE edge = ? AND epoch = ? AND part = ?`), len(fresh), edge, b.Epoch, b.Part); err != nil {
 			return nil, fmt.Errorf("billing: store batch: %w", err)
 		}
 	}

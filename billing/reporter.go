@@ -22,9 +22,10 @@ import (
 // DefaultEpoch is the epoch length of the devnet; production uses an hour.
 const DefaultEpoch = time.Minute
 
-// maxPendingRecords bounds the records a Reporter holds for one epoch;
-// Observe drops (and counts) responses beyond it.
-const maxPendingRecords = MaxRecords
+// maxPendingRecords bounds the records a Reporter holds for one epoch
+// (MaxParts batches of MaxRecords); Observe drops (and counts) responses
+// beyond it.
+const maxPendingRecords = MaxParts * MaxRecords
 
 // Served is one response an edge served, as the edge reports it to
 // Observe.
@@ -55,6 +56,7 @@ type reporterOptions struct {
 	log    *zap.Logger
 	url    string
 	now    func() time.Time
+	part   int // records per batch
 }
 
 // WithEpoch sets the epoch length, which must be billing's; whole seconds.
@@ -92,6 +94,11 @@ func WithPublicURL(u string) ReporterOption {
 	return func(o *reporterOptions) { o.url = strings.TrimRight(u, "/") }
 }
 
+// withPartSize sets the records per batch (tests). Default: MaxRecords.
+func withPartSize(n int) ReporterOption {
+	return func(o *reporterOptions) { o.part = n }
+}
+
 // withClock sets the reporter's clock (tests).
 func withClock(now func() time.Time) ReporterOption {
 	return func(o *reporterOptions) { o.now = now }
@@ -112,8 +119,6 @@ type Reporter struct {
 	serial  uint64 // next serial
 	seq     uint64 // next batch sequence
 	dropped int64
-
-	out chan []byte // signed batches, in order
 }
 
 type pendingRecord struct {
@@ -131,6 +136,7 @@ func NewReporter(key *identity.Key, billingURL string, opts ...ReporterOption) *
 		client: &http.Client{Timeout: 30 * time.Second},
 		log:    zap.NewNop(),
 		now:    time.Now,
+		part:   MaxRecords,
 	}
 	for _, opt := range opts {
 		opt(&o)
@@ -142,7 +148,6 @@ func NewReporter(key *identity.Key, billingURL string, opts ...ReporterOption) *
 		opts:   o,
 		serial: start,
 		seq:    start,
-		out:    make(chan []byte, 1024),
 	}
 }
 
@@ -186,9 +191,7 @@ func (r *Reporter) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			timer.Stop()
-			if b := r.closeEpoch(r.currentEpoch() + int64(r.opts.epoch/time.Second)); b != nil {
-				queue = append(queue, b)
-			}
+			queue = append(queue, r.closeEpoch(r.currentEpoch()+int64(r.opts.epoch/time.Second))...)
 			fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			for len(queue) > 0 && fctx.Err() == nil {
 				if err := r.post(fctx, queue[0]); err != nil {
@@ -206,9 +209,7 @@ func (r *Reporter) Run(ctx context.Context) {
 		case <-timer.C:
 		}
 		if now := r.opts.now(); !now.Before(next) {
-			if b := r.closeEpoch(epochOf(now, r.opts.epoch)); b != nil {
-				queue = append(queue, b)
-			}
+			queue = append(queue, r.closeEpoch(epochOf(now, r.opts.epoch))...)
 		}
 		for len(queue) > 0 {
 			if err := r.post(ctx, queue[0]); err != nil {
@@ -229,38 +230,42 @@ func (r *Reporter) currentEpoch() int64 {
 }
 
 // closeEpoch closes the open epoch, opens the one starting at next and
-// returns the closed epoch's signed batch, or nil if it had no records.
-func (r *Reporter) closeEpoch(next int64) []byte {
+// returns the closed epoch's signed batches (one per MaxRecords records,
+// numbered by Part), none if it had no records.
+func (r *Reporter) closeEpoch(next int64) [][]byte {
 	r.mu.Lock()
 	epoch, recs, dropped := r.epoch, r.pending, r.dropped
 	r.pending, r.dropped, r.epoch = nil, 0, next
+	size := r.opts.part
+	parts := (len(recs) + size - 1) / size
 	seq := r.seq
-	if len(recs) > 0 {
-		r.seq++
-	}
+	r.seq += uint64(parts)
 	r.mu.Unlock()
 	if dropped > 0 {
 		r.opts.log.Warn("billing: records dropped: epoch over its record limit", zap.Int64("dropped", dropped))
 	}
-	if len(recs) == 0 {
-		return nil
-	}
-	b, err := r.sign(epoch, seq, recs)
-	if err != nil {
-		r.opts.log.Error("billing: sign batch", zap.Error(err))
-		return nil
-	}
-	return b
-}
-
-// sign builds and signs the batch of an epoch.
-func (r *Reporter) sign(epoch int64, seq uint64, recs []pendingRecord) ([]byte, error) {
-	secs := int64(r.opts.epoch / time.Second)
 	salt := make([]byte, SaltSize)
 	if _, err := rand.Read(salt); err != nil {
-		return nil, fmt.Errorf("billing: salt: %w", err)
+		r.opts.log.Error("billing: salt", zap.Error(err))
+		return nil
 	}
-	batch := Batch{Edge: r.key.ID.String(), URL: r.opts.url, Epoch: epoch, EpochSeconds: secs, Seq: seq, Salt: salt,
+	var out [][]byte
+	for part := 0; part < parts; part++ {
+		chunk := recs[part*size : min((part+1)*size, len(recs))]
+		b, err := r.sign(epoch, part, seq+uint64(part), salt, chunk)
+		if err != nil {
+			r.opts.log.Error("billing: sign batch", zap.Error(err))
+			continue
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+// sign builds and signs one batch of an epoch.
+func (r *Reporter) sign(epoch int64, part int, seq uint64, salt []byte, recs []pendingRecord) ([]byte, error) {
+	secs := int64(r.opts.epoch / time.Second)
+	batch := Batch{Edge: r.key.ID.String(), URL: r.opts.url, Epoch: epoch, EpochSeconds: secs, Part: part, Seq: seq, Salt: salt,
 		Records: make([]Record, 0, len(recs))}
 	lo, hi := time.Unix(epoch, 0), time.Unix(epoch+secs, 0).Add(-time.Millisecond)
 	for _, p := range recs {

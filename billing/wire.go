@@ -29,8 +29,11 @@ const (
 const (
 	// MaxBatchSize bounds an encoded batch or claim envelope.
 	MaxBatchSize = 64 << 20
-	// MaxRecords bounds the records of one batch.
-	MaxRecords = 1 << 20
+	// MaxRecords bounds the records of one batch; an epoch with more is
+	// reported in several parts.
+	MaxRecords = 100_000
+	// MaxParts bounds the parts of one epoch's report.
+	MaxParts = 64
 	// MaxClaimOrders bounds the read orders of one claim.
 	MaxClaimOrders = 10000
 	// ClientHashSize is the length of a Record's hashed client prefix.
@@ -73,6 +76,9 @@ type Batch struct {
 	Epoch int64 `json:"epoch"`
 	// EpochSeconds is the epoch length; it must be billing's.
 	EpochSeconds int64 `json:"epoch_seconds"`
+	// Part numbers the batches of one epoch, from 0: an epoch with more
+	// than MaxRecords records is reported in several.
+	Part int `json:"part"`
 	// Seq is the edge's batch sequence number; never reused.
 	Seq uint64 `json:"seq"`
 	// Salt hashes the client prefixes of this epoch's records.
@@ -202,6 +208,8 @@ func (b *Batch) validate(signer peer.ID) error {
 		return malformed("epoch %d of %d s: want a positive multiple of the epoch length", b.Epoch, b.EpochSeconds)
 	case b.Seq >= 1<<63:
 		return malformed("sequence %d out of range", b.Seq)
+	case b.Part < 0 || b.Part >= MaxParts:
+		return malformed("part %d: want 0 to %d", b.Part, MaxParts-1)
 	case len(b.Salt) != SaltSize:
 		return malformed("salt of %d bytes, want %d", len(b.Salt), SaltSize)
 	case len(b.URL) > maxField:
