@@ -32,12 +32,14 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz=FuzzPutRecord -fuzztime=$(FUZZTIME) ./origin
 	$(GO) test -run '^$$' -fuzz=FuzzReadOrder -fuzztime=$(FUZZTIME) ./storage
 	$(GO) test -run '^$$' -fuzz=FuzzManifest -fuzztime=$(FUZZTIME) ./erasure
+	$(GO) test -run '^$$' -fuzz=FuzzDecodeBatch -fuzztime=$(FUZZTIME) ./billing
 
-## bench: publish vs kubo (builds kubo once, cached); erasure striping vs raw coding and fsync; edge vs Caddy and nginx (needs wrk, nginx).
+## bench: publish vs kubo (builds kubo once, cached); erasure striping vs raw coding and fsync; edge vs Caddy and nginx (needs wrk, nginx); billing batch vs per-record signatures.
 bench:
 	$(GO) run ./bench publish
 	$(GO) run ./bench erasure
 	$(GO) run ./bench edge
+	$(GO) run ./bench billing
 
 ## conformance: ipfs/gateway-conformance v0.13.2 against a real origin and edge on loopback; pass/fail per
 ## spec group (suite fetched and built once into ~/.cache/topcdn; then offline, seconds). Not part of test.

@@ -8,6 +8,7 @@
 //	go run ./bench edge [flags]
 //	go run ./bench edge-memory [flags]
 //	go run ./bench dns [flags]
+//	go run ./bench billing [flags]
 //	go run ./bench help
 //
 // See bench/README.md for what each benchmark measures.
@@ -62,6 +63,11 @@ var commands = []command{
 		name:    "dns",
 		summary: "queries/s of `topcdn dns` (geo selection on) vs CoreDNS's file plugin, with dnsperf",
 		run:     runDNS,
+	},
+	{
+		name:    "billing",
+		summary: "receipts verified and stored per second: one signature per batch vs one per record",
+		run:     runBilling,
 	},
 }
 

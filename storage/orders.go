@@ -161,6 +161,10 @@ var schema = []string{
 		UNIQUE (reader, serial)
 	);
 	CREATE INDEX served_reads_served_at ON served_reads (served_at);`,
+	// Billing claims: a claimed read stays (it still refuses the order's
+	// replay) until the order has surely expired, then is dropped.
+	`ALTER TABLE served_reads ADD COLUMN claimed INTEGER NOT NULL DEFAULT 0;
+	CREATE INDEX served_reads_claimed ON served_reads (claimed, id);`,
 }
 
 // openDB opens the peer's database, bringing its schema up to date.

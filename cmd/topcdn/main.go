@@ -34,6 +34,7 @@ libp2p format; its peer ID is its identity. Create one with 'topcdn keygen'.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newKeygenCmd(), newOriginCmd(), newPublishCmd(), newEdgeCmd(), newStorageCmd(), newDNSCmd(), newDevnetCmd())
+	root.AddCommand(newKeygenCmd(), newOriginCmd(), newPublishCmd(), newEdgeCmd(), newStorageCmd(),
+		newDNSCmd(), newBillingCmd(), newDevnetCmd())
 	return root
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
+	"github.com/topcdn/topcdn/billing"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/storage"
 	"go.uber.org/zap"
@@ -21,8 +23,8 @@ import (
 func newStorageCmd() *cobra.Command {
 	var (
 		listen, dataDir, originURL, originID, keyFile, capacity string
-		publicAddr, location, region, logLevel                  string
-		heartbeat                                               time.Duration
+		publicAddr, location, region, logLevel, billingURL      string
+		heartbeat, claimEvery                                   time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "storage --data DIR --origin URL [--listen ADDR] [--capacity SIZE]",
@@ -41,6 +43,11 @@ The origin's peer ID is learned from GET URL/healthz on first start and
 pinned in DIR/origin-id; a later start with an origin of another ID is
 refused. The peer's own key is DIR/peer.key (created if missing) unless
 --key is given.
+
+With --billing URL the peer claims the bytes it served from billing every
+--claim-every: it sends the kept read orders (POST URL/api/v1/claims,
+signed with its key) and marks those billing collected, dropping them once
+their orders have expired.
 
 The peer announces itself to the origin with a signed heartbeat (POST
 URL/api/v1/peers/heartbeat) at start and every --heartbeat, giving its
@@ -94,7 +101,16 @@ SIGINT or SIGTERM stop it cleanly.`,
 					return err
 				}
 			}
-			return runStorage(cmd.Context(), cmd, listen, publicAddr, cfg, log)
+			if billingURL != "" && cfg.Key == nil {
+				// The claimer signs with the peer's key: load it as New would.
+				if cfg.Key, err = identity.LoadOrGenerate(filepath.Join(dataDir, "peer.key")); err != nil {
+					return err
+				}
+			}
+			if billingURL != "" && claimEvery <= 0 {
+				return fmt.Errorf("--claim-every %s: want a positive duration", claimEvery)
+			}
+			return runStorage(cmd.Context(), cmd, listen, publicAddr, cfg, billingURL, claimEvery, log)
 		},
 	}
 	f := cmd.Flags()
@@ -108,6 +124,8 @@ SIGINT or SIGTERM stop it cleanly.`,
 	f.StringVar(&location, "location", "", `where this peer is, "LAT,LON" in degrees (e.g. 50.11,8.68)`)
 	f.StringVar(&region, "region", "", "failure domain announced with --location, e.g. eu-fra")
 	f.DurationVar(&heartbeat, "heartbeat", storage.DefaultHeartbeatInterval, "time between heartbeats to the origin")
+	f.StringVar(&billingURL, "billing", "", "billing service URL to claim served reads from (default: none)")
+	f.DurationVar(&claimEvery, "claim-every", time.Minute, "with --billing, time between claims")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	cmd.MarkFlagRequired("data")
 	cmd.MarkFlagRequired("origin")
@@ -140,7 +158,8 @@ func parseLocation(location, region string) (*storage.Location, error) {
 	return l, nil
 }
 
-func runStorage(ctx context.Context, cmd *cobra.Command, listen, publicAddr string, cfg storage.Config, log *zap.Logger) error {
+func runStorage(ctx context.Context, cmd *cobra.Command, listen, publicAddr string, cfg storage.Config,
+	billingURL string, claimEvery time.Duration, log *zap.Logger) error {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("storage: %w", err)
@@ -163,9 +182,17 @@ func runStorage(ctx context.Context, cmd *cobra.Command, listen, publicAddr stri
 	log.Info("storage peer listening", zap.String("addr", ln.Addr().String()), zap.String("public_addr", publicAddr),
 		zap.Stringer("peer_id", s.ID()))
 	heartbeats := func(ctx context.Context) {
+		claims := make(chan struct{})
+		go func() {
+			defer close(claims)
+			if billingURL != "" {
+				billing.RunClaimer(ctx, billing.NewClient(billingURL, nil), cfg.Key, s, claimEvery, log.Named("billing"))
+			}
+		}()
 		if err := s.Run(ctx); err != nil && ctx.Err() == nil {
 			log.Error("heartbeats stopped", zap.Error(err))
 		}
+		<-claims
 	}
 	return serve(ctx, cmd, "storage", ln, s.Handler(), heartbeats, log)
 }

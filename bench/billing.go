@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/topcdn/topcdn/billing"
+	"github.com/topcdn/topcdn/identity"
+)
+
+// runBilling measures how many served-byte receipts billing verifies and
+// stores per second when an edge signs a batch per epoch, against the same
+// receipts each signed alone (one ed25519 verification per record), in
+// the same run, through the same checks and the same SQLite ledger.
+func runBilling(ctx context.Context, args []string) error {
+	fset := flag.NewFlagSet("billing", flag.ContinueOnError)
+	fset.Usage = func() {
+		w := fset.Output()
+		fmt.Fprintln(w, "usage: go run ./bench billing [flags]")
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "Ingest throughput of verified, stored receipts: batches signed once per epoch")
+		fmt.Fprintln(w, "vs every record signed alone, through billing.Ledger on SQLite (fresh database")
+		fmt.Fprintln(w, "per run; signing is the edge's work and is not timed).")
+		fmt.Fprintln(w)
+		fset.PrintDefaults()
+	}
+	runs := fset.Int("runs", 3, "timed runs of each format")
+	records := fset.Int("records", 100000, "receipts per run")
+	perBatch := fset.Int("batch", 10000, "records per batch (per epoch)")
+	if err := fset.Parse(args); err != nil {
+		return err
+	}
+	if fset.NArg() > 0 {
+		fset.Usage()
+		return errUsage
+	}
+	if *runs < 1 || *records < 1 || *perBatch < 1 || *records%*perBatch != 0 {
+		return errors.New("billing: -runs, -records and -batch must be positive, -records a multiple of -batch")
+	}
+	cache, err := cacheDir()
+	if err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp(cache, "billing-work-")
+	if err != nil {
+		return fmt.Errorf("creating work dir: %w", err)
+	}
+	defer os.RemoveAll(work)
+
+	edge, err := identity.Generate(nil)
+	if err != nil {
+		return err
+	}
+	pub, err := identity.Generate(nil)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	const epochSecs = 60
+	start := now.Unix() - now.Unix()%epochSecs - int64(*records / *perBatch + 1)*epochSecs
+	fmt.Fprintf(os.Stderr, "billing: signing %d receipts both ways...\n", *records)
+	batches, singles, err := signReceipts(edge, start, epochSecs, *records, *perBatch)
+	if err != nil {
+		return err
+	}
+	content := benchContent{pub: pub.ID}
+
+	ingest := func(run int, format string) (time.Duration, error) {
+		db, err := billing.OpenDB(ctx, filepath.Join(work, format+"-"+strconv.Itoa(run)+".db"))
+		if err != nil {
+			return 0, err
+		}
+		defer db.Close()
+		l, err := billing.New(ctx, db, content, pub.ID, billing.Config{Epoch: epochSecs * time.Second})
+		if err != nil {
+			return 0, err
+		}
+		accepted := 0
+		t0 := time.Now()
+		if format == "batch" {
+			for _, env := range batches {
+				res, err := l.IngestBatch(ctx, env, netip.Addr{})
+				if err != nil {
+					return 0, err
+				}
+				accepted += res.Accepted
+			}
+		} else {
+			for i := 0; i < len(singles); i += *perBatch {
+				res, err := l.IngestRecords(ctx, singles[i:i+*perBatch], netip.Addr{})
+				if err != nil {
+					return 0, err
+				}
+				accepted += res.Accepted
+			}
+		}
+		d := time.Since(t0)
+		if accepted != *records {
+			return 0, fmt.Errorf("billing: %s: %d of %d receipts accepted", format, accepted, *records)
+		}
+		return d, nil
+	}
+	times := map[string][]time.Duration{}
+	for run := range *runs {
+		for _, format := range []string{"batch", "per-record"} {
+			d, err := ingest(run, format)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "billing: run %d %-10s %8.0f receipts/s\n", run+1, format, float64(*records)/d.Seconds())
+			times[format] = append(times[format], d)
+		}
+	}
+	median := func(ds []time.Duration) time.Duration {
+		s := slices.Clone(ds)
+		slices.Sort(s)
+		return s[len(s)/2]
+	}
+	b, p := median(times["batch"]), median(times["per-record"])
+	fmt.Printf("billing ingest: %d receipts, %d per batch, median of %d runs, SQLite (synchronous=FULL)\n", *records, *perBatch, *runs)
+	fmt.Printf("  batch signature   %10.0f receipts/s  (%s)\n", float64(*records)/b.Seconds(), b.Round(time.Millisecond))
+	fmt.Printf("  per-record sigs   %10.0f receipts/s  (%s)\n", float64(*records)/p.Seconds(), p.Round(time.Millisecond))
+	fmt.Printf("  speed-up          %10.1fx (goal >= 10x)\n", p.Seconds()/b.Seconds())
+	return nil
+}
+
+// signReceipts signs the same receipts as batches of perBatch records, one
+// epoch each, and each alone.
+func signReceipts(edge *identity.Key, start, epochSecs int64, n, perBatch int) ([]*identity.Envelope, []*identity.Envelope, error) {
+	salt := make([]byte, billing.SaltSize)
+	client := billing.ClientHash(salt, netip.MustParseAddr("192.0.2.1"))
+	var batches, singles []*identity.Envelope
+	for b := 0; b < n/perBatch; b++ {
+		epoch := start + int64(b)*epochSecs
+		recs := make([]billing.Record, perBatch)
+		for i := range recs {
+			serial := uint64(b*perBatch + i + 1)
+			recs[i] = billing.Record{Serial: serial, Name: "site", CID: "bafkobject" + strconv.Itoa(i%100), Bytes: 1000 + int64(i%500),
+				Status: 200, Time: epoch*1000 + int64(i%(int(epochSecs)*1000)), Client: client}
+			env, err := edge.Sign(billing.TypeRecord, billing.RecordClaim{Edge: edge.ID.String(), Epoch: epoch,
+				EpochSeconds: epochSecs, Salt: salt, Record: recs[i]})
+			if err != nil {
+				return nil, nil, err
+			}
+			singles = append(singles, env)
+		}
+		batch := billing.Batch{Edge: edge.ID.String(), Epoch: epoch, EpochSeconds: epochSecs, Seq: uint64(b + 1),
+			Salt: salt, Records: recs, MerkleRoot: billing.MerkleRoot(recs)}
+		env, err := edge.Sign(billing.TypeBatch, &batch)
+		if err != nil {
+			return nil, nil, err
+		}
+		batches = append(batches, env)
+	}
+	return batches, singles, nil
+}
+
+// benchContent publishes every object, of 4 KiB, by pub.
+type benchContent struct{ pub peer.ID }
+
+func (c benchContent) Object(ctx context.Context, name, root, cid string) (billing.Object, error) {
+	return billing.Object{Publisher: c.pub, MaxBytes: 4096}, nil
+}
+
+func (c benchContent) ShardPublisher(ctx context.Context, shard string) (peer.ID, error) {
+	return c.pub, nil
+}
+
+func (c benchContent) Holdings(ctx context.Context) ([]billing.Holding, error) { return nil, nil }
+
+var _ billing.Content = benchContent{}

@@ -1,0 +1,294 @@
+package billing
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/storage"
+)
+
+// reasonsOf collects the refusal reasons of an ingest's outcome.
+func reasonsOf(res any, err error) []Reason {
+	if err != nil {
+		return []Reason{reasonOf(err)}
+	}
+	var out []Reason
+	switch r := res.(type) {
+	case *BatchResult:
+		for _, x := range r.Rejected {
+			out = append(out, x.Reason)
+		}
+	case *ClaimResult:
+		for _, x := range r.Rejected {
+			out = append(out, x.Reason)
+		}
+	}
+	return out
+}
+
+// readOrder returns a read order of shard signed by key, issued at issued.
+func readOrder(t testing.TB, key *identity.Key, peer, shard, serial string, n int64, issued time.Time) string {
+	t.Helper()
+	env, err := key.Sign(storage.TypeReadOrder, storage.ReadOrder{Peer: peer, Shard: shard, Length: n,
+		Expires: issued.Add(storage.ReadOrderLifetime).UTC(), Serial: serial})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := env.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// wrongFor is a Prober that finds wrong content at one URL.
+type wrongFor string
+
+func (w wrongFor) Probe(ctx context.Context, url, c string) error {
+	if url == string(w) {
+		return reject(ReasonWrongContent, "%s served wrong bytes for %s", url, c)
+	}
+	return nil
+}
+
+// TestAttacks feeds the ledger lies of every kind next to honest traffic:
+// no lie is credited, each is refused with its reason (and shown in the
+// liar's statement), and the honest parties are paid exactly.
+func TestAttacks(t *testing.T) { testAttacks(t, "") }
+
+// TestAttacksPostgres runs the same suite on PostgreSQL (see pgDSN).
+func TestAttacksPostgres(t *testing.T) { testAttacks(t, pgDSN(t)) }
+
+func testAttacks(t *testing.T, dsn string) {
+	ctx := context.Background()
+	const price = 3 << 30 // 3 units per byte served
+	tl := newTestLedger(t, dsn, Config{PricePerGiBServed: price})
+	var (
+		pub      = testKey(t, 10)
+		edge     = testKey(t, 11)
+		liar     = testKey(t, 12)
+		peerKey  = testKey(t, 13)
+		liarPeer = testKey(t, 14)
+		forger   = testKey(t, 15)
+		stranger = testKey(t, 16)
+	)
+	tl.content.publish("blog", pub.ID, map[string]int64{"cidA": 1000, "cidB": 5000})
+	tl.content.shards["shard1"] = pub.ID
+	e0 := t0.Unix() - 60 // the epoch just closed
+	if _, err := tl.Deposit(ctx, mustSign(t, tl.operator, TypeDeposit, Deposit{Account: pub.ID.String(), Amount: 1_000_000, Nonce: "d1"})); err != nil {
+		t.Fatal(err)
+	}
+
+	// Honest traffic: 6000 bytes served by edge, 12288 read from peer.
+	honest := signBatch(t, edge, e0, 1, []Record{rec(1, "blog", "cidA", 1000, e0), rec(2, "blog", "cidB", 5000, e0)})
+	if res, err := tl.IngestBatch(ctx, honest, netip.Addr{}); err != nil || res.Accepted != 2 || len(res.Rejected) != 0 {
+		t.Fatalf("honest batch: %+v, %v", res, err)
+	}
+	honestOrders := []ClaimedOrder{
+		{ID: 1, Order: readOrder(t, edge, peerKey.ID.String(), "shard1", "r1", 4096, t0)},
+		{ID: 2, Order: readOrder(t, edge, peerKey.ID.String(), "shard1", "r2", 8192, t0)},
+	}
+	if res, err := tl.IngestClaim(ctx, mustSign(t, peerKey, TypeClaim, Claim{Peer: peerKey.ID.String(), Orders: honestOrders})); err != nil ||
+		res.Accepted != 2 || len(res.Rejected) != 0 {
+		t.Fatalf("honest claim: %+v, %v", res, err)
+	}
+	// A liar's batch that looks fine, for the prober to catch.
+	probed := signBatch(t, liar, e0, 50, []Record{rec(50, "blog", "cidA", 1000, e0)})
+	probedBatch := mustOpen(t, probed)
+	probedBatch.URL = "http://liar.invalid"
+	probedBatch.MerkleRoot = MerkleRoot(probedBatch.Records)
+	probed = mustSign(t, liar, TypeBatch, probedBatch)
+	if res, err := tl.IngestBatch(ctx, probed, netip.Addr{}); err != nil || res.Accepted != 1 {
+		t.Fatalf("liar's plausible batch: %+v, %v", res, err)
+	}
+
+	old := t0.Add(-10 * time.Minute) // orders issued long enough ago to judge their reader
+	claim := func(k *identity.Key, orders ...ClaimedOrder) func() (any, error) {
+		return func() (any, error) {
+			return tl.IngestClaim(ctx, mustSign(t, k, TypeClaim, Claim{Peer: k.ID.String(), Orders: orders}))
+		}
+	}
+	batch := func(env *identity.Envelope, from string) func() (any, error) {
+		return func() (any, error) {
+			var a netip.Addr
+			if from != "" {
+				a = netip.MustParseAddr(from)
+			}
+			return tl.IngestBatch(ctx, env, a)
+		}
+	}
+	tampered := signBatch(t, liar, e0, 2, []Record{rec(3, "blog", "cidA", 10, e0)})
+	tampered.Body = []byte(string(tampered.Body[:len(tampered.Body)-2]) + " }")
+	impersonated := signBatch(t, forger, e0, 3, []Record{rec(4, "blog", "cidA", 10, e0)})
+	impersonated.Signer = edge.ID.String()
+	wrongLength := func() *identity.Envelope {
+		b := mustOpen(t, signBatch(t, liar, e0, 4, []Record{rec(5, "blog", "cidA", 10, e0)}))
+		b.Epoch, b.EpochSeconds = t0.Unix()-30, 30
+		return mustSign(t, liar, TypeBatch, b)
+	}()
+	ownNet := signBatch(t, liar, e0-60, 5, []Record{func() Record {
+		r := rec(6, "blog", "cidA", 100, e0-60)
+		r.Client = ClientHash(make([]byte, SaltSize), netip.MustParseAddr("203.0.113.9"))
+		return r
+	}()})
+	ownNetBatch := mustOpen(t, ownNet)
+	ownNetBatch.Salt = make([]byte, SaltSize)
+	ownNet = mustSign(t, liar, TypeBatch, ownNetBatch)
+	notFound := rec(7, "blog", "cidA", 100, e0-120)
+	notFound.Status = 404
+	unsigned := func() string {
+		env, _ := identity.DecodeEnvelope(readOrder(t, edge, liarPeer.ID.String(), "shard1", "u1", 100, old))
+		env.Sig = nil
+		s, _ := env.Encode()
+		return s
+	}()
+
+	tests := []struct {
+		name    string
+		account string
+		want    Reason
+		run     func() (any, error)
+	}{
+		{"tampered batch body", liar.ID.String(), ReasonSignature, batch(tampered, "")},
+		{"batch signed by another key", edge.ID.String(), ReasonSignature, batch(impersonated, "")},
+		{"batch for a reported epoch, other content", edge.ID.String(), ReasonReplayBatch,
+			batch(signBatch(t, edge, e0, 9, []Record{rec(9, "blog", "cidB", 5000, e0)}), "")},
+		{"batch reusing a sequence number", edge.ID.String(), ReasonReplayBatch,
+			batch(signBatch(t, edge, e0-60, 1, []Record{rec(10, "blog", "cidB", 5000, e0-60)}), "")},
+		{"replayed record serials", edge.ID.String(), ReasonReplayRecord,
+			batch(signBatch(t, edge, e0-120, 7, []Record{rec(1, "blog", "cidA", 1000, e0-120)}), "")},
+		{"epoch in the future", liar.ID.String(), ReasonEpochFuture,
+			batch(signBatch(t, liar, t0.Unix()+600, 11, []Record{rec(11, "blog", "cidA", 10, t0.Unix()+600)}), "")},
+		{"stale epoch", liar.ID.String(), ReasonEpochStale,
+			batch(signBatch(t, liar, e0-2*86400, 12, []Record{rec(12, "blog", "cidA", 10, e0-2*86400)}), "")},
+		{"other epoch length", liar.ID.String(), ReasonEpochLength, batch(wrongLength, "")},
+		{"record outside its epoch", liar.ID.String(), ReasonRecordTime,
+			batch(signBatch(t, liar, e0-180, 13, []Record{rec(13, "blog", "cidA", 10, e0)}), "")},
+		{"unpublished site", liar.ID.String(), ReasonUnpublished,
+			batch(signBatch(t, liar, e0-240, 14, []Record{rec(14, "nope", "cidA", 10, e0-240)}), "")},
+		{"unpublished object", liar.ID.String(), ReasonUnpublished,
+			batch(signBatch(t, liar, e0-300, 15, []Record{rec(15, "blog", "cidZ", 10, e0-300)}), "")},
+		{"inflated bytes", liar.ID.String(), ReasonInflated,
+			batch(signBatch(t, liar, e0-360, 16, []Record{rec(16, "blog", "cidA", 1001, e0-360)}), "")},
+		{"bytes for an error response", liar.ID.String(), ReasonStatus,
+			batch(signBatch(t, liar, e0-120, 17, []Record{notFound}), "")},
+		{"publisher's own edge", pub.ID.String(), ReasonSelfDealing,
+			batch(signBatch(t, pub, e0, 18, []Record{rec(18, "blog", "cidB", 5000, e0)}), "")},
+		{"requests from the edge's own network", liar.ID.String(), ReasonSelfDealing, batch(ownNet, "203.0.113.7")},
+		{"unsigned read order", liarPeer.ID.String(), ReasonSignature, claim(liarPeer, ClaimedOrder{ID: 1, Order: unsigned})},
+		{"read order signed by an unknown key", liarPeer.ID.String(), ReasonUnknownReader,
+			claim(liarPeer, ClaimedOrder{ID: 2, Order: readOrder(t, stranger, liarPeer.ID.String(), "shard1", "x1", 100, old)})},
+		{"read order for another peer", liarPeer.ID.String(), ReasonOrderPeer,
+			claim(liarPeer, ClaimedOrder{ID: 3, Order: readOrder(t, edge, peerKey.ID.String(), "shard1", "x2", 100, old)})},
+		{"read order for an unknown shard", liarPeer.ID.String(), ReasonUnknownShard,
+			claim(liarPeer, ClaimedOrder{ID: 4, Order: readOrder(t, edge, liarPeer.ID.String(), "shard9", "x3", 100, old)})},
+		{"replayed read order", peerKey.ID.String(), ReasonReplayOrder, claim(peerKey, honestOrders[0])},
+		{"claim signed by another key", liarPeer.ID.String(), ReasonSignature, func() (any, error) {
+			env := mustSign(t, forger, TypeClaim, Claim{Peer: liarPeer.ID.String(), Orders: honestOrders})
+			env.Signer = liarPeer.ID.String()
+			return tl.IngestClaim(ctx, env)
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := tc.run()
+			got := reasonsOf(res, err)
+			if len(got) == 0 || slices.ContainsFunc(got, func(r Reason) bool { return r != tc.want }) {
+				t.Fatalf("got reasons %v (err %v), want only %s", got, err, tc.want)
+			}
+			st, err := tl.Statement(ctx, tc.account)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.ContainsFunc(st.Rejected, func(r Rejected) bool { return r.Reason == tc.want }) {
+				t.Fatalf("statement of %s does not show %s: %+v", tc.account, tc.want, st.Rejected)
+			}
+		})
+	}
+
+	// The identical honest batch, resent, is accepted once.
+	if res, err := tl.IngestBatch(ctx, honest, netip.Addr{}); err != nil || !res.Duplicate || res.Accepted != 2 {
+		t.Fatalf("resent batch: %+v, %v", res, err)
+	}
+	// The prober catches the liar's edge serving wrong bytes: it forfeits
+	// the epoch.
+	for i := 0; ; i++ {
+		if _, err := tl.ProbeOnce(ctx, wrongFor("http://liar.invalid")); err != nil {
+			t.Fatal(err)
+		}
+		st, err := tl.Statement(ctx, liar.ID.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.ContainsFunc(st.Rejected, func(r Rejected) bool { return r.Reason == ReasonWrongContent && r.Epoch == e0 }) {
+			break
+		}
+		if i > 500 {
+			t.Fatal("the prober never probed the liar")
+		}
+	}
+
+	tl.setNow(t0.Add(150 * time.Second))
+	res, err := tl.Settle(ctx)
+	if err != nil || len(res.Epochs) == 0 {
+		t.Fatalf("settle: %+v, %v", res, err)
+	}
+	wantEdge, wantPeer := ServedAmount(6000, price), ServedAmount(4096+8192, price)
+	if wantEdge != 18000 || wantPeer != 3*12288 {
+		t.Fatalf("price arithmetic: %d, %d", wantEdge, wantPeer)
+	}
+	balances := map[string]int64{
+		edge.ID.String():     wantEdge,
+		peerKey.ID.String():  wantPeer,
+		pub.ID.String():      1_000_000 - wantEdge - wantPeer,
+		liar.ID.String():     0,
+		liarPeer.ID.String(): 0,
+		TreasuryAccount:      -1_000_000,
+	}
+	for id, want := range balances {
+		st, err := tl.Statement(ctx, id)
+		if err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+		var sum int64
+		for _, e := range st.Entries {
+			sum += e.Amount
+		}
+		if st.Balance != want || sum != want {
+			t.Errorf("%s (%s): balance %d, entries sum %d, want %d", id, st.Kind, st.Balance, sum, want)
+		}
+	}
+	if total, err := tl.Total(ctx); err != nil || total != 0 {
+		t.Fatalf("sum of all balances: %d, %v", total, err)
+	}
+	// Settling again pays nothing more.
+	if res, err := tl.Settle(ctx); err != nil || res.Paid != 0 || len(res.Epochs) != 0 {
+		t.Fatalf("second settle: %+v, %v", res, err)
+	}
+	// The forfeited epoch and its late batches stay unpaid after settling.
+	if _, err := tl.IngestBatch(ctx, signBatch(t, liar, e0-60, 60, []Record{rec(60, "blog", "cidA", 10, e0-60)}), netip.Addr{}); reasonOf(err) != ReasonEpochSettled {
+		t.Fatalf("batch for a settled epoch: %v", err)
+	}
+}
+
+func mustSign(t testing.TB, k *identity.Key, typ string, v any) *identity.Envelope {
+	t.Helper()
+	env, err := k.Sign(typ, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env
+}
+
+func mustOpen(t testing.TB, env *identity.Envelope) *Batch {
+	t.Helper()
+	b, _, err := OpenBatch(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

@@ -1,0 +1,187 @@
+package billing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/storage"
+	"go.uber.org/zap"
+)
+
+// acceptedRead is a read order that passed every check but the replay
+// check.
+type acceptedRead struct {
+	reader    peer.ID
+	serial    string
+	shard     string
+	publisher peer.ID
+	bytes     int64
+}
+
+// IngestClaim verifies a storage peer's signed claim for the read orders
+// it served and credits the good ones to the current epoch. Each order
+// must be signed by a known edge (one that reported a batch, or that the
+// DNS router lists), be for the claiming peer, for a shard of published
+// content, and never have been claimed before. Orders of a reader not
+// known yet are deferred while the reader may still report its first
+// batch (two epochs and the settle delay after the order was issued).
+func (l *Ledger) IngestClaim(ctx context.Context, env *identity.Envelope) (*ClaimResult, error) {
+	var c Claim
+	signer, err := env.Open(TypeClaim, &c)
+	if err == nil && c.Peer != signer.String() {
+		err = malformed("claim for peer %q signed by %s", c.Peer, signer)
+	}
+	if err == nil && len(c.Orders) > MaxClaimOrders {
+		err = malformed("%d orders, at most %d", len(c.Orders), MaxClaimOrders)
+	}
+	if err != nil {
+		reason := ReasonMalformed
+		if errors.Is(err, identity.ErrBadSignature) {
+			reason = ReasonSignature
+		}
+		if rerr := l.rejectNow(ctx, rejection{account: env.Signer, epoch: l.epochOf(l.opts.now()), kind: "claim",
+			reason: reason, detail: err.Error()}); rerr != nil {
+			return nil, rerr
+		}
+		return nil, &RejectError{Reason: reason, Err: err}
+	}
+	now := l.opts.now()
+	res := &ClaimResult{Rejected: []OrderRejection{}, Deferred: []int64{}}
+	var ok []acceptedRead
+	okIDs := map[int]int64{}
+	seen := map[string]bool{}
+	for _, co := range c.Orders {
+		refuse := func(err error) {
+			res.Rejected = append(res.Rejected, OrderRejection{ID: co.ID, Reason: reasonOf(err), Detail: err.Error()})
+		}
+		oenv, err := identity.DecodeEnvelope(co.Order)
+		if err != nil {
+			refuse(reject(ReasonMalformed, "order %d: %v", co.ID, err))
+			continue
+		}
+		var o storage.ReadOrder
+		reader, err := oenv.Open(storage.TypeReadOrder, &o)
+		switch {
+		case errors.Is(err, identity.ErrBadSignature):
+			refuse(reject(ReasonSignature, "order %d: %v", co.ID, err))
+			continue
+		case err != nil:
+			refuse(reject(ReasonMalformed, "order %d: %v", co.ID, err))
+			continue
+		case o.Peer != c.Peer:
+			refuse(reject(ReasonOrderPeer, "order %d is for peer %s", co.ID, o.Peer))
+			continue
+		case o.Length <= 0 || o.Length > storage.MaxReadLength || o.Serial == "":
+			refuse(reject(ReasonMalformed, "order %d: length %d, serial %q", co.ID, o.Length, o.Serial))
+			continue
+		case o.Expires.Before(now.Add(-l.opts.AcceptWindow)):
+			refuse(reject(ReasonOrderStale, "order %d expired at %s", co.ID, o.Expires.Format(time.RFC3339)))
+			continue
+		case seen[reader.String()+"/"+o.Serial]:
+			refuse(reject(ReasonReplayOrder, "order %d: serial %s twice in the claim", co.ID, o.Serial))
+			continue
+		}
+		seen[reader.String()+"/"+o.Serial] = true
+		known, err := l.knownReader(ctx, reader)
+		if err != nil {
+			return nil, err
+		}
+		if !known {
+			issued := o.Expires.Add(-storage.ReadOrderLifetime)
+			if now.Sub(issued) < 2*l.opts.Epoch+l.opts.SettleDelay {
+				res.Deferred = append(res.Deferred, co.ID)
+				continue
+			}
+			refuse(reject(ReasonUnknownReader, "order %d signed by %s, which is no known edge", co.ID, reader))
+			continue
+		}
+		pub, err := l.content.ShardPublisher(ctx, o.Shard)
+		if err != nil {
+			if reasonOf(err) == "" {
+				return nil, fmt.Errorf("billing: %w: %w", errTransient, err)
+			}
+			refuse(err)
+			continue
+		}
+		okIDs[len(ok)] = co.ID
+		ok = append(ok, acceptedRead{reader: reader, serial: o.Serial, shard: o.Shard, publisher: pub, bytes: o.Length})
+	}
+	if err := l.storeReads(ctx, c.Peer, ok, okIDs, res); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// knownReader reports whether p is an edge billing knows: one with an
+// accepted record, or listed by the DNS router.
+func (l *Ledger) knownReader(ctx context.Context, p peer.ID) (bool, error) {
+	var n int
+	if err := l.db.QueryRowContext(ctx, l.db.q(`SELECT count(*) FROM batches WHERE edge = ? AND records > 0`), p.String()).Scan(&n); err != nil {
+		return false, fmt.Errorf("billing: known reader: %w", err)
+	}
+	if n > 0 {
+		return true, nil
+	}
+	if edges, ok := l.dnsEdges(ctx); ok {
+		_, listed := edges[p.String()]
+		return listed, nil
+	}
+	return false, nil
+}
+
+// storeReads stores accepted reads minus replays, and the rejections, in
+// one transaction.
+func (l *Ledger) storeReads(ctx context.Context, storagePeer string, ok []acceptedRead, ids map[int]int64, res *ClaimResult) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	epoch := l.epochOf(l.opts.now())
+	tx, err := l.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("billing: %w", err)
+	}
+	defer tx.Rollback()
+	var accepted int64
+	for i, r := range ok {
+		sr, err := tx.ExecContext(ctx, l.db.q(`INSERT INTO reads (reader, serial, peer, epoch, publisher, shard, bytes)
+			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`), r.reader.String(), r.serial, storagePeer, epoch,
+			r.publisher.String(), r.shard, r.bytes)
+		if err != nil {
+			return fmt.Errorf("billing: store read: %w", err)
+		}
+		if n, _ := sr.RowsAffected(); n == 0 {
+			res.Rejected = append(res.Rejected, OrderRejection{ID: ids[i], Reason: ReasonReplayOrder,
+				Detail: fmt.Sprintf("read order %s of %s was claimed before", r.serial, r.reader)})
+			continue
+		}
+		res.Accepted++
+		accepted += r.bytes
+	}
+	rs := make([]rejection, len(res.Rejected))
+	for i, r := range res.Rejected {
+		rs[i] = rejection{account: storagePeer, epoch: epoch, kind: "order", ref: strconv.FormatInt(r.ID, 10),
+			reason: r.Reason, detail: r.Detail}
+	}
+	if err := l.insertRejections(ctx, tx, rs); err != nil {
+		return err
+	}
+	if err := l.ensureAccount(ctx, tx, storagePeer, "storage"); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("billing: store reads: %w", err)
+	}
+	l.metrics.claims.WithLabelValues("claim", "accepted", "").Inc()
+	l.metrics.claims.WithLabelValues("order", "accepted", "").Add(float64(res.Accepted))
+	l.metrics.bytes.WithLabelValues("storage_read", "accepted").Add(float64(accepted))
+	for _, r := range res.Rejected {
+		l.metrics.claims.WithLabelValues("order", "rejected", string(r.Reason)).Inc()
+	}
+	l.log.Debug("claim accepted", zap.String("peer", storagePeer), zap.Int("orders", res.Accepted),
+		zap.Int("rejected", len(res.Rejected)), zap.Int("deferred", len(res.Deferred)))
+	return nil
+}

@@ -1,0 +1,210 @@
+package billing
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/storage"
+	"go.uber.org/zap"
+)
+
+// Client talks to a billing service.
+type Client struct {
+	base string
+	http *http.Client
+}
+
+// NewClient returns a client of the billing service at base. If hc is
+// nil, a client with a 30 s timeout is used.
+func NewClient(base string, hc *http.Client) *Client {
+	if hc == nil {
+		hc = &http.Client{Timeout: 30 * time.Second}
+	}
+	return &Client{base: strings.TrimRight(base, "/"), http: hc}
+}
+
+// APIError is a billing service's error answer.
+type APIError struct {
+	Status int
+	ErrorResponse
+}
+
+func (e *APIError) Error() string {
+	return fmt.Sprintf("billing: HTTP %d: %s", e.Status, e.ErrorResponse.Error)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return fmt.Errorf("billing: %s %s: %w", method, path, err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return fmt.Errorf("billing: %s %s: %w", method, path, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("billing: %s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("billing: %s %s: %w", method, path, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		e := &APIError{Status: resp.StatusCode}
+		if json.Unmarshal(raw, &e.ErrorResponse) != nil || e.ErrorResponse.Error == "" {
+			e.ErrorResponse.Error = strings.TrimSpace(string(raw))
+		}
+		return e
+	}
+	if out != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
+			return fmt.Errorf("billing: %s %s: %w", method, path, err)
+		}
+	}
+	return nil
+}
+
+// Deposit signs a deposit of amount to account with the operator's key
+// and sends it. An empty nonce is replaced by a random one.
+func (c *Client) Deposit(ctx context.Context, operator *identity.Key, account string, amount int64, nonce string) (*Account, error) {
+	if nonce == "" {
+		nonce = randomHex(16)
+	}
+	env, err := operator.Sign(TypeDeposit, Deposit{Account: account, Amount: amount, Nonce: nonce})
+	if err != nil {
+		return nil, err
+	}
+	var a Account
+	return &a, c.do(ctx, http.MethodPost, "/api/v1/deposits", env, &a)
+}
+
+// Account returns one account.
+func (c *Client) Account(ctx context.Context, id string) (*Account, error) {
+	var a Account
+	return &a, c.do(ctx, http.MethodGet, "/api/v1/accounts/"+url.PathEscape(id), nil, &a)
+}
+
+// Accounts returns every account.
+func (c *Client) Accounts(ctx context.Context) ([]Account, error) {
+	var as []Account
+	return as, c.do(ctx, http.MethodGet, "/api/v1/accounts", nil, &as)
+}
+
+// Statement returns an account's statement.
+func (c *Client) Statement(ctx context.Context, id string) (*Statement, error) {
+	var s Statement
+	return &s, c.do(ctx, http.MethodGet, "/api/v1/accounts/"+url.PathEscape(id)+"/statement", nil, &s)
+}
+
+// Settle settles every closed epoch.
+func (c *Client) Settle(ctx context.Context) (*SettleResult, error) {
+	var r SettleResult
+	return &r, c.do(ctx, http.MethodPost, "/api/v1/settle", struct{}{}, &r)
+}
+
+// Suspended returns the suspended publishers.
+func (c *Client) Suspended(ctx context.Context) ([]string, error) {
+	var r SuspendedResponse
+	return r.Publishers, c.do(ctx, http.MethodGet, "/api/v1/suspended", nil, &r)
+}
+
+// Claim signs and sends a storage peer's claim.
+func (c *Client) Claim(ctx context.Context, key *identity.Key, orders []ClaimedOrder) (*ClaimResult, error) {
+	env, err := key.Sign(TypeClaim, Claim{Peer: key.ID.String(), Nonce: randomHex(8), Orders: orders})
+	if err != nil {
+		return nil, err
+	}
+	var r ClaimResult
+	return &r, c.do(ctx, http.MethodPost, "/api/v1/claims", env, &r)
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// ServedReadSource is what a storage peer offers a claimer: its served
+// read orders and a way to drop the ones billing collected.
+// *storage.Server implements it.
+type ServedReadSource interface {
+	ServedReads(ctx context.Context, after int64, limit int) ([]storage.ServedRead, error)
+	PruneServedReads(ctx context.Context, upto int64) (int64, error)
+}
+
+// ClaimOnce claims the served reads of src in pages and prunes what
+// billing collected (accepted or refused for good); reads billing
+// deferred, and those after them, stay for the next round. It returns how
+// many orders were accepted.
+func ClaimOnce(ctx context.Context, c *Client, key *identity.Key, src ServedReadSource) (int, error) {
+	const page = 1000
+	var (
+		after    int64
+		accepted int
+	)
+	for {
+		reads, err := src.ServedReads(ctx, after, page)
+		if err != nil || len(reads) == 0 {
+			return accepted, err
+		}
+		orders := make([]ClaimedOrder, len(reads))
+		for i, r := range reads {
+			orders[i] = ClaimedOrder{ID: r.ID, Order: r.Envelope}
+		}
+		res, err := c.Claim(ctx, key, orders)
+		if err != nil {
+			return accepted, err
+		}
+		accepted += res.Accepted
+		upto := reads[len(reads)-1].ID
+		for _, id := range res.Deferred {
+			upto = min(upto, id-1)
+		}
+		if upto > 0 {
+			if _, err := src.PruneServedReads(ctx, upto); err != nil {
+				return accepted, err
+			}
+		}
+		if len(res.Deferred) > 0 || len(reads) < page {
+			return accepted, nil
+		}
+		after = reads[len(reads)-1].ID
+	}
+}
+
+// RunClaimer claims src's served reads every interval until ctx ends.
+func RunClaimer(ctx context.Context, c *Client, key *identity.Key, src ServedReadSource, every time.Duration, log *zap.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		n, err := ClaimOnce(ctx, c, key, src)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			log.Warn("billing claim failed; will retry", zap.Error(err))
+		case n > 0:
+			log.Info("billing claim accepted", zap.Int("orders", n))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,219 @@
+package billing
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strconv"
+	"strings"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
+	"github.com/topcdn/topcdn/sqlitedb"
+)
+
+// DB is the ledger's database: SQLite or PostgreSQL, one schema.
+type DB struct {
+	*sql.DB
+	// Postgres is true for a PostgreSQL database.
+	Postgres bool
+}
+
+// schema is the ledger's schema, applied in order. "{{id}}" is an
+// auto-increment primary key in each dialect; everything else is SQL both
+// accept. Never edit a released migration: append one.
+var schema = []string{
+	`CREATE TABLE accounts (
+		id        TEXT PRIMARY KEY,
+		kind      TEXT NOT NULL,             -- publisher, edge, storage, treasury
+		balance   BIGINT NOT NULL DEFAULT 0, -- smallest unit; the sum of its entries
+		out_since BIGINT NOT NULL DEFAULT 0  -- Unix ns its balance went below zero; 0 when in funds
+	);
+	CREATE TABLE txs (
+		id    TEXT PRIMARY KEY, -- deposit:NONCE, settle:EPOCH
+		kind  TEXT NOT NULL,
+		epoch BIGINT NOT NULL,
+		at    BIGINT NOT NULL
+	);
+	CREATE TABLE entries (
+		id      {{id}},
+		tx      TEXT NOT NULL REFERENCES txs (id),
+		account TEXT NOT NULL REFERENCES accounts (id),
+		amount  BIGINT NOT NULL,
+		epoch   BIGINT NOT NULL,
+		kind    TEXT NOT NULL,   -- deposit, served, storage_read, stored
+		bytes   BIGINT NOT NULL, -- bytes (or byte-epochs stored) priced
+		memo    TEXT NOT NULL
+	);
+	CREATE INDEX entries_account ON entries (account, id);
+	CREATE TABLE batches (
+		edge    TEXT NOT NULL,
+		epoch   BIGINT NOT NULL,
+		part    BIGINT NOT NULL,
+		seq     BIGINT NOT NULL,
+		digest  TEXT NOT NULL, -- SHA-256 of the signed body
+		url     TEXT NOT NULL,
+		records BIGINT NOT NULL,
+		at      BIGINT NOT NULL,
+		PRIMARY KEY (edge, epoch, part),
+		UNIQUE (edge, seq)
+	);
+	CREATE TABLE records (
+		edge      TEXT NOT NULL,
+		serial    BIGINT NOT NULL,
+		epoch     BIGINT NOT NULL,
+		publisher TEXT NOT NULL,
+		cid       TEXT NOT NULL,
+		bytes     BIGINT NOT NULL,
+		PRIMARY KEY (edge, serial)
+	);
+	CREATE INDEX records_epoch ON records (epoch);
+	CREATE TABLE reads (
+		reader    TEXT NOT NULL,
+		serial    TEXT NOT NULL,
+		peer      TEXT NOT NULL,
+		epoch     BIGINT NOT NULL,
+		publisher TEXT NOT NULL,
+		shard     TEXT NOT NULL,
+		bytes     BIGINT NOT NULL,
+		PRIMARY KEY (reader, serial)
+	);
+	CREATE INDEX reads_epoch ON reads (epoch);
+	CREATE TABLE forfeits (
+		edge   TEXT NOT NULL,
+		epoch  BIGINT NOT NULL,
+		reason TEXT NOT NULL,
+		PRIMARY KEY (edge, epoch)
+	);
+	CREATE TABLE rejections (
+		id      {{id}},
+		account TEXT NOT NULL, -- the party the rejected claim would have paid
+		epoch   BIGINT NOT NULL,
+		kind    TEXT NOT NULL, -- batch, record, order, claim, epoch
+		ref     TEXT NOT NULL,
+		reason  TEXT NOT NULL,
+		detail  TEXT NOT NULL,
+		bytes   BIGINT NOT NULL,
+		at      BIGINT NOT NULL
+	);
+	CREATE INDEX rejections_account ON rejections (account, id);
+	CREATE TABLE settlements (
+		epoch BIGINT PRIMARY KEY,
+		tx    TEXT NOT NULL,
+		at    BIGINT NOT NULL
+	);
+	CREATE TABLE meta (
+		key   TEXT PRIMARY KEY,
+		value BIGINT NOT NULL
+	);`,
+}
+
+// OpenDB opens the ledger database named by dsn and brings its schema up
+// to date: "postgres://…" or "postgresql://…" is PostgreSQL (pgx); a file
+// path or "sqlite:PATH" is SQLite.
+func OpenDB(ctx context.Context, dsn string) (*DB, error) {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		return openPostgres(ctx, dsn)
+	}
+	path := strings.TrimPrefix(dsn, "sqlite:")
+	db, err := sqlitedb.Open(ctx, path, dialect(false))
+	if err != nil {
+		return nil, fmt.Errorf("billing: %w", err)
+	}
+	return &DB{DB: db}, nil
+}
+
+func dialect(pg bool) []string {
+	id := "INTEGER PRIMARY KEY"
+	if pg {
+		id = "BIGSERIAL PRIMARY KEY"
+	}
+	out := make([]string, len(schema))
+	for i, s := range schema {
+		out[i] = strings.ReplaceAll(s, "{{id}}", id)
+	}
+	return out
+}
+
+func openPostgres(ctx context.Context, dsn string) (*DB, error) {
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("billing: open postgres: %w", err)
+	}
+	db.SetMaxOpenConns(4)
+	d := &DB{DB: db, Postgres: true}
+	if err := d.migratePostgres(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// migratePostgres applies the migrations a PostgreSQL database lacks, each
+// in its own transaction with the version it reaches (table
+// schema_version), under an advisory lock so that two starting services do
+// not race.
+func (d *DB) migratePostgres(ctx context.Context) error {
+	if _, err := d.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("billing: migrate: %w", err)
+	}
+	migrations := dialect(true)
+	for {
+		tx, err := d.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("billing: migrate: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(7007)`); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("billing: migrate: %w", err)
+		}
+		var v int
+		err = tx.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&v)
+		switch {
+		case err == sql.ErrNoRows:
+			if _, err = tx.ExecContext(ctx, `INSERT INTO schema_version VALUES (0)`); err != nil {
+				tx.Rollback()
+				return fmt.Errorf("billing: migrate: %w", err)
+			}
+		case err != nil:
+			tx.Rollback()
+			return fmt.Errorf("billing: migrate: %w", err)
+		}
+		if v > len(migrations) {
+			tx.Rollback()
+			return fmt.Errorf("billing: schema version %d is newer than this binary's (%d)", v, len(migrations))
+		}
+		if v == len(migrations) {
+			return tx.Commit()
+		}
+		if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("billing: migrate to version %d: %w", v+1, err)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE schema_version SET version = `+strconv.Itoa(v+1)); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("billing: migrate to version %d: %w", v+1, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("billing: migrate to version %d: %w", v+1, err)
+		}
+	}
+}
+
+// q rewrites a query written with ? placeholders for the database's
+// dialect ($1, $2, … for PostgreSQL). Queries hold no literal '?'.
+func (d *DB) q(query string) string {
+	if !d.Postgres {
+		return query
+	}
+	var b strings.Builder
+	n := 0
+	for i := 0; i < len(query); i++ {
+		if query[i] == '?' {
+			n++
+			b.WriteString("$" + strconv.Itoa(n))
+			continue
+		}
+		b.WriteByte(query[i])
+	}
+	return b.String()
+}

@@ -1,0 +1,97 @@
+package billing
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"testing"
+
+	"github.com/topcdn/topcdn/identity"
+)
+
+// fuzzSeeds are batches signed by fixed keys: valid ones (so the fuzzer
+// starts past the signature) and near misses.
+func fuzzSeeds(t testing.TB) [][]byte {
+	k := testKey(t, 21)
+	enc := func(env *identity.Envelope) []byte {
+		b, err := json.Marshal(env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	valid := signBatch(t, k, 1_800_000_000-1_800_000_000%60, 1, []Record{rec(1, "blog", "bafy", 10, 1_800_000_000-1_800_000_000%60),
+		rec(2, "", "bafz", 0, 1_800_000_000-1_800_000_000%60)})
+	empty := signBatch(t, k, 60, 2, nil)
+	tampered := *valid
+	tampered.Body = bytes.Replace(valid.Body, []byte(`"bytes":10`), []byte(`"bytes":99`), 1)
+	badRoot := mustOpen(t, valid)
+	badRoot.MerkleRoot = make([]byte, 32)
+	return [][]byte{enc(valid), enc(empty), enc(&tampered), enc(mustSign(t, k, TypeBatch, badRoot)),
+		[]byte(`{}`), []byte(`{"type":"topcdn/billing/batch/v1","signer":"x","body":"e30=","sig":""}`)}
+}
+
+// FuzzDecodeBatch checks that DecodeBatch never panics, refuses with
+// ErrMalformed or a bad signature, and that whatever it accepts is
+// consistent: signed by its edge, its Merkle root matching its records,
+// every record well formed.
+func FuzzDecodeBatch(f *testing.F) {
+	for _, s := range fuzzSeeds(f) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		env, b, signer, err := DecodeBatch(data)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) && !errors.Is(err, identity.ErrBadSignature) {
+				t.Fatalf("refusal without a cause: %v", err)
+			}
+			return
+		}
+		if b.Edge != signer.String() || env.Signer != b.Edge {
+			t.Fatalf("batch of %s signed by %s", b.Edge, signer)
+		}
+		if !bytes.Equal(b.MerkleRoot, MerkleRoot(b.Records)) || len(b.Salt) != SaltSize || b.Epoch%b.EpochSeconds != 0 {
+			t.Fatalf("accepted an inconsistent batch: %+v", b)
+		}
+		for _, r := range b.Records {
+			if r.Bytes < 0 || len(r.Client) != ClientHashSize || r.CID == "" {
+				t.Fatalf("accepted a malformed record: %+v", r)
+			}
+		}
+		// What was accepted decodes the same again.
+		again, err := json.Marshal(env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, b2, _, err := DecodeBatch(again); err != nil || b2.Seq != b.Seq || len(b2.Records) != len(b.Records) {
+			t.Fatalf("re-encoded batch: %v", err)
+		}
+	})
+}
+
+// TestDecodeBatch covers the seeds' outcomes.
+func TestDecodeBatch(t *testing.T) {
+	seeds := fuzzSeeds(t)
+	tests := []struct {
+		name    string
+		data    []byte
+		wantErr error
+	}{
+		{"valid", seeds[0], nil},
+		{"no records", seeds[1], nil},
+		{"tampered body", seeds[2], identity.ErrBadSignature},
+		{"wrong merkle root", seeds[3], ErrMalformed},
+		{"empty envelope", seeds[4], ErrMalformed},
+		{"unsigned", seeds[5], ErrMalformed},
+		{"not JSON", []byte("\x00"), ErrMalformed},
+		{"unknown envelope field", []byte(`{"type":"x","extra":1}`), ErrMalformed},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, _, err := DecodeBatch(tc.data)
+			if tc.wantErr == nil && err != nil || tc.wantErr != nil && !errors.Is(err, tc.wantErr) {
+				t.Fatalf("err %v, want %v", err, tc.wantErr)
+			}
+		})
+	}
+}

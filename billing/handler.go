@@ -1,0 +1,188 @@
+package billing
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/topcdn/topcdn/identity"
+	"go.uber.org/zap"
+)
+
+// ErrorResponse is the JSON body of every error answer.
+type ErrorResponse struct {
+	Error  string `json:"error"`
+	Reason Reason `json:"reason,omitempty"`
+}
+
+// SuspendedResponse is the answer of GET /api/v1/suspended.
+type SuspendedResponse struct {
+	Publishers []string `json:"publishers"`
+}
+
+// Handler returns the billing API:
+//
+//	POST /api/v1/batches               an edge's signed batch (BatchResult)
+//	POST /api/v1/claims                a storage peer's signed claim (ClaimResult)
+//	POST /api/v1/deposits              a deposit signed by the operator key (Account)
+//	POST /api/v1/settle                settle every closed epoch (SettleResult)
+//	GET  /api/v1/accounts              every account ([]Account)
+//	GET  /api/v1/accounts/{id}         one account (Account)
+//	GET  /api/v1/accounts/{id}/statement  entries and rejections (Statement)
+//	GET  /api/v1/suspended             publishers out of funds past the grace period
+//	GET  /metrics, /healthz
+//
+// gatherer serves /metrics; nil serves the default gatherer.
+func (l *Ledger) Handler(gatherer prometheus.Gatherer) http.Handler {
+	if gatherer == nil {
+		gatherer = prometheus.DefaultGatherer
+	}
+	mux := http.NewServeMux()
+	route := func(pattern, label string, h http.HandlerFunc) {
+		mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+			h(sw, r)
+			l.metrics.requests.WithLabelValues(label, strconv.Itoa(sw.code)).Inc()
+		}))
+	}
+	route("POST /api/v1/batches", "batches", l.serveBatch)
+	route("POST /api/v1/claims", "claims", l.serveClaim)
+	route("POST /api/v1/deposits", "deposits", l.serveDeposit)
+	route("POST /api/v1/settle", "settle", func(w http.ResponseWriter, r *http.Request) {
+		res, err := l.Settle(r.Context())
+		l.reply(w, res, err)
+	})
+	route("GET /api/v1/accounts", "accounts", func(w http.ResponseWriter, r *http.Request) {
+		res, err := l.Accounts(r.Context())
+		l.reply(w, res, err)
+	})
+	route("GET /api/v1/accounts/{id}", "account", func(w http.ResponseWriter, r *http.Request) {
+		res, err := l.Account(r.Context(), r.PathValue("id"))
+		l.reply(w, res, err)
+	})
+	route("GET /api/v1/accounts/{id}/statement", "statement", func(w http.ResponseWriter, r *http.Request) {
+		res, err := l.Statement(r.Context(), r.PathValue("id"))
+		l.reply(w, res, err)
+	})
+	route("GET /api/v1/suspended", "suspended", func(w http.ResponseWriter, r *http.Request) {
+		res, err := l.Suspended(r.Context())
+		l.reply(w, SuspendedResponse{Publishers: res}, err)
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if err := l.db.PingContext(r.Context()); err != nil {
+			l.reply(w, nil, err)
+			return
+		}
+		l.reply(w, map[string]string{"status": "ok", "operator": l.operator.String(),
+			"epoch": l.opts.Epoch.String()}, nil)
+	})
+	return mux
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// readEnvelope reads a JSON envelope from the request body.
+func readEnvelope(r *http.Request) (*identity.Envelope, error) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, MaxBatchSize+1))
+	if err != nil {
+		return nil, reject(ReasonMalformed, "read body: %v", err)
+	}
+	env, err := decodeEnvelope(body)
+	if err != nil {
+		return nil, &RejectError{Reason: ReasonMalformed, Err: err}
+	}
+	return env, nil
+}
+
+// remoteAddr returns the request's peer address.
+func remoteAddr(r *http.Request) netip.Addr {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	a, _ := netip.ParseAddr(host)
+	return a.Unmap()
+}
+
+func (l *Ledger) serveBatch(w http.ResponseWriter, r *http.Request) {
+	env, err := readEnvelope(r)
+	if err != nil {
+		l.reply(w, nil, err)
+		return
+	}
+	res, err := l.IngestBatch(r.Context(), env, remoteAddr(r))
+	l.reply(w, res, err)
+}
+
+func (l *Ledger) serveClaim(w http.ResponseWriter, r *http.Request) {
+	env, err := readEnvelope(r)
+	if err != nil {
+		l.reply(w, nil, err)
+		return
+	}
+	res, err := l.IngestClaim(r.Context(), env)
+	l.reply(w, res, err)
+}
+
+func (l *Ledger) serveDeposit(w http.ResponseWriter, r *http.Request) {
+	env, err := readEnvelope(r)
+	if err != nil {
+		l.reply(w, nil, err)
+		return
+	}
+	res, err := l.Deposit(r.Context(), env)
+	l.reply(w, res, err)
+}
+
+// reply writes v as JSON, or maps err to its status: refusals 422 (bad
+// signatures 403, replays 409), unknown accounts 404, conflicts 409,
+// transient failures 503, others 500.
+func (l *Ledger) reply(w http.ResponseWriter, v any, err error) {
+	if err == nil {
+		writeJSON(w, http.StatusOK, v)
+		return
+	}
+	code := http.StatusInternalServerError
+	reason := reasonOf(err)
+	switch {
+	case reason == ReasonSignature:
+		code = http.StatusForbidden
+	case reason == ReasonReplayBatch:
+		code = http.StatusConflict
+	case reason != "":
+		code = http.StatusUnprocessableEntity
+	case errors.Is(err, ErrUnknownAccount):
+		code = http.StatusNotFound
+	case errors.Is(err, ErrConflict):
+		code = http.StatusConflict
+	case errors.Is(err, errTransient):
+		code = http.StatusServiceUnavailable
+	}
+	if code >= 500 {
+		l.log.Error("request failed", zap.Error(err))
+	}
+	writeJSON(w, code, ErrorResponse{Error: err.Error(), Reason: reason})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}

@@ -1,0 +1,168 @@
+package billing
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"net/http/httptest"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/topcdn/topcdn/identity"
+)
+
+// t0 is the test clock's start: the beginning of an epoch.
+var t0 = time.Date(2030, 1, 2, 3, 4, 0, 0, time.UTC)
+
+// testKey returns a fixed key for seed.
+func testKey(t testing.TB, seed byte) *identity.Key {
+	t.Helper()
+	sk, err := crypto.UnmarshalEd25519PrivateKey(ed25519.NewKeyFromSeed(bytes.Repeat([]byte{seed}, ed25519.SeedSize)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := identity.FromPrivate(sk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// fakeContent is an in-memory Content.
+type fakeContent struct {
+	mu       sync.Mutex
+	sites    map[string]peer.ID          // name -> publisher
+	objects  map[string]map[string]int64 // name -> cid -> size
+	shards   map[string]peer.ID
+	holdings []Holding
+	fail     error
+}
+
+func newFakeContent() *fakeContent {
+	return &fakeContent{sites: map[string]peer.ID{}, objects: map[string]map[string]int64{}, shards: map[string]peer.ID{}}
+}
+
+func (f *fakeContent) publish(name string, pub peer.ID, objs map[string]int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.sites[name] = pub
+	f.objects[name] = objs
+}
+
+func (f *fakeContent) Object(ctx context.Context, name, root, c string) (Object, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return Object{}, f.fail
+	}
+	for n, objs := range f.objects {
+		if (name == "" || n == name) && objs[c] > 0 {
+			return Object{Publisher: f.sites[n], MaxBytes: objs[c]}, nil
+		}
+	}
+	return Object{}, reject(ReasonUnpublished, "%s/%s is not published", name, c)
+}
+
+func (f *fakeContent) ShardPublisher(ctx context.Context, shard string) (peer.ID, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if p, ok := f.shards[shard]; ok {
+		return p, nil
+	}
+	return "", reject(ReasonUnknownShard, "shard %s unknown", shard)
+}
+
+func (f *fakeContent) Holdings(ctx context.Context) ([]Holding, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]Holding(nil), f.holdings...), nil
+}
+
+var _ Content = (*fakeContent)(nil)
+
+// testLedger is a Ledger on a settable clock over SQLite (or dsn).
+type testLedger struct {
+	*Ledger
+	content  *fakeContent
+	operator *identity.Key
+	mu       sync.Mutex
+	now      time.Time
+}
+
+func (tl *testLedger) setNow(t time.Time) {
+	tl.mu.Lock()
+	tl.now = t
+	tl.mu.Unlock()
+}
+
+func (tl *testLedger) clock() time.Time {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	return tl.now
+}
+
+func newTestLedger(t testing.TB, dsn string, cfg Config) *testLedger {
+	t.Helper()
+	ctx := context.Background()
+	if dsn == "" {
+		dsn = filepath.Join(t.TempDir(), "billing.db")
+	}
+	db, err := OpenDB(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	tl := &testLedger{content: newFakeContent(), operator: testKey(t, 99), now: t0}
+	if cfg.Epoch == 0 {
+		cfg.Epoch = time.Minute
+	}
+	cfg.now = tl.clock
+	l, err := New(ctx, db, tl.content, tl.operator.ID, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl.Ledger = l
+	return tl
+}
+
+// batch builds and signs a batch of key for epoch.
+func signBatch(t testing.TB, key *identity.Key, epoch int64, seq uint64, recs []Record) *identity.Envelope {
+	t.Helper()
+	b := Batch{Edge: key.ID.String(), Epoch: epoch, EpochSeconds: 60, Seq: seq, Salt: bytes.Repeat([]byte{7}, SaltSize),
+		Records: recs}
+	b.MerkleRoot = MerkleRoot(b.Records)
+	env, err := key.Sign(TypeBatch, &b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env
+}
+
+// rec returns a record served at epoch+1s.
+func rec(serial uint64, name, c string, n int64, epoch int64) Record {
+	return Record{Serial: serial, Name: name, CID: c, Bytes: n, Status: 200, Time: (epoch + 1) * 1000,
+		Client: bytes.Repeat([]byte{1}, ClientHashSize)}
+}
+
+// counter reads a counter's value.
+func counter(c prometheus.Counter) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		return -1
+	}
+	return m.GetCounter().GetValue()
+}
+
+// newHTTPLedger serves tl's API on loopback and returns its URL.
+func newHTTPLedger(t testing.TB, tl *testLedger) string {
+	t.Helper()
+	srv := httptest.NewServer(tl.Handler(prometheus.NewRegistry()))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}

@@ -1,0 +1,391 @@
+package billing
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/topcdn/topcdn/identity"
+	"go.uber.org/zap"
+)
+
+// BatchResult is billing's answer to a batch.
+type BatchResult struct {
+	// Accepted counts the records credited.
+	Accepted int `json:"accepted"`
+	// Bytes is the bytes of the accepted records.
+	Bytes int64 `json:"bytes"`
+	// Rejected lists the records refused, with reasons.
+	Rejected []RecordRejection `json:"rejected"`
+	// Duplicate is true when this exact batch had been accepted before;
+	// nothing more is credited.
+	Duplicate bool `json:"duplicate,omitempty"`
+}
+
+// RecordRejection is one refused record.
+type RecordRejection struct {
+	Serial uint64 `json:"serial"`
+	Reason Reason `json:"reason"`
+	Detail string `json:"detail"`
+}
+
+// acceptedRecord is a record that passed every check but the replay check.
+type acceptedRecord struct {
+	serial    uint64
+	publisher string
+	cid       string
+	bytes     int64
+}
+
+// IngestBatch verifies an edge's signed batch and stores what it may be
+// paid for. from is the address the batch came from (for the self-dealing
+// check; the zero Addr skips it). A refusal of the whole batch is a
+// *RejectError, recorded; other errors are transient (send the same batch
+// again).
+func (l *Ledger) IngestBatch(ctx context.Context, env *identity.Envelope, from netip.Addr) (*BatchResult, error) {
+	batch, signer, err := OpenBatch(env)
+	if err != nil {
+		reason := ReasonMalformed
+		if errors.Is(err, identity.ErrBadSignature) {
+			reason = ReasonSignature
+		}
+		rerr := &RejectError{Reason: reason, Err: err}
+		if err := l.rejectNow(ctx, rejection{account: env.Signer, kind: "batch", ref: "", reason: reason, detail: err.Error()}); err != nil {
+			return nil, err
+		}
+		return nil, rerr
+	}
+	edge := signer.String()
+	rejectBatch := func(err error) (*BatchResult, error) {
+		if rerr := l.rejectNow(ctx, rejection{account: edge, epoch: batch.Epoch, kind: "batch",
+			ref: strconv.FormatUint(batch.Seq, 10), reason: reasonOf(err), detail: err.Error(), bytes: claimed(batch.Records)}); rerr != nil {
+			return nil, rerr
+		}
+		return nil, err
+	}
+	if err := l.checkEpoch(ctx, batch.Epoch, batch.EpochSeconds); err != nil {
+		return rejectBatch(err)
+	}
+	sum := sha256.Sum256(env.Body)
+	digest := hex.EncodeToString(sum[:])
+	if res, err := l.duplicateBatch(ctx, edge, batch, digest); res != nil || err != nil {
+		if reasonOf(err) != "" {
+			return rejectBatch(err)
+		}
+		return res, err
+	}
+	if err := l.checkDNS(ctx, edge, claimed(batch.Records)); err != nil {
+		return rejectBatch(err)
+	}
+	accepted, rejected, err := l.checkRecords(ctx, signer, batch.Epoch, batch.Salt, batch.Records, from)
+	if err != nil {
+		return nil, err
+	}
+	return l.store(ctx, edge, batch.Epoch, batch, digest, accepted, rejected)
+}
+
+// claimed sums the bytes of records.
+func claimed(recs []Record) int64 {
+	var n int64
+	for i := range recs {
+		n += recs[i].Bytes
+	}
+	return n
+}
+
+// checkEpoch checks an epoch against the accepted window.
+func (l *Ledger) checkEpoch(ctx context.Context, epoch, secs int64) error {
+	now := l.opts.now()
+	switch {
+	case secs != l.secs:
+		return reject(ReasonEpochLength, "epoch length %d s, billing's is %d s", secs, l.secs)
+	case time.Unix(epoch, 0).After(now.Add(skew)):
+		return reject(ReasonEpochFuture, "epoch %d starts in the future", epoch)
+	case time.Unix(epoch+secs, 0).Before(now.Add(-l.opts.AcceptWindow)):
+		return reject(ReasonEpochStale, "epoch %d ended more than %s ago", epoch, l.opts.AcceptWindow)
+	}
+	last, err := l.lastSettled(ctx, l.db)
+	if err != nil {
+		return err
+	}
+	if epoch <= last {
+		return reject(ReasonEpochSettled, "epoch %d is settled (last settled %d)", epoch, last)
+	}
+	return nil
+}
+
+// duplicateBatch returns the stored result when this exact batch was
+// accepted before, a replay_batch refusal when another batch holds its
+// (edge, epoch, part) or its sequence number, and nil, nil for a new batch.
+func (l *Ledger) duplicateBatch(ctx context.Context, edge string, b *Batch, digest string) (*BatchResult, error) {
+	var (
+		epoch, part, seq, records int64
+		have                      string
+	)
+	err := l.db.QueryRowContext(ctx, l.db.q(`SELECT epoch, part, seq, digest, records FROM batches
+		WHERE edge = ? AND ((epoch = ? AND part = ?) OR seq = ?)`), edge, b.Epoch, b.Part, int64(b.Seq)).Scan(&epoch, &part, &seq, &have, &records)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("billing: look up batch: %w", err)
+	case have == digest:
+		l.metrics.claims.WithLabelValues("batch", "accepted", "duplicate").Inc()
+		return &BatchResult{Accepted: int(records), Duplicate: true, Rejected: []RecordRejection{}}, nil
+	case epoch == b.Epoch && part == int64(b.Part):
+		return nil, reject(ReasonReplayBatch, "edge already reported part %d of epoch %d with other content", b.Part, b.Epoch)
+	default:
+		return nil, reject(ReasonReplayBatch, "sequence %d already used for epoch %d", b.Seq, epoch)
+	}
+}
+
+// checkRecords runs the per-record checks that need no ledger state.
+func (l *Ledger) checkRecords(ctx context.Context, edge peer.ID, epoch int64, salt []byte, recs []Record,
+	from netip.Addr) ([]acceptedRecord, []RecordRejection, error) {
+	lo, hi := epoch*1000, (epoch+l.secs)*1000
+	var self []byte
+	if from.IsValid() && !from.IsLoopback() {
+		self = ClientHash(salt, from)
+	}
+	seen := make(map[uint64]bool, len(recs))
+	names := map[peer.ID]string{} // peer ID strings, base58-encoded once
+	var (
+		ok  []acceptedRecord
+		bad []RecordRejection
+	)
+	for i := range recs {
+		r := &recs[i]
+		refuse := func(err error) {
+			bad = append(bad, RecordRejection{Serial: r.Serial, Reason: reasonOf(err), Detail: err.Error()})
+		}
+		if seen[r.Serial] {
+			refuse(reject(ReasonReplayRecord, "serial %d twice in the batch", r.Serial))
+			continue
+		}
+		seen[r.Serial] = true
+		if r.Time < lo-skew.Milliseconds() || r.Time >= hi+skew.Milliseconds() {
+			refuse(reject(ReasonRecordTime, "served at %d ms, outside epoch %d", r.Time, epoch))
+			continue
+		}
+		if r.Bytes == 0 {
+			continue // nothing to pay, nothing to refuse
+		}
+		if r.Status < 200 || r.Status > 299 {
+			refuse(reject(ReasonStatus, "%d bytes claimed for a %d response", r.Bytes, r.Status))
+			continue
+		}
+		obj, err := l.content.Object(ctx, r.Name, r.Root, r.CID)
+		if err != nil {
+			if reasonOf(err) == "" {
+				return nil, nil, fmt.Errorf("billing: %w: %w", errTransient, err)
+			}
+			refuse(err)
+			continue
+		}
+		switch {
+		case r.Bytes > obj.MaxBytes:
+			refuse(reject(ReasonInflated, "%d bytes claimed for %s, which has %d", r.Bytes, r.CID, obj.MaxBytes))
+			continue
+		case obj.Publisher == edge:
+			refuse(reject(ReasonSelfDealing, "edge %s serves its own publisher's site", edge))
+			continue
+		case self != nil && bytes.Equal(r.Client, self):
+			refuse(reject(ReasonSelfDealing, "request came from the edge's own network %s", ClientPrefix(from)))
+			continue
+		}
+		name, found := names[obj.Publisher]
+		if !found {
+			name = obj.Publisher.String()
+			names[obj.Publisher] = name
+		}
+		ok = append(ok, acceptedRecord{serial: r.Serial, publisher: name, cid: r.CID, bytes: r.Bytes})
+	}
+	return ok, bad, nil
+}
+
+// store writes an accepted batch (b may be nil for records signed one by
+// one), its records minus replays, and its rejections in one transaction.
+func (l *Ledger) store(ctx context.Context, edge string, epoch int64, b *Batch, digest string, ok []acceptedRecord,
+	bad []RecordRejection) (*BatchResult, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	// Settlement may have closed the epoch since checkEpoch: records stored
+	// now would be neither paid nor shown as refused.
+	last, err := l.lastSettled(ctx, l.db)
+	if err != nil {
+		return nil, err
+	}
+	if epoch <= last {
+		err := reject(ReasonEpochSettled, "epoch %d was settled while the batch was checked", epoch)
+		if rerr := l.rejectNow(ctx, rejection{account: edge, epoch: epoch, kind: "batch", reason: ReasonEpochSettled,
+			detail: err.Error()}); rerr != nil {
+			return nil, rerr
+		}
+		return nil, err
+	}
+	tx, err := l.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("billing: %w", err)
+	}
+	defer tx.Rollback()
+	if b != nil {
+		res, err := tx.ExecContext(ctx, l.db.q(`INSERT INTO batches (edge, epoch, part, seq, digest, url, records, at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`), edge, b.Epoch, b.Part, int64(b.Seq), digest, b.URL, len(ok), l.opts.now().UnixNano())
+		if err != nil {
+			return nil, fmt.Errorf("billing: store batch: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 { // raced with the same batch
+			return nil, fmt.Errorf("billing: %w: batch of epoch %d stored concurrently", errTransient, b.Epoch)
+		}
+	}
+	// Replays: serials stored before.
+	replayed := map[uint64]bool{}
+	for start := 0; start < len(ok); start += 500 {
+		chunk := ok[start:min(start+500, len(ok))]
+		args := make([]any, 0, len(chunk)+1)
+		args = append(args, edge)
+		for _, r := range chunk {
+			args = append(args, int64(r.serial))
+		}
+		rows, err := tx.QueryContext(ctx, l.db.q(`SELECT serial FROM records WHERE edge = ? AND serial IN (?`+
+			strings.Repeat(",?", len(chunk)-1)+`)`), args...)
+		if err != nil {
+			return nil, fmt.Errorf("billing: replay check: %w", err)
+		}
+		for rows.Next() {
+			var s int64
+			if err := rows.Scan(&s); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("billing: replay check: %w", err)
+			}
+			replayed[uint64(s)] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("billing: replay check: %w", err)
+		}
+	}
+	res := &BatchResult{Rejected: bad}
+	fresh := make([]acceptedRecord, 0, len(ok))
+	for _, r := range ok {
+		if replayed[r.serial] {
+			res.Rejected = append(res.Rejected, RecordRejection{Serial: r.serial, Reason: ReasonReplayRecord,
+				Detail: fmt.Sprintf("serial %d was reported before", r.serial)})
+			continue
+		}
+		fresh = append(fresh, r)
+		res.Bytes += r.bytes
+	}
+	res.Accepted = len(fresh)
+	if err := l.insertRecords(ctx, tx, edge, epoch, fresh); err != nil {
+		return nil, err
+	}
+	if b != nil && len(fresh) != len(ok) {
+		if _, err := tx.ExecContext(ctx, l.db.q(`UPDATE batches SET records = ? WHERE edge = ? AND epoch = ? AND part = ?`), len(fresh), edge, b.Epoch, b.Part); err != nil {
+			return nil, fmt.Errorf("billing: store batch: %w", err)
+		}
+	}
+	rs := make([]rejection, len(res.Rejected))
+	for i, r := range res.Rejected {
+		rs[i] = rejection{account: edge, epoch: epoch, kind: "record", ref: strconv.FormatUint(r.Serial, 10),
+			reason: r.Reason, detail: r.Detail}
+	}
+	if err := l.insertRejections(ctx, tx, rs); err != nil {
+		return nil, err
+	}
+	if err := l.ensureAccount(ctx, tx, edge, "edge"); err != nil {
+		return nil, err
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("billing: store batch: %w", err)
+	}
+	l.metrics.claims.WithLabelValues("batch", "accepted", "").Inc()
+	l.metrics.claims.WithLabelValues("record", "accepted", "").Add(float64(len(fresh)))
+	l.metrics.bytes.WithLabelValues("served", "accepted").Add(float64(res.Bytes))
+	for _, r := range res.Rejected {
+		l.metrics.claims.WithLabelValues("record", "rejected", string(r.Reason)).Inc()
+	}
+	l.log.Debug("batch accepted", zap.String("edge", edge), zap.Int64("epoch", epoch), zap.Int("records", len(fresh)),
+		zap.Int("rejected", len(res.Rejected)), zap.Int64("bytes", res.Bytes))
+	return res, nil
+}
+
+// insertRecords stores records, many per statement.
+func (l *Ledger) insertRecords(ctx context.Context, tx querier, edge string, epoch int64, recs []acceptedRecord) error {
+	const per = 100
+	for start := 0; start < len(recs); start += per {
+		chunk := recs[start:min(start+per, len(recs))]
+		var sb strings.Builder
+		sb.WriteString(`INSERT INTO records (edge, serial, epoch, publisher, cid, bytes) VALUES `)
+		args := make([]any, 0, 6*len(chunk))
+		for i, r := range chunk {
+			if i > 0 {
+				sb.WriteByte(',')
+			}
+			sb.WriteString("(?, ?, ?, ?, ?, ?)")
+			args = append(args, edge, int64(r.serial), epoch, r.publisher, r.cid, r.bytes)
+		}
+		if _, err := tx.ExecContext(ctx, l.db.q(sb.String()), args...); err != nil {
+			return fmt.Errorf("billing: store records: %w", err)
+		}
+	}
+	return nil
+}
+
+// IngestRecords verifies records signed one by one (TypeRecord
+// envelopes) and stores them as IngestBatch would, without a batch row.
+// It is the per-record-signature baseline the batch format is measured
+// against (go run ./bench billing); the service does not expose it.
+func (l *Ledger) IngestRecords(ctx context.Context, envs []*identity.Envelope, from netip.Addr) (*BatchResult, error) {
+	type group struct {
+		edge  peer.ID
+		epoch int64
+		salt  []byte
+		recs  []Record
+	}
+	groups := map[string]*group{}
+	var order []string
+	for _, env := range envs {
+		var rc RecordClaim
+		signer, err := env.Open(TypeRecord, &rc)
+		if err != nil || rc.Edge != signer.String() || len(rc.Salt) != SaltSize || rc.Record.validate() != nil {
+			return nil, reject(ReasonSignature, "record envelope: %v", err)
+		}
+		if err := l.checkEpoch(ctx, rc.Epoch, rc.EpochSeconds); err != nil {
+			return nil, err
+		}
+		k := rc.Edge + "/" + strconv.FormatInt(rc.Epoch, 10) + "/" + hex.EncodeToString(rc.Salt)
+		g := groups[k]
+		if g == nil {
+			g = &group{edge: signer, epoch: rc.Epoch, salt: rc.Salt}
+			groups[k] = g
+			order = append(order, k)
+		}
+		g.recs = append(g.recs, rc.Record)
+	}
+	total := &BatchResult{Rejected: []RecordRejection{}}
+	for _, k := range order {
+		g := groups[k]
+		ok, bad, err := l.checkRecords(ctx, g.edge, g.epoch, g.salt, g.recs, from)
+		if err != nil {
+			return nil, err
+		}
+		res, err := l.store(ctx, g.edge.String(), g.epoch, nil, "", ok, bad)
+		if err != nil {
+			return nil, err
+		}
+		total.Accepted += res.Accepted
+		total.Bytes += res.Bytes
+		total.Rejected = append(total.Rejected, res.Rejected...)
+	}
+	return total, nil
+}

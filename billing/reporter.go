@@ -1,0 +1,341 @@
+package billing
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/topcdn/topcdn/identity"
+	"go.uber.org/zap"
+)
+
+// DefaultEpoch is the epoch length of the devnet; production uses an hour.
+const DefaultEpoch = time.Minute
+
+// maxPendingRecords bounds the records a Reporter holds for one epoch
+// (MaxParts batches of MaxRecords); Observe drops (and counts) responses
+// beyond it.
+const maxPendingRecords = MaxParts * MaxRecords
+
+// Served is one response an edge served, as the edge reports it to
+// Observe.
+type Served struct {
+	// Name is the human site name, or "" for /ipfs/{cid} requests.
+	Name string
+	// CID is the CID of the object served.
+	CID string
+	// Root is the site's root CID, if known.
+	Root string
+	// Bytes is the body bytes sent.
+	Bytes int64
+	// Status is the HTTP status code.
+	Status int
+	// Time is when the response was served.
+	Time time.Time
+	// Client is the client's address; only its salted, hashed /24 (IPv4)
+	// or /48 (IPv6) prefix leaves the edge.
+	Client netip.Addr
+}
+
+// ReporterOption configures a Reporter.
+type ReporterOption func(*reporterOptions)
+
+type reporterOptions struct {
+	epoch  time.Duration
+	client *http.Client
+	log    *zap.Logger
+	url    string
+	now    func() time.Time
+	part   int // records per batch
+}
+
+// WithEpoch sets the epoch length, which must be billing's; whole seconds.
+// If d < 1s, it is ignored. Default: DefaultEpoch.
+func WithEpoch(d time.Duration) ReporterOption {
+	return func(o *reporterOptions) {
+		if d >= time.Second {
+			o.epoch = d.Truncate(time.Second)
+		}
+	}
+}
+
+// WithHTTPClient sets the client batches are posted with. If c is nil, it
+// is ignored. Default: a client with a 30 s timeout.
+func WithHTTPClient(c *http.Client) ReporterOption {
+	return func(o *reporterOptions) {
+		if c != nil {
+			o.client = c
+		}
+	}
+}
+
+// WithLogger sets the logger. If l is nil, it is ignored. Default: none.
+func WithLogger(l *zap.Logger) ReporterOption {
+	return func(o *reporterOptions) {
+		if l != nil {
+			o.log = l
+		}
+	}
+}
+
+// WithPublicURL sets the edge's public base URL, sent in each batch for the
+// prober. Default: none.
+func WithPublicURL(u string) ReporterOption {
+	return func(o *reporterOptions) { o.url = strings.TrimRight(u, "/") }
+}
+
+// withPartSize sets the records per batch (tests). Default: MaxRecords.
+func withPartSize(n int) ReporterOption {
+	return func(o *reporterOptions) { o.part = n }
+}
+
+// withClock sets the reporter's clock (tests).
+func withClock(now func() time.Time) ReporterOption {
+	return func(o *reporterOptions) { o.now = now }
+}
+
+// Reporter collects what an edge serves and reports it to billing: per
+// epoch, one batch of records signed with the edge key, posted to
+// POST {billing}/api/v1/batches and resent byte for byte until billing
+// answers.
+type Reporter struct {
+	key  *identity.Key
+	url  string
+	opts reporterOptions
+
+	mu      sync.Mutex
+	epoch   int64 // start of the open epoch, Unix seconds
+	pending []pendingRecord
+	serial  uint64 // next serial
+	seq     uint64 // next batch sequence
+	dropped int64
+}
+
+type pendingRecord struct {
+	s      Served
+	serial uint64
+}
+
+// NewReporter returns a Reporter signing with key and posting to the
+// billing service at billingURL. Serials and batch sequence numbers start
+// at the current time in nanoseconds, so they keep increasing across
+// restarts.
+func NewReporter(key *identity.Key, billingURL string, opts ...ReporterOption) *Reporter {
+	o := reporterOptions{
+		epoch:  DefaultEpoch,
+		client: &http.Client{Timeout: 30 * time.Second},
+		log:    zap.NewNop(),
+		now:    time.Now,
+		part:   MaxRecords,
+	}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	start := uint64(o.now().UnixNano())
+	return &Reporter{
+		key:    key,
+		url:    strings.TrimRight(billingURL, "/"),
+		opts:   o,
+		serial: start,
+		seq:    start,
+	}
+}
+
+// epochOf returns the start of the epoch holding t, in Unix seconds.
+func epochOf(t time.Time, epoch time.Duration) int64 {
+	secs := int64(epoch / time.Second)
+	u := t.Unix()
+	return u - u%secs
+}
+
+// Observe records one response. It takes a lock and appends; it never
+// blocks on I/O. Responses of an epoch already closed are counted in the
+// open one.
+func (r *Reporter) Observe(s Served) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.pending) >= maxPendingRecords {
+		r.dropped++
+		return
+	}
+	r.pending = append(r.pending, pendingRecord{s: s, serial: r.serial})
+	r.serial++
+}
+
+// Run closes an epoch at each epoch boundary, signs its batch and posts
+// it, retrying failed posts with the same bytes. When ctx ends it closes
+// the open epoch and tries for up to 10 s to post what is left.
+func (r *Reporter) Run(ctx context.Context) {
+	r.mu.Lock()
+	r.epoch = epochOf(r.opts.now(), r.opts.epoch)
+	r.mu.Unlock()
+	var queue [][]byte
+	retry := time.Second
+	for {
+		next := time.Unix(r.currentEpoch(), 0).Add(r.opts.epoch)
+		wait := next.Sub(r.opts.now())
+		if len(queue) > 0 && retry < wait {
+			wait = retry
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			queue = append(queue, r.closeEpoch(r.currentEpoch()+int64(r.opts.epoch/time.Second))...)
+			fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			for len(queue) > 0 && fctx.Err() == nil {
+				if err := r.post(fctx, queue[0]); err != nil {
+					r.opts.log.Warn("billing: post batch at shutdown", zap.Error(err))
+					time.Sleep(200 * time.Millisecond)
+					continue
+				}
+				queue = queue[1:]
+			}
+			cancel()
+			if len(queue) > 0 {
+				r.opts.log.Error("billing: batches not delivered at shutdown", zap.Int("batches", len(queue)))
+			}
+			return
+		case <-timer.C:
+		}
+		if now := r.opts.now(); !now.Before(next) {
+			queue = append(queue, r.closeEpoch(epochOf(now, r.opts.epoch))...)
+		}
+		for len(queue) > 0 {
+			if err := r.post(ctx, queue[0]); err != nil {
+				r.opts.log.Warn("billing: post batch; will resend", zap.Error(err), zap.Duration("retry", retry))
+				retry = min(retry*2, time.Minute)
+				break
+			}
+			queue = queue[1:]
+			retry = time.Second
+		}
+	}
+}
+
+func (r *Reporter) currentEpoch() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.epoch
+}
+
+// closeEpoch closes the open epoch, opens the one starting at next and
+// returns the closed epoch's signed batches (one per MaxRecords records,
+// numbered by Part), none if it had no records.
+func (r *Reporter) closeEpoch(next int64) [][]byte {
+	r.mu.Lock()
+	epoch, recs, dropped := r.epoch, r.pending, r.dropped
+	r.pending, r.dropped, r.epoch = nil, 0, next
+	size := r.opts.part
+	parts := (len(recs) + size - 1) / size
+	seq := r.seq
+	r.seq += uint64(parts)
+	r.mu.Unlock()
+	if dropped > 0 {
+		r.opts.log.Warn("billing: records dropped: epoch over its record limit", zap.Int64("dropped", dropped))
+	}
+	salt := make([]byte, SaltSize)
+	if _, err := rand.Read(salt); err != nil {
+		r.opts.log.Error("billing: salt", zap.Error(err))
+		return nil
+	}
+	var out [][]byte
+	for part := 0; part < parts; part++ {
+		chunk := recs[part*size : min((part+1)*size, len(recs))]
+		b, err := r.sign(epoch, part, seq+uint64(part), salt, chunk)
+		if err != nil {
+			r.opts.log.Error("billing: sign batch", zap.Error(err))
+			continue
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+// sign builds and signs one batch of an epoch.
+func (r *Reporter) sign(epoch int64, part int, seq uint64, salt []byte, recs []pendingRecord) ([]byte, error) {
+	secs := int64(r.opts.epoch / time.Second)
+	batch := Batch{Edge: r.key.ID.String(), URL: r.opts.url, Epoch: epoch, EpochSeconds: secs, Part: part, Seq: seq, Salt: salt,
+		Records: make([]Record, 0, len(recs))}
+	lo, hi := time.Unix(epoch, 0), time.Unix(epoch+secs, 0).Add(-time.Millisecond)
+	for _, p := range recs {
+		t := p.s.Time
+		switch { // a response served around the boundary counts in the epoch closed
+		case t.Before(lo):
+			t = lo
+		case t.After(hi):
+			t = hi
+		}
+		batch.Records = append(batch.Records, Record{
+			Serial: p.serial, Name: p.s.Name, CID: p.s.CID, Root: p.s.Root, Bytes: p.s.Bytes,
+			Status: p.s.Status, Time: t.UnixMilli(), Client: ClientHash(salt, p.s.Client),
+		})
+	}
+	sort.Slice(batch.Records, func(i, j int) bool { return batch.Records[i].Serial < batch.Records[j].Serial })
+	batch.MerkleRoot = MerkleRoot(batch.Records)
+	env, err := r.key.Sign(TypeBatch, &batch)
+	if err != nil {
+		return nil, fmt.Errorf("billing: sign batch: %w", err)
+	}
+	return json.Marshal(env)
+}
+
+// post sends one signed batch. Billing's 2xx and 4xx answers are final (a
+// 4xx batch is recorded as rejected there); 5xx and network errors are
+// retried.
+func (r *Reporter) post(ctx context.Context, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.url+"/api/v1/batches", bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("billing: post batch: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := r.opts.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("billing: post batch: %w", err)
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	switch {
+	case resp.StatusCode >= 500:
+		return fmt.Errorf("billing: post batch: HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(msg))
+	case resp.StatusCode >= 400:
+		r.opts.log.Error("billing: batch rejected", zap.Int("status", resp.StatusCode), zap.ByteString("answer", bytes.TrimSpace(msg)))
+	default:
+		r.opts.log.Debug("billing: batch accepted", zap.ByteString("answer", bytes.TrimSpace(msg)))
+	}
+	return nil
+}
+
+// ClientPrefix returns the network prefix a client is reported by: its /24
+// for IPv4 (and IPv4-mapped IPv6), its /48 for IPv6.
+func ClientPrefix(a netip.Addr) netip.Prefix {
+	a = a.Unmap()
+	bits := 48
+	if a.Is4() {
+		bits = 24
+	}
+	p, err := a.Prefix(bits)
+	if err != nil { // invalid address
+		return netip.Prefix{}
+	}
+	return p
+}
+
+// ClientHash returns the first ClientHashSize bytes of
+// SHA-256(salt || ClientPrefix(a)), the client identity a Record carries.
+func ClientHash(salt []byte, a netip.Addr) []byte {
+	h := sha256.New()
+	h.Write(salt)
+	h.Write([]byte(ClientPrefix(a).String()))
+	return h.Sum(nil)[:ClientHashSize]
+}

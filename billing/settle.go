@@ -1,0 +1,210 @@
+package billing
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math/big"
+	"sort"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Price returns what n units cost at price per unit of size unitNum/unitDen
+// (rounded down): floor(n * price * unitDen / unitNum), without overflow.
+// The result saturates at the int64 maximum.
+func Price(n, price, unitDen, unitNum int64) int64 {
+	if n <= 0 || price <= 0 || unitDen <= 0 || unitNum <= 0 {
+		return 0
+	}
+	v := new(big.Int).Mul(big.NewInt(n), big.NewInt(price))
+	v.Mul(v, big.NewInt(unitDen))
+	v.Quo(v, big.NewInt(unitNum))
+	if !v.IsInt64() {
+		return 1<<63 - 1
+	}
+	return v.Int64()
+}
+
+// ServedAmount is what n bytes served earn at perGiB.
+func ServedAmount(n, perGiB int64) int64 { return Price(n, perGiB, 1, GiB) }
+
+// StoredAmount is what holding n bytes for one epoch of epochSecs earns at
+// perGiBMonth.
+func StoredAmount(n, perGiBMonth, epochSecs int64) int64 {
+	return Price(n, perGiBMonth, epochSecs, GiB*int64(Month/time.Second))
+}
+
+// SettleResult is what Settle did.
+type SettleResult struct {
+	// Epochs are the epochs settled by this call.
+	Epochs []int64 `json:"epochs"`
+	// Paid is the total credited to operators by this call.
+	Paid int64 `json:"paid"`
+}
+
+// line is one payment of a settlement: publisher pays operator.
+type line struct {
+	operator, opKind, publisher, kind string
+	bytes, amount                     int64
+}
+
+// Settle settles every closed epoch not settled yet, oldest first, each
+// in one transaction: the publishers are debited and the operators
+// credited what their accepted claims earn (edges and storage peers per
+// GiB served, storage peers per GiB-month held, prorated). Settling is
+// idempotent: a settled epoch is never paid again, and a crash leaves each
+// epoch either wholly settled or untouched.
+func (l *Ledger) Settle(ctx context.Context) (*SettleResult, error) {
+	now := l.opts.now()
+	lastClosed := l.epochOf(now.Add(-l.opts.SettleDelay)) - l.secs // its end <= now - delay
+	res := &SettleResult{Epochs: []int64{}}
+	var holdings []Holding
+	if l.opts.PricePerGiBMonthStored > 0 {
+		var err error
+		if holdings, err = l.content.Holdings(ctx); err != nil {
+			return nil, fmt.Errorf("billing: %w: storage holdings: %w", errTransient, err)
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	last, err := l.lastSettled(ctx, l.db)
+	if err != nil {
+		return nil, err
+	}
+	var first int64
+	if err := l.db.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'first_epoch'`).Scan(&first); err != nil {
+		return nil, fmt.Errorf("billing: first epoch: %w", err)
+	}
+	// Batches may be older than the ledger; start at the oldest claim.
+	var oldest sql.NullInt64
+	if err := l.db.QueryRowContext(ctx, l.db.q(`SELECT min(epoch) FROM records WHERE epoch > ?`), last).Scan(&oldest); err != nil {
+		return nil, fmt.Errorf("billing: oldest epoch: %w", err)
+	}
+	start := first
+	if oldest.Valid && oldest.Int64 < start {
+		start = oldest.Int64
+	}
+	if last > 0 {
+		start = last + l.secs
+	}
+	for e := start; e <= lastClosed; e += l.secs {
+		paid, err := l.settleEpoch(ctx, e, holdings)
+		if err != nil {
+			return res, err
+		}
+		res.Epochs = append(res.Epochs, e)
+		res.Paid += paid
+	}
+	return res, nil
+}
+
+// settleEpoch settles one epoch in one transaction.
+func (l *Ledger) settleEpoch(ctx context.Context, epoch int64, holdings []Holding) (int64, error) {
+	tx, err := l.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("billing: settle %d: %w", epoch, err)
+	}
+	defer tx.Rollback()
+	var lines []line
+	collect := func(query, opKind, kind string) error {
+		rows, err := tx.QueryContext(ctx, l.db.q(query), epoch)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var ln line
+			if err := rows.Scan(&ln.operator, &ln.publisher, &ln.bytes); err != nil {
+				return err
+			}
+			ln.opKind, ln.kind = opKind, kind
+			ln.amount = ServedAmount(ln.bytes, l.opts.PricePerGiBServed)
+			lines = append(lines, ln)
+		}
+		return rows.Err()
+	}
+	if err := collect(`SELECT edge, publisher, CAST(sum(bytes) AS BIGINT) FROM records r WHERE epoch = ?
+		AND NOT EXISTS (SELECT 1 FROM forfeits f WHERE f.edge = r.edge AND f.epoch = r.epoch)
+		GROUP BY edge, publisher ORDER BY edge, publisher`, "edge", "served"); err != nil {
+		return 0, fmt.Errorf("billing: settle %d: %w", epoch, err)
+	}
+	if err := collect(`SELECT peer, publisher, CAST(sum(bytes) AS BIGINT) FROM reads WHERE epoch = ?
+		GROUP BY peer, publisher ORDER BY peer, publisher`, "storage", "storage_read"); err != nil {
+		return 0, fmt.Errorf("billing: settle %d: %w", epoch, err)
+	}
+	hs := append([]Holding(nil), holdings...)
+	sort.Slice(hs, func(i, j int) bool {
+		if hs[i].Peer != hs[j].Peer {
+			return hs[i].Peer < hs[j].Peer
+		}
+		return hs[i].Publisher < hs[j].Publisher
+	})
+	for _, h := range hs {
+		lines = append(lines, line{operator: h.Peer.String(), opKind: "storage", publisher: h.Publisher.String(),
+			kind: "stored", bytes: h.Bytes, amount: StoredAmount(h.Bytes, l.opts.PricePerGiBMonthStored, l.secs)})
+	}
+	txID := "settle:" + strconv.FormatInt(epoch, 10)
+	at := l.opts.now().UnixNano()
+	if _, err := tx.ExecContext(ctx, l.db.q(`INSERT INTO txs (id, kind, epoch, at) VALUES (?, 'settle', ?, ?)`), txID, epoch, at); err != nil {
+		return 0, fmt.Errorf("billing: settle %d: %w", epoch, err)
+	}
+	var paid int64
+	publishers := map[string]bool{}
+	for _, ln := range lines {
+		if ln.amount == 0 {
+			continue
+		}
+		memo := fmt.Sprintf("%s: %d bytes of %s's content by %s in epoch %d", ln.kind, ln.bytes, ln.publisher, ln.operator, epoch)
+		if err := l.post(ctx, tx, txID, epoch, ln.publisher, "publisher", -ln.amount, ln.kind, ln.bytes, memo); err != nil {
+			return 0, err
+		}
+		if paid == 0 {
+			l.opts.FaultHook("settle-mid") // the publisher debited, the operator not yet credited
+		}
+		if err := l.post(ctx, tx, txID, epoch, ln.operator, ln.opKind, ln.amount, ln.kind, ln.bytes, memo); err != nil {
+			return 0, err
+		}
+		publishers[ln.publisher] = true
+		paid += ln.amount
+	}
+	for p := range publishers {
+		if _, err := tx.ExecContext(ctx, l.db.q(`UPDATE accounts SET out_since = ? WHERE id = ? AND balance < 0 AND out_since = 0`), at, p); err != nil {
+			return 0, fmt.Errorf("billing: settle %d: %w", epoch, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, l.db.q(`INSERT INTO settlements (epoch, tx, at) VALUES (?, ?, ?)`), epoch, txID, at); err != nil {
+		return 0, fmt.Errorf("billing: settle %d: %w", epoch, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("billing: settle %d: %w", epoch, err)
+	}
+	l.metrics.settled.Inc()
+	l.metrics.paid.Add(float64(paid))
+	if paid > 0 {
+		l.log.Info("epoch settled", zap.Int64("epoch", epoch), zap.Int("lines", len(lines)), zap.Int64("paid", paid))
+	}
+	return paid, nil
+}
+
+// post writes one entry and moves the account's balance.
+func (l *Ledger) post(ctx context.Context, tx querier, txID string, epoch int64, account, kind string, amount int64,
+	entryKind string, bytes int64, memo string) error {
+	if err := l.ensureAccount(ctx, tx, account, kind); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, l.db.q(`INSERT INTO entries (tx, account, amount, epoch, kind, bytes, memo)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`), txID, account, amount, epoch, entryKind, bytes, memo); err != nil {
+		return fmt.Errorf("billing: entry: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, l.db.q(`UPDATE accounts SET balance = balance + ? WHERE id = ?`), amount, account); err != nil {
+		return fmt.Errorf("billing: balance: %w", err)
+	}
+	return nil
+}
+
+// ErrConflict is returned for a deposit nonce reused with other content.
+var ErrConflict = errors.New("conflict")

@@ -1,0 +1,216 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
+	"github.com/topcdn/topcdn/billing"
+	"github.com/topcdn/topcdn/identity"
+	"go.uber.org/zap"
+)
+
+// faultEnv names the environment variable that makes `topcdn billing`
+// kill itself (SIGKILL) at a named stage, for crash tests:
+// "kill-mid-settle" kills it inside the first paying epoch's settlement
+// transaction, after a publisher's debit is written and before the
+// operator's credit.
+const faultEnv = "TOPCDN_BILLING_FAULT"
+
+func newBillingCmd() *cobra.Command {
+	var (
+		listen, dsn, originURL, dnsURL, keyFile, logLevel string
+		epoch, grace, settleDelay, acceptWindow           time.Duration
+		settleEvery, probeEvery                           time.Duration
+		priceServed, priceStored                          int64
+	)
+	cmd := &cobra.Command{
+		Use:   "billing --listen ADDR --db DSN [--origin URL] [--dns URL]",
+		Short: "Verify served-byte receipts and keep the token ledger",
+		Long: `billing runs the billing service: edges post signed batches of the
+responses they served (one per epoch), storage peers post claims for the
+read orders edges signed for them, and billing checks every one
+(signature, epoch window, replays, published content and sizes,
+self-dealing, the DNS router's view, a sampling prober) before it credits
+it. Each closed epoch is settled in one transaction: publishers are
+debited, edge and storage operators credited; --price-gib-served is paid
+per GiB served (edges and storage reads), --price-gib-month-stored per
+GiB-month of shards held, prorated per epoch. Amounts are integers in the
+token's smallest unit.
+
+--db is a file path or sqlite:PATH (embedded SQLite) or postgres://…
+(PostgreSQL); the schema is migrated at start. --key is the billing
+operator's key (default: billing.key next to a SQLite database, created if
+missing): only deposits signed with it are applied, so whoever holds the
+file funds publishers ('topcdn billing deposit --key FILE …').
+
+--origin is where published content is learned (names, blocks, manifests);
+without it every record is refused as unpublished. --dns enables the DNS
+cross-check (GET URL/api/v1/edges) and the sampling prober; without it
+both are skipped and statements say so.
+
+  POST /api/v1/batches, /api/v1/claims, /api/v1/deposits, /api/v1/settle
+  GET  /api/v1/accounts[/{id}[/statement]], /api/v1/suspended
+  GET  /metrics, /healthz
+
+When it is ready it prints "listening on http://ADDR" on standard output.
+SIGINT or SIGTERM stop it cleanly.`,
+		Example: `  topcdn billing --listen 127.0.0.1:8090 --db ./billing/ledger.db --origin http://127.0.0.1:8081 \
+      --epoch 1m --price-gib-served 1000000 --price-gib-month-stored 200000
+  topcdn billing deposit --billing http://127.0.0.1:8090 --key ./billing/billing.key --account 12D3… --amount 5000000`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			log, err := newLogger(logLevel)
+			if err != nil {
+				return err
+			}
+			defer log.Sync()
+			if dsn == "" {
+				return errors.New("--db is required")
+			}
+			key, err := billingKey(keyFile, dsn)
+			if err != nil {
+				return err
+			}
+			reg := prometheus.NewRegistry()
+			cfg := billing.Config{
+				Epoch: epoch, AcceptWindow: acceptWindow, SettleDelay: settleDelay,
+				PricePerGiBServed: priceServed, PricePerGiBMonthStored: priceStored,
+				Grace: grace, Logger: log, Registry: reg,
+			}
+			if cmd.Flags().Changed("settle-delay") && settleDelay == 0 {
+				cfg.SettleDelay = -1 // an explicit zero: settle right at the epoch's end
+			}
+			if dnsURL != "" {
+				cfg.DNS = billing.NewDNSDirectory(dnsURL, nil)
+			}
+			if os.Getenv(faultEnv) == "kill-mid-settle" {
+				cfg.FaultHook = func(stage string) {
+					if stage == "settle-mid" {
+						log.Warn("fault injection: killing myself mid-settlement")
+						syscall.Kill(os.Getpid(), syscall.SIGKILL)
+						time.Sleep(time.Minute)
+					}
+				}
+			}
+			var content billing.Content = noOrigin{}
+			if originURL != "" {
+				content = billing.NewOriginContent(originURL, nil)
+			} else {
+				log.Warn("no --origin: every record will be refused as unpublished")
+			}
+			return runBilling(cmd.Context(), cmd, listen, dsn, key, content, cfg, settleEvery, probeEvery, log)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&listen, "listen", "127.0.0.1:8090", "address to serve HTTP on")
+	f.StringVar(&dsn, "db", "", "ledger database: a file path or sqlite:PATH, or postgres://… (required)")
+	f.StringVar(&originURL, "origin", "", "base URL of the origin whose published content is billed")
+	f.StringVar(&dnsURL, "dns", "", "base URL of the DNS router's API, for the cross-check and the prober")
+	f.StringVar(&keyFile, "key", "", "billing operator key; deposits must be signed with it (default: billing.key next to a SQLite --db)")
+	f.DurationVar(&epoch, "epoch", billing.DefaultEpoch, "epoch length, whole seconds; edges must use the same")
+	f.Int64Var(&priceServed, "price-gib-served", 0, "tokens (smallest unit) per GiB served, paid to edges and storage peers")
+	f.Int64Var(&priceStored, "price-gib-month-stored", 0, "tokens (smallest unit) per GiB-month stored, paid to storage peers")
+	f.DurationVar(&grace, "grace", time.Hour, "how long a publisher may be out of funds before it is listed as suspended")
+	f.DurationVar(&settleDelay, "settle-delay", 0, "how long after its end an epoch is settled (default: one epoch)")
+	f.DurationVar(&acceptWindow, "accept-window", 24*time.Hour, "how long after its end an epoch's batches are accepted")
+	f.DurationVar(&settleEvery, "settle-every", 0, "settle closed epochs this often (0: only on POST /api/v1/settle)")
+	f.DurationVar(&probeEvery, "probe-every", 30*time.Second, "with --dns, probe a random served object this often")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	cmd.AddCommand(newBillingDepositCmd(), newBillingBalanceCmd(), newBillingStatementCmd(), newBillingSettleCmd())
+	return cmd
+}
+
+// billingKey loads the operator key: keyFile, or billing.key next to a
+// SQLite database (created if missing).
+func billingKey(keyFile, dsn string) (*identity.Key, error) {
+	if keyFile != "" {
+		return identity.Load(keyFile)
+	}
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		return nil, errors.New("--key is required with a PostgreSQL --db")
+	}
+	path := strings.TrimPrefix(dsn, "sqlite:")
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	return identity.LoadOrGenerate(filepath.Join(filepath.Dir(path), "billing.key"))
+}
+
+func runBilling(ctx context.Context, cmd *cobra.Command, listen, dsn string, key *identity.Key, content billing.Content,
+	cfg billing.Config, settleEvery, probeEvery time.Duration, log *zap.Logger) error {
+	db, err := billing.OpenDB(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	l, err := billing.New(ctx, db, content, key.ID, cfg)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("billing: %w", err)
+	}
+	defer ln.Close()
+	log.Info("billing listening", zap.String("addr", ln.Addr().String()), zap.Stringer("operator", key.ID),
+		zap.Duration("epoch", l.Epoch()), zap.Bool("dns_check", cfg.DNS != nil))
+	background := func(ctx context.Context) {
+		done := make(chan struct{}, 2)
+		n := 0
+		if settleEvery > 0 {
+			n++
+			go func() {
+				defer func() { done <- struct{}{} }()
+				t := time.NewTicker(settleEvery)
+				defer t.Stop()
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-t.C:
+					}
+					if _, err := l.Settle(ctx); err != nil && ctx.Err() == nil {
+						log.Warn("settle", zap.Error(err))
+					}
+				}
+			}()
+		}
+		if cfg.DNS != nil && probeEvery > 0 {
+			n++
+			go func() {
+				defer func() { done <- struct{}{} }()
+				l.RunProber(ctx, billing.HTTPProber{}, probeEvery)
+			}()
+		}
+		for range n {
+			<-done
+		}
+	}
+	return serve(ctx, cmd, "billing", ln, l.Handler(cfg.Registry.(prometheus.Gatherer)), background, log)
+}
+
+// noOrigin is the Content of a billing service without --origin: nothing
+// is known to be published.
+type noOrigin struct{}
+
+func (noOrigin) Object(ctx context.Context, name, root, c string) (billing.Object, error) {
+	return billing.Object{}, &billing.RejectError{Reason: billing.ReasonUnpublished, Err: errors.New("billing runs without --origin")}
+}
+
+func (noOrigin) ShardPublisher(ctx context.Context, shard string) (peer.ID, error) {
+	return "", &billing.RejectError{Reason: billing.ReasonUnknownShard, Err: errors.New("billing runs without --origin")}
+}
+
+func (noOrigin) Holdings(ctx context.Context) ([]billing.Holding, error) { return nil, nil }
+
+var _ billing.Content = noOrigin{}

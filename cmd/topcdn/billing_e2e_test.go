@@ -1,0 +1,370 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/topcdn/topcdn/billing"
+	"github.com/topcdn/topcdn/dag"
+	"github.com/topcdn/topcdn/erasure"
+	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/storage"
+)
+
+// pricePerByte makes --price-gib-served pay a whole number of tokens per
+// byte, so expected amounts are exact.
+const pricePerByte = 5
+
+// statement runs `topcdn billing statement --json`.
+func statement(t *testing.T, bin, url, account string) billing.Statement {
+	t.Helper()
+	var st billing.Statement
+	out := run(t, bin, "billing", "statement", "--billing", url, "--account", account, "--json")
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("statement --json: %v\n%s", err, out)
+	}
+	return st
+}
+
+// balanceOf returns an account's balance, 0 if billing does not know it.
+func balanceOf(t *testing.T, url, account string) int64 {
+	t.Helper()
+	a, err := billing.NewClient(url, nil).Account(context.Background(), account)
+	if err != nil {
+		return 0
+	}
+	return a.Balance
+}
+
+// TestBillingEndToEnd runs an origin, two storage peers that claim from
+// billing, and billing as processes; publishes a site; acts as an edge
+// that reads blocks from the peers with signed read orders and reports
+// what it served with a Reporter; then settles and checks that the
+// publisher is debited and the edge and the peers credited exactly what
+// the price says, and that the lies it slipped in are refused.
+func TestBillingEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs processes")
+	}
+	ctx := context.Background()
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	pubKey := filepath.Join(dir, "publisher.key")
+	pubID := strings.TrimSpace(run(t, bin, "keygen", "--out", pubKey))
+	o := startOrigin(t, bin, filepath.Join(dir, "origin"), "--data-shards", "1", "--parity-shards", "1",
+		"--segment-size", "256KiB", "--chunk-size", "4KiB", "--heartbeat-interval", "1s", "--audit-interval", "1h")
+	bdir := filepath.Join(dir, "billing")
+	b := startService(t, bin, "billing", "--listen", "127.0.0.1:0", "--db", "sqlite:"+filepath.Join(bdir, "ledger.db"),
+		"--origin", o.url, "--epoch", "1s", "--settle-delay", "1s", "--price-gib-served", strconv.Itoa(pricePerByte<<30))
+	defer func() {
+		if t.Failed() {
+			t.Logf("billing log:\n%s", lastLines(b.logs.String(), 40))
+		}
+	}()
+	var peers []*storageProc
+	for i := range 2 {
+		data := filepath.Join(dir, "peer", string(rune('a'+i)))
+		p := startService(t, bin, "storage", "--data", data, "--listen", "127.0.0.1:0", "--origin", o.url,
+			"--heartbeat", "1s", "--capacity", "64MiB", "--billing", b.url, "--claim-every", "1s")
+		var st struct {
+			PeerID string `json:"peer_id"`
+		}
+		getJSON(t, p.url+"/status", &st)
+		peers = append(peers, &storageProc{originProc: p, data: data, id: st.PeerID})
+	}
+	waitFor(t, 30*time.Second, "2 healthy peers", func() bool {
+		n := 0
+		for _, p := range peersByID(t, o.url) {
+			if p.Healthy {
+				n++
+			}
+		}
+		return n == 2
+	})
+
+	// The billing operator funds the publisher from the CLI.
+	const deposit = 100_000_000
+	out := run(t, bin, "billing", "deposit", "--billing", b.url, "--key", filepath.Join(bdir, "billing.key"),
+		"--account", pubID, "--amount", strconv.Itoa(deposit), "--nonce", "start")
+	if !strings.Contains(out, "balance "+strconv.Itoa(deposit)) {
+		t.Fatalf("deposit: %s", out)
+	}
+	run(t, bin, "billing", "deposit", "--billing", b.url, "--key", filepath.Join(bdir, "billing.key"),
+		"--account", pubID, "--amount", strconv.Itoa(deposit), "--nonce", "start") // resent: applied once
+	// A deposit signed by another key is refused.
+	if msg, err := exec.Command(bin, "billing", "deposit", "--billing", b.url, "--key", pubKey, "--account", pubID,
+		"--amount", "5").CombinedOutput(); err == nil || !strings.Contains(string(msg), "403") {
+		t.Fatalf("deposit signed by the publisher: %v %s", err, msg)
+	}
+
+	root := strings.TrimSpace(run(t, bin, "publish", "../../examples/site", "--name", "blog", "--origin", o.url, "--key", pubKey, "-Q"))
+	waitFor(t, 30*time.Second, "the publish to be striped", func() bool {
+		code, _ := httpGet(t, o.url+"/api/v1/manifests/"+root, "")
+		return code == 200
+	})
+	m := manifest(t, o.url, root)
+	addrs := map[string]string{}
+	for id, p := range peersByID(t, o.url) {
+		addrs[id] = p.Addr
+	}
+
+	// The edge: read 12 blocks from the data shards with signed read
+	// orders, verify them, and report each as served.
+	edgeKey, err := identity.Generate(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, stop := context.WithCancel(ctx)
+	rep := billing.NewReporter(edgeKey, b.url, billing.WithEpoch(time.Second))
+	done := make(chan struct{})
+	go func() { defer close(done); rep.Run(rctx) }()
+	sc := storage.NewClient(edgeKey, nil)
+	var served int64
+	readFrom := map[string]int64{}
+	client := netip.MustParseAddr("127.0.0.1")
+	for _, br := range m.Blocks[:12] {
+		sh := m.Segments[br.Segment].Shards[0] // k = 1: the data shard holds the segment
+		data, err := sc.GetRange(ctx, mustPeer(t, sh.Peer), addrs[sh.Peer], sh.ID, br.Offset, br.Length)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := cid.MustParse(br.CID)
+		if err := dag.Verify(c, data); err != nil {
+			t.Fatal(err)
+		}
+		readFrom[sh.Peer] += br.Length
+		served += int64(len(data))
+		rep.Observe(billing.Served{Name: "blog", CID: br.CID, Bytes: int64(len(data)), Status: http.StatusOK,
+			Time: time.Now(), Client: client})
+	}
+	// Lies next to it: bytes inflated past the block's size, and a CID
+	// that was never published.
+	var big erasure.BlockRef // a raw leaf: its size bounds a response
+	for _, br := range m.Blocks {
+		if cid.MustParse(br.CID).Type() == cid.Raw {
+			big = br
+			break
+		}
+	}
+	rep.Observe(billing.Served{Name: "blog", CID: big.CID, Bytes: big.Length + 1, Status: 200, Time: time.Now(), Client: client})
+	rep.Observe(billing.Served{Name: "blog", CID: "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy", Bytes: 10,
+		Status: 200, Time: time.Now(), Client: client})
+	stop()
+	<-done // the open epoch is flushed
+
+	// Settle until the peers' claims are in: the edge gets price × bytes
+	// served, each peer price × bytes read from it.
+	want := map[string]int64{edgeKey.ID.String(): pricePerByte * served}
+	var storageTotal int64
+	for id, n := range readFrom {
+		want[id] = pricePerByte * n
+		storageTotal += n
+	}
+	want[pubID] = deposit - pricePerByte*(served+storageTotal)
+	waitFor(t, 30*time.Second, "settlement to pay the edge and the peers", func() bool {
+		run(t, bin, "billing", "settle", "--billing", b.url)
+		for id, w := range want {
+			if got := balanceOf(t, b.url, id); got != w {
+				t.Logf("%s: balance %d, want %d", id, got, w)
+				return false
+			}
+		}
+		return true
+	})
+	run(t, bin, "billing", "settle", "--billing", b.url) // idempotent
+	for id, w := range want {
+		st := statement(t, bin, b.url, id)
+		var sum int64
+		for _, e := range st.Entries {
+			sum += e.Amount
+		}
+		if st.Balance != w || sum != w || st.Account != id {
+			t.Errorf("%s: balance %d, entries sum %d, want %d", id, st.Balance, sum, w)
+		}
+	}
+	st := statement(t, bin, b.url, edgeKey.ID.String())
+	var reasons []billing.Reason
+	for _, r := range st.Rejected {
+		reasons = append(reasons, r.Reason)
+	}
+	slices.Sort(reasons)
+	if !slices.Equal(reasons, []billing.Reason{billing.ReasonInflated, billing.ReasonUnpublished}) {
+		t.Errorf("edge's statement shows refusals %v, want inflated and unpublished", reasons)
+	}
+	var all []billing.Account
+	getJSON(t, b.url+"/api/v1/accounts", &all)
+	var total int64
+	for _, a := range all {
+		total += a.Balance
+	}
+	if total != 0 {
+		t.Errorf("accounts sum to %d, want 0", total)
+	}
+	var susp billing.SuspendedResponse
+	getJSON(t, b.url+"/api/v1/suspended", &susp)
+	if len(susp.Publishers) != 0 {
+		t.Errorf("suspended: %v", susp.Publishers)
+	}
+	code, metrics := httpGet(t, b.url+"/metrics", "")
+	if code != 200 || !strings.Contains(string(metrics), `topcdn_billing_claims_total{kind="record",reason="inflated",result="rejected"} 1`) {
+		t.Errorf("metrics lack the refused record:\n%s", metrics)
+	}
+}
+
+// rawBlocks returns the blocks of the DAG under root with their sizes.
+func rawBlocks(t *testing.T, originURL string, root cid.Cid) map[string]int64 {
+	t.Helper()
+	out := map[string]int64{}
+	for c := range fetchDAG(t, originURL, root) {
+		code, data := httpGet(t, originURL+"/ipfs/"+c.String(), "application/vnd.ipld.raw")
+		if code != 200 {
+			t.Fatalf("raw %s: %d", c, code)
+		}
+		out[c.String()] = int64(len(data))
+	}
+	return out
+}
+
+// TestBillingKillMidSettlement kills billing with SIGKILL inside a
+// settlement transaction (after a publisher's debit, before the credit),
+// restarts it, and checks that nothing of the interrupted settlement
+// stayed, that the accounts still sum to zero, and that settling then pays
+// each party exactly once.
+func TestBillingKillMidSettlement(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs processes")
+	}
+	ctx := context.Background()
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	pubKey := filepath.Join(dir, "publisher.key")
+	pubID := strings.TrimSpace(run(t, bin, "keygen", "--out", pubKey))
+	o := startOrigin(t, bin, filepath.Join(dir, "origin"), "--no-stripe")
+	root := strings.TrimSpace(run(t, bin, "publish", "../../examples/site", "--name", "blog", "--origin", o.url, "--key", pubKey, "-Q"))
+	blocks := rawBlocks(t, o.url, cid.MustParse(root))
+
+	bdir := filepath.Join(dir, "billing")
+	args := []string{"billing", "--listen", "127.0.0.1:0", "--db", filepath.Join(bdir, "ledger.db"), "--origin", o.url,
+		"--epoch", "1s", "--settle-delay", "1s", "--price-gib-served", strconv.Itoa(pricePerByte << 30)}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(cmd.Environ(), faultEnv+"=kill-mid-settle")
+	b := startCmd(t, cmd)
+	const deposit = 1_000_000_000
+	run(t, bin, "billing", "deposit", "--billing", b.url, "--key", filepath.Join(bdir, "billing.key"),
+		"--account", pubID, "--amount", strconv.Itoa(deposit), "--nonce", "start")
+
+	// Three edges report every block of the site, each in its own epochs.
+	want := map[string]int64{}
+	var paid int64
+	for range 3 {
+		key, err := identity.Generate(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rctx, stop := context.WithCancel(ctx)
+		rep := billing.NewReporter(key, b.url, billing.WithEpoch(time.Second))
+		done := make(chan struct{})
+		go func() { defer close(done); rep.Run(rctx) }()
+		for c, n := range blocks {
+			rep.Observe(billing.Served{Name: "blog", CID: c, Bytes: n, Status: 200, Time: time.Now(),
+				Client: netip.MustParseAddr("127.0.0.1")})
+			want[key.ID.String()] += pricePerByte * n
+			paid += pricePerByte * n
+		}
+		stop()
+		<-done
+	}
+	want[pubID] = deposit - paid
+	time.Sleep(2500 * time.Millisecond) // every reported epoch is closed
+
+	// The settle request kills billing mid-transaction.
+	if out, err := exec.Command(bin, "billing", "settle", "--billing", b.url).CombinedOutput(); err == nil {
+		t.Fatalf("settle survived the fault injection: %s", out)
+	}
+	err := b.cmd.Wait()
+	if st, ok := b.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !st.Signaled() || st.Signal() != syscall.SIGKILL {
+		t.Fatalf("billing exited with %v, want SIGKILL\n%s", err, lastLines(b.logs.String(), 10))
+	}
+	if !strings.Contains(b.logs.String(), "killing myself mid-settlement") {
+		t.Fatalf("the fault was not injected:\n%s", lastLines(b.logs.String(), 10))
+	}
+
+	// Restarted, billing holds nothing of the interrupted settlement.
+	b = startService(t, bin, args...)
+	sum := func() int64 {
+		var all []billing.Account
+		getJSON(t, b.url+"/api/v1/accounts", &all)
+		var total int64
+		for _, a := range all {
+			total += a.Balance
+		}
+		return total
+	}
+	if s := sum(); s != 0 {
+		t.Fatalf("after the kill the accounts sum to %d", s)
+	}
+	if got := balanceOf(t, b.url, pubID); got != deposit {
+		t.Fatalf("after the kill the publisher holds %d, want the untouched %d", got, deposit)
+	}
+	for id := range want {
+		if id != pubID && balanceOf(t, b.url, id) != 0 {
+			t.Fatalf("edge %s was paid by the killed settlement", id)
+		}
+	}
+	// Settling now pays each edge once, however often it is asked.
+	for range 3 {
+		run(t, bin, "billing", "settle", "--billing", b.url)
+	}
+	for id, w := range want {
+		if got := balanceOf(t, b.url, id); got != w {
+			t.Errorf("%s: balance %d, want %d", id, got, w)
+		}
+	}
+	if s := sum(); s != 0 {
+		t.Fatalf("accounts sum to %d", s)
+	}
+}
+
+// startCmd runs a prepared topcdn service command (with its own
+// environment, say) and waits for its "listening on" line.
+func startCmd(t *testing.T, cmd *exec.Cmd) *originProc {
+	t.Helper()
+	logs := &syncBuffer{}
+	cmd.Stderr = logs
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &originProc{cmd: cmd, logs: logs}
+	t.Cleanup(func() { p.stop(t) })
+	lines := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if u, ok := strings.CutPrefix(sc.Text(), "listening on "); ok {
+				lines <- u
+			}
+		}
+	}()
+	select {
+	case p.url = <-lines:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s did not start; logs:\n%s", cmd.Args[1], logs)
+	}
+	return p
+}
