@@ -1,6 +1,9 @@
 package caddymodule
 
 import (
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -28,6 +31,15 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    disk_cache   <dir> [<size>]
 //	    key          <file>
 //	    dnslink      <host> </ipfs/cid or /ipns/name path>
+//	    router       <DNS router URL>
+//	    public_url   <url>
+//	    public_addr  <ip> [<ip>...]
+//	    city         <name>
+//	    location     <lat,lon>
+//	    capacity     <requests/s>
+//	    heartbeat    <duration>
+//	    billing      <billing URL>
+//	    billing_epoch <duration>
 //	}
 //
 // Sizes take units (256MiB, 1GiB). dnslink may be repeated, one host each.
@@ -89,6 +101,57 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.DNSLinks = map[string]string{}
 			}
 			h.DNSLinks[host] = target
+		case "router":
+			if !d.AllArgs(&h.Router) {
+				return d.ArgErr()
+			}
+		case "public_url":
+			if !d.AllArgs(&h.PublicURL) {
+				return d.ArgErr()
+			}
+		case "public_addr":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			h.PublicAddrs = append(h.PublicAddrs, args...)
+		case "city":
+			if !d.AllArgs(&h.City) {
+				return d.ArgErr()
+			}
+		case "location":
+			if !d.AllArgs(&h.Location) {
+				return d.ArgErr()
+			}
+		case "capacity":
+			var s string
+			if !d.AllArgs(&s) {
+				return d.ArgErr()
+			}
+			n, err := strconv.ParseFloat(s, 64)
+			if err != nil || n < 0 {
+				return d.Errf("capacity %q: want requests per second", s)
+			}
+			h.Capacity = n
+		case "heartbeat", "billing_epoch":
+			opt := d.Val()
+			var s string
+			if !d.AllArgs(&s) {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(s)
+			if err != nil || dur <= 0 {
+				return d.Errf("%s %q: want a positive duration", opt, s)
+			}
+			if opt == "heartbeat" {
+				h.HeartbeatInterval = caddy.Duration(dur)
+			} else {
+				h.BillingEpoch = caddy.Duration(dur)
+			}
+		case "billing":
+			if !d.AllArgs(&h.Billing) {
+				return d.ArgErr()
+			}
 		default:
 			return d.Errf("unknown topcdn option %q", d.Val())
 		}

@@ -3,7 +3,9 @@ package caddymodule
 import (
 	"reflect"
 	"testing"
+	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
@@ -35,6 +37,22 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 				dnslink docs.example.org /ipns/k51qzi5uqu5dlxdsdu5fpuu7h69wu4ohp32iwm9pdt9nq3y5rpn3ln9j12zfhe
 			}`, want: Handler{Origin: "http://o", DNSLinks: map[string]string{"blog.example.org": "/ipfs/bafkqaaa",
 			"docs.example.org": "/ipns/k51qzi5uqu5dlxdsdu5fpuu7h69wu4ohp32iwm9pdt9nq3y5rpn3ln9j12zfhe"}}},
+		{name: "router and billing", input: `topcdn http://o {
+				router http://127.0.0.1:8053
+				public_url http://127.1.0.1:8080
+				public_addr 127.1.0.1 ::1
+				city "São Paulo"
+				location -23.55,-46.63
+				capacity 5000
+				heartbeat 2s
+				billing http://127.0.0.1:7080
+				billing_epoch 1m
+			}`, want: Handler{Origin: "http://o", Router: "http://127.0.0.1:8053", PublicURL: "http://127.1.0.1:8080",
+			PublicAddrs: []string{"127.1.0.1", "::1"}, City: "São Paulo", Location: "-23.55,-46.63", Capacity: 5000,
+			HeartbeatInterval: caddy.Duration(2 * time.Second), Billing: "http://127.0.0.1:7080",
+			BillingEpoch: caddy.Duration(time.Minute)}},
+		{name: "bad heartbeat", input: "topcdn {\n heartbeat soon\n}", wantErr: true},
+		{name: "negative capacity", input: "topcdn {\n capacity -1\n}", wantErr: true},
 		{name: "dnslink without path", input: "topcdn {\n dnslink blog.example.org\n}", wantErr: true},
 		{name: "two arguments", input: `topcdn http://a http://b`, wantErr: true},
 		{name: "unknown option", input: "topcdn {\n bogus 1\n}", wantErr: true},
@@ -67,6 +85,14 @@ func TestValidate(t *testing.T) {
 		{Handler{Origin: "ftp://x", Domain: "cdn.test"}, false},
 		{Handler{Origin: "http://x", Domain: "cdn.test/x"}, false},
 		{Handler{Origin: "http://x", Domain: "cdn.test", MemoryCacheBytes: -1}, false},
+		{Handler{Origin: "http://x", Router: "http://r:8053", PublicURL: "http://127.1.0.1:8080"}, true},
+		{Handler{Origin: "http://x", Router: "http://r:8053"}, false},                                      // no public URL
+		{Handler{Origin: "http://x", Router: "http://r:8053", PublicURL: "http://edge.example:80"}, false}, // no IP to hand out
+		{Handler{Origin: "http://x", Router: "http://r:8053", PublicURL: "http://edge.example:80", PublicAddrs: []string{"203.0.113.7"}}, true},
+		{Handler{Origin: "http://x", Router: "http://r:8053", PublicURL: "http://e:80", PublicAddrs: []string{"e"}}, false},
+		{Handler{Origin: "http://x", Router: "http://r:8053", PublicURL: "http://127.1.0.1", Location: "95,0"}, false},
+		{Handler{Origin: "http://x", Router: "r:8053", PublicURL: "http://127.1.0.1"}, false},
+		{Handler{Origin: "http://x", Billing: "billing"}, false},
 	}
 	for _, tc := range tests {
 		if err := tc.h.Validate(); (err == nil) != tc.ok {

@@ -1,15 +1,18 @@
 package caddymodule
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/topcdn/topcdn/billing"
 	"github.com/topcdn/topcdn/edge"
 	"github.com/topcdn/topcdn/identity"
 	"go.uber.org/zap"
@@ -47,9 +50,39 @@ type Handler struct {
 	// path, answered without DNS (custom domains). Default: none.
 	DNSLinks map[string]string `json:"dnslinks,omitempty"`
 
-	edge   *edge.Edge
-	disk   *edge.DiskCache
-	logger *zap.Logger
+	// Router is the DNS router's HTTP base URL: the edge sends it signed
+	// heartbeats (address, location, load) so the router hands it out to
+	// nearby browsers. Default: none (no heartbeats).
+	Router string `json:"router,omitempty"`
+	// PublicURL is the edge's URL as browsers and the router's probe reach
+	// it, e.g. http://203.0.113.7:80. Required with Router.
+	PublicURL string `json:"public_url,omitempty"`
+	// PublicAddrs are the IP addresses the router hands out for the edge.
+	// Default: PublicURL's host, when it is an IP address.
+	PublicAddrs []string `json:"public_addrs,omitempty"`
+	// City names where the edge is, for people. Default: none.
+	City string `json:"city,omitempty"`
+	// Location is where the edge is, "LAT,LON" in degrees. Default: the
+	// router looks the address up in its geo database.
+	Location string `json:"location,omitempty"`
+	// Capacity is the requests per second the edge can serve, reported to
+	// the router, which weighs load against it. Default: 0 (unknown).
+	Capacity float64 `json:"capacity,omitempty"`
+	// HeartbeatInterval is the time between two heartbeats. Default: 10 s.
+	HeartbeatInterval caddy.Duration `json:"heartbeat_interval,omitempty"`
+	// Billing is the billing service's base URL: the edge reports what it
+	// serves there, in signed per-epoch batches, to be paid. Default: none.
+	Billing string `json:"billing,omitempty"`
+	// BillingEpoch is billing's epoch, whole seconds. Default: billing's
+	// default (1 h).
+	BillingEpoch caddy.Duration `json:"billing_epoch,omitempty"`
+
+	edge     *edge.Edge
+	disk     *edge.DiskCache
+	logger   *zap.Logger
+	reporter *billing.Reporter
+	stop     context.CancelFunc
+	done     chan struct{} // closed when the background work ended
 }
 
 // CaddyModule returns the Caddy module information.
@@ -82,9 +115,20 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 	}
 	if h.KeyFile != "" {
-		if cfg.Key, err = identity.LoadOrGenerate(h.KeyFile); err != nil {
-			return fmt.Errorf("topcdn: %w", err)
-		}
+		cfg.Key, err = identity.LoadOrGenerate(h.KeyFile)
+	} else {
+		cfg.Key, err = identity.Generate(nil)
+	}
+	if err != nil {
+		return fmt.Errorf("topcdn: %w", err)
+	}
+	if h.HeartbeatInterval <= 0 {
+		h.HeartbeatInterval = caddy.Duration(10 * time.Second)
+	}
+	if h.Billing != "" {
+		h.reporter = billing.NewReporter(cfg.Key, h.Billing, billing.WithEpoch(time.Duration(h.BillingEpoch)),
+			billing.WithLogger(h.logger.Named("billing")), billing.WithPublicURL(h.PublicURL))
+		cfg.Recorder = recorder{h.reporter}
 	}
 	if h.DiskCacheDir != "" {
 		if h.disk, err = edge.OpenDiskCache(h.DiskCacheDir, h.DiskCacheBytes); err != nil {
@@ -95,7 +139,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.edge, err = edge.New(ctx, cfg); err != nil {
 		return fmt.Errorf("topcdn: %w", err)
 	}
+	if err := h.validateReporting(); err != nil {
+		return err
+	}
 	addBudget(h, h.MemoryCacheBytes, h.logger)
+	h.startBackground(cfg.Key)
 	return nil
 }
 
@@ -111,11 +159,13 @@ func (h *Handler) Validate() error {
 	if h.MemoryCacheBytes < 0 || h.DiskCacheBytes < 0 {
 		return errors.New("topcdn: cache sizes cannot be negative")
 	}
-	return nil
+	return h.validateReporting()
 }
 
-// Cleanup closes the disk cache and gives back the memory budget.
+// Cleanup stops the heartbeats, sends billing what is left to report,
+// closes the disk cache and gives back the memory budget.
 func (h *Handler) Cleanup() error {
+	h.stopBackground()
 	dropBudget(h, h.logger)
 	if h.disk != nil {
 		return h.disk.Close()

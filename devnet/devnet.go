@@ -89,15 +89,22 @@ type Info struct {
 	Sites        []Site     `json:"sites"`
 }
 
+// The devnet's prices, in the token's smallest unit: a 100 KiB page
+// costs about 95,000 units served.
+const (
+	PriceGiBServed      = 1_000_000_000
+	PriceGiBMonthStored = 100_000_000
+)
+
 // cities are where the devnet's edges (and storage peers) are: the geo
 // database the DNS router uses puts 127.N.0.0/16 in city N.
 var cities = []struct {
-	name, region string
-	lat, lon     float64
+	name, slug, region string
+	lat, lon           float64
 }{
-	{"Frankfurt", "eu-fra", 50.11, 8.68},
-	{"Tokyo", "ap-tyo", 35.68, 139.69},
-	{"São Paulo", "sa-sao", -23.55, -46.63},
+	{"Frankfurt", "frankfurt", "eu-fra", 50.11, 8.68},
+	{"Tokyo", "tokyo", "ap-tyo", 35.68, 139.69},
+	{"São Paulo", "saopaulo", "sa-sao", -23.55, -46.63},
 }
 
 // network is a devnet being run.
@@ -204,6 +211,11 @@ func (n *network) start(ctx context.Context) error {
 		return fmt.Errorf("devnet: %w", err)
 	}
 	n.info.PublisherKey, n.info.PublisherID = pubKeyFile, pub.ID.String()
+	for _, k := range []string{"billing", "dns"} { // the others create their own
+		if _, err := identity.LoadOrGenerate(filepath.Join(d, "keys", k+".key")); err != nil {
+			return fmt.Errorf("devnet: %w", err)
+		}
+	}
 	n.info.EpochSeconds = int(n.cfg.Epoch / time.Second)
 	originURL, billingURL, dnsURL := "http://"+originAddr, "http://"+billingAddr, "http://"+dnsHTTP
 
@@ -221,6 +233,9 @@ func (n *network) start(ctx context.Context) error {
 	billing := &proc{name: "billing", health: billingURL + "/healthz", log: logPath(d, "billing"),
 		args: []string{"billing", "--listen", billingAddr, "--db", filepath.Join(d, "billing", "billing.db"),
 			"--origin", originURL, "--dns", dnsURL, "--epoch", n.cfg.Epoch.String(),
+			"--settle-every", n.cfg.Epoch.String(), "--grace", "10m",
+			"--price-gib-served", strconv.FormatInt(PriceGiBServed, 10),
+			"--price-gib-month-stored", strconv.FormatInt(PriceGiBMonthStored, 10),
 			"--key", filepath.Join(d, "keys", "billing.key")}}
 	if err := n.run(ctx, billing); err != nil {
 		return err
@@ -237,7 +252,7 @@ func (n *network) start(ctx context.Context) error {
 			log: logPath(d, fmt.Sprintf("storage-%02d", i+1)),
 			args: []string{"storage", "--data", dir, "--listen", addr, "--origin", originURL, "--capacity", "1GiB",
 				"--heartbeat", "2s", "--location", fmt.Sprintf("%.2f,%.2f", c.lat, c.lon), "--region", c.region,
-				"--billing", billingURL}}
+				"--billing", billingURL, "--claim-every", n.cfg.Epoch.String()}}
 		if err := peers[i].start(n.cfg.Bin); err != nil {
 			return err
 		}
@@ -274,7 +289,7 @@ func (n *network) start(ctx context.Context) error {
 		if err := os.WriteFile(conf, []byte(edgeCaddyfile(dir, ip, addr, originURL, dnsURL, billingURL, n.cfg.Zone, c.name, n.cfg.Epoch)), 0o644); err != nil {
 			return fmt.Errorf("devnet: %w", err)
 		}
-		name := "edge-" + strings.ToLower(strings.Fields(c.name)[0])
+		name := "edge-" + c.slug
 		e := &proc{name: name, health: "http://" + addr + "/.well-known/topcdn/health", log: logPath(d, name),
 			args: []string{"edge", "--config", conf},
 			env:  []string{"XDG_DATA_HOME=" + filepath.Join(dir, "xdg"), "XDG_CONFIG_HOME=" + filepath.Join(dir, "xdg")}}
@@ -332,7 +347,7 @@ http://:%[3]s {
 		router       %[5]s
 		billing      %[6]s
 		billing_epoch %[11]s
-		public_addr  %[2]s
+		public_url   http://%[2]s:%[3]s
 		city         %[8]q
 		heartbeat    2s
 	}

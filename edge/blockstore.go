@@ -23,16 +23,19 @@ type blockstore struct{ e *Edge }
 func (e *Edge) block(ctx context.Context, c cid.Cid) ([]byte, error) {
 	if b, ok := e.mem.get(c); ok {
 		e.metrics.hits.WithLabelValues("memory").Inc()
+		e.blockHits.Add(1)
 		return b, nil
 	}
 	if e.cfg.Disk != nil {
 		if b, ok := e.cfg.Disk.Get(c); ok {
 			e.metrics.hits.WithLabelValues("disk").Inc()
+			e.blockHits.Add(1)
 			e.mem.add(c, b)
 			return b, nil
 		}
 	}
 	e.metrics.misses.Inc()
+	e.blockMisses.Add(1)
 	v, err, _ := e.flight.Do(c.KeyString(), func() (any, error) {
 		start := time.Now()
 		// Detached from the first caller: others may be waiting on it.

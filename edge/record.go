@@ -46,11 +46,18 @@ type Stats struct {
 	Requests uint64
 	// Bytes is how many body bytes it sent.
 	Bytes uint64
+	// ResponseHits is how many requests were answered from ready-made
+	// responses, with no block read at all.
+	ResponseHits uint64
+	// BlockHits and BlockMisses count block reads served from the memory
+	// or disk cache, and those fetched upstream.
+	BlockHits, BlockMisses uint64
 }
 
 // Stats returns the edge's running totals.
 func (e *Edge) Stats() Stats {
-	return Stats{Requests: e.requests.Load(), Bytes: e.bytesSent.Load()}
+	return Stats{Requests: e.requests.Load(), Bytes: e.bytesSent.Load(), ResponseHits: e.responseHits.Load(),
+		BlockHits: e.blockHits.Load(), BlockMisses: e.blockMisses.Load()}
 }
 
 // HealthPath answers probes (the DNS router's): 200 with the edge's peer
@@ -67,8 +74,11 @@ func (e *Edge) serveHealth(w http.ResponseWriter) {
 
 // counters are shared by every response of an Edge.
 type counters struct {
-	requests  atomic.Uint64
-	bytesSent atomic.Uint64
+	requests     atomic.Uint64
+	bytesSent    atomic.Uint64
+	responseHits atomic.Uint64
+	blockHits    atomic.Uint64
+	blockMisses  atomic.Uint64
 }
 
 // withAccounting counts every response and, when a Recorder is set,

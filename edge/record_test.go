@@ -88,7 +88,7 @@ func TestEdgeRecordsResponses(t *testing.T) {
 		})
 	}
 	st := e.Stats()
-	if st.Requests != uint64(len(tests)) || st.Bytes == 0 {
+	if st.Requests != uint64(len(tests)) || st.Bytes == 0 || st.ResponseHits == 0 || st.BlockMisses == 0 || st.BlockHits == 0 {
 		t.Fatalf("stats %+v after %d requests", st, len(tests))
 	}
 

@@ -132,6 +132,7 @@ func (e *Edge) withResponseCache(next http.Handler) http.Handler {
 		now := time.Now()
 		if cached, ok := e.resp.get(key, now); ok {
 			e.metrics.responseHits.Inc()
+			e.responseHits.Add(1)
 			h := w.Header()
 			for k, v := range cached.header {
 				h[k] = v

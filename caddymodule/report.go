@@ -1,0 +1,173 @@
+package caddymodule
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/topcdn/topcdn/billing"
+	"github.com/topcdn/topcdn/dnsroute"
+	"github.com/topcdn/topcdn/edge"
+	"github.com/topcdn/topcdn/identity"
+	"go.uber.org/zap"
+)
+
+// recorder hands the edge's response records to the billing reporter.
+type recorder struct{ r *billing.Reporter }
+
+func (r recorder) Record(s edge.Served) {
+	r.r.Observe(billing.Served{Name: s.Name, CID: s.CID, Root: s.Root, Bytes: s.Bytes,
+		Status: s.Status, Time: s.Time, Client: s.Client})
+}
+
+// validateReporting checks the router and billing options.
+func (h *Handler) validateReporting() error {
+	for _, u := range []struct{ name, v string }{{"router", h.Router}, {"billing", h.Billing}, {"public_url", h.PublicURL}} {
+		if u.v == "" {
+			continue
+		}
+		p, err := url.Parse(u.v)
+		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			return fmt.Errorf("topcdn: %s %q: want http(s)://host[:port]", u.name, u.v)
+		}
+	}
+	if h.Router == "" {
+		return nil
+	}
+	if h.PublicURL == "" {
+		return fmt.Errorf("topcdn: router needs public_url, the edge's URL as browsers reach it")
+	}
+	addrs, err := h.publicAddrs()
+	if err != nil {
+		return err
+	}
+	if len(addrs) == 0 {
+		return fmt.Errorf("topcdn: public_url %q has no IP address; give public_addr", h.PublicURL)
+	}
+	if _, _, err := parseLocation(h.Location); err != nil {
+		return err
+	}
+	if h.Capacity < 0 {
+		return fmt.Errorf("topcdn: capacity cannot be negative")
+	}
+	return nil
+}
+
+// publicAddrs returns the addresses to hand out: PublicAddrs, or the IP of
+// PublicURL's host.
+func (h *Handler) publicAddrs() ([]string, error) {
+	if len(h.PublicAddrs) > 0 {
+		for _, a := range h.PublicAddrs {
+			if _, err := netip.ParseAddr(a); err != nil {
+				return nil, fmt.Errorf("topcdn: public_addr %q is not an IP address", a)
+			}
+		}
+		return h.PublicAddrs, nil
+	}
+	u, err := url.Parse(h.PublicURL)
+	if err != nil {
+		return nil, fmt.Errorf("topcdn: public_url: %w", err)
+	}
+	if a, err := netip.ParseAddr(u.Hostname()); err == nil {
+		return []string{a.String()}, nil
+	}
+	return nil, nil
+}
+
+// parseLocation parses "LAT,LON"; "" is no location.
+func parseLocation(s string) (lat, lon *float64, err error) {
+	if s == "" {
+		return nil, nil, nil
+	}
+	a, b, ok := strings.Cut(s, ",")
+	la, err1 := strconv.ParseFloat(strings.TrimSpace(a), 64)
+	lo, err2 := strconv.ParseFloat(strings.TrimSpace(b), 64)
+	if !ok || err1 != nil || err2 != nil || la < -90 || la > 90 || lo < -180 || lo > 180 {
+		return nil, nil, fmt.Errorf("topcdn: location %q: want LAT,LON in degrees", s)
+	}
+	return &la, &lo, nil
+}
+
+// startBackground runs the heartbeats and the billing reporter until
+// Cleanup.
+func (h *Handler) startBackground(key *identity.Key) {
+	ctx, stop := context.WithCancel(context.Background())
+	h.stop, h.done = stop, make(chan struct{})
+	var tasks []func()
+	if h.reporter != nil {
+		tasks = append(tasks, func() { h.reporter.Run(ctx) })
+	}
+	if h.Router != "" {
+		tasks = append(tasks, func() { h.heartbeats(ctx, key) })
+	}
+	remaining := make(chan struct{}, len(tasks))
+	for _, t := range tasks {
+		go func() {
+			defer func() { remaining <- struct{}{} }()
+			t()
+		}()
+	}
+	go func() {
+		for range tasks {
+			<-remaining
+		}
+		close(h.done)
+	}()
+}
+
+// stopBackground stops the background work and waits for it (the
+// reporter's last post is bounded by 10 s).
+func (h *Handler) stopBackground() {
+	if h.stop == nil {
+		return
+	}
+	h.stop()
+	select {
+	case <-h.done:
+	case <-time.After(15 * time.Second):
+		h.logger.Warn("background work did not stop within 15 s")
+	}
+}
+
+// heartbeats sends the router a signed heartbeat every HeartbeatInterval:
+// where the edge is, and its load since the last one.
+func (h *Handler) heartbeats(ctx context.Context, key *identity.Key) {
+	interval := time.Duration(h.HeartbeatInterval)
+	client := &http.Client{Timeout: max(interval, 2*time.Second)}
+	addrs, _ := h.publicAddrs()
+	lat, lon, _ := parseLocation(h.Location)
+	log := h.logger.Named("heartbeat")
+	prev, prevAt := h.edge.Stats(), time.Now()
+	failing := false
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		now, st := time.Now(), h.edge.Stats()
+		load := 0.0
+		if d := now.Sub(prevAt).Seconds(); d > 0 {
+			load = float64(st.Requests-prev.Requests) / d
+		}
+		prev, prevAt = st, now
+		hb := dnsroute.Heartbeat{Peer: key.ID.String(), Addrs: addrs, URL: strings.TrimSuffix(h.PublicURL, "/"),
+			City: h.City, Lat: lat, Lon: lon, Load: load, Capacity: h.Capacity,
+			IntervalMS: interval.Milliseconds(), Time: now.UTC()}
+		switch err := dnsroute.SendHeartbeat(ctx, client, h.Router, key, hb); {
+		case err != nil && ctx.Err() == nil && !failing:
+			failing = true
+			log.Warn("the router refused or missed a heartbeat", zap.String("router", h.Router), zap.Error(err))
+		case err == nil && failing:
+			failing = false
+			log.Info("heartbeats reach the router again", zap.String("router", h.Router))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
