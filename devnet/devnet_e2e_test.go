@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -202,7 +203,22 @@ func chromium(t *testing.T, browser, addr string, args ...string) string {
 	cmd := exec.CommandContext(ctx, browser, append(all, args...)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
+	// Chromium's helpers (crashpad) may outlive it holding the output
+	// pipes: do not wait for them, and kill its whole process group.
+	cmd.WaitDelay = 3 * time.Second
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Headless Chromium never finishes a --screenshot when its standard
+	// input is /dev/null (Chromium 156 here); an open pipe works.
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	err = cmd.Run()
+	if cmd.Process != nil {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	if err != nil && !errors.Is(err, exec.ErrWaitDelay) {
 		t.Fatalf("chromium %v: %v\n%s", args, err, tail(stderr.String(), 2000))
 	}
 	return stdout.String()

@@ -178,15 +178,23 @@ type recordingWriter struct {
 	http.ResponseWriter
 	limit   int
 	code    int
+	header  http.Header // as the handler wrote it
 	buf     bytes.Buffer
 	tooBig  bool
 	written bool
 }
 
-// start notes the status and, from Content-Length, whether the body can
-// be kept at all (and how much room it needs).
+// start notes the status and the headers as the handler set them, and,
+// from Content-Length, whether the body can be kept at all (and how much
+// room it needs). The headers are copied before they go out: middleware
+// outside the edge (Caddy's encode) rewrites the same header map as it
+// writes (Content-Encoding, a suffixed ETag), and that belongs to one
+// response, not to what is kept for the next.
 func (w *recordingWriter) start(code int) {
 	w.code, w.written = code, true
+	if code == http.StatusOK {
+		w.header = w.ResponseWriter.Header().Clone()
+	}
 	if n, err := strconv.Atoi(w.ResponseWriter.Header().Get("Content-Length")); err == nil {
 		if n > w.limit || code != http.StatusOK {
 			w.tooBig = true
@@ -230,8 +238,8 @@ func (w *recordingWriter) response(now time.Time) *response {
 	if w.code != http.StatusOK || w.tooBig {
 		return nil
 	}
-	h := w.ResponseWriter.Header()
-	if h.Get("Set-Cookie") != "" {
+	h := w.header
+	if h == nil || h.Get("Set-Cookie") != "" {
 		return nil
 	}
 	cc := h.Get("Cache-Control")
@@ -251,7 +259,7 @@ func (w *recordingWriter) response(now time.Time) *response {
 	default:
 		return nil
 	}
-	header := h.Clone()
+	header := h
 	header.Del("Content-Length")
 	header.Del("Date")
 	modtime, _ := http.ParseTime(h.Get("Last-Modified"))
