@@ -69,6 +69,15 @@ var ErrUnknownAccount = errors.New("unknown account")
 // treasury pays the publisher. A deposit resent with the same nonce is
 // applied once; the same nonce with other content is ErrConflict.
 func (l *Ledger) Deposit(ctx context.Context, env *identity.Envelope) (*Account, error) {
+	a, err := l.deposit(ctx, env)
+	if r := reasonOf(err); r != "" {
+		l.metrics.claims.WithLabelValues("deposit", "rejected", string(r)).Inc()
+		l.log.Warn("deposit refused", zap.String("signer", env.Signer), zap.Error(err))
+	}
+	return a, err
+}
+
+func (l *Ledger) deposit(ctx context.Context, env *identity.Envelope) (*Account, error) {
 	var d Deposit
 	signer, err := env.Open(TypeDeposit, &d)
 	switch {

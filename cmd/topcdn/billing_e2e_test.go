@@ -212,6 +212,10 @@ func TestBillingEndToEnd(t *testing.T) {
 	if total != 0 {
 		t.Errorf("accounts sum to %d, want 0", total)
 	}
+	if out := run(t, bin, "billing", "balance", "--billing", b.url); !strings.Contains(out, pubID) ||
+		!strings.Contains(out, strconv.FormatInt(want[pubID], 10)) {
+		t.Errorf("balance lists no publisher with %d:\n%s", want[pubID], out)
+	}
 	var susp billing.SuspendedResponse
 	getJSON(t, b.url+"/api/v1/suspended", &susp)
 	if len(susp.Publishers) != 0 {
