@@ -28,23 +28,36 @@ type Account struct {
 
 // Entry is one ledger entry of an account.
 type Entry struct {
-	Tx     string `json:"tx"`
-	Epoch  int64  `json:"epoch"`
-	Kind   string `json:"kind"`
-	Amount int64  `json:"amount"`
-	Bytes  int64  `json:"bytes"`
-	Memo   string `json:"memo"`
+	// Tx is the transaction: deposit:NONCE or settle:EPOCH.
+	Tx string `json:"tx"`
+	// Epoch is the epoch settled (or of the deposit).
+	Epoch int64 `json:"epoch"`
+	// Kind is deposit, served, storage_read or stored.
+	Kind string `json:"kind"`
+	// Amount is credited (positive) or debited (negative), smallest unit.
+	Amount int64 `json:"amount"`
+	// Bytes is what was priced: bytes served, or shard bytes held.
+	Bytes int64 `json:"bytes"`
+	// Memo says who served what for whom.
+	Memo string `json:"memo"`
 }
 
 // Rejected is one refusal shown in a statement.
 type Rejected struct {
-	Epoch  int64     `json:"epoch"`
-	Kind   string    `json:"kind"`
-	Ref    string    `json:"ref"`
-	Reason Reason    `json:"reason"`
-	Detail string    `json:"detail"`
-	Bytes  int64     `json:"bytes"`
-	At     time.Time `json:"at"`
+	// Epoch is the epoch of the refused claim.
+	Epoch int64 `json:"epoch"`
+	// Kind is batch, record, claim, order or epoch (a forfeit).
+	Kind string `json:"kind"`
+	// Ref names it: a batch's sequence, a record's serial, an order's row ID.
+	Ref string `json:"ref"`
+	// Reason is why it was refused.
+	Reason Reason `json:"reason"`
+	// Detail says more, for people.
+	Detail string `json:"detail"`
+	// Bytes is what it claimed, where known.
+	Bytes int64 `json:"bytes"`
+	// At is when billing refused it.
+	At time.Time `json:"at"`
 }
 
 // Statement is an account's balance, every entry that made it, and every
@@ -69,6 +82,15 @@ var ErrUnknownAccount = errors.New("unknown account")
 // treasury pays the publisher. A deposit resent with the same nonce is
 // applied once; the same nonce with other content is ErrConflict.
 func (l *Ledger) Deposit(ctx context.Context, env *identity.Envelope) (*Account, error) {
+	a, err := l.deposit(ctx, env)
+	if r := reasonOf(err); r != "" {
+		l.metrics.claims.WithLabelValues("deposit", "rejected", string(r)).Inc()
+		l.log.Warn("deposit refused", zap.String("signer", env.Signer), zap.Error(err))
+	}
+	return a, err
+}
+
+func (l *Ledger) deposit(ctx context.Context, env *identity.Envelope) (*Account, error) {
 	var d Deposit
 	signer, err := env.Open(TypeDeposit, &d)
 	switch {

@@ -39,6 +39,7 @@ type APIError struct {
 	ErrorResponse
 }
 
+// Error returns the status and the service's message.
 func (e *APIError) Error() string {
 	return fmt.Sprintf("billing: HTTP %d: %s", e.Status, e.ErrorResponse.Error)
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -115,6 +117,9 @@ func OpenDB(ctx context.Context, dsn string) (*DB, error) {
 		return openPostgres(ctx, dsn)
 	}
 	path := strings.TrimPrefix(dsn, "sqlite:")
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("billing: %w", err)
+	}
 	db, err := sqlitedb.Open(ctx, path, dialect(false))
 	if err != nil {
 		return nil, fmt.Errorf("billing: %w", err)

@@ -40,6 +40,7 @@ type RejectError struct {
 	Err    error
 }
 
+// Error returns the reason and what was refused.
 func (e *RejectError) Error() string { return fmt.Sprintf("billing: %s: %v", e.Reason, e.Err) }
 
 // Unwrap returns the underlying error.

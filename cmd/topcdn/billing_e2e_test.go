@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os/exec"
 	"path/filepath"
@@ -212,6 +213,10 @@ func TestBillingEndToEnd(t *testing.T) {
 	if total != 0 {
 		t.Errorf("accounts sum to %d, want 0", total)
 	}
+	if out := run(t, bin, "billing", "balance", "--billing", b.url); !strings.Contains(out, pubID) ||
+		!strings.Contains(out, strconv.FormatInt(want[pubID], 10)) {
+		t.Errorf("balance lists no publisher with %d:\n%s", want[pubID], out)
+	}
 	var susp billing.SuspendedResponse
 	getJSON(t, b.url+"/api/v1/suspended", &susp)
 	if len(susp.Publishers) != 0 {
@@ -367,4 +372,67 @@ func startCmd(t *testing.T, cmd *exec.Cmd) *originProc {
 		t.Fatalf("%s did not start; logs:\n%s", cmd.Args[1], logs)
 	}
 	return p
+}
+
+// TestBillingProberForfeits runs billing with --dns against a stand-in
+// router that lists an edge whose server answers every object with wrong
+// bytes: billing's prober catches it, the edge forfeits its epoch, and
+// settlement pays it nothing and charges the publisher nothing.
+func TestBillingProberForfeits(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs processes")
+	}
+	ctx := context.Background()
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	pubKey := filepath.Join(dir, "publisher.key")
+	pubID := strings.TrimSpace(run(t, bin, "keygen", "--out", pubKey))
+	o := startOrigin(t, bin, filepath.Join(dir, "origin"), "--no-stripe")
+	root := strings.TrimSpace(run(t, bin, "publish", "../../examples/site", "--name", "blog", "--origin", o.url, "--key", pubKey, "-Q"))
+	blocks := rawBlocks(t, o.url, cid.MustParse(root))
+
+	edgeKey, err := identity.Generate(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	liar := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("not the published bytes"))
+	}))
+	defer liar.Close()
+	router := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode([]billing.EdgeInfo{{Peer: edgeKey.ID.String(), URL: liar.URL, Healthy: true, Answers: 5}})
+	}))
+	defer router.Close()
+
+	bdir := filepath.Join(dir, "billing")
+	b := startService(t, bin, "billing", "--listen", "127.0.0.1:0", "--db", filepath.Join(bdir, "ledger.db"), "--origin", o.url,
+		"--dns", router.URL, "--probe-every", "200ms", "--epoch", "1s", "--settle-delay", "3s",
+		"--price-gib-served", strconv.Itoa(pricePerByte<<30))
+	run(t, bin, "billing", "deposit", "--billing", b.url, "--key", filepath.Join(bdir, "billing.key"),
+		"--account", pubID, "--amount", "1000000000")
+
+	// Report everything inside one epoch: start just after a second begins.
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second + 100*time.Millisecond)))
+	rctx, stop := context.WithCancel(ctx)
+	rep := billing.NewReporter(edgeKey, b.url, billing.WithEpoch(time.Second))
+	done := make(chan struct{})
+	go func() { defer close(done); rep.Run(rctx) }()
+	for c, n := range blocks {
+		rep.Observe(billing.Served{Name: "blog", CID: c, Bytes: n, Status: 200, Time: time.Now(), Client: netip.MustParseAddr("127.0.0.1")})
+	}
+	stop()
+	<-done
+	waitFor(t, 20*time.Second, "the prober to catch the edge", func() bool {
+		st := statement(t, bin, b.url, edgeKey.ID.String())
+		return slices.ContainsFunc(st.Rejected, func(r billing.Rejected) bool { return r.Reason == billing.ReasonWrongContent })
+	})
+	time.Sleep(4 * time.Second) // past the settle delay
+	run(t, bin, "billing", "settle", "--billing", b.url)
+	st := statement(t, bin, b.url, edgeKey.ID.String())
+	if st.Balance != 0 || len(st.Entries) != 0 || st.DNSCheck != "on" {
+		t.Fatalf("forfeiting edge: balance %d, %d entries, dns check %q", st.Balance, len(st.Entries), st.DNSCheck)
+	}
+	if got := balanceOf(t, b.url, pubID); got != 1000000000 {
+		t.Fatalf("publisher charged for a forfeited epoch: %d", got)
+	}
 }
