@@ -9,9 +9,11 @@ all: build
 build:
 	$(GO) build -o $(BIN) ./cmd/topcdn
 
-## demo: build, start an origin on 127.0.0.1:8081, publish examples/site, print what to open.
-demo:
-	./scripts/demo.sh
+## demo: build topcdn (Caddy edge included), run the devnet in ./demo: origin, 14 storage peers,
+## billing, the DNS router and 3 edges on loopback, examples/site published as blog; print what to open.
+DEMO_DIR ?= demo
+demo: build
+	$(BIN) devnet --dir $(DEMO_DIR)
 
 ## test: vet, then every test (unit, end-to-end with real processes, fuzz seed corpora) with the race detector.
 test: vet
