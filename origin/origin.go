@@ -122,6 +122,9 @@ func New(ctx context.Context, cfg Config) (*Origin, error) {
 	if cfg.Stripe != nil {
 		sc := *cfg.Stripe
 		sc.setDefaults()
+		if sc.LostAfter <= 0 {
+			sc.LostAfter = 30 * cfg.HeartbeatInterval
+		}
 		cfg.Stripe = &sc
 	}
 	if cfg.Logger == nil {

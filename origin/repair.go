@@ -26,6 +26,7 @@ type shardRow struct {
 	chunks  []byte
 	bad     string
 	healthy bool // not bad, and its peer sends heartbeats
+	lost    bool // its peer has been silent for longer than LostAfter
 }
 
 // SegmentHealth describes one segment's redundancy.
@@ -35,13 +36,16 @@ type SegmentHealth struct {
 	Shards  int   `json:"shards"`
 	// Bad counts shards proven to hold wrong bytes (by reads or audits).
 	Bad int `json:"bad"`
+	// Lost counts shards on peers silent for longer than LostAfter.
+	Lost int `json:"lost"`
 	// Needed is the repair threshold.
 	Needed int `json:"needed"`
 }
 
-// needsRepair: fewer healthy shards than the threshold, or any shard
-// proven bad (unlike a peer that is away, rotten bytes never come back).
-func (h SegmentHealth) needsRepair() bool { return h.Healthy < h.Needed || h.Bad > 0 }
+// needsRepair: fewer healthy shards than the threshold, any shard proven
+// bad (unlike a peer that is away, rotten bytes never come back), or any
+// shard on a peer gone for good (LostAfter).
+func (h SegmentHealth) needsRepair() bool { return h.Healthy < h.Needed || h.Bad > 0 || h.Lost > 0 }
 
 // runRepairer scans for segments at risk every RepairInterval and repairs
 // them. All state is in the database, so a restart resumes a repair.
@@ -67,9 +71,11 @@ func (o *Origin) segmentsHealth(ctx context.Context) ([]SegmentHealth, map[int64
 	if err != nil {
 		return nil, nil, err
 	}
-	healthy := map[string]bool{}
+	healthy, lost := map[string]bool{}, map[string]bool{}
+	now := time.Now()
 	for _, p := range peers {
 		healthy[p.ID] = p.Healthy
+		lost[p.ID] = !p.Healthy && now.Sub(p.LastSeen) > o.stripeCfg.LostAfter
 	}
 	rows, err := o.db.QueryContext(ctx, `SELECT segment_id, idx, shard_id, peer_id, chunks, bad FROM shards ORDER BY segment_id, idx`)
 	if err != nil {
@@ -85,6 +91,7 @@ func (o *Origin) segmentsHealth(ctx context.Context) ([]SegmentHealth, map[int64
 			return nil, nil, fmt.Errorf("origin: scan shards: %w", err)
 		}
 		r.healthy = r.bad == "" && healthy[r.peer]
+		r.lost = lost[r.peer]
 		if _, ok := bySeg[seg]; !ok {
 			order = append(order, seg)
 		}
@@ -102,6 +109,9 @@ func (o *Origin) segmentsHealth(ctx context.Context) ([]SegmentHealth, map[int64
 			}
 			if r.bad != "" {
 				h.Bad++
+			}
+			if r.lost && r.bad == "" {
+				h.Lost++
 			}
 		}
 		out = append(out, h)

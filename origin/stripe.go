@@ -31,6 +31,12 @@ type StripeConfig struct {
 	// RepairThreshold is the number of healthy shards below which a
 	// segment is repaired. Default: k+2.
 	RepairThreshold int
+	// LostAfter is how long a peer may be silent before its shards count
+	// as lost: segments with a lost shard are repaired even above
+	// RepairThreshold, so redundancy comes back in full (a peer merely
+	// away for less is not worth moving data for). Default: 30 heartbeat
+	// intervals.
+	LostAfter time.Duration
 	// AuditInterval is the pause between two audits. Default: 5s.
 	AuditInterval time.Duration
 	// RepairInterval is the pause between two scans for segments at risk.

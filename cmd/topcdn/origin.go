@@ -22,7 +22,7 @@ func newOriginCmd() *cobra.Command {
 		deserialized, noStripe, keepLocal, allowIncomplete bool
 		dashRouter, dashBilling                            string
 		dataShards, parityShards, repairThreshold          int
-		heartbeat, auditEvery, repairEvery                 time.Duration
+		heartbeat, auditEvery, repairEvery, lostAfter      time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "origin --data DIR [--listen ADDR]",
@@ -89,7 +89,8 @@ SIGINT or SIGTERM stop it cleanly.`,
 				}
 				cfg.Stripe = &origin.StripeConfig{DataShards: dataShards, ParityShards: parityShards,
 					SegmentSize: int64(seg), ChunkSize: int(chunk), KeepLocal: keepLocal,
-					RepairThreshold: repairThreshold, AuditInterval: auditEvery, RepairInterval: repairEvery}
+					RepairThreshold: repairThreshold, AuditInterval: auditEvery, RepairInterval: repairEvery,
+					LostAfter: lostAfter}
 			}
 			cfg.HeartbeatInterval = heartbeat
 			if keyFile != "" {
@@ -119,6 +120,7 @@ SIGINT or SIGTERM stop it cleanly.`,
 	f.DurationVar(&heartbeat, "heartbeat-interval", 10*time.Second, "storage peers' heartbeat interval; three missed make a peer unhealthy")
 	f.DurationVar(&auditEvery, "audit-interval", 5*time.Second, "pause between two audits of random shards")
 	f.DurationVar(&repairEvery, "repair-interval", 10*time.Second, "pause between two scans for segments to repair")
+	f.DurationVar(&lostAfter, "lost-after", 0, "a peer silent this long has lost its shards: repair them even above --repair-threshold (default: 30 heartbeat intervals)")
 	f.StringVar(&dashRouter, "dashboard-router", "", "the DNS router's HTTP URL, for the dashboard's edges")
 	f.StringVar(&dashBilling, "dashboard-billing", "", "the billing service's URL, for the dashboard's balances")
 	cmd.MarkFlagRequired("data")

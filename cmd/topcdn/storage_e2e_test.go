@@ -147,7 +147,7 @@ func TestStripedEndToEnd(t *testing.T) {
 	run(t, bin, "keygen", "--out", key)
 	originData := filepath.Join(dir, "origin")
 	o := startOrigin(t, bin, originData, "--deserialized", "--segment-size", "256KiB", "--chunk-size", "4KiB",
-		"--heartbeat-interval", "1s", "--audit-interval", "1h", "--repair-interval", "500ms")
+		"--heartbeat-interval", "1s", "--audit-interval", "1h", "--repair-interval", "500ms", "--lost-after", "4s")
 	defer func() {
 		if t.Failed() {
 			t.Logf("origin log (last lines):\n%s", lastLines(o.logs.String(), 40))
@@ -236,6 +236,22 @@ func TestStripedEndToEnd(t *testing.T) {
 		alive[p.id] = true
 	}
 	waitFor(t, 3*time.Minute, "repair onto the fresh peers", func() bool {
+		m2 := manifest(t, o.url, root)
+		return m2.Version > m.Version && allShardsOn(m2, alive)
+	})
+	m = manifest(t, o.url, root)
+	checkSite(t, o.url, root, site)
+
+	// One peer gone for good: 13 healthy shards are above the repair
+	// threshold (12), but once the peer has been silent for --lost-after
+	// its shard is rebuilt on a spare, and redundancy is whole again.
+	spare := startPeer(t, bin, dir, o.url, 22)
+	peers[spare.id] = spare
+	alive[spare.id] = true
+	gone := m.Segments[0].Shards[m.DataShards].Peer // a parity shard's peer
+	peers[gone].kill9(t)
+	alive[gone] = false
+	waitFor(t, 3*time.Minute, "repair of the lost peer's shards", func() bool {
 		m2 := manifest(t, o.url, root)
 		return m2.Version > m.Version && allShardsOn(m2, alive)
 	})
