@@ -32,12 +32,14 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz=FuzzPutRecord -fuzztime=$(FUZZTIME) ./origin
 	$(GO) test -run '^$$' -fuzz=FuzzReadOrder -fuzztime=$(FUZZTIME) ./storage
 	$(GO) test -run '^$$' -fuzz=FuzzManifest -fuzztime=$(FUZZTIME) ./erasure
+	$(GO) test -run '^$$' -fuzz=FuzzAnswer -fuzztime=$(FUZZTIME) ./dnsroute
 
-## bench: publish vs kubo (builds kubo once, cached); erasure striping vs raw coding and fsync; edge vs Caddy and nginx (needs wrk, nginx).
+## bench: publish vs kubo (builds kubo once, cached); erasure striping vs raw coding and fsync; edge vs Caddy and nginx (needs wrk, nginx); dns vs CoreDNS (needs dnsperf; builds CoreDNS once, cached).
 bench:
 	$(GO) run ./bench publish
 	$(GO) run ./bench erasure
 	$(GO) run ./bench edge
+	$(GO) run ./bench dns
 
 clean:
 	rm -rf bin demo
