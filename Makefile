@@ -33,6 +33,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz=FuzzReadOrder -fuzztime=$(FUZZTIME) ./storage
 	$(GO) test -run '^$$' -fuzz=FuzzManifest -fuzztime=$(FUZZTIME) ./erasure
 	$(GO) test -run '^$$' -fuzz=FuzzAnswer -fuzztime=$(FUZZTIME) ./dnsroute
+	$(GO) test -run '^$$' -fuzz=FuzzHeartbeat -fuzztime=$(FUZZTIME) ./dnsroute
 
 ## bench: publish vs kubo (builds kubo once, cached); erasure striping vs raw coding and fsync; edge vs Caddy and nginx (needs wrk, nginx); dns vs CoreDNS (needs dnsperf; builds CoreDNS once, cached).
 bench:

@@ -24,7 +24,7 @@ type geoNet struct {
 	stop   map[string]func()
 }
 
-const beat = 100 * time.Millisecond
+const beat = 200 * time.Millisecond
 
 func newGeoNet(t *testing.T, cfg Config) *geoNet {
 	t.Helper()

@@ -128,7 +128,7 @@ func TestSuspendedPublisher(t *testing.T) {
 	check(t)
 	// Billing down: the last list holds.
 	down.Store(true)
-	time.Sleep(3 * 100 * time.Millisecond) // three polls
+	time.Sleep(3 * 100 * time.Millisecond) // three polls (NamesInterval 100ms)
 	t.Run("billing down", check)
 }
 
