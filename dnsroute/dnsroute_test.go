@@ -292,6 +292,13 @@ func TestTruncationAndTCPFallback(t *testing.T) {
 	} else {
 		t.Error("no TC over UDP without EDNS0")
 	}
+	// Truncated answers do not count as handing an edge out: each edge was
+	// in the 4 full answers above.
+	for _, e := range tr.Edges() {
+		if e.Answers != 4 {
+			t.Errorf("edge %s handed out %d times, want 4", e.Addrs[0], e.Answers)
+		}
+	}
 }
 
 // TestSiblingRouters runs two routers for one zone, each with its own
