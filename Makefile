@@ -35,12 +35,16 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz=FuzzReadOrder -fuzztime=$(FUZZTIME) ./storage
 	$(GO) test -run '^$$' -fuzz=FuzzManifest -fuzztime=$(FUZZTIME) ./erasure
 	$(GO) test -run '^$$' -fuzz=FuzzDecodeBatch -fuzztime=$(FUZZTIME) ./billing
+	$(GO) test -run '^$$' -fuzz=FuzzAnswer -fuzztime=$(FUZZTIME) ./dnsroute
+	$(GO) test -run '^$$' -fuzz=FuzzHeartbeat -fuzztime=$(FUZZTIME) ./dnsroute
 
-## bench: publish vs kubo (builds kubo once, cached); erasure striping vs raw coding and fsync; edge vs Caddy and nginx (needs wrk, nginx); billing batch vs per-record signatures.
+## bench: publish vs kubo (builds kubo once, cached); erasure striping vs raw coding and fsync; edge vs Caddy and nginx (needs wrk, nginx); edge memory; dns vs CoreDNS (needs dnsperf; builds CoreDNS once, cached); billing batch vs per-record signatures.
 bench:
 	$(GO) run ./bench publish
 	$(GO) run ./bench erasure
 	$(GO) run ./bench edge
+	$(GO) run ./bench edge-memory
+	$(GO) run ./bench dns
 	$(GO) run ./bench billing
 
 ## conformance: ipfs/gateway-conformance v0.13.2 against a real origin and edge on loopback; pass/fail per

@@ -1,7 +1,10 @@
 package dnsroute
 
 import (
+	"context"
 	"net"
+	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,7 +24,7 @@ type geoNet struct {
 	stop   map[string]func()
 }
 
-const beat = 100 * time.Millisecond
+const beat = 200 * time.Millisecond
 
 func newGeoNet(t *testing.T, cfg Config) *geoNet {
 	t.Helper()
@@ -288,5 +291,100 @@ func TestTruncationAndTCPFallback(t *testing.T) {
 		}
 	} else {
 		t.Error("no TC over UDP without EDNS0")
+	}
+	// Truncated answers do not count as handing an edge out: each edge was
+	// in the 4 full answers above.
+	for _, e := range tr.Edges() {
+		if e.Answers != 4 {
+			t.Errorf("edge %s handed out %d times, want 4", e.Addrs[0], e.Answers)
+		}
+	}
+}
+
+// TestSiblingRouters runs two routers for one zone, each with its own
+// state from the origin and the heartbeats: they give the same answers.
+func TestSiblingRouters(t *testing.T) {
+	o := newFakeOrigin(t)
+	o.publish(t, "blog")
+	geo, err := OpenGeoDB(testGeo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { geo.Close() }) // after the routers stop
+	ns := []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2")}
+	a := startRouter(t, Config{Origin: o.srv.URL, GeoIP: geo, NSAddrs: ns})
+	b := startRouter(t, Config{Origin: o.srv.URL, GeoIP: geo, NSAddrs: ns})
+	for _, ip := range []string{"127.1.0.1", "127.2.0.1", "127.3.0.1"} {
+		e := newFakeEdge(t, ip)
+		e.beat(t, a.http.URL, beat)
+		e.beat(t, b.http.URL, beat)
+	}
+	for _, r := range []*testRouter{a, b} {
+		waitFor(t, 5*time.Second, "3 healthy edges", func() bool { return r.healthyEdges() == 3 })
+	}
+	tests := []struct {
+		name  string
+		laddr string
+		q     *dns.Msg
+	}{
+		{"Tokyo A", "127.2.0.5", newQuery("blog", dns.TypeA)},
+		{"São Paulo A", "127.3.0.5", newQuery("blog", dns.TypeA)},
+		{"NS", "", newQuery("", dns.TypeNS)},
+		{"NXDOMAIN", "", newQuery("nope", dns.TypeA)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ra, rb := a.query(t, "udp", tc.laddr, tc.q), b.query(t, "udp", tc.laddr, tc.q)
+			if ra.Rcode != rb.Rcode || len(ra.Answer) != len(rb.Answer) || len(ra.Extra) != len(rb.Extra) {
+				t.Fatalf("sibling answers differ:\n%v\n%v", ra, rb)
+			}
+			for i := range ra.Answer {
+				if ra.Answer[i].String() != rb.Answer[i].String() {
+					t.Errorf("answer %d: %s vs %s", i, ra.Answer[i], rb.Answer[i])
+				}
+			}
+		})
+	}
+}
+
+// TestAAAAByIPv6Subnet checks AAAA answers and IPv6 client subnets.
+func TestAAAAByIPv6Subnet(t *testing.T) {
+	o := newFakeOrigin(t)
+	o.publish(t, "blog")
+	geo, err := OpenGeoDB(testGeo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { geo.Close() }) // after the routers stop
+	tr := startRouter(t, Config{Origin: o.srv.URL, GeoIP: geo})
+	for ip, v6 := range map[string]string{"127.1.0.1": "fd00:1::1", "127.2.0.1": "fd00:2::1", "127.3.0.1": "fd00:3::1"} {
+		e := newFakeEdge(t, ip)
+		hb := e.heartbeat(time.Second)
+		hb.Addrs = []string{v6, ip} // located by the first: the IPv6 one
+		if err := SendHeartbeat(context.Background(), http.DefaultClient, tr.http.URL, e.key, hb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 5*time.Second, "3 healthy edges", func() bool { return tr.healthyEdges() == 3 })
+	tests := []struct {
+		ecs   string
+		qtype uint16
+		want  []string
+		scope uint8
+	}{
+		{"fd00:2:abcd::/48", dns.TypeAAAA, []string{"fd00:2::1", "fd00:1::1"}, 48},
+		{"fd00:3::/64", dns.TypeAAAA, []string{"fd00:3::1", "fd00:1::1"}, 56},
+		{"fd00:3::/64", dns.TypeA, []string{"127.3.0.1", "127.1.0.1"}, 56},
+	}
+	for _, tc := range tests {
+		t.Run(tc.ecs+"/"+dns.TypeToString[tc.qtype], func(t *testing.T) {
+			r := tr.query(t, "udp", "", withECS(newQuery("blog", tc.qtype), tc.ecs))
+			if got := addrs(r); !slices.Equal(got, tc.want) {
+				t.Errorf("%v, want %v", got, tc.want)
+			}
+			if e := r.IsEdns0().Option[0].(*dns.EDNS0_SUBNET); e.SourceScope != tc.scope {
+				t.Errorf("scope /%d, want /%d", e.SourceScope, tc.scope)
+			}
+		})
 	}
 }

@@ -48,7 +48,11 @@ func (r *Router) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 	m, handed := r.answer(ctx, s, q, src)
 	if udp {
 		m.Truncate(udpSize(q))
+		if m.Truncated {
+			handed = nil // the client asks again over TCP; that one counts
+		}
 	}
+	countAnswers(handed)
 	if uw, ok := w.(*udpWriter); ok {
 		uw.writeCached(m, s, handed)
 	} else {
@@ -107,8 +111,9 @@ type query struct {
 }
 
 // answer builds the response to q from snapshot s, asked by src. It
-// returns the edges handed out. It never blocks and never fails: problems
-// with q become response codes.
+// returns the edges handed out, for the caller to count once the response
+// is sent. It never blocks and never fails: problems with q become
+// response codes.
 func (r *Router) answer(_ context.Context, s *snapshot, q *dns.Msg, src netip.Addr) (*dns.Msg, []*edgeView) {
 	m := new(dns.Msg)
 	m.SetReply(q)
@@ -405,9 +410,13 @@ func (r *Router) site(m *dns.Msg, s *snapshot, owner string, qq *query, suspende
 	if len(m.Answer) == 0 {
 		r.nodata(m, s)
 	}
+	return handed
+}
+
+// countAnswers counts the edges of a response sent.
+func countAnswers(handed []*edgeView) {
 	for _, e := range handed {
 		e.stats.answers.Add(1)
 		e.stats.counter.Inc()
 	}
-	return handed
 }

@@ -124,7 +124,7 @@ func (r *Router) serveDoH(w http.ResponseWriter, req *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(req.Context(), queryTimeout)
 	defer cancel()
-	m, _ := r.answer(ctx, r.snap.Load(), q, src)
+	m, handed := r.answer(ctx, r.snap.Load(), q, src)
 	b, err := m.Pack()
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, fmt.Errorf("doh: pack: %w", err))
@@ -140,6 +140,7 @@ func (r *Router) serveDoH(w http.ResponseWriter, req *http.Request) {
 	w.Header().Set("Cache-Control", "max-age="+strconv.FormatUint(uint64(ttl), 10))
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.Write(b)
+	countAnswers(handed)
 	r.metrics.queries.WithLabelValues(typeLabel(qtype(q)), rcodeLabel(m.Rcode)).Inc()
 	r.metrics.duration.WithLabelValues("doh").Observe(time.Since(start).Seconds())
 }

@@ -128,7 +128,7 @@ func TestSuspendedPublisher(t *testing.T) {
 	check(t)
 	// Billing down: the last list holds.
 	down.Store(true)
-	time.Sleep(3 * 100 * time.Millisecond) // three polls
+	time.Sleep(3 * 100 * time.Millisecond) // three polls (NamesInterval 100ms)
 	t.Run("billing down", check)
 }
 
@@ -218,5 +218,65 @@ func TestDig(t *testing.T) {
 	out, err := exec.Command("dig", "@"+host, "-p", port, "+norec", "nope.cdn.test", "A").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "status: NXDOMAIN") || !strings.Contains(string(out), "flags: qr aa") {
 		t.Errorf("dig nope.cdn.test: %v\n%s", err, out)
+	}
+}
+
+// TestMiekgUDPServer serves UDP through miekg/dns's server, as topcdn dns
+// does on a wildcard address: the same answers, truncation and rate
+// limiting, applied in ServeDNS.
+func TestMiekgUDPServer(t *testing.T) {
+	o := newFakeOrigin(t)
+	o.publish(t, "blog")
+	tr := startRouter(t, Config{Origin: o.srv.URL, RRLRate: 20})
+	e := newFakeEdge(t, "127.1.0.1")
+	e.beat(t, tr.http.URL, time.Second)
+	waitFor(t, 5*time.Second, "a healthy edge", func() bool { return tr.healthyEdges() == 1 })
+
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan struct{})
+	srv := &dns.Server{PacketConn: pc, Net: "udp", Handler: tr.Router, NotifyStartedFunc: func() { close(started) }}
+	go srv.ActivateAndServe()
+	<-started
+	defer srv.Shutdown()
+
+	c := &dns.Client{Timeout: time.Second}
+	r, _, err := c.Exchange(newQuery("blog", dns.TypeA), pc.LocalAddr().String())
+	if err != nil || len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != "127.1.0.1" {
+		t.Fatalf("blog A: %v %v", err, r)
+	}
+	// A burst, sent without waiting for answers.
+	conn, err := net.Dial("udp", pc.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	q, _ := newQuery("nope", dns.TypeA).Pack()
+	for range 100 {
+		conn.Write(q)
+	}
+	var answered, slipped int
+	buf := make([]byte, 1500)
+	for {
+		conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		n, err := conn.Read(buf)
+		if err != nil {
+			break
+		}
+		var m dns.Msg
+		if err := m.Unpack(buf[:n]); err != nil {
+			t.Fatal(err)
+		}
+		if m.Truncated {
+			slipped++
+		} else {
+			answered++
+		}
+	}
+	// The burst left about 19 tokens after the first query.
+	if answered < 15 || answered > 40 || slipped < 25 {
+		t.Errorf("%d answered, %d slipped of 100 at 20/s; want ~20 and ~40", answered, slipped)
 	}
 }

@@ -185,10 +185,7 @@ func (u *UDPServer) handle(pkt []byte, ap netip.AddrPort, key *[]byte, buf []byt
 	if c := s.cache.get(*key); c != nil {
 		buf = append(buf, c.b...)
 		buf[0], buf[1] = pkt[0], pkt[1]
-		for _, e := range c.edges {
-			e.stats.answers.Add(1)
-			e.stats.counter.Inc()
-		}
+		countAnswers(c.edges)
 		c.queries.Inc()
 		r.metrics.cacheHits.Inc()
 		r.metrics.udpDuration.Observe(time.Since(start).Seconds())

@@ -126,7 +126,7 @@ When ready it prints "dns listening on udp+tcp ADDR" and then
 	f.StringVar(&originURL, "origin", "", "base URL of the origin whose names to serve (required)")
 	f.StringVar(&geoip, "geoip", "", "MaxMind-format City database (GeoLite2-City, DB-IP City Lite) to locate clients and edges")
 	f.StringVar(&billingURL, "billing", "", "base URL of the billing service; names of suspended publishers get no addresses")
-	f.StringSliceVar(&nsAddrs, "ns-addr", nil, "address of a name server of the zone (ns1, ns2, … in order; repeatable; default: the --listen IP)")
+	f.StringSliceVar(&nsAddrs, "ns-addr", nil, "address of a name server of the zone (ns1, ns2, … in order; repeatable; default: the --listen IP, or 127.0.0.1 on a wildcard address)")
 	f.StringSliceVar(&allowEdges, "allow-edge", nil, "peer ID of an edge allowed to send heartbeats (repeatable; default: any edge)")
 	f.IntVar(&edges, "edges", dnsroute.DefaultEdges, "most edges per answer")
 	f.DurationVar(&ttl, "ttl", dnsroute.DefaultTTL, "TTL of answers (and of negative answers)")
