@@ -106,7 +106,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.DiskCacheBytes == 0 {
 		h.DiskCacheBytes = 1 << 30
 	}
-	cfg := edge.Config{Origin: h.Origin, Domain: h.Domain, MemoryBytes: int64(float64(h.MemoryCacheBytes) * cacheShare),
+	cfg := edge.Config{Origin: h.Origin, Domain: h.Domain, MemoryBytes: max(1, int64(float64(h.MemoryCacheBytes)*cacheShare)),
 		DNSLinks: h.DNSLinks, Logger: h.logger, Registry: ctx.GetMetricsRegistry()}
 	var err error
 	if h.OriginID != "" {

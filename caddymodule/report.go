@@ -155,7 +155,8 @@ func (h *Handler) heartbeats(ctx context.Context, key *identity.Key) {
 		prev, prevAt = st, now
 		hb := dnsroute.Heartbeat{Peer: key.ID.String(), Addrs: addrs, URL: strings.TrimSuffix(h.PublicURL, "/"),
 			City: h.City, Lat: lat, Lon: lon, Load: load, Capacity: h.Capacity,
-			IntervalMS: interval.Milliseconds(), Time: now.UTC()}
+			IntervalMS: interval.Milliseconds(), Time: now.UTC(),
+			Requests: st.Requests, Bytes: st.Bytes, CacheHits: st.ResponseHits + st.BlockHits, CacheMisses: st.BlockMisses}
 		switch err := dnsroute.SendHeartbeat(ctx, client, h.Router, key, hb); {
 		case err != nil && ctx.Err() == nil && !failing:
 			failing = true

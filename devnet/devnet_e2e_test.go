@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math/rand/v2"
+	"net/http"
 	"net"
 	"os"
 	"os/exec"
@@ -83,14 +84,39 @@ func TestDevnetInChromium(t *testing.T) {
 	}
 	edgeLoaded(t, dir, third, "/docs/", "/css/style.css")
 
-	// 4. The dashboard shows the network.
+	// 4. The dashboard shows the network, with the traffic the edges
+	// reported in their heartbeats.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var st struct {
+			Edges []struct {
+				Addrs    []string `json:"addrs"`
+				Requests uint64   `json:"requests"`
+				Bytes    uint64   `json:"bytes"`
+			} `json:"edges"`
+		}
+		getJSON(t, strings.TrimSuffix(info.Dashboard, "/")+"/api/state", &st)
+		serving := 0
+		for _, e := range st.Edges {
+			if e.Requests > 0 && e.Bytes > 0 && (slices.Contains(e.Addrs, second) || slices.Contains(e.Addrs, third)) {
+				serving++
+			}
+		}
+		if serving == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the dashboard does not show the traffic of the edges that served: %+v", st.Edges)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 	dash := chromium(t, browser, "", "--dump-dom", "--virtual-time-budget=8000", info.Dashboard)
 	for _, s := range []string{"Frankfurt", site.CID, "healthy"} {
 		if !strings.Contains(dash, s) {
 			t.Fatalf("the dashboard does not show %q:\n%.800s", s, dash)
 		}
 	}
-	chromium(t, browser, "", "--screenshot="+filepath.Join(artifacts, "dashboard.png"), "--window-size=1400,1600",
+	chromium(t, browser, "", "--screenshot="+filepath.Join(artifacts, "dashboard.png"), "--window-size=1400,2600",
 		"--virtual-time-budget=8000", info.Dashboard)
 	t.Logf("screenshots: %s, %s", filepath.Join(artifacts, "site.png"), filepath.Join(artifacts, "dashboard.png"))
 
@@ -397,4 +423,19 @@ func tail(s string, n int) string {
 		return "…" + s[len(s)-n:]
 	}
 	return s
+}
+
+func getJSON(t *testing.T, url string, v any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: HTTP %d", url, resp.StatusCode)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
 }

@@ -291,6 +291,12 @@ type EdgeInfo struct {
 	ProbeError string `json:"probe_error,omitempty"`
 	// Answers is how many times this router handed the edge out.
 	Answers uint64 `json:"answers"`
+	// Requests, Bytes, CacheHits and CacheMisses are the edge's totals as
+	// its last heartbeat reported them.
+	Requests    uint64 `json:"requests"`
+	Bytes       uint64 `json:"bytes"`
+	CacheHits   uint64 `json:"cache_hits"`
+	CacheMisses uint64 `json:"cache_misses"`
 }
 
 // Edges lists the edges the router knows, healthy or not, by peer ID.
@@ -303,6 +309,7 @@ func (r *Router) Edges() []EdgeInfo {
 			Peer: e.hb.Peer, Addrs: e.hb.Addrs, URL: e.hb.URL, City: e.loc.City, Country: e.loc.Country,
 			Healthy: e.healthy, Load: e.hb.Load, Capacity: e.hb.Capacity, IntervalMS: e.hb.IntervalMS,
 			LastHeartbeat: e.lastSeen.UTC(), ProbeError: e.probeErr, Answers: e.stats.answers.Load(),
+			Requests: e.hb.Requests, Bytes: e.hb.Bytes, CacheHits: e.hb.CacheHits, CacheMisses: e.hb.CacheMisses,
 		}
 		if e.located {
 			lat, lon := e.loc.Lat, e.loc.Lon

@@ -70,6 +70,14 @@ type Heartbeat struct {
 	// Time is when the heartbeat was made. It must be within the router's
 	// skew of its clock and later than the last heartbeat accepted.
 	Time time.Time `json:"time"`
+	// Requests, Bytes, CacheHits and CacheMisses are the edge's running
+	// totals since it started: responses sent, body bytes sent, reads
+	// served from its caches and reads fetched upstream. Optional; the
+	// router only passes them on (GET /api/v1/edges), for dashboards.
+	Requests    uint64 `json:"requests,omitempty"`
+	Bytes       uint64 `json:"bytes,omitempty"`
+	CacheHits   uint64 `json:"cache_hits,omitempty"`
+	CacheMisses uint64 `json:"cache_misses,omitempty"`
 }
 
 // Interval returns the heartbeat interval as a duration.
