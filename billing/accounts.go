@@ -198,6 +198,32 @@ func (l *Ledger) Accounts(ctx context.Context) ([]Account, error) {
 	return out, rows.Err()
 }
 
+// PublisherServed is what the edges were paid to serve for one publisher:
+// accepted records only.
+type PublisherServed struct {
+	Publisher string `json:"publisher"`
+	Records   int64  `json:"records"`
+	Bytes     int64  `json:"bytes"`
+}
+
+// Served sums the accepted records per publisher, for dashboards.
+func (l *Ledger) Served(ctx context.Context) ([]PublisherServed, error) {
+	rows, err := l.db.QueryContext(ctx, `SELECT publisher, COUNT(*), COALESCE(SUM(bytes), 0) FROM records GROUP BY publisher ORDER BY publisher`)
+	if err != nil {
+		return nil, fmt.Errorf("billing: served: %w", err)
+	}
+	defer rows.Close()
+	out := []PublisherServed{}
+	for rows.Next() {
+		var p PublisherServed
+		if err := rows.Scan(&p.Publisher, &p.Records, &p.Bytes); err != nil {
+			return nil, fmt.Errorf("billing: served: %w", err)
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
 // Statement returns an account's statement. An account never seen but
 // with rejections (a forger, say) gets a statement with zero balance.
 func (l *Ledger) Statement(ctx context.Context, id string) (*Statement, error) {

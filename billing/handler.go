@@ -35,6 +35,7 @@ type SuspendedResponse struct {
 //	GET  /api/v1/accounts              every account ([]Account)
 //	GET  /api/v1/accounts/{id}         one account (Account)
 //	GET  /api/v1/accounts/{id}/statement  entries and rejections (Statement)
+//	GET  /api/v1/served                accepted bytes served per publisher ([]PublisherServed)
 //	GET  /api/v1/suspended             publishers out of funds past the grace period
 //	GET  /metrics, /healthz
 //
@@ -68,6 +69,10 @@ func (l *Ledger) Handler(gatherer prometheus.Gatherer) http.Handler {
 	})
 	route("GET /api/v1/accounts/{id}/statement", "statement", func(w http.ResponseWriter, r *http.Request) {
 		res, err := l.Statement(r.Context(), r.PathValue("id"))
+		l.reply(w, res, err)
+	})
+	route("GET /api/v1/served", "served", func(w http.ResponseWriter, r *http.Request) {
+		res, err := l.Served(r.Context())
 		l.reply(w, res, err)
 	})
 	route("GET /api/v1/suspended", "suspended", func(w http.ResponseWriter, r *http.Request) {

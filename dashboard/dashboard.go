@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ipfs/boxo/ipns"
 	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/identity"
 )
@@ -198,6 +199,9 @@ type Site struct {
 	CID      string `json:"cid"`
 	Sequence uint64 `json:"sequence"`
 	Size     int64  `json:"size"` // bytes of content, -1 if not striped yet
+	// Served is the bytes billing accepted as served for the site's
+	// publisher (the key its IPNS name is), -1 if billing is unknown.
+	Served int64 `json:"served"`
 }
 
 // State gathers the network's state from the services.
@@ -231,14 +235,32 @@ func (d *Dashboard) State(ctx context.Context) State {
 			}
 		})
 	}
+	var served []struct {
+		Publisher string `json:"publisher"`
+		Bytes     int64  `json:"bytes"`
+	}
 	if d.cfg.Billing != "" {
 		wg.Go(func() {
 			if err := d.get(ctx, d.cfg.Billing+"/api/v1/accounts", &st.Accounts); err != nil {
+				fail("billing", err)
+				return
+			}
+			if err := d.get(ctx, d.cfg.Billing+"/api/v1/served", &served); err != nil {
 				fail("billing", err)
 			}
 		})
 	}
 	wg.Wait()
+	byPublisher := map[string]int64{}
+	for _, s := range served {
+		byPublisher[s.Publisher] = s.Bytes
+	}
+	for i, s := range st.Sites {
+		st.Sites[i].Served = -1
+		if name, err := ipns.NameFromString(s.IPNS); err == nil && d.cfg.Billing != "" && st.Errors["billing"] == "" {
+			st.Sites[i].Served = byPublisher[name.Peer().String()]
+		}
+	}
 	if len(st.Errors) == 0 {
 		st.Errors = nil
 	}

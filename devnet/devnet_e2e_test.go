@@ -120,8 +120,19 @@ func TestDevnetInChromium(t *testing.T) {
 		"--virtual-time-budget=8000", info.Dashboard)
 	t.Logf("screenshots: %s, %s", filepath.Join(artifacts, "site.png"), filepath.Join(artifacts, "dashboard.png"))
 
-	// 5. Settle: the publisher paid, the edges that served earned.
+	// 5. Settle: the publisher paid, the edges that served earned, and the
+	// dashboard shows the bytes billed for the site.
 	waitPaid(t, bin, info, []string{first, second, third})
+	var st struct {
+		Sites []struct {
+			Name   string `json:"name"`
+			Served int64  `json:"served"`
+		} `json:"sites"`
+	}
+	getJSON(t, strings.TrimSuffix(info.Dashboard, "/")+"/api/state", &st)
+	if len(st.Sites) != 1 || st.Sites[0].Served <= 0 {
+		t.Fatalf("the dashboard shows no bytes billed for the site: %+v", st.Sites)
+	}
 }
 
 // devnetRun is a running `topcdn devnet`.

@@ -121,8 +121,9 @@ async function refresh() {
         [(e.cache_hits + e.cache_misses) ? Math.round(100 * e.cache_hits / (e.cache_hits + e.cache_misses)) + "%" : "–", "num"],
         ago(e.last_heartbeat)]));
 
-    table("sites", ["name", "CID", "IPNS", "sequence", "size"],
-      (state.sites || []).map((s) => [s.name, s.cid, short(s.ipns), [s.sequence, "num"], [s.size < 0 ? "not striped yet" : bytes(s.size), "num"]]));
+    table("sites", ["name", "CID", "IPNS", "sequence", "size", "bytes served (billed)"],
+      (state.sites || []).map((s) => [s.name, s.cid, short(s.ipns), [s.sequence, "num"], [s.size < 0 ? "not striped yet" : bytes(s.size), "num"],
+        [s.served < 0 ? "–" : bytes(s.served), "num"]]));
 
     const st = state.storage || {};
     const peers = st.peers || [];
