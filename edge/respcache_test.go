@@ -75,3 +75,31 @@ func TestResponseCacheKeepsCacheControl(t *testing.T) {
 		t.Fatalf("handler called %d times, want 1 (second request a hit)", calls)
 	}
 }
+
+// TestResponseCacheJoinsListHeaders: a hit writes each list-valued CORS
+// header (and Vary) on one line, values in order; a miss passes them as
+// the handler set them; other multi-valued headers stay as they are.
+func TestResponseCacheJoinsListHeaders(t *testing.T) {
+	e, err := New(context.Background(), Config{Origin: "http://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := e.withResponseCache(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Access-Control-Allow-Methods"] = []string{"GET", "HEAD", "OPTIONS"}
+		w.Header()["Vary"] = []string{"Accept", "Accept-Encoding"}
+		w.Header()["Link"] = []string{"</a>", "</b>"}
+		w.Header().Set("Cache-Control", "public, max-age=29030400, immutable")
+		w.Write([]byte("body"))
+	}))
+	for i, want := range [][]string{{"GET", "HEAD", "OPTIONS"}, {"GET, HEAD, OPTIONS"}} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "http://x/ipfs/bafkqaaa", nil))
+		hdr := rec.Result().Header
+		if got := hdr["Access-Control-Allow-Methods"]; len(got) != len(want) || got[0] != want[0] {
+			t.Fatalf("response %d: Access-Control-Allow-Methods %q, want %q", i, got, want)
+		}
+		if i == 1 && (len(hdr["Vary"]) != 1 || hdr.Get("Vary") != "Accept, Accept-Encoding" || len(hdr["Link"]) != 2) {
+			t.Fatalf("hit: Vary %q, Link %q", hdr["Vary"], hdr["Link"])
+		}
+	}
+}
