@@ -19,6 +19,11 @@ const cacheShare = 0.7
 // code and data, and memory outside the Go heap.
 const limitShare = 0.9
 
+// minMemoryLimit is the lowest Go memory limit the module sets: Caddy and
+// the edge need a few tens of MiB before any cache, and a limit below
+// what the process lives on makes the collector run without pause.
+const minMemoryLimit = 96 << 20
+
 // budgets holds the memory budget of every provisioned handler. The
 // process's Go memory limit follows their sum, so the garbage collector
 // keeps the heap within what the operator gave the edge instead of
@@ -47,7 +52,8 @@ func dropBudget(h *Handler, log *zap.Logger) {
 	applyMemoryLimit(log)
 }
 
-// applyMemoryLimit sets the Go memory limit to 90% of the budgets' sum,
+// applyMemoryLimit sets the Go memory limit to 90% of the budgets' sum
+// (at least minMemoryLimit),
 // unless the operator set GOMEMLIMIT (theirs wins). With no handler left
 // it lifts the limit.
 func applyMemoryLimit(log *zap.Logger) {
@@ -62,7 +68,7 @@ func applyMemoryLimit(log *zap.Logger) {
 		debug.SetMemoryLimit(math.MaxInt64)
 		return
 	}
-	limit := int64(float64(sum) * limitShare)
+	limit := max(int64(float64(sum)*limitShare), minMemoryLimit)
 	debug.SetMemoryLimit(limit)
 	if log != nil {
 		log.Debug("go memory limit follows the edges' memory budgets", zap.Int64("bytes", limit))

@@ -17,9 +17,13 @@ func TestMemoryLimitFollowsBudgets(t *testing.T) {
 		do   func()
 		want int64
 	}{
-		{func() { addBudget(a, 100<<20, nil) }, 90 << 20},
-		{func() { addBudget(b, 200<<20, nil) }, 270 << 20},
-		{func() { dropBudget(a, nil) }, 180 << 20},
+		{func() { addBudget(a, 200<<20, nil) }, 180 << 20},
+		{func() { addBudget(b, 400<<20, nil) }, 540 << 20},
+		{func() { dropBudget(a, nil) }, 360 << 20},
+		{func() { addBudget(a, 1, nil) }, 360<<20 + 0},
+		{func() { dropBudget(b, nil) }, minMemoryLimit}, // a 1-byte budget does not starve the process
+		{func() { dropBudget(a, nil) }, math.MaxInt64},
+		{func() { addBudget(b, 400<<20, nil) }, 360 << 20},
 		{func() { dropBudget(b, nil) }, math.MaxInt64},
 	}
 	for i, s := range steps {
@@ -29,7 +33,7 @@ func TestMemoryLimitFollowsBudgets(t *testing.T) {
 		}
 	}
 	t.Setenv("GOMEMLIMIT", "1GiB")
-	addBudget(a, 100<<20, nil)
+	addBudget(a, 200<<20, nil)
 	defer dropBudget(a, nil)
 	if got := debug.SetMemoryLimit(-1); got != math.MaxInt64 {
 		t.Fatalf("with GOMEMLIMIT set the module changed the limit to %d", got)

@@ -97,7 +97,13 @@ func New(ctx context.Context, cfg Config) (*Edge, error) {
 		cfg.Registry = prometheus.NewRegistry()
 	}
 	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = &http.Client{Timeout: time.Minute}
+		// Misses under load fetch from the origin on many requests at once:
+		// keep their connections (the default keeps 2 idle per host, so
+		// the rest are torn down and redialled on every fetch).
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConns = 1024
+		t.MaxIdleConnsPerHost = 256
+		cfg.HTTPClient = &http.Client{Timeout: time.Minute, Transport: t}
 	}
 	dnslinks := make(map[string]string, len(cfg.DNSLinks))
 	for host, target := range cfg.DNSLinks {
