@@ -2,19 +2,25 @@ package main
 
 import (
 	"compress/gzip"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/topcdn/topcdn/billing"
+	"github.com/topcdn/topcdn/dnsroute"
+	"github.com/topcdn/topcdn/identity"
 )
 
 // freePort returns a loopback port that was free a moment ago.
@@ -63,8 +69,14 @@ func TestEdgeWithCaddy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := strings.NewReplacer("http://127.0.0.1:8081", o.url, "http://:8080", fmt.Sprintf("http://:%d", port),
-		"demo/", dir+"/").Replace(string(conf))
+	// A stand-in for the DNS router and billing records what the edge
+	// reports: signed heartbeats and, when it stops, its receipt batch.
+	reports := &edgeReports{}
+	stub := httptest.NewServer(reports)
+	defer stub.Close()
+	c := strings.NewReplacer("http://127.0.0.1:7070", o.url, "http://:8080", fmt.Sprintf("http://:%d", port),
+		"http://127.0.0.1:8080", fmt.Sprintf("http://127.0.0.1:%d", port),
+		"http://127.0.0.1:8053", stub.URL, "http://127.0.0.1:7080", stub.URL, "demo/", dir+"/").Replace(string(conf))
 	caddyfile := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(caddyfile, []byte(c), 0o644); err != nil {
 		t.Fatal(err)
@@ -170,6 +182,29 @@ func TestEdgeWithCaddy(t *testing.T) {
 		t.Fatalf("disk cache has %d entries", len(entries))
 	}
 
+	// The edge told the router where it is and how much it served, and,
+	// stopping, sent billing a signed batch with a record per response.
+	waitFor(t, 10*time.Second, "a heartbeat counting the requests", func() bool {
+		hb, _ := reports.last()
+		return hb.Requests > 0
+	})
+	hb, _ := reports.last()
+	if hb.URL != fmt.Sprintf("http://127.0.0.1:%d", port) || len(hb.Addrs) != 1 || hb.Addrs[0] != "127.0.0.1" || hb.City != "Frankfurt" {
+		t.Fatalf("heartbeat %+v", hb)
+	}
+	edge.stop(t)
+	_, batch := reports.last()
+	if batch == nil || len(batch.Records) == 0 || batch.Edge != hb.Peer {
+		t.Fatalf("no receipt batch from the edge %s at shutdown (%+v)", hb.Peer, batch)
+	}
+	var served int64
+	for _, r := range batch.Records {
+		served += r.Bytes
+	}
+	if served < int64(len(want("index.html"))) {
+		t.Fatalf("the batch claims %d bytes for %d records", served, len(batch.Records))
+	}
+
 	// A stock Caddy built with the module (cmd/caddy, what xcaddy makes)
 	// serves the same site from the same Caddyfile.
 	caddyBin := filepath.Join(dir, "caddy")
@@ -216,4 +251,48 @@ func startEdge(t *testing.T, bin, caddyfile string) *originProc {
 		return strings.Contains(out.String(), "edge running")
 	})
 	return p
+}
+
+// edgeReports stands in for the DNS router and billing: it keeps the last
+// heartbeat and receipt batch an edge sent, each checked against its
+// signature.
+type edgeReports struct {
+	mu    sync.Mutex
+	hb    dnsroute.Heartbeat
+	batch *billing.Batch
+}
+
+func (s *edgeReports) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(io.LimitReader(r.Body, 16<<20))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch r.URL.Path {
+	case "/api/v1/edges/heartbeat":
+		var env identity.Envelope
+		var hb dnsroute.Heartbeat
+		if err := json.Unmarshal(body, &env); err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		if signer, err := env.Open(dnsroute.TypeHeartbeat, &hb); err != nil || signer.String() != hb.Peer {
+			http.Error(w, fmt.Sprint("bad heartbeat: ", err), 403)
+			return
+		}
+		s.hb = hb
+	case "/api/v1/batches":
+		_, b, _, err := billing.DecodeBatch(body)
+		if err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		s.batch = b
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+func (s *edgeReports) last() (dnsroute.Heartbeat, *billing.Batch) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.hb, s.batch
 }
