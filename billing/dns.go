@@ -146,12 +146,18 @@ func (d *DNSDirectory) Edges(ctx context.Context) ([]EdgeInfo, error) {
 // dnsEdges returns the router's edges by peer ID, cached for 5 s, or nil
 // and false when no router is configured or it cannot be reached.
 func (l *Ledger) dnsEdges(ctx context.Context) (map[string]EdgeInfo, bool) {
+	return l.dnsEdgesWithin(ctx, 5*time.Second)
+}
+
+// dnsEdgesWithin is dnsEdges with a cache no older than maxAge (0: ask
+// the router).
+func (l *Ledger) dnsEdgesWithin(ctx context.Context, maxAge time.Duration) (map[string]EdgeInfo, bool) {
 	if l.opts.DNS == nil {
 		return nil, false
 	}
 	l.dnsMu.Lock()
 	defer l.dnsMu.Unlock()
-	if l.dnsCache != nil && l.opts.now().Sub(l.dnsAt) < 5*time.Second {
+	if l.dnsCache != nil && l.opts.now().Sub(l.dnsAt) < maxAge {
 		return l.dnsCache, true
 	}
 	list, err := l.opts.DNS.Edges(ctx)
@@ -177,7 +183,7 @@ func (l *Ledger) dnsEdges(ctx context.Context) (map[string]EdgeInfo, bool) {
 //
 // Honest edges in a small devnet are handed out or serve little; a router
 // that cannot be reached skips the check rather than fail honest edges.
-func (l *Ledger) checkDNS(ctx context.Context, edge string, b *Batch) error {
+func (l *Ledger) checkDNS(ctx context.Context, edge string, b *Batch, digest string) error {
 	total := claimed(b.Records)
 	edges, ok := l.dnsEdges(ctx)
 	switch {
@@ -195,7 +201,7 @@ func (l *Ledger) checkDNS(ctx context.Context, edge string, b *Batch) error {
 			total, listed, e.Answers, l.opts.DNSFreeBytes)
 	}
 	if listed {
-		switch err := l.checkHeartbeats(ctx, edge, b, total, e); {
+		switch err := l.checkHeartbeats(ctx, edge, b, digest, total, e); {
 		case reasonOf(err) != "":
 			l.metrics.dnsCheck.WithLabelValues("rejected").Inc()
 			return err
@@ -231,17 +237,17 @@ var errHeartbeatBehind = fmt.Errorf("%w: the edge's heartbeats are behind its ba
 //	2 × ByteRate × (time since the last heartbeat + one heartbeat interval) + 1 MiB
 //
 // for what the edge served since its last heartbeat. Above that, the
-// batch is refused as implausible_vs_heartbeats only when that heartbeat
-// came at least skew (5 s) after the epoch ended, so that its counter
-// includes every response of the batch; before that it is deferred (a
-// burst the heartbeats do not show yet), and the edge resends.
+// batch is refused as implausible_vs_heartbeats only when the last
+// heartbeat came at least skew (5 s) after billing first received this
+// batch: that counter then includes every response of it (the edge
+// signed the batch before sending it). Before that the batch is
+// deferred (the heartbeats may not show a burst yet; the edge resends).
 //
 // The check is skipped when the router gives no heartbeat time (an older
 // router) or the edge never reported a byte (an older edge, or one that
 // had served nothing at its last heartbeat).
-func (l *Ledger) checkHeartbeats(ctx context.Context, edge string, b *Batch, total int64, e EdgeInfo) error {
-	high := max(e.MaxBytes, e.Bytes)
-	if e.LastHeartbeat.IsZero() || high == 0 {
+func (l *Ledger) checkHeartbeats(ctx context.Context, edge string, b *Batch, digest string, total int64, e EdgeInfo) error {
+	if e.LastHeartbeat.IsZero() || max(e.MaxBytes, e.Bytes) == 0 {
 		return nil
 	}
 	earlier, err := l.epochBytes(ctx, edge, b.Epoch)
@@ -249,6 +255,36 @@ func (l *Ledger) checkHeartbeats(ctx context.Context, edge string, b *Batch, tot
 		return err
 	}
 	sum := total + earlier
+	what, ok := l.heartbeatBound(e, b.Epoch, sum, total, earlier)
+	if ok {
+		l.forgetSeen(digest)
+		return nil
+	}
+	first := l.firstSeen(digest)
+	if e.LastHeartbeat.Before(first.Add(skew)) {
+		// Perhaps a newer heartbeat than the cached one covers it.
+		if edges, found := l.dnsEdgesWithin(ctx, 0); found {
+			if fresh, listed := edges[edge]; listed && !fresh.LastHeartbeat.IsZero() {
+				e = fresh
+				if what, ok = l.heartbeatBound(e, b.Epoch, sum, total, earlier); ok {
+					l.forgetSeen(digest)
+					return nil
+				}
+			}
+		}
+	}
+	if e.LastHeartbeat.Before(first.Add(skew)) {
+		return fmt.Errorf("billing: %w: %s; billing first received this batch at %s, after the last heartbeat (%s): send it again",
+			errHeartbeatBehind, what, first.UTC().Format(time.RFC3339), e.LastHeartbeat.UTC().Format(time.RFC3339))
+	}
+	l.forgetSeen(digest)
+	return reject(ReasonImplausibleHeartbeats, "%s", what)
+}
+
+// heartbeatBound reports whether sum bytes claimed for epoch are within
+// what e's heartbeats allow, and if not, why.
+func (l *Ledger) heartbeatBound(e EdgeInfo, epoch, sum, total, earlier int64) (string, bool) {
+	high := max(e.MaxBytes, e.Bytes)
 	interval := time.Duration(e.IntervalMS) * time.Millisecond
 	if interval <= 0 {
 		interval = defaultHeartbeatInterval
@@ -257,16 +293,38 @@ func (l *Ledger) checkHeartbeats(ctx context.Context, edge string, b *Batch, tot
 	slack := 2*e.ByteRate*(age+interval).Seconds() + HeartbeatSlackBytes
 	bound := float64(high) + slack
 	if float64(sum) <= bound {
-		return nil
+		return "", true
 	}
-	what := fmt.Sprintf("edge claims %d bytes for epoch %d (this batch %d, its other parts %d) but its heartbeats report at most %d bytes sent; "+
+	return fmt.Sprintf("edge claims %d bytes for epoch %d (this batch %d, its other parts %d) but its heartbeats report at most %d bytes sent; "+
 		"with %.0f bytes of slack (rate %.0f B/s, last heartbeat %s ago, interval %s) at most %.0f bytes are plausible",
-		sum, b.Epoch, total, earlier, high, slack, e.ByteRate, age.Round(time.Millisecond), interval, bound)
-	if end := time.Unix(b.Epoch+l.secs, 0); e.LastHeartbeat.Before(end.Add(skew)) {
-		return fmt.Errorf("billing: %w: %s; its last heartbeat (%s) may not count all of the epoch yet: send again",
-			errHeartbeatBehind, what, e.LastHeartbeat.UTC().Format(time.RFC3339))
+		sum, epoch, total, earlier, high, slack, e.ByteRate, age.Round(time.Millisecond), interval, bound), false
+}
+
+// maxDeferred bounds how many deferred batches billing remembers.
+const maxDeferred = 10000
+
+// firstSeen returns when billing first received the batch with digest
+// while deferring it (now, the first time).
+func (l *Ledger) firstSeen(digest string) time.Time {
+	now := l.opts.now()
+	l.dnsMu.Lock()
+	defer l.dnsMu.Unlock()
+	if t, ok := l.deferred[digest]; ok {
+		return t
 	}
-	return reject(ReasonImplausibleHeartbeats, "%s", what)
+	if l.deferred == nil || len(l.deferred) >= maxDeferred {
+		// Forgetting only defers a batch longer.
+		l.deferred = map[string]time.Time{}
+	}
+	l.deferred[digest] = now
+	return now
+}
+
+// forgetSeen drops a batch judged.
+func (l *Ledger) forgetSeen(digest string) {
+	l.dnsMu.Lock()
+	delete(l.deferred, digest)
+	l.dnsMu.Unlock()
 }
 
 // epochBytes returns the accepted bytes of the parts of (edge, epoch)

@@ -127,6 +127,7 @@ type Ledger struct {
 	dnsMu    sync.Mutex
 	dnsCache map[string]EdgeInfo
 	dnsAt    time.Time
+	deferred map[string]time.Time // batches deferred by the heartbeat check: first received
 }
 
 // New returns a ledger over db. content answers what is published;
