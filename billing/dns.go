@@ -52,6 +52,9 @@ type EdgeInfo struct {
 	// Bytes as the high-water mark and no rate.
 	MaxBytes uint64  `json:"-"`
 	ByteRate float64 `json:"-"`
+	// Restarted is the time of the last heartbeat DNSDirectory saw with a
+	// lower counter than the one before it: the edge restarted then.
+	Restarted time.Time `json:"-"`
 }
 
 // EdgeDirectory lists the edges the DNS router knows.
@@ -76,6 +79,8 @@ type heartbeatTrack struct {
 	last uint64    // Bytes at the last heartbeat seen
 	at   time.Time // that heartbeat's time (the router's clock)
 	rate float64   // highest Δbytes/Δt seen between heartbeats, bytes/s
+	// restarted is the time of the last heartbeat with a lower counter.
+	restarted time.Time
 }
 
 // observe folds e's heartbeat into t.
@@ -89,6 +94,9 @@ func (t *heartbeatTrack) observe(e EdgeInfo) {
 	}
 	// A lower counter is a restarted edge: the next growth is measured
 	// from it, and max keeps what the earlier process served.
+	if !t.at.IsZero() && e.Bytes < t.last {
+		t.restarted = e.LastHeartbeat
+	}
 	t.last, t.at = e.Bytes, e.LastHeartbeat
 }
 
@@ -138,7 +146,7 @@ func (d *DNSDirectory) Edges(ctx context.Context) ([]EdgeInfo, error) {
 			d.seen[e.Peer] = t
 		}
 		t.observe(*e)
-		e.MaxBytes, e.ByteRate = t.max, t.rate
+		e.MaxBytes, e.ByteRate, e.Restarted = t.max, t.rate, t.restarted
 	}
 	return edges, nil
 }
@@ -239,9 +247,11 @@ var errHeartbeatBehind = fmt.Errorf("%w: the edge's heartbeats are behind its ba
 // for what the edge served since its last heartbeat. Above that, the
 // batch is refused as implausible_vs_heartbeats only when the last
 // heartbeat came at least skew (5 s) after billing first received this
-// batch: that counter then includes every response of it (the edge
-// signed the batch before sending it). Before that the batch is
-// deferred (the heartbeats may not show a burst yet; the edge resends).
+// batch, and the edge did not restart from restartMargin before that:
+// that counter then includes every response of it (the process that
+// sent the batch signed it before). Otherwise the batch is deferred (the
+// heartbeats may not show a burst yet; the edge resends); a batch whose
+// process restarted around it stays deferred, never paid nor refused.
 //
 // The check is skipped when the router gives no heartbeat time (an older
 // router) or the edge never reported a byte (an older edge, or one that
@@ -261,7 +271,10 @@ func (l *Ledger) checkHeartbeats(ctx context.Context, edge string, b *Batch, dig
 		return nil
 	}
 	first := l.firstSeen(digest)
-	if e.LastHeartbeat.Before(first.Add(skew)) {
+	covered := func(e EdgeInfo) bool {
+		return !e.LastHeartbeat.Before(first.Add(skew)) && e.Restarted.Before(first.Add(-restartMargin))
+	}
+	if !covered(e) {
 		// Perhaps a newer heartbeat than the cached one covers it.
 		if edges, found := l.dnsEdgesWithin(ctx, 0); found {
 			if fresh, listed := edges[edge]; listed && !fresh.LastHeartbeat.IsZero() {
@@ -273,9 +286,13 @@ func (l *Ledger) checkHeartbeats(ctx context.Context, edge string, b *Batch, dig
 			}
 		}
 	}
-	if e.LastHeartbeat.Before(first.Add(skew)) {
-		return fmt.Errorf("billing: %w: %s; billing first received this batch at %s, after the last heartbeat (%s): send it again",
-			errHeartbeatBehind, what, first.UTC().Format(time.RFC3339), e.LastHeartbeat.UTC().Format(time.RFC3339))
+	if !covered(e) {
+		why := "after the last heartbeat (" + e.LastHeartbeat.UTC().Format(time.RFC3339) + ")"
+		if !e.Restarted.Before(first.Add(-restartMargin)) {
+			why = "around a restart of the edge (" + e.Restarted.UTC().Format(time.RFC3339) + "): its heartbeats may not count it"
+		}
+		return fmt.Errorf("billing: %w: %s; billing first received this batch at %s, %s: send it again",
+			errHeartbeatBehind, what, first.UTC().Format(time.RFC3339), why)
 	}
 	l.forgetSeen(digest)
 	return reject(ReasonImplausibleHeartbeats, "%s", what)
@@ -299,6 +316,12 @@ func (l *Ledger) heartbeatBound(e EdgeInfo, epoch, sum, total, earlier int64) (s
 		"with %.0f bytes of slack (rate %.0f B/s, last heartbeat %s ago, interval %s) at most %.0f bytes are plausible",
 		sum, epoch, total, earlier, high, slack, e.ByteRate, age.Round(time.Millisecond), interval, bound), false
 }
+
+// restartMargin: a batch first received less than this after the edge
+// restarted may come from the process before (a Reporter posts for up to
+// 30 s, and flushes for 10 s at shutdown), which the heartbeats after the
+// restart do not count.
+const restartMargin = time.Minute
 
 // maxDeferred bounds how many deferred batches billing remembers.
 const maxDeferred = 10000

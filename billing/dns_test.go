@@ -88,16 +88,17 @@ func TestDNSDirectoryHeartbeats(t *testing.T) {
 		polls    []poll
 		wantMax  uint64
 		wantRate float64
+		restart  time.Duration // when it restarted, after t0; <0: never
 	}{
-		{"one heartbeat: no rate yet", []poll{{10 * MiB, 0}}, 10 * MiB, 0},
-		{"growth gives the rate", []poll{{10 * MiB, 0}, {30 * MiB, 10 * time.Second}}, 30 * MiB, 2 * MiB},
-		{"the same heartbeat twice", []poll{{10 * MiB, 0}, {30 * MiB, 10 * time.Second}, {30 * MiB, 10 * time.Second}}, 30 * MiB, 2 * MiB},
-		{"an older heartbeat is ignored", []poll{{10 * MiB, 0}, {30 * MiB, 10 * time.Second}, {50 * MiB, 5 * time.Second}}, 50 * MiB, 2 * MiB},
-		{"restarted: the high-water mark stays", []poll{{10 * MiB, 0}, {30 * MiB, 10 * time.Second}, {1 * MiB, 14 * time.Second}}, 30 * MiB, 2 * MiB},
+		{"one heartbeat: no rate yet", []poll{{10 * MiB, 0}}, 10 * MiB, 0, -1},
+		{"growth gives the rate", []poll{{10 * MiB, 0}, {30 * MiB, 10 * time.Second}}, 30 * MiB, 2 * MiB, -1},
+		{"the same heartbeat twice", []poll{{10 * MiB, 0}, {30 * MiB, 10 * time.Second}, {30 * MiB, 10 * time.Second}}, 30 * MiB, 2 * MiB, -1},
+		{"an older heartbeat is ignored", []poll{{10 * MiB, 0}, {30 * MiB, 10 * time.Second}, {50 * MiB, 5 * time.Second}}, 50 * MiB, 2 * MiB, -1},
+		{"restarted: the high-water mark stays", []poll{{10 * MiB, 0}, {30 * MiB, 10 * time.Second}, {1 * MiB, 14 * time.Second}}, 30 * MiB, 2 * MiB, 14 * time.Second},
 		{"restarted: growth after it is measured from the new counter",
-			[]poll{{10 * MiB, 0}, {30 * MiB, 10 * time.Second}, {1 * MiB, 14 * time.Second}, {10 * MiB, 17 * time.Second}}, 30 * MiB, 3 * MiB},
-		{"the highest rate is kept", []poll{{0, 0}, {30 * MiB, 10 * time.Second}, {31 * MiB, 20 * time.Second}}, 31 * MiB, 3 * MiB},
-		{"a router without heartbeat times", []poll{{10 * MiB, -1}}, 0, 0},
+			[]poll{{10 * MiB, 0}, {30 * MiB, 10 * time.Second}, {1 * MiB, 14 * time.Second}, {10 * MiB, 17 * time.Second}}, 30 * MiB, 3 * MiB, 14 * time.Second},
+		{"the highest rate is kept", []poll{{0, 0}, {30 * MiB, 10 * time.Second}, {31 * MiB, 20 * time.Second}}, 31 * MiB, 3 * MiB, -1},
+		{"a router without heartbeat times", []poll{{10 * MiB, -1}}, 0, 0, -1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -128,6 +129,9 @@ func TestDNSDirectoryHeartbeats(t *testing.T) {
 			}
 			if got.MaxBytes != tc.wantMax || got.ByteRate != tc.wantRate || got.Bytes != tc.polls[len(tc.polls)-1].bytes {
 				t.Fatalf("max %d rate %v bytes %d, want max %d rate %v", got.MaxBytes, got.ByteRate, got.Bytes, tc.wantMax, tc.wantRate)
+			}
+			if restarted := !got.Restarted.IsZero(); restarted != (tc.restart >= 0) || (restarted && !got.Restarted.Equal(t0.Add(tc.restart))) {
+				t.Fatalf("restarted %v, want after %v", got.Restarted, tc.restart)
 			}
 		})
 	}
@@ -228,14 +232,28 @@ func TestHeartbeatCheckThroughRouter(t *testing.T) {
 		if res, err := tl.IngestBatch(ctx, batch(e0, 1, 40), netip.Addr{}); err != nil || res.Bytes != 40*MiB {
 			t.Fatalf("batch of the earlier process: %+v, %v", res, err)
 		}
-		// More than either process ever counted: refused once a heartbeat
-		// after the batch shows no more.
+		// More than either process ever counted, sent around the restart:
+		// perhaps by the process before, whose last counter billing may not
+		// have seen. Deferred, not refused, even after later heartbeats.
 		env := batch(e0-60, 2, 52)
 		if _, err := tl.IngestBatch(ctx, env, netip.Addr{}); !errors.Is(err, errTransient) {
 			t.Fatalf("first send: %v, want it deferred", err)
 		}
 		beat(3*MiB, 19*time.Second)
 		tl.setNow(t0.Add(20 * time.Second))
+		if _, err := tl.IngestBatch(ctx, env, netip.Addr{}); !errors.Is(err, errTransient) || reasonOf(err) != "" {
+			t.Fatalf("resent around the restart: %v, want it deferred", err)
+		}
+		// Sent well after the restart: refused once a heartbeat after the
+		// batch shows no more.
+		env = batch(e0-120, 3, 60)
+		beat(4*MiB, 89*time.Second)
+		tl.setNow(t0.Add(90 * time.Second))
+		if _, err := tl.IngestBatch(ctx, env, netip.Addr{}); !errors.Is(err, errTransient) {
+			t.Fatalf("first send: %v, want it deferred", err)
+		}
+		beat(5*MiB, 99*time.Second)
+		tl.setNow(t0.Add(100 * time.Second))
 		if _, err := tl.IngestBatch(ctx, env, netip.Addr{}); reasonOf(err) != ReasonImplausibleHeartbeats {
 			t.Fatalf("resent: %v, want %s", err, ReasonImplausibleHeartbeats)
 		}
