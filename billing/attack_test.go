@@ -2,6 +2,8 @@ package billing
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"testing"
@@ -66,7 +68,6 @@ func TestAttacksPostgres(t *testing.T) { testAttacks(t, pgDSN(t)) }
 func testAttacks(t *testing.T, dsn string) {
 	ctx := context.Background()
 	const price = 3 << 30 // 3 units per byte served
-	tl := newTestLedger(t, dsn, Config{PricePerGiBServed: price})
 	var (
 		pub      = testKey(t, 10)
 		edge     = testKey(t, 11)
@@ -75,8 +76,16 @@ func testAttacks(t *testing.T, dsn string) {
 		liarPeer = testKey(t, 14)
 		forger   = testKey(t, 15)
 		stranger = testKey(t, 16)
+		hbLiar   = testKey(t, 17)
 	)
-	tl.content.publish("blog", pub.ID, map[string]int64{"cidA": 1000, "cidB": 5000})
+	// The DNS router lists the honest edge, its heartbeats counting the
+	// 6000 bytes it serves, and hbLiar, its heartbeats counting 1 MiB.
+	dir := &hbDir{edges: []EdgeInfo{
+		{Peer: edge.ID.String(), Healthy: true, Answers: 5, IntervalMS: 2000, LastHeartbeat: t0.Add(-time.Second), Bytes: 6000},
+		{Peer: hbLiar.ID.String(), Healthy: true, Answers: 5, IntervalMS: 2000, LastHeartbeat: t0.Add(-time.Second), Bytes: 1 << 20},
+	}}
+	tl := newTestLedger(t, dsn, Config{PricePerGiBServed: price, DNS: dir})
+	tl.content.publish("blog", pub.ID, map[string]int64{"cidA": 1000, "cidB": 5000, "cidBig": 1 << 20})
 	tl.content.shards["shard1"] = pub.ID
 	e0 := t0.Unix() - 60 // the epoch just closed
 	if _, err := tl.Deposit(ctx, mustSign(t, tl.operator, TypeDeposit, Deposit{Account: pub.ID.String(), Amount: 1_000_000, Nonce: "d1"})); err != nil {
@@ -187,6 +196,21 @@ func testAttacks(t *testing.T, dsn string) {
 		{"read order for an unknown shard", liarPeer.ID.String(), ReasonUnknownShard,
 			claim(liarPeer, ClaimedOrder{ID: 4, Order: readOrder(t, edge, liarPeer.ID.String(), "shard9", "x3", 100, old)})},
 		{"replayed read order", peerKey.ID.String(), ReasonReplayOrder, claim(peerKey, honestOrders[0])},
+		{"more bytes than its heartbeats count", hbLiar.ID.String(), ReasonImplausibleHeartbeats, func() (any, error) {
+			var recs []Record // 100 MiB
+			for i := range 100 {
+				recs = append(recs, rec(1700+uint64(i), "blog", "cidBig", 1<<20, e0-60))
+			}
+			env := signBatch(t, hbLiar, e0-60, 70, recs)
+			// Deferred until a heartbeat after the batch shows no more.
+			if _, err := tl.IngestBatch(ctx, env, netip.Addr{}); !errors.Is(err, errTransient) || reasonOf(err) != "" {
+				return nil, fmt.Errorf("first send: %w, want it deferred", err)
+			}
+			defer tl.setNow(t0)
+			tl.setNow(t0.Add(10 * time.Second))
+			dir.beat(t0.Add(9*time.Second), 1)
+			return tl.IngestBatch(ctx, env, netip.Addr{})
+		}},
 		{"claim signed by another key", liarPeer.ID.String(), ReasonSignature, func() (any, error) {
 			env := mustSign(t, forger, TypeClaim, Claim{Peer: liarPeer.ID.String(), Orders: honestOrders})
 			env.Signer = liarPeer.ID.String()
@@ -247,6 +271,7 @@ func testAttacks(t *testing.T, dsn string) {
 		pub.ID.String():      1_000_000 - wantEdge - wantPeer,
 		liar.ID.String():     0,
 		liarPeer.ID.String(): 0,
+		hbLiar.ID.String():   0,
 		TreasuryAccount:      -1_000_000,
 	}
 	for id, want := range balances {

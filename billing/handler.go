@@ -178,7 +178,10 @@ func (l *Ledger) reply(w http.ResponseWriter, v any, err error) {
 	case errors.Is(err, errTransient):
 		code = http.StatusServiceUnavailable
 	}
-	if code >= 500 {
+	switch {
+	case errors.Is(err, errHeartbeatBehind):
+		l.log.Info("batch deferred", zap.Error(err))
+	case code >= 500:
 		l.log.Error("request failed", zap.Error(err))
 	}
 	writeJSON(w, code, ErrorResponse{Error: err.Error(), Reason: reason})

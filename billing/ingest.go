@@ -83,7 +83,10 @@ func (l *Ledger) IngestBatch(ctx context.Context, env *identity.Envelope, from n
 		}
 		return res, err
 	}
-	if err := l.checkDNS(ctx, edge, claimed(batch.Records)); err != nil {
+	if err := l.checkDNS(ctx, edge, batch, digest); err != nil {
+		if reasonOf(err) == "" {
+			return nil, err // deferred: the edge sends it again
+		}
 		return rejectBatch(err)
 	}
 	accepted, rejected, err := l.checkRecords(ctx, signer, batch.Epoch, batch.Salt, batch.Records, from)

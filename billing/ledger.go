@@ -50,8 +50,10 @@ type Config struct {
 	// Registry receives the metrics. Default: a private registry.
 	Registry prometheus.Registerer
 	// DNS, if set, enables the DNS cross-check: an edge the router never
-	// handed out may claim at most DNSFreeBytes per batch. Unset, the
-	// check is skipped and counted as "unconfigured".
+	// handed out may claim at most DNSFreeBytes per batch, and a listed
+	// edge no more per epoch than its heartbeats' byte counter allows
+	// (checkHeartbeats). Unset, the check is skipped and counted as
+	// "unconfigured".
 	DNS EdgeDirectory
 	// DNSFreeBytes is what an edge unknown to DNS may claim per batch.
 	// Default: 64 MiB.
@@ -127,6 +129,7 @@ type Ledger struct {
 	dnsMu    sync.Mutex
 	dnsCache map[string]EdgeInfo
 	dnsAt    time.Time
+	deferred map[string]time.Time // batches deferred by the heartbeat check: first received
 }
 
 // New returns a ledger over db. content answers what is published;

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/storage"
 )
 
@@ -109,32 +112,161 @@ func TestDNSCheck(t *testing.T) {
 		}
 		return rs
 	}
+	const MiB = 1 << 20
+	// hb lists the edge with heartbeats reporting bytes, its last one at
+	// t0+after (epoch e0 ends at t0), every 2 s.
+	hb := func(answers int64, bytes uint64, after time.Duration, rate float64) *hbDir {
+		return &hbDir{edges: []EdgeInfo{{Peer: edge.ID.String(), Healthy: true, Answers: answers, IntervalMS: 2000,
+			LastHeartbeat: t0.Add(after), Bytes: bytes, ByteRate: rate}}}
+	}
+	const keep = 1
+	restarted := hb(3, 1*MiB, 6*time.Second, 0)
+	restarted.edges[0].MaxBytes = 150 * MiB
+	noTime := hb(3, 1*MiB, 0, 0)
+	noTime.edges[0].LastHeartbeat = time.Time{}
 	tests := []struct {
-		name   string
-		dns    EdgeDirectory
-		recs   []Record
-		want   Reason
-		metric string
+		name string
+		dns  EdgeDirectory
+		now  time.Duration // the clock, after t0
+		recs []Record
+		// resend: the batch is deferred first; 10 s later, after another
+		// heartbeat reporting resend bytes (keep: as before), it is sent
+		// again.
+		resend    uint64
+		want      Reason
+		transient bool
+		metric    string
 	}{
-		{"unconfigured", nil, big(1), "", "unconfigured"},
-		{"handed out", edgeList{edges: []EdgeInfo{{Peer: edge.ID.String(), Healthy: true, Answers: 3}}}, big(2), "", "ok"},
-		{"never handed out, little", edgeList{}, big(3)[:10], "", "ok"},
-		{"never handed out, much", edgeList{edges: []EdgeInfo{{Peer: edge.ID.String(), Answers: 0}}}, big(4), ReasonDNSImplausible, "rejected"},
-		{"unlisted, much", edgeList{}, big(5), ReasonDNSImplausible, "rejected"},
-		{"router down", edgeList{err: errors.New("down")}, big(6), "", "skipped"},
+		{"unconfigured", nil, 0, big(1), 0, "", false, "unconfigured"},
+		{"handed out", edgeList{edges: []EdgeInfo{{Peer: edge.ID.String(), Healthy: true, Answers: 3}}}, 0, big(2), 0, "", false, "ok"},
+		{"never handed out, little", edgeList{}, 0, big(3)[:10], 0, "", false, "ok"},
+		{"never handed out, much", edgeList{edges: []EdgeInfo{{Peer: edge.ID.String(), Answers: 0}}}, 0, big(4), 0, ReasonDNSImplausible, false, "rejected"},
+		{"unlisted, much", edgeList{}, 0, big(5), 0, ReasonDNSImplausible, false, "rejected"},
+		{"router down", edgeList{err: errors.New("down")}, 0, big(6), 0, "", false, "skipped"},
+
+		// Heartbeats: 100 MiB claimed for epoch e0 (which ends at t0).
+		{"heartbeats report more", hb(3, 200*MiB, 6*time.Second, 0), 7 * time.Second, big(7), 0, "", false, "ok"},
+		{"heartbeats report less by exactly 1 MiB", hb(3, 99*MiB, 6*time.Second, 0), 7 * time.Second, big(8), 0, "", false, "ok"},
+		{"heartbeats report less by 1 MiB and a byte", hb(3, 99*MiB-1, 6*time.Second, 0), 7 * time.Second, big(9), keep,
+			ReasonImplausibleHeartbeats, false, "rejected"},
+		{"heartbeats report 1 MiB", hb(3, 1*MiB, 6*time.Second, 0), 7 * time.Second, big(10), keep, ReasonImplausibleHeartbeats, false, "rejected"},
+		{"never handed out, heartbeats report 1 MiB", hb(0, 1*MiB, 6*time.Second, 0), 7 * time.Second, big(11)[:10], keep,
+			ReasonImplausibleHeartbeats, false, "rejected"},
+		// Last heartbeat 1 s before the epoch ended, 1 s ago, 2 s apart at
+		// 1 MiB/s: slack 2 × 1 MiB/s × (1 s + 2 s) + 1 MiB = 7 MiB.
+		{"staleness slack: within", hb(3, 93*MiB, -time.Second, MiB), 0, big(12), 0, "", false, "ok"},
+		{"staleness slack: beyond: deferred", hb(3, 92*MiB, -time.Second, MiB), 0, big(13), 0, "", true, "deferred"},
+		{"staleness slack: beyond, the next heartbeat counts it", hb(3, 92*MiB, -time.Second, MiB), 0, big(14), 100 * MiB, "", false, "ok"},
+		{"staleness slack grows with the heartbeat's age", hb(3, 92*MiB, -time.Second, MiB), time.Second, big(15), 0, "", false, "ok"},
+		{"restarted edge: its high-water mark counts", restarted, 7 * time.Second, big(16), 0, "", false, "ok"},
+		{"edge never reported a byte: skipped", hb(3, 0, 6*time.Second, 0), 7 * time.Second, big(17), 0, "", false, "ok"},
+		{"router without heartbeat times: skipped", noTime, 7 * time.Second, big(18), 0, "", false, "ok"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			tl := newTestLedger(t, "", Config{DNS: tc.dns})
+			tl.setNow(t0.Add(tc.now))
 			tl.content.publish("blog", pub.ID, map[string]int64{"big": 1 << 20})
-			_, err := tl.IngestBatch(ctx, signBatch(t, edge, e0, 1, tc.recs), netip.Addr{})
-			if reasonOf(err) != tc.want || (tc.want == "" && err != nil) {
+			env := signBatch(t, edge, e0, 1, tc.recs)
+			res, err := tl.IngestBatch(ctx, env, netip.Addr{})
+			if tc.resend != 0 {
+				if !errors.Is(err, errTransient) || reasonOf(err) != "" || counter(tl.metrics.dnsCheck.WithLabelValues("deferred")) != 1 {
+					t.Fatalf("first send: %v, want it deferred", err)
+				}
+				now := t0.Add(tc.now + 10*time.Second)
+				tl.setNow(now)
+				tc.dns.(*hbDir).beat(now.Add(-time.Second), tc.resend)
+				res, err = tl.IngestBatch(ctx, env, netip.Addr{})
+			}
+			switch {
+			case tc.transient:
+				if !errors.Is(err, errTransient) || reasonOf(err) != "" {
+					t.Fatalf("err %v, want a transient error", err)
+				}
+			case reasonOf(err) != tc.want || (tc.want == "" && err != nil):
 				t.Fatalf("err %v, want reason %q", err, tc.want)
+			case err == nil && res.Accepted != len(tc.recs):
+				t.Fatalf("accepted %+v", res)
 			}
 			if got := counter(tl.metrics.dnsCheck.WithLabelValues(tc.metric)); got != 1 {
 				t.Fatalf("dns check %s counted %v times", tc.metric, got)
 			}
+			st, err := tl.Statement(ctx, edge.ID.String())
+			switch {
+			case tc.want != "" && (err != nil || len(st.Rejected) != 1 || st.Rejected[0].Reason != tc.want || st.Rejected[0].Bytes != claimed(tc.recs)):
+				t.Fatalf("statement %+v, %v", st, err)
+			case tc.want == "" && err == nil && len(st.Rejected) != 0: // a deferral is no refusal
+				t.Fatalf("statement %+v", st)
+			}
 		})
+	}
+}
+
+// hbDir is an EdgeDirectory whose edges send heartbeats (beat).
+type hbDir struct {
+	mu    sync.Mutex
+	edges []EdgeInfo
+}
+
+func (d *hbDir) Edges(ctx context.Context) ([]EdgeInfo, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.edges), nil
+}
+
+// beat records a heartbeat of every edge at at, reporting bytes (1: the
+// same as before) and keeping the highest bytes seen.
+func (d *hbDir) beat(at time.Time, bytes uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i := range d.edges {
+		e := &d.edges[i]
+		e.LastHeartbeat = at
+		if bytes > 1 {
+			e.Bytes = bytes
+		}
+		e.MaxBytes = max(e.MaxBytes, e.Bytes)
+	}
+}
+
+// TestHeartbeatCheckSumsParts: the parts of an (edge, epoch) are judged
+// together against the heartbeats.
+func TestHeartbeatCheckSumsParts(t *testing.T) {
+	ctx := context.Background()
+	pub, edge := testKey(t, 52), testKey(t, 53)
+	e0 := t0.Unix() - 60
+	dns := &hbDir{edges: []EdgeInfo{{Peer: edge.ID.String(), Healthy: true, Answers: 3, IntervalMS: 2000,
+		LastHeartbeat: t0.Add(6 * time.Second), Bytes: 100 << 20}}}
+	tl := newTestLedger(t, "", Config{DNS: dns})
+	tl.setNow(t0.Add(7 * time.Second))
+	tl.content.publish("blog", pub.ID, map[string]int64{"big": 1 << 20})
+	part := func(n int, seq uint64) *identity.Envelope {
+		var rs []Record
+		for i := range 60 {
+			rs = append(rs, rec(seq*1000+uint64(i), "blog", "big", 1<<20, e0))
+		}
+		b := mustOpen(t, signBatch(t, edge, e0, seq, rs))
+		b.Part = n
+		return mustSign(t, edge, TypeBatch, b)
+	}
+	if res, err := tl.IngestBatch(ctx, part(0, 1), netip.Addr{}); err != nil || res.Accepted != 60 {
+		t.Fatalf("part 0: %+v, %v", res, err)
+	}
+	// 60 MiB more would be 120 MiB for the epoch: more than 100 MiB + 1 MiB.
+	// Deferred until a heartbeat after it, then refused.
+	p1 := part(1, 2)
+	if _, err := tl.IngestBatch(ctx, p1, netip.Addr{}); !errors.Is(err, errTransient) {
+		t.Fatalf("part 1: %v, want it deferred", err)
+	}
+	tl.setNow(t0.Add(17 * time.Second))
+	dns.beat(t0.Add(16*time.Second), 1)
+	if _, err := tl.IngestBatch(ctx, p1, netip.Addr{}); reasonOf(err) != ReasonImplausibleHeartbeats {
+		t.Fatalf("part 1: %v, want %s", err, ReasonImplausibleHeartbeats)
+	}
+	// Another epoch is judged alone.
+	other := signBatch(t, edge, e0-60, 3, []Record{rec(5000, "blog", "big", 1<<20, e0-60)})
+	if res, err := tl.IngestBatch(ctx, other, netip.Addr{}); err != nil || res.Accepted != 1 {
+		t.Fatalf("other epoch: %+v, %v", res, err)
 	}
 }
 

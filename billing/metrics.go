@@ -24,7 +24,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		bytes: prometheus.NewCounterVec(opts("claimed_bytes_total",
 			"Bytes claimed by kind (served, storage_read) and result (accepted, rejected)."), []string{"kind", "result"}),
 		dnsCheck: prometheus.NewCounterVec(opts("dns_checks_total",
-			"DNS cross-checks of batches by result (ok, rejected, skipped, unconfigured)."), []string{"result"}),
+			"DNS cross-checks of batches by result (ok, rejected, deferred, skipped, unconfigured)."), []string{"result"}),
 		probes: prometheus.NewCounterVec(opts("probes_total",
 			"Sampling probes of edges by result (ok, wrong_content, error)."), []string{"result"}),
 		settled: prometheus.NewCounter(opts("settled_epochs_total", "Epochs settled.")),

@@ -32,6 +32,10 @@ const (
 	ReasonReplayOrder    Reason = "replay_order"    // the read order was claimed before
 	ReasonUnknownShard   Reason = "unknown_shard"   // the shard is in no published manifest
 	ReasonOrderStale     Reason = "order_stale"     // the read order expired before the accepted window
+
+	// ReasonImplausibleHeartbeats: an edge claims more bytes for an epoch
+	// than its heartbeats' byte counter allows.
+	ReasonImplausibleHeartbeats Reason = "implausible_vs_heartbeats"
 )
 
 // RejectError is a refusal with its reason.

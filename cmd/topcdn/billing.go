@@ -55,8 +55,9 @@ file funds publishers ('topcdn billing deposit --key FILE …').
 
 --origin is where published content is learned (names, blocks, manifests);
 without it every record is refused as unpublished. --dns enables the DNS
-cross-check (GET URL/api/v1/edges) and the sampling prober; without it
-both are skipped and statements say so.
+cross-check (GET URL/api/v1/edges: an edge's DNS share, and its claims
+against the byte counter its heartbeats report) and the sampling prober;
+without it both are skipped and statements say so.
 
   POST /api/v1/batches, /api/v1/claims, /api/v1/deposits, /api/v1/settle
   GET  /api/v1/accounts[/{id}[/statement]], /api/v1/suspended
