@@ -166,6 +166,9 @@ func (e *Edge) withResponseCache(next http.Handler) http.Handler {
 		}
 		rec := &recordingWriter{ResponseWriter: w, limit: int(limit)}
 		next.ServeHTTP(rec, r)
+		if r.Context().Err() != nil {
+			return // the client went away: the answer may be unfinished
+		}
 		if resp := rec.response(now); resp != nil {
 			e.resp.add(key, resp)
 		}
@@ -182,6 +185,8 @@ type recordingWriter struct {
 	buf     bytes.Buffer
 	tooBig  bool
 	written bool
+	length  int  // the Content-Length the handler declared, -1 if none
+	failed  bool // a write to the client failed: the body may be cut short
 }
 
 // start notes the status and the headers as the handler set them, and,
@@ -195,7 +200,9 @@ func (w *recordingWriter) start(code int) {
 	if code == http.StatusOK {
 		w.header = w.ResponseWriter.Header().Clone()
 	}
+	w.length = -1
 	if n, err := strconv.Atoi(w.ResponseWriter.Header().Get("Content-Length")); err == nil {
+		w.length = n
 		if n > w.limit || code != http.StatusOK {
 			w.tooBig = true
 		} else {
@@ -223,7 +230,11 @@ func (w *recordingWriter) Write(b []byte) (int, error) {
 			w.buf.Write(b)
 		}
 	}
-	return w.ResponseWriter.Write(b)
+	n, err := w.ResponseWriter.Write(b)
+	if err != nil {
+		w.failed = true
+	}
+	return n, err
 }
 
 // Flush lets streamed answers stream.
@@ -233,9 +244,11 @@ func (w *recordingWriter) Flush() {
 	}
 }
 
-// response returns what to cache, or nil if the answer is not cacheable.
+// response returns what to cache, or nil if the answer is not cacheable
+// or not whole: a client that goes away mid-answer (or a handler that
+// stops early) must not leave a short body to be replayed to everyone.
 func (w *recordingWriter) response(now time.Time) *response {
-	if w.code != http.StatusOK || w.tooBig {
+	if w.code != http.StatusOK || w.tooBig || w.failed || (w.length >= 0 && w.buf.Len() != w.length) {
 		return nil
 	}
 	h := w.header

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -101,5 +102,68 @@ func TestResponseCacheJoinsListHeaders(t *testing.T) {
 		if i == 1 && (len(hdr["Vary"]) != 1 || hdr.Get("Vary") != "Accept, Accept-Encoding" || len(hdr["Link"]) != 2) {
 			t.Fatalf("hit: Vary %q, Link %q", hdr["Vary"], hdr["Link"])
 		}
+	}
+}
+
+// failingWriter is a client that went away: every write fails.
+type failingWriter struct{ *httptest.ResponseRecorder }
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("broken pipe") }
+
+// TestResponseCacheKeepsOnlyWholeAnswers: an answer cut short (the handler
+// wrote less than its Content-Length, a write to the client failed, or the
+// client went away) is not kept, so it is never replayed to others.
+func TestResponseCacheKeepsOnlyWholeAnswers(t *testing.T) {
+	tests := []struct {
+		name    string
+		declare string // Content-Length the handler sets
+		write   string
+		client  func(*httptest.ResponseRecorder) http.ResponseWriter
+		cancel  bool
+		kept    bool
+	}{
+		{"whole", "10", "0123456789", nil, false, true},
+		{"whole, no length", "", "0123456789", nil, false, true},
+		{"short of its length", "10", "01234", nil, false, false},
+		{"client write fails", "10", "0123456789", func(r *httptest.ResponseRecorder) http.ResponseWriter { return failingWriter{r} }, false, false},
+		{"client went away", "", "0123456789", nil, true, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e, err := New(context.Background(), Config{Origin: "http://127.0.0.1:1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			calls := 0
+			h := e.withResponseCache(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				calls++
+				w.Header().Set("Cache-Control", "public, max-age=29030400, immutable")
+				if tc.declare != "" {
+					w.Header().Set("Content-Length", tc.declare)
+				}
+				w.WriteHeader(200)
+				w.Write([]byte(tc.write))
+			}))
+			ctx, cancel := context.WithCancel(context.Background())
+			if tc.cancel {
+				cancel()
+			} else {
+				defer cancel()
+			}
+			rec := httptest.NewRecorder()
+			var w http.ResponseWriter = rec
+			if tc.client != nil {
+				w = tc.client(rec)
+			}
+			h.ServeHTTP(w, httptest.NewRequest("GET", "http://x/ipfs/bafkqaaa", nil).WithContext(ctx))
+			rec2 := httptest.NewRecorder()
+			h.ServeHTTP(rec2, httptest.NewRequest("GET", "http://x/ipfs/bafkqaaa", nil))
+			if kept := calls == 1; kept != tc.kept {
+				t.Fatalf("kept = %v (handler called %d times), want %v", kept, calls, tc.kept)
+			}
+			if tc.kept && rec2.Body.String() != tc.write {
+				t.Fatalf("hit body %q, want %q", rec2.Body.String(), tc.write)
+			}
+		})
 	}
 }
