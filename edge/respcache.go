@@ -104,9 +104,14 @@ func (c *responseCache) add(key string, r *response) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if old, ok := c.lru.Peek(key); ok {
+		// Replacing (a refresh, or concurrent misses for one answer):
+		// simplelru does not report the old value as evicted.
+		c.bytes -= old.size()
+	}
 	c.lru.Add(key, r)
 	c.bytes += r.size()
-	for c.bytes > c.max {
+	for c.bytes > c.max && c.lru.Len() > 0 {
 		c.lru.RemoveOldest()
 	}
 }

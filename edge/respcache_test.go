@@ -37,6 +37,16 @@ func TestResponseCacheExpiry(t *testing.T) {
 	if r, ok := c.get("site", t0.Add(5*time.Minute)); !ok || string(r.body) != "v2" {
 		t.Fatal("refreshed entry not served")
 	}
+	// Replacing an answer (refreshes, concurrent misses for one key)
+	// counts its bytes once, so the cache does not fill with ghosts and
+	// evict live answers.
+	same := newResponseCache(10000)
+	for range 100 {
+		same.add("k", &response{body: make([]byte, 500)})
+	}
+	if want := (&response{body: make([]byte, 500)}).size(); same.size() != want {
+		t.Fatalf("one answer added 100 times counts %d bytes, want %d", same.size(), want)
+	}
 	// The byte bound holds.
 	small := newResponseCache(2000)
 	for i := range 10 {
