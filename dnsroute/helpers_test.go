@@ -228,12 +228,6 @@ func (tr *testRouter) healthyEdges() int {
 	return len(tr.snap.Load().edges)
 }
 
-// hasName reports whether the router serves name.
-func (tr *testRouter) hasName(name string) bool {
-	_, ok := tr.snap.Load().names[name]
-	return ok
-}
-
 // query asks the router over net ("udp" or "tcp") from the local address
 // laddr (may be empty).
 func (tr *testRouter) query(t *testing.T, network, laddr string, m *dns.Msg) *dns.Msg {
