@@ -9,7 +9,7 @@ type metrics struct {
 	misses   prometheus.Counter
 	upstream prometheus.Histogram
 
-	responseHits prometheus.Counter
+	responseHits prometheus.CounterFunc // reads Edge.responseHits
 }
 
 func newMetrics(reg prometheus.Registerer, e *Edge) (*metrics, error) {
@@ -28,10 +28,10 @@ func newMetrics(reg prometheus.Registerer, e *Edge) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
 		}),
 	}
-	m.responseHits = prometheus.NewCounter(prometheus.CounterOpts{
+	m.responseHits = prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Namespace: "topcdn", Subsystem: "edge", Name: "response_cache_hits_total",
 		Help: "Requests answered from ready-to-send cached responses.",
-	})
+	}, func() float64 { return float64(e.responseHits.Load()) })
 	respBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "topcdn", Subsystem: "edge", Name: "response_cache_bytes",
 		Help: "Bytes of ready-to-send responses cached in memory.",

@@ -24,11 +24,30 @@ type response struct {
 	length     []string // the Content-Length header value, prebuilt
 	body       []byte
 	promoted   atomic.Int64 // when it last moved to the front of the LRU (unix ns)
+	ageHeader  atomic.Pointer[ageValue]
 	etag       string
 	expires    time.Time // zero: immutable
 	stored     time.Time // when the gateway wrote it
 	modtime    time.Time
 	refreshing bool // expired, and one request is fetching it anew
+}
+
+// ageValue is an Age header value, formatted once for a whole second.
+type ageValue struct {
+	second int64 // the Unix second it was formatted for
+	value  []string
+}
+
+// age returns the Age header of a hit at now: whole seconds since the
+// answer was stored, formatted at most once a second.
+func (r *response) age(now time.Time) []string {
+	sec := now.Unix()
+	if a := r.ageHeader.Load(); a != nil && a.second == sec {
+		return a.value
+	}
+	a := &ageValue{second: sec, value: []string{strconv.Itoa(int(now.Sub(r.stored) / time.Second))}}
+	r.ageHeader.Store(a)
+	return a.value
 }
 
 // staleGrace is how long an expired response may still be served while
@@ -136,7 +155,6 @@ func (e *Edge) withResponseCache(next http.Handler) http.Handler {
 		key := responseKey(r)
 		now := time.Now()
 		if cached, ok := e.resp.get(key, now); ok {
-			e.metrics.responseHits.Inc()
 			e.responseHits.Add(1)
 			h := w.Header()
 			for k, v := range cached.header {
@@ -147,7 +165,7 @@ func (e *Edge) withResponseCache(next http.Handler) http.Handler {
 				// gateway wrote it (max-age is the record's TTL, other
 				// directives kept) and Age tells how much of it is used,
 				// as a shared cache does (RFC 9111, section 5.1).
-				h["Age"] = []string{strconv.Itoa(int(now.Sub(cached.stored) / time.Second))}
+				h["Age"] = cached.age(now)
 			}
 			if r.Header.Get("Range") == "" && r.Header.Get("If-None-Match") == "" && r.Header.Get("If-Modified-Since") == "" {
 				h["Content-Length"] = cached.length
