@@ -61,7 +61,8 @@ type Config struct {
 	// BackingWait is how long settlement keeps an edge's records of a
 	// striped root deferred while no read order the edge signed backs
 	// them (storage peers claim with a delay) before refusing them as
-	// no_upstream_reads. Default: 10 epochs.
+	// no_upstream_reads. Default: 10 epochs, at least an hour (a storage
+	// peer down for a while claims its orders when it is back).
 	BackingWait time.Duration
 	// FaultHook, if set, is called at named stages of settlement, for
 	// crash tests: "settle-mid" inside an epoch's transaction, after the
@@ -107,7 +108,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.DNSFreeBytes = 64 << 20
 	}
 	if c.BackingWait <= 0 {
-		c.BackingWait = 10 * c.Epoch
+		c.BackingWait = max(10*c.Epoch, time.Hour)
 	}
 	if c.FaultHook == nil {
 		c.FaultHook = func(string) {}

@@ -130,7 +130,7 @@ SIGINT or SIGTERM stop it cleanly.`,
 	f.DurationVar(&acceptWindow, "accept-window", 24*time.Hour, "how long after its end an epoch's batches are accepted")
 	f.DurationVar(&settleEvery, "settle-every", 0, "settle closed epochs this often (0: only on POST /api/v1/settle)")
 	f.DurationVar(&probeEvery, "probe-every", 30*time.Second, "with --dns, probe a random served object this often")
-	f.DurationVar(&backingWait, "backing-wait", 0, "how long settlement holds an edge's records of striped content no read order of the edge backs before refusing them as no_upstream_reads (default: 10 epochs)")
+	f.DurationVar(&backingWait, "backing-wait", 0, "how long settlement holds an edge's records of striped content no read order of the edge backs before refusing them as no_upstream_reads (default: 10 epochs, at least 1h)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	cmd.AddCommand(newBillingDepositCmd(), newBillingBalanceCmd(), newBillingStatementCmd(), newBillingSettleCmd())
 	return cmd
