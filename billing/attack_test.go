@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -459,5 +460,76 @@ func testUpstreamReads(t *testing.T, dsn string) {
 				t.Fatalf("settle again: %+v, %v", res, err)
 			}
 		})
+	}
+}
+
+// TestUpstreamHeldCrash: a settlement that dies while paying held records
+// leaves them held and unpaid; the next one pays them exactly once.
+func TestUpstreamHeldCrash(t *testing.T) {
+	ctx := context.Background()
+	const price = 3 << 30
+	var (
+		pub     = testKey(t, 30)
+		edge    = testKey(t, 31)
+		other   = testKey(t, 32)
+		peerKey = testKey(t, 33)
+	)
+	var crash atomic.Bool
+	tl := newTestLedger(t, "", Config{PricePerGiBServed: price, FaultHook: func(stage string) {
+		if stage == "settle-mid" && crash.Swap(false) {
+			panic("crash mid-settlement")
+		}
+	}})
+	tl.content.publish("blog", pub.ID, map[string]int64{"cidA": 1000})
+	tl.content.roots["blog"] = "rootS"
+	tl.content.shards["shard1"] = pub.ID
+	tl.content.striped["rootS"] = []string{"shard1"}
+	if _, err := tl.Deposit(ctx, mustSign(t, tl.operator, TypeDeposit, Deposit{Account: pub.ID.String(), Amount: 1_000_000, Nonce: "d1"})); err != nil {
+		t.Fatal(err)
+	}
+	e0 := t0.Unix() - 60
+	for i, k := range []*identity.Key{edge, other} {
+		if _, err := tl.IngestBatch(ctx, signBatch(t, k, e0, 1, []Record{rec(uint64(i+1), "blog", "cidA", 1000, e0)}), netip.Addr{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	claim := func(k *identity.Key, serial string) {
+		t.Helper()
+		if _, err := tl.IngestClaim(ctx, mustSign(t, peerKey, TypeClaim, Claim{Peer: peerKey.ID.String(),
+			Orders: []ClaimedOrder{{ID: 1, Order: readOrder(t, k, peerKey.ID.String(), "shard1", serial, 100, t0)}}})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	claim(other, "o1")
+	tl.setNow(t0.Add(time.Minute))
+	if _, err := tl.Settle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	claim(edge, "e1")
+	tl.setNow(t0.Add(2 * time.Minute))
+	crash.Store(true)
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Fatal("no crash")
+			}
+		}()
+		tl.Settle(ctx)
+	}()
+	st, err := tl.Statement(ctx, edge.ID.String())
+	if err != nil || st.Balance != 0 || len(st.Entries) != 0 || len(st.Deferred) != 1 {
+		t.Fatalf("after the crash: %+v, %v; want unpaid and still held", st, err)
+	}
+	for range 2 {
+		if _, err := tl.Settle(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := ServedAmount(1000, price)
+	if st, err := tl.Statement(ctx, edge.ID.String()); err != nil || st.Balance != want || len(st.Entries) != 1 || len(st.Deferred) != 0 {
+		t.Fatalf("after settling again: %+v, %v; want %d paid once", st, err, want)
+	}
+	if total, err := tl.Total(ctx); err != nil || total != 0 {
+		t.Fatalf("sum of all balances: %d, %v", total, err)
 	}
 }
