@@ -69,6 +69,9 @@ type Statement struct {
 	Balance  int64      `json:"balance"`
 	Entries  []Entry    `json:"entries"`
 	Rejected []Rejected `json:"rejected"`
+	// Deferred lists an edge's records settlement holds until read orders
+	// of the edge back them (not paid, not refused yet).
+	Deferred []Deferred `json:"deferred"`
 	// OutOfFundsSince is set for a publisher whose balance is below zero.
 	OutOfFundsSince *time.Time `json:"out_of_funds_since,omitempty"`
 	// DNSCheck says whether batches are cross-checked with the DNS router.
@@ -227,7 +230,7 @@ func (l *Ledger) Served(ctx context.Context) ([]PublisherServed, error) {
 // Statement returns an account's statement. An account never seen but
 // with rejections (a forger, say) gets a statement with zero balance.
 func (l *Ledger) Statement(ctx context.Context, id string) (*Statement, error) {
-	st := &Statement{Account: id, Entries: []Entry{}, Rejected: []Rejected{}, DNSCheck: "on"}
+	st := &Statement{Account: id, Entries: []Entry{}, Rejected: []Rejected{}, Deferred: []Deferred{}, DNSCheck: "on"}
 	if l.opts.DNS == nil {
 		st.DNSCheck = "unconfigured: batches are not cross-checked with the DNS router"
 	}
@@ -269,6 +272,9 @@ func (l *Ledger) Statement(ctx context.Context, id string) (*Statement, error) {
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("billing: statement: %w", err)
+	}
+	if st.Deferred, err = l.deferredOf(ctx, id); err != nil {
+		return nil, err
 	}
 	if a == nil && len(st.Rejected) == 0 {
 		return nil, fmt.Errorf("billing: account %s: %w", id, ErrUnknownAccount)

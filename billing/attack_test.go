@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -316,4 +317,219 @@ func mustOpen(t testing.TB, env *identity.Envelope) *Batch {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestAttacksUpstreamReads: an edge cannot serve striped content it never
+// read from the storage peers. Records of a striped root that no read
+// order of the edge backs, while storage peers claim other edges' reads
+// of it, are held at settlement, then refused as no_upstream_reads after
+// BackingWait; an honest edge whose read orders are claimed late is paid
+// exactly in a later settlement; unstriped content and roots no claims
+// flow for are not checked.
+func TestAttacksUpstreamReads(t *testing.T) { testUpstreamReads(t, "") }
+
+// TestAttacksUpstreamReadsPostgres runs the same cases on PostgreSQL.
+func TestAttacksUpstreamReadsPostgres(t *testing.T) { testUpstreamReads(t, pgDSN(t)) }
+
+func testUpstreamReads(t *testing.T, dsn string) {
+	ctx := context.Background()
+	const price = 3 << 30 // 3 units per byte served
+	var (
+		pub     = testKey(t, 20)
+		edge    = testKey(t, 21) // the edge under test
+		other   = testKey(t, 22) // an honest edge whose reads are claimed
+		peerKey = testKey(t, 23)
+	)
+	e0 := t0.Unix() - 60
+	const wait = 5 * time.Minute
+	tests := []struct {
+		name       string
+		root       string // "" : the site is served from the origin
+		striped    bool
+		flowing    bool // other's reads of the root are claimed
+		lateOrders bool // edge's own read orders are claimed after the first settlement
+		deferred   bool // the first settlement holds edge's records
+		paid       bool // edge is paid in the end, else refused
+	}{
+		{name: "edge claiming a striped root it never read", root: "rootS", striped: true, flowing: true,
+			deferred: true, paid: false},
+		{name: "honest edge whose read orders arrive an epoch late", root: "rootS", striped: true, flowing: true,
+			lateOrders: true, deferred: true, paid: true},
+		{name: "striped root no claims flow for yet (skipped)", root: "rootS", striped: true, paid: true},
+		{name: "content not striped (skipped)", root: "rootU", flowing: true, paid: true},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if dsn != "" && i > 0 {
+				dsn = pgDSN(t) // a fresh database per case
+			}
+			tl := newTestLedger(t, dsn, Config{PricePerGiBServed: price, BackingWait: wait})
+			tl.content.publish("blog", pub.ID, map[string]int64{"cidA": 1000, "cidB": 5000})
+			tl.content.roots["blog"] = tc.root
+			tl.content.shards["shard1"], tl.content.shards["shard2"] = pub.ID, pub.ID
+			if tc.striped {
+				tl.content.striped[tc.root] = []string{"shard1", "shard2"}
+			}
+			if _, err := tl.Deposit(ctx, mustSign(t, tl.operator, TypeDeposit, Deposit{Account: pub.ID.String(), Amount: 1_000_000, Nonce: "d1"})); err != nil {
+				t.Fatal(err)
+			}
+			if res, err := tl.IngestBatch(ctx, signBatch(t, edge, e0, 1, []Record{rec(1, "blog", "cidA", 1000, e0), rec(2, "blog", "cidB", 5000, e0)}), netip.Addr{}); err != nil || res.Accepted != 2 {
+				t.Fatalf("edge's batch: %+v, %v", res, err)
+			}
+			if res, err := tl.IngestBatch(ctx, signBatch(t, other, e0, 1, []Record{rec(1, "blog", "cidA", 1000, e0)}), netip.Addr{}); err != nil || res.Accepted != 1 {
+				t.Fatalf("other edge's batch: %+v, %v", res, err)
+			}
+			claim := func(orders ...ClaimedOrder) {
+				t.Helper()
+				res, err := tl.IngestClaim(ctx, mustSign(t, peerKey, TypeClaim, Claim{Peer: peerKey.ID.String(), Orders: orders}))
+				if err != nil || res.Accepted != len(orders) {
+					t.Fatalf("claim: %+v, %v", res, err)
+				}
+			}
+			if tc.flowing {
+				claim(ClaimedOrder{ID: 1, Order: readOrder(t, other, peerKey.ID.String(), "shard1", "o1", 4096, t0)})
+			}
+			settle := func(at time.Time) {
+				t.Helper()
+				tl.setNow(at)
+				if _, err := tl.Settle(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			statement := func() *Statement {
+				t.Helper()
+				st, err := tl.Statement(ctx, edge.ID.String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				return st
+			}
+			want := ServedAmount(6000, price)
+			settle(t0.Add(time.Minute)) // settles e0
+			st := statement()
+			if tc.deferred {
+				if st.Balance != 0 || len(st.Deferred) != 1 || st.Deferred[0].Bytes != 6000 || st.Deferred[0].Epoch != e0 {
+					t.Fatalf("after the first settlement: balance %d, deferred %+v; want 0 and 6000 bytes held", st.Balance, st.Deferred)
+				}
+			} else if st.Balance != want || len(st.Deferred) != 0 {
+				t.Fatalf("after the first settlement: balance %d, deferred %+v; want %d", st.Balance, st.Deferred, want)
+			}
+			if tc.lateOrders {
+				claim(ClaimedOrder{ID: 2, Order: readOrder(t, edge, peerKey.ID.String(), "shard2", "r1", 8192, t0)})
+			}
+			settle(t0.Add(2 * time.Minute)) // the next epoch: backed records are paid
+			if tc.lateOrders {
+				if st := statement(); st.Balance != want || len(st.Deferred) != 0 {
+					t.Fatalf("after the read orders arrived: balance %d, deferred %+v; want %d", st.Balance, st.Deferred, want)
+				}
+			}
+			settle(t0.Add(time.Minute + wait - time.Second)) // still held just before the bound
+			if tc.deferred && !tc.paid {
+				if st := statement(); st.Balance != 0 || len(st.Deferred) != 1 {
+					t.Fatalf("before the bound: balance %d, deferred %+v", st.Balance, st.Deferred)
+				}
+			}
+			settle(t0.Add(time.Minute + wait + time.Minute))
+			st = statement()
+			refused := slices.ContainsFunc(st.Rejected, func(r Rejected) bool {
+				return r.Reason == ReasonNoUpstreamReads && r.Epoch == e0 && r.Bytes == 6000
+			})
+			var sum int64
+			for _, e := range st.Entries {
+				sum += e.Amount
+			}
+			switch {
+			case len(st.Deferred) != 0:
+				t.Fatalf("still held after the bound: %+v", st.Deferred)
+			case tc.paid && (st.Balance != want || sum != want || refused):
+				t.Fatalf("balance %d, entries %d, rejected %+v; want %d paid", st.Balance, sum, st.Rejected, want)
+			case !tc.paid && (st.Balance != 0 || sum != 0 || !refused):
+				t.Fatalf("balance %d, entries %d, rejected %+v; want nothing paid, refused as %s", st.Balance, sum, st.Rejected, ReasonNoUpstreamReads)
+			}
+			if !tc.paid && counter(tl.metrics.backing.WithLabelValues("refused")) != 1 {
+				t.Fatal("the refusal is not counted in the metrics")
+			}
+			if st, err := tl.Statement(ctx, other.ID.String()); err != nil || st.Balance != ServedAmount(1000, price) {
+				t.Fatalf("other edge: %+v, %v", st, err)
+			}
+			if total, err := tl.Total(ctx); err != nil || total != 0 {
+				t.Fatalf("sum of all balances: %d, %v", total, err)
+			}
+			// Settling again pays and refuses nothing more.
+			if res, err := tl.Settle(ctx); err != nil || res.Paid != 0 {
+				t.Fatalf("settle again: %+v, %v", res, err)
+			}
+		})
+	}
+}
+
+// TestUpstreamHeldCrash: a settlement that dies while paying held records
+// leaves them held and unpaid; the next one pays them exactly once.
+func TestUpstreamHeldCrash(t *testing.T) {
+	ctx := context.Background()
+	const price = 3 << 30
+	var (
+		pub     = testKey(t, 30)
+		edge    = testKey(t, 31)
+		other   = testKey(t, 32)
+		peerKey = testKey(t, 33)
+	)
+	var crash atomic.Bool
+	tl := newTestLedger(t, "", Config{PricePerGiBServed: price, FaultHook: func(stage string) {
+		if stage == "settle-mid" && crash.Swap(false) {
+			panic("crash mid-settlement")
+		}
+	}})
+	tl.content.publish("blog", pub.ID, map[string]int64{"cidA": 1000})
+	tl.content.roots["blog"] = "rootS"
+	tl.content.shards["shard1"] = pub.ID
+	tl.content.striped["rootS"] = []string{"shard1"}
+	if _, err := tl.Deposit(ctx, mustSign(t, tl.operator, TypeDeposit, Deposit{Account: pub.ID.String(), Amount: 1_000_000, Nonce: "d1"})); err != nil {
+		t.Fatal(err)
+	}
+	e0 := t0.Unix() - 60
+	for i, k := range []*identity.Key{edge, other} {
+		if _, err := tl.IngestBatch(ctx, signBatch(t, k, e0, 1, []Record{rec(uint64(i+1), "blog", "cidA", 1000, e0)}), netip.Addr{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	claim := func(k *identity.Key, serial string) {
+		t.Helper()
+		if _, err := tl.IngestClaim(ctx, mustSign(t, peerKey, TypeClaim, Claim{Peer: peerKey.ID.String(),
+			Orders: []ClaimedOrder{{ID: 1, Order: readOrder(t, k, peerKey.ID.String(), "shard1", serial, 100, t0)}}})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	claim(other, "o1")
+	tl.setNow(t0.Add(time.Minute))
+	if _, err := tl.Settle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	claim(edge, "e1")
+	tl.setNow(t0.Add(2 * time.Minute))
+	crash.Store(true)
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Fatal("no crash")
+			}
+		}()
+		tl.Settle(ctx)
+	}()
+	st, err := tl.Statement(ctx, edge.ID.String())
+	if err != nil || st.Balance != 0 || len(st.Entries) != 0 || len(st.Deferred) != 1 {
+		t.Fatalf("after the crash: %+v, %v; want unpaid and still held", st, err)
+	}
+	for range 2 {
+		if _, err := tl.Settle(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := ServedAmount(1000, price)
+	if st, err := tl.Statement(ctx, edge.ID.String()); err != nil || st.Balance != want || len(st.Entries) != 1 || len(st.Deferred) != 0 {
+		t.Fatalf("after settling again: %+v, %v; want %d paid once", st, err, want)
+	}
+	if total, err := tl.Total(ctx); err != nil || total != 0 {
+		t.Fatalf("sum of all balances: %d, %v", total, err)
+	}
 }

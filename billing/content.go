@@ -30,6 +30,19 @@ type Object struct {
 	// MaxBytes bounds the body bytes of one response for the object: its
 	// UnixFS file size or, if larger, the bytes of its DAG.
 	MaxBytes int64
+	// Root is the root of the site the object was found in (the newest
+	// holding it), or "" if not known. The upstream-read check groups
+	// records by it.
+	Root string
+}
+
+// ShardIndex is implemented by a Content that knows which shards hold
+// which roots' blocks (from the signed manifests). Without it, billing
+// cannot tell striped content and skips the upstream-read check.
+type ShardIndex interface {
+	// RootShards returns the shard IDs of every striped root (one with a
+	// manifest). Roots without a manifest are absent.
+	RootShards(ctx context.Context) (map[string][]string, error)
 }
 
 // Holding is how many shard bytes a storage peer holds for a publisher.
@@ -69,7 +82,8 @@ type OriginContent struct {
 	rootsOf   map[string][]string // name -> roots seen, newest last
 	publisher map[string]peer.ID  // root -> publisher
 	sites     map[string]*siteIndex
-	shards    map[string]peer.ID // shard -> publisher
+	shards    map[string]peer.ID  // shard -> publisher
+	rootShard map[string][]string // striped root -> its shards
 	holdings  []Holding
 	holdAt    time.Time
 }
@@ -81,7 +95,7 @@ func NewOriginContent(base string, client *http.Client) *OriginContent {
 	}
 	return &OriginContent{base: strings.TrimRight(base, "/"), client: client,
 		names: map[string]origin.NameInfo{}, rootsOf: map[string][]string{}, publisher: map[string]peer.ID{},
-		sites: map[string]*siteIndex{}, shards: map[string]peer.ID{}}
+		sites: map[string]*siteIndex{}, shards: map[string]peer.ID{}, rootShard: map[string][]string{}}
 }
 
 // siteIndex is what billing keeps of one site's DAG.
@@ -231,7 +245,7 @@ func (o *OriginContent) Object(ctx context.Context, name, root, c string) (Objec
 			return Object{}, err
 		}
 		if b := site.blocks[want]; b != nil {
-			return Object{Publisher: pub, MaxBytes: max(b.fileSize, site.dagSize(want, 0))}, nil
+			return Object{Publisher: pub, MaxBytes: max(b.fileSize, site.dagSize(want, 0)), Root: roots[i]}, nil
 		}
 	}
 	return Object{}, reject(ReasonUnpublished, "%s is not part of site %q (root %s)", c, name, roots[len(roots)-1])
@@ -353,8 +367,10 @@ func (o *OriginContent) refreshHoldings(ctx context.Context, maxAge time.Duratio
 		if err != nil {
 			return nil, fmt.Errorf("origin: manifest of %s: %w", root, err)
 		}
+		var ids []string
 		for _, seg := range m.Segments {
 			for _, sh := range seg.Shards {
+				ids = append(ids, sh.ID)
 				p, err := peer.Decode(sh.Peer)
 				if err != nil {
 					continue
@@ -363,6 +379,7 @@ func (o *OriginContent) refreshHoldings(ctx context.Context, maxAge time.Duratio
 				sum[key{p, pub}] += seg.ShardSize
 			}
 		}
+		o.rootShard[root] = ids
 	}
 	hs := make([]Holding, 0, len(sum))
 	for k, n := range sum {
@@ -372,4 +389,27 @@ func (o *OriginContent) refreshHoldings(ctx context.Context, maxAge time.Duratio
 	return hs, nil
 }
 
-var _ Content = (*OriginContent)(nil)
+// RootShards implements ShardIndex: the manifests read at most a second
+// ago or, if the origin cannot be reached, the last ones read.
+func (o *OriginContent) RootShards(ctx context.Context) (map[string][]string, error) {
+	if _, err := o.refreshHoldings(ctx, time.Second); err != nil {
+		o.mu.Lock()
+		known := !o.holdAt.IsZero()
+		o.mu.Unlock()
+		if !known {
+			return nil, err
+		}
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	out := make(map[string][]string, len(o.rootShard))
+	for r, ids := range o.rootShard {
+		out[r] = ids
+	}
+	return out, nil
+}
+
+var (
+	_ Content    = (*OriginContent)(nil)
+	_ ShardIndex = (*OriginContent)(nil)
+)

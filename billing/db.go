@@ -107,6 +107,23 @@ var schema = []string{
 		key   TEXT PRIMARY KEY,
 		value BIGINT NOT NULL
 	);`,
+	// 2: the upstream-read check. records.root is the site root a record's
+	// object was found in; held keeps an edge's records of a striped root
+	// that no read order of the edge backs yet, until backed (paid) or
+	// refused (no_upstream_reads).
+	`ALTER TABLE records ADD COLUMN root TEXT NOT NULL DEFAULT '';
+	CREATE INDEX reads_shard ON reads (shard);
+	CREATE INDEX reads_reader ON reads (reader, publisher);
+	CREATE TABLE held (
+		edge      TEXT NOT NULL,
+		epoch     BIGINT NOT NULL, -- the records' epoch
+		publisher TEXT NOT NULL,
+		root      TEXT NOT NULL,
+		records   BIGINT NOT NULL,
+		bytes     BIGINT NOT NULL,
+		since     BIGINT NOT NULL, -- Unix ns of the settlement that held them
+		PRIMARY KEY (edge, epoch, publisher, root)
+	);`,
 }
 
 // OpenDB opens the ledger database named by dsn and brings its schema up

@@ -40,12 +40,15 @@ type fakeContent struct {
 	sites    map[string]peer.ID          // name -> publisher
 	objects  map[string]map[string]int64 // name -> cid -> size
 	shards   map[string]peer.ID
+	roots    map[string]string   // name -> root, if set
+	striped  map[string][]string // root -> shards, for ShardIndex
 	holdings []Holding
 	fail     error
 }
 
 func newFakeContent() *fakeContent {
-	return &fakeContent{sites: map[string]peer.ID{}, objects: map[string]map[string]int64{}, shards: map[string]peer.ID{}}
+	return &fakeContent{sites: map[string]peer.ID{}, objects: map[string]map[string]int64{}, shards: map[string]peer.ID{},
+		roots: map[string]string{}, striped: map[string][]string{}}
 }
 
 func (f *fakeContent) publish(name string, pub peer.ID, objs map[string]int64) {
@@ -63,7 +66,7 @@ func (f *fakeContent) Object(ctx context.Context, name, root, c string) (Object,
 	}
 	for n, objs := range f.objects {
 		if (name == "" || n == name) && objs[c] > 0 {
-			return Object{Publisher: f.sites[n], MaxBytes: objs[c]}, nil
+			return Object{Publisher: f.sites[n], MaxBytes: objs[c], Root: f.roots[n]}, nil
 		}
 	}
 	return Object{}, reject(ReasonUnpublished, "%s/%s is not published", name, c)
@@ -84,7 +87,20 @@ func (f *fakeContent) Holdings(ctx context.Context) ([]Holding, error) {
 	return append([]Holding(nil), f.holdings...), nil
 }
 
-var _ Content = (*fakeContent)(nil)
+func (f *fakeContent) RootShards(ctx context.Context) (map[string][]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[string][]string{}
+	for r, ids := range f.striped {
+		out[r] = append([]string(nil), ids...)
+	}
+	return out, nil
+}
+
+var (
+	_ Content    = (*fakeContent)(nil)
+	_ ShardIndex = (*fakeContent)(nil)
+)
 
 // testLedger is a Ledger on a settable clock over SQLite (or dsn).
 type testLedger struct {

@@ -43,6 +43,7 @@ type acceptedRecord struct {
 	serial    uint64
 	publisher string
 	cid       string
+	root      string
 	bytes     int64
 }
 
@@ -210,7 +211,7 @@ func (l *Ledger) checkRecords(ctx context.Context, edge peer.ID, epoch int64, sa
 			name = obj.Publisher.String()
 			names[obj.Publisher] = name
 		}
-		ok = append(ok, acceptedRecord{serial: r.Serial, publisher: name, cid: r.CID, bytes: r.Bytes})
+		ok = append(ok, acceptedRecord{serial: r.Serial, publisher: name, cid: r.CID, root: obj.Root, bytes: r.Bytes})
 	}
 	return ok, bad, nil
 }
@@ -328,14 +329,14 @@ func (l *Ledger) insertRecords(ctx context.Context, tx querier, edge string, epo
 	for start := 0; start < len(recs); start += per {
 		chunk := recs[start:min(start+per, len(recs))]
 		var sb strings.Builder
-		sb.WriteString(`INSERT INTO records (edge, serial, epoch, publisher, cid, bytes) VALUES `)
-		args := make([]any, 0, 6*len(chunk))
+		sb.WriteString(`INSERT INTO records (edge, serial, epoch, publisher, cid, bytes, root) VALUES `)
+		args := make([]any, 0, 7*len(chunk))
 		for i, r := range chunk {
 			if i > 0 {
 				sb.WriteByte(',')
 			}
-			sb.WriteString("(?, ?, ?, ?, ?, ?)")
-			args = append(args, edge, int64(r.serial), epoch, r.publisher, r.cid, r.bytes)
+			sb.WriteString("(?, ?, ?, ?, ?, ?, ?)")
+			args = append(args, edge, int64(r.serial), epoch, r.publisher, r.cid, r.bytes, r.root)
 		}
 		if _, err := tx.ExecContext(ctx, l.db.q(sb.String()), args...); err != nil {
 			return fmt.Errorf("billing: store records: %w", err)

@@ -58,6 +58,12 @@ type Config struct {
 	// DNSFreeBytes is what an edge unknown to DNS may claim per batch.
 	// Default: 64 MiB.
 	DNSFreeBytes int64
+	// BackingWait is how long settlement keeps an edge's records of a
+	// striped root deferred while no read order the edge signed backs
+	// them (storage peers claim with a delay) before refusing them as
+	// no_upstream_reads. Default: 10 epochs, at least an hour (a storage
+	// peer down for a while claims its orders when it is back).
+	BackingWait time.Duration
 	// FaultHook, if set, is called at named stages of settlement, for
 	// crash tests: "settle-mid" inside an epoch's transaction, after the
 	// first publisher debit is written and before its credit.
@@ -101,6 +107,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.DNSFreeBytes <= 0 {
 		c.DNSFreeBytes = 64 << 20
 	}
+	if c.BackingWait <= 0 {
+		c.BackingWait = max(10*c.Epoch, time.Hour)
+	}
 	if c.FaultHook == nil {
 		c.FaultHook = func(string) {}
 	}
@@ -122,6 +131,7 @@ type Ledger struct {
 	secs     int64
 	log      *zap.Logger
 	metrics  *metrics
+	started  time.Time // when New ran: deferred records wait at least BackingWait from it
 
 	// mu serializes writers: every check-then-write runs under it.
 	mu sync.Mutex
@@ -144,7 +154,7 @@ func New(ctx context.Context, db *DB, content Content, operator peer.ID, cfg Con
 		return nil, fmt.Errorf("billing: metrics: %w", err)
 	}
 	l := &Ledger{db: db, content: content, operator: operator, opts: o, secs: int64(o.Epoch / time.Second),
-		log: o.Logger, metrics: m}
+		log: o.Logger, metrics: m, started: o.now()}
 	if _, err := db.ExecContext(ctx, db.q(`INSERT INTO meta (key, value) VALUES ('first_epoch', ?) ON CONFLICT (key) DO NOTHING`),
 		l.epochOf(o.now())); err != nil {
 		return nil, fmt.Errorf("billing: init: %w", err)

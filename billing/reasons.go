@@ -33,6 +33,11 @@ const (
 	ReasonUnknownShard   Reason = "unknown_shard"   // the shard is in no published manifest
 	ReasonOrderStale     Reason = "order_stale"     // the read order expired before the accepted window
 
+	// ReasonNoUpstreamReads: an edge's records of striped content that no
+	// read order it signed for the content's shards backs, while storage
+	// peers claim other edges' reads of it.
+	ReasonNoUpstreamReads Reason = "no_upstream_reads"
+
 	// ReasonImplausibleHeartbeats: an edge claims more bytes for an epoch
 	// than its heartbeats' byte counter allows.
 	ReasonImplausibleHeartbeats Reason = "implausible_vs_heartbeats"

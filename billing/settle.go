@@ -50,6 +50,7 @@ type SettleResult struct {
 type line struct {
 	operator, opKind, publisher, kind string
 	bytes, amount                     int64
+	from                              int64 // for records held by the upstream-read check: their epoch
 }
 
 // Settle settles every closed epoch not settled yet, oldest first, each
@@ -67,6 +68,13 @@ func (l *Ledger) Settle(ctx context.Context) (*SettleResult, error) {
 		var err error
 		if holdings, err = l.content.Holdings(ctx); err != nil {
 			return nil, fmt.Errorf("billing: %w: storage holdings: %w", errTransient, err)
+		}
+	}
+	var striped map[string][]string
+	if si, ok := l.content.(ShardIndex); ok {
+		var err error
+		if striped, err = si.RootShards(ctx); err != nil {
+			return nil, fmt.Errorf("billing: %w: manifests: %w", errTransient, err)
 		}
 	}
 	l.mu.Lock()
@@ -92,7 +100,7 @@ func (l *Ledger) Settle(ctx context.Context) (*SettleResult, error) {
 		start = last + l.secs
 	}
 	for e := start; e <= lastClosed; e += l.secs {
-		paid, err := l.settleEpoch(ctx, e, holdings)
+		paid, err := l.settleEpoch(ctx, e, holdings, striped)
 		if err != nil {
 			return res, err
 		}
@@ -102,8 +110,9 @@ func (l *Ledger) Settle(ctx context.Context) (*SettleResult, error) {
 	return res, nil
 }
 
-// settleEpoch settles one epoch in one transaction.
-func (l *Ledger) settleEpoch(ctx context.Context, epoch int64, holdings []Holding) (int64, error) {
+// settleEpoch settles one epoch in one transaction. striped maps each
+// striped root to its shards, for the upstream-read check (see held).
+func (l *Ledger) settleEpoch(ctx context.Context, epoch int64, holdings []Holding, striped map[string][]string) (int64, error) {
 	tx, err := l.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("billing: settle %d: %w", epoch, err)
@@ -127,11 +136,11 @@ func (l *Ledger) settleEpoch(ctx context.Context, epoch int64, holdings []Holdin
 		}
 		return rows.Err()
 	}
-	if err := collect(`SELECT edge, publisher, CAST(sum(bytes) AS BIGINT) FROM records r WHERE epoch = ?
-		AND NOT EXISTS (SELECT 1 FROM forfeits f WHERE f.edge = r.edge AND f.epoch = r.epoch)
-		GROUP BY edge, publisher ORDER BY edge, publisher`, "edge", "served"); err != nil {
+	up, err := l.checkUpstream(ctx, tx, epoch, striped)
+	if err != nil {
 		return 0, fmt.Errorf("billing: settle %d: %w", epoch, err)
 	}
+	lines = append(lines, up.lines...)
 	if err := collect(`SELECT peer, publisher, CAST(sum(bytes) AS BIGINT) FROM reads WHERE epoch = ?
 		GROUP BY peer, publisher ORDER BY peer, publisher`, "storage", "storage_read"); err != nil {
 		return 0, fmt.Errorf("billing: settle %d: %w", epoch, err)
@@ -159,6 +168,10 @@ func (l *Ledger) settleEpoch(ctx context.Context, epoch int64, holdings []Holdin
 			continue
 		}
 		memo := fmt.Sprintf("%s: %d bytes of %s's content by %s in epoch %d", ln.kind, ln.bytes, ln.publisher, ln.operator, epoch)
+		if ln.from != 0 {
+			memo = fmt.Sprintf("%s: %d bytes of %s's content by %s in epoch %d, held until its read orders arrived",
+				ln.kind, ln.bytes, ln.publisher, ln.operator, ln.from)
+		}
 		if err := l.post(ctx, tx, txID, epoch, ln.publisher, "publisher", -ln.amount, ln.kind, ln.bytes, memo); err != nil {
 			return 0, err
 		}
@@ -179,9 +192,13 @@ func (l *Ledger) settleEpoch(ctx context.Context, epoch int64, holdings []Holdin
 	if _, err := tx.ExecContext(ctx, l.db.q(`INSERT INTO settlements (epoch, tx, at) VALUES (?, ?, ?)`), epoch, txID, at); err != nil {
 		return 0, fmt.Errorf("billing: settle %d: %w", epoch, err)
 	}
+	if err := l.insertRejections(ctx, tx, up.refused); err != nil {
+		return 0, err
+	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("billing: settle %d: %w", epoch, err)
 	}
+	up.count(l)
 	l.metrics.settled.Inc()
 	l.metrics.paid.Add(float64(paid))
 	if paid > 0 {

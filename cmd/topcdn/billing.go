@@ -31,6 +31,7 @@ func newBillingCmd() *cobra.Command {
 		listen, dsn, originURL, dnsURL, keyFile, logLevel string
 		epoch, grace, settleDelay, acceptWindow           time.Duration
 		settleEvery, probeEvery                           time.Duration
+		backingWait                                       time.Duration
 		priceServed, priceStored                          int64
 	)
 	cmd := &cobra.Command{
@@ -57,7 +58,10 @@ file funds publishers ('topcdn billing deposit --key FILE …').
 without it every record is refused as unpublished. --dns enables the DNS
 cross-check (GET URL/api/v1/edges: an edge's DNS share, and its claims
 against the byte counter its heartbeats report) and the sampling prober;
-without it both are skipped and statements say so.
+without it both are skipped and statements say so. Settlement holds an
+edge's records of striped content that no read order of the edge backs
+(while storage peers claim other reads of it) and refuses them as
+no_upstream_reads after --backing-wait.
 
   POST /api/v1/batches, /api/v1/claims, /api/v1/deposits, /api/v1/settle
   GET  /api/v1/accounts[/{id}[/statement]], /api/v1/suspended
@@ -86,7 +90,7 @@ SIGINT or SIGTERM stop it cleanly.`,
 			cfg := billing.Config{
 				Epoch: epoch, AcceptWindow: acceptWindow, SettleDelay: settleDelay,
 				PricePerGiBServed: priceServed, PricePerGiBMonthStored: priceStored,
-				Grace: grace, Logger: log, Registry: reg,
+				Grace: grace, Logger: log, Registry: reg, BackingWait: backingWait,
 			}
 			if cmd.Flags().Changed("settle-delay") && settleDelay == 0 {
 				cfg.SettleDelay = -1 // an explicit zero: settle right at the epoch's end
@@ -126,6 +130,7 @@ SIGINT or SIGTERM stop it cleanly.`,
 	f.DurationVar(&acceptWindow, "accept-window", 24*time.Hour, "how long after its end an epoch's batches are accepted")
 	f.DurationVar(&settleEvery, "settle-every", 0, "settle closed epochs this often (0: only on POST /api/v1/settle)")
 	f.DurationVar(&probeEvery, "probe-every", 30*time.Second, "with --dns, probe a random served object this often")
+	f.DurationVar(&backingWait, "backing-wait", 0, "how long settlement holds an edge's records of striped content no read order of the edge backs before refusing them as no_upstream_reads (default: 10 epochs, at least 1h)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	cmd.AddCommand(newBillingDepositCmd(), newBillingBalanceCmd(), newBillingStatementCmd(), newBillingSettleCmd())
 	return cmd

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/topcdn/topcdn/billing"
@@ -116,7 +117,7 @@ func newBillingStatementCmd() *cobra.Command {
 		Long: `statement shows an account's balance, every ledger entry that made it
 (exactly what settlement paid or charged), and every batch, record, read
 order or epoch of the account that billing refused, with its reason.
---json prints {"account":…,"balance":…,"entries":[…],"rejected":[…]}.`,
+--json prints {"account":…,"balance":…,"entries":[…],"rejected":[…],"deferred":[…]}.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			st, err := billing.NewClient(url, nil).Statement(cmd.Context(), account)
@@ -144,6 +145,15 @@ order or epoch of the account that billing refused, with its reason.
 				fmt.Fprintln(tw, "EPOCH\tKIND\tREF\tREASON\tBYTES\tDETAIL")
 				for _, r := range st.Rejected {
 					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\n", r.Epoch, r.Kind, r.Ref, r.Reason, r.Bytes, r.Detail)
+				}
+				tw.Flush()
+			}
+			if len(st.Deferred) > 0 {
+				fmt.Fprintln(out, "\ndeferred (held until read orders of the edge back them):")
+				tw = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "EPOCH\tPUBLISHER\tROOT\tRECORDS\tBYTES\tSINCE")
+				for _, d := range st.Deferred {
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%s\n", d.Epoch, d.Publisher, d.Root, d.Records, d.Bytes, d.Since.Format(time.RFC3339))
 				}
 				tw.Flush()
 			}

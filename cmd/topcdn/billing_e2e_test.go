@@ -226,6 +226,13 @@ func TestBillingEndToEnd(t *testing.T) {
 	if code != 200 || !strings.Contains(string(metrics), `topcdn_billing_claims_total{kind="record",reason="inflated",result="rejected"} 1`) {
 		t.Errorf("metrics lack the refused record:\n%s", metrics)
 	}
+	// The site is striped: billing found its records' root in a manifest
+	// and ran the upstream-read check on them (backed, held then paid, or
+	// skipped while no claims had come in yet), never as unstriped.
+	if !strings.Contains(string(metrics), `topcdn_billing_upstream_checks_total{result=`) ||
+		strings.Contains(string(metrics), `result="skipped_unstriped"`) || strings.Contains(string(metrics), `result="refused"`) {
+		t.Errorf("metrics show no upstream-read check of the striped site, or a wrong one:\n%s", metrics)
+	}
 }
 
 // rawBlocks returns the blocks of the DAG under root with their sizes.

@@ -1,0 +1,251 @@
+package billing
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// upstream is what the upstream-read check decided in one epoch's
+// settlement: the edge lines to pay (the epoch's backed or unchecked
+// records, and records held before that are backed now), the refusals,
+// and the counts for the metrics (added once the transaction commits).
+type upstream struct {
+	lines   []line
+	refused []rejection
+	results map[string]int
+	refRecs int64
+}
+
+// count adds the check's results to the metrics.
+func (u *upstream) count(l *Ledger) {
+	for r, n := range u.results {
+		l.metrics.backing.WithLabelValues(r).Add(float64(n))
+	}
+	for _, r := range u.refused {
+		l.metrics.bytes.WithLabelValues("served", "rejected").Add(float64(r.bytes))
+		l.log.Info("rejected", zap.String("kind", r.kind), zap.String("account", r.account), zap.String("ref", r.ref),
+			zap.String("reason", string(r.reason)), zap.String("detail", r.detail))
+	}
+	if u.refRecs > 0 {
+		l.metrics.claims.WithLabelValues("record", "rejected", string(ReasonNoUpstreamReads)).Add(float64(u.refRecs))
+	}
+}
+
+// recordGroup is an edge's accepted records of one (epoch, publisher,
+// root).
+type recordGroup struct {
+	edge, publisher, root string
+	epoch, records, bytes int64
+	since                 int64
+}
+
+// checkUpstream runs the upstream-read check inside the settlement of
+// epoch (tx): an edge cannot serve striped content it never read from the
+// storage peers, and it reads it with read orders it signs, which the
+// peers claim. For each (edge, publisher, root) of the epoch's accepted
+// records (forfeited epochs excluded) whose root is striped and for which
+// claims flow (billing stored a read order, by any reader, for one of the
+// root's shards), the records are paid only if backed: billing stored a
+// read order signed by the edge for a shard of that publisher's content,
+// in any epoch. Unbacked records are held; every later settlement pays
+// the held records that are backed by then and refuses
+// (no_upstream_reads) those held for BackingWait (counted from when they
+// were held, and from when this process started).
+func (l *Ledger) checkUpstream(ctx context.Context, tx querier, epoch int64, striped map[string][]string) (*upstream, error) {
+	u := &upstream{results: map[string]int{}}
+	now := l.opts.now()
+	var groups []recordGroup
+	rows, err := tx.QueryContext(ctx, l.db.q(`SELECT edge, publisher, root, CAST(sum(bytes) AS BIGINT), count(*) FROM records r
+		WHERE epoch = ? AND NOT EXISTS (SELECT 1 FROM forfeits f WHERE f.edge = r.edge AND f.epoch = r.epoch)
+		GROUP BY edge, publisher, root ORDER BY edge, publisher, root`), epoch)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		g := recordGroup{epoch: epoch}
+		if err := rows.Scan(&g.edge, &g.publisher, &g.root, &g.bytes, &g.records); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		groups = append(groups, g)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	var held []recordGroup
+	rows, err = tx.QueryContext(ctx, l.db.q(`SELECT edge, epoch, publisher, root, records, bytes, since FROM held
+		WHERE epoch < ? ORDER BY epoch, edge, publisher, root`), epoch)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		var g recordGroup
+		if err := rows.Scan(&g.edge, &g.epoch, &g.publisher, &g.root, &g.records, &g.bytes, &g.since); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		held = append(held, g)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+
+	flowing := map[string]bool{}
+	// This epoch's records, paid per (edge, publisher) as before the check.
+	for _, g := range groups {
+		pay := true
+		shards, isStriped := striped[g.root]
+		switch {
+		case g.root == "" || !isStriped || len(shards) == 0:
+			u.results["skipped_unstriped"]++
+		default:
+			f, ok := flowing[g.root]
+			if !ok {
+				if f, err = l.claimsFlow(ctx, tx, shards); err != nil {
+					return nil, err
+				}
+				flowing[g.root] = f
+			}
+			if !f {
+				u.results["skipped_no_claims"]++
+				break
+			}
+			b, err := l.backed(ctx, tx, g.edge, g.publisher)
+			if err != nil {
+				return nil, err
+			}
+			if b {
+				u.results["backed"]++
+				break
+			}
+			pay = false
+			u.results["deferred"]++
+			if _, err := tx.ExecContext(ctx, l.db.q(`INSERT INTO held (edge, epoch, publisher, root, records, bytes, since)
+				VALUES (?, ?, ?, ?, ?, ?, ?)`), g.edge, g.epoch, g.publisher, g.root, g.records, g.bytes, now.UnixNano()); err != nil {
+				return nil, err
+			}
+		}
+		if !pay {
+			continue
+		}
+		if n := len(u.lines); n > 0 && u.lines[n-1].operator == g.edge && u.lines[n-1].publisher == g.publisher {
+			u.lines[n-1].bytes += g.bytes
+			u.lines[n-1].amount = ServedAmount(u.lines[n-1].bytes, l.opts.PricePerGiBServed)
+			continue
+		}
+		u.lines = append(u.lines, line{operator: g.edge, opKind: "edge", publisher: g.publisher, kind: "served",
+			bytes: g.bytes, amount: ServedAmount(g.bytes, l.opts.PricePerGiBServed)})
+	}
+
+	// Records held by earlier settlements.
+	for _, g := range held {
+		_, isStriped := striped[g.root]
+		b := !isStriped // no manifest any more: nothing to check against
+		if !b {
+			if b, err = l.backed(ctx, tx, g.edge, g.publisher); err != nil {
+				return nil, err
+			}
+		}
+		since := time.Unix(0, g.since)
+		if l.started.After(since) {
+			since = l.started
+		}
+		switch {
+		case b:
+			u.results["paid_late"]++
+			u.lines = append(u.lines, line{operator: g.edge, opKind: "edge", publisher: g.publisher, kind: "served",
+				bytes: g.bytes, amount: ServedAmount(g.bytes, l.opts.PricePerGiBServed), from: g.epoch})
+		case !now.Before(since.Add(l.opts.BackingWait)):
+			u.results["refused"]++
+			u.refRecs += g.records
+			u.refused = append(u.refused, rejection{account: g.edge, epoch: g.epoch, kind: "record", ref: "root " + g.root,
+				reason: ReasonNoUpstreamReads, bytes: g.bytes,
+				detail: fmt.Sprintf("%d records (%d bytes) of striped root %s: no read order signed by the edge for the shards of %s's content within %s, while storage peers claim other reads of it",
+					g.records, g.bytes, g.root, g.publisher, l.opts.BackingWait)})
+		default:
+			continue // still held
+		}
+		if _, err := tx.ExecContext(ctx, l.db.q(`DELETE FROM held WHERE edge = ? AND epoch = ? AND publisher = ? AND root = ?`),
+			g.edge, g.epoch, g.publisher, g.root); err != nil {
+			return nil, err
+		}
+	}
+	return u, nil
+}
+
+// claimsFlow reports whether billing stored a read order (of any reader,
+// from any storage peer) for one of shards.
+func (l *Ledger) claimsFlow(ctx context.Context, tx querier, shards []string) (bool, error) {
+	for start := 0; start < len(shards); start += 500 {
+		chunk := shards[start:min(start+500, len(shards))]
+		args := make([]any, len(chunk))
+		for i, s := range chunk {
+			args[i] = s
+		}
+		var n int64
+		if err := tx.QueryRowContext(ctx, l.db.q(`SELECT count(*) FROM (SELECT 1 FROM reads WHERE shard IN (?`+
+			strings.Repeat(",?", len(chunk)-1)+`) LIMIT 1) x`), args...).Scan(&n); err != nil {
+			return false, err
+		}
+		if n > 0 {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// backed reports whether billing stored a read order signed by edge for a
+// shard of publisher's content.
+func (l *Ledger) backed(ctx context.Context, tx querier, edge, publisher string) (bool, error) {
+	var n int64
+	if err := tx.QueryRowContext(ctx, l.db.q(`SELECT count(*) FROM (SELECT 1 FROM reads WHERE reader = ? AND publisher = ? LIMIT 1) x`),
+		edge, publisher).Scan(&n); err != nil {
+		return false, err
+	}
+	return n > 0, nil
+}
+
+// Deferred is an edge's records that settlement holds: no read order of
+// the edge backs them yet (see ReasonNoUpstreamReads).
+type Deferred struct {
+	// Epoch is the records' epoch.
+	Epoch int64 `json:"epoch"`
+	// Publisher and Root name the striped content.
+	Publisher string `json:"publisher"`
+	Root      string `json:"root"`
+	// Records and Bytes are what is held.
+	Records int64 `json:"records"`
+	Bytes   int64 `json:"bytes"`
+	// Since is when settlement held them; they are refused BackingWait
+	// later unless backed by then.
+	Since time.Time `json:"since"`
+}
+
+// deferredOf returns the records held for edge.
+func (l *Ledger) deferredOf(ctx context.Context, edge string) ([]Deferred, error) {
+	rows, err := l.db.QueryContext(ctx, l.db.q(`SELECT epoch, publisher, root, records, bytes, since FROM held
+		WHERE edge = ? ORDER BY epoch, publisher, root`), edge)
+	if err != nil {
+		return nil, fmt.Errorf("billing: statement: %w", err)
+	}
+	defer rows.Close()
+	out := []Deferred{}
+	for rows.Next() {
+		var (
+			d     Deferred
+			since int64
+		)
+		if err := rows.Scan(&d.Epoch, &d.Publisher, &d.Root, &d.Records, &d.Bytes, &since); err != nil {
+			return nil, fmt.Errorf("billing: statement: %w", err)
+		}
+		d.Since = time.Unix(0, since).UTC()
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
