@@ -99,11 +99,6 @@ func withPartSize(n int) ReporterOption {
 	return func(o *reporterOptions) { o.part = n }
 }
 
-// withClock sets the reporter's clock (tests).
-func withClock(now func() time.Time) ReporterOption {
-	return func(o *reporterOptions) { o.now = now }
-}
-
 // Reporter collects what an edge serves and reports it to billing: per
 // epoch, one batch of records signed with the edge key, posted to
 // POST {billing}/api/v1/batches and resent byte for byte until billing

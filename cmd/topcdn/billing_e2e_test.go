@@ -74,16 +74,10 @@ func TestBillingEndToEnd(t *testing.T) {
 			t.Logf("billing log:\n%s", lastLines(b.logs.String(), 40))
 		}
 	}()
-	var peers []*storageProc
 	for i := range 2 {
 		data := filepath.Join(dir, "peer", string(rune('a'+i)))
-		p := startService(t, bin, "storage", "--data", data, "--listen", "127.0.0.1:0", "--origin", o.url,
+		startService(t, bin, "storage", "--data", data, "--listen", "127.0.0.1:0", "--origin", o.url,
 			"--heartbeat", "1s", "--capacity", "64MiB", "--billing", b.url, "--claim-every", "1s")
-		var st struct {
-			PeerID string `json:"peer_id"`
-		}
-		getJSON(t, p.url+"/status", &st)
-		peers = append(peers, &storageProc{originProc: p, data: data, id: st.PeerID})
 	}
 	waitFor(t, 30*time.Second, "2 healthy peers", func() bool {
 		n := 0
