@@ -1,0 +1,287 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/topcdn/topcdn/billing"
+	"github.com/topcdn/topcdn/edge"
+)
+
+// readBytes returns a storage peer's topcdn_storage_read_bytes_total: the
+// bytes it served, every one under a read order it keeps for its claims.
+func readBytes(t *testing.T, addr string) int64 {
+	t.Helper()
+	if !strings.HasPrefix(addr, "http") {
+		addr = "http://" + addr
+	}
+	code, body := httpGet(t, addr+"/metrics", "")
+	if code != 200 {
+		t.Fatalf("peer metrics: HTTP %d", code)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, "topcdn_storage_read_bytes_total "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatalf("peer metrics: %q: %v", line, err)
+			}
+			return int64(f)
+		}
+	}
+	t.Fatalf("peer metrics lack topcdn_storage_read_bytes_total:\n%s", body)
+	return 0
+}
+
+// TestBillingThroughEdge is issue #7 end to end on loopback, every party a
+// process: an origin that stripes, two storage peers that claim their read
+// orders from billing, billing, and a real edge (`topcdn edge --config
+// Caddyfile`) that reads the striped site from the peers with signed read
+// orders and reports each response to billing. The test fetches a fixed
+// list of files through the edge, stops it (its reporter flushes), settles
+// and checks that the edge is credited price × the body bytes the test
+// received, each peer price × the bytes it served under read orders, and
+// the publisher debited the sum.
+func TestBillingThroughEdge(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs processes")
+	}
+	start := time.Now()
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	pubKey := filepath.Join(dir, "publisher.key")
+	pubID := strings.TrimSpace(run(t, bin, "keygen", "--out", pubKey))
+	edgeKey := filepath.Join(dir, "edge.key")
+	edgeID := strings.TrimSpace(run(t, bin, "keygen", "--out", edgeKey))
+	// --keep-local: billing learns the site from the origin (its CAR, for
+	// the inflated check), and an origin without a copy reads the striped
+	// blocks for it from the peers with orders it signs itself. The peers
+	// serve those and billing refuses their claims (unknown_reader, the
+	// origin is no edge), so the peers' read counters would no longer be
+	// the edge's reads alone. With a local copy the origin reads nothing
+	// from the peers (checked below), and every byte the peers serve is
+	// the edge's.
+	o := startOrigin(t, bin, filepath.Join(dir, "origin"), "--data-shards", "2", "--parity-shards", "1",
+		"--segment-size", "256KiB", "--chunk-size", "4KiB", "--heartbeat-interval", "1s", "--audit-interval", "1h",
+		"--keep-local")
+	bdir := filepath.Join(dir, "billing")
+	// pricePerByte tokens a byte: a whole number, so billing's rounding
+	// (downwards, per epoch and (operator, publisher) pair) never drops a
+	// fraction and the expected amounts are exact whatever epochs the
+	// bytes fall in.
+	b := startService(t, bin, "billing", "--listen", "127.0.0.1:0", "--db", "sqlite:"+filepath.Join(bdir, "ledger.db"),
+		"--origin", o.url, "--epoch", "1s", "--settle-delay", "1s", "--price-gib-served", strconv.Itoa(pricePerByte<<30))
+	var edgeProc *originProc
+	var peerIDs []string
+	defer func() {
+		if t.Failed() {
+			t.Logf("billing log:\n%s", lastLines(b.logs.String(), 40))
+			if edgeProc != nil {
+				t.Logf("edge log:\n%s", lastLines(edgeProc.logs.String(), 40))
+			}
+			for _, id := range append([]string{edgeID}, peerIDs...) {
+				out, _ := exec.Command(bin, "billing", "statement", "--billing", b.url, "--account", id, "--json").CombinedOutput()
+				t.Logf("statement of %s:\n%s", id, out)
+			}
+		}
+	}()
+	// Three peers for 2 + 1 shards: the edge reads the data shards, so
+	// two peers serve it.
+	for i := range 3 {
+		data := filepath.Join(dir, "peer", string(rune('a'+i)))
+		startService(t, bin, "storage", "--data", data, "--listen", "127.0.0.1:0", "--origin", o.url,
+			"--heartbeat", "1s", "--capacity", "64MiB", "--billing", b.url, "--claim-every", "1s")
+	}
+	waitFor(t, 30*time.Second, "3 healthy peers", func() bool {
+		n := 0
+		for _, p := range peersByID(t, o.url) {
+			if p.Healthy {
+				n++
+			}
+		}
+		return n == 3
+	})
+	const deposit = 100_000_000
+	run(t, bin, "billing", "deposit", "--billing", b.url, "--key", filepath.Join(bdir, "billing.key"),
+		"--account", pubID, "--amount", strconv.Itoa(deposit), "--nonce", "start")
+
+	site := "../../examples/site"
+	root := strings.TrimSpace(run(t, bin, "publish", site, "--name", "blog", "--origin", o.url, "--key", pubKey, "-Q"))
+	waitFor(t, 30*time.Second, "the publish to be striped", func() bool {
+		code, _ := httpGet(t, o.url+"/api/v1/manifests/"+root, "")
+		return code == 200
+	})
+	peers := map[string]string{} // peer ID → address
+	for id, p := range peersByID(t, o.url) {
+		peers[id] = p.Addr
+		peerIDs = append(peerIDs, id)
+	}
+
+	// The edge, with its key, reporting to billing in billing's epochs. No
+	// encode directive: the body bytes the edge reports are the bytes the
+	// client receives.
+	port := freePort(t)
+	conf := fmt.Sprintf(`{
+	auto_https off
+	admin off
+	persist_config off
+}
+
+http://:%d {
+	bind 127.0.0.1
+	topcdn {
+		origin %s
+		domain cdn.test
+		memory_cache 64MiB
+		key %s
+		billing %s
+		billing_epoch 1s
+	}
+}
+`, port, o.url, edgeKey, b.url)
+	caddyfile := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(caddyfile, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	edgeProc = startEdge(t, bin, caddyfile)
+	defer edgeProc.stop(t)
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	client := &http.Client{Transport: &http.Transport{DisableCompression: true}, Timeout: 20 * time.Second}
+	get := func(host, path string) (int, []byte) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", base+path, nil)
+		req.Host = host
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatalf("GET %s%s: %v", host, path, err)
+		}
+		return resp.StatusCode, body
+	}
+
+	// The edge says who it is: the key the test gave it. (The health probe
+	// is not a content response; billing never sees it.)
+	var health struct {
+		Peer string `json:"peer"`
+	}
+	if code, body := get("127.0.0.1", edge.HealthPath); code != 200 || json.Unmarshal(body, &health) != nil || health.Peer != edgeID {
+		t.Fatalf("health: HTTP %d %s, want peer %s", code, body, edgeID)
+	}
+
+	// Known files only, each twice (the second from the edge's caches): a
+	// missing file's 404 page, a redirect or a favicon would be a response
+	// billing rightly pays nothing (or something else) for.
+	files := map[string]string{
+		"/":                           "index.html",
+		"/about.html":                 "about.html",
+		"/blog/2026/hello-world.html": "blog/2026/hello-world.html",
+		"/css/style.css":              "css/style.css",
+		"/docs/getting-started.html":  "docs/getting-started.html",
+		"/docs/manual.txt":            "docs/manual.txt",
+		"/img/logo.png":               "img/logo.png",
+		"/img/pattern.svg":            "img/pattern.svg",
+	}
+	var received int64
+	for range 2 {
+		for path, file := range files {
+			want, err := os.ReadFile(filepath.Join(site, file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			code, body := get("blog.cdn.test", path)
+			if code != 200 || string(body) != string(want) {
+				t.Fatalf("GET blog.cdn.test%s: HTTP %d, %d bytes, want the %d bytes of %s", path, code, len(body), len(want), file)
+			}
+			received += int64(len(body))
+		}
+	}
+	// SIGTERM: Caddy cleans the module up and the reporter sends the open
+	// epoch's batch before the process exits.
+	edgeProc.stop(t)
+
+	// Settle until the peers' claims are in and every epoch is closed and
+	// paid. The peers' expected credit is what they served under read
+	// orders, by their own counters (they serve nothing without one).
+	want := map[string]int64{}
+	var servedByPeers int64
+	waitFor(t, 30*time.Second, "settlement to pay the edge and the peers", func() bool {
+		servedByPeers = 0
+		clear(want)
+		want[edgeID] = pricePerByte * received
+		for id, addr := range peers {
+			n := readBytes(t, addr)
+			want[id] = pricePerByte * n
+			servedByPeers += n
+		}
+		want[pubID] = deposit - pricePerByte*(received+servedByPeers)
+		run(t, bin, "billing", "settle", "--billing", b.url)
+		for id, w := range want {
+			if got := balanceOf(t, b.url, id); got != w {
+				t.Logf("%s: balance %d, want %d", id, got, w)
+				return false
+			}
+		}
+		return true
+	})
+	readers := 0
+	for id := range peers {
+		if want[id] > 0 {
+			readers++
+		}
+	}
+	if readers < 2 {
+		t.Fatalf("the edge read from %d storage peers, want the 2 holding data shards", readers)
+	}
+	run(t, bin, "billing", "settle", "--billing", b.url) // idempotent
+	for id, w := range want {
+		if w == 0 { // a peer holding parity only: billing never saw it
+			continue
+		}
+		st := statement(t, bin, b.url, id)
+		var sum, bytes int64
+		for _, e := range st.Entries {
+			sum += e.Amount
+			if e.Kind == "served" || e.Kind == "storage_read" {
+				bytes += e.Bytes
+			}
+		}
+		if st.Balance != w || sum != w || st.Account != id {
+			t.Errorf("%s: balance %d, entries sum %d, want %d", id, st.Balance, sum, w)
+		}
+		if len(st.Rejected) != 0 || len(st.Deferred) != 0 {
+			t.Errorf("%s: refused %+v, deferred %+v", id, st.Rejected, st.Deferred)
+		}
+		if id != pubID && bytes*pricePerByte != w {
+			t.Errorf("%s: entries price %d bytes, want %d", id, bytes, w/pricePerByte)
+		}
+	}
+	_, metrics := httpGet(t, o.url+"/metrics", "")
+	for _, line := range strings.Split(string(metrics), "\n") {
+		if strings.HasPrefix(line, "topcdn_origin_striped_reads_total{") && !strings.HasSuffix(line, " 0") {
+			t.Errorf("the origin read striped blocks from the peers: %s", line)
+		}
+	}
+	var all []billing.Account
+	getJSON(t, b.url+"/api/v1/accounts", &all)
+	var total int64
+	for _, a := range all {
+		total += a.Balance
+	}
+	if total != 0 {
+		t.Errorf("accounts sum to %d, want 0", total)
+	}
+	t.Logf("edge served %d bytes, peers %d bytes, publisher paid %d; %s", received, servedByPeers,
+		deposit-want[pubID], time.Since(start).Round(time.Millisecond))
+}
