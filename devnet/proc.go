@@ -1,6 +1,7 @@
 package devnet
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -94,7 +95,7 @@ func (p *proc) waitHealthy(ctx context.Context, timeout time.Duration) error {
 					Peer   string `json:"peer"`
 				}
 				if json.Unmarshal(body, &id) == nil {
-					p.peerID = id.PeerID + id.Peer
+					p.peerID = cmp.Or(id.PeerID, id.Peer) // services say peer_id, edges peer
 				}
 				return nil
 			}
