@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -74,20 +75,7 @@ func TestBillingEndToEnd(t *testing.T) {
 			t.Logf("billing log:\n%s", lastLines(b.logs.String(), 40))
 		}
 	}()
-	for i := range 2 {
-		data := filepath.Join(dir, "peer", string(rune('a'+i)))
-		startService(t, bin, "storage", "--data", data, "--listen", "127.0.0.1:0", "--origin", o.url,
-			"--heartbeat", "1s", "--capacity", "64MiB", "--billing", b.url, "--claim-every", "1s")
-	}
-	waitFor(t, 30*time.Second, "2 healthy peers", func() bool {
-		n := 0
-		for _, p := range peersByID(t, o.url) {
-			if p.Healthy {
-				n++
-			}
-		}
-		return n == 2
-	})
+	startClaimingPeers(t, bin, dir, o.url, b.url, 2)
 
 	// The billing operator funds the publisher from the CLI.
 	const deposit = 100_000_000
@@ -436,4 +424,25 @@ func TestBillingProberForfeits(t *testing.T) {
 	if got := balanceOf(t, b.url, pubID); got != 1000000000 {
 		t.Fatalf("publisher charged for a forfeited epoch: %d", got)
 	}
+}
+
+// startClaimingPeers runs n storage peers of the origin at originURL that
+// claim what they serve from billing every second, and waits until the
+// origin sees all n healthy.
+func startClaimingPeers(t *testing.T, bin, dir, originURL, billingURL string, n int) {
+	t.Helper()
+	for i := range n {
+		data := filepath.Join(dir, "peer", string(rune('a'+i)))
+		startService(t, bin, "storage", "--data", data, "--listen", "127.0.0.1:0", "--origin", originURL,
+			"--heartbeat", "1s", "--capacity", "64MiB", "--billing", billingURL, "--claim-every", "1s")
+	}
+	waitFor(t, 30*time.Second, fmt.Sprintf("%d healthy peers", n), func() bool {
+		healthy := 0
+		for _, p := range peersByID(t, originURL) {
+			if p.Healthy {
+				healthy++
+			}
+		}
+		return healthy == n
+	})
 }

@@ -95,20 +95,7 @@ func TestBillingThroughEdge(t *testing.T) {
 	}()
 	// Three peers for 2 + 1 shards: the edge reads the data shards, so
 	// two peers serve it.
-	for i := range 3 {
-		data := filepath.Join(dir, "peer", string(rune('a'+i)))
-		startService(t, bin, "storage", "--data", data, "--listen", "127.0.0.1:0", "--origin", o.url,
-			"--heartbeat", "1s", "--capacity", "64MiB", "--billing", b.url, "--claim-every", "1s")
-	}
-	waitFor(t, 30*time.Second, "3 healthy peers", func() bool {
-		n := 0
-		for _, p := range peersByID(t, o.url) {
-			if p.Healthy {
-				n++
-			}
-		}
-		return n == 3
-	})
+	startClaimingPeers(t, bin, dir, o.url, b.url, 3)
 	const deposit = 100_000_000
 	run(t, bin, "billing", "deposit", "--billing", b.url, "--key", filepath.Join(bdir, "billing.key"),
 		"--account", pubID, "--amount", strconv.Itoa(deposit), "--nonce", "start")
