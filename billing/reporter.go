@@ -47,6 +47,14 @@ type Served struct {
 	Client netip.Addr
 }
 
+// billable reports whether s can be a batch record billing accepts: it
+// names the object served, its fields fit the wire format's limits, and
+// its status and byte count are sane (see Record.validate).
+func (s Served) billable() bool {
+	return s.CID != "" && len(s.CID) <= maxField && len(s.Root) <= maxField && len(s.Name) <= maxField &&
+		s.Status >= 100 && s.Status <= 599 && s.Bytes >= 0
+}
+
 // ReporterOption configures a Reporter.
 type ReporterOption func(*reporterOptions)
 
@@ -114,6 +122,8 @@ type Reporter struct {
 	serial  uint64 // next serial
 	seq     uint64 // next batch sequence
 	dropped int64
+	// unbillable counts responses of the open epoch left out of its batch.
+	unbillable int64
 }
 
 type pendingRecord struct {
@@ -156,9 +166,18 @@ func epochOf(t time.Time, epoch time.Duration) int64 {
 // Observe records one response. It takes a lock and appends; it never
 // blocks on I/O. Responses of an epoch already closed are counted in the
 // open one.
+//
+// A response that names no object (a 304 or an error the gateway answered
+// before resolving a CID) or that billing would refuse as malformed is
+// not billable: it is counted and left out, so that one such request
+// cannot make billing refuse the whole batch.
 func (r *Reporter) Observe(s Served) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if !s.billable() {
+		r.unbillable++
+		return
+	}
 	if len(r.pending) >= maxPendingRecords {
 		r.dropped++
 		return
@@ -229,8 +248,8 @@ func (r *Reporter) currentEpoch() int64 {
 // numbered by Part), none if it had no records.
 func (r *Reporter) closeEpoch(next int64) [][]byte {
 	r.mu.Lock()
-	epoch, recs, dropped := r.epoch, r.pending, r.dropped
-	r.pending, r.dropped, r.epoch = nil, 0, next
+	epoch, recs, dropped, unbillable := r.epoch, r.pending, r.dropped, r.unbillable
+	r.pending, r.dropped, r.unbillable, r.epoch = nil, 0, 0, next
 	size := r.opts.part
 	parts := (len(recs) + size - 1) / size
 	seq := r.seq
@@ -238,6 +257,9 @@ func (r *Reporter) closeEpoch(next int64) [][]byte {
 	r.mu.Unlock()
 	if dropped > 0 {
 		r.opts.log.Warn("billing: records dropped: epoch over its record limit", zap.Int64("dropped", dropped))
+	}
+	if unbillable > 0 {
+		r.opts.log.Debug("billing: responses naming no object left out", zap.Int64("epoch", epoch), zap.Int64("responses", unbillable))
 	}
 	salt := make([]byte, SaltSize)
 	if _, err := rand.Read(salt); err != nil {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -68,6 +69,12 @@ func TestReporter(t *testing.T) {
 	for i, c := range clients {
 		rep.Observe(Served{Name: "blog", CID: "bafy" + string(rune('a'+i)), Bytes: int64(100 * (i + 1)), Status: 200,
 			Time: now, Client: netip.MustParseAddr(c)})
+		// Responses that name no object (a 304 on a miss, a gateway
+		// error) or would not pass billing's checks are left out; one of
+		// them must not make billing refuse the batch.
+		rep.Observe(Served{Name: "blog", Bytes: 0, Status: 304, Time: now, Client: netip.MustParseAddr(c)})
+		rep.Observe(Served{Name: strings.Repeat("x", maxField+1), CID: "bafyz", Bytes: 9, Status: 200, Time: now})
+		rep.Observe(Served{CID: "bafyz", Bytes: 9, Time: now})
 	}
 	time.Sleep(50 * time.Millisecond) // Run has opened its epoch
 	cancel()
