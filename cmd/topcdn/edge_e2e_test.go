@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	"github.com/klauspost/compress/zstd"
 	"github.com/topcdn/topcdn/billing"
 	"github.com/topcdn/topcdn/dnsroute"
@@ -44,8 +46,10 @@ func TestEdgeWithCaddy(t *testing.T) {
 	run(t, bin, "keygen", "--out", key)
 	o := startOrigin(t, bin, filepath.Join(dir, "origin"), "--data-shards", "4", "--parity-shards", "2",
 		"--segment-size", "256KiB", "--chunk-size", "4KiB", "--heartbeat-interval", "1s")
+	peers := map[string]*storageProc{}
 	for i := range 6 {
-		startPeer(t, bin, dir, o.url, i)
+		p := startPeer(t, bin, dir, o.url, i)
+		peers[p.id] = p
 	}
 	waitFor(t, 30*time.Second, "6 healthy peers", func() bool {
 		n := 0
@@ -62,6 +66,11 @@ func TestEdgeWithCaddy(t *testing.T) {
 		code, _ := httpGet(t, o.url+"/api/v1/manifests/"+root, "")
 		return code == 200
 	})
+
+	// The peer holding the first data shard lies: every byte it returns
+	// is wrong. The edge must notice, read around it, and neither serve
+	// nor cache a wrong byte.
+	rotShards(t, peers[manifest(t, o.url, root).Segments[0].Shards[0].Peer].data)
 
 	// The repository's Caddyfile, pointed at this origin, port and dir.
 	port := freePort(t)
@@ -84,8 +93,8 @@ func TestEdgeWithCaddy(t *testing.T) {
 	edge := startEdge(t, bin, caddyfile)
 	defer edge.stop(t)
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	fetch := func(host, path string, hdr ...string) (*http.Response, string) {
-		req, _ := http.NewRequest("GET", base+path, nil)
+	do := func(method, host, path string, hdr ...string) (*http.Response, string) {
+		req, _ := http.NewRequest(method, base+path, nil)
 		req.Host = host
 		for i := 0; i+1 < len(hdr); i += 2 {
 			req.Header.Set(hdr[i], hdr[i+1])
@@ -98,6 +107,9 @@ func TestEdgeWithCaddy(t *testing.T) {
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
 		return resp, string(b)
+	}
+	fetch := func(host, path string, hdr ...string) (*http.Response, string) {
+		return do("GET", host, path, hdr...)
 	}
 	want := func(name string) string {
 		b, err := os.ReadFile(filepath.Join(site, name))
@@ -168,6 +180,57 @@ func TestEdgeWithCaddy(t *testing.T) {
 		!strings.Contains(resp.Header.Get("Cache-Control"), "immutable") {
 		t.Fatalf("path gateway: HTTP %d, Cache-Control %q", resp.StatusCode, resp.Header.Get("Cache-Control"))
 	}
+	// The subdomain gateway: {cid}.ipfs.cdn.test.
+	if resp, body := fetch(root+".ipfs.cdn.test", "/about.html"); resp.StatusCode != 200 || body != want("about.html") {
+		t.Fatalf("subdomain gateway: HTTP %d, %d bytes", resp.StatusCode, len(body))
+	}
+	// Range, HEAD and conditional requests, on a miss and on a hit.
+	manual := want("docs/manual.txt")
+	for i := range 2 {
+		resp, body := fetch("blog.cdn.test", "/docs/manual.txt", "Range", "bytes=100-1099")
+		if resp.StatusCode != 206 || body != manual[100:1100] ||
+			resp.Header.Get("Content-Range") != fmt.Sprintf("bytes 100-1099/%d", len(manual)) {
+			t.Fatalf("range #%d: HTTP %d, Content-Range %q, %d bytes", i, resp.StatusCode, resp.Header.Get("Content-Range"), len(body))
+		}
+		if i == 0 {
+			fetch("blog.cdn.test", "/docs/manual.txt") // now a whole answer is cached
+		}
+	}
+	for i := range 2 {
+		resp, body := do("HEAD", "blog.cdn.test", "/docs/manual.txt")
+		if resp.StatusCode != 200 || body != "" || resp.Header.Get("Content-Length") != strconv.Itoa(len(manual)) {
+			t.Fatalf("HEAD #%d: HTTP %d, Content-Length %q, %d body bytes", i, resp.StatusCode, resp.Header.Get("Content-Length"), len(body))
+		}
+	}
+	resp, _ := fetch("blog.cdn.test", "/img/logo.png")
+	etag := resp.Header.Get("Etag")
+	for _, u := range []struct{ host, path string }{
+		{"blog.cdn.test", "/img/logo.png"},               // a hit
+		{"127.0.0.1", "/ipfs/" + root + "/img/logo.png"}, // a miss: same file, same ETag
+		{root + ".ipfs.cdn.test", "/img/logo.png"},       // and again by subdomain
+	} {
+		if resp, body := fetch(u.host, u.path, "If-None-Match", etag); etag == "" || resp.StatusCode != 304 || body != "" {
+			t.Fatalf("%s%s If-None-Match %s: HTTP %d, %d bytes", u.host, u.path, etag, resp.StatusCode, len(body))
+		}
+	}
+	// Every file of the site, twice (the second time from the caches):
+	// the rotten peer changed no byte.
+	err = filepath.WalkDir(site, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(site, p)
+		for i := range 2 {
+			if resp, body := fetch("blog.cdn.test", "/"+filepath.ToSlash(rel)); resp.StatusCode != 200 || body != want(rel) {
+				t.Fatalf("%s #%d: HTTP %d, %d bytes, want the file's %d", rel, i, resp.StatusCode, len(body), len(want(rel)))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	// The edge read the striped blocks from the peers itself: the origin,
 	// which keeps no copy, read none for it.
 	_, metrics := httpGet(t, o.url+"/metrics", "")
@@ -176,10 +239,10 @@ func TestEdgeWithCaddy(t *testing.T) {
 			t.Fatalf("origin served striped blocks to the edge: %s", line)
 		}
 	}
-	// The disk cache filled.
-	entries, _ := os.ReadDir(filepath.Join(dir, "edge-cache"))
-	if len(entries) < 2 {
-		t.Fatalf("disk cache has %d entries", len(entries))
+	// The disk cache filled, and every block in it matches its CID.
+	cached := checkDiskCache(t, filepath.Join(dir, "edge-cache"))
+	if cached < 2 {
+		t.Fatalf("disk cache has %d blocks", cached)
 	}
 
 	// The edge told the router where it is and how much it served, and,
@@ -195,7 +258,7 @@ func TestEdgeWithCaddy(t *testing.T) {
 	edge.stop(t)
 	_, batch := reports.last()
 	if batch == nil || len(batch.Records) == 0 || batch.Edge != hb.Peer {
-		t.Fatalf("no receipt batch from the edge %s at shutdown (%+v)", hb.Peer, batch)
+		t.Fatalf("no receipt batch from the edge %s at shutdown (%+v)\n%s", hb.Peer, batch, edge.logs)
 	}
 	var served int64
 	for _, r := range batch.Records {
@@ -234,6 +297,35 @@ func TestEdgeWithCaddy(t *testing.T) {
 	if resp, body := fetch("blog.cdn.test", "/about.html"); resp.StatusCode != 200 || body != want("about.html") {
 		t.Fatalf("stock Caddy: HTTP %d, %d bytes", resp.StatusCode, len(body))
 	}
+}
+
+// checkDiskCache verifies every block file of an edge's disk cache
+// (DIR/<shard>/<CIDv1>) against its name and returns how many there are.
+func checkDiskCache(t *testing.T, dir string) int {
+	t.Helper()
+	n := 0
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || filepath.Dir(p) == dir {
+			return err // the marker file sits at the top
+		}
+		c, err := cid.Decode(d.Name())
+		if err != nil {
+			return fmt.Errorf("%s: not a block file: %w", p, err)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if got, err := c.Prefix().Sum(b); err != nil || !got.Equals(c) {
+			return fmt.Errorf("%s: the cached bytes do not hash to their CID", p)
+		}
+		n++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // startEdge runs `topcdn edge --config FILE` and waits for it to load.

@@ -38,6 +38,30 @@ func startPeer(t *testing.T, bin, dir, originURL string, i int) *storageProc {
 	return &storageProc{originProc: p, data: data, id: st.PeerID}
 }
 
+// rotShards flips every byte of every shard a storage peer keeps in its
+// data dir, as a disk that rots (or a peer that lies) would.
+func rotShards(t *testing.T, data string) {
+	t.Helper()
+	n := 0
+	err := filepath.WalkDir(filepath.Join(data, "shards"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		for i := range b {
+			b[i] ^= 0xa5
+		}
+		n++
+		return os.WriteFile(p, b, 0o600)
+	})
+	if err != nil || n == 0 {
+		t.Fatalf("rotting the shards in %s: %d files, %v", data, n, err)
+	}
+}
+
 func getJSON(t *testing.T, url string, v any) {
 	t.Helper()
 	code, body := httpGet(t, url, "")
@@ -267,19 +291,7 @@ func TestStripedEndToEnd(t *testing.T) {
 		}
 	}
 	for id := range liars {
-		filepath.WalkDir(filepath.Join(peers[id].data, "shards"), func(p string, d fs.DirEntry, err error) error {
-			if err != nil || d.IsDir() {
-				return err
-			}
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			for i := range b {
-				b[i] ^= 0xa5
-			}
-			return os.WriteFile(p, b, 0o600)
-		})
+		rotShards(t, peers[id].data)
 	}
 	checkSite(t, o.url, root, site)
 	for id := range liars {
