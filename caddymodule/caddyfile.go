@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"math"
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
@@ -129,7 +130,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			n, err := strconv.ParseFloat(s, 64)
-			if err != nil || n < 0 {
+			if err != nil || !(n >= 0) || math.IsInf(n, 0) { // NaN fails n >= 0
 				return d.Errf("capacity %q: want requests per second", s)
 			}
 			h.Capacity = n

@@ -53,6 +53,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			BillingEpoch: caddy.Duration(time.Minute)}},
 		{name: "bad heartbeat", input: "topcdn {\n heartbeat soon\n}", wantErr: true},
 		{name: "negative capacity", input: "topcdn {\n capacity -1\n}", wantErr: true},
+		{name: "capacity not a number", input: "topcdn {\n capacity NaN\n}", wantErr: true},
+		{name: "infinite capacity", input: "topcdn {\n capacity Inf\n}", wantErr: true},
 		{name: "dnslink without path", input: "topcdn {\n dnslink blog.example.org\n}", wantErr: true},
 		{name: "two arguments", input: `topcdn http://a http://b`, wantErr: true},
 		{name: "unknown option", input: "topcdn {\n bogus 1\n}", wantErr: true},
