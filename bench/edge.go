@@ -794,6 +794,24 @@ func (b *edgeBench) print(w io.Writer, d time.Duration, runs, conns, threads int
 	}
 	fmt.Fprintln(tw)
 	tw.Flush()
+	// The runs of every server alternate, so run i of two servers was
+	// measured minutes apart at most: their ratio shows how steady a goal
+	// is, which one ratio of medians hides.
+	if runs > 1 {
+		fmt.Fprintln(w, "\nper-run ratios (run i of one server over run i of the other):")
+		pairs := func(name, a, c string, o edgeObject) {
+			ra, rc := b.cells[a][o.name].runs, b.cells[c][o.name].runs
+			var out []string
+			for i := range min(len(ra), len(rc)) {
+				out = append(out, ratio(ra[i].RPS, rc[i].RPS))
+			}
+			fmt.Fprintf(w, "  %s, %s: %s\n", name, o.label, strings.Join(out, " "))
+		}
+		pairs("edge hits / caddy respond", srvEdgeHit, srvRespond, edgeObjects[0])
+		for _, o := range edgeObjects {
+			pairs("edge hits / caddy file_server", srvEdgeHit, srvFileSrv, o)
+		}
+	}
 }
 
 func labels() []string {

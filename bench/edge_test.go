@@ -79,3 +79,26 @@ func TestEdgeCellMedian(t *testing.T) {
 		t.Fatalf("nil median %+v", m)
 	}
 }
+
+// TestEdgePrintPairs: the report shows each run's ratio next to the ratio
+// of the medians, pairing run i of one server with run i of the other.
+func TestEdgePrintPairs(t *testing.T) {
+	b := &edgeBench{cells: map[string]map[string]*edgeCell{}}
+	for _, s := range edgeServers {
+		b.cells[s.key] = map[string]*edgeCell{}
+		for _, o := range edgeObjects {
+			b.cells[s.key][o.name] = &edgeCell{runs: []wrkResult{{RPS: 100}, {RPS: 100}, {RPS: 100}}}
+		}
+	}
+	b.cells[srvEdgeHit][edgeObjects[0].name].runs = []wrkResult{{RPS: 95}, {RPS: 80}, {RPS: 120}}
+	var out strings.Builder
+	b.print(&out, time.Second, 3, 64, 1, map[string]string{})
+	for _, want := range []string{
+		"edge hits / caddy respond          ≥ 0.9  0.95 meets goal", // the medians: 95 / 100
+		"edge hits / caddy respond, 1KiB: 0.95 0.80 1.20",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+}
