@@ -37,7 +37,8 @@ type Handler struct {
 	// MemoryCacheBytes is the edge's memory budget: its caches fill 70%
 	// of it, the rest is headroom for requests in flight, and the
 	// process's Go memory limit is 90% of the sum of its handlers'
-	// budgets (unless GOMEMLIMIT is set). Default: 256 MiB.
+	// budgets (unless GOMEMLIMIT is set), which then paces the garbage
+	// collector alone (GOGC off unless set). Default: 256 MiB.
 	MemoryCacheBytes int64 `json:"memory_cache_bytes,omitempty"`
 	// DiskCacheDir enables the disk cache in this directory. Default: none.
 	DiskCacheDir string `json:"disk_cache_dir,omitempty"`
