@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -71,72 +70,6 @@ func carBytes(t testing.TB, roots []cid.Cid, blks ...testBlock) []byte {
 		}
 	}
 	return buf.Bytes()
-}
-
-// testPublisher is the key test uploads are signed by and charged to.
-func testPublisher(t testing.TB) *identity.Key {
-	t.Helper()
-	k, err := identity.Unmarshal(fuzzKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-// blockCIDs lists the CIDs of blks, in order.
-func blockCIDs(blks []testBlock) []cid.Cid {
-	cs := make([]cid.Cid, len(blks))
-	for i, b := range blks {
-		cs[i] = b.c
-	}
-	return cs
-}
-
-// ingest uploads a CAR of blks under roots as the test publisher, with
-// the Upload that AuthorizeUpload gives for a matching authorization.
-func ingest(t testing.TB, o *Origin, roots []cid.Cid, blks ...testBlock) (*UploadResult, error) {
-	t.Helper()
-	up := Upload{Publisher: testPublisher(t).ID, Roots: roots, BlocksDigest: BlocksDigest(blockCIDs(blks))}
-	return o.Ingest(context.Background(), up, bytes.NewReader(carBytes(t, roots, blks...)))
-}
-
-// signUpload returns an UploadHeader value by key for a CAR of blks under
-// roots, signed at the given time with the given nonce.
-func signUpload(t testing.TB, key *identity.Key, at time.Time, nonce string, roots []cid.Cid, blks ...testBlock) string {
-	t.Helper()
-	auth := UploadAuthorization{BlocksSHA256: hex.EncodeToString(BlocksDigest(blockCIDs(blks))), Time: at.UTC(), Nonce: nonce}
-	for _, r := range roots {
-		auth.Roots = append(auth.Roots, r.String())
-	}
-	h, err := encodeUploadAuth(key, auth)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return h
-}
-
-// postCAR posts car to srv's upload API with the given UploadHeader value
-// (none if empty) and returns the status and body.
-func postCAR(t testing.TB, srv *httptest.Server, auth string, car []byte) (int, []byte) {
-	t.Helper()
-	req, err := http.NewRequest("POST", srv.URL+"/api/v1/car", bytes.NewReader(car))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/vnd.ipld.car")
-	if auth != "" {
-		req.Header.Set(UploadHeader, auth)
-	}
-	resp, err := srv.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, body
 }
 
 func newTestOrigin(t testing.TB) *Origin {
