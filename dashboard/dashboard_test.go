@@ -44,10 +44,10 @@ func TestStateAndHistory(t *testing.T) {
 		t.Fatal(err)
 	}
 	client, _ := publish.NewClient(ots.URL, nil)
-	if _, err := client.Push(ctx, d0, nil); err != nil {
+	key, _ := identity.Generate(nil)
+	if _, err := client.Push(ctx, key, d0, nil); err != nil {
 		t.Fatal(err)
 	}
-	key, _ := identity.Generate(nil)
 	if _, err := client.PublishName(ctx, "blog", key, d0.Root, publish.NameOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -34,10 +34,10 @@ func newLocalEdge(t *testing.T, opts ...func(*Config, cid.Cid)) (*Edge, cid.Cid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := client.Push(ctx, d, nil); err != nil {
+	key, _ := identity.Generate(nil)
+	if _, err := client.Push(ctx, key, d, nil); err != nil {
 		t.Fatal(err)
 	}
-	key, _ := identity.Generate(nil)
 	if _, err := client.PublishName(ctx, "blog", key, d.Root, publish.NameOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,32 @@ type UploadResult struct {
 	NewBlocks int `json:"new_blocks"`
 	// Bytes is the total size of the CAR's blocks.
 	Bytes int64 `json:"bytes"`
+	// Publisher is the key that signed the upload.
+	Publisher string `json:"publisher"`
+	// NewBytes is the size of the new blocks: what the upload was charged.
+	NewBytes int64 `json:"new_bytes"`
+	// UsedBytes is the publisher's usage after the upload.
+	UsedBytes int64 `json:"used_bytes"`
+	// QuotaBytes is the publisher's quota; 0: unlimited.
+	QuotaBytes int64 `json:"quota_bytes"`
+}
+
+// PublisherUsage is what a publisher has stored at the origin, the answer
+// to GET /api/v1/publishers/{peer}.
+type PublisherUsage struct {
+	// Publisher is the publisher's key (peer ID).
+	Publisher string `json:"publisher"`
+	// UsedBytes is the size of the blocks its uploads newly stored; blocks
+	// the origin already held are not counted.
+	UsedBytes int64 `json:"used_bytes"`
+	// QuotaBytes is how many bytes it may store; 0: unlimited.
+	QuotaBytes int64 `json:"quota_bytes"`
+	// Uploads counts its accepted uploads.
+	Uploads int64 `json:"uploads"`
+	// Roots counts the distinct roots it uploaded.
+	Roots int64 `json:"roots"`
+	// LastUpload is when its last upload was accepted; absent if none was.
+	LastUpload *time.Time `json:"last_upload,omitempty"`
 }
 
 // NameClaim is the body of PUT /api/v1/names/{name}: an IPNS record that

@@ -108,6 +108,30 @@ var schema = []string{
 	// Version 3: manifests to re-sign, marked in the same transaction as
 	// the shard moves that make them stale.
 	`ALTER TABLE manifests ADD COLUMN stale INTEGER NOT NULL DEFAULT 0;`,
+	// Version 4: signed uploads. Who uploaded each root, what each
+	// publisher stored (for its quota), and the nonces of recent upload
+	// authorizations (against replays). Roots uploaded before have no
+	// publisher.
+	`CREATE TABLE publishers (
+		peer_id     TEXT PRIMARY KEY,
+		used_bytes  INTEGER NOT NULL, -- bytes of the blocks its uploads newly stored (and reservations in flight)
+		uploads     INTEGER NOT NULL DEFAULT 0,
+		last_upload INTEGER NOT NULL DEFAULT 0 -- ns; 0: none accepted yet
+	);
+	CREATE TABLE root_publishers (
+		root       TEXT NOT NULL,
+		publisher  TEXT NOT NULL,
+		created_at INTEGER NOT NULL,
+		PRIMARY KEY (root, publisher)
+	);
+	CREATE INDEX root_publishers_publisher ON root_publishers (publisher);
+	CREATE TABLE upload_nonces (
+		signer    TEXT NOT NULL,
+		nonce     TEXT NOT NULL,
+		signed_at INTEGER NOT NULL, -- the authorization's own time (ns)
+		PRIMARY KEY (signer, nonce)
+	);
+	CREATE INDEX upload_nonces_signed ON upload_nonces (signed_at);`,
 }
 
 // openDB opens the origin's database, bringing its schema up to date.

@@ -6,7 +6,9 @@
 // embedded SQLite database. It serves the IPFS Trustless Gateway API
 // (raw blocks, CARs, IPNS records) through boxo's gateway package, plus a
 // small JSON API for publishers: which blocks are missing, CAR upload, and
-// human names.
+// human names. Uploads are signed by the publisher's key (UploadHeader,
+// SignUpload, AuthorizeUpload) and charged to its quota
+// (Config.PublisherQuota).
 //
 // Two invariants keep a publish atomic and the store consistent:
 //

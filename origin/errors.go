@@ -21,8 +21,16 @@ var (
 	ErrIncomplete = errors.New("incomplete DAG")
 	// ErrNotFound marks an unknown name.
 	ErrNotFound = errors.New("not found")
-	// ErrForbidden marks a request the caller may not make.
+	// ErrForbidden marks a request the caller may not make: a signature
+	// that does not verify, a key not allowed, a CAR other than the one
+	// signed for.
 	ErrForbidden = errors.New("forbidden")
+	// ErrUnauthorized marks a request that lacks a usable signed
+	// authorization: none, malformed, or outside its time window.
+	ErrUnauthorized = errors.New("unauthorized")
+	// ErrOverQuota marks an upload that would take its publisher over its
+	// byte quota.
+	ErrOverQuota = errors.New("over quota")
 	// ErrBusy marks a request refused for load; the client should retry.
 	ErrBusy = errors.New("busy")
 )
@@ -47,7 +55,7 @@ func statusOf(err error) int {
 	switch {
 	case errors.Is(err, ErrBadRequest):
 		return http.StatusBadRequest
-	case errors.Is(err, ErrTooLarge), errors.As(err, &maxBytes):
+	case errors.Is(err, ErrTooLarge), errors.Is(err, ErrOverQuota), errors.As(err, &maxBytes):
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, ErrConflict):
 		return http.StatusConflict
@@ -57,6 +65,8 @@ func statusOf(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, ErrForbidden):
 		return http.StatusForbidden
+	case errors.Is(err, ErrUnauthorized):
+		return http.StatusUnauthorized
 	case errors.Is(err, ErrBusy):
 		return http.StatusServiceUnavailable
 	case errors.Is(err, context.DeadlineExceeded):

@@ -3,12 +3,14 @@ package origin
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"testing"
 	"time"
 
 	mdag "github.com/ipfs/boxo/ipld/merkledag"
 	"github.com/ipfs/boxo/ipns"
 	"github.com/ipfs/go-cid"
+	car "github.com/ipld/go-car/v2"
 	"github.com/topcdn/topcdn/dag"
 	"github.com/topcdn/topcdn/identity"
 )
@@ -28,9 +30,16 @@ func FuzzIngest(f *testing.F) {
 
 	o := newTestOrigin(f)
 	ctx := context.Background()
+	publisher := testPublisher(f).ID
 	f.Fuzz(func(t *testing.T, data []byte) {
 		before := storedCount(t, o)
-		res, err := o.Ingest(ctx, bytes.NewReader(data))
+		// Sign for the roots the CAR declares, so the fuzzer reaches the
+		// blocks (FuzzUploadAuth covers the authorization).
+		up := Upload{Publisher: publisher}
+		if br, err := car.NewBlockReader(bytes.NewReader(data), car.MaxAllowedHeaderSize(maxCARHeader)); err == nil {
+			up.Roots = br.Roots
+		}
+		res, err := o.Ingest(ctx, up, bytes.NewReader(data))
 		if err != nil {
 			if statusOf(err) >= 500 {
 				t.Fatalf("malformed input gave a server error: %v", err)
@@ -83,7 +92,7 @@ func FuzzPutRecord(f *testing.F) {
 	o := newTestOrigin(f)
 	ctx := context.Background()
 	d := newTestDAG(f, "fuzz-record", 2)
-	if _, err := o.Ingest(ctx, bytes.NewReader(carBytes(f, []cid.Cid{d.root}, d.blocks...))); err != nil {
+	if _, err := ingest(f, o, []cid.Cid{d.root}, d.blocks...); err != nil {
 		f.Fatal(err)
 	}
 	far := time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -136,4 +145,50 @@ var fuzzKey = []byte{
 	0x34, 0x36, 0xfb, 0xef, 0xf7, 0x4d, 0xea, 0x0f, 0x3e, 0x8a, 0x0e, 0x09, 0x2f, 0xa9, 0x59, 0x14,
 	0x12, 0x86, 0x54, 0xc1, 0xd6, 0xba, 0x0d, 0x90, 0x25, 0x78, 0x21, 0xb9, 0x87, 0x1b, 0x08, 0x72,
 	0x50, 0x2f, 0xac, 0x2e,
+}
+
+// FuzzUploadAuth feeds arbitrary strings to the upload authorization
+// parser at a fixed clock. Whatever the input: no panic, a client error
+// (400, 401 or 403) if refused; if accepted, an envelope of TypeUpload
+// whose signature verifies for the publisher returned, signed within
+// UploadSkew, naming 1 to maxRoots roots and a SHA-256 of the blocks.
+func FuzzUploadAuth(f *testing.F) {
+	key := testPublisher(f)
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	d := newTestDAG(f, "fuzz-auth", 2)
+	roots := []cid.Cid{d.root}
+	f.Add(signUpload(f, key, now, "fuzz-nonce-0000001", roots, d.blocks...))
+	f.Add(signUpload(f, key, now.Add(-time.Hour), "fuzz-nonce-0000002", roots, d.blocks...))
+	f.Add(signUpload(f, key, now, "short", roots))
+	f.Add(signUpload(f, key, now, "fuzz-nonce-0000003", nil))
+	if env, err := key.Sign("topcdn/heartbeat/v1", map[string]string{"roots": d.root.String()}); err == nil {
+		s, _ := env.Encode()
+		f.Add(s)
+	}
+	f.Add("")
+
+	f.Fuzz(func(t *testing.T, header string) {
+		up, auth, err := parseUploadAuth(header, now)
+		if err != nil {
+			if code := statusOf(err); code != 400 && code != 401 && code != 403 {
+				t.Fatalf("bad authorization gave HTTP %d: %v", code, err)
+			}
+			return
+		}
+		env, err := identity.DecodeEnvelope(header)
+		if err != nil {
+			t.Fatalf("accepted an undecodable header: %v", err)
+		}
+		var again UploadAuthorization
+		signer, err := env.Open(TypeUpload, &again)
+		if err != nil || signer != up.Publisher {
+			t.Fatalf("accepted an envelope that does not open for %s: %v", up.Publisher, err)
+		}
+		if d := now.Sub(auth.Time); d > UploadSkew || d < -UploadSkew {
+			t.Fatalf("accepted an authorization %s off the clock", d)
+		}
+		if len(up.Roots) == 0 || len(up.Roots) > maxRoots || len(up.BlocksDigest) != sha256.Size {
+			t.Fatalf("accepted %d roots and a %d-byte digest", len(up.Roots), len(up.BlocksDigest))
+		}
+	})
 }

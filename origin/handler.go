@@ -21,7 +21,8 @@ const maxJSONBody = 1 << 20
 // newHandler routes the origin's API next to boxo's gateway:
 //
 //	POST /api/v1/blocks/missing  which blocks the origin lacks (MissingRequest)
-//	POST /api/v1/car             upload a CAR (UploadResult)
+//	POST /api/v1/car             upload a CAR signed for in UploadHeader (UploadResult)
+//	GET  /api/v1/publishers/{peer} a publisher's usage and quota (PublisherUsage)
 //	GET  /api/v1/names           every human name ([]NameInfo)
 //	GET  /api/v1/names/{name}    one human name (NameInfo)
 //	PUT  /api/v1/names/{name}    claim or move a name (NameClaim)
@@ -39,6 +40,7 @@ func (o *Origin) newHandler() (http.Handler, error) {
 	}
 	route("POST /api/v1/blocks/missing", "missing", o.serveMissing)
 	route("POST /api/v1/car", "car", o.serveUpload)
+	route("GET /api/v1/publishers/{peer}", "publisher", o.serveUsage)
 	route("GET /api/v1/names", "names", o.serveNames)
 	route("GET /api/v1/names/{name}", "name", o.serveName)
 	route("PUT /api/v1/names/{name}", "claim", o.serveClaim)
@@ -137,8 +139,16 @@ func (o *Origin) serveUpload(w http.ResponseWriter, r *http.Request) {
 		o.fail(w, errorf(ErrBusy, "%d uploads already in progress; retry shortly", cap(o.uploads)))
 		return
 	}
+	up, err := o.AuthorizeUpload(r.Context(), r.Header.Get(UploadHeader))
+	if err != nil {
+		if errors.Is(err, ErrUnauthorized) {
+			w.Header().Set("WWW-Authenticate", UploadHeader)
+		}
+		o.fail(w, err)
+		return
+	}
 	body := http.MaxBytesReader(w, r.Body, o.cfg.MaxUploadSize)
-	res, err := o.Ingest(r.Context(), body)
+	res, err := o.Ingest(r.Context(), up, body)
 	if err != nil {
 		o.fail(w, err)
 		return

@@ -1,13 +1,14 @@
 package origin
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"time"
 
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
@@ -32,17 +33,22 @@ type stagedBlock struct {
 	size   int
 	links  []cid.Cid // non-identity links
 	level  int       // 0: links to nothing in this upload; else 1 + max child level
+	stored bool      // the origin held it before this upload
 }
 
-// Ingest reads a CAR (v1 or v2) from r and stores its blocks. It checks the
-// whole upload before writing anything to the block store: every block
-// against its CID and the 2 MiB limit, the stream for truncation, every
-// root and every link for presence (in the upload or already stored). Any
-// failure leaves the store as it was. Blocks are then committed leaves
-// first, so the store stays closed under links even if the process dies
-// half-way, and the roots are recorded as published.
-func (o *Origin) Ingest(ctx context.Context, r io.Reader) (*UploadResult, error) {
-	res, err := o.ingest(ctx, r)
+// Ingest reads a CAR (v1 or v2) from r and stores its blocks as the upload
+// up, which AuthorizeUpload returns for a signed request. It checks the
+// whole upload before writing anything to the block store: the header
+// roots against up.Roots, every block against its CID and the 2 MiB limit,
+// the blocks against up.BlocksDigest, the stream for truncation, every
+// root and every link for presence (in the upload or already stored), and
+// the bytes new to the origin against up.Publisher's quota. Any failure
+// leaves the store and the accounting as they were. Blocks are then
+// committed leaves first, so the store stays closed under links even if
+// the process dies half-way, and the roots are recorded as published by
+// up.Publisher, who is charged for the new bytes.
+func (o *Origin) Ingest(ctx context.Context, up Upload, r io.Reader) (*UploadResult, error) {
+	res, err := o.ingest(ctx, up, r)
 	switch {
 	case err == nil:
 		o.metrics.uploads.WithLabelValues("ok").Inc()
@@ -57,7 +63,10 @@ func (o *Origin) Ingest(ctx context.Context, r io.Reader) (*UploadResult, error)
 	return res, err
 }
 
-func (o *Origin) ingest(ctx context.Context, r io.Reader) (*UploadResult, error) {
+func (o *Origin) ingest(ctx context.Context, up Upload, r io.Reader) (*UploadResult, error) {
+	if up.Publisher == "" {
+		return nil, errorf(ErrUnauthorized, "upload has no publisher to charge it to")
+	}
 	stage, err := os.CreateTemp(o.stagingDir, "upload-*.blocks")
 	if err != nil {
 		return nil, fmt.Errorf("origin: staging: %w", err)
@@ -75,6 +84,9 @@ func (o *Origin) ingest(ctx context.Context, r io.Reader) (*UploadResult, error)
 	if len(br.Roots) > maxRoots {
 		return nil, errorf(ErrBadRequest, "CAR has %d roots, at most %d allowed", len(br.Roots), maxRoots)
 	}
+	if !sameRoots(br.Roots, up.Roots) {
+		return nil, errorf(ErrForbidden, "CAR roots %v are not the roots the upload was signed for, %v", br.Roots, up.Roots)
+	}
 
 	staged := map[cid.Cid]*stagedBlock{}
 	var order []*stagedBlock
@@ -82,6 +94,7 @@ func (o *Origin) ingest(ctx context.Context, r io.Reader) (*UploadResult, error)
 	n := 0
 	last := "the header"
 	buf := make([]byte, 0, dag.MaxBlockSize)
+	digest := sha256.New() // BlocksDigest of the block sections, as read
 	for ; ; n++ {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -93,6 +106,7 @@ func (o *Origin) ingest(ctx context.Context, r io.Reader) (*UploadResult, error)
 		if err != nil {
 			return nil, carError(err, fmt.Sprintf("read block #%d (after %s)", n+1, last))
 		}
+		digest.Write(c.Bytes())
 		if size > dag.MaxBlockSize {
 			return nil, errorf(ErrTooLarge, "block #%d %s is %d bytes; blocks may be at most %d bytes (2 MiB)", n+1, c, size, dag.MaxBlockSize)
 		}
@@ -124,6 +138,9 @@ func (o *Origin) ingest(ctx context.Context, r io.Reader) (*UploadResult, error)
 		order = append(order, sb)
 		offset += int64(size)
 	}
+	if up.BlocksDigest != nil && !bytes.Equal(digest.Sum(nil), up.BlocksDigest) {
+		return nil, errorf(ErrForbidden, "the CAR's %d blocks are not the ones the upload was signed for (their blocks_sha256 differs)", n)
+	}
 
 	// Completeness: every root and every link must be in this upload or
 	// already stored (and so complete, by the closure invariant). An
@@ -152,7 +169,6 @@ func (o *Origin) ingest(ctx context.Context, r io.Reader) (*UploadResult, error)
 			return nil, errorf(ErrIncomplete, "root %s is neither in the CAR nor stored at the origin", root)
 		}
 	}
-	newBlocks := 0
 	for _, sb := range order {
 		for _, l := range sb.links {
 			ok, err := have(l)
@@ -168,32 +184,52 @@ func (o *Origin) ingest(ctx context.Context, r io.Reader) (*UploadResult, error)
 		}
 	}
 
-	if err := o.commit(ctx, stage, staged, order, &newBlocks); err != nil {
+	// Quota: reserve the bytes new to the origin before writing any.
+	var reserved int64
+	for _, sb := range order {
+		has, err := o.blocks.Has(ctx, sb.c)
+		if err != nil {
+			return nil, fmt.Errorf("origin: check block %s: %w", sb.c, err)
+		}
+		if sb.stored = has; !has {
+			reserved += int64(sb.size)
+		}
+	}
+	if err := o.reserve(ctx, up.Publisher, reserved); err != nil {
+		return nil, err
+	}
+	// From here the bookkeeping must finish even if the client goes away.
+	bg := context.WithoutCancel(ctx)
+	newBlocks, newBytes, err := o.commit(ctx, stage, staged, order)
+	if err != nil {
+		// Charge what was stored before the failure, refund the rest.
+		if _, serr := o.settle(bg, up.Publisher, reserved, newBytes, nil); serr != nil {
+			err = errors.Join(err, serr)
+		}
+		return nil, err
+	}
+	used, err := o.settle(bg, up.Publisher, reserved, newBytes, br.Roots)
+	if err != nil {
 		return nil, err
 	}
 	roots := make([]string, len(br.Roots))
-	now := time.Now().Unix()
 	for i, root := range br.Roots {
 		roots[i] = root.String()
-		if _, err := o.db.ExecContext(ctx,
-			`INSERT INTO roots (cid, created_at) VALUES (?, ?) ON CONFLICT (cid) DO NOTHING`,
-			root.String(), now); err != nil {
-			return nil, fmt.Errorf("origin: record root %s: %w", root, err)
-		}
-	}
-	for _, root := range br.Roots {
-		if err := o.queueStripe(ctx, root); err != nil {
+		if err := o.queueStripe(bg, root); err != nil {
 			return nil, err
 		}
 	}
-	o.log.Info("upload stored",
-		zap.Strings("roots", roots), zap.Int("blocks", n), zap.Int("new_blocks", newBlocks), zap.Int64("bytes", total))
-	return &UploadResult{Roots: roots, Blocks: n, NewBlocks: newBlocks, Bytes: total}, nil
+	o.log.Info("upload stored", zap.Stringer("publisher", up.Publisher),
+		zap.Strings("roots", roots), zap.Int("blocks", n), zap.Int("new_blocks", newBlocks), zap.Int64("bytes", total),
+		zap.Int64("new_bytes", newBytes), zap.Int64("used_bytes", used))
+	return &UploadResult{Roots: roots, Blocks: n, NewBlocks: newBlocks, Bytes: total,
+		Publisher: up.Publisher.String(), NewBytes: newBytes, UsedBytes: used, QuotaBytes: o.cfg.PublisherQuota}, nil
 }
 
 // commit writes staged blocks to the block store level by level, leaves
-// first: a block goes in only after all blocks it links to.
-func (o *Origin) commit(ctx context.Context, stage *os.File, staged map[cid.Cid]*stagedBlock, order []*stagedBlock, newBlocks *int) error {
+// first: a block goes in only after all blocks it links to. It returns the
+// blocks and bytes it wrote, also when it fails part-way.
+func (o *Origin) commit(ctx context.Context, stage *os.File, staged map[cid.Cid]*stagedBlock, order []*stagedBlock) (newBlocks int, newBytes int64, err error) {
 	maxLevel := assignLevels(order, staged)
 	byLevel := make([][]*stagedBlock, maxLevel+1)
 	for _, sb := range order {
@@ -209,39 +245,44 @@ func (o *Origin) commit(ctx context.Context, stage *os.File, staged map[cid.Cid]
 			if err := o.local.PutMany(ctx, batch); err != nil {
 				return fmt.Errorf("origin: store blocks: %w", err)
 			}
+			newBlocks += len(batch)
+			newBytes += int64(batchBytes)
 			batch, batchBytes = batch[:0], 0
 			return nil
 		}
 		for _, sb := range level {
+			if sb.stored {
+				continue
+			}
+			// Another upload may have stored it since the quota check.
 			has, err := o.blocks.Has(ctx, sb.c)
 			if err != nil {
-				return fmt.Errorf("origin: store blocks: %w", err)
+				return newBlocks, newBytes, fmt.Errorf("origin: store blocks: %w", err)
 			}
 			if has {
 				continue
 			}
 			data := make([]byte, sb.size)
 			if _, err := stage.ReadAt(data, sb.offset); err != nil && sb.size > 0 {
-				return fmt.Errorf("origin: read staged block %s: %w", sb.c, err)
+				return newBlocks, newBytes, fmt.Errorf("origin: read staged block %s: %w", sb.c, err)
 			}
 			b, err := blocks.NewBlockWithCid(data, sb.c)
 			if err != nil {
-				return fmt.Errorf("origin: %w", err)
+				return newBlocks, newBytes, fmt.Errorf("origin: %w", err)
 			}
 			batch = append(batch, b)
 			batchBytes += sb.size
-			*newBlocks++
 			if batchBytes >= commitBatchBytes {
 				if err := flush(); err != nil {
-					return err
+					return newBlocks, newBytes, err
 				}
 			}
 		}
 		if err := flush(); err != nil {
-			return err
+			return newBlocks, newBytes, err
 		}
 	}
-	return nil
+	return newBlocks, newBytes, nil
 }
 
 // assignLevels sets each staged block's level, its height within the

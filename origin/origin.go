@@ -44,6 +44,16 @@ type Config struct {
 	// MaxConcurrentUploads bounds how many CAR uploads are staged at once;
 	// more get 503 with Retry-After. Default: 4.
 	MaxConcurrentUploads int
+	// PublisherQuota bounds the bytes each publisher may store: the blocks
+	// its uploads newly add (blocks the origin already holds, whoever
+	// uploaded them, are not counted again). An upload that would cross it
+	// is refused with 413 and not kept. Default: 0, unlimited; topcdn
+	// origin's --publisher-quota defaults to 10 GiB.
+	PublisherQuota int64
+	// Publishers, when set, are the only keys whose signed uploads are
+	// accepted; others get 403. Default: empty, any key may upload (each
+	// within PublisherQuota).
+	Publishers []peer.ID
 	// Deserialized makes the gateway also answer deserialized requests
 	// (files and directories, as a browser wants), not only the trustless
 	// raw, CAR and IPNS record responses. Default: false.
@@ -79,6 +89,7 @@ type Origin struct {
 	blocks     blockstore.Blockstore // local, then striped on storage peers
 	db         *sql.DB
 	stagingDir string
+	publishers map[peer.ID]bool // Config.Publishers; empty: any key
 	handler    http.Handler
 	uploads    chan struct{} // semaphore: one token per running upload
 
@@ -116,6 +127,9 @@ func New(ctx context.Context, cfg Config) (*Origin, error) {
 	if cfg.HeartbeatInterval <= 0 {
 		cfg.HeartbeatInterval = 10 * time.Second
 	}
+	if cfg.PublisherQuota < 0 {
+		return nil, errors.New("origin: PublisherQuota must not be negative (0: unlimited)")
+	}
 	if cfg.AllowIncomplete && cfg.Stripe != nil {
 		return nil, errors.New("origin: AllowIncomplete needs striping off (Stripe nil)")
 	}
@@ -152,6 +166,12 @@ func New(ctx context.Context, cfg Config) (*Origin, error) {
 	}
 	if o.metrics, err = newMetrics(cfg.Registry); err != nil {
 		return nil, fmt.Errorf("origin: metrics: %w", err)
+	}
+	if len(cfg.Publishers) > 0 {
+		o.publishers = make(map[peer.ID]bool, len(cfg.Publishers))
+		for _, p := range cfg.Publishers {
+			o.publishers[p] = true
+		}
 	}
 	if o.ds, err = openBlocks(filepath.Join(cfg.DataDir, "blocks")); err != nil {
 		return nil, err

@@ -106,17 +106,21 @@ func TestIngest(t *testing.T) {
 	tests := []struct {
 		name    string
 		car     []byte
-		wantErr error  // nil: accepted
-		wantMsg string // part of the error message
+		roots   []cid.Cid // signed for; default d.root
+		wantErr error     // nil: accepted
+		wantMsg string    // part of the error message
 	}{
 		{name: "complete", car: full},
 		{name: "leaves before root", car: carBytes(t, []cid.Cid{d.root}, append(d.blocks[1:], d.blocks[0])...)},
 		{name: "corrupt block", car: carBytes(t, []cid.Cid{d.root}, d.blocks[0], corrupt, d.blocks[2], d.blocks[3]),
 			wantErr: ErrBadRequest, wantMsg: d.blocks[1].c.String()},
 		{name: "oversized block", car: carBytes(t, []cid.Cid{big.Cid()}, testBlock{big.Cid(), big.RawData()}),
-			wantErr: ErrTooLarge, wantMsg: "2 MiB"},
+			roots: []cid.Cid{big.Cid()}, wantErr: ErrTooLarge, wantMsg: "2 MiB"},
 		{name: "missing root", car: carBytes(t, []cid.Cid{other.root}, d.blocks...),
-			wantErr: ErrIncomplete, wantMsg: other.root.String()},
+			roots: []cid.Cid{other.root}, wantErr: ErrIncomplete, wantMsg: other.root.String()},
+		{name: "roots not signed for", car: full, roots: []cid.Cid{other.root}, wantErr: ErrForbidden, wantMsg: other.root.String()},
+		{name: "roots in another order", car: carBytes(t, []cid.Cid{d.root, d.blocks[1].c}, d.blocks...),
+			roots: []cid.Cid{d.blocks[1].c, d.root}, wantErr: ErrForbidden, wantMsg: "signed for"},
 		{name: "missing leaf", car: carBytes(t, []cid.Cid{d.root}, d.blocks[:3]...),
 			wantErr: ErrIncomplete, wantMsg: d.blocks[3].c.String()},
 		{name: "truncated", car: full[:len(full)-5], wantErr: ErrBadRequest, wantMsg: "truncated"},
@@ -128,7 +132,11 @@ func TestIngest(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			o := newTestOrigin(t)
-			res, err := o.Ingest(context.Background(), bytes.NewReader(tc.car))
+			roots := tc.roots
+			if roots == nil {
+				roots = []cid.Cid{d.root}
+			}
+			res, err := o.Ingest(context.Background(), Upload{Publisher: testPublisher(t).ID, Roots: roots}, bytes.NewReader(tc.car))
 			if tc.wantErr == nil {
 				if err != nil {
 					t.Fatalf("Ingest: %v", err)
@@ -162,7 +170,7 @@ func TestIngestIncremental(t *testing.T) {
 	o := newTestOrigin(t)
 	ctx := context.Background()
 	d := newTestDAG(t, "v1", 4)
-	if _, err := o.Ingest(ctx, bytes.NewReader(carBytes(t, []cid.Cid{d.root}, d.blocks...))); err != nil {
+	if _, err := ingest(t, o, []cid.Cid{d.root}, d.blocks...); err != nil {
 		t.Fatal(err)
 	}
 	// Everything is there now.
@@ -188,7 +196,7 @@ func TestIngestIncremental(t *testing.T) {
 	if len(missing) != 2 || missing[0] != d2.root || missing[1] != d2.blocks[5].c {
 		t.Fatalf("Missing = %v, want the new root and the new leaf", missing)
 	}
-	res, err := o.Ingest(ctx, bytes.NewReader(carBytes(t, []cid.Cid{d2.root}, d2.blocks[0], d2.blocks[5])))
+	res, err := ingest(t, o, []cid.Cid{d2.root}, d2.blocks[0], d2.blocks[5])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +204,7 @@ func TestIngestIncremental(t *testing.T) {
 		t.Fatalf("NewBlocks = %d, want 2", res.NewBlocks)
 	}
 	// Re-publishing unchanged content: an empty CAR naming a stored root.
-	if _, err := o.Ingest(ctx, bytes.NewReader(carBytes(t, []cid.Cid{d2.root}))); err != nil {
+	if _, err := ingest(t, o, []cid.Cid{d2.root}); err != nil {
 		t.Fatalf("empty CAR for a stored root: %v", err)
 	}
 }
@@ -224,7 +232,7 @@ func TestClaimName(t *testing.T) {
 	o := newTestOrigin(t)
 	v1, v2 := newTestDAG(t, "one", 2), newTestDAG(t, "two", 2)
 	for _, d := range []testDAG{v1, v2} {
-		if _, err := o.Ingest(ctx, bytes.NewReader(carBytes(t, []cid.Cid{d.root}, d.blocks...))); err != nil {
+		if _, err := ingest(t, o, []cid.Cid{d.root}, d.blocks...); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -342,10 +350,12 @@ func TestHandler(t *testing.T) {
 	if code, body, _ := do("POST", "/api/v1/blocks/missing", "application/json", []byte(`{"cids":["bafyNOPE"]}`)); code != 400 || !strings.Contains(string(body), "bafyNOPE") {
 		t.Fatalf("malformed CID: %d %s", code, body)
 	}
-	if code, body, _ := do("POST", "/api/v1/car", "application/vnd.ipld.car", carBytes(t, []cid.Cid{d.root}, d.blocks...)); code != 201 {
+	roots := []cid.Cid{d.root}
+	if code, body := postCAR(t, srv, signUpload(t, alice, time.Now(), "nonce-handler-0001", roots, d.blocks...),
+		carBytes(t, roots, d.blocks...)); code != 201 {
 		t.Fatalf("upload: %d %s", code, body)
 	}
-	if code, body, _ := do("POST", "/api/v1/car", "application/vnd.ipld.car", []byte("junk")); code != 400 {
+	if code, body := postCAR(t, srv, signUpload(t, alice, time.Now(), "nonce-handler-0002", roots, d.blocks...), []byte("junk")); code != 400 {
 		t.Fatalf("junk upload: %d %s", code, body)
 	}
 
@@ -416,7 +426,7 @@ func TestRestartKeepsState(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := newTestDAG(t, "persist", 2)
-	if _, err := o.Ingest(ctx, bytes.NewReader(carBytes(t, []cid.Cid{d.root}, d.blocks...))); err != nil {
+	if _, err := ingest(t, o, []cid.Cid{d.root}, d.blocks...); err != nil {
 		t.Fatal(err)
 	}
 	alice, _ := identity.Generate(nil)
@@ -456,7 +466,7 @@ func TestDeserializedHumanName(t *testing.T) {
 	}
 	defer o.Close()
 	d := newTestDAG(t, "browse", 2)
-	if _, err := o.Ingest(ctx, bytes.NewReader(carBytes(t, []cid.Cid{d.root}, d.blocks...))); err != nil {
+	if _, err := ingest(t, o, []cid.Cid{d.root}, d.blocks...); err != nil {
 		t.Fatal(err)
 	}
 	alice, _ := identity.Generate(nil)
@@ -484,16 +494,28 @@ func TestUploadConcurrencyLimit(t *testing.T) {
 	defer o.Close()
 	srv := httptest.NewServer(o.Handler())
 	defer srv.Close()
-	// Hold the only upload slot with a request whose body never ends.
+	// Hold the only upload slot with a signed request whose body never ends.
+	d := newTestDAG(t, "busy", 1)
+	roots := []cid.Cid{d.root}
+	full := carBytes(t, roots, d.blocks...)
+	key := testPublisher(t)
 	pr, pw := io.Pipe()
 	defer pw.Close()
-	go http.Post(srv.URL+"/api/v1/car", "application/vnd.ipld.car", pr)
-	d := newTestDAG(t, "busy", 1)
-	full := carBytes(t, []cid.Cid{d.root}, d.blocks...)
+	held, err := http.NewRequest("POST", srv.URL+"/api/v1/car", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held.Header.Set(UploadHeader, signUpload(t, key, time.Now(), "nonce-busy-held-01", roots, d.blocks...))
+	go http.DefaultClient.Do(held)
 	pw.Write(full[:20])
 	deadline := time.Now().Add(5 * time.Second)
-	for {
-		resp, err := http.Post(srv.URL+"/api/v1/car", "application/vnd.ipld.car", bytes.NewReader(full))
+	for i := 0; ; i++ {
+		req, err := http.NewRequest("POST", srv.URL+"/api/v1/car", bytes.NewReader(full))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set(UploadHeader, signUpload(t, key, time.Now(), fmt.Sprintf("nonce-busy-%08d", i), roots, d.blocks...))
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -515,7 +537,6 @@ func TestUploadConcurrencyLimit(t *testing.T) {
 // CID are different blocks; storing one must not make the other (and its
 // unchecked links) present. Identity CIDs must not smuggle links either.
 func TestIngestChecksLinksByCID(t *testing.T) {
-	ctx := context.Background()
 	o := newTestOrigin(t)
 	missing := mdag.NewRawNode([]byte("never uploaded"))
 	nd := &mdag.ProtoNode{}
@@ -525,10 +546,10 @@ func TestIngestChecksLinksByCID(t *testing.T) {
 		t.Fatal(err)
 	}
 	asRaw := mdag.NewRawNode(nd.RawData()) // same bytes, raw codec: no links
-	if _, err := o.Ingest(ctx, bytes.NewReader(carBytes(t, []cid.Cid{asRaw.Cid()}, testBlock{asRaw.Cid(), asRaw.RawData()}))); err != nil {
+	if _, err := ingest(t, o, []cid.Cid{asRaw.Cid()}, testBlock{asRaw.Cid(), asRaw.RawData()}); err != nil {
 		t.Fatal(err)
 	}
-	_, err := o.Ingest(ctx, bytes.NewReader(carBytes(t, []cid.Cid{nd.Cid()})))
+	_, err := ingest(t, o, []cid.Cid{nd.Cid()})
 	if !errors.Is(err, ErrIncomplete) {
 		t.Fatalf("dag-pb root whose bytes are stored as raw: err = %v, want ErrIncomplete", err)
 	}
@@ -538,7 +559,7 @@ func TestIngestChecksLinksByCID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := o.Ingest(ctx, bytes.NewReader(carBytes(t, []cid.Cid{idRoot}))); !errors.Is(err, ErrBadRequest) {
+	if _, err := ingest(t, o, []cid.Cid{idRoot}); !errors.Is(err, ErrBadRequest) {
 		t.Fatalf("identity dag-pb root with links: err = %v, want ErrBadRequest", err)
 	}
 }
@@ -550,7 +571,7 @@ func TestIngestBlockLimit(t *testing.T) {
 	}
 	defer o.Close()
 	d := newTestDAG(t, "many", 3) // root + 3 leaves
-	_, err = o.Ingest(context.Background(), bytes.NewReader(carBytes(t, []cid.Cid{d.root}, d.blocks...)))
+	_, err = ingest(t, o, []cid.Cid{d.root}, d.blocks...)
 	if !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("4 blocks with a limit of 3: err = %v, want ErrTooLarge", err)
 	}
@@ -570,14 +591,14 @@ func TestIngestAllowIncomplete(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { o.Close() })
-	res, err := o.Ingest(context.Background(), bytes.NewReader(carBytes(t, []cid.Cid{d.root}, d.blocks[:3]...)))
+	res, err := ingest(t, o, []cid.Cid{d.root}, d.blocks[:3]...)
 	if err != nil {
 		t.Fatalf("missing leaf with AllowIncomplete: %v", err)
 	}
 	if res.NewBlocks != 3 {
 		t.Fatalf("%d new blocks, want 3", res.NewBlocks)
 	}
-	if _, err := o.Ingest(context.Background(), bytes.NewReader(carBytes(t, []cid.Cid{other.root}, d.blocks...))); !errors.Is(err, ErrIncomplete) {
+	if _, err := ingest(t, o, []cid.Cid{other.root}, d.blocks...); !errors.Is(err, ErrIncomplete) {
 		t.Fatalf("missing root with AllowIncomplete: err = %v, want ErrIncomplete", err)
 	}
 	if _, err := New(context.Background(), Config{DataDir: t.TempDir(), AllowIncomplete: true, Stripe: &StripeConfig{}}); err == nil {
@@ -596,7 +617,7 @@ func TestCIDVersionsNameOneBlock(t *testing.T) {
 	v1.SetCidBuilder(mdag.V1CidPrefix())
 	v1.SetData([]byte{0x08, 0x01, 0x12, 0x01, 'x'})
 	for _, nd := range []*mdag.ProtoNode{v0, v1} {
-		if _, err := o.Ingest(ctx, bytes.NewReader(carBytes(t, []cid.Cid{nd.Cid()}, testBlock{nd.Cid(), nd.RawData()}))); err != nil {
+		if _, err := ingest(t, o, []cid.Cid{nd.Cid()}, testBlock{nd.Cid(), nd.RawData()}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -123,10 +123,16 @@ type PushResult struct {
 	Upload *origin.UploadResult
 }
 
-// Push uploads src to the origin: it first asks which blocks the origin
-// lacks, then streams only those as a CAR whose roots are src's roots.
-// Progress (may be nil) is told the bytes as they go out.
-func (c *Client) Push(ctx context.Context, src Source, progress func(total int64) Progress) (*PushResult, error) {
+// Push uploads src to the origin as the publisher key: it first asks which
+// blocks the origin lacks, then streams only those as a CAR whose roots
+// are src's roots, with an upload authorization for exactly that CAR
+// signed by key (origin.SignUpload). The origin charges the bytes new to
+// it to key's quota. Progress (may be nil) is told the bytes as they go
+// out.
+func (c *Client) Push(ctx context.Context, key *identity.Key, src Source, progress func(total int64) Progress) (*PushResult, error) {
+	if key == nil {
+		return nil, errors.New("publish: push needs the publisher's key to sign the upload")
+	}
 	all, err := src.Blocks()
 	if err != nil {
 		return nil, err
@@ -142,6 +148,10 @@ func (c *Client) Push(ctx context.Context, src Source, progress func(total int64
 			return nil, fmt.Errorf("publish: origin asked for %s, which is not in this DAG", m)
 		}
 		total += int64(sz)
+	}
+	auth, err := origin.SignUpload(key, src.Roots(), missing)
+	if err != nil {
+		return nil, fmt.Errorf("publish: %w", err)
 	}
 	var p Progress = nopProgress{}
 	if progress != nil {
@@ -159,6 +169,7 @@ func (c *Client) Push(ctx context.Context, src Source, progress func(total int64
 		return nil, fmt.Errorf("publish: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/vnd.ipld.car; version=1")
+	req.Header.Set(origin.UploadHeader, auth)
 	var up origin.UploadResult
 	if err := c.do(req, &up); err != nil {
 		pr.CloseWithError(err)

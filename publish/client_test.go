@@ -10,13 +10,20 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ipfs/go-cid"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/origin"
 )
 
 func newTestOrigin(t *testing.T) *Client {
 	t.Helper()
-	o, err := origin.New(context.Background(), origin.Config{DataDir: t.TempDir()})
+	return newTestOriginWith(t, origin.Config{})
+}
+
+func newTestOriginWith(t *testing.T, cfg origin.Config) *Client {
+	t.Helper()
+	cfg.DataDir = t.TempDir()
+	o, err := origin.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,24 +44,30 @@ func TestPushAndName(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	key, _ := identity.Generate(nil)
 	var progressed int64
-	res, err := c.Push(ctx, d, func(total int64) Progress { return &countProgress{n: &progressed} })
+	res, err := c.Push(ctx, key, d, func(total int64) Progress { return &countProgress{n: &progressed} })
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res.Sent != res.Blocks || res.Upload.NewBlocks != res.Blocks || progressed != res.SentBytes {
 		t.Fatalf("first push %+v (upload %+v), progress %d", res, res.Upload, progressed)
 	}
-	// Nothing changed: nothing is sent.
-	res, err = c.Push(ctx, d, nil)
+	if up := res.Upload; up.Publisher != key.ID.String() || up.NewBytes != res.SentBytes || up.UsedBytes != res.SentBytes {
+		t.Fatalf("first push charged %+v, want %d bytes to %s", up, res.SentBytes, key.ID)
+	}
+	// Nothing changed: nothing is sent, nothing more is charged.
+	res, err = c.Push(ctx, key, d, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Sent != 0 {
-		t.Fatalf("re-push sent %d blocks, want 0", res.Sent)
+	if res.Sent != 0 || res.Upload.NewBytes != 0 || res.Upload.UsedBytes != progressed {
+		t.Fatalf("re-push sent %d blocks, charged %+v; want nothing", res.Sent, res.Upload)
+	}
+	if _, err := c.Push(ctx, nil, d, nil); err == nil {
+		t.Fatal("push without a key succeeded")
 	}
 
-	key, _ := identity.Generate(nil)
 	for want := uint64(1); want <= 2; want++ {
 		ni, err := c.PublishName(ctx, "site", key, d.Root, NameOptions{})
 		if err != nil {
@@ -100,7 +113,8 @@ func TestPushCARFile(t *testing.T) {
 		t.Fatalf("CAR root %s, want %s", cf.Roots()[0], d.Root)
 	}
 	c := newTestOrigin(t)
-	res, err := c.Push(ctx, cf, nil)
+	key, _ := identity.Generate(nil)
+	res, err := c.Push(ctx, key, cf, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,8 +133,28 @@ func TestPushCARFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cf2.Close()
-	if _, err := newTestOrigin(t).Push(ctx, cf2, nil); err == nil {
+	if _, err := newTestOrigin(t).Push(ctx, key, cf2, nil); err == nil {
 		t.Fatal("pushing a corrupted CAR succeeded")
+	}
+}
+
+// TestPushOverQuota: an origin refuses a push that would take the key over
+// its quota, with 413 and a message that says so; another key has its own.
+func TestPushOverQuota(t *testing.T) {
+	ctx := context.Background()
+	d, err := ImportDir(ctx, writeFixture(t, t.TempDir(), "site"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newTestOriginWith(t, origin.Config{PublisherQuota: 100})
+	key, _ := identity.Generate(nil)
+	_, err = c.Push(ctx, key, d, nil)
+	var oe *OriginError
+	if !errors.As(err, &oe) || oe.Status != 413 || !strings.Contains(oe.Message, "quota") {
+		t.Fatalf("push over a 100-byte quota: %v, want 413 naming the quota", err)
+	}
+	if missing, err := c.Missing(ctx, []cid.Cid{d.Root}); err != nil || len(missing) != 1 {
+		t.Fatalf("refused push left the root stored: missing %v, %v", missing, err)
 	}
 }
 

@@ -313,6 +313,28 @@ func TestEndToEnd(t *testing.T) {
 	if msg, err := steal.CombinedOutput(); err == nil || !strings.Contains(string(msg), "belongs to another key") {
 		t.Fatalf("publishing blog with another key: err=%v\n%s", err, msg)
 	}
+
+	// Uploads must be signed; each is charged to its signer.
+	resp, err := http.Post(o.url+"/api/v1/car", "application/vnd.ipld.car", bytes.NewReader(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("unsigned upload: HTTP %d, want 401", resp.StatusCode)
+	}
+	code, body := httpGet(t, o.url+"/api/v1/publishers/"+peerID, "")
+	var u origin.PublisherUsage
+	if err := json.Unmarshal(body, &u); code != 200 || err != nil || u.UsedBytes <= 0 || u.Uploads != 2 || u.Roots != 2 || u.QuotaBytes != 10<<30 {
+		t.Fatalf("publisher usage: HTTP %d %s, want 2 uploads of 2 roots under the 10 GiB default quota", code, body)
+	}
+
+	// A publisher over its quota is refused, and told why.
+	small := startOrigin(t, bin, filepath.Join(dir, "small"), "--no-stripe", "--publisher-quota", "4KiB")
+	over := exec.Command(bin, "publish", site, "--name", "blog", "--origin", small.url, "--key", key)
+	if msg, err := over.CombinedOutput(); err == nil || !strings.Contains(string(msg), "HTTP 413") || !strings.Contains(string(msg), "quota") {
+		t.Fatalf("publishing over a 4 KiB quota: err=%v\n%s", err, msg)
+	}
 }
 
 // writeRandomSite writes n MiB of incompressible files under dir.

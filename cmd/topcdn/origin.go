@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dustin/go-humanize"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 	"github.com/topcdn/topcdn/dashboard"
 	"github.com/topcdn/topcdn/identity"
@@ -18,6 +19,8 @@ import (
 func newOriginCmd() *cobra.Command {
 	var (
 		listen, dataDir, keyFile, maxUpload, logLevel      string
+		publisherQuota                                     string
+		publishers                                         []string
 		segmentSize, chunkSize                             string
 		deserialized, noStripe, keepLocal, allowIncomplete bool
 		dashRouter, dashBilling                            string
@@ -39,7 +42,10 @@ under DIR/blocks), keeps IPNS records and human names in SQLite
   GET  /ipns/{k51…}           IPNS records (Accept: application/vnd.ipfs.ipns-record)
   PUT  /ipns/{k51…}           store an IPNS record, as 'ipfs routing put'
   POST /api/v1/blocks/missing which blocks the origin lacks
-  POST /api/v1/car            upload a CAR
+  POST /api/v1/car            upload a CAR, signed for by the publisher (header
+                              Topcdn-Upload; 401/403 unsigned or forged, 409
+                              replayed, 413 over quota)
+  GET  /api/v1/publishers/{peer} a publisher's usage and quota
   GET  /api/v1/names[/{name}] human names and what they point to
   PUT  /api/v1/names/{name}   claim or move a human name
   POST /api/v1/peers/heartbeat  storage peers' signed heartbeats
@@ -58,6 +64,14 @@ origin drops its own copy and reads blocks back from the peers, verified.
 It audits peers continuously and repairs segments whose healthy shards fall
 below --repair-threshold. --no-stripe keeps everything on the origin.
 
+Only publishers put content on the origin: every CAR upload carries an
+authorization signed by the publisher's key ('topcdn publish --key' signs
+it) for exactly that CAR's roots and blocks, within 5 minutes of the
+origin's clock and with a nonce used once. Each publisher is charged the
+bytes its uploads add (blocks the origin already holds cost nothing) and
+may store up to --publisher-quota; --publisher restricts uploads to the
+listed keys.
+
 When it is ready it prints "listening on http://ADDR" on standard output.
 SIGINT or SIGTERM stop it cleanly.`,
 		Args: cobra.NoArgs,
@@ -71,9 +85,23 @@ SIGINT or SIGTERM stop it cleanly.`,
 			if err != nil {
 				return fmt.Errorf("--max-upload %q: %w", maxUpload, err)
 			}
+			quota, err := humanize.ParseBytes(publisherQuota)
+			if err != nil {
+				return fmt.Errorf("--publisher-quota %q: %w", publisherQuota, err)
+			}
+			var allowed []peer.ID
+			for _, s := range publishers {
+				p, err := peer.Decode(s)
+				if err != nil {
+					return fmt.Errorf("--publisher %q: %w", s, err)
+				}
+				allowed = append(allowed, p)
+			}
 			cfg := origin.Config{
 				DataDir:         dataDir,
 				MaxUploadSize:   int64(limit),
+				PublisherQuota:  int64(quota),
+				Publishers:      allowed,
 				Deserialized:    deserialized,
 				AllowIncomplete: allowIncomplete,
 				Logger:          log,
@@ -107,6 +135,8 @@ SIGINT or SIGTERM stop it cleanly.`,
 	f.StringVar(&dataDir, "data", "", "directory for blocks, database and key (required)")
 	f.StringVar(&keyFile, "key", "", "origin key file (default: DIR/origin.key, created if missing)")
 	f.StringVar(&maxUpload, "max-upload", "8GiB", "largest CAR upload accepted")
+	f.StringVar(&publisherQuota, "publisher-quota", "10GiB", "bytes each publisher may store (blocks its uploads add); 0: unlimited")
+	f.StringSliceVar(&publishers, "publisher", nil, "peer ID of a key allowed to upload (repeatable; default: any key, each within its quota)")
 	f.BoolVar(&deserialized, "deserialized", false, "also serve files and directories to browsers, not only trustless responses")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.BoolVar(&allowIncomplete, "allow-incomplete", false, "accept CARs whose blocks link to blocks they lack (test fixtures; needs --no-stripe)")

@@ -27,7 +27,9 @@ func newPublishCmd() *cobra.Command {
 		Short: "Publish a directory (or a CAR) under a name",
 		Long: `publish imports DIR as a UnixFS DAG, uploads the blocks the origin lacks as a
 CAR stream, and points NAME at the new root with an IPNS record signed by
-the key in FILE.
+the key in FILE. The upload is signed with the same key: the origin
+accepts only signed uploads and charges the bytes new to it to the key's
+quota (see 'topcdn origin --publisher-quota').
 
 The defaults give the root CID that kubo's 'ipfs add -r --cid-version=1'
 gives for the same directory: CIDv1, raw leaves, sha2-256, 256 KiB chunks,
@@ -128,7 +130,7 @@ use the same key. One key publishes one name.`,
 					return publish.NewProgress(stderr, "upload", total)
 				}
 			}
-			pushed, err := client.Push(ctx, src, progress)
+			pushed, err := client.Push(ctx, key, src, progress)
 			if err != nil {
 				return err
 			}
@@ -137,6 +139,9 @@ use the same key. One key publishes one name.`,
 				fmt.Fprintf(status, "; the origin already had %d", had)
 			}
 			fmt.Fprintln(status)
+			if up := pushed.Upload; up.QuotaBytes > 0 {
+				fmt.Fprintf(status, "quota: %s of %s used\n", humanize.IBytes(uint64(up.UsedBytes)), humanize.IBytes(uint64(up.QuotaBytes)))
+			}
 			ni, err := client.PublishName(ctx, name, key, root, publish.NameOptions{TTL: ttl, Lifetime: lifetime})
 			if err != nil {
 				return err

@@ -1,0 +1,129 @@
+package origin
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Accounting. A publisher is charged for the bytes of the blocks its
+// uploads newly store: a block the origin already holds, whoever uploaded
+// it, costs nothing again, so each stored byte is charged to exactly one
+// publisher (the first to upload it). Nothing is ever deleted, so usage
+// only grows.
+//
+// An upload reserves its new bytes before any block is written, in one
+// transaction that also checks the quota, so concurrent uploads by one
+// publisher cannot together cross it; once its blocks are written the
+// reservation is settled to the bytes actually stored.
+
+// reserve charges n bytes to publisher p ahead of its upload, or refuses
+// with ErrOverQuota if that would take p over Config.PublisherQuota. An
+// upload that adds nothing is never refused.
+func (o *Origin) reserve(ctx context.Context, p peer.ID, n int64) error {
+	tx, err := o.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("origin: reserve quota: %w", err)
+	}
+	defer tx.Rollback()
+	var used int64
+	switch err := tx.QueryRowContext(ctx, `SELECT used_bytes FROM publishers WHERE peer_id = ?`, p.String()).Scan(&used); {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
+		return fmt.Errorf("origin: reserve quota: %w", err)
+	}
+	if q := o.cfg.PublisherQuota; q > 0 && n > 0 && used+n > q {
+		return errorf(ErrOverQuota, "publisher %s has stored %s of its %s quota; this upload would add %s more",
+			p, humanize.IBytes(uint64(used)), humanize.IBytes(uint64(q)), humanize.IBytes(uint64(n)))
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO publishers (peer_id, used_bytes) VALUES (?, ?)
+		ON CONFLICT (peer_id) DO UPDATE SET used_bytes = used_bytes + excluded.used_bytes`, p.String(), n); err != nil {
+		return fmt.Errorf("origin: reserve quota: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("origin: reserve quota: %w", err)
+	}
+	return nil
+}
+
+// settle replaces an upload's reservation by the bytes it stored. For an
+// accepted upload (roots set) it also counts the upload and records its
+// roots and who uploaded them, in the same transaction. It returns the
+// publisher's usage after.
+func (o *Origin) settle(ctx context.Context, p peer.ID, reserved, stored int64, roots []cid.Cid) (int64, error) {
+	tx, err := o.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("origin: settle quota: %w", err)
+	}
+	defer tx.Rollback()
+	now := o.now()
+	accepted := int64(0)
+	if roots != nil {
+		accepted = 1
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE publishers SET used_bytes = used_bytes + ?, uploads = uploads + ?,
+			last_upload = CASE WHEN ? = 1 THEN ? ELSE last_upload END
+		WHERE peer_id = ?`, stored-reserved, accepted, accepted, now.UnixNano(), p.String()); err != nil {
+		return 0, fmt.Errorf("origin: settle quota: %w", err)
+	}
+	for _, root := range roots {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO roots (cid, created_at) VALUES (?, ?) ON CONFLICT (cid) DO NOTHING`,
+			root.String(), now.Unix()); err != nil {
+			return 0, fmt.Errorf("origin: record root %s: %w", root, err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO root_publishers (root, publisher, created_at) VALUES (?, ?, ?)
+			ON CONFLICT (root, publisher) DO NOTHING`, root.String(), p.String(), now.Unix()); err != nil {
+			return 0, fmt.Errorf("origin: record root %s: %w", root, err)
+		}
+	}
+	var used int64
+	if err := tx.QueryRowContext(ctx, `SELECT used_bytes FROM publishers WHERE peer_id = ?`, p.String()).Scan(&used); err != nil {
+		return 0, fmt.Errorf("origin: settle quota: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("origin: settle quota: %w", err)
+	}
+	return used, nil
+}
+
+// Usage returns what publisher p has stored at the origin. A key that
+// never uploaded has zero usage.
+func (o *Origin) Usage(ctx context.Context, p peer.ID) (*PublisherUsage, error) {
+	u := &PublisherUsage{Publisher: p.String(), QuotaBytes: o.cfg.PublisherQuota}
+	var last int64
+	err := o.db.QueryRowContext(ctx, `SELECT p.used_bytes, p.uploads, p.last_upload,
+			(SELECT count(*) FROM root_publishers rp WHERE rp.publisher = p.peer_id)
+		FROM publishers p WHERE p.peer_id = ?`, p.String()).Scan(&u.UsedBytes, &u.Uploads, &last, &u.Roots)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return u, nil
+	case err != nil:
+		return nil, fmt.Errorf("origin: usage of %s: %w", p, err)
+	}
+	if last != 0 {
+		t := time.Unix(0, last).UTC()
+		u.LastUpload = &t
+	}
+	return u, nil
+}
+
+func (o *Origin) serveUsage(w http.ResponseWriter, r *http.Request) {
+	p, err := peer.Decode(r.PathValue("peer"))
+	if err != nil {
+		o.fail(w, errorf(ErrBadRequest, "%q is not a peer ID: %v", r.PathValue("peer"), err))
+		return
+	}
+	u, err := o.Usage(r.Context(), p)
+	if err != nil {
+		o.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, u)
+}
