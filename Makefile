@@ -32,6 +32,7 @@ FUZZTIME ?= 30s
 fuzz:
 	$(GO) test -run '^$$' -fuzz=FuzzIngest -fuzztime=$(FUZZTIME) ./origin
 	$(GO) test -run '^$$' -fuzz=FuzzPutRecord -fuzztime=$(FUZZTIME) ./origin
+	$(GO) test -run '^$$' -fuzz=FuzzUploadAuth -fuzztime=$(FUZZTIME) ./origin
 	$(GO) test -run '^$$' -fuzz=FuzzReadOrder -fuzztime=$(FUZZTIME) ./storage
 	$(GO) test -run '^$$' -fuzz=FuzzManifest -fuzztime=$(FUZZTIME) ./erasure
 	$(GO) test -run '^$$' -fuzz=FuzzDecodeBatch -fuzztime=$(FUZZTIME) ./billing
