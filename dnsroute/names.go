@@ -111,6 +111,7 @@ func (r *Router) pollNames(ctx context.Context) error {
 	r.namesOK = true
 	if !maps.Equal(names, r.names) {
 		r.names = names
+		r.roots = probeRoots(names)
 		r.serial = max(uint32(r.cfg.now().Unix()), r.serial+1)
 		r.rebuildLocked()
 		r.log.Info("names updated", zap.Int("names", len(names)))
