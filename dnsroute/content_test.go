@@ -2,6 +2,7 @@ package dnsroute
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -326,5 +327,70 @@ func TestProbeRoots(t *testing.T) {
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
 		t.Errorf("roots %v, want %v (distinct, decodable, not identity-hashed)", got, want)
+	}
+}
+
+// TestBillingForfeits checks that edges billing's prober caught serving
+// wrong bytes leave the answers, for a quarantine counted from billing's
+// verdict.
+func TestBillingForfeits(t *testing.T) {
+	var (
+		list  atomic.Pointer[[]Forfeit]
+		since atomic.Int64
+	)
+	list.Store(&[]Forfeit{})
+	billing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case SuspendedPath:
+			json.NewEncoder(w).Encode(Suspended{Publishers: []string{}})
+		case ForfeitsPath:
+			s, err := strconv.ParseInt(r.URL.Query().Get("since"), 10, 64)
+			if err != nil {
+				http.Error(w, "since: "+err.Error(), http.StatusBadRequest)
+				return
+			}
+			since.Store(s)
+			json.NewEncoder(w).Encode(Forfeits{Forfeits: *list.Load()})
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer billing.Close()
+	g := newGeoNet(t, Config{Billing: billing.URL})
+	polls := func() float64 { return metricValue(t, g.reg, "topcdn_dnsroute_polls_total", "source", "forfeits") }
+	waitFor(t, 5*time.Second, "a poll of forfeits", func() bool { return polls() > 0 })
+	if d := time.Since(time.Unix(since.Load(), 0)); d < DefaultQuarantine-time.Minute || d > DefaultQuarantine+time.Minute {
+		t.Errorf("asked for forfeits since %s ago, want the quarantine (%s)", d, DefaultQuarantine)
+	}
+	now := time.Now()
+	list.Store(&[]Forfeit{
+		{Edge: g.edges[tokyo].key.ID.String(), Epoch: 1, Reason: ReasonWrongContent, At: now.Add(-time.Minute)},
+		// Too old to count, and another reason: São Paulo and Frankfurt stay.
+		{Edge: g.edges["127.3.0.1"].key.ID.String(), Epoch: 2, Reason: ReasonWrongContent, At: now.Add(-2 * DefaultQuarantine)},
+		{Edge: g.edges["127.1.0.1"].key.ID.String(), Epoch: 3, Reason: "epoch_settled", At: now},
+	})
+	waitFor(t, 5*time.Second, "the Tokyo edge to leave", func() bool { return !slices.Contains(g.answeredBy(t), tokyo) })
+	ei := g.edgeInfo(t, tokyo)
+	if ei.Healthy || !strings.Contains(ei.Quarantine, "billing") || ei.QuarantinedUntil == nil {
+		t.Fatalf("edge %+v, want quarantined by billing", ei)
+	}
+	if d := ei.QuarantinedUntil.Sub(now); d < DefaultQuarantine-2*time.Minute || d > DefaultQuarantine {
+		t.Errorf("quarantined for %s from now, want the quarantine from billing's verdict a minute ago", d)
+	}
+	// Polled again, the same verdicts quarantine no one else, nor twice.
+	p := polls()
+	waitFor(t, 5*time.Second, "two more polls", func() bool { return polls() >= p+2 })
+	if got := g.answeredBy(t); !slices.Equal(got, []string{"127.1.0.1", "127.3.0.1"}) {
+		t.Errorf("answers %v, want Frankfurt and São Paulo", got)
+	}
+	if got := metricValue(t, g.reg, "topcdn_dnsroute_quarantines_total", "source", "billing"); got != 1 {
+		t.Errorf("quarantines_total{source=billing} = %v, want 1", got)
+	}
+	// Billing no longer lists it (or is down): the quarantine stands.
+	list.Store(&[]Forfeit{})
+	p = polls()
+	waitFor(t, 5*time.Second, "two more polls", func() bool { return polls() >= p+2 })
+	if slices.Contains(g.answeredBy(t), tokyo) {
+		t.Error("the Tokyo edge is back once billing stopped listing it")
 	}
 }

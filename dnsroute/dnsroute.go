@@ -132,7 +132,8 @@ func New(cfg Config) (*Router, error) {
 func (r *Router) Zone() string { return r.cfg.Zone }
 
 // Run keeps the router's view current until ctx is done: it polls the
-// origin's names and billing's suspensions every NamesInterval, probes every edge's health once per heartbeat interval
+// origin's names and billing's suspensions and forfeits every
+// NamesInterval, probes every edge's health once per heartbeat interval
 // and its content about once per ContentProbeInterval, takes edges that
 // missed 3 heartbeats or failed a probe out of answers, and quarantines
 // edges caught serving wrong bytes. It returns nil when ctx is done.

@@ -16,7 +16,8 @@
 // misses 3 heartbeats or fails a probe leaves the answers until it is
 // healthy again. Content probes fetch a published root's raw block through
 // each edge (URL/ipfs/CID?format=raw) and check it against its CID: an edge
-// that serves other bytes is quarantined for Config.Quarantine. Router.Handler serves the heartbeat API, the edge list
+// that serves other bytes, or that billing's prober caught doing so
+// (GET BILLING/api/v1/forfeits), is quarantined for Config.Quarantine. Router.Handler serves the heartbeat API, the edge list
 // and DNS-over-HTTPS (RFC 8484); a UDPServer and a dns.Server (TCP) serve
 // DNS. See README.md.
 package dnsroute

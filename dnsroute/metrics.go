@@ -54,7 +54,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "rrl_total", Help: "UDP responses withheld by response rate limiting, by action (drop, slip)."},
 			[]string{"action"}),
 		polls: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "polls_total", Help: "Polls of the origin's names and billing's suspensions, by source and result."},
+			Name: "polls_total", Help: "Polls of the origin's names and billing's suspensions and forfeits, by source (origin, billing, forfeits) and result."},
 			[]string{"source", "result"}),
 		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "response_cache_hits_total", Help: "UDP queries answered from ready-to-send response bytes."}),

@@ -55,8 +55,10 @@ root, picked at random, through each edge (GET URL/ipfs/CID?format=raw)
 and checks that the bytes hash to the CID. An edge that answers 200 with
 other bytes lied: it leaves the answers for --quarantine, whatever its
 heartbeats say, and comes back only after a good content probe. A timeout
-or an error status counts as a failed health probe, not a lie. An edge
-that recognises the router's probes could still lie to browsers only.
+or an error status counts as a failed health probe, not a lie. With
+--billing, edges that billing's prober made forfeit an epoch for wrong
+content (GET URL/api/v1/forfeits) are quarantined too. An edge that
+recognises the router's probes could still lie to browsers only.
 
 DNS (UDP and TCP) on --listen:
   apex SOA, NS (ns1.ZONE … = --ns-addr), A/AAAA (the --ns-addr addresses)
@@ -151,7 +153,7 @@ When ready it prints "dns listening on udp+tcp ADDR" and then
 		"how often, on average, to fetch a random published root through each edge and check its bytes; 0 disables")
 	f.DurationVar(&contentTimeout, "content-probe-timeout", dnsroute.DefaultContentProbeTimeout, "time limit of one content probe")
 	f.DurationVar(&quarantine, "quarantine", dnsroute.DefaultQuarantine,
-		"how long an edge caught serving wrong bytes by a content probe stays out of answers")
+		"how long an edge caught serving wrong bytes (by a content probe or billing's prober) stays out of answers")
 	f.Float64Var(&rrlRate, "rrl", dnsroute.DefaultRRLRate, "UDP responses per second per client /24 (/56) before rate limiting; 0 disables")
 	f.StringVar(&keyFile, "key", "", "the router's key file (its peer ID is reported in /healthz)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
