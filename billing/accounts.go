@@ -354,6 +354,49 @@ func (l *Ledger) Forfeit(ctx context.Context, edge string, epoch int64, reason R
 	return nil
 }
 
+// ForfeitInfo is an edge's forfeited epoch, as GET /api/v1/forfeits lists
+// it.
+type ForfeitInfo struct {
+	// Edge is the edge's peer ID.
+	Edge string `json:"edge"`
+	// Epoch is the forfeited epoch (its start, Unix seconds).
+	Epoch int64 `json:"epoch"`
+	// Reason is why: wrong_content when the prober caught the edge
+	// serving bytes that do not match their CID.
+	Reason Reason `json:"reason"`
+	// At is when billing decided.
+	At time.Time `json:"at"`
+}
+
+// Forfeits returns the epochs edges forfeited at or after since, oldest
+// decision first, for the DNS router to keep those edges out of answers.
+func (l *Ledger) Forfeits(ctx context.Context, since time.Time) ([]ForfeitInfo, error) {
+	rows, err := l.db.QueryContext(ctx, l.db.q(`SELECT f.edge, f.epoch, f.reason, r.at FROM forfeits f
+		JOIN rejections r ON r.account = f.edge AND r.epoch = f.epoch AND r.kind = 'epoch'
+		WHERE r.at >= ? ORDER BY r.at, f.edge, f.epoch`), since.UnixNano())
+	if err != nil {
+		return nil, fmt.Errorf("billing: forfeits: %w", err)
+	}
+	defer rows.Close()
+	out := []ForfeitInfo{}
+	for rows.Next() {
+		var (
+			f      ForfeitInfo
+			reason string
+			at     int64
+		)
+		if err := rows.Scan(&f.Edge, &f.Epoch, &reason, &at); err != nil {
+			return nil, fmt.Errorf("billing: forfeits: %w", err)
+		}
+		f.Reason, f.At = Reason(reason), time.Unix(0, at).UTC()
+		out = append(out, f)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("billing: forfeits: %w", err)
+	}
+	return out, nil
+}
+
 // ProbeOnce picks a random record of an unsettled epoch, fetches its
 // object from the edge that reported it (the URL in its batch, else the
 // DNS router's) and checks the bytes; an edge caught serving wrong bytes

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -124,6 +125,12 @@ func (c *Client) Settle(ctx context.Context) (*SettleResult, error) {
 func (c *Client) Suspended(ctx context.Context) ([]string, error) {
 	var r SuspendedResponse
 	return r.Publishers, c.do(ctx, http.MethodGet, "/api/v1/suspended", nil, &r)
+}
+
+// Forfeits returns the epochs edges forfeited at or after since.
+func (c *Client) Forfeits(ctx context.Context, since time.Time) ([]ForfeitInfo, error) {
+	var r ForfeitsResponse
+	return r.Forfeits, c.do(ctx, http.MethodGet, "/api/v1/forfeits?since="+strconv.FormatInt(since.Unix(), 10), nil, &r)
 }
 
 // Claim signs and sends a storage peer's claim.

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -26,6 +27,15 @@ type SuspendedResponse struct {
 	Publishers []string `json:"publishers"`
 }
 
+// ForfeitsResponse is the answer of GET /api/v1/forfeits.
+type ForfeitsResponse struct {
+	Forfeits []ForfeitInfo `json:"forfeits"`
+}
+
+// DefaultForfeitsWindow is how far back GET /api/v1/forfeits looks when the
+// request does not say (since).
+const DefaultForfeitsWindow = 24 * time.Hour
+
 // Handler returns the billing API:
 //
 //	POST /api/v1/batches               an edge's signed batch (BatchResult)
@@ -37,6 +47,7 @@ type SuspendedResponse struct {
 //	GET  /api/v1/accounts/{id}/statement  entries and rejections (Statement)
 //	GET  /api/v1/served                accepted bytes served per publisher ([]PublisherServed)
 //	GET  /api/v1/suspended             publishers out of funds past the grace period
+//	GET  /api/v1/forfeits[?since=UNIX]  epochs edges forfeited since (default: the last 24 h)
 //	GET  /metrics, /healthz
 //
 // gatherer serves /metrics; nil serves the default gatherer.
@@ -79,6 +90,7 @@ func (l *Ledger) Handler(gatherer prometheus.Gatherer) http.Handler {
 		res, err := l.Suspended(r.Context())
 		l.reply(w, SuspendedResponse{Publishers: res}, err)
 	})
+	route("GET /api/v1/forfeits", "forfeits", l.serveForfeits)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if err := l.db.PingContext(r.Context()); err != nil {
@@ -122,6 +134,22 @@ func remoteAddr(r *http.Request) netip.Addr {
 	}
 	a, _ := netip.ParseAddr(host)
 	return a.Unmap()
+}
+
+// serveForfeits lists the epochs forfeited since the Unix time in the
+// since parameter, or in the last DefaultForfeitsWindow.
+func (l *Ledger) serveForfeits(w http.ResponseWriter, r *http.Request) {
+	since := l.opts.now().Add(-DefaultForfeitsWindow)
+	if s := r.URL.Query().Get("since"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			l.reply(w, nil, reject(ReasonMalformed, "since %q: want Unix seconds: %v", s, err))
+			return
+		}
+		since = time.Unix(n, 0)
+	}
+	res, err := l.Forfeits(r.Context(), since)
+	l.reply(w, ForfeitsResponse{Forfeits: res}, err)
 }
 
 func (l *Ledger) serveBatch(w http.ResponseWriter, r *http.Request) {

@@ -2,11 +2,13 @@ package billing
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -57,6 +59,14 @@ func TestHandler(t *testing.T) {
 		{"statement", "GET", "/api/v1/accounts/" + edge.ID.String() + "/statement", nil, nil, 200, `"reason": "replay_batch"`},
 		{"accounts", "GET", "/api/v1/accounts", nil, nil, 200, TreasuryAccount},
 		{"suspended", "GET", "/api/v1/suspended", nil, nil, 200, `"publishers": []`},
+		{"no forfeits", "GET", "/api/v1/forfeits", nil, nil, 200, `"forfeits": []`},
+		{"forfeits", "GET", "/api/v1/forfeits?since=" + strconv.FormatInt(t0.Unix()-1, 10), nil, func() {
+			if err := tl.Forfeit(context.Background(), edge.ID.String(), e0, ReasonWrongContent, "wrong bytes"); err != nil {
+				t.Fatal(err)
+			}
+		}, 200, `"edge": "` + edge.ID.String() + `"`},
+		{"forfeits since later", "GET", "/api/v1/forfeits?since=" + strconv.FormatInt(t0.Unix()+1, 10), nil, nil, 200, `"forfeits": []`},
+		{"forfeits since not a number", "GET", "/api/v1/forfeits?since=yesterday", nil, nil, 422, `"reason": "malformed"`},
 		{"settle", "POST", "/api/v1/settle", []byte("{}"), nil, 200, `"epochs"`},
 		{"metrics", "GET", "/metrics", nil, nil, 200, `topcdn_billing_claims_total{kind="batch",reason="bad_signature",result="rejected"} 1`},
 		{"health", "GET", "/healthz", nil, nil, 200, tl.operator.ID.String()},

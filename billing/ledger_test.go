@@ -328,3 +328,45 @@ var (
 	_ ServedReadSource = (*storage.Server)(nil)
 	_ EdgeDirectory    = edgeList{}
 )
+
+func TestForfeits(t *testing.T) {
+	ctx := context.Background()
+	tl := newTestLedger(t, "", Config{})
+	liar, other := testKey(t, 70).ID.String(), testKey(t, 71).ID.String()
+	e0 := t0.Unix() - 60
+	tl.setNow(t0.Add(-time.Hour))
+	if err := tl.Forfeit(ctx, other, e0-3600, ReasonWrongContent, "an hour ago"); err != nil {
+		t.Fatal(err)
+	}
+	tl.setNow(t0)
+	for range 2 { // a second verdict on the same epoch is no new forfeit
+		if err := tl.Forfeit(ctx, liar, e0, ReasonWrongContent, "served wrong bytes"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name  string
+		since time.Time
+		want  []ForfeitInfo
+	}{
+		{"recent", t0.Add(-time.Minute), []ForfeitInfo{{Edge: liar, Epoch: e0, Reason: ReasonWrongContent, At: t0}}},
+		{"both", t0.Add(-2 * time.Hour), []ForfeitInfo{
+			{Edge: other, Epoch: e0 - 3600, Reason: ReasonWrongContent, At: t0.Add(-time.Hour)},
+			{Edge: liar, Epoch: e0, Reason: ReasonWrongContent, At: t0},
+		}},
+		{"none since", t0.Add(time.Second), []ForfeitInfo{}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := tl.Forfeits(ctx, tc.since)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.EqualFunc(got, tc.want, func(a, b ForfeitInfo) bool {
+				return a.Edge == b.Edge && a.Epoch == b.Epoch && a.Reason == b.Reason && a.At.Equal(b.At)
+			}) {
+				t.Errorf("forfeits %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}

@@ -179,6 +179,9 @@ type Edge struct {
 	CacheHits   uint64    `json:"cache_hits"`
 	CacheMisses uint64    `json:"cache_misses"`
 	LastSeen    time.Time `json:"last_heartbeat"`
+	// Quarantine says why the router keeps the edge out of answers (it
+	// was caught serving wrong bytes); empty when it does not.
+	Quarantine string `json:"quarantine,omitempty"`
 }
 
 // State is everything the page shows at one moment. A service that could

@@ -23,6 +23,10 @@ const (
 	DefaultHeartbeatSkew = time.Minute
 	DefaultRRLRate       = 200
 	DefaultMaxEdges      = 10000
+
+	DefaultContentProbeInterval = 30 * time.Second
+	DefaultContentProbeTimeout  = 5 * time.Second
+	DefaultQuarantine           = time.Hour
 )
 
 // Config configures a Router. Zone and Origin are required; every other
@@ -72,8 +76,24 @@ type Config struct {
 	// Registry receives the router's metrics. Default: not registered.
 	Registry prometheus.Registerer
 	// Client makes the HTTP requests to the origin, billing and edge
-	// probes. Default: a client with a 5 s timeout.
+	// probes. Default: a client with a 5 s timeout, or ContentProbeTimeout
+	// if longer.
 	Client *http.Client
+	// ContentProbeInterval is how often, on average, the router fetches
+	// the raw block of a published root, picked at random, through each
+	// edge and checks that its bytes hash to its CID; each edge's next
+	// probe is drawn between half and 1.5 times the interval. Negative
+	// disables content probes. Default: DefaultContentProbeInterval (30s).
+	ContentProbeInterval time.Duration
+	// ContentProbeTimeout bounds one content probe, headers and body
+	// (Client's own timeout applies too). Default:
+	// DefaultContentProbeTimeout (5s).
+	ContentProbeTimeout time.Duration
+	// Quarantine is how long an edge caught serving bytes that do not
+	// match their CID, by a content probe or by billing's prober, stays
+	// out of answers whatever its heartbeats and health probes say.
+	// Default: DefaultQuarantine (1h).
+	Quarantine time.Duration
 
 	// Testing.
 	now func() time.Time
@@ -111,6 +131,10 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Edges < 0 || cfg.TTL < 0 || cfg.NamesInterval < 0 || cfg.HeartbeatSkew < 0 || cfg.MaxEdges < 0 {
 		return cfg, errors.New("dnsroute: negative edges, ttl, interval, skew or max edges")
 	}
+	if cfg.ContentProbeTimeout < 0 || cfg.Quarantine < 0 {
+		return cfg, fmt.Errorf("dnsroute: content probe timeout %s, quarantine %s: want positive (or 0 for the default)",
+			cfg.ContentProbeTimeout, cfg.Quarantine)
+	}
 	if cfg.Edges == 0 {
 		cfg.Edges = DefaultEdges
 	}
@@ -132,11 +156,20 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.RRLRate == 0 {
 		cfg.RRLRate = DefaultRRLRate
 	}
+	if cfg.ContentProbeInterval == 0 {
+		cfg.ContentProbeInterval = DefaultContentProbeInterval
+	}
+	if cfg.ContentProbeTimeout == 0 {
+		cfg.ContentProbeTimeout = DefaultContentProbeTimeout
+	}
+	if cfg.Quarantine == 0 {
+		cfg.Quarantine = DefaultQuarantine
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
 	if cfg.Client == nil {
-		cfg.Client = &http.Client{Timeout: 5 * time.Second}
+		cfg.Client = &http.Client{Timeout: max(5*time.Second, cfg.ContentProbeTimeout)}
 	}
 	if cfg.now == nil {
 		cfg.now = time.Now

@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
+	"net/http"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -30,16 +32,22 @@ type Router struct {
 	allowed map[peer.ID]bool
 	seed    maphash.Seed
 
+	// probeClient is cfg.Client, not following redirects: a content
+	// probe checks the edge's own bytes.
+	probeClient *http.Client
+
 	snap atomic.Pointer[snapshot]
 
-	mu        sync.Mutex
-	edges     map[peer.ID]*edge
-	names     map[string]nameEntry // human name → entry, as the origin lists them
-	suspended map[peer.ID]bool
-	namesOK   bool      // names were read from the origin at least once
-	serial    uint32    // SOA serial: when names last changed
-	gen       uint64    // bumped on every rebuild
-	started   time.Time // when New ran
+	mu         sync.Mutex
+	edges      map[peer.ID]*edge
+	names      map[string]nameEntry // human name → entry, as the origin lists them
+	roots      []cid.Cid            // what content probes may ask for: the names' distinct roots
+	suspended  map[peer.ID]bool
+	quarantine map[peer.ID]quarantine // edges caught lying, also while not registered
+	namesOK    bool                   // names were read from the origin at least once
+	serial     uint32                 // SOA serial: when names last changed
+	gen        uint64                 // bumped on every rebuild
+	started    time.Time              // when New ran
 }
 
 // snapshot is an immutable view of what answers depend on. Queries read
@@ -91,15 +99,19 @@ func New(cfg Config) (*Router, error) {
 		return nil, fmt.Errorf("dnsroute: metrics: %w", err)
 	}
 	r := &Router{
-		cfg:       cfg,
-		log:       cfg.Logger,
-		metrics:   m,
-		seed:      maphash.MakeSeed(),
-		edges:     make(map[peer.ID]*edge),
-		names:     make(map[string]nameEntry),
-		suspended: make(map[peer.ID]bool),
-		started:   cfg.now(),
+		cfg:        cfg,
+		log:        cfg.Logger,
+		metrics:    m,
+		seed:       maphash.MakeSeed(),
+		edges:      make(map[peer.ID]*edge),
+		names:      make(map[string]nameEntry),
+		suspended:  make(map[peer.ID]bool),
+		quarantine: make(map[peer.ID]quarantine),
+		started:    cfg.now(),
 	}
+	pc := *cfg.Client
+	pc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	r.probeClient = &pc
 	if cfg.RRLRate > 0 {
 		r.rrl = newRRL(cfg.RRLRate, m)
 	}
@@ -120,10 +132,11 @@ func New(cfg Config) (*Router, error) {
 func (r *Router) Zone() string { return r.cfg.Zone }
 
 // Run keeps the router's view current until ctx is done: it polls the
-// origin's names and billing's suspensions every NamesInterval, probes
-// every edge once per heartbeat interval and takes edges that missed 3
-// heartbeats or failed a probe out of answers. It returns nil when ctx is
-// done.
+// origin's names and billing's suspensions and forfeits every
+// NamesInterval, probes every edge's health once per heartbeat interval
+// and its content about once per ContentProbeInterval, takes edges that
+// missed 3 heartbeats or failed a probe out of answers, and quarantines
+// edges caught serving wrong bytes. It returns nil when ctx is done.
 func (r *Router) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Add(1)

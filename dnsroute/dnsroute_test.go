@@ -39,7 +39,7 @@ func newGeoNet(t *testing.T, cfg Config) *geoNet {
 	tr := startRouter(t, cfg)
 	g := &geoNet{testRouter: tr, origin: o, edges: map[string]*fakeEdge{}, stop: map[string]func(){}}
 	for _, ip := range []string{"127.1.0.1", "127.2.0.1", "127.3.0.1"} {
-		e := newFakeEdge(t, ip)
+		e := newFakeEdge(t, ip, o)
 		g.edges[ip] = e
 		g.stop[ip] = e.beat(t, tr.http.URL, beat)
 	}
@@ -240,7 +240,7 @@ func TestTruncationAndTCPFallback(t *testing.T) {
 	o.publish(t, "blog")
 	tr := startRouter(t, Config{Origin: o.srv.URL, Edges: 40})
 	for i := range 40 {
-		e := newFakeEdge(t, "127.1.1."+strconv.Itoa(i+1))
+		e := newFakeEdge(t, "127.1.1."+strconv.Itoa(i+1), o)
 		e.beat(t, tr.http.URL, time.Second)
 	}
 	waitFor(t, 10*time.Second, "40 healthy edges", func() bool { return tr.healthyEdges() == 40 })
@@ -315,7 +315,7 @@ func TestSiblingRouters(t *testing.T) {
 	a := startRouter(t, Config{Origin: o.srv.URL, GeoIP: geo, NSAddrs: ns})
 	b := startRouter(t, Config{Origin: o.srv.URL, GeoIP: geo, NSAddrs: ns})
 	for _, ip := range []string{"127.1.0.1", "127.2.0.1", "127.3.0.1"} {
-		e := newFakeEdge(t, ip)
+		e := newFakeEdge(t, ip, o)
 		e.beat(t, a.http.URL, beat)
 		e.beat(t, b.http.URL, beat)
 	}
@@ -358,7 +358,7 @@ func TestAAAAByIPv6Subnet(t *testing.T) {
 	t.Cleanup(func() { geo.Close() }) // after the routers stop
 	tr := startRouter(t, Config{Origin: o.srv.URL, GeoIP: geo})
 	for ip, v6 := range map[string]string{"127.1.0.1": "fd00:1::1", "127.2.0.1": "fd00:2::1", "127.3.0.1": "fd00:3::1"} {
-		e := newFakeEdge(t, ip)
+		e := newFakeEdge(t, ip, o)
 		hb := e.heartbeat(time.Second)
 		hb.Addrs = []string{v6, ip} // located by the first: the IPv6 one
 		if err := SendHeartbeat(context.Background(), http.DefaultClient, tr.http.URL, e.key, hb); err != nil {

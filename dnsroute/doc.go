@@ -14,7 +14,10 @@
 // SendHeartbeat to POST /api/v1/edges/heartbeat) and are probed at
 // URL/.well-known/topcdn/health once per heartbeat interval; one that
 // misses 3 heartbeats or fails a probe leaves the answers until it is
-// healthy again. Router.Handler serves the heartbeat API, the edge list
+// healthy again. Content probes fetch a published root's raw block through
+// each edge (URL/ipfs/CID?format=raw) and check it against its CID: an edge
+// that serves other bytes, or that billing's prober caught doing so
+// (GET BILLING/api/v1/forfeits), is quarantined for Config.Quarantine. Router.Handler serves the heartbeat API, the edge list
 // and DNS-over-HTTPS (RFC 8484); a UDPServer and a dns.Server (TCP) serve
 // DNS. See README.md.
 package dnsroute

@@ -38,6 +38,11 @@ type edge struct {
 	nextProbe time.Time
 	healthy   bool
 	stats     *edgeStats
+
+	contentOK      bool   // the last content probe passed, or there was nothing to check
+	contentErr     string // why the last content probe failed
+	contentProbing bool   // a content probe is in flight
+	nextContent    time.Time
 }
 
 // view freezes what answers need of e.
@@ -148,6 +153,10 @@ func (r *Router) acceptHeartbeat(_ context.Context, env *identity.Envelope) erro
 	if !known || urlChanged {
 		// Probe the (new) URL at once; until it answers, the edge is out.
 		e.probeOK, e.probeErr, e.nextProbe = false, "not probed yet", now
+		e.contentOK, e.contentErr, e.nextContent = true, "", now
+		if r.cfg.ContentProbeInterval > 0 {
+			e.contentOK, e.contentErr = false, "not probed yet"
+		}
 	}
 	if r.updateHealthLocked(e, now) || before != e.rankKey() {
 		r.rebuildLocked()
@@ -157,29 +166,42 @@ func (r *Router) acceptHeartbeat(_ context.Context, env *identity.Envelope) erro
 }
 
 // updateHealthLocked recomputes e.healthy and reports whether it changed.
+// An edge is healthy when its last health probe and content probe passed,
+// its heartbeats are fresh and it is not quarantined.
 func (r *Router) updateHealthLocked(e *edge, now time.Time) bool {
-	h := e.probeOK && now.Sub(e.lastSeen) <= missedBeats*e.hb.Interval()
+	q, held := r.quarantinedLocked(e.hb.peer, now)
+	fresh := now.Sub(e.lastSeen) <= missedBeats*e.hb.Interval()
+	h := e.probeOK && e.contentOK && fresh && !held
 	if h == e.healthy {
 		return false
 	}
 	e.healthy = h
 	if h {
 		r.log.Info("edge healthy", zap.String("peer", e.hb.Peer))
-	} else {
-		reason := e.probeErr
-		if e.probeOK {
-			reason = fmt.Sprintf("no heartbeat for %s", now.Sub(e.lastSeen).Round(time.Millisecond))
-		}
-		r.log.Warn("edge unhealthy", zap.String("peer", e.hb.Peer), zap.String("reason", reason))
+		return true
 	}
+	var reason string
+	switch {
+	case held:
+		reason = "quarantined until " + q.until.UTC().Format(time.RFC3339) + ": " + q.reason
+	case !e.probeOK:
+		reason = e.probeErr
+	case !e.contentOK:
+		reason = e.contentErr
+	default:
+		reason = fmt.Sprintf("no heartbeat for %s", now.Sub(e.lastSeen).Round(time.Millisecond))
+	}
+	r.log.Warn("edge unhealthy", zap.String("peer", e.hb.Peer), zap.String("reason", reason))
 	return true
 }
 
-// checkEdges expires silent edges and starts due probes.
+// checkEdges expires silent edges and ended quarantines, and starts due
+// health and content probes.
 func (r *Router) checkEdges(ctx context.Context) {
 	now := r.cfg.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.expireQuarantinesLocked(now)
 	changed := false
 	for id, e := range r.edges {
 		if now.Sub(e.lastSeen) > forgetAfter {
@@ -193,6 +215,12 @@ func (r *Router) checkEdges(ctx context.Context) {
 		}
 		if !e.probing && e.nextProbe.Compare(now) <= 0 {
 			r.startProbeLocked(ctx, e, now)
+		}
+		if _, held := r.quarantinedLocked(id, now); !held && r.cfg.ContentProbeInterval > 0 &&
+			!e.contentProbing && e.nextContent.Compare(now) <= 0 {
+			if r.startContentProbeLocked(ctx, e, now) {
+				changed = true
+			}
 		}
 	}
 	if changed {
@@ -289,6 +317,17 @@ type EdgeInfo struct {
 	LastHeartbeat time.Time `json:"last_heartbeat"`
 	// ProbeError says why the last probe failed, if it did.
 	ProbeError string `json:"probe_error,omitempty"`
+	// ContentError says why the edge's content is not vouched for: the
+	// last content probe (a published root's raw block fetched through the
+	// edge and checked against its CID) failed or caught it lying, or
+	// billing did, or it was not probed yet. Empty after a good probe.
+	ContentError string `json:"content_error,omitempty"`
+	// Quarantine says why the edge is kept out of answers whatever its
+	// health: it served bytes that do not match their CID, to the router's
+	// content probe or to billing's prober. Empty when it is not.
+	Quarantine string `json:"quarantine,omitempty"`
+	// QuarantinedUntil is when the quarantine ends, if there is one.
+	QuarantinedUntil *time.Time `json:"quarantined_until,omitempty"`
 	// Answers is how many times this router handed the edge out.
 	Answers uint64 `json:"answers"`
 	// Requests, Bytes, CacheHits and CacheMisses are the edge's totals as
@@ -301,15 +340,21 @@ type EdgeInfo struct {
 
 // Edges lists the edges the router knows, healthy or not, by peer ID.
 func (r *Router) Edges() []EdgeInfo {
+	now := r.cfg.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := make([]EdgeInfo, 0, len(r.edges))
-	for _, e := range r.edges {
+	for id, e := range r.edges {
 		ei := EdgeInfo{
 			Peer: e.hb.Peer, Addrs: e.hb.Addrs, URL: e.hb.URL, City: e.loc.City, Country: e.loc.Country,
 			Healthy: e.healthy, Load: e.hb.Load, Capacity: e.hb.Capacity, IntervalMS: e.hb.IntervalMS,
-			LastHeartbeat: e.lastSeen.UTC(), ProbeError: e.probeErr, Answers: e.stats.answers.Load(),
+			LastHeartbeat: e.lastSeen.UTC(), ProbeError: e.probeErr, ContentError: e.contentErr,
+			Answers:  e.stats.answers.Load(),
 			Requests: e.hb.Requests, Bytes: e.hb.Bytes, CacheHits: e.hb.CacheHits, CacheMisses: e.hb.CacheMisses,
+		}
+		if q, held := r.quarantinedLocked(id, now); held {
+			until := q.until.UTC()
+			ei.Quarantine, ei.QuarantinedUntil = q.reason, &until
 		}
 		if e.located {
 			lat, lon := e.loc.Lat, e.loc.Lon

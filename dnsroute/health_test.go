@@ -129,7 +129,7 @@ func TestEdgesList(t *testing.T) {
 func TestHeartbeatRejected(t *testing.T) {
 	o := newFakeOrigin(t)
 	tr := startRouter(t, Config{Origin: o.srv.URL, HeartbeatSkew: 5 * time.Second})
-	e := newFakeEdge(t, "127.1.0.1")
+	e := newFakeEdge(t, "127.1.0.1", o)
 	other, err := identity.Generate(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -210,8 +210,8 @@ func TestHeartbeatRejected(t *testing.T) {
 
 func TestAllowedEdges(t *testing.T) {
 	o := newFakeOrigin(t)
-	allowed := newFakeEdge(t, "127.1.0.1")
-	stranger := newFakeEdge(t, "127.1.0.2")
+	allowed := newFakeEdge(t, "127.1.0.1", o)
+	stranger := newFakeEdge(t, "127.1.0.2", o)
 	tr := startRouter(t, Config{Origin: o.srv.URL, AllowedEdges: []peer.ID{allowed.key.ID}})
 	ctx := context.Background()
 	if err := SendHeartbeat(ctx, http.DefaultClient, tr.http.URL, allowed.key, allowed.heartbeat(time.Second)); err != nil {

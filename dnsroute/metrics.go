@@ -20,6 +20,10 @@ type metrics struct {
 	rrl         *prometheus.CounterVec
 	polls       *prometheus.CounterVec
 	cacheHits   prometheus.Counter
+
+	contentProbes *prometheus.CounterVec
+	quarantines   *prometheus.CounterVec
+	quarantined   prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -50,15 +54,23 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "rrl_total", Help: "UDP responses withheld by response rate limiting, by action (drop, slip)."},
 			[]string{"action"}),
 		polls: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "polls_total", Help: "Polls of the origin's names and billing's suspensions, by source and result."},
+			Name: "polls_total", Help: "Polls of the origin's names and billing's suspensions and forfeits, by source (origin, billing, forfeits) and result."},
 			[]string{"source", "result"}),
 		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "response_cache_hits_total", Help: "UDP queries answered from ready-to-send response bytes."}),
+		contentProbes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "content_probes_total", Help: "Content probes of edges (a published root's block, checked against its CID), by result (ok, error, lied)."},
+			[]string{"result"}),
+		quarantines: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "quarantines_total", Help: "Edges quarantined for serving wrong bytes, by who caught them (probe, billing)."},
+			[]string{"source"}),
+		quarantined: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "quarantined_edges", Help: "Edges in quarantine, registered or not."}),
 	}
 	m.udpDuration = m.duration.WithLabelValues("udp")
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.queries, m.answers, m.duration, m.edges, m.names,
-			m.heartbeats, m.probes, m.rrl, m.polls, m.cacheHits} {
+			m.heartbeats, m.probes, m.rrl, m.polls, m.cacheHits, m.contentProbes, m.quarantines, m.quarantined} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

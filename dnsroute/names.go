@@ -7,6 +7,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/ipfs/boxo/ipns"
@@ -22,7 +23,12 @@ const NamesPath = "/api/v1/names"
 // Suspended).
 const SuspendedPath = "/api/v1/suspended"
 
-// maxListBody bounds a names or suspension list read from a service.
+// ForfeitsPath is billing's list of epochs edges forfeited (JSON
+// Forfeits), asked with ?since=UNIX.
+const ForfeitsPath = "/api/v1/forfeits"
+
+// maxListBody bounds a names, suspension or forfeit list read from a
+// service.
 const maxListBody = 64 << 20
 
 // Suspended is billing's answer on SuspendedPath.
@@ -30,6 +36,29 @@ type Suspended struct {
 	// Publishers are the peer IDs of the suspended publishers' keys.
 	Publishers []string `json:"publishers"`
 }
+
+// Forfeits is billing's answer on ForfeitsPath.
+type Forfeits struct {
+	// Forfeits are the epochs edges forfeited since the time asked.
+	Forfeits []Forfeit `json:"forfeits"`
+}
+
+// Forfeit is an epoch an edge forfeited, as billing lists it.
+type Forfeit struct {
+	// Edge is the edge's peer ID.
+	Edge string `json:"edge"`
+	// Epoch is the forfeited epoch (its start, Unix seconds).
+	Epoch int64 `json:"epoch"`
+	// Reason is why; the router quarantines edges for ReasonWrongContent
+	// only.
+	Reason string `json:"reason"`
+	// At is when billing decided.
+	At time.Time `json:"at"`
+}
+
+// ReasonWrongContent is the forfeit reason of an edge billing's prober
+// caught serving bytes that do not match their CID.
+const ReasonWrongContent = "wrong_content"
 
 // pollLoop polls names and suspensions now and every NamesInterval until
 // ctx is done.
@@ -46,8 +75,8 @@ func (r *Router) pollLoop(ctx context.Context) {
 	}
 }
 
-// pollOnce reads suspensions (if billing is set) then names, and keeps the
-// last good list of either when its service fails.
+// pollOnce reads suspensions and forfeits (if billing is set) then names,
+// and keeps the last good list of either when its service fails.
 func (r *Router) pollOnce(ctx context.Context) {
 	if r.cfg.Billing != "" {
 		switch err := r.pollSuspended(ctx); {
@@ -56,6 +85,13 @@ func (r *Router) pollOnce(ctx context.Context) {
 		case ctx.Err() == nil:
 			r.metrics.polls.WithLabelValues("billing", "error").Inc()
 			r.log.Warn("cannot read suspended publishers; keeping the last list", zap.Error(err))
+		}
+		switch err := r.pollForfeits(ctx); {
+		case err == nil:
+			r.metrics.polls.WithLabelValues("forfeits", "ok").Inc()
+		case ctx.Err() == nil:
+			r.metrics.polls.WithLabelValues("forfeits", "error").Inc()
+			r.log.Warn("cannot read forfeits from billing; quarantines stand", zap.Error(err))
 		}
 	}
 	switch err := r.pollNames(ctx); {
@@ -111,6 +147,7 @@ func (r *Router) pollNames(ctx context.Context) error {
 	r.namesOK = true
 	if !maps.Equal(names, r.names) {
 		r.names = names
+		r.roots = probeRoots(names)
 		r.serial = max(uint32(r.cfg.now().Unix()), r.serial+1)
 		r.rebuildLocked()
 		r.log.Info("names updated", zap.Int("names", len(names)))
@@ -154,6 +191,48 @@ func (r *Router) pollSuspended(ctx context.Context) error {
 		r.suspended = set
 		r.rebuildLocked()
 		r.log.Info("suspended publishers updated", zap.Int("suspended", len(set)))
+	}
+	return nil
+}
+
+// pollForfeits reads the epochs billing's prober made edges forfeit for
+// wrong content within the last Quarantine, and quarantines those edges
+// until Quarantine after billing's verdict (at most Quarantine from now).
+func (r *Router) pollForfeits(ctx context.Context) error {
+	now := r.cfg.now()
+	u := r.cfg.Billing + ForfeitsPath + "?since=" + strconv.FormatInt(now.Add(-r.cfg.Quarantine).Unix(), 10)
+	var list Forfeits
+	if err := r.getJSON(ctx, u, &list); err != nil {
+		return fmt.Errorf("dnsroute: forfeits: %w", err)
+	}
+	type verdict struct {
+		id peer.ID
+		f  Forfeit
+	}
+	var vs []verdict
+	for _, f := range list.Forfeits {
+		id, err := peer.Decode(f.Edge)
+		if err != nil {
+			// A whole list is refused rather than half applied.
+			return fmt.Errorf("dnsroute: forfeits: edge %q: %w", f.Edge, err)
+		}
+		if f.Reason == ReasonWrongContent {
+			vs = append(vs, verdict{id, f})
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, v := range vs {
+		until := v.f.At.Add(r.cfg.Quarantine)
+		if until.After(now.Add(r.cfg.Quarantine)) {
+			until = now.Add(r.cfg.Quarantine) // billing's clock is ahead
+		}
+		if !now.Before(until) {
+			continue
+		}
+		r.quarantineLocked(v.id, now, quarantine{until: until, source: "billing",
+			reason: fmt.Sprintf("billing's prober caught it serving wrong bytes (epoch %d forfeited)", v.f.Epoch)},
+			fmt.Sprintf("billing: epoch %d forfeited for %s at %s", v.f.Epoch, v.f.Reason, v.f.At.UTC().Format(time.RFC3339)))
 	}
 	return nil
 }

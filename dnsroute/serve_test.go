@@ -100,7 +100,7 @@ func TestSuspendedPublisher(t *testing.T) {
 	}))
 	defer billing.Close()
 	tr := startRouter(t, Config{Origin: o.srv.URL, Billing: billing.URL})
-	e := newFakeEdge(t, "127.1.0.1")
+	e := newFakeEdge(t, "127.1.0.1", o)
 	e.beat(t, tr.http.URL, beat)
 	waitFor(t, 5*time.Second, "a healthy edge", func() bool { return tr.healthyEdges() == 1 })
 	waitFor(t, 5*time.Second, "the suspension", func() bool { return tr.snap.Load().names["spam"].suspended })
@@ -228,7 +228,7 @@ func TestMiekgUDPServer(t *testing.T) {
 	o := newFakeOrigin(t)
 	o.publish(t, "blog")
 	tr := startRouter(t, Config{Origin: o.srv.URL, RRLRate: 20})
-	e := newFakeEdge(t, "127.1.0.1")
+	e := newFakeEdge(t, "127.1.0.1", o)
 	e.beat(t, tr.http.URL, time.Second)
 	waitFor(t, 5*time.Second, "a healthy edge", func() bool { return tr.healthyEdges() == 1 })
 

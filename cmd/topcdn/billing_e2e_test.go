@@ -424,6 +424,14 @@ func TestBillingProberForfeits(t *testing.T) {
 	if got := balanceOf(t, b.url, pubID); got != 1000000000 {
 		t.Fatalf("publisher charged for a forfeited epoch: %d", got)
 	}
+	// The DNS router learns of the verdict from GET /api/v1/forfeits.
+	fs, err := billing.NewClient(b.url, nil).Forfeits(ctx, time.Now().Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fs) != 1 || fs[0].Edge != edgeKey.ID.String() || fs[0].Reason != billing.ReasonWrongContent {
+		t.Fatalf("forfeits %+v, want the edge's epoch for wrong content", fs)
+	}
 }
 
 // startClaimingPeers runs n storage peers of the origin at originURL that

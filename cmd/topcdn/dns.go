@@ -25,7 +25,7 @@ func newDNSCmd() *cobra.Command {
 		listen, httpAddr, zone, originURL, geoip, billingURL, keyFile, logLevel string
 		nsAddrs, allowEdges                                                     []string
 		edges                                                                   int
-		ttl, namesInterval                                                      time.Duration
+		ttl, namesInterval, contentInterval, contentTimeout, quarantine         time.Duration
 		rrlRate                                                                 float64
 	)
 	cmd := &cobra.Command{
@@ -49,6 +49,16 @@ URL/.well-known/topcdn/health once per heartbeat interval; an edge that
 misses 3 heartbeats or fails a probe leaves the answers until it is healthy
 again. Several routers can serve one zone: each keeps its own state from
 the origin and the heartbeats, so edges send heartbeats to all of them.
+
+About every --content-probe-interval the router also fetches a published
+root, picked at random, through each edge (GET URL/ipfs/CID?format=raw)
+and checks that the bytes hash to the CID. An edge that answers 200 with
+other bytes lied: it leaves the answers for --quarantine, whatever its
+heartbeats say, and comes back only after a good content probe. A timeout
+or an error status counts as a failed health probe, not a lie. With
+--billing, edges that billing's prober made forfeit an epoch for wrong
+content (GET URL/api/v1/forfeits) are quarantined too. An edge that
+recognises the router's probes could still lie to browsers only.
 
 DNS (UDP and TCP) on --listen:
   apex SOA, NS (ns1.ZONE … = --ns-addr), A/AAAA (the --ns-addr addresses)
@@ -79,9 +89,17 @@ When ready it prints "dns listening on udp+tcp ADDR" and then
 			cfg := dnsroute.Config{
 				Zone: zone, Origin: originURL, Billing: billingURL, Edges: edges, TTL: ttl,
 				NamesInterval: namesInterval, RRLRate: rrlRate, Logger: log, Registry: reg,
+				ContentProbeInterval: contentInterval, ContentProbeTimeout: contentTimeout, Quarantine: quarantine,
 			}
 			if rrlRate == 0 {
 				cfg.RRLRate = -1
+			}
+			if contentInterval == 0 {
+				cfg.ContentProbeInterval = -1
+			}
+			if contentInterval < 0 || contentTimeout <= 0 || quarantine <= 0 {
+				return fmt.Errorf("--content-probe-interval %s, --content-probe-timeout %s, --quarantine %s: want positive durations (interval 0: no content probes)",
+					contentInterval, contentTimeout, quarantine)
 			}
 			if edges <= 0 {
 				return fmt.Errorf("--edges %d: want at least 1", edges)
@@ -131,6 +149,11 @@ When ready it prints "dns listening on udp+tcp ADDR" and then
 	f.IntVar(&edges, "edges", dnsroute.DefaultEdges, "most edges per answer")
 	f.DurationVar(&ttl, "ttl", dnsroute.DefaultTTL, "TTL of answers (and of negative answers)")
 	f.DurationVar(&namesInterval, "names-interval", dnsroute.DefaultNamesInterval, "how often to poll the origin's names and billing's suspensions")
+	f.DurationVar(&contentInterval, "content-probe-interval", dnsroute.DefaultContentProbeInterval,
+		"how often, on average, to fetch a random published root through each edge and check its bytes; 0 disables")
+	f.DurationVar(&contentTimeout, "content-probe-timeout", dnsroute.DefaultContentProbeTimeout, "time limit of one content probe")
+	f.DurationVar(&quarantine, "quarantine", dnsroute.DefaultQuarantine,
+		"how long an edge caught serving wrong bytes (by a content probe or billing's prober) stays out of answers")
 	f.Float64Var(&rrlRate, "rrl", dnsroute.DefaultRRLRate, "UDP responses per second per client /24 (/56) before rate limiting; 0 disables")
 	f.StringVar(&keyFile, "key", "", "the router's key file (its peer ID is reported in /healthz)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -9,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -69,7 +72,8 @@ func startDNS(t *testing.T, bin string, args ...string) *dnsProc {
 }
 
 // e2eEdge is a stand-in edge: its health endpoint on a chosen loopback
-// address, and heartbeats to the router.
+// address, content (/ipfs/…) passed through from the origin, and
+// heartbeats to the router.
 type e2eEdge struct {
 	key  *identity.Key
 	srv  *httptest.Server
@@ -77,7 +81,10 @@ type e2eEdge struct {
 	done chan struct{}
 }
 
-func startE2EEdge(t *testing.T, ip, routerURL string, iv time.Duration) *e2eEdge {
+// startE2EEdge starts a stand-in edge on ip that sends heartbeats to the
+// router every iv and passes content requests on to originURL; a liar
+// flips a byte of every content response.
+func startE2EEdge(t *testing.T, ip, routerURL, originURL string, iv time.Duration, liar bool) *e2eEdge {
 	t.Helper()
 	k, err := identity.Generate(nil)
 	if err != nil {
@@ -87,7 +94,30 @@ func startE2EEdge(t *testing.T, ip, routerURL string, iv time.Duration) *e2eEdge
 	if err != nil {
 		t.Fatal(err)
 	}
+	ou, err := url.Parse(originURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	content := httputil.NewSingleHostReverseProxy(ou)
+	if liar {
+		content.ModifyResponse = func(resp *http.Response) error {
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				return err
+			}
+			if len(b) > 0 {
+				b[0] ^= 1
+			}
+			resp.Body = io.NopCloser(bytes.NewReader(b))
+			return nil
+		}
+	}
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/ipfs/") {
+			content.ServeHTTP(w, r)
+			return
+		}
 		if r.URL.Path != dnsroute.HealthPath {
 			http.NotFound(w, r)
 			return
@@ -135,22 +165,32 @@ func TestDNSEndToEnd(t *testing.T) {
 	ni := lookupName(t, o.url, "blog")
 
 	r := startDNS(t, bin, "--zone", "cdn.test", "--origin", o.url, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
-		"--geoip", "../../dnsroute/testdata/geo-test.mmdb", "--names-interval", "200ms", "--log-level", "debug")
+		"--geoip", "../../dnsroute/testdata/geo-test.mmdb", "--names-interval", "200ms", "--log-level", "debug",
+		"--content-probe-interval", "200ms")
 	const iv = 200 * time.Millisecond
-	startE2EEdge(t, "127.1.0.1", r.url, iv)
-	tokyo := startE2EEdge(t, "127.2.0.1", r.url, iv)
-	healthy := func() map[string]bool {
+	startE2EEdge(t, "127.1.0.1", r.url, o.url, iv, false)
+	tokyo := startE2EEdge(t, "127.2.0.1", r.url, o.url, iv, false)
+	// São Paulo's edge serves tampered bytes: it never enters the answers.
+	startE2EEdge(t, "127.3.0.1", r.url, o.url, iv, true)
+	edges := func() map[string]dnsroute.EdgeInfo {
 		var list []dnsroute.EdgeInfo
 		getJSON(t, r.url+dnsroute.EdgesPath, &list)
-		out := map[string]bool{}
+		out := map[string]dnsroute.EdgeInfo{}
 		for _, e := range list {
-			out[e.Addrs[0]] = e.Healthy
+			out[e.Addrs[0]] = e
 		}
 		return out
 	}
-	waitFor(t, 10*time.Second, "two healthy edges", func() bool {
-		h := healthy()
-		return h["127.1.0.1"] && h["127.2.0.1"]
+	healthy := func() map[string]bool {
+		out := map[string]bool{}
+		for a, e := range edges() {
+			out[a] = e.Healthy
+		}
+		return out
+	}
+	waitFor(t, 10*time.Second, "two healthy edges and a quarantined one", func() bool {
+		e := edges()
+		return e["127.1.0.1"].Healthy && e["127.2.0.1"].Healthy && e["127.3.0.1"].Quarantine != ""
 	})
 
 	ask := func(t *testing.T, network, laddr string, q *dns.Msg) *dns.Msg {
@@ -193,6 +233,7 @@ func TestDNSEndToEnd(t *testing.T) {
 	}{
 		{"from Frankfurt", "udp", "127.1.0.7", query("blog.cdn.test", dns.TypeA), dns.RcodeSuccess, []string{"127.1.0.1", "127.2.0.1"}},
 		{"from Tokyo", "udp", "127.2.0.5", query("blog.cdn.test", dns.TypeA), dns.RcodeSuccess, []string{"127.2.0.1", "127.1.0.1"}},
+		{"from São Paulo, whose edge lies", "udp", "127.3.0.5", query("blog.cdn.test", dns.TypeA), dns.RcodeSuccess, []string{"127.1.0.1", "127.2.0.1"}},
 		{"from Tokyo over TCP", "tcp", "127.2.0.5", query("blog.cdn.test", dns.TypeA), dns.RcodeSuccess, []string{"127.2.0.1", "127.1.0.1"}},
 		{"ECS in Tokyo", "udp", "127.1.0.7", ecsTokyo(), dns.RcodeSuccess, []string{"127.2.0.1", "127.1.0.1"}},
 		{"dnslink", "udp", "", query("_dnslink.blog.cdn.test", dns.TypeTXT), dns.RcodeSuccess, []string{"dnslink=/ipns/" + ni.IPNS}},
@@ -246,7 +287,9 @@ func TestDNSEndToEnd(t *testing.T) {
 	}
 
 	_, metrics := httpGet(t, r.url+"/metrics", "")
-	for _, want := range []string{`topcdn_dnsroute_queries_total{rcode="NXDOMAIN",type="A"}`, "topcdn_dnsroute_answers_total{edge=", `topcdn_dnsroute_edges{state="healthy"} 1`} {
+	for _, want := range []string{`topcdn_dnsroute_queries_total{rcode="NXDOMAIN",type="A"}`, "topcdn_dnsroute_answers_total{edge=",
+		`topcdn_dnsroute_edges{state="healthy"} 1`, `topcdn_dnsroute_content_probes_total{result="ok"}`,
+		`topcdn_dnsroute_content_probes_total{result="lied"} 1`, `topcdn_dnsroute_quarantined_edges 1`} {
 		if !strings.Contains(string(metrics), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}

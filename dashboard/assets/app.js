@@ -116,7 +116,7 @@ async function refresh() {
 
     const edges = state.edges || [];
     table("edges", ["edge", "city", "address", "health", "load (req/s)", "answers", "requests", "bytes served", "cache hits", "last heartbeat"],
-      edges.map((e) => [short(e.peer), e.city || "", (e.addrs || []).join(" "), health(e.healthy),
+      edges.map((e) => [short(e.peer), e.city || "", (e.addrs || []).join(" "), e.quarantine ? ["quarantined", "bad"] : health(e.healthy),
         [(e.load || 0).toFixed(1), "num"], [e.answers || 0, "num"], [e.requests || 0, "num"], [bytes(e.bytes || 0), "num"],
         [(e.cache_hits + e.cache_misses) ? Math.round(100 * e.cache_hits / (e.cache_hits + e.cache_misses)) + "%" : "–", "num"],
         ago(e.last_heartbeat)]));
