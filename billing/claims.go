@@ -117,9 +117,19 @@ func (l *Ledger) IngestClaim(ctx context.Context, env *identity.Envelope) (*Clai
 	return res, nil
 }
 
-// knownReader reports whether p is an edge billing knows: one with an
-// accepted record, or listed by the DNS router.
+// knownReader reports whether p is a reader billing pays reads for: an
+// edge billing knows (one with an accepted record, or listed by the DNS
+// router), or the origin (see OriginKey).
 func (l *Ledger) knownReader(ctx context.Context, p peer.ID) (bool, error) {
+	if src, ok := l.content.(OriginKey); ok {
+		id, err := src.OriginID(ctx)
+		if err != nil {
+			return false, fmt.Errorf("billing: %w: origin ID: %w", errTransient, err)
+		}
+		if p == id {
+			return true, nil
+		}
+	}
 	var n int
 	if err := l.db.QueryRowContext(ctx, l.db.q(`SELECT count(*) FROM batches WHERE edge = ? AND records > 0`), p.String()).Scan(&n); err != nil {
 		return false, fmt.Errorf("billing: known reader: %w", err)

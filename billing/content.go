@@ -45,6 +45,17 @@ type ShardIndex interface {
 	RootShards(ctx context.Context) (map[string][]string, error)
 }
 
+// OriginKey is implemented by a Content that knows the origin's peer ID.
+// Read orders the origin signs (repair, audit reads, and the reads behind
+// billing's own index of each site) are upkeep of the content they read:
+// billing pays the storage peer for them and charges the shard's
+// publisher, as for an edge's reads. Without it, those orders are refused
+// as unknown_reader and the peers serve them unpaid.
+type OriginKey interface {
+	// OriginID returns the origin's peer ID.
+	OriginID(ctx context.Context) (peer.ID, error)
+}
+
 // Holding is how many shard bytes a storage peer holds for a publisher.
 type Holding struct {
 	Peer      peer.ID
@@ -339,18 +350,8 @@ func (o *OriginContent) refreshHoldings(ctx context.Context, maxAge time.Duratio
 	if err := o.refreshNames(ctx, true); err != nil {
 		return nil, err
 	}
-	if o.originID == "" {
-		var h struct {
-			PeerID string `json:"peer_id"`
-		}
-		if _, err := o.getJSON(ctx, "/healthz", &h); err != nil {
-			return nil, err
-		}
-		id, err := peer.Decode(h.PeerID)
-		if err != nil {
-			return nil, fmt.Errorf("origin: peer ID %q: %w", h.PeerID, err)
-		}
-		o.originID = id
+	if _, err := o.originIDLocked(ctx); err != nil {
+		return nil, err
 	}
 	type key struct{ peer, pub peer.ID }
 	sum := map[key]int64{}
@@ -389,6 +390,32 @@ func (o *OriginContent) refreshHoldings(ctx context.Context, maxAge time.Duratio
 	return hs, nil
 }
 
+// OriginID implements OriginKey: the peer ID the origin's /healthz
+// reports, asked once.
+func (o *OriginContent) OriginID(ctx context.Context) (peer.ID, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.originIDLocked(ctx)
+}
+
+func (o *OriginContent) originIDLocked(ctx context.Context) (peer.ID, error) {
+	if o.originID != "" {
+		return o.originID, nil
+	}
+	var h struct {
+		PeerID string `json:"peer_id"`
+	}
+	if _, err := o.getJSON(ctx, "/healthz", &h); err != nil {
+		return "", err
+	}
+	id, err := peer.Decode(h.PeerID)
+	if err != nil {
+		return "", fmt.Errorf("origin: peer ID %q: %w", h.PeerID, err)
+	}
+	o.originID = id
+	return id, nil
+}
+
 // RootShards implements ShardIndex: the manifests read at most a second
 // ago or, if the origin cannot be reached, the last ones read.
 func (o *OriginContent) RootShards(ctx context.Context) (map[string][]string, error) {
@@ -412,4 +439,5 @@ func (o *OriginContent) RootShards(ctx context.Context) (map[string][]string, er
 var (
 	_ Content    = (*OriginContent)(nil)
 	_ ShardIndex = (*OriginContent)(nil)
+	_ OriginKey  = (*OriginContent)(nil)
 )

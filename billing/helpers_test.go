@@ -44,6 +44,7 @@ type fakeContent struct {
 	striped  map[string][]string // root -> shards, for ShardIndex
 	holdings []Holding
 	fail     error
+	origin   peer.ID // for OriginID; "" matches no reader
 }
 
 func newFakeContent() *fakeContent {
@@ -81,6 +82,12 @@ func (f *fakeContent) ShardPublisher(ctx context.Context, shard string) (peer.ID
 	return "", reject(ReasonUnknownShard, "shard %s unknown", shard)
 }
 
+func (f *fakeContent) OriginID(ctx context.Context) (peer.ID, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.origin, nil
+}
+
 func (f *fakeContent) Holdings(ctx context.Context) ([]Holding, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -100,6 +107,7 @@ func (f *fakeContent) RootShards(ctx context.Context) (map[string][]string, erro
 var (
 	_ Content    = (*fakeContent)(nil)
 	_ ShardIndex = (*fakeContent)(nil)
+	_ OriginKey  = (*fakeContent)(nil)
 )
 
 // testLedger is a Ledger on a settable clock over SQLite (or dsn).

@@ -302,6 +302,40 @@ func TestClaimDefersUnknownReaders(t *testing.T) {
 	}
 }
 
+// TestClaimPaysOriginReads: read orders the origin signs (repair, audits,
+// billing's own index reads) are paid to the storage peer at once and
+// charged to the shard's publisher; another key's are not.
+func TestClaimPaysOriginReads(t *testing.T) {
+	ctx := context.Background()
+	tl := newTestLedger(t, "", Config{PricePerGiBServed: GiB})
+	pub, orig, sp, stranger := testKey(t, 63), testKey(t, 64), testKey(t, 65), testKey(t, 66)
+	tl.content.publish("blog", pub.ID, map[string]int64{"c": 100})
+	tl.content.shards["s1"] = pub.ID
+	tl.content.origin = orig.ID
+	if _, err := tl.Deposit(ctx, mustSign(t, tl.operator, TypeDeposit, Deposit{Account: pub.ID.String(), Amount: 1000, Nonce: "o"})); err != nil {
+		t.Fatal(err)
+	}
+	src := &fakeReads{reads: []storage.ServedRead{
+		{ID: 1, Envelope: readOrder(t, orig, sp.ID.String(), "s1", "a", 10, t0)},
+		{ID: 2, Envelope: readOrder(t, orig, sp.ID.String(), "s1", "b", 20, t0)},
+		{ID: 3, Envelope: readOrder(t, stranger, sp.ID.String(), "s1", "c", 40, t0)},
+	}}
+	c := NewClient(newHTTPLedger(t, tl), nil)
+	if n, err := ClaimOnce(ctx, c, sp, src); err != nil || n != 2 {
+		t.Fatalf("claim: %d accepted, %v; want the origin's 2 at once", n, err)
+	}
+	tl.setNow(t0.Add(150 * time.Second))
+	if _, err := tl.Settle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if a, _ := tl.Account(ctx, sp.ID.String()); a.Balance != 30 {
+		t.Fatalf("storage peer paid %d, want 30 (the origin's reads only)", a.Balance)
+	}
+	if a, _ := tl.Account(ctx, pub.ID.String()); a.Balance != 1000-30 {
+		t.Fatalf("publisher balance %d, want %d", a.Balance, 1000-30)
+	}
+}
+
 // fakeReads is a ServedReadSource in memory.
 type fakeReads struct {
 	reads  []storage.ServedRead

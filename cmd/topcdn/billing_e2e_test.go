@@ -65,8 +65,13 @@ func TestBillingEndToEnd(t *testing.T) {
 	dir := t.TempDir()
 	pubKey := filepath.Join(dir, "publisher.key")
 	pubID := strings.TrimSpace(run(t, bin, "keygen", "--out", pubKey))
+	// --keep-local, as in TestBillingThroughEdge: without a copy the
+	// origin would read the site from the peers for billing's index, and
+	// billing pays those reads too (upkeep, TestClaimPaysOriginReads), so
+	// the peers' earnings would not be this test's reads alone.
 	o := startOrigin(t, bin, filepath.Join(dir, "origin"), "--data-shards", "1", "--parity-shards", "1",
-		"--segment-size", "256KiB", "--chunk-size", "4KiB", "--heartbeat-interval", "1s", "--audit-interval", "1h")
+		"--segment-size", "256KiB", "--chunk-size", "4KiB", "--heartbeat-interval", "1s", "--audit-interval", "1h",
+		"--keep-local")
 	bdir := filepath.Join(dir, "billing")
 	b := startService(t, bin, "billing", "--listen", "127.0.0.1:0", "--db", "sqlite:"+filepath.Join(bdir, "ledger.db"),
 		"--origin", o.url, "--epoch", "1s", "--settle-delay", "1s", "--price-gib-served", strconv.Itoa(pricePerByte<<30))

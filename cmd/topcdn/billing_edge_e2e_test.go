@@ -63,12 +63,11 @@ func TestBillingThroughEdge(t *testing.T) {
 	edgeID := strings.TrimSpace(run(t, bin, "keygen", "--out", edgeKey))
 	// --keep-local: billing learns the site from the origin (its CAR, for
 	// the inflated check), and an origin without a copy reads the striped
-	// blocks for it from the peers with orders it signs itself. The peers
-	// serve those and billing refuses their claims (unknown_reader, the
-	// origin is no edge), so the peers' read counters would no longer be
-	// the edge's reads alone. With a local copy the origin reads nothing
-	// from the peers (checked below), and every byte the peers serve is
-	// the edge's.
+	// blocks for it from the peers with orders it signs itself, which
+	// billing pays as upkeep. The peers' read counters would then no
+	// longer be the edge's reads alone. With a local copy the origin reads
+	// nothing from the peers (checked below), and every byte the peers
+	// serve is the edge's.
 	o := startOrigin(t, bin, filepath.Join(dir, "origin"), "--data-shards", "2", "--parity-shards", "1",
 		"--segment-size", "256KiB", "--chunk-size", "4KiB", "--heartbeat-interval", "1s", "--audit-interval", "1h",
 		"--keep-local")
