@@ -71,6 +71,14 @@ type wrkResult struct {
 // edgeCell is every run of one server at one object size.
 type edgeCell struct{ runs []wrkResult }
 
+// runsOrNil returns the cell's runs in the order they were measured.
+func (c *edgeCell) runsOrNil() []wrkResult {
+	if c == nil {
+		return nil
+	}
+	return c.runs
+}
+
 func (c *edgeCell) median() wrkResult {
 	if c == nil || len(c.runs) == 0 {
 		return wrkResult{}
@@ -761,27 +769,41 @@ func (b *edgeBench) print(w io.Writer, d time.Duration, runs, conns, threads int
 		}
 		return fmt.Sprintf("%.2f", a/c)
 	}
-	verdict := func(a, c, goal float64) string {
-		if c == 0 {
-			return ""
+	// The goals are judged on the median of the paired ratios: run i of
+	// every server is measured within the same minute, so run i of one
+	// server over run i of the other cancels the machine's drift between
+	// runs, which a ratio of two medians (taken from different runs) does
+	// not. Both are printed.
+	paired := func(a, c string, o edgeObject) (med float64, each []float64) {
+		ra, rc := b.cells[a][o.name].runsOrNil(), b.cells[c][o.name].runsOrNil()
+		for i := range min(len(ra), len(rc)) {
+			if rc[i].RPS > 0 {
+				each = append(each, ra[i].RPS/rc[i].RPS)
+			}
 		}
-		if a/c >= goal {
-			return "meets goal"
+		if len(each) == 0 {
+			return 0, nil
 		}
-		return "BELOW goal"
+		sorted := slices.Sorted(slices.Values(each))
+		return sorted[len(sorted)/2], each
 	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ratio\tgoal\t"+strings.Join(labels(), "\t")+"\t")
+	fmt.Fprintln(tw, "ratio (median of paired runs)	goal	"+strings.Join(labels(), "\t")+"\t")
 	row := func(name string, goal float64, a, c string, sizes []edgeObject) {
 		fmt.Fprintf(tw, "%s\t≥ %.1f\t", name, goal)
 		for _, o := range edgeObjects {
-			if !slices.Contains(sizes, o) {
+			med, each := paired(a, c, o)
+			switch {
+			case !slices.Contains(sizes, o):
 				fmt.Fprint(tw, "-\t")
-				continue
+			case each == nil:
+				fmt.Fprint(tw, "n/a\t")
+			case med >= goal:
+				fmt.Fprintf(tw, "%.2f meets goal\t", med)
+			default:
+				fmt.Fprintf(tw, "%.2f BELOW goal\t", med)
 			}
-			x, y := rps(a, o.name), rps(c, o.name)
-			fmt.Fprintf(tw, "%s %s\t", ratio(x, y), verdict(x, y, goal))
 		}
 		fmt.Fprintln(tw)
 	}
@@ -790,28 +812,32 @@ func (b *edgeBench) print(w io.Writer, d time.Duration, runs, conns, threads int
 	row("edge misses / caddy reverse_proxy", 0.5, srvEdgeMiss, srvRevProxy, edgeObjects)
 	fmt.Fprintf(tw, "(edge hits / nginx)\t\t")
 	for _, o := range edgeObjects {
-		fmt.Fprintf(tw, "%s\t", ratio(rps(srvEdgeHit, o.name), rps(srvNginx, o.name)))
+		med, each := paired(srvEdgeHit, srvNginx, o)
+		if each == nil {
+			fmt.Fprint(tw, "n/a\t")
+			continue
+		}
+		fmt.Fprintf(tw, "%.2f\t", med)
 	}
 	fmt.Fprintln(tw)
 	tw.Flush()
-	// The runs of every server alternate, so run i of two servers was
-	// measured minutes apart at most: their ratio shows how steady a goal
-	// is, which one ratio of medians hides.
-	if runs > 1 {
-		fmt.Fprintln(w, "\nper-run ratios (run i of one server over run i of the other):")
-		pairs := func(name, a, c string, o edgeObject) {
-			ra, rc := b.cells[a][o.name].runs, b.cells[c][o.name].runs
+	if runs < 2 {
+		return
+	}
+	fmt.Fprintln(w, "\neach run's ratio, and the ratio of the medians in the table above:")
+	show := func(name, a, c string, sizes []edgeObject) {
+		for _, o := range sizes {
+			_, each := paired(a, c, o)
 			var out []string
-			for i := range min(len(ra), len(rc)) {
-				out = append(out, ratio(ra[i].RPS, rc[i].RPS))
+			for _, r := range each {
+				out = append(out, fmt.Sprintf("%.2f", r))
 			}
-			fmt.Fprintf(w, "  %s, %s: %s\n", name, o.label, strings.Join(out, " "))
-		}
-		pairs("edge hits / caddy respond", srvEdgeHit, srvRespond, edgeObjects[0])
-		for _, o := range edgeObjects {
-			pairs("edge hits / caddy file_server", srvEdgeHit, srvFileSrv, o)
+			fmt.Fprintf(w, "  %s, %s: runs %s; medians %s\n", name, o.label, strings.Join(out, " "), ratio(rps(a, o.name), rps(c, o.name)))
 		}
 	}
+	show("edge hits / caddy file_server", srvEdgeHit, srvFileSrv, edgeObjects)
+	show("edge hits / caddy respond", srvEdgeHit, srvRespond, edgeObjects[:1])
+	show("edge misses / caddy reverse_proxy", srvEdgeMiss, srvRevProxy, edgeObjects)
 }
 
 func labels() []string {
