@@ -196,10 +196,16 @@ func TestEdgeWithCaddy(t *testing.T) {
 			fetch("blog.cdn.test", "/docs/manual.txt") // now a whole answer is cached
 		}
 	}
+	// HEAD of a page not asked for yet (a miss), then after a GET kept it
+	// (a hit).
+	about := want("about.html")
 	for i := range 2 {
-		resp, body := do("HEAD", "blog.cdn.test", "/docs/manual.txt")
-		if resp.StatusCode != 200 || body != "" || resp.Header.Get("Content-Length") != strconv.Itoa(len(manual)) {
+		resp, body := do("HEAD", "blog.cdn.test", "/about.html")
+		if resp.StatusCode != 200 || body != "" || resp.Header.Get("Content-Length") != strconv.Itoa(len(about)) {
 			t.Fatalf("HEAD #%d: HTTP %d, Content-Length %q, %d body bytes", i, resp.StatusCode, resp.Header.Get("Content-Length"), len(body))
+		}
+		if i == 0 {
+			fetch("blog.cdn.test", "/about.html")
 		}
 	}
 	resp, _ := fetch("blog.cdn.test", "/img/logo.png")
