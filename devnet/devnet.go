@@ -223,7 +223,7 @@ func (n *network) start(ctx context.Context) error {
 	origin := &proc{name: "origin", health: originURL + "/healthz", log: logPath(d, "origin"),
 		args: []string{"origin", "--data", filepath.Join(d, "origin"), "--listen", originAddr, "--deserialized",
 			"--heartbeat-interval", "2s", "--audit-interval", "3s", "--repair-interval", "5s",
-			"--dashboard-router", dnsURL, "--dashboard-billing", billingURL}}
+			"--dashboard-router", dnsURL, "--dashboard-billing", billingURL, "--billing", billingURL}}
 	if err := n.run(ctx, origin); err != nil {
 		return err
 	}
@@ -299,14 +299,16 @@ func (n *network) start(ctx context.Context) error {
 		n.info.Edges = append(n.info.Edges, Endpoint{URL: "http://" + addr, PID: e.pid(), PeerID: e.peerID, DataDir: dir, City: c.name, Log: e.log})
 	}
 
+	// Funds first: the origin takes uploads only from publishers billing
+	// says can pay.
+	if err := n.fund(ctx, billingURL); err != nil {
+		return err
+	}
 	site, err := n.publish(ctx, originURL, pubKeyFile)
 	if err != nil {
 		return err
 	}
 	n.info.Sites = []Site{site}
-	if err := n.fund(ctx, billingURL); err != nil {
-		return err
-	}
 	return n.waitRouted(ctx, dnsAddr, site.Host)
 }
 

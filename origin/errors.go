@@ -31,6 +31,9 @@ var (
 	// ErrOverQuota marks an upload that would take its publisher over its
 	// byte quota.
 	ErrOverQuota = errors.New("over quota")
+	// ErrPaymentRequired marks an upload of a publisher who cannot pay
+	// (Config.Funds).
+	ErrPaymentRequired = errors.New("payment required")
 	// ErrBusy marks a request refused for load; the client should retry.
 	ErrBusy = errors.New("busy")
 )
@@ -67,6 +70,8 @@ func statusOf(err error) int {
 		return http.StatusForbidden
 	case errors.Is(err, ErrUnauthorized):
 		return http.StatusUnauthorized
+	case errors.Is(err, ErrPaymentRequired):
+		return http.StatusPaymentRequired
 	case errors.Is(err, ErrBusy):
 		return http.StatusServiceUnavailable
 	case errors.Is(err, context.DeadlineExceeded):

@@ -54,6 +54,10 @@ type Config struct {
 	// accepted; others get 403. Default: empty, any key may upload (each
 	// within PublisherQuota).
 	Publishers []peer.ID
+	// Funds, when set, is asked before each upload whether its publisher
+	// can pay (billing's view of the account); a publisher who cannot is
+	// refused with 402 before any byte is read. Default: nil, no check.
+	Funds Funds
 	// Deserialized makes the gateway also answer deserialized requests
 	// (files and directories, as a browser wants), not only the trustless
 	// raw, CAR and IPNS record responses. Default: false.

@@ -12,6 +12,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/identity"
+	"go.uber.org/zap"
 )
 
 // TypeUpload is the identity.Envelope type of an upload authorization.
@@ -168,6 +169,16 @@ func (o *Origin) AuthorizeUpload(ctx context.Context, header string) (Upload, er
 	if o.publishers != nil && !o.publishers[up.Publisher] {
 		return Upload{}, errorf(ErrForbidden, "key %s may not upload to this origin", up.Publisher)
 	}
+	if f := o.cfg.Funds; f != nil {
+		ok, err := f.CanPay(ctx, up.Publisher)
+		if err != nil {
+			o.log.Warn("billing cannot tell whether a publisher can pay", zap.Stringer("publisher", up.Publisher), zap.Error(err))
+			return Upload{}, errorf(ErrBusy, "cannot tell whether %s can pay (billing: %v); retry shortly", up.Publisher, err)
+		}
+		if !ok {
+			return Upload{}, errorf(ErrPaymentRequired, "publisher %s has no funds at billing, or is suspended: deposit first", up.Publisher)
+		}
+	}
 	tx, err := o.db.BeginTx(ctx, nil)
 	if err != nil {
 		return Upload{}, fmt.Errorf("origin: spend upload nonce: %w", err)
@@ -190,6 +201,15 @@ func (o *Origin) AuthorizeUpload(ctx context.Context, header string) (Upload, er
 		return Upload{}, fmt.Errorf("origin: spend upload nonce: %w", err)
 	}
 	return up, nil
+}
+
+// Funds is billing's view of publishers' accounts, as the origin needs it.
+// cmd/topcdn implements it over billing's HTTP API.
+type Funds interface {
+	// CanPay reports whether publisher's account can pay for more
+	// content: funded and not suspended. An error means billing could
+	// not tell.
+	CanPay(ctx context.Context, publisher peer.ID) (bool, error)
 }
 
 // sameRoots reports whether a and b list the same CIDs in the same order.

@@ -359,3 +359,63 @@ func TestNameOnOthersContent(t *testing.T) {
 		t.Fatalf("naming content charged its owner %d bytes", u.UsedBytes)
 	}
 }
+
+// fakeFunds answers CanPay from a map, or fails with err.
+type fakeFunds struct {
+	mu    sync.Mutex
+	funds map[peer.ID]bool
+	err   error
+}
+
+func (f *fakeFunds) CanPay(ctx context.Context, p peer.ID) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.funds[p], f.err
+}
+
+// TestUploadNeedsFunds: with Config.Funds, a publisher billing says cannot
+// pay gets 402 and nothing is stored or charged, billing's silence gives
+// 503 (retry), and a funded publisher's upload goes through.
+func TestUploadNeedsFunds(t *testing.T) {
+	ctx := context.Background()
+	alice := testPublisher(t)
+	funds := &fakeFunds{funds: map[peer.ID]bool{}}
+	o, err := New(ctx, Config{DataDir: t.TempDir(), Funds: funds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	srv := httptest.NewServer(o.Handler())
+	defer srv.Close()
+	d := newTestDAG(t, "funds", 2)
+	roots := []cid.Cid{d.root}
+	car := carBytes(t, roots, d.blocks...)
+	steps := []struct {
+		name  string
+		funds bool
+		err   error
+		want  int
+	}{
+		{"no funds", false, nil, http.StatusPaymentRequired},
+		{"billing unreachable", true, errors.New("connection refused"), http.StatusServiceUnavailable},
+		{"funded", true, nil, http.StatusCreated},
+	}
+	for i, s := range steps {
+		funds.mu.Lock()
+		funds.funds[alice.ID], funds.err = s.funds, s.err
+		funds.mu.Unlock()
+		code, body := postCAR(t, srv, signUpload(t, alice, time.Now(), fmt.Sprintf("nonce-funds-%06d", i), roots, d.blocks...), car)
+		if code != s.want {
+			t.Fatalf("%s: HTTP %d %s, want %d", s.name, code, body, s.want)
+		}
+		if code == http.StatusCreated {
+			continue
+		}
+		if n := storedCount(t, o); n != 0 {
+			t.Fatalf("%s: the refused upload stored %d blocks", s.name, n)
+		}
+		if u, _ := o.Usage(ctx, alice.ID); u.UsedBytes != 0 {
+			t.Fatalf("%s: %d bytes charged for a refused upload", s.name, u.UsedBytes)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
+	"github.com/topcdn/topcdn/billing"
 	"github.com/topcdn/topcdn/dashboard"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/origin"
@@ -23,7 +25,7 @@ func newOriginCmd() *cobra.Command {
 		publishers                                         []string
 		segmentSize, chunkSize                             string
 		deserialized, noStripe, keepLocal, allowIncomplete bool
-		dashRouter, dashBilling                            string
+		dashRouter, dashBilling, billingURL                string
 		dataShards, parityShards, repairThreshold          int
 		heartbeat, auditEvery, repairEvery, lostAfter      time.Duration
 	)
@@ -70,7 +72,9 @@ it) for exactly that CAR's roots and blocks, within 5 minutes of the
 origin's clock and with a nonce used once. Each publisher is charged the
 bytes its uploads add (blocks the origin already holds cost nothing) and
 may store up to --publisher-quota; --publisher restricts uploads to the
-listed keys.
+listed keys. With --billing, an upload is refused with 402 unless billing
+reports the publisher's account funded and not suspended ('topcdn billing
+deposit' first).
 
 When it is ready it prints "listening on http://ADDR" on standard output.
 SIGINT or SIGTERM stop it cleanly.`,
@@ -126,6 +130,9 @@ SIGINT or SIGTERM stop it cleanly.`,
 					return err
 				}
 			}
+			if billingURL != "" {
+				cfg.Funds = billingFunds{billing.NewClient(billingURL, nil)}
+			}
 			dash := dashboard.Config{Router: dashRouter, Billing: dashBilling}
 			return runOrigin(cmd.Context(), cmd, listen, cfg, dash, log)
 		},
@@ -137,6 +144,7 @@ SIGINT or SIGTERM stop it cleanly.`,
 	f.StringVar(&maxUpload, "max-upload", "8GiB", "largest CAR upload accepted")
 	f.StringVar(&publisherQuota, "publisher-quota", "10GiB", "bytes each publisher may store (blocks its uploads add); 0: unlimited")
 	f.StringSliceVar(&publishers, "publisher", nil, "peer ID of a key allowed to upload (repeatable; default: any key, each within its quota)")
+	f.StringVar(&billingURL, "billing", "", "billing's URL: uploads of publishers without funds there get 402 (default: no check)")
 	f.BoolVar(&deserialized, "deserialized", false, "also serve files and directories to browsers, not only trustless responses")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.BoolVar(&allowIncomplete, "allow-incomplete", false, "accept CARs whose blocks link to blocks they lack (test fixtures; needs --no-stripe)")
@@ -180,4 +188,21 @@ func runOrigin(ctx context.Context, cmd *cobra.Command, listen string, cfg origi
 		go d.Run(ctx)
 		o.Run(ctx)
 	}, log)
+}
+
+// billingFunds implements origin.Funds over billing's HTTP API: a
+// publisher can pay if its account has a positive balance (an account
+// billing does not know has none).
+type billingFunds struct{ c *billing.Client }
+
+func (f billingFunds) CanPay(ctx context.Context, publisher peer.ID) (bool, error) {
+	a, err := f.c.Account(ctx, publisher.String())
+	var apiErr *billing.APIError
+	if errors.As(err, &apiErr) && apiErr.Status == http.StatusNotFound {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return a.Balance > 0, nil
 }
