@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"net/netip"
 	"os"
@@ -22,17 +21,11 @@ import (
 // receipts each signed alone (one ed25519 verification per record), in
 // the same run, through the same checks and the same SQLite ledger.
 func runBilling(ctx context.Context, args []string) error {
-	fset := flag.NewFlagSet("billing", flag.ContinueOnError)
-	fset.Usage = func() {
-		w := fset.Output()
-		fmt.Fprintln(w, "usage: go run ./bench billing [flags]")
-		fmt.Fprintln(w)
-		fmt.Fprintln(w, "Ingest throughput of verified, stored receipts: batches signed once per epoch")
-		fmt.Fprintln(w, "vs every record signed alone, through billing.Ledger on SQLite (fresh database")
-		fmt.Fprintln(w, "per run; signing is the edge's work and is not timed).")
-		fmt.Fprintln(w)
-		fset.PrintDefaults()
-	}
+	fset := newFlagSet("billing",
+		"Ingest throughput of verified, stored receipts: batches signed once per epoch",
+		"vs every record signed alone, through billing.Ledger on SQLite (fresh database",
+		"per run; signing is the edge's work and is not timed).",
+	)
 	runs := fset.Int("runs", 3, "timed runs of each format")
 	records := fset.Int("records", 100000, "receipts per run")
 	perBatch := fset.Int("batch", 10000, "records per batch (per epoch)")

@@ -60,18 +60,12 @@ type dnsperfResult struct {
 
 // runDNS implements `bench dns`.
 func runDNS(ctx context.Context, args []string) error {
-	fset := flag.NewFlagSet("dns", flag.ContinueOnError)
-	fset.Usage = func() {
-		w := fset.Output()
-		fmt.Fprintln(w, "usage: go run ./bench dns [flags]")
-		fmt.Fprintln(w)
-		fmt.Fprintln(w, "Runs dnsperf against `topcdn dns` (geo selection on, with and without ECS) and")
-		fmt.Fprintln(w, "CoreDNS's `file` plugin serving an equivalent static zone, in one run, and")
-		fmt.Fprintln(w, "prints queries/s, latency and the ratio. Needs dnsperf (apt-get install dnsperf);")
-		fmt.Fprintln(w, "builds CoreDNS once from the Go module proxy into the cache (~17 min).")
-		fmt.Fprintln(w)
-		fset.PrintDefaults()
-	}
+	fset := newFlagSet("dns",
+		"Runs dnsperf against `topcdn dns` (geo selection on, with and without ECS) and",
+		"CoreDNS's `file` plugin serving an equivalent static zone, in one run, and",
+		"prints queries/s, latency and the ratio. Needs dnsperf (apt-get install dnsperf);",
+		"builds CoreDNS once from the Go module proxy into the cache (~17 min).",
+	)
 	duration := fset.Duration("duration", 15*time.Second, "length of each dnsperf run (-l)")
 	runs := fset.Int("runs", 3, "dnsperf runs per server; the median is reported")
 	clients := fset.Int("clients", 4, "dnsperf clients (-c)")

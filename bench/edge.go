@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -121,18 +120,12 @@ type edgeBench struct {
 
 // runEdge implements `bench edge`.
 func runEdge(ctx context.Context, args []string) error {
-	fset := flag.NewFlagSet("edge", flag.ContinueOnError)
-	fset.Usage = func() {
-		w := fset.Output()
-		fmt.Fprintln(w, "usage: go run ./bench edge [flags]")
-		fmt.Fprintln(w)
-		fmt.Fprintln(w, "Serves 1 KiB, 64 KiB and 1 MiB objects from topcdn's edge (cache hits and")
-		fmt.Fprintln(w, "misses), Caddy (file_server, respond, reverse_proxy) and nginx, all on")
-		fmt.Fprintln(w, "127.0.0.1, and loads each with `wrk -t1 -c64`. Needs wrk and nginx")
-		fmt.Fprintln(w, "(apt-get install -y wrk nginx).")
-		fmt.Fprintln(w)
-		fset.PrintDefaults()
-	}
+	fset := newFlagSet("edge",
+		"Serves 1 KiB, 64 KiB and 1 MiB objects from topcdn's edge (cache hits and",
+		"misses), Caddy (file_server, respond, reverse_proxy) and nginx, all on",
+		"127.0.0.1, and loads each with `wrk -t1 -c64`. Needs wrk and nginx",
+		"(apt-get install -y wrk nginx).",
+	)
 	duration := fset.Duration("duration", 10*time.Second, "length of each wrk run")
 	runs := fset.Int("runs", 1, "wrk runs per server and object size (the median is reported)")
 	conns := fset.Int("connections", 64, "wrk connections (-c)")

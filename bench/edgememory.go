@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -21,18 +20,12 @@ import (
 // runEdgeMemory implements `bench edge-memory`: the edge's resident
 // memory while it serves a working set four times its cache budget.
 func runEdgeMemory(ctx context.Context, args []string) error {
-	fset := flag.NewFlagSet("edge-memory", flag.ContinueOnError)
-	fset.Usage = func() {
-		w := fset.Output()
-		fmt.Fprintln(w, "usage: go run ./bench edge-memory [flags]")
-		fmt.Fprintln(w)
-		fmt.Fprintln(w, "Publishes a working set of random files (4 KiB to 2 MiB) and serves it through")
-		fmt.Fprintln(w, "`topcdn edge` with a memory_cache budget: one pass over every file, then wrk")
-		fmt.Fprintln(w, "requesting random files. Samples the edge's RSS throughout and reports the")
-		fmt.Fprintln(w, "peak against the budget (goal: at most budget + 20%). Needs wrk.")
-		fmt.Fprintln(w)
-		fset.PrintDefaults()
-	}
+	fset := newFlagSet("edge-memory",
+		"Publishes a working set of random files (4 KiB to 2 MiB) and serves it through",
+		"`topcdn edge` with a memory_cache budget: one pass over every file, then wrk",
+		"requesting random files. Samples the edge's RSS throughout and reports the",
+		"peak against the budget (goal: at most budget + 20%). Needs wrk.",
+	)
 	budget := fset.String("budget", "256MiB", "the edge's memory_cache budget")
 	setSize := fset.String("set", "1GiB", "working set size")
 	duration := fset.Duration("duration", 30*time.Second, "length of the random-load phase")

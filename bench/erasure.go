@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -72,18 +71,12 @@ type erasureBench struct {
 
 // runErasure implements `bench erasure`.
 func runErasure(ctx context.Context, args []string) error {
-	fset := flag.NewFlagSet("erasure", flag.ContinueOnError)
-	fset.Usage = func() {
-		w := fset.Output()
-		fmt.Fprintln(w, "usage: go run ./bench erasure [flags]")
-		fmt.Fprintln(w)
-		fmt.Fprintln(w, "On one deterministic input, measures raw Reed-Solomon coding (10+4, 64 MiB")
-		fmt.Fprintln(w, "segments), a plain fsynced write of as many bytes as striping stores, striping")
-		fmt.Fprintln(w, "onto 14 real `topcdn storage` peers, reading every block back on the fast path,")
-		fmt.Fprintln(w, "and reading them again with the peers of 4 data shards killed.")
-		fmt.Fprintln(w)
-		fset.PrintDefaults()
-	}
+	fset := newFlagSet("erasure",
+		"On one deterministic input, measures raw Reed-Solomon coding (10+4, 64 MiB",
+		"segments), a plain fsynced write of as many bytes as striping stores, striping",
+		"onto 14 real `topcdn storage` peers, reading every block back on the fast path,",
+		"and reading them again with the peers of 4 data shards killed.",
+	)
 	runs := fset.Int("runs", 3, "timed runs of every phase")
 	jsonPath := fset.String("json", "", "also write results as JSON to `file`")
 	sizeMiB := fset.Int("size-mib", 256, "input size in MiB")

@@ -122,3 +122,20 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Run `go run ./bench <benchmark> -h` for a benchmark's flags; see bench/README.md.")
 }
+
+// newFlagSet returns the flag set of `go run ./bench NAME`: parse errors
+// are returned, and -h prints the usage line, about (one line each) and
+// the flags.
+func newFlagSet(name string, about ...string) *flag.FlagSet {
+	fset := flag.NewFlagSet(name, flag.ContinueOnError)
+	fset.Usage = func() {
+		w := fset.Output()
+		fmt.Fprintf(w, "usage: go run ./bench %s [flags]\n\n", name)
+		for _, l := range about {
+			fmt.Fprintln(w, l)
+		}
+		fmt.Fprintln(w)
+		fset.PrintDefaults()
+	}
+	return fset
+}

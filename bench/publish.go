@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -66,17 +65,11 @@ type publishResult struct {
 // `topcdn publish --only-hash` and `ipfs add --only-hash` compute the root
 // CID of the same directory, and checks that the CIDs agree.
 func runPublish(ctx context.Context, args []string) error {
-	fset := flag.NewFlagSet("publish", flag.ContinueOnError)
-	fset.Usage = func() {
-		w := fset.Output()
-		fmt.Fprintln(w, "usage: go run ./bench publish [flags]")
-		fmt.Fprintln(w)
-		fmt.Fprintln(w, "Times `topcdn publish --only-hash -Q DIR` against")
-		fmt.Fprintln(w, "`ipfs add -r -Q --only-hash --cid-version=1 DIR` (kubo "+kuboVersion+")")
-		fmt.Fprintln(w, "on a deterministic synthetic site and checks both print the same root CID.")
-		fmt.Fprintln(w)
-		fset.PrintDefaults()
-	}
+	fset := newFlagSet("publish",
+		"Times `topcdn publish --only-hash -Q DIR` against",
+		"`ipfs add -r -Q --only-hash --cid-version=1 DIR` (kubo "+kuboVersion+")",
+		"on a deterministic synthetic site and checks both print the same root CID.",
+	)
 	runs := fset.Int("runs", 3, "timed runs per tool (after one untimed warm-up each)")
 	jsonPath := fset.String("json", "", "also write results as JSON to `file`")
 	sizeMiB := fset.Int("size-mib", 256, "dataset size in MiB")
