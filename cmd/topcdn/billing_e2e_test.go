@@ -26,7 +26,9 @@ import (
 )
 
 // pricePerByte makes --price-gib-served pay a whole number of tokens per
-// byte, so expected amounts are exact.
+// byte, so billing's rounding (downwards, per epoch and (operator,
+// publisher) pair) never drops a fraction and expected amounts are exact
+// whatever epochs the bytes fall in.
 const pricePerByte = 5
 
 // statement runs `topcdn billing statement --json`.
@@ -50,6 +52,25 @@ func balanceOf(t *testing.T, url, account string) int64 {
 	return a.Balance
 }
 
+// startStripedBilling runs an origin that stripes content into
+// dataShards + parityShards small segments, and billing over it with
+// pricePerByte tokens a byte and 1 s epochs (its key in DIR/billing).
+//
+// The origin keeps a local copy (--keep-local): without one it would read
+// each site from the peers for billing's index, billing pays those reads
+// too (upkeep, TestClaimPaysOriginReads), and the peers' earnings would no
+// longer be the test's reads alone. With it the origin reads nothing from
+// the peers.
+func startStripedBilling(t *testing.T, bin, dir string, dataShards, parityShards int) (o, b *originProc) {
+	t.Helper()
+	o = startOrigin(t, bin, filepath.Join(dir, "origin"), "--data-shards", strconv.Itoa(dataShards),
+		"--parity-shards", strconv.Itoa(parityShards), "--segment-size", "256KiB", "--chunk-size", "4KiB",
+		"--heartbeat-interval", "1s", "--audit-interval", "1h", "--keep-local")
+	b = startService(t, bin, "billing", "--listen", "127.0.0.1:0", "--db", "sqlite:"+filepath.Join(dir, "billing", "ledger.db"),
+		"--origin", o.url, "--epoch", "1s", "--settle-delay", "1s", "--price-gib-served", strconv.Itoa(pricePerByte<<30))
+	return o, b
+}
+
 // TestBillingEndToEnd runs an origin, two storage peers that claim from
 // billing, and billing as processes; publishes a site; acts as an edge
 // that reads blocks from the peers with signed read orders and reports
@@ -65,16 +86,8 @@ func TestBillingEndToEnd(t *testing.T) {
 	dir := t.TempDir()
 	pubKey := filepath.Join(dir, "publisher.key")
 	pubID := strings.TrimSpace(run(t, bin, "keygen", "--out", pubKey))
-	// --keep-local, as in TestBillingThroughEdge: without a copy the
-	// origin would read the site from the peers for billing's index, and
-	// billing pays those reads too (upkeep, TestClaimPaysOriginReads), so
-	// the peers' earnings would not be this test's reads alone.
-	o := startOrigin(t, bin, filepath.Join(dir, "origin"), "--data-shards", "1", "--parity-shards", "1",
-		"--segment-size", "256KiB", "--chunk-size", "4KiB", "--heartbeat-interval", "1s", "--audit-interval", "1h",
-		"--keep-local")
+	o, b := startStripedBilling(t, bin, dir, 1, 1)
 	bdir := filepath.Join(dir, "billing")
-	b := startService(t, bin, "billing", "--listen", "127.0.0.1:0", "--db", "sqlite:"+filepath.Join(bdir, "ledger.db"),
-		"--origin", o.url, "--epoch", "1s", "--settle-delay", "1s", "--price-gib-served", strconv.Itoa(pricePerByte<<30))
 	defer func() {
 		if t.Failed() {
 			t.Logf("billing log:\n%s", lastLines(b.logs.String(), 40))

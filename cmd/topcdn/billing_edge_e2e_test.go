@@ -61,23 +61,8 @@ func TestBillingThroughEdge(t *testing.T) {
 	pubID := strings.TrimSpace(run(t, bin, "keygen", "--out", pubKey))
 	edgeKey := filepath.Join(dir, "edge.key")
 	edgeID := strings.TrimSpace(run(t, bin, "keygen", "--out", edgeKey))
-	// --keep-local: billing learns the site from the origin (its CAR, for
-	// the inflated check), and an origin without a copy reads the striped
-	// blocks for it from the peers with orders it signs itself, which
-	// billing pays as upkeep. The peers' read counters would then no
-	// longer be the edge's reads alone. With a local copy the origin reads
-	// nothing from the peers (checked below), and every byte the peers
-	// serve is the edge's.
-	o := startOrigin(t, bin, filepath.Join(dir, "origin"), "--data-shards", "2", "--parity-shards", "1",
-		"--segment-size", "256KiB", "--chunk-size", "4KiB", "--heartbeat-interval", "1s", "--audit-interval", "1h",
-		"--keep-local")
+	o, b := startStripedBilling(t, bin, dir, 2, 1)
 	bdir := filepath.Join(dir, "billing")
-	// pricePerByte tokens a byte: a whole number, so billing's rounding
-	// (downwards, per epoch and (operator, publisher) pair) never drops a
-	// fraction and the expected amounts are exact whatever epochs the
-	// bytes fall in.
-	b := startService(t, bin, "billing", "--listen", "127.0.0.1:0", "--db", "sqlite:"+filepath.Join(bdir, "ledger.db"),
-		"--origin", o.url, "--epoch", "1s", "--settle-delay", "1s", "--price-gib-served", strconv.Itoa(pricePerByte<<30))
 	var edgeProc *originProc
 	var peerIDs []string
 	defer func() {
