@@ -249,6 +249,18 @@ func rawBlocks(t *testing.T, originURL string, root cid.Cid) map[string]int64 {
 	return out
 }
 
+// publishUnstriped runs an origin that keeps everything itself, publishes
+// examples/site on it as blog with a new key, and returns the origin, the
+// key's peer ID, and the site's raw block sizes by CID.
+func publishUnstriped(t *testing.T, bin, dir string) (o *originProc, pubID string, blocks map[string]int64) {
+	t.Helper()
+	pubKey := filepath.Join(dir, "publisher.key")
+	pubID = strings.TrimSpace(run(t, bin, "keygen", "--out", pubKey))
+	o = startOrigin(t, bin, filepath.Join(dir, "origin"), "--no-stripe")
+	root := strings.TrimSpace(run(t, bin, "publish", "../../examples/site", "--name", "blog", "--origin", o.url, "--key", pubKey, "-Q"))
+	return o, pubID, rawBlocks(t, o.url, cid.MustParse(root))
+}
+
 // TestBillingKillMidSettlement kills billing with SIGKILL inside a
 // settlement transaction (after a publisher's debit, before the credit),
 // restarts it, and checks that nothing of the interrupted settlement
@@ -261,11 +273,7 @@ func TestBillingKillMidSettlement(t *testing.T) {
 	ctx := context.Background()
 	bin := buildBinary(t)
 	dir := t.TempDir()
-	pubKey := filepath.Join(dir, "publisher.key")
-	pubID := strings.TrimSpace(run(t, bin, "keygen", "--out", pubKey))
-	o := startOrigin(t, bin, filepath.Join(dir, "origin"), "--no-stripe")
-	root := strings.TrimSpace(run(t, bin, "publish", "../../examples/site", "--name", "blog", "--origin", o.url, "--key", pubKey, "-Q"))
-	blocks := rawBlocks(t, o.url, cid.MustParse(root))
+	o, pubID, blocks := publishUnstriped(t, bin, dir)
 
 	bdir := filepath.Join(dir, "billing")
 	args := []string{"billing", "--listen", "127.0.0.1:0", "--db", filepath.Join(bdir, "ledger.db"), "--origin", o.url,
@@ -392,11 +400,7 @@ func TestBillingProberForfeits(t *testing.T) {
 	ctx := context.Background()
 	bin := buildBinary(t)
 	dir := t.TempDir()
-	pubKey := filepath.Join(dir, "publisher.key")
-	pubID := strings.TrimSpace(run(t, bin, "keygen", "--out", pubKey))
-	o := startOrigin(t, bin, filepath.Join(dir, "origin"), "--no-stripe")
-	root := strings.TrimSpace(run(t, bin, "publish", "../../examples/site", "--name", "blog", "--origin", o.url, "--key", pubKey, "-Q"))
-	blocks := rawBlocks(t, o.url, cid.MustParse(root))
+	o, pubID, blocks := publishUnstriped(t, bin, dir)
 
 	edgeKey, err := identity.Generate(nil)
 	if err != nil {
