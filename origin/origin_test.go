@@ -506,30 +506,53 @@ func TestUploadConcurrencyLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	held.Header.Set(UploadHeader, signUpload(t, key, time.Now(), "nonce-busy-held-01", roots, d.blocks...))
-	go http.DefaultClient.Do(held)
+	heldDone := make(chan struct{})
+	go func() {
+		defer close(heldDone)
+		if resp, err := http.DefaultClient.Do(held); err == nil {
+			resp.Body.Close()
+		}
+	}()
 	pw.Write(full[:20])
+	// The held request must be inside the handler (its slot taken) before the
+	// second is sent; otherwise the second may win the slot and the held one
+	// be the request turned away.
 	deadline := time.Now().Add(5 * time.Second)
-	for i := 0; ; i++ {
-		req, err := http.NewRequest("POST", srv.URL+"/api/v1/car", bytes.NewReader(full))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set(UploadHeader, signUpload(t, key, time.Now(), fmt.Sprintf("nonce-busy-%08d", i), roots, d.blocks...))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode == http.StatusServiceUnavailable {
-			if resp.Header.Get("Retry-After") == "" {
-				t.Fatal("503 without Retry-After")
-			}
-			return
+	for len(o.uploads) == 0 {
+		select {
+		case <-heldDone:
+			t.Fatal("the held upload ended before it took the slot")
+		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("second upload got %d while the slot was held, want 503", resp.StatusCode)
+			t.Fatal("the held upload never took the upload slot")
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
+	}
+	req, err := http.NewRequest("POST", srv.URL+"/api/v1/car", bytes.NewReader(full))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set(UploadHeader, signUpload(t, key, time.Now(), "nonce-busy-second", roots, d.blocks...))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("second upload got %d while the slot was held, want 503", resp.StatusCode)
+	}
+	if resp.Header.Get("Retry-After") == "" {
+		t.Fatal("503 without Retry-After")
+	}
+	// Once the held upload ends, its slot is free again.
+	pw.CloseWithError(errors.New("client gave up"))
+	<-heldDone
+	for len(o.uploads) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the held upload's slot was never given back")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
