@@ -170,6 +170,11 @@ func (c *Client) Push(ctx context.Context, key *identity.Key, src Source, progre
 	}
 	req.Header.Set("Content-Type", "application/vnd.ipld.car; version=1")
 	req.Header.Set(origin.UploadHeader, auth)
+	// The origin decides most refusals (401, 402, 403, 409) on the header
+	// alone; with 100-continue the body waits for its go-ahead, so a
+	// refused upload sends nothing. (Honoured by transports with an
+	// ExpectContinueTimeout, as http.DefaultTransport has.)
+	req.Header.Set("Expect", "100-continue")
 	var up origin.UploadResult
 	if err := c.do(req, &up); err != nil {
 		pr.CloseWithError(err)

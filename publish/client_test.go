@@ -8,9 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/origin"
 )
@@ -155,6 +157,44 @@ func TestPushOverQuota(t *testing.T) {
 	}
 	if missing, err := c.Missing(ctx, []cid.Cid{d.Root}); err != nil || len(missing) != 1 {
 		t.Fatalf("refused push left the root stored: missing %v, %v", missing, err)
+	}
+}
+
+// noFunds is a billing that says no publisher can pay.
+type noFunds struct{}
+
+func (noFunds) CanPay(context.Context, peer.ID) (bool, error) { return false, nil }
+
+// countingProgress counts the bytes a push reports sent.
+type countingProgress struct{ n atomic.Int64 }
+
+func (p *countingProgress) Add(n int64) { p.n.Add(n) }
+func (p *countingProgress) Finish()     {}
+
+// TestPushRefusedBeforeBody: an origin that refuses the upload on its
+// header alone (here 402, the publisher has no funds) answers before any
+// of the CAR is sent, so the publisher neither waits for nor is shown an
+// upload that was never going to be taken.
+func TestPushRefusedBeforeBody(t *testing.T) {
+	ctx := context.Background()
+	d, err := ImportDir(ctx, writeFixture(t, t.TempDir(), "site"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newTestOriginWith(t, origin.Config{Funds: noFunds{}})
+	key, _ := identity.Generate(nil)
+	var p countingProgress
+	var total int64
+	_, err = c.Push(ctx, key, d, func(n int64) Progress { total = n; return &p })
+	var oe *OriginError
+	if !errors.As(err, &oe) || oe.Status != 402 {
+		t.Fatalf("push without funds: %v, want 402", err)
+	}
+	if total == 0 {
+		t.Fatal("the push had nothing to send; the test proves nothing")
+	}
+	if sent := p.n.Load(); sent != 0 {
+		t.Fatalf("%d of %d bytes were sent before the origin's refusal", sent, total)
 	}
 }
 
