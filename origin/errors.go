@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 )
 
 // Sentinel errors, each with its HTTP meaning in statusOf.
@@ -80,6 +81,26 @@ func statusOf(err error) int {
 		return 499 // client closed request
 	default:
 		return http.StatusInternalServerError
+	}
+}
+
+// reasonOf names err's kind for a metric label: the sentinel's text in
+// snake case ("payment_required"), "too_large" for a body over its limit,
+// "canceled" or "timeout" for a request that ended, "internal" otherwise.
+func reasonOf(err error) string {
+	var se *statusError
+	var maxBytes *http.MaxBytesError
+	switch {
+	case errors.As(err, &se):
+		return strings.ToLower(strings.ReplaceAll(se.kind.Error(), " ", "_"))
+	case errors.As(err, &maxBytes):
+		return "too_large"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	default:
+		return "internal"
 	}
 }
 

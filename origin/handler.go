@@ -131,29 +131,36 @@ func (o *Origin) serveMissing(w http.ResponseWriter, r *http.Request) {
 }
 
 func (o *Origin) serveUpload(w http.ResponseWriter, r *http.Request) {
-	select {
-	case o.uploads <- struct{}{}:
-		defer func() { <-o.uploads }()
-	default:
-		w.Header().Set("Retry-After", "5")
-		o.fail(w, errorf(ErrBusy, "%d uploads already in progress; retry shortly", cap(o.uploads)))
-		return
-	}
-	up, err := o.AuthorizeUpload(r.Context(), r.Header.Get(UploadHeader))
+	res, err := o.upload(w, r)
+	o.metrics.countUpload(res, err)
 	if err != nil {
 		if errors.Is(err, ErrUnauthorized) {
 			w.Header().Set("WWW-Authenticate", UploadHeader)
 		}
-		o.fail(w, err)
-		return
-	}
-	body := http.MaxBytesReader(w, r.Body, o.cfg.MaxUploadSize)
-	res, err := o.Ingest(r.Context(), up, body)
-	if err != nil {
+		if errors.Is(err, ErrBusy) {
+			w.Header().Set("Retry-After", "5")
+		}
 		o.fail(w, err)
 		return
 	}
 	writeJSON(w, http.StatusCreated, res)
+}
+
+// upload takes an upload slot, checks the request's authorization and
+// ingests its CAR. Refusals on the header come before the body is read,
+// so a client that sent Expect: 100-continue sends no body for them.
+func (o *Origin) upload(w http.ResponseWriter, r *http.Request) (*UploadResult, error) {
+	select {
+	case o.uploads <- struct{}{}:
+		defer func() { <-o.uploads }()
+	default:
+		return nil, errorf(ErrBusy, "%d uploads already in progress; retry shortly", cap(o.uploads))
+	}
+	up, err := o.AuthorizeUpload(r.Context(), r.Header.Get(UploadHeader))
+	if err != nil {
+		return nil, err
+	}
+	return o.Ingest(r.Context(), up, http.MaxBytesReader(w, r.Body, o.cfg.MaxUploadSize))
 }
 
 func (o *Origin) serveNames(w http.ResponseWriter, r *http.Request) {

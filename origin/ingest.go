@@ -48,25 +48,13 @@ type stagedBlock struct {
 // the process dies half-way, and the roots are recorded as published by
 // up.Publisher, who is charged for the new bytes.
 func (o *Origin) Ingest(ctx context.Context, up Upload, r io.Reader) (*UploadResult, error) {
-	res, err := o.ingest(ctx, up, r)
-	switch {
-	case err == nil:
-		o.metrics.uploads.WithLabelValues("ok").Inc()
-		o.metrics.uploadBlocks.Add(float64(res.Blocks))
-		o.metrics.uploadBytes.Add(float64(res.Bytes))
-		o.metrics.newBlocks.Add(float64(res.NewBlocks))
-	case statusOf(err) < 500:
-		o.metrics.uploads.WithLabelValues("rejected").Inc()
-	default:
-		o.metrics.uploads.WithLabelValues("error").Inc()
-	}
-	return res, err
-}
-
-func (o *Origin) ingest(ctx context.Context, up Upload, r io.Reader) (*UploadResult, error) {
 	if up.Publisher == "" {
 		return nil, errorf(ErrUnauthorized, "upload has no publisher to charge it to")
 	}
+	return o.ingest(ctx, up, r)
+}
+
+func (o *Origin) ingest(ctx context.Context, up Upload, r io.Reader) (*UploadResult, error) {
 	stage, err := os.CreateTemp(o.stagingDir, "upload-*.blocks")
 	if err != nil {
 		return nil, fmt.Errorf("origin: staging: %w", err)

@@ -36,8 +36,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"route"}),
 		uploads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "topcdn", Subsystem: "origin", Name: "uploads_total",
-			Help: "CAR uploads by result (ok, rejected, error).",
-		}, []string{"result"}),
+			Help: "CAR uploads by result (ok, rejected, error) and, for the others than ok, reason (unauthorized, forbidden, payment_required, conflict, over_quota, too_large, bad_request, incomplete_dag, busy, canceled, ...).",
+		}, []string{"result", "reason"}),
 		uploadBlocks: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "topcdn", Subsystem: "origin", Name: "upload_blocks_total",
 			Help: "Blocks received in accepted CAR uploads.",
@@ -91,4 +91,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+// countUpload counts one upload request by its outcome.
+func (m *metrics) countUpload(res *UploadResult, err error) {
+	switch {
+	case err == nil:
+		m.uploads.WithLabelValues("ok", "").Inc()
+		m.uploadBlocks.Add(float64(res.Blocks))
+		m.uploadBytes.Add(float64(res.Bytes))
+		m.newBlocks.Add(float64(res.NewBlocks))
+	case statusOf(err) < 500:
+		m.uploads.WithLabelValues("rejected", reasonOf(err)).Inc()
+	default:
+		m.uploads.WithLabelValues("error", reasonOf(err)).Inc()
+	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/ipfs/boxo/ipns"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/topcdn/topcdn/identity"
 )
 
@@ -168,6 +169,20 @@ func TestSignedUploads(t *testing.T) {
 		u, err := o.Usage(ctx, alice.ID)
 		if err != nil || u.UsedBytes != st.wantUsed {
 			t.Fatalf("%s: Alice's usage %+v, %v; want %d bytes", st.name, u, err, st.wantUsed)
+		}
+	}
+
+	// Every refusal is counted by its reason, including those decided on
+	// the header before the CAR is read.
+	for _, c := range []struct {
+		result, reason string
+		want           float64
+	}{
+		{"ok", "", 2}, {"rejected", "unauthorized", 4}, {"rejected", "forbidden", 4},
+		{"rejected", "bad_request", 1}, {"rejected", "conflict", 1},
+	} {
+		if got := testutil.ToFloat64(o.metrics.uploads.WithLabelValues(c.result, c.reason)); got != c.want {
+			t.Errorf("uploads_total{result=%q,reason=%q} = %v, want %v", c.result, c.reason, got, c.want)
 		}
 	}
 
