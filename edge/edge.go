@@ -132,7 +132,7 @@ func New(ctx context.Context, cfg Config) (*Edge, error) {
 	e.src = &source{origin: cfg.Origin, originID: cfg.OriginID, http: cfg.HTTPClient,
 		shards: storage.NewClient(cfg.Key, nil), stats: erasure.NewPeerStats(), spans: erasure.NewSpanCache(spans),
 		readers: map[cid.Cid]*erasure.Reader{}, noManifest: map[cid.Cid]time.Time{}, addrs: map[peer.ID]string{},
-		dnslinks: cfg.DNSLinks,
+		dnslinks: cfg.DNSLinks, links: newLinkCache(), log: cfg.Logger, fallbacks: e.metrics.fallbacks,
 		flag: func(f erasure.Flag) {
 			e.log.Warn("storage peer flagged", zap.Stringer("peer", f.Peer), zap.String("shard", f.Shard), zap.String("reason", f.Reason))
 		}}
@@ -159,10 +159,7 @@ func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (e *Edge) ID() peer.ID { return e.cfg.Key.ID }
 
 func (e *Edge) newHandler() (http.Handler, error) {
-	vs, err := gateway.NewRemoteValueStore([]string{e.cfg.Origin}, e.cfg.HTTPClient)
-	if err != nil {
-		return nil, fmt.Errorf("edge: %w", err)
-	}
+	vs := newNameRecords(e.cfg.Origin, e.cfg.HTTPClient, e.log, e.metrics.fallbacks)
 	ns, err := namesys.NewNameSystem(vs,
 		namesys.WithCache(4096), // entries live for their record's TTL
 		namesys.WithDNSResolverWithTTL(e.src.lookupDNSLink(e.cfg.Domain)))

@@ -8,6 +8,9 @@ type metrics struct {
 	hits     *prometheus.CounterVec
 	misses   prometheus.Counter
 	upstream prometheus.Histogram
+	// fallbacks counts names answered from what the edge kept instead of
+	// what the origin said (nameRecords, source.lookupDNSLink).
+	fallbacks *prometheus.CounterVec
 
 	responseHits prometheus.CounterFunc // reads Edge.responseHits
 }
@@ -27,6 +30,10 @@ func newMetrics(reg prometheus.Registerer, e *Edge) (*metrics, error) {
 			Help:    "Time to fetch and verify one block upstream.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
 		}),
+		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "topcdn", Subsystem: "edge", Name: "name_fallbacks_total",
+			Help: "Names answered from the edge's last valid answer instead of the origin's, by kind (ipns, dnslink) and reason (origin_unavailable, origin_not_found, rollback).",
+		}, []string{"kind", "reason"}),
 	}
 	m.responseHits = prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Namespace: "topcdn", Subsystem: "edge", Name: "response_cache_hits_total",
@@ -40,7 +47,7 @@ func newMetrics(reg prometheus.Registerer, e *Edge) (*metrics, error) {
 		Namespace: "topcdn", Subsystem: "edge", Name: "memory_cache_bytes",
 		Help: "Bytes of blocks in the memory cache.",
 	}, func() float64 { _, b := e.mem.size(); return float64(b) })
-	for _, c := range []prometheus.Collector{m.hits, m.misses, m.upstream, cacheBytes, m.responseHits, respBytes} {
+	for _, c := range []prometheus.Collector{m.hits, m.misses, m.upstream, m.fallbacks, cacheBytes, m.responseHits, respBytes} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -11,27 +11,34 @@ import (
 	"sync"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/ipfs/boxo/ipns"
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/topcdn/topcdn/dag"
 	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/storage"
+	"go.uber.org/zap"
 )
 
 // source fetches blocks an edge does not have: from the storage peers
 // when a manifest of the origin indexes them, else from the origin's
 // Trustless Gateway. Every block is verified against its CID.
 type source struct {
-	origin   string // base URL
-	originID peer.ID
-	http     *http.Client
-	shards   *storage.Client
-	stats    *erasure.PeerStats
-	spans    *erasure.SpanCache
-	flag     func(erasure.Flag)
-	dnslinks map[string]string // static DNSLink records: host → content path
+	origin    string // base URL
+	originID  peer.ID
+	http      *http.Client
+	shards    *storage.Client
+	stats     *erasure.PeerStats
+	spans     *erasure.SpanCache
+	flag      func(erasure.Flag)
+	dnslinks  map[string]string           // static DNSLink records: host → content path
+	links     *lru.Cache[string, dnsLink] // the origin's last answer for each site host
+	log       *zap.Logger
+	fallbacks *prometheus.CounterVec // kind, reason
 
 	mu         sync.Mutex
 	readers    map[cid.Cid]*erasure.Reader // by root
@@ -237,7 +244,7 @@ func (s *source) getJSON(ctx context.Context, path string, limit int64, v any) e
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-		return fmt.Errorf("edge: origin %s: HTTP %d", path, resp.StatusCode)
+		return &originStatusError{path: path, code: resp.StatusCode}
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, limit)).Decode(v); err != nil {
 		return fmt.Errorf("edge: origin %s: %w", path, err)
@@ -263,15 +270,45 @@ func (s *source) lookupDNSLink(domain string) func(ctx context.Context, fqdn str
 			IPNS       string `json:"ipns"`
 			TTLSeconds int64  `json:"ttl_seconds"`
 		}
-		if err := s.getJSON(ctx, "/api/v1/names/"+name, 64<<10, &ni); err != nil {
+		fctx, cancel := context.WithTimeout(ctx, nameFetchTimeout)
+		err := s.getJSON(fctx, "/api/v1/names/"+name, 64<<10, &ni)
+		cancel()
+		if err == nil {
+			if _, perr := ipns.NameFromString(ni.IPNS); perr != nil {
+				err = fmt.Errorf("edge: origin names %s as %q, not an IPNS name: %w", host, ni.IPNS, perr)
+			}
+		}
+		if err != nil {
+			// A name the origin no longer has is gone; an origin that
+			// cannot answer leaves the last answer standing, for a
+			// short TTL, so that sites stay up through its outage.
+			var se *originStatusError
+			if last, ok := s.links.Get(host); ok && ctx.Err() == nil && !(errors.As(err, &se) && se.code == http.StatusNotFound) {
+				s.log.Warn("origin cannot give a site's name; serving the last answer", zap.String("host", host), zap.Error(err))
+				s.fallbacks.WithLabelValues("dnslink", "origin_unavailable").Inc()
+				return []string{last.value}, min(last.ttl, staleNameTTL), nil
+			}
+			s.links.Remove(host)
 			return nil, 0, err
 		}
 		ttl := time.Duration(ni.TTLSeconds) * time.Second
 		if ttl <= 0 {
 			ttl = time.Minute
 		}
-		return []string{"dnslink=/ipns/" + ni.IPNS}, ttl, nil
+		link := dnsLink{value: "dnslink=/ipns/" + ni.IPNS, ttl: ttl}
+		s.links.Add(host, link)
+		return []string{link.value}, ttl, nil
 	}
+}
+
+// originStatusError is an answer of the origin other than 200.
+type originStatusError struct {
+	path string
+	code int
+}
+
+func (e *originStatusError) Error() string {
+	return fmt.Sprintf("edge: origin %s: HTTP %d", e.path, e.code)
 }
 
 // staticDNSLinkTTL is how long answers for a static DNSLink name may be
