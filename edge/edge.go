@@ -13,7 +13,6 @@ import (
 	"github.com/ipfs/boxo/gateway"
 	"github.com/ipfs/boxo/namesys"
 	"github.com/ipfs/boxo/path"
-	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/topcdn/topcdn/erasure"
@@ -131,11 +130,12 @@ func New(ctx context.Context, cfg Config) (*Edge, error) {
 	}
 	e.src = &source{origin: cfg.Origin, originID: cfg.OriginID, http: cfg.HTTPClient,
 		shards: storage.NewClient(cfg.Key, nil), stats: erasure.NewPeerStats(), spans: erasure.NewSpanCache(spans),
-		readers: map[cid.Cid]*erasure.Reader{}, noManifest: map[cid.Cid]time.Time{}, addrs: map[peer.ID]string{},
+		addrs:    map[peer.ID]string{},
 		dnslinks: cfg.DNSLinks, links: newLinkCache(), log: cfg.Logger, fallbacks: e.metrics.fallbacks,
 		flag: func(f erasure.Flag) {
 			e.log.Warn("storage peer flagged", zap.Stringer("peer", f.Peer), zap.String("shard", f.Shard), zap.String("reason", f.Reason))
 		}}
+	e.src.noManifest, e.src.readerOrder, e.src.readers = newSourceCaches()
 	if e.handler, err = e.newHandler(); err != nil {
 		return nil, err
 	}

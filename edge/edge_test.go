@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,7 +25,9 @@ import (
 // network is an origin striping to six storage peers (4+2), all
 // in-process on loopback, with the example site published as "blog".
 type network struct {
+	ctx       context.Context
 	peerDirs  map[string]string // peer ID → data dir
+	stopPeer  map[string]func() // peer ID → stops it
 	origin    *origin.Origin
 	originURL string
 	originReg *prometheus.Registry
@@ -46,39 +49,12 @@ func newNetwork(t *testing.T) *network {
 	t.Cleanup(func() { ots.Close(); o.Close() })
 	go o.Run(ctx)
 
-	dirs := map[string]string{}
+	n := &network{ctx: ctx, origin: o, originURL: ots.URL, originReg: reg, peerDirs: map[string]string{}, stopPeer: map[string]func(){}}
 	for range 6 {
-		ts := httptest.NewUnstartedServer(nil)
-		dir := t.TempDir()
-		s, err := storage.New(ctx, storage.Config{DataDir: dir, Origin: ots.URL, OriginID: o.ID().ID,
-			Capacity: 64 << 20, PublicAddr: "http://" + ts.Listener.Addr().String(),
-			HeartbeatInterval: 100 * time.Millisecond, Registry: prometheus.NewRegistry()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		dirs[s.ID().String()] = dir
-		ts.Config.Handler = s.Handler()
-		ts.Start()
-		t.Cleanup(func() { ts.Close(); s.Close() })
-		go s.Run(ctx)
+		n.addPeer(t)
 	}
+	n.waitHealthy(t, 6)
 	deadline := time.Now().Add(20 * time.Second)
-	for {
-		peers, _ := o.Peers(ctx)
-		healthy := 0
-		for _, p := range peers {
-			if p.Healthy {
-				healthy++
-			}
-		}
-		if healthy == 6 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d healthy peers", healthy)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 
 	d, err := publish.ImportDir(ctx, "../examples/site")
 	if err != nil {
@@ -104,7 +80,52 @@ func newNetwork(t *testing.T) *network {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return &network{origin: o, originURL: ots.URL, originReg: reg, root: d.Root, peerDirs: dirs}
+	n.root = d.Root
+	return n
+}
+
+// waitHealthy waits until the origin counts want healthy storage peers.
+func (n *network) waitHealthy(t *testing.T, want int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		peers, _ := n.origin.Peers(n.ctx)
+		healthy := 0
+		for _, p := range peers {
+			if p.Healthy {
+				healthy++
+			}
+		}
+		if healthy == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d healthy peers, want %d", healthy, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// addPeer starts one more storage peer for the network's origin.
+func (n *network) addPeer(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(n.ctx)
+	ts := httptest.NewUnstartedServer(nil)
+	dir := t.TempDir()
+	s, err := storage.New(ctx, storage.Config{DataDir: dir, Origin: n.originURL, OriginID: n.origin.ID().ID,
+		Capacity: 64 << 20, PublicAddr: "http://" + ts.Listener.Addr().String(),
+		HeartbeatInterval: 100 * time.Millisecond, Registry: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.peerDirs[s.ID().String()] = dir
+	ts.Config.Handler = s.Handler()
+	ts.Start()
+	var once sync.Once
+	stop := func() { once.Do(func() { cancel(); ts.Close(); s.Close() }) }
+	n.stopPeer[s.ID().String()] = stop
+	t.Cleanup(stop)
+	go s.Run(ctx)
 }
 
 func get(t *testing.T, h http.Handler, host, path string, hdr ...string) *http.Response {
@@ -276,5 +297,93 @@ func TestEdgeRoutesAroundRottenPeers(t *testing.T) {
 	}
 	if disk.Len() == 0 {
 		t.Fatal("nothing reached the disk cache")
+	}
+}
+
+// TestEdgeFollowsRepairedManifest: when repair moves shards off dead peers,
+// an edge that loaded the site's manifest before takes up the origin's new
+// one, and reads from the peers that now hold the shards instead of
+// falling back to the origin for every block from then on.
+func TestEdgeFollowsRepairedManifest(t *testing.T) {
+	ctx := context.Background()
+	n := newNetwork(t)
+	e, err := New(ctx, Config{Origin: n.originURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp := get(t, e, "blog.cdn.test", "/"); resp.StatusCode != 200 {
+		t.Fatalf("site: HTTP %d", resp.StatusCode)
+	}
+	v1, err := n.origin.Manifest(ctx, n.root)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Two peers die; repair moves their shards to two new ones.
+	for range 2 {
+		n.addPeer(t)
+	}
+	n.waitHealthy(t, 8)
+	shards := v1.Segments[0].Shards
+	n.stopPeer[shards[0].Peer]()
+	n.stopPeer[shards[1].Peer]()
+	n.waitHealthy(t, 6)
+	if placed, err := n.origin.Repair(ctx); err != nil || placed == 0 {
+		t.Fatalf("repair placed %d shards: %v", placed, err)
+	}
+	v2, err := n.origin.Manifest(ctx, n.root)
+	if err != nil || v2.Version <= v1.Version {
+		t.Fatalf("manifest after repair: version %d (was %d), %v", v2.Version, v1.Version, err)
+	}
+	// A third dies: under the old manifest every segment has 3 shards
+	// left of the 4 it needs; under the new one, 5.
+	n.stopPeer[shards[2].Peer]()
+	n.waitHealthy(t, 5)
+
+	striped := func() float64 {
+		var sum float64
+		mfs, _ := n.originReg.Gather()
+		for _, mf := range mfs {
+			if mf.GetName() == "topcdn_origin_striped_reads_total" {
+				for _, m := range mf.Metric {
+					sum += m.Counter.GetValue()
+				}
+			}
+		}
+		return sum
+	}
+	loaded := func() uint64 {
+		e.src.mu.Lock()
+		defer e.src.mu.Unlock()
+		if lr, ok := e.src.readers[n.root]; ok {
+			return lr.r.Manifest().Version
+		}
+		return 0
+	}
+	// Read blocks upstream (past the caches): reads that fail on the old
+	// manifest come through the origin, and make the edge ask for the
+	// manifest again.
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 0; loaded() < v2.Version; i++ {
+		c, _ := cid.Decode(v2.Blocks[i%len(v2.Blocks)].CID)
+		if _, err := e.src.get(ctx, c); err != nil {
+			t.Fatalf("block %s: %v", c, err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the edge kept manifest version %d from before the repair (now %d)", loaded(), v2.Version)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// From then on every block comes from the peers, none through the
+	// origin.
+	before := striped()
+	for _, ref := range v2.Blocks {
+		c, _ := cid.Decode(ref.CID)
+		if _, err := e.src.get(ctx, c); err != nil {
+			t.Fatalf("block %s: %v", c, err)
+		}
+	}
+	if after := striped(); after != before {
+		t.Fatalf("with the repaired manifest, %v blocks still came through the origin", after-before)
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/hashicorp/golang-lru/v2/expirable"
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"github.com/ipfs/boxo/ipns"
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
@@ -40,21 +42,56 @@ type source struct {
 	log       *zap.Logger
 	fallbacks *prometheus.CounterVec // kind, reason
 
-	mu         sync.Mutex
-	readers    map[cid.Cid]*erasure.Reader // by root
-	noManifest map[cid.Cid]time.Time       // roots the origin had no manifest for, and when we asked
-	addrs      map[peer.ID]string
-	addrsAt    time.Time
+	noManifest *expirable.LRU[cid.Cid, struct{}] // roots the origin had no manifest for, lately
+
+	mu          sync.Mutex
+	readers     map[cid.Cid]*loadedReader         // by root
+	readerOrder *simplelru.LRU[cid.Cid, struct{}] // readers' roots, least recently used first
+	addrs       map[peer.ID]string
+	addrsAt     time.Time
+}
+
+// loadedReader is a Reader over a root's manifest, and when the manifest
+// was last loaded or asked for again.
+type loadedReader struct {
+	r          *erasure.Reader
+	checked    time.Time
+	refreshing bool
 }
 
 // noManifestTTL is how long a root the origin has not striped yet is
 // served from the origin before the edge asks for its manifest again.
 const noManifestTTL = 10 * time.Second
 
+// maxNoManifest bounds how many such roots an edge remembers: requests for
+// made-up CIDs must not grow it without bound.
+const maxNoManifest = 1 << 16
+
+// maxReaders bounds how many roots' manifests an edge keeps loaded; the
+// least recently used is dropped (and loaded again when next needed).
+const maxReaders = 1024
+
+// manifestRefresh is how often a loaded manifest is asked for again, in
+// the background: the origin re-signs it when repair moves shards, and an
+// edge that kept an old one would keep reading from peers that are gone.
+const manifestRefresh = 5 * time.Minute
+
+// manifestRetry is how soon after the last ask a failed read asks for the
+// manifest again.
+const manifestRetry = 2 * time.Second
+
+func newSourceCaches() (*expirable.LRU[cid.Cid, struct{}], *simplelru.LRU[cid.Cid, struct{}], map[cid.Cid]*loadedReader) {
+	readers := map[cid.Cid]*loadedReader{}
+	order, _ := simplelru.NewLRU[cid.Cid, struct{}](maxReaders, func(root cid.Cid, _ struct{}) {
+		delete(readers, root) // called with source.mu held
+	})
+	return expirable.NewLRU[cid.Cid, struct{}](maxNoManifest, nil, noManifestTTL), order, readers
+}
+
 // get returns block c, verified: from a loaded manifest, from a manifest
 // of c itself (a root), or from the origin.
 func (s *source) get(ctx context.Context, c cid.Cid) ([]byte, error) {
-	if r := s.readerFor(ctx, c); r != nil {
+	if root, r := s.readerFor(ctx, c); r != nil {
 		data, err := r.ReadBlock(ctx, c)
 		if err == nil {
 			return data, nil
@@ -62,45 +99,88 @@ func (s *source) get(ctx context.Context, c cid.Cid) ([]byte, error) {
 		if ctx.Err() != nil {
 			return nil, err
 		}
-		// Peers failed us: the origin may still have it.
+		// Peers failed us: the shards may have moved (ask for the
+		// manifest again), and the origin may still have the block.
+		s.refresh(root, true)
 	}
 	return s.originBlock(ctx, c)
 }
 
-// readerFor finds a Reader whose manifest indexes c, loading c's own
-// manifest if c is a striped root.
-func (s *source) readerFor(ctx context.Context, c cid.Cid) *erasure.Reader {
+// readerFor finds a Reader whose manifest indexes c, and its root,
+// loading c's own manifest if c is a striped root.
+func (s *source) readerFor(ctx context.Context, c cid.Cid) (cid.Cid, *erasure.Reader) {
 	s.mu.Lock()
-	for _, r := range s.readers {
-		if r.Has(c) {
+	for root, lr := range s.readers {
+		if lr.r.Has(c) {
+			s.readerOrder.Get(root)
 			s.mu.Unlock()
-			return r
+			s.refresh(root, false)
+			return root, lr.r
 		}
 	}
-	asked, known := s.noManifest[c]
 	s.mu.Unlock()
-	if known && time.Since(asked) < noManifestTTL {
-		return nil
+	if s.noManifest.Contains(c) {
+		return cid.Undef, nil
 	}
 	m, err := s.manifest(ctx, c)
 	if err != nil {
-		s.mu.Lock()
-		s.noManifest[c] = time.Now()
-		s.mu.Unlock()
-		return nil
+		if ctx.Err() == nil {
+			s.noManifest.Add(c, struct{}{})
+		}
+		return cid.Undef, nil
 	}
-	r, err := erasure.NewReader(m, s, erasure.WithPeerStats(s.stats), erasure.WithSpanCache(s.spans), erasure.WithFlagFunc(s.flag))
+	r, err := s.newReader(m)
 	if err != nil {
-		return nil
+		return cid.Undef, nil
 	}
 	s.mu.Lock()
-	s.readers[c] = r
-	delete(s.noManifest, c)
+	s.readers[c] = &loadedReader{r: r, checked: time.Now()}
+	s.readerOrder.Add(c, struct{}{})
 	s.mu.Unlock()
 	if r.Has(c) {
-		return r
+		return c, r
 	}
-	return nil
+	return cid.Undef, nil
+}
+
+func (s *source) newReader(m *erasure.Manifest) (*erasure.Reader, error) {
+	return erasure.NewReader(m, s, erasure.WithPeerStats(s.stats), erasure.WithSpanCache(s.spans), erasure.WithFlagFunc(s.flag))
+}
+
+// refresh asks the origin for root's manifest again, in the background,
+// if the loaded one is older than manifestRefresh (manifestRetry after a
+// failed read).
+// A newer manifest replaces the loaded one; if the origin cannot answer,
+// the loaded one stays, and is asked for again after another interval.
+func (s *source) refresh(root cid.Cid, failed bool) {
+	s.mu.Lock()
+	lr, ok := s.readers[root]
+	if !ok || lr.refreshing || (!failed && time.Since(lr.checked) < manifestRefresh) ||
+		(failed && time.Since(lr.checked) < manifestRetry) {
+		s.mu.Unlock()
+		return
+	}
+	lr.refreshing = true
+	s.mu.Unlock()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		var r *erasure.Reader
+		m, err := s.manifest(ctx, root)
+		if err == nil && m.Version > lr.r.Manifest().Version {
+			r, err = s.newReader(m)
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		lr.refreshing, lr.checked = false, time.Now()
+		if err != nil {
+			s.log.Debug("manifest not refreshed; keeping the loaded one", zap.Stringer("root", root), zap.Error(err))
+			return
+		}
+		if r != nil && s.readers[root] == lr {
+			s.readers[root] = &loadedReader{r: r, checked: lr.checked}
+		}
+	}()
 }
 
 // manifest fetches and verifies root's manifest from the origin.
