@@ -1,0 +1,181 @@
+package origin
+
+import (
+	"bytes"
+	"context"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	mdag "github.com/ipfs/boxo/ipld/merkledag"
+	"github.com/ipfs/go-cid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/storage"
+)
+
+// stripeNet is a striping origin on a settable clock with storage peers
+// served over loopback. The peers send no heartbeats of their own: tests
+// send them (heartbeat), so placement order and health are theirs to set.
+type stripeNet struct {
+	o     *Origin
+	peers []*storage.Server
+	keys  []*identity.Key
+	addrs []string
+
+	mu    sync.Mutex
+	clock time.Time
+}
+
+func newStripeNet(t *testing.T, n int, sc StripeConfig) *stripeNet {
+	t.Helper()
+	ctx := context.Background()
+	sn := &stripeNet{clock: time.Now()}
+	o, err := New(ctx, Config{DataDir: t.TempDir(), HeartbeatInterval: time.Second, Stripe: &sc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.now = sn.now
+	t.Cleanup(func() { o.Close() })
+	sn.o = o
+	for range n {
+		key, err := identity.Generate(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts := httptest.NewUnstartedServer(nil)
+		s, err := storage.New(ctx, storage.Config{DataDir: t.TempDir(), Key: key, OriginID: o.ID().ID,
+			Capacity: 1 << 20, PublicAddr: "http://" + ts.Listener.Addr().String(), Registry: prometheus.NewRegistry()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts.Config.Handler = s.Handler()
+		ts.Start()
+		t.Cleanup(func() { ts.Close(); s.Close() })
+		sn.peers = append(sn.peers, s)
+		sn.keys = append(sn.keys, key)
+		sn.addrs = append(sn.addrs, ts.URL)
+	}
+	return sn
+}
+
+func (sn *stripeNet) now() time.Time {
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
+	return sn.clock
+}
+
+func (sn *stripeNet) advance(d time.Duration) {
+	sn.mu.Lock()
+	sn.clock = sn.clock.Add(d)
+	sn.mu.Unlock()
+}
+
+// heartbeat has peer i announce free bytes; placement puts the emptiest
+// first.
+func (sn *stripeNet) heartbeat(t *testing.T, i int, free int64) {
+	t.Helper()
+	sn.advance(time.Millisecond) // each heartbeat newer than the last
+	env, err := sn.keys[i].Sign(storage.TypeHeartbeat, storage.Heartbeat{Peer: sn.keys[i].ID.String(),
+		Addr: sn.addrs[i], Capacity: 1 << 20, Free: free, Time: sn.now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sn.o.Heartbeat(context.Background(), env); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// publish uploads a one-block DAG holding data and stripes it.
+func (sn *stripeNet) publish(t *testing.T, data []byte) cid.Cid {
+	t.Helper()
+	ctx := context.Background()
+	nd := mdag.NewRawNode(data)
+	pub, _ := identity.Generate(nil)
+	car := carBytes(t, []cid.Cid{nd.Cid()}, testBlock{nd.Cid(), nd.RawData()})
+	if _, err := sn.o.Ingest(ctx, Upload{Publisher: pub.ID, Roots: []cid.Cid{nd.Cid()}}, bytes.NewReader(car)); err != nil {
+		t.Fatal(err)
+	}
+	if err := sn.o.stripeRoot(ctx, nd.Cid()); err != nil {
+		t.Fatal(err)
+	}
+	return nd.Cid()
+}
+
+// holds reports whether peer i lists shard id.
+func (sn *stripeNet) holds(t *testing.T, i int, id string) bool {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	sn.peers[i].Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/shards", nil))
+	return bytes.Contains(rec.Body.Bytes(), []byte(`"`+id+`"`))
+}
+
+// TestRepairKeepsShardsOtherSegmentsNeed: a peer keeps one file per shard
+// ID, and two segments can hold the same shard (here the all-zero padding
+// shard of two tiny publishes) on the same peer. Repairing one segment's
+// copy away from that peer must not delete the file the other segment
+// still counts on. It did: dropOldShard sent a DeleteOrder without asking
+// whether another segment placed the same shard there, so the other
+// segment silently lost a shard and the honest peer then failed its audit
+// (404) and was flagged, never to get shards again.
+func TestRepairKeepsShardsOtherSegmentsNeed(t *testing.T) {
+	ctx := context.Background()
+	sn := newStripeNet(t, 8, StripeConfig{DataShards: 4, ParityShards: 2, ChunkSize: 512, RepairThreshold: 5,
+		AuditInterval: time.Hour, RepairInterval: time.Hour})
+	const d, z, x = 0, 3, 6 // peer roles; 1, 2, 4, 5 hold shards of both, 7 is a spare
+	// Segment A on peers 0..5 (so peer z holds shard 3), segment B on
+	// x,1,2,z,4,5: both put shard 3 on peer z.
+	for i, free := range []int64{900, 800, 700, 600, 500, 400, 100, 50} {
+		sn.heartbeat(t, i, free)
+	}
+	a := sn.publish(t, []byte("hello")) // 5 bytes, k=4: shard 3 is two zero bytes
+	for i, free := range []int64{10, 800, 700, 600, 500, 400, 900, 50} {
+		sn.heartbeat(t, i, free)
+	}
+	b := sn.publish(t, []byte("world"))
+
+	ma, err := sn.o.Manifest(ctx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, err := sn.o.Manifest(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shA, shB := ma.Segments[0].Shards[3], mb.Segments[0].Shards[3]
+	if shA.ID != shB.ID || shA.Peer != shB.Peer || shA.Peer != sn.keys[z].ID.String() {
+		t.Fatalf("setup: shard 3 of A is %s on %s, of B %s on %s; want the same shard on peer z", shA.ID, shA.Peer, shB.ID, shB.Peer)
+	}
+	if mb.Segments[0].Shards[0].Peer != sn.keys[x].ID.String() {
+		t.Fatalf("setup: B's shard 0 is on %s, want peer x", mb.Segments[0].Shards[0].Peer)
+	}
+
+	// Peers d and z miss their heartbeats (z only for a while: it still
+	// answers). A, on both, falls below the threshold; B, on z only, not.
+	sn.advance(10 * time.Second)
+	for i := range sn.peers {
+		if i != d && i != z {
+			sn.heartbeat(t, i, 500)
+		}
+	}
+	placed, err := sn.o.Repair(ctx)
+	if err != nil {
+		t.Fatalf("repair: %v", err)
+	}
+	if placed != 2 {
+		t.Fatalf("repair placed %d shards, want A's two", placed)
+	}
+	sn.heartbeat(t, z, 500) // z is back
+
+	if !sn.holds(t, z, shB.ID) {
+		t.Fatal("repairing segment A deleted the shard segment B keeps on peer z")
+	}
+	failed, err := sn.o.AuditAll(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if failed != 0 {
+		t.Fatalf("%d audits failed after the repair, want 0", failed)
+	}
+}
