@@ -179,3 +179,37 @@ func TestRepairKeepsShardsOtherSegmentsNeed(t *testing.T) {
 		t.Fatalf("%d audits failed after the repair, want 0", failed)
 	}
 }
+
+// TestNewChecksStripeConfig: settings no manifest or repair can satisfy
+// are refused at start. They were taken: a chunk size under 512 bytes (or
+// a segment size over 1 GiB) let every stripe job upload all its shards
+// and then fail to sign the manifest, forever; a repair threshold above
+// k+m kept every segment "at risk", so each pass read k whole shards of
+// every segment and placed nothing.
+func TestNewChecksStripeConfig(t *testing.T) {
+	tests := []struct {
+		name    string
+		sc      StripeConfig
+		wantErr bool
+	}{
+		{"defaults", StripeConfig{}, false},
+		{"threshold k+m", StripeConfig{DataShards: 4, ParityShards: 2, RepairThreshold: 6}, false},
+		{"threshold above k+m", StripeConfig{DataShards: 4, ParityShards: 2, RepairThreshold: 7}, true},
+		{"smallest chunk", StripeConfig{ChunkSize: 512}, false},
+		{"chunk too small", StripeConfig{ChunkSize: 100}, true},
+		{"chunk too large", StripeConfig{ChunkSize: 32 << 20}, true},
+		{"segment too large", StripeConfig{SegmentSize: 2 << 30}, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			sc := tc.sc
+			o, err := New(context.Background(), Config{DataDir: t.TempDir(), Stripe: &sc})
+			if err == nil {
+				o.Close()
+			}
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("New err = %v, want error %v", err, tc.wantErr)
+			}
+		})
+	}
+}
