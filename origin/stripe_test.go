@@ -213,3 +213,55 @@ func TestNewChecksStripeConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestFlagIgnoresShardsMovedAway: once repair has moved a shard off a peer
+// and had it deleted there, a read or audit that still asks that peer (a
+// cached Reader, an audit target listed before the move) gets 404. That is
+// no proof of loss: the peer did as told. It used to flag the honest peer
+// as serving bad bytes, which keeps it from ever getting shards again.
+func TestFlagIgnoresShardsMovedAway(t *testing.T) {
+	ctx := context.Background()
+	sn := newStripeNet(t, 7, StripeConfig{DataShards: 4, ParityShards: 2, ChunkSize: 512, RepairThreshold: 6,
+		AuditInterval: time.Hour, RepairInterval: time.Hour})
+	for i := range sn.peers {
+		sn.heartbeat(t, i, int64(900-100*i)) // peer 0 gets shard 0, peer 6 is the spare
+	}
+	root := sn.publish(t, []byte("some bytes to stripe over six peers"))
+	var stale auditTarget
+	if err := sn.o.db.QueryRowContext(ctx, `SELECT s.shard_id, s.peer_id, s.chunks, g.shard_size, g.chunk_size
+		FROM shards s JOIN segments g ON g.id = s.segment_id WHERE s.idx = 0`).
+		Scan(&stale.shardID, &stale.peer, &stale.chunks, &stale.shardSize, &stale.chunkSize); err != nil {
+		t.Fatal(err)
+	}
+	if stale.peer != sn.keys[0].ID.String() {
+		t.Fatalf("setup: shard 0 on %s, want peer 0", stale.peer)
+	}
+
+	// Peer 0 misses heartbeats: its shard moves to the spare and is
+	// deleted from it.
+	sn.advance(10 * time.Second)
+	for i := 1; i < len(sn.peers); i++ {
+		sn.heartbeat(t, i, 500)
+	}
+	if placed, err := sn.o.Repair(ctx); err != nil || placed != 1 {
+		t.Fatalf("repair placed %d, err %v; want 1 shard moved", placed, err)
+	}
+	if sn.holds(t, 0, stale.shardID) {
+		t.Fatal("setup: the old copy was not deleted")
+	}
+	sn.heartbeat(t, 0, 500) // peer 0 is back
+
+	sn.o.audit(ctx, stale) // listed before the move
+	peers, err := sn.o.Peers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range peers {
+		if p.ID == sn.keys[0].ID.String() && p.Flags != 0 {
+			t.Fatalf("peer 0 flagged %d times for a shard it was told to delete", p.Flags)
+		}
+	}
+	if _, err := sn.o.Manifest(ctx, root); err != nil {
+		t.Fatal(err)
+	}
+}
