@@ -327,10 +327,12 @@ func (r *Reader) get(ctx context.Context, seg *Segment, i int, off, length int64
 }
 
 // failureReason tells a peer's fault (a wrong answer, or no longer having
-// a shard it was paid to keep: "bad-bytes") from a transport failure
-// ("unreachable").
+// a shard it was paid to keep: "bad-bytes"; reads stay inside the shard,
+// whose ID commits to its size, so a 416 says the same) from a transport
+// failure ("unreachable").
 func failureReason(err error) string {
-	if errors.Is(err, storage.ErrBadAnswer) || errors.Is(err, storage.ErrNotFound) {
+	if errors.Is(err, storage.ErrBadAnswer) || errors.Is(err, storage.ErrNotFound) ||
+		errors.Is(err, storage.ErrRangeNotSatisfiable) {
 		return "bad-bytes"
 	}
 	return "unreachable"

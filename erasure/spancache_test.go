@@ -3,11 +3,14 @@ package erasure
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/ipfs/go-cid"
 	mh "github.com/multiformats/go-multihash"
+	"github.com/topcdn/topcdn/storage"
 )
 
 // TestSpanCacheKeyedBySegmentContent: two segments that share their first
@@ -77,6 +80,31 @@ func TestSpanCacheKeyedBySegmentContent(t *testing.T) {
 			}
 			if !bytes.Equal(got, tc.tail) {
 				t.Fatal("degraded read returned wrong bytes")
+			}
+		})
+	}
+}
+
+// TestFailureReason: a read inside the shard (whose ID commits to its
+// size) answered 416 is the peer's fault, like a 404 or a wrong body; it
+// was counted as "unreachable", never flagging a peer that dropped shards.
+func TestFailureReason(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"not found", &storage.PeerError{Status: 404}, "bad-bytes"},
+		{"range not satisfiable", fmt.Errorf("get: %w", &storage.PeerError{Status: 416}), "bad-bytes"},
+		{"short body", fmt.Errorf("get: %w: got 3 bytes", storage.ErrBadAnswer), "bad-bytes"},
+		{"forbidden", &storage.PeerError{Status: 403}, "unreachable"},
+		{"server error", &storage.PeerError{Status: 500}, "unreachable"},
+		{"transport", errors.New("connection refused"), "unreachable"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := failureReason(tc.err); got != tc.want {
+				t.Fatalf("failureReason(%v) = %q, want %q", tc.err, got, tc.want)
 			}
 		})
 	}

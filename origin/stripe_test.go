@@ -3,6 +3,7 @@ package origin
 import (
 	"bytes"
 	"context"
+	"net/http"
 	"net/http/httptest"
 	"sync"
 	"testing"
@@ -26,12 +27,13 @@ type stripeNet struct {
 
 	mu    sync.Mutex
 	clock time.Time
+	lie   map[int]http.HandlerFunc // answers peer i gives instead of its own
 }
 
 func newStripeNet(t *testing.T, n int, sc StripeConfig) *stripeNet {
 	t.Helper()
 	ctx := context.Background()
-	sn := &stripeNet{clock: time.Now()}
+	sn := &stripeNet{clock: time.Now(), lie: map[int]http.HandlerFunc{}}
 	o, err := New(ctx, Config{DataDir: t.TempDir(), HeartbeatInterval: time.Second, Stripe: &sc})
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +52,17 @@ func newStripeNet(t *testing.T, n int, sc StripeConfig) *stripeNet {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ts.Config.Handler = s.Handler()
+		i, h := len(sn.peers), s.Handler()
+		ts.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			sn.mu.Lock()
+			lie := sn.lie[i]
+			sn.mu.Unlock()
+			if lie != nil {
+				lie(w, r)
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
 		ts.Start()
 		t.Cleanup(func() { ts.Close(); s.Close() })
 		sn.peers = append(sn.peers, s)
@@ -263,5 +275,42 @@ func TestFlagIgnoresShardsMovedAway(t *testing.T) {
 	}
 	if _, err := sn.o.Manifest(ctx, root); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestAuditFailsPeerClaimingShortShard: the origin audits ranges inside
+// the shard's size, which its ID commits to, so a 416 answer can only
+// come from a peer that no longer holds the shard (or never did). It was
+// counted as "unreachable", so a peer that dropped its shards and answered
+// every audit 416 was never caught: its shards stayed healthy and were
+// never repaired.
+func TestAuditFailsPeerClaimingShortShard(t *testing.T) {
+	ctx := context.Background()
+	sn := newStripeNet(t, 6, StripeConfig{DataShards: 4, ParityShards: 2, ChunkSize: 512,
+		AuditInterval: time.Hour, RepairInterval: time.Hour})
+	for i := range sn.peers {
+		sn.heartbeat(t, i, int64(900-100*i))
+	}
+	sn.publish(t, bytes.Repeat([]byte("audit me "), 300))
+	sn.mu.Lock()
+	sn.lie[2] = func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusRequestedRangeNotSatisfiable)
+		w.Write([]byte(`{"error":"outside the shard"}`))
+	}
+	sn.mu.Unlock()
+	failed, err := sn.o.AuditAll(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if failed != 1 {
+		t.Fatalf("%d audits failed, want 1 (peer 2's)", failed)
+	}
+	health, _, err := sn.o.segmentsHealth(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(health) != 1 || health[0].Bad != 1 || !health[0].needsRepair() {
+		t.Fatalf("segment health %+v, want peer 2's shard bad and the segment due for repair", health)
 	}
 }
