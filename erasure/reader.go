@@ -327,10 +327,12 @@ func (r *Reader) get(ctx context.Context, seg *Segment, i int, off, length int64
 }
 
 // failureReason tells a peer's fault (a wrong answer, or no longer having
-// a shard it was paid to keep: "bad-bytes") from a transport failure
-// ("unreachable").
+// a shard it was paid to keep: "bad-bytes"; reads stay inside the shard,
+// whose ID commits to its size, so a 416 says the same) from a transport
+// failure ("unreachable").
 func failureReason(err error) string {
-	if errors.Is(err, storage.ErrBadAnswer) || errors.Is(err, storage.ErrNotFound) {
+	if errors.Is(err, storage.ErrBadAnswer) || errors.Is(err, storage.ErrNotFound) ||
+		errors.Is(err, storage.ErrRangeNotSatisfiable) {
 		return "bad-bytes"
 	}
 	return "unreachable"
@@ -404,11 +406,26 @@ func (r *Reader) spanSize() int64 {
 // spanRebuildTimeout bounds one span rebuild.
 const spanRebuildTimeout = time.Minute
 
-// spanKey names a rebuilt column span: the segment (by its first shard's
-// ID, unique to its content) and the first column.
+// spanKey names a rebuilt column span: the segment (by segmentKey, a hash
+// of its data shards' IDs) and the first column.
 type spanKey struct {
-	seg   string
+	seg   [sha256.Size]byte
 	start int64
+}
+
+// segmentKey names a segment by its content: the IDs of its k data shards,
+// which determine every column a rebuild returns. One shard's ID is not
+// enough: two segments may share a shard (the first part of their bytes)
+// and differ in the others.
+func segmentKey(seg *Segment, k int) [sha256.Size]byte {
+	h := sha256.New()
+	for _, sh := range seg.Shards[:k] {
+		h.Write([]byte(sh.ID))
+		h.Write([]byte{0})
+	}
+	var key [sha256.Size]byte
+	h.Sum(key[:0])
+	return key
 }
 
 // spanEntry is a span being rebuilt or rebuilt: data holds the k data
@@ -422,7 +439,7 @@ type spanEntry struct {
 // span returns the data shards' columns [start, end) of seg, rebuilding
 // them once however many readers ask at the same time.
 func (r *Reader) span(ctx context.Context, seg *Segment, start, end int64) ([][]byte, error) {
-	key := spanKey{seg.Shards[0].ID, start}
+	key := spanKey{segmentKey(seg, r.m.DataShards), start}
 	if cols, ok := r.o.spans.get(key); ok {
 		return cols, nil
 	}

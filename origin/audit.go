@@ -95,8 +95,11 @@ func (o *Origin) audit(ctx context.Context, t auditTarget) string {
 				err = fmt.Errorf("chunk %d does not match the manifest", i)
 				result = "failed"
 			}
-		} else if errors.Is(err, storage.ErrBadAnswer) || errors.Is(err, storage.ErrNotFound) {
-			result = "failed" // it answered, but without the bytes it keeps for us
+		} else if errors.Is(err, storage.ErrBadAnswer) || errors.Is(err, storage.ErrNotFound) ||
+			errors.Is(err, storage.ErrRangeNotSatisfiable) {
+			// It answered, but without the bytes it keeps for us: the range
+			// is inside the shard, whose ID commits to its size.
+			result = "failed"
 		} else {
 			result = "unreachable" // transport errors, and refusals that are not proof of loss (403, 5xx)
 		}

@@ -143,6 +143,9 @@ func New(ctx context.Context, cfg Config) (*Origin, error) {
 		if sc.LostAfter <= 0 {
 			sc.LostAfter = 30 * cfg.HeartbeatInterval
 		}
+		if err := sc.validate(); err != nil {
+			return nil, err
+		}
 		cfg.Stripe = &sc
 	}
 	if cfg.Logger == nil {

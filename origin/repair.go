@@ -265,10 +265,16 @@ func (o *Origin) readWholeShard(ctx context.Context, r shardRow, size int64) ([]
 }
 
 // dropOldShard asks the shard's previous peer, if it still answers, to
-// delete it; best effort.
+// delete it; best effort. A peer keeps one file per shard ID, so the shard
+// stays if another segment still counts on that peer for the same bytes.
 func (o *Origin) dropOldShard(ctx context.Context, r shardRow) {
 	p, err := peer.Decode(r.peer)
 	if err != nil {
+		return
+	}
+	var others int
+	if err := o.db.QueryRowContext(ctx, `SELECT count(*) FROM shards WHERE shard_id = ? AND peer_id = ?`,
+		r.id, r.peer).Scan(&others); err != nil || others > 0 {
 		return
 	}
 	addr, err := o.cachedAddr(ctx, p)

@@ -65,6 +65,26 @@ func (c *StripeConfig) setDefaults() {
 	}
 }
 
+// validate checks what setDefaults leaves to the user against what
+// manifests and repair can work with: a manifest with chunks or segments
+// outside erasure's limits never validates (every stripe job would upload
+// its shards and then fail to sign), and a repair threshold above k+m can
+// never be met (every repair pass would read every segment for nothing).
+func (c *StripeConfig) validate() error {
+	n := c.DataShards + c.ParityShards
+	switch {
+	case c.ChunkSize < erasure.MinChunkSize || c.ChunkSize > erasure.MaxChunkSize:
+		return fmt.Errorf("origin: chunk size %d outside [%d, %d]", c.ChunkSize, erasure.MinChunkSize, erasure.MaxChunkSize)
+	case c.SegmentSize > erasure.MaxSegment-dag.MaxBlockSize:
+		return fmt.Errorf("origin: segment size %d: at most %d (a segment may overrun it by a block)",
+			c.SegmentSize, erasure.MaxSegment-dag.MaxBlockSize)
+	case c.RepairThreshold > n:
+		return fmt.Errorf("origin: repair threshold %d above the %d+%d shards of a segment", c.RepairThreshold,
+			c.DataShards, c.ParityShards)
+	}
+	return nil
+}
+
 // queueStripe records that root must be striped and wakes the striper.
 func (o *Origin) queueStripe(ctx context.Context, root cid.Cid) error {
 	if o.striper == nil {

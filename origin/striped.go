@@ -225,12 +225,24 @@ func (o *Origin) segmentReader(ctx context.Context, segID int64) (*erasure.Reade
 // wrong is no longer counted as healthy (repair replaces it).
 func (o *Origin) flagPeer(f erasure.Flag, source string) {
 	ctx := context.Background()
-	o.metrics.flags.WithLabelValues(f.Reason, source).Inc()
 	if f.Reason == "unreachable" {
+		o.metrics.flags.WithLabelValues(f.Reason, source).Inc()
 		// Heartbeats and latency ranking already account for it.
 		o.log.Debug("storage peer unreachable", zap.Stringer("peer", f.Peer), zap.String("shard", f.Shard))
 		return
 	}
+	// A reader or audit listed before a repair moved the shard away may
+	// still ask the old peer, which deleted it as told: no proof of loss.
+	var placed int
+	if err := o.db.QueryRowContext(ctx, `SELECT count(*) FROM shards WHERE shard_id = ? AND peer_id = ?`,
+		f.Shard, f.Peer.String()).Scan(&placed); err != nil {
+		o.log.Error("check flagged shard", zap.Error(err))
+	} else if placed == 0 {
+		o.log.Debug("flag for a shard no longer on the peer ignored", zap.Stringer("peer", f.Peer),
+			zap.String("shard", f.Shard), zap.String("reason", f.Reason), zap.String("source", source))
+		return
+	}
+	o.metrics.flags.WithLabelValues(f.Reason, source).Inc()
 	o.log.Warn("storage peer flagged", zap.Stringer("peer", f.Peer), zap.String("shard", f.Shard),
 		zap.String("reason", f.Reason), zap.String("source", source))
 	if _, err := o.db.ExecContext(ctx, `INSERT INTO flags (peer_id, shard_id, reason, source, at) VALUES (?, ?, ?, ?, ?)`,
