@@ -358,12 +358,17 @@ http://:%[3]s {
 		filepath.Join(dir, "cache"), filepath.Join(dir, "edge.key"), epoch, filepath.Join(dir, "access.log"))
 }
 
+// siteTTL is the TTL of the site's name record.
+const siteTTL = 10 * time.Second
+
 // publish publishes the site with `topcdn publish` and reads back its
 // root CID and IPNS name.
 func (n *network) publish(ctx context.Context, originURL, keyFile string) (Site, error) {
 	fmt.Fprintf(n.cfg.Out, "publishing %s as %s ...\n", n.cfg.Site, n.cfg.SiteName)
+	// A short TTL: a republish shows on the edges within seconds, and an
+	// origin outage outlasts the edges' cached names quickly.
 	cmd := exec.CommandContext(ctx, n.cfg.Bin, "publish", n.cfg.Site, "--name", n.cfg.SiteName,
-		"--origin", originURL, "--key", keyFile)
+		"--origin", originURL, "--key", keyFile, "--ttl", siteTTL.String())
 	out, err := cmd.Output()
 	if err != nil {
 		var stderr string

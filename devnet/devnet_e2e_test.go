@@ -23,9 +23,9 @@ import (
 // TestDevnetInChromium runs `topcdn devnet` and browses the example site
 // with headless Chromium at the address the DNS router answers, then
 // kills the nearest edge and 4 storage peers and browses again, settles
-// billing, and checks who paid and who earned. Screenshots of the site
-// and the dashboard go to $TOPCDN_ARTIFACTS (default: artifacts/ at the
-// repository root).
+// billing, and checks who paid and who earned; then kills the origin and
+// browses again. Screenshots of the site and the dashboard go to
+// $TOPCDN_ARTIFACTS (default: artifacts/ at the repository root).
 func TestDevnetInChromium(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end: runs the whole network")
@@ -133,6 +133,22 @@ func TestDevnetInChromium(t *testing.T) {
 	if len(st.Sites) != 1 || st.Sites[0].Served <= 0 {
 		t.Fatalf("the dashboard shows no bytes billed for the site: %+v", st.Sites)
 	}
+
+	// 6. Kill the origin: past the name's TTL, the router still answers
+	// and an edge that served the site still serves it, pages it had not
+	// served included (names from the last valid record it kept, blocks
+	// from the storage peers).
+	if err := syscall.Kill(info.Origin.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(siteTTL + time.Second)
+	if a := resolveFirst(t, info.DNS.Addr, site.Host, net.ParseIP("127.2.0.5")); a == "" {
+		t.Fatal("with the origin dead the router answers no edge")
+	}
+	if dom := chromium(t, browser, second, "--dump-dom", url+"about.html"); !strings.Contains(dom, "About this site") {
+		t.Fatalf("with the origin dead the about page through %s did not load:\n%.300s", second, dom)
+	}
+	edgeLoaded(t, dir, second, "/about.html")
 }
 
 // devnetRun is a running `topcdn devnet`.
