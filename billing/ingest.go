@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -97,13 +98,24 @@ func (l *Ledger) IngestBatch(ctx context.Context, env *identity.Envelope, from n
 	return l.store(ctx, edge, batch.Epoch, batch, digest, accepted, rejected)
 }
 
-// claimed sums the bytes of records.
+// claimed sums the bytes of records, saturating at the int64 maximum:
+// records of absurd sizes (refused later as inflated) must not wrap the
+// total below the DNS and heartbeat bounds it is checked against.
 func claimed(recs []Record) int64 {
 	var n int64
 	for i := range recs {
-		n += recs[i].Bytes
+		n = addBytes(n, recs[i].Bytes)
 	}
 	return n
+}
+
+// addBytes returns a+b for byte counts a, b >= 0, saturating at the int64
+// maximum.
+func addBytes(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
 }
 
 // checkEpoch checks an epoch against the accepted window.

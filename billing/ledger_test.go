@@ -161,6 +161,11 @@ func TestDNSCheck(t *testing.T) {
 		{"restarted edge: its high-water mark counts", restarted, 7 * time.Second, big(16), 0, "", false, "ok"},
 		{"edge never reported a byte: skipped", hb(3, 0, 6*time.Second, 0), 7 * time.Second, big(17), 0, "", false, "ok"},
 		{"router without heartbeat times: skipped", noTime, 7 * time.Second, big(18), 0, "", false, "ok"},
+		// Two records of 2^62 bytes (refused later as inflated) must not
+		// wrap the claimed total below the limits.
+		{"never handed out, much, total wrapped by huge records", edgeList{}, 0, wrapping(big(19)), 0, ReasonDNSImplausible, false, "rejected"},
+		{"heartbeats report 1 MiB, total wrapped by huge records", hb(3, 1*MiB, 6*time.Second, 0), 7 * time.Second, wrapping(big(20)), keep,
+			ReasonImplausibleHeartbeats, false, "rejected"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -200,6 +205,19 @@ func TestDNSCheck(t *testing.T) {
 			}
 		})
 	}
+}
+
+// wrapping appends to rs two records of 2^62 bytes each, whose sum
+// overflows an int64.
+func wrapping(rs []Record) []Record {
+	last := rs[len(rs)-1]
+	for i := range 2 {
+		r := last
+		r.Serial += uint64(i + 1)
+		r.Bytes = 1 << 62
+		rs = append(rs, r)
+	}
+	return rs
 }
 
 // hbDir is an EdgeDirectory whose edges send heartbeats (beat).
