@@ -39,6 +39,13 @@ type RecordRejection struct {
 	Detail string `json:"detail"`
 }
 
+// maxRecordBytes bounds the bytes one record may bill (1 TiB), whatever
+// size the publisher declares for the object (a UnixFS file size is the
+// publisher's word). With MaxParts batches of MaxRecords records, an
+// edge's accepted bytes for an epoch stay below 2^63, so the sums of
+// ingest and settlement (SQL sum over BIGINT) cannot overflow.
+const maxRecordBytes = 1 << 40
+
 // acceptedRecord is a record that passed every check but the replay check.
 type acceptedRecord struct {
 	serial    uint64
@@ -210,6 +217,9 @@ func (l *Ledger) checkRecords(ctx context.Context, edge peer.ID, epoch int64, sa
 		switch {
 		case r.Bytes > obj.MaxBytes:
 			refuse(reject(ReasonInflated, "%d bytes claimed for %s, which has %d", r.Bytes, r.CID, obj.MaxBytes))
+			continue
+		case r.Bytes > maxRecordBytes:
+			refuse(reject(ReasonInflated, "%d bytes claimed for %s, more than the %d a response may bill", r.Bytes, r.CID, int64(maxRecordBytes)))
 			continue
 		case obj.Publisher == edge:
 			refuse(reject(ReasonSelfDealing, "edge %s serves its own publisher's site", edge))

@@ -422,3 +422,56 @@ func TestForfeits(t *testing.T) {
 		})
 	}
 }
+
+// TestHugeRecordsCannotStopSettlement: a publisher may declare any UnixFS
+// file size (OriginContent takes up to 2^62), and an edge may claim it.
+// Records above maxRecordBytes are refused as inflated, so that an
+// epoch's sums stay within an int64 and settlement, which sums them in
+// SQL, keeps paying everyone else.
+func TestHugeRecordsCannotStopSettlement(t *testing.T) {
+	ctx := context.Background()
+	const huge = 1<<62 - 1
+	tests := []struct {
+		name     string
+		bytes    []int64 // the liar's records
+		accepted int
+	}{
+		{"three records of 2^62 bytes", []int64{huge, huge, huge}, 0},
+		{"just above the record limit", []int64{maxRecordBytes + 1}, 0},
+		{"at the record limit", []int64{maxRecordBytes}, 1},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			pub, edge, liar := testKey(t, 60), testKey(t, 61), testKey(t, 62+byte(i))
+			tl := newTestLedger(t, "", Config{PricePerGiBServed: GiB})
+			tl.content.publish("blog", pub.ID, map[string]int64{"small": 1000, "huge": huge})
+			e0 := t0.Unix() - 60
+			if res, err := tl.IngestBatch(ctx, signBatch(t, edge, e0, 1, []Record{rec(1, "blog", "small", 1000, e0)}), netip.Addr{}); err != nil || res.Accepted != 1 {
+				t.Fatalf("honest batch: %+v, %v", res, err)
+			}
+			var recs []Record
+			for j, n := range tc.bytes {
+				recs = append(recs, rec(uint64(10+j), "blog", "huge", n, e0))
+			}
+			res, err := tl.IngestBatch(ctx, signBatch(t, liar, e0, 1, recs), netip.Addr{})
+			if err != nil || res.Accepted != tc.accepted || res.Bytes < 0 {
+				t.Fatalf("liar's batch: %+v, %v", res, err)
+			}
+			for _, r := range res.Rejected {
+				if r.Reason != ReasonInflated {
+					t.Fatalf("liar's record refused as %s, want %s", r.Reason, ReasonInflated)
+				}
+			}
+			tl.setNow(t0.Add(time.Minute))
+			if _, err := tl.Settle(ctx); err != nil {
+				t.Fatalf("settle: %v", err)
+			}
+			if a, err := tl.Account(ctx, edge.ID.String()); err != nil || a.Balance != 1000 {
+				t.Fatalf("honest edge: %+v, %v", a, err)
+			}
+			if total, err := tl.Total(ctx); err != nil || total != 0 {
+				t.Fatalf("sum of balances %d, %v", total, err)
+			}
+		})
+	}
+}
