@@ -86,6 +86,12 @@ func (l *Ledger) IngestBatch(ctx context.Context, env *identity.Envelope, from n
 	}
 	sum := sha256.Sum256(env.Body)
 	digest := hex.EncodeToString(sum[:])
+	// The checks below and store run for one batch of the edge at a time:
+	// parts of an epoch checked side by side would each pass the
+	// heartbeat check without the others.
+	mu := &l.edgeMu[fnv32(edge)%uint32(len(l.edgeMu))]
+	mu.Lock()
+	defer mu.Unlock()
 	if res, err := l.duplicateBatch(ctx, edge, batch, digest); res != nil || err != nil {
 		if reasonOf(err) != "" {
 			return rejectBatch(err)
@@ -103,6 +109,15 @@ func (l *Ledger) IngestBatch(ctx context.Context, env *identity.Envelope, from n
 		return nil, err
 	}
 	return l.store(ctx, edge, batch.Epoch, batch, digest, accepted, rejected)
+}
+
+// fnv32 is the 32-bit FNV-1a hash of s.
+func fnv32(s string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(s); i++ {
+		h = (h ^ uint32(s[i])) * 16777619
+	}
+	return h
 }
 
 // claimed sums the bytes of records, saturating at the int64 maximum:

@@ -475,3 +475,71 @@ func TestHugeRecordsCannotStopSettlement(t *testing.T) {
 		})
 	}
 }
+
+// barrierContent is a fakeContent whose Object waits (up to a second) until
+// n lookups are in flight: concurrent ingests all pass the checks before
+// any of them stores.
+type barrierContent struct {
+	*fakeContent
+	arrive chan struct{}
+	n      int
+}
+
+func (b *barrierContent) Object(ctx context.Context, name, root, c string) (Object, error) {
+	select {
+	case b.arrive <- struct{}{}:
+	default:
+	}
+	deadline := time.After(time.Second)
+	for len(b.arrive) < b.n {
+		select {
+		case <-deadline:
+			return b.fakeContent.Object(ctx, name, root, c)
+		case <-time.After(time.Millisecond):
+		}
+	}
+	return b.fakeContent.Object(ctx, name, root, c)
+}
+
+// TestHeartbeatCheckConcurrentParts: parts of one epoch posted at once are
+// still judged together against the heartbeats; checked side by side, each
+// saw none of the others and all were paid.
+func TestHeartbeatCheckConcurrentParts(t *testing.T) {
+	ctx := context.Background()
+	pub, edge := testKey(t, 70), testKey(t, 71)
+	e0 := t0.Unix() - 60
+	dns := &hbDir{edges: []EdgeInfo{{Peer: edge.ID.String(), Healthy: true, Answers: 3, IntervalMS: 2000,
+		LastHeartbeat: t0.Add(6 * time.Second), Bytes: 100 << 20}}}
+	tl := newTestLedger(t, "", Config{DNS: dns})
+	tl.setNow(t0.Add(7 * time.Second))
+	tl.content.publish("blog", pub.ID, map[string]int64{"big": 1 << 20})
+	const parts = 4
+	tl.Ledger.content = &barrierContent{fakeContent: tl.content, arrive: make(chan struct{}, parts), n: parts}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		bytes int64
+	)
+	for n := range parts {
+		var rs []Record
+		for i := range 60 { // 60 MiB a part; the heartbeats allow 101 MiB
+			rs = append(rs, rec(uint64(n*1000+i), "blog", "big", 1<<20, e0))
+		}
+		b := mustOpen(t, signBatch(t, edge, e0, uint64(n+1), rs))
+		b.Part = n
+		env := mustSign(t, edge, TypeBatch, b)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if res, err := tl.IngestBatch(ctx, env, netip.Addr{}); err == nil {
+				mu.Lock()
+				bytes += res.Bytes
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if bytes > 101<<20 {
+		t.Fatalf("%d MiB accepted for the epoch, heartbeats allow 101 MiB", bytes>>20)
+	}
+}
