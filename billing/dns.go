@@ -264,7 +264,7 @@ func (l *Ledger) checkHeartbeats(ctx context.Context, edge string, b *Batch, dig
 	if err != nil {
 		return err
 	}
-	sum := total + earlier
+	sum := addBytes(total, earlier)
 	what, ok := l.heartbeatBound(e, b.Epoch, sum, total, earlier)
 	if ok {
 		l.forgetSeen(digest)

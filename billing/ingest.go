@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -37,6 +38,13 @@ type RecordRejection struct {
 	Reason Reason `json:"reason"`
 	Detail string `json:"detail"`
 }
+
+// maxRecordBytes bounds the bytes one record may bill (1 TiB), whatever
+// size the publisher declares for the object (a UnixFS file size is the
+// publisher's word). With MaxParts batches of MaxRecords records, an
+// edge's accepted bytes for an epoch stay below 2^63, so the sums of
+// ingest and settlement (SQL sum over BIGINT) cannot overflow.
+const maxRecordBytes = 1 << 40
 
 // acceptedRecord is a record that passed every check but the replay check.
 type acceptedRecord struct {
@@ -78,6 +86,12 @@ func (l *Ledger) IngestBatch(ctx context.Context, env *identity.Envelope, from n
 	}
 	sum := sha256.Sum256(env.Body)
 	digest := hex.EncodeToString(sum[:])
+	// The checks below and store run for one batch of the edge at a time:
+	// parts of an epoch checked side by side would each pass the
+	// heartbeat check without the others.
+	mu := &l.edgeMu[fnv32(edge)%uint32(len(l.edgeMu))]
+	mu.Lock()
+	defer mu.Unlock()
 	if res, err := l.duplicateBatch(ctx, edge, batch, digest); res != nil || err != nil {
 		if reasonOf(err) != "" {
 			return rejectBatch(err)
@@ -97,13 +111,33 @@ func (l *Ledger) IngestBatch(ctx context.Context, env *identity.Envelope, from n
 	return l.store(ctx, edge, batch.Epoch, batch, digest, accepted, rejected)
 }
 
-// claimed sums the bytes of records.
+// fnv32 is the 32-bit FNV-1a hash of s.
+func fnv32(s string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(s); i++ {
+		h = (h ^ uint32(s[i])) * 16777619
+	}
+	return h
+}
+
+// claimed sums the bytes of records, saturating at the int64 maximum:
+// records of absurd sizes (refused later as inflated) must not wrap the
+// total below the DNS and heartbeat bounds it is checked against.
 func claimed(recs []Record) int64 {
 	var n int64
 	for i := range recs {
-		n += recs[i].Bytes
+		n = addBytes(n, recs[i].Bytes)
 	}
 	return n
+}
+
+// addBytes returns a+b for byte counts a, b >= 0, saturating at the int64
+// maximum.
+func addBytes(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
 }
 
 // checkEpoch checks an epoch against the accepted window.
@@ -198,6 +232,9 @@ func (l *Ledger) checkRecords(ctx context.Context, edge peer.ID, epoch int64, sa
 		switch {
 		case r.Bytes > obj.MaxBytes:
 			refuse(reject(ReasonInflated, "%d bytes claimed for %s, which has %d", r.Bytes, r.CID, obj.MaxBytes))
+			continue
+		case r.Bytes > maxRecordBytes:
+			refuse(reject(ReasonInflated, "%d bytes claimed for %s, more than the %d a response may bill", r.Bytes, r.CID, int64(maxRecordBytes)))
 			continue
 		case obj.Publisher == edge:
 			refuse(reject(ReasonSelfDealing, "edge %s serves its own publisher's site", edge))

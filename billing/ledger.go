@@ -135,6 +135,10 @@ type Ledger struct {
 
 	// mu serializes writers: every check-then-write runs under it.
 	mu sync.Mutex
+	// edgeMu serializes the ingest of one edge's batches (striped by
+	// edge), so that the heartbeat check of a part sees the parts of the
+	// epoch stored before it.
+	edgeMu [64]sync.Mutex
 
 	dnsMu    sync.Mutex
 	dnsCache map[string]EdgeInfo

@@ -161,6 +161,11 @@ func TestDNSCheck(t *testing.T) {
 		{"restarted edge: its high-water mark counts", restarted, 7 * time.Second, big(16), 0, "", false, "ok"},
 		{"edge never reported a byte: skipped", hb(3, 0, 6*time.Second, 0), 7 * time.Second, big(17), 0, "", false, "ok"},
 		{"router without heartbeat times: skipped", noTime, 7 * time.Second, big(18), 0, "", false, "ok"},
+		// Two records of 2^62 bytes (refused later as inflated) must not
+		// wrap the claimed total below the limits.
+		{"never handed out, much, total wrapped by huge records", edgeList{}, 0, wrapping(big(19)), 0, ReasonDNSImplausible, false, "rejected"},
+		{"heartbeats report 1 MiB, total wrapped by huge records", hb(3, 1*MiB, 6*time.Second, 0), 7 * time.Second, wrapping(big(20)), keep,
+			ReasonImplausibleHeartbeats, false, "rejected"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -200,6 +205,19 @@ func TestDNSCheck(t *testing.T) {
 			}
 		})
 	}
+}
+
+// wrapping appends to rs two records of 2^62 bytes each, whose sum
+// overflows an int64.
+func wrapping(rs []Record) []Record {
+	last := rs[len(rs)-1]
+	for i := range 2 {
+		r := last
+		r.Serial += uint64(i + 1)
+		r.Bytes = 1 << 62
+		rs = append(rs, r)
+	}
+	return rs
 }
 
 // hbDir is an EdgeDirectory whose edges send heartbeats (beat).
@@ -402,5 +420,126 @@ func TestForfeits(t *testing.T) {
 				t.Errorf("forfeits %+v, want %+v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestHugeRecordsCannotStopSettlement: a publisher may declare any UnixFS
+// file size (OriginContent takes up to 2^62), and an edge may claim it.
+// Records above maxRecordBytes are refused as inflated, so that an
+// epoch's sums stay within an int64 and settlement, which sums them in
+// SQL, keeps paying everyone else.
+func TestHugeRecordsCannotStopSettlement(t *testing.T) {
+	ctx := context.Background()
+	const huge = 1<<62 - 1
+	tests := []struct {
+		name     string
+		bytes    []int64 // the liar's records
+		accepted int
+	}{
+		{"three records of 2^62 bytes", []int64{huge, huge, huge}, 0},
+		{"just above the record limit", []int64{maxRecordBytes + 1}, 0},
+		{"at the record limit", []int64{maxRecordBytes}, 1},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			pub, edge, liar := testKey(t, 60), testKey(t, 61), testKey(t, 62+byte(i))
+			tl := newTestLedger(t, "", Config{PricePerGiBServed: GiB})
+			tl.content.publish("blog", pub.ID, map[string]int64{"small": 1000, "huge": huge})
+			e0 := t0.Unix() - 60
+			if res, err := tl.IngestBatch(ctx, signBatch(t, edge, e0, 1, []Record{rec(1, "blog", "small", 1000, e0)}), netip.Addr{}); err != nil || res.Accepted != 1 {
+				t.Fatalf("honest batch: %+v, %v", res, err)
+			}
+			var recs []Record
+			for j, n := range tc.bytes {
+				recs = append(recs, rec(uint64(10+j), "blog", "huge", n, e0))
+			}
+			res, err := tl.IngestBatch(ctx, signBatch(t, liar, e0, 1, recs), netip.Addr{})
+			if err != nil || res.Accepted != tc.accepted || res.Bytes < 0 {
+				t.Fatalf("liar's batch: %+v, %v", res, err)
+			}
+			for _, r := range res.Rejected {
+				if r.Reason != ReasonInflated {
+					t.Fatalf("liar's record refused as %s, want %s", r.Reason, ReasonInflated)
+				}
+			}
+			tl.setNow(t0.Add(time.Minute))
+			if _, err := tl.Settle(ctx); err != nil {
+				t.Fatalf("settle: %v", err)
+			}
+			if a, err := tl.Account(ctx, edge.ID.String()); err != nil || a.Balance != 1000 {
+				t.Fatalf("honest edge: %+v, %v", a, err)
+			}
+			if total, err := tl.Total(ctx); err != nil || total != 0 {
+				t.Fatalf("sum of balances %d, %v", total, err)
+			}
+		})
+	}
+}
+
+// barrierContent is a fakeContent whose Object waits (up to a second) until
+// n lookups are in flight: concurrent ingests all pass the checks before
+// any of them stores.
+type barrierContent struct {
+	*fakeContent
+	arrive chan struct{}
+	n      int
+}
+
+func (b *barrierContent) Object(ctx context.Context, name, root, c string) (Object, error) {
+	select {
+	case b.arrive <- struct{}{}:
+	default:
+	}
+	deadline := time.After(time.Second)
+	for len(b.arrive) < b.n {
+		select {
+		case <-deadline:
+			return b.fakeContent.Object(ctx, name, root, c)
+		case <-time.After(time.Millisecond):
+		}
+	}
+	return b.fakeContent.Object(ctx, name, root, c)
+}
+
+// TestHeartbeatCheckConcurrentParts: parts of one epoch posted at once are
+// still judged together against the heartbeats; checked side by side, each
+// saw none of the others and all were paid.
+func TestHeartbeatCheckConcurrentParts(t *testing.T) {
+	ctx := context.Background()
+	pub, edge := testKey(t, 70), testKey(t, 71)
+	e0 := t0.Unix() - 60
+	dns := &hbDir{edges: []EdgeInfo{{Peer: edge.ID.String(), Healthy: true, Answers: 3, IntervalMS: 2000,
+		LastHeartbeat: t0.Add(6 * time.Second), Bytes: 100 << 20}}}
+	tl := newTestLedger(t, "", Config{DNS: dns})
+	tl.setNow(t0.Add(7 * time.Second))
+	tl.content.publish("blog", pub.ID, map[string]int64{"big": 1 << 20})
+	const parts = 4
+	tl.Ledger.content = &barrierContent{fakeContent: tl.content, arrive: make(chan struct{}, parts), n: parts}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		bytes int64
+	)
+	for n := range parts {
+		var rs []Record
+		for i := range 60 { // 60 MiB a part; the heartbeats allow 101 MiB
+			rs = append(rs, rec(uint64(n*1000+i), "blog", "big", 1<<20, e0))
+		}
+		b := mustOpen(t, signBatch(t, edge, e0, uint64(n+1), rs))
+		b.Part = n
+		env := mustSign(t, edge, TypeBatch, b)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if res, err := tl.IngestBatch(ctx, env, netip.Addr{}); err == nil {
+				mu.Lock()
+				bytes += res.Bytes
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if bytes > 101<<20 {
+		t.Fatalf("%d MiB accepted for the epoch, heartbeats allow 101 MiB", bytes>>20)
 	}
 }

@@ -187,14 +187,20 @@ func (r *Router) quarantinedLocked(id peer.ID, now time.Time) (quarantine, bool)
 }
 
 // expireQuarantinesLocked forgets quarantines that ended. The edges they
-// held wait for a good content probe (due at once) to return. r.mu must
-// be held.
+// held wait for a good content probe (due at once) to return, or, with
+// content probes disabled, return with their next good health check.
+// r.mu must be held.
 func (r *Router) expireQuarantinesLocked(now time.Time) {
 	n := len(r.quarantine)
 	for id, q := range r.quarantine {
 		if !now.Before(q.until) {
 			delete(r.quarantine, id)
 			r.log.Info("edge quarantine over", zap.String("peer", id.String()), zap.String("reason", q.reason))
+			if e := r.edges[id]; e != nil && r.cfg.ContentProbeInterval <= 0 {
+				// No content probe will clear the verdict quarantineLocked
+				// set: the edge would stay out for good.
+				e.contentOK, e.contentErr = true, ""
+			}
 		}
 	}
 	if len(r.quarantine) != n {

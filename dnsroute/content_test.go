@@ -394,3 +394,39 @@ func TestBillingForfeits(t *testing.T) {
 		t.Error("the Tokyo edge is back once billing stopped listing it")
 	}
 }
+
+// TestBillingQuarantineEndsWithoutContentProbes: with content probes
+// disabled, an edge billing's prober caught returns to the answers when
+// its quarantine ends (there is no content probe to wait for).
+func TestBillingQuarantineEndsWithoutContentProbes(t *testing.T) {
+	var (
+		list atomic.Pointer[[]Forfeit]
+		skew atomic.Int64
+	)
+	list.Store(&[]Forfeit{})
+	billing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case SuspendedPath:
+			json.NewEncoder(w).Encode(Suspended{Publishers: []string{}})
+		case ForfeitsPath:
+			json.NewEncoder(w).Encode(Forfeits{Forfeits: *list.Load()})
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer billing.Close()
+	cfg := Config{Billing: billing.URL, ContentProbeInterval: -1, Quarantine: 10 * time.Minute, NamesInterval: 50 * time.Millisecond}
+	cfg.HeartbeatSkew = time.Hour // the edges' clocks stay behind
+	cfg.now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	g := newGeoNet(t, cfg)
+	list.Store(&[]Forfeit{{Edge: g.edges[tokyo].key.ID.String(), Epoch: 1, Reason: ReasonWrongContent, At: time.Now()}})
+	waitFor(t, 5*time.Second, "the Tokyo edge to leave", func() bool { return !slices.Contains(g.answeredBy(t), tokyo) })
+	list.Store(&[]Forfeit{})
+	skew.Store(int64(cfg.Quarantine + time.Minute))
+	waitFor(t, 5*time.Second, "the Tokyo edge to return", func() bool {
+		return slices.Equal(g.answeredBy(t), []string{tokyo, "127.1.0.1"})
+	})
+	if ei := g.edgeInfo(t, tokyo); !ei.Healthy || ei.Quarantine != "" || ei.ContentError != "" {
+		t.Errorf("edge %+v, want healthy and not quarantined", ei)
+	}
+}
