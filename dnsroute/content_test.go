@@ -273,11 +273,13 @@ func TestContentProbeVerdicts(t *testing.T) {
 		{"too slow", func(w http.ResponseWriter, r *http.Request) {
 			select {
 			case <-r.Context().Done():
-			case <-time.After(5 * time.Second):
+			case <-time.After(10 * time.Second):
 			}
 		}, errAny},
 	}
-	r, err := New(Config{Zone: testZone, Origin: "http://127.0.0.1:1", ContentProbeTimeout: 200 * time.Millisecond})
+	// 2 s: long enough for the 2 MiB answer on a loaded machine under the
+	// race detector, short enough for "too slow".
+	r, err := New(Config{Zone: testZone, Origin: "http://127.0.0.1:1", ContentProbeTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
