@@ -72,7 +72,10 @@ func (o *Origin) AuditAll(ctx context.Context) (failed int, err error) {
 
 // audit challenges the peer holding t for a random chunk and records the
 // result: ok, failed (wrong or missing bytes: the shard is marked bad and
-// the peer flagged) or unreachable.
+// the peer flagged), unreachable, or refused: no proof from a peer whose
+// heartbeats say it is up. AuditRefusals refusals of the shard in a row
+// count as a failure: a peer must not keep shards it will not prove it
+// holds by answering audits with errors.
 func (o *Origin) audit(ctx context.Context, t auditTarget) string {
 	p, err := peer.Decode(t.peer)
 	if err != nil {
@@ -112,14 +115,52 @@ func (o *Origin) audit(ctx context.Context, t auditTarget) string {
 	if err != nil {
 		reason = err.Error()
 	}
+	if result == "unreachable" && o.heartbeating(ctx, t.peer) {
+		result = "refused"
+	}
 	o.metrics.audits.WithLabelValues(result).Inc()
-	if _, err := o.db.ExecContext(ctx, `INSERT INTO audits (peer_id, shard_id, ok, reason, at) VALUES (?, ?, ?, ?, ?)`,
-		t.peer, t.shardID, result == "ok", reason, o.now().UnixNano()); err != nil {
+	if _, err := o.db.ExecContext(ctx, `INSERT INTO audits (peer_id, shard_id, ok, reason, at, result) VALUES (?, ?, ?, ?, ?, ?)`,
+		t.peer, t.shardID, result == "ok", reason, o.now().UnixNano(), result); err != nil {
 		o.log.Error("record audit", zap.Error(err))
 	}
-	if result == "failed" {
+	switch {
+	case result == "failed":
 		o.flagPeer(erasure.Flag{Peer: p, Shard: t.shardID, Reason: "bad-bytes"}, "audit")
+	case result == "refused" && o.refusedInARow(ctx, t) >= o.stripeCfg.AuditRefusals:
+		o.flagPeer(erasure.Flag{Peer: p, Shard: t.shardID, Reason: "refused-audits"}, "audit")
+		result = "failed"
 	}
 	o.log.Debug("audit", zap.String("peer", t.peer), zap.String("shard", t.shardID), zap.String("result", result), zap.String("reason", reason))
 	return result
+}
+
+// heartbeating reports whether the peer's heartbeats are fresh (within
+// three intervals), as the peer list counts it healthy.
+func (o *Origin) heartbeating(ctx context.Context, peerID string) bool {
+	var lastSeen int64
+	if err := o.db.QueryRowContext(ctx, `SELECT last_seen FROM peers WHERE peer_id = ?`, peerID).Scan(&lastSeen); err != nil {
+		return false
+	}
+	return o.now().Sub(time.Unix(0, lastSeen)) <= 3*o.cfg.HeartbeatInterval
+}
+
+// refusedInARow counts the latest audits of t's shard on its peer that
+// were refused, back to the last that was not.
+func (o *Origin) refusedInARow(ctx context.Context, t auditTarget) int {
+	rows, err := o.db.QueryContext(ctx, `SELECT result FROM audits WHERE shard_id = ? AND peer_id = ?
+		ORDER BY at DESC, id DESC LIMIT ?`, t.shardID, t.peer, o.stripeCfg.AuditRefusals)
+	if err != nil {
+		o.log.Error("count refused audits", zap.Error(err))
+		return 0
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var r string
+		if rows.Scan(&r) != nil || r != "refused" {
+			break
+		}
+		n++
+	}
+	return n
 }

@@ -132,6 +132,10 @@ var schema = []string{
 		PRIMARY KEY (signer, nonce)
 	);
 	CREATE INDEX upload_nonces_signed ON upload_nonces (signed_at);`,
+	// Version 5: each audit's result (ok, failed, unreachable, refused),
+	// so that refusals in a row can be told from a peer that was down.
+	`ALTER TABLE audits ADD COLUMN result TEXT NOT NULL DEFAULT '';
+	CREATE INDEX audits_shard ON audits (shard_id, peer_id, at);`,
 }
 
 // openDB opens the origin's database, bringing its schema up to date.

@@ -72,7 +72,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"reason", "source"}),
 		audits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "topcdn", Subsystem: "origin", Name: "audits_total",
-			Help: "Audits of storage peers, by result (ok, failed, unreachable).",
+			Help: "Audits of storage peers, by result (ok, failed, unreachable, refused: no proof from a peer whose heartbeats say it is up).",
 		}, []string{"result"}),
 		repairs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "topcdn", Subsystem: "origin", Name: "repaired_shards_total",

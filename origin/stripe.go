@@ -39,6 +39,12 @@ type StripeConfig struct {
 	LostAfter time.Duration
 	// AuditInterval is the pause between two audits. Default: 5s.
 	AuditInterval time.Duration
+	// AuditRefusals is how many audits of one shard in a row a peer that
+	// keeps sending heartbeats may leave unanswered (a 403, a 5xx, a
+	// timeout) before the shard counts as lost and is repaired, and the
+	// peer flagged. A peer that is down is not refusing: its silence makes
+	// its shards lost after LostAfter. Default: 3.
+	AuditRefusals int
 	// RepairInterval is the pause between two scans for segments at risk.
 	// Default: 10s.
 	RepairInterval time.Duration
@@ -59,6 +65,9 @@ func (c *StripeConfig) setDefaults() {
 	}
 	if c.AuditInterval <= 0 {
 		c.AuditInterval = 5 * time.Second
+	}
+	if c.AuditRefusals <= 0 {
+		c.AuditRefusals = 3
 	}
 	if c.RepairInterval <= 0 {
 		c.RepairInterval = 10 * time.Second

@@ -314,3 +314,68 @@ func TestAuditFailsPeerClaimingShortShard(t *testing.T) {
 		t.Fatalf("segment health %+v, want peer 2's shard bad and the segment due for repair", health)
 	}
 }
+
+// TestAuditRefusalsCountAsLoss: a peer that keeps sending heartbeats but
+// answers audits with errors (here 503) proves nothing; AuditRefusals such
+// audits of a shard in a row make the shard lost and due for repair. A
+// proof in between starts the count again, and a peer that is down (no
+// heartbeats) is not refusing.
+func TestAuditRefusalsCountAsLoss(t *testing.T) {
+	ctx := context.Background()
+	sn := newStripeNet(t, 6, StripeConfig{DataShards: 4, ParityShards: 2, ChunkSize: 512,
+		AuditInterval: time.Hour, RepairInterval: time.Hour, LostAfter: time.Hour})
+	beat := func(except int) {
+		for i := range sn.peers {
+			if i != except {
+				sn.heartbeat(t, i, int64(900-100*i))
+			}
+		}
+	}
+	beat(-1)
+	sn.publish(t, bytes.Repeat([]byte("prove it "), 300))
+	refuse := func(w http.ResponseWriter, r *http.Request) { http.Error(w, "busy", http.StatusServiceUnavailable) }
+	setLie := func(i int, h http.HandlerFunc) {
+		sn.mu.Lock()
+		sn.lie[i] = h
+		sn.mu.Unlock()
+	}
+	// Peer 2 refuses while heartbeating; peer 4 refuses too, but is down.
+	setLie(2, refuse)
+	setLie(4, refuse)
+	steps := []struct {
+		name       string
+		peer2Lies  bool
+		wantFailed int
+		wantBad    int
+	}{
+		{"first refusal", true, 0, 0},
+		{"second refusal", true, 0, 0},
+		{"a proof", false, 0, 0},
+		{"refusal after the proof", true, 0, 0},
+		{"second after the proof", true, 0, 0},
+		{"third in a row", true, 1, 1},
+	}
+	for _, st := range steps {
+		if st.peer2Lies {
+			setLie(2, refuse)
+		} else {
+			setLie(2, nil)
+		}
+		sn.advance(5 * time.Second) // peer 4's last heartbeat grows old
+		beat(4)
+		failed, err := sn.o.AuditAll(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		health, _, err := sn.o.segmentsHealth(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if failed != st.wantFailed || len(health) != 1 || health[0].Bad != st.wantBad {
+			t.Fatalf("%s: %d audits failed, segment health %+v; want %d failed, %d bad", st.name, failed, health, st.wantFailed, st.wantBad)
+		}
+	}
+	if !func() bool { h, _, _ := sn.o.segmentsHealth(ctx); return h[0].needsRepair() }() {
+		t.Fatal("the refused shard is bad but its segment is not due for repair")
+	}
+}

@@ -249,7 +249,7 @@ func (o *Origin) flagPeer(f erasure.Flag, source string) {
 		f.Peer.String(), f.Shard, f.Reason, source, o.now().UnixNano()); err != nil {
 		o.log.Error("record flag", zap.Error(err))
 	}
-	if f.Reason == "bad-bytes" {
+	if f.Reason == "bad-bytes" || f.Reason == "refused-audits" {
 		if _, err := o.db.ExecContext(ctx, `UPDATE shards SET bad = ? WHERE shard_id = ? AND peer_id = ? AND bad = ''`,
 			source+": "+f.Reason, f.Shard, f.Peer.String()); err != nil {
 			o.log.Error("mark shard bad", zap.Error(err))
