@@ -23,6 +23,13 @@ const rrlSlipEvery = 2
 // rrlIdle is how long a subnet's bucket survives without queries.
 const rrlIdle = 10 * time.Second
 
+// rrlMaxBuckets bounds how many subnets' buckets are kept (about 100 bytes
+// each): queries from spoofed sources, one subnet each, must not grow the
+// table faster than sweeps empty it. A full shard forgets one bucket at
+// random for each new subnet, as BIND's RRL reuses entries when its table
+// is full: under such a flood limits weaken, memory stays bounded.
+const rrlMaxBuckets = 1 << 18
+
 // rrl limits UDP responses per client subnet (/24 for IPv4, /56 for IPv6)
 // with a token bucket of rate responses per second and a burst of one
 // second's worth, against reflection and amplification.
@@ -73,6 +80,12 @@ func (l *rrl) check(a netip.Addr, now time.Time) rrlAction {
 	sh.mu.Lock()
 	b := sh.buckets[key]
 	if b == nil {
+		if len(sh.buckets) >= rrlMaxBuckets/len(l.shards) {
+			for k := range sh.buckets { // map order: a random one
+				delete(sh.buckets, k)
+				break
+			}
+		}
 		b = &rrlBucket{tokens: l.rate, last: now}
 		sh.buckets[key] = b
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"os/exec"
 	"slices"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestDoH(t *testing.T) {
@@ -278,5 +280,35 @@ func TestMiekgUDPServer(t *testing.T) {
 	// The burst left about 19 tokens after the first query.
 	if answered < 15 || answered > 40 || slipped < 25 {
 		t.Errorf("%d answered, %d slipped of 100 at 20/s; want ~20 and ~40", answered, slipped)
+	}
+}
+
+// TestRateLimitTableBounded: queries from more subnets than the table
+// holds (spoofed sources, within one sweep interval) do not grow it past
+// rrlMaxBuckets, and a subnet seen last is limited as it should be.
+func TestRateLimitTableBounded(t *testing.T) {
+	m, err := newMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newRRL(2, m)
+	now := time.Now()
+	var b [16]byte
+	b[0] = 0x20
+	for i := range rrlMaxBuckets + rrlMaxBuckets/4 {
+		b[4], b[5], b[6] = byte(i>>16), byte(i>>8), byte(i) // a new /56 each
+		l.check(netip.AddrFrom16(b), now)
+	}
+	n := 0
+	for i := range l.shards {
+		n += len(l.shards[i].buckets)
+	}
+	if n > rrlMaxBuckets {
+		t.Fatalf("%d buckets kept, want at most %d", n, rrlMaxBuckets)
+	}
+	last := netip.MustParseAddr("192.0.2.1")
+	got := []rrlAction{l.check(last, now), l.check(last, now), l.check(last, now)}
+	if got[0] != rrlAllow || got[1] != rrlAllow || got[2] == rrlAllow {
+		t.Fatalf("a fresh subnet at 2/s: %v, want two answers then a limit", got)
 	}
 }
