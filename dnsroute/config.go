@@ -96,7 +96,8 @@ type Config struct {
 	Quarantine time.Duration
 
 	// Testing.
-	now func() time.Time
+	now        func() time.Time
+	trustAddrs bool // hand out heartbeat addresses without probing them
 }
 
 // withDefaults checks cfg and fills its defaults.

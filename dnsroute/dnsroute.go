@@ -35,6 +35,10 @@ type Router struct {
 	// probeClient is cfg.Client, not following redirects: a content
 	// probe checks the edge's own bytes.
 	probeClient *http.Client
+	// addrClient probes an edge's URL through one of its addresses (the
+	// request's dialAddr), without keep-alives, so that no connection
+	// made to one address is reused for another.
+	addrClient *http.Client
 
 	snap atomic.Pointer[snapshot]
 
@@ -70,14 +74,13 @@ type nameEntry struct {
 
 // edgeView is the part of an edge answers read, frozen in a snapshot.
 type edgeView struct {
-	peer     string
-	hash     uint64 // of peer, for tie-breaks
-	v4, v6   netip.Addr
-	loc      Location
-	located  bool
-	util     float64 // load/capacity, 0 when capacity is unknown
-	stats    *edgeStats
-	addrsLen int
+	peer    string
+	hash    uint64 // of peer, for tie-breaks
+	v4, v6  netip.Addr
+	loc     Location
+	located bool
+	util    float64 // load/capacity, 0 when capacity is unknown
+	stats   *edgeStats
 }
 
 // edgeStats counts how often an edge was handed out.
@@ -112,6 +115,7 @@ func New(cfg Config) (*Router, error) {
 	pc := *cfg.Client
 	pc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	r.probeClient = &pc
+	r.addrClient = newAddrClient(cfg.Client)
 	if cfg.RRLRate > 0 {
 		r.rrl = newRRL(cfg.RRLRate, m)
 	}

@@ -8,7 +8,10 @@ import (
 	"hash/maphash"
 	"io"
 	"math"
+	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -31,10 +34,11 @@ type edge struct {
 	hb        *checkedHeartbeat
 	loc       Location
 	located   bool
-	lastSeen  time.Time // when its last heartbeat was accepted
-	probeOK   bool      // the last probe succeeded
-	probeErr  string    // why the last probe failed
-	probing   bool      // a probe is in flight
+	lastSeen  time.Time    // when its last heartbeat was accepted
+	probeOK   bool         // the last probe succeeded
+	probeErr  string       // why the last probe failed
+	verified  []netip.Addr // the heartbeat's addresses the last probe reached the edge at
+	probing   bool         // a probe is in flight
 	nextProbe time.Time
 	healthy   bool
 	stats     *edgeStats
@@ -48,14 +52,13 @@ type edge struct {
 // view freezes what answers need of e.
 func (e *edge) view(seed maphash.Seed) *edgeView {
 	v := &edgeView{
-		peer:     e.hb.Peer,
-		hash:     maphash.String(seed, e.hb.Peer),
-		loc:      e.loc,
-		located:  e.located,
-		stats:    e.stats,
-		addrsLen: len(e.hb.addrs),
+		peer:    e.hb.Peer,
+		hash:    maphash.String(seed, e.hb.Peer),
+		loc:     e.loc,
+		located: e.located,
+		stats:   e.stats,
 	}
-	for _, a := range e.hb.addrs {
+	for _, a := range e.verified {
 		if a.Is4() && !v.v4.IsValid() {
 			v.v4 = a
 		}
@@ -148,11 +151,12 @@ func (r *Router) acceptHeartbeat(_ context.Context, env *identity.Envelope) erro
 	if known {
 		before = e.rankKey()
 	}
-	urlChanged := known && e.hb.URL != hb.URL
+	urlChanged := known && (e.hb.URL != hb.URL || !slices.Equal(e.hb.addrs, hb.addrs))
 	e.hb, e.loc, e.located, e.lastSeen = hb, loc, located, now
 	if !known || urlChanged {
-		// Probe the (new) URL at once; until it answers, the edge is out.
-		e.probeOK, e.probeErr, e.nextProbe = false, "not probed yet", now
+		// Probe the (new) URL and addresses at once; until they answer,
+		// the edge is out.
+		e.probeOK, e.probeErr, e.verified, e.nextProbe = false, "not probed yet", nil, now
 		e.contentOK, e.contentErr, e.nextContent = true, "", now
 		if r.cfg.ContentProbeInterval > 0 {
 			e.contentOK, e.contentErr = false, "not probed yet"
@@ -233,10 +237,14 @@ func (r *Router) startProbeLocked(ctx context.Context, e *edge, now time.Time) {
 	e.probing = true
 	iv := e.hb.Interval()
 	e.nextProbe = now.Add(iv)
-	url, id := e.hb.URL, e.hb.peer
+	url, id, addrs := e.hb.URL, e.hb.peer, e.hb.addrs
 	timeout := min(max(iv, 500*time.Millisecond), 5*time.Second)
 	go func() {
-		err := r.probe(ctx, url, id, timeout)
+		err := r.probe(ctx, url, netip.Addr{}, id, timeout)
+		var verified []netip.Addr
+		if err == nil {
+			verified, err = r.verifyAddrs(ctx, url, addrs, id, timeout)
+		}
 		if ctx.Err() != nil {
 			r.mu.Lock()
 			e.probing = false
@@ -251,8 +259,12 @@ func (r *Router) startProbeLocked(ctx context.Context, e *edge, now time.Time) {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		e.probing = false
-		if r.edges[id] != e || e.hb.URL != url {
+		if r.edges[id] != e || e.hb.URL != url || !slices.Equal(e.hb.addrs, addrs) {
 			return // forgotten or moved while probing
+		}
+		if !slices.Equal(e.verified, verified) {
+			e.verified = verified
+			r.rebuildLocked()
 		}
 		e.probeOK = err == nil
 		e.probeErr = ""
@@ -265,19 +277,100 @@ func (r *Router) startProbeLocked(ctx context.Context, e *edge, now time.Time) {
 	}()
 }
 
+// verifyAddrs probes the edge's URL through its heartbeat's addresses, in
+// order, until one IPv4 and one IPv6 address (what answers hand out)
+// answered as the edge, and returns those; an error if none did. Browsers are sent to the addresses, not to the URL: an address
+// must prove it serves this edge, or any edge could point answers at
+// someone else's host. The URL's own address was proven by the probe
+// of the URL.
+func (r *Router) verifyAddrs(ctx context.Context, baseURL string, addrs []netip.Addr, id peer.ID, timeout time.Duration) ([]netip.Addr, error) {
+	if r.cfg.trustAddrs {
+		return addrs, nil
+	}
+	var urlAddr netip.Addr
+	if u, err := url.Parse(baseURL); err == nil {
+		urlAddr, _ = netip.ParseAddr(u.Hostname())
+	}
+	var verified []netip.Addr
+	var errs []error
+	var has4, has6 bool
+	for _, a := range addrs {
+		if has4 && has6 {
+			break // answers hand out one of each
+		}
+		if a.Is4() && has4 || a.Is6() && has6 {
+			continue
+		}
+		if a == urlAddr.Unmap() {
+			has4, has6 = has4 || a.Is4(), has6 || a.Is6()
+			verified = append(verified, a)
+			continue
+		}
+		if err := r.probe(ctx, baseURL, a, id, timeout); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		has4, has6 = has4 || a.Is4(), has6 || a.Is6()
+		verified = append(verified, a)
+	}
+	if len(verified) == 0 {
+		return nil, fmt.Errorf("no address of the heartbeat serves this edge: %w", errors.Join(errs...))
+	}
+	if len(errs) > 0 {
+		r.log.Warn("edge addresses left out of answers", zap.Stringer("peer", id), zap.Error(errors.Join(errs...)))
+	}
+	return verified, nil
+}
+
+// dialAddr is the context key of the address addrClient dials.
+type dialAddr struct{}
+
+// newAddrClient returns a client like c (its timeout, its transport's TLS
+// settings) that dials the address in the request context's dialAddr at
+// the URL's port, so that TLS and the Host header still name the URL's
+// host. It does not follow redirects.
+func newAddrClient(c *http.Client) *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	if ct, ok := c.Transport.(*http.Transport); ok {
+		t = ct.Clone()
+	}
+	t.DisableKeepAlives = true
+	t.Proxy = nil
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	t.DialContext = func(ctx context.Context, network, hostport string) (net.Conn, error) {
+		a, ok := ctx.Value(dialAddr{}).(netip.Addr)
+		if !ok {
+			return nil, errors.New("dnsroute: address probe without an address")
+		}
+		_, port, err := net.SplitHostPort(hostport)
+		if err != nil {
+			return nil, err
+		}
+		return d.DialContext(ctx, network, net.JoinHostPort(a.String(), port))
+	}
+	return &http.Client{Timeout: c.Timeout, Transport: t,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
 // probe asks an edge for its health document and checks it names the
-// edge.
-func (r *Router) probe(ctx context.Context, baseURL string, id peer.ID, timeout time.Duration) error {
+// edge: at the URL's host, or through addr when it is valid.
+func (r *Router) probe(ctx context.Context, baseURL string, addr netip.Addr, id peer.ID, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	u := strings.TrimSuffix(baseURL, "/") + HealthPath
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	client := r.cfg.Client
+	if addr.IsValid() {
+		client = r.addrClient
+		ctx = context.WithValue(ctx, dialAddr{}, addr)
+		u += " via " + addr.String()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(baseURL, "/")+HealthPath, nil)
 	if err != nil {
 		return fmt.Errorf("probe %s: %w", u, err)
 	}
-	resp, err := r.cfg.Client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("probe: %w", err)
+		return fmt.Errorf("probe %s: %w", u, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<10))

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -236,4 +237,45 @@ func mustSign(t *testing.T, k *identity.Key, hb Heartbeat) *identity.Envelope {
 		t.Fatal(err)
 	}
 	return env
+}
+
+// TestEdgeAddressesMustServeTheEdge: browsers are sent to the addresses an
+// edge's heartbeat lists, so each must answer the health probe as that
+// edge. An address that does not (nothing there, or someone else's host)
+// is never handed out, and an edge none of whose addresses serve it stays
+// out of answers: no edge can point answers at a host it does not run.
+func TestEdgeAddressesMustServeTheEdge(t *testing.T) {
+	o := newFakeOrigin(t)
+	o.publish(t, "blog")
+	tr := startRouter(t, Config{Origin: o.srv.URL})
+	send := func(e *fakeEdge, addrs ...string) {
+		t.Helper()
+		hb := e.heartbeat(10 * time.Second)
+		hb.Addrs = addrs
+		if err := SendHeartbeat(context.Background(), http.DefaultClient, tr.http.URL, e.key, hb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	honest := newFakeEdge(t, "127.1.0.1", o)
+	send(honest, "127.1.0.9", "127.1.0.1") // the first is not the edge's
+	// Another edge names the honest edge's host, and a host with nothing
+	// on it, as its own.
+	thief := newFakeEdge(t, "127.2.0.1", o)
+	send(thief, "127.1.0.1", "127.2.0.9")
+	waitFor(t, 5*time.Second, "the honest edge healthy", func() bool { return tr.healthyEdges() == 1 })
+	r := tr.query(t, "udp", "", newQuery("blog", dns.TypeA))
+	if got := addrs(r); !slices.Equal(got, []string{"127.1.0.1"}) {
+		t.Fatalf("answers %v, want only the honest edge's own address 127.1.0.1", got)
+	}
+	var list []EdgeInfo
+	getJSON(t, tr.http.URL+EdgesPath, &list)
+	for _, e := range list {
+		if e.Peer == thief.key.ID.String() && (e.Healthy || !strings.Contains(e.ProbeError, "no address")) {
+			t.Fatalf("the edge whose addresses are not its own: %+v, want unhealthy, saying why", e)
+		}
+	}
+	// An honest edge that moves to an address it does serve is handed out
+	// there once probed.
+	send(thief, "127.2.0.1")
+	waitFor(t, 5*time.Second, "the moved edge healthy", func() bool { return tr.healthyEdges() == 2 })
 }
