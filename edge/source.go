@@ -179,6 +179,9 @@ func (s *source) refresh(root cid.Cid, failed bool) {
 		}
 		if r != nil && s.readers[root] == lr {
 			s.readers[root] = &loadedReader{r: r, checked: lr.checked}
+			// Repair may have placed shards on peers this edge has not
+			// heard of: let the next read ask for the peer list at once.
+			s.addrsAt = time.Time{}
 		}
 	}()
 }
