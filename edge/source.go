@@ -12,7 +12,6 @@ import (
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
-	"github.com/hashicorp/golang-lru/v2/expirable"
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"github.com/ipfs/boxo/ipns"
 	"github.com/ipfs/go-cid"
@@ -42,11 +41,10 @@ type source struct {
 	log       *zap.Logger
 	fallbacks *prometheus.CounterVec // kind, reason
 
-	noManifest *expirable.LRU[cid.Cid, struct{}] // roots the origin had no manifest for, lately
-
 	mu          sync.Mutex
-	readers     map[cid.Cid]*loadedReader         // by root
-	readerOrder *simplelru.LRU[cid.Cid, struct{}] // readers' roots, least recently used first
+	noManifest  *simplelru.LRU[cid.Cid, time.Time] // roots the origin had no manifest for, and when asked
+	readers     map[cid.Cid]*loadedReader          // by root
+	readerOrder *simplelru.LRU[cid.Cid, struct{}]  // readers' roots, least recently used first
 	addrs       map[peer.ID]string
 	addrsAt     time.Time
 }
@@ -80,12 +78,13 @@ const manifestRefresh = 5 * time.Minute
 // manifest again.
 const manifestRetry = 2 * time.Second
 
-func newSourceCaches() (*expirable.LRU[cid.Cid, struct{}], *simplelru.LRU[cid.Cid, struct{}], map[cid.Cid]*loadedReader) {
+func newSourceCaches() (*simplelru.LRU[cid.Cid, time.Time], *simplelru.LRU[cid.Cid, struct{}], map[cid.Cid]*loadedReader) {
 	readers := map[cid.Cid]*loadedReader{}
 	order, _ := simplelru.NewLRU[cid.Cid, struct{}](maxReaders, func(root cid.Cid, _ struct{}) {
 		delete(readers, root) // called with source.mu held
 	})
-	return expirable.NewLRU[cid.Cid, struct{}](maxNoManifest, nil, noManifestTTL), order, readers
+	noManifest, _ := simplelru.NewLRU[cid.Cid, time.Time](maxNoManifest, nil)
+	return noManifest, order, readers
 }
 
 // get returns block c, verified: from a loaded manifest, from a manifest
@@ -118,14 +117,17 @@ func (s *source) readerFor(ctx context.Context, c cid.Cid) (cid.Cid, *erasure.Re
 			return root, lr.r
 		}
 	}
+	asked, known := s.noManifest.Peek(c)
 	s.mu.Unlock()
-	if s.noManifest.Contains(c) {
+	if known && time.Since(asked) < noManifestTTL {
 		return cid.Undef, nil
 	}
 	m, err := s.manifest(ctx, c)
 	if err != nil {
 		if ctx.Err() == nil {
-			s.noManifest.Add(c, struct{}{})
+			s.mu.Lock()
+			s.noManifest.Add(c, time.Now())
+			s.mu.Unlock()
 		}
 		return cid.Undef, nil
 	}
@@ -136,6 +138,7 @@ func (s *source) readerFor(ctx context.Context, c cid.Cid) (cid.Cid, *erasure.Re
 	s.mu.Lock()
 	s.readers[c] = &loadedReader{r: r, checked: time.Now()}
 	s.readerOrder.Add(c, struct{}{})
+	s.noManifest.Remove(c)
 	s.mu.Unlock()
 	if r.Has(c) {
 		return c, r
