@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ipfs/boxo/ipld/merkledag"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multihash"
@@ -75,10 +76,11 @@ func (r *Router) startContentProbeLocked(ctx context.Context, e *edge, now time.
 		e.contentOK, e.contentErr = true, ""
 		return r.updateHealthLocked(e, now)
 	}
-	c := r.roots[rand.N(len(r.roots))]
+	root := r.roots[rand.N(len(r.roots))]
 	e.contentProbing = true
 	url, id := e.hb.URL, e.hb.peer
 	go func() {
+		c := r.probeTarget(ctx, root)
 		err := r.contentProbe(ctx, url, c)
 		if ctx.Err() != nil {
 			r.mu.Lock()
@@ -123,6 +125,73 @@ func (r *Router) startContentProbeLocked(ctx context.Context, e *edge, now time.
 		}
 	}()
 	return false
+}
+
+// maxProbeDepth bounds how many links down from a root probeTarget goes.
+const maxProbeDepth = 8
+
+// probeTarget picks the block a content probe asks an edge for: a random
+// walk down from root through the origin's Trustless Gateway (each block
+// checked against its CID), stopping at each block with probability 1/3,
+// at a leaf, or maxProbeDepth links down. So every block of a site may be
+// asked for, and an edge that serves roots right and the rest wrong is
+// caught too. Where the origin cannot help (down, a codec the router does
+// not walk), the walk stops where it is: at worst the root.
+func (r *Router) probeTarget(ctx context.Context, root cid.Cid) cid.Cid {
+	c := root
+	for range maxProbeDepth {
+		if rand.N(3) == 0 || c.Type() != cid.DagProtobuf {
+			return c
+		}
+		data, err := r.originBlock(ctx, c)
+		if err != nil {
+			r.log.Debug("content probe: origin block", zap.Stringer("cid", c), zap.Error(err))
+			return c
+		}
+		nd, err := merkledag.DecodeProtobuf(data)
+		if err != nil {
+			return c
+		}
+		var links []cid.Cid
+		for _, l := range nd.Links() {
+			if l.Cid.Prefix().MhType != multihash.IDENTITY {
+				links = append(links, l.Cid)
+			}
+		}
+		if len(links) == 0 {
+			return c
+		}
+		c = links[rand.N(len(links))]
+	}
+	return c
+}
+
+// originBlock fetches block c from the origin's Trustless Gateway and
+// checks it.
+func (r *Router) originBlock(ctx context.Context, c cid.Cid) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.ContentProbeTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(r.cfg.Origin, "/")+"/ipfs/"+c.String()+"?format=raw", nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", rawType)
+	resp, err := r.cfg.Client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("origin: HTTP %d", resp.StatusCode)
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, dag.MaxBlockSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if err := dag.Verify(c, data); err != nil {
+		return nil, fmt.Errorf("origin: %w", err)
+	}
+	return data, nil
 }
 
 // contentProbe fetches GET {baseURL}/ipfs/{c}?format=raw, not following

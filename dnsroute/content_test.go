@@ -432,3 +432,31 @@ func TestBillingQuarantineEndsWithoutContentProbes(t *testing.T) {
 		t.Errorf("edge %+v, want healthy and not quarantined", ei)
 	}
 }
+
+// TestContentProbesReachLeaves: content probes walk down from a root
+// through the origin's blocks, so an edge that serves roots right and the
+// blocks under them wrong is caught and quarantined too, and an honest
+// edge is asked for blocks under the roots.
+func TestContentProbesReachLeaves(t *testing.T) {
+	g := newGeoNet(t, probeConfig())
+	leaves := g.origin.publishDAG(t, "site")
+	waitFor(t, 5*time.Second, "2 roots to probe", func() bool {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return len(g.roots) == 2
+	})
+	honest := g.edges["127.1.0.1"]
+	waitFor(t, 10*time.Second, "a leaf asked of the honest edge", func() bool {
+		asked := honest.askedFor()
+		return slices.ContainsFunc(leaves, func(c string) bool { return asked[c] > 0 })
+	})
+	e := g.edges[tokyo]
+	e.tamperLeaves.Store(true)
+	waitFor(t, 10*time.Second, "the Tokyo edge quarantined", func() bool { return g.edgeInfo(t, tokyo).Quarantine != "" })
+	if ei := g.edgeInfo(t, tokyo); !slices.ContainsFunc(leaves, func(c string) bool { return strings.Contains(ei.Quarantine, c) }) {
+		t.Errorf("quarantined for %q, want one of the leaves %v", ei.Quarantine, leaves)
+	}
+	if ei := g.edgeInfo(t, "127.1.0.1"); !ei.Healthy || ei.Quarantine != "" {
+		t.Errorf("the honest edge: %+v", ei)
+	}
+}

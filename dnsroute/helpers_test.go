@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"net"
 	"net/http"
@@ -15,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipfs/boxo/ipld/merkledag"
+	"github.com/ipfs/boxo/ipld/unixfs"
 	"github.com/ipfs/boxo/ipns"
 	"github.com/ipfs/go-cid"
 	"github.com/miekg/dns"
@@ -45,6 +48,14 @@ func newFakeOrigin(t *testing.T) *fakeOrigin {
 	t.Helper()
 	o := &fakeOrigin{blocks: map[string][]byte{}}
 	o.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c, ok := strings.CutPrefix(r.URL.Path, "/ipfs/"); ok && !o.down.Load() {
+			if data, ok := o.block(c); ok {
+				w.Write(data)
+				return
+			}
+			http.NotFound(w, r)
+			return
+		}
 		if r.URL.Path != NamesPath || o.down.Load() {
 			http.Error(w, "no", http.StatusServiceUnavailable)
 			return
@@ -77,7 +88,29 @@ func (o *fakeOrigin) publish(t *testing.T, name string) *identity.Key {
 	return k
 }
 
-// block returns the root block c of a name o published.
+// publishDAG adds a name whose root is a UnixFS directory of three raw
+// leaves, and returns the leaves' CIDs.
+func (o *fakeOrigin) publishDAG(t *testing.T, name string) []string {
+	t.Helper()
+	dir := unixfs.EmptyDirNode()
+	var leaves []string
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for i := range 3 {
+		leaf := merkledag.NewRawNode([]byte(fmt.Sprintf("leaf %d of %s", i, name)))
+		if err := dir.AddNodeLink(fmt.Sprintf("f%d", i), leaf); err != nil {
+			t.Fatal(err)
+		}
+		o.blocks[leaf.Cid().String()] = leaf.RawData()
+		leaves = append(leaves, leaf.Cid().String())
+	}
+	o.blocks[dir.Cid().String()] = dir.RawData()
+	k, _ := identity.Generate(nil)
+	o.names = append(o.names, origin.NameInfo{Name: name, IPNS: ipns.NameFromPeer(k.ID).String(), CID: dir.Cid().String(), Sequence: 1})
+	return leaves
+}
+
+// block returns block c of what o published.
 func (o *fakeOrigin) block(c string) ([]byte, bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -94,12 +127,13 @@ type fakeEdge struct {
 	ip   string
 	sick atomic.Bool // the health endpoint fails
 
-	tamper   atomic.Bool // blocks are served with their first byte flipped
-	stall    atomic.Bool // block requests hang until the client gives up
-	failing  atomic.Bool // block requests get a 502
-	mu       sync.Mutex
-	asked    map[string]int // CID → block requests
-	contents atomic.Int64   // block requests
+	tamper       atomic.Bool // blocks are served with their first byte flipped
+	tamperLeaves atomic.Bool // raw blocks (not roots of a DAG) are, and the rest served right
+	stall        atomic.Bool // block requests hang until the client gives up
+	failing      atomic.Bool // block requests get a 502
+	mu           sync.Mutex
+	asked        map[string]int // CID → block requests
+	contents     atomic.Int64   // block requests
 }
 
 // newFakeEdge starts an edge on ip that serves o's blocks (none when o is
@@ -158,12 +192,24 @@ func (e *fakeEdge) serveBlock(w http.ResponseWriter, r *http.Request, o *fakeOri
 		http.NotFound(w, r)
 		return
 	}
-	if e.tamper.Load() {
+	if rc, err := cid.Decode(c); e.tamper.Load() || e.tamperLeaves.Load() && err == nil && rc.Type() == cid.Raw && !o.isRoot(c) {
 		data = bytes.Clone(data)
 		data[0] ^= 1
 	}
 	w.Header().Set("Content-Type", rawType)
 	w.Write(data)
+}
+
+// isRoot reports whether c is the root of a name o published.
+func (o *fakeOrigin) isRoot(c string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, n := range o.names {
+		if n.CID == c {
+			return true
+		}
+	}
+	return false
 }
 
 // askedFor returns how many block requests e got per CID.
