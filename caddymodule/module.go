@@ -80,6 +80,7 @@ type Handler struct {
 
 	edge     *edge.Edge
 	disk     *edge.DiskCache
+	diskKey  string // its key in disks
 	logger   *zap.Logger
 	reporter *billing.Reporter
 	stop     context.CancelFunc
@@ -96,7 +97,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 
 // Provision sets defaults, opens the caches and builds the edge. It does
 // not contact the origin.
-func (h *Handler) Provision(ctx caddy.Context) error {
+func (h *Handler) Provision(ctx caddy.Context) (err error) {
 	h.logger = ctx.Logger()
 	if h.Domain == "" {
 		h.Domain = "cdn.test"
@@ -109,7 +110,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	cfg := edge.Config{Origin: h.Origin, Domain: h.Domain, MemoryBytes: max(1, int64(float64(h.MemoryCacheBytes)*cacheShare)),
 		DNSLinks: h.DNSLinks, Logger: h.logger, Registry: ctx.GetMetricsRegistry()}
-	var err error
 	if h.OriginID != "" {
 		if cfg.OriginID, err = peer.Decode(h.OriginID); err != nil {
 			return fmt.Errorf("topcdn: origin_id: %w", err)
@@ -132,10 +132,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		cfg.Recorder = recorder{h.reporter}
 	}
 	if h.DiskCacheDir != "" {
-		if h.disk, err = edge.OpenDiskCache(h.DiskCacheDir, h.DiskCacheBytes); err != nil {
-			return fmt.Errorf("topcdn: %w", err)
+		if h.disk, h.diskKey, err = openDisk(h.DiskCacheDir, h.DiskCacheBytes); err != nil {
+			return err
 		}
 		cfg.Disk = h.disk
+		defer func() {
+			if err != nil { // Caddy does not clean up a handler it failed to provision
+				releaseDisk(h.diskKey)
+				h.disk = nil
+			}
+		}()
 	}
 	if h.edge, err = edge.New(ctx, cfg); err != nil {
 		return fmt.Errorf("topcdn: %w", err)
@@ -164,12 +170,13 @@ func (h *Handler) Validate() error {
 }
 
 // Cleanup stops the heartbeats, sends billing what is left to report,
-// closes the disk cache and gives back the memory budget.
+// lets go of the disk cache (closed when no loaded config uses it) and
+// gives back the memory budget.
 func (h *Handler) Cleanup() error {
 	h.stopBackground()
 	dropBudget(h, h.logger)
 	if h.disk != nil {
-		return h.disk.Close()
+		return releaseDisk(h.diskKey)
 	}
 	return nil
 }

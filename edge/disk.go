@@ -381,6 +381,18 @@ func (d *DiskCache) evicted(k cid.Cid, e *diskEntry) {
 	_ = os.Remove(d.path(k))
 }
 
+// SetMaxBytes changes the bound to maxBytes (1 GiB if maxBytes <= 0),
+// evicting the least recently used blocks if the cache holds more.
+func (d *DiskCache) SetMaxBytes(maxBytes int64) {
+	if maxBytes <= 0 {
+		maxBytes = 1 << 30
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.max = maxBytes
+	d.trimLocked()
+}
+
 // Len returns the number of blocks cached.
 func (d *DiskCache) Len() int {
 	d.mu.Lock()

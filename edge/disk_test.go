@@ -569,3 +569,34 @@ func BenchmarkDiskCacheGet(b *testing.B) {
 		i++
 	}
 }
+
+// TestDiskCacheSetMaxBytes: a smaller bound evicts the least recently used
+// blocks at once; a larger one keeps more.
+func TestDiskCacheSetMaxBytes(t *testing.T) {
+	d := openTestDiskCache(t, t.TempDir(), 3000)
+	var cs []cid.Cid
+	for i := range 3 {
+		c, data := diskTestBlock(t, uint64(i), 1000)
+		if err := d.Put(c, data); err != nil {
+			t.Fatal(err)
+		}
+		cs = append(cs, c)
+	}
+	d.SetMaxBytes(2000)
+	if d.Len() != 2 || d.Bytes() != 2000 {
+		t.Fatalf("after SetMaxBytes(2000): %d blocks, %d bytes; want 2, 2000", d.Len(), d.Bytes())
+	}
+	if _, ok := d.Get(cs[0]); ok {
+		t.Fatal("the least recently used block survived the smaller bound")
+	}
+	d.SetMaxBytes(4000)
+	for i := range 2 {
+		c, data := diskTestBlock(t, uint64(10+i), 1000)
+		if err := d.Put(c, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d.Len() != 4 {
+		t.Fatalf("after SetMaxBytes(4000) and two more puts: %d blocks, want 4", d.Len())
+	}
+}
