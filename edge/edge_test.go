@@ -128,6 +128,16 @@ func (n *network) addPeer(t *testing.T) {
 	go s.Run(ctx)
 }
 
+// siteFile returns the example site's file name (a path in the site).
+func siteFile(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("../examples/site", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
 func get(t *testing.T, h http.Handler, host, path string, hdr ...string) *http.Response {
 	t.Helper()
 	req := httptest.NewRequest("GET", "http://"+host+path, nil)
@@ -155,13 +165,7 @@ func TestEdgeServesSitesFromPeers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	site := func(name string) string {
-		b, err := os.ReadFile(filepath.Join("../examples/site", name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(b)
-	}
+	site := func(name string) string { return siteFile(t, name) }
 	v1 := n.root.String()
 	sub, _ := cid.Decode(v1)
 	tests := []struct {

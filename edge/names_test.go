@@ -8,8 +8,6 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -188,13 +186,7 @@ func TestEdgeThroughOriginOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	site := func(name string) string {
-		b, err := os.ReadFile(filepath.Join("../examples/site", name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(b)
-	}
+	site := func(name string) string { return siteFile(t, name) }
 	check := func(host, path, want string) {
 		t.Helper()
 		resp := get(t, e, host, path)
