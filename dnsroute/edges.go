@@ -263,6 +263,10 @@ func (r *Router) startProbeLocked(ctx context.Context, e *edge, now time.Time) {
 			return // forgotten or moved while probing
 		}
 		if !slices.Equal(e.verified, verified) {
+			if len(verified) > 0 {
+				r.log.Info("edge addresses verified", zap.String("peer", e.hb.Peer),
+					zap.Stringers("handed_out", verified), zap.Strings("listed", e.hb.Addrs))
+			}
 			e.verified = verified
 			r.rebuildLocked()
 		}
@@ -279,10 +283,10 @@ func (r *Router) startProbeLocked(ctx context.Context, e *edge, now time.Time) {
 
 // verifyAddrs probes the edge's URL through its heartbeat's addresses, in
 // order, until one IPv4 and one IPv6 address (what answers hand out)
-// answered as the edge, and returns those; an error if none did. Browsers are sent to the addresses, not to the URL: an address
-// must prove it serves this edge, or any edge could point answers at
-// someone else's host. The URL's own address was proven by the probe
-// of the URL.
+// answered as the edge, and returns those; an error if none did.
+// Browsers are sent to the addresses, not to the URL: an address must
+// prove it serves this edge, or any edge could point answers at someone
+// else's host. The URL's own address was proven by the probe of the URL.
 func (r *Router) verifyAddrs(ctx context.Context, baseURL string, addrs []netip.Addr, id peer.ID, timeout time.Duration) ([]netip.Addr, error) {
 	if r.cfg.trustAddrs {
 		return addrs, nil
@@ -317,7 +321,7 @@ func (r *Router) verifyAddrs(ctx context.Context, baseURL string, addrs []netip.
 		return nil, fmt.Errorf("no address of the heartbeat serves this edge: %w", errors.Join(errs...))
 	}
 	if len(errs) > 0 {
-		r.log.Warn("edge addresses left out of answers", zap.Stringer("peer", id), zap.Error(errors.Join(errs...)))
+		r.log.Debug("edge addresses left out of answers", zap.Stringer("peer", id), zap.Error(errors.Join(errs...)))
 	}
 	return verified, nil
 }
