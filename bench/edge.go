@@ -65,6 +65,9 @@ type wrkResult struct {
 	Requests   int64
 	Non2xx     int64
 	SocketErrs int64
+	// CPUPerReq is the server's CPU time (user + system, its child
+	// processes included) per request over the run, 0 if unknown.
+	CPUPerReq time.Duration
 }
 
 // edgeCell is every run of one server at one object size.
@@ -559,6 +562,8 @@ func (b *edgeBench) verifyAll(ctx context.Context, when string) error {
 // runWrk loads one server with one object.
 func (b *edgeBench) runWrk(ctx context.Context, key string, o edgeObject, d time.Duration, conns, threads int) (wrkResult, error) {
 	url := fmt.Sprintf("http://127.0.0.1:%d/%s", b.ports[key], o.name)
+	pid := b.svcs[key].cmd.Process.Pid
+	cpu0, cpuOK := procTreeCPU(pid)
 	res, err := runTimed(ctx, d+time.Minute, nil, b.wrk, "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns),
 		"-d", fmt.Sprintf("%ds", int(d.Round(time.Second)/time.Second)), "--latency", "-H", "Host: "+edgeHost, url)
 	if err != nil {
@@ -567,7 +572,11 @@ func (b *edgeBench) runWrk(ctx context.Context, key string, o edgeObject, d time
 	if s := b.svcs[key]; s.exited() {
 		return wrkResult{}, fmt.Errorf("%s exited during the run: %v%s", key, s.cmd.ProcessState, s.logs.Tail())
 	}
-	return parseWrk(res.Stdout)
+	r, err := parseWrk(res.Stdout)
+	if cpu1, ok := procTreeCPU(pid); err == nil && ok && cpuOK && r.Requests > 0 {
+		r.CPUPerReq = (cpu1 - cpu0) / time.Duration(r.Requests)
+	}
+	return r, err
 }
 
 var (
@@ -722,6 +731,34 @@ func procStatus(pid int, field string) string {
 }
 
 // print writes the results table and the ratios.
+// printCPU prints each server's CPU time per request (median of runs):
+// where wrk, on the same cores, is what limits the request rate (large
+// objects), it shows what each server spends that the rates do not.
+func (b *edgeBench) printCPU(w io.Writer) {
+	fmt.Fprintln(w, "\nserver CPU per request, µs (user + system, from /proc; median of runs):")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "server\t"+strings.Join(labels(), "\t")+"\t")
+	for _, s := range edgeServers {
+		fmt.Fprintf(tw, "%s\t", s.key)
+		for _, o := range edgeObjects {
+			var cpu []time.Duration
+			for _, r := range b.cells[s.key][o.name].runsOrNil() {
+				if r.CPUPerReq > 0 {
+					cpu = append(cpu, r.CPUPerReq)
+				}
+			}
+			if len(cpu) == 0 {
+				fmt.Fprint(tw, "-\t")
+				continue
+			}
+			slices.Sort(cpu)
+			fmt.Fprintf(tw, "%.0f\t", float64(cpu[len(cpu)/2])/float64(time.Microsecond))
+		}
+		fmt.Fprintln(tw)
+	}
+	tw.Flush()
+}
+
 func (b *edgeBench) print(w io.Writer, d time.Duration, runs, conns, threads int, rss map[string]string) {
 	m := collectMachineInfo(context.Background())
 	fmt.Fprintf(w, "edge benchmark: wrk -t%d -c%d -d%s --latency, %d run(s) (median), %d CPUs %s, %s, commit %s\n",
@@ -754,6 +791,7 @@ func (b *edgeBench) print(w io.Writer, d time.Duration, runs, conns, threads int
 	tw.Flush()
 	fmt.Fprintln(w, "\n(errors: non-2xx responses + socket errors, summed over sizes; peak RSS is VmHWM after all runs;")
 	fmt.Fprintln(w, " caddy-respond serves an ASCII body of the object's size; the goal compares it at 1 KiB only)")
+	b.printCPU(w)
 
 	rps := func(srv, obj string) float64 { return b.cells[srv][obj].median().RPS }
 	ratio := func(a, c float64) string {

@@ -2,6 +2,9 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -94,6 +97,9 @@ func TestEdgePrintPairs(t *testing.T) {
 	// The machine slows down in runs 2 and 3, for both servers alike.
 	b.cells[srvEdgeHit][edgeObjects[0].name].runs = []wrkResult{{RPS: 95}, {RPS: 60}, {RPS: 50}}
 	b.cells[srvRespond][edgeObjects[0].name].runs = []wrkResult{{RPS: 100}, {RPS: 65}, {RPS: 52}}
+	// CPU per request is the median over runs that measured it.
+	b.cells[srvFileSrv][edgeObjects[2].name].runs = []wrkResult{{RPS: 100, CPUPerReq: 900 * time.Microsecond},
+		{RPS: 100, CPUPerReq: 950 * time.Microsecond}, {RPS: 100, CPUPerReq: 930 * time.Microsecond}}
 	var out strings.Builder
 	b.print(&out, time.Second, 3, 64, 1, map[string]string{})
 	got := strings.Join(strings.Fields(out.String()), " ") // table spacing aside
@@ -102,9 +108,42 @@ func TestEdgePrintPairs(t *testing.T) {
 		"edge hits / caddy respond, 1KiB: runs 0.95 0.92 0.96; medians 0.92",
 		"edge hits / caddy file_server, 1KiB: runs 0.95 0.60 0.50; medians 0.60",
 		"edge hits / caddy file_server ≥ 1.2 0.60 BELOW goal 1.00 BELOW goal",
+		"caddy-file_server - - 930", // no CPU measured at 1 and 64 KiB
 	} {
 		if !strings.Contains(got, want) {
 			t.Fatalf("report lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+// TestProcTreeCPU: a server's CPU time counts its child processes' (nginx
+// serves from workers while its master waits).
+func TestProcTreeCPU(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("reads /proc")
+	}
+	child := exec.Command("sh", "-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; sleep 30")
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { child.Process.Kill(); child.Wait() }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		busy, ok := procCPU(child.Process.Pid)
+		if !ok {
+			t.Fatal("no CPU time for the child")
+		}
+		if busy >= 50*time.Millisecond {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the child used only %s", busy)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	self, _ := procCPU(os.Getpid())
+	tree, ok := procTreeCPU(os.Getpid())
+	if !ok || tree-self < 50*time.Millisecond {
+		t.Fatalf("tree %s, self %s: the child's CPU is not counted", tree, self)
 	}
 }

@@ -5,6 +5,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -39,6 +40,32 @@ func procCPU(pid int) (time.Duration, bool) {
 		return 0, false
 	}
 	return time.Duration(utime+stime) * time.Second / clockTicks, true
+}
+
+// procTreeCPU returns procCPU of pid plus that of its child processes
+// (nginx's workers, which serve while the master waits), or false if pid's
+// own is unknown.
+func procTreeCPU(pid int) (time.Duration, bool) {
+	total, ok := procCPU(pid)
+	if !ok {
+		return 0, false
+	}
+	// Each thread lists the children it forked.
+	files, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, file := range files {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if child, err := strconv.Atoi(f); err == nil {
+				if t, ok := procCPU(child); ok {
+					total += t
+				}
+			}
+		}
+	}
+	return total, true
 }
 
 // selfCPU returns the user plus system CPU time of this process so far.

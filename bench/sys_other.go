@@ -7,6 +7,9 @@ import "time"
 // procCPU is unknown outside Linux.
 func procCPU(pid int) (time.Duration, bool) { return 0, false }
 
+// procTreeCPU is unknown outside Linux.
+func procTreeCPU(pid int) (time.Duration, bool) { return 0, false }
+
 // selfCPU is unknown outside Linux.
 func selfCPU() (time.Duration, bool) { return 0, false }
 
