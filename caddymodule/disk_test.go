@@ -50,3 +50,45 @@ func TestDiskSharedAcrossReloads(t *testing.T) {
 		t.Fatal("the block put before the last release is gone")
 	}
 }
+
+// TestStateSharedAcrossReloads: handlers configured alike share one edge
+// State (a reload keeps the caches warm); a handler configured otherwise
+// gets its own, and a State outlives the old config while the new one
+// uses it.
+func TestStateSharedAcrossReloads(t *testing.T) {
+	k := stateKey{Origin: "http://127.0.0.1:7070", Domain: "cdn.test", MemoryBytes: 1 << 20,
+		DNSLinks: map[string]string{"b.example": "/ipns/b", "a.example": "/ipns/a"}}
+	old, oldKey, err := loadState(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, curKey, err := loadState(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur != old {
+		t.Fatal("a reload with the same configuration got a new State")
+	}
+	other := k
+	other.Domain = "cdn.example"
+	diff, diffKey, err := loadState(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer releaseState(diffKey)
+	if diff == old {
+		t.Fatal("a handler for another domain shares the State")
+	}
+	releaseState(oldKey)
+	if again, againKey, _ := loadState(k); again != cur {
+		t.Fatal("the State was dropped while the new config still used it")
+	} else {
+		releaseState(againKey)
+	}
+	releaseState(curKey)
+	if fresh, freshKey, _ := loadState(k); fresh == cur {
+		t.Fatal("the State outlived every handler that used it")
+	} else {
+		releaseState(freshKey)
+	}
+}

@@ -81,6 +81,7 @@ type Handler struct {
 	edge     *edge.Edge
 	disk     *edge.DiskCache
 	diskKey  string // its key in disks
+	stateKey string // the edge's State's key in states
 	logger   *zap.Logger
 	reporter *billing.Reporter
 	stop     context.CancelFunc
@@ -110,6 +111,15 @@ func (h *Handler) Provision(ctx caddy.Context) (err error) {
 	}
 	cfg := edge.Config{Origin: h.Origin, Domain: h.Domain, MemoryBytes: max(1, int64(float64(h.MemoryCacheBytes)*cacheShare)),
 		DNSLinks: h.DNSLinks, Logger: h.logger, Registry: ctx.GetMetricsRegistry()}
+	if cfg.State, h.stateKey, err = loadState(stateKey{Origin: h.Origin, OriginID: h.OriginID, Domain: h.Domain,
+		KeyFile: h.KeyFile, DNSLinks: h.DNSLinks, MemoryBytes: cfg.MemoryBytes}); err != nil {
+		return fmt.Errorf("topcdn: %w", err)
+	}
+	defer func() {
+		if err != nil { // Caddy does not clean up a handler it failed to provision
+			releaseState(h.stateKey)
+		}
+	}()
 	if h.OriginID != "" {
 		if cfg.OriginID, err = peer.Decode(h.OriginID); err != nil {
 			return fmt.Errorf("topcdn: origin_id: %w", err)
@@ -170,15 +180,16 @@ func (h *Handler) Validate() error {
 }
 
 // Cleanup stops the heartbeats, sends billing what is left to report,
-// lets go of the disk cache (closed when no loaded config uses it) and
-// gives back the memory budget.
+// lets go of the edge's State and the disk cache (closed when no loaded
+// config uses it) and gives back the memory budget.
 func (h *Handler) Cleanup() error {
 	h.stopBackground()
 	dropBudget(h, h.logger)
+	err := releaseState(h.stateKey)
 	if h.disk != nil {
-		return releaseDisk(h.diskKey)
+		err = errors.Join(err, releaseDisk(h.diskKey))
 	}
-	return nil
+	return err
 }
 
 // ServeHTTP serves the request from the edge; it never calls next.

@@ -39,6 +39,10 @@ type Config struct {
 	// for spans rebuilt from parity, the rest half for blocks, half for
 	// ready-to-send responses. Default: 256 MiB.
 	MemoryBytes int64
+	// State holds the caches and what the edge learns; edges built with
+	// one State share it (see State). It must have been made for
+	// MemoryBytes. Default: a new one.
+	State *State
 	// Disk is the disk cache tier. Default: none.
 	Disk *DiskCache
 	// Logger receives logs. Default: none.
@@ -87,7 +91,12 @@ func New(ctx context.Context, cfg Config) (*Edge, error) {
 	}
 	cfg.Domain = strings.TrimSuffix(strings.ToLower(cfg.Domain), ".")
 	if cfg.MemoryBytes <= 0 {
-		cfg.MemoryBytes = 256 << 20
+		cfg.MemoryBytes = defaultMemoryBytes
+	}
+	if cfg.State == nil {
+		cfg.State = NewState(cfg.MemoryBytes)
+	} else if cfg.State.memoryBytes != cfg.MemoryBytes {
+		return nil, fmt.Errorf("edge: State made for %d bytes of memory caches, MemoryBytes is %d", cfg.State.memoryBytes, cfg.MemoryBytes)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
@@ -120,22 +129,24 @@ func New(ctx context.Context, cfg Config) (*Edge, error) {
 		}
 		cfg.Key = k
 	}
-	spans := min(cfg.MemoryBytes/8, 64<<20)
-	rest := cfg.MemoryBytes - spans
-	e := &Edge{cfg: cfg, log: cfg.Logger, mem: newMemoryCache(rest / 2),
-		resp: newResponseCache(rest / 2), sites: map[string]siteState{}}
+	st := cfg.State
+	e := &Edge{cfg: cfg, log: cfg.Logger, mem: st.mem, resp: st.resp, sites: map[string]siteState{}}
 	var err error
 	if e.metrics, err = newMetrics(cfg.Registry, e); err != nil {
 		return nil, fmt.Errorf("edge: metrics: %w", err)
 	}
-	e.src = &source{origin: cfg.Origin, originID: cfg.OriginID, http: cfg.HTTPClient,
-		shards: storage.NewClient(cfg.Key, nil), stats: erasure.NewPeerStats(), spans: erasure.NewSpanCache(spans),
-		addrs:    map[peer.ID]string{},
-		dnslinks: cfg.DNSLinks, links: newLinkCache(), log: cfg.Logger, fallbacks: e.metrics.fallbacks,
+	e.src = &source{origin: cfg.Origin, http: cfg.HTTPClient,
+		shards: storage.NewClient(cfg.Key, nil), stats: st.stats, spans: st.spans,
+		dnslinks: cfg.DNSLinks, links: st.links, log: cfg.Logger, fallbacks: e.metrics.fallbacks,
 		flag: func(f erasure.Flag) {
 			e.log.Warn("storage peer flagged", zap.Stringer("peer", f.Peer), zap.String("shard", f.Shard), zap.String("reason", f.Reason))
-		}}
-	e.src.noManifest, e.src.readerOrder, e.src.readers = newSourceCaches()
+		},
+		learnt: st.learnt}
+	if cfg.OriginID != "" {
+		st.learnt.mu.Lock()
+		st.learnt.originID = cfg.OriginID
+		st.learnt.mu.Unlock()
+	}
 	if e.handler, err = e.newHandler(); err != nil {
 		return nil, err
 	}
@@ -159,7 +170,7 @@ func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (e *Edge) ID() peer.ID { return e.cfg.Key.ID }
 
 func (e *Edge) newHandler() (http.Handler, error) {
-	vs := newNameRecords(e.cfg.Origin, e.cfg.HTTPClient, e.log, e.metrics.fallbacks)
+	vs := newNameRecords(e.cfg.Origin, e.cfg.HTTPClient, e.log, e.metrics.fallbacks, e.cfg.State.names)
 	ns, err := namesys.NewNameSystem(vs,
 		namesys.WithCache(4096), // entries live for their record's TTL
 		namesys.WithDNSResolverWithTTL(e.src.lookupDNSLink(e.cfg.Domain)))

@@ -391,3 +391,41 @@ func TestEdgeFollowsRepairedManifest(t *testing.T) {
 		t.Fatalf("with the repaired manifest, %v blocks still came through the origin", after-before)
 	}
 }
+
+// TestEdgesShareState: a new edge built with the State of an earlier one
+// (as Caddy's module does on a config reload) starts with its caches and
+// what it learnt: the pages the first served come ready-made, with no
+// upstream fetch, not even of a name.
+func TestEdgesShareState(t *testing.T) {
+	ctx := context.Background()
+	n := newNetwork(t)
+	st := NewState(64 << 20)
+	first, err := New(ctx, Config{Origin: n.originURL, MemoryBytes: 64 << 20, State: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	index := siteFile(t, "index.html")
+	for _, path := range []string{"/", "/css/style.css"} {
+		if resp := get(t, first, "blog.cdn.test", path); resp.StatusCode != 200 {
+			t.Fatalf("%s: HTTP %d", path, resp.StatusCode)
+		}
+	}
+	n.origin.Close() // nothing may come from the origin from here on
+	second, err := New(ctx, Config{Origin: n.originURL, MemoryBytes: 64 << 20, State: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp := get(t, second, "blog.cdn.test", "/")
+	if got := body(t, resp); resp.StatusCode != 200 || got != index {
+		t.Fatalf("the new edge: HTTP %d, %d bytes; want the index", resp.StatusCode, len(got))
+	}
+	if hits := testutil.ToFloat64(second.metrics.responseHits); hits != 1 {
+		t.Fatalf("the new edge's response cache hits: %v, want 1 (the first edge's answer)", hits)
+	}
+	if misses := testutil.ToFloat64(second.metrics.misses); misses != 0 {
+		t.Fatalf("the new edge fetched %v blocks upstream", misses)
+	}
+	if _, err := New(ctx, Config{Origin: n.originURL, MemoryBytes: 32 << 20, State: st}); err == nil {
+		t.Fatal("a State made for 64 MiB was taken for a 32 MiB edge")
+	}
+}

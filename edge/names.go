@@ -48,8 +48,7 @@ type nameRecords struct {
 	kept      *lru.Cache[string, []byte]
 }
 
-func newNameRecords(origin string, client *http.Client, log *zap.Logger, fallbacks *prometheus.CounterVec) *nameRecords {
-	kept, _ := lru.New[string, []byte](keptNames) // only fails for a size ≤ 0
+func newNameRecords(origin string, client *http.Client, log *zap.Logger, fallbacks *prometheus.CounterVec, kept *lru.Cache[string, []byte]) *nameRecords {
 	return &nameRecords{origin: origin, http: client, log: log, fallbacks: fallbacks, kept: kept}
 }
 
@@ -162,9 +161,4 @@ func validRecord(raw []byte, name ipns.Name) error {
 type dnsLink struct {
 	value string
 	ttl   time.Duration
-}
-
-func newLinkCache() *lru.Cache[string, dnsLink] {
-	c, _ := lru.New[string, dnsLink](keptNames) // only fails for a size ≤ 0
-	return c
 }

@@ -72,7 +72,7 @@ func TestNameRecords(t *testing.T) {
 	srv := httptest.NewServer(origin)
 	defer srv.Close()
 	fallbacks := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fallbacks"}, []string{"kind", "reason"})
-	names := newNameRecords(srv.URL, srv.Client(), zap.NewNop(), fallbacks)
+	names := newNameRecords(srv.URL, srv.Client(), zap.NewNop(), fallbacks, NewState(0).names)
 
 	alice, _ := identity.Generate(nil)
 	mallory, _ := identity.Generate(nil)

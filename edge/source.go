@@ -30,7 +30,6 @@ import (
 // Trustless Gateway. Every block is verified against its CID.
 type source struct {
 	origin    string // base URL
-	originID  peer.ID
 	http      *http.Client
 	shards    *storage.Client
 	stats     *erasure.PeerStats
@@ -41,7 +40,15 @@ type source struct {
 	log       *zap.Logger
 	fallbacks *prometheus.CounterVec // kind, reason
 
+	*learnt // shared with other edges of the same State
+}
+
+// learnt is what a source learns from the origin as it serves: loaded
+// manifests, roots without one, storage peers' addresses, the origin's
+// peer ID. Guarded by mu.
+type learnt struct {
 	mu          sync.Mutex
+	originID    peer.ID
 	noManifest  *simplelru.LRU[cid.Cid, time.Time] // roots the origin had no manifest for, and when asked
 	readers     map[cid.Cid]*loadedReader          // by root
 	readerOrder *simplelru.LRU[cid.Cid, struct{}]  // readers' roots, least recently used first
@@ -78,13 +85,13 @@ const manifestRefresh = 5 * time.Minute
 // manifest again.
 const manifestRetry = 2 * time.Second
 
-func newSourceCaches() (*simplelru.LRU[cid.Cid, time.Time], *simplelru.LRU[cid.Cid, struct{}], map[cid.Cid]*loadedReader) {
-	readers := map[cid.Cid]*loadedReader{}
-	order, _ := simplelru.NewLRU[cid.Cid, struct{}](maxReaders, func(root cid.Cid, _ struct{}) {
-		delete(readers, root) // called with source.mu held
+func newLearnt() *learnt {
+	l := &learnt{readers: map[cid.Cid]*loadedReader{}, addrs: map[peer.ID]string{}}
+	l.readerOrder, _ = simplelru.NewLRU[cid.Cid, struct{}](maxReaders, func(root cid.Cid, _ struct{}) {
+		delete(l.readers, root) // called with l.mu held
 	})
-	noManifest, _ := simplelru.NewLRU[cid.Cid, time.Time](maxNoManifest, nil)
-	return noManifest, order, readers
+	l.noManifest, _ = simplelru.NewLRU[cid.Cid, time.Time](maxNoManifest, nil)
+	return l
 }
 
 // get returns block c, verified: from a loaded manifest, from a manifest
