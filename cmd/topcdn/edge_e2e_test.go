@@ -283,6 +283,8 @@ func TestEdgeWithCaddy(t *testing.T) {
 	port2 := freePort(t)
 	c2 := strings.ReplaceAll(c, fmt.Sprintf("http://:%d", port), fmt.Sprintf("http://:%d", port2))
 	c2 = strings.ReplaceAll(c2, dir+"/edge-cache", dir+"/edge-cache-2")
+	adminPort := freePort(t)
+	c2 = strings.Replace(c2, "admin off", fmt.Sprintf("admin 127.0.0.1:%d", adminPort), 1)
 	if err := os.WriteFile(caddyfile+"2", []byte(c2), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -302,6 +304,27 @@ func TestEdgeWithCaddy(t *testing.T) {
 	})
 	if resp, body := fetch("blog.cdn.test", "/about.html"); resp.StatusCode != 200 || body != want("about.html") {
 		t.Fatalf("stock Caddy: HTTP %d, %d bytes", resp.StatusCode, len(body))
+	}
+
+	// A config reload keeps what the edge cached and learnt: with the
+	// origin gone, the reloaded edge still serves the page from the
+	// previous config's caches (a new, empty edge could not even resolve
+	// the name).
+	o.stop(t)
+	req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/load", adminPort), strings.NewReader(c2))
+	req.Header.Set("Content-Type", "text/caddyfile")
+	req.Header.Set("Cache-Control", "must-revalidate") // reload even though the config is the same
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("reload: HTTP %d %s\n%s", resp.StatusCode, msg, stock.Stderr)
+	}
+	if resp, body := fetch("blog.cdn.test", "/about.html"); resp.StatusCode != 200 || body != want("about.html") {
+		t.Fatalf("after a reload, with the origin gone: HTTP %d, %d bytes\n%s", resp.StatusCode, len(body), stock.Stderr)
 	}
 }
 
