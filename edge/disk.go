@@ -1,6 +1,8 @@
 package edge
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -35,6 +37,15 @@ const diskTouchEvery = time.Minute
 // diskTempPrefix starts the names of files being written. No block file
 // name starts with it.
 const diskTempPrefix = ".put-"
+
+// diskNamesDir is the subdirectory that keeps the last answers for names
+// (PutName); no shard directory has a name this long.
+const diskNamesDir = "names"
+
+// diskNameMaxAge is how long a name's kept answer survives unwritten on
+// disk: an edge that served a site in the last month can still serve it,
+// from its disk, while the origin is down.
+const diskNameMaxAge = 30 * 24 * time.Hour
 
 // errDiskForeignDir is returned by OpenDiskCache for a directory that
 // holds files but was not made by a DiskCache.
@@ -137,6 +148,12 @@ func (d *DiskCache) scan() error {
 	var found []diskFound
 	for _, sub := range subs {
 		if sub.Name() == diskMarker {
+			continue
+		}
+		if sub.Name() == diskNamesDir && sub.IsDir() {
+			if err := d.pruneNames(); err != nil {
+				return fmt.Errorf("edge: scan disk cache: %w", err)
+			}
 			continue
 		}
 		subPath := filepath.Join(d.dir, sub.Name())
@@ -379,6 +396,77 @@ func (d *DiskCache) trimLocked() {
 func (d *DiskCache) evicted(k cid.Cid, e *diskEntry) {
 	d.bytes -= e.size
 	_ = os.Remove(d.path(k))
+}
+
+// PutName keeps value as the last answer for a name (key: any string),
+// for GetName after a restart. Values are small (an IPNS record, a DNSLink
+// answer); they do not count towards the bound, and one not written for
+// 30 days is removed at the next open.
+func (d *DiskCache) PutName(key string, value []byte) error {
+	d.mu.Lock()
+	closed := d.closed
+	d.mu.Unlock()
+	if closed {
+		return errDiskClosed
+	}
+	dir := filepath.Join(d.dir, diskNamesDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("edge: disk cache: %w", err)
+	}
+	f, err := os.CreateTemp(dir, diskTempPrefix)
+	if err != nil {
+		return fmt.Errorf("edge: disk cache: %w", err)
+	}
+	_, err = f.Write(value)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), filepath.Join(dir, diskNameFile(key)))
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("edge: disk cache: keep name: %w", err)
+	}
+	return nil
+}
+
+// GetName returns the value PutName kept for key, if any. The caller
+// checks it: a file on disk is no more trusted than what the origin says.
+func (d *DiskCache) GetName(key string) ([]byte, bool) {
+	b, err := os.ReadFile(filepath.Join(d.dir, diskNamesDir, diskNameFile(key)))
+	return b, err == nil
+}
+
+// diskNameFile is the file name of a name's kept answer: the key's
+// SHA-256, so that any key is a safe file name.
+func diskNameFile(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:])
+}
+
+// pruneNames removes temp files and answers not written for
+// diskNameMaxAge from the names directory.
+func (d *DiskCache) pruneNames() error {
+	dir := filepath.Join(d.dir, diskNamesDir)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	cutoff := d.now().Add(-diskNameMaxAge)
+	for _, e := range entries {
+		info, err := e.Info()
+		if err != nil {
+			continue
+		}
+		if !e.Type().IsRegular() || strings.HasPrefix(e.Name(), diskTempPrefix) || len(e.Name()) != 2*sha256.Size ||
+			info.ModTime().Before(cutoff) {
+			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // SetMaxBytes changes the bound to maxBytes (1 GiB if maxBytes <= 0),

@@ -600,3 +600,46 @@ func TestDiskCacheSetMaxBytes(t *testing.T) {
 		t.Fatalf("after SetMaxBytes(4000) and two more puts: %d blocks, want 4", d.Len())
 	}
 }
+
+// TestDiskCacheNames: names' last answers survive a reopen; answers not
+// written for 30 days, and strays in their directory, do not.
+func TestDiskCacheNames(t *testing.T) {
+	dir := t.TempDir()
+	d := openTestDiskCache(t, dir, 1<<20)
+	if err := d.PutName("ipns /ipns/\x00\x01binary/../key", []byte("record")); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.PutName("dnslink old.cdn.test", []byte("old")); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.PutName("dnslink old.cdn.test", []byte("newer")); err != nil {
+		t.Fatal(err)
+	}
+	if b, ok := d.GetName("dnslink old.cdn.test"); !ok || string(b) != "newer" {
+		t.Fatalf("GetName after a second PutName: %q, %v", b, ok)
+	}
+	if _, ok := d.GetName("never kept"); ok {
+		t.Fatal("a name never kept was found")
+	}
+	d.Close()
+	old := time.Now().Add(-diskNameMaxAge - time.Hour)
+	if err := os.Chtimes(filepath.Join(dir, diskNamesDir, diskNameFile("dnslink old.cdn.test")), old, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, diskNamesDir, "stray"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d = openTestDiskCache(t, dir, 1<<20)
+	if b, ok := d.GetName("ipns /ipns/\x00\x01binary/../key"); !ok || string(b) != "record" {
+		t.Fatalf("after a reopen: %q, %v", b, ok)
+	}
+	if _, ok := d.GetName("dnslink old.cdn.test"); ok {
+		t.Fatal("an answer not written for over 30 days survived the reopen")
+	}
+	if _, err := os.Stat(filepath.Join(dir, diskNamesDir, "stray")); err == nil {
+		t.Fatal("a stray file in the names directory survived the reopen")
+	}
+	if d.Len() != 0 || d.Bytes() != 0 {
+		t.Fatalf("names counted as blocks: %d blocks, %d bytes", d.Len(), d.Bytes())
+	}
+}

@@ -142,6 +142,9 @@ func New(ctx context.Context, cfg Config) (*Edge, error) {
 			e.log.Warn("storage peer flagged", zap.Stringer("peer", f.Peer), zap.String("shard", f.Shard), zap.String("reason", f.Reason))
 		},
 		learnt: st.learnt}
+	if cfg.Disk != nil {
+		e.src.disk = cfg.Disk
+	}
 	if cfg.OriginID != "" {
 		st.learnt.mu.Lock()
 		st.learnt.originID = cfg.OriginID
@@ -170,7 +173,7 @@ func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (e *Edge) ID() peer.ID { return e.cfg.Key.ID }
 
 func (e *Edge) newHandler() (http.Handler, error) {
-	vs := newNameRecords(e.cfg.Origin, e.cfg.HTTPClient, e.log, e.metrics.fallbacks, e.cfg.State.names)
+	vs := newNameRecords(e.cfg.Origin, e.cfg.HTTPClient, e.log, e.metrics.fallbacks, e.cfg.State.names, e.src.disk)
 	ns, err := namesys.NewNameSystem(vs,
 		namesys.WithCache(4096), // entries live for their record's TTL
 		namesys.WithDNSResolverWithTTL(e.src.lookupDNSLink(e.cfg.Domain)))

@@ -46,10 +46,28 @@ type nameRecords struct {
 	log       *zap.Logger
 	fallbacks *prometheus.CounterVec // kind, reason
 	kept      *lru.Cache[string, []byte]
+	disk      nameDisk // nil: kept in memory only
 }
 
-func newNameRecords(origin string, client *http.Client, log *zap.Logger, fallbacks *prometheus.CounterVec, kept *lru.Cache[string, []byte]) *nameRecords {
-	return &nameRecords{origin: origin, http: client, log: log, fallbacks: fallbacks, kept: kept}
+// nameDisk keeps names' last answers across restarts (DiskCache).
+type nameDisk interface {
+	GetName(key string) ([]byte, bool)
+	PutName(key string, value []byte) error
+}
+
+func newNameRecords(origin string, client *http.Client, log *zap.Logger, fallbacks *prometheus.CounterVec,
+	kept *lru.Cache[string, []byte], disk nameDisk) *nameRecords {
+	return &nameRecords{origin: origin, http: client, log: log, fallbacks: fallbacks, kept: kept, disk: disk}
+}
+
+// keep makes rec the kept record for key, on disk too when it changed.
+func (n *nameRecords) keep(key string, rec, was []byte) {
+	n.kept.Add(key, rec)
+	if n.disk != nil && !bytes.Equal(rec, was) {
+		if err := n.disk.PutName("ipns "+key, rec); err != nil {
+			n.log.Warn("keep IPNS record on disk", zap.Error(err))
+		}
+	}
 }
 
 // PutValue is not for edges: names are published at the origin.
@@ -82,18 +100,21 @@ func (n *nameRecords) GetValue(ctx context.Context, key string, _ ...routing.Opt
 	}
 	fetched, ferr := n.fetch(ctx, name)
 	kept, ok := n.kept.Get(key)
+	if !ok && n.disk != nil {
+		kept, ok = n.disk.GetName("ipns " + key) // kept before a restart
+	}
 	if ok && validRecord(kept, name) != nil {
 		n.kept.Remove(key) // its validity ended: nothing to fall back on
 		ok = false
 	}
 	switch {
 	case ferr == nil && !ok:
-		n.kept.Add(key, fetched)
+		n.keep(key, fetched, nil)
 		return fetched, nil
 	case ferr == nil:
 		best, err := ipns.Validator{}.Select(key, [][]byte{kept, fetched})
 		if err != nil || best == 1 || bytes.Equal(kept, fetched) {
-			n.kept.Add(key, fetched)
+			n.keep(key, fetched, kept)
 			return fetched, nil
 		}
 		n.log.Warn("origin sent an older IPNS record than one already seen; serving the newer",
@@ -108,6 +129,7 @@ func (n *nameRecords) GetValue(ctx context.Context, key string, _ ...routing.Opt
 		n.log.Warn("origin cannot give an IPNS record; serving the last valid one",
 			zap.Stringer("name", name), zap.Error(ferr))
 		n.fallbacks.WithLabelValues("ipns", reason).Inc()
+		n.kept.Add(key, kept)
 		return kept, nil
 	default:
 		return nil, ferr

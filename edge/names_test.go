@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/origin"
 	"github.com/topcdn/topcdn/publish"
 )
 
@@ -72,7 +73,7 @@ func TestNameRecords(t *testing.T) {
 	srv := httptest.NewServer(origin)
 	defer srv.Close()
 	fallbacks := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fallbacks"}, []string{"kind", "reason"})
-	names := newNameRecords(srv.URL, srv.Client(), zap.NewNop(), fallbacks, NewState(0).names)
+	names := newNameRecords(srv.URL, srv.Client(), zap.NewNop(), fallbacks, NewState(0).names, nil)
 
 	alice, _ := identity.Generate(nil)
 	mallory, _ := identity.Generate(nil)
@@ -154,46 +155,56 @@ func TestNameRecords(t *testing.T) {
 	}
 }
 
-// TestEdgeThroughOriginOutage: sites an edge has served stay up while the
-// origin is down, past their names' TTLs: names from the last valid
-// answers, blocks from the storage peers. A site never seen cannot be.
-func TestEdgeThroughOriginOutage(t *testing.T) {
-	ctx := context.Background()
-	n := newNetwork(t)
+// newOutageNet is newNetwork with the site also published as "brief" with
+// a 1 s TTL, and an origin URL (sw) that reaches the origin through a
+// switch: while down is set, it answers 503.
+func newOutageNet(t *testing.T) (n *network, ni *origin.NameInfo, sw string, down *atomic.Bool) {
+	t.Helper()
+	n = newNetwork(t)
 	client, err := publish.NewClient(n.originURL, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	key, _ := identity.Generate(nil)
-	ni, err := client.PublishName(ctx, "brief", key, n.root, publish.NameOptions{TTL: time.Second})
+	ni, err = client.PublishName(context.Background(), "brief", key, n.root, publish.NameOptions{TTL: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The edge reaches the origin through a switch that can cut it off.
-	var down atomic.Bool
+	down = new(atomic.Bool)
 	target, _ := url.Parse(n.originURL)
 	proxy := httputil.NewSingleHostReverseProxy(target)
-	sw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if down.Load() {
 			http.Error(w, "origin down", http.StatusServiceUnavailable)
 			return
 		}
 		proxy.ServeHTTP(w, r)
 	}))
-	defer sw.Close()
-	reg := prometheus.NewRegistry()
-	e, err := New(ctx, Config{Origin: sw.URL, Registry: reg})
+	t.Cleanup(srv.Close)
+	return n, ni, srv.URL, down
+}
+
+// checkPage fetches host+path from h and wants want.
+func checkPage(t *testing.T, h http.Handler, host, path, want string) {
+	t.Helper()
+	resp := get(t, h, host, path)
+	if got := body(t, resp); resp.StatusCode != 200 || got != want {
+		t.Fatalf("%s%s: HTTP %d, %d bytes; want 200 and %d bytes", host, path, resp.StatusCode, len(got), len(want))
+	}
+}
+
+// TestEdgeThroughOriginOutage: sites an edge has served stay up while the
+// origin is down, past their names' TTLs: names from the last valid
+// answers, blocks from the storage peers. A site never seen cannot be.
+func TestEdgeThroughOriginOutage(t *testing.T) {
+	ctx := context.Background()
+	_, ni, sw, down := newOutageNet(t)
+	e, err := New(ctx, Config{Origin: sw})
 	if err != nil {
 		t.Fatal(err)
 	}
 	site := func(name string) string { return siteFile(t, name) }
-	check := func(host, path, want string) {
-		t.Helper()
-		resp := get(t, e, host, path)
-		if got := body(t, resp); resp.StatusCode != 200 || got != want {
-			t.Fatalf("%s%s: HTTP %d, %d bytes; want 200 and %d bytes", host, path, resp.StatusCode, len(got), len(want))
-		}
-	}
+	check := func(host, path, want string) { t.Helper(); checkPage(t, e, host, path, want) }
 	check("brief.cdn.test", "/", site("index.html"))
 	check("127.0.0.1", "/ipns/"+ni.IPNS+"/about.html", site("about.html"))
 
@@ -220,5 +231,42 @@ func TestEdgeThroughOriginOutage(t *testing.T) {
 	check("brief.cdn.test", "/docs/getting-started.html", site("docs/getting-started.html"))
 	if after := testutil.ToFloat64(e.metrics.fallbacks.WithLabelValues("ipns", "origin_unavailable")); after != before {
 		t.Fatalf("fallbacks went on after the origin came back: %v → %v", before, after)
+	}
+}
+
+// TestEdgeRestartsThroughOriginOutage: an edge with a disk cache keeps the
+// names' last answers on disk too, so an edge restarted while the origin
+// is down still serves the pages whose blocks its disk holds.
+func TestEdgeRestartsThroughOriginOutage(t *testing.T) {
+	ctx := context.Background()
+	_, ni, sw, down := newOutageNet(t)
+	dir := t.TempDir()
+	disk, err := OpenDiskCache(dir, 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(ctx, Config{Origin: sw, Disk: disk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkPage(t, e, "brief.cdn.test", "/", siteFile(t, "index.html"))
+	checkPage(t, e, "127.0.0.1", "/ipns/"+ni.IPNS+"/about.html", siteFile(t, "about.html"))
+
+	// The origin goes down and the edge restarts: new process, same disk.
+	down.Store(true)
+	disk.Close()
+	disk, err = OpenDiskCache(dir, 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer disk.Close()
+	restarted, err := New(ctx, Config{Origin: sw, Disk: disk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkPage(t, restarted, "brief.cdn.test", "/", siteFile(t, "index.html"))
+	checkPage(t, restarted, "127.0.0.1", "/ipns/"+ni.IPNS+"/about.html", siteFile(t, "about.html"))
+	if resp := get(t, restarted, "brief.cdn.test", "/docs/"); resp.StatusCode == 200 {
+		t.Fatal("a page whose blocks were never fetched was served with the origin down and no manifest loaded")
 	}
 }

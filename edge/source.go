@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -39,6 +40,7 @@ type source struct {
 	links     *lru.Cache[string, dnsLink] // the origin's last answer for each site host
 	log       *zap.Logger
 	fallbacks *prometheus.CounterVec // kind, reason
+	disk      nameDisk               // keeps DNSLink answers across restarts; nil: none
 
 	*learnt // shared with other edges of the same State
 }
@@ -376,7 +378,7 @@ func (s *source) lookupDNSLink(domain string) func(ctx context.Context, fqdn str
 			// cannot answer leaves the last answer standing, for a
 			// short TTL, so that sites stay up through its outage.
 			var se *originStatusError
-			if last, ok := s.links.Get(host); ok && ctx.Err() == nil && !(errors.As(err, &se) && se.code == http.StatusNotFound) {
+			if last, ok := s.lastLink(host); ok && ctx.Err() == nil && !(errors.As(err, &se) && se.code == http.StatusNotFound) {
 				s.log.Warn("origin cannot give a site's name; serving the last answer", zap.String("host", host), zap.Error(err))
 				s.fallbacks.WithLabelValues("dnslink", "origin_unavailable").Inc()
 				return []string{last.value}, min(last.ttl, staleNameTTL), nil
@@ -389,9 +391,38 @@ func (s *source) lookupDNSLink(domain string) func(ctx context.Context, fqdn str
 			ttl = time.Minute
 		}
 		link := dnsLink{value: "dnslink=/ipns/" + ni.IPNS, ttl: ttl}
+		if last, ok := s.lastLink(host); s.disk != nil && (!ok || last != link) {
+			if err := s.disk.PutName("dnslink "+host, []byte(link.value+"\n"+strconv.FormatInt(int64(ttl/time.Second), 10))); err != nil {
+				s.log.Warn("keep DNSLink answer on disk", zap.Error(err))
+			}
+		}
 		s.links.Add(host, link)
 		return []string{link.value}, ttl, nil
 	}
+}
+
+// lastLink returns the origin's last DNSLink answer for host: kept in
+// memory, or on disk before a restart.
+func (s *source) lastLink(host string) (dnsLink, bool) {
+	if l, ok := s.links.Get(host); ok {
+		return l, true
+	}
+	if s.disk == nil {
+		return dnsLink{}, false
+	}
+	b, ok := s.disk.GetName("dnslink " + host)
+	if !ok {
+		return dnsLink{}, false
+	}
+	value, secs, _ := strings.Cut(string(b), "\n")
+	n, err := strconv.ParseInt(secs, 10, 64)
+	target, _ := strings.CutPrefix(value, "dnslink=/ipns/")
+	if _, nerr := ipns.NameFromString(target); err != nil || nerr != nil || n <= 0 {
+		return dnsLink{}, false
+	}
+	l := dnsLink{value: value, ttl: time.Duration(n) * time.Second}
+	s.links.Add(host, l)
+	return l, true
 }
 
 // originStatusError is an answer of the origin other than 200.
