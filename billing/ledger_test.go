@@ -247,18 +247,23 @@ func (d *hbDir) beat(at time.Time, bytes uint64) {
 	}
 }
 
-// TestHeartbeatCheckSumsParts: the parts of an (edge, epoch) are judged
-// together against the heartbeats.
-func TestHeartbeatCheckSumsParts(t *testing.T) {
-	ctx := context.Background()
-	pub, edge := testKey(t, 52), testKey(t, 53)
-	e0 := t0.Unix() - 60
-	dns := &hbDir{edges: []EdgeInfo{{Peer: edge.ID.String(), Healthy: true, Answers: 3, IntervalMS: 2000,
+// newPartsLedger is a ledger whose DNS router saw edge (key seed
+// edgeSeed) answered 3 times and reporting 100 MiB served by t0+6s, with
+// the clock at t0+7s and a 1 MiB object "big" of "blog" published by key
+// pubSeed. part(n, seq) signs part n (sequence seq) of the edge's batch
+// for epoch e0: 60 records of 1 MiB.
+func newPartsLedger(t *testing.T, pubSeed, edgeSeed byte) (tl *testLedger, dns *hbDir, edge *identity.Key, e0 int64,
+	part func(n int, seq uint64) *identity.Envelope) {
+	t.Helper()
+	pub := testKey(t, pubSeed)
+	edge = testKey(t, edgeSeed)
+	e0 = t0.Unix() - 60
+	dns = &hbDir{edges: []EdgeInfo{{Peer: edge.ID.String(), Healthy: true, Answers: 3, IntervalMS: 2000,
 		LastHeartbeat: t0.Add(6 * time.Second), Bytes: 100 << 20}}}
-	tl := newTestLedger(t, "", Config{DNS: dns})
+	tl = newTestLedger(t, "", Config{DNS: dns})
 	tl.setNow(t0.Add(7 * time.Second))
 	tl.content.publish("blog", pub.ID, map[string]int64{"big": 1 << 20})
-	part := func(n int, seq uint64) *identity.Envelope {
+	part = func(n int, seq uint64) *identity.Envelope {
 		var rs []Record
 		for i := range 60 {
 			rs = append(rs, rec(seq*1000+uint64(i), "blog", "big", 1<<20, e0))
@@ -267,6 +272,14 @@ func TestHeartbeatCheckSumsParts(t *testing.T) {
 		b.Part = n
 		return mustSign(t, edge, TypeBatch, b)
 	}
+	return tl, dns, edge, e0, part
+}
+
+// TestHeartbeatCheckSumsParts: the parts of an (edge, epoch) are judged
+// together against the heartbeats.
+func TestHeartbeatCheckSumsParts(t *testing.T) {
+	ctx := context.Background()
+	tl, dns, edge, e0, part := newPartsLedger(t, 52, 53)
 	if res, err := tl.IngestBatch(ctx, part(0, 1), netip.Addr{}); err != nil || res.Accepted != 60 {
 		t.Fatalf("part 0: %+v, %v", res, err)
 	}
@@ -506,13 +519,7 @@ func (b *barrierContent) Object(ctx context.Context, name, root, c string) (Obje
 // saw none of the others and all were paid.
 func TestHeartbeatCheckConcurrentParts(t *testing.T) {
 	ctx := context.Background()
-	pub, edge := testKey(t, 70), testKey(t, 71)
-	e0 := t0.Unix() - 60
-	dns := &hbDir{edges: []EdgeInfo{{Peer: edge.ID.String(), Healthy: true, Answers: 3, IntervalMS: 2000,
-		LastHeartbeat: t0.Add(6 * time.Second), Bytes: 100 << 20}}}
-	tl := newTestLedger(t, "", Config{DNS: dns})
-	tl.setNow(t0.Add(7 * time.Second))
-	tl.content.publish("blog", pub.ID, map[string]int64{"big": 1 << 20})
+	tl, _, _, _, part := newPartsLedger(t, 70, 71)
 	const parts = 4
 	tl.Ledger.content = &barrierContent{fakeContent: tl.content, arrive: make(chan struct{}, parts), n: parts}
 	var (
@@ -521,13 +528,7 @@ func TestHeartbeatCheckConcurrentParts(t *testing.T) {
 		bytes int64
 	)
 	for n := range parts {
-		var rs []Record
-		for i := range 60 { // 60 MiB a part; the heartbeats allow 101 MiB
-			rs = append(rs, rec(uint64(n*1000+i), "blog", "big", 1<<20, e0))
-		}
-		b := mustOpen(t, signBatch(t, edge, e0, uint64(n+1), rs))
-		b.Part = n
-		env := mustSign(t, edge, TypeBatch, b)
+		env := part(n, uint64(n+1)) // 60 MiB a part; the heartbeats allow 101 MiB
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

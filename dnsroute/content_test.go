@@ -332,40 +332,53 @@ func TestProbeRoots(t *testing.T) {
 	}
 }
 
-// TestBillingForfeits checks that edges billing's prober caught serving
-// wrong bytes leave the answers, for a quarantine counted from billing's
-// verdict.
-func TestBillingForfeits(t *testing.T) {
-	var (
-		list  atomic.Pointer[[]Forfeit]
-		since atomic.Int64
-	)
-	list.Store(&[]Forfeit{})
-	billing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// fakeBilling answers billing's suspended publishers (none) and forfeits
+// (list, whatever since asks for, which it records).
+type fakeBilling struct {
+	srv   *httptest.Server
+	list  atomic.Pointer[[]Forfeit]
+	since atomic.Int64
+}
+
+func newFakeBilling(t *testing.T) *fakeBilling {
+	t.Helper()
+	fb := &fakeBilling{}
+	fb.list.Store(&[]Forfeit{})
+	fb.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case SuspendedPath:
 			json.NewEncoder(w).Encode(Suspended{Publishers: []string{}})
 		case ForfeitsPath:
-			s, err := strconv.ParseInt(r.URL.Query().Get("since"), 10, 64)
-			if err != nil {
-				http.Error(w, "since: "+err.Error(), http.StatusBadRequest)
-				return
+			if q := r.URL.Query().Get("since"); q != "" {
+				s, err := strconv.ParseInt(q, 10, 64)
+				if err != nil {
+					http.Error(w, "since: "+err.Error(), http.StatusBadRequest)
+					return
+				}
+				fb.since.Store(s)
 			}
-			since.Store(s)
-			json.NewEncoder(w).Encode(Forfeits{Forfeits: *list.Load()})
+			json.NewEncoder(w).Encode(Forfeits{Forfeits: *fb.list.Load()})
 		default:
 			http.NotFound(w, r)
 		}
 	}))
-	defer billing.Close()
-	g := newGeoNet(t, Config{Billing: billing.URL})
+	t.Cleanup(fb.srv.Close)
+	return fb
+}
+
+// TestBillingForfeits checks that edges billing's prober caught serving
+// wrong bytes leave the answers, for a quarantine counted from billing's
+// verdict.
+func TestBillingForfeits(t *testing.T) {
+	fb := newFakeBilling(t)
+	g := newGeoNet(t, Config{Billing: fb.srv.URL})
 	polls := func() float64 { return metricValue(t, g.reg, "topcdn_dnsroute_polls_total", "source", "forfeits") }
 	waitFor(t, 5*time.Second, "a poll of forfeits", func() bool { return polls() > 0 })
-	if d := time.Since(time.Unix(since.Load(), 0)); d < DefaultQuarantine-time.Minute || d > DefaultQuarantine+time.Minute {
+	if d := time.Since(time.Unix(fb.since.Load(), 0)); d < DefaultQuarantine-time.Minute || d > DefaultQuarantine+time.Minute {
 		t.Errorf("asked for forfeits since %s ago, want the quarantine (%s)", d, DefaultQuarantine)
 	}
 	now := time.Now()
-	list.Store(&[]Forfeit{
+	fb.list.Store(&[]Forfeit{
 		{Edge: g.edges[tokyo].key.ID.String(), Epoch: 1, Reason: ReasonWrongContent, At: now.Add(-time.Minute)},
 		// Too old to count, and another reason: São Paulo and Frankfurt stay.
 		{Edge: g.edges["127.3.0.1"].key.ID.String(), Epoch: 2, Reason: ReasonWrongContent, At: now.Add(-2 * DefaultQuarantine)},
@@ -389,7 +402,7 @@ func TestBillingForfeits(t *testing.T) {
 		t.Errorf("quarantines_total{source=billing} = %v, want 1", got)
 	}
 	// Billing no longer lists it (or is down): the quarantine stands.
-	list.Store(&[]Forfeit{})
+	fb.list.Store(&[]Forfeit{})
 	p = polls()
 	waitFor(t, 5*time.Second, "two more polls", func() bool { return polls() >= p+2 })
 	if slices.Contains(g.answeredBy(t), tokyo) {
@@ -401,23 +414,10 @@ func TestBillingForfeits(t *testing.T) {
 // disabled, an edge billing's prober caught returns to the answers when
 // its quarantine ends (there is no content probe to wait for).
 func TestBillingQuarantineEndsWithoutContentProbes(t *testing.T) {
-	var (
-		list atomic.Pointer[[]Forfeit]
-		skew atomic.Int64
-	)
-	list.Store(&[]Forfeit{})
-	billing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case SuspendedPath:
-			json.NewEncoder(w).Encode(Suspended{Publishers: []string{}})
-		case ForfeitsPath:
-			json.NewEncoder(w).Encode(Forfeits{Forfeits: *list.Load()})
-		default:
-			http.NotFound(w, r)
-		}
-	}))
-	defer billing.Close()
-	cfg := Config{Billing: billing.URL, ContentProbeInterval: -1, Quarantine: 10 * time.Minute, NamesInterval: 50 * time.Millisecond}
+	var skew atomic.Int64
+	fb := newFakeBilling(t)
+	list := &fb.list
+	cfg := Config{Billing: fb.srv.URL, ContentProbeInterval: -1, Quarantine: 10 * time.Minute, NamesInterval: 50 * time.Millisecond}
 	cfg.HeartbeatSkew = time.Hour // the edges' clocks stay behind
 	cfg.now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
 	g := newGeoNet(t, cfg)
