@@ -25,6 +25,7 @@ type memStore struct {
 	down    map[peer.ID]bool
 	liar    map[peer.ID]bool
 	stalled map[peer.ID]bool
+	slow    map[peer.ID]time.Duration
 	full    map[peer.ID]bool
 	gets    int
 	bytes   int64
@@ -32,7 +33,7 @@ type memStore struct {
 
 func newMemStore() *memStore {
 	return &memStore{shards: map[peer.ID]map[string][]byte{}, down: map[peer.ID]bool{},
-		liar: map[peer.ID]bool{}, stalled: map[peer.ID]bool{}, full: map[peer.ID]bool{}}
+		liar: map[peer.ID]bool{}, stalled: map[peer.ID]bool{}, slow: map[peer.ID]time.Duration{}, full: map[peer.ID]bool{}}
 }
 
 func (m *memStore) PutShard(ctx context.Context, p peer.ID, shard string, data []byte) error {
@@ -55,9 +56,16 @@ func (m *memStore) GetShard(ctx context.Context, p peer.ID, shard string, off, l
 	m.mu.Lock()
 	m.gets++
 	m.bytes += length
-	down, liar, stalled := m.down[p], m.liar[p], m.stalled[p]
+	down, liar, stalled, slow := m.down[p], m.liar[p], m.stalled[p], m.slow[p]
 	data, ok := m.shards[p][shard]
 	m.mu.Unlock()
+	if slow > 0 {
+		select {
+		case <-time.After(slow):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	if stalled {
 		<-ctx.Done()
 		return nil, ctx.Err()
@@ -328,6 +336,56 @@ func TestReadDegraded(t *testing.T) {
 				t.Fatalf("no %q flag raised (flags %v)", tc.wantFlag, flags)
 			}
 		})
+	}
+}
+
+// TestReadCatchesSlowLiar: a data peer that answers wrong bytes after the
+// hedge delay loses the race to the rebuild, yet its answer is still
+// checked when it comes and the peer is flagged.
+func TestReadCatchesSlowLiar(t *testing.T) {
+	s, _ := New(10, 4, WithSegmentSize(2<<20), WithChunkSize(4096))
+	peers := testPeers(t, 14)
+	blocks := randomBlocks(t, 12, 3)
+	store := newMemStore()
+	m := stripe(t, s, blocks, peers, store)
+	liar := peers[2]
+	store.liar[liar], store.slow[liar] = true, 300*time.Millisecond
+	flagged := make(chan Flag, 16)
+	r, err := NewReader(m, store, WithHedgeAfter(20*time.Millisecond), WithFlagFunc(func(f Flag) {
+		select {
+		case flagged <- f:
+		default:
+		}
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b testBlock
+	for _, tb := range blocks {
+		ref := r.index[tb.c]
+		for _, p := range dataPieces(m.Segments[ref.Segment].ShardSize, ref.Offset, ref.Length) {
+			if m.Segments[ref.Segment].Shards[p.shard].Peer == liar.String() {
+				b = tb
+			}
+		}
+	}
+	if b.data == nil {
+		t.Fatal("no block has bytes on the liar's data shard")
+	}
+	got, err := r.ReadBlock(context.Background(), b.c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, b.data) {
+		t.Fatal("wrong bytes returned")
+	}
+	select {
+	case f := <-flagged:
+		if f.Peer != liar || f.Reason != "bad-bytes" {
+			t.Fatalf("flag %+v, want bad-bytes for %s", f, liar)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow liar was never flagged")
 	}
 }
 

@@ -170,27 +170,27 @@ func (r *Reader) ReadBlock(ctx context.Context, c cid.Cid) ([]byte, error) {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	type result struct {
-		data   []byte
-		pieces [][]byte // fast path: what each data shard sent
-		err    error
-	}
-	fast := make(chan result, 1)
+	// The fast path has a context of its own, ended with ctx unless the
+	// slow path wins while it is still out: then its answer is checked
+	// when it comes, so a peer cannot hide wrong bytes behind slowness.
+	fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), lateCheckTimeout)
+	stopFollow := context.AfterFunc(ctx, fcancel)
+	fast := make(chan readResult, 1)
 	go func() {
-		data, got, err := r.fastRead(ctx, c, seg, pieces)
-		fast <- result{data, got, err}
+		data, got, err := r.fastRead(fctx, c, seg, pieces)
+		fast <- readResult{data, got, err}
 	}()
 	hedge := time.NewTimer(r.o.stats.hedgeDelay(r.o.hedgeAfter, r.peersOf(seg, pieces)...))
 	defer hedge.Stop()
-	var slow chan result
+	var slow chan readResult
 	startSlow := func() {
 		if slow != nil {
 			return
 		}
-		slow = make(chan result, 1)
+		slow = make(chan readResult, 1)
 		go func() {
 			data, err := r.degradedRead(ctx, c, seg, pieces)
-			slow <- result{data: data, err: err}
+			slow <- readResult{data: data, err: err}
 		}()
 	}
 	var fastErr, slowErr error
@@ -210,6 +210,9 @@ func (r *Reader) ReadBlock(ctx context.Context, c cid.Cid) ([]byte, error) {
 			slow = nil
 			if res.err == nil {
 				r.flagLiars(seg, pieces, fastPieces, res.data)
+				if fast != nil && stopFollow() {
+					go r.checkLate(fast, fcancel, seg, pieces, res.data)
+				}
 				return res.data, nil
 			}
 			slowErr = res.err
@@ -221,6 +224,26 @@ func (r *Reader) ReadBlock(ctx context.Context, c cid.Cid) ([]byte, error) {
 		}
 	}
 	return nil, fmt.Errorf("erasure: read %s: %w", c, errors.Join(fastErr, slowErr))
+}
+
+// readResult is what one path of ReadBlock found.
+type readResult struct {
+	data   []byte
+	pieces [][]byte // fast path: what each data shard sent
+	err    error
+}
+
+// lateCheckTimeout bounds how long a fast-path read that lost to the slow
+// path is waited for, to check its bytes.
+const lateCheckTimeout = 30 * time.Second
+
+// checkLate waits for a fast-path read that lost the race to the slow path
+// and flags the data shards whose bytes differ from good, the verified
+// block. (A single shard's wrong bytes are flagged by fastRead itself.)
+func (r *Reader) checkLate(fast <-chan readResult, cancel context.CancelFunc, seg *Segment, pieces []piece, good []byte) {
+	defer cancel()
+	res := <-fast
+	r.flagLiars(seg, pieces, res.pieces, good)
 }
 
 // peersOf returns the peers holding the data shards of pieces.
