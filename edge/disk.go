@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -38,14 +39,18 @@ const diskTouchEvery = time.Minute
 // name starts with it.
 const diskTempPrefix = ".put-"
 
-// diskNamesDir is the subdirectory that keeps the last answers for names
-// (PutName); no shard directory has a name this long.
-const diskNamesDir = "names"
+// diskAnswersDir is the subdirectory that keeps the origin's last answers
+// (Keep); no shard directory has a name this long.
+const diskAnswersDir = "answers"
 
-// diskNameMaxAge is how long a name's kept answer survives unwritten on
-// disk: an edge that served a site in the last month can still serve it,
-// from its disk, while the origin is down.
-const diskNameMaxAge = 30 * 24 * time.Hour
+// diskAnswerMaxAge is how long a kept answer survives unwritten on disk:
+// an edge that served a site in the last month can still serve it, from
+// its disk and the storage peers, while the origin is down.
+const diskAnswerMaxAge = 30 * 24 * time.Hour
+
+// diskAnswerTouchEvery is how stale a kept answer's modification time may
+// get before keeping the same answer again refreshes it.
+const diskAnswerTouchEvery = time.Hour
 
 // errDiskForeignDir is returned by OpenDiskCache for a directory that
 // holds files but was not made by a DiskCache.
@@ -150,8 +155,8 @@ func (d *DiskCache) scan() error {
 		if sub.Name() == diskMarker {
 			continue
 		}
-		if sub.Name() == diskNamesDir && sub.IsDir() {
-			if err := d.pruneNames(); err != nil {
+		if sub.Name() == diskAnswersDir && sub.IsDir() {
+			if err := d.pruneAnswers(); err != nil {
 				return fmt.Errorf("edge: scan disk cache: %w", err)
 			}
 			continue
@@ -398,18 +403,31 @@ func (d *DiskCache) evicted(k cid.Cid, e *diskEntry) {
 	_ = os.Remove(d.path(k))
 }
 
-// PutName keeps value as the last answer for a name (key: any string),
-// for GetName after a restart. Values are small (an IPNS record, a DNSLink
-// answer); they do not count towards the bound, and one not written for
-// 30 days is removed at the next open.
-func (d *DiskCache) PutName(key string, value []byte) error {
+// Keep keeps value as the origin's last answer for key (any string: a
+// name, a manifest's root), for Kept after a restart. Values are small
+// next to the blocks (IPNS records, DNSLink answers, signed manifests, the
+// storage peers' addresses); they do not count towards the bound, and one
+// not kept again for 30 days is removed at the next open. Keeping the same
+// answer again does not rewrite it.
+func (d *DiskCache) Keep(key string, value []byte) error {
 	d.mu.Lock()
 	closed := d.closed
 	d.mu.Unlock()
 	if closed {
 		return errDiskClosed
 	}
-	dir := filepath.Join(d.dir, diskNamesDir)
+	dir := filepath.Join(d.dir, diskAnswersDir)
+	file := filepath.Join(dir, diskAnswerFile(key))
+	if old, err := os.ReadFile(file); err == nil && bytes.Equal(old, value) {
+		// The same answer again: only its age is news (pruneAnswers).
+		if info, err := os.Stat(file); err == nil && d.now().Sub(info.ModTime()) > diskAnswerTouchEvery {
+			now := d.now()
+			if err := os.Chtimes(file, now, now); err != nil {
+				return fmt.Errorf("edge: disk cache: keep answer: %w", err)
+			}
+		}
+		return nil
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("edge: disk cache: %w", err)
 	}
@@ -422,38 +440,38 @@ func (d *DiskCache) PutName(key string, value []byte) error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(f.Name(), filepath.Join(dir, diskNameFile(key)))
+		err = os.Rename(f.Name(), file)
 	}
 	if err != nil {
 		os.Remove(f.Name())
-		return fmt.Errorf("edge: disk cache: keep name: %w", err)
+		return fmt.Errorf("edge: disk cache: keep answer: %w", err)
 	}
 	return nil
 }
 
-// GetName returns the value PutName kept for key, if any. The caller
+// Kept returns the value Keep kept for key, if any. The caller
 // checks it: a file on disk is no more trusted than what the origin says.
-func (d *DiskCache) GetName(key string) ([]byte, bool) {
-	b, err := os.ReadFile(filepath.Join(d.dir, diskNamesDir, diskNameFile(key)))
+func (d *DiskCache) Kept(key string) ([]byte, bool) {
+	b, err := os.ReadFile(filepath.Join(d.dir, diskAnswersDir, diskAnswerFile(key)))
 	return b, err == nil
 }
 
-// diskNameFile is the file name of a name's kept answer: the key's
+// diskAnswerFile is the file name of a name's kept answer: the key's
 // SHA-256, so that any key is a safe file name.
-func diskNameFile(key string) string {
+func diskAnswerFile(key string) string {
 	sum := sha256.Sum256([]byte(key))
 	return hex.EncodeToString(sum[:])
 }
 
-// pruneNames removes temp files and answers not written for
-// diskNameMaxAge from the names directory.
-func (d *DiskCache) pruneNames() error {
-	dir := filepath.Join(d.dir, diskNamesDir)
+// pruneAnswers removes temp files and answers not written for
+// diskAnswerMaxAge from the answers directory.
+func (d *DiskCache) pruneAnswers() error {
+	dir := filepath.Join(d.dir, diskAnswersDir)
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return err
 	}
-	cutoff := d.now().Add(-diskNameMaxAge)
+	cutoff := d.now().Add(-diskAnswerMaxAge)
 	for _, e := range entries {
 		info, err := e.Info()
 		if err != nil {

@@ -601,45 +601,67 @@ func TestDiskCacheSetMaxBytes(t *testing.T) {
 	}
 }
 
-// TestDiskCacheNames: names' last answers survive a reopen; answers not
-// written for 30 days, and strays in their directory, do not.
-func TestDiskCacheNames(t *testing.T) {
+// TestDiskCacheAnswers: the origin's last answers survive a reopen;
+// answers not written for 30 days, and strays in their directory, do not.
+func TestDiskCacheAnswers(t *testing.T) {
 	dir := t.TempDir()
 	d := openTestDiskCache(t, dir, 1<<20)
-	if err := d.PutName("ipns /ipns/\x00\x01binary/../key", []byte("record")); err != nil {
+	if err := d.Keep("ipns /ipns/\x00\x01binary/../key", []byte("record")); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.PutName("dnslink old.cdn.test", []byte("old")); err != nil {
+	if err := d.Keep("dnslink old.cdn.test", []byte("old")); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.PutName("dnslink old.cdn.test", []byte("newer")); err != nil {
+	if err := d.Keep("dnslink old.cdn.test", []byte("newer")); err != nil {
 		t.Fatal(err)
 	}
-	if b, ok := d.GetName("dnslink old.cdn.test"); !ok || string(b) != "newer" {
-		t.Fatalf("GetName after a second PutName: %q, %v", b, ok)
+	if b, ok := d.Kept("dnslink old.cdn.test"); !ok || string(b) != "newer" {
+		t.Fatalf("Kept after a second Keep: %q, %v", b, ok)
 	}
-	if _, ok := d.GetName("never kept"); ok {
-		t.Fatal("a name never kept was found")
+	if _, ok := d.Kept("never kept"); ok {
+		t.Fatal("an answer never kept was found")
+	}
+	// The same answer again is not rewritten; its age is refreshed once
+	// it is over an hour old, so an answer in use is never pruned.
+	file := filepath.Join(dir, diskAnswersDir, diskAnswerFile("dnslink old.cdn.test"))
+	for _, tc := range []struct {
+		age     time.Duration
+		touched bool
+	}{{10 * time.Minute, false}, {2 * time.Hour, true}} {
+		then := time.Now().Add(-tc.age).Truncate(time.Second)
+		if err := os.Chtimes(file, then, then); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Keep("dnslink old.cdn.test", []byte("newer")); err != nil {
+			t.Fatal(err)
+		}
+		info, err := os.Stat(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if touched := !info.ModTime().Equal(then); touched != tc.touched {
+			t.Fatalf("the same answer kept again %s after the last: touched %v, want %v", tc.age, touched, tc.touched)
+		}
 	}
 	d.Close()
-	old := time.Now().Add(-diskNameMaxAge - time.Hour)
-	if err := os.Chtimes(filepath.Join(dir, diskNamesDir, diskNameFile("dnslink old.cdn.test")), old, old); err != nil {
+	old := time.Now().Add(-diskAnswerMaxAge - time.Hour)
+	if err := os.Chtimes(filepath.Join(dir, diskAnswersDir, diskAnswerFile("dnslink old.cdn.test")), old, old); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, diskNamesDir, "stray"), []byte("x"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, diskAnswersDir, "stray"), []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	d = openTestDiskCache(t, dir, 1<<20)
-	if b, ok := d.GetName("ipns /ipns/\x00\x01binary/../key"); !ok || string(b) != "record" {
+	if b, ok := d.Kept("ipns /ipns/\x00\x01binary/../key"); !ok || string(b) != "record" {
 		t.Fatalf("after a reopen: %q, %v", b, ok)
 	}
-	if _, ok := d.GetName("dnslink old.cdn.test"); ok {
+	if _, ok := d.Kept("dnslink old.cdn.test"); ok {
 		t.Fatal("an answer not written for over 30 days survived the reopen")
 	}
-	if _, err := os.Stat(filepath.Join(dir, diskNamesDir, "stray")); err == nil {
-		t.Fatal("a stray file in the names directory survived the reopen")
+	if _, err := os.Stat(filepath.Join(dir, diskAnswersDir, "stray")); err == nil {
+		t.Fatal("a stray file in the answers directory survived the reopen")
 	}
 	if d.Len() != 0 || d.Bytes() != 0 {
-		t.Fatalf("names counted as blocks: %d blocks, %d bytes", d.Len(), d.Bytes())
+		t.Fatalf("answers counted as blocks: %d blocks, %d bytes", d.Len(), d.Bytes())
 	}
 }

@@ -180,11 +180,12 @@ func (e *Edge) newHandler() (http.Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("edge: name system: %w", err)
 	}
-	backend, err := gateway.NewBlocksBackend(blockservice.New(&blockstore{e: e}, nil),
+	blocks, err := gateway.NewBlocksBackend(blockservice.New(&blockstore{e: e}, nil),
 		gateway.WithValueStore(vs), gateway.WithNameSystem(ns), gateway.WithPrometheusRegistry(e.cfg.Registry))
 	if err != nil {
 		return nil, fmt.Errorf("edge: gateway: %w", err)
 	}
+	backend := rootedBackend{IPFSBackend: blocks, src: e.src}
 	conf := gateway.Config{
 		DeserializedResponses: true,
 		PublicGateways: map[string]*gateway.PublicGateway{

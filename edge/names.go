@@ -46,25 +46,26 @@ type nameRecords struct {
 	log       *zap.Logger
 	fallbacks *prometheus.CounterVec // kind, reason
 	kept      *lru.Cache[string, []byte]
-	disk      nameDisk // nil: kept in memory only
+	disk      answerDisk // nil: kept in memory only
 }
 
-// nameDisk keeps names' last answers across restarts (DiskCache).
-type nameDisk interface {
-	GetName(key string) ([]byte, bool)
-	PutName(key string, value []byte) error
+// answerDisk keeps the origin's last answers across restarts (DiskCache):
+// names, manifests, the storage peers' addresses.
+type answerDisk interface {
+	Kept(key string) ([]byte, bool)
+	Keep(key string, value []byte) error
 }
 
 func newNameRecords(origin string, client *http.Client, log *zap.Logger, fallbacks *prometheus.CounterVec,
-	kept *lru.Cache[string, []byte], disk nameDisk) *nameRecords {
+	kept *lru.Cache[string, []byte], disk answerDisk) *nameRecords {
 	return &nameRecords{origin: origin, http: client, log: log, fallbacks: fallbacks, kept: kept, disk: disk}
 }
 
-// keep makes rec the kept record for key, on disk too when it changed.
-func (n *nameRecords) keep(key string, rec, was []byte) {
+// keep makes rec the kept record for key, on disk too.
+func (n *nameRecords) keep(key string, rec []byte) {
 	n.kept.Add(key, rec)
-	if n.disk != nil && !bytes.Equal(rec, was) {
-		if err := n.disk.PutName("ipns "+key, rec); err != nil {
+	if n.disk != nil {
+		if err := n.disk.Keep("ipns "+key, rec); err != nil {
 			n.log.Warn("keep IPNS record on disk", zap.Error(err))
 		}
 	}
@@ -101,7 +102,7 @@ func (n *nameRecords) GetValue(ctx context.Context, key string, _ ...routing.Opt
 	fetched, ferr := n.fetch(ctx, name)
 	kept, ok := n.kept.Get(key)
 	if !ok && n.disk != nil {
-		kept, ok = n.disk.GetName("ipns " + key) // kept before a restart
+		kept, ok = n.disk.Kept("ipns " + key) // kept before a restart
 	}
 	if ok && validRecord(kept, name) != nil {
 		n.kept.Remove(key) // its validity ended: nothing to fall back on
@@ -109,12 +110,12 @@ func (n *nameRecords) GetValue(ctx context.Context, key string, _ ...routing.Opt
 	}
 	switch {
 	case ferr == nil && !ok:
-		n.keep(key, fetched, nil)
+		n.keep(key, fetched)
 		return fetched, nil
 	case ferr == nil:
 		best, err := ipns.Validator{}.Select(key, [][]byte{kept, fetched})
 		if err != nil || best == 1 || bytes.Equal(kept, fetched) {
-			n.keep(key, fetched, kept)
+			n.keep(key, fetched)
 			return fetched, nil
 		}
 		n.log.Warn("origin sent an older IPNS record than one already seen; serving the newer",

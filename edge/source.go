@@ -24,6 +24,7 @@ import (
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/storage"
 	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
 )
 
 // source fetches blocks an edge does not have: from the storage peers
@@ -40,7 +41,7 @@ type source struct {
 	links     *lru.Cache[string, dnsLink] // the origin's last answer for each site host
 	log       *zap.Logger
 	fallbacks *prometheus.CounterVec // kind, reason
-	disk      nameDisk               // keeps DNSLink answers across restarts; nil: none
+	disk      answerDisk             // keeps the origin's last answers across restarts; nil: none
 
 	*learnt // shared with other edges of the same State
 }
@@ -56,6 +57,7 @@ type learnt struct {
 	readerOrder *simplelru.LRU[cid.Cid, struct{}]  // readers' roots, least recently used first
 	addrs       map[peer.ID]string
 	addrsAt     time.Time
+	loads       singleflight.Group // manifests being loaded, by root
 }
 
 // loadedReader is a Reader over a root's manifest, and when the manifest
@@ -131,28 +133,66 @@ func (s *source) readerFor(ctx context.Context, c cid.Cid) (cid.Cid, *erasure.Re
 	if known && time.Since(asked) < noManifestTTL {
 		return cid.Undef, nil
 	}
-	m, err := s.manifest(ctx, c)
-	if err != nil {
-		if ctx.Err() == nil {
-			s.mu.Lock()
-			s.noManifest.Add(c, time.Now())
-			s.mu.Unlock()
-		}
-		return cid.Undef, nil
-	}
-	r, err := s.newReader(m)
-	if err != nil {
-		return cid.Undef, nil
-	}
-	s.mu.Lock()
-	s.readers[c] = &loadedReader{r: r, checked: time.Now()}
-	s.readerOrder.Add(c, struct{}{})
-	s.noManifest.Remove(c)
-	s.mu.Unlock()
-	if r.Has(c) {
+	if r := s.load(ctx, c); r != nil && r.Has(c) {
 		return c, r
 	}
 	return cid.Undef, nil
+}
+
+// loadRoot makes sure root's manifest is loaded, or known to be missing,
+// before a request reads the content under root: blocks under a root
+// whose own block is cached (and so never asked of the source) still come
+// from the storage peers, not from the origin.
+func (s *source) loadRoot(ctx context.Context, root cid.Cid) {
+	s.mu.Lock()
+	_, loaded := s.readers[root]
+	if loaded {
+		s.readerOrder.Get(root)
+	}
+	asked, known := s.noManifest.Peek(root)
+	s.mu.Unlock()
+	switch {
+	case loaded:
+		s.refresh(root, false)
+	case !known || time.Since(asked) >= noManifestTTL:
+		s.load(ctx, root)
+	}
+}
+
+// manifestFetchTimeout bounds one load of a manifest: past it the origin
+// is treated as unable to answer, and blocks come the other way.
+const manifestFetchTimeout = 5 * time.Second
+
+// load loads root's manifest and returns a Reader over it, or nil if the
+// origin has none (noted for noManifestTTL). Concurrent loads of one root
+// are one fetch.
+func (s *source) load(ctx context.Context, root cid.Cid) *erasure.Reader {
+	ch := s.loads.DoChan(root.KeyString(), func() (any, error) {
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), manifestFetchTimeout)
+		defer cancel()
+		m, err := s.manifest(lctx, root)
+		var r *erasure.Reader
+		if err == nil {
+			r, err = s.newReader(m)
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if err != nil {
+			s.noManifest.Add(root, time.Now())
+			return nil, err
+		}
+		s.readers[root] = &loadedReader{r: r, checked: time.Now()}
+		s.readerOrder.Add(root, struct{}{})
+		s.noManifest.Remove(root)
+		return r, nil
+	})
+	select {
+	case res := <-ch:
+		r, _ := res.Val.(*erasure.Reader)
+		return r
+	case <-ctx.Done():
+		return nil
+	}
 }
 
 func (s *source) newReader(m *erasure.Manifest) (*erasure.Reader, error) {
@@ -198,24 +238,72 @@ func (s *source) refresh(root cid.Cid, failed bool) {
 	}()
 }
 
-// manifest fetches and verifies root's manifest from the origin.
-func (s *source) manifest(ctx context.Context, root cid.Cid) (*erasure.Manifest, error) {
+// maxManifest bounds a manifest's signed envelope.
+const maxManifest = 16 << 20
+
+// manifest fetches and verifies root's manifest from the origin. While
+// the origin cannot answer (not a 404: a root it has not striped), the
+// manifest last kept on disk is used, checked the same way: it is signed
+// by the origin and names the shards' hashes, so it is no more trusted
+// than the origin's own answer, only older.
+func (s *source) manifest(ctx context.Context, root cid.Cid) (m *erasure.Manifest, err error) {
+	key := "manifest " + root.String()
+	raw, err := s.getRaw(ctx, "/api/v1/manifests/"+root.String(), maxManifest)
+	fromDisk := false
+	if err != nil {
+		kept, ok := s.keptAnswer(ctx, key, err)
+		if !ok {
+			return nil, err
+		}
+		s.log.Warn("origin cannot give a manifest; using the one kept on disk", zap.Stringer("root", root), zap.Error(err))
+		s.fallbacks.WithLabelValues("manifest", "origin_unavailable").Inc()
+		raw, fromDisk = kept, true
+	}
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("edge: manifest for %s: %w", root, err)
+		}
+	}()
 	var env identity.Envelope
-	if err := s.getJSON(ctx, "/api/v1/manifests/"+root.String(), 16<<20, &env); err != nil {
+	if err := json.Unmarshal(raw, &env); err != nil {
 		return nil, err
 	}
 	originID, err := s.originPeerID(ctx)
 	if err != nil {
 		return nil, err
 	}
-	m, err := erasure.OpenManifest(&env, originID)
-	if err != nil {
+	if m, err = erasure.OpenManifest(&env, originID); err != nil {
 		return nil, err
 	}
 	if m.Root != root.String() {
-		return nil, fmt.Errorf("edge: manifest for %s describes %s", root, m.Root)
+		return nil, fmt.Errorf("it describes %s", m.Root)
+	}
+	if !fromDisk {
+		s.keep(key, raw)
 	}
 	return m, nil
+}
+
+// keptAnswer returns the answer kept on disk under key when err, the
+// origin's failure to give it anew, says the origin cannot answer (down,
+// 5xx, a timeout), not that the answer is gone (404).
+func (s *source) keptAnswer(ctx context.Context, key string, err error) ([]byte, bool) {
+	var se *originStatusError
+	if s.disk == nil || ctx.Err() != nil || errors.As(err, &se) && se.code == http.StatusNotFound {
+		return nil, false
+	}
+	return s.disk.Kept(key)
+}
+
+// keep writes an answer of the origin to disk, for keptAnswer after a
+// restart.
+func (s *source) keep(key string, value []byte) {
+	if s.disk == nil {
+		return
+	}
+	if err := s.disk.Keep(key, value); err != nil {
+		s.log.Warn("keep the origin's answer on disk", zap.String("key", key), zap.Error(err))
+	}
 }
 
 // originPeerID returns the origin's peer ID: pinned by the config, or asked
@@ -231,13 +319,21 @@ func (s *source) originPeerID(ctx context.Context) (peer.ID, error) {
 	var h struct {
 		PeerID string `json:"peer_id"`
 	}
+	key := "origin-id " + s.origin
 	if err := s.getJSON(ctx, "/healthz", 64<<10, &h); err != nil {
-		return "", fmt.Errorf("edge: learn the origin's peer ID: %w", err)
+		// Learnt before a restart: the origin's key does not change
+		// while its URL stays.
+		kept, ok := s.keptAnswer(ctx, key, err)
+		if !ok {
+			return "", fmt.Errorf("edge: learn the origin's peer ID: %w", err)
+		}
+		h.PeerID = string(kept)
 	}
 	id, err := peer.Decode(h.PeerID)
 	if err != nil {
 		return "", fmt.Errorf("edge: origin peer ID %q: %w", h.PeerID, err)
 	}
+	s.keep(key, []byte(id.String()))
 	s.mu.Lock()
 	s.originID = id
 	s.mu.Unlock()
@@ -310,8 +406,20 @@ func (s *source) peerAddr(ctx context.Context, p peer.ID) (string, error) {
 		ID   string `json:"id"`
 		Addr string `json:"addr"`
 	}
-	if err := s.getJSON(ctx, "/api/v1/peers", 16<<20, &peers); err != nil {
+	key := "peers " + s.origin
+	raw, err := s.getRaw(ctx, "/api/v1/peers", 16<<20)
+	if err == nil {
+		s.keep(key, raw)
+	} else if kept, ok := s.keptAnswer(ctx, key, err); ok {
+		// The list the origin gave before a restart: the peers prove
+		// every byte they send, so an old address costs a failed read
+		// at worst.
+		raw = kept
+	} else {
 		return "", err
+	}
+	if err := json.Unmarshal(raw, &peers); err != nil {
+		return "", fmt.Errorf("edge: origin's peer list: %w", err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -327,24 +435,42 @@ func (s *source) peerAddr(ctx context.Context, p peer.ID) (string, error) {
 	return "", fmt.Errorf("edge: storage peer %s unknown to the origin", p)
 }
 
+// getJSON decodes the origin's answer at path into v.
 func (s *source) getJSON(ctx context.Context, path string, limit int64, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.origin+path, nil)
+	raw, err := s.getRaw(ctx, path, limit)
 	if err != nil {
 		return err
 	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return fmt.Errorf("edge: origin %s: %w", path, err)
+	}
+	return nil
+}
+
+// getRaw returns the origin's answer at path: at most limit bytes, else
+// an error.
+func (s *source) getRaw(ctx context.Context, path string, limit int64) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.origin+path, nil)
+	if err != nil {
+		return nil, err
+	}
 	resp, err := s.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("edge: origin %s: %w", path, err)
+		return nil, fmt.Errorf("edge: origin %s: %w", path, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-		return &originStatusError{path: path, code: resp.StatusCode}
+		return nil, &originStatusError{path: path, code: resp.StatusCode}
 	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, limit)).Decode(v); err != nil {
-		return fmt.Errorf("edge: origin %s: %w", path, err)
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err == nil && int64(len(raw)) > limit {
+		err = fmt.Errorf("answer over %d bytes", limit)
 	}
-	return nil
+	if err != nil {
+		return nil, fmt.Errorf("edge: origin %s: %w", path, err)
+	}
+	return raw, nil
 }
 
 // lookupDNSLink answers DNSLink TXT lookups from the static records, else
@@ -391,11 +517,7 @@ func (s *source) lookupDNSLink(domain string) func(ctx context.Context, fqdn str
 			ttl = time.Minute
 		}
 		link := dnsLink{value: "dnslink=/ipns/" + ni.IPNS, ttl: ttl}
-		if last, ok := s.lastLink(host); s.disk != nil && (!ok || last != link) {
-			if err := s.disk.PutName("dnslink "+host, []byte(link.value+"\n"+strconv.FormatInt(int64(ttl/time.Second), 10))); err != nil {
-				s.log.Warn("keep DNSLink answer on disk", zap.Error(err))
-			}
-		}
+		s.keep("dnslink "+host, []byte(link.value+"\n"+strconv.FormatInt(int64(ttl/time.Second), 10)))
 		s.links.Add(host, link)
 		return []string{link.value}, ttl, nil
 	}
@@ -410,7 +532,7 @@ func (s *source) lastLink(host string) (dnsLink, bool) {
 	if s.disk == nil {
 		return dnsLink{}, false
 	}
-	b, ok := s.disk.GetName("dnslink " + host)
+	b, ok := s.disk.Kept("dnslink " + host)
 	if !ok {
 		return dnsLink{}, false
 	}

@@ -330,13 +330,13 @@ func TestEdgeWithCaddy(t *testing.T) {
 
 // checkDiskCache verifies every block file of an edge's disk cache
 // (DIR/<shard>/<CIDv1>) against its name and returns how many there are;
-// DIR/names holds names' last answers.
+// DIR/answers holds the origin's last answers (names, manifests, peers).
 func checkDiskCache(t *testing.T, dir string) int {
 	t.Helper()
 	n := 0
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && d.IsDir() && p == filepath.Join(dir, "names") {
-			return fs.SkipDir // names' last answers, not blocks
+		if err == nil && d.IsDir() && p == filepath.Join(dir, "answers") {
+			return fs.SkipDir // the origin's last answers, not blocks
 		}
 		if err != nil || d.IsDir() || filepath.Dir(p) == dir {
 			return err // the marker file sits at the top
