@@ -101,6 +101,7 @@ type Origin struct {
 	stripeCfg  StripeConfig
 	striper    *erasure.Striper
 	shardStore erasure.ShardStore
+	placing    *placements // shards being put on, or deleted from, peers
 	storage    *storage.Client
 	peerStats  *erasure.PeerStats
 	spans      *erasure.SpanCache
@@ -196,6 +197,7 @@ func New(ctx context.Context, cfg Config) (*Origin, error) {
 	o.stripeWake = make(chan struct{}, 1)
 	o.storage = storage.NewClient(o.key, nil)
 	o.shardStore = peerShards{o: o, client: o.storage}
+	o.placing = newPlacements()
 	if cfg.Stripe != nil {
 		o.stripeCfg = *cfg.Stripe
 		if o.striper, err = erasure.New(o.stripeCfg.DataShards, o.stripeCfg.ParityShards,

@@ -194,6 +194,8 @@ func (o *Origin) repairSegment(ctx context.Context, segID int64, rows []shardRow
 	if err != nil {
 		return 0, err
 	}
+	store := o.placingShards() // each put noted until its row is saved (moveShard)
+	defer store.release()
 	placed := 0
 	defer func() {
 		// Whatever happened below, moved shards must reach the manifests
@@ -220,7 +222,7 @@ func (o *Origin) repairSegment(ctx context.Context, segID int64, rows []shardRow
 				continue
 			}
 			used[c.String()] = true
-			if err := o.shardStore.PutShard(ctx, c, r.id, shards[r.idx]); err != nil {
+			if err := store.PutShard(ctx, c, r.id, shards[r.idx]); err != nil {
 				o.log.Warn("repair: peer refused shard", zap.Stringer("peer", c), zap.Error(err))
 				continue
 			}
@@ -272,6 +274,13 @@ func (o *Origin) dropOldShard(ctx context.Context, r shardRow) {
 	if err != nil {
 		return
 	}
+	// A stripe job or repair putting the same shard on the same peer right
+	// now has no row yet: keep the file (its row will place it there).
+	k := placement{shard: r.id, peer: p}
+	if !o.placing.startDelete(k) {
+		return
+	}
+	defer o.placing.endDelete(k)
 	var others int
 	if err := o.db.QueryRowContext(ctx, `SELECT count(*) FROM shards WHERE shard_id = ? AND peer_id = ?`,
 		r.id, r.peer).Scan(&others); err != nil || others > 0 {

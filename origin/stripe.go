@@ -237,7 +237,9 @@ func (o *Origin) stripeRoot(ctx context.Context, root cid.Cid) error {
 			}
 		}
 	}
-	err = o.striper.StoreAll(ctx, blocks, candidates, o.shardStore, func(seg erasure.Segment, refs []erasure.BlockRef) error {
+	store := o.placingShards()
+	defer store.release()
+	err = o.striper.StoreAll(ctx, blocks, candidates, store, func(seg erasure.Segment, refs []erasure.BlockRef) error {
 		if err := o.saveSegment(ctx, seg, refs); err != nil {
 			return err
 		}
