@@ -20,6 +20,7 @@ type metrics struct {
 	flags         *prometheus.CounterVec
 	audits        *prometheus.CounterVec
 	repairs       *prometheus.CounterVec
+	orphans       prometheus.Counter
 	atRisk        prometheus.Gauge
 }
 
@@ -78,6 +79,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "topcdn", Subsystem: "origin", Name: "repaired_shards_total",
 			Help: "Shards rebuilt and placed on new peers, by result (ok, error).",
 		}, []string{"result"}),
+		orphans: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "topcdn", Subsystem: "origin", Name: "orphan_shards_deleted_total",
+			Help: "Shards deleted from storage peers because no segment placed them there (left by failed jobs).",
+		}),
 		atRisk: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "topcdn", Subsystem: "origin", Name: "segments_at_risk",
 			Help: "Segments with fewer healthy shards than the repair threshold, at the last scan.",
@@ -85,7 +90,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.uploads, m.uploadBlocks,
 		m.uploadBytes, m.newBlocks, m.records, m.corruptBlocks, m.stripedReads, m.stripedRoots,
-		m.flags, m.audits, m.repairs, m.atRisk} {
+		m.flags, m.audits, m.repairs, m.orphans, m.atRisk} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -227,7 +227,7 @@ func (o *Origin) Run(ctx context.Context) {
 		return
 	}
 	var wg sync.WaitGroup
-	for _, loop := range []func(context.Context){o.runStriper, o.runAuditor, o.runRepairer} {
+	for _, loop := range []func(context.Context){o.runStriper, o.runAuditor, o.runRepairer, o.runSweeper} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -48,6 +48,9 @@ type StripeConfig struct {
 	// RepairInterval is the pause between two scans for segments at risk.
 	// Default: 10s.
 	RepairInterval time.Duration
+	// SweepInterval is the pause between two sweeps of orphan shards
+	// (SweepOrphans). Default: 1h.
+	SweepInterval time.Duration
 }
 
 func (c *StripeConfig) setDefaults() {
@@ -71,6 +74,9 @@ func (c *StripeConfig) setDefaults() {
 	}
 	if c.RepairInterval <= 0 {
 		c.RepairInterval = 10 * time.Second
+	}
+	if c.SweepInterval <= 0 {
+		c.SweepInterval = time.Hour
 	}
 }
 

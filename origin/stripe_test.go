@@ -3,6 +3,7 @@ package origin
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -89,8 +90,14 @@ func (sn *stripeNet) advance(d time.Duration) {
 func (sn *stripeNet) heartbeat(t *testing.T, i int, free int64) {
 	t.Helper()
 	sn.advance(time.Millisecond) // each heartbeat newer than the last
+	rec := httptest.NewRecorder()
+	sn.peers[i].Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/status", nil))
+	var st storage.Status
+	if err := json.Unmarshal(rec.Body.Bytes(), &st); err != nil {
+		t.Fatal(err)
+	}
 	env, err := sn.keys[i].Sign(storage.TypeHeartbeat, storage.Heartbeat{Peer: sn.keys[i].ID.String(),
-		Addr: sn.addrs[i], Capacity: 1 << 20, Free: free, Time: sn.now()})
+		Addr: sn.addrs[i], Capacity: 1 << 20, Free: free, Shards: st.Shards, Time: sn.now()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -216,6 +216,31 @@ func (c *Client) Status(ctx context.Context, addr string) (*Status, error) {
 	return &st, nil
 }
 
+// maxListBody bounds a peer's answer to List: about 700,000 shards.
+const maxListBody = 64 << 20
+
+// List asks the peer at addr which shards it holds. It needs no order; the
+// answer is the peer's word, for deciding what to delete, not proof.
+func (c *Client) List(ctx context.Context, addr string) ([]ShardInfo, error) {
+	base, err := parseBaseURL(addr)
+	if err != nil {
+		return nil, fmt.Errorf("storage: list: peer address %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/shards", nil)
+	if err != nil {
+		return nil, fmt.Errorf("storage: list: %w", err)
+	}
+	raw, err := c.do(req, maxListBody)
+	if err != nil {
+		return nil, fmt.Errorf("storage: list of %s: %w", addr, err)
+	}
+	var out []ShardInfo
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return nil, fmt.Errorf("storage: list of %s: %w: %v", addr, ErrBadAnswer, err)
+	}
+	return out, nil
+}
+
 // order signs an order and encodes it for OrderHeader.
 func (c *Client) order(typ string, body any) (string, error) {
 	env, err := c.key.Sign(typ, body)

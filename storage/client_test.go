@@ -47,11 +47,13 @@ func TestClientRoundTrip(t *testing.T) {
 	if _, err := reader.GetRange(ctx, ts.ID(), url, id, 0, MaxReadLength+1); err == nil {
 		t.Fatal("GetRange over MaxReadLength accepted")
 	}
-	list, err := http.Get(url + "/shards")
-	if err != nil || list.StatusCode != http.StatusOK {
-		t.Fatalf("GET /shards: %v", err)
+	held, err := reader.List(ctx, url)
+	if err != nil || len(held) != 1 || held[0] != (ShardInfo{ID: id, Size: int64(len(data))}) {
+		t.Fatalf("List: %+v, %v; want the one shard put", held, err)
 	}
-	list.Body.Close()
+	if _, err := reader.List(ctx, "ftp://"+strings.TrimPrefix(url, "http://")); err == nil {
+		t.Fatal("List of a peer address that is not http(s) accepted")
+	}
 	for _, path := range []string{"/healthz", "/metrics"} {
 		resp, err := http.Get(url + path)
 		if err != nil || resp.StatusCode != http.StatusOK {

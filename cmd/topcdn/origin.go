@@ -20,14 +20,14 @@ import (
 
 func newOriginCmd() *cobra.Command {
 	var (
-		listen, dataDir, keyFile, maxUpload, logLevel      string
-		publisherQuota                                     string
-		publishers                                         []string
-		segmentSize, chunkSize                             string
-		deserialized, noStripe, keepLocal, allowIncomplete bool
-		dashRouter, dashBilling, billingURL                string
-		dataShards, parityShards, repairThreshold          int
-		heartbeat, auditEvery, repairEvery, lostAfter      time.Duration
+		listen, dataDir, keyFile, maxUpload, logLevel             string
+		publisherQuota                                            string
+		publishers                                                []string
+		segmentSize, chunkSize                                    string
+		deserialized, noStripe, keepLocal, allowIncomplete        bool
+		dashRouter, dashBilling, billingURL                       string
+		dataShards, parityShards, repairThreshold                 int
+		heartbeat, auditEvery, repairEvery, sweepEvery, lostAfter time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "origin --data DIR [--listen ADDR]",
@@ -122,7 +122,8 @@ SIGINT or SIGTERM stop it cleanly.`,
 				cfg.Stripe = &origin.StripeConfig{DataShards: dataShards, ParityShards: parityShards,
 					SegmentSize: int64(seg), ChunkSize: int(chunk), KeepLocal: keepLocal,
 					RepairThreshold: repairThreshold, AuditInterval: auditEvery, RepairInterval: repairEvery,
-					LostAfter: lostAfter}
+					SweepInterval: sweepEvery,
+					LostAfter:     lostAfter}
 			}
 			cfg.HeartbeatInterval = heartbeat
 			if keyFile != "" {
@@ -158,6 +159,7 @@ SIGINT or SIGTERM stop it cleanly.`,
 	f.DurationVar(&heartbeat, "heartbeat-interval", 10*time.Second, "storage peers' heartbeat interval; three missed make a peer unhealthy")
 	f.DurationVar(&auditEvery, "audit-interval", 5*time.Second, "pause between two audits of random shards")
 	f.DurationVar(&repairEvery, "repair-interval", 10*time.Second, "pause between two scans for segments to repair")
+	f.DurationVar(&sweepEvery, "sweep-interval", time.Hour, "pause between two sweeps deleting orphan shards (left on peers by failed jobs)")
 	f.DurationVar(&lostAfter, "lost-after", 0, "a peer silent this long has lost its shards: repair them even above --repair-threshold (default: 30 heartbeat intervals)")
 	f.StringVar(&dashRouter, "dashboard-router", "", "the DNS router's HTTP URL, for the dashboard's edges")
 	f.StringVar(&dashBilling, "dashboard-billing", "", "the billing service's URL, for the dashboard's balances")

@@ -1,0 +1,119 @@
+package origin
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"go.uber.org/zap"
+)
+
+// maxSweepDeletes bounds the deletes one sweep sends a peer: a peer that
+// lists made-up shards costs the origin a bounded amount of work.
+const maxSweepDeletes = 10000
+
+// runSweeper sweeps orphan shards every SweepInterval until ctx ends.
+func (o *Origin) runSweeper(ctx context.Context) {
+	tick := time.NewTicker(o.stripeCfg.SweepInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if _, err := o.SweepOrphans(ctx); err != nil && ctx.Err() == nil {
+			o.log.Warn("orphan sweep incomplete", zap.Error(err))
+		}
+	}
+}
+
+// SweepOrphans deletes, from every healthy storage peer that reports more
+// shards than the origin placed on it, the shards no segment places there
+// and no stripe job or repair is placing there now: what a job left behind
+// when it failed or the origin crashed between its puts and its rows. It
+// returns how many shards it deleted. The peers' lists are their word;
+// nothing placed on a peer is deleted whatever it lists.
+func (o *Origin) SweepOrphans(ctx context.Context) (int, error) {
+	peers, err := o.Peers(ctx)
+	if err != nil {
+		return 0, err
+	}
+	deleted := 0
+	var errs []error
+	for _, pi := range peers {
+		if !pi.Healthy || pi.Shards <= pi.Placed {
+			continue
+		}
+		n, err := o.sweepPeer(ctx, pi)
+		deleted += n
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if len(errs) > 0 {
+		return deleted, fmt.Errorf("origin: sweep: %d peers: first: %w", len(errs), errs[0])
+	}
+	return deleted, ctx.Err()
+}
+
+// sweepPeer deletes the orphan shards of one peer.
+func (o *Origin) sweepPeer(ctx context.Context, pi PeerInfo) (int, error) {
+	p, err := peer.Decode(pi.ID)
+	if err != nil {
+		return 0, err
+	}
+	lctx, cancel := context.WithTimeout(ctx, time.Minute)
+	held, err := o.storage.List(lctx, pi.Addr)
+	cancel()
+	if err != nil {
+		return 0, err
+	}
+	deleted := 0
+	for _, sh := range held {
+		if deleted >= maxSweepDeletes || ctx.Err() != nil {
+			break
+		}
+		ok, err := o.deleteIfOrphan(ctx, p, pi.Addr, sh.ID)
+		if err != nil {
+			return deleted, err
+		}
+		if ok {
+			deleted++
+		}
+	}
+	if deleted > 0 {
+		o.metrics.orphans.Add(float64(deleted))
+		o.log.Info("orphan shards deleted", zap.String("peer", pi.ID), zap.Int("shards", deleted))
+	}
+	return deleted, nil
+}
+
+// deleteIfOrphan deletes shard from p if no row places it there and no
+// put of it there is in flight (placements).
+func (o *Origin) deleteIfOrphan(ctx context.Context, p peer.ID, addr, shard string) (bool, error) {
+	k := placement{shard: shard, peer: p}
+	if !o.placing.startDelete(k) {
+		return false, nil
+	}
+	defer o.placing.endDelete(k)
+	var placed int
+	if err := o.db.QueryRowContext(ctx, `SELECT count(*) FROM shards WHERE shard_id = ? AND peer_id = ?`,
+		shard, p.String()).Scan(&placed); err != nil {
+		return false, fmt.Errorf("origin: sweep: %w", err)
+	}
+	if placed > 0 {
+		return false, nil
+	}
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := o.storage.Delete(dctx, p, addr, shard); err != nil {
+		o.log.Debug("orphan shard not deleted", zap.Stringer("peer", p), zap.String("shard", shard), zap.Error(err))
+		return false, nil
+	}
+	return true, nil
+}
