@@ -369,7 +369,11 @@ func (b *edgeBench) startAll(ctx context.Context) error {
 			return err
 		}
 	}
-	const global = "{\n\tauto_https off\n\tadmin off\n\tpersist_config off\n}\n"
+	// Every Caddy runs with the global options of the repository's edge
+	// Caddyfile, write_max_chunk included (file_server's sendfile writes
+	// in chunks of it too).
+	const global = "{\n\tauto_https off\n\tadmin off\n\tpersist_config off\n" +
+		"\tservers {\n\t\ttimeouts {\n\t\t\twrite_max_chunk 1MiB\n\t\t}\n\t}\n}\n"
 	site := func(key, body string) string {
 		return fmt.Sprintf("%shttp://:%d {\n\tbind 127.0.0.1\n%s}\n", global, b.ports[key], body)
 	}

@@ -331,6 +331,11 @@ func edgeCaddyfile(dir, ip, addr, origin, router, billing, zone, city string, ep
 	admin off
 	persist_config off
 	storage file_system %[1]s
+	servers {
+		timeouts {
+			write_max_chunk 1MiB
+		}
+	}
 }
 
 http://:%[3]s {
