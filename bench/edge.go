@@ -119,6 +119,36 @@ type edgeBench struct {
 	want         map[string][]byte               // the objects' bytes
 	cells        map[string]map[string]*edgeCell // server → object → runs
 	problems     []string
+	// serverCPUs and clientCPUs are taskset CPU lists for the servers
+	// (origin included) and for wrk; empty: not pinned.
+	serverCPUs, clientCPUs string
+}
+
+// pinned returns the command that runs bin with args on cpus (a taskset
+// CPU list), or bin and args themselves if cpus is empty.
+func pinned(cpus, bin string, args ...string) (string, []string) {
+	if cpus == "" {
+		return bin, args
+	}
+	return "taskset", append([]string{"-c", cpus, bin}, args...)
+}
+
+// splitCPUs gives the servers the last allowed CPU and wrk the others,
+// as taskset CPU lists; empty if there are fewer than two CPUs or no
+// taskset.
+func splitCPUs() (server, client string) {
+	cpus := allowedCPUs()
+	if len(cpus) < 2 {
+		return "", ""
+	}
+	if _, err := exec.LookPath("taskset"); err != nil {
+		return "", ""
+	}
+	var cl []string
+	for _, c := range cpus[:len(cpus)-1] {
+		cl = append(cl, strconv.Itoa(c))
+	}
+	return strconv.Itoa(cpus[len(cpus)-1]), strings.Join(cl, ",")
 }
 
 // runEdge implements `bench edge`.
@@ -135,6 +165,8 @@ func runEdge(ctx context.Context, args []string) error {
 	threads := fset.Int("threads", 1, "wrk threads (-t)")
 	topcdnBin := fset.String("topcdn", "", "use this prebuilt topcdn `binary` instead of building ./cmd/topcdn")
 	caddyBin := fset.String("caddy", "", "use this prebuilt `binary` of ./cmd/caddy instead of building it")
+	pin := fset.Bool("pin", false, "run the servers on the last CPU and wrk on the others (taskset), so that the load\n"+
+		"generator never takes the measured server's core; needs 2 CPUs and taskset")
 	if err := fset.Parse(args); err != nil {
 		return err
 	}
@@ -150,6 +182,11 @@ func runEdge(ctx context.Context, args []string) error {
 	var err error
 	if b.wrk, b.nginx, err = edgeTools(); err != nil {
 		return err
+	}
+	if *pin {
+		if b.serverCPUs, b.clientCPUs = splitCPUs(); b.serverCPUs == "" {
+			return errors.New("edge: -pin needs at least 2 CPUs and taskset (util-linux); -pin=false runs unpinned")
+		}
 	}
 	cache, err := cacheDir()
 	if err != nil {
@@ -347,8 +384,9 @@ func (b *edgeBench) writeObjects() error {
 // startAll starts the origin, publishes objs/ and starts every server.
 func (b *edgeBench) startAll(ctx context.Context) error {
 	fmt.Fprintln(os.Stderr, "starting origin and publishing objs/ ...")
-	origin, err := startService(ctx, "origin", b.topcdn, "origin", "--no-stripe",
+	bin, args := pinned(b.serverCPUs, b.topcdn, "origin", "--no-stripe",
 		"--data", filepath.Join(b.work, "origin"), "--listen", "127.0.0.1:0")
+	origin, err := startService(ctx, "origin", bin, args...)
 	b.procs.add(origin)
 	if err != nil {
 		return err
@@ -478,6 +516,7 @@ func (b *edgeBench) startServer(ctx context.Context, key string, env []string, b
 	if err != nil {
 		return err
 	}
+	bin, args = pinned(b.serverCPUs, bin, args...)
 	s := &service{name: key, cmd: exec.Command(bin, args...), done: make(chan struct{}),
 		logs: newLineWriter(io.Discard, func() string { return "" })}
 	out := io.MultiWriter(logFile, s.logs)
@@ -568,8 +607,9 @@ func (b *edgeBench) runWrk(ctx context.Context, key string, o edgeObject, d time
 	url := fmt.Sprintf("http://127.0.0.1:%d/%s", b.ports[key], o.name)
 	pid := b.svcs[key].cmd.Process.Pid
 	cpu0, cpuOK := procTreeCPU(pid)
-	res, err := runTimed(ctx, d+time.Minute, nil, b.wrk, "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns),
+	bin, args := pinned(b.clientCPUs, b.wrk, "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns),
 		"-d", fmt.Sprintf("%ds", int(d.Round(time.Second)/time.Second)), "--latency", "-H", "Host: "+edgeHost, url)
+	res, err := runTimed(ctx, d+time.Minute, nil, bin, args...)
 	if err != nil {
 		return wrkResult{}, err
 	}
@@ -767,6 +807,11 @@ func (b *edgeBench) print(w io.Writer, d time.Duration, runs, conns, threads int
 	m := collectMachineInfo(context.Background())
 	fmt.Fprintf(w, "edge benchmark: wrk -t%d -c%d -d%s --latency, %d run(s) (median), %d CPUs %s, %s, commit %s\n",
 		threads, conns, d, runs, m.NumCPU, m.CPUModel, m.GoVersion, m.Commit)
+	if b.serverCPUs != "" {
+		fmt.Fprintf(w, "servers (and the origin) pinned to CPU %s, wrk to CPU %s (taskset)\n", b.serverCPUs, b.clientCPUs)
+	} else {
+		fmt.Fprintln(w, "not pinned: wrk and the servers share every CPU")
+	}
 	fmt.Fprintln(w)
 	for _, s := range edgeServers {
 		fmt.Fprintf(w, "  %-20s %s\n", s.key, s.what)

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -145,5 +146,23 @@ func TestProcTreeCPU(t *testing.T) {
 	tree, ok := procTreeCPU(os.Getpid())
 	if !ok || tree-self < 50*time.Millisecond {
 		t.Fatalf("tree %s, self %s: the child's CPU is not counted", tree, self)
+	}
+}
+
+func TestPinned(t *testing.T) {
+	tests := []struct {
+		cpus     string
+		wantBin  string
+		wantArgs []string
+	}{
+		{"", "wrk", []string{"-t1", "url"}},
+		{"1", "taskset", []string{"-c", "1", "wrk", "-t1", "url"}},
+		{"0,2", "taskset", []string{"-c", "0,2", "wrk", "-t1", "url"}},
+	}
+	for _, tc := range tests {
+		bin, args := pinned(tc.cpus, "wrk", "-t1", "url")
+		if bin != tc.wantBin || !slices.Equal(args, tc.wantArgs) {
+			t.Errorf("pinned(%q): %s %v, want %s %v", tc.cpus, bin, args, tc.wantBin, tc.wantArgs)
+		}
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // clockTicks is USER_HZ, the unit of the CPU times in /proc/PID/stat: 100
@@ -136,4 +138,20 @@ func fsTypeName(magic uint32) (name string, inMemory bool) {
 		return "bcachefs", false
 	}
 	return fmt.Sprintf("fs-0x%x", magic), false
+}
+
+// allowedCPUs lists the CPUs this process may run on (its affinity mask,
+// which a container's cpuset narrows), in order.
+func allowedCPUs() []int {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		return nil
+	}
+	var out []int
+	for cpu := 0; cpu < len(set)*64 && len(out) < set.Count(); cpu++ {
+		if set.IsSet(cpu) {
+			out = append(out, cpu)
+		}
+	}
+	return out
 }

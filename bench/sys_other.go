@@ -18,3 +18,6 @@ func fsInfo(path string) (name string, inMemory bool, err error) { return "unkno
 
 // syncFilesystems is a no-op outside Linux.
 func syncFilesystems() {}
+
+// allowedCPUs is unknown outside Linux: nothing is pinned.
+func allowedCPUs() []int { return nil }
