@@ -25,7 +25,21 @@ type auditTarget struct {
 
 // runAuditor audits one random shard every AuditInterval until ctx ends.
 func (o *Origin) runAuditor(ctx context.Context) {
-	tick := time.NewTicker(o.stripeCfg.AuditInterval)
+	every(ctx, o.stripeCfg.AuditInterval, func() {
+		var t auditTarget
+		err := o.db.QueryRowContext(ctx, `SELECT s.shard_id, s.peer_id, s.chunks, g.shard_size, g.chunk_size
+			FROM shards s JOIN segments g ON g.id = s.segment_id WHERE s.bad = '' ORDER BY random() LIMIT 1`).
+			Scan(&t.shardID, &t.peer, &t.chunks, &t.shardSize, &t.chunkSize)
+		if err != nil {
+			return // nothing striped yet
+		}
+		o.audit(ctx, t)
+	})
+}
+
+// every calls fn every d until ctx ends.
+func every(ctx context.Context, d time.Duration, fn func()) {
+	tick := time.NewTicker(d)
 	defer tick.Stop()
 	for {
 		select {
@@ -33,14 +47,7 @@ func (o *Origin) runAuditor(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		var t auditTarget
-		err := o.db.QueryRowContext(ctx, `SELECT s.shard_id, s.peer_id, s.chunks, g.shard_size, g.chunk_size
-			FROM shards s JOIN segments g ON g.id = s.segment_id WHERE s.bad = '' ORDER BY random() LIMIT 1`).
-			Scan(&t.shardID, &t.peer, &t.chunks, &t.shardSize, &t.chunkSize)
-		if err != nil {
-			continue // nothing striped yet
-		}
-		o.audit(ctx, t)
+		fn()
 	}
 }
 

@@ -50,18 +50,11 @@ func (h SegmentHealth) needsRepair() bool { return h.Healthy < h.Needed || h.Bad
 // runRepairer scans for segments at risk every RepairInterval and repairs
 // them. All state is in the database, so a restart resumes a repair.
 func (o *Origin) runRepairer(ctx context.Context) {
-	tick := time.NewTicker(o.stripeCfg.RepairInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+	every(ctx, o.stripeCfg.RepairInterval, func() {
 		if _, err := o.Repair(ctx); err != nil && ctx.Err() == nil {
 			o.log.Warn("repair pass incomplete", zap.Error(err))
 		}
-	}
+	})
 }
 
 // segmentsHealth returns every segment's health, the healthy peers, and

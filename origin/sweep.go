@@ -15,18 +15,11 @@ const maxSweepDeletes = 10000
 
 // runSweeper sweeps orphan shards every SweepInterval until ctx ends.
 func (o *Origin) runSweeper(ctx context.Context) {
-	tick := time.NewTicker(o.stripeCfg.SweepInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+	every(ctx, o.stripeCfg.SweepInterval, func() {
 		if _, err := o.SweepOrphans(ctx); err != nil && ctx.Err() == nil {
 			o.log.Warn("orphan sweep incomplete", zap.Error(err))
 		}
-	}
+	})
 }
 
 // SweepOrphans deletes, from every healthy storage peer that reports more
