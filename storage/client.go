@@ -197,21 +197,9 @@ func (c *Client) Audit(ctx context.Context, p peer.ID, addr, shardID string, off
 // Status asks the peer at addr for its capacity and use. It needs no
 // order.
 func (c *Client) Status(ctx context.Context, addr string) (*Status, error) {
-	base, err := parseBaseURL(addr)
-	if err != nil {
-		return nil, fmt.Errorf("storage: status: peer address %w", err)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/status", nil)
-	if err != nil {
-		return nil, fmt.Errorf("storage: status: %w", err)
-	}
-	raw, err := c.do(req, maxErrorBody)
-	if err != nil {
-		return nil, fmt.Errorf("storage: status of %s: %w", addr, err)
-	}
 	var st Status
-	if err := json.Unmarshal(raw, &st); err != nil {
-		return nil, fmt.Errorf("storage: status of %s: %w", addr, err)
+	if err := c.getJSON(ctx, "status", addr, "/status", maxErrorBody, &st); err != nil {
+		return nil, err
 	}
 	return &st, nil
 }
@@ -222,23 +210,32 @@ const maxListBody = 64 << 20
 // List asks the peer at addr which shards it holds. It needs no order; the
 // answer is the peer's word, for deciding what to delete, not proof.
 func (c *Client) List(ctx context.Context, addr string) ([]ShardInfo, error) {
-	base, err := parseBaseURL(addr)
-	if err != nil {
-		return nil, fmt.Errorf("storage: list: peer address %w", err)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/shards", nil)
-	if err != nil {
-		return nil, fmt.Errorf("storage: list: %w", err)
-	}
-	raw, err := c.do(req, maxListBody)
-	if err != nil {
-		return nil, fmt.Errorf("storage: list of %s: %w", addr, err)
-	}
 	var out []ShardInfo
-	if err := json.Unmarshal(raw, &out); err != nil {
-		return nil, fmt.Errorf("storage: list of %s: %w: %v", addr, ErrBadAnswer, err)
+	if err := c.getJSON(ctx, "list", addr, "/shards", maxListBody, &out); err != nil {
+		return nil, err
 	}
 	return out, nil
+}
+
+// getJSON decodes the peer's answer (at most limit bytes) to GET
+// addr+path, an unsigned request, into v; what names it in errors.
+func (c *Client) getJSON(ctx context.Context, what, addr, path string, limit int64, v any) error {
+	base, err := parseBaseURL(addr)
+	if err != nil {
+		return fmt.Errorf("storage: %s: peer address %w", what, err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
+	if err != nil {
+		return fmt.Errorf("storage: %s: %w", what, err)
+	}
+	raw, err := c.do(req, limit)
+	if err != nil {
+		return fmt.Errorf("storage: %s of %s: %w", what, addr, err)
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return fmt.Errorf("storage: %s of %s: %w: %v", what, addr, ErrBadAnswer, err)
+	}
+	return nil
 }
 
 // order signs an order and encodes it for OrderHeader.
