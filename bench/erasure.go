@@ -17,7 +17,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/identity"
-	"github.com/topcdn/topcdn/storage"
+	"github.com/topcdn/topcdn/storageapi"
 )
 
 // Shape of the erasure benchmark: the project's defaults (10+4, 64 MiB
@@ -385,7 +385,7 @@ func (b *erasureBench) clusterRun(ctx context.Context, run int, progress func(st
 	if err := c.start(ctx, b.bin, dir, b.originKey, b.peers); err != nil {
 		return err
 	}
-	ids, addrs, err := resolvePeers(ctx, storage.NewClient(b.readerKey, nil), c.peerURLs())
+	ids, addrs, err := resolvePeers(ctx, storageapi.NewClient(b.readerKey, nil), c.peerURLs())
 	if err != nil {
 		return err
 	}
@@ -396,7 +396,7 @@ func (b *erasureBench) clusterRun(ctx context.Context, run int, progress func(st
 	// Stripe and store.
 	phaseCtx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()
-	writeStore := &peerStore{client: storage.NewClient(b.signer, nil), addrs: addrs}
+	writeStore := &peerStore{client: storageapi.NewClient(b.signer, nil), addrs: addrs}
 	runtime.GC()
 	syncFilesystems()
 	cpu := startCPU(c.pids())
@@ -408,7 +408,7 @@ func (b *erasureBench) clusterRun(ctx context.Context, run int, progress func(st
 	progress(phaseStore, d, "")
 
 	// Fast path: every peer up.
-	readStore := &peerStore{client: storage.NewClient(b.readerKey, nil), addrs: addrs}
+	readStore := &peerStore{client: storageapi.NewClient(b.readerKey, nil), addrs: addrs}
 	r, err := erasure.NewReader(m, readStore)
 	if err != nil {
 		return err
@@ -450,7 +450,7 @@ func (b *erasureBench) clusterRun(ctx context.Context, run int, progress func(st
 	b.res.Degraded = append(b.res.Degraded, deg)
 	fmt.Fprintf(os.Stderr, "run %d/%d  killed %d peers (holders of shards 0-%d of segment 0); lost shards per segment %v; %d blocks to rebuild\n",
 		run, b.res.Runs, len(killed), erasureParityShards-1, lost, deg.BlocksRebuilt)
-	degStore := &peerStore{client: storage.NewClient(b.readerKey, nil), addrs: addrs}
+	degStore := &peerStore{client: storageapi.NewClient(b.readerKey, nil), addrs: addrs}
 	r, err = erasure.NewReader(m, degStore, erasure.WithHedgeAfter(b.hedge))
 	if err != nil {
 		return err

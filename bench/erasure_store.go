@@ -8,14 +8,14 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/erasure"
-	"github.com/topcdn/topcdn/storage"
+	"github.com/topcdn/topcdn/storageapi"
 )
 
 // peerStore is an erasure.ShardStore over real storage peers: orders are
 // signed by its client's key (the origin's to write, a reader's to read),
 // and a peer's address is looked up in addrs. It counts the reads.
 type peerStore struct {
-	client *storage.Client
+	client *storageapi.Client
 	addrs  map[peer.ID]string // read-only once in use
 
 	gets, getBytes, getErrors atomic.Int64
@@ -64,7 +64,7 @@ func (s *peerStore) summary(input int64) string {
 // resolvePeers asks each storage peer at urls for its peer ID (GET
 // /status) and returns the IDs in the order of urls and the address of
 // each. Two URLs answering with the same ID are an error.
-func resolvePeers(ctx context.Context, c *storage.Client, urls []string) ([]peer.ID, map[peer.ID]string, error) {
+func resolvePeers(ctx context.Context, c *storageapi.Client, urls []string) ([]peer.ID, map[peer.ID]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	ids := make([]peer.ID, len(urls))

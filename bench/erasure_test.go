@@ -18,7 +18,7 @@ import (
 	"github.com/topcdn/topcdn/dag"
 	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/identity"
-	"github.com/topcdn/topcdn/storage"
+	"github.com/topcdn/topcdn/storageapi"
 )
 
 func TestMakeErasureInput(t *testing.T) {
@@ -92,13 +92,13 @@ func TestResolvePeers(t *testing.T) {
 				http.NotFound(w, r)
 				return
 			}
-			json.NewEncoder(w).Encode(storage.Status{PeerID: id})
+			json.NewEncoder(w).Encode(storageapi.Status{PeerID: id})
 		}))
 		t.Cleanup(srv.Close)
 		return srv.URL
 	}
 	urls := []string{serve(keys[0].ID.String()), serve(keys[1].ID.String()), serve(keys[2].ID.String())}
-	c := storage.NewClient(keys[0], nil)
+	c := storageapi.NewClient(keys[0], nil)
 	ctx := context.Background()
 
 	ids, addrs, err := resolvePeers(ctx, c, urls)

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/topcdn/topcdn/identity"
-	"github.com/topcdn/topcdn/storage"
+	"github.com/topcdn/topcdn/storageapi"
 )
 
 // reasonsOf collects the refusal reasons of an ingest's outcome.
@@ -36,8 +36,8 @@ func reasonsOf(res any, err error) []Reason {
 // readOrder returns a read order of shard signed by key, issued at issued.
 func readOrder(t testing.TB, key *identity.Key, peer, shard, serial string, n int64, issued time.Time) string {
 	t.Helper()
-	env, err := key.Sign(storage.TypeReadOrder, storage.ReadOrder{Peer: peer, Shard: shard, Length: n,
-		Expires: issued.Add(storage.ReadOrderLifetime).UTC(), Serial: serial})
+	env, err := key.Sign(storageapi.TypeReadOrder, storageapi.ReadOrder{Peer: peer, Shard: shard, Length: n,
+		Expires: issued.Add(storageapi.ReadOrderLifetime).UTC(), Serial: serial})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/identity"
-	"github.com/topcdn/topcdn/storage"
+	"github.com/topcdn/topcdn/storageapi"
 	"go.uber.org/zap"
 )
 
@@ -64,8 +64,8 @@ func (l *Ledger) IngestClaim(ctx context.Context, env *identity.Envelope) (*Clai
 			refuse(reject(ReasonMalformed, "order %d: %v", co.ID, err))
 			continue
 		}
-		var o storage.ReadOrder
-		reader, err := oenv.Open(storage.TypeReadOrder, &o)
+		var o storageapi.ReadOrder
+		reader, err := oenv.Open(storageapi.TypeReadOrder, &o)
 		switch {
 		case errors.Is(err, identity.ErrBadSignature):
 			refuse(reject(ReasonSignature, "order %d: %v", co.ID, err))
@@ -76,7 +76,7 @@ func (l *Ledger) IngestClaim(ctx context.Context, env *identity.Envelope) (*Clai
 		case o.Peer != c.Peer:
 			refuse(reject(ReasonOrderPeer, "order %d is for peer %s", co.ID, o.Peer))
 			continue
-		case o.Length <= 0 || o.Length > storage.MaxReadLength || o.Serial == "":
+		case o.Length <= 0 || o.Length > storageapi.MaxReadLength || o.Serial == "":
 			refuse(reject(ReasonMalformed, "order %d: length %d, serial %q", co.ID, o.Length, o.Serial))
 			continue
 		case o.Expires.Before(now.Add(-l.opts.AcceptWindow)):
@@ -92,7 +92,7 @@ func (l *Ledger) IngestClaim(ctx context.Context, env *identity.Envelope) (*Clai
 			return nil, err
 		}
 		if !known {
-			issued := o.Expires.Add(-storage.ReadOrderLifetime)
+			issued := o.Expires.Add(-storageapi.ReadOrderLifetime)
 			if now.Sub(issued) < 2*l.opts.Epoch+l.opts.SettleDelay {
 				res.Deferred = append(res.Deferred, co.ID)
 				continue

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/topcdn/topcdn/identity"
-	"github.com/topcdn/topcdn/storage"
+	"github.com/topcdn/topcdn/storageapi"
 	"go.uber.org/zap"
 )
 
@@ -153,7 +153,7 @@ func randomHex(n int) string {
 // read orders and a way to drop the ones billing collected.
 // *storage.Server implements it.
 type ServedReadSource interface {
-	ServedReads(ctx context.Context, after int64, limit int) ([]storage.ServedRead, error)
+	ServedReads(ctx context.Context, after int64, limit int) ([]storageapi.ServedRead, error)
 	PruneServedReads(ctx context.Context, upto int64) (int64, error)
 }
 

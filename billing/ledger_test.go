@@ -11,6 +11,7 @@ import (
 
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/storage"
+	"github.com/topcdn/topcdn/storageapi"
 )
 
 func TestPrice(t *testing.T) {
@@ -309,7 +310,7 @@ func TestClaimDefersUnknownReaders(t *testing.T) {
 	pub, edge, sp := testKey(t, 60), testKey(t, 61), testKey(t, 62)
 	tl.content.publish("blog", pub.ID, map[string]int64{"c": 100})
 	tl.content.shards["s1"] = pub.ID
-	src := &fakeReads{reads: []storage.ServedRead{
+	src := &fakeReads{reads: []storageapi.ServedRead{
 		{ID: 1, Envelope: readOrder(t, edge, sp.ID.String(), "s1", "a", 10, t0)},
 		{ID: 2, Envelope: readOrder(t, edge, sp.ID.String(), "s1", "b", 20, t0)},
 	}}
@@ -346,7 +347,7 @@ func TestClaimPaysOriginReads(t *testing.T) {
 	if _, err := tl.Deposit(ctx, mustSign(t, tl.operator, TypeDeposit, Deposit{Account: pub.ID.String(), Amount: 1000, Nonce: "o"})); err != nil {
 		t.Fatal(err)
 	}
-	src := &fakeReads{reads: []storage.ServedRead{
+	src := &fakeReads{reads: []storageapi.ServedRead{
 		{ID: 1, Envelope: readOrder(t, orig, sp.ID.String(), "s1", "a", 10, t0)},
 		{ID: 2, Envelope: readOrder(t, orig, sp.ID.String(), "s1", "b", 20, t0)},
 		{ID: 3, Envelope: readOrder(t, stranger, sp.ID.String(), "s1", "c", 40, t0)},
@@ -369,12 +370,12 @@ func TestClaimPaysOriginReads(t *testing.T) {
 
 // fakeReads is a ServedReadSource in memory.
 type fakeReads struct {
-	reads  []storage.ServedRead
+	reads  []storageapi.ServedRead
 	pruned int64
 }
 
-func (f *fakeReads) ServedReads(ctx context.Context, after int64, limit int) ([]storage.ServedRead, error) {
-	var out []storage.ServedRead
+func (f *fakeReads) ServedReads(ctx context.Context, after int64, limit int) ([]storageapi.ServedRead, error) {
+	var out []storageapi.ServedRead
 	for _, r := range f.reads {
 		if r.ID > after && r.ID > f.pruned && len(out) < limit {
 			out = append(out, r)

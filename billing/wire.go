@@ -101,7 +101,7 @@ type RecordClaim struct {
 
 // ClaimedOrder is one served read order as a storage peer keeps it: the
 // row ID of its served_reads table and the order envelope exactly as the
-// reader sent it (storage.OrderHeader encoding).
+// reader sent it (storageapi.OrderHeader encoding).
 type ClaimedOrder struct {
 	ID    int64  `json:"id"`
 	Order string `json:"order"`

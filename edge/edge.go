@@ -17,7 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/identity"
-	"github.com/topcdn/topcdn/storage"
+	"github.com/topcdn/topcdn/storageapi"
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 )
@@ -136,7 +136,7 @@ func New(ctx context.Context, cfg Config) (*Edge, error) {
 		return nil, fmt.Errorf("edge: metrics: %w", err)
 	}
 	e.src = &source{origin: cfg.Origin, http: cfg.HTTPClient,
-		shards: storage.NewClient(cfg.Key, nil), stats: st.stats, spans: st.spans,
+		shards: storageapi.NewClient(cfg.Key, nil), stats: st.stats, spans: st.spans,
 		dnslinks: cfg.DNSLinks, links: st.links, log: cfg.Logger, fallbacks: e.metrics.fallbacks,
 		flag: func(f erasure.Flag) {
 			e.log.Warn("storage peer flagged", zap.Stringer("peer", f.Peer), zap.String("shard", f.Shard), zap.String("reason", f.Reason))

@@ -22,7 +22,7 @@ import (
 	"github.com/topcdn/topcdn/dag"
 	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/identity"
-	"github.com/topcdn/topcdn/storage"
+	"github.com/topcdn/topcdn/storageapi"
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 )
@@ -33,7 +33,7 @@ import (
 type source struct {
 	origin    string // base URL
 	http      *http.Client
-	shards    *storage.Client
+	shards    *storageapi.Client
 	stats     *erasure.PeerStats
 	spans     *erasure.SpanCache
 	flag      func(erasure.Flag)

@@ -10,7 +10,7 @@ import (
 
 	"github.com/klauspost/reedsolomon"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/topcdn/topcdn/storage"
+	"github.com/topcdn/topcdn/storageapi"
 )
 
 // ShardStore reaches storage peers. Implementations sign the orders the
@@ -200,7 +200,7 @@ func (s *Striper) Store(ctx context.Context, segment []byte, candidates []peer.I
 			defer func() { <-sem }()
 			// Each shard is hashed by the goroutine that uploads it, so
 			// hashing runs in parallel and overlaps the other uploads.
-			seg.Shards[i].ID = storage.ShardID(shards[i])
+			seg.Shards[i].ID = storageapi.ShardID(shards[i])
 			seg.Shards[i].Chunks = ChunkHashes(shards[i], s.opts.chunkSize)
 			var last error
 			for try := 0; ; try++ {

@@ -14,7 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	mh "github.com/multiformats/go-multihash"
 	"github.com/topcdn/topcdn/identity"
-	"github.com/topcdn/topcdn/storage"
+	"github.com/topcdn/topcdn/storageapi"
 )
 
 // memStore is an in-memory ShardStore whose peers can be down, lying or
@@ -42,7 +42,7 @@ func (m *memStore) PutShard(ctx context.Context, p peer.ID, shard string, data [
 	if m.down[p] || m.full[p] {
 		return fmt.Errorf("peer %s refuses", p)
 	}
-	if storage.ShardID(data) != shard {
+	if storageapi.ShardID(data) != shard {
 		return errors.New("hash mismatch")
 	}
 	if m.shards[p] == nil {

@@ -9,7 +9,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/dag"
 	"github.com/topcdn/topcdn/identity"
-	"github.com/topcdn/topcdn/storage"
+	"github.com/topcdn/topcdn/storageapi"
 )
 
 // TypeManifest is the envelope type of a signed Manifest.
@@ -57,7 +57,7 @@ type Segment struct {
 
 // Shard is one shard of a segment and where it lives.
 type Shard struct {
-	// ID is the shard's content ID (storage.ShardID).
+	// ID is the shard's content ID (storageapi.ShardID).
 	ID string `json:"id"`
 	// Peer is the peer ID of the storage peer holding it.
 	Peer string `json:"peer"`
@@ -125,7 +125,7 @@ func (m *Manifest) Validate() error {
 		chunks := (seg.ShardSize + int64(m.ChunkSize) - 1) / int64(m.ChunkSize)
 		peers := map[string]bool{}
 		for i, sh := range seg.Shards {
-			if _, err := storage.ParseShardID(sh.ID); err != nil {
+			if _, err := storageapi.ParseShardID(sh.ID); err != nil {
 				return fmt.Errorf("erasure: manifest segment %d shard %d: %w", si, i, err)
 			}
 			if _, err := peer.Decode(sh.Peer); err != nil {

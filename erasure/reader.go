@@ -13,7 +13,7 @@ import (
 	"github.com/klauspost/reedsolomon"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/dag"
-	"github.com/topcdn/topcdn/storage"
+	"github.com/topcdn/topcdn/storageapi"
 )
 
 // Flag reports a storage peer caught misbehaving by a read.
@@ -354,8 +354,8 @@ func (r *Reader) get(ctx context.Context, seg *Segment, i int, off, length int64
 // whose ID commits to its size, so a 416 says the same) from a transport
 // failure ("unreachable").
 func failureReason(err error) string {
-	if errors.Is(err, storage.ErrBadAnswer) || errors.Is(err, storage.ErrNotFound) ||
-		errors.Is(err, storage.ErrRangeNotSatisfiable) {
+	if errors.Is(err, storageapi.ErrBadAnswer) || errors.Is(err, storageapi.ErrNotFound) ||
+		errors.Is(err, storageapi.ErrRangeNotSatisfiable) {
 		return "bad-bytes"
 	}
 	return "unreachable"

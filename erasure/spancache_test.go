@@ -10,7 +10,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 	mh "github.com/multiformats/go-multihash"
-	"github.com/topcdn/topcdn/storage"
+	"github.com/topcdn/topcdn/storageapi"
 )
 
 // TestSpanCacheKeyedBySegmentContent: two segments that share their first
@@ -94,11 +94,11 @@ func TestFailureReason(t *testing.T) {
 		err  error
 		want string
 	}{
-		{"not found", &storage.PeerError{Status: 404}, "bad-bytes"},
-		{"range not satisfiable", fmt.Errorf("get: %w", &storage.PeerError{Status: 416}), "bad-bytes"},
-		{"short body", fmt.Errorf("get: %w: got 3 bytes", storage.ErrBadAnswer), "bad-bytes"},
-		{"forbidden", &storage.PeerError{Status: 403}, "unreachable"},
-		{"server error", &storage.PeerError{Status: 500}, "unreachable"},
+		{"not found", &storageapi.PeerError{Status: 404}, "bad-bytes"},
+		{"range not satisfiable", fmt.Errorf("get: %w", &storageapi.PeerError{Status: 416}), "bad-bytes"},
+		{"short body", fmt.Errorf("get: %w: got 3 bytes", storageapi.ErrBadAnswer), "bad-bytes"},
+		{"forbidden", &storageapi.PeerError{Status: 403}, "unreachable"},
+		{"server error", &storageapi.PeerError{Status: 500}, "unreachable"},
 		{"transport", errors.New("connection refused"), "unreachable"},
 	}
 	for _, tc := range tests {

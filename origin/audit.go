@@ -10,7 +10,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/erasure"
-	"github.com/topcdn/topcdn/storage"
+	"github.com/topcdn/topcdn/storageapi"
 	"go.uber.org/zap"
 )
 
@@ -105,8 +105,8 @@ func (o *Origin) audit(ctx context.Context, t auditTarget) string {
 				err = fmt.Errorf("chunk %d does not match the manifest", i)
 				result = "failed"
 			}
-		} else if errors.Is(err, storage.ErrBadAnswer) || errors.Is(err, storage.ErrNotFound) ||
-			errors.Is(err, storage.ErrRangeNotSatisfiable) {
+		} else if errors.Is(err, storageapi.ErrBadAnswer) || errors.Is(err, storageapi.ErrNotFound) ||
+			errors.Is(err, storageapi.ErrRangeNotSatisfiable) {
 			// It answered, but without the bytes it keeps for us: the range
 			// is inside the shard, whose ID commits to its size.
 			result = "failed"

@@ -23,7 +23,7 @@ import (
 	"github.com/topcdn/topcdn/dag"
 	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/identity"
-	"github.com/topcdn/topcdn/storage"
+	"github.com/topcdn/topcdn/storageapi"
 	"go.uber.org/zap"
 )
 
@@ -102,7 +102,7 @@ type Origin struct {
 	striper    *erasure.Striper
 	shardStore erasure.ShardStore
 	placing    *placements // shards being put on, or deleted from, peers
-	storage    *storage.Client
+	storage    *storageapi.Client
 	peerStats  *erasure.PeerStats
 	spans      *erasure.SpanCache
 	readers    *lru.Cache[int64, *erasure.Reader]
@@ -195,7 +195,7 @@ func New(ctx context.Context, cfg Config) (*Origin, error) {
 	o.peerStats = erasure.NewPeerStats()
 	o.spans = erasure.NewSpanCache(256 << 20)
 	o.stripeWake = make(chan struct{}, 1)
-	o.storage = storage.NewClient(o.key, nil)
+	o.storage = storageapi.NewClient(o.key, nil)
 	o.shardStore = peerShards{o: o, client: o.storage}
 	o.placing = newPlacements()
 	if cfg.Stripe != nil {

@@ -9,7 +9,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/identity"
-	"github.com/topcdn/topcdn/storage"
+	"github.com/topcdn/topcdn/storageapi"
 	"go.uber.org/zap"
 )
 
@@ -19,13 +19,13 @@ const heartbeatSkew = 2 * time.Minute
 
 // PeerInfo is what the origin knows of a storage peer.
 type PeerInfo struct {
-	ID       string            `json:"id"`
-	Addr     string            `json:"addr"`
-	Capacity int64             `json:"capacity"`
-	Free     int64             `json:"free"`
-	Shards   int               `json:"shards"`
-	Location *storage.Location `json:"location,omitempty"`
-	LastSeen time.Time         `json:"last_seen"`
+	ID       string               `json:"id"`
+	Addr     string               `json:"addr"`
+	Capacity int64                `json:"capacity"`
+	Free     int64                `json:"free"`
+	Shards   int                  `json:"shards"`
+	Location *storageapi.Location `json:"location,omitempty"`
+	LastSeen time.Time            `json:"last_seen"`
 	// Healthy is true while heartbeats arrive (within 3 intervals).
 	Healthy bool `json:"healthy"`
 	// Placed is how many shards the origin has placed on the peer.
@@ -42,8 +42,8 @@ type PeerInfo struct {
 // newer than the last one accepted (no replays), the address an http(s) URL.
 // The first heartbeat registers the peer.
 func (o *Origin) Heartbeat(ctx context.Context, env *identity.Envelope) error {
-	var hb storage.Heartbeat
-	signer, err := env.Open(storage.TypeHeartbeat, &hb)
+	var hb storageapi.Heartbeat
+	signer, err := env.Open(storageapi.TypeHeartbeat, &hb)
 	if err != nil {
 		return errorf(ErrBadRequest, "heartbeat: %v", err)
 	}
@@ -108,7 +108,7 @@ func (o *Origin) Peers(ctx context.Context) ([]PeerInfo, error) {
 			return nil, fmt.Errorf("origin: list peers: %w", err)
 		}
 		if lat != nil && lon != nil {
-			pi.Location = &storage.Location{Lat: *lat, Lon: *lon, Region: region}
+			pi.Location = &storageapi.Location{Lat: *lat, Lon: *lon, Region: region}
 		}
 		pi.LastSeen = time.Unix(0, seen).UTC()
 		pi.Healthy = now.Sub(pi.LastSeen) <= 3*o.cfg.HeartbeatInterval

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/topcdn/topcdn/identity"
-	"github.com/topcdn/topcdn/storage"
+	"github.com/topcdn/topcdn/storageapi"
 )
 
 func TestHeartbeat(t *testing.T) {
@@ -17,13 +17,13 @@ func TestHeartbeat(t *testing.T) {
 	other, _ := identity.Generate(nil)
 	now := time.Now()
 	o.now = func() time.Time { return now }
-	hb := func(k *identity.Key, mut func(*storage.Heartbeat)) *identity.Envelope {
-		h := storage.Heartbeat{Peer: peerKey.ID.String(), Addr: "http://127.0.0.1:9001", Capacity: 100, Free: 60,
-			Shards: 3, Time: now, Location: &storage.Location{Lat: 50.1, Lon: 8.7, Region: "eu-fra"}}
+	hb := func(k *identity.Key, mut func(*storageapi.Heartbeat)) *identity.Envelope {
+		h := storageapi.Heartbeat{Peer: peerKey.ID.String(), Addr: "http://127.0.0.1:9001", Capacity: 100, Free: 60,
+			Shards: 3, Time: now, Location: &storageapi.Location{Lat: 50.1, Lon: 8.7, Region: "eu-fra"}}
 		if mut != nil {
 			mut(&h)
 		}
-		env, err := k.Sign(storage.TypeHeartbeat, h)
+		env, err := k.Sign(storageapi.TypeHeartbeat, h)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -37,14 +37,14 @@ func TestHeartbeat(t *testing.T) {
 	}{
 		{"first heartbeat registers", first, nil},
 		{"replayed", first, ErrConflict},
-		{"newer", hb(peerKey, func(h *storage.Heartbeat) { h.Time = now.Add(time.Second); h.Free = 50 }), nil},
+		{"newer", hb(peerKey, func(h *storageapi.Heartbeat) { h.Time = now.Add(time.Second); h.Free = 50 }), nil},
 		{"signed by another key", hb(other, nil), ErrBadRequest},
-		{"stale", hb(peerKey, func(h *storage.Heartbeat) { h.Time = now.Add(-time.Hour) }), ErrBadRequest},
-		{"from the future", hb(peerKey, func(h *storage.Heartbeat) { h.Time = now.Add(time.Hour) }), ErrBadRequest},
-		{"bad address", hb(peerKey, func(h *storage.Heartbeat) { h.Addr = "ftp://x"; h.Time = now.Add(2 * time.Second) }), ErrBadRequest},
-		{"free over capacity", hb(peerKey, func(h *storage.Heartbeat) { h.Free = 1000; h.Time = now.Add(2 * time.Second) }), ErrBadRequest},
+		{"stale", hb(peerKey, func(h *storageapi.Heartbeat) { h.Time = now.Add(-time.Hour) }), ErrBadRequest},
+		{"from the future", hb(peerKey, func(h *storageapi.Heartbeat) { h.Time = now.Add(time.Hour) }), ErrBadRequest},
+		{"bad address", hb(peerKey, func(h *storageapi.Heartbeat) { h.Addr = "ftp://x"; h.Time = now.Add(2 * time.Second) }), ErrBadRequest},
+		{"free over capacity", hb(peerKey, func(h *storageapi.Heartbeat) { h.Free = 1000; h.Time = now.Add(2 * time.Second) }), ErrBadRequest},
 		{"wrong type", func() *identity.Envelope {
-			e, _ := peerKey.Sign(storage.TypeWriteOrder, storage.Heartbeat{Peer: peerKey.ID.String(), Time: now})
+			e, _ := peerKey.Sign(storageapi.TypeWriteOrder, storageapi.Heartbeat{Peer: peerKey.ID.String(), Time: now})
 			return e
 		}(), ErrBadRequest},
 	}
@@ -78,8 +78,8 @@ func TestPlacementSpreadsAcrossRegions(t *testing.T) {
 	byID := map[string]string{}
 	for i, r := range regions {
 		k, _ := identity.Generate(nil)
-		env, _ := k.Sign(storage.TypeHeartbeat, storage.Heartbeat{Peer: k.ID.String(), Addr: "http://127.0.0.1:1",
-			Capacity: 100, Free: int64(10 * (i + 1)), Time: now, Location: &storage.Location{Region: r}})
+		env, _ := k.Sign(storageapi.TypeHeartbeat, storageapi.Heartbeat{Peer: k.ID.String(), Addr: "http://127.0.0.1:1",
+			Capacity: 100, Free: int64(10 * (i + 1)), Time: now, Location: &storageapi.Location{Region: r}})
 		if err := o.Heartbeat(ctx, env); err != nil {
 			t.Fatal(err)
 		}

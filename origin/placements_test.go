@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/topcdn/topcdn/storage"
+	"github.com/topcdn/topcdn/storageapi"
 )
 
 // TestPlacements: a delete is refused while a put of the same shard on the
@@ -70,7 +70,7 @@ func TestRepairKeepsShardBeingPlaced(t *testing.T) {
 		sn.heartbeat(t, i, 900)
 	}
 	data := []byte("the same shard, placed twice")
-	id := storage.ShardID(data)
+	id := storageapi.ShardID(data)
 	job := sn.o.placingShards()
 	if err := job.PutShard(ctx, sn.keys[0].ID, id, data); err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/storage"
+	"github.com/topcdn/topcdn/storageapi"
 )
 
 // stripeNet is a striping origin on a settable clock with storage peers
@@ -92,11 +93,11 @@ func (sn *stripeNet) heartbeat(t *testing.T, i int, free int64) {
 	sn.advance(time.Millisecond) // each heartbeat newer than the last
 	rec := httptest.NewRecorder()
 	sn.peers[i].Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/status", nil))
-	var st storage.Status
+	var st storageapi.Status
 	if err := json.Unmarshal(rec.Body.Bytes(), &st); err != nil {
 		t.Fatal(err)
 	}
-	env, err := sn.keys[i].Sign(storage.TypeHeartbeat, storage.Heartbeat{Peer: sn.keys[i].ID.String(),
+	env, err := sn.keys[i].Sign(storageapi.TypeHeartbeat, storageapi.Heartbeat{Peer: sn.keys[i].ID.String(),
 		Addr: sn.addrs[i], Capacity: 1 << 20, Free: free, Shards: st.Shards, Time: sn.now()})
 	if err != nil {
 		t.Fatal(err)

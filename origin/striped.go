@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/golang-lru/v2"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/ipfs/boxo/blockstore"
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
@@ -16,7 +16,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multihash"
 	"github.com/topcdn/topcdn/erasure"
-	"github.com/topcdn/topcdn/storage"
+	"github.com/topcdn/topcdn/storageapi"
 	"go.uber.org/zap"
 )
 
@@ -261,7 +261,7 @@ func (o *Origin) flagPeer(f erasure.Flag, source string) {
 // origin key, peers found by their last heartbeat.
 type peerShards struct {
 	o      *Origin
-	client *storage.Client
+	client *storageapi.Client
 }
 
 func (s peerShards) PutShard(ctx context.Context, p peer.ID, shard string, data []byte) error {

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/topcdn/topcdn/storage"
+	"github.com/topcdn/topcdn/storageapi"
 )
 
 // TestSweepOrphans: a shard a failed job left on a peer is deleted; shards
@@ -21,7 +21,7 @@ func TestSweepOrphans(t *testing.T) {
 
 	put := func(job *placingShards, i int, data []byte) string {
 		t.Helper()
-		id := storage.ShardID(data)
+		id := storageapi.ShardID(data)
 		if err := job.PutShard(ctx, sn.keys[i].ID, id, data); err != nil {
 			t.Fatal(err)
 		}

@@ -8,6 +8,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/topcdn/topcdn/storageapi"
 )
 
 func TestClientRoundTrip(t *testing.T) {
@@ -16,9 +18,9 @@ func TestClientRoundTrip(t *testing.T) {
 	url := ts.serve(t)
 	origin, reader := testClient(ts.keys.origin), testClient(ts.keys.reader)
 	data := randomShard(40, 70_000)
-	id := ShardID(data)
+	id := storageapi.ShardID(data)
 
-	if err := reader.Put(ctx, ts.ID(), url, id, data); !errors.Is(err, ErrForbidden) {
+	if err := reader.Put(ctx, ts.ID(), url, id, data); !errors.Is(err, storageapi.ErrForbidden) {
 		t.Fatalf("put signed by a reader: err = %v, want 403", err)
 	}
 	if err := origin.Put(ctx, ts.ID(), url, id, data[1:]); err == nil {
@@ -29,7 +31,7 @@ func TestClientRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := origin.Put(ctx, ts.keys.other.ID, url, id, data); !errors.Is(err, ErrForbidden) {
+	if err := origin.Put(ctx, ts.keys.other.ID, url, id, data); !errors.Is(err, storageapi.ErrForbidden) {
 		t.Fatalf("put ordered for another peer: err = %v, want 403", err)
 	}
 	for _, r := range [][2]int64{{0, 1}, {0, 70_000}, {65_536, 4464}, {12_345, 1000}} {
@@ -41,14 +43,14 @@ func TestClientRoundTrip(t *testing.T) {
 			t.Fatalf("GetRange %v: wrong bytes", r)
 		}
 	}
-	if _, err := reader.GetRange(ctx, ts.ID(), url, id, 69_999, 2); !errors.Is(err, ErrRangeNotSatisfiable) {
+	if _, err := reader.GetRange(ctx, ts.ID(), url, id, 69_999, 2); !errors.Is(err, storageapi.ErrRangeNotSatisfiable) {
 		t.Fatalf("GetRange past the end: err = %v, want 416", err)
 	}
-	if _, err := reader.GetRange(ctx, ts.ID(), url, id, 0, MaxReadLength+1); err == nil {
+	if _, err := reader.GetRange(ctx, ts.ID(), url, id, 0, storageapi.MaxReadLength+1); err == nil {
 		t.Fatal("GetRange over MaxReadLength accepted")
 	}
 	held, err := reader.List(ctx, url)
-	if err != nil || len(held) != 1 || held[0] != (ShardInfo{ID: id, Size: int64(len(data))}) {
+	if err != nil || len(held) != 1 || held[0] != (storageapi.ShardInfo{ID: id, Size: int64(len(data))}) {
 		t.Fatalf("List: %+v, %v; want the one shard put", held, err)
 	}
 	if _, err := reader.List(ctx, "ftp://"+strings.TrimPrefix(url, "http://")); err == nil {
@@ -65,7 +67,7 @@ func TestClientRoundTrip(t *testing.T) {
 
 func TestGetRangeChecksLength(t *testing.T) {
 	keys := newTestKeys(t)
-	id := ShardID([]byte("shard"))
+	id := storageapi.ShardID([]byte("shard"))
 	tests := []struct {
 		name string
 		body string
@@ -81,7 +83,7 @@ func TestGetRangeChecksLength(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if r.Header.Get(OrderHeader) == "" || r.Header.Get("Range") != "bytes=5-14" {
+				if r.Header.Get(storageapi.OrderHeader) == "" || r.Header.Get("Range") != "bytes=5-14" {
 					t.Errorf("request without order or with Range %q", r.Header.Get("Range"))
 				}
 				w.WriteHeader(tc.code)
@@ -101,11 +103,11 @@ func TestPeerError(t *testing.T) {
 		status int
 		is     error
 	}{
-		{http.StatusInsufficientStorage, ErrInsufficientStorage},
-		{http.StatusNotFound, ErrNotFound},
-		{http.StatusForbidden, ErrForbidden},
-		{http.StatusConflict, ErrConflict},
-		{http.StatusRequestedRangeNotSatisfiable, ErrRangeNotSatisfiable},
+		{http.StatusInsufficientStorage, storageapi.ErrInsufficientStorage},
+		{http.StatusNotFound, storageapi.ErrNotFound},
+		{http.StatusForbidden, storageapi.ErrForbidden},
+		{http.StatusConflict, storageapi.ErrConflict},
+		{http.StatusRequestedRangeNotSatisfiable, storageapi.ErrRangeNotSatisfiable},
 	}
 	for _, tc := range tests {
 		t.Run(http.StatusText(tc.status), func(t *testing.T) {
@@ -114,15 +116,15 @@ func TestPeerError(t *testing.T) {
 			}))
 			defer srv.Close()
 			keys := newTestKeys(t)
-			err := testClient(keys.origin).Delete(context.Background(), keys.peer.ID, srv.URL, ShardID(nil))
-			var pe *PeerError
+			err := testClient(keys.origin).Delete(context.Background(), keys.peer.ID, srv.URL, storageapi.ShardID(nil))
+			var pe *storageapi.PeerError
 			if !errors.As(err, &pe) || pe.Status != tc.status || pe.Message != "the reason" {
 				t.Fatalf("err = %#v, want a PeerError %d", err, tc.status)
 			}
 			if !errors.Is(err, tc.is) {
 				t.Fatalf("%v does not match %v", err, tc.is)
 			}
-			if errors.Is(err, ErrBadRequest) {
+			if errors.Is(err, storageapi.ErrBadRequest) {
 				t.Fatalf("%v matches ErrBadRequest", err)
 			}
 			if !strings.Contains(err.Error(), "the reason") {
@@ -135,8 +137,8 @@ func TestPeerError(t *testing.T) {
 		http.Error(w, "upstream hiccup", http.StatusBadGateway)
 	}))
 	defer srv.Close()
-	_, err := NewClient(newTestKeys(t).reader, nil).Status(context.Background(), srv.URL)
-	var pe *PeerError
+	_, err := storageapi.NewClient(newTestKeys(t).reader, nil).Status(context.Background(), srv.URL)
+	var pe *storageapi.PeerError
 	if !errors.As(err, &pe) || pe.Status != http.StatusBadGateway || pe.Message != "upstream hiccup" {
 		t.Fatalf("err = %v", err)
 	}

@@ -3,13 +3,12 @@ package storage
 import (
 	"errors"
 	"fmt"
-	"net/url"
-	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/storageapi"
 	"go.uber.org/zap"
 )
 
@@ -47,7 +46,7 @@ type Config struct {
 	PublicAddr string
 	// Location is where the peer says it is, announced in heartbeats.
 	// Default: none.
-	Location *Location
+	Location *storageapi.Location
 	// HeartbeatInterval is the time between two heartbeats. Default:
 	// DefaultHeartbeatInterval (10s).
 	HeartbeatInterval time.Duration
@@ -67,14 +66,14 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, errors.New("storage: Origin (or OriginID) is required")
 	}
 	if cfg.Origin != "" {
-		u, err := parseBaseURL(cfg.Origin)
+		u, err := storageapi.ParseBaseURL(cfg.Origin)
 		if err != nil {
 			return cfg, fmt.Errorf("storage: Origin: %w", err)
 		}
 		cfg.Origin = u
 	}
 	if cfg.PublicAddr != "" {
-		u, err := parseBaseURL(cfg.PublicAddr)
+		u, err := storageapi.ParseBaseURL(cfg.PublicAddr)
 		if err != nil {
 			return cfg, fmt.Errorf("storage: PublicAddr: %w", err)
 		}
@@ -107,16 +106,4 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.Registry = prometheus.NewRegistry()
 	}
 	return cfg, nil
-}
-
-// parseBaseURL checks that s is an http(s) base URL and returns it without
-// a trailing slash.
-func parseBaseURL(s string) (string, error) {
-	s = strings.TrimSuffix(s, "/")
-	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
-		u.RawQuery != "" || u.Fragment != "" {
-		return "", fmt.Errorf("%q: want http(s)://host[:port][/path]", s)
-	}
-	return s, nil
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/storageapi"
 )
 
 func TestDelete(t *testing.T) {
@@ -21,7 +22,7 @@ func TestDelete(t *testing.T) {
 	data := randomShard(9, 500)
 	id := ts.putShard(t, data)
 
-	if err := testClient(ts.keys.other).Delete(ctx, ts.ID(), url, id); !errors.Is(err, ErrForbidden) {
+	if err := testClient(ts.keys.other).Delete(ctx, ts.ID(), url, id); !errors.Is(err, storageapi.ErrForbidden) {
 		t.Fatalf("delete signed by a non-origin key: err = %v, want 403", err)
 	}
 	req := httptest.NewRequest(http.MethodDelete, "/shards/"+id, nil)
@@ -42,8 +43,8 @@ func TestDelete(t *testing.T) {
 		t.Fatalf("status after delete %+v", st)
 	}
 	err := origin.Delete(ctx, ts.ID(), url, id)
-	var pe *PeerError
-	if !errors.Is(err, ErrNotFound) || !errors.As(err, &pe) || pe.Status != http.StatusNotFound {
+	var pe *storageapi.PeerError
+	if !errors.Is(err, storageapi.ErrNotFound) || !errors.As(err, &pe) || pe.Status != http.StatusNotFound {
 		t.Fatalf("second delete: err = %v, want a 404 PeerError", err)
 	}
 }
@@ -58,7 +59,7 @@ func TestAudit(t *testing.T) {
 
 	tests := []struct {
 		name        string
-		client      *Client
+		client      *storageapi.Client
 		shard       string
 		off, length int64
 		wantErr     error
@@ -66,9 +67,9 @@ func TestAudit(t *testing.T) {
 		{name: "start", client: origin, shard: id, off: 0, length: 100},
 		{name: "end", client: origin, shard: id, off: 2900, length: 100},
 		{name: "whole", client: origin, shard: id, off: 0, length: 3000},
-		{name: "not the origin", client: testClient(ts.keys.reader), shard: id, off: 0, length: 100, wantErr: ErrForbidden},
-		{name: "beyond the shard", client: origin, shard: id, off: 2950, length: 100, wantErr: ErrRangeNotSatisfiable},
-		{name: "shard not held", client: origin, shard: ShardID([]byte("x")), off: 0, length: 1, wantErr: ErrNotFound},
+		{name: "not the origin", client: testClient(ts.keys.reader), shard: id, off: 0, length: 100, wantErr: storageapi.ErrForbidden},
+		{name: "beyond the shard", client: origin, shard: id, off: 2950, length: 100, wantErr: storageapi.ErrRangeNotSatisfiable},
+		{name: "shard not held", client: origin, shard: storageapi.ShardID([]byte("x")), off: 0, length: 1, wantErr: storageapi.ErrNotFound},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -87,11 +88,11 @@ func TestAudit(t *testing.T) {
 			}
 		})
 	}
-	if _, err := origin.Audit(ctx, ts.ID(), url, id, 0, MaxAuditLength+1); err == nil {
+	if _, err := origin.Audit(ctx, ts.ID(), url, id, 0, storageapi.MaxAuditLength+1); err == nil {
 		t.Fatal("audit over MaxAuditLength accepted")
 	}
 	// The server refuses an over-long audit too.
-	env, _ := ts.keys.origin.Sign(TypeAudit, Audit{Peer: ts.ID().String(), Shard: id, Length: MaxAuditLength + 1,
+	env, _ := ts.keys.origin.Sign(storageapi.TypeAudit, storageapi.Audit{Peer: ts.ID().String(), Shard: id, Length: storageapi.MaxAuditLength + 1,
 		Nonce: []byte{1}, Expires: testNow.Add(time.Minute)})
 	body, _ := json.Marshal(env)
 	rec := ts.do(httptest.NewRequest(http.MethodPost, "/shards/"+id+"/audit", bytes.NewReader(body)))
@@ -102,30 +103,32 @@ func TestAudit(t *testing.T) {
 
 func TestAuditClientChecksTheAnswer(t *testing.T) {
 	keys := newTestKeys(t)
-	id := ShardID([]byte("shard"))
+	id := storageapi.ShardID([]byte("shard"))
 	tests := []struct {
 		name   string
-		answer func(a Audit) AuditAnswer
+		answer func(a storageapi.Audit) storageapi.AuditAnswer
 	}{
-		{"wrong proof", func(a Audit) AuditAnswer {
+		{"wrong proof", func(a storageapi.Audit) storageapi.AuditAnswer {
 			d := make([]byte, a.Length)
-			return AuditAnswer{Data: d, Proof: AuditProof([]byte("other nonce"), d)}
+			return storageapi.AuditAnswer{Data: d, Proof: storageapi.AuditProof([]byte("other nonce"), d)}
 		}},
-		{"short data", func(a Audit) AuditAnswer {
+		{"short data", func(a storageapi.Audit) storageapi.AuditAnswer {
 			d := make([]byte, a.Length-1)
-			return AuditAnswer{Data: d, Proof: AuditProof(a.Nonce, d)}
+			return storageapi.AuditAnswer{Data: d, Proof: storageapi.AuditProof(a.Nonce, d)}
 		}},
-		{"no proof", func(a Audit) AuditAnswer { return AuditAnswer{Data: make([]byte, a.Length)} }},
+		{"no proof", func(a storageapi.Audit) storageapi.AuditAnswer {
+			return storageapi.AuditAnswer{Data: make([]byte, a.Length)}
+		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				var env identity.Envelope
-				var a Audit
+				var a storageapi.Audit
 				if err := json.NewDecoder(r.Body).Decode(&env); err != nil {
 					t.Error(err)
 				}
-				if _, err := env.Open(TypeAudit, &a); err != nil {
+				if _, err := env.Open(storageapi.TypeAudit, &a); err != nil {
 					t.Error(err)
 				}
 				writeJSON(w, http.StatusOK, tc.answer(a))

@@ -1,4 +1,4 @@
-// Package storage is the topcdn storage peer and its protocol.
+// Package storage is the topcdn storage peer.
 //
 // A storage peer lends disk: it keeps erasure-coded shards (see package
 // erasure) for an origin and serves byte ranges of them to readers. Peers
@@ -8,7 +8,8 @@
 // proof of bytes served. Shards are named by their content (a raw CID of
 // the whole shard), checked on write.
 //
-// This package holds the wire formats (orders, heartbeats, audits), the
-// peer's HTTP server (Server), and a client (Client) used by origins and
-// readers.
+// This package holds the peer's HTTP server (Server), its shard store and
+// its database of served reads. The wire formats (orders, heartbeats,
+// audits) and the Client that origins and readers use are package
+// storageapi, which links no server.
 package storage

@@ -6,42 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
+
+	"github.com/topcdn/topcdn/storageapi"
 )
 
-// Sentinel errors, each with its HTTP meaning in statusOf. A *PeerError
-// from a Client matches the sentinel of its status code with errors.Is.
-var (
-	// ErrBadRequest marks malformed input: a bad shard ID, Range header,
-	// body or order field.
-	ErrBadRequest = errors.New("bad request")
-	// ErrForbidden marks a request without a valid order for it: missing,
-	// badly signed, signed by the wrong key, for another peer or shard, or
-	// expired.
-	ErrForbidden = errors.New("forbidden")
-	// ErrNotFound marks a shard the peer does not hold.
-	ErrNotFound = errors.New("shard not found")
-	// ErrConflict marks a read order that was already served.
-	ErrConflict = errors.New("conflict")
-	// ErrLengthRequired marks a shard upload without a Content-Length.
-	ErrLengthRequired = errors.New("length required")
-	// ErrTooLarge marks a request body or header over its limit.
-	ErrTooLarge = errors.New("too large")
-	// ErrRangeNotSatisfiable marks a range outside the shard.
-	ErrRangeNotSatisfiable = errors.New("range not satisfiable")
-	// ErrInsufficientStorage marks a shard larger than the peer's free
-	// capacity.
-	ErrInsufficientStorage = errors.New("insufficient storage")
-
-	// ErrBadAnswer marks a peer's answer that came back but is wrong: a
-	// short or long body, a malformed or unproven audit answer. Unlike a
-	// transport error, it is the peer's fault.
-	ErrBadAnswer = errors.New("peer answered wrongly")
-
-	// errMethodNotAllowed marks a HEAD of a shard, which would spend a
-	// read order for nothing.
-	errMethodNotAllowed = errors.New("method not allowed")
-)
+// errMethodNotAllowed marks a HEAD of a shard, which would spend a read
+// order for nothing.
+var errMethodNotAllowed = errors.New("method not allowed")
 
 // statusError ties an error to the HTTP status it should be answered with
 // and, for a refused order, to the reason counted in
@@ -90,23 +61,23 @@ const (
 func statusOf(err error) int {
 	var maxBytes *http.MaxBytesError
 	switch {
-	case errors.Is(err, ErrBadRequest):
+	case errors.Is(err, storageapi.ErrBadRequest):
 		return http.StatusBadRequest
-	case errors.Is(err, ErrForbidden):
+	case errors.Is(err, storageapi.ErrForbidden):
 		return http.StatusForbidden
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, storageapi.ErrNotFound):
 		return http.StatusNotFound
 	case errors.Is(err, errMethodNotAllowed):
 		return http.StatusMethodNotAllowed
-	case errors.Is(err, ErrConflict):
+	case errors.Is(err, storageapi.ErrConflict):
 		return http.StatusConflict
-	case errors.Is(err, ErrLengthRequired):
+	case errors.Is(err, storageapi.ErrLengthRequired):
 		return http.StatusLengthRequired
-	case errors.Is(err, ErrTooLarge), errors.As(err, &maxBytes):
+	case errors.Is(err, storageapi.ErrTooLarge), errors.As(err, &maxBytes):
 		return http.StatusRequestEntityTooLarge
-	case errors.Is(err, ErrRangeNotSatisfiable):
+	case errors.Is(err, storageapi.ErrRangeNotSatisfiable):
 		return http.StatusRequestedRangeNotSatisfiable
-	case errors.Is(err, ErrInsufficientStorage):
+	case errors.Is(err, storageapi.ErrInsufficientStorage):
 		return http.StatusInsufficientStorage
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout
@@ -117,50 +88,6 @@ func statusOf(err error) int {
 	}
 }
 
-// kindOf is statusOf's inverse, for errors.Is on a PeerError.
-func kindOf(status int) error {
-	switch status {
-	case http.StatusBadRequest:
-		return ErrBadRequest
-	case http.StatusForbidden:
-		return ErrForbidden
-	case http.StatusNotFound:
-		return ErrNotFound
-	case http.StatusConflict:
-		return ErrConflict
-	case http.StatusLengthRequired:
-		return ErrLengthRequired
-	case http.StatusRequestEntityTooLarge:
-		return ErrTooLarge
-	case http.StatusRequestedRangeNotSatisfiable:
-		return ErrRangeNotSatisfiable
-	case http.StatusInsufficientStorage:
-		return ErrInsufficientStorage
-	default:
-		return nil
-	}
-}
-
-// PeerError is an error answer from a storage peer.
-type PeerError struct {
-	// Status is the HTTP status code.
-	Status int
-	// Message is the peer's explanation.
-	Message string
-}
-
-// Error returns the status and the peer's message.
-func (e *PeerError) Error() string {
-	return fmt.Sprintf("storage peer refused (HTTP %d %s): %s", e.Status, http.StatusText(e.Status), e.Message)
-}
-
-// Is reports whether target is the sentinel of e's status code, e.g.
-// ErrInsufficientStorage for 507 or ErrNotFound for 404.
-func (e *PeerError) Is(target error) bool {
-	k := kindOf(e.Status)
-	return k != nil && k == target
-}
-
 // writeError answers with err's status and a JSON ErrorResponse.
 func writeError(w http.ResponseWriter, err error) {
 	code := statusOf(err)
@@ -168,7 +95,7 @@ func writeError(w http.ResponseWriter, err error) {
 	if code == http.StatusInternalServerError {
 		msg = "internal error: " + msg
 	}
-	writeJSON(w, code, ErrorResponse{Error: msg})
+	writeJSON(w, code, storageapi.ErrorResponse{Error: msg})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -179,14 +106,3 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
 }
-
-// snippet returns b as text for an error message, trimmed and cut short.
-func snippet(b []byte) string {
-	s := strings.TrimSpace(string(b))
-	if len(s) > 512 {
-		s = s[:512] + "…"
-	}
-	return s
-}
-
-var _ error = (*PeerError)(nil)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/storage"
+	"github.com/topcdn/topcdn/storageapi"
 )
 
 // A storage peer takes a shard on the origin's order and serves a range of
@@ -32,13 +33,13 @@ func ExampleClient_GetRange() {
 	defer srv.Close()
 
 	shard := []byte("an erasure-coded shard, named by its hash")
-	id := storage.ShardID(shard)
-	origin := storage.NewClient(originKey, nil)
+	id := storageapi.ShardID(shard)
+	origin := storageapi.NewClient(originKey, nil)
 	if err := origin.Put(ctx, peer.ID(), srv.URL, id, shard); err != nil {
 		log.Fatal(err)
 	}
 
-	reader := storage.NewClient(readerKey, nil)
+	reader := storageapi.NewClient(readerKey, nil)
 	b, err := reader.GetRange(ctx, peer.ID(), srv.URL, id, 3, 13)
 	if err != nil {
 		log.Fatal(err)
@@ -71,8 +72,8 @@ func ExampleClient_Audit() {
 	defer srv.Close()
 
 	shard := []byte("0123456789")
-	id := storage.ShardID(shard)
-	origin := storage.NewClient(originKey, nil)
+	id := storageapi.ShardID(shard)
+	origin := storageapi.NewClient(originKey, nil)
 	if err := origin.Put(ctx, peer.ID(), srv.URL, id, shard); err != nil {
 		log.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/storageapi"
 )
 
 // FuzzReadOrder feeds arbitrary order headers, order bodies (signed by a
@@ -45,7 +46,7 @@ func FuzzReadOrder(f *testing.F) {
 		{body(self, id, 0, 10, testNow.Format(time.RFC3339), "l"), rng(0, 9)},
 		{body(self, id, 0, 10, testNow.Add(48*time.Hour).Format(time.RFC3339), "m"), rng(0, 9)},
 		{body(ts.keys.reader.ID.String(), id, 0, 10, exp, "n"), rng(0, 9)},
-		{body(self, ShardID(nil), 0, 10, exp, "o"), rng(0, 9)},
+		{body(self, storageapi.ShardID(nil), 0, 10, exp, "o"), rng(0, 9)},
 		{body(self, id, 0, 10, exp, ""), rng(0, 9)},
 		{`{"peer":"` + self + `","shard":"` + id + `","offset":0,"length":10,"expires":"` + exp + `","serial":"p","x":1}`, rng(0, 9)},
 		{`{"offset":"0"}`, rng(0, 9)},
@@ -54,23 +55,23 @@ func FuzzReadOrder(f *testing.F) {
 	} {
 		f.Add("", s.body, s.rng)
 		if i < 3 { // the same orders, already signed and encoded
-			f.Add(encodeOrder(f, ts.keys.other, TypeReadOrder, json.RawMessage(s.body)), "", s.rng)
+			f.Add(encodeOrder(f, ts.keys.other, storageapi.TypeReadOrder, json.RawMessage(s.body)), "", s.rng)
 		}
 	}
 	f.Add("e30", "", rng(0, 9))
 	f.Add("!!", "", "")
-	f.Add(encodeOrder(f, ts.keys.origin, TypeWriteOrder, ts.writeOrder(id, 300)), "", rng(0, 299))
+	f.Add(encodeOrder(f, ts.keys.origin, storageapi.TypeWriteOrder, ts.writeOrder(id, 300)), "", rng(0, 299))
 
 	served := map[string]bool{} // reader/serial
 	f.Fuzz(func(t *testing.T, header, orderBody, rangeHeader string) {
 		if orderBody != "" {
-			if h, ok := signRaw(ts.keys.reader, TypeReadOrder, orderBody); ok {
+			if h, ok := signRaw(ts.keys.reader, storageapi.TypeReadOrder, orderBody); ok {
 				header = h
 			}
 		}
 		req := httptest.NewRequest(http.MethodGet, "/shards/"+id, nil)
 		if header != "" {
-			req.Header.Set(OrderHeader, header)
+			req.Header.Set(storageapi.OrderHeader, header)
 		}
 		if rangeHeader != "" {
 			req.Header.Set("Range", rangeHeader)
@@ -86,8 +87,8 @@ func FuzzReadOrder(f *testing.F) {
 			return
 		}
 		// Served: the order must be valid and unspent, for this range.
-		var o ReadOrder
-		signer, err := openOrder(header, TypeReadOrder, &o)
+		var o storageapi.ReadOrder
+		signer, err := openOrder(header, storageapi.TypeReadOrder, &o)
 		if err != nil {
 			t.Fatalf("served on an order that does not open: %v", err)
 		}

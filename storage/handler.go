@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/storageapi"
 	"go.uber.org/zap"
 )
 
@@ -54,9 +55,9 @@ func (s *Server) newHandler() http.Handler {
 	return mux
 }
 
-func (s *Server) status() Status {
+func (s *Server) status() storageapi.Status {
 	capacity, used, free, n := s.store.stats()
-	return Status{PeerID: s.key.ID.String(), Capacity: capacity, Used: used, Free: free, Shards: n}
+	return storageapi.Status{PeerID: s.key.ID.String(), Capacity: capacity, Used: used, Free: free, Shards: n}
 }
 
 // instrument counts and times a route and logs refused requests.
@@ -111,16 +112,16 @@ func (s *Server) fail(w http.ResponseWriter, counter *prometheus.CounterVec, err
 // canonical form (as ShardID writes it).
 func shardParam(r *http.Request) (string, []byte, error) {
 	id := r.PathValue("id")
-	c, err := ParseShardID(id)
+	c, err := storageapi.ParseShardID(id)
 	if err != nil {
-		return "", nil, errorf(ErrBadRequest, "%w", err)
+		return "", nil, errorf(storageapi.ErrBadRequest, "%w", err)
 	}
 	if c.String() != id {
-		return "", nil, errorf(ErrBadRequest, "shard ID %q is not in canonical form %s", id, c)
+		return "", nil, errorf(storageapi.ErrBadRequest, "shard ID %q is not in canonical form %s", id, c)
 	}
 	dh, err := mh.Decode(c.Hash())
 	if err != nil || len(dh.Digest) != 32 {
-		return "", nil, errorf(ErrBadRequest, "shard ID %q: want a full 32-byte blake3 digest", id)
+		return "", nil, errorf(storageapi.ErrBadRequest, "shard ID %q: want a full 32-byte blake3 digest", id)
 	}
 	return id, dh.Digest, nil
 }
@@ -141,8 +142,8 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var o WriteOrder
-	signer, err := openOrder(h, TypeWriteOrder, &o)
+	var o storageapi.WriteOrder
+	signer, err := openOrder(h, storageapi.TypeWriteOrder, &o)
 	if err != nil {
 		return err
 	}
@@ -151,18 +152,18 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request) error {
 	}
 	switch {
 	case o.Size <= 0:
-		return reject(reasonSize, ErrBadRequest, "order size %d: want > 0", o.Size)
+		return reject(reasonSize, storageapi.ErrBadRequest, "order size %d: want > 0", o.Size)
 	case r.ContentLength < 0:
-		return errorf(ErrLengthRequired, "shard upload needs a Content-Length (%d, the order's size)", o.Size)
+		return errorf(storageapi.ErrLengthRequired, "shard upload needs a Content-Length (%d, the order's size)", o.Size)
 	case r.ContentLength != o.Size:
-		return reject(reasonSize, ErrBadRequest, "Content-Length %d differs from the order's size %d", r.ContentLength, o.Size)
+		return reject(reasonSize, storageapi.ErrBadRequest, "Content-Length %d differs from the order's size %d", r.ContentLength, o.Size)
 	}
 	if size, ok := s.store.size(id); ok {
 		if size != o.Size {
-			return reject(reasonSize, ErrBadRequest, "shard %s is held with %d bytes, not the order's %d", id, size, o.Size)
+			return reject(reasonSize, storageapi.ErrBadRequest, "shard %s is held with %d bytes, not the order's %d", id, size, o.Size)
 		}
 		s.metrics.writes.WithLabelValues("exists").Inc()
-		writeJSON(w, http.StatusOK, ShardInfo{ID: id, Size: size})
+		writeJSON(w, http.StatusOK, storageapi.ShardInfo{ID: id, Size: size})
 		return nil
 	}
 	created, err := s.store.put(id, digest, o.Size, http.MaxBytesReader(w, r.Body, o.Size))
@@ -175,7 +176,7 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request) error {
 	}
 	s.metrics.writes.WithLabelValues(res).Inc()
 	s.log.Debug("shard stored", zap.String("shard", id), zap.Int64("size", o.Size), zap.Bool("new", created))
-	writeJSON(w, code, ShardInfo{ID: id, Size: o.Size})
+	writeJSON(w, code, storageapi.ShardInfo{ID: id, Size: o.Size})
 	return nil
 }
 
@@ -199,8 +200,8 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var o ReadOrder
-	signer, err := openOrder(h, TypeReadOrder, &o)
+	var o storageapi.ReadOrder
+	signer, err := openOrder(h, storageapi.TypeReadOrder, &o)
 	if err != nil {
 		return err
 	}
@@ -212,7 +213,7 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) error {
 	}
 	ranges := r.Header.Values("Range")
 	if len(ranges) > 1 {
-		return errorf(ErrBadRequest, "%d Range headers; send one", len(ranges))
+		return errorf(storageapi.ErrBadRequest, "%d Range headers; send one", len(ranges))
 	}
 	if len(ranges) == 1 {
 		first, last, err := parseRange(ranges[0])
@@ -220,7 +221,7 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		if first != o.Offset || last != o.Offset+o.Length-1 {
-			return reject(reasonRange, ErrBadRequest, "Range %s is not the order's range bytes=%d-%d",
+			return reject(reasonRange, storageapi.ErrBadRequest, "Range %s is not the order's range bytes=%d-%d",
 				ranges[0], o.Offset, o.Offset+o.Length-1)
 		}
 	}
@@ -231,13 +232,13 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) error {
 	defer f.Close()
 	if o.Offset > size-o.Length {
 		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", size))
-		return errorf(ErrRangeNotSatisfiable, "bytes %d-%d are outside shard %s of %d bytes",
+		return errorf(storageapi.ErrRangeNotSatisfiable, "bytes %d-%d are outside shard %s of %d bytes",
 			o.Offset, o.Offset+o.Length-1, id, size)
 	}
 	code := http.StatusPartialContent
 	if len(ranges) == 0 {
 		if o.Offset != 0 || o.Length != size {
-			return reject(reasonRange, ErrBadRequest, "no Range header: send Range: bytes=%d-%d, the order's range",
+			return reject(reasonRange, storageapi.ErrBadRequest, "no Range header: send Range: bytes=%d-%d, the order's range",
 				o.Offset, o.Offset+o.Length-1)
 		}
 		code = http.StatusOK
@@ -288,8 +289,8 @@ func (s *Server) delete(r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var o DeleteOrder
-	signer, err := openOrder(h, TypeDeleteOrder, &o)
+	var o storageapi.DeleteOrder
+	signer, err := openOrder(h, storageapi.TypeDeleteOrder, &o)
 	if err != nil {
 		return err
 	}
@@ -314,7 +315,7 @@ func (s *Server) serveAudit(w http.ResponseWriter, r *http.Request) {
 }
 
 // audit checks an audit and answers it with the bytes asked for.
-func (s *Server) audit(w http.ResponseWriter, r *http.Request) (*AuditAnswer, error) {
+func (s *Server) audit(w http.ResponseWriter, r *http.Request) (*storageapi.AuditAnswer, error) {
 	id, _, err := shardParam(r)
 	if err != nil {
 		return nil, err
@@ -324,12 +325,12 @@ func (s *Server) audit(w http.ResponseWriter, r *http.Request) (*AuditAnswer, er
 	if err := dec.Decode(&env); err != nil {
 		var maxBytes *http.MaxBytesError
 		if errors.As(err, &maxBytes) {
-			return nil, errorf(ErrTooLarge, "audit body over %d bytes", maxAuditBody)
+			return nil, errorf(storageapi.ErrTooLarge, "audit body over %d bytes", maxAuditBody)
 		}
-		return nil, reject(reasonMalformed, ErrBadRequest, "audit body: want a JSON envelope: %w", err)
+		return nil, reject(reasonMalformed, storageapi.ErrBadRequest, "audit body: want a JSON envelope: %w", err)
 	}
-	var a Audit
-	signer, err := openEnvelope(&env, TypeAudit, &a)
+	var a storageapi.Audit
+	signer, err := openEnvelope(&env, storageapi.TypeAudit, &a)
 	if err != nil {
 		return nil, err
 	}
@@ -345,12 +346,12 @@ func (s *Server) audit(w http.ResponseWriter, r *http.Request) (*AuditAnswer, er
 	}
 	defer f.Close()
 	if a.Offset > size-a.Length {
-		return nil, errorf(ErrRangeNotSatisfiable, "audit of bytes %d-%d is outside shard %s of %d bytes",
+		return nil, errorf(storageapi.ErrRangeNotSatisfiable, "audit of bytes %d-%d is outside shard %s of %d bytes",
 			a.Offset, a.Offset+a.Length-1, id, size)
 	}
 	data := make([]byte, a.Length)
 	if _, err := f.ReadAt(data, a.Offset); err != nil {
 		return nil, fmt.Errorf("storage: audit %s: %w", id, err)
 	}
-	return &AuditAnswer{Data: data, Proof: AuditProof(a.Nonce, data)}, nil
+	return &storageapi.AuditAnswer{Data: data, Proof: storageapi.AuditProof(a.Nonce, data)}, nil
 }

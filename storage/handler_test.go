@@ -11,11 +11,13 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/topcdn/topcdn/storageapi"
 )
 
 func TestPut(t *testing.T) {
 	data := randomShard(1, 1000)
-	id := ShardID(data)
+	id := storageapi.ShardID(data)
 	other := randomShard(2, 1000) // same size, other content
 	big := randomShard(3, 5000)
 
@@ -56,13 +58,13 @@ func TestPut(t *testing.T) {
 			request: func(ts *testServer) *http.Request {
 				return httptest.NewRequest(http.MethodPut, "/shards/"+id, bytes.NewReader(data))
 			},
-			wantCode: http.StatusForbidden, wantMsg: OrderHeader, reason: reasonMissing,
+			wantCode: http.StatusForbidden, wantMsg: storageapi.OrderHeader, reason: reasonMissing,
 		},
 		{
 			name: "malformed order",
 			request: func(ts *testServer) *http.Request {
 				req := putRequest(t, ts.keys.origin, ts.writeOrder(id, 1000), id, data)
-				req.Header.Set(OrderHeader, "not an envelope!")
+				req.Header.Set(storageapi.OrderHeader, "not an envelope!")
 				return req
 			},
 			wantCode: http.StatusBadRequest, reason: reasonMalformed,
@@ -78,7 +80,7 @@ func TestPut(t *testing.T) {
 			name: "read order instead of write order",
 			request: func(ts *testServer) *http.Request {
 				req := putRequest(t, ts.keys.origin, ts.writeOrder(id, 1000), id, data)
-				req.Header.Set(OrderHeader, encodeOrder(t, ts.keys.origin, TypeReadOrder, ts.readOrder(id, 0, 1000, "s")))
+				req.Header.Set(storageapi.OrderHeader, encodeOrder(t, ts.keys.origin, storageapi.TypeReadOrder, ts.readOrder(id, 0, 1000, "s")))
 				return req
 			},
 			wantCode: http.StatusForbidden, reason: reasonSignature,
@@ -96,7 +98,7 @@ func TestPut(t *testing.T) {
 			name: "valid too long",
 			request: func(ts *testServer) *http.Request {
 				o := ts.writeOrder(id, 1000)
-				o.Expires = testNow.Add(MaxOrderLifetime + time.Minute)
+				o.Expires = testNow.Add(storageapi.MaxOrderLifetime + time.Minute)
 				return putRequest(t, ts.keys.origin, o, id, data)
 			},
 			wantCode: http.StatusForbidden, reason: reasonExpired,
@@ -113,7 +115,7 @@ func TestPut(t *testing.T) {
 		{
 			name: "order for another shard",
 			request: func(ts *testServer) *http.Request {
-				return putRequest(t, ts.keys.origin, ts.writeOrder(ShardID(other), 1000), id, data)
+				return putRequest(t, ts.keys.origin, ts.writeOrder(storageapi.ShardID(other), 1000), id, data)
 			},
 			wantCode: http.StatusForbidden, reason: reasonShard,
 		},
@@ -155,7 +157,7 @@ func TestPut(t *testing.T) {
 			name:     "over capacity",
 			capacity: 4096,
 			request: func(ts *testServer) *http.Request {
-				bid := ShardID(big)
+				bid := storageapi.ShardID(big)
 				return putRequest(t, ts.keys.origin, ts.writeOrder(bid, 5000), bid, big)
 			},
 			wantCode: http.StatusInsufficientStorage, wantMsg: "only 4096 of this peer's 4096 bytes are free",
@@ -239,13 +241,13 @@ func TestConcurrentPutsRespectCapacity(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			data := randomShard(uint64(100+i), 30)
-			err := c.Put(context.Background(), ts.ID(), url, ShardID(data), data)
+			err := c.Put(context.Background(), ts.ID(), url, storageapi.ShardID(data), data)
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
 			case err == nil:
 				ok++
-			case errors.Is(err, ErrInsufficientStorage):
+			case errors.Is(err, storageapi.ErrInsufficientStorage):
 				full++
 			default:
 				other++
@@ -268,8 +270,8 @@ func TestConcurrentPutsRespectCapacity(t *testing.T) {
 
 func TestGet(t *testing.T) {
 	data := randomShard(7, 1000)
-	id := ShardID(data)
-	missing := ShardID([]byte("not held"))
+	id := storageapi.ShardID(data)
+	missing := storageapi.ShardID([]byte("not held"))
 	tests := []struct {
 		name     string
 		prepare  func(ts *testServer)
@@ -365,7 +367,7 @@ func TestGet(t *testing.T) {
 		{
 			name: "over 16 MiB",
 			request: func(ts *testServer) *http.Request {
-				return getRequest(t, ts.keys.reader, ts.readOrder(id, 0, MaxReadLength+1, "a"), id, "bytes=0-16777216")
+				return getRequest(t, ts.keys.reader, ts.readOrder(id, 0, storageapi.MaxReadLength+1, "a"), id, "bytes=0-16777216")
 			},
 			wantCode: http.StatusBadRequest, reason: reasonRange,
 		},
@@ -398,7 +400,7 @@ func TestGet(t *testing.T) {
 			name: "write order instead of read order",
 			request: func(ts *testServer) *http.Request {
 				req := getRequest(t, ts.keys.reader, ts.readOrder(id, 0, 10, "a"), id, "bytes=0-9")
-				req.Header.Set(OrderHeader, encodeOrder(t, ts.keys.origin, TypeWriteOrder, ts.writeOrder(id, 1000)))
+				req.Header.Set(storageapi.OrderHeader, encodeOrder(t, ts.keys.origin, storageapi.TypeWriteOrder, ts.writeOrder(id, 1000)))
 				return req
 			},
 			wantCode: http.StatusForbidden, reason: reasonSignature,
@@ -497,13 +499,13 @@ func TestServedReadKeepsTheOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	if reader != ts.keys.reader.ID.String() || serial != "serial-1" || shard != id || off != 10 || length != 5 ||
-		servedAt != testNow.UnixNano() || envelope != req.Header.Get(OrderHeader) {
+		servedAt != testNow.UnixNano() || envelope != req.Header.Get(storageapi.OrderHeader) {
 		t.Fatalf("recorded %s %s %s %d %d %d", reader, serial, shard, off, length, servedAt)
 	}
 	// The kept envelope still proves the order: it opens with the reader's
 	// signature.
-	var o ReadOrder
-	if signer, err := openOrder(envelope, TypeReadOrder, &o); err != nil || signer != ts.keys.reader.ID || o.Length != 5 {
+	var o storageapi.ReadOrder
+	if signer, err := openOrder(envelope, storageapi.TypeReadOrder, &o); err != nil || signer != ts.keys.reader.ID || o.Length != 5 {
 		t.Fatalf("kept order does not open: %v, %v, %+v", signer, err, o)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/topcdn/topcdn/storageapi"
 	"go.uber.org/zap"
 )
 
@@ -59,7 +60,7 @@ func (s *Server) Run(ctx context.Context) error {
 // heartbeat signs and sends one heartbeat.
 func (s *Server) heartbeat(ctx context.Context) error {
 	capacity, _, free, n := s.store.stats()
-	env, err := s.key.Sign(TypeHeartbeat, Heartbeat{
+	env, err := s.key.Sign(storageapi.TypeHeartbeat, storageapi.Heartbeat{
 		Peer:     s.key.ID.String(),
 		Addr:     s.cfg.PublicAddr,
 		Capacity: capacity,
@@ -90,7 +91,7 @@ func (s *Server) heartbeat(ctx context.Context) error {
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("storage: heartbeat: POST %s: HTTP %d: %s", url, resp.StatusCode, snippet(msg))
+		return fmt.Errorf("storage: heartbeat: POST %s: HTTP %d: %s", url, resp.StatusCode, storageapi.Snippet(msg))
 	}
 	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"lukechampine.com/blake3"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -12,15 +11,18 @@ import (
 	"testing"
 	"time"
 
+	"lukechampine.com/blake3"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/storageapi"
 )
 
 // heartbeatOrigin is a fake origin that verifies heartbeats as an origin
 // would and passes them on.
-func heartbeatOrigin(t *testing.T, status int) (*httptest.Server, <-chan Heartbeat) {
+func heartbeatOrigin(t *testing.T, status int) (*httptest.Server, <-chan storageapi.Heartbeat) {
 	t.Helper()
-	got := make(chan Heartbeat, 100)
+	got := make(chan storageapi.Heartbeat, 100)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost || r.URL.Path != HeartbeatPath {
 			t.Errorf("heartbeat sent as %s %s", r.Method, r.URL.Path)
@@ -30,8 +32,8 @@ func heartbeatOrigin(t *testing.T, status int) (*httptest.Server, <-chan Heartbe
 			t.Errorf("heartbeat body: %v", err)
 			return
 		}
-		var hb Heartbeat
-		signer, err := env.Open(TypeHeartbeat, &hb)
+		var hb storageapi.Heartbeat
+		signer, err := env.Open(storageapi.TypeHeartbeat, &hb)
 		if err != nil {
 			t.Errorf("heartbeat does not open: %v", err)
 			return
@@ -51,7 +53,7 @@ func TestHeartbeat(t *testing.T) {
 		t.Run(http.StatusText(status), func(t *testing.T) {
 			srv, got := heartbeatOrigin(t, status)
 			keys := newTestKeys(t)
-			loc := &Location{Lat: 50.11, Lon: 8.68, Region: "eu-fra"}
+			loc := &storageapi.Location{Lat: 50.11, Lon: 8.68, Region: "eu-fra"}
 			s, err := New(context.Background(), Config{
 				DataDir: t.TempDir(), Key: keys.peer, Origin: srv.URL + "/", OriginID: keys.origin.ID,
 				Capacity: 5000, PublicAddr: "http://127.0.0.1:9001", Location: loc,
@@ -63,7 +65,7 @@ func TestHeartbeat(t *testing.T) {
 			defer s.Close()
 			data := randomShard(30, 1200)
 			sum := blake3.Sum256(data)
-			if _, err := s.store.put(ShardID(data), sum[:], 1200, bytes.NewReader(data)); err != nil {
+			if _, err := s.store.put(storageapi.ShardID(data), sum[:], 1200, bytes.NewReader(data)); err != nil {
 				t.Fatal(err)
 			}
 

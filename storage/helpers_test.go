@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/storageapi"
 )
 
 // testNow is the clock of test servers and clients, so signed orders in
@@ -77,10 +78,8 @@ func openTestServer(t testing.TB, dir string, capacity int64) *testServer {
 }
 
 // testClient returns a Client on the test clock signing with key.
-func testClient(key *identity.Key) *Client {
-	c := NewClient(key, nil)
-	c.now = func() time.Time { return testNow }
-	return c
+func testClient(key *identity.Key) *storageapi.Client {
+	return storageapi.NewClient(key, nil, storageapi.WithClock(func() time.Time { return testNow }))
 }
 
 // serve runs ts's handler on a loopback HTTP server and returns its URL.
@@ -101,7 +100,7 @@ func (ts *testServer) do(req *http.Request) *httptest.ResponseRecorder {
 // putShard stores data through the handler with a valid order.
 func (ts *testServer) putShard(t testing.TB, data []byte) string {
 	t.Helper()
-	id := ShardID(data)
+	id := storageapi.ShardID(data)
 	rec := ts.do(putRequest(t, ts.keys.origin, ts.writeOrder(id, int64(len(data))), id, data))
 	if rec.Code != http.StatusCreated && rec.Code != http.StatusOK {
 		t.Fatalf("put %s: %d %s", id, rec.Code, rec.Body)
@@ -109,12 +108,12 @@ func (ts *testServer) putShard(t testing.TB, data []byte) string {
 	return id
 }
 
-func (ts *testServer) writeOrder(id string, size int64) WriteOrder {
-	return WriteOrder{Peer: ts.ID().String(), Shard: id, Size: size, Expires: testNow.Add(time.Minute)}
+func (ts *testServer) writeOrder(id string, size int64) storageapi.WriteOrder {
+	return storageapi.WriteOrder{Peer: ts.ID().String(), Shard: id, Size: size, Expires: testNow.Add(time.Minute)}
 }
 
-func (ts *testServer) readOrder(id string, off, length int64, serial string) ReadOrder {
-	return ReadOrder{Peer: ts.ID().String(), Shard: id, Offset: off, Length: length,
+func (ts *testServer) readOrder(id string, off, length int64, serial string) storageapi.ReadOrder {
+	return storageapi.ReadOrder{Peer: ts.ID().String(), Shard: id, Offset: off, Length: length,
 		Expires: testNow.Add(time.Minute), Serial: serial}
 }
 
@@ -160,17 +159,17 @@ func encodeOrder(t testing.TB, key *identity.Key, typ string, body any) string {
 	return s
 }
 
-func putRequest(t testing.TB, key *identity.Key, o WriteOrder, id string, body []byte) *http.Request {
+func putRequest(t testing.TB, key *identity.Key, o storageapi.WriteOrder, id string, body []byte) *http.Request {
 	t.Helper()
 	req := httptest.NewRequest(http.MethodPut, "/shards/"+id, bytes.NewReader(body))
-	req.Header.Set(OrderHeader, encodeOrder(t, key, TypeWriteOrder, o))
+	req.Header.Set(storageapi.OrderHeader, encodeOrder(t, key, storageapi.TypeWriteOrder, o))
 	return req
 }
 
-func getRequest(t testing.TB, key *identity.Key, o ReadOrder, id, rng string) *http.Request {
+func getRequest(t testing.TB, key *identity.Key, o storageapi.ReadOrder, id, rng string) *http.Request {
 	t.Helper()
 	req := httptest.NewRequest(http.MethodGet, "/shards/"+id, nil)
-	req.Header.Set(OrderHeader, encodeOrder(t, key, TypeReadOrder, o))
+	req.Header.Set(storageapi.OrderHeader, encodeOrder(t, key, storageapi.TypeReadOrder, o))
 	if rng != "" {
 		req.Header.Set("Range", rng)
 	}
@@ -190,7 +189,7 @@ func randomShard(seed uint64, n int) []byte {
 // errorMessage decodes a JSON error answer.
 func errorMessage(t testing.TB, rec *httptest.ResponseRecorder) string {
 	t.Helper()
-	var e ErrorResponse
+	var e storageapi.ErrorResponse
 	if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || e.Error == "" {
 		t.Fatalf("error answer %d is not a JSON error: %q", rec.Code, rec.Body)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/sqlitedb"
+	"github.com/topcdn/topcdn/storageapi"
 )
 
 // maxOrderHeader bounds the OrderHeader value; an encoded order is about
@@ -33,14 +34,14 @@ type order struct {
 
 // orderHeader returns the single, bounded OrderHeader of r.
 func orderHeader(r *http.Request) (string, error) {
-	vals := r.Header.Values(OrderHeader)
+	vals := r.Header.Values(storageapi.OrderHeader)
 	switch {
 	case len(vals) == 0 || vals[0] == "":
-		return "", reject(reasonMissing, ErrForbidden, "no %s header: every shard request needs a signed order", OrderHeader)
+		return "", reject(reasonMissing, storageapi.ErrForbidden, "no %s header: every shard request needs a signed order", storageapi.OrderHeader)
 	case len(vals) > 1:
-		return "", reject(reasonMalformed, ErrBadRequest, "%d %s headers; send one", len(vals), OrderHeader)
+		return "", reject(reasonMalformed, storageapi.ErrBadRequest, "%d %s headers; send one", len(vals), storageapi.OrderHeader)
 	case len(vals[0]) > maxOrderHeader:
-		return "", reject(reasonMalformed, ErrBadRequest, "%s header over %d bytes", OrderHeader, maxOrderHeader)
+		return "", reject(reasonMalformed, storageapi.ErrBadRequest, "%s header over %d bytes", storageapi.OrderHeader, maxOrderHeader)
 	}
 	return vals[0], nil
 }
@@ -50,7 +51,7 @@ func orderHeader(r *http.Request) (string, error) {
 func openOrder(encoded, typ string, v any) (peer.ID, error) {
 	env, err := identity.DecodeEnvelope(encoded)
 	if err != nil {
-		return "", reject(reasonMalformed, ErrBadRequest, "order: %w", err)
+		return "", reject(reasonMalformed, storageapi.ErrBadRequest, "order: %w", err)
 	}
 	return openEnvelope(env, typ, v)
 }
@@ -59,14 +60,14 @@ func openOrder(encoded, typ string, v any) (peer.ID, error) {
 // decodes its body into v.
 func openEnvelope(env *identity.Envelope, typ string, v any) (peer.ID, error) {
 	if env.Type != typ {
-		return "", reject(reasonSignature, ErrForbidden, "order is a %q, this request needs a %q", env.Type, typ)
+		return "", reject(reasonSignature, storageapi.ErrForbidden, "order is a %q, this request needs a %q", env.Type, typ)
 	}
 	signer, err := env.Open(typ, v)
 	switch {
 	case errors.Is(err, identity.ErrBadSignature):
-		return "", reject(reasonSignature, ErrForbidden, "order: %w", err)
+		return "", reject(reasonSignature, storageapi.ErrForbidden, "order: %w", err)
 	case err != nil:
-		return "", reject(reasonMalformed, ErrBadRequest, "order: %w", err)
+		return "", reject(reasonMalformed, storageapi.ErrBadRequest, "order: %w", err)
 	}
 	return signer, nil
 }
@@ -76,43 +77,43 @@ func openEnvelope(env *identity.Envelope, typ string, v any) (peer.ID, error) {
 // origin.
 func (s *Server) checkOrder(o order, id string, byOrigin bool) error {
 	if byOrigin && o.signer != s.originID {
-		return reject(reasonSigner, ErrForbidden, "order signed by %s; only the origin %s may sign it", o.signer, s.originID)
+		return reject(reasonSigner, storageapi.ErrForbidden, "order signed by %s; only the origin %s may sign it", o.signer, s.originID)
 	}
 	if o.peer != s.key.ID.String() {
-		return reject(reasonPeer, ErrForbidden, "order is for peer %q; this peer is %s", o.peer, s.key.ID)
+		return reject(reasonPeer, storageapi.ErrForbidden, "order is for peer %q; this peer is %s", o.peer, s.key.ID)
 	}
 	if o.shard != id {
-		return reject(reasonShard, ErrForbidden, "order is for shard %q, not %s", o.shard, id)
+		return reject(reasonShard, storageapi.ErrForbidden, "order is for shard %q, not %s", o.shard, id)
 	}
-	if err := checkExpiry(o.expires, s.now()); err != nil {
-		return reject(reasonExpired, ErrForbidden, "order: %w", err)
+	if err := storageapi.CheckExpiry(o.expires, s.now()); err != nil {
+		return reject(reasonExpired, storageapi.ErrForbidden, "order: %w", err)
 	}
 	return nil
 }
 
 // checkReadOrder checks a read order's own fields: its serial and that its
 // range is well formed and not too long.
-func checkReadOrder(o *ReadOrder) error {
+func checkReadOrder(o *storageapi.ReadOrder) error {
 	switch {
-	case o.Serial == "" || len(o.Serial) > MaxSerialSize:
-		return reject(reasonMalformed, ErrBadRequest, "order serial: want 1 to %d characters", MaxSerialSize)
+	case o.Serial == "" || len(o.Serial) > storageapi.MaxSerialSize:
+		return reject(reasonMalformed, storageapi.ErrBadRequest, "order serial: want 1 to %d characters", storageapi.MaxSerialSize)
 	case o.Offset < 0 || o.Length <= 0:
-		return reject(reasonRange, ErrBadRequest, "order range offset %d length %d: want offset >= 0 and length > 0", o.Offset, o.Length)
-	case o.Length > MaxReadLength:
-		return reject(reasonRange, ErrBadRequest, "order length %d: at most %d bytes per read", o.Length, MaxReadLength)
+		return reject(reasonRange, storageapi.ErrBadRequest, "order range offset %d length %d: want offset >= 0 and length > 0", o.Offset, o.Length)
+	case o.Length > storageapi.MaxReadLength:
+		return reject(reasonRange, storageapi.ErrBadRequest, "order length %d: at most %d bytes per read", o.Length, storageapi.MaxReadLength)
 	}
 	return nil
 }
 
 // checkAudit checks an audit's own fields.
-func checkAudit(a *Audit) error {
+func checkAudit(a *storageapi.Audit) error {
 	switch {
-	case len(a.Nonce) == 0 || len(a.Nonce) > MaxNonceSize:
-		return reject(reasonMalformed, ErrBadRequest, "audit nonce: want 1 to %d bytes", MaxNonceSize)
+	case len(a.Nonce) == 0 || len(a.Nonce) > storageapi.MaxNonceSize:
+		return reject(reasonMalformed, storageapi.ErrBadRequest, "audit nonce: want 1 to %d bytes", storageapi.MaxNonceSize)
 	case a.Offset < 0 || a.Length <= 0:
-		return reject(reasonRange, ErrBadRequest, "audit range offset %d length %d: want offset >= 0 and length > 0", a.Offset, a.Length)
-	case a.Length > MaxAuditLength:
-		return reject(reasonRange, ErrBadRequest, "audit length %d: at most %d bytes", a.Length, MaxAuditLength)
+		return reject(reasonRange, storageapi.ErrBadRequest, "audit range offset %d length %d: want offset >= 0 and length > 0", a.Offset, a.Length)
+	case a.Length > storageapi.MaxAuditLength:
+		return reject(reasonRange, storageapi.ErrBadRequest, "audit length %d: at most %d bytes", a.Length, storageapi.MaxAuditLength)
 	}
 	return nil
 }
@@ -121,16 +122,16 @@ func checkAudit(a *Audit) error {
 func parseRange(h string) (first, last int64, err error) {
 	spec, ok := strings.CutPrefix(h, "bytes=")
 	if !ok || len(h) > maxRangeHeader {
-		return 0, 0, errorf(ErrBadRequest, "Range %q: want bytes=FIRST-LAST", h)
+		return 0, 0, errorf(storageapi.ErrBadRequest, "Range %q: want bytes=FIRST-LAST", h)
 	}
 	a, b, ok := strings.Cut(spec, "-")
 	if !ok || !isDigits(a) || !isDigits(b) {
-		return 0, 0, errorf(ErrBadRequest, "Range %q: want one range bytes=FIRST-LAST", h)
+		return 0, 0, errorf(storageapi.ErrBadRequest, "Range %q: want one range bytes=FIRST-LAST", h)
 	}
 	first, err1 := strconv.ParseInt(a, 10, 64)
 	last, err2 := strconv.ParseInt(b, 10, 64)
 	if err1 != nil || err2 != nil || last < first {
-		return 0, 0, errorf(ErrBadRequest, "Range %q: want bytes=FIRST-LAST with FIRST <= LAST", h)
+		return 0, 0, errorf(storageapi.ErrBadRequest, "Range %q: want bytes=FIRST-LAST with FIRST <= LAST", h)
 	}
 	return first, last, nil
 }
@@ -179,7 +180,7 @@ func openDB(ctx context.Context, path string) (*sql.DB, error) {
 // claimRead records read order o, signed by reader and received as
 // encoded, as served. It fails with ErrConflict if that reader's order
 // with that serial was served before: each order is served at most once.
-func (s *Server) claimRead(ctx context.Context, reader peer.ID, o *ReadOrder, encoded string) error {
+func (s *Server) claimRead(ctx context.Context, reader peer.ID, o *storageapi.ReadOrder, encoded string) error {
 	res, err := s.db.ExecContext(ctx, `INSERT INTO served_reads
 		(reader, serial, shard, "offset", length, served_at, envelope) VALUES (?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (reader, serial) DO NOTHING`,
@@ -192,7 +193,7 @@ func (s *Server) claimRead(ctx context.Context, reader peer.ID, o *ReadOrder, en
 		return fmt.Errorf("storage: record read order: %w", err)
 	}
 	if n == 0 {
-		return reject(reasonReplay, ErrConflict, "read order %s from %s was already served", o.Serial, reader)
+		return reject(reasonReplay, storageapi.ErrConflict, "read order %s from %s was already served", o.Serial, reader)
 	}
 	return nil
 }

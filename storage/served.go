@@ -3,35 +3,22 @@ package storage
 import (
 	"context"
 	"fmt"
-)
 
-// ServedRead is one read order the peer served, as it keeps it: the
-// reader's signed envelope exactly as received, the proof of the bytes.
-type ServedRead struct {
-	// ID is the row's ID; IDs increase in the order reads were served.
-	ID int64
-	// Reader is the order's signer.
-	Reader string
-	// Serial is the order's serial.
-	Serial string
-	// Length is the bytes served.
-	Length int64
-	// Envelope is the order as received (OrderHeader encoding).
-	Envelope string
-}
+	"github.com/topcdn/topcdn/storageapi"
+)
 
 // ServedReads returns up to limit served reads not yet claimed with IDs
 // above after, in ID order, for a billing claimer to claim.
-func (s *Server) ServedReads(ctx context.Context, after int64, limit int) ([]ServedRead, error) {
+func (s *Server) ServedReads(ctx context.Context, after int64, limit int) ([]storageapi.ServedRead, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT id, reader, serial, length, envelope FROM served_reads
 		WHERE claimed = 0 AND id > ? ORDER BY id LIMIT ?`, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("storage: served reads: %w", err)
 	}
 	defer rows.Close()
-	var out []ServedRead
+	var out []storageapi.ServedRead
 	for rows.Next() {
-		var r ServedRead
+		var r storageapi.ServedRead
 		if err := rows.Scan(&r.ID, &r.Reader, &r.Serial, &r.Length, &r.Envelope); err != nil {
 			return nil, fmt.Errorf("storage: served reads: %w", err)
 		}
@@ -54,7 +41,7 @@ func (s *Server) PruneServedReads(ctx context.Context, upto int64) (int64, error
 		return 0, fmt.Errorf("storage: prune served reads: %w", err)
 	}
 	res, err := s.db.ExecContext(ctx, `DELETE FROM served_reads WHERE claimed = 1 AND served_at < ?`,
-		s.now().Add(-MaxOrderLifetime).UnixNano())
+		s.now().Add(-storageapi.MaxOrderLifetime).UnixNano())
 	if err != nil {
 		return 0, fmt.Errorf("storage: prune served reads: %w", err)
 	}

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/topcdn/topcdn/storageapi"
 )
 
 func TestServedReadsAndPrune(t *testing.T) {
@@ -19,7 +21,7 @@ func TestServedReadsAndPrune(t *testing.T) {
 		if rec := ts.do(req); rec.Code != http.StatusPartialContent {
 			t.Fatalf("read %d: %d %s", i, rec.Code, rec.Body)
 		}
-		sent = append(sent, req.Header.Get(OrderHeader))
+		sent = append(sent, req.Header.Get(storageapi.OrderHeader))
 	}
 	reads, err := ts.ServedReads(ctx, 0, 3)
 	if err != nil || len(reads) != 3 {
@@ -49,7 +51,7 @@ func TestServedReadsAndPrune(t *testing.T) {
 		t.Fatalf("replay of a collected order: %d %s", rec.Code, rec.Body)
 	}
 	// A day later the collected rows are dropped; the uncollected stay.
-	ts.now = func() time.Time { return testNow.Add(MaxOrderLifetime + time.Minute) }
+	ts.now = func() time.Time { return testNow.Add(storageapi.MaxOrderLifetime + time.Minute) }
 	if n, err := ts.PruneServedReads(ctx, reads[2].ID); err != nil || n != 3 {
 		t.Fatalf("prune a day later: %d, %v", n, err)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/storageapi"
 	"go.uber.org/zap"
 )
 
@@ -201,7 +202,7 @@ func fetchOriginID(ctx context.Context, client *http.Client, base string) (peer.
 		return "", fmt.Errorf("GET %s/healthz: %w", base, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("GET %s/healthz: HTTP %d: %s", base, resp.StatusCode, snippet(body))
+		return "", fmt.Errorf("GET %s/healthz: HTTP %d: %s", base, resp.StatusCode, storageapi.Snippet(body))
 	}
 	var h struct {
 		PeerID string `json:"peer_id"`

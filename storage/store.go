@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/topcdn/topcdn/storageapi"
 	"go.uber.org/zap"
 )
 
@@ -92,7 +93,7 @@ func (s *store) scan() error {
 
 // isShardName reports whether name is a shard ID in canonical form.
 func (s *store) isShardName(name string) bool {
-	c, err := ParseShardID(name)
+	c, err := storageapi.ParseShardID(name)
 	return err == nil && c.String() == name
 }
 
@@ -126,14 +127,14 @@ func (s *store) stats() (capacity, used, free int64, shards int) {
 }
 
 // list returns the shards held, sorted by ID.
-func (s *store) list() []ShardInfo {
+func (s *store) list() []storageapi.ShardInfo {
 	s.mu.Lock()
-	out := make([]ShardInfo, 0, len(s.shards))
+	out := make([]storageapi.ShardInfo, 0, len(s.shards))
 	for id, n := range s.shards {
-		out = append(out, ShardInfo{ID: id, Size: n})
+		out = append(out, storageapi.ShardInfo{ID: id, Size: n})
 	}
 	s.mu.Unlock()
-	slices.SortFunc(out, func(a, b ShardInfo) int { return strings.Compare(a.ID, b.ID) })
+	slices.SortFunc(out, func(a, b storageapi.ShardInfo) int { return strings.Compare(a.ID, b.ID) })
 	return out
 }
 
@@ -142,7 +143,7 @@ func (s *store) reserve(id string, size int64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if free := s.freeLocked(); size > free {
-		return errorf(ErrInsufficientStorage, "shard %s has %d bytes but only %d of this peer's %d bytes are free",
+		return errorf(storageapi.ErrInsufficientStorage, "shard %s has %d bytes but only %d of this peer's %d bytes are free",
 			id, size, free, s.capacity)
 	}
 	s.reserved += size
@@ -217,26 +218,26 @@ func (s *store) writeTemp(id string, digest []byte, size int64, r io.Reader) (pa
 			os.Remove(f.Name())
 		}
 	}()
-	h := newShardHash()
+	h := storageapi.NewShardHash()
 	// Large writes: fewer syscalls, and BLAKE3 hashes big writes in
 	// parallel SIMD lanes (several times faster than 32 KiB at a time).
 	n, err := io.CopyBuffer(io.MultiWriter(f, h), r, make([]byte, 1<<20))
 	if err != nil {
 		var maxBytes *http.MaxBytesError
 		if errors.As(err, &maxBytes) {
-			return "", errorf(ErrTooLarge, "shard %s: body longer than the order's %d bytes", id, size)
+			return "", errorf(storageapi.ErrTooLarge, "shard %s: body longer than the order's %d bytes", id, size)
 		}
 		var pe *fs.PathError
 		if errors.As(err, &pe) { // the temp file, not the body
 			return "", fmt.Errorf("storage: put %s: %w", id, err)
 		}
-		return "", errorf(ErrBadRequest, "shard %s: reading body after %d of %d bytes: %w", id, n, size, err)
+		return "", errorf(storageapi.ErrBadRequest, "shard %s: reading body after %d of %d bytes: %w", id, n, size, err)
 	}
 	if n != size {
-		return "", errorf(ErrBadRequest, "shard %s: body has %d bytes, the order says %d", id, n, size)
+		return "", errorf(storageapi.ErrBadRequest, "shard %s: body has %d bytes, the order says %d", id, n, size)
 	}
 	if sum := h.Sum(nil); !bytes.Equal(sum, digest) {
-		return "", errorf(ErrBadRequest, "shard %s: the bytes sent do not hash to the shard ID (blake3 %x)", id, sum)
+		return "", errorf(storageapi.ErrBadRequest, "shard %s: the bytes sent do not hash to the shard ID (blake3 %x)", id, sum)
 	}
 	if err := f.Sync(); err != nil {
 		return "", fmt.Errorf("storage: put %s: %w", id, err)
@@ -260,7 +261,7 @@ func (s *store) remove(id string) error {
 	size, ok := s.shards[id]
 	if !ok {
 		s.mu.Unlock()
-		return errorf(ErrNotFound, "shard %s is not held by this peer", id)
+		return errorf(storageapi.ErrNotFound, "shard %s is not held by this peer", id)
 	}
 	if err := os.Remove(s.path(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		s.mu.Unlock()
@@ -279,11 +280,11 @@ func (s *store) remove(id string) error {
 // which bounds what may be read from it.
 func (s *store) open(id string) (*os.File, int64, error) {
 	if _, ok := s.size(id); !ok {
-		return nil, 0, errorf(ErrNotFound, "shard %s is not held by this peer", id)
+		return nil, 0, errorf(storageapi.ErrNotFound, "shard %s is not held by this peer", id)
 	}
 	f, err := os.Open(s.path(id))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, 0, errorf(ErrNotFound, "shard %s is not held by this peer", id)
+		return nil, 0, errorf(storageapi.ErrNotFound, "shard %s is not held by this peer", id)
 	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("storage: open %s: %w", id, err)

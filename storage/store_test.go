@@ -14,6 +14,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/topcdn/topcdn/storageapi"
 )
 
 func TestRestartKeepsShards(t *testing.T) {
@@ -45,7 +46,7 @@ func TestRestartKeepsShards(t *testing.T) {
 	if files := ts.tmpFiles(t); len(files) != 0 {
 		t.Fatalf("temp files survived a restart: %v", files)
 	}
-	want := []ShardInfo{{ida, 3000}, {idb, 4000}}
+	want := []storageapi.ShardInfo{{ID: ida, Size: 3000}, {ID: idb, Size: 4000}}
 	if idb < ida {
 		want[0], want[1] = want[1], want[0]
 	}
@@ -63,10 +64,10 @@ func TestRestartKeepsShards(t *testing.T) {
 		t.Fatalf("shard after restart: %v", err)
 	}
 	c := randomShard(23, 3001)
-	if err := testClient(ts.keys.origin).Put(ctx, ts.ID(), url, ShardID(c), c); !errors.Is(err, ErrInsufficientStorage) {
+	if err := testClient(ts.keys.origin).Put(ctx, ts.ID(), url, storageapi.ShardID(c), c); !errors.Is(err, storageapi.ErrInsufficientStorage) {
 		t.Fatalf("put of 3001 bytes into 3000 free: err = %v, want 507", err)
 	}
-	if err := testClient(ts.keys.origin).Put(ctx, ts.ID(), url, ShardID(c[:3000]), c[:3000]); err != nil {
+	if err := testClient(ts.keys.origin).Put(ctx, ts.ID(), url, storageapi.ShardID(c[:3000]), c[:3000]); err != nil {
 		t.Fatalf("put of 3000 bytes into 3000 free: %v", err)
 	}
 	// Served orders survive a restart too: a replay is still refused.
@@ -178,7 +179,7 @@ func TestConfig(t *testing.T) {
 		{name: "bad origin URL", cfg: Config{DataDir: dir, Origin: "ftp://x"}},
 		{name: "bad public addr", cfg: Config{DataDir: dir, OriginID: id, PublicAddr: "127.0.0.1:9001"}},
 		{name: "negative capacity", cfg: Config{DataDir: dir, OriginID: id, Capacity: -1}},
-		{name: "bad location", cfg: Config{DataDir: dir, OriginID: id, Location: &Location{Lat: 91}}},
+		{name: "bad location", cfg: Config{DataDir: dir, OriginID: id, Location: &storageapi.Location{Lat: 91}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -22,7 +22,7 @@ import (
 	"github.com/topcdn/topcdn/dag"
 	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/identity"
-	"github.com/topcdn/topcdn/storage"
+	"github.com/topcdn/topcdn/storageapi"
 )
 
 // pricePerByte makes --price-gib-served pay a whole number of tokens per
@@ -131,7 +131,7 @@ func TestBillingEndToEnd(t *testing.T) {
 	rep := billing.NewReporter(edgeKey, b.url, billing.WithEpoch(time.Second))
 	done := make(chan struct{})
 	go func() { defer close(done); rep.Run(rctx) }()
-	sc := storage.NewClient(edgeKey, nil)
+	sc := storageapi.NewClient(edgeKey, nil)
 	var served int64
 	readFrom := map[string]int64{}
 	client := netip.MustParseAddr("127.0.0.1")

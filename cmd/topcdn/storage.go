@@ -17,6 +17,7 @@ import (
 	"github.com/topcdn/topcdn/billing"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/storage"
+	"github.com/topcdn/topcdn/storageapi"
 	"go.uber.org/zap"
 )
 
@@ -134,7 +135,7 @@ SIGINT or SIGTERM stop it cleanly.`,
 }
 
 // parseLocation parses --location "LAT,LON" and --region.
-func parseLocation(location, region string) (*storage.Location, error) {
+func parseLocation(location, region string) (*storageapi.Location, error) {
 	if location == "" {
 		if region != "" {
 			return nil, errors.New("--region needs --location")
@@ -145,7 +146,7 @@ func parseLocation(location, region string) (*storage.Location, error) {
 	if !ok {
 		return nil, fmt.Errorf("--location %q: want LAT,LON", location)
 	}
-	l := &storage.Location{Region: region}
+	l := &storageapi.Location{Region: region}
 	var err1, err2 error
 	l.Lat, err1 = strconv.ParseFloat(strings.TrimSpace(lat), 64)
 	l.Lon, err2 = strconv.ParseFloat(strings.TrimSpace(lon), 64)

@@ -1,4 +1,4 @@
-package storage
+package storageapi
 
 import (
 	"crypto/sha256"
@@ -113,8 +113,8 @@ func ShardID(data []byte) string {
 	return cid.NewCidV1(cid.Raw, h).String()
 }
 
-// newShardHash returns the hash function of shard IDs.
-func newShardHash() hash.Hash { return blake3.New(32, nil) }
+// NewShardHash returns the hash function of shard IDs.
+func NewShardHash() hash.Hash { return blake3.New(32, nil) }
 
 // ParseShardID checks that s is a shard ID and returns it normalized.
 func ParseShardID(s string) (cid.Cid, error) {
@@ -131,8 +131,8 @@ func ParseShardID(s string) (cid.Cid, error) {
 // ErrExpired is returned for orders past (or too far before) their expiry.
 var ErrExpired = errors.New("order expired")
 
-// checkExpiry accepts an expiry in (now, now+MaxOrderLifetime].
-func checkExpiry(expires, now time.Time) error {
+// CheckExpiry accepts an expiry in (now, now+MaxOrderLifetime].
+func CheckExpiry(expires, now time.Time) error {
 	if !expires.After(now) {
 		return fmt.Errorf("%w at %s", ErrExpired, expires.Format(time.RFC3339))
 	}

@@ -1,4 +1,4 @@
-package storage
+package storageapi
 
 import (
 	"bytes"
@@ -46,7 +46,7 @@ type Client struct {
 // NewClient returns a client that signs its orders with key. A nil
 // httpClient means one with connect, TLS and response-header timeouts and
 // no overall one; bound each call with its context.
-func NewClient(key *identity.Key, httpClient *http.Client) *Client {
+func NewClient(key *identity.Key, httpClient *http.Client, opts ...ClientOption) *Client {
 	if httpClient == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
@@ -56,7 +56,24 @@ func NewClient(key *identity.Key, httpClient *http.Client) *Client {
 		t.MaxIdleConnsPerHost = 16
 		httpClient = &http.Client{Transport: t}
 	}
-	return &Client{key: key, http: httpClient, now: time.Now}
+	c := &Client{key: key, http: httpClient, now: time.Now}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+// ClientOption configures a Client.
+type ClientOption func(*Client)
+
+// WithClock dates the Client's orders by now instead of time.Now (tests,
+// or a peer's clock known to be off). A nil now is ignored.
+func WithClock(now func() time.Time) ClientOption {
+	return func(c *Client) {
+		if now != nil {
+			c.now = now
+		}
+	}
 }
 
 // Put stores data as shard shardID on peer p at addr (its base URL). It
@@ -220,7 +237,7 @@ func (c *Client) List(ctx context.Context, addr string) ([]ShardInfo, error) {
 // getJSON decodes the peer's answer (at most limit bytes) to GET
 // addr+path, an unsigned request, into v; what names it in errors.
 func (c *Client) getJSON(ctx context.Context, what, addr, path string, limit int64, v any) error {
-	base, err := parseBaseURL(addr)
+	base, err := ParseBaseURL(addr)
 	if err != nil {
 		return fmt.Errorf("storage: %s: peer address %w", what, err)
 	}
@@ -249,7 +266,7 @@ func (c *Client) order(typ string, body any) (string, error) {
 
 // request builds a request for addr/shards/{shardID}{suffix}.
 func (c *Client) request(ctx context.Context, method, addr, shardID, suffix string, body io.Reader) (*http.Request, error) {
-	base, err := parseBaseURL(addr)
+	base, err := ParseBaseURL(addr)
 	if err != nil {
 		return nil, fmt.Errorf("peer address %w", err)
 	}
@@ -271,7 +288,7 @@ func (c *Client) send(req *http.Request) (*http.Response, error) {
 	if json.Unmarshal(body, &e) == nil && e.Error != "" {
 		return nil, &PeerError{Status: resp.StatusCode, Message: e.Error}
 	}
-	return nil, &PeerError{Status: resp.StatusCode, Message: snippet(body)}
+	return nil, &PeerError{Status: resp.StatusCode, Message: Snippet(body)}
 }
 
 // do sends req and returns the body of a success answer, up to limit
