@@ -24,7 +24,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/topcdn/topcdn/dnsroute"
 	"github.com/topcdn/topcdn/identity"
-	"github.com/topcdn/topcdn/origin"
+	"github.com/topcdn/topcdn/originapi"
 )
 
 // CoreDNS build parameters: `go install` of the module from the proxy, as
@@ -174,7 +174,7 @@ func runDNS(ctx context.Context, args []string) error {
 type dnsBench struct {
 	work        string
 	procs       erasureCluster
-	names       []origin.NameInfo
+	names       []originapi.NameInfo
 	fakes       []*http.Server
 	stopBeats   context.CancelFunc
 	topcdnPort  int
@@ -189,7 +189,7 @@ func (b *dnsBench) makeNames(n int) error {
 		if err != nil {
 			return err
 		}
-		b.names = append(b.names, origin.NameInfo{Name: fmt.Sprintf("site%03d", i), IPNS: ipns.NameFromPeer(k.ID).String(),
+		b.names = append(b.names, originapi.NameInfo{Name: fmt.Sprintf("site%03d", i), IPNS: ipns.NameFromPeer(k.ID).String(),
 			CID: "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi", Sequence: 1})
 	}
 	return nil

@@ -20,7 +20,7 @@ import (
 	"github.com/topcdn/topcdn/dag"
 	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/identity"
-	"github.com/topcdn/topcdn/origin"
+	"github.com/topcdn/topcdn/originapi"
 )
 
 // Object is what billing knows of a published object.
@@ -89,7 +89,7 @@ type OriginContent struct {
 	mu        sync.Mutex
 	fetched   time.Time
 	originID  peer.ID
-	names     map[string]origin.NameInfo
+	names     map[string]originapi.NameInfo
 	rootsOf   map[string][]string // name -> roots seen, newest last
 	publisher map[string]peer.ID  // root -> publisher
 	sites     map[string]*siteIndex
@@ -105,7 +105,7 @@ func NewOriginContent(base string, client *http.Client) *OriginContent {
 		client = &http.Client{Timeout: 60 * time.Second}
 	}
 	return &OriginContent{base: strings.TrimRight(base, "/"), client: client,
-		names: map[string]origin.NameInfo{}, rootsOf: map[string][]string{}, publisher: map[string]peer.ID{},
+		names: map[string]originapi.NameInfo{}, rootsOf: map[string][]string{}, publisher: map[string]peer.ID{},
 		sites: map[string]*siteIndex{}, shards: map[string]peer.ID{}, rootShard: map[string][]string{}}
 }
 
@@ -179,7 +179,7 @@ func (o *OriginContent) refreshNames(ctx context.Context, force bool) error {
 	if !force && time.Since(o.fetched) < time.Second {
 		return nil
 	}
-	var list []origin.NameInfo
+	var list []originapi.NameInfo
 	if _, err := o.getJSON(ctx, "/api/v1/names", &list); err != nil {
 		return err
 	}

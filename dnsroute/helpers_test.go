@@ -24,7 +24,7 @@ import (
 	"github.com/multiformats/go-multihash"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/topcdn/topcdn/identity"
-	"github.com/topcdn/topcdn/origin"
+	"github.com/topcdn/topcdn/originapi"
 	"go.uber.org/zap/zaptest"
 )
 
@@ -39,7 +39,7 @@ const testGeo = "testdata/geo-test.mmdb"
 type fakeOrigin struct {
 	srv    *httptest.Server
 	mu     sync.Mutex
-	names  []origin.NameInfo
+	names  []originapi.NameInfo
 	blocks map[string][]byte // CID → bytes
 	down   atomic.Bool
 }
@@ -84,7 +84,7 @@ func (o *fakeOrigin) publish(t *testing.T, name string) *identity.Key {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.blocks[c.String()] = data
-	o.names = append(o.names, origin.NameInfo{Name: name, IPNS: ipns.NameFromPeer(k.ID).String(), CID: c.String(), Sequence: 1})
+	o.names = append(o.names, originapi.NameInfo{Name: name, IPNS: ipns.NameFromPeer(k.ID).String(), CID: c.String(), Sequence: 1})
 	return k
 }
 
@@ -106,7 +106,7 @@ func (o *fakeOrigin) publishDAG(t *testing.T, name string) []string {
 	}
 	o.blocks[dir.Cid().String()] = dir.RawData()
 	k, _ := identity.Generate(nil)
-	o.names = append(o.names, origin.NameInfo{Name: name, IPNS: ipns.NameFromPeer(k.ID).String(), CID: dir.Cid().String(), Sequence: 1})
+	o.names = append(o.names, originapi.NameInfo{Name: name, IPNS: ipns.NameFromPeer(k.ID).String(), CID: dir.Cid().String(), Sequence: 1})
 	return leaves
 }
 

@@ -12,11 +12,11 @@ import (
 
 	"github.com/ipfs/boxo/ipns"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/topcdn/topcdn/origin"
+	"github.com/topcdn/topcdn/originapi"
 	"go.uber.org/zap"
 )
 
-// NamesPath is the origin's list of human names (JSON []origin.NameInfo).
+// NamesPath is the origin's list of human names (JSON []originapi.NameInfo).
 const NamesPath = "/api/v1/names"
 
 // SuspendedPath is billing's list of suspended publishers (JSON
@@ -128,7 +128,7 @@ func (r *Router) getJSON(ctx context.Context, url string, v any) error {
 
 // pollNames reads the origin's names and publishes them if they changed.
 func (r *Router) pollNames(ctx context.Context) error {
-	var list []origin.NameInfo
+	var list []originapi.NameInfo
 	if err := r.getJSON(ctx, r.cfg.Origin+NamesPath, &list); err != nil {
 		return fmt.Errorf("dnsroute: names: %w", err)
 	}
@@ -158,8 +158,8 @@ func (r *Router) pollNames(ctx context.Context) error {
 }
 
 // parseName checks one name the origin lists.
-func parseName(ni origin.NameInfo) (nameEntry, error) {
-	if err := origin.ValidateName(ni.Name); err != nil {
+func parseName(ni originapi.NameInfo) (nameEntry, error) {
+	if err := originapi.ValidateName(ni.Name); err != nil {
 		return nameEntry{}, err
 	}
 	n, err := ipns.NameFromString(ni.IPNS)

@@ -24,7 +24,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/topcdn/topcdn/identity"
-	"github.com/topcdn/topcdn/origin"
+	"github.com/topcdn/topcdn/originapi"
 	"github.com/topcdn/topcdn/publish"
 )
 
@@ -158,7 +158,7 @@ func TestNameRecords(t *testing.T) {
 // newOutageNet is newNetwork with the site also published as "brief" with
 // a 1 s TTL, and an origin URL (sw) that reaches the origin through a
 // switch: while down is set, it answers 503.
-func newOutageNet(t *testing.T) (n *network, ni *origin.NameInfo, sw string, down *atomic.Bool) {
+func newOutageNet(t *testing.T) (n *network, ni *originapi.NameInfo, sw string, down *atomic.Bool) {
 	t.Helper()
 	n = newNetwork(t)
 	client, err := publish.NewClient(n.originURL, nil)

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+
+	"github.com/topcdn/topcdn/originapi"
 )
 
 // Sentinel errors, each with its HTTP meaning in statusOf.
@@ -111,7 +113,7 @@ func writeError(w http.ResponseWriter, err error) {
 	if code == http.StatusInternalServerError {
 		msg = "internal error: " + msg
 	}
-	writeJSON(w, code, ErrorResponse{Error: msg})
+	writeJSON(w, code, originapi.ErrorResponse{Error: msg})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -13,6 +13,7 @@ import (
 	car "github.com/ipld/go-car/v2"
 	"github.com/topcdn/topcdn/dag"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/originapi"
 )
 
 // FuzzIngest feeds arbitrary bytes to the CAR upload path. Whatever the
@@ -179,12 +180,12 @@ func FuzzUploadAuth(f *testing.F) {
 		if err != nil {
 			t.Fatalf("accepted an undecodable header: %v", err)
 		}
-		var again UploadAuthorization
-		signer, err := env.Open(TypeUpload, &again)
+		var again originapi.UploadAuthorization
+		signer, err := env.Open(originapi.TypeUpload, &again)
 		if err != nil || signer != up.Publisher {
 			t.Fatalf("accepted an envelope that does not open for %s: %v", up.Publisher, err)
 		}
-		if d := now.Sub(auth.Time); d > UploadSkew || d < -UploadSkew {
+		if d := now.Sub(auth.Time); d > originapi.UploadSkew || d < -originapi.UploadSkew {
 			t.Fatalf("accepted an authorization %s off the clock", d)
 		}
 		if len(up.Roots) == 0 || len(up.Roots) > maxRoots || len(up.BlocksDigest) != sha256.Size {

@@ -12,6 +12,7 @@ import (
 	"github.com/ipfs/boxo/ipns"
 	"github.com/ipfs/go-cid"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/topcdn/topcdn/originapi"
 	"go.uber.org/zap"
 )
 
@@ -100,13 +101,13 @@ func (o *Origin) fail(w http.ResponseWriter, err error) {
 }
 
 func (o *Origin) serveMissing(w http.ResponseWriter, r *http.Request) {
-	var req MissingRequest
+	var req originapi.MissingRequest
 	if err := decodeJSON(w, r, &req); err != nil {
 		o.fail(w, err)
 		return
 	}
-	if len(req.CIDs) > MaxMissingQuery {
-		o.fail(w, errorf(ErrTooLarge, "%d CIDs asked; at most %d per request", len(req.CIDs), MaxMissingQuery))
+	if len(req.CIDs) > originapi.MaxMissingQuery {
+		o.fail(w, errorf(ErrTooLarge, "%d CIDs asked; at most %d per request", len(req.CIDs), originapi.MaxMissingQuery))
 		return
 	}
 	cs := make([]cid.Cid, len(req.CIDs))
@@ -123,7 +124,7 @@ func (o *Origin) serveMissing(w http.ResponseWriter, r *http.Request) {
 		o.fail(w, err)
 		return
 	}
-	resp := MissingResponse{Missing: make([]string, len(missing))}
+	resp := originapi.MissingResponse{Missing: make([]string, len(missing))}
 	for i, c := range missing {
 		resp.Missing[i] = c.String()
 	}
@@ -135,7 +136,7 @@ func (o *Origin) serveUpload(w http.ResponseWriter, r *http.Request) {
 	o.metrics.countUpload(res, err)
 	if err != nil {
 		if errors.Is(err, ErrUnauthorized) {
-			w.Header().Set("WWW-Authenticate", UploadHeader)
+			w.Header().Set("WWW-Authenticate", originapi.UploadHeader)
 		}
 		if errors.Is(err, ErrBusy) {
 			w.Header().Set("Retry-After", "5")
@@ -149,14 +150,14 @@ func (o *Origin) serveUpload(w http.ResponseWriter, r *http.Request) {
 // upload takes an upload slot, checks the request's authorization and
 // ingests its CAR. Refusals on the header come before the body is read,
 // so a client that sent Expect: 100-continue sends no body for them.
-func (o *Origin) upload(w http.ResponseWriter, r *http.Request) (*UploadResult, error) {
+func (o *Origin) upload(w http.ResponseWriter, r *http.Request) (*originapi.UploadResult, error) {
 	select {
 	case o.uploads <- struct{}{}:
 		defer func() { <-o.uploads }()
 	default:
 		return nil, errorf(ErrBusy, "%d uploads already in progress; retry shortly", cap(o.uploads))
 	}
-	up, err := o.AuthorizeUpload(r.Context(), r.Header.Get(UploadHeader))
+	up, err := o.AuthorizeUpload(r.Context(), r.Header.Get(originapi.UploadHeader))
 	if err != nil {
 		return nil, err
 	}
@@ -182,7 +183,7 @@ func (o *Origin) serveName(w http.ResponseWriter, r *http.Request) {
 }
 
 func (o *Origin) serveClaim(w http.ResponseWriter, r *http.Request) {
-	var claim NameClaim
+	var claim originapi.NameClaim
 	if err := decodeJSON(w, r, &claim); err != nil {
 		o.fail(w, err)
 		return

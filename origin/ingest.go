@@ -14,6 +14,7 @@ import (
 	"github.com/ipfs/go-cid"
 	car "github.com/ipld/go-car/v2"
 	"github.com/topcdn/topcdn/dag"
+	"github.com/topcdn/topcdn/originapi"
 	"go.uber.org/zap"
 )
 
@@ -47,14 +48,14 @@ type stagedBlock struct {
 // committed leaves first, so the store stays closed under links even if
 // the process dies half-way, and the roots are recorded as published by
 // up.Publisher, who is charged for the new bytes.
-func (o *Origin) Ingest(ctx context.Context, up Upload, r io.Reader) (*UploadResult, error) {
+func (o *Origin) Ingest(ctx context.Context, up Upload, r io.Reader) (*originapi.UploadResult, error) {
 	if up.Publisher == "" {
 		return nil, errorf(ErrUnauthorized, "upload has no publisher to charge it to")
 	}
 	return o.ingest(ctx, up, r)
 }
 
-func (o *Origin) ingest(ctx context.Context, up Upload, r io.Reader) (*UploadResult, error) {
+func (o *Origin) ingest(ctx context.Context, up Upload, r io.Reader) (*originapi.UploadResult, error) {
 	stage, err := os.CreateTemp(o.stagingDir, "upload-*.blocks")
 	if err != nil {
 		return nil, fmt.Errorf("origin: staging: %w", err)
@@ -210,7 +211,7 @@ func (o *Origin) ingest(ctx context.Context, up Upload, r io.Reader) (*UploadRes
 	o.log.Info("upload stored", zap.Stringer("publisher", up.Publisher),
 		zap.Strings("roots", roots), zap.Int("blocks", n), zap.Int("new_blocks", newBlocks), zap.Int64("bytes", total),
 		zap.Int64("new_bytes", newBytes), zap.Int64("used_bytes", used))
-	return &UploadResult{Roots: roots, Blocks: n, NewBlocks: newBlocks, Bytes: total,
+	return &originapi.UploadResult{Roots: roots, Blocks: n, NewBlocks: newBlocks, Bytes: total,
 		Publisher: up.Publisher.String(), NewBytes: newBytes, UsedBytes: used, QuotaBytes: o.cfg.PublisherQuota}, nil
 }
 

@@ -2,6 +2,7 @@ package origin
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/topcdn/topcdn/originapi"
 )
 
 // metrics are the origin's own Prometheus metrics; boxo's gateway adds its
@@ -99,7 +100,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 }
 
 // countUpload counts one upload request by its outcome.
-func (m *metrics) countUpload(res *UploadResult, err error) {
+func (m *metrics) countUpload(res *originapi.UploadResult, err error) {
 	switch {
 	case err == nil:
 		m.uploads.WithLabelValues("ok", "").Inc()

@@ -5,33 +5,19 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"regexp"
 	"time"
 
 	"github.com/ipfs/boxo/ipns"
 	"github.com/ipfs/boxo/path"
 	"github.com/ipfs/go-cid"
+	"github.com/topcdn/topcdn/originapi"
 	"go.uber.org/zap"
 )
 
 // nameRE is what a human name may look like: one DNS label, lower case, so
 // that NAME.cdn.example works as a host name.
-var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
 // reservedNames cannot be claimed: they are the subdomain gateway's labels.
-var reservedNames = map[string]bool{"ipfs": true, "ipns": true}
-
-// ValidateName reports whether name can be a human name: a lower-case DNS
-// label of at most 63 letters, digits and inner hyphens, not reserved.
-func ValidateName(name string) error {
-	if !nameRE.MatchString(name) {
-		return errorf(ErrBadRequest, "name %q is not a valid name: use 1-63 lower-case letters, digits and inner hyphens", name)
-	}
-	if reservedNames[name] {
-		return errorf(ErrBadRequest, "name %q is reserved", name)
-	}
-	return nil
-}
 
 // acceptedRecord is a record that passed every check but the sequence.
 type acceptedRecord struct {
@@ -75,13 +61,13 @@ func parseRecord(name ipns.Name, raw []byte, now time.Time) (*acceptedRecord, er
 	if a.ttl, err = rec.TTL(); err != nil {
 		a.ttl = 0
 	}
-	if rec.MetadataExists(RecordNameKey) {
-		mv, err := rec.Metadata(RecordNameKey)
+	if rec.MetadataExists(originapi.RecordNameKey) {
+		mv, err := rec.Metadata(originapi.RecordNameKey)
 		if err == nil {
 			a.human, err = mv.AsString()
 		}
 		if err != nil {
-			return nil, errorf(ErrBadRequest, "IPNS record metadata %q: %v", RecordNameKey, err)
+			return nil, errorf(ErrBadRequest, "IPNS record metadata %q: %v", originapi.RecordNameKey, err)
 		}
 	}
 	return a, nil
@@ -103,8 +89,9 @@ func (o *Origin) PutRecord(ctx context.Context, name ipns.Name, raw []byte) (boo
 // served); later records must come from that key. The record must carry
 // the human name in its signed metadata (RecordNameKey) and point to a
 // root stored at the origin.
-func (o *Origin) ClaimName(ctx context.Context, human string, name ipns.Name, raw []byte) (*NameInfo, error) {
-	if err := ValidateName(human); err != nil {
+func (o *Origin) ClaimName(ctx context.Context, human string, name ipns.Name, raw []byte) (*originapi.NameInfo, error) {
+	if err := originapi.ValidateName(human); err != nil {
+		err = errorf(ErrBadRequest, "%v", err)
 		o.countRecord(false, err)
 		return nil, err
 	}
@@ -134,7 +121,7 @@ func (o *Origin) putRecord(ctx context.Context, human string, name ipns.Name, ra
 		return false, err
 	}
 	if human != "" && rec.human != human {
-		return false, errorf(ErrBadRequest, "IPNS record is signed for name %q, not %q (metadata %q)", rec.human, human, RecordNameKey)
+		return false, errorf(ErrBadRequest, "IPNS record is signed for name %q, not %q (metadata %q)", rec.human, human, originapi.RecordNameKey)
 	}
 	key := name.String()
 
@@ -242,7 +229,7 @@ func (o *Origin) checkPublished(ctx context.Context, value path.Path) error {
 }
 
 // LookupName returns what the human name currently points to.
-func (o *Origin) LookupName(ctx context.Context, human string) (*NameInfo, error) {
+func (o *Origin) LookupName(ctx context.Context, human string) (*originapi.NameInfo, error) {
 	infos, err := o.queryNames(ctx, `WHERE n.name = ?`, human)
 	if err != nil {
 		return nil, err
@@ -254,20 +241,20 @@ func (o *Origin) LookupName(ctx context.Context, human string) (*NameInfo, error
 }
 
 // Names lists every human name, sorted.
-func (o *Origin) Names(ctx context.Context) ([]NameInfo, error) {
+func (o *Origin) Names(ctx context.Context) ([]originapi.NameInfo, error) {
 	return o.queryNames(ctx, `ORDER BY n.name`)
 }
 
-func (o *Origin) queryNames(ctx context.Context, tail string, args ...any) ([]NameInfo, error) {
+func (o *Origin) queryNames(ctx context.Context, tail string, args ...any) ([]originapi.NameInfo, error) {
 	rows, err := o.db.QueryContext(ctx, `SELECT n.name, n.ipns, r.value, r.sequence, r.validity, r.ttl_ns, r.updated_at
 		FROM names n JOIN records r ON r.ipns = n.ipns `+tail, args...)
 	if err != nil {
 		return nil, fmt.Errorf("origin: query names: %w", err)
 	}
 	defer rows.Close()
-	infos := []NameInfo{}
+	infos := []originapi.NameInfo{}
 	for rows.Next() {
-		var ni NameInfo
+		var ni originapi.NameInfo
 		var validity, ttl, updated int64
 		if err := rows.Scan(&ni.Name, &ni.IPNS, &ni.Value, &ni.Sequence, &validity, &ttl, &updated); err != nil {
 			return nil, fmt.Errorf("origin: query names: %w", err)

@@ -23,6 +23,7 @@ import (
 	"github.com/ipld/go-car/v2/storage"
 	mh "github.com/multiformats/go-multihash"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/originapi"
 )
 
 // testBlock is a block for building CARs by hand.
@@ -214,7 +215,7 @@ func record(t testing.TB, k *identity.Key, root cid.Cid, seq uint64, eol time.Ti
 	t.Helper()
 	var opts []ipns.Option
 	if human != "" {
-		opts = append(opts, ipns.WithMetadata(map[string]any{RecordNameKey: human}))
+		opts = append(opts, ipns.WithMetadata(map[string]any{originapi.RecordNameKey: human}))
 	}
 	rec, err := ipns.NewRecord(k.Private, path.FromCid(root), seq, eol, time.Minute, opts...)
 	if err != nil {
@@ -505,7 +506,7 @@ func TestUploadConcurrencyLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	held.Header.Set(UploadHeader, signUpload(t, key, time.Now(), "nonce-busy-held-01", roots, d.blocks...))
+	held.Header.Set(originapi.UploadHeader, signUpload(t, key, time.Now(), "nonce-busy-held-01", roots, d.blocks...))
 	heldDone := make(chan struct{})
 	go func() {
 		defer close(heldDone)
@@ -533,7 +534,7 @@ func TestUploadConcurrencyLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set(UploadHeader, signUpload(t, key, time.Now(), "nonce-busy-second", roots, d.blocks...))
+	req.Header.Set(originapi.UploadHeader, signUpload(t, key, time.Now(), "nonce-busy-second", roots, d.blocks...))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/originapi"
 	"github.com/topcdn/topcdn/storageapi"
 	"go.uber.org/zap"
 )
@@ -16,26 +17,6 @@ import (
 // heartbeatSkew is how far a heartbeat's timestamp may be from the origin's
 // clock; older ones are stale (or replayed) and refused.
 const heartbeatSkew = 2 * time.Minute
-
-// PeerInfo is what the origin knows of a storage peer.
-type PeerInfo struct {
-	ID       string               `json:"id"`
-	Addr     string               `json:"addr"`
-	Capacity int64                `json:"capacity"`
-	Free     int64                `json:"free"`
-	Shards   int                  `json:"shards"`
-	Location *storageapi.Location `json:"location,omitempty"`
-	LastSeen time.Time            `json:"last_seen"`
-	// Healthy is true while heartbeats arrive (within 3 intervals).
-	Healthy bool `json:"healthy"`
-	// Placed is how many shards the origin has placed on the peer.
-	Placed int `json:"placed"`
-	// AuditsOK and AuditsFailed count the peer's audit results.
-	AuditsOK     int `json:"audits_ok"`
-	AuditsFailed int `json:"audits_failed"`
-	// Flags counts reads and audits that caught the peer misbehaving.
-	Flags int `json:"flags"`
-}
 
 // Heartbeat accepts a storage peer's signed heartbeat: the signature must
 // verify, the peer must be the signer, the timestamp must be fresh and
@@ -85,7 +66,7 @@ func (o *Origin) Heartbeat(ctx context.Context, env *identity.Envelope) error {
 }
 
 // Peers lists the storage peers, healthiest and emptiest first.
-func (o *Origin) Peers(ctx context.Context) ([]PeerInfo, error) {
+func (o *Origin) Peers(ctx context.Context) ([]originapi.PeerInfo, error) {
 	rows, err := o.db.QueryContext(ctx, `SELECT p.peer_id, p.addr, p.capacity, p.free, p.shards, p.lat, p.lon, p.region, p.last_seen,
 			(SELECT count(*) FROM shards s WHERE s.peer_id = p.peer_id),
 			(SELECT count(*) FROM audits a WHERE a.peer_id = p.peer_id AND a.ok = 1),
@@ -97,9 +78,9 @@ func (o *Origin) Peers(ctx context.Context) ([]PeerInfo, error) {
 	}
 	defer rows.Close()
 	now := o.now()
-	out := []PeerInfo{}
+	out := []originapi.PeerInfo{}
 	for rows.Next() {
-		var pi PeerInfo
+		var pi originapi.PeerInfo
 		var lat, lon *float64
 		var region string
 		var seen int64

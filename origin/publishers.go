@@ -11,6 +11,7 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/topcdn/topcdn/originapi"
 )
 
 // Accounting. A publisher is charged for the bytes of the blocks its
@@ -95,8 +96,8 @@ func (o *Origin) settle(ctx context.Context, p peer.ID, reserved, stored int64, 
 
 // Usage returns what publisher p has stored at the origin. A key that
 // never uploaded has zero usage.
-func (o *Origin) Usage(ctx context.Context, p peer.ID) (*PublisherUsage, error) {
-	u := &PublisherUsage{Publisher: p.String(), QuotaBytes: o.cfg.PublisherQuota}
+func (o *Origin) Usage(ctx context.Context, p peer.ID) (*originapi.PublisherUsage, error) {
+	u := &originapi.PublisherUsage{Publisher: p.String(), QuotaBytes: o.cfg.PublisherQuota}
 	var last int64
 	err := o.db.QueryRowContext(ctx, `SELECT p.used_bytes, p.uploads, p.last_upload,
 			(SELECT count(*) FROM root_publishers rp WHERE rp.publisher = p.peer_id)

@@ -12,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/originapi"
 	"go.uber.org/zap"
 )
 
@@ -29,23 +30,12 @@ type shardRow struct {
 	lost    bool // its peer has been silent for longer than LostAfter
 }
 
-// SegmentHealth describes one segment's redundancy.
-type SegmentHealth struct {
-	Segment int64 `json:"segment"`
-	Healthy int   `json:"healthy"`
-	Shards  int   `json:"shards"`
-	// Bad counts shards proven to hold wrong bytes (by reads or audits).
-	Bad int `json:"bad"`
-	// Lost counts shards on peers silent for longer than LostAfter.
-	Lost int `json:"lost"`
-	// Needed is the repair threshold.
-	Needed int `json:"needed"`
-}
-
 // needsRepair: fewer healthy shards than the threshold, any shard proven
 // bad (unlike a peer that is away, rotten bytes never come back), or any
 // shard on a peer gone for good (LostAfter).
-func (h SegmentHealth) needsRepair() bool { return h.Healthy < h.Needed || h.Bad > 0 || h.Lost > 0 }
+func needsRepair(h originapi.SegmentHealth) bool {
+	return h.Healthy < h.Needed || h.Bad > 0 || h.Lost > 0
+}
 
 // runRepairer scans for segments at risk every RepairInterval and repairs
 // them. All state is in the database, so a restart resumes a repair.
@@ -59,7 +49,7 @@ func (o *Origin) runRepairer(ctx context.Context) {
 
 // segmentsHealth returns every segment's health, the healthy peers, and
 // each segment's shards.
-func (o *Origin) segmentsHealth(ctx context.Context) ([]SegmentHealth, map[int64][]shardRow, error) {
+func (o *Origin) segmentsHealth(ctx context.Context) ([]originapi.SegmentHealth, map[int64][]shardRow, error) {
 	peers, err := o.Peers(ctx)
 	if err != nil {
 		return nil, nil, err
@@ -93,9 +83,9 @@ func (o *Origin) segmentsHealth(ctx context.Context) ([]SegmentHealth, map[int64
 	if err := rows.Err(); err != nil {
 		return nil, nil, err
 	}
-	out := make([]SegmentHealth, 0, len(order))
+	out := make([]originapi.SegmentHealth, 0, len(order))
 	for _, seg := range order {
-		h := SegmentHealth{Segment: seg, Shards: len(bySeg[seg]), Needed: o.stripeCfg.RepairThreshold}
+		h := originapi.SegmentHealth{Segment: seg, Shards: len(bySeg[seg]), Needed: o.stripeCfg.RepairThreshold}
 		for _, r := range bySeg[seg] {
 			if r.healthy {
 				h.Healthy++
@@ -127,9 +117,9 @@ func (o *Origin) Repair(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	var atRisk []SegmentHealth
+	var atRisk []originapi.SegmentHealth
 	for _, h := range health {
-		if h.needsRepair() {
+		if needsRepair(h) {
 			atRisk = append(atRisk, h)
 		}
 	}
@@ -389,17 +379,9 @@ func (o *Origin) serveManifest(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, env)
 }
 
-// StorageStatus is the answer of GET /api/v1/storage/status.
-type StorageStatus struct {
-	Peers       []PeerInfo      `json:"peers"`
-	Segments    int             `json:"segments"`
-	AtRisk      []SegmentHealth `json:"at_risk"`
-	PendingJobs int             `json:"pending_stripe_jobs"`
-}
-
 // Status summarizes storage: peers with their shards and audit results,
 // segments at risk, and publishes waiting to be striped.
-func (o *Origin) Status(ctx context.Context) (*StorageStatus, error) {
+func (o *Origin) Status(ctx context.Context) (*originapi.StorageStatus, error) {
 	peers, err := o.Peers(ctx)
 	if err != nil {
 		return nil, err
@@ -408,9 +390,9 @@ func (o *Origin) Status(ctx context.Context) (*StorageStatus, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &StorageStatus{Peers: peers, Segments: len(health), AtRisk: []SegmentHealth{}}
+	st := &originapi.StorageStatus{Peers: peers, Segments: len(health), AtRisk: []originapi.SegmentHealth{}}
 	for _, h := range health {
-		if h.needsRepair() {
+		if needsRepair(h) {
 			st.AtRisk = append(st.AtRisk, h)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/dag"
 	"github.com/topcdn/topcdn/erasure"
+	"github.com/topcdn/topcdn/originapi"
 	"go.uber.org/zap"
 )
 
@@ -173,7 +174,7 @@ func (o *Origin) placement(ctx context.Context) ([]peer.ID, error) {
 	if err != nil {
 		return nil, err
 	}
-	byRegion := map[string][]PeerInfo{}
+	byRegion := map[string][]originapi.PeerInfo{}
 	var regions []string
 	for _, p := range peers {
 		if !p.Healthy || p.Flags > 0 {

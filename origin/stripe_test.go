@@ -318,7 +318,7 @@ func TestAuditFailsPeerClaimingShortShard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(health) != 1 || health[0].Bad != 1 || !health[0].needsRepair() {
+	if len(health) != 1 || health[0].Bad != 1 || !needsRepair(health[0]) {
 		t.Fatalf("segment health %+v, want peer 2's shard bad and the segment due for repair", health)
 	}
 }
@@ -383,7 +383,7 @@ func TestAuditRefusalsCountAsLoss(t *testing.T) {
 			t.Fatalf("%s: %d audits failed, segment health %+v; want %d failed, %d bad", st.name, failed, health, st.wantFailed, st.wantBad)
 		}
 	}
-	if !func() bool { h, _, _ := sn.o.segmentsHealth(ctx); return h[0].needsRepair() }() {
+	if !func() bool { h, _, _ := sn.o.segmentsHealth(ctx); return needsRepair(h[0]) }() {
 		t.Fatal("the refused shard is bad but its segment is not due for repair")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/topcdn/topcdn/originapi"
 	"go.uber.org/zap"
 )
 
@@ -55,7 +56,7 @@ func (o *Origin) SweepOrphans(ctx context.Context) (int, error) {
 }
 
 // sweepPeer deletes the orphan shards of one peer.
-func (o *Origin) sweepPeer(ctx context.Context, pi PeerInfo) (int, error) {
+func (o *Origin) sweepPeer(ctx context.Context, pi originapi.PeerInfo) (int, error) {
 	p, err := peer.Decode(pi.ID)
 	if err != nil {
 		return 0, err

@@ -2,9 +2,7 @@ package origin
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"time"
@@ -12,21 +10,9 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/originapi"
 	"go.uber.org/zap"
 )
-
-// TypeUpload is the identity.Envelope type of an upload authorization.
-const TypeUpload = "topcdn/upload/v1"
-
-// UploadHeader is the request header of POST /api/v1/car that carries the
-// upload authorization: an identity.Envelope of TypeUpload, as
-// Envelope.Encode writes it. SignUpload makes one.
-const UploadHeader = "Topcdn-Upload"
-
-// UploadSkew is how far an upload authorization's time may be from the
-// origin's clock, either way. The origin remembers a nonce for as long as
-// its authorization is in this window.
-const UploadSkew = 5 * time.Minute
 
 const (
 	// maxUploadHeader bounds the UploadHeader value: 64 roots fit in ~8 KiB.
@@ -34,25 +20,6 @@ const (
 	// minNonce and maxNonce bound an authorization's nonce, in characters.
 	minNonce, maxNonce = 16, 64
 )
-
-// UploadAuthorization is the signed body of an upload authorization: a
-// publisher's consent to one upload of one CAR, whose new bytes are
-// charged to the publisher's quota.
-type UploadAuthorization struct {
-	// Roots are the CAR's header roots, in order; a CAR with other roots
-	// is refused.
-	Roots []string `json:"roots"`
-	// BlocksSHA256 is the hex SHA-256 of the CAR's block CIDs in stream
-	// order (see BlocksDigest). It binds the authorization to exactly
-	// these blocks, so it cannot carry anything else.
-	BlocksSHA256 string `json:"blocks_sha256"`
-	// Time is when the authorization was signed; the origin accepts it
-	// within UploadSkew of its own clock.
-	Time time.Time `json:"time"`
-	// Nonce is a random string of 16 to 64 characters. The origin refuses
-	// a nonce it has already seen from the same key (a replay) with 409.
-	Nonce string `json:"nonce"`
-}
 
 // Upload is an upload the origin has authorized: who is charged for it
 // and which CAR it must be.
@@ -66,75 +33,30 @@ type Upload struct {
 	BlocksDigest []byte
 }
 
-// BlocksDigest returns the SHA-256 of the binary CIDs cs, concatenated in
-// order: what an UploadAuthorization signs for a CAR whose block sections
-// carry these CIDs, duplicates included. CIDs are self-delimiting, so no
-// two lists give the same input.
-func BlocksDigest(cs []cid.Cid) []byte {
-	h := sha256.New()
-	for _, c := range cs {
-		h.Write(c.Bytes())
-	}
-	return h.Sum(nil)
-}
-
-// SignUpload returns the UploadHeader value that authorizes key's upload
-// of a CAR with these roots and these blocks (in the order written), signed
-// now with a random nonce. It is good for one request within UploadSkew.
-func SignUpload(key *identity.Key, roots, blocks []cid.Cid) (string, error) {
-	nonce := make([]byte, 18)
-	if _, err := rand.Read(nonce); err != nil {
-		return "", fmt.Errorf("origin: sign upload: nonce: %w", err)
-	}
-	auth := UploadAuthorization{
-		Roots:        make([]string, len(roots)),
-		BlocksSHA256: hex.EncodeToString(BlocksDigest(blocks)),
-		Time:         time.Now().UTC(),
-		Nonce:        base64.RawURLEncoding.EncodeToString(nonce),
-	}
-	for i, r := range roots {
-		auth.Roots[i] = r.String()
-	}
-	return encodeUploadAuth(key, auth)
-}
-
-// encodeUploadAuth signs auth with key and encodes it for UploadHeader.
-func encodeUploadAuth(key *identity.Key, auth UploadAuthorization) (string, error) {
-	env, err := key.Sign(TypeUpload, auth)
-	if err != nil {
-		return "", fmt.Errorf("origin: sign upload: %w", err)
-	}
-	s, err := env.Encode()
-	if err != nil {
-		return "", fmt.Errorf("origin: sign upload: %w", err)
-	}
-	return s, nil
-}
-
 // parseUploadAuth decodes and checks an UploadHeader value at time now:
 // encoding, signature, time window, nonce, roots and digest. It does not
 // look at the nonces already seen; AuthorizeUpload does.
-func parseUploadAuth(header string, now time.Time) (Upload, *UploadAuthorization, error) {
+func parseUploadAuth(header string, now time.Time) (Upload, *originapi.UploadAuthorization, error) {
 	if header == "" {
 		return Upload{}, nil, errorf(ErrUnauthorized,
-			"uploads need a %s header: an upload authorization signed by the publisher's key (topcdn publish --key FILE)", UploadHeader)
+			"uploads need a %s header: an upload authorization signed by the publisher's key (topcdn publish --key FILE)", originapi.UploadHeader)
 	}
 	if len(header) > maxUploadHeader {
-		return Upload{}, nil, errorf(ErrUnauthorized, "%s header is %d bytes, at most %d allowed", UploadHeader, len(header), maxUploadHeader)
+		return Upload{}, nil, errorf(ErrUnauthorized, "%s header is %d bytes, at most %d allowed", originapi.UploadHeader, len(header), maxUploadHeader)
 	}
 	env, err := identity.DecodeEnvelope(header)
 	if err != nil {
-		return Upload{}, nil, errorf(ErrUnauthorized, "malformed %s header: %v", UploadHeader, err)
+		return Upload{}, nil, errorf(ErrUnauthorized, "malformed %s header: %v", originapi.UploadHeader, err)
 	}
-	var auth UploadAuthorization
-	signer, err := env.Open(TypeUpload, &auth)
+	var auth originapi.UploadAuthorization
+	signer, err := env.Open(originapi.TypeUpload, &auth)
 	if err != nil {
 		return Upload{}, nil, errorf(ErrForbidden, "upload authorization refused: %v", err)
 	}
-	if d := now.Sub(auth.Time); d > UploadSkew || d < -UploadSkew {
+	if d := now.Sub(auth.Time); d > originapi.UploadSkew || d < -originapi.UploadSkew {
 		return Upload{}, nil, errorf(ErrUnauthorized,
 			"upload authorization from %s is stale or from the future (%s off the origin's clock, at most %s allowed); sign a new one, and check the clock",
-			signer, d.Round(time.Second), UploadSkew)
+			signer, d.Round(time.Second), originapi.UploadSkew)
 	}
 	if n := len(auth.Nonce); n < minNonce || n > maxNonce {
 		return Upload{}, nil, errorf(ErrBadRequest, "upload authorization nonce is %d characters; want %d to %d", n, minNonce, maxNonce)
@@ -186,7 +108,7 @@ func (o *Origin) AuthorizeUpload(ctx context.Context, header string) (Upload, er
 	defer tx.Rollback()
 	// A nonce older than the window cannot come back: its authorization
 	// is refused as stale.
-	if _, err := tx.ExecContext(ctx, `DELETE FROM upload_nonces WHERE signed_at < ?`, now.Add(-UploadSkew).UnixNano()); err != nil {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM upload_nonces WHERE signed_at < ?`, now.Add(-originapi.UploadSkew).UnixNano()); err != nil {
 		return Upload{}, fmt.Errorf("origin: prune upload nonces: %w", err)
 	}
 	res, err := tx.ExecContext(ctx, `INSERT INTO upload_nonces (signer, nonce, signed_at) VALUES (?, ?, ?)

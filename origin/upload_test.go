@@ -22,6 +22,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/originapi"
 )
 
 // testPublisher is the key test uploads are signed by and charged to.
@@ -45,9 +46,9 @@ func blockCIDs(blks []testBlock) []cid.Cid {
 
 // ingest uploads a CAR of blks under roots as the test publisher, with
 // the Upload that AuthorizeUpload gives for a matching authorization.
-func ingest(t testing.TB, o *Origin, roots []cid.Cid, blks ...testBlock) (*UploadResult, error) {
+func ingest(t testing.TB, o *Origin, roots []cid.Cid, blks ...testBlock) (*originapi.UploadResult, error) {
 	t.Helper()
-	up := Upload{Publisher: testPublisher(t).ID, Roots: roots, BlocksDigest: BlocksDigest(blockCIDs(blks))}
+	up := Upload{Publisher: testPublisher(t).ID, Roots: roots, BlocksDigest: originapi.BlocksDigest(blockCIDs(blks))}
 	return o.Ingest(context.Background(), up, bytes.NewReader(carBytes(t, roots, blks...)))
 }
 
@@ -55,11 +56,11 @@ func ingest(t testing.TB, o *Origin, roots []cid.Cid, blks ...testBlock) (*Uploa
 // roots, signed at the given time with the given nonce.
 func signUpload(t testing.TB, key *identity.Key, at time.Time, nonce string, roots []cid.Cid, blks ...testBlock) string {
 	t.Helper()
-	auth := UploadAuthorization{BlocksSHA256: hex.EncodeToString(BlocksDigest(blockCIDs(blks))), Time: at.UTC(), Nonce: nonce}
+	auth := originapi.UploadAuthorization{BlocksSHA256: hex.EncodeToString(originapi.BlocksDigest(blockCIDs(blks))), Time: at.UTC(), Nonce: nonce}
 	for _, r := range roots {
 		auth.Roots = append(auth.Roots, r.String())
 	}
-	h, err := encodeUploadAuth(key, auth)
+	h, err := originapi.SignUploadAuthorization(key, auth)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +77,7 @@ func postCAR(t testing.TB, srv *httptest.Server, auth string, car []byte) (int, 
 	}
 	req.Header.Set("Content-Type", "application/vnd.ipld.car")
 	if auth != "" {
-		req.Header.Set(UploadHeader, auth)
+		req.Header.Set(originapi.UploadHeader, auth)
 	}
 	resp, err := srv.Client().Do(req)
 	if err != nil {
@@ -119,9 +120,9 @@ func TestSignedUploads(t *testing.T) {
 	size := dagSize(d.blocks)
 	good := signUpload(t, alice, now, "nonce-good-000001", roots, d.blocks...)
 
-	auth := UploadAuthorization{Roots: []string{d.root.String()}, Time: now.UTC(), Nonce: "nonce-forged-0001",
-		BlocksSHA256: hex.EncodeToString(BlocksDigest(blockCIDs(d.blocks)))}
-	env, err := bob.Sign(TypeUpload, auth)
+	auth := originapi.UploadAuthorization{Roots: []string{d.root.String()}, Time: now.UTC(), Nonce: "nonce-forged-0001",
+		BlocksSHA256: hex.EncodeToString(originapi.BlocksDigest(blockCIDs(d.blocks)))}
+	env, err := bob.Sign(originapi.TypeUpload, auth)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,12 +140,12 @@ func TestSignedUploads(t *testing.T) {
 		wantStored int    // blocks stored after
 		wantUsed   int64  // Alice's usage after
 	}{
-		{"unsigned", "", full, 401, UploadHeader, 0, 0},
+		{"unsigned", "", full, 401, originapi.UploadHeader, 0, 0},
 		{"malformed header", "not an envelope!", full, 401, "malformed", 0, 0},
 		{"forged signature", forged, full, 403, "signature does not verify", 0, 0},
-		{"another message type", wrongType, full, 403, TypeUpload, 0, 0},
-		{"stale", signUpload(t, alice, now.Add(-UploadSkew-time.Minute), "nonce-stale-00001", roots, d.blocks...), full, 401, "stale", 0, 0},
-		{"from the future", signUpload(t, alice, now.Add(UploadSkew+time.Minute), "nonce-future-0001", roots, d.blocks...), full, 401, "future", 0, 0},
+		{"another message type", wrongType, full, 403, originapi.TypeUpload, 0, 0},
+		{"stale", signUpload(t, alice, now.Add(-originapi.UploadSkew-time.Minute), "nonce-stale-00001", roots, d.blocks...), full, 401, "stale", 0, 0},
+		{"from the future", signUpload(t, alice, now.Add(originapi.UploadSkew+time.Minute), "nonce-future-0001", roots, d.blocks...), full, 401, "future", 0, 0},
 		{"roots not signed for", signUpload(t, alice, now, "nonce-roots-00001", []cid.Cid{other.root}, d.blocks...), full, 403, "signed for", 0, 0},
 		{"blocks not signed for", signUpload(t, alice, now, "nonce-blocks-0001", roots, d.blocks[:2]...), full, 403, "blocks_sha256", 0, 0},
 		{"nonce too short", signUpload(t, alice, now, "x", roots, d.blocks...), full, 400, "nonce", 0, 0},
@@ -158,7 +159,7 @@ func TestSignedUploads(t *testing.T) {
 			t.Fatalf("%s: HTTP %d %s, want %d", st.name, code, body, st.wantCode)
 		}
 		if code >= 400 {
-			var e ErrorResponse
+			var e originapi.ErrorResponse
 			if err := json.Unmarshal(body, &e); err != nil || !strings.Contains(e.Error, st.wantMsg) {
 				t.Fatalf("%s: error body %s, want a JSON error mentioning %q", st.name, body, st.wantMsg)
 			}
@@ -189,20 +190,20 @@ func TestSignedUploads(t *testing.T) {
 	// Bob uploads the same content: nothing of it is new, so he is charged
 	// nothing, but the root is recorded as his too.
 	code, body := postCAR(t, srv, signUpload(t, bob, now, "nonce-bob-0000001", roots, d.blocks...), full)
-	var res UploadResult
+	var res originapi.UploadResult
 	if err := json.Unmarshal(body, &res); code != 201 || err != nil || res.NewBytes != 0 || res.Publisher != bob.ID.String() {
 		t.Fatalf("Bob's upload of stored content: HTTP %d %s", code, body)
 	}
 
 	// Usage over HTTP.
-	usage := func(p string) (int, PublisherUsage) {
+	usage := func(p string) (int, originapi.PublisherUsage) {
 		t.Helper()
 		resp, err := srv.Client().Get(srv.URL + "/api/v1/publishers/" + p)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
-		var u PublisherUsage
+		var u originapi.PublisherUsage
 		json.NewDecoder(resp.Body).Decode(&u)
 		return resp.StatusCode, u
 	}
@@ -222,7 +223,7 @@ func TestSignedUploads(t *testing.T) {
 
 	// Past the window the replay is stale, and the spent nonces are
 	// forgotten at the next upload.
-	clock.Store(now.Add(UploadSkew + time.Second).UnixNano())
+	clock.Store(now.Add(originapi.UploadSkew + time.Second).UnixNano())
 	if code, body := postCAR(t, srv, good, full); code != 401 {
 		t.Fatalf("replay after the window: HTTP %d %s, want 401", code, body)
 	}
@@ -305,7 +306,7 @@ func TestPublisherQuota(t *testing.T) {
 
 	// Bob has his own quota; what he stored is not charged to Alice again.
 	d2 := newTestDAG(t, "quota two", 3)
-	up := Upload{Publisher: bob.ID, Roots: []cid.Cid{d2.root}, BlocksDigest: BlocksDigest(blockCIDs(d2.blocks))}
+	up := Upload{Publisher: bob.ID, Roots: []cid.Cid{d2.root}, BlocksDigest: originapi.BlocksDigest(blockCIDs(d2.blocks))}
 	if _, err := o.Ingest(ctx, up, bytes.NewReader(carBytes(t, up.Roots, d2.blocks...))); err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/ipfs/boxo/gateway"
 	"github.com/ipfs/boxo/ipns"
 	"github.com/libp2p/go-libp2p/core/routing"
+	"github.com/topcdn/topcdn/originapi"
 )
 
 // valueStore serves the origin's IPNS records to boxo's gateway and name
@@ -54,7 +55,7 @@ func (v valueStore) SearchValue(ctx context.Context, key string, opts ...routing
 // table, so /ipns/blog resolves like /ipns/<k51…> at the origin.
 func (o *Origin) lookupDNSLink(ctx context.Context, fqdn string) ([]string, time.Duration, error) {
 	label := strings.TrimSuffix(strings.TrimPrefix(fqdn, "_dnslink."), ".")
-	if ValidateName(label) != nil {
+	if originapi.ValidateName(label) != nil {
 		return nil, 0, fmt.Errorf("origin: %q is not a published name: %w", label, ErrNotFound)
 	}
 	key, err := o.nameTarget(ctx, label)

@@ -18,7 +18,7 @@ import (
 	car "github.com/ipld/go-car/v2"
 	"github.com/ipld/go-car/v2/storage"
 	"github.com/topcdn/topcdn/identity"
-	"github.com/topcdn/topcdn/origin"
+	"github.com/topcdn/topcdn/originapi"
 )
 
 // Client talks to an origin's publisher API.
@@ -55,7 +55,7 @@ func (c *Client) do(req *http.Request, out any) error {
 		return fmt.Errorf("publish: %s %s: %w", req.Method, req.URL.Path, err)
 	}
 	if resp.StatusCode >= 300 {
-		var e origin.ErrorResponse
+		var e originapi.ErrorResponse
 		if json.Unmarshal(body, &e) == nil && e.Error != "" {
 			return &OriginError{Status: resp.StatusCode, Message: e.Error}
 		}
@@ -81,12 +81,12 @@ func (e *OriginError) Error() string {
 }
 
 // Missing returns the blocks among cs the origin does not have, asking in
-// batches of origin.MaxMissingQuery.
+// batches of originapi.MaxMissingQuery.
 func (c *Client) Missing(ctx context.Context, cs []cid.Cid) ([]cid.Cid, error) {
 	var missing []cid.Cid
-	for start := 0; start < len(cs); start += origin.MaxMissingQuery {
-		batch := cs[start:min(start+origin.MaxMissingQuery, len(cs))]
-		req := origin.MissingRequest{CIDs: make([]string, len(batch))}
+	for start := 0; start < len(cs); start += originapi.MaxMissingQuery {
+		batch := cs[start:min(start+originapi.MaxMissingQuery, len(cs))]
+		req := originapi.MissingRequest{CIDs: make([]string, len(batch))}
 		for i, b := range batch {
 			req.CIDs[i] = b.String()
 		}
@@ -96,7 +96,7 @@ func (c *Client) Missing(ctx context.Context, cs []cid.Cid) ([]cid.Cid, error) {
 			return nil, fmt.Errorf("publish: %w", err)
 		}
 		hreq.Header.Set("Content-Type", "application/json")
-		var resp origin.MissingResponse
+		var resp originapi.MissingResponse
 		if err := c.do(hreq, &resp); err != nil {
 			return nil, err
 		}
@@ -120,13 +120,13 @@ type PushResult struct {
 	// SentBytes is the size of the blocks uploaded.
 	SentBytes int64
 	// Upload is the origin's answer.
-	Upload *origin.UploadResult
+	Upload *originapi.UploadResult
 }
 
 // Push uploads src to the origin as the publisher key: it first asks which
 // blocks the origin lacks, then streams only those as a CAR whose roots
 // are src's roots, with an upload authorization for exactly that CAR
-// signed by key (origin.SignUpload). The origin charges the bytes new to
+// signed by key (originapi.SignUpload). The origin charges the bytes new to
 // it to key's quota. Progress (may be nil) is told the bytes as they go
 // out.
 func (c *Client) Push(ctx context.Context, key *identity.Key, src Source, progress func(total int64) Progress) (*PushResult, error) {
@@ -149,7 +149,7 @@ func (c *Client) Push(ctx context.Context, key *identity.Key, src Source, progre
 		}
 		total += int64(sz)
 	}
-	auth, err := origin.SignUpload(key, src.Roots(), missing)
+	auth, err := originapi.SignUpload(key, src.Roots(), missing)
 	if err != nil {
 		return nil, fmt.Errorf("publish: %w", err)
 	}
@@ -169,13 +169,13 @@ func (c *Client) Push(ctx context.Context, key *identity.Key, src Source, progre
 		return nil, fmt.Errorf("publish: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/vnd.ipld.car; version=1")
-	req.Header.Set(origin.UploadHeader, auth)
+	req.Header.Set(originapi.UploadHeader, auth)
 	// The origin decides most refusals (401, 402, 403, 409) on the header
 	// alone; with 100-continue the body waits for its go-ahead, so a
 	// refused upload sends nothing. (Honoured by transports with an
 	// ExpectContinueTimeout, as http.DefaultTransport has.)
 	req.Header.Set("Expect", "100-continue")
-	var up origin.UploadResult
+	var up originapi.UploadResult
 	if err := c.do(req, &up); err != nil {
 		pr.CloseWithError(err)
 		return nil, err
@@ -250,7 +250,7 @@ type NameOptions struct {
 // PublishName signs an IPNS record pointing at root with the next sequence
 // number after the origin's current one, carrying the human name in its
 // signed metadata, and sends it to the origin.
-func (c *Client) PublishName(ctx context.Context, human string, key *identity.Key, root cid.Cid, opts NameOptions) (*origin.NameInfo, error) {
+func (c *Client) PublishName(ctx context.Context, human string, key *identity.Key, root cid.Cid, opts NameOptions) (*originapi.NameInfo, error) {
 	if opts.Lifetime <= 0 {
 		opts.Lifetime = 365 * 24 * time.Hour
 	}
@@ -271,7 +271,7 @@ func (c *Client) PublishName(ctx context.Context, human string, key *identity.Ke
 		seq = last + 1
 	}
 	rec, err := ipns.NewRecord(key.Private, path.FromCid(root), seq, time.Now().Add(opts.Lifetime), opts.TTL,
-		ipns.WithMetadata(map[string]any{origin.RecordNameKey: human}))
+		ipns.WithMetadata(map[string]any{originapi.RecordNameKey: human}))
 	if err != nil {
 		return nil, fmt.Errorf("publish: sign IPNS record: %w", err)
 	}
@@ -279,13 +279,13 @@ func (c *Client) PublishName(ctx context.Context, human string, key *identity.Ke
 	if err != nil {
 		return nil, fmt.Errorf("publish: %w", err)
 	}
-	body, _ := json.Marshal(origin.NameClaim{IPNS: name.String(), Record: raw})
+	body, _ := json.Marshal(originapi.NameClaim{IPNS: name.String(), Record: raw})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, c.url("/api/v1/names/"+url.PathEscape(human)), bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("publish: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	var ni origin.NameInfo
+	var ni originapi.NameInfo
 	if err := c.do(req, &ni); err != nil {
 		return nil, err
 	}
@@ -293,12 +293,12 @@ func (c *Client) PublishName(ctx context.Context, human string, key *identity.Ke
 }
 
 // LookupName asks the origin what a human name points to.
-func (c *Client) LookupName(ctx context.Context, human string) (*origin.NameInfo, error) {
+func (c *Client) LookupName(ctx context.Context, human string) (*originapi.NameInfo, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url("/api/v1/names/"+url.PathEscape(human)), nil)
 	if err != nil {
 		return nil, fmt.Errorf("publish: %w", err)
 	}
-	var ni origin.NameInfo
+	var ni originapi.NameInfo
 	if err := c.do(req, &ni); err != nil {
 		return nil, err
 	}

@@ -20,7 +20,7 @@ import (
 	"github.com/ipfs/go-cid"
 	car "github.com/ipld/go-car/v2"
 	"github.com/topcdn/topcdn/dag"
-	"github.com/topcdn/topcdn/origin"
+	"github.com/topcdn/topcdn/originapi"
 )
 
 // buildBinary builds topcdn once per test run.
@@ -153,13 +153,13 @@ func httpGet(t *testing.T, url, accept string) (int, []byte) {
 	return resp.StatusCode, b
 }
 
-func lookupName(t *testing.T, originURL, name string) origin.NameInfo {
+func lookupName(t *testing.T, originURL, name string) originapi.NameInfo {
 	t.Helper()
 	code, body := httpGet(t, originURL+"/api/v1/names/"+name, "")
 	if code != 200 {
 		t.Fatalf("GET name %s: %d %s", name, code, body)
 	}
-	var ni origin.NameInfo
+	var ni originapi.NameInfo
 	if err := json.Unmarshal(body, &ni); err != nil {
 		t.Fatal(err)
 	}
@@ -324,7 +324,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("unsigned upload: HTTP %d, want 401", resp.StatusCode)
 	}
 	code, body := httpGet(t, o.url+"/api/v1/publishers/"+peerID, "")
-	var u origin.PublisherUsage
+	var u originapi.PublisherUsage
 	if err := json.Unmarshal(body, &u); code != 200 || err != nil || u.UsedBytes <= 0 || u.Uploads != 2 || u.Roots != 2 || u.QuotaBytes != 10<<30 {
 		t.Fatalf("publisher usage: HTTP %d %s, want 2 uploads of 2 roots under the 10 GiB default quota", code, body)
 	}

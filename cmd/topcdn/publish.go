@@ -11,7 +11,7 @@ import (
 	"github.com/ipfs/boxo/ipns"
 	"github.com/spf13/cobra"
 	"github.com/topcdn/topcdn/identity"
-	"github.com/topcdn/topcdn/origin"
+	"github.com/topcdn/topcdn/originapi"
 	"github.com/topcdn/topcdn/publish"
 )
 
@@ -65,7 +65,7 @@ use the same key. One key publishes one name.`,
 				if keyFile == "" {
 					return errors.New("--key is required (create one with 'topcdn keygen --out FILE')")
 				}
-				if err := origin.ValidateName(name); err != nil {
+				if err := originapi.ValidateName(name); err != nil {
 					return err
 				}
 			}

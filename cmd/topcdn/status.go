@@ -11,7 +11,7 @@ import (
 
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
-	"github.com/topcdn/topcdn/origin"
+	"github.com/topcdn/topcdn/originapi"
 )
 
 func newStorageStatusCmd() *cobra.Command {
@@ -48,7 +48,7 @@ hold shards proven bad, and the publishes still waiting to be striped.`,
 				_, err := out.Write(body)
 				return err
 			}
-			var st origin.StorageStatus
+			var st originapi.StorageStatus
 			if err := json.Unmarshal(body, &st); err != nil {
 				return fmt.Errorf("origin status: %w", err)
 			}
@@ -60,7 +60,7 @@ hold shards proven bad, and the publishes still waiting to be striped.`,
 	return cmd
 }
 
-func printStatus(w io.Writer, st *origin.StorageStatus) error {
+func printStatus(w io.Writer, st *originapi.StorageStatus) error {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PEER\tHEALTHY\tADDRESS\tFREE\tSHARDS\tAUDITS OK/FAILED\tFLAGS\tREGION")
 	for _, p := range st.Peers {

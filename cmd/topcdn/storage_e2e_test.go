@@ -16,7 +16,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/identity"
-	"github.com/topcdn/topcdn/origin"
+	"github.com/topcdn/topcdn/originapi"
 )
 
 // storageProc is a running `topcdn storage` peer.
@@ -85,11 +85,11 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-func peersByID(t *testing.T, originURL string) map[string]origin.PeerInfo {
+func peersByID(t *testing.T, originURL string) map[string]originapi.PeerInfo {
 	t.Helper()
-	var ps []origin.PeerInfo
+	var ps []originapi.PeerInfo
 	getJSON(t, originURL+"/api/v1/peers", &ps)
-	out := map[string]origin.PeerInfo{}
+	out := map[string]originapi.PeerInfo{}
 	for _, p := range ps {
 		out[p.ID] = p
 	}
@@ -329,7 +329,7 @@ func TestStripedEndToEnd(t *testing.T) {
 		return allShardsOn(manifest(t, o.url, root), trusted)
 	})
 	checkSite(t, o.url, root, site)
-	var st origin.StorageStatus
+	var st originapi.StorageStatus
 	getJSON(t, o.url+"/api/v1/storage/status", &st)
 	if len(st.AtRisk) != 0 {
 		t.Fatalf("segments still at risk: %+v", st.AtRisk)
