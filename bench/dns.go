@@ -22,7 +22,7 @@ import (
 
 	"github.com/ipfs/boxo/ipns"
 	"github.com/miekg/dns"
-	"github.com/topcdn/topcdn/dnsroute"
+	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/originapi"
 )
@@ -258,8 +258,8 @@ func (b *dnsBench) startTopcdn(ctx context.Context, bin, geoip string) error {
 		if err != nil {
 			return fmt.Errorf("stand-in edge on %s: %w", ip, err)
 		}
-		hb := dnsroute.Heartbeat{Addrs: []string{ip}, URL: u, Capacity: 1000, Load: float64(100 * i), IntervalMS: 1000}
-		if err := dnsroute.SendHeartbeat(ctx, http.DefaultClient, s.url, k, hb); err != nil {
+		hb := dnsrouteapi.Heartbeat{Addrs: []string{ip}, URL: u, Capacity: 1000, Load: float64(100 * i), IntervalMS: 1000}
+		if err := dnsrouteapi.SendHeartbeat(ctx, http.DefaultClient, s.url, k, hb); err != nil {
 			return err
 		}
 		go func() {
@@ -270,7 +270,7 @@ func (b *dnsBench) startTopcdn(ctx context.Context, bin, geoip string) error {
 				case <-beatCtx.Done():
 					return
 				case <-t.C:
-					dnsroute.SendHeartbeat(beatCtx, http.DefaultClient, s.url, k, hb)
+					dnsrouteapi.SendHeartbeat(beatCtx, http.DefaultClient, s.url, k, hb)
 				}
 			}
 		}()

@@ -426,8 +426,8 @@ func (l *Ledger) ProbeOnce(ctx context.Context, p Prober) (bool, error) {
 	if url == "" {
 		if edges, ok := l.dnsEdges(ctx); ok {
 			url = edges[edge].URL
-			if url == "" && edges[edge].Addr != "" {
-				url = "http://" + edges[edge].Addr
+			if url == "" && len(edges[edge].Addrs) > 0 {
+				url = "http://" + edges[edge].Addrs[0]
 			}
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/storageapi"
 )
@@ -81,10 +82,10 @@ func testAttacks(t *testing.T, dsn string) {
 	)
 	// The DNS router lists the honest edge, its heartbeats counting the
 	// 6000 bytes it serves, and hbLiar, its heartbeats counting 1 MiB.
-	dir := &hbDir{edges: []EdgeInfo{
+	dir := &hbDir{edges: wrapEdges([]dnsrouteapi.EdgeInfo{
 		{Peer: edge.ID.String(), Healthy: true, Answers: 5, IntervalMS: 2000, LastHeartbeat: t0.Add(-time.Second), Bytes: 6000},
 		{Peer: hbLiar.ID.String(), Healthy: true, Answers: 5, IntervalMS: 2000, LastHeartbeat: t0.Add(-time.Second), Bytes: 1 << 20},
-	}}
+	})}
 	tl := newTestLedger(t, dsn, Config{PricePerGiBServed: price, DNS: dir})
 	tl.content.publish("blog", pub.ID, map[string]int64{"cidA": 1000, "cidB": 5000, "cidBig": 1 << 20})
 	tl.content.shards["shard1"] = pub.ID

@@ -14,36 +14,14 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"github.com/topcdn/topcdn/dag"
+	"github.com/topcdn/topcdn/dnsrouteapi"
 	"go.uber.org/zap"
 )
 
-// EdgeInfo is what the DNS router says of an edge (GET /api/v1/edges).
+// EdgeInfo is what the DNS router says of an edge (GET /api/v1/edges),
+// with what DNSDirectory tracks of it across polls.
 type EdgeInfo struct {
-	// Peer is the edge's peer ID.
-	Peer string `json:"peer"`
-	// URL is the edge's base URL, if the router knows it.
-	URL string `json:"url,omitempty"`
-	// Addr is the edge's address, if the router knows it.
-	Addr string `json:"addr,omitempty"`
-	// Healthy is true while the edge's heartbeats arrive.
-	Healthy bool `json:"healthy"`
-	// Load is the edge's reported load.
-	Load float64 `json:"load"`
-	// Answers counts the DNS answers that handed the edge out.
-	Answers int64 `json:"answers"`
-	// IntervalMS is the edge's heartbeat interval in milliseconds.
-	IntervalMS int64 `json:"interval_ms,omitempty"`
-	// LastHeartbeat is when the router accepted the edge's last
-	// heartbeat (zero: the router does not say, and the heartbeat check
-	// is skipped).
-	LastHeartbeat time.Time `json:"last_heartbeat"`
-	// Requests, Bytes, CacheHits and CacheMisses are the running totals
-	// of the edge process as its last heartbeat reported them; Bytes is
-	// the body bytes it sent since it started.
-	Requests    uint64 `json:"requests,omitempty"`
-	Bytes       uint64 `json:"bytes,omitempty"`
-	CacheHits   uint64 `json:"cache_hits,omitempty"`
-	CacheMisses uint64 `json:"cache_misses,omitempty"`
+	dnsrouteapi.EdgeInfo
 
 	// MaxBytes is the highest Bytes ever seen for the edge, across polls
 	// and restarts of the edge (its counter starts again at 0); ByteRate

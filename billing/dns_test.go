@@ -12,7 +12,7 @@ import (
 	"time"
 
 	blocks "github.com/ipfs/go-block-format"
-	"github.com/topcdn/topcdn/dnsroute"
+	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/identity"
 )
 
@@ -104,19 +104,19 @@ func TestDNSDirectoryHeartbeats(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var (
 				mu  sync.Mutex
-				cur EdgeInfo
+				cur dnsrouteapi.EdgeInfo
 			)
 			router := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				mu.Lock()
 				defer mu.Unlock()
-				json.NewEncoder(w).Encode([]EdgeInfo{cur})
+				json.NewEncoder(w).Encode([]dnsrouteapi.EdgeInfo{cur})
 			}))
 			defer router.Close()
 			d := NewDNSDirectory(router.URL, nil)
 			var got EdgeInfo
 			for _, p := range tc.polls {
 				mu.Lock()
-				cur = EdgeInfo{Peer: "12D3KooWa", Answers: 1, IntervalMS: 2000, Bytes: p.bytes}
+				cur = dnsrouteapi.EdgeInfo{Peer: "12D3KooWa", Answers: 1, IntervalMS: 2000, Bytes: p.bytes}
 				if p.at >= 0 {
 					cur.LastHeartbeat = t0.Add(p.at)
 				}
@@ -142,7 +142,7 @@ func TestDNSDirectoryHeartbeats(t *testing.T) {
 func TestDNSDirectoryReadsTheRouter(t *testing.T) {
 	at := t0.Add(3 * time.Second)
 	router := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode([]dnsroute.EdgeInfo{{Peer: "12D3KooWa", URL: "http://e", Healthy: true, IntervalMS: 2000,
+		json.NewEncoder(w).Encode([]dnsrouteapi.EdgeInfo{{Peer: "12D3KooWa", URL: "http://e", Healthy: true, IntervalMS: 2000,
 			LastHeartbeat: at, Answers: 9, Requests: 5, Bytes: 12345, CacheHits: 4, CacheMisses: 1}})
 	}))
 	defer router.Close()
@@ -165,17 +165,17 @@ func TestHeartbeatCheckThroughRouter(t *testing.T) {
 	e0 := t0.Unix() - 60 // ends at t0
 	var (
 		mu  sync.Mutex
-		cur EdgeInfo
+		cur dnsrouteapi.EdgeInfo
 	)
 	beat := func(bytes uint64, at time.Duration) {
 		mu.Lock()
-		cur = EdgeInfo{Peer: edge.ID.String(), Healthy: true, Answers: 4, IntervalMS: 2000, Bytes: bytes, LastHeartbeat: t0.Add(at)}
+		cur = dnsrouteapi.EdgeInfo{Peer: edge.ID.String(), Healthy: true, Answers: 4, IntervalMS: 2000, Bytes: bytes, LastHeartbeat: t0.Add(at)}
 		mu.Unlock()
 	}
 	router := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		defer mu.Unlock()
-		json.NewEncoder(w).Encode([]EdgeInfo{cur})
+		json.NewEncoder(w).Encode([]dnsrouteapi.EdgeInfo{cur})
 	}))
 	defer router.Close()
 	batch := func(epoch int64, seq uint64, mib int) *identity.Envelope {

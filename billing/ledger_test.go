@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/storage"
 	"github.com/topcdn/topcdn/storageapi"
@@ -96,11 +97,21 @@ func TestSettlementStorageAndFunds(t *testing.T) {
 
 // edgeList is a fixed EdgeDirectory.
 type edgeList struct {
-	edges []EdgeInfo
+	edges []dnsrouteapi.EdgeInfo
 	err   error
 }
 
-func (e edgeList) Edges(ctx context.Context) ([]EdgeInfo, error) { return e.edges, e.err }
+func (e edgeList) Edges(ctx context.Context) ([]EdgeInfo, error) { return wrapEdges(e.edges), e.err }
+
+// wrapEdges turns the router's edge list into what a directory returns,
+// with nothing tracked yet.
+func wrapEdges(es []dnsrouteapi.EdgeInfo) []EdgeInfo {
+	out := make([]EdgeInfo, len(es))
+	for i, e := range es {
+		out[i] = EdgeInfo{EdgeInfo: e}
+	}
+	return out
+}
 
 func TestDNSCheck(t *testing.T) {
 	ctx := context.Background()
@@ -116,9 +127,9 @@ func TestDNSCheck(t *testing.T) {
 	const MiB = 1 << 20
 	// hb lists the edge with heartbeats reporting bytes, its last one at
 	// t0+after (epoch e0 ends at t0), every 2 s.
-	hb := func(answers int64, bytes uint64, after time.Duration, rate float64) *hbDir {
-		return &hbDir{edges: []EdgeInfo{{Peer: edge.ID.String(), Healthy: true, Answers: answers, IntervalMS: 2000,
-			LastHeartbeat: t0.Add(after), Bytes: bytes, ByteRate: rate}}}
+	hb := func(answers uint64, bytes uint64, after time.Duration, rate float64) *hbDir {
+		return &hbDir{edges: []EdgeInfo{{EdgeInfo: dnsrouteapi.EdgeInfo{Peer: edge.ID.String(), Healthy: true, Answers: answers,
+			IntervalMS: 2000, LastHeartbeat: t0.Add(after), Bytes: bytes}, ByteRate: rate}}}
 	}
 	const keep = 1
 	restarted := hb(3, 1*MiB, 6*time.Second, 0)
@@ -139,9 +150,9 @@ func TestDNSCheck(t *testing.T) {
 		metric    string
 	}{
 		{"unconfigured", nil, 0, big(1), 0, "", false, "unconfigured"},
-		{"handed out", edgeList{edges: []EdgeInfo{{Peer: edge.ID.String(), Healthy: true, Answers: 3}}}, 0, big(2), 0, "", false, "ok"},
+		{"handed out", edgeList{edges: []dnsrouteapi.EdgeInfo{{Peer: edge.ID.String(), Healthy: true, Answers: 3}}}, 0, big(2), 0, "", false, "ok"},
 		{"never handed out, little", edgeList{}, 0, big(3)[:10], 0, "", false, "ok"},
-		{"never handed out, much", edgeList{edges: []EdgeInfo{{Peer: edge.ID.String(), Answers: 0}}}, 0, big(4), 0, ReasonDNSImplausible, false, "rejected"},
+		{"never handed out, much", edgeList{edges: []dnsrouteapi.EdgeInfo{{Peer: edge.ID.String(), Answers: 0}}}, 0, big(4), 0, ReasonDNSImplausible, false, "rejected"},
 		{"unlisted, much", edgeList{}, 0, big(5), 0, ReasonDNSImplausible, false, "rejected"},
 		{"router down", edgeList{err: errors.New("down")}, 0, big(6), 0, "", false, "skipped"},
 
@@ -259,8 +270,8 @@ func newPartsLedger(t *testing.T, pubSeed, edgeSeed byte) (tl *testLedger, dns *
 	pub := testKey(t, pubSeed)
 	edge = testKey(t, edgeSeed)
 	e0 = t0.Unix() - 60
-	dns = &hbDir{edges: []EdgeInfo{{Peer: edge.ID.String(), Healthy: true, Answers: 3, IntervalMS: 2000,
-		LastHeartbeat: t0.Add(6 * time.Second), Bytes: 100 << 20}}}
+	dns = &hbDir{edges: wrapEdges([]dnsrouteapi.EdgeInfo{{Peer: edge.ID.String(), Healthy: true, Answers: 3, IntervalMS: 2000,
+		LastHeartbeat: t0.Add(6 * time.Second), Bytes: 100 << 20}})}
 	tl = newTestLedger(t, "", Config{DNS: dns})
 	tl.setNow(t0.Add(7 * time.Second))
 	tl.content.publish("blog", pub.ID, map[string]int64{"big": 1 << 20})

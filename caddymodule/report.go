@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/topcdn/topcdn/billing"
-	"github.com/topcdn/topcdn/dnsroute"
+	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/edge"
 	"github.com/topcdn/topcdn/identity"
 	"go.uber.org/zap"
@@ -153,11 +153,11 @@ func (h *Handler) heartbeats(ctx context.Context, key *identity.Key) {
 			load = float64(st.Requests-prev.Requests) / d
 		}
 		prev, prevAt = st, now
-		hb := dnsroute.Heartbeat{Peer: key.ID.String(), Addrs: addrs, URL: strings.TrimSuffix(h.PublicURL, "/"),
+		hb := dnsrouteapi.Heartbeat{Peer: key.ID.String(), Addrs: addrs, URL: strings.TrimSuffix(h.PublicURL, "/"),
 			City: h.City, Lat: lat, Lon: lon, Load: load, Capacity: h.Capacity,
 			IntervalMS: interval.Milliseconds(), Time: now.UTC(),
 			Requests: st.Requests, Bytes: st.Bytes, CacheHits: st.ResponseHits + st.BlockHits, CacheMisses: st.BlockMisses}
-		switch err := dnsroute.SendHeartbeat(ctx, client, h.Router, key, hb); {
+		switch err := dnsrouteapi.SendHeartbeat(ctx, client, h.Router, key, hb); {
 		case err != nil && ctx.Err() == nil && !failing:
 			failing = true
 			log.Warn("the router refused or missed a heartbeat", zap.String("router", h.Router), zap.Error(err))

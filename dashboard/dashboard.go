@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/ipfs/boxo/ipns"
+	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/identity"
 )
@@ -133,7 +134,7 @@ func (d *Dashboard) sample(ctx context.Context) {
 	if d.cfg.Router == "" {
 		return
 	}
-	var edges []Edge
+	var edges []dnsrouteapi.EdgeInfo
 	if err := d.get(ctx, d.cfg.Router+"/api/v1/edges", &edges); err != nil {
 		return
 	}
@@ -162,37 +163,15 @@ func (d *Dashboard) sample(ctx context.Context) {
 	}
 }
 
-// Edge is an edge as the router reports it.
-type Edge struct {
-	Peer        string    `json:"peer"`
-	Addrs       []string  `json:"addrs"`
-	URL         string    `json:"url"`
-	City        string    `json:"city"`
-	Lat         *float64  `json:"lat,omitempty"`
-	Lon         *float64  `json:"lon,omitempty"`
-	Healthy     bool      `json:"healthy"`
-	Load        float64   `json:"load"`
-	Capacity    float64   `json:"capacity"`
-	Answers     uint64    `json:"answers"`
-	Requests    uint64    `json:"requests"`
-	Bytes       uint64    `json:"bytes"`
-	CacheHits   uint64    `json:"cache_hits"`
-	CacheMisses uint64    `json:"cache_misses"`
-	LastSeen    time.Time `json:"last_heartbeat"`
-	// Quarantine says why the router keeps the edge out of answers (it
-	// was caught serving wrong bytes); empty when it does not.
-	Quarantine string `json:"quarantine,omitempty"`
-}
-
 // State is everything the page shows at one moment. A service that could
 // not be reached is named in Errors; the rest is still shown.
 type State struct {
-	Time     time.Time         `json:"time"`
-	Sites    []Site            `json:"sites"`
-	Edges    []Edge            `json:"edges"`
-	Storage  json.RawMessage   `json:"storage"`  // the origin's /api/v1/storage/status
-	Accounts json.RawMessage   `json:"accounts"` // billing's /api/v1/accounts
-	Errors   map[string]string `json:"errors,omitempty"`
+	Time     time.Time              `json:"time"`
+	Sites    []Site                 `json:"sites"`
+	Edges    []dnsrouteapi.EdgeInfo `json:"edges"`
+	Storage  json.RawMessage        `json:"storage"`  // the origin's /api/v1/storage/status
+	Accounts json.RawMessage        `json:"accounts"` // billing's /api/v1/accounts
+	Errors   map[string]string      `json:"errors,omitempty"`
 }
 
 // Site is a published site.

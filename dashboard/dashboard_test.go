@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/origin"
 	"github.com/topcdn/topcdn/publish"
@@ -21,7 +22,7 @@ import (
 // fakeRouter serves /api/v1/edges with counters the test moves.
 type fakeRouter struct {
 	mu    sync.Mutex
-	edges []Edge
+	edges []dnsrouteapi.EdgeInfo
 }
 
 func (f *fakeRouter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -52,7 +53,7 @@ func TestStateAndHistory(t *testing.T) {
 		t.Fatal(err)
 	}
 	lat, lon := 50.11, 8.68
-	router := &fakeRouter{edges: []Edge{{Peer: "edge-a", City: "Frankfurt", Lat: &lat, Lon: &lon, Healthy: true,
+	router := &fakeRouter{edges: []dnsrouteapi.EdgeInfo{{Peer: "edge-a", City: "Frankfurt", Lat: &lat, Lon: &lon, Healthy: true,
 		Requests: 10, Bytes: 1000, CacheHits: 5, CacheMisses: 5}}}
 	rts := httptest.NewServer(router)
 	defer rts.Close()

@@ -78,7 +78,7 @@ func (r *Router) startContentProbeLocked(ctx context.Context, e *edge, now time.
 	}
 	root := r.roots[rand.N(len(r.roots))]
 	e.contentProbing = true
-	url, id := e.hb.URL, e.hb.peer
+	url, id := e.hb.URL, e.hb.PeerID
 	go func() {
 		c := r.probeTarget(ctx, root)
 		err := r.contentProbe(ctx, url, c)

@@ -17,6 +17,7 @@ import (
 	"github.com/multiformats/go-multihash"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/topcdn/topcdn/dag"
+	"github.com/topcdn/topcdn/dnsrouteapi"
 )
 
 // probeConfig makes content probes frequent and quick to give up, for
@@ -55,17 +56,17 @@ func metricValue(t *testing.T, reg prometheus.Gatherer, name, label, value strin
 }
 
 // edgeInfo returns what GET /api/v1/edges says of the edge on ip.
-func (g *geoNet) edgeInfo(t *testing.T, ip string) EdgeInfo {
+func (g *geoNet) edgeInfo(t *testing.T, ip string) dnsrouteapi.EdgeInfo {
 	t.Helper()
-	var list []EdgeInfo
-	getJSON(t, g.http.URL+EdgesPath, &list)
+	var list []dnsrouteapi.EdgeInfo
+	getJSON(t, g.http.URL+dnsrouteapi.EdgesPath, &list)
 	for _, e := range list {
 		if e.Addrs[0] == ip {
 			return e
 		}
 	}
-	t.Fatalf("GET %s does not list %s", EdgesPath, ip)
-	return EdgeInfo{}
+	t.Fatalf("GET %s does not list %s", dnsrouteapi.EdgesPath, ip)
+	return dnsrouteapi.EdgeInfo{}
 }
 
 // healthProbes waits until the router has probed the health of every

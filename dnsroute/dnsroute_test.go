@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/topcdn/topcdn/dnsrouteapi"
 )
 
 // geoNet is a router with the test GeoIP file, a published name "blog" and
@@ -366,7 +367,7 @@ func TestAAAAByIPv6Subnet(t *testing.T) {
 		e := newFakeEdge(t, ip, o)
 		hb := e.heartbeat(time.Second)
 		hb.Addrs = []string{v6, ip} // located by the first: the IPv6 one
-		if err := SendHeartbeat(context.Background(), http.DefaultClient, tr.http.URL, e.key, hb); err != nil {
+		if err := dnsrouteapi.SendHeartbeat(context.Background(), http.DefaultClient, tr.http.URL, e.key, hb); err != nil {
 			t.Fatal(err)
 		}
 	}

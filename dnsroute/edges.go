@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/identity"
 	"go.uber.org/zap"
 )
@@ -31,7 +32,7 @@ const forgetAfter = time.Hour
 
 // edge is the router's record of one edge. Guarded by Router.mu.
 type edge struct {
-	hb        *checkedHeartbeat
+	hb        *dnsrouteapi.CheckedHeartbeat
 	loc       Location
 	located   bool
 	lastSeen  time.Time    // when its last heartbeat was accepted
@@ -93,13 +94,13 @@ func (r *Router) AcceptHeartbeat(ctx context.Context, env *identity.Envelope) er
 	result := "ok"
 	switch {
 	case err == nil:
-	case errors.Is(err, ErrForgedHeartbeat):
+	case errors.Is(err, dnsrouteapi.ErrForgedHeartbeat):
 		result = "forged"
-	case errors.Is(err, ErrEdgeNotAllowed):
+	case errors.Is(err, dnsrouteapi.ErrEdgeNotAllowed):
 		result = "refused"
-	case errors.Is(err, ErrStaleHeartbeat):
+	case errors.Is(err, dnsrouteapi.ErrStaleHeartbeat):
 		result = "stale"
-	case errors.Is(err, ErrReplayedHeartbeat):
+	case errors.Is(err, dnsrouteapi.ErrReplayedHeartbeat):
 		result = "replayed"
 	default:
 		result = "invalid"
@@ -109,24 +110,24 @@ func (r *Router) AcceptHeartbeat(ctx context.Context, env *identity.Envelope) er
 }
 
 func (r *Router) acceptHeartbeat(_ context.Context, env *identity.Envelope) error {
-	hb, err := openHeartbeat(env)
+	hb, err := dnsrouteapi.OpenHeartbeat(env)
 	if err != nil {
 		return fmt.Errorf("dnsroute: %w", err)
 	}
-	if r.allowed != nil && !r.allowed[hb.peer] {
-		return fmt.Errorf("dnsroute: %w: %s", ErrEdgeNotAllowed, hb.peer)
+	if r.allowed != nil && !r.allowed[hb.PeerID] {
+		return fmt.Errorf("dnsroute: %w: %s", dnsrouteapi.ErrEdgeNotAllowed, hb.PeerID)
 	}
 	now := r.cfg.now()
 	if d := now.Sub(hb.Time); d > r.cfg.HeartbeatSkew || d < -r.cfg.HeartbeatSkew {
 		return fmt.Errorf("dnsroute: %w: heartbeat from %s is %s off the router's clock (allowed: %s)",
-			ErrStaleHeartbeat, hb.peer, d.Round(time.Millisecond), r.cfg.HeartbeatSkew)
+			dnsrouteapi.ErrStaleHeartbeat, hb.PeerID, d.Round(time.Millisecond), r.cfg.HeartbeatSkew)
 	}
 	var loc Location
 	located := false
 	if hb.Lat != nil {
 		loc, located = Location{Lat: *hb.Lat, Lon: *hb.Lon}, true
 	} else if r.cfg.GeoIP != nil {
-		loc, located = r.cfg.GeoIP.Lookup(hb.addrs[0])
+		loc, located = r.cfg.GeoIP.Lookup(hb.IPs[0])
 	}
 	if hb.City != "" {
 		loc.City = hb.City
@@ -134,24 +135,24 @@ func (r *Router) acceptHeartbeat(_ context.Context, env *identity.Envelope) erro
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	e, known := r.edges[hb.peer]
+	e, known := r.edges[hb.PeerID]
 	if known && !hb.Time.After(e.hb.Time) {
 		return fmt.Errorf("dnsroute: %w: heartbeat from %s at %s is not newer than the last one (%s)",
-			ErrReplayedHeartbeat, hb.peer, hb.Time.Format(time.RFC3339Nano), e.hb.Time.Format(time.RFC3339Nano))
+			dnsrouteapi.ErrReplayedHeartbeat, hb.PeerID, hb.Time.Format(time.RFC3339Nano), e.hb.Time.Format(time.RFC3339Nano))
 	}
 	if !known {
 		if len(r.edges) >= r.cfg.MaxEdges {
-			return fmt.Errorf("dnsroute: %w: tracking %d edges already", ErrEdgeNotAllowed, len(r.edges))
+			return fmt.Errorf("dnsroute: %w: tracking %d edges already", dnsrouteapi.ErrEdgeNotAllowed, len(r.edges))
 		}
 		e = &edge{stats: &edgeStats{counter: r.metrics.answers.WithLabelValues(hb.Peer)}}
-		r.edges[hb.peer] = e
+		r.edges[hb.PeerID] = e
 		r.log.Info("edge registered", zap.String("peer", hb.Peer), zap.Strings("addrs", hb.Addrs), zap.String("url", hb.URL))
 	}
 	before := ""
 	if known {
 		before = e.rankKey()
 	}
-	urlChanged := known && (e.hb.URL != hb.URL || !slices.Equal(e.hb.addrs, hb.addrs))
+	urlChanged := known && (e.hb.URL != hb.URL || !slices.Equal(e.hb.IPs, hb.IPs))
 	e.hb, e.loc, e.located, e.lastSeen = hb, loc, located, now
 	if !known || urlChanged {
 		// Probe the (new) URL and addresses at once; until they answer,
@@ -173,7 +174,7 @@ func (r *Router) acceptHeartbeat(_ context.Context, env *identity.Envelope) erro
 // An edge is healthy when its last health probe and content probe passed,
 // its heartbeats are fresh and it is not quarantined.
 func (r *Router) updateHealthLocked(e *edge, now time.Time) bool {
-	q, held := r.quarantinedLocked(e.hb.peer, now)
+	q, held := r.quarantinedLocked(e.hb.PeerID, now)
 	fresh := now.Sub(e.lastSeen) <= missedBeats*e.hb.Interval()
 	h := e.probeOK && e.contentOK && fresh && !held
 	if h == e.healthy {
@@ -237,7 +238,7 @@ func (r *Router) startProbeLocked(ctx context.Context, e *edge, now time.Time) {
 	e.probing = true
 	iv := e.hb.Interval()
 	e.nextProbe = now.Add(iv)
-	url, id, addrs := e.hb.URL, e.hb.peer, e.hb.addrs
+	url, id, addrs := e.hb.URL, e.hb.PeerID, e.hb.IPs
 	timeout := min(max(iv, 500*time.Millisecond), 5*time.Second)
 	go func() {
 		err := r.probe(ctx, url, netip.Addr{}, id, timeout)
@@ -259,7 +260,7 @@ func (r *Router) startProbeLocked(ctx context.Context, e *edge, now time.Time) {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		e.probing = false
-		if r.edges[id] != e || e.hb.URL != url || !slices.Equal(e.hb.addrs, addrs) {
+		if r.edges[id] != e || e.hb.URL != url || !slices.Equal(e.hb.IPs, addrs) {
 			return // forgotten or moved while probing
 		}
 		if !slices.Equal(e.verified, verified) {
@@ -361,14 +362,14 @@ func newAddrClient(c *http.Client) *http.Client {
 func (r *Router) probe(ctx context.Context, baseURL string, addr netip.Addr, id peer.ID, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	u := strings.TrimSuffix(baseURL, "/") + HealthPath
+	u := strings.TrimSuffix(baseURL, "/") + dnsrouteapi.HealthPath
 	client := r.cfg.Client
 	if addr.IsValid() {
 		client = r.addrClient
 		ctx = context.WithValue(ctx, dialAddr{}, addr)
 		u += " via " + addr.String()
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(baseURL, "/")+HealthPath, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(baseURL, "/")+dnsrouteapi.HealthPath, nil)
 	if err != nil {
 		return fmt.Errorf("probe %s: %w", u, err)
 	}
@@ -396,53 +397,14 @@ func (r *Router) probe(ctx context.Context, baseURL string, addr netip.Addr, id 
 	return nil
 }
 
-// EdgeInfo describes an edge as GET /api/v1/edges lists it.
-type EdgeInfo struct {
-	Peer     string   `json:"peer"`
-	Addrs    []string `json:"addrs"`
-	URL      string   `json:"url"`
-	City     string   `json:"city,omitempty"`
-	Country  string   `json:"country,omitempty"`
-	Lat      *float64 `json:"lat,omitempty"`
-	Lon      *float64 `json:"lon,omitempty"`
-	Healthy  bool     `json:"healthy"`
-	Load     float64  `json:"load"`
-	Capacity float64  `json:"capacity"`
-	// IntervalMS is the edge's heartbeat interval in milliseconds.
-	IntervalMS int64 `json:"interval_ms"`
-	// LastHeartbeat is when the router accepted the edge's last heartbeat.
-	LastHeartbeat time.Time `json:"last_heartbeat"`
-	// ProbeError says why the last probe failed, if it did.
-	ProbeError string `json:"probe_error,omitempty"`
-	// ContentError says why the edge's content is not vouched for: the
-	// last content probe (a published root's raw block fetched through the
-	// edge and checked against its CID) failed or caught it lying, or
-	// billing did, or it was not probed yet. Empty after a good probe.
-	ContentError string `json:"content_error,omitempty"`
-	// Quarantine says why the edge is kept out of answers whatever its
-	// health: it served bytes that do not match their CID, to the router's
-	// content probe or to billing's prober. Empty when it is not.
-	Quarantine string `json:"quarantine,omitempty"`
-	// QuarantinedUntil is when the quarantine ends, if there is one.
-	QuarantinedUntil *time.Time `json:"quarantined_until,omitempty"`
-	// Answers is how many times this router handed the edge out.
-	Answers uint64 `json:"answers"`
-	// Requests, Bytes, CacheHits and CacheMisses are the edge's totals as
-	// its last heartbeat reported them.
-	Requests    uint64 `json:"requests"`
-	Bytes       uint64 `json:"bytes"`
-	CacheHits   uint64 `json:"cache_hits"`
-	CacheMisses uint64 `json:"cache_misses"`
-}
-
 // Edges lists the edges the router knows, healthy or not, by peer ID.
-func (r *Router) Edges() []EdgeInfo {
+func (r *Router) Edges() []dnsrouteapi.EdgeInfo {
 	now := r.cfg.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]EdgeInfo, 0, len(r.edges))
+	out := make([]dnsrouteapi.EdgeInfo, 0, len(r.edges))
 	for id, e := range r.edges {
-		ei := EdgeInfo{
+		ei := dnsrouteapi.EdgeInfo{
 			Peer: e.hb.Peer, Addrs: e.hb.Addrs, URL: e.hb.URL, City: e.loc.City, Country: e.loc.Country,
 			Healthy: e.healthy, Load: e.hb.Load, Capacity: e.hb.Capacity, IntervalMS: e.hb.IntervalMS,
 			LastHeartbeat: e.lastSeen.UTC(), ProbeError: e.probeErr, ContentError: e.contentErr,
@@ -459,6 +421,6 @@ func (r *Router) Edges() []EdgeInfo {
 		}
 		out = append(out, ei)
 	}
-	slices.SortFunc(out, func(a, b EdgeInfo) int { return strings.Compare(a.Peer, b.Peer) })
+	slices.SortFunc(out, func(a, b dnsrouteapi.EdgeInfo) int { return strings.Compare(a.Peer, b.Peer) })
 	return out
 }

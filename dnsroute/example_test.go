@@ -9,6 +9,7 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/topcdn/topcdn/dnsroute"
+	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/identity"
 )
 
@@ -51,14 +52,14 @@ func ExampleSendHeartbeat() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	hb := dnsroute.Heartbeat{
+	hb := dnsrouteapi.Heartbeat{
 		Addrs:      []string{"127.1.0.1"},
 		URL:        "http://127.1.0.1:8080", // answers GET /.well-known/topcdn/health
 		Load:       120,
 		Capacity:   5000,
 		IntervalMS: 10000,
 	}
-	err = dnsroute.SendHeartbeat(context.Background(), http.DefaultClient, "http://127.0.0.1:8053", key, hb)
+	err = dnsrouteapi.SendHeartbeat(context.Background(), http.DefaultClient, "http://127.0.0.1:8053", key, hb)
 	if err != nil {
 		log.Print(err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/miekg/dns"
+	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/identity"
 )
 
@@ -55,8 +56,8 @@ func TestEdgeLeavesAndReturns(t *testing.T) {
 			if got := g.answeredBy(t); !slices.Equal(got, []string{"127.1.0.1", "127.3.0.1"}) {
 				t.Errorf("after: %v", got)
 			}
-			var list []EdgeInfo
-			getJSON(t, g.http.URL+EdgesPath, &list)
+			var list []dnsrouteapi.EdgeInfo
+			getJSON(t, g.http.URL+dnsrouteapi.EdgesPath, &list)
 			for _, e := range list {
 				if e.Addrs[0] == "127.2.0.1" && e.Healthy {
 					t.Errorf("edges lists the Tokyo edge as healthy: %+v", e)
@@ -93,8 +94,8 @@ func TestEdgesList(t *testing.T) {
 	for range 3 {
 		g.answeredBy(t)
 	}
-	var list []EdgeInfo
-	getJSON(t, g.http.URL+EdgesPath, &list)
+	var list []dnsrouteapi.EdgeInfo
+	getJSON(t, g.http.URL+dnsrouteapi.EdgesPath, &list)
 	if len(list) != 3 {
 		t.Fatalf("%d edges, want 3", len(list))
 	}
@@ -138,26 +139,26 @@ func TestHeartbeatRejected(t *testing.T) {
 	now := time.Now().UTC()
 	good := e.heartbeat(time.Second)
 	good.Time = now
-	if err := SendHeartbeat(context.Background(), http.DefaultClient, tr.http.URL, e.key, good); err != nil {
+	if err := dnsrouteapi.SendHeartbeat(context.Background(), http.DefaultClient, tr.http.URL, e.key, good); err != nil {
 		t.Fatalf("a good heartbeat: %v", err)
 	}
 	post := func(t *testing.T, body []byte) int {
-		resp, err := http.Post(tr.http.URL+HeartbeatPath, "application/json", bytes.NewReader(body))
+		resp, err := http.Post(tr.http.URL+dnsrouteapi.HeartbeatPath, "application/json", bytes.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	signed := func(k *identity.Key, hb Heartbeat) []byte {
-		env, err := k.Sign(TypeHeartbeat, hb)
+	signed := func(k *identity.Key, hb dnsrouteapi.Heartbeat) []byte {
+		env, err := k.Sign(dnsrouteapi.TypeHeartbeat, hb)
 		if err != nil {
 			t.Fatal(err)
 		}
 		b, _ := json.Marshal(env)
 		return b
 	}
-	with := func(f func(*Heartbeat)) Heartbeat {
+	with := func(f func(*dnsrouteapi.Heartbeat)) dnsrouteapi.Heartbeat {
 		hb := good
 		hb.Time = now.Add(time.Millisecond)
 		f(&hb)
@@ -169,31 +170,31 @@ func TestHeartbeatRejected(t *testing.T) {
 		body   []byte
 		status int
 	}{
-		{"signed by another key", signed(other, with(func(*Heartbeat) {})), http.StatusForbidden},
+		{"signed by another key", signed(other, with(func(*dnsrouteapi.Heartbeat) {})), http.StatusForbidden},
 		{"signature does not verify", func() []byte {
-			env, _ := e.key.Sign(TypeHeartbeat, with(func(*Heartbeat) {}))
+			env, _ := e.key.Sign(dnsrouteapi.TypeHeartbeat, with(func(*dnsrouteapi.Heartbeat) {}))
 			env.Sig[0] ^= 1
 			b, _ := json.Marshal(env)
 			return b
 		}(), http.StatusForbidden},
 		{"another message type", func() []byte {
-			env, _ := e.key.Sign("topcdn/storage/heartbeat/v1", with(func(*Heartbeat) {}))
+			env, _ := e.key.Sign("topcdn/storage/heartbeat/v1", with(func(*dnsrouteapi.Heartbeat) {}))
 			b, _ := json.Marshal(env)
 			return b
 		}(), http.StatusBadRequest},
 		{"replayed", signed(e.key, good), http.StatusConflict},
-		{"older than the last", signed(e.key, with(func(h *Heartbeat) { h.Time = now.Add(-time.Second) })), http.StatusConflict},
-		{"stale", signed(e.key, with(func(h *Heartbeat) { h.Time = now.Add(-time.Minute) })), http.StatusUnprocessableEntity},
-		{"from the future", signed(e.key, with(func(h *Heartbeat) { h.Time = now.Add(time.Minute) })), http.StatusUnprocessableEntity},
-		{"addr not an IP", signed(e.key, with(func(h *Heartbeat) { h.Addrs = []string{"edge.example"} })), http.StatusBadRequest},
-		{"no addr", signed(e.key, with(func(h *Heartbeat) { h.Addrs = nil })), http.StatusBadRequest},
-		{"unspecified addr", signed(e.key, with(func(h *Heartbeat) { h.Addrs = []string{"0.0.0.0"} })), http.StatusBadRequest},
-		{"url not http", signed(e.key, with(func(h *Heartbeat) { h.URL = "ftp://127.1.0.1" })), http.StatusBadRequest},
-		{"lat without lon", signed(e.key, with(func(h *Heartbeat) { h.Lat = &lat })), http.StatusBadRequest},
-		{"latitude out of range", signed(e.key, with(func(h *Heartbeat) { h.Lat, h.Lon = &badLat, &lat })), http.StatusBadRequest},
-		{"negative load", signed(e.key, with(func(h *Heartbeat) { h.Load = -1 })), http.StatusBadRequest},
-		{"no interval", signed(e.key, with(func(h *Heartbeat) { h.IntervalMS = 0 })), http.StatusBadRequest},
-		{"unknown field", []byte(`{"type":"` + TypeHeartbeat + `","signer":"x","body":"e30=","sig":""}`), http.StatusBadRequest},
+		{"older than the last", signed(e.key, with(func(h *dnsrouteapi.Heartbeat) { h.Time = now.Add(-time.Second) })), http.StatusConflict},
+		{"stale", signed(e.key, with(func(h *dnsrouteapi.Heartbeat) { h.Time = now.Add(-time.Minute) })), http.StatusUnprocessableEntity},
+		{"from the future", signed(e.key, with(func(h *dnsrouteapi.Heartbeat) { h.Time = now.Add(time.Minute) })), http.StatusUnprocessableEntity},
+		{"addr not an IP", signed(e.key, with(func(h *dnsrouteapi.Heartbeat) { h.Addrs = []string{"edge.example"} })), http.StatusBadRequest},
+		{"no addr", signed(e.key, with(func(h *dnsrouteapi.Heartbeat) { h.Addrs = nil })), http.StatusBadRequest},
+		{"unspecified addr", signed(e.key, with(func(h *dnsrouteapi.Heartbeat) { h.Addrs = []string{"0.0.0.0"} })), http.StatusBadRequest},
+		{"url not http", signed(e.key, with(func(h *dnsrouteapi.Heartbeat) { h.URL = "ftp://127.1.0.1" })), http.StatusBadRequest},
+		{"lat without lon", signed(e.key, with(func(h *dnsrouteapi.Heartbeat) { h.Lat = &lat })), http.StatusBadRequest},
+		{"latitude out of range", signed(e.key, with(func(h *dnsrouteapi.Heartbeat) { h.Lat, h.Lon = &badLat, &lat })), http.StatusBadRequest},
+		{"negative load", signed(e.key, with(func(h *dnsrouteapi.Heartbeat) { h.Load = -1 })), http.StatusBadRequest},
+		{"no interval", signed(e.key, with(func(h *dnsrouteapi.Heartbeat) { h.IntervalMS = 0 })), http.StatusBadRequest},
+		{"unknown field", []byte(`{"type":"` + dnsrouteapi.TypeHeartbeat + `","signer":"x","body":"e30=","sig":""}`), http.StatusBadRequest},
 		{"not JSON", []byte("hello"), http.StatusBadRequest},
 	}
 	for _, tc := range tests {
@@ -204,7 +205,7 @@ func TestHeartbeatRejected(t *testing.T) {
 		})
 	}
 	// SendHeartbeat reports the rejection.
-	if err := SendHeartbeat(context.Background(), http.DefaultClient, tr.http.URL, e.key, good); err == nil {
+	if err := dnsrouteapi.SendHeartbeat(context.Background(), http.DefaultClient, tr.http.URL, e.key, good); err == nil {
 		t.Error("SendHeartbeat of a replay: no error")
 	}
 }
@@ -215,24 +216,24 @@ func TestAllowedEdges(t *testing.T) {
 	stranger := newFakeEdge(t, "127.1.0.2", o)
 	tr := startRouter(t, Config{Origin: o.srv.URL, AllowedEdges: []peer.ID{allowed.key.ID}})
 	ctx := context.Background()
-	if err := SendHeartbeat(ctx, http.DefaultClient, tr.http.URL, allowed.key, allowed.heartbeat(time.Second)); err != nil {
+	if err := dnsrouteapi.SendHeartbeat(ctx, http.DefaultClient, tr.http.URL, allowed.key, allowed.heartbeat(time.Second)); err != nil {
 		t.Errorf("allowed edge: %v", err)
 	}
-	err := SendHeartbeat(ctx, http.DefaultClient, tr.http.URL, stranger.key, stranger.heartbeat(time.Second))
+	err := dnsrouteapi.SendHeartbeat(ctx, http.DefaultClient, tr.http.URL, stranger.key, stranger.heartbeat(time.Second))
 	if err == nil {
 		t.Error("an edge not on the allow list was accepted")
 	}
-	if err := tr.AcceptHeartbeat(ctx, mustSign(t, stranger.key, stranger.heartbeat(time.Second))); !errors.Is(err, ErrEdgeNotAllowed) {
+	if err := tr.AcceptHeartbeat(ctx, mustSign(t, stranger.key, stranger.heartbeat(time.Second))); !errors.Is(err, dnsrouteapi.ErrEdgeNotAllowed) {
 		t.Errorf("AcceptHeartbeat: %v, want ErrEdgeNotAllowed", err)
 	}
 }
 
-func mustSign(t *testing.T, k *identity.Key, hb Heartbeat) *identity.Envelope {
+func mustSign(t *testing.T, k *identity.Key, hb dnsrouteapi.Heartbeat) *identity.Envelope {
 	t.Helper()
 	if hb.Time.IsZero() {
 		hb.Time = time.Now().UTC()
 	}
-	env, err := k.Sign(TypeHeartbeat, hb)
+	env, err := k.Sign(dnsrouteapi.TypeHeartbeat, hb)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +253,7 @@ func TestEdgeAddressesMustServeTheEdge(t *testing.T) {
 		t.Helper()
 		hb := e.heartbeat(10 * time.Second)
 		hb.Addrs = addrs
-		if err := SendHeartbeat(context.Background(), http.DefaultClient, tr.http.URL, e.key, hb); err != nil {
+		if err := dnsrouteapi.SendHeartbeat(context.Background(), http.DefaultClient, tr.http.URL, e.key, hb); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -267,8 +268,8 @@ func TestEdgeAddressesMustServeTheEdge(t *testing.T) {
 	if got := addrs(r); !slices.Equal(got, []string{"127.1.0.1"}) {
 		t.Fatalf("answers %v, want only the honest edge's own address 127.1.0.1", got)
 	}
-	var list []EdgeInfo
-	getJSON(t, tr.http.URL+EdgesPath, &list)
+	var list []dnsrouteapi.EdgeInfo
+	getJSON(t, tr.http.URL+dnsrouteapi.EdgesPath, &list)
 	for _, e := range list {
 		if e.Peer == thief.key.ID.String() && (e.Healthy || !strings.Contains(e.ProbeError, "no address")) {
 			t.Fatalf("the edge whose addresses are not its own: %+v, want unhealthy, saying why", e)

@@ -23,6 +23,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/multiformats/go-multihash"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/originapi"
 	"go.uber.org/zap/zaptest"
@@ -154,7 +155,7 @@ func newFakeEdge(t *testing.T, ip string, o *fakeOrigin) *fakeEdge {
 			e.serveBlock(w, r, o, c)
 			return
 		}
-		if r.URL.Path != HealthPath || e.sick.Load() {
+		if r.URL.Path != dnsrouteapi.HealthPath || e.sick.Load() {
 			http.Error(w, "sick", http.StatusServiceUnavailable)
 			return
 		}
@@ -220,8 +221,8 @@ func (e *fakeEdge) askedFor() map[string]int {
 }
 
 // heartbeat returns a heartbeat of e with interval iv.
-func (e *fakeEdge) heartbeat(iv time.Duration) Heartbeat {
-	return Heartbeat{Peer: e.key.ID.String(), Addrs: []string{e.ip}, URL: e.srv.URL,
+func (e *fakeEdge) heartbeat(iv time.Duration) dnsrouteapi.Heartbeat {
+	return dnsrouteapi.Heartbeat{Peer: e.key.ID.String(), Addrs: []string{e.ip}, URL: e.srv.URL,
 		Load: 10, Capacity: 1000, IntervalMS: iv.Milliseconds()}
 }
 
@@ -231,7 +232,9 @@ func (e *fakeEdge) beat(t *testing.T, routerURL string, iv time.Duration) (stop 
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	send := func() error { return SendHeartbeat(ctx, http.DefaultClient, routerURL, e.key, e.heartbeat(iv)) }
+	send := func() error {
+		return dnsrouteapi.SendHeartbeat(ctx, http.DefaultClient, routerURL, e.key, e.heartbeat(iv))
+	}
 	if err := send(); err != nil {
 		t.Fatalf("first heartbeat: %v", err)
 	}

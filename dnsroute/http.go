@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/identity"
 )
 
@@ -32,8 +33,8 @@ const dohType = "application/dns-message"
 //	GET  /healthz                  200 once names were read from the origin, else 503
 func (r *Router) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+HeartbeatPath, r.serveHeartbeat)
-	mux.HandleFunc("GET "+EdgesPath, r.serveEdges)
+	mux.HandleFunc("POST "+dnsrouteapi.HeartbeatPath, r.serveHeartbeat)
+	mux.HandleFunc("GET "+dnsrouteapi.EdgesPath, r.serveEdges)
 	mux.HandleFunc("GET "+DoHPath, r.serveDoH)
 	mux.HandleFunc("POST "+DoHPath, r.serveDoH)
 	mux.HandleFunc("GET /healthz", r.serveHealth)
@@ -51,7 +52,7 @@ func writeError(w http.ResponseWriter, status int, err error) {
 }
 
 func (r *Router) serveHeartbeat(w http.ResponseWriter, req *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, maxHeartbeatBody))
+	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, dnsrouteapi.MaxHeartbeatBody))
 	if err != nil {
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Errorf("heartbeat body: %w", err))
 		return
@@ -143,4 +144,20 @@ func (r *Router) serveDoH(w http.ResponseWriter, req *http.Request) {
 	countAnswers(handed)
 	r.metrics.queries.WithLabelValues(typeLabel(qtype(q)), rcodeLabel(m.Rcode)).Inc()
 	r.metrics.duration.WithLabelValues("doh").Observe(time.Since(start).Seconds())
+}
+
+// heartbeatStatus maps a heartbeat error to an HTTP status code.
+func heartbeatStatus(err error) int {
+	switch {
+	case errors.Is(err, dnsrouteapi.ErrForgedHeartbeat), errors.Is(err, dnsrouteapi.ErrEdgeNotAllowed):
+		return http.StatusForbidden
+	case errors.Is(err, dnsrouteapi.ErrStaleHeartbeat):
+		return http.StatusUnprocessableEntity
+	case errors.Is(err, dnsrouteapi.ErrReplayedHeartbeat):
+		return http.StatusConflict
+	case errors.Is(err, dnsrouteapi.ErrInvalidHeartbeat):
+		return http.StatusBadRequest
+	default:
+		return http.StatusInternalServerError
+	}
 }

@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	"github.com/topcdn/topcdn/dnsroute"
+	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/identity"
 )
 
@@ -118,7 +118,7 @@ func startE2EEdge(t *testing.T, ip, routerURL, originURL string, iv time.Duratio
 			content.ServeHTTP(w, r)
 			return
 		}
-		if r.URL.Path != dnsroute.HealthPath {
+		if r.URL.Path != dnsrouteapi.HealthPath {
 			http.NotFound(w, r)
 			return
 		}
@@ -130,13 +130,13 @@ func startE2EEdge(t *testing.T, ip, routerURL, originURL string, iv time.Duratio
 	t.Cleanup(srv.Close)
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &e2eEdge{key: k, srv: srv, stop: cancel, done: make(chan struct{})}
-	hb := dnsroute.Heartbeat{Addrs: []string{ip}, URL: srv.URL, Load: 5, Capacity: 100, IntervalMS: iv.Milliseconds()}
+	hb := dnsrouteapi.Heartbeat{Addrs: []string{ip}, URL: srv.URL, Load: 5, Capacity: 100, IntervalMS: iv.Milliseconds()}
 	go func() {
 		defer close(e.done)
 		tk := time.NewTicker(iv)
 		defer tk.Stop()
 		for {
-			if err := dnsroute.SendHeartbeat(ctx, http.DefaultClient, routerURL, k, hb); err != nil && ctx.Err() == nil {
+			if err := dnsrouteapi.SendHeartbeat(ctx, http.DefaultClient, routerURL, k, hb); err != nil && ctx.Err() == nil {
 				t.Errorf("heartbeat of %s: %v", ip, err)
 			}
 			select {
@@ -172,10 +172,10 @@ func TestDNSEndToEnd(t *testing.T) {
 	tokyo := startE2EEdge(t, "127.2.0.1", r.url, o.url, iv, false)
 	// São Paulo's edge serves tampered bytes: it never enters the answers.
 	startE2EEdge(t, "127.3.0.1", r.url, o.url, iv, true)
-	edges := func() map[string]dnsroute.EdgeInfo {
-		var list []dnsroute.EdgeInfo
-		getJSON(t, r.url+dnsroute.EdgesPath, &list)
-		out := map[string]dnsroute.EdgeInfo{}
+	edges := func() map[string]dnsrouteapi.EdgeInfo {
+		var list []dnsrouteapi.EdgeInfo
+		getJSON(t, r.url+dnsrouteapi.EdgesPath, &list)
+		out := map[string]dnsrouteapi.EdgeInfo{}
 		for _, e := range list {
 			out[e.Addrs[0]] = e
 		}

@@ -21,7 +21,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/klauspost/compress/zstd"
 	"github.com/topcdn/topcdn/billing"
-	"github.com/topcdn/topcdn/dnsroute"
+	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/identity"
 )
 
@@ -383,7 +383,7 @@ func startEdge(t *testing.T, bin, caddyfile string) *originProc {
 // signature.
 type edgeReports struct {
 	mu    sync.Mutex
-	hb    dnsroute.Heartbeat
+	hb    dnsrouteapi.Heartbeat
 	batch *billing.Batch
 }
 
@@ -394,12 +394,12 @@ func (s *edgeReports) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/api/v1/edges/heartbeat":
 		var env identity.Envelope
-		var hb dnsroute.Heartbeat
+		var hb dnsrouteapi.Heartbeat
 		if err := json.Unmarshal(body, &env); err != nil {
 			http.Error(w, err.Error(), 400)
 			return
 		}
-		if signer, err := env.Open(dnsroute.TypeHeartbeat, &hb); err != nil || signer.String() != hb.Peer {
+		if signer, err := env.Open(dnsrouteapi.TypeHeartbeat, &hb); err != nil || signer.String() != hb.Peer {
 			http.Error(w, fmt.Sprint("bad heartbeat: ", err), 403)
 			return
 		}
@@ -416,7 +416,7 @@ func (s *edgeReports) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (s *edgeReports) last() (dnsroute.Heartbeat, *billing.Batch) {
+func (s *edgeReports) last() (dnsrouteapi.Heartbeat, *billing.Batch) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.hb, s.batch

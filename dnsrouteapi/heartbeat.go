@@ -1,4 +1,4 @@
-package dnsroute
+package dnsrouteapi
 
 import (
 	"bytes"
@@ -34,7 +34,8 @@ const HealthPath = "/.well-known/topcdn/health"
 
 // Limits on what one heartbeat may carry.
 const (
-	maxHeartbeatBody = 64 << 10
+	// MaxHeartbeatBody bounds the JSON envelope of one heartbeat.
+	MaxHeartbeatBody = 64 << 10
 	maxAddrs         = 16
 	maxCityLen       = 100
 	minInterval      = 50 * time.Millisecond
@@ -104,32 +105,20 @@ var (
 	ErrReplayedHeartbeat = errors.New("replayed heartbeat")
 )
 
-// heartbeatStatus maps a heartbeat error to an HTTP status code.
-func heartbeatStatus(err error) int {
-	switch {
-	case errors.Is(err, ErrForgedHeartbeat), errors.Is(err, ErrEdgeNotAllowed):
-		return http.StatusForbidden
-	case errors.Is(err, ErrStaleHeartbeat):
-		return http.StatusUnprocessableEntity
-	case errors.Is(err, ErrReplayedHeartbeat):
-		return http.StatusConflict
-	case errors.Is(err, ErrInvalidHeartbeat):
-		return http.StatusBadRequest
-	default:
-		return http.StatusInternalServerError
-	}
-}
-
-// checkedHeartbeat is a heartbeat that passed validation, parsed.
-type checkedHeartbeat struct {
+// CheckedHeartbeat is a heartbeat that passed OpenHeartbeat, parsed.
+type CheckedHeartbeat struct {
 	Heartbeat
-	peer  peer.ID
-	addrs []netip.Addr
+	// PeerID is the edge, the envelope's signer.
+	PeerID peer.ID
+	// IPs are Addrs parsed, unmapped, in order.
+	IPs []netip.Addr
 }
 
-// openHeartbeat verifies env and validates the heartbeat it carries. It
-// checks everything that does not depend on the router's state.
-func openHeartbeat(env *identity.Envelope) (*checkedHeartbeat, error) {
+// OpenHeartbeat verifies env and validates the heartbeat it carries: the
+// signature, the peer being the signer, and every field's form and bounds.
+// It checks everything that does not depend on a router's state (time skew,
+// replays and allow lists are the router's).
+func OpenHeartbeat(env *identity.Envelope) (*CheckedHeartbeat, error) {
 	var hb Heartbeat
 	signer, err := env.Open(TypeHeartbeat, &hb)
 	if err != nil {
@@ -145,7 +134,7 @@ func openHeartbeat(env *identity.Envelope) (*checkedHeartbeat, error) {
 	if p != signer {
 		return nil, fmt.Errorf("%w: heartbeat for %s signed by %s", ErrForgedHeartbeat, p, signer)
 	}
-	c := &checkedHeartbeat{Heartbeat: hb, peer: p}
+	c := &CheckedHeartbeat{Heartbeat: hb, PeerID: p}
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrInvalidHeartbeat, p, err)
 	}
@@ -153,7 +142,7 @@ func openHeartbeat(env *identity.Envelope) (*checkedHeartbeat, error) {
 }
 
 // validate checks the fields of a heartbeat and parses its addresses.
-func (c *checkedHeartbeat) validate() error {
+func (c *CheckedHeartbeat) validate() error {
 	if len(c.Addrs) == 0 || len(c.Addrs) > maxAddrs {
 		return fmt.Errorf("%d addrs, want 1 to %d", len(c.Addrs), maxAddrs)
 	}
@@ -165,7 +154,7 @@ func (c *checkedHeartbeat) validate() error {
 		if a.Zone() != "" || a.IsUnspecified() || a.IsMulticast() || a.IsLinkLocalUnicast() {
 			return fmt.Errorf("addr %q cannot be handed out", s)
 		}
-		c.addrs = append(c.addrs, a.Unmap())
+		c.IPs = append(c.IPs, a.Unmap())
 	}
 	u, err := url.Parse(c.URL)
 	if err != nil {
@@ -211,26 +200,26 @@ func SendHeartbeat(ctx context.Context, c *http.Client, routerURL string, key *i
 	}
 	env, err := key.Sign(TypeHeartbeat, hb)
 	if err != nil {
-		return fmt.Errorf("dnsroute: heartbeat: %w", err)
+		return fmt.Errorf("dnsrouteapi: heartbeat: %w", err)
 	}
 	body, err := json.Marshal(env)
 	if err != nil {
-		return fmt.Errorf("dnsroute: heartbeat: %w", err)
+		return fmt.Errorf("dnsrouteapi: heartbeat: %w", err)
 	}
 	u := strings.TrimSuffix(routerURL, "/") + HeartbeatPath
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("dnsroute: heartbeat: %w", err)
+		return fmt.Errorf("dnsrouteapi: heartbeat: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := c.Do(req)
 	if err != nil {
-		return fmt.Errorf("dnsroute: heartbeat: %w", err)
+		return fmt.Errorf("dnsrouteapi: heartbeat: %w", err)
 	}
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("dnsroute: heartbeat: POST %s: HTTP %d: %s", u, resp.StatusCode, bytes.TrimSpace(msg))
+		return fmt.Errorf("dnsrouteapi: heartbeat: POST %s: HTTP %d: %s", u, resp.StatusCode, bytes.TrimSpace(msg))
 	}
 	return nil
 }

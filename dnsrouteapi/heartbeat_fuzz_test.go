@@ -1,4 +1,4 @@
-package dnsroute
+package dnsrouteapi
 
 import (
 	"encoding/json"
@@ -36,14 +36,14 @@ func FuzzHeartbeat(f *testing.F) {
 			t.Fatal(err)
 		}
 		env := &identity.Envelope{Type: TypeHeartbeat, Signer: key.ID.String(), Body: body, Sig: sig}
-		hb, err := openHeartbeat(env)
+		hb, err := OpenHeartbeat(env)
 		if err != nil {
 			return
 		}
-		if hb.peer != key.ID || len(hb.addrs) == 0 || len(hb.addrs) > maxAddrs || len(hb.addrs) != len(hb.Addrs) {
+		if hb.PeerID != key.ID || len(hb.IPs) == 0 || len(hb.IPs) > maxAddrs || len(hb.IPs) != len(hb.Addrs) {
 			t.Fatalf("accepted %+v", hb)
 		}
-		for _, a := range hb.addrs {
+		for _, a := range hb.IPs {
 			if !a.IsValid() || a.IsUnspecified() {
 				t.Fatalf("accepted address %v", a)
 			}

@@ -1,0 +1,42 @@
+package dnsrouteapi
+
+import "time"
+
+// EdgeInfo describes an edge as GET /api/v1/edges lists it.
+type EdgeInfo struct {
+	Peer     string   `json:"peer"`
+	Addrs    []string `json:"addrs"`
+	URL      string   `json:"url"`
+	City     string   `json:"city,omitempty"`
+	Country  string   `json:"country,omitempty"`
+	Lat      *float64 `json:"lat,omitempty"`
+	Lon      *float64 `json:"lon,omitempty"`
+	Healthy  bool     `json:"healthy"`
+	Load     float64  `json:"load"`
+	Capacity float64  `json:"capacity"`
+	// IntervalMS is the edge's heartbeat interval in milliseconds.
+	IntervalMS int64 `json:"interval_ms"`
+	// LastHeartbeat is when the router accepted the edge's last heartbeat.
+	LastHeartbeat time.Time `json:"last_heartbeat"`
+	// ProbeError says why the last probe failed, if it did.
+	ProbeError string `json:"probe_error,omitempty"`
+	// ContentError says why the edge's content is not vouched for: the
+	// last content probe (a published root's raw block fetched through the
+	// edge and checked against its CID) failed or caught it lying, or
+	// billing did, or it was not probed yet. Empty after a good probe.
+	ContentError string `json:"content_error,omitempty"`
+	// Quarantine says why the edge is kept out of answers whatever its
+	// health: it served bytes that do not match their CID, to the router's
+	// content probe or to billing's prober. Empty when it is not.
+	Quarantine string `json:"quarantine,omitempty"`
+	// QuarantinedUntil is when the quarantine ends, if there is one.
+	QuarantinedUntil *time.Time `json:"quarantined_until,omitempty"`
+	// Answers is how many times this router handed the edge out.
+	Answers uint64 `json:"answers"`
+	// Requests, Bytes, CacheHits and CacheMisses are the edge's totals as
+	// its last heartbeat reported them.
+	Requests    uint64 `json:"requests"`
+	Bytes       uint64 `json:"bytes"`
+	CacheHits   uint64 `json:"cache_hits"`
+	CacheMisses uint64 `json:"cache_misses"`
+}
