@@ -13,6 +13,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/billing"
+	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/identity"
 )
 
@@ -129,26 +130,26 @@ func runBilling(ctx context.Context, args []string) error {
 // signReceipts signs the same receipts as batches of perBatch records, one
 // epoch each, and each alone.
 func signReceipts(edge *identity.Key, start, epochSecs int64, n, perBatch int) ([]*identity.Envelope, []*identity.Envelope, error) {
-	salt := make([]byte, billing.SaltSize)
-	client := billing.ClientHash(salt, netip.MustParseAddr("192.0.2.1"))
+	salt := make([]byte, billingapi.SaltSize)
+	client := billingapi.ClientHash(salt, netip.MustParseAddr("192.0.2.1"))
 	var batches, singles []*identity.Envelope
 	for b := 0; b < n/perBatch; b++ {
 		epoch := start + int64(b)*epochSecs
-		recs := make([]billing.Record, perBatch)
+		recs := make([]billingapi.Record, perBatch)
 		for i := range recs {
 			serial := uint64(b*perBatch + i + 1)
-			recs[i] = billing.Record{Serial: serial, Name: "site", CID: "bafkobject" + strconv.Itoa(i%100), Bytes: 1000 + int64(i%500),
+			recs[i] = billingapi.Record{Serial: serial, Name: "site", CID: "bafkobject" + strconv.Itoa(i%100), Bytes: 1000 + int64(i%500),
 				Status: 200, Time: epoch*1000 + int64(i%(int(epochSecs)*1000)), Client: client}
-			env, err := edge.Sign(billing.TypeRecord, billing.RecordClaim{Edge: edge.ID.String(), Epoch: epoch,
+			env, err := edge.Sign(billingapi.TypeRecord, billingapi.RecordClaim{Edge: edge.ID.String(), Epoch: epoch,
 				EpochSeconds: epochSecs, Salt: salt, Record: recs[i]})
 			if err != nil {
 				return nil, nil, err
 			}
 			singles = append(singles, env)
 		}
-		batch := billing.Batch{Edge: edge.ID.String(), Epoch: epoch, EpochSeconds: epochSecs, Seq: uint64(b + 1),
-			Salt: salt, Records: recs, MerkleRoot: billing.MerkleRoot(recs)}
-		env, err := edge.Sign(billing.TypeBatch, &batch)
+		batch := billingapi.Batch{Edge: edge.ID.String(), Epoch: epoch, EpochSeconds: epochSecs, Seq: uint64(b + 1),
+			Salt: salt, Records: recs, MerkleRoot: billingapi.MerkleRoot(recs)}
+		env, err := edge.Sign(billingapi.TypeBatch, &batch)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -10,73 +10,10 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/identity"
 	"go.uber.org/zap"
 )
-
-// Account is one ledger account.
-type Account struct {
-	// ID is the party's peer ID, or TreasuryAccount.
-	ID string `json:"id"`
-	// Kind is publisher, edge, storage or treasury.
-	Kind string `json:"kind"`
-	// Balance is in the token's smallest unit.
-	Balance int64 `json:"balance"`
-	// OutOfFundsSince is when a publisher's balance went below zero.
-	OutOfFundsSince *time.Time `json:"out_of_funds_since,omitempty"`
-}
-
-// Entry is one ledger entry of an account.
-type Entry struct {
-	// Tx is the transaction: deposit:NONCE or settle:EPOCH.
-	Tx string `json:"tx"`
-	// Epoch is the epoch settled (or of the deposit).
-	Epoch int64 `json:"epoch"`
-	// Kind is deposit, served, storage_read or stored.
-	Kind string `json:"kind"`
-	// Amount is credited (positive) or debited (negative), smallest unit.
-	Amount int64 `json:"amount"`
-	// Bytes is what was priced: bytes served, or shard bytes held.
-	Bytes int64 `json:"bytes"`
-	// Memo says who served what for whom.
-	Memo string `json:"memo"`
-}
-
-// Rejected is one refusal shown in a statement.
-type Rejected struct {
-	// Epoch is the epoch of the refused claim.
-	Epoch int64 `json:"epoch"`
-	// Kind is batch, record, claim, order or epoch (a forfeit).
-	Kind string `json:"kind"`
-	// Ref names it: a batch's sequence, a record's serial, an order's row ID.
-	Ref string `json:"ref"`
-	// Reason is why it was refused.
-	Reason Reason `json:"reason"`
-	// Detail says more, for people.
-	Detail string `json:"detail"`
-	// Bytes is what it claimed, where known.
-	Bytes int64 `json:"bytes"`
-	// At is when billing refused it.
-	At time.Time `json:"at"`
-}
-
-// Statement is an account's balance, every entry that made it, and every
-// claim of the account that billing refused. Entries are exactly what
-// settlement paid.
-type Statement struct {
-	Account  string     `json:"account"`
-	Kind     string     `json:"kind"`
-	Balance  int64      `json:"balance"`
-	Entries  []Entry    `json:"entries"`
-	Rejected []Rejected `json:"rejected"`
-	// Deferred lists an edge's records settlement holds until read orders
-	// of the edge back them (not paid, not refused yet).
-	Deferred []Deferred `json:"deferred"`
-	// OutOfFundsSince is set for a publisher whose balance is below zero.
-	OutOfFundsSince *time.Time `json:"out_of_funds_since,omitempty"`
-	// DNSCheck says whether batches are cross-checked with the DNS router.
-	DNSCheck string `json:"dns_check"`
-}
 
 // ErrUnknownAccount is returned for an account the ledger has never seen.
 var ErrUnknownAccount = errors.New("unknown account")
@@ -84,7 +21,7 @@ var ErrUnknownAccount = errors.New("unknown account")
 // Deposit applies a deposit signed by the billing operator's key: the
 // treasury pays the publisher. A deposit resent with the same nonce is
 // applied once; the same nonce with other content is ErrConflict.
-func (l *Ledger) Deposit(ctx context.Context, env *identity.Envelope) (*Account, error) {
+func (l *Ledger) Deposit(ctx context.Context, env *identity.Envelope) (*billingapi.Account, error) {
 	a, err := l.deposit(ctx, env)
 	if r := reasonOf(err); r != "" {
 		l.metrics.claims.WithLabelValues("deposit", "rejected", string(r)).Inc()
@@ -93,23 +30,23 @@ func (l *Ledger) Deposit(ctx context.Context, env *identity.Envelope) (*Account,
 	return a, err
 }
 
-func (l *Ledger) deposit(ctx context.Context, env *identity.Envelope) (*Account, error) {
-	var d Deposit
-	signer, err := env.Open(TypeDeposit, &d)
+func (l *Ledger) deposit(ctx context.Context, env *identity.Envelope) (*billingapi.Account, error) {
+	var d billingapi.Deposit
+	signer, err := env.Open(billingapi.TypeDeposit, &d)
 	switch {
 	case errors.Is(err, identity.ErrBadSignature):
-		return nil, reject(ReasonSignature, "deposit: %v", err)
+		return nil, reject(billingapi.ReasonSignature, "deposit: %v", err)
 	case err != nil:
-		return nil, reject(ReasonMalformed, "deposit: %v", err)
+		return nil, reject(billingapi.ReasonMalformed, "deposit: %v", err)
 	case signer != l.operator:
-		return nil, reject(ReasonSignature, "deposit signed by %s; only the billing operator %s may sign deposits", signer, l.operator)
+		return nil, reject(billingapi.ReasonSignature, "deposit signed by %s; only the billing operator %s may sign deposits", signer, l.operator)
 	case d.Amount <= 0:
-		return nil, reject(ReasonMalformed, "deposit amount %d: want above zero", d.Amount)
-	case d.Nonce == "" || len(d.Nonce) > maxField:
-		return nil, reject(ReasonMalformed, "deposit nonce: want 1 to %d characters", maxField)
+		return nil, reject(billingapi.ReasonMalformed, "deposit amount %d: want above zero", d.Amount)
+	case d.Nonce == "" || len(d.Nonce) > billingapi.MaxField:
+		return nil, reject(billingapi.ReasonMalformed, "deposit nonce: want 1 to %d characters", billingapi.MaxField)
 	}
 	if _, err := peer.Decode(d.Account); err != nil {
-		return nil, reject(ReasonMalformed, "deposit account %q: %v", d.Account, err)
+		return nil, reject(billingapi.ReasonMalformed, "deposit account %q: %v", d.Account, err)
 	}
 	txID := "deposit:" + d.Nonce
 	l.mu.Lock()
@@ -157,9 +94,9 @@ func (l *Ledger) deposit(ctx context.Context, env *identity.Envelope) (*Account,
 }
 
 // Account returns one account.
-func (l *Ledger) Account(ctx context.Context, id string) (*Account, error) {
+func (l *Ledger) Account(ctx context.Context, id string) (*billingapi.Account, error) {
 	var (
-		a   = Account{ID: id}
+		a   = billingapi.Account{ID: id}
 		out int64
 	)
 	err := l.db.QueryRowContext(ctx, l.db.q(`SELECT kind, balance, out_since FROM accounts WHERE id = ?`), id).Scan(&a.Kind, &a.Balance, &out)
@@ -177,16 +114,16 @@ func (l *Ledger) Account(ctx context.Context, id string) (*Account, error) {
 }
 
 // Accounts returns every account.
-func (l *Ledger) Accounts(ctx context.Context) ([]Account, error) {
+func (l *Ledger) Accounts(ctx context.Context) ([]billingapi.Account, error) {
 	rows, err := l.db.QueryContext(ctx, `SELECT id, kind, balance, out_since FROM accounts ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("billing: accounts: %w", err)
 	}
 	defer rows.Close()
-	out := []Account{}
+	out := []billingapi.Account{}
 	for rows.Next() {
 		var (
-			a  Account
+			a  billingapi.Account
 			os int64
 		)
 		if err := rows.Scan(&a.ID, &a.Kind, &a.Balance, &os); err != nil {
@@ -201,24 +138,16 @@ func (l *Ledger) Accounts(ctx context.Context) ([]Account, error) {
 	return out, rows.Err()
 }
 
-// PublisherServed is what the edges were paid to serve for one publisher:
-// accepted records only.
-type PublisherServed struct {
-	Publisher string `json:"publisher"`
-	Records   int64  `json:"records"`
-	Bytes     int64  `json:"bytes"`
-}
-
 // Served sums the accepted records per publisher, for dashboards.
-func (l *Ledger) Served(ctx context.Context) ([]PublisherServed, error) {
+func (l *Ledger) Served(ctx context.Context) ([]billingapi.PublisherServed, error) {
 	rows, err := l.db.QueryContext(ctx, `SELECT publisher, COUNT(*), COALESCE(SUM(bytes), 0) FROM records GROUP BY publisher ORDER BY publisher`)
 	if err != nil {
 		return nil, fmt.Errorf("billing: served: %w", err)
 	}
 	defer rows.Close()
-	out := []PublisherServed{}
+	out := []billingapi.PublisherServed{}
 	for rows.Next() {
-		var p PublisherServed
+		var p billingapi.PublisherServed
 		if err := rows.Scan(&p.Publisher, &p.Records, &p.Bytes); err != nil {
 			return nil, fmt.Errorf("billing: served: %w", err)
 		}
@@ -229,8 +158,8 @@ func (l *Ledger) Served(ctx context.Context) ([]PublisherServed, error) {
 
 // Statement returns an account's statement. An account never seen but
 // with rejections (a forger, say) gets a statement with zero balance.
-func (l *Ledger) Statement(ctx context.Context, id string) (*Statement, error) {
-	st := &Statement{Account: id, Entries: []Entry{}, Rejected: []Rejected{}, Deferred: []Deferred{}, DNSCheck: "on"}
+func (l *Ledger) Statement(ctx context.Context, id string) (*billingapi.Statement, error) {
+	st := &billingapi.Statement{Account: id, Entries: []billingapi.Entry{}, Rejected: []billingapi.Rejected{}, Deferred: []billingapi.Deferred{}, DNSCheck: "on"}
 	if l.opts.DNS == nil {
 		st.DNSCheck = "unconfigured: batches are not cross-checked with the DNS router"
 	}
@@ -246,7 +175,7 @@ func (l *Ledger) Statement(ctx context.Context, id string) (*Statement, error) {
 		return nil, fmt.Errorf("billing: statement: %w", err)
 	}
 	for rows.Next() {
-		var e Entry
+		var e billingapi.Entry
 		if err := rows.Scan(&e.Tx, &e.Epoch, &e.Kind, &e.Amount, &e.Bytes, &e.Memo); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("billing: statement: %w", err)
@@ -261,7 +190,7 @@ func (l *Ledger) Statement(ctx context.Context, id string) (*Statement, error) {
 	defer rows.Close()
 	for rows.Next() {
 		var (
-			r  Rejected
+			r  billingapi.Rejected
 			at int64
 		)
 		if err := rows.Scan(&r.Epoch, &r.Kind, &r.Ref, &r.Reason, &r.Detail, &r.Bytes, &at); err != nil {
@@ -314,7 +243,7 @@ func (l *Ledger) Total(ctx context.Context) (int64, error) {
 
 // Forfeit makes edge forfeit an unsettled epoch: none of its records of
 // that epoch is paid.
-func (l *Ledger) Forfeit(ctx context.Context, edge string, epoch int64, reason Reason, detail string) error {
+func (l *Ledger) Forfeit(ctx context.Context, edge string, epoch int64, reason billingapi.Reason, detail string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	last, err := l.lastSettled(ctx, l.db)
@@ -322,7 +251,7 @@ func (l *Ledger) Forfeit(ctx context.Context, edge string, epoch int64, reason R
 		return err
 	}
 	if epoch <= last {
-		return reject(ReasonEpochSettled, "epoch %d is settled", epoch)
+		return reject(billingapi.ReasonEpochSettled, "epoch %d is settled", epoch)
 	}
 	tx, err := l.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -354,23 +283,9 @@ func (l *Ledger) Forfeit(ctx context.Context, edge string, epoch int64, reason R
 	return nil
 }
 
-// ForfeitInfo is an edge's forfeited epoch, as GET /api/v1/forfeits lists
-// it.
-type ForfeitInfo struct {
-	// Edge is the edge's peer ID.
-	Edge string `json:"edge"`
-	// Epoch is the forfeited epoch (its start, Unix seconds).
-	Epoch int64 `json:"epoch"`
-	// Reason is why: wrong_content when the prober caught the edge
-	// serving bytes that do not match their CID.
-	Reason Reason `json:"reason"`
-	// At is when billing decided.
-	At time.Time `json:"at"`
-}
-
 // Forfeits returns the epochs edges forfeited at or after since, oldest
 // decision first, for the DNS router to keep those edges out of answers.
-func (l *Ledger) Forfeits(ctx context.Context, since time.Time) ([]ForfeitInfo, error) {
+func (l *Ledger) Forfeits(ctx context.Context, since time.Time) ([]billingapi.ForfeitInfo, error) {
 	rows, err := l.db.QueryContext(ctx, l.db.q(`SELECT f.edge, f.epoch, f.reason, r.at FROM forfeits f
 		JOIN rejections r ON r.account = f.edge AND r.epoch = f.epoch AND r.kind = 'epoch'
 		WHERE r.at >= ? ORDER BY r.at, f.edge, f.epoch`), since.UnixNano())
@@ -378,17 +293,17 @@ func (l *Ledger) Forfeits(ctx context.Context, since time.Time) ([]ForfeitInfo, 
 		return nil, fmt.Errorf("billing: forfeits: %w", err)
 	}
 	defer rows.Close()
-	out := []ForfeitInfo{}
+	out := []billingapi.ForfeitInfo{}
 	for rows.Next() {
 		var (
-			f      ForfeitInfo
+			f      billingapi.ForfeitInfo
 			reason string
 			at     int64
 		)
 		if err := rows.Scan(&f.Edge, &f.Epoch, &reason, &at); err != nil {
 			return nil, fmt.Errorf("billing: forfeits: %w", err)
 		}
-		f.Reason, f.At = Reason(reason), time.Unix(0, at).UTC()
+		f.Reason, f.At = billingapi.Reason(reason), time.Unix(0, at).UTC()
 		out = append(out, f)
 	}
 	if err := rows.Err(); err != nil {
@@ -437,9 +352,9 @@ func (l *Ledger) ProbeOnce(ctx context.Context, p Prober) (bool, error) {
 	}
 	err = p.Probe(ctx, url, c)
 	switch {
-	case reasonOf(err) == ReasonWrongContent:
+	case reasonOf(err) == billingapi.ReasonWrongContent:
 		l.metrics.probes.WithLabelValues("wrong_content").Inc()
-		return true, l.Forfeit(ctx, edge, epoch, ReasonWrongContent, err.Error())
+		return true, l.Forfeit(ctx, edge, epoch, billingapi.ReasonWrongContent, err.Error())
 	case err != nil:
 		l.metrics.probes.WithLabelValues("error").Inc()
 		l.log.Info("probe inconclusive", zap.String("edge", edge), zap.String("cid", c), zap.Error(err))

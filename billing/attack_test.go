@@ -10,23 +10,24 @@ import (
 	"testing"
 	"time"
 
+	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/storageapi"
 )
 
 // reasonsOf collects the refusal reasons of an ingest's outcome.
-func reasonsOf(res any, err error) []Reason {
+func reasonsOf(res any, err error) []billingapi.Reason {
 	if err != nil {
-		return []Reason{reasonOf(err)}
+		return []billingapi.Reason{reasonOf(err)}
 	}
-	var out []Reason
+	var out []billingapi.Reason
 	switch r := res.(type) {
-	case *BatchResult:
+	case *billingapi.BatchResult:
 		for _, x := range r.Rejected {
 			out = append(out, x.Reason)
 		}
-	case *ClaimResult:
+	case *billingapi.ClaimResult:
 		for _, x := range r.Rejected {
 			out = append(out, x.Reason)
 		}
@@ -54,7 +55,7 @@ type wrongFor string
 
 func (w wrongFor) Probe(ctx context.Context, url, c string) error {
 	if url == string(w) {
-		return reject(ReasonWrongContent, "%s served wrong bytes for %s", url, c)
+		return reject(billingapi.ReasonWrongContent, "%s served wrong bytes for %s", url, c)
 	}
 	return nil
 }
@@ -90,37 +91,37 @@ func testAttacks(t *testing.T, dsn string) {
 	tl.content.publish("blog", pub.ID, map[string]int64{"cidA": 1000, "cidB": 5000, "cidBig": 1 << 20})
 	tl.content.shards["shard1"] = pub.ID
 	e0 := t0.Unix() - 60 // the epoch just closed
-	if _, err := tl.Deposit(ctx, mustSign(t, tl.operator, TypeDeposit, Deposit{Account: pub.ID.String(), Amount: 1_000_000, Nonce: "d1"})); err != nil {
+	if _, err := tl.Deposit(ctx, mustSign(t, tl.operator, billingapi.TypeDeposit, billingapi.Deposit{Account: pub.ID.String(), Amount: 1_000_000, Nonce: "d1"})); err != nil {
 		t.Fatal(err)
 	}
 
 	// Honest traffic: 6000 bytes served by edge, 12288 read from peer.
-	honest := signBatch(t, edge, e0, 1, []Record{rec(1, "blog", "cidA", 1000, e0), rec(2, "blog", "cidB", 5000, e0)})
+	honest := signBatch(t, edge, e0, 1, []billingapi.Record{rec(1, "blog", "cidA", 1000, e0), rec(2, "blog", "cidB", 5000, e0)})
 	if res, err := tl.IngestBatch(ctx, honest, netip.Addr{}); err != nil || res.Accepted != 2 || len(res.Rejected) != 0 {
 		t.Fatalf("honest batch: %+v, %v", res, err)
 	}
-	honestOrders := []ClaimedOrder{
+	honestOrders := []billingapi.ClaimedOrder{
 		{ID: 1, Order: readOrder(t, edge, peerKey.ID.String(), "shard1", "r1", 4096, t0)},
 		{ID: 2, Order: readOrder(t, edge, peerKey.ID.String(), "shard1", "r2", 8192, t0)},
 	}
-	if res, err := tl.IngestClaim(ctx, mustSign(t, peerKey, TypeClaim, Claim{Peer: peerKey.ID.String(), Orders: honestOrders})); err != nil ||
+	if res, err := tl.IngestClaim(ctx, mustSign(t, peerKey, billingapi.TypeClaim, billingapi.Claim{Peer: peerKey.ID.String(), Orders: honestOrders})); err != nil ||
 		res.Accepted != 2 || len(res.Rejected) != 0 {
 		t.Fatalf("honest claim: %+v, %v", res, err)
 	}
 	// A liar's batch that looks fine, for the prober to catch.
-	probed := signBatch(t, liar, e0, 50, []Record{rec(50, "blog", "cidA", 1000, e0)})
+	probed := signBatch(t, liar, e0, 50, []billingapi.Record{rec(50, "blog", "cidA", 1000, e0)})
 	probedBatch := mustOpen(t, probed)
 	probedBatch.URL = "http://liar.invalid"
-	probedBatch.MerkleRoot = MerkleRoot(probedBatch.Records)
-	probed = mustSign(t, liar, TypeBatch, probedBatch)
+	probedBatch.MerkleRoot = billingapi.MerkleRoot(probedBatch.Records)
+	probed = mustSign(t, liar, billingapi.TypeBatch, probedBatch)
 	if res, err := tl.IngestBatch(ctx, probed, netip.Addr{}); err != nil || res.Accepted != 1 {
 		t.Fatalf("liar's plausible batch: %+v, %v", res, err)
 	}
 
 	old := t0.Add(-10 * time.Minute) // orders issued long enough ago to judge their reader
-	claim := func(k *identity.Key, orders ...ClaimedOrder) func() (any, error) {
+	claim := func(k *identity.Key, orders ...billingapi.ClaimedOrder) func() (any, error) {
 		return func() (any, error) {
-			return tl.IngestClaim(ctx, mustSign(t, k, TypeClaim, Claim{Peer: k.ID.String(), Orders: orders}))
+			return tl.IngestClaim(ctx, mustSign(t, k, billingapi.TypeClaim, billingapi.Claim{Peer: k.ID.String(), Orders: orders}))
 		}
 	}
 	batch := func(env *identity.Envelope, from string) func() (any, error) {
@@ -132,23 +133,23 @@ func testAttacks(t *testing.T, dsn string) {
 			return tl.IngestBatch(ctx, env, a)
 		}
 	}
-	tampered := signBatch(t, liar, e0, 2, []Record{rec(3, "blog", "cidA", 10, e0)})
+	tampered := signBatch(t, liar, e0, 2, []billingapi.Record{rec(3, "blog", "cidA", 10, e0)})
 	tampered.Body = []byte(string(tampered.Body[:len(tampered.Body)-2]) + " }")
-	impersonated := signBatch(t, forger, e0, 3, []Record{rec(4, "blog", "cidA", 10, e0)})
+	impersonated := signBatch(t, forger, e0, 3, []billingapi.Record{rec(4, "blog", "cidA", 10, e0)})
 	impersonated.Signer = edge.ID.String()
 	wrongLength := func() *identity.Envelope {
-		b := mustOpen(t, signBatch(t, liar, e0, 4, []Record{rec(5, "blog", "cidA", 10, e0)}))
+		b := mustOpen(t, signBatch(t, liar, e0, 4, []billingapi.Record{rec(5, "blog", "cidA", 10, e0)}))
 		b.Epoch, b.EpochSeconds = t0.Unix()-30, 30
-		return mustSign(t, liar, TypeBatch, b)
+		return mustSign(t, liar, billingapi.TypeBatch, b)
 	}()
-	ownNet := signBatch(t, liar, e0-60, 5, []Record{func() Record {
+	ownNet := signBatch(t, liar, e0-60, 5, []billingapi.Record{func() billingapi.Record {
 		r := rec(6, "blog", "cidA", 100, e0-60)
-		r.Client = ClientHash(make([]byte, SaltSize), netip.MustParseAddr("203.0.113.9"))
+		r.Client = billingapi.ClientHash(make([]byte, billingapi.SaltSize), netip.MustParseAddr("203.0.113.9"))
 		return r
 	}()})
 	ownNetBatch := mustOpen(t, ownNet)
-	ownNetBatch.Salt = make([]byte, SaltSize)
-	ownNet = mustSign(t, liar, TypeBatch, ownNetBatch)
+	ownNetBatch.Salt = make([]byte, billingapi.SaltSize)
+	ownNet = mustSign(t, liar, billingapi.TypeBatch, ownNetBatch)
 	notFound := rec(7, "blog", "cidA", 100, e0-120)
 	notFound.Status = 404
 	unsigned := func() string {
@@ -161,45 +162,45 @@ func testAttacks(t *testing.T, dsn string) {
 	tests := []struct {
 		name    string
 		account string
-		want    Reason
+		want    billingapi.Reason
 		run     func() (any, error)
 	}{
-		{"tampered batch body", liar.ID.String(), ReasonSignature, batch(tampered, "")},
-		{"batch signed by another key", edge.ID.String(), ReasonSignature, batch(impersonated, "")},
-		{"batch for a reported epoch, other content", edge.ID.String(), ReasonReplayBatch,
-			batch(signBatch(t, edge, e0, 9, []Record{rec(9, "blog", "cidB", 5000, e0)}), "")},
-		{"batch reusing a sequence number", edge.ID.String(), ReasonReplayBatch,
-			batch(signBatch(t, edge, e0-60, 1, []Record{rec(10, "blog", "cidB", 5000, e0-60)}), "")},
-		{"replayed record serials", edge.ID.String(), ReasonReplayRecord,
-			batch(signBatch(t, edge, e0-120, 7, []Record{rec(1, "blog", "cidA", 1000, e0-120)}), "")},
-		{"epoch in the future", liar.ID.String(), ReasonEpochFuture,
-			batch(signBatch(t, liar, t0.Unix()+600, 11, []Record{rec(11, "blog", "cidA", 10, t0.Unix()+600)}), "")},
-		{"stale epoch", liar.ID.String(), ReasonEpochStale,
-			batch(signBatch(t, liar, e0-2*86400, 12, []Record{rec(12, "blog", "cidA", 10, e0-2*86400)}), "")},
-		{"other epoch length", liar.ID.String(), ReasonEpochLength, batch(wrongLength, "")},
-		{"record outside its epoch", liar.ID.String(), ReasonRecordTime,
-			batch(signBatch(t, liar, e0-180, 13, []Record{rec(13, "blog", "cidA", 10, e0)}), "")},
-		{"unpublished site", liar.ID.String(), ReasonUnpublished,
-			batch(signBatch(t, liar, e0-240, 14, []Record{rec(14, "nope", "cidA", 10, e0-240)}), "")},
-		{"unpublished object", liar.ID.String(), ReasonUnpublished,
-			batch(signBatch(t, liar, e0-300, 15, []Record{rec(15, "blog", "cidZ", 10, e0-300)}), "")},
-		{"inflated bytes", liar.ID.String(), ReasonInflated,
-			batch(signBatch(t, liar, e0-360, 16, []Record{rec(16, "blog", "cidA", 1001, e0-360)}), "")},
-		{"bytes for an error response", liar.ID.String(), ReasonStatus,
-			batch(signBatch(t, liar, e0-120, 17, []Record{notFound}), "")},
-		{"publisher's own edge", pub.ID.String(), ReasonSelfDealing,
-			batch(signBatch(t, pub, e0, 18, []Record{rec(18, "blog", "cidB", 5000, e0)}), "")},
-		{"requests from the edge's own network", liar.ID.String(), ReasonSelfDealing, batch(ownNet, "203.0.113.7")},
-		{"unsigned read order", liarPeer.ID.String(), ReasonSignature, claim(liarPeer, ClaimedOrder{ID: 1, Order: unsigned})},
-		{"read order signed by an unknown key", liarPeer.ID.String(), ReasonUnknownReader,
-			claim(liarPeer, ClaimedOrder{ID: 2, Order: readOrder(t, stranger, liarPeer.ID.String(), "shard1", "x1", 100, old)})},
-		{"read order for another peer", liarPeer.ID.String(), ReasonOrderPeer,
-			claim(liarPeer, ClaimedOrder{ID: 3, Order: readOrder(t, edge, peerKey.ID.String(), "shard1", "x2", 100, old)})},
-		{"read order for an unknown shard", liarPeer.ID.String(), ReasonUnknownShard,
-			claim(liarPeer, ClaimedOrder{ID: 4, Order: readOrder(t, edge, liarPeer.ID.String(), "shard9", "x3", 100, old)})},
-		{"replayed read order", peerKey.ID.String(), ReasonReplayOrder, claim(peerKey, honestOrders[0])},
-		{"more bytes than its heartbeats count", hbLiar.ID.String(), ReasonImplausibleHeartbeats, func() (any, error) {
-			var recs []Record // 100 MiB
+		{"tampered batch body", liar.ID.String(), billingapi.ReasonSignature, batch(tampered, "")},
+		{"batch signed by another key", edge.ID.String(), billingapi.ReasonSignature, batch(impersonated, "")},
+		{"batch for a reported epoch, other content", edge.ID.String(), billingapi.ReasonReplayBatch,
+			batch(signBatch(t, edge, e0, 9, []billingapi.Record{rec(9, "blog", "cidB", 5000, e0)}), "")},
+		{"batch reusing a sequence number", edge.ID.String(), billingapi.ReasonReplayBatch,
+			batch(signBatch(t, edge, e0-60, 1, []billingapi.Record{rec(10, "blog", "cidB", 5000, e0-60)}), "")},
+		{"replayed record serials", edge.ID.String(), billingapi.ReasonReplayRecord,
+			batch(signBatch(t, edge, e0-120, 7, []billingapi.Record{rec(1, "blog", "cidA", 1000, e0-120)}), "")},
+		{"epoch in the future", liar.ID.String(), billingapi.ReasonEpochFuture,
+			batch(signBatch(t, liar, t0.Unix()+600, 11, []billingapi.Record{rec(11, "blog", "cidA", 10, t0.Unix()+600)}), "")},
+		{"stale epoch", liar.ID.String(), billingapi.ReasonEpochStale,
+			batch(signBatch(t, liar, e0-2*86400, 12, []billingapi.Record{rec(12, "blog", "cidA", 10, e0-2*86400)}), "")},
+		{"other epoch length", liar.ID.String(), billingapi.ReasonEpochLength, batch(wrongLength, "")},
+		{"record outside its epoch", liar.ID.String(), billingapi.ReasonRecordTime,
+			batch(signBatch(t, liar, e0-180, 13, []billingapi.Record{rec(13, "blog", "cidA", 10, e0)}), "")},
+		{"unpublished site", liar.ID.String(), billingapi.ReasonUnpublished,
+			batch(signBatch(t, liar, e0-240, 14, []billingapi.Record{rec(14, "nope", "cidA", 10, e0-240)}), "")},
+		{"unpublished object", liar.ID.String(), billingapi.ReasonUnpublished,
+			batch(signBatch(t, liar, e0-300, 15, []billingapi.Record{rec(15, "blog", "cidZ", 10, e0-300)}), "")},
+		{"inflated bytes", liar.ID.String(), billingapi.ReasonInflated,
+			batch(signBatch(t, liar, e0-360, 16, []billingapi.Record{rec(16, "blog", "cidA", 1001, e0-360)}), "")},
+		{"bytes for an error response", liar.ID.String(), billingapi.ReasonStatus,
+			batch(signBatch(t, liar, e0-120, 17, []billingapi.Record{notFound}), "")},
+		{"publisher's own edge", pub.ID.String(), billingapi.ReasonSelfDealing,
+			batch(signBatch(t, pub, e0, 18, []billingapi.Record{rec(18, "blog", "cidB", 5000, e0)}), "")},
+		{"requests from the edge's own network", liar.ID.String(), billingapi.ReasonSelfDealing, batch(ownNet, "203.0.113.7")},
+		{"unsigned read order", liarPeer.ID.String(), billingapi.ReasonSignature, claim(liarPeer, billingapi.ClaimedOrder{ID: 1, Order: unsigned})},
+		{"read order signed by an unknown key", liarPeer.ID.String(), billingapi.ReasonUnknownReader,
+			claim(liarPeer, billingapi.ClaimedOrder{ID: 2, Order: readOrder(t, stranger, liarPeer.ID.String(), "shard1", "x1", 100, old)})},
+		{"read order for another peer", liarPeer.ID.String(), billingapi.ReasonOrderPeer,
+			claim(liarPeer, billingapi.ClaimedOrder{ID: 3, Order: readOrder(t, edge, peerKey.ID.String(), "shard1", "x2", 100, old)})},
+		{"read order for an unknown shard", liarPeer.ID.String(), billingapi.ReasonUnknownShard,
+			claim(liarPeer, billingapi.ClaimedOrder{ID: 4, Order: readOrder(t, edge, liarPeer.ID.String(), "shard9", "x3", 100, old)})},
+		{"replayed read order", peerKey.ID.String(), billingapi.ReasonReplayOrder, claim(peerKey, honestOrders[0])},
+		{"more bytes than its heartbeats count", hbLiar.ID.String(), billingapi.ReasonImplausibleHeartbeats, func() (any, error) {
+			var recs []billingapi.Record // 100 MiB
 			for i := range 100 {
 				recs = append(recs, rec(1700+uint64(i), "blog", "cidBig", 1<<20, e0-60))
 			}
@@ -213,8 +214,8 @@ func testAttacks(t *testing.T, dsn string) {
 			dir.beat(t0.Add(9*time.Second), 1)
 			return tl.IngestBatch(ctx, env, netip.Addr{})
 		}},
-		{"claim signed by another key", liarPeer.ID.String(), ReasonSignature, func() (any, error) {
-			env := mustSign(t, forger, TypeClaim, Claim{Peer: liarPeer.ID.String(), Orders: honestOrders})
+		{"claim signed by another key", liarPeer.ID.String(), billingapi.ReasonSignature, func() (any, error) {
+			env := mustSign(t, forger, billingapi.TypeClaim, billingapi.Claim{Peer: liarPeer.ID.String(), Orders: honestOrders})
 			env.Signer = liarPeer.ID.String()
 			return tl.IngestClaim(ctx, env)
 		}},
@@ -223,14 +224,14 @@ func testAttacks(t *testing.T, dsn string) {
 		t.Run(tc.name, func(t *testing.T) {
 			res, err := tc.run()
 			got := reasonsOf(res, err)
-			if len(got) == 0 || slices.ContainsFunc(got, func(r Reason) bool { return r != tc.want }) {
+			if len(got) == 0 || slices.ContainsFunc(got, func(r billingapi.Reason) bool { return r != tc.want }) {
 				t.Fatalf("got reasons %v (err %v), want only %s", got, err, tc.want)
 			}
 			st, err := tl.Statement(ctx, tc.account)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !slices.ContainsFunc(st.Rejected, func(r Rejected) bool { return r.Reason == tc.want }) {
+			if !slices.ContainsFunc(st.Rejected, func(r billingapi.Rejected) bool { return r.Reason == tc.want }) {
 				t.Fatalf("statement of %s does not show %s: %+v", tc.account, tc.want, st.Rejected)
 			}
 		})
@@ -250,7 +251,7 @@ func testAttacks(t *testing.T, dsn string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if slices.ContainsFunc(st.Rejected, func(r Rejected) bool { return r.Reason == ReasonWrongContent && r.Epoch == e0 }) {
+		if slices.ContainsFunc(st.Rejected, func(r billingapi.Rejected) bool { return r.Reason == billingapi.ReasonWrongContent && r.Epoch == e0 }) {
 			break
 		}
 		if i > 500 {
@@ -297,7 +298,7 @@ func testAttacks(t *testing.T, dsn string) {
 		t.Fatalf("second settle: %+v, %v", res, err)
 	}
 	// The forfeited epoch and its late batches stay unpaid after settling.
-	if _, err := tl.IngestBatch(ctx, signBatch(t, liar, e0-60, 60, []Record{rec(60, "blog", "cidA", 10, e0-60)}), netip.Addr{}); reasonOf(err) != ReasonEpochSettled {
+	if _, err := tl.IngestBatch(ctx, signBatch(t, liar, e0-60, 60, []billingapi.Record{rec(60, "blog", "cidA", 10, e0-60)}), netip.Addr{}); reasonOf(err) != billingapi.ReasonEpochSettled {
 		t.Fatalf("batch for a settled epoch: %v", err)
 	}
 }
@@ -311,9 +312,9 @@ func mustSign(t testing.TB, k *identity.Key, typ string, v any) *identity.Envelo
 	return env
 }
 
-func mustOpen(t testing.TB, env *identity.Envelope) *Batch {
+func mustOpen(t testing.TB, env *identity.Envelope) *billingapi.Batch {
 	t.Helper()
-	b, _, err := OpenBatch(env)
+	b, _, err := billingapi.OpenBatch(env)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -371,24 +372,24 @@ func testUpstreamReads(t *testing.T, dsn string) {
 			if tc.striped {
 				tl.content.striped[tc.root] = []string{"shard1", "shard2"}
 			}
-			if _, err := tl.Deposit(ctx, mustSign(t, tl.operator, TypeDeposit, Deposit{Account: pub.ID.String(), Amount: 1_000_000, Nonce: "d1"})); err != nil {
+			if _, err := tl.Deposit(ctx, mustSign(t, tl.operator, billingapi.TypeDeposit, billingapi.Deposit{Account: pub.ID.String(), Amount: 1_000_000, Nonce: "d1"})); err != nil {
 				t.Fatal(err)
 			}
-			if res, err := tl.IngestBatch(ctx, signBatch(t, edge, e0, 1, []Record{rec(1, "blog", "cidA", 1000, e0), rec(2, "blog", "cidB", 5000, e0)}), netip.Addr{}); err != nil || res.Accepted != 2 {
+			if res, err := tl.IngestBatch(ctx, signBatch(t, edge, e0, 1, []billingapi.Record{rec(1, "blog", "cidA", 1000, e0), rec(2, "blog", "cidB", 5000, e0)}), netip.Addr{}); err != nil || res.Accepted != 2 {
 				t.Fatalf("edge's batch: %+v, %v", res, err)
 			}
-			if res, err := tl.IngestBatch(ctx, signBatch(t, other, e0, 1, []Record{rec(1, "blog", "cidA", 1000, e0)}), netip.Addr{}); err != nil || res.Accepted != 1 {
+			if res, err := tl.IngestBatch(ctx, signBatch(t, other, e0, 1, []billingapi.Record{rec(1, "blog", "cidA", 1000, e0)}), netip.Addr{}); err != nil || res.Accepted != 1 {
 				t.Fatalf("other edge's batch: %+v, %v", res, err)
 			}
-			claim := func(orders ...ClaimedOrder) {
+			claim := func(orders ...billingapi.ClaimedOrder) {
 				t.Helper()
-				res, err := tl.IngestClaim(ctx, mustSign(t, peerKey, TypeClaim, Claim{Peer: peerKey.ID.String(), Orders: orders}))
+				res, err := tl.IngestClaim(ctx, mustSign(t, peerKey, billingapi.TypeClaim, billingapi.Claim{Peer: peerKey.ID.String(), Orders: orders}))
 				if err != nil || res.Accepted != len(orders) {
 					t.Fatalf("claim: %+v, %v", res, err)
 				}
 			}
 			if tc.flowing {
-				claim(ClaimedOrder{ID: 1, Order: readOrder(t, other, peerKey.ID.String(), "shard1", "o1", 4096, t0)})
+				claim(billingapi.ClaimedOrder{ID: 1, Order: readOrder(t, other, peerKey.ID.String(), "shard1", "o1", 4096, t0)})
 			}
 			settle := func(at time.Time) {
 				t.Helper()
@@ -397,7 +398,7 @@ func testUpstreamReads(t *testing.T, dsn string) {
 					t.Fatal(err)
 				}
 			}
-			statement := func() *Statement {
+			statement := func() *billingapi.Statement {
 				t.Helper()
 				st, err := tl.Statement(ctx, edge.ID.String())
 				if err != nil {
@@ -416,7 +417,7 @@ func testUpstreamReads(t *testing.T, dsn string) {
 				t.Fatalf("after the first settlement: balance %d, deferred %+v; want %d", st.Balance, st.Deferred, want)
 			}
 			if tc.lateOrders {
-				claim(ClaimedOrder{ID: 2, Order: readOrder(t, edge, peerKey.ID.String(), "shard2", "r1", 8192, t0)})
+				claim(billingapi.ClaimedOrder{ID: 2, Order: readOrder(t, edge, peerKey.ID.String(), "shard2", "r1", 8192, t0)})
 			}
 			settle(t0.Add(2 * time.Minute)) // the next epoch: backed records are paid
 			if tc.lateOrders {
@@ -432,8 +433,8 @@ func testUpstreamReads(t *testing.T, dsn string) {
 			}
 			settle(t0.Add(time.Minute + wait + time.Minute))
 			st = statement()
-			refused := slices.ContainsFunc(st.Rejected, func(r Rejected) bool {
-				return r.Reason == ReasonNoUpstreamReads && r.Epoch == e0 && r.Bytes == 6000
+			refused := slices.ContainsFunc(st.Rejected, func(r billingapi.Rejected) bool {
+				return r.Reason == billingapi.ReasonNoUpstreamReads && r.Epoch == e0 && r.Bytes == 6000
 			})
 			var sum int64
 			for _, e := range st.Entries {
@@ -445,7 +446,7 @@ func testUpstreamReads(t *testing.T, dsn string) {
 			case tc.paid && (st.Balance != want || sum != want || refused):
 				t.Fatalf("balance %d, entries %d, rejected %+v; want %d paid", st.Balance, sum, st.Rejected, want)
 			case !tc.paid && (st.Balance != 0 || sum != 0 || !refused):
-				t.Fatalf("balance %d, entries %d, rejected %+v; want nothing paid, refused as %s", st.Balance, sum, st.Rejected, ReasonNoUpstreamReads)
+				t.Fatalf("balance %d, entries %d, rejected %+v; want nothing paid, refused as %s", st.Balance, sum, st.Rejected, billingapi.ReasonNoUpstreamReads)
 			}
 			if !tc.paid && counter(tl.metrics.backing.WithLabelValues("refused")) != 1 {
 				t.Fatal("the refusal is not counted in the metrics")
@@ -485,19 +486,19 @@ func TestUpstreamHeldCrash(t *testing.T) {
 	tl.content.roots["blog"] = "rootS"
 	tl.content.shards["shard1"] = pub.ID
 	tl.content.striped["rootS"] = []string{"shard1"}
-	if _, err := tl.Deposit(ctx, mustSign(t, tl.operator, TypeDeposit, Deposit{Account: pub.ID.String(), Amount: 1_000_000, Nonce: "d1"})); err != nil {
+	if _, err := tl.Deposit(ctx, mustSign(t, tl.operator, billingapi.TypeDeposit, billingapi.Deposit{Account: pub.ID.String(), Amount: 1_000_000, Nonce: "d1"})); err != nil {
 		t.Fatal(err)
 	}
 	e0 := t0.Unix() - 60
 	for i, k := range []*identity.Key{edge, other} {
-		if _, err := tl.IngestBatch(ctx, signBatch(t, k, e0, 1, []Record{rec(uint64(i+1), "blog", "cidA", 1000, e0)}), netip.Addr{}); err != nil {
+		if _, err := tl.IngestBatch(ctx, signBatch(t, k, e0, 1, []billingapi.Record{rec(uint64(i+1), "blog", "cidA", 1000, e0)}), netip.Addr{}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	claim := func(k *identity.Key, serial string) {
 		t.Helper()
-		if _, err := tl.IngestClaim(ctx, mustSign(t, peerKey, TypeClaim, Claim{Peer: peerKey.ID.String(),
-			Orders: []ClaimedOrder{{ID: 1, Order: readOrder(t, k, peerKey.ID.String(), "shard1", serial, 100, t0)}}})); err != nil {
+		if _, err := tl.IngestClaim(ctx, mustSign(t, peerKey, billingapi.TypeClaim, billingapi.Claim{Peer: peerKey.ID.String(),
+			Orders: []billingapi.ClaimedOrder{{ID: 1, Order: readOrder(t, k, peerKey.ID.String(), "shard1", serial, 100, t0)}}})); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/storageapi"
 	"go.uber.org/zap"
@@ -30,19 +31,19 @@ type acceptedRead struct {
 // content, and never have been claimed before. Orders of a reader not
 // known yet are deferred while the reader may still report its first
 // batch (two epochs and the settle delay after the order was issued).
-func (l *Ledger) IngestClaim(ctx context.Context, env *identity.Envelope) (*ClaimResult, error) {
-	var c Claim
-	signer, err := env.Open(TypeClaim, &c)
+func (l *Ledger) IngestClaim(ctx context.Context, env *identity.Envelope) (*billingapi.ClaimResult, error) {
+	var c billingapi.Claim
+	signer, err := env.Open(billingapi.TypeClaim, &c)
 	if err == nil && c.Peer != signer.String() {
-		err = malformed("claim for peer %q signed by %s", c.Peer, signer)
+		err = fmt.Errorf("billing: %w: claim for peer %q signed by %s", billingapi.ErrMalformed, c.Peer, signer)
 	}
-	if err == nil && len(c.Orders) > MaxClaimOrders {
-		err = malformed("%d orders, at most %d", len(c.Orders), MaxClaimOrders)
+	if err == nil && len(c.Orders) > billingapi.MaxClaimOrders {
+		err = fmt.Errorf("billing: %w: %d orders, at most %d", billingapi.ErrMalformed, len(c.Orders), billingapi.MaxClaimOrders)
 	}
 	if err != nil {
-		reason := ReasonMalformed
+		reason := billingapi.ReasonMalformed
 		if errors.Is(err, identity.ErrBadSignature) {
-			reason = ReasonSignature
+			reason = billingapi.ReasonSignature
 		}
 		if rerr := l.rejectNow(ctx, rejection{account: env.Signer, epoch: l.epochOf(l.opts.now()), kind: "claim",
 			reason: reason, detail: err.Error()}); rerr != nil {
@@ -51,39 +52,39 @@ func (l *Ledger) IngestClaim(ctx context.Context, env *identity.Envelope) (*Clai
 		return nil, &RejectError{Reason: reason, Err: err}
 	}
 	now := l.opts.now()
-	res := &ClaimResult{Rejected: []OrderRejection{}, Deferred: []int64{}}
+	res := &billingapi.ClaimResult{Rejected: []billingapi.OrderRejection{}, Deferred: []int64{}}
 	var ok []acceptedRead
 	okIDs := map[int]int64{}
 	seen := map[string]bool{}
 	for _, co := range c.Orders {
 		refuse := func(err error) {
-			res.Rejected = append(res.Rejected, OrderRejection{ID: co.ID, Reason: reasonOf(err), Detail: err.Error()})
+			res.Rejected = append(res.Rejected, billingapi.OrderRejection{ID: co.ID, Reason: reasonOf(err), Detail: err.Error()})
 		}
 		oenv, err := identity.DecodeEnvelope(co.Order)
 		if err != nil {
-			refuse(reject(ReasonMalformed, "order %d: %v", co.ID, err))
+			refuse(reject(billingapi.ReasonMalformed, "order %d: %v", co.ID, err))
 			continue
 		}
 		var o storageapi.ReadOrder
 		reader, err := oenv.Open(storageapi.TypeReadOrder, &o)
 		switch {
 		case errors.Is(err, identity.ErrBadSignature):
-			refuse(reject(ReasonSignature, "order %d: %v", co.ID, err))
+			refuse(reject(billingapi.ReasonSignature, "order %d: %v", co.ID, err))
 			continue
 		case err != nil:
-			refuse(reject(ReasonMalformed, "order %d: %v", co.ID, err))
+			refuse(reject(billingapi.ReasonMalformed, "order %d: %v", co.ID, err))
 			continue
 		case o.Peer != c.Peer:
-			refuse(reject(ReasonOrderPeer, "order %d is for peer %s", co.ID, o.Peer))
+			refuse(reject(billingapi.ReasonOrderPeer, "order %d is for peer %s", co.ID, o.Peer))
 			continue
 		case o.Length <= 0 || o.Length > storageapi.MaxReadLength || o.Serial == "":
-			refuse(reject(ReasonMalformed, "order %d: length %d, serial %q", co.ID, o.Length, o.Serial))
+			refuse(reject(billingapi.ReasonMalformed, "order %d: length %d, serial %q", co.ID, o.Length, o.Serial))
 			continue
 		case o.Expires.Before(now.Add(-l.opts.AcceptWindow)):
-			refuse(reject(ReasonOrderStale, "order %d expired at %s", co.ID, o.Expires.Format(time.RFC3339)))
+			refuse(reject(billingapi.ReasonOrderStale, "order %d expired at %s", co.ID, o.Expires.Format(time.RFC3339)))
 			continue
 		case seen[reader.String()+"/"+o.Serial]:
-			refuse(reject(ReasonReplayOrder, "order %d: serial %s twice in the claim", co.ID, o.Serial))
+			refuse(reject(billingapi.ReasonReplayOrder, "order %d: serial %s twice in the claim", co.ID, o.Serial))
 			continue
 		}
 		seen[reader.String()+"/"+o.Serial] = true
@@ -97,7 +98,7 @@ func (l *Ledger) IngestClaim(ctx context.Context, env *identity.Envelope) (*Clai
 				res.Deferred = append(res.Deferred, co.ID)
 				continue
 			}
-			refuse(reject(ReasonUnknownReader, "order %d signed by %s, which is no known edge", co.ID, reader))
+			refuse(reject(billingapi.ReasonUnknownReader, "order %d signed by %s, which is no known edge", co.ID, reader))
 			continue
 		}
 		pub, err := l.content.ShardPublisher(ctx, o.Shard)
@@ -146,7 +147,7 @@ func (l *Ledger) knownReader(ctx context.Context, p peer.ID) (bool, error) {
 
 // storeReads stores accepted reads minus replays, and the rejections, in
 // one transaction.
-func (l *Ledger) storeReads(ctx context.Context, storagePeer string, ok []acceptedRead, ids map[int]int64, res *ClaimResult) error {
+func (l *Ledger) storeReads(ctx context.Context, storagePeer string, ok []acceptedRead, ids map[int]int64, res *billingapi.ClaimResult) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	epoch := l.epochOf(l.opts.now())
@@ -164,7 +165,7 @@ func (l *Ledger) storeReads(ctx context.Context, storagePeer string, ok []accept
 			return fmt.Errorf("billing: store read: %w", err)
 		}
 		if n, _ := sr.RowsAffected(); n == 0 {
-			res.Rejected = append(res.Rejected, OrderRejection{ID: ids[i], Reason: ReasonReplayOrder,
+			res.Rejected = append(res.Rejected, billingapi.OrderRejection{ID: ids[i], Reason: billingapi.ReasonReplayOrder,
 				Detail: fmt.Sprintf("read order %s of %s was claimed before", r.serial, r.reader)})
 			continue
 		}

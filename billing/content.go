@@ -17,6 +17,7 @@ import (
 	"github.com/ipfs/go-cid"
 	car "github.com/ipld/go-car/v2"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/dag"
 	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/identity"
@@ -203,7 +204,7 @@ func (o *OriginContent) refreshNames(ctx context.Context, force bool) error {
 func (o *OriginContent) Object(ctx context.Context, name, root, c string) (Object, error) {
 	want, err := cid.Decode(c)
 	if err != nil {
-		return Object{}, reject(ReasonUnpublished, "cid %q: %v", c, err)
+		return Object{}, reject(billingapi.ReasonUnpublished, "cid %q: %v", c, err)
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -248,7 +249,7 @@ func (o *OriginContent) Object(ctx context.Context, name, root, c string) (Objec
 		}
 	}
 	if len(roots) == 0 {
-		return Object{}, reject(ReasonUnpublished, "name %q root %q: no such published site", name, root)
+		return Object{}, reject(billingapi.ReasonUnpublished, "name %q root %q: no such published site", name, root)
 	}
 	for i := len(roots) - 1; i >= 0; i-- {
 		site, err := o.site(ctx, roots[i])
@@ -259,7 +260,7 @@ func (o *OriginContent) Object(ctx context.Context, name, root, c string) (Objec
 			return Object{Publisher: pub, MaxBytes: max(b.fileSize, site.dagSize(want, 0)), Root: roots[i]}, nil
 		}
 	}
-	return Object{}, reject(ReasonUnpublished, "%s is not part of site %q (root %s)", c, name, roots[len(roots)-1])
+	return Object{}, reject(billingapi.ReasonUnpublished, "%s is not part of site %q (root %s)", c, name, roots[len(roots)-1])
 }
 
 // site returns the index of the site under root, fetching it as a CAR the
@@ -331,7 +332,7 @@ func (o *OriginContent) ShardPublisher(ctx context.Context, shard string) (peer.
 	if p, ok := o.shards[shard]; ok {
 		return p, nil
 	}
-	return "", reject(ReasonUnknownShard, "shard %s is in no published manifest", shard)
+	return "", reject(billingapi.ReasonUnknownShard, "shard %s is in no published manifest", shard)
 }
 
 // Holdings implements Content.

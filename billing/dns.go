@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
+	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/dag"
 	"github.com/topcdn/topcdn/dnsrouteapi"
 	"go.uber.org/zap"
@@ -169,7 +170,7 @@ func (l *Ledger) dnsEdgesWithin(ctx context.Context, maxAge time.Duration) (map[
 //
 // Honest edges in a small devnet are handed out or serve little; a router
 // that cannot be reached skips the check rather than fail honest edges.
-func (l *Ledger) checkDNS(ctx context.Context, edge string, b *Batch, digest string) error {
+func (l *Ledger) checkDNS(ctx context.Context, edge string, b *billingapi.Batch, digest string) error {
 	total := claimed(b.Records)
 	edges, ok := l.dnsEdges(ctx)
 	switch {
@@ -183,7 +184,7 @@ func (l *Ledger) checkDNS(ctx context.Context, edge string, b *Batch, digest str
 	e, listed := edges[edge]
 	if (!listed || e.Answers == 0) && total > l.opts.DNSFreeBytes {
 		l.metrics.dnsCheck.WithLabelValues("rejected").Inc()
-		return reject(ReasonDNSImplausible, "edge claims %d bytes but the DNS router never handed it out (listed %v, answers %d); at most %d bytes accepted",
+		return reject(billingapi.ReasonDNSImplausible, "edge claims %d bytes but the DNS router never handed it out (listed %v, answers %d); at most %d bytes accepted",
 			total, listed, e.Answers, l.opts.DNSFreeBytes)
 	}
 	if listed {
@@ -234,7 +235,7 @@ var errHeartbeatBehind = fmt.Errorf("%w: the edge's heartbeats are behind its ba
 // The check is skipped when the router gives no heartbeat time (an older
 // router) or the edge never reported a byte (an older edge, or one that
 // had served nothing at its last heartbeat).
-func (l *Ledger) checkHeartbeats(ctx context.Context, edge string, b *Batch, digest string, total int64, e EdgeInfo) error {
+func (l *Ledger) checkHeartbeats(ctx context.Context, edge string, b *billingapi.Batch, digest string, total int64, e EdgeInfo) error {
 	if e.LastHeartbeat.IsZero() || max(e.MaxBytes, e.Bytes) == 0 {
 		return nil
 	}
@@ -273,7 +274,7 @@ func (l *Ledger) checkHeartbeats(ctx context.Context, edge string, b *Batch, dig
 			errHeartbeatBehind, what, first.UTC().Format(time.RFC3339), why)
 	}
 	l.forgetSeen(digest)
-	return reject(ReasonImplausibleHeartbeats, "%s", what)
+	return reject(billingapi.ReasonImplausibleHeartbeats, "%s", what)
 }
 
 // heartbeatBound reports whether sum bytes claimed for epoch are within
@@ -387,7 +388,7 @@ func (p HTTPProber) Probe(ctx context.Context, edgeURL, c string) error {
 		return fmt.Errorf("billing: probe %s at %s: HTTP %d", c, edgeURL, resp.StatusCode)
 	}
 	if err := dag.Verify(id, data); err != nil {
-		return reject(ReasonWrongContent, "edge %s served %d bytes for %s that do not match it: %v", edgeURL, len(data), c, err)
+		return reject(billingapi.ReasonWrongContent, "edge %s served %d bytes for %s that do not match it: %v", edgeURL, len(data), c, err)
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	blocks "github.com/ipfs/go-block-format"
+	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/identity"
 )
@@ -34,11 +35,11 @@ func TestHTTPProber(t *testing.T) {
 	tests := []struct {
 		name    string
 		cid     string
-		want    Reason
+		want    billingapi.Reason
 		wantErr bool
 	}{
 		{"right bytes", good.Cid().String(), "", false},
-		{"wrong bytes", other.Cid().String(), ReasonWrongContent, true},
+		{"wrong bytes", other.Cid().String(), billingapi.ReasonWrongContent, true},
 		{"not served: inconclusive", missing.Cid().String(), "", true},
 		{"not a CID", "nope", "", true},
 	}
@@ -179,7 +180,7 @@ func TestHeartbeatCheckThroughRouter(t *testing.T) {
 	}))
 	defer router.Close()
 	batch := func(epoch int64, seq uint64, mib int) *identity.Envelope {
-		var rs []Record
+		var rs []billingapi.Record
 		for i := range mib {
 			rs = append(rs, rec(seq*1000+uint64(i), "blog", "big", MiB, epoch))
 		}
@@ -254,8 +255,8 @@ func TestHeartbeatCheckThroughRouter(t *testing.T) {
 		}
 		beat(5*MiB, 99*time.Second)
 		tl.setNow(t0.Add(100 * time.Second))
-		if _, err := tl.IngestBatch(ctx, env, netip.Addr{}); reasonOf(err) != ReasonImplausibleHeartbeats {
-			t.Fatalf("resent: %v, want %s", err, ReasonImplausibleHeartbeats)
+		if _, err := tl.IngestBatch(ctx, env, netip.Addr{}); reasonOf(err) != billingapi.ReasonImplausibleHeartbeats {
+			t.Fatalf("resent: %v, want %s", err, billingapi.ReasonImplausibleHeartbeats)
 		}
 	})
 }

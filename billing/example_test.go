@@ -10,16 +10,17 @@ import (
 	"time"
 
 	"github.com/topcdn/topcdn/billing"
+	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/identity"
 )
 
 // An edge reports what it served: one Observe per response, and Run
 // posts a signed batch per epoch (here, flushed when ctx ends).
 func ExampleNewReporter() {
-	got := make(chan *billing.Batch, 1)
+	got := make(chan *billingapi.Batch, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		_, b, _, err := billing.DecodeBatch(body) // what billing does first
+		_, b, _, err := billingapi.DecodeBatch(body) // what billing does first
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusUnprocessableEntity)
 			return
@@ -29,12 +30,12 @@ func ExampleNewReporter() {
 	defer srv.Close()
 
 	key, _ := identity.Generate(nil)
-	rep := billing.NewReporter(key, srv.URL, billing.WithEpoch(time.Minute))
+	rep := billingapi.NewReporter(key, srv.URL, billingapi.WithEpoch(time.Minute))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); rep.Run(ctx) }()
 	for _, n := range []int64{1200, 800} {
-		rep.Observe(billing.Served{Name: "blog", CID: "bafkreiabc", Bytes: n, Status: http.StatusOK,
+		rep.Observe(billingapi.Served{Name: "blog", CID: "bafkreiabc", Bytes: n, Status: http.StatusOK,
 			Time: time.Now(), Client: netip.MustParseAddr("198.51.100.7")})
 	}
 	time.Sleep(10 * time.Millisecond)

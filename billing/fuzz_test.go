@@ -6,6 +6,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/identity"
 )
 
@@ -20,14 +21,14 @@ func fuzzSeeds(t testing.TB) [][]byte {
 		}
 		return b
 	}
-	valid := signBatch(t, k, 1_800_000_000-1_800_000_000%60, 1, []Record{rec(1, "blog", "bafy", 10, 1_800_000_000-1_800_000_000%60),
+	valid := signBatch(t, k, 1_800_000_000-1_800_000_000%60, 1, []billingapi.Record{rec(1, "blog", "bafy", 10, 1_800_000_000-1_800_000_000%60),
 		rec(2, "", "bafz", 0, 1_800_000_000-1_800_000_000%60)})
 	empty := signBatch(t, k, 60, 2, nil)
 	tampered := *valid
 	tampered.Body = bytes.Replace(valid.Body, []byte(`"bytes":10`), []byte(`"bytes":99`), 1)
 	badRoot := mustOpen(t, valid)
 	badRoot.MerkleRoot = make([]byte, 32)
-	return [][]byte{enc(valid), enc(empty), enc(&tampered), enc(mustSign(t, k, TypeBatch, badRoot)),
+	return [][]byte{enc(valid), enc(empty), enc(&tampered), enc(mustSign(t, k, billingapi.TypeBatch, badRoot)),
 		[]byte(`{}`), []byte(`{"type":"topcdn/billing/batch/v1","signer":"x","body":"e30=","sig":""}`)}
 }
 
@@ -40,9 +41,9 @@ func FuzzDecodeBatch(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		env, b, signer, err := DecodeBatch(data)
+		env, b, signer, err := billingapi.DecodeBatch(data)
 		if err != nil {
-			if !errors.Is(err, ErrMalformed) && !errors.Is(err, identity.ErrBadSignature) {
+			if !errors.Is(err, billingapi.ErrMalformed) && !errors.Is(err, identity.ErrBadSignature) {
 				t.Fatalf("refusal without a cause: %v", err)
 			}
 			return
@@ -50,11 +51,11 @@ func FuzzDecodeBatch(f *testing.F) {
 		if b.Edge != signer.String() || env.Signer != b.Edge {
 			t.Fatalf("batch of %s signed by %s", b.Edge, signer)
 		}
-		if !bytes.Equal(b.MerkleRoot, MerkleRoot(b.Records)) || len(b.Salt) != SaltSize || b.Epoch%b.EpochSeconds != 0 {
+		if !bytes.Equal(b.MerkleRoot, billingapi.MerkleRoot(b.Records)) || len(b.Salt) != billingapi.SaltSize || b.Epoch%b.EpochSeconds != 0 {
 			t.Fatalf("accepted an inconsistent batch: %+v", b)
 		}
 		for _, r := range b.Records {
-			if r.Bytes < 0 || len(r.Client) != ClientHashSize || r.CID == "" {
+			if r.Bytes < 0 || len(r.Client) != billingapi.ClientHashSize || r.CID == "" {
 				t.Fatalf("accepted a malformed record: %+v", r)
 			}
 		}
@@ -63,7 +64,7 @@ func FuzzDecodeBatch(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, b2, _, err := DecodeBatch(again); err != nil || b2.Seq != b.Seq || len(b2.Records) != len(b.Records) {
+		if _, b2, _, err := billingapi.DecodeBatch(again); err != nil || b2.Seq != b.Seq || len(b2.Records) != len(b.Records) {
 			t.Fatalf("re-encoded batch: %v", err)
 		}
 	})
@@ -80,15 +81,15 @@ func TestDecodeBatch(t *testing.T) {
 		{"valid", seeds[0], nil},
 		{"no records", seeds[1], nil},
 		{"tampered body", seeds[2], identity.ErrBadSignature},
-		{"wrong merkle root", seeds[3], ErrMalformed},
-		{"empty envelope", seeds[4], ErrMalformed},
-		{"unsigned", seeds[5], ErrMalformed},
-		{"not JSON", []byte("\x00"), ErrMalformed},
-		{"unknown envelope field", []byte(`{"type":"x","extra":1}`), ErrMalformed},
+		{"wrong merkle root", seeds[3], billingapi.ErrMalformed},
+		{"empty envelope", seeds[4], billingapi.ErrMalformed},
+		{"unsigned", seeds[5], billingapi.ErrMalformed},
+		{"not JSON", []byte("\x00"), billingapi.ErrMalformed},
+		{"unknown envelope field", []byte(`{"type":"x","extra":1}`), billingapi.ErrMalformed},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, _, _, err := DecodeBatch(tc.data)
+			_, _, _, err := billingapi.DecodeBatch(tc.data)
 			if tc.wantErr == nil && err != nil || tc.wantErr != nil && !errors.Is(err, tc.wantErr) {
 				t.Fatalf("err %v, want %v", err, tc.wantErr)
 			}

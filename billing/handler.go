@@ -12,29 +12,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/identity"
 	"go.uber.org/zap"
 )
-
-// ErrorResponse is the JSON body of every error answer.
-type ErrorResponse struct {
-	Error  string `json:"error"`
-	Reason Reason `json:"reason,omitempty"`
-}
-
-// SuspendedResponse is the answer of GET /api/v1/suspended.
-type SuspendedResponse struct {
-	Publishers []string `json:"publishers"`
-}
-
-// ForfeitsResponse is the answer of GET /api/v1/forfeits.
-type ForfeitsResponse struct {
-	Forfeits []ForfeitInfo `json:"forfeits"`
-}
-
-// DefaultForfeitsWindow is how far back GET /api/v1/forfeits looks when the
-// request does not say (since).
-const DefaultForfeitsWindow = 24 * time.Hour
 
 // Handler returns the billing API:
 //
@@ -88,7 +69,7 @@ func (l *Ledger) Handler(gatherer prometheus.Gatherer) http.Handler {
 	})
 	route("GET /api/v1/suspended", "suspended", func(w http.ResponseWriter, r *http.Request) {
 		res, err := l.Suspended(r.Context())
-		l.reply(w, SuspendedResponse{Publishers: res}, err)
+		l.reply(w, billingapi.SuspendedResponse{Publishers: res}, err)
 	})
 	route("GET /api/v1/forfeits", "forfeits", l.serveForfeits)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
@@ -115,13 +96,13 @@ func (w *statusWriter) WriteHeader(code int) {
 
 // readEnvelope reads a JSON envelope from the request body.
 func readEnvelope(r *http.Request) (*identity.Envelope, error) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, MaxBatchSize+1))
+	body, err := io.ReadAll(io.LimitReader(r.Body, billingapi.MaxBatchSize+1))
 	if err != nil {
-		return nil, reject(ReasonMalformed, "read body: %v", err)
+		return nil, reject(billingapi.ReasonMalformed, "read body: %v", err)
 	}
-	env, err := decodeEnvelope(body)
+	env, err := billingapi.DecodeEnvelope(body)
 	if err != nil {
-		return nil, &RejectError{Reason: ReasonMalformed, Err: err}
+		return nil, &RejectError{Reason: billingapi.ReasonMalformed, Err: err}
 	}
 	return env, nil
 }
@@ -139,17 +120,17 @@ func remoteAddr(r *http.Request) netip.Addr {
 // serveForfeits lists the epochs forfeited since the Unix time in the
 // since parameter, or in the last DefaultForfeitsWindow.
 func (l *Ledger) serveForfeits(w http.ResponseWriter, r *http.Request) {
-	since := l.opts.now().Add(-DefaultForfeitsWindow)
+	since := l.opts.now().Add(-billingapi.DefaultForfeitsWindow)
 	if s := r.URL.Query().Get("since"); s != "" {
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {
-			l.reply(w, nil, reject(ReasonMalformed, "since %q: want Unix seconds: %v", s, err))
+			l.reply(w, nil, reject(billingapi.ReasonMalformed, "since %q: want Unix seconds: %v", s, err))
 			return
 		}
 		since = time.Unix(n, 0)
 	}
 	res, err := l.Forfeits(r.Context(), since)
-	l.reply(w, ForfeitsResponse{Forfeits: res}, err)
+	l.reply(w, billingapi.ForfeitsResponse{Forfeits: res}, err)
 }
 
 func (l *Ledger) serveBatch(w http.ResponseWriter, r *http.Request) {
@@ -193,9 +174,9 @@ func (l *Ledger) reply(w http.ResponseWriter, v any, err error) {
 	code := http.StatusInternalServerError
 	reason := reasonOf(err)
 	switch {
-	case reason == ReasonSignature:
+	case reason == billingapi.ReasonSignature:
 		code = http.StatusForbidden
-	case reason == ReasonReplayBatch:
+	case reason == billingapi.ReasonReplayBatch:
 		code = http.StatusConflict
 	case reason != "":
 		code = http.StatusUnprocessableEntity
@@ -212,7 +193,7 @@ func (l *Ledger) reply(w http.ResponseWriter, v any, err error) {
 	case code >= 500:
 		l.log.Error("request failed", zap.Error(err))
 	}
-	writeJSON(w, code, ErrorResponse{Error: err.Error(), Reason: reason})
+	writeJSON(w, code, billingapi.ErrorResponse{Error: err.Error(), Reason: reason})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/topcdn/topcdn/billingapi"
 )
 
 func TestHandler(t *testing.T) {
@@ -30,11 +31,11 @@ func TestHandler(t *testing.T) {
 		}
 		return b
 	}
-	good := jsonOf(signBatch(t, edge, e0, 1, []Record{rec(1, "blog", "c", 100, e0)}))
-	tampered := signBatch(t, edge, e0, 2, []Record{rec(2, "blog", "c", 100, e0)})
+	good := jsonOf(signBatch(t, edge, e0, 1, []billingapi.Record{rec(1, "blog", "c", 100, e0)}))
+	tampered := signBatch(t, edge, e0, 2, []billingapi.Record{rec(2, "blog", "c", 100, e0)})
 	tampered.Sig[0] ^= 1
 	deposit := func(amount int64) []byte {
-		return jsonOf(mustSign(t, tl.operator, TypeDeposit, Deposit{Account: pub.ID.String(), Amount: amount, Nonce: "n"}))
+		return jsonOf(mustSign(t, tl.operator, billingapi.TypeDeposit, billingapi.Deposit{Account: pub.ID.String(), Amount: amount, Nonce: "n"}))
 	}
 	tests := []struct {
 		name, method, path string
@@ -46,11 +47,11 @@ func TestHandler(t *testing.T) {
 		{"batch", "POST", "/api/v1/batches", good, nil, 200, `"accepted": 1`},
 		{"same batch again", "POST", "/api/v1/batches", good, nil, 200, `"duplicate": true`},
 		{"other content, same epoch", "POST", "/api/v1/batches",
-			jsonOf(signBatch(t, edge, e0, 3, []Record{rec(3, "blog", "c", 50, e0)})), nil, 409, `"reason": "replay_batch"`},
+			jsonOf(signBatch(t, edge, e0, 3, []billingapi.Record{rec(3, "blog", "c", 50, e0)})), nil, 409, `"reason": "replay_batch"`},
 		{"bad signature", "POST", "/api/v1/batches", jsonOf(tampered), nil, 403, `"reason": "bad_signature"`},
 		{"not JSON", "POST", "/api/v1/batches", []byte("{"), nil, 422, `"reason": "malformed"`},
 		{"origin unreachable", "POST", "/api/v1/batches",
-			jsonOf(signBatch(t, edge, e0-60, 4, []Record{rec(4, "blog", "c", 100, e0-60)})),
+			jsonOf(signBatch(t, edge, e0-60, 4, []billingapi.Record{rec(4, "blog", "c", 100, e0-60)})),
 			func() { tl.content.fail = errors.New("connection refused") }, 503, "temporarily"},
 		{"deposit", "POST", "/api/v1/deposits", deposit(10), func() { tl.content.fail = nil }, 200, `"balance": 10`},
 		{"deposit nonce reused", "POST", "/api/v1/deposits", deposit(11), nil, 409, "conflict"},
@@ -61,7 +62,7 @@ func TestHandler(t *testing.T) {
 		{"suspended", "GET", "/api/v1/suspended", nil, nil, 200, `"publishers": []`},
 		{"no forfeits", "GET", "/api/v1/forfeits", nil, nil, 200, `"forfeits": []`},
 		{"forfeits", "GET", "/api/v1/forfeits?since=" + strconv.FormatInt(t0.Unix()-1, 10), nil, func() {
-			if err := tl.Forfeit(context.Background(), edge.ID.String(), e0, ReasonWrongContent, "wrong bytes"); err != nil {
+			if err := tl.Forfeit(context.Background(), edge.ID.String(), e0, billingapi.ReasonWrongContent, "wrong bytes"); err != nil {
 				t.Fatal(err)
 			}
 		}, 200, `"edge": "` + edge.ID.String() + `"`},

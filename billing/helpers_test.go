@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/identity"
 )
 
@@ -70,7 +71,7 @@ func (f *fakeContent) Object(ctx context.Context, name, root, c string) (Object,
 			return Object{Publisher: f.sites[n], MaxBytes: objs[c], Root: f.roots[n]}, nil
 		}
 	}
-	return Object{}, reject(ReasonUnpublished, "%s/%s is not published", name, c)
+	return Object{}, reject(billingapi.ReasonUnpublished, "%s/%s is not published", name, c)
 }
 
 func (f *fakeContent) ShardPublisher(ctx context.Context, shard string) (peer.ID, error) {
@@ -79,7 +80,7 @@ func (f *fakeContent) ShardPublisher(ctx context.Context, shard string) (peer.ID
 	if p, ok := f.shards[shard]; ok {
 		return p, nil
 	}
-	return "", reject(ReasonUnknownShard, "shard %s unknown", shard)
+	return "", reject(billingapi.ReasonUnknownShard, "shard %s unknown", shard)
 }
 
 func (f *fakeContent) OriginID(ctx context.Context) (peer.ID, error) {
@@ -156,12 +157,12 @@ func newTestLedger(t testing.TB, dsn string, cfg Config) *testLedger {
 }
 
 // batch builds and signs a batch of key for epoch.
-func signBatch(t testing.TB, key *identity.Key, epoch int64, seq uint64, recs []Record) *identity.Envelope {
+func signBatch(t testing.TB, key *identity.Key, epoch int64, seq uint64, recs []billingapi.Record) *identity.Envelope {
 	t.Helper()
-	b := Batch{Edge: key.ID.String(), Epoch: epoch, EpochSeconds: 60, Seq: seq, Salt: bytes.Repeat([]byte{7}, SaltSize),
+	b := billingapi.Batch{Edge: key.ID.String(), Epoch: epoch, EpochSeconds: 60, Seq: seq, Salt: bytes.Repeat([]byte{7}, billingapi.SaltSize),
 		Records: recs}
-	b.MerkleRoot = MerkleRoot(b.Records)
-	env, err := key.Sign(TypeBatch, &b)
+	b.MerkleRoot = billingapi.MerkleRoot(b.Records)
+	env, err := key.Sign(billingapi.TypeBatch, &b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,9 +170,9 @@ func signBatch(t testing.TB, key *identity.Key, epoch int64, seq uint64, recs []
 }
 
 // rec returns a record served at epoch+1s.
-func rec(serial uint64, name, c string, n int64, epoch int64) Record {
-	return Record{Serial: serial, Name: name, CID: c, Bytes: n, Status: 200, Time: (epoch + 1) * 1000,
-		Client: bytes.Repeat([]byte{1}, ClientHashSize)}
+func rec(serial uint64, name, c string, n int64, epoch int64) billingapi.Record {
+	return billingapi.Record{Serial: serial, Name: name, CID: c, Bytes: n, Status: 200, Time: (epoch + 1) * 1000,
+		Client: bytes.Repeat([]byte{1}, billingapi.ClientHashSize)}
 }
 
 // counter reads a counter's value.

@@ -15,29 +15,10 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/identity"
 	"go.uber.org/zap"
 )
-
-// BatchResult is billing's answer to a batch.
-type BatchResult struct {
-	// Accepted counts the records credited.
-	Accepted int `json:"accepted"`
-	// Bytes is the bytes of the accepted records.
-	Bytes int64 `json:"bytes"`
-	// Rejected lists the records refused, with reasons.
-	Rejected []RecordRejection `json:"rejected"`
-	// Duplicate is true when this exact batch had been accepted before;
-	// nothing more is credited.
-	Duplicate bool `json:"duplicate,omitempty"`
-}
-
-// RecordRejection is one refused record.
-type RecordRejection struct {
-	Serial uint64 `json:"serial"`
-	Reason Reason `json:"reason"`
-	Detail string `json:"detail"`
-}
 
 // maxRecordBytes bounds the bytes one record may bill (1 TiB), whatever
 // size the publisher declares for the object (a UnixFS file size is the
@@ -60,12 +41,12 @@ type acceptedRecord struct {
 // check; the zero Addr skips it). A refusal of the whole batch is a
 // *RejectError, recorded; other errors are transient (send the same batch
 // again).
-func (l *Ledger) IngestBatch(ctx context.Context, env *identity.Envelope, from netip.Addr) (*BatchResult, error) {
-	batch, signer, err := OpenBatch(env)
+func (l *Ledger) IngestBatch(ctx context.Context, env *identity.Envelope, from netip.Addr) (*billingapi.BatchResult, error) {
+	batch, signer, err := billingapi.OpenBatch(env)
 	if err != nil {
-		reason := ReasonMalformed
+		reason := billingapi.ReasonMalformed
 		if errors.Is(err, identity.ErrBadSignature) {
-			reason = ReasonSignature
+			reason = billingapi.ReasonSignature
 		}
 		rerr := &RejectError{Reason: reason, Err: err}
 		if err := l.rejectNow(ctx, rejection{account: env.Signer, kind: "batch", ref: "", reason: reason, detail: err.Error()}); err != nil {
@@ -74,7 +55,7 @@ func (l *Ledger) IngestBatch(ctx context.Context, env *identity.Envelope, from n
 		return nil, rerr
 	}
 	edge := signer.String()
-	rejectBatch := func(err error) (*BatchResult, error) {
+	rejectBatch := func(err error) (*billingapi.BatchResult, error) {
 		if rerr := l.rejectNow(ctx, rejection{account: edge, epoch: batch.Epoch, kind: "batch",
 			ref: strconv.FormatUint(batch.Seq, 10), reason: reasonOf(err), detail: err.Error(), bytes: claimed(batch.Records)}); rerr != nil {
 			return nil, rerr
@@ -123,7 +104,7 @@ func fnv32(s string) uint32 {
 // claimed sums the bytes of records, saturating at the int64 maximum:
 // records of absurd sizes (refused later as inflated) must not wrap the
 // total below the DNS and heartbeat bounds it is checked against.
-func claimed(recs []Record) int64 {
+func claimed(recs []billingapi.Record) int64 {
 	var n int64
 	for i := range recs {
 		n = addBytes(n, recs[i].Bytes)
@@ -145,18 +126,18 @@ func (l *Ledger) checkEpoch(ctx context.Context, epoch, secs int64) error {
 	now := l.opts.now()
 	switch {
 	case secs != l.secs:
-		return reject(ReasonEpochLength, "epoch length %d s, billing's is %d s", secs, l.secs)
+		return reject(billingapi.ReasonEpochLength, "epoch length %d s, billing's is %d s", secs, l.secs)
 	case time.Unix(epoch, 0).After(now.Add(skew)):
-		return reject(ReasonEpochFuture, "epoch %d starts in the future", epoch)
+		return reject(billingapi.ReasonEpochFuture, "epoch %d starts in the future", epoch)
 	case time.Unix(epoch+secs, 0).Before(now.Add(-l.opts.AcceptWindow)):
-		return reject(ReasonEpochStale, "epoch %d ended more than %s ago", epoch, l.opts.AcceptWindow)
+		return reject(billingapi.ReasonEpochStale, "epoch %d ended more than %s ago", epoch, l.opts.AcceptWindow)
 	}
 	last, err := l.lastSettled(ctx, l.db)
 	if err != nil {
 		return err
 	}
 	if epoch <= last {
-		return reject(ReasonEpochSettled, "epoch %d is settled (last settled %d)", epoch, last)
+		return reject(billingapi.ReasonEpochSettled, "epoch %d is settled (last settled %d)", epoch, last)
 	}
 	return nil
 }
@@ -164,7 +145,7 @@ func (l *Ledger) checkEpoch(ctx context.Context, epoch, secs int64) error {
 // duplicateBatch returns the stored result when this exact batch was
 // accepted before, a replay_batch refusal when another batch holds its
 // (edge, epoch, part) or its sequence number, and nil, nil for a new batch.
-func (l *Ledger) duplicateBatch(ctx context.Context, edge string, b *Batch, digest string) (*BatchResult, error) {
+func (l *Ledger) duplicateBatch(ctx context.Context, edge string, b *billingapi.Batch, digest string) (*billingapi.BatchResult, error) {
 	var (
 		epoch, part, seq, records int64
 		have                      string
@@ -178,47 +159,47 @@ func (l *Ledger) duplicateBatch(ctx context.Context, edge string, b *Batch, dige
 		return nil, fmt.Errorf("billing: look up batch: %w", err)
 	case have == digest:
 		l.metrics.claims.WithLabelValues("batch", "accepted", "duplicate").Inc()
-		return &BatchResult{Accepted: int(records), Duplicate: true, Rejected: []RecordRejection{}}, nil
+		return &billingapi.BatchResult{Accepted: int(records), Duplicate: true, Rejected: []billingapi.RecordRejection{}}, nil
 	case epoch == b.Epoch && part == int64(b.Part):
-		return nil, reject(ReasonReplayBatch, "edge already reported part %d of epoch %d with other content", b.Part, b.Epoch)
+		return nil, reject(billingapi.ReasonReplayBatch, "edge already reported part %d of epoch %d with other content", b.Part, b.Epoch)
 	default:
-		return nil, reject(ReasonReplayBatch, "sequence %d already used for epoch %d", b.Seq, epoch)
+		return nil, reject(billingapi.ReasonReplayBatch, "sequence %d already used for epoch %d", b.Seq, epoch)
 	}
 }
 
 // checkRecords runs the per-record checks that need no ledger state.
-func (l *Ledger) checkRecords(ctx context.Context, edge peer.ID, epoch int64, salt []byte, recs []Record,
-	from netip.Addr) ([]acceptedRecord, []RecordRejection, error) {
+func (l *Ledger) checkRecords(ctx context.Context, edge peer.ID, epoch int64, salt []byte, recs []billingapi.Record,
+	from netip.Addr) ([]acceptedRecord, []billingapi.RecordRejection, error) {
 	lo, hi := epoch*1000, (epoch+l.secs)*1000
 	var self []byte
 	if from.IsValid() && !from.IsLoopback() {
-		self = ClientHash(salt, from)
+		self = billingapi.ClientHash(salt, from)
 	}
 	seen := make(map[uint64]bool, len(recs))
 	names := map[peer.ID]string{} // peer ID strings, base58-encoded once
 	var (
 		ok  []acceptedRecord
-		bad []RecordRejection
+		bad []billingapi.RecordRejection
 	)
 	for i := range recs {
 		r := &recs[i]
 		refuse := func(err error) {
-			bad = append(bad, RecordRejection{Serial: r.Serial, Reason: reasonOf(err), Detail: err.Error()})
+			bad = append(bad, billingapi.RecordRejection{Serial: r.Serial, Reason: reasonOf(err), Detail: err.Error()})
 		}
 		if seen[r.Serial] {
-			refuse(reject(ReasonReplayRecord, "serial %d twice in the batch", r.Serial))
+			refuse(reject(billingapi.ReasonReplayRecord, "serial %d twice in the batch", r.Serial))
 			continue
 		}
 		seen[r.Serial] = true
 		if r.Time < lo-skew.Milliseconds() || r.Time >= hi+skew.Milliseconds() {
-			refuse(reject(ReasonRecordTime, "served at %d ms, outside epoch %d", r.Time, epoch))
+			refuse(reject(billingapi.ReasonRecordTime, "served at %d ms, outside epoch %d", r.Time, epoch))
 			continue
 		}
 		if r.Bytes == 0 {
 			continue // nothing to pay, nothing to refuse
 		}
 		if r.Status < 200 || r.Status > 299 {
-			refuse(reject(ReasonStatus, "%d bytes claimed for a %d response", r.Bytes, r.Status))
+			refuse(reject(billingapi.ReasonStatus, "%d bytes claimed for a %d response", r.Bytes, r.Status))
 			continue
 		}
 		obj, err := l.content.Object(ctx, r.Name, r.Root, r.CID)
@@ -231,16 +212,16 @@ func (l *Ledger) checkRecords(ctx context.Context, edge peer.ID, epoch int64, sa
 		}
 		switch {
 		case r.Bytes > obj.MaxBytes:
-			refuse(reject(ReasonInflated, "%d bytes claimed for %s, which has %d", r.Bytes, r.CID, obj.MaxBytes))
+			refuse(reject(billingapi.ReasonInflated, "%d bytes claimed for %s, which has %d", r.Bytes, r.CID, obj.MaxBytes))
 			continue
 		case r.Bytes > maxRecordBytes:
-			refuse(reject(ReasonInflated, "%d bytes claimed for %s, more than the %d a response may bill", r.Bytes, r.CID, int64(maxRecordBytes)))
+			refuse(reject(billingapi.ReasonInflated, "%d bytes claimed for %s, more than the %d a response may bill", r.Bytes, r.CID, int64(maxRecordBytes)))
 			continue
 		case obj.Publisher == edge:
-			refuse(reject(ReasonSelfDealing, "edge %s serves its own publisher's site", edge))
+			refuse(reject(billingapi.ReasonSelfDealing, "edge %s serves its own publisher's site", edge))
 			continue
 		case self != nil && bytes.Equal(r.Client, self):
-			refuse(reject(ReasonSelfDealing, "request came from the edge's own network %s", ClientPrefix(from)))
+			refuse(reject(billingapi.ReasonSelfDealing, "request came from the edge's own network %s", billingapi.ClientPrefix(from)))
 			continue
 		}
 		name, found := names[obj.Publisher]
@@ -255,8 +236,8 @@ func (l *Ledger) checkRecords(ctx context.Context, edge peer.ID, epoch int64, sa
 
 // store writes an accepted batch (b may be nil for records signed one by
 // one), its records minus replays, and its rejections in one transaction.
-func (l *Ledger) store(ctx context.Context, edge string, epoch int64, b *Batch, digest string, ok []acceptedRecord,
-	bad []RecordRejection) (*BatchResult, error) {
+func (l *Ledger) store(ctx context.Context, edge string, epoch int64, b *billingapi.Batch, digest string, ok []acceptedRecord,
+	bad []billingapi.RecordRejection) (*billingapi.BatchResult, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	// Settlement may have closed the epoch since checkEpoch: records stored
@@ -266,8 +247,8 @@ func (l *Ledger) store(ctx context.Context, edge string, epoch int64, b *Batch, 
 		return nil, err
 	}
 	if epoch <= last {
-		err := reject(ReasonEpochSettled, "epoch %d was settled while the batch was checked", epoch)
-		if rerr := l.rejectNow(ctx, rejection{account: edge, epoch: epoch, kind: "batch", reason: ReasonEpochSettled,
+		err := reject(billingapi.ReasonEpochSettled, "epoch %d was settled while the batch was checked", epoch)
+		if rerr := l.rejectNow(ctx, rejection{account: edge, epoch: epoch, kind: "batch", reason: billingapi.ReasonEpochSettled,
 			detail: err.Error()}); rerr != nil {
 			return nil, rerr
 		}
@@ -315,11 +296,11 @@ func (l *Ledger) store(ctx context.Context, edge string, epoch int64, b *Batch, 
 			return nil, fmt.Errorf("billing: replay check: %w", err)
 		}
 	}
-	res := &BatchResult{Rejected: bad}
+	res := &billingapi.BatchResult{Rejected: bad}
 	fresh := make([]acceptedRecord, 0, len(ok))
 	for _, r := range ok {
 		if replayed[r.serial] {
-			res.Rejected = append(res.Rejected, RecordRejection{Serial: r.serial, Reason: ReasonReplayRecord,
+			res.Rejected = append(res.Rejected, billingapi.RecordRejection{Serial: r.serial, Reason: billingapi.ReasonReplayRecord,
 				Detail: fmt.Sprintf("serial %d was reported before", r.serial)})
 			continue
 		}
@@ -386,20 +367,20 @@ func (l *Ledger) insertRecords(ctx context.Context, tx querier, edge string, epo
 // envelopes) and stores them as IngestBatch would, without a batch row.
 // It is the per-record-signature baseline the batch format is measured
 // against (go run ./bench billing); the service does not expose it.
-func (l *Ledger) IngestRecords(ctx context.Context, envs []*identity.Envelope, from netip.Addr) (*BatchResult, error) {
+func (l *Ledger) IngestRecords(ctx context.Context, envs []*identity.Envelope, from netip.Addr) (*billingapi.BatchResult, error) {
 	type group struct {
 		edge  peer.ID
 		epoch int64
 		salt  []byte
-		recs  []Record
+		recs  []billingapi.Record
 	}
 	groups := map[string]*group{}
 	var order []string
 	for _, env := range envs {
-		var rc RecordClaim
-		signer, err := env.Open(TypeRecord, &rc)
-		if err != nil || rc.Edge != signer.String() || len(rc.Salt) != SaltSize || rc.Record.validate() != nil {
-			return nil, reject(ReasonSignature, "record envelope: %v", err)
+		var rc billingapi.RecordClaim
+		signer, err := env.Open(billingapi.TypeRecord, &rc)
+		if err != nil || rc.Edge != signer.String() || len(rc.Salt) != billingapi.SaltSize || rc.Record.Validate() != nil {
+			return nil, reject(billingapi.ReasonSignature, "record envelope: %v", err)
 		}
 		if err := l.checkEpoch(ctx, rc.Epoch, rc.EpochSeconds); err != nil {
 			return nil, err
@@ -413,7 +394,7 @@ func (l *Ledger) IngestRecords(ctx context.Context, envs []*identity.Envelope, f
 		}
 		g.recs = append(g.recs, rc.Record)
 	}
-	total := &BatchResult{Rejected: []RecordRejection{}}
+	total := &billingapi.BatchResult{Rejected: []billingapi.RecordRejection{}}
 	for _, k := range order {
 		g := groups[k]
 		ok, bad, err := l.checkRecords(ctx, g.edge, g.epoch, g.salt, g.recs, from)

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/identity"
 )
 
@@ -25,7 +26,7 @@ func BenchmarkIngestBatch(b *testing.B) {
 	envs := make([]*identity.Envelope, b.N)
 	for i := range envs {
 		epoch := t0.Unix() - int64(i+1)*60
-		recs := make([]Record, n)
+		recs := make([]billingapi.Record, n)
 		for j := range recs {
 			recs[j] = rec(uint64(i*n+j+1), "blog", "c"+strconv.Itoa(j%100), 1000, epoch)
 		}

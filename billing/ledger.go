@@ -10,6 +10,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/topcdn/topcdn/billingapi"
 	"go.uber.org/zap"
 )
 
@@ -75,7 +76,7 @@ type Config struct {
 
 func (c Config) withDefaults() (Config, error) {
 	if c.Epoch == 0 {
-		c.Epoch = DefaultEpoch
+		c.Epoch = billingapi.DefaultEpoch
 	}
 	if c.Epoch < time.Second || c.Epoch%time.Second != 0 {
 		return c, fmt.Errorf("billing: epoch %s: want whole seconds, at least 1s", c.Epoch)
@@ -201,7 +202,7 @@ type rejection struct {
 	epoch   int64
 	kind    string
 	ref     string
-	reason  Reason
+	reason  billingapi.Reason
 	detail  string
 	bytes   int64
 }

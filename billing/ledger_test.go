@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/storage"
@@ -49,18 +50,18 @@ func TestSettlementStorageAndFunds(t *testing.T) {
 	tl := newTestLedger(t, "", Config{PricePerGiBMonthStored: 43200 * 10, Grace: 90 * time.Second})
 	pub, sp := testKey(t, 40), testKey(t, 41)
 	tl.content.holdings = []Holding{{Peer: sp.ID, Publisher: pub.ID, Bytes: GiB}} // 10 per epoch
-	if _, err := tl.Deposit(ctx, mustSign(t, tl.operator, TypeDeposit, Deposit{Account: pub.ID.String(), Amount: 25, Nonce: "a"})); err != nil {
+	if _, err := tl.Deposit(ctx, mustSign(t, tl.operator, billingapi.TypeDeposit, billingapi.Deposit{Account: pub.ID.String(), Amount: 25, Nonce: "a"})); err != nil {
 		t.Fatal(err)
 	}
 	// Deposits: once per nonce; another nonce's content conflicts; only the
 	// operator signs them.
-	if a, err := tl.Deposit(ctx, mustSign(t, tl.operator, TypeDeposit, Deposit{Account: pub.ID.String(), Amount: 25, Nonce: "a"})); err != nil || a.Balance != 25 {
+	if a, err := tl.Deposit(ctx, mustSign(t, tl.operator, billingapi.TypeDeposit, billingapi.Deposit{Account: pub.ID.String(), Amount: 25, Nonce: "a"})); err != nil || a.Balance != 25 {
 		t.Fatalf("resent deposit: %+v, %v", a, err)
 	}
-	if _, err := tl.Deposit(ctx, mustSign(t, tl.operator, TypeDeposit, Deposit{Account: pub.ID.String(), Amount: 26, Nonce: "a"})); !errors.Is(err, ErrConflict) {
+	if _, err := tl.Deposit(ctx, mustSign(t, tl.operator, billingapi.TypeDeposit, billingapi.Deposit{Account: pub.ID.String(), Amount: 26, Nonce: "a"})); !errors.Is(err, ErrConflict) {
 		t.Fatalf("nonce reused for another amount: %v", err)
 	}
-	if _, err := tl.Deposit(ctx, mustSign(t, pub, TypeDeposit, Deposit{Account: pub.ID.String(), Amount: 1000, Nonce: "b"})); reasonOf(err) != ReasonSignature {
+	if _, err := tl.Deposit(ctx, mustSign(t, pub, billingapi.TypeDeposit, billingapi.Deposit{Account: pub.ID.String(), Amount: 1000, Nonce: "b"})); reasonOf(err) != billingapi.ReasonSignature {
 		t.Fatalf("deposit signed by the publisher: %v", err)
 	}
 
@@ -84,7 +85,7 @@ func TestSettlementStorageAndFunds(t *testing.T) {
 	if sus, _ := tl.Suspended(ctx); len(sus) != 1 || sus[0] != pub.ID.String() {
 		t.Fatalf("suspended after the grace period: %v", sus)
 	}
-	if _, err := tl.Deposit(ctx, mustSign(t, tl.operator, TypeDeposit, Deposit{Account: pub.ID.String(), Amount: 100, Nonce: "c"})); err != nil {
+	if _, err := tl.Deposit(ctx, mustSign(t, tl.operator, billingapi.TypeDeposit, billingapi.Deposit{Account: pub.ID.String(), Amount: 100, Nonce: "c"})); err != nil {
 		t.Fatal(err)
 	}
 	if sus, _ := tl.Suspended(ctx); len(sus) != 0 {
@@ -117,8 +118,8 @@ func TestDNSCheck(t *testing.T) {
 	ctx := context.Background()
 	pub, edge := testKey(t, 50), testKey(t, 51)
 	e0 := t0.Unix() - 60
-	big := func(seq uint64) []Record { // 100 MiB in 100 responses of 1 MiB
-		var rs []Record
+	big := func(seq uint64) []billingapi.Record { // 100 MiB in 100 responses of 1 MiB
+		var rs []billingapi.Record
 		for i := range 100 {
 			rs = append(rs, rec(seq*1000+uint64(i), "blog", "big", 1<<20, e0))
 		}
@@ -140,30 +141,30 @@ func TestDNSCheck(t *testing.T) {
 		name string
 		dns  EdgeDirectory
 		now  time.Duration // the clock, after t0
-		recs []Record
+		recs []billingapi.Record
 		// resend: the batch is deferred first; 10 s later, after another
 		// heartbeat reporting resend bytes (keep: as before), it is sent
 		// again.
 		resend    uint64
-		want      Reason
+		want      billingapi.Reason
 		transient bool
 		metric    string
 	}{
 		{"unconfigured", nil, 0, big(1), 0, "", false, "unconfigured"},
 		{"handed out", edgeList{edges: []dnsrouteapi.EdgeInfo{{Peer: edge.ID.String(), Healthy: true, Answers: 3}}}, 0, big(2), 0, "", false, "ok"},
 		{"never handed out, little", edgeList{}, 0, big(3)[:10], 0, "", false, "ok"},
-		{"never handed out, much", edgeList{edges: []dnsrouteapi.EdgeInfo{{Peer: edge.ID.String(), Answers: 0}}}, 0, big(4), 0, ReasonDNSImplausible, false, "rejected"},
-		{"unlisted, much", edgeList{}, 0, big(5), 0, ReasonDNSImplausible, false, "rejected"},
+		{"never handed out, much", edgeList{edges: []dnsrouteapi.EdgeInfo{{Peer: edge.ID.String(), Answers: 0}}}, 0, big(4), 0, billingapi.ReasonDNSImplausible, false, "rejected"},
+		{"unlisted, much", edgeList{}, 0, big(5), 0, billingapi.ReasonDNSImplausible, false, "rejected"},
 		{"router down", edgeList{err: errors.New("down")}, 0, big(6), 0, "", false, "skipped"},
 
 		// Heartbeats: 100 MiB claimed for epoch e0 (which ends at t0).
 		{"heartbeats report more", hb(3, 200*MiB, 6*time.Second, 0), 7 * time.Second, big(7), 0, "", false, "ok"},
 		{"heartbeats report less by exactly 1 MiB", hb(3, 99*MiB, 6*time.Second, 0), 7 * time.Second, big(8), 0, "", false, "ok"},
 		{"heartbeats report less by 1 MiB and a byte", hb(3, 99*MiB-1, 6*time.Second, 0), 7 * time.Second, big(9), keep,
-			ReasonImplausibleHeartbeats, false, "rejected"},
-		{"heartbeats report 1 MiB", hb(3, 1*MiB, 6*time.Second, 0), 7 * time.Second, big(10), keep, ReasonImplausibleHeartbeats, false, "rejected"},
+			billingapi.ReasonImplausibleHeartbeats, false, "rejected"},
+		{"heartbeats report 1 MiB", hb(3, 1*MiB, 6*time.Second, 0), 7 * time.Second, big(10), keep, billingapi.ReasonImplausibleHeartbeats, false, "rejected"},
 		{"never handed out, heartbeats report 1 MiB", hb(0, 1*MiB, 6*time.Second, 0), 7 * time.Second, big(11)[:10], keep,
-			ReasonImplausibleHeartbeats, false, "rejected"},
+			billingapi.ReasonImplausibleHeartbeats, false, "rejected"},
 		// Last heartbeat 1 s before the epoch ended, 1 s ago, 2 s apart at
 		// 1 MiB/s: slack 2 × 1 MiB/s × (1 s + 2 s) + 1 MiB = 7 MiB.
 		{"staleness slack: within", hb(3, 93*MiB, -time.Second, MiB), 0, big(12), 0, "", false, "ok"},
@@ -175,9 +176,9 @@ func TestDNSCheck(t *testing.T) {
 		{"router without heartbeat times: skipped", noTime, 7 * time.Second, big(18), 0, "", false, "ok"},
 		// Two records of 2^62 bytes (refused later as inflated) must not
 		// wrap the claimed total below the limits.
-		{"never handed out, much, total wrapped by huge records", edgeList{}, 0, wrapping(big(19)), 0, ReasonDNSImplausible, false, "rejected"},
+		{"never handed out, much, total wrapped by huge records", edgeList{}, 0, wrapping(big(19)), 0, billingapi.ReasonDNSImplausible, false, "rejected"},
 		{"heartbeats report 1 MiB, total wrapped by huge records", hb(3, 1*MiB, 6*time.Second, 0), 7 * time.Second, wrapping(big(20)), keep,
-			ReasonImplausibleHeartbeats, false, "rejected"},
+			billingapi.ReasonImplausibleHeartbeats, false, "rejected"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -221,7 +222,7 @@ func TestDNSCheck(t *testing.T) {
 
 // wrapping appends to rs two records of 2^62 bytes each, whose sum
 // overflows an int64.
-func wrapping(rs []Record) []Record {
+func wrapping(rs []billingapi.Record) []billingapi.Record {
 	last := rs[len(rs)-1]
 	for i := range 2 {
 		r := last
@@ -276,13 +277,13 @@ func newPartsLedger(t *testing.T, pubSeed, edgeSeed byte) (tl *testLedger, dns *
 	tl.setNow(t0.Add(7 * time.Second))
 	tl.content.publish("blog", pub.ID, map[string]int64{"big": 1 << 20})
 	part = func(n int, seq uint64) *identity.Envelope {
-		var rs []Record
+		var rs []billingapi.Record
 		for i := range 60 {
 			rs = append(rs, rec(seq*1000+uint64(i), "blog", "big", 1<<20, e0))
 		}
 		b := mustOpen(t, signBatch(t, edge, e0, seq, rs))
 		b.Part = n
-		return mustSign(t, edge, TypeBatch, b)
+		return mustSign(t, edge, billingapi.TypeBatch, b)
 	}
 	return tl, dns, edge, e0, part
 }
@@ -303,11 +304,11 @@ func TestHeartbeatCheckSumsParts(t *testing.T) {
 	}
 	tl.setNow(t0.Add(17 * time.Second))
 	dns.beat(t0.Add(16*time.Second), 1)
-	if _, err := tl.IngestBatch(ctx, p1, netip.Addr{}); reasonOf(err) != ReasonImplausibleHeartbeats {
-		t.Fatalf("part 1: %v, want %s", err, ReasonImplausibleHeartbeats)
+	if _, err := tl.IngestBatch(ctx, p1, netip.Addr{}); reasonOf(err) != billingapi.ReasonImplausibleHeartbeats {
+		t.Fatalf("part 1: %v, want %s", err, billingapi.ReasonImplausibleHeartbeats)
 	}
 	// Another epoch is judged alone.
-	other := signBatch(t, edge, e0-60, 3, []Record{rec(5000, "blog", "big", 1<<20, e0-60)})
+	other := signBatch(t, edge, e0-60, 3, []billingapi.Record{rec(5000, "blog", "big", 1<<20, e0-60)})
 	if res, err := tl.IngestBatch(ctx, other, netip.Addr{}); err != nil || res.Accepted != 1 {
 		t.Fatalf("other epoch: %+v, %v", res, err)
 	}
@@ -326,14 +327,14 @@ func TestClaimDefersUnknownReaders(t *testing.T) {
 		{ID: 2, Envelope: readOrder(t, edge, sp.ID.String(), "s1", "b", 20, t0)},
 	}}
 	srv := newHTTPLedger(t, tl)
-	c := NewClient(srv, nil)
-	if n, err := ClaimOnce(ctx, c, sp, src); err != nil || n != 0 || src.pruned != 0 {
+	c := billingapi.NewClient(srv, nil)
+	if n, err := billingapi.ClaimOnce(ctx, c, sp, src); err != nil || n != 0 || src.pruned != 0 {
 		t.Fatalf("claim before the edge reported: %d accepted, pruned to %d, %v", n, src.pruned, err)
 	}
-	if _, err := tl.IngestBatch(ctx, signBatch(t, edge, t0.Unix()-60, 1, []Record{rec(1, "blog", "c", 100, t0.Unix()-60)}), netip.Addr{}); err != nil {
+	if _, err := tl.IngestBatch(ctx, signBatch(t, edge, t0.Unix()-60, 1, []billingapi.Record{rec(1, "blog", "c", 100, t0.Unix()-60)}), netip.Addr{}); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := ClaimOnce(ctx, c, sp, src); err != nil || n != 2 || src.pruned != 2 {
+	if n, err := billingapi.ClaimOnce(ctx, c, sp, src); err != nil || n != 2 || src.pruned != 2 {
 		t.Fatalf("claim after: %d accepted, pruned to %d, %v", n, src.pruned, err)
 	}
 	tl.setNow(t0.Add(150 * time.Second))
@@ -355,7 +356,7 @@ func TestClaimPaysOriginReads(t *testing.T) {
 	tl.content.publish("blog", pub.ID, map[string]int64{"c": 100})
 	tl.content.shards["s1"] = pub.ID
 	tl.content.origin = orig.ID
-	if _, err := tl.Deposit(ctx, mustSign(t, tl.operator, TypeDeposit, Deposit{Account: pub.ID.String(), Amount: 1000, Nonce: "o"})); err != nil {
+	if _, err := tl.Deposit(ctx, mustSign(t, tl.operator, billingapi.TypeDeposit, billingapi.Deposit{Account: pub.ID.String(), Amount: 1000, Nonce: "o"})); err != nil {
 		t.Fatal(err)
 	}
 	src := &fakeReads{reads: []storageapi.ServedRead{
@@ -363,8 +364,8 @@ func TestClaimPaysOriginReads(t *testing.T) {
 		{ID: 2, Envelope: readOrder(t, orig, sp.ID.String(), "s1", "b", 20, t0)},
 		{ID: 3, Envelope: readOrder(t, stranger, sp.ID.String(), "s1", "c", 40, t0)},
 	}}
-	c := NewClient(newHTTPLedger(t, tl), nil)
-	if n, err := ClaimOnce(ctx, c, sp, src); err != nil || n != 2 {
+	c := billingapi.NewClient(newHTTPLedger(t, tl), nil)
+	if n, err := billingapi.ClaimOnce(ctx, c, sp, src); err != nil || n != 2 {
 		t.Fatalf("claim: %d accepted, %v; want the origin's 2 at once", n, err)
 	}
 	tl.setNow(t0.Add(150 * time.Second))
@@ -401,9 +402,9 @@ func (f *fakeReads) PruneServedReads(ctx context.Context, upto int64) (int64, er
 }
 
 var (
-	_ ServedReadSource = (*fakeReads)(nil)
-	_ ServedReadSource = (*storage.Server)(nil)
-	_ EdgeDirectory    = edgeList{}
+	_ billingapi.ServedReadSource = (*fakeReads)(nil)
+	_ billingapi.ServedReadSource = (*storage.Server)(nil)
+	_ EdgeDirectory               = edgeList{}
 )
 
 func TestForfeits(t *testing.T) {
@@ -412,26 +413,26 @@ func TestForfeits(t *testing.T) {
 	liar, other := testKey(t, 70).ID.String(), testKey(t, 71).ID.String()
 	e0 := t0.Unix() - 60
 	tl.setNow(t0.Add(-time.Hour))
-	if err := tl.Forfeit(ctx, other, e0-3600, ReasonWrongContent, "an hour ago"); err != nil {
+	if err := tl.Forfeit(ctx, other, e0-3600, billingapi.ReasonWrongContent, "an hour ago"); err != nil {
 		t.Fatal(err)
 	}
 	tl.setNow(t0)
 	for range 2 { // a second verdict on the same epoch is no new forfeit
-		if err := tl.Forfeit(ctx, liar, e0, ReasonWrongContent, "served wrong bytes"); err != nil {
+		if err := tl.Forfeit(ctx, liar, e0, billingapi.ReasonWrongContent, "served wrong bytes"); err != nil {
 			t.Fatal(err)
 		}
 	}
 	tests := []struct {
 		name  string
 		since time.Time
-		want  []ForfeitInfo
+		want  []billingapi.ForfeitInfo
 	}{
-		{"recent", t0.Add(-time.Minute), []ForfeitInfo{{Edge: liar, Epoch: e0, Reason: ReasonWrongContent, At: t0}}},
-		{"both", t0.Add(-2 * time.Hour), []ForfeitInfo{
-			{Edge: other, Epoch: e0 - 3600, Reason: ReasonWrongContent, At: t0.Add(-time.Hour)},
-			{Edge: liar, Epoch: e0, Reason: ReasonWrongContent, At: t0},
+		{"recent", t0.Add(-time.Minute), []billingapi.ForfeitInfo{{Edge: liar, Epoch: e0, Reason: billingapi.ReasonWrongContent, At: t0}}},
+		{"both", t0.Add(-2 * time.Hour), []billingapi.ForfeitInfo{
+			{Edge: other, Epoch: e0 - 3600, Reason: billingapi.ReasonWrongContent, At: t0.Add(-time.Hour)},
+			{Edge: liar, Epoch: e0, Reason: billingapi.ReasonWrongContent, At: t0},
 		}},
-		{"none since", t0.Add(time.Second), []ForfeitInfo{}},
+		{"none since", t0.Add(time.Second), []billingapi.ForfeitInfo{}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -439,7 +440,7 @@ func TestForfeits(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !slices.EqualFunc(got, tc.want, func(a, b ForfeitInfo) bool {
+			if !slices.EqualFunc(got, tc.want, func(a, b billingapi.ForfeitInfo) bool {
 				return a.Edge == b.Edge && a.Epoch == b.Epoch && a.Reason == b.Reason && a.At.Equal(b.At)
 			}) {
 				t.Errorf("forfeits %+v, want %+v", got, tc.want)
@@ -471,10 +472,10 @@ func TestHugeRecordsCannotStopSettlement(t *testing.T) {
 			tl := newTestLedger(t, "", Config{PricePerGiBServed: GiB})
 			tl.content.publish("blog", pub.ID, map[string]int64{"small": 1000, "huge": huge})
 			e0 := t0.Unix() - 60
-			if res, err := tl.IngestBatch(ctx, signBatch(t, edge, e0, 1, []Record{rec(1, "blog", "small", 1000, e0)}), netip.Addr{}); err != nil || res.Accepted != 1 {
+			if res, err := tl.IngestBatch(ctx, signBatch(t, edge, e0, 1, []billingapi.Record{rec(1, "blog", "small", 1000, e0)}), netip.Addr{}); err != nil || res.Accepted != 1 {
 				t.Fatalf("honest batch: %+v, %v", res, err)
 			}
-			var recs []Record
+			var recs []billingapi.Record
 			for j, n := range tc.bytes {
 				recs = append(recs, rec(uint64(10+j), "blog", "huge", n, e0))
 			}
@@ -483,8 +484,8 @@ func TestHugeRecordsCannotStopSettlement(t *testing.T) {
 				t.Fatalf("liar's batch: %+v, %v", res, err)
 			}
 			for _, r := range res.Rejected {
-				if r.Reason != ReasonInflated {
-					t.Fatalf("liar's record refused as %s, want %s", r.Reason, ReasonInflated)
+				if r.Reason != billingapi.ReasonInflated {
+					t.Fatalf("liar's record refused as %s, want %s", r.Reason, billingapi.ReasonInflated)
 				}
 			}
 			tl.setNow(t0.Add(time.Minute))

@@ -3,49 +3,13 @@ package billing
 import (
 	"errors"
 	"fmt"
-)
 
-// Reason says why billing refused a batch, a record, a read order or a
-// claim. Reasons are stable strings: they label metrics and appear in
-// statements.
-type Reason string
-
-// Reasons of rejection. README.md explains each.
-const (
-	ReasonMalformed      Reason = "malformed"       // not a well-formed message
-	ReasonSignature      Reason = "bad_signature"   // the signature does not verify
-	ReasonEpochLength    Reason = "epoch_length"    // the batch's epoch length is not billing's
-	ReasonEpochFuture    Reason = "epoch_future"    // the epoch has not started yet
-	ReasonEpochStale     Reason = "epoch_stale"     // the epoch is older than the accepted window
-	ReasonEpochSettled   Reason = "epoch_settled"   // the epoch is settled already
-	ReasonReplayBatch    Reason = "replay_batch"    // another batch holds this (edge, epoch) or sequence
-	ReasonReplayRecord   Reason = "replay_record"   // the record serial was reported before
-	ReasonRecordTime     Reason = "record_time"     // the record's time lies outside its epoch
-	ReasonStatus         Reason = "status"          // bytes claimed for a non-2xx response
-	ReasonUnpublished    Reason = "unpublished"     // the name or CID is not published content
-	ReasonInflated       Reason = "inflated"        // more bytes than the object has
-	ReasonSelfDealing    Reason = "self_dealing"    // the publisher's own edge, or its own requests
-	ReasonDNSImplausible Reason = "dns_implausible" // large totals from an edge DNS never handed out
-	ReasonWrongContent   Reason = "wrong_content"   // the prober caught the edge serving wrong bytes
-	ReasonOrderPeer      Reason = "order_peer"      // the read order is for another storage peer
-	ReasonUnknownReader  Reason = "unknown_reader"  // the read order's signer is no known edge
-	ReasonReplayOrder    Reason = "replay_order"    // the read order was claimed before
-	ReasonUnknownShard   Reason = "unknown_shard"   // the shard is in no published manifest
-	ReasonOrderStale     Reason = "order_stale"     // the read order expired before the accepted window
-
-	// ReasonNoUpstreamReads: an edge's records of striped content that no
-	// read order it signed for the content's shards backs, while storage
-	// peers claim other edges' reads of it.
-	ReasonNoUpstreamReads Reason = "no_upstream_reads"
-
-	// ReasonImplausibleHeartbeats: an edge claims more bytes for an epoch
-	// than its heartbeats' byte counter allows.
-	ReasonImplausibleHeartbeats Reason = "implausible_vs_heartbeats"
+	"github.com/topcdn/topcdn/billingapi"
 )
 
 // RejectError is a refusal with its reason.
 type RejectError struct {
-	Reason Reason
+	Reason billingapi.Reason
 	Err    error
 }
 
@@ -55,12 +19,12 @@ func (e *RejectError) Error() string { return fmt.Sprintf("billing: %s: %v", e.R
 // Unwrap returns the underlying error.
 func (e *RejectError) Unwrap() error { return e.Err }
 
-func reject(r Reason, format string, args ...any) error {
+func reject(r billingapi.Reason, format string, args ...any) error {
 	return &RejectError{Reason: r, Err: fmt.Errorf(format, args...)}
 }
 
 // reasonOf returns the reason of a refusal, or "" for other errors.
-func reasonOf(err error) Reason {
+func reasonOf(err error) billingapi.Reason {
 	var re *RejectError
 	if errors.As(err, &re) {
 		return re.Reason

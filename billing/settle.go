@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/topcdn/topcdn/billingapi"
 	"go.uber.org/zap"
 )
 
@@ -38,14 +39,6 @@ func StoredAmount(n, perGiBMonth, epochSecs int64) int64 {
 	return Price(n, perGiBMonth, epochSecs, GiB*int64(Month/time.Second))
 }
 
-// SettleResult is what Settle did.
-type SettleResult struct {
-	// Epochs are the epochs settled by this call.
-	Epochs []int64 `json:"epochs"`
-	// Paid is the total credited to operators by this call.
-	Paid int64 `json:"paid"`
-}
-
 // line is one payment of a settlement: publisher pays operator.
 type line struct {
 	operator, opKind, publisher, kind string
@@ -59,10 +52,10 @@ type line struct {
 // GiB served, storage peers per GiB-month held, prorated). Settling is
 // idempotent: a settled epoch is never paid again, and a crash leaves each
 // epoch either wholly settled or untouched.
-func (l *Ledger) Settle(ctx context.Context) (*SettleResult, error) {
+func (l *Ledger) Settle(ctx context.Context) (*billingapi.SettleResult, error) {
 	now := l.opts.now()
 	lastClosed := l.epochOf(now.Add(-l.opts.SettleDelay)) - l.secs // its end <= now - delay
-	res := &SettleResult{Epochs: []int64{}}
+	res := &billingapi.SettleResult{Epochs: []int64{}}
 	var holdings []Holding
 	if l.opts.PricePerGiBMonthStored > 0 {
 		var err error

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/topcdn/topcdn/billingapi"
 	"go.uber.org/zap"
 )
 
@@ -31,7 +32,7 @@ func (u *upstream) count(l *Ledger) {
 			zap.String("reason", string(r.reason)), zap.String("detail", r.detail))
 	}
 	if u.refRecs > 0 {
-		l.metrics.claims.WithLabelValues("record", "rejected", string(ReasonNoUpstreamReads)).Add(float64(u.refRecs))
+		l.metrics.claims.WithLabelValues("record", "rejected", string(billingapi.ReasonNoUpstreamReads)).Add(float64(u.refRecs))
 	}
 }
 
@@ -165,7 +166,7 @@ func (l *Ledger) checkUpstream(ctx context.Context, tx querier, epoch int64, str
 			u.results["refused"]++
 			u.refRecs += g.records
 			u.refused = append(u.refused, rejection{account: g.edge, epoch: g.epoch, kind: "record", ref: "root " + g.root,
-				reason: ReasonNoUpstreamReads, bytes: g.bytes,
+				reason: billingapi.ReasonNoUpstreamReads, bytes: g.bytes,
 				detail: fmt.Sprintf("%d records (%d bytes) of striped root %s: no read order signed by the edge for the shards of %s's content within %s, while storage peers claim other reads of it",
 					g.records, g.bytes, g.root, g.publisher, l.opts.BackingWait)})
 		default:
@@ -211,34 +212,18 @@ func (l *Ledger) backed(ctx context.Context, tx querier, edge, publisher string)
 	return n > 0, nil
 }
 
-// Deferred is an edge's records that settlement holds: no read order of
-// the edge backs them yet (see ReasonNoUpstreamReads).
-type Deferred struct {
-	// Epoch is the records' epoch.
-	Epoch int64 `json:"epoch"`
-	// Publisher and Root name the striped content.
-	Publisher string `json:"publisher"`
-	Root      string `json:"root"`
-	// Records and Bytes are what is held.
-	Records int64 `json:"records"`
-	Bytes   int64 `json:"bytes"`
-	// Since is when settlement held them; they are refused BackingWait
-	// later unless backed by then.
-	Since time.Time `json:"since"`
-}
-
 // deferredOf returns the records held for edge.
-func (l *Ledger) deferredOf(ctx context.Context, edge string) ([]Deferred, error) {
+func (l *Ledger) deferredOf(ctx context.Context, edge string) ([]billingapi.Deferred, error) {
 	rows, err := l.db.QueryContext(ctx, l.db.q(`SELECT epoch, publisher, root, records, bytes, since FROM held
 		WHERE edge = ? ORDER BY epoch, publisher, root`), edge)
 	if err != nil {
 		return nil, fmt.Errorf("billing: statement: %w", err)
 	}
 	defer rows.Close()
-	out := []Deferred{}
+	out := []billingapi.Deferred{}
 	for rows.Next() {
 		var (
-			d     Deferred
+			d     billingapi.Deferred
 			since int64
 		)
 		if err := rows.Scan(&d.Epoch, &d.Publisher, &d.Root, &d.Records, &d.Bytes, &since); err != nil {

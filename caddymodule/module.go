@@ -12,7 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/topcdn/topcdn/billing"
+	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/edge"
 	"github.com/topcdn/topcdn/identity"
 	"go.uber.org/zap"
@@ -83,7 +83,7 @@ type Handler struct {
 	diskKey  string // its key in disks
 	stateKey string // the edge's State's key in states
 	logger   *zap.Logger
-	reporter *billing.Reporter
+	reporter *billingapi.Reporter
 	stop     context.CancelFunc
 	done     chan struct{} // closed when the background work ended
 }
@@ -137,8 +137,8 @@ func (h *Handler) Provision(ctx caddy.Context) (err error) {
 		h.HeartbeatInterval = caddy.Duration(10 * time.Second)
 	}
 	if h.Billing != "" {
-		h.reporter = billing.NewReporter(cfg.Key, h.Billing, billing.WithEpoch(time.Duration(h.BillingEpoch)),
-			billing.WithLogger(h.logger.Named("billing")), billing.WithPublicURL(h.PublicURL))
+		h.reporter = billingapi.NewReporter(cfg.Key, h.Billing, billingapi.WithEpoch(time.Duration(h.BillingEpoch)),
+			billingapi.WithLogger(h.logger.Named("billing")), billingapi.WithPublicURL(h.PublicURL))
 		cfg.Recorder = recorder{h.reporter}
 	}
 	if h.DiskCacheDir != "" {

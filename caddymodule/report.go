@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/topcdn/topcdn/billing"
+	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/edge"
 	"github.com/topcdn/topcdn/identity"
@@ -18,10 +18,10 @@ import (
 )
 
 // recorder hands the edge's response records to the billing reporter.
-type recorder struct{ r *billing.Reporter }
+type recorder struct{ r *billingapi.Reporter }
 
 func (r recorder) Record(s edge.Served) {
-	r.r.Observe(billing.Served{Name: s.Name, CID: s.CID, Root: s.Root, Bytes: s.Bytes,
+	r.r.Observe(billingapi.Served{Name: s.Name, CID: s.CID, Root: s.Root, Bytes: s.Bytes,
 		Status: s.Status, Time: s.Time, Client: s.Client})
 }
 

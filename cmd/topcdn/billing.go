@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"github.com/topcdn/topcdn/billing"
+	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/identity"
 	"go.uber.org/zap"
 )
@@ -122,7 +123,7 @@ SIGINT or SIGTERM stop it cleanly.`,
 	f.StringVar(&originURL, "origin", "", "base URL of the origin whose published content is billed")
 	f.StringVar(&dnsURL, "dns", "", "base URL of the DNS router's API, for the cross-check and the prober")
 	f.StringVar(&keyFile, "key", "", "billing operator key; deposits must be signed with it (default: billing.key next to a SQLite --db)")
-	f.DurationVar(&epoch, "epoch", billing.DefaultEpoch, "epoch length, whole seconds; edges must use the same")
+	f.DurationVar(&epoch, "epoch", billingapi.DefaultEpoch, "epoch length, whole seconds; edges must use the same")
 	f.Int64Var(&priceServed, "price-gib-served", 0, "tokens (smallest unit) per GiB served, paid to edges and storage peers")
 	f.Int64Var(&priceStored, "price-gib-month-stored", 0, "tokens (smallest unit) per GiB-month stored, paid to storage peers")
 	f.DurationVar(&grace, "grace", time.Hour, "how long a publisher may be out of funds before it is listed as suspended")
@@ -210,11 +211,11 @@ func runBilling(ctx context.Context, cmd *cobra.Command, listen, dsn string, key
 type noOrigin struct{}
 
 func (noOrigin) Object(ctx context.Context, name, root, c string) (billing.Object, error) {
-	return billing.Object{}, &billing.RejectError{Reason: billing.ReasonUnpublished, Err: errors.New("billing runs without --origin")}
+	return billing.Object{}, &billing.RejectError{Reason: billingapi.ReasonUnpublished, Err: errors.New("billing runs without --origin")}
 }
 
 func (noOrigin) ShardPublisher(ctx context.Context, shard string) (peer.ID, error) {
-	return "", &billing.RejectError{Reason: billing.ReasonUnknownShard, Err: errors.New("billing runs without --origin")}
+	return "", &billing.RejectError{Reason: billingapi.ReasonUnknownShard, Err: errors.New("billing runs without --origin")}
 }
 
 func (noOrigin) Holdings(ctx context.Context) ([]billing.Holding, error) { return nil, nil }

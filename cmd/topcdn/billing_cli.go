@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/topcdn/topcdn/billing"
+	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/identity"
 )
 
@@ -39,7 +39,7 @@ with its own key, and each nonce once: resending a deposit with the same
 			if err != nil {
 				return err
 			}
-			a, err := billing.NewClient(url, nil).Deposit(cmd.Context(), key, account, amount, nonce)
+			a, err := billingapi.NewClient(url, nil).Deposit(cmd.Context(), key, account, amount, nonce)
 			if err != nil {
 				return err
 			}
@@ -68,14 +68,14 @@ func newBillingBalanceCmd() *cobra.Command {
 		Short: "Show one account's balance, or every account's",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c := billing.NewClient(url, nil)
-			var accounts []billing.Account
+			c := billingapi.NewClient(url, nil)
+			var accounts []billingapi.Account
 			if account != "" {
 				a, err := c.Account(cmd.Context(), account)
 				if err != nil {
 					return err
 				}
-				accounts = []billing.Account{*a}
+				accounts = []billingapi.Account{*a}
 			} else {
 				var err error
 				if accounts, err = c.Accounts(cmd.Context()); err != nil {
@@ -120,7 +120,7 @@ order or epoch of the account that billing refused, with its reason.
 --json prints {"account":…,"balance":…,"entries":[…],"rejected":[…],"deferred":[…]}.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			st, err := billing.NewClient(url, nil).Statement(cmd.Context(), account)
+			st, err := billingapi.NewClient(url, nil).Statement(cmd.Context(), account)
 			if err != nil {
 				return err
 			}
@@ -174,7 +174,7 @@ func newBillingSettleCmd() *cobra.Command {
 		Short: "Settle every closed epoch (idempotent)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			res, err := billing.NewClient(url, nil).Settle(cmd.Context())
+			res, err := billingapi.NewClient(url, nil).Settle(cmd.Context())
 			if err != nil {
 				return fmt.Errorf("settle: %w", err)
 			}

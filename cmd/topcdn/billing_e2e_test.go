@@ -18,8 +18,9 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
-	"github.com/topcdn/topcdn/billing"
+	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/dag"
+	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/storageapi"
@@ -32,9 +33,9 @@ import (
 const pricePerByte = 5
 
 // statement runs `topcdn billing statement --json`.
-func statement(t *testing.T, bin, url, account string) billing.Statement {
+func statement(t *testing.T, bin, url, account string) billingapi.Statement {
 	t.Helper()
-	var st billing.Statement
+	var st billingapi.Statement
 	out := run(t, bin, "billing", "statement", "--billing", url, "--account", account, "--json")
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("statement --json: %v\n%s", err, out)
@@ -45,7 +46,7 @@ func statement(t *testing.T, bin, url, account string) billing.Statement {
 // balanceOf returns an account's balance, 0 if billing does not know it.
 func balanceOf(t *testing.T, url, account string) int64 {
 	t.Helper()
-	a, err := billing.NewClient(url, nil).Account(context.Background(), account)
+	a, err := billingapi.NewClient(url, nil).Account(context.Background(), account)
 	if err != nil {
 		return 0
 	}
@@ -128,7 +129,7 @@ func TestBillingEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	rctx, stop := context.WithCancel(ctx)
-	rep := billing.NewReporter(edgeKey, b.url, billing.WithEpoch(time.Second))
+	rep := billingapi.NewReporter(edgeKey, b.url, billingapi.WithEpoch(time.Second))
 	done := make(chan struct{})
 	go func() { defer close(done); rep.Run(rctx) }()
 	sc := storageapi.NewClient(edgeKey, nil)
@@ -147,7 +148,7 @@ func TestBillingEndToEnd(t *testing.T) {
 		}
 		readFrom[sh.Peer] += br.Length
 		served += int64(len(data))
-		rep.Observe(billing.Served{Name: "blog", CID: br.CID, Bytes: int64(len(data)), Status: http.StatusOK,
+		rep.Observe(billingapi.Served{Name: "blog", CID: br.CID, Bytes: int64(len(data)), Status: http.StatusOK,
 			Time: time.Now(), Client: client})
 	}
 	// Lies next to it: bytes inflated past the block's size, and a CID
@@ -159,8 +160,8 @@ func TestBillingEndToEnd(t *testing.T) {
 			break
 		}
 	}
-	rep.Observe(billing.Served{Name: "blog", CID: big.CID, Bytes: big.Length + 1, Status: 200, Time: time.Now(), Client: client})
-	rep.Observe(billing.Served{Name: "blog", CID: "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy", Bytes: 10,
+	rep.Observe(billingapi.Served{Name: "blog", CID: big.CID, Bytes: big.Length + 1, Status: 200, Time: time.Now(), Client: client})
+	rep.Observe(billingapi.Served{Name: "blog", CID: "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy", Bytes: 10,
 		Status: 200, Time: time.Now(), Client: client})
 	stop()
 	<-done // the open epoch is flushed
@@ -196,15 +197,15 @@ func TestBillingEndToEnd(t *testing.T) {
 		}
 	}
 	st := statement(t, bin, b.url, edgeKey.ID.String())
-	var reasons []billing.Reason
+	var reasons []billingapi.Reason
 	for _, r := range st.Rejected {
 		reasons = append(reasons, r.Reason)
 	}
 	slices.Sort(reasons)
-	if !slices.Equal(reasons, []billing.Reason{billing.ReasonInflated, billing.ReasonUnpublished}) {
+	if !slices.Equal(reasons, []billingapi.Reason{billingapi.ReasonInflated, billingapi.ReasonUnpublished}) {
 		t.Errorf("edge's statement shows refusals %v, want inflated and unpublished", reasons)
 	}
-	var all []billing.Account
+	var all []billingapi.Account
 	getJSON(t, b.url+"/api/v1/accounts", &all)
 	var total int64
 	for _, a := range all {
@@ -217,7 +218,7 @@ func TestBillingEndToEnd(t *testing.T) {
 		!strings.Contains(out, strconv.FormatInt(want[pubID], 10)) {
 		t.Errorf("balance lists no publisher with %d:\n%s", want[pubID], out)
 	}
-	var susp billing.SuspendedResponse
+	var susp billingapi.SuspendedResponse
 	getJSON(t, b.url+"/api/v1/suspended", &susp)
 	if len(susp.Publishers) != 0 {
 		t.Errorf("suspended: %v", susp.Publishers)
@@ -294,11 +295,11 @@ func TestBillingKillMidSettlement(t *testing.T) {
 			t.Fatal(err)
 		}
 		rctx, stop := context.WithCancel(ctx)
-		rep := billing.NewReporter(key, b.url, billing.WithEpoch(time.Second))
+		rep := billingapi.NewReporter(key, b.url, billingapi.WithEpoch(time.Second))
 		done := make(chan struct{})
 		go func() { defer close(done); rep.Run(rctx) }()
 		for c, n := range blocks {
-			rep.Observe(billing.Served{Name: "blog", CID: c, Bytes: n, Status: 200, Time: time.Now(),
+			rep.Observe(billingapi.Served{Name: "blog", CID: c, Bytes: n, Status: 200, Time: time.Now(),
 				Client: netip.MustParseAddr("127.0.0.1")})
 			want[key.ID.String()] += pricePerByte * n
 			paid += pricePerByte * n
@@ -324,7 +325,7 @@ func TestBillingKillMidSettlement(t *testing.T) {
 	// Restarted, billing holds nothing of the interrupted settlement.
 	b = startService(t, bin, args...)
 	sum := func() int64 {
-		var all []billing.Account
+		var all []billingapi.Account
 		getJSON(t, b.url+"/api/v1/accounts", &all)
 		var total int64
 		for _, a := range all {
@@ -411,7 +412,7 @@ func TestBillingProberForfeits(t *testing.T) {
 	}))
 	defer liar.Close()
 	router := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode([]billing.EdgeInfo{{Peer: edgeKey.ID.String(), URL: liar.URL, Healthy: true, Answers: 5}})
+		json.NewEncoder(w).Encode([]dnsrouteapi.EdgeInfo{{Peer: edgeKey.ID.String(), URL: liar.URL, Healthy: true, Answers: 5}})
 	}))
 	defer router.Close()
 
@@ -425,17 +426,17 @@ func TestBillingProberForfeits(t *testing.T) {
 	// Report everything inside one epoch: start just after a second begins.
 	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second + 100*time.Millisecond)))
 	rctx, stop := context.WithCancel(ctx)
-	rep := billing.NewReporter(edgeKey, b.url, billing.WithEpoch(time.Second))
+	rep := billingapi.NewReporter(edgeKey, b.url, billingapi.WithEpoch(time.Second))
 	done := make(chan struct{})
 	go func() { defer close(done); rep.Run(rctx) }()
 	for c, n := range blocks {
-		rep.Observe(billing.Served{Name: "blog", CID: c, Bytes: n, Status: 200, Time: time.Now(), Client: netip.MustParseAddr("127.0.0.1")})
+		rep.Observe(billingapi.Served{Name: "blog", CID: c, Bytes: n, Status: 200, Time: time.Now(), Client: netip.MustParseAddr("127.0.0.1")})
 	}
 	stop()
 	<-done
 	waitFor(t, 20*time.Second, "the prober to catch the edge", func() bool {
 		st := statement(t, bin, b.url, edgeKey.ID.String())
-		return slices.ContainsFunc(st.Rejected, func(r billing.Rejected) bool { return r.Reason == billing.ReasonWrongContent })
+		return slices.ContainsFunc(st.Rejected, func(r billingapi.Rejected) bool { return r.Reason == billingapi.ReasonWrongContent })
 	})
 	time.Sleep(4 * time.Second) // past the settle delay
 	run(t, bin, "billing", "settle", "--billing", b.url)
@@ -447,11 +448,11 @@ func TestBillingProberForfeits(t *testing.T) {
 		t.Fatalf("publisher charged for a forfeited epoch: %d", got)
 	}
 	// The DNS router learns of the verdict from GET /api/v1/forfeits.
-	fs, err := billing.NewClient(b.url, nil).Forfeits(ctx, time.Now().Add(-time.Hour))
+	fs, err := billingapi.NewClient(b.url, nil).Forfeits(ctx, time.Now().Add(-time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(fs) != 1 || fs[0].Edge != edgeKey.ID.String() || fs[0].Reason != billing.ReasonWrongContent {
+	if len(fs) != 1 || fs[0].Edge != edgeKey.ID.String() || fs[0].Reason != billingapi.ReasonWrongContent {
 		t.Fatalf("forfeits %+v, want the edge's epoch for wrong content", fs)
 	}
 }

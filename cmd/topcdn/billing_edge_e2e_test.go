@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/topcdn/topcdn/billing"
+	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/edge"
 )
 
@@ -244,7 +244,7 @@ http://:%d {
 			t.Errorf("the origin read striped blocks from the peers: %s", line)
 		}
 	}
-	var all []billing.Account
+	var all []billingapi.Account
 	getJSON(t, b.url+"/api/v1/accounts", &all)
 	var total int64
 	for _, a := range all {

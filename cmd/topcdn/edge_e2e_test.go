@@ -20,7 +20,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"github.com/klauspost/compress/zstd"
-	"github.com/topcdn/topcdn/billing"
+	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/identity"
 )
@@ -384,7 +384,7 @@ func startEdge(t *testing.T, bin, caddyfile string) *originProc {
 type edgeReports struct {
 	mu    sync.Mutex
 	hb    dnsrouteapi.Heartbeat
-	batch *billing.Batch
+	batch *billingapi.Batch
 }
 
 func (s *edgeReports) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -405,7 +405,7 @@ func (s *edgeReports) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		s.hb = hb
 	case "/api/v1/batches":
-		_, b, _, err := billing.DecodeBatch(body)
+		_, b, _, err := billingapi.DecodeBatch(body)
 		if err != nil {
 			http.Error(w, err.Error(), 400)
 			return
@@ -416,7 +416,7 @@ func (s *edgeReports) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (s *edgeReports) last() (dnsrouteapi.Heartbeat, *billing.Batch) {
+func (s *edgeReports) last() (dnsrouteapi.Heartbeat, *billingapi.Batch) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.hb, s.batch

@@ -11,7 +11,7 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
-	"github.com/topcdn/topcdn/billing"
+	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/dashboard"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/origin"
@@ -132,7 +132,7 @@ SIGINT or SIGTERM stop it cleanly.`,
 				}
 			}
 			if billingURL != "" {
-				cfg.Funds = billingFunds{billing.NewClient(billingURL, nil)}
+				cfg.Funds = billingFunds{billingapi.NewClient(billingURL, nil)}
 			}
 			dash := dashboard.Config{Router: dashRouter, Billing: dashBilling}
 			return runOrigin(cmd.Context(), cmd, listen, cfg, dash, log)
@@ -195,11 +195,11 @@ func runOrigin(ctx context.Context, cmd *cobra.Command, listen string, cfg origi
 // billingFunds implements origin.Funds over billing's HTTP API: a
 // publisher can pay if its account has a positive balance (an account
 // billing does not know has none).
-type billingFunds struct{ c *billing.Client }
+type billingFunds struct{ c *billingapi.Client }
 
 func (f billingFunds) CanPay(ctx context.Context, publisher peer.ID) (bool, error) {
 	a, err := f.c.Account(ctx, publisher.String())
-	var apiErr *billing.APIError
+	var apiErr *billingapi.APIError
 	if errors.As(err, &apiErr) && apiErr.Status == http.StatusNotFound {
 		return false, nil
 	}

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/topcdn/topcdn/billing"
+	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/identity"
 )
 
@@ -39,14 +39,14 @@ func TestBillingFunds(t *testing.T) {
 				http.Error(w, `{"error":"no such account"}`, http.StatusNotFound)
 				return
 			}
-			json.NewEncoder(w).Encode(billing.Account{ID: id.String(), Kind: "publisher", Balance: b})
+			json.NewEncoder(w).Encode(billingapi.Account{ID: id.String(), Kind: "publisher", Balance: b})
 		}
 	}))
 	mux := http.NewServeMux()
 	mux.Handle("GET /api/v1/accounts/{id}", srv.Config.Handler)
 	srv.Config.Handler = mux
 	defer srv.Close()
-	f := billingFunds{billing.NewClient(srv.URL, nil)}
+	f := billingFunds{billingapi.NewClient(srv.URL, nil)}
 	for _, tc := range []struct {
 		key     string
 		ok, err bool

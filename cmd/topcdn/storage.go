@@ -14,7 +14,7 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
-	"github.com/topcdn/topcdn/billing"
+	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/storage"
 	"github.com/topcdn/topcdn/storageapi"
@@ -187,7 +187,7 @@ func runStorage(ctx context.Context, cmd *cobra.Command, listen, publicAddr stri
 		go func() {
 			defer close(claims)
 			if billingURL != "" {
-				billing.RunClaimer(ctx, billing.NewClient(billingURL, nil), cfg.Key, s, claimEvery, log.Named("billing"))
+				billingapi.RunClaimer(ctx, billingapi.NewClient(billingURL, nil), cfg.Key, s, claimEvery, log.Named("billing"))
 			}
 		}()
 		if err := s.Run(ctx); err != nil && ctx.Err() == nil {

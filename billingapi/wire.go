@@ -1,4 +1,4 @@
-package billing
+package billingapi
 
 import (
 	"bytes"
@@ -40,7 +40,8 @@ const (
 	ClientHashSize = 16
 	// SaltSize is the length of a batch's per-epoch salt.
 	SaltSize = 16
-	maxField = 256
+	// MaxField bounds a text field of a message: a name, CID, URL or nonce.
+	MaxField = 256
 )
 
 // Record is one response an edge served.
@@ -158,7 +159,7 @@ var ErrMalformed = errors.New("malformed message")
 // the batch and its signer. Errors wrap ErrMalformed or
 // identity.ErrBadSignature.
 func DecodeBatch(b []byte) (*identity.Envelope, *Batch, peer.ID, error) {
-	env, err := decodeEnvelope(b)
+	env, err := DecodeEnvelope(b)
 	if err != nil {
 		return nil, nil, "", err
 	}
@@ -182,7 +183,10 @@ func OpenBatch(env *identity.Envelope) (*Batch, peer.ID, error) {
 	return &batch, signer, nil
 }
 
-func decodeEnvelope(b []byte) (*identity.Envelope, error) {
+// DecodeEnvelope decodes a billing message: a JSON identity.Envelope of at
+// most MaxBatchSize bytes with no unknown fields. It does not verify the
+// signature.
+func DecodeEnvelope(b []byte) (*identity.Envelope, error) {
 	if len(b) > MaxBatchSize {
 		return nil, fmt.Errorf("billing: %w: envelope over %d bytes", ErrMalformed, MaxBatchSize)
 	}
@@ -212,13 +216,13 @@ func (b *Batch) validate(signer peer.ID) error {
 		return malformed("part %d: want 0 to %d", b.Part, MaxParts-1)
 	case len(b.Salt) != SaltSize:
 		return malformed("salt of %d bytes, want %d", len(b.Salt), SaltSize)
-	case len(b.URL) > maxField:
-		return malformed("url over %d bytes", maxField)
+	case len(b.URL) > MaxField:
+		return malformed("url over %d bytes", MaxField)
 	case len(b.Records) > MaxRecords:
 		return malformed("%d records, at most %d", len(b.Records), MaxRecords)
 	}
 	for i := range b.Records {
-		if err := b.Records[i].validate(); err != nil {
+		if err := b.Records[i].Validate(); err != nil {
 			return fmt.Errorf("%w (record %d)", err, i)
 		}
 	}
@@ -228,14 +232,15 @@ func (b *Batch) validate(signer peer.ID) error {
 	return nil
 }
 
-func (r *Record) validate() error {
+// Validate checks a record's fields against their bounds.
+func (r *Record) Validate() error {
 	switch {
 	case r.Serial >= 1<<63:
 		return malformed("serial %d out of range", r.Serial)
 	case r.Bytes < 0:
 		return malformed("negative bytes %d", r.Bytes)
-	case r.CID == "" || len(r.CID) > maxField || len(r.Root) > maxField || len(r.Name) > maxField:
-		return malformed("cid, root or name empty or over %d bytes", maxField)
+	case r.CID == "" || len(r.CID) > MaxField || len(r.Root) > MaxField || len(r.Name) > MaxField:
+		return malformed("cid, root or name empty or over %d bytes", MaxField)
 	case len(r.Client) != ClientHashSize:
 		return malformed("client hash of %d bytes, want %d", len(r.Client), ClientHashSize)
 	case r.Status < 100 || r.Status > 599:

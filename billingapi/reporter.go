@@ -1,4 +1,4 @@
-package billing
+package billingapi
 
 import (
 	"bytes"
@@ -51,7 +51,7 @@ type Served struct {
 // names the object served, its fields fit the wire format's limits, and
 // its status and byte count are sane (see Record.validate).
 func (s Served) billable() bool {
-	return s.CID != "" && len(s.CID) <= maxField && len(s.Root) <= maxField && len(s.Name) <= maxField &&
+	return s.CID != "" && len(s.CID) <= MaxField && len(s.Root) <= MaxField && len(s.Name) <= MaxField &&
 		s.Status >= 100 && s.Status <= 599 && s.Bytes >= 0
 }
 
@@ -102,9 +102,15 @@ func WithPublicURL(u string) ReporterOption {
 	return func(o *reporterOptions) { o.url = strings.TrimRight(u, "/") }
 }
 
-// withPartSize sets the records per batch (tests). Default: MaxRecords.
-func withPartSize(n int) ReporterOption {
-	return func(o *reporterOptions) { o.part = n }
+// WithPartSize sets how many records one batch holds before an epoch goes
+// out in parts. Default: MaxRecords. Values outside 1..MaxRecords are
+// ignored.
+func WithPartSize(n int) ReporterOption {
+	return func(o *reporterOptions) {
+		if n > 0 && n <= MaxRecords {
+			o.part = n
+		}
+	}
 }
 
 // Reporter collects what an edge serves and reports it to billing: per
