@@ -2,6 +2,7 @@ package dag
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 
@@ -93,6 +94,49 @@ func primeLinks(c cid.Cid, data []byte, decode codec.Decoder) ([]cid.Cid, error)
 			return nil, fmt.Errorf("%s: link %v is not a CID", c, l)
 		}
 		out = append(out, cl.Cid)
+	}
+	return out, nil
+}
+
+// Walk lists the DAG under root depth-first, parents before children and
+// each block once: the block order of a Trustless Gateway CAR with
+// dag-scope=all. get returns a block's bytes; it is not called for raw and
+// identity blocks, which have no links (identity blocks are not listed).
+// A block of a codec Links does not know is listed as a leaf. Walk stops
+// with ctx's error when ctx ends, and with get's error, wrapped, when a
+// block cannot be had.
+func Walk(ctx context.Context, root cid.Cid, get func(context.Context, cid.Cid) ([]byte, error)) ([]cid.Cid, error) {
+	var out []cid.Cid
+	seen := map[cid.Cid]bool{}
+	stack := []cid.Cid{root}
+	for len(stack) > 0 {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		c := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if seen[c] || IsIdentity(c) {
+			continue
+		}
+		seen[c] = true
+		out = append(out, c)
+		if c.Type() == cid.Raw {
+			continue
+		}
+		data, err := get(ctx, c)
+		if err != nil {
+			return nil, fmt.Errorf("walk %s: %w", c, err)
+		}
+		links, err := Links(c, data)
+		if errors.Is(err, ErrUnknownCodec) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		for i := len(links) - 1; i >= 0; i-- {
+			stack = append(stack, links[i])
+		}
 	}
 	return out, nil
 }

@@ -2,11 +2,14 @@ package dag
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"slices"
 	"testing"
 
 	mdag "github.com/ipfs/boxo/ipld/merkledag"
 	"github.com/ipfs/go-cid"
+	format "github.com/ipfs/go-ipld-format"
 	mh "github.com/multiformats/go-multihash"
 )
 
@@ -93,3 +96,45 @@ func TestLinks(t *testing.T) {
 		t.Fatalf("unknown codec err = %v", err)
 	}
 }
+
+// TestWalk: a DAG with a shared child and a raw leaf is listed parents
+// first, each block once, in link order; a missing block stops the walk
+// with its error; an ended context stops it too.
+func TestWalk(t *testing.T) {
+	leaf := []byte("leaf")
+	leafC := cidOf(t, cid.Raw, leaf)
+	shared := mdag.NodeWithData([]byte("shared"))
+	shared.AddRawLink("leaf", &format.Link{Cid: leafC, Size: uint64(len(leaf))})
+	a := mdag.NodeWithData([]byte("a"))
+	a.AddNodeLink("shared", shared)
+	root := mdag.NodeWithData([]byte("root"))
+	root.AddNodeLink("a", a)
+	root.AddNodeLink("shared", shared)
+	blocks := map[cid.Cid][]byte{root.Cid(): root.RawData(), a.Cid(): a.RawData(), shared.Cid(): shared.RawData()}
+	get := func(_ context.Context, c cid.Cid) ([]byte, error) {
+		b, ok := blocks[c]
+		if !ok {
+			return nil, errNotHere
+		}
+		return b, nil
+	}
+	got, err := Walk(context.Background(), root.Cid(), get)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []cid.Cid{root.Cid(), a.Cid(), shared.Cid(), leafC}
+	if !slices.Equal(got, want) {
+		t.Fatalf("walk = %v, want %v", got, want)
+	}
+	delete(blocks, shared.Cid())
+	if _, err := Walk(context.Background(), root.Cid(), get); !errors.Is(err, errNotHere) {
+		t.Fatalf("walk with a block missing: %v, want errNotHere", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := Walk(ctx, root.Cid(), get); !errors.Is(err, context.Canceled) {
+		t.Fatalf("walk with an ended context: %v", err)
+	}
+}
+
+var errNotHere = errors.New("not here")

@@ -1,6 +1,7 @@
 package publish
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -34,31 +35,11 @@ func (d *DAG) Blocks() ([]cid.Cid, error) {
 	if d.blocks == nil {
 		return nil, errors.New("publish: DAG was imported hash-only; nothing to upload")
 	}
-	var out []cid.Cid
-	seen := map[cid.Cid]bool{}
-	stack := []cid.Cid{d.Root}
-	for len(stack) > 0 {
-		c := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		if seen[c] || dag.IsIdentity(c) {
-			continue
-		}
-		seen[c] = true
-		out = append(out, c)
-		if c.Type() == cid.Raw {
-			continue
-		}
-		data, err := d.blocks.get(c)
-		if err != nil {
-			return nil, err
-		}
-		links, err := dag.Links(c, data)
-		if err != nil {
-			return nil, fmt.Errorf("publish: %w", err)
-		}
-		for i := len(links) - 1; i >= 0; i-- {
-			stack = append(stack, links[i])
-		}
+	out, err := dag.Walk(context.Background(), d.Root, func(_ context.Context, c cid.Cid) ([]byte, error) {
+		return d.blocks.get(c)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("publish: %w", err)
 	}
 	return out, nil
 }
