@@ -15,9 +15,6 @@ import (
 	"go.uber.org/zap"
 )
 
-// ErrUnknownAccount is returned for an account the ledger has never seen.
-var ErrUnknownAccount = errors.New("unknown account")
-
 // Deposit applies a deposit signed by the billing operator's key: the
 // treasury pays the publisher. A deposit resent with the same nonce is
 // applied once; the same nonce with other content is ErrConflict.
@@ -25,7 +22,7 @@ func (l *Ledger) Deposit(ctx context.Context, env *identity.Envelope) (*billinga
 	a, err := l.deposit(ctx, env)
 	if r := reasonOf(err); r != "" {
 		l.metrics.claims.WithLabelValues("deposit", "rejected", string(r)).Inc()
-		l.log.Warn("deposit refused", zap.String("signer", env.Signer), zap.Error(err))
+		l.log.Warn("deposit refused", zap.String("signer", truncate(env.Signer, identity.MaxSignerSize)), zap.Error(err))
 	}
 	return a, err
 }
@@ -93,15 +90,21 @@ func (l *Ledger) deposit(ctx context.Context, env *identity.Envelope) (*billinga
 	return l.Account(ctx, d.Account)
 }
 
-// Account returns one account.
+// Account returns one account. A peer ID the ledger has no entries for
+// yet has balance 0; an ID that is no peer ID is refused as malformed.
 func (l *Ledger) Account(ctx context.Context, id string) (*billingapi.Account, error) {
+	if err := checkAccountID(id); err != nil {
+		return nil, err
+	}
 	var (
 		a   = billingapi.Account{ID: id}
 		out int64
 	)
 	err := l.db.QueryRowContext(ctx, l.db.q(`SELECT kind, balance, out_since FROM accounts WHERE id = ?`), id).Scan(&a.Kind, &a.Balance, &out)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("billing: account %s: %w", id, ErrUnknownAccount)
+		// A party with no entries yet (an edge before its first
+		// settlement, a publisher before its deposit) has nothing: 0.
+		return &a, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("billing: account %s: %w", id, err)
@@ -111,6 +114,21 @@ func (l *Ledger) Account(ctx context.Context, id string) (*billingapi.Account, e
 		a.OutOfFundsSince = &t
 	}
 	return &a, nil
+}
+
+// checkAccountID accepts the IDs an account can have: a peer ID or
+// TreasuryAccount.
+func checkAccountID(id string) error {
+	if id == TreasuryAccount {
+		return nil
+	}
+	if len(id) > identity.MaxSignerSize {
+		return reject(billingapi.ReasonMalformed, "account ID over %d bytes", identity.MaxSignerSize)
+	}
+	if _, err := peer.Decode(id); err != nil {
+		return reject(billingapi.ReasonMalformed, "account %q is not a peer ID: %v", id, err)
+	}
+	return nil
 }
 
 // Accounts returns every account.
@@ -167,7 +185,7 @@ func (l *Ledger) Statement(ctx context.Context, id string) (*billingapi.Statemen
 	switch {
 	case err == nil:
 		st.Kind, st.Balance, st.OutOfFundsSince = a.Kind, a.Balance, a.OutOfFundsSince
-	case !errors.Is(err, ErrUnknownAccount):
+	default:
 		return nil, err
 	}
 	rows, err := l.db.QueryContext(ctx, l.db.q(`SELECT tx, epoch, kind, amount, bytes, memo FROM entries WHERE account = ? ORDER BY id`), id)
@@ -204,9 +222,6 @@ func (l *Ledger) Statement(ctx context.Context, id string) (*billingapi.Statemen
 	}
 	if st.Deferred, err = l.deferredOf(ctx, id); err != nil {
 		return nil, err
-	}
-	if a == nil && len(st.Rejected) == 0 {
-		return nil, fmt.Errorf("billing: account %s: %w", id, ErrUnknownAccount)
 	}
 	return st, nil
 }

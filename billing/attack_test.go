@@ -1,11 +1,17 @@
 package billing
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,6 +20,8 @@ import (
 	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/storageapi"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // reasonsOf collects the refusal reasons of an ingest's outcome.
@@ -161,12 +169,14 @@ func testAttacks(t *testing.T, dsn string) {
 
 	tests := []struct {
 		name    string
-		account string
+		account string // whose statement shows the refusal; "-" prefix: must not
 		want    billingapi.Reason
 		run     func() (any, error)
 	}{
-		{"tampered batch body", liar.ID.String(), billingapi.ReasonSignature, batch(tampered, "")},
-		{"batch signed by another key", edge.ID.String(), billingapi.ReasonSignature, batch(impersonated, "")},
+		// An envelope that does not verify is nobody's: the key it names
+		// did not sign it, so its statement must not carry the refusal.
+		{"tampered batch body", "-" + liar.ID.String(), billingapi.ReasonSignature, batch(tampered, "")},
+		{"batch signed by another key", "-" + edge.ID.String(), billingapi.ReasonSignature, batch(impersonated, "")},
 		{"batch for a reported epoch, other content", edge.ID.String(), billingapi.ReasonReplayBatch,
 			batch(signBatch(t, edge, e0, 9, []billingapi.Record{rec(9, "blog", "cidB", 5000, e0)}), "")},
 		{"batch reusing a sequence number", edge.ID.String(), billingapi.ReasonReplayBatch,
@@ -214,7 +224,7 @@ func testAttacks(t *testing.T, dsn string) {
 			dir.beat(t0.Add(9*time.Second), 1)
 			return tl.IngestBatch(ctx, env, netip.Addr{})
 		}},
-		{"claim signed by another key", liarPeer.ID.String(), billingapi.ReasonSignature, func() (any, error) {
+		{"claim signed by another key", "-" + liarPeer.ID.String(), billingapi.ReasonSignature, func() (any, error) {
 			env := mustSign(t, forger, billingapi.TypeClaim, billingapi.Claim{Peer: liarPeer.ID.String(), Orders: honestOrders})
 			env.Signer = liarPeer.ID.String()
 			return tl.IngestClaim(ctx, env)
@@ -227,12 +237,15 @@ func testAttacks(t *testing.T, dsn string) {
 			if len(got) == 0 || slices.ContainsFunc(got, func(r billingapi.Reason) bool { return r != tc.want }) {
 				t.Fatalf("got reasons %v (err %v), want only %s", got, err, tc.want)
 			}
-			st, err := tl.Statement(ctx, tc.account)
+			account, hidden := strings.CutPrefix(tc.account, "-")
+			st, err := tl.Statement(ctx, account)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !slices.ContainsFunc(st.Rejected, func(r billingapi.Rejected) bool { return r.Reason == tc.want }) {
-				t.Fatalf("statement of %s does not show %s: %+v", tc.account, tc.want, st.Rejected)
+			if got := slices.ContainsFunc(st.Rejected, func(r billingapi.Rejected) bool {
+				return r.Reason == tc.want && (!hidden || r.Kind == "batch" || r.Kind == "claim")
+			}); got == hidden {
+				t.Fatalf("statement of %s shows %s: %v, want %v: %+v", account, tc.want, got, !hidden, st.Rejected)
 			}
 		})
 	}
@@ -533,5 +546,69 @@ func TestUpstreamHeldCrash(t *testing.T) {
 	}
 	if total, err := tl.Total(ctx); err != nil || total != 0 {
 		t.Fatalf("sum of all balances: %d, %v", total, err)
+	}
+}
+
+// TestUnverifiedInputCostsNothing: messages whose signature does not
+// verify are nobody's. A batch, a claim and a deposit naming a 20 MiB
+// signer, and a batch forged in an honest edge's name, are refused without
+// a row in the ledger or a long log line, and the honest edge's statement
+// stays clean.
+func TestUnverifiedInputCostsNothing(t *testing.T) {
+	core, logs := observer.New(zap.DebugLevel)
+	tl := newTestLedger(t, "", Config{Logger: zap.New(core)})
+	srv := httptest.NewServer(tl.Handler(nil))
+	defer srv.Close()
+	edge, forger := testKey(t, 40), testKey(t, 41)
+	e0 := t0.Unix() - 60
+	huge := strings.Repeat("1", 20<<20)
+	forged := signBatch(t, forger, e0, 1, []billingapi.Record{rec(1, "blog", "cidA", 10, e0)})
+	forged.Signer = edge.ID.String()
+	hugeBatch := signBatch(t, forger, e0, 2, []billingapi.Record{rec(2, "blog", "cidA", 10, e0)})
+	hugeBatch.Signer = huge
+	hugeClaim := mustSign(t, forger, billingapi.TypeClaim, billingapi.Claim{Peer: forger.ID.String()})
+	hugeClaim.Signer = huge
+	hugeDeposit := mustSign(t, forger, billingapi.TypeDeposit, billingapi.Deposit{Account: forger.ID.String(), Amount: 1, Nonce: "n"})
+	hugeDeposit.Signer = huge
+	tests := []struct {
+		name string
+		path string
+		env  *identity.Envelope
+		code int
+	}{
+		{"batch forged in an honest edge's name", "/api/v1/batches", forged, http.StatusForbidden},
+		{"batch with a 20 MiB signer", "/api/v1/batches", hugeBatch, http.StatusUnprocessableEntity},
+		{"claim with a 20 MiB signer", "/api/v1/claims", hugeClaim, http.StatusUnprocessableEntity},
+		{"deposit with a 20 MiB signer", "/api/v1/deposits", hugeDeposit, http.StatusUnprocessableEntity},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			body, err := json.Marshal(tc.env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.Post(srv.URL+tc.path, "application/json", bytes.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			answer, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.code || len(answer) > 4<<10 {
+				t.Fatalf("%d, %d bytes: %.200s; want %d and a short answer", resp.StatusCode, len(answer), answer, tc.code)
+			}
+			var n int
+			if err := tl.db.QueryRow(`SELECT COUNT(*) FROM rejections`).Scan(&n); err != nil || n != 0 {
+				t.Fatalf("%d rejection rows (%v), want none", n, err)
+			}
+			for _, e := range logs.TakeAll() {
+				if n := len(e.Message) + len(fmt.Sprint(e.Context)); n > 4<<10 {
+					t.Fatalf("log entry %q is %d bytes", e.Message, n)
+				}
+			}
+		})
+	}
+	st, err := tl.Statement(context.Background(), edge.ID.String())
+	if err != nil || len(st.Rejected) != 0 || st.Balance != 0 {
+		t.Fatalf("honest edge's statement %+v, %v: want clean", st, err)
 	}
 }

@@ -45,7 +45,8 @@ func (l *Ledger) IngestClaim(ctx context.Context, env *identity.Envelope) (*bill
 		if errors.Is(err, identity.ErrBadSignature) {
 			reason = billingapi.ReasonSignature
 		}
-		if rerr := l.rejectNow(ctx, rejection{account: env.Signer, epoch: l.epochOf(l.opts.now()), kind: "claim",
+		// Recorded under the signer only when the signature verified.
+		if rerr := l.rejectNow(ctx, rejection{account: signer.String(), epoch: l.epochOf(l.opts.now()), kind: "claim",
 			reason: reason, detail: err.Error()}); rerr != nil {
 			return nil, rerr
 		}

@@ -95,10 +95,19 @@ func (w *statusWriter) WriteHeader(code int) {
 }
 
 // readEnvelope reads a JSON envelope from the request body.
-func readEnvelope(r *http.Request) (*identity.Envelope, error) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, billingapi.MaxBatchSize+1))
+// Bodies of the other messages are far smaller than a batch's.
+const (
+	maxClaimBody   = 16 << 20 // MaxClaimOrders orders of a few hundred bytes
+	maxDepositBody = 64 << 10
+)
+
+func readEnvelope(r *http.Request, limit int64) (*identity.Envelope, error) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 	if err != nil {
 		return nil, reject(billingapi.ReasonMalformed, "read body: %v", err)
+	}
+	if int64(len(body)) > limit {
+		return nil, reject(billingapi.ReasonMalformed, "body over %d bytes", limit)
 	}
 	env, err := billingapi.DecodeEnvelope(body)
 	if err != nil {
@@ -134,7 +143,7 @@ func (l *Ledger) serveForfeits(w http.ResponseWriter, r *http.Request) {
 }
 
 func (l *Ledger) serveBatch(w http.ResponseWriter, r *http.Request) {
-	env, err := readEnvelope(r)
+	env, err := readEnvelope(r, billingapi.MaxBatchSize)
 	if err != nil {
 		l.reply(w, nil, err)
 		return
@@ -144,7 +153,7 @@ func (l *Ledger) serveBatch(w http.ResponseWriter, r *http.Request) {
 }
 
 func (l *Ledger) serveClaim(w http.ResponseWriter, r *http.Request) {
-	env, err := readEnvelope(r)
+	env, err := readEnvelope(r, maxClaimBody)
 	if err != nil {
 		l.reply(w, nil, err)
 		return
@@ -154,7 +163,7 @@ func (l *Ledger) serveClaim(w http.ResponseWriter, r *http.Request) {
 }
 
 func (l *Ledger) serveDeposit(w http.ResponseWriter, r *http.Request) {
-	env, err := readEnvelope(r)
+	env, err := readEnvelope(r, maxDepositBody)
 	if err != nil {
 		l.reply(w, nil, err)
 		return
@@ -164,7 +173,7 @@ func (l *Ledger) serveDeposit(w http.ResponseWriter, r *http.Request) {
 }
 
 // reply writes v as JSON, or maps err to its status: refusals 422 (bad
-// signatures 403, replays 409), unknown accounts 404, conflicts 409,
+// signatures 403, replays 409), conflicts 409,
 // transient failures 503, others 500.
 func (l *Ledger) reply(w http.ResponseWriter, v any, err error) {
 	if err == nil {
@@ -180,8 +189,6 @@ func (l *Ledger) reply(w http.ResponseWriter, v any, err error) {
 		code = http.StatusConflict
 	case reason != "":
 		code = http.StatusUnprocessableEntity
-	case errors.Is(err, ErrUnknownAccount):
-		code = http.StatusNotFound
 	case errors.Is(err, ErrConflict):
 		code = http.StatusConflict
 	case errors.Is(err, errTransient):

@@ -49,7 +49,9 @@ func (l *Ledger) IngestBatch(ctx context.Context, env *identity.Envelope, from n
 			reason = billingapi.ReasonSignature
 		}
 		rerr := &RejectError{Reason: reason, Err: err}
-		if err := l.rejectNow(ctx, rejection{account: env.Signer, kind: "batch", ref: "", reason: reason, detail: err.Error()}); err != nil {
+		// Only a verified signer has a statement to show the refusal in:
+		// an envelope that does not verify is nobody's, whatever it names.
+		if err := l.rejectNow(ctx, rejection{account: signer.String(), kind: "batch", reason: reason, detail: err.Error()}); err != nil {
 			return nil, err
 		}
 		return nil, rerr

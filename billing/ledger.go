@@ -207,12 +207,29 @@ type rejection struct {
 	bytes   int64
 }
 
-// insertRejections records refusals, counting them in the metrics.
+// maxDetail bounds a rejection's detail as stored and logged: the
+// message may quote what a claimer sent.
+const maxDetail = 1 << 10
+
+// truncate cuts s to at most n bytes, marking the cut.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// insertRejections records refusals under their accounts. A refusal
+// without an account (its signature did not verify: nobody's) is only
+// counted and logged.
 func (l *Ledger) insertRejections(ctx context.Context, q querier, rs []rejection) error {
 	at := l.opts.now().UnixNano()
 	for _, r := range rs {
+		if r.account == "" {
+			continue
+		}
 		if _, err := q.ExecContext(ctx, l.db.q(`INSERT INTO rejections (account, epoch, kind, ref, reason, detail, bytes, at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`), r.account, r.epoch, r.kind, r.ref, string(r.reason), r.detail, r.bytes, at); err != nil {
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`), r.account, r.epoch, r.kind, r.ref, string(r.reason), truncate(r.detail, maxDetail), r.bytes, at); err != nil {
 			return fmt.Errorf("billing: record rejection: %w", err)
 		}
 	}
@@ -235,7 +252,7 @@ func (l *Ledger) rejectNow(ctx context.Context, rs ...rejection) error {
 	for _, r := range rs {
 		l.metrics.claims.WithLabelValues(r.kind, "rejected", string(r.reason)).Inc()
 		l.log.Info("rejected", zap.String("kind", r.kind), zap.String("account", r.account), zap.String("ref", r.ref),
-			zap.String("reason", string(r.reason)), zap.String("detail", r.detail))
+			zap.String("reason", string(r.reason)), zap.String("detail", truncate(r.detail, maxDetail)))
 	}
 	return nil
 }

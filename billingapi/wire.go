@@ -178,7 +178,7 @@ func OpenBatch(env *identity.Envelope) (*Batch, peer.ID, error) {
 		return nil, "", fmt.Errorf("billing: batch: %w: %w", ErrMalformed, err)
 	}
 	if err := batch.validate(signer); err != nil {
-		return nil, "", err
+		return nil, signer, err
 	}
 	return &batch, signer, nil
 }

@@ -16,6 +16,27 @@ const MaxEnvelopeSize = 1 << 20
 // ErrBadSignature is returned when an envelope's signature does not verify.
 var ErrBadSignature = errors.New("signature does not verify")
 
+// Bounds on the envelope's own fields, checked by Open before anything
+// else: whoever sent an envelope is unknown until its signature verifies,
+// so nothing of an unverified envelope may cost more than these bytes.
+const (
+	// MaxTypeSize bounds Envelope.Type.
+	MaxTypeSize = 128
+	// MaxSignerSize bounds Envelope.Signer: an ed25519 peer ID is 52
+	// characters in base58.
+	MaxSignerSize = 128
+	// SignatureSize is the size of an ed25519 signature, Envelope.Sig.
+	SignatureSize = 64
+)
+
+// quote returns s quoted for an error message, cut to 64 bytes.
+func quote(s string) string {
+	if len(s) > 64 {
+		return fmt.Sprintf("%q… (%d bytes)", s[:64], len(s))
+	}
+	return fmt.Sprintf("%q", s)
+}
+
 // Envelope is a signed message: a JSON body exactly as signed, its type,
 // the signer's peer ID and an ed25519 signature over the type and body.
 // Every signed wire format of topcdn (orders, heartbeats, manifests,
@@ -53,17 +74,25 @@ func (k *Key) Sign(typ string, body any) (*Envelope, error) {
 	return &Envelope{Type: typ, Signer: k.ID.String(), Body: raw, Sig: sig}, nil
 }
 
-// Open checks that the envelope is of type typ and that its signature
-// verifies with the signer's key, then decodes the body into v. The body
+// Open checks that the envelope is of type typ, that its fields are within
+// their bounds (MaxSignerSize, SignatureSize) and that its signature
+// verifies with the signer's key, then decodes the body into v. Its errors
+// quote at most 64 bytes of any field. The body
 // must be exactly what Sign would produce for v (no unknown fields, no
 // other key case or spacing). It returns the signer.
 func (e *Envelope) Open(typ string, v any) (peer.ID, error) {
 	if e.Type != typ {
-		return "", fmt.Errorf("identity: envelope is %q, want %q", e.Type, typ)
+		return "", fmt.Errorf("identity: envelope is %s, want %q", quote(e.Type), typ)
+	}
+	if len(e.Signer) > MaxSignerSize {
+		return "", fmt.Errorf("identity: envelope signer %s: over %d bytes", quote(e.Signer), MaxSignerSize)
+	}
+	if len(e.Sig) != SignatureSize {
+		return "", fmt.Errorf("identity: %s signature is %d bytes, want %d: %w", typ, len(e.Sig), SignatureSize, ErrBadSignature)
 	}
 	signer, err := peer.Decode(e.Signer)
 	if err != nil {
-		return "", fmt.Errorf("identity: envelope signer %q: %w", e.Signer, err)
+		return "", fmt.Errorf("identity: envelope signer %s: %w", quote(e.Signer), err)
 	}
 	pk, err := signer.ExtractPublicKey()
 	if err != nil {

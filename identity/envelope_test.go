@@ -2,6 +2,7 @@ package identity
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -50,6 +51,10 @@ func TestEnvelope(t *testing.T) {
 		{"retyped", tamper(func(e *Envelope) { e.Type = "topcdn/other/v1" }), "topcdn/other/v1", ErrBadSignature},
 		{"flipped sig", tamper(func(e *Envelope) { e.Sig[0] ^= 1 }), "topcdn/test/v1", ErrBadSignature},
 		{"garbage signer", tamper(func(e *Envelope) { e.Signer = "nope" }), "topcdn/test/v1", nil},
+		{"huge signer", tamper(func(e *Envelope) { e.Signer = strings.Repeat("1", 20<<20) }), "topcdn/test/v1", nil},
+		{"huge type", tamper(func(e *Envelope) { e.Type = strings.Repeat("t", 20<<20) }), "topcdn/test/v1", nil},
+		{"short sig", tamper(func(e *Envelope) { e.Sig = e.Sig[:63] }), "topcdn/test/v1", ErrBadSignature},
+		{"long sig", tamper(func(e *Envelope) { e.Sig = append(e.Sig, 0) }), "topcdn/test/v1", ErrBadSignature},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -60,6 +65,11 @@ func TestEnvelope(t *testing.T) {
 			}
 			if tc.bad != nil && !errors.Is(err, tc.bad) {
 				t.Fatalf("err = %v, want %v", err, tc.bad)
+			}
+			// Whoever sent it is unknown: the error must not carry the
+			// sender's bytes at length (into logs and databases).
+			if n := len(err.Error()); n > 512 {
+				t.Fatalf("error is %d bytes long", n)
 			}
 		})
 	}
