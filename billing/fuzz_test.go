@@ -83,7 +83,7 @@ func TestDecodeBatch(t *testing.T) {
 		{"tampered body", seeds[2], identity.ErrBadSignature},
 		{"wrong merkle root", seeds[3], billingapi.ErrMalformed},
 		{"empty envelope", seeds[4], billingapi.ErrMalformed},
-		{"unsigned", seeds[5], identity.ErrBadSignature},
+		{"unsigned", seeds[5], billingapi.ErrMalformed},
 		{"not JSON", []byte("\x00"), billingapi.ErrMalformed},
 		{"unknown envelope field", []byte(`{"type":"x","extra":1}`), billingapi.ErrMalformed},
 	}

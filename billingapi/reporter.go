@@ -130,6 +130,11 @@ type Reporter struct {
 	dropped int64
 	// unbillable counts responses of the open epoch left out of its batch.
 	unbillable int64
+	// bytes sums the records of the open epoch; prev and prevBytes are
+	// the last closed epoch and the bytes of its batches (EpochTotals).
+	bytes     uint64
+	prev      int64
+	prevBytes uint64
 }
 
 type pendingRecord struct {
@@ -190,6 +195,29 @@ func (r *Reporter) Observe(s Served) {
 	}
 	r.pending = append(r.pending, pendingRecord{s: s, serial: r.serial})
 	r.serial++
+	r.bytes += uint64(s.Bytes)
+}
+
+// EpochTotals is what a Reporter has recorded: the open epoch and the
+// bytes of its records so far, and the last epoch it closed with the bytes
+// of the batches it signed for it. An edge puts them in its heartbeats,
+// so the router can vouch for what the edge's batches may hold.
+type EpochTotals struct {
+	// Epoch is the open epoch's start, Unix seconds (0 before Run).
+	Epoch int64
+	// Bytes is the body bytes of the open epoch's records so far.
+	Bytes uint64
+	// Prev is the last closed epoch's start, 0 if none closed yet.
+	Prev int64
+	// PrevBytes is the body bytes of Prev's batches, exactly.
+	PrevBytes uint64
+}
+
+// Totals returns the Reporter's EpochTotals now.
+func (r *Reporter) Totals() EpochTotals {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return EpochTotals{Epoch: r.epoch, Bytes: r.bytes, Prev: r.prev, PrevBytes: r.prevBytes}
 }
 
 // Run closes an epoch at each epoch boundary, signs its batch and posts
@@ -256,6 +284,7 @@ func (r *Reporter) closeEpoch(next int64) [][]byte {
 	r.mu.Lock()
 	epoch, recs, dropped, unbillable := r.epoch, r.pending, r.dropped, r.unbillable
 	r.pending, r.dropped, r.unbillable, r.epoch = nil, 0, 0, next
+	r.prev, r.prevBytes, r.bytes = epoch, r.bytes, 0
 	size := r.opts.part
 	parts := (len(recs) + size - 1) / size
 	seq := r.seq

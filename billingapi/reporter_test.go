@@ -130,7 +130,10 @@ func TestReporterClosesEpochs(t *testing.T) {
 	var seqs []uint64
 	for i := range 2 {
 		time.Sleep(20 * time.Millisecond)
-		rep.Observe(Served{CID: "bafy", Bytes: 1, Status: 200, Time: time.Now(), Client: netip.MustParseAddr("192.0.2.1")})
+		rep.Observe(Served{CID: "bafy", Bytes: int64(7 + i), Status: 200, Time: time.Now(), Client: netip.MustParseAddr("192.0.2.1")})
+		if tot := rep.Totals(); tot.Bytes != uint64(7+i) {
+			t.Fatalf("open epoch totals %+v, want %d bytes", tot, 7+i)
+		}
 		select {
 		case body := <-got:
 			_, b, _, err := DecodeBatch(body)
@@ -138,6 +141,11 @@ func TestReporterClosesEpochs(t *testing.T) {
 				t.Fatalf("batch %d: %v", i, err)
 			}
 			seqs = append(seqs, b.Seq)
+			// The totals an edge's heartbeats carry match the batch
+			// signed for the epoch, to the byte.
+			if tot := rep.Totals(); tot.Prev != b.Epoch || tot.PrevBytes != uint64(b.Records[0].Bytes) || tot.Epoch <= b.Epoch {
+				t.Fatalf("totals %+v after batch of epoch %d with %d bytes", tot, b.Epoch, b.Records[0].Bytes)
+			}
 		case <-time.After(5 * time.Second):
 			t.Fatalf("epoch %d was not reported", i)
 		}

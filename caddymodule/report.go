@@ -157,6 +157,12 @@ func (h *Handler) heartbeats(ctx context.Context, key *identity.Key) {
 			City: h.City, Lat: lat, Lon: lon, Load: load, Capacity: h.Capacity,
 			IntervalMS: interval.Milliseconds(), Time: now.UTC(),
 			Requests: st.Requests, Bytes: st.Bytes, CacheHits: st.ResponseHits + st.BlockHits, CacheMisses: st.BlockMisses}
+		if h.reporter != nil {
+			// What billing may pay this edge per epoch is bounded by
+			// what its heartbeats said it served in it.
+			tot := h.reporter.Totals()
+			hb.Epoch, hb.EpochBytes, hb.PrevEpoch, hb.PrevEpochBytes = tot.Epoch, tot.Bytes, tot.Prev, tot.PrevBytes
+		}
 		switch err := dnsrouteapi.SendHeartbeat(ctx, client, h.Router, key, hb); {
 		case err != nil && ctx.Err() == nil && !failing:
 			failing = true

@@ -1,6 +1,7 @@
 package dnsroute
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -43,6 +44,7 @@ type edge struct {
 	nextProbe time.Time
 	healthy   bool
 	stats     *edgeStats
+	epochs    []dnsrouteapi.EpochBytes // billing epochs its heartbeats reported, oldest first
 
 	contentOK      bool   // the last content probe passed, or there was nothing to check
 	contentErr     string // why the last content probe failed
@@ -154,6 +156,7 @@ func (r *Router) acceptHeartbeat(_ context.Context, env *identity.Envelope) erro
 	}
 	urlChanged := known && (e.hb.URL != hb.URL || !slices.Equal(e.hb.IPs, hb.IPs))
 	e.hb, e.loc, e.located, e.lastSeen = hb, loc, located, now
+	e.epochs = observeEpochs(e.epochs, &hb.Heartbeat)
 	if !known || urlChanged {
 		// Probe the (new) URL and addresses at once; until they answer,
 		// the edge is out.
@@ -168,6 +171,32 @@ func (r *Router) acceptHeartbeat(_ context.Context, env *identity.Envelope) erro
 	}
 	// A due probe starts on Run's next tick, under Run's context.
 	return nil
+}
+
+// observeEpochs adds what hb reports of its billing epochs to epochs
+// (oldest first, at most dnsrouteapi.MaxEpochs): per epoch the highest byte
+// count any heartbeat gave, closed once one reported it as PrevEpoch. The
+// highest, because a restarted edge's new process counts an epoch from 0
+// while the batch its old process sent for it stands.
+func observeEpochs(epochs []dnsrouteapi.EpochBytes, hb *dnsrouteapi.Heartbeat) []dnsrouteapi.EpochBytes {
+	set := func(epoch int64, bytes uint64, closed bool) {
+		i, found := slices.BinarySearchFunc(epochs, epoch, func(e dnsrouteapi.EpochBytes, t int64) int { return cmp.Compare(e.Epoch, t) })
+		if !found {
+			epochs = slices.Insert(epochs, i, dnsrouteapi.EpochBytes{Epoch: epoch})
+		}
+		epochs[i].Bytes = max(epochs[i].Bytes, bytes)
+		epochs[i].Closed = epochs[i].Closed || closed
+	}
+	if hb.PrevEpoch != 0 {
+		set(hb.PrevEpoch, hb.PrevEpochBytes, true)
+	}
+	if hb.Epoch != 0 {
+		set(hb.Epoch, hb.EpochBytes, false)
+	}
+	if n := len(epochs) - dnsrouteapi.MaxEpochs; n > 0 {
+		epochs = slices.Delete(epochs, 0, n)
+	}
+	return epochs
 }
 
 // updateHealthLocked recomputes e.healthy and reports whether it changed.
@@ -410,6 +439,7 @@ func (r *Router) Edges() []dnsrouteapi.EdgeInfo {
 			LastHeartbeat: e.lastSeen.UTC(), ProbeError: e.probeErr, ContentError: e.contentErr,
 			Answers:  e.stats.answers.Load(),
 			Requests: e.hb.Requests, Bytes: e.hb.Bytes, CacheHits: e.hb.CacheHits, CacheMisses: e.hb.CacheMisses,
+			Epochs: slices.Clone(e.epochs),
 		}
 		if q, held := r.quarantinedLocked(id, now); held {
 			until := q.until.UTC()

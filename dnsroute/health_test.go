@@ -194,6 +194,9 @@ func TestHeartbeatRejected(t *testing.T) {
 		{"latitude out of range", signed(e.key, with(func(h *dnsrouteapi.Heartbeat) { h.Lat, h.Lon = &badLat, &lat })), http.StatusBadRequest},
 		{"negative load", signed(e.key, with(func(h *dnsrouteapi.Heartbeat) { h.Load = -1 })), http.StatusBadRequest},
 		{"no interval", signed(e.key, with(func(h *dnsrouteapi.Heartbeat) { h.IntervalMS = 0 })), http.StatusBadRequest},
+		{"epoch bytes without an epoch", signed(e.key, with(func(h *dnsrouteapi.Heartbeat) { h.EpochBytes = 1 })), http.StatusBadRequest},
+		{"closed epoch after the open one", signed(e.key, with(func(h *dnsrouteapi.Heartbeat) { h.Epoch, h.PrevEpoch = 60, 120 })), http.StatusBadRequest},
+		{"negative epoch", signed(e.key, with(func(h *dnsrouteapi.Heartbeat) { h.Epoch = -60 })), http.StatusBadRequest},
 		{"unknown field", []byte(`{"type":"` + dnsrouteapi.TypeHeartbeat + `","signer":"x","body":"e30=","sig":""}`), http.StatusBadRequest},
 		{"not JSON", []byte("hello"), http.StatusBadRequest},
 	}
@@ -279,4 +282,45 @@ func TestEdgeAddressesMustServeTheEdge(t *testing.T) {
 	// there once probed.
 	send(thief, "127.2.0.1")
 	waitFor(t, 5*time.Second, "the moved edge healthy", func() bool { return tr.healthyEdges() == 2 })
+}
+
+// TestObserveEpochs: the router keeps, per billing epoch an edge's
+// heartbeats report, the highest byte count and whether the epoch was
+// reported closed; a restarted edge's lower count does not lower it; only
+// the newest MaxEpochs are kept.
+func TestObserveEpochs(t *testing.T) {
+	type hb = dnsrouteapi.Heartbeat
+	type eb = dnsrouteapi.EpochBytes
+	tests := []struct {
+		name  string
+		beats []hb
+		want  []eb
+	}{
+		{"no counters", []hb{{}, {}}, nil},
+		{"open epoch grows", []hb{{Epoch: 60, EpochBytes: 5}, {Epoch: 60, EpochBytes: 9}}, []eb{{Epoch: 60, Bytes: 9}}},
+		{"epoch closes", []hb{{Epoch: 60, EpochBytes: 9}, {Epoch: 120, EpochBytes: 1, PrevEpoch: 60, PrevEpochBytes: 10}},
+			[]eb{{Epoch: 60, Bytes: 10, Closed: true}, {Epoch: 120, Bytes: 1}}},
+		{"restart counts the epoch again from 0", []hb{{Epoch: 60, EpochBytes: 900}, {Epoch: 60, EpochBytes: 3}},
+			[]eb{{Epoch: 60, Bytes: 900}}},
+		{"a late open figure does not reopen", []hb{{Epoch: 120, PrevEpoch: 60, PrevEpochBytes: 7}, {Epoch: 60, EpochBytes: 2}},
+			[]eb{{Epoch: 60, Bytes: 7, Closed: true}, {Epoch: 120}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []eb
+			for i := range tc.beats {
+				got = observeEpochs(got, &tc.beats[i])
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("epochs %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+	var got []eb
+	for e := int64(1); e <= dnsrouteapi.MaxEpochs+5; e++ {
+		got = observeEpochs(got, &hb{Epoch: e * 60, EpochBytes: uint64(e)})
+	}
+	if len(got) != dnsrouteapi.MaxEpochs || got[0].Epoch != 6*60 {
+		t.Fatalf("kept %d epochs from %d, want %d from %d", len(got), got[0].Epoch, dnsrouteapi.MaxEpochs, 6*60)
+	}
 }

@@ -39,4 +39,24 @@ type EdgeInfo struct {
 	Bytes       uint64 `json:"bytes"`
 	CacheHits   uint64 `json:"cache_hits"`
 	CacheMisses uint64 `json:"cache_misses"`
+	// Epochs are the billing epochs the edge's heartbeats reported bytes
+	// for, oldest first, the last MaxEpochs of them: per epoch the most
+	// bytes any heartbeat said, and whether a heartbeat reported it closed
+	// (PrevEpoch), after which the figure is the exact total of its
+	// batches.
+	Epochs []EpochBytes `json:"epochs,omitempty"`
+}
+
+// MaxEpochs is how many billing epochs the router keeps per edge.
+const MaxEpochs = 16
+
+// EpochBytes is what an edge's heartbeats said it served in one billing
+// epoch.
+type EpochBytes struct {
+	// Epoch is the epoch's start, Unix seconds.
+	Epoch int64 `json:"epoch"`
+	// Bytes is the highest byte count reported for it.
+	Bytes uint64 `json:"bytes"`
+	// Closed is true once a heartbeat reported the epoch closed.
+	Closed bool `json:"closed"`
 }

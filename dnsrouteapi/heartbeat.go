@@ -79,6 +79,17 @@ type Heartbeat struct {
 	Bytes       uint64 `json:"bytes,omitempty"`
 	CacheHits   uint64 `json:"cache_hits,omitempty"`
 	CacheMisses uint64 `json:"cache_misses,omitempty"`
+	// Epoch and EpochBytes are the billing epoch the edge's receipt
+	// reporter has open (its start, Unix seconds) and the body bytes of
+	// its records so far; PrevEpoch and PrevEpochBytes the last epoch it
+	// closed and the bytes of the batches it signed for it (see
+	// billingapi.EpochTotals). Billing pays an edge no more for an epoch
+	// than these say; an edge that reports none is paid nothing.
+	// Optional; zero when the edge reports no receipts.
+	Epoch          int64  `json:"epoch,omitempty"`
+	EpochBytes     uint64 `json:"epoch_bytes,omitempty"`
+	PrevEpoch      int64  `json:"prev_epoch,omitempty"`
+	PrevEpochBytes uint64 `json:"prev_epoch_bytes,omitempty"`
 }
 
 // Interval returns the heartbeat interval as a duration.
@@ -180,6 +191,16 @@ func (c *CheckedHeartbeat) validate() error {
 	}
 	if c.Time.IsZero() {
 		return errors.New("no time")
+	}
+	switch {
+	case c.Epoch < 0 || c.PrevEpoch < 0:
+		return fmt.Errorf("epochs %d, %d: want Unix seconds", c.Epoch, c.PrevEpoch)
+	case c.Epoch == 0 && (c.EpochBytes != 0 || c.PrevEpoch != 0):
+		return errors.New("epoch bytes without an epoch")
+	case c.PrevEpoch == 0 && c.PrevEpochBytes != 0:
+		return errors.New("prev_epoch_bytes without a prev_epoch")
+	case c.PrevEpoch != 0 && c.PrevEpoch >= c.Epoch:
+		return fmt.Errorf("prev_epoch %d not before epoch %d", c.PrevEpoch, c.Epoch)
 	}
 	return nil
 }

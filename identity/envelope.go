@@ -87,12 +87,12 @@ func (e *Envelope) Open(typ string, v any) (peer.ID, error) {
 	if len(e.Signer) > MaxSignerSize {
 		return "", fmt.Errorf("identity: envelope signer %s: over %d bytes", quote(e.Signer), MaxSignerSize)
 	}
-	if len(e.Sig) != SignatureSize {
-		return "", fmt.Errorf("identity: %s signature is %d bytes, want %d: %w", typ, len(e.Sig), SignatureSize, ErrBadSignature)
-	}
 	signer, err := peer.Decode(e.Signer)
 	if err != nil {
 		return "", fmt.Errorf("identity: envelope signer %s: %w", quote(e.Signer), err)
+	}
+	if len(e.Sig) != SignatureSize {
+		return "", fmt.Errorf("identity: %s signature is %d bytes, want %d: %w", typ, len(e.Sig), SignatureSize, ErrBadSignature)
 	}
 	pk, err := signer.ExtractPublicKey()
 	if err != nil {
