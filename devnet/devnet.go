@@ -272,7 +272,7 @@ func (n *network) start(ctx context.Context) error {
 	}
 	dns := &proc{name: "dns", health: dnsURL + "/healthz", log: logPath(d, "dns"),
 		args: []string{"dns", "--listen", dnsAddr, "--http", dnsHTTP, "--zone", n.cfg.Zone, "--origin", originURL,
-			"--geoip", geo, "--billing", billingURL, "--key", filepath.Join(d, "keys", "dns.key")}}
+			"--geoip", geo, "--billing", billingURL, "--billing-epoch", n.cfg.Epoch.String(), "--key", filepath.Join(d, "keys", "dns.key")}}
 	if err := n.run(ctx, dns); err != nil {
 		return err
 	}

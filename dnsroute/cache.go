@@ -22,7 +22,7 @@ type respCache struct {
 // cachedResp is one ready response and what sending it counts.
 type cachedResp struct {
 	b       []byte
-	edges   []*edgeView
+	handed  handout
 	queries prometheus.Counter
 }
 

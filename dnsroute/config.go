@@ -12,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/topcdn/topcdn/billingapi"
 	"go.uber.org/zap"
 )
 
@@ -94,6 +95,10 @@ type Config struct {
 	// out of answers whatever its heartbeats and health probes say.
 	// Default: DefaultQuarantine (1h).
 	Quarantine time.Duration
+	// BillingEpoch is billing's epoch length, whole seconds: the router
+	// counts the demand its answers send each edge per billing epoch.
+	// Default: billingapi.DefaultEpoch (1m).
+	BillingEpoch time.Duration
 
 	// Testing.
 	now        func() time.Time
@@ -135,6 +140,12 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.ContentProbeTimeout < 0 || cfg.Quarantine < 0 {
 		return cfg, fmt.Errorf("dnsroute: content probe timeout %s, quarantine %s: want positive (or 0 for the default)",
 			cfg.ContentProbeTimeout, cfg.Quarantine)
+	}
+	if cfg.BillingEpoch < 0 || cfg.BillingEpoch%time.Second != 0 {
+		return cfg, fmt.Errorf("dnsroute: billing epoch %s: want whole seconds", cfg.BillingEpoch)
+	}
+	if cfg.BillingEpoch == 0 {
+		cfg.BillingEpoch = billingapi.DefaultEpoch
 	}
 	if cfg.Edges == 0 {
 		cfg.Edges = DefaultEdges

@@ -40,7 +40,8 @@ type Router struct {
 	// made to one address is reused for another.
 	addrClient *http.Client
 
-	snap atomic.Pointer[snapshot]
+	snap   atomic.Pointer[snapshot]
+	demand *demand
 
 	mu         sync.Mutex
 	edges      map[peer.ID]*edge
@@ -62,6 +63,9 @@ type snapshot struct {
 	names  map[string]nameEntry
 	serial uint32
 	cache  *respCache
+	// edgeAddrs are every known edge's addresses, healthy or not: queries
+	// from them count as no edge's demand.
+	edgeAddrs map[netip.Addr]bool
 }
 
 // nameEntry is a published name as the router serves it.
@@ -111,6 +115,7 @@ func New(cfg Config) (*Router, error) {
 		suspended:  make(map[peer.ID]bool),
 		quarantine: make(map[peer.ID]quarantine),
 		started:    cfg.now(),
+		demand:     newDemand(cfg.BillingEpoch, cfg.TTL, m.demandDropped),
 	}
 	pc := *cfg.Client
 	pc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
@@ -182,7 +187,11 @@ func (r *Router) rebuildLocked() {
 		s.names[n] = e
 	}
 	healthy := 0
+	s.edgeAddrs = make(map[netip.Addr]bool, len(r.edges))
 	for _, e := range r.edges {
+		for _, a := range e.hb.IPs {
+			s.edgeAddrs[a] = true
+		}
 		if !e.healthy {
 			continue
 		}

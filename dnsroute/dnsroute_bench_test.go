@@ -41,7 +41,7 @@ func BenchmarkCacheHit(b *testing.B) {
 	var key []byte
 	sub := subnet(ap.Addr()).As16()
 	key = append(append(key, pkt[2:]...), sub[:]...)
-	s.cache.put(key, &cachedResp{b: resp, edges: handed, queries: r.metrics.queries.WithLabelValues("A", "NOERROR")})
+	s.cache.put(key, &cachedResp{b: resp, handed: handed, queries: r.metrics.queries.WithLabelValues("A", "NOERROR")})
 	buf := make([]byte, 0, ednsSize)
 	b.ReportAllocs()
 	for b.Loop() {

@@ -439,7 +439,7 @@ func (r *Router) Edges() []dnsrouteapi.EdgeInfo {
 			LastHeartbeat: e.lastSeen.UTC(), ProbeError: e.probeErr, ContentError: e.contentErr,
 			Answers:  e.stats.answers.Load(),
 			Requests: e.hb.Requests, Bytes: e.hb.Bytes, CacheHits: e.hb.CacheHits, CacheMisses: e.hb.CacheMisses,
-			Epochs: slices.Clone(e.epochs),
+			Epochs: slices.Clone(e.epochs), Demand: r.demand.of(e.hb.Peer),
 		}
 		if q, held := r.quarantinedLocked(id, now); held {
 			until := q.until.UTC()

@@ -49,10 +49,10 @@ func (r *Router) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 	if udp {
 		m.Truncate(udpSize(q))
 		if m.Truncated {
-			handed = nil // the client asks again over TCP; that one counts
+			handed = handout{} // the client asks again over TCP; that one counts
 		}
 	}
-	countAnswers(handed)
+	r.count(handed, src, s)
 	if uw, ok := w.(*udpWriter); ok {
 		uw.writeCached(m, s, handed)
 	} else {
@@ -111,32 +111,32 @@ type query struct {
 }
 
 // answer builds the response to q from snapshot s, asked by src. It
-// returns the edges handed out, for the caller to count once the response
+// returns what it handed out, for the caller to count once the response
 // is sent. It never blocks and never fails: problems with q become
 // response codes.
-func (r *Router) answer(_ context.Context, s *snapshot, q *dns.Msg, src netip.Addr) (*dns.Msg, []*edgeView) {
+func (r *Router) answer(_ context.Context, s *snapshot, q *dns.Msg, src netip.Addr) (*dns.Msg, handout) {
 	m := new(dns.Msg)
 	m.SetReply(q)
 	m.RecursionAvailable = false
 	if q.Opcode != dns.OpcodeQuery {
 		m.SetRcode(q, dns.RcodeNotImplemented)
-		return m, nil
+		return m, handout{}
 	}
 	if len(q.Question) != 1 || len(q.Answer) != 0 || len(q.Ns) != 0 {
 		m.SetRcode(q, dns.RcodeFormatError)
-		return m, nil
+		return m, handout{}
 	}
 	qq := query{qtype: q.Question[0].Qtype, client: src}
 	opt, ok := r.readEDNS(q, &qq)
 	if !ok {
 		m.SetRcode(q, dns.RcodeFormatError)
-		return m, nil
+		return m, handout{}
 	}
 	if opt != nil {
 		ro := m.SetEdns0(ednsSize, opt.Do()).IsEdns0()
 		if opt.Version() != 0 {
 			m.Rcode = dns.RcodeBadVers
-			return m, nil
+			return m, handout{}
 		}
 		if qq.ecs != nil {
 			// Echo ECS with the scope the answer depends on (RFC 7871
@@ -152,13 +152,13 @@ func (r *Router) answer(_ context.Context, s *snapshot, q *dns.Msg, src netip.Ad
 	case dns.ClassINET, dns.ClassANY:
 	default:
 		m.SetRcode(q, dns.RcodeRefused)
-		return m, nil
+		return m, handout{}
 	}
 	qq.name = strings.ToLower(q.Question[0].Name)
 	zone := r.cfg.Zone
 	if !dns.IsSubDomain(zone, qq.name) {
 		m.SetRcode(q, dns.RcodeRefused)
-		return m, nil
+		return m, handout{}
 	}
 	m.Authoritative = true
 	owner := q.Question[0].Name
@@ -167,18 +167,18 @@ func (r *Router) answer(_ context.Context, s *snapshot, q *dns.Msg, src netip.Ad
 	switch {
 	case rel == "":
 		r.apex(m, s, owner, qq.qtype)
-		return m, nil
+		return m, handout{}
 	case len(labels) == 1:
 		if a, ok := r.nsAddr(labels[0]); ok {
 			r.addrAnswer(m, s, owner, qq.qtype, a)
-			return m, nil
+			return m, handout{}
 		}
 		if labels[0] == "ipfs" { // an empty non-terminal
 			r.nodata(m, s)
-			return m, nil
+			return m, handout{}
 		}
 		if e, ok := s.names[labels[0]]; ok {
-			return m, r.site(m, s, owner, &qq, e.suspended)
+			return m, r.site(m, s, owner, &qq, e.suspended).forSite("name:"+labels[0], src, qq.ecs)
 		}
 	case len(labels) == 2 && labels[0] == "_dnslink":
 		if e, ok := s.names[labels[1]]; ok {
@@ -187,16 +187,16 @@ func (r *Router) answer(_ context.Context, s *snapshot, q *dns.Msg, src netip.Ad
 			} else {
 				r.nodata(m, s)
 			}
-			return m, nil
+			return m, handout{}
 		}
 	case len(labels) == 2 && labels[1] == "ipfs":
-		if validCIDLabel(labels[0]) {
-			return m, r.site(m, s, owner, &qq, false)
+		if c, ok := cidLabel(labels[0]); ok {
+			return m, r.site(m, s, owner, &qq, false).forSite("cid:"+c, src, qq.ecs)
 		}
 	}
 	m.Rcode = dns.RcodeNameError
 	m.Ns = append(m.Ns, r.soa(s))
-	return m, nil
+	return m, handout{}
 }
 
 // readEDNS reads q's OPT record, if any, and its client subnet option into
@@ -279,11 +279,15 @@ func clientKey(client netip.Addr, ecs *dns.EDNS0_SUBNET) (netip.Addr, uint64) {
 	return p.Addr(), k
 }
 
-// validCIDLabel reports whether label is a CID as subdomain gateways
-// take it: a CIDv1 in a case-insensitive encoding that fits a DNS label.
-func validCIDLabel(label string) bool {
+// cidLabel reports whether label is a CID as subdomain gateways take it,
+// a CIDv1 in a case-insensitive encoding that fits a DNS label, and
+// returns it in its canonical form.
+func cidLabel(label string) (string, bool) {
 	c, err := cid.Decode(label)
-	return err == nil && c.Version() == 1
+	if err != nil || c.Version() != 1 {
+		return "", false
+	}
+	return c.String(), true
 }
 
 // nsAddr returns the address of name server label ("ns1", "ns2", …).
@@ -372,16 +376,16 @@ func (r *Router) addrRR(owner string, a netip.Addr) dns.RR {
 // AAAA (ANY gets both), NODATA for other types and for a suspended
 // publisher's names, SERVFAIL when no edge is healthy at all (so resolvers
 // try a sibling router that may know better).
-func (r *Router) site(m *dns.Msg, s *snapshot, owner string, qq *query, suspended bool) []*edgeView {
+func (r *Router) site(m *dns.Msg, s *snapshot, owner string, qq *query, suspended bool) handout {
 	want4 := qq.qtype == dns.TypeA || qq.qtype == dns.TypeANY
 	want6 := qq.qtype == dns.TypeAAAA || qq.qtype == dns.TypeANY
 	if suspended || (!want4 && !want6) {
 		r.nodata(m, s)
-		return nil
+		return handout{}
 	}
 	if len(s.edges) == 0 {
 		m.Rcode = dns.RcodeServerFailure
-		return nil
+		return handout{}
 	}
 	loc, located := Location{}, false
 	if r.cfg.GeoIP != nil && qq.client.IsValid() {
@@ -394,17 +398,17 @@ func (r *Router) site(m *dns.Msg, s *snapshot, owner string, qq *query, suspende
 	if qq.ecs != nil {
 		qq.scope = min(qq.scope, qq.ecs.SourceNetmask)
 	}
-	var handed []*edgeView
+	var handed handout
 	if want4 {
-		for _, e := range rank(s.edges, loc, located, qq.tie, false, r.cfg.Edges) {
+		for i, e := range rank(s.edges, loc, located, qq.tie, false, r.cfg.Edges) {
 			m.Answer = append(m.Answer, r.addrRR(owner, e.v4))
-			handed = append(handed, e)
+			handed.add(e, i == 0)
 		}
 	}
 	if want6 {
-		for _, e := range rank(s.edges, loc, located, qq.tie, true, r.cfg.Edges) {
+		for i, e := range rank(s.edges, loc, located, qq.tie, true, r.cfg.Edges) {
 			m.Answer = append(m.Answer, r.addrRR(owner, e.v6))
-			handed = append(handed, e)
+			handed.add(e, i == 0)
 		}
 	}
 	if len(m.Answer) == 0 {
@@ -413,10 +417,38 @@ func (r *Router) site(m *dns.Msg, s *snapshot, owner string, qq *query, suspende
 	return handed
 }
 
-// countAnswers counts the edges of a response sent.
-func countAnswers(handed []*edgeView) {
-	for _, e := range handed {
+// count counts what a response sent to src handed out: each edge's
+// answers, and the demand it sent each edge (see demand.go).
+func (r *Router) count(h handout, src netip.Addr, s *snapshot) {
+	for _, e := range h.edges {
 		e.stats.answers.Add(1)
 		e.stats.counter.Inc()
 	}
+	r.demand.count(r.cfg.now(), h, src, s.edgeAddrs)
+}
+
+// add appends e to what h hands out, first in its address family or not.
+func (h *handout) add(e *edgeView, first bool) {
+	h.edges = append(h.edges, e)
+	if first {
+		h.first = append(h.first, e)
+	}
+}
+
+// forSite names the site h answers for and the client unit it counts: the
+// ECS address's when the query carries one, else src's.
+func (h handout) forSite(site string, src netip.Addr, ecs *dns.EDNS0_SUBNET) handout {
+	if len(h.edges) == 0 {
+		return h
+	}
+	h.site, h.unit = site, unitOf(src)
+	if ecs != nil && ecs.SourceNetmask > 0 {
+		if a, ok := netip.AddrFromSlice(ecs.Address); ok {
+			a = a.Unmap()
+			bits := min(int(ecs.SourceNetmask), unitOf(a).Bits())
+			h.unit, _ = a.Prefix(bits)
+			h.ecs = true
+		}
+	}
+	return h
 }

@@ -141,7 +141,7 @@ func (r *Router) serveDoH(w http.ResponseWriter, req *http.Request) {
 	w.Header().Set("Cache-Control", "max-age="+strconv.FormatUint(uint64(ttl), 10))
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.Write(b)
-	countAnswers(handed)
+	r.count(handed, src, r.snap.Load())
 	r.metrics.queries.WithLabelValues(typeLabel(qtype(q)), rcodeLabel(m.Rcode)).Inc()
 	r.metrics.duration.WithLabelValues("doh").Observe(time.Since(start).Seconds())
 }

@@ -24,6 +24,7 @@ type metrics struct {
 	contentProbes *prometheus.CounterVec
 	quarantines   *prometheus.CounterVec
 	quarantined   prometheus.Gauge
+	demandDropped prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -66,11 +67,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			[]string{"source"}),
 		quarantined: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "quarantined_edges", Help: "Edges in quarantine, registered or not."}),
+		demandDropped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "demand_units_dropped_total", Help: "Client units not counted as demand because an epoch's table was full."}),
 	}
 	m.udpDuration = m.duration.WithLabelValues("udp")
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.queries, m.answers, m.duration, m.edges, m.names,
-			m.heartbeats, m.probes, m.rrl, m.polls, m.cacheHits, m.contentProbes, m.quarantines, m.quarantined} {
+			m.heartbeats, m.probes, m.rrl, m.polls, m.cacheHits, m.contentProbes, m.quarantines, m.quarantined, m.demandDropped} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

@@ -185,7 +185,7 @@ func (u *UDPServer) handle(pkt []byte, ap netip.AddrPort, key *[]byte, buf []byt
 	if c := s.cache.get(*key); c != nil {
 		buf = append(buf, c.b...)
 		buf[0], buf[1] = pkt[0], pkt[1]
-		countAnswers(c.edges)
+		r.count(c.handed, ap.Addr().Unmap(), s)
 		c.queries.Inc()
 		r.metrics.cacheHits.Inc()
 		r.metrics.udpDuration.Observe(time.Since(start).Seconds())
@@ -231,14 +231,14 @@ type udpWriter struct {
 }
 
 // writeCached sends m and keeps its bytes in snapshot s's cache.
-func (w *udpWriter) writeCached(m *dns.Msg, s *snapshot, edges []*edgeView) {
+func (w *udpWriter) writeCached(m *dns.Msg, s *snapshot, handed handout) {
 	b, err := m.Pack()
 	if err != nil {
 		w.u.r.log.Warn("packing a response", zap.Error(err))
 		return
 	}
 	w.u.conn.WriteToUDPAddrPort(b, w.ap)
-	s.cache.put(w.key, &cachedResp{b: b, edges: edges,
+	s.cache.put(w.key, &cachedResp{b: b, handed: handed,
 		queries: w.u.r.metrics.queries.WithLabelValues(typeLabel(qtypeOf(m)), rcodeLabel(m.Rcode))})
 }
 

@@ -45,6 +45,30 @@ type EdgeInfo struct {
 	// (PrevEpoch), after which the figure is the exact total of its
 	// batches.
 	Epochs []EpochBytes `json:"epochs,omitempty"`
+	// Demand is what this router's answers could have brought the edge,
+	// per billing epoch (the last MaxEpochs, oldest first) and site: the
+	// distinct client units it handed the edge to (see the router's
+	// README). Billing bounds what it pays the edge by it.
+	Demand []EpochDemand `json:"demand,omitempty"`
+}
+
+// EpochDemand is the demand a router sent an edge in one billing epoch.
+type EpochDemand struct {
+	// Epoch is the epoch's start, Unix seconds.
+	Epoch int64 `json:"epoch"`
+	// Sites are the sites asked for, by key.
+	Sites []SiteDemand `json:"sites"`
+}
+
+// SiteDemand counts the client units a router handed an edge to for one
+// site in one epoch.
+type SiteDemand struct {
+	// Site is "name:NAME" for NAME.ZONE, "cid:CID" for CID.ipfs.ZONE.
+	Site string `json:"site"`
+	// First counts the units the edge was handed to first in its address
+	// family; Other those it was handed to in a later place.
+	First uint32 `json:"first"`
+	Other uint32 `json:"other"`
 }
 
 // MaxEpochs is how many billing epochs the router keeps per edge.

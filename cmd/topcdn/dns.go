@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
+	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/dnsroute"
 	"github.com/topcdn/topcdn/identity"
 	"go.uber.org/zap"
@@ -25,7 +26,7 @@ func newDNSCmd() *cobra.Command {
 		listen, httpAddr, zone, originURL, geoip, billingURL, keyFile, logLevel string
 		nsAddrs, allowEdges                                                     []string
 		edges                                                                   int
-		ttl, namesInterval, contentInterval, contentTimeout, quarantine         time.Duration
+		ttl, namesInterval, contentInterval, contentTimeout, quarantine, epoch  time.Duration
 		rrlRate                                                                 float64
 	)
 	cmd := &cobra.Command{
@@ -90,6 +91,7 @@ When ready it prints "dns listening on udp+tcp ADDR" and then
 				Zone: zone, Origin: originURL, Billing: billingURL, Edges: edges, TTL: ttl,
 				NamesInterval: namesInterval, RRLRate: rrlRate, Logger: log, Registry: reg,
 				ContentProbeInterval: contentInterval, ContentProbeTimeout: contentTimeout, Quarantine: quarantine,
+				BillingEpoch: epoch,
 			}
 			if rrlRate == 0 {
 				cfg.RRLRate = -1
@@ -154,6 +156,7 @@ When ready it prints "dns listening on udp+tcp ADDR" and then
 	f.DurationVar(&contentTimeout, "content-probe-timeout", dnsroute.DefaultContentProbeTimeout, "time limit of one content probe")
 	f.DurationVar(&quarantine, "quarantine", dnsroute.DefaultQuarantine,
 		"how long an edge caught serving wrong bytes (by a content probe or billing's prober) stays out of answers")
+	f.DurationVar(&epoch, "billing-epoch", billingapi.DefaultEpoch, "billing's epoch length: demand sent to each edge is counted per epoch")
 	f.Float64Var(&rrlRate, "rrl", dnsroute.DefaultRRLRate, "UDP responses per second per client /24 (/56) before rate limiting; 0 disables")
 	f.StringVar(&keyFile, "key", "", "the router's key file (its peer ID is reported in /healthz)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
