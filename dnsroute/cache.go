@@ -23,6 +23,7 @@ type respCache struct {
 type cachedResp struct {
 	b       []byte
 	handed  handout
+	counted countMark
 	queries prometheus.Counter
 }
 

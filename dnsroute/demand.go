@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -94,24 +95,37 @@ func unitOf(addr netip.Addr) netip.Prefix {
 	return p
 }
 
+// countMark remembers the epochs one ready response's handout was last
+// counted in, so that sending it again in the same epochs costs two
+// atomic loads, not the table's lock: a unit counts once per epoch anyway.
+type countMark struct{ e0, e1 atomic.Int64 }
+
 // count adds h, answered at now to a query from src, to the counts.
-// edgeAddrs are the addresses of every edge the router knows.
-func (d *demand) count(now time.Time, h handout, src netip.Addr, edgeAddrs map[netip.Addr]bool) {
-	if h.site == "" || len(h.edges) == 0 || !h.unit.IsValid() || edgeAddrs[src] {
+// edgeAddrs are the addresses of every edge the router knows. mark, when
+// not nil, is the ready response's: h was counted for the epochs it holds.
+func (d *demand) count(now time.Time, h handout, src netip.Addr, edgeAddrs map[netip.Addr]bool, mark *countMark) {
+	if h.site == "" || len(h.edges) == 0 || !h.unit.IsValid() {
 		return
 	}
 	t := now.Unix()
-	e0 := t - t%d.secs
+	e0, e1 := t-t%d.secs, (t+d.ttl)-(t+d.ttl)%d.secs
+	if mark != nil && mark.e0.Load() == e0 && mark.e1.Load() == e1 {
+		return
+	}
+	if edgeAddrs[src] {
+		return
+	}
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	d.countEpoch(e0, h, src)
-	if e1 := (t + d.ttl) - (t+d.ttl)%d.secs; e1 != e0 {
+	if e1 != e0 {
 		d.countEpoch(e1, h, src)
 	}
-	for e := range d.epochs {
-		if e < e0-int64(dnsrouteapi.MaxEpochs)*d.secs {
-			delete(d.epochs, e)
-		}
+	d.mu.Unlock()
+	if mark != nil && !h.ecs {
+		// A response read from ECS is per ECS subnet, but its source
+		// may change: the ECS cap is per source, so count it each time.
+		mark.e0.Store(e0)
+		mark.e1.Store(e1)
 	}
 }
 
@@ -121,6 +135,11 @@ func (d *demand) countEpoch(epoch int64, h handout, src netip.Addr) {
 		ed = &epochDemand{units: map[unitKey]demandUnit{}, counts: map[edgeSite]*dnsrouteapi.SiteDemand{},
 			ecs: map[netip.Prefix]map[netip.Prefix]struct{}{}}
 		d.epochs[epoch] = ed
+		for e := range d.epochs {
+			if e < epoch-int64(dnsrouteapi.MaxEpochs)*d.secs {
+				delete(d.epochs, e)
+			}
+		}
 	}
 	if h.ecs {
 		if srcUnit := unitOf(src); srcUnit != h.unit {

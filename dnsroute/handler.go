@@ -419,12 +419,15 @@ func (r *Router) site(m *dns.Msg, s *snapshot, owner string, qq *query, suspende
 
 // count counts what a response sent to src handed out: each edge's
 // answers, and the demand it sent each edge (see demand.go).
-func (r *Router) count(h handout, src netip.Addr, s *snapshot) {
+func (r *Router) count(h handout, src netip.Addr, s *snapshot) { r.countSent(h, src, s, nil) }
+
+// countSent is count for a ready response with its mark.
+func (r *Router) countSent(h handout, src netip.Addr, s *snapshot, mark *countMark) {
 	for _, e := range h.edges {
 		e.stats.answers.Add(1)
 		e.stats.counter.Inc()
 	}
-	r.demand.count(r.cfg.now(), h, src, s.edgeAddrs)
+	r.demand.count(r.cfg.now(), h, src, s.edgeAddrs, mark)
 }
 
 // add appends e to what h hands out, first in its address family or not.

@@ -185,7 +185,7 @@ func (u *UDPServer) handle(pkt []byte, ap netip.AddrPort, key *[]byte, buf []byt
 	if c := s.cache.get(*key); c != nil {
 		buf = append(buf, c.b...)
 		buf[0], buf[1] = pkt[0], pkt[1]
-		r.count(c.handed, ap.Addr().Unmap(), s)
+		r.countSent(c.handed, ap.Addr().Unmap(), s, &c.counted)
 		c.queries.Inc()
 		r.metrics.cacheHits.Inc()
 		r.metrics.udpDuration.Observe(time.Since(start).Seconds())
