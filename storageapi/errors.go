@@ -101,8 +101,8 @@ func (e *PeerError) Is(target error) bool {
 	return k != nil && k == target
 }
 
-// Snippet returns b as text for an error message, trimmed and cut short.
-func Snippet(b []byte) string {
+// snippet returns b as text for an error message, trimmed and cut short.
+func snippet(b []byte) string {
 	s := strings.TrimSpace(string(b))
 	if len(s) > 512 {
 		s = s[:512] + "…"
