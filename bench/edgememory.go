@@ -15,6 +15,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/topcdn/topcdn/internal/tick"
 )
 
 // runEdgeMemory implements `bench edge-memory`: the edge's resident
@@ -128,18 +130,11 @@ func runEdgeMemory(ctx context.Context, args []string) error {
 	defer stopSampling()
 	var sampler sync.WaitGroup
 	sampler.Go(func() {
-		t := time.NewTicker(100 * time.Millisecond)
-		defer t.Stop()
-		for {
+		tick.NowAndEvery(sampleCtx, 100*time.Millisecond, func(context.Context) {
 			if r := rssBytes(pid); r > peak.Load() {
 				peak.Store(r)
 			}
-			select {
-			case <-sampleCtx.Done():
-				return
-			case <-t.C:
-			}
-		}
+		})
 	})
 
 	// Pass 1: every file once, checked byte for byte (by size and a

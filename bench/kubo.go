@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/topcdn/topcdn/internal/tick"
 )
 
 // Kubo build parameters. Kubo v0.43.1 cannot be `go install`ed: its go.mod
@@ -143,20 +145,9 @@ func buildKubo(ctx context.Context, cache, bin string) error {
 		kuboVersion, bin, logFile.Name())
 
 	// Heartbeat so the long silent link step does not look like a hang.
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		t := time.NewTicker(time.Minute)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				lw.Println("still building ...")
-			}
-		}
-	}()
+	heartbeatCtx, stopHeartbeat := context.WithCancel(ctx)
+	defer stopHeartbeat()
+	go tick.Every(heartbeatCtx, time.Minute, func(context.Context) { lw.Println("still building ...") })
 
 	lw.Println("downloading " + kuboModule + "@" + kuboVersion)
 	modDir, err := downloadModule(ctx, buildDir, kuboModule+"@"+kuboVersion)

@@ -12,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/tick"
 	"go.uber.org/zap"
 )
 
@@ -381,16 +382,9 @@ func (l *Ledger) ProbeOnce(ctx context.Context, p Prober) (bool, error) {
 
 // RunProber probes a random served object every interval until ctx ends.
 func (l *Ledger) RunProber(ctx context.Context, p Prober, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	tick.Every(ctx, every, func(ctx context.Context) {
 		if _, err := l.ProbeOnce(ctx, p); err != nil && ctx.Err() == nil {
 			l.log.Warn("probe", zap.Error(err))
 		}
-	}
+	})
 }

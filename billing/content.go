@@ -2,7 +2,6 @@ package billing
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +20,7 @@ import (
 	"github.com/topcdn/topcdn/dag"
 	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/httpkit"
 	"github.com/topcdn/topcdn/originapi"
 )
 
@@ -155,23 +155,13 @@ func (o *OriginContent) get(ctx context.Context, path string, accept string) (*h
 	return resp, nil
 }
 
-func (o *OriginContent) getJSON(ctx context.Context, path string, v any) (int, error) {
-	resp, err := o.get(ctx, path, "")
-	if err != nil {
-		return 0, err
+// getJSON decodes the origin's answer at path, at most 64 MiB, into v. An
+// answer other than 2xx is a *httpkit.ResponseError.
+func (o *OriginContent) getJSON(ctx context.Context, path string, v any) error {
+	if err := httpkit.GetJSON(ctx, o.client, o.base+path, 64<<20, v); err != nil {
+		return fmt.Errorf("origin: %w", err)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return 0, fmt.Errorf("origin: GET %s: %w", path, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return resp.StatusCode, fmt.Errorf("origin: GET %s: HTTP %d: %s", path, resp.StatusCode, strings.TrimSpace(string(body)))
-	}
-	if err := json.Unmarshal(body, v); err != nil {
-		return resp.StatusCode, fmt.Errorf("origin: GET %s: %w", path, err)
-	}
-	return resp.StatusCode, nil
+	return nil
 }
 
 // refreshNames re-reads the names unless it did within the last second.
@@ -181,7 +171,7 @@ func (o *OriginContent) refreshNames(ctx context.Context, force bool) error {
 		return nil
 	}
 	var list []originapi.NameInfo
-	if _, err := o.getJSON(ctx, "/api/v1/names", &list); err != nil {
+	if err := o.getJSON(ctx, "/api/v1/names", &list); err != nil {
 		return err
 	}
 	o.fetched = time.Now()
@@ -358,8 +348,9 @@ func (o *OriginContent) refreshHoldings(ctx context.Context, maxAge time.Duratio
 	sum := map[key]int64{}
 	for root, pub := range o.publisher {
 		var env identity.Envelope
-		code, err := o.getJSON(ctx, "/api/v1/manifests/"+root, &env)
-		if code == http.StatusNotFound {
+		err := o.getJSON(ctx, "/api/v1/manifests/"+root, &env)
+		var re *httpkit.ResponseError
+		if errors.As(err, &re) && re.Status == http.StatusNotFound {
 			continue // not striped (yet)
 		}
 		if err != nil {
@@ -406,7 +397,7 @@ func (o *OriginContent) originIDLocked(ctx context.Context) (peer.ID, error) {
 	var h struct {
 		PeerID string `json:"peer_id"`
 	}
-	if _, err := o.getJSON(ctx, "/healthz", &h); err != nil {
+	if err := o.getJSON(ctx, "/healthz", &h); err != nil {
 		return "", err
 	}
 	id, err := peer.Decode(h.PeerID)

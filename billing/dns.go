@@ -3,7 +3,6 @@ package billing
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +15,7 @@ import (
 	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/dag"
 	"github.com/topcdn/topcdn/dnsrouteapi"
+	"github.com/topcdn/topcdn/internal/httpkit"
 	"go.uber.org/zap"
 )
 
@@ -89,24 +89,8 @@ func NewDNSDirectory(base string, client *http.Client) *DNSDirectory {
 
 // Edges implements EdgeDirectory.
 func (d *DNSDirectory) Edges(ctx context.Context) ([]EdgeInfo, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.base+"/api/v1/edges", nil)
-	if err != nil {
-		return nil, fmt.Errorf("billing: dns edges: %w", err)
-	}
-	resp, err := d.client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("billing: dns edges: %w", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return nil, fmt.Errorf("billing: dns edges: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("billing: dns edges: HTTP %d", resp.StatusCode)
-	}
 	var edges []EdgeInfo
-	if err := json.Unmarshal(body, &edges); err != nil {
+	if err := httpkit.GetJSON(ctx, d.client, d.base+"/api/v1/edges", 16<<20, &edges); err != nil {
 		return nil, fmt.Errorf("billing: dns edges: %w", err)
 	}
 	d.mu.Lock()

@@ -1,7 +1,6 @@
 package billing
 
 import (
-	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -14,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/httpkit"
 	"go.uber.org/zap"
 )
 
@@ -37,12 +37,9 @@ func (l *Ledger) Handler(gatherer prometheus.Gatherer) http.Handler {
 		gatherer = prometheus.DefaultGatherer
 	}
 	mux := http.NewServeMux()
+	m := httpkit.Metrics{Requests: l.metrics.requests}
 	route := func(pattern, label string, h http.HandlerFunc) {
-		mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
-			h(sw, r)
-			l.metrics.requests.WithLabelValues(label, strconv.Itoa(sw.code)).Inc()
-		}))
+		mux.Handle(pattern, m.Instrument(label, h))
 	}
 	route("POST /api/v1/batches", "batches", l.serveBatch)
 	route("POST /api/v1/claims", "claims", l.serveClaim)
@@ -82,16 +79,6 @@ func (l *Ledger) Handler(gatherer prometheus.Gatherer) http.Handler {
 			"epoch": l.opts.Epoch.String()}, nil)
 	})
 	return mux
-}
-
-type statusWriter struct {
-	http.ResponseWriter
-	code int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	w.code = code
-	w.ResponseWriter.WriteHeader(code)
 }
 
 // readEnvelope reads a JSON envelope from the request body.
@@ -177,7 +164,7 @@ func (l *Ledger) serveDeposit(w http.ResponseWriter, r *http.Request) {
 // transient failures 503, others 500.
 func (l *Ledger) reply(w http.ResponseWriter, v any, err error) {
 	if err == nil {
-		writeJSON(w, http.StatusOK, v)
+		httpkit.WriteJSON(w, http.StatusOK, v)
 		return
 	}
 	code := http.StatusInternalServerError
@@ -200,13 +187,5 @@ func (l *Ledger) reply(w http.ResponseWriter, v any, err error) {
 	case code >= 500:
 		l.log.Error("request failed", zap.Error(err))
 	}
-	writeJSON(w, code, billingapi.ErrorResponse{Error: err.Error(), Reason: reason})
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
+	httpkit.WriteJSON(w, code, billingapi.ErrorResponse{Error: err.Error(), Reason: reason})
 }

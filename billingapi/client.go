@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/httpkit"
+	"github.com/topcdn/topcdn/internal/tick"
 	"github.com/topcdn/topcdn/storageapi"
 	"go.uber.org/zap"
 )
@@ -59,26 +62,17 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 		return fmt.Errorf("billing: %s %s: %w", method, path, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("billing: %s %s: %w", method, path, err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return fmt.Errorf("billing: %s %s: %w", method, path, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		e := &APIError{Status: resp.StatusCode}
-		if json.Unmarshal(raw, &e.ErrorResponse) != nil || e.ErrorResponse.Error == "" {
-			e.ErrorResponse.Error = strings.TrimSpace(string(raw))
+	err = httpkit.DoJSON(c.http, req, 64<<20, out)
+	var re *httpkit.ResponseError
+	switch {
+	case errors.As(err, &re):
+		e := &APIError{Status: re.Status}
+		if json.Unmarshal(re.Body, &e.ErrorResponse) != nil || e.ErrorResponse.Error == "" {
+			e.ErrorResponse.Error = re.Message()
 		}
 		return e
-	}
-	if out != nil {
-		if err := json.Unmarshal(raw, out); err != nil {
-			return fmt.Errorf("billing: %s %s: %w", method, path, err)
-		}
+	case err != nil:
+		return fmt.Errorf("billing: %w", err) // names the request
 	}
 	return nil
 }
@@ -199,9 +193,7 @@ func ClaimOnce(ctx context.Context, c *Client, key *identity.Key, src ServedRead
 
 // RunClaimer claims src's served reads every interval until ctx ends.
 func RunClaimer(ctx context.Context, c *Client, key *identity.Key, src ServedReadSource, every time.Duration, log *zap.Logger) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
+	tick.NowAndEvery(ctx, every, func(ctx context.Context) {
 		n, err := ClaimOnce(ctx, c, key, src)
 		switch {
 		case err != nil && ctx.Err() == nil:
@@ -209,10 +201,5 @@ func RunClaimer(ctx context.Context, c *Client, key *identity.Key, src ServedRea
 		case n > 0:
 			log.Info("billing claim accepted", zap.Int("orders", n))
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	})
 }

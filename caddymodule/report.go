@@ -14,6 +14,7 @@ import (
 	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/edge"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/tick"
 	"go.uber.org/zap"
 )
 
@@ -144,9 +145,7 @@ func (h *Handler) heartbeats(ctx context.Context, key *identity.Key) {
 	log := h.logger.Named("heartbeat")
 	prev, prevAt := h.edge.Stats(), time.Now()
 	failing := false
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
+	tick.NowAndEvery(ctx, interval, func(ctx context.Context) {
 		now, st := time.Now(), h.edge.Stats()
 		load := 0.0
 		if d := now.Sub(prevAt).Seconds(); d > 0 {
@@ -171,10 +170,5 @@ func (h *Handler) heartbeats(ctx context.Context, key *identity.Key) {
 			failing = false
 			log.Info("heartbeats reach the router again", zap.String("router", h.Router))
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	})
 }

@@ -14,8 +14,6 @@ import (
 	"embed"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
 	"io/fs"
 	"net/http"
 	"strings"
@@ -26,6 +24,8 @@ import (
 	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/httpkit"
+	"github.com/topcdn/topcdn/internal/tick"
 )
 
 //go:embed assets
@@ -104,29 +104,20 @@ func (d *Dashboard) Handler() http.Handler {
 		files.ServeHTTP(w, r)
 	}))
 	mux.HandleFunc("GET /api/state", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, d.State(r.Context()))
+		writeNoStore(w, d.State(r.Context()))
 	})
 	mux.HandleFunc("GET /api/history", func(w http.ResponseWriter, r *http.Request) {
 		d.mu.Lock()
 		out := append([]Sample{}, d.samples...)
 		d.mu.Unlock()
-		writeJSON(w, out)
+		writeNoStore(w, out)
 	})
 	return mux
 }
 
 // Run samples the edges' counters every Interval until ctx ends.
 func (d *Dashboard) Run(ctx context.Context) {
-	t := time.NewTicker(d.cfg.Interval)
-	defer t.Stop()
-	for {
-		d.sample(ctx)
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	tick.NowAndEvery(ctx, d.cfg.Interval, d.sample)
 }
 
 // sample adds a history point from the router's view of the edges.
@@ -268,28 +259,13 @@ func (d *Dashboard) siteSize(ctx context.Context, root string) int64 {
 	return n
 }
 
-// get fetches url and decodes its JSON answer into v.
+// get fetches url and decodes its JSON answer, at most 16 MiB, into v.
 func (d *Dashboard) get(ctx context.Context, url string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := d.cfg.HTTPClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: HTTP %d", url, resp.StatusCode)
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(v); err != nil {
-		return fmt.Errorf("GET %s: %w", url, err)
-	}
-	return nil
+	return httpkit.GetJSON(ctx, d.cfg.HTTPClient, url, 16<<20, v)
 }
 
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
+// writeNoStore answers with v as JSON, which the page must not cache.
+func writeNoStore(w http.ResponseWriter, v any) {
 	w.Header().Set("Cache-Control", "no-store")
-	json.NewEncoder(w).Encode(v)
+	httpkit.WriteJSON(w, http.StatusOK, v)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
+	ticker "github.com/topcdn/topcdn/internal/tick" // "tick" is the router's check interval
 	"go.uber.org/zap"
 )
 
@@ -148,25 +149,15 @@ func (r *Router) Zone() string { return r.cfg.Zone }
 // edges caught serving wrong bytes. It returns nil when ctx is done.
 func (r *Router) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		r.pollLoop(ctx)
-	}()
-	t := time.NewTicker(tick)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			wg.Wait()
-			return nil
-		case <-t.C:
-			r.checkEdges(ctx)
-			if r.rrl != nil {
-				r.rrl.sweep(r.cfg.now())
-			}
+	wg.Go(func() { ticker.NowAndEvery(ctx, r.cfg.NamesInterval, r.pollOnce) })
+	ticker.Every(ctx, tick, func(ctx context.Context) {
+		r.checkEdges(ctx)
+		if r.rrl != nil {
+			r.rrl.sweep(r.cfg.now())
 		}
-	}
+	})
+	wg.Wait()
+	return nil
 }
 
 // Ready reports whether the router has read the origin's names at least

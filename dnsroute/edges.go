@@ -3,11 +3,9 @@ package dnsroute
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/maphash"
-	"io"
 	"math"
 	"net"
 	"net/http"
@@ -20,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/httpkit"
 	"go.uber.org/zap"
 )
 
@@ -398,26 +397,10 @@ func (r *Router) probe(ctx context.Context, baseURL string, addr netip.Addr, id 
 		ctx = context.WithValue(ctx, dialAddr{}, addr)
 		u += " via " + addr.String()
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(baseURL, "/")+dnsrouteapi.HealthPath, nil)
-	if err != nil {
-		return fmt.Errorf("probe %s: %w", u, err)
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return fmt.Errorf("probe %s: %w", u, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
-	if err != nil {
-		return fmt.Errorf("probe %s: %w", u, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("probe %s: HTTP %d", u, resp.StatusCode)
-	}
 	var doc struct {
 		Peer string `json:"peer"`
 	}
-	if err := json.Unmarshal(body, &doc); err != nil {
+	if err := httpkit.GetJSON(ctx, client, strings.TrimSuffix(baseURL, "/")+dnsrouteapi.HealthPath, 4<<10, &doc); err != nil {
 		return fmt.Errorf("probe %s: %w", u, err)
 	}
 	if doc.Peer != id.String() {

@@ -16,6 +16,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/httpkit"
 )
 
 // DoHPath is where the router serves DNS-over-HTTPS (RFC 8484).
@@ -41,14 +42,11 @@ func (r *Router) Handler() http.Handler {
 	return mux
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(v)
-}
-
+// writeError answers with status and {"error": err's text}; unlike
+// httpkit.WriteError, a 500's text has no "internal error: " prefix, as
+// the router always answered.
 func writeError(w http.ResponseWriter, status int, err error) {
-	writeJSON(w, status, map[string]string{"error": err.Error()})
+	httpkit.WriteJSON(w, status, map[string]string{"error": err.Error()})
 }
 
 func (r *Router) serveHeartbeat(w http.ResponseWriter, req *http.Request) {
@@ -70,7 +68,7 @@ func (r *Router) serveHeartbeat(w http.ResponseWriter, req *http.Request) {
 }
 
 func (r *Router) serveEdges(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, r.Edges())
+	httpkit.WriteJSON(w, http.StatusOK, r.Edges())
 }
 
 func (r *Router) serveHealth(w http.ResponseWriter, _ *http.Request) {
@@ -84,7 +82,7 @@ func (r *Router) serveHealth(w http.ResponseWriter, _ *http.Request) {
 	if r.cfg.ID != "" {
 		doc["peer"] = r.cfg.ID.String()
 	}
-	writeJSON(w, st, doc)
+	httpkit.WriteJSON(w, st, doc)
 }
 
 // serveDoH answers DNS-over-HTTPS (RFC 8484). The client is located by the

@@ -2,16 +2,14 @@ package dnsroute
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"maps"
-	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/ipfs/boxo/ipns"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/topcdn/topcdn/internal/httpkit"
 	"github.com/topcdn/topcdn/originapi"
 	"go.uber.org/zap"
 )
@@ -60,21 +58,6 @@ type Forfeit struct {
 // caught serving bytes that do not match their CID.
 const ReasonWrongContent = "wrong_content"
 
-// pollLoop polls names and suspensions now and every NamesInterval until
-// ctx is done.
-func (r *Router) pollLoop(ctx context.Context) {
-	t := time.NewTicker(r.cfg.NamesInterval)
-	defer t.Stop()
-	for {
-		r.pollOnce(ctx)
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
 // pollOnce reads suspensions and forfeits (if billing is set) then names,
 // and keeps the last good list of either when its service fails.
 func (r *Router) pollOnce(ctx context.Context) {
@@ -103,27 +86,12 @@ func (r *Router) pollOnce(ctx context.Context) {
 	}
 }
 
-// getJSON GETs url and decodes its JSON body into v.
+// getJSON GETs url and decodes its JSON body, at most maxListBody bytes,
+// into v, within a poll's time.
 func (r *Router) getJSON(ctx context.Context, url string, v any) error {
 	ctx, cancel := context.WithTimeout(ctx, max(r.cfg.NamesInterval, 2*time.Second))
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return fmt.Errorf("GET %s: %w", url, err)
-	}
-	resp, err := r.cfg.Client.Do(req)
-	if err != nil {
-		return fmt.Errorf("GET %s: %w", url, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("GET %s: HTTP %d: %s", url, resp.StatusCode, msg)
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, maxListBody)).Decode(v); err != nil {
-		return fmt.Errorf("GET %s: %w", url, err)
-	}
-	return nil
+	return httpkit.GetJSON(ctx, r.cfg.Client, url, maxListBody, v)
 }
 
 // pollNames reads the origin's names and publishes them if they changed.

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 	"net/netip"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/httpkit"
 )
 
 // TypeHeartbeat is the identity.Envelope type of an edge heartbeat.
@@ -210,8 +210,8 @@ func finiteNonNeg(f float64) bool { return f >= 0 && !math.IsInf(f, 1) }
 // SendHeartbeat signs hb with key and posts it to the router at routerURL
 // (its HTTP base URL, e.g. "http://127.0.0.1:8053"). It fills hb.Peer from
 // the key and hb.Time with the current time when they are empty. A router
-// that rejects the heartbeat yields an error carrying its status and
-// message.
+// that rejects the heartbeat yields a *httpkit.ResponseError, wrapped,
+// carrying its status and message.
 func SendHeartbeat(ctx context.Context, c *http.Client, routerURL string, key *identity.Key, hb Heartbeat) error {
 	if hb.Peer == "" {
 		hb.Peer = key.ID.String()
@@ -233,14 +233,8 @@ func SendHeartbeat(ctx context.Context, c *http.Client, routerURL string, key *i
 		return fmt.Errorf("dnsrouteapi: heartbeat: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.Do(req)
-	if err != nil {
+	if _, err := httpkit.Do(c, req, 4<<10); err != nil {
 		return fmt.Errorf("dnsrouteapi: heartbeat: %w", err)
-	}
-	defer resp.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("dnsrouteapi: heartbeat: POST %s: HTTP %d: %s", u, resp.StatusCode, bytes.TrimSpace(msg))
 	}
 	return nil
 }

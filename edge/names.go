@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"github.com/ipfs/boxo/ipns"
 	"github.com/libp2p/go-libp2p/core/routing"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/topcdn/topcdn/internal/httpkit"
 	"go.uber.org/zap"
 )
 
@@ -146,23 +146,13 @@ func (n *nameRecords) fetch(ctx context.Context, name ipns.Name) ([]byte, error)
 		return nil, err
 	}
 	req.Header.Set("Accept", "application/vnd.ipfs.ipns-record")
-	resp, err := n.http.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("edge: IPNS record of %s: %w", name, err)
-	}
-	defer resp.Body.Close()
+	raw, err := httpkit.Do(n.http, req, int64(ipns.MaxRecordSize))
+	var re *httpkit.ResponseError
 	switch {
-	case resp.StatusCode == http.StatusNotFound:
+	case errors.As(err, &re) && re.Status == http.StatusNotFound:
 		return nil, fmt.Errorf("edge: IPNS record of %s: %w", name, routing.ErrNotFound)
-	case resp.StatusCode != http.StatusOK:
-		return nil, fmt.Errorf("edge: IPNS record of %s: origin answered HTTP %d", name, resp.StatusCode)
-	}
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, int64(ipns.MaxRecordSize)+1))
-	if err != nil {
+	case err != nil:
 		return nil, fmt.Errorf("edge: IPNS record of %s: %w", name, err)
-	}
-	if len(raw) > ipns.MaxRecordSize {
-		return nil, fmt.Errorf("edge: IPNS record of %s: over %d bytes", name, ipns.MaxRecordSize)
 	}
 	if err := validRecord(raw, name); err != nil {
 		return nil, fmt.Errorf("edge: origin sent a bad IPNS record for %s: %w", name, err)

@@ -22,6 +22,7 @@ import (
 	"github.com/topcdn/topcdn/dag"
 	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/httpkit"
 	"github.com/topcdn/topcdn/storageapi"
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
@@ -288,11 +289,17 @@ func (s *source) manifest(ctx context.Context, root cid.Cid) (m *erasure.Manifes
 // origin's failure to give it anew, says the origin cannot answer (down,
 // 5xx, a timeout), not that the answer is gone (404).
 func (s *source) keptAnswer(ctx context.Context, key string, err error) ([]byte, bool) {
-	var se *originStatusError
-	if s.disk == nil || ctx.Err() != nil || errors.As(err, &se) && se.code == http.StatusNotFound {
+	if s.disk == nil || ctx.Err() != nil || isNotFound(err) {
 		return nil, false
 	}
 	return s.disk.Kept(key)
+}
+
+// isNotFound reports whether err is the origin's 404: the answer is gone,
+// not merely out of reach.
+func isNotFound(err error) bool {
+	var re *httpkit.ResponseError
+	return errors.As(err, &re) && re.Status == http.StatusNotFound
 }
 
 // keep writes an answer of the origin to disk, for keptAnswer after a
@@ -448,25 +455,9 @@ func (s *source) getJSON(ctx context.Context, path string, limit int64, v any) e
 }
 
 // getRaw returns the origin's answer at path: at most limit bytes, else
-// an error.
+// an error. An answer other than 2xx is a *httpkit.ResponseError.
 func (s *source) getRaw(ctx context.Context, path string, limit int64) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.origin+path, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := s.http.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("edge: origin %s: %w", path, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-		return nil, &originStatusError{path: path, code: resp.StatusCode}
-	}
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
-	if err == nil && int64(len(raw)) > limit {
-		err = fmt.Errorf("answer over %d bytes", limit)
-	}
+	raw, err := httpkit.Get(ctx, s.http, s.origin+path, limit)
 	if err != nil {
 		return nil, fmt.Errorf("edge: origin %s: %w", path, err)
 	}
@@ -503,8 +494,7 @@ func (s *source) lookupDNSLink(domain string) func(ctx context.Context, fqdn str
 			// A name the origin no longer has is gone; an origin that
 			// cannot answer leaves the last answer standing, for a
 			// short TTL, so that sites stay up through its outage.
-			var se *originStatusError
-			if last, ok := s.lastLink(host); ok && ctx.Err() == nil && !(errors.As(err, &se) && se.code == http.StatusNotFound) {
+			if last, ok := s.lastLink(host); ok && ctx.Err() == nil && !isNotFound(err) {
 				s.log.Warn("origin cannot give a site's name; serving the last answer", zap.String("host", host), zap.Error(err))
 				s.fallbacks.WithLabelValues("dnslink", "origin_unavailable").Inc()
 				return []string{last.value}, min(last.ttl, staleNameTTL), nil
@@ -545,16 +535,6 @@ func (s *source) lastLink(host string) (dnsLink, bool) {
 	l := dnsLink{value: value, ttl: time.Duration(n) * time.Second}
 	s.links.Add(host, l)
 	return l, true
-}
-
-// originStatusError is an answer of the origin other than 200.
-type originStatusError struct {
-	path string
-	code int
-}
-
-func (e *originStatusError) Error() string {
-	return fmt.Sprintf("edge: origin %s: HTTP %d", e.path, e.code)
 }
 
 // staticDNSLinkTTL is how long answers for a static DNSLink name may be

@@ -13,6 +13,7 @@ import (
 	car "github.com/ipld/go-car/v2"
 	"github.com/topcdn/topcdn/dag"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/httpkit"
 	"github.com/topcdn/topcdn/originapi"
 )
 
@@ -42,7 +43,7 @@ func FuzzIngest(f *testing.F) {
 		}
 		res, err := o.Ingest(ctx, up, bytes.NewReader(data))
 		if err != nil {
-			if statusOf(err) >= 500 {
+			if httpkit.StatusOf(err) >= 500 {
 				t.Fatalf("malformed input gave a server error: %v", err)
 			}
 			if after := storedCount(t, o); after != before {
@@ -111,7 +112,7 @@ func FuzzPutRecord(f *testing.F) {
 		before, _ := o.LookupName(ctx, "fuzz")
 		changed, err := o.PutRecord(ctx, name, raw)
 		if err != nil {
-			if statusOf(err) >= 500 {
+			if httpkit.StatusOf(err) >= 500 {
 				t.Fatalf("bad record gave a server error: %v", err)
 			}
 			if after, _ := o.LookupName(ctx, "fuzz"); *after != *before {
@@ -171,7 +172,7 @@ func FuzzUploadAuth(f *testing.F) {
 	f.Fuzz(func(t *testing.T, header string) {
 		up, auth, err := parseUploadAuth(header, now)
 		if err != nil {
-			if code := statusOf(err); code != 400 && code != 401 && code != 403 {
+			if code := httpkit.StatusOf(err); code != 400 && code != 401 && code != 403 {
 				t.Fatalf("bad authorization gave HTTP %d: %v", code, err)
 			}
 			return

@@ -6,12 +6,11 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strconv"
-	"time"
 
 	"github.com/ipfs/boxo/ipns"
 	"github.com/ipfs/go-cid"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/topcdn/topcdn/internal/httpkit"
 	"github.com/topcdn/topcdn/originapi"
 	"go.uber.org/zap"
 )
@@ -36,8 +35,9 @@ func (o *Origin) newHandler() (http.Handler, error) {
 		return nil, err
 	}
 	mux := http.NewServeMux()
+	m := httpkit.Metrics{Requests: o.metrics.requests, Duration: o.metrics.duration, Log: o.log}
 	route := func(pattern, label string, h http.HandlerFunc) {
-		mux.Handle(pattern, o.instrument(label, h))
+		mux.Handle(pattern, m.Instrument(label, h))
 	}
 	route("POST /api/v1/blocks/missing", "missing", o.serveMissing)
 	route("POST /api/v1/car", "car", o.serveUpload)
@@ -56,48 +56,19 @@ func (o *Origin) newHandler() (http.Handler, error) {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(o.cfg.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if err := o.db.PingContext(r.Context()); err != nil {
-			writeError(w, err)
+			httpkit.WriteError(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "peer_id": o.key.ID.String()})
+		httpkit.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok", "peer_id": o.key.ID.String()})
 	})
 	return mux, nil
 }
 
-// instrument counts and times an API route and logs failures.
-func (o *Origin) instrument(label string, h http.HandlerFunc) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
-		h(sw, r)
-		o.metrics.requests.WithLabelValues(label, strconv.Itoa(sw.code)).Inc()
-		o.metrics.duration.WithLabelValues(label).Observe(time.Since(start).Seconds())
-		if sw.code >= 400 {
-			o.log.Info("request refused", zap.String("route", label), zap.String("path", r.URL.Path),
-				zap.Int("status", sw.code), zap.String("error", sw.errMsg))
-		}
-	})
-}
-
-type statusWriter struct {
-	http.ResponseWriter
-	code   int
-	errMsg string
-}
-
-func (s *statusWriter) WriteHeader(code int) {
-	s.code = code
-	s.ResponseWriter.WriteHeader(code)
-}
-
 func (o *Origin) fail(w http.ResponseWriter, err error) {
-	if sw, ok := w.(*statusWriter); ok {
-		sw.errMsg = err.Error()
-	}
-	if statusOf(err) == http.StatusInternalServerError {
+	if httpkit.StatusOf(err) == http.StatusInternalServerError {
 		o.log.Error("request failed", zap.Error(err))
 	}
-	writeError(w, err)
+	httpkit.WriteError(w, err)
 }
 
 func (o *Origin) serveMissing(w http.ResponseWriter, r *http.Request) {
@@ -128,7 +99,7 @@ func (o *Origin) serveMissing(w http.ResponseWriter, r *http.Request) {
 	for i, c := range missing {
 		resp.Missing[i] = c.String()
 	}
-	writeJSON(w, http.StatusOK, resp)
+	httpkit.WriteJSON(w, http.StatusOK, resp)
 }
 
 func (o *Origin) serveUpload(w http.ResponseWriter, r *http.Request) {
@@ -144,7 +115,7 @@ func (o *Origin) serveUpload(w http.ResponseWriter, r *http.Request) {
 		o.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, res)
+	httpkit.WriteJSON(w, http.StatusCreated, res)
 }
 
 // upload takes an upload slot, checks the request's authorization and
@@ -170,7 +141,7 @@ func (o *Origin) serveNames(w http.ResponseWriter, r *http.Request) {
 		o.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, names)
+	httpkit.WriteJSON(w, http.StatusOK, names)
 }
 
 func (o *Origin) serveName(w http.ResponseWriter, r *http.Request) {
@@ -179,7 +150,7 @@ func (o *Origin) serveName(w http.ResponseWriter, r *http.Request) {
 		o.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, ni)
+	httpkit.WriteJSON(w, http.StatusOK, ni)
 }
 
 func (o *Origin) serveClaim(w http.ResponseWriter, r *http.Request) {
@@ -198,7 +169,7 @@ func (o *Origin) serveClaim(w http.ResponseWriter, r *http.Request) {
 		o.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, ni)
+	httpkit.WriteJSON(w, http.StatusOK, ni)
 }
 
 func (o *Origin) servePutRecord(w http.ResponseWriter, r *http.Request) {
@@ -222,7 +193,7 @@ func (o *Origin) servePutRecord(w http.ResponseWriter, r *http.Request) {
 		o.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"ipns": name.String(), "changed": changed})
+	httpkit.WriteJSON(w, http.StatusOK, map[string]any{"ipns": name.String(), "changed": changed})
 }
 
 // decodeJSON reads one JSON value of at most maxJSONBody bytes.
@@ -253,5 +224,5 @@ func (o *Origin) serveAuditAll(w http.ResponseWriter, r *http.Request) {
 		o.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]int{"failed": failed})
+	httpkit.WriteJSON(w, http.StatusOK, map[string]int{"failed": failed})
 }

@@ -2,6 +2,7 @@ package origin
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/topcdn/topcdn/internal/httpkit"
 	"github.com/topcdn/topcdn/originapi"
 )
 
@@ -107,7 +108,7 @@ func (m *metrics) countUpload(res *originapi.UploadResult, err error) {
 		m.uploadBlocks.Add(float64(res.Blocks))
 		m.uploadBytes.Add(float64(res.Bytes))
 		m.newBlocks.Add(float64(res.NewBlocks))
-	case statusOf(err) < 500:
+	case httpkit.StatusOf(err) < 500:
 		m.uploads.WithLabelValues("rejected", reasonOf(err)).Inc()
 	default:
 		m.uploads.WithLabelValues("error", reasonOf(err)).Inc()

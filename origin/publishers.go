@@ -11,6 +11,7 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/topcdn/topcdn/internal/httpkit"
 	"github.com/topcdn/topcdn/originapi"
 )
 
@@ -126,5 +127,5 @@ func (o *Origin) serveUsage(w http.ResponseWriter, r *http.Request) {
 		o.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, u)
+	httpkit.WriteJSON(w, http.StatusOK, u)
 }

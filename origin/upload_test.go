@@ -22,6 +22,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/httpkit"
 	"github.com/topcdn/topcdn/originapi"
 )
 
@@ -289,7 +290,7 @@ func TestPublisherQuota(t *testing.T) {
 	big := mdag.NewRawNode([]byte(strings.Repeat("b", quota)))
 	bigBlk := testBlock{big.Cid(), big.RawData()}
 	_, err = ingest(t, o, []cid.Cid{big.Cid()}, bigBlk)
-	if !errors.Is(err, ErrOverQuota) || statusOf(err) != http.StatusRequestEntityTooLarge || !strings.Contains(err.Error(), "quota") {
+	if !errors.Is(err, ErrOverQuota) || httpkit.StatusOf(err) != http.StatusRequestEntityTooLarge || !strings.Contains(err.Error(), "quota") {
 		t.Fatalf("upload over the quota: err = %v, want 413 ErrOverQuota", err)
 	}
 	if n := storedCount(t, o); n != len(d1.blocks) {

@@ -18,6 +18,7 @@ import (
 	car "github.com/ipld/go-car/v2"
 	"github.com/ipld/go-car/v2/storage"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/httpkit"
 	"github.com/topcdn/topcdn/originapi"
 )
 
@@ -42,30 +43,17 @@ func NewClient(baseURL string, httpClient *http.Client) (*Client, error) {
 
 func (c *Client) url(p string) string { return c.base.String() + p }
 
-// do sends a request and decodes a JSON answer into out, turning an error
-// answer into an error that carries the origin's message.
+// do sends a request and decodes a JSON answer (at most 16 MiB) into out,
+// turning an error answer into an *OriginError that carries the origin's
+// message.
 func (c *Client) do(req *http.Request, out any) error {
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("publish: %s %s: %w", req.Method, req.URL.Path, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return fmt.Errorf("publish: %s %s: %w", req.Method, req.URL.Path, err)
-	}
-	if resp.StatusCode >= 300 {
-		var e originapi.ErrorResponse
-		if json.Unmarshal(body, &e) == nil && e.Error != "" {
-			return &OriginError{Status: resp.StatusCode, Message: e.Error}
-		}
-		return &OriginError{Status: resp.StatusCode, Message: strings.TrimSpace(string(body))}
-	}
-	if out == nil {
-		return nil
-	}
-	if err := json.Unmarshal(body, out); err != nil {
-		return fmt.Errorf("publish: %s %s: decode answer: %w", req.Method, req.URL.Path, err)
+	err := httpkit.DoJSON(c.http, req, 16<<20, out)
+	var re *httpkit.ResponseError
+	switch {
+	case errors.As(err, &re):
+		return &OriginError{Status: re.Status, Message: re.Message()}
+	case err != nil:
+		return fmt.Errorf("publish: %w", err)
 	}
 	return nil
 }
@@ -213,20 +201,15 @@ func (c *Client) CurrentRecord(ctx context.Context, name ipns.Name) (*ipns.Recor
 		return nil, fmt.Errorf("publish: %w", err)
 	}
 	req.Header.Set("Accept", "application/vnd.ipfs.ipns-record")
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("publish: fetch IPNS record: %w", err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, int64(ipns.MaxRecordSize)+1))
-	if err != nil {
-		return nil, fmt.Errorf("publish: fetch IPNS record: %w", err)
-	}
+	raw, err := httpkit.Do(c.http, req, int64(ipns.MaxRecordSize))
+	var re *httpkit.ResponseError
 	switch {
-	case resp.StatusCode == http.StatusNotFound:
+	case errors.As(err, &re) && re.Status == http.StatusNotFound:
 		return nil, nil
-	case resp.StatusCode != http.StatusOK:
-		return nil, &OriginError{Status: resp.StatusCode, Message: strings.TrimSpace(string(raw))}
+	case errors.As(err, &re):
+		return nil, &OriginError{Status: re.Status, Message: re.Message()}
+	case err != nil:
+		return nil, fmt.Errorf("publish: fetch IPNS record: %w", err)
 	}
 	rec, err := ipns.UnmarshalRecord(raw)
 	if err != nil {

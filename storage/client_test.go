@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/topcdn/topcdn/internal/httpkit"
 	"github.com/topcdn/topcdn/storageapi"
 )
 
@@ -112,7 +113,7 @@ func TestPeerError(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(http.StatusText(tc.status), func(t *testing.T) {
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				writeError(w, errorf(tc.is, "the reason"))
+				httpkit.WriteError(w, errorf(tc.is, "the reason"))
 			}))
 			defer srv.Close()
 			keys := newTestKeys(t)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/httpkit"
 	"github.com/topcdn/topcdn/storageapi"
 )
 
@@ -131,7 +132,7 @@ func TestAuditClientChecksTheAnswer(t *testing.T) {
 				if _, err := env.Open(storageapi.TypeAudit, &a); err != nil {
 					t.Error(err)
 				}
-				writeJSON(w, http.StatusOK, tc.answer(a))
+				httpkit.WriteJSON(w, http.StatusOK, tc.answer(a))
 			}))
 			defer srv.Close()
 			if _, err := testClient(keys.origin).Audit(context.Background(), keys.peer.ID, srv.URL, id, 0, 10); err == nil {

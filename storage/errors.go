@@ -1,12 +1,10 @@
 package storage
 
 import (
-	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 
+	"github.com/topcdn/topcdn/internal/httpkit"
 	"github.com/topcdn/topcdn/storageapi"
 )
 
@@ -14,32 +12,31 @@ import (
 // order for nothing.
 var errMethodNotAllowed = errors.New("method not allowed")
 
-// statusError ties an error to the HTTP status it should be answered with
-// and, for a refused order, to the reason counted in
-// topcdn_storage_orders_rejected_total.
-type statusError struct {
-	kind   error  // one of the sentinels above
-	msg    string // for the client
-	reason string // order rejection reason, or ""
-	cause  error  // wrapped, may be nil
-}
-
-func (e *statusError) Error() string        { return e.msg }
-func (e *statusError) Is(target error) bool { return target == e.kind }
-func (e *statusError) Unwrap() error        { return e.cause }
-
-// errorf builds an error of the given kind with a message for the client.
-// A %w verb in format wraps its argument.
+// errorf builds an error of the given kind (a storageapi sentinel, or
+// errMethodNotAllowed) with a message for the client, answered with the
+// kind's status. A %w verb in format wraps its argument.
 func errorf(kind error, format string, args ...any) error {
-	err := fmt.Errorf(format, args...)
-	return &statusError{kind: kind, msg: err.Error(), cause: errors.Unwrap(err)}
+	return reject("", kind, format, args...)
 }
 
-// reject is errorf for a refused order, counted under reason.
+// reject is errorf for a refused order, counted under reason in
+// topcdn_storage_orders_rejected_total (see Server.fail); an empty reason
+// is not counted.
 func reject(reason string, kind error, format string, args ...any) error {
-	err := errorf(kind, format, args...).(*statusError)
-	err.reason = reason
+	err := httpkit.Errorf(kindStatus(kind), format, args...)
+	err.Kind, err.Reason = kind, reason
 	return err
+}
+
+// kindStatus is the status an error of kind is answered with.
+func kindStatus(kind error) int {
+	if kind == errMethodNotAllowed {
+		return http.StatusMethodNotAllowed
+	}
+	if status := storageapi.KindStatus(kind); status != 0 {
+		return status
+	}
+	return http.StatusInternalServerError
 }
 
 // Reasons an order is refused, the label values of
@@ -56,53 +53,3 @@ const (
 	reasonSize      = "size"      // size differs from the upload's
 	reasonReplay    = "replay"    // read order already served
 )
-
-// statusOf maps an error to its HTTP status code.
-func statusOf(err error) int {
-	var maxBytes *http.MaxBytesError
-	switch {
-	case errors.Is(err, storageapi.ErrBadRequest):
-		return http.StatusBadRequest
-	case errors.Is(err, storageapi.ErrForbidden):
-		return http.StatusForbidden
-	case errors.Is(err, storageapi.ErrNotFound):
-		return http.StatusNotFound
-	case errors.Is(err, errMethodNotAllowed):
-		return http.StatusMethodNotAllowed
-	case errors.Is(err, storageapi.ErrConflict):
-		return http.StatusConflict
-	case errors.Is(err, storageapi.ErrLengthRequired):
-		return http.StatusLengthRequired
-	case errors.Is(err, storageapi.ErrTooLarge), errors.As(err, &maxBytes):
-		return http.StatusRequestEntityTooLarge
-	case errors.Is(err, storageapi.ErrRangeNotSatisfiable):
-		return http.StatusRequestedRangeNotSatisfiable
-	case errors.Is(err, storageapi.ErrInsufficientStorage):
-		return http.StatusInsufficientStorage
-	case errors.Is(err, context.DeadlineExceeded):
-		return http.StatusGatewayTimeout
-	case errors.Is(err, context.Canceled):
-		return 499 // client closed request
-	default:
-		return http.StatusInternalServerError
-	}
-}
-
-// writeError answers with err's status and a JSON ErrorResponse.
-func writeError(w http.ResponseWriter, err error) {
-	code := statusOf(err)
-	msg := err.Error()
-	if code == http.StatusInternalServerError {
-		msg = "internal error: " + msg
-	}
-	writeJSON(w, code, storageapi.ErrorResponse{Error: msg})
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
-}

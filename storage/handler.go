@@ -7,12 +7,12 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"time"
 
 	mh "github.com/multiformats/go-multihash"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/httpkit"
 	"github.com/topcdn/topcdn/storageapi"
 	"go.uber.org/zap"
 )
@@ -31,26 +31,27 @@ const maxAuditBody = 64 << 10
 //	GET    /metrics, /healthz
 func (s *Server) newHandler() http.Handler {
 	mux := http.NewServeMux()
+	m := httpkit.Metrics{Requests: s.metrics.requests, Duration: s.metrics.duration, Log: s.log}
 	route := func(pattern, label string, h http.HandlerFunc) {
-		mux.Handle(pattern, s.instrument(label, h))
+		mux.Handle(pattern, m.Instrument(label, h))
 	}
 	route("PUT /shards/{id}", "put", s.servePut)
 	route("GET /shards/{id}", "get", s.serveGet)
 	route("DELETE /shards/{id}", "delete", s.serveDelete)
 	route("POST /shards/{id}/audit", "audit", s.serveAudit)
 	route("GET /shards", "list", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, s.store.list())
+		httpkit.WriteJSON(w, http.StatusOK, s.store.list())
 	})
 	route("GET /status", "status", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, s.status())
+		httpkit.WriteJSON(w, http.StatusOK, s.status())
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if err := s.db.PingContext(r.Context()); err != nil {
-			writeError(w, err)
+			httpkit.WriteError(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "peer_id": s.key.ID.String()})
+		httpkit.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok", "peer_id": s.key.ID.String()})
 	})
 	return mux
 }
@@ -60,52 +61,20 @@ func (s *Server) status() storageapi.Status {
 	return storageapi.Status{PeerID: s.key.ID.String(), Capacity: capacity, Used: used, Free: free, Shards: n}
 }
 
-// instrument counts and times a route and logs refused requests.
-func (s *Server) instrument(label string, h http.HandlerFunc) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
-		h(sw, r)
-		s.metrics.requests.WithLabelValues(label, strconv.Itoa(sw.code)).Inc()
-		s.metrics.duration.WithLabelValues(label).Observe(time.Since(start).Seconds())
-		if sw.code >= 400 {
-			s.log.Info("request refused", zap.String("route", label), zap.String("path", r.URL.Path),
-				zap.Int("status", sw.code), zap.String("error", sw.errMsg))
-		}
-	})
-}
-
-type statusWriter struct {
-	http.ResponseWriter
-	code   int
-	errMsg string
-}
-
-func (sw *statusWriter) WriteHeader(code int) {
-	sw.code = code
-	sw.ResponseWriter.WriteHeader(code)
-}
-
-// Unwrap lets http.ResponseController reach the underlying writer.
-func (sw *statusWriter) Unwrap() http.ResponseWriter { return sw.ResponseWriter }
-
 // fail answers with err, counts it under counter (if any) and, for a
 // refused order, under its rejection reason.
 func (s *Server) fail(w http.ResponseWriter, counter *prometheus.CounterVec, err error) {
-	if sw, ok := w.(*statusWriter); ok {
-		sw.errMsg = err.Error()
-	}
 	if counter != nil {
 		counter.WithLabelValues(result(err)).Inc()
 	}
-	var se *statusError
-	if errors.As(err, &se) && se.reason != "" {
-		s.metrics.ordersRejected.WithLabelValues(se.reason).Inc()
+	var se *httpkit.StatusError
+	if errors.As(err, &se) && se.Reason != "" {
+		s.metrics.ordersRejected.WithLabelValues(se.Reason).Inc()
 	}
-	if statusOf(err) == http.StatusInternalServerError {
+	if httpkit.StatusOf(err) == http.StatusInternalServerError {
 		s.log.Error("request failed", zap.Error(err))
 	}
-	writeError(w, err)
+	httpkit.WriteError(w, err)
 }
 
 // shardParam returns the request's shard ID, which must be a shard ID in
@@ -163,7 +132,7 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request) error {
 			return reject(reasonSize, storageapi.ErrBadRequest, "shard %s is held with %d bytes, not the order's %d", id, size, o.Size)
 		}
 		s.metrics.writes.WithLabelValues("exists").Inc()
-		writeJSON(w, http.StatusOK, storageapi.ShardInfo{ID: id, Size: size})
+		httpkit.WriteJSON(w, http.StatusOK, storageapi.ShardInfo{ID: id, Size: size})
 		return nil
 	}
 	created, err := s.store.put(id, digest, o.Size, http.MaxBytesReader(w, r.Body, o.Size))
@@ -176,7 +145,7 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request) error {
 	}
 	s.metrics.writes.WithLabelValues(res).Inc()
 	s.log.Debug("shard stored", zap.String("shard", id), zap.Int64("size", o.Size), zap.Bool("new", created))
-	writeJSON(w, code, storageapi.ShardInfo{ID: id, Size: o.Size})
+	httpkit.WriteJSON(w, code, storageapi.ShardInfo{ID: id, Size: o.Size})
 	return nil
 }
 
@@ -311,7 +280,7 @@ func (s *Server) serveAudit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.metrics.audits.WithLabelValues("ok").Inc()
-	writeJSON(w, http.StatusOK, ans)
+	httpkit.WriteJSON(w, http.StatusOK, ans)
 }
 
 // audit checks an audit and answers it with the bytes asked for.

@@ -6,10 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"time"
 
+	"github.com/topcdn/topcdn/internal/httpkit"
+	"github.com/topcdn/topcdn/internal/tick"
 	"github.com/topcdn/topcdn/storageapi"
 	"go.uber.org/zap"
 )
@@ -30,14 +30,11 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.cfg.PublicAddr == "" {
 		return errors.New("storage: run: no PublicAddr to announce")
 	}
-	t := time.NewTicker(s.cfg.HeartbeatInterval)
-	defer t.Stop()
 	failing := false
-	for {
+	tick.NowAndEvery(ctx, s.cfg.HeartbeatInterval, func(ctx context.Context) {
 		err := s.heartbeat(ctx)
 		switch {
-		case ctx.Err() != nil:
-			return nil
+		case ctx.Err() != nil: // stopping: not a failure
 		case err != nil:
 			s.metrics.heartbeats.WithLabelValues("error").Inc()
 			s.log.Warn("heartbeat failed", zap.String("origin", s.cfg.Origin), zap.Error(err))
@@ -49,12 +46,8 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 			failing = false
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-	}
+	})
+	return nil
 }
 
 // heartbeat signs and sends one heartbeat.
@@ -78,20 +71,13 @@ func (s *Server) heartbeat(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, originTimeout)
 	defer cancel()
-	url := s.cfg.Origin + HeartbeatPath
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.Origin+HeartbeatPath, bytes.NewReader(body))
 	if err != nil {
 		return fmt.Errorf("storage: heartbeat: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := s.client.Do(req)
-	if err != nil {
+	if _, err := httpkit.Do(s.client, req, 4<<10); err != nil {
 		return fmt.Errorf("storage: heartbeat: %w", err)
-	}
-	defer resp.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("storage: heartbeat: POST %s: HTTP %d: %s", url, resp.StatusCode, storageapi.Snippet(msg))
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/topcdn/topcdn/internal/httpkit"
 )
 
 // metrics are the peer's Prometheus metrics.
@@ -81,7 +82,7 @@ func result(err error) string {
 	switch {
 	case err == nil:
 		return "ok"
-	case statusOf(err) < http.StatusInternalServerError:
+	case httpkit.StatusOf(err) < http.StatusInternalServerError:
 		return "rejected"
 	default:
 		return "error"

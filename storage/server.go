@@ -3,10 +3,8 @@ package storage
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net/http"
 	"os"
@@ -16,7 +14,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/identity"
-	"github.com/topcdn/topcdn/storageapi"
+	"github.com/topcdn/topcdn/internal/httpkit"
 	"go.uber.org/zap"
 )
 
@@ -188,27 +186,11 @@ func writePinned(path string, id peer.ID) error {
 func fetchOriginID(ctx context.Context, client *http.Client, base string) (peer.ID, error) {
 	ctx, cancel := context.WithTimeout(ctx, originTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/healthz", nil)
-	if err != nil {
-		return "", fmt.Errorf("GET %s/healthz: %w", base, err)
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return "", fmt.Errorf("GET %s/healthz: %w", base, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if err != nil {
-		return "", fmt.Errorf("GET %s/healthz: %w", base, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("GET %s/healthz: HTTP %d: %s", base, resp.StatusCode, storageapi.Snippet(body))
-	}
 	var h struct {
 		PeerID string `json:"peer_id"`
 	}
-	if err := json.Unmarshal(body, &h); err != nil {
-		return "", fmt.Errorf("GET %s/healthz: %w", base, err)
+	if err := httpkit.GetJSON(ctx, client, base+"/healthz", 64<<10, &h); err != nil {
+		return "", err
 	}
 	id, err := peer.Decode(h.PeerID)
 	if err != nil {

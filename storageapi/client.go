@@ -288,7 +288,7 @@ func (c *Client) send(req *http.Request) (*http.Response, error) {
 	if json.Unmarshal(body, &e) == nil && e.Error != "" {
 		return nil, &PeerError{Status: resp.StatusCode, Message: e.Error}
 	}
-	return nil, &PeerError{Status: resp.StatusCode, Message: Snippet(body)}
+	return nil, &PeerError{Status: resp.StatusCode, Message: snippet(body)}
 }
 
 // do sends req and returns the body of a success answer, up to limit

@@ -37,28 +37,48 @@ var (
 	ErrBadAnswer = errors.New("peer answered wrongly")
 )
 
-// kindOf maps an HTTP status back to its sentinel, for errors.Is on a PeerError.
-func kindOf(status int) error {
-	switch status {
-	case http.StatusBadRequest:
-		return ErrBadRequest
-	case http.StatusForbidden:
-		return ErrForbidden
-	case http.StatusNotFound:
-		return ErrNotFound
-	case http.StatusConflict:
-		return ErrConflict
-	case http.StatusLengthRequired:
-		return ErrLengthRequired
-	case http.StatusRequestEntityTooLarge:
-		return ErrTooLarge
-	case http.StatusRequestedRangeNotSatisfiable:
-		return ErrRangeNotSatisfiable
-	case http.StatusInsufficientStorage:
-		return ErrInsufficientStorage
-	default:
-		return nil
+// kind pairs a sentinel with the HTTP status a peer answers it with.
+type kind struct {
+	status int
+	err    error
+}
+
+// kinds lists the sentinels that have a status of their own: the one
+// table behind KindStatus (the peer's side) and kindOf (the client's).
+func kinds() []kind {
+	return []kind{
+		{http.StatusBadRequest, ErrBadRequest},
+		{http.StatusForbidden, ErrForbidden},
+		{http.StatusNotFound, ErrNotFound},
+		{http.StatusConflict, ErrConflict},
+		{http.StatusLengthRequired, ErrLengthRequired},
+		{http.StatusRequestEntityTooLarge, ErrTooLarge},
+		{http.StatusRequestedRangeNotSatisfiable, ErrRangeNotSatisfiable},
+		{http.StatusInsufficientStorage, ErrInsufficientStorage},
 	}
+}
+
+// KindStatus returns the HTTP status a peer answers an error of kind with
+// (ErrNotFound: 404, ...), or 0 if kind is not one of the sentinels above
+// or is ErrBadAnswer, which no peer sends.
+func KindStatus(kind error) int {
+	for _, k := range kinds() {
+		if k.err == kind {
+			return k.status
+		}
+	}
+	return 0
+}
+
+// kindOf maps an HTTP status back to its sentinel, for errors.Is on a
+// PeerError, or nil.
+func kindOf(status int) error {
+	for _, k := range kinds() {
+		if k.status == status {
+			return k.err
+		}
+	}
+	return nil
 }
 
 // PeerError is an error answer from a storage peer.
@@ -81,8 +101,8 @@ func (e *PeerError) Is(target error) bool {
 	return k != nil && k == target
 }
 
-// Snippet returns b as text for an error message, trimmed and cut short.
-func Snippet(b []byte) string {
+// snippet returns b as text for an error message, trimmed and cut short.
+func snippet(b []byte) string {
 	s := strings.TrimSpace(string(b))
 	if len(s) > 512 {
 		s = s[:512] + "…"

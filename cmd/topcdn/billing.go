@@ -17,6 +17,7 @@ import (
 	"github.com/topcdn/topcdn/billing"
 	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/tick"
 	"go.uber.org/zap"
 )
 
@@ -178,18 +179,11 @@ func runBilling(ctx context.Context, cmd *cobra.Command, listen, dsn string, key
 			n++
 			go func() {
 				defer func() { done <- struct{}{} }()
-				t := time.NewTicker(settleEvery)
-				defer t.Stop()
-				for {
-					select {
-					case <-ctx.Done():
-						return
-					case <-t.C:
-					}
+				tick.Every(ctx, settleEvery, func(ctx context.Context) {
 					if _, err := l.Settle(ctx); err != nil && ctx.Err() == nil {
 						log.Warn("settle", zap.Error(err))
 					}
-				}
+				})
 			}()
 		}
 		if cfg.DNS != nil && probeEvery > 0 {

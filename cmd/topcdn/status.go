@@ -11,6 +11,7 @@ import (
 
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
+	"github.com/topcdn/topcdn/internal/httpkit"
 	"github.com/topcdn/topcdn/originapi"
 )
 
@@ -26,22 +27,10 @@ the segments whose healthy shards are below the repair threshold or that
 hold shards proven bad, and the publishes still waiting to be striped.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req, err := http.NewRequestWithContext(cmd.Context(), http.MethodGet,
-				strings.TrimSuffix(originURL, "/")+"/api/v1/storage/status", nil)
-			if err != nil {
-				return err
-			}
-			resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+			body, err := httpkit.Get(cmd.Context(), &http.Client{Timeout: 30 * time.Second},
+				strings.TrimSuffix(originURL, "/")+"/api/v1/storage/status", 64<<20)
 			if err != nil {
 				return fmt.Errorf("ask origin: %w", err)
-			}
-			defer resp.Body.Close()
-			body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-			if err != nil {
-				return err
-			}
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("origin answered %d: %s", resp.StatusCode, strings.TrimSpace(string(body)))
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
