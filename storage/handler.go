@@ -103,22 +103,12 @@ func (s *Server) servePut(w http.ResponseWriter, r *http.Request) {
 
 // put checks a write order and stores the shard in the body.
 func (s *Server) put(w http.ResponseWriter, r *http.Request) error {
-	id, digest, err := shardParam(r)
-	if err != nil {
-		return err
-	}
-	h, err := orderHeader(r)
-	if err != nil {
-		return err
-	}
 	var o storageapi.WriteOrder
-	signer, err := openOrder(h, storageapi.TypeWriteOrder, &o)
+	req, err := s.openRequest(r, storageapi.TypeWriteOrder, &o, true, func() order { return order{"", o.Peer, o.Shard, o.Expires} })
 	if err != nil {
 		return err
 	}
-	if err := s.checkOrder(order{signer, o.Peer, o.Shard, o.Expires}, id, true); err != nil {
-		return err
-	}
+	id, digest := req.id, req.digest
 	switch {
 	case o.Size <= 0:
 		return reject(reasonSize, storageapi.ErrBadRequest, "order size %d: want > 0", o.Size)
@@ -161,22 +151,12 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Allow", http.MethodGet)
 		return errorf(errMethodNotAllowed, "%s not allowed; send GET with a read order", r.Method)
 	}
-	id, _, err := shardParam(r)
-	if err != nil {
-		return err
-	}
-	h, err := orderHeader(r)
-	if err != nil {
-		return err
-	}
 	var o storageapi.ReadOrder
-	signer, err := openOrder(h, storageapi.TypeReadOrder, &o)
+	req, err := s.openRequest(r, storageapi.TypeReadOrder, &o, false, func() order { return order{"", o.Peer, o.Shard, o.Expires} })
 	if err != nil {
 		return err
 	}
-	if err := s.checkOrder(order{signer, o.Peer, o.Shard, o.Expires}, id, false); err != nil {
-		return err
-	}
+	id, signer, h := req.id, req.signer, req.encoded
 	if err := checkReadOrder(&o); err != nil {
 		return err
 	}
@@ -250,22 +230,12 @@ func (s *Server) serveDelete(w http.ResponseWriter, r *http.Request) {
 
 // delete checks a delete order and drops the shard.
 func (s *Server) delete(r *http.Request) error {
-	id, _, err := shardParam(r)
-	if err != nil {
-		return err
-	}
-	h, err := orderHeader(r)
-	if err != nil {
-		return err
-	}
 	var o storageapi.DeleteOrder
-	signer, err := openOrder(h, storageapi.TypeDeleteOrder, &o)
+	req, err := s.openRequest(r, storageapi.TypeDeleteOrder, &o, true, func() order { return order{"", o.Peer, o.Shard, o.Expires} })
 	if err != nil {
 		return err
 	}
-	if err := s.checkOrder(order{signer, o.Peer, o.Shard, o.Expires}, id, true); err != nil {
-		return err
-	}
+	id := req.id
 	if err := s.store.remove(id); err != nil {
 		return err
 	}

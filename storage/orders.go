@@ -32,6 +32,35 @@ type order struct {
 	expires time.Time
 }
 
+// orderRequest is a request for a shard with the order that authorizes it.
+type orderRequest struct {
+	id      string // the shard's ID, from the path
+	digest  []byte // its hash, from the ID
+	signer  peer.ID
+	encoded string // the order as sent, in OrderHeader
+}
+
+// openRequest reads r's shard ID and order, opens the order as typ into
+// v, and checks it: signed by whoever may sign it (byOrigin: only the
+// origin), for this peer and the path's shard, not expired. fields gives
+// the order's common fields once v is filled.
+func (s *Server) openRequest(r *http.Request, typ string, v any, byOrigin bool, fields func() order) (orderRequest, error) {
+	var req orderRequest
+	var err error
+	if req.id, req.digest, err = shardParam(r); err != nil {
+		return req, err
+	}
+	if req.encoded, err = orderHeader(r); err != nil {
+		return req, err
+	}
+	if req.signer, err = openOrder(req.encoded, typ, v); err != nil {
+		return req, err
+	}
+	o := fields()
+	o.signer = req.signer
+	return req, s.checkOrder(o, req.id, byOrigin)
+}
+
 // orderHeader returns the single, bounded OrderHeader of r.
 func orderHeader(r *http.Request) (string, error) {
 	vals := r.Header.Values(storageapi.OrderHeader)
