@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/routing"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/topcdn/topcdn/internal/httpkit"
+	"github.com/topcdn/topcdn/internal/valuestore"
 	"go.uber.org/zap"
 )
 
@@ -78,14 +79,7 @@ func (n *nameRecords) PutValue(context.Context, string, []byte, ...routing.Optio
 
 // SearchValue sends GetValue's record, if any, on the returned channel.
 func (n *nameRecords) SearchValue(ctx context.Context, key string, opts ...routing.Option) (<-chan []byte, error) {
-	v, err := n.GetValue(ctx, key, opts...)
-	if err != nil {
-		return nil, err
-	}
-	ch := make(chan []byte, 1)
-	ch <- v
-	close(ch)
-	return ch, nil
+	return valuestore.Search(ctx, n, key, opts...)
 }
 
 // GetValue returns the best valid record for the IPNS routing key

@@ -11,6 +11,7 @@ import (
 	"github.com/ipfs/boxo/gateway"
 	"github.com/ipfs/boxo/ipns"
 	"github.com/libp2p/go-libp2p/core/routing"
+	"github.com/topcdn/topcdn/internal/valuestore"
 	"github.com/topcdn/topcdn/originapi"
 )
 
@@ -41,14 +42,7 @@ func (v valueStore) GetValue(ctx context.Context, key string, _ ...routing.Optio
 }
 
 func (v valueStore) SearchValue(ctx context.Context, key string, opts ...routing.Option) (<-chan []byte, error) {
-	raw, err := v.GetValue(ctx, key, opts...)
-	if err != nil {
-		return nil, err
-	}
-	ch := make(chan []byte, 1)
-	ch <- raw
-	close(ch)
-	return ch, nil
+	return valuestore.Search(ctx, v, key, opts...)
 }
 
 // lookupDNSLink answers DNSLink TXT lookups for human names from the names
