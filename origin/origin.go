@@ -23,6 +23,7 @@ import (
 	"github.com/topcdn/topcdn/dag"
 	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/origin/origindb"
 	"github.com/topcdn/topcdn/storageapi"
 	"go.uber.org/zap"
 )
@@ -206,7 +207,7 @@ func New(ctx context.Context, cfg Config) (*Origin, error) {
 			return nil, fmt.Errorf("origin: %w", err)
 		}
 	}
-	if o.db, err = openDB(ctx, filepath.Join(cfg.DataDir, "origin.db")); err != nil {
+	if o.db, err = origindb.Open(ctx, filepath.Join(cfg.DataDir, "origin.db")); err != nil {
 		o.ds.Close()
 		return nil, err
 	}
