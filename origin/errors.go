@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/topcdn/topcdn/origin/durability"
 	"github.com/topcdn/topcdn/originapi"
 )
 
@@ -55,19 +56,20 @@ func errorf(kind error, format string, args ...any) error {
 	return &statusError{kind: kind, msg: fmt.Sprintf(format, args...)}
 }
 
-// statusOf maps an error to its HTTP status code.
+// statusOf maps an error to its HTTP status code, the storage side's
+// (durability) included.
 func statusOf(err error) int {
 	var maxBytes *http.MaxBytesError
 	switch {
-	case errors.Is(err, ErrBadRequest):
+	case errors.Is(err, ErrBadRequest), errors.Is(err, durability.ErrBadHeartbeat):
 		return http.StatusBadRequest
 	case errors.Is(err, ErrTooLarge), errors.Is(err, ErrOverQuota), errors.As(err, &maxBytes):
 		return http.StatusRequestEntityTooLarge
-	case errors.Is(err, ErrConflict):
+	case errors.Is(err, ErrConflict), errors.Is(err, durability.ErrReplayedHeartbeat):
 		return http.StatusConflict
 	case errors.Is(err, ErrIncomplete):
 		return http.StatusUnprocessableEntity
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, ErrNotFound), errors.Is(err, durability.ErrNoManifest):
 		return http.StatusNotFound
 	case errors.Is(err, ErrForbidden):
 		return http.StatusForbidden

@@ -204,7 +204,7 @@ func (o *Origin) ingest(ctx context.Context, up Upload, r io.Reader) (*originapi
 	roots := make([]string, len(br.Roots))
 	for i, root := range br.Roots {
 		roots[i] = root.String()
-		if err := o.queueStripe(bg, root); err != nil {
+		if err := o.storage.Queue(bg, root); err != nil {
 			return nil, err
 		}
 	}

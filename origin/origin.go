@@ -8,10 +8,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
-	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/ipfs/boxo/blockservice"
 	"github.com/ipfs/boxo/blockstore"
 	"github.com/ipfs/boxo/gateway"
@@ -21,10 +19,9 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/topcdn/topcdn/dag"
-	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/origin/durability"
 	"github.com/topcdn/topcdn/origin/origindb"
-	"github.com/topcdn/topcdn/storageapi"
 	"go.uber.org/zap"
 )
 
@@ -70,8 +67,9 @@ type Config struct {
 	// links, so it requires Stripe to be nil. Default: false.
 	AllowIncomplete bool
 	// Stripe, when set, moves published content to storage peers (see
-	// StripeConfig). Default: nil, content stays on the origin's disk.
-	Stripe *StripeConfig
+	// durability.StripeConfig). Default: nil, content stays on the
+	// origin's disk.
+	Stripe *durability.StripeConfig
 	// HeartbeatInterval is how often storage peers send heartbeats; a peer
 	// silent for three intervals is unhealthy. Default: 10s.
 	HeartbeatInterval time.Duration
@@ -97,18 +95,7 @@ type Origin struct {
 	publishers map[peer.ID]bool // Config.Publishers; empty: any key
 	handler    http.Handler
 	uploads    chan struct{} // semaphore: one token per running upload
-
-	// Striping (nil striper: off).
-	stripeCfg  StripeConfig
-	striper    *erasure.Striper
-	shardStore erasure.ShardStore
-	placing    *placements // shards being put on, or deleted from, peers
-	storage    *storageapi.Client
-	peerStats  *erasure.PeerStats
-	spans      *erasure.SpanCache
-	readers    *lru.Cache[int64, *erasure.Reader]
-	addrs      addrCache
-	stripeWake chan struct{}
+	storage    *durability.Keeper
 
 	// Testing.
 	now func() time.Time
@@ -130,9 +117,6 @@ func New(ctx context.Context, cfg Config) (*Origin, error) {
 	if cfg.MaxConcurrentUploads <= 0 {
 		cfg.MaxConcurrentUploads = 4
 	}
-	if cfg.HeartbeatInterval <= 0 {
-		cfg.HeartbeatInterval = 10 * time.Second
-	}
 	if cfg.PublisherQuota < 0 {
 		return nil, errors.New("origin: PublisherQuota must not be negative (0: unlimited)")
 	}
@@ -140,15 +124,9 @@ func New(ctx context.Context, cfg Config) (*Origin, error) {
 		return nil, errors.New("origin: AllowIncomplete needs striping off (Stripe nil)")
 	}
 	if cfg.Stripe != nil {
-		sc := *cfg.Stripe
-		sc.setDefaults()
-		if sc.LostAfter <= 0 {
-			sc.LostAfter = 30 * cfg.HeartbeatInterval
-		}
-		if err := sc.validate(); err != nil {
+		if err := cfg.Stripe.Validate(); err != nil {
 			return nil, err
 		}
-		cfg.Stripe = &sc
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
@@ -190,27 +168,18 @@ func New(ctx context.Context, cfg Config) (*Origin, error) {
 		log:        o.log,
 		metrics:    o.metrics,
 	}
-	o.blocks = &unionBlockstore{Blockstore: o.local, o: o}
-	o.addrs.m = map[peer.ID]string{}
-	o.readers = newReaderCache()
-	o.peerStats = erasure.NewPeerStats()
-	o.spans = erasure.NewSpanCache(256 << 20)
-	o.stripeWake = make(chan struct{}, 1)
-	o.storage = storageapi.NewClient(o.key, nil)
-	o.shardStore = peerShards{o: o, client: o.storage}
-	o.placing = newPlacements()
-	if cfg.Stripe != nil {
-		o.stripeCfg = *cfg.Stripe
-		if o.striper, err = erasure.New(o.stripeCfg.DataShards, o.stripeCfg.ParityShards,
-			erasure.WithSegmentSize(o.stripeCfg.SegmentSize), erasure.WithChunkSize(o.stripeCfg.ChunkSize)); err != nil {
-			o.ds.Close()
-			return nil, fmt.Errorf("origin: %w", err)
-		}
-	}
+	union := &unionBlockstore{Blockstore: o.local}
+	o.blocks = union
 	if o.db, err = origindb.Open(ctx, filepath.Join(cfg.DataDir, "origin.db")); err != nil {
 		o.ds.Close()
 		return nil, err
 	}
+	if o.storage, err = durability.New(durability.Config{Stripe: cfg.Stripe, HeartbeatInterval: cfg.HeartbeatInterval,
+		DB: o.db, Key: o.key, Local: o.local, Blocks: o.blocks, Logger: o.log, Registry: cfg.Registry}); err != nil {
+		o.Close()
+		return nil, err
+	}
+	union.striped = o.storage // the union reads striped blocks through the keeper, which walks DAGs through the union
 	if o.handler, err = o.newHandler(); err != nil {
 		o.Close()
 		return nil, err
@@ -219,24 +188,15 @@ func New(ctx context.Context, cfg Config) (*Origin, error) {
 	return o, nil
 }
 
-// Run does the origin's background work until ctx ends: striping
-// published content to storage peers, auditing them, and repairing
-// segments that lost shards. Without a StripeConfig it only waits.
-func (o *Origin) Run(ctx context.Context) {
-	if o.striper == nil {
-		<-ctx.Done()
-		return
-	}
-	var wg sync.WaitGroup
-	for _, loop := range []func(context.Context){o.runStriper, o.runAuditor, o.runRepairer, o.runSweeper} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			loop(ctx)
-		}()
-	}
-	wg.Wait()
-}
+// Run does the origin's background work until ctx ends: its storage side
+// (Storage) stripes published content to storage peers, audits them,
+// repairs segments that lost shards and sweeps orphan shards. Without a
+// StripeConfig it only waits.
+func (o *Origin) Run(ctx context.Context) { o.storage.Run(ctx) }
+
+// Storage returns the origin's storage side: its storage peers, and the
+// content it placed on them.
+func (o *Origin) Storage() *durability.Keeper { return o.storage }
 
 // ID returns the origin's identity key.
 func (o *Origin) ID() *identity.Key { return o.key }

@@ -23,6 +23,7 @@ import (
 	"github.com/ipld/go-car/v2/storage"
 	mh "github.com/multiformats/go-multihash"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/origin/durability"
 	"github.com/topcdn/topcdn/originapi"
 )
 
@@ -625,7 +626,7 @@ func TestIngestAllowIncomplete(t *testing.T) {
 	if _, err := ingest(t, o, []cid.Cid{other.root}, d.blocks...); !errors.Is(err, ErrIncomplete) {
 		t.Fatalf("missing root with AllowIncomplete: err = %v, want ErrIncomplete", err)
 	}
-	if _, err := New(context.Background(), Config{DataDir: t.TempDir(), AllowIncomplete: true, Stripe: &StripeConfig{}}); err == nil {
+	if _, err := New(context.Background(), Config{DataDir: t.TempDir(), AllowIncomplete: true, Stripe: &durability.StripeConfig{}}); err == nil {
 		t.Fatal("AllowIncomplete with striping accepted")
 	}
 }
@@ -673,5 +674,18 @@ func TestCIDVersionsNameOneBlock(t *testing.T) {
 	raw := cid.NewCidV1(cid.Raw, v0.Cid().Hash())
 	if ok, _ := o.blocks.Has(ctx, raw); ok {
 		t.Fatal("a raw CID found a dag-pb block")
+	}
+}
+
+// TestNewRefusesBadStripeConfig: a StripeConfig the storage side would
+// refuse is refused before anything is created in the data directory.
+func TestNewRefusesBadStripeConfig(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	_, err := New(context.Background(), Config{DataDir: dir, Stripe: &durability.StripeConfig{ChunkSize: 100}})
+	if err == nil {
+		t.Fatal("chunk size under erasure's minimum accepted")
+	}
+	if _, serr := os.Stat(dir); !errors.Is(serr, os.ErrNotExist) {
+		t.Fatalf("data directory created for a refused config (stat: %v)", serr)
 	}
 }

@@ -5,9 +5,9 @@
 //   - The content side (package origin): published roots, IPNS records,
 //     human names, publishers' usage, who uploaded each root, and the
 //     nonces of recent upload authorizations.
-//   - The storage side: storage peers and their heartbeats, striped
-//     segments, their shards and blocks, signed manifests, stripe jobs,
-//     audits and flags.
+//   - The storage side (package origin/durability): storage peers and
+//     their heartbeats, striped segments, their shards and blocks, signed
+//     manifests, stripe jobs, audits and flags.
 //
 // Invariant: a migration, once released, is never edited, only followed
 // by another, so every data directory an older origin created opens, and

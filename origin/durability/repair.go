@@ -1,11 +1,10 @@
-package origin
+package durability
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -39,18 +38,18 @@ func needsRepair(h originapi.SegmentHealth) bool {
 
 // runRepairer scans for segments at risk every RepairInterval and repairs
 // them. All state is in the database, so a restart resumes a repair.
-func (o *Origin) runRepairer(ctx context.Context) {
-	every(ctx, o.stripeCfg.RepairInterval, func() {
-		if _, err := o.Repair(ctx); err != nil && ctx.Err() == nil {
-			o.log.Warn("repair pass incomplete", zap.Error(err))
+func (kp *Keeper) runRepairer(ctx context.Context) {
+	every(ctx, kp.stripeCfg.RepairInterval, func() {
+		if _, err := kp.Repair(ctx); err != nil && ctx.Err() == nil {
+			kp.log.Warn("repair pass incomplete", zap.Error(err))
 		}
 	})
 }
 
 // segmentsHealth returns every segment's health, the healthy peers, and
 // each segment's shards.
-func (o *Origin) segmentsHealth(ctx context.Context) ([]originapi.SegmentHealth, map[int64][]shardRow, error) {
-	peers, err := o.Peers(ctx)
+func (kp *Keeper) segmentsHealth(ctx context.Context) ([]originapi.SegmentHealth, map[int64][]shardRow, error) {
+	peers, err := kp.Peers(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -58,11 +57,11 @@ func (o *Origin) segmentsHealth(ctx context.Context) ([]originapi.SegmentHealth,
 	now := time.Now()
 	for _, p := range peers {
 		healthy[p.ID] = p.Healthy
-		lost[p.ID] = !p.Healthy && now.Sub(p.LastSeen) > o.stripeCfg.LostAfter
+		lost[p.ID] = !p.Healthy && now.Sub(p.LastSeen) > kp.stripeCfg.LostAfter
 	}
-	rows, err := o.db.QueryContext(ctx, `SELECT segment_id, idx, shard_id, peer_id, chunks, bad FROM shards ORDER BY segment_id, idx`)
+	rows, err := kp.db.QueryContext(ctx, `SELECT segment_id, idx, shard_id, peer_id, chunks, bad FROM shards ORDER BY segment_id, idx`)
 	if err != nil {
-		return nil, nil, fmt.Errorf("origin: scan shards: %w", err)
+		return nil, nil, fmt.Errorf("durability: scan shards: %w", err)
 	}
 	defer rows.Close()
 	bySeg := map[int64][]shardRow{}
@@ -71,7 +70,7 @@ func (o *Origin) segmentsHealth(ctx context.Context) ([]originapi.SegmentHealth,
 		var seg int64
 		var r shardRow
 		if err := rows.Scan(&seg, &r.idx, &r.id, &r.peer, &r.chunks, &r.bad); err != nil {
-			return nil, nil, fmt.Errorf("origin: scan shards: %w", err)
+			return nil, nil, fmt.Errorf("durability: scan shards: %w", err)
 		}
 		r.healthy = r.bad == "" && healthy[r.peer]
 		r.lost = lost[r.peer]
@@ -85,7 +84,7 @@ func (o *Origin) segmentsHealth(ctx context.Context) ([]originapi.SegmentHealth,
 	}
 	out := make([]originapi.SegmentHealth, 0, len(order))
 	for _, seg := range order {
-		h := originapi.SegmentHealth{Segment: seg, Shards: len(bySeg[seg]), Needed: o.stripeCfg.RepairThreshold}
+		h := originapi.SegmentHealth{Segment: seg, Shards: len(bySeg[seg]), Needed: kp.stripeCfg.RepairThreshold}
 		for _, r := range bySeg[seg] {
 			if r.healthy {
 				h.Healthy++
@@ -106,14 +105,14 @@ func (o *Origin) segmentsHealth(ctx context.Context) ([]originapi.SegmentHealth,
 // and places them on other healthy peers; it returns how many shards it
 // placed. Each placement is committed on its own, so an interrupted repair
 // loses nothing done.
-func (o *Origin) Repair(ctx context.Context) (int, error) {
-	if o.striper == nil {
+func (kp *Keeper) Repair(ctx context.Context) (int, error) {
+	if kp.striper == nil {
 		return 0, nil
 	}
-	if err := o.resignStale(ctx); err != nil { // left over by a crash
+	if err := kp.resignStale(ctx); err != nil { // left over by a crash
 		return 0, err
 	}
-	health, bySeg, err := o.segmentsHealth(ctx)
+	health, bySeg, err := kp.segmentsHealth(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -123,13 +122,13 @@ func (o *Origin) Repair(ctx context.Context) (int, error) {
 			atRisk = append(atRisk, h)
 		}
 	}
-	o.metrics.atRisk.Set(float64(len(atRisk)))
+	kp.metrics.atRisk.Set(float64(len(atRisk)))
 	placed := 0
 	var errs []error
 	for i, h := range atRisk {
-		o.log.Info("repairing segment", zap.Int64("segment", h.Segment), zap.Int("healthy", h.Healthy),
+		kp.log.Info("repairing segment", zap.Int64("segment", h.Segment), zap.Int("healthy", h.Healthy),
 			zap.Int("needed", h.Needed), zap.String("progress", fmt.Sprintf("%d/%d", i+1, len(atRisk))))
-		n, err := o.repairSegment(ctx, h.Segment, bySeg[h.Segment])
+		n, err := kp.repairSegment(ctx, h.Segment, bySeg[h.Segment])
 		placed += n
 		if err != nil {
 			errs = append(errs, fmt.Errorf("segment %d: %w", h.Segment, err))
@@ -138,12 +137,12 @@ func (o *Origin) Repair(ctx context.Context) (int, error) {
 	return placed, errors.Join(errs...)
 }
 
-func (o *Origin) repairSegment(ctx context.Context, segID int64, rows []shardRow) (int, error) {
+func (kp *Keeper) repairSegment(ctx context.Context, segID int64, rows []shardRow) (int, error) {
 	var shardSize int64
-	if err := o.db.QueryRowContext(ctx, `SELECT shard_size FROM segments WHERE id = ?`, segID).Scan(&shardSize); err != nil {
-		return 0, fmt.Errorf("origin: %w", err)
+	if err := kp.db.QueryRowContext(ctx, `SELECT shard_size FROM segments WHERE id = ?`, segID).Scan(&shardSize); err != nil {
+		return 0, fmt.Errorf("durability: %w", err)
 	}
-	k := o.striper.DataShards()
+	k := kp.striper.DataShards()
 	shards := make([][]byte, len(rows))
 	have := 0
 	for i, r := range rows {
@@ -153,10 +152,10 @@ func (o *Origin) repairSegment(ctx context.Context, segID int64, rows []shardRow
 		if !r.healthy {
 			continue
 		}
-		data, err := o.readWholeShard(ctx, r, shardSize)
+		data, err := kp.readWholeShard(ctx, r, shardSize)
 		if err != nil {
 			// Unreadable now: rebuild it too, whatever its peer's heartbeats say.
-			o.log.Warn("repair: shard unreadable", zap.Int64("segment", segID), zap.Int("shard", r.idx), zap.Error(err))
+			kp.log.Warn("repair: shard unreadable", zap.Int64("segment", segID), zap.Int("shard", r.idx), zap.Error(err))
 			rows[i].healthy = false
 			continue
 		}
@@ -166,18 +165,18 @@ func (o *Origin) repairSegment(ctx context.Context, segID int64, rows []shardRow
 	if have < k {
 		return 0, fmt.Errorf("%w: only %d of %d shards readable", erasure.ErrNotEnoughShards, have, k)
 	}
-	if err := o.striper.Reconstruct(shards); err != nil {
+	if err := kp.striper.Reconstruct(shards); err != nil {
 		return 0, err
 	}
 	used := map[string]bool{}
 	for _, r := range rows {
 		used[r.peer] = true
 	}
-	candidates, err := o.placement(ctx)
+	candidates, err := kp.placement(ctx)
 	if err != nil {
 		return 0, err
 	}
-	store := o.placingShards() // each put noted until its row is saved (moveShard)
+	store := kp.placingShards() // each put noted until its row is saved (moveShard)
 	defer store.release()
 	placed := 0
 	defer func() {
@@ -186,9 +185,9 @@ func (o *Origin) repairSegment(ctx context.Context, segID int64, rows []shardRow
 		// this misses (a crash, a cancelled context) stays marked stale and
 		// is re-signed by the next pass.
 		if placed > 0 {
-			o.readers.Remove(segID)
-			if err := o.resignStale(ctx); err != nil {
-				o.log.Error("re-sign manifests after repair", zap.Int64("segment", segID), zap.Error(err))
+			kp.readers.Remove(segID)
+			if err := kp.resignStale(ctx); err != nil {
+				kp.log.Error("re-sign manifests after repair", zap.Int64("segment", segID), zap.Error(err))
 			}
 		}
 	}()
@@ -206,44 +205,44 @@ func (o *Origin) repairSegment(ctx context.Context, segID int64, rows []shardRow
 			}
 			used[c.String()] = true
 			if err := store.PutShard(ctx, c, r.id, shards[r.idx]); err != nil {
-				o.log.Warn("repair: peer refused shard", zap.Stringer("peer", c), zap.Error(err))
+				kp.log.Warn("repair: peer refused shard", zap.Stringer("peer", c), zap.Error(err))
 				continue
 			}
 			target = c
 			break
 		}
 		if target == "" {
-			o.metrics.repairs.WithLabelValues("error").Inc()
+			kp.metrics.repairs.WithLabelValues("error").Inc()
 			return placed, fmt.Errorf("%w to place shard %d", erasure.ErrNotEnoughPeers, r.idx)
 		}
-		if err := o.moveShard(ctx, segID, r.idx, target); err != nil {
+		if err := kp.moveShard(ctx, segID, r.idx, target); err != nil {
 			return placed, err
 		}
 		placed++
-		o.metrics.repairs.WithLabelValues("ok").Inc()
-		o.log.Info("shard repaired", zap.Int64("segment", segID), zap.Int("shard", r.idx),
+		kp.metrics.repairs.WithLabelValues("ok").Inc()
+		kp.log.Info("shard repaired", zap.Int64("segment", segID), zap.Int("shard", r.idx),
 			zap.String("from", r.peer), zap.Stringer("to", target))
-		o.dropOldShard(ctx, r)
+		kp.dropOldShard(ctx, r)
 	}
 	return placed, nil
 }
 
 // readWholeShard reads a shard in pieces and checks every chunk.
-func (o *Origin) readWholeShard(ctx context.Context, r shardRow, size int64) ([]byte, error) {
+func (kp *Keeper) readWholeShard(ctx context.Context, r shardRow, size int64) ([]byte, error) {
 	p, err := peer.Decode(r.peer)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]byte, 0, size)
 	for off := int64(0); off < size; off += maxShardRead {
-		b, err := o.shardStore.GetShard(ctx, p, r.id, off, min(maxShardRead, size-off))
+		b, err := kp.shardStore.GetShard(ctx, p, r.id, off, min(maxShardRead, size-off))
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, b...)
 	}
-	if err := erasure.VerifyChunks(r.chunks, 0, o.striper.ChunkSize(), out); err != nil {
-		o.flagPeer(erasure.Flag{Peer: p, Shard: r.id, Reason: "bad-bytes"}, "repair")
+	if err := erasure.VerifyChunks(r.chunks, 0, kp.striper.ChunkSize(), out); err != nil {
+		kp.flagPeer(erasure.Flag{Peer: p, Shard: r.id, Reason: "bad-bytes"}, "repair")
 		return nil, err
 	}
 	return out, nil
@@ -252,7 +251,7 @@ func (o *Origin) readWholeShard(ctx context.Context, r shardRow, size int64) ([]
 // dropOldShard asks the shard's previous peer, if it still answers, to
 // delete it; best effort. A peer keeps one file per shard ID, so the shard
 // stays if another segment still counts on that peer for the same bytes.
-func (o *Origin) dropOldShard(ctx context.Context, r shardRow) {
+func (kp *Keeper) dropOldShard(ctx context.Context, r shardRow) {
 	p, err := peer.Decode(r.peer)
 	if err != nil {
 		return
@@ -260,42 +259,42 @@ func (o *Origin) dropOldShard(ctx context.Context, r shardRow) {
 	// A stripe job or repair putting the same shard on the same peer right
 	// now has no row yet: keep the file (its row will place it there).
 	k := placement{shard: r.id, peer: p}
-	if !o.placing.startDelete(k) {
+	if !kp.placing.startDelete(k) {
 		return
 	}
-	defer o.placing.endDelete(k)
+	defer kp.placing.endDelete(k)
 	var others int
-	if err := o.db.QueryRowContext(ctx, `SELECT count(*) FROM shards WHERE shard_id = ? AND peer_id = ?`,
+	if err := kp.db.QueryRowContext(ctx, `SELECT count(*) FROM shards WHERE shard_id = ? AND peer_id = ?`,
 		r.id, r.peer).Scan(&others); err != nil || others > 0 {
 		return
 	}
-	addr, err := o.cachedAddr(ctx, p)
+	addr, err := kp.cachedAddr(ctx, p)
 	if err != nil {
 		return
 	}
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := o.storage.Delete(dctx, p, addr, r.id); err != nil {
-		o.log.Debug("old shard not deleted", zap.String("peer", r.peer), zap.Error(err))
+	if err := kp.storage.Delete(dctx, p, addr, r.id); err != nil {
+		kp.log.Debug("old shard not deleted", zap.String("peer", r.peer), zap.Error(err))
 	}
 }
 
 // moveShard records a shard's new peer and marks every manifest using its
 // segment stale, in one transaction: no crash can leave a signed manifest
 // naming the old peer without a note to re-sign it.
-func (o *Origin) moveShard(ctx context.Context, segID int64, idx int, to peer.ID) error {
-	tx, err := o.db.BeginTx(ctx, nil)
+func (kp *Keeper) moveShard(ctx context.Context, segID int64, idx int, to peer.ID) error {
+	tx, err := kp.db.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("origin: %w", err)
+		return fmt.Errorf("durability: %w", err)
 	}
 	defer tx.Rollback()
 	if _, err := tx.ExecContext(ctx, `UPDATE shards SET peer_id = ?, bad = '' WHERE segment_id = ? AND idx = ?`,
 		to.String(), segID, idx); err != nil {
-		return fmt.Errorf("origin: move shard: %w", err)
+		return fmt.Errorf("durability: move shard: %w", err)
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE manifests SET stale = 1
 		WHERE root IN (SELECT root FROM manifest_segments WHERE segment_id = ?)`, segID); err != nil {
-		return fmt.Errorf("origin: mark manifests stale: %w", err)
+		return fmt.Errorf("durability: mark manifests stale: %w", err)
 	}
 	return tx.Commit()
 }
@@ -303,90 +302,81 @@ func (o *Origin) moveShard(ctx context.Context, segID int64, idx int, to peer.ID
 // resignStale re-signs, with a new version, every manifest marked stale.
 // The mark is cleared before the manifest is rebuilt from the database, so
 // a shard moved meanwhile marks it again and the next pass catches it.
-func (o *Origin) resignStale(ctx context.Context) error {
-	rows, err := o.db.QueryContext(ctx, `SELECT root FROM manifests WHERE stale = 1`)
+func (kp *Keeper) resignStale(ctx context.Context) error {
+	rows, err := kp.db.QueryContext(ctx, `SELECT root FROM manifests WHERE stale = 1`)
 	if err != nil {
-		return fmt.Errorf("origin: %w", err)
+		return fmt.Errorf("durability: %w", err)
 	}
 	var roots []string
 	for rows.Next() {
 		var r string
 		if err := rows.Scan(&r); err != nil {
 			rows.Close()
-			return fmt.Errorf("origin: %w", err)
+			return fmt.Errorf("durability: %w", err)
 		}
 		roots = append(roots, r)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("origin: %w", err)
+		return fmt.Errorf("durability: %w", err)
 	}
 	for _, r := range roots {
 		root := cid.MustParse(r)
-		m, err := o.Manifest(ctx, root)
+		m, err := kp.Manifest(ctx, root)
 		if err != nil {
 			return err
 		}
-		if _, err := o.db.ExecContext(ctx, `UPDATE manifests SET stale = 0 WHERE root = ?`, r); err != nil {
-			return fmt.Errorf("origin: %w", err)
+		if _, err := kp.db.ExecContext(ctx, `UPDATE manifests SET stale = 0 WHERE root = ?`, r); err != nil {
+			return fmt.Errorf("durability: %w", err)
 		}
 		all := make([]cid.Cid, len(m.Blocks))
 		for i, b := range m.Blocks {
 			all[i] = cid.MustParse(b.CID)
 		}
-		v, err := o.signManifest(ctx, root, all)
+		v, err := kp.signManifest(ctx, root, all)
 		if err != nil {
-			o.db.ExecContext(context.WithoutCancel(ctx), `UPDATE manifests SET stale = 1 WHERE root = ?`, r)
+			kp.db.ExecContext(context.WithoutCancel(ctx), `UPDATE manifests SET stale = 1 WHERE root = ?`, r)
 			return err
 		}
-		o.log.Info("manifest re-signed", zap.String("root", r), zap.Uint64("version", v))
+		kp.log.Info("manifest re-signed", zap.String("root", r), zap.Uint64("version", v))
 	}
 	return nil
 }
 
-// Manifest returns root's current manifest.
-func (o *Origin) Manifest(ctx context.Context, root cid.Cid) (*erasure.Manifest, error) {
-	env, err := o.manifestEnvelope(ctx, root)
+// ErrNoManifest marks a root without a manifest: not striped (yet).
+var ErrNoManifest = errors.New("no manifest")
+
+// Manifest returns root's current manifest, or ErrNoManifest, wrapped.
+func (kp *Keeper) Manifest(ctx context.Context, root cid.Cid) (*erasure.Manifest, error) {
+	env, err := kp.ManifestEnvelope(ctx, root)
 	if err != nil {
 		return nil, err
 	}
-	return erasure.OpenManifest(env, o.key.ID)
+	return erasure.OpenManifest(env, kp.key.ID)
 }
 
-func (o *Origin) manifestEnvelope(ctx context.Context, root cid.Cid) (*identity.Envelope, error) {
+// ManifestEnvelope returns root's current manifest as the origin signed
+// it, or ErrNoManifest, wrapped.
+func (kp *Keeper) ManifestEnvelope(ctx context.Context, root cid.Cid) (*identity.Envelope, error) {
 	var raw []byte
-	if err := o.db.QueryRowContext(ctx, `SELECT envelope FROM manifests WHERE root = ?`, root.String()).Scan(&raw); err != nil {
-		return nil, errorf(ErrNotFound, "no manifest for %s (not striped yet?)", root)
+	if err := kp.db.QueryRowContext(ctx, `SELECT envelope FROM manifests WHERE root = ?`, root.String()).Scan(&raw); err != nil {
+		return nil, fmt.Errorf("%w for %s (not striped yet?)", ErrNoManifest, root)
 	}
 	var env identity.Envelope
 	if err := json.Unmarshal(raw, &env); err != nil {
-		return nil, fmt.Errorf("origin: stored manifest: %w", err)
+		return nil, fmt.Errorf("durability: stored manifest: %w", err)
 	}
 	return &env, nil
 }
 
-func (o *Origin) serveManifest(w http.ResponseWriter, r *http.Request) {
-	root, err := cid.Decode(r.PathValue("root"))
-	if err != nil {
-		o.fail(w, errorf(ErrBadRequest, "root %q: %v", r.PathValue("root"), err))
-		return
-	}
-	env, err := o.manifestEnvelope(r.Context(), root)
-	if err != nil {
-		o.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, env)
-}
-
 // Status summarizes storage: peers with their shards and audit results,
 // segments at risk, and publishes waiting to be striped.
-func (o *Origin) Status(ctx context.Context) (*originapi.StorageStatus, error) {
-	peers, err := o.Peers(ctx)
+func (kp *Keeper) Status(ctx context.Context) (*originapi.StorageStatus, error) {
+	peers, err := kp.Peers(ctx)
 	if err != nil {
 		return nil, err
 	}
-	health, _, err := o.segmentsHealth(ctx)
+	health, _, err := kp.segmentsHealth(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -396,15 +386,6 @@ func (o *Origin) Status(ctx context.Context) (*originapi.StorageStatus, error) {
 			st.AtRisk = append(st.AtRisk, h)
 		}
 	}
-	o.db.QueryRowContext(ctx, `SELECT count(*) FROM stripe_jobs WHERE state = 'pending'`).Scan(&st.PendingJobs)
+	kp.db.QueryRowContext(ctx, `SELECT count(*) FROM stripe_jobs WHERE state = 'pending'`).Scan(&st.PendingJobs)
 	return st, nil
-}
-
-func (o *Origin) serveStorageStatus(w http.ResponseWriter, r *http.Request) {
-	st, err := o.Status(r.Context())
-	if err != nil {
-		o.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, st)
 }
