@@ -198,38 +198,21 @@ func (kp *Keeper) stripeRoot(ctx context.Context, root cid.Cid) error {
 	return nil
 }
 
-// walk lists the DAG under root depth-first, parents first, each block once.
+// walk lists the DAG under root, parents first, each block once
+// (dag.Walk), reading blocks through the origin's view of all it holds:
+// some may be striped already, by an earlier publish.
 func (kp *Keeper) walk(ctx context.Context, root cid.Cid) ([]cid.Cid, error) {
-	var out []cid.Cid
-	seen := map[cid.Cid]bool{}
-	stack := []cid.Cid{root}
-	for len(stack) > 0 {
-		c := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		if seen[c] || dag.IsIdentity(c) {
-			continue
-		}
-		seen[c] = true
-		out = append(out, c)
-		if c.Type() == cid.Raw {
-			continue
-		}
+	all, err := dag.Walk(ctx, root, func(ctx context.Context, c cid.Cid) ([]byte, error) {
 		b, err := kp.blocks.Get(ctx, c)
 		if err != nil {
-			return nil, fmt.Errorf("durability: walk %s: %w", c, err)
+			return nil, err
 		}
-		links, err := dag.Links(c, b.RawData())
-		if err != nil {
-			if errors.Is(err, dag.ErrUnknownCodec) {
-				continue
-			}
-			return nil, fmt.Errorf("durability: walk: %w", err)
-		}
-		for i := len(links) - 1; i >= 0; i-- {
-			stack = append(stack, links[i])
-		}
+		return b.RawData(), nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("durability: %w", err)
 	}
-	return out, nil
+	return all, nil
 }
 
 // saveSegment records a stored segment, its shards and its blocks in one

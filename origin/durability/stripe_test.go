@@ -13,6 +13,7 @@ import (
 	"github.com/ipfs/boxo/blockstore"
 	mdag "github.com/ipfs/boxo/ipld/merkledag"
 	"github.com/ipfs/go-cid"
+	format "github.com/ipfs/go-ipld-format"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/storage"
@@ -350,5 +351,44 @@ func TestAuditRefusalsCountAsLoss(t *testing.T) {
 	}
 	if !func() bool { h, _, _ := sn.kp.segmentsHealth(ctx); return needsRepair(h[0]) }() {
 		t.Fatal("the refused shard is bad but its segment is not due for repair")
+	}
+}
+
+// TestStripeSharesStripedBlocks: a root whose DAG holds a block striped
+// with an earlier publish (and dropped from the origin's disk) is walked
+// whole and striped without it; its manifest places the shared block in
+// the earlier segment, and it reads back from the peers.
+func TestStripeSharesStripedBlocks(t *testing.T) {
+	ctx := context.Background()
+	sn := newStripeNet(t, 6, StripeConfig{DataShards: 4, ParityShards: 2, ChunkSize: 512,
+		AuditInterval: time.Hour, RepairInterval: time.Hour})
+	for i := range sn.peers {
+		sn.heartbeat(t, i, 900)
+	}
+	leaf := sn.publish(t, []byte("a leaf two sites share"))
+	if has, _ := sn.local.Has(ctx, leaf); has {
+		t.Fatal("setup: the striped leaf is still on the origin's disk")
+	}
+	root := mdag.NodeWithData([]byte("a site"))
+	if err := root.AddRawLink("leaf", &format.Link{Cid: leaf}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sn.local.Put(ctx, root); err != nil {
+		t.Fatal(err)
+	}
+	if err := sn.kp.stripeRoot(ctx, root.Cid()); err != nil {
+		t.Fatal(err)
+	}
+	m, err := sn.kp.Manifest(ctx, root.Cid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Blocks) != 2 || m.Blocks[0].CID != root.Cid().String() || m.Blocks[1].CID != leaf.String() || len(m.Segments) != 2 {
+		t.Fatalf("manifest blocks %+v in %d segments; want the root, then the leaf in its earlier segment", m.Blocks, len(m.Segments))
+	}
+	for _, c := range []cid.Cid{root.Cid(), leaf} {
+		if _, err := sn.kp.ReadBlock(ctx, c); err != nil {
+			t.Fatalf("read %s back: %v", c, err)
+		}
 	}
 }
