@@ -17,68 +17,12 @@ import (
 	"github.com/ipfs/go-cid"
 	flatfs "github.com/ipfs/go-ds-flatfs"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/topcdn/topcdn/dag"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/origin/durability"
 	"github.com/topcdn/topcdn/origin/origindb"
 	"go.uber.org/zap"
 )
-
-// Config configures an Origin.
-type Config struct {
-	// DataDir holds the block store (blocks/), the metadata database
-	// (origin.db), upload staging files (staging/) and, by default, the
-	// origin's key (origin.key). Required.
-	DataDir string
-	// Key is the origin's identity. Default: loaded from DataDir/origin.key,
-	// generated there on first start.
-	Key *identity.Key
-	// MaxUploadSize bounds one CAR upload, in bytes. Default: 8 GiB.
-	MaxUploadSize int64
-	// MaxUploadBlocks bounds the blocks of one CAR upload (each costs a
-	// little memory while the upload is checked). Default: 1,000,000.
-	MaxUploadBlocks int
-	// MaxConcurrentUploads bounds how many CAR uploads are staged at once;
-	// more get 503 with Retry-After. Default: 4.
-	MaxConcurrentUploads int
-	// PublisherQuota bounds the bytes each publisher may store: the blocks
-	// its uploads newly add (blocks the origin already holds, whoever
-	// uploaded them, are not counted again). An upload that would cross it
-	// is refused with 413 and not kept. Default: 0, unlimited; topcdn
-	// origin's --publisher-quota defaults to 10 GiB.
-	PublisherQuota int64
-	// Publishers, when set, are the only keys whose signed uploads are
-	// accepted; others get 403. Default: empty, any key may upload (each
-	// within PublisherQuota).
-	Publishers []peer.ID
-	// Funds, when set, is asked before each upload whether its publisher
-	// can pay (billing's view of the account); a publisher who cannot is
-	// refused with 402 before any byte is read. Default: nil, no check.
-	Funds Funds
-	// Deserialized makes the gateway also answer deserialized requests
-	// (files and directories, as a browser wants), not only the trustless
-	// raw, CAR and IPNS record responses. Default: false.
-	Deserialized bool
-	// AllowIncomplete accepts uploads whose blocks link to blocks neither
-	// in the upload nor stored (roots must still be present). For test
-	// fixtures that leave blocks out on purpose, such as those of
-	// ipfs/gateway-conformance; the store is then no longer closed under
-	// links, so it requires Stripe to be nil. Default: false.
-	AllowIncomplete bool
-	// Stripe, when set, moves published content to storage peers (see
-	// durability.StripeConfig). Default: nil, content stays on the
-	// origin's disk.
-	Stripe *durability.StripeConfig
-	// HeartbeatInterval is how often storage peers send heartbeats; a peer
-	// silent for three intervals is unhealthy. Default: 10s.
-	HeartbeatInterval time.Duration
-	// Logger receives structured logs. Default: no logging.
-	Logger *zap.Logger
-	// Registry receives the origin's and the gateway's Prometheus metrics and
-	// is served at /metrics. Default: a new registry.
-	Registry *prometheus.Registry
-}
 
 // Origin is a content-addressed origin: a verified block store, IPNS
 // records and human names, served over HTTP by Handler.
@@ -105,34 +49,8 @@ type Origin struct {
 // left by an upload that was interrupted are removed: such an upload never
 // became visible and can be retried.
 func New(ctx context.Context, cfg Config) (*Origin, error) {
-	if cfg.DataDir == "" {
-		return nil, errors.New("origin: DataDir is required")
-	}
-	if cfg.MaxUploadSize <= 0 {
-		cfg.MaxUploadSize = 8 << 30
-	}
-	if cfg.MaxUploadBlocks <= 0 {
-		cfg.MaxUploadBlocks = 1_000_000
-	}
-	if cfg.MaxConcurrentUploads <= 0 {
-		cfg.MaxConcurrentUploads = 4
-	}
-	if cfg.PublisherQuota < 0 {
-		return nil, errors.New("origin: PublisherQuota must not be negative (0: unlimited)")
-	}
-	if cfg.AllowIncomplete && cfg.Stripe != nil {
-		return nil, errors.New("origin: AllowIncomplete needs striping off (Stripe nil)")
-	}
-	if cfg.Stripe != nil {
-		if err := cfg.Stripe.Validate(); err != nil {
-			return nil, err
-		}
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = zap.NewNop()
-	}
-	if cfg.Registry == nil {
-		cfg.Registry = prometheus.NewRegistry()
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("origin: %w", err)
@@ -160,8 +78,23 @@ func New(ctx context.Context, cfg Config) (*Origin, error) {
 			o.publishers[p] = true
 		}
 	}
-	if o.ds, err = openBlocks(filepath.Join(cfg.DataDir, "blocks")); err != nil {
+	if err := o.openStores(ctx); err != nil {
 		return nil, err
+	}
+	if o.handler, err = o.newHandler(); err != nil {
+		o.Close()
+		return nil, err
+	}
+	o.log.Info("origin opened", zap.String("data", cfg.DataDir), zap.Stringer("peer_id", o.key.ID))
+	return o, nil
+}
+
+// openStores opens the block store and the database, and wires in the
+// storage side over them; on failure it closes what it opened.
+func (o *Origin) openStores(ctx context.Context) error {
+	var err error
+	if o.ds, err = openBlocks(filepath.Join(o.cfg.DataDir, "blocks")); err != nil {
+		return err
 	}
 	o.local = &verifyingBlockstore{
 		Blockstore: blockstore.NewIdStore(&cidBlockstore{ds: o.ds}),
@@ -170,22 +103,19 @@ func New(ctx context.Context, cfg Config) (*Origin, error) {
 	}
 	union := &unionBlockstore{Blockstore: o.local}
 	o.blocks = union
-	if o.db, err = origindb.Open(ctx, filepath.Join(cfg.DataDir, "origin.db")); err != nil {
+	if o.db, err = origindb.Open(ctx, filepath.Join(o.cfg.DataDir, "origin.db")); err != nil {
 		o.ds.Close()
-		return nil, err
+		return err
 	}
-	if o.storage, err = durability.New(durability.Config{Stripe: cfg.Stripe, HeartbeatInterval: cfg.HeartbeatInterval,
-		DB: o.db, Key: o.key, Local: o.local, Blocks: o.blocks, Logger: o.log, Registry: cfg.Registry}); err != nil {
+	if o.storage, err = durability.New(durability.Config{Stripe: o.cfg.Stripe, HeartbeatInterval: o.cfg.HeartbeatInterval,
+		DB: o.db, Key: o.key, Local: o.local, Blocks: o.blocks, Logger: o.log, Registry: o.cfg.Registry}); err != nil {
 		o.Close()
-		return nil, err
+		return err
 	}
-	union.striped = o.storage // the union reads striped blocks through the keeper, which walks DAGs through the union
-	if o.handler, err = o.newHandler(); err != nil {
-		o.Close()
-		return nil, err
-	}
-	o.log.Info("origin opened", zap.String("data", cfg.DataDir), zap.Stringer("peer_id", o.key.ID))
-	return o, nil
+	// The union reads striped blocks through the Keeper, which walks DAGs
+	// through the union: one of them is made first and told of the other.
+	union.striped = o.storage
+	return nil
 }
 
 // Run does the origin's background work until ctx ends: its storage side
