@@ -137,35 +137,17 @@ func (kp *Keeper) Repair(ctx context.Context) (int, error) {
 	return placed, errors.Join(errs...)
 }
 
+// repairSegment rebuilds the shards of segment segID that are not healthy
+// and places each on a healthy peer the segment does not use yet. It
+// returns how many it placed; their manifests are re-signed before it
+// returns.
 func (kp *Keeper) repairSegment(ctx context.Context, segID int64, rows []shardRow) (int, error) {
 	var shardSize int64
 	if err := kp.db.QueryRowContext(ctx, `SELECT shard_size FROM segments WHERE id = ?`, segID).Scan(&shardSize); err != nil {
 		return 0, fmt.Errorf("durability: %w", err)
 	}
-	k := kp.striper.DataShards()
-	shards := make([][]byte, len(rows))
-	have := 0
-	for i, r := range rows {
-		if have == k {
-			break
-		}
-		if !r.healthy {
-			continue
-		}
-		data, err := kp.readWholeShard(ctx, r, shardSize)
-		if err != nil {
-			// Unreadable now: rebuild it too, whatever its peer's heartbeats say.
-			kp.log.Warn("repair: shard unreadable", zap.Int64("segment", segID), zap.Int("shard", r.idx), zap.Error(err))
-			rows[i].healthy = false
-			continue
-		}
-		shards[r.idx] = data
-		have++
-	}
-	if have < k {
-		return 0, fmt.Errorf("%w: only %d of %d shards readable", erasure.ErrNotEnoughShards, have, k)
-	}
-	if err := kp.striper.Reconstruct(shards); err != nil {
+	shards, err := kp.rebuildShards(ctx, segID, rows, shardSize)
+	if err != nil {
 		return 0, err
 	}
 	used := map[string]bool{}
@@ -198,19 +180,7 @@ func (kp *Keeper) repairSegment(ctx context.Context, segID int64, rows []shardRo
 		if storage := shards[r.idx]; len(storage) != int(shardSize) {
 			return placed, fmt.Errorf("rebuilt shard %d has %d bytes", r.idx, len(storage))
 		}
-		var target peer.ID
-		for _, c := range candidates {
-			if used[c.String()] {
-				continue
-			}
-			used[c.String()] = true
-			if err := store.PutShard(ctx, c, r.id, shards[r.idx]); err != nil {
-				kp.log.Warn("repair: peer refused shard", zap.Stringer("peer", c), zap.Error(err))
-				continue
-			}
-			target = c
-			break
-		}
+		target := kp.putRebuilt(ctx, store, candidates, used, r.id, shards[r.idx])
 		if target == "" {
 			kp.metrics.repairs.WithLabelValues("error").Inc()
 			return placed, fmt.Errorf("%w to place shard %d", erasure.ErrNotEnoughPeers, r.idx)
@@ -225,6 +195,57 @@ func (kp *Keeper) repairSegment(ctx context.Context, segID int64, rows []shardRo
 		kp.dropOldShard(ctx, r)
 	}
 	return placed, nil
+}
+
+// rebuildShards reads k healthy shards of segment segID whole, and
+// reconstructs the others. A shard that cannot be read is marked not
+// healthy in rows, to be rebuilt too, whatever its peer's heartbeats say.
+func (kp *Keeper) rebuildShards(ctx context.Context, segID int64, rows []shardRow, shardSize int64) ([][]byte, error) {
+	k := kp.striper.DataShards()
+	shards := make([][]byte, len(rows))
+	have := 0
+	for i, r := range rows {
+		if have == k {
+			break
+		}
+		if !r.healthy {
+			continue
+		}
+		data, err := kp.readWholeShard(ctx, r, shardSize)
+		if err != nil {
+			kp.log.Warn("repair: shard unreadable", zap.Int64("segment", segID), zap.Int("shard", r.idx), zap.Error(err))
+			rows[i].healthy = false
+			continue
+		}
+		shards[r.idx] = data
+		have++
+	}
+	if have < k {
+		return nil, fmt.Errorf("%w: only %d of %d shards readable", erasure.ErrNotEnoughShards, have, k)
+	}
+	if err := kp.striper.Reconstruct(shards); err != nil {
+		return nil, err
+	}
+	return shards, nil
+}
+
+// putRebuilt puts a rebuilt shard on the first candidate peer not in used
+// that takes it, and returns that peer, or "" if none did. Every peer it
+// tries is added to used.
+func (kp *Keeper) putRebuilt(ctx context.Context, store *placingShards, candidates []peer.ID, used map[string]bool,
+	shard string, data []byte) peer.ID {
+	for _, c := range candidates {
+		if used[c.String()] {
+			continue
+		}
+		used[c.String()] = true
+		if err := store.PutShard(ctx, c, shard, data); err != nil {
+			kp.log.Warn("repair: peer refused shard", zap.Stringer("peer", c), zap.Error(err))
+			continue
+		}
+		return c
+	}
+	return ""
 }
 
 // readWholeShard reads a shard in pieces and checks every chunk.

@@ -256,34 +256,9 @@ func (kp *Keeper) signManifest(ctx context.Context, root cid.Cid, all []cid.Cid)
 		return 0, fmt.Errorf("durability: manifest version: %w", err) // never let the version go back
 	}
 	m.Version = prev + 1
-	segIndex := map[int64]int{}
-	var segIDs []int64
-	for _, c := range all {
-		segID, ref, err := kp.blockRef(ctx, c)
-		if err != nil {
-			return 0, fmt.Errorf("durability: manifest: block %s not striped: %w", c, err)
-		}
-		idx, ok := segIndex[segID]
-		if !ok {
-			var seg erasure.Segment
-			var k, par, chunk int
-			if err := kp.db.QueryRowContext(ctx, `SELECT length, shard_size, data_shards, parity_shards, chunk_size FROM segments WHERE id = ?`, segID).
-				Scan(&seg.Length, &seg.ShardSize, &k, &par, &chunk); err != nil {
-				return 0, fmt.Errorf("durability: manifest: %w", err)
-			}
-			if k != m.DataShards || par != m.ParityShards || chunk != m.ChunkSize {
-				return 0, fmt.Errorf("durability: manifest: segment %d was coded %d+%d/%d, not %d+%d/%d", segID, k, par, chunk, m.DataShards, m.ParityShards, m.ChunkSize)
-			}
-			if seg.Shards, err = kp.segmentShards(ctx, segID); err != nil {
-				return 0, err
-			}
-			idx = len(m.Segments)
-			segIndex[segID] = idx
-			segIDs = append(segIDs, segID)
-			m.Segments = append(m.Segments, seg)
-		}
-		ref.Segment = idx
-		m.Blocks = append(m.Blocks, ref)
+	segIDs, err := kp.addBlocks(ctx, &m, all)
+	if err != nil {
+		return 0, err
 	}
 	env, err := m.Sign(kp.key)
 	if err != nil {
@@ -293,23 +268,65 @@ func (kp *Keeper) signManifest(ctx context.Context, root cid.Cid, all []cid.Cid)
 	if err != nil {
 		return 0, err
 	}
+	return m.Version, kp.saveManifest(ctx, root, m.Version, raw, segIDs)
+}
+
+// addBlocks adds the blocks all to m, in order, with the segments that
+// hold them, each once; it returns those segments' IDs in m's order. Every
+// block must be striped, in a segment coded as m says.
+func (kp *Keeper) addBlocks(ctx context.Context, m *erasure.Manifest, all []cid.Cid) ([]int64, error) {
+	segIndex := map[int64]int{}
+	var segIDs []int64
+	for _, c := range all {
+		segID, ref, err := kp.blockRef(ctx, c)
+		if err != nil {
+			return nil, fmt.Errorf("durability: manifest: block %s not striped: %w", c, err)
+		}
+		idx, ok := segIndex[segID]
+		if !ok {
+			var seg erasure.Segment
+			var k, par, chunk int
+			if err := kp.db.QueryRowContext(ctx, `SELECT length, shard_size, data_shards, parity_shards, chunk_size FROM segments WHERE id = ?`, segID).
+				Scan(&seg.Length, &seg.ShardSize, &k, &par, &chunk); err != nil {
+				return nil, fmt.Errorf("durability: manifest: %w", err)
+			}
+			if k != m.DataShards || par != m.ParityShards || chunk != m.ChunkSize {
+				return nil, fmt.Errorf("durability: manifest: segment %d was coded %d+%d/%d, not %d+%d/%d", segID, k, par, chunk, m.DataShards, m.ParityShards, m.ChunkSize)
+			}
+			if seg.Shards, err = kp.segmentShards(ctx, segID); err != nil {
+				return nil, err
+			}
+			idx = len(m.Segments)
+			segIndex[segID] = idx
+			segIDs = append(segIDs, segID)
+			m.Segments = append(m.Segments, seg)
+		}
+		ref.Segment = idx
+		m.Blocks = append(m.Blocks, ref)
+	}
+	return segIDs, nil
+}
+
+// saveManifest stores root's signed manifest (raw, its envelope) and the
+// segments it uses, in one transaction.
+func (kp *Keeper) saveManifest(ctx context.Context, root cid.Cid, version uint64, raw []byte, segIDs []int64) error {
 	tx, err := kp.db.BeginTx(ctx, nil)
 	if err != nil {
-		return 0, fmt.Errorf("durability: %w", err)
+		return fmt.Errorf("durability: %w", err)
 	}
 	defer tx.Rollback()
 	if _, err := tx.ExecContext(ctx, `INSERT INTO manifests (root, version, envelope, updated_at) VALUES (?, ?, ?, ?)
 		ON CONFLICT (root) DO UPDATE SET version = excluded.version, envelope = excluded.envelope, updated_at = excluded.updated_at`,
-		root.String(), m.Version, raw, kp.now().UnixNano()); err != nil {
-		return 0, fmt.Errorf("durability: save manifest: %w", err)
+		root.String(), version, raw, kp.now().UnixNano()); err != nil {
+		return fmt.Errorf("durability: save manifest: %w", err)
 	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM manifest_segments WHERE root = ?`, root.String()); err != nil {
-		return 0, fmt.Errorf("durability: save manifest: %w", err)
+		return fmt.Errorf("durability: save manifest: %w", err)
 	}
 	for i, id := range segIDs {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO manifest_segments (root, idx, segment_id) VALUES (?, ?, ?)`, root.String(), i, id); err != nil {
-			return 0, fmt.Errorf("durability: save manifest: %w", err)
+			return fmt.Errorf("durability: save manifest: %w", err)
 		}
 	}
-	return m.Version, tx.Commit()
+	return tx.Commit()
 }
