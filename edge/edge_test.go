@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/origin"
+	"github.com/topcdn/topcdn/origin/durability"
 	"github.com/topcdn/topcdn/publish"
 	"github.com/topcdn/topcdn/storage"
 )
@@ -40,7 +41,7 @@ func newNetwork(t *testing.T) *network {
 	t.Cleanup(cancel)
 	reg := prometheus.NewRegistry()
 	o, err := origin.New(ctx, origin.Config{DataDir: t.TempDir(), Registry: reg, HeartbeatInterval: 200 * time.Millisecond,
-		Stripe: &origin.StripeConfig{DataShards: 4, ParityShards: 2, SegmentSize: 256 << 10, ChunkSize: 4096,
+		Stripe: &durability.StripeConfig{DataShards: 4, ParityShards: 2, SegmentSize: 256 << 10, ChunkSize: 4096,
 			AuditInterval: time.Hour, RepairInterval: time.Hour}})
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +73,7 @@ func newNetwork(t *testing.T) *network {
 		t.Fatal(err)
 	}
 	for {
-		if _, err := o.Manifest(ctx, d.Root); err == nil {
+		if _, err := o.Storage().Manifest(ctx, d.Root); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -89,7 +90,7 @@ func (n *network) waitHealthy(t *testing.T, want int) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		peers, _ := n.origin.Peers(n.ctx)
+		peers, _ := n.origin.Storage().Peers(n.ctx)
 		healthy := 0
 		for _, p := range peers {
 			if p.Healthy {
@@ -254,7 +255,7 @@ func TestEdgeServesSitesFromPeers(t *testing.T) {
 // disk make reads slower, never wrong, and nothing wrong is cached.
 func TestEdgeRoutesAroundRottenPeers(t *testing.T) {
 	n := newNetwork(t)
-	m, err := n.origin.Manifest(context.Background(), n.root)
+	m, err := n.origin.Storage().Manifest(context.Background(), n.root)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,7 +319,7 @@ func TestEdgeFollowsRepairedManifest(t *testing.T) {
 	if resp := get(t, e, "blog.cdn.test", "/"); resp.StatusCode != 200 {
 		t.Fatalf("site: HTTP %d", resp.StatusCode)
 	}
-	v1, err := n.origin.Manifest(ctx, n.root)
+	v1, err := n.origin.Storage().Manifest(ctx, n.root)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -332,10 +333,10 @@ func TestEdgeFollowsRepairedManifest(t *testing.T) {
 	n.stopPeer[shards[0].Peer]()
 	n.stopPeer[shards[1].Peer]()
 	n.waitHealthy(t, 6)
-	if placed, err := n.origin.Repair(ctx); err != nil || placed == 0 {
+	if placed, err := n.origin.Storage().Repair(ctx); err != nil || placed == 0 {
 		t.Fatalf("repair placed %d shards: %v", placed, err)
 	}
-	v2, err := n.origin.Manifest(ctx, n.root)
+	v2, err := n.origin.Storage().Manifest(ctx, n.root)
 	if err != nil || v2.Version <= v1.Version {
 		t.Fatalf("manifest after repair: version %d (was %d), %v", v2.Version, v1.Version, err)
 	}

@@ -10,6 +10,13 @@
 // SignUpload, AuthorizeUpload) and charged to its quota
 // (Config.PublisherQuota).
 //
+// With striping on (Config.Stripe), published content moves on to storage
+// peers: the origin's storage side, package origin/durability
+// (Origin.Storage), stripes it, reads it back for the origin's block view
+// (local disk first), and audits, repairs and sweeps the peers; the origin
+// wires it in and serves its routes. Both keep their state in the one
+// SQLite database whose schema is package origin/origindb's.
+//
 // Two invariants keep a publish atomic and the store consistent:
 //
 //   - The block store is closed under links: a block is written only after

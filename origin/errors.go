@@ -71,7 +71,3 @@ func reasonOf(err error) string {
 		return "internal"
 	}
 }
-
-// writeJSON is httpkit.WriteJSON, for peers.go and repair.go until they
-// move out of this package (issue #15).
-func writeJSON(w http.ResponseWriter, code int, v any) { httpkit.WriteJSON(w, code, v) }

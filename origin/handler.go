@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 
 	"github.com/ipfs/boxo/ipns"
@@ -211,18 +210,4 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 		return errorf(ErrBadRequest, "malformed JSON body: trailing data")
 	}
 	return nil
-}
-
-func (o *Origin) serveAuditAll(w http.ResponseWriter, r *http.Request) {
-	// A full sweep loads every peer: only the operator, on this host, may ask.
-	if host, _, err := net.SplitHostPort(r.RemoteAddr); err != nil || !net.ParseIP(host).IsLoopback() {
-		o.fail(w, errorf(ErrForbidden, "audits can only be started from the origin's host"))
-		return
-	}
-	failed, err := o.AuditAll(r.Context())
-	if err != nil {
-		o.fail(w, err)
-		return
-	}
-	httpkit.WriteJSON(w, http.StatusOK, map[string]int{"failed": failed})
 }

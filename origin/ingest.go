@@ -13,6 +13,7 @@ import (
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	car "github.com/ipld/go-car/v2"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/dag"
 	"github.com/topcdn/topcdn/originapi"
 	"go.uber.org/zap"
@@ -55,6 +56,8 @@ func (o *Origin) Ingest(ctx context.Context, up Upload, r io.Reader) (*originapi
 	return o.ingest(ctx, up, r)
 }
 
+// ingest stages the upload, checks it whole, reserves its new bytes,
+// commits it and settles the charge (see Ingest).
 func (o *Origin) ingest(ctx context.Context, up Upload, r io.Reader) (*originapi.UploadResult, error) {
 	stage, err := os.CreateTemp(o.stagingDir, "upload-*.blocks")
 	if err != nil {
@@ -63,133 +66,27 @@ func (o *Origin) ingest(ctx context.Context, up Upload, r io.Reader) (*originapi
 	defer os.Remove(stage.Name())
 	defer stage.Close()
 
-	br, err := car.NewBlockReader(r, car.MaxAllowedHeaderSize(maxCARHeader))
+	br, err := openCAR(r, up)
 	if err != nil {
-		return nil, carError(err, "read CAR header")
+		return nil, err
 	}
-	if len(br.Roots) == 0 {
-		return nil, errorf(ErrBadRequest, "CAR has no root")
+	st, err := o.stageBlocks(ctx, br, stage)
+	if err != nil {
+		return nil, err
 	}
-	if len(br.Roots) > maxRoots {
-		return nil, errorf(ErrBadRequest, "CAR has %d roots, at most %d allowed", len(br.Roots), maxRoots)
+	if up.BlocksDigest != nil && !bytes.Equal(st.digest, up.BlocksDigest) {
+		return nil, errorf(ErrForbidden, "the CAR's %d blocks are not the ones the upload was signed for (their blocks_sha256 differs)", st.n)
 	}
-	if !sameRoots(br.Roots, up.Roots) {
-		return nil, errorf(ErrForbidden, "CAR roots %v are not the roots the upload was signed for, %v", br.Roots, up.Roots)
+	if err := o.checkComplete(ctx, br.Roots, st); err != nil {
+		return nil, err
 	}
-
-	staged := map[cid.Cid]*stagedBlock{}
-	var order []*stagedBlock
-	var offset, total int64
-	n := 0
-	last := "the header"
-	buf := make([]byte, 0, dag.MaxBlockSize)
-	digest := sha256.New() // BlocksDigest of the block sections, as read
-	for ; ; n++ {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		c, rd, size, err := br.NextReader()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, carError(err, fmt.Sprintf("read block #%d (after %s)", n+1, last))
-		}
-		digest.Write(c.Bytes())
-		if size > dag.MaxBlockSize {
-			return nil, errorf(ErrTooLarge, "block #%d %s is %d bytes; blocks may be at most %d bytes (2 MiB)", n+1, c, size, dag.MaxBlockSize)
-		}
-		data := buf[:size]
-		if _, err := io.ReadFull(rd, data); err != nil {
-			return nil, carError(err, fmt.Sprintf("read block #%d %s", n+1, c))
-		}
-		if err := dag.Verify(c, data); err != nil {
-			return nil, errorf(ErrBadRequest, "block #%d: %v", n+1, err)
-		}
-		last = c.String()
-		total += int64(size)
-		if n >= o.cfg.MaxUploadBlocks {
-			return nil, errorf(ErrTooLarge, "CAR has more than %d blocks; split the upload", o.cfg.MaxUploadBlocks)
-		}
-		if dag.IsIdentity(c) || staged[c] != nil {
-			continue
-		}
-		links, err := dag.Links(c, data)
-		if err != nil && !errors.Is(err, dag.ErrUnknownCodec) {
-			return nil, errorf(ErrBadRequest, "block #%d: %v", n+1, err)
-		}
-		links = dropRawIdentity(links)
-		if _, err := stage.Write(data); err != nil {
-			return nil, fmt.Errorf("origin: staging: %w", err)
-		}
-		sb := &stagedBlock{c: c, offset: offset, size: int(size), links: links}
-		staged[c] = sb
-		order = append(order, sb)
-		offset += int64(size)
-	}
-	if up.BlocksDigest != nil && !bytes.Equal(digest.Sum(nil), up.BlocksDigest) {
-		return nil, errorf(ErrForbidden, "the CAR's %d blocks are not the ones the upload was signed for (their blocks_sha256 differs)", n)
-	}
-
-	// Completeness: every root and every link must be in this upload or
-	// already stored (and so complete, by the closure invariant). An
-	// identity CID inlines its block; only raw ones (no links) are taken.
-	have := func(c cid.Cid) (bool, error) {
-		if dag.IsIdentity(c) {
-			if c.Type() != cid.Raw {
-				return false, errorf(ErrBadRequest, "identity CID %s inlines a %#x node; only raw identity CIDs are accepted", c, c.Type())
-			}
-			return true, nil
-		}
-		if staged[c] != nil {
-			return true, nil
-		}
-		return o.blocks.Has(ctx, c)
-	}
-	for _, root := range br.Roots {
-		ok, err := have(root)
-		if errors.Is(err, ErrBadRequest) {
-			return nil, err
-		}
-		if err != nil {
-			return nil, fmt.Errorf("origin: check root %s: %w", root, err)
-		}
-		if !ok {
-			return nil, errorf(ErrIncomplete, "root %s is neither in the CAR nor stored at the origin", root)
-		}
-	}
-	for _, sb := range order {
-		for _, l := range sb.links {
-			ok, err := have(l)
-			if errors.Is(err, ErrBadRequest) {
-				return nil, err
-			}
-			if err != nil {
-				return nil, fmt.Errorf("origin: check link %s: %w", l, err)
-			}
-			if !ok && !o.cfg.AllowIncomplete {
-				return nil, errorf(ErrIncomplete, "block %s links to %s, which is neither in the CAR nor stored at the origin", sb.c, l)
-			}
-		}
-	}
-
-	// Quota: reserve the bytes new to the origin before writing any.
-	var reserved int64
-	for _, sb := range order {
-		has, err := o.blocks.Has(ctx, sb.c)
-		if err != nil {
-			return nil, fmt.Errorf("origin: check block %s: %w", sb.c, err)
-		}
-		if sb.stored = has; !has {
-			reserved += int64(sb.size)
-		}
-	}
-	if err := o.reserve(ctx, up.Publisher, reserved); err != nil {
+	reserved, err := o.reserveNew(ctx, up.Publisher, st)
+	if err != nil {
 		return nil, err
 	}
 	// From here the bookkeeping must finish even if the client goes away.
 	bg := context.WithoutCancel(ctx)
-	newBlocks, newBytes, err := o.commit(ctx, stage, staged, order)
+	newBlocks, newBytes, err := o.commit(ctx, stage, st.blocks, st.order)
 	if err != nil {
 		// Charge what was stored before the failure, refund the rest.
 		if _, serr := o.settle(bg, up.Publisher, reserved, newBytes, nil); serr != nil {
@@ -204,15 +101,164 @@ func (o *Origin) ingest(ctx context.Context, up Upload, r io.Reader) (*originapi
 	roots := make([]string, len(br.Roots))
 	for i, root := range br.Roots {
 		roots[i] = root.String()
-		if err := o.queueStripe(bg, root); err != nil {
+		if err := o.storage.Queue(bg, root); err != nil {
 			return nil, err
 		}
 	}
 	o.log.Info("upload stored", zap.Stringer("publisher", up.Publisher),
-		zap.Strings("roots", roots), zap.Int("blocks", n), zap.Int("new_blocks", newBlocks), zap.Int64("bytes", total),
+		zap.Strings("roots", roots), zap.Int("blocks", st.n), zap.Int("new_blocks", newBlocks), zap.Int64("bytes", st.bytes),
 		zap.Int64("new_bytes", newBytes), zap.Int64("used_bytes", used))
-	return &originapi.UploadResult{Roots: roots, Blocks: n, NewBlocks: newBlocks, Bytes: total,
+	return &originapi.UploadResult{Roots: roots, Blocks: st.n, NewBlocks: newBlocks, Bytes: st.bytes,
 		Publisher: up.Publisher.String(), NewBytes: newBytes, UsedBytes: used, QuotaBytes: o.cfg.PublisherQuota}, nil
+}
+
+// openCAR reads a CAR's header and checks its roots: one to maxRoots of
+// them, exactly the roots up was signed for.
+func openCAR(r io.Reader, up Upload) (*car.BlockReader, error) {
+	br, err := car.NewBlockReader(r, car.MaxAllowedHeaderSize(maxCARHeader))
+	if err != nil {
+		return nil, carError(err, "read CAR header")
+	}
+	if len(br.Roots) == 0 {
+		return nil, errorf(ErrBadRequest, "CAR has no root")
+	}
+	if len(br.Roots) > maxRoots {
+		return nil, errorf(ErrBadRequest, "CAR has %d roots, at most %d allowed", len(br.Roots), maxRoots)
+	}
+	if !sameRoots(br.Roots, up.Roots) {
+		return nil, errorf(ErrForbidden, "CAR roots %v are not the roots the upload was signed for, %v", br.Roots, up.Roots)
+	}
+	return br, nil
+}
+
+// staged is an upload's blocks as stageBlocks wrote them to the staging
+// file: each once, identity blocks left out.
+type staged struct {
+	blocks map[cid.Cid]*stagedBlock
+	order  []*stagedBlock // stream order
+	n      int            // block sections read, repeats and identity blocks included
+	bytes  int64          // their bytes
+	digest []byte         // BlocksDigest of the block sections, as read
+}
+
+// stageBlocks reads every block section of br, checks each block against
+// its CID and the size limits, and writes it to stage, once.
+func (o *Origin) stageBlocks(ctx context.Context, br *car.BlockReader, stage *os.File) (*staged, error) {
+	st := &staged{blocks: map[cid.Cid]*stagedBlock{}}
+	var offset int64
+	last := "the header"
+	buf := make([]byte, 0, dag.MaxBlockSize)
+	digest := sha256.New()
+	for ; ; st.n++ {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		c, rd, size, err := br.NextReader()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, carError(err, fmt.Sprintf("read block #%d (after %s)", st.n+1, last))
+		}
+		digest.Write(c.Bytes())
+		if size > dag.MaxBlockSize {
+			return nil, errorf(ErrTooLarge, "block #%d %s is %d bytes; blocks may be at most %d bytes (2 MiB)", st.n+1, c, size, dag.MaxBlockSize)
+		}
+		data := buf[:size]
+		if _, err := io.ReadFull(rd, data); err != nil {
+			return nil, carError(err, fmt.Sprintf("read block #%d %s", st.n+1, c))
+		}
+		if err := dag.Verify(c, data); err != nil {
+			return nil, errorf(ErrBadRequest, "block #%d: %v", st.n+1, err)
+		}
+		last = c.String()
+		st.bytes += int64(size)
+		if st.n >= o.cfg.MaxUploadBlocks {
+			return nil, errorf(ErrTooLarge, "CAR has more than %d blocks; split the upload", o.cfg.MaxUploadBlocks)
+		}
+		if dag.IsIdentity(c) || st.blocks[c] != nil {
+			continue
+		}
+		links, err := dag.Links(c, data)
+		if err != nil && !errors.Is(err, dag.ErrUnknownCodec) {
+			return nil, errorf(ErrBadRequest, "block #%d: %v", st.n+1, err)
+		}
+		if _, err := stage.Write(data); err != nil {
+			return nil, fmt.Errorf("origin: staging: %w", err)
+		}
+		sb := &stagedBlock{c: c, offset: offset, size: int(size), links: dropRawIdentity(links)}
+		st.blocks[c] = sb
+		st.order = append(st.order, sb)
+		offset += int64(size)
+	}
+	st.digest = digest.Sum(nil)
+	return st, nil
+}
+
+// checkComplete requires every root and every link to be in this upload
+// or already stored (and so complete, by the closure invariant); with
+// AllowIncomplete, only the roots. An identity CID inlines its block;
+// only raw ones (no links) are taken.
+func (o *Origin) checkComplete(ctx context.Context, roots []cid.Cid, st *staged) error {
+	have := func(c cid.Cid) (bool, error) {
+		if dag.IsIdentity(c) {
+			if c.Type() != cid.Raw {
+				return false, errorf(ErrBadRequest, "identity CID %s inlines a %#x node; only raw identity CIDs are accepted", c, c.Type())
+			}
+			return true, nil
+		}
+		if st.blocks[c] != nil {
+			return true, nil
+		}
+		return o.blocks.Has(ctx, c)
+	}
+	for _, root := range roots {
+		ok, err := have(root)
+		if errors.Is(err, ErrBadRequest) {
+			return err
+		}
+		if err != nil {
+			return fmt.Errorf("origin: check root %s: %w", root, err)
+		}
+		if !ok {
+			return errorf(ErrIncomplete, "root %s is neither in the CAR nor stored at the origin", root)
+		}
+	}
+	for _, sb := range st.order {
+		for _, l := range sb.links {
+			ok, err := have(l)
+			if errors.Is(err, ErrBadRequest) {
+				return err
+			}
+			if err != nil {
+				return fmt.Errorf("origin: check link %s: %w", l, err)
+			}
+			if !ok && !o.cfg.AllowIncomplete {
+				return errorf(ErrIncomplete, "block %s links to %s, which is neither in the CAR nor stored at the origin", sb.c, l)
+			}
+		}
+	}
+	return nil
+}
+
+// reserveNew marks the staged blocks the origin already holds and
+// reserves the bytes of the others, new to the origin, against p's quota
+// (reserve), before any is written. It returns the bytes reserved.
+func (o *Origin) reserveNew(ctx context.Context, p peer.ID, st *staged) (int64, error) {
+	var reserved int64
+	for _, sb := range st.order {
+		has, err := o.blocks.Has(ctx, sb.c)
+		if err != nil {
+			return 0, fmt.Errorf("origin: check block %s: %w", sb.c, err)
+		}
+		if sb.stored = has; !has {
+			reserved += int64(sb.size)
+		}
+	}
+	if err := o.reserve(ctx, p, reserved); err != nil {
+		return 0, err
+	}
+	return reserved, nil
 }
 
 // commit writes staged blocks to the block store level by level, leaves

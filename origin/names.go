@@ -114,6 +114,8 @@ func (o *Origin) countRecord(changed bool, err error) {
 	}
 }
 
+// putRecord stores the record raw for name, and claims the human name
+// with it if human is set; it reports whether the stored record changed.
 func (o *Origin) putRecord(ctx context.Context, human string, name ipns.Name, raw []byte) (bool, error) {
 	now := o.now()
 	rec, err := parseRecord(name, raw, now)
@@ -143,45 +145,20 @@ func (o *Origin) putRecord(ctx context.Context, human string, name ipns.Name, ra
 	}
 	defer tx.Rollback()
 
-	// Who owns what: the human name's key, and the key's human name.
-	var bound string // human name bound to this key
-	switch err := tx.QueryRowContext(ctx, `SELECT name FROM names WHERE ipns = ?`, key).Scan(&bound); {
-	case errors.Is(err, sql.ErrNoRows):
-	case err != nil:
-		return false, fmt.Errorf("origin: %w", err)
-	}
-	claimNew := false
-	if human != "" {
-		var owner string
-		switch err := tx.QueryRowContext(ctx, `SELECT ipns FROM names WHERE name = ?`, human).Scan(&owner); {
-		case errors.Is(err, sql.ErrNoRows):
-			if bound != "" {
-				return false, errorf(ErrConflict, "key %s already publishes name %q; use another key for %q", key, bound, human)
-			}
-			claimNew = true
-		case err != nil:
-			return false, fmt.Errorf("origin: %w", err)
-		case owner != key:
-			return false, errorf(ErrConflict, "name %q belongs to another key (%s)", human, owner)
-		}
+	bound, claimNew, err := owners(ctx, tx, key, human)
+	if err != nil {
+		return false, err
 	}
 	if bound != "" && !checked {
 		return false, errorf(ErrConflict, "key %s was bound to name %q meanwhile; retry", key, bound)
 	}
 
-	var storedSeq uint64
-	var storedRaw []byte
-	switch err := tx.QueryRowContext(ctx, `SELECT sequence, record FROM records WHERE ipns = ?`, key).Scan(&storedSeq, &storedRaw); {
-	case errors.Is(err, sql.ErrNoRows):
-	case err != nil:
-		return false, fmt.Errorf("origin: %w", err)
-	default:
-		if rec.seq < storedSeq || (rec.seq == storedSeq && string(storedRaw) != string(raw)) {
-			return false, errorf(ErrConflict, "IPNS record sequence %d for %s is not higher than the stored %d", rec.seq, key, storedSeq)
-		}
-		if rec.seq == storedSeq && !claimNew {
-			return false, nil // the same record again
-		}
+	resent, err := checkSequence(ctx, tx, key, rec)
+	if err != nil {
+		return false, err
+	}
+	if resent && !claimNew {
+		return false, nil // the same record again
 	}
 
 	if _, err := tx.ExecContext(ctx, `INSERT INTO records (ipns, sequence, value, validity, ttl_ns, record, updated_at)
@@ -207,6 +184,51 @@ func (o *Origin) putRecord(ctx context.Context, human string, name ipns.Name, ra
 	o.log.Info("ipns record accepted", zap.String("ipns", key), zap.String("name", human),
 		zap.Uint64("sequence", rec.seq), zap.Stringer("value", rec.value))
 	return true, nil
+}
+
+// owners reads, in tx, who owns what: bound is the human name key
+// publishes, if any. For a claim of human (set), human must be key's
+// already, or free while key publishes no other name; claimNew reports
+// a free name being claimed.
+func owners(ctx context.Context, tx *sql.Tx, key, human string) (bound string, claimNew bool, err error) {
+	switch err := tx.QueryRowContext(ctx, `SELECT name FROM names WHERE ipns = ?`, key).Scan(&bound); {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
+		return "", false, fmt.Errorf("origin: %w", err)
+	}
+	if human == "" {
+		return bound, false, nil
+	}
+	var owner string
+	switch err := tx.QueryRowContext(ctx, `SELECT ipns FROM names WHERE name = ?`, human).Scan(&owner); {
+	case errors.Is(err, sql.ErrNoRows):
+		if bound != "" {
+			return "", false, errorf(ErrConflict, "key %s already publishes name %q; use another key for %q", key, bound, human)
+		}
+		return bound, true, nil
+	case err != nil:
+		return "", false, fmt.Errorf("origin: %w", err)
+	case owner != key:
+		return "", false, errorf(ErrConflict, "name %q belongs to another key (%s)", human, owner)
+	}
+	return bound, false, nil
+}
+
+// checkSequence requires rec to be newer, in tx, than the record stored
+// for key, or to be that very record again (resent).
+func checkSequence(ctx context.Context, tx *sql.Tx, key string, rec *acceptedRecord) (resent bool, err error) {
+	var storedSeq uint64
+	var storedRaw []byte
+	switch err := tx.QueryRowContext(ctx, `SELECT sequence, record FROM records WHERE ipns = ?`, key).Scan(&storedSeq, &storedRaw); {
+	case errors.Is(err, sql.ErrNoRows):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("origin: %w", err)
+	}
+	if rec.seq < storedSeq || (rec.seq == storedSeq && string(storedRaw) != string(rec.raw)) {
+		return false, errorf(ErrConflict, "IPNS record sequence %d for %s is not higher than the stored %d", rec.seq, key, storedSeq)
+	}
+	return rec.seq == storedSeq, nil
 }
 
 // checkPublished requires value to be /ipfs/<cid> with the root stored here.

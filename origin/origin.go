@@ -8,10 +8,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
-	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/ipfs/boxo/blockservice"
 	"github.com/ipfs/boxo/blockstore"
 	"github.com/ipfs/boxo/gateway"
@@ -19,67 +17,12 @@ import (
 	"github.com/ipfs/go-cid"
 	flatfs "github.com/ipfs/go-ds-flatfs"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/topcdn/topcdn/dag"
-	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/identity"
-	"github.com/topcdn/topcdn/storageapi"
+	"github.com/topcdn/topcdn/origin/durability"
+	"github.com/topcdn/topcdn/origin/origindb"
 	"go.uber.org/zap"
 )
-
-// Config configures an Origin.
-type Config struct {
-	// DataDir holds the block store (blocks/), the metadata database
-	// (origin.db), upload staging files (staging/) and, by default, the
-	// origin's key (origin.key). Required.
-	DataDir string
-	// Key is the origin's identity. Default: loaded from DataDir/origin.key,
-	// generated there on first start.
-	Key *identity.Key
-	// MaxUploadSize bounds one CAR upload, in bytes. Default: 8 GiB.
-	MaxUploadSize int64
-	// MaxUploadBlocks bounds the blocks of one CAR upload (each costs a
-	// little memory while the upload is checked). Default: 1,000,000.
-	MaxUploadBlocks int
-	// MaxConcurrentUploads bounds how many CAR uploads are staged at once;
-	// more get 503 with Retry-After. Default: 4.
-	MaxConcurrentUploads int
-	// PublisherQuota bounds the bytes each publisher may store: the blocks
-	// its uploads newly add (blocks the origin already holds, whoever
-	// uploaded them, are not counted again). An upload that would cross it
-	// is refused with 413 and not kept. Default: 0, unlimited; topcdn
-	// origin's --publisher-quota defaults to 10 GiB.
-	PublisherQuota int64
-	// Publishers, when set, are the only keys whose signed uploads are
-	// accepted; others get 403. Default: empty, any key may upload (each
-	// within PublisherQuota).
-	Publishers []peer.ID
-	// Funds, when set, is asked before each upload whether its publisher
-	// can pay (billing's view of the account); a publisher who cannot is
-	// refused with 402 before any byte is read. Default: nil, no check.
-	Funds Funds
-	// Deserialized makes the gateway also answer deserialized requests
-	// (files and directories, as a browser wants), not only the trustless
-	// raw, CAR and IPNS record responses. Default: false.
-	Deserialized bool
-	// AllowIncomplete accepts uploads whose blocks link to blocks neither
-	// in the upload nor stored (roots must still be present). For test
-	// fixtures that leave blocks out on purpose, such as those of
-	// ipfs/gateway-conformance; the store is then no longer closed under
-	// links, so it requires Stripe to be nil. Default: false.
-	AllowIncomplete bool
-	// Stripe, when set, moves published content to storage peers (see
-	// StripeConfig). Default: nil, content stays on the origin's disk.
-	Stripe *StripeConfig
-	// HeartbeatInterval is how often storage peers send heartbeats; a peer
-	// silent for three intervals is unhealthy. Default: 10s.
-	HeartbeatInterval time.Duration
-	// Logger receives structured logs. Default: no logging.
-	Logger *zap.Logger
-	// Registry receives the origin's and the gateway's Prometheus metrics and
-	// is served at /metrics. Default: a new registry.
-	Registry *prometheus.Registry
-}
 
 // Origin is a content-addressed origin: a verified block store, IPNS
 // records and human names, served over HTTP by Handler.
@@ -96,18 +39,7 @@ type Origin struct {
 	publishers map[peer.ID]bool // Config.Publishers; empty: any key
 	handler    http.Handler
 	uploads    chan struct{} // semaphore: one token per running upload
-
-	// Striping (nil striper: off).
-	stripeCfg  StripeConfig
-	striper    *erasure.Striper
-	shardStore erasure.ShardStore
-	placing    *placements // shards being put on, or deleted from, peers
-	storage    *storageapi.Client
-	peerStats  *erasure.PeerStats
-	spans      *erasure.SpanCache
-	readers    *lru.Cache[int64, *erasure.Reader]
-	addrs      addrCache
-	stripeWake chan struct{}
+	storage    *durability.Keeper
 
 	// Testing.
 	now func() time.Time
@@ -117,43 +49,8 @@ type Origin struct {
 // left by an upload that was interrupted are removed: such an upload never
 // became visible and can be retried.
 func New(ctx context.Context, cfg Config) (*Origin, error) {
-	if cfg.DataDir == "" {
-		return nil, errors.New("origin: DataDir is required")
-	}
-	if cfg.MaxUploadSize <= 0 {
-		cfg.MaxUploadSize = 8 << 30
-	}
-	if cfg.MaxUploadBlocks <= 0 {
-		cfg.MaxUploadBlocks = 1_000_000
-	}
-	if cfg.MaxConcurrentUploads <= 0 {
-		cfg.MaxConcurrentUploads = 4
-	}
-	if cfg.HeartbeatInterval <= 0 {
-		cfg.HeartbeatInterval = 10 * time.Second
-	}
-	if cfg.PublisherQuota < 0 {
-		return nil, errors.New("origin: PublisherQuota must not be negative (0: unlimited)")
-	}
-	if cfg.AllowIncomplete && cfg.Stripe != nil {
-		return nil, errors.New("origin: AllowIncomplete needs striping off (Stripe nil)")
-	}
-	if cfg.Stripe != nil {
-		sc := *cfg.Stripe
-		sc.setDefaults()
-		if sc.LostAfter <= 0 {
-			sc.LostAfter = 30 * cfg.HeartbeatInterval
-		}
-		if err := sc.validate(); err != nil {
-			return nil, err
-		}
-		cfg.Stripe = &sc
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = zap.NewNop()
-	}
-	if cfg.Registry == nil {
-		cfg.Registry = prometheus.NewRegistry()
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("origin: %w", err)
@@ -181,33 +78,7 @@ func New(ctx context.Context, cfg Config) (*Origin, error) {
 			o.publishers[p] = true
 		}
 	}
-	if o.ds, err = openBlocks(filepath.Join(cfg.DataDir, "blocks")); err != nil {
-		return nil, err
-	}
-	o.local = &verifyingBlockstore{
-		Blockstore: blockstore.NewIdStore(&cidBlockstore{ds: o.ds}),
-		log:        o.log,
-		metrics:    o.metrics,
-	}
-	o.blocks = &unionBlockstore{Blockstore: o.local, o: o}
-	o.addrs.m = map[peer.ID]string{}
-	o.readers = newReaderCache()
-	o.peerStats = erasure.NewPeerStats()
-	o.spans = erasure.NewSpanCache(256 << 20)
-	o.stripeWake = make(chan struct{}, 1)
-	o.storage = storageapi.NewClient(o.key, nil)
-	o.shardStore = peerShards{o: o, client: o.storage}
-	o.placing = newPlacements()
-	if cfg.Stripe != nil {
-		o.stripeCfg = *cfg.Stripe
-		if o.striper, err = erasure.New(o.stripeCfg.DataShards, o.stripeCfg.ParityShards,
-			erasure.WithSegmentSize(o.stripeCfg.SegmentSize), erasure.WithChunkSize(o.stripeCfg.ChunkSize)); err != nil {
-			o.ds.Close()
-			return nil, fmt.Errorf("origin: %w", err)
-		}
-	}
-	if o.db, err = openDB(ctx, filepath.Join(cfg.DataDir, "origin.db")); err != nil {
-		o.ds.Close()
+	if err := o.openStores(ctx); err != nil {
 		return nil, err
 	}
 	if o.handler, err = o.newHandler(); err != nil {
@@ -218,24 +89,44 @@ func New(ctx context.Context, cfg Config) (*Origin, error) {
 	return o, nil
 }
 
-// Run does the origin's background work until ctx ends: striping
-// published content to storage peers, auditing them, and repairing
-// segments that lost shards. Without a StripeConfig it only waits.
-func (o *Origin) Run(ctx context.Context) {
-	if o.striper == nil {
-		<-ctx.Done()
-		return
+// openStores opens the block store and the database, and wires in the
+// storage side over them; on failure it closes what it opened.
+func (o *Origin) openStores(ctx context.Context) error {
+	var err error
+	if o.ds, err = openBlocks(filepath.Join(o.cfg.DataDir, "blocks")); err != nil {
+		return err
 	}
-	var wg sync.WaitGroup
-	for _, loop := range []func(context.Context){o.runStriper, o.runAuditor, o.runRepairer, o.runSweeper} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			loop(ctx)
-		}()
+	o.local = &verifyingBlockstore{
+		Blockstore: blockstore.NewIdStore(&cidBlockstore{ds: o.ds}),
+		log:        o.log,
+		metrics:    o.metrics,
 	}
-	wg.Wait()
+	union := &unionBlockstore{Blockstore: o.local}
+	o.blocks = union
+	if o.db, err = origindb.Open(ctx, filepath.Join(o.cfg.DataDir, "origin.db")); err != nil {
+		o.ds.Close()
+		return err
+	}
+	if o.storage, err = durability.New(durability.Config{Stripe: o.cfg.Stripe, HeartbeatInterval: o.cfg.HeartbeatInterval,
+		DB: o.db, Key: o.key, Local: o.local, Blocks: o.blocks, Logger: o.log, Registry: o.cfg.Registry}); err != nil {
+		o.Close()
+		return err
+	}
+	// The union reads striped blocks through the Keeper, which walks DAGs
+	// through the union: one of them is made first and told of the other.
+	union.striped = o.storage
+	return nil
 }
+
+// Run does the origin's background work until ctx ends: its storage side
+// (Storage) stripes published content to storage peers, audits them,
+// repairs segments that lost shards and sweeps orphan shards. Without a
+// StripeConfig it only waits.
+func (o *Origin) Run(ctx context.Context) { o.storage.Run(ctx) }
+
+// Storage returns the origin's storage side: its storage peers, and the
+// content it placed on them.
+func (o *Origin) Storage() *durability.Keeper { return o.storage }
 
 // ID returns the origin's identity key.
 func (o *Origin) ID() *identity.Key { return o.key }

@@ -15,6 +15,7 @@ import (
 	"github.com/topcdn/topcdn/dashboard"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/origin"
+	"github.com/topcdn/topcdn/origin/durability"
 	"go.uber.org/zap"
 )
 
@@ -119,7 +120,7 @@ SIGINT or SIGTERM stop it cleanly.`,
 				if err != nil {
 					return fmt.Errorf("--chunk-size %q: %w", chunkSize, err)
 				}
-				cfg.Stripe = &origin.StripeConfig{DataShards: dataShards, ParityShards: parityShards,
+				cfg.Stripe = &durability.StripeConfig{DataShards: dataShards, ParityShards: parityShards,
 					SegmentSize: int64(seg), ChunkSize: int(chunk), KeepLocal: keepLocal,
 					RepairThreshold: repairThreshold, AuditInterval: auditEvery, RepairInterval: repairEvery,
 					SweepInterval: sweepEvery,

@@ -1,4 +1,4 @@
-package origin
+package durability
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/erasure"
+	"github.com/topcdn/topcdn/internal/tick"
 	"github.com/topcdn/topcdn/storageapi"
 	"go.uber.org/zap"
 )
@@ -24,53 +25,39 @@ type auditTarget struct {
 }
 
 // runAuditor audits one random shard every AuditInterval until ctx ends.
-func (o *Origin) runAuditor(ctx context.Context) {
-	every(ctx, o.stripeCfg.AuditInterval, func() {
+func (kp *Keeper) runAuditor(ctx context.Context) {
+	tick.Every(ctx, kp.stripeCfg.AuditInterval, func(ctx context.Context) {
 		var t auditTarget
-		err := o.db.QueryRowContext(ctx, `SELECT s.shard_id, s.peer_id, s.chunks, g.shard_size, g.chunk_size
+		err := kp.db.QueryRowContext(ctx, `SELECT s.shard_id, s.peer_id, s.chunks, g.shard_size, g.chunk_size
 			FROM shards s JOIN segments g ON g.id = s.segment_id WHERE s.bad = '' ORDER BY random() LIMIT 1`).
 			Scan(&t.shardID, &t.peer, &t.chunks, &t.shardSize, &t.chunkSize)
 		if err != nil {
 			return // nothing striped yet
 		}
-		o.audit(ctx, t)
+		kp.audit(ctx, t)
 	})
-}
-
-// every calls fn every d until ctx ends.
-func every(ctx context.Context, d time.Duration, fn func()) {
-	tick := time.NewTicker(d)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		fn()
-	}
 }
 
 // AuditAll audits every shard once, each at a random chunk, and returns
 // how many failed. Peers that are down count as unreachable, not failed.
-func (o *Origin) AuditAll(ctx context.Context) (failed int, err error) {
-	rows, err := o.db.QueryContext(ctx, `SELECT s.shard_id, s.peer_id, s.chunks, g.shard_size, g.chunk_size
+func (kp *Keeper) AuditAll(ctx context.Context) (failed int, err error) {
+	rows, err := kp.db.QueryContext(ctx, `SELECT s.shard_id, s.peer_id, s.chunks, g.shard_size, g.chunk_size
 		FROM shards s JOIN segments g ON g.id = s.segment_id`)
 	if err != nil {
-		return 0, fmt.Errorf("origin: audit: %w", err)
+		return 0, fmt.Errorf("durability: audit: %w", err)
 	}
 	var targets []auditTarget
 	for rows.Next() {
 		var t auditTarget
 		if err := rows.Scan(&t.shardID, &t.peer, &t.chunks, &t.shardSize, &t.chunkSize); err != nil {
 			rows.Close()
-			return 0, fmt.Errorf("origin: audit: %w", err)
+			return 0, fmt.Errorf("durability: audit: %w", err)
 		}
 		targets = append(targets, t)
 	}
 	rows.Close()
 	for _, t := range targets {
-		if o.audit(ctx, t) == "failed" {
+		if kp.audit(ctx, t) == "failed" {
 			failed++
 		}
 	}
@@ -83,7 +70,7 @@ func (o *Origin) AuditAll(ctx context.Context) (failed int, err error) {
 // heartbeats say it is up. AuditRefusals refusals of the shard in a row
 // count as a failure: a peer must not keep shards it will not prove it
 // holds by answering audits with errors.
-func (o *Origin) audit(ctx context.Context, t auditTarget) string {
+func (kp *Keeper) audit(ctx context.Context, t auditTarget) string {
 	p, err := peer.Decode(t.peer)
 	if err != nil {
 		return "failed"
@@ -93,11 +80,11 @@ func (o *Origin) audit(ctx context.Context, t auditTarget) string {
 	off := int64(i) * int64(t.chunkSize)
 	length := min(int64(t.chunkSize), t.shardSize-off)
 	result, reason := "ok", ""
-	addr, err := o.cachedAddr(ctx, p)
+	addr, err := kp.cachedAddr(ctx, p)
 	if err == nil {
 		var data []byte
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		data, err = o.storage.Audit(actx, p, addr, t.shardID, off, length)
+		data, err = kp.storage.Audit(actx, p, addr, t.shardID, off, length)
 		cancel()
 		if err == nil {
 			sum := sha256.Sum256(data)
@@ -122,42 +109,42 @@ func (o *Origin) audit(ctx context.Context, t auditTarget) string {
 	if err != nil {
 		reason = err.Error()
 	}
-	if result == "unreachable" && o.heartbeating(ctx, t.peer) {
+	if result == "unreachable" && kp.heartbeating(ctx, t.peer) {
 		result = "refused"
 	}
-	o.metrics.audits.WithLabelValues(result).Inc()
-	if _, err := o.db.ExecContext(ctx, `INSERT INTO audits (peer_id, shard_id, ok, reason, at, result) VALUES (?, ?, ?, ?, ?, ?)`,
-		t.peer, t.shardID, result == "ok", reason, o.now().UnixNano(), result); err != nil {
-		o.log.Error("record audit", zap.Error(err))
+	kp.metrics.audits.WithLabelValues(result).Inc()
+	if _, err := kp.db.ExecContext(ctx, `INSERT INTO audits (peer_id, shard_id, ok, reason, at, result) VALUES (?, ?, ?, ?, ?, ?)`,
+		t.peer, t.shardID, result == "ok", reason, kp.now().UnixNano(), result); err != nil {
+		kp.log.Error("record audit", zap.Error(err))
 	}
 	switch {
 	case result == "failed":
-		o.flagPeer(erasure.Flag{Peer: p, Shard: t.shardID, Reason: "bad-bytes"}, "audit")
-	case result == "refused" && o.refusedInARow(ctx, t) >= o.stripeCfg.AuditRefusals:
-		o.flagPeer(erasure.Flag{Peer: p, Shard: t.shardID, Reason: "refused-audits"}, "audit")
+		kp.flagPeer(erasure.Flag{Peer: p, Shard: t.shardID, Reason: "bad-bytes"}, "audit")
+	case result == "refused" && kp.refusedInARow(ctx, t) >= kp.stripeCfg.AuditRefusals:
+		kp.flagPeer(erasure.Flag{Peer: p, Shard: t.shardID, Reason: "refused-audits"}, "audit")
 		result = "failed"
 	}
-	o.log.Debug("audit", zap.String("peer", t.peer), zap.String("shard", t.shardID), zap.String("result", result), zap.String("reason", reason))
+	kp.log.Debug("audit", zap.String("peer", t.peer), zap.String("shard", t.shardID), zap.String("result", result), zap.String("reason", reason))
 	return result
 }
 
 // heartbeating reports whether the peer's heartbeats are fresh (within
 // three intervals), as the peer list counts it healthy.
-func (o *Origin) heartbeating(ctx context.Context, peerID string) bool {
+func (kp *Keeper) heartbeating(ctx context.Context, peerID string) bool {
 	var lastSeen int64
-	if err := o.db.QueryRowContext(ctx, `SELECT last_seen FROM peers WHERE peer_id = ?`, peerID).Scan(&lastSeen); err != nil {
+	if err := kp.db.QueryRowContext(ctx, `SELECT last_seen FROM peers WHERE peer_id = ?`, peerID).Scan(&lastSeen); err != nil {
 		return false
 	}
-	return o.now().Sub(time.Unix(0, lastSeen)) <= 3*o.cfg.HeartbeatInterval
+	return kp.now().Sub(time.Unix(0, lastSeen)) <= 3*kp.cfg.HeartbeatInterval
 }
 
 // refusedInARow counts the latest audits of t's shard on its peer that
 // were refused, back to the last that was not.
-func (o *Origin) refusedInARow(ctx context.Context, t auditTarget) int {
-	rows, err := o.db.QueryContext(ctx, `SELECT result FROM audits WHERE shard_id = ? AND peer_id = ?
-		ORDER BY at DESC, id DESC LIMIT ?`, t.shardID, t.peer, o.stripeCfg.AuditRefusals)
+func (kp *Keeper) refusedInARow(ctx context.Context, t auditTarget) int {
+	rows, err := kp.db.QueryContext(ctx, `SELECT result FROM audits WHERE shard_id = ? AND peer_id = ?
+		ORDER BY at DESC, id DESC LIMIT ?`, t.shardID, t.peer, kp.stripeCfg.AuditRefusals)
 	if err != nil {
-		o.log.Error("count refused audits", zap.Error(err))
+		kp.log.Error("count refused audits", zap.Error(err))
 		return 0
 	}
 	defer rows.Close()

@@ -1,4 +1,4 @@
-package origin
+package durability
 
 import (
 	"context"
@@ -12,11 +12,11 @@ import (
 
 func TestHeartbeat(t *testing.T) {
 	ctx := context.Background()
-	o := newTestOrigin(t)
+	kp, _ := newTestKeeper(t, Config{})
 	peerKey, _ := identity.Generate(nil)
 	other, _ := identity.Generate(nil)
 	now := time.Now()
-	o.now = func() time.Time { return now }
+	kp.now = func() time.Time { return now }
 	hb := func(k *identity.Key, mut func(*storageapi.Heartbeat)) *identity.Envelope {
 		h := storageapi.Heartbeat{Peer: peerKey.ID.String(), Addr: "http://127.0.0.1:9001", Capacity: 100, Free: 60,
 			Shards: 3, Time: now, Location: &storageapi.Location{Lat: 50.1, Lon: 8.7, Region: "eu-fra"}}
@@ -36,25 +36,25 @@ func TestHeartbeat(t *testing.T) {
 		want error
 	}{
 		{"first heartbeat registers", first, nil},
-		{"replayed", first, ErrConflict},
+		{"replayed", first, ErrReplayedHeartbeat},
 		{"newer", hb(peerKey, func(h *storageapi.Heartbeat) { h.Time = now.Add(time.Second); h.Free = 50 }), nil},
-		{"signed by another key", hb(other, nil), ErrBadRequest},
-		{"stale", hb(peerKey, func(h *storageapi.Heartbeat) { h.Time = now.Add(-time.Hour) }), ErrBadRequest},
-		{"from the future", hb(peerKey, func(h *storageapi.Heartbeat) { h.Time = now.Add(time.Hour) }), ErrBadRequest},
-		{"bad address", hb(peerKey, func(h *storageapi.Heartbeat) { h.Addr = "ftp://x"; h.Time = now.Add(2 * time.Second) }), ErrBadRequest},
-		{"free over capacity", hb(peerKey, func(h *storageapi.Heartbeat) { h.Free = 1000; h.Time = now.Add(2 * time.Second) }), ErrBadRequest},
+		{"signed by another key", hb(other, nil), ErrBadHeartbeat},
+		{"stale", hb(peerKey, func(h *storageapi.Heartbeat) { h.Time = now.Add(-time.Hour) }), ErrBadHeartbeat},
+		{"from the future", hb(peerKey, func(h *storageapi.Heartbeat) { h.Time = now.Add(time.Hour) }), ErrBadHeartbeat},
+		{"bad address", hb(peerKey, func(h *storageapi.Heartbeat) { h.Addr = "ftp://x"; h.Time = now.Add(2 * time.Second) }), ErrBadHeartbeat},
+		{"free over capacity", hb(peerKey, func(h *storageapi.Heartbeat) { h.Free = 1000; h.Time = now.Add(2 * time.Second) }), ErrBadHeartbeat},
 		{"wrong type", func() *identity.Envelope {
 			e, _ := peerKey.Sign(storageapi.TypeWriteOrder, storageapi.Heartbeat{Peer: peerKey.ID.String(), Time: now})
 			return e
-		}(), ErrBadRequest},
+		}(), ErrBadHeartbeat},
 	}
 	for _, st := range steps {
-		err := o.Heartbeat(ctx, st.env)
+		err := kp.Heartbeat(ctx, st.env)
 		if st.want == nil && err != nil || st.want != nil && !errors.Is(err, st.want) {
 			t.Fatalf("%s: err = %v, want %v", st.name, err, st.want)
 		}
 	}
-	peers, err := o.Peers(ctx)
+	peers, err := kp.Peers(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,29 +63,29 @@ func TestHeartbeat(t *testing.T) {
 		t.Fatalf("peers = %+v", peers)
 	}
 	// Three intervals of silence: unhealthy.
-	now = now.Add(3*o.cfg.HeartbeatInterval + time.Second)
-	if peers, _ := o.Peers(ctx); peers[0].Healthy {
+	now = now.Add(3*kp.cfg.HeartbeatInterval + time.Second)
+	if peers, _ := kp.Peers(ctx); peers[0].Healthy {
 		t.Fatal("silent peer still healthy")
 	}
 }
 
 func TestPlacementSpreadsAcrossRegions(t *testing.T) {
 	ctx := context.Background()
-	o := newTestOrigin(t)
+	kp, _ := newTestKeeper(t, Config{})
 	now := time.Now()
-	o.now = func() time.Time { return now }
+	kp.now = func() time.Time { return now }
 	regions := []string{"eu", "eu", "eu", "eu", "us", "us", "ap"}
 	byID := map[string]string{}
 	for i, r := range regions {
 		k, _ := identity.Generate(nil)
 		env, _ := k.Sign(storageapi.TypeHeartbeat, storageapi.Heartbeat{Peer: k.ID.String(), Addr: "http://127.0.0.1:1",
 			Capacity: 100, Free: int64(10 * (i + 1)), Time: now, Location: &storageapi.Location{Region: r}})
-		if err := o.Heartbeat(ctx, env); err != nil {
+		if err := kp.Heartbeat(ctx, env); err != nil {
 			t.Fatal(err)
 		}
 		byID[k.ID.String()] = r
 	}
-	got, err := o.placement(ctx)
+	got, err := kp.placement(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,10 +110,10 @@ func TestPlacementSpreadsAcrossRegions(t *testing.T) {
 			liar = id
 		}
 	}
-	if _, err := o.db.ExecContext(ctx, `INSERT INTO flags (peer_id, shard_id, reason, source, at) VALUES (?, 's', 'bad-bytes', 'audit', 0)`, liar); err != nil {
+	if _, err := kp.db.ExecContext(ctx, `INSERT INTO flags (peer_id, shard_id, reason, source, at) VALUES (?, 's', 'bad-bytes', 'audit', 0)`, liar); err != nil {
 		t.Fatal(err)
 	}
-	got, err = o.placement(ctx)
+	got, err = kp.placement(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

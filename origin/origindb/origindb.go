@@ -1,4 +1,4 @@
-package origin
+package origindb
 
 import (
 	"context"
@@ -8,7 +8,9 @@ import (
 	"github.com/topcdn/topcdn/sqlitedb"
 )
 
-// schema is applied in order; PRAGMA user_version records how far.
+// schema is applied in order; PRAGMA user_version records how far. Its
+// history is the data directories': a migration, once released, is never
+// edited, only followed by another.
 var schema = []string{
 	`CREATE TABLE roots (
 		cid        TEXT PRIMARY KEY,
@@ -138,8 +140,9 @@ var schema = []string{
 	CREATE INDEX audits_shard ON audits (shard_id, peer_id, at);`,
 }
 
-// openDB opens the origin's database, bringing its schema up to date.
-func openDB(ctx context.Context, path string) (*sql.DB, error) {
+// Open opens the origin's database at path (DATA/origin.db), creating it if
+// needed and bringing its schema up to date.
+func Open(ctx context.Context, path string) (*sql.DB, error) {
 	db, err := sqlitedb.Open(ctx, path, schema)
 	if err != nil {
 		return nil, fmt.Errorf("origin: %w", err)

@@ -1,4 +1,4 @@
-package origin
+package durability
 
 import (
 	"context"
@@ -27,16 +27,16 @@ func TestSweepOrphans(t *testing.T) {
 		}
 		return id
 	}
-	failed := sn.o.placingShards()
+	failed := sn.kp.placingShards()
 	orphan := put(failed, 0, []byte("a shard whose job failed before saving its row"))
 	failed.release()
-	running := sn.o.placingShards()
+	running := sn.kp.placingShards()
 	inFlight := put(running, 1, []byte("a shard whose job is still running"))
 	for i := range sn.peers {
 		sn.heartbeat(t, i, 900)
 	}
 
-	n, err := sn.o.SweepOrphans(ctx)
+	n, err := sn.kp.SweepOrphans(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,10 +46,10 @@ func TestSweepOrphans(t *testing.T) {
 	if !sn.holds(t, 1, inFlight) {
 		t.Fatal("sweep deleted a shard a running job had just placed")
 	}
-	if failed, err := sn.o.AuditAll(ctx); err != nil || failed != 0 {
+	if failed, err := sn.kp.AuditAll(ctx); err != nil || failed != 0 {
 		t.Fatalf("after the sweep, %d audits failed (%v): it deleted placed shards", failed, err)
 	}
-	m, err := sn.o.Manifest(ctx, root)
+	m, err := sn.kp.Manifest(ctx, root)
 	if err != nil || len(m.Segments) != 1 {
 		t.Fatalf("manifest: %v", err)
 	}
@@ -57,10 +57,10 @@ func TestSweepOrphans(t *testing.T) {
 	// The job ends without saving a row: its shard is an orphan now.
 	running.release()
 	sn.heartbeat(t, 1, 900)
-	if n, err := sn.o.SweepOrphans(ctx); err != nil || n != 1 || sn.holds(t, 1, inFlight) {
+	if n, err := sn.kp.SweepOrphans(ctx); err != nil || n != 1 || sn.holds(t, 1, inFlight) {
 		t.Fatalf("second sweep: %d deleted (%v), shard still held: %v; want 1", n, err, sn.holds(t, 1, inFlight))
 	}
-	if n, err := sn.o.SweepOrphans(ctx); err != nil || n != 0 {
+	if n, err := sn.kp.SweepOrphans(ctx); err != nil || n != 0 {
 		t.Fatalf("a sweep with nothing left to delete deleted %d (%v)", n, err)
 	}
 }

@@ -1,4 +1,4 @@
-package origin
+package durability
 
 import (
 	"bytes"
@@ -10,19 +10,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipfs/boxo/blockstore"
 	mdag "github.com/ipfs/boxo/ipld/merkledag"
 	"github.com/ipfs/go-cid"
+	format "github.com/ipfs/go-ipld-format"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/storage"
 	"github.com/topcdn/topcdn/storageapi"
 )
 
-// stripeNet is a striping origin on a settable clock with storage peers
+// stripeNet is a striping Keeper on a settable clock with storage peers
 // served over loopback. The peers send no heartbeats of their own: tests
 // send them (heartbeat), so placement order and health are theirs to set.
 type stripeNet struct {
-	o     *Origin
+	kp    *Keeper
+	local blockstore.Blockstore // the origin's disk
 	peers []*storage.Server
 	keys  []*identity.Key
 	addrs []string
@@ -36,20 +39,15 @@ func newStripeNet(t *testing.T, n int, sc StripeConfig) *stripeNet {
 	t.Helper()
 	ctx := context.Background()
 	sn := &stripeNet{clock: time.Now(), lie: map[int]http.HandlerFunc{}}
-	o, err := New(ctx, Config{DataDir: t.TempDir(), HeartbeatInterval: time.Second, Stripe: &sc})
-	if err != nil {
-		t.Fatal(err)
-	}
-	o.now = sn.now
-	t.Cleanup(func() { o.Close() })
-	sn.o = o
+	sn.kp, sn.local = newTestKeeper(t, Config{HeartbeatInterval: time.Second, Stripe: &sc})
+	sn.kp.now = sn.now
 	for range n {
 		key, err := identity.Generate(nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		ts := httptest.NewUnstartedServer(nil)
-		s, err := storage.New(ctx, storage.Config{DataDir: t.TempDir(), Key: key, OriginID: o.ID().ID,
+		s, err := storage.New(ctx, storage.Config{DataDir: t.TempDir(), Key: key, OriginID: sn.kp.key.ID,
 			Capacity: 1 << 20, PublicAddr: "http://" + ts.Listener.Addr().String(), Registry: prometheus.NewRegistry()})
 		if err != nil {
 			t.Fatal(err)
@@ -102,22 +100,24 @@ func (sn *stripeNet) heartbeat(t *testing.T, i int, free int64) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := sn.o.Heartbeat(context.Background(), env); err != nil {
+	if err := sn.kp.Heartbeat(context.Background(), env); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// publish uploads a one-block DAG holding data and stripes it.
+// publish stores a one-block DAG holding data on the origin's disk, as an
+// upload does, queues it and stripes it.
 func (sn *stripeNet) publish(t *testing.T, data []byte) cid.Cid {
 	t.Helper()
 	ctx := context.Background()
 	nd := mdag.NewRawNode(data)
-	pub, _ := identity.Generate(nil)
-	car := carBytes(t, []cid.Cid{nd.Cid()}, testBlock{nd.Cid(), nd.RawData()})
-	if _, err := sn.o.Ingest(ctx, Upload{Publisher: pub.ID, Roots: []cid.Cid{nd.Cid()}}, bytes.NewReader(car)); err != nil {
+	if err := sn.local.Put(ctx, nd); err != nil {
 		t.Fatal(err)
 	}
-	if err := sn.o.stripeRoot(ctx, nd.Cid()); err != nil {
+	if err := sn.kp.Queue(ctx, nd.Cid()); err != nil {
+		t.Fatal(err)
+	}
+	if err := sn.kp.stripeRoot(ctx, nd.Cid()); err != nil {
 		t.Fatal(err)
 	}
 	return nd.Cid()
@@ -155,11 +155,11 @@ func TestRepairKeepsShardsOtherSegmentsNeed(t *testing.T) {
 	}
 	b := sn.publish(t, []byte("world"))
 
-	ma, err := sn.o.Manifest(ctx, a)
+	ma, err := sn.kp.Manifest(ctx, a)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mb, err := sn.o.Manifest(ctx, b)
+	mb, err := sn.kp.Manifest(ctx, b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +179,7 @@ func TestRepairKeepsShardsOtherSegmentsNeed(t *testing.T) {
 			sn.heartbeat(t, i, 500)
 		}
 	}
-	placed, err := sn.o.Repair(ctx)
+	placed, err := sn.kp.Repair(ctx)
 	if err != nil {
 		t.Fatalf("repair: %v", err)
 	}
@@ -191,46 +191,12 @@ func TestRepairKeepsShardsOtherSegmentsNeed(t *testing.T) {
 	if !sn.holds(t, z, shB.ID) {
 		t.Fatal("repairing segment A deleted the shard segment B keeps on peer z")
 	}
-	failed, err := sn.o.AuditAll(ctx)
+	failed, err := sn.kp.AuditAll(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if failed != 0 {
 		t.Fatalf("%d audits failed after the repair, want 0", failed)
-	}
-}
-
-// TestNewChecksStripeConfig: settings no manifest or repair can satisfy
-// are refused at start. They were taken: a chunk size under 512 bytes (or
-// a segment size over 1 GiB) let every stripe job upload all its shards
-// and then fail to sign the manifest, forever; a repair threshold above
-// k+m kept every segment "at risk", so each pass read k whole shards of
-// every segment and placed nothing.
-func TestNewChecksStripeConfig(t *testing.T) {
-	tests := []struct {
-		name    string
-		sc      StripeConfig
-		wantErr bool
-	}{
-		{"defaults", StripeConfig{}, false},
-		{"threshold k+m", StripeConfig{DataShards: 4, ParityShards: 2, RepairThreshold: 6}, false},
-		{"threshold above k+m", StripeConfig{DataShards: 4, ParityShards: 2, RepairThreshold: 7}, true},
-		{"smallest chunk", StripeConfig{ChunkSize: 512}, false},
-		{"chunk too small", StripeConfig{ChunkSize: 100}, true},
-		{"chunk too large", StripeConfig{ChunkSize: 32 << 20}, true},
-		{"segment too large", StripeConfig{SegmentSize: 2 << 30}, true},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			sc := tc.sc
-			o, err := New(context.Background(), Config{DataDir: t.TempDir(), Stripe: &sc})
-			if err == nil {
-				o.Close()
-			}
-			if (err != nil) != tc.wantErr {
-				t.Fatalf("New err = %v, want error %v", err, tc.wantErr)
-			}
-		})
 	}
 }
 
@@ -248,7 +214,7 @@ func TestFlagIgnoresShardsMovedAway(t *testing.T) {
 	}
 	root := sn.publish(t, []byte("some bytes to stripe over six peers"))
 	var stale auditTarget
-	if err := sn.o.db.QueryRowContext(ctx, `SELECT s.shard_id, s.peer_id, s.chunks, g.shard_size, g.chunk_size
+	if err := sn.kp.db.QueryRowContext(ctx, `SELECT s.shard_id, s.peer_id, s.chunks, g.shard_size, g.chunk_size
 		FROM shards s JOIN segments g ON g.id = s.segment_id WHERE s.idx = 0`).
 		Scan(&stale.shardID, &stale.peer, &stale.chunks, &stale.shardSize, &stale.chunkSize); err != nil {
 		t.Fatal(err)
@@ -263,7 +229,7 @@ func TestFlagIgnoresShardsMovedAway(t *testing.T) {
 	for i := 1; i < len(sn.peers); i++ {
 		sn.heartbeat(t, i, 500)
 	}
-	if placed, err := sn.o.Repair(ctx); err != nil || placed != 1 {
+	if placed, err := sn.kp.Repair(ctx); err != nil || placed != 1 {
 		t.Fatalf("repair placed %d, err %v; want 1 shard moved", placed, err)
 	}
 	if sn.holds(t, 0, stale.shardID) {
@@ -271,8 +237,8 @@ func TestFlagIgnoresShardsMovedAway(t *testing.T) {
 	}
 	sn.heartbeat(t, 0, 500) // peer 0 is back
 
-	sn.o.audit(ctx, stale) // listed before the move
-	peers, err := sn.o.Peers(ctx)
+	sn.kp.audit(ctx, stale) // listed before the move
+	peers, err := sn.kp.Peers(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,7 +247,7 @@ func TestFlagIgnoresShardsMovedAway(t *testing.T) {
 			t.Fatalf("peer 0 flagged %d times for a shard it was told to delete", p.Flags)
 		}
 	}
-	if _, err := sn.o.Manifest(ctx, root); err != nil {
+	if _, err := sn.kp.Manifest(ctx, root); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -307,14 +273,14 @@ func TestAuditFailsPeerClaimingShortShard(t *testing.T) {
 		w.Write([]byte(`{"error":"outside the shard"}`))
 	}
 	sn.mu.Unlock()
-	failed, err := sn.o.AuditAll(ctx)
+	failed, err := sn.kp.AuditAll(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if failed != 1 {
 		t.Fatalf("%d audits failed, want 1 (peer 2's)", failed)
 	}
-	health, _, err := sn.o.segmentsHealth(ctx)
+	health, _, err := sn.kp.segmentsHealth(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -371,11 +337,11 @@ func TestAuditRefusalsCountAsLoss(t *testing.T) {
 		}
 		sn.advance(5 * time.Second) // peer 4's last heartbeat grows old
 		beat(4)
-		failed, err := sn.o.AuditAll(ctx)
+		failed, err := sn.kp.AuditAll(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		health, _, err := sn.o.segmentsHealth(ctx)
+		health, _, err := sn.kp.segmentsHealth(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -383,7 +349,46 @@ func TestAuditRefusalsCountAsLoss(t *testing.T) {
 			t.Fatalf("%s: %d audits failed, segment health %+v; want %d failed, %d bad", st.name, failed, health, st.wantFailed, st.wantBad)
 		}
 	}
-	if !func() bool { h, _, _ := sn.o.segmentsHealth(ctx); return needsRepair(h[0]) }() {
+	if !func() bool { h, _, _ := sn.kp.segmentsHealth(ctx); return needsRepair(h[0]) }() {
 		t.Fatal("the refused shard is bad but its segment is not due for repair")
+	}
+}
+
+// TestStripeSharesStripedBlocks: a root whose DAG holds a block striped
+// with an earlier publish (and dropped from the origin's disk) is walked
+// whole and striped without it; its manifest places the shared block in
+// the earlier segment, and it reads back from the peers.
+func TestStripeSharesStripedBlocks(t *testing.T) {
+	ctx := context.Background()
+	sn := newStripeNet(t, 6, StripeConfig{DataShards: 4, ParityShards: 2, ChunkSize: 512,
+		AuditInterval: time.Hour, RepairInterval: time.Hour})
+	for i := range sn.peers {
+		sn.heartbeat(t, i, 900)
+	}
+	leaf := sn.publish(t, []byte("a leaf two sites share"))
+	if has, _ := sn.local.Has(ctx, leaf); has {
+		t.Fatal("setup: the striped leaf is still on the origin's disk")
+	}
+	root := mdag.NodeWithData([]byte("a site"))
+	if err := root.AddRawLink("leaf", &format.Link{Cid: leaf}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sn.local.Put(ctx, root); err != nil {
+		t.Fatal(err)
+	}
+	if err := sn.kp.stripeRoot(ctx, root.Cid()); err != nil {
+		t.Fatal(err)
+	}
+	m, err := sn.kp.Manifest(ctx, root.Cid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Blocks) != 2 || m.Blocks[0].CID != root.Cid().String() || m.Blocks[1].CID != leaf.String() || len(m.Segments) != 2 {
+		t.Fatalf("manifest blocks %+v in %d segments; want the root, then the leaf in its earlier segment", m.Blocks, len(m.Segments))
+	}
+	for _, c := range []cid.Cid{root.Cid(), leaf} {
+		if _, err := sn.kp.ReadBlock(ctx, c); err != nil {
+			t.Fatalf("read %s back: %v", c, err)
+		}
 	}
 }

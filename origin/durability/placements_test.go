@@ -1,4 +1,4 @@
-package origin
+package durability
 
 import (
 	"context"
@@ -71,17 +71,17 @@ func TestRepairKeepsShardBeingPlaced(t *testing.T) {
 	}
 	data := []byte("the same shard, placed twice")
 	id := storageapi.ShardID(data)
-	job := sn.o.placingShards()
+	job := sn.kp.placingShards()
 	if err := job.PutShard(ctx, sn.keys[0].ID, id, data); err != nil {
 		t.Fatal(err)
 	}
 	// No row places the shard on peer 0 yet: only the job in flight does.
-	sn.o.dropOldShard(ctx, shardRow{id: id, peer: sn.keys[0].ID.String()})
+	sn.kp.dropOldShard(ctx, shardRow{id: id, peer: sn.keys[0].ID.String()})
 	if !sn.holds(t, 0, id) {
 		t.Fatal("repair deleted a shard a stripe job had just placed on the peer")
 	}
 	job.release()
-	sn.o.dropOldShard(ctx, shardRow{id: id, peer: sn.keys[0].ID.String()})
+	sn.kp.dropOldShard(ctx, shardRow{id: id, peer: sn.keys[0].ID.String()})
 	if sn.holds(t, 0, id) {
 		t.Fatal("an old shard no row or job places on the peer was kept")
 	}

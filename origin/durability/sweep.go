@@ -1,4 +1,4 @@
-package origin
+package durability
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/topcdn/topcdn/internal/tick"
 	"github.com/topcdn/topcdn/originapi"
 	"go.uber.org/zap"
 )
@@ -15,10 +16,10 @@ import (
 const maxSweepDeletes = 10000
 
 // runSweeper sweeps orphan shards every SweepInterval until ctx ends.
-func (o *Origin) runSweeper(ctx context.Context) {
-	every(ctx, o.stripeCfg.SweepInterval, func() {
-		if _, err := o.SweepOrphans(ctx); err != nil && ctx.Err() == nil {
-			o.log.Warn("orphan sweep incomplete", zap.Error(err))
+func (kp *Keeper) runSweeper(ctx context.Context) {
+	tick.Every(ctx, kp.stripeCfg.SweepInterval, func(ctx context.Context) {
+		if _, err := kp.SweepOrphans(ctx); err != nil && ctx.Err() == nil {
+			kp.log.Warn("orphan sweep incomplete", zap.Error(err))
 		}
 	})
 }
@@ -29,8 +30,8 @@ func (o *Origin) runSweeper(ctx context.Context) {
 // when it failed or the origin crashed between its puts and its rows. It
 // returns how many shards it deleted. The peers' lists are their word;
 // nothing placed on a peer is deleted whatever it lists.
-func (o *Origin) SweepOrphans(ctx context.Context) (int, error) {
-	peers, err := o.Peers(ctx)
+func (kp *Keeper) SweepOrphans(ctx context.Context) (int, error) {
+	peers, err := kp.Peers(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -40,7 +41,7 @@ func (o *Origin) SweepOrphans(ctx context.Context) (int, error) {
 		if !pi.Healthy || pi.Shards <= pi.Placed {
 			continue
 		}
-		n, err := o.sweepPeer(ctx, pi)
+		n, err := kp.sweepPeer(ctx, pi)
 		deleted += n
 		if err != nil {
 			errs = append(errs, err)
@@ -50,19 +51,19 @@ func (o *Origin) SweepOrphans(ctx context.Context) (int, error) {
 		}
 	}
 	if len(errs) > 0 {
-		return deleted, fmt.Errorf("origin: sweep: %d peers: first: %w", len(errs), errs[0])
+		return deleted, fmt.Errorf("durability: sweep: %d peers: first: %w", len(errs), errs[0])
 	}
 	return deleted, ctx.Err()
 }
 
 // sweepPeer deletes the orphan shards of one peer.
-func (o *Origin) sweepPeer(ctx context.Context, pi originapi.PeerInfo) (int, error) {
+func (kp *Keeper) sweepPeer(ctx context.Context, pi originapi.PeerInfo) (int, error) {
 	p, err := peer.Decode(pi.ID)
 	if err != nil {
 		return 0, err
 	}
 	lctx, cancel := context.WithTimeout(ctx, time.Minute)
-	held, err := o.storage.List(lctx, pi.Addr)
+	held, err := kp.storage.List(lctx, pi.Addr)
 	cancel()
 	if err != nil {
 		return 0, err
@@ -72,7 +73,7 @@ func (o *Origin) sweepPeer(ctx context.Context, pi originapi.PeerInfo) (int, err
 		if deleted >= maxSweepDeletes || ctx.Err() != nil {
 			break
 		}
-		ok, err := o.deleteIfOrphan(ctx, p, pi.Addr, sh.ID)
+		ok, err := kp.deleteIfOrphan(ctx, p, pi.Addr, sh.ID)
 		if err != nil {
 			return deleted, err
 		}
@@ -81,32 +82,32 @@ func (o *Origin) sweepPeer(ctx context.Context, pi originapi.PeerInfo) (int, err
 		}
 	}
 	if deleted > 0 {
-		o.metrics.orphans.Add(float64(deleted))
-		o.log.Info("orphan shards deleted", zap.String("peer", pi.ID), zap.Int("shards", deleted))
+		kp.metrics.orphans.Add(float64(deleted))
+		kp.log.Info("orphan shards deleted", zap.String("peer", pi.ID), zap.Int("shards", deleted))
 	}
 	return deleted, nil
 }
 
 // deleteIfOrphan deletes shard from p if no row places it there and no
 // put of it there is in flight (placements).
-func (o *Origin) deleteIfOrphan(ctx context.Context, p peer.ID, addr, shard string) (bool, error) {
+func (kp *Keeper) deleteIfOrphan(ctx context.Context, p peer.ID, addr, shard string) (bool, error) {
 	k := placement{shard: shard, peer: p}
-	if !o.placing.startDelete(k) {
+	if !kp.placing.startDelete(k) {
 		return false, nil
 	}
-	defer o.placing.endDelete(k)
+	defer kp.placing.endDelete(k)
 	var placed int
-	if err := o.db.QueryRowContext(ctx, `SELECT count(*) FROM shards WHERE shard_id = ? AND peer_id = ?`,
+	if err := kp.db.QueryRowContext(ctx, `SELECT count(*) FROM shards WHERE shard_id = ? AND peer_id = ?`,
 		shard, p.String()).Scan(&placed); err != nil {
-		return false, fmt.Errorf("origin: sweep: %w", err)
+		return false, fmt.Errorf("durability: sweep: %w", err)
 	}
 	if placed > 0 {
 		return false, nil
 	}
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := o.storage.Delete(dctx, p, addr, shard); err != nil {
-		o.log.Debug("orphan shard not deleted", zap.Stringer("peer", p), zap.String("shard", shard), zap.Error(err))
+	if err := kp.storage.Delete(dctx, p, addr, shard); err != nil {
+		kp.log.Debug("orphan shard not deleted", zap.Stringer("peer", p), zap.String("shard", shard), zap.Error(err))
 		return false, nil
 	}
 	return true, nil

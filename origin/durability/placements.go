@@ -1,4 +1,4 @@
-package origin
+package durability
 
 import (
 	"context"
@@ -84,7 +84,7 @@ func (ps *placements) endDelete(k placement) {
 }
 
 // placingShards is the ShardStore of one stripe job or repair: each shard
-// it puts stays noted in the origin's placements until release, which the
+// it puts stays noted in the Keeper's placements until release, which the
 // job calls once it has saved the rows placing them (or failed).
 type placingShards struct {
 	peerShards
@@ -92,14 +92,14 @@ type placingShards struct {
 	keys []placement
 }
 
-func (o *Origin) placingShards() *placingShards {
-	return &placingShards{peerShards: peerShards{o: o, client: o.storage}}
+func (kp *Keeper) placingShards() *placingShards {
+	return &placingShards{peerShards: peerShards{keeper: kp, client: kp.storage}}
 }
 
 // PutShard puts a shard on p, noted as in flight until release.
 func (s *placingShards) PutShard(ctx context.Context, p peer.ID, shard string, data []byte) error {
 	k := placement{shard: shard, peer: p}
-	if err := s.o.placing.begin(ctx, k); err != nil {
+	if err := s.keeper.placing.begin(ctx, k); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -113,7 +113,7 @@ func (s *placingShards) release() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, k := range s.keys {
-		s.o.placing.end(k)
+		s.keeper.placing.end(k)
 	}
 	s.keys = nil
 }

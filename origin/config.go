@@ -1,0 +1,103 @@
+package origin
+
+import (
+	"errors"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/origin/durability"
+	"go.uber.org/zap"
+)
+
+// Config configures an Origin.
+type Config struct {
+	// DataDir holds the block store (blocks/), the metadata database
+	// (origin.db), upload staging files (staging/) and, by default, the
+	// origin's key (origin.key). Required.
+	DataDir string
+	// Key is the origin's identity. Default: loaded from DataDir/origin.key,
+	// generated there on first start.
+	Key *identity.Key
+	// MaxUploadSize bounds one CAR upload, in bytes. Default: 8 GiB.
+	MaxUploadSize int64
+	// MaxUploadBlocks bounds the blocks of one CAR upload (each costs a
+	// little memory while the upload is checked). Default: 1,000,000.
+	MaxUploadBlocks int
+	// MaxConcurrentUploads bounds how many CAR uploads are staged at once;
+	// more get 503 with Retry-After. Default: 4.
+	MaxConcurrentUploads int
+	// PublisherQuota bounds the bytes each publisher may store: the blocks
+	// its uploads newly add (blocks the origin already holds, whoever
+	// uploaded them, are not counted again). An upload that would cross it
+	// is refused with 413 and not kept. Default: 0, unlimited; topcdn
+	// origin's --publisher-quota defaults to 10 GiB.
+	PublisherQuota int64
+	// Publishers, when set, are the only keys whose signed uploads are
+	// accepted; others get 403. Default: empty, any key may upload (each
+	// within PublisherQuota).
+	Publishers []peer.ID
+	// Funds, when set, is asked before each upload whether its publisher
+	// can pay (billing's view of the account); a publisher who cannot is
+	// refused with 402 before any byte is read. Default: nil, no check.
+	Funds Funds
+	// Deserialized makes the gateway also answer deserialized requests
+	// (files and directories, as a browser wants), not only the trustless
+	// raw, CAR and IPNS record responses. Default: false.
+	Deserialized bool
+	// AllowIncomplete accepts uploads whose blocks link to blocks neither
+	// in the upload nor stored (roots must still be present). For test
+	// fixtures that leave blocks out on purpose, such as those of
+	// ipfs/gateway-conformance; the store is then no longer closed under
+	// links, so it requires Stripe to be nil. Default: false.
+	AllowIncomplete bool
+	// Stripe, when set, moves published content to storage peers (see
+	// durability.StripeConfig). Default: nil, content stays on the
+	// origin's disk.
+	Stripe *durability.StripeConfig
+	// HeartbeatInterval is how often storage peers send heartbeats; a peer
+	// silent for three intervals is unhealthy. Default: 10s
+	// (durability.DefaultHeartbeatInterval).
+	HeartbeatInterval time.Duration
+	// Logger receives structured logs. Default: no logging.
+	Logger *zap.Logger
+	// Registry receives the origin's and the gateway's Prometheus metrics and
+	// is served at /metrics. Default: a new registry.
+	Registry *prometheus.Registry
+}
+
+// setDefaults fills in what cfg leaves unset and checks the rest, before
+// anything is created in DataDir.
+func (cfg *Config) setDefaults() error {
+	if cfg.DataDir == "" {
+		return errors.New("origin: DataDir is required")
+	}
+	if cfg.MaxUploadSize <= 0 {
+		cfg.MaxUploadSize = 8 << 30
+	}
+	if cfg.MaxUploadBlocks <= 0 {
+		cfg.MaxUploadBlocks = 1_000_000
+	}
+	if cfg.MaxConcurrentUploads <= 0 {
+		cfg.MaxConcurrentUploads = 4
+	}
+	if cfg.PublisherQuota < 0 {
+		return errors.New("origin: PublisherQuota must not be negative (0: unlimited)")
+	}
+	if cfg.AllowIncomplete && cfg.Stripe != nil {
+		return errors.New("origin: AllowIncomplete needs striping off (Stripe nil)")
+	}
+	if cfg.Stripe != nil {
+		if err := cfg.Stripe.Validate(); err != nil {
+			return err
+		}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	return nil
+}

@@ -1,0 +1,187 @@
+package durability
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/topcdn/topcdn/dag"
+	"github.com/topcdn/topcdn/erasure"
+	"github.com/topcdn/topcdn/identity"
+	"go.uber.org/zap"
+)
+
+// DefaultHeartbeatInterval is how often storage peers are expected to send
+// heartbeats when Config.HeartbeatInterval is not set.
+const DefaultHeartbeatInterval = 10 * time.Second
+
+// Config configures a Keeper: the origin's settings for its storage side,
+// and what the Keeper uses of the origin.
+type Config struct {
+	// Stripe, when set, moves published content to storage peers (see
+	// StripeConfig). Default: nil; peers still register and are listed,
+	// but nothing is placed on them and Run only waits.
+	Stripe *StripeConfig
+	// HeartbeatInterval is how often storage peers send heartbeats; a peer
+	// silent for three intervals is unhealthy. Default: 10s
+	// (DefaultHeartbeatInterval).
+	HeartbeatInterval time.Duration
+
+	// DB is the origin's database, opened by origindb.Open: the Keeper
+	// keeps peers, segments, manifests, stripe jobs and audits there.
+	// Required.
+	DB *sql.DB
+	// Key is the origin's identity: it signs storage orders and manifests.
+	// Required.
+	Key *identity.Key
+	// Local is the origin's own block store: stripe jobs read the blocks
+	// to stripe there and, unless KeepLocal, delete them once striped.
+	// Required.
+	Local LocalBlocks
+	// Blocks is all the origin holds, on its disk or striped: stripe jobs
+	// walk a root's DAG through it. Required.
+	Blocks BlockGetter
+	// Logger receives structured logs. Default: no logging.
+	Logger *zap.Logger
+	// Registry receives the Keeper's metrics (topcdn_origin_striped_*,
+	// _audits_total, ...; see the origin's README). Default: a new
+	// registry.
+	Registry prometheus.Registerer
+}
+
+// LocalBlocks is the origin's own block store, as stripe jobs use it.
+type LocalBlocks interface {
+	Get(ctx context.Context, c cid.Cid) (blocks.Block, error)
+	DeleteBlock(ctx context.Context, c cid.Cid) error
+}
+
+// BlockGetter reads a block the origin holds, wherever it is.
+type BlockGetter interface {
+	Get(ctx context.Context, c cid.Cid) (blocks.Block, error)
+}
+
+// setDefaults fills in what cfg leaves unset, and checks what it needs.
+func (cfg *Config) setDefaults() error {
+	switch {
+	case cfg.DB == nil:
+		return errors.New("durability: DB is required")
+	case cfg.Key == nil:
+		return errors.New("durability: Key is required")
+	case cfg.Local == nil || cfg.Blocks == nil:
+		return errors.New("durability: Local and Blocks are required")
+	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	if cfg.Stripe != nil {
+		sc := *cfg.Stripe
+		sc.setDefaults(cfg.HeartbeatInterval)
+		if err := sc.Validate(); err != nil {
+			return err
+		}
+		cfg.Stripe = &sc
+	}
+	return nil
+}
+
+// StripeConfig turns on striping: published content moves from the
+// origin's disk to storage peers, Reed-Solomon coded.
+type StripeConfig struct {
+	// DataShards (k) and ParityShards (m) of each segment. Default: 10+4.
+	DataShards, ParityShards int
+	// SegmentSize is the target segment size. Default: 64 MiB.
+	SegmentSize int64
+	// ChunkSize is the size of the hashed shard chunks. Default: 32 KiB.
+	ChunkSize int
+	// KeepLocal keeps the origin's own copy of striped blocks. Default:
+	// false (the peers hold the content; the origin keeps no full copy).
+	KeepLocal bool
+	// RepairThreshold is the number of healthy shards below which a
+	// segment is repaired. Default: k+2.
+	RepairThreshold int
+	// LostAfter is how long a peer may be silent before its shards count
+	// as lost: segments with a lost shard are repaired even above
+	// RepairThreshold, so redundancy comes back in full (a peer merely
+	// away for less is not worth moving data for). Default: 30 heartbeat
+	// intervals (Config.HeartbeatInterval).
+	LostAfter time.Duration
+	// AuditInterval is the pause between two audits. Default: 5s.
+	AuditInterval time.Duration
+	// AuditRefusals is how many audits of one shard in a row a peer that
+	// keeps sending heartbeats may leave unanswered (a 403, a 5xx, a
+	// timeout) before the shard counts as lost and is repaired, and the
+	// peer flagged. A peer that is down is not refusing: its silence makes
+	// its shards lost after LostAfter. Default: 3.
+	AuditRefusals int
+	// RepairInterval is the pause between two scans for segments at risk.
+	// Default: 10s.
+	RepairInterval time.Duration
+	// SweepInterval is the pause between two sweeps of orphan shards
+	// (SweepOrphans). Default: 1h.
+	SweepInterval time.Duration
+}
+
+// setDefaults fills in what c leaves unset; heartbeat is the peers'
+// heartbeat interval.
+func (c *StripeConfig) setDefaults(heartbeat time.Duration) {
+	if c.DataShards == 0 && c.ParityShards == 0 {
+		c.DataShards, c.ParityShards = erasure.DefaultDataShards, erasure.DefaultParityShards
+	}
+	if c.SegmentSize <= 0 {
+		c.SegmentSize = erasure.DefaultSegmentSize
+	}
+	if c.ChunkSize <= 0 {
+		c.ChunkSize = erasure.DefaultChunkSize
+	}
+	if c.RepairThreshold <= 0 {
+		c.RepairThreshold = min(c.DataShards+2, c.DataShards+c.ParityShards)
+	}
+	if c.AuditInterval <= 0 {
+		c.AuditInterval = 5 * time.Second
+	}
+	if c.AuditRefusals <= 0 {
+		c.AuditRefusals = 3
+	}
+	if c.RepairInterval <= 0 {
+		c.RepairInterval = 10 * time.Second
+	}
+	if c.SweepInterval <= 0 {
+		c.SweepInterval = time.Hour
+	}
+	if c.LostAfter <= 0 {
+		c.LostAfter = 30 * heartbeat
+	}
+}
+
+// Validate reports whether New would take c: with its defaults filled in,
+// it is checked against what manifests and repair can work with. A
+// manifest with chunks or segments outside erasure's limits never
+// validates (every stripe job would upload its shards and then fail to
+// sign), and a repair threshold above k+m can never be met (every repair
+// pass would read every segment for nothing).
+func (c StripeConfig) Validate() error {
+	c.setDefaults(DefaultHeartbeatInterval)
+	n := c.DataShards + c.ParityShards
+	switch {
+	case c.ChunkSize < erasure.MinChunkSize || c.ChunkSize > erasure.MaxChunkSize:
+		return fmt.Errorf("durability: chunk size %d outside [%d, %d]", c.ChunkSize, erasure.MinChunkSize, erasure.MaxChunkSize)
+	case c.SegmentSize > erasure.MaxSegment-dag.MaxBlockSize:
+		return fmt.Errorf("durability: segment size %d: at most %d (a segment may overrun it by a block)",
+			c.SegmentSize, erasure.MaxSegment-dag.MaxBlockSize)
+	case c.RepairThreshold > n:
+		return fmt.Errorf("durability: repair threshold %d above the %d+%d shards of a segment", c.RepairThreshold,
+			c.DataShards, c.ParityShards)
+	}
+	return nil
+}

@@ -1,0 +1,37 @@
+// Package durability is the origin's storage side: it keeps published
+// content on storage peers, Reed-Solomon coded, and checks that it stays
+// there.
+//
+// A Keeper registers storage peers from their signed heartbeats; runs
+// stripe jobs that pack a published root's blocks into segments, place
+// each segment's k+m shards on healthy peers and sign the root's manifest;
+// reads striped blocks back through an erasure.Reader; audits peers with
+// random chunk challenges; repairs segments that lost shards; and sweeps
+// shards no segment places. The origin (package origin) wires a Keeper in
+// and serves its HTTP routes; the Keeper reaches the origin only through
+// Config: the origin's database (origindb), key, local block store, and
+// its view of all its blocks.
+//
+// Invariants the code keeps:
+//
+//   - Everything is in the database, so a restart resumes: stripe jobs,
+//     segments with their shards and blocks (one transaction each, saved
+//     after the shards are on their peers), manifests, audits and flags.
+//   - A root's manifest is signed only once every block of its DAG is in a
+//     segment, and the origin's local copy is dropped only after that.
+//     Manifest versions only go up; moving a shard marks every manifest of
+//     its segment stale in the same transaction, and stale manifests are
+//     re-signed.
+//   - A heartbeat counts only if it is signed by the peer it names, within
+//     two minutes of the origin's clock, and newer than the last accepted.
+//   - Peers are checked, not trusted: wrong bytes, from a read, an audit or
+//     a repair, flag the peer and mark the shard bad; AuditRefusals audits
+//     of a shard refused in a row by a peer that heartbeats count as lost.
+//     A flagged peer gets no new shards.
+//   - A shard is deleted from a peer only when no saved row places it there
+//     and no stripe job or repair is putting it there (placements); a put
+//     of it there waits for such a delete to end.
+//
+// The database is SQLite with one connection: the Keeper never queries it
+// from inside a transaction.
+package durability

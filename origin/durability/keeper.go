@@ -1,0 +1,93 @@
+package durability
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"sync"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/topcdn/topcdn/erasure"
+	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/storageapi"
+	"go.uber.org/zap"
+)
+
+// Keeper is the origin's storage side: it registers storage peers from
+// their signed heartbeats, stripes published roots onto them, reads
+// striped blocks back, and audits, repairs and sweeps what it placed.
+type Keeper struct {
+	cfg     Config // defaults set
+	db      *sql.DB
+	key     *identity.Key
+	log     *zap.Logger
+	metrics *metrics
+	local   LocalBlocks
+	blocks  BlockGetter
+
+	// Striping (nil striper: off).
+	stripeCfg  StripeConfig
+	striper    *erasure.Striper
+	shardStore erasure.ShardStore
+	placing    *placements // shards being put on, or deleted from, peers
+	storage    *storageapi.Client
+	peerStats  *erasure.PeerStats
+	spans      *erasure.SpanCache
+	readers    *lru.Cache[int64, *erasure.Reader]
+	addrs      addrCache
+	stripeWake chan struct{}
+
+	// Testing.
+	now func() time.Time
+}
+
+// New returns the Keeper of the origin whose database, key and block
+// stores cfg gives. It starts nothing; Run does the background work.
+func New(cfg Config) (*Keeper, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	kp := &Keeper{cfg: cfg, db: cfg.DB, key: cfg.Key, log: cfg.Logger, local: cfg.Local, blocks: cfg.Blocks,
+		now: time.Now}
+	var err error
+	if kp.metrics, err = newMetrics(cfg.Registry); err != nil {
+		return nil, fmt.Errorf("durability: metrics: %w", err)
+	}
+	kp.addrs.m = map[peer.ID]string{}
+	kp.readers = newReaderCache()
+	kp.peerStats = erasure.NewPeerStats()
+	kp.spans = erasure.NewSpanCache(256 << 20)
+	kp.stripeWake = make(chan struct{}, 1)
+	kp.storage = storageapi.NewClient(kp.key, nil)
+	kp.shardStore = peerShards{keeper: kp, client: kp.storage}
+	kp.placing = newPlacements()
+	if cfg.Stripe != nil {
+		kp.stripeCfg = *cfg.Stripe
+		if kp.striper, err = erasure.New(kp.stripeCfg.DataShards, kp.stripeCfg.ParityShards,
+			erasure.WithSegmentSize(kp.stripeCfg.SegmentSize), erasure.WithChunkSize(kp.stripeCfg.ChunkSize)); err != nil {
+			return nil, fmt.Errorf("durability: %w", err)
+		}
+	}
+	return kp, nil
+}
+
+// Run does the background work until ctx ends: striping published content
+// to storage peers, auditing them, repairing segments that lost shards,
+// and sweeping orphan shards. Without a StripeConfig it only waits.
+func (kp *Keeper) Run(ctx context.Context) {
+	if kp.striper == nil {
+		<-ctx.Done()
+		return
+	}
+	var wg sync.WaitGroup
+	for _, loop := range []func(context.Context){kp.runStriper, kp.runAuditor, kp.runRepairer, kp.runSweeper} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			loop(ctx)
+		}()
+	}
+	wg.Wait()
+}

@@ -1,0 +1,332 @@
+package durability
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/topcdn/topcdn/dag"
+	"github.com/topcdn/topcdn/erasure"
+	"github.com/topcdn/topcdn/originapi"
+	"go.uber.org/zap"
+)
+
+// Queue records that root, stored on the origin's disk, must be striped,
+// and wakes the striper. Jobs live in the database, so a restart resumes
+// them. Without a StripeConfig it does nothing.
+func (kp *Keeper) Queue(ctx context.Context, root cid.Cid) error {
+	if kp.striper == nil {
+		return nil
+	}
+	now := kp.now().UnixNano()
+	if _, err := kp.db.ExecContext(ctx, `INSERT INTO stripe_jobs (root, state, created_at, updated_at) VALUES (?, 'pending', ?, ?)
+		ON CONFLICT (root) DO NOTHING`, root.String(), now, now); err != nil {
+		return fmt.Errorf("durability: queue stripe job: %w", err)
+	}
+	select {
+	case kp.stripeWake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// runStriper stripes pending roots until ctx ends. Jobs live in the
+// database, so a restart resumes them; segments already stored are kept.
+func (kp *Keeper) runStriper(ctx context.Context) {
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	for {
+		for {
+			root, ok, err := kp.nextStripeJob(ctx)
+			if err != nil {
+				kp.log.Error("stripe jobs", zap.Error(err))
+			}
+			if !ok {
+				break
+			}
+			if err := kp.stripeRoot(ctx, root); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				kp.log.Warn("stripe postponed", zap.Stringer("root", root), zap.Error(err))
+				if _, uerr := kp.db.ExecContext(ctx, `UPDATE stripe_jobs SET error = ?, updated_at = ? WHERE root = ?`,
+					err.Error(), kp.now().UnixNano(), root.String()); uerr != nil {
+					kp.log.Error("record stripe error", zap.Error(uerr))
+				}
+				break // retry on the next tick
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-kp.stripeWake:
+		}
+	}
+}
+
+func (kp *Keeper) nextStripeJob(ctx context.Context) (cid.Cid, bool, error) {
+	var s string
+	err := kp.db.QueryRowContext(ctx, `SELECT root FROM stripe_jobs WHERE state = 'pending' ORDER BY updated_at LIMIT 1`).Scan(&s)
+	if errors.Is(err, sql.ErrNoRows) {
+		return cid.Undef, false, nil
+	}
+	if err != nil {
+		return cid.Undef, false, fmt.Errorf("durability: next stripe job: %w", err)
+	}
+	c, err := cid.Decode(s)
+	return c, err == nil, err
+}
+
+// placement returns healthy peers to place shards on: emptiest first,
+// interleaved across regions so a segment spreads over failure domains.
+// A peer ever caught serving wrong bytes gets no new shards.
+func (kp *Keeper) placement(ctx context.Context) ([]peer.ID, error) {
+	peers, err := kp.Peers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byRegion := map[string][]originapi.PeerInfo{}
+	var regions []string
+	for _, p := range peers {
+		if !p.Healthy || p.Flags > 0 {
+			continue
+		}
+		r := ""
+		if p.Location != nil {
+			r = p.Location.Region
+		}
+		if _, ok := byRegion[r]; !ok {
+			regions = append(regions, r)
+		}
+		byRegion[r] = append(byRegion[r], p)
+	}
+	sort.Strings(regions)
+	for _, r := range regions {
+		sort.SliceStable(byRegion[r], func(i, j int) bool { return byRegion[r][i].Free > byRegion[r][j].Free })
+	}
+	var out []peer.ID
+	for i := 0; ; i++ {
+		added := false
+		for _, r := range regions {
+			if i < len(byRegion[r]) {
+				if id, err := peer.Decode(byRegion[r][i].ID); err == nil {
+					out = append(out, id)
+				}
+				added = true
+			}
+		}
+		if !added {
+			return out, nil
+		}
+	}
+}
+
+// stripeRoot packs the blocks of root's DAG that are not striped yet into
+// segments, stores each on k+m peers, then signs root's manifest and, unless
+// KeepLocal, drops the origin's own copy.
+func (kp *Keeper) stripeRoot(ctx context.Context, root cid.Cid) error {
+	k, m := kp.striper.DataShards(), kp.striper.ParityShards()
+	candidates, err := kp.placement(ctx)
+	if err != nil {
+		return err
+	}
+	if len(candidates) < k+m {
+		return fmt.Errorf("%w: %d healthy storage peers for %d+%d shards", erasure.ErrNotEnoughPeers, len(candidates), k, m)
+	}
+	start := time.Now()
+	all, err := kp.walk(ctx, root)
+	if err != nil {
+		return err
+	}
+	var stored, bytes int64
+	var readErr error
+	blocks := func(yield func(cid.Cid, []byte) bool) {
+		for _, c := range all {
+			if _, _, err := kp.blockRef(ctx, c); err == nil {
+				continue // striped with an earlier publish
+			}
+			b, err := kp.local.Get(ctx, c)
+			if err != nil {
+				readErr = fmt.Errorf("durability: stripe %s: %w", c, err)
+				return
+			}
+			if !yield(c, b.RawData()) {
+				return
+			}
+		}
+	}
+	store := kp.placingShards()
+	defer store.release()
+	err = kp.striper.StoreAll(ctx, blocks, candidates, store, func(seg erasure.Segment, refs []erasure.BlockRef) error {
+		if err := kp.saveSegment(ctx, seg, refs); err != nil {
+			return err
+		}
+		stored++
+		bytes += seg.Length
+		kp.log.Info("segment striped", zap.Stringer("root", root), zap.Int64("segments", stored),
+			zap.Int64("bytes", bytes), zap.Int("blocks", len(refs)))
+		return nil
+	})
+	if err = errors.Join(readErr, err); err != nil {
+		return err
+	}
+	if _, err := kp.signManifest(ctx, root, all); err != nil {
+		return err
+	}
+	if _, err := kp.db.ExecContext(ctx, `UPDATE stripe_jobs SET state = 'done', error = '', updated_at = ? WHERE root = ?`,
+		kp.now().UnixNano(), root.String()); err != nil {
+		return fmt.Errorf("durability: %w", err)
+	}
+	dropped := 0
+	if !kp.stripeCfg.KeepLocal {
+		for _, c := range all {
+			if err := kp.local.DeleteBlock(ctx, c); err == nil {
+				dropped++
+			}
+		}
+	}
+	kp.metrics.stripedRoots.Inc()
+	kp.log.Info("root striped", zap.Stringer("root", root), zap.Int("blocks", len(all)), zap.Int64("new_segments", stored),
+		zap.Int64("bytes", bytes), zap.Int("local_copies_dropped", dropped), zap.Duration("took", time.Since(start)))
+	return nil
+}
+
+// walk lists the DAG under root, parents first, each block once
+// (dag.Walk), reading blocks through the origin's view of all it holds:
+// some may be striped already, by an earlier publish.
+func (kp *Keeper) walk(ctx context.Context, root cid.Cid) ([]cid.Cid, error) {
+	all, err := dag.Walk(ctx, root, func(ctx context.Context, c cid.Cid) ([]byte, error) {
+		b, err := kp.blocks.Get(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		return b.RawData(), nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("durability: %w", err)
+	}
+	return all, nil
+}
+
+// saveSegment records a stored segment, its shards and its blocks in one
+// transaction.
+func (kp *Keeper) saveSegment(ctx context.Context, seg erasure.Segment, refs []erasure.BlockRef) error {
+	tx, err := kp.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("durability: %w", err)
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, `INSERT INTO segments (length, shard_size, data_shards, parity_shards, chunk_size, created_at)
+		VALUES (?, ?, ?, ?, ?, ?)`, seg.Length, seg.ShardSize, kp.striper.DataShards(), kp.striper.ParityShards(),
+		kp.striper.ChunkSize(), kp.now().UnixNano())
+	if err != nil {
+		return fmt.Errorf("durability: save segment: %w", err)
+	}
+	id, _ := res.LastInsertId()
+	for i, sh := range seg.Shards {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO shards (segment_id, idx, shard_id, peer_id, chunks) VALUES (?, ?, ?, ?, ?)`,
+			id, i, sh.ID, sh.Peer, sh.Chunks); err != nil {
+			return fmt.Errorf("durability: save shard: %w", err)
+		}
+	}
+	for _, b := range refs {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO blocks (cid, segment_id, offset, length) VALUES (?, ?, ?, ?)
+			ON CONFLICT (cid) DO NOTHING`, b.CID, id, b.Offset, b.Length); err != nil {
+			return fmt.Errorf("durability: save block: %w", err)
+		}
+	}
+	return tx.Commit()
+}
+
+// signManifest builds, signs and stores root's manifest from the segments
+// holding its blocks; the version goes up by one each time.
+func (kp *Keeper) signManifest(ctx context.Context, root cid.Cid, all []cid.Cid) (uint64, error) {
+	m := erasure.Manifest{Root: root.String(), Created: kp.now().UTC(), DataShards: kp.striper.DataShards(),
+		ParityShards: kp.striper.ParityShards(), ChunkSize: kp.striper.ChunkSize()}
+	var prev uint64
+	err := kp.db.QueryRowContext(ctx, `SELECT version FROM manifests WHERE root = ?`, root.String()).Scan(&prev)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("durability: manifest version: %w", err) // never let the version go back
+	}
+	m.Version = prev + 1
+	segIDs, err := kp.addBlocks(ctx, &m, all)
+	if err != nil {
+		return 0, err
+	}
+	env, err := m.Sign(kp.key)
+	if err != nil {
+		return 0, err
+	}
+	raw, err := json.Marshal(env)
+	if err != nil {
+		return 0, err
+	}
+	return m.Version, kp.saveManifest(ctx, root, m.Version, raw, segIDs)
+}
+
+// addBlocks adds the blocks all to m, in order, with the segments that
+// hold them, each once; it returns those segments' IDs in m's order. Every
+// block must be striped, in a segment coded as m says.
+func (kp *Keeper) addBlocks(ctx context.Context, m *erasure.Manifest, all []cid.Cid) ([]int64, error) {
+	segIndex := map[int64]int{}
+	var segIDs []int64
+	for _, c := range all {
+		segID, ref, err := kp.blockRef(ctx, c)
+		if err != nil {
+			return nil, fmt.Errorf("durability: manifest: block %s not striped: %w", c, err)
+		}
+		idx, ok := segIndex[segID]
+		if !ok {
+			var seg erasure.Segment
+			var k, par, chunk int
+			if err := kp.db.QueryRowContext(ctx, `SELECT length, shard_size, data_shards, parity_shards, chunk_size FROM segments WHERE id = ?`, segID).
+				Scan(&seg.Length, &seg.ShardSize, &k, &par, &chunk); err != nil {
+				return nil, fmt.Errorf("durability: manifest: %w", err)
+			}
+			if k != m.DataShards || par != m.ParityShards || chunk != m.ChunkSize {
+				return nil, fmt.Errorf("durability: manifest: segment %d was coded %d+%d/%d, not %d+%d/%d", segID, k, par, chunk, m.DataShards, m.ParityShards, m.ChunkSize)
+			}
+			if seg.Shards, err = kp.segmentShards(ctx, segID); err != nil {
+				return nil, err
+			}
+			idx = len(m.Segments)
+			segIndex[segID] = idx
+			segIDs = append(segIDs, segID)
+			m.Segments = append(m.Segments, seg)
+		}
+		ref.Segment = idx
+		m.Blocks = append(m.Blocks, ref)
+	}
+	return segIDs, nil
+}
+
+// saveManifest stores root's signed manifest (raw, its envelope) and the
+// segments it uses, in one transaction.
+func (kp *Keeper) saveManifest(ctx context.Context, root cid.Cid, version uint64, raw []byte, segIDs []int64) error {
+	tx, err := kp.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("durability: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `INSERT INTO manifests (root, version, envelope, updated_at) VALUES (?, ?, ?, ?)
+		ON CONFLICT (root) DO UPDATE SET version = excluded.version, envelope = excluded.envelope, updated_at = excluded.updated_at`,
+		root.String(), version, raw, kp.now().UnixNano()); err != nil {
+		return fmt.Errorf("durability: save manifest: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM manifest_segments WHERE root = ?`, root.String()); err != nil {
+		return fmt.Errorf("durability: save manifest: %w", err)
+	}
+	for i, id := range segIDs {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO manifest_segments (root, idx, segment_id) VALUES (?, ?, ?)`, root.String(), i, id); err != nil {
+			return fmt.Errorf("durability: save manifest: %w", err)
+		}
+	}
+	return tx.Commit()
+}

@@ -1,0 +1,244 @@
+package durability
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/topcdn/topcdn/erasure"
+	"github.com/topcdn/topcdn/storageapi"
+	"go.uber.org/zap"
+)
+
+// blockRef finds where a striped block lives; sql.ErrNoRows if it is not
+// striped.
+func (kp *Keeper) blockRef(ctx context.Context, c cid.Cid) (int64, erasure.BlockRef, error) {
+	var seg int64
+	ref := erasure.BlockRef{CID: c.String()}
+	err := kp.db.QueryRowContext(ctx, `SELECT segment_id, offset, length FROM blocks WHERE cid = ?`, c.String()).
+		Scan(&seg, &ref.Offset, &ref.Length)
+	return seg, ref, err
+}
+
+// BlockSize returns the size of block c, striped on storage peers, or an
+// ipld.ErrNotFound if c is not striped.
+func (kp *Keeper) BlockSize(ctx context.Context, c cid.Cid) (int, error) {
+	_, ref, err := kp.blockRef(ctx, c)
+	if errors.Is(err, sql.ErrNoRows) {
+		return -1, ipld.ErrNotFound{Cid: c}
+	}
+	if err != nil {
+		return -1, fmt.Errorf("durability: locate %s: %w", c, err)
+	}
+	return int(ref.Length), nil
+}
+
+// ReadBlock reads block c from the storage peers, or returns an
+// ipld.ErrNotFound if c is not striped. Every chunk read is checked
+// against the segment's manifest; a peer caught sending wrong bytes is
+// flagged and read around.
+func (kp *Keeper) ReadBlock(ctx context.Context, c cid.Cid) ([]byte, error) {
+	seg, _, err := kp.blockRef(ctx, c)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ipld.ErrNotFound{Cid: c}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("durability: locate %s: %w", c, err)
+	}
+	r, err := kp.segmentReader(ctx, seg)
+	if err != nil {
+		return nil, err
+	}
+	data, err := r.ReadBlock(ctx, c)
+	if err != nil {
+		kp.metrics.stripedReads.WithLabelValues("error").Inc()
+		return nil, fmt.Errorf("durability: read striped block: %w", err)
+	}
+	kp.metrics.stripedReads.WithLabelValues("ok").Inc()
+	return data, nil
+}
+
+// segmentManifest builds the manifest of one segment from the database:
+// its shards and the blocks it holds.
+func (kp *Keeper) segmentManifest(ctx context.Context, segID int64) (*erasure.Manifest, error) {
+	var seg erasure.Segment
+	var m erasure.Manifest
+	err := kp.db.QueryRowContext(ctx, `SELECT length, shard_size, data_shards, parity_shards, chunk_size FROM segments WHERE id = ?`, segID).
+		Scan(&seg.Length, &seg.ShardSize, &m.DataShards, &m.ParityShards, &m.ChunkSize)
+	if err != nil {
+		return nil, fmt.Errorf("durability: segment %d: %w", segID, err)
+	}
+	if seg.Shards, err = kp.segmentShards(ctx, segID); err != nil {
+		return nil, err
+	}
+	rows, err := kp.db.QueryContext(ctx, `SELECT cid, offset, length FROM blocks WHERE segment_id = ? ORDER BY offset`, segID)
+	if err != nil {
+		return nil, fmt.Errorf("durability: segment %d blocks: %w", segID, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var b erasure.BlockRef
+		if err := rows.Scan(&b.CID, &b.Offset, &b.Length); err != nil {
+			return nil, fmt.Errorf("durability: segment %d blocks: %w", segID, err)
+		}
+		m.Blocks = append(m.Blocks, b)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(m.Blocks) == 0 {
+		return nil, fmt.Errorf("durability: segment %d holds no blocks", segID)
+	}
+	m.Root = m.Blocks[0].CID
+	m.Segments = []erasure.Segment{seg}
+	return &m, nil
+}
+
+func (kp *Keeper) segmentShards(ctx context.Context, segID int64) ([]erasure.Shard, error) {
+	rows, err := kp.db.QueryContext(ctx, `SELECT shard_id, peer_id, chunks FROM shards WHERE segment_id = ? ORDER BY idx`, segID)
+	if err != nil {
+		return nil, fmt.Errorf("durability: segment %d shards: %w", segID, err)
+	}
+	defer rows.Close()
+	var out []erasure.Shard
+	for rows.Next() {
+		var sh erasure.Shard
+		if err := rows.Scan(&sh.ID, &sh.Peer, &sh.Chunks); err != nil {
+			return nil, fmt.Errorf("durability: segment %d shards: %w", segID, err)
+		}
+		out = append(out, sh)
+	}
+	return out, rows.Err()
+}
+
+// segmentReader returns a cached Reader for a segment.
+func (kp *Keeper) segmentReader(ctx context.Context, segID int64) (*erasure.Reader, error) {
+	if r, ok := kp.readers.Get(segID); ok {
+		return r, nil
+	}
+	m, err := kp.segmentManifest(ctx, segID)
+	if err != nil {
+		return nil, err
+	}
+	r, err := erasure.NewReader(m, kp.shardStore,
+		erasure.WithPeerStats(kp.peerStats),
+		erasure.WithSpanCache(kp.spans),
+		erasure.WithFlagFunc(func(f erasure.Flag) { kp.flagPeer(f, "read") }))
+	if err != nil {
+		return nil, fmt.Errorf("durability: segment %d: %w", segID, err)
+	}
+	kp.readers.Add(segID, r)
+	return r, nil
+}
+
+// flagPeer records a peer caught misbehaving; a shard whose bytes were
+// wrong is no longer counted as healthy (repair replaces it).
+func (kp *Keeper) flagPeer(f erasure.Flag, source string) {
+	ctx := context.Background()
+	if f.Reason == "unreachable" {
+		kp.metrics.flags.WithLabelValues(f.Reason, source).Inc()
+		// Heartbeats and latency ranking already account for it.
+		kp.log.Debug("storage peer unreachable", zap.Stringer("peer", f.Peer), zap.String("shard", f.Shard))
+		return
+	}
+	// A reader or audit listed before a repair moved the shard away may
+	// still ask the old peer, which deleted it as told: no proof of loss.
+	var placed int
+	if err := kp.db.QueryRowContext(ctx, `SELECT count(*) FROM shards WHERE shard_id = ? AND peer_id = ?`,
+		f.Shard, f.Peer.String()).Scan(&placed); err != nil {
+		kp.log.Error("check flagged shard", zap.Error(err))
+	} else if placed == 0 {
+		kp.log.Debug("flag for a shard no longer on the peer ignored", zap.Stringer("peer", f.Peer),
+			zap.String("shard", f.Shard), zap.String("reason", f.Reason), zap.String("source", source))
+		return
+	}
+	kp.metrics.flags.WithLabelValues(f.Reason, source).Inc()
+	kp.log.Warn("storage peer flagged", zap.Stringer("peer", f.Peer), zap.String("shard", f.Shard),
+		zap.String("reason", f.Reason), zap.String("source", source))
+	if _, err := kp.db.ExecContext(ctx, `INSERT INTO flags (peer_id, shard_id, reason, source, at) VALUES (?, ?, ?, ?, ?)`,
+		f.Peer.String(), f.Shard, f.Reason, source, kp.now().UnixNano()); err != nil {
+		kp.log.Error("record flag", zap.Error(err))
+	}
+	if f.Reason == "bad-bytes" || f.Reason == "refused-audits" {
+		if _, err := kp.db.ExecContext(ctx, `UPDATE shards SET bad = ? WHERE shard_id = ? AND peer_id = ? AND bad = ''`,
+			source+": "+f.Reason, f.Shard, f.Peer.String()); err != nil {
+			kp.log.Error("mark shard bad", zap.Error(err))
+		}
+	}
+}
+
+// peerShards is the origin's erasure.ShardStore: orders signed with the
+// origin key, peers found by their last heartbeat.
+type peerShards struct {
+	keeper *Keeper
+	client *storageapi.Client
+}
+
+func (s peerShards) PutShard(ctx context.Context, p peer.ID, shard string, data []byte) error {
+	addr, err := s.keeper.cachedAddr(ctx, p)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, transferTimeout(int64(len(data))))
+	defer cancel()
+	return s.client.Put(ctx, p, addr, shard, data)
+}
+
+// transferTimeout bounds one shard transfer: a peer that stalls must not
+// hold a read, a repair or a stripe job forever. 10 s plus 1 s per MiB.
+func transferTimeout(n int64) time.Duration {
+	return 10*time.Second + time.Duration(n>>20)*time.Second
+}
+
+func (s peerShards) GetShard(ctx context.Context, p peer.ID, shard string, off, length int64) ([]byte, error) {
+	addr, err := s.keeper.cachedAddr(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, transferTimeout(length))
+	defer cancel()
+	return s.client.GetRange(ctx, p, addr, shard, off, length)
+}
+
+var _ erasure.ShardStore = peerShards{}
+
+// addrCache keeps peers' announced addresses in memory: shard reads should
+// not queue on the database.
+type addrCache struct {
+	mu sync.Mutex
+	m  map[peer.ID]string
+}
+
+func (kp *Keeper) cachedAddr(ctx context.Context, p peer.ID) (string, error) {
+	kp.addrs.mu.Lock()
+	a, ok := kp.addrs.m[p]
+	kp.addrs.mu.Unlock()
+	if ok {
+		return a, nil
+	}
+	a, err := kp.peerAddr(ctx, p)
+	if err != nil {
+		return "", err
+	}
+	kp.setAddr(p, a)
+	return a, nil
+}
+
+func (kp *Keeper) setAddr(p peer.ID, addr string) {
+	kp.addrs.mu.Lock()
+	defer kp.addrs.mu.Unlock()
+	kp.addrs.m[p] = addr
+}
+
+// newReaderCache bounds how many segment readers stay in memory.
+func newReaderCache() *lru.Cache[int64, *erasure.Reader] {
+	c, _ := lru.New[int64, *erasure.Reader](256)
+	return c
+}
