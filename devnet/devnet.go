@@ -110,7 +110,7 @@ var cities = []struct {
 // network is a devnet being run.
 type network struct {
 	cfg   Config
-	procs []*proc // in start order; stopped in reverse
+	roles []*role // in start order; stopped in reverse
 	info  Info
 }
 
@@ -220,7 +220,7 @@ func (n *network) start(ctx context.Context) error {
 	originURL, billingURL, dnsURL := "http://"+originAddr, "http://"+billingAddr, "http://"+dnsHTTP
 
 	fmt.Fprintf(n.cfg.Out, "starting a topcdn devnet in %s (logs in %s)\n", d, filepath.Join(d, "logs"))
-	origin := &proc{name: "origin", health: originURL + "/healthz", log: logPath(d, "origin"),
+	origin := &role{name: "origin", health: originURL + "/healthz", log: logPath(d, "origin"),
 		args: []string{"origin", "--data", filepath.Join(d, "origin"), "--listen", originAddr, "--deserialized",
 			"--heartbeat-interval", "2s", "--audit-interval", "3s", "--repair-interval", "5s",
 			"--dashboard-router", dnsURL, "--dashboard-billing", billingURL, "--billing", billingURL}}
@@ -230,7 +230,7 @@ func (n *network) start(ctx context.Context) error {
 	n.info.Origin = Endpoint{URL: originURL, PID: origin.pid(), PeerID: origin.peerID, DataDir: filepath.Join(d, "origin"), Log: origin.log}
 	n.info.Dashboard = originURL + "/dashboard/"
 
-	billing := &proc{name: "billing", health: billingURL + "/healthz", log: logPath(d, "billing"),
+	billing := &role{name: "billing", health: billingURL + "/healthz", log: logPath(d, "billing"),
 		args: []string{"billing", "--listen", billingAddr, "--db", filepath.Join(d, "billing", "billing.db"),
 			"--origin", originURL, "--dns", dnsURL, "--epoch", n.cfg.Epoch.String(),
 			"--settle-every", n.cfg.Epoch.String(), "--grace", "10m",
@@ -243,12 +243,12 @@ func (n *network) start(ctx context.Context) error {
 	n.info.Billing = Endpoint{URL: billingURL, PID: billing.pid(), PeerID: billing.peerID, Log: billing.log}
 
 	// Storage peers, spread over the three cities, started together.
-	peers := make([]*proc, n.cfg.Peers)
+	peers := make([]*role, n.cfg.Peers)
 	for i := range peers {
 		c := cities[i%len(cities)]
 		dir := filepath.Join(d, "storage", fmt.Sprintf("%02d", i+1))
 		addr := n.addr("127.0.0.1", 7101+i)
-		peers[i] = &proc{name: fmt.Sprintf("storage-%02d", i+1), health: "http://" + addr + "/healthz",
+		peers[i] = &role{name: fmt.Sprintf("storage-%02d", i+1), health: "http://" + addr + "/healthz",
 			log: logPath(d, fmt.Sprintf("storage-%02d", i+1)),
 			args: []string{"storage", "--data", dir, "--listen", addr, "--origin", originURL, "--capacity", "1GiB",
 				"--heartbeat", "2s", "--location", fmt.Sprintf("%.2f,%.2f", c.lat, c.lon), "--region", c.region,
@@ -256,7 +256,7 @@ func (n *network) start(ctx context.Context) error {
 		if err := peers[i].start(n.cfg.Bin); err != nil {
 			return err
 		}
-		n.procs = append(n.procs, peers[i])
+		n.roles = append(n.roles, peers[i])
 	}
 	for i, p := range peers {
 		if err := p.waitHealthy(ctx, 30*time.Second); err != nil {
@@ -270,7 +270,7 @@ func (n *network) start(ctx context.Context) error {
 	if err := os.WriteFile(geo, geoDB, 0o644); err != nil {
 		return fmt.Errorf("devnet: %w", err)
 	}
-	dns := &proc{name: "dns", health: dnsURL + "/healthz", log: logPath(d, "dns"),
+	dns := &role{name: "dns", health: dnsURL + "/healthz", log: logPath(d, "dns"),
 		args: []string{"dns", "--listen", dnsAddr, "--http", dnsHTTP, "--zone", n.cfg.Zone, "--origin", originURL,
 			"--geoip", geo, "--billing", billingURL, "--billing-epoch", n.cfg.Epoch.String(), "--key", filepath.Join(d, "keys", "dns.key")}}
 	if err := n.run(ctx, dns); err != nil {
@@ -290,7 +290,7 @@ func (n *network) start(ctx context.Context) error {
 			return fmt.Errorf("devnet: %w", err)
 		}
 		name := "edge-" + c.slug
-		e := &proc{name: name, health: "http://" + addr + "/.well-known/topcdn/health", log: logPath(d, name),
+		e := &role{name: name, health: "http://" + addr + "/.well-known/topcdn/health", log: logPath(d, name),
 			args: []string{"edge", "--config", conf},
 			env:  []string{"XDG_DATA_HOME=" + filepath.Join(dir, "xdg"), "XDG_CONFIG_HOME=" + filepath.Join(dir, "xdg")}}
 		if err := n.run(ctx, e); err != nil {
@@ -312,13 +312,13 @@ func (n *network) start(ctx context.Context) error {
 	return n.waitRouted(ctx, dnsAddr, site.Host)
 }
 
-// run starts p and waits until it is healthy.
-func (n *network) run(ctx context.Context, p *proc) error {
-	if err := p.start(n.cfg.Bin); err != nil {
+// run starts r and waits until it is healthy.
+func (n *network) run(ctx context.Context, r *role) error {
+	if err := r.start(n.cfg.Bin); err != nil {
 		return err
 	}
-	n.procs = append(n.procs, p)
-	return p.waitHealthy(ctx, 30*time.Second)
+	n.roles = append(n.roles, r)
+	return r.waitHealthy(ctx, 30*time.Second)
 }
 
 // edgeCaddyfile is an edge's configuration: Caddy bound to its own
@@ -478,7 +478,7 @@ Ctrl-C stops everything; running again on the same directory keeps content and b
 
 // watch serves until ctx ends, reporting roles that exit on their own.
 func (n *network) watch(ctx context.Context) error {
-	reported := map[*proc]bool{}
+	reported := map[*role]bool{}
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -487,10 +487,11 @@ func (n *network) watch(ctx context.Context) error {
 			fmt.Fprintln(n.cfg.Out, "\nstopping the devnet ...")
 			return nil
 		case <-t.C:
-			for _, p := range n.procs {
-				if p.exited() && !reported[p] {
-					reported[p] = true
-					fmt.Fprintf(n.cfg.Out, "%s  %s (pid %d) exited: %v; log %s\n", time.Now().Format("15:04:05"), p.name, p.pid(), p.waitErr, p.log)
+			for _, r := range n.roles {
+				if r.exited() && !reported[r] {
+					reported[r] = true
+					err := r.p.Wait(context.Background()) // at once: it has exited
+					fmt.Fprintf(n.cfg.Out, "%s  %s (pid %d) exited: %v; log %s\n", time.Now().Format("15:04:05"), r.name, r.pid(), err, r.log)
 				}
 			}
 		}
@@ -500,7 +501,7 @@ func (n *network) watch(ctx context.Context) error {
 // stopAll stops every role, newest first (edges before the services
 // they report to, storage peers before the origin).
 func (n *network) stopAll() {
-	for i := len(n.procs) - 1; i >= 0; i-- {
-		n.procs[i].stop(10 * time.Second)
+	for i := len(n.roles) - 1; i >= 0; i-- {
+		n.roles[i].stop(10 * time.Second)
 	}
 }
