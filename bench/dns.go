@@ -24,6 +24,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/proc"
 	"github.com/topcdn/topcdn/originapi"
 )
 
@@ -242,7 +243,7 @@ func (b *dnsBench) startTopcdn(ctx context.Context, bin, geoip string) error {
 		return err
 	}
 	b.topcdnURL = s.url
-	fmt.Fprintf(os.Stderr, "topcdn dns listening on 127.0.0.1:%d, API %s (pid %d)\n", b.topcdnPort, s.url, s.cmd.Process.Pid)
+	fmt.Fprintf(os.Stderr, "topcdn dns listening on 127.0.0.1:%d, API %s (pid %d)\n", b.topcdnPort, s.url, s.PID())
 
 	beatCtx, cancel := context.WithCancel(context.Background())
 	b.stopBeats = cancel
@@ -275,24 +276,30 @@ func (b *dnsBench) startTopcdn(ctx context.Context, bin, geoip string) error {
 			}
 		}()
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	ctx, done := context.WithTimeout(ctx, 30*time.Second)
+	defer done()
+	return s.WaitUntil(ctx, fmt.Sprintf("%d names and %d healthy edges", len(b.names), len(dnsEdges)), func(ctx context.Context) error {
 		var h struct {
 			Names   int `json:"names"`
 			Healthy int `json:"healthy_edges"`
 		}
-		if resp, err := http.Get(s.url + "/healthz"); err == nil {
-			json.NewDecoder(resp.Body).Decode(&h)
-			resp.Body.Close()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url+"/healthz", nil)
+		if err != nil {
+			return err
 		}
-		if h.Names == len(b.names) && h.Healthy == len(dnsEdges) {
-			return nil
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("topcdn dns has %d names and %d healthy edges after 30s, want %d and %d", h.Names, h.Healthy, len(b.names), len(dnsEdges))
+		defer resp.Body.Close()
+		if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
+			return err
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		if h.Names != len(b.names) || h.Healthy != len(dnsEdges) {
+			return fmt.Errorf("%d names and %d healthy edges", h.Names, h.Healthy)
+		}
+		return nil
+	})
 }
 
 // zoneFile is the static zone CoreDNS serves: what topcdn answers, with
@@ -322,29 +329,24 @@ func (b *dnsBench) startCoreDNS(ctx context.Context, bin string) error {
 	if err := os.WriteFile(conf, []byte(corefile), 0o644); err != nil {
 		return err
 	}
-	s := &service{name: "coredns", cmd: exec.Command(bin, "-conf", conf), done: make(chan struct{}),
-		logs: newLineWriter(io.Discard, func() string { return "" })}
-	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
-	s.cmd.WaitDelay = 5 * time.Second
-	if err := s.cmd.Start(); err != nil {
-		return fmt.Errorf("starting coredns: %w", err)
+	cmd := exec.Command(bin, "-conf", conf)
+	cmd.WaitDelay = 5 * time.Second
+	p, err := proc.Start(cmd, proc.WithName("coredns"))
+	if err != nil {
+		return err
 	}
-	go func() {
-		s.cmd.Wait()
-		close(s.done)
-	}()
-	b.procs.add(s)
-	deadline := time.Now().Add(serviceStartTimeout)
-	for {
-		if _, err := b.ask(b.corednsPort, dnsZone+".", dns.TypeSOA, ""); err == nil {
-			fmt.Fprintf(os.Stderr, "coredns listening on 127.0.0.1:%d (pid %d)\n", b.corednsPort, s.cmd.Process.Pid)
-			return nil
-		}
-		if s.exited() || time.Now().After(deadline) {
-			return fmt.Errorf("coredns did not answer on 127.0.0.1:%d%s", b.corednsPort, s.logs.Tail())
-		}
-		time.Sleep(100 * time.Millisecond)
+	b.procs.add(&service{Process: p})
+	ctx, cancel := context.WithTimeout(ctx, serviceStartTimeout)
+	defer cancel()
+	addr := fmt.Sprintf("127.0.0.1:%d", b.corednsPort)
+	if err := p.WaitUntil(ctx, "an answer on "+addr, func(context.Context) error {
+		_, err := b.ask(b.corednsPort, dnsZone+".", dns.TypeSOA, "")
+		return err
+	}); err != nil {
+		return err
 	}
+	fmt.Fprintf(os.Stderr, "coredns listening on %s (pid %d)\n", addr, p.PID())
+	return nil
 }
 
 // ask sends one query to 127.0.0.1:port, from laddr if set.

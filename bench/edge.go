@@ -19,6 +19,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/topcdn/topcdn/internal/proc"
 )
 
 // edgeHost is the Host header of every benchmark request: the site
@@ -248,7 +250,7 @@ func runEdge(ctx context.Context, args []string) error {
 	}
 	rss := map[string]string{}
 	for _, k := range []string{srvEdgeHit, srvEdgeMiss, srvFileSrv, srvRespond, srvRevProxy} {
-		rss[k] = procStatus(b.svcs[k].cmd.Process.Pid, "VmHWM")
+		rss[k] = procStatus(b.svcs[k].PID(), "VmHWM")
 	}
 	b.procs.stop()
 
@@ -512,49 +514,31 @@ func freeLoopbackPort() (int, error) {
 // (Caddy, nginx, topcdn edge) and waits until its port accepts
 // connections. Its output goes to WORK/KEY.log.
 func (b *edgeBench) startServer(ctx context.Context, key string, env []string, bin string, args ...string) error {
-	logFile, err := os.Create(filepath.Join(b.work, key+".log"))
+	bin, args = pinned(b.serverCPUs, bin, args...)
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.WaitDelay = 5 * time.Second
+	p, err := proc.Start(cmd, proc.WithName(key), proc.WithLogFile(filepath.Join(b.work, key+".log")))
 	if err != nil {
 		return err
 	}
-	bin, args = pinned(b.serverCPUs, bin, args...)
-	s := &service{name: key, cmd: exec.Command(bin, args...), done: make(chan struct{}),
-		logs: newLineWriter(io.Discard, func() string { return "" })}
-	out := io.MultiWriter(logFile, s.logs)
-	s.cmd.Stdout, s.cmd.Stderr = out, out
-	s.cmd.Env = append(os.Environ(), env...)
-	s.cmd.WaitDelay = 5 * time.Second
-	if err := s.cmd.Start(); err != nil {
-		logFile.Close()
-		return fmt.Errorf("starting %s: %w", key, err)
-	}
-	var waitErr error
-	go func() {
-		waitErr = s.cmd.Wait()
-		logFile.Close()
-		close(s.done)
-	}()
+	s := &service{Process: p}
 	b.procs.add(s)
 	b.svcs[key] = s
 	addr := fmt.Sprintf("127.0.0.1:%d", b.ports[key])
-	deadline := time.Now().Add(serviceStartTimeout)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
+	ctx, cancel := context.WithTimeout(ctx, serviceStartTimeout)
+	defer cancel()
+	if err := p.WaitUntil(ctx, "a listener on "+addr, func(ctx context.Context) error {
+		c, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, "tcp", addr)
 		if err == nil {
 			c.Close()
-			fmt.Fprintf(os.Stderr, "%s listening on %s (pid %d)\n", key, addr, s.cmd.Process.Pid)
-			return nil
 		}
-		select {
-		case <-s.done:
-			return fmt.Errorf("%s exited before it was ready: %v%s", key, waitErr, s.logs.Tail())
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s did not listen on %s within %s%s", key, addr, serviceStartTimeout, s.logs.Tail())
-		}
+		return err
+	}); err != nil {
+		return err
 	}
+	fmt.Fprintf(os.Stderr, "%s listening on %s (pid %d)\n", key, addr, p.PID())
+	return nil
 }
 
 // get fetches path from a server with the benchmark's Host header.
@@ -605,7 +589,7 @@ func (b *edgeBench) verifyAll(ctx context.Context, when string) error {
 // runWrk loads one server with one object.
 func (b *edgeBench) runWrk(ctx context.Context, key string, o edgeObject, d time.Duration, conns, threads int) (wrkResult, error) {
 	url := fmt.Sprintf("http://127.0.0.1:%d/%s", b.ports[key], o.name)
-	pid := b.svcs[key].cmd.Process.Pid
+	pid := b.svcs[key].PID()
 	cpu0, cpuOK := procTreeCPU(pid)
 	bin, args := pinned(b.clientCPUs, b.wrk, "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns),
 		"-d", fmt.Sprintf("%ds", int(d.Round(time.Second)/time.Second)), "--latency", "-H", "Host: "+edgeHost, url)
@@ -613,8 +597,8 @@ func (b *edgeBench) runWrk(ctx context.Context, key string, o edgeObject, d time
 	if err != nil {
 		return wrkResult{}, err
 	}
-	if s := b.svcs[key]; s.exited() {
-		return wrkResult{}, fmt.Errorf("%s exited during the run: %v%s", key, s.cmd.ProcessState, s.logs.Tail())
+	if s := b.svcs[key]; s.Exited() {
+		return wrkResult{}, fmt.Errorf("during the run: %s", s.exitReport())
 	}
 	r, err := parseWrk(res.Stdout)
 	if cpu1, ok := procTreeCPU(pid); err == nil && ok && cpuOK && r.Requests > 0 {

@@ -121,7 +121,7 @@ func runEdgeMemory(ctx context.Context, args []string) error {
 	if err := b.startServer(ctx, "edge", env, b.topcdn, "edge", "--config", confFile); err != nil {
 		return err
 	}
-	pid := b.svcs["edge"].cmd.Process.Pid
+	pid := b.svcs["edge"].PID()
 	base := fmt.Sprintf("http://127.0.0.1:%d", b.ports["edge"])
 	idle := rssBytes(pid)
 

@@ -31,8 +31,8 @@ const (
 	// erasurePeerCapacity is each storage peer's --capacity: far more than
 	// one run stores on it (one shard of every segment).
 	erasurePeerCapacity = "2GiB"
-	// serviceStartTimeout bounds how long a topcdn service may take to
-	// print "listening on".
+	// serviceStartTimeout bounds how long a server may take to be ready
+	// (a topcdn service to print "listening on").
 	serviceStartTimeout = 30 * time.Second
 	// serviceStopGrace is how long a service has to exit after SIGTERM
 	// before it is killed.
@@ -435,7 +435,7 @@ func (b *erasureBench) clusterRun(ctx context.Context, run int, progress func(st
 	}
 	for _, p := range c.peers {
 		if dead[p.id.String()] {
-			p.svc.kill()
+			p.svc.Kill()
 		}
 	}
 	lost := lostShards(m, dead)

@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +14,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/topcdn/topcdn/internal/proc"
 )
 
 // cpuUse is the CPU time (user + system) used during a phase by the
@@ -60,114 +59,34 @@ func (m *cpuMeter) stop() cpuUse {
 	return u
 }
 
-// service is a running topcdn service process.
+// service is a running server process: a topcdn service, with the URL
+// it listens on, or another server (Caddy, nginx, CoreDNS).
 type service struct {
-	name string
-	cmd  *exec.Cmd
-	url  string
-	logs *lineWriter
-	done chan struct{} // closed once the process has exited and been waited for
+	*proc.Process
+	url string // "" for a server that does not print it
 }
 
 // startService starts bin with args and waits until it prints "listening
 // on URL". The service is returned whenever the process started, even
 // with an error, so the caller can stop it.
 func startService(ctx context.Context, name, bin string, args ...string) (*service, error) {
-	urls := make(chan string, 1)
-	s := &service{name: name, cmd: exec.Command(bin, args...), done: make(chan struct{}),
-		logs: newLineWriter(io.Discard, func() string { return "" })}
-	s.cmd.Stdout = &listenWatcher{found: urls}
-	s.cmd.Stderr = s.logs
-	s.cmd.WaitDelay = 5 * time.Second
-	if err := s.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", name, err)
+	cmd := exec.Command(bin, args...)
+	cmd.WaitDelay = 5 * time.Second
+	p, err := proc.Start(cmd, proc.WithName(name))
+	if err != nil {
+		return nil, err
 	}
-	var waitErr error
-	go func() {
-		waitErr = s.cmd.Wait()
-		close(s.done)
-	}()
-	timer := time.NewTimer(serviceStartTimeout)
-	defer timer.Stop()
-	select {
-	case s.url = <-urls:
-		return s, nil
-	case <-s.done:
-		return s, fmt.Errorf("%s exited before it was ready: %v%s", name, waitErr, s.logs.Tail())
-	case <-timer.C:
-		return s, fmt.Errorf("%s did not print %q within %s%s", name, "listening on", serviceStartTimeout, s.logs.Tail())
-	case <-ctx.Done():
-		return s, ctx.Err()
-	}
+	s := &service{Process: p}
+	ctx, cancel := context.WithTimeout(ctx, serviceStartTimeout)
+	defer cancel()
+	s.url, err = p.WaitLine(ctx, "listening on ")
+	return s, err
 }
 
-// stop sends SIGTERM and waits for the process to exit, killing it after
-// serviceStopGrace.
-func (s *service) stop() {
-	select {
-	case <-s.done:
-		return
-	default:
-	}
-	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		s.kill()
-		return
-	}
-	t := time.NewTimer(serviceStopGrace)
-	defer t.Stop()
-	select {
-	case <-s.done:
-	case <-t.C:
-		fmt.Fprintf(os.Stderr, "%s did not stop within %s of SIGTERM; killing it\n", s.name, serviceStopGrace)
-		s.kill()
-	}
-}
-
-// kill sends SIGKILL and waits for the process to exit.
-func (s *service) kill() {
-	s.cmd.Process.Kill()
-	<-s.done
-}
-
-// exited reports whether the process has exited.
-func (s *service) exited() bool {
-	select {
-	case <-s.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// listenWatcher is a service's stdout: it sends the URL of the first
-// "listening on URL" line to found and discards everything else.
-type listenWatcher struct {
-	found chan<- string
-	buf   []byte
-	sent  bool
-}
-
-func (w *listenWatcher) Write(p []byte) (int, error) {
-	if w.sent {
-		return len(p), nil
-	}
-	w.buf = append(w.buf, p...)
-	for !w.sent {
-		i := bytes.IndexByte(w.buf, '\n')
-		if i < 0 {
-			break
-		}
-		line := strings.TrimSpace(string(w.buf[:i]))
-		w.buf = w.buf[i+1:]
-		if u, ok := strings.CutPrefix(line, "listening on "); ok {
-			w.found <- u
-			w.sent = true
-		}
-	}
-	if len(w.buf) > 64<<10 {
-		w.buf = w.buf[len(w.buf)-4<<10:]
-	}
-	return len(p), nil
+// exitReport says how a service that exited ended and what it printed
+// last.
+func (s *service) exitReport() string {
+	return fmt.Sprintf("%s exited (%v):%s", s.Name(), s.Wait(context.Background()), tailOf(s.Tail(15)))
 }
 
 // erasureCluster is an origin and its storage peers, each a process.
@@ -238,8 +157,8 @@ func (c *erasureCluster) pids() []int {
 	defer c.mu.Unlock()
 	var out []int
 	for _, s := range c.all {
-		if !s.exited() {
-			out = append(out, s.cmd.Process.Pid)
+		if !s.Exited() {
+			out = append(out, s.PID())
 		}
 	}
 	return out
@@ -252,17 +171,21 @@ func (c *erasureCluster) logTails() string {
 	defer c.mu.Unlock()
 	var b strings.Builder
 	for _, s := range c.all {
-		if s.exited() && s.cmd.ProcessState != nil && !killedBySignal(s.cmd.ProcessState) {
-			fmt.Fprintf(&b, "\n%s exited (%v):%s", s.name, s.cmd.ProcessState, s.logs.Tail())
+		if s.Exited() && !killedBySignal(s.Wait(context.Background())) {
+			b.WriteString("\n" + s.exitReport())
 		}
 	}
 	return b.String()
 }
 
-// killedBySignal reports whether a process ended by SIGKILL (as the
-// degraded phase kills peers).
-func killedBySignal(ps *os.ProcessState) bool {
-	ws, ok := ps.Sys().(syscall.WaitStatus)
+// killedBySignal reports whether a process's exit error says it ended by
+// SIGKILL (as the degraded phase kills peers).
+func killedBySignal(err error) bool {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return false
+	}
+	ws, ok := ee.Sys().(syscall.WaitStatus)
 	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
 }
 
@@ -276,7 +199,9 @@ func (c *erasureCluster) stop() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.stop()
+			if err := s.Stop(serviceStopGrace); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+			}
 		}()
 	}
 	wg.Wait()

@@ -261,19 +261,3 @@ func TestStripeAndRead(t *testing.T) {
 		t.Fatalf("5 peers down: err = %v", err)
 	}
 }
-
-func TestListenWatcher(t *testing.T) {
-	found := make(chan string, 1)
-	w := &listenWatcher{found: found}
-	for _, s := range []string{"some log\nlisten", "ing on http://127.0.0.1:4", "2\nlistening on http://other\n"} {
-		w.Write([]byte(s))
-	}
-	select {
-	case u := <-found:
-		if u != "http://127.0.0.1:42" {
-			t.Fatalf("found %q", u)
-		}
-	default:
-		t.Fatal("no URL found")
-	}
-}
