@@ -1,9 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -23,6 +23,7 @@ import (
 	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/testkit"
 	"github.com/topcdn/topcdn/storageapi"
 )
 
@@ -36,7 +37,7 @@ const pricePerByte = 5
 func statement(t *testing.T, bin, url, account string) billingapi.Statement {
 	t.Helper()
 	var st billingapi.Statement
-	out := run(t, bin, "billing", "statement", "--billing", url, "--account", account, "--json")
+	out := testkit.Run(t, bin, "billing", "statement", "--billing", url, "--account", account, "--json")
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("statement --json: %v\n%s", err, out)
 	}
@@ -62,7 +63,7 @@ func balanceOf(t *testing.T, url, account string) int64 {
 // too (upkeep, TestClaimPaysOriginReads), and the peers' earnings would no
 // longer be the test's reads alone. With it the origin reads nothing from
 // the peers.
-func startStripedBilling(t *testing.T, bin, dir string, dataShards, parityShards int) (o, b *originProc) {
+func startStripedBilling(t *testing.T, bin, dir string, dataShards, parityShards int) (o, b *service) {
 	t.Helper()
 	o = startOrigin(t, bin, filepath.Join(dir, "origin"), "--data-shards", strconv.Itoa(dataShards),
 		"--parity-shards", strconv.Itoa(parityShards), "--segment-size", "256KiB", "--chunk-size", "4KiB",
@@ -83,27 +84,27 @@ func TestBillingEndToEnd(t *testing.T) {
 		t.Skip("builds the binary and runs processes")
 	}
 	ctx := context.Background()
-	bin := buildBinary(t)
+	bin := testkit.BuildBinary(t)
 	dir := t.TempDir()
 	pubKey := filepath.Join(dir, "publisher.key")
-	pubID := strings.TrimSpace(run(t, bin, "keygen", "--out", pubKey))
+	pubID := strings.TrimSpace(testkit.Run(t, bin, "keygen", "--out", pubKey))
 	o, b := startStripedBilling(t, bin, dir, 1, 1)
 	bdir := filepath.Join(dir, "billing")
 	defer func() {
 		if t.Failed() {
-			t.Logf("billing log:\n%s", lastLines(b.logs.String(), 40))
+			t.Logf("billing log:\n%s", b.Tail(40))
 		}
 	}()
 	startClaimingPeers(t, bin, dir, o.url, b.url, 2)
 
 	// The billing operator funds the publisher from the CLI.
 	const deposit = 100_000_000
-	out := run(t, bin, "billing", "deposit", "--billing", b.url, "--key", filepath.Join(bdir, "billing.key"),
+	out := testkit.Run(t, bin, "billing", "deposit", "--billing", b.url, "--key", filepath.Join(bdir, "billing.key"),
 		"--account", pubID, "--amount", strconv.Itoa(deposit), "--nonce", "start")
 	if !strings.Contains(out, "balance "+strconv.Itoa(deposit)) {
 		t.Fatalf("deposit: %s", out)
 	}
-	run(t, bin, "billing", "deposit", "--billing", b.url, "--key", filepath.Join(bdir, "billing.key"),
+	testkit.Run(t, bin, "billing", "deposit", "--billing", b.url, "--key", filepath.Join(bdir, "billing.key"),
 		"--account", pubID, "--amount", strconv.Itoa(deposit), "--nonce", "start") // resent: applied once
 	// A deposit signed by another key is refused.
 	if msg, err := exec.Command(bin, "billing", "deposit", "--billing", b.url, "--key", pubKey, "--account", pubID,
@@ -111,9 +112,9 @@ func TestBillingEndToEnd(t *testing.T) {
 		t.Fatalf("deposit signed by the publisher: %v %s", err, msg)
 	}
 
-	root := strings.TrimSpace(run(t, bin, "publish", "../../examples/site", "--name", "blog", "--origin", o.url, "--key", pubKey, "-Q"))
-	waitFor(t, 30*time.Second, "the publish to be striped", func() bool {
-		code, _ := httpGet(t, o.url+"/api/v1/manifests/"+root, "")
+	root := strings.TrimSpace(testkit.Run(t, bin, "publish", "../../examples/site", "--name", "blog", "--origin", o.url, "--key", pubKey, "-Q"))
+	testkit.WaitFor(t, 30*time.Second, "the publish to be striped", func() bool {
+		code, _ := testkit.Get(t, o.url+"/api/v1/manifests/"+root, "")
 		return code == 200
 	})
 	m := manifest(t, o.url, root)
@@ -175,8 +176,8 @@ func TestBillingEndToEnd(t *testing.T) {
 		storageTotal += n
 	}
 	want[pubID] = deposit - pricePerByte*(served+storageTotal)
-	waitFor(t, 30*time.Second, "settlement to pay the edge and the peers", func() bool {
-		run(t, bin, "billing", "settle", "--billing", b.url)
+	testkit.WaitFor(t, 30*time.Second, "settlement to pay the edge and the peers", func() bool {
+		testkit.Run(t, bin, "billing", "settle", "--billing", b.url)
 		for id, w := range want {
 			if got := balanceOf(t, b.url, id); got != w {
 				t.Logf("%s: balance %d, want %d", id, got, w)
@@ -185,7 +186,7 @@ func TestBillingEndToEnd(t *testing.T) {
 		}
 		return true
 	})
-	run(t, bin, "billing", "settle", "--billing", b.url) // idempotent
+	testkit.Run(t, bin, "billing", "settle", "--billing", b.url) // idempotent
 	for id, w := range want {
 		st := statement(t, bin, b.url, id)
 		var sum int64
@@ -206,7 +207,7 @@ func TestBillingEndToEnd(t *testing.T) {
 		t.Errorf("edge's statement shows refusals %v, want inflated and unpublished", reasons)
 	}
 	var all []billingapi.Account
-	getJSON(t, b.url+"/api/v1/accounts", &all)
+	testkit.GetJSON(t, b.url+"/api/v1/accounts", &all)
 	var total int64
 	for _, a := range all {
 		total += a.Balance
@@ -214,16 +215,16 @@ func TestBillingEndToEnd(t *testing.T) {
 	if total != 0 {
 		t.Errorf("accounts sum to %d, want 0", total)
 	}
-	if out := run(t, bin, "billing", "balance", "--billing", b.url); !strings.Contains(out, pubID) ||
+	if out := testkit.Run(t, bin, "billing", "balance", "--billing", b.url); !strings.Contains(out, pubID) ||
 		!strings.Contains(out, strconv.FormatInt(want[pubID], 10)) {
 		t.Errorf("balance lists no publisher with %d:\n%s", want[pubID], out)
 	}
 	var susp billingapi.SuspendedResponse
-	getJSON(t, b.url+"/api/v1/suspended", &susp)
+	testkit.GetJSON(t, b.url+"/api/v1/suspended", &susp)
 	if len(susp.Publishers) != 0 {
 		t.Errorf("suspended: %v", susp.Publishers)
 	}
-	code, metrics := httpGet(t, b.url+"/metrics", "")
+	code, metrics := testkit.Get(t, b.url+"/metrics", "")
 	if code != 200 || !strings.Contains(string(metrics), `topcdn_billing_claims_total{kind="record",reason="inflated",result="rejected"} 1`) {
 		t.Errorf("metrics lack the refused record:\n%s", metrics)
 	}
@@ -241,7 +242,7 @@ func rawBlocks(t *testing.T, originURL string, root cid.Cid) map[string]int64 {
 	t.Helper()
 	out := map[string]int64{}
 	for c := range fetchDAG(t, originURL, root) {
-		code, data := httpGet(t, originURL+"/ipfs/"+c.String(), "application/vnd.ipld.raw")
+		code, data := testkit.Get(t, originURL+"/ipfs/"+c.String(), "application/vnd.ipld.raw")
 		if code != 200 {
 			t.Fatalf("raw %s: %d", c, code)
 		}
@@ -253,12 +254,12 @@ func rawBlocks(t *testing.T, originURL string, root cid.Cid) map[string]int64 {
 // publishUnstriped runs an origin that keeps everything itself, publishes
 // examples/site on it as blog with a new key, and returns the origin, the
 // key's peer ID, and the site's raw block sizes by CID.
-func publishUnstriped(t *testing.T, bin, dir string) (o *originProc, pubID string, blocks map[string]int64) {
+func publishUnstriped(t *testing.T, bin, dir string) (o *service, pubID string, blocks map[string]int64) {
 	t.Helper()
 	pubKey := filepath.Join(dir, "publisher.key")
-	pubID = strings.TrimSpace(run(t, bin, "keygen", "--out", pubKey))
+	pubID = strings.TrimSpace(testkit.Run(t, bin, "keygen", "--out", pubKey))
 	o = startOrigin(t, bin, filepath.Join(dir, "origin"), "--no-stripe")
-	root := strings.TrimSpace(run(t, bin, "publish", "../../examples/site", "--name", "blog", "--origin", o.url, "--key", pubKey, "-Q"))
+	root := strings.TrimSpace(testkit.Run(t, bin, "publish", "../../examples/site", "--name", "blog", "--origin", o.url, "--key", pubKey, "-Q"))
 	return o, pubID, rawBlocks(t, o.url, cid.MustParse(root))
 }
 
@@ -272,7 +273,7 @@ func TestBillingKillMidSettlement(t *testing.T) {
 		t.Skip("builds the binary and runs processes")
 	}
 	ctx := context.Background()
-	bin := buildBinary(t)
+	bin := testkit.BuildBinary(t)
 	dir := t.TempDir()
 	o, pubID, blocks := publishUnstriped(t, bin, dir)
 
@@ -281,9 +282,9 @@ func TestBillingKillMidSettlement(t *testing.T) {
 		"--epoch", "1s", "--settle-delay", "1s", "--price-gib-served", strconv.Itoa(pricePerByte << 30)}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(cmd.Environ(), faultEnv+"=kill-mid-settle")
-	b := startCmd(t, cmd)
+	b := listening(t, testkit.StartCmd(t, cmd))
 	const deposit = 1_000_000_000
-	run(t, bin, "billing", "deposit", "--billing", b.url, "--key", filepath.Join(bdir, "billing.key"),
+	testkit.Run(t, bin, "billing", "deposit", "--billing", b.url, "--key", filepath.Join(bdir, "billing.key"),
 		"--account", pubID, "--amount", strconv.Itoa(deposit), "--nonce", "start")
 
 	// Three edges report every block of the site, each in its own epochs.
@@ -314,19 +315,20 @@ func TestBillingKillMidSettlement(t *testing.T) {
 	if out, err := exec.Command(bin, "billing", "settle", "--billing", b.url).CombinedOutput(); err == nil {
 		t.Fatalf("settle survived the fault injection: %s", out)
 	}
-	err := b.cmd.Wait()
-	if st, ok := b.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !st.Signaled() || st.Signal() != syscall.SIGKILL {
-		t.Fatalf("billing exited with %v, want SIGKILL\n%s", err, lastLines(b.logs.String(), 10))
+	err := b.Wait(ctx)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("billing exited with %v, want SIGKILL\n%s", err, b.Tail(10))
 	}
-	if !strings.Contains(b.logs.String(), "killing myself mid-settlement") {
-		t.Fatalf("the fault was not injected:\n%s", lastLines(b.logs.String(), 10))
+	if !strings.Contains(b.Tail(10), "killing myself mid-settlement") {
+		t.Fatalf("the fault was not injected:\n%s", b.Tail(10))
 	}
 
 	// Restarted, billing holds nothing of the interrupted settlement.
 	b = startService(t, bin, args...)
 	sum := func() int64 {
 		var all []billingapi.Account
-		getJSON(t, b.url+"/api/v1/accounts", &all)
+		testkit.GetJSON(t, b.url+"/api/v1/accounts", &all)
 		var total int64
 		for _, a := range all {
 			total += a.Balance
@@ -346,7 +348,7 @@ func TestBillingKillMidSettlement(t *testing.T) {
 	}
 	// Settling now pays each edge once, however often it is asked.
 	for range 3 {
-		run(t, bin, "billing", "settle", "--billing", b.url)
+		testkit.Run(t, bin, "billing", "settle", "--billing", b.url)
 	}
 	for id, w := range want {
 		if got := balanceOf(t, b.url, id); got != w {
@@ -358,38 +360,6 @@ func TestBillingKillMidSettlement(t *testing.T) {
 	}
 }
 
-// startCmd runs a prepared topcdn service command (with its own
-// environment, say) and waits for its "listening on" line.
-func startCmd(t *testing.T, cmd *exec.Cmd) *originProc {
-	t.Helper()
-	logs := &syncBuffer{}
-	cmd.Stderr = logs
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &originProc{cmd: cmd, logs: logs}
-	t.Cleanup(func() { p.stop(t) })
-	lines := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if u, ok := strings.CutPrefix(sc.Text(), "listening on "); ok {
-				lines <- u
-			}
-		}
-	}()
-	select {
-	case p.url = <-lines:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("%s did not start; logs:\n%s", cmd.Args[1], logs)
-	}
-	return p
-}
-
 // TestBillingProberForfeits runs billing with --dns against a stand-in
 // router that lists an edge whose server answers every object with wrong
 // bytes: billing's prober catches it, the edge forfeits its epoch, and
@@ -399,7 +369,7 @@ func TestBillingProberForfeits(t *testing.T) {
 		t.Skip("builds the binary and runs processes")
 	}
 	ctx := context.Background()
-	bin := buildBinary(t)
+	bin := testkit.BuildBinary(t)
 	dir := t.TempDir()
 	o, pubID, blocks := publishUnstriped(t, bin, dir)
 
@@ -420,7 +390,7 @@ func TestBillingProberForfeits(t *testing.T) {
 	b := startService(t, bin, "billing", "--listen", "127.0.0.1:0", "--db", filepath.Join(bdir, "ledger.db"), "--origin", o.url,
 		"--dns", router.URL, "--probe-every", "200ms", "--epoch", "1s", "--settle-delay", "3s",
 		"--price-gib-served", strconv.Itoa(pricePerByte<<30))
-	run(t, bin, "billing", "deposit", "--billing", b.url, "--key", filepath.Join(bdir, "billing.key"),
+	testkit.Run(t, bin, "billing", "deposit", "--billing", b.url, "--key", filepath.Join(bdir, "billing.key"),
 		"--account", pubID, "--amount", "1000000000")
 
 	// Report everything inside one epoch: start just after a second begins.
@@ -434,12 +404,12 @@ func TestBillingProberForfeits(t *testing.T) {
 	}
 	stop()
 	<-done
-	waitFor(t, 20*time.Second, "the prober to catch the edge", func() bool {
+	testkit.WaitFor(t, 20*time.Second, "the prober to catch the edge", func() bool {
 		st := statement(t, bin, b.url, edgeKey.ID.String())
 		return slices.ContainsFunc(st.Rejected, func(r billingapi.Rejected) bool { return r.Reason == billingapi.ReasonWrongContent })
 	})
 	time.Sleep(4 * time.Second) // past the settle delay
-	run(t, bin, "billing", "settle", "--billing", b.url)
+	testkit.Run(t, bin, "billing", "settle", "--billing", b.url)
 	st := statement(t, bin, b.url, edgeKey.ID.String())
 	if st.Balance != 0 || len(st.Entries) != 0 || st.DNSCheck != "on" {
 		t.Fatalf("forfeiting edge: balance %d, %d entries, dns check %q", st.Balance, len(st.Entries), st.DNSCheck)
@@ -467,7 +437,7 @@ func startClaimingPeers(t *testing.T, bin, dir, originURL, billingURL string, n 
 		startService(t, bin, "storage", "--data", data, "--listen", "127.0.0.1:0", "--origin", originURL,
 			"--heartbeat", "1s", "--capacity", "64MiB", "--billing", billingURL, "--claim-every", "1s")
 	}
-	waitFor(t, 30*time.Second, fmt.Sprintf("%d healthy peers", n), func() bool {
+	testkit.WaitFor(t, 30*time.Second, fmt.Sprintf("%d healthy peers", n), func() bool {
 		healthy := 0
 		for _, p := range peersByID(t, originURL) {
 			if p.Healthy {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/edge"
+	"github.com/topcdn/topcdn/internal/testkit"
 )
 
 // readBytes returns a storage peer's topcdn_storage_read_bytes_total: the
@@ -24,7 +25,7 @@ func readBytes(t *testing.T, addr string) int64 {
 	if !strings.HasPrefix(addr, "http") {
 		addr = "http://" + addr
 	}
-	code, body := httpGet(t, addr+"/metrics", "")
+	code, body := testkit.Get(t, addr+"/metrics", "")
 	if code != 200 {
 		t.Fatalf("peer metrics: HTTP %d", code)
 	}
@@ -55,21 +56,21 @@ func TestBillingThroughEdge(t *testing.T) {
 		t.Skip("builds the binary and runs processes")
 	}
 	start := time.Now()
-	bin := buildBinary(t)
+	bin := testkit.BuildBinary(t)
 	dir := t.TempDir()
 	pubKey := filepath.Join(dir, "publisher.key")
-	pubID := strings.TrimSpace(run(t, bin, "keygen", "--out", pubKey))
+	pubID := strings.TrimSpace(testkit.Run(t, bin, "keygen", "--out", pubKey))
 	edgeKey := filepath.Join(dir, "edge.key")
-	edgeID := strings.TrimSpace(run(t, bin, "keygen", "--out", edgeKey))
+	edgeID := strings.TrimSpace(testkit.Run(t, bin, "keygen", "--out", edgeKey))
 	o, b := startStripedBilling(t, bin, dir, 2, 1)
 	bdir := filepath.Join(dir, "billing")
-	var edgeProc *originProc
+	var edgeProc *testkit.Process
 	var peerIDs []string
 	defer func() {
 		if t.Failed() {
-			t.Logf("billing log:\n%s", lastLines(b.logs.String(), 40))
+			t.Logf("billing log:\n%s", b.Tail(40))
 			if edgeProc != nil {
-				t.Logf("edge log:\n%s", lastLines(edgeProc.logs.String(), 40))
+				t.Logf("edge log:\n%s", edgeProc.Tail(40))
 			}
 			for _, id := range append([]string{edgeID}, peerIDs...) {
 				out, _ := exec.Command(bin, "billing", "statement", "--billing", b.url, "--account", id, "--json").CombinedOutput()
@@ -81,13 +82,13 @@ func TestBillingThroughEdge(t *testing.T) {
 	// two peers serve it.
 	startClaimingPeers(t, bin, dir, o.url, b.url, 3)
 	const deposit = 100_000_000
-	run(t, bin, "billing", "deposit", "--billing", b.url, "--key", filepath.Join(bdir, "billing.key"),
+	testkit.Run(t, bin, "billing", "deposit", "--billing", b.url, "--key", filepath.Join(bdir, "billing.key"),
 		"--account", pubID, "--amount", strconv.Itoa(deposit), "--nonce", "start")
 
 	site := "../../examples/site"
-	root := strings.TrimSpace(run(t, bin, "publish", site, "--name", "blog", "--origin", o.url, "--key", pubKey, "-Q"))
-	waitFor(t, 30*time.Second, "the publish to be striped", func() bool {
-		code, _ := httpGet(t, o.url+"/api/v1/manifests/"+root, "")
+	root := strings.TrimSpace(testkit.Run(t, bin, "publish", site, "--name", "blog", "--origin", o.url, "--key", pubKey, "-Q"))
+	testkit.WaitFor(t, 30*time.Second, "the publish to be striped", func() bool {
+		code, _ := testkit.Get(t, o.url+"/api/v1/manifests/"+root, "")
 		return code == 200
 	})
 	peers := map[string]string{} // peer ID → address
@@ -123,7 +124,6 @@ http://:%d {
 		t.Fatal(err)
 	}
 	edgeProc = startEdge(t, bin, caddyfile)
-	defer edgeProc.stop(t)
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	client := &http.Client{Transport: &http.Transport{DisableCompression: true}, Timeout: 20 * time.Second}
 	get := func(host, path string) (int, []byte) {
@@ -180,14 +180,14 @@ http://:%d {
 	}
 	// SIGTERM: Caddy cleans the module up and the reporter sends the open
 	// epoch's batch before the process exits.
-	edgeProc.stop(t)
+	edgeProc.Stop(t)
 
 	// Settle until the peers' claims are in and every epoch is closed and
 	// paid. The peers' expected credit is what they served under read
 	// orders, by their own counters (they serve nothing without one).
 	want := map[string]int64{}
 	var servedByPeers int64
-	waitFor(t, 30*time.Second, "settlement to pay the edge and the peers", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "settlement to pay the edge and the peers", func() bool {
 		servedByPeers = 0
 		clear(want)
 		want[edgeID] = pricePerByte * received
@@ -197,7 +197,7 @@ http://:%d {
 			servedByPeers += n
 		}
 		want[pubID] = deposit - pricePerByte*(received+servedByPeers)
-		run(t, bin, "billing", "settle", "--billing", b.url)
+		testkit.Run(t, bin, "billing", "settle", "--billing", b.url)
 		for id, w := range want {
 			if got := balanceOf(t, b.url, id); got != w {
 				t.Logf("%s: balance %d, want %d", id, got, w)
@@ -215,7 +215,7 @@ http://:%d {
 	if readers < 2 {
 		t.Fatalf("the edge read from %d storage peers, want the 2 holding data shards", readers)
 	}
-	run(t, bin, "billing", "settle", "--billing", b.url) // idempotent
+	testkit.Run(t, bin, "billing", "settle", "--billing", b.url) // idempotent
 	for id, w := range want {
 		if w == 0 { // a peer holding parity only: billing never saw it
 			continue
@@ -238,14 +238,14 @@ http://:%d {
 			t.Errorf("%s: entries price %d bytes, want %d", id, bytes, w/pricePerByte)
 		}
 	}
-	_, metrics := httpGet(t, o.url+"/metrics", "")
+	_, metrics := testkit.Get(t, o.url+"/metrics", "")
 	for _, line := range strings.Split(string(metrics), "\n") {
 		if strings.HasPrefix(line, "topcdn_origin_striped_reads_total{") && !strings.HasSuffix(line, " 0") {
 			t.Errorf("the origin read striped blocks from the peers: %s", line)
 		}
 	}
 	var all []billingapi.Account
-	getJSON(t, b.url+"/api/v1/accounts", &all)
+	testkit.GetJSON(t, b.url+"/api/v1/accounts", &all)
 	var total int64
 	for _, a := range all {
 		total += a.Balance

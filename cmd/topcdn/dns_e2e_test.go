@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/base64"
@@ -12,7 +11,6 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -22,53 +20,21 @@ import (
 	"github.com/miekg/dns"
 	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/testkit"
 )
 
 // dnsProc is a running `topcdn dns` process.
 type dnsProc struct {
-	*originProc
+	*service
 	dnsAddr string // host:port, UDP and TCP
 }
 
 // startDNS runs `topcdn dns` and waits for both of its listening lines.
 func startDNS(t *testing.T, bin string, args ...string) *dnsProc {
 	t.Helper()
-	cmd := exec.Command(bin, append([]string{"dns"}, args...)...)
-	logs := &syncBuffer{}
-	cmd.Stderr = logs
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &dnsProc{originProc: &originProc{cmd: cmd, logs: logs}}
-	t.Cleanup(func() { p.stop(t) })
-	lines := make(chan string, 2)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-	}()
-	deadline := time.After(30 * time.Second)
-	for p.url == "" || p.dnsAddr == "" {
-		select {
-		case l := <-lines:
-			if a, ok := strings.CutPrefix(l, "dns listening on udp+tcp "); ok {
-				p.dnsAddr = a
-			} else if u, ok := strings.CutPrefix(l, "listening on "); ok {
-				if p.dnsAddr == "" {
-					t.Fatalf("the http line came before the dns line")
-				}
-				p.url = u
-			}
-		case <-deadline:
-			t.Fatalf("topcdn dns did not start; logs:\n%s", logs)
-		}
-	}
-	return p
+	p := testkit.Start(t, bin, append([]string{"dns"}, args...)...)
+	dnsAddr := p.WaitLine(t, "dns listening on udp+tcp ")
+	return &dnsProc{service: listening(t, p), dnsAddr: dnsAddr}
 }
 
 // e2eEdge is a stand-in edge: its health endpoint on a chosen loopback
@@ -154,14 +120,14 @@ func TestDNSEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs processes")
 	}
-	bin := buildBinary(t)
+	bin := testkit.BuildBinary(t)
 	dir := t.TempDir()
 	key := filepath.Join(dir, "publisher.key")
-	run(t, bin, "keygen", "--out", key)
+	testkit.Run(t, bin, "keygen", "--out", key)
 	o := startOrigin(t, bin, filepath.Join(dir, "origin"))
 	site := filepath.Join(dir, "site")
 	copyDir(t, "../../examples/site", site)
-	root := strings.TrimSpace(run(t, bin, "publish", site, "--name", "blog", "--origin", o.url, "--key", key, "-Q"))
+	root := strings.TrimSpace(testkit.Run(t, bin, "publish", site, "--name", "blog", "--origin", o.url, "--key", key, "-Q"))
 	ni := lookupName(t, o.url, "blog")
 
 	r := startDNS(t, bin, "--zone", "cdn.test", "--origin", o.url, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
@@ -174,7 +140,7 @@ func TestDNSEndToEnd(t *testing.T) {
 	startE2EEdge(t, "127.3.0.1", r.url, o.url, iv, true)
 	edges := func() map[string]dnsrouteapi.EdgeInfo {
 		var list []dnsrouteapi.EdgeInfo
-		getJSON(t, r.url+dnsrouteapi.EdgesPath, &list)
+		testkit.GetJSON(t, r.url+dnsrouteapi.EdgesPath, &list)
 		out := map[string]dnsrouteapi.EdgeInfo{}
 		for _, e := range list {
 			out[e.Addrs[0]] = e
@@ -188,7 +154,7 @@ func TestDNSEndToEnd(t *testing.T) {
 		}
 		return out
 	}
-	waitFor(t, 10*time.Second, "two healthy edges and a quarantined one", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "two healthy edges and a quarantined one", func() bool {
 		e := edges()
 		return e["127.1.0.1"].Healthy && e["127.2.0.1"].Healthy && e["127.3.0.1"].Quarantine != ""
 	})
@@ -213,7 +179,7 @@ func TestDNSEndToEnd(t *testing.T) {
 		m.SetQuestion(dns.Fqdn(name), qt)
 		return m
 	}
-	waitFor(t, 10*time.Second, "the name blog", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the name blog", func() bool {
 		return len(ask(t, "udp", "", query("blog.cdn.test", dns.TypeA)).Answer) == 2
 	})
 	var ecsTokyo = func() *dns.Msg {
@@ -275,7 +241,7 @@ func TestDNSEndToEnd(t *testing.T) {
 	tokyo.stop()
 	<-tokyo.done
 	stopped := time.Now()
-	waitFor(t, 5*time.Second, "the Tokyo edge to leave", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "the Tokyo edge to leave", func() bool {
 		a := ask(t, "udp", "127.2.0.5", query("blog.cdn.test", dns.TypeA)).Answer
 		return len(a) == 1 && a[0].(*dns.A).A.String() == "127.1.0.1"
 	})
@@ -286,7 +252,7 @@ func TestDNSEndToEnd(t *testing.T) {
 		t.Error("/api/v1/edges still lists the Tokyo edge as healthy")
 	}
 
-	_, metrics := httpGet(t, r.url+"/metrics", "")
+	_, metrics := testkit.Get(t, r.url+"/metrics", "")
 	for _, want := range []string{`topcdn_dnsroute_queries_total{rcode="NXDOMAIN",type="A"}`, "topcdn_dnsroute_answers_total{edge=",
 		`topcdn_dnsroute_edges{state="healthy"} 1`, `topcdn_dnsroute_content_probes_total{result="ok"}`,
 		`topcdn_dnsroute_content_probes_total{result="lied"} 1`, `topcdn_dnsroute_quarantined_edges 1`} {

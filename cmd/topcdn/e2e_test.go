@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -12,150 +11,46 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ipfs/go-cid"
 	car "github.com/ipld/go-car/v2"
 	"github.com/topcdn/topcdn/dag"
+	"github.com/topcdn/topcdn/internal/testkit"
 	"github.com/topcdn/topcdn/originapi"
 )
 
-// buildBinary builds topcdn once per test run.
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "topcdn")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
+func TestMain(m *testing.M) { os.Exit(testkit.Main(m)) }
 
-// originProc is a running `topcdn origin` process.
-type originProc struct {
-	cmd  *exec.Cmd
-	url  string
-	logs *syncBuffer
-}
-
-// syncBuffer is a bytes.Buffer safe to read while a process writes to it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+// service is a running topcdn service and the URL it listens on.
+type service struct {
+	*testkit.Process
+	url string
 }
 
 // startOrigin runs `topcdn origin` on a free loopback port and waits until
 // it says it is listening.
-func startOrigin(t *testing.T, bin, data string, extra ...string) *originProc {
+func startOrigin(t *testing.T, bin, data string, extra ...string) *service {
 	t.Helper()
 	return startService(t, bin, append([]string{"origin", "--data", data, "--listen", "127.0.0.1:0"}, extra...)...)
 }
 
 // startService runs a topcdn service and waits for its "listening on" line.
-func startService(t *testing.T, bin string, args ...string) *originProc {
+func startService(t *testing.T, bin string, args ...string) *service {
 	t.Helper()
-	cmd := exec.Command(bin, args...)
-	logs := &syncBuffer{}
-	cmd.Stderr = logs
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &originProc{cmd: cmd, logs: logs}
-	t.Cleanup(func() { p.stop(t) })
-	lines := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if u, ok := strings.CutPrefix(sc.Text(), "listening on "); ok {
-				lines <- u
-			}
-		}
-	}()
-	select {
-	case p.url = <-lines:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("%s did not start; logs:\n%s", args[0], logs)
-	}
-	return p
+	return listening(t, testkit.Start(t, bin, args...))
 }
 
-// stop sends SIGTERM and checks for a clean exit.
-func (p *originProc) stop(t *testing.T) {
-	if p.cmd.ProcessState != nil {
-		return
-	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- p.cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("origin exited uncleanly on SIGTERM: %v\n%s", err, p.logs)
-		}
-	case <-time.After(15 * time.Second):
-		p.cmd.Process.Kill()
-		t.Errorf("origin did not stop within 15s of SIGTERM")
-	}
-}
-
-func (p *originProc) kill9(t *testing.T) {
+// listening waits for a started service's "listening on" line.
+func listening(t *testing.T, p *testkit.Process) *service {
 	t.Helper()
-	p.cmd.Process.Kill()
-	p.cmd.Wait()
-}
-
-func run(t *testing.T, bin string, args ...string) string {
-	t.Helper()
-	cmd := exec.Command(bin, args...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("topcdn %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
-	}
-	return string(out)
-}
-
-func httpGet(t *testing.T, url, accept string) (int, []byte) {
-	t.Helper()
-	req, _ := http.NewRequest("GET", url, nil)
-	if accept != "" {
-		req.Header.Set("Accept", accept)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, b
+	return &service{Process: p, url: p.WaitLine(t, "listening on ")}
 }
 
 func lookupName(t *testing.T, originURL, name string) originapi.NameInfo {
 	t.Helper()
-	code, body := httpGet(t, originURL+"/api/v1/names/"+name, "")
+	code, body := testkit.Get(t, originURL+"/api/v1/names/"+name, "")
 	if code != 200 {
 		t.Fatalf("GET name %s: %d %s", name, code, body)
 	}
@@ -179,7 +74,7 @@ func fetchDAG(t *testing.T, originURL string, root cid.Cid) map[cid.Cid]bool {
 			continue
 		}
 		seen[c] = true
-		code, data := httpGet(t, originURL+"/ipfs/"+c.String(), "application/vnd.ipld.raw")
+		code, data := testkit.Get(t, originURL+"/ipfs/"+c.String(), "application/vnd.ipld.raw")
 		if code != 200 {
 			t.Fatalf("raw %s: %d %s", c, code, data)
 		}
@@ -198,7 +93,7 @@ func fetchDAG(t *testing.T, originURL string, root cid.Cid) map[cid.Cid]bool {
 // fetchCAR downloads root as a CAR (dag-scope=all) and verifies every block.
 func fetchCAR(t *testing.T, originURL string, root cid.Cid) map[cid.Cid]bool {
 	t.Helper()
-	code, data := httpGet(t, originURL+"/ipfs/"+root.String()+"?format=car&dag-scope=all", "")
+	code, data := testkit.Get(t, originURL+"/ipfs/"+root.String()+"?format=car&dag-scope=all", "")
 	if code != 200 {
 		t.Fatalf("car %s: %d %s", root, code, data)
 	}
@@ -249,10 +144,10 @@ func TestEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs processes")
 	}
-	bin := buildBinary(t)
+	bin := testkit.BuildBinary(t)
 	dir := t.TempDir()
 	key := filepath.Join(dir, "publisher.key")
-	peerID := strings.TrimSpace(run(t, bin, "keygen", "--out", key))
+	peerID := strings.TrimSpace(testkit.Run(t, bin, "keygen", "--out", key))
 	if !strings.HasPrefix(peerID, "12D3KooW") {
 		t.Fatalf("keygen printed %q, want an ed25519 peer ID", peerID)
 	}
@@ -261,8 +156,8 @@ func TestEndToEnd(t *testing.T) {
 	// Publish the example site.
 	site := filepath.Join(dir, "site")
 	copyDir(t, "../../examples/site", site)
-	want := strings.TrimSpace(run(t, bin, "publish", "--only-hash", "-Q", site))
-	root := strings.TrimSpace(run(t, bin, "publish", site, "--name", "blog", "--origin", o.url, "--key", key, "-Q"))
+	want := strings.TrimSpace(testkit.Run(t, bin, "publish", "--only-hash", "-Q", site))
+	root := strings.TrimSpace(testkit.Run(t, bin, "publish", site, "--name", "blog", "--origin", o.url, "--key", key, "-Q"))
 	if root != want {
 		t.Fatalf("published root %s, --only-hash said %s", root, want)
 	}
@@ -308,7 +203,7 @@ func TestEndToEnd(t *testing.T) {
 
 	// Another key cannot take the name.
 	other := filepath.Join(dir, "other.key")
-	run(t, bin, "keygen", "--out", other)
+	testkit.Run(t, bin, "keygen", "--out", other)
 	steal := exec.Command(bin, "publish", site, "--name", "blog", "--origin", o.url, "--key", other)
 	if msg, err := steal.CombinedOutput(); err == nil || !strings.Contains(string(msg), "belongs to another key") {
 		t.Fatalf("publishing blog with another key: err=%v\n%s", err, msg)
@@ -323,7 +218,7 @@ func TestEndToEnd(t *testing.T) {
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("unsigned upload: HTTP %d, want 401", resp.StatusCode)
 	}
-	code, body := httpGet(t, o.url+"/api/v1/publishers/"+peerID, "")
+	code, body := testkit.Get(t, o.url+"/api/v1/publishers/"+peerID, "")
 	var u originapi.PublisherUsage
 	if err := json.Unmarshal(body, &u); code != 200 || err != nil || u.UsedBytes <= 0 || u.Uploads != 2 || u.Roots != 2 || u.QuotaBytes != 10<<30 {
 		t.Fatalf("publisher usage: HTTP %d %s, want 2 uploads of 2 roots under the 10 GiB default quota", code, body)
@@ -360,16 +255,16 @@ func TestKillDuringPublish(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs processes")
 	}
-	bin := buildBinary(t)
+	bin := testkit.BuildBinary(t)
 	dir := t.TempDir()
 	key := filepath.Join(dir, "publisher.key")
-	run(t, bin, "keygen", "--out", key)
+	testkit.Run(t, bin, "keygen", "--out", key)
 	data := filepath.Join(dir, "origin")
 	o := startOrigin(t, bin, data)
 
 	v1 := filepath.Join(dir, "v1")
 	copyDir(t, "../../examples/site", v1)
-	root1 := strings.TrimSpace(run(t, bin, "publish", v1, "--name", "site", "--origin", o.url, "--key", key, "-Q"))
+	root1 := strings.TrimSpace(testkit.Run(t, bin, "publish", v1, "--name", "site", "--origin", o.url, "--key", key, "-Q"))
 
 	// Start publishing a bigger version, and kill -9 the origin while the
 	// upload is streaming in.
@@ -395,7 +290,7 @@ func TestKillDuringPublish(t *testing.T) {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
-	o.kill9(t)
+	o.Kill()
 	if err := pub.Wait(); err == nil {
 		t.Fatal("publish succeeded although the origin was killed mid-upload")
 	}
@@ -408,7 +303,7 @@ func TestKillDuringPublish(t *testing.T) {
 	fetchDAG(t, o.url, cid.MustParse(root1))
 
 	// The publish can be retried and completes.
-	root2 := strings.TrimSpace(run(t, bin, "publish", v2, "--name", "site", "--origin", o.url, "--key", key, "-Q"))
+	root2 := strings.TrimSpace(testkit.Run(t, bin, "publish", v2, "--name", "site", "--origin", o.url, "--key", key, "-Q"))
 	if ni := lookupName(t, o.url, "site"); ni.CID != root2 {
 		t.Fatalf("after retry, site -> %s, want %s", ni.CID, root2)
 	}

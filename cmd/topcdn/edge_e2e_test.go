@@ -2,6 +2,7 @@ package main
 
 import (
 	"compress/gzip"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -23,6 +24,7 @@ import (
 	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/testkit"
 )
 
 // freePort returns a loopback port that was free a moment ago.
@@ -40,10 +42,10 @@ func TestEdgeWithCaddy(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs an origin, 6 storage peers and Caddy")
 	}
-	bin := buildBinary(t)
+	bin := testkit.BuildBinary(t)
 	dir := t.TempDir()
 	key := filepath.Join(dir, "publisher.key")
-	run(t, bin, "keygen", "--out", key)
+	testkit.Run(t, bin, "keygen", "--out", key)
 	o := startOrigin(t, bin, filepath.Join(dir, "origin"), "--data-shards", "4", "--parity-shards", "2",
 		"--segment-size", "256KiB", "--chunk-size", "4KiB", "--heartbeat-interval", "1s")
 	peers := map[string]*storageProc{}
@@ -51,7 +53,7 @@ func TestEdgeWithCaddy(t *testing.T) {
 		p := startPeer(t, bin, dir, o.url, i)
 		peers[p.id] = p
 	}
-	waitFor(t, 30*time.Second, "6 healthy peers", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "6 healthy peers", func() bool {
 		n := 0
 		for _, p := range peersByID(t, o.url) {
 			if p.Healthy {
@@ -61,9 +63,9 @@ func TestEdgeWithCaddy(t *testing.T) {
 		return n == 6
 	})
 	site := "../../examples/site"
-	root := strings.TrimSpace(run(t, bin, "publish", site, "--name", "blog", "--origin", o.url, "--key", key, "-Q"))
-	waitFor(t, 30*time.Second, "striping", func() bool {
-		code, _ := httpGet(t, o.url+"/api/v1/manifests/"+root, "")
+	root := strings.TrimSpace(testkit.Run(t, bin, "publish", site, "--name", "blog", "--origin", o.url, "--key", key, "-Q"))
+	testkit.WaitFor(t, 30*time.Second, "striping", func() bool {
+		code, _ := testkit.Get(t, o.url+"/api/v1/manifests/"+root, "")
 		return code == 200
 	})
 
@@ -91,7 +93,6 @@ func TestEdgeWithCaddy(t *testing.T) {
 		t.Fatal(err)
 	}
 	edge := startEdge(t, bin, caddyfile)
-	defer edge.stop(t)
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	do := func(method, host, path string, hdr ...string) (*http.Response, string) {
 		req, _ := http.NewRequest(method, base+path, nil)
@@ -239,7 +240,7 @@ func TestEdgeWithCaddy(t *testing.T) {
 
 	// The edge read the striped blocks from the peers itself: the origin,
 	// which keeps no copy, read none for it.
-	_, metrics := httpGet(t, o.url+"/metrics", "")
+	_, metrics := testkit.Get(t, o.url+"/metrics", "")
 	for _, line := range strings.Split(string(metrics), "\n") {
 		if strings.HasPrefix(line, `topcdn_origin_striped_reads_total{result="ok"}`) && !strings.HasSuffix(line, " 0") {
 			t.Fatalf("origin served striped blocks to the edge: %s", line)
@@ -253,7 +254,7 @@ func TestEdgeWithCaddy(t *testing.T) {
 
 	// The edge told the router where it is and how much it served, and,
 	// stopping, sent billing a signed batch with a record per response.
-	waitFor(t, 10*time.Second, "a heartbeat counting the requests", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "a heartbeat counting the requests", func() bool {
 		hb, _ := reports.last()
 		return hb.Requests > 0
 	})
@@ -261,10 +262,10 @@ func TestEdgeWithCaddy(t *testing.T) {
 	if hb.URL != fmt.Sprintf("http://127.0.0.1:%d", port) || len(hb.Addrs) != 1 || hb.Addrs[0] != "127.0.0.1" || hb.City != "Frankfurt" {
 		t.Fatalf("heartbeat %+v", hb)
 	}
-	edge.stop(t)
+	edge.Stop(t)
 	_, batch := reports.last()
 	if batch == nil || len(batch.Records) == 0 || batch.Edge != hb.Peer {
-		t.Fatalf("no receipt batch from the edge %s at shutdown (%+v)\n%s", hb.Peer, batch, edge.logs)
+		t.Fatalf("no receipt batch from the edge %s at shutdown (%+v)\n%s", hb.Peer, batch, edge.Tail(40))
 	}
 	var served int64
 	for _, r := range batch.Records {
@@ -288,19 +289,14 @@ func TestEdgeWithCaddy(t *testing.T) {
 	if err := os.WriteFile(caddyfile+"2", []byte(c2), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	stock := exec.Command(caddyBin, "run", "--config", caddyfile+"2", "--adapter", "caddyfile")
-	stock.Stderr = &syncBuffer{}
-	if err := stock.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { stock.Process.Kill(); stock.Wait() }()
+	stock := testkit.Start(t, caddyBin, "run", "--config", caddyfile+"2", "--adapter", "caddyfile")
 	base = fmt.Sprintf("http://127.0.0.1:%d", port2)
-	waitFor(t, 30*time.Second, "stock Caddy to serve", func() bool {
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port2))
+	stock.WaitUntil(t, 30*time.Second, "stock Caddy to serve", func(ctx context.Context) error {
+		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", fmt.Sprintf("127.0.0.1:%d", port2))
 		if err == nil {
 			c.Close()
 		}
-		return err == nil
+		return err
 	})
 	if resp, body := fetch("blog.cdn.test", "/about.html"); resp.StatusCode != 200 || body != want("about.html") {
 		t.Fatalf("stock Caddy: HTTP %d, %d bytes", resp.StatusCode, len(body))
@@ -310,7 +306,7 @@ func TestEdgeWithCaddy(t *testing.T) {
 	// origin gone, the reloaded edge still serves the page from the
 	// previous config's caches (a new, empty edge could not even resolve
 	// the name).
-	o.stop(t)
+	o.Stop(t)
 	req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/load", adminPort), strings.NewReader(c2))
 	req.Header.Set("Content-Type", "text/caddyfile")
 	req.Header.Set("Cache-Control", "must-revalidate") // reload even though the config is the same
@@ -321,10 +317,10 @@ func TestEdgeWithCaddy(t *testing.T) {
 	msg, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
-		t.Fatalf("reload: HTTP %d %s\n%s", resp.StatusCode, msg, stock.Stderr)
+		t.Fatalf("reload: HTTP %d %s\n%s", resp.StatusCode, msg, stock.Tail(40))
 	}
 	if resp, body := fetch("blog.cdn.test", "/about.html"); resp.StatusCode != 200 || body != want("about.html") {
-		t.Fatalf("after a reload, with the origin gone: HTTP %d, %d bytes\n%s", resp.StatusCode, len(body), stock.Stderr)
+		t.Fatalf("after a reload, with the origin gone: HTTP %d, %d bytes\n%s", resp.StatusCode, len(body), stock.Tail(40))
 	}
 }
 
@@ -362,19 +358,10 @@ func checkDiskCache(t *testing.T, dir string) int {
 }
 
 // startEdge runs `topcdn edge --config FILE` and waits for it to load.
-func startEdge(t *testing.T, bin, caddyfile string) *originProc {
+func startEdge(t *testing.T, bin, caddyfile string) *testkit.Process {
 	t.Helper()
-	cmd := exec.Command(bin, "edge", "--config", caddyfile)
-	logs := &syncBuffer{}
-	out := &syncBuffer{}
-	cmd.Stderr, cmd.Stdout = logs, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &originProc{cmd: cmd, logs: logs}
-	waitFor(t, 30*time.Second, "the edge to load its Caddyfile", func() bool {
-		return strings.Contains(out.String(), "edge running")
-	})
+	p := testkit.Start(t, bin, "edge", "--config", caddyfile)
+	p.WaitLine(t, "edge running")
 	return p
 }
 

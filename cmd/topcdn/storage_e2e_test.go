@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"io/fs"
 	"math/rand/v2"
 	"net/http"
@@ -16,12 +15,13 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/testkit"
 	"github.com/topcdn/topcdn/originapi"
 )
 
 // storageProc is a running `topcdn storage` peer.
 type storageProc struct {
-	*originProc
+	*service
 	data string
 	id   string
 }
@@ -34,8 +34,8 @@ func startPeer(t *testing.T, bin, dir, originURL string, i int) *storageProc {
 	var st struct {
 		PeerID string `json:"peer_id"`
 	}
-	getJSON(t, p.url+"/status", &st)
-	return &storageProc{originProc: p, data: data, id: st.PeerID}
+	testkit.GetJSON(t, p.url+"/status", &st)
+	return &storageProc{service: p, data: data, id: st.PeerID}
 }
 
 // rotShards flips every byte of every shard a storage peer keeps in its
@@ -62,33 +62,10 @@ func rotShards(t *testing.T, data string) {
 	}
 }
 
-func getJSON(t *testing.T, url string, v any) {
-	t.Helper()
-	code, body := httpGet(t, url, "")
-	if code != 200 {
-		t.Fatalf("GET %s: %d %s", url, code, body)
-	}
-	if err := json.Unmarshal(body, v); err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-}
-
-// waitFor polls cond until it holds or the timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
 func peersByID(t *testing.T, originURL string) map[string]originapi.PeerInfo {
 	t.Helper()
 	var ps []originapi.PeerInfo
-	getJSON(t, originURL+"/api/v1/peers", &ps)
+	testkit.GetJSON(t, originURL+"/api/v1/peers", &ps)
 	out := map[string]originapi.PeerInfo{}
 	for _, p := range ps {
 		out[p.ID] = p
@@ -99,11 +76,11 @@ func peersByID(t *testing.T, originURL string) map[string]originapi.PeerInfo {
 func manifest(t *testing.T, originURL string, root string) *erasure.Manifest {
 	t.Helper()
 	var env identity.Envelope
-	getJSON(t, originURL+"/api/v1/manifests/"+root, &env)
+	testkit.GetJSON(t, originURL+"/api/v1/manifests/"+root, &env)
 	var health struct {
 		PeerID string `json:"peer_id"`
 	}
-	getJSON(t, originURL+"/healthz", &health)
+	testkit.GetJSON(t, originURL+"/healthz", &health)
 	m, err := erasure.OpenManifest(&env, peer.ID(mustPeer(t, health.PeerID)))
 	if err != nil {
 		t.Fatal(err)
@@ -134,7 +111,7 @@ func checkSite(t *testing.T, originURL, root, site string) {
 		if err != nil {
 			return err
 		}
-		code, got := httpGet(t, originURL+"/ipfs/"+root+"/"+filepath.ToSlash(rel), "")
+		code, got := testkit.Get(t, originURL+"/ipfs/"+root+"/"+filepath.ToSlash(rel), "")
 		if code != 200 || !bytes.Equal(got, want) {
 			t.Fatalf("%s: HTTP %d, %d bytes, want %d identical bytes", rel, code, len(got), len(want))
 		}
@@ -165,16 +142,16 @@ func TestStripedEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs an origin and 20 storage peers")
 	}
-	bin := buildBinary(t)
+	bin := testkit.BuildBinary(t)
 	dir := t.TempDir()
 	key := filepath.Join(dir, "publisher.key")
-	run(t, bin, "keygen", "--out", key)
+	testkit.Run(t, bin, "keygen", "--out", key)
 	originData := filepath.Join(dir, "origin")
 	o := startOrigin(t, bin, originData, "--deserialized", "--segment-size", "256KiB", "--chunk-size", "4KiB",
 		"--heartbeat-interval", "1s", "--audit-interval", "1h", "--repair-interval", "500ms", "--lost-after", "4s")
 	defer func() {
 		if t.Failed() {
-			t.Logf("origin log (last lines):\n%s", lastLines(o.logs.String(), 40))
+			t.Logf("origin log (last lines):\n%s", o.Tail(40))
 		}
 	}()
 
@@ -196,12 +173,12 @@ func TestStripedEndToEnd(t *testing.T) {
 			return n >= want
 		}
 	}
-	waitFor(t, 30*time.Second, "14 healthy peers", healthy(14))
+	testkit.WaitFor(t, 30*time.Second, "14 healthy peers", healthy(14))
 
 	site := "../../examples/site"
-	root := strings.TrimSpace(run(t, bin, "publish", site, "--name", "blog", "--origin", o.url, "--key", key, "-Q"))
-	waitFor(t, 30*time.Second, "the publish to be striped", func() bool {
-		code, _ := httpGet(t, o.url+"/api/v1/manifests/"+root, "")
+	root := strings.TrimSpace(testkit.Run(t, bin, "publish", site, "--name", "blog", "--origin", o.url, "--key", key, "-Q"))
+	testkit.WaitFor(t, 30*time.Second, "the publish to be striped", func() bool {
+		code, _ := testkit.Get(t, o.url+"/api/v1/manifests/"+root, "")
 		return code == 200
 	})
 	m := manifest(t, o.url, root)
@@ -238,11 +215,11 @@ func TestStripedEndToEnd(t *testing.T) {
 		}
 	}
 	for _, id := range victims {
-		peers[id].kill9(t)
+		peers[id].Kill()
 		alive[id] = false
 	}
 	checkSite(t, o.url, root, site)
-	waitFor(t, 30*time.Second, "the origin to see the 4 peers gone", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "the origin to see the 4 peers gone", func() bool {
 		ps := peersByID(t, o.url)
 		for _, id := range victims {
 			if ps[id].Healthy {
@@ -259,7 +236,7 @@ func TestStripedEndToEnd(t *testing.T) {
 		peers[p.id] = p
 		alive[p.id] = true
 	}
-	waitFor(t, 3*time.Minute, "repair onto the fresh peers", func() bool {
+	testkit.WaitFor(t, 3*time.Minute, "repair onto the fresh peers", func() bool {
 		m2 := manifest(t, o.url, root)
 		return m2.Version > m.Version && allShardsOn(m2, alive)
 	})
@@ -273,9 +250,9 @@ func TestStripedEndToEnd(t *testing.T) {
 	peers[spare.id] = spare
 	alive[spare.id] = true
 	gone := m.Segments[0].Shards[m.DataShards].Peer // a parity shard's peer
-	peers[gone].kill9(t)
+	peers[gone].Kill()
 	alive[gone] = false
-	waitFor(t, 3*time.Minute, "repair of the lost peer's shards", func() bool {
+	testkit.WaitFor(t, 3*time.Minute, "repair of the lost peer's shards", func() bool {
 		m2 := manifest(t, o.url, root)
 		return m2.Version > m.Version && allShardsOn(m2, alive)
 	})
@@ -296,7 +273,7 @@ func TestStripedEndToEnd(t *testing.T) {
 	checkSite(t, o.url, root, site)
 	// A rotten answer that lost the race to a rebuild is checked when it
 	// arrives, so the flag may come a little after the page.
-	waitFor(t, 30*time.Second, "reads to flag the peers serving rotten bytes", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "reads to flag the peers serving rotten bytes", func() bool {
 		ps := peersByID(t, o.url)
 		for id := range liars {
 			if ps[id].Flags == 0 {
@@ -325,34 +302,29 @@ func TestStripedEndToEnd(t *testing.T) {
 	for id, ok := range alive {
 		trusted[id] = ok && !liars[id]
 	}
-	waitFor(t, 3*time.Minute, "repair away from the rotten peers", func() bool {
+	testkit.WaitFor(t, 3*time.Minute, "repair away from the rotten peers", func() bool {
 		return allShardsOn(manifest(t, o.url, root), trusted)
 	})
 	checkSite(t, o.url, root, site)
 	var st originapi.StorageStatus
-	getJSON(t, o.url+"/api/v1/storage/status", &st)
+	testkit.GetJSON(t, o.url+"/api/v1/storage/status", &st)
 	if len(st.AtRisk) != 0 {
 		t.Fatalf("segments still at risk: %+v", st.AtRisk)
 	}
-	out := run(t, bin, "storage", "status", "--origin", o.url)
+	out := testkit.Run(t, bin, "storage", "status", "--origin", o.url)
 	if !strings.Contains(out, "0 at risk") || strings.Count(out, "true") < 14 {
 		t.Fatalf("storage status:\n%s", out)
 	}
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 func TestStripingResumesAfterKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs an origin and 6 storage peers")
 	}
-	bin := buildBinary(t)
+	bin := testkit.BuildBinary(t)
 	dir := t.TempDir()
 	key := filepath.Join(dir, "publisher.key")
-	run(t, bin, "keygen", "--out", key)
+	testkit.Run(t, bin, "keygen", "--out", key)
 	originData := filepath.Join(dir, "origin")
 	args := []string{"--data-shards", "4", "--parity-shards", "2", "--segment-size", "256KiB", "--chunk-size", "4KiB",
 		"--heartbeat-interval", "1s", "--audit-interval", "1h", "--repair-interval", "1h"}
@@ -362,7 +334,7 @@ func TestStripingResumesAfterKill(t *testing.T) {
 		p := startPeer(t, bin, dir, o.url, i)
 		alive[p.id] = true
 	}
-	waitFor(t, 30*time.Second, "6 healthy peers", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "6 healthy peers", func() bool {
 		n := 0
 		for _, p := range peersByID(t, o.url) {
 			if p.Healthy {
@@ -373,19 +345,19 @@ func TestStripingResumesAfterKill(t *testing.T) {
 	})
 	site := filepath.Join(dir, "site")
 	writeRandomSite(t, site, 24, 11)
-	root := strings.TrimSpace(run(t, bin, "publish", site, "--name", "big", "--origin", o.url, "--key", key, "-Q"))
+	root := strings.TrimSpace(testkit.Run(t, bin, "publish", site, "--name", "big", "--origin", o.url, "--key", key, "-Q"))
 
 	// Kill the origin while it is storing segments.
-	waitFor(t, 60*time.Second, "the first segment to be stored", func() bool {
-		return strings.Contains(o.logs.String(), "segment striped")
+	testkit.WaitFor(t, 60*time.Second, "the first segment to be stored", func() bool {
+		return strings.Contains(o.Tail(100), "segment striped")
 	})
-	o.kill9(t)
-	if strings.Contains(o.logs.String(), "root striped") {
+	o.Kill()
+	if strings.Contains(o.Tail(100), "root striped") {
 		t.Log("striping finished before the kill; the restart still has to serve it")
 	}
 	o = startOrigin(t, bin, originData, append(args, "--deserialized")...)
-	waitFor(t, 60*time.Second, "striping to resume and finish", func() bool {
-		code, _ := httpGet(t, o.url+"/api/v1/manifests/"+root, "")
+	testkit.WaitFor(t, 60*time.Second, "striping to resume and finish", func() bool {
+		code, _ := testkit.Get(t, o.url+"/api/v1/manifests/"+root, "")
 		return code == 200
 	})
 	m := manifest(t, o.url, root)
