@@ -8,7 +8,6 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,7 +17,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/topcdn/topcdn/internal/testkit"
 )
+
+func TestMain(m *testing.M) { os.Exit(testkit.Main(m)) }
 
 // TestDevnetInChromium runs `topcdn devnet` and browses the example site
 // with headless Chromium at the address the DNS router answers, then
@@ -31,7 +34,7 @@ func TestDevnetInChromium(t *testing.T) {
 		t.Skip("end-to-end: runs the whole network")
 	}
 	browser := findChromium(t)
-	bin := buildTopcdn(t)
+	bin := testkit.BuildBinary(t)
 	dir := t.TempDir()
 	offset := 10000 + rand.IntN(14000) // every port stays below the ephemeral range
 	n := startDevnet(t, bin, dir, offset)
@@ -95,7 +98,7 @@ func TestDevnetInChromium(t *testing.T) {
 				Bytes    uint64   `json:"bytes"`
 			} `json:"edges"`
 		}
-		getJSON(t, strings.TrimSuffix(info.Dashboard, "/")+"/api/state", &st)
+		testkit.GetJSON(t, strings.TrimSuffix(info.Dashboard, "/")+"/api/state", &st)
 		serving := 0
 		for _, e := range st.Edges {
 			if e.Requests > 0 && e.Bytes > 0 && (slices.Contains(e.Addrs, second) || slices.Contains(e.Addrs, third)) {
@@ -129,7 +132,7 @@ func TestDevnetInChromium(t *testing.T) {
 			Served int64  `json:"served"`
 		} `json:"sites"`
 	}
-	getJSON(t, strings.TrimSuffix(info.Dashboard, "/")+"/api/state", &st)
+	testkit.GetJSON(t, strings.TrimSuffix(info.Dashboard, "/")+"/api/state", &st)
 	if len(st.Sites) != 1 || st.Sites[0].Served <= 0 {
 		t.Fatalf("the dashboard shows no bytes billed for the site: %+v", st.Sites)
 	}
@@ -153,66 +156,42 @@ func TestDevnetInChromium(t *testing.T) {
 
 // devnetRun is a running `topcdn devnet`.
 type devnetRun struct {
-	cmd  *exec.Cmd
+	*testkit.Process
 	info Info
 }
 
+// startDevnet runs `topcdn devnet` in dir and waits for its devnet.json.
 func startDevnet(t *testing.T, bin, dir string, offset int) *devnetRun {
 	t.Helper()
-	var out bytes.Buffer
-	cmd := exec.Command(bin, "devnet", "--dir", dir, "--port-offset", strconv.Itoa(offset), "--epoch", "5s",
-		"--site", "../examples/site")
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-done:
-		case <-time.After(40 * time.Second):
-			cmd.Process.Kill()
-			<-done
-			t.Errorf("devnet did not stop within 40 s of SIGINT")
-		}
+	t.Cleanup(func() { // after the devnet stopped
 		if t.Failed() {
 			dumpLogs(t, dir)
 		}
 	})
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		b, err := os.ReadFile(filepath.Join(dir, "devnet.json"))
-		if err == nil {
-			n := &devnetRun{cmd: cmd}
-			if err := json.Unmarshal(b, &n.info); err != nil {
-				t.Fatalf("devnet.json: %v", err)
-			}
-			if len(n.info.Edges) != 3 || len(n.info.Storage) != 14 || len(n.info.Sites) != 1 || n.info.PublisherID == "" {
-				t.Fatalf("devnet.json is incomplete: %s", b)
-			}
-			return n
+	p := testkit.Start(t, bin, "devnet", "--dir", dir, "--port-offset", strconv.Itoa(offset), "--epoch", "5s",
+		"--site", "../examples/site")
+	t.Cleanup(func() { // before testkit's stop: the devnet stops its roles one by one
+		if err := p.Process.Stop(40 * time.Second); err != nil {
+			t.Error(err)
 		}
-		select {
-		case err := <-done:
-			done <- err
-			t.Fatalf("devnet exited (%v):\n%s", err, out.String())
-		case <-time.After(200 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no devnet.json after 3 minutes:\n%s", out.String())
-		}
+	})
+	info := filepath.Join(dir, "devnet.json")
+	p.WaitUntil(t, 3*time.Minute, info, func(context.Context) error {
+		_, err := os.Stat(info)
+		return err
+	})
+	b, err := os.ReadFile(info)
+	if err != nil {
+		t.Fatal(err)
 	}
-}
-
-func buildTopcdn(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "topcdn")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/topcdn").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	n := &devnetRun{Process: p}
+	if err := json.Unmarshal(b, &n.info); err != nil {
+		t.Fatalf("devnet.json: %v", err)
 	}
-	return bin
+	if len(n.info.Edges) != 3 || len(n.info.Storage) != 14 || len(n.info.Sites) != 1 || n.info.PublisherID == "" {
+		t.Fatalf("devnet.json is incomplete: %s", b)
+	}
+	return n
 }
 
 func findChromium(t *testing.T) string {
@@ -378,7 +357,7 @@ func waitPaid(t *testing.T, bin string, info Info, edgeAddrs []string) {
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		run(t, bin, "billing", "settle", "--billing", info.Billing.URL)
+		testkit.Run(t, bin, "billing", "settle", "--billing", info.Billing.URL)
 		pub := statement(t, bin, info.Billing.URL, info.PublisherID)
 		earned := map[string]int64{}
 		for a, id := range edgeIDs {
@@ -424,19 +403,6 @@ func statement(t *testing.T, bin, billingURL, account string) stmt {
 	return s
 }
 
-func run(t *testing.T, bin string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(bin, args...).Output()
-	if err != nil {
-		var stderr []byte
-		if ee, ok := err.(*exec.ExitError); ok {
-			stderr = ee.Stderr
-		}
-		t.Fatalf("topcdn %v: %v\n%s", args, err, stderr)
-	}
-	return string(out)
-}
-
 func dumpLogs(t *testing.T, dir string) {
 	logs, _ := filepath.Glob(filepath.Join(dir, "logs", "*.log"))
 	for _, l := range logs {
@@ -450,19 +416,4 @@ func tail(s string, n int) string {
 		return "…" + s[len(s)-n:]
 	}
 	return s
-}
-
-func getJSON(t *testing.T, url string, v any) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("GET %s: HTTP %d", url, resp.StatusCode)
-	}
-	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
 }
