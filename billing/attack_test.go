@@ -19,6 +19,7 @@ import (
 	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/testkit"
 	"github.com/topcdn/topcdn/storageapi"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
@@ -80,14 +81,14 @@ func testAttacks(t *testing.T, dsn string) {
 	ctx := context.Background()
 	const price = 3 << 30 // 3 units per byte served
 	var (
-		pub      = testKey(t, 10)
-		edge     = testKey(t, 11)
-		liar     = testKey(t, 12)
-		peerKey  = testKey(t, 13)
-		liarPeer = testKey(t, 14)
-		forger   = testKey(t, 15)
-		stranger = testKey(t, 16)
-		hbLiar   = testKey(t, 17)
+		pub      = testkit.Key(t, 10)
+		edge     = testkit.Key(t, 11)
+		liar     = testkit.Key(t, 12)
+		peerKey  = testkit.Key(t, 13)
+		liarPeer = testkit.Key(t, 14)
+		forger   = testkit.Key(t, 15)
+		stranger = testkit.Key(t, 16)
+		hbLiar   = testkit.Key(t, 17)
 	)
 	// The DNS router lists the honest edge, its heartbeats counting the
 	// 6000 bytes it serves, and hbLiar, its heartbeats counting 1 MiB.
@@ -350,10 +351,10 @@ func testUpstreamReads(t *testing.T, dsn string) {
 	ctx := context.Background()
 	const price = 3 << 30 // 3 units per byte served
 	var (
-		pub     = testKey(t, 20)
-		edge    = testKey(t, 21) // the edge under test
-		other   = testKey(t, 22) // an honest edge whose reads are claimed
-		peerKey = testKey(t, 23)
+		pub     = testkit.Key(t, 20)
+		edge    = testkit.Key(t, 21) // the edge under test
+		other   = testkit.Key(t, 22) // an honest edge whose reads are claimed
+		peerKey = testkit.Key(t, 23)
 	)
 	e0 := t0.Unix() - 60
 	const wait = 5 * time.Minute
@@ -484,10 +485,10 @@ func TestUpstreamHeldCrash(t *testing.T) {
 	ctx := context.Background()
 	const price = 3 << 30
 	var (
-		pub     = testKey(t, 30)
-		edge    = testKey(t, 31)
-		other   = testKey(t, 32)
-		peerKey = testKey(t, 33)
+		pub     = testkit.Key(t, 30)
+		edge    = testkit.Key(t, 31)
+		other   = testkit.Key(t, 32)
+		peerKey = testkit.Key(t, 33)
 	)
 	var crash atomic.Bool
 	tl := newTestLedger(t, "", Config{PricePerGiBServed: price, FaultHook: func(stage string) {
@@ -559,7 +560,7 @@ func TestUnverifiedInputCostsNothing(t *testing.T) {
 	tl := newTestLedger(t, "", Config{Logger: zap.New(core)})
 	srv := httptest.NewServer(tl.Handler(nil))
 	defer srv.Close()
-	edge, forger := testKey(t, 40), testKey(t, 41)
+	edge, forger := testkit.Key(t, 40), testkit.Key(t, 41)
 	e0 := t0.Unix() - 60
 	huge := strings.Repeat("1", 20<<20)
 	forged := signBatch(t, forger, e0, 1, []billingapi.Record{rec(1, "blog", "cidA", 10, e0)})

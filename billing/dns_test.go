@@ -15,6 +15,7 @@ import (
 	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/testkit"
 )
 
 func TestHTTPProber(t *testing.T) {
@@ -162,7 +163,7 @@ func TestDNSDirectoryReadsTheRouter(t *testing.T) {
 func TestHeartbeatCheckThroughRouter(t *testing.T) {
 	ctx := context.Background()
 	const MiB = 1 << 20
-	pub, edge := testKey(t, 54), testKey(t, 55)
+	pub, edge := testkit.Key(t, 54), testkit.Key(t, 55)
 	e0 := t0.Unix() - 60 // ends at t0
 	var (
 		mu  sync.Mutex

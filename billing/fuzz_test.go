@@ -8,12 +8,13 @@ import (
 
 	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/testkit"
 )
 
 // fuzzSeeds are batches signed by fixed keys: valid ones (so the fuzzer
 // starts past the signature) and near misses.
 func fuzzSeeds(t testing.TB) [][]byte {
-	k := testKey(t, 21)
+	k := testkit.Key(t, 21)
 	enc := func(env *identity.Envelope) []byte {
 		b, err := json.Marshal(env)
 		if err != nil {

@@ -14,12 +14,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/topcdn/topcdn/billingapi"
+	"github.com/topcdn/topcdn/internal/testkit"
 )
 
 func TestHandler(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	tl := newTestLedger(t, "", Config{Registry: reg})
-	pub, edge := testKey(t, 80), testKey(t, 81)
+	pub, edge := testkit.Key(t, 80), testkit.Key(t, 81)
 	tl.content.publish("blog", pub.ID, map[string]int64{"c": 100})
 	srv := httptest.NewServer(tl.Handler(reg))
 	defer srv.Close()
@@ -56,8 +57,8 @@ func TestHandler(t *testing.T) {
 		{"deposit", "POST", "/api/v1/deposits", deposit(10), func() { tl.content.fail = nil }, 200, `"balance": 10`},
 		{"deposit nonce reused", "POST", "/api/v1/deposits", deposit(11), nil, 409, "conflict"},
 		{"account", "GET", "/api/v1/accounts/" + pub.ID.String(), nil, nil, 200, `"kind": "publisher"`},
-		{"account with no entries yet", "GET", "/api/v1/accounts/" + testKey(t, 97).ID.String(), nil, nil, 200, `"balance": 0`},
-		{"statement with no entries yet", "GET", "/api/v1/accounts/" + testKey(t, 97).ID.String() + "/statement", nil, nil, 200, `"balance": 0`},
+		{"account with no entries yet", "GET", "/api/v1/accounts/" + testkit.Key(t, 97).ID.String(), nil, nil, 200, `"balance": 0`},
+		{"statement with no entries yet", "GET", "/api/v1/accounts/" + testkit.Key(t, 97).ID.String() + "/statement", nil, nil, 200, `"balance": 0`},
 		{"account ID not a peer ID", "GET", "/api/v1/accounts/12D3KooWnobody", nil, nil, 422, `"reason": "malformed"`},
 		{"account ID too long", "GET", "/api/v1/accounts/" + strings.Repeat("1", 4096), nil, nil, 422, "account ID over 128 bytes"},
 		{"statement", "GET", "/api/v1/accounts/" + edge.ID.String() + "/statement", nil, nil, 200, `"reason": "replay_batch"`},

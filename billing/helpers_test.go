@@ -3,37 +3,22 @@ package billing
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
 	"net/http/httptest"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/testkit"
 )
 
 // t0 is the test clock's start: the beginning of an epoch.
 var t0 = time.Date(2030, 1, 2, 3, 4, 0, 0, time.UTC)
-
-// testKey returns a fixed key for seed.
-func testKey(t testing.TB, seed byte) *identity.Key {
-	t.Helper()
-	sk, err := crypto.UnmarshalEd25519PrivateKey(ed25519.NewKeyFromSeed(bytes.Repeat([]byte{seed}, ed25519.SeedSize)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := identity.FromPrivate(sk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
 
 // fakeContent is an in-memory Content.
 type fakeContent struct {
@@ -143,7 +128,7 @@ func newTestLedger(t testing.TB, dsn string, cfg Config) *testLedger {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	tl := &testLedger{content: newFakeContent(), operator: testKey(t, 99), now: t0}
+	tl := &testLedger{content: newFakeContent(), operator: testkit.Key(t, 99), now: t0}
 	if cfg.Epoch == 0 {
 		cfg.Epoch = time.Minute
 	}

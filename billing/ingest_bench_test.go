@@ -9,13 +9,14 @@ import (
 
 	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/testkit"
 )
 
 // BenchmarkIngestBatch measures verifying and storing a batch of 10,000
 // records, per record.
 func BenchmarkIngestBatch(b *testing.B) {
 	ctx := context.Background()
-	edge, pub := testKey(b, 70), testKey(b, 71)
+	edge, pub := testkit.Key(b, 70), testkit.Key(b, 71)
 	tl := newTestLedger(b, "", Config{AcceptWindow: 1000 * time.Hour})
 	objs := map[string]int64{}
 	for i := range 100 {

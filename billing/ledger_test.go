@@ -12,6 +12,7 @@ import (
 	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/testkit"
 	"github.com/topcdn/topcdn/storage"
 	"github.com/topcdn/topcdn/storageapi"
 )
@@ -48,7 +49,7 @@ func TestPrice(t *testing.T) {
 func TestSettlementStorageAndFunds(t *testing.T) {
 	ctx := context.Background()
 	tl := newTestLedger(t, "", Config{PricePerGiBMonthStored: 43200 * 10, Grace: 90 * time.Second})
-	pub, sp := testKey(t, 40), testKey(t, 41)
+	pub, sp := testkit.Key(t, 40), testkit.Key(t, 41)
 	tl.content.holdings = []Holding{{Peer: sp.ID, Publisher: pub.ID, Bytes: GiB}} // 10 per epoch
 	if _, err := tl.Deposit(ctx, mustSign(t, tl.operator, billingapi.TypeDeposit, billingapi.Deposit{Account: pub.ID.String(), Amount: 25, Nonce: "a"})); err != nil {
 		t.Fatal(err)
@@ -116,7 +117,7 @@ func wrapEdges(es []dnsrouteapi.EdgeInfo) []EdgeInfo {
 
 func TestDNSCheck(t *testing.T) {
 	ctx := context.Background()
-	pub, edge := testKey(t, 50), testKey(t, 51)
+	pub, edge := testkit.Key(t, 50), testkit.Key(t, 51)
 	e0 := t0.Unix() - 60
 	big := func(seq uint64) []billingapi.Record { // 100 MiB in 100 responses of 1 MiB
 		var rs []billingapi.Record
@@ -268,8 +269,8 @@ func (d *hbDir) beat(at time.Time, bytes uint64) {
 func newPartsLedger(t *testing.T, pubSeed, edgeSeed byte) (tl *testLedger, dns *hbDir, edge *identity.Key, e0 int64,
 	part func(n int, seq uint64) *identity.Envelope) {
 	t.Helper()
-	pub := testKey(t, pubSeed)
-	edge = testKey(t, edgeSeed)
+	pub := testkit.Key(t, pubSeed)
+	edge = testkit.Key(t, edgeSeed)
 	e0 = t0.Unix() - 60
 	dns = &hbDir{edges: wrapEdges([]dnsrouteapi.EdgeInfo{{Peer: edge.ID.String(), Healthy: true, Answers: 3, IntervalMS: 2000,
 		LastHeartbeat: t0.Add(6 * time.Second), Bytes: 100 << 20}})}
@@ -319,7 +320,7 @@ func TestHeartbeatCheckSumsParts(t *testing.T) {
 func TestClaimDefersUnknownReaders(t *testing.T) {
 	ctx := context.Background()
 	tl := newTestLedger(t, "", Config{PricePerGiBServed: GiB})
-	pub, edge, sp := testKey(t, 60), testKey(t, 61), testKey(t, 62)
+	pub, edge, sp := testkit.Key(t, 60), testkit.Key(t, 61), testkit.Key(t, 62)
 	tl.content.publish("blog", pub.ID, map[string]int64{"c": 100})
 	tl.content.shards["s1"] = pub.ID
 	src := &fakeReads{reads: []storageapi.ServedRead{
@@ -352,7 +353,7 @@ func TestClaimDefersUnknownReaders(t *testing.T) {
 func TestClaimPaysOriginReads(t *testing.T) {
 	ctx := context.Background()
 	tl := newTestLedger(t, "", Config{PricePerGiBServed: GiB})
-	pub, orig, sp, stranger := testKey(t, 63), testKey(t, 64), testKey(t, 65), testKey(t, 66)
+	pub, orig, sp, stranger := testkit.Key(t, 63), testkit.Key(t, 64), testkit.Key(t, 65), testkit.Key(t, 66)
 	tl.content.publish("blog", pub.ID, map[string]int64{"c": 100})
 	tl.content.shards["s1"] = pub.ID
 	tl.content.origin = orig.ID
@@ -410,7 +411,7 @@ var (
 func TestForfeits(t *testing.T) {
 	ctx := context.Background()
 	tl := newTestLedger(t, "", Config{})
-	liar, other := testKey(t, 70).ID.String(), testKey(t, 71).ID.String()
+	liar, other := testkit.Key(t, 70).ID.String(), testkit.Key(t, 71).ID.String()
 	e0 := t0.Unix() - 60
 	tl.setNow(t0.Add(-time.Hour))
 	if err := tl.Forfeit(ctx, other, e0-3600, billingapi.ReasonWrongContent, "an hour ago"); err != nil {
@@ -468,7 +469,7 @@ func TestHugeRecordsCannotStopSettlement(t *testing.T) {
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			pub, edge, liar := testKey(t, 60), testKey(t, 61), testKey(t, 62+byte(i))
+			pub, edge, liar := testkit.Key(t, 60), testkit.Key(t, 61), testkit.Key(t, 62+byte(i))
 			tl := newTestLedger(t, "", Config{PricePerGiBServed: GiB})
 			tl.content.publish("blog", pub.ID, map[string]int64{"small": 1000, "huge": huge})
 			e0 := t0.Unix() - 60

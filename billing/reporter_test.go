@@ -8,13 +8,14 @@ import (
 	"time"
 
 	"github.com/topcdn/topcdn/billingapi"
+	"github.com/topcdn/topcdn/internal/testkit"
 )
 
 // TestReporterParts: an epoch with more responses than a batch holds
 // (MaxRecords; 10 here) goes out in parts, which billing accepts side by
 // side.
 func TestReporterParts(t *testing.T) {
-	key, pub := testKey(t, 32), testKey(t, 33)
+	key, pub := testkit.Key(t, 32), testkit.Key(t, 33)
 	now := time.Now()
 	tl := newTestLedger(t, "", Config{})
 	tl.setNow(now.Add(time.Minute))

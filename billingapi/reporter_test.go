@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/testkit"
 )
 
 func TestClientPrefix(t *testing.T) {
@@ -45,7 +45,7 @@ func TestClientPrefix(t *testing.T) {
 // attempt: the batch is resent byte for byte, and holds every response
 // observed with increasing serials and hashed client prefixes only.
 func TestReporter(t *testing.T) {
-	key := newKey(t)
+	key := testkit.Key(t, 30)
 	var (
 		mu     sync.Mutex
 		bodies [][]byte
@@ -116,7 +116,7 @@ func TestReporter(t *testing.T) {
 // TestReporterClosesEpochs checks that the reporter sends each epoch's
 // batch when the epoch ends, with a new sequence number.
 func TestReporterClosesEpochs(t *testing.T) {
-	key := newKey(t)
+	key := testkit.Key(t, 31)
 	got := make(chan []byte, 4)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
@@ -153,14 +153,4 @@ func TestReporterClosesEpochs(t *testing.T) {
 	if seqs[1] != seqs[0]+1 {
 		t.Fatalf("sequences %v", seqs)
 	}
-}
-
-// newKey returns a fresh identity.
-func newKey(t *testing.T) *identity.Key {
-	t.Helper()
-	k, err := identity.Generate(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/testkit"
 	"github.com/topcdn/topcdn/origin"
 	"github.com/topcdn/topcdn/publish"
 )
@@ -66,7 +67,7 @@ func TestStateAndHistory(t *testing.T) {
 	defer srv.Close()
 
 	var st State
-	getJSON(t, srv.URL+"/dashboard/api/state", &st)
+	testkit.GetJSON(t, srv.URL+"/dashboard/api/state", &st)
 	if len(st.Sites) != 1 || st.Sites[0].Name != "blog" || st.Sites[0].CID != d0.Root.String() {
 		t.Fatalf("sites %+v", st.Sites)
 	}
@@ -97,7 +98,7 @@ func TestStateAndHistory(t *testing.T) {
 		router.mu.Unlock()
 		d.sample(ctx)
 		var h []Sample
-		getJSON(t, srv.URL+"/dashboard/api/history", &h)
+		testkit.GetJSON(t, srv.URL+"/dashboard/api/history", &h)
 		if i == 0 {
 			if len(h) != 1 || h[0].Requests != 0 {
 				t.Fatalf("first sample %+v", h)
@@ -144,20 +145,5 @@ func TestPageHasNoExternalLinks(t *testing.T) {
 	resp.Body.Close()
 	if !strings.Contains(string(b), "topcdn network") || resp.Header.Get("Content-Security-Policy") == "" {
 		t.Fatalf("index: %.100s, CSP %q", b, resp.Header.Get("Content-Security-Policy"))
-	}
-}
-
-func getJSON(t *testing.T, url string, v any) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("GET %s: HTTP %d", url, resp.StatusCode)
-	}
-	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-		t.Fatal(err)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/topcdn/topcdn/dag"
 	"github.com/topcdn/topcdn/dnsrouteapi"
+	"github.com/topcdn/topcdn/internal/testkit"
 )
 
 // probeConfig makes content probes frequent and quick to give up, for
@@ -59,7 +60,7 @@ func metricValue(t *testing.T, reg prometheus.Gatherer, name, label, value strin
 func (g *geoNet) edgeInfo(t *testing.T, ip string) dnsrouteapi.EdgeInfo {
 	t.Helper()
 	var list []dnsrouteapi.EdgeInfo
-	getJSON(t, g.http.URL+dnsrouteapi.EdgesPath, &list)
+	testkit.GetJSON(t, g.http.URL+dnsrouteapi.EdgesPath, &list)
 	for _, e := range list {
 		if e.Addrs[0] == ip {
 			return e
@@ -75,7 +76,7 @@ func (g *geoNet) healthProbes(t *testing.T, n int) {
 	t.Helper()
 	from := metricValue(t, g.reg, "topcdn_dnsroute_probes_total", "result", "ok")
 	want := from + float64(n*len(g.edges))
-	waitFor(t, 5*time.Second, strconv.Itoa(n)+" more rounds of health probes", func() bool {
+	testkit.WaitFor(t, 5*time.Second, strconv.Itoa(n)+" more rounds of health probes", func() bool {
 		return metricValue(t, g.reg, "topcdn_dnsroute_probes_total", "result", "ok") >= want
 	})
 }
@@ -99,7 +100,7 @@ func TestContentProbes(t *testing.T) {
 			for _, name := range []string{"docs", "wiki", "shop"} {
 				g.origin.publish(t, name)
 			}
-			waitFor(t, 5*time.Second, "4 roots to probe", func() bool {
+			testkit.WaitFor(t, 5*time.Second, "4 roots to probe", func() bool {
 				g.mu.Lock()
 				defer g.mu.Unlock()
 				return len(g.roots) == 4
@@ -107,7 +108,7 @@ func TestContentProbes(t *testing.T) {
 			e := g.edges[tokyo]
 			if tc.fault == nil {
 				// The edge is asked for several roots, and stays.
-				waitFor(t, 5*time.Second, "content probes of 2 roots or more", func() bool { return len(e.askedFor()) >= 2 })
+				testkit.WaitFor(t, 5*time.Second, "content probes of 2 roots or more", func() bool { return len(e.askedFor()) >= 2 })
 				for c := range e.askedFor() {
 					if _, ok := g.origin.block(c); !ok {
 						t.Errorf("probed %s, not a published root", c)
@@ -126,7 +127,7 @@ func TestContentProbes(t *testing.T) {
 			}
 			fault := tc.fault(e)
 			fault.Store(true)
-			waitFor(t, 5*time.Second, "the Tokyo edge to leave", func() bool { return !slices.Contains(g.answeredBy(t), tokyo) })
+			testkit.WaitFor(t, 5*time.Second, "the Tokyo edge to leave", func() bool { return !slices.Contains(g.answeredBy(t), tokyo) })
 			if got := g.answeredBy(t); !slices.Equal(got, []string{"127.1.0.1", "127.3.0.1"}) {
 				t.Errorf("answers %v, want Frankfurt and São Paulo", got)
 			}
@@ -154,7 +155,7 @@ func TestContentProbes(t *testing.T) {
 			fault.Store(false)
 			if !tc.lies {
 				// A failure is not a lie: the edge is back once it answers.
-				waitFor(t, 5*time.Second, "the Tokyo edge to return", func() bool {
+				testkit.WaitFor(t, 5*time.Second, "the Tokyo edge to return", func() bool {
 					return slices.Equal(g.answeredBy(t), []string{tokyo, "127.1.0.1"})
 				})
 				return
@@ -172,7 +173,7 @@ func TestContentProbes(t *testing.T) {
 			g.mu.Lock()
 			delete(g.Router.edges, e.key.ID)
 			g.mu.Unlock()
-			waitFor(t, 5*time.Second, "the Tokyo edge to register anew", func() bool {
+			testkit.WaitFor(t, 5*time.Second, "the Tokyo edge to register anew", func() bool {
 				g.mu.Lock()
 				defer g.mu.Unlock()
 				return g.Router.edges[e.key.ID] != nil
@@ -199,7 +200,7 @@ func TestQuarantineEnds(t *testing.T) {
 	g := newGeoNet(t, cfg)
 	e := g.edges[tokyo]
 	e.tamper.Store(true)
-	waitFor(t, 5*time.Second, "the Tokyo edge to leave", func() bool { return !slices.Contains(g.answeredBy(t), tokyo) })
+	testkit.WaitFor(t, 5*time.Second, "the Tokyo edge to leave", func() bool { return !slices.Contains(g.answeredBy(t), tokyo) })
 	e.tamper.Store(false)
 	g.healthProbes(t, 2)
 	if slices.Contains(g.answeredBy(t), tokyo) {
@@ -207,7 +208,7 @@ func TestQuarantineEnds(t *testing.T) {
 	}
 	probed := e.contents.Load()
 	skew.Store(int64(cfg.Quarantine + time.Minute))
-	waitFor(t, 5*time.Second, "the Tokyo edge to return", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "the Tokyo edge to return", func() bool {
 		return slices.Equal(g.answeredBy(t), []string{tokyo, "127.1.0.1"})
 	})
 	if e.contents.Load() == probed {
@@ -374,7 +375,7 @@ func TestBillingForfeits(t *testing.T) {
 	fb := newFakeBilling(t)
 	g := newGeoNet(t, Config{Billing: fb.srv.URL})
 	polls := func() float64 { return metricValue(t, g.reg, "topcdn_dnsroute_polls_total", "source", "forfeits") }
-	waitFor(t, 5*time.Second, "a poll of forfeits", func() bool { return polls() > 0 })
+	testkit.WaitFor(t, 5*time.Second, "a poll of forfeits", func() bool { return polls() > 0 })
 	if d := time.Since(time.Unix(fb.since.Load(), 0)); d < DefaultQuarantine-time.Minute || d > DefaultQuarantine+time.Minute {
 		t.Errorf("asked for forfeits since %s ago, want the quarantine (%s)", d, DefaultQuarantine)
 	}
@@ -385,7 +386,7 @@ func TestBillingForfeits(t *testing.T) {
 		{Edge: g.edges["127.3.0.1"].key.ID.String(), Epoch: 2, Reason: ReasonWrongContent, At: now.Add(-2 * DefaultQuarantine)},
 		{Edge: g.edges["127.1.0.1"].key.ID.String(), Epoch: 3, Reason: "epoch_settled", At: now},
 	})
-	waitFor(t, 5*time.Second, "the Tokyo edge to leave", func() bool { return !slices.Contains(g.answeredBy(t), tokyo) })
+	testkit.WaitFor(t, 5*time.Second, "the Tokyo edge to leave", func() bool { return !slices.Contains(g.answeredBy(t), tokyo) })
 	ei := g.edgeInfo(t, tokyo)
 	if ei.Healthy || !strings.Contains(ei.Quarantine, "billing") || ei.QuarantinedUntil == nil {
 		t.Fatalf("edge %+v, want quarantined by billing", ei)
@@ -395,7 +396,7 @@ func TestBillingForfeits(t *testing.T) {
 	}
 	// Polled again, the same verdicts quarantine no one else, nor twice.
 	p := polls()
-	waitFor(t, 5*time.Second, "two more polls", func() bool { return polls() >= p+2 })
+	testkit.WaitFor(t, 5*time.Second, "two more polls", func() bool { return polls() >= p+2 })
 	if got := g.answeredBy(t); !slices.Equal(got, []string{"127.1.0.1", "127.3.0.1"}) {
 		t.Errorf("answers %v, want Frankfurt and São Paulo", got)
 	}
@@ -405,7 +406,7 @@ func TestBillingForfeits(t *testing.T) {
 	// Billing no longer lists it (or is down): the quarantine stands.
 	fb.list.Store(&[]Forfeit{})
 	p = polls()
-	waitFor(t, 5*time.Second, "two more polls", func() bool { return polls() >= p+2 })
+	testkit.WaitFor(t, 5*time.Second, "two more polls", func() bool { return polls() >= p+2 })
 	if slices.Contains(g.answeredBy(t), tokyo) {
 		t.Error("the Tokyo edge is back once billing stopped listing it")
 	}
@@ -423,10 +424,10 @@ func TestBillingQuarantineEndsWithoutContentProbes(t *testing.T) {
 	cfg.now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
 	g := newGeoNet(t, cfg)
 	list.Store(&[]Forfeit{{Edge: g.edges[tokyo].key.ID.String(), Epoch: 1, Reason: ReasonWrongContent, At: time.Now()}})
-	waitFor(t, 5*time.Second, "the Tokyo edge to leave", func() bool { return !slices.Contains(g.answeredBy(t), tokyo) })
+	testkit.WaitFor(t, 5*time.Second, "the Tokyo edge to leave", func() bool { return !slices.Contains(g.answeredBy(t), tokyo) })
 	list.Store(&[]Forfeit{})
 	skew.Store(int64(cfg.Quarantine + time.Minute))
-	waitFor(t, 5*time.Second, "the Tokyo edge to return", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "the Tokyo edge to return", func() bool {
 		return slices.Equal(g.answeredBy(t), []string{tokyo, "127.1.0.1"})
 	})
 	if ei := g.edgeInfo(t, tokyo); !ei.Healthy || ei.Quarantine != "" || ei.ContentError != "" {
@@ -441,19 +442,19 @@ func TestBillingQuarantineEndsWithoutContentProbes(t *testing.T) {
 func TestContentProbesReachLeaves(t *testing.T) {
 	g := newGeoNet(t, probeConfig())
 	leaves := g.origin.publishDAG(t, "site")
-	waitFor(t, 5*time.Second, "2 roots to probe", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "2 roots to probe", func() bool {
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		return len(g.roots) == 2
 	})
 	honest := g.edges["127.1.0.1"]
-	waitFor(t, 10*time.Second, "a leaf asked of the honest edge", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "a leaf asked of the honest edge", func() bool {
 		asked := honest.askedFor()
 		return slices.ContainsFunc(leaves, func(c string) bool { return asked[c] > 0 })
 	})
 	e := g.edges[tokyo]
 	e.tamperLeaves.Store(true)
-	waitFor(t, 10*time.Second, "the Tokyo edge quarantined", func() bool { return g.edgeInfo(t, tokyo).Quarantine != "" })
+	testkit.WaitFor(t, 10*time.Second, "the Tokyo edge quarantined", func() bool { return g.edgeInfo(t, tokyo).Quarantine != "" })
 	if ei := g.edgeInfo(t, tokyo); !slices.ContainsFunc(leaves, func(c string) bool { return strings.Contains(ei.Quarantine, c) }) {
 		t.Errorf("quarantined for %q, want one of the leaves %v", ei.Quarantine, leaves)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/topcdn/topcdn/dnsrouteapi"
+	"github.com/topcdn/topcdn/internal/testkit"
 )
 
 // geoNet is a router with the test GeoIP file, a published name "blog" and
@@ -44,7 +45,7 @@ func newGeoNet(t *testing.T, cfg Config) *geoNet {
 		g.edges[ip] = e
 		g.stop[ip] = e.beat(t, tr.http.URL, beat)
 	}
-	waitFor(t, 5*time.Second, "3 healthy edges", func() bool { return tr.healthyEdges() == 3 })
+	testkit.WaitFor(t, 5*time.Second, "3 healthy edges", func() bool { return tr.healthyEdges() == 3 })
 	return g
 }
 
@@ -247,7 +248,7 @@ func TestTruncationAndTCPFallback(t *testing.T) {
 		// would leave the answers this test counts.
 		e.beat(t, tr.http.URL, 5*time.Second)
 	}
-	waitFor(t, 10*time.Second, "40 healthy edges", func() bool { return tr.healthyEdges() == 40 })
+	testkit.WaitFor(t, 10*time.Second, "40 healthy edges", func() bool { return tr.healthyEdges() == 40 })
 
 	tests := []struct {
 		name      string
@@ -324,7 +325,7 @@ func TestSiblingRouters(t *testing.T) {
 		e.beat(t, b.http.URL, beat)
 	}
 	for _, r := range []*testRouter{a, b} {
-		waitFor(t, 5*time.Second, "3 healthy edges", func() bool { return r.healthyEdges() == 3 })
+		testkit.WaitFor(t, 5*time.Second, "3 healthy edges", func() bool { return r.healthyEdges() == 3 })
 	}
 	tests := []struct {
 		name  string
@@ -371,7 +372,7 @@ func TestAAAAByIPv6Subnet(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 5*time.Second, "3 healthy edges", func() bool { return tr.healthyEdges() == 3 })
+	testkit.WaitFor(t, 5*time.Second, "3 healthy edges", func() bool { return tr.healthyEdges() == 3 })
 	tests := []struct {
 		ecs   string
 		qtype uint16

@@ -15,6 +15,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/testkit"
 )
 
 // answeredBy asks for blog A from Tokyo and returns the addresses.
@@ -47,7 +48,7 @@ func TestEdgeLeavesAndReturns(t *testing.T) {
 			// under the race detector and parallel test binaries, one more
 			// interval (still short of the 4th missed heartbeat plus that).
 			limit := missedBeats*beat + tick + beat
-			waitFor(t, 5*time.Second, "the Tokyo edge to leave", func() bool {
+			testkit.WaitFor(t, 5*time.Second, "the Tokyo edge to leave", func() bool {
 				return !slices.Contains(g.answeredBy(t), "127.2.0.1")
 			})
 			if took := time.Since(failed); took > limit {
@@ -57,7 +58,7 @@ func TestEdgeLeavesAndReturns(t *testing.T) {
 				t.Errorf("after: %v", got)
 			}
 			var list []dnsrouteapi.EdgeInfo
-			getJSON(t, g.http.URL+dnsrouteapi.EdgesPath, &list)
+			testkit.GetJSON(t, g.http.URL+dnsrouteapi.EdgesPath, &list)
 			for _, e := range list {
 				if e.Addrs[0] == "127.2.0.1" && e.Healthy {
 					t.Errorf("edges lists the Tokyo edge as healthy: %+v", e)
@@ -67,25 +68,10 @@ func TestEdgeLeavesAndReturns(t *testing.T) {
 				return
 			}
 			tc.recover(t, g)
-			waitFor(t, 5*time.Second, "the Tokyo edge to return", func() bool {
+			testkit.WaitFor(t, 5*time.Second, "the Tokyo edge to return", func() bool {
 				return slices.Equal(g.answeredBy(t), []string{"127.2.0.1", "127.1.0.1"})
 			})
 		})
-	}
-}
-
-func getJSON(t *testing.T, url string, v any) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %s", url, resp.Status)
-	}
-	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -95,7 +81,7 @@ func TestEdgesList(t *testing.T) {
 		g.answeredBy(t)
 	}
 	var list []dnsrouteapi.EdgeInfo
-	getJSON(t, g.http.URL+dnsrouteapi.EdgesPath, &list)
+	testkit.GetJSON(t, g.http.URL+dnsrouteapi.EdgesPath, &list)
 	if len(list) != 3 {
 		t.Fatalf("%d edges, want 3", len(list))
 	}
@@ -266,13 +252,13 @@ func TestEdgeAddressesMustServeTheEdge(t *testing.T) {
 	// on it, as its own.
 	thief := newFakeEdge(t, "127.2.0.1", o)
 	send(thief, "127.1.0.1", "127.2.0.9")
-	waitFor(t, 5*time.Second, "the honest edge healthy", func() bool { return tr.healthyEdges() == 1 })
+	testkit.WaitFor(t, 5*time.Second, "the honest edge healthy", func() bool { return tr.healthyEdges() == 1 })
 	r := tr.query(t, "udp", "", newQuery("blog", dns.TypeA))
 	if got := addrs(r); !slices.Equal(got, []string{"127.1.0.1"}) {
 		t.Fatalf("answers %v, want only the honest edge's own address 127.1.0.1", got)
 	}
 	var list []dnsrouteapi.EdgeInfo
-	getJSON(t, tr.http.URL+dnsrouteapi.EdgesPath, &list)
+	testkit.GetJSON(t, tr.http.URL+dnsrouteapi.EdgesPath, &list)
 	for _, e := range list {
 		if e.Peer == thief.key.ID.String() && (e.Healthy || !strings.Contains(e.ProbeError, "no address")) {
 			t.Fatalf("the edge whose addresses are not its own: %+v, want unhealthy, saying why", e)
@@ -281,7 +267,7 @@ func TestEdgeAddressesMustServeTheEdge(t *testing.T) {
 	// An honest edge that moves to an address it does serve is handed out
 	// there once probed.
 	send(thief, "127.2.0.1")
-	waitFor(t, 5*time.Second, "the moved edge healthy", func() bool { return tr.healthyEdges() == 2 })
+	testkit.WaitFor(t, 5*time.Second, "the moved edge healthy", func() bool { return tr.healthyEdges() == 2 })
 }
 
 // TestObserveEpochs: the router keeps, per billing epoch an edge's

@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/testkit"
 	"github.com/topcdn/topcdn/originapi"
 	"go.uber.org/zap/zaptest"
 )
@@ -314,7 +315,7 @@ func startRouter(t *testing.T, cfg Config) *testRouter {
 		}
 	})
 	tr := &testRouter{Router: r, addr: pc.LocalAddr().String(), http: hs, reg: reg}
-	waitFor(t, 5*time.Second, "names read", func() bool { return cfg.Origin == "" || r.Ready() })
+	testkit.WaitFor(t, 5*time.Second, "names read", func() bool { return cfg.Origin == "" || r.Ready() })
 	return tr
 }
 
@@ -334,18 +335,6 @@ func listenPair(t *testing.T) (*net.UDPConn, net.Listener) {
 		if try == 20 {
 			t.Fatal(err)
 		}
-	}
-}
-
-// waitFor polls cond until it holds or d passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

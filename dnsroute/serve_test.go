@@ -19,6 +19,7 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/topcdn/topcdn/internal/testkit"
 )
 
 func TestDoH(t *testing.T) {
@@ -104,8 +105,8 @@ func TestSuspendedPublisher(t *testing.T) {
 	tr := startRouter(t, Config{Origin: o.srv.URL, Billing: billing.URL})
 	e := newFakeEdge(t, "127.1.0.1", o)
 	e.beat(t, tr.http.URL, beat)
-	waitFor(t, 5*time.Second, "a healthy edge", func() bool { return tr.healthyEdges() == 1 })
-	waitFor(t, 5*time.Second, "the suspension", func() bool { return tr.snap.Load().names["spam"].suspended })
+	testkit.WaitFor(t, 5*time.Second, "a healthy edge", func() bool { return tr.healthyEdges() == 1 })
+	testkit.WaitFor(t, 5*time.Second, "the suspension", func() bool { return tr.snap.Load().names["spam"].suspended })
 
 	check := func(t *testing.T) {
 		tests := []struct {
@@ -232,7 +233,7 @@ func TestMiekgUDPServer(t *testing.T) {
 	tr := startRouter(t, Config{Origin: o.srv.URL, RRLRate: 20})
 	e := newFakeEdge(t, "127.1.0.1", o)
 	e.beat(t, tr.http.URL, time.Second)
-	waitFor(t, 5*time.Second, "a healthy edge", func() bool { return tr.healthyEdges() == 1 })
+	testkit.WaitFor(t, 5*time.Second, "a healthy edge", func() bool { return tr.healthyEdges() == 1 })
 
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {

@@ -3,7 +3,6 @@ package storage
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
 	"encoding/json"
 	"math/rand/v2"
 	"net/http"
@@ -13,10 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/testkit"
 	"github.com/topcdn/topcdn/storageapi"
 )
 
@@ -31,18 +30,7 @@ type testKeys struct {
 
 func newTestKeys(t testing.TB) testKeys {
 	t.Helper()
-	key := func(seed byte) *identity.Key {
-		sk, err := crypto.UnmarshalEd25519PrivateKey(ed25519.NewKeyFromSeed(bytes.Repeat([]byte{seed}, ed25519.SeedSize)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		k, err := identity.FromPrivate(sk)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
-	return testKeys{origin: key(1), peer: key(2), reader: key(3), other: key(4)}
+	return testKeys{origin: testkit.Key(t, 1), peer: testkit.Key(t, 2), reader: testkit.Key(t, 3), other: testkit.Key(t, 4)}
 }
 
 // testServer is a storage peer on a fixed clock with its keys.
