@@ -22,6 +22,7 @@ import (
 	"github.com/ipld/go-car/v2/storage"
 	mh "github.com/multiformats/go-multihash"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/testkit"
 	"github.com/topcdn/topcdn/origin/durability"
 	"github.com/topcdn/topcdn/originapi"
 )
@@ -234,17 +235,7 @@ func TestHandler(t *testing.T) {
 	}
 	get := func(target, accept string) (int, []byte) {
 		t.Helper()
-		req, _ := http.NewRequest("GET", srv.URL+target, nil)
-		if accept != "" {
-			req.Header.Set("Accept", accept)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, b
+		return testkit.Get(t, srv.URL+target, accept)
 	}
 
 	code, body, _ := do("POST", "/api/v1/blocks/missing", "application/json",
