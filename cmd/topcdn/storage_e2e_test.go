@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io/fs"
 	"math/rand/v2"
 	"net/http"
@@ -138,6 +139,34 @@ func allShardsOn(m *erasure.Manifest, alive map[string]bool) bool {
 	return true
 }
 
+// waitHealthyPeers waits until the origin at originURL sees n healthy
+// storage peers.
+func waitHealthyPeers(t *testing.T, originURL string, n int) {
+	t.Helper()
+	testkit.WaitFor(t, 30*time.Second, fmt.Sprintf("%d healthy peers", n), func() bool {
+		healthy := 0
+		for _, p := range peersByID(t, originURL) {
+			if p.Healthy {
+				healthy++
+			}
+		}
+		return healthy == n
+	})
+}
+
+// publishStriped publishes site as blog on the origin at originURL with
+// the key in keyFile, waits until the origin has striped it, and returns
+// its root.
+func publishStriped(t *testing.T, bin, originURL, keyFile, site string) string {
+	t.Helper()
+	root := strings.TrimSpace(testkit.Run(t, bin, "publish", site, "--name", "blog", "--origin", originURL, "--key", keyFile, "-Q"))
+	testkit.WaitFor(t, 30*time.Second, "the publish to be striped", func() bool {
+		code, _ := testkit.Get(t, originURL+"/api/v1/manifests/"+root, "")
+		return code == 200
+	})
+	return root
+}
+
 func TestStripedEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs an origin and 20 storage peers")
@@ -157,164 +186,167 @@ func TestStripedEndToEnd(t *testing.T) {
 
 	peers := map[string]*storageProc{}
 	alive := map[string]bool{}
-	for i := range 14 {
-		p := startPeer(t, bin, dir, o.url, i)
-		peers[p.id] = p
-		alive[p.id] = true
+	startPeers := func(first, n int) {
+		for i := range n {
+			p := startPeer(t, bin, dir, o.url, first+i)
+			peers[p.id] = p
+			alive[p.id] = true
+		}
 	}
-	healthy := func(want int) func() bool {
-		return func() bool {
-			n := 0
-			for id, p := range peersByID(t, o.url) {
-				if p.Healthy && alive[id] {
-					n++
+	startPeers(0, 14)
+	site := "../../examples/site"
+	// repaired waits until the manifest of root is newer than m's and
+	// every shard is on a peer in on.
+	repaired := func(t *testing.T, what, root string, m *erasure.Manifest, on map[string]bool) *erasure.Manifest {
+		t.Helper()
+		testkit.WaitFor(t, 3*time.Minute, what, func() bool {
+			m2 := manifest(t, o.url, root)
+			return (m == nil || m2.Version > m.Version) && allShardsOn(m2, on)
+		})
+		return manifest(t, o.url, root)
+	}
+
+	var root string
+	var m *erasure.Manifest
+	if !t.Run("the publish is striped onto 14 peers", func(t *testing.T) {
+		waitHealthyPeers(t, o.url, 14)
+		root = publishStriped(t, bin, o.url, key, site)
+		m = manifest(t, o.url, root)
+		if len(m.Segments) < 2 || m.DataShards != 10 || m.ParityShards != 4 {
+			t.Fatalf("manifest: %d segments of %d+%d", len(m.Segments), m.DataShards, m.ParityShards)
+		}
+		// The origin keeps no copy of its own: it drops it once the
+		// manifest is signed.
+		testkit.WaitFor(t, 10*time.Second, "the origin to drop its own copy", func() bool {
+			var local int
+			filepath.WalkDir(filepath.Join(originData, "blocks"), func(p string, d fs.DirEntry, err error) error {
+				if err == nil && strings.HasSuffix(p, ".data") {
+					local++
+				}
+				return nil
+			})
+			return local == 0
+		})
+		checkSite(t, o.url, root, site)
+		fetchCAR(t, o.url, cid.MustParse(root))
+	}) {
+		return
+	}
+
+	if !t.Run("the site reads with 4 peers killed, one holding a data shard", func(t *testing.T) {
+		victims := []string{m.Segments[0].Shards[0].Peer}
+		ids := make([]string, 0, len(peers))
+		for id := range peers {
+			ids = append(ids, id)
+		}
+		rand.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
+		for _, id := range ids {
+			if len(victims) == 4 {
+				break
+			}
+			if id != victims[0] {
+				victims = append(victims, id)
+			}
+		}
+		for _, id := range victims {
+			peers[id].Kill()
+			alive[id] = false
+		}
+		checkSite(t, o.url, root, site)
+		testkit.WaitFor(t, 30*time.Second, "the origin to see the 4 peers gone", func() bool {
+			ps := peersByID(t, o.url)
+			for _, id := range victims {
+				if ps[id].Healthy {
+					return false
 				}
 			}
-			return n >= want
-		}
+			return true
+		})
+	}) {
+		return
 	}
-	testkit.WaitFor(t, 30*time.Second, "14 healthy peers", healthy(14))
-
-	site := "../../examples/site"
-	root := strings.TrimSpace(testkit.Run(t, bin, "publish", site, "--name", "blog", "--origin", o.url, "--key", key, "-Q"))
-	testkit.WaitFor(t, 30*time.Second, "the publish to be striped", func() bool {
-		code, _ := testkit.Get(t, o.url+"/api/v1/manifests/"+root, "")
-		return code == 200
-	})
-	m := manifest(t, o.url, root)
-	if len(m.Segments) < 2 || m.DataShards != 10 || m.ParityShards != 4 {
-		t.Fatalf("manifest: %d segments of %d+%d", len(m.Segments), m.DataShards, m.ParityShards)
-	}
-	// The origin keeps no copy of its own.
-	var local int
-	filepath.WalkDir(filepath.Join(originData, "blocks"), func(p string, d fs.DirEntry, err error) error {
-		if err == nil && strings.HasSuffix(p, ".data") {
-			local++
-		}
-		return nil
-	})
-	if local != 0 {
-		t.Fatalf("origin still holds %d blocks after striping", local)
-	}
-	checkSite(t, o.url, root, site)
-	fetchCAR(t, o.url, cid.MustParse(root))
-
-	// Kill 4 peers, one of them holding a data shard.
-	victims := []string{m.Segments[0].Shards[0].Peer}
-	ids := make([]string, 0, len(peers))
-	for id := range peers {
-		ids = append(ids, id)
-	}
-	rand.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
-	for _, id := range ids {
-		if len(victims) == 4 {
-			break
-		}
-		if id != victims[0] {
-			victims = append(victims, id)
-		}
-	}
-	for _, id := range victims {
-		peers[id].Kill()
-		alive[id] = false
-	}
-	checkSite(t, o.url, root, site)
-	testkit.WaitFor(t, 30*time.Second, "the origin to see the 4 peers gone", func() bool {
-		ps := peersByID(t, o.url)
-		for _, id := range victims {
-			if ps[id].Healthy {
-				return false
-			}
-		}
-		return true
-	})
 
 	// Four fresh peers: repair brings every segment back to 14 shards on
 	// live peers, under a re-signed manifest.
-	for i := range 4 {
-		p := startPeer(t, bin, dir, o.url, 14+i)
-		peers[p.id] = p
-		alive[p.id] = true
+	startPeers(14, 4)
+	if !t.Run("repair onto 4 fresh peers", func(t *testing.T) {
+		m = repaired(t, "repair onto the fresh peers", root, m, alive)
+		checkSite(t, o.url, root, site)
+	}) {
+		return
 	}
-	testkit.WaitFor(t, 3*time.Minute, "repair onto the fresh peers", func() bool {
-		m2 := manifest(t, o.url, root)
-		return m2.Version > m.Version && allShardsOn(m2, alive)
-	})
-	m = manifest(t, o.url, root)
-	checkSite(t, o.url, root, site)
 
 	// One peer gone for good: 13 healthy shards are above the repair
 	// threshold (12), but once the peer has been silent for --lost-after
 	// its shard is rebuilt on a spare, and redundancy is whole again.
-	spare := startPeer(t, bin, dir, o.url, 22)
-	peers[spare.id] = spare
-	alive[spare.id] = true
-	gone := m.Segments[0].Shards[m.DataShards].Peer // a parity shard's peer
-	peers[gone].Kill()
-	alive[gone] = false
-	testkit.WaitFor(t, 3*time.Minute, "repair of the lost peer's shards", func() bool {
-		m2 := manifest(t, o.url, root)
-		return m2.Version > m.Version && allShardsOn(m2, alive)
-	})
-	m = manifest(t, o.url, root)
-	checkSite(t, o.url, root, site)
+	startPeers(22, 1)
+	if !t.Run("a lost peer's shards are rebuilt on a spare", func(t *testing.T) {
+		gone := m.Segments[0].Shards[m.DataShards].Peer // a parity shard's peer
+		peers[gone].Kill()
+		alive[gone] = false
+		m = repaired(t, "repair of the lost peer's shards", root, m, alive)
+		checkSite(t, o.url, root, site)
+	}) {
+		return
+	}
 
 	// Two peers holding data shards rot on disk: reads stay correct and
 	// catch them, audits catch them too.
 	liars := map[string]bool{}
-	for _, sh := range m.Segments[0].Shards[:m.DataShards] {
-		if len(liars) < 2 {
-			liars[sh.Peer] = true
-		}
-	}
-	for id := range liars {
-		rotShards(t, peers[id].data)
-	}
-	checkSite(t, o.url, root, site)
-	// A rotten answer that lost the race to a rebuild is checked when it
-	// arrives, so the flag may come a little after the page.
-	testkit.WaitFor(t, 30*time.Second, "reads to flag the peers serving rotten bytes", func() bool {
-		ps := peersByID(t, o.url)
-		for id := range liars {
-			if ps[id].Flags == 0 {
-				return false
+	if !t.Run("reads and audits catch 2 peers whose shards rot", func(t *testing.T) {
+		for _, sh := range m.Segments[0].Shards[:m.DataShards] {
+			if len(liars) < 2 {
+				liars[sh.Peer] = true
 			}
 		}
-		return true
-	})
-	resp, err := http.Post(o.url+"/api/v1/storage/audit", "application/json", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	for id := range liars {
-		if pi := peersByID(t, o.url)[id]; pi.AuditsFailed == 0 {
-			t.Errorf("peer %s holds rotten shards but passed every audit", id)
+		for id := range liars {
+			rotShards(t, peers[id].data)
 		}
+		checkSite(t, o.url, root, site)
+		// A rotten answer that lost the race to a rebuild is checked when it
+		// arrives, so the flag may come a little after the page.
+		testkit.WaitFor(t, 30*time.Second, "reads to flag the peers serving rotten bytes", func() bool {
+			ps := peersByID(t, o.url)
+			for id := range liars {
+				if ps[id].Flags == 0 {
+					return false
+				}
+			}
+			return true
+		})
+		resp, err := http.Post(o.url+"/api/v1/storage/audit", "application/json", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		for id := range liars {
+			if pi := peersByID(t, o.url)[id]; pi.AuditsFailed == 0 {
+				t.Errorf("peer %s holds rotten shards but passed every audit", id)
+			}
+		}
+	}) {
+		return
 	}
+
 	// With two spare peers, repair moves the rotten shards away.
-	for i := range 2 {
-		p := startPeer(t, bin, dir, o.url, 18+i)
-		peers[p.id] = p
-		alive[p.id] = true
-	}
-	trusted := map[string]bool{}
-	for id, ok := range alive {
-		trusted[id] = ok && !liars[id]
-	}
-	testkit.WaitFor(t, 3*time.Minute, "repair away from the rotten peers", func() bool {
-		return allShardsOn(manifest(t, o.url, root), trusted)
+	startPeers(18, 2)
+	t.Run("repair moves the rotten shards to 2 spares", func(t *testing.T) {
+		trusted := map[string]bool{}
+		for id, ok := range alive {
+			trusted[id] = ok && !liars[id]
+		}
+		repaired(t, "repair away from the rotten peers", root, nil, trusted)
+		checkSite(t, o.url, root, site)
+		var st originapi.StorageStatus
+		testkit.GetJSON(t, o.url+"/api/v1/storage/status", &st)
+		if len(st.AtRisk) != 0 {
+			t.Fatalf("segments still at risk: %+v", st.AtRisk)
+		}
+		out := testkit.Run(t, bin, "storage", "status", "--origin", o.url)
+		if !strings.Contains(out, "0 at risk") || strings.Count(out, "true") < 14 {
+			t.Fatalf("storage status:\n%s", out)
+		}
 	})
-	checkSite(t, o.url, root, site)
-	var st originapi.StorageStatus
-	testkit.GetJSON(t, o.url+"/api/v1/storage/status", &st)
-	if len(st.AtRisk) != 0 {
-		t.Fatalf("segments still at risk: %+v", st.AtRisk)
-	}
-	out := testkit.Run(t, bin, "storage", "status", "--origin", o.url)
-	if !strings.Contains(out, "0 at risk") || strings.Count(out, "true") < 14 {
-		t.Fatalf("storage status:\n%s", out)
-	}
 }
 
 func TestStripingResumesAfterKill(t *testing.T) {
@@ -334,35 +366,34 @@ func TestStripingResumesAfterKill(t *testing.T) {
 		p := startPeer(t, bin, dir, o.url, i)
 		alive[p.id] = true
 	}
-	testkit.WaitFor(t, 30*time.Second, "6 healthy peers", func() bool {
-		n := 0
-		for _, p := range peersByID(t, o.url) {
-			if p.Healthy {
-				n++
-			}
-		}
-		return n == 6
-	})
 	site := filepath.Join(dir, "site")
-	writeRandomSite(t, site, 24, 11)
-	root := strings.TrimSpace(testkit.Run(t, bin, "publish", site, "--name", "big", "--origin", o.url, "--key", key, "-Q"))
 
-	// Kill the origin while it is storing segments.
-	testkit.WaitFor(t, 60*time.Second, "the first segment to be stored", func() bool {
-		return strings.Contains(o.Tail(100), "segment striped")
-	})
-	o.Kill()
-	if strings.Contains(o.Tail(100), "root striped") {
-		t.Log("striping finished before the kill; the restart still has to serve it")
+	var root string
+	if !t.Run("kill -9 the origin while it stores segments", func(t *testing.T) {
+		waitHealthyPeers(t, o.url, 6)
+		writeRandomSite(t, site, 24, 11)
+		root = strings.TrimSpace(testkit.Run(t, bin, "publish", site, "--name", "big", "--origin", o.url, "--key", key, "-Q"))
+		testkit.WaitFor(t, 60*time.Second, "the first segment to be stored", func() bool {
+			return strings.Contains(o.Tail(100), "segment striped")
+		})
+		o.Kill()
+		if strings.Contains(o.Tail(100), "root striped") {
+			t.Log("striping finished before the kill; the restart still has to serve it")
+		}
+	}) {
+		return
 	}
+
 	o = startOrigin(t, bin, originData, append(args, "--deserialized")...)
-	testkit.WaitFor(t, 60*time.Second, "striping to resume and finish", func() bool {
-		code, _ := testkit.Get(t, o.url+"/api/v1/manifests/"+root, "")
-		return code == 200
+	t.Run("striping resumes and finishes after a restart", func(t *testing.T) {
+		testkit.WaitFor(t, 60*time.Second, "striping to resume and finish", func() bool {
+			code, _ := testkit.Get(t, o.url+"/api/v1/manifests/"+root, "")
+			return code == 200
+		})
+		m := manifest(t, o.url, root)
+		if !allShardsOn(m, alive) || len(m.Segments) < 24*4 {
+			t.Fatalf("manifest after resume: %d segments", len(m.Segments))
+		}
+		checkSite(t, o.url, root, site)
 	})
-	m := manifest(t, o.url, root)
-	if !allShardsOn(m, alive) || len(m.Segments) < 24*4 {
-		t.Fatalf("manifest after resume: %d segments", len(m.Segments))
-	}
-	checkSite(t, o.url, root, site)
 }
