@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -97,75 +96,75 @@ func TestBillingEndToEnd(t *testing.T) {
 	}()
 	startClaimingPeers(t, bin, dir, o.url, b.url, 2)
 
-	// The billing operator funds the publisher from the CLI.
 	const deposit = 100_000_000
-	out := testkit.Run(t, bin, "billing", "deposit", "--billing", b.url, "--key", filepath.Join(bdir, "billing.key"),
-		"--account", pubID, "--amount", strconv.Itoa(deposit), "--nonce", "start")
-	if !strings.Contains(out, "balance "+strconv.Itoa(deposit)) {
-		t.Fatalf("deposit: %s", out)
-	}
-	testkit.Run(t, bin, "billing", "deposit", "--billing", b.url, "--key", filepath.Join(bdir, "billing.key"),
-		"--account", pubID, "--amount", strconv.Itoa(deposit), "--nonce", "start") // resent: applied once
-	// A deposit signed by another key is refused.
-	if msg, err := exec.Command(bin, "billing", "deposit", "--billing", b.url, "--key", pubKey, "--account", pubID,
-		"--amount", "5").CombinedOutput(); err == nil || !strings.Contains(string(msg), "403") {
-		t.Fatalf("deposit signed by the publisher: %v %s", err, msg)
+	if !t.Run("the billing operator funds the publisher from the CLI", func(t *testing.T) {
+		out := testkit.Run(t, bin, "billing", "deposit", "--billing", b.url, "--key", filepath.Join(bdir, "billing.key"),
+			"--account", pubID, "--amount", strconv.Itoa(deposit), "--nonce", "start")
+		if !strings.Contains(out, "balance "+strconv.Itoa(deposit)) {
+			t.Fatalf("deposit: %s", out)
+		}
+		testkit.Run(t, bin, "billing", "deposit", "--billing", b.url, "--key", filepath.Join(bdir, "billing.key"),
+			"--account", pubID, "--amount", strconv.Itoa(deposit), "--nonce", "start") // resent: applied once
+		// A deposit signed by another key is refused.
+		if msg, err := exec.Command(bin, "billing", "deposit", "--billing", b.url, "--key", pubKey, "--account", pubID,
+			"--amount", "5").CombinedOutput(); err == nil || !strings.Contains(string(msg), "403") {
+			t.Fatalf("deposit signed by the publisher: %v %s", err, msg)
+		}
+	}) {
+		return
 	}
 
-	root := strings.TrimSpace(testkit.Run(t, bin, "publish", "../../examples/site", "--name", "blog", "--origin", o.url, "--key", pubKey, "-Q"))
-	testkit.WaitFor(t, 30*time.Second, "the publish to be striped", func() bool {
-		code, _ := testkit.Get(t, o.url+"/api/v1/manifests/"+root, "")
-		return code == 200
-	})
-	m := manifest(t, o.url, root)
+	var m *erasure.Manifest
 	addrs := map[string]string{}
-	for id, p := range peersByID(t, o.url) {
-		addrs[id] = p.Addr
+	if !t.Run("the publish is striped", func(t *testing.T) {
+		m = manifest(t, o.url, publishStriped(t, bin, o.url, pubKey, "../../examples/site"))
+		for id, p := range peersByID(t, o.url) {
+			addrs[id] = p.Addr
+		}
+	}) {
+		return
 	}
 
 	// The edge: read 12 blocks from the data shards with signed read
 	// orders, verify them, and report each as served.
-	edgeKey, err := identity.Generate(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rctx, stop := context.WithCancel(ctx)
-	rep := billingapi.NewReporter(edgeKey, b.url, billingapi.WithEpoch(time.Second))
-	done := make(chan struct{})
-	go func() { defer close(done); rep.Run(rctx) }()
-	sc := storageapi.NewClient(edgeKey, nil)
+	edgeKey := testkit.Key(t, 1)
 	var served int64
 	readFrom := map[string]int64{}
-	client := netip.MustParseAddr("127.0.0.1")
-	for _, br := range m.Blocks[:12] {
-		sh := m.Segments[br.Segment].Shards[0] // k = 1: the data shard holds the segment
-		data, err := sc.GetRange(ctx, mustPeer(t, sh.Peer), addrs[sh.Peer], sh.ID, br.Offset, br.Length)
-		if err != nil {
-			t.Fatal(err)
+	if !t.Run("an edge reads blocks from the peers and reports them, and two lies", func(t *testing.T) {
+		sc := storageapi.NewClient(edgeKey, nil)
+		client := netip.MustParseAddr("127.0.0.1")
+		var report []billingapi.Served
+		for _, br := range m.Blocks[:12] {
+			sh := m.Segments[br.Segment].Shards[0] // k = 1: the data shard holds the segment
+			data, err := sc.GetRange(ctx, mustPeer(t, sh.Peer), addrs[sh.Peer], sh.ID, br.Offset, br.Length)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := cid.MustParse(br.CID)
+			if err := dag.Verify(c, data); err != nil {
+				t.Fatal(err)
+			}
+			readFrom[sh.Peer] += br.Length
+			served += int64(len(data))
+			report = append(report, billingapi.Served{Name: "blog", CID: br.CID, Bytes: int64(len(data)), Status: http.StatusOK,
+				Time: time.Now(), Client: client})
 		}
-		c := cid.MustParse(br.CID)
-		if err := dag.Verify(c, data); err != nil {
-			t.Fatal(err)
+		// Lies next to it: bytes inflated past the block's size, and a CID
+		// that was never published.
+		var big erasure.BlockRef // a raw leaf: its size bounds a response
+		for _, br := range m.Blocks {
+			if cid.MustParse(br.CID).Type() == cid.Raw {
+				big = br
+				break
+			}
 		}
-		readFrom[sh.Peer] += br.Length
-		served += int64(len(data))
-		rep.Observe(billingapi.Served{Name: "blog", CID: br.CID, Bytes: int64(len(data)), Status: http.StatusOK,
-			Time: time.Now(), Client: client})
+		report = append(report, billingapi.Served{Name: "blog", CID: big.CID, Bytes: big.Length + 1, Status: 200, Time: time.Now(), Client: client},
+			billingapi.Served{Name: "blog", CID: "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy", Bytes: 10,
+				Status: 200, Time: time.Now(), Client: client})
+		reportServed(edgeKey, b.url, report)
+	}) {
+		return
 	}
-	// Lies next to it: bytes inflated past the block's size, and a CID
-	// that was never published.
-	var big erasure.BlockRef // a raw leaf: its size bounds a response
-	for _, br := range m.Blocks {
-		if cid.MustParse(br.CID).Type() == cid.Raw {
-			big = br
-			break
-		}
-	}
-	rep.Observe(billingapi.Served{Name: "blog", CID: big.CID, Bytes: big.Length + 1, Status: 200, Time: time.Now(), Client: client})
-	rep.Observe(billingapi.Served{Name: "blog", CID: "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy", Bytes: 10,
-		Status: 200, Time: time.Now(), Client: client})
-	stop()
-	<-done // the open epoch is flushed
 
 	// Settle until the peers' claims are in: the edge gets price × bytes
 	// served, each peer price × bytes read from it.
@@ -176,65 +175,109 @@ func TestBillingEndToEnd(t *testing.T) {
 		storageTotal += n
 	}
 	want[pubID] = deposit - pricePerByte*(served+storageTotal)
-	testkit.WaitFor(t, 30*time.Second, "settlement to pay the edge and the peers", func() bool {
-		testkit.Run(t, bin, "billing", "settle", "--billing", b.url)
+	if !t.Run("settlement pays the edge and the peers", func(t *testing.T) {
+		settleUntilPaid(t, bin, b.url, func() map[string]int64 { return want })
+		testkit.Run(t, bin, "billing", "settle", "--billing", b.url) // idempotent
 		for id, w := range want {
-			if got := balanceOf(t, b.url, id); got != w {
-				t.Logf("%s: balance %d, want %d", id, got, w)
+			st := statement(t, bin, b.url, id)
+			var sum int64
+			for _, e := range st.Entries {
+				sum += e.Amount
+			}
+			if st.Balance != w || sum != w || st.Account != id {
+				t.Errorf("%s: balance %d, entries sum %d, want %d", id, st.Balance, sum, w)
+			}
+		}
+	}) {
+		return
+	}
+
+	t.Run("the lies are refused", func(t *testing.T) {
+		st := statement(t, bin, b.url, edgeKey.ID.String())
+		var reasons []billingapi.Reason
+		for _, r := range st.Rejected {
+			reasons = append(reasons, r.Reason)
+		}
+		slices.Sort(reasons)
+		if !slices.Equal(reasons, []billingapi.Reason{billingapi.ReasonInflated, billingapi.ReasonUnpublished}) {
+			t.Errorf("edge's statement shows refusals %v, want inflated and unpublished", reasons)
+		}
+		code, metrics := testkit.Get(t, b.url+"/metrics", "")
+		if code != 200 || !strings.Contains(string(metrics), `topcdn_billing_claims_total{kind="record",reason="inflated",result="rejected"} 1`) {
+			t.Errorf("metrics lack the refused record:\n%s", metrics)
+		}
+	})
+
+	// The site is striped: billing found its records' root in a manifest
+	// and ran the upstream-read check on them (backed, held then paid, or
+	// skipped while no claims had come in yet), never as unstriped.
+	t.Run("billing checks the upstream reads of the striped site", func(t *testing.T) {
+		_, metrics := testkit.Get(t, b.url+"/metrics", "")
+		if !strings.Contains(string(metrics), `topcdn_billing_upstream_checks_total{result=`) ||
+			strings.Contains(string(metrics), `result="skipped_unstriped"`) || strings.Contains(string(metrics), `result="refused"`) {
+			t.Errorf("metrics show no upstream-read check of the striped site, or a wrong one:\n%s", metrics)
+		}
+	})
+
+	t.Run("the accounts balance", func(t *testing.T) {
+		if s := accountsSum(t, b.url); s != 0 {
+			t.Errorf("accounts sum to %d, want 0", s)
+		}
+		if out := testkit.Run(t, bin, "billing", "balance", "--billing", b.url); !strings.Contains(out, pubID) ||
+			!strings.Contains(out, strconv.FormatInt(want[pubID], 10)) {
+			t.Errorf("balance lists no publisher with %d:\n%s", want[pubID], out)
+		}
+		var susp billingapi.SuspendedResponse
+		testkit.GetJSON(t, b.url+"/api/v1/suspended", &susp)
+		if len(susp.Publishers) != 0 {
+			t.Errorf("suspended: %v", susp.Publishers)
+		}
+	})
+}
+
+// settleUntilPaid runs `topcdn billing settle` until every account of
+// want() holds the balance it names, and fails t after 30 s. want is
+// called before each settlement.
+func settleUntilPaid(t *testing.T, bin, billingURL string, want func() map[string]int64) {
+	t.Helper()
+	testkit.WaitFor(t, 30*time.Second, "settlement to pay the edge and the peers", func() bool {
+		w := want()
+		testkit.Run(t, bin, "billing", "settle", "--billing", billingURL)
+		for id, amount := range w {
+			if got := balanceOf(t, billingURL, id); got != amount {
+				t.Logf("%s: balance %d, want %d", id, got, amount)
 				return false
 			}
 		}
 		return true
 	})
-	testkit.Run(t, bin, "billing", "settle", "--billing", b.url) // idempotent
-	for id, w := range want {
-		st := statement(t, bin, b.url, id)
-		var sum int64
-		for _, e := range st.Entries {
-			sum += e.Amount
-		}
-		if st.Balance != w || sum != w || st.Account != id {
-			t.Errorf("%s: balance %d, entries sum %d, want %d", id, st.Balance, sum, w)
-		}
+}
+
+// reportServed reports to billing at billingURL, as an edge with key,
+// what it served, in 1 s epochs, and returns once the open epoch is sent.
+func reportServed(key *identity.Key, billingURL string, served []billingapi.Served) {
+	ctx, stop := context.WithCancel(context.Background())
+	rep := billingapi.NewReporter(key, billingURL, billingapi.WithEpoch(time.Second))
+	done := make(chan struct{})
+	go func() { defer close(done); rep.Run(ctx) }()
+	for _, s := range served {
+		rep.Observe(s)
 	}
-	st := statement(t, bin, b.url, edgeKey.ID.String())
-	var reasons []billingapi.Reason
-	for _, r := range st.Rejected {
-		reasons = append(reasons, r.Reason)
-	}
-	slices.Sort(reasons)
-	if !slices.Equal(reasons, []billingapi.Reason{billingapi.ReasonInflated, billingapi.ReasonUnpublished}) {
-		t.Errorf("edge's statement shows refusals %v, want inflated and unpublished", reasons)
-	}
+	stop()
+	<-done
+}
+
+// accountsSum returns the sum of the balances of every account billing
+// at billingURL lists: 0 unless money was made or lost.
+func accountsSum(t *testing.T, billingURL string) int64 {
+	t.Helper()
 	var all []billingapi.Account
-	testkit.GetJSON(t, b.url+"/api/v1/accounts", &all)
+	testkit.GetJSON(t, billingURL+"/api/v1/accounts", &all)
 	var total int64
 	for _, a := range all {
 		total += a.Balance
 	}
-	if total != 0 {
-		t.Errorf("accounts sum to %d, want 0", total)
-	}
-	if out := testkit.Run(t, bin, "billing", "balance", "--billing", b.url); !strings.Contains(out, pubID) ||
-		!strings.Contains(out, strconv.FormatInt(want[pubID], 10)) {
-		t.Errorf("balance lists no publisher with %d:\n%s", want[pubID], out)
-	}
-	var susp billingapi.SuspendedResponse
-	testkit.GetJSON(t, b.url+"/api/v1/suspended", &susp)
-	if len(susp.Publishers) != 0 {
-		t.Errorf("suspended: %v", susp.Publishers)
-	}
-	code, metrics := testkit.Get(t, b.url+"/metrics", "")
-	if code != 200 || !strings.Contains(string(metrics), `topcdn_billing_claims_total{kind="record",reason="inflated",result="rejected"} 1`) {
-		t.Errorf("metrics lack the refused record:\n%s", metrics)
-	}
-	// The site is striped: billing found its records' root in a manifest
-	// and ran the upstream-read check on them (backed, held then paid, or
-	// skipped while no claims had come in yet), never as unstriped.
-	if !strings.Contains(string(metrics), `topcdn_billing_upstream_checks_total{result=`) ||
-		strings.Contains(string(metrics), `result="skipped_unstriped"`) || strings.Contains(string(metrics), `result="refused"`) {
-		t.Errorf("metrics show no upstream-read check of the striped site, or a wrong one:\n%s", metrics)
-	}
+	return total
 }
 
 // rawBlocks returns the blocks of the DAG under root with their sizes.
@@ -290,74 +333,66 @@ func TestBillingKillMidSettlement(t *testing.T) {
 	// Three edges report every block of the site, each in its own epochs.
 	want := map[string]int64{}
 	var paid int64
-	for range 3 {
-		key, err := identity.Generate(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rctx, stop := context.WithCancel(ctx)
-		rep := billingapi.NewReporter(key, b.url, billingapi.WithEpoch(time.Second))
-		done := make(chan struct{})
-		go func() { defer close(done); rep.Run(rctx) }()
+	for i := range 3 {
+		key := testkit.Key(t, byte(1+i))
+		var served []billingapi.Served
 		for c, n := range blocks {
-			rep.Observe(billingapi.Served{Name: "blog", CID: c, Bytes: n, Status: 200, Time: time.Now(),
+			served = append(served, billingapi.Served{Name: "blog", CID: c, Bytes: n, Status: 200, Time: time.Now(),
 				Client: netip.MustParseAddr("127.0.0.1")})
 			want[key.ID.String()] += pricePerByte * n
 			paid += pricePerByte * n
 		}
-		stop()
-		<-done
+		reportServed(key, b.url, served)
 	}
 	want[pubID] = deposit - paid
 	time.Sleep(2500 * time.Millisecond) // every reported epoch is closed
 
-	// The settle request kills billing mid-transaction.
-	if out, err := exec.Command(bin, "billing", "settle", "--billing", b.url).CombinedOutput(); err == nil {
-		t.Fatalf("settle survived the fault injection: %s", out)
-	}
-	err := b.Wait(ctx)
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-		t.Fatalf("billing exited with %v, want SIGKILL\n%s", err, b.Tail(10))
-	}
-	if !strings.Contains(b.Tail(10), "killing myself mid-settlement") {
-		t.Fatalf("the fault was not injected:\n%s", b.Tail(10))
+	if !t.Run("a settle request kills billing mid-transaction", func(t *testing.T) {
+		if out, err := exec.Command(bin, "billing", "settle", "--billing", b.url).CombinedOutput(); err == nil {
+			t.Fatalf("settle survived the fault injection: %s", out)
+		}
+		err := b.Wait(ctx)
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+			t.Fatalf("billing exited with %v, want SIGKILL\n%s", err, b.Tail(10))
+		}
+		if !strings.Contains(b.Tail(10), "killing myself mid-settlement") {
+			t.Fatalf("the fault was not injected:\n%s", b.Tail(10))
+		}
+	}) {
+		return
 	}
 
-	// Restarted, billing holds nothing of the interrupted settlement.
 	b = startService(t, bin, args...)
-	sum := func() int64 {
-		var all []billingapi.Account
-		testkit.GetJSON(t, b.url+"/api/v1/accounts", &all)
-		var total int64
-		for _, a := range all {
-			total += a.Balance
+	if !t.Run("restarted, billing holds nothing of the interrupted settlement", func(t *testing.T) {
+		if s := accountsSum(t, b.url); s != 0 {
+			t.Fatalf("after the kill the accounts sum to %d", s)
 		}
-		return total
-	}
-	if s := sum(); s != 0 {
-		t.Fatalf("after the kill the accounts sum to %d", s)
-	}
-	if got := balanceOf(t, b.url, pubID); got != deposit {
-		t.Fatalf("after the kill the publisher holds %d, want the untouched %d", got, deposit)
-	}
-	for id := range want {
-		if id != pubID && balanceOf(t, b.url, id) != 0 {
-			t.Fatalf("edge %s was paid by the killed settlement", id)
+		if got := balanceOf(t, b.url, pubID); got != deposit {
+			t.Fatalf("after the kill the publisher holds %d, want the untouched %d", got, deposit)
 		}
-	}
-	// Settling now pays each edge once, however often it is asked.
-	for range 3 {
-		testkit.Run(t, bin, "billing", "settle", "--billing", b.url)
-	}
-	for id, w := range want {
-		if got := balanceOf(t, b.url, id); got != w {
-			t.Errorf("%s: balance %d, want %d", id, got, w)
+		for id := range want {
+			if id != pubID && balanceOf(t, b.url, id) != 0 {
+				t.Fatalf("edge %s was paid by the killed settlement", id)
+			}
 		}
+	}) {
+		return
 	}
-	if s := sum(); s != 0 {
-		t.Fatalf("accounts sum to %d", s)
-	}
+
+	t.Run("settling pays each edge once, however often it is asked", func(t *testing.T) {
+		for range 3 {
+			testkit.Run(t, bin, "billing", "settle", "--billing", b.url)
+		}
+		for id, w := range want {
+			if got := balanceOf(t, b.url, id); got != w {
+				t.Errorf("%s: balance %d, want %d", id, got, w)
+			}
+		}
+		if s := accountsSum(t, b.url); s != 0 {
+			t.Fatalf("accounts sum to %d", s)
+		}
+	})
 }
 
 // TestBillingProberForfeits runs billing with --dns against a stand-in
@@ -373,10 +408,7 @@ func TestBillingProberForfeits(t *testing.T) {
 	dir := t.TempDir()
 	o, pubID, blocks := publishUnstriped(t, bin, dir)
 
-	edgeKey, err := identity.Generate(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	edgeKey := testkit.Key(t, 1)
 	liar := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("not the published bytes"))
 	}))
@@ -393,38 +425,45 @@ func TestBillingProberForfeits(t *testing.T) {
 	testkit.Run(t, bin, "billing", "deposit", "--billing", b.url, "--key", filepath.Join(bdir, "billing.key"),
 		"--account", pubID, "--amount", "1000000000")
 
-	// Report everything inside one epoch: start just after a second begins.
-	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second + 100*time.Millisecond)))
-	rctx, stop := context.WithCancel(ctx)
-	rep := billingapi.NewReporter(edgeKey, b.url, billingapi.WithEpoch(time.Second))
-	done := make(chan struct{})
-	go func() { defer close(done); rep.Run(rctx) }()
-	for c, n := range blocks {
-		rep.Observe(billingapi.Served{Name: "blog", CID: c, Bytes: n, Status: 200, Time: time.Now(), Client: netip.MustParseAddr("127.0.0.1")})
+	if !t.Run("the prober catches the edge", func(t *testing.T) {
+		// Report everything inside one epoch: start just after a second begins.
+		time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second + 100*time.Millisecond)))
+		var served []billingapi.Served
+		for c, n := range blocks {
+			served = append(served, billingapi.Served{Name: "blog", CID: c, Bytes: n, Status: 200, Time: time.Now(), Client: netip.MustParseAddr("127.0.0.1")})
+		}
+		reportServed(edgeKey, b.url, served)
+		testkit.WaitFor(t, 20*time.Second, "the prober to catch the edge", func() bool {
+			st := statement(t, bin, b.url, edgeKey.ID.String())
+			return slices.ContainsFunc(st.Rejected, func(r billingapi.Rejected) bool { return r.Reason == billingapi.ReasonWrongContent })
+		})
+	}) {
+		return
 	}
-	stop()
-	<-done
-	testkit.WaitFor(t, 20*time.Second, "the prober to catch the edge", func() bool {
+
+	if !t.Run("settlement pays the forfeited epoch nothing and charges nothing", func(t *testing.T) {
+		time.Sleep(4 * time.Second) // past the settle delay
+		testkit.Run(t, bin, "billing", "settle", "--billing", b.url)
 		st := statement(t, bin, b.url, edgeKey.ID.String())
-		return slices.ContainsFunc(st.Rejected, func(r billingapi.Rejected) bool { return r.Reason == billingapi.ReasonWrongContent })
+		if st.Balance != 0 || len(st.Entries) != 0 || st.DNSCheck != "on" {
+			t.Fatalf("forfeiting edge: balance %d, %d entries, dns check %q", st.Balance, len(st.Entries), st.DNSCheck)
+		}
+		if got := balanceOf(t, b.url, pubID); got != 1000000000 {
+			t.Fatalf("publisher charged for a forfeited epoch: %d", got)
+		}
+	}) {
+		return
+	}
+
+	t.Run("the DNS router learns of the verdict from GET /api/v1/forfeits", func(t *testing.T) {
+		fs, err := billingapi.NewClient(b.url, nil).Forfeits(ctx, time.Now().Add(-time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(fs) != 1 || fs[0].Edge != edgeKey.ID.String() || fs[0].Reason != billingapi.ReasonWrongContent {
+			t.Fatalf("forfeits %+v, want the edge's epoch for wrong content", fs)
+		}
 	})
-	time.Sleep(4 * time.Second) // past the settle delay
-	testkit.Run(t, bin, "billing", "settle", "--billing", b.url)
-	st := statement(t, bin, b.url, edgeKey.ID.String())
-	if st.Balance != 0 || len(st.Entries) != 0 || st.DNSCheck != "on" {
-		t.Fatalf("forfeiting edge: balance %d, %d entries, dns check %q", st.Balance, len(st.Entries), st.DNSCheck)
-	}
-	if got := balanceOf(t, b.url, pubID); got != 1000000000 {
-		t.Fatalf("publisher charged for a forfeited epoch: %d", got)
-	}
-	// The DNS router learns of the verdict from GET /api/v1/forfeits.
-	fs, err := billingapi.NewClient(b.url, nil).Forfeits(ctx, time.Now().Add(-time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(fs) != 1 || fs[0].Edge != edgeKey.ID.String() || fs[0].Reason != billingapi.ReasonWrongContent {
-		t.Fatalf("forfeits %+v, want the edge's epoch for wrong content", fs)
-	}
 }
 
 // startClaimingPeers runs n storage peers of the origin at originURL that
@@ -437,13 +476,5 @@ func startClaimingPeers(t *testing.T, bin, dir, originURL, billingURL string, n 
 		startService(t, bin, "storage", "--data", data, "--listen", "127.0.0.1:0", "--origin", originURL,
 			"--heartbeat", "1s", "--capacity", "64MiB", "--billing", billingURL, "--claim-every", "1s")
 	}
-	testkit.WaitFor(t, 30*time.Second, fmt.Sprintf("%d healthy peers", n), func() bool {
-		healthy := 0
-		for _, p := range peersByID(t, originURL) {
-			if p.Healthy {
-				healthy++
-			}
-		}
-		return healthy == n
-	})
+	waitHealthyPeers(t, originURL, n)
 }
