@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/edge"
 	"github.com/topcdn/topcdn/internal/testkit"
 )
@@ -86,15 +85,15 @@ func TestBillingThroughEdge(t *testing.T) {
 		"--account", pubID, "--amount", strconv.Itoa(deposit), "--nonce", "start")
 
 	site := "../../examples/site"
-	root := strings.TrimSpace(testkit.Run(t, bin, "publish", site, "--name", "blog", "--origin", o.url, "--key", pubKey, "-Q"))
-	testkit.WaitFor(t, 30*time.Second, "the publish to be striped", func() bool {
-		code, _ := testkit.Get(t, o.url+"/api/v1/manifests/"+root, "")
-		return code == 200
-	})
 	peers := map[string]string{} // peer ID → address
-	for id, p := range peersByID(t, o.url) {
-		peers[id] = p.Addr
-		peerIDs = append(peerIDs, id)
+	if !t.Run("the publish is striped", func(t *testing.T) {
+		publishStriped(t, bin, o.url, pubKey, site)
+		for id, p := range peersByID(t, o.url) {
+			peers[id] = p.Addr
+			peerIDs = append(peerIDs, id)
+		}
+	}) {
+		return
 	}
 
 	// The edge, with its key, reporting to billing in billing's epochs. No
@@ -126,7 +125,7 @@ http://:%d {
 	edgeProc = startEdge(t, bin, caddyfile)
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	client := &http.Client{Transport: &http.Transport{DisableCompression: true}, Timeout: 20 * time.Second}
-	get := func(host, path string) (int, []byte) {
+	get := func(t *testing.T, host, path string) (int, []byte) {
 		t.Helper()
 		req, _ := http.NewRequest("GET", base+path, nil)
 		req.Host = host
@@ -142,117 +141,118 @@ http://:%d {
 		return resp.StatusCode, body
 	}
 
-	// The edge says who it is: the key the test gave it. (The health probe
-	// is not a content response; billing never sees it.)
-	var health struct {
-		Peer string `json:"peer"`
-	}
-	if code, body := get("127.0.0.1", edge.HealthPath); code != 200 || json.Unmarshal(body, &health) != nil || health.Peer != edgeID {
-		t.Fatalf("health: HTTP %d %s, want peer %s", code, body, edgeID)
+	// The health probe is not a content response; billing never sees it.
+	if !t.Run("the edge says who it is: the key the test gave it", func(t *testing.T) {
+		var health struct {
+			Peer string `json:"peer"`
+		}
+		if code, body := get(t, "127.0.0.1", edge.HealthPath); code != 200 || json.Unmarshal(body, &health) != nil || health.Peer != edgeID {
+			t.Fatalf("health: HTTP %d %s, want peer %s", code, body, edgeID)
+		}
+	}) {
+		return
 	}
 
 	// Known files only, each twice (the second from the edge's caches): a
 	// missing file's 404 page, a redirect or a favicon would be a response
 	// billing rightly pays nothing (or something else) for.
-	files := map[string]string{
-		"/":                           "index.html",
-		"/about.html":                 "about.html",
-		"/blog/2026/hello-world.html": "blog/2026/hello-world.html",
-		"/css/style.css":              "css/style.css",
-		"/docs/getting-started.html":  "docs/getting-started.html",
-		"/docs/manual.txt":            "docs/manual.txt",
-		"/img/logo.png":               "img/logo.png",
-		"/img/pattern.svg":            "img/pattern.svg",
-	}
 	var received int64
-	for range 2 {
-		for path, file := range files {
-			want, err := os.ReadFile(filepath.Join(site, file))
-			if err != nil {
-				t.Fatal(err)
-			}
-			code, body := get("blog.cdn.test", path)
-			if code != 200 || string(body) != string(want) {
-				t.Fatalf("GET blog.cdn.test%s: HTTP %d, %d bytes, want the %d bytes of %s", path, code, len(body), len(want), file)
-			}
-			received += int64(len(body))
+	if !t.Run("the edge serves known files, twice", func(t *testing.T) {
+		files := map[string]string{
+			"/":                           "index.html",
+			"/about.html":                 "about.html",
+			"/blog/2026/hello-world.html": "blog/2026/hello-world.html",
+			"/css/style.css":              "css/style.css",
+			"/docs/getting-started.html":  "docs/getting-started.html",
+			"/docs/manual.txt":            "docs/manual.txt",
+			"/img/logo.png":               "img/logo.png",
+			"/img/pattern.svg":            "img/pattern.svg",
 		}
+		for range 2 {
+			for path, file := range files {
+				want, err := os.ReadFile(filepath.Join(site, file))
+				if err != nil {
+					t.Fatal(err)
+				}
+				code, body := get(t, "blog.cdn.test", path)
+				if code != 200 || string(body) != string(want) {
+					t.Fatalf("GET blog.cdn.test%s: HTTP %d, %d bytes, want the %d bytes of %s", path, code, len(body), len(want), file)
+				}
+				received += int64(len(body))
+			}
+		}
+	}) {
+		return
 	}
-	// SIGTERM: Caddy cleans the module up and the reporter sends the open
-	// epoch's batch before the process exits.
-	edgeProc.Stop(t)
 
-	// Settle until the peers' claims are in and every epoch is closed and
-	// paid. The peers' expected credit is what they served under read
-	// orders, by their own counters (they serve nothing without one).
 	want := map[string]int64{}
 	var servedByPeers int64
-	testkit.WaitFor(t, 30*time.Second, "settlement to pay the edge and the peers", func() bool {
-		servedByPeers = 0
-		clear(want)
-		want[edgeID] = pricePerByte * received
-		for id, addr := range peers {
-			n := readBytes(t, addr)
-			want[id] = pricePerByte * n
-			servedByPeers += n
+	if !t.Run("settlement pays the edge and the peers what they served", func(t *testing.T) {
+		// SIGTERM: Caddy cleans the module up and the reporter sends the open
+		// epoch's batch before the process exits.
+		edgeProc.Stop(t)
+		// Settle until the peers' claims are in and every epoch is closed and
+		// paid. The peers' expected credit is what they served under read
+		// orders, by their own counters (they serve nothing without one).
+		settleUntilPaid(t, bin, b.url, func() map[string]int64 {
+			servedByPeers = 0
+			clear(want)
+			want[edgeID] = pricePerByte * received
+			for id, addr := range peers {
+				n := readBytes(t, addr)
+				want[id] = pricePerByte * n
+				servedByPeers += n
+			}
+			want[pubID] = deposit - pricePerByte*(received+servedByPeers)
+			return want
+		})
+		readers := 0
+		for id := range peers {
+			if want[id] > 0 {
+				readers++
+			}
 		}
-		want[pubID] = deposit - pricePerByte*(received+servedByPeers)
-		testkit.Run(t, bin, "billing", "settle", "--billing", b.url)
+		if readers < 2 {
+			t.Fatalf("the edge read from %d storage peers, want the 2 holding data shards", readers)
+		}
+		testkit.Run(t, bin, "billing", "settle", "--billing", b.url) // idempotent
 		for id, w := range want {
-			if got := balanceOf(t, b.url, id); got != w {
-				t.Logf("%s: balance %d, want %d", id, got, w)
-				return false
+			if w == 0 { // a peer holding parity only: billing never saw it
+				continue
+			}
+			st := statement(t, bin, b.url, id)
+			var sum, bytes int64
+			for _, e := range st.Entries {
+				sum += e.Amount
+				if e.Kind == "served" || e.Kind == "storage_read" {
+					bytes += e.Bytes
+				}
+			}
+			if st.Balance != w || sum != w || st.Account != id {
+				t.Errorf("%s: balance %d, entries sum %d, want %d", id, st.Balance, sum, w)
+			}
+			if len(st.Rejected) != 0 || len(st.Deferred) != 0 {
+				t.Errorf("%s: refused %+v, deferred %+v", id, st.Rejected, st.Deferred)
+			}
+			if id != pubID && bytes*pricePerByte != w {
+				t.Errorf("%s: entries price %d bytes, want %d", id, bytes, w/pricePerByte)
 			}
 		}
-		return true
+	}) {
+		return
+	}
+
+	t.Run("the origin read nothing striped and the accounts balance", func(t *testing.T) {
+		_, metrics := testkit.Get(t, o.url+"/metrics", "")
+		for _, line := range strings.Split(string(metrics), "\n") {
+			if strings.HasPrefix(line, "topcdn_origin_striped_reads_total{") && !strings.HasSuffix(line, " 0") {
+				t.Errorf("the origin read striped blocks from the peers: %s", line)
+			}
+		}
+		if s := accountsSum(t, b.url); s != 0 {
+			t.Errorf("accounts sum to %d, want 0", s)
+		}
 	})
-	readers := 0
-	for id := range peers {
-		if want[id] > 0 {
-			readers++
-		}
-	}
-	if readers < 2 {
-		t.Fatalf("the edge read from %d storage peers, want the 2 holding data shards", readers)
-	}
-	testkit.Run(t, bin, "billing", "settle", "--billing", b.url) // idempotent
-	for id, w := range want {
-		if w == 0 { // a peer holding parity only: billing never saw it
-			continue
-		}
-		st := statement(t, bin, b.url, id)
-		var sum, bytes int64
-		for _, e := range st.Entries {
-			sum += e.Amount
-			if e.Kind == "served" || e.Kind == "storage_read" {
-				bytes += e.Bytes
-			}
-		}
-		if st.Balance != w || sum != w || st.Account != id {
-			t.Errorf("%s: balance %d, entries sum %d, want %d", id, st.Balance, sum, w)
-		}
-		if len(st.Rejected) != 0 || len(st.Deferred) != 0 {
-			t.Errorf("%s: refused %+v, deferred %+v", id, st.Rejected, st.Deferred)
-		}
-		if id != pubID && bytes*pricePerByte != w {
-			t.Errorf("%s: entries price %d bytes, want %d", id, bytes, w/pricePerByte)
-		}
-	}
-	_, metrics := testkit.Get(t, o.url+"/metrics", "")
-	for _, line := range strings.Split(string(metrics), "\n") {
-		if strings.HasPrefix(line, "topcdn_origin_striped_reads_total{") && !strings.HasSuffix(line, " 0") {
-			t.Errorf("the origin read striped blocks from the peers: %s", line)
-		}
-	}
-	var all []billingapi.Account
-	testkit.GetJSON(t, b.url+"/api/v1/accounts", &all)
-	var total int64
-	for _, a := range all {
-		total += a.Balance
-	}
-	if total != 0 {
-		t.Errorf("accounts sum to %d, want 0", total)
-	}
 	t.Logf("edge served %d bytes, peers %d bytes, publisher paid %d; %s", received, servedByPeers,
 		deposit-want[pubID], time.Since(start).Round(time.Millisecond))
 }
