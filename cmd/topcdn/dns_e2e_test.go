@@ -138,7 +138,7 @@ func TestDNSEndToEnd(t *testing.T) {
 	tokyo := startE2EEdge(t, "127.2.0.1", r.url, o.url, iv, false)
 	// São Paulo's edge serves tampered bytes: it never enters the answers.
 	startE2EEdge(t, "127.3.0.1", r.url, o.url, iv, true)
-	edges := func() map[string]dnsrouteapi.EdgeInfo {
+	edges := func(t *testing.T) map[string]dnsrouteapi.EdgeInfo {
 		var list []dnsrouteapi.EdgeInfo
 		testkit.GetJSON(t, r.url+dnsrouteapi.EdgesPath, &list)
 		out := map[string]dnsrouteapi.EdgeInfo{}
@@ -147,17 +147,14 @@ func TestDNSEndToEnd(t *testing.T) {
 		}
 		return out
 	}
-	healthy := func() map[string]bool {
-		out := map[string]bool{}
-		for a, e := range edges() {
-			out[a] = e.Healthy
-		}
-		return out
+	if !t.Run("two edges are healthy, the lying one quarantined", func(t *testing.T) {
+		testkit.WaitFor(t, 10*time.Second, "two healthy edges and a quarantined one", func() bool {
+			e := edges(t)
+			return e["127.1.0.1"].Healthy && e["127.2.0.1"].Healthy && e["127.3.0.1"].Quarantine != ""
+		})
+	}) {
+		return
 	}
-	testkit.WaitFor(t, 10*time.Second, "two healthy edges and a quarantined one", func() bool {
-		e := edges()
-		return e["127.1.0.1"].Healthy && e["127.2.0.1"].Healthy && e["127.3.0.1"].Quarantine != ""
-	})
 
 	ask := func(t *testing.T, network, laddr string, q *dns.Msg) *dns.Msg {
 		t.Helper()
@@ -179,9 +176,13 @@ func TestDNSEndToEnd(t *testing.T) {
 		m.SetQuestion(dns.Fqdn(name), qt)
 		return m
 	}
-	testkit.WaitFor(t, 10*time.Second, "the name blog", func() bool {
-		return len(ask(t, "udp", "", query("blog.cdn.test", dns.TypeA)).Answer) == 2
-	})
+	if !t.Run("the router knows the name", func(t *testing.T) {
+		testkit.WaitFor(t, 10*time.Second, "the name blog", func() bool {
+			return len(ask(t, "udp", "", query("blog.cdn.test", dns.TypeA)).Answer) == 2
+		})
+	}) {
+		return
+	}
 	var ecsTokyo = func() *dns.Msg {
 		m := query("blog.cdn.test", dns.TypeA)
 		m.SetEdns0(1232, false)
@@ -206,58 +207,66 @@ func TestDNSEndToEnd(t *testing.T) {
 		{"the root CID's subdomain", "udp", "127.2.0.5", query(root+".ipfs.cdn.test", dns.TypeA), dns.RcodeSuccess, []string{"127.2.0.1", "127.1.0.1"}},
 		{"unknown name", "udp", "", query("nope.cdn.test", dns.TypeA), dns.RcodeNameError, nil},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			m := ask(t, tc.network, tc.laddr, tc.q)
-			var got []string
-			for _, rr := range m.Answer {
-				switch rr := rr.(type) {
-				case *dns.A:
-					got = append(got, rr.A.String())
-				case *dns.TXT:
-					got = append(got, strings.Join(rr.Txt, ""))
+	t.Run("answers by where the query comes from", func(t *testing.T) {
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				m := ask(t, tc.network, tc.laddr, tc.q)
+				var got []string
+				for _, rr := range m.Answer {
+					switch rr := rr.(type) {
+					case *dns.A:
+						got = append(got, rr.A.String())
+					case *dns.TXT:
+						got = append(got, strings.Join(rr.Txt, ""))
+					}
 				}
-			}
-			if m.Rcode != tc.rcode || !slices.Equal(got, tc.want) {
-				t.Errorf("%s %v, want %s %v", dns.RcodeToString[m.Rcode], got, dns.RcodeToString[tc.rcode], tc.want)
-			}
-		})
-	}
-
-	// DoH answers the same.
-	q, _ := query("blog.cdn.test", dns.TypeA).Pack()
-	resp, err := http.Get(r.url + "/dns-query?dns=" + base64.RawURLEncoding.EncodeToString(q))
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	var doh dns.Msg
-	if err := doh.Unpack(body); err != nil || len(doh.Answer) != 2 {
-		t.Errorf("DoH: %v, %v", err, doh.Answer)
-	}
-
-	// The Tokyo edge stops: it leaves the answers within 3 intervals.
-	tokyo.stop()
-	<-tokyo.done
-	stopped := time.Now()
-	testkit.WaitFor(t, 5*time.Second, "the Tokyo edge to leave", func() bool {
-		a := ask(t, "udp", "127.2.0.5", query("blog.cdn.test", dns.TypeA)).Answer
-		return len(a) == 1 && a[0].(*dns.A).A.String() == "127.1.0.1"
-	})
-	if took := time.Since(stopped); took > 3*iv+300*time.Millisecond {
-		t.Errorf("the Tokyo edge left after %s, want about 3 intervals (%s)", took, 3*iv)
-	}
-	if healthy()["127.2.0.1"] {
-		t.Error("/api/v1/edges still lists the Tokyo edge as healthy")
-	}
-
-	_, metrics := testkit.Get(t, r.url+"/metrics", "")
-	for _, want := range []string{`topcdn_dnsroute_queries_total{rcode="NXDOMAIN",type="A"}`, "topcdn_dnsroute_answers_total{edge=",
-		`topcdn_dnsroute_edges{state="healthy"} 1`, `topcdn_dnsroute_content_probes_total{result="ok"}`,
-		`topcdn_dnsroute_content_probes_total{result="lied"} 1`, `topcdn_dnsroute_quarantined_edges 1`} {
-		if !strings.Contains(string(metrics), want) {
-			t.Errorf("/metrics lacks %s", want)
+				if m.Rcode != tc.rcode || !slices.Equal(got, tc.want) {
+					t.Errorf("%s %v, want %s %v", dns.RcodeToString[m.Rcode], got, dns.RcodeToString[tc.rcode], tc.want)
+				}
+			})
 		}
+	})
+
+	t.Run("DoH answers the same", func(t *testing.T) {
+		q, _ := query("blog.cdn.test", dns.TypeA).Pack()
+		resp, err := http.Get(r.url + "/dns-query?dns=" + base64.RawURLEncoding.EncodeToString(q))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var doh dns.Msg
+		if err := doh.Unpack(body); err != nil || len(doh.Answer) != 2 {
+			t.Errorf("DoH: %v, %v", err, doh.Answer)
+		}
+	})
+
+	if !t.Run("a stopped edge leaves the answers within 3 intervals", func(t *testing.T) {
+		tokyo.stop()
+		<-tokyo.done
+		stopped := time.Now()
+		testkit.WaitFor(t, 5*time.Second, "the Tokyo edge to leave", func() bool {
+			a := ask(t, "udp", "127.2.0.5", query("blog.cdn.test", dns.TypeA)).Answer
+			return len(a) == 1 && a[0].(*dns.A).A.String() == "127.1.0.1"
+		})
+		if took := time.Since(stopped); took > 3*iv+300*time.Millisecond {
+			t.Errorf("the Tokyo edge left after %s, want about 3 intervals (%s)", took, 3*iv)
+		}
+		if edges(t)["127.2.0.1"].Healthy {
+			t.Error("/api/v1/edges still lists the Tokyo edge as healthy")
+		}
+	}) {
+		return
 	}
+
+	t.Run("the metrics count queries, answers, edges and probes", func(t *testing.T) {
+		_, metrics := testkit.Get(t, r.url+"/metrics", "")
+		for _, want := range []string{`topcdn_dnsroute_queries_total{rcode="NXDOMAIN",type="A"}`, "topcdn_dnsroute_answers_total{edge=",
+			`topcdn_dnsroute_edges{state="healthy"} 1`, `topcdn_dnsroute_content_probes_total{result="ok"}`,
+			`topcdn_dnsroute_content_probes_total{result="lied"} 1`, `topcdn_dnsroute_quarantined_edges 1`} {
+			if !strings.Contains(string(metrics), want) {
+				t.Errorf("/metrics lacks %s", want)
+			}
+		}
+	})
 }

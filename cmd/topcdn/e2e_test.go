@@ -152,84 +152,97 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("keygen printed %q, want an ed25519 peer ID", peerID)
 	}
 	o := startOrigin(t, bin, filepath.Join(dir, "origin"))
-
-	// Publish the example site.
 	site := filepath.Join(dir, "site")
 	copyDir(t, "../../examples/site", site)
-	want := strings.TrimSpace(testkit.Run(t, bin, "publish", "--only-hash", "-Q", site))
-	root := strings.TrimSpace(testkit.Run(t, bin, "publish", site, "--name", "blog", "--origin", o.url, "--key", key, "-Q"))
-	if root != want {
-		t.Fatalf("published root %s, --only-hash said %s", root, want)
-	}
-	rootCID := cid.MustParse(root)
-	if ni := lookupName(t, o.url, "blog"); ni.CID != root || ni.Sequence != 1 {
-		t.Fatalf("blog -> %+v, want %s at sequence 1", ni, root)
-	}
 
-	// Every block comes back, verified, as raw blocks and as one CAR.
-	raw := fetchDAG(t, o.url, rootCID)
-	carBlocks := fetchCAR(t, o.url, rootCID)
-	if len(raw) < 15 || len(raw) != len(carBlocks) {
-		t.Fatalf("%d blocks as raw, %d in the CAR", len(raw), len(carBlocks))
-	}
-	for c := range raw {
-		if !carBlocks[c] {
-			t.Fatalf("CAR lacks %s", c)
+	var root string
+	if !t.Run("publish the example site", func(t *testing.T) {
+		want := strings.TrimSpace(testkit.Run(t, bin, "publish", "--only-hash", "-Q", site))
+		root = strings.TrimSpace(testkit.Run(t, bin, "publish", site, "--name", "blog", "--origin", o.url, "--key", key, "-Q"))
+		if root != want {
+			t.Fatalf("published root %s, --only-hash said %s", root, want)
 		}
+		if ni := lookupName(t, o.url, "blog"); ni.CID != root || ni.Sequence != 1 {
+			t.Fatalf("blog -> %+v, want %s at sequence 1", ni, root)
+		}
+	}) {
+		return
 	}
 
-	// Change the site and republish: only the changed blocks go up, and the
-	// name moves to the new root.
-	if err := os.WriteFile(filepath.Join(site, "about.html"), []byte("<h1>About this site, v2</h1>"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out := exec.Command(bin, "publish", site, "--name", "blog", "--origin", o.url, "--key", key)
-	var stderr bytes.Buffer
-	out.Stderr = &stderr
-	if err := out.Run(); err != nil {
-		t.Fatalf("republish: %v\n%s", err, stderr.String())
-	}
-	if !strings.Contains(stderr.String(), "uploaded 2 of") {
-		t.Errorf("republish of one changed file should send only its new leaf and the new root: %s", stderr.String())
-	}
-	ni := lookupName(t, o.url, "blog")
-	if ni.CID == root || ni.Sequence != 2 {
-		t.Fatalf("after republish blog -> %+v, want a new root at sequence 2", ni)
-	}
-	newRoot := cid.MustParse(ni.CID)
-	if n := len(fetchDAG(t, o.url, newRoot)); n != len(raw) {
-		t.Fatalf("new version has %d blocks, want %d", n, len(raw))
+	var raw map[cid.Cid]bool
+	if !t.Run("every block comes back verified, raw and in one CAR", func(t *testing.T) {
+		rootCID := cid.MustParse(root)
+		raw = fetchDAG(t, o.url, rootCID)
+		carBlocks := fetchCAR(t, o.url, rootCID)
+		if len(raw) < 15 || len(raw) != len(carBlocks) {
+			t.Fatalf("%d blocks as raw, %d in the CAR", len(raw), len(carBlocks))
+		}
+		for c := range raw {
+			if !carBlocks[c] {
+				t.Fatalf("CAR lacks %s", c)
+			}
+		}
+	}) {
+		return
 	}
 
-	// Another key cannot take the name.
-	other := filepath.Join(dir, "other.key")
-	testkit.Run(t, bin, "keygen", "--out", other)
-	steal := exec.Command(bin, "publish", site, "--name", "blog", "--origin", o.url, "--key", other)
-	if msg, err := steal.CombinedOutput(); err == nil || !strings.Contains(string(msg), "belongs to another key") {
-		t.Fatalf("publishing blog with another key: err=%v\n%s", err, msg)
+	if !t.Run("a republish sends only the changed blocks and moves the name", func(t *testing.T) {
+		if err := os.WriteFile(filepath.Join(site, "about.html"), []byte("<h1>About this site, v2</h1>"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out := exec.Command(bin, "publish", site, "--name", "blog", "--origin", o.url, "--key", key)
+		var stderr bytes.Buffer
+		out.Stderr = &stderr
+		if err := out.Run(); err != nil {
+			t.Fatalf("republish: %v\n%s", err, stderr.String())
+		}
+		if !strings.Contains(stderr.String(), "uploaded 2 of") {
+			t.Errorf("republish of one changed file should send only its new leaf and the new root: %s", stderr.String())
+		}
+		ni := lookupName(t, o.url, "blog")
+		if ni.CID == root || ni.Sequence != 2 {
+			t.Fatalf("after republish blog -> %+v, want a new root at sequence 2", ni)
+		}
+		newRoot := cid.MustParse(ni.CID)
+		if n := len(fetchDAG(t, o.url, newRoot)); n != len(raw) {
+			t.Fatalf("new version has %d blocks, want %d", n, len(raw))
+		}
+	}) {
+		return
 	}
 
-	// Uploads must be signed; each is charged to its signer.
-	resp, err := http.Post(o.url+"/api/v1/car", "application/vnd.ipld.car", bytes.NewReader(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusUnauthorized {
-		t.Fatalf("unsigned upload: HTTP %d, want 401", resp.StatusCode)
-	}
-	code, body := testkit.Get(t, o.url+"/api/v1/publishers/"+peerID, "")
-	var u originapi.PublisherUsage
-	if err := json.Unmarshal(body, &u); code != 200 || err != nil || u.UsedBytes <= 0 || u.Uploads != 2 || u.Roots != 2 || u.QuotaBytes != 10<<30 {
-		t.Fatalf("publisher usage: HTTP %d %s, want 2 uploads of 2 roots under the 10 GiB default quota", code, body)
-	}
+	t.Run("another key cannot take the name", func(t *testing.T) {
+		other := filepath.Join(dir, "other.key")
+		testkit.Run(t, bin, "keygen", "--out", other)
+		steal := exec.Command(bin, "publish", site, "--name", "blog", "--origin", o.url, "--key", other)
+		if msg, err := steal.CombinedOutput(); err == nil || !strings.Contains(string(msg), "belongs to another key") {
+			t.Fatalf("publishing blog with another key: err=%v\n%s", err, msg)
+		}
+	})
 
-	// A publisher over its quota is refused, and told why.
-	small := startOrigin(t, bin, filepath.Join(dir, "small"), "--no-stripe", "--publisher-quota", "4KiB")
-	over := exec.Command(bin, "publish", site, "--name", "blog", "--origin", small.url, "--key", key)
-	if msg, err := over.CombinedOutput(); err == nil || !strings.Contains(string(msg), "HTTP 413") || !strings.Contains(string(msg), "quota") {
-		t.Fatalf("publishing over a 4 KiB quota: err=%v\n%s", err, msg)
-	}
+	t.Run("uploads are signed and charged to their signer", func(t *testing.T) {
+		resp, err := http.Post(o.url+"/api/v1/car", "application/vnd.ipld.car", bytes.NewReader(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("unsigned upload: HTTP %d, want 401", resp.StatusCode)
+		}
+		code, body := testkit.Get(t, o.url+"/api/v1/publishers/"+peerID, "")
+		var u originapi.PublisherUsage
+		if err := json.Unmarshal(body, &u); code != 200 || err != nil || u.UsedBytes <= 0 || u.Uploads != 2 || u.Roots != 2 || u.QuotaBytes != 10<<30 {
+			t.Fatalf("publisher usage: HTTP %d %s, want 2 uploads of 2 roots under the 10 GiB default quota", code, body)
+		}
+	})
+
+	t.Run("a publisher over its quota is refused and told why", func(t *testing.T) {
+		small := startOrigin(t, bin, filepath.Join(dir, "small"), "--no-stripe", "--publisher-quota", "4KiB")
+		over := exec.Command(bin, "publish", site, "--name", "blog", "--origin", small.url, "--key", key)
+		if msg, err := over.CombinedOutput(); err == nil || !strings.Contains(string(msg), "HTTP 413") || !strings.Contains(string(msg), "quota") {
+			t.Fatalf("publishing over a 4 KiB quota: err=%v\n%s", err, msg)
+		}
+	})
 }
 
 // writeRandomSite writes n MiB of incompressible files under dir.
@@ -262,52 +275,67 @@ func TestKillDuringPublish(t *testing.T) {
 	data := filepath.Join(dir, "origin")
 	o := startOrigin(t, bin, data)
 
-	v1 := filepath.Join(dir, "v1")
-	copyDir(t, "../../examples/site", v1)
-	root1 := strings.TrimSpace(testkit.Run(t, bin, "publish", v1, "--name", "site", "--origin", o.url, "--key", key, "-Q"))
+	var root1 string
+	if !t.Run("publish the first version", func(t *testing.T) {
+		v1 := filepath.Join(dir, "v1")
+		copyDir(t, "../../examples/site", v1)
+		root1 = strings.TrimSpace(testkit.Run(t, bin, "publish", v1, "--name", "site", "--origin", o.url, "--key", key, "-Q"))
+	}) {
+		return
+	}
 
 	// Start publishing a bigger version, and kill -9 the origin while the
 	// upload is streaming in.
 	v2 := filepath.Join(dir, "v2")
-	writeRandomSite(t, v2, 96, 7)
-	pub := exec.Command(bin, "publish", v2, "--name", "site", "--origin", o.url, "--key", key, "-Q")
-	var pubErr bytes.Buffer
-	pub.Stderr = &pubErr
-	if err := pub.Start(); err != nil {
-		t.Fatal(err)
-	}
-	staging := filepath.Join(data, "staging")
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		entries, _ := os.ReadDir(staging)
-		if len(entries) > 0 {
-			if info, err := entries[0].Info(); err == nil && info.Size() > 1<<20 {
-				break
+	if !t.Run("kill -9 the origin mid-upload", func(t *testing.T) {
+		writeRandomSite(t, v2, 96, 7)
+		pub := exec.Command(bin, "publish", v2, "--name", "site", "--origin", o.url, "--key", key, "-Q")
+		var pubErr bytes.Buffer
+		pub.Stderr = &pubErr
+		if err := pub.Start(); err != nil {
+			t.Fatal(err)
+		}
+		staging := filepath.Join(data, "staging")
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			entries, _ := os.ReadDir(staging)
+			if len(entries) > 0 {
+				if info, err := entries[0].Info(); err == nil && info.Size() > 1<<20 {
+					break
+				}
 			}
+			if time.Now().After(deadline) {
+				pub.Process.Kill()
+				pub.Wait()
+				t.Fatal("upload never started")
+			}
+			time.Sleep(2 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("upload never started")
+		o.Kill()
+		if err := pub.Wait(); err == nil {
+			t.Fatal("publish succeeded although the origin was killed mid-upload")
 		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	o.Kill()
-	if err := pub.Wait(); err == nil {
-		t.Fatal("publish succeeded although the origin was killed mid-upload")
+	}) {
+		return
 	}
 
-	// Restart: the old version is still what the name serves, complete.
 	o = startOrigin(t, bin, data)
-	if ni := lookupName(t, o.url, "site"); ni.CID != root1 {
-		t.Fatalf("after kill -9, site -> %s, want the old %s", ni.CID, root1)
+	if !t.Run("restarted, the name serves the old version, complete", func(t *testing.T) {
+		if ni := lookupName(t, o.url, "site"); ni.CID != root1 {
+			t.Fatalf("after kill -9, site -> %s, want the old %s", ni.CID, root1)
+		}
+		fetchDAG(t, o.url, cid.MustParse(root1))
+	}) {
+		return
 	}
-	fetchDAG(t, o.url, cid.MustParse(root1))
 
-	// The publish can be retried and completes.
-	root2 := strings.TrimSpace(testkit.Run(t, bin, "publish", v2, "--name", "site", "--origin", o.url, "--key", key, "-Q"))
-	if ni := lookupName(t, o.url, "site"); ni.CID != root2 {
-		t.Fatalf("after retry, site -> %s, want %s", ni.CID, root2)
-	}
-	if n := len(fetchCAR(t, o.url, cid.MustParse(root2))); n < 96*4 {
-		t.Fatalf("retried version has %d blocks", n)
-	}
+	t.Run("the publish can be retried and completes", func(t *testing.T) {
+		root2 := strings.TrimSpace(testkit.Run(t, bin, "publish", v2, "--name", "site", "--origin", o.url, "--key", key, "-Q"))
+		if ni := lookupName(t, o.url, "site"); ni.CID != root2 {
+			t.Fatalf("after retry, site -> %s, want %s", ni.CID, root2)
+		}
+		if n := len(fetchCAR(t, o.url, cid.MustParse(root2))); n < 96*4 {
+			t.Fatalf("retried version has %d blocks", n)
+		}
+	})
 }
