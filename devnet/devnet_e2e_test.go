@@ -43,115 +43,137 @@ func TestDevnetInChromium(t *testing.T) {
 	_, edgePort, _ := net.SplitHostPort(strings.TrimPrefix(info.Edges[0].URL, "http://"))
 	artifacts := artifactsDir(t)
 	want := "Welcome to topcdn"
+	url := "http://" + site.Host + ":" + edgePort + "/"
+	frankfurt := net.ParseIP("127.1.0.5")
+	var first, second, third string // the edges that served, in turn
 
 	// 1. From "Frankfurt" the router answers the Frankfurt edge first;
 	// Chromium loads the page, its stylesheet and its logo from it.
-	frankfurt := net.ParseIP("127.1.0.5")
-	first := resolveFirst(t, info.DNS.Addr, site.Host, frankfurt)
-	if first != "127.1.0.1" {
-		t.Fatalf("from 127.1.0.5 the router answered %s first, want the Frankfurt edge 127.1.0.1", first)
+	if !t.Run("from Frankfurt, Chromium loads the site from the Frankfurt edge", func(t *testing.T) {
+		first = resolveFirst(t, info.DNS.Addr, site.Host, frankfurt)
+		if first != "127.1.0.1" {
+			t.Fatalf("from 127.1.0.5 the router answered %s first, want the Frankfurt edge 127.1.0.1", first)
+		}
+		dom := chromium(t, browser, first, "--dump-dom", url)
+		if !strings.Contains(dom, want) {
+			t.Fatalf("the page through %s does not say %q:\n%.500s", first, want, dom)
+		}
+		edgeLoaded(t, dir, first, "/", "/css/style.css", "/img/logo.png")
+		chromium(t, browser, first, "--screenshot="+filepath.Join(artifacts, "site.png"), "--window-size=1200,900", url)
+	}) {
+		return
 	}
-	url := "http://" + site.Host + ":" + edgePort + "/"
-	dom := chromium(t, browser, first, "--dump-dom", url)
-	if !strings.Contains(dom, want) {
-		t.Fatalf("the page through %s does not say %q:\n%.500s", first, want, dom)
-	}
-	edgeLoaded(t, dir, first, "/", "/css/style.css", "/img/logo.png")
-	chromium(t, browser, first, "--screenshot="+filepath.Join(artifacts, "site.png"), "--window-size=1200,900", url)
 
 	// 2. Kill the nearest edge: within 3 heartbeat intervals the router
 	// answers another, and the page loads from it.
-	killEdge(t, info, first)
-	second := waitAnswerChanges(t, info.DNS.Addr, site.Host, frankfurt, first, 30*time.Second)
-	if dom := chromium(t, browser, second, "--dump-dom", url); !strings.Contains(dom, want) {
-		t.Fatalf("after the Frankfurt edge died the page through %s does not say %q", second, want)
+	if !t.Run("the nearest edge killed, the router answers another and the page loads", func(t *testing.T) {
+		killEdge(t, info, first)
+		second = waitAnswerChanges(t, info.DNS.Addr, site.Host, frankfurt, first, 30*time.Second)
+		if dom := chromium(t, browser, second, "--dump-dom", url); !strings.Contains(dom, want) {
+			t.Fatalf("after the Frankfurt edge died the page through %s does not say %q", second, want)
+		}
+		edgeLoaded(t, dir, second, "/", "/css/style.css", "/img/logo.png")
+	}) {
+		return
 	}
-	edgeLoaded(t, dir, second, "/", "/css/style.css", "/img/logo.png")
 
 	// 3. Kill 4 of the 14 storage peers: an edge that never served the
 	// site (cold caches) still loads it, rebuilding from the other 10.
-	for _, s := range info.Storage[:4] {
-		syscall.Kill(s.PID, syscall.SIGKILL)
-	}
-	var third string
-	for _, src := range []string{"127.2.0.5", "127.3.0.5"} {
-		if a := resolveFirst(t, info.DNS.Addr, site.Host, net.ParseIP(src)); a != second && a != first {
-			third = a
+	if !t.Run("4 storage peers killed, a cold edge rebuilds the site from the rest", func(t *testing.T) {
+		for _, s := range info.Storage[:4] {
+			syscall.Kill(s.PID, syscall.SIGKILL)
 		}
+		for _, src := range []string{"127.2.0.5", "127.3.0.5"} {
+			if a := resolveFirst(t, info.DNS.Addr, site.Host, net.ParseIP(src)); a != second && a != first {
+				third = a
+			}
+		}
+		if third == "" {
+			t.Fatalf("no source address gets the third edge")
+		}
+		if dom := chromium(t, browser, third, "--dump-dom", url+"docs/"); !strings.Contains(dom, "Docs") {
+			t.Fatalf("with 4 storage peers dead the docs page through %s did not load:\n%.300s", third, dom)
+		}
+		edgeLoaded(t, dir, third, "/docs/", "/css/style.css")
+	}) {
+		return
 	}
-	if third == "" {
-		t.Fatalf("no source address gets the third edge")
-	}
-	if dom := chromium(t, browser, third, "--dump-dom", url+"docs/"); !strings.Contains(dom, "Docs") {
-		t.Fatalf("with 4 storage peers dead the docs page through %s did not load:\n%.300s", third, dom)
-	}
-	edgeLoaded(t, dir, third, "/docs/", "/css/style.css")
 
 	// 4. The dashboard shows the network, with the traffic the edges
 	// reported in their heartbeats.
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		var st struct {
-			Edges []struct {
-				Addrs    []string `json:"addrs"`
-				Requests uint64   `json:"requests"`
-				Bytes    uint64   `json:"bytes"`
-			} `json:"edges"`
+	if !t.Run("the dashboard shows the network and its traffic", func(t *testing.T) {
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			var st struct {
+				Edges []struct {
+					Addrs    []string `json:"addrs"`
+					Requests uint64   `json:"requests"`
+					Bytes    uint64   `json:"bytes"`
+				} `json:"edges"`
+			}
+			testkit.GetJSON(t, strings.TrimSuffix(info.Dashboard, "/")+"/api/state", &st)
+			serving := 0
+			for _, e := range st.Edges {
+				if e.Requests > 0 && e.Bytes > 0 && (slices.Contains(e.Addrs, second) || slices.Contains(e.Addrs, third)) {
+					serving++
+				}
+			}
+			if serving == 2 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the dashboard does not show the traffic of the edges that served: %+v", st.Edges)
+			}
+			time.Sleep(500 * time.Millisecond)
 		}
-		testkit.GetJSON(t, strings.TrimSuffix(info.Dashboard, "/")+"/api/state", &st)
-		serving := 0
-		for _, e := range st.Edges {
-			if e.Requests > 0 && e.Bytes > 0 && (slices.Contains(e.Addrs, second) || slices.Contains(e.Addrs, third)) {
-				serving++
+		dash := chromium(t, browser, "", "--dump-dom", "--virtual-time-budget=8000", info.Dashboard)
+		for _, s := range []string{"Frankfurt", site.CID, "healthy"} {
+			if !strings.Contains(dash, s) {
+				t.Fatalf("the dashboard does not show %q:\n%.800s", s, dash)
 			}
 		}
-		if serving == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the dashboard does not show the traffic of the edges that served: %+v", st.Edges)
-		}
-		time.Sleep(500 * time.Millisecond)
+		chromium(t, browser, "", "--screenshot="+filepath.Join(artifacts, "dashboard.png"), "--window-size=1400,2600",
+			"--virtual-time-budget=8000", info.Dashboard)
+		t.Logf("screenshots: %s, %s", filepath.Join(artifacts, "site.png"), filepath.Join(artifacts, "dashboard.png"))
+	}) {
+		return
 	}
-	dash := chromium(t, browser, "", "--dump-dom", "--virtual-time-budget=8000", info.Dashboard)
-	for _, s := range []string{"Frankfurt", site.CID, "healthy"} {
-		if !strings.Contains(dash, s) {
-			t.Fatalf("the dashboard does not show %q:\n%.800s", s, dash)
-		}
-	}
-	chromium(t, browser, "", "--screenshot="+filepath.Join(artifacts, "dashboard.png"), "--window-size=1400,2600",
-		"--virtual-time-budget=8000", info.Dashboard)
-	t.Logf("screenshots: %s, %s", filepath.Join(artifacts, "site.png"), filepath.Join(artifacts, "dashboard.png"))
 
 	// 5. Settle: the publisher paid, the edges that served earned, and the
 	// dashboard shows the bytes billed for the site.
-	waitPaid(t, bin, info, []string{first, second, third})
-	var st struct {
-		Sites []struct {
-			Name   string `json:"name"`
-			Served int64  `json:"served"`
-		} `json:"sites"`
-	}
-	testkit.GetJSON(t, strings.TrimSuffix(info.Dashboard, "/")+"/api/state", &st)
-	if len(st.Sites) != 1 || st.Sites[0].Served <= 0 {
-		t.Fatalf("the dashboard shows no bytes billed for the site: %+v", st.Sites)
+	if !t.Run("settlement: the publisher paid, the edges that served earned", func(t *testing.T) {
+		waitPaid(t, bin, info, []string{first, second, third})
+		var st struct {
+			Sites []struct {
+				Name   string `json:"name"`
+				Served int64  `json:"served"`
+			} `json:"sites"`
+		}
+		testkit.GetJSON(t, strings.TrimSuffix(info.Dashboard, "/")+"/api/state", &st)
+		if len(st.Sites) != 1 || st.Sites[0].Served <= 0 {
+			t.Fatalf("the dashboard shows no bytes billed for the site: %+v", st.Sites)
+		}
+	}) {
+		return
 	}
 
 	// 6. Kill the origin: past the name's TTL, the router still answers
 	// and an edge that served the site still serves it, pages it had not
 	// served included (names from the last valid record it kept, blocks
 	// from the storage peers).
-	if err := syscall.Kill(info.Origin.PID, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(siteTTL + time.Second)
-	if a := resolveFirst(t, info.DNS.Addr, site.Host, net.ParseIP("127.2.0.5")); a == "" {
-		t.Fatal("with the origin dead the router answers no edge")
-	}
-	if dom := chromium(t, browser, second, "--dump-dom", url+"about.html"); !strings.Contains(dom, "About this site") {
-		t.Fatalf("with the origin dead the about page through %s did not load:\n%.300s", second, dom)
-	}
-	edgeLoaded(t, dir, second, "/about.html")
+	t.Run("the origin killed, the router answers and an edge still serves", func(t *testing.T) {
+		if err := syscall.Kill(info.Origin.PID, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(siteTTL + time.Second)
+		if a := resolveFirst(t, info.DNS.Addr, site.Host, net.ParseIP("127.2.0.5")); a == "" {
+			t.Fatal("with the origin dead the router answers no edge")
+		}
+		if dom := chromium(t, browser, second, "--dump-dom", url+"about.html"); !strings.Contains(dom, "About this site") {
+			t.Fatalf("with the origin dead the about page through %s did not load:\n%.300s", second, dom)
+		}
+		edgeLoaded(t, dir, second, "/about.html")
+	})
 }
 
 // devnetRun is a running `topcdn devnet`.
