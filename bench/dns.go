@@ -24,6 +24,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/httpkit"
 	"github.com/topcdn/topcdn/internal/proc"
 	"github.com/topcdn/topcdn/originapi"
 )
@@ -283,16 +284,7 @@ func (b *dnsBench) startTopcdn(ctx context.Context, bin, geoip string) error {
 			Names   int `json:"names"`
 			Healthy int `json:"healthy_edges"`
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url+"/healthz", nil)
-		if err != nil {
-			return err
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
+		if err := httpkit.GetJSON(ctx, nil, s.url+"/healthz", 64<<10, &h); err != nil {
 			return err
 		}
 		if h.Names != len(b.names) || h.Healthy != len(dnsEdges) {

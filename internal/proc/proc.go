@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/topcdn/topcdn/internal/httpkit"
 )
 
 // pollEvery is how often WaitUntil runs its check.
@@ -303,33 +305,18 @@ func (p *Process) exitedWaiting(what string, last error) error {
 	return fmt.Errorf("proc: %s: %w with status 0 while waiting for %s%s%s", p.name, ErrExited, what, check, p.out.note())
 }
 
-// WaitHealthy waits until a GET of url answers 200 and returns the body
-// of that answer (its first 64 KiB). It fails as WaitUntil does.
+// WaitHealthy waits until a GET of url answers 2xx and returns the body
+// of that answer (at most 64 KiB). It fails as WaitUntil does.
 func (p *Process) WaitHealthy(ctx context.Context, url string) ([]byte, error) {
 	if _, err := http.NewRequest(http.MethodGet, url, nil); err != nil {
 		return nil, fmt.Errorf("proc: %s: health URL: %w", p.name, err)
 	}
 	client := &http.Client{Timeout: 2 * time.Second}
 	var body []byte
-	err := p.WaitUntil(ctx, url+" to answer 200", func(ctx context.Context) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return err
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		if err != nil {
-			return err
-		}
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("HTTP %d", resp.StatusCode)
-		}
+	err := p.WaitUntil(ctx, url+" to answer 2xx", func(ctx context.Context) error {
+		b, err := httpkit.Get(ctx, client, url, 64<<10)
 		body = b
-		return nil
+		return err
 	})
 	return body, err
 }

@@ -6,8 +6,8 @@ package testkit
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
-	"encoding/json"
 	"io"
 	"net/http"
 	"os/exec"
@@ -18,6 +18,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/httpkit"
 )
 
 // Key returns the ed25519 key whose seed is 32 bytes of seed: the same
@@ -79,15 +80,11 @@ func Get(t testing.TB, url, accept string) (int, []byte) {
 }
 
 // GetJSON fetches url and decodes its JSON body into v; anything but a
-// 200 with JSON fails t.
+// 2xx answer with JSON fails t.
 func GetJSON(t testing.TB, url string, v any) {
 	t.Helper()
-	code, body := Get(t, url, "")
-	if code != http.StatusOK {
-		t.Fatalf("GET %s: HTTP %d %s", url, code, body)
-	}
-	if err := json.Unmarshal(body, v); err != nil {
-		t.Fatalf("GET %s: %v", url, err)
+	if err := httpkit.GetJSON(context.Background(), nil, url, 64<<20, v); err != nil {
+		t.Fatal(err)
 	}
 }
 
