@@ -263,9 +263,9 @@ func TestEdgeWithCaddy(t *testing.T) {
 	// The edge told the router where it is and how much it served, and,
 	// stopping, sent billing a signed batch with a record per response.
 	if !t.Run("heartbeats, and a receipt batch when the edge stops", func(t *testing.T) {
-		testkit.WaitFor(t, 10*time.Second, "a heartbeat counting the requests", func() bool {
+		testkit.WaitFor(t, 10*time.Second, "a heartbeat counting the requests and, for billing, their bytes this epoch", func() bool {
 			hb, _ := reports.last()
-			return hb.Requests > 0
+			return hb.Requests > 0 && hb.Epoch > 0 && hb.EpochBytes+hb.PrevEpochBytes > 0
 		})
 		hb, _ := reports.last()
 		if hb.URL != fmt.Sprintf("http://127.0.0.1:%d", port) || len(hb.Addrs) != 1 || hb.Addrs[0] != "127.0.0.1" || hb.City != "Frankfurt" {
@@ -282,6 +282,12 @@ func TestEdgeWithCaddy(t *testing.T) {
 		}
 		if served < int64(len(want(t, "index.html"))) {
 			t.Fatalf("the batch claims %d bytes for %d records", served, len(batch.Records))
+		}
+		// What the heartbeats said of the epoch bounds what billing pays:
+		// the batch holds every byte they counted, and no more than was
+		// served.
+		if batch.Epoch == hb.Epoch && uint64(served) < hb.EpochBytes {
+			t.Fatalf("the batch of epoch %d claims %d bytes, its heartbeats counted %d", batch.Epoch, served, hb.EpochBytes)
 		}
 	}) {
 		return
