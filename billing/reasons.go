@@ -7,17 +7,10 @@ import (
 	"github.com/topcdn/topcdn/billingapi"
 )
 
-// RejectError is a refusal with its reason.
-type RejectError struct {
-	Reason billingapi.Reason
-	Err    error
-}
-
-// Error returns the reason and what was refused.
-func (e *RejectError) Error() string { return fmt.Sprintf("billing: %s: %v", e.Reason, e.Err) }
-
-// Unwrap returns the underlying error.
-func (e *RejectError) Unwrap() error { return e.Err }
+// RejectError is a refusal with its reason. It is declared in billingapi
+// so that the parties billing asks for evidence can refuse a claim
+// without importing the ledger.
+type RejectError = billingapi.RejectError
 
 func reject(r billingapi.Reason, format string, args ...any) error {
 	return &RejectError{Reason: r, Err: fmt.Errorf(format, args...)}

@@ -5,8 +5,9 @@
 // of Records per epoch, with a Merkle root over them. Storage peers claim
 // the read orders they served with ClaimOnce or RunClaimer. Operators and
 // tools use Client for deposits, balances, statements and settlement. The
-// JSON answers of billing's HTTP API (Account, Statement, BatchResult …)
-// and the Reason codes of refusals are declared here once.
+// JSON answers of billing's HTTP API (Account, Statement, BatchResult …),
+// the Reason codes of refusals and RejectError, the error that carries
+// one, are declared here once.
 //
 // The ledger that verifies and pays is package billing; this package links
 // none of it, so an edge or a storage peer carries no SQL driver.

@@ -1,5 +1,7 @@
 package billingapi
 
+import "fmt"
+
 // Reason says why billing refused a batch, a record, a read order or a
 // claim. Reasons are stable strings: they label metrics and appear in
 // statements.
@@ -37,3 +39,17 @@ const (
 	// than its heartbeats' byte counter allows.
 	ReasonImplausibleHeartbeats Reason = "implausible_vs_heartbeats"
 )
+
+// RejectError is a refusal with its reason: what billing's checks, and the
+// witnesses billing asks for evidence, return for a claim that is false.
+// Other errors mean billing could not tell.
+type RejectError struct {
+	Reason Reason
+	Err    error
+}
+
+// Error returns the reason and what was refused.
+func (e *RejectError) Error() string { return fmt.Sprintf("billing: %s: %v", e.Reason, e.Err) }
+
+// Unwrap returns the underlying error.
+func (e *RejectError) Unwrap() error { return e.Err }
