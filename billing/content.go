@@ -37,45 +37,11 @@ type Object struct {
 	Root string
 }
 
-// ShardIndex is implemented by a Content that knows which shards hold
-// which roots' blocks (from the signed manifests). Without it, billing
-// cannot tell striped content and skips the upstream-read check.
-type ShardIndex interface {
-	// RootShards returns the shard IDs of every striped root (one with a
-	// manifest). Roots without a manifest are absent.
-	RootShards(ctx context.Context) (map[string][]string, error)
-}
-
-// OriginKey is implemented by a Content that knows the origin's peer ID.
-// Read orders the origin signs (repair, audit reads, and the reads behind
-// billing's own index of each site) are upkeep of the content they read:
-// billing pays the storage peer for them and charges the shard's
-// publisher, as for an edge's reads. Without it, those orders are refused
-// as unknown_reader and the peers serve them unpaid.
-type OriginKey interface {
-	// OriginID returns the origin's peer ID.
-	OriginID(ctx context.Context) (peer.ID, error)
-}
-
 // Holding is how many shard bytes a storage peer holds for a publisher.
 type Holding struct {
 	Peer      peer.ID
 	Publisher peer.ID
 	Bytes     int64
-}
-
-// Content answers what billing needs to know about published content.
-// Refusals are *RejectError (ReasonUnpublished, ReasonUnknownShard); other
-// errors are transient and make billing answer 503.
-type Content interface {
-	// Object resolves an object an edge served: by name (the site's human
-	// name) or else by root, and the CID inside it.
-	Object(ctx context.Context, name, root, c string) (Object, error)
-	// ShardPublisher returns who published the content a shard holds.
-	ShardPublisher(ctx context.Context, shard string) (peer.ID, error)
-	// Holdings returns the shard bytes each storage peer holds per
-	// publisher.
-	Holdings(ctx context.Context) ([]Holding, error)
 }
 
 // OriginContent learns published content from an origin: human names from

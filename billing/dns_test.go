@@ -3,10 +3,8 @@ package billing
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -14,8 +12,6 @@ import (
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/dnsrouteapi"
-	"github.com/topcdn/topcdn/identity"
-	"github.com/topcdn/topcdn/internal/testkit"
 )
 
 func TestHTTPProber(t *testing.T) {
@@ -156,108 +152,4 @@ func TestDNSDirectoryReadsTheRouter(t *testing.T) {
 		e.MaxBytes != 12345 || e.Requests != 5 || e.CacheHits != 4 || e.CacheMisses != 1 {
 		t.Fatalf("edge %+v", e)
 	}
-}
-
-// TestHeartbeatCheckThroughRouter runs the heartbeat check on what a
-// DNSDirectory learns from successive polls of a router.
-func TestHeartbeatCheckThroughRouter(t *testing.T) {
-	ctx := context.Background()
-	const MiB = 1 << 20
-	pub, edge := testkit.Key(t, 54), testkit.Key(t, 55)
-	e0 := t0.Unix() - 60 // ends at t0
-	var (
-		mu  sync.Mutex
-		cur dnsrouteapi.EdgeInfo
-	)
-	beat := func(bytes uint64, at time.Duration) {
-		mu.Lock()
-		cur = dnsrouteapi.EdgeInfo{Peer: edge.ID.String(), Healthy: true, Answers: 4, IntervalMS: 2000, Bytes: bytes, LastHeartbeat: t0.Add(at)}
-		mu.Unlock()
-	}
-	router := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		defer mu.Unlock()
-		json.NewEncoder(w).Encode([]dnsrouteapi.EdgeInfo{cur})
-	}))
-	defer router.Close()
-	batch := func(epoch int64, seq uint64, mib int) *identity.Envelope {
-		var rs []billingapi.Record
-		for i := range mib {
-			rs = append(rs, rec(seq*1000+uint64(i), "blog", "big", MiB, epoch))
-		}
-		return signBatch(t, edge, epoch, seq, rs)
-	}
-	setup := func() (*testLedger, *DNSDirectory) {
-		dir := NewDNSDirectory(router.URL, nil)
-		tl := newTestLedger(t, "", Config{DNS: dir})
-		tl.content.publish("blog", pub.ID, map[string]int64{"big": MiB})
-		return tl, dir
-	}
-
-	t.Run("staleness slack from the rate between polls", func(t *testing.T) {
-		// Polled 10 s apart, 2 s heartbeats: 8 MiB, then 18 MiB 2 s before
-		// the epoch ended: 1 MiB/s. The edge served 2 MiB more before the
-		// epoch closed; 20 MiB ≤ 18 MiB + 2 × 1 MiB/s × (2.5 s + 2 s) + 1 MiB.
-		tl, dir := setup()
-		beat(8*MiB, -12*time.Second)
-		if _, err := dir.Edges(ctx); err != nil {
-			t.Fatal(err)
-		}
-		beat(18*MiB, -2*time.Second)
-		tl.setNow(t0.Add(500 * time.Millisecond))
-		if res, err := tl.IngestBatch(ctx, batch(e0, 1, 20), netip.Addr{}); err != nil || res.Bytes != 20*MiB {
-			t.Fatalf("honest claim within the slack: %+v, %v", res, err)
-		}
-		// Without a rate (a single poll), only 1 MiB of slack: deferred,
-		// not refused, until a heartbeat after the batch counts it.
-		tl, _ = setup()
-		tl.setNow(t0.Add(500 * time.Millisecond))
-		env := batch(e0, 1, 20)
-		if _, err := tl.IngestBatch(ctx, env, netip.Addr{}); !errors.Is(err, errTransient) || reasonOf(err) != "" {
-			t.Fatalf("claim beyond the slack, heartbeats behind: %v, want it deferred", err)
-		}
-		beat(21*MiB, 6*time.Second)
-		tl.setNow(t0.Add(7 * time.Second))
-		if res, err := tl.IngestBatch(ctx, env, netip.Addr{}); err != nil || res.Bytes != 20*MiB {
-			t.Fatalf("resent after the heartbeat counted it: %+v, %v", res, err)
-		}
-	})
-
-	t.Run("a restarted edge keeps its high-water mark", func(t *testing.T) {
-		tl, dir := setup()
-		beat(50*MiB, -30*time.Second) // the process that served
-		if _, err := dir.Edges(ctx); err != nil {
-			t.Fatal(err)
-		}
-		beat(1*MiB, 6*time.Second) // restarted: its counter starts again
-		tl.setNow(t0.Add(7 * time.Second))
-		if res, err := tl.IngestBatch(ctx, batch(e0, 1, 40), netip.Addr{}); err != nil || res.Bytes != 40*MiB {
-			t.Fatalf("batch of the earlier process: %+v, %v", res, err)
-		}
-		// More than either process ever counted, sent around the restart:
-		// perhaps by the process before, whose last counter billing may not
-		// have seen. Deferred, not refused, even after later heartbeats.
-		env := batch(e0-60, 2, 52)
-		if _, err := tl.IngestBatch(ctx, env, netip.Addr{}); !errors.Is(err, errTransient) {
-			t.Fatalf("first send: %v, want it deferred", err)
-		}
-		beat(3*MiB, 19*time.Second)
-		tl.setNow(t0.Add(20 * time.Second))
-		if _, err := tl.IngestBatch(ctx, env, netip.Addr{}); !errors.Is(err, errTransient) || reasonOf(err) != "" {
-			t.Fatalf("resent around the restart: %v, want it deferred", err)
-		}
-		// Sent well after the restart: refused once a heartbeat after the
-		// batch shows no more.
-		env = batch(e0-120, 3, 60)
-		beat(4*MiB, 89*time.Second)
-		tl.setNow(t0.Add(90 * time.Second))
-		if _, err := tl.IngestBatch(ctx, env, netip.Addr{}); !errors.Is(err, errTransient) {
-			t.Fatalf("first send: %v, want it deferred", err)
-		}
-		beat(5*MiB, 99*time.Second)
-		tl.setNow(t0.Add(100 * time.Second))
-		if _, err := tl.IngestBatch(ctx, env, netip.Addr{}); reasonOf(err) != billingapi.ReasonImplausibleHeartbeats {
-			t.Fatalf("resent: %v, want %s", err, billingapi.ReasonImplausibleHeartbeats)
-		}
-	})
 }
