@@ -13,6 +13,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/billing"
+	"github.com/topcdn/topcdn/billing/witness"
 	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/identity"
 )
@@ -161,14 +162,14 @@ func signReceipts(edge *identity.Key, start, epochSecs int64, n, perBatch int) (
 // benchContent publishes every object, of 4 KiB, by pub.
 type benchContent struct{ pub peer.ID }
 
-func (c benchContent) Object(ctx context.Context, name, root, cid string) (billing.Object, error) {
-	return billing.Object{Publisher: c.pub, MaxBytes: 4096}, nil
+func (c benchContent) Object(ctx context.Context, name, root, cid string) (witness.Object, error) {
+	return witness.Object{Publisher: c.pub, MaxBytes: 4096}, nil
 }
 
 func (c benchContent) ShardPublisher(ctx context.Context, shard string) (peer.ID, error) {
 	return c.pub, nil
 }
 
-func (c benchContent) Holdings(ctx context.Context) ([]billing.Holding, error) { return nil, nil }
+func (c benchContent) Holdings(ctx context.Context) ([]witness.Holding, error) { return nil, nil }
 
 var _ billing.Content = benchContent{}

@@ -5,19 +5,20 @@ import (
 	"errors"
 	"time"
 
+	"github.com/topcdn/topcdn/billing/witness"
 	"github.com/topcdn/topcdn/billingapi"
 	"go.uber.org/zap"
 )
 
 // dnsEdges returns the router's edges by peer ID, cached for 5 s, or nil
 // and false when no router is configured or it cannot be reached.
-func (l *Ledger) dnsEdges(ctx context.Context) (map[string]EdgeInfo, bool) {
+func (l *Ledger) dnsEdges(ctx context.Context) (map[string]witness.EdgeInfo, bool) {
 	return l.dnsEdgesWithin(ctx, 5*time.Second)
 }
 
 // dnsEdgesWithin is dnsEdges with a cache no older than maxAge (0: ask
 // the router).
-func (l *Ledger) dnsEdgesWithin(ctx context.Context, maxAge time.Duration) (map[string]EdgeInfo, bool) {
+func (l *Ledger) dnsEdgesWithin(ctx context.Context, maxAge time.Duration) (map[string]witness.EdgeInfo, bool) {
 	if l.opts.DNS == nil {
 		return nil, false
 	}
@@ -31,7 +32,7 @@ func (l *Ledger) dnsEdgesWithin(ctx context.Context, maxAge time.Duration) (map[
 		l.log.Warn("DNS router unreachable: cross-check skipped", zap.Error(err))
 		return nil, false
 	}
-	m := make(map[string]EdgeInfo, len(list))
+	m := make(map[string]witness.EdgeInfo, len(list))
 	for _, e := range list {
 		m[e.Peer] = e
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/topcdn/topcdn/billing/witness"
 	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/identity"
@@ -24,14 +25,16 @@ type edgeList struct {
 	err   error
 }
 
-func (e edgeList) Edges(ctx context.Context) ([]EdgeInfo, error) { return wrapEdges(e.edges), e.err }
+func (e edgeList) Edges(ctx context.Context) ([]witness.EdgeInfo, error) {
+	return wrapEdges(e.edges), e.err
+}
 
 // wrapEdges turns the router's edge list into what a directory returns,
 // with nothing tracked yet.
-func wrapEdges(es []dnsrouteapi.EdgeInfo) []EdgeInfo {
-	out := make([]EdgeInfo, len(es))
+func wrapEdges(es []dnsrouteapi.EdgeInfo) []witness.EdgeInfo {
+	out := make([]witness.EdgeInfo, len(es))
 	for i, e := range es {
-		out[i] = EdgeInfo{EdgeInfo: e}
+		out[i] = witness.EdgeInfo{EdgeInfo: e}
 	}
 	return out
 }
@@ -51,7 +54,7 @@ func TestDNSCheck(t *testing.T) {
 	// hb lists the edge with heartbeats reporting bytes, its last one at
 	// t0+after (epoch e0 ends at t0), every 2 s.
 	hb := func(answers uint64, bytes uint64, after time.Duration, rate float64) *hbDir {
-		return &hbDir{edges: []EdgeInfo{{EdgeInfo: dnsrouteapi.EdgeInfo{Peer: edge.ID.String(), Healthy: true, Answers: answers,
+		return &hbDir{edges: []witness.EdgeInfo{{EdgeInfo: dnsrouteapi.EdgeInfo{Peer: edge.ID.String(), Healthy: true, Answers: answers,
 			IntervalMS: 2000, LastHeartbeat: t0.Add(after), Bytes: bytes}, ByteRate: rate}}}
 	}
 	const keep = 1
@@ -158,10 +161,10 @@ func wrapping(rs []billingapi.Record) []billingapi.Record {
 // hbDir is an EdgeDirectory whose edges send heartbeats (beat).
 type hbDir struct {
 	mu    sync.Mutex
-	edges []EdgeInfo
+	edges []witness.EdgeInfo
 }
 
-func (d *hbDir) Edges(ctx context.Context) ([]EdgeInfo, error) {
+func (d *hbDir) Edges(ctx context.Context) ([]witness.EdgeInfo, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return slices.Clone(d.edges), nil
@@ -245,7 +248,7 @@ type barrierContent struct {
 	n      int
 }
 
-func (b *barrierContent) Object(ctx context.Context, name, root, c string) (Object, error) {
+func (b *barrierContent) Object(ctx context.Context, name, root, c string) (witness.Object, error) {
 	select {
 	case b.arrive <- struct{}{}:
 	default:
@@ -321,8 +324,8 @@ func TestHeartbeatCheckThroughRouter(t *testing.T) {
 		}
 		return signBatch(t, edge, epoch, seq, rs)
 	}
-	setup := func() (*testLedger, *DNSDirectory) {
-		dir := NewDNSDirectory(router.URL, nil)
+	setup := func() (*testLedger, *witness.DNSDirectory) {
+		dir := witness.NewDNSDirectory(router.URL, nil)
 		tl := newTestLedger(t, "", Config{DNS: dir})
 		tl.content.publish("blog", pub.ID, map[string]int64{"big": MiB})
 		return tl, dir

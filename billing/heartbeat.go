@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/topcdn/topcdn/billing/witness"
 	"github.com/topcdn/topcdn/billingapi"
 )
 
@@ -41,7 +42,7 @@ var errHeartbeatBehind = fmt.Errorf("%w: the edge's heartbeats are behind its ba
 // The check is skipped when the router gives no heartbeat time (an older
 // router) or the edge never reported a byte (an older edge, or one that
 // had served nothing at its last heartbeat).
-func (l *Ledger) checkHeartbeats(ctx context.Context, edge string, b *billingapi.Batch, digest string, total int64, e EdgeInfo) error {
+func (l *Ledger) checkHeartbeats(ctx context.Context, edge string, b *billingapi.Batch, digest string, total int64, e witness.EdgeInfo) error {
 	if e.LastHeartbeat.IsZero() || max(e.MaxBytes, e.Bytes) == 0 {
 		return nil
 	}
@@ -56,7 +57,7 @@ func (l *Ledger) checkHeartbeats(ctx context.Context, edge string, b *billingapi
 		return nil
 	}
 	first := l.firstSeen(digest)
-	covered := func(e EdgeInfo) bool {
+	covered := func(e witness.EdgeInfo) bool {
 		return !e.LastHeartbeat.Before(first.Add(skew)) && e.Restarted.Before(first.Add(-restartMargin))
 	}
 	if !covered(e) {
@@ -85,7 +86,7 @@ func (l *Ledger) checkHeartbeats(ctx context.Context, edge string, b *billingapi
 
 // heartbeatBound reports whether sum bytes claimed for epoch are within
 // what e's heartbeats allow, and if not, why.
-func (l *Ledger) heartbeatBound(e EdgeInfo, epoch, sum, total, earlier int64) (string, bool) {
+func (l *Ledger) heartbeatBound(e witness.EdgeInfo, epoch, sum, total, earlier int64) (string, bool) {
 	high := max(e.MaxBytes, e.Bytes)
 	interval := time.Duration(e.IntervalMS) * time.Millisecond
 	if interval <= 0 {

@@ -12,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/topcdn/topcdn/billing/witness"
 	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/internal/testkit"
@@ -28,7 +29,7 @@ type fakeContent struct {
 	shards   map[string]peer.ID
 	roots    map[string]string   // name -> root, if set
 	striped  map[string][]string // root -> shards, for ShardIndex
-	holdings []Holding
+	holdings []witness.Holding
 	fail     error
 	origin   peer.ID // for OriginID; "" matches no reader
 }
@@ -45,18 +46,18 @@ func (f *fakeContent) publish(name string, pub peer.ID, objs map[string]int64) {
 	f.objects[name] = objs
 }
 
-func (f *fakeContent) Object(ctx context.Context, name, root, c string) (Object, error) {
+func (f *fakeContent) Object(ctx context.Context, name, root, c string) (witness.Object, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.fail != nil {
-		return Object{}, f.fail
+		return witness.Object{}, f.fail
 	}
 	for n, objs := range f.objects {
 		if (name == "" || n == name) && objs[c] > 0 {
-			return Object{Publisher: f.sites[n], MaxBytes: objs[c], Root: f.roots[n]}, nil
+			return witness.Object{Publisher: f.sites[n], MaxBytes: objs[c], Root: f.roots[n]}, nil
 		}
 	}
-	return Object{}, reject(billingapi.ReasonUnpublished, "%s/%s is not published", name, c)
+	return witness.Object{}, reject(billingapi.ReasonUnpublished, "%s/%s is not published", name, c)
 }
 
 func (f *fakeContent) ShardPublisher(ctx context.Context, shard string) (peer.ID, error) {
@@ -74,10 +75,10 @@ func (f *fakeContent) OriginID(ctx context.Context) (peer.ID, error) {
 	return f.origin, nil
 }
 
-func (f *fakeContent) Holdings(ctx context.Context) ([]Holding, error) {
+func (f *fakeContent) Holdings(ctx context.Context) ([]witness.Holding, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]Holding(nil), f.holdings...), nil
+	return append([]witness.Holding(nil), f.holdings...), nil
 }
 
 func (f *fakeContent) RootShards(ctx context.Context) (map[string][]string, error) {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/topcdn/topcdn/billing/witness"
 	"github.com/topcdn/topcdn/billingapi"
 	"go.uber.org/zap"
 )
@@ -142,7 +143,7 @@ type Ledger struct {
 	edgeMu [64]sync.Mutex
 
 	dnsMu    sync.Mutex
-	dnsCache map[string]EdgeInfo
+	dnsCache map[string]witness.EdgeInfo
 	dnsAt    time.Time
 	deferred map[string]time.Time // batches deferred by the heartbeat check: first received
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/topcdn/topcdn/billing/witness"
 	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/internal/testkit"
 	"github.com/topcdn/topcdn/storage"
@@ -47,7 +48,7 @@ func TestSettlementStorageAndFunds(t *testing.T) {
 	ctx := context.Background()
 	tl := newTestLedger(t, "", Config{PricePerGiBMonthStored: 43200 * 10, Grace: 90 * time.Second})
 	pub, sp := testkit.Key(t, 40), testkit.Key(t, 41)
-	tl.content.holdings = []Holding{{Peer: sp.ID, Publisher: pub.ID, Bytes: GiB}} // 10 per epoch
+	tl.content.holdings = []witness.Holding{{Peer: sp.ID, Publisher: pub.ID, Bytes: GiB}} // 10 per epoch
 	if _, err := tl.Deposit(ctx, mustSign(t, tl.operator, billingapi.TypeDeposit, billingapi.Deposit{Account: pub.ID.String(), Amount: 25, Nonce: "a"})); err != nil {
 		t.Fatal(err)
 	}

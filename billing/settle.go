@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/topcdn/topcdn/billing/witness"
 	"github.com/topcdn/topcdn/billingapi"
 	"go.uber.org/zap"
 )
@@ -56,7 +57,7 @@ func (l *Ledger) Settle(ctx context.Context) (*billingapi.SettleResult, error) {
 	now := l.opts.now()
 	lastClosed := l.epochOf(now.Add(-l.opts.SettleDelay)) - l.secs // its end <= now - delay
 	res := &billingapi.SettleResult{Epochs: []int64{}}
-	var holdings []Holding
+	var holdings []witness.Holding
 	if l.opts.PricePerGiBMonthStored > 0 {
 		var err error
 		if holdings, err = l.content.Holdings(ctx); err != nil {
@@ -105,7 +106,7 @@ func (l *Ledger) Settle(ctx context.Context) (*billingapi.SettleResult, error) {
 
 // settleEpoch settles one epoch in one transaction. striped maps each
 // striped root to its shards, for the upstream-read check (see held).
-func (l *Ledger) settleEpoch(ctx context.Context, epoch int64, holdings []Holding, striped map[string][]string) (int64, error) {
+func (l *Ledger) settleEpoch(ctx context.Context, epoch int64, holdings []witness.Holding, striped map[string][]string) (int64, error) {
 	tx, err := l.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("billing: settle %d: %w", epoch, err)
@@ -138,7 +139,7 @@ func (l *Ledger) settleEpoch(ctx context.Context, epoch int64, holdings []Holdin
 		GROUP BY peer, publisher ORDER BY peer, publisher`, "storage", "storage_read"); err != nil {
 		return 0, fmt.Errorf("billing: settle %d: %w", epoch, err)
 	}
-	hs := append([]Holding(nil), holdings...)
+	hs := append([]witness.Holding(nil), holdings...)
 	sort.Slice(hs, func(i, j int) bool {
 		if hs[i].Peer != hs[j].Peer {
 			return hs[i].Peer < hs[j].Peer

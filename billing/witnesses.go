@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/topcdn/topcdn/billing/witness"
 )
 
 // Content answers what billing needs to know about published content.
@@ -12,12 +13,12 @@ import (
 type Content interface {
 	// Object resolves an object an edge served: by name (the site's human
 	// name) or else by root, and the CID inside it.
-	Object(ctx context.Context, name, root, c string) (Object, error)
+	Object(ctx context.Context, name, root, c string) (witness.Object, error)
 	// ShardPublisher returns who published the content a shard holds.
 	ShardPublisher(ctx context.Context, shard string) (peer.ID, error)
 	// Holdings returns the shard bytes each storage peer holds per
 	// publisher.
-	Holdings(ctx context.Context) ([]Holding, error)
+	Holdings(ctx context.Context) ([]witness.Holding, error)
 }
 
 // ShardIndex is implemented by a Content that knows which shards hold
@@ -42,7 +43,7 @@ type OriginKey interface {
 
 // EdgeDirectory lists the edges the DNS router knows.
 type EdgeDirectory interface {
-	Edges(ctx context.Context) ([]EdgeInfo, error)
+	Edges(ctx context.Context) ([]witness.EdgeInfo, error)
 }
 
 // Prober fetches an object from an edge and checks its bytes. It returns
@@ -51,3 +52,12 @@ type EdgeDirectory interface {
 type Prober interface {
 	Probe(ctx context.Context, edgeURL, c string) error
 }
+
+// The witnesses billing runs with (package witness) implement these.
+var (
+	_ Content       = (*witness.OriginContent)(nil)
+	_ ShardIndex    = (*witness.OriginContent)(nil)
+	_ OriginKey     = (*witness.OriginContent)(nil)
+	_ EdgeDirectory = (*witness.DNSDirectory)(nil)
+	_ Prober        = witness.HTTPProber{}
+)

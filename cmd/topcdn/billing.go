@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"github.com/topcdn/topcdn/billing"
+	"github.com/topcdn/topcdn/billing/witness"
 	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/internal/tick"
@@ -98,7 +99,7 @@ SIGINT or SIGTERM stop it cleanly.`,
 				cfg.SettleDelay = -1 // an explicit zero: settle right at the epoch's end
 			}
 			if dnsURL != "" {
-				cfg.DNS = billing.NewDNSDirectory(dnsURL, nil)
+				cfg.DNS = witness.NewDNSDirectory(dnsURL, nil)
 			}
 			if os.Getenv(faultEnv) == "kill-mid-settle" {
 				cfg.FaultHook = func(stage string) {
@@ -111,7 +112,7 @@ SIGINT or SIGTERM stop it cleanly.`,
 			}
 			var content billing.Content = noOrigin{}
 			if originURL != "" {
-				content = billing.NewOriginContent(originURL, nil)
+				content = witness.NewOriginContent(originURL, nil)
 			} else {
 				log.Warn("no --origin: every record will be refused as unpublished")
 			}
@@ -190,7 +191,7 @@ func runBilling(ctx context.Context, cmd *cobra.Command, listen, dsn string, key
 			n++
 			go func() {
 				defer func() { done <- struct{}{} }()
-				l.RunProber(ctx, billing.HTTPProber{}, probeEvery)
+				l.RunProber(ctx, witness.HTTPProber{}, probeEvery)
 			}()
 		}
 		for range n {
@@ -204,14 +205,14 @@ func runBilling(ctx context.Context, cmd *cobra.Command, listen, dsn string, key
 // is known to be published.
 type noOrigin struct{}
 
-func (noOrigin) Object(ctx context.Context, name, root, c string) (billing.Object, error) {
-	return billing.Object{}, &billing.RejectError{Reason: billingapi.ReasonUnpublished, Err: errors.New("billing runs without --origin")}
+func (noOrigin) Object(ctx context.Context, name, root, c string) (witness.Object, error) {
+	return witness.Object{}, &billing.RejectError{Reason: billingapi.ReasonUnpublished, Err: errors.New("billing runs without --origin")}
 }
 
 func (noOrigin) ShardPublisher(ctx context.Context, shard string) (peer.ID, error) {
 	return "", &billing.RejectError{Reason: billingapi.ReasonUnknownShard, Err: errors.New("billing runs without --origin")}
 }
 
-func (noOrigin) Holdings(ctx context.Context) ([]billing.Holding, error) { return nil, nil }
+func (noOrigin) Holdings(ctx context.Context) ([]witness.Holding, error) { return nil, nil }
 
 var _ billing.Content = noOrigin{}

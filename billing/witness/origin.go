@@ -1,4 +1,4 @@
-package billing
+package witness
 
 import (
 	"context"
@@ -66,7 +66,8 @@ type OriginContent struct {
 	holdAt    time.Time
 }
 
-// NewOriginContent returns a Content reading the origin at base.
+// NewOriginContent returns an OriginContent reading the origin at base.
+// A nil client is one with a 60 s timeout.
 func NewOriginContent(base string, client *http.Client) *OriginContent {
 	if client == nil {
 		client = &http.Client{Timeout: 60 * time.Second}
@@ -156,11 +157,13 @@ func (o *OriginContent) refreshNames(ctx context.Context, force bool) error {
 	return nil
 }
 
-// Object implements Content.
+// Object resolves an object an edge served: by name (the site's human
+// name) or else by root, and the CID inside it. An object not published
+// is a *billingapi.RejectError with ReasonUnpublished.
 func (o *OriginContent) Object(ctx context.Context, name, root, c string) (Object, error) {
 	want, err := cid.Decode(c)
 	if err != nil {
-		return Object{}, reject(billingapi.ReasonUnpublished, "cid %q: %v", c, err)
+		return Object{}, &billingapi.RejectError{Reason: billingapi.ReasonUnpublished, Err: fmt.Errorf("cid %q: %v", c, err)}
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -205,7 +208,7 @@ func (o *OriginContent) Object(ctx context.Context, name, root, c string) (Objec
 		}
 	}
 	if len(roots) == 0 {
-		return Object{}, reject(billingapi.ReasonUnpublished, "name %q root %q: no such published site", name, root)
+		return Object{}, &billingapi.RejectError{Reason: billingapi.ReasonUnpublished, Err: fmt.Errorf("name %q root %q: no such published site", name, root)}
 	}
 	for i := len(roots) - 1; i >= 0; i-- {
 		site, err := o.site(ctx, roots[i])
@@ -216,7 +219,7 @@ func (o *OriginContent) Object(ctx context.Context, name, root, c string) (Objec
 			return Object{Publisher: pub, MaxBytes: max(b.fileSize, site.dagSize(want, 0)), Root: roots[i]}, nil
 		}
 	}
-	return Object{}, reject(billingapi.ReasonUnpublished, "%s is not part of site %q (root %s)", c, name, roots[len(roots)-1])
+	return Object{}, &billingapi.RejectError{Reason: billingapi.ReasonUnpublished, Err: fmt.Errorf("%s is not part of site %q (root %s)", c, name, roots[len(roots)-1])}
 }
 
 // site returns the index of the site under root, fetching it as a CAR the
@@ -272,7 +275,9 @@ func (o *OriginContent) site(ctx context.Context, root string) (*siteIndex, erro
 	return s, nil
 }
 
-// ShardPublisher implements Content.
+// ShardPublisher returns who published the content a shard holds; a
+// shard in no manifest is a *billingapi.RejectError with
+// ReasonUnknownShard.
 func (o *OriginContent) ShardPublisher(ctx context.Context, shard string) (peer.ID, error) {
 	o.mu.Lock()
 	p, ok := o.shards[shard]
@@ -288,10 +293,11 @@ func (o *OriginContent) ShardPublisher(ctx context.Context, shard string) (peer.
 	if p, ok := o.shards[shard]; ok {
 		return p, nil
 	}
-	return "", reject(billingapi.ReasonUnknownShard, "shard %s is in no published manifest", shard)
+	return "", &billingapi.RejectError{Reason: billingapi.ReasonUnknownShard, Err: fmt.Errorf("shard %s is in no published manifest", shard)}
 }
 
-// Holdings implements Content.
+// Holdings returns the shard bytes each storage peer holds per publisher,
+// from the manifests read now.
 func (o *OriginContent) Holdings(ctx context.Context) ([]Holding, error) {
 	return o.refreshHoldings(ctx, 0)
 }
@@ -348,7 +354,7 @@ func (o *OriginContent) refreshHoldings(ctx context.Context, maxAge time.Duratio
 	return hs, nil
 }
 
-// OriginID implements OriginKey: the peer ID the origin's /healthz
+// OriginID returns the peer ID the origin's /healthz
 // reports, asked once.
 func (o *OriginContent) OriginID(ctx context.Context) (peer.ID, error) {
 	o.mu.Lock()
@@ -374,8 +380,9 @@ func (o *OriginContent) originIDLocked(ctx context.Context) (peer.ID, error) {
 	return id, nil
 }
 
-// RootShards implements ShardIndex: the manifests read at most a second
-// ago or, if the origin cannot be reached, the last ones read.
+// RootShards returns the shard IDs of every striped root (one with a
+// manifest): from the manifests read at most a second ago or, if the
+// origin cannot be reached, the last ones read.
 func (o *OriginContent) RootShards(ctx context.Context) (map[string][]string, error) {
 	if _, err := o.refreshHoldings(ctx, time.Second); err != nil {
 		o.mu.Lock()
@@ -393,9 +400,3 @@ func (o *OriginContent) RootShards(ctx context.Context) (map[string][]string, er
 	}
 	return out, nil
 }
-
-var (
-	_ Content    = (*OriginContent)(nil)
-	_ ShardIndex = (*OriginContent)(nil)
-	_ OriginKey  = (*OriginContent)(nil)
-)

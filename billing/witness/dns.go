@@ -1,17 +1,13 @@
-package billing
+package witness
 
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/ipfs/go-cid"
-	"github.com/topcdn/topcdn/billingapi"
-	"github.com/topcdn/topcdn/dag"
 	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/internal/httpkit"
 )
@@ -71,7 +67,8 @@ func (t *heartbeatTrack) observe(e EdgeInfo) {
 	t.last, t.at = e.Bytes, e.LastHeartbeat
 }
 
-// NewDNSDirectory returns an EdgeDirectory over the router at base.
+// NewDNSDirectory returns a directory of the router at base. A nil client
+// is one with a 10 s timeout.
 func NewDNSDirectory(base string, client *http.Client) *DNSDirectory {
 	if client == nil {
 		client = &http.Client{Timeout: 10 * time.Second}
@@ -79,7 +76,8 @@ func NewDNSDirectory(base string, client *http.Client) *DNSDirectory {
 	return &DNSDirectory{base: strings.TrimRight(base, "/"), client: client, seen: map[string]*heartbeatTrack{}}
 }
 
-// Edges implements EdgeDirectory.
+// Edges returns the router's edges, with what the directory tracked of
+// their heartbeats (billing's EdgeDirectory).
 func (d *DNSDirectory) Edges(ctx context.Context) ([]EdgeInfo, error) {
 	var edges []EdgeInfo
 	if err := httpkit.GetJSON(ctx, d.client, d.base+"/api/v1/edges", 16<<20, &edges); err != nil {
@@ -105,48 +103,3 @@ func (d *DNSDirectory) Edges(ctx context.Context) ([]EdgeInfo, error) {
 	}
 	return edges, nil
 }
-
-// HTTPProber fetches GET {edge}/ipfs/{cid}?format=raw and verifies the
-// block against its CID.
-type HTTPProber struct {
-	// Client makes the requests. Default: a client with a 30 s timeout.
-	Client *http.Client
-}
-
-// Probe implements Prober.
-func (p HTTPProber) Probe(ctx context.Context, edgeURL, c string) error {
-	id, err := cid.Decode(c)
-	if err != nil {
-		return fmt.Errorf("billing: probe %s: %w", c, err)
-	}
-	client := p.Client
-	if client == nil {
-		client = &http.Client{Timeout: 30 * time.Second}
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(edgeURL, "/")+"/ipfs/"+c+"?format=raw", nil)
-	if err != nil {
-		return fmt.Errorf("billing: probe %s: %w", c, err)
-	}
-	req.Header.Set("Accept", "application/vnd.ipld.raw")
-	resp, err := client.Do(req)
-	if err != nil {
-		return fmt.Errorf("billing: probe %s at %s: %w", c, edgeURL, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, dag.MaxBlockSize+1))
-	if err != nil {
-		return fmt.Errorf("billing: probe %s at %s: %w", c, edgeURL, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("billing: probe %s at %s: HTTP %d", c, edgeURL, resp.StatusCode)
-	}
-	if err := dag.Verify(id, data); err != nil {
-		return reject(billingapi.ReasonWrongContent, "edge %s served %d bytes for %s that do not match it: %v", edgeURL, len(data), c, err)
-	}
-	return nil
-}
-
-var (
-	_ EdgeDirectory = (*DNSDirectory)(nil)
-	_ Prober        = HTTPProber{}
-)

@@ -1,4 +1,4 @@
-package billing
+package witness
 
 import (
 	"context"
@@ -9,46 +9,11 @@ import (
 	"testing"
 	"time"
 
-	blocks "github.com/ipfs/go-block-format"
-	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/dnsrouteapi"
 )
 
-func TestHTTPProber(t *testing.T) {
-	good := blocks.NewBlock([]byte("the object as published"))
-	other := blocks.NewBlock([]byte("something else"))
-	edge := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/ipfs/" + good.Cid().String():
-			w.Write(good.RawData())
-		case "/ipfs/" + other.Cid().String():
-			w.Write([]byte("tampered bytes")) // a lying edge
-		default:
-			http.NotFound(w, r)
-		}
-	}))
-	defer edge.Close()
-	missing := blocks.NewBlock([]byte("never cached"))
-	tests := []struct {
-		name    string
-		cid     string
-		want    billingapi.Reason
-		wantErr bool
-	}{
-		{"right bytes", good.Cid().String(), "", false},
-		{"wrong bytes", other.Cid().String(), billingapi.ReasonWrongContent, true},
-		{"not served: inconclusive", missing.Cid().String(), "", true},
-		{"not a CID", "nope", "", true},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			err := HTTPProber{}.Probe(context.Background(), edge.URL, tc.cid)
-			if (err != nil) != tc.wantErr || reasonOf(err) != tc.want {
-				t.Fatalf("err %v, want reason %q", err, tc.want)
-			}
-		})
-	}
-}
+// t0 is a fixed time, the heartbeats' clock.
+var t0 = time.Date(2030, 1, 2, 3, 4, 0, 0, time.UTC)
 
 func TestDNSDirectory(t *testing.T) {
 	router := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
