@@ -43,6 +43,7 @@ func TestDependencies(t *testing.T) {
 		{"storageapi", noPgx},
 		{"originapi", noPgx},
 		{"billingapi", noPgx},
+		{"billing/witness", noPgx},
 		{"dnsrouteapi", noPgx},
 		{"publish", noPgx},
 		{"identity", noPgx},
