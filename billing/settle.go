@@ -3,7 +3,6 @@ package billing
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"math/big"
 	"sort"
@@ -216,6 +215,3 @@ func (l *Ledger) post(ctx context.Context, tx querier, txID string, epoch int64,
 	}
 	return nil
 }
-
-// ErrConflict is returned for a deposit nonce reused with other content.
-var ErrConflict = errors.New("conflict")

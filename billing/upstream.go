@@ -211,26 +211,3 @@ func (l *Ledger) backed(ctx context.Context, tx querier, edge, publisher string)
 	}
 	return n > 0, nil
 }
-
-// deferredOf returns the records held for edge.
-func (l *Ledger) deferredOf(ctx context.Context, edge string) ([]billingapi.Deferred, error) {
-	rows, err := l.db.QueryContext(ctx, l.db.q(`SELECT epoch, publisher, root, records, bytes, since FROM held
-		WHERE edge = ? ORDER BY epoch, publisher, root`), edge)
-	if err != nil {
-		return nil, fmt.Errorf("billing: statement: %w", err)
-	}
-	defer rows.Close()
-	out := []billingapi.Deferred{}
-	for rows.Next() {
-		var (
-			d     billingapi.Deferred
-			since int64
-		)
-		if err := rows.Scan(&d.Epoch, &d.Publisher, &d.Root, &d.Records, &d.Bytes, &since); err != nil {
-			return nil, fmt.Errorf("billing: statement: %w", err)
-		}
-		d.Since = time.Unix(0, since).UTC()
-		out = append(out, d)
-	}
-	return out, rows.Err()
-}
