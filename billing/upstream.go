@@ -59,98 +59,128 @@ type recordGroup struct {
 func (l *Ledger) checkUpstream(ctx context.Context, tx querier, epoch int64, striped map[string][]string) (*upstream, error) {
 	u := &upstream{results: map[string]int{}}
 	now := l.opts.now()
-	var groups []recordGroup
-	rows, err := tx.QueryContext(ctx, l.db.q(`SELECT edge, publisher, root, CAST(sum(bytes) AS BIGINT), count(*) FROM records r
+	groups, err := queryGroups(ctx, tx, epoch, l.db.q(`SELECT edge, publisher, root, CAST(sum(bytes) AS BIGINT), count(*) FROM records r
 		WHERE epoch = ? AND NOT EXISTS (SELECT 1 FROM forfeits f WHERE f.edge = r.edge AND f.epoch = r.epoch)
-		GROUP BY edge, publisher, root ORDER BY edge, publisher, root`), epoch)
+		GROUP BY edge, publisher, root ORDER BY edge, publisher, root`), func(g *recordGroup) []any {
+		return []any{&g.edge, &g.publisher, &g.root, &g.bytes, &g.records}
+	})
 	if err != nil {
 		return nil, err
 	}
+	held, err := queryGroups(ctx, tx, epoch, l.db.q(`SELECT edge, epoch, publisher, root, records, bytes, since FROM held
+		WHERE epoch < ? ORDER BY epoch, edge, publisher, root`), func(g *recordGroup) []any {
+		return []any{&g.edge, &g.epoch, &g.publisher, &g.root, &g.records, &g.bytes, &g.since}
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := l.judgeEpoch(ctx, tx, u, groups, striped, now); err != nil {
+		return nil, err
+	}
+	if err := l.judgeHeld(ctx, tx, u, held, striped, now); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// queryGroups runs query with epoch as its argument and returns a
+// recordGroup per row, of epoch unless its row says otherwise, scanned
+// into the fields given.
+func queryGroups(ctx context.Context, tx querier, epoch int64, query string, fields func(g *recordGroup) []any) ([]recordGroup, error) {
+	rows, err := tx.QueryContext(ctx, query, epoch)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []recordGroup
 	for rows.Next() {
 		g := recordGroup{epoch: epoch}
-		if err := rows.Scan(&g.edge, &g.publisher, &g.root, &g.bytes, &g.records); err != nil {
-			rows.Close()
+		if err := rows.Scan(fields(&g)...); err != nil {
 			return nil, err
 		}
-		groups = append(groups, g)
+		out = append(out, g)
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	var held []recordGroup
-	rows, err = tx.QueryContext(ctx, l.db.q(`SELECT edge, epoch, publisher, root, records, bytes, since FROM held
-		WHERE epoch < ? ORDER BY epoch, edge, publisher, root`), epoch)
-	if err != nil {
-		return nil, err
-	}
-	for rows.Next() {
-		var g recordGroup
-		if err := rows.Scan(&g.edge, &g.epoch, &g.publisher, &g.root, &g.records, &g.bytes, &g.since); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		held = append(held, g)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
+	return out, rows.Err()
+}
 
-	flowing := map[string]bool{}
-	// This epoch's records, paid per (edge, publisher) as before the check.
+// judgeEpoch runs the check on this epoch's groups: a group is paid (per
+// (edge, publisher) as before the check) unless its root is striped,
+// claims flow for it and no read order of the edge backs it; then it is
+// held, since now.
+func (l *Ledger) judgeEpoch(ctx context.Context, tx querier, u *upstream, groups []recordGroup, striped map[string][]string, now time.Time) error {
+	flowing := map[string]bool{} // root -> claims flow for it
 	for _, g := range groups {
-		pay := true
-		shards, isStriped := striped[g.root]
-		switch {
-		case g.root == "" || !isStriped || len(shards) == 0:
-			u.results["skipped_unstriped"]++
-		default:
-			f, ok := flowing[g.root]
-			if !ok {
-				if f, err = l.claimsFlow(ctx, tx, shards); err != nil {
-					return nil, err
-				}
-				flowing[g.root] = f
-			}
-			if !f {
-				u.results["skipped_no_claims"]++
-				break
-			}
-			b, err := l.backed(ctx, tx, g.edge, g.publisher)
-			if err != nil {
-				return nil, err
-			}
-			if b {
-				u.results["backed"]++
-				break
-			}
-			pay = false
-			u.results["deferred"]++
-			if _, err := tx.ExecContext(ctx, l.db.q(`INSERT INTO held (edge, epoch, publisher, root, records, bytes, since)
-				VALUES (?, ?, ?, ?, ?, ?, ?)`), g.edge, g.epoch, g.publisher, g.root, g.records, g.bytes, now.UnixNano()); err != nil {
-				return nil, err
-			}
+		result, err := l.judgeGroup(ctx, tx, g, striped[g.root], flowing)
+		if err != nil {
+			return err
 		}
-		if !pay {
+		u.results[result]++
+		if result != "deferred" {
+			u.pay(g, l.opts.PricePerGiBServed)
 			continue
 		}
-		if n := len(u.lines); n > 0 && u.lines[n-1].operator == g.edge && u.lines[n-1].publisher == g.publisher {
-			u.lines[n-1].bytes += g.bytes
-			u.lines[n-1].amount = ServedAmount(u.lines[n-1].bytes, l.opts.PricePerGiBServed)
-			continue
+		if _, err := tx.ExecContext(ctx, l.db.q(`INSERT INTO held (edge, epoch, publisher, root, records, bytes, since)
+			VALUES (?, ?, ?, ?, ?, ?, ?)`), g.edge, g.epoch, g.publisher, g.root, g.records, g.bytes, now.UnixNano()); err != nil {
+			return err
 		}
-		u.lines = append(u.lines, line{operator: g.edge, opKind: "edge", publisher: g.publisher, kind: "served",
-			bytes: g.bytes, amount: ServedAmount(g.bytes, l.opts.PricePerGiBServed)})
 	}
+	return nil
+}
 
-	// Records held by earlier settlements.
+// judgeGroup returns what the check decides for a group of this epoch
+// whose root has shards (none: not striped): skipped_unstriped,
+// skipped_no_claims, backed or deferred. flowing caches claimsFlow per
+// root.
+func (l *Ledger) judgeGroup(ctx context.Context, tx querier, g recordGroup, shards []string, flowing map[string]bool) (string, error) {
+	if g.root == "" || len(shards) == 0 {
+		return "skipped_unstriped", nil
+	}
+	f, ok := flowing[g.root]
+	if !ok {
+		var err error
+		if f, err = l.claimsFlow(ctx, tx, shards); err != nil {
+			return "", err
+		}
+		flowing[g.root] = f
+	}
+	if !f {
+		return "skipped_no_claims", nil
+	}
+	b, err := l.backed(ctx, tx, g.edge, g.publisher)
+	switch {
+	case err != nil:
+		return "", err
+	case b:
+		return "backed", nil
+	}
+	return "deferred", nil
+}
+
+// pay adds g to the edge lines to pay, in the line before if that is of
+// the same (edge, publisher).
+func (u *upstream) pay(g recordGroup, perGiB int64) {
+	if n := len(u.lines); n > 0 && u.lines[n-1].operator == g.edge && u.lines[n-1].publisher == g.publisher {
+		u.lines[n-1].bytes += g.bytes
+		u.lines[n-1].amount = ServedAmount(u.lines[n-1].bytes, perGiB)
+		return
+	}
+	u.lines = append(u.lines, line{operator: g.edge, opKind: "edge", publisher: g.publisher, kind: "served",
+		bytes: g.bytes, amount: ServedAmount(g.bytes, perGiB)})
+}
+
+// judgeHeld runs the check again on the groups earlier settlements held:
+// it pays those backed by now (or whose root has no manifest any more:
+// nothing to check against), refuses those held for BackingWait (counted
+// from when they were held, and from when this process started), and
+// keeps the others held.
+func (l *Ledger) judgeHeld(ctx context.Context, tx querier, u *upstream, held []recordGroup, striped map[string][]string, now time.Time) error {
 	for _, g := range held {
 		_, isStriped := striped[g.root]
-		b := !isStriped // no manifest any more: nothing to check against
+		b := !isStriped
 		if !b {
+			var err error
 			if b, err = l.backed(ctx, tx, g.edge, g.publisher); err != nil {
-				return nil, err
+				return err
 			}
 		}
 		since := time.Unix(0, g.since)
@@ -174,10 +204,10 @@ func (l *Ledger) checkUpstream(ctx context.Context, tx querier, epoch int64, str
 		}
 		if _, err := tx.ExecContext(ctx, l.db.q(`DELETE FROM held WHERE edge = ? AND epoch = ? AND publisher = ? AND root = ?`),
 			g.edge, g.epoch, g.publisher, g.root); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return u, nil
+	return nil
 }
 
 // claimsFlow reports whether billing stored a read order (of any reader,
