@@ -271,32 +271,9 @@ func (l *Ledger) store(ctx context.Context, edge string, epoch int64, b *billing
 			return nil, fmt.Errorf("billing: %w: batch of epoch %d stored concurrently", errTransient, b.Epoch)
 		}
 	}
-	// Replays: serials stored before.
-	replayed := map[uint64]bool{}
-	for start := 0; start < len(ok); start += 500 {
-		chunk := ok[start:min(start+500, len(ok))]
-		args := make([]any, 0, len(chunk)+1)
-		args = append(args, edge)
-		for _, r := range chunk {
-			args = append(args, int64(r.serial))
-		}
-		rows, err := tx.QueryContext(ctx, l.db.q(`SELECT serial FROM records WHERE edge = ? AND serial IN (?`+
-			strings.Repeat(",?", len(chunk)-1)+`)`), args...)
-		if err != nil {
-			return nil, fmt.Errorf("billing: replay check: %w", err)
-		}
-		for rows.Next() {
-			var s int64
-			if err := rows.Scan(&s); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("billing: replay check: %w", err)
-			}
-			replayed[uint64(s)] = true
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("billing: replay check: %w", err)
-		}
+	replayed, err := l.replayedSerials(ctx, tx, edge, ok)
+	if err != nil {
+		return nil, err
 	}
 	res := &billingapi.BatchResult{Rejected: bad}
 	fresh := make([]acceptedRecord, 0, len(ok))
@@ -332,15 +309,52 @@ func (l *Ledger) store(ctx context.Context, edge string, epoch int64, b *billing
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("billing: store batch: %w", err)
 	}
+	l.countBatch(edge, epoch, res)
+	return res, nil
+}
+
+// replayedSerials returns which of the serials of ok edge has reported
+// before.
+func (l *Ledger) replayedSerials(ctx context.Context, tx querier, edge string, ok []acceptedRecord) (map[uint64]bool, error) {
+	replayed := map[uint64]bool{}
+	for start := 0; start < len(ok); start += 500 {
+		chunk := ok[start:min(start+500, len(ok))]
+		args := make([]any, 0, len(chunk)+1)
+		args = append(args, edge)
+		for _, r := range chunk {
+			args = append(args, int64(r.serial))
+		}
+		rows, err := tx.QueryContext(ctx, l.db.q(`SELECT serial FROM records WHERE edge = ? AND serial IN (?`+
+			strings.Repeat(",?", len(chunk)-1)+`)`), args...)
+		if err != nil {
+			return nil, fmt.Errorf("billing: replay check: %w", err)
+		}
+		for rows.Next() {
+			var s int64
+			if err := rows.Scan(&s); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("billing: replay check: %w", err)
+			}
+			replayed[uint64(s)] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("billing: replay check: %w", err)
+		}
+	}
+	return replayed, nil
+}
+
+// countBatch adds a stored batch to the metrics and logs it.
+func (l *Ledger) countBatch(edge string, epoch int64, res *billingapi.BatchResult) {
 	l.metrics.claims.WithLabelValues("batch", "accepted", "").Inc()
-	l.metrics.claims.WithLabelValues("record", "accepted", "").Add(float64(len(fresh)))
+	l.metrics.claims.WithLabelValues("record", "accepted", "").Add(float64(res.Accepted))
 	l.metrics.bytes.WithLabelValues("served", "accepted").Add(float64(res.Bytes))
 	for _, r := range res.Rejected {
 		l.metrics.claims.WithLabelValues("record", "rejected", string(r.Reason)).Inc()
 	}
-	l.log.Debug("batch accepted", zap.String("edge", edge), zap.Int64("epoch", epoch), zap.Int("records", len(fresh)),
+	l.log.Debug("batch accepted", zap.String("edge", edge), zap.Int64("epoch", epoch), zap.Int("records", res.Accepted),
 		zap.Int("rejected", len(res.Rejected)), zap.Int64("bytes", res.Bytes))
-	return res, nil
 }
 
 // insertRecords stores records, many per statement.
