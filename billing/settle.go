@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"math/big"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -104,78 +105,30 @@ func (l *Ledger) Settle(ctx context.Context) (*billingapi.SettleResult, error) {
 }
 
 // settleEpoch settles one epoch in one transaction. striped maps each
-// striped root to its shards, for the upstream-read check (see held).
+// striped root to its shards, for the upstream-read check (checkUpstream).
 func (l *Ledger) settleEpoch(ctx context.Context, epoch int64, holdings []witness.Holding, striped map[string][]string) (int64, error) {
 	tx, err := l.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("billing: settle %d: %w", epoch, err)
 	}
 	defer tx.Rollback()
-	var lines []line
-	collect := func(query, opKind, kind string) error {
-		rows, err := tx.QueryContext(ctx, l.db.q(query), epoch)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var ln line
-			if err := rows.Scan(&ln.operator, &ln.publisher, &ln.bytes); err != nil {
-				return err
-			}
-			ln.opKind, ln.kind = opKind, kind
-			ln.amount = ServedAmount(ln.bytes, l.opts.PricePerGiBServed)
-			lines = append(lines, ln)
-		}
-		return rows.Err()
-	}
 	up, err := l.checkUpstream(ctx, tx, epoch, striped)
 	if err != nil {
 		return 0, fmt.Errorf("billing: settle %d: %w", epoch, err)
 	}
-	lines = append(lines, up.lines...)
-	if err := collect(`SELECT peer, publisher, CAST(sum(bytes) AS BIGINT) FROM reads WHERE epoch = ?
-		GROUP BY peer, publisher ORDER BY peer, publisher`, "storage", "storage_read"); err != nil {
+	reads, err := l.storageReadLines(ctx, tx, epoch)
+	if err != nil {
 		return 0, fmt.Errorf("billing: settle %d: %w", epoch, err)
 	}
-	hs := append([]witness.Holding(nil), holdings...)
-	sort.Slice(hs, func(i, j int) bool {
-		if hs[i].Peer != hs[j].Peer {
-			return hs[i].Peer < hs[j].Peer
-		}
-		return hs[i].Publisher < hs[j].Publisher
-	})
-	for _, h := range hs {
-		lines = append(lines, line{operator: h.Peer.String(), opKind: "storage", publisher: h.Publisher.String(),
-			kind: "stored", bytes: h.Bytes, amount: StoredAmount(h.Bytes, l.opts.PricePerGiBMonthStored, l.secs)})
-	}
+	lines := slices.Concat(up.lines, reads, l.storedLines(holdings))
 	txID := "settle:" + strconv.FormatInt(epoch, 10)
 	at := l.opts.now().UnixNano()
 	if _, err := tx.ExecContext(ctx, l.db.q(`INSERT INTO txs (id, kind, epoch, at) VALUES (?, 'settle', ?, ?)`), txID, epoch, at); err != nil {
 		return 0, fmt.Errorf("billing: settle %d: %w", epoch, err)
 	}
-	var paid int64
-	publishers := map[string]bool{}
-	for _, ln := range lines {
-		if ln.amount == 0 {
-			continue
-		}
-		memo := fmt.Sprintf("%s: %d bytes of %s's content by %s in epoch %d", ln.kind, ln.bytes, ln.publisher, ln.operator, epoch)
-		if ln.from != 0 {
-			memo = fmt.Sprintf("%s: %d bytes of %s's content by %s in epoch %d, held until its read orders arrived",
-				ln.kind, ln.bytes, ln.publisher, ln.operator, ln.from)
-		}
-		if err := l.post(ctx, tx, txID, epoch, ln.publisher, "publisher", -ln.amount, ln.kind, ln.bytes, memo); err != nil {
-			return 0, err
-		}
-		if paid == 0 {
-			l.opts.FaultHook("settle-mid") // the publisher debited, the operator not yet credited
-		}
-		if err := l.post(ctx, tx, txID, epoch, ln.operator, ln.opKind, ln.amount, ln.kind, ln.bytes, memo); err != nil {
-			return 0, err
-		}
-		publishers[ln.publisher] = true
-		paid += ln.amount
+	paid, publishers, err := l.postLines(ctx, tx, txID, epoch, lines)
+	if err != nil {
+		return 0, err
 	}
 	for p := range publishers {
 		if _, err := tx.ExecContext(ctx, l.db.q(`UPDATE accounts SET out_since = ? WHERE id = ? AND balance < 0 AND out_since = 0`), at, p); err != nil {
@@ -198,6 +151,75 @@ func (l *Ledger) settleEpoch(ctx context.Context, epoch int64, holdings []witnes
 		l.log.Info("epoch settled", zap.Int64("epoch", epoch), zap.Int("lines", len(lines)), zap.Int64("paid", paid))
 	}
 	return paid, nil
+}
+
+// storageReadLines returns what the epoch's accepted read orders earn each
+// (storage peer, publisher).
+func (l *Ledger) storageReadLines(ctx context.Context, tx querier, epoch int64) ([]line, error) {
+	rows, err := tx.QueryContext(ctx, l.db.q(`SELECT peer, publisher, CAST(sum(bytes) AS BIGINT) FROM reads WHERE epoch = ?
+		GROUP BY peer, publisher ORDER BY peer, publisher`), epoch)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var lines []line
+	for rows.Next() {
+		ln := line{opKind: "storage", kind: "storage_read"}
+		if err := rows.Scan(&ln.operator, &ln.publisher, &ln.bytes); err != nil {
+			return nil, err
+		}
+		ln.amount = ServedAmount(ln.bytes, l.opts.PricePerGiBServed)
+		lines = append(lines, ln)
+	}
+	return lines, rows.Err()
+}
+
+// storedLines returns the storage rent of one epoch for holdings, by
+// storage peer and publisher.
+func (l *Ledger) storedLines(holdings []witness.Holding) []line {
+	hs := append([]witness.Holding(nil), holdings...)
+	sort.Slice(hs, func(i, j int) bool {
+		if hs[i].Peer != hs[j].Peer {
+			return hs[i].Peer < hs[j].Peer
+		}
+		return hs[i].Publisher < hs[j].Publisher
+	})
+	lines := make([]line, 0, len(hs))
+	for _, h := range hs {
+		lines = append(lines, line{operator: h.Peer.String(), opKind: "storage", publisher: h.Publisher.String(),
+			kind: "stored", bytes: h.Bytes, amount: StoredAmount(h.Bytes, l.opts.PricePerGiBMonthStored, l.secs)})
+	}
+	return lines
+}
+
+// postLines writes the entries of lines (publisher debited, operator
+// credited; lines of no amount skipped) in the settlement txID, and
+// returns the total paid and the publishers debited.
+func (l *Ledger) postLines(ctx context.Context, tx querier, txID string, epoch int64, lines []line) (int64, map[string]bool, error) {
+	var paid int64
+	publishers := map[string]bool{}
+	for _, ln := range lines {
+		if ln.amount == 0 {
+			continue
+		}
+		memo := fmt.Sprintf("%s: %d bytes of %s's content by %s in epoch %d", ln.kind, ln.bytes, ln.publisher, ln.operator, epoch)
+		if ln.from != 0 {
+			memo = fmt.Sprintf("%s: %d bytes of %s's content by %s in epoch %d, held until its read orders arrived",
+				ln.kind, ln.bytes, ln.publisher, ln.operator, ln.from)
+		}
+		if err := l.post(ctx, tx, txID, epoch, ln.publisher, "publisher", -ln.amount, ln.kind, ln.bytes, memo); err != nil {
+			return 0, nil, err
+		}
+		if paid == 0 {
+			l.opts.FaultHook("settle-mid") // the publisher debited, the operator not yet credited
+		}
+		if err := l.post(ctx, tx, txID, epoch, ln.operator, ln.opKind, ln.amount, ln.kind, ln.bytes, memo); err != nil {
+			return 0, nil, err
+		}
+		publishers[ln.publisher] = true
+		paid += ln.amount
+	}
+	return paid, publishers, nil
 }
 
 // post writes one entry and moves the account's balance.
