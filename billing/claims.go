@@ -58,65 +58,72 @@ func (l *Ledger) IngestClaim(ctx context.Context, env *identity.Envelope) (*bill
 	okIDs := map[int]int64{}
 	seen := map[string]bool{}
 	for _, co := range c.Orders {
-		refuse := func(err error) {
-			res.Rejected = append(res.Rejected, billingapi.OrderRejection{ID: co.ID, Reason: reasonOf(err), Detail: err.Error()})
-		}
-		oenv, err := identity.DecodeEnvelope(co.Order)
-		if err != nil {
-			refuse(reject(billingapi.ReasonMalformed, "order %d: %v", co.ID, err))
-			continue
-		}
-		var o storageapi.ReadOrder
-		reader, err := oenv.Open(storageapi.TypeReadOrder, &o)
-		switch {
-		case errors.Is(err, identity.ErrBadSignature):
-			refuse(reject(billingapi.ReasonSignature, "order %d: %v", co.ID, err))
-			continue
-		case err != nil:
-			refuse(reject(billingapi.ReasonMalformed, "order %d: %v", co.ID, err))
-			continue
-		case o.Peer != c.Peer:
-			refuse(reject(billingapi.ReasonOrderPeer, "order %d is for peer %s", co.ID, o.Peer))
-			continue
-		case o.Length <= 0 || o.Length > storageapi.MaxReadLength || o.Serial == "":
-			refuse(reject(billingapi.ReasonMalformed, "order %d: length %d, serial %q", co.ID, o.Length, o.Serial))
-			continue
-		case o.Expires.Before(now.Add(-l.opts.AcceptWindow)):
-			refuse(reject(billingapi.ReasonOrderStale, "order %d expired at %s", co.ID, o.Expires.Format(time.RFC3339)))
-			continue
-		case seen[reader.String()+"/"+o.Serial]:
-			refuse(reject(billingapi.ReasonReplayOrder, "order %d: serial %s twice in the claim", co.ID, o.Serial))
-			continue
-		}
-		seen[reader.String()+"/"+o.Serial] = true
-		known, err := l.knownReader(ctx, reader)
+		r, err := l.checkOrder(ctx, c.Peer, co, now, seen, res)
 		if err != nil {
 			return nil, err
 		}
-		if !known {
-			issued := o.Expires.Add(-storageapi.ReadOrderLifetime)
-			if now.Sub(issued) < 2*l.opts.Epoch+l.opts.SettleDelay {
-				res.Deferred = append(res.Deferred, co.ID)
-				continue
-			}
-			refuse(reject(billingapi.ReasonUnknownReader, "order %d signed by %s, which is no known edge", co.ID, reader))
-			continue
+		if r != nil {
+			okIDs[len(ok)] = co.ID
+			ok = append(ok, *r)
 		}
-		pub, err := l.content.ShardPublisher(ctx, o.Shard)
-		if err != nil {
-			if reasonOf(err) == "" {
-				return nil, fmt.Errorf("billing: %w: %w", errTransient, err)
-			}
-			refuse(err)
-			continue
-		}
-		okIDs[len(ok)] = co.ID
-		ok = append(ok, acceptedRead{reader: reader, serial: o.Serial, shard: o.Shard, publisher: pub, bytes: o.Length})
 	}
 	if err := l.storeReads(ctx, c.Peer, ok, okIDs, res); err != nil {
 		return nil, err
 	}
 	return res, nil
+}
+
+// checkOrder checks one read order of a claim by claimPeer: it returns the
+// read of an order that passes, adds an order refused or deferred to res
+// (and returns nil), and returns an error when it could not check the
+// order (the claim is then refused as a whole, or sent again).
+func (l *Ledger) checkOrder(ctx context.Context, claimPeer string, co billingapi.ClaimedOrder, now time.Time, seen map[string]bool,
+	res *billingapi.ClaimResult) (*acceptedRead, error) {
+	refuse := func(err error) (*acceptedRead, error) {
+		res.Rejected = append(res.Rejected, billingapi.OrderRejection{ID: co.ID, Reason: reasonOf(err), Detail: err.Error()})
+		return nil, nil
+	}
+	oenv, err := identity.DecodeEnvelope(co.Order)
+	if err != nil {
+		return refuse(reject(billingapi.ReasonMalformed, "order %d: %v", co.ID, err))
+	}
+	var o storageapi.ReadOrder
+	reader, err := oenv.Open(storageapi.TypeReadOrder, &o)
+	switch {
+	case errors.Is(err, identity.ErrBadSignature):
+		return refuse(reject(billingapi.ReasonSignature, "order %d: %v", co.ID, err))
+	case err != nil:
+		return refuse(reject(billingapi.ReasonMalformed, "order %d: %v", co.ID, err))
+	case o.Peer != claimPeer:
+		return refuse(reject(billingapi.ReasonOrderPeer, "order %d is for peer %s", co.ID, o.Peer))
+	case o.Length <= 0 || o.Length > storageapi.MaxReadLength || o.Serial == "":
+		return refuse(reject(billingapi.ReasonMalformed, "order %d: length %d, serial %q", co.ID, o.Length, o.Serial))
+	case o.Expires.Before(now.Add(-l.opts.AcceptWindow)):
+		return refuse(reject(billingapi.ReasonOrderStale, "order %d expired at %s", co.ID, o.Expires.Format(time.RFC3339)))
+	case seen[reader.String()+"/"+o.Serial]:
+		return refuse(reject(billingapi.ReasonReplayOrder, "order %d: serial %s twice in the claim", co.ID, o.Serial))
+	}
+	seen[reader.String()+"/"+o.Serial] = true
+	known, err := l.knownReader(ctx, reader)
+	if err != nil {
+		return nil, err
+	}
+	if !known {
+		issued := o.Expires.Add(-storageapi.ReadOrderLifetime)
+		if now.Sub(issued) < 2*l.opts.Epoch+l.opts.SettleDelay {
+			res.Deferred = append(res.Deferred, co.ID)
+			return nil, nil
+		}
+		return refuse(reject(billingapi.ReasonUnknownReader, "order %d signed by %s, which is no known edge", co.ID, reader))
+	}
+	pub, err := l.content.ShardPublisher(ctx, o.Shard)
+	if err != nil {
+		if reasonOf(err) == "" {
+			return nil, fmt.Errorf("billing: %w: %w", errTransient, err)
+		}
+		return refuse(err)
+	}
+	return &acceptedRead{reader: reader, serial: o.Serial, shard: o.Shard, publisher: pub, bytes: o.Length}, nil
 }
 
 // knownReader reports whether p is a reader billing pays reads for: an
