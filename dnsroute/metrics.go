@@ -3,6 +3,7 @@ package dnsroute
 import (
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/topcdn/topcdn/internal/prom"
 )
 
 // metrics are the router's Prometheus metrics; see README.md.
@@ -28,56 +29,26 @@ type metrics struct {
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
-	const ns, sub = "topcdn", "dnsroute"
+	const sub = "dnsroute"
 	m := &metrics{
-		queries: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "queries_total", Help: "DNS queries answered, by query type and response code."},
-			[]string{"type", "rcode"}),
-		answers: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "answers_total", Help: "Times an edge was handed out in an answer, by edge peer ID."},
-			[]string{"edge"}),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub,
-			Name: "query_duration_seconds", Help: "Time to answer a query, by transport.",
-			Buckets: []float64{5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 0.025}},
-			[]string{"transport"}),
-		edges: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
-			Name: "edges", Help: "Edges known, by state (healthy, unhealthy)."},
-			[]string{"state"}),
-		names: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
-			Name: "names", Help: "Published names served, as last read from the origin."}),
-		heartbeats: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "heartbeats_total", Help: "Edge heartbeats received, by result (ok, invalid, forged, stale, replayed, refused)."},
-			[]string{"result"}),
-		probes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "probes_total", Help: "Active health probes of edges, by result (ok, error)."},
-			[]string{"result"}),
-		rrl: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "rrl_total", Help: "UDP responses withheld by response rate limiting, by action (drop, slip)."},
-			[]string{"action"}),
-		polls: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "polls_total", Help: "Polls of the origin's names and billing's suspensions and forfeits, by source (origin, billing, forfeits) and result."},
-			[]string{"source", "result"}),
-		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "response_cache_hits_total", Help: "UDP queries answered from ready-to-send response bytes."}),
-		contentProbes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "content_probes_total", Help: "Content probes of edges (a published root's block, checked against its CID), by result (ok, error, lied)."},
-			[]string{"result"}),
-		quarantines: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "quarantines_total", Help: "Edges quarantined for serving wrong bytes, by who caught them (probe, billing)."},
-			[]string{"source"}),
-		quarantined: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
-			Name: "quarantined_edges", Help: "Edges in quarantine, registered or not."}),
-		demandDropped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "demand_units_dropped_total", Help: "Client units not counted as demand because an epoch's table was full."}),
+		queries:       prom.CounterVec(sub, "queries_total", "DNS queries answered, by query type and response code.", "type", "rcode"),
+		answers:       prom.CounterVec(sub, "answers_total", "Times an edge was handed out in an answer, by edge peer ID.", "edge"),
+		duration:      prom.HistogramVec(sub, "query_duration_seconds", "Time to answer a query, by transport.", []float64{5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 0.025}, "transport"),
+		edges:         prom.GaugeVec(sub, "edges", "Edges known, by state (healthy, unhealthy).", "state"),
+		names:         prom.Gauge(sub, "names", "Published names served, as last read from the origin."),
+		heartbeats:    prom.CounterVec(sub, "heartbeats_total", "Edge heartbeats received, by result (ok, invalid, forged, stale, replayed, refused).", "result"),
+		probes:        prom.CounterVec(sub, "probes_total", "Active health probes of edges, by result (ok, error).", "result"),
+		rrl:           prom.CounterVec(sub, "rrl_total", "UDP responses withheld by response rate limiting, by action (drop, slip).", "action"),
+		polls:         prom.CounterVec(sub, "polls_total", "Polls of the origin's names and billing's suspensions and forfeits, by source (origin, billing, forfeits) and result.", "source", "result"),
+		cacheHits:     prom.Counter(sub, "response_cache_hits_total", "UDP queries answered from ready-to-send response bytes."),
+		contentProbes: prom.CounterVec(sub, "content_probes_total", "Content probes of edges (a published root's block, checked against its CID), by result (ok, error, lied).", "result"),
+		quarantines:   prom.CounterVec(sub, "quarantines_total", "Edges quarantined for serving wrong bytes, by who caught them (probe, billing).", "source"),
+		quarantined:   prom.Gauge(sub, "quarantined_edges", "Edges in quarantine, registered or not."),
+		demandDropped: prom.Counter(sub, "demand_units_dropped_total", "Client units not counted as demand because an epoch's table was full."),
 	}
 	m.udpDuration = m.duration.WithLabelValues("udp")
-	if reg != nil {
-		for _, c := range []prometheus.Collector{m.queries, m.answers, m.duration, m.edges, m.names,
-			m.heartbeats, m.probes, m.rrl, m.polls, m.cacheHits, m.contentProbes, m.quarantines, m.quarantined, m.demandDropped} {
-			if err := reg.Register(c); err != nil {
-				return nil, err
-			}
-		}
+	if err := prom.Register(reg, m.queries, m.answers, m.duration, m.edges, m.names, m.heartbeats, m.probes, m.rrl, m.polls, m.cacheHits, m.contentProbes, m.quarantines, m.quarantined, m.demandDropped); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

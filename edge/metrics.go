@@ -1,6 +1,9 @@
 package edge
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/topcdn/topcdn/internal/prom"
+)
 
 // metrics are the edge's own Prometheus metrics; boxo's gateway adds its
 // ipfs_http_* metrics to the same registry.
@@ -17,23 +20,10 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer, e *Edge) (*metrics, error) {
 	m := &metrics{
-		hits: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "topcdn", Subsystem: "edge", Name: "cache_hits_total",
-			Help: "Blocks served from a cache tier (memory, disk).",
-		}, []string{"tier"}),
-		misses: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "topcdn", Subsystem: "edge", Name: "cache_misses_total",
-			Help: "Blocks fetched upstream (storage peers or origin).",
-		}),
-		upstream: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Namespace: "topcdn", Subsystem: "edge", Name: "upstream_fetch_seconds",
-			Help:    "Time to fetch and verify one block upstream.",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
-		}),
-		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "topcdn", Subsystem: "edge", Name: "name_fallbacks_total",
-			Help: "Names answered from the edge's last valid answer instead of the origin's, by kind (ipns, dnslink) and reason (origin_unavailable, origin_not_found, rollback).",
-		}, []string{"kind", "reason"}),
+		hits:      prom.CounterVec("edge", "cache_hits_total", "Blocks served from a cache tier (memory, disk).", "tier"),
+		misses:    prom.Counter("edge", "cache_misses_total", "Blocks fetched upstream (storage peers or origin)."),
+		upstream:  prom.Histogram("edge", "upstream_fetch_seconds", "Time to fetch and verify one block upstream.", prometheus.ExponentialBuckets(0.0005, 4, 10)),
+		fallbacks: prom.CounterVec("edge", "name_fallbacks_total", "Names answered from the edge's last valid answer instead of the origin's, by kind (ipns, dnslink) and reason (origin_unavailable, origin_not_found, rollback).", "kind", "reason"),
 	}
 	m.responseHits = prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Namespace: "topcdn", Subsystem: "edge", Name: "response_cache_hits_total",
@@ -47,10 +37,8 @@ func newMetrics(reg prometheus.Registerer, e *Edge) (*metrics, error) {
 		Namespace: "topcdn", Subsystem: "edge", Name: "memory_cache_bytes",
 		Help: "Bytes of blocks in the memory cache.",
 	}, func() float64 { _, b := e.mem.size(); return float64(b) })
-	for _, c := range []prometheus.Collector{m.hits, m.misses, m.upstream, m.fallbacks, cacheBytes, m.responseHits, respBytes} {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
+	if err := prom.Register(reg, m.hits, m.misses, m.upstream, m.fallbacks, cacheBytes, m.responseHits, respBytes); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

@@ -3,6 +3,7 @@ package origin
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/topcdn/topcdn/internal/httpkit"
+	"github.com/topcdn/topcdn/internal/prom"
 	"github.com/topcdn/topcdn/originapi"
 )
 
@@ -21,45 +22,17 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "topcdn", Subsystem: "origin", Name: "api_requests_total",
-			Help: "API requests by route and status code.",
-		}, []string{"route", "code"}),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: "topcdn", Subsystem: "origin", Name: "api_request_duration_seconds",
-			Help:    "API request latency by route.",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
-		}, []string{"route"}),
-		uploads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "topcdn", Subsystem: "origin", Name: "uploads_total",
-			Help: "CAR uploads by result (ok, rejected, error) and, for the others than ok, reason (unauthorized, forbidden, payment_required, conflict, over_quota, too_large, bad_request, incomplete_dag, busy, canceled, ...).",
-		}, []string{"result", "reason"}),
-		uploadBlocks: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "topcdn", Subsystem: "origin", Name: "upload_blocks_total",
-			Help: "Blocks received in accepted CAR uploads.",
-		}),
-		uploadBytes: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "topcdn", Subsystem: "origin", Name: "upload_bytes_total",
-			Help: "Block bytes received in accepted CAR uploads.",
-		}),
-		newBlocks: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "topcdn", Subsystem: "origin", Name: "stored_blocks_total",
-			Help: "Blocks newly written to the block store.",
-		}),
-		records: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "topcdn", Subsystem: "origin", Name: "ipns_records_total",
-			Help: "IPNS records received, by result (accepted, unchanged, rejected).",
-		}, []string{"result"}),
-		corruptBlocks: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "topcdn", Subsystem: "origin", Name: "corrupt_blocks_total",
-			Help: "Blocks read from disk that did not match their CID.",
-		}),
+		requests:      prom.CounterVec("origin", "api_requests_total", "API requests by route and status code.", "route", "code"),
+		duration:      prom.HistogramVec("origin", "api_request_duration_seconds", "API request latency by route.", prometheus.ExponentialBuckets(0.0005, 4, 10), "route"),
+		uploads:       prom.CounterVec("origin", "uploads_total", "CAR uploads by result (ok, rejected, error) and, for the others than ok, reason (unauthorized, forbidden, payment_required, conflict, over_quota, too_large, bad_request, incomplete_dag, busy, canceled, ...).", "result", "reason"),
+		uploadBlocks:  prom.Counter("origin", "upload_blocks_total", "Blocks received in accepted CAR uploads."),
+		uploadBytes:   prom.Counter("origin", "upload_bytes_total", "Block bytes received in accepted CAR uploads."),
+		newBlocks:     prom.Counter("origin", "stored_blocks_total", "Blocks newly written to the block store."),
+		records:       prom.CounterVec("origin", "ipns_records_total", "IPNS records received, by result (accepted, unchanged, rejected).", "result"),
+		corruptBlocks: prom.Counter("origin", "corrupt_blocks_total", "Blocks read from disk that did not match their CID."),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.uploads, m.uploadBlocks,
-		m.uploadBytes, m.newBlocks, m.records, m.corruptBlocks} {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
+	if err := prom.Register(reg, m.requests, m.duration, m.uploads, m.uploadBlocks, m.uploadBytes, m.newBlocks, m.records, m.corruptBlocks); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/topcdn/topcdn/internal/httpkit"
+	"github.com/topcdn/topcdn/internal/prom"
 )
 
 // metrics are the peer's Prometheus metrics.
@@ -33,11 +34,7 @@ func newMetrics(reg prometheus.Registerer, st *store) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(opts("requests_total",
 			"HTTP requests by route and status code."), []string{"route", "code"}),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: "topcdn", Subsystem: "storage", Name: "request_duration_seconds",
-			Help:    "HTTP request latency by route.",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
-		}, []string{"route"}),
+		duration: prom.HistogramVec("storage", "request_duration_seconds", "HTTP request latency by route.", prometheus.ExponentialBuckets(0.0005, 4, 10), "route"),
 		reads: prometheus.NewCounterVec(opts("reads_total",
 			"Read orders by result (ok, rejected, error)."), []string{"result"}),
 		readBytes: prometheus.NewCounter(opts("read_bytes_total",
