@@ -10,14 +10,21 @@ import (
 	"go.uber.org/zap"
 )
 
+// Defaults of Config.
+const (
+	DefaultAcceptWindow = 24 * time.Hour
+	DefaultGrace        = time.Hour
+	DefaultDNSFreeBytes = 64 << 20
+)
+
 // Config configures a Ledger. The zero value of each field means its
 // default.
 type Config struct {
 	// Epoch is the epoch length, whole seconds; edges must use the same.
-	// Default: DefaultEpoch.
+	// Default: billingapi.DefaultEpoch (1m).
 	Epoch time.Duration
 	// AcceptWindow is how long after its end an epoch's batches are
-	// accepted (unless it is settled). Default: 24h.
+	// accepted (unless it is settled). Default: DefaultAcceptWindow (24h).
 	AcceptWindow time.Duration
 	// SettleDelay is how long after its end an epoch may be settled,
 	// leaving edges time to report it. Default: one epoch; negative
@@ -30,7 +37,7 @@ type Config struct {
 	// a Month, prorated per epoch. Default: 0.
 	PricePerGiBMonthStored int64
 	// Grace is how long a publisher may stay out of funds before it is
-	// listed as suspended. Default: 1h; negative means zero.
+	// listed as suspended. Default: DefaultGrace (1h); negative means zero.
 	Grace time.Duration
 	// Logger receives structured logs. Default: none.
 	Logger *zap.Logger
@@ -43,7 +50,7 @@ type Config struct {
 	// "unconfigured".
 	DNS EdgeDirectory
 	// DNSFreeBytes is what an edge unknown to DNS may claim per batch.
-	// Default: 64 MiB.
+	// Default: DefaultDNSFreeBytes (64 MiB).
 	DNSFreeBytes int64
 	// BackingWait is how long settlement keeps an edge's records of a
 	// striped root deferred while no read order the edge signed backs
@@ -68,7 +75,7 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("billing: epoch %s: want whole seconds, at least 1s", c.Epoch)
 	}
 	if c.AcceptWindow <= 0 {
-		c.AcceptWindow = 24 * time.Hour
+		c.AcceptWindow = DefaultAcceptWindow
 	}
 	switch {
 	case c.SettleDelay == 0:
@@ -78,7 +85,7 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	switch {
 	case c.Grace == 0:
-		c.Grace = time.Hour
+		c.Grace = DefaultGrace
 	case c.Grace < 0:
 		c.Grace = 0
 	}
@@ -92,7 +99,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.Registry = prometheus.NewRegistry()
 	}
 	if c.DNSFreeBytes <= 0 {
-		c.DNSFreeBytes = 64 << 20
+		c.DNSFreeBytes = DefaultDNSFreeBytes
 	}
 	if c.BackingWait <= 0 {
 		c.BackingWait = max(10*c.Epoch, time.Hour)

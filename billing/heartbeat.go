@@ -8,14 +8,11 @@ import (
 
 	"github.com/topcdn/topcdn/billing/witness"
 	"github.com/topcdn/topcdn/billingapi"
+	"github.com/topcdn/topcdn/dnsrouteapi"
 )
 
 // HeartbeatSlackBytes is the fixed part of the heartbeat check's slack.
 const HeartbeatSlackBytes = 1 << 20
-
-// defaultHeartbeatInterval is assumed for an edge whose interval the
-// router does not give (the edge's own default).
-const defaultHeartbeatInterval = 10 * time.Second
 
 // errHeartbeatBehind defers a batch the edge's heartbeats do not cover
 // yet: billing answers 503 and the edge sends it again.
@@ -90,7 +87,7 @@ func (l *Ledger) heartbeatBound(e witness.EdgeInfo, epoch, sum, total, earlier i
 	high := max(e.MaxBytes, e.Bytes)
 	interval := time.Duration(e.IntervalMS) * time.Millisecond
 	if interval <= 0 {
-		interval = defaultHeartbeatInterval
+		interval = dnsrouteapi.DefaultHeartbeatInterval // the router does not give it: the edge's default
 	}
 	age := max(l.opts.now().Sub(e.LastHeartbeat), 0)
 	slack := 2*e.ByteRate*(age+interval).Seconds() + HeartbeatSlackBytes

@@ -13,6 +13,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/billingapi"
+	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/edge"
 	"github.com/topcdn/topcdn/identity"
 	"go.uber.org/zap"
@@ -32,17 +33,19 @@ type Handler struct {
 	// asked from the origin when first needed.
 	OriginID string `json:"origin_id,omitempty"`
 	// Domain is the zone sites live under: NAME.Domain is a site.
-	// Default: cdn.test.
+	// Default: edge.DefaultDomain (cdn.test).
 	Domain string `json:"domain,omitempty"`
 	// MemoryCacheBytes is the edge's memory budget: its caches fill 70%
 	// of it, the rest is headroom for requests in flight, and the
 	// process's Go memory limit is 90% of the sum of its handlers'
 	// budgets (unless GOMEMLIMIT is set), which then paces the garbage
-	// collector alone (GOGC off unless set). Default: 256 MiB.
+	// collector alone (GOGC off unless set). Default:
+	// edge.DefaultMemoryBytes (256 MiB).
 	MemoryCacheBytes int64 `json:"memory_cache_bytes,omitempty"`
 	// DiskCacheDir enables the disk cache in this directory. Default: none.
 	DiskCacheDir string `json:"disk_cache_dir,omitempty"`
-	// DiskCacheBytes bounds the disk cache. Default: 1 GiB.
+	// DiskCacheBytes bounds the disk cache. Default:
+	// edge.DefaultDiskCacheBytes (1 GiB).
 	DiskCacheBytes int64 `json:"disk_cache_bytes,omitempty"`
 	// KeyFile holds the edge's key (created if missing). Default: a new
 	// key at each start.
@@ -69,13 +72,15 @@ type Handler struct {
 	// Capacity is the requests per second the edge can serve, reported to
 	// the router, which weighs load against it. Default: 0 (unknown).
 	Capacity float64 `json:"capacity,omitempty"`
-	// HeartbeatInterval is the time between two heartbeats. Default: 10 s.
+	// HeartbeatInterval is the time between two heartbeats. Default:
+	// dnsrouteapi.DefaultHeartbeatInterval (10s).
 	HeartbeatInterval caddy.Duration `json:"heartbeat_interval,omitempty"`
 	// Billing is the billing service's base URL: the edge reports what it
 	// serves there, in signed per-epoch batches, to be paid. Default: none.
 	Billing string `json:"billing,omitempty"`
-	// BillingEpoch is billing's epoch, whole seconds. Default: billing's
-	// default (1 h).
+	// BillingEpoch is billing's epoch, whole seconds; it must be the one
+	// the billing service runs with. Default: billingapi.DefaultEpoch (1m),
+	// billing's default.
 	BillingEpoch caddy.Duration `json:"billing_epoch,omitempty"`
 
 	edge     *edge.Edge
@@ -101,13 +106,19 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 func (h *Handler) Provision(ctx caddy.Context) (err error) {
 	h.logger = ctx.Logger()
 	if h.Domain == "" {
-		h.Domain = "cdn.test"
+		h.Domain = edge.DefaultDomain
 	}
 	if h.MemoryCacheBytes == 0 {
-		h.MemoryCacheBytes = 256 << 20
+		h.MemoryCacheBytes = edge.DefaultMemoryBytes
 	}
 	if h.DiskCacheBytes == 0 {
-		h.DiskCacheBytes = 1 << 30
+		h.DiskCacheBytes = edge.DefaultDiskCacheBytes
+	}
+	if h.HeartbeatInterval <= 0 {
+		h.HeartbeatInterval = caddy.Duration(dnsrouteapi.DefaultHeartbeatInterval)
+	}
+	if h.BillingEpoch == 0 {
+		h.BillingEpoch = caddy.Duration(billingapi.DefaultEpoch)
 	}
 	cfg := edge.Config{Origin: h.Origin, Domain: h.Domain, MemoryBytes: max(1, int64(float64(h.MemoryCacheBytes)*cacheShare)),
 		DNSLinks: h.DNSLinks, Logger: h.logger, Registry: ctx.GetMetricsRegistry()}
@@ -132,9 +143,6 @@ func (h *Handler) Provision(ctx caddy.Context) (err error) {
 	}
 	if err != nil {
 		return fmt.Errorf("topcdn: %w", err)
-	}
-	if h.HeartbeatInterval <= 0 {
-		h.HeartbeatInterval = caddy.Duration(10 * time.Second)
 	}
 	if h.Billing != "" {
 		h.reporter = billingapi.NewReporter(cfg.Key, h.Billing, billingapi.WithEpoch(time.Duration(h.BillingEpoch)),

@@ -19,6 +19,16 @@ import (
 	"github.com/topcdn/topcdn/identity"
 )
 
+// Defaults of Config.
+const (
+	DefaultSite     = "examples/site"
+	DefaultSiteName = "blog"
+	DefaultZone     = "cdn.test"
+	DefaultPeers    = 14
+	DefaultEpoch    = 30 * time.Second
+	DefaultDeposit  = 1_000_000_000_000
+)
+
 // Config configures a devnet.
 type Config struct {
 	// Dir holds everything: keys, data, logs, devnet.json. Required.
@@ -26,22 +36,27 @@ type Config struct {
 	// Bin is the topcdn binary to run for every role. Default: this
 	// process's own executable.
 	Bin string
-	// Site is the directory published at start. Default: examples/site.
+	// Site is the directory published at start. Default: DefaultSite
+	// (examples/site).
 	Site string
-	// SiteName is the name it is published under. Default: blog.
+	// SiteName is the name it is published under. Default:
+	// DefaultSiteName (blog).
 	SiteName string
-	// Zone is the DNS zone sites live under. Default: cdn.test.
+	// Zone is the DNS zone sites live under. Default: DefaultZone
+	// (cdn.test).
 	Zone string
 	// PortOffset is added to every port, so two devnets (or a devnet and
 	// a test) can run side by side. Default: 0 (origin on 7070, edges on
 	// 8080).
 	PortOffset int
-	// Peers is how many storage peers to run. Default: 14.
+	// Peers is how many storage peers to run, 4 to 99. Default:
+	// DefaultPeers (14).
 	Peers int
-	// Epoch is the billing epoch. Default: 30 s.
+	// Epoch is the billing epoch. Default: DefaultEpoch (30s).
 	Epoch time.Duration
 	// Deposit is what the publisher's account is funded with the first
-	// time the devnet starts in Dir. Default: 10^12 units.
+	// time the devnet starts in Dir. Default: DefaultDeposit (10^12
+	// units).
 	Deposit int64
 	// Out receives the status table and instructions. Default: stdout.
 	Out io.Writer
@@ -126,22 +141,22 @@ func (c *Config) setDefaults() error {
 		c.Bin = exe
 	}
 	if c.Site == "" {
-		c.Site = "examples/site"
+		c.Site = DefaultSite
 	}
 	if c.SiteName == "" {
-		c.SiteName = "blog"
+		c.SiteName = DefaultSiteName
 	}
 	if c.Zone == "" {
-		c.Zone = "cdn.test"
+		c.Zone = DefaultZone
 	}
 	if c.Peers == 0 {
-		c.Peers = 14
+		c.Peers = DefaultPeers
 	}
 	if c.Epoch == 0 {
-		c.Epoch = 30 * time.Second
+		c.Epoch = DefaultEpoch
 	}
 	if c.Deposit == 0 {
-		c.Deposit = 1_000_000_000_000
+		c.Deposit = DefaultDeposit
 	}
 	if c.Out == nil {
 		c.Out = os.Stdout

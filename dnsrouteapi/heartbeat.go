@@ -32,6 +32,10 @@ const EdgesPath = "/api/v1/edges"
 // edge answers 200 with JSON {"peer":"12D3…"} naming itself.
 const HealthPath = "/.well-known/topcdn/health"
 
+// DefaultHeartbeatInterval is the time between two heartbeats of an edge
+// configured without one (caddymodule's heartbeat_interval).
+const DefaultHeartbeatInterval = 10 * time.Second
+
 // Limits on what one heartbeat may carry.
 const (
 	// MaxHeartbeatBody bounds the JSON envelope of one heartbeat.

@@ -90,15 +90,16 @@ type diskEntry struct {
 }
 
 // OpenDiskCache opens (creating) the cache in dir, holding at most maxBytes
-// of block data. If maxBytes <= 0, it defaults to 1 GiB. On open it indexes
-// the block files already there, by their modification time (which a read
-// refreshes; oldest evicted first), removes temp files and anything else
-// that is not a block file in its right place, and trims to maxBytes.
+// of block data. If maxBytes <= 0, it is DefaultDiskCacheBytes (1 GiB). On
+// open it indexes the block files already there, by their modification
+// time (which a read refreshes; oldest evicted first), removes temp files
+// and anything else that is not a block file in its right place, and trims
+// to maxBytes.
 // A directory that is not empty and was not made by OpenDiskCache is
 // refused with an error, and nothing in it is touched.
 func OpenDiskCache(dir string, maxBytes int64) (*DiskCache, error) {
 	if maxBytes <= 0 {
-		maxBytes = 1 << 30
+		maxBytes = DefaultDiskCacheBytes
 	}
 	d := &DiskCache{dir: dir, max: maxBytes, now: time.Now}
 	d.lru, _ = simplelru.NewLRU[cid.Cid, *diskEntry](math.MaxInt, d.evicted)
@@ -487,11 +488,12 @@ func (d *DiskCache) pruneAnswers() error {
 	return nil
 }
 
-// SetMaxBytes changes the bound to maxBytes (1 GiB if maxBytes <= 0),
-// evicting the least recently used blocks if the cache holds more.
+// SetMaxBytes changes the bound to maxBytes (DefaultDiskCacheBytes if
+// maxBytes <= 0), evicting the least recently used blocks if the cache
+// holds more.
 func (d *DiskCache) SetMaxBytes(maxBytes int64) {
 	if maxBytes <= 0 {
-		maxBytes = 1 << 30
+		maxBytes = DefaultDiskCacheBytes
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -22,6 +22,16 @@ import (
 	"golang.org/x/sync/singleflight"
 )
 
+// Defaults of Config, and of OpenDiskCache's bound.
+const (
+	// DefaultDomain is the zone sites are served under: Config.Domain.
+	DefaultDomain = "cdn.test"
+	// DefaultMemoryBytes bounds the memory caches: Config.MemoryBytes.
+	DefaultMemoryBytes = 256 << 20
+	// DefaultDiskCacheBytes bounds a disk cache: OpenDiskCache's maxBytes.
+	DefaultDiskCacheBytes = 1 << 30
+)
+
 // Config configures an Edge.
 type Config struct {
 	// Origin is the origin's base URL, e.g. http://127.0.0.1:8081. Required.
@@ -30,14 +40,15 @@ type Config struct {
 	// Default: asked from the origin when first needed.
 	OriginID peer.ID
 	// Domain is the zone sites are served under: NAME.Domain is a site,
-	// {cid}.ipfs.Domain the subdomain gateway. Default: cdn.test.
+	// {cid}.ipfs.Domain the subdomain gateway. Default: DefaultDomain
+	// (cdn.test).
 	Domain string
 	// Key is the edge's identity; it signs read orders. Default: a new
 	// key (pass one to keep the edge's identity across restarts).
 	Key *identity.Key
 	// MemoryBytes bounds the memory caches: an eighth (at most 64 MiB)
 	// for spans rebuilt from parity, the rest half for blocks, half for
-	// ready-to-send responses. Default: 256 MiB.
+	// ready-to-send responses. Default: DefaultMemoryBytes (256 MiB).
 	MemoryBytes int64
 	// State holds the caches and what the edge learns; edges built with
 	// one State share it (see State). It must have been made for
@@ -87,11 +98,11 @@ func New(ctx context.Context, cfg Config) (*Edge, error) {
 	}
 	cfg.Origin = strings.TrimSuffix(cfg.Origin, "/")
 	if cfg.Domain == "" {
-		cfg.Domain = "cdn.test"
+		cfg.Domain = DefaultDomain
 	}
 	cfg.Domain = strings.TrimSuffix(strings.ToLower(cfg.Domain), ".")
 	if cfg.MemoryBytes <= 0 {
-		cfg.MemoryBytes = defaultMemoryBytes
+		cfg.MemoryBytes = DefaultMemoryBytes
 	}
 	if cfg.State == nil {
 		cfg.State = NewState(cfg.MemoryBytes)

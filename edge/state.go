@@ -25,12 +25,12 @@ type State struct {
 }
 
 // NewState returns an empty State for edges whose memory caches hold
-// memoryBytes (Config.MemoryBytes; 256 MiB if memoryBytes <= 0): an eighth
-// (at most 64 MiB) for rebuilt spans, the rest half for blocks, half for
-// responses.
+// memoryBytes (Config.MemoryBytes; DefaultMemoryBytes if memoryBytes <= 0):
+// an eighth (at most 64 MiB) for rebuilt spans, the rest half for blocks,
+// half for responses.
 func NewState(memoryBytes int64) *State {
 	if memoryBytes <= 0 {
-		memoryBytes = defaultMemoryBytes
+		memoryBytes = DefaultMemoryBytes
 	}
 	spans := min(memoryBytes/8, 64<<20)
 	rest := memoryBytes - spans
@@ -39,6 +39,3 @@ func NewState(memoryBytes int64) *State {
 	return &State{memoryBytes: memoryBytes, mem: newMemoryCache(rest / 2), resp: newResponseCache(rest / 2),
 		spans: erasure.NewSpanCache(spans), stats: erasure.NewPeerStats(), names: names, links: links, learnt: newLearnt()}
 }
-
-// defaultMemoryBytes is Config.MemoryBytes's default.
-const defaultMemoryBytes = 256 << 20

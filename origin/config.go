@@ -11,6 +11,13 @@ import (
 	"go.uber.org/zap"
 )
 
+// Defaults of Config.
+const (
+	DefaultMaxUploadSize        = 8 << 30
+	DefaultMaxUploadBlocks      = 1_000_000
+	DefaultMaxConcurrentUploads = 4
+)
+
 // Config configures an Origin.
 type Config struct {
 	// DataDir holds the block store (blocks/), the metadata database
@@ -20,13 +27,16 @@ type Config struct {
 	// Key is the origin's identity. Default: loaded from DataDir/origin.key,
 	// generated there on first start.
 	Key *identity.Key
-	// MaxUploadSize bounds one CAR upload, in bytes. Default: 8 GiB.
+	// MaxUploadSize bounds one CAR upload, in bytes. Default:
+	// DefaultMaxUploadSize (8 GiB).
 	MaxUploadSize int64
 	// MaxUploadBlocks bounds the blocks of one CAR upload (each costs a
-	// little memory while the upload is checked). Default: 1,000,000.
+	// little memory while the upload is checked). Default:
+	// DefaultMaxUploadBlocks (1,000,000).
 	MaxUploadBlocks int
 	// MaxConcurrentUploads bounds how many CAR uploads are staged at once;
-	// more get 503 with Retry-After. Default: 4.
+	// more get 503 with Retry-After. Default: DefaultMaxConcurrentUploads
+	// (4).
 	MaxConcurrentUploads int
 	// PublisherQuota bounds the bytes each publisher may store: the blocks
 	// its uploads newly add (blocks the origin already holds, whoever
@@ -74,13 +84,13 @@ func (cfg *Config) setDefaults() error {
 		return errors.New("origin: DataDir is required")
 	}
 	if cfg.MaxUploadSize <= 0 {
-		cfg.MaxUploadSize = 8 << 30
+		cfg.MaxUploadSize = DefaultMaxUploadSize
 	}
 	if cfg.MaxUploadBlocks <= 0 {
-		cfg.MaxUploadBlocks = 1_000_000
+		cfg.MaxUploadBlocks = DefaultMaxUploadBlocks
 	}
 	if cfg.MaxConcurrentUploads <= 0 {
-		cfg.MaxConcurrentUploads = 4
+		cfg.MaxConcurrentUploads = DefaultMaxConcurrentUploads
 	}
 	if cfg.PublisherQuota < 0 {
 		return errors.New("origin: PublisherQuota must not be negative (0: unlimited)")

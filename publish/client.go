@@ -221,12 +221,20 @@ func (c *Client) CurrentRecord(ctx context.Context, name ipns.Name) (*ipns.Recor
 	return rec, nil
 }
 
+// Defaults of NameOptions.
+const (
+	DefaultNameLifetime = 365 * 24 * time.Hour
+	DefaultNameTTL      = time.Minute
+)
+
 // NameOptions are the validity and caching of a published name's record.
 type NameOptions struct {
-	// Lifetime is how long the record stays valid (its EOL). Default: one
-	// year, so a site stays up without republishing.
+	// Lifetime is how long the record stays valid (its EOL). Default:
+	// DefaultNameLifetime (one year), so a site stays up without
+	// republishing.
 	Lifetime time.Duration
-	// TTL is how long readers may cache the record. Default: one minute.
+	// TTL is how long readers may cache the record. Default:
+	// DefaultNameTTL (one minute).
 	TTL time.Duration
 }
 
@@ -235,10 +243,10 @@ type NameOptions struct {
 // signed metadata, and sends it to the origin.
 func (c *Client) PublishName(ctx context.Context, human string, key *identity.Key, root cid.Cid, opts NameOptions) (*originapi.NameInfo, error) {
 	if opts.Lifetime <= 0 {
-		opts.Lifetime = 365 * 24 * time.Hour
+		opts.Lifetime = DefaultNameLifetime
 	}
 	if opts.TTL <= 0 {
-		opts.TTL = time.Minute
+		opts.TTL = DefaultNameTTL
 	}
 	name := ipns.NameFromPeer(key.ID)
 	seq := uint64(1)

@@ -25,6 +25,13 @@ import (
 	mh "github.com/multiformats/go-multihash"
 )
 
+// Defaults of ImportDir's options: kubo's for `ipfs add -r --cid-version=1`.
+const (
+	DefaultChunker    = "size-262144"
+	DefaultCidVersion = 1
+	DefaultHash       = "sha2-256"
+)
+
 // Option configures ImportDir.
 type Option func(*options)
 
@@ -43,20 +50,21 @@ type options struct {
 
 func defaultOptions() options {
 	return options{
-		chunker:     "size-262144",
-		cidVersion:  1,
-		hashFunc:    mh.SHA2_256,
+		chunker:     DefaultChunker,
+		cidVersion:  DefaultCidVersion,
+		hashFunc:    mh.Names[DefaultHash],
 		emptyDirs:   true,
 		concurrency: runtime.GOMAXPROCS(0),
 	}
 }
 
 // WithChunker sets the chunker, in kubo's syntax: "size-N", "rabin",
-// "rabin-MIN-AVG-MAX" or "buzhash". Default: "size-262144".
+// "rabin-MIN-AVG-MAX" or "buzhash". Default: DefaultChunker (size-262144).
 func WithChunker(spec string) Option { return func(o *options) { o.chunker = spec } }
 
 // WithCidVersion sets the CID version, 0 or 1. As in kubo, version 1
-// implies raw leaves unless WithRawLeaves says otherwise. Default: 1.
+// implies raw leaves unless WithRawLeaves says otherwise. Default:
+// DefaultCidVersion (1).
 func WithCidVersion(v int) Option { return func(o *options) { o.cidVersion = v } }
 
 // WithRawLeaves forces raw leaves on or off. By default leaves are raw for
@@ -64,7 +72,7 @@ func WithCidVersion(v int) Option { return func(o *options) { o.cidVersion = v }
 func WithRawLeaves(raw bool) Option { return func(o *options) { o.rawLeaves = &raw } }
 
 // WithHash sets the multihash function by name ("sha2-256", "blake3", ...).
-// A hash other than sha2-256 needs CIDv1. Default: sha2-256.
+// A hash other than sha2-256 needs CIDv1. Default: DefaultHash (sha2-256).
 func WithHash(name string) Option {
 	return func(o *options) {
 		if code, ok := mh.Names[name]; ok {

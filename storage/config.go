@@ -16,10 +16,6 @@ import (
 // unset: 10 GiB.
 const DefaultCapacity = 10 << 30
 
-// DefaultHeartbeatInterval is how often a peer announces itself when
-// Config.HeartbeatInterval is unset.
-const DefaultHeartbeatInterval = 10 * time.Second
-
 // Config configures a Server.
 type Config struct {
 	// DataDir holds the shards (shards/), the served read orders
@@ -48,7 +44,7 @@ type Config struct {
 	// Default: none.
 	Location *storageapi.Location
 	// HeartbeatInterval is the time between two heartbeats. Default:
-	// DefaultHeartbeatInterval (10s).
+	// storageapi.DefaultHeartbeatInterval (10s).
 	HeartbeatInterval time.Duration
 	// Logger receives structured logs. Default: no logging.
 	Logger *zap.Logger
@@ -94,7 +90,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, fmt.Errorf("storage: HeartbeatInterval %s is negative", cfg.HeartbeatInterval)
 	}
 	if cfg.HeartbeatInterval == 0 {
-		cfg.HeartbeatInterval = DefaultHeartbeatInterval
+		cfg.HeartbeatInterval = storageapi.DefaultHeartbeatInterval
 	}
 	if l := cfg.Location; l != nil && !(l.Lat >= -90 && l.Lat <= 90 && l.Lon >= -180 && l.Lon <= 180) {
 		return cfg, fmt.Errorf("storage: Location %g,%g: want latitude in [-90,90] and longitude in [-180,180]", l.Lat, l.Lon)

@@ -187,7 +187,7 @@ func TestConfig(t *testing.T) {
 			if (err == nil) != tc.ok {
 				t.Fatalf("err = %v, want ok = %v", err, tc.ok)
 			}
-			if tc.ok && (got.Capacity != DefaultCapacity || got.HeartbeatInterval != DefaultHeartbeatInterval ||
+			if tc.ok && (got.Capacity != DefaultCapacity || got.HeartbeatInterval != storageapi.DefaultHeartbeatInterval ||
 				got.Logger == nil || got.Registry == nil) {
 				t.Fatalf("defaults not filled: %+v", got)
 			}

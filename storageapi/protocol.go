@@ -91,6 +91,11 @@ type Location struct {
 	Region string  `json:"region,omitempty"` // failure domain, e.g. "eu-fra"
 }
 
+// DefaultHeartbeatInterval is the time between two heartbeats of a peer,
+// and what the origin expects, when neither is configured otherwise
+// (storage.Config and origin.Config HeartbeatInterval).
+const DefaultHeartbeatInterval = 10 * time.Second
+
 // Heartbeat is a peer's periodic, signed announcement of itself.
 type Heartbeat struct {
 	Peer     string    `json:"peer"`

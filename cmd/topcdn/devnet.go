@@ -1,8 +1,6 @@
 package main
 
 import (
-	"time"
-
 	"github.com/spf13/cobra"
 	"github.com/topcdn/topcdn/devnet"
 )
@@ -27,13 +25,13 @@ published content and balances.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.Dir, "dir", "", "directory for keys, data, logs and devnet.json (required)")
-	f.StringVar(&cfg.Site, "site", "examples/site", "directory to publish")
-	f.StringVar(&cfg.SiteName, "name", "blog", "name to publish it under")
-	f.StringVar(&cfg.Zone, "zone", "cdn.test", "DNS zone sites live under")
-	f.IntVar(&cfg.Peers, "peers", 14, "storage peers to run")
+	f.StringVar(&cfg.Site, "site", devnet.DefaultSite, "directory to publish")
+	f.StringVar(&cfg.SiteName, "name", devnet.DefaultSiteName, "name to publish it under")
+	f.StringVar(&cfg.Zone, "zone", devnet.DefaultZone, "DNS zone sites live under")
+	f.IntVar(&cfg.Peers, "peers", devnet.DefaultPeers, "storage peers to run")
 	f.IntVar(&cfg.PortOffset, "port-offset", 0, "add this to every port (origin 7070, billing 7080, DNS 5300/8053, storage 7101…, edges 8080)")
-	f.DurationVar(&cfg.Epoch, "epoch", 30*time.Second, "billing epoch")
-	f.Int64Var(&cfg.Deposit, "deposit", 1_000_000_000_000, "publisher funds deposited on the first start")
+	f.DurationVar(&cfg.Epoch, "epoch", devnet.DefaultEpoch, "billing epoch")
+	f.Int64Var(&cfg.Deposit, "deposit", devnet.DefaultDeposit, "publisher funds deposited on the first start")
 	cmd.MarkFlagRequired("dir")
 	return cmd
 }

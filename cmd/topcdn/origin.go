@@ -8,11 +8,11 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/dustin/go-humanize"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/dashboard"
+	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/origin"
 	"github.com/topcdn/topcdn/origin/durability"
@@ -21,10 +21,9 @@ import (
 
 func newOriginCmd() *cobra.Command {
 	var (
-		listen, dataDir, keyFile, maxUpload, logLevel             string
-		publisherQuota                                            string
+		listen, dataDir, keyFile, logLevel                        string
+		maxUpload, publisherQuota, segmentSize, chunkSize         int64
 		publishers                                                []string
-		segmentSize, chunkSize                                    string
 		deserialized, noStripe, keepLocal, allowIncomplete        bool
 		dashRouter, dashBilling, billingURL                       string
 		dataShards, parityShards, repairThreshold                 int
@@ -86,14 +85,6 @@ SIGINT or SIGTERM stop it cleanly.`,
 				return err
 			}
 			defer log.Sync()
-			limit, err := humanize.ParseBytes(maxUpload)
-			if err != nil {
-				return fmt.Errorf("--max-upload %q: %w", maxUpload, err)
-			}
-			quota, err := humanize.ParseBytes(publisherQuota)
-			if err != nil {
-				return fmt.Errorf("--publisher-quota %q: %w", publisherQuota, err)
-			}
 			var allowed []peer.ID
 			for _, s := range publishers {
 				p, err := peer.Decode(s)
@@ -104,24 +95,16 @@ SIGINT or SIGTERM stop it cleanly.`,
 			}
 			cfg := origin.Config{
 				DataDir:         dataDir,
-				MaxUploadSize:   int64(limit),
-				PublisherQuota:  int64(quota),
+				MaxUploadSize:   maxUpload,
+				PublisherQuota:  publisherQuota,
 				Publishers:      allowed,
 				Deserialized:    deserialized,
 				AllowIncomplete: allowIncomplete,
 				Logger:          log,
 			}
 			if !noStripe {
-				seg, err := humanize.ParseBytes(segmentSize)
-				if err != nil {
-					return fmt.Errorf("--segment-size %q: %w", segmentSize, err)
-				}
-				chunk, err := humanize.ParseBytes(chunkSize)
-				if err != nil {
-					return fmt.Errorf("--chunk-size %q: %w", chunkSize, err)
-				}
 				cfg.Stripe = &durability.StripeConfig{DataShards: dataShards, ParityShards: parityShards,
-					SegmentSize: int64(seg), ChunkSize: int(chunk), KeepLocal: keepLocal,
+					SegmentSize: segmentSize, ChunkSize: int(chunkSize), KeepLocal: keepLocal,
 					RepairThreshold: repairThreshold, AuditInterval: auditEvery, RepairInterval: repairEvery,
 					SweepInterval: sweepEvery,
 					LostAfter:     lostAfter}
@@ -143,25 +126,26 @@ SIGINT or SIGTERM stop it cleanly.`,
 	f.StringVar(&listen, "listen", "127.0.0.1:8081", "address to serve HTTP on")
 	f.StringVar(&dataDir, "data", "", "directory for blocks, database and key (required)")
 	f.StringVar(&keyFile, "key", "", "origin key file (default: DIR/origin.key, created if missing)")
-	f.StringVar(&maxUpload, "max-upload", "8GiB", "largest CAR upload accepted")
-	f.StringVar(&publisherQuota, "publisher-quota", "10GiB", "bytes each publisher may store (blocks its uploads add); 0: unlimited")
+	sizeVar(f, &maxUpload, "max-upload", origin.DefaultMaxUploadSize, "largest CAR upload accepted")
+	sizeVar(f, &publisherQuota, "publisher-quota", 10<<30, "bytes each publisher may store (blocks its uploads add); 0: unlimited")
 	f.StringSliceVar(&publishers, "publisher", nil, "peer ID of a key allowed to upload (repeatable; default: any key, each within its quota)")
 	f.StringVar(&billingURL, "billing", "", "billing's URL: uploads of publishers without funds there get 402 (default: no check)")
 	f.BoolVar(&deserialized, "deserialized", false, "also serve files and directories to browsers, not only trustless responses")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.BoolVar(&allowIncomplete, "allow-incomplete", false, "accept CARs whose blocks link to blocks they lack (test fixtures; needs --no-stripe)")
 	f.BoolVar(&noStripe, "no-stripe", false, "keep published content on the origin instead of striping it to storage peers")
-	f.IntVar(&dataShards, "data-shards", 10, "data shards per segment (k): any k shards rebuild it")
-	f.IntVar(&parityShards, "parity-shards", 4, "parity shards per segment (m): how many lost shards a segment survives")
-	f.StringVar(&segmentSize, "segment-size", "64MiB", "target size of a segment")
-	f.StringVar(&chunkSize, "chunk-size", "32KiB", "size of the shard chunks whose hashes check degraded reads")
+	f.IntVar(&dataShards, "data-shards", erasure.DefaultDataShards, "data shards per segment (k): any k shards rebuild it")
+	f.IntVar(&parityShards, "parity-shards", erasure.DefaultParityShards, "parity shards per segment (m): how many lost shards a segment survives")
+	sizeVar(f, &segmentSize, "segment-size", erasure.DefaultSegmentSize, "target size of a segment")
+	sizeVar(f, &chunkSize, "chunk-size", erasure.DefaultChunkSize, "size of the shard chunks whose hashes check degraded reads")
 	f.BoolVar(&keepLocal, "keep-local", false, "keep the origin's own copy of striped content")
 	f.IntVar(&repairThreshold, "repair-threshold", 0, "repair a segment with fewer healthy shards than this (default: data shards + 2)")
-	f.DurationVar(&heartbeat, "heartbeat-interval", 10*time.Second, "storage peers' heartbeat interval; three missed make a peer unhealthy")
-	f.DurationVar(&auditEvery, "audit-interval", 5*time.Second, "pause between two audits of random shards")
-	f.DurationVar(&repairEvery, "repair-interval", 10*time.Second, "pause between two scans for segments to repair")
-	f.DurationVar(&sweepEvery, "sweep-interval", time.Hour, "pause between two sweeps deleting orphan shards (left on peers by failed jobs)")
-	f.DurationVar(&lostAfter, "lost-after", 0, "a peer silent this long has lost its shards: repair them even above --repair-threshold (default: 30 heartbeat intervals)")
+	f.DurationVar(&heartbeat, "heartbeat-interval", durability.DefaultHeartbeatInterval, "storage peers' heartbeat interval; three missed make a peer unhealthy")
+	f.DurationVar(&auditEvery, "audit-interval", durability.DefaultAuditInterval, "pause between two audits of random shards")
+	f.DurationVar(&repairEvery, "repair-interval", durability.DefaultRepairInterval, "pause between two scans for segments to repair")
+	f.DurationVar(&sweepEvery, "sweep-interval", durability.DefaultSweepInterval, "pause between two sweeps deleting orphan shards (left on peers by failed jobs)")
+	f.DurationVar(&lostAfter, "lost-after", 0, fmt.Sprintf("a peer silent this long has lost its shards: repair them even above --repair-threshold (default: %d heartbeat intervals)",
+		durability.DefaultLostAfterIntervals))
 	f.StringVar(&dashRouter, "dashboard-router", "", "the DNS router's HTTP URL, for the dashboard's edges")
 	f.StringVar(&dashBilling, "dashboard-billing", "", "the billing service's URL, for the dashboard's balances")
 	cmd.MarkFlagRequired("data")

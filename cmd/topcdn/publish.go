@@ -160,16 +160,16 @@ use the same key. One key publishes one name.`,
 	f.StringVar(&originURL, "origin", envOr("TOPCDN_ORIGIN", "http://127.0.0.1:8081"), "origin URL ($TOPCDN_ORIGIN)")
 	f.StringVar(&keyFile, "key", os.Getenv("TOPCDN_KEY"), "publisher key file ($TOPCDN_KEY)")
 	f.StringVar(&carFile, "car", "", "publish this CAR file instead of a directory")
-	f.StringVar(&chunker, "chunker", "size-262144", "chunking algorithm: size-N, rabin[-MIN-AVG-MAX] or buzhash")
-	f.IntVar(&cidVersion, "cid-version", 1, "CID version, 0 or 1 (1 implies --raw-leaves)")
+	f.StringVar(&chunker, "chunker", publish.DefaultChunker, "chunking algorithm: size-N, rabin[-MIN-AVG-MAX] or buzhash")
+	f.IntVar(&cidVersion, "cid-version", publish.DefaultCidVersion, "CID version, 0 or 1 (1 implies --raw-leaves)")
 	f.BoolVar(&rawLeaves, "raw-leaves", false, "use raw blocks for leaves (default: true for CIDv1, false for CIDv0)")
-	f.StringVar(&hash, "hash", "sha2-256", "multihash function (anything but sha2-256 needs CIDv1)")
+	f.StringVar(&hash, "hash", publish.DefaultHash, "multihash function (anything but sha2-256 needs CIDv1)")
 	f.BoolVar(&hidden, "hidden", false, "include files whose names start with a dot")
 	f.BoolVar(&trickle, "trickle", false, "use the trickle DAG layout instead of balanced")
 	f.BoolVar(&onlyHash, "only-hash", false, "only compute and print the root CID; send nothing")
 	f.BoolVarP(&quiet, "quiet", "Q", false, "print only the root CID")
-	f.DurationVar(&ttl, "ttl", time.Minute, "how long readers may cache the name's record")
-	f.DurationVar(&lifetime, "lifetime", 365*24*time.Hour, "how long the name's record stays valid")
+	f.DurationVar(&ttl, "ttl", publish.DefaultNameTTL, "how long readers may cache the name's record")
+	f.DurationVar(&lifetime, "lifetime", publish.DefaultNameLifetime, "how long the name's record stays valid")
 	return cmd
 }
 

@@ -4,14 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/dustin/go-humanize"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 	"github.com/topcdn/topcdn/billingapi"
@@ -23,9 +21,10 @@ import (
 
 func newStorageCmd() *cobra.Command {
 	var (
-		listen, dataDir, originURL, originID, keyFile, capacity string
-		publicAddr, location, region, logLevel, billingURL      string
-		heartbeat, claimEvery                                   time.Duration
+		listen, dataDir, originURL, originID, keyFile      string
+		publicAddr, location, region, logLevel, billingURL string
+		capacity                                           int64
+		heartbeat, claimEvery                              time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "storage --data DIR --origin URL [--listen ADDR] [--capacity SIZE]",
@@ -75,17 +74,13 @@ SIGINT or SIGTERM stop it cleanly.`,
 			if heartbeat <= 0 {
 				return fmt.Errorf("--heartbeat %s: want a positive duration", heartbeat)
 			}
-			size, err := humanize.ParseBytes(capacity)
-			if err != nil {
-				return fmt.Errorf("--capacity %q: %w", capacity, err)
-			}
-			if size == 0 || size > math.MaxInt64 {
-				return fmt.Errorf("--capacity %q: want a size above zero", capacity)
+			if capacity == 0 {
+				return errors.New("--capacity 0: want a size above zero")
 			}
 			cfg := storage.Config{
 				DataDir:           dataDir,
 				Origin:            originURL,
-				Capacity:          int64(size),
+				Capacity:          capacity,
 				HeartbeatInterval: heartbeat,
 				Logger:            log,
 			}
@@ -120,11 +115,11 @@ SIGINT or SIGTERM stop it cleanly.`,
 	f.StringVar(&originURL, "origin", "", "base URL of the origin to serve, e.g. http://127.0.0.1:8081 (required)")
 	f.StringVar(&originID, "origin-id", "", "the origin's peer ID (default: asked from the origin on first start, then pinned)")
 	f.StringVar(&keyFile, "key", "", "peer key file (default: DIR/peer.key, created if missing)")
-	f.StringVar(&capacity, "capacity", "10GiB", "most bytes of shards to keep")
+	sizeVar(f, &capacity, "capacity", storage.DefaultCapacity, "most bytes of shards to keep")
 	f.StringVar(&publicAddr, "public-addr", "", "base URL announced to the origin (default: http://ADDR, the address bound)")
 	f.StringVar(&location, "location", "", `where this peer is, "LAT,LON" in degrees (e.g. 50.11,8.68)`)
 	f.StringVar(&region, "region", "", "failure domain announced with --location, e.g. eu-fra")
-	f.DurationVar(&heartbeat, "heartbeat", storage.DefaultHeartbeatInterval, "time between heartbeats to the origin")
+	f.DurationVar(&heartbeat, "heartbeat", storageapi.DefaultHeartbeatInterval, "time between heartbeats to the origin")
 	f.StringVar(&billingURL, "billing", "", "billing service URL to claim served reads from (default: none)")
 	f.DurationVar(&claimEvery, "claim-every", time.Minute, "with --billing, time between claims")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")

@@ -13,12 +13,27 @@ import (
 	"github.com/topcdn/topcdn/dag"
 	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/storageapi"
 	"go.uber.org/zap"
 )
 
 // DefaultHeartbeatInterval is how often storage peers are expected to send
-// heartbeats when Config.HeartbeatInterval is not set.
-const DefaultHeartbeatInterval = 10 * time.Second
+// heartbeats when Config.HeartbeatInterval is not set: the peers' own
+// default.
+const DefaultHeartbeatInterval = storageapi.DefaultHeartbeatInterval
+
+// Defaults of StripeConfig; the shard counts and sizes default to
+// erasure's (DefaultDataShards, DefaultParityShards, DefaultSegmentSize,
+// DefaultChunkSize).
+const (
+	DefaultAuditInterval  = 5 * time.Second
+	DefaultAuditRefusals  = 3
+	DefaultRepairInterval = 10 * time.Second
+	DefaultSweepInterval  = time.Hour
+	// DefaultLostAfterIntervals is LostAfter's default in heartbeat
+	// intervals (Config.HeartbeatInterval).
+	DefaultLostAfterIntervals = 30
+)
 
 // Config configures a Keeper: the origin's settings for its storage side,
 // and what the Keeper uses of the origin.
@@ -98,11 +113,14 @@ func (cfg *Config) setDefaults() error {
 // StripeConfig turns on striping: published content moves from the
 // origin's disk to storage peers, Reed-Solomon coded.
 type StripeConfig struct {
-	// DataShards (k) and ParityShards (m) of each segment. Default: 10+4.
+	// DataShards (k) and ParityShards (m) of each segment. Default:
+	// erasure.DefaultDataShards + erasure.DefaultParityShards (10+4).
 	DataShards, ParityShards int
-	// SegmentSize is the target segment size. Default: 64 MiB.
+	// SegmentSize is the target segment size. Default:
+	// erasure.DefaultSegmentSize (64 MiB).
 	SegmentSize int64
-	// ChunkSize is the size of the hashed shard chunks. Default: 32 KiB.
+	// ChunkSize is the size of the hashed shard chunks. Default:
+	// erasure.DefaultChunkSize (32 KiB).
 	ChunkSize int
 	// KeepLocal keeps the origin's own copy of striped blocks. Default:
 	// false (the peers hold the content; the origin keeps no full copy).
@@ -113,22 +131,24 @@ type StripeConfig struct {
 	// LostAfter is how long a peer may be silent before its shards count
 	// as lost: segments with a lost shard are repaired even above
 	// RepairThreshold, so redundancy comes back in full (a peer merely
-	// away for less is not worth moving data for). Default: 30 heartbeat
-	// intervals (Config.HeartbeatInterval).
+	// away for less is not worth moving data for). Default:
+	// DefaultLostAfterIntervals (30) heartbeat intervals
+	// (Config.HeartbeatInterval).
 	LostAfter time.Duration
-	// AuditInterval is the pause between two audits. Default: 5s.
+	// AuditInterval is the pause between two audits. Default:
+	// DefaultAuditInterval (5s).
 	AuditInterval time.Duration
 	// AuditRefusals is how many audits of one shard in a row a peer that
 	// keeps sending heartbeats may leave unanswered (a 403, a 5xx, a
 	// timeout) before the shard counts as lost and is repaired, and the
 	// peer flagged. A peer that is down is not refusing: its silence makes
-	// its shards lost after LostAfter. Default: 3.
+	// its shards lost after LostAfter. Default: DefaultAuditRefusals (3).
 	AuditRefusals int
 	// RepairInterval is the pause between two scans for segments at risk.
-	// Default: 10s.
+	// Default: DefaultRepairInterval (10s).
 	RepairInterval time.Duration
 	// SweepInterval is the pause between two sweeps of orphan shards
-	// (SweepOrphans). Default: 1h.
+	// (SweepOrphans). Default: DefaultSweepInterval (1h).
 	SweepInterval time.Duration
 }
 
@@ -148,19 +168,19 @@ func (c *StripeConfig) setDefaults(heartbeat time.Duration) {
 		c.RepairThreshold = min(c.DataShards+2, c.DataShards+c.ParityShards)
 	}
 	if c.AuditInterval <= 0 {
-		c.AuditInterval = 5 * time.Second
+		c.AuditInterval = DefaultAuditInterval
 	}
 	if c.AuditRefusals <= 0 {
-		c.AuditRefusals = 3
+		c.AuditRefusals = DefaultAuditRefusals
 	}
 	if c.RepairInterval <= 0 {
-		c.RepairInterval = 10 * time.Second
+		c.RepairInterval = DefaultRepairInterval
 	}
 	if c.SweepInterval <= 0 {
-		c.SweepInterval = time.Hour
+		c.SweepInterval = DefaultSweepInterval
 	}
 	if c.LostAfter <= 0 {
-		c.LostAfter = 30 * heartbeat
+		c.LostAfter = DefaultLostAfterIntervals * heartbeat
 	}
 }
 

@@ -1,0 +1,51 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+
+	"github.com/dustin/go-humanize"
+	"github.com/spf13/pflag"
+)
+
+// sizeFlag is a flag holding a byte count, given with units (256MiB,
+// 1GiB, 10GB) or as a plain number.
+type sizeFlag struct{ p *int64 }
+
+// sizeVar defines a size flag with default def, stored in p.
+func sizeVar(f *pflag.FlagSet, p *int64, name string, def int64, usage string) {
+	*p = def
+	f.Var(sizeFlag{p}, name, usage)
+}
+
+func (s sizeFlag) Set(v string) error {
+	n, err := humanize.ParseBytes(v)
+	if err != nil {
+		return err
+	}
+	if n > math.MaxInt64 {
+		return fmt.Errorf("%s is too large", v)
+	}
+	*s.p = int64(n)
+	return nil
+}
+
+// String gives the size in the largest binary unit that holds it whole,
+// as a flag's default is shown: 10GiB, 64MiB, 1000.
+func (s sizeFlag) String() string {
+	n := *s.p
+	for _, u := range []struct {
+		name string
+		size int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n != 0 && n%u.size == 0 {
+			return strconv.FormatInt(n/u.size, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+func (sizeFlag) Type() string { return "size" }
+
+var _ pflag.Value = sizeFlag{}
