@@ -237,8 +237,8 @@ func (b *dnsBench) startTopcdn(ctx context.Context, bin, geoip string) error {
 	}
 	s, err := startService(ctx, "topcdn-dns", bin, "dns", "--zone", dnsZone, "--origin", originURL,
 		"--listen", fmt.Sprintf("127.0.0.1:%d", b.topcdnPort), "--http", "127.0.0.1:0",
-		"--geoip", geoip, "--rrl", "0", "--log-level", "warn",
-		"--content-probe-interval", "0") // the stand-in edges serve no content
+		"--geoip", geoip, "--rrl", "-1", "--log-level", "warn",
+		"--content-probe-interval", "-1s") // the stand-in edges serve no content
 	b.procs.add(s)
 	if err != nil {
 		return err

@@ -93,7 +93,7 @@ func runEdgeMemory(ctx context.Context, args []string) error {
 	fmt.Fprintf(os.Stderr, "working set: %d files, %s\n", len(files), fmtBytes(setBytes))
 
 	// --set may exceed the default 10 GiB publisher quota.
-	origin, err := startService(ctx, "origin", b.topcdn, "origin", "--no-stripe", "--publisher-quota", "0",
+	origin, err := startService(ctx, "origin", b.topcdn, "origin", "--no-stripe", "--publisher-quota", "-1",
 		"--data", filepath.Join(b.work, "origin"), "--listen", "127.0.0.1:0")
 	b.procs.add(origin)
 	if err != nil {

@@ -10,15 +10,17 @@ import (
 	"go.uber.org/zap"
 )
 
-// Defaults of Config.
+// Defaults of Config, and of RunProber's interval.
 const (
-	DefaultAcceptWindow = 24 * time.Hour
-	DefaultGrace        = time.Hour
-	DefaultDNSFreeBytes = 64 << 20
+	DefaultAcceptWindow  = 24 * time.Hour
+	DefaultGrace         = time.Hour
+	DefaultDNSFreeBytes  = 64 << 20
+	DefaultProbeInterval = 30 * time.Second
 )
 
 // Config configures a Ledger. The zero value of each field means its
-// default.
+// default. A negative SettleDelay or Grace means none (zero, which is a
+// real value for them); other negative values are refused.
 type Config struct {
 	// Epoch is the epoch length, whole seconds; edges must use the same.
 	// Default: billingapi.DefaultEpoch (1m).
@@ -27,17 +29,18 @@ type Config struct {
 	// accepted (unless it is settled). Default: DefaultAcceptWindow (24h).
 	AcceptWindow time.Duration
 	// SettleDelay is how long after its end an epoch may be settled,
-	// leaving edges time to report it. Default: one epoch; negative
-	// means zero.
+	// leaving edges time to report it. Default: one epoch. Negative: none,
+	// an epoch may be settled as soon as it ends.
 	SettleDelay time.Duration
 	// PricePerGiBServed is paid for each GiB served, to edges and storage
-	// peers, in the token's smallest unit. Default: 0.
+	// peers, in the token's smallest unit. Default: 0 (free).
 	PricePerGiBServed int64
 	// PricePerGiBMonthStored is paid to storage peers for each GiB held for
-	// a Month, prorated per epoch. Default: 0.
+	// a Month, prorated per epoch. Default: 0 (free).
 	PricePerGiBMonthStored int64
 	// Grace is how long a publisher may stay out of funds before it is
-	// listed as suspended. Default: DefaultGrace (1h); negative means zero.
+	// listed as suspended. Default: DefaultGrace (1h). Negative: none, a
+	// publisher out of funds is listed at once.
 	Grace time.Duration
 	// Logger receives structured logs. Default: none.
 	Logger *zap.Logger
@@ -74,7 +77,10 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Epoch < time.Second || c.Epoch%time.Second != 0 {
 		return c, fmt.Errorf("billing: epoch %s: want whole seconds, at least 1s", c.Epoch)
 	}
-	if c.AcceptWindow <= 0 {
+	if c.AcceptWindow < 0 || c.DNSFreeBytes < 0 || c.BackingWait < 0 {
+		return c, errors.New("billing: negative accept window, DNS free bytes or backing wait")
+	}
+	if c.AcceptWindow == 0 {
 		c.AcceptWindow = DefaultAcceptWindow
 	}
 	switch {
@@ -98,10 +104,10 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Registry == nil {
 		c.Registry = prometheus.NewRegistry()
 	}
-	if c.DNSFreeBytes <= 0 {
+	if c.DNSFreeBytes == 0 {
 		c.DNSFreeBytes = DefaultDNSFreeBytes
 	}
-	if c.BackingWait <= 0 {
+	if c.BackingWait == 0 {
 		c.BackingWait = max(10*c.Epoch, time.Hour)
 	}
 	if c.FaultHook == nil {

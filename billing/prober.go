@@ -1,6 +1,7 @@
 package billing
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
@@ -137,8 +138,13 @@ func (l *Ledger) ProbeOnce(ctx context.Context, p Prober) (bool, error) {
 }
 
 // RunProber probes a random served object every interval until ctx ends.
+// An interval of zero is DefaultProbeInterval; a negative one turns the
+// prober off (RunProber returns at once).
 func (l *Ledger) RunProber(ctx context.Context, p Prober, every time.Duration) {
-	tick.Every(ctx, every, func(ctx context.Context) {
+	if every < 0 {
+		return
+	}
+	tick.Every(ctx, cmp.Or(every, DefaultProbeInterval), func(ctx context.Context) {
 		if _, err := l.ProbeOnce(ctx, p); err != nil && ctx.Err() == nil {
 			l.log.Warn("probe", zap.Error(err))
 		}

@@ -2,6 +2,7 @@ package billingapi
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -191,9 +192,17 @@ func ClaimOnce(ctx context.Context, c *Client, key *identity.Key, src ServedRead
 	}
 }
 
-// RunClaimer claims src's served reads every interval until ctx ends.
+// DefaultClaimInterval is RunClaimer's interval when given none.
+const DefaultClaimInterval = time.Minute
+
+// RunClaimer claims src's served reads every interval until ctx ends. An
+// interval of zero is DefaultClaimInterval; a negative one turns claims
+// off (RunClaimer returns at once).
 func RunClaimer(ctx context.Context, c *Client, key *identity.Key, src ServedReadSource, every time.Duration, log *zap.Logger) {
-	tick.NowAndEvery(ctx, every, func(ctx context.Context) {
+	if every < 0 {
+		return
+	}
+	tick.NowAndEvery(ctx, cmp.Or(every, DefaultClaimInterval), func(ctx context.Context) {
 		n, err := ClaimOnce(ctx, c, key, src)
 		switch {
 		case err != nil && ctx.Err() == nil:

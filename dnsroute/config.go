@@ -31,7 +31,9 @@ const (
 )
 
 // Config configures a Router. Zone and Origin are required; every other
-// field has a default.
+// field has a default, which its zero value means. RRLRate and
+// ContentProbeInterval are turned off by a negative value; other negative
+// values are refused.
 type Config struct {
 	// Zone is the zone the router is authoritative for, e.g. "cdn.test".
 	Zone string
@@ -47,7 +49,7 @@ type Config struct {
 	NSAddrs []netip.Addr
 	// Edges is the most edges one answer carries. Default: DefaultEdges (2).
 	Edges int
-	// TTL is the TTL of answers. Default: DefaultTTL (30s).
+	// TTL is the TTL of answers, 1s to a day. Default: DefaultTTL (30s).
 	TTL time.Duration
 	// NamesInterval is how often names (and suspensions) are polled.
 	// Default: DefaultNamesInterval (5s).
@@ -64,7 +66,7 @@ type Config struct {
 	// RRLRate is how many UDP responses per second one client subnet (/24
 	// for IPv4, /56 for IPv6) gets before the router answers it only with
 	// an occasional truncated response (pushing it to TCP) and drops the
-	// rest. 0 means DefaultRRLRate (200); negative disables rate limiting.
+	// rest. Default: DefaultRRLRate (200). Negative: off, no rate limiting.
 	RRLRate float64
 	// GeoIP locates clients and edges that report no location. Default:
 	// none; clients are then not located, edges are ranked by load, and
@@ -83,8 +85,8 @@ type Config struct {
 	// ContentProbeInterval is how often, on average, the router fetches
 	// the raw block of a published root, picked at random, through each
 	// edge and checks that its bytes hash to its CID; each edge's next
-	// probe is drawn between half and 1.5 times the interval. Negative
-	// disables content probes. Default: DefaultContentProbeInterval (30s).
+	// probe is drawn between half and 1.5 times the interval. Default:
+	// DefaultContentProbeInterval (30s). Negative: off, no content probes.
 	ContentProbeInterval time.Duration
 	// ContentProbeTimeout bounds one content probe, headers and body
 	// (Client's own timeout applies too). Default:
@@ -153,8 +155,8 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.TTL == 0 {
 		cfg.TTL = DefaultTTL
 	}
-	if cfg.TTL > 24*time.Hour {
-		return cfg, fmt.Errorf("dnsroute: ttl %s is over a day", cfg.TTL)
+	if cfg.TTL < time.Second || cfg.TTL > 24*time.Hour {
+		return cfg, fmt.Errorf("dnsroute: ttl %s: want 1s to a day", cfg.TTL)
 	}
 	if cfg.NamesInterval == 0 {
 		cfg.NamesInterval = DefaultNamesInterval

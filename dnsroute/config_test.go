@@ -27,6 +27,9 @@ func TestConfig(t *testing.T) {
 		{"billing not a URL", Config{Zone: "cdn.test", Origin: "http://o", Billing: "o:80"}, true, "", 0, 0, 0},
 		{"negative edges", Config{Zone: "cdn.test", Origin: "http://o", Edges: -1}, true, "", 0, 0, 0},
 		{"ttl over a day", Config{Zone: "cdn.test", Origin: "http://o", TTL: 48 * time.Hour}, true, "", 0, 0, 0},
+		{"ttl under a second", Config{Zone: "cdn.test", Origin: "http://o", TTL: 500 * time.Millisecond}, true, "", 0, 0, 0},
+		{"rrl and content probes off", Config{Zone: "cdn.test", Origin: "http://o", RRLRate: -5, ContentProbeInterval: -time.Second},
+			false, "cdn.test.", 2, 30 * time.Second, -5},
 		{"negative quarantine", Config{Zone: "cdn.test", Origin: "http://o", Quarantine: -time.Hour}, true, "", 0, 0, 0},
 		{"negative content probe timeout", Config{Zone: "cdn.test", Origin: "http://o", ContentProbeTimeout: -1}, true, "", 0, 0, 0},
 		{"unspecified ns addr", Config{Zone: "cdn.test", Origin: "http://o", NSAddrs: []netip.Addr{netip.IPv4Unspecified()}}, true, "", 0, 0, 0},
@@ -43,9 +46,12 @@ func TestConfig(t *testing.T) {
 			if got.Zone != tc.zone || got.Edges != tc.edges || got.TTL != tc.ttl || got.RRLRate != tc.rrl || len(got.NSAddrs) == 0 {
 				t.Errorf("got zone %q edges %d ttl %s rrl %v ns %v", got.Zone, got.Edges, got.TTL, got.RRLRate, got.NSAddrs)
 			}
-			if got.ContentProbeInterval <= 0 || got.ContentProbeTimeout <= 0 || got.Quarantine <= 0 {
+			if got.ContentProbeInterval == 0 || got.ContentProbeTimeout <= 0 || got.Quarantine <= 0 {
 				t.Errorf("got content probe interval %s, timeout %s, quarantine %s; want defaults",
 					got.ContentProbeInterval, got.ContentProbeTimeout, got.Quarantine)
+			}
+			if (tc.cfg.ContentProbeInterval < 0) != (got.ContentProbeInterval < 0) {
+				t.Errorf("content probe interval %s became %s", tc.cfg.ContentProbeInterval, got.ContentProbeInterval)
 			}
 		})
 	}

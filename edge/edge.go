@@ -101,8 +101,11 @@ func New(ctx context.Context, cfg Config) (*Edge, error) {
 		cfg.Domain = DefaultDomain
 	}
 	cfg.Domain = strings.TrimSuffix(strings.ToLower(cfg.Domain), ".")
-	if cfg.MemoryBytes <= 0 {
+	switch {
+	case cfg.MemoryBytes == 0:
 		cfg.MemoryBytes = DefaultMemoryBytes
+	case cfg.MemoryBytes < 0:
+		return nil, fmt.Errorf("edge: MemoryBytes %d is negative", cfg.MemoryBytes)
 	}
 	if cfg.State == nil {
 		cfg.State = NewState(cfg.MemoryBytes)

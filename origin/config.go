@@ -1,6 +1,7 @@
 package origin
 
 import (
+	"cmp"
 	"errors"
 	"time"
 
@@ -16,6 +17,7 @@ const (
 	DefaultMaxUploadSize        = 8 << 30
 	DefaultMaxUploadBlocks      = 1_000_000
 	DefaultMaxConcurrentUploads = 4
+	DefaultPublisherQuota       = 10 << 30
 )
 
 // Config configures an Origin.
@@ -41,8 +43,8 @@ type Config struct {
 	// PublisherQuota bounds the bytes each publisher may store: the blocks
 	// its uploads newly add (blocks the origin already holds, whoever
 	// uploaded them, are not counted again). An upload that would cross it
-	// is refused with 413 and not kept. Default: 0, unlimited; topcdn
-	// origin's --publisher-quota defaults to 10 GiB.
+	// is refused with 413 and not kept. Default: DefaultPublisherQuota
+	// (10 GiB). Negative: off, no quota.
 	PublisherQuota int64
 	// Publishers, when set, are the only keys whose signed uploads are
 	// accepted; others get 403. Default: empty, any key may upload (each
@@ -83,17 +85,17 @@ func (cfg *Config) setDefaults() error {
 	if cfg.DataDir == "" {
 		return errors.New("origin: DataDir is required")
 	}
-	if cfg.MaxUploadSize <= 0 {
-		cfg.MaxUploadSize = DefaultMaxUploadSize
+	if cfg.MaxUploadSize < 0 || cfg.MaxUploadBlocks < 0 || cfg.MaxConcurrentUploads < 0 || cfg.HeartbeatInterval < 0 {
+		return errors.New("origin: MaxUploadSize, MaxUploadBlocks, MaxConcurrentUploads and HeartbeatInterval cannot be negative")
 	}
-	if cfg.MaxUploadBlocks <= 0 {
-		cfg.MaxUploadBlocks = DefaultMaxUploadBlocks
-	}
-	if cfg.MaxConcurrentUploads <= 0 {
-		cfg.MaxConcurrentUploads = DefaultMaxConcurrentUploads
-	}
-	if cfg.PublisherQuota < 0 {
-		return errors.New("origin: PublisherQuota must not be negative (0: unlimited)")
+	cfg.MaxUploadSize = cmp.Or(cfg.MaxUploadSize, DefaultMaxUploadSize)
+	cfg.MaxUploadBlocks = cmp.Or(cfg.MaxUploadBlocks, DefaultMaxUploadBlocks)
+	cfg.MaxConcurrentUploads = cmp.Or(cfg.MaxConcurrentUploads, DefaultMaxConcurrentUploads)
+	switch {
+	case cfg.PublisherQuota == 0:
+		cfg.PublisherQuota = DefaultPublisherQuota
+	case cfg.PublisherQuota < 0:
+		cfg.PublisherQuota = 0 // from here on 0 is no quota, as the API reports it
 	}
 	if cfg.AllowIncomplete && cfg.Stripe != nil {
 		return errors.New("origin: AllowIncomplete needs striping off (Stripe nil)")

@@ -95,9 +95,6 @@ SIGINT or SIGTERM stop it cleanly.`,
 				PricePerGiBServed: priceServed, PricePerGiBMonthStored: priceStored,
 				Grace: grace, Logger: log, Registry: reg, BackingWait: backingWait,
 			}
-			if cmd.Flags().Changed("settle-delay") && settleDelay == 0 {
-				cfg.SettleDelay = -1 // an explicit zero: settle right at the epoch's end
-			}
 			if dnsURL != "" {
 				cfg.DNS = witness.NewDNSDirectory(dnsURL, nil)
 			}
@@ -128,11 +125,11 @@ SIGINT or SIGTERM stop it cleanly.`,
 	f.DurationVar(&epoch, "epoch", billingapi.DefaultEpoch, "epoch length, whole seconds; edges must use the same")
 	f.Int64Var(&priceServed, "price-gib-served", 0, "tokens (smallest unit) per GiB served, paid to edges and storage peers")
 	f.Int64Var(&priceStored, "price-gib-month-stored", 0, "tokens (smallest unit) per GiB-month stored, paid to storage peers")
-	f.DurationVar(&grace, "grace", billing.DefaultGrace, "how long a publisher may be out of funds before it is listed as suspended")
-	f.DurationVar(&settleDelay, "settle-delay", 0, "how long after its end an epoch is settled (default: one epoch)")
+	f.DurationVar(&grace, "grace", billing.DefaultGrace, "how long a publisher may be out of funds before it is listed as suspended; negative: none")
+	f.DurationVar(&settleDelay, "settle-delay", 0, "how long after its end an epoch is settled (default: one epoch); negative: none")
 	f.DurationVar(&acceptWindow, "accept-window", billing.DefaultAcceptWindow, "how long after its end an epoch's batches are accepted")
-	f.DurationVar(&settleEvery, "settle-every", 0, "settle closed epochs this often (0: only on POST /api/v1/settle)")
-	f.DurationVar(&probeEvery, "probe-every", 30*time.Second, "with --dns, probe a random served object this often")
+	f.DurationVar(&settleEvery, "settle-every", 0, "settle closed epochs this often (default: off, only on POST /api/v1/settle)")
+	f.DurationVar(&probeEvery, "probe-every", billing.DefaultProbeInterval, "with --dns, probe a random served object this often; negative: off")
 	f.DurationVar(&backingWait, "backing-wait", 0, "how long settlement holds an edge's records of striped content no read order of the edge backs before refusing them as no_upstream_reads (default: 10 epochs, at least 1h)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	cmd.AddCommand(newBillingDepositCmd(), newBillingBalanceCmd(), newBillingStatementCmd(), newBillingSettleCmd())
@@ -187,7 +184,7 @@ func runBilling(ctx context.Context, cmd *cobra.Command, listen, dsn string, key
 				})
 			}()
 		}
-		if cfg.DNS != nil && probeEvery > 0 {
+		if cfg.DNS != nil && probeEvery >= 0 {
 			n++
 			go func() {
 				defer func() { done <- struct{}{} }()

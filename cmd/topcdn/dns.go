@@ -93,22 +93,6 @@ When ready it prints "dns listening on udp+tcp ADDR" and then
 				ContentProbeInterval: contentInterval, ContentProbeTimeout: contentTimeout, Quarantine: quarantine,
 				BillingEpoch: epoch,
 			}
-			if rrlRate == 0 {
-				cfg.RRLRate = -1
-			}
-			if contentInterval == 0 {
-				cfg.ContentProbeInterval = -1
-			}
-			if contentInterval < 0 || contentTimeout <= 0 || quarantine <= 0 {
-				return fmt.Errorf("--content-probe-interval %s, --content-probe-timeout %s, --quarantine %s: want positive durations (interval 0: no content probes)",
-					contentInterval, contentTimeout, quarantine)
-			}
-			if edges <= 0 {
-				return fmt.Errorf("--edges %d: want at least 1", edges)
-			}
-			if ttl < time.Second || namesInterval <= 0 {
-				return fmt.Errorf("--ttl %s, --names-interval %s: want at least 1s and a positive interval", ttl, namesInterval)
-			}
 			for _, s := range nsAddrs {
 				a, err := netip.ParseAddr(s)
 				if err != nil {
@@ -152,12 +136,12 @@ When ready it prints "dns listening on udp+tcp ADDR" and then
 	f.DurationVar(&ttl, "ttl", dnsroute.DefaultTTL, "TTL of answers (and of negative answers)")
 	f.DurationVar(&namesInterval, "names-interval", dnsroute.DefaultNamesInterval, "how often to poll the origin's names and billing's suspensions")
 	f.DurationVar(&contentInterval, "content-probe-interval", dnsroute.DefaultContentProbeInterval,
-		"how often, on average, to fetch a random published root through each edge and check its bytes; 0 disables")
+		"how often, on average, to fetch a random published root through each edge and check its bytes; negative: off")
 	f.DurationVar(&contentTimeout, "content-probe-timeout", dnsroute.DefaultContentProbeTimeout, "time limit of one content probe")
 	f.DurationVar(&quarantine, "quarantine", dnsroute.DefaultQuarantine,
 		"how long an edge caught serving wrong bytes (by a content probe or billing's prober) stays out of answers")
 	f.DurationVar(&epoch, "billing-epoch", billingapi.DefaultEpoch, "billing's epoch length: demand sent to each edge is counted per epoch")
-	f.Float64Var(&rrlRate, "rrl", dnsroute.DefaultRRLRate, "UDP responses per second per client /24 (/56) before rate limiting; 0 disables")
+	f.Float64Var(&rrlRate, "rrl", dnsroute.DefaultRRLRate, "UDP responses per second per client /24 (/56) before rate limiting; negative: off")
 	f.StringVar(&keyFile, "key", "", "the router's key file (its peer ID is reported in /healthz)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	cmd.MarkFlagRequired("zone")

@@ -4,13 +4,15 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/pflag"
 )
 
 // sizeFlag is a flag holding a byte count, given with units (256MiB,
-// 1GiB, 10GB) or as a plain number.
+// 1GiB, 10GB) or as a plain number. A negative size (-1) turns off what
+// can be turned off, as every Config's negative values do.
 type sizeFlag struct{ p *int64 }
 
 // sizeVar defines a size flag with default def, stored in p.
@@ -20,14 +22,17 @@ func sizeVar(f *pflag.FlagSet, p *int64, name string, def int64, usage string) {
 }
 
 func (s sizeFlag) Set(v string) error {
-	n, err := humanize.ParseBytes(v)
+	abs, neg := strings.CutPrefix(v, "-")
+	n, err := humanize.ParseBytes(abs)
 	if err != nil {
 		return err
 	}
 	if n > math.MaxInt64 {
 		return fmt.Errorf("%s is too large", v)
 	}
-	*s.p = int64(n)
+	if *s.p = int64(n); neg {
+		*s.p = -*s.p
+	}
 	return nil
 }
 

@@ -127,7 +127,7 @@ SIGINT or SIGTERM stop it cleanly.`,
 	f.StringVar(&dataDir, "data", "", "directory for blocks, database and key (required)")
 	f.StringVar(&keyFile, "key", "", "origin key file (default: DIR/origin.key, created if missing)")
 	sizeVar(f, &maxUpload, "max-upload", origin.DefaultMaxUploadSize, "largest CAR upload accepted")
-	sizeVar(f, &publisherQuota, "publisher-quota", 10<<30, "bytes each publisher may store (blocks its uploads add); 0: unlimited")
+	sizeVar(f, &publisherQuota, "publisher-quota", origin.DefaultPublisherQuota, "bytes each publisher may store (blocks its uploads add); negative: unlimited")
 	f.StringSliceVar(&publishers, "publisher", nil, "peer ID of a key allowed to upload (repeatable; default: any key, each within its quota)")
 	f.StringVar(&billingURL, "billing", "", "billing's URL: uploads of publishers without funds there get 402 (default: no check)")
 	f.BoolVar(&deserialized, "deserialized", false, "also serve files and directories to browsers, not only trustless responses")

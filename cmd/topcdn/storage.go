@@ -71,12 +71,6 @@ SIGINT or SIGTERM stop it cleanly.`,
 				return err
 			}
 			defer log.Sync()
-			if heartbeat <= 0 {
-				return fmt.Errorf("--heartbeat %s: want a positive duration", heartbeat)
-			}
-			if capacity == 0 {
-				return errors.New("--capacity 0: want a size above zero")
-			}
 			cfg := storage.Config{
 				DataDir:           dataDir,
 				Origin:            originURL,
@@ -103,9 +97,6 @@ SIGINT or SIGTERM stop it cleanly.`,
 					return err
 				}
 			}
-			if billingURL != "" && claimEvery <= 0 {
-				return fmt.Errorf("--claim-every %s: want a positive duration", claimEvery)
-			}
 			return runStorage(cmd.Context(), cmd, listen, publicAddr, cfg, billingURL, claimEvery, log)
 		},
 	}
@@ -121,7 +112,7 @@ SIGINT or SIGTERM stop it cleanly.`,
 	f.StringVar(&region, "region", "", "failure domain announced with --location, e.g. eu-fra")
 	f.DurationVar(&heartbeat, "heartbeat", storageapi.DefaultHeartbeatInterval, "time between heartbeats to the origin")
 	f.StringVar(&billingURL, "billing", "", "billing service URL to claim served reads from (default: none)")
-	f.DurationVar(&claimEvery, "claim-every", time.Minute, "with --billing, time between claims")
+	f.DurationVar(&claimEvery, "claim-every", billingapi.DefaultClaimInterval, "with --billing, time between claims; negative: off")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	cmd.MarkFlagRequired("data")
 	cmd.MarkFlagRequired("origin")

@@ -1,6 +1,7 @@
 package durability
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -90,9 +91,10 @@ func (cfg *Config) setDefaults() error {
 	case cfg.Local == nil || cfg.Blocks == nil:
 		return errors.New("durability: Local and Blocks are required")
 	}
-	if cfg.HeartbeatInterval <= 0 {
-		cfg.HeartbeatInterval = DefaultHeartbeatInterval
+	if cfg.HeartbeatInterval < 0 {
+		return fmt.Errorf("durability: HeartbeatInterval %s is negative", cfg.HeartbeatInterval)
 	}
+	cfg.HeartbeatInterval = cmp.Or(cfg.HeartbeatInterval, DefaultHeartbeatInterval)
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
@@ -158,42 +160,30 @@ func (c *StripeConfig) setDefaults(heartbeat time.Duration) {
 	if c.DataShards == 0 && c.ParityShards == 0 {
 		c.DataShards, c.ParityShards = erasure.DefaultDataShards, erasure.DefaultParityShards
 	}
-	if c.SegmentSize <= 0 {
-		c.SegmentSize = erasure.DefaultSegmentSize
-	}
-	if c.ChunkSize <= 0 {
-		c.ChunkSize = erasure.DefaultChunkSize
-	}
-	if c.RepairThreshold <= 0 {
-		c.RepairThreshold = min(c.DataShards+2, c.DataShards+c.ParityShards)
-	}
-	if c.AuditInterval <= 0 {
-		c.AuditInterval = DefaultAuditInterval
-	}
-	if c.AuditRefusals <= 0 {
-		c.AuditRefusals = DefaultAuditRefusals
-	}
-	if c.RepairInterval <= 0 {
-		c.RepairInterval = DefaultRepairInterval
-	}
-	if c.SweepInterval <= 0 {
-		c.SweepInterval = DefaultSweepInterval
-	}
-	if c.LostAfter <= 0 {
-		c.LostAfter = DefaultLostAfterIntervals * heartbeat
-	}
+	c.SegmentSize = cmp.Or(c.SegmentSize, erasure.DefaultSegmentSize)
+	c.ChunkSize = cmp.Or(c.ChunkSize, erasure.DefaultChunkSize)
+	c.RepairThreshold = cmp.Or(c.RepairThreshold, min(c.DataShards+2, c.DataShards+c.ParityShards))
+	c.AuditInterval = cmp.Or(c.AuditInterval, DefaultAuditInterval)
+	c.AuditRefusals = cmp.Or(c.AuditRefusals, DefaultAuditRefusals)
+	c.RepairInterval = cmp.Or(c.RepairInterval, DefaultRepairInterval)
+	c.SweepInterval = cmp.Or(c.SweepInterval, DefaultSweepInterval)
+	c.LostAfter = cmp.Or(c.LostAfter, DefaultLostAfterIntervals*heartbeat)
 }
 
-// Validate reports whether New would take c: with its defaults filled in,
-// it is checked against what manifests and repair can work with. A
-// manifest with chunks or segments outside erasure's limits never
-// validates (every stripe job would upload its shards and then fail to
-// sign), and a repair threshold above k+m can never be met (every repair
-// pass would read every segment for nothing).
+// Validate reports whether New would take c: nothing negative (zero is
+// the default, and none of it can be turned off), and, with its defaults
+// filled in, what manifests and repair can work with. A manifest with
+// chunks or segments outside erasure's limits never validates (every
+// stripe job would upload its shards and then fail to sign), and a repair
+// threshold above k+m can never be met (every repair pass would read
+// every segment for nothing).
 func (c StripeConfig) Validate() error {
 	c.setDefaults(DefaultHeartbeatInterval)
 	n := c.DataShards + c.ParityShards
 	switch {
+	case c.SegmentSize < 0 || c.RepairThreshold < 0 || c.LostAfter < 0 || c.AuditInterval < 0 || c.AuditRefusals < 0 ||
+		c.RepairInterval < 0 || c.SweepInterval < 0:
+		return errors.New("durability: negative segment size, repair threshold, lost-after, audit, refusals, repair or sweep setting")
 	case c.ChunkSize < erasure.MinChunkSize || c.ChunkSize > erasure.MaxChunkSize:
 		return fmt.Errorf("durability: chunk size %d outside [%d, %d]", c.ChunkSize, erasure.MinChunkSize, erasure.MaxChunkSize)
 	case c.SegmentSize > erasure.MaxSegment-dag.MaxBlockSize:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/ipfs/boxo/blockstore"
 	"github.com/ipfs/go-datastore"
@@ -62,6 +63,9 @@ func TestNewChecksStripeConfig(t *testing.T) {
 		{"chunk too small", StripeConfig{ChunkSize: 100}, true},
 		{"chunk too large", StripeConfig{ChunkSize: 32 << 20}, true},
 		{"segment too large", StripeConfig{SegmentSize: 2 << 30}, true},
+		{"negative segment size", StripeConfig{SegmentSize: -1}, true},
+		{"negative audit interval", StripeConfig{AuditInterval: -time.Second}, true},
+		{"negative lost-after", StripeConfig{LostAfter: -time.Second}, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
