@@ -130,7 +130,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			n, err := strconv.ParseFloat(s, 64)
-			if err != nil || !(n >= 0) || math.IsInf(n, 0) { // NaN fails n >= 0
+			if err != nil || math.IsNaN(n) || math.IsInf(n, 0) { // JSON has neither
 				return d.Errf("capacity %q: want requests per second", s)
 			}
 			h.Capacity = n
@@ -141,8 +141,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			dur, err := caddy.ParseDuration(s)
-			if err != nil || dur <= 0 {
-				return d.Errf("%s %q: want a positive duration", opt, s)
+			if err != nil {
+				return d.Errf("%s %q: %v", opt, s, err)
 			}
 			if opt == "heartbeat" {
 				h.HeartbeatInterval = caddy.Duration(dur)

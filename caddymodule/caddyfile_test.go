@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"math"
 	"reflect"
 	"testing"
 	"time"
@@ -52,7 +53,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			HeartbeatInterval: caddy.Duration(2 * time.Second), Billing: "http://127.0.0.1:7080",
 			BillingEpoch: caddy.Duration(time.Minute)}},
 		{name: "bad heartbeat", input: "topcdn {\n heartbeat soon\n}", wantErr: true},
-		{name: "negative capacity", input: "topcdn {\n capacity -1\n}", wantErr: true},
+		{name: "negative capacity (for Validate to refuse)", input: "topcdn {\n capacity -1\n}", want: Handler{Capacity: -1}},
+		{name: "zero heartbeat (the default)", input: "topcdn {\n heartbeat 0\n}", want: Handler{}},
 		{name: "capacity not a number", input: "topcdn {\n capacity NaN\n}", wantErr: true},
 		{name: "infinite capacity", input: "topcdn {\n capacity Inf\n}", wantErr: true},
 		{name: "dnslink without path", input: "topcdn {\n dnslink blog.example.org\n}", wantErr: true},
@@ -95,6 +97,12 @@ func TestValidate(t *testing.T) {
 		{Handler{Origin: "http://x", Router: "http://r:8053", PublicURL: "http://127.1.0.1", Location: "95,0"}, false},
 		{Handler{Origin: "http://x", Router: "r:8053", PublicURL: "http://127.1.0.1"}, false},
 		{Handler{Origin: "http://x", Billing: "billing"}, false},
+		{Handler{Origin: "http://x", Capacity: -1}, false},
+		{Handler{Origin: "http://x", Capacity: math.NaN()}, false},
+		{Handler{Origin: "http://x", HeartbeatInterval: caddy.Duration(-time.Second)}, false},
+		{Handler{Origin: "http://x", BillingEpoch: -1}, false},
+		{Handler{Origin: "http://x", OriginID: "12D3"}, false},
+		{Handler{Origin: "http://x", OriginID: "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"}, true},
 	}
 	for _, tc := range tests {
 		if err := tc.h.Validate(); (err == nil) != tc.ok {

@@ -10,7 +10,8 @@ import (
 
 // FuzzUnmarshalCaddyfile feeds arbitrary text to the topcdn directive.
 // Whatever it is, parsing and validating return (an error or a config)
-// without panicking, and a config that parses survives the JSON round
+// without panicking, Validate refuses negative sizes and durations, and a
+// config that parses survives the JSON round
 // trip Caddy puts it through (Caddyfile → JSON → module) unchanged, so
 // what an operator wrote is what the edge runs with.
 func FuzzUnmarshalCaddyfile(f *testing.F) {
@@ -34,10 +35,10 @@ func FuzzUnmarshalCaddyfile(f *testing.F) {
 		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input)); err != nil {
 			return
 		}
-		if h.MemoryCacheBytes < 0 || h.DiskCacheBytes < 0 || h.Capacity < 0 {
-			t.Fatalf("%q parsed to negative sizes: %+v", input, h)
+		if h.Validate() == nil && (h.MemoryCacheBytes < 0 || h.DiskCacheBytes < 0 || h.Capacity < 0 ||
+			h.HeartbeatInterval < 0 || h.BillingEpoch < 0) {
+			t.Fatalf("%q: Validate passed negative values: %+v", input, h)
 		}
-		_ = h.Validate()
 		raw, err := json.Marshal(&h)
 		if err != nil {
 			t.Fatalf("%q: marshal: %v", input, err)

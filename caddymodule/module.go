@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"strings"
@@ -101,9 +102,13 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision sets defaults, opens the caches and builds the edge. It does
-// not contact the origin.
-func (h *Handler) Provision(ctx caddy.Context) (err error) {
+// Provision sets the defaults, then opens the caches, builds the edge and
+// starts the heartbeats and billing reports, for a configuration Validate
+// accepts: Caddy validates only after Provision, and nothing is opened or
+// started for a configuration it would refuse. It does not contact the
+// origin. Caddy calls Cleanup when Provision or Validate fails, which lets
+// go of what Provision took.
+func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	if h.Domain == "" {
 		h.Domain = edge.DefaultDomain
@@ -114,27 +119,24 @@ func (h *Handler) Provision(ctx caddy.Context) (err error) {
 	if h.DiskCacheBytes == 0 {
 		h.DiskCacheBytes = edge.DefaultDiskCacheBytes
 	}
-	if h.HeartbeatInterval <= 0 {
+	if h.HeartbeatInterval == 0 {
 		h.HeartbeatInterval = caddy.Duration(dnsrouteapi.DefaultHeartbeatInterval)
 	}
 	if h.BillingEpoch == 0 {
 		h.BillingEpoch = caddy.Duration(billingapi.DefaultEpoch)
 	}
+	if err := h.Validate(); err != nil {
+		return err
+	}
+	var err error
 	cfg := edge.Config{Origin: h.Origin, Domain: h.Domain, MemoryBytes: max(1, int64(float64(h.MemoryCacheBytes)*cacheShare)),
 		DNSLinks: h.DNSLinks, Logger: h.logger, Registry: ctx.GetMetricsRegistry()}
 	if cfg.State, h.stateKey, err = loadState(stateKey{Origin: h.Origin, OriginID: h.OriginID, Domain: h.Domain,
 		KeyFile: h.KeyFile, DNSLinks: h.DNSLinks, MemoryBytes: cfg.MemoryBytes}); err != nil {
 		return fmt.Errorf("topcdn: %w", err)
 	}
-	defer func() {
-		if err != nil { // Caddy does not clean up a handler it failed to provision
-			releaseState(h.stateKey)
-		}
-	}()
 	if h.OriginID != "" {
-		if cfg.OriginID, err = peer.Decode(h.OriginID); err != nil {
-			return fmt.Errorf("topcdn: origin_id: %w", err)
-		}
+		cfg.OriginID, _ = peer.Decode(h.OriginID) // Validate checked it
 	}
 	if h.KeyFile != "" {
 		cfg.Key, err = identity.LoadOrGenerate(h.KeyFile)
@@ -154,25 +156,16 @@ func (h *Handler) Provision(ctx caddy.Context) (err error) {
 			return err
 		}
 		cfg.Disk = h.disk
-		defer func() {
-			if err != nil { // Caddy does not clean up a handler it failed to provision
-				releaseDisk(h.diskKey)
-				h.disk = nil
-			}
-		}()
 	}
 	if h.edge, err = edge.New(ctx, cfg); err != nil {
 		return fmt.Errorf("topcdn: %w", err)
-	}
-	if err := h.validateReporting(); err != nil {
-		return err
 	}
 	addBudget(h, h.MemoryCacheBytes, h.logger)
 	h.startBackground(cfg.Key)
 	return nil
 }
 
-// Validate checks the configuration.
+// Validate checks the configuration; it changes nothing.
 func (h *Handler) Validate() error {
 	u, err := url.Parse(h.Origin)
 	if h.Origin == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -183,6 +176,17 @@ func (h *Handler) Validate() error {
 	}
 	if h.MemoryCacheBytes < 0 || h.DiskCacheBytes < 0 {
 		return errors.New("topcdn: cache sizes cannot be negative")
+	}
+	if h.HeartbeatInterval < 0 || h.BillingEpoch < 0 {
+		return errors.New("topcdn: heartbeat and billing_epoch cannot be negative")
+	}
+	if !(h.Capacity >= 0) || math.IsInf(h.Capacity, 1) { // NaN fails h.Capacity >= 0
+		return fmt.Errorf("topcdn: capacity %v: want requests per second, 0 or more", h.Capacity)
+	}
+	if h.OriginID != "" {
+		if _, err := peer.Decode(h.OriginID); err != nil {
+			return fmt.Errorf("topcdn: origin_id: %w", err)
+		}
 	}
 	return h.validateReporting()
 }

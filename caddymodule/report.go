@@ -50,13 +50,8 @@ func (h *Handler) validateReporting() error {
 	if len(addrs) == 0 {
 		return fmt.Errorf("topcdn: public_url %q has no IP address; give public_addr", h.PublicURL)
 	}
-	if _, _, err := parseLocation(h.Location); err != nil {
-		return err
-	}
-	if h.Capacity < 0 {
-		return fmt.Errorf("topcdn: capacity cannot be negative")
-	}
-	return nil
+	_, _, err = parseLocation(h.Location)
+	return err
 }
 
 // publicAddrs returns the addresses to hand out: PublicAddrs, or the IP of

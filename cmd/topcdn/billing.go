@@ -82,9 +82,6 @@ SIGINT or SIGTERM stop it cleanly.`,
 				return err
 			}
 			defer log.Sync()
-			if dsn == "" {
-				return errors.New("--db is required")
-			}
 			key, err := billingKey(keyFile, dsn)
 			if err != nil {
 				return err
@@ -132,6 +129,7 @@ SIGINT or SIGTERM stop it cleanly.`,
 	f.DurationVar(&probeEvery, "probe-every", billing.DefaultProbeInterval, "with --dns, probe a random served object this often; negative: off")
 	f.DurationVar(&backingWait, "backing-wait", 0, "how long settlement holds an edge's records of striped content no read order of the edge backs before refusing them as no_upstream_reads (default: 10 epochs, at least 1h)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	cmd.MarkFlagRequired("db")
 	cmd.AddCommand(newBillingDepositCmd(), newBillingBalanceCmd(), newBillingStatementCmd(), newBillingSettleCmd())
 	return cmd
 }

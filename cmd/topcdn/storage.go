@@ -120,7 +120,8 @@ SIGINT or SIGTERM stop it cleanly.`,
 	return cmd
 }
 
-// parseLocation parses --location "LAT,LON" and --region.
+// parseLocation parses --location "LAT,LON" and --region; storage.Config
+// checks the coordinates.
 func parseLocation(location, region string) (*storageapi.Location, error) {
 	if location == "" {
 		if region != "" {
@@ -138,9 +139,6 @@ func parseLocation(location, region string) (*storageapi.Location, error) {
 	l.Lon, err2 = strconv.ParseFloat(strings.TrimSpace(lon), 64)
 	if err := errors.Join(err1, err2); err != nil {
 		return nil, fmt.Errorf("--location %q: want LAT,LON in degrees: %w", location, err)
-	}
-	if !(l.Lat >= -90 && l.Lat <= 90 && l.Lon >= -180 && l.Lon <= 180) {
-		return nil, fmt.Errorf("--location %q: want latitude in [-90,90] and longitude in [-180,180]", location)
 	}
 	return l, nil
 }
