@@ -3,6 +3,17 @@
 // file_server). It is a thin adapter: the serving logic is package edge.
 //
 // Build a Caddy with it as with any plugin (xcaddy build --with
-// github.com/topcdn/topcdn/caddymodule), or use `topcdn edge`, which embeds
-// Caddy with its standard modules and this one.
+// github.com/topcdn/topcdn/caddymodule, or go build ./cmd/caddy), or use
+// `topcdn edge`, which embeds Caddy with its standard modules and this one.
+//
+// A module sets nothing process-wide, so the memory limit an edge relies
+// on is the program's to set: memory_cache is the edge's whole memory
+// budget, and without a Go memory limit near it the heap grows to twice the
+// live caches before a collection. `topcdn edge` sets the limit to 90% of
+// the sum of the config's budgets (MemoryBudget; at least 96 MiB) and
+// turns GOGC off. A stock Caddy build does not (its main sets the limit
+// from the cgroup or the machine's memory): run it with GOMEMLIMIT set to
+// 90% of the budgets, and GOGC=off for the same pacing, e.g.
+//
+//	GOMEMLIMIT=230MiB GOGC=off caddy run --config Caddyfile   # memory_cache 256MiB
 package caddymodule

@@ -1,12 +1,8 @@
 package caddymodule
 
 import (
-	"math"
-	"os"
-	"runtime/debug"
-	"sync"
-
-	"go.uber.org/zap"
+	"encoding/json"
+	"fmt"
 )
 
 // cacheShare is the part of a handler's memory budget its caches may
@@ -14,81 +10,51 @@ import (
 // runtime.
 const cacheShare = 0.7
 
-// limitShare is the part of the budgets the Go memory limit allows; the
-// rest is for what the Go runtime does not count: the binary's mapped
-// code and data, and memory outside the Go heap.
-const limitShare = 0.9
-
-// minMemoryLimit is the lowest Go memory limit the module sets: Caddy and
-// the edge need a few tens of MiB before any cache, and a limit below
-// what the process lives on makes the collector run without pause.
-const minMemoryLimit = 96 << 20
-
-// budgets holds the memory budget of every provisioned handler. The
-// process's Go memory limit follows their sum, so the garbage collector
-// keeps the heap within what the operator gave the edge instead of
-// letting it grow to twice the live caches (the default GOGC=100).
+// MemoryBudget returns the sum of the memory budgets (memory_cache, or
+// its default) of the topcdn handlers in a Caddy JSON config, wherever
+// they sit in it (servers, routes, subroutes): what the process serving
+// that config should keep its memory within. It is 0 for a config
+// without a topcdn handler.
 //
-// While a budget is set the collector is paced by that limit alone
-// (GOGC off): a heap of a few MiB of live data (cold caches, small
-// sites) would otherwise be collected every few MiB allocated, which
-// on cache hits cost a quarter of the edge's CPU per request. With the
-// caches full the limit paces the collector either way.
-var budgets struct {
-	mu        sync.Mutex
-	set       map[*Handler]int64
-	gcPercent int  // the GOGC in effect before the module turned it off
-	gcOff     bool // the module turned GOGC off
-}
-
-// addBudget registers h's budget and applies the new memory limit.
-func addBudget(h *Handler, n int64, log *zap.Logger) {
-	budgets.mu.Lock()
-	defer budgets.mu.Unlock()
-	if budgets.set == nil {
-		budgets.set = map[*Handler]int64{}
+// A module does not set process-wide limits: the program embedding Caddy
+// does, from this budget. `topcdn edge` sets the Go memory limit to 90%
+// of it (see edge/README.md); a stock Caddy build needs GOMEMLIMIT set.
+func MemoryBudget(config []byte) (int64, error) {
+	var v any
+	if err := json.Unmarshal(config, &v); err != nil {
+		return 0, fmt.Errorf("topcdn: memory budget: %w", err)
 	}
-	budgets.set[h] = n
-	applyMemoryLimit(log)
+	return memoryBudget(v)
 }
 
-// dropBudget forgets h's budget (on Cleanup, after a config reload).
-func dropBudget(h *Handler, log *zap.Logger) {
-	budgets.mu.Lock()
-	defer budgets.mu.Unlock()
-	delete(budgets.set, h)
-	applyMemoryLimit(log)
-}
-
-// applyMemoryLimit sets the Go memory limit to 90% of the budgets' sum
-// (at least minMemoryLimit) and turns GOGC off so that limit paces the
-// collector, unless the operator set GOMEMLIMIT (theirs wins: the module
-// changes neither) or GOGC (kept). With no handler left it lifts the
-// limit and restores GOGC.
-func applyMemoryLimit(log *zap.Logger) {
-	if os.Getenv("GOMEMLIMIT") != "" {
-		return
+// memoryBudget sums the budgets of the topcdn handlers in v, a decoded
+// JSON value.
+func memoryBudget(v any) (int64, error) {
+	var children []any
+	switch v := v.(type) {
+	case map[string]any:
+		if v["handler"] == "topcdn" {
+			raw, _ := json.Marshal(v) // it was JSON a moment ago
+			var h Handler
+			if err := json.Unmarshal(raw, &h); err != nil {
+				return 0, fmt.Errorf("topcdn: memory budget: %w", err)
+			}
+			h.setDefaults()
+			return h.MemoryCacheBytes, nil
+		}
+		for _, e := range v {
+			children = append(children, e)
+		}
+	case []any:
+		children = v
 	}
 	var sum int64
-	for _, n := range budgets.set {
+	for _, e := range children {
+		n, err := memoryBudget(e)
+		if err != nil {
+			return 0, err
+		}
 		sum += n
 	}
-	if sum == 0 {
-		debug.SetMemoryLimit(math.MaxInt64)
-		if budgets.gcOff {
-			debug.SetGCPercent(budgets.gcPercent)
-			budgets.gcOff = false
-		}
-		return
-	}
-	limit := max(int64(float64(sum)*limitShare), minMemoryLimit)
-	debug.SetMemoryLimit(limit)
-	if !budgets.gcOff && os.Getenv("GOGC") == "" {
-		budgets.gcPercent = debug.SetGCPercent(-1)
-		budgets.gcOff = true
-	}
-	if log != nil {
-		log.Debug("go memory limit follows the edges' memory budgets", zap.Int64("bytes", limit),
-			zap.Bool("gogc_off", budgets.gcOff))
-	}
+	return sum, nil
 }

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -37,10 +38,10 @@ type Handler struct {
 	// Default: edge.DefaultDomain (cdn.test).
 	Domain string `json:"domain,omitempty"`
 	// MemoryCacheBytes is the edge's memory budget: its caches fill 70%
-	// of it, the rest is headroom for requests in flight, and the
-	// process's Go memory limit is 90% of the sum of its handlers'
-	// budgets (unless GOMEMLIMIT is set), which then paces the garbage
-	// collector alone (GOGC off unless set). Default:
+	// of it, the rest is headroom for requests in flight. The process's
+	// Go memory limit should follow the sum of its handlers' budgets
+	// (MemoryBudget): `topcdn edge` sets it to 90% of that sum; a stock
+	// Caddy build needs GOMEMLIMIT (see the package doc). Default:
 	// edge.DefaultMemoryBytes (256 MiB).
 	MemoryCacheBytes int64 `json:"memory_cache_bytes,omitempty"`
 	// DiskCacheDir enables the disk cache in this directory. Default: none.
@@ -110,21 +111,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // go of what Provision took.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
-	if h.Domain == "" {
-		h.Domain = edge.DefaultDomain
-	}
-	if h.MemoryCacheBytes == 0 {
-		h.MemoryCacheBytes = edge.DefaultMemoryBytes
-	}
-	if h.DiskCacheBytes == 0 {
-		h.DiskCacheBytes = edge.DefaultDiskCacheBytes
-	}
-	if h.HeartbeatInterval == 0 {
-		h.HeartbeatInterval = caddy.Duration(dnsrouteapi.DefaultHeartbeatInterval)
-	}
-	if h.BillingEpoch == 0 {
-		h.BillingEpoch = caddy.Duration(billingapi.DefaultEpoch)
-	}
+	h.setDefaults()
 	if err := h.Validate(); err != nil {
 		return err
 	}
@@ -160,9 +147,17 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.edge, err = edge.New(ctx, cfg); err != nil {
 		return fmt.Errorf("topcdn: %w", err)
 	}
-	addBudget(h, h.MemoryCacheBytes, h.logger)
 	h.startBackground(cfg.Key)
 	return nil
+}
+
+// setDefaults gives the zero values their defaults.
+func (h *Handler) setDefaults() {
+	h.Domain = cmp.Or(h.Domain, edge.DefaultDomain)
+	h.MemoryCacheBytes = cmp.Or(h.MemoryCacheBytes, edge.DefaultMemoryBytes)
+	h.DiskCacheBytes = cmp.Or(h.DiskCacheBytes, edge.DefaultDiskCacheBytes)
+	h.HeartbeatInterval = cmp.Or(h.HeartbeatInterval, caddy.Duration(dnsrouteapi.DefaultHeartbeatInterval))
+	h.BillingEpoch = cmp.Or(h.BillingEpoch, caddy.Duration(billingapi.DefaultEpoch))
 }
 
 // Validate checks the configuration; it changes nothing.
@@ -191,12 +186,11 @@ func (h *Handler) Validate() error {
 	return h.validateReporting()
 }
 
-// Cleanup stops the heartbeats, sends billing what is left to report,
+// Cleanup stops the heartbeats, sends billing what is left to report, and
 // lets go of the edge's State and the disk cache (closed when no loaded
-// config uses it) and gives back the memory budget.
+// config uses it).
 func (h *Handler) Cleanup() error {
 	h.stopBackground()
-	dropBudget(h, h.logger)
 	err := releaseState(h.stateKey)
 	if h.disk != nil {
 		err = errors.Join(err, releaseDisk(h.diskKey))

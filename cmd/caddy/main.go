@@ -3,7 +3,9 @@
 //
 //	xcaddy build --with github.com/topcdn/topcdn/caddymodule
 //
-// Run it as any Caddy: caddy run --config Caddyfile.
+// Run it as any Caddy: caddy run --config Caddyfile, with GOMEMLIMIT set
+// to 90% of the memory_cache budgets (and GOGC=off), which `topcdn edge`
+// sets by itself (see package caddymodule).
 package main
 
 import (

@@ -10,7 +10,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile" // the Caddyfile adapter
 	_ "github.com/caddyserver/caddy/v2/modules/standard"      // Caddy's standard modules (encode, file_server, …)
 	"github.com/spf13/cobra"
-	_ "github.com/topcdn/topcdn/caddymodule" // http.handlers.topcdn and the topcdn directive
+	"github.com/topcdn/topcdn/caddymodule" // http.handlers.topcdn and the topcdn directive
 )
 
 func newEdgeCmd() *cobra.Command {
@@ -24,6 +24,12 @@ JSON config. An edge serves published sites by host name (NAME.cdn.test),
 the path gateway (/ipfs/{cid}/..., /ipns/{name}/...) and the subdomain
 gateway ({cid}.ipfs.cdn.test), from blocks it fetches from storage peers or
 the origin and verifies against their CIDs, cached in memory and on disk.
+
+Once the config is loaded, the Go memory limit is set to 90% of the sum of
+its topcdn handlers' memory_cache budgets (at least 96 MiB) and GOGC is
+turned off, so the limit alone paces the garbage collector (GOMEMLIMIT, when
+set, wins; GOGC, when set, is kept). A config loaded later through Caddy's
+admin API keeps that limit.
 
 A minimal Caddyfile:
 
@@ -64,6 +70,13 @@ SIGINT or SIGTERM stop it cleanly.`,
 			}
 			if err := caddy.Load(cfgJSON, true); err != nil {
 				return fmt.Errorf("edge: %w", err)
+			}
+			budget, err := caddymodule.MemoryBudget(cfgJSON)
+			if err != nil {
+				return fmt.Errorf("edge: %w", err)
+			}
+			if limit := setMemoryLimit(budget); limit > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "edge: Go memory limit %d MiB, 90%% of the memory_cache budgets (GOMEMLIMIT overrides)\n", limit>>20)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "edge running with %s\n", config)
 			<-cmd.Context().Done()
