@@ -156,8 +156,8 @@ func (s *store) unreserve(size int64) {
 	s.mu.Unlock()
 }
 
-// put stores shard id, size bytes read from r whose sha2-256 must be
-// digest. It returns whether the shard is new; a shard already held is
+// put stores shard id, size bytes read from r whose BLAKE3 hash
+// (storageapi.NewShardHash) must be digest. It returns whether the shard is new; a shard already held is
 // not written again. When put returns nil the shard is durable; on any
 // error nothing of it is kept.
 func (s *store) put(id string, digest []byte, size int64, r io.Reader) (created bool, err error) {

@@ -64,11 +64,8 @@ against the byte counter its heartbeats report) and the sampling prober;
 without it both are skipped and statements say so. Settlement holds an
 edge's records of striped content that no read order of the edge backs
 (while storage peers claim other reads of it) and refuses them as
-no_upstream_reads after --backing-wait.
-
-  POST /api/v1/batches, /api/v1/claims, /api/v1/deposits, /api/v1/settle
-  GET  /api/v1/accounts[/{id}[/statement]], /api/v1/suspended
-  GET  /metrics, /healthz
+no_upstream_reads after --backing-wait. billing/README.md, "Syntax", lists
+every endpoint.
 
 When it is ready it prints "listening on http://ADDR" on standard output.
 SIGINT or SIGTERM stop it cleanly.`,

@@ -32,47 +32,22 @@ func newDNSCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "dns --zone ZONE --origin URL [--listen ADDR] [--http ADDR] [--geoip FILE.mmdb]",
 		Short: "Run the geo-DNS router: steer browsers to nearby healthy edges",
-		Long: `dns is the authoritative DNS server of the CDN's zone. A query for
-NAME.ZONE (A/AAAA) is answered with up to --edges healthy edges, nearest to
-the client first (great-circle distance, weighted by the edges' load and
-capacity). The client is located by its EDNS Client Subnet option, else by
-the resolver's address, in the --geoip database (GeoLite2-City or DB-IP City
-Lite format). Without --geoip, edges are ranked by load and the client's
-subnet only breaks ties.
+		Long: `dns is the authoritative DNS server of the CDN's zone. NAME.ZONE (A/AAAA)
+is answered with up to --edges healthy edges, nearest to the client first
+(located by its EDNS Client Subnet, else the resolver's address, in the
+--geoip database), weighted by load; _dnslink.NAME.ZONE TXT names the IPNS
+name the origin's names give (polled every --names-interval). With
+--billing, names of suspended publishers get no addresses.
 
-Names are polled from the origin (GET URL/api/v1/names) every
---names-interval; _dnslink.NAME.ZONE TXT is "dnslink=/ipns/<k51…>" and
-CID.ipfs.ZONE answers like a site. With --billing, names of suspended
-publishers (GET URL/api/v1/suspended) get NODATA for A/AAAA.
+Edges send signed heartbeats and are probed once per heartbeat interval; 3
+missed heartbeats or a failed probe take an edge out of the answers. About
+every --content-probe-interval the router fetches a random published root
+through each edge and checks its hash: an edge that serves wrong bytes, or
+that billing's prober caught doing so, stays out for --quarantine.
 
-Edges announce themselves with signed heartbeats and are probed at
-URL/.well-known/topcdn/health once per heartbeat interval; an edge that
-misses 3 heartbeats or fails a probe leaves the answers until it is healthy
-again. Several routers can serve one zone: each keeps its own state from
-the origin and the heartbeats, so edges send heartbeats to all of them.
-
-About every --content-probe-interval the router also fetches a published
-root, picked at random, through each edge (GET URL/ipfs/CID?format=raw)
-and checks that the bytes hash to the CID. An edge that answers 200 with
-other bytes lied: it leaves the answers for --quarantine, whatever its
-heartbeats say, and comes back only after a good content probe. A timeout
-or an error status counts as a failed health probe, not a lie. With
---billing, edges that billing's prober made forfeit an epoch for wrong
-content (GET URL/api/v1/forfeits) are quarantined too. An edge that
-recognises the router's probes could still lie to browsers only.
-
-DNS (UDP and TCP) on --listen:
-  apex SOA, NS (ns1.ZONE … = --ns-addr), A/AAAA (the --ns-addr addresses)
-  NAME.ZONE, CID.ipfs.ZONE A/AAAA, _dnslink.NAME.ZONE TXT
-  NXDOMAIN with SOA for unknown names, NODATA for absent types, REFUSED
-  outside the zone; UDP answers truncated to the EDNS0 size (TCP fallback);
-  UDP responses rate limited per /24 (/56) client subnet (--rrl)
-
-HTTP on --http:
-  POST /api/v1/edges/heartbeat   an edge's signed heartbeat
-  GET  /api/v1/edges             edges: health, load, answers handed out
-  GET|POST /dns-query            DNS-over-HTTPS (RFC 8484)
-  GET  /metrics, /healthz
+It answers DNS on --listen (UDP and TCP) and serves heartbeats, the edge
+list, DNS-over-HTTPS and metrics on --http. dnsroute/README.md describes the
+answers, health and content probes, and lists every endpoint.
 
 When ready it prints "dns listening on udp+tcp ADDR" and then
 "listening on http://ADDR" on standard output. SIGINT or SIGTERM stop it.`,

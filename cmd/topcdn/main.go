@@ -1,6 +1,8 @@
-// Command topcdn runs every role of the topcdn decentralized CDN: the
-// origin, the publisher, and (in later versions) storage peers, edges, the
-// DNS router and billing.
+// Command topcdn runs every role of the topcdn decentralized CDN, each a
+// subcommand: the publisher's client (keygen, publish), the origin,
+// storage peers, edges (Caddy embedded), the DNS router, billing, and a
+// devnet that runs them all on loopback. The subcommands only parse flags
+// and wire the packages together; README.md describes each.
 package main
 
 import (
@@ -27,10 +29,13 @@ func newRootCmd() *cobra.Command {
 		Use:   "topcdn",
 		Short: "A decentralized, content-addressed CDN",
 		Long: `topcdn publishes static sites as content-addressed IPFS DAGs and serves them
-from a verified origin over the IPFS Trustless Gateway API.
+from edges that read every block from storage peers (or the origin) and
+verify it against its CID, steered to by a geo-DNS router, with billing
+paying operators for what they served.
 
-Every party (publisher, origin, storage peer, edge) has an ed25519 key in the
-libp2p format; its peer ID is its identity. Create one with 'topcdn keygen'.`,
+Every party (publisher, origin, storage peer, edge, DNS router, billing) has
+an ed25519 key in the libp2p format; its peer ID is its identity. Create one
+with 'topcdn keygen'.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}

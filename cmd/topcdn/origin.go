@@ -32,32 +32,11 @@ func newOriginCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "origin --data DIR [--listen ADDR]",
 		Short: "Run a content-addressed origin (Trustless Gateway + publish API)",
-		Long: `origin stores published content and serves it.
-
-It verifies every uploaded block against its CID before storing it (flatfs
-under DIR/blocks), keeps IPNS records and human names in SQLite
-(DIR/origin.db), and serves:
-
-  GET  /ipfs/{cid}            Trustless Gateway: raw blocks (?format=raw or
-                              Accept: application/vnd.ipld.raw) and CARs
-                              (?format=car, dag-scope)
-  GET  /ipns/{k51…}           IPNS records (Accept: application/vnd.ipfs.ipns-record)
-  PUT  /ipns/{k51…}           store an IPNS record, as 'ipfs routing put'
-  POST /api/v1/blocks/missing which blocks the origin lacks
-  POST /api/v1/car            upload a CAR, signed for by the publisher (header
-                              Topcdn-Upload; 401/403 unsigned or forged, 409
-                              replayed, 413 over quota)
-  GET  /api/v1/publishers/{peer} a publisher's usage and quota
-  GET  /api/v1/names[/{name}] human names and what they point to
-  PUT  /api/v1/names/{name}   claim or move a human name
-  POST /api/v1/peers/heartbeat  storage peers' signed heartbeats
-  GET  /api/v1/peers          storage peers, health, shards, audit results
-  GET  /api/v1/manifests/{cid} the signed manifest of a striped publish
-  GET  /api/v1/storage/status peers, segments at risk, pending stripe jobs
-  POST /api/v1/storage/audit  audit every shard now
-  GET  /metrics, /healthz
-  GET  /dashboard/            the network at a glance (with --dashboard-router
-                              and --dashboard-billing it shows edges and balances)
+		Long: `origin stores published content and serves it: it verifies every uploaded
+block against its CID before storing it (flatfs under DIR/blocks), keeps
+IPNS records and human names in SQLite (DIR/origin.db), and serves the
+Trustless Gateway, the publish and storage APIs and the dashboard
+(/dashboard/); README.md, "The origin", lists every endpoint.
 
 Published content is striped to storage peers ('topcdn storage'): packed
 into segments, Reed-Solomon coded (--data-shards + --parity-shards, each
@@ -72,8 +51,8 @@ it) for exactly that CAR's roots and blocks, within 5 minutes of the
 origin's clock and with a nonce used once. Each publisher is charged the
 bytes its uploads add (blocks the origin already holds cost nothing) and
 may store up to --publisher-quota; --publisher restricts uploads to the
-listed keys. With --billing, an upload is refused with 402 unless billing
-reports the publisher's account funded and not suspended ('topcdn billing
+listed keys. With --billing, an upload is refused with 402 unless the
+publisher's billing account has a positive balance ('topcdn billing
 deposit' first).
 
 When it is ready it prints "listening on http://ADDR" on standard output.

@@ -53,12 +53,7 @@ The peer announces itself to the origin with a signed heartbeat (POST
 URL/api/v1/peers/heartbeat) at start and every --heartbeat, giving its
 --public-addr, capacity, free space, shard count and --location.
 
-  PUT    /shards/{id}        store a shard (the origin's write order)
-  GET    /shards/{id}        a byte range (a reader's read order, Range header)
-  DELETE /shards/{id}        drop a shard (the origin's delete order)
-  POST   /shards/{id}/audit  prove a range is held (the origin's audit)
-  GET    /shards, /status    the shards held; capacity and use
-  GET    /metrics, /healthz
+storage/README.md describes the peer and lists every request.
 
 When it is ready it prints "listening on http://ADDR" on standard output.
 SIGINT or SIGTERM stop it cleanly.`,
