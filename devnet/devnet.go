@@ -125,8 +125,16 @@ var cities = []struct {
 // network is a devnet being run.
 type network struct {
 	cfg   Config
+	at    listenAddrs
 	roles []*role // in start order; stopped in reverse
 	info  Info
+}
+
+// listenAddrs are where the origin, billing and the DNS router listen
+// (host:port), and their base URLs.
+type listenAddrs struct {
+	origin, billing, dns, dnsHTTP string
+	originURL, billingURL, dnsURL string
 }
 
 func (c *Config) setDefaults() error {
@@ -208,16 +216,15 @@ func (n *network) start(ctx context.Context) error {
 			return fmt.Errorf("devnet: %w", err)
 		}
 	}
-	originAddr, billingAddr := n.addr("127.0.0.1", 7070), n.addr("127.0.0.1", 7080)
-	dnsAddr, dnsHTTP := n.addr("127.0.0.1", 5300), n.addr("127.0.0.1", 8053)
-	tcp := []string{originAddr, billingAddr, dnsAddr, dnsHTTP}
+	n.at = n.serviceAddrs()
+	tcp := []string{n.at.origin, n.at.billing, n.at.dns, n.at.dnsHTTP}
 	for i := range n.cfg.Peers {
 		tcp = append(tcp, n.addr("127.0.0.1", 7101+i))
 	}
 	for i := range cities {
 		tcp = append(tcp, n.addr(fmt.Sprintf("127.%d.0.1", i+1), 8080))
 	}
-	if err := portsFree(tcp, []string{dnsAddr}); err != nil {
+	if err := portsFree(tcp, []string{n.at.dns}); err != nil {
 		return err
 	}
 	pubKeyFile := filepath.Join(d, "keys", "publisher.key")
@@ -232,22 +239,55 @@ func (n *network) start(ctx context.Context) error {
 		}
 	}
 	n.info.EpochSeconds = int(n.cfg.Epoch / time.Second)
-	originURL, billingURL, dnsURL := "http://"+originAddr, "http://"+billingAddr, "http://"+dnsHTTP
 
 	fmt.Fprintf(n.cfg.Out, "starting a topcdn devnet in %s (logs in %s)\n", d, filepath.Join(d, "logs"))
+	for _, step := range []func(context.Context) error{n.startOrigin, n.startBilling, n.startPeers, n.startDNS, n.startEdges} {
+		if err := step(ctx); err != nil {
+			return err
+		}
+	}
+	// Funds first: the origin takes uploads only from publishers billing
+	// says can pay.
+	if err := n.fund(ctx, n.at.billingURL); err != nil {
+		return err
+	}
+	site, err := n.publish(ctx, n.at.originURL, pubKeyFile)
+	if err != nil {
+		return err
+	}
+	n.info.Sites = []Site{site}
+	return n.waitRouted(ctx, n.at.dns, site.Host)
+}
+
+// serviceAddrs are where the origin, billing and the DNS router listen.
+func (n *network) serviceAddrs() listenAddrs {
+	a := listenAddrs{origin: n.addr("127.0.0.1", 7070), billing: n.addr("127.0.0.1", 7080),
+		dns: n.addr("127.0.0.1", 5300), dnsHTTP: n.addr("127.0.0.1", 8053)}
+	a.originURL, a.billingURL, a.dnsURL = "http://"+a.origin, "http://"+a.billing, "http://"+a.dnsHTTP
+	return a
+}
+
+// startOrigin starts the origin, with the dashboard.
+func (n *network) startOrigin(ctx context.Context) error {
+	d, originURL := n.cfg.Dir, n.at.originURL
 	origin := &role{name: "origin", health: originURL + "/healthz", log: logPath(d, "origin"),
-		args: []string{"origin", "--data", filepath.Join(d, "origin"), "--listen", originAddr, "--deserialized",
+		args: []string{"origin", "--data", filepath.Join(d, "origin"), "--listen", n.at.origin, "--deserialized",
 			"--heartbeat-interval", "2s", "--audit-interval", "3s", "--repair-interval", "5s",
-			"--dashboard-router", dnsURL, "--dashboard-billing", billingURL, "--billing", billingURL}}
+			"--dashboard-router", n.at.dnsURL, "--dashboard-billing", n.at.billingURL, "--billing", n.at.billingURL}}
 	if err := n.run(ctx, origin); err != nil {
 		return err
 	}
 	n.info.Origin = Endpoint{URL: originURL, PID: origin.pid(), PeerID: origin.peerID, DataDir: filepath.Join(d, "origin"), Log: origin.log}
 	n.info.Dashboard = originURL + "/dashboard/"
+	return nil
+}
 
+// startBilling starts billing, settling each epoch itself.
+func (n *network) startBilling(ctx context.Context) error {
+	d, billingURL := n.cfg.Dir, n.at.billingURL
 	billing := &role{name: "billing", health: billingURL + "/healthz", log: logPath(d, "billing"),
-		args: []string{"billing", "--listen", billingAddr, "--db", filepath.Join(d, "billing", "billing.db"),
-			"--origin", originURL, "--dns", dnsURL, "--epoch", n.cfg.Epoch.String(),
+		args: []string{"billing", "--listen", n.at.billing, "--db", filepath.Join(d, "billing", "billing.db"),
+			"--origin", n.at.originURL, "--dns", n.at.dnsURL, "--epoch", n.cfg.Epoch.String(),
 			"--settle-every", n.cfg.Epoch.String(), "--grace", "10m",
 			"--price-gib-served", strconv.FormatInt(PriceGiBServed, 10),
 			"--price-gib-month-stored", strconv.FormatInt(PriceGiBMonthStored, 10),
@@ -256,8 +296,13 @@ func (n *network) start(ctx context.Context) error {
 		return err
 	}
 	n.info.Billing = Endpoint{URL: billingURL, PID: billing.pid(), PeerID: billing.peerID, Log: billing.log}
+	return nil
+}
 
-	// Storage peers, spread over the three cities, started together.
+// startPeers starts the storage peers, spread over the three cities,
+// together.
+func (n *network) startPeers(ctx context.Context) error {
+	d := n.cfg.Dir
 	peers := make([]*role, n.cfg.Peers)
 	for i := range peers {
 		c := cities[i%len(cities)]
@@ -265,9 +310,9 @@ func (n *network) start(ctx context.Context) error {
 		addr := n.addr("127.0.0.1", 7101+i)
 		peers[i] = &role{name: fmt.Sprintf("storage-%02d", i+1), health: "http://" + addr + "/healthz",
 			log: logPath(d, fmt.Sprintf("storage-%02d", i+1)),
-			args: []string{"storage", "--data", dir, "--listen", addr, "--origin", originURL, "--capacity", "1GiB",
+			args: []string{"storage", "--data", dir, "--listen", addr, "--origin", n.at.originURL, "--capacity", "1GiB",
 				"--heartbeat", "2s", "--location", fmt.Sprintf("%.2f,%.2f", c.lat, c.lon), "--region", c.region,
-				"--billing", billingURL, "--claim-every", n.cfg.Epoch.String()}}
+				"--billing", n.at.billingURL, "--claim-every", n.cfg.Epoch.String()}}
 		if err := peers[i].start(n.cfg.Bin); err != nil {
 			return err
 		}
@@ -280,32 +325,41 @@ func (n *network) start(ctx context.Context) error {
 		n.info.Storage = append(n.info.Storage, Endpoint{URL: "http://" + n.addr("127.0.0.1", 7101+i), PID: p.pid(),
 			PeerID: p.peerID, DataDir: filepath.Join(d, "storage", fmt.Sprintf("%02d", i+1)), City: cities[i%len(cities)].name, Log: p.log})
 	}
+	return nil
+}
 
+// startDNS starts the DNS router, with the devnet's geo database.
+func (n *network) startDNS(ctx context.Context) error {
+	d, dnsURL := n.cfg.Dir, n.at.dnsURL
 	geo := filepath.Join(d, "dns", "geo.mmdb")
 	if err := os.WriteFile(geo, geoDB, 0o644); err != nil {
 		return fmt.Errorf("devnet: %w", err)
 	}
 	dns := &role{name: "dns", health: dnsURL + "/healthz", log: logPath(d, "dns"),
-		args: []string{"dns", "--listen", dnsAddr, "--http", dnsHTTP, "--zone", n.cfg.Zone, "--origin", originURL,
-			"--geoip", geo, "--billing", billingURL, "--billing-epoch", n.cfg.Epoch.String(), "--key", filepath.Join(d, "keys", "dns.key")}}
+		args: []string{"dns", "--listen", n.at.dns, "--http", n.at.dnsHTTP, "--zone", n.cfg.Zone, "--origin", n.at.originURL,
+			"--geoip", geo, "--billing", n.at.billingURL, "--billing-epoch", n.cfg.Epoch.String(), "--key", filepath.Join(d, "keys", "dns.key")}}
 	if err := n.run(ctx, dns); err != nil {
 		return err
 	}
-	n.info.DNS = DNS{Addr: dnsAddr, DoH: dnsURL + "/dns-query", API: dnsURL + "/api/v1/edges", Zone: n.cfg.Zone, PID: dns.pid(), Log: dns.log}
+	n.info.DNS = DNS{Addr: n.at.dns, DoH: dnsURL + "/dns-query", API: dnsURL + "/api/v1/edges", Zone: n.cfg.Zone, PID: dns.pid(), Log: dns.log}
+	return nil
+}
 
+// startEdges starts an edge in each city, on its own loopback address.
+func (n *network) startEdges(ctx context.Context) error {
 	for i, c := range cities {
 		ip := fmt.Sprintf("127.%d.0.1", i+1)
 		addr := n.addr(ip, 8080)
-		dir := filepath.Join(d, "edges", strconv.Itoa(i+1))
+		dir := filepath.Join(n.cfg.Dir, "edges", strconv.Itoa(i+1))
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return fmt.Errorf("devnet: %w", err)
 		}
 		conf := filepath.Join(dir, "Caddyfile")
-		if err := os.WriteFile(conf, []byte(edgeCaddyfile(dir, ip, addr, originURL, dnsURL, billingURL, n.cfg.Zone, c.name, n.cfg.Epoch)), 0o644); err != nil {
+		if err := os.WriteFile(conf, []byte(edgeCaddyfile(dir, ip, addr, n.at.originURL, n.at.dnsURL, n.at.billingURL, n.cfg.Zone, c.name, n.cfg.Epoch)), 0o644); err != nil {
 			return fmt.Errorf("devnet: %w", err)
 		}
 		name := "edge-" + c.slug
-		e := &role{name: name, health: "http://" + addr + "/.well-known/topcdn/health", log: logPath(d, name),
+		e := &role{name: name, health: "http://" + addr + "/.well-known/topcdn/health", log: logPath(n.cfg.Dir, name),
 			args: []string{"edge", "--config", conf},
 			env:  []string{"XDG_DATA_HOME=" + filepath.Join(dir, "xdg"), "XDG_CONFIG_HOME=" + filepath.Join(dir, "xdg")}}
 		if err := n.run(ctx, e); err != nil {
@@ -313,18 +367,7 @@ func (n *network) start(ctx context.Context) error {
 		}
 		n.info.Edges = append(n.info.Edges, Endpoint{URL: "http://" + addr, PID: e.pid(), PeerID: e.peerID, DataDir: dir, City: c.name, Log: e.log})
 	}
-
-	// Funds first: the origin takes uploads only from publishers billing
-	// says can pay.
-	if err := n.fund(ctx, billingURL); err != nil {
-		return err
-	}
-	site, err := n.publish(ctx, originURL, pubKeyFile)
-	if err != nil {
-		return err
-	}
-	n.info.Sites = []Site{site}
-	return n.waitRouted(ctx, dnsAddr, site.Host)
+	return nil
 }
 
 // run starts r and waits until it is healthy.

@@ -31,11 +31,9 @@ const faultEnv = "TOPCDN_BILLING_FAULT"
 
 func newBillingCmd() *cobra.Command {
 	var (
+		cfg                                               billing.Config
 		listen, dsn, originURL, dnsURL, keyFile, logLevel string
-		epoch, grace, settleDelay, acceptWindow           time.Duration
 		settleEvery, probeEvery                           time.Duration
-		backingWait                                       time.Duration
-		priceServed, priceStored                          int64
 	)
 	cmd := &cobra.Command{
 		Use:   "billing --listen ADDR --db DSN [--origin URL] [--dns URL]",
@@ -83,12 +81,7 @@ SIGINT or SIGTERM stop it cleanly.`,
 			if err != nil {
 				return err
 			}
-			reg := prometheus.NewRegistry()
-			cfg := billing.Config{
-				Epoch: epoch, AcceptWindow: acceptWindow, SettleDelay: settleDelay,
-				PricePerGiBServed: priceServed, PricePerGiBMonthStored: priceStored,
-				Grace: grace, Logger: log, Registry: reg, BackingWait: backingWait,
-			}
+			cfg.Logger, cfg.Registry = log, prometheus.NewRegistry()
 			if dnsURL != "" {
 				cfg.DNS = witness.NewDNSDirectory(dnsURL, nil)
 			}
@@ -116,15 +109,15 @@ SIGINT or SIGTERM stop it cleanly.`,
 	f.StringVar(&originURL, "origin", "", "base URL of the origin whose published content is billed")
 	f.StringVar(&dnsURL, "dns", "", "base URL of the DNS router's API, for the cross-check and the prober")
 	f.StringVar(&keyFile, "key", "", "billing operator key; deposits must be signed with it (default: billing.key next to a SQLite --db)")
-	f.DurationVar(&epoch, "epoch", billingapi.DefaultEpoch, "epoch length, whole seconds; edges must use the same")
-	f.Int64Var(&priceServed, "price-gib-served", 0, "tokens (smallest unit) per GiB served, paid to edges and storage peers")
-	f.Int64Var(&priceStored, "price-gib-month-stored", 0, "tokens (smallest unit) per GiB-month stored, paid to storage peers")
-	f.DurationVar(&grace, "grace", billing.DefaultGrace, "how long a publisher may be out of funds before it is listed as suspended; negative: none")
-	f.DurationVar(&settleDelay, "settle-delay", 0, "how long after its end an epoch is settled (default: one epoch); negative: none")
-	f.DurationVar(&acceptWindow, "accept-window", billing.DefaultAcceptWindow, "how long after its end an epoch's batches are accepted")
+	f.DurationVar(&cfg.Epoch, "epoch", billingapi.DefaultEpoch, "epoch length, whole seconds; edges must use the same")
+	f.Int64Var(&cfg.PricePerGiBServed, "price-gib-served", 0, "tokens (smallest unit) per GiB served, paid to edges and storage peers")
+	f.Int64Var(&cfg.PricePerGiBMonthStored, "price-gib-month-stored", 0, "tokens (smallest unit) per GiB-month stored, paid to storage peers")
+	f.DurationVar(&cfg.Grace, "grace", billing.DefaultGrace, "how long a publisher may be out of funds before it is listed as suspended; negative: none")
+	f.DurationVar(&cfg.SettleDelay, "settle-delay", 0, "how long after its end an epoch is settled (default: one epoch); negative: none")
+	f.DurationVar(&cfg.AcceptWindow, "accept-window", billing.DefaultAcceptWindow, "how long after its end an epoch's batches are accepted")
 	f.DurationVar(&settleEvery, "settle-every", 0, "settle closed epochs this often (default: off, only on POST /api/v1/settle)")
 	f.DurationVar(&probeEvery, "probe-every", billing.DefaultProbeInterval, "with --dns, probe a random served object this often; negative: off")
-	f.DurationVar(&backingWait, "backing-wait", 0, "how long settlement holds an edge's records of striped content no read order of the edge backs before refusing them as no_upstream_reads (default: 10 epochs, at least 1h)")
+	f.DurationVar(&cfg.BackingWait, "backing-wait", 0, "how long settlement holds an edge's records of striped content no read order of the edge backs before refusing them as no_upstream_reads (default: 10 epochs, at least 1h)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	cmd.MarkFlagRequired("db")
 	cmd.AddCommand(newBillingDepositCmd(), newBillingBalanceCmd(), newBillingStatementCmd(), newBillingSettleCmd())

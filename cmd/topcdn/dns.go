@@ -23,11 +23,9 @@ import (
 
 func newDNSCmd() *cobra.Command {
 	var (
-		listen, httpAddr, zone, originURL, geoip, billingURL, keyFile, logLevel string
-		nsAddrs, allowEdges                                                     []string
-		edges                                                                   int
-		ttl, namesInterval, contentInterval, contentTimeout, quarantine, epoch  time.Duration
-		rrlRate                                                                 float64
+		cfg                                        dnsroute.Config
+		listen, httpAddr, geoip, keyFile, logLevel string
+		nsAddrs, allowEdges                        []string
 	)
 	cmd := &cobra.Command{
 		Use:   "dns --zone ZONE --origin URL [--listen ADDR] [--http ADDR] [--geoip FILE.mmdb]",
@@ -62,12 +60,7 @@ When ready it prints "dns listening on udp+tcp ADDR" and then
 			defer log.Sync()
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-			cfg := dnsroute.Config{
-				Zone: zone, Origin: originURL, Billing: billingURL, Edges: edges, TTL: ttl,
-				NamesInterval: namesInterval, RRLRate: rrlRate, Logger: log, Registry: reg,
-				ContentProbeInterval: contentInterval, ContentProbeTimeout: contentTimeout, Quarantine: quarantine,
-				BillingEpoch: epoch,
-			}
+			cfg.Logger, cfg.Registry = log, reg
 			for _, s := range nsAddrs {
 				a, err := netip.ParseAddr(s)
 				if err != nil {
@@ -101,22 +94,22 @@ When ready it prints "dns listening on udp+tcp ADDR" and then
 	f := cmd.Flags()
 	f.StringVar(&listen, "listen", "127.0.0.1:5300", "address to serve DNS on, UDP and TCP")
 	f.StringVar(&httpAddr, "http", "127.0.0.1:8053", "address to serve HTTP on (heartbeats, edges, DoH, metrics)")
-	f.StringVar(&zone, "zone", "", "zone to be authoritative for, e.g. cdn.test (required)")
-	f.StringVar(&originURL, "origin", "", "base URL of the origin whose names to serve (required)")
+	f.StringVar(&cfg.Zone, "zone", "", "zone to be authoritative for, e.g. cdn.test (required)")
+	f.StringVar(&cfg.Origin, "origin", "", "base URL of the origin whose names to serve (required)")
 	f.StringVar(&geoip, "geoip", "", "MaxMind-format City database (GeoLite2-City, DB-IP City Lite) to locate clients and edges")
-	f.StringVar(&billingURL, "billing", "", "base URL of the billing service; names of suspended publishers get no addresses")
+	f.StringVar(&cfg.Billing, "billing", "", "base URL of the billing service; names of suspended publishers get no addresses")
 	f.StringSliceVar(&nsAddrs, "ns-addr", nil, "address of a name server of the zone (ns1, ns2, … in order; repeatable; default: the --listen IP, or 127.0.0.1 on a wildcard address)")
 	f.StringSliceVar(&allowEdges, "allow-edge", nil, "peer ID of an edge allowed to send heartbeats (repeatable; default: any edge)")
-	f.IntVar(&edges, "edges", dnsroute.DefaultEdges, "most edges per answer")
-	f.DurationVar(&ttl, "ttl", dnsroute.DefaultTTL, "TTL of answers (and of negative answers)")
-	f.DurationVar(&namesInterval, "names-interval", dnsroute.DefaultNamesInterval, "how often to poll the origin's names and billing's suspensions")
-	f.DurationVar(&contentInterval, "content-probe-interval", dnsroute.DefaultContentProbeInterval,
+	f.IntVar(&cfg.Edges, "edges", dnsroute.DefaultEdges, "most edges per answer")
+	f.DurationVar(&cfg.TTL, "ttl", dnsroute.DefaultTTL, "TTL of answers (and of negative answers)")
+	f.DurationVar(&cfg.NamesInterval, "names-interval", dnsroute.DefaultNamesInterval, "how often to poll the origin's names and billing's suspensions")
+	f.DurationVar(&cfg.ContentProbeInterval, "content-probe-interval", dnsroute.DefaultContentProbeInterval,
 		"how often, on average, to fetch a random published root through each edge and check its bytes; negative: off")
-	f.DurationVar(&contentTimeout, "content-probe-timeout", dnsroute.DefaultContentProbeTimeout, "time limit of one content probe")
-	f.DurationVar(&quarantine, "quarantine", dnsroute.DefaultQuarantine,
+	f.DurationVar(&cfg.ContentProbeTimeout, "content-probe-timeout", dnsroute.DefaultContentProbeTimeout, "time limit of one content probe")
+	f.DurationVar(&cfg.Quarantine, "quarantine", dnsroute.DefaultQuarantine,
 		"how long an edge caught serving wrong bytes (by a content probe or billing's prober) stays out of answers")
-	f.DurationVar(&epoch, "billing-epoch", billingapi.DefaultEpoch, "billing's epoch length: demand sent to each edge is counted per epoch")
-	f.Float64Var(&rrlRate, "rrl", dnsroute.DefaultRRLRate, "UDP responses per second per client /24 (/56) before rate limiting; negative: off")
+	f.DurationVar(&cfg.BillingEpoch, "billing-epoch", billingapi.DefaultEpoch, "billing's epoch length: demand sent to each edge is counted per epoch")
+	f.Float64Var(&cfg.RRLRate, "rrl", dnsroute.DefaultRRLRate, "UDP responses per second per client /24 (/56) before rate limiting; negative: off")
 	f.StringVar(&keyFile, "key", "", "the router's key file (its peer ID is reported in /healthz)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	cmd.MarkFlagRequired("zone")

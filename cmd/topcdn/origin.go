@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
@@ -21,13 +20,14 @@ import (
 
 func newOriginCmd() *cobra.Command {
 	var (
-		listen, dataDir, keyFile, logLevel                        string
-		maxUpload, publisherQuota, segmentSize, chunkSize         int64
-		publishers                                                []string
-		deserialized, noStripe, keepLocal, allowIncomplete        bool
-		dashRouter, dashBilling, billingURL                       string
-		dataShards, parityShards, repairThreshold                 int
-		heartbeat, auditEvery, repairEvery, sweepEvery, lostAfter time.Duration
+		cfg                       origin.Config
+		stripe                    durability.StripeConfig
+		dash                      dashboard.Config
+		listen, keyFile, logLevel string
+		billingURL                string
+		chunkSize                 int64
+		publishers                []string
+		noStripe                  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "origin --data DIR [--listen ADDR]",
@@ -64,31 +64,18 @@ SIGINT or SIGTERM stop it cleanly.`,
 				return err
 			}
 			defer log.Sync()
-			var allowed []peer.ID
+			cfg.Logger = log
 			for _, s := range publishers {
 				p, err := peer.Decode(s)
 				if err != nil {
 					return fmt.Errorf("--publisher %q: %w", s, err)
 				}
-				allowed = append(allowed, p)
-			}
-			cfg := origin.Config{
-				DataDir:         dataDir,
-				MaxUploadSize:   maxUpload,
-				PublisherQuota:  publisherQuota,
-				Publishers:      allowed,
-				Deserialized:    deserialized,
-				AllowIncomplete: allowIncomplete,
-				Logger:          log,
+				cfg.Publishers = append(cfg.Publishers, p)
 			}
 			if !noStripe {
-				cfg.Stripe = &durability.StripeConfig{DataShards: dataShards, ParityShards: parityShards,
-					SegmentSize: segmentSize, ChunkSize: int(chunkSize), KeepLocal: keepLocal,
-					RepairThreshold: repairThreshold, AuditInterval: auditEvery, RepairInterval: repairEvery,
-					SweepInterval: sweepEvery,
-					LostAfter:     lostAfter}
+				stripe.ChunkSize = int(chunkSize)
+				cfg.Stripe = &stripe
 			}
-			cfg.HeartbeatInterval = heartbeat
 			if keyFile != "" {
 				if cfg.Key, err = identity.Load(keyFile); err != nil {
 					return err
@@ -97,36 +84,35 @@ SIGINT or SIGTERM stop it cleanly.`,
 			if billingURL != "" {
 				cfg.Funds = billingFunds{billingapi.NewClient(billingURL, nil)}
 			}
-			dash := dashboard.Config{Router: dashRouter, Billing: dashBilling}
 			return runOrigin(cmd.Context(), cmd, listen, cfg, dash, log)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&listen, "listen", "127.0.0.1:8081", "address to serve HTTP on")
-	f.StringVar(&dataDir, "data", "", "directory for blocks, database and key (required)")
+	f.StringVar(&cfg.DataDir, "data", "", "directory for blocks, database and key (required)")
 	f.StringVar(&keyFile, "key", "", "origin key file (default: DIR/origin.key, created if missing)")
-	sizeVar(f, &maxUpload, "max-upload", origin.DefaultMaxUploadSize, "largest CAR upload accepted")
-	sizeVar(f, &publisherQuota, "publisher-quota", origin.DefaultPublisherQuota, "bytes each publisher may store (blocks its uploads add); negative: unlimited")
+	sizeVar(f, &cfg.MaxUploadSize, "max-upload", origin.DefaultMaxUploadSize, "largest CAR upload accepted")
+	sizeVar(f, &cfg.PublisherQuota, "publisher-quota", origin.DefaultPublisherQuota, "bytes each publisher may store (blocks its uploads add); negative: unlimited")
 	f.StringSliceVar(&publishers, "publisher", nil, "peer ID of a key allowed to upload (repeatable; default: any key, each within its quota)")
 	f.StringVar(&billingURL, "billing", "", "billing's URL: uploads of publishers without funds there get 402 (default: no check)")
-	f.BoolVar(&deserialized, "deserialized", false, "also serve files and directories to browsers, not only trustless responses")
+	f.BoolVar(&cfg.Deserialized, "deserialized", false, "also serve files and directories to browsers, not only trustless responses")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	f.BoolVar(&allowIncomplete, "allow-incomplete", false, "accept CARs whose blocks link to blocks they lack (test fixtures; needs --no-stripe)")
+	f.BoolVar(&cfg.AllowIncomplete, "allow-incomplete", false, "accept CARs whose blocks link to blocks they lack (test fixtures; needs --no-stripe)")
 	f.BoolVar(&noStripe, "no-stripe", false, "keep published content on the origin instead of striping it to storage peers")
-	f.IntVar(&dataShards, "data-shards", erasure.DefaultDataShards, "data shards per segment (k): any k shards rebuild it")
-	f.IntVar(&parityShards, "parity-shards", erasure.DefaultParityShards, "parity shards per segment (m): how many lost shards a segment survives")
-	sizeVar(f, &segmentSize, "segment-size", erasure.DefaultSegmentSize, "target size of a segment")
+	f.IntVar(&stripe.DataShards, "data-shards", erasure.DefaultDataShards, "data shards per segment (k): any k shards rebuild it")
+	f.IntVar(&stripe.ParityShards, "parity-shards", erasure.DefaultParityShards, "parity shards per segment (m): how many lost shards a segment survives")
+	sizeVar(f, &stripe.SegmentSize, "segment-size", erasure.DefaultSegmentSize, "target size of a segment")
 	sizeVar(f, &chunkSize, "chunk-size", erasure.DefaultChunkSize, "size of the shard chunks whose hashes check degraded reads")
-	f.BoolVar(&keepLocal, "keep-local", false, "keep the origin's own copy of striped content")
-	f.IntVar(&repairThreshold, "repair-threshold", 0, "repair a segment with fewer healthy shards than this (default: data shards + 2)")
-	f.DurationVar(&heartbeat, "heartbeat-interval", durability.DefaultHeartbeatInterval, "storage peers' heartbeat interval; three missed make a peer unhealthy")
-	f.DurationVar(&auditEvery, "audit-interval", durability.DefaultAuditInterval, "pause between two audits of random shards")
-	f.DurationVar(&repairEvery, "repair-interval", durability.DefaultRepairInterval, "pause between two scans for segments to repair")
-	f.DurationVar(&sweepEvery, "sweep-interval", durability.DefaultSweepInterval, "pause between two sweeps deleting orphan shards (left on peers by failed jobs)")
-	f.DurationVar(&lostAfter, "lost-after", 0, fmt.Sprintf("a peer silent this long has lost its shards: repair them even above --repair-threshold (default: %d heartbeat intervals)",
+	f.BoolVar(&stripe.KeepLocal, "keep-local", false, "keep the origin's own copy of striped content")
+	f.IntVar(&stripe.RepairThreshold, "repair-threshold", 0, "repair a segment with fewer healthy shards than this (default: data shards + 2)")
+	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", durability.DefaultHeartbeatInterval, "storage peers' heartbeat interval; three missed make a peer unhealthy")
+	f.DurationVar(&stripe.AuditInterval, "audit-interval", durability.DefaultAuditInterval, "pause between two audits of random shards")
+	f.DurationVar(&stripe.RepairInterval, "repair-interval", durability.DefaultRepairInterval, "pause between two scans for segments to repair")
+	f.DurationVar(&stripe.SweepInterval, "sweep-interval", durability.DefaultSweepInterval, "pause between two sweeps deleting orphan shards (left on peers by failed jobs)")
+	f.DurationVar(&stripe.LostAfter, "lost-after", 0, fmt.Sprintf("a peer silent this long has lost its shards: repair them even above --repair-threshold (default: %d heartbeat intervals)",
 		durability.DefaultLostAfterIntervals))
-	f.StringVar(&dashRouter, "dashboard-router", "", "the DNS router's HTTP URL, for the dashboard's edges")
-	f.StringVar(&dashBilling, "dashboard-billing", "", "the billing service's URL, for the dashboard's balances")
+	f.StringVar(&dash.Router, "dashboard-router", "", "the DNS router's HTTP URL, for the dashboard's edges")
+	f.StringVar(&dash.Billing, "dashboard-billing", "", "the billing service's URL, for the dashboard's balances")
 	cmd.MarkFlagRequired("data")
 	return cmd
 }

@@ -15,13 +15,16 @@ import (
 	"github.com/topcdn/topcdn/publish"
 )
 
+// publishFlags are topcdn publish's flags.
+type publishFlags struct {
+	name, originURL, keyFile, carFile, chunker, hash string
+	cidVersion                                       int
+	rawLeaves, hidden, trickle, onlyHash, quiet      bool
+	ttl, lifetime                                    time.Duration
+}
+
 func newPublishCmd() *cobra.Command {
-	var (
-		name, originURL, keyFile, carFile, chunker, hash string
-		cidVersion                                       int
-		rawLeaves, hidden, trickle, onlyHash, quiet      bool
-		ttl, lifetime                                    time.Duration
-	)
+	var p publishFlags
 	cmd := &cobra.Command{
 		Use:   "publish DIR --name NAME --origin URL --key FILE",
 		Short: "Publish a directory (or a CAR) under a name",
@@ -48,129 +51,149 @@ use the same key. One key publishes one name.`,
   topcdn publish --only-hash -Q ./site
   topcdn publish --car site.car --name blog --key publisher.key`,
 		Args: cobra.MaximumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
-			status := stderr
-			if quiet {
-				status = io.Discard
-			}
-			if (len(args) == 1) == (carFile != "") {
-				return errors.New("give either a directory or --car FILE")
-			}
-			if !onlyHash {
-				if name == "" {
-					return errors.New("--name is required (or use --only-hash)")
-				}
-				if keyFile == "" {
-					return errors.New("--key is required (create one with 'topcdn keygen --out FILE')")
-				}
-				if err := originapi.ValidateName(name); err != nil {
-					return err
-				}
-			}
-
-			var src publish.Source
-			if carFile != "" {
-				if onlyHash {
-					return errors.New("--only-hash applies to directories; a CAR's roots are in its header")
-				}
-				cf, err := publish.OpenCAR(carFile)
-				if err != nil {
-					return err
-				}
-				defer cf.Close()
-				src = cf
-			} else {
-				opts := []publish.Option{
-					publish.WithChunker(chunker),
-					publish.WithCidVersion(cidVersion),
-					publish.WithHash(hash),
-					publish.WithHidden(hidden),
-					publish.WithTrickle(trickle),
-				}
-				if cmd.Flags().Changed("raw-leaves") {
-					opts = append(opts, publish.WithRawLeaves(rawLeaves))
-				}
-				if onlyHash {
-					opts = append(opts, publish.WithOnlyHash())
-				}
-				var bar publish.Progress = publish.NewProgress(nil, "", 0)
-				if !quiet {
-					if total, err := dirSize(args[0], hidden); err == nil {
-						bar = publish.NewProgress(stderr, "import", total)
-					}
-				}
-				opts = append(opts, publish.WithProgress(bar.Add))
-				d, err := publish.ImportDir(ctx, args[0], opts...)
-				bar.Finish()
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(status, "imported %d files, %s: %s\n", d.Files, humanize.IBytes(uint64(d.FileBytes)), d.Root)
-				if onlyHash {
-					fmt.Fprintln(stdout, d.Root)
-					return nil
-				}
-				src = d
-			}
-			root := src.Roots()[0]
-
-			key, err := identity.Load(keyFile)
-			if err != nil {
-				return err
-			}
-			client, err := publish.NewClient(originURL, nil)
-			if err != nil {
-				return err
-			}
-			var progress func(int64) publish.Progress
-			if !quiet {
-				progress = func(total int64) publish.Progress {
-					return publish.NewProgress(stderr, "upload", total)
-				}
-			}
-			pushed, err := client.Push(ctx, key, src, progress)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(status, "uploaded %d of %d blocks (%s)", pushed.Sent, pushed.Blocks, humanize.IBytes(uint64(pushed.SentBytes)))
-			if had := pushed.Blocks - pushed.Sent; had > 0 {
-				fmt.Fprintf(status, "; the origin already had %d", had)
-			}
-			fmt.Fprintln(status)
-			if up := pushed.Upload; up.QuotaBytes > 0 {
-				fmt.Fprintf(status, "quota: %s of %s used\n", humanize.IBytes(uint64(up.UsedBytes)), humanize.IBytes(uint64(up.QuotaBytes)))
-			}
-			ni, err := client.PublishName(ctx, name, key, root, publish.NameOptions{TTL: ttl, Lifetime: lifetime})
-			if err != nil {
-				return err
-			}
-			if quiet {
-				fmt.Fprintln(stdout, root)
-				return nil
-			}
-			fmt.Fprintf(stdout, "root  %s\nname  %s -> %s (sequence %d)\nipns  %s\n",
-				root, ni.Name, ni.Value, ni.Sequence, ipns.NameFromPeer(key.ID))
-			return nil
-		},
+		RunE: p.run,
 	}
 	f := cmd.Flags()
-	f.StringVar(&name, "name", "", "human name to publish under, e.g. blog")
-	f.StringVar(&originURL, "origin", envOr("TOPCDN_ORIGIN", "http://127.0.0.1:8081"), "origin URL ($TOPCDN_ORIGIN)")
-	f.StringVar(&keyFile, "key", os.Getenv("TOPCDN_KEY"), "publisher key file ($TOPCDN_KEY)")
-	f.StringVar(&carFile, "car", "", "publish this CAR file instead of a directory")
-	f.StringVar(&chunker, "chunker", publish.DefaultChunker, "chunking algorithm: size-N, rabin[-MIN-AVG-MAX] or buzhash")
-	f.IntVar(&cidVersion, "cid-version", publish.DefaultCidVersion, "CID version, 0 or 1 (1 implies --raw-leaves)")
-	f.BoolVar(&rawLeaves, "raw-leaves", false, "use raw blocks for leaves (default: true for CIDv1, false for CIDv0)")
-	f.StringVar(&hash, "hash", publish.DefaultHash, "multihash function (anything but sha2-256 needs CIDv1)")
-	f.BoolVar(&hidden, "hidden", false, "include files whose names start with a dot")
-	f.BoolVar(&trickle, "trickle", false, "use the trickle DAG layout instead of balanced")
-	f.BoolVar(&onlyHash, "only-hash", false, "only compute and print the root CID; send nothing")
-	f.BoolVarP(&quiet, "quiet", "Q", false, "print only the root CID")
-	f.DurationVar(&ttl, "ttl", publish.DefaultNameTTL, "how long readers may cache the name's record")
-	f.DurationVar(&lifetime, "lifetime", publish.DefaultNameLifetime, "how long the name's record stays valid")
+	f.StringVar(&p.name, "name", "", "human name to publish under, e.g. blog")
+	f.StringVar(&p.originURL, "origin", envOr("TOPCDN_ORIGIN", "http://127.0.0.1:8081"), "origin URL ($TOPCDN_ORIGIN)")
+	f.StringVar(&p.keyFile, "key", os.Getenv("TOPCDN_KEY"), "publisher key file ($TOPCDN_KEY)")
+	f.StringVar(&p.carFile, "car", "", "publish this CAR file instead of a directory")
+	f.StringVar(&p.chunker, "chunker", publish.DefaultChunker, "chunking algorithm: size-N, rabin[-MIN-AVG-MAX] or buzhash")
+	f.IntVar(&p.cidVersion, "cid-version", publish.DefaultCidVersion, "CID version, 0 or 1 (1 implies --raw-leaves)")
+	f.BoolVar(&p.rawLeaves, "raw-leaves", false, "use raw blocks for leaves (default: true for CIDv1, false for CIDv0)")
+	f.StringVar(&p.hash, "hash", publish.DefaultHash, "multihash function (anything but sha2-256 needs CIDv1)")
+	f.BoolVar(&p.hidden, "hidden", false, "include files whose names start with a dot")
+	f.BoolVar(&p.trickle, "trickle", false, "use the trickle DAG layout instead of balanced")
+	f.BoolVar(&p.onlyHash, "only-hash", false, "only compute and print the root CID; send nothing")
+	f.BoolVarP(&p.quiet, "quiet", "Q", false, "print only the root CID")
+	f.DurationVar(&p.ttl, "ttl", publish.DefaultNameTTL, "how long readers may cache the name's record")
+	f.DurationVar(&p.lifetime, "lifetime", publish.DefaultNameLifetime, "how long the name's record stays valid")
 	return cmd
+}
+
+// run publishes the directory in args (or --car), or with --only-hash
+// prints its root CID.
+func (p *publishFlags) run(cmd *cobra.Command, args []string) error {
+	if (len(args) == 1) == (p.carFile != "") {
+		return errors.New("give either a directory or --car FILE")
+	}
+	if !p.onlyHash {
+		if p.name == "" {
+			return errors.New("--name is required (or use --only-hash)")
+		}
+		if p.keyFile == "" {
+			return errors.New("--key is required (create one with 'topcdn keygen --out FILE')")
+		}
+		if err := originapi.ValidateName(p.name); err != nil {
+			return err
+		}
+	}
+	var src publish.Source
+	if p.carFile != "" {
+		if p.onlyHash {
+			return errors.New("--only-hash applies to directories; a CAR's roots are in its header")
+		}
+		cf, err := publish.OpenCAR(p.carFile)
+		if err != nil {
+			return err
+		}
+		defer cf.Close()
+		src = cf
+	} else {
+		d, err := p.importDir(cmd, args[0])
+		if err != nil || p.onlyHash {
+			return err
+		}
+		src = d
+	}
+	return p.upload(cmd, src)
+}
+
+// importDir imports dir with the import flags, showing progress; with
+// --only-hash it prints the root CID.
+func (p *publishFlags) importDir(cmd *cobra.Command, dir string) (*publish.DAG, error) {
+	opts := []publish.Option{
+		publish.WithChunker(p.chunker),
+		publish.WithCidVersion(p.cidVersion),
+		publish.WithHash(p.hash),
+		publish.WithHidden(p.hidden),
+		publish.WithTrickle(p.trickle),
+	}
+	if cmd.Flags().Changed("raw-leaves") {
+		opts = append(opts, publish.WithRawLeaves(p.rawLeaves))
+	}
+	if p.onlyHash {
+		opts = append(opts, publish.WithOnlyHash())
+	}
+	var bar publish.Progress = publish.NewProgress(nil, "", 0)
+	if !p.quiet {
+		if total, err := dirSize(dir, p.hidden); err == nil {
+			bar = publish.NewProgress(cmd.ErrOrStderr(), "import", total)
+		}
+	}
+	opts = append(opts, publish.WithProgress(bar.Add))
+	d, err := publish.ImportDir(cmd.Context(), dir, opts...)
+	bar.Finish()
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(p.status(cmd), "imported %d files, %s: %s\n", d.Files, humanize.IBytes(uint64(d.FileBytes)), d.Root)
+	if p.onlyHash {
+		fmt.Fprintln(cmd.OutOrStdout(), d.Root)
+	}
+	return d, nil
+}
+
+// upload sends the blocks of src the origin lacks and points the name at
+// its first root.
+func (p *publishFlags) upload(cmd *cobra.Command, src publish.Source) error {
+	ctx, stdout, status := cmd.Context(), cmd.OutOrStdout(), p.status(cmd)
+	root := src.Roots()[0]
+	key, err := identity.Load(p.keyFile)
+	if err != nil {
+		return err
+	}
+	client, err := publish.NewClient(p.originURL, nil)
+	if err != nil {
+		return err
+	}
+	var progress func(int64) publish.Progress
+	if !p.quiet {
+		progress = func(total int64) publish.Progress {
+			return publish.NewProgress(cmd.ErrOrStderr(), "upload", total)
+		}
+	}
+	pushed, err := client.Push(ctx, key, src, progress)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(status, "uploaded %d of %d blocks (%s)", pushed.Sent, pushed.Blocks, humanize.IBytes(uint64(pushed.SentBytes)))
+	if had := pushed.Blocks - pushed.Sent; had > 0 {
+		fmt.Fprintf(status, "; the origin already had %d", had)
+	}
+	fmt.Fprintln(status)
+	if up := pushed.Upload; up.QuotaBytes > 0 {
+		fmt.Fprintf(status, "quota: %s of %s used\n", humanize.IBytes(uint64(up.UsedBytes)), humanize.IBytes(uint64(up.QuotaBytes)))
+	}
+	ni, err := client.PublishName(ctx, p.name, key, root, publish.NameOptions{TTL: p.ttl, Lifetime: p.lifetime})
+	if err != nil {
+		return err
+	}
+	if p.quiet {
+		fmt.Fprintln(stdout, root)
+		return nil
+	}
+	fmt.Fprintf(stdout, "root  %s\nname  %s -> %s (sequence %d)\nipns  %s\n",
+		root, ni.Name, ni.Value, ni.Sequence, ipns.NameFromPeer(key.ID))
+	return nil
+}
+
+// status is where progress lines go: standard error, or nowhere with -Q.
+func (p *publishFlags) status(cmd *cobra.Command) io.Writer {
+	if p.quiet {
+		return io.Discard
+	}
+	return cmd.ErrOrStderr()
 }
 
 func envOr(key, def string) string {

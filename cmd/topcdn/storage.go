@@ -21,10 +21,10 @@ import (
 
 func newStorageCmd() *cobra.Command {
 	var (
-		listen, dataDir, originURL, originID, keyFile      string
+		cfg                                                storage.Config
+		listen, originID, keyFile                          string
 		publicAddr, location, region, logLevel, billingURL string
-		capacity                                           int64
-		heartbeat, claimEvery                              time.Duration
+		claimEvery                                         time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "storage --data DIR --origin URL [--listen ADDR] [--capacity SIZE]",
@@ -66,13 +66,7 @@ SIGINT or SIGTERM stop it cleanly.`,
 				return err
 			}
 			defer log.Sync()
-			cfg := storage.Config{
-				DataDir:           dataDir,
-				Origin:            originURL,
-				Capacity:          capacity,
-				HeartbeatInterval: heartbeat,
-				Logger:            log,
-			}
+			cfg.Logger = log
 			if originID != "" {
 				if cfg.OriginID, err = peer.Decode(originID); err != nil {
 					return fmt.Errorf("--origin-id %q: %w", originID, err)
@@ -88,7 +82,7 @@ SIGINT or SIGTERM stop it cleanly.`,
 			}
 			if billingURL != "" && cfg.Key == nil {
 				// The claimer signs with the peer's key: load it as New would.
-				if cfg.Key, err = identity.LoadOrGenerate(filepath.Join(dataDir, "peer.key")); err != nil {
+				if cfg.Key, err = identity.LoadOrGenerate(filepath.Join(cfg.DataDir, "peer.key")); err != nil {
 					return err
 				}
 			}
@@ -97,15 +91,15 @@ SIGINT or SIGTERM stop it cleanly.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&listen, "listen", "127.0.0.1:9001", "address to serve HTTP on")
-	f.StringVar(&dataDir, "data", "", "directory for shards, database and key (required)")
-	f.StringVar(&originURL, "origin", "", "base URL of the origin to serve, e.g. http://127.0.0.1:8081 (required)")
+	f.StringVar(&cfg.DataDir, "data", "", "directory for shards, database and key (required)")
+	f.StringVar(&cfg.Origin, "origin", "", "base URL of the origin to serve, e.g. http://127.0.0.1:8081 (required)")
 	f.StringVar(&originID, "origin-id", "", "the origin's peer ID (default: asked from the origin on first start, then pinned)")
 	f.StringVar(&keyFile, "key", "", "peer key file (default: DIR/peer.key, created if missing)")
-	sizeVar(f, &capacity, "capacity", storage.DefaultCapacity, "most bytes of shards to keep")
+	sizeVar(f, &cfg.Capacity, "capacity", storage.DefaultCapacity, "most bytes of shards to keep")
 	f.StringVar(&publicAddr, "public-addr", "", "base URL announced to the origin (default: http://ADDR, the address bound)")
 	f.StringVar(&location, "location", "", `where this peer is, "LAT,LON" in degrees (e.g. 50.11,8.68)`)
 	f.StringVar(&region, "region", "", "failure domain announced with --location, e.g. eu-fra")
-	f.DurationVar(&heartbeat, "heartbeat", storageapi.DefaultHeartbeatInterval, "time between heartbeats to the origin")
+	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat", storageapi.DefaultHeartbeatInterval, "time between heartbeats to the origin")
 	f.StringVar(&billingURL, "billing", "", "billing service URL to claim served reads from (default: none)")
 	f.DurationVar(&claimEvery, "claim-every", billingapi.DefaultClaimInterval, "with --billing, time between claims; negative: off")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
