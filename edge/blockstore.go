@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	bstore "github.com/ipfs/boxo/blockstore"
@@ -67,8 +68,11 @@ func (s *blockstore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
 		return blocks.NewBlockWithCid(c.Hash()[2:], c) // identity: the data is the digest
 	}
 	b, err := s.e.block(ctx, c)
-	if err != nil {
-		return nil, err
+	switch {
+	case ipld.IsNotFound(err):
+		return nil, err // as the Blockstore contract has it, and boxo's own stores
+	case err != nil:
+		return nil, fmt.Errorf("edge: %w", err)
 	}
 	return blocks.NewBlockWithCid(b, c)
 }

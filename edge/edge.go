@@ -139,7 +139,7 @@ func New(ctx context.Context, cfg Config) (*Edge, error) {
 	if cfg.Key == nil {
 		k, err := identity.Generate(nil)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("edge: %w", err)
 		}
 		cfg.Key = k
 	}
@@ -165,7 +165,7 @@ func New(ctx context.Context, cfg Config) (*Edge, error) {
 		st.learnt.mu.Unlock()
 	}
 	if e.handler, err = e.newHandler(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("edge: %w", err)
 	}
 	e.log.Info("edge ready", zap.String("origin", cfg.Origin), zap.String("domain", cfg.Domain),
 		zap.Stringer("peer_id", cfg.Key.ID))
@@ -192,12 +192,12 @@ func (e *Edge) newHandler() (http.Handler, error) {
 		namesys.WithCache(4096), // entries live for their record's TTL
 		namesys.WithDNSResolverWithTTL(e.src.lookupDNSLink(e.cfg.Domain)))
 	if err != nil {
-		return nil, fmt.Errorf("edge: name system: %w", err)
+		return nil, fmt.Errorf("name system: %w", err)
 	}
 	blocks, err := gateway.NewBlocksBackend(blockservice.New(&blockstore{e: e}, nil),
 		gateway.WithValueStore(vs), gateway.WithNameSystem(ns), gateway.WithPrometheusRegistry(e.cfg.Registry))
 	if err != nil {
-		return nil, fmt.Errorf("edge: gateway: %w", err)
+		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	backend := rootedBackend{IPFSBackend: blocks, src: e.src}
 	conf := gateway.Config{

@@ -127,7 +127,7 @@ func (n *nameRecords) GetValue(ctx context.Context, key string, _ ...routing.Opt
 		n.kept.Add(key, kept)
 		return kept, nil
 	default:
-		return nil, ferr
+		return nil, fmt.Errorf("edge: %w", ferr)
 	}
 }
 
@@ -144,12 +144,12 @@ func (n *nameRecords) fetch(ctx context.Context, name ipns.Name) ([]byte, error)
 	var re *httpkit.ResponseError
 	switch {
 	case errors.As(err, &re) && re.Status == http.StatusNotFound:
-		return nil, fmt.Errorf("edge: IPNS record of %s: %w", name, routing.ErrNotFound)
+		return nil, fmt.Errorf("IPNS record of %s: %w", name, routing.ErrNotFound)
 	case err != nil:
-		return nil, fmt.Errorf("edge: IPNS record of %s: %w", name, err)
+		return nil, fmt.Errorf("IPNS record of %s: %w", name, err)
 	}
 	if err := validRecord(raw, name); err != nil {
-		return nil, fmt.Errorf("edge: origin sent a bad IPNS record for %s: %w", name, err)
+		return nil, fmt.Errorf("origin sent a bad IPNS record for %s: %w", name, err)
 	}
 	return raw, nil
 }

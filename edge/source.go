@@ -262,7 +262,7 @@ func (s *source) manifest(ctx context.Context, root cid.Cid) (m *erasure.Manifes
 	}
 	defer func() {
 		if err != nil {
-			err = fmt.Errorf("edge: manifest for %s: %w", root, err)
+			err = fmt.Errorf("manifest for %s: %w", root, err)
 		}
 	}()
 	var env identity.Envelope
@@ -332,13 +332,13 @@ func (s *source) originPeerID(ctx context.Context) (peer.ID, error) {
 		// while its URL stays.
 		kept, ok := s.keptAnswer(ctx, key, err)
 		if !ok {
-			return "", fmt.Errorf("edge: learn the origin's peer ID: %w", err)
+			return "", fmt.Errorf("learn the origin's peer ID: %w", err)
 		}
 		h.PeerID = string(kept)
 	}
 	id, err := peer.Decode(h.PeerID)
 	if err != nil {
-		return "", fmt.Errorf("edge: origin peer ID %q: %w", h.PeerID, err)
+		return "", fmt.Errorf("origin peer ID %q: %w", h.PeerID, err)
 	}
 	s.keep(key, []byte(id.String()))
 	s.mu.Lock()
@@ -356,14 +356,14 @@ func (s *source) originBlock(ctx context.Context, c cid.Cid) ([]byte, error) {
 	req.Header.Set("Accept", "application/vnd.ipld.raw")
 	resp, err := s.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("edge: fetch %s from origin: %w", c, err)
+		return nil, fmt.Errorf("fetch %s from origin: %w", c, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusNotFound {
 		return nil, ipld.ErrNotFound{Cid: c}
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("edge: fetch %s from origin: HTTP %d", c, resp.StatusCode)
+		return nil, fmt.Errorf("fetch %s from origin: HTTP %d", c, resp.StatusCode)
 	}
 	var data []byte
 	if n := resp.ContentLength; n >= 0 && n <= dag.MaxBlockSize {
@@ -373,10 +373,10 @@ func (s *source) originBlock(ctx context.Context, c cid.Cid) ([]byte, error) {
 		data, err = io.ReadAll(io.LimitReader(resp.Body, dag.MaxBlockSize+1))
 	}
 	if err != nil {
-		return nil, fmt.Errorf("edge: fetch %s from origin: %w", c, err)
+		return nil, fmt.Errorf("fetch %s from origin: %w", c, err)
 	}
 	if err := dag.Verify(c, data); err != nil {
-		return nil, fmt.Errorf("edge: origin sent a bad block: %w", err)
+		return nil, fmt.Errorf("origin sent a bad block: %w", err)
 	}
 	return data, nil
 }
@@ -391,7 +391,7 @@ func (s *source) PutShard(context.Context, peer.ID, string, []byte) error {
 func (s *source) GetShard(ctx context.Context, p peer.ID, shard string, off, length int64) ([]byte, error) {
 	addr, err := s.peerAddr(ctx, p)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("edge: %w", err)
 	}
 	return s.shards.GetRange(ctx, p, addr, shard, off, length)
 }
@@ -407,7 +407,7 @@ func (s *source) peerAddr(ctx context.Context, p peer.ID) (string, error) {
 		return a, nil
 	}
 	if !stale {
-		return "", fmt.Errorf("edge: storage peer %s unknown to the origin", p)
+		return "", fmt.Errorf("storage peer %s unknown to the origin", p)
 	}
 	var peers []struct {
 		ID   string `json:"id"`
@@ -426,7 +426,7 @@ func (s *source) peerAddr(ctx context.Context, p peer.ID) (string, error) {
 		return "", err
 	}
 	if err := json.Unmarshal(raw, &peers); err != nil {
-		return "", fmt.Errorf("edge: origin's peer list: %w", err)
+		return "", fmt.Errorf("origin's peer list: %w", err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -439,7 +439,7 @@ func (s *source) peerAddr(ctx context.Context, p peer.ID) (string, error) {
 	if a, ok := s.addrs[p]; ok {
 		return a, nil
 	}
-	return "", fmt.Errorf("edge: storage peer %s unknown to the origin", p)
+	return "", fmt.Errorf("storage peer %s unknown to the origin", p)
 }
 
 // getJSON decodes the origin's answer at path into v.
@@ -449,7 +449,7 @@ func (s *source) getJSON(ctx context.Context, path string, limit int64, v any) e
 		return err
 	}
 	if err := json.Unmarshal(raw, v); err != nil {
-		return fmt.Errorf("edge: origin %s: %w", path, err)
+		return fmt.Errorf("origin %s: %w", path, err)
 	}
 	return nil
 }
@@ -459,7 +459,7 @@ func (s *source) getJSON(ctx context.Context, path string, limit int64, v any) e
 func (s *source) getRaw(ctx context.Context, path string, limit int64) ([]byte, error) {
 	raw, err := httpkit.Get(ctx, s.http, s.origin+path, limit)
 	if err != nil {
-		return nil, fmt.Errorf("edge: origin %s: %w", path, err)
+		return nil, fmt.Errorf("origin %s: %w", path, err)
 	}
 	return raw, nil
 }
@@ -487,7 +487,7 @@ func (s *source) lookupDNSLink(domain string) func(ctx context.Context, fqdn str
 		cancel()
 		if err == nil {
 			if _, perr := ipns.NameFromString(ni.IPNS); perr != nil {
-				err = fmt.Errorf("edge: origin names %s as %q, not an IPNS name: %w", host, ni.IPNS, perr)
+				err = fmt.Errorf("origin names %s as %q, not an IPNS name: %w", host, ni.IPNS, perr)
 			}
 		}
 		if err != nil {
@@ -500,7 +500,7 @@ func (s *source) lookupDNSLink(domain string) func(ctx context.Context, fqdn str
 				return []string{last.value}, min(last.ttl, staleNameTTL), nil
 			}
 			s.links.Remove(host)
-			return nil, 0, err
+			return nil, 0, fmt.Errorf("edge: %w", err)
 		}
 		ttl := time.Duration(ni.TTLSeconds) * time.Second
 		if ttl <= 0 {

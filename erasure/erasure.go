@@ -103,7 +103,7 @@ type Striper struct {
 // parity ≥ 1 and data+parity ≤ 256.
 func New(data, parity int, opts ...Option) (*Striper, error) {
 	if err := checkShape(data, parity); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("erasure: %w", err)
 	}
 	o := defaultOptions
 	for _, opt := range opts {
@@ -116,14 +116,16 @@ func New(data, parity int, opts ...Option) (*Striper, error) {
 	return &Striper{k: data, m: parity, enc: enc, opts: o}, nil
 }
 
+// checkShape checks a shape of data+parity shards; callers prefix its
+// errors.
 func checkShape(data, parity int) error {
 	switch {
 	case data < 1:
-		return fmt.Errorf("erasure: %d data shards: need at least 1", data)
+		return fmt.Errorf("%d data shards: need at least 1", data)
 	case parity < 1:
-		return fmt.Errorf("erasure: %d parity shards: need at least 1", parity)
+		return fmt.Errorf("%d parity shards: need at least 1", parity)
 	case data+parity > 256:
-		return fmt.Errorf("erasure: %d+%d shards: at most 256 in all", data, parity)
+		return fmt.Errorf("%d+%d shards: at most 256 in all", data, parity)
 	}
 	return nil
 }

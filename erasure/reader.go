@@ -395,7 +395,7 @@ func (r *Reader) degradedRead(ctx context.Context, c cid.Cid, seg *Segment, piec
 		out = append(out, b...)
 	}
 	if err := dag.Verify(c, out); err != nil {
-		return nil, fmt.Errorf("erasure: rebuilt block does not verify (bad manifest?): %w", err)
+		return nil, fmt.Errorf("rebuilt block does not verify (bad manifest?): %w", err)
 	}
 	return out, nil
 }
@@ -560,7 +560,7 @@ func (r *Reader) rebuildSpan(ctx context.Context, seg *Segment, start, end int64
 	defer hedge.Stop()
 	for have < k {
 		if inflight == 0 {
-			return nil, fmt.Errorf("erasure: %w: %d of %d verified for columns [%d,%d): %v",
+			return nil, fmt.Errorf("%w: %d of %d verified for columns [%d,%d): %v",
 				ErrNotEnoughShards, have, k, start, end, errors.Join(errs...))
 		}
 		var g got
@@ -591,7 +591,7 @@ func (r *Reader) rebuildSpan(ctx context.Context, seg *Segment, start, end int64
 	}
 	cancel()
 	if err := r.enc.ReconstructData(shards); err != nil {
-		return nil, fmt.Errorf("erasure: reconstruct: %w", err)
+		return nil, fmt.Errorf("reconstruct: %w", err)
 	}
 	return shards[:k], nil
 }

@@ -51,12 +51,21 @@ func Generate(rand io.Reader) (*Key, error) {
 
 // FromPrivate wraps an ed25519 private key and derives its peer ID.
 func FromPrivate(sk crypto.PrivKey) (*Key, error) {
+	k, err := fromPrivate(sk)
+	if err != nil {
+		return nil, fmt.Errorf("identity: %w", err)
+	}
+	return k, nil
+}
+
+// fromPrivate is FromPrivate with errors its callers prefix.
+func fromPrivate(sk crypto.PrivKey) (*Key, error) {
 	if sk.Type() != crypto.Ed25519 {
-		return nil, fmt.Errorf("identity: %w (got %s)", ErrNotEd25519, sk.Type())
+		return nil, fmt.Errorf("%w (got %s)", ErrNotEd25519, sk.Type())
 	}
 	id, err := peer.IDFromPrivateKey(sk)
 	if err != nil {
-		return nil, fmt.Errorf("identity: derive peer ID: %w", err)
+		return nil, fmt.Errorf("derive peer ID: %w", err)
 	}
 	return &Key{Private: sk, ID: id}, nil
 }
@@ -73,11 +82,20 @@ func (k *Key) Marshal() ([]byte, error) {
 // Unmarshal parses a key in the libp2p key format. Only ed25519 keys are
 // accepted.
 func Unmarshal(b []byte) (*Key, error) {
+	k, err := unmarshal(b)
+	if err != nil {
+		return nil, fmt.Errorf("identity: %w", err)
+	}
+	return k, nil
+}
+
+// unmarshal is Unmarshal with errors its callers prefix.
+func unmarshal(b []byte) (*Key, error) {
 	sk, err := crypto.UnmarshalPrivateKey(b)
 	if err != nil {
-		return nil, fmt.Errorf("identity: malformed libp2p key: %w", err)
+		return nil, fmt.Errorf("malformed libp2p key: %w", err)
 	}
-	return FromPrivate(sk)
+	return fromPrivate(sk)
 }
 
 // Save writes the key to path with permissions 0600. It refuses to replace
@@ -148,7 +166,7 @@ func Load(path string) (*Key, error) {
 	if len(b) > maxKeyFileSize {
 		return nil, fmt.Errorf("identity: load key %s: file larger than %d bytes is not a key", path, maxKeyFileSize)
 	}
-	k, err := Unmarshal(b)
+	k, err := unmarshal(b)
 	if err != nil {
 		return nil, fmt.Errorf("identity: load key %s: %w", path, err)
 	}

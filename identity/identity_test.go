@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -83,6 +84,9 @@ func TestLoadRejects(t *testing.T) {
 			}
 			if tc.wantErr != nil && !errors.Is(err, tc.wantErr) {
 				t.Fatalf("err = %v, want %v", err, tc.wantErr)
+			}
+			if n := strings.Count(err.Error(), "identity:"); n != 1 {
+				t.Fatalf("err = %q names the package %d times, want once", err, n)
 			}
 		})
 	}

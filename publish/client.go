@@ -171,11 +171,12 @@ func (c *Client) Push(ctx context.Context, key *identity.Key, src Source, progre
 	return &PushResult{Blocks: len(all), Sent: len(missing), SentBytes: total, Upload: &up}, nil
 }
 
-// writeCAR streams a CARv1 of the given blocks of src to w.
+// writeCAR streams a CARv1 of the given blocks of src to w. Its errors
+// reach Push through the request body, which names the package.
 func writeCAR(ctx context.Context, w io.Writer, src Source, cs []cid.Cid, p Progress) error {
 	cw, err := storage.NewWritable(w, src.Roots(), car.WriteAsCarV1(true))
 	if err != nil {
-		return fmt.Errorf("publish: write CAR: %w", err)
+		return fmt.Errorf("write CAR: %w", err)
 	}
 	for _, c := range cs {
 		if err := ctx.Err(); err != nil {
@@ -186,7 +187,7 @@ func writeCAR(ctx context.Context, w io.Writer, src Source, cs []cid.Cid, p Prog
 			return err
 		}
 		if err := cw.Put(ctx, c.KeyString(), data); err != nil {
-			return fmt.Errorf("publish: write CAR: %w", err)
+			return fmt.Errorf("write CAR: %w", err)
 		}
 		p.Add(int64(len(data)))
 	}
