@@ -27,7 +27,9 @@ func init() {
 
 // Handler serves topcdn sites, the path and subdomain gateways and the
 // Trustless Gateway responses, from blocks fetched from storage peers (or
-// the origin) and verified against their CIDs.
+// the origin) and verified against their CIDs. The zero value of a field
+// means its default; Validate refuses negative sizes, durations and
+// capacity.
 type Handler struct {
 	// Origin is the origin's base URL, e.g. http://127.0.0.1:8081. Required.
 	Origin string `json:"origin,omitempty"`

@@ -32,7 +32,8 @@ const (
 	DefaultDiskCacheBytes = 1 << 30
 )
 
-// Config configures an Edge.
+// Config configures an Edge. The zero value of a field means its default;
+// New refuses a negative MemoryBytes.
 type Config struct {
 	// Origin is the origin's base URL, e.g. http://127.0.0.1:8081. Required.
 	Origin string

@@ -20,7 +20,9 @@ const (
 	DefaultPublisherQuota       = 10 << 30
 )
 
-// Config configures an Origin.
+// Config configures an Origin. The zero value of a field means its
+// default; a negative PublisherQuota turns the quota off, and New refuses
+// other negative values (of the StripeConfig's too).
 type Config struct {
 	// DataDir holds the block store (blocks/), the metadata database
 	// (origin.db), upload staging files (staging/) and, by default, the

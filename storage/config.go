@@ -16,7 +16,8 @@ import (
 // unset: 10 GiB.
 const DefaultCapacity = 10 << 30
 
-// Config configures a Server.
+// Config configures a Server. The zero value of a field means its
+// default; New refuses negative values.
 type Config struct {
 	// DataDir holds the shards (shards/), the served read orders
 	// (storage.db), the pinned origin ID (origin-id), upload temp files
