@@ -37,10 +37,7 @@ func (l *Ledger) Handler(gatherer prometheus.Gatherer) http.Handler {
 		gatherer = prometheus.DefaultGatherer
 	}
 	mux := http.NewServeMux()
-	m := httpkit.Metrics{Requests: l.metrics.requests}
-	route := func(pattern, label string, h http.HandlerFunc) {
-		mux.Handle(pattern, m.Instrument(label, h))
-	}
+	route := httpkit.Metrics{Requests: l.metrics.requests}.Router(mux)
 	route("POST /api/v1/batches", "batches", l.serveBatch)
 	route("POST /api/v1/claims", "claims", l.serveClaim)
 	route("POST /api/v1/deposits", "deposits", l.serveDeposit)

@@ -2,6 +2,7 @@ package devnet
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -148,24 +149,12 @@ func (c *Config) setDefaults() error {
 		}
 		c.Bin = exe
 	}
-	if c.Site == "" {
-		c.Site = DefaultSite
-	}
-	if c.SiteName == "" {
-		c.SiteName = DefaultSiteName
-	}
-	if c.Zone == "" {
-		c.Zone = DefaultZone
-	}
-	if c.Peers == 0 {
-		c.Peers = DefaultPeers
-	}
-	if c.Epoch == 0 {
-		c.Epoch = DefaultEpoch
-	}
-	if c.Deposit == 0 {
-		c.Deposit = DefaultDeposit
-	}
+	c.Site = cmp.Or(c.Site, DefaultSite)
+	c.SiteName = cmp.Or(c.SiteName, DefaultSiteName)
+	c.Zone = cmp.Or(c.Zone, DefaultZone)
+	c.Peers = cmp.Or(c.Peers, DefaultPeers)
+	c.Epoch = cmp.Or(c.Epoch, DefaultEpoch)
+	c.Deposit = cmp.Or(c.Deposit, DefaultDeposit)
 	if c.Out == nil {
 		c.Out = os.Stdout
 	}

@@ -1,6 +1,7 @@
 package dnsroute
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/http"
@@ -146,39 +147,19 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.BillingEpoch < 0 || cfg.BillingEpoch%time.Second != 0 {
 		return cfg, fmt.Errorf("dnsroute: billing epoch %s: want whole seconds", cfg.BillingEpoch)
 	}
-	if cfg.BillingEpoch == 0 {
-		cfg.BillingEpoch = billingapi.DefaultEpoch
-	}
-	if cfg.Edges == 0 {
-		cfg.Edges = DefaultEdges
-	}
-	if cfg.TTL == 0 {
-		cfg.TTL = DefaultTTL
-	}
+	cfg.BillingEpoch = cmp.Or(cfg.BillingEpoch, billingapi.DefaultEpoch)
+	cfg.Edges = cmp.Or(cfg.Edges, DefaultEdges)
+	cfg.TTL = cmp.Or(cfg.TTL, DefaultTTL)
 	if cfg.TTL < time.Second || cfg.TTL > 24*time.Hour {
 		return cfg, fmt.Errorf("dnsroute: ttl %s: want 1s to a day", cfg.TTL)
 	}
-	if cfg.NamesInterval == 0 {
-		cfg.NamesInterval = DefaultNamesInterval
-	}
-	if cfg.HeartbeatSkew == 0 {
-		cfg.HeartbeatSkew = DefaultHeartbeatSkew
-	}
-	if cfg.MaxEdges == 0 {
-		cfg.MaxEdges = DefaultMaxEdges
-	}
-	if cfg.RRLRate == 0 {
-		cfg.RRLRate = DefaultRRLRate
-	}
-	if cfg.ContentProbeInterval == 0 {
-		cfg.ContentProbeInterval = DefaultContentProbeInterval
-	}
-	if cfg.ContentProbeTimeout == 0 {
-		cfg.ContentProbeTimeout = DefaultContentProbeTimeout
-	}
-	if cfg.Quarantine == 0 {
-		cfg.Quarantine = DefaultQuarantine
-	}
+	cfg.NamesInterval = cmp.Or(cfg.NamesInterval, DefaultNamesInterval)
+	cfg.HeartbeatSkew = cmp.Or(cfg.HeartbeatSkew, DefaultHeartbeatSkew)
+	cfg.MaxEdges = cmp.Or(cfg.MaxEdges, DefaultMaxEdges)
+	cfg.RRLRate = cmp.Or(cfg.RRLRate, DefaultRRLRate)
+	cfg.ContentProbeInterval = cmp.Or(cfg.ContentProbeInterval, DefaultContentProbeInterval)
+	cfg.ContentProbeTimeout = cmp.Or(cfg.ContentProbeTimeout, DefaultContentProbeTimeout)
+	cfg.Quarantine = cmp.Or(cfg.Quarantine, DefaultQuarantine)
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}

@@ -34,10 +34,7 @@ func (o *Origin) newHandler() (http.Handler, error) {
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	m := httpkit.Metrics{Requests: o.metrics.requests, Duration: o.metrics.duration, Log: o.log}
-	route := func(pattern, label string, h http.HandlerFunc) {
-		mux.Handle(pattern, m.Instrument(label, h))
-	}
+	route := httpkit.Metrics{Requests: o.metrics.requests, Duration: o.metrics.duration, Log: o.log}.Router(mux)
 	route("POST /api/v1/blocks/missing", "missing", o.serveMissing)
 	route("POST /api/v1/car", "car", o.serveUpload)
 	route("GET /api/v1/publishers/{peer}", "publisher", o.serveUsage)

@@ -37,22 +37,23 @@ func newBlockSet() *blockSet {
 func (s *blockSet) putInline(c cid.Cid, data []byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.refs[c]; ok {
-		return
-	}
-	if _, ok := s.inline[c]; !ok {
-		s.inline[c] = data
-	}
+	putNew(s.inline, s.refs, c, data)
 }
 
 func (s *blockSet) putRef(c cid.Cid, ref fileRef) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.inline[c]; ok {
+	putNew(s.refs, s.inline, c, ref)
+}
+
+// putNew keeps v for c in m unless c is kept already, in m or in other:
+// the first way a block was kept wins.
+func putNew[V, W any](m map[cid.Cid]V, other map[cid.Cid]W, c cid.Cid, v V) {
+	if _, ok := other[c]; ok {
 		return
 	}
-	if _, ok := s.refs[c]; !ok {
-		s.refs[c] = ref
+	if _, ok := m[c]; !ok {
+		m[c] = v
 	}
 }
 

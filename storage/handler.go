@@ -31,10 +31,7 @@ const maxAuditBody = 64 << 10
 //	GET    /metrics, /healthz
 func (s *Server) newHandler() http.Handler {
 	mux := http.NewServeMux()
-	m := httpkit.Metrics{Requests: s.metrics.requests, Duration: s.metrics.duration, Log: s.log}
-	route := func(pattern, label string, h http.HandlerFunc) {
-		mux.Handle(pattern, m.Instrument(label, h))
-	}
+	route := httpkit.Metrics{Requests: s.metrics.requests, Duration: s.metrics.duration, Log: s.log}.Router(mux)
 	route("PUT /shards/{id}", "put", s.servePut)
 	route("GET /shards/{id}", "get", s.serveGet)
 	route("DELETE /shards/{id}", "delete", s.serveDelete)

@@ -126,12 +126,8 @@ func checkReadOrder(o *storageapi.ReadOrder) error {
 	switch {
 	case o.Serial == "" || len(o.Serial) > storageapi.MaxSerialSize:
 		return reject(reasonMalformed, storageapi.ErrBadRequest, "order serial: want 1 to %d characters", storageapi.MaxSerialSize)
-	case o.Offset < 0 || o.Length <= 0:
-		return reject(reasonRange, storageapi.ErrBadRequest, "order range offset %d length %d: want offset >= 0 and length > 0", o.Offset, o.Length)
-	case o.Length > storageapi.MaxReadLength:
-		return reject(reasonRange, storageapi.ErrBadRequest, "order length %d: at most %d bytes per read", o.Length, storageapi.MaxReadLength)
 	}
-	return nil
+	return checkRange("order", o.Offset, o.Length, storageapi.MaxReadLength)
 }
 
 // checkAudit checks an audit's own fields.
@@ -139,10 +135,18 @@ func checkAudit(a *storageapi.Audit) error {
 	switch {
 	case len(a.Nonce) == 0 || len(a.Nonce) > storageapi.MaxNonceSize:
 		return reject(reasonMalformed, storageapi.ErrBadRequest, "audit nonce: want 1 to %d bytes", storageapi.MaxNonceSize)
-	case a.Offset < 0 || a.Length <= 0:
-		return reject(reasonRange, storageapi.ErrBadRequest, "audit range offset %d length %d: want offset >= 0 and length > 0", a.Offset, a.Length)
-	case a.Length > storageapi.MaxAuditLength:
-		return reject(reasonRange, storageapi.ErrBadRequest, "audit length %d: at most %d bytes", a.Length, storageapi.MaxAuditLength)
+	}
+	return checkRange("audit", a.Offset, a.Length, storageapi.MaxAuditLength)
+}
+
+// checkRange checks the byte range [offset, offset+length) an order or
+// audit (what) asks for: well formed and at most limit bytes long.
+func checkRange(what string, offset, length, limit int64) error {
+	switch {
+	case offset < 0 || length <= 0:
+		return reject(reasonRange, storageapi.ErrBadRequest, "%s range offset %d length %d: want offset >= 0 and length > 0", what, offset, length)
+	case length > limit:
+		return reject(reasonRange, storageapi.ErrBadRequest, "%s length %d: at most %d bytes", what, length, limit)
 	}
 	return nil
 }

@@ -71,12 +71,7 @@ SIGINT or SIGTERM stop it cleanly.`,
       --epoch 1m --price-gib-served 1000000 --price-gib-month-stored 200000
   topcdn billing deposit --billing http://127.0.0.1:8090 --key ./billing/billing.key --account 12D3… --amount 5000000`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			log, err := newLogger(logLevel)
-			if err != nil {
-				return err
-			}
-			defer log.Sync()
+		RunE: withLogger(&logLevel, func(cmd *cobra.Command, log *zap.Logger) error {
 			key, err := billingKey(keyFile, dsn)
 			if err != nil {
 				return err
@@ -101,7 +96,7 @@ SIGINT or SIGTERM stop it cleanly.`,
 				log.Warn("no --origin: every record will be refused as unpublished")
 			}
 			return runBilling(cmd.Context(), cmd, listen, dsn, key, content, cfg, settleEvery, probeEvery, log)
-		},
+		}),
 	}
 	f := cmd.Flags()
 	f.StringVar(&listen, "listen", "127.0.0.1:8090", "address to serve HTTP on")

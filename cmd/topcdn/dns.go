@@ -52,12 +52,8 @@ When ready it prints "dns listening on udp+tcp ADDR" and then
 		Example: `  topcdn dns --zone cdn.test --origin http://127.0.0.1:8081 --listen 127.0.0.1:5300 \
       --http 127.0.0.1:8053 --geoip dnsroute/testdata/geo-test.mmdb`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			log, err := newLogger(logLevel)
-			if err != nil {
-				return err
-			}
-			defer log.Sync()
+		RunE: withLogger(&logLevel, func(cmd *cobra.Command, log *zap.Logger) error {
+			var err error
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 			cfg.Logger, cfg.Registry = log, reg
@@ -89,7 +85,7 @@ When ready it prints "dns listening on udp+tcp ADDR" and then
 				cfg.ID = key.ID
 			}
 			return runDNS(cmd.Context(), cmd, listen, httpAddr, cfg, key, reg, log)
-		},
+		}),
 	}
 	f := cmd.Flags()
 	f.StringVar(&listen, "listen", "127.0.0.1:5300", "address to serve DNS on, UDP and TCP")

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 
+	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/term"
@@ -24,4 +25,17 @@ func newLogger(level string) (*zap.Logger, error) {
 		cfg.EncoderConfig.EncodeLevel = zapcore.CapitalColorLevelEncoder
 	}
 	return cfg.Build()
+}
+
+// withLogger makes a command's RunE that runs run with a logger at *level,
+// synced when the command returns.
+func withLogger(level *string, run func(cmd *cobra.Command, log *zap.Logger) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		log, err := newLogger(*level)
+		if err != nil {
+			return err
+		}
+		defer log.Sync()
+		return run(cmd, log)
+	}
 }

@@ -58,12 +58,8 @@ deposit' first).
 When it is ready it prints "listening on http://ADDR" on standard output.
 SIGINT or SIGTERM stop it cleanly.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			log, err := newLogger(logLevel)
-			if err != nil {
-				return err
-			}
-			defer log.Sync()
+		RunE: withLogger(&logLevel, func(cmd *cobra.Command, log *zap.Logger) error {
+			var err error
 			cfg.Logger = log
 			for _, s := range publishers {
 				p, err := peer.Decode(s)
@@ -85,7 +81,7 @@ SIGINT or SIGTERM stop it cleanly.`,
 				cfg.Funds = billingFunds{billingapi.NewClient(billingURL, nil)}
 			}
 			return runOrigin(cmd.Context(), cmd, listen, cfg, dash, log)
-		},
+		}),
 	}
 	f := cmd.Flags()
 	f.StringVar(&listen, "listen", "127.0.0.1:8081", "address to serve HTTP on")

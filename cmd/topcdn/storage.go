@@ -60,12 +60,8 @@ SIGINT or SIGTERM stop it cleanly.`,
 		Example: `  topcdn storage --data ./peer1 --origin http://127.0.0.1:8081 --listen 127.0.0.1:9001 \
       --capacity 50GiB --location 50.11,8.68 --region eu-fra`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			log, err := newLogger(logLevel)
-			if err != nil {
-				return err
-			}
-			defer log.Sync()
+		RunE: withLogger(&logLevel, func(cmd *cobra.Command, log *zap.Logger) error {
+			var err error
 			cfg.Logger = log
 			if originID != "" {
 				if cfg.OriginID, err = peer.Decode(originID); err != nil {
@@ -87,7 +83,7 @@ SIGINT or SIGTERM stop it cleanly.`,
 				}
 			}
 			return runStorage(cmd.Context(), cmd, listen, publicAddr, cfg, billingURL, claimEvery, log)
-		},
+		}),
 	}
 	f := cmd.Flags()
 	f.StringVar(&listen, "listen", "127.0.0.1:9001", "address to serve HTTP on")

@@ -78,3 +78,12 @@ func noteError(w http.ResponseWriter, err error) {
 }
 
 var _ http.ResponseWriter = (*statusWriter)(nil)
+
+// Router returns a function that mounts h on mux at pattern, instrumented
+// under route (see Instrument): a service's route table is then one call
+// per route.
+func (m Metrics) Router(mux *http.ServeMux) func(pattern, route string, h http.HandlerFunc) {
+	return func(pattern, route string, h http.HandlerFunc) {
+		mux.Handle(pattern, m.Instrument(route, h))
+	}
+}
