@@ -50,13 +50,7 @@ func (o *Origin) newHandler() (http.Handler, error) {
 	mux.Handle("/ipfs/", gw)
 	mux.Handle("/ipns/", gw)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(o.cfg.Registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		if err := o.db.PingContext(r.Context()); err != nil {
-			httpkit.WriteError(w, err)
-			return
-		}
-		httpkit.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok", "peer_id": o.key.ID.String()})
-	})
+	mux.Handle("GET /healthz", httpkit.Health(o.db.PingContext, map[string]string{"peer_id": o.key.ID.String()}))
 	return mux, nil
 }
 

@@ -43,13 +43,7 @@ func (s *Server) newHandler() http.Handler {
 		httpkit.WriteJSON(w, http.StatusOK, s.status())
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		if err := s.db.PingContext(r.Context()); err != nil {
-			httpkit.WriteError(w, err)
-			return
-		}
-		httpkit.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok", "peer_id": s.key.ID.String()})
-	})
+	mux.Handle("GET /healthz", httpkit.Health(s.db.PingContext, map[string]string{"peer_id": s.key.ID.String()}))
 	return mux
 }
 

@@ -1,6 +1,7 @@
 package httpkit
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 )
@@ -36,4 +37,21 @@ func WriteError(w http.ResponseWriter, err error) {
 		msg = "internal error: " + msg
 	}
 	WriteJSON(w, status, errorBody{Error: msg})
+}
+
+// Health answers a health check (GET /healthz): fields as JSON, with
+// "status": "ok", when ping (the service's database, say) succeeds, and
+// ping's error through WriteError when it does not.
+func Health(ping func(context.Context) error, fields map[string]string) http.HandlerFunc {
+	body := map[string]string{"status": "ok"}
+	for k, v := range fields {
+		body[k] = v
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := ping(r.Context()); err != nil {
+			WriteError(w, err)
+			return
+		}
+		WriteJSON(w, http.StatusOK, body)
+	}
 }

@@ -1,10 +1,12 @@
 package httpkit
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 )
 
@@ -58,5 +60,23 @@ func TestWriteError(t *testing.T) {
 				t.Errorf("Content-Type %q", got)
 			}
 		})
+	}
+}
+
+// TestHealth: 200 with the fields and status ok while the ping succeeds;
+// the ping's error, with its status, when it fails.
+func TestHealth(t *testing.T) {
+	var down error
+	h := Health(func(context.Context) error { return down }, map[string]string{"peer_id": "12D3"})
+	rec := httptest.NewRecorder()
+	h(rec, httptest.NewRequest("GET", "/healthz", nil))
+	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"status": "ok"`) || !strings.Contains(rec.Body.String(), `"peer_id": "12D3"`) {
+		t.Fatalf("up: %d %s", rec.Code, rec.Body)
+	}
+	down = Error(http.StatusServiceUnavailable, errors.New("database gone"))
+	rec = httptest.NewRecorder()
+	h(rec, httptest.NewRequest("GET", "/healthz", nil))
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "database gone") {
+		t.Fatalf("down: %d %s", rec.Code, rec.Body)
 	}
 }
