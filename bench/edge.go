@@ -328,19 +328,7 @@ func edgeTools() (wrk, nginx string, err error) {
 // buildCaddy compiles ./cmd/caddy (stock Caddy with topcdn's module) into
 // outDir and returns the binary's path.
 func buildCaddy(ctx context.Context, outDir string) (string, error) {
-	root, err := moduleRoot(ctx)
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(outDir, "caddy")
-	fmt.Fprintf(os.Stderr, "building caddy (./cmd/caddy) ...\n")
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	defer cancel()
-	lw := newLineWriter(os.Stderr, func() string { return "  go build: " })
-	if err := streamCmd(ctx, lw, root, nil, "go", "build", "-o", bin, "./cmd/caddy"); err != nil {
-		return "", fmt.Errorf("building caddy: %w", err)
-	}
-	return bin, nil
+	return goBuild(ctx, outDir, "caddy", "./cmd/caddy")
 }
 
 // edgeObjectBytes returns an object's deterministic, incompressible

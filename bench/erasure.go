@@ -408,22 +408,9 @@ func (b *erasureBench) clusterRun(ctx context.Context, run int, progress func(st
 	progress(phaseStore, d, "")
 
 	// Fast path: every peer up.
-	readStore := &peerStore{client: storageapi.NewClient(b.readerKey, nil), addrs: addrs}
-	r, err := erasure.NewReader(m, readStore)
-	if err != nil {
+	if err := b.readPhase(ctx, c, m, addrs, phaseFast, progress); err != nil {
 		return err
 	}
-	phaseCtx, cancel = context.WithTimeout(ctx, b.timeout)
-	defer cancel()
-	runtime.GC()
-	cpu = startCPU(c.pids())
-	d, err = readAllBlocks(phaseCtx, r, b.in, b.readWorkers)
-	if err != nil {
-		return fmt.Errorf("fast-path read: %w%s", err, c.logTails())
-	}
-	b.record(phaseFast, d, cpu.stop())
-	b.recordReads(phaseFast, readStore)
-	progress(phaseFast, d, readStore.summary(b.res.InputBytes))
 
 	// Degraded: kill the peers holding data shards 0..m-1 of segment 0.
 	dead := map[string]bool{}
@@ -450,22 +437,29 @@ func (b *erasureBench) clusterRun(ctx context.Context, run int, progress func(st
 	b.res.Degraded = append(b.res.Degraded, deg)
 	fmt.Fprintf(os.Stderr, "run %d/%d  killed %d peers (holders of shards 0-%d of segment 0); lost shards per segment %v; %d blocks to rebuild\n",
 		run, b.res.Runs, len(killed), erasureParityShards-1, lost, deg.BlocksRebuilt)
-	degStore := &peerStore{client: storageapi.NewClient(b.readerKey, nil), addrs: addrs}
-	r, err = erasure.NewReader(m, degStore, erasure.WithHedgeAfter(b.hedge))
+	return b.readPhase(ctx, c, m, addrs, phaseDegraded, progress, erasure.WithHedgeAfter(b.hedge))
+}
+
+// readPhase reads every input block from the cluster's peers through a new
+// Reader of m and records the phase: time, CPU of the cluster, reads.
+func (b *erasureBench) readPhase(ctx context.Context, c *erasureCluster, m *erasure.Manifest, addrs map[peer.ID]string,
+	phase string, progress func(string, time.Duration, string), opts ...erasure.ReaderOption) error {
+	store := &peerStore{client: storageapi.NewClient(b.readerKey, nil), addrs: addrs}
+	r, err := erasure.NewReader(m, store, opts...)
 	if err != nil {
 		return err
 	}
-	phaseCtx, cancel = context.WithTimeout(ctx, b.timeout)
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()
 	runtime.GC()
-	cpu = startCPU(c.pids())
-	d, err = readAllBlocks(phaseCtx, r, b.in, b.readWorkers)
+	cpu := startCPU(c.pids())
+	d, err := readAllBlocks(ctx, r, b.in, b.readWorkers)
 	if err != nil {
-		return fmt.Errorf("degraded read: %w%s", err, c.logTails())
+		return fmt.Errorf("%s: %w%s", phase, err, c.logTails())
 	}
-	b.record(phaseDegraded, d, cpu.stop())
-	b.recordReads(phaseDegraded, degStore)
-	progress(phaseDegraded, d, degStore.summary(b.res.InputBytes))
+	b.record(phase, d, cpu.stop())
+	b.recordReads(phase, store)
+	progress(phase, d, store.summary(b.res.InputBytes))
 	return nil
 }
 

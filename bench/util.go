@@ -222,17 +222,23 @@ func moduleRoot(ctx context.Context) (string, error) {
 // buildTopcdn compiles ./cmd/topcdn of the current module into outDir and
 // returns the binary's path.
 func buildTopcdn(ctx context.Context, outDir string) (string, error) {
+	return goBuild(ctx, outDir, "topcdn", "./cmd/topcdn")
+}
+
+// goBuild builds the module's package pkg into outDir/name, showing the
+// build's output, and returns the binary's path.
+func goBuild(ctx context.Context, outDir, name, pkg string) (string, error) {
 	root, err := moduleRoot(ctx)
 	if err != nil {
 		return "", err
 	}
-	bin := filepath.Join(outDir, "topcdn")
-	fmt.Fprintf(os.Stderr, "building topcdn from %s ...\n", root)
+	bin := filepath.Join(outDir, name)
+	fmt.Fprintf(os.Stderr, "building %s (%s) from %s ...\n", name, pkg, root)
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	lw := newLineWriter(os.Stderr, func() string { return "  go build: " })
-	if err := streamCmd(ctx, lw, root, nil, "go", "build", "-o", bin, "./cmd/topcdn"); err != nil {
-		return "", fmt.Errorf("building topcdn: %w", err)
+	if err := streamCmd(ctx, lw, root, nil, "go", "build", "-o", bin, pkg); err != nil {
+		return "", fmt.Errorf("building %s: %w", name, err)
 	}
 	return bin, nil
 }
