@@ -190,21 +190,11 @@ func runEdge(ctx context.Context, args []string) error {
 			return errors.New("edge: -pin needs at least 2 CPUs and taskset (util-linux); -pin=false runs unpinned")
 		}
 	}
-	cache, err := cacheDir()
+	cleanup, err := b.setUp(ctx, "edge-work-", *topcdnBin)
 	if err != nil {
 		return err
 	}
-	if b.work, err = os.MkdirTemp(cache, "edge-work-"); err != nil {
-		return fmt.Errorf("creating work dir: %w", err)
-	}
-	defer os.RemoveAll(b.work)
-	defer b.procs.stop()
-
-	if b.topcdn = *topcdnBin; b.topcdn == "" {
-		if b.topcdn, err = buildTopcdn(ctx, b.work); err != nil {
-			return err
-		}
-	}
+	defer cleanup()
 	if b.cady = *caddyBin; b.cady == "" {
 		if b.cady, err = buildCaddy(ctx, b.work); err != nil {
 			return err
@@ -323,6 +313,30 @@ func edgeTools() (wrk, nginx string, err error) {
 			strings.Join(missing, " and "))
 	}
 	return wrk, nginx, nil
+}
+
+// setUp makes b's work directory (prefix…, in the cache) and finds or
+// builds topcdn (given: that binary). cleanup stops b's processes and
+// removes the directory.
+func (b *edgeBench) setUp(ctx context.Context, prefix, given string) (cleanup func(), err error) {
+	cache, err := cacheDir()
+	if err != nil {
+		return nil, err
+	}
+	if b.work, err = os.MkdirTemp(cache, prefix); err != nil {
+		return nil, fmt.Errorf("creating work dir: %w", err)
+	}
+	cleanup = func() {
+		b.procs.stop()
+		os.RemoveAll(b.work)
+	}
+	if b.topcdn = given; b.topcdn == "" {
+		if b.topcdn, err = buildTopcdn(ctx, b.work); err != nil {
+			cleanup()
+			return nil, err
+		}
+	}
+	return cleanup, nil
 }
 
 // buildCaddy compiles ./cmd/caddy (stock Caddy with topcdn's module) into

@@ -52,21 +52,12 @@ func runEdgeMemory(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	cache, err := cacheDir()
+	b := &edgeBench{ports: map[string]int{}, svcs: map[string]*service{}}
+	cleanup, err := b.setUp(ctx, "edge-memory-", *topcdnBin)
 	if err != nil {
 		return err
 	}
-	b := &edgeBench{ports: map[string]int{}, svcs: map[string]*service{}}
-	if b.work, err = os.MkdirTemp(cache, "edge-memory-"); err != nil {
-		return fmt.Errorf("creating work dir: %w", err)
-	}
-	defer os.RemoveAll(b.work)
-	defer b.procs.stop()
-	if b.topcdn = *topcdnBin; b.topcdn == "" {
-		if b.topcdn, err = buildTopcdn(ctx, b.work); err != nil {
-			return err
-		}
-	}
+	defer cleanup()
 
 	// The working set: random files, sizes uniform in [4 KiB, 2 MiB].
 	site := filepath.Join(b.work, "set")
