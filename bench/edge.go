@@ -385,18 +385,29 @@ func (b *edgeBench) writeObjects() error {
 	return os.WriteFile(filepath.Join(b.objDir, "index.html"), []byte(index.String()), 0o644)
 }
 
-// startAll starts the origin, publishes objs/ and starts every server.
-func (b *edgeBench) startAll(ctx context.Context) error {
-	fmt.Fprintln(os.Stderr, "starting origin and publishing objs/ ...")
-	bin, args := pinned(b.serverCPUs, b.topcdn, "origin", "--no-stripe",
-		"--data", filepath.Join(b.work, "origin"), "--listen", "127.0.0.1:0")
+// startOrigin starts an origin (bin args…) keeping its data in b.work,
+// and makes a publisher key there; it returns the origin and the key's
+// path.
+func (b *edgeBench) startOrigin(ctx context.Context, bin string, args ...string) (*service, string, error) {
+	args = append(args, "--data", filepath.Join(b.work, "origin"), "--listen", "127.0.0.1:0")
 	origin, err := startService(ctx, "origin", bin, args...)
 	b.procs.add(origin)
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	key := filepath.Join(b.work, "publisher.key")
 	if _, err := runTimed(ctx, time.Minute, nil, b.topcdn, "keygen", "--out", key); err != nil {
+		return nil, "", err
+	}
+	return origin, key, nil
+}
+
+// startAll starts the origin, publishes objs/ and starts every server.
+func (b *edgeBench) startAll(ctx context.Context) error {
+	fmt.Fprintln(os.Stderr, "starting origin and publishing objs/ ...")
+	bin, args := pinned(b.serverCPUs, b.topcdn, "origin", "--no-stripe")
+	origin, key, err := b.startOrigin(ctx, bin, args...)
+	if err != nil {
 		return err
 	}
 	res, err := runTimed(ctx, 2*time.Minute, nil, b.topcdn, "publish", b.objDir, "--name", "bench",

@@ -84,14 +84,8 @@ func runEdgeMemory(ctx context.Context, args []string) error {
 	fmt.Fprintf(os.Stderr, "working set: %d files, %s\n", len(files), fmtBytes(setBytes))
 
 	// --set may exceed the default 10 GiB publisher quota.
-	origin, err := startService(ctx, "origin", b.topcdn, "origin", "--no-stripe", "--publisher-quota", "-1",
-		"--data", filepath.Join(b.work, "origin"), "--listen", "127.0.0.1:0")
-	b.procs.add(origin)
+	origin, key, err := b.startOrigin(ctx, b.topcdn, "origin", "--no-stripe", "--publisher-quota", "-1")
 	if err != nil {
-		return err
-	}
-	key := filepath.Join(b.work, "publisher.key")
-	if _, err := runTimed(ctx, time.Minute, nil, b.topcdn, "keygen", "--out", key); err != nil {
 		return err
 	}
 	fmt.Fprintln(os.Stderr, "publishing ...")
