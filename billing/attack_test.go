@@ -209,7 +209,6 @@ func testAttacks(t *testing.T, dsn string) {
 			claim(liarPeer, billingapi.ClaimedOrder{ID: 3, Order: readOrder(t, edge, peerKey.ID.String(), "shard1", "x2", 100, old)})},
 		{"read order for an unknown shard", liarPeer.ID.String(), billingapi.ReasonUnknownShard,
 			claim(liarPeer, billingapi.ClaimedOrder{ID: 4, Order: readOrder(t, edge, liarPeer.ID.String(), "shard9", "x3", 100, old)})},
-		{"replayed read order", peerKey.ID.String(), billingapi.ReasonReplayOrder, claim(peerKey, honestOrders[0])},
 		{"more bytes than its heartbeats count", hbLiar.ID.String(), billingapi.ReasonImplausibleHeartbeats, func() (any, error) {
 			var recs []billingapi.Record // 100 MiB
 			for i := range 100 {
@@ -251,6 +250,14 @@ func testAttacks(t *testing.T, dsn string) {
 		})
 	}
 
+	// A read order claimed again by its peer (the answer to its claim was
+	// lost) is credited once: counted as a duplicate, neither paid again
+	// nor refused.
+	if res, err := tl.IngestClaim(ctx, mustSign(t, peerKey, billingapi.TypeClaim,
+		billingapi.Claim{Peer: peerKey.ID.String(), Nonce: "again", Orders: []billingapi.ClaimedOrder{honestOrders[0]}})); err != nil ||
+		res.Accepted != 0 || res.Duplicates != 1 || len(res.Rejected) != 0 {
+		t.Fatalf("claim sent again: %+v, %v", res, err)
+	}
 	// The identical honest batch, resent, is accepted once.
 	if res, err := tl.IngestBatch(ctx, honest, netip.Addr{}); err != nil || !res.Duplicate || res.Accepted != 2 {
 		t.Fatalf("resent batch: %+v, %v", res, err)

@@ -173,8 +173,19 @@ func (l *Ledger) storeReads(ctx context.Context, storagePeer string, ok []accept
 			return fmt.Errorf("billing: store read: %w", err)
 		}
 		if n, _ := sr.RowsAffected(); n == 0 {
+			var by string
+			if err := tx.QueryRowContext(ctx, l.db.q(`SELECT peer FROM reads WHERE reader = ? AND serial = ?`),
+				r.reader.String(), r.serial).Scan(&by); err != nil {
+				return fmt.Errorf("billing: store read: %w", err)
+			}
+			if by == storagePeer {
+				// The peer's own claim again, its answer lost on the
+				// way: credited once already.
+				res.Duplicates++
+				continue
+			}
 			res.Rejected = append(res.Rejected, billingapi.OrderRejection{ID: ids[i], Reason: billingapi.ReasonReplayOrder,
-				Detail: fmt.Sprintf("read order %s of %s was claimed before", r.serial, r.reader)})
+				Detail: fmt.Sprintf("read order %s of %s was claimed before, by %s", r.serial, r.reader, by)})
 			continue
 		}
 		res.Accepted++

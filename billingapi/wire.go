@@ -129,6 +129,10 @@ type ClaimResult struct {
 	// Deferred lists the IDs of orders that cannot be judged yet (their
 	// reader is not known yet); send them again later.
 	Deferred []int64 `json:"deferred"`
+	// Duplicates counts the orders this peer had claimed already: a claim
+	// sent again after its answer was lost. Nothing more is credited, and
+	// nothing is refused.
+	Duplicates int `json:"duplicates,omitempty"`
 }
 
 // OrderRejection is one refused read order.
