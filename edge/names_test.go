@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/ipfs/boxo/ipns"
-	"github.com/ipfs/boxo/path"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/routing"
 	mh "github.com/multiformats/go-multihash"
@@ -24,6 +23,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/testkit"
 	"github.com/topcdn/topcdn/originapi"
 	"github.com/topcdn/topcdn/publish"
 )
@@ -53,15 +53,7 @@ func (f *fakeNameOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func testRecord(t *testing.T, key *identity.Key, seq uint64, eol time.Time) []byte {
 	t.Helper()
 	h, _ := mh.Sum([]byte{byte(seq)}, mh.SHA2_256, -1)
-	rec, err := ipns.NewRecord(key.Private, path.FromCid(cid.NewCidV1(cid.Raw, h)), seq, eol, time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := ipns.MarshalRecord(rec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return raw
+	return testkit.IPNSRecord(t, key, cid.NewCidV1(cid.Raw, h), seq, eol)
 }
 
 // TestNameRecords: the edge serves the best valid record it has seen for

@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/ipfs/boxo/ipns"
-	"github.com/ipfs/boxo/path"
 	"github.com/ipfs/go-cid"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/testkit"
 	"github.com/topcdn/topcdn/originapi"
 )
 
@@ -21,15 +21,7 @@ func record(t testing.TB, k *identity.Key, root cid.Cid, seq uint64, eol time.Ti
 	if human != "" {
 		opts = append(opts, ipns.WithMetadata(map[string]any{originapi.RecordNameKey: human}))
 	}
-	rec, err := ipns.NewRecord(k.Private, path.FromCid(root), seq, eol, time.Minute, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := ipns.MarshalRecord(rec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return raw
+	return testkit.IPNSRecord(t, k, root, seq, eol, opts...)
 }
 
 func TestClaimName(t *testing.T) {

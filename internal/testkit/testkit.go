@@ -16,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipfs/boxo/ipns"
+	"github.com/ipfs/boxo/path"
+	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/internal/httpkit"
@@ -100,4 +103,19 @@ func Run(t testing.TB, bin string, args ...string) string {
 		t.Fatalf("%s %s: %v\n%s", filepath.Base(bin), strings.Join(args, " "), err, stderr.String())
 	}
 	return string(out)
+}
+
+// IPNSRecord returns a marshalled IPNS record of key pointing at root,
+// with sequence seq, valid until eol, a one-minute TTL and opts.
+func IPNSRecord(t testing.TB, key *identity.Key, root cid.Cid, seq uint64, eol time.Time, opts ...ipns.Option) []byte {
+	t.Helper()
+	rec, err := ipns.NewRecord(key.Private, path.FromCid(root), seq, eol, time.Minute, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := ipns.MarshalRecord(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
 }
