@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,7 +16,6 @@ import (
 	"time"
 
 	"github.com/topcdn/topcdn/billingapi"
-	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/internal/testkit"
 	"github.com/topcdn/topcdn/storageapi"
@@ -62,11 +60,11 @@ func readOrder(t testing.TB, key *identity.Key, peer, shard, serial string, n in
 // wrongFor is a Prober that finds wrong content at one URL.
 type wrongFor string
 
-func (w wrongFor) Probe(ctx context.Context, url, c string) error {
+func (w wrongFor) Probe(ctx context.Context, url, c string) (int64, error) {
 	if url == string(w) {
-		return reject(billingapi.ReasonWrongContent, "%s served wrong bytes for %s", url, c)
+		return 10, reject(billingapi.ReasonWrongContent, "%s served wrong bytes for %s", url, c)
 	}
-	return nil
+	return 0, nil
 }
 
 // TestAttacks feeds the ledger lies of every kind next to honest traffic:
@@ -90,16 +88,16 @@ func testAttacks(t *testing.T, dsn string) {
 		stranger = testkit.Key(t, 16)
 		hbLiar   = testkit.Key(t, 17)
 	)
-	// The DNS router lists the honest edge, its heartbeats counting the
-	// 6000 bytes it serves, and hbLiar, its heartbeats counting 1 MiB.
-	dir := &hbDir{edges: wrapEdges([]dnsrouteapi.EdgeInfo{
-		{Peer: edge.ID.String(), Healthy: true, Answers: 5, IntervalMS: 2000, LastHeartbeat: t0.Add(-time.Second), Bytes: 6000},
-		{Peer: hbLiar.ID.String(), Healthy: true, Answers: 5, IntervalMS: 2000, LastHeartbeat: t0.Add(-time.Second), Bytes: 1 << 20},
-	})}
-	tl := newTestLedger(t, dsn, Config{PricePerGiBServed: price, DNS: dir})
+	tl := newTestLedger(t, dsn, Config{PricePerGiBServed: price})
 	tl.content.publish("blog", pub.ID, map[string]int64{"cidA": 1000, "cidB": 5000, "cidBig": 1 << 20})
 	tl.content.shards["shard1"] = pub.ID
 	e0 := t0.Unix() - 60 // the epoch just closed
+	// The operator admitted the edges (liars included: the lies below
+	// are an admitted edge's, or they would stop at admission); the DNS
+	// router sent the honest edge clients and relays its heartbeats'
+	// counter of the 6000 bytes it serves.
+	tl.admit(t, edge, liar, pub, hbLiar)
+	tl.vouch(edge.ID, e0, 6000, "name:blog")
 	if _, err := tl.Deposit(ctx, mustSign(t, tl.operator, billingapi.TypeDeposit, billingapi.Deposit{Account: pub.ID.String(), Amount: 1_000_000, Nonce: "d1"})); err != nil {
 		t.Fatal(err)
 	}
@@ -209,21 +207,8 @@ func testAttacks(t *testing.T, dsn string) {
 			claim(liarPeer, billingapi.ClaimedOrder{ID: 3, Order: readOrder(t, edge, peerKey.ID.String(), "shard1", "x2", 100, old)})},
 		{"read order for an unknown shard", liarPeer.ID.String(), billingapi.ReasonUnknownShard,
 			claim(liarPeer, billingapi.ClaimedOrder{ID: 4, Order: readOrder(t, edge, liarPeer.ID.String(), "shard9", "x3", 100, old)})},
-		{"more bytes than its heartbeats count", hbLiar.ID.String(), billingapi.ReasonImplausibleHeartbeats, func() (any, error) {
-			var recs []billingapi.Record // 100 MiB
-			for i := range 100 {
-				recs = append(recs, rec(1700+uint64(i), "blog", "cidBig", 1<<20, e0-60))
-			}
-			env := signBatch(t, hbLiar, e0-60, 70, recs)
-			// Deferred until a heartbeat after the batch shows no more.
-			if _, err := tl.IngestBatch(ctx, env, netip.Addr{}); !errors.Is(err, errTransient) || reasonOf(err) != "" {
-				return nil, fmt.Errorf("first send: %w, want it deferred", err)
-			}
-			defer tl.setNow(t0)
-			tl.setNow(t0.Add(10 * time.Second))
-			dir.beat(t0.Add(9*time.Second), 1)
-			return tl.IngestBatch(ctx, env, netip.Addr{})
-		}},
+		{"batch of an edge the operator did not admit", stranger.ID.String(), billingapi.ReasonNotAdmitted,
+			batch(signBatch(t, stranger, e0, 80, []billingapi.Record{rec(80, "blog", "cidB", 5000, e0)}), "")},
 		{"claim signed by another key", "-" + liarPeer.ID.String(), billingapi.ReasonSignature, func() (any, error) {
 			env := mustSign(t, forger, billingapi.TypeClaim, billingapi.Claim{Peer: liarPeer.ID.String(), Orders: honestOrders})
 			env.Signer = liarPeer.ID.String()
@@ -280,10 +265,50 @@ func testAttacks(t *testing.T, dsn string) {
 		}
 	}
 
+	// Admitted edges claiming beyond the evidence: each batch is accepted,
+	// and settlement pays none of it.
+	zeroHB, noDemand := testkit.Key(t, 18), testkit.Key(t, 19)
+	tl.admit(t, zeroHB, noDemand)
+	bounded := []struct {
+		edge  *identity.Key
+		epoch int64
+		recs  int
+		want  billingapi.Reason
+	}{
+		// A proxy the router sends clients to, its heartbeats carrying
+		// no counter, claims 1.2 GB.
+		{zeroHB, e0, 1200, billingapi.ReasonNoCounter},
+		// Its heartbeats count every byte it claims, but the router sent
+		// it no client.
+		{noDemand, e0, 5, billingapi.ReasonOverDemand},
+		// Its heartbeats counted 100 MiB in another epoch (a lifetime
+		// counter would allow them again now), none in this one.
+		{hbLiar, e0 - 60, 100, billingapi.ReasonNoCounter},
+	}
+	tl.router.demand(zeroHB.ID, e0, "name:blog", 5, 0)
+	tl.router.counter(noDemand.ID, e0, 5<<20)
+	tl.router.counter(hbLiar.ID, e0-120, 100<<20)
+	tl.router.demand(hbLiar.ID, e0-60, "name:blog", 1000, 0)
+	for i, b := range bounded {
+		var recs []billingapi.Record
+		for j := range b.recs {
+			recs = append(recs, rec(uint64(3000+1000*i+j), "blog", "cidBig", 1<<20, b.epoch))
+		}
+		if res, err := tl.IngestBatch(ctx, signBatch(t, b.edge, b.epoch, uint64(90+i), recs), netip.Addr{}); err != nil || res.Accepted != b.recs {
+			t.Fatalf("batch of %s: %+v, %v", b.want, res, err)
+		}
+	}
+
 	tl.setNow(t0.Add(150 * time.Second))
 	res, err := tl.Settle(ctx)
 	if err != nil || len(res.Epochs) == 0 {
 		t.Fatalf("settle: %+v, %v", res, err)
+	}
+	for _, b := range bounded {
+		st, err := tl.Statement(ctx, b.edge.ID.String())
+		if err != nil || !slices.ContainsFunc(st.Rejected, func(r billingapi.Rejected) bool { return r.Reason == b.want && r.Epoch == b.epoch }) {
+			t.Errorf("statement of the %s edge: %+v, %v", b.want, st, err)
+		}
 	}
 	wantEdge, wantPeer := ServedAmount(6000, price), ServedAmount(4096+8192, price)
 	if wantEdge != 18000 || wantPeer != 3*12288 {
@@ -296,6 +321,8 @@ func testAttacks(t *testing.T, dsn string) {
 		liar.ID.String():     0,
 		liarPeer.ID.String(): 0,
 		hbLiar.ID.String():   0,
+		zeroHB.ID.String():   0,
+		noDemand.ID.String(): 0,
 		TreasuryAccount:      -1_000_000,
 	}
 	for id, want := range balances {
@@ -396,6 +423,9 @@ func testUpstreamReads(t *testing.T, dsn string) {
 			if _, err := tl.Deposit(ctx, mustSign(t, tl.operator, billingapi.TypeDeposit, billingapi.Deposit{Account: pub.ID.String(), Amount: 1_000_000, Nonce: "d1"})); err != nil {
 				t.Fatal(err)
 			}
+			tl.admit(t, edge, other)
+			tl.vouch(edge.ID, e0, 6000, "name:blog")
+			tl.vouch(other.ID, e0, 1000, "name:blog")
 			if res, err := tl.IngestBatch(ctx, signBatch(t, edge, e0, 1, []billingapi.Record{rec(1, "blog", "cidA", 1000, e0), rec(2, "blog", "cidB", 5000, e0)}), netip.Addr{}); err != nil || res.Accepted != 2 {
 				t.Fatalf("edge's batch: %+v, %v", res, err)
 			}
@@ -511,7 +541,9 @@ func TestUpstreamHeldCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	e0 := t0.Unix() - 60
+	tl.admit(t, edge, other)
 	for i, k := range []*identity.Key{edge, other} {
+		tl.vouch(k.ID, e0, 1000, "name:blog")
 		if _, err := tl.IngestBatch(ctx, signBatch(t, k, e0, 1, []billingapi.Record{rec(uint64(i+1), "blog", "cidA", 1000, e0)}), netip.Addr{}); err != nil {
 			t.Fatal(err)
 		}

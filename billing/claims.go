@@ -104,17 +104,12 @@ func (l *Ledger) checkOrder(ctx context.Context, claimPeer string, co billingapi
 		return refuse(reject(billingapi.ReasonReplayOrder, "order %d: serial %s twice in the claim", co.ID, o.Serial))
 	}
 	seen[reader.String()+"/"+o.Serial] = true
-	known, err := l.knownReader(ctx, reader)
+	known, err := l.knownReader(ctx, reader, o.Expires.Add(-storageapi.ReadOrderLifetime), o.Expires)
 	if err != nil {
 		return nil, err
 	}
 	if !known {
-		issued := o.Expires.Add(-storageapi.ReadOrderLifetime)
-		if now.Sub(issued) < 2*l.opts.Epoch+l.opts.SettleDelay {
-			res.Deferred = append(res.Deferred, co.ID)
-			return nil, nil
-		}
-		return refuse(reject(billingapi.ReasonUnknownReader, "order %d signed by %s, which is no known edge", co.ID, reader))
+		return refuse(reject(billingapi.ReasonUnknownReader, "order %d signed by %s, which is neither an edge the billing operator admitted nor the origin", co.ID, reader))
 	}
 	pub, err := l.content.ShardPublisher(ctx, o.Shard)
 	if err != nil {
@@ -127,9 +122,10 @@ func (l *Ledger) checkOrder(ctx context.Context, claimPeer string, co billingapi
 }
 
 // knownReader reports whether p is a reader billing pays reads for: an
-// edge billing knows (one with an accepted record, or listed by the DNS
-// router), or the origin (see OriginKey).
-func (l *Ledger) knownReader(ctx context.Context, p peer.ID) (bool, error) {
+// edge the operator admitted (and had not revoked) while the order was
+// valid, from issued to expires, or the origin (see OriginKey). A fresh
+// key signing orders for a colluding storage peer earns it nothing.
+func (l *Ledger) knownReader(ctx context.Context, p peer.ID, issued, expires time.Time) (bool, error) {
 	if src, ok := l.content.(OriginKey); ok {
 		id, err := src.OriginID(ctx)
 		if err != nil {
@@ -139,18 +135,11 @@ func (l *Ledger) knownReader(ctx context.Context, p peer.ID) (bool, error) {
 			return true, nil
 		}
 	}
-	var n int
-	if err := l.db.QueryRowContext(ctx, l.db.q(`SELECT count(*) FROM batches WHERE edge = ? AND records > 0`), p.String()).Scan(&n); err != nil {
-		return false, fmt.Errorf("billing: known reader: %w", err)
+	a, ok, err := l.admittedAt(ctx, p.String())
+	if err != nil || !ok {
+		return false, err
 	}
-	if n > 0 {
-		return true, nil
-	}
-	if edges, ok := l.dnsEdges(ctx); ok {
-		_, listed := edges[p.String()]
-		return listed, nil
-	}
-	return false, nil
+	return a.covers(issued, expires), nil
 }
 
 // storeReads stores accepted reads minus replays, and the rejections, in

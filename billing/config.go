@@ -14,7 +14,8 @@ import (
 const (
 	DefaultAcceptWindow  = 24 * time.Hour
 	DefaultGrace         = time.Hour
-	DefaultDNSFreeBytes  = 64 << 20
+	DefaultDemandFactor  = 2
+	DefaultDemandWait    = time.Hour
 	DefaultProbeInterval = 30 * time.Second
 )
 
@@ -46,15 +47,20 @@ type Config struct {
 	Logger *zap.Logger
 	// Registry receives the metrics. Default: a private registry.
 	Registry prometheus.Registerer
-	// DNS, if set, enables the DNS cross-check: an edge the router never
-	// handed out may claim at most DNSFreeBytes per batch, and a listed
-	// edge no more per epoch than its heartbeats' byte counter allows
-	// (checkHeartbeats). Unset, the check is skipped and counted as
-	// "unconfigured".
+	// DNS is the DNS router, billing's witness of what each edge could
+	// have earned: the demand its answers sent the edge, the bytes of its
+	// probes, the epoch byte counter of the edge's heartbeats. Edges are
+	// paid within that evidence only: without a router, no edge is paid.
 	DNS EdgeDirectory
-	// DNSFreeBytes is what an edge unknown to DNS may claim per batch.
-	// Default: DefaultDNSFreeBytes (64 MiB).
-	DNSFreeBytes int64
+	// DemandFactor is how many times a site's bytes each client unit the
+	// router handed an edge to (first in the answer; later ones count
+	// half) may bring the edge per epoch. Default: DefaultDemandFactor (2).
+	DemandFactor float64
+	// DemandWait is how long after its end an epoch waits for the
+	// router's evidence (read after the settle delay) before it is settled
+	// without it: edges of which nothing was read are then refused as
+	// no_demand_evidence. Default: DefaultDemandWait (1h).
+	DemandWait time.Duration
 	// BackingWait is how long settlement keeps an edge's records of a
 	// striped root deferred while no read order the edge signed backs
 	// them (storage peers claim with a delay) before refusing them as
@@ -77,8 +83,8 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Epoch < time.Second || c.Epoch%time.Second != 0 {
 		return c, fmt.Errorf("billing: epoch %s: want whole seconds, at least 1s", c.Epoch)
 	}
-	if c.AcceptWindow < 0 || c.DNSFreeBytes < 0 || c.BackingWait < 0 {
-		return c, errors.New("billing: negative accept window, DNS free bytes or backing wait")
+	if c.AcceptWindow < 0 || c.DemandFactor < 0 || c.DemandWait < 0 || c.BackingWait < 0 {
+		return c, errors.New("billing: negative accept window, demand factor, demand wait or backing wait")
 	}
 	if c.AcceptWindow == 0 {
 		c.AcceptWindow = DefaultAcceptWindow
@@ -104,8 +110,11 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Registry == nil {
 		c.Registry = prometheus.NewRegistry()
 	}
-	if c.DNSFreeBytes == 0 {
-		c.DNSFreeBytes = DefaultDNSFreeBytes
+	if c.DemandFactor == 0 {
+		c.DemandFactor = DefaultDemandFactor
+	}
+	if c.DemandWait == 0 {
+		c.DemandWait = DefaultDemandWait
 	}
 	if c.BackingWait == 0 {
 		c.BackingWait = max(10*c.Epoch, time.Hour)

@@ -23,7 +23,8 @@ func TestConfig(t *testing.T) {
 			settle: 3 * time.Second, grace: time.Minute},
 		{name: "no delay, no grace", cfg: Config{SettleDelay: -1, Grace: -time.Second}, settle: 0, grace: 0},
 		{name: "negative accept window", cfg: Config{AcceptWindow: -time.Hour}, shouldErr: true},
-		{name: "negative DNS free bytes", cfg: Config{DNSFreeBytes: -1}, shouldErr: true},
+		{name: "negative demand factor", cfg: Config{DemandFactor: -1}, shouldErr: true},
+		{name: "negative demand wait", cfg: Config{DemandWait: -time.Second}, shouldErr: true},
 		{name: "negative backing wait", cfg: Config{BackingWait: -time.Second}, shouldErr: true},
 		{name: "negative price", cfg: Config{PricePerGiBServed: -1}, shouldErr: true},
 		{name: "epoch under a second", cfg: Config{Epoch: time.Millisecond}, shouldErr: true},
@@ -38,9 +39,9 @@ func TestConfig(t *testing.T) {
 				return
 			}
 			if got.SettleDelay != tc.settle || got.Grace != tc.grace || got.AcceptWindow != DefaultAcceptWindow ||
-				got.DNSFreeBytes != DefaultDNSFreeBytes || got.BackingWait < time.Hour {
-				t.Errorf("settle delay %s, grace %s, accept window %s, DNS free bytes %d, backing wait %s",
-					got.SettleDelay, got.Grace, got.AcceptWindow, got.DNSFreeBytes, got.BackingWait)
+				got.DemandFactor != DefaultDemandFactor || got.DemandWait != DefaultDemandWait || got.BackingWait < time.Hour {
+				t.Errorf("settle delay %s, grace %s, accept window %s, demand factor %g, demand wait %s, backing wait %s",
+					got.SettleDelay, got.Grace, got.AcceptWindow, got.DemandFactor, got.DemandWait, got.BackingWait)
 			}
 		})
 	}
@@ -49,7 +50,7 @@ func TestConfig(t *testing.T) {
 // noProber is a Prober that finds nothing wrong.
 type noProber struct{}
 
-func (noProber) Probe(context.Context, string, string) error { return nil }
+func (noProber) Probe(context.Context, string, string) (int64, error) { return 0, nil }
 
 var _ Prober = noProber{}
 

@@ -124,6 +124,57 @@ var schema = []string{
 		since     BIGINT NOT NULL, -- Unix ns of the settlement that held them
 		PRIMARY KEY (edge, epoch, publisher, root)
 	);`,
+	// 3: evidence-bounded edge payments. admissions are the edges the
+	// operator admits to be paid; edge_keys sums each edge's accepted
+	// bytes per (epoch, site key, publisher, root) as batches are stored;
+	// edge_epochs and demand keep what the DNS router said of each edge
+	// and epoch (its heartbeats' epoch byte counter, the bytes of the
+	// router's own probes, the client units it handed the edge to per
+	// site); probe_reads the bytes billing's own prober fetched.
+	`CREATE TABLE admissions (
+		edge        TEXT PRIMARY KEY,
+		admitted_at BIGINT NOT NULL,          -- Unix ns
+		revoked_at  BIGINT NOT NULL DEFAULT 0 -- Unix ns; 0 while admitted
+	);
+	CREATE TABLE admission_nonces (
+		nonce  TEXT PRIMARY KEY,
+		edge   TEXT NOT NULL,
+		revoke BIGINT NOT NULL,
+		at     BIGINT NOT NULL
+	);
+	CREATE TABLE edge_keys (
+		edge      TEXT NOT NULL,
+		epoch     BIGINT NOT NULL,
+		dkey      TEXT NOT NULL, -- name:NAME or cid:CID, as the router counts demand
+		publisher TEXT NOT NULL,
+		root      TEXT NOT NULL,
+		bytes     BIGINT NOT NULL,
+		records   BIGINT NOT NULL,
+		PRIMARY KEY (edge, epoch, dkey, publisher, root)
+	);
+	CREATE INDEX edge_keys_epoch ON edge_keys (epoch);
+	CREATE TABLE edge_epochs (
+		edge        TEXT NOT NULL,
+		epoch       BIGINT NOT NULL,
+		counter     BIGINT NOT NULL, -- highest epoch byte count the edge's heartbeats reported
+		closed      BIGINT NOT NULL, -- 1 once a heartbeat reported the epoch closed
+		probe_bytes BIGINT NOT NULL, -- body bytes of the router's content probes of the edge
+		PRIMARY KEY (edge, epoch)
+	);
+	CREATE TABLE demand (
+		edge  TEXT NOT NULL,
+		epoch BIGINT NOT NULL,
+		dkey  TEXT NOT NULL,
+		first BIGINT NOT NULL, -- client units handed the edge first
+		other BIGINT NOT NULL, -- client units handed the edge in a later place
+		PRIMARY KEY (edge, epoch, dkey)
+	);
+	CREATE TABLE probe_reads (
+		edge  TEXT NOT NULL,
+		epoch BIGINT NOT NULL,
+		bytes BIGINT NOT NULL,
+		PRIMARY KEY (edge, epoch)
+	);`,
 }
 
 // OpenDB opens the ledger database named by dsn and brings its schema up

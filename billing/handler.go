@@ -22,6 +22,8 @@ import (
 //	POST /api/v1/batches               an edge's signed batch (BatchResult)
 //	POST /api/v1/claims                a storage peer's signed claim (ClaimResult)
 //	POST /api/v1/deposits              a deposit signed by the operator key (Account)
+//	POST /api/v1/admissions            an edge's admission signed by the operator key (AdmittedEdge)
+//	GET  /api/v1/admissions            the edges admitted now (AdmittedResponse)
 //	POST /api/v1/settle                settle every closed epoch (SettleResult)
 //	GET  /api/v1/accounts              every account ([]Account)
 //	GET  /api/v1/accounts/{id}         one account (Account)
@@ -41,6 +43,19 @@ func (l *Ledger) Handler(gatherer prometheus.Gatherer) http.Handler {
 	route("POST /api/v1/batches", "batches", l.serveBatch)
 	route("POST /api/v1/claims", "claims", l.serveClaim)
 	route("POST /api/v1/deposits", "deposits", l.serveDeposit)
+	route("POST "+billingapi.AdmittedPath, "admissions", func(w http.ResponseWriter, r *http.Request) {
+		env, err := readEnvelope(r, maxDepositBody)
+		if err != nil {
+			l.reply(w, nil, err)
+			return
+		}
+		res, err := l.Admit(r.Context(), env)
+		l.reply(w, res, err)
+	})
+	route("GET "+billingapi.AdmittedPath, "admitted", func(w http.ResponseWriter, r *http.Request) {
+		res, err := l.Admitted(r.Context())
+		l.reply(w, billingapi.AdmittedResponse{Edges: res}, err)
+	})
 	route("POST /api/v1/settle", "settle", func(w http.ResponseWriter, r *http.Request) {
 		res, err := l.Settle(r.Context())
 		l.reply(w, res, err)
@@ -178,10 +193,7 @@ func (l *Ledger) reply(w http.ResponseWriter, v any, err error) {
 	case errors.Is(err, errTransient):
 		code = http.StatusServiceUnavailable
 	}
-	switch {
-	case errors.Is(err, errHeartbeatBehind):
-		l.log.Info("batch deferred", zap.Error(err))
-	case code >= 500:
+	if code >= 500 {
 		l.log.Error("request failed", zap.Error(err))
 	}
 	httpkit.WriteJSON(w, code, billingapi.ErrorResponse{Error: err.Error(), Reason: reason})

@@ -22,6 +22,7 @@ func TestHandler(t *testing.T) {
 	tl := newTestLedger(t, "", Config{Registry: reg})
 	pub, edge := testkit.Key(t, 80), testkit.Key(t, 81)
 	tl.content.publish("blog", pub.ID, map[string]int64{"c": 100})
+	tl.admit(t, edge)
 	srv := httptest.NewServer(tl.Handler(reg))
 	defer srv.Close()
 	e0 := t0.Unix() - 60

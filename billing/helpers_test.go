@@ -54,7 +54,11 @@ func (f *fakeContent) Object(ctx context.Context, name, root, c string) (witness
 	}
 	for n, objs := range f.objects {
 		if (name == "" || n == name) && objs[c] > 0 {
-			return witness.Object{Publisher: f.sites[n], MaxBytes: objs[c], Root: f.roots[n]}, nil
+			root := f.roots[n]
+			if root == "" {
+				root = n // a site without a set root: its name stands for it
+			}
+			return witness.Object{Publisher: f.sites[n], MaxBytes: objs[c], Root: root}, nil
 		}
 	}
 	return witness.Object{}, reject(billingapi.ReasonUnpublished, "%s/%s is not published", name, c)
@@ -101,6 +105,7 @@ var (
 type testLedger struct {
 	*Ledger
 	content  *fakeContent
+	router   *fakeRouter // the DNS router, unless the test's Config names another
 	operator *identity.Key
 	mu       sync.Mutex
 	now      time.Time
@@ -129,7 +134,10 @@ func newTestLedger(t testing.TB, dsn string, cfg Config) *testLedger {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	tl := &testLedger{content: newFakeContent(), operator: testkit.Key(t, 99), now: t0}
+	tl := &testLedger{content: newFakeContent(), router: newFakeRouter(), operator: testkit.Key(t, 99), now: t0}
+	if cfg.DNS == nil {
+		cfg.DNS = tl.router
+	}
 	if cfg.Epoch == 0 {
 		cfg.Epoch = time.Minute
 	}

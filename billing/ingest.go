@@ -33,6 +33,7 @@ type acceptedRecord struct {
 	publisher string
 	cid       string
 	root      string
+	dkey      string // the demand key: the site as the DNS router counts it
 	bytes     int64
 }
 
@@ -69,21 +70,15 @@ func (l *Ledger) IngestBatch(ctx context.Context, env *identity.Envelope, from n
 	}
 	sum := sha256.Sum256(env.Body)
 	digest := hex.EncodeToString(sum[:])
-	// The checks below and store run for one batch of the edge at a time:
-	// parts of an epoch checked side by side would each pass the
-	// heartbeat check without the others.
-	mu := &l.edgeMu[fnv32(edge)%uint32(len(l.edgeMu))]
-	mu.Lock()
-	defer mu.Unlock()
 	if res, err := l.duplicateBatch(ctx, edge, batch, digest); res != nil || err != nil {
 		if reasonOf(err) != "" {
 			return rejectBatch(err)
 		}
 		return res, err
 	}
-	if err := l.checkDNS(ctx, edge, batch, digest); err != nil {
+	if err := l.checkAdmitted(ctx, edge, batch.Epoch); err != nil {
 		if reasonOf(err) == "" {
-			return nil, err // deferred: the edge sends it again
+			return nil, err
 		}
 		return rejectBatch(err)
 	}
@@ -94,18 +89,8 @@ func (l *Ledger) IngestBatch(ctx context.Context, env *identity.Envelope, from n
 	return l.store(ctx, edge, batch.Epoch, batch, digest, accepted, rejected)
 }
 
-// fnv32 is the 32-bit FNV-1a hash of s.
-func fnv32(s string) uint32 {
-	h := uint32(2166136261)
-	for i := 0; i < len(s); i++ {
-		h = (h ^ uint32(s[i])) * 16777619
-	}
-	return h
-}
-
 // claimed sums the bytes of records, saturating at the int64 maximum:
-// records of absurd sizes (refused later as inflated) must not wrap the
-// total below the DNS and heartbeat bounds it is checked against.
+// records of absurd sizes (refused as inflated) must not wrap the total.
 func claimed(recs []billingapi.Record) int64 {
 	var n int64
 	for i := range recs {
@@ -179,6 +164,7 @@ func (l *Ledger) checkRecords(ctx context.Context, edge peer.ID, epoch int64, sa
 	}
 	seen := make(map[uint64]bool, len(recs))
 	names := map[peer.ID]string{} // peer ID strings, base58-encoded once
+	dkeys := map[string]string{}  // record name or root -> demand key
 	var (
 		ok  []acceptedRecord
 		bad []billingapi.RecordRejection
@@ -231,7 +217,16 @@ func (l *Ledger) checkRecords(ctx context.Context, edge peer.ID, epoch int64, sa
 			name = obj.Publisher.String()
 			names[obj.Publisher] = name
 		}
-		ok = append(ok, acceptedRecord{serial: r.Serial, publisher: name, cid: r.CID, root: obj.Root, bytes: r.Bytes})
+		dk := r.Name
+		if dk == "" {
+			dk = r.Root
+		}
+		key, found := dkeys[dk]
+		if !found {
+			key = dkeyOf(r.Name, r.Root)
+			dkeys[dk] = key
+		}
+		ok = append(ok, acceptedRecord{serial: r.Serial, publisher: name, cid: r.CID, root: obj.Root, dkey: key, bytes: r.Bytes})
 	}
 	return ok, bad, nil
 }
@@ -288,6 +283,9 @@ func (l *Ledger) store(ctx context.Context, edge string, epoch int64, b *billing
 	}
 	res.Accepted = len(fresh)
 	if err := l.insertRecords(ctx, tx, edge, epoch, fresh); err != nil {
+		return nil, err
+	}
+	if err := l.addEdgeKeys(ctx, tx, edge, epoch, fresh); err != nil {
 		return nil, err
 	}
 	if b != nil && len(fresh) != len(ok) {
@@ -374,6 +372,36 @@ func (l *Ledger) insertRecords(ctx context.Context, tx querier, edge string, epo
 		}
 		if _, err := tx.ExecContext(ctx, l.db.q(sb.String()), args...); err != nil {
 			return fmt.Errorf("billing: store records: %w", err)
+		}
+	}
+	return nil
+}
+
+// addEdgeKeys adds stored records to their edge's sums per (epoch, demand
+// key, publisher, root), which settlement bounds by the evidence.
+func (l *Ledger) addEdgeKeys(ctx context.Context, tx querier, edge string, epoch int64, recs []acceptedRecord) error {
+	type k struct{ dkey, publisher, root string }
+	type sum struct{ bytes, records int64 }
+	sums := map[k]*sum{}
+	var order []k
+	for _, r := range recs {
+		key := k{r.dkey, r.publisher, r.root}
+		s := sums[key]
+		if s == nil {
+			s = &sum{}
+			sums[key] = s
+			order = append(order, key)
+		}
+		s.bytes += r.bytes
+		s.records++
+	}
+	q := l.db.q(`INSERT INTO edge_keys (edge, epoch, dkey, publisher, root, bytes, records) VALUES (?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (edge, epoch, dkey, publisher, root) DO UPDATE SET bytes = edge_keys.bytes + excluded.bytes,
+		records = edge_keys.records + excluded.records`)
+	for _, key := range order {
+		s := sums[key]
+		if _, err := tx.ExecContext(ctx, q, edge, epoch, key.dkey, key.publisher, key.root, s.bytes, s.records); err != nil {
+			return fmt.Errorf("billing: store edge sums: %w", err)
 		}
 	}
 	return nil

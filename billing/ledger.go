@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/topcdn/topcdn/billing/witness"
 	"go.uber.org/zap"
 )
 
@@ -39,15 +38,6 @@ type Ledger struct {
 
 	// mu serializes writers: every check-then-write runs under it.
 	mu sync.Mutex
-	// edgeMu serializes the ingest of one edge's batches (striped by
-	// edge), so that the heartbeat check of a part sees the parts of the
-	// epoch stored before it.
-	edgeMu [64]sync.Mutex
-
-	dnsMu    sync.Mutex
-	dnsCache map[string]witness.EdgeInfo
-	dnsAt    time.Time
-	deferred map[string]time.Time // batches deferred by the heartbeat check: first received
 }
 
 // New returns a ledger over db. content answers what is published;

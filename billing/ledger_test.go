@@ -95,9 +95,10 @@ func TestSettlementStorageAndFunds(t *testing.T) {
 	}
 }
 
-// TestClaimDefersUnknownReaders: a read order of a reader that has not
-// reported yet is deferred while it may, and the claimer keeps it.
-func TestClaimDefersUnknownReaders(t *testing.T) {
+// TestClaimNeedsAdmittedReader: a read order earns its storage peer
+// something only when an edge the operator admitted signed it; the
+// claimer keeps a refused order no longer (it is pruned, refused).
+func TestClaimNeedsAdmittedReader(t *testing.T) {
 	ctx := context.Background()
 	tl := newTestLedger(t, "", Config{PricePerGiBServed: GiB})
 	pub, edge, sp := testkit.Key(t, 60), testkit.Key(t, 61), testkit.Key(t, 62)
@@ -105,25 +106,27 @@ func TestClaimDefersUnknownReaders(t *testing.T) {
 	tl.content.shards["s1"] = pub.ID
 	src := &fakeReads{reads: []storageapi.ServedRead{
 		{ID: 1, Envelope: readOrder(t, edge, sp.ID.String(), "s1", "a", 10, t0)},
-		{ID: 2, Envelope: readOrder(t, edge, sp.ID.String(), "s1", "b", 20, t0)},
 	}}
 	srv := newHTTPLedger(t, tl)
 	c := billingapi.NewClient(srv, nil)
-	if n, err := billingapi.ClaimOnce(ctx, c, sp, src); err != nil || n != 0 || src.pruned != 0 {
-		t.Fatalf("claim before the edge reported: %d accepted, pruned to %d, %v", n, src.pruned, err)
+	if n, err := billingapi.ClaimOnce(ctx, c, sp, src); err != nil || n != 0 || src.pruned != 1 {
+		t.Fatalf("claim of a reader not admitted: %d accepted, pruned to %d, %v", n, src.pruned, err)
 	}
-	if _, err := tl.IngestBatch(ctx, signBatch(t, edge, t0.Unix()-60, 1, []billingapi.Record{rec(1, "blog", "c", 100, t0.Unix()-60)}), netip.Addr{}); err != nil {
-		t.Fatal(err)
-	}
-	if n, err := billingapi.ClaimOnce(ctx, c, sp, src); err != nil || n != 2 || src.pruned != 2 {
-		t.Fatalf("claim after: %d accepted, pruned to %d, %v", n, src.pruned, err)
+	tl.admit(t, edge)
+	src.reads = append(src.reads, storageapi.ServedRead{ID: 2, Envelope: readOrder(t, edge, sp.ID.String(), "s1", "b", 20, t0)})
+	if n, err := billingapi.ClaimOnce(ctx, c, sp, src); err != nil || n != 1 || src.pruned != 2 {
+		t.Fatalf("claim after the edge was admitted: %d accepted, pruned to %d, %v", n, src.pruned, err)
 	}
 	tl.setNow(t0.Add(150 * time.Second))
 	if _, err := tl.Settle(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if a, _ := tl.Account(ctx, sp.ID.String()); a.Balance != 30 {
-		t.Fatalf("storage peer paid %d, want 30", a.Balance)
+	if a, _ := tl.Account(ctx, sp.ID.String()); a.Balance != 20 {
+		t.Fatalf("storage peer paid %d, want 20", a.Balance)
+	}
+	st, err := tl.Statement(ctx, sp.ID.String())
+	if err != nil || !slices.ContainsFunc(st.Rejected, func(r billingapi.Rejected) bool { return r.Reason == billingapi.ReasonUnknownReader }) {
+		t.Fatalf("statement %+v, %v: want the first order refused as unknown_reader", st, err)
 	}
 }
 
@@ -185,7 +188,6 @@ func (f *fakeReads) PruneServedReads(ctx context.Context, upto int64) (int64, er
 var (
 	_ billingapi.ServedReadSource = (*fakeReads)(nil)
 	_ billingapi.ServedReadSource = (*storage.Server)(nil)
-	_ EdgeDirectory               = edgeList{}
 )
 
 func TestForfeits(t *testing.T) {
@@ -252,7 +254,9 @@ func TestHugeRecordsCannotStopSettlement(t *testing.T) {
 			pub, edge, liar := testkit.Key(t, 60), testkit.Key(t, 61), testkit.Key(t, 62+byte(i))
 			tl := newTestLedger(t, "", Config{PricePerGiBServed: GiB})
 			tl.content.publish("blog", pub.ID, map[string]int64{"small": 1000, "huge": huge})
+			tl.admit(t, edge, liar)
 			e0 := t0.Unix() - 60
+			tl.vouch(edge.ID, e0, 1000, "name:blog")
 			if res, err := tl.IngestBatch(ctx, signBatch(t, edge, e0, 1, []billingapi.Record{rec(1, "blog", "small", 1000, e0)}), netip.Addr{}); err != nil || res.Accepted != 1 {
 				t.Fatalf("honest batch: %+v, %v", res, err)
 			}

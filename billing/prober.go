@@ -111,11 +111,16 @@ func (l *Ledger) ProbeOnce(ctx context.Context, p Prober) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("billing: probe: %w", err)
 	}
-	if url == "" {
-		if edges, ok := l.dnsEdges(ctx); ok {
-			url = edges[edge].URL
-			if url == "" && len(edges[edge].Addrs) > 0 {
-				url = "http://" + edges[edge].Addrs[0]
+	if url == "" && l.opts.DNS != nil {
+		if edges, err := l.opts.DNS.Edges(ctx); err == nil {
+			for _, e := range edges {
+				if e.Peer != edge {
+					continue
+				}
+				url = e.URL
+				if url == "" && len(e.Addrs) > 0 {
+					url = "http://" + e.Addrs[0]
+				}
 			}
 		}
 	}
@@ -123,7 +128,15 @@ func (l *Ledger) ProbeOnce(ctx context.Context, p Prober) (bool, error) {
 		l.metrics.probes.WithLabelValues("no_url").Inc()
 		return true, nil
 	}
-	err = p.Probe(ctx, url, c)
+	at := l.opts.now()
+	read, err := p.Probe(ctx, url, c)
+	if read > 0 {
+		// The edge bills what it served the prober, which no client
+		// asked for: the probe pool of its epoch covers it.
+		if err := l.addProbeBytes(ctx, edge, l.epochOf(at), read); err != nil {
+			return true, err
+		}
+	}
 	switch {
 	case reasonOf(err) == billingapi.ReasonWrongContent:
 		l.metrics.probes.WithLabelValues("wrong_content").Inc()
@@ -135,6 +148,15 @@ func (l *Ledger) ProbeOnce(ctx context.Context, p Prober) (bool, error) {
 	}
 	l.metrics.probes.WithLabelValues("ok").Inc()
 	return true, nil
+}
+
+// addProbeBytes adds n bytes billing's prober read from edge in epoch.
+func (l *Ledger) addProbeBytes(ctx context.Context, edge string, epoch, n int64) error {
+	if _, err := l.db.ExecContext(ctx, l.db.q(`INSERT INTO probe_reads (edge, epoch, bytes) VALUES (?, ?, ?)
+		ON CONFLICT (edge, epoch) DO UPDATE SET bytes = probe_reads.bytes + excluded.bytes`), edge, epoch, n); err != nil {
+		return fmt.Errorf("billing: probe bytes: %w", err)
+	}
+	return nil
 }
 
 // RunProber probes a random served object every interval until ctx ends.

@@ -20,6 +20,7 @@ func TestReporterParts(t *testing.T) {
 	tl := newTestLedger(t, "", Config{})
 	tl.setNow(now.Add(time.Minute))
 	tl.content.publish("blog", pub.ID, map[string]int64{"c": 10})
+	tl.admit(t, key)
 	srv := httptest.NewServer(tl.Handler(nil))
 	defer srv.Close()
 	rep := billingapi.NewReporter(key, srv.URL, billingapi.WithEpoch(time.Minute), billingapi.WithPartSize(10))

@@ -54,6 +54,10 @@ type line struct {
 // idempotent: a settled epoch is never paid again, and a crash leaves each
 // epoch either wholly settled or untouched.
 func (l *Ledger) Settle(ctx context.Context) (*billingapi.SettleResult, error) {
+	if err := l.CaptureEvidence(ctx); err != nil {
+		// Settle what the evidence read before covers; the rest waits.
+		l.log.Warn("settle: DNS router evidence", zap.Error(err))
+	}
 	now := l.opts.now()
 	lastClosed := l.epochOf(now.Add(-l.opts.SettleDelay)) - l.secs // its end <= now - delay
 	res := &billingapi.SettleResult{Epochs: []int64{}}
@@ -93,8 +97,19 @@ func (l *Ledger) Settle(ctx context.Context) (*billingapi.SettleResult, error) {
 	if last > 0 {
 		start = last + l.secs
 	}
+	evidenceAt, err := l.evidenceAt(ctx, l.db)
+	if err != nil {
+		return nil, err
+	}
 	for e := start; e <= lastClosed; e += l.secs {
-		paid, err := l.settleEpoch(ctx, e, holdings, striped)
+		// The router's evidence of the epoch is complete once read after
+		// the settle delay: its heartbeats then report the epoch closed.
+		end := time.Unix(e+l.secs, 0)
+		sure := !evidenceAt.Before(end.Add(l.opts.SettleDelay))
+		if !sure && now.Before(end.Add(l.opts.DemandWait)) {
+			break // wait for the router
+		}
+		paid, err := l.settleEpoch(ctx, e, holdings, striped, sure)
 		if err != nil {
 			return res, err
 		}
@@ -105,14 +120,15 @@ func (l *Ledger) Settle(ctx context.Context) (*billingapi.SettleResult, error) {
 }
 
 // settleEpoch settles one epoch in one transaction. striped maps each
-// striped root to its shards, for the upstream-read check (checkUpstream).
-func (l *Ledger) settleEpoch(ctx context.Context, epoch int64, holdings []witness.Holding, striped map[string][]string) (int64, error) {
+// striped root to its shards, for the upstream-read check (checkUpstream);
+// sure says whether the router's evidence of the epoch is complete.
+func (l *Ledger) settleEpoch(ctx context.Context, epoch int64, holdings []witness.Holding, striped map[string][]string, sure bool) (int64, error) {
 	tx, err := l.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("billing: settle %d: %w", epoch, err)
 	}
 	defer tx.Rollback()
-	up, err := l.checkUpstream(ctx, tx, epoch, striped)
+	up, err := l.checkUpstream(ctx, tx, epoch, striped, sure)
 	if err != nil {
 		return 0, fmt.Errorf("billing: settle %d: %w", epoch, err)
 	}

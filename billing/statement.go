@@ -13,7 +13,7 @@ import (
 func (l *Ledger) Statement(ctx context.Context, id string) (*billingapi.Statement, error) {
 	st := &billingapi.Statement{Account: id, Entries: []billingapi.Entry{}, Rejected: []billingapi.Rejected{}, Deferred: []billingapi.Deferred{}, DNSCheck: "on"}
 	if l.opts.DNS == nil {
-		st.DNSCheck = "unconfigured: batches are not cross-checked with the DNS router"
+		st.DNSCheck = "unconfigured: no DNS router vouches for any edge's demand, so no edge is paid"
 	}
 	a, err := l.Account(ctx, id)
 	switch {

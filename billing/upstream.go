@@ -45,7 +45,8 @@ type recordGroup struct {
 }
 
 // checkUpstream runs the upstream-read check inside the settlement of
-// epoch (tx): an edge cannot serve striped content it never read from the
+// epoch (tx), on each edge's accepted bytes as the evidence bounds them
+// (boundedGroups; sure as there): an edge cannot serve striped content it never read from the
 // storage peers, and it reads it with read orders it signs, which the
 // peers claim. For each (edge, publisher, root) of the epoch's accepted
 // records (forfeited epochs excluded) whose root is striped and for which
@@ -56,17 +57,14 @@ type recordGroup struct {
 // the held records that are backed by then and refuses
 // (no_upstream_reads) those held for BackingWait (counted from when they
 // were held, and from when this process started).
-func (l *Ledger) checkUpstream(ctx context.Context, tx querier, epoch int64, striped map[string][]string) (*upstream, error) {
+func (l *Ledger) checkUpstream(ctx context.Context, tx querier, epoch int64, striped map[string][]string, sure bool) (*upstream, error) {
 	u := &upstream{results: map[string]int{}}
 	now := l.opts.now()
-	groups, err := queryGroups(ctx, tx, epoch, l.db.q(`SELECT edge, publisher, root, CAST(sum(bytes) AS BIGINT), count(*) FROM records r
-		WHERE epoch = ? AND NOT EXISTS (SELECT 1 FROM forfeits f WHERE f.edge = r.edge AND f.epoch = r.epoch)
-		GROUP BY edge, publisher, root ORDER BY edge, publisher, root`), func(g *recordGroup) []any {
-		return []any{&g.edge, &g.publisher, &g.root, &g.bytes, &g.records}
-	})
+	groups, bounded, err := l.boundedGroups(ctx, tx, epoch, sure)
 	if err != nil {
 		return nil, err
 	}
+	u.refused = append(u.refused, bounded...)
 	held, err := queryGroups(ctx, tx, epoch, l.db.q(`SELECT edge, epoch, publisher, root, records, bytes, since FROM held
 		WHERE epoch < ? ORDER BY epoch, edge, publisher, root`), func(g *recordGroup) []any {
 		return []any{&g.edge, &g.epoch, &g.publisher, &g.root, &g.records, &g.bytes, &g.since}

@@ -5,6 +5,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/billing/witness"
+	"github.com/topcdn/topcdn/dnsrouteapi"
 )
 
 // Content answers what billing needs to know about published content.
@@ -41,16 +42,29 @@ type OriginKey interface {
 	OriginID(ctx context.Context) (peer.ID, error)
 }
 
-// EdgeDirectory lists the edges the DNS router knows.
+// Sizer is implemented by a Content that can tell the bytes of a DAG:
+// billing bounds what an edge is paid for a site by them (see
+// boundedGroups). Without it, edges are paid only from the probe pool.
+type Sizer interface {
+	// SiteBytes returns the bytes of every block of the DAG under root,
+	// each counted once. A root that is not published content is a
+	// *RejectError.
+	SiteBytes(ctx context.Context, root string) (int64, error)
+}
+
+// EdgeDirectory is the DNS router's view of the edges: their addresses,
+// the epoch byte counters their heartbeats report, the bytes of the
+// router's probes of them, and the demand its answers sent them.
 type EdgeDirectory interface {
-	Edges(ctx context.Context) ([]witness.EdgeInfo, error)
+	Edges(ctx context.Context) ([]dnsrouteapi.EdgeInfo, error)
 }
 
 // Prober fetches an object from an edge and checks its bytes. It returns
-// a *RejectError with ReasonWrongContent when the edge served bytes that
-// do not match the CID, and another error when it could not tell.
+// the body bytes it read (the edge bills them), and a *RejectError with
+// ReasonWrongContent when the edge served bytes that do not match the
+// CID, another error when it could not tell.
 type Prober interface {
-	Probe(ctx context.Context, edgeURL, c string) error
+	Probe(ctx context.Context, edgeURL, c string) (int64, error)
 }
 
 // The witnesses billing runs with (package witness) implement these.
@@ -58,6 +72,7 @@ var (
 	_ Content       = (*witness.OriginContent)(nil)
 	_ ShardIndex    = (*witness.OriginContent)(nil)
 	_ OriginKey     = (*witness.OriginContent)(nil)
+	_ Sizer         = (*witness.OriginContent)(nil)
 	_ EdgeDirectory = (*witness.DNSDirectory)(nil)
 	_ Prober        = witness.HTTPProber{}
 )

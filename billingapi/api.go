@@ -62,7 +62,9 @@ type Statement struct {
 	Deferred []Deferred `json:"deferred"`
 	// OutOfFundsSince is set for a publisher whose balance is below zero.
 	OutOfFundsSince *time.Time `json:"out_of_funds_since,omitempty"`
-	// DNSCheck says whether batches are cross-checked with the DNS router.
+	// DNSCheck says whether billing reads the DNS router's evidence (the
+	// demand it sent each edge, their epoch byte counters), without which
+	// no edge is paid.
 	DNSCheck string `json:"dns_check"`
 }
 
@@ -150,4 +152,23 @@ type SettleResult struct {
 	Epochs []int64 `json:"epochs"`
 	// Paid is the total credited to operators by this call.
 	Paid int64 `json:"paid"`
+}
+
+// AdmittedPath is where billing lists the edges admitted now
+// (AdmittedResponse); the DNS router hands out only those.
+const AdmittedPath = "/api/v1/admissions"
+
+// AdmittedEdge is an edge's admission.
+type AdmittedEdge struct {
+	// Edge is the edge's peer ID.
+	Edge string `json:"edge"`
+	// Since is when it was admitted.
+	Since time.Time `json:"since"`
+	// Revoked is when its admission was revoked; absent while admitted.
+	Revoked *time.Time `json:"revoked,omitempty"`
+}
+
+// AdmittedResponse is the answer of GET AdmittedPath.
+type AdmittedResponse struct {
+	Edges []AdmittedEdge `json:"edges"`
 }

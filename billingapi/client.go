@@ -92,6 +92,26 @@ func (c *Client) Deposit(ctx context.Context, operator *identity.Key, account st
 	return &a, c.do(ctx, http.MethodPost, "/api/v1/deposits", env, &a)
 }
 
+// Admit signs an admission of edge (or its revocation) with the
+// operator's key and sends it. An empty nonce is replaced by a random one.
+func (c *Client) Admit(ctx context.Context, operator *identity.Key, edge string, revoke bool, nonce string) (*AdmittedEdge, error) {
+	if nonce == "" {
+		nonce = randomHex(16)
+	}
+	env, err := operator.Sign(TypeAdmission, Admission{Edge: edge, Revoke: revoke, Nonce: nonce})
+	if err != nil {
+		return nil, err
+	}
+	var a AdmittedEdge
+	return &a, c.do(ctx, http.MethodPost, "/api/v1/admissions", env, &a)
+}
+
+// Admitted returns the edges admitted now.
+func (c *Client) Admitted(ctx context.Context) ([]AdmittedEdge, error) {
+	var r AdmittedResponse
+	return r.Edges, c.do(ctx, http.MethodGet, AdmittedPath, nil, &r)
+}
+
 // Account returns one account.
 func (c *Client) Account(ctx context.Context, id string) (*Account, error) {
 	var a Account

@@ -23,6 +23,8 @@ const (
 	TypeClaim = "topcdn/billing/claim/v1"
 	// TypeDeposit is a Deposit signed by the billing operator's key.
 	TypeDeposit = "topcdn/billing/deposit/v1"
+	// TypeAdmission is an Admission signed by the billing operator's key.
+	TypeAdmission = "topcdn/billing/admission/v1"
 )
 
 // Limits of the wire formats.
@@ -151,6 +153,21 @@ type Deposit struct {
 	Amount int64 `json:"amount"`
 	// Nonce makes the deposit unique: a deposit resent with the same nonce
 	// is applied once.
+	Nonce string `json:"nonce"`
+}
+
+// Admission admits an edge to be paid, or revokes it; signed by the
+// billing operator's key (TypeAdmission). Billing pays an edge only for
+// epochs from the one it was admitted in until it is revoked, and reads
+// of storage peers only for orders signed by admitted edges (or the
+// origin).
+type Admission struct {
+	// Edge is the edge's peer ID.
+	Edge string `json:"edge"`
+	// Revoke revokes the edge's admission instead of granting it.
+	Revoke bool `json:"revoke,omitempty"`
+	// Nonce makes the admission unique: one resent with the same nonce is
+	// applied once.
 	Nonce string `json:"nonce"`
 }
 

@@ -343,6 +343,15 @@ func (n *network) startEdges(ctx context.Context) error {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return fmt.Errorf("devnet: %w", err)
 		}
+		// The billing operator admits the edge before it serves anything:
+		// only admitted edges are paid.
+		key, err := identity.LoadOrGenerate(filepath.Join(dir, "edge.key"))
+		if err != nil {
+			return fmt.Errorf("devnet: %w", err)
+		}
+		if err := n.admit(ctx, key.ID.String()); err != nil {
+			return err
+		}
 		conf := filepath.Join(dir, "Caddyfile")
 		if err := os.WriteFile(conf, []byte(edgeCaddyfile(dir, ip, addr, n.at.originURL, n.at.dnsURL, n.at.billingURL, n.cfg.Zone, c.name, n.cfg.Epoch)), 0o644); err != nil {
 			return fmt.Errorf("devnet: %w", err)
@@ -460,6 +469,17 @@ func (n *network) fund(ctx context.Context, billingURL string) error {
 		return fmt.Errorf("devnet: funding the publisher: %w: %s", err, out)
 	}
 	return os.WriteFile(marker, []byte(time.Now().Format(time.RFC3339)+"\n"), 0o644)
+}
+
+// admit admits an edge with `topcdn billing admit` (idempotent: one
+// nonce per edge).
+func (n *network) admit(ctx context.Context, edge string) error {
+	cmd := exec.CommandContext(ctx, n.cfg.Bin, "billing", "admit", "--billing", n.at.billingURL,
+		"--edge", edge, "--nonce", "devnet-"+edge, "--key", filepath.Join(n.cfg.Dir, "keys", "billing.key"))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("devnet: admitting edge %s: %w: %s", edge, err, out)
+	}
+	return nil
 }
 
 // writeInfo writes DIR/devnet.json atomically.

@@ -58,6 +58,10 @@ type EpochDemand struct {
 	Epoch int64 `json:"epoch"`
 	// Sites are the sites asked for, by key.
 	Sites []SiteDemand `json:"sites"`
+	// ProbeBytes is the body bytes of the router's own content probes of
+	// the edge in the epoch: bytes the edge served (and bills) that no
+	// client asked for.
+	ProbeBytes uint64 `json:"probe_bytes,omitempty"`
 }
 
 // SiteDemand counts the client units a router handed an edge to for one

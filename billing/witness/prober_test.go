@@ -32,15 +32,19 @@ func TestHTTPProber(t *testing.T) {
 		cid     string
 		want    billingapi.Reason
 		wantErr bool
+		bytes   int64 // body bytes read: what the edge bills for the probe
 	}{
-		{"right bytes", good.Cid().String(), "", false},
-		{"wrong bytes", other.Cid().String(), billingapi.ReasonWrongContent, true},
-		{"not served: inconclusive", missing.Cid().String(), "", true},
-		{"not a CID", "nope", "", true},
+		{"right bytes", good.Cid().String(), "", false, int64(len(good.RawData()))},
+		{"wrong bytes", other.Cid().String(), billingapi.ReasonWrongContent, true, int64(len("tampered bytes"))},
+		{"not served: inconclusive", missing.Cid().String(), "", true, 0},
+		{"not a CID", "nope", "", true, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			err := HTTPProber{}.Probe(context.Background(), edge.URL, tc.cid)
+			n, err := HTTPProber{}.Probe(context.Background(), edge.URL, tc.cid)
+			if n != tc.bytes {
+				t.Errorf("read %d bytes, want %d", n, tc.bytes)
+			}
 			var re *billingapi.RejectError
 			if errors.As(err, &re) != (tc.want != "") || (err != nil) != tc.wantErr || (re != nil && re.Reason != tc.want) {
 				t.Fatalf("err %v, want reason %q", err, tc.want)

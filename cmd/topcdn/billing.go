@@ -42,8 +42,8 @@ func newBillingCmd() *cobra.Command {
 responses they served (one per epoch), storage peers post claims for the
 read orders edges signed for them, and billing checks every one
 (signature, epoch window, replays, published content and sizes,
-self-dealing, the DNS router's view, a sampling prober) before it credits
-it. Each closed epoch is settled in one transaction: publishers are
+self-dealing, a sampling prober) before it credits it, and pays each no
+more than evidence from parties that do not profit from it allows. Each closed epoch is settled in one transaction: publishers are
 debited, edge and storage operators credited; --price-gib-served is paid
 per GiB served (edges and storage reads), --price-gib-month-stored per
 GiB-month of shards held, prorated per epoch. Amounts are integers in the
@@ -56,10 +56,13 @@ missing): only deposits signed with it are applied, so whoever holds the
 file funds publishers ('topcdn billing deposit --key FILE …').
 
 --origin is where published content is learned (names, blocks, manifests);
-without it every record is refused as unpublished. --dns enables the DNS
-cross-check (GET URL/api/v1/edges: an edge's DNS share, and its claims
-against the byte counter its heartbeats report) and the sampling prober;
-without it both are skipped and statements say so. Settlement holds an
+without it every record is refused as unpublished. Only edges the
+operator admitted are paid ('topcdn billing admit'). --dns is the DNS
+router (GET URL/api/v1/edges), billing's witness of each edge's demand:
+per epoch and site, an edge is paid at most --demand-factor times the
+site's bytes for each client subnet the router sent it, plus the bytes of
+the router's and billing's probes, and never more than the epoch byte
+counter of its own heartbeats. Without --dns no edge is paid. Settlement holds an
 edge's records of striped content that no read order of the edge backs
 (while storage peers claim other reads of it) and refuses them as
 no_upstream_reads after --backing-wait. billing/README.md, "Syntax", lists
@@ -102,8 +105,8 @@ SIGINT or SIGTERM stop it cleanly.`,
 	f.StringVar(&listen, "listen", "127.0.0.1:8090", "address to serve HTTP on")
 	f.StringVar(&dsn, "db", "", "ledger database: a file path or sqlite:PATH, or postgres://… (required)")
 	f.StringVar(&originURL, "origin", "", "base URL of the origin whose published content is billed")
-	f.StringVar(&dnsURL, "dns", "", "base URL of the DNS router's API, for the cross-check and the prober")
-	f.StringVar(&keyFile, "key", "", "billing operator key; deposits must be signed with it (default: billing.key next to a SQLite --db)")
+	f.StringVar(&dnsURL, "dns", "", "base URL of the DNS router's API: the demand evidence edges are paid within, and the prober (without it no edge is paid)")
+	f.StringVar(&keyFile, "key", "", "billing operator key; deposits and admissions must be signed with it (default: billing.key next to a SQLite --db)")
 	f.DurationVar(&cfg.Epoch, "epoch", billingapi.DefaultEpoch, "epoch length, whole seconds; edges must use the same")
 	f.Int64Var(&cfg.PricePerGiBServed, "price-gib-served", 0, "tokens (smallest unit) per GiB served, paid to edges and storage peers")
 	f.Int64Var(&cfg.PricePerGiBMonthStored, "price-gib-month-stored", 0, "tokens (smallest unit) per GiB-month stored, paid to storage peers")
@@ -112,10 +115,12 @@ SIGINT or SIGTERM stop it cleanly.`,
 	f.DurationVar(&cfg.AcceptWindow, "accept-window", billing.DefaultAcceptWindow, "how long after its end an epoch's batches are accepted")
 	f.DurationVar(&settleEvery, "settle-every", 0, "settle closed epochs this often (default: off, only on POST /api/v1/settle)")
 	f.DurationVar(&probeEvery, "probe-every", billing.DefaultProbeInterval, "with --dns, probe a random served object this often; negative: off")
+	f.Float64Var(&cfg.DemandFactor, "demand-factor", billing.DefaultDemandFactor, "how many times a site's bytes one client subnet the router sent an edge may bring it per epoch")
+	f.DurationVar(&cfg.DemandWait, "demand-wait", billing.DefaultDemandWait, "how long an epoch waits for the DNS router's evidence before it is settled without it (its edges then unpaid)")
 	f.DurationVar(&cfg.BackingWait, "backing-wait", 0, "how long settlement holds an edge's records of striped content no read order of the edge backs before refusing them as no_upstream_reads (default: 10 epochs, at least 1h)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	cmd.MarkFlagRequired("db")
-	cmd.AddCommand(newBillingDepositCmd(), newBillingBalanceCmd(), newBillingStatementCmd(), newBillingSettleCmd())
+	cmd.AddCommand(newBillingDepositCmd(), newBillingAdmitCmd(), newBillingBalanceCmd(), newBillingStatementCmd(), newBillingSettleCmd())
 	return cmd
 }
 
@@ -152,10 +157,20 @@ func runBilling(ctx context.Context, cmd *cobra.Command, listen, dsn string, key
 	}
 	defer ln.Close()
 	log.Info("billing listening", zap.String("addr", ln.Addr().String()), zap.Stringer("operator", key.ID),
-		zap.Duration("epoch", l.Epoch()), zap.Bool("dns_check", cfg.DNS != nil))
+		zap.Duration("epoch", l.Epoch()), zap.Bool("dns_evidence", cfg.DNS != nil))
+	if cfg.DNS == nil {
+		log.Warn("no --dns: no DNS router vouches for any edge's demand, so no edge will be paid")
+	}
 	background := func(ctx context.Context) {
-		done := make(chan struct{}, 2)
+		done := make(chan struct{}, 3)
 		n := 0
+		if cfg.DNS != nil {
+			n++
+			go func() {
+				defer func() { done <- struct{}{} }()
+				l.RunEvidence(ctx, 0)
+			}()
+		}
 		if settleEvery > 0 {
 			n++
 			go func() {

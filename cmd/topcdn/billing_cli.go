@@ -58,6 +58,48 @@ with its own key, and each nonce once: resending a deposit with the same
 	return cmd
 }
 
+func newBillingAdmitCmd() *cobra.Command {
+	var (
+		url, keyFile, edge, nonce string
+		revoke                    bool
+	)
+	cmd := &cobra.Command{
+		Use:   "admit --billing URL --key FILE --edge PEER_ID [--revoke] [--nonce S]",
+		Short: "Admit an edge to be paid, or revoke it (signed with the billing operator's key)",
+		Long: `admit signs an admission of an edge with the billing operator's key and
+sends it. Billing pays only admitted edges, for the epochs they were
+admitted in, and storage peers only for read orders admitted edges (or
+the origin) signed; the DNS router hands out only admitted edges when it
+runs with --billing. --revoke ends an admission: epochs after it are not
+paid. Each nonce is applied once (default: random).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			key, err := identity.Load(keyFile)
+			if err != nil {
+				return err
+			}
+			a, err := billingapi.NewClient(url, nil).Admit(cmd.Context(), key, edge, revoke, nonce)
+			if err != nil {
+				return err
+			}
+			if a.Revoked != nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s revoked at %s\n", a.Edge, a.Revoked.Format(time.RFC3339))
+				return nil
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s admitted since %s\n", a.Edge, a.Since.Format(time.RFC3339))
+			return nil
+		},
+	}
+	billingURLFlag(cmd, &url)
+	cmd.Flags().StringVar(&keyFile, "key", "", "billing operator key file (required)")
+	cmd.Flags().StringVar(&edge, "edge", "", "the edge's peer ID (required)")
+	cmd.Flags().BoolVar(&revoke, "revoke", false, "revoke the edge's admission instead")
+	cmd.Flags().StringVar(&nonce, "nonce", "", "makes the admission idempotent (default: random)")
+	cmd.MarkFlagRequired("key")
+	cmd.MarkFlagRequired("edge")
+	return cmd
+}
+
 func newBillingBalanceCmd() *cobra.Command {
 	var (
 		url, account string

@@ -62,14 +62,62 @@ func balanceOf(t *testing.T, url, account string) int64 {
 // too (upkeep, TestClaimPaysOriginReads), and the peers' earnings would no
 // longer be the test's reads alone. With it the origin reads nothing from
 // the peers.
-func startStripedBilling(t *testing.T, bin, dir string, dataShards, parityShards int) (o, b *service) {
+func startStripedBilling(t *testing.T, bin, dir string, dataShards, parityShards int, dnsURL string) (o, b *service) {
 	t.Helper()
 	o = startOrigin(t, bin, filepath.Join(dir, "origin"), "--data-shards", strconv.Itoa(dataShards),
 		"--parity-shards", strconv.Itoa(parityShards), "--segment-size", "256KiB", "--chunk-size", "4KiB",
 		"--heartbeat-interval", "1s", "--audit-interval", "1h", "--keep-local")
 	b = startService(t, bin, "billing", "--listen", "127.0.0.1:0", "--db", "sqlite:"+filepath.Join(dir, "billing", "ledger.db"),
-		"--origin", o.url, "--epoch", "1s", "--settle-delay", "1s", "--price-gib-served", strconv.Itoa(pricePerByte<<30))
+		"--origin", o.url, "--dns", dnsURL, "--epoch", "1s", "--settle-delay", "1s", "--price-gib-served", strconv.Itoa(pricePerByte<<30))
 	return o, b
+}
+
+// vouchingRouter is a stand-in DNS router for tests whose edges are
+// simulated (or send no heartbeats): for each edge it lists, for every
+// 1 s epoch of the last minute, a large epoch byte counter and many client
+// units sent to it for site, so that billing's evidence bound does not
+// bind and the test sees billing's other checks. The real router's
+// evidence is tested in dnsroute and in the devnet. It returns the
+// router's URL.
+func vouchingRouter(t *testing.T, site string, edges func() []dnsrouteapi.EdgeInfo) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		now := time.Now().Unix()
+		list := edges()
+		for i := range list {
+			for e := now - 60; e <= now+1; e++ {
+				list[i].Epochs = append(list[i].Epochs, dnsrouteapi.EpochBytes{Epoch: e, Bytes: 1 << 40, Closed: e < now})
+				list[i].Demand = append(list[i].Demand, dnsrouteapi.EpochDemand{Epoch: e,
+					Sites: []dnsrouteapi.SiteDemand{{Site: site, First: 1000}}})
+			}
+		}
+		json.NewEncoder(w).Encode(list)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// edgesOf lists edges by peer ID for vouchingRouter.
+func edgesOf(ids ...string) func() []dnsrouteapi.EdgeInfo {
+	return func() []dnsrouteapi.EdgeInfo {
+		out := make([]dnsrouteapi.EdgeInfo, len(ids))
+		for i, id := range ids {
+			out[i] = dnsrouteapi.EdgeInfo{Peer: id, Healthy: true}
+		}
+		return out
+	}
+}
+
+// admitEdges admits edges with `topcdn billing admit`, signed with the
+// key in billingDir.
+func admitEdges(t *testing.T, bin, billingURL, billingDir string, ids ...string) {
+	t.Helper()
+	for _, id := range ids {
+		if out := testkit.Run(t, bin, "billing", "admit", "--billing", billingURL, "--key", filepath.Join(billingDir, "billing.key"),
+			"--edge", id); !strings.Contains(out, id+" admitted since") {
+			t.Fatalf("admit %s: %s", id, out)
+		}
+	}
 }
 
 // TestBillingEndToEnd runs an origin, two storage peers that claim from
@@ -87,13 +135,15 @@ func TestBillingEndToEnd(t *testing.T) {
 	dir := t.TempDir()
 	pubKey := filepath.Join(dir, "publisher.key")
 	pubID := strings.TrimSpace(testkit.Run(t, bin, "keygen", "--out", pubKey))
-	o, b := startStripedBilling(t, bin, dir, 1, 1)
+	edgeKey := testkit.Key(t, 1)
+	o, b := startStripedBilling(t, bin, dir, 1, 1, vouchingRouter(t, "name:blog", edgesOf(edgeKey.ID.String())))
 	bdir := filepath.Join(dir, "billing")
 	defer func() {
 		if t.Failed() {
 			t.Logf("billing log:\n%s", b.Tail(40))
 		}
 	}()
+	admitEdges(t, bin, b.url, bdir, edgeKey.ID.String())
 	startClaimingPeers(t, bin, dir, o.url, b.url, 2)
 
 	const deposit = 100_000_000
@@ -127,7 +177,6 @@ func TestBillingEndToEnd(t *testing.T) {
 
 	// The edge: read 12 blocks from the data shards with signed read
 	// orders, verify them, and report each as served.
-	edgeKey := testkit.Key(t, 1)
 	var served int64
 	readFrom := map[string]int64{}
 	if !t.Run("an edge reads blocks from the peers and reports them, and two lies", func(t *testing.T) {
@@ -321,7 +370,12 @@ func TestBillingKillMidSettlement(t *testing.T) {
 	o, pubID, blocks := publishUnstriped(t, bin, dir)
 
 	bdir := filepath.Join(dir, "billing")
+	var edges []string
+	for i := range 3 {
+		edges = append(edges, testkit.Key(t, byte(1+i)).ID.String())
+	}
 	args := []string{"billing", "--listen", "127.0.0.1:0", "--db", filepath.Join(bdir, "ledger.db"), "--origin", o.url,
+		"--dns", vouchingRouter(t, "name:blog", edgesOf(edges...)),
 		"--epoch", "1s", "--settle-delay", "1s", "--price-gib-served", strconv.Itoa(pricePerByte << 30)}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(cmd.Environ(), faultEnv+"=kill-mid-settle")
@@ -329,6 +383,7 @@ func TestBillingKillMidSettlement(t *testing.T) {
 	const deposit = 1_000_000_000
 	testkit.Run(t, bin, "billing", "deposit", "--billing", b.url, "--key", filepath.Join(bdir, "billing.key"),
 		"--account", pubID, "--amount", strconv.Itoa(deposit), "--nonce", "start")
+	admitEdges(t, bin, b.url, bdir, edges...)
 
 	// Three edges report every block of the site, each in its own epochs.
 	want := map[string]int64{}
@@ -413,17 +468,17 @@ func TestBillingProberForfeits(t *testing.T) {
 		w.Write([]byte("not the published bytes"))
 	}))
 	defer liar.Close()
-	router := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode([]dnsrouteapi.EdgeInfo{{Peer: edgeKey.ID.String(), URL: liar.URL, Healthy: true, Answers: 5}})
-	}))
-	defer router.Close()
+	router := vouchingRouter(t, "name:blog", func() []dnsrouteapi.EdgeInfo {
+		return []dnsrouteapi.EdgeInfo{{Peer: edgeKey.ID.String(), URL: liar.URL, Healthy: true, Answers: 5}}
+	})
 
 	bdir := filepath.Join(dir, "billing")
 	b := startService(t, bin, "billing", "--listen", "127.0.0.1:0", "--db", filepath.Join(bdir, "ledger.db"), "--origin", o.url,
-		"--dns", router.URL, "--probe-every", "200ms", "--epoch", "1s", "--settle-delay", "3s",
+		"--dns", router, "--probe-every", "200ms", "--epoch", "1s", "--settle-delay", "3s",
 		"--price-gib-served", strconv.Itoa(pricePerByte<<30))
 	testkit.Run(t, bin, "billing", "deposit", "--billing", b.url, "--key", filepath.Join(bdir, "billing.key"),
 		"--account", pubID, "--amount", "1000000000")
+	admitEdges(t, bin, b.url, bdir, edgeKey.ID.String())
 
 	if !t.Run("the prober catches the edge", func(t *testing.T) {
 		// Report everything inside one epoch: start just after a second begins.

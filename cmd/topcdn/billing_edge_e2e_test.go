@@ -61,8 +61,11 @@ func TestBillingThroughEdge(t *testing.T) {
 	pubID := strings.TrimSpace(testkit.Run(t, bin, "keygen", "--out", pubKey))
 	edgeKey := filepath.Join(dir, "edge.key")
 	edgeID := strings.TrimSpace(testkit.Run(t, bin, "keygen", "--out", edgeKey))
-	o, b := startStripedBilling(t, bin, dir, 2, 1)
+	// The edge sends no heartbeats here: a stand-in router vouches for it
+	// (the devnet runs the real one).
+	o, b := startStripedBilling(t, bin, dir, 2, 1, vouchingRouter(t, "name:blog", edgesOf(edgeID)))
 	bdir := filepath.Join(dir, "billing")
+	admitEdges(t, bin, b.url, bdir, edgeID)
 	var edgeProc *testkit.Process
 	var peerIDs []string
 	defer func() {
