@@ -81,7 +81,8 @@ func (r *Router) startContentProbeLocked(ctx context.Context, e *edge, now time.
 	url, id := e.hb.URL, e.hb.PeerID
 	go func() {
 		c := r.probeTarget(ctx, root)
-		err := r.contentProbe(ctx, url, c)
+		n, err := r.contentProbe(ctx, url, c)
+		r.demand.probed(r.cfg.now(), id.String(), n)
 		if ctx.Err() != nil {
 			r.mu.Lock()
 			e.contentProbing = false
@@ -195,35 +196,36 @@ func (r *Router) originBlock(ctx context.Context, c cid.Cid) ([]byte, error) {
 }
 
 // contentProbe fetches GET {baseURL}/ipfs/{c}?format=raw, not following
-// redirects, and checks the bytes against c. A 200 whose body does not
+// redirects, and checks the bytes against c. It returns the body bytes
+// read of a 200 (what the edge bills for it). A 200 whose body does not
 // hash to c (or is larger than a block may be) is errWrongContent; any
 // other failure (transport error, timeout, status other than 200, a body
 // cut short) is a plain error.
-func (r *Router) contentProbe(ctx context.Context, baseURL string, c cid.Cid) error {
+func (r *Router) contentProbe(ctx context.Context, baseURL string, c cid.Cid) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.ContentProbeTimeout)
 	defer cancel()
 	u := strings.TrimSuffix(baseURL, "/") + "/ipfs/" + c.String() + "?format=raw"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return fmt.Errorf("content probe %s: %w", u, err)
+		return 0, fmt.Errorf("content probe %s: %w", u, err)
 	}
 	req.Header.Set("Accept", rawType)
 	resp, err := r.probeClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("content probe: %w", err)
+		return 0, fmt.Errorf("content probe: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("content probe %s: HTTP %d", u, resp.StatusCode)
+		return 0, fmt.Errorf("content probe %s: HTTP %d", u, resp.StatusCode)
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, dag.MaxBlockSize+1))
 	if err != nil {
-		return fmt.Errorf("content probe %s: reading the body: %w", u, err)
+		return int64(len(data)), fmt.Errorf("content probe %s: reading the body: %w", u, err)
 	}
 	if err := dag.Verify(c, data); err != nil {
-		return fmt.Errorf("content probe %s: %w: %d bytes: %w", u, errWrongContent, len(data), err)
+		return int64(len(data)), fmt.Errorf("content probe %s: %w: %d bytes: %w", u, errWrongContent, len(data), err)
 	}
-	return nil
+	return int64(len(data)), nil
 }
 
 // quarantineLocked keeps edge id out of answers until q.until, unless it is

@@ -289,10 +289,12 @@ func TestContentProbeVerdicts(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := httptest.NewServer(tc.serve)
 			defer srv.Close()
-			err := r.contentProbe(context.Background(), srv.URL+"/", c)
+			n, err := r.contentProbe(context.Background(), srv.URL+"/", c)
 			switch {
 			case tc.want == nil && err != nil:
 				t.Errorf("error %v, want none", err)
+			case tc.want == nil && n != int64(len(data)):
+				t.Errorf("read %d bytes, want the block's %d (the edge bills them)", n, len(data))
 			case tc.want == errWrongContent && !errors.Is(err, errWrongContent):
 				t.Errorf("error %v, want a lie", err)
 			case tc.want == errAny && (err == nil || errors.Is(err, errWrongContent)):

@@ -66,6 +66,7 @@ type epochDemand struct {
 	units  map[unitKey]demandUnit
 	counts map[edgeSite]*dnsrouteapi.SiteDemand
 	ecs    map[netip.Prefix]map[netip.Prefix]struct{} // source unit → units it introduced by ECS
+	probes map[string]uint64                          // edge → body bytes of the router's content probes
 }
 
 // demand counts, per billing epoch, the client units answers sent to each
@@ -129,11 +130,13 @@ func (d *demand) count(now time.Time, h handout, src netip.Addr, edgeAddrs map[n
 	}
 }
 
-func (d *demand) countEpoch(epoch int64, h handout, src netip.Addr) {
+// epochLocked returns the counts of epoch, made if needed (forgetting
+// epochs older than dnsrouteapi.MaxEpochs). d.mu must be held.
+func (d *demand) epochLocked(epoch int64) *epochDemand {
 	ed := d.epochs[epoch]
 	if ed == nil {
 		ed = &epochDemand{units: map[unitKey]demandUnit{}, counts: map[edgeSite]*dnsrouteapi.SiteDemand{},
-			ecs: map[netip.Prefix]map[netip.Prefix]struct{}{}}
+			ecs: map[netip.Prefix]map[netip.Prefix]struct{}{}, probes: map[string]uint64{}}
 		d.epochs[epoch] = ed
 		for e := range d.epochs {
 			if e < epoch-int64(dnsrouteapi.MaxEpochs)*d.secs {
@@ -141,6 +144,23 @@ func (d *demand) countEpoch(epoch int64, h handout, src netip.Addr) {
 			}
 		}
 	}
+	return ed
+}
+
+// probed adds n body bytes the router's content probe read from edge at
+// now: the edge served (and bills) them, though no client asked.
+func (d *demand) probed(now time.Time, edge string, n int64) {
+	if n <= 0 {
+		return
+	}
+	t := now.Unix()
+	d.mu.Lock()
+	d.epochLocked(t - t%d.secs).probes[edge] += uint64(n)
+	d.mu.Unlock()
+}
+
+func (d *demand) countEpoch(epoch int64, h handout, src netip.Addr) {
+	ed := d.epochLocked(epoch)
 	if h.ecs {
 		if srcUnit := unitOf(src); srcUnit != h.unit {
 			introduced := ed.ecs[srcUnit]
@@ -199,9 +219,9 @@ func (d *demand) of(edge string) []dnsrouteapi.EpochDemand {
 				sites = append(sites, *c)
 			}
 		}
-		if len(sites) > 0 {
+		if len(sites) > 0 || ed.probes[edge] > 0 {
 			slices.SortFunc(sites, func(a, b dnsrouteapi.SiteDemand) int { return strings.Compare(a.Site, b.Site) })
-			out = append(out, dnsrouteapi.EpochDemand{Epoch: epoch, Sites: sites})
+			out = append(out, dnsrouteapi.EpochDemand{Epoch: epoch, Sites: sites, ProbeBytes: ed.probes[edge]})
 		}
 	}
 	slices.SortFunc(out, func(a, b dnsrouteapi.EpochDemand) int { return int(a.Epoch - b.Epoch) })

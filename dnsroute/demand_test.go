@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/topcdn/topcdn/dnsrouteapi"
 )
 
@@ -85,5 +86,30 @@ func TestDemandCounting(t *testing.T) {
 				t.Fatalf("%s's demand for %s: %+v, want %+v", st.ip, st.site, got, st.want)
 			}
 		})
+	}
+}
+
+// TestDemandProbeBytes: the bytes the router's content probes read from
+// an edge are reported per epoch, apart from any client's demand, so that
+// billing pays the edge for serving them.
+func TestDemandProbeBytes(t *testing.T) {
+	d := newDemand(time.Minute, 30*time.Second, prometheus.NewCounter(prometheus.CounterOpts{Name: "x"}))
+	t0 := time.Unix(1893553440, 0) // an epoch's start
+	d.probed(t0.Add(time.Second), "edgeA", 100)
+	d.probed(t0.Add(59*time.Second), "edgeA", 50)
+	d.probed(t0.Add(61*time.Second), "edgeA", 7) // the next epoch
+	d.probed(t0, "edgeB", 0)                     // nothing read: nothing said
+	got := d.of("edgeA")
+	want := []dnsrouteapi.EpochDemand{{Epoch: t0.Unix(), ProbeBytes: 150}, {Epoch: t0.Unix() + 60, ProbeBytes: 7}}
+	if len(got) != len(want) {
+		t.Fatalf("demand %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i].Epoch != want[i].Epoch || got[i].ProbeBytes != want[i].ProbeBytes || len(got[i].Sites) != 0 {
+			t.Fatalf("demand %+v, want %+v", got, want)
+		}
+	}
+	if got := d.of("edgeB"); len(got) != 0 {
+		t.Fatalf("edge never probed: %+v", got)
 	}
 }
