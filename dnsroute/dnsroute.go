@@ -49,6 +49,7 @@ type Router struct {
 	names      map[string]nameEntry // human name → entry, as the origin lists them
 	roots      []cid.Cid            // what content probes may ask for: the names' distinct roots
 	suspended  map[peer.ID]bool
+	admitted   map[peer.ID]bool       // edges billing admitted; nil: billing not read (yet)
 	quarantine map[peer.ID]quarantine // edges caught lying, also while not registered
 	namesOK    bool                   // names were read from the origin at least once
 	serial     uint32                 // SOA serial: when names last changed
@@ -183,7 +184,7 @@ func (r *Router) rebuildLocked() {
 		for _, a := range e.hb.IPs {
 			s.edgeAddrs[a] = true
 		}
-		if !e.healthy {
+		if !e.healthy || (r.admitted != nil && !r.admitted[e.hb.PeerID]) {
 			continue
 		}
 		healthy++

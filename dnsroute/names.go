@@ -9,6 +9,7 @@ import (
 
 	"github.com/ipfs/boxo/ipns"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/internal/httpkit"
 	"github.com/topcdn/topcdn/originapi"
 	"go.uber.org/zap"
@@ -68,6 +69,13 @@ func (r *Router) pollOnce(ctx context.Context) {
 		case ctx.Err() == nil:
 			r.metrics.polls.WithLabelValues("billing", "error").Inc()
 			r.log.Warn("cannot read suspended publishers; keeping the last list", zap.Error(err))
+		}
+		switch err := r.pollAdmitted(ctx); {
+		case err == nil:
+			r.metrics.polls.WithLabelValues("admissions", "ok").Inc()
+		case ctx.Err() == nil:
+			r.metrics.polls.WithLabelValues("admissions", "error").Inc()
+			r.log.Warn("cannot read admitted edges from billing; keeping the last list", zap.Error(err))
 		}
 		switch err := r.pollForfeits(ctx); {
 		case err == nil:
@@ -159,6 +167,33 @@ func (r *Router) pollSuspended(ctx context.Context) error {
 		r.suspended = set
 		r.rebuildLocked()
 		r.log.Info("suspended publishers updated", zap.Int("suspended", len(set)))
+	}
+	return nil
+}
+
+// pollAdmitted reads the edges billing's operator admitted and, when
+// they changed, hands out only those: an edge nobody vouches for gets no
+// clients, hence no demand to be paid for. Until billing first answers,
+// every healthy edge is handed out (billing pays none it did not admit).
+func (r *Router) pollAdmitted(ctx context.Context) error {
+	var a billingapi.AdmittedResponse
+	if err := r.getJSON(ctx, r.cfg.Billing+billingapi.AdmittedPath, &a); err != nil {
+		return fmt.Errorf("dnsroute: admitted edges: %w", err)
+	}
+	set := make(map[peer.ID]bool, len(a.Edges))
+	for _, e := range a.Edges {
+		id, err := peer.Decode(e.Edge)
+		if err != nil {
+			return fmt.Errorf("dnsroute: admitted edges: %q: %w", e.Edge, err)
+		}
+		set[id] = true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.admitted == nil || !maps.Equal(set, r.admitted) {
+		r.admitted = set
+		r.rebuildLocked()
+		r.log.Info("admitted edges updated", zap.Int("admitted", len(set)))
 	}
 	return nil
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/internal/testkit"
 )
 
@@ -312,4 +313,51 @@ func TestRateLimitTableBounded(t *testing.T) {
 	if got[0] != rrlAllow || got[1] != rrlAllow || got[2] == rrlAllow {
 		t.Fatalf("a fresh subnet at 2/s: %v, want two answers then a limit", got)
 	}
+}
+
+// TestRoutesOnlyAdmitted: with billing set, the router hands out only the
+// edges billing's operator admitted (re-read as they change); an edge
+// nobody vouches for gets no clients. While billing cannot be read, the
+// last list stands.
+func TestRoutesOnlyAdmitted(t *testing.T) {
+	o := newFakeOrigin(t)
+	o.publish(t, "blog")
+	var admitted atomic.Pointer[[]string]
+	var down atomic.Bool
+	billing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case down.Load():
+			http.Error(w, "down", http.StatusBadGateway)
+		case r.URL.Path == billingapi.AdmittedPath:
+			var resp billingapi.AdmittedResponse
+			for _, id := range *admitted.Load() {
+				resp.Edges = append(resp.Edges, billingapi.AdmittedEdge{Edge: id})
+			}
+			json.NewEncoder(w).Encode(resp)
+		case r.URL.Path == SuspendedPath:
+			json.NewEncoder(w).Encode(Suspended{Publishers: []string{}})
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer billing.Close()
+	a, b := newFakeEdge(t, "127.1.0.1", o), newFakeEdge(t, "127.1.0.2", o)
+	admitted.Store(&[]string{a.key.ID.String()})
+	tr := startRouter(t, Config{Origin: o.srv.URL, Billing: billing.URL})
+	a.beat(t, tr.http.URL, beat)
+	b.beat(t, tr.http.URL, beat)
+	answers := func() []string { return addrs(tr.query(t, "udp", "", newQuery("blog", dns.TypeA))) }
+	testkit.WaitFor(t, 10*time.Second, "only the admitted edge in answers", func() bool {
+		return slices.Equal(answers(), []string{"127.1.0.1"})
+	})
+	admitted.Store(&[]string{a.key.ID.String(), b.key.ID.String()})
+	testkit.WaitFor(t, 10*time.Second, "both edges once both are admitted", func() bool { return len(answers()) == 2 })
+	down.Store(true)
+	admitted.Store(&[]string{})
+	time.Sleep(2 * tick)
+	if got := answers(); len(got) != 2 {
+		t.Fatalf("billing down: answers %v, want the last admitted list to stand", got)
+	}
+	down.Store(false)
+	testkit.WaitFor(t, 10*time.Second, "no edge once none is admitted", func() bool { return len(answers()) == 0 })
 }
