@@ -59,9 +59,18 @@ func runBilling(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	now := time.Now()
-	const epochSecs = 60
-	start := now.Unix() - now.Unix()%epochSecs - int64(*records / *perBatch + 1)*epochSecs
+	if *records / *perBatch > billingapi.MaxParts {
+		return fmt.Errorf("billing: at most %d batches (-records / -batch)", billingapi.MaxParts)
+	}
+	// Billing pays only an admitted edge, for epochs that end after its
+	// admission (each run admits it anew): every batch is a part of the
+	// current epoch, whose length leaves it 10 minutes at least.
+	now := time.Now().Unix()
+	epochSecs := int64(3600)
+	for epochSecs-now%epochSecs < 600 {
+		epochSecs += 600
+	}
+	start := now - now%epochSecs
 	fmt.Fprintf(os.Stderr, "billing: signing %d receipts both ways...\n", *records)
 	batches, singles, err := signReceipts(edge, start, epochSecs, *records, *perBatch)
 	if err != nil {
@@ -75,8 +84,15 @@ func runBilling(ctx context.Context, args []string) error {
 			return 0, err
 		}
 		defer db.Close()
-		l, err := billing.New(ctx, db, content, pub.ID, billing.Config{Epoch: epochSecs * time.Second})
+		l, err := billing.New(ctx, db, content, pub.ID, billing.Config{Epoch: time.Duration(epochSecs) * time.Second})
 		if err != nil {
+			return 0, err
+		}
+		admission, err := pub.Sign(billingapi.TypeAdmission, billingapi.Admission{Edge: edge.ID.String(), Nonce: "bench"})
+		if err != nil {
+			return 0, err
+		}
+		if _, err := l.Admit(ctx, admission); err != nil {
 			return 0, err
 		}
 		accepted := 0
@@ -134,8 +150,8 @@ func signReceipts(edge *identity.Key, start, epochSecs int64, n, perBatch int) (
 	salt := make([]byte, billingapi.SaltSize)
 	client := billingapi.ClientHash(salt, netip.MustParseAddr("192.0.2.1"))
 	var batches, singles []*identity.Envelope
+	epoch := start
 	for b := 0; b < n/perBatch; b++ {
-		epoch := start + int64(b)*epochSecs
 		recs := make([]billingapi.Record, perBatch)
 		for i := range recs {
 			serial := uint64(b*perBatch + i + 1)
@@ -148,7 +164,7 @@ func signReceipts(edge *identity.Key, start, epochSecs int64, n, perBatch int) (
 			}
 			singles = append(singles, env)
 		}
-		batch := billingapi.Batch{Edge: edge.ID.String(), Epoch: epoch, EpochSeconds: epochSecs, Seq: uint64(b + 1),
+		batch := billingapi.Batch{Edge: edge.ID.String(), Epoch: epoch, EpochSeconds: epochSecs, Part: b, Seq: uint64(b + 1),
 			Salt: salt, Records: recs, MerkleRoot: billingapi.MerkleRoot(recs)}
 		env, err := edge.Sign(billingapi.TypeBatch, &batch)
 		if err != nil {

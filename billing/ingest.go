@@ -441,6 +441,9 @@ func (l *Ledger) IngestRecords(ctx context.Context, envs []*identity.Envelope, f
 	total := &billingapi.BatchResult{Rejected: []billingapi.RecordRejection{}}
 	for _, k := range order {
 		g := groups[k]
+		if err := l.checkAdmitted(ctx, g.edge.String(), g.epoch); err != nil {
+			return nil, err
+		}
 		ok, bad, err := l.checkRecords(ctx, g.edge, g.epoch, g.salt, g.recs, from)
 		if err != nil {
 			return nil, err
