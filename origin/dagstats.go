@@ -80,8 +80,8 @@ func (ss *shapeStats) add(s *dagStat, c cid.Cid, child dagStat) {
 func checkStat(s dagStat, what string) error {
 	switch {
 	case s.height > MaxDAGDepth:
-		return errorf(ErrDAGTooDeep, "dag_too_deep: %s is more than %d links deep (%d counted); the origin stores DAGs at most %d deep (MaxDAGDepth)",
-			what, MaxDAGDepth, s.height, MaxDAGDepth)
+		return errorf(ErrDAGTooDeep, "dag_too_deep: %s is at least %d links deep; the origin stores DAGs at most %d deep (MaxDAGDepth)",
+			what, s.height, MaxDAGDepth)
 	case s.blocks > MaxDAGBlocks:
 		return errorf(ErrDAGTooLarge, "dag_too_large: %s has more than %d blocks under it; the origin stores DAGs of at most %d blocks (MaxDAGBlocks): split the content into several roots",
 			what, MaxDAGBlocks, MaxDAGBlocks)
