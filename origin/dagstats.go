@@ -59,21 +59,30 @@ func statKey(c cid.Cid) string { return cid.NewCidV1(c.Type(), c.Hash()).String(
 // it: a raw block, or an identity CID (only raw ones are accepted).
 func hasNoLinks(c cid.Cid) bool { return c.Type() == cid.Raw || dag.IsIdentity(c) }
 
-// shapeStats grows a block's stat by its children's, once per distinct
-// child.
-type shapeStats struct {
-	seen map[cid.Cid]bool // children of the block at hand
-}
-
-// add folds child's stat into s, unless c was already folded in.
-func (ss *shapeStats) add(s *dagStat, c cid.Cid, child dagStat) {
-	if ss.seen[c] {
-		return
+// fold returns the shape of the DAG under a block with the given links,
+// from child, the shape under each; a child linked twice counts once.
+func fold(links []cid.Cid, child func(cid.Cid) (dagStat, error)) (dagStat, error) {
+	s := leafStat
+	var seen map[cid.Cid]bool
+	if len(links) > 1 {
+		seen = make(map[cid.Cid]bool, len(links))
 	}
-	ss.seen[c] = true
-	s.height = max(s.height, child.height+1)
-	s.blocks = min(s.blocks+child.blocks, MaxDAGBlocks+1)
-	s.partial = s.partial || child.partial
+	for _, l := range links {
+		if seen != nil {
+			if seen[l] {
+				continue
+			}
+			seen[l] = true
+		}
+		cs, err := child(l)
+		if err != nil {
+			return dagStat{}, err
+		}
+		s.height = max(s.height, cs.height+1)
+		s.blocks = min(s.blocks+cs.blocks, MaxDAGBlocks+1)
+		s.partial = s.partial || cs.partial
+	}
+	return s, nil
 }
 
 // checkStat refuses s if it is over a limit; what names its block.
@@ -114,7 +123,6 @@ func (o *Origin) checkShape(ctx context.Context, roots []cid.Cid, st *staged) er
 		stored[c] = s
 		return s, nil
 	}
-	ss := shapeStats{seen: map[cid.Cid]bool{}}
 	type frame struct {
 		b *stagedBlock
 		i int
@@ -136,14 +144,9 @@ func (o *Origin) checkShape(ctx context.Context, roots []cid.Cid, st *staged) er
 				}
 				continue
 			}
-			s := leafStat
-			clear(ss.seen)
-			for _, l := range top.b.links {
-				cs, err := child(l)
-				if err != nil {
-					return err
-				}
-				ss.add(&s, l, cs)
+			s, err := fold(top.b.links, child)
+			if err != nil {
+				return err
 			}
 			what := "block " + top.b.c.String()
 			if isRoot[top.b.c] {
@@ -197,14 +200,10 @@ func (o *Origin) walkStored(ctx context.Context, root cid.Cid) (dagStat, error) 
 		c     cid.Cid
 		links []cid.Cid
 		i     int
-		s     dagStat
-		seen  map[cid.Cid]bool
 	}
 	what := fmt.Sprintf("stored block %s (linked from this upload)", root)
 	memo := map[cid.Cid]dagStat{}
-	read := 0
-	var stack []*frame
-	// known returns the shape of c without reading it, if it can.
+	// known returns the shape under c without reading c, if it can.
 	known := func(c cid.Cid) (dagStat, bool, error) {
 		if hasNoLinks(c) {
 			return leafStat, true, nil
@@ -218,6 +217,13 @@ func (o *Origin) walkStored(ctx context.Context, root cid.Cid) (dagStat, error) 
 		}
 		return s, ok, err
 	}
+	// child is known for every child of a block whose frame is done.
+	child := func(c cid.Cid) (dagStat, error) {
+		s, _, err := known(c)
+		return s, err
+	}
+	var stack []frame
+	read := 0
 	push := func(c cid.Cid) error {
 		if len(stack) > MaxDAGDepth {
 			return checkStat(dagStat{height: len(stack)}, what)
@@ -226,7 +232,7 @@ func (o *Origin) walkStored(ctx context.Context, root cid.Cid) (dagStat, error) 
 			return checkStat(dagStat{blocks: MaxDAGBlocks + 1}, what)
 		}
 		b, err := o.blocks.Get(ctx, c)
-		if ipld.IsNotFound(err) {
+		if ipld.IsNotFound(err) { // only with AllowIncomplete
 			memo[c] = dagStat{blocks: 1, partial: true}
 			return nil
 		}
@@ -237,7 +243,7 @@ func (o *Origin) walkStored(ctx context.Context, root cid.Cid) (dagStat, error) 
 		if err != nil && !errors.Is(err, dag.ErrUnknownCodec) {
 			return fmt.Errorf("origin: links of stored block %s: %w", c, err)
 		}
-		stack = append(stack, &frame{c: c, links: dropRawIdentity(links), s: leafStat, seen: map[cid.Cid]bool{}})
+		stack = append(stack, frame{c: c, links: dropRawIdentity(links)})
 		return nil
 	}
 	if err := push(root); err != nil {
@@ -247,37 +253,35 @@ func (o *Origin) walkStored(ctx context.Context, root cid.Cid) (dagStat, error) 
 		if err := ctx.Err(); err != nil {
 			return dagStat{}, err
 		}
-		top := stack[len(stack)-1]
+		top := &stack[len(stack)-1]
 		if top.i < len(top.links) {
 			l := top.links[top.i]
-			s, ok, err := known(l)
+			top.i++
+			_, ok, err := known(l)
 			if err != nil {
 				return dagStat{}, err
 			}
 			if !ok {
-				if err := push(l); err != nil { // l is folded in when it is done
+				if err := push(l); err != nil {
 					return dagStat{}, err
 				}
-				continue
 			}
-			top.i++
-			(&shapeStats{seen: top.seen}).add(&top.s, l, s)
 			continue
 		}
-		if err := checkStat(top.s, what); err != nil {
+		s, err := fold(top.links, child)
+		if err != nil {
 			return dagStat{}, err
 		}
-		memo[top.c] = top.s
+		if err := checkStat(s, what); err != nil {
+			return dagStat{}, err
+		}
+		memo[top.c] = s
 		stack = stack[:len(stack)-1]
-	}
-	s, ok := memo[root]
-	if !ok { // root itself is missing
-		return dagStat{blocks: 1, partial: true}, nil
 	}
 	if err := o.saveStats(ctx, memo); err != nil {
 		return dagStat{}, err
 	}
-	return s, nil
+	return memo[root], nil
 }
 
 // saveStats records the shape of complete DAGs under blocks with links;

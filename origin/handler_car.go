@@ -46,6 +46,9 @@ func (o *Origin) guardCAR(gw http.Handler) http.Handler {
 // for a striped segment short of healthy shards.
 func (o *Origin) checkReadable(ctx context.Context, root cid.Cid) error {
 	err := o.storage.CheckReadable(ctx, root)
+	if other, ok := otherVersion(root); ok && err == nil { // striped under the CID version uploaded
+		err = o.storage.CheckReadable(ctx, other)
+	}
 	switch {
 	case err == nil:
 		return nil
