@@ -18,12 +18,26 @@ const MaxRepairBackoff = time.Hour
 const repairJitter = 0.1
 
 // repairBackoff is a segment's row in repair_backoff: its repairs failed
-// failures times in a row, the last with healthySeen healthy shards, and
-// the next is not tried before nextAt.
+// failures times in a row, the last with healthySeen healthy shards and
+// peersSeen peers to place shards on, and the next is not tried before
+// nextAt.
 type repairBackoff struct {
 	failures    int
 	nextAt      time.Time
 	healthySeen int
+	peersSeen   int
+}
+
+// due reports whether a segment backed off as b, now with h's health and
+// pool peers to place shards on, may be repaired at now, and with how
+// many failures behind it: afresh if its healthy shards changed (a peer
+// came back, or another left) or more peers can take its shards than at
+// its last failure (a placement that failed may succeed).
+func (b repairBackoff) due(h originapi.SegmentHealth, pool int, now time.Time) (ok bool, failures int) {
+	if b.failures == 0 || b.healthySeen != h.Healthy || pool > b.peersSeen {
+		return true, 0
+	}
+	return !now.Before(b.nextAt), b.failures
 }
 
 // repairDelay is the pause after the failures-th failed repair in a row:
@@ -39,7 +53,7 @@ func repairDelay(interval time.Duration, failures int, u float64) time.Duration 
 
 // loadBackoff returns every segment's repair backoff.
 func (kp *Keeper) loadBackoff(ctx context.Context) (map[int64]repairBackoff, error) {
-	rows, err := kp.db.QueryContext(ctx, `SELECT segment_id, failures, next_at, healthy_seen FROM repair_backoff`)
+	rows, err := kp.db.QueryContext(ctx, `SELECT segment_id, failures, next_at, healthy_seen, peers_seen FROM repair_backoff`)
 	if err != nil {
 		return nil, fmt.Errorf("durability: repair backoff: %w", err)
 	}
@@ -48,7 +62,7 @@ func (kp *Keeper) loadBackoff(ctx context.Context) (map[int64]repairBackoff, err
 	for rows.Next() {
 		var seg, next int64
 		var b repairBackoff
-		if err := rows.Scan(&seg, &b.failures, &next, &b.healthySeen); err != nil {
+		if err := rows.Scan(&seg, &b.failures, &next, &b.healthySeen, &b.peersSeen); err != nil {
 			return nil, fmt.Errorf("durability: repair backoff: %w", err)
 		}
 		b.nextAt = time.Unix(0, next)
@@ -58,15 +72,16 @@ func (kp *Keeper) loadBackoff(ctx context.Context) (map[int64]repairBackoff, err
 }
 
 // backOff records the failures-th failed repair in a row of segment h,
-// with why, and when the next may be tried (repairDelay).
-func (kp *Keeper) backOff(ctx context.Context, h originapi.SegmentHealth, failures int, why error) {
+// with why and the pool of peers to place shards on, and when the next
+// may be tried (repairDelay).
+func (kp *Keeper) backOff(ctx context.Context, h originapi.SegmentHealth, pool, failures int, why error) {
 	delay := repairDelay(kp.stripeCfg.RepairInterval, failures, kp.rand())
 	next := kp.now().Add(delay)
-	if _, err := kp.db.ExecContext(ctx, `INSERT INTO repair_backoff (segment_id, failures, next_at, last_error, healthy_seen)
-		VALUES (?, ?, ?, ?, ?)
+	if _, err := kp.db.ExecContext(ctx, `INSERT INTO repair_backoff (segment_id, failures, next_at, last_error, healthy_seen, peers_seen)
+		VALUES (?, ?, ?, ?, ?, ?)
 		ON CONFLICT (segment_id) DO UPDATE SET failures = excluded.failures, next_at = excluded.next_at,
-			last_error = excluded.last_error, healthy_seen = excluded.healthy_seen`,
-		h.Segment, failures, next.UnixNano(), why.Error(), h.Healthy); err != nil {
+			last_error = excluded.last_error, healthy_seen = excluded.healthy_seen, peers_seen = excluded.peers_seen`,
+		h.Segment, failures, next.UnixNano(), why.Error(), h.Healthy, pool); err != nil {
 		kp.log.Error("record repair backoff", zap.Int64("segment", h.Segment), zap.Error(err))
 		return
 	}

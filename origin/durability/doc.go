@@ -32,7 +32,7 @@
 //     read is an origin-signed read order, paid by the publisher), and a
 //     segment whose repair failed is not tried again before its backoff
 //     (repair_backoff: 1, 2, 4, … repair intervals, at most an hour)
-//     unless its healthy shards changed.
+//     unless its healthy shards changed or more peers can take shards.
 //   - A shard is deleted from a peer only when no saved row places it there
 //     and no stripe job or repair is putting it there (placements); a put
 //     of it there waits for such a delete to end.

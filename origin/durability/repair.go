@@ -112,7 +112,8 @@ func (kp *Keeper) segmentsHealth(ctx context.Context) ([]originapi.SegmentHealth
 // A segment whose repair failed is backed off (repair_backoff): it is not
 // tried again before RepairInterval × 2^(failures−1), at most
 // MaxRepairBackoff, ±10 %, unless its count of healthy shards changed (a
-// peer came back, or another left); a success forgets the failures.
+// peer came back, or another left) or more peers can take shards than at
+// its last failure; a success forgets the failures.
 // Reads for repair are origin-signed read orders, paid by the publisher:
 // an unrecoverable segment must not be read every pass.
 func (kp *Keeper) Repair(ctx context.Context) (int, error) {
@@ -138,15 +139,21 @@ func (kp *Keeper) Repair(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	now := kp.now()
+	pool := 0 // peers that can take a rebuilt shard
+	if len(atRisk) > 0 {
+		candidates, err := kp.placement(ctx)
+		if err != nil {
+			return 0, err
+		}
+		pool = len(candidates)
+	}
 	placed := 0
 	var errs []error
 	for i, h := range atRisk {
 		b, failed := backoff[h.Segment]
 		delete(backoff, h.Segment) // what is left is no longer at risk
-		if failed && b.healthySeen != h.Healthy {
-			b = repairBackoff{} // the segment changed: start afresh
-		}
-		if failed && b.failures > 0 && now.Before(b.nextAt) {
+		due, failures := b.due(h, pool, now)
+		if !due {
 			kp.metrics.repairSkips.WithLabelValues("backoff").Inc()
 			continue
 		}
@@ -156,7 +163,7 @@ func (kp *Keeper) Repair(ctx context.Context) (int, error) {
 		placed += n
 		switch {
 		case err != nil && ctx.Err() == nil:
-			kp.backOff(ctx, h, b.failures+1, err)
+			kp.backOff(ctx, h, pool, failures+1, err)
 			errs = append(errs, fmt.Errorf("segment %d: %w", h.Segment, err))
 		case err != nil:
 			errs = append(errs, fmt.Errorf("segment %d: %w", h.Segment, err))

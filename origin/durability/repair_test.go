@@ -31,8 +31,9 @@ var _ erasure.ShardStore = (*countingShards)(nil)
 // TestRepairBackoff: a segment with fewer than k healthy shards cannot be
 // rebuilt, and repair reads nothing of it, however many passes run; a
 // segment whose repair fails (here: no peer takes the rebuilt shard) is
-// tried again 1, 2, 4, 8 repair intervals later (±10 %), at once when its
-// healthy shards change, and forgotten once repaired. Repair used to read
+// tried again 1, 2, 4, 8 repair intervals later (±10 %), at once when a
+// new peer joins or its healthy shards change, and forgotten once
+// repaired. Repair used to read
 // k whole shards of every segment at risk every pass, before learning it
 // had fewer than k, each read billed to the publisher.
 func TestRepairBackoff(t *testing.T) {
@@ -72,18 +73,19 @@ func TestRepairBackoff(t *testing.T) {
 
 	t.Run("failing repair backs off", func(t *testing.T) {
 		ctx := context.Background()
-		sn := newStripeNet(t, 7, sc) // peer 6 is the spare
-		for i := range sn.peers {
+		sn := newStripeNet(t, 8, sc) // peer 6 is the spare; peer 7 joins later
+		for i := range 7 {
 			sn.heartbeat(t, i, int64(900-100*i))
 		}
 		sn.publish(t, bytes.Repeat([]byte("repair me "), 100))
 		store := &countingShards{ShardStore: sn.kp.shardStore}
 		sn.kp.shardStore = store
-		// The spare refuses every shard.
-		sn.mu.Lock()
-		sn.lie[6] = func(w http.ResponseWriter, r *http.Request) {
+		// The spare, and later peer 7, refuse every shard.
+		refuse := func(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "disk full", http.StatusInsufficientStorage)
 		}
+		sn.mu.Lock()
+		sn.lie[6], sn.lie[7] = refuse, refuse
 		sn.mu.Unlock()
 		// Peers 0 and 1 go silent: k = 4 healthy shards are left.
 		sn.advance(4 * time.Second)
@@ -125,13 +127,24 @@ func TestRepairBackoff(t *testing.T) {
 			t.Fatalf("repair_backoff failures %d, %v; want 5", failures, err)
 		}
 
-		// Peer 0 comes back: the segment changed, so it is tried at once
-		// (not 16 intervals later), and this time repaired.
+		// A new peer joins: a shard may now find a place, so the segment is
+		// tried at once (not 16 intervals later), and backs off afresh.
+		sn.heartbeat(t, 7, 900)
+		before := store.gets.Load()
+		if _, err := sn.kp.Repair(ctx); err == nil || store.gets.Load() == before {
+			t.Fatalf("repair after a new peer joined: err %v, reads %d; want a failed attempt at once", err, store.gets.Load()-before)
+		}
+		if err := sn.kp.db.QueryRowContext(ctx, `SELECT failures FROM repair_backoff`).Scan(&failures); err != nil || failures != 1 {
+			t.Fatalf("repair_backoff failures %d, %v after a new peer joined; want 1", failures, err)
+		}
+
+		// Peer 0 comes back: the segment changed, so it is tried at once,
+		// and this time repaired.
 		sn.mu.Lock()
 		delete(sn.lie, 6)
 		sn.mu.Unlock()
 		sn.heartbeat(t, 0, 500)
-		before := store.gets.Load()
+		before = store.gets.Load()
 		placed, err := sn.kp.Repair(ctx)
 		if err != nil || placed != 1 || store.gets.Load() == before {
 			t.Fatalf("repair after a peer came back: placed %d, err %v, reads %d; want shard 1 placed at once", placed, err, store.gets.Load()-before)

@@ -152,7 +152,8 @@ var schema = []string{
 		failures     INTEGER NOT NULL, -- failed repairs in a row
 		next_at      INTEGER NOT NULL, -- ns; no repair before
 		last_error   TEXT NOT NULL,
-		healthy_seen INTEGER NOT NULL  -- healthy shards at the last failure; a change resets the backoff
+		healthy_seen INTEGER NOT NULL, -- healthy shards at the last failure; a change resets the backoff
+		peers_seen   INTEGER NOT NULL  -- peers that could take a shard at the last failure; more reset it
 	);`,
 }
 
