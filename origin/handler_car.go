@@ -53,7 +53,7 @@ func (o *Origin) checkReadable(ctx context.Context, root cid.Cid) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, erasure.ErrNotEnoughShards):
-		o.log.Info("CAR refused: DAG not readable whole", zap.Stringer("root", root), zap.Error(err))
+		o.log.Debug("CAR refused: DAG not readable whole", zap.Stringer("root", root), zap.Error(err))
 		return errorf(ErrUnavailable, "cannot serve the CAR of %s whole right now (%v); retry later", root, err)
 	default:
 		return err

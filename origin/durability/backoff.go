@@ -44,10 +44,11 @@ func (b repairBackoff) due(h originapi.SegmentHealth, pool int, now time.Time) (
 // interval × 2^(failures−1), so attempts come 1, 2, 4, … intervals apart,
 // at most MaxRepairBackoff, then ±10 % at random (u in [0, 1)).
 func repairDelay(interval time.Duration, failures int, u float64) time.Duration {
-	d := MaxRepairBackoff
-	if failures >= 1 && failures <= 32 && interval<<(failures-1) < MaxRepairBackoff && interval<<(failures-1) > 0 {
-		d = interval << (failures - 1)
+	d := max(interval, time.Nanosecond)
+	for i := 1; i < failures && d < MaxRepairBackoff; i++ { // no overflow: d < 1h before doubling
+		d *= 2
 	}
+	d = min(d, MaxRepairBackoff)
 	return d + time.Duration(float64(d)*repairJitter*(2*u-1))
 }
 

@@ -170,6 +170,8 @@ func TestRepairDelay(t *testing.T) {
 		{"third failure", 10 * time.Second, 3, 0.5, 40 * time.Second},
 		{"capped", 10 * time.Second, 12, 0.5, MaxRepairBackoff},
 		{"overflow capped", 10 * time.Second, 200, 0.5, MaxRepairBackoff},
+		{"would wrap around", 10 * time.Second, 32, 0.5, MaxRepairBackoff},
+		{"interval over the cap", 2 * time.Hour, 1, 0.5, MaxRepairBackoff},
 		{"least jitter", 10 * time.Second, 1, 0, 9 * time.Second},
 		{"most jitter", 10 * time.Second, 2, 1, 22 * time.Second},
 	}
