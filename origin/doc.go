@@ -23,6 +23,11 @@
 //     every block it links to, so any stored block roots a complete DAG.
 //     An upload is staged and checked whole before its first block is
 //     written, then committed leaves first.
+//   - Every stored DAG can be served whole as a CAR: uploads over
+//     MaxLinksPerBlock, MaxDAGDepth or MaxDAGBlocks (stored blocks
+//     counted) are refused before anything is stored, and a CAR whose
+//     striped segments the origin knows to be below k healthy shards is
+//     refused (503) before its first byte, never sent as a truncated 200.
 //   - A name moves to a new root only by a signed IPNS record with a higher
 //     sequence number, and only once that root is stored.
 package origin

@@ -38,6 +38,18 @@ var (
 	ErrPaymentRequired error = httpkit.Error(http.StatusPaymentRequired, errors.New("payment required"))
 	// ErrBusy marks a request refused for load; the client should retry.
 	ErrBusy error = httpkit.Error(http.StatusServiceUnavailable, errors.New("busy"))
+	// ErrTooManyLinks marks an upload with a block of more than
+	// MaxLinksPerBlock links.
+	ErrTooManyLinks error = httpkit.Error(http.StatusUnprocessableEntity, errors.New("too many links"))
+	// ErrDAGTooDeep marks an upload with a block whose DAG, blocks stored
+	// before included, is more than MaxDAGDepth deep.
+	ErrDAGTooDeep error = httpkit.Error(http.StatusUnprocessableEntity, errors.New("dag too deep"))
+	// ErrDAGTooLarge marks an upload with a block whose DAG, blocks stored
+	// before included, may hold more than MaxDAGBlocks blocks.
+	ErrDAGTooLarge error = httpkit.Error(http.StatusRequestEntityTooLarge, errors.New("dag too large"))
+	// ErrUnavailable marks a DAG the origin cannot serve whole right now
+	// (a striped segment below k healthy shards); the client should retry.
+	ErrUnavailable error = httpkit.Error(http.StatusServiceUnavailable, errors.New("unavailable"))
 )
 
 // errorf builds an error of the given kind, one of the sentinels above,

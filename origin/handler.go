@@ -26,7 +26,8 @@ const maxJSONBody = 1 << 20
 //	GET  /api/v1/names/{name}    one human name (NameInfo)
 //	PUT  /api/v1/names/{name}    claim or move a name (NameClaim)
 //	PUT  /ipns/{name}            store an IPNS record, as `ipfs routing put`
-//	GET  /ipfs/…, /ipns/…        the Trustless Gateway (boxo)
+//	GET  /ipfs/…, /ipns/…        the Trustless Gateway (boxo); CARs the origin
+//	                             cannot serve whole are refused first (guardCAR)
 //	GET  /metrics, /healthz
 func (o *Origin) newHandler() (http.Handler, error) {
 	gw, err := o.newGateway()
@@ -47,6 +48,7 @@ func (o *Origin) newHandler() (http.Handler, error) {
 	route("GET /api/v1/manifests/{root}", "manifest", o.serveManifest)
 	route("GET /api/v1/storage/status", "storage_status", o.serveStorageStatus)
 	route("POST /api/v1/storage/audit", "audit", o.serveAuditAll)
+	gw = o.guardCAR(gw)
 	mux.Handle("/ipfs/", gw)
 	mux.Handle("/ipns/", gw)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(o.cfg.Registry, promhttp.HandlerOpts{}))

@@ -35,16 +35,19 @@ type stagedBlock struct {
 	size   int
 	links  []cid.Cid // non-identity links
 	level  int       // 0: links to nothing in this upload; else 1 + max child level
+	stat   dagStat   // the shape of its DAG, stored blocks included (checkShape)
 	stored bool      // the origin held it before this upload
 }
 
 // Ingest reads a CAR (v1 or v2) from r and stores its blocks as the upload
 // up, which AuthorizeUpload returns for a signed request. It checks the
 // whole upload before writing anything to the block store: the header
-// roots against up.Roots, every block against its CID and the 2 MiB limit,
-// the blocks against up.BlocksDigest, the stream for truncation, every
-// root and every link for presence (in the upload or already stored), and
-// the bytes new to the origin against up.Publisher's quota. Any failure
+// roots against up.Roots, every block against its CID, the 2 MiB limit
+// and MaxLinksPerBlock, the blocks against up.BlocksDigest, the stream for
+// truncation, every root and every link for presence (in the upload or
+// already stored), every block's DAG, stored blocks included, against
+// MaxDAGDepth and MaxDAGBlocks, and the bytes new to the origin against
+// up.Publisher's quota. Any failure
 // leaves the store and the accounting as they were. Blocks are then
 // committed leaves first, so the store stays closed under links even if
 // the process dies half-way, and the roots are recorded as published by
@@ -78,6 +81,9 @@ func (o *Origin) ingest(ctx context.Context, up Upload, r io.Reader) (*originapi
 		return nil, errorf(ErrForbidden, "the CAR's %d blocks are not the ones the upload was signed for (their blocks_sha256 differs)", st.n)
 	}
 	if err := o.checkComplete(ctx, br.Roots, st); err != nil {
+		return nil, err
+	}
+	if err := o.checkShape(ctx, br.Roots, st); err != nil {
 		return nil, err
 	}
 	reserved, err := o.reserveNew(ctx, up.Publisher, st)
@@ -183,6 +189,10 @@ func (o *Origin) stageBlocks(ctx context.Context, br *car.BlockReader, stage *os
 		if err != nil && !errors.Is(err, dag.ErrUnknownCodec) {
 			return nil, errorf(ErrBadRequest, "block #%d: %v", st.n+1, err)
 		}
+		if len(links) > MaxLinksPerBlock {
+			return nil, errorf(ErrTooManyLinks, "too_many_links: block #%d %s has %d links; the origin stores blocks of at most %d links (MaxLinksPerBlock): shard the directory or rebalance the file",
+				st.n+1, c, len(links), MaxLinksPerBlock)
+		}
 		if _, err := stage.Write(data); err != nil {
 			return nil, fmt.Errorf("origin: staging: %w", err)
 		}
@@ -262,8 +272,9 @@ func (o *Origin) reserveNew(ctx context.Context, p peer.ID, st *staged) (int64, 
 }
 
 // commit writes staged blocks to the block store level by level, leaves
-// first: a block goes in only after all blocks it links to. It returns the
-// blocks and bytes it wrote, also when it fails part-way.
+// first: a block goes in only after all blocks it links to, then records
+// their DAG shapes (dag_stats). It returns the blocks and bytes it wrote,
+// also when it fails part-way.
 func (o *Origin) commit(ctx context.Context, stage *os.File, staged map[cid.Cid]*stagedBlock, order []*stagedBlock) (newBlocks int, newBytes int64, err error) {
 	maxLevel := assignLevels(order, staged)
 	byLevel := make([][]*stagedBlock, maxLevel+1)
@@ -316,6 +327,15 @@ func (o *Origin) commit(ctx context.Context, stage *os.File, staged map[cid.Cid]
 		if err := flush(); err != nil {
 			return newBlocks, newBytes, err
 		}
+	}
+	// Blocks left without a row (by a crash, or a failure here) cost a
+	// walk the first time an upload links to them (walkStored).
+	stats := make(map[cid.Cid]dagStat, len(order))
+	for _, sb := range order {
+		stats[sb.c] = sb.stat
+	}
+	if err := o.saveStats(context.WithoutCancel(ctx), stats); err != nil {
+		o.log.Warn("dag stats not saved", zap.Error(err))
 	}
 	return newBlocks, newBytes, nil
 }

@@ -24,7 +24,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		requests:      prom.CounterVec("origin", "api_requests_total", "API requests by route and status code.", "route", "code"),
 		duration:      prom.HistogramVec("origin", "api_request_duration_seconds", "API request latency by route.", prometheus.ExponentialBuckets(0.0005, 4, 10), "route"),
-		uploads:       prom.CounterVec("origin", "uploads_total", "CAR uploads by result (ok, rejected, error) and, for the others than ok, reason (unauthorized, forbidden, payment_required, conflict, over_quota, too_large, bad_request, incomplete_dag, busy, canceled, ...).", "result", "reason"),
+		uploads:       prom.CounterVec("origin", "uploads_total", "CAR uploads by result (ok, rejected, error) and, for the others than ok, reason (unauthorized, forbidden, payment_required, conflict, over_quota, too_large, bad_request, incomplete_dag, too_many_links, dag_too_deep, dag_too_large, busy, canceled, ...).", "result", "reason"),
 		uploadBlocks:  prom.Counter("origin", "upload_blocks_total", "Blocks received in accepted CAR uploads."),
 		uploadBytes:   prom.Counter("origin", "upload_bytes_total", "Block bytes received in accepted CAR uploads."),
 		newBlocks:     prom.Counter("origin", "stored_blocks_total", "Blocks newly written to the block store."),

@@ -177,6 +177,7 @@ func (o *Origin) newGateway() (http.Handler, error) {
 	backend, err := gateway.NewBlocksBackend(blockservice.New(o.blocks, nil),
 		gateway.WithValueStore(vs),
 		gateway.WithNameSystem(ns),
+		gateway.WithMaxTraversalDepth(gatewayTraversalDepth), // above MaxDAGDepth: a stored DAG never reaches it
 		gateway.WithPrometheusRegistry(o.cfg.Registry))
 	if err != nil {
 		return nil, fmt.Errorf("origin: gateway backend: %w", err)

@@ -28,6 +28,11 @@
 //     a repair, flag the peer and mark the shard bad; AuditRefusals audits
 //     of a shard refused in a row by a peer that heartbeats count as lost.
 //     A flagged peer gets no new shards.
+//   - Repair never reads a segment with fewer than k healthy shards (each
+//     read is an origin-signed read order, paid by the publisher), and a
+//     segment whose repair failed is not tried again before its backoff
+//     (repair_backoff: 1, 2, 4, … repair intervals, at most an hour)
+//     unless its healthy shards changed or more peers can take shards.
 //   - A shard is deleted from a peer only when no saved row places it there
 //     and no stripe job or repair is putting it there (placements); a put
 //     of it there waits for such a delete to end.

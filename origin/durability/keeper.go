@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -40,7 +41,8 @@ type Keeper struct {
 	stripeWake chan struct{}
 
 	// Testing.
-	now func() time.Time
+	now  func() time.Time
+	rand func() float64 // in [0, 1): the jitter of repair backoffs
 }
 
 // New returns the Keeper of the origin whose database, key and block
@@ -50,7 +52,7 @@ func New(cfg Config) (*Keeper, error) {
 		return nil, err
 	}
 	kp := &Keeper{cfg: cfg, db: cfg.DB, key: cfg.Key, log: cfg.Logger, local: cfg.Local, blocks: cfg.Blocks,
-		now: time.Now}
+		now: time.Now, rand: rand.Float64}
 	var err error
 	if kp.metrics, err = newMetrics(cfg.Registry); err != nil {
 		return nil, fmt.Errorf("durability: metrics: %w", err)

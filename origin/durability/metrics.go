@@ -15,6 +15,7 @@ type metrics struct {
 	repairs      *prometheus.CounterVec
 	orphans      prometheus.Counter
 	atRisk       prometheus.Gauge
+	repairSkips  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -26,8 +27,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		repairs:      prom.CounterVec("origin", "repaired_shards_total", "Shards rebuilt and placed on new peers, by result (ok, error).", "result"),
 		orphans:      prom.Counter("origin", "orphan_shards_deleted_total", "Shards deleted from storage peers because no segment placed them there (left by failed jobs)."),
 		atRisk:       prom.Gauge("origin", "segments_at_risk", "Segments with fewer healthy shards than the repair threshold, at the last scan."),
+		repairSkips:  prom.CounterVec("origin", "repairs_skipped_total", "Repairs of segments at risk not attempted, by reason (backoff: failed before and not due yet; not_enough_shards: fewer than k healthy shards, nothing read).", "reason"),
 	}
-	if err := prom.Register(reg, m.stripedReads, m.stripedRoots, m.flags, m.audits, m.repairs, m.orphans, m.atRisk); err != nil {
+	if err := prom.Register(reg, m.stripedReads, m.stripedRoots, m.flags, m.audits, m.repairs, m.orphans, m.atRisk, m.repairSkips); err != nil {
 		return nil, err
 	}
 	return m, nil

@@ -108,6 +108,14 @@ func (kp *Keeper) segmentsHealth(ctx context.Context) ([]originapi.SegmentHealth
 // and places them on other healthy peers; it returns how many shards it
 // placed. Each placement is committed on its own, so an interrupted repair
 // loses nothing done.
+//
+// A segment whose repair failed is backed off (repair_backoff): it is not
+// tried again before RepairInterval × 2^(failures−1), at most
+// MaxRepairBackoff, ±10 %, unless its count of healthy shards changed (a
+// peer came back, or another left) or more peers can take shards than at
+// its last failure; a success forgets the failures.
+// Reads for repair are origin-signed read orders, paid by the publisher:
+// an unrecoverable segment must not be read every pass.
 func (kp *Keeper) Repair(ctx context.Context) (int, error) {
 	if kp.striper == nil {
 		return 0, nil
@@ -126,16 +134,45 @@ func (kp *Keeper) Repair(ctx context.Context) (int, error) {
 		}
 	}
 	kp.metrics.atRisk.Set(float64(len(atRisk)))
+	backoff, err := kp.loadBackoff(ctx)
+	if err != nil {
+		return 0, err
+	}
+	now := kp.now()
+	pool := 0 // peers that can take a rebuilt shard
+	if len(atRisk) > 0 {
+		candidates, err := kp.placement(ctx)
+		if err != nil {
+			return 0, err
+		}
+		pool = len(candidates)
+	}
 	placed := 0
 	var errs []error
 	for i, h := range atRisk {
+		b, failed := backoff[h.Segment]
+		delete(backoff, h.Segment) // what is left is no longer at risk
+		due, failures := b.due(h, pool, now)
+		if !due {
+			kp.metrics.repairSkips.WithLabelValues("backoff").Inc()
+			continue
+		}
 		kp.log.Info("repairing segment", zap.Int64("segment", h.Segment), zap.Int("healthy", h.Healthy),
 			zap.Int("needed", h.Needed), zap.String("progress", fmt.Sprintf("%d/%d", i+1, len(atRisk))))
 		n, err := kp.repairSegment(ctx, h.Segment, bySeg[h.Segment])
 		placed += n
-		if err != nil {
+		switch {
+		case err != nil && ctx.Err() == nil:
+			kp.backOff(ctx, h, pool, failures+1, err)
 			errs = append(errs, fmt.Errorf("segment %d: %w", h.Segment, err))
+		case err != nil:
+			errs = append(errs, fmt.Errorf("segment %d: %w", h.Segment, err))
+		case failed:
+			kp.clearBackoff(ctx, h.Segment)
 		}
+	}
+	for seg := range backoff {
+		kp.clearBackoff(ctx, seg)
 	}
 	return placed, errors.Join(errs...)
 }
@@ -143,8 +180,20 @@ func (kp *Keeper) Repair(ctx context.Context) (int, error) {
 // repairSegment rebuilds the shards of segment segID that are not healthy
 // and places each on a healthy peer the segment does not use yet. It
 // returns how many it placed; their manifests are re-signed before it
-// returns.
+// returns. A segment with fewer than k healthy shards cannot be rebuilt:
+// it returns erasure.ErrNotEnoughShards, wrapped, without reading any
+// (each read is a read order the publisher pays).
 func (kp *Keeper) repairSegment(ctx context.Context, segID int64, rows []shardRow) (int, error) {
+	healthy := 0
+	for _, r := range rows {
+		if r.healthy {
+			healthy++
+		}
+	}
+	if k := kp.striper.DataShards(); healthy < k {
+		kp.metrics.repairSkips.WithLabelValues("not_enough_shards").Inc()
+		return 0, fmt.Errorf("durability: %w: %d healthy of the %d needed; nothing read", erasure.ErrNotEnoughShards, healthy, k)
+	}
 	var shardSize int64
 	if err := kp.db.QueryRowContext(ctx, `SELECT shard_size FROM segments WHERE id = ?`, segID).Scan(&shardSize); err != nil {
 		return 0, fmt.Errorf("durability: %w", err)

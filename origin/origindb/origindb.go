@@ -138,6 +138,23 @@ var schema = []string{
 	// so that refusals in a row can be told from a peer that was down.
 	`ALTER TABLE audits ADD COLUMN result TEXT NOT NULL DEFAULT '';
 	CREATE INDEX audits_shard ON audits (shard_id, peer_id, at);`,
+	// Version 6: the shape of stored DAGs, so that an upload linking to
+	// them is held to the DAG limits (origin.MaxDAGDepth, MaxDAGBlocks)
+	// without walking them again; and the repair backoff of segments
+	// that could not be repaired. Blocks stored before have no row.
+	`CREATE TABLE dag_stats (
+		cid    TEXT PRIMARY KEY, -- CIDv1 of a stored block with links (raw leaves have none)
+		height INTEGER NOT NULL, -- longest chain of links below it
+		blocks INTEGER NOT NULL  -- blocks under it, itself included: an upper bound (shared blocks counted per parent)
+	);
+	CREATE TABLE repair_backoff (
+		segment_id   INTEGER PRIMARY KEY,
+		failures     INTEGER NOT NULL, -- failed repairs in a row
+		next_at      INTEGER NOT NULL, -- ns; no repair before
+		last_error   TEXT NOT NULL,
+		healthy_seen INTEGER NOT NULL, -- healthy shards at the last failure; a change resets the backoff
+		peers_seen   INTEGER NOT NULL  -- peers that could take a shard at the last failure; more reset it
+	);`,
 }
 
 // Open opens the origin's database at path (DATA/origin.db), creating it if
