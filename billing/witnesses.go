@@ -2,6 +2,7 @@ package billing
 
 import (
 	"context"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/billing/witness"
@@ -19,6 +20,16 @@ type Content interface {
 	// Holdings returns the shard bytes each storage peer holds per
 	// publisher.
 	Holdings(ctx context.Context) ([]witness.Holding, error)
+}
+
+// ContentAt is implemented by a Content that knows when each name
+// pointed to each root (witness.OriginContent, from the origin's billing
+// log): billing then resolves a record at the time it was served, so a
+// superseded root stays billable while edges may still serve it, and no
+// longer. Without it, billing calls Object.
+type ContentAt interface {
+	// ObjectAt is Object for an object served at at.
+	ObjectAt(ctx context.Context, name, root, c string, at time.Time) (witness.Object, error)
 }
 
 // ShardIndex is implemented by a Content that knows which shards hold
@@ -56,6 +67,7 @@ type Prober interface {
 // The witnesses billing runs with (package witness) implement these.
 var (
 	_ Content       = (*witness.OriginContent)(nil)
+	_ ContentAt     = (*witness.OriginContent)(nil)
 	_ ShardIndex    = (*witness.OriginContent)(nil)
 	_ OriginKey     = (*witness.OriginContent)(nil)
 	_ EdgeDirectory = (*witness.DNSDirectory)(nil)
