@@ -124,6 +124,19 @@ var schema = []string{
 		since     BIGINT NOT NULL, -- Unix ns of the settlement that held them
 		PRIMARY KEY (edge, epoch, publisher, root)
 	);`,
+	// 3: PLACEHOLDER for the lead's migration 3 (admissions, on main);
+	// dropped at merge, where theirs takes its place.
+	`SELECT 1;`,
+	// 4: storage reads bounded at settlement. read_offset, expires (Unix
+	// ns) and kind (edge, origin) come from the order; shard_size from
+	// the origin's log (0: not known, no byte bound); paid is what
+	// settlement paid of the read (its other bytes refused).
+	`ALTER TABLE reads ADD COLUMN read_offset BIGINT NOT NULL DEFAULT 0;
+	ALTER TABLE reads ADD COLUMN expires BIGINT NOT NULL DEFAULT 0;
+	ALTER TABLE reads ADD COLUMN kind TEXT NOT NULL DEFAULT 'edge';
+	ALTER TABLE reads ADD COLUMN shard_size BIGINT NOT NULL DEFAULT 0;
+	ALTER TABLE reads ADD COLUMN paid BIGINT NOT NULL DEFAULT 0;
+	CREATE INDEX reads_upkeep ON reads (peer, shard, kind, epoch);`,
 }
 
 // OpenDB opens the ledger database named by dsn and brings its schema up

@@ -3,11 +3,14 @@ package witness
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ipfs/boxo/ipns"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/originapi"
 )
@@ -141,9 +144,6 @@ func (o *OriginContent) apply(ev originapi.BillingEvent) {
 			return
 		}
 		pl := &Placement{Shard: ev.Shard, Segment: ev.Segment, Peer: p, Size: ev.Size, Root: ev.Root, From: ev.At}
-		if r := o.roots[ev.Root]; r != nil {
-			pl.Payer = r.payer
-		}
 		o.placements[ev.Shard] = append(o.placements[ev.Shard], pl)
 	case originapi.EventMove:
 		p, err := peer.Decode(ev.Peer)
@@ -182,4 +182,113 @@ func (o *OriginContent) earlier(a, b string) bool {
 		return ra.firstAt.Before(rb.firstAt)
 	}
 	return ra.firstID < rb.firstID
+}
+
+// ShardInfo is what the origin's log says of a shard, for a read order a
+// storage peer claims.
+type ShardInfo struct {
+	// Size is the shard's size in bytes.
+	Size int64
+	// Payer pays for reads of the shard: the payer of the root whose
+	// striping first placed it.
+	Payer peer.ID
+	// Placed reports whether the shard was on the peer asked about at
+	// some time in the interval asked about.
+	Placed bool
+}
+
+// PeerShard names a shard on a storage peer.
+type PeerShard struct {
+	Peer  peer.ID
+	Shard string
+}
+
+// ShardInfo returns the size and payer of shard and whether the origin's
+// log placed it on p at some time in [from, to]. A shard the log never
+// placed is a *billingapi.RejectError with ReasonUnknownShard. The log is
+// read again on a miss, at most once a second.
+func (o *OriginContent) ShardInfo(ctx context.Context, shard string, p peer.ID, from, to time.Time) (ShardInfo, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var info ShardInfo
+	for try := 0; try < 2; try++ {
+		if try == 1 {
+			if err := o.syncLog(ctx, false); err != nil {
+				return ShardInfo{}, err
+			}
+		}
+		info = ShardInfo{}
+		first := ""
+		for _, pl := range o.placements[shard] {
+			info.Size = pl.Size
+			if o.roots[pl.Root] != nil && (first == "" || o.earlier(pl.Root, first)) {
+				first = pl.Root
+			}
+			if pl.Peer == p && !pl.From.After(to) && (pl.Until.IsZero() || !pl.Until.Before(from)) {
+				info.Placed = true
+			}
+		}
+		if first != "" {
+			info.Payer = o.roots[first].payer
+			if info.Placed {
+				break
+			}
+		}
+	}
+	if info.Payer == "" {
+		return ShardInfo{}, &billingapi.RejectError{Reason: billingapi.ReasonUnknownShard,
+			Err: fmt.Errorf("shard %s was never placed for a published root", shard)}
+	}
+	return info, nil
+}
+
+// Flags reads the origin's log up to now and returns, for each shard on a
+// peer the origin flagged, when it first did.
+func (o *OriginContent) Flags(ctx context.Context) (map[PeerShard]time.Time, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if err := o.syncLog(ctx, true); err != nil {
+		return nil, err
+	}
+	out := make(map[PeerShard]time.Time, len(o.flags))
+	for k, at := range o.flags {
+		p, s, _ := strings.Cut(k, "/")
+		id, err := peer.Decode(p)
+		if err != nil {
+			continue
+		}
+		out[PeerShard{id, s}] = at
+	}
+	return out, nil
+}
+
+// Placements returns every interval the origin's log placed a shard on a
+// peer that overlaps [from, to), with its payer (placements of roots
+// nobody pays for are left out). The log is read again if it was not
+// within the last second.
+func (o *OriginContent) Placements(ctx context.Context, from, to time.Time) ([]Placement, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if err := o.syncLog(ctx, false); err != nil {
+		return nil, err
+	}
+	var out []Placement
+	for _, pls := range o.placements {
+		for _, pl := range pls {
+			r := o.roots[pl.Root]
+			if r == nil || !pl.From.Before(to) || (!pl.Until.IsZero() && !pl.Until.After(from)) {
+				continue
+			}
+			c := *pl
+			c.Payer = r.payer
+			out = append(out, c)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Shard != out[j].Shard {
+			return out[i].Shard < out[j].Shard
+		}
+		return out[i].From.Before(out[j].From)
+	})
+	return out, nil
 }

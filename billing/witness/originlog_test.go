@@ -3,6 +3,7 @@ package witness
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +16,7 @@ import (
 	"github.com/ipfs/go-cid"
 	car "github.com/ipld/go-car/v2"
 	"github.com/ipld/go-car/v2/storage"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/internal/testkit"
@@ -133,5 +135,82 @@ func TestOriginContentBillingLog(t *testing.T) {
 	var re *billingapi.RejectError
 	if _, err := NewOriginContent(fake.URL, nil).Object(ctx, "blog", "", v2.leaf.String()); err == nil || errors.As(err, &re) {
 		t.Fatalf("a log signed by another key than the origin's: %v, want a transient error", err)
+	}
+}
+
+// TestOriginContentPlacements: shard placements, moves and flags from the
+// billing log: where a shard was when, its size and payer (the payer of
+// the root whose striping placed it), flags, and the intervals overlapping
+// a time span.
+func TestOriginContentPlacements(t *testing.T) {
+	ctx := context.Background()
+	keys := testKeys(t, 5)
+	origin, pub, s1, s2, other := keys[0], keys[1].ID, keys[2].ID, keys[3].ID, keys[4].ID
+	at := func(min int) time.Time { return t0.Add(time.Duration(min) * time.Minute) }
+	events := []originapi.BillingEvent{
+		{ID: 1, Kind: originapi.EventUpload, Root: "r1", Publisher: pub.String(), At: at(0)},
+		{ID: 2, Kind: originapi.EventPlace, Shard: "sh", Peer: s1.String(), Segment: 1, Size: 500, Root: "r1", At: at(1)},
+		{ID: 3, Kind: originapi.EventUpload, Root: "r2", Publisher: other.String(), At: at(2)},
+		{ID: 4, Kind: originapi.EventPlace, Shard: "sh", Peer: s1.String(), Segment: 2, Size: 500, Root: "r2", At: at(3)},
+		{ID: 5, Kind: originapi.EventMove, Shard: "sh", Peer: s2.String(), Segment: 1, Size: 500, At: at(10)},
+		{ID: 6, Kind: originapi.EventPlace, Shard: "orphan", Peer: s1.String(), Segment: 3, Size: 9, Root: "nobody's", At: at(11)},
+		{ID: 7, Kind: originapi.EventFlag, Peer: s2.String(), Shard: "sh", Reason: "bad-bytes", At: at(20)},
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/healthz":
+			w.Write([]byte(`{"peer_id":"` + origin.ID.String() + `"}`))
+		case "/api/v1/billing/log":
+			json.NewEncoder(w).Encode(signedLog(t, origin, r, events))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	c := NewOriginContent(srv.URL, nil)
+	tests := []struct {
+		name     string
+		shard    string
+		peer     peer.ID
+		from, to time.Time
+		placed   bool
+		unknown  bool
+	}{
+		{"on s1 from its placement", "sh", s1, at(1), at(2), true, false},
+		{"on s2 only after the move", "sh", s2, at(4), at(9), false, false},
+		{"on s2 after the move", "sh", s2, at(9), at(11), true, false},
+		{"on s1 still, by segment 2", "sh", s1, at(30), at(40), true, false},
+		{"never on another peer", "sh", other, at(0), at(40), false, false},
+		{"a shard never placed", "nope", s1, at(0), at(40), false, true},
+		{"a shard of a root nobody pays for", "orphan", s1, at(0), at(40), false, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			info, err := c.ShardInfo(ctx, tc.shard, tc.peer, tc.from, tc.to)
+			if tc.unknown {
+				var re *billingapi.RejectError
+				if !errors.As(err, &re) || re.Reason != billingapi.ReasonUnknownShard {
+					t.Fatalf("%+v, %v; want %s", info, err, billingapi.ReasonUnknownShard)
+				}
+				return
+			}
+			if err != nil || info.Placed != tc.placed || info.Size != 500 || info.Payer != pub {
+				t.Fatalf("%+v, %v; want placed %v, 500 bytes paid by the first root's uploader", info, err, tc.placed)
+			}
+		})
+	}
+	flags, err := c.Flags(ctx)
+	if err != nil || len(flags) != 1 || !flags[PeerShard{s2, "sh"}].Equal(at(20)) {
+		t.Fatalf("flags %v, %v", flags, err)
+	}
+	pls, err := c.Placements(ctx, at(12), at(13))
+	if err != nil || len(pls) != 2 {
+		t.Fatalf("placements %+v, %v; want segment 2 on s1 and segment 1 on s2", pls, err)
+	}
+	for _, pl := range pls {
+		if (pl.Segment == 1 && (pl.Peer != s2 || pl.Payer != pub || !pl.From.Equal(at(10)))) ||
+			(pl.Segment == 2 && (pl.Peer != s1 || pl.Payer != other)) {
+			t.Errorf("placement %+v", pl)
+		}
 	}
 }
