@@ -22,13 +22,21 @@ type acceptedRead struct {
 	shard     string
 	publisher peer.ID
 	bytes     int64
+	offset    int64
+	expires   time.Time
+	kind      string // edge, origin
+	size      int64  // the shard's; 0: not known
 }
 
 // IngestClaim verifies a storage peer's signed claim for the read orders
 // it served and credits the good ones to the current epoch. Each order
 // must be signed by a known edge (one that reported a batch, or that the
-// DNS router lists), be for the claiming peer, for a shard of published
-// content, and never have been claimed before. Orders of a reader not
+// DNS router lists) or the origin, be for the claiming peer, valid for no
+// longer than storageapi.MaxOrderLifetime, for a shard of published
+// content that (with ShardPlacements) the origin placed on the claiming
+// peer while the order was valid, within the shard's bytes, and never have
+// been claimed before. Settlement bounds the accepted reads again
+// (storageReadLines). Orders of a reader not
 // known yet are deferred while the reader may still report its first
 // batch (two epochs and the settle delay after the order was issued).
 func (l *Ledger) IngestClaim(ctx context.Context, env *identity.Envelope) (*billingapi.ClaimResult, error) {
@@ -98,8 +106,14 @@ func (l *Ledger) checkOrder(ctx context.Context, claimPeer string, co billingapi
 		return refuse(reject(billingapi.ReasonOrderPeer, "order %d is for peer %s", co.ID, o.Peer))
 	case o.Length <= 0 || o.Length > storageapi.MaxReadLength || o.Serial == "":
 		return refuse(reject(billingapi.ReasonMalformed, "order %d: length %d, serial %q", co.ID, o.Length, o.Serial))
+	case o.Offset < 0:
+		return refuse(reject(billingapi.ReasonMalformed, "order %d: offset %d", co.ID, o.Offset))
 	case o.Expires.Before(now.Add(-l.opts.AcceptWindow)):
 		return refuse(reject(billingapi.ReasonOrderStale, "order %d expired at %s", co.ID, o.Expires.Format(time.RFC3339)))
+	case o.Expires.After(now.Add(storageapi.MaxOrderLifetime)):
+		// No peer serves an order valid for longer (storageapi.CheckExpiry).
+		return refuse(reject(billingapi.ReasonOrderExpiry, "order %d valid until %s, more than %s ahead", co.ID,
+			o.Expires.Format(time.RFC3339), storageapi.MaxOrderLifetime))
 	case seen[reader.String()+"/"+o.Serial]:
 		return refuse(reject(billingapi.ReasonReplayOrder, "order %d: serial %s twice in the claim", co.ID, o.Serial))
 	}
@@ -111,6 +125,14 @@ func (l *Ledger) checkOrder(ctx context.Context, claimPeer string, co billingapi
 	if !known {
 		return refuse(reject(billingapi.ReasonUnknownReader, "order %d signed by %s, which is neither an edge the billing operator admitted nor the origin", co.ID, reader))
 	}
+	read := &acceptedRead{reader: reader, serial: o.Serial, shard: o.Shard, bytes: o.Length, offset: o.Offset,
+		expires: o.Expires, kind: "edge"}
+	if l.isOrigin(ctx, reader) {
+		read.kind = "origin"
+	}
+	if sp, ok := l.content.(ShardPlacements); ok {
+		return l.checkPlacement(ctx, sp, claimPeer, co.ID, &o, read, refuse)
+	}
 	pub, err := l.content.ShardPublisher(ctx, o.Shard)
 	if err != nil {
 		if reasonOf(err) == "" {
@@ -118,7 +140,8 @@ func (l *Ledger) checkOrder(ctx context.Context, claimPeer string, co billingapi
 		}
 		return refuse(err)
 	}
-	return &acceptedRead{reader: reader, serial: o.Serial, shard: o.Shard, publisher: pub, bytes: o.Length}, nil
+	read.publisher = pub
+	return read, nil
 }
 
 // knownReader reports whether p is a reader billing pays reads for: an
@@ -155,9 +178,10 @@ func (l *Ledger) storeReads(ctx context.Context, storagePeer string, ok []accept
 	defer tx.Rollback()
 	var accepted int64
 	for i, r := range ok {
-		sr, err := tx.ExecContext(ctx, l.db.q(`INSERT INTO reads (reader, serial, peer, epoch, publisher, shard, bytes)
-			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`), r.reader.String(), r.serial, storagePeer, epoch,
-			r.publisher.String(), r.shard, r.bytes)
+		sr, err := tx.ExecContext(ctx, l.db.q(`INSERT INTO reads (reader, serial, peer, epoch, publisher, shard, bytes,
+			read_offset, expires, kind, shard_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`),
+			r.reader.String(), r.serial, storagePeer, epoch, r.publisher.String(), r.shard, r.bytes,
+			r.offset, r.expires.UnixNano(), r.kind, r.size)
 		if err != nil {
 			return fmt.Errorf("billing: store read: %w", err)
 		}

@@ -175,6 +175,16 @@ var schema = []string{
 		bytes BIGINT NOT NULL,
 		PRIMARY KEY (edge, epoch)
 	);`,
+	// 4: storage reads bounded at settlement. read_offset, expires (Unix
+	// ns) and kind (edge, origin) come from the order; shard_size from
+	// the origin's log (0: not known, no byte bound); paid is what
+	// settlement paid of the read (its other bytes refused).
+	`ALTER TABLE reads ADD COLUMN read_offset BIGINT NOT NULL DEFAULT 0;
+	ALTER TABLE reads ADD COLUMN expires BIGINT NOT NULL DEFAULT 0;
+	ALTER TABLE reads ADD COLUMN kind TEXT NOT NULL DEFAULT 'edge';
+	ALTER TABLE reads ADD COLUMN shard_size BIGINT NOT NULL DEFAULT 0;
+	ALTER TABLE reads ADD COLUMN paid BIGINT NOT NULL DEFAULT 0;
+	CREATE INDEX reads_upkeep ON reads (peer, shard, kind, epoch);`,
 }
 
 // OpenDB opens the ledger database named by dsn and brings its schema up

@@ -190,7 +190,7 @@ func (l *Ledger) checkRecords(ctx context.Context, edge peer.ID, epoch int64, sa
 			refuse(reject(billingapi.ReasonStatus, "%d bytes claimed for a %d response", r.Bytes, r.Status))
 			continue
 		}
-		obj, err := l.content.Object(ctx, r.Name, r.Root, r.CID)
+		obj, err := l.object(ctx, r)
 		if err != nil {
 			if reasonOf(err) == "" {
 				return nil, nil, fmt.Errorf("billing: %w: %w", errTransient, err)

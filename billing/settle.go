@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"math/big"
 	"slices"
-	"sort"
 	"strconv"
 	"time"
 
-	"github.com/topcdn/topcdn/billing/witness"
 	"github.com/topcdn/topcdn/billingapi"
 	"go.uber.org/zap"
 )
@@ -61,12 +59,9 @@ func (l *Ledger) Settle(ctx context.Context) (*billingapi.SettleResult, error) {
 	now := l.opts.now()
 	lastClosed := l.epochOf(now.Add(-l.opts.SettleDelay)) - l.secs // its end <= now - delay
 	res := &billingapi.SettleResult{Epochs: []int64{}}
-	var holdings []witness.Holding
-	if l.opts.PricePerGiBMonthStored > 0 {
-		var err error
-		if holdings, err = l.content.Holdings(ctx); err != nil {
-			return nil, fmt.Errorf("billing: %w: storage holdings: %w", errTransient, err)
-		}
+	storage, err := l.storageFacts(ctx, lastClosed)
+	if err != nil {
+		return nil, err
 	}
 	var striped map[string][]string
 	if si, ok := l.content.(ShardIndex); ok {
@@ -109,7 +104,7 @@ func (l *Ledger) Settle(ctx context.Context) (*billingapi.SettleResult, error) {
 		if !sure && now.Before(end.Add(l.opts.DemandWait)) {
 			break // wait for the router
 		}
-		paid, err := l.settleEpoch(ctx, e, holdings, striped, sure)
+		paid, err := l.settleEpoch(ctx, e, storage, striped, sure)
 		if err != nil {
 			return res, err
 		}
@@ -122,7 +117,7 @@ func (l *Ledger) Settle(ctx context.Context) (*billingapi.SettleResult, error) {
 // settleEpoch settles one epoch in one transaction. striped maps each
 // striped root to its shards, for the upstream-read check (checkUpstream);
 // sure says whether the router's evidence of the epoch is complete.
-func (l *Ledger) settleEpoch(ctx context.Context, epoch int64, holdings []witness.Holding, striped map[string][]string, sure bool) (int64, error) {
+func (l *Ledger) settleEpoch(ctx context.Context, epoch int64, storage *storageFacts, striped map[string][]string, sure bool) (int64, error) {
 	tx, err := l.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("billing: settle %d: %w", epoch, err)
@@ -132,11 +127,11 @@ func (l *Ledger) settleEpoch(ctx context.Context, epoch int64, holdings []witnes
 	if err != nil {
 		return 0, fmt.Errorf("billing: settle %d: %w", epoch, err)
 	}
-	reads, err := l.storageReadLines(ctx, tx, epoch)
+	reads, readsRefused, err := l.storageReadLines(ctx, tx, epoch, storage)
 	if err != nil {
 		return 0, fmt.Errorf("billing: settle %d: %w", epoch, err)
 	}
-	lines := slices.Concat(up.lines, reads, l.storedLines(holdings))
+	lines := slices.Concat(up.lines, reads, l.storedLines(storage, epoch))
 	txID := "settle:" + strconv.FormatInt(epoch, 10)
 	at := l.opts.now().UnixNano()
 	if _, err := tx.ExecContext(ctx, l.db.q(`INSERT INTO txs (id, kind, epoch, at) VALUES (?, 'settle', ?, ?)`), txID, epoch, at); err != nil {
@@ -154,7 +149,7 @@ func (l *Ledger) settleEpoch(ctx context.Context, epoch int64, holdings []witnes
 	if _, err := tx.ExecContext(ctx, l.db.q(`INSERT INTO settlements (epoch, tx, at) VALUES (?, ?, ?)`), epoch, txID, at); err != nil {
 		return 0, fmt.Errorf("billing: settle %d: %w", epoch, err)
 	}
-	if err := l.insertRejections(ctx, tx, up.refused); err != nil {
+	if err := l.insertRejections(ctx, tx, slices.Concat(up.refused, readsRefused)); err != nil {
 		return 0, err
 	}
 	if err := tx.Commit(); err != nil {
@@ -167,45 +162,6 @@ func (l *Ledger) settleEpoch(ctx context.Context, epoch int64, holdings []witnes
 		l.log.Info("epoch settled", zap.Int64("epoch", epoch), zap.Int("lines", len(lines)), zap.Int64("paid", paid))
 	}
 	return paid, nil
-}
-
-// storageReadLines returns what the epoch's accepted read orders earn each
-// (storage peer, publisher).
-func (l *Ledger) storageReadLines(ctx context.Context, tx querier, epoch int64) ([]line, error) {
-	rows, err := tx.QueryContext(ctx, l.db.q(`SELECT peer, publisher, CAST(sum(bytes) AS BIGINT) FROM reads WHERE epoch = ?
-		GROUP BY peer, publisher ORDER BY peer, publisher`), epoch)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var lines []line
-	for rows.Next() {
-		ln := line{opKind: "storage", kind: "storage_read"}
-		if err := rows.Scan(&ln.operator, &ln.publisher, &ln.bytes); err != nil {
-			return nil, err
-		}
-		ln.amount = ServedAmount(ln.bytes, l.opts.PricePerGiBServed)
-		lines = append(lines, ln)
-	}
-	return lines, rows.Err()
-}
-
-// storedLines returns the storage rent of one epoch for holdings, by
-// storage peer and publisher.
-func (l *Ledger) storedLines(holdings []witness.Holding) []line {
-	hs := append([]witness.Holding(nil), holdings...)
-	sort.Slice(hs, func(i, j int) bool {
-		if hs[i].Peer != hs[j].Peer {
-			return hs[i].Peer < hs[j].Peer
-		}
-		return hs[i].Publisher < hs[j].Publisher
-	})
-	lines := make([]line, 0, len(hs))
-	for _, h := range hs {
-		lines = append(lines, line{operator: h.Peer.String(), opKind: "storage", publisher: h.Publisher.String(),
-			kind: "stored", bytes: h.Bytes, amount: StoredAmount(h.Bytes, l.opts.PricePerGiBMonthStored, l.secs)})
-	}
-	return lines
 }
 
 // postLines writes the entries of lines (publisher debited, operator

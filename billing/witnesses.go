@@ -2,6 +2,7 @@ package billing
 
 import (
 	"context"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/billing/witness"
@@ -20,6 +21,36 @@ type Content interface {
 	// Holdings returns the shard bytes each storage peer holds per
 	// publisher.
 	Holdings(ctx context.Context) ([]witness.Holding, error)
+}
+
+// ContentAt is implemented by a Content that knows when each name
+// pointed to each root (witness.OriginContent, from the origin's billing
+// log): billing then resolves a record at the time it was served, so a
+// superseded root stays billable while edges may still serve it, and no
+// longer. Without it, billing calls Object.
+type ContentAt interface {
+	// ObjectAt is Object for an object served at at.
+	ObjectAt(ctx context.Context, name, root, c string, at time.Time) (witness.Object, error)
+}
+
+// ShardPlacements is implemented by a Content that knows where the origin
+// placed each shard, when, and which peers it flagged
+// (witness.OriginContent, from the origin's billing log). Billing then
+// pays a storage peer's read order only if the shard was on that peer
+// while the order was valid and the order reads within the shard, refuses
+// the reads of a flagged (peer, shard), and pays rent from the placement
+// intervals. Without it, billing pays by ShardPublisher and Holdings.
+type ShardPlacements interface {
+	// ShardInfo returns the size and payer of shard, and whether it was
+	// placed on p at some time in [from, to]. A shard never placed is a
+	// *RejectError with ReasonUnknownShard.
+	ShardInfo(ctx context.Context, shard string, p peer.ID, from, to time.Time) (witness.ShardInfo, error)
+	// Flags returns, read up to now, when each flagged (peer, shard) was
+	// first flagged.
+	Flags(ctx context.Context) (map[witness.PeerShard]time.Time, error)
+	// Placements returns the placement intervals overlapping [from, to),
+	// each with its payer.
+	Placements(ctx context.Context, from, to time.Time) ([]witness.Placement, error)
 }
 
 // ShardIndex is implemented by a Content that knows which shards hold
@@ -69,10 +100,12 @@ type Prober interface {
 
 // The witnesses billing runs with (package witness) implement these.
 var (
-	_ Content       = (*witness.OriginContent)(nil)
-	_ ShardIndex    = (*witness.OriginContent)(nil)
-	_ OriginKey     = (*witness.OriginContent)(nil)
-	_ Sizer         = (*witness.OriginContent)(nil)
-	_ EdgeDirectory = (*witness.DNSDirectory)(nil)
-	_ Prober        = witness.HTTPProber{}
+	_ Content         = (*witness.OriginContent)(nil)
+	_ ContentAt       = (*witness.OriginContent)(nil)
+	_ ShardPlacements = (*witness.OriginContent)(nil)
+	_ ShardIndex      = (*witness.OriginContent)(nil)
+	_ OriginKey       = (*witness.OriginContent)(nil)
+	_ Sizer           = (*witness.OriginContent)(nil)
+	_ EdgeDirectory   = (*witness.DNSDirectory)(nil)
+	_ Prober          = witness.HTTPProber{}
 )

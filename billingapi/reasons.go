@@ -53,6 +53,17 @@ const (
 	ReasonNoDemandEvidence Reason = "no_demand_evidence"
 )
 
+// Reasons a storage peer's read order is refused: at ingest (placement,
+// range, expiry) or at settlement (flags and byte bounds).
+const (
+	ReasonOrderPlacement Reason = "order_placement" // the origin never placed the shard on the claimer while the order was valid
+	ReasonOrderRange     Reason = "order_range"     // the order reads beyond the shard's end
+	ReasonOrderExpiry    Reason = "order_expiry"    // the order is valid for longer than a peer accepts (MaxOrderLifetime)
+	ReasonPeerFlagged    Reason = "peer_flagged"    // the origin flagged the peer for that shard (bad bytes, refused audits)
+	ReasonOverRead       Reason = "over_read"       // a reader's orders for a shard in an epoch beyond twice its size
+	ReasonUpkeepRepeat   Reason = "upkeep_repeat"   // the origin's reads of a shard on a peer beyond its size in 24 h
+)
+
 // RejectError is a refusal with its reason: what billing's checks, and the
 // witnesses billing asks for evidence, return for a claim that is false.
 // Other errors mean billing could not tell.

@@ -26,6 +26,7 @@ const maxJSONBody = 1 << 20
 //	GET  /api/v1/names/{name}    one human name (NameInfo)
 //	PUT  /api/v1/names/{name}    claim or move a name (NameClaim)
 //	PUT  /ipns/{name}            store an IPNS record, as `ipfs routing put`
+//	GET  /api/v1/billing/log     the signed billing log (?since=ID&limit=N; BillingLog)
 //	GET  /ipfs/…, /ipns/…        the Trustless Gateway (boxo); CARs the origin
 //	                             cannot serve whole are refused first (guardCAR)
 //	GET  /metrics, /healthz
@@ -43,6 +44,7 @@ func (o *Origin) newHandler() (http.Handler, error) {
 	route("GET /api/v1/names/{name}", "name", o.serveName)
 	route("PUT /api/v1/names/{name}", "claim", o.serveClaim)
 	route("PUT /ipns/{name}", "ipns_put", o.servePutRecord)
+	route("GET /api/v1/billing/log", "billing_log", o.serveBillingLog)
 	route("POST /api/v1/peers/heartbeat", "heartbeat", o.serveHeartbeat)
 	route("GET /api/v1/peers", "peers", o.servePeers)
 	route("GET /api/v1/manifests/{root}", "manifest", o.serveManifest)

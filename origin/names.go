@@ -1,6 +1,7 @@
 package origin
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"github.com/ipfs/boxo/ipns"
 	"github.com/ipfs/boxo/path"
 	"github.com/ipfs/go-cid"
+	"github.com/topcdn/topcdn/origin/origindb"
 	"github.com/topcdn/topcdn/originapi"
 	"go.uber.org/zap"
 )
@@ -175,6 +177,11 @@ func (o *Origin) putRecord(ctx context.Context, human string, name ipns.Name, ra
 			return false, fmt.Errorf("origin: claim name: %w", err)
 		}
 	}
+	if named := cmp.Or(human, bound); named != "" {
+		if err := logName(ctx, tx, named, name, rec, now); err != nil {
+			return false, err
+		}
+	}
 	if err := tx.Commit(); err != nil {
 		return false, fmt.Errorf("origin: %w", err)
 	}
@@ -316,4 +323,16 @@ func (o *Origin) nameTarget(ctx context.Context, human string) (string, error) {
 		return "", fmt.Errorf("origin: %w", err)
 	}
 	return key, nil
+}
+
+// logName appends the move of the human name to rec's value to the
+// billing log, in tx. A value that is no /ipfs/ path (only names bound to
+// published content are logged, and those must be) is left out.
+func logName(ctx context.Context, tx *sql.Tx, human string, name ipns.Name, rec *acceptedRecord, now time.Time) error {
+	if rec.value.Namespace() != path.IPFSNamespace {
+		return nil
+	}
+	return origindb.AppendEvent(ctx, tx, originapi.BillingEvent{Kind: originapi.EventName, Name: human, IPNS: name.String(),
+		Publisher: name.Peer().String(), Root: rec.value.Segments()[1], Seq: rec.seq,
+		TTLSeconds: int64(rec.ttl / time.Second), At: now})
 }

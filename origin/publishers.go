@@ -12,6 +12,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/internal/httpkit"
+	"github.com/topcdn/topcdn/origin/origindb"
 	"github.com/topcdn/topcdn/originapi"
 )
 
@@ -80,9 +81,17 @@ func (o *Origin) settle(ctx context.Context, p peer.ID, reserved, stored int64, 
 			root.String(), now.Unix()); err != nil {
 			return 0, fmt.Errorf("origin: record root %s: %w", root, err)
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO root_publishers (root, publisher, created_at) VALUES (?, ?, ?)
-			ON CONFLICT (root, publisher) DO NOTHING`, root.String(), p.String(), now.Unix()); err != nil {
+		res, err := tx.ExecContext(ctx, `INSERT INTO root_publishers (root, publisher, created_at) VALUES (?, ?, ?)
+			ON CONFLICT (root, publisher) DO NOTHING`, root.String(), p.String(), now.Unix())
+		if err != nil {
 			return 0, fmt.Errorf("origin: record root %s: %w", root, err)
+		}
+		if n, err := res.RowsAffected(); err == nil && n > 0 {
+			// A new uploader of the root: billing's payer is the first.
+			if err := origindb.AppendEvent(ctx, tx, originapi.BillingEvent{Kind: originapi.EventUpload, Root: root.String(),
+				Publisher: p.String(), At: now}); err != nil {
+				return 0, err
+			}
 		}
 	}
 	var used int64

@@ -6,13 +6,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	mdag "github.com/ipfs/boxo/ipld/merkledag"
 	"github.com/ipfs/boxo/ipld/unixfs"
-	"github.com/ipfs/boxo/ipns"
 	"github.com/ipfs/go-cid"
 	car "github.com/ipld/go-car/v2"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -21,19 +22,20 @@ import (
 	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/internal/httpkit"
-	"github.com/topcdn/topcdn/originapi"
 )
 
 // Object is what billing knows of a published object.
 type Object struct {
-	// Publisher is the peer whose IPNS key published the site.
+	// Publisher is who pays for the object: the payer of its root, the
+	// publisher who first uploaded the root (or, for a root uploaded
+	// before uploads were signed, whose name first pointed at it). A
+	// later name pointing at the root never changes it.
 	Publisher peer.ID
 	// MaxBytes bounds the body bytes of one response for the object: its
 	// UnixFS file size or, if larger, the bytes of its DAG.
 	MaxBytes int64
-	// Root is the root of the site the object was found in (the newest
-	// holding it), or "" if not known. The upstream-read check groups
-	// records by it.
+	// Root is the root of the site the object was found in, or "" if not
+	// known. The upstream-read check groups records by it.
 	Root string
 }
 
@@ -44,26 +46,30 @@ type Holding struct {
 	Bytes     int64
 }
 
-// OriginContent learns published content from an origin: human names from
-// GET /api/v1/names, each site's blocks as a CAR from the trustless gateway
-// (every block verified against its CID), shard placement from signed
-// manifests. It caches what it learns; names are re-read on a miss at most
-// once per second.
+// OriginContent learns published content from an origin: who pays for
+// each root, where human names pointed and when, shard placements and
+// flags from the origin's signed billing log (GET /api/v1/billing/log,
+// read incrementally, at most once a second on a miss); each site's blocks
+// as a CAR from the trustless gateway (every block verified against its
+// CID); shard placement from signed manifests. It caches what it learns.
 type OriginContent struct {
 	base   string
 	client *http.Client
 
-	mu        sync.Mutex
-	fetched   time.Time
-	originID  peer.ID
-	names     map[string]originapi.NameInfo
-	rootsOf   map[string][]string // name -> roots seen, newest last
-	publisher map[string]peer.ID  // root -> publisher
-	sites     map[string]*siteIndex
-	shards    map[string]peer.ID  // shard -> publisher
-	rootShard map[string][]string // striped root -> its shards
-	holdings  []Holding
-	holdAt    time.Time
+	mu         sync.Mutex
+	originID   peer.ID
+	logID      int64     // the last event of the billing log applied
+	logAt      time.Time // when the log was last read
+	roots      map[string]*rootInfo
+	names      map[string][]nameSpan // name -> the roots it pointed to, oldest first
+	placements map[string][]*Placement
+	flags      map[string]time.Time // peer/shard -> its first flag
+	sites      map[string]*siteIndex
+	blockRoots map[cid.Cid][]string // block -> the indexed roots holding it
+	shards     map[string]peer.ID   // shard -> payer
+	rootShard  map[string][]string  // striped root -> its shards
+	holdings   []Holding
+	holdAt     time.Time
 }
 
 // NewOriginContent returns an OriginContent reading the origin at base.
@@ -73,8 +79,9 @@ func NewOriginContent(base string, client *http.Client) *OriginContent {
 		client = &http.Client{Timeout: 60 * time.Second}
 	}
 	return &OriginContent{base: strings.TrimRight(base, "/"), client: client,
-		names: map[string]originapi.NameInfo{}, rootsOf: map[string][]string{}, publisher: map[string]peer.ID{},
-		sites: map[string]*siteIndex{}, shards: map[string]peer.ID{}, rootShard: map[string][]string{}}
+		roots: map[string]*rootInfo{}, names: map[string][]nameSpan{}, placements: map[string][]*Placement{},
+		flags: map[string]time.Time{}, sites: map[string]*siteIndex{}, blockRoots: map[cid.Cid][]string{},
+		shards: map[string]peer.ID{}, rootShard: map[string][]string{}}
 }
 
 // siteIndex is what billing keeps of one site's DAG.
@@ -131,84 +138,56 @@ func (o *OriginContent) getJSON(ctx context.Context, path string, v any) error {
 	return nil
 }
 
-// refreshNames re-reads the names unless it did within the last second.
-// Callers hold o.mu.
-func (o *OriginContent) refreshNames(ctx context.Context, force bool) error {
-	if !force && time.Since(o.fetched) < time.Second {
-		return nil
-	}
-	var list []originapi.NameInfo
-	if err := o.getJSON(ctx, "/api/v1/names", &list); err != nil {
-		return err
-	}
-	o.fetched = time.Now()
-	for _, ni := range list {
-		name, err := ipns.NameFromString(ni.IPNS)
-		if err != nil {
-			continue
-		}
-		o.names[ni.Name] = ni
-		roots := o.rootsOf[ni.Name]
-		if len(roots) == 0 || roots[len(roots)-1] != ni.CID {
-			o.rootsOf[ni.Name] = append(roots, ni.CID)
-		}
-		o.publisher[ni.CID] = name.Peer()
-	}
-	return nil
+// Object resolves an object an edge served, whenever it was served: see
+// ObjectAt.
+func (o *OriginContent) Object(ctx context.Context, name, root, c string) (Object, error) {
+	return o.ObjectAt(ctx, name, root, c, time.Time{})
 }
 
-// Object resolves an object an edge served: by name (the site's human
-// name) or else by root, and the CID inside it. An object not published
-// is a *billingapi.RejectError with ReasonUnpublished.
-func (o *OriginContent) Object(ctx context.Context, name, root, c string) (Object, error) {
+// ObjectAt resolves an object an edge served at time at (zero: any time),
+// with the CID c inside a site:
+//
+//   - by name (the site's human name): among the roots the name pointed to
+//     around at (from NameSkew before it moved there to its record TTL and
+//     NameSkew after it moved away). A record's root must be one of them;
+//     without one, the newest holding c.
+//   - without a name: its root if that is a root anyone uploaded or named;
+//     else, c being a block inside some site (the router's probes fetch
+//     /ipfs/<block>), the root holding it that got its payer first.
+//
+// The object's payer is its root's (see Object.Publisher). An object not
+// published is a *billingapi.RejectError with ReasonUnpublished.
+func (o *OriginContent) ObjectAt(ctx context.Context, name, root, c string, at time.Time) (Object, error) {
 	want, err := cid.Decode(c)
 	if err != nil {
 		return Object{}, &billingapi.RejectError{Reason: billingapi.ReasonUnpublished, Err: fmt.Errorf("cid %q: %v", c, err)}
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	var (
-		pub   peer.ID
-		roots []string
-	)
+	var roots []string
 	for try := 0; try < 2; try++ {
 		if try == 1 {
-			if err := o.refreshNames(ctx, false); err != nil {
+			if err := o.syncLog(ctx, false); err != nil {
 				return Object{}, err
 			}
 		}
-		pub, roots = "", nil
-		switch {
-		case name != "":
-			ni, ok := o.names[name]
-			if !ok {
-				continue
-			}
-			pub = o.publisher[ni.CID]
-			roots = o.rootsOf[name]
-			if root != "" {
-				roots = nil
-				for _, r := range o.rootsOf[name] {
-					if r == root {
-						roots = []string{r}
-					}
-				}
-			}
-		default:
-			r := root
-			if r == "" {
-				r = c
-			}
-			if p, ok := o.publisher[r]; ok {
-				pub, roots = p, []string{r}
-			}
-		}
-		if len(roots) > 0 {
+		if roots = o.candidates(name, root, c, at); len(roots) > 0 {
 			break
 		}
 	}
+	if len(roots) == 0 && name == "" {
+		// Not a root: a block inside a site.
+		r, err := o.blockRoot(ctx, want)
+		if err != nil {
+			return Object{}, err
+		}
+		if r != "" {
+			roots = []string{r}
+		}
+	}
 	if len(roots) == 0 {
-		return Object{}, &billingapi.RejectError{Reason: billingapi.ReasonUnpublished, Err: fmt.Errorf("name %q root %q: no such published site", name, root)}
+		return Object{}, &billingapi.RejectError{Reason: billingapi.ReasonUnpublished,
+			Err: fmt.Errorf("name %q root %q: no such published site at %s", name, root, at.UTC().Format(time.RFC3339))}
 	}
 	for i := len(roots) - 1; i >= 0; i-- {
 		site, err := o.site(ctx, roots[i])
@@ -216,10 +195,69 @@ func (o *OriginContent) Object(ctx context.Context, name, root, c string) (Objec
 			return Object{}, err
 		}
 		if b := site.blocks[want]; b != nil {
-			return Object{Publisher: pub, MaxBytes: max(b.fileSize, site.dagSize(want, 0)), Root: roots[i]}, nil
+			return Object{Publisher: o.roots[roots[i]].payer, MaxBytes: max(b.fileSize, site.dagSize(want, 0)), Root: roots[i]}, nil
 		}
 	}
 	return Object{}, &billingapi.RejectError{Reason: billingapi.ReasonUnpublished, Err: fmt.Errorf("%s is not part of site %q (root %s)", c, name, roots[len(roots)-1])}
+}
+
+// candidates returns the roots, oldest first, an object served at at may
+// be in: the roots name pointed to then (only root, if given), or without
+// a name, the root (or c itself) if it has a payer. Callers hold o.mu.
+func (o *OriginContent) candidates(name, root, c string, at time.Time) []string {
+	if name == "" {
+		r := root
+		if r == "" {
+			r = c
+		}
+		if o.roots[r] != nil {
+			return []string{r}
+		}
+		return nil
+	}
+	var out []string
+	for _, s := range o.names[name] {
+		if !s.live(at) || (root != "" && s.root != root) || slices.Contains(out, s.root) || o.roots[s.root] == nil {
+			continue
+		}
+		out = append(out, s.root)
+	}
+	return out
+}
+
+// blockRoot returns the root holding block c that got its payer first, or
+// "" if no site holds it; it indexes the sites not indexed yet, oldest
+// first, until one holds c. A site that cannot be indexed now makes the
+// answer wait (an error) unless an older one holds c. Callers hold o.mu.
+func (o *OriginContent) blockRoot(ctx context.Context, c cid.Cid) (string, error) {
+	earliest := func() string {
+		rs := o.blockRoots[c]
+		if len(rs) == 0 {
+			return ""
+		}
+		return slices.MinFunc(rs, func(a, b string) int {
+			if o.earlier(a, b) {
+				return -1
+			}
+			return 1
+		})
+	}
+	all := make([]string, 0, len(o.roots))
+	for r := range o.roots {
+		if o.sites[r] == nil {
+			all = append(all, r)
+		}
+	}
+	sort.Slice(all, func(i, j int) bool { return o.earlier(all[i], all[j]) })
+	for _, r := range all {
+		if e := earliest(); e != "" && o.earlier(e, r) {
+			return e, nil // every root left came later
+		}
+		if _, err := o.site(ctx, r); err != nil {
+			return "", err
+		}
+	}
+	return earliest(), nil
 }
 
 // site returns the index of the site under root, fetching it as a CAR the
@@ -272,6 +310,9 @@ func (o *OriginContent) site(ctx context.Context, root string) (*siteIndex, erro
 		return nil, fmt.Errorf("origin: CAR of %s lacks its root", root)
 	}
 	o.sites[root] = s
+	for c := range s.blocks {
+		o.blockRoots[c] = append(o.blockRoots[c], root)
+	}
 	return s, nil
 }
 
@@ -310,15 +351,13 @@ func (o *OriginContent) refreshHoldings(ctx context.Context, maxAge time.Duratio
 	if maxAge > 0 && time.Since(o.holdAt) < maxAge {
 		return o.holdings, nil
 	}
-	if err := o.refreshNames(ctx, true); err != nil {
-		return nil, err
-	}
-	if _, err := o.originIDLocked(ctx); err != nil {
+	if err := o.syncLog(ctx, true); err != nil {
 		return nil, err
 	}
 	type key struct{ peer, pub peer.ID }
 	sum := map[key]int64{}
-	for root, pub := range o.publisher {
+	for root, ri := range o.roots {
+		pub := ri.payer
 		var env identity.Envelope
 		err := o.getJSON(ctx, "/api/v1/manifests/"+root, &env)
 		var re *httpkit.ResponseError

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"sync/atomic"
 	"testing"
 
@@ -115,9 +116,12 @@ func fakeOrigin(t *testing.T, origin *identity.Key, pub peer.ID, site testSite, 
 		switch r.URL.Path {
 		case "/healthz":
 			json.NewEncoder(w).Encode(map[string]string{"peer_id": origin.ID.String()})
-		case "/api/v1/names":
-			json.NewEncoder(w).Encode([]originapi.NameInfo{{Name: "blog", IPNS: ipns.NameFromPeer(pub).String(),
-				Value: "/ipfs/" + site.root.String(), CID: site.root.String()}})
+		case "/api/v1/billing/log":
+			json.NewEncoder(w).Encode(signedLog(t, origin, r, []originapi.BillingEvent{
+				{ID: 1, Kind: originapi.EventUpload, Root: site.root.String(), Publisher: pub.String(), At: t0},
+				{ID: 2, Kind: originapi.EventName, Name: "blog", IPNS: ipns.NameFromPeer(pub).String(), Publisher: pub.String(),
+					Root: site.root.String(), Seq: 1, At: t0},
+			}))
 		case "/ipfs/" + site.root.String():
 			if r.URL.Query().Get("format") != "car" {
 				http.Error(w, "want a CAR", http.StatusBadRequest)
@@ -132,6 +136,21 @@ func fakeOrigin(t *testing.T, origin *identity.Key, pub peer.ID, site testSite, 
 	}))
 	t.Cleanup(srv.Close)
 	return srv
+}
+
+// signedLog answers a request for the billing log holding events (IDs
+// 1, 2, …), signed by key.
+func signedLog(t *testing.T, key *identity.Key, r *http.Request, events []originapi.BillingEvent) *identity.Envelope {
+	since, _ := strconv.ParseInt(r.URL.Query().Get("since"), 10, 64)
+	page := originapi.BillingLog{Since: since, To: since, Last: int64(len(events)), Events: []originapi.BillingEvent{}}
+	if since < int64(len(events)) {
+		page.Events, page.To = events[since:], page.Last
+	}
+	env, err := key.Sign(originapi.TypeBillingLog, page)
+	if err != nil {
+		t.Error(err)
+	}
+	return env
 }
 
 // testKeys returns n fixed keys: the origin, the publisher, then storage
@@ -164,7 +183,9 @@ func TestOriginContentObject(t *testing.T) {
 		{"an unknown name", "shop", "", site.leaf.String(), 0},
 		{"a root the name never pointed to", "blog", site.leaf.String(), site.leaf.String(), 0},
 		{"a CID outside the site", "blog", "", elsewhere, 0},
-		{"an object of no site, by root", "", "", site.leaf.String(), 0},
+		{"a block inside a site, alone (a router's probe)", "", "", site.leaf.String(), 1000},
+		{"a block inside a site, as its own root", "", site.leaf.String(), site.leaf.String(), 1000},
+		{"an object of no site, alone", "", "", elsewhere, 0},
 		{"not a CID", "blog", "", "nope", 0},
 	}
 	for _, tc := range tests {

@@ -365,6 +365,9 @@ func (kp *Keeper) moveShard(ctx context.Context, segID int64, idx int, to peer.I
 		to.String(), segID, idx); err != nil {
 		return fmt.Errorf("durability: move shard: %w", err)
 	}
+	if err := kp.logMove(ctx, tx, segID, idx, to); err != nil {
+		return err
+	}
 	if _, err := tx.ExecContext(ctx, `UPDATE manifests SET stale = 1
 		WHERE root IN (SELECT root FROM manifest_segments WHERE segment_id = ?)`, segID); err != nil {
 		return fmt.Errorf("durability: mark manifests stale: %w", err)

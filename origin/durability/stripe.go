@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/dag"
 	"github.com/topcdn/topcdn/erasure"
+	"github.com/topcdn/topcdn/origin/origindb"
 	"github.com/topcdn/topcdn/originapi"
 	"go.uber.org/zap"
 )
@@ -165,7 +166,7 @@ func (kp *Keeper) stripeRoot(ctx context.Context, root cid.Cid) error {
 	store := kp.placingShards()
 	defer store.release()
 	err = kp.striper.StoreAll(ctx, blocks, candidates, store, func(seg erasure.Segment, refs []erasure.BlockRef) error {
-		if err := kp.saveSegment(ctx, seg, refs); err != nil {
+		if err := kp.saveSegment(ctx, root, seg, refs); err != nil {
 			return err
 		}
 		stored++
@@ -215,9 +216,9 @@ func (kp *Keeper) walk(ctx context.Context, root cid.Cid) ([]cid.Cid, error) {
 	return all, nil
 }
 
-// saveSegment records a stored segment, its shards and its blocks in one
-// transaction.
-func (kp *Keeper) saveSegment(ctx context.Context, seg erasure.Segment, refs []erasure.BlockRef) error {
+// saveSegment records a segment stored for root, its shards and its
+// blocks, and logs each shard's placement for billing, in one transaction.
+func (kp *Keeper) saveSegment(ctx context.Context, root cid.Cid, seg erasure.Segment, refs []erasure.BlockRef) error {
 	tx, err := kp.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("durability: %w", err)
@@ -234,6 +235,10 @@ func (kp *Keeper) saveSegment(ctx context.Context, seg erasure.Segment, refs []e
 		if _, err := tx.ExecContext(ctx, `INSERT INTO shards (segment_id, idx, shard_id, peer_id, chunks) VALUES (?, ?, ?, ?, ?)`,
 			id, i, sh.ID, sh.Peer, sh.Chunks); err != nil {
 			return fmt.Errorf("durability: save shard: %w", err)
+		}
+		if err := origindb.AppendEvent(ctx, tx, originapi.BillingEvent{Kind: originapi.EventPlace, Shard: sh.ID, Peer: sh.Peer,
+			Segment: id, Size: seg.ShardSize, Root: root.String(), At: kp.now()}); err != nil {
+			return err
 		}
 	}
 	for _, b := range refs {

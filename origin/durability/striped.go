@@ -13,6 +13,8 @@ import (
 	ipld "github.com/ipfs/go-ipld-format"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/erasure"
+	"github.com/topcdn/topcdn/origin/origindb"
+	"github.com/topcdn/topcdn/originapi"
 	"github.com/topcdn/topcdn/storageapi"
 	"go.uber.org/zap"
 )
@@ -162,16 +164,51 @@ func (kp *Keeper) flagPeer(f erasure.Flag, source string) {
 	kp.metrics.flags.WithLabelValues(f.Reason, source).Inc()
 	kp.log.Warn("storage peer flagged", zap.Stringer("peer", f.Peer), zap.String("shard", f.Shard),
 		zap.String("reason", f.Reason), zap.String("source", source))
-	if _, err := kp.db.ExecContext(ctx, `INSERT INTO flags (peer_id, shard_id, reason, source, at) VALUES (?, ?, ?, ?, ?)`,
-		f.Peer.String(), f.Shard, f.Reason, source, kp.now().UnixNano()); err != nil {
+	if err := kp.saveFlag(ctx, f, source); err != nil {
 		kp.log.Error("record flag", zap.Error(err))
 	}
+}
+
+// saveFlag records a flag, logs it for billing and, for rotten bytes,
+// marks the shard bad, in one transaction.
+func (kp *Keeper) saveFlag(ctx context.Context, f erasure.Flag, source string) error {
+	tx, err := kp.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("durability: flag: %w", err)
+	}
+	defer tx.Rollback()
+	now := kp.now()
+	if _, err := tx.ExecContext(ctx, `INSERT INTO flags (peer_id, shard_id, reason, source, at) VALUES (?, ?, ?, ?, ?)`,
+		f.Peer.String(), f.Shard, f.Reason, source, now.UnixNano()); err != nil {
+		return fmt.Errorf("durability: flag: %w", err)
+	}
+	if err := origindb.AppendEvent(ctx, tx, originapi.BillingEvent{Kind: originapi.EventFlag, Peer: f.Peer.String(),
+		Shard: f.Shard, Reason: f.Reason, At: now}); err != nil {
+		return err
+	}
 	if f.Reason == "bad-bytes" || f.Reason == "refused-audits" {
-		if _, err := kp.db.ExecContext(ctx, `UPDATE shards SET bad = ? WHERE shard_id = ? AND peer_id = ? AND bad = ''`,
+		if _, err := tx.ExecContext(ctx, `UPDATE shards SET bad = ? WHERE shard_id = ? AND peer_id = ? AND bad = ''`,
 			source+": "+f.Reason, f.Shard, f.Peer.String()); err != nil {
-			kp.log.Error("mark shard bad", zap.Error(err))
+			return fmt.Errorf("durability: mark shard bad: %w", err)
 		}
 	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("durability: flag: %w", err)
+	}
+	return nil
+}
+
+// logMove appends, in tx, the move of shard idx of segment segID to peer
+// to to the billing log. moveShard calls it in its transaction.
+func (kp *Keeper) logMove(ctx context.Context, tx *sql.Tx, segID int64, idx int, to peer.ID) error {
+	var shard string
+	var size int64
+	if err := tx.QueryRowContext(ctx, `SELECT s.shard_id, g.shard_size FROM shards s JOIN segments g ON g.id = s.segment_id
+		WHERE s.segment_id = ? AND s.idx = ?`, segID, idx).Scan(&shard, &size); err != nil {
+		return fmt.Errorf("durability: log move: %w", err)
+	}
+	return origindb.AppendEvent(ctx, tx, originapi.BillingEvent{Kind: originapi.EventMove, Shard: shard, Peer: to.String(),
+		Segment: segID, Size: size, At: kp.now()})
 }
 
 // peerShards is the origin's erasure.ShardStore: orders signed with the

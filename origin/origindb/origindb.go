@@ -155,6 +155,45 @@ var schema = []string{
 		healthy_seen INTEGER NOT NULL, -- healthy shards at the last failure; a change resets the backoff
 		peers_seen   INTEGER NOT NULL  -- peers that could take a shard at the last failure; more reset it
 	);`,
+	// Version 7: the billing log (billinglog.go): append-only facts for
+	// billing, each written in the transaction of its change. Backfilled
+	// from what the tables hold: uploads (root_publishers), the current
+	// value of every human name, every shard where it is now (placed when
+	// its segment was made), and the flags; in time order.
+	`CREATE TABLE billing_log (
+		id         INTEGER PRIMARY KEY,
+		kind       TEXT NOT NULL, -- upload, name, place, move, flag
+		root       TEXT NOT NULL DEFAULT '',
+		publisher  TEXT NOT NULL DEFAULT '',
+		name       TEXT NOT NULL DEFAULT '',
+		ipns       TEXT NOT NULL DEFAULT '',
+		seq        INTEGER NOT NULL DEFAULT 0,
+		ttl_ns     INTEGER NOT NULL DEFAULT 0,
+		shard      TEXT NOT NULL DEFAULT '',
+		peer       TEXT NOT NULL DEFAULT '',
+		segment_id INTEGER NOT NULL DEFAULT 0,
+		size       INTEGER NOT NULL DEFAULT 0,
+		reason     TEXT NOT NULL DEFAULT '',
+		at         INTEGER NOT NULL -- ns
+	);
+	INSERT INTO billing_log (kind, root, publisher, name, ipns, seq, ttl_ns, shard, peer, segment_id, size, reason, at)
+	SELECT kind, root, publisher, name, ipns, seq, ttl_ns, shard, peer, segment_id, size, reason, at FROM (
+		SELECT 'upload' AS kind, root, publisher, '' AS name, '' AS ipns, 0 AS seq, 0 AS ttl_ns, '' AS shard,
+			'' AS peer, 0 AS segment_id, 0 AS size, '' AS reason, created_at * 1000000000 AS at, 0 AS o1, rowid AS o2
+		FROM root_publishers
+		UNION ALL
+		SELECT 'name', CASE WHEN instr(substr(r.value, 7), '/') > 0
+				THEN substr(r.value, 7, instr(substr(r.value, 7), '/') - 1) ELSE substr(r.value, 7) END,
+			'', n.name, n.ipns, r.sequence, r.ttl_ns, '', '', 0, 0, '', r.updated_at, 1, n.rowid
+		FROM names n JOIN records r ON r.ipns = n.ipns WHERE r.value LIKE '/ipfs/%'
+		UNION ALL
+		SELECT 'place', COALESCE((SELECT ms.root FROM manifest_segments ms LEFT JOIN stripe_jobs j ON j.root = ms.root
+				WHERE ms.segment_id = s.segment_id ORDER BY j.created_at, ms.root LIMIT 1), ''),
+			'', '', '', 0, 0, s.shard_id, s.peer_id, s.segment_id, g.shard_size, '', g.created_at, 2, s.rowid
+		FROM shards s JOIN segments g ON g.id = s.segment_id
+		UNION ALL
+		SELECT 'flag', '', '', '', '', 0, 0, shard_id, peer_id, 0, 0, reason, at, 3, id FROM flags
+	) ORDER BY at, o1, o2;`,
 }
 
 // Open opens the origin's database at path (DATA/origin.db), creating it if
