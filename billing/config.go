@@ -3,6 +3,7 @@ package billing
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -61,6 +62,11 @@ type Config struct {
 	// without it: edges of which nothing was read are then refused as
 	// no_demand_evidence. Default: DefaultDemandWait (1h).
 	DemandWait time.Duration
+	// SharedPrefixes are client prefixes that are never an edge's own
+	// traffic, though an edge reports or posts from them: in a devnet on
+	// loopback, 127.0.0.0/24, where clients, billing and the router share
+	// 127.0.0.1 with the edges. Default: none.
+	SharedPrefixes []netip.Prefix
 	// BackingWait is how long settlement keeps an edge's records of a
 	// striped root deferred while no read order the edge signed backs
 	// them (storage peers claim with a delay) before refusing them as

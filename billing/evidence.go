@@ -6,8 +6,10 @@ import (
 	"database/sql"
 	"fmt"
 	"math"
+	"net/netip"
 	"time"
 
+	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/internal/tick"
 	"go.uber.org/zap"
@@ -40,6 +42,7 @@ func (l *Ledger) CaptureEvidence(ctx context.Context) error {
 		l.metrics.evidence.WithLabelValues("error").Inc()
 		return fmt.Errorf("billing: %w: DNS router: %w", errTransient, err)
 	}
+	l.addrs.Store(addrsOf(edges))
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	last, err := l.lastSettled(ctx, l.db)
@@ -136,6 +139,34 @@ func (l *Ledger) RunEvidence(ctx context.Context, every time.Duration) {
 			l.log.Warn("DNS router evidence", zap.Error(err))
 		}
 	})
+}
+
+// edgeAddrs are an edge's addresses as the router lists them: those its
+// heartbeats claim (own: its own word, used only against it) and those
+// the router reached it at with its key (verified).
+type edgeAddrs struct{ own, verified []netip.Addr }
+
+// maxEdgeAddrs bounds the addresses kept per edge.
+const maxEdgeAddrs = 16
+
+// addrsOf returns the addresses of the router's edges, by peer ID.
+func addrsOf(edges []dnsrouteapi.EdgeInfo) *map[string]edgeAddrs {
+	m := make(map[string]edgeAddrs, len(edges))
+	parse := func(ss []string) []netip.Addr {
+		var out []netip.Addr
+		for _, s := range ss[:min(len(ss), maxEdgeAddrs)] {
+			if a, err := netip.ParseAddr(s); err == nil {
+				out = append(out, a.Unmap())
+			}
+		}
+		return out
+	}
+	for _, e := range edges {
+		if e.Peer != "" && len(e.Peer) <= identity.MaxSignerSize {
+			m[e.Peer] = edgeAddrs{own: parse(e.Addrs), verified: parse(e.Verified)}
+		}
+	}
+	return &m
 }
 
 // clampInt64 converts a count to int64, saturating.

@@ -1,6 +1,7 @@
 package billing
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net/netip"
@@ -388,5 +389,80 @@ func TestCaptureEvidenceKeepsHighest(t *testing.T) {
 	e := ev[edge.String()]
 	if e == nil || e.counter != 500 || e.routerProbes != 70 || e.demand["name:blog"] != [2]int64{3, 2} {
 		t.Fatalf("evidence %+v", e)
+	}
+}
+
+// addrs sets the addresses id's heartbeats list, and those the router
+// reached it at.
+func (r *fakeRouter) addrs(id peer.ID, own, verified []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := r.edge(id)
+	e.Addrs, e.Verified = own, verified
+}
+
+// TestSelfTraffic: requests from the edge's own networks (loopback, the
+// address its batch came from, the addresses its heartbeats list) are the
+// edge's own traffic, refused as self_dealing, unless in a shared prefix
+// (a devnet's 127.0.0.0/24); requests from an address the router reached
+// another edge at are that edge fetching through this one (a proxy),
+// refused as edge_client: the client bytes are the proxy's to claim.
+func TestSelfTraffic(t *testing.T) {
+	ctx := context.Background()
+	salt := bytes.Repeat([]byte{7}, billingapi.SaltSize) // signBatch's
+	tests := []struct {
+		name   string
+		shared bool
+		client string
+		from   string
+		want   billingapi.Reason
+	}{
+		{"a client elsewhere", false, "192.0.2.1", "198.51.100.7", ""},
+		{"the edge's heartbeat address on loopback", true, "127.1.0.1", "127.0.0.1", billingapi.ReasonSelfDealing},
+		{"any loopback address outside the shared /24", true, "127.9.9.9", "127.0.0.1", billingapi.ReasonSelfDealing},
+		{"the shared devnet /24", true, "127.0.0.1", "127.0.0.1", ""},
+		{"127.0.0.1 with no shared prefix", false, "127.0.0.1", "198.51.100.7", billingapi.ReasonSelfDealing},
+		{"::1", true, "::1", "127.0.0.1", billingapi.ReasonSelfDealing},
+		{"the edge's verified address's /24", false, "198.51.100.9", "192.0.2.200", billingapi.ReasonSelfDealing},
+		{"the network the batch came from", false, "203.0.114.9", "203.0.114.7", billingapi.ReasonSelfDealing},
+		{"another edge's verified address: a proxy", false, "203.0.113.9", "198.51.100.7", billingapi.ReasonEdgeClient},
+		{"another edge on loopback: self, not a proxy", true, "127.2.0.1", "127.0.0.1", billingapi.ReasonSelfDealing},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := Config{PricePerGiBServed: GiB}
+			if tc.shared {
+				cfg.SharedPrefixes = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/24")}
+			}
+			tl := newTestLedger(t, "", cfg)
+			pub, edge, proxy, local := testkit.Key(t, 1), testkit.Key(t, 2), testkit.Key(t, 3), testkit.Key(t, 4)
+			tl.content.publish("blog", pub.ID, map[string]int64{"c": 100})
+			tl.admit(t, edge, proxy)
+			tl.router.addrs(edge.ID, []string{"127.1.0.1", "198.51.100.7"}, []string{"198.51.100.7"})
+			tl.router.addrs(proxy.ID, []string{"203.0.113.7"}, []string{"203.0.113.7"})
+			tl.router.addrs(local.ID, []string{"127.2.0.1"}, []string{"127.2.0.1"})
+			if err := tl.CaptureEvidence(ctx); err != nil {
+				t.Fatal(err)
+			}
+			e0 := t0.Unix() - 60
+			r := rec(1, "blog", "c", 100, e0)
+			r.Client = billingapi.ClientHash(salt, netip.MustParseAddr(tc.client))
+			res, err := tl.IngestBatch(ctx, signBatch(t, edge, e0, 1, []billingapi.Record{r}), netip.MustParseAddr(tc.from))
+			if got := reasonsOf(res, err); !slices.Equal(got, []billingapi.Reason{tc.want}) && !(tc.want == "" && len(got) == 0) {
+				t.Fatalf("reasons %v (%v), want %q", got, err, tc.want)
+			}
+			tl.vouch(edge.ID, e0, 100, "name:blog")
+			tl.setNow(t0.Add(time.Minute))
+			if _, err := tl.Settle(ctx); err != nil {
+				t.Fatal(err)
+			}
+			want := int64(100)
+			if tc.want != "" {
+				want = 0
+			}
+			if a, err := tl.Account(ctx, edge.ID.String()); err != nil || a.Balance != want {
+				t.Fatalf("edge paid %+v, %v; want %d", a, err, want)
+			}
+		})
 	}
 }

@@ -1,7 +1,6 @@
 package billing
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"database/sql"
@@ -10,6 +9,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -158,10 +158,7 @@ func (l *Ledger) duplicateBatch(ctx context.Context, edge string, b *billingapi.
 func (l *Ledger) checkRecords(ctx context.Context, edge peer.ID, epoch int64, salt []byte, recs []billingapi.Record,
 	from netip.Addr) ([]acceptedRecord, []billingapi.RecordRejection, error) {
 	lo, hi := epoch*1000, (epoch+l.secs)*1000
-	var self []byte
-	if from.IsValid() && !from.IsLoopback() {
-		self = billingapi.ClientHash(salt, from)
-	}
+	self, others := l.clientSets(edge.String(), salt, from)
 	seen := make(map[uint64]bool, len(recs))
 	names := map[peer.ID]string{} // peer ID strings, base58-encoded once
 	dkeys := map[string]string{}  // record name or root -> demand key
@@ -190,6 +187,14 @@ func (l *Ledger) checkRecords(ctx context.Context, edge peer.ID, epoch int64, sa
 			refuse(reject(billingapi.ReasonStatus, "%d bytes claimed for a %d response", r.Bytes, r.Status))
 			continue
 		}
+		if other, ok := others[string(r.Client)]; ok {
+			refuse(reject(billingapi.ReasonEdgeClient, "request came from an address of edge %s: serving another edge is not serving a client", other))
+			continue
+		}
+		if p, ok := self[string(r.Client)]; ok {
+			refuse(reject(billingapi.ReasonSelfDealing, "request came from the edge's own network %s", p))
+			continue
+		}
 		obj, err := l.object(ctx, r)
 		if err != nil {
 			if reasonOf(err) == "" {
@@ -207,9 +212,6 @@ func (l *Ledger) checkRecords(ctx context.Context, edge peer.ID, epoch int64, sa
 			continue
 		case obj.Publisher == edge:
 			refuse(reject(billingapi.ReasonSelfDealing, "edge %s serves its own publisher's site", edge))
-			continue
-		case self != nil && bytes.Equal(r.Client, self):
-			refuse(reject(billingapi.ReasonSelfDealing, "request came from the edge's own network %s", billingapi.ClientPrefix(from)))
 			continue
 		}
 		name, found := names[obj.Publisher]
@@ -229,6 +231,68 @@ func (l *Ledger) checkRecords(ctx context.Context, edge peer.ID, epoch int64, sa
 		ok = append(ok, acceptedRecord{serial: r.Serial, publisher: name, cid: r.CID, root: obj.Root, dkey: key, bytes: r.Bytes})
 	}
 	return ok, bad, nil
+}
+
+// loopbackPrefixes are the client prefixes of loopback addresses
+// (billingapi.ClientPrefix): requests from there are an edge's own, unless
+// shared (SharedPrefixes).
+var loopbackPrefixes = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("127.0.0.0/24"),
+	netip.MustParsePrefix("::1/128")}
+
+// clientSets returns, as client hashes under salt, the edge's own
+// networks (self: loopback, the address its batch came from, the
+// addresses its heartbeats list) and the networks of other edges the
+// router reached at an address (others, hash to peer ID; loopback and
+// the edge's own excluded), each minus SharedPrefixes. A request from
+// the first is the edge's own traffic; from the second, another edge
+// fetching through it, as a proxy in front of it does: the client bytes
+// of that are the proxy's, within its own demand, not this edge's.
+func (l *Ledger) clientSets(edge string, salt []byte, from netip.Addr) (self map[string]netip.Prefix, others map[string]string) {
+	prefixes := slices.Clone(loopbackPrefixes)
+	if from.IsValid() {
+		prefixes = append(prefixes, billingapi.ClientPrefix(from))
+	}
+	var all map[string]edgeAddrs
+	if p := l.addrs.Load(); p != nil {
+		all = *p
+	}
+	mine := all[edge]
+	for _, a := range slices.Concat(mine.own, mine.verified) {
+		prefixes = append(prefixes, billingapi.ClientPrefix(a))
+	}
+	self = make(map[string]netip.Prefix, len(prefixes))
+	for _, p := range prefixes {
+		if !l.shared(p) {
+			self[string(billingapi.PrefixHash(salt, p))] = p
+		}
+	}
+	others = map[string]string{}
+	for id, ea := range all {
+		if id == edge {
+			continue
+		}
+		for _, a := range ea.verified {
+			p := billingapi.ClientPrefix(a)
+			if a.IsLoopback() || l.shared(p) {
+				continue
+			}
+			h := string(billingapi.PrefixHash(salt, p))
+			if _, own := self[h]; !own {
+				others[h] = id
+			}
+		}
+	}
+	return self, others
+}
+
+// shared reports whether client prefix p lies in one of SharedPrefixes.
+func (l *Ledger) shared(p netip.Prefix) bool {
+	for _, s := range l.opts.SharedPrefixes {
+		if s.Bits() <= p.Bits() && s.Contains(p.Addr()) {
+			return true
+		}
+	}
+	return false
 }
 
 // store writes an accepted batch (b may be nil for records signed one by

@@ -23,6 +23,7 @@ func BenchmarkIngestBatch(b *testing.B) {
 		objs["c"+strconv.Itoa(i)] = 4096
 	}
 	tl.content.publish("blog", pub.ID, objs)
+	tl.admit(b, edge)
 	const n = 10000
 	envs := make([]*identity.Envelope, b.N)
 	for i := range envs {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -38,6 +39,9 @@ type Ledger struct {
 
 	// mu serializes writers: every check-then-write runs under it.
 	mu sync.Mutex
+	// addrs are the edges' addresses as the router last listed them, by
+	// peer ID (CaptureEvidence), for the self-traffic checks.
+	addrs atomic.Pointer[map[string]edgeAddrs]
 }
 
 // New returns a ledger over db. content answers what is published;

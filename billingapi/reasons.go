@@ -34,6 +34,10 @@ const (
 	// peers claim other edges' reads of it.
 	ReasonNoUpstreamReads Reason = "no_upstream_reads"
 
+	// ReasonEdgeClient: the request came from an address of another edge
+	// (a proxy fetching through this one): the client bytes are the other
+	// edge's to claim, within its own demand.
+	ReasonEdgeClient Reason = "edge_client"
 	// ReasonNotAdmitted: the edge is not admitted by the billing operator
 	// (or was revoked before the epoch).
 	ReasonNotAdmitted Reason = "not_admitted"

@@ -369,9 +369,22 @@ func (r *Reporter) post(ctx context.Context, body []byte) error {
 }
 
 // ClientPrefix returns the network prefix a client is reported by: its /24
-// for IPv4 (and IPv4-mapped IPv6), its /48 for IPv6.
+// for IPv4 (and IPv4-mapped IPv6), its /48 for IPv6. Loopback is one
+// prefix, whatever the address: 127.0.0.0/8 (but 127.0.0.0/24, where a
+// devnet's clients share 127.0.0.1 with its services, see billing's shared
+// prefixes), and ::1/128. So a request an edge makes to itself from any of
+// its loopback addresses hashes to one client, which billing refuses as
+// the edge's own traffic.
 func ClientPrefix(a netip.Addr) netip.Prefix {
 	a = a.Unmap()
+	switch {
+	case a.Is4() && a.IsLoopback() && a.As4()[1] == 0 && a.As4()[2] == 0:
+		return netip.PrefixFrom(netip.AddrFrom4([4]byte{127, 0, 0, 0}), 24)
+	case a.Is4() && a.IsLoopback():
+		return netip.PrefixFrom(netip.AddrFrom4([4]byte{127, 0, 0, 0}), 8)
+	case a.IsLoopback():
+		return netip.PrefixFrom(a, 128)
+	}
 	bits := 48
 	if a.Is4() {
 		bits = 24
@@ -385,9 +398,13 @@ func ClientPrefix(a netip.Addr) netip.Prefix {
 
 // ClientHash returns the first ClientHashSize bytes of
 // SHA-256(salt || ClientPrefix(a)), the client identity a Record carries.
-func ClientHash(salt []byte, a netip.Addr) []byte {
+func ClientHash(salt []byte, a netip.Addr) []byte { return PrefixHash(salt, ClientPrefix(a)) }
+
+// PrefixHash returns the first ClientHashSize bytes of SHA-256(salt || p):
+// the client identity of the clients in prefix p.
+func PrefixHash(salt []byte, p netip.Prefix) []byte {
 	h := sha256.New()
 	h.Write(salt)
-	h.Write([]byte(ClientPrefix(a).String()))
+	h.Write([]byte(p.String()))
 	return h.Sum(nil)[:ClientHashSize]
 }

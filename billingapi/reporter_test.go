@@ -22,6 +22,13 @@ func TestClientPrefix(t *testing.T) {
 		{"192.0.2.77", "192.0.2.0/24"},
 		{"::ffff:192.0.2.77", "192.0.2.0/24"},
 		{"2001:db8:aaaa:bbbb::1", "2001:db8:aaaa::/48"},
+		// Loopback outside 127.0.0.0/24 is one client: an edge's
+		// requests to itself, from any of its loopback addresses.
+		{"127.0.0.1", "127.0.0.0/24"},
+		{"127.0.0.200", "127.0.0.0/24"},
+		{"127.1.0.1", "127.0.0.0/8"},
+		{"127.3.9.5", "127.0.0.0/8"},
+		{"::1", "::1/128"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.addr, func(t *testing.T) {

@@ -277,6 +277,9 @@ func (n *network) startBilling(ctx context.Context) error {
 	billing := &role{name: "billing", health: billingURL + "/healthz", log: logPath(d, "billing"),
 		args: []string{"billing", "--listen", n.at.billing, "--db", filepath.Join(d, "billing", "billing.db"),
 			"--origin", n.at.originURL, "--dns", n.at.dnsURL, "--epoch", n.cfg.Epoch.String(),
+			// Clients, billing and the router share 127.0.0.1 with the
+			// edges: requests from there are not an edge's own.
+			"--shared-prefix", "127.0.0.0/24",
 			"--settle-every", n.cfg.Epoch.String(), "--grace", "10m",
 			"--price-gib-served", strconv.FormatInt(PriceGiBServed, 10),
 			"--price-gib-month-stored", strconv.FormatInt(PriceGiBMonthStored, 10),

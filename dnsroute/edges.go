@@ -424,6 +424,9 @@ func (r *Router) Edges() []dnsrouteapi.EdgeInfo {
 			Requests: e.hb.Requests, Bytes: e.hb.Bytes, CacheHits: e.hb.CacheHits, CacheMisses: e.hb.CacheMisses,
 			Epochs: slices.Clone(e.epochs), Demand: r.demand.of(e.hb.Peer),
 		}
+		for _, a := range e.verified {
+			ei.Verified = append(ei.Verified, a.String())
+		}
 		if q, held := r.quarantinedLocked(id, now); held {
 			until := q.until.UTC()
 			ei.Quarantine, ei.QuarantinedUntil = q.reason, &until

@@ -4,8 +4,11 @@ import "time"
 
 // EdgeInfo describes an edge as GET /api/v1/edges lists it.
 type EdgeInfo struct {
-	Peer     string   `json:"peer"`
-	Addrs    []string `json:"addrs"`
+	Peer  string   `json:"peer"`
+	Addrs []string `json:"addrs"`
+	// Verified are the addresses among Addrs at which the router's last
+	// probe reached the edge with its own key: the ones it hands out.
+	Verified []string `json:"verified,omitempty"`
 	URL      string   `json:"url"`
 	City     string   `json:"city,omitempty"`
 	Country  string   `json:"country,omitempty"`

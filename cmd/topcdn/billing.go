@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,6 +35,7 @@ func newBillingCmd() *cobra.Command {
 		cfg                                               billing.Config
 		listen, dsn, originURL, dnsURL, keyFile, logLevel string
 		settleEvery, probeEvery                           time.Duration
+		shared                                            []string
 	)
 	cmd := &cobra.Command{
 		Use:   "billing --listen ADDR --db DSN [--origin URL] [--dns URL]",
@@ -80,6 +82,13 @@ SIGINT or SIGTERM stop it cleanly.`,
 				return err
 			}
 			cfg.Logger, cfg.Registry = log, prometheus.NewRegistry()
+			for _, s := range shared {
+				p, err := netip.ParsePrefix(s)
+				if err != nil {
+					return fmt.Errorf("--shared-prefix %q: %w", s, err)
+				}
+				cfg.SharedPrefixes = append(cfg.SharedPrefixes, p.Masked())
+			}
 			if dnsURL != "" {
 				cfg.DNS = witness.NewDNSDirectory(dnsURL, nil)
 			}
@@ -115,6 +124,7 @@ SIGINT or SIGTERM stop it cleanly.`,
 	f.DurationVar(&cfg.AcceptWindow, "accept-window", billing.DefaultAcceptWindow, "how long after its end an epoch's batches are accepted")
 	f.DurationVar(&settleEvery, "settle-every", 0, "settle closed epochs this often (default: off, only on POST /api/v1/settle)")
 	f.DurationVar(&probeEvery, "probe-every", billing.DefaultProbeInterval, "with --dns, probe a random served object this often; negative: off")
+	f.StringSliceVar(&shared, "shared-prefix", nil, "client prefixes that are no edge's own traffic though edges post from them (a devnet on loopback: 127.0.0.0/24); requests from an edge's own addresses and from loopback are otherwise refused as self_dealing")
 	f.Float64Var(&cfg.DemandFactor, "demand-factor", billing.DefaultDemandFactor, "how many times a site's bytes one client subnet the router sent an edge may bring it per epoch")
 	f.DurationVar(&cfg.DemandWait, "demand-wait", billing.DefaultDemandWait, "how long an epoch waits for the DNS router's evidence before it is settled without it (its edges then unpaid)")
 	f.DurationVar(&cfg.BackingWait, "backing-wait", 0, "how long settlement holds an edge's records of striped content no read order of the edge backs before refusing them as no_upstream_reads (default: 10 epochs, at least 1h)")

@@ -68,7 +68,7 @@ func startStripedBilling(t *testing.T, bin, dir string, dataShards, parityShards
 		"--parity-shards", strconv.Itoa(parityShards), "--segment-size", "256KiB", "--chunk-size", "4KiB",
 		"--heartbeat-interval", "1s", "--audit-interval", "1h", "--keep-local")
 	b = startService(t, bin, "billing", "--listen", "127.0.0.1:0", "--db", "sqlite:"+filepath.Join(dir, "billing", "ledger.db"),
-		"--origin", o.url, "--dns", dnsURL, "--epoch", "1s", "--settle-delay", "1s", "--price-gib-served", strconv.Itoa(pricePerByte<<30))
+		"--origin", o.url, "--dns", dnsURL, "--shared-prefix", "127.0.0.0/24", "--epoch", "1s", "--settle-delay", "1s", "--price-gib-served", strconv.Itoa(pricePerByte<<30))
 	return o, b
 }
 
@@ -376,7 +376,7 @@ func TestBillingKillMidSettlement(t *testing.T) {
 	}
 	args := []string{"billing", "--listen", "127.0.0.1:0", "--db", filepath.Join(bdir, "ledger.db"), "--origin", o.url,
 		"--dns", vouchingRouter(t, "name:blog", edgesOf(edges...)),
-		"--epoch", "1s", "--settle-delay", "1s", "--price-gib-served", strconv.Itoa(pricePerByte << 30)}
+		"--shared-prefix", "127.0.0.0/24", "--epoch", "1s", "--settle-delay", "1s", "--price-gib-served", strconv.Itoa(pricePerByte << 30)}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(cmd.Environ(), faultEnv+"=kill-mid-settle")
 	b := listening(t, testkit.StartCmd(t, cmd))
@@ -474,7 +474,7 @@ func TestBillingProberForfeits(t *testing.T) {
 
 	bdir := filepath.Join(dir, "billing")
 	b := startService(t, bin, "billing", "--listen", "127.0.0.1:0", "--db", filepath.Join(bdir, "ledger.db"), "--origin", o.url,
-		"--dns", router, "--probe-every", "200ms", "--epoch", "1s", "--settle-delay", "3s",
+		"--dns", router, "--probe-every", "200ms", "--shared-prefix", "127.0.0.0/24", "--epoch", "1s", "--settle-delay", "3s",
 		"--price-gib-served", strconv.Itoa(pricePerByte<<30))
 	testkit.Run(t, bin, "billing", "deposit", "--billing", b.url, "--key", filepath.Join(bdir, "billing.key"),
 		"--account", pubID, "--amount", "1000000000")
