@@ -63,11 +63,15 @@ func (l *Ledger) CaptureEvidence(ctx context.Context) error {
 		ON CONFLICT (edge, epoch, dkey) DO UPDATE SET
 		first = CASE WHEN excluded.first > demand.first THEN excluded.first ELSE demand.first END,
 		other = CASE WHEN excluded.other > demand.other THEN excluded.other ELSE demand.other END`)
+	misaligned := 0
 	for _, e := range edges {
 		if e.Peer == "" || len(e.Peer) > identity.MaxSignerSize {
 			continue
 		}
 		for _, eb := range e.Epochs {
+			if eb.Epoch%l.secs != 0 {
+				misaligned++
+			}
 			if eb.Epoch <= last || eb.Epoch%l.secs != 0 {
 				continue
 			}
@@ -104,6 +108,11 @@ func (l *Ledger) CaptureEvidence(ctx context.Context) error {
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("billing: evidence: %w", err)
+	}
+	if misaligned > 0 {
+		// Nothing of those epochs bounds any payment: the edges go unpaid.
+		l.log.Warn("the DNS router counts epochs that are not billing's: is its --billing-epoch billing's --epoch?",
+			zap.Int("epochs", misaligned), zap.Duration("epoch", l.opts.Epoch))
 	}
 	l.metrics.evidence.WithLabelValues("ok").Inc()
 	return nil
