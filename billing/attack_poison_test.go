@@ -3,6 +3,7 @@ package billing
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,6 +29,7 @@ import (
 type statusFront struct {
 	mu     sync.Mutex
 	status map[string]int // root -> status; absent: as the origin answers
+	asked  map[string]int // root -> requests for its CAR
 }
 
 func newStatusFront(t *testing.T, origin string) (*statusFront, string) {
@@ -35,11 +38,13 @@ func newStatusFront(t *testing.T, origin string) (*statusFront, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &statusFront{status: map[string]int{}}
+	f := &statusFront{status: map[string]int{}, asked: map[string]int{}}
 	proxy := httputil.NewSingleHostReverseProxy(u)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
-		st := f.status[strings.TrimPrefix(r.URL.Path, "/ipfs/")]
+		root := strings.TrimPrefix(r.URL.Path, "/ipfs/")
+		st := f.status[root]
+		f.asked[root]++
 		f.mu.Unlock()
 		if st != 0 && strings.HasPrefix(r.URL.Path, "/ipfs/") {
 			http.Error(w, "refused by the test", st)
@@ -49,6 +54,13 @@ func newStatusFront(t *testing.T, origin string) (*statusFront, string) {
 	}))
 	t.Cleanup(srv.Close)
 	return f, srv.URL
+}
+
+// askedFor returns how many times root's CAR was asked for.
+func (f *statusFront) askedFor(root cid.Cid) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.asked[root.String()]
 }
 
 // set makes the front answer status for root's CAR (0: the origin's).
@@ -262,6 +274,9 @@ func testAttacksPoison(t *testing.T, dsn func(*testing.T) string) {
 		if len(res[0].Rejected) != 2 || len(res[1].Rejected) != 1 {
 			t.Fatalf("refused %+v / %+v, want every poison record", res[0].Rejected, res[1].Rejected)
 		}
+		if n := w.front.askedFor(w.evil); n != 1 {
+			t.Fatalf("the poison CAR was asked for %d times, want once for three records", n)
+		}
 		settle(t, w, t0.Add(150*time.Second))
 		check(t, balances(t, w), want(0))
 		if r := refusedOf(t, w, e1); r["10"].Reason != billingapi.ReasonUnindexable || r["11"].Reason != billingapi.ReasonUnindexable {
@@ -344,6 +359,9 @@ func testAttacksPoison(t *testing.T, dsn func(*testing.T) string) {
 				if res[0].Accepted != 2 || len(res[0].Rejected) != 0 || !slices.Equal(res[0].Deferred, []uint64{20, 21}) {
 					t.Fatalf("e1's batch: %+v, want 2 accepted and 20, 21 deferred", res[0])
 				}
+				if n := w.front.askedFor(w.shop); n != 1 {
+					t.Fatalf("the failing CAR was asked for %d times, want once for two records", n)
+				}
 				// A deferred serial is taken.
 				again, err := w.tl.IngestBatch(ctx, signBatch(t, e1, e0-60, 9, []billingapi.Record{
 					func() billingapi.Record { r := shopRecs(w)[0]; r.Time = (e0 - 59) * 1000; return r }()}), netip.Addr{})
@@ -364,4 +382,69 @@ func testAttacksPoison(t *testing.T, dsn func(*testing.T) string) {
 			})
 		}
 	})
+}
+
+// TestPendingCrash: a settlement that dies while paying records deferred
+// at ingest (in their own epoch's settlement, or resolved after it) leaves
+// them pending and unpaid; the next one pays them exactly once.
+func TestPendingCrash(t *testing.T) {
+	for _, late := range []bool{false, true} {
+		t.Run(map[bool]string{false: "own_epoch", true: "late"}[late], func(t *testing.T) {
+			ctx := context.Background()
+			const price = 3 << 30
+			pub, edge := testkit.Key(t, 75), testkit.Key(t, 76)
+			var crash atomic.Bool
+			tl := newTestLedger(t, "", Config{PricePerGiBServed: price, FaultHook: func(stage string) {
+				if stage == "settle-mid" && crash.Swap(false) {
+					panic("crash mid-settlement")
+				}
+			}})
+			tl.content.publish("blog", pub.ID, map[string]int64{"cidA": 1000})
+			if _, err := tl.Deposit(ctx, mustSign(t, tl.operator, billingapi.TypeDeposit,
+				billingapi.Deposit{Account: pub.ID.String(), Amount: 1_000_000, Nonce: "d1"})); err != nil {
+				t.Fatal(err)
+			}
+			e0 := t0.Unix() - 60
+			tl.admit(t, edge)
+			tl.vouch(edge.ID, e0, 1000, "name:blog")
+			tl.content.fail = errors.New("origin: HTTP 503")
+			res, err := tl.IngestBatch(ctx, signBatch(t, edge, e0, 1, []billingapi.Record{rec(1, "blog", "cidA", 1000, e0)}), netip.Addr{})
+			if err != nil || !slices.Equal(res.Deferred, []uint64{1}) {
+				t.Fatalf("batch: %+v, %v; want record 1 deferred", res, err)
+			}
+			tl.setNow(t0.Add(time.Minute))
+			if late {
+				if _, err := tl.Settle(ctx); err != nil { // e0 settled, the record still pending
+					t.Fatal(err)
+				}
+				tl.setNow(t0.Add(2 * time.Minute))
+			}
+			tl.content.fail = nil
+			crash.Store(true)
+			func() {
+				defer func() {
+					if recover() == nil {
+						t.Fatal("no crash")
+					}
+				}()
+				tl.Settle(ctx)
+			}()
+			st, err := tl.Statement(ctx, edge.ID.String())
+			if err != nil || st.Balance != 0 || len(st.Entries) != 0 || len(st.Pending) != 1 {
+				t.Fatalf("after the crash: %+v, %v; want unpaid and still pending", st, err)
+			}
+			for range 2 {
+				if _, err := tl.Settle(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want := ServedAmount(1000, price)
+			if st, err := tl.Statement(ctx, edge.ID.String()); err != nil || st.Balance != want || len(st.Entries) != 1 || len(st.Pending) != 0 {
+				t.Fatalf("after settling again: %+v, %v; want %d paid once", st, err, want)
+			}
+			if total, err := tl.Total(ctx); err != nil || total != 0 {
+				t.Fatalf("sum of all balances: %d, %v", total, err)
+			}
+		})
+	}
 }

@@ -88,9 +88,11 @@ func (l *Ledger) Settle(ctx context.Context) (*billingapi.SettleResult, error) {
 	if err := l.db.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'first_epoch'`).Scan(&first); err != nil {
 		return nil, fmt.Errorf("billing: first epoch: %w", err)
 	}
-	// Batches may be older than the ledger; start at the oldest claim.
+	// Batches may be older than the ledger; start at the oldest claim
+	// (records deferred at ingest count).
 	var oldest sql.NullInt64
-	if err := l.db.QueryRowContext(ctx, l.db.q(`SELECT min(epoch) FROM records WHERE epoch > ?`), last).Scan(&oldest); err != nil {
+	if err := l.db.QueryRowContext(ctx, l.db.q(`SELECT min(epoch) FROM (SELECT epoch FROM records WHERE epoch > ?
+		UNION ALL SELECT epoch FROM pending WHERE epoch > ?) x`), last, last).Scan(&oldest); err != nil {
 		return nil, fmt.Errorf("billing: oldest epoch: %w", err)
 	}
 	start := first
