@@ -17,6 +17,7 @@ import (
 	format "github.com/ipfs/go-ipld-format"
 	car "github.com/ipld/go-car/v2"
 	"github.com/ipld/go-car/v2/storage"
+	mh "github.com/multiformats/go-multihash"
 	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/originapi"
 )
@@ -144,6 +145,15 @@ func TestOriginContentUnindexable(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	inline := mdag.NodeWithData([]byte("inline"))
+	inline.SetCidBuilder(mdag.V1CidPrefix())
+	idHash, err := mh.Sum([]byte("inlined"), mh.IDENTITY, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := inline.AddRawLink("x", &format.Link{Cid: cid.NewCidV1(cid.Raw, idHash)}); err != nil {
+		t.Fatal(err)
+	}
 	site := chain(t, 2, "site")
 	whole := carOf(t, site[0].Cid(), site...)
 	tests := []struct {
@@ -154,6 +164,7 @@ func TestOriginContentUnindexable(t *testing.T) {
 		reason billingapi.Reason // "": transient; "ok": indexed
 	}{
 		{"512 deep: indexed", deepOK, nil, 0, "ok"},
+		{"an identity link the CAR does not carry: indexed", []format.Node{inline}, nil, 0, "ok"},
 		{"513 deep", deep, nil, 0, billingapi.ReasonUnindexable},
 		{"513 deep, cut short past the limit", deep, carOf(t, deep[0].Cid(), deep[:len(deep)-1]...), 0, billingapi.ReasonUnindexable},
 		{"too many links", []format.Node{wide}, nil, 0, billingapi.ReasonUnindexable},
