@@ -185,6 +185,26 @@ var schema = []string{
 	ALTER TABLE reads ADD COLUMN shard_size BIGINT NOT NULL DEFAULT 0;
 	ALTER TABLE reads ADD COLUMN paid BIGINT NOT NULL DEFAULT 0;
 	CREATE INDEX reads_upkeep ON reads (peer, shard, kind, epoch);`,
+	// 5: records deferred at ingest (no poison): an edge's records whose
+	// content could not be resolved then (the origin answered 5xx, timed
+	// out or served a CAR cut short), the client checks passed; every
+	// settlement resolves them again and pays or refuses them. A refused
+	// row is kept (refused = 1) so that its serial stays taken.
+	`CREATE TABLE pending (
+		edge    TEXT NOT NULL,
+		serial  BIGINT NOT NULL,
+		epoch   BIGINT NOT NULL,
+		name    TEXT NOT NULL,
+		root    TEXT NOT NULL,   -- as the record says
+		cid     TEXT NOT NULL,
+		bytes   BIGINT NOT NULL,
+		time_ms BIGINT NOT NULL, -- when it was served, Unix ms
+		client  TEXT NOT NULL,   -- the record's client hash, hex
+		since   BIGINT NOT NULL, -- Unix ns it was deferred
+		refused BIGINT NOT NULL DEFAULT 0,
+		PRIMARY KEY (edge, serial)
+	);
+	CREATE INDEX pending_open ON pending (refused, epoch);`,
 }
 
 // OpenDB opens the ledger database named by dsn and brings its schema up

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/topcdn/topcdn/billing/witness"
 	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/identity"
 	"go.uber.org/zap"
@@ -35,6 +36,9 @@ type acceptedRecord struct {
 	root      string
 	dkey      string // the demand key: the site as the DNS router counts it
 	bytes     int64
+	// pending is the record as sent when its content could not be
+	// resolved now: stored as pending (see pending.go), not paid yet.
+	pending *billingapi.Record
 }
 
 // IngestBatch verifies an edge's signed batch and stores what it may be
@@ -196,12 +200,17 @@ func (l *Ledger) checkRecords(ctx context.Context, edge peer.ID, epoch int64, sa
 			continue
 		}
 		obj, err := l.object(ctx, r)
+		var pending *billingapi.Record
 		if err != nil {
-			if reasonOf(err) == "" {
-				return nil, nil, fmt.Errorf("billing: %w: %w", errTransient, err)
+			if reasonOf(err) != "" {
+				refuse(err)
+				continue
 			}
-			refuse(err)
-			continue
+			// The content cannot be resolved now (the origin answered
+			// 5xx, timed out, served a CAR cut short): the record is
+			// deferred to settlement once the checks below that need no
+			// content pass, and the rest of the batch goes on.
+			obj, pending = witness.Object{MaxBytes: maxRecordBytes}, deferRecord(r)
 		}
 		switch {
 		case r.Bytes > obj.MaxBytes:
@@ -228,7 +237,7 @@ func (l *Ledger) checkRecords(ctx context.Context, edge peer.ID, epoch int64, sa
 			key = dkeyOf(r.Name, r.Root)
 			dkeys[dk] = key
 		}
-		ok = append(ok, acceptedRecord{serial: r.Serial, publisher: name, cid: r.CID, root: obj.Root, dkey: key, bytes: r.Bytes})
+		ok = append(ok, acceptedRecord{serial: r.Serial, publisher: name, cid: r.CID, root: obj.Root, dkey: key, bytes: r.Bytes, pending: pending})
 	}
 	return ok, bad, nil
 }
@@ -336,10 +345,15 @@ func (l *Ledger) store(ctx context.Context, edge string, epoch int64, b *billing
 	}
 	res := &billingapi.BatchResult{Rejected: bad}
 	fresh := make([]acceptedRecord, 0, len(ok))
+	var deferred []acceptedRecord
 	for _, r := range ok {
 		if replayed[r.serial] {
 			res.Rejected = append(res.Rejected, billingapi.RecordRejection{Serial: r.serial, Reason: billingapi.ReasonReplayRecord,
 				Detail: fmt.Sprintf("serial %d was reported before", r.serial)})
+			continue
+		}
+		if r.pending != nil {
+			deferred = append(deferred, r)
 			continue
 		}
 		fresh = append(fresh, r)
@@ -350,6 +364,9 @@ func (l *Ledger) store(ctx context.Context, edge string, epoch int64, b *billing
 		return nil, err
 	}
 	if err := l.addEdgeKeys(ctx, tx, edge, epoch, fresh); err != nil {
+		return nil, err
+	}
+	if res.Deferred, err = l.insertPending(ctx, tx, edge, epoch, deferred); err != nil {
 		return nil, err
 	}
 	if b != nil && len(fresh) != len(ok) {
@@ -372,13 +389,14 @@ func (l *Ledger) store(ctx context.Context, edge string, epoch int64, b *billing
 		return nil, fmt.Errorf("billing: store batch: %w", err)
 	}
 	l.countBatch(edge, epoch, res)
+	l.metrics.claims.WithLabelValues("record", "deferred", "").Add(float64(len(res.Deferred)))
 	return res, nil
 }
 
 // replayedSerials returns which of the serials of ok edge has reported
-// before. A Reporter's serials only grow, so one range query usually finds
-// none; a batch whose range holds many earlier serials is checked serial
-// by serial, 500 at a time.
+// before (records stored or pending, pending.go). A Reporter's serials
+// only grow, so one range query usually finds none; a batch whose range
+// holds many earlier serials is checked serial by serial, 500 at a time.
 func (l *Ledger) replayedSerials(ctx context.Context, tx querier, edge string, ok []acceptedRecord) (map[uint64]bool, error) {
 	replayed := map[uint64]bool{}
 	if len(ok) == 0 {
@@ -393,8 +411,9 @@ func (l *Ledger) replayedSerials(ctx context.Context, tx querier, edge string, o
 	if hi <= math.MaxInt64 {
 		limit := 2*len(ok) + 1
 		n := 0
-		err := scanSerials(ctx, tx, l.db.q(`SELECT serial FROM records WHERE edge = ? AND serial BETWEEN ? AND ? LIMIT `+strconv.Itoa(limit)),
-			[]any{edge, int64(lo), int64(hi)}, func(s uint64) {
+		err := scanSerials(ctx, tx, l.db.q(`SELECT serial FROM records WHERE edge = ? AND serial BETWEEN ? AND ?
+			UNION ALL SELECT serial FROM pending WHERE edge = ? AND serial BETWEEN ? AND ? LIMIT `+strconv.Itoa(limit)),
+			[]any{edge, int64(lo), int64(hi), edge, int64(lo), int64(hi)}, func(s uint64) {
 				n++
 				if in[s] {
 					replayed[s] = true
@@ -415,8 +434,10 @@ func (l *Ledger) replayedSerials(ctx context.Context, tx querier, edge string, o
 		for _, r := range chunk {
 			args = append(args, int64(r.serial))
 		}
-		if err := scanSerials(ctx, tx, l.db.q(`SELECT serial FROM records WHERE edge = ? AND serial IN (?`+
-			strings.Repeat(",?", len(chunk)-1)+`)`), args, func(s uint64) { replayed[s] = true }); err != nil {
+		in := `(?` + strings.Repeat(",?", len(chunk)-1) + `)`
+		if err := scanSerials(ctx, tx, l.db.q(`SELECT serial FROM records WHERE edge = ? AND serial IN `+in+
+			` UNION ALL SELECT serial FROM pending WHERE edge = ? AND serial IN `+in), append(args, args...),
+			func(s uint64) { replayed[s] = true }); err != nil {
 			return nil, err
 		}
 	}
@@ -573,6 +594,7 @@ func (l *Ledger) IngestRecords(ctx context.Context, envs []*identity.Envelope, f
 		total.Accepted += res.Accepted
 		total.Bytes += res.Bytes
 		total.Rejected = append(total.Rejected, res.Rejected...)
+		total.Deferred = append(total.Deferred, res.Deferred...)
 	}
 	return total, nil
 }

@@ -42,7 +42,8 @@ func StoredAmount(n, perGiBMonth, epochSecs int64) int64 {
 type line struct {
 	operator, opKind, publisher, kind string
 	bytes, amount                     int64
-	from                              int64 // for records held by the upstream-read check: their epoch
+	from                              int64  // for records held by the upstream-read check: their epoch
+	memo                              string // if set, the entries' memo
 }
 
 // Settle settles every closed epoch not settled yet, oldest first, each
@@ -70,6 +71,13 @@ func (l *Ledger) Settle(ctx context.Context) (*billingapi.SettleResult, error) {
 			return nil, fmt.Errorf("billing: %w: manifests: %w", errTransient, err)
 		}
 	}
+	// Records deferred at ingest are resolved again before the lock, as
+	// the witnesses above are read, and applied in each epoch's
+	// transaction (pending.go).
+	resolved, err := l.resolvePending(ctx, lastClosed)
+	if err != nil {
+		return nil, err
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	last, err := l.lastSettled(ctx, l.db)
@@ -80,9 +88,11 @@ func (l *Ledger) Settle(ctx context.Context) (*billingapi.SettleResult, error) {
 	if err := l.db.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'first_epoch'`).Scan(&first); err != nil {
 		return nil, fmt.Errorf("billing: first epoch: %w", err)
 	}
-	// Batches may be older than the ledger; start at the oldest claim.
+	// Batches may be older than the ledger; start at the oldest claim
+	// (records deferred at ingest count).
 	var oldest sql.NullInt64
-	if err := l.db.QueryRowContext(ctx, l.db.q(`SELECT min(epoch) FROM records WHERE epoch > ?`), last).Scan(&oldest); err != nil {
+	if err := l.db.QueryRowContext(ctx, l.db.q(`SELECT min(epoch) FROM (SELECT epoch FROM records WHERE epoch > ?
+		UNION ALL SELECT epoch FROM pending WHERE epoch > ?) x`), last, last).Scan(&oldest); err != nil {
 		return nil, fmt.Errorf("billing: oldest epoch: %w", err)
 	}
 	start := first
@@ -104,7 +114,7 @@ func (l *Ledger) Settle(ctx context.Context) (*billingapi.SettleResult, error) {
 		if !sure && now.Before(end.Add(l.opts.DemandWait)) {
 			break // wait for the router
 		}
-		paid, err := l.settleEpoch(ctx, e, storage, striped, sure)
+		paid, err := l.settleEpoch(ctx, e, storage, striped, resolved, sure)
 		if err != nil {
 			return res, err
 		}
@@ -116,13 +126,19 @@ func (l *Ledger) Settle(ctx context.Context) (*billingapi.SettleResult, error) {
 
 // settleEpoch settles one epoch in one transaction. striped maps each
 // striped root to its shards, for the upstream-read check (checkUpstream);
-// sure says whether the router's evidence of the epoch is complete.
-func (l *Ledger) settleEpoch(ctx context.Context, epoch int64, storage *storageFacts, striped map[string][]string, sure bool) (int64, error) {
+// resolved is what the pending records resolved to (settlePending); sure
+// says whether the router's evidence of the epoch is complete.
+func (l *Ledger) settleEpoch(ctx context.Context, epoch int64, storage *storageFacts, striped map[string][]string,
+	resolved map[pendingKey]resolution, sure bool) (int64, error) {
 	tx, err := l.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("billing: settle %d: %w", epoch, err)
 	}
 	defer tx.Rollback()
+	pend, err := l.settlePending(ctx, tx, epoch, resolved, striped)
+	if err != nil {
+		return 0, fmt.Errorf("billing: settle %d: %w", epoch, err)
+	}
 	up, err := l.checkUpstream(ctx, tx, epoch, striped, sure)
 	if err != nil {
 		return 0, fmt.Errorf("billing: settle %d: %w", epoch, err)
@@ -131,7 +147,7 @@ func (l *Ledger) settleEpoch(ctx context.Context, epoch int64, storage *storageF
 	if err != nil {
 		return 0, fmt.Errorf("billing: settle %d: %w", epoch, err)
 	}
-	lines := slices.Concat(up.lines, reads, l.storedLines(storage, epoch))
+	lines := slices.Concat(up.lines, reads, l.storedLines(storage, epoch), pend.lines)
 	txID := "settle:" + strconv.FormatInt(epoch, 10)
 	at := l.opts.now().UnixNano()
 	if _, err := tx.ExecContext(ctx, l.db.q(`INSERT INTO txs (id, kind, epoch, at) VALUES (?, 'settle', ?, ?)`), txID, epoch, at); err != nil {
@@ -149,13 +165,14 @@ func (l *Ledger) settleEpoch(ctx context.Context, epoch int64, storage *storageF
 	if _, err := tx.ExecContext(ctx, l.db.q(`INSERT INTO settlements (epoch, tx, at) VALUES (?, ?, ?)`), epoch, txID, at); err != nil {
 		return 0, fmt.Errorf("billing: settle %d: %w", epoch, err)
 	}
-	if err := l.insertRejections(ctx, tx, slices.Concat(up.refused, readsRefused)); err != nil {
+	if err := l.insertRejections(ctx, tx, slices.Concat(up.refused, readsRefused, pend.refused)); err != nil {
 		return 0, err
 	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("billing: settle %d: %w", epoch, err)
 	}
 	up.count(l)
+	pend.count(l)
 	l.metrics.settled.Inc()
 	l.metrics.paid.Add(float64(paid))
 	if paid > 0 {
@@ -178,6 +195,9 @@ func (l *Ledger) postLines(ctx context.Context, tx querier, txID string, epoch i
 		if ln.from != 0 {
 			memo = fmt.Sprintf("%s: %d bytes of %s's content by %s in epoch %d, held until its read orders arrived",
 				ln.kind, ln.bytes, ln.publisher, ln.operator, ln.from)
+		}
+		if ln.memo != "" {
+			memo = ln.memo
 		}
 		if err := l.post(ctx, tx, txID, epoch, ln.publisher, "publisher", -ln.amount, ln.kind, ln.bytes, memo); err != nil {
 			return 0, nil, err

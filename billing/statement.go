@@ -11,7 +11,8 @@ import (
 // Statement returns an account's statement. An account never seen but
 // with rejections (a forger, say) gets a statement with zero balance.
 func (l *Ledger) Statement(ctx context.Context, id string) (*billingapi.Statement, error) {
-	st := &billingapi.Statement{Account: id, Entries: []billingapi.Entry{}, Rejected: []billingapi.Rejected{}, Deferred: []billingapi.Deferred{}, DNSCheck: "on"}
+	st := &billingapi.Statement{Account: id, Entries: []billingapi.Entry{}, Rejected: []billingapi.Rejected{}, Deferred: []billingapi.Deferred{},
+		Pending: []billingapi.PendingRecord{}, DNSCheck: "on"}
 	if l.opts.DNS == nil {
 		st.DNSCheck = "unconfigured: no DNS router vouches for any edge's demand, so no edge is paid"
 	}
@@ -55,6 +56,9 @@ func (l *Ledger) Statement(ctx context.Context, id string) (*billingapi.Statemen
 		return nil, fmt.Errorf("billing: statement: %w", err)
 	}
 	if st.Deferred, err = l.deferredOf(ctx, id); err != nil {
+		return nil, err
+	}
+	if st.Pending, err = l.pendingOf(ctx, id); err != nil {
 		return nil, err
 	}
 	return st, nil

@@ -60,6 +60,9 @@ type Statement struct {
 	// Deferred lists an edge's records settlement holds until read orders
 	// of the edge back them (not paid, not refused yet).
 	Deferred []Deferred `json:"deferred"`
+	// Pending lists an edge's records whose content billing could not
+	// resolve yet (BatchResult.Deferred): not paid, not refused yet.
+	Pending []PendingRecord `json:"pending"`
 	// OutOfFundsSince is set for a publisher whose balance is below zero.
 	OutOfFundsSince *time.Time `json:"out_of_funds_since,omitempty"`
 	// DNSCheck says whether billing reads the DNS router's evidence (the
@@ -106,6 +109,27 @@ type Deferred struct {
 	Since time.Time `json:"since"`
 }
 
+// PendingRecord is an edge's record whose content billing could not
+// resolve when the batch came (the origin answered 5xx, timed out or
+// served a CAR cut short). Every settlement resolves it again: resolved,
+// it is paid as an accepted record of its epoch would have been (or
+// refused for what it claims); still unresolved BackingWait after Since,
+// it is refused as unindexable.
+type PendingRecord struct {
+	// Epoch is the record's epoch.
+	Epoch int64 `json:"epoch"`
+	// Serial is the record's serial.
+	Serial uint64 `json:"serial"`
+	// Name, Root and CID are what the record served.
+	Name string `json:"name,omitempty"`
+	Root string `json:"root,omitempty"`
+	CID  string `json:"cid"`
+	// Bytes is what the record claims.
+	Bytes int64 `json:"bytes"`
+	// Since is when billing deferred it.
+	Since time.Time `json:"since"`
+}
+
 // ErrorResponse is the JSON body of every error answer.
 type ErrorResponse struct {
 	Error  string `json:"error"`
@@ -137,6 +161,14 @@ type BatchResult struct {
 	// Duplicate is true when this exact batch had been accepted before;
 	// nothing more is credited.
 	Duplicate bool `json:"duplicate,omitempty"`
+	// Deferred lists the serials of records billing could not resolve
+	// the content of now (the origin answered 5xx, timed out or served a
+	// CAR cut short): neither credited nor refused, they are resolved
+	// again at settlement and then paid, or refused (as unindexable once
+	// they stay unresolved for the backing wait). Their serials are taken.
+	// There is nothing to send again: a Reporter ignores it. Absent from
+	// the answer to a duplicate batch.
+	Deferred []uint64 `json:"deferred,omitempty"`
 }
 
 // RecordRejection is one refused record.

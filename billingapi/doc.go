@@ -7,7 +7,10 @@
 // tools use Client for deposits, balances, statements and settlement. The
 // JSON answers of billing's HTTP API (Account, Statement, BatchResult …),
 // the Reason codes of refusals and RejectError, the error that carries
-// one, are declared here once.
+// one, are declared here once. A batch's answer lists the records
+// refused (BatchResult.Rejected) and those whose content billing could
+// not resolve yet (BatchResult.Deferred: resolved at settlement, nothing
+// to resend); a Reporter treats any 2xx as final.
 //
 // The ledger that verifies and pays is package billing; this package links
 // none of it, so an edge or a storage peer carries no SQL driver.

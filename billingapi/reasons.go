@@ -55,6 +55,13 @@ const (
 	// ReasonNoDemandEvidence: the DNS router could not be read for the
 	// epoch within the demand wait: nothing bounds the edge's claim.
 	ReasonNoDemandEvidence Reason = "no_demand_evidence"
+	// ReasonUnindexable: billing cannot index the content the record
+	// names: the origin refuses its root's CAR (404, 410, 413, 422) or
+	// the DAG exceeds the limits the origin stores DAGs within (depth,
+	// links per block, blocks); at settlement, also a record whose
+	// content could not be resolved for BackingWait (see
+	// BatchResult.Deferred).
+	ReasonUnindexable Reason = "unindexable"
 )
 
 // Reasons a storage peer's read order is refused: at ingest (placement,

@@ -13,7 +13,11 @@
 //
 // A witness that finds a claim false says so with a
 // *billingapi.RejectError carrying the reason; any other error means it
-// could not tell. The ledger (package billing) declares the interfaces it
+// could not tell. A site OriginContent cannot index (the origin refuses
+// its CAR with a 4xx, or the DAG is beyond the origin's limits) is refused
+// as billingapi.ReasonUnindexable and remembered with a backoff; a CAR the
+// origin cannot serve whole now (5xx, a timeout, cut short) is an error of
+// the other kind, remembered for 30 s (siteindex.go). The ledger (package billing) declares the interfaces it
 // asks through (Content, ShardIndex, OriginKey, EdgeDirectory, Prober)
 // and imports this package for the data they return (Object, Holding,
 // EdgeInfo); this package imports neither the ledger nor a SQL driver.

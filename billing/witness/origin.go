@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"sort"
@@ -12,13 +11,9 @@ import (
 	"sync"
 	"time"
 
-	mdag "github.com/ipfs/boxo/ipld/merkledag"
-	"github.com/ipfs/boxo/ipld/unixfs"
 	"github.com/ipfs/go-cid"
-	car "github.com/ipld/go-car/v2"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/billingapi"
-	"github.com/topcdn/topcdn/dag"
 	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/internal/httpkit"
@@ -70,18 +65,40 @@ type OriginContent struct {
 	rootShard  map[string][]string  // striped root -> its shards
 	holdings   []Holding
 	holdAt     time.Time
+	failed     map[string]*indexFailure // root -> why its site could not be indexed, until when
+
+	// Testing.
+	now func() time.Time
+}
+
+// OriginOption configures an OriginContent.
+type OriginOption func(*OriginContent)
+
+// WithClock makes the OriginContent read the time from now, for the
+// backoff of roots it could not index (see ObjectAt). If now is nil, it
+// is ignored. Default: time.Now.
+func WithClock(now func() time.Time) OriginOption {
+	return func(o *OriginContent) {
+		if now != nil {
+			o.now = now
+		}
+	}
 }
 
 // NewOriginContent returns an OriginContent reading the origin at base.
 // A nil client is one with a 60 s timeout.
-func NewOriginContent(base string, client *http.Client) *OriginContent {
+func NewOriginContent(base string, client *http.Client, opts ...OriginOption) *OriginContent {
 	if client == nil {
 		client = &http.Client{Timeout: 60 * time.Second}
 	}
-	return &OriginContent{base: strings.TrimRight(base, "/"), client: client,
+	o := &OriginContent{base: strings.TrimRight(base, "/"), client: client,
 		roots: map[string]*rootInfo{}, names: map[string][]nameSpan{}, placements: map[string][]*Placement{},
 		flags: map[string]time.Time{}, sites: map[string]*siteIndex{}, blockRoots: map[cid.Cid][]string{},
-		shards: map[string]peer.ID{}, rootShard: map[string][]string{}}
+		shards: map[string]peer.ID{}, rootShard: map[string][]string{}, failed: map[string]*indexFailure{}, now: time.Now}
+	for _, opt := range opts {
+		opt(o)
+	}
+	return o
 }
 
 // siteIndex is what billing keeps of one site's DAG.
@@ -156,7 +173,9 @@ func (o *OriginContent) Object(ctx context.Context, name, root, c string) (Objec
 //     /ipfs/<block>), the root holding it that got its payer first.
 //
 // The object's payer is its root's (see Object.Publisher). An object not
-// published is a *billingapi.RejectError with ReasonUnpublished.
+// published is a *billingapi.RejectError with ReasonUnpublished; one only
+// a site billing cannot index may hold, ReasonUnindexable (see site).
+// Any other error means the origin could not tell now.
 func (o *OriginContent) ObjectAt(ctx context.Context, name, root, c string, at time.Time) (Object, error) {
 	want, err := cid.Decode(c)
 	if err != nil {
@@ -189,14 +208,25 @@ func (o *OriginContent) ObjectAt(ctx context.Context, name, root, c string, at t
 		return Object{}, &billingapi.RejectError{Reason: billingapi.ReasonUnpublished,
 			Err: fmt.Errorf("name %q root %q: no such published site at %s", name, root, at.UTC().Format(time.RFC3339))}
 	}
+	var unindexable error // of the newest candidate billing cannot index
 	for i := len(roots) - 1; i >= 0; i-- {
 		site, err := o.site(ctx, roots[i])
-		if err != nil {
+		switch {
+		case isUnindexable(err):
+			// An older root of the name may still hold c.
+			if unindexable == nil {
+				unindexable = err
+			}
+			continue
+		case err != nil:
 			return Object{}, err
 		}
 		if b := site.blocks[want]; b != nil {
 			return Object{Publisher: o.roots[roots[i]].payer, MaxBytes: max(b.fileSize, site.dagSize(want, 0)), Root: roots[i]}, nil
 		}
+	}
+	if unindexable != nil {
+		return Object{}, unindexable
 	}
 	return Object{}, &billingapi.RejectError{Reason: billingapi.ReasonUnpublished, Err: fmt.Errorf("%s is not part of site %q (root %s)", c, name, roots[len(roots)-1])}
 }
@@ -228,7 +258,9 @@ func (o *OriginContent) candidates(name, root, c string, at time.Time) []string 
 // blockRoot returns the root holding block c that got its payer first, or
 // "" if no site holds it; it indexes the sites not indexed yet, oldest
 // first, until one holds c. A site that cannot be indexed now makes the
-// answer wait (an error) unless an older one holds c. Callers hold o.mu.
+// answer wait (an error) unless an older one holds c; a site billing
+// cannot index at all (ReasonUnindexable) holds nothing it knows of and
+// is passed over. Callers hold o.mu.
 func (o *OriginContent) blockRoot(ctx context.Context, c cid.Cid) (string, error) {
 	earliest := func() string {
 		rs := o.blockRoots[c]
@@ -253,67 +285,11 @@ func (o *OriginContent) blockRoot(ctx context.Context, c cid.Cid) (string, error
 		if e := earliest(); e != "" && o.earlier(e, r) {
 			return e, nil // every root left came later
 		}
-		if _, err := o.site(ctx, r); err != nil {
+		if _, err := o.site(ctx, r); err != nil && !isUnindexable(err) {
 			return "", err
 		}
 	}
 	return earliest(), nil
-}
-
-// site returns the index of the site under root, fetching it as a CAR the
-// first time. Callers hold o.mu.
-func (o *OriginContent) site(ctx context.Context, root string) (*siteIndex, error) {
-	if s := o.sites[root]; s != nil {
-		return s, nil
-	}
-	resp, err := o.get(ctx, "/ipfs/"+root+"?format=car&dag-scope=all", "application/vnd.ipld.car")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("origin: CAR of %s: HTTP %d", root, resp.StatusCode)
-	}
-	br, err := car.NewBlockReader(resp.Body)
-	if err != nil {
-		return nil, fmt.Errorf("origin: CAR of %s: %w", root, err)
-	}
-	s := &siteIndex{blocks: map[cid.Cid]*blockInfo{}}
-	for {
-		blk, err := br.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("origin: CAR of %s: %w", root, err)
-		}
-		c, data := blk.Cid(), blk.RawData()
-		if err := dag.Verify(c, data); err != nil {
-			return nil, fmt.Errorf("origin: CAR of %s: %w", root, err)
-		}
-		links, err := dag.Links(c, data)
-		if err != nil {
-			return nil, fmt.Errorf("origin: CAR of %s: %w", root, err)
-		}
-		bi := &blockInfo{size: int64(len(data)), links: links}
-		if c.Type() == cid.DagProtobuf {
-			if pn, err := mdag.DecodeProtobuf(data); err == nil {
-				if fs, err := unixfs.FSNodeFromBytes(pn.Data()); err == nil && fs.FileSize() < 1<<62 {
-					bi.fileSize = int64(fs.FileSize())
-				}
-			}
-		}
-		s.blocks[c] = bi
-	}
-	rc, err := cid.Decode(root)
-	if err != nil || s.blocks[rc] == nil {
-		return nil, fmt.Errorf("origin: CAR of %s lacks its root", root)
-	}
-	o.sites[root] = s
-	for c := range s.blocks {
-		o.blockRoots[c] = append(o.blockRoots[c], root)
-	}
-	return s, nil
 }
 
 // ShardPublisher returns who published the content a shard holds; a
