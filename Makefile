@@ -7,7 +7,7 @@ BIN := bin/topcdn
 all: build
 
 build:
-	$(GO) build -o $(BIN) ./cmd/topcdn
+	$(GO) build -buildvcs=auto -o $(BIN) ./cmd/topcdn
 
 ## demo: build topcdn (Caddy edge included), run the devnet in ./demo: origin, 14 storage peers,
 ## billing, the DNS router and 3 edges on loopback, examples/site published as blog; print what to open.

@@ -58,11 +58,11 @@ func newMetrics(reg prometheus.Registerer, st *store) (*metrics, error) {
 		m.deletes, m.audits, m.ordersRejected, m.heartbeats,
 		gauge("shards", "Shards held.",
 			stat(func(_, _, _ int64, n int) int64 { return int64(n) })),
-		gauge("bytes_used", "Bytes the held shards take.",
+		gauge("used_bytes", "Bytes the held shards take.",
 			stat(func(_, used, _ int64, _ int) int64 { return used })),
 		gauge("capacity_bytes", "Bytes lent for shards.",
 			stat(func(capacity, _, _ int64, _ int) int64 { return capacity })),
-		gauge("bytes_free", "Bytes left for new shards (capacity less used and uploads in flight).",
+		gauge("free_bytes", "Bytes left for new shards (capacity less used and uploads in flight).",
 			stat(func(_, _, free int64, _ int) int64 { return free })),
 	}
 	for _, c := range collectors {

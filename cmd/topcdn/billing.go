@@ -19,6 +19,7 @@ import (
 	"github.com/topcdn/topcdn/billing/witness"
 	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/prom"
 	"github.com/topcdn/topcdn/internal/tick"
 	"go.uber.org/zap"
 )
@@ -81,7 +82,7 @@ SIGINT or SIGTERM stop it cleanly.`,
 			if err != nil {
 				return err
 			}
-			cfg.Logger, cfg.Registry = log, prometheus.NewRegistry()
+			cfg.Logger, cfg.Registry = log, prom.NewRegistry()
 			for _, s := range shared {
 				p, err := netip.ParsePrefix(s)
 				if err != nil {

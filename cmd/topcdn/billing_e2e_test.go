@@ -268,6 +268,14 @@ func TestBillingEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("origin, storage peers and billing serve their build and runtime metrics", func(t *testing.T) {
+		checkRoleMetrics(t, o.url)
+		checkRoleMetrics(t, b.url)
+		for _, p := range peersByID(t, o.url) {
+			checkRoleMetrics(t, p.Addr)
+		}
+	})
+
 	t.Run("the accounts balance", func(t *testing.T) {
 		if s := accountsSum(t, b.url); s != 0 {
 			t.Errorf("accounts sum to %d, want 0", s)

@@ -12,12 +12,12 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/dnsroute"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/prom"
 	"go.uber.org/zap"
 )
 
@@ -54,8 +54,7 @@ When ready it prints "dns listening on udp+tcp ADDR" and then
 		Args: cobra.NoArgs,
 		RunE: withLogger(&logLevel, func(cmd *cobra.Command, log *zap.Logger) error {
 			var err error
-			reg := prometheus.NewRegistry()
-			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+			reg := prom.NewRegistry()
 			cfg.Logger, cfg.Registry = log, reg
 			for _, s := range nsAddrs {
 				a, err := netip.ParseAddr(s)

@@ -133,6 +133,7 @@ func TestDNSEndToEnd(t *testing.T) {
 	r := startDNS(t, bin, "--zone", "cdn.test", "--origin", o.url, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
 		"--geoip", "../../dnsroute/testdata/geo-test.mmdb", "--names-interval", "200ms", "--log-level", "debug",
 		"--content-probe-interval", "200ms")
+	checkRoleMetrics(t, r.url)
 	const iv = 200 * time.Millisecond
 	startE2EEdge(t, "127.1.0.1", r.url, o.url, iv, false)
 	tokyo := startE2EEdge(t, "127.2.0.1", r.url, o.url, iv, false)

@@ -339,3 +339,19 @@ func TestKillDuringPublish(t *testing.T) {
 		}
 	})
 }
+
+// checkRoleMetrics checks that a role's /metrics at base names its build
+// (topcdn_build_info) and carries the Go runtime and process collectors,
+// as every role's does.
+func checkRoleMetrics(t *testing.T, base string) {
+	t.Helper()
+	code, body := testkit.Get(t, strings.TrimSuffix(base, "/")+"/metrics", "")
+	if code != 200 {
+		t.Fatalf("GET %s/metrics: %d", base, code)
+	}
+	for _, want := range []string{"topcdn_build_info{", "go_goroutines ", "process_start_time_seconds "} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("%s/metrics lacks %s", base, strings.TrimSpace(want))
+		}
+	}
+}

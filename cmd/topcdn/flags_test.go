@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bytes"
+	"strings"
 	"testing"
 
 	"github.com/spf13/pflag"
+	"github.com/topcdn/topcdn/internal/buildinfo"
 )
 
 func TestSizeFlag(t *testing.T) {
@@ -39,5 +42,20 @@ func TestSizeFlag(t *testing.T) {
 				t.Fatalf("got %d shown as %q, want %d shown as %q", n, got, tc.want, tc.shows)
 			}
 		})
+	}
+}
+
+// TestVersion: `topcdn --version` names the build (version, revision, Go).
+func TestVersion(t *testing.T) {
+	var out bytes.Buffer
+	root := newRootCmd()
+	root.SetOut(&out)
+	root.SetArgs([]string{"--version"})
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	bi := buildinfo.Get()
+	if got := out.String(); !strings.HasPrefix(got, "topcdn "+bi.Version) || !strings.Contains(got, bi.GoVersion) {
+		t.Fatalf("--version printed %q", got)
 	}
 }

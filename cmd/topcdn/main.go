@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/topcdn/topcdn/internal/buildinfo"
 )
 
 func main() {
@@ -36,9 +37,11 @@ paying operators for what they served.
 Every party (publisher, origin, storage peer, edge, DNS router, billing) has
 an ed25519 key in the libp2p format; its peer ID is its identity. Create one
 with 'topcdn keygen'.`,
+		Version:       buildinfo.Get().String(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.SetVersionTemplate("topcdn {{.Version}}\n")
 	root.AddCommand(newKeygenCmd(), newOriginCmd(), newPublishCmd(), newEdgeCmd(), newStorageCmd(),
 		newDNSCmd(), newBillingCmd(), newDevnetCmd())
 	return root

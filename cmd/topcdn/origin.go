@@ -13,6 +13,7 @@ import (
 	"github.com/topcdn/topcdn/dashboard"
 	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/prom"
 	"github.com/topcdn/topcdn/origin"
 	"github.com/topcdn/topcdn/origin/durability"
 	"go.uber.org/zap"
@@ -60,7 +61,7 @@ SIGINT or SIGTERM stop it cleanly.`,
 		Args: cobra.NoArgs,
 		RunE: withLogger(&logLevel, func(cmd *cobra.Command, log *zap.Logger) error {
 			var err error
-			cfg.Logger = log
+			cfg.Logger, cfg.Registry = log, prom.NewRegistry()
 			for _, s := range publishers {
 				p, err := peer.Decode(s)
 				if err != nil {

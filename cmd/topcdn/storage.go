@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/prom"
 	"github.com/topcdn/topcdn/storage"
 	"github.com/topcdn/topcdn/storageapi"
 	"go.uber.org/zap"
@@ -62,7 +63,7 @@ SIGINT or SIGTERM stop it cleanly.`,
 		Args: cobra.NoArgs,
 		RunE: withLogger(&logLevel, func(cmd *cobra.Command, log *zap.Logger) error {
 			var err error
-			cfg.Logger = log
+			cfg.Logger, cfg.Registry = log, prom.NewRegistry()
 			if originID != "" {
 				if cfg.OriginID, err = peer.Decode(originID); err != nil {
 					return fmt.Errorf("--origin-id %q: %w", originID, err)

@@ -4,7 +4,11 @@
 // was given, never on a global one.
 package prom
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/topcdn/topcdn/internal/buildinfo"
+)
 
 // Namespace is the first part of every topcdn metric's name.
 const Namespace = "topcdn"
@@ -53,4 +57,24 @@ func Register(reg prometheus.Registerer, cs ...prometheus.Collector) error {
 		}
 	}
 	return nil
+}
+
+// BuildInfo returns the gauge topcdn_build_info, always 1, labelled with
+// the running binary's version, revision and Go version.
+func BuildInfo() prometheus.Collector {
+	bi := buildinfo.Get()
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "build_info",
+		Help:        "The running build of topcdn: always 1, labelled with its version, VCS revision and Go version.",
+		ConstLabels: prometheus.Labels{"version": bi.Version, "revision": bi.Revision, "goversion": bi.GoVersion}})
+	g.Set(1)
+	return g
+}
+
+// NewRegistry returns the registry a topcdn role serves at /metrics: the
+// Go runtime's and the process's collectors and topcdn_build_info, as
+// Caddy serves them for the edges; each role adds its own metrics.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), BuildInfo())
+	return reg
 }

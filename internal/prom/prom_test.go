@@ -38,3 +38,21 @@ func TestNames(t *testing.T) {
 		t.Fatalf("nil registry: %v", err)
 	}
 }
+
+// TestNewRegistry: every role's registry carries the build, the Go runtime
+// and the process.
+func TestNewRegistry(t *testing.T) {
+	mfs, err := NewRegistry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, mf := range mfs {
+		have[mf.GetName()] = true
+	}
+	for _, want := range []string{"topcdn_build_info", "go_goroutines", "process_start_time_seconds"} {
+		if !have[want] {
+			t.Errorf("registry lacks %s", want)
+		}
+	}
+}
