@@ -1,0 +1,546 @@
+package devnet
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/topcdn/topcdn/billingapi"
+	"github.com/topcdn/topcdn/dnsrouteapi"
+	"github.com/topcdn/topcdn/internal/testkit"
+)
+
+// The billing test's schedule. The epoch is 10 s, not the devnet's 30 s:
+// six epochs of traffic, one for the insider, the settle delay (one
+// epoch) and the settlements that pay held records and storage claims
+// then fit in about 3 minutes with the devnet's start, where 30 s epochs
+// would take over 6. It stays as long as the site's name TTL (10 s), so an
+// edge still serves the superseded root for up to a whole epoch after the
+// update, and the router's answers (TTL 30 s) count in the next epoch too.
+const (
+	billingTestEpoch = 10 * time.Second
+	trafficEpochs    = 6 // honest epochs in the figure; the first is partial
+	updateEpoch      = 3 // the site is republished in the middle of this one
+	roundPause       = 100 * time.Millisecond
+	minHonestShare   = 0.99
+)
+
+// TestDevnetBilling runs `topcdn devnet` and sends it honest traffic like
+// real clients for six billing epochs, republishing the site in the middle
+// of one, with the router's and billing's probes running as usual; then
+// settles and checks the ledger: the publisher paid exactly what the edges
+// and storage peers earned, every edge that served and every storage peer
+// read earned, balances sum to zero, a second settle pays nothing, and the
+// edges were paid at least 99 % of the bytes their Reporters counted.
+// In a seventh epoch one edge's operator (an admitted insider with its
+// key) adds a batch claiming all its real demand allows and raises its
+// epoch counter to match; the test reports what that got it.
+func TestDevnetBilling(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: runs the whole network for about 3 minutes")
+	}
+	bin := testkit.BuildBinary(t)
+	siteDir := filepath.Join(t.TempDir(), "site")
+	copyDir(t, "../examples/site", siteDir)
+	dir := t.TempDir()
+	offset := 10000 + rand.IntN(14000)
+	n := startDevnet(t, bin, dir, offset, "--epoch", billingTestEpoch.String(), "--site", siteDir)
+	info := n.info
+	secs := int64(info.EpochSeconds)
+	if secs != int64(billingTestEpoch/time.Second) {
+		t.Fatalf("devnet.json says %d s epochs, want %s", secs, billingTestEpoch)
+	}
+	site := info.Sites[0]
+	_, edgePort, _ := net.SplitHostPort(strings.TrimPrefix(info.Edges[0].URL, "http://"))
+	bc := billingapi.NewClient(info.Billing.URL, nil)
+	ctx := context.Background()
+
+	// 1. Traffic: six epochs of honest sessions, the site updated in the
+	// middle of the fourth, then a seventh the insider claims more of.
+	cl := newClients(info.DNS.Addr, site.Host, edgePort, info.DNS.Zone, uint64(offset))
+	start := time.Now()
+	first := start.Unix() - start.Unix()%secs
+	insiderEpoch := first + trafficEpochs*secs
+	epochs := make([]int64, trafficEpochs)
+	for i := range epochs {
+		epochs[i] = first + int64(i)*secs
+	}
+	tctx, stopTraffic := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); cl.run(tctx, roundPause) }()
+	sleepUntil(time.Unix(first+updateEpoch*secs+secs/2, 0))
+	newRoot := republish(t, bin, info, siteDir)
+	if err := cl.fetchByCID(site.CID); err != nil { // the superseded root, by CID
+		t.Fatal(err)
+	}
+	t.Logf("site updated at %s (epoch %d + %ds): root %s -> %s", time.Now().Format("15:04:05"), first+updateEpoch*secs, secs/2, site.CID, newRoot)
+	sleepUntil(time.Unix(insiderEpoch+secs, 0))
+	stopTraffic()
+	<-done
+	rounds, received, perEdge, failures := cl.summary()
+	t.Logf("clients: %d sessions (%d by CID), %d body bytes received:%s", rounds, cl.byCID, received, perEdge)
+	if len(failures) > rounds/50 {
+		t.Errorf("%d of %d sessions failed; first: %v", len(failures), rounds, failures[0])
+	} else if len(failures) > 0 {
+		t.Logf("%d sessions failed, first: %v", len(failures), failures[0])
+	}
+	readsBefore := storageReads(t, info)
+
+	// 2. The edges' epoch counters, closed, from the router's evidence;
+	// then the insider's extra claim before its epoch is settled.
+	var router []dnsrouteapi.EdgeInfo
+	testkit.WaitFor(t, 3*billingTestEpoch, "the router to hold every edge's closed counters", func() bool {
+		router = routerEdges(t, info)
+		return countersClosed(router, info, append(slices.Clone(epochs), insiderEpoch))
+	})
+	served := servedBytes(router, info, append(slices.Clone(epochs), insiderEpoch))
+
+	// 3. Settle until the traffic epochs and the insider's are settled,
+	// held records paid and the storage peers' claims of the run credited.
+	sleepUntil(time.Unix(insiderEpoch+2*secs, 0).Add(2 * time.Second))
+	var led *ledger
+	settled := func() bool {
+		if _, err := bc.Settle(ctx); err != nil {
+			t.Logf("settle: %v", err)
+			return false
+		}
+		led = readLedger(t, bc, info)
+		return led.complete(epochs, insiderEpoch, readsBefore) == ""
+	}
+	deadline := time.Now().Add(6 * billingTestEpoch)
+	for !settled() && time.Now().Before(deadline) {
+		time.Sleep(2 * time.Second)
+	}
+	if why := led.complete(epochs, insiderEpoch, readsBefore); why != "" {
+		t.Errorf("after settling for %s: %s", 6*billingTestEpoch, why)
+	}
+
+	// 4. The ledger: who paid, who earned, a second settle pays nothing.
+	t.Run("ledger", func(t *testing.T) {
+		checkLedger(t, ctx, bc, info, led, served, epochs, readsBefore)
+	})
+
+	// 5. The figure: honest bytes paid over honest bytes served.
+	t.Run("honest figure", func(t *testing.T) {
+		f := honestFigure(led, info, served, epochs)
+		f.log(t)
+		if f.share() < minHonestShare {
+			t.Errorf("honest bytes paid %d / served %d = %.4f, below %.2f (see the gap above)", f.paid, f.served, f.share(), minHonestShare)
+		}
+	})
+}
+
+// sleepUntil sleeps until t.
+func sleepUntil(t time.Time) { time.Sleep(time.Until(t)) }
+
+// copyDir copies the regular files under src to dst.
+func copyDir(t *testing.T, src, dst string) {
+	t.Helper()
+	err := filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dst, rel), b, 0o644)
+	})
+	if err != nil {
+		t.Fatalf("copying %s: %v", src, err)
+	}
+}
+
+// republish changes one file of the site (about.html) and publishes it
+// again under the same name, as the devnet did at start; it returns the
+// new root.
+func republish(t *testing.T, bin string, info Info, siteDir string) string {
+	t.Helper()
+	about := filepath.Join(siteDir, "about.html")
+	b, err := os.ReadFile(about)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = append(b, []byte("<!-- updated by TestDevnetBilling at "+time.Now().Format(time.RFC3339Nano)+" -->\n")...)
+	if err := os.WriteFile(about, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := testkit.Run(t, bin, "publish", siteDir, "--name", info.Sites[0].Name, "--origin", info.Origin.URL,
+		"--key", info.PublisherKey, "--ttl", siteTTL.String())
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) == 2 && f[0] == "root" {
+			if f[1] == info.Sites[0].CID {
+				t.Fatalf("republishing gave the same root %s", f[1])
+			}
+			return f[1]
+		}
+	}
+	t.Fatalf("publish printed no root line:\n%s", out)
+	return ""
+}
+
+// objectCID returns the CID of the object at path of the site, from the
+// X-Ipfs-Roots header of the first edge's answer (its last CID).
+func objectCID(t *testing.T, info Info, host, port, path string) string {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodHead, info.Edges[0].URL+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = host + ":" + port
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	roots := strings.Split(resp.Header.Get("X-Ipfs-Roots"), ",")
+	if resp.StatusCode != http.StatusOK || roots[len(roots)-1] == "" {
+		t.Fatalf("HEAD %s: %s, X-Ipfs-Roots %q", path, resp.Status, resp.Header.Get("X-Ipfs-Roots"))
+	}
+	return strings.TrimSpace(roots[len(roots)-1])
+}
+
+// routerEdges returns the router's GET /api/v1/edges.
+func routerEdges(t *testing.T, info Info) []dnsrouteapi.EdgeInfo {
+	t.Helper()
+	var edges []dnsrouteapi.EdgeInfo
+	testkit.GetJSON(t, info.DNS.API, &edges)
+	return edges
+}
+
+// routerEdge returns the router's entry for peer, nil if it has none.
+func routerEdge(edges []dnsrouteapi.EdgeInfo, peer string) *dnsrouteapi.EdgeInfo {
+	for i := range edges {
+		if edges[i].Peer == peer {
+			return &edges[i]
+		}
+	}
+	return nil
+}
+
+// countersClosed reports whether the router holds, for every devnet edge,
+// a closed counter of each of epochs it reported at all (an edge that
+// served nothing in an epoch reports none).
+func countersClosed(edges []dnsrouteapi.EdgeInfo, info Info, epochs []int64) bool {
+	last := slices.Max(epochs)
+	for _, e := range info.Edges {
+		re := routerEdge(edges, e.PeerID)
+		if re == nil {
+			return false
+		}
+		for _, eb := range re.Epochs {
+			if slices.Contains(epochs, eb.Epoch) && !eb.Closed {
+				return false
+			}
+		}
+		if !slices.ContainsFunc(re.Epochs, func(eb dnsrouteapi.EpochBytes) bool { return eb.Epoch > last }) {
+			return false // the epoch after the last not open yet: the last may not be reported
+		}
+	}
+	return true
+}
+
+// servedBytes returns, per edge peer ID and epoch, the bytes the edge's
+// Reporter counted (the closed epoch counters its heartbeats relayed).
+func servedBytes(edges []dnsrouteapi.EdgeInfo, info Info, epochs []int64) map[string]map[int64]int64 {
+	out := map[string]map[int64]int64{}
+	for _, e := range info.Edges {
+		out[e.PeerID] = map[int64]int64{}
+		if re := routerEdge(edges, e.PeerID); re != nil {
+			for _, eb := range re.Epochs {
+				if slices.Contains(epochs, eb.Epoch) {
+					out[e.PeerID][eb.Epoch] = int64(eb.Bytes)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// storageReads returns each storage peer's read orders served (its
+// topcdn_storage_reads_total{result="ok"}), by peer ID.
+func storageReads(t *testing.T, info Info) map[string]int64 {
+	t.Helper()
+	out := map[string]int64{}
+	for _, s := range info.Storage {
+		_, body := testkit.Get(t, s.URL+"/metrics", "")
+		for line := range strings.Lines(string(body)) {
+			if rest, ok := strings.CutPrefix(line, `topcdn_storage_reads_total{result="ok"} `); ok {
+				f, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+				if err != nil {
+					t.Fatalf("%s/metrics: %q: %v", s.URL, line, err)
+				}
+				out[s.PeerID] = int64(f)
+			}
+		}
+	}
+	return out
+}
+
+// ledger is what billing says of every devnet party.
+type ledger struct {
+	accounts   []billingapi.Account
+	statements map[string]*billingapi.Statement // by peer ID: edges, storage peers, publisher
+}
+
+// readLedger reads the balances and the statements of the devnet's edges,
+// storage peers and publisher.
+func readLedger(t *testing.T, bc *billingapi.Client, info Info) *ledger {
+	t.Helper()
+	ctx := context.Background()
+	l := &ledger{statements: map[string]*billingapi.Statement{}}
+	var err error
+	if l.accounts, err = bc.Accounts(ctx); err != nil {
+		t.Fatalf("accounts: %v", err)
+	}
+	ids := []string{info.PublisherID}
+	for _, e := range slices.Concat(info.Edges, info.Storage) {
+		ids = append(ids, e.PeerID)
+	}
+	for _, id := range ids {
+		s, err := bc.Statement(ctx, id)
+		if err != nil {
+			t.Fatalf("statement of %s: %v", id, err)
+		}
+		l.statements[id] = s
+	}
+	return l
+}
+
+// entryEpoch is the epoch a served entry pays for: its own, or for records
+// held by the upstream-read check and paid by a later settlement, the one
+// its memo names.
+var entryEpoch = regexp.MustCompile(`in epoch (\d+)`)
+
+// paidFor returns the bytes of account's entries of kind, per epoch the
+// bytes were served or read in.
+func (l *ledger) paidFor(account, kind string) map[int64]int64 {
+	out := map[int64]int64{}
+	s := l.statements[account]
+	if s == nil {
+		return out
+	}
+	for _, e := range s.Entries {
+		if e.Kind != kind || e.Amount <= 0 {
+			continue
+		}
+		epoch := e.Epoch
+		if m := entryEpoch.FindStringSubmatch(e.Memo); m != nil {
+			epoch, _ = strconv.ParseInt(m[1], 10, 64)
+		}
+		out[epoch] += e.Bytes
+	}
+	return out
+}
+
+// complete says what settlement has not done yet, "" when it is done:
+// every epoch settled (a served entry of the publisher for each), no
+// record of them held, every storage peer read before paid for reads.
+func (l *ledger) complete(epochs []int64, insiderEpoch int64, reads map[string]int64) string {
+	if l == nil {
+		return "no ledger read"
+	}
+	var pub *billingapi.Statement
+	for _, a := range l.accounts {
+		if a.Kind == "publisher" {
+			pub = l.statements[a.ID]
+		}
+	}
+	if pub == nil {
+		return "no publisher account"
+	}
+	for _, ep := range append(slices.Clone(epochs), insiderEpoch) {
+		if !slices.ContainsFunc(pub.Entries, func(e billingapi.Entry) bool { return e.Epoch == ep && e.Kind == "served" }) {
+			return fmt.Sprintf("epoch %d not settled (no served entry of the publisher)", ep)
+		}
+	}
+	for id, s := range l.statements {
+		for _, d := range s.Deferred {
+			if d.Epoch <= insiderEpoch {
+				return fmt.Sprintf("edge %s: %d bytes of epoch %d held (no read order backs them yet)", short(id), d.Bytes, d.Epoch)
+			}
+		}
+	}
+	for id, n := range reads {
+		if n > 0 && len(l.paidFor(id, "storage_read")) == 0 {
+			return fmt.Sprintf("storage peer %s served %d reads but earned nothing for reads", short(id), n)
+		}
+	}
+	return ""
+}
+
+// checkLedger checks the balances: the publisher paid what the edges and
+// storage peers earned, every edge that served and every storage peer read
+// earned, balances sum to zero, and settling again pays nothing.
+func checkLedger(t *testing.T, ctx context.Context, bc *billingapi.Client, info Info, led *ledger,
+	served map[string]map[int64]int64, epochs []int64, reads map[string]int64) {
+	var sum, operators, treasury, publisher int64
+	kinds := map[string]int{}
+	for _, a := range led.accounts {
+		sum += a.Balance
+		kinds[a.Kind]++
+		switch a.Kind {
+		case "edge", "storage":
+			operators += a.Balance
+		case "treasury":
+			treasury = a.Balance
+		case "publisher":
+			if a.ID != info.PublisherID {
+				t.Errorf("a publisher account %s that is not the devnet's %s", a.ID, info.PublisherID)
+			}
+			publisher = a.Balance
+		default:
+			t.Errorf("account %s of kind %q", a.ID, a.Kind)
+		}
+	}
+	debited := DefaultDeposit - publisher
+	t.Logf("ledger: publisher debited %d, edges and storage peers credited %d, treasury %d, sum of %d balances %d (%v)",
+		debited, operators, treasury, len(led.accounts), sum, kinds)
+	if sum != 0 {
+		t.Errorf("balances sum to %d, want 0", sum)
+	}
+	if treasury != -DefaultDeposit {
+		t.Errorf("treasury %d, want -%d (the deposit)", treasury, int64(DefaultDeposit))
+	}
+	if debited <= 0 || debited != operators {
+		t.Errorf("publisher debited %d, edges and storage peers credited %d", debited, operators)
+	}
+	balance := map[string]int64{}
+	for _, a := range led.accounts {
+		balance[a.ID] = a.Balance
+	}
+	for _, e := range info.Edges {
+		var n int64
+		for _, ep := range epochs {
+			n += served[e.PeerID][ep]
+		}
+		if n > 0 && (balance[e.PeerID] <= 0 || len(led.paidFor(e.PeerID, "served")) == 0) {
+			t.Errorf("edge %s (%s) served %d bytes in the traffic epochs but its balance is %d", e.City, short(e.PeerID), n, balance[e.PeerID])
+		}
+	}
+	var read, notRead []string
+	for _, s := range info.Storage {
+		if reads[s.PeerID] == 0 {
+			notRead = append(notRead, short(s.PeerID))
+			continue
+		}
+		read = append(read, short(s.PeerID))
+		if balance[s.PeerID] <= 0 || len(led.paidFor(s.PeerID, "storage_read")) == 0 {
+			t.Errorf("storage peer %s served %d reads but its balance is %d, read entries %v",
+				short(s.PeerID), reads[s.PeerID], balance[s.PeerID], led.paidFor(s.PeerID, "storage_read"))
+		}
+	}
+	t.Logf("storage peers read and credited: %d %v; not read: %d %v", len(read), read, len(notRead), notRead)
+	// Settle twice in a row: the second pays nothing. An epoch that closes
+	// between the two calls is settled by the second; then try again.
+	for try := 0; ; try++ {
+		if _, err := bc.Settle(ctx); err != nil {
+			t.Fatalf("settle: %v", err)
+		}
+		again, err := bc.Settle(ctx)
+		if err != nil {
+			t.Fatalf("settle again: %v", err)
+		}
+		if len(again.Epochs) == 0 || try == 2 {
+			if again.Paid != 0 || len(again.Epochs) != 0 {
+				t.Errorf("a second settle settled %v and paid %d, want nothing", again.Epochs, again.Paid)
+			}
+			break
+		}
+	}
+}
+
+// figure is the honest figure: the bytes the edges' Reporters counted in
+// the traffic epochs and what the edges were paid for them.
+type figure struct {
+	served, paid, held int64
+	refused            map[billingapi.Reason]int64
+	rows               []string // per edge and epoch
+}
+
+func (f figure) share() float64 {
+	if f.served == 0 {
+		return 0
+	}
+	return float64(f.paid) / float64(f.served)
+}
+
+// honestFigure sums the edges' counted and paid bytes of epochs, with the
+// refusals and held records that make up the gap.
+func honestFigure(led *ledger, info Info, served map[string]map[int64]int64, epochs []int64) figure {
+	f := figure{refused: map[billingapi.Reason]int64{}}
+	for _, e := range info.Edges {
+		paid := led.paidFor(e.PeerID, "served")
+		for _, ep := range epochs {
+			s, p := served[e.PeerID][ep], paid[ep]
+			f.served += s
+			f.paid += p
+			f.rows = append(f.rows, fmt.Sprintf("%s epoch %d: served %d paid %d gap %d", e.City, ep, s, p, s-p))
+		}
+		st := led.statements[e.PeerID]
+		for _, r := range st.Rejected {
+			if slices.Contains(epochs, r.Epoch) {
+				f.refused[r.Reason] += r.Bytes
+			}
+		}
+		for _, d := range st.Deferred {
+			if slices.Contains(epochs, d.Epoch) {
+				f.held += d.Bytes
+			}
+		}
+	}
+	return f
+}
+
+// log writes the figure on one line, then the per-edge rows.
+func (f figure) log(t *testing.T) {
+	var reasons []string
+	for r, n := range f.refused {
+		reasons = append(reasons, fmt.Sprintf("%s=%d", r, n))
+	}
+	sort.Strings(reasons)
+	t.Logf("HONEST FIGURE: paid %d / served %d bytes = %.4f over %d edges x %d epochs (site updated mid-epoch, probes included); gap %d = refused {%s} + held %d + other %d",
+		f.paid, f.served, f.share(), len(f.rows)/trafficEpochs, trafficEpochs, f.served-f.paid, strings.Join(reasons, " "), f.held,
+		f.served-f.paid-f.held-sumValues(f.refused))
+	for _, r := range f.rows {
+		t.Log("  " + r)
+	}
+}
+
+func sumValues[K comparable](m map[K]int64) int64 {
+	var n int64
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// short abbreviates a peer ID for logs.
+func short(id string) string {
+	if len(id) > 16 {
+		return id[:8] + "…" + id[len(id)-6:]
+	}
+	return id
+}
