@@ -18,8 +18,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/dnsrouteapi"
+	"github.com/topcdn/topcdn/erasure"
+	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/internal/testkit"
 )
 
@@ -92,6 +95,8 @@ func TestDevnetBilling(t *testing.T) {
 	<-done
 	rounds, received, perEdge, failures := cl.summary()
 	t.Logf("clients: %d sessions (%d by CID), %d body bytes received:%s", rounds, cl.byCID, received, perEdge)
+	t.Logf("after the update, %d responses by name (%d B) still came from the superseded root %s",
+		cl.stale[0], cl.stale[1], site.CID)
 	if len(failures) > rounds/50 {
 		t.Errorf("%d of %d sessions failed; first: %v", len(failures), rounds, failures[0])
 	} else if len(failures) > 0 {
@@ -106,7 +111,17 @@ func TestDevnetBilling(t *testing.T) {
 		router = routerEdges(t, info)
 		return countersClosed(router, info, append(slices.Clone(epochs), insiderEpoch))
 	})
-	served := servedBytes(router, info, append(slices.Clone(epochs), insiderEpoch))
+	served, probes := servedBytes(router, info, append(slices.Clone(epochs), insiderEpoch))
+	var counted, probed int64
+	for _, e := range info.Edges {
+		counted += sumValues(served[e.PeerID])
+		probed += sumValues(probes[e.PeerID])
+	}
+	t.Logf("cross-check over the %d epochs of traffic: the edges counted %d B, the clients received %d B; the %d B more are the router's content probes (%d B) and billing's sampling probes",
+		trafficEpochs+1, counted, received, counted-received, probed)
+	if counted < received {
+		t.Errorf("the edges counted %d B, less than the %d B the clients received", counted, received)
+	}
 
 	// 3. Settle until the traffic epochs and the insider's are settled,
 	// held records paid and the storage peers' claims of the run credited.
@@ -130,12 +145,13 @@ func TestDevnetBilling(t *testing.T) {
 
 	// 4. The ledger: who paid, who earned, a second settle pays nothing.
 	t.Run("ledger", func(t *testing.T) {
-		checkLedger(t, ctx, bc, info, led, served, epochs, readsBefore)
+		holders := shardHolders(t, info, site.CID, newRoot)
+		checkLedger(t, ctx, bc, info, led, served, epochs, readsBefore, holders)
 	})
 
 	// 5. The figure: honest bytes paid over honest bytes served.
 	t.Run("honest figure", func(t *testing.T) {
-		f := honestFigure(led, info, served, epochs)
+		f := honestFigure(led, info, served, probes, epochs)
 		f.log(t)
 		if f.share() < minHonestShare {
 			t.Errorf("honest bytes paid %d / served %d = %.4f, below %.2f (see the gap above)", f.paid, f.served, f.share(), minHonestShare)
@@ -263,20 +279,28 @@ func countersClosed(edges []dnsrouteapi.EdgeInfo, info Info, epochs []int64) boo
 }
 
 // servedBytes returns, per edge peer ID and epoch, the bytes the edge's
-// Reporter counted (the closed epoch counters its heartbeats relayed).
-func servedBytes(edges []dnsrouteapi.EdgeInfo, info Info, epochs []int64) map[string]map[int64]int64 {
-	out := map[string]map[int64]int64{}
+// Reporter counted (the closed epoch counters its heartbeats relayed) and
+// the bytes of the router's content probes of it.
+func servedBytes(edges []dnsrouteapi.EdgeInfo, info Info, epochs []int64) (served, probes map[string]map[int64]int64) {
+	served, probes = map[string]map[int64]int64{}, map[string]map[int64]int64{}
 	for _, e := range info.Edges {
-		out[e.PeerID] = map[int64]int64{}
-		if re := routerEdge(edges, e.PeerID); re != nil {
-			for _, eb := range re.Epochs {
-				if slices.Contains(epochs, eb.Epoch) {
-					out[e.PeerID][eb.Epoch] = int64(eb.Bytes)
-				}
+		served[e.PeerID], probes[e.PeerID] = map[int64]int64{}, map[int64]int64{}
+		re := routerEdge(edges, e.PeerID)
+		if re == nil {
+			continue
+		}
+		for _, eb := range re.Epochs {
+			if slices.Contains(epochs, eb.Epoch) {
+				served[e.PeerID][eb.Epoch] = int64(eb.Bytes)
+			}
+		}
+		for _, d := range re.Demand {
+			if slices.Contains(epochs, d.Epoch) {
+				probes[e.PeerID][d.Epoch] = int64(d.ProbeBytes)
 			}
 		}
 	}
-	return out
+	return served, probes
 }
 
 // storageReads returns each storage peer's read orders served (its
@@ -293,6 +317,32 @@ func storageReads(t *testing.T, info Info) map[string]int64 {
 					t.Fatalf("%s/metrics: %q: %v", s.URL, line, err)
 				}
 				out[s.PeerID] = int64(f)
+			}
+		}
+	}
+	return out
+}
+
+// shardHolders returns the storage peers that hold a data shard (one of
+// the first k of a segment) of any of roots, from the origin's signed
+// manifests.
+func shardHolders(t *testing.T, info Info, roots ...string) map[string]bool {
+	t.Helper()
+	origin, err := peer.Decode(info.Origin.PeerID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, root := range roots {
+		var env identity.Envelope
+		testkit.GetJSON(t, info.Origin.URL+"/api/v1/manifests/"+root, &env)
+		m, err := erasure.OpenManifest(&env, origin)
+		if err != nil {
+			t.Fatalf("manifest of %s: %v", root, err)
+		}
+		for _, seg := range m.Segments {
+			for _, sh := range seg.Shards[:m.DataShards] {
+				out[sh.Peer] = true
 			}
 		}
 	}
@@ -395,7 +445,7 @@ func (l *ledger) complete(epochs []int64, insiderEpoch int64, reads map[string]i
 // storage peers earned, every edge that served and every storage peer read
 // earned, balances sum to zero, and settling again pays nothing.
 func checkLedger(t *testing.T, ctx context.Context, bc *billingapi.Client, info Info, led *ledger,
-	served map[string]map[int64]int64, epochs []int64, reads map[string]int64) {
+	served map[string]map[int64]int64, epochs []int64, reads map[string]int64, dataHolders map[string]bool) {
 	var sum, operators, treasury, publisher int64
 	kinds := map[string]int{}
 	for _, a := range led.accounts {
@@ -440,10 +490,16 @@ func checkLedger(t *testing.T, ctx context.Context, bc *billingapi.Client, info 
 			t.Errorf("edge %s (%s) served %d bytes in the traffic epochs but its balance is %d", e.City, short(e.PeerID), n, balance[e.PeerID])
 		}
 	}
+	// Edges read the k data shards of a segment and parity only to
+	// rebuild a missing one: a peer holding only parity shards is not read
+	// while every peer is up.
 	var read, notRead []string
 	for _, s := range info.Storage {
 		if reads[s.PeerID] == 0 {
 			notRead = append(notRead, short(s.PeerID))
+			if dataHolders[s.PeerID] {
+				t.Errorf("storage peer %s holds a data shard of the site but served no read order", short(s.PeerID))
+			}
 			continue
 		}
 		read = append(read, short(s.PeerID))
@@ -452,7 +508,8 @@ func checkLedger(t *testing.T, ctx context.Context, bc *billingapi.Client, info 
 				short(s.PeerID), reads[s.PeerID], balance[s.PeerID], led.paidFor(s.PeerID, "storage_read"))
 		}
 	}
-	t.Logf("storage peers read and credited: %d %v; not read: %d %v", len(read), read, len(notRead), notRead)
+	t.Logf("storage peers read and credited: %d %v; not read: %d %v, each holding parity shards only (%d peers hold data shards)",
+		len(read), read, len(notRead), notRead, len(dataHolders))
 	// Settle twice in a row: the second pays nothing. An epoch that closes
 	// between the two calls is settled by the second; then try again.
 	for try := 0; ; try++ {
@@ -476,6 +533,7 @@ func checkLedger(t *testing.T, ctx context.Context, bc *billingapi.Client, info 
 // the traffic epochs and what the edges were paid for them.
 type figure struct {
 	served, paid, held int64
+	probes             int64 // of served, the router's content probes
 	refused            map[billingapi.Reason]int64
 	rows               []string // per edge and epoch
 }
@@ -489,7 +547,7 @@ func (f figure) share() float64 {
 
 // honestFigure sums the edges' counted and paid bytes of epochs, with the
 // refusals and held records that make up the gap.
-func honestFigure(led *ledger, info Info, served map[string]map[int64]int64, epochs []int64) figure {
+func honestFigure(led *ledger, info Info, served, probes map[string]map[int64]int64, epochs []int64) figure {
 	f := figure{refused: map[billingapi.Reason]int64{}}
 	for _, e := range info.Edges {
 		paid := led.paidFor(e.PeerID, "served")
@@ -497,7 +555,8 @@ func honestFigure(led *ledger, info Info, served map[string]map[int64]int64, epo
 			s, p := served[e.PeerID][ep], paid[ep]
 			f.served += s
 			f.paid += p
-			f.rows = append(f.rows, fmt.Sprintf("%s epoch %d: served %d paid %d gap %d", e.City, ep, s, p, s-p))
+			f.probes += probes[e.PeerID][ep]
+			f.rows = append(f.rows, fmt.Sprintf("%s epoch %d: served %d (router probes %d) paid %d gap %d", e.City, ep, s, probes[e.PeerID][ep], p, s-p))
 		}
 		st := led.statements[e.PeerID]
 		for _, r := range st.Rejected {
@@ -521,8 +580,8 @@ func (f figure) log(t *testing.T) {
 		reasons = append(reasons, fmt.Sprintf("%s=%d", r, n))
 	}
 	sort.Strings(reasons)
-	t.Logf("HONEST FIGURE: paid %d / served %d bytes = %.4f over %d edges x %d epochs (site updated mid-epoch, probes included); gap %d = refused {%s} + held %d + other %d",
-		f.paid, f.served, f.share(), len(f.rows)/trafficEpochs, trafficEpochs, f.served-f.paid, strings.Join(reasons, " "), f.held,
+	t.Logf("HONEST FIGURE: paid %d / served %d bytes = %.4f over %d edges x %d epochs (site updated mid-epoch; router probes %d B included); gap %d = refused {%s} + held %d + other %d",
+		f.paid, f.served, f.share(), len(f.rows)/trafficEpochs, trafficEpochs, f.probes, f.served-f.paid, strings.Join(reasons, " "), f.held,
 		f.served-f.paid-f.held-sumValues(f.refused))
 	for _, r := range f.rows {
 		t.Log("  " + r)

@@ -39,6 +39,8 @@ type clients struct {
 	received map[string]int64 // body bytes received, per edge address
 	rounds   map[string]int   // sessions, per edge address
 	byCID    int              // rounds that fetched the old root by CID
+	oldRoot  string           // the superseded root, once the site is updated
+	stale    [2]int64         // responses by name from oldRoot after the update, and their bytes
 	failures []error
 }
 
@@ -49,8 +51,10 @@ func newClients(dnsAddr, host, port, zone string, seed uint64) *clients {
 		received: map[string]int64{}, rounds: map[string]int{}}
 }
 
-// fetchByCID makes 1 round in 10 from now on ask for root as
-// ROOT.ipfs.ZONE (the router's key cid:ROOT) instead of the site's name.
+// fetchByCID makes 1 round in 10 from now on ask for root, the root the
+// site's name pointed to before an update, as ROOT.ipfs.ZONE (the
+// router's key cid:ROOT) instead of the site's name; responses by name
+// still from root are counted as stale.
 func (c *clients) fetchByCID(root string) error {
 	r, err := cid.Decode(root)
 	if err != nil {
@@ -59,6 +63,7 @@ func (c *clients) fetchByCID(root string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.cidHost = cid.NewCidV1(r.Type(), r.Hash()).String() + ".ipfs." + c.zone
+	c.oldRoot = root
 	return nil
 }
 
@@ -122,11 +127,17 @@ func (c *clients) round(ctx context.Context) error {
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	var got int64
 	for _, f := range files {
-		body, err := fetch(ctx, hc, "http://"+net.JoinHostPort(host, c.port)+f)
+		body, roots, err := fetch(ctx, hc, "http://"+net.JoinHostPort(host, c.port)+f)
 		got += body
 		if err != nil {
 			return fmt.Errorf("round %d from %s via %s: %w", n, src, addr, err)
 		}
+		c.mu.Lock()
+		if host == c.host && c.oldRoot != "" && strings.HasPrefix(roots, c.oldRoot) {
+			c.stale[0]++
+			c.stale[1] += body
+		}
+		c.mu.Unlock()
 	}
 	c.mu.Lock()
 	c.received[addr] += got
@@ -138,26 +149,27 @@ func (c *clients) round(ctx context.Context) error {
 	return nil
 }
 
-// fetch GETs url with hc and returns the body bytes read; anything but a
-// whole 200 answer is an error.
-func fetch(ctx context.Context, hc *http.Client, url string) (int64, error) {
+// fetch GETs url with hc and returns the body bytes read and the
+// response's X-Ipfs-Roots (the site root first); anything but a whole 200
+// answer is an error.
+func fetch(ctx context.Context, hc *http.Client, url string) (int64, string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	defer resp.Body.Close()
 	n, err := io.Copy(io.Discard, resp.Body)
 	if err != nil {
-		return n, fmt.Errorf("GET %s: body: %w", url, err)
+		return n, "", fmt.Errorf("GET %s: body: %w", url, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return n, fmt.Errorf("GET %s: %s", url, resp.Status)
+		return n, "", fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
-	return n, nil
+	return n, resp.Header.Get("X-Ipfs-Roots"), nil
 }
 
 // summary says what the clients did, for the test's log.
