@@ -90,6 +90,7 @@ func TestDevnetBilling(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("site updated at %s (epoch %d + %ds): root %s -> %s", time.Now().Format("15:04:05"), first+updateEpoch*secs, secs/2, site.CID, newRoot)
+	objCID := objectCID(t, info, site.Host, edgePort, "/docs/manual.txt")
 	sleepUntil(time.Unix(insiderEpoch+secs, 0))
 	stopTraffic()
 	<-done
@@ -122,6 +123,7 @@ func TestDevnetBilling(t *testing.T) {
 	if counted < received {
 		t.Errorf("the edges counted %d B, less than the %d B the clients received", counted, received)
 	}
+	ins := insiderClaim(t, info, router, insiderEpoch, newRoot, objCID, siteDir)
 
 	// 3. Settle until the traffic epochs and the insider's are settled,
 	// held records paid and the storage peers' claims of the run credited.
@@ -156,6 +158,11 @@ func TestDevnetBilling(t *testing.T) {
 		if f.share() < minHonestShare {
 			t.Errorf("honest bytes paid %d / served %d = %.4f, below %.2f (see the gap above)", f.paid, f.served, f.share(), minHonestShare)
 		}
+	})
+
+	// 6. The insider's residual (reported, not asserted).
+	t.Run("insider residual", func(t *testing.T) {
+		ins.report(t, led, info, served)
 	})
 }
 
