@@ -105,9 +105,9 @@ func insiderClaim(t *testing.T, info Info, router []dnsrouteapi.EdgeInfo, epoch 
 	batch := billingapi.Batch{Edge: key.ID.String(), URL: ins.edge.URL, Epoch: epoch, EpochSeconds: int64(info.EpochSeconds),
 		Part: 1, Seq: uint64(time.Now().UnixNano()), Salt: salt} // the Reporter sent part 0, with its own sequence
 	serial := uint64(1) << 62 // far from the Reporter's serials (nanoseconds since 1970)
+	client := netip.AddrFrom4([4]byte{127, 0, 0, 1}) // where the devnet's honest clients fetch from
 	for left := ins.claimed; left > 0; left -= objSize {
 		n := len(batch.Records)
-		client := netip.AddrFrom4([4]byte{127, 1, byte(200 + n%50), 5})
 		batch.Records = append(batch.Records, billingapi.Record{Serial: serial + uint64(n), Name: info.Sites[0].Name,
 			CID: objCID, Root: root, Bytes: min(left, objSize), Status: http.StatusOK,
 			Time: epoch*1000 + int64(n)%(int64(info.EpochSeconds)*1000), Client: billingapi.ClientHash(salt, client)})
