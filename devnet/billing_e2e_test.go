@@ -165,7 +165,7 @@ func TestDevnetBilling(t *testing.T) {
 
 	// 6. The insider's residual (reported, not asserted).
 	t.Run("insider residual", func(t *testing.T) {
-		ins.report(t, led, info, served)
+		ins.report(t, led, info, served, router, epochs)
 	})
 }
 

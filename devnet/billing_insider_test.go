@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -104,7 +105,7 @@ func insiderClaim(t *testing.T, info Info, router []dnsrouteapi.EdgeInfo, epoch 
 	rand.Read(salt)
 	batch := billingapi.Batch{Edge: key.ID.String(), URL: ins.edge.URL, Epoch: epoch, EpochSeconds: int64(info.EpochSeconds),
 		Part: 1, Seq: uint64(time.Now().UnixNano()), Salt: salt} // the Reporter sent part 0, with its own sequence
-	serial := uint64(1) << 62 // far from the Reporter's serials (nanoseconds since 1970)
+	serial := uint64(1) << 62                        // far from the Reporter's serials (nanoseconds since 1970)
 	client := netip.AddrFrom4([4]byte{127, 0, 0, 1}) // where the devnet's honest clients fetch from
 	for left := ins.claimed; left > 0; left -= objSize {
 		n := len(batch.Records)
@@ -173,7 +174,8 @@ const billingDemandFactor = 2
 // the honest bytes it served (its own counter before it raised it), as a
 // share of the honest bytes paid to all edges in that epoch and of the
 // honest run's average epoch.
-func (ins *insider) report(t *testing.T, led *ledger, info Info, served map[string]map[int64]int64) {
+func (ins *insider) report(t *testing.T, led *ledger, info Info, served map[string]map[int64]int64,
+	router []dnsrouteapi.EdgeInfo, epochs []int64) {
 	paid := led.paidFor(ins.edge.PeerID, "served")[ins.epoch]
 	honestPaid := min(paid, ins.honest)
 	falseCredit := paid - honestPaid
@@ -212,4 +214,39 @@ func (ins *insider) report(t *testing.T, led *ledger, info Info, served map[stri
 	t.Logf("  its allowance by place in the router's answers (estimated from the site's file bytes): first %d units x %d x %d B = %d B, later %d units x %d/2 x %d B = %d B",
 		ins.first, billingDemandFactor, ins.siteBytes, int64(ins.first)*billingDemandFactor*ins.siteBytes,
 		ins.other, billingDemandFactor, ins.siteBytes, int64(ins.other)*billingDemandFactor*ins.siteBytes/2)
+	allowed, honest := headroom(router, led, info, epochs, ins.siteBytes)
+	if honest > 0 {
+		t.Logf("INSIDER HEADROOM over the %d honest epochs, all edges: demand allowed at least %d B, %d B paid: %d B more = %.2f x the honest paid",
+			len(epochs), allowed, honest, allowed-honest, float64(allowed-honest)/float64(honest))
+	}
+}
+
+// headroom is the design's "insider headroom" over the honest run: what
+// the router's demand allowed every edge in epochs (F × the site's bytes
+// per unit, later places half, per site key) beyond what the edges were
+// paid, which any admitted edge could have claimed undetected. The site's
+// file bytes stand for each key's DAG bytes, and a key whose records
+// resolved to both roots (the update's epoch) counts one root: the figure
+// is a lower bound.
+func headroom(router []dnsrouteapi.EdgeInfo, led *ledger, info Info, epochs []int64, siteBytes int64) (allowed, paid int64) {
+	for _, e := range info.Edges {
+		re := routerEdge(router, e.PeerID)
+		if re == nil {
+			continue
+		}
+		for _, d := range re.Demand {
+			if !slices.Contains(epochs, d.Epoch) {
+				continue
+			}
+			for _, s := range d.Sites {
+				allowed += int64(billingDemandFactor * float64(siteBytes) * (float64(s.First) + float64(s.Other)/2))
+			}
+			allowed += int64(d.ProbeBytes)
+		}
+		p := led.paidFor(e.PeerID, "served")
+		for _, ep := range epochs {
+			paid += p[ep]
+		}
+	}
+	return allowed, paid
 }
