@@ -183,15 +183,18 @@ type devnetRun struct {
 }
 
 // startDevnet runs `topcdn devnet` in dir and waits for its devnet.json.
-func startDevnet(t *testing.T, bin, dir string, offset int) *devnetRun {
+// Its flags are a 5 s epoch and the example site; flags in extra come
+// after them, so they override (--epoch 10s, --site DIR).
+func startDevnet(t *testing.T, bin, dir string, offset int, extra ...string) *devnetRun {
 	t.Helper()
 	t.Cleanup(func() { // after the devnet stopped
 		if t.Failed() {
 			dumpLogs(t, dir)
 		}
 	})
-	p := testkit.Start(t, bin, "devnet", "--dir", dir, "--port-offset", strconv.Itoa(offset), "--epoch", "5s",
-		"--site", "../examples/site")
+	args := append([]string{"devnet", "--dir", dir, "--port-offset", strconv.Itoa(offset), "--epoch", "5s",
+		"--site", "../examples/site"}, extra...)
+	p := testkit.Start(t, bin, args...)
 	t.Cleanup(func() { // before testkit's stop: the devnet stops its roles one by one
 		if err := p.Process.Stop(40 * time.Second); err != nil {
 			t.Error(err)

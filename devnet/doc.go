@@ -2,5 +2,7 @@
 // storage peers, billing, the DNS router and three edges in three
 // "cities", each its own process on loopback, with a site published. It
 // is what `make demo` and `topcdn devnet --dir DIR` run, and what the
-// end-to-end browser test drives through DIR/devnet.json.
+// end-to-end tests drive through DIR/devnet.json: the browser test
+// (TestDevnetInChromium) and the billing test (TestDevnetBilling: honest
+// clients' traffic paid in full, and what an admitted insider can add).
 package devnet
