@@ -13,11 +13,14 @@ import (
 
 // Defaults of Config, and of RunProber's interval.
 const (
-	DefaultAcceptWindow  = 24 * time.Hour
-	DefaultGrace         = time.Hour
-	DefaultDemandFactor  = 2
-	DefaultDemandWait    = time.Hour
-	DefaultProbeInterval = 30 * time.Second
+	DefaultAcceptWindow      = 24 * time.Hour
+	DefaultGrace             = time.Hour
+	DefaultDemandFactor      = 2
+	DefaultDemandWait        = time.Hour
+	DefaultDemandHeadroom    = 2
+	DefaultDemandLaterWeight = 0.25
+	DefaultDemandWindow      = 24 * time.Hour
+	DefaultProbeInterval     = 30 * time.Second
 )
 
 // Config configures a Ledger. The zero value of each field means its
@@ -57,6 +60,21 @@ type Config struct {
 	// router handed an edge to (first in the answer; later ones count
 	// half) may bring the edge per epoch. Default: DefaultDemandFactor (2).
 	DemandFactor float64
+	// DemandHeadroom bounds an edge's allowance for a site further, once
+	// the other edges' clients give a reference: at most DemandHeadroom
+	// times the bytes the other edges claimed per client unit the router
+	// sent them first (over DemandWindow), per unit it sent this edge
+	// first, and DemandLaterWeight of that per later unit. Default:
+	// DefaultDemandHeadroom (2). Negative: off, F × the site's bytes alone.
+	DemandHeadroom float64
+	// DemandLaterWeight is what a unit the router handed the edge in a
+	// later place weighs against a first place in the reference bound
+	// (clients use a later answer only on failover). Default:
+	// DefaultDemandLaterWeight (0.25).
+	DemandLaterWeight float64
+	// DemandWindow is how far back the reference looks. Default:
+	// DefaultDemandWindow (24h).
+	DemandWindow time.Duration
 	// DemandWait is how long after its end an epoch waits for the
 	// router's evidence (read after the settle delay) before it is settled
 	// without it: edges of which nothing was read are then refused as
@@ -89,8 +107,8 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Epoch < time.Second || c.Epoch%time.Second != 0 {
 		return c, fmt.Errorf("billing: epoch %s: want whole seconds, at least 1s", c.Epoch)
 	}
-	if c.AcceptWindow < 0 || c.DemandFactor < 0 || c.DemandWait < 0 || c.BackingWait < 0 {
-		return c, errors.New("billing: negative accept window, demand factor, demand wait or backing wait")
+	if c.AcceptWindow < 0 || c.DemandFactor < 0 || c.DemandWait < 0 || c.DemandLaterWeight < 0 || c.DemandWindow < 0 || c.BackingWait < 0 {
+		return c, errors.New("billing: negative accept window, demand factor, demand wait, later weight, demand window or backing wait")
 	}
 	if c.AcceptWindow == 0 {
 		c.AcceptWindow = DefaultAcceptWindow
@@ -121,6 +139,18 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.DemandWait == 0 {
 		c.DemandWait = DefaultDemandWait
+	}
+	switch {
+	case c.DemandHeadroom == 0:
+		c.DemandHeadroom = DefaultDemandHeadroom
+	case c.DemandHeadroom < 0:
+		c.DemandHeadroom = 0 // off
+	}
+	if c.DemandLaterWeight == 0 {
+		c.DemandLaterWeight = DefaultDemandLaterWeight
+	}
+	if c.DemandWindow == 0 {
+		c.DemandWindow = DefaultDemandWindow
 	}
 	if c.BackingWait == 0 {
 		c.BackingWait = max(10*c.Epoch, time.Hour)

@@ -205,6 +205,10 @@ var schema = []string{
 		PRIMARY KEY (edge, serial)
 	);
 	CREATE INDEX pending_open ON pending (refused, epoch);`,
+	// 6: the demand reference (edgepay.go) sums a site key's bytes and
+	// client units over a window of epochs, across edges.
+	`CREATE INDEX edge_keys_dkey ON edge_keys (dkey, epoch);
+	CREATE INDEX demand_dkey ON demand (dkey, epoch);`,
 }
 
 // OpenDB opens the ledger database named by dsn and brings its schema up

@@ -94,7 +94,7 @@ func (l *Ledger) boundedGroups(ctx context.Context, tx querier, epoch int64, sur
 	if err != nil {
 		return nil, nil, err
 	}
-	sizes := map[string]int64{}
+	c := newBoundCache(tx)
 	var (
 		out     []recordGroup
 		refused []rejection
@@ -104,7 +104,7 @@ func (l *Ledger) boundedGroups(ctx context.Context, tx querier, epoch int64, sur
 		for end < len(all) && all[end].edge == all[start].edge {
 			end++
 		}
-		groups, rs, err := l.boundEdge(ctx, epoch, all[start:end], ev[all[start].edge], adm, sizes, sure)
+		groups, rs, err := l.boundEdge(ctx, epoch, all[start:end], ev[all[start].edge], adm, c, sure)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -132,7 +132,7 @@ func (l *Ledger) boundedGroups(ctx context.Context, tx querier, epoch int64, sur
 // boundEdge bounds one edge's groups of an epoch (all of the same edge,
 // sorted by key).
 func (l *Ledger) boundEdge(ctx context.Context, epoch int64, groups []keyGroup, ev *edgeEvidence, adm map[string]admission,
-	sizes map[string]int64, sure bool) ([]recordGroup, []rejection, error) {
+	c *boundCache, sure bool) ([]recordGroup, []rejection, error) {
 	edge := groups[0].edge
 	var claimed int64
 	for _, g := range groups {
@@ -160,6 +160,7 @@ func (l *Ledger) boundEdge(ctx context.Context, epoch int64, groups []keyGroup, 
 		dkey             string
 		groups           []int // indexes into groups
 		claimed, allowed int64
+		reference        int64 // the allowance by the other edges' bytes per unit, if known
 		paid             int64
 	}
 	var keys []*key
@@ -188,13 +189,22 @@ func (l *Ledger) boundEdge(ctx context.Context, epoch int64, groups []keyGroup, 
 				continue
 			}
 			seen[r] = true
-			n, err := l.siteBytes(ctx, r, sizes)
+			n, err := l.siteBytes(ctx, r, c.sizes)
 			if err != nil {
 				return nil, nil, err
 			}
 			size = addBytes(size, n)
 		}
 		k.allowed = mulBytes(float64(size)*l.opts.DemandFactor, units)
+		// What the other edges' clients fetched per unit bounds it too.
+		ref, ok, err := l.reference(ctx, c, epoch, k.dkey, edge)
+		if err != nil {
+			return nil, nil, err
+		}
+		if ok {
+			k.reference = mulBytes(l.opts.DemandHeadroom*ref, float64(d[0])+l.opts.DemandLaterWeight*float64(d[1]))
+			k.allowed = min(k.allowed, k.reference)
+		}
 	}
 	// Pay each key up to its allowance, then the excess from the probe
 	// pool, largest excess first.
@@ -221,9 +231,13 @@ func (l *Ledger) boundEdge(ctx context.Context, epoch int64, groups []keyGroup, 
 	for _, k := range keys {
 		if over := k.claimed - k.paid; over > 0 {
 			d := ev.demand[k.dkey]
+			why := fmt.Sprintf("%.0f× the site's bytes each", l.opts.DemandFactor)
+			if k.reference > 0 && k.reference == k.allowed {
+				why = fmt.Sprintf("%.1f× what other edges' clients fetched per unit", l.opts.DemandHeadroom)
+			}
 			refused = append(refused, refuse(billingapi.ReasonOverDemand, k.dkey, over,
-				"%d of %d bytes of %s claimed for epoch %d exceed what the DNS router's answers could bring (%d first and %d later client units, %.0f× the site's bytes each: %d bytes) and the probes' bytes",
-				over, k.claimed, k.dkey, epoch, d[0], d[1], l.opts.DemandFactor, k.allowed))
+				"%d of %d bytes of %s claimed for epoch %d exceed what the DNS router's answers could bring (%d first and %d later client units, %s: %d bytes) and the probes' bytes",
+				over, k.claimed, k.dkey, epoch, d[0], d[1], why, k.allowed))
 		}
 	}
 	// The edge's own counter bounds the total.
@@ -260,6 +274,80 @@ func (l *Ledger) boundEdge(ctx context.Context, epoch int64, groups []keyGroup, 
 		}
 	}
 	return out, refused, nil
+}
+
+// boundCache is what one settlement's bounds look up, memoized: the bytes
+// of each site, and each site key's bytes and first-place units per edge
+// over the reference window.
+type boundCache struct {
+	tx    querier
+	sizes map[string]int64
+	refs  map[string]map[string][2]int64 // dkey -> edge -> bytes, first units
+}
+
+func newBoundCache(tx querier) *boundCache {
+	return &boundCache{tx: tx, sizes: map[string]int64{}, refs: map[string]map[string][2]int64{}}
+}
+
+// minReferenceUnits is how many first-place client units the other edges
+// must have had for a site key in the window before what their clients
+// fetched per unit bounds an edge's allowance.
+const minReferenceUnits = 20
+
+// reference returns the bytes the other edges (all but edge) claimed for
+// site key dkey per client unit the router sent them first, over the
+// DemandWindow ending with epoch, and whether there is one to go by (the
+// others had minReferenceUnits units at least, and DemandHeadroom is on).
+// The clients the router sends one edge are the same population as those
+// it sends the others, so an edge whose claims per unit run far above
+// theirs claims for fetches that did not happen; the judged edge does not
+// weigh in its own reference.
+func (l *Ledger) reference(ctx context.Context, c *boundCache, epoch int64, dkey, edge string) (float64, bool, error) {
+	if l.opts.DemandHeadroom <= 0 || dkey == "" {
+		return 0, false, nil
+	}
+	per, ok := c.refs[dkey]
+	if !ok {
+		per = map[string][2]int64{}
+		from := epoch - int64(l.opts.DemandWindow/time.Second) + l.secs
+		sum := func(query string, i int) error {
+			rows, err := c.tx.QueryContext(ctx, l.db.q(query), dkey, from, epoch)
+			if err != nil {
+				return fmt.Errorf("billing: demand reference: %w", err)
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var (
+					e string
+					n int64
+				)
+				if err := rows.Scan(&e, &n); err != nil {
+					return fmt.Errorf("billing: demand reference: %w", err)
+				}
+				v := per[e]
+				v[i] = n
+				per[e] = v
+			}
+			return rows.Err()
+		}
+		if err := sum(`SELECT edge, CAST(sum(bytes) AS BIGINT) FROM edge_keys WHERE dkey = ? AND epoch BETWEEN ? AND ? GROUP BY edge`, 0); err != nil {
+			return 0, false, err
+		}
+		if err := sum(`SELECT edge, CAST(sum(first) AS BIGINT) FROM demand WHERE dkey = ? AND epoch BETWEEN ? AND ? GROUP BY edge`, 1); err != nil {
+			return 0, false, err
+		}
+		c.refs[dkey] = per
+	}
+	var bytes, units int64
+	for e, v := range per {
+		if e != edge {
+			bytes, units = addBytes(bytes, v[0]), addBytes(units, v[1])
+		}
+	}
+	if units < minReferenceUnits {
+		return 0, false, nil
+	}
+	return float64(bytes) / float64(units), true, nil
 }
 
 // siteBytes returns the bytes of the DAG under root, from the origin,

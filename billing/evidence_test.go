@@ -117,12 +117,13 @@ func (tl *testLedger) admit(t testing.TB, edges ...*identity.Key) {
 }
 
 // vouch gives the router's evidence for an honest edge in epoch: its
-// heartbeats counted served bytes, and many clients were sent to it for
-// each site.
+// heartbeats counted served bytes, and clients were sent to it for each
+// site (9 units: enough for 18 times the site; fewer than
+// minReferenceUnits, so two vouched edges do not yet bound each other).
 func (tl *testLedger) vouch(edge peer.ID, epoch int64, served uint64, sites ...string) {
 	tl.router.counter(edge, epoch, served)
 	for _, s := range sites {
-		tl.router.demand(edge, epoch, s, 1000, 0)
+		tl.router.demand(edge, epoch, s, 9, 0)
 	}
 }
 
@@ -464,5 +465,49 @@ func TestSelfTraffic(t *testing.T) {
 				t.Fatalf("edge paid %+v, %v; want %d", a, err, want)
 			}
 		})
+	}
+}
+
+// TestEdgeBoundReference: once the other edges' clients give a reference,
+// an edge is paid per client unit at most DemandHeadroom times what the
+// others claimed per unit: an admitted insider claiming the whole site
+// twice for every unit is cut to twice what honest clients fetched, and
+// the honest edges are paid in full.
+func TestEdgeBoundReference(t *testing.T) {
+	ctx := context.Background()
+	tl := newTestLedger(t, "", Config{PricePerGiBServed: GiB})
+	pub := testkit.Key(t, 1)
+	honest1, honest2, insider := testkit.Key(t, 2), testkit.Key(t, 3), testkit.Key(t, 4)
+	tl.content.publish("blog", pub.ID, map[string]int64{"c1": 4000, "c2": 6000}) // the site: 10,000 bytes
+	tl.content.roots["blog"] = testRoot
+	tl.admit(t, honest1, honest2, insider)
+	e0 := t0.Unix() - 60
+	const units = 30
+	claims := map[*identity.Key]int64{honest1: 90_000, honest2: 90_000, insider: 2 * 10_000 * units} // 3,000 a unit; 20,000 a unit
+	for i, k := range []*identity.Key{honest1, honest2, insider} {
+		var recs []billingapi.Record
+		for n := claims[k]; n > 0; n -= 6000 {
+			recs = append(recs, rec(uint64(len(recs)+1), "blog", "c2", min(n, 6000), e0))
+		}
+		if res, err := tl.IngestBatch(ctx, signBatch(t, k, e0, uint64(i+1), recs), netip.Addr{}); err != nil || res.Accepted != len(recs) {
+			t.Fatalf("batch: %+v, %v", res, err)
+		}
+		tl.router.counter(k.ID, e0, uint64(claims[k]))
+		tl.router.demand(k.ID, e0, "name:blog", units, 0)
+	}
+	tl.setNow(t0.Add(time.Minute))
+	if _, err := tl.Settle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := map[*identity.Key]int64{honest1: 90_000, honest2: 90_000, insider: 2 * 3000 * units}
+	for k, w := range want {
+		if a, err := tl.Account(ctx, k.ID.String()); err != nil || a.Balance != w {
+			t.Errorf("%s paid %+v, %v; want %d", k.ID, a, err, w)
+		}
+	}
+	st, err := tl.Statement(ctx, insider.ID.String())
+	if err != nil || len(st.Rejected) != 1 || st.Rejected[0].Reason != billingapi.ReasonOverDemand ||
+		!strings.Contains(st.Rejected[0].Detail, "other edges' clients") {
+		t.Fatalf("insider's statement: %+v, %v", st.Rejected, err)
 	}
 }

@@ -361,7 +361,7 @@ func (l *Ledger) boundOf(ctx context.Context, tx querier, k edgeEpoch) (int64, m
 	if err != nil {
 		return 0, nil, nil, err
 	}
-	paid, refused, err := l.boundEdge(ctx, k.epoch, groups, ev[k.edge], adm, map[string]int64{}, true)
+	paid, refused, err := l.boundEdge(ctx, k.epoch, groups, ev[k.edge], adm, newBoundCache(tx), true)
 	if err != nil {
 		return 0, nil, nil, err
 	}

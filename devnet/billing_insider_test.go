@@ -211,12 +211,12 @@ func (ins *insider) report(t *testing.T, led *ledger, info Info, served map[stri
 	t.Logf("INSIDER RESIDUAL: epoch %d, edge %s: paid %d B for %d B served honestly: false credit %d B = %.4f of the epoch's honest paid %d B (all edges, served %d B); %.1f units -> %.0f B per unit (site %d B); claimed %d B, refused {%s}",
 		ins.epoch, ins.edge.City, paid, ins.honest, falseCredit, share, honestPaid, honestServed, units, perUnit, ins.siteBytes,
 		ins.claimed, strings.Join(reasons, " "))
-	t.Logf("  its allowance by place in the router's answers (estimated from the site's file bytes): first %d units x %d x %d B = %d B, later %d units x %d/2 x %d B = %d B",
+	t.Logf("  its allowance by the site's bytes alone, before the reference bound (estimated from the site's file bytes): first %d units x %d x %d B = %d B, later %d units x %d/2 x %d B = %d B",
 		ins.first, billingDemandFactor, ins.siteBytes, int64(ins.first)*billingDemandFactor*ins.siteBytes,
 		ins.other, billingDemandFactor, ins.siteBytes, int64(ins.other)*billingDemandFactor*ins.siteBytes/2)
 	allowed, honest := headroom(router, led, info, epochs, ins.siteBytes)
 	if honest > 0 {
-		t.Logf("INSIDER HEADROOM over the %d honest epochs, all edges: demand allowed at least %d B, %d B paid: %d B more = %.2f x the honest paid",
+		t.Logf("INSIDER HEADROOM by the site's bytes alone (before the reference bound) over the %d honest epochs, all edges: demand allowed at least %d B, %d B paid: %d B more = %.2f x the honest paid",
 			len(epochs), allowed, honest, allowed-honest, float64(allowed-honest)/float64(honest))
 	}
 }

@@ -128,6 +128,7 @@ SIGINT or SIGTERM stop it cleanly.`,
 	f.StringSliceVar(&shared, "shared-prefix", nil, "client prefixes that are no edge's own traffic though edges post from them (a devnet on loopback: 127.0.0.0/24); requests from an edge's own addresses and from loopback are otherwise refused as self_dealing")
 	f.Float64Var(&cfg.DemandFactor, "demand-factor", billing.DefaultDemandFactor, "how many times a site's bytes one client subnet the router sent an edge may bring it per epoch")
 	f.DurationVar(&cfg.DemandWait, "demand-wait", billing.DefaultDemandWait, "how long an epoch waits for the DNS router's evidence before it is settled without it (its edges then unpaid)")
+	f.Float64Var(&cfg.DemandHeadroom, "demand-headroom", billing.DefaultDemandHeadroom, "at most this many times the bytes other edges' clients fetched per unit the router sent them; negative: off (the site's bytes alone bound)")
 	f.DurationVar(&cfg.BackingWait, "backing-wait", 0, "how long settlement holds an edge's records of striped content no read order of the edge backs before refusing them as no_upstream_reads (default: 10 epochs, at least 1h)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	cmd.MarkFlagRequired("db")
