@@ -22,6 +22,9 @@ type blockstore struct{ e *Edge }
 // block returns c's bytes from the first tier that has them, filling the
 // faster tiers on the way back.
 func (e *Edge) block(ctx context.Context, c cid.Cid) ([]byte, error) {
+	if err := spend(ctx); err != nil {
+		return nil, err
+	}
 	if b, ok := e.mem.get(c); ok {
 		e.metrics.hits.WithLabelValues("memory").Inc()
 		e.blockHits.Add(1)
