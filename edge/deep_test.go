@@ -7,7 +7,9 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	mdag "github.com/ipfs/boxo/ipld/merkledag"
 	ft "github.com/ipfs/boxo/ipld/unixfs"
 	"github.com/ipfs/go-cid"
 )
@@ -137,4 +139,96 @@ func TestWorkStopsWhenClientLeaves(t *testing.T) {
 		t.Fatalf("%d blocks fetched of the %d the path needs; want %d, the last one in flight when the client left",
 			n, depth+1, leaveAt)
 	}
+}
+
+// TestUpstreamFetchEndsWithItsRequests: a block fetch from an origin that
+// does not answer ends when the last request waiting on it has left, and
+// not before: a request that stays gets the block another left behind.
+func TestUpstreamFetchEndsWithItsRequests(t *testing.T) {
+	blk := mdag.NewRawNode([]byte("slow to come"))
+	blockPath := "/ipfs/" + blk.Cid().String()
+	tests := []struct {
+		name     string
+		stays    bool // a second request waits on the same fetch and stays
+		canceled bool // the origin sees its request cancelled
+	}{
+		{name: "the only request leaves", canceled: true},
+		{name: "one of two leaves", stays: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			arrived, release := make(chan struct{}, 1), make(chan struct{})
+			upstreamCanceled := make(chan struct{}, 1)
+			o := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path != blockPath {
+					http.NotFound(w, r)
+					return
+				}
+				arrived <- struct{}{}
+				select {
+				case <-r.Context().Done():
+					upstreamCanceled <- struct{}{}
+				case <-release:
+					w.Write(blk.RawData())
+				}
+			}))
+			defer o.Close()
+			defer close(release)
+			e, err := New(context.Background(), Config{Origin: o.URL})
+			if err != nil {
+				t.Fatal(err)
+			}
+			serve := func(ctx context.Context) <-chan *httptest.ResponseRecorder {
+				done := make(chan *httptest.ResponseRecorder, 1)
+				go func() {
+					rec := httptest.NewRecorder()
+					e.ServeHTTP(rec, httptest.NewRequestWithContext(ctx, "GET", "http://127.0.0.1"+blockPath, nil))
+					done <- rec
+				}()
+				return done
+			}
+			ctx, leave := context.WithCancel(context.Background())
+			first := serve(ctx)
+			<-arrived
+			var second <-chan *httptest.ResponseRecorder
+			if tc.stays {
+				second = serve(context.Background())
+				for e.waiters(blk.Cid().KeyString()) < 2 {
+					time.Sleep(time.Millisecond)
+				}
+			}
+			leave()
+			watchdog := time.After(30 * time.Second) // fails a hang, times nothing
+			select {
+			case <-first:
+			case <-watchdog:
+				t.Fatal("the request that left is still served")
+			}
+			if !tc.stays {
+				select {
+				case <-upstreamCanceled:
+				case <-watchdog:
+					t.Fatal("the upstream fetch went on after its only request left")
+				}
+				return
+			}
+			release <- struct{}{}
+			if rec := <-second; rec.Code != http.StatusOK || rec.Body.String() != "slow to come" {
+				t.Fatalf("the request that stayed: HTTP %d %q", rec.Code, rec.Body)
+			}
+			if len(upstreamCanceled) > 0 {
+				t.Fatal("the upstream fetch was cancelled while a request waited on it")
+			}
+		})
+	}
+}
+
+// waiters is how many requests wait on the upstream fetch of key.
+func (e *Edge) waiters(key string) int {
+	e.fetches.mu.Lock()
+	defer e.fetches.mu.Unlock()
+	if f, ok := e.fetches.m[key]; ok {
+		return f.waiters
+	}
+	return 0
 }

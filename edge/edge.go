@@ -19,7 +19,6 @@ import (
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/storageapi"
 	"go.uber.org/zap"
-	"golang.org/x/sync/singleflight"
 )
 
 // Defaults of Config, and of OpenDiskCache's bound.
@@ -82,7 +81,7 @@ type Edge struct {
 	src     *source
 	mem     *memoryCache
 	resp    *responseCache
-	flight  singleflight.Group
+	fetches fetches
 	metrics *metrics
 	handler http.Handler
 	counters
