@@ -91,6 +91,7 @@ type Edge struct {
 
 	// Testing.
 	blockBudget int64 // block reads one request may make: maxBlocksPerRequest
+	pathBound   int   // segments a request's path may have: maxPathSegments
 }
 
 // New builds an edge for the origin in cfg. It does not contact the
@@ -148,7 +149,7 @@ func New(ctx context.Context, cfg Config) (*Edge, error) {
 	}
 	st := cfg.State
 	e := &Edge{cfg: cfg, log: cfg.Logger, mem: st.mem, resp: st.resp, sites: map[string]siteState{},
-		blockBudget: maxBlocksPerRequest}
+		blockBudget: maxBlocksPerRequest, pathBound: maxPathSegments}
 	var err error
 	if e.metrics, err = newMetrics(cfg.Registry, e); err != nil {
 		return nil, fmt.Errorf("edge: metrics: %w", err)

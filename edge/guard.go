@@ -12,11 +12,11 @@ import (
 )
 
 // maxPathSegments bounds the segments of a request's path (the path
-// gateway's /ipfs/{cid} counts two). boxo's gateway resolves every prefix
+// gateway's /ipfs/{cid} counts two; Edge.pathBound). boxo's gateway resolves every prefix
 // of a content path from its root, so the work of a path grows with the
 // square of its depth: a path thousands of links deep into a deep DAG
 // kept a core busy for minutes. No site is that deep.
-const maxPathSegments = 64
+const maxPathSegments = 32
 
 // maxBlocksPerRequest bounds the blocks one request may read, from the
 // caches or upstream (Edge.blockBudget): 256 GiB of a file in the default
@@ -57,7 +57,7 @@ func spend(ctx context.Context) error {
 // work budget (spend).
 func (e *Edge) withRequestGuard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if status, err := checkPath(r); err != nil {
+		if status, err := checkPath(r, e.pathBound); err != nil {
 			http.Error(w, err.Error(), status)
 			return
 		}
@@ -67,7 +67,7 @@ func (e *Edge) withRequestGuard(next http.Handler) http.Handler {
 }
 
 // checkPath reports why r's path is refused, with the status to answer,
-// or nil.
+// or nil; maxSegments bounds its segments.
 //
 // boxo's gateway cleans the decoded path (path.NewPath) after the
 // hostname handler prefixed it with a site's or subdomain's root, so dot
@@ -76,7 +76,7 @@ func (e *Edge) withRequestGuard(next http.Handler) http.Handler {
 // /ipfs/{cid}/..%2f..%2fipns%2f{other} served another name. No UnixFS
 // name holds a slash, and browsers remove dot segments before they send a
 // URL, so such paths are refused, not cleaned.
-func checkPath(r *http.Request) (int, error) {
+func checkPath(r *http.Request, maxSegments int) (int, error) {
 	if strings.Contains(strings.ToLower(r.URL.EscapedPath()), "%2f") {
 		return http.StatusBadRequest, errors.New("an encoded slash (%2F) in the path")
 	}
@@ -90,8 +90,8 @@ func checkPath(r *http.Request) (int, error) {
 			segments++
 		}
 	}
-	if segments > maxPathSegments {
-		return http.StatusRequestURITooLong, fmt.Errorf("the path has %d segments, over %d", segments, maxPathSegments)
+	if segments > maxSegments {
+		return http.StatusRequestURITooLong, fmt.Errorf("the path has %d segments, over %d", segments, maxSegments)
 	}
 	return 0, nil
 }
