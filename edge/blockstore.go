@@ -133,7 +133,7 @@ func (s *blockstore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
 	case ipld.IsNotFound(err):
 		return nil, err // as the Blockstore contract has it, and boxo's own stores
 	case err != nil:
-		return nil, fmt.Errorf("edge: %w", err)
+		return nil, fmt.Errorf("edge: %w", clientError(s.e.log, "block "+c.String(), err))
 	}
 	return blocks.NewBlockWithCid(b, c)
 }
