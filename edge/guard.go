@@ -12,10 +12,11 @@ import (
 )
 
 // maxPathSegments bounds the segments of a request's path (the path
-// gateway's /ipfs/{cid} counts two; Edge.pathBound). boxo's gateway resolves every prefix
-// of a content path from its root, so the work of a path grows with the
-// square of its depth: a path thousands of links deep into a deep DAG
-// kept a core busy for minutes. No site is that deep.
+// gateway's /ipfs/{cid} counts two; Edge.pathBound). boxo's gateway
+// resolves every prefix of a content path from its root, so the work of
+// a path grows with the square of its depth: a path thousands of links
+// deep into a deep DAG kept a core busy for minutes; 30 links cost 17 ms.
+// No site is that deep.
 const maxPathSegments = 32
 
 // maxBlocksPerRequest bounds the blocks one request may read, from the
