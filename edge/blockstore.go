@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	bstore "github.com/ipfs/boxo/blockstore"
@@ -16,12 +17,15 @@ import (
 
 // blockstore is what boxo's gateway reads blocks from: the memory tier,
 // the disk tier, then the source; concurrent misses for one block make one
-// upstream fetch.
+// upstream fetch (fetches).
 type blockstore struct{ e *Edge }
 
 // block returns c's bytes from the first tier that has them, filling the
 // faster tiers on the way back.
 func (e *Edge) block(ctx context.Context, c cid.Cid) ([]byte, error) {
+	if err := spend(ctx); err != nil {
+		return nil, err
+	}
 	if b, ok := e.mem.get(c); ok {
 		e.metrics.hits.WithLabelValues("memory").Inc()
 		e.blockHits.Add(1)
@@ -37,10 +41,9 @@ func (e *Edge) block(ctx context.Context, c cid.Cid) ([]byte, error) {
 	}
 	e.metrics.misses.Inc()
 	e.blockMisses.Add(1)
-	v, err, _ := e.flight.Do(c.KeyString(), func() (any, error) {
+	return e.fetches.do(ctx, c.KeyString(), func(ctx context.Context) ([]byte, error) {
 		start := time.Now()
-		// Detached from the first caller: others may be waiting on it.
-		b, err := e.src.get(context.WithoutCancel(ctx), c)
+		b, err := e.src.get(ctx, c)
 		e.metrics.upstream.Observe(time.Since(start).Seconds())
 		if err != nil {
 			return nil, err
@@ -57,10 +60,68 @@ func (e *Edge) block(ctx context.Context, c cid.Cid) ([]byte, error) {
 		}
 		return b, nil
 	})
-	if err != nil {
-		return nil, err
+}
+
+// fetches are the upstream fetches of blocks in progress, by CID:
+// concurrent misses of one block make one fetch. A fetch runs for the
+// requests waiting on it, and is cancelled when the last of them has left
+// (their clients went away): an origin that hangs, or a deep walk, costs
+// nothing once nobody waits.
+type fetches struct {
+	mu sync.Mutex
+	m  map[string]*fetch
+}
+
+// fetch is one upstream fetch and the requests waiting on it.
+type fetch struct {
+	done    chan struct{} // closed once data and err are set
+	data    []byte
+	err     error
+	waiters int // guarded by fetches.mu
+	cancel  context.CancelFunc
+}
+
+// do returns run's answer for key, run once for the concurrent callers
+// with that key. It returns ctx's error as soon as ctx ends; run's
+// context ends when every caller's has.
+func (fs *fetches) do(ctx context.Context, key string, run func(context.Context) ([]byte, error)) ([]byte, error) {
+	fs.mu.Lock()
+	f, ok := fs.m[key]
+	if !ok {
+		// Not the first caller's context: others may come to wait on it.
+		fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		f = &fetch{done: make(chan struct{}), cancel: cancel}
+		if fs.m == nil {
+			fs.m = map[string]*fetch{}
+		}
+		fs.m[key] = f
+		go func() {
+			f.data, f.err = run(fctx)
+			fs.mu.Lock()
+			if fs.m[key] == f {
+				delete(fs.m, key)
+			}
+			fs.mu.Unlock()
+			cancel()
+			close(f.done)
+		}()
 	}
-	return v.([]byte), nil
+	f.waiters++
+	fs.mu.Unlock()
+	select {
+	case <-f.done:
+		return f.data, f.err
+	case <-ctx.Done():
+		fs.mu.Lock()
+		if f.waiters--; f.waiters == 0 {
+			f.cancel()
+			if fs.m[key] == f {
+				delete(fs.m, key) // whoever asks next fetches anew
+			}
+		}
+		fs.mu.Unlock()
+		return nil, ctx.Err()
+	}
 }
 
 func (s *blockstore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
@@ -72,7 +133,7 @@ func (s *blockstore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
 	case ipld.IsNotFound(err):
 		return nil, err // as the Blockstore contract has it, and boxo's own stores
 	case err != nil:
-		return nil, fmt.Errorf("edge: %w", err)
+		return nil, fmt.Errorf("edge: %w", clientError(s.e.log, "block "+c.String(), err))
 	}
 	return blocks.NewBlockWithCid(b, c)
 }

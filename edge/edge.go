@@ -19,7 +19,6 @@ import (
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/storageapi"
 	"go.uber.org/zap"
-	"golang.org/x/sync/singleflight"
 )
 
 // Defaults of Config, and of OpenDiskCache's bound.
@@ -82,13 +81,17 @@ type Edge struct {
 	src     *source
 	mem     *memoryCache
 	resp    *responseCache
-	flight  singleflight.Group
+	fetches fetches
 	metrics *metrics
 	handler http.Handler
 	counters
 
 	sitesMu sync.Mutex
 	sites   map[string]siteState // host → does the origin publish it
+
+	// Testing.
+	blockBudget int64 // block reads one request may make: maxBlocksPerRequest
+	pathBound   int   // segments a request's path may have: maxPathSegments
 }
 
 // New builds an edge for the origin in cfg. It does not contact the
@@ -145,7 +148,8 @@ func New(ctx context.Context, cfg Config) (*Edge, error) {
 		cfg.Key = k
 	}
 	st := cfg.State
-	e := &Edge{cfg: cfg, log: cfg.Logger, mem: st.mem, resp: st.resp, sites: map[string]siteState{}}
+	e := &Edge{cfg: cfg, log: cfg.Logger, mem: st.mem, resp: st.resp, sites: map[string]siteState{},
+		blockBudget: maxBlocksPerRequest, pathBound: maxPathSegments}
 	var err error
 	if e.metrics, err = newMetrics(cfg.Registry, e); err != nil {
 		return nil, fmt.Errorf("edge: metrics: %w", err)
@@ -216,7 +220,7 @@ func (e *Edge) newHandler() (http.Handler, error) {
 	// (verified-fetch clients, web apps). Set before the response cache
 	// records the headers, so hits carry them at no cost.
 	cors := gateway.NewHeaders(nil).ApplyCors()
-	return e.withAccounting(e.withResponseCache(cors.Wrap(e.withSite404(gateway.NewHostnameHandler(conf, backend, gw))))), nil
+	return e.withAccounting(e.withRequestGuard(e.withResponseCache(cors.Wrap(e.withSite404(gateway.NewHostnameHandler(conf, backend, gw)))))), nil
 }
 
 // requestHost is the host a request is answered for: boxo's gateway

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	mdag "github.com/ipfs/boxo/ipld/merkledag"
 	"github.com/ipfs/go-cid"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/origin"
@@ -150,5 +151,49 @@ func TestEdgeStaticDNSLink(t *testing.T) {
 	if _, err := New(context.Background(), Config{Origin: "http://127.0.0.1:1",
 		DNSLinks: map[string]string{"x.example": "bafy"}}); err == nil {
 		t.Fatal("a DNSLink target that is no content path was accepted")
+	}
+}
+
+// TestPathStaysUnderItsRoot: encoded slashes and dot segments never take
+// a request out of the content root its URL names (/ipfs/{cid},
+// /ipns/{name}, a site or a subdomain): boxo's gateway cleans the decoded
+// path, so /ipfs/{cid}/..%2f..%2fipns%2f{name} served another name.
+// Requests are built from raw paths (r.URL.RawPath as a client sent it).
+func TestPathStaysUnderItsRoot(t *testing.T) {
+	other := mdag.NewRawNode([]byte("elsewhere")).Cid().String() // content the edge does not have
+	e, root := newLocalEdge(t, func(c *Config, _ cid.Cid) {
+		c.DNSLinks = map[string]string{"elsewhere.example": "/ipfs/" + other}
+	})
+	about := siteFile(t, "about.html")
+	tests := []struct {
+		name, host, rawPath string
+		code                int
+	}{
+		{"control: the file under its root", "127.0.0.1", "/ipfs/" + root.String() + "/about.html", http.StatusOK},
+		{"encoded slashes to a name", "127.0.0.1", "/ipfs/" + other + "/..%2f..%2fipns%2fblog.cdn.test/about.html", http.StatusBadRequest},
+		{"encoded slashes, upper case", "127.0.0.1", "/ipfs/" + other + "/..%2F..%2Fipfs%2F" + root.String() + "/about.html", http.StatusBadRequest},
+		{"encoded slashes from a name", "127.0.0.1", "/ipns/nosuch.example%2f..%2f..%2fipfs%2f" + root.String() + "/about.html", http.StatusBadRequest},
+		{"encoded dots", "127.0.0.1", "/ipfs/" + other + "/%2e%2e/%2e%2e/ipfs/" + root.String() + "/about.html", http.StatusBadRequest},
+		{"plain dot segments", "127.0.0.1", "/ipfs/" + other + "/../../ipfs/" + root.String() + "/about.html", http.StatusBadRequest},
+		{"a single dot", "127.0.0.1", "/ipfs/" + root.String() + "/./about.html", http.StatusBadRequest},
+		{"an encoded slash inside the root", "127.0.0.1", "/ipfs/" + root.String() + "%2fabout.html", http.StatusBadRequest},
+		{"out of a site", "elsewhere.example", "/..%2f..%2fipfs%2f" + root.String() + "/about.html", http.StatusBadRequest},
+		{"out of a subdomain", other + ".ipfs.cdn.test", "/..%2f..%2fipfs%2f" + root.String() + "/about.html", http.StatusBadRequest},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			req := httptest.NewRequest("GET", "http://"+tc.host+tc.rawPath, nil)
+			if got := req.URL.EscapedPath(); got != tc.rawPath {
+				t.Fatalf("the request's raw path is %q, not %q", got, tc.rawPath)
+			}
+			rec := httptest.NewRecorder()
+			e.ServeHTTP(rec, req)
+			if rec.Code != tc.code {
+				t.Fatalf("HTTP %d, want %d: %.200q", rec.Code, tc.code, rec.Body)
+			}
+			if tc.code != http.StatusOK && strings.Contains(rec.Body.String(), about) {
+				t.Fatal("served the content of another root")
+			}
+		})
 	}
 }

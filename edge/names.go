@@ -127,7 +127,7 @@ func (n *nameRecords) GetValue(ctx context.Context, key string, _ ...routing.Opt
 		n.kept.Add(key, kept)
 		return kept, nil
 	default:
-		return nil, fmt.Errorf("edge: %w", ferr)
+		return nil, fmt.Errorf("edge: %w", clientError(n.log, "IPNS record of "+name.String(), ferr))
 	}
 }
 

@@ -2,11 +2,14 @@ package edge
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"time"
+
+	"github.com/ipfs/boxo/gateway"
 )
 
 // withSite404 answers a named site's missing paths with the site's own
@@ -14,9 +17,16 @@ import (
 func (e *Edge) withSite404(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		host := requestHost(r)
-		if e.isSite(host) && !e.siteExists(r.Context(), host) {
-			http.Error(w, "no site is published as "+host, http.StatusNotFound)
-			return
+		if e.isSite(host) {
+			exists, err := e.siteExists(r.Context(), host)
+			switch {
+			case err != nil:
+				writeError(w, err) // the origin cannot say: not the site's fault
+				return
+			case !exists:
+				http.Error(w, "no site is published as "+host, http.StatusNotFound)
+				return
+			}
 		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			next.ServeHTTP(w, r)
@@ -104,8 +114,10 @@ func (e *Edge) isSite(host string) bool {
 }
 
 // siteExists reports whether the origin publishes the site at host,
-// remembering the answer for siteCacheTTL.
-func (e *Edge) siteExists(ctx context.Context, host string) bool {
+// remembering the answer for siteCacheTTL. When the origin cannot say
+// (down, an error, too slow), it returns the error (clientError's) and
+// remembers nothing.
+func (e *Edge) siteExists(ctx context.Context, host string) (bool, error) {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
@@ -114,20 +126,24 @@ func (e *Edge) siteExists(ctx context.Context, host string) bool {
 	s, ok := e.sites[host]
 	e.sitesMu.Unlock()
 	if ok && time.Since(s.at) < siteCacheTTL {
-		return s.exists
+		return s.exists, nil
 	}
 	_, _, err := e.src.lookupDNSLink(e.cfg.Domain)(ctx, "_dnslink."+host)
-	exists := err == nil
-	if err != nil && ctx.Err() != nil {
-		return true // undecided: let the gateway answer
+	var coded *gateway.ErrorStatusCode
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return true, nil // undecided, and the client has left: let the gateway answer
+	case err != nil && (!errors.As(err, &coded) || coded.StatusCode != http.StatusNotFound):
+		return false, err
 	}
+	exists := err == nil
 	e.sitesMu.Lock()
 	if len(e.sites) > 10000 {
 		clear(e.sites) // bound memory against random host names
 	}
 	e.sites[host] = siteState{exists: exists, at: time.Now()}
 	e.sitesMu.Unlock()
-	return exists
+	return exists, nil
 }
 
 // siteCacheTTL is how long an edge trusts what it learnt of a site's

@@ -14,6 +14,7 @@ import (
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/hashicorp/golang-lru/v2/simplelru"
+	"github.com/ipfs/boxo/gateway"
 	"github.com/ipfs/boxo/ipns"
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
@@ -476,7 +477,8 @@ func (s *source) lookupDNSLink(domain string) func(ctx context.Context, fqdn str
 		}
 		name, ok := strings.CutSuffix(host, suffix)
 		if !ok || name == "" || strings.Contains(name, ".") {
-			return nil, 0, fmt.Errorf("edge: %s is not a site of %s", host, domain)
+			return nil, 0, fmt.Errorf("edge: %w", gateway.NewErrorStatusCode(
+				fmt.Errorf("%s is not a site of %s", host, domain), http.StatusNotFound))
 		}
 		var ni struct {
 			IPNS       string `json:"ipns"`
@@ -500,7 +502,7 @@ func (s *source) lookupDNSLink(domain string) func(ctx context.Context, fqdn str
 				return []string{last.value}, min(last.ttl, staleNameTTL), nil
 			}
 			s.links.Remove(host)
-			return nil, 0, fmt.Errorf("edge: %w", err)
+			return nil, 0, fmt.Errorf("edge: %w", clientError(s.log, "the name of "+host, err))
 		}
 		ttl := time.Duration(ni.TTLSeconds) * time.Second
 		if ttl <= 0 {
