@@ -92,7 +92,9 @@ func TestPublishRefusesEarly(t *testing.T) {
 			func(u string) []string { return []string{page, "--name", "blog", "--key", aliceFile, "--origin", u} },
 			[]string{"is a file, not a directory", "--file"}, alice},
 		{"--file with a directory", origin.Config{}, false,
-			func(u string) []string { return []string{site, "--file", "--name", "blog", "--key", aliceFile, "--origin", u} },
+			func(u string) []string {
+				return []string{site, "--file", "--name", "blog", "--key", aliceFile, "--origin", u}
+			},
 			[]string{"is a directory"}, alice},
 		{"a second name with the same key", origin.Config{}, true,
 			func(u string) []string { return []string{docs, "--name", "docs", "--key", aliceFile, "--origin", u} },
