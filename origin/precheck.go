@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 
-	"github.com/dustin/go-humanize"
 	"github.com/ipfs/boxo/ipns"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/internal/httpkit"
@@ -16,12 +15,13 @@ import (
 // whether an upload signed by p and then a claim of the human name (if
 // set) would be refused for what the origin knows already: p may not
 // upload here (ErrForbidden), cannot pay (ErrPaymentRequired, or ErrBusy
-// when billing cannot tell), has used all of its quota (ErrOverQuota),
-// the name belongs to another key, or p publishes another name already
-// (ErrConflict). The errors and their messages are the ones the upload
-// and the claim would give. It returns p's usage; it changes nothing, so
-// a later refusal for what happens meanwhile (or for the upload's size)
-// remains possible.
+// when billing cannot tell), the name belongs to another key, or p
+// publishes another name already (ErrConflict). The errors and their
+// messages are the ones the upload and the claim would give. It returns
+// p's usage, so the publisher can see how much quota is left: a full
+// quota is no refusal, since an upload that adds no new bytes is taken.
+// It changes nothing, so a later refusal for what happens meanwhile (or
+// for the upload's size) remains possible.
 func (o *Origin) CheckPublish(ctx context.Context, p peer.ID, human string) (*originapi.PublisherUsage, error) {
 	if o.publishers != nil && !o.publishers[p] {
 		return nil, errorf(ErrForbidden, "key %s may not upload to this origin", p)
@@ -37,15 +37,7 @@ func (o *Origin) CheckPublish(ctx context.Context, p peer.ID, human string) (*or
 	if err := o.checkFunds(ctx, p); err != nil {
 		return nil, err
 	}
-	u, err := o.Usage(ctx, p)
-	if err != nil {
-		return nil, err
-	}
-	if u.QuotaBytes > 0 && u.UsedBytes >= u.QuotaBytes {
-		return nil, errorf(ErrOverQuota, "publisher %s has stored %s of its %s quota; no new content fits",
-			p, humanize.IBytes(uint64(u.UsedBytes)), humanize.IBytes(uint64(u.QuotaBytes)))
-	}
-	return u, nil
+	return o.Usage(ctx, p)
 }
 
 // checkOwner applies ClaimName's ownership rules (owners) to a claim of

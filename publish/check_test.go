@@ -16,7 +16,7 @@ import (
 // TestCheck: the origin's pre-check refuses, with the status and message
 // the upload or the claim would get, what it can tell before anything is
 // imported: a second name for a key, a name of another key, a key not
-// allowed, no funds, no quota left. Alice has published "blog" first.
+// allowed, no funds. Alice has published "blog" first.
 func TestCheck(t *testing.T) {
 	ctx := context.Background()
 	d, err := ImportDir(ctx, writeFixture(t, t.TempDir(), "site"))
@@ -49,7 +49,9 @@ func TestCheck(t *testing.T) {
 		{"bad name", origin.Config{}, bob, "Not_A_Label", http.StatusBadRequest, ""},
 		{"key not allowed", origin.Config{Publishers: []peer.ID{alice.ID}}, bob, "docs", http.StatusForbidden, "may not upload"},
 		{"no funds", origin.Config{Funds: noFunds{}}, bob, "docs", http.StatusPaymentRequired, "no funds"},
-		{"quota used up", origin.Config{PublisherQuota: siteBytes}, alice, "blog", http.StatusRequestEntityTooLarge, "quota"},
+		// A full quota is no refusal: a publish that adds no new bytes
+		// is taken. The usage shows it.
+		{"quota used up", origin.Config{PublisherQuota: siteBytes}, alice, "blog", 0, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -68,6 +70,9 @@ func TestCheck(t *testing.T) {
 			if tc.status == 0 {
 				if err != nil || u == nil || u.Publisher != tc.key.ID.String() {
 					t.Fatalf("Check = %+v, %v; want the usage of %s", u, err, tc.key.ID)
+				}
+				if q := tc.cfg.PublisherQuota; q > 0 && (u.QuotaBytes != q || u.UsedBytes != q) {
+					t.Fatalf("Check = %+v; want all %d bytes of the quota used", u, q)
 				}
 				return
 			}

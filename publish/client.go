@@ -291,10 +291,10 @@ var ErrNoCheck = errors.New("publish: the origin cannot check a publish before i
 
 // Check asks the origin, before anything is imported or sent, whether the
 // publisher may upload there and then point the human name (if set) at
-// the upload: whether the key is allowed, can pay, has quota left, and
-// owns the name or may claim it (one key publishes one name). A refusal
-// is an *OriginError with the status and message the upload or the claim
-// would get. It returns the publisher's usage; an origin without the
+// the upload: whether the key is allowed, can pay, and owns the name or
+// may claim it (one key publishes one name). A refusal is an
+// *OriginError with the status and message the upload or the claim would
+// get. It returns the publisher's usage and quota; an origin without the
 // endpoint gives ErrNoCheck.
 func (c *Client) Check(ctx context.Context, publisher peer.ID, human string) (*originapi.PublisherUsage, error) {
 	u := c.url("/api/v1/publishers/" + url.PathEscape(publisher.String()) + "/check")

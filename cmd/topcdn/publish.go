@@ -56,8 +56,8 @@ create a second key ('topcdn keygen --out docs.key') and publish the
 second name with it.
 
 Before importing anything, publish asks the origin whether this key may
-upload there and publish NAME (allowed key, funds at billing, quota left,
-name ownership), so a refusal costs no import, no upload and no quota.
+upload there and publish NAME (allowed key, funds at billing, name
+ownership), so a refusal costs no import, no upload and no quota.
 
 --origin defaults to http://127.0.0.1:8081, where 'topcdn origin' listens by
 default; 'make demo' (topcdn devnet) runs its origin on
@@ -172,13 +172,17 @@ func (p *publishFlags) checkSource(path string) error {
 // upload there and publish the name, so a refusal costs no import, upload
 // or quota. An origin without the check is told so and publishing goes on.
 func (p *publishFlags) precheck(cmd *cobra.Command, client *publish.Client, key *identity.Key) error {
-	_, err := client.Check(cmd.Context(), key.ID, p.name)
+	u, err := client.Check(cmd.Context(), key.ID, p.name)
 	if errors.Is(err, publish.ErrNoCheck) {
 		fmt.Fprintf(p.status(cmd), "note: the origin at %s cannot check a publish before it; a refusal will come after the upload\n", p.originURL)
 		return nil
 	}
 	if err != nil {
 		return p.originErr(err)
+	}
+	if u.QuotaBytes > 0 && u.UsedBytes >= u.QuotaBytes {
+		fmt.Fprintf(p.status(cmd), "warning: %s has used all of its %s quota at the origin: only content the origin already holds can be published\n",
+			key.ID, humanize.IBytes(uint64(u.QuotaBytes)))
 	}
 	return nil
 }
