@@ -23,8 +23,8 @@ import (
 // It changes nothing, so a later refusal for what happens meanwhile (or
 // for the upload's size) remains possible.
 func (o *Origin) CheckPublish(ctx context.Context, p peer.ID, human string) (*originapi.PublisherUsage, error) {
-	if o.publishers != nil && !o.publishers[p] {
-		return nil, errorf(ErrForbidden, "key %s may not upload to this origin", p)
+	if err := o.checkAdmitted(p); err != nil {
+		return nil, err
 	}
 	if human != "" {
 		if err := originapi.ValidateName(human); err != nil {

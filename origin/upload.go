@@ -88,8 +88,8 @@ func (o *Origin) AuthorizeUpload(ctx context.Context, header string) (Upload, er
 	if err != nil {
 		return Upload{}, err
 	}
-	if o.publishers != nil && !o.publishers[up.Publisher] {
-		return Upload{}, errorf(ErrForbidden, "key %s may not upload to this origin", up.Publisher)
+	if err := o.checkAdmitted(up.Publisher); err != nil {
+		return Upload{}, err
 	}
 	if err := o.checkFunds(ctx, up.Publisher); err != nil {
 		return Upload{}, err
@@ -116,6 +116,14 @@ func (o *Origin) AuthorizeUpload(ctx context.Context, header string) (Upload, er
 		return Upload{}, fmt.Errorf("origin: spend upload nonce: %w", err)
 	}
 	return up, nil
+}
+
+// checkAdmitted refuses a publisher Config.Publishers does not list.
+func (o *Origin) checkAdmitted(p peer.ID) error {
+	if o.publishers != nil && !o.publishers[p] {
+		return errorf(ErrForbidden, "key %s may not upload to this origin", p)
+	}
+	return nil
 }
 
 // checkFunds asks Config.Funds, if set, whether publisher p can pay.
