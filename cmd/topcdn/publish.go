@@ -156,7 +156,7 @@ func (p *publishFlags) run(cmd *cobra.Command, args []string) error {
 func (p *publishFlags) checkSource(path string) error {
 	st, err := os.Stat(path)
 	if err != nil {
-		return err
+		return fmt.Errorf("publish: %w", err)
 	}
 	switch {
 	case st.IsDir() && p.file:
