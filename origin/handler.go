@@ -22,6 +22,9 @@ const maxJSONBody = 1 << 20
 //	POST /api/v1/blocks/missing  which blocks the origin lacks (MissingRequest)
 //	POST /api/v1/car             upload a CAR signed for in UploadHeader (UploadResult)
 //	GET  /api/v1/publishers/{peer} a publisher's usage and quota (PublisherUsage)
+//	GET  /api/v1/publishers/{peer}/check?name=NAME
+//	                             may peer upload and claim NAME? (PublisherUsage,
+//	                             or the refusal the upload or claim would get)
 //	GET  /api/v1/names           every human name ([]NameInfo)
 //	GET  /api/v1/names/{name}    one human name (NameInfo)
 //	PUT  /api/v1/names/{name}    claim or move a name (NameClaim)
@@ -40,6 +43,7 @@ func (o *Origin) newHandler() (http.Handler, error) {
 	route("POST /api/v1/blocks/missing", "missing", o.serveMissing)
 	route("POST /api/v1/car", "car", o.serveUpload)
 	route("GET /api/v1/publishers/{peer}", "publisher", o.serveUsage)
+	route("GET /api/v1/publishers/{peer}/check", "publish_check", o.serveCheckPublish)
 	route("GET /api/v1/names", "names", o.serveNames)
 	route("GET /api/v1/names/{name}", "name", o.serveName)
 	route("PUT /api/v1/names/{name}", "claim", o.serveClaim)

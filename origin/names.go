@@ -210,13 +210,15 @@ func owners(ctx context.Context, tx *sql.Tx, key, human string) (bound string, c
 	switch err := tx.QueryRowContext(ctx, `SELECT ipns FROM names WHERE name = ?`, human).Scan(&owner); {
 	case errors.Is(err, sql.ErrNoRows):
 		if bound != "" {
-			return "", false, errorf(ErrConflict, "key %s already publishes name %q; use another key for %q", key, bound, human)
+			return "", false, errorf(ErrConflict,
+				"key %s already publishes name %q, and a key publishes one name: publish %q with another key (topcdn keygen --out FILE)",
+				key, bound, human)
 		}
 		return bound, true, nil
 	case err != nil:
 		return "", false, fmt.Errorf("origin: %w", err)
 	case owner != key:
-		return "", false, errorf(ErrConflict, "name %q belongs to another key (%s)", human, owner)
+		return "", false, errorf(ErrConflict, "name %q belongs to another key (%s): publish with that key, or under another name", human, owner)
 	}
 	return bound, false, nil
 }

@@ -88,18 +88,11 @@ func (o *Origin) AuthorizeUpload(ctx context.Context, header string) (Upload, er
 	if err != nil {
 		return Upload{}, err
 	}
-	if o.publishers != nil && !o.publishers[up.Publisher] {
-		return Upload{}, errorf(ErrForbidden, "key %s may not upload to this origin", up.Publisher)
+	if err := o.checkAdmitted(up.Publisher); err != nil {
+		return Upload{}, err
 	}
-	if f := o.cfg.Funds; f != nil {
-		ok, err := f.CanPay(ctx, up.Publisher)
-		if err != nil {
-			o.log.Warn("billing cannot tell whether a publisher can pay", zap.Stringer("publisher", up.Publisher), zap.Error(err))
-			return Upload{}, errorf(ErrBusy, "cannot tell whether %s can pay (billing: %v); retry shortly", up.Publisher, err)
-		}
-		if !ok {
-			return Upload{}, errorf(ErrPaymentRequired, "publisher %s has no funds at billing, or is suspended: deposit first", up.Publisher)
-		}
+	if err := o.checkFunds(ctx, up.Publisher); err != nil {
+		return Upload{}, err
 	}
 	tx, err := o.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -123,6 +116,31 @@ func (o *Origin) AuthorizeUpload(ctx context.Context, header string) (Upload, er
 		return Upload{}, fmt.Errorf("origin: spend upload nonce: %w", err)
 	}
 	return up, nil
+}
+
+// checkAdmitted refuses a publisher Config.Publishers does not list.
+func (o *Origin) checkAdmitted(p peer.ID) error {
+	if o.publishers != nil && !o.publishers[p] {
+		return errorf(ErrForbidden, "key %s may not upload to this origin", p)
+	}
+	return nil
+}
+
+// checkFunds asks Config.Funds, if set, whether publisher p can pay.
+func (o *Origin) checkFunds(ctx context.Context, p peer.ID) error {
+	f := o.cfg.Funds
+	if f == nil {
+		return nil
+	}
+	ok, err := f.CanPay(ctx, p)
+	if err != nil {
+		o.log.Warn("billing cannot tell whether a publisher can pay", zap.Stringer("publisher", p), zap.Error(err))
+		return errorf(ErrBusy, "cannot tell whether %s can pay (billing: %v); retry shortly", p, err)
+	}
+	if !ok {
+		return errorf(ErrPaymentRequired, "publisher %s has no funds at billing, or is suspended: deposit first", p)
+	}
+	return nil
 }
 
 // Funds is billing's view of publishers' accounts, as the origin needs it.

@@ -141,16 +141,31 @@ func (f *fileDAGService) Remove(context.Context, cid.Cid) error       { return n
 func (f *fileDAGService) RemoveMany(context.Context, []cid.Cid) error { return nil }
 
 // setDAGService keeps directory, symlink and HAMT nodes in a blockSet.
+//
+// A sharded (HAMT) directory adds each child it is given to its DAG
+// service (boxo's hamt.Shard.Swap), not only its own shard nodes. The
+// children of a directory are imported files, as linkTargets, and
+// directories and symlinks this service has already kept. A linkTarget has
+// no bytes to give (RawData on it would dereference nil); its blocks were
+// kept when its file was imported, so Add only checks that they were.
 type setDAGService struct{ set *blockSet }
 
 func (s setDAGService) Add(_ context.Context, nd ipld.Node) error {
+	if lt, ok := nd.(linkTarget); ok {
+		if s.set.size(lt.c) < 0 {
+			return fmt.Errorf("publish: file root %s was not kept by its import: %w", lt.c, ipld.ErrNotFound{Cid: lt.c})
+		}
+		return nil
+	}
 	s.set.putInline(nd.Cid(), nd.RawData())
 	return nil
 }
 
 func (s setDAGService) AddMany(ctx context.Context, nds []ipld.Node) error {
 	for _, nd := range nds {
-		s.set.putInline(nd.Cid(), nd.RawData())
+		if err := s.Add(ctx, nd); err != nil {
+			return err
+		}
 	}
 	return nil
 }

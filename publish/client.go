@@ -17,6 +17,7 @@ import (
 	"github.com/ipfs/go-cid"
 	car "github.com/ipld/go-car/v2"
 	"github.com/ipld/go-car/v2/storage"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/internal/httpkit"
 	"github.com/topcdn/topcdn/originapi"
@@ -282,6 +283,39 @@ func (c *Client) PublishName(ctx context.Context, human string, key *identity.Ke
 		return nil, err
 	}
 	return &ni, nil
+}
+
+// ErrNoCheck is returned by Check when the origin has no pre-check
+// endpoint (an origin older than it): nothing could be checked.
+var ErrNoCheck = errors.New("publish: the origin cannot check a publish before it (no /check endpoint)")
+
+// Check asks the origin, before anything is imported or sent, whether the
+// publisher may upload there and then point the human name (if set) at
+// the upload: whether the key is allowed, can pay, and owns the name or
+// may claim it (one key publishes one name). A refusal is an
+// *OriginError with the status and message the upload or the claim would
+// get. It returns the publisher's usage and quota; an origin without the
+// endpoint gives ErrNoCheck.
+func (c *Client) Check(ctx context.Context, publisher peer.ID, human string) (*originapi.PublisherUsage, error) {
+	u := c.url("/api/v1/publishers/" + url.PathEscape(publisher.String()) + "/check")
+	if human != "" {
+		u += "?name=" + url.QueryEscape(human)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, fmt.Errorf("publish: %w", err)
+	}
+	var usage originapi.PublisherUsage
+	err = c.do(req, &usage)
+	var oe *OriginError
+	switch {
+	case errors.As(err, &oe) && (oe.Status == http.StatusNotFound || oe.Status == http.StatusMethodNotAllowed):
+		// Check's endpoint refuses with other statuses only.
+		return nil, ErrNoCheck
+	case err != nil:
+		return nil, err
+	}
+	return &usage, nil
 }
 
 // LookupName asks the origin what a human name points to.

@@ -394,7 +394,9 @@ func buildTree(ctx context.Context, n *node, o options, prefix cid.Prefix, ds ip
 
 // linkTarget is an ipld.Node that only knows its CID and cumulative size:
 // all that a directory needs to link to an imported file. Its other methods
-// are never called by boxo's directory builders (they use ipld.MakeLink).
+// must not be called (the embedded Node is nil): boxo's directory builders
+// link to it with ipld.MakeLink, and a sharded directory's Add of it goes
+// to setDAGService, which knows it (or to discard).
 type linkTarget struct {
 	ipld.Node
 	c    cid.Cid

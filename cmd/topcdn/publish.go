@@ -1,9 +1,12 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"time"
 
@@ -17,10 +20,10 @@ import (
 
 // publishFlags are topcdn publish's flags.
 type publishFlags struct {
-	name, originURL, keyFile, carFile, chunker, hash string
-	cidVersion                                       int
-	rawLeaves, hidden, trickle, onlyHash, quiet      bool
-	ttl, lifetime                                    time.Duration
+	name, originURL, keyFile, carFile, chunker, hash  string
+	cidVersion                                        int
+	rawLeaves, hidden, trickle, onlyHash, quiet, file bool
+	ttl, lifetime                                     time.Duration
 }
 
 func newPublishCmd() *cobra.Command {
@@ -44,10 +47,26 @@ With --car FILE the DAG is read from an existing CAR (v1 or v2), as
 'ipfs dag import' would, so any IPLD content can be published; its first
 root is the one NAME points to.
 
+DIR must be a directory: a file would replace the whole site NAME with a
+one-file site, so publishing one needs --file.
+
 A name is claimed by the first key that publishes it; later publishes must
-use the same key. One key publishes one name.`,
+use the same key. One key publishes one name: to publish a second site,
+create a second key ('topcdn keygen --out docs.key') and publish the
+second name with it.
+
+Before importing anything, publish asks the origin whether this key may
+upload there and publish NAME (allowed key, funds at billing, name
+ownership), so a refusal costs no import, no upload and no quota.
+
+--origin defaults to http://127.0.0.1:8081, where 'topcdn origin' listens by
+default; 'make demo' (topcdn devnet) runs its origin on
+http://127.0.0.1:7070: give --origin or set TOPCDN_ORIGIN.`,
 		Example: `  topcdn keygen --out publisher.key
   topcdn publish ./site --name blog --origin http://127.0.0.1:8081 --key publisher.key
+  TOPCDN_ORIGIN=http://127.0.0.1:7070 topcdn publish ./site --name blog --key publisher.key  # make demo's origin
+  topcdn keygen --out docs.key && topcdn publish ./docs --name docs --key docs.key          # a second site
+  topcdn publish ./notice.html --file --name notice --key notice.key
   topcdn publish --only-hash -Q ./site
   topcdn publish --car site.car --name blog --key publisher.key`,
 		Args: cobra.MaximumNArgs(1),
@@ -55,9 +74,10 @@ use the same key. One key publishes one name.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&p.name, "name", "", "human name to publish under, e.g. blog")
-	f.StringVar(&p.originURL, "origin", envOr("TOPCDN_ORIGIN", "http://127.0.0.1:8081"), "origin URL ($TOPCDN_ORIGIN)")
+	f.StringVar(&p.originURL, "origin", envOr("TOPCDN_ORIGIN", defaultOriginURL), "origin URL ($TOPCDN_ORIGIN; make demo's is "+demoOriginURL+")")
 	f.StringVar(&p.keyFile, "key", os.Getenv("TOPCDN_KEY"), "publisher key file ($TOPCDN_KEY)")
 	f.StringVar(&p.carFile, "car", "", "publish this CAR file instead of a directory")
+	f.BoolVar(&p.file, "file", false, "publish a single file as the whole site (the argument must be a file)")
 	f.StringVar(&p.chunker, "chunker", publish.DefaultChunker, "chunking algorithm: size-N, rabin[-MIN-AVG-MAX] or buzhash")
 	f.IntVar(&p.cidVersion, "cid-version", publish.DefaultCidVersion, "CID version, 0 or 1 (1 implies --raw-leaves)")
 	f.BoolVar(&p.rawLeaves, "raw-leaves", false, "use raw blocks for leaves (default: true for CIDv1, false for CIDv0)")
@@ -72,27 +92,49 @@ use the same key. One key publishes one name.`,
 }
 
 // run publishes the directory in args (or --car), or with --only-hash
-// prints its root CID.
+// prints its root CID. Everything that can be checked before the import
+// is: the arguments, the key, and with the origin whether it would take
+// the upload and the name.
 func (p *publishFlags) run(cmd *cobra.Command, args []string) error {
 	if (len(args) == 1) == (p.carFile != "") {
 		return errors.New("give either a directory or --car FILE")
 	}
-	if !p.onlyHash {
-		if p.name == "" {
-			return errors.New("--name is required (or use --only-hash)")
+	if p.onlyHash {
+		if p.carFile != "" {
+			return errors.New("--only-hash applies to directories; a CAR's roots are in its header")
 		}
-		if p.keyFile == "" {
-			return errors.New("--key is required (create one with 'topcdn keygen --out FILE')")
-		}
-		if err := originapi.ValidateName(p.name); err != nil {
+		_, err := p.importDir(cmd, args[0])
+		return err
+	}
+	if p.name == "" {
+		return errors.New("--name is required (or use --only-hash)")
+	}
+	if p.keyFile == "" {
+		return errors.New("--key is required (create one with 'topcdn keygen --out FILE')")
+	}
+	if err := originapi.ValidateName(p.name); err != nil {
+		return err
+	}
+	if p.carFile == "" {
+		if err := p.checkSource(args[0]); err != nil {
 			return err
 		}
+	} else if p.file {
+		return errors.New("--file publishes a file as a site; a CAR is published with --car alone")
+	}
+	key, err := identity.Load(p.keyFile)
+	if err != nil {
+		return err
+	}
+	client, err := publish.NewClient(p.originURL, nil)
+	if err != nil {
+		return err
+	}
+	if err := p.precheck(cmd, client, key); err != nil {
+		return err
 	}
 	var src publish.Source
 	if p.carFile != "" {
-		if p.onlyHash {
-			return errors.New("--only-hash applies to directories; a CAR's roots are in its header")
-		}
 		cf, err := publish.OpenCAR(p.carFile)
 		if err != nil {
 			return err
@@ -101,12 +143,48 @@ func (p *publishFlags) run(cmd *cobra.Command, args []string) error {
 		src = cf
 	} else {
 		d, err := p.importDir(cmd, args[0])
-		if err != nil || p.onlyHash {
+		if err != nil {
 			return err
 		}
 		src = d
 	}
-	return p.upload(cmd, src)
+	return p.upload(cmd, client, key, src)
+}
+
+// checkSource requires path to be a directory, or a regular file with
+// --file: a file published by mistake would replace the whole site.
+func (p *publishFlags) checkSource(path string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("publish: %w", err)
+	}
+	switch {
+	case st.IsDir() && p.file:
+		return fmt.Errorf("--file: %s is a directory; publish it without --file", path)
+	case !st.IsDir() && !p.file:
+		return fmt.Errorf("%s is a file, not a directory: publishing it would replace the whole site %q with this one file; "+
+			"publish the directory that holds the site, or give --file if a one-file site is what you want", path, p.name)
+	}
+	return nil
+}
+
+// precheck asks the origin, before anything is imported, whether key may
+// upload there and publish the name, so a refusal costs no import, upload
+// or quota. An origin without the check is told so and publishing goes on.
+func (p *publishFlags) precheck(cmd *cobra.Command, client *publish.Client, key *identity.Key) error {
+	u, err := client.Check(cmd.Context(), key.ID, p.name)
+	if errors.Is(err, publish.ErrNoCheck) {
+		fmt.Fprintf(p.status(cmd), "note: the origin at %s cannot check a publish before it; a refusal will come after the upload\n", p.originURL)
+		return nil
+	}
+	if err != nil {
+		return p.originErr(err)
+	}
+	if u.QuotaBytes > 0 && u.UsedBytes >= u.QuotaBytes {
+		fmt.Fprintf(p.status(cmd), "warning: %s has used all of its %s quota at the origin: only content the origin already holds can be published\n",
+			key.ID, humanize.IBytes(uint64(u.QuotaBytes)))
+	}
+	return nil
 }
 
 // importDir imports dir with the import flags, showing progress; with
@@ -146,17 +224,9 @@ func (p *publishFlags) importDir(cmd *cobra.Command, dir string) (*publish.DAG, 
 
 // upload sends the blocks of src the origin lacks and points the name at
 // its first root.
-func (p *publishFlags) upload(cmd *cobra.Command, src publish.Source) error {
+func (p *publishFlags) upload(cmd *cobra.Command, client *publish.Client, key *identity.Key, src publish.Source) error {
 	ctx, stdout, status := cmd.Context(), cmd.OutOrStdout(), p.status(cmd)
 	root := src.Roots()[0]
-	key, err := identity.Load(p.keyFile)
-	if err != nil {
-		return err
-	}
-	client, err := publish.NewClient(p.originURL, nil)
-	if err != nil {
-		return err
-	}
 	var progress func(int64) publish.Progress
 	if !p.quiet {
 		progress = func(total int64) publish.Progress {
@@ -165,7 +235,7 @@ func (p *publishFlags) upload(cmd *cobra.Command, src publish.Source) error {
 	}
 	pushed, err := client.Push(ctx, key, src, progress)
 	if err != nil {
-		return err
+		return p.originErr(err)
 	}
 	fmt.Fprintf(status, "uploaded %d of %d blocks (%s)", pushed.Sent, pushed.Blocks, humanize.IBytes(uint64(pushed.SentBytes)))
 	if had := pushed.Blocks - pushed.Sent; had > 0 {
@@ -177,7 +247,7 @@ func (p *publishFlags) upload(cmd *cobra.Command, src publish.Source) error {
 	}
 	ni, err := client.PublishName(ctx, p.name, key, root, publish.NameOptions{TTL: p.ttl, Lifetime: p.lifetime})
 	if err != nil {
-		return err
+		return p.originErr(err)
 	}
 	if p.quiet {
 		fmt.Fprintln(stdout, root)
@@ -186,6 +256,34 @@ func (p *publishFlags) upload(cmd *cobra.Command, src publish.Source) error {
 	fmt.Fprintf(stdout, "root  %s\nname  %s -> %s (sequence %d)\nipns  %s\n",
 		root, ni.Name, ni.Value, ni.Sequence, ipns.NameFromPeer(key.ID))
 	return nil
+}
+
+// Where origins listen: defaultOriginURL is --origin's default, where
+// 'topcdn origin' listens by default (its --listen); demoOriginURL is
+// where 'make demo' (topcdn devnet, devnet/devnet.go) runs its origin,
+// and demoBillingURL its billing.
+const (
+	defaultOriginURL = "http://127.0.0.1:8081"
+	demoOriginURL    = "http://127.0.0.1:7070"
+	demoBillingURL   = "http://127.0.0.1:7080"
+)
+
+// originErr adds to an error from the origin where to look: for an
+// origin that does not answer, which URL was tried and where origins
+// listen; for a publisher without funds, how to deposit.
+func (p *publishFlags) originErr(err error) error {
+	var oe *publish.OriginError
+	var ue *url.Error
+	switch {
+	case errors.As(err, &oe) && oe.Status == http.StatusPaymentRequired:
+		return fmt.Errorf("%w\n(deposit with 'topcdn billing deposit --billing URL ...'; make demo's billing is %s)", err, demoBillingURL)
+	case errors.As(err, &oe), errors.Is(err, context.Canceled):
+		return err
+	case errors.As(err, &ue):
+		return fmt.Errorf("%w\nno origin answers at %s: 'topcdn origin' listens on %s by default, make demo's origin on %s; "+
+			"give --origin URL or set TOPCDN_ORIGIN", err, p.originURL, defaultOriginURL, demoOriginURL)
+	}
+	return err
 }
 
 // status is where progress lines go: standard error, or nowhere with -Q.
