@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -29,7 +30,7 @@ func pgDSN(t *testing.T) string {
 	}
 	server := os.Getenv("TOPCDN_PG_DSN")
 	if server == "" {
-		server = startCluster(t)
+		server = sharedCluster(t)
 	}
 	db, err := sql.Open("pgx", server)
 	if err != nil {
@@ -73,7 +74,38 @@ func pgBin(name string) string {
 	return ""
 }
 
-func startCluster(t *testing.T) string {
+// cluster is the throwaway cluster the package's tests share: starting
+// one takes seconds, a database in it a few milliseconds. TestMain stops
+// it once every test is done.
+var cluster struct {
+	mu    sync.Mutex
+	dsn   string
+	stops []func()
+}
+
+// sharedCluster starts the package's cluster the first time it is asked
+// for and returns its DSN.
+func sharedCluster(t *testing.T) string {
+	t.Helper()
+	cluster.mu.Lock()
+	defer cluster.mu.Unlock()
+	if cluster.dsn == "" {
+		cluster.dsn = startClusterFor(t, func(f func()) { cluster.stops = append(cluster.stops, f) })
+	}
+	return cluster.dsn
+}
+
+// TestMain runs the tests, then stops the shared cluster.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	for i := len(cluster.stops) - 1; i >= 0; i-- {
+		cluster.stops[i]()
+	}
+	os.Exit(code)
+}
+
+// startClusterFor starts a cluster, registering its teardown with cleanup.
+func startClusterFor(t *testing.T, cleanup func(func())) string {
 	t.Helper()
 	initdb, pgctl := pgBin("initdb"), pgBin("pg_ctl")
 	if initdb == "" || pgctl == "" {
@@ -88,7 +120,7 @@ func startCluster(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	cleanup(func() { os.RemoveAll(dir) })
 	var asUser []string
 	owner := "postgres"
 	if os.Geteuid() == 0 {
@@ -118,7 +150,7 @@ func startCluster(t *testing.T) string {
 	pgRun(initdb, "-D", data, "-U", owner, "--auth=trust", "--no-sync", "-E", "UTF8")
 	pgRun(pgctl, "-D", data, "-l", filepath.Join(dir, "log"), "-w", "-t", "60",
 		"-o", "-k "+dir+" -c listen_addresses='' -c fsync=off", "start")
-	t.Cleanup(func() {
+	cleanup(func() {
 		full := append(append([]string(nil), asUser...), pgctl, "-D", data, "-m", "immediate", "-w", "stop")
 		exec.Command(full[0], full[1:]...).Run()
 	})
