@@ -384,6 +384,9 @@ func TestBillingKillMidSettlement(t *testing.T) {
 	}
 	args := []string{"billing", "--listen", "127.0.0.1:0", "--db", filepath.Join(bdir, "ledger.db"), "--origin", o.url,
 		"--dns", vouchingRouter(t, "name:blog", edgesOf(edges...)),
+		// The stand-in router's units are not real clients: no edge's
+		// bytes per unit are a reference for the others'.
+		"--demand-headroom", "-1",
 		"--shared-prefix", "127.0.0.0/24", "--epoch", "1s", "--settle-delay", "1s", "--price-gib-served", strconv.Itoa(pricePerByte << 30)}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(cmd.Environ(), faultEnv+"=kill-mid-settle")
