@@ -18,29 +18,53 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard" // respond, the http app
 )
 
-// runCaddy runs Caddy in this process with caddyfile, whose "PORT" is
-// replaced by a free port, which it returns; Caddy stops when the test
-// ends.
+// runCaddy runs Caddy in this process with caddyfileText, whose "PORT"
+// is replaced by a free port, which it returns; Caddy stops when the
+// test ends.
 func runCaddy(t *testing.T, caddyfileText string) string {
+	t.Helper()
+	port := freePort(t)
+	if err := loadCaddy(t, caddyfileText, port); err != nil {
+		t.Fatal(err)
+	}
+	return port
+}
+
+// loadCaddy loads caddyfileText, with "PORT" replaced by port, into the
+// Caddy of this process, and stops it when the test ends. A config that
+// fails to load leaves the running one running.
+func loadCaddy(t *testing.T, caddyfileText, port string) error {
+	t.Helper()
+	if err := caddy.Load(adapt(t, caddyfileText, port), true); err != nil {
+		return err
+	}
+	t.Cleanup(func() {
+		if err := caddy.Stop(); err != nil && !errors.Is(err, caddy.ErrNotConfigured) {
+			t.Error(err)
+		}
+	})
+	return nil
+}
+
+// adapt adapts caddyfileText, with "PORT" replaced by port, to JSON.
+func adapt(t *testing.T, caddyfileText, port string) []byte {
+	t.Helper()
+	cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(strings.ReplaceAll(caddyfileText, "PORT", port)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// freePort returns a port free on 127.0.0.1 a moment ago.
+func freePort(t *testing.T) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer l.Close()
 	_, port, _ := net.SplitHostPort(l.Addr().String())
-	l.Close()
-	cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(strings.ReplaceAll(caddyfileText, "PORT", port)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := caddy.Load(cfg, true); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := caddy.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
 	return port
 }
 
