@@ -49,8 +49,10 @@ type Handler struct {
 	// DiskCacheBytes bounds the disk cache. Default:
 	// edge.DefaultDiskCacheBytes (1 GiB).
 	DiskCacheBytes int64 `json:"disk_cache_bytes,omitempty"`
-	// KeyFile holds the edge's key (created at the first start if
-	// missing). Default: a new key at each start.
+	// KeyFile holds the edge's key, its identity, which billing pays
+	// (created at the first start if missing). Default: edge.key in the
+	// topcdn directory of Caddy's data directory (caddy.AppDataDir()),
+	// e.g. ~/.local/share/caddy/topcdn/edge.key.
 	KeyFile string `json:"key_file,omitempty"`
 	// DNSLinks are static DNSLink records: host name → /ipfs/… or /ipns/…
 	// path, answered without DNS (custom domains). Default: none.
@@ -86,7 +88,7 @@ type Handler struct {
 	BillingEpoch caddy.Duration `json:"billing_epoch,omitempty"`
 
 	logger   *zap.Logger
-	keyPath  string                // KeyFile; "" for a new key at each start
+	keyPath  string                // KeyFile, or its default
 	registry prometheus.Registerer // the config's metrics registry
 	run      *handlerRun
 }
@@ -114,7 +116,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.Validate(); err != nil {
 		return err
 	}
-	h.keyPath = h.KeyFile
+	h.keyPath = cmp.Or(h.KeyFile, defaultKeyFile())
 	if err := checkKey(h.keyPath); err != nil {
 		return err
 	}

@@ -139,10 +139,34 @@ http://127.0.0.2:PORT {
 	if err := loadCaddy(t, text, port); err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []string{"keys/edge.key", "cache", "cache2"} {
+	for _, p := range []string{"keys/edge.key", "cache", "cache2", "data/caddy/topcdn/edge.key"} {
 		if _, err := os.Stat(filepath.Join(dir, p)); err != nil {
 			t.Errorf("running the config: %v", err)
 		}
+	}
+}
+
+// TestDefaultKeyKept: an edge without a key option keeps one in Caddy's
+// data directory, so it has the same peer ID after a restart.
+func TestDefaultKeyKept(t *testing.T) {
+	dir := isolateDataDir(t)
+	text := global + "http://127.0.0.1:PORT {\n topcdn http://127.0.0.1:1\n}\n"
+	var peers []string
+	for range 2 {
+		port := freePort(t)
+		if err := loadCaddy(t, text, port); err != nil {
+			t.Fatal(err)
+		}
+		peers = append(peers, peerOf(t, "http://127.0.0.1:"+port))
+		if err := caddy.Stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if peers[0] != peers[1] {
+		t.Fatalf("peer %s after a restart, %s before", peers[1], peers[0])
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data", "caddy", "topcdn", "edge.key")); err != nil {
+		t.Fatal(err)
 	}
 }
 

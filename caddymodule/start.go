@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,12 +57,16 @@ func (a *App) Start() error {
 // Stop does nothing: each handler's Cleanup lets go of what it started.
 func (a *App) Stop() error { return nil }
 
+// defaultKeyFile is the key an edge configured without one keeps, in
+// Caddy's data directory, so that its identity (which billing pays) lasts
+// across restarts.
+func defaultKeyFile() string {
+	return filepath.Join(caddy.AppDataDir(), "topcdn", "edge.key")
+}
+
 // checkKey loads the key file at path, if there is one, and changes
 // nothing: a key that cannot be used fails the config at validation.
 func checkKey(path string) error {
-	if path == "" {
-		return nil
-	}
 	if _, err := identity.Load(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("topcdn: key: %w", err)
 	}
@@ -172,14 +177,6 @@ func startInstance(h *Handler) (_ *instance, err error) {
 // loadKey loads the key file at path, creating it if there is none, and
 // logs which it is.
 func loadKey(path string, log *zap.Logger) (*identity.Key, error) {
-	if path == "" {
-		k, err := identity.Generate(nil)
-		if err != nil {
-			return nil, fmt.Errorf("topcdn: key: %w", err)
-		}
-		log.Info("edge identity made for this run only (no key file)", zap.Stringer("peer_id", k.ID))
-		return k, nil
-	}
 	k, err := identity.Load(path)
 	created := errors.Is(err, fs.ErrNotExist)
 	if created {
