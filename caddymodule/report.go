@@ -88,11 +88,9 @@ func parseLocation(s string) (lat, lon *float64, err error) {
 	return &la, &lo, nil
 }
 
-// startBackground runs the heartbeats and the billing reporter until
-// Destruct.
-func (in *instance) startBackground() {
-	ctx, stop := context.WithCancel(context.Background())
-	in.stop, in.done = stop, make(chan struct{})
+// startBackground runs the heartbeats and the billing reporter until ctx
+// ends (Destruct).
+func (in *instance) startBackground(ctx context.Context) {
 	var tasks []func()
 	if in.reporter != nil {
 		tasks = append(tasks, func() { in.reporter.Run(ctx) })
@@ -118,9 +116,6 @@ func (in *instance) startBackground() {
 // stopBackground stops the background work and waits for it (the
 // reporter's last post is bounded by 10 s).
 func (in *instance) stopBackground() {
-	if in.stop == nil {
-		return
-	}
 	in.stop()
 	select {
 	case <-in.done:

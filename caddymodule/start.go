@@ -128,18 +128,20 @@ type instance struct {
 	key      *identity.Key
 	reporter *billingapi.Reporter
 	stateKey string
-	diskKey  string // "" without a disk cache
-	stop     context.CancelFunc
-	done     chan struct{} // closed when the background work ended
+	diskKey  string             // "" without a disk cache
+	stop     context.CancelFunc // ends the edge's and the background work's context
+	done     chan struct{}      // closed when the background work ended
 }
 
 // startInstance loads (or creates) the key, opens the caches, builds the
 // edge and starts the heartbeats and billing reports, for h's config. It
 // lets go of what it took if it fails.
 func startInstance(h *Handler) (_ *instance, err error) {
-	in := &instance{conf: h}
+	ctx, stop := context.WithCancel(context.Background())
+	in := &instance{conf: h, stop: stop, done: make(chan struct{})}
 	defer func() {
 		if err != nil {
+			stop()
 			err = errors.Join(err, in.release())
 		}
 	}()
@@ -167,10 +169,10 @@ func startInstance(h *Handler) (_ *instance, err error) {
 		}
 		in.diskKey = key
 	}
-	if in.edge, err = edge.New(context.Background(), cfg); err != nil {
+	if in.edge, err = edge.New(ctx, cfg); err != nil {
 		return nil, fmt.Errorf("topcdn: %w", err)
 	}
-	in.startBackground()
+	in.startBackground(ctx)
 	return in, nil
 }
 
