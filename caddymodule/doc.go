@@ -2,6 +2,12 @@
 // http.handlers.topcdn and the Caddyfile directive topcdn (ordered before
 // file_server). It is a thin adapter: the serving logic is package edge.
 //
+// Provision only checks: Caddy provisions a config to validate it too
+// (caddy validate), so what writes or connects (the key file, the disk
+// cache, heartbeats, billing reports) waits for the app topcdn, which the
+// handlers load, to start, or for the first request. Handlers of a config
+// configured alike share one running edge.
+//
 // It also registers the listener wrapper caddy.listeners.topcdn_limit
 // (ConnLimit), which caps the connections a server holds per client
 // address and in total: with a header read timeout (servers { timeouts {

@@ -104,9 +104,14 @@ func (h *Handler) start() error {
 	return r.err
 }
 
-// stop lets go of what start took.
+// stop lets go of what start took. It waits for a start under way, and
+// no start follows it.
 func (h *Handler) stop() error {
-	if h.run == nil || h.run.inst == nil {
+	if h.run == nil {
+		return nil // Provision failed before
+	}
+	h.run.once.Do(func() { h.run.err = errors.New("topcdn: handler cleaned up") })
+	if h.run.inst == nil {
 		return nil
 	}
 	_, err := instances.Delete(h.run.key)
