@@ -2,6 +2,18 @@
 // http.handlers.topcdn and the Caddyfile directive topcdn (ordered before
 // file_server). It is a thin adapter: the serving logic is package edge.
 //
+// Provision only checks: Caddy provisions a config to validate it too
+// (caddy validate), so what writes or connects (the key file, the disk
+// cache, heartbeats, billing reports) waits for the app topcdn, which the
+// handlers load, to start, or for the first request. Handlers of a config
+// configured alike share one running edge.
+//
+// It also registers the listener wrapper caddy.listeners.topcdn_limit
+// (ConnLimit), which caps the connections a server holds per client
+// address and in total: with a header read timeout (servers { timeouts {
+// read_header 10s } }), what keeps a slowloris client from taking all the
+// edge's file descriptors. The repository's Caddyfile uses both.
+//
 // Build a Caddy with it as with any plugin (xcaddy build --with
 // github.com/topcdn/topcdn/caddymodule, or go build ./cmd/caddy), or use
 // `topcdn edge`, which embeds Caddy with its standard modules and this one.

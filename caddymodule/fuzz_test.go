@@ -64,3 +64,27 @@ func normalize(h Handler) Handler {
 	}
 	return h
 }
+
+// FuzzConnLimitCaddyfile feeds arbitrary text to the topcdn_limit
+// listener wrapper: parsing returns an error or caps of 1 or more, which
+// Validate accepts, without panicking.
+func FuzzConnLimitCaddyfile(f *testing.F) {
+	for _, s := range []string{
+		"topcdn_limit",
+		"topcdn_limit {\n per_address 8\n total 1000\n}",
+		"topcdn_limit {\n per_address -1\n}",
+		"topcdn_limit {\n total 99999999999999999999\n}",
+		"topcdn_limit {\n{\n}",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, input string) {
+		var l ConnLimit
+		if err := l.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input)); err != nil {
+			return
+		}
+		if l.PerAddress < 0 || l.Total < 0 || l.Validate() != nil {
+			t.Fatalf("%q: parsed to caps Validate refuses: %+v", input, l)
+		}
+	})
+}

@@ -2,22 +2,20 @@ package caddymodule
 
 import (
 	"cmp"
-	"context"
 	"errors"
 	"fmt"
 	"math"
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/edge"
-	"github.com/topcdn/topcdn/identity"
 	"go.uber.org/zap"
 )
 
@@ -51,8 +49,10 @@ type Handler struct {
 	// DiskCacheBytes bounds the disk cache. Default:
 	// edge.DefaultDiskCacheBytes (1 GiB).
 	DiskCacheBytes int64 `json:"disk_cache_bytes,omitempty"`
-	// KeyFile holds the edge's key (created if missing). Default: a new
-	// key at each start.
+	// KeyFile holds the edge's key, its identity, which billing pays
+	// (created at the first start if missing). Default: edge.key in the
+	// topcdn directory of Caddy's data directory (caddy.AppDataDir()),
+	// e.g. ~/.local/share/caddy/topcdn/edge.key.
 	KeyFile string `json:"key_file,omitempty"`
 	// DNSLinks are static DNSLink records: host name → /ipfs/… or /ipns/…
 	// path, answered without DNS (custom domains). Default: none.
@@ -87,14 +87,10 @@ type Handler struct {
 	// billing's default.
 	BillingEpoch caddy.Duration `json:"billing_epoch,omitempty"`
 
-	edge     *edge.Edge
-	disk     *edge.DiskCache
-	diskKey  string // its key in disks
-	stateKey string // the edge's State's key in states
 	logger   *zap.Logger
-	reporter *billingapi.Reporter
-	stop     context.CancelFunc
-	done     chan struct{} // closed when the background work ended
+	keyPath  string                // KeyFile, or its default
+	registry prometheus.Registerer // the config's metrics registry
+	run      *handlerRun
 }
 
 // CaddyModule returns the Caddy module information.
@@ -105,51 +101,33 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision sets the defaults, then opens the caches, builds the edge and
-// starts the heartbeats and billing reports, for a configuration Validate
-// accepts: Caddy validates only after Provision, and nothing is opened or
-// started for a configuration it would refuse. It does not contact the
-// origin. Caddy calls Cleanup when Provision or Validate fails, which lets
-// go of what Provision took.
+// Provision sets the defaults, checks the configuration and a key file
+// already there, and registers the handler with the topcdn app, which
+// starts it: opens the caches, builds the edge (or shares the one a
+// handler configured alike built), creates the key file if missing and
+// starts the heartbeats and billing reports. Provision itself writes
+// nothing and contacts nobody, as Caddy provisions a config to validate
+// it too (caddy validate), and does not start it then. Caddy calls
+// Cleanup when Provision or Validate fails, which lets go of what Start
+// took.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.setDefaults()
 	if err := h.Validate(); err != nil {
 		return err
 	}
-	var err error
-	cfg := edge.Config{Origin: h.Origin, Domain: h.Domain, MemoryBytes: max(1, int64(float64(h.MemoryCacheBytes)*cacheShare)),
-		DNSLinks: h.DNSLinks, Logger: h.logger, Registry: ctx.GetMetricsRegistry()}
-	if cfg.State, h.stateKey, err = loadState(stateKey{Origin: h.Origin, OriginID: h.OriginID, Domain: h.Domain,
-		KeyFile: h.KeyFile, DNSLinks: h.DNSLinks, MemoryBytes: cfg.MemoryBytes}); err != nil {
-		return fmt.Errorf("topcdn: %w", err)
+	h.keyPath = cmp.Or(h.KeyFile, defaultKeyFile())
+	if err := checkKey(h.keyPath); err != nil {
+		return err
 	}
-	if h.OriginID != "" {
-		cfg.OriginID, _ = peer.Decode(h.OriginID) // Validate checked it
-	}
-	if h.KeyFile != "" {
-		cfg.Key, err = identity.LoadOrGenerate(h.KeyFile)
-	} else {
-		cfg.Key, err = identity.Generate(nil)
-	}
+	h.registry = ctx.GetMetricsRegistry()
+	h.run = new(handlerRun)
+	app, err := ctx.App("topcdn")
 	if err != nil {
 		return fmt.Errorf("topcdn: %w", err)
 	}
-	if h.Billing != "" {
-		h.reporter = billingapi.NewReporter(cfg.Key, h.Billing, billingapi.WithEpoch(time.Duration(h.BillingEpoch)),
-			billingapi.WithLogger(h.logger.Named("billing")), billingapi.WithPublicURL(h.PublicURL))
-		cfg.Recorder = recorder{h.reporter}
-	}
-	if h.DiskCacheDir != "" {
-		if h.disk, h.diskKey, err = openDisk(h.DiskCacheDir, h.DiskCacheBytes); err != nil {
-			return err
-		}
-		cfg.Disk = h.disk
-	}
-	if h.edge, err = edge.New(ctx, cfg); err != nil {
-		return fmt.Errorf("topcdn: %w", err)
-	}
-	h.startBackground(cfg.Key)
+	a := app.(*App)
+	a.handlers = append(a.handlers, h)
 	return nil
 }
 
@@ -188,21 +166,21 @@ func (h *Handler) Validate() error {
 	return h.validateReporting()
 }
 
-// Cleanup stops the heartbeats, sends billing what is left to report, and
-// lets go of the edge's State and the disk cache (closed when no loaded
-// config uses it).
+// Cleanup lets go of the running edge, which stops when no handler of a
+// loaded config uses it: its heartbeats stop, billing gets what is left
+// to report, and the State and the disk cache are let go of (the disk
+// cache is closed when no loaded config uses it).
 func (h *Handler) Cleanup() error {
-	h.stopBackground()
-	err := releaseState(h.stateKey)
-	if h.disk != nil {
-		err = errors.Join(err, releaseDisk(h.diskKey))
-	}
-	return err
+	return h.stop()
 }
 
-// ServeHTTP serves the request from the edge; it never calls next.
+// ServeHTTP serves the request from the edge; it never calls next. It
+// starts the handler if the topcdn app has not yet.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
-	h.edge.ServeHTTP(w, r)
+	if err := h.start(); err != nil {
+		return caddyhttp.Error(http.StatusServiceUnavailable, err)
+	}
+	h.run.inst.edge.ServeHTTP(w, r)
 	return nil
 }
 

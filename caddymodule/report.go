@@ -13,7 +13,6 @@ import (
 	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/edge"
-	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/internal/tick"
 	"go.uber.org/zap"
 )
@@ -89,17 +88,15 @@ func parseLocation(s string) (lat, lon *float64, err error) {
 	return &la, &lo, nil
 }
 
-// startBackground runs the heartbeats and the billing reporter until
-// Cleanup.
-func (h *Handler) startBackground(key *identity.Key) {
-	ctx, stop := context.WithCancel(context.Background())
-	h.stop, h.done = stop, make(chan struct{})
+// startBackground runs the heartbeats and the billing reporter until ctx
+// ends (Destruct).
+func (in *instance) startBackground(ctx context.Context) {
 	var tasks []func()
-	if h.reporter != nil {
-		tasks = append(tasks, func() { h.reporter.Run(ctx) })
+	if in.reporter != nil {
+		tasks = append(tasks, func() { in.reporter.Run(ctx) })
 	}
-	if h.Router != "" {
-		tasks = append(tasks, func() { h.heartbeats(ctx, key) })
+	if in.conf.Router != "" {
+		tasks = append(tasks, func() { in.heartbeats(ctx) })
 	}
 	remaining := make(chan struct{}, len(tasks))
 	for _, t := range tasks {
@@ -112,36 +109,34 @@ func (h *Handler) startBackground(key *identity.Key) {
 		for range tasks {
 			<-remaining
 		}
-		close(h.done)
+		close(in.done)
 	}()
 }
 
 // stopBackground stops the background work and waits for it (the
 // reporter's last post is bounded by 10 s).
-func (h *Handler) stopBackground() {
-	if h.stop == nil {
-		return
-	}
-	h.stop()
+func (in *instance) stopBackground() {
+	in.stop()
 	select {
-	case <-h.done:
+	case <-in.done:
 	case <-time.After(15 * time.Second):
-		h.logger.Warn("background work did not stop within 15 s")
+		in.conf.logger.Warn("background work did not stop within 15 s")
 	}
 }
 
 // heartbeats sends the router a signed heartbeat every HeartbeatInterval:
 // where the edge is, and its load since the last one.
-func (h *Handler) heartbeats(ctx context.Context, key *identity.Key) {
+func (in *instance) heartbeats(ctx context.Context) {
+	h, key := in.conf, in.key
 	interval := time.Duration(h.HeartbeatInterval)
 	client := &http.Client{Timeout: max(interval, 2*time.Second)}
 	addrs, _ := h.publicAddrs()
 	lat, lon, _ := parseLocation(h.Location)
 	log := h.logger.Named("heartbeat")
-	prev, prevAt := h.edge.Stats(), time.Now()
+	prev, prevAt := in.edge.Stats(), time.Now()
 	failing := false
 	tick.NowAndEvery(ctx, interval, func(ctx context.Context) {
-		now, st := time.Now(), h.edge.Stats()
+		now, st := time.Now(), in.edge.Stats()
 		load := 0.0
 		if d := now.Sub(prevAt).Seconds(); d > 0 {
 			load = float64(st.Requests-prev.Requests) / d
@@ -151,10 +146,10 @@ func (h *Handler) heartbeats(ctx context.Context, key *identity.Key) {
 			City: h.City, Lat: lat, Lon: lon, Load: load, Capacity: h.Capacity,
 			IntervalMS: interval.Milliseconds(), Time: now.UTC(),
 			Requests: st.Requests, Bytes: st.Bytes, CacheHits: st.ResponseHits + st.BlockHits, CacheMisses: st.BlockMisses}
-		if h.reporter != nil {
+		if in.reporter != nil {
 			// What billing may pay this edge per epoch is bounded by
 			// what its heartbeats said it served in it.
-			tot := h.reporter.Totals()
+			tot := in.reporter.Totals()
 			hb.Epoch, hb.EpochBytes, hb.PrevEpoch, hb.PrevEpochBytes = tot.Epoch, tot.Bytes, tot.Prev, tot.PrevBytes
 		}
 		switch err := dnsrouteapi.SendHeartbeat(ctx, client, h.Router, key, hb); {

@@ -391,7 +391,12 @@ func edgeCaddyfile(dir, ip, addr, origin, router, billing, zone, city string, ep
 	persist_config off
 	storage file_system %[1]s
 	servers {
+		listener_wrappers {
+			topcdn_limit
+		}
 		timeouts {
+			read_header 10s
+			idle 2m
 			write_max_chunk 1MiB
 		}
 	}

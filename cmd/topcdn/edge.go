@@ -35,6 +35,18 @@ A minimal Caddyfile:
 
   {
       auto_https off
+      servers {
+          listener_wrappers {
+              topcdn_limit {
+                  per_address 256
+                  total       16384
+              }
+          }
+          timeouts {
+              read_header 10s
+              idle        2m
+          }
+      }
   }
   :8080 {
       encode zstd gzip
@@ -46,6 +58,13 @@ A minimal Caddyfile:
           key          /var/lib/topcdn/edge.key
       }
   }
+
+topcdn_limit closes a client address's connections over per_address, and
+any over total, as soon as they are accepted; with read_header it keeps a
+client that opens connections and sends nothing (slowloris) from taking
+the edge's file descriptors. Without key, the edge keeps its key in
+Caddy's data directory (topcdn/edge.key under $XDG_DATA_HOME/caddy or
+~/.local/share/caddy), created at the first start.
 
 SIGINT or SIGTERM stop it cleanly.`,
 		Args: cobra.NoArgs,
