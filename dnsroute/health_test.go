@@ -257,12 +257,21 @@ func TestEdgeAddressesMustServeTheEdge(t *testing.T) {
 	if got := addrs(r); !slices.Equal(got, []string{"127.1.0.1"}) {
 		t.Fatalf("answers %v, want only the honest edge's own address 127.1.0.1", got)
 	}
-	var list []dnsrouteapi.EdgeInfo
-	testkit.GetJSON(t, tr.http.URL+dnsrouteapi.EdgesPath, &list)
-	for _, e := range list {
-		if e.Peer == thief.key.ID.String() && (e.Healthy || !strings.Contains(e.ProbeError, "no address")) {
-			t.Fatalf("the edge whose addresses are not its own: %+v, want unhealthy, saying why", e)
+	// The thief's probe may still be running (the honest edge's ended
+	// first): wait for its verdict, then it must be unhealthy, saying why.
+	var thiefInfo dnsrouteapi.EdgeInfo
+	testkit.WaitFor(t, 5*time.Second, "the thief's probe", func() bool {
+		var list []dnsrouteapi.EdgeInfo
+		testkit.GetJSON(t, tr.http.URL+dnsrouteapi.EdgesPath, &list)
+		for _, e := range list {
+			if e.Peer == thief.key.ID.String() {
+				thiefInfo = e
+			}
 		}
+		return thiefInfo.ProbeError != "not probed yet"
+	})
+	if thiefInfo.Healthy || !strings.Contains(thiefInfo.ProbeError, "no address") {
+		t.Fatalf("the edge whose addresses are not its own: %+v, want unhealthy, saying why", thiefInfo)
 	}
 	// An honest edge that moves to an address it does serve is handed out
 	// there once probed.
