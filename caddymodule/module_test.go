@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"encoding/json"
+	"io"
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
@@ -215,5 +216,32 @@ func TestInvalidStartsNothing(t *testing.T) {
 	}
 	if _, err := os.Stat(cache); !os.IsNotExist(err) {
 		t.Fatalf("the disk cache was opened for a configuration Validate refuses: %v", err)
+	}
+}
+
+// TestMetricsNameTheBuild: the config's metrics, served by Caddy's
+// metrics handler, carry topcdn_build_info, as every topcdn role's do,
+// next to the edge's own metrics and the Go runtime's.
+func TestMetricsNameTheBuild(t *testing.T) {
+	isolateDataDir(t)
+	port := freePort(t)
+	caddyfile := global + "http://127.0.0.1:" + port + " {\n handle /metrics {\n  metrics\n }\n topcdn http://127.0.0.1:1\n}\n"
+	if err := loadCaddy(t, caddyfile, port); err != nil {
+		t.Fatal(err)
+	}
+	peerOf(t, "http://127.0.0.1:"+port) // the edge is started
+	resp, err := http.Get("http://127.0.0.1:" + port + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"topcdn_build_info{", "topcdn_edge_", "go_goroutines "} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s:\n%.2000s", strings.TrimSpace(want), body)
+		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/edge"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/prom"
 	"go.uber.org/zap"
 )
 
@@ -155,6 +156,11 @@ func startInstance(h *Handler) (_ *instance, err error) {
 	}
 	cfg := edge.Config{Origin: h.Origin, Domain: h.Domain, MemoryBytes: max(1, int64(float64(h.MemoryCacheBytes)*cacheShare)),
 		DNSLinks: h.DNSLinks, Logger: h.logger, Key: in.key, Registry: firstRegisterer{Registerer: h.registry, logger: h.logger, warned: new(atomic.Bool)}}
+	// The build, as every topcdn role says it (Caddy adds the Go runtime's
+	// and the process's collectors).
+	if err = cfg.Registry.Register(prom.BuildInfo()); err != nil {
+		return nil, fmt.Errorf("topcdn: metrics: %w", err)
+	}
 	if cfg.State, in.stateKey, err = loadState(stateKey{Origin: h.Origin, OriginID: h.OriginID, Domain: h.Domain,
 		KeyFile: h.keyPath, DNSLinks: h.DNSLinks, MemoryBytes: cfg.MemoryBytes}); err != nil {
 		return nil, fmt.Errorf("topcdn: %w", err)
