@@ -31,10 +31,27 @@ func (r *Router) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 	transport := "tcp"
 	if udp {
 		transport = "udp"
-		if _, fast := w.(*udpWriter); !fast && r.rrl != nil {
-			// The UDPServer limits before it reads the query; other
-			// servers are limited here.
-			if act := r.rrl.check(src, start); act != rrlAllow {
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), queryTimeout)
+	defer cancel()
+	s := r.snap.Load()
+	m, handed := r.answer(ctx, s, q, src)
+	uw, fast := w.(*udpWriter)
+	var rrlKey uint64
+	if udp {
+		m.Truncate(udpSize(q))
+		if m.Truncated {
+			handed = handout{} // the client asks again over TCP; that one counts
+		}
+		if r.rrl != nil {
+			// Limited per response, so the response comes first (see rrl).
+			rrlKey = r.rrl.key(m, r.cfg.Zone)
+			if act := r.rrl.check(src, rrlKey, start); act != rrlAllow {
+				if fast {
+					// Kept unsent: the next such query is a cache hit,
+					// limited at the cost of a lookup.
+					uw.writeCached(m, s, handed, rrlKey, false)
+				}
 				if act == rrlSlip {
 					w.WriteMsg(slipResponse(q))
 				}
@@ -42,19 +59,9 @@ func (r *Router) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 			}
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), queryTimeout)
-	defer cancel()
-	s := r.snap.Load()
-	m, handed := r.answer(ctx, s, q, src)
-	if udp {
-		m.Truncate(udpSize(q))
-		if m.Truncated {
-			handed = handout{} // the client asks again over TCP; that one counts
-		}
-	}
 	r.count(handed, src, s)
-	if uw, ok := w.(*udpWriter); ok {
-		uw.writeCached(m, s, handed)
+	if fast {
+		uw.writeCached(m, s, handed, rrlKey, true)
 	} else {
 		w.WriteMsg(m)
 	}
