@@ -79,6 +79,12 @@ func TestAnswers(t *testing.T) {
 		{"not a CID", "bafyNOPE.ipfs", dns.TypeA, dns.RcodeNameError, 0, "", true},
 		{"CIDv0 does not fit a label", "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG.ipfs", dns.TypeA, dns.RcodeNameError, 0, "", true},
 		{"ipfs is an empty non-terminal", "ipfs", dns.TypeA, dns.RcodeSuccess, 0, "", true},
+		{"IPNS key subdomain", g.origin.names[0].IPNS + ".ipns", dns.TypeA, dns.RcodeSuccess, 2, "127.1.0.1", false},
+		{"IPNS key subdomain, in capitals", strings.ToUpper(g.origin.names[0].IPNS) + ".ipns", dns.TypeA, dns.RcodeSuccess, 2, "127.1.0.1", false},
+		{"IPNS key subdomain AAAA is NODATA", g.origin.names[0].IPNS + ".ipns", dns.TypeAAAA, dns.RcodeSuccess, 0, "", true},
+		{"a CID that is no key under ipns", cid + ".ipns", dns.TypeA, dns.RcodeNameError, 0, "", true},
+		{"not an IPNS key", "k51nope.ipns", dns.TypeA, dns.RcodeNameError, 0, "", true},
+		{"ipns is an empty non-terminal", "ipns", dns.TypeA, dns.RcodeSuccess, 0, "", true},
 		{"outside the zone", "example.com.", dns.TypeA, dns.RcodeRefused, 0, "", false},
 	}
 	for _, tc := range tests {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/miekg/dns"
 )
 
@@ -180,7 +181,7 @@ func (r *Router) answer(_ context.Context, s *snapshot, q *dns.Msg, src netip.Ad
 			r.addrAnswer(m, s, owner, qq.qtype, a)
 			return m, handout{}
 		}
-		if labels[0] == "ipfs" { // an empty non-terminal
+		if labels[0] == "ipfs" || labels[0] == "ipns" { // empty non-terminals
 			r.nodata(m, s)
 			return m, handout{}
 		}
@@ -199,6 +200,12 @@ func (r *Router) answer(_ context.Context, s *snapshot, q *dns.Msg, src netip.Ad
 	case len(labels) == 2 && labels[1] == "ipfs":
 		if c, ok := cidLabel(labels[0]); ok {
 			return m, r.site(m, s, owner, &qq, false).forSite("cid:"+c, src, qq.ecs)
+		}
+	case len(labels) == 2 && labels[1] == "ipns":
+		if publisher, ok := ipnsLabel(labels[0]); ok {
+			// The edges' billing records name such a site by the label
+			// (edge.Served.Name), lower case: so does demand.
+			return m, r.site(m, s, owner, &qq, s.suspended[publisher]).forSite("name:"+labels[0], src, qq.ecs)
 		}
 	}
 	m.Rcode = dns.RcodeNameError
@@ -295,6 +302,21 @@ func cidLabel(label string) (string, bool) {
 		return "", false
 	}
 	return c.String(), true
+}
+
+// ipnsLabel reports whether label is an IPNS name as subdomain gateways
+// take it, a CIDv1 of the libp2p-key codec in a case-insensitive encoding
+// (k51… in base36, or base32), and returns the key's peer ID.
+func ipnsLabel(label string) (peer.ID, bool) {
+	c, err := cid.Decode(label)
+	if err != nil || c.Version() != 1 || c.Type() != cid.Libp2pKey {
+		return "", false
+	}
+	id, err := peer.FromCid(c)
+	if err != nil {
+		return "", false
+	}
+	return id, true
 }
 
 // nsAddr returns the address of name server label ("ns1", "ns2", …).

@@ -123,6 +123,8 @@ func TestSuspendedPublisher(t *testing.T) {
 			{"a paying publisher", "blog", dns.TypeA, 1},
 			{"a suspended publisher gets NODATA", "spam", dns.TypeA, 0},
 			{"its dnslink stays", "_dnslink.spam", dns.TypeTXT, 1},
+			{"a paying publisher's IPNS key name", o.names[0].IPNS + ".ipns", dns.TypeA, 1},
+			{"a suspended publisher's IPNS key name gets NODATA", o.names[1].IPNS + ".ipns", dns.TypeA, 0},
 		}
 		for _, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {
