@@ -36,8 +36,12 @@ func (r *Router) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 	ctx, cancel := context.WithTimeout(context.Background(), queryTimeout)
 	defer cancel()
 	s := r.snap.Load()
-	m, handed := r.answer(ctx, s, q, src)
 	uw, fast := w.(*udpWriter)
+	var raw []byte
+	if fast {
+		raw = uw.pkt
+	}
+	m, handed := r.answerWire(ctx, s, q, raw, src)
 	var rrlKey uint64
 	if udp {
 		m.Truncate(udpSize(q))
@@ -211,6 +215,19 @@ func (r *Router) answer(_ context.Context, s *snapshot, q *dns.Msg, src netip.Ad
 	m.Rcode = dns.RcodeNameError
 	m.Ns = append(m.Ns, r.soa(s))
 	return m, handout{}
+}
+
+// answerWire is answer for a query whose bytes, raw, are at hand (nil
+// when not, as behind miekg/dns's servers): an ECS option whose address
+// has more or fewer octets than its source prefix needs gets FORMERR
+// (RFC 7871 §6), which only the bytes show (see ecsWireOK).
+func (r *Router) answerWire(ctx context.Context, s *snapshot, q *dns.Msg, raw []byte, src netip.Addr) (*dns.Msg, handout) {
+	if raw != nil && !ecsWireOK(raw) {
+		m := new(dns.Msg)
+		m.SetRcode(q, dns.RcodeFormatError)
+		return m, handout{}
+	}
+	return r.answer(ctx, s, q, src)
 }
 
 // readEDNS reads q's OPT record, if any, and its client subnet option into

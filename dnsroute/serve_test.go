@@ -59,6 +59,7 @@ func TestDoH(t *testing.T) {
 		{"POST A with ECS in Tokyo", post(pack(withECS(newQuery("blog", dns.TypeA), "127.2.0.0/24")), dohType), 200,
 			[]string{"127.2.0.1", "127.1.0.1"}, dns.RcodeSuccess},
 		{"GET NXDOMAIN", get(pack(newQuery("nope", dns.TypeA))), 200, nil, dns.RcodeNameError},
+		{"POST ECS /24 with 4 octets", post(ecsOctets(t, 0), dohType), 200, nil, dns.RcodeFormatError},
 		{"GET without dns", func() *http.Request { r, _ := http.NewRequest(http.MethodGet, g.http.URL+DoHPath, nil); return r }(), 400, nil, 0},
 		{"GET garbage", get([]byte("garbage")), 400, nil, 0},
 		{"POST wrong type", post(pack(newQuery("blog", dns.TypeA)), "text/plain"), 415, nil, 0},

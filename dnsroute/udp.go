@@ -192,7 +192,7 @@ func (u *UDPServer) handle(pkt []byte, ap netip.AddrPort, key *[]byte, buf []byt
 		u.formErr(pkt, ap)
 		return nil
 	}
-	r.ServeDNS(&udpWriter{u: u, ap: ap, key: *key}, q)
+	r.ServeDNS(&udpWriter{u: u, ap: ap, key: *key, pkt: pkt}, q)
 	return nil
 }
 
@@ -237,6 +237,7 @@ type udpWriter struct {
 	u   *UDPServer
 	ap  netip.AddrPort
 	key []byte // the cache key of the query
+	pkt []byte // the query's bytes, valid during ServeDNS
 }
 
 // writeCached sends m, when send is set, and keeps its bytes in snapshot
