@@ -37,8 +37,10 @@ type Config struct {
 	// later starts refuse a different one. Default: the pinned ID, else the
 	// peer_id of GET {Origin}/healthz.
 	OriginID peer.ID
-	// Capacity is how many bytes of shards the peer accepts. Default:
-	// DefaultCapacity (10 GiB).
+	// Capacity is how many bytes of shards the peer accepts. New refuses
+	// (ErrCapacityTooLarge) one larger than DataDir's filesystem can hold,
+	// its free space plus the shards already held. Default:
+	// DefaultCapacity (10 GiB), lowered to what the filesystem can hold.
 	Capacity int64
 	// PublicAddr is the base URL the peer announces in heartbeats, e.g.
 	// http://127.0.0.1:9001. Run needs it.

@@ -46,6 +46,7 @@ type Server struct {
 // origin cannot be reached it retries, with capped and jittered backoff,
 // logging "origin unreachable, retrying in …" each time, until ctx is done.
 func New(ctx context.Context, cfg Config) (*Server, error) {
+	explicitCapacity := cfg.Capacity != 0
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -70,6 +71,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if s.store, err = openStore(cfg.DataDir, cfg.Capacity, s.log); err != nil {
 		return nil, err
 	}
+	if err := s.fitCapacity(explicitCapacity); err != nil {
+		return nil, err
+	}
 	if s.metrics, err = newMetrics(cfg.Registry, s.store); err != nil {
 		return nil, fmt.Errorf("storage: metrics: %w", err)
 	}
@@ -82,6 +86,30 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		zap.Stringer("origin_id", s.originID), zap.Int("shards", n), zap.Int64("used", used),
 		zap.Int64("free", free), zap.Int64("capacity", cfg.Capacity))
 	return s, nil
+}
+
+// fitCapacity checks the capacity against the free disk space (see
+// fitCapacity), lowering a default one that does not fit.
+func (s *Server) fitCapacity(explicit bool) error {
+	free, err := diskFree(s.cfg.DataDir)
+	if err != nil {
+		s.log.Warn("cannot tell the free disk space; capacity not checked", zap.Error(err))
+		return nil
+	}
+	_, used, _, _ := s.store.stats()
+	fit, capped, err := fitCapacity(s.cfg.Capacity, explicit, free, used, s.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	if capped {
+		s.log.Warn("the default capacity is more than the disk can hold; lowered to fit",
+			zap.Int64("default", s.cfg.Capacity), zap.Int64("capacity", fit), zap.Int64("disk_free", free), zap.Int64("used", used))
+		s.cfg.Capacity = fit
+		s.store.mu.Lock()
+		s.store.capacity = fit
+		s.store.mu.Unlock()
+	}
+	return nil
 }
 
 // ID returns the peer's identity.
