@@ -168,7 +168,7 @@ func TestNearestEdge(t *testing.T) {
 // ecsOctets packs an A query for blog with ECS 127.2.5.0/24 whose address
 // has the octets extra added after its 3 (or, for a single -1, its last
 // removed), the option and OPT lengths set to match.
-func ecsOctets(t *testing.T, extra ...int) []byte {
+func ecsOctets(t testing.TB, extra ...int) []byte {
 	t.Helper()
 	b, err := withECS(newQuery("blog", dns.TypeA), "127.2.5.0/24").Pack()
 	if err != nil {
