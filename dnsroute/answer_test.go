@@ -83,7 +83,7 @@ func TestServfailWithoutEdges(t *testing.T) {
 }
 
 // FuzzAnswer feeds arbitrary packets through the query path: unpack,
-// answer, truncate, pack. It must never panic, and every response must
+// answer (with the ECS check on the bytes, ecsWireOK), truncate, pack. It must never panic, and every response must
 // pack and fit the UDP size.
 func FuzzAnswer(f *testing.F) {
 	for _, q := range []*dns.Msg{
@@ -92,6 +92,7 @@ func FuzzAnswer(f *testing.F) {
 		withECS(newQuery("blog", dns.TypeAAAA), "127.2.0.0/24"),
 		withECS(newQuery("bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi.ipfs", dns.TypeA), "fd00:2::/32"),
 		newQuery("", dns.TypeNS),
+		newQuery("k51qzi5uqu5dlvj2baxnqndepeb86cbk3ng7n3i46uzyxzyqj2xjonzllnv0v8.ipns", dns.TypeA),
 	} {
 		b, err := q.Pack()
 		if err != nil {
@@ -99,13 +100,14 @@ func FuzzAnswer(f *testing.F) {
 		}
 		f.Add(b)
 	}
+	f.Add(ecsOctets(f, 0, 0xff)) // an ECS address longer than its prefix
 	r, s := pureRouter(f)
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		q := new(dns.Msg)
 		if err := q.Unpack(pkt); err != nil {
 			return
 		}
-		m, _ := r.answer(context.Background(), s, q, netip.MustParseAddr("127.0.0.1"))
+		m, _ := r.answerWire(context.Background(), s, q, pkt, netip.MustParseAddr("127.0.0.1"))
 		m.Truncate(udpSize(q))
 		b, err := m.Pack()
 		if err != nil {

@@ -24,6 +24,7 @@ type cachedResp struct {
 	b       []byte
 	handed  handout
 	counted countMark
+	rrlKey  uint64 // the response's rate limiting key (rrl.key)
 	queries prometheus.Counter
 }
 

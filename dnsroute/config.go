@@ -65,9 +65,11 @@ type Config struct {
 	// DefaultMaxEdges (10000).
 	MaxEdges int
 	// RRLRate is how many UDP responses per second one client subnet (/24
-	// for IPv4, /56 for IPv6) gets before the router answers it only with
-	// an occasional truncated response (pushing it to TCP) and drops the
-	// rest. Default: DefaultRRLRate (200). Negative: off, no rate limiting.
+	// for IPv4, /56 for IPv6) gets of one response (as BIND's RRL counts
+	// them: per name and type; NXDOMAIN and errors per zone) before the
+	// router answers it only with an occasional truncated response
+	// (pushing it to TCP) and drops the rest. Default: DefaultRRLRate
+	// (200). Negative: off, no rate limiting.
 	RRLRate float64
 	// GeoIP locates clients and edges that report no location. Default:
 	// none; clients are then not located, edges are ranked by load, and

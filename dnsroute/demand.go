@@ -41,7 +41,7 @@ const defaultMaxUnits = 1 << 20
 type handout struct {
 	edges []*edgeView
 	first []*edgeView // the first edge of each address family answered
-	site  string      // "name:NAME" or "cid:CID"; "" for answers of no site
+	site  string      // "name:NAME" (also "name:KEY" for KEY.ipns) or "cid:CID"; "" for answers of no site
 	unit  netip.Prefix
 	ecs   bool // unit comes from the query's ECS option
 }

@@ -2,6 +2,7 @@ package dnsroute
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,13 +31,14 @@ func (g *geoNet) demandOf(t *testing.T, ip string, epoch int64) map[string]dnsro
 // however often it asks and by whichever path the answer goes (UDP, its
 // ready-response cache, TCP); nothing for queries from an edge's own
 // address; at most maxECSUnits units introduced by one source with ECS;
-// CID names counted under their CID.
+// CID names counted under their CID, IPNS key names under name:KEY.
 func TestDemandCounting(t *testing.T) {
 	g := newGeoNet(t, Config{BillingEpoch: 24 * time.Hour})
 	day := func() int64 { now := time.Now().Unix(); return now - now%86400 }
 	epoch := day()
 	const frankfurt, tokyo = "127.1.0.1", "127.2.0.1"
 	const cid = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
+	k51 := g.origin.names[0].IPNS // blog's key, k51…
 	steps := []struct {
 		name string
 		ask  func(t *testing.T)
@@ -75,6 +77,10 @@ func TestDemandCounting(t *testing.T) {
 		{"a CID name", func(t *testing.T) {
 			g.query(t, "udp", "127.1.0.5", newQuery(cid+".ipfs", dns.TypeA))
 		}, frankfurt, "cid:" + cid, dnsrouteapi.SiteDemand{Site: "cid:" + cid, First: 1}},
+		{"an IPNS key name, asked in capitals, counted as the edges record it", func(t *testing.T) {
+			g.query(t, "udp", "127.1.0.5", newQuery(strings.ToUpper(k51)+".ipns", dns.TypeA))
+			g.query(t, "tcp", "127.1.0.6", newQuery(k51+".ipns", dns.TypeA)) // the same /24
+		}, frankfurt, "name:" + k51, dnsrouteapi.SiteDemand{Site: "name:" + k51, First: 1}},
 	}
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {

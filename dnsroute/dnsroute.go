@@ -68,6 +68,9 @@ type snapshot struct {
 	// edgeAddrs are every known edge's addresses, healthy or not: queries
 	// from them count as no edge's demand.
 	edgeAddrs map[netip.Addr]bool
+	// suspended are billing's suspended publishers (never changed: a new
+	// list is a new map), whose KEY.ipns names get no addresses.
+	suspended map[peer.ID]bool
 }
 
 // nameEntry is a published name as the router serves it.
@@ -173,7 +176,8 @@ func (r *Router) Ready() bool {
 // be held.
 func (r *Router) rebuildLocked() {
 	r.gen++
-	s := &snapshot{gen: r.gen, names: make(map[string]nameEntry, len(r.names)), serial: r.serial, cache: newRespCache()}
+	s := &snapshot{gen: r.gen, names: make(map[string]nameEntry, len(r.names)), serial: r.serial, cache: newRespCache(),
+		suspended: r.suspended}
 	for n, e := range r.names {
 		e.suspended = r.suspended[e.publisher]
 		s.names[n] = e

@@ -2,6 +2,7 @@ package dnsroute
 
 import (
 	"context"
+	"encoding/binary"
 	"net"
 	"net/http"
 	"net/netip"
@@ -79,6 +80,12 @@ func TestAnswers(t *testing.T) {
 		{"not a CID", "bafyNOPE.ipfs", dns.TypeA, dns.RcodeNameError, 0, "", true},
 		{"CIDv0 does not fit a label", "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG.ipfs", dns.TypeA, dns.RcodeNameError, 0, "", true},
 		{"ipfs is an empty non-terminal", "ipfs", dns.TypeA, dns.RcodeSuccess, 0, "", true},
+		{"IPNS key subdomain", g.origin.names[0].IPNS + ".ipns", dns.TypeA, dns.RcodeSuccess, 2, "127.1.0.1", false},
+		{"IPNS key subdomain, in capitals", strings.ToUpper(g.origin.names[0].IPNS) + ".ipns", dns.TypeA, dns.RcodeSuccess, 2, "127.1.0.1", false},
+		{"IPNS key subdomain AAAA is NODATA", g.origin.names[0].IPNS + ".ipns", dns.TypeAAAA, dns.RcodeSuccess, 0, "", true},
+		{"a CID that is no key under ipns", cid + ".ipns", dns.TypeA, dns.RcodeNameError, 0, "", true},
+		{"not an IPNS key", "k51nope.ipns", dns.TypeA, dns.RcodeNameError, 0, "", true},
+		{"ipns is an empty non-terminal", "ipns", dns.TypeA, dns.RcodeSuccess, 0, "", true},
 		{"outside the zone", "example.com.", dns.TypeA, dns.RcodeRefused, 0, "", false},
 	}
 	for _, tc := range tests {
@@ -158,6 +165,31 @@ func TestNearestEdge(t *testing.T) {
 	}
 }
 
+// ecsOctets packs an A query for blog with ECS 127.2.5.0/24 whose address
+// has the octets extra added after its 3 (or, for a single -1, its last
+// removed), the option and OPT lengths set to match.
+func ecsOctets(t testing.TB, extra ...int) []byte {
+	t.Helper()
+	b, err := withECS(newQuery("blog", dns.TypeA), "127.2.5.0/24").Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The packet ends with the OPT record: … RDLENGTH(2) CODE(2)
+	// LENGTH(2) FAMILY(2) SOURCE(1) SCOPE(1) ADDRESS(3).
+	d := len(extra)
+	if d == 1 && extra[0] < 0 {
+		b, d = b[:len(b)-1], -1
+	} else {
+		for _, x := range extra {
+			b = append(b, byte(x))
+		}
+	}
+	end := len(b) - 7 - d // end of LENGTH
+	binary.BigEndian.PutUint16(b[end-2:], uint16(7+d))
+	binary.BigEndian.PutUint16(b[end-6:], uint16(11+d))
+	return b
+}
+
 func TestMalformedQueries(t *testing.T) {
 	g := newGeoNet(t, Config{})
 	ecs := func(patch func(b []byte)) []byte {
@@ -177,6 +209,11 @@ func TestMalformedQueries(t *testing.T) {
 		{"ECS bits past the source prefix", ecs(func(o []byte) { o[2] = 20 }), dns.RcodeFormatError},
 		{"ECS scope set in a query", ecs(func(o []byte) { o[3] = 24 }), dns.RcodeFormatError},
 		{"ECS unknown family", ecs(func(o []byte) { o[1] = 7 }), dns.RcodeFormatError},
+		{"ECS /24 with 4 octets, bits set past the prefix", ecsOctets(t, 0x09), dns.RcodeFormatError},
+		{"ECS /24 with 4 octets, the last zero", ecsOctets(t, 0), dns.RcodeFormatError},
+		{"ECS IPv4 /24 with 5 octets, bits set past the family's length", ecsOctets(t, 0, 0xff), dns.RcodeFormatError},
+		{"ECS /24 with 2 octets", ecsOctets(t, -1), dns.RcodeFormatError},
+		{"ECS /24 with its 3 octets", ecsOctets(t), dns.RcodeSuccess},
 		{"truncated question", ecs(func([]byte) {})[:20], dns.RcodeFormatError},
 		{"two questions", func() []byte {
 			q := newQuery("blog", dns.TypeA)

@@ -4,7 +4,7 @@
 //
 // A Router serves NAME.ZONE A/AAAA for every name the origin publishes
 // (polled from GET ORIGIN/api/v1/names), _dnslink.NAME.ZONE TXT, and
-// CID.ipfs.ZONE for the subdomain gateway. Each answer carries up to
+// CID.ipfs.ZONE and KEY.ipns.ZONE for the subdomain gateway. Each answer carries up to
 // Config.Edges healthy edges, nearest to the client first (great-circle
 // distance between GeoIP locations, weighted by load/capacity). The client
 // is located by its EDNS Client Subnet option (RFC 7871), else by the

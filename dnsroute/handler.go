@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/miekg/dns"
 )
 
@@ -31,10 +32,31 @@ func (r *Router) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 	transport := "tcp"
 	if udp {
 		transport = "udp"
-		if _, fast := w.(*udpWriter); !fast && r.rrl != nil {
-			// The UDPServer limits before it reads the query; other
-			// servers are limited here.
-			if act := r.rrl.check(src, start); act != rrlAllow {
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), queryTimeout)
+	defer cancel()
+	s := r.snap.Load()
+	uw, fast := w.(*udpWriter)
+	var raw []byte
+	if fast {
+		raw = uw.pkt
+	}
+	m, handed := r.answerWire(ctx, s, q, raw, src)
+	var rrlKey uint64
+	if udp {
+		m.Truncate(udpSize(q))
+		if m.Truncated {
+			handed = handout{} // the client asks again over TCP; that one counts
+		}
+		if r.rrl != nil {
+			// Limited per response, so the response comes first (see rrl).
+			rrlKey = r.rrl.key(m, r.cfg.Zone)
+			if act := r.rrl.check(src, rrlKey, start); act != rrlAllow {
+				if fast {
+					// Kept unsent: the next such query is a cache hit,
+					// limited at the cost of a lookup.
+					uw.writeCached(m, s, handed, rrlKey, false)
+				}
 				if act == rrlSlip {
 					w.WriteMsg(slipResponse(q))
 				}
@@ -42,19 +64,9 @@ func (r *Router) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 			}
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), queryTimeout)
-	defer cancel()
-	s := r.snap.Load()
-	m, handed := r.answer(ctx, s, q, src)
-	if udp {
-		m.Truncate(udpSize(q))
-		if m.Truncated {
-			handed = handout{} // the client asks again over TCP; that one counts
-		}
-	}
 	r.count(handed, src, s)
-	if uw, ok := w.(*udpWriter); ok {
-		uw.writeCached(m, s, handed)
+	if fast {
+		uw.writeCached(m, s, handed, rrlKey, true)
 	} else {
 		w.WriteMsg(m)
 	}
@@ -173,7 +185,7 @@ func (r *Router) answer(_ context.Context, s *snapshot, q *dns.Msg, src netip.Ad
 			r.addrAnswer(m, s, owner, qq.qtype, a)
 			return m, handout{}
 		}
-		if labels[0] == "ipfs" { // an empty non-terminal
+		if labels[0] == "ipfs" || labels[0] == "ipns" { // empty non-terminals
 			r.nodata(m, s)
 			return m, handout{}
 		}
@@ -193,10 +205,29 @@ func (r *Router) answer(_ context.Context, s *snapshot, q *dns.Msg, src netip.Ad
 		if c, ok := cidLabel(labels[0]); ok {
 			return m, r.site(m, s, owner, &qq, false).forSite("cid:"+c, src, qq.ecs)
 		}
+	case len(labels) == 2 && labels[1] == "ipns":
+		if publisher, ok := ipnsLabel(labels[0]); ok {
+			// The edges' billing records name such a site by the label
+			// (edge.Served.Name), lower case: so does demand.
+			return m, r.site(m, s, owner, &qq, s.suspended[publisher]).forSite("name:"+labels[0], src, qq.ecs)
+		}
 	}
 	m.Rcode = dns.RcodeNameError
 	m.Ns = append(m.Ns, r.soa(s))
 	return m, handout{}
+}
+
+// answerWire is answer for a query whose bytes, raw, are at hand (nil
+// when not, as behind miekg/dns's servers): an ECS option whose address
+// has more or fewer octets than its source prefix needs gets FORMERR
+// (RFC 7871 §6), which only the bytes show (see ecsWireOK).
+func (r *Router) answerWire(ctx context.Context, s *snapshot, q *dns.Msg, raw []byte, src netip.Addr) (*dns.Msg, handout) {
+	if raw != nil && !ecsWireOK(raw) {
+		m := new(dns.Msg)
+		m.SetRcode(q, dns.RcodeFormatError)
+		return m, handout{}
+	}
+	return r.answer(ctx, s, q, src)
 }
 
 // readEDNS reads q's OPT record, if any, and its client subnet option into
@@ -288,6 +319,21 @@ func cidLabel(label string) (string, bool) {
 		return "", false
 	}
 	return c.String(), true
+}
+
+// ipnsLabel reports whether label is an IPNS name as subdomain gateways
+// take it, a CIDv1 of the libp2p-key codec in a case-insensitive encoding
+// (k51… in base36, or base32), and returns the key's peer ID.
+func ipnsLabel(label string) (peer.ID, bool) {
+	c, err := cid.Decode(label)
+	if err != nil || c.Version() != 1 || c.Type() != cid.Libp2pKey {
+		return "", false
+	}
+	id, err := peer.FromCid(c)
+	if err != nil {
+		return "", false
+	}
+	return id, true
 }
 
 // nsAddr returns the address of name server label ("ns1", "ns2", …).

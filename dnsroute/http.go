@@ -123,7 +123,7 @@ func (r *Router) serveDoH(w http.ResponseWriter, req *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(req.Context(), queryTimeout)
 	defer cancel()
-	m, handed := r.answer(ctx, r.snap.Load(), q, src)
+	m, handed := r.answerWire(ctx, r.snap.Load(), q, raw, src)
 	b, err := m.Pack()
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, fmt.Errorf("doh: pack: %w", err))

@@ -1,9 +1,13 @@
 package dnsroute
 
 import (
+	"hash/maphash"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/miekg/dns"
 )
 
 // rrlAction is what response rate limiting decides for one response.
@@ -20,29 +24,40 @@ const (
 // as TC and retries over TCP, which cannot be spoofed.
 const rrlSlipEvery = 2
 
-// rrlIdle is how long a subnet's bucket survives without queries.
+// rrlIdle is how long a bucket survives without responses.
 const rrlIdle = 10 * time.Second
 
-// rrlMaxBuckets bounds how many subnets' buckets are kept (about 100 bytes
-// each): queries from spoofed sources, one subnet each, must not grow the
-// table faster than sweeps empty it. A full shard forgets one bucket at
-// random for each new subnet, as BIND's RRL reuses entries when its table
-// is full: under such a flood limits weaken, memory stays bounded.
+// rrlMaxBuckets bounds how many (subnet, response) buckets are kept (about
+// 100 bytes each): queries from spoofed sources, or for many names, must
+// not grow the table faster than sweeps empty it. A full shard forgets one
+// bucket at random for each new one, as BIND's RRL reuses entries when its
+// table is full: under such a flood limits weaken, memory stays bounded.
 const rrlMaxBuckets = 1 << 18
 
-// rrl limits UDP responses per client subnet (/24 for IPv4, /56 for IPv6)
-// with a token bucket of rate responses per second and a burst of one
-// second's worth, against reflection and amplification.
+// rrl limits UDP responses as BIND's response rate limiting does: per
+// client subnet (/24 for IPv4, /56 for IPv6) AND per response (see
+// rrlKey), with a token bucket of rate responses per second and a burst of
+// one second's worth. A reflection attack needs the same (or a few) large
+// responses sent to its victim again and again, and is limited; a resolver
+// asking for many different names is not.
 type rrl struct {
 	rate      float64
 	m         *metrics
+	seed      maphash.Seed
 	shards    [32]rrlShard
 	lastSweep time.Time // guarded by shards[0].mu
 }
 
 type rrlShard struct {
 	mu      sync.Mutex
-	buckets map[netip.Addr]*rrlBucket
+	buckets map[rrlBucketKey]*rrlBucket
+}
+
+// rrlBucketKey is what one bucket limits: responses of one kind (rrlKey)
+// to one client subnet.
+type rrlBucketKey struct {
+	subnet netip.Addr
+	resp   uint64
 }
 
 type rrlBucket struct {
@@ -52,9 +67,9 @@ type rrlBucket struct {
 }
 
 func newRRL(rate float64, m *metrics) *rrl {
-	l := &rrl{rate: rate, m: m}
+	l := &rrl{rate: rate, m: m, seed: maphash.MakeSeed()}
 	for i := range l.shards {
-		l.shards[i].buckets = make(map[netip.Addr]*rrlBucket)
+		l.shards[i].buckets = make(map[rrlBucketKey]*rrlBucket)
 	}
 	return l
 }
@@ -72,11 +87,68 @@ func subnet(a netip.Addr) netip.Addr {
 	return p.Addr()
 }
 
-// check takes one token from a's subnet and says what to do.
-func (l *rrl) check(a netip.Addr, now time.Time) rrlAction {
-	key := subnet(a)
-	b16 := key.As16()
-	sh := &l.shards[(b16[12]^b16[13]^b16[14]^b16[7]^b16[6])%byte(len(l.shards))]
+// Response kinds of rrlKey.
+const (
+	rrlKindAnswer   byte = 1 + iota // NOERROR with records: per name and type
+	rrlKindNodata                   // NOERROR without records: per name, any type
+	rrlKindNXDomain                 // NXDOMAIN: per zone
+	rrlKindError                    // any other rcode: per zone
+)
+
+// rrlKey names the response m for rate limiting, as BIND's RRL groups
+// responses: answers by owner name and type; empty answers (NODATA) by
+// name, whatever the type; NXDOMAIN by zone, so random names count as one;
+// errors (REFUSED, FORMERR, SERVFAIL, …) by zone too. Names the router
+// synthesises from a label, CID.ipfs.ZONE and KEY.ipns.ZONE, count as the
+// wildcard they are (*.ipfs.ZONE, *.ipns.ZONE, as BIND counts wildcard
+// answers by the wildcard): minting names must not mint buckets.
+func (l *rrl) key(m *dns.Msg, zone string) uint64 {
+	var h maphash.Hash
+	h.SetSeed(l.seed)
+	var kind byte
+	switch {
+	case m.Rcode == dns.RcodeNameError:
+		kind = rrlKindNXDomain
+	case m.Rcode != dns.RcodeSuccess || len(m.Question) != 1:
+		kind = rrlKindError
+	case len(m.Answer) == 0:
+		kind = rrlKindNodata
+	default:
+		kind = rrlKindAnswer
+	}
+	h.WriteByte(kind)
+	if kind == rrlKindNXDomain || kind == rrlKindError {
+		h.WriteString(zone)
+		return h.Sum64()
+	}
+	q := m.Question[0]
+	if kind == rrlKindAnswer {
+		h.WriteByte(byte(q.Qtype >> 8))
+		h.WriteByte(byte(q.Qtype))
+	}
+	h.WriteString(rrlName(strings.ToLower(q.Name), zone))
+	return h.Sum64()
+}
+
+// rrlName is the name a response to name counts under: name itself, or
+// the wildcard of a synthesised CID.ipfs.ZONE or KEY.ipns.ZONE.
+func rrlName(name, zone string) string {
+	rel, ok := strings.CutSuffix(name, "."+zone)
+	if !ok {
+		return name
+	}
+	if _, kind, ok := strings.Cut(rel, "."); ok && (kind == "ipfs" || kind == "ipns") {
+		return "*." + kind + "." + zone
+	}
+	return name
+}
+
+// check takes one token from the bucket of responses resp (an rrl.key) to
+// a's subnet and says what to do.
+func (l *rrl) check(a netip.Addr, resp uint64, now time.Time) rrlAction {
+	key := rrlBucketKey{subnet(a), resp}
+	b16 := key.subnet.As16()
+	sh := &l.shards[(uint64(b16[12]^b16[13]^b16[14]^b16[7]^b16[6])^resp)%uint64(len(l.shards))]
 	sh.mu.Lock()
 	b := sh.buckets[key]
 	if b == nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -12,12 +13,15 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	"github.com/miekg/dns"
+	"github.com/multiformats/go-multihash"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/internal/testkit"
@@ -55,6 +59,7 @@ func TestDoH(t *testing.T) {
 		{"POST A with ECS in Tokyo", post(pack(withECS(newQuery("blog", dns.TypeA), "127.2.0.0/24")), dohType), 200,
 			[]string{"127.2.0.1", "127.1.0.1"}, dns.RcodeSuccess},
 		{"GET NXDOMAIN", get(pack(newQuery("nope", dns.TypeA))), 200, nil, dns.RcodeNameError},
+		{"POST ECS /24 with 4 octets", post(ecsOctets(t, 0), dohType), 200, nil, dns.RcodeFormatError},
 		{"GET without dns", func() *http.Request { r, _ := http.NewRequest(http.MethodGet, g.http.URL+DoHPath, nil); return r }(), 400, nil, 0},
 		{"GET garbage", get([]byte("garbage")), 400, nil, 0},
 		{"POST wrong type", post(pack(newQuery("blog", dns.TypeA)), "text/plain"), 415, nil, 0},
@@ -119,6 +124,8 @@ func TestSuspendedPublisher(t *testing.T) {
 			{"a paying publisher", "blog", dns.TypeA, 1},
 			{"a suspended publisher gets NODATA", "spam", dns.TypeA, 0},
 			{"its dnslink stays", "_dnslink.spam", dns.TypeTXT, 1},
+			{"a paying publisher's IPNS key name", o.names[0].IPNS + ".ipns", dns.TypeA, 1},
+			{"a suspended publisher's IPNS key name gets NODATA", o.names[1].IPNS + ".ipns", dns.TypeA, 0},
 		}
 		for _, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {
@@ -181,6 +188,101 @@ func TestRateLimit(t *testing.T) {
 	// Another subnet is not limited.
 	if r := tr.query(t, "udp", "127.9.0.1", newQuery("nope", dns.TypeA)); r.Truncated || r.Rcode != dns.RcodeNameError {
 		t.Errorf("from another subnet: %v", r)
+	}
+}
+
+// TestRateLimitPerResponse: rate limiting counts identical responses per
+// client subnet, as BIND's RRL does, not every response of the subnet. One
+// source asking for 1,000 different names gets every answer; the same
+// answer asked again and again, different names that do not exist
+// (NXDOMAIN, counted per zone) and CIDs minted under ipfs.ZONE (counted as
+// their wildcard) are limited, with truncated responses slipped in.
+func TestRateLimitPerResponse(t *testing.T) {
+	o := newFakeOrigin(t)
+	const names = 1000
+	for i := range names {
+		o.publish(t, fmt.Sprintf("n%d", i))
+	}
+	tr := startRouter(t, Config{Origin: o.srv.URL, RRLRate: 20})
+	e := newFakeEdge(t, "127.1.0.1", o)
+	e.beat(t, tr.http.URL, time.Second)
+	testkit.WaitFor(t, 5*time.Second, "a healthy edge", func() bool { return tr.healthyEdges() == 1 })
+
+	cidOf := func(i int) string {
+		c, err := cid.Prefix{Version: 1, Codec: cid.Raw, MhType: multihash.SHA2_256, MhLength: -1}.Sum([]byte(strconv.Itoa(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.String() + ".ipfs"
+	}
+	tests := []struct {
+		name    string
+		src     string // a subnet of its own for each case
+		qname   func(i int) string
+		rcode   int
+		limited bool
+	}{
+		{"1,000 different names", "127.5.1.1", func(i int) string { return fmt.Sprintf("n%d", i) }, dns.RcodeSuccess, false},
+		{"the same name", "127.5.2.1", func(int) string { return "n7" }, dns.RcodeSuccess, true},
+		{"different names that do not exist", "127.5.3.1", func(i int) string { return fmt.Sprintf("nope%d", i) }, dns.RcodeNameError, true},
+		{"different CIDs", "127.5.4.1", cidOf, dns.RcodeSuccess, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(tc.src)}, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(tr.addr)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			// In windows of 50, so that the socket buffers lose nothing.
+			const window = 50
+			var answered, truncated int
+			buf := make([]byte, 1500)
+			asked := names
+			if tc.limited {
+				asked = 200
+			}
+			for i := 0; i < asked; i += window {
+				for j := i; j < i+window; j++ {
+					q := newQuery(tc.qname(j), dns.TypeA)
+					q.Id = uint16(j)
+					b, _ := q.Pack()
+					if _, err := c.Write(b); err != nil {
+						t.Fatal(err)
+					}
+				}
+				for range window {
+					c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+					n, err := c.Read(buf)
+					if err != nil {
+						break // the rest were dropped
+					}
+					var m dns.Msg
+					if err := m.Unpack(buf[:n]); err != nil {
+						t.Fatal(err)
+					}
+					switch {
+					case m.Truncated:
+						truncated++
+					case m.Rcode != tc.rcode:
+						t.Fatalf("%s: rcode %s, want %s", m.Question[0].Name, dns.RcodeToString[m.Rcode], dns.RcodeToString[tc.rcode])
+					default:
+						answered++
+					}
+				}
+			}
+			if !tc.limited {
+				if answered != names || truncated != 0 {
+					t.Errorf("%d answered, %d truncated of %d at 20/s per response; want all answered", answered, truncated, names)
+				}
+				return
+			}
+			// A burst of 20, what refills while asking, then every
+			// second limited response slips as TC.
+			if answered < 20 || answered > 100 || truncated < 50 {
+				t.Errorf("%d answered, %d truncated of %d at 20/s; want the response limited", answered, truncated, asked)
+			}
+		})
 	}
 }
 
@@ -299,7 +401,7 @@ func TestRateLimitTableBounded(t *testing.T) {
 	b[0] = 0x20
 	for i := range rrlMaxBuckets + rrlMaxBuckets/4 {
 		b[4], b[5], b[6] = byte(i>>16), byte(i>>8), byte(i) // a new /56 each
-		l.check(netip.AddrFrom16(b), now)
+		l.check(netip.AddrFrom16(b), 1, now)
 	}
 	n := 0
 	for i := range l.shards {
@@ -309,7 +411,7 @@ func TestRateLimitTableBounded(t *testing.T) {
 		t.Fatalf("%d buckets kept, want at most %d", n, rrlMaxBuckets)
 	}
 	last := netip.MustParseAddr("192.0.2.1")
-	got := []rrlAction{l.check(last, now), l.check(last, now), l.check(last, now)}
+	got := []rrlAction{l.check(last, 1, now), l.check(last, 1, now), l.check(last, 1, now)}
 	if got[0] != rrlAllow || got[1] != rrlAllow || got[2] == rrlAllow {
 		t.Fatalf("a fresh subnet at 2/s: %v, want two answers then a limit", got)
 	}

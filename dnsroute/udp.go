@@ -21,8 +21,8 @@ import (
 // keeps ready-to-send responses: a query whose bytes (after the ID) and
 // client subnet were answered before under the same snapshot of names and
 // edges is answered by copying those bytes and the new ID, without
-// decoding. Response rate limiting (Config.RRLRate) applies here, before
-// anything is read from the packet.
+// decoding. Response rate limiting (Config.RRLRate) applies to every
+// response, ready or built, per client subnet and response (see rrl).
 type UDPServer struct {
 	r       *Router
 	conn    *net.UDPConn
@@ -167,25 +167,21 @@ func (u *UDPServer) handle(pkt []byte, ap netip.AddrPort, key *[]byte, buf []byt
 	}
 	start := time.Now()
 	src := ap.Addr().Unmap()
-	if r.rrl != nil {
-		if act := r.rrl.check(src, start); act != rrlAllow {
-			if act == rrlSlip {
-				if q, err := unpack(pkt); err == nil {
-					if b, err := slipResponse(q).Pack(); err == nil {
-						u.conn.WriteToUDPAddrPort(b, ap)
-					}
-				}
-			}
-			return nil
-		}
-	}
 	s := r.snap.Load()
 	sub := subnet(src).As16()
 	*key = append(append((*key)[:0], pkt[2:]...), sub[:]...)
 	if c := s.cache.get(*key); c != nil {
+		if r.rrl != nil {
+			if act := r.rrl.check(src, c.rrlKey, start); act != rrlAllow {
+				if act == rrlSlip {
+					u.slip(pkt, ap)
+				}
+				return nil
+			}
+		}
 		buf = append(buf, c.b...)
 		buf[0], buf[1] = pkt[0], pkt[1]
-		r.countSent(c.handed, ap.Addr().Unmap(), s, &c.counted)
+		r.countSent(c.handed, src, s, &c.counted)
 		c.queries.Inc()
 		r.metrics.cacheHits.Inc()
 		r.metrics.udpDuration.Observe(time.Since(start).Seconds())
@@ -196,7 +192,7 @@ func (u *UDPServer) handle(pkt []byte, ap netip.AddrPort, key *[]byte, buf []byt
 		u.formErr(pkt, ap)
 		return nil
 	}
-	r.ServeDNS(&udpWriter{u: u, ap: ap, key: *key}, q)
+	r.ServeDNS(&udpWriter{u: u, ap: ap, key: *key, pkt: pkt}, q)
 	return nil
 }
 
@@ -209,14 +205,27 @@ func unpack(pkt []byte) (*dns.Msg, error) {
 	return q, nil
 }
 
+// slip sends the empty truncated response that stands for a rate-limited
+// answer to pkt.
+func (u *UDPServer) slip(pkt []byte, ap netip.AddrPort) {
+	if q, err := unpack(pkt); err == nil {
+		if b, err := slipResponse(q).Pack(); err == nil {
+			u.conn.WriteToUDPAddrPort(b, ap)
+		}
+	}
+}
+
 // formErr answers a query that does not decode with FORMERR: its ID and
-// opcode, no sections.
+// opcode, no sections. It is rate limited with the router's other errors.
 func (u *UDPServer) formErr(pkt []byte, ap netip.AddrPort) {
 	m := new(dns.Msg)
 	m.Id = uint16(pkt[0])<<8 | uint16(pkt[1])
 	m.Response = true
 	m.Opcode = int(pkt[2]>>3) & 0xf
 	m.Rcode = dns.RcodeFormatError
+	if l := u.r.rrl; l != nil && l.check(ap.Addr().Unmap(), l.key(m, u.r.cfg.Zone), time.Now()) != rrlAllow {
+		return // a slip would need the question, which did not decode
+	}
 	if b, err := m.Pack(); err == nil {
 		u.conn.WriteToUDPAddrPort(b, ap)
 	}
@@ -228,17 +237,21 @@ type udpWriter struct {
 	u   *UDPServer
 	ap  netip.AddrPort
 	key []byte // the cache key of the query
+	pkt []byte // the query's bytes, valid during ServeDNS
 }
 
-// writeCached sends m and keeps its bytes in snapshot s's cache.
-func (w *udpWriter) writeCached(m *dns.Msg, s *snapshot, handed handout) {
+// writeCached sends m, when send is set, and keeps its bytes in snapshot
+// s's cache with rrlKey, its rate limiting key (rrl.key).
+func (w *udpWriter) writeCached(m *dns.Msg, s *snapshot, handed handout, rrlKey uint64, send bool) {
 	b, err := m.Pack()
 	if err != nil {
 		w.u.r.log.Warn("packing a response", zap.Error(err))
 		return
 	}
-	w.u.conn.WriteToUDPAddrPort(b, w.ap)
-	s.cache.put(w.key, &cachedResp{b: b, handed: handed,
+	if send {
+		w.u.conn.WriteToUDPAddrPort(b, w.ap)
+	}
+	s.cache.put(w.key, &cachedResp{b: b, handed: handed, rrlKey: rrlKey,
 		queries: w.u.r.metrics.queries.WithLabelValues(typeLabel(qtypeOf(m)), rcodeLabel(m.Rcode))})
 }
 

@@ -28,15 +28,19 @@ type Config struct {
 	Key *identity.Key
 	// Origin is the origin's base URL, e.g. http://127.0.0.1:8081.
 	// Heartbeats go to it, and New asks it for its peer ID when OriginID is
-	// unset. Required unless OriginID is set; Run needs it.
+	// unset (while it cannot be reached, New retries: from 0.5 s up to
+	// 30 s apart, logged, until its ctx is done). Required unless OriginID
+	// is set; Run needs it.
 	Origin string
 	// OriginID is the origin's peer ID: only it may sign write, delete and
 	// audit orders. It is pinned in DataDir/origin-id on first start, and
 	// later starts refuse a different one. Default: the pinned ID, else the
 	// peer_id of GET {Origin}/healthz.
 	OriginID peer.ID
-	// Capacity is how many bytes of shards the peer accepts. Default:
-	// DefaultCapacity (10 GiB).
+	// Capacity is how many bytes of shards the peer accepts. New refuses
+	// (ErrCapacityTooLarge) one larger than DataDir's filesystem can hold,
+	// its free space plus the shards already held. Default:
+	// DefaultCapacity (10 GiB), lowered to what the filesystem can hold.
 	Capacity int64
 	// PublicAddr is the base URL the peer announces in heartbeats, e.g.
 	// http://127.0.0.1:9001. Run needs it.
@@ -52,6 +56,9 @@ type Config struct {
 	// Registry receives the peer's Prometheus metrics and is served at
 	// /metrics. Default: a new registry.
 	Registry *prometheus.Registry
+
+	// Testing.
+	originBackoff backoff // default: defaultOriginBackoff
 }
 
 // withDefaults checks cfg and fills in its defaults.
@@ -95,6 +102,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if l := cfg.Location; l != nil && !(l.Lat >= -90 && l.Lat <= 90 && l.Lon >= -180 && l.Lon <= 180) {
 		return cfg, fmt.Errorf("storage: Location %g,%g: want latitude in [-90,90] and longitude in [-180,180]", l.Lat, l.Lon)
+	}
+	if cfg.originBackoff == (backoff{}) {
+		cfg.originBackoff = defaultOriginBackoff
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()

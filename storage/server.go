@@ -42,8 +42,11 @@ type Server struct {
 // New opens (or creates) the storage peer kept in cfg.DataDir. Temp files
 // of uploads that were cut short are removed and the space in use is
 // recounted from the shards on disk. When cfg.OriginID is unset and no
-// origin is pinned yet, New asks cfg.Origin for its peer ID.
+// origin is pinned yet, New asks cfg.Origin for its peer ID; while the
+// origin cannot be reached it retries, with capped and jittered backoff,
+// logging "origin unreachable, retrying in …" each time, until ctx is done.
 func New(ctx context.Context, cfg Config) (*Server, error) {
+	explicitCapacity := cfg.Capacity != 0
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -68,6 +71,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if s.store, err = openStore(cfg.DataDir, cfg.Capacity, s.log); err != nil {
 		return nil, err
 	}
+	if err := s.fitCapacity(explicitCapacity); err != nil {
+		return nil, err
+	}
 	if s.metrics, err = newMetrics(cfg.Registry, s.store); err != nil {
 		return nil, fmt.Errorf("storage: metrics: %w", err)
 	}
@@ -80,6 +86,30 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		zap.Stringer("origin_id", s.originID), zap.Int("shards", n), zap.Int64("used", used),
 		zap.Int64("free", free), zap.Int64("capacity", cfg.Capacity))
 	return s, nil
+}
+
+// fitCapacity checks the capacity against the free disk space (see
+// fitCapacity), lowering a default one that does not fit.
+func (s *Server) fitCapacity(explicit bool) error {
+	free, err := diskFree(s.cfg.DataDir)
+	if err != nil {
+		s.log.Warn("cannot tell the free disk space; capacity not checked", zap.Error(err))
+		return nil
+	}
+	_, used, _, _ := s.store.stats()
+	fit, capped, err := fitCapacity(s.cfg.Capacity, explicit, free, used, s.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	if capped {
+		s.log.Warn("the default capacity is more than the disk can hold; lowered to fit",
+			zap.Int64("default", s.cfg.Capacity), zap.Int64("capacity", fit), zap.Int64("disk_free", free), zap.Int64("used", used))
+		s.cfg.Capacity = fit
+		s.store.mu.Lock()
+		s.store.capacity = fit
+		s.store.mu.Unlock()
+	}
+	return nil
 }
 
 // ID returns the peer's identity.
@@ -115,7 +145,13 @@ func (s *Server) pinOrigin(ctx context.Context) (peer.ID, error) {
 	}
 	want, source := s.cfg.OriginID, "the configured OriginID"
 	if want == "" && s.cfg.Origin != "" {
-		got, err := fetchOriginID(ctx, s.client, s.cfg.Origin)
+		var got peer.ID
+		if pinned == "" {
+			// Nothing to go on without the origin: wait for it.
+			got, err = s.awaitOriginID(ctx)
+		} else {
+			got, err = fetchOriginID(ctx, s.client, s.cfg.Origin)
+		}
 		switch {
 		case err != nil && pinned == "":
 			return "", fmt.Errorf("storage: learn the origin's peer ID: %w", err)
@@ -138,6 +174,34 @@ func (s *Server) pinOrigin(ctx context.Context) (peer.ID, error) {
 	}
 	s.log.Info("pinned the origin", zap.Stringer("origin_id", want), zap.String("from", source))
 	return want, nil
+}
+
+// awaitOriginID asks the origin for its peer ID until it answers, waiting
+// between tries as s.cfg.originBackoff says and logging each retry; it
+// gives up when ctx is done, with ctx's error and the last one.
+func (s *Server) awaitOriginID(ctx context.Context) (peer.ID, error) {
+	for n := 0; ; n++ {
+		id, err := fetchOriginID(ctx, s.client, s.cfg.Origin)
+		if err == nil {
+			if n > 0 {
+				s.log.Info("origin reachable", zap.String("origin", s.cfg.Origin), zap.Int("tries", n+1))
+			}
+			return id, nil
+		}
+		if ctx.Err() != nil {
+			return "", fmt.Errorf("%w (last try: %w)", ctx.Err(), err)
+		}
+		d := s.cfg.originBackoff.delay(n, jitter)
+		s.log.Warn("origin unreachable, retrying in "+d.Round(time.Millisecond).String(),
+			zap.String("origin", s.cfg.Origin), zap.Int("try", n+1), zap.Duration("retry_in", d), zap.Error(err))
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return "", fmt.Errorf("%w (last try: %w)", ctx.Err(), err)
+		case <-t.C:
+		}
+	}
 }
 
 // readPinned reads the origin ID pinned at path, or "" if none is.

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
@@ -158,10 +159,13 @@ func TestOriginPinning(t *testing.T) {
 		})
 	}
 
-	// Nothing pinned and no origin to ask: New fails.
+	// Nothing pinned and no origin to ask: New waits for the origin
+	// (TestNewWaitsForOrigin) and fails when its ctx ends.
 	fake.down.Store(true)
-	if _, err := New(ctx, Config{DataDir: t.TempDir(), Key: keys.peer, Origin: srv.URL}); err == nil {
-		t.Fatal("New without a reachable origin or a pinned ID succeeded")
+	wctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if _, err := New(wctx, Config{DataDir: t.TempDir(), Key: keys.peer, Origin: srv.URL}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("New without a reachable origin or a pinned ID: %v, want it to wait until ctx ends", err)
 	}
 }
 

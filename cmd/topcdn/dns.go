@@ -104,7 +104,7 @@ When ready it prints "dns listening on udp+tcp ADDR" and then
 	f.DurationVar(&cfg.Quarantine, "quarantine", dnsroute.DefaultQuarantine,
 		"how long an edge caught serving wrong bytes (by a content probe or billing's prober) stays out of answers")
 	f.DurationVar(&cfg.BillingEpoch, "billing-epoch", billingapi.DefaultEpoch, "billing's epoch length: demand sent to each edge is counted per epoch")
-	f.Float64Var(&cfg.RRLRate, "rrl", dnsroute.DefaultRRLRate, "UDP responses per second per client /24 (/56) before rate limiting; negative: off")
+	f.Float64Var(&cfg.RRLRate, "rrl", dnsroute.DefaultRRLRate, "UDP responses per second per client /24 (/56) and response (name and type; errors per zone), as BIND's RRL, before rate limiting; negative: off")
 	f.StringVar(&keyFile, "key", "", "the router's key file (its peer ID is reported in /healthz)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	cmd.MarkFlagRequired("zone")

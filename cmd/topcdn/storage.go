@@ -38,7 +38,13 @@ may write, delete and audit shards; any reader may read, and each read order
 is served at most once and kept in DIR/storage.db as the proof of bytes
 served. A shard is stored only whole and only if its bytes hash to its ID
 (fsynced before it is acknowledged), under DIR/shards; at most --capacity
-bytes of shards are accepted, beyond which uploads get 507.
+bytes of shards are accepted, beyond which uploads get 507. A --capacity
+larger than DIR's filesystem can hold (its free space plus the shards
+already held) is refused; the default is lowered to fit, with a warning.
+
+While the origin cannot be reached on first start, the peer retries
+(backoff from 0.5s to 30s, jittered), logging "origin unreachable,
+retrying in …", until it answers or the peer is stopped.
 
 The origin's peer ID is learned from GET URL/healthz on first start and
 pinned in DIR/origin-id; a later start with an origin of another ID is
@@ -64,6 +70,9 @@ SIGINT or SIGTERM stop it cleanly.`,
 		RunE: withLogger(&logLevel, func(cmd *cobra.Command, log *zap.Logger) error {
 			var err error
 			cfg.Logger, cfg.Registry = log, prom.NewRegistry()
+			if !cmd.Flags().Changed("capacity") {
+				cfg.Capacity = 0 // the default, which storage.New lowers to what the disk holds
+			}
 			if originID != "" {
 				if cfg.OriginID, err = peer.Decode(originID); err != nil {
 					return fmt.Errorf("--origin-id %q: %w", originID, err)
@@ -145,6 +154,9 @@ func runStorage(ctx context.Context, cmd *cobra.Command, listen, publicAddr stri
 	}
 	cfg.PublicAddr = publicAddr
 	s, err := storage.New(ctx, cfg)
+	if errors.Is(err, storage.ErrCapacityTooLarge) {
+		return fmt.Errorf("--capacity: %w", err)
+	}
 	if err != nil {
 		return err
 	}
