@@ -105,7 +105,12 @@ func (l *ConnLimit) WrapListener(ln net.Listener) net.Listener {
 //	        per_address <connections>
 //	        total       <connections>
 //	    }
+//	    tls
 //	}
+//
+// Name it before tls: Caddy puts its TLS step first unless tls is named,
+// and a wrapper after it would hide the TLS connection from the HTTP
+// server (no r.TLS, no HTTP/2).
 func (l *ConnLimit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // wrapper name
 	if d.NextArg() {

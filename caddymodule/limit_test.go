@@ -262,17 +262,25 @@ func TestShippedCaddyfileLimits(t *testing.T) {
 		if srv.ReadHeaderTimeout <= 0 || srv.ReadHeaderTimeout > caddy.Duration(time.Minute) {
 			t.Errorf("server %s: read_header_timeout %v", name, time.Duration(srv.ReadHeaderTimeout))
 		}
-		if !bytesContain(srv.ListenerWrappers, `"topcdn_limit"`) {
+		limit, tls := wrapperAt(srv.ListenerWrappers, `"topcdn_limit"`), wrapperAt(srv.ListenerWrappers, `"tls"`)
+		if limit < 0 {
 			t.Errorf("server %s: no topcdn_limit listener wrapper: %s", name, cfg)
+		}
+		// Before tls, or an HTTPS server's connections reach it already
+		// wrapped by TLS and hide it from the HTTP server (no HTTP/2).
+		if tls < 0 || limit > tls {
+			t.Errorf("server %s: topcdn_limit (at %d) must come before tls (at %d): %s", name, limit, tls, cfg)
 		}
 	}
 }
 
-func bytesContain(raws []json.RawMessage, s string) bool {
-	for _, r := range raws {
+// wrapperAt returns the index of the listener wrapper whose JSON holds s,
+// or -1.
+func wrapperAt(raws []json.RawMessage, s string) int {
+	for i, r := range raws {
 		if strings.Contains(string(r), s) {
-			return true
+			return i
 		}
 	}
-	return false
+	return -1
 }

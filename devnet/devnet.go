@@ -393,6 +393,7 @@ func edgeCaddyfile(dir, ip, addr, origin, router, billing, zone, city string, ep
 	servers {
 		listener_wrappers {
 			topcdn_limit
+			tls
 		}
 		timeouts {
 			read_header 10s

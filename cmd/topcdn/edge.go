@@ -41,6 +41,7 @@ A minimal Caddyfile:
                   per_address 256
                   total       16384
               }
+              tls
           }
           timeouts {
               read_header 10s
