@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -121,32 +120,6 @@ func (lo *logOrigin) site(t *testing.T, files map[string][]byte) (cid.Cid, map[s
 	lo.cars[dir.Cid().String()] = buf.Bytes()
 	lo.mu.Unlock()
 	return dir.Cid(), leaves
-}
-
-// newLedgerWith is newTestLedger over content instead of a fakeContent.
-func newLedgerWith(t testing.TB, dsn string, cfg Config, content Content) *testLedger {
-	t.Helper()
-	ctx := context.Background()
-	if dsn == "" {
-		dsn = filepath.Join(t.TempDir(), "billing.db")
-	}
-	db, err := OpenDB(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	tl := &testLedger{router: newFakeRouter(), operator: testkit.Key(t, 99), now: t0}
-	if cfg.DNS == nil {
-		cfg.DNS = tl.router
-	}
-	if cfg.Epoch == 0 {
-		cfg.Epoch = time.Minute
-	}
-	cfg.now = tl.clock
-	if tl.Ledger, err = New(ctx, db, content, tl.operator.ID, cfg); err != nil {
-		t.Fatal(err)
-	}
-	return tl
 }
 
 // TestAttacksContent: who pays for content is fixed by the origin's

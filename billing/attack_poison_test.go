@@ -421,14 +421,7 @@ func TestPendingCrash(t *testing.T) {
 			}
 			tl.content.fail = nil
 			crash.Store(true)
-			func() {
-				defer func() {
-					if recover() == nil {
-						t.Fatal("no crash")
-					}
-				}()
-				tl.Settle(ctx)
-			}()
+			settleCrashing(t, tl)
 			st, err := tl.Statement(ctx, edge.ID.String())
 			if err != nil || st.Balance != 0 || len(st.Entries) != 0 || len(st.Pending) != 1 {
 				t.Fatalf("after the crash: %+v, %v; want unpaid and still pending", st, err)

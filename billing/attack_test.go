@@ -563,14 +563,7 @@ func TestUpstreamHeldCrash(t *testing.T) {
 	claim(edge, "e1")
 	tl.setNow(t0.Add(2 * time.Minute))
 	crash.Store(true)
-	func() {
-		defer func() {
-			if recover() == nil {
-				t.Fatal("no crash")
-			}
-		}()
-		tl.Settle(ctx)
-	}()
+	settleCrashing(t, tl)
 	st, err := tl.Statement(ctx, edge.ID.String())
 	if err != nil || st.Balance != 0 || len(st.Entries) != 0 || len(st.Deferred) != 1 {
 		t.Fatalf("after the crash: %+v, %v; want unpaid and still held", st, err)

@@ -125,6 +125,16 @@ func (tl *testLedger) clock() time.Time {
 
 func newTestLedger(t testing.TB, dsn string, cfg Config) *testLedger {
 	t.Helper()
+	content := newFakeContent()
+	tl := newLedgerWith(t, dsn, cfg, content)
+	tl.content = content
+	return tl
+}
+
+// newLedgerWith is newTestLedger over content instead of a fakeContent
+// (tl.content stays nil).
+func newLedgerWith(t testing.TB, dsn string, cfg Config, content Content) *testLedger {
+	t.Helper()
 	ctx := context.Background()
 	if dsn == "" {
 		dsn = filepath.Join(t.TempDir(), "billing.db")
@@ -134,7 +144,7 @@ func newTestLedger(t testing.TB, dsn string, cfg Config) *testLedger {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	tl := &testLedger{content: newFakeContent(), router: newFakeRouter(), operator: testkit.Key(t, 99), now: t0}
+	tl := &testLedger{router: newFakeRouter(), operator: testkit.Key(t, 99), now: t0}
 	if cfg.DNS == nil {
 		cfg.DNS = tl.router
 	}
@@ -142,12 +152,22 @@ func newTestLedger(t testing.TB, dsn string, cfg Config) *testLedger {
 		cfg.Epoch = time.Minute
 	}
 	cfg.now = tl.clock
-	l, err := New(ctx, db, tl.content, tl.operator.ID, cfg)
-	if err != nil {
+	if tl.Ledger, err = New(ctx, db, content, tl.operator.ID, cfg); err != nil {
 		t.Fatal(err)
 	}
-	tl.Ledger = l
 	return tl
+}
+
+// settleCrashing runs a settlement that the Config's FaultHook makes
+// panic, and fails the test if it does not.
+func settleCrashing(t testing.TB, tl *testLedger) {
+	t.Helper()
+	defer func() {
+		if recover() == nil {
+			t.Fatal("no crash")
+		}
+	}()
+	tl.Settle(context.Background())
 }
 
 // batch builds and signs a batch of key for epoch.
