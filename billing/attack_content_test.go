@@ -212,17 +212,7 @@ func testAttacksContent(t *testing.T, dsn func(*testing.T) string) {
 		}
 		out := map[string]int64{}
 		for _, id := range []string{pub.ID.String(), e1.ID.String(), e2.ID.String(), attacker.ID.String()} {
-			st, err := w.tl.Statement(ctx, id)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var sum int64
-			for _, e := range st.Entries {
-				sum += e.Amount
-			}
-			if sum != st.Balance {
-				t.Fatalf("%s: balance %d, entries sum %d", id, st.Balance, sum)
-			}
+			st := balancedStatement(t, w.tl, id)
 			out[id] = st.Balance
 		}
 		if total, err := w.tl.Total(ctx); err != nil || total != 0 {

@@ -179,17 +179,7 @@ func testAttacksPoison(t *testing.T, dsn func(*testing.T) string) {
 		t.Helper()
 		out := map[string]int64{}
 		for _, k := range []*identity.Key{pub, e1, e2, attacker} {
-			st, err := w.tl.Statement(ctx, k.ID.String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			var sum int64
-			for _, e := range st.Entries {
-				sum += e.Amount
-			}
-			if sum != st.Balance {
-				t.Fatalf("%s: balance %d, entries sum %d", k.ID, st.Balance, sum)
-			}
+			st := balancedStatement(t, w.tl, k.ID.String())
 			out[k.ID.String()] = st.Balance
 		}
 		if total, err := w.tl.Total(ctx); err != nil || total != 0 {

@@ -136,17 +136,7 @@ func testAttacksStorage(t *testing.T, dsn func(*testing.T) string) {
 		}
 		out := map[string]int64{}
 		for _, k := range accounts {
-			st, err := w.tl.Statement(ctx, k.ID.String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			var sum int64
-			for _, e := range st.Entries {
-				sum += e.Amount
-			}
-			if sum != st.Balance {
-				t.Fatalf("%s: balance %d, entries sum %d", k.ID, st.Balance, sum)
-			}
+			st := balancedStatement(t, w.tl, k.ID.String())
 			out[k.ID.String()] = st.Balance
 			for _, want := range w.reasons[k.ID.String()] {
 				if !slices.ContainsFunc(st.Rejected, func(r billingapi.Rejected) bool { return r.Reason == want }) {

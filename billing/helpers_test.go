@@ -205,3 +205,21 @@ func newHTTPLedger(t testing.TB, tl *testLedger) string {
 	t.Cleanup(srv.Close)
 	return srv.URL
 }
+
+// balancedStatement returns id's statement, failing the test unless its
+// entries sum to its balance.
+func balancedStatement(t testing.TB, tl *testLedger, id string) *billingapi.Statement {
+	t.Helper()
+	st, err := tl.Statement(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum int64
+	for _, e := range st.Entries {
+		sum += e.Amount
+	}
+	if sum != st.Balance {
+		t.Fatalf("%s: balance %d, entries sum %d", id, st.Balance, sum)
+	}
+	return st
+}
