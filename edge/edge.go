@@ -84,14 +84,19 @@ type Edge struct {
 	fetches fetches
 	metrics *metrics
 	handler http.Handler
+	records *nameRecords        // the IPNS records kept
+	names   *nameCache          // resolved names
+	byIPNS  map[string][]string // IPNS name → the static DNSLink hosts pointing at it
 	counters
 
 	sitesMu sync.Mutex
 	sites   map[string]siteState // host → does the origin publish it
 
 	// Testing.
-	blockBudget int64 // block reads one request may make: maxBlocksPerRequest
-	pathBound   int   // segments a request's path may have: maxPathSegments
+	blockBudget int64         // block reads one request may make: maxBlocksPerRequest
+	pathBound   int           // segments a request's path may have: maxPathSegments
+	streamWait  time.Duration // the name stream's poll wait; 0: its default
+	noWarm      bool          // do not load a pushed root's manifest
 }
 
 // New builds an edge for the origin in cfg. It does not contact the
@@ -140,6 +145,13 @@ func New(ctx context.Context, cfg Config) (*Edge, error) {
 		dnslinks[strings.TrimSuffix(strings.ToLower(host), ".")] = p.String()
 	}
 	cfg.DNSLinks = dnslinks
+	byIPNS := map[string][]string{}
+	for host, target := range dnslinks {
+		if name, ok := strings.CutPrefix(target, "/ipns/"); ok {
+			name, _, _ = strings.Cut(name, "/")
+			byIPNS[siteKey(name)] = append(byIPNS[siteKey(name)], host)
+		}
+	}
 	if cfg.Key == nil {
 		k, err := identity.Generate(nil)
 		if err != nil {
@@ -148,7 +160,7 @@ func New(ctx context.Context, cfg Config) (*Edge, error) {
 		cfg.Key = k
 	}
 	st := cfg.State
-	e := &Edge{cfg: cfg, log: cfg.Logger, mem: st.mem, resp: st.resp, sites: map[string]siteState{},
+	e := &Edge{cfg: cfg, log: cfg.Logger, mem: st.mem, resp: st.resp, sites: map[string]siteState{}, byIPNS: byIPNS,
 		blockBudget: maxBlocksPerRequest, pathBound: maxPathSegments}
 	var err error
 	if e.metrics, err = newMetrics(cfg.Registry, e); err != nil {
@@ -193,12 +205,15 @@ func (e *Edge) ID() peer.ID { return e.cfg.Key.ID }
 
 func (e *Edge) newHandler() (http.Handler, error) {
 	vs := newNameRecords(e.cfg.Origin, e.cfg.HTTPClient, e.log, e.metrics.fallbacks, e.cfg.State.names, e.src.disk)
-	ns, err := namesys.NewNameSystem(vs,
-		namesys.WithCache(4096), // entries live for their record's TTL
-		namesys.WithDNSResolverWithTTL(e.src.lookupDNSLink(e.cfg.Domain)))
+	e.records = vs
+	resolver, err := namesys.NewNameSystem(vs, namesys.WithDNSResolverWithTTL(e.src.lookupDNSLink(e.cfg.Domain)))
 	if err != nil {
 		return nil, fmt.Errorf("name system: %w", err)
 	}
+	// Boxo's own cache cannot be invalidated per name; ours can, when a
+	// change is pushed (FollowNames). Entries live for their TTL.
+	ns := newNameCache(resolver, e.cfg.State.resolutions, e.cfg.State.gens)
+	e.names = ns
 	blocks, err := gateway.NewBlocksBackend(blockservice.New(&blockstore{e: e}, nil),
 		gateway.WithValueStore(vs), gateway.WithNameSystem(ns), gateway.WithPrometheusRegistry(e.cfg.Registry))
 	if err != nil {

@@ -3,6 +3,7 @@ package edge
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/topcdn/topcdn/internal/prom"
+	"github.com/topcdn/topcdn/namestream"
 )
 
 // metrics are the edge's own Prometheus metrics; boxo's gateway adds its
@@ -16,6 +17,12 @@ type metrics struct {
 	fallbacks *prometheus.CounterVec
 
 	responseHits prometheus.CounterFunc // reads Edge.responseHits
+
+	// changes counts pushed name changes by kind and what became of them
+	// (applied; same or stale: the edge already had it or a newer one);
+	// stream counts the follower's pages and its rejected changes.
+	changes *prometheus.CounterVec
+	stream  *namestream.Metrics
 }
 
 func newMetrics(reg prometheus.Registerer, e *Edge) (*metrics, error) {
@@ -24,6 +31,7 @@ func newMetrics(reg prometheus.Registerer, e *Edge) (*metrics, error) {
 		misses:    prom.Counter("edge", "cache_misses_total", "Blocks fetched upstream (storage peers or origin)."),
 		upstream:  prom.Histogram("edge", "upstream_fetch_seconds", "Time to fetch and verify one block upstream.", prometheus.ExponentialBuckets(0.0005, 4, 10)),
 		fallbacks: prom.CounterVec("edge", "name_fallbacks_total", "Names answered from the edge's last valid answer instead of the origin's, by kind (ipns, dnslink) and reason (origin_unavailable, origin_not_found, rollback).", "kind", "reason"),
+		changes:   prom.CounterVec("edge", "name_changes_total", "Name changes pushed by the origin's stream, by kind (record, purge, reset) and result (applied; same or stale: a record the edge had, or older than one it had).", "kind", "result"),
 	}
 	m.responseHits = prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Namespace: "topcdn", Subsystem: "edge", Name: "response_cache_hits_total",
@@ -37,8 +45,9 @@ func newMetrics(reg prometheus.Registerer, e *Edge) (*metrics, error) {
 		Namespace: "topcdn", Subsystem: "edge", Name: "memory_cache_bytes",
 		Help: "Bytes of blocks in the memory cache.",
 	}, func() float64 { _, b := e.mem.size(); return float64(b) })
-	if err := prom.Register(reg, m.hits, m.misses, m.upstream, m.fallbacks, cacheBytes, m.responseHits, respBytes); err != nil {
+	if err := prom.Register(reg, m.hits, m.misses, m.upstream, m.fallbacks, cacheBytes, m.responseHits, respBytes, m.changes); err != nil {
 		return nil, err
 	}
+	m.stream = namestream.NewMetrics(reg, "edge", func() bool { up, _, _ := e.NameStream(); return up })
 	return m, nil
 }

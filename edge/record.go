@@ -67,9 +67,19 @@ const HealthPath = "/.well-known/topcdn/health"
 func (e *Edge) serveHealth(w http.ResponseWriter) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	json.NewEncoder(w).Encode(struct {
+	doc := struct {
 		Peer string `json:"peer"`
-	}{e.cfg.Key.ID.String()})
+		// NameStream is true while the edge follows the origin's name
+		// changes; NamesCursor is the ID of the last change it applied.
+		NameStream  bool   `json:"name_stream"`
+		NamesCursor *int64 `json:"names_cursor,omitempty"`
+	}{Peer: e.cfg.Key.ID.String()}
+	up, cursor, started := e.NameStream()
+	doc.NameStream = up
+	if started {
+		doc.NamesCursor = &cursor
+	}
+	json.NewEncoder(w).Encode(doc)
 }
 
 // counters are shared by every response of an Edge.

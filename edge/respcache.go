@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,6 +31,12 @@ type response struct {
 	stored     time.Time // when the gateway wrote it
 	modtime    time.Time
 	refreshing bool // expired, and one request is fetching it anew
+	// site and sitePath are the named site the answer belongs to and its
+	// path there (requestSite; "" for immutable content), stamp the
+	// generation its request started under: a change of the site after
+	// it makes the answer stale.
+	site, sitePath string
+	stamp          atomic.Uint64
 }
 
 // ageValue is an Age header value, formatted once for a whole second.
@@ -63,10 +70,11 @@ type responseCache struct {
 	lru   *simplelru.LRU[string, *response]
 	bytes int64
 	max   int64
+	gens  *generations
 }
 
-func newResponseCache(maxBytes int64) *responseCache {
-	c := &responseCache{max: maxBytes}
+func newResponseCache(maxBytes int64, gens *generations) *responseCache {
+	c := &responseCache{max: maxBytes, gens: gens}
 	c.lru, _ = simplelru.NewLRU[string, *response](1<<30, func(_ string, r *response) { c.bytes -= r.size() })
 	return c
 }
@@ -91,6 +99,15 @@ func (c *responseCache) get(key string, now time.Time) (*response, bool) {
 	r, ok := c.lru.Peek(key)
 	c.mu.RUnlock()
 	if !ok {
+		return nil, false
+	}
+	if r.site != "" && !c.gens.current(r.site, &r.stamp) {
+		// Its site changed after it was made: never served again.
+		c.mu.Lock()
+		if cur, ok := c.lru.Peek(key); ok && cur == r {
+			c.lru.Remove(key)
+		}
+		c.mu.Unlock()
 		return nil, false
 	}
 	fresh := r.expires.IsZero() || !now.After(r.expires)
@@ -133,6 +150,29 @@ func (c *responseCache) add(key string, r *response) {
 	for c.bytes > c.max && c.lru.Len() > 0 {
 		c.lru.RemoveOldest()
 	}
+}
+
+// purge drops the answers of the sites whose path is one of paths, or
+// under one ending in "/"; no paths drops every answer of the sites. It
+// returns how many it dropped.
+func (c *responseCache) purge(sites []string, paths []string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, key := range c.lru.Keys() {
+		r, ok := c.lru.Peek(key)
+		if !ok || r.site == "" || !slices.Contains(sites, r.site) {
+			continue
+		}
+		if len(paths) > 0 && !slices.ContainsFunc(paths, func(p string) bool {
+			return r.sitePath == p || (strings.HasSuffix(p, "/") && strings.HasPrefix(r.sitePath, p))
+		}) {
+			continue
+		}
+		c.lru.Remove(key)
+		n++
+	}
+	return n
 }
 
 func (c *responseCache) size() int64 {
@@ -187,12 +227,20 @@ func (e *Edge) withResponseCache(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r) // a cache too small to keep anything: do not copy
 			return
 		}
+		// The stamp is taken before the answer is made: if the site
+		// changes while it is, the answer is stored already stale.
+		// The site is read before next, which rewrites the request's path
+		// (the hostname gateway).
+		stamp := e.resp.gens.stamp()
+		site, sitePath := e.requestSite(r)
 		rec := &recordingWriter{ResponseWriter: w, limit: int(limit)}
 		next.ServeHTTP(rec, r)
 		if r.Context().Err() != nil {
 			return // the client went away: the answer may be unfinished
 		}
 		if resp := rec.response(now); resp != nil {
+			resp.site, resp.sitePath = site, sitePath
+			resp.stamp.Store(stamp)
 			e.resp.add(key, resp)
 		}
 	})

@@ -10,7 +10,7 @@ import (
 )
 
 func TestResponseCacheExpiry(t *testing.T) {
-	c := newResponseCache(1 << 20)
+	c := newResponseCache(1 << 20, newGenerations())
 	t0 := time.Now()
 	c.add("site", &response{body: []byte("v1"), expires: t0.Add(time.Minute)})
 	c.add("cid", &response{body: []byte("immutable")})
@@ -40,7 +40,7 @@ func TestResponseCacheExpiry(t *testing.T) {
 	// Replacing an answer (refreshes, concurrent misses for one key)
 	// counts its bytes once, so the cache does not fill with ghosts and
 	// evict live answers.
-	same := newResponseCache(10000)
+	same := newResponseCache(10000, newGenerations())
 	for range 100 {
 		same.add("k", &response{body: make([]byte, 500)})
 	}
@@ -48,7 +48,7 @@ func TestResponseCacheExpiry(t *testing.T) {
 		t.Fatalf("one answer added 100 times counts %d bytes, want %d", same.size(), want)
 	}
 	// The byte bound holds.
-	small := newResponseCache(2000)
+	small := newResponseCache(2000, newGenerations())
 	for i := range 10 {
 		small.add(string(rune('a'+i)), &response{body: make([]byte, 500)})
 	}

@@ -1,8 +1,11 @@
 package edge
 
 import (
+	"sync/atomic"
+
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/topcdn/topcdn/erasure"
+	"github.com/topcdn/topcdn/namestream"
 )
 
 // State is what an edge caches and learns as it serves: its memory caches
@@ -22,6 +25,13 @@ type State struct {
 	names       *lru.Cache[string, []byte]  // IPNS routing key → best valid record seen
 	links       *lru.Cache[string, dnsLink] // site host → the origin's last DNSLink answer
 	learnt      *learnt
+	gens        *generations                    // changes of named sites, for the caches
+	resolutions *lru.Cache[string, *resolution] // the name cache
+	// cursor is where the edge's follower of the origin's name changes
+	// stands, so a reloaded edge resumes there; follower is the one
+	// running, for its health.
+	cursor   namestream.Cursor
+	follower atomic.Pointer[namestream.Follower]
 }
 
 // NewState returns an empty State for edges whose memory caches hold
@@ -36,6 +46,9 @@ func NewState(memoryBytes int64) *State {
 	rest := memoryBytes - spans
 	names, _ := lru.New[string, []byte](keptNames) // only fails for a size ≤ 0
 	links, _ := lru.New[string, dnsLink](keptNames)
-	return &State{memoryBytes: memoryBytes, mem: newMemoryCache(rest / 2), resp: newResponseCache(rest / 2),
-		spans: erasure.NewSpanCache(spans), stats: erasure.NewPeerStats(), names: names, links: links, learnt: newLearnt()}
+	resolutions := newResolutionCache()
+	gens := newGenerations()
+	return &State{memoryBytes: memoryBytes, mem: newMemoryCache(rest / 2), resp: newResponseCache(rest/2, gens),
+		spans: erasure.NewSpanCache(spans), stats: erasure.NewPeerStats(), names: names, links: links, learnt: newLearnt(),
+		gens: gens, resolutions: resolutions}
 }
