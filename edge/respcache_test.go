@@ -10,7 +10,7 @@ import (
 )
 
 func TestResponseCacheExpiry(t *testing.T) {
-	c := newResponseCache(1 << 20, newGenerations())
+	c := newResponseCache(1<<20, newGenerations())
 	t0 := time.Now()
 	c.add("site", &response{body: []byte("v1"), expires: t0.Add(time.Minute)})
 	c.add("cid", &response{body: []byte("immutable")})
