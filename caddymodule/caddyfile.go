@@ -41,6 +41,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    heartbeat    <duration>
 //	    billing      <billing URL>
 //	    billing_epoch <duration>
+//	    name_stream  on|off
 //	}
 //
 // Sizes take units (256MiB, 1GiB). dnslink may be repeated, one host each.
@@ -85,6 +86,7 @@ var subdirectives = map[string]func(h *Handler, d *caddyfile.Dispenser) error{
 	"dnslink":       parseDNSLink,
 	"public_addr":   parsePublicAddrs,
 	"capacity":      parseCapacity,
+	"name_stream":   parseNameStream,
 }
 
 // stringArg parses an option of one word into the field field returns.
@@ -176,6 +178,20 @@ func parseCapacity(h *Handler, d *caddyfile.Dispenser) error {
 	}
 	h.Capacity = n
 	return nil
+}
+
+func parseNameStream(h *Handler, d *caddyfile.Dispenser) error {
+	var s string
+	if !d.AllArgs(&s) {
+		return d.ArgErr()
+	}
+	switch s {
+	case "on", "off":
+		on := s == "on"
+		h.NameStream = &on
+		return nil
+	}
+	return d.Errf("name_stream %q: want on or off", s)
 }
 
 var _ caddyfile.Unmarshaler = (*Handler)(nil)

@@ -86,6 +86,11 @@ type Handler struct {
 	// the billing service runs with. Default: billingapi.DefaultEpoch (1m),
 	// billing's default.
 	BillingEpoch caddy.Duration `json:"billing_epoch,omitempty"`
+	// NameStream, when false, turns off following the origin's stream of
+	// name changes: names then change on the edge only as their TTLs run
+	// out. Default: on (changes and purges reach the edge within a round
+	// trip).
+	NameStream *bool `json:"name_stream,omitempty"`
 
 	logger   *zap.Logger
 	keyPath  string                // KeyFile, or its default

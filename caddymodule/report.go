@@ -98,6 +98,9 @@ func (in *instance) startBackground(ctx context.Context) {
 	if in.conf.Router != "" {
 		tasks = append(tasks, func() { in.heartbeats(ctx) })
 	}
+	if in.conf.NameStream == nil || *in.conf.NameStream {
+		tasks = append(tasks, func() { in.edge.FollowNames(ctx) })
+	}
 	remaining := make(chan struct{}, len(tasks))
 	for _, t := range tasks {
 		go func() {

@@ -77,6 +77,9 @@ type Config struct {
 	GeoIP *GeoDB
 	// ID is the router's own peer ID, reported by /healthz. Optional.
 	ID peer.ID
+	// OriginID pins the origin's peer ID, which signs its stream of name
+	// changes. Default: asked from the origin's /healthz once.
+	OriginID peer.ID
 	// Logger receives logs. Default: zap.NewNop().
 	Logger *zap.Logger
 	// Registry receives the router's metrics. Default: not registered.

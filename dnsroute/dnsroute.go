@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 	ticker "github.com/topcdn/topcdn/internal/tick" // "tick" is the router's check interval
+	"github.com/topcdn/topcdn/namestream"
 	"go.uber.org/zap"
 )
 
@@ -44,17 +45,24 @@ type Router struct {
 	snap   atomic.Pointer[snapshot]
 	demand *demand
 
-	mu         sync.Mutex
-	edges      map[peer.ID]*edge
-	names      map[string]nameEntry // human name → entry, as the origin lists them
-	roots      []cid.Cid            // what content probes may ask for: the names' distinct roots
-	suspended  map[peer.ID]bool
-	admitted   map[peer.ID]bool       // edges billing admitted; nil: billing not read (yet)
-	quarantine map[peer.ID]quarantine // edges caught lying, also while not registered
-	namesOK    bool                   // names were read from the origin at least once
-	serial     uint32                 // SOA serial: when names last changed
-	gen        uint64                 // bumped on every rebuild
-	started    time.Time              // when New ran
+	// follower follows the origin's name changes (followNames);
+	// streamMetrics counts its pages.
+	follower      atomic.Pointer[namestream.Follower]
+	streamMetrics *namestream.Metrics
+
+	mu             sync.Mutex
+	edges          map[peer.ID]*edge
+	names          map[string]nameEntry // human name → entry, as the origin lists them
+	roots          []cid.Cid            // what content probes may ask for: the names' distinct roots
+	suspended      map[peer.ID]bool
+	admitted       map[peer.ID]bool       // edges billing admitted; nil: billing not read (yet)
+	quarantine     map[peer.ID]quarantine // edges caught lying, also while not registered
+	namesOK        bool                   // names were read from the origin at least once
+	namesAt        time.Time              // when the whole list was last read
+	learntOriginID peer.ID                // the origin's peer ID, asked once
+	serial         uint32                 // SOA serial: when names last changed
+	gen            uint64                 // bumped on every rebuild
+	started        time.Time              // when New ran
 }
 
 // snapshot is an immutable view of what answers depend on. Queries read
@@ -122,6 +130,7 @@ func New(cfg Config) (*Router, error) {
 		started:    cfg.now(),
 		demand:     newDemand(cfg.BillingEpoch, cfg.TTL, m.demandDropped),
 	}
+	r.streamMetrics = namestream.NewMetrics(cfg.Registry, "dns", r.streamUp)
 	pc := *cfg.Client
 	pc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	r.probeClient = &pc
@@ -154,6 +163,7 @@ func (r *Router) Zone() string { return r.cfg.Zone }
 func (r *Router) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { ticker.NowAndEvery(ctx, r.cfg.NamesInterval, r.pollOnce) })
+	wg.Go(func() { r.followNames(ctx) })
 	ticker.Every(ctx, tick, func(ctx context.Context) {
 		r.checkEdges(ctx)
 		if r.rrl != nil {

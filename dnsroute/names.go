@@ -85,6 +85,12 @@ func (r *Router) pollOnce(ctx context.Context) {
 			r.log.Warn("cannot read forfeits from billing; quarantines stand", zap.Error(err))
 		}
 	}
+	r.mu.Lock()
+	resynced := r.cfg.now().Sub(r.namesAt) < namesResync
+	r.mu.Unlock()
+	if resynced && r.streamUp() {
+		return // changes arrive on the stream; the list is read every namesResync
+	}
 	switch err := r.pollNames(ctx); {
 	case err == nil:
 		r.metrics.polls.WithLabelValues("origin", "ok").Inc()
@@ -121,6 +127,7 @@ func (r *Router) pollNames(ctx context.Context) error {
 	defer r.mu.Unlock()
 	first := !r.namesOK
 	r.namesOK = true
+	r.namesAt = r.cfg.now()
 	if !maps.Equal(names, r.names) {
 		r.names = names
 		r.roots = probeRoots(names)
