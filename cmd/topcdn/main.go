@@ -43,6 +43,6 @@ with 'topcdn keygen'.`,
 	}
 	root.SetVersionTemplate("topcdn {{.Version}}\n")
 	root.AddCommand(newKeygenCmd(), newOriginCmd(), newPublishCmd(), newEdgeCmd(), newStorageCmd(),
-		newDNSCmd(), newBillingCmd(), newDevnetCmd())
+		newDNSCmd(), newBillingCmd(), newDevnetCmd(), newPurgeCmd())
 	return root
 }

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/originapi"
+	"github.com/topcdn/topcdn/publish"
+)
+
+// purgeFlags are topcdn purge's flags.
+type purgeFlags struct {
+	name, originURL, keyFile string
+	paths                    []string
+}
+
+func newPurgeCmd() *cobra.Command {
+	var p purgeFlags
+	cmd := &cobra.Command{
+		Use:   "purge --name NAME [--path P]... --key FILE",
+		Short: "Make every edge drop its cached answers for a name",
+		Long: `purge signs a purge of NAME with the key NAME is bound to and posts it to
+the origin, which streams it to every edge: each drops its cached answers
+for the site (all of them, or those of each --path; a path ending in "/"
+covers everything under it) and asks anew on the next request. It prints
+the ID of the change on the origin's stream; an edge whose health
+(/.well-known/topcdn/health) reports a names_cursor at or past it has
+applied it.
+
+A publish needs no purge: edges follow the origin's stream of name
+changes and serve a new root as soon as it is published. Content under
+/ipfs/ never changes and is never purged. The origin takes each purge once
+and at most 10 purges of a name per minute, 200 per day.`,
+		Example: `  topcdn purge --name blog --key publisher.key
+  topcdn purge --name blog --path /index.html --path /posts/ --key publisher.key`,
+		Args: cobra.NoArgs,
+		RunE: p.run,
+	}
+	f := cmd.Flags()
+	f.StringVar(&p.name, "name", "", "the human name to purge, e.g. blog")
+	f.StringArrayVar(&p.paths, "path", nil, "a path of the site to purge (repeatable; a trailing / purges everything under it); none: the whole site")
+	f.StringVar(&p.originURL, "origin", envOr("TOPCDN_ORIGIN", defaultOriginURL), "origin URL ($TOPCDN_ORIGIN; make demo's is "+demoOriginURL+")")
+	f.StringVar(&p.keyFile, "key", os.Getenv("TOPCDN_KEY"), "the key NAME is bound to ($TOPCDN_KEY)")
+	return cmd
+}
+
+func (p *purgeFlags) run(cmd *cobra.Command, _ []string) error {
+	if p.name == "" {
+		return errors.New("--name is required")
+	}
+	if err := originapi.ValidateName(p.name); err != nil {
+		return err
+	}
+	for _, path := range p.paths {
+		if strings.HasPrefix(path, "/ipfs/") {
+			return fmt.Errorf("--path %s: content under /ipfs/ is addressed by its hash and never changes: it needs no purge", path)
+		}
+	}
+	if p.keyFile == "" {
+		return errors.New("--key is required: the key NAME was published with")
+	}
+	key, err := identity.Load(p.keyFile)
+	if err != nil {
+		return err
+	}
+	client, err := publish.NewClient(p.originURL, nil)
+	if err != nil {
+		return err
+	}
+	res, err := client.Purge(cmd.Context(), key, p.name, p.paths)
+	if err != nil {
+		pf := publishFlags{originURL: p.originURL}
+		return pf.originErr(err)
+	}
+	what := "every path"
+	if len(p.paths) > 0 {
+		what = strings.Join(p.paths, " ")
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "purged %s (%s): change %d\n", p.name, what, res.ID)
+	return nil
+}
