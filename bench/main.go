@@ -9,6 +9,7 @@
 //	go run ./bench edge-memory [flags]
 //	go run ./bench dns [flags]
 //	go run ./bench billing [flags]
+//	go run ./bench publish-latency [flags]
 //	go run ./bench help
 //
 // See bench/README.md for what each benchmark measures.
@@ -63,6 +64,11 @@ var commands = []command{
 		name:    "dns",
 		summary: "queries/s of `topcdn dns` (geo selection on) vs CoreDNS's file plugin, with dnsperf",
 		run:     runDNS,
+	},
+	{
+		name:    "publish-latency",
+		summary: "seconds from `topcdn publish` (and `topcdn purge`) returning until every devnet edge serves it; p50/p99",
+		run:     runPublishLatency,
 	},
 	{
 		name:    "billing",

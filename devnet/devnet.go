@@ -61,6 +61,10 @@ type Config struct {
 	Deposit int64
 	// Out receives the status table and instructions. Default: stdout.
 	Out io.Writer
+	// NoNameStream runs the edges with name_stream off: names change on
+	// them only as their TTLs run out, as before the origin pushed
+	// changes (the baseline of bench publish-latency).
+	NoNameStream bool
 }
 
 // Endpoint is one service of a running devnet.
@@ -356,7 +360,7 @@ func (n *network) startEdges(ctx context.Context) error {
 			return err
 		}
 		conf := filepath.Join(dir, "Caddyfile")
-		if err := os.WriteFile(conf, []byte(edgeCaddyfile(dir, ip, addr, n.at.originURL, n.at.dnsURL, n.at.billingURL, n.cfg.Zone, c.name, n.cfg.Epoch)), 0o644); err != nil {
+		if err := os.WriteFile(conf, []byte(edgeCaddyfile(dir, ip, addr, n.at.originURL, n.at.dnsURL, n.at.billingURL, n.cfg.Zone, c.name, n.cfg.Epoch, !n.cfg.NoNameStream)), 0o644); err != nil {
 			return fmt.Errorf("devnet: %w", err)
 		}
 		name := "edge-" + c.slug
@@ -383,8 +387,12 @@ func (n *network) run(ctx context.Context, r *role) error {
 // edgeCaddyfile is an edge's configuration: Caddy bound to its own
 // loopback address, with the topcdn handler reporting to the router and
 // billing.
-func edgeCaddyfile(dir, ip, addr, origin, router, billing, zone, city string, epoch time.Duration) string {
+func edgeCaddyfile(dir, ip, addr, origin, router, billing, zone, city string, epoch time.Duration, nameStream bool) string {
 	_, port, _ := net.SplitHostPort(addr)
+	stream := "on"
+	if !nameStream {
+		stream = "off"
+	}
 	return fmt.Sprintf(`{
 	auto_https off
 	admin off
@@ -422,10 +430,11 @@ http://:%[3]s {
 		public_url   http://%[2]s:%[3]s
 		city         %[8]q
 		heartbeat    2s
+		name_stream  %[13]s
 	}
 }
 `, filepath.Join(dir, "caddy"), ip, port, origin, router, billing, zone, city,
-		filepath.Join(dir, "cache"), filepath.Join(dir, "edge.key"), epoch, filepath.Join(dir, "access.log"))
+		filepath.Join(dir, "cache"), filepath.Join(dir, "edge.key"), epoch, filepath.Join(dir, "access.log"), stream)
 }
 
 // siteTTL is the TTL of the site's name record.

@@ -29,6 +29,7 @@ published content and balances.`,
 	f.StringVar(&cfg.SiteName, "name", devnet.DefaultSiteName, "name to publish it under")
 	f.StringVar(&cfg.Zone, "zone", devnet.DefaultZone, "DNS zone sites live under")
 	f.IntVar(&cfg.Peers, "peers", devnet.DefaultPeers, "storage peers to run")
+	f.BoolVar(&cfg.NoNameStream, "no-name-stream", false, "run the edges with name_stream off (names change only as their TTLs run out)")
 	f.IntVar(&cfg.PortOffset, "port-offset", 0, "add this to every port (origin 7070, billing 7080, DNS 5300/8053, storage 7101…, edges 8080)")
 	f.DurationVar(&cfg.Epoch, "epoch", devnet.DefaultEpoch, "billing epoch")
 	f.Int64Var(&cfg.Deposit, "deposit", devnet.DefaultDeposit, "publisher funds deposited on the first start")
