@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/topcdn/topcdn/internal/httpkit"
 )
@@ -59,6 +60,15 @@ func errorf(kind error, format string, args ...any) error {
 	err.Kind = kind
 	return err
 }
+
+// retryLater is an error answered with a Retry-After header: the client
+// may try again after that long (Origin.fail sets it).
+type retryLater struct {
+	error
+	after time.Duration
+}
+
+func (e *retryLater) Unwrap() error { return e.error }
 
 // reasonOf names err's kind for a metric label: the sentinel's text in
 // snake case ("payment_required"), "too_large" for a body over its limit,
