@@ -48,6 +48,9 @@ var (
 	// ErrDAGTooLarge marks an upload with a block whose DAG, blocks stored
 	// before included, may hold more than MaxDAGBlocks blocks.
 	ErrDAGTooLarge error = httpkit.Error(http.StatusRequestEntityTooLarge, errors.New("dag too large"))
+	// ErrTooManyRequests marks a request over a rate limit (purges of a
+	// name); the client should retry after the Retry-After it is sent.
+	ErrTooManyRequests error = httpkit.Error(http.StatusTooManyRequests, errors.New("too many requests"))
 	// ErrUnavailable marks a DAG the origin cannot serve whole right now
 	// (a striped segment below k healthy shards); the client should retry.
 	ErrUnavailable error = httpkit.Error(http.StatusServiceUnavailable, errors.New("unavailable"))

@@ -32,6 +32,9 @@ const maxJSONBody = 1 << 20
 //	                             (?since=ID&limit=N&wait=S; NameChanges)
 //	GET  /api/v1/names/{name}    one human name (NameInfo)
 //	PUT  /api/v1/names/{name}    claim or move a name (NameClaim)
+//	POST /api/v1/names/{name}/purge
+//	                             drop edges' cached answers for a name (a
+//	                             Purge envelope; {"id": change ID})
 //	PUT  /ipns/{name}            store an IPNS record, as `ipfs routing put`
 //	GET  /api/v1/billing/log     the signed billing log (?since=ID&limit=N; BillingLog)
 //	GET  /ipfs/…, /ipns/…        the Trustless Gateway (boxo); CARs the origin
@@ -54,6 +57,7 @@ func (o *Origin) newHandler() (http.Handler, error) {
 	route("GET /api/v1/names/changes", "name_changes", o.serveNameChanges)
 	route("GET /api/v1/names/{name}", "name", o.serveName)
 	route("PUT /api/v1/names/{name}", "claim", o.serveClaim)
+	route("POST /api/v1/names/{name}/purge", "purge", o.servePurge)
 	route("PUT /ipns/{name}", "ipns_put", o.servePutRecord)
 	route("GET /api/v1/billing/log", "billing_log", o.serveBillingLog)
 	route("POST /api/v1/peers/heartbeat", "heartbeat", o.serveHeartbeat)

@@ -244,7 +244,8 @@ func (o *Origin) changeCommitted(id int64, kind string) {
 }
 
 // trimNameChanges deletes the changes older than
-// Config.NameChangesRetention, keeping the last keepNameChanges.
+// Config.NameChangesRetention, keeping the last keepNameChanges, and
+// forgets the purge rate limits that are full again.
 func (o *Origin) trimNameChanges(ctx context.Context) error {
 	now := o.now()
 	deleted, oldest, err := origindb.TrimChanges(ctx, o.db, now.Add(-o.cfg.NameChangesRetention), o.keepChanges)
@@ -252,6 +253,7 @@ func (o *Origin) trimNameChanges(ctx context.Context) error {
 		return err
 	}
 	o.changes.trimmed(oldest)
+	o.purges.prune(now)
 	if deleted > 0 {
 		o.log.Info("name changes trimmed", zap.Int64("deleted", deleted), zap.Int64("oldest", oldest))
 	}

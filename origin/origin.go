@@ -42,7 +42,8 @@ type Origin struct {
 	handler    http.Handler
 	uploads    chan struct{} // semaphore: one token per running upload
 	storage    *durability.Keeper
-	changes    *nameFeed // the name-change stream's readers and memo
+	changes    *nameFeed    // the name-change stream's readers and memo
+	purges     *purgeLimits // purges per name, in memory (one process)
 
 	// Testing.
 	now         func() time.Time
@@ -60,7 +61,7 @@ func New(ctx context.Context, cfg Config) (*Origin, error) {
 		return nil, fmt.Errorf("origin: %w", err)
 	}
 	o := &Origin{cfg: cfg, log: cfg.Logger, now: time.Now, stagingDir: filepath.Join(cfg.DataDir, "staging"),
-		uploads: make(chan struct{}, cfg.MaxConcurrentUploads), keepChanges: keepNameChanges}
+		uploads: make(chan struct{}, cfg.MaxConcurrentUploads), purges: newPurgeLimits(), keepChanges: keepNameChanges}
 	var err error
 	if o.key = cfg.Key; o.key == nil {
 		if o.key, err = identity.LoadOrGenerate(filepath.Join(cfg.DataDir, "origin.key")); err != nil {
