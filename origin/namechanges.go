@@ -42,12 +42,13 @@ const (
 // spans, a broadcast channel closed at each append, the signed pages
 // memoized for the current last ID, and the requests on it.
 type nameFeed struct {
-	mu     sync.Mutex
-	last   int64         // the last change committed
-	oldest int64         // the oldest change kept; last+1 if none
-	wake   chan struct{} // closed, and replaced, when a change commits
-	memo   map[pageKey]*signedPage
-	memoed int // bytes in memo
+	mu      sync.Mutex
+	last    int64         // the last change committed
+	oldest  int64         // the oldest change kept; last+1 if none
+	wake    chan struct{} // closed, and replaced, when a change commits
+	memo    map[pageKey]*signedPage
+	memoed  int    // bytes in memo
+	memoGen uint64 // counts the memos dropped
 
 	waiters int            // requests on the stream
 	perIP   map[string]int // the same, by client IP
@@ -88,7 +89,7 @@ func (f *nameFeed) appended(id int64) {
 	defer f.mu.Unlock()
 	if id > f.last {
 		f.last = id
-		f.memo, f.memoed = map[pageKey]*signedPage{}, 0
+		f.dropMemoLocked()
 	}
 	close(f.wake)
 	f.wake = make(chan struct{})
@@ -99,7 +100,13 @@ func (f *nameFeed) trimmed(oldest int64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.oldest = oldest
+	f.dropMemoLocked()
+}
+
+// dropMemoLocked forgets the memoized pages: they are out of date.
+func (f *nameFeed) dropMemoLocked() {
 	f.memo, f.memoed = map[pageKey]*signedPage{}, 0
+	f.memoGen++
 }
 
 // page returns the page k, built by build only if no reader asked for it
@@ -113,9 +120,9 @@ func (f *nameFeed) page(k pageKey, build func() (*identity.Envelope, error)) (*s
 		return p, p.err
 	}
 	p := &signedPage{done: make(chan struct{})}
-	memo := f.memo
-	if len(memo) < maxMemoPages {
-		memo[k] = p
+	gen := f.memoGen
+	if len(f.memo) < maxMemoPages {
+		f.memo[k] = p
 	}
 	f.mu.Unlock()
 
@@ -128,9 +135,9 @@ func (f *nameFeed) page(k pageKey, build func() (*identity.Envelope, error)) (*s
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	switch {
-	case memo[k] != p: // not memoized, or the memo was dropped meanwhile
+	case f.memoGen != gen || f.memo[k] != p: // the memo was dropped meanwhile, or p was not memoized
 	case p.err != nil || f.memoed+len(p.raw) > maxMemoBytes:
-		delete(memo, k)
+		delete(f.memo, k)
 	default:
 		f.memoed += len(p.raw)
 	}

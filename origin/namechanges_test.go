@@ -147,13 +147,18 @@ func TestNameChangesPages(t *testing.T) {
 }
 
 // TestNameChangesReset: once trimmed, a reader behind the oldest change
-// kept is told to start over (Reset) at the last change; one just before
-// it is not. Trimming keeps the last changes however old.
+// kept is told to start over (Reset) at the last change, even if it read
+// a page before the trim; one just before it is not. Trimming keeps the
+// last changes however old.
 func TestNameChangesReset(t *testing.T) {
 	ctx := context.Background()
 	o := newTestOrigin(t)
 	o.keepChanges = 2
 	fakeChanges(t, o, time.Now().Add(-2*DefaultNameChangesRetention), 10, 10, 10, 10, 10)
+	// A page read before the trim is not served after it.
+	if env, err := o.NameChanges(ctx, 0, 0, 0); err != nil || len(openChanges(t, o, env).Changes) != 5 {
+		t.Fatalf("before the trim: %v", err)
+	}
 	if err := o.trimNameChanges(ctx); err != nil {
 		t.Fatal(err)
 	}
