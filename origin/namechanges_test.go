@@ -422,3 +422,23 @@ func TestParseNameChangesQuery(t *testing.T) {
 		})
 	}
 }
+
+// TestRunTrimsNameChanges: Run trims the stream when it starts, and
+// returns when its context ends.
+func TestRunTrimsNameChanges(t *testing.T) {
+	o := newTestOrigin(t)
+	o.keepChanges = 1
+	fakeChanges(t, o, time.Now().Add(-2*DefaultNameChangesRetention), 10, 10, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		o.Run(ctx)
+	}()
+	testkit.WaitFor(t, 10*time.Second, "the stream to be trimmed", func() bool {
+		oldest, last, _ := o.changes.state()
+		return oldest == 3 && last == 3
+	})
+	cancel()
+	<-done
+}
