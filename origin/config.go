@@ -18,6 +18,9 @@ const (
 	DefaultMaxUploadBlocks      = 1_000_000
 	DefaultMaxConcurrentUploads = 4
 	DefaultPublisherQuota       = 10 << 30
+	DefaultNameChangesRetention = 24 * time.Hour
+	DefaultMaxNameWaiters       = 20_000
+	DefaultMaxNameWaitersPerIP  = 4
 )
 
 // Config configures an Origin. The zero value of a field means its
@@ -74,6 +77,19 @@ type Config struct {
 	// silent for three intervals is unhealthy. Default: 10s
 	// (durability.DefaultHeartbeatInterval).
 	HeartbeatInterval time.Duration
+	// NameChangesRetention is how long the name-change stream
+	// (GET /api/v1/names/changes) keeps a change; the last 10,000 are kept
+	// whatever their age. A reader further behind starts over (Reset).
+	// Default: DefaultNameChangesRetention (24h).
+	NameChangesRetention time.Duration
+	// MaxNameWaiters bounds the requests on the name-change stream at once
+	// (long-polls, each parked until a change or its wait ends); more get
+	// 503 with Retry-After. Default: DefaultMaxNameWaiters (20,000).
+	MaxNameWaiters int
+	// MaxNameWaitersPerIP bounds those requests per client IP address (the
+	// connection's, not a forwarded header's): an edge or router holds
+	// one. Default: DefaultMaxNameWaitersPerIP (4).
+	MaxNameWaitersPerIP int
 	// Logger receives structured logs. Default: no logging.
 	Logger *zap.Logger
 	// Registry receives the origin's and the gateway's Prometheus metrics and
@@ -90,6 +106,12 @@ func (cfg *Config) setDefaults() error {
 	if cfg.MaxUploadSize < 0 || cfg.MaxUploadBlocks < 0 || cfg.MaxConcurrentUploads < 0 || cfg.HeartbeatInterval < 0 {
 		return errors.New("origin: MaxUploadSize, MaxUploadBlocks, MaxConcurrentUploads and HeartbeatInterval cannot be negative")
 	}
+	if cfg.NameChangesRetention < 0 || cfg.MaxNameWaiters < 0 || cfg.MaxNameWaitersPerIP < 0 {
+		return errors.New("origin: NameChangesRetention, MaxNameWaiters and MaxNameWaitersPerIP cannot be negative")
+	}
+	cfg.NameChangesRetention = cmp.Or(cfg.NameChangesRetention, DefaultNameChangesRetention)
+	cfg.MaxNameWaiters = cmp.Or(cfg.MaxNameWaiters, DefaultMaxNameWaiters)
+	cfg.MaxNameWaitersPerIP = cmp.Or(cfg.MaxNameWaitersPerIP, DefaultMaxNameWaitersPerIP)
 	cfg.MaxUploadSize = cmp.Or(cfg.MaxUploadSize, DefaultMaxUploadSize)
 	cfg.MaxUploadBlocks = cmp.Or(cfg.MaxUploadBlocks, DefaultMaxUploadBlocks)
 	cfg.MaxConcurrentUploads = cmp.Or(cfg.MaxConcurrentUploads, DefaultMaxConcurrentUploads)

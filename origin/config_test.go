@@ -42,6 +42,9 @@ func TestConfig(t *testing.T) {
 		{name: "negative heartbeat interval", cfg: Config{DataDir: dir, HeartbeatInterval: -time.Second}, shouldErr: true},
 		{name: "negative audit interval", cfg: Config{DataDir: dir, Stripe: &durability.StripeConfig{AuditInterval: -1}}, shouldErr: true},
 		{name: "negative repair threshold", cfg: Config{DataDir: dir, Stripe: &durability.StripeConfig{RepairThreshold: -1}}, shouldErr: true},
+		{name: "negative retention", cfg: Config{DataDir: dir, NameChangesRetention: -time.Hour}, shouldErr: true},
+		{name: "negative waiters", cfg: Config{DataDir: dir, MaxNameWaiters: -1}, shouldErr: true},
+		{name: "negative waiters per IP", cfg: Config{DataDir: dir, MaxNameWaitersPerIP: -1}, shouldErr: true},
 		{name: "negative lost-after", cfg: Config{DataDir: dir, Stripe: &durability.StripeConfig{LostAfter: -time.Second}}, shouldErr: true},
 	}
 	for _, tc := range tests {
@@ -55,9 +58,10 @@ func TestConfig(t *testing.T) {
 				return
 			}
 			if cfg.PublisherQuota != tc.quota || cfg.MaxUploadSize != DefaultMaxUploadSize ||
-				cfg.MaxConcurrentUploads != DefaultMaxConcurrentUploads {
-				t.Errorf("quota %d, max upload %d, concurrent uploads %d", cfg.PublisherQuota, cfg.MaxUploadSize,
-					cfg.MaxConcurrentUploads)
+				cfg.MaxConcurrentUploads != DefaultMaxConcurrentUploads || cfg.NameChangesRetention != DefaultNameChangesRetention ||
+				cfg.MaxNameWaiters != DefaultMaxNameWaiters || cfg.MaxNameWaitersPerIP != DefaultMaxNameWaitersPerIP {
+				t.Errorf("quota %d, max upload %d, concurrent uploads %d, retention %s, waiters %d (%d per IP)", cfg.PublisherQuota,
+					cfg.MaxUploadSize, cfg.MaxConcurrentUploads, cfg.NameChangesRetention, cfg.MaxNameWaiters, cfg.MaxNameWaitersPerIP)
 			}
 		})
 	}

@@ -17,7 +17,7 @@
 // wires it in and serves its routes. Both keep their state in the one
 // SQLite database whose schema is package origin/origindb's.
 //
-// Two invariants keep a publish atomic and the store consistent:
+// These invariants keep a publish atomic and the store consistent:
 //
 //   - The block store is closed under links: a block is written only after
 //     every block it links to, so any stored block roots a complete DAG.
@@ -30,4 +30,8 @@
 //     refused (503) before its first byte, never sent as a truncated 200.
 //   - A name moves to a new root only by a signed IPNS record with a higher
 //     sequence number, and only once that root is stored.
+//   - The name-change stream (GET /api/v1/names/changes) says what the
+//     tables say: each new record of a human name, and each purge, is
+//     appended to it in the transaction that makes it, and its readers
+//     are woken only after that transaction commits.
 package origin

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/topcdn/topcdn/internal/httpkit"
 )
@@ -47,6 +48,9 @@ var (
 	// ErrDAGTooLarge marks an upload with a block whose DAG, blocks stored
 	// before included, may hold more than MaxDAGBlocks blocks.
 	ErrDAGTooLarge error = httpkit.Error(http.StatusRequestEntityTooLarge, errors.New("dag too large"))
+	// ErrTooManyRequests marks a request over a rate limit (purges of a
+	// name); the client should retry after the Retry-After it is sent.
+	ErrTooManyRequests error = httpkit.Error(http.StatusTooManyRequests, errors.New("too many requests"))
 	// ErrUnavailable marks a DAG the origin cannot serve whole right now
 	// (a striped segment below k healthy shards); the client should retry.
 	ErrUnavailable error = httpkit.Error(http.StatusServiceUnavailable, errors.New("unavailable"))
@@ -59,6 +63,15 @@ func errorf(kind error, format string, args ...any) error {
 	err.Kind = kind
 	return err
 }
+
+// retryLater is an error answered with a Retry-After header: the client
+// may try again after that long (Origin.fail sets it).
+type retryLater struct {
+	error
+	after time.Duration
+}
+
+func (e *retryLater) Unwrap() error { return e.error }
 
 // reasonOf names err's kind for a metric label: the sentinel's text in
 // snake case ("payment_required"), "too_large" for a body over its limit,

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
+	"net/http"
+	"net/url"
 	"testing"
 	"time"
 
@@ -14,6 +17,7 @@ import (
 	"github.com/topcdn/topcdn/dag"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/internal/httpkit"
+	"github.com/topcdn/topcdn/origin/origindb"
 	"github.com/topcdn/topcdn/originapi"
 )
 
@@ -193,4 +197,127 @@ func FuzzUploadAuth(f *testing.F) {
 			t.Fatalf("accepted %d roots and a %d-byte digest", len(up.Roots), len(up.BlocksDigest))
 		}
 	})
+}
+
+// FuzzNameChangesQuery feeds arbitrary query strings to the parameters of
+// GET /api/v1/names/changes. No panic; a refusal is a 400; what is taken
+// is within its bounds.
+func FuzzNameChangesQuery(f *testing.F) {
+	for _, q := range []string{"", "since=0", "since=12&limit=64&wait=30", "since=&wait=25", "since=-1", "limit=65",
+		"wait=31", "wait=1s", "since=99999999999999999999", "since=1&since=2", "limit=%00"} {
+		f.Add(q)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		q, err := url.ParseQuery(raw)
+		if err != nil {
+			return
+		}
+		since, limit, wait, err := parseNameChangesQuery(q)
+		if err != nil {
+			if code := httpkit.StatusOf(err); code != http.StatusBadRequest {
+				t.Fatalf("bad parameters gave HTTP %d: %v", code, err)
+			}
+			return
+		}
+		if since < -1 || (since == -1) != (q.Get("since") == "") {
+			t.Fatalf("since %d from %q", since, q.Get("since"))
+		}
+		if limit < 1 || limit > originapi.MaxNameChangesPage || wait < 0 || wait > originapi.MaxNameChangesWait {
+			t.Fatalf("limit %d, wait %s from %q", limit, wait, raw)
+		}
+	})
+}
+
+// FuzzPurge feeds arbitrary bodies to POST /api/v1/names/fuzz/purge at a
+// fixed clock, "fuzz" being published by fuzzKey. No panic; a refusal is a
+// client error and appends nothing; a purge taken is appended once, opens
+// as a purge of "fuzz" signed by its key within PurgeSkew, and its nonce
+// is never taken twice.
+func FuzzPurge(f *testing.F) {
+	key, err := identity.Unmarshal(fuzzKey)
+	if err != nil {
+		f.Fatal(err)
+	}
+	name := ipns.NameFromPeer(key.ID)
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	o := newTestOrigin(f)
+	o.now = func() time.Time { return now }
+	ctx := context.Background()
+	d := newTestDAG(f, "fuzz-purge", 1)
+	if _, err := ingest(f, o, []cid.Cid{d.root}, d.blocks...); err != nil {
+		f.Fatal(err)
+	}
+	if _, err := o.ClaimName(ctx, "fuzz", name, record(f, key, d.root, 1, time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC), "fuzz")); err != nil {
+		f.Fatal(err)
+	}
+	for _, p := range fuzzPurges(name.String(), now) {
+		env, err := key.Sign(originapi.TypePurge, p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		b, _ := json.Marshal(env)
+		f.Add(b)
+	}
+	f.Add([]byte(`{"type":"topcdn/purge/v1","signer":"","body":"","sig":""}`))
+	f.Add([]byte("{}"))
+
+	taken := map[string]bool{}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		_, before, _ := o.changes.state()
+		id, err := func() (int64, error) {
+			env, err := decodePurge(bytes.NewReader(body))
+			if err != nil {
+				return 0, err
+			}
+			return o.Purge(ctx, "fuzz", env)
+		}()
+		_, after, _ := o.changes.state()
+		if err != nil {
+			if code := httpkit.StatusOf(err); code < 400 || code >= 500 {
+				t.Fatalf("a bad purge gave HTTP %d: %v", code, err)
+			}
+			if after != before {
+				t.Fatalf("a refused purge was appended (%d -> %d): %v", before, after, err)
+			}
+			return
+		}
+		if id != before+1 || after != id {
+			t.Fatalf("purge taken as change %d, stream %d -> %d", id, before, after)
+		}
+		cs, err := origindb.Changes(ctx, o.db, before, after, 1, 1<<30)
+		if err != nil || len(cs) != 1 {
+			t.Fatalf("change %d: %v, %v", id, cs, err)
+		}
+		p, err := originapi.OpenPurge(cs[0].Purge)
+		if err != nil {
+			t.Fatalf("took a purge that does not open: %v", err)
+		}
+		if p.Name != "fuzz" || p.IPNS != name.String() || cs[0].Name != "fuzz" || cs[0].IPNS != name.String() {
+			t.Fatalf("took a purge of %q by %s as %+v", p.Name, p.IPNS, cs[0])
+		}
+		if d := now.Sub(p.Time); d > originapi.PurgeSkew || d < -originapi.PurgeSkew {
+			t.Fatalf("took a purge %s off the clock", d)
+		}
+		if taken[p.Nonce] {
+			t.Fatalf("nonce %q taken twice", p.Nonce)
+		}
+		taken[p.Nonce] = true
+	})
+}
+
+// fuzzPurges are the purges FuzzPurge's seeds sign: taken, stale, with too
+// many paths, of another name, with a short nonce.
+func fuzzPurges(ipnsName string, now time.Time) []originapi.Purge {
+	many := make([]string, originapi.MaxPurgePaths+1)
+	for i := range many {
+		many[i] = "/"
+	}
+	return []originapi.Purge{
+		{Name: "fuzz", IPNS: ipnsName, Paths: []string{"/index.html", "/docs/"}, Time: now, Nonce: "fuzz-purge-nonce-1"},
+		{Name: "fuzz", IPNS: ipnsName, Time: now, Nonce: "fuzz-purge-nonce-2"},
+		{Name: "fuzz", IPNS: ipnsName, Time: now.Add(-time.Hour), Nonce: "fuzz-purge-nonce-3"},
+		{Name: "fuzz", IPNS: ipnsName, Paths: many, Time: now, Nonce: "fuzz-purge-nonce-4"},
+		{Name: "blog", IPNS: ipnsName, Time: now, Nonce: "fuzz-purge-nonce-5"},
+		{Name: "fuzz", IPNS: ipnsName, Time: now, Nonce: "short"},
+	}
 }

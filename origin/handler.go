@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/ipfs/boxo/ipns"
 	"github.com/ipfs/go-cid"
@@ -26,8 +28,13 @@ const maxJSONBody = 1 << 20
 //	                             may peer upload and claim NAME? (PublisherUsage,
 //	                             or the refusal the upload or claim would get)
 //	GET  /api/v1/names           every human name ([]NameInfo)
+//	GET  /api/v1/names/changes   the signed name-change stream, a long-poll
+//	                             (?since=ID&limit=N&wait=S; NameChanges)
 //	GET  /api/v1/names/{name}    one human name (NameInfo)
 //	PUT  /api/v1/names/{name}    claim or move a name (NameClaim)
+//	POST /api/v1/names/{name}/purge
+//	                             drop edges' cached answers for a name (a
+//	                             Purge envelope; {"id": change ID})
 //	PUT  /ipns/{name}            store an IPNS record, as `ipfs routing put`
 //	GET  /api/v1/billing/log     the signed billing log (?since=ID&limit=N; BillingLog)
 //	GET  /ipfs/…, /ipns/…        the Trustless Gateway (boxo); CARs the origin
@@ -45,8 +52,12 @@ func (o *Origin) newHandler() (http.Handler, error) {
 	route("GET /api/v1/publishers/{peer}", "publisher", o.serveUsage)
 	route("GET /api/v1/publishers/{peer}/check", "publish_check", o.serveCheckPublish)
 	route("GET /api/v1/names", "names", o.serveNames)
+	// More specific than /api/v1/names/{name}, so it wins; "changes" is
+	// a reserved name (originapi.ValidateName), so no name is shadowed.
+	route("GET /api/v1/names/changes", "name_changes", o.serveNameChanges)
 	route("GET /api/v1/names/{name}", "name", o.serveName)
 	route("PUT /api/v1/names/{name}", "claim", o.serveClaim)
+	route("POST /api/v1/names/{name}/purge", "purge", o.servePurge)
 	route("PUT /ipns/{name}", "ipns_put", o.servePutRecord)
 	route("GET /api/v1/billing/log", "billing_log", o.serveBillingLog)
 	route("POST /api/v1/peers/heartbeat", "heartbeat", o.serveHeartbeat)
@@ -65,6 +76,10 @@ func (o *Origin) newHandler() (http.Handler, error) {
 func (o *Origin) fail(w http.ResponseWriter, err error) {
 	if httpkit.StatusOf(err) == http.StatusInternalServerError {
 		o.log.Error("request failed", zap.Error(err))
+	}
+	var rl *retryLater
+	if errors.As(err, &rl) {
+		w.Header().Set("Retry-After", strconv.FormatInt(int64(max((rl.after+time.Second-1)/time.Second, 1)), 10))
 	}
 	httpkit.WriteError(w, err)
 }

@@ -18,6 +18,8 @@ type metrics struct {
 	newBlocks     prometheus.Counter
 	records       *prometheus.CounterVec
 	corruptBlocks prometheus.Counter
+	nameChanges   *prometheus.CounterVec
+	nameWaiters   prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -30,8 +32,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		newBlocks:     prom.Counter("origin", "stored_blocks_total", "Blocks newly written to the block store."),
 		records:       prom.CounterVec("origin", "ipns_records_total", "IPNS records received, by result (accepted, unchanged, rejected).", "result"),
 		corruptBlocks: prom.Counter("origin", "corrupt_blocks_total", "Blocks read from disk that did not match their CID."),
+		nameChanges:   prom.CounterVec("origin", "name_changes_total", "Changes appended to the name-change stream, by kind (record, purge).", "kind"),
+		nameWaiters:   prom.Gauge("origin", "name_waiters", "Requests on the name-change stream in progress, most of them long-polls waiting for a change."),
 	}
-	if err := prom.Register(reg, m.requests, m.duration, m.uploads, m.uploadBlocks, m.uploadBytes, m.newBlocks, m.records, m.corruptBlocks); err != nil {
+	if err := prom.Register(reg, m.requests, m.duration, m.uploads, m.uploadBlocks, m.uploadBytes, m.newBlocks, m.records, m.corruptBlocks,
+		m.nameChanges, m.nameWaiters); err != nil {
 		return nil, err
 	}
 	return m, nil

@@ -177,13 +177,23 @@ func (o *Origin) putRecord(ctx context.Context, human string, name ipns.Name, ra
 			return false, fmt.Errorf("origin: claim name: %w", err)
 		}
 	}
+	// Only a record of a bound name is logged and streamed (see
+	// namechanges.go for why an unbound one is not).
+	var changeID int64
 	if named := cmp.Or(human, bound); named != "" {
 		if err := logName(ctx, tx, named, name, rec, now); err != nil {
+			return false, err
+		}
+		if changeID, err = origindb.AppendChange(ctx, tx, originapi.NameChange{Kind: originapi.ChangeRecord, Name: named,
+			IPNS: key, Record: raw, At: now}); err != nil {
 			return false, err
 		}
 	}
 	if err := tx.Commit(); err != nil {
 		return false, fmt.Errorf("origin: %w", err)
+	}
+	if changeID != 0 {
+		o.changeCommitted(changeID, originapi.ChangeRecord)
 	}
 	if human == "" {
 		human = bound

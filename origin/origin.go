@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/ipfs/boxo/blockservice"
@@ -19,6 +20,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/dag"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/tick"
 	"github.com/topcdn/topcdn/origin/durability"
 	"github.com/topcdn/topcdn/origin/origindb"
 	"go.uber.org/zap"
@@ -40,9 +42,12 @@ type Origin struct {
 	handler    http.Handler
 	uploads    chan struct{} // semaphore: one token per running upload
 	storage    *durability.Keeper
+	changes    *nameFeed    // the name-change stream's readers and memo
+	purges     *purgeLimits // purges per name, in memory (one process)
 
 	// Testing.
-	now func() time.Time
+	now         func() time.Time
+	keepChanges int // trimming keeps the last keepChanges changes
 }
 
 // New opens (or creates) the origin stored in cfg.DataDir. Staging files
@@ -56,7 +61,7 @@ func New(ctx context.Context, cfg Config) (*Origin, error) {
 		return nil, fmt.Errorf("origin: %w", err)
 	}
 	o := &Origin{cfg: cfg, log: cfg.Logger, now: time.Now, stagingDir: filepath.Join(cfg.DataDir, "staging"),
-		uploads: make(chan struct{}, cfg.MaxConcurrentUploads)}
+		uploads: make(chan struct{}, cfg.MaxConcurrentUploads), purges: newPurgeLimits(), keepChanges: keepNameChanges}
 	var err error
 	if o.key = cfg.Key; o.key == nil {
 		if o.key, err = identity.LoadOrGenerate(filepath.Join(cfg.DataDir, "origin.key")); err != nil {
@@ -79,6 +84,10 @@ func New(ctx context.Context, cfg Config) (*Origin, error) {
 		}
 	}
 	if err := o.openStores(ctx); err != nil {
+		return nil, err
+	}
+	if err := o.openNameFeed(ctx); err != nil {
+		o.Close()
 		return nil, err
 	}
 	if o.handler, err = o.newHandler(); err != nil {
@@ -118,11 +127,23 @@ func (o *Origin) openStores(ctx context.Context) error {
 	return nil
 }
 
-// Run does the origin's background work until ctx ends: its storage side
-// (Storage) stripes published content to storage peers, audits them,
-// repairs segments that lost shards and sweeps orphan shards. Without a
-// StripeConfig it only waits.
-func (o *Origin) Run(ctx context.Context) { o.storage.Run(ctx) }
+// Run does the origin's background work until ctx ends: it trims the
+// name-change stream every hour (Config.NameChangesRetention), and its
+// storage side (Storage) stripes published content to storage peers,
+// audits them, repairs segments that lost shards and sweeps orphan
+// shards; without a StripeConfig the storage side only waits.
+func (o *Origin) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick.NowAndEvery(ctx, nameChangesTrimInterval, func(ctx context.Context) {
+			if err := o.trimNameChanges(ctx); err != nil && ctx.Err() == nil {
+				o.log.Warn("trimming the name changes failed", zap.Error(err))
+			}
+		})
+	})
+	o.storage.Run(ctx)
+	wg.Wait()
+}
 
 // Storage returns the origin's storage side: its storage peers, and the
 // content it placed on them.

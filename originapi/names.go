@@ -7,7 +7,11 @@ import (
 )
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-var reservedNames = map[string]bool{"ipfs": true, "ipns": true}
+
+// reservedNames cannot be claimed: "ipfs" and "ipns" are the subdomain
+// gateway's labels, and "changes" would be shadowed by the name-change
+// stream, GET /api/v1/names/changes.
+var reservedNames = map[string]bool{"ipfs": true, "ipns": true, "changes": true}
 
 // ErrInvalidName is what ValidateName returns, wrapped, for a name that
 // cannot be a human name.

@@ -3,8 +3,9 @@
 // tables of both the origin's jobs.
 //
 //   - The content side (package origin): published roots, IPNS records,
-//     human names, publishers' usage, who uploaded each root, and the
-//     nonces of recent upload authorizations.
+//     human names, publishers' usage, who uploaded each root, the nonces
+//     of recent upload authorizations and purges, the billing log
+//     (billinglog.go) and the name-change stream (namechanges.go).
 //   - The storage side (package origin/durability): storage peers and
 //     their heartbeats, striped segments, their shards and blocks, signed
 //     manifests, stripe jobs, audits and flags.

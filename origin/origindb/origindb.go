@@ -194,6 +194,29 @@ var schema = []string{
 		UNION ALL
 		SELECT 'flag', '', '', '', '', 0, 0, shard_id, peer_id, 0, 0, reason, at, 3, id FROM flags
 	) ORDER BY at, o1, o2;`,
+	// Version 8: the name-change stream (namechanges.go): each new record
+	// of a human name and each purge, written in the transaction of the
+	// change, then trimmed (origin.Config.NameChangesRetention). IDs are
+	// AUTOINCREMENT: never reused, even once the rows are trimmed away,
+	// so a reader's cursor never points at another change.
+	`CREATE TABLE name_changes (
+		id     INTEGER PRIMARY KEY AUTOINCREMENT,
+		kind   TEXT NOT NULL, -- record, purge
+		name   TEXT NOT NULL, -- the human name
+		ipns   TEXT NOT NULL, -- the IPNS name it is bound to
+		record BLOB,          -- kind record: the IPNS record as stored
+		purge  BLOB,          -- kind purge: the signed purge envelope, JSON
+		at     INTEGER NOT NULL -- ns
+	);`,
+	// Version 9: the nonces of recent purges, against replays; a nonce is
+	// kept while its purge's time is within originapi.PurgeSkew.
+	`CREATE TABLE purge_nonces (
+		signer TEXT NOT NULL,
+		nonce  TEXT NOT NULL,
+		at     INTEGER NOT NULL, -- the purge's own time (ns)
+		PRIMARY KEY (signer, nonce)
+	);
+	CREATE INDEX purge_nonces_at ON purge_nonces (at);`,
 }
 
 // Open opens the origin's database at path (DATA/origin.db), creating it if
