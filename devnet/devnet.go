@@ -266,7 +266,11 @@ func (n *network) startOrigin(ctx context.Context) error {
 	origin := &role{name: "origin", health: originURL + "/healthz", log: logPath(d, "origin"),
 		args: []string{"origin", "--data", filepath.Join(d, "origin"), "--listen", n.at.origin, "--deserialized",
 			"--heartbeat-interval", "2s", "--audit-interval", "3s", "--repair-interval", "5s",
-			"--dashboard-router", n.at.dnsURL, "--dashboard-billing", n.at.billingURL, "--billing", n.at.billingURL}}
+			"--dashboard-router", n.at.dnsURL, "--dashboard-billing", n.at.billingURL, "--billing", n.at.billingURL,
+			// Every role of the devnet reaches the origin from 127.0.0.1:
+			// three edges, the router, and whatever a user or a benchmark
+			// adds each hold a long-poll of the name-change stream.
+			"--max-name-waiters-per-ip", "64"}}
 	if err := n.run(ctx, origin); err != nil {
 		return err
 	}

@@ -285,11 +285,17 @@ func OpenPage(env *identity.Envelope, origin peer.ID) (*originapi.NameChanges, e
 	if len(page.Changes) > originapi.MaxNameChangesPage {
 		return nil, fmt.Errorf("%w: %d changes, at most %d", errBadPage, len(page.Changes), originapi.MaxNameChangesPage)
 	}
+	if page.Reset {
+		// The origin no longer has what follows Since (trimmed), or never
+		// had it (a cursor past its end: its database started over): go
+		// on from its end, whichever side of Since that is.
+		if len(page.Changes) > 0 || page.To != page.Last || page.To < 0 {
+			return nil, fmt.Errorf("%w: a reset page to %d, last %d, with %d changes", errBadPage, page.To, page.Last, len(page.Changes))
+		}
+		return &page, nil
+	}
 	if page.Since < 0 || page.To < page.Since || page.Last < page.To {
 		return nil, fmt.Errorf("%w: since %d, to %d, last %d", errBadPage, page.Since, page.To, page.Last)
-	}
-	if page.Reset && len(page.Changes) > 0 {
-		return nil, fmt.Errorf("%w: a reset page with changes", errBadPage)
 	}
 	prev := page.Since
 	for _, c := range page.Changes {

@@ -33,6 +33,7 @@ type fakeOrigin struct {
 	changes []originapi.NameChange // by ID
 	oldest  int64                  // IDs below are trimmed
 	down    bool                   // answer 503
+	pastEnd bool                   // a since past the last change gets a reset
 	wake    chan struct{}
 	// tamper, if set, rewrites a page before it is signed; sign, if set,
 	// signs it instead of key.
@@ -76,7 +77,7 @@ func (o *fakeOrigin) serve(w http.ResponseWriter, r *http.Request) {
 		if s := r.URL.Query().Get("since"); s != "" {
 			since, _ := strconv.ParseInt(s, 10, 64)
 			page.Since, page.To = since, since
-			if since < o.oldest-1 {
+			if since < o.oldest-1 || (o.pastEnd && since > last) {
 				page.Reset, page.To = true, last
 			} else {
 				for _, c := range o.changes[min(since, last):] {
@@ -392,6 +393,27 @@ func TestFollowReset(t *testing.T) {
 		t.Fatalf("applied %+v, want a reset to 5", c)
 	}
 	id := o.append(blog.record(t, blog.key, "blog", testCID("6"), 6))
+	if c := next(t, got); c.ID != id {
+		t.Fatalf("applied %d after the reset, want %d", c.ID, id)
+	}
+}
+
+// TestFollowResetPastTheEnd: a cursor past the stream's end (the origin's
+// database started over) is reset to the end too.
+func TestFollowResetPastTheEnd(t *testing.T) {
+	o, srv := newFakeOrigin(t)
+	blog := site{key: testkit.Key(t, 2), name: "blog"}
+	o.append(blog.record(t, blog.key, "blog", testCID("1"), 1))
+	o.mu.Lock()
+	o.pastEnd = true
+	o.mu.Unlock()
+	cursor := new(namestream.Cursor)
+	cursor.Set(40) // a follower of the origin before it started over
+	got, _ := follow(t, o, srv, cursor, nil)
+	if c := next(t, got); c.Kind != namestream.Reset || c.ID != 1 {
+		t.Fatalf("applied %+v, want a reset to 1", c)
+	}
+	id := o.append(blog.record(t, blog.key, "blog", testCID("2"), 2))
 	if c := next(t, got); c.ID != id {
 		t.Fatalf("applied %d after the reset, want %d", c.ID, id)
 	}

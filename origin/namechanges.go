@@ -52,6 +52,9 @@ type nameFeed struct {
 
 	waiters int            // requests on the stream
 	perIP   map[string]int // the same, by client IP
+
+	ending  chan struct{} // closed by EndWaits
+	endOnce sync.Once
 }
 
 // pageKey names a page: what it holds depends on nothing else while the
@@ -71,7 +74,8 @@ type signedPage struct {
 }
 
 func newNameFeed(oldest, last int64) *nameFeed {
-	return &nameFeed{last: last, oldest: oldest, wake: make(chan struct{}), memo: map[pageKey]*signedPage{}, perIP: map[string]int{}}
+	return &nameFeed{last: last, oldest: oldest, wake: make(chan struct{}), memo: map[pageKey]*signedPage{}, perIP: map[string]int{},
+		ending: make(chan struct{})}
 }
 
 // state returns the span of the stream and the channel the next append
@@ -215,10 +219,20 @@ func (o *Origin) nameChangesPage(ctx context.Context, since int64, limit int, wa
 		case <-wake:
 		case <-timeout:
 			waited = true
+		case <-o.changes.ending:
+			waited = true // shutting down: answer now, the reader resumes elsewhere or later
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// EndWaits makes every long-poll of the name-change stream answer at once,
+// now and from now on: a server shutting down gracefully (its
+// http.Server.RegisterOnShutdown) need not wait out readers parked for up
+// to originapi.MaxNameChangesWait. They resume from their cursor.
+func (o *Origin) EndWaits() {
+	o.changes.endOnce.Do(func() { close(o.changes.ending) })
 }
 
 // buildNameChanges reads and signs the page k, with oldest the oldest

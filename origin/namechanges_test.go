@@ -442,3 +442,33 @@ func TestRunTrimsNameChanges(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// TestNameChangesEndWaits: once the origin shuts down, a parked reader
+// gets its (empty) page at once, and so does every later one, so a
+// graceful shutdown does not wait out the long-polls.
+func TestNameChangesEndWaits(t *testing.T) {
+	o := newTestOrigin(t)
+	ctx := context.Background()
+	done := make(chan *originapi.NameChanges, 1)
+	go func() {
+		env, err := o.NameChanges(ctx, 0, 0, originapi.MaxNameChangesWait)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- openChanges(t, o, env)
+	}()
+	time.Sleep(50 * time.Millisecond) // parked
+	o.EndWaits()
+	select {
+	case p := <-done:
+		if len(p.Changes) != 0 || p.Since != 0 {
+			t.Fatalf("page %+v, want an empty page after 0", p)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a parked reader still waits 10 s after EndWaits")
+	}
+	start := time.Now()
+	if _, err := o.NameChanges(ctx, 0, 0, originapi.MaxNameChangesWait); err != nil || time.Since(start) > 10*time.Second {
+		t.Fatalf("a reader after EndWaits: %v after %s", err, time.Since(start))
+	}
+}

@@ -108,6 +108,7 @@ SIGINT or SIGTERM stop it cleanly.`,
 	f.DurationVar(&stripe.SweepInterval, "sweep-interval", durability.DefaultSweepInterval, "pause between two sweeps deleting orphan shards (left on peers by failed jobs)")
 	f.DurationVar(&stripe.LostAfter, "lost-after", 0, fmt.Sprintf("a peer silent this long has lost its shards: repair them even above --repair-threshold (default: %d heartbeat intervals)",
 		durability.DefaultLostAfterIntervals))
+	f.IntVar(&cfg.MaxNameWaitersPerIP, "max-name-waiters-per-ip", origin.DefaultMaxNameWaitersPerIP, "long-polls of the name-change stream one client address may hold at once (edges and routers hold one each)")
 	f.StringVar(&dash.Router, "dashboard-router", "", "the DNS router's HTTP URL, for the dashboard's edges")
 	f.StringVar(&dash.Billing, "dashboard-billing", "", "the billing service's URL, for the dashboard's balances")
 	cmd.MarkFlagRequired("data")
@@ -136,7 +137,7 @@ func runOrigin(ctx context.Context, cmd *cobra.Command, listen string, cfg origi
 	return serve(ctx, cmd, "origin", ln, mux, func(ctx context.Context) {
 		go d.Run(ctx)
 		o.Run(ctx)
-	}, log)
+	}, log, o.EndWaits)
 }
 
 // billingFunds implements origin.Funds over billing's HTTP API: a

@@ -13,17 +13,21 @@ import (
 )
 
 // serve runs handler on ln until ctx ends, with background work (may be
-// nil) running alongside, then shuts down within 10 s. When it is serving
-// it prints "listening on http://ADDR" on the command's standard output,
-// for scripts and tests to wait on.
+// nil) running alongside, then shuts down within 10 s, calling onShutdown
+// as it starts to (to end long-polls, which would hold it up). When it is
+// serving it prints "listening on http://ADDR" on the command's standard
+// output, for scripts and tests to wait on.
 func serve(ctx context.Context, cmd *cobra.Command, name string, ln net.Listener, handler http.Handler,
-	background func(context.Context), log *zap.Logger) error {
+	background func(context.Context), log *zap.Logger, onShutdown ...func()) error {
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          zap.NewStdLog(log.Named("http")),
+	}
+	for _, f := range onShutdown {
+		srv.RegisterOnShutdown(f)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
