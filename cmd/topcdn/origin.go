@@ -141,11 +141,15 @@ func runOrigin(ctx context.Context, cmd *cobra.Command, listen string, cfg origi
 
 // billingFunds implements origin.Funds over billing's HTTP API: a
 // publisher can pay if its account has a positive balance (an account
-// billing does not know has none).
+// billing does not know has none). A key linked to an account can pay if
+// the account can: billing names the account as the key's payer.
 type billingFunds struct{ c *billingapi.Client }
 
 func (f billingFunds) CanPay(ctx context.Context, publisher peer.ID) (bool, error) {
 	a, err := f.c.Account(ctx, publisher.String())
+	if err == nil && a.Payer != "" {
+		a, err = f.c.Account(ctx, a.Payer)
+	}
 	var apiErr *billingapi.APIError
 	if errors.As(err, &apiErr) && apiErr.Status == http.StatusNotFound {
 		return false, nil
