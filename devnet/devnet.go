@@ -266,7 +266,8 @@ func (n *network) startOrigin(ctx context.Context) error {
 	origin := &role{name: "origin", health: originURL + "/healthz", log: logPath(d, "origin"),
 		args: []string{"origin", "--data", filepath.Join(d, "origin"), "--listen", n.at.origin, "--deserialized",
 			"--heartbeat-interval", "2s", "--audit-interval", "3s", "--repair-interval", "5s",
-			"--dashboard-router", n.at.dnsURL, "--dashboard-billing", n.at.billingURL, "--billing", n.at.billingURL}}
+			"--dashboard-router", n.at.dnsURL, "--dashboard-billing", n.at.billingURL, "--billing", n.at.billingURL,
+			"--domain", n.cfg.Zone}}
 	if err := n.run(ctx, origin); err != nil {
 		return err
 	}
@@ -464,7 +465,8 @@ func (n *network) publish(ctx context.Context, originURL, keyFile string) (Site,
 			site.CID = f[1]
 		}
 		if len(f) == 2 && f[0] == "ipns" {
-			site.IPNS = f[1]
+			// http://k51….ipns.ZONE/ (older builds printed the bare k51…)
+			site.IPNS, _, _ = strings.Cut(strings.TrimPrefix(f[1], "http://"), ".")
 		}
 	}
 	if site.CID == "" || site.IPNS == "" {
