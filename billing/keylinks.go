@@ -161,9 +161,7 @@ func (l *Ledger) unlinkKey(ctx context.Context, account, key string, env *identi
 		return nil, fmt.Errorf("billing: key unlink: %w", err)
 	}
 	defer tx.Rollback()
-	var (
-		id, from, linkedAt int64
-	)
+	var id, from, linkedAt int64
 	err = tx.QueryRowContext(ctx, l.db.q(`SELECT id, from_epoch, linked_at FROM key_links WHERE key = ? AND account = ? AND until_epoch = 0`),
 		ku.Key, ku.Account).Scan(&id, &from, &linkedAt)
 	switch {

@@ -67,6 +67,18 @@ func (ks keystore) site(name string) (k *identity.Key, created bool, err error) 
 	return ks.loadOrCreate(ks.sitePath(name))
 }
 
+// existingSite loads the key of the site name, which must exist.
+func (ks keystore) existingSite(name string) (*identity.Key, error) {
+	if err := originapi.ValidateName(name); err != nil {
+		return nil, err
+	}
+	k, err := identity.Load(ks.sitePath(name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("keystore %s holds no key for %s (%s): give --keystore DIR or --key FILE", ks.dir, name, ks.sitePath(name))
+	}
+	return k, err
+}
+
 // loadOrCreate loads the key at path, or generates and saves one there,
 // making its directories 0700. A key saved meanwhile by another process
 // is loaded, not replaced.

@@ -25,6 +25,10 @@ func (p *publishFlags) signingKey(cmd *cobra.Command, client *publish.Client) (*
 	if err != nil {
 		return nil, err
 	}
+	if p.root != "" {
+		// A rollback moves a name its key published: a new key could not.
+		return ks.existingSite(p.name)
+	}
 	account, created, err := ks.account()
 	if err != nil {
 		return nil, err

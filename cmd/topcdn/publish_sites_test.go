@@ -153,6 +153,14 @@ func TestPublishSitesAndRollback(t *testing.T) {
 			t.Fatalf("the account's links: %+v, %v; want docs and blog", links, err)
 		}
 	})
+	t.Run("a rollback needs the site's key", func(t *testing.T) {
+		other := filepath.Join(dir, "empty-keys")
+		_, _, err := runTopcdn(t, "publish", "--keystore", other, "--origin", originURL, "--root", v1, "--name", "docs")
+		if err == nil || !strings.Contains(err.Error(), "holds no key for docs") {
+			t.Fatalf("rollback from a keystore without the key: %v", err)
+		}
+		pointsAt(t, "docs", v3, 4)
+	})
 	t.Run("an unfunded account is told to deposit", func(t *testing.T) {
 		other := filepath.Join(dir, "other-keys")
 		_, _, err := runTopcdn(t, "publish", writeSite(t, dir, "wiki", "a wiki"), "--name", "wiki", "--keystore", other, "--origin", originURL)
