@@ -46,7 +46,8 @@ var rootLine = regexp.MustCompile(`(?m)^root +(\S+)$`)
 // key, created on its first publish and linked to the account; a site is
 // published twice and rolled back to its first version; a --no-name upload
 // leaves the name alone, and pointing the name at it needs --force, since
-// the name never pointed there.
+// the name never pointed there. A rollback and a purge sign with the
+// site's key in the keystore, never a new one.
 func TestPublishSitesAndRollback(t *testing.T) {
 	clearPublishEnv(t)
 	ctx := context.Background()
@@ -160,6 +161,16 @@ func TestPublishSitesAndRollback(t *testing.T) {
 			t.Fatalf("rollback from a keystore without the key: %v", err)
 		}
 		pointsAt(t, "docs", v3, 4)
+	})
+	t.Run("purge signs with the site's key from the keystore", func(t *testing.T) {
+		stdout, stderr, err := runTopcdn(t, "purge", "--name", "docs", "--keystore", ks, "--origin", originURL)
+		if err != nil || !strings.Contains(stdout, "purged docs") {
+			t.Fatalf("purge: %v\n%s%s", err, stdout, stderr)
+		}
+		_, _, err = runTopcdn(t, "purge", "--name", "docs", "--keystore", filepath.Join(dir, "empty-keys"), "--origin", originURL)
+		if err == nil || !strings.Contains(err.Error(), "holds no key for docs") {
+			t.Fatalf("purge from a keystore without the key: %v", err)
+		}
 	})
 	t.Run("an unfunded account is told to deposit", func(t *testing.T) {
 		other := filepath.Join(dir, "other-keys")
