@@ -13,7 +13,8 @@ import (
 )
 
 // Account returns one account. A peer ID the ledger has no entries for
-// yet has balance 0; an ID that is no peer ID is refused as malformed.
+// yet has balance 0; an ID that is no peer ID is refused as malformed. A
+// publisher key linked to an account names it as its Payer.
 func (l *Ledger) Account(ctx context.Context, id string) (*billingapi.Account, error) {
 	if err := checkAccountID(id); err != nil {
 		return nil, err
@@ -21,8 +22,12 @@ func (l *Ledger) Account(ctx context.Context, id string) (*billingapi.Account, e
 	var (
 		a   = billingapi.Account{ID: id}
 		out int64
+		err error
 	)
-	err := l.db.QueryRowContext(ctx, l.db.q(`SELECT kind, balance, out_since FROM accounts WHERE id = ?`), id).Scan(&a.Kind, &a.Balance, &out)
+	if a.Payer, err = l.payer(ctx, id); err != nil {
+		return nil, err
+	}
+	err = l.db.QueryRowContext(ctx, l.db.q(`SELECT kind, balance, out_since FROM accounts WHERE id = ?`), id).Scan(&a.Kind, &a.Balance, &out)
 	if errors.Is(err, sql.ErrNoRows) {
 		// A party with no entries yet (an edge before its first
 		// settlement, a publisher before its deposit) has nothing: 0.
@@ -97,11 +102,18 @@ func (l *Ledger) Served(ctx context.Context) ([]billingapi.PublisherServed, erro
 }
 
 // Suspended returns the publishers out of funds for longer than the grace
-// period, for the DNS router to stop routing to.
+// period, for the DNS router to stop routing to: such accounts, and the
+// keys linked to them (an open link, or one that still covers this
+// epoch), since the router knows sites by their keys.
 func (l *Ledger) Suspended(ctx context.Context) ([]string, error) {
-	cutoff := l.opts.now().Add(-l.opts.Grace).UnixNano()
+	now := l.opts.now()
+	cutoff := now.Add(-l.opts.Grace).UnixNano()
 	rows, err := l.db.QueryContext(ctx, l.db.q(`SELECT id FROM accounts WHERE kind = 'publisher' AND balance < 0
-		AND out_since <> 0 AND out_since <= ? ORDER BY id`), cutoff)
+			AND out_since <> 0 AND out_since <= ?
+		UNION SELECT k.key FROM key_links k JOIN accounts a ON a.id = k.account
+		WHERE a.kind = 'publisher' AND a.balance < 0 AND a.out_since <> 0 AND a.out_since <= ?
+			AND (k.until_epoch = 0 OR k.until_epoch > ?)
+		ORDER BY 1`), cutoff, cutoff, l.epochOf(now))
 	if err != nil {
 		return nil, fmt.Errorf("billing: suspended: %w", err)
 	}

@@ -209,6 +209,24 @@ var schema = []string{
 	// client units over a window of epochs, across edges.
 	`CREATE INDEX edge_keys_dkey ON edge_keys (dkey, epoch);
 	CREATE INDEX demand_dkey ON demand (dkey, epoch);`,
+	// 7: one account paying for several publisher keys (keylinks.go).
+	// account pays for what key is charged in the epochs [from_epoch,
+	// until_epoch); until_epoch is 0 while the link is open, and a key
+	// has at most one open link. linked_at and unlinked_at are the signed
+	// times (Unix ns) of the link and of its end, so that neither can be
+	// replayed against a later link.
+	`CREATE TABLE key_links (
+		id          {{id}},
+		key         TEXT NOT NULL,
+		account     TEXT NOT NULL,
+		from_epoch  BIGINT NOT NULL,
+		until_epoch BIGINT NOT NULL DEFAULT 0,
+		linked_at   BIGINT NOT NULL,
+		unlinked_at BIGINT NOT NULL DEFAULT 0
+	);
+	CREATE UNIQUE INDEX key_links_open ON key_links (key) WHERE until_epoch = 0;
+	CREATE INDEX key_links_key ON key_links (key, from_epoch);
+	CREATE INDEX key_links_account ON key_links (account, id);`,
 }
 
 // OpenDB opens the ledger database named by dsn and brings its schema up

@@ -28,6 +28,11 @@ import (
 //	GET  /api/v1/accounts              every account ([]Account)
 //	GET  /api/v1/accounts/{id}         one account (Account)
 //	GET  /api/v1/accounts/{id}/statement  entries and rejections (Statement)
+//	POST /api/v1/accounts/{id}/keys       link a key to the account: a KeyLink signed by the account
+//	                                      around the key's KeyConsent (KeyLinkInfo)
+//	DELETE /api/v1/accounts/{id}/keys/{key}  unlink it: a KeyUnlink signed by the account, in
+//	                                      the body (KeyLinkInfo)
+//	GET  /api/v1/accounts/{id}/keys       the account's links (KeyLinksResponse)
 //	GET  /api/v1/served                accepted bytes served per publisher ([]PublisherServed)
 //	GET  /api/v1/suspended             publishers out of funds past the grace period
 //	GET  /api/v1/forfeits[?since=UNIX]  epochs edges forfeited since (default: the last 24 h)
@@ -71,6 +76,30 @@ func (l *Ledger) Handler(gatherer prometheus.Gatherer) http.Handler {
 	route("GET /api/v1/accounts/{id}/statement", "statement", func(w http.ResponseWriter, r *http.Request) {
 		res, err := l.Statement(r.Context(), r.PathValue("id"))
 		l.reply(w, res, err)
+	})
+	route("POST /api/v1/accounts/{id}/keys", "key_link", func(w http.ResponseWriter, r *http.Request) {
+		env, err := readEnvelope(r, maxDepositBody)
+		if err != nil {
+			l.reply(w, nil, err)
+			return
+		}
+		res, err := l.LinkKey(r.Context(), r.PathValue("id"), env)
+		l.reply(w, res, err)
+	})
+	// The unlink travels in the body, as every signed message of the API
+	// does, not in a header.
+	route("DELETE /api/v1/accounts/{id}/keys/{key}", "key_unlink", func(w http.ResponseWriter, r *http.Request) {
+		env, err := readEnvelope(r, maxDepositBody)
+		if err != nil {
+			l.reply(w, nil, err)
+			return
+		}
+		res, err := l.UnlinkKey(r.Context(), r.PathValue("id"), r.PathValue("key"), env)
+		l.reply(w, res, err)
+	})
+	route("GET /api/v1/accounts/{id}/keys", "key_links", func(w http.ResponseWriter, r *http.Request) {
+		res, err := l.KeyLinks(r.Context(), r.PathValue("id"))
+		l.reply(w, billingapi.KeyLinksResponse{Keys: res}, err)
 	})
 	route("GET /api/v1/served", "served", func(w http.ResponseWriter, r *http.Request) {
 		res, err := l.Served(r.Context())
@@ -172,7 +201,7 @@ func (l *Ledger) serveDeposit(w http.ResponseWriter, r *http.Request) {
 }
 
 // reply writes v as JSON, or maps err to its status: refusals 422 (bad
-// signatures 403, replays 409), conflicts 409,
+// signatures 403, replays 409), conflicts 409, ErrNotFound 404,
 // transient failures 503, others 500.
 func (l *Ledger) reply(w http.ResponseWriter, v any, err error) {
 	if err == nil {
@@ -190,6 +219,8 @@ func (l *Ledger) reply(w http.ResponseWriter, v any, err error) {
 		code = http.StatusUnprocessableEntity
 	case errors.Is(err, ErrConflict):
 		code = http.StatusConflict
+	case errors.Is(err, ErrNotFound):
+		code = http.StatusNotFound
 	case errors.Is(err, errTransient):
 		code = http.StatusServiceUnavailable
 	}

@@ -320,7 +320,7 @@ func (l *Ledger) payLate(ctx context.Context, tx querier, k edgeEpoch, recs []ac
 			continue
 		}
 		out.lines = append(out.lines, line{operator: g.edge, opKind: "edge", publisher: g.publisher, kind: "served", bytes: g.bytes,
-			amount: ServedAmount(g.bytes, l.opts.PricePerGiBServed),
+			amount: ServedAmount(g.bytes, l.opts.PricePerGiBServed), from: g.epoch,
 			memo: fmt.Sprintf("served: %d bytes of %s's content by %s in epoch %d, its content resolved after the epoch was settled",
 				g.bytes, g.publisher, g.edge, g.epoch)})
 	}

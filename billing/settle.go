@@ -1,6 +1,7 @@
 package billing
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
@@ -42,7 +43,7 @@ func StoredAmount(n, perGiBMonth, epochSecs int64) int64 {
 type line struct {
 	operator, opKind, publisher, kind string
 	bytes, amount                     int64
-	from                              int64  // for records held by the upstream-read check: their epoch
+	from                              int64  // for records of an earlier epoch (held by the upstream-read check, pending): their epoch
 	memo                              string // if set, the entries' memo
 }
 
@@ -181,12 +182,19 @@ func (l *Ledger) settleEpoch(ctx context.Context, epoch int64, storage *storageF
 	return paid, nil
 }
 
-// postLines writes the entries of lines (publisher debited, operator
-// credited; lines of no amount skipped) in the settlement txID, and
-// returns the total paid and the publishers debited.
+// postLines writes the entries of lines (the publisher's payer debited,
+// operator credited; lines of no amount skipped) in the settlement txID,
+// and returns the total paid and the payers debited. A publisher key
+// linked to an account (keylinks.go) for the epoch its line's records are
+// of is paid for by the account; the entry's memo still names the key, so
+// the account's statement itemizes per site.
 func (l *Ledger) postLines(ctx context.Context, tx querier, txID string, epoch int64, lines []line) (int64, map[string]bool, error) {
 	var paid int64
 	publishers := map[string]bool{}
+	links, err := l.keyPayers(ctx, tx)
+	if err != nil {
+		return 0, nil, err
+	}
 	for _, ln := range lines {
 		if ln.amount == 0 {
 			continue
@@ -199,7 +207,12 @@ func (l *Ledger) postLines(ctx context.Context, tx querier, txID string, epoch i
 		if ln.memo != "" {
 			memo = ln.memo
 		}
-		if err := l.post(ctx, tx, txID, epoch, ln.publisher, "publisher", -ln.amount, ln.kind, ln.bytes, memo); err != nil {
+		// Records held or resolved late keep the payer of their own epoch.
+		payer := links.of(ln.publisher, cmp.Or(ln.from, epoch))
+		if payer != ln.publisher {
+			memo += ", paid by its account " + payer
+		}
+		if err := l.post(ctx, tx, txID, epoch, payer, "publisher", -ln.amount, ln.kind, ln.bytes, memo); err != nil {
 			return 0, nil, err
 		}
 		if paid == 0 {
@@ -208,7 +221,7 @@ func (l *Ledger) postLines(ctx context.Context, tx querier, txID string, epoch i
 		if err := l.post(ctx, tx, txID, epoch, ln.operator, ln.opKind, ln.amount, ln.kind, ln.bytes, memo); err != nil {
 			return 0, nil, err
 		}
-		publishers[ln.publisher] = true
+		publishers[payer] = true
 		paid += ln.amount
 	}
 	return paid, publishers, nil

@@ -12,6 +12,10 @@ type Account struct {
 	Balance int64 `json:"balance"`
 	// OutOfFundsSince is when a publisher's balance went below zero.
 	OutOfFundsSince *time.Time `json:"out_of_funds_since,omitempty"`
+	// Payer is, for a publisher key linked to an account (KeyLink), the
+	// account that pays for it: its funds are what count for the key. The
+	// link may start with the next epoch; settled epochs keep their payer.
+	Payer string `json:"payer,omitempty"`
 }
 
 // Entry is one ledger entry of an account.

@@ -118,6 +118,36 @@ func (c *Client) Account(ctx context.Context, id string) (*Account, error) {
 	return &a, c.do(ctx, http.MethodGet, "/api/v1/accounts/"+url.PathEscape(id), nil, &a)
 }
 
+// LinkKey links key to account: from the next epoch on, account pays
+// for what key is charged. It signs key's consent and account's link
+// (SignKeyLink) and sends them. Linking a key already linked to the same
+// account answers its link again.
+func (c *Client) LinkKey(ctx context.Context, account, key *identity.Key) (*KeyLinkInfo, error) {
+	env, err := SignKeyLink(account, key, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	var li KeyLinkInfo
+	return &li, c.do(ctx, http.MethodPost, "/api/v1/accounts/"+url.PathEscape(account.ID.String())+"/keys", env, &li)
+}
+
+// UnlinkKey ends key's link to account from the next epoch on; the
+// unlink, signed by account, travels in the request body.
+func (c *Client) UnlinkKey(ctx context.Context, account *identity.Key, key string) (*KeyLinkInfo, error) {
+	env, err := SignKeyUnlink(account, key, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	var li KeyLinkInfo
+	return &li, c.do(ctx, http.MethodDelete, "/api/v1/accounts/"+url.PathEscape(account.ID.String())+"/keys/"+url.PathEscape(key), env, &li)
+}
+
+// KeyLinks returns every link of account, open and ended.
+func (c *Client) KeyLinks(ctx context.Context, account string) ([]KeyLinkInfo, error) {
+	var r KeyLinksResponse
+	return r.Keys, c.do(ctx, http.MethodGet, "/api/v1/accounts/"+url.PathEscape(account)+"/keys", nil, &r)
+}
+
 // Accounts returns every account.
 func (c *Client) Accounts(ctx context.Context) ([]Account, error) {
 	var as []Account

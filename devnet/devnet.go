@@ -267,6 +267,7 @@ func (n *network) startOrigin(ctx context.Context) error {
 		args: []string{"origin", "--data", filepath.Join(d, "origin"), "--listen", n.at.origin, "--deserialized",
 			"--heartbeat-interval", "2s", "--audit-interval", "3s", "--repair-interval", "5s",
 			"--dashboard-router", n.at.dnsURL, "--dashboard-billing", n.at.billingURL, "--billing", n.at.billingURL,
+			"--domain", n.cfg.Zone,
 			// Every role of the devnet reaches the origin from 127.0.0.1:
 			// three edges, the router, and whatever a user or a benchmark
 			// adds each hold a long-poll of the name-change stream.
@@ -468,7 +469,8 @@ func (n *network) publish(ctx context.Context, originURL, keyFile string) (Site,
 			site.CID = f[1]
 		}
 		if len(f) == 2 && f[0] == "ipns" {
-			site.IPNS = f[1]
+			// http://k51….ipns.ZONE/ (older builds printed the bare k51…)
+			site.IPNS, _, _ = strings.Cut(strings.TrimPrefix(f[1], "http://"), ".")
 		}
 	}
 	if site.CID == "" || site.IPNS == "" {

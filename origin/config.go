@@ -21,6 +21,7 @@ const (
 	DefaultNameChangesRetention = 24 * time.Hour
 	DefaultMaxNameWaiters       = 20_000
 	DefaultMaxNameWaitersPerIP  = 4
+	DefaultDomain               = "cdn.test"
 )
 
 // Config configures an Origin. The zero value of a field means its
@@ -59,6 +60,16 @@ type Config struct {
 	// can pay (billing's view of the account); a publisher who cannot is
 	// refused with 402 before any byte is read. Default: nil, no check.
 	Funds Funds
+	// Billing is the URL of the billing service behind Funds, told to
+	// publishers in the check's answer (PublisherUsage.Billing) so that
+	// they can link their site keys to their account there. Default: "",
+	// none told.
+	Billing string
+	// Domain is the domain sites are served under by the edges (NAME.DOMAIN,
+	// ROOT.ipfs.DOMAIN, K51….ipns.DOMAIN), told to publishers in the
+	// check's answer so that they can print their sites' URLs. Default:
+	// DefaultDomain.
+	Domain string
 	// Deserialized makes the gateway also answer deserialized requests
 	// (files and directories, as a browser wants), not only the trustless
 	// raw, CAR and IPNS record responses. Default: false.
@@ -115,6 +126,7 @@ func (cfg *Config) setDefaults() error {
 	cfg.MaxUploadSize = cmp.Or(cfg.MaxUploadSize, DefaultMaxUploadSize)
 	cfg.MaxUploadBlocks = cmp.Or(cfg.MaxUploadBlocks, DefaultMaxUploadBlocks)
 	cfg.MaxConcurrentUploads = cmp.Or(cfg.MaxConcurrentUploads, DefaultMaxConcurrentUploads)
+	cfg.Domain = cmp.Or(cfg.Domain, DefaultDomain)
 	switch {
 	case cfg.PublisherQuota == 0:
 		cfg.PublisherQuota = DefaultPublisherQuota

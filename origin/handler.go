@@ -35,6 +35,7 @@ const maxJSONBody = 1 << 20
 //	POST /api/v1/names/{name}/purge
 //	                             drop edges' cached answers for a name (a
 //	                             Purge envelope; {"id": change ID})
+//	GET  /api/v1/names/{name}/history  the roots the name pointed at (NameHistory)
 //	PUT  /ipns/{name}            store an IPNS record, as `ipfs routing put`
 //	GET  /api/v1/billing/log     the signed billing log (?since=ID&limit=N; BillingLog)
 //	GET  /ipfs/…, /ipns/…        the Trustless Gateway (boxo); CARs the origin
@@ -58,6 +59,7 @@ func (o *Origin) newHandler() (http.Handler, error) {
 	route("GET /api/v1/names/{name}", "name", o.serveName)
 	route("PUT /api/v1/names/{name}", "claim", o.serveClaim)
 	route("POST /api/v1/names/{name}/purge", "purge", o.servePurge)
+	route("GET /api/v1/names/{name}/history", "name_history", o.serveNameHistory)
 	route("PUT /ipns/{name}", "ipns_put", o.servePutRecord)
 	route("GET /api/v1/billing/log", "billing_log", o.serveBillingLog)
 	route("POST /api/v1/peers/heartbeat", "heartbeat", o.serveHeartbeat)

@@ -21,7 +21,9 @@ import (
 // p's usage, so the publisher can see how much quota is left: a full
 // quota is no refusal, since an upload that adds no new bytes is taken.
 // It changes nothing, so a later refusal for what happens meanwhile (or
-// for the upload's size) remains possible.
+// for the upload's size) remains possible. The usage also names the
+// domain sites are served under and the billing service (Config.Domain,
+// Config.Billing).
 func (o *Origin) CheckPublish(ctx context.Context, p peer.ID, human string) (*originapi.PublisherUsage, error) {
 	if err := o.checkAdmitted(p); err != nil {
 		return nil, err
@@ -37,7 +39,12 @@ func (o *Origin) CheckPublish(ctx context.Context, p peer.ID, human string) (*or
 	if err := o.checkFunds(ctx, p); err != nil {
 		return nil, err
 	}
-	return o.Usage(ctx, p)
+	u, err := o.Usage(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	u.Domain, u.Billing = o.cfg.Domain, o.cfg.Billing
+	return u, nil
 }
 
 // checkOwner applies ClaimName's ownership rules (owners) to a claim of

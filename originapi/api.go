@@ -54,6 +54,14 @@ type PublisherUsage struct {
 	Roots int64 `json:"roots"`
 	// LastUpload is when its last upload was accepted; absent if none was.
 	LastUpload *time.Time `json:"last_upload,omitempty"`
+	// Domain is the domain the origin's sites are served under (NAME.DOMAIN,
+	// ROOT.ipfs.DOMAIN), so a publisher can print their URLs; in the
+	// answer to the check (GET /api/v1/publishers/{peer}/check) only.
+	Domain string `json:"domain,omitempty"`
+	// Billing is the URL of the billing service whose funds the origin
+	// checks, where a publisher links its keys to its account; absent
+	// when the origin checks none. In the answer to the check only.
+	Billing string `json:"billing,omitempty"`
 }
 
 // NameClaim is the body of PUT /api/v1/names/{name}: an IPNS record that

@@ -330,3 +330,18 @@ func (c *Client) LookupName(ctx context.Context, human string) (*originapi.NameI
 	}
 	return &ni, nil
 }
+
+// NameHistory asks the origin which roots a human name pointed at, oldest
+// first (GET /api/v1/names/{name}/history). A name never published is an
+// *OriginError with status 404.
+func (c *Client) NameHistory(ctx context.Context, human string) (*originapi.NameHistory, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url("/api/v1/names/"+url.PathEscape(human)+"/history"), nil)
+	if err != nil {
+		return nil, fmt.Errorf("publish: %w", err)
+	}
+	var h originapi.NameHistory
+	if err := c.do(req, &h); err != nil {
+		return nil, err
+	}
+	return &h, nil
+}

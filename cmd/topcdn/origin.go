@@ -54,7 +54,9 @@ bytes its uploads add (blocks the origin already holds cost nothing) and
 may store up to --publisher-quota; --publisher restricts uploads to the
 listed keys. With --billing, an upload is refused with 402 unless the
 publisher's billing account has a positive balance ('topcdn billing
-deposit' first).
+deposit' first); a publisher key linked to an account at billing has the
+account's funds. Publishers learn --billing and --domain from the origin's
+pre-publish check, to link their site keys and print their sites' URLs.
 
 When it is ready it prints "listening on http://ADDR" on standard output.
 SIGINT or SIGTERM stop it cleanly.`,
@@ -80,6 +82,7 @@ SIGINT or SIGTERM stop it cleanly.`,
 			}
 			if billingURL != "" {
 				cfg.Funds = billingFunds{billingapi.NewClient(billingURL, nil)}
+				cfg.Billing = billingURL
 			}
 			return runOrigin(cmd.Context(), cmd, listen, cfg, dash, log)
 		}),
@@ -91,7 +94,8 @@ SIGINT or SIGTERM stop it cleanly.`,
 	sizeVar(f, &cfg.MaxUploadSize, "max-upload", origin.DefaultMaxUploadSize, "largest CAR upload accepted")
 	sizeVar(f, &cfg.PublisherQuota, "publisher-quota", origin.DefaultPublisherQuota, "bytes each publisher may store (blocks its uploads add); negative: unlimited")
 	f.StringSliceVar(&publishers, "publisher", nil, "peer ID of a key allowed to upload (repeatable; default: any key, each within its quota)")
-	f.StringVar(&billingURL, "billing", "", "billing's URL: uploads of publishers without funds there get 402 (default: no check)")
+	f.StringVar(&billingURL, "billing", "", "billing's URL: uploads of publishers without funds there get 402 (default: no check); told to publishers, who link their site keys there")
+	f.StringVar(&cfg.Domain, "domain", origin.DefaultDomain, "domain the edges serve sites under (NAME.DOMAIN, ROOT.ipfs.DOMAIN), told to publishers for their URLs")
 	f.BoolVar(&cfg.Deserialized, "deserialized", false, "also serve files and directories to browsers, not only trustless responses")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.BoolVar(&cfg.AllowIncomplete, "allow-incomplete", false, "accept CARs whose blocks link to blocks they lack (test fixtures; needs --no-stripe)")
@@ -142,11 +146,15 @@ func runOrigin(ctx context.Context, cmd *cobra.Command, listen string, cfg origi
 
 // billingFunds implements origin.Funds over billing's HTTP API: a
 // publisher can pay if its account has a positive balance (an account
-// billing does not know has none).
+// billing does not know has none). A key linked to an account can pay if
+// the account can: billing names the account as the key's payer.
 type billingFunds struct{ c *billingapi.Client }
 
 func (f billingFunds) CanPay(ctx context.Context, publisher peer.ID) (bool, error) {
 	a, err := f.c.Account(ctx, publisher.String())
+	if err == nil && a.Payer != "" {
+		a, err = f.c.Account(ctx, a.Payer)
+	}
 	var apiErr *billingapi.APIError
 	if errors.As(err, &apiErr) && apiErr.Status == http.StatusNotFound {
 		return false, nil

@@ -15,17 +15,18 @@ import (
 // TestBillingFunds: `topcdn origin --billing` lets a publisher upload only
 // if billing reports a positive balance; an account billing does not know
 // has none, and a billing that fails is an error (the origin answers 503),
-// not a refusal.
+// not a refusal. A key linked to an account has the account's funds.
 func TestBillingFunds(t *testing.T) {
 	keys := map[string]*identity.Key{}
-	for _, n := range []string{"rich", "broke", "unknown", "down"} {
+	for _, n := range []string{"rich", "broke", "unknown", "down", "site of rich", "site of broke"} {
 		k, err := identity.Generate(nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		keys[n] = k
 	}
-	balances := map[peer.ID]int64{keys["rich"].ID: 5, keys["broke"].ID: 0}
+	balances := map[peer.ID]int64{keys["rich"].ID: 5, keys["broke"].ID: 0, keys["site of rich"].ID: 0, keys["site of broke"].ID: 7}
+	payers := map[peer.ID]string{keys["site of rich"].ID: keys["rich"].ID.String(), keys["site of broke"].ID: keys["broke"].ID.String()}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, err := peer.Decode(r.PathValue("id"))
 		switch {
@@ -39,7 +40,7 @@ func TestBillingFunds(t *testing.T) {
 				http.Error(w, `{"error":"no such account"}`, http.StatusNotFound)
 				return
 			}
-			json.NewEncoder(w).Encode(billingapi.Account{ID: id.String(), Kind: "publisher", Balance: b})
+			json.NewEncoder(w).Encode(billingapi.Account{ID: id.String(), Kind: "publisher", Balance: b, Payer: payers[id]})
 		}
 	}))
 	mux := http.NewServeMux()
@@ -55,6 +56,8 @@ func TestBillingFunds(t *testing.T) {
 		{"broke", false, false},
 		{"unknown", false, false},
 		{"down", false, true},
+		{"site of rich", true, false},
+		{"site of broke", false, false}, // its own funds do not count: the account pays
 	} {
 		ok, err := f.CanPay(context.Background(), keys[tc.key].ID)
 		if ok != tc.ok || (err != nil) != tc.err {

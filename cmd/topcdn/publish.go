@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,8 +13,10 @@ import (
 
 	"github.com/dustin/go-humanize"
 	"github.com/ipfs/boxo/ipns"
+	"github.com/ipfs/go-cid"
 	"github.com/spf13/cobra"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/origin"
 	"github.com/topcdn/topcdn/originapi"
 	"github.com/topcdn/topcdn/publish"
 )
@@ -21,21 +24,56 @@ import (
 // publishFlags are topcdn publish's flags.
 type publishFlags struct {
 	name, originURL, keyFile, carFile, chunker, hash  string
+	keystore, billingURL, root                        string
 	cidVersion                                        int
 	rawLeaves, hidden, trickle, onlyHash, quiet, file bool
+	noName, force                                     bool
 	ttl, lifetime                                     time.Duration
+
+	// account is the keystore's account key when the signing key is one
+	// of its site keys (no --key), for the hint on a refusal for funds.
+	account *identity.Key
 }
 
 func newPublishCmd() *cobra.Command {
 	var p publishFlags
 	cmd := &cobra.Command{
-		Use:   "publish DIR --name NAME --origin URL --key FILE",
-		Short: "Publish a directory (or a CAR) under a name",
+		Use:   "publish DIR --name NAME [--origin URL] [--key FILE | --keystore DIR]",
+		Short: "Publish a directory (or a CAR) under a name, preview it, or roll the name back",
 		Long: `publish imports DIR as a UnixFS DAG, uploads the blocks the origin lacks as a
 CAR stream, and points NAME at the new root with an IPNS record signed by
-the key in FILE. The upload is signed with the same key: the origin
-accepts only signed uploads and charges the bytes new to it to the key's
-quota (see 'topcdn origin --publisher-quota').
+the site's key. The upload is signed with the same key: the origin accepts
+only signed uploads and charges the bytes new to it to the key's quota
+(see 'topcdn origin --publisher-quota').
+
+Keys. Without --key, the site's key comes from the keystore (--keystore
+DIR, default $TOPCDN_KEYSTORE, else $XDG_CONFIG_HOME/topcdn/keys, else
+~/.config/topcdn/keys): DIR/sites/NAME.key, created on the first publish of
+NAME ("created key for NAME: 12D3…"), as 'ipfs key gen NAME' would; one
+key publishes one name, so each site has its own. DIR/account.key is the
+account that pays for all of them: deposit to its peer ID, and publish
+links each site key to it at billing (the site key consents, the account
+signs), so the account's funds count for every site and its statement
+lists each. Billing is the one the origin names (its --billing), or
+--billing URL; if it cannot be reached, publish says so and goes on, and
+links the key on a later publish. --key FILE (or $TOPCDN_KEY) signs with
+that key instead and links nothing, as before the keystore.
+
+Every publish prints the root, the immutable preview URL of exactly this
+upload (http://ROOT.ipfs.DOMAIN/), the site's URL (http://NAME.DOMAIN/)
+with the name's sequence, and its IPNS URL (http://K51….ipns.DOMAIN/);
+DOMAIN is the origin's --domain. -Q prints the root alone.
+
+--no-name uploads and prints the root and preview URL but does not move
+the name: look at the preview, then publish again (the upload is then
+free) or roll forward with --root. The upload is signed by NAME's key if
+--name is given, else by the account key.
+
+Rollback. 'publish --root CID --name NAME' (no DIR) points NAME back at a
+root it pointed at before: it asks the origin for the name's history
+(GET /api/v1/names/NAME/history), refuses a CID not in it unless --force
+(any root the origin stores, a --no-name upload say), and signs the next
+sequence. Nothing is imported or uploaded.
 
 The defaults give the root CID that kubo's 'ipfs add -r --cid-version=1'
 gives for the same directory: CIDv1, raw leaves, sha2-256, 256 KiB chunks,
@@ -51,9 +89,7 @@ DIR must be a directory: a file would replace the whole site NAME with a
 one-file site, so publishing one needs --file.
 
 A name is claimed by the first key that publishes it; later publishes must
-use the same key. One key publishes one name: to publish a second site,
-create a second key ('topcdn keygen --out docs.key') and publish the
-second name with it.
+use the same key.
 
 Before importing anything, publish asks the origin whether this key may
 upload there and publish NAME (allowed key, funds at billing, name
@@ -62,11 +98,14 @@ ownership), so a refusal costs no import, no upload and no quota.
 --origin defaults to http://127.0.0.1:8081, where 'topcdn origin' listens by
 default; 'make demo' (topcdn devnet) runs its origin on
 http://127.0.0.1:7070: give --origin or set TOPCDN_ORIGIN.`,
-		Example: `  topcdn keygen --out publisher.key
+		Example: `  topcdn publish ./site --name blog                  # key: the keystore's sites/blog.key, created if new
+  topcdn publish ./docs --name docs                  # a second site: its own key, the same account
+  topcdn publish ./site --name blog --no-name        # upload and print the preview URL only
+  topcdn publish --root bafy… --name blog            # roll blog back to an earlier root
+  topcdn keygen --name docs                          # create a site key ahead
   topcdn publish ./site --name blog --origin http://127.0.0.1:8081 --key publisher.key
-  TOPCDN_ORIGIN=http://127.0.0.1:7070 topcdn publish ./site --name blog --key publisher.key  # make demo's origin
-  topcdn keygen --out docs.key && topcdn publish ./docs --name docs --key docs.key          # a second site
-  topcdn publish ./notice.html --file --name notice --key notice.key
+  TOPCDN_ORIGIN=http://127.0.0.1:7070 topcdn publish ./site --name blog  # make demo's origin
+  topcdn publish ./notice.html --file --name notice
   topcdn publish --only-hash -Q ./site
   topcdn publish --car site.car --name blog --key publisher.key`,
 		Args: cobra.MaximumNArgs(1),
@@ -75,7 +114,12 @@ http://127.0.0.1:7070: give --origin or set TOPCDN_ORIGIN.`,
 	f := cmd.Flags()
 	f.StringVar(&p.name, "name", "", "human name to publish under, e.g. blog")
 	f.StringVar(&p.originURL, "origin", envOr("TOPCDN_ORIGIN", defaultOriginURL), "origin URL ($TOPCDN_ORIGIN; make demo's is "+demoOriginURL+")")
-	f.StringVar(&p.keyFile, "key", os.Getenv("TOPCDN_KEY"), "publisher key file ($TOPCDN_KEY)")
+	f.StringVar(&p.keyFile, "key", os.Getenv("TOPCDN_KEY"), "publisher key file ($TOPCDN_KEY); default: NAME's key in the keystore")
+	f.StringVar(&p.keystore, "keystore", "", keystoreHelp)
+	f.StringVar(&p.billingURL, "billing", os.Getenv("TOPCDN_BILLING"), "billing URL to link keystore site keys at ($TOPCDN_BILLING; default: the one the origin names)")
+	f.BoolVar(&p.noName, "no-name", false, "upload and print the preview URL, but do not move the name")
+	f.StringVar(&p.root, "root", "", "point --name at this earlier root instead of publishing a directory (a rollback)")
+	f.BoolVar(&p.force, "force", false, "with --root: also a root the name never pointed at")
 	f.StringVar(&p.carFile, "car", "", "publish this CAR file instead of a directory")
 	f.BoolVar(&p.file, "file", false, "publish a single file as the whole site (the argument must be a file)")
 	f.StringVar(&p.chunker, "chunker", publish.DefaultChunker, "chunking algorithm: size-N, rabin[-MIN-AVG-MAX] or buzhash")
@@ -91,47 +135,75 @@ http://127.0.0.1:7070: give --origin or set TOPCDN_ORIGIN.`,
 	return cmd
 }
 
-// run publishes the directory in args (or --car), or with --only-hash
-// prints its root CID. Everything that can be checked before the import
-// is: the arguments, the key, and with the origin whether it would take
-// the upload and the name.
-func (p *publishFlags) run(cmd *cobra.Command, args []string) error {
-	if (len(args) == 1) == (p.carFile != "") {
-		return errors.New("give either a directory or --car FILE")
-	}
-	if p.onlyHash {
+// validate checks the arguments and flags against each other, before
+// anything is read or asked.
+func (p *publishFlags) validate(args []string) error {
+	switch {
+	case p.root != "":
+		switch {
+		case len(args) > 0 || p.carFile != "":
+			return errors.New("--root points the name at an uploaded root: give no directory and no --car")
+		case p.noName:
+			return errors.New("--root moves the name; --no-name does not: give one")
+		case p.onlyHash || p.file:
+			return errors.New("--root publishes nothing new: --only-hash and --file do not apply")
+		case p.name == "":
+			return errors.New("--root needs --name: the name to point at the root")
+		}
+		if _, err := cid.Decode(p.root); err != nil {
+			return fmt.Errorf("--root %q: %w", p.root, err)
+		}
+	case (len(args) == 1) == (p.carFile != ""):
+		return errors.New("give either a directory or --car FILE (or --root CID to roll back)")
+	case p.force:
+		return errors.New("--force applies to --root only")
+	case p.onlyHash:
 		if p.carFile != "" {
 			return errors.New("--only-hash applies to directories; a CAR's roots are in its header")
 		}
+		return nil
+	case p.name == "" && !p.noName:
+		return errors.New("--name is required (or use --no-name or --only-hash)")
+	case p.carFile != "" && p.file:
+		return errors.New("--file publishes a file as a site; a CAR is published with --car alone")
+	}
+	if p.name != "" {
+		return originapi.ValidateName(p.name)
+	}
+	return nil
+}
+
+// run publishes the directory in args (or --car), or with --only-hash
+// prints its root CID, or with --root points the name at an earlier root.
+// Everything that can be checked before the import is: the arguments, the
+// key, and with the origin whether it would take the upload and the name.
+func (p *publishFlags) run(cmd *cobra.Command, args []string) error {
+	if err := p.validate(args); err != nil {
+		return err
+	}
+	if p.onlyHash {
 		_, err := p.importDir(cmd, args[0])
 		return err
 	}
-	if p.name == "" {
-		return errors.New("--name is required (or use --only-hash)")
-	}
-	if p.keyFile == "" {
-		return errors.New("--key is required (create one with 'topcdn keygen --out FILE')")
-	}
-	if err := originapi.ValidateName(p.name); err != nil {
-		return err
-	}
-	if p.carFile == "" {
+	if len(args) == 1 {
 		if err := p.checkSource(args[0]); err != nil {
 			return err
 		}
-	} else if p.file {
-		return errors.New("--file publishes a file as a site; a CAR is published with --car alone")
-	}
-	key, err := identity.Load(p.keyFile)
-	if err != nil {
-		return err
 	}
 	client, err := publish.NewClient(p.originURL, nil)
 	if err != nil {
 		return err
 	}
-	if err := p.precheck(cmd, client, key); err != nil {
+	key, err := p.signingKey(cmd, client)
+	if err != nil {
 		return err
+	}
+	domain, err := p.precheck(cmd, client, key)
+	if err != nil {
+		return err
+	}
+	if p.root != "" {
+		return p.rollback(cmd, client, key, domain)
 	}
 	var src publish.Source
 	if p.carFile != "" {
@@ -148,7 +220,7 @@ func (p *publishFlags) run(cmd *cobra.Command, args []string) error {
 		}
 		src = d
 	}
-	return p.upload(cmd, client, key, src)
+	return p.upload(cmd, client, key, src, domain)
 }
 
 // checkSource requires path to be a directory, or a regular file with
@@ -171,20 +243,26 @@ func (p *publishFlags) checkSource(path string) error {
 // precheck asks the origin, before anything is imported, whether key may
 // upload there and publish the name, so a refusal costs no import, upload
 // or quota. An origin without the check is told so and publishing goes on.
-func (p *publishFlags) precheck(cmd *cobra.Command, client *publish.Client, key *identity.Key) error {
-	u, err := client.Check(cmd.Context(), key.ID, p.name)
+// It returns the domain the origin's sites are served under, for their
+// URLs (origin.DefaultDomain if the origin does not say).
+func (p *publishFlags) precheck(cmd *cobra.Command, client *publish.Client, key *identity.Key) (string, error) {
+	name := p.name
+	if p.noName {
+		name = "" // only the upload: the name is not claimed
+	}
+	u, err := client.Check(cmd.Context(), key.ID, name)
 	if errors.Is(err, publish.ErrNoCheck) {
 		fmt.Fprintf(p.status(cmd), "note: the origin at %s cannot check a publish before it; a refusal will come after the upload\n", p.originURL)
-		return nil
+		return origin.DefaultDomain, nil
 	}
 	if err != nil {
-		return p.originErr(err)
+		return "", p.originErr(err)
 	}
-	if u.QuotaBytes > 0 && u.UsedBytes >= u.QuotaBytes {
+	if u.QuotaBytes > 0 && u.UsedBytes >= u.QuotaBytes && p.root == "" {
 		fmt.Fprintf(p.status(cmd), "warning: %s has used all of its %s quota at the origin: only content the origin already holds can be published\n",
 			key.ID, humanize.IBytes(uint64(u.QuotaBytes)))
 	}
-	return nil
+	return cmp.Or(u.Domain, origin.DefaultDomain), nil
 }
 
 // importDir imports dir with the import flags, showing progress; with
@@ -223,9 +301,9 @@ func (p *publishFlags) importDir(cmd *cobra.Command, dir string) (*publish.DAG, 
 }
 
 // upload sends the blocks of src the origin lacks and points the name at
-// its first root.
-func (p *publishFlags) upload(cmd *cobra.Command, client *publish.Client, key *identity.Key, src publish.Source) error {
-	ctx, stdout, status := cmd.Context(), cmd.OutOrStdout(), p.status(cmd)
+// its first root (not with --no-name).
+func (p *publishFlags) upload(cmd *cobra.Command, client *publish.Client, key *identity.Key, src publish.Source, domain string) error {
+	ctx, status := cmd.Context(), p.status(cmd)
 	root := src.Roots()[0]
 	var progress func(int64) publish.Progress
 	if !p.quiet {
@@ -245,16 +323,41 @@ func (p *publishFlags) upload(cmd *cobra.Command, client *publish.Client, key *i
 	if up := pushed.Upload; up.QuotaBytes > 0 {
 		fmt.Fprintf(status, "quota: %s of %s used\n", humanize.IBytes(uint64(up.UsedBytes)), humanize.IBytes(uint64(up.QuotaBytes)))
 	}
+	if p.noName {
+		if p.name != "" {
+			fmt.Fprintf(status, "%s not moved (--no-name): 'topcdn publish --root %s --name %s' points it there\n", p.name, root, p.name)
+		}
+		return p.printURLs(cmd, domain, root, nil, key)
+	}
 	ni, err := client.PublishName(ctx, p.name, key, root, publish.NameOptions{TTL: p.ttl, Lifetime: p.lifetime})
 	if err != nil {
 		return p.originErr(err)
 	}
+	return p.printURLs(cmd, domain, root, ni, key)
+}
+
+// printURLs prints the root and where it is served, on standard output:
+//
+//	root     bafy…
+//	preview  http://bafy….ipfs.cdn.test/
+//	site     http://docs.cdn.test/  (sequence 7)
+//	ipns     http://k51….ipns.cdn.test/
+//
+// The site and ipns lines only when the name moved (ni set); with -Q the
+// root alone.
+func (p *publishFlags) printURLs(cmd *cobra.Command, domain string, root cid.Cid, ni *originapi.NameInfo, key *identity.Key) error {
+	stdout := cmd.OutOrStdout()
 	if p.quiet {
 		fmt.Fprintln(stdout, root)
 		return nil
 	}
-	fmt.Fprintf(stdout, "root  %s\nname  %s -> %s (sequence %d)\nipns  %s\n",
-		root, ni.Name, ni.Value, ni.Sequence, ipns.NameFromPeer(key.ID))
+	// A subdomain is one case-insensitive DNS label: CIDv1 in base32.
+	label := cid.NewCidV1(root.Type(), root.Hash()).String()
+	fmt.Fprintf(stdout, "root     %s\npreview  http://%s.ipfs.%s/\n", root, label, domain)
+	if ni != nil {
+		fmt.Fprintf(stdout, "site     http://%s.%s/  (sequence %d)\nipns     http://%s.ipns.%s/\n",
+			ni.Name, domain, ni.Sequence, ipns.NameFromPeer(key.ID), domain)
+	}
 	return nil
 }
 
@@ -275,6 +378,9 @@ func (p *publishFlags) originErr(err error) error {
 	var oe *publish.OriginError
 	var ue *url.Error
 	switch {
+	case errors.As(err, &oe) && oe.Status == http.StatusPaymentRequired && p.account != nil:
+		return fmt.Errorf("%w\n(deposit to the keystore's account %s with 'topcdn billing deposit --billing URL ...', which pays for its linked site keys; "+
+			"make demo's billing is %s)", err, p.account.ID, demoBillingURL)
 	case errors.As(err, &oe) && oe.Status == http.StatusPaymentRequired:
 		return fmt.Errorf("%w\n(deposit with 'topcdn billing deposit --billing URL ...'; make demo's billing is %s)", err, demoBillingURL)
 	case errors.As(err, &oe), errors.Is(err, context.Canceled):

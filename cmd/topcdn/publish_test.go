@@ -32,13 +32,21 @@ func testOrigin(t *testing.T, cfg origin.Config) (*origin.Origin, string) {
 // its error and what it wrote to standard error.
 func runPublish(t *testing.T, args ...string) (string, error) {
 	t.Helper()
+	_, stderr, err := runTopcdn(t, append([]string{"publish"}, args...)...)
+	return stderr, err
+}
+
+// runTopcdn runs `topcdn args...` in this process and returns what it
+// wrote to standard output and standard error, and its error.
+func runTopcdn(t *testing.T, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
 	cmd := newRootCmd()
-	var stdout, stderr bytes.Buffer
-	cmd.SetOut(&stdout)
-	cmd.SetErr(&stderr)
-	cmd.SetArgs(append([]string{"publish"}, args...))
-	err := cmd.ExecuteContext(context.Background())
-	return stderr.String(), err
+	var out, errOut bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&errOut)
+	cmd.SetArgs(args)
+	err = cmd.ExecuteContext(context.Background())
+	return out.String(), errOut.String(), err
 }
 
 // noFunds is a billing that says no publisher can pay.

@@ -14,14 +14,14 @@ import (
 
 // purgeFlags are topcdn purge's flags.
 type purgeFlags struct {
-	name, originURL, keyFile string
-	paths                    []string
+	name, originURL, keyFile, keystore string
+	paths                              []string
 }
 
 func newPurgeCmd() *cobra.Command {
 	var p purgeFlags
 	cmd := &cobra.Command{
-		Use:   "purge --name NAME [--path P]... --key FILE",
+		Use:   "purge --name NAME [--path P]... [--key FILE | --keystore DIR]",
 		Short: "Make every edge drop its cached answers for a name",
 		Long: `purge signs a purge of NAME with the key NAME is bound to and posts it to
 the origin, which streams it to every edge: each drops its cached answers
@@ -34,8 +34,12 @@ applied it.
 A publish needs no purge: edges follow the origin's stream of name
 changes and serve a new root as soon as it is published. Content under
 /ipfs/ never changes and is never purged. The origin takes each purge once
-and at most 10 purges of a name per minute, 200 per day.`,
-		Example: `  topcdn purge --name blog --key publisher.key
+and at most 10 purges of a name per minute, 200 per day.
+
+The purge is signed by --key FILE, else by NAME's key in the publisher
+keystore (--keystore DIR, as 'topcdn publish' keeps it).`,
+		Example: `  topcdn purge --name blog
+  topcdn purge --name blog --key publisher.key
   topcdn purge --name blog --path /index.html --path /posts/ --key publisher.key`,
 		Args: cobra.NoArgs,
 		RunE: p.run,
@@ -44,7 +48,8 @@ and at most 10 purges of a name per minute, 200 per day.`,
 	f.StringVar(&p.name, "name", "", "the human name to purge, e.g. blog")
 	f.StringArrayVar(&p.paths, "path", nil, "a path of the site to purge (repeatable; a trailing / purges everything under it); none: the whole site")
 	f.StringVar(&p.originURL, "origin", envOr("TOPCDN_ORIGIN", defaultOriginURL), "origin URL ($TOPCDN_ORIGIN; make demo's is "+demoOriginURL+")")
-	f.StringVar(&p.keyFile, "key", os.Getenv("TOPCDN_KEY"), "the key NAME is bound to ($TOPCDN_KEY)")
+	f.StringVar(&p.keyFile, "key", os.Getenv("TOPCDN_KEY"), "the key NAME is bound to ($TOPCDN_KEY); default: NAME's key in the keystore")
+	f.StringVar(&p.keystore, "keystore", "", keystoreHelp)
 	return cmd
 }
 
@@ -60,10 +65,7 @@ func (p *purgeFlags) run(cmd *cobra.Command, _ []string) error {
 			return fmt.Errorf("--path %s: content under /ipfs/ is addressed by its hash and never changes: it needs no purge", path)
 		}
 	}
-	if p.keyFile == "" {
-		return errors.New("--key is required: the key NAME was published with")
-	}
-	key, err := identity.Load(p.keyFile)
+	key, err := p.key()
 	if err != nil {
 		return err
 	}
@@ -82,4 +84,17 @@ func (p *purgeFlags) run(cmd *cobra.Command, _ []string) error {
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "purged %s (%s): change %d\n", p.name, what, res.ID)
 	return nil
+}
+
+// key is the key that signs the purge: --key FILE, else NAME's key in the
+// keystore.
+func (p *purgeFlags) key() (*identity.Key, error) {
+	if p.keyFile != "" {
+		return identity.Load(p.keyFile)
+	}
+	ks, err := openKeystore(p.keystore)
+	if err != nil {
+		return nil, err
+	}
+	return ks.existingSite(p.name)
 }
