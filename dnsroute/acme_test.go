@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libdns/libdns"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
@@ -422,7 +423,9 @@ func TestChallengesLeaveWithTheEdge(t *testing.T) {
 }
 
 // TestChallengeLimits: an edge has at most 8 live records and 20 adds at
-// once, then one a minute; a name at most 32 values.
+// once, then one a minute; a name at most 32 values; the table at most
+// 1024 records (reachable only through the router's own records, as
+// edges have three names).
 func TestChallengeLimits(t *testing.T) {
 	a := newACMERouter(t, Config{})
 	k := testkit.Key(t, 1)
@@ -475,6 +478,16 @@ func TestChallengeLimits(t *testing.T) {
 		t.Fatalf("32 values pack to %d bytes: %v", len(buf), err)
 	}
 
+	// The table: 1024 records of the router's own, then no more.
+	c := newACMERouter(t, Config{})
+	p := c.Challenges()
+	for i := range 1025 {
+		_, err := p.AppendRecords(context.Background(), "cdn.test.",
+			[]libdns.Record{libdns.RR{Type: "TXT", Name: fmt.Sprintf("_acme-challenge.n%d", i/32), Data: vals[i%32]}})
+		if (err == nil) != (i < 1024) {
+			t.Fatalf("record %d of the router's own: %v", i, err)
+		}
+	}
 }
 
 // TestChallengeOverUDP: three edges of a running router set values at the
@@ -528,5 +541,40 @@ func TestChallengeOverUDP(t *testing.T) {
 		dnsrouteapi.Challenge{Peer: keys[0].ID.String(), Op: dnsrouteapi.OpAdd, Name: "_acme-challenge.cdn.test.", Value: testValue})
 	if !strings.Contains(fmt.Sprint(err), "403") {
 		t.Fatalf("forged: %v, want a 403", err)
+	}
+}
+
+// TestChallengeProvider: the router's own provider sets TXT records at any
+// _acme-challenge name of its zone, as certmagic calls it (a name
+// relative to the zone), answers them, and deletes them; other names and
+// types are refused.
+func TestChallengeProvider(t *testing.T) {
+	a := newACMERouter(t, Config{})
+	p := a.Challenges()
+	ctx := context.Background()
+	rec := libdns.RR{Type: "TXT", Name: "_acme-challenge.ns1", Data: testValue}
+	got, err := p.AppendRecords(ctx, "cdn.test.", []libdns.Record{rec})
+	if err != nil || len(got) != 1 || got[0].RR().Data != testValue || got[0].RR().Name != rec.Name {
+		t.Fatalf("AppendRecords: %v, %v", got, err)
+	}
+	if vals := a.txt(t, "_acme-challenge.ns1"); !slices.Equal(vals, []string{testValue}) {
+		t.Fatalf("TXT: %v", vals)
+	}
+	if del, err := p.DeleteRecords(ctx, "cdn.test.", got); err != nil || len(del) != 1 {
+		t.Fatalf("DeleteRecords: %v, %v", del, err)
+	}
+	m, _ := a.answer(ctx, a.snap.Load(), newQuery("_acme-challenge.ns1", dns.TypeTXT), netip.MustParseAddr("127.0.0.1"))
+	if m.Rcode != dns.RcodeNameError {
+		t.Fatalf("after the delete: %v", m)
+	}
+	for _, bad := range []libdns.RR{
+		{Type: "TXT", Name: "_acme-challenge.example.com.", Data: testValue},
+		{Type: "TXT", Name: "ns1", Data: testValue},
+		{Type: "A", Name: "_acme-challenge", Data: "127.0.0.1"},
+		{Type: "TXT", Name: "_acme-challenge", Data: "short"},
+	} {
+		if _, err := p.AppendRecords(ctx, "cdn.test.", []libdns.Record{bad}); err == nil {
+			t.Errorf("%+v accepted", bad)
+		}
 	}
 }
