@@ -27,9 +27,8 @@ import (
 const (
 	// challengeLife is how long a record stays after its add.
 	challengeLife = 10 * time.Minute
-	// challengeTTL is the TTL of challenge TXT answers: short, so that a
-	// resolver asked before a record was set sees it soon after.
-	challengeTTL = 10 * time.Second
+	// challengeTTL is the TTL of challenge TXT answers.
+	challengeTTL = dnsrouteapi.ChallengeTTL
 	// maxChallengesPerEdge bounds one edge's live records: three
 	// wildcards, each validated again while an order is pending.
 	maxChallengesPerEdge = 8

@@ -47,8 +47,12 @@ const (
 	// ChallengeValueLen is the length of a challenge value: an ACME key
 	// authorization's SHA-256 digest, base64url without padding.
 	ChallengeValueLen = 43
-	maxNameLen        = 253 // without the trailing dot (RFC 1035 §2.3.4)
-	maxLabelLen       = 63
+	// ChallengeTTL is the TTL of the router's challenge TXT answers:
+	// short, so that a resolver asked before a record was set sees it
+	// soon after.
+	ChallengeTTL = 10 * time.Second
+	maxNameLen   = 253 // without the trailing dot (RFC 1035 §2.3.4)
+	maxLabelLen  = 63
 )
 
 // Challenge is an ACME DNS-01 TXT record an edge asks the router to set
