@@ -37,8 +37,10 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz=FuzzManifest -fuzztime=$(FUZZTIME) ./erasure
 	$(GO) test -run '^$$' -fuzz=FuzzDecodeBatch -fuzztime=$(FUZZTIME) ./billing
 	$(GO) test -run '^$$' -fuzz=FuzzAnswer -fuzztime=$(FUZZTIME) ./dnsroute
-	$(GO) test -run '^$$' -fuzz=FuzzHeartbeat -fuzztime=$(FUZZTIME) ./dnsroute
+	$(GO) test -run '^$$' -fuzz=FuzzHeartbeat -fuzztime=$(FUZZTIME) ./dnsrouteapi
+	$(GO) test -run '^$$' -fuzz=FuzzChallenge -fuzztime=$(FUZZTIME) ./dnsrouteapi
 	$(GO) test -run '^$$' -fuzz=FuzzUnmarshalCaddyfile -fuzztime=$(FUZZTIME) ./caddymodule
+	$(GO) test -run '^$$' -fuzz=FuzzDNSProviderCaddyfile -fuzztime=$(FUZZTIME) ./caddymodule
 
 ## bench: publish vs kubo (builds kubo once, cached); erasure striping vs raw coding and fsync; edge vs Caddy and nginx (needs wrk, nginx); edge memory; dns vs CoreDNS (needs dnsperf; builds CoreDNS once, cached); billing batch vs per-record signatures.
 bench:

@@ -14,6 +14,12 @@
 // read_header 10s } }), what keeps a slowloris client from taking all the
 // edge's file descriptors. The repository's Caddyfile uses both.
 //
+// And it registers the DNS provider dns.providers.topcdn (DNSProvider),
+// with which Caddy's ACME issuer solves DNS-01 challenges through the
+// topcdn DNS router: each edge obtains its own certificates for the zone's
+// wildcards, signing each challenge record with its edge key
+// (tls { dns topcdn { router URL } }).
+//
 // Build a Caddy with it as with any plugin (xcaddy build --with
 // github.com/topcdn/topcdn/caddymodule, or go build ./cmd/caddy), or use
 // `topcdn edge`, which embeds Caddy with its standard modules and this one.

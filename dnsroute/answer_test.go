@@ -8,8 +8,9 @@ import (
 	"github.com/miekg/dns"
 )
 
-// pureRouter is a router that is never run, with one name and two edges
-// put straight into its snapshot, for testing answer without sockets.
+// pureRouter is a router that is never run, with one name, two edges and
+// ACME challenge values put straight into its snapshot, for testing answer
+// without sockets.
 func pureRouter(t testing.TB) (*Router, *snapshot) {
 	t.Helper()
 	r, err := New(Config{Zone: "cdn.test", Origin: "http://127.0.0.1:1"})
@@ -23,6 +24,8 @@ func pureRouter(t testing.TB) (*Router, *snapshot) {
 			{peer: "b", v4: netip.MustParseAddr("127.2.0.1"), stats: &edgeStats{counter: r.metrics.answers.WithLabelValues("b")}},
 		},
 		cache: newRespCache(),
+		challenges: map[string][]string{"_acme-challenge.cdn.test.": {"LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0", "000000000000000000000000000000000000000000A"},
+			"_acme-challenge.ipfs.cdn.test.": nil},
 	}
 	return r, s
 }
@@ -58,6 +61,8 @@ func TestAnswerPure(t *testing.T) {
 		{"no question", func() *dns.Msg { m := newQuery("blog", dns.TypeA); m.Question = nil; return m }, dns.RcodeFormatError, 0, false},
 		{"ns2 does not exist", func() *dns.Msg { return newQuery("ns2", dns.TypeA) }, dns.RcodeNameError, 0, true},
 		{"ns01 is not ns1", func() *dns.Msg { return newQuery("ns01", dns.TypeA) }, dns.RcodeNameError, 0, true},
+		{"ACME challenge TXT", func() *dns.Msg { return newQuery("_acme-challenge", dns.TypeTXT) }, dns.RcodeSuccess, 2, true},
+		{"ACME challenge name without values", func() *dns.Msg { return newQuery("_acme-challenge.ipfs", dns.TypeTXT) }, dns.RcodeSuccess, 0, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -92,6 +97,8 @@ func FuzzAnswer(f *testing.F) {
 		withECS(newQuery("blog", dns.TypeAAAA), "127.2.0.0/24"),
 		withECS(newQuery("bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi.ipfs", dns.TypeA), "fd00:2::/32"),
 		newQuery("", dns.TypeNS),
+		newQuery("_acme-challenge", dns.TypeTXT),
+		newQuery("_acme-challenge.ipfs", dns.TypeSOA),
 		newQuery("k51qzi5uqu5dlvj2baxnqndepeb86cbk3ng7n3i46uzyxzyqj2xjonzllnv0v8.ipns", dns.TypeA),
 	} {
 		b, err := q.Pack()

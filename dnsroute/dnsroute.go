@@ -63,6 +63,9 @@ type Router struct {
 	serial         uint32                 // SOA serial: when names last changed
 	gen            uint64                 // bumped on every rebuild
 	started        time.Time              // when New ran
+
+	// acme holds the ACME challenge records (acme.go); guarded by mu.
+	acme *challengeTable
 }
 
 // snapshot is an immutable view of what answers depend on. Queries read
@@ -79,6 +82,9 @@ type snapshot struct {
 	// suspended are billing's suspended publishers (never changed: a new
 	// list is a new map), whose KEY.ipns names get no addresses.
 	suspended map[peer.ID]bool
+	// challenges are the ACME challenge TXT values by owner name (never
+	// changed: see challengeTable.view).
+	challenges map[string][]string
 }
 
 // nameEntry is a published name as the router serves it.
@@ -129,6 +135,7 @@ func New(cfg Config) (*Router, error) {
 		quarantine: make(map[peer.ID]quarantine),
 		started:    cfg.now(),
 		demand:     newDemand(cfg.BillingEpoch, cfg.TTL, m.demandDropped),
+		acme:       newChallengeTable(cfg.Zone, m.challengeRecords),
 	}
 	r.streamMetrics = namestream.NewMetrics(cfg.Registry, "dns", r.streamUp)
 	pc := *cfg.Client
@@ -187,7 +194,7 @@ func (r *Router) Ready() bool {
 func (r *Router) rebuildLocked() {
 	r.gen++
 	s := &snapshot{gen: r.gen, names: make(map[string]nameEntry, len(r.names)), serial: r.serial, cache: newRespCache(),
-		suspended: r.suspended}
+		suspended: r.suspended, challenges: r.acme.view}
 	for n, e := range r.names {
 		e.suspended = r.suspended[e.publisher]
 		s.names[n] = e
@@ -198,7 +205,7 @@ func (r *Router) rebuildLocked() {
 		for _, a := range e.hb.IPs {
 			s.edgeAddrs[a] = true
 		}
-		if !e.healthy || (r.admitted != nil && !r.admitted[e.hb.PeerID]) {
+		if !r.inAnswersLocked(e) {
 			continue
 		}
 		healthy++

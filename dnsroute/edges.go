@@ -228,8 +228,9 @@ func (r *Router) updateHealthLocked(e *edge, now time.Time) bool {
 	return true
 }
 
-// checkEdges expires silent edges and ended quarantines, and starts due
-// health and content probes.
+// checkEdges expires silent edges, ended quarantines and ACME challenge
+// records (past their life, or of edges no longer handed out), and starts
+// due health and content probes.
 func (r *Router) checkEdges(ctx context.Context) {
 	now := r.cfg.now()
 	r.mu.Lock()
@@ -255,6 +256,9 @@ func (r *Router) checkEdges(ctx context.Context) {
 				changed = true
 			}
 		}
+	}
+	if r.expireChallengesLocked(now) {
+		changed = true
 	}
 	if changed {
 		r.rebuildLocked()

@@ -174,6 +174,10 @@ func (r *Router) answer(_ context.Context, s *snapshot, q *dns.Msg, src netip.Ad
 	}
 	m.Authoritative = true
 	owner := q.Question[0].Name
+	if vals, ok := s.challenges[qq.name]; ok {
+		r.challengeAnswer(m, s, owner, qq.qtype, vals)
+		return m, handout{}
+	}
 	rel := strings.TrimSuffix(strings.TrimSuffix(qq.name, zone), ".")
 	labels := strings.Split(rel, ".")
 	switch {

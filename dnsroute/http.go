@@ -29,6 +29,8 @@ const dohType = "application/dns-message"
 //
 //	POST /api/v1/edges/heartbeat   an edge's signed heartbeat (Heartbeat in an identity.Envelope)
 //	GET  /api/v1/edges             the edges known ([]EdgeInfo)
+//	POST /api/v1/acme/challenges   an edge's signed ACME challenge record (Challenge in an identity.Envelope)
+//	DELETE /api/v1/acme/challenges the same, to delete
 //	GET  /dns-query?dns=…          DNS-over-HTTPS, RFC 8484 (base64url query)
 //	POST /dns-query                DNS-over-HTTPS, body application/dns-message
 //	GET  /healthz                  200 once names were read from the origin, else 503
@@ -36,6 +38,8 @@ func (r *Router) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+dnsrouteapi.HeartbeatPath, r.serveHeartbeat)
 	mux.HandleFunc("GET "+dnsrouteapi.EdgesPath, r.serveEdges)
+	mux.HandleFunc("POST "+dnsrouteapi.ChallengePath, r.serveChallenge)
+	mux.HandleFunc("DELETE "+dnsrouteapi.ChallengePath, r.serveChallenge)
 	mux.HandleFunc("GET "+DoHPath, r.serveDoH)
 	mux.HandleFunc("POST "+DoHPath, r.serveDoH)
 	mux.HandleFunc("GET /healthz", r.serveHealth)

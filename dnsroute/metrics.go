@@ -26,6 +26,9 @@ type metrics struct {
 	quarantines   *prometheus.CounterVec
 	quarantined   prometheus.Gauge
 	demandDropped prometheus.Counter
+
+	challenges       *prometheus.CounterVec
+	challengeRecords prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -45,9 +48,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		quarantines:   prom.CounterVec(sub, "quarantines_total", "Edges quarantined for serving wrong bytes, by who caught them (probe, billing).", "source"),
 		quarantined:   prom.Gauge(sub, "quarantined_edges", "Edges in quarantine, registered or not."),
 		demandDropped: prom.Counter(sub, "demand_units_dropped_total", "Client units not counted as demand because an epoch's table was full."),
+		challenges: prom.CounterVec(sub, "acme_challenges_total", "ACME challenge records asked for, by op (add, delete, other) and result "+
+			"(ok, forged, refused, not_ready, out_of_zone, limited, invalid).", "op", "result"),
+		challengeRecords: prom.Gauge(sub, "acme_challenge_records", "ACME challenge TXT records set."),
 	}
 	m.udpDuration = m.duration.WithLabelValues("udp")
-	if err := prom.Register(reg, m.queries, m.answers, m.duration, m.edges, m.names, m.heartbeats, m.probes, m.rrl, m.polls, m.cacheHits, m.contentProbes, m.quarantines, m.quarantined, m.demandDropped); err != nil {
+	if err := prom.Register(reg, m.queries, m.answers, m.duration, m.edges, m.names, m.heartbeats, m.probes, m.rrl, m.polls, m.cacheHits, m.contentProbes, m.quarantines, m.quarantined, m.demandDropped,
+		m.challenges, m.challengeRecords); err != nil {
 		return nil, err
 	}
 	return m, nil
