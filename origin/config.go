@@ -21,6 +21,7 @@ const (
 	DefaultNameChangesRetention = 24 * time.Hour
 	DefaultMaxNameWaiters       = 20_000
 	DefaultMaxNameWaitersPerIP  = 4
+	DefaultStripeWait           = 30 * time.Second
 	DefaultDomain               = "cdn.test"
 )
 
@@ -101,6 +102,14 @@ type Config struct {
 	// connection's, not a forwarded header's): an edge or router holds
 	// one. Default: DefaultMaxNameWaitersPerIP (4).
 	MaxNameWaitersPerIP int
+	// StripeWait is how long an upload waits for its roots to be striped
+	// onto the storage peers before it is answered (UploadResult.Striped
+	// says whether they were): a publish acknowledged striped lives on the
+	// peers, not on the origin's disk alone, and the name it then moves is
+	// served by edges from the peers at once. Past it, the upload is
+	// answered anyway and striping goes on in the background. Default:
+	// DefaultStripeWait (30s). Negative: answer at once.
+	StripeWait time.Duration
 	// Logger receives structured logs. Default: no logging.
 	Logger *zap.Logger
 	// Registry receives the origin's and the gateway's Prometheus metrics and
@@ -121,6 +130,7 @@ func (cfg *Config) setDefaults() error {
 		return errors.New("origin: NameChangesRetention, MaxNameWaiters and MaxNameWaitersPerIP cannot be negative")
 	}
 	cfg.NameChangesRetention = cmp.Or(cfg.NameChangesRetention, DefaultNameChangesRetention)
+	cfg.StripeWait = cmp.Or(cfg.StripeWait, DefaultStripeWait)
 	cfg.MaxNameWaiters = cmp.Or(cfg.MaxNameWaiters, DefaultMaxNameWaiters)
 	cfg.MaxNameWaitersPerIP = cmp.Or(cfg.MaxNameWaitersPerIP, DefaultMaxNameWaitersPerIP)
 	cfg.MaxUploadSize = cmp.Or(cfg.MaxUploadSize, DefaultMaxUploadSize)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -233,4 +234,34 @@ func TestCARNeverTruncated200(t *testing.T) {
 		t.Fatalf("raw root block: HTTP %d, want 200", resp.StatusCode)
 	}
 	whole("root on healthy peers", other.root, otherBlocks)
+}
+
+// TestUploadAcknowledgedStriped: an upload is answered once its root is
+// striped onto the storage peers (its manifest there at once), so the
+// name a publisher moves next is served from the peers; with too few
+// healthy peers it is answered after the failed attempt, kept on the
+// origin, saying why.
+func TestUploadAcknowledgedStriped(t *testing.T) {
+	cn := newCARNet(t)
+	few := newTestDAG(t, "too few peers", 2)
+	cn.addPeers(t, 2, 1<<20) // 2+1 shards need 3
+	res, err := ingest(t, cn.o, []cid.Cid{few.root}, few.blocks...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Striped || !strings.Contains(res.StripeError, "healthy storage peers") {
+		t.Fatalf("with 2 peers for 2+1 shards: striped %v, error %q; want not striped, saying why", res.Striped, res.StripeError)
+	}
+	cn.addPeers(t, 1, 1<<20)
+	d := newTestDAG(t, "striped before the answer", 3)
+	res, err = ingest(t, cn.o, []cid.Cid{d.root}, d.blocks...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Striped || res.StripeError != "" {
+		t.Fatalf("with 3 peers: striped %v, error %q; want striped", res.Striped, res.StripeError)
+	}
+	if _, err := cn.o.Storage().Manifest(cn.ctx, d.root); err != nil {
+		t.Fatalf("acknowledged striped, but no manifest: %v", err)
+	}
 }

@@ -111,11 +111,34 @@ func (o *Origin) ingest(ctx context.Context, up Upload, r io.Reader) (*originapi
 			return nil, err
 		}
 	}
+	striped, stripeErr := o.waitStriped(ctx, br.Roots)
 	o.log.Info("upload stored", zap.Stringer("publisher", up.Publisher),
 		zap.Strings("roots", roots), zap.Int("blocks", st.n), zap.Int("new_blocks", newBlocks), zap.Int64("bytes", st.bytes),
-		zap.Int64("new_bytes", newBytes), zap.Int64("used_bytes", used))
-	return &originapi.UploadResult{Roots: roots, Blocks: st.n, NewBlocks: newBlocks, Bytes: st.bytes,
-		Publisher: up.Publisher.String(), NewBytes: newBytes, UsedBytes: used, QuotaBytes: o.cfg.PublisherQuota}, nil
+		zap.Int64("new_bytes", newBytes), zap.Int64("used_bytes", used), zap.Bool("striped", striped), zap.NamedError("stripe_error", stripeErr))
+	res := &originapi.UploadResult{Roots: roots, Blocks: st.n, NewBlocks: newBlocks, Bytes: st.bytes,
+		Publisher: up.Publisher.String(), NewBytes: newBytes, UsedBytes: used, QuotaBytes: o.cfg.PublisherQuota, Striped: striped}
+	if stripeErr != nil {
+		res.StripeError = stripeErr.Error()
+	}
+	return res, nil
+}
+
+// waitStriped waits, at most Config.StripeWait, until every root is
+// striped onto the storage peers, and reports whether they are and the
+// error of a failed attempt.
+func (o *Origin) waitStriped(ctx context.Context, roots []cid.Cid) (bool, error) {
+	if o.cfg.StripeWait < 0 {
+		return false, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.cfg.StripeWait)
+	defer cancel()
+	for _, root := range roots {
+		ok, err := o.storage.WaitStriped(ctx, root)
+		if !ok || err != nil {
+			return false, err
+		}
+	}
+	return true, nil
 }
 
 // openCAR reads a CAR's header and checks its roots: one to maxRoots of

@@ -36,6 +36,13 @@ type UploadResult struct {
 	UsedBytes int64 `json:"used_bytes"`
 	// QuotaBytes is the publisher's quota; 0: unlimited.
 	QuotaBytes int64 `json:"quota_bytes"`
+	// Striped says every root is striped onto the storage peers: the
+	// upload no longer lives on the origin alone. False when the origin
+	// does not stripe, or striping did not finish within the origin's
+	// wait (it goes on in the background; StripeError says why if an
+	// attempt failed).
+	Striped     bool   `json:"striped"`
+	StripeError string `json:"stripe_error,omitempty"`
 }
 
 // PublisherUsage is what a publisher has stored at the origin, the answer

@@ -323,6 +323,12 @@ func (p *publishFlags) upload(cmd *cobra.Command, client *publish.Client, key *i
 	if up := pushed.Upload; up.QuotaBytes > 0 {
 		fmt.Fprintf(status, "quota: %s of %s used\n", humanize.IBytes(uint64(up.UsedBytes)), humanize.IBytes(uint64(up.QuotaBytes)))
 	}
+	switch up := pushed.Upload; {
+	case up.Striped:
+		fmt.Fprintln(status, "striped onto the storage peers")
+	case up.StripeError != "":
+		fmt.Fprintf(status, "kept on the origin; striping onto the storage peers will be retried: %s\n", up.StripeError)
+	}
 	if p.noName {
 		if p.name != "" {
 			fmt.Fprintf(status, "%s not moved (--no-name): 'topcdn publish --root %s --name %s' points it there\n", p.name, root, p.name)

@@ -39,6 +39,10 @@ type Keeper struct {
 	readers    *lru.Cache[int64, *erasure.Reader]
 	addrs      addrCache
 	stripeWake chan struct{}
+	// attempts is closed, and replaced, after every attempt at a stripe
+	// job (WaitStriped).
+	attemptsMu sync.Mutex
+	attempts   chan struct{}
 
 	// Testing.
 	now  func() time.Time
@@ -62,6 +66,7 @@ func New(cfg Config) (*Keeper, error) {
 	kp.peerStats = erasure.NewPeerStats()
 	kp.spans = erasure.NewSpanCache(256 << 20)
 	kp.stripeWake = make(chan struct{}, 1)
+	kp.attempts = make(chan struct{})
 	kp.storage = storageapi.NewClient(kp.key, nil)
 	kp.shardStore = peerShards{keeper: kp, client: kp.storage}
 	kp.placing = newPlacements()

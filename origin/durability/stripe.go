@@ -60,14 +60,63 @@ func (kp *Keeper) runStriper(ctx context.Context) {
 					err.Error(), kp.now().UnixNano(), root.String()); uerr != nil {
 					kp.log.Error("record stripe error", zap.Error(uerr))
 				}
+				kp.attempted()
 				break // retry on the next tick
 			}
+			kp.attempted()
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 		case <-kp.stripeWake:
+		}
+	}
+}
+
+// attempted wakes WaitStriped's callers after an attempt at a stripe job.
+func (kp *Keeper) attempted() {
+	kp.attemptsMu.Lock()
+	defer kp.attemptsMu.Unlock()
+	close(kp.attempts)
+	kp.attempts = make(chan struct{})
+}
+
+// WaitStriped waits until root's stripe job is done, and reports whether
+// it is: true once root is striped onto the storage peers (its manifest
+// signed), false with no error if root has no stripe job (striping off,
+// or never queued) or ctx ended first, and false with the job's error if
+// an attempt made after the call failed (too few healthy peers, say; the
+// job stays queued and is retried).
+func (kp *Keeper) WaitStriped(ctx context.Context, root cid.Cid) (bool, error) {
+	if kp.striper == nil {
+		return false, nil
+	}
+	since := kp.now().UnixNano()
+	for {
+		kp.attemptsMu.Lock()
+		next := kp.attempts
+		kp.attemptsMu.Unlock()
+		var state, jobErr string
+		var updated int64
+		err := kp.db.QueryRowContext(ctx, `SELECT state, error, updated_at FROM stripe_jobs WHERE root = ?`, root.String()).Scan(&state, &jobErr, &updated)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return false, nil
+		case err != nil:
+			if ctx.Err() != nil {
+				return false, nil
+			}
+			return false, fmt.Errorf("durability: stripe job of %s: %w", root, err)
+		case state == "done":
+			return true, nil
+		case jobErr != "" && updated > since:
+			return false, errors.New(jobErr) // an attempt made since the call failed
+		}
+		select {
+		case <-next:
+		case <-ctx.Done():
+			return false, nil
 		}
 	}
 }
