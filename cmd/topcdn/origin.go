@@ -112,6 +112,7 @@ SIGINT or SIGTERM stop it cleanly.`,
 	f.DurationVar(&stripe.SweepInterval, "sweep-interval", durability.DefaultSweepInterval, "pause between two sweeps deleting orphan shards (left on peers by failed jobs)")
 	f.DurationVar(&stripe.LostAfter, "lost-after", 0, fmt.Sprintf("a peer silent this long has lost its shards: repair them even above --repair-threshold (default: %d heartbeat intervals)",
 		durability.DefaultLostAfterIntervals))
+	f.DurationVar(&cfg.StripeWait, "stripe-wait", origin.DefaultStripeWait, "how long an upload waits for its roots to be striped onto the storage peers before it is answered (negative: answer at once)")
 	f.IntVar(&cfg.MaxNameWaitersPerIP, "max-name-waiters-per-ip", origin.DefaultMaxNameWaitersPerIP, "long-polls of the name-change stream one client address may hold at once (edges and routers hold one each)")
 	f.StringVar(&dash.Router, "dashboard-router", "", "the DNS router's HTTP URL, for the dashboard's edges")
 	f.StringVar(&dash.Billing, "dashboard-billing", "", "the billing service's URL, for the dashboard's balances")
