@@ -4,13 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 
-	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
-	"github.com/topcdn/topcdn/sqlitedb"
+	"github.com/topcdn/topcdn/sqldb"
 )
 
 // DB is the ledger's database: SQLite or PostgreSQL, one schema.
@@ -231,114 +226,20 @@ var schema = []string{
 
 // OpenDB opens the ledger database named by dsn and brings its schema up
 // to date: "postgres://…" or "postgresql://…" is PostgreSQL (pgx); a file
-// path or "sqlite:PATH" is SQLite.
+// path or "sqlite:PATH" is SQLite (see sqldb.Open).
 func OpenDB(ctx context.Context, dsn string) (*DB, error) {
-	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		return openPostgres(ctx, dsn)
-	}
-	path := strings.TrimPrefix(dsn, "sqlite:")
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("billing: %w", err)
-	}
-	db, err := sqlitedb.Open(ctx, path, dialect(false))
+	db, err := sqldb.Open(ctx, dsn, sqldb.Schema{Shared: schema}, sqldb.WithMaxOpenConns(4))
 	if err != nil {
 		return nil, fmt.Errorf("billing: %w", err)
 	}
-	return &DB{DB: db}, nil
-}
-
-func dialect(pg bool) []string {
-	id := "INTEGER PRIMARY KEY"
-	if pg {
-		id = "BIGSERIAL PRIMARY KEY"
-	}
-	out := make([]string, len(schema))
-	for i, s := range schema {
-		out[i] = strings.ReplaceAll(s, "{{id}}", id)
-	}
-	return out
-}
-
-func openPostgres(ctx context.Context, dsn string) (*DB, error) {
-	db, err := sql.Open("pgx", dsn)
-	if err != nil {
-		return nil, fmt.Errorf("billing: open postgres: %w", err)
-	}
-	db.SetMaxOpenConns(4)
-	d := &DB{DB: db, Postgres: true}
-	if err := d.migratePostgres(ctx); err != nil {
-		db.Close()
-		return nil, err
-	}
-	return d, nil
-}
-
-// migratePostgres applies the migrations a PostgreSQL database lacks, each
-// in its own transaction with the version it reaches (table
-// schema_version), under an advisory lock so that two starting services do
-// not race.
-func (d *DB) migratePostgres(ctx context.Context) error {
-	if _, err := d.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
-		return fmt.Errorf("billing: migrate: %w", err)
-	}
-	migrations := dialect(true)
-	for {
-		tx, err := d.BeginTx(ctx, nil)
-		if err != nil {
-			return fmt.Errorf("billing: migrate: %w", err)
-		}
-		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(7007)`); err != nil {
-			tx.Rollback()
-			return fmt.Errorf("billing: migrate: %w", err)
-		}
-		var v int
-		err = tx.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&v)
-		switch {
-		case err == sql.ErrNoRows:
-			if _, err = tx.ExecContext(ctx, `INSERT INTO schema_version VALUES (0)`); err != nil {
-				tx.Rollback()
-				return fmt.Errorf("billing: migrate: %w", err)
-			}
-		case err != nil:
-			tx.Rollback()
-			return fmt.Errorf("billing: migrate: %w", err)
-		}
-		if v > len(migrations) {
-			tx.Rollback()
-			return fmt.Errorf("billing: schema version %d is newer than this binary's (%d)", v, len(migrations))
-		}
-		if v == len(migrations) {
-			return tx.Commit()
-		}
-		if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
-			tx.Rollback()
-			return fmt.Errorf("billing: migrate to version %d: %w", v+1, err)
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE schema_version SET version = `+strconv.Itoa(v+1)); err != nil {
-			tx.Rollback()
-			return fmt.Errorf("billing: migrate to version %d: %w", v+1, err)
-		}
-		if err := tx.Commit(); err != nil {
-			return fmt.Errorf("billing: migrate to version %d: %w", v+1, err)
-		}
-	}
+	return &DB{DB: db.SQL(), Postgres: db.Postgres()}, nil
 }
 
 // q rewrites a query written with ? placeholders for the database's
-// dialect ($1, $2, … for PostgreSQL). Queries hold no literal '?'.
+// dialect ($1, $2, … for PostgreSQL; sqldb.Rebind).
 func (d *DB) q(query string) string {
 	if !d.Postgres {
 		return query
 	}
-	var b strings.Builder
-	n := 0
-	for i := 0; i < len(query); i++ {
-		if query[i] == '?' {
-			n++
-			b.WriteString("$" + strconv.Itoa(n))
-			continue
-		}
-		b.WriteByte(query[i])
-	}
-	return b.String()
+	return sqldb.Rebind(query)
 }
