@@ -9,6 +9,7 @@ import (
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
 	"github.com/topcdn/topcdn/dag"
+	"github.com/topcdn/topcdn/sqldb"
 )
 
 // Limits on the shape of the DAGs the origin stores. An upload holding a
@@ -287,26 +288,20 @@ func (o *Origin) walkStored(ctx context.Context, root cid.Cid) (dagStat, error) 
 // saveStats records the shape of complete DAGs under blocks with links;
 // rows already there stay (a CID's DAG is always the same).
 func (o *Origin) saveStats(ctx context.Context, stats map[cid.Cid]dagStat) error {
-	tx, err := o.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("origin: save dag stats: %w", err)
-	}
-	defer tx.Rollback()
-	stmt, err := tx.PrepareContext(ctx, `INSERT INTO dag_stats (cid, height, blocks) VALUES (?, ?, ?) ON CONFLICT (cid) DO NOTHING`)
-	if err != nil {
-		return fmt.Errorf("origin: save dag stats: %w", err)
-	}
-	defer stmt.Close()
-	for c, s := range stats {
-		if s.partial || hasNoLinks(c) {
-			continue
+	return sqldb.InTx(ctx, o.db, func(tx *sqldb.Tx) error {
+		stmt, err := tx.PrepareContext(ctx, `INSERT INTO dag_stats (cid, height, blocks) VALUES (?, ?, ?) ON CONFLICT (cid) DO NOTHING`)
+		if err != nil {
+			return fmt.Errorf("origin: save dag stats: %w", err)
 		}
-		if _, err := stmt.ExecContext(ctx, statKey(c), s.height, s.blocks); err != nil {
-			return fmt.Errorf("origin: save dag stats of %s: %w", c, err)
+		defer stmt.Close()
+		for c, s := range stats {
+			if s.partial || hasNoLinks(c) {
+				continue
+			}
+			if _, err := stmt.ExecContext(ctx, statKey(c), s.height, s.blocks); err != nil {
+				return fmt.Errorf("origin: save dag stats of %s: %w", c, err)
+			}
 		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("origin: save dag stats: %w", err)
-	}
-	return nil
+		return nil
+	})
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/topcdn/topcdn/origin/origindb"
 	"github.com/topcdn/topcdn/originapi"
+	"github.com/topcdn/topcdn/sqldb"
 	"go.uber.org/zap"
 )
 
@@ -141,56 +142,58 @@ func (o *Origin) putRecord(ctx context.Context, human string, name ipns.Name, ra
 		checked = true
 	}
 
-	tx, err := o.db.BeginTx(ctx, nil)
-	if err != nil {
-		return false, fmt.Errorf("origin: %w", err)
-	}
-	defer tx.Rollback()
-
-	bound, claimNew, err := owners(ctx, tx, key, human)
-	if err != nil {
+	var (
+		bound    string
+		changed  bool
+		changeID int64
+	)
+	err = sqldb.InTx(ctx, o.db, func(tx *sqldb.Tx) error {
+		var claimNew bool
+		var err error
+		changed, changeID = false, 0
+		if bound, claimNew, err = owners(ctx, tx, key, human); err != nil {
+			return err
+		}
+		if bound != "" && !checked {
+			return errorf(ErrConflict, "key %s was bound to name %q meanwhile; retry", key, bound)
+		}
+		resent, err := checkSequence(ctx, tx, key, rec)
+		if err != nil {
+			return err
+		}
+		if resent && !claimNew {
+			return nil // the same record again
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO records (ipns, sequence, value, validity, ttl_ns, record, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (ipns) DO UPDATE SET sequence = excluded.sequence, value = excluded.value,
+				validity = excluded.validity, ttl_ns = excluded.ttl_ns, record = excluded.record,
+				updated_at = excluded.updated_at`,
+			key, rec.seq, rec.value.String(), rec.validity.UnixNano(), int64(rec.ttl), raw, now.UnixNano()); err != nil {
+			return fmt.Errorf("origin: store record: %w", err)
+		}
+		if claimNew {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO names (name, ipns, created_at) VALUES (?, ?, ?)`,
+				human, key, now.Unix()); err != nil {
+				return fmt.Errorf("origin: claim name: %w", err)
+			}
+		}
+		changed = true
+		// Only a record of a bound name is logged and streamed (see
+		// namechanges.go for why an unbound one is not).
+		if named := cmp.Or(human, bound); named != "" {
+			if err := logName(ctx, tx, named, name, rec, now); err != nil {
+				return err
+			}
+			if changeID, err = origindb.AppendChange(ctx, tx, originapi.NameChange{Kind: originapi.ChangeRecord, Name: named,
+				IPNS: key, Record: raw, At: now}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil || !changed {
 		return false, err
-	}
-	if bound != "" && !checked {
-		return false, errorf(ErrConflict, "key %s was bound to name %q meanwhile; retry", key, bound)
-	}
-
-	resent, err := checkSequence(ctx, tx, key, rec)
-	if err != nil {
-		return false, err
-	}
-	if resent && !claimNew {
-		return false, nil // the same record again
-	}
-
-	if _, err := tx.ExecContext(ctx, `INSERT INTO records (ipns, sequence, value, validity, ttl_ns, record, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (ipns) DO UPDATE SET sequence = excluded.sequence, value = excluded.value,
-			validity = excluded.validity, ttl_ns = excluded.ttl_ns, record = excluded.record,
-			updated_at = excluded.updated_at`,
-		key, rec.seq, rec.value.String(), rec.validity.UnixNano(), int64(rec.ttl), raw, now.UnixNano()); err != nil {
-		return false, fmt.Errorf("origin: store record: %w", err)
-	}
-	if claimNew {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO names (name, ipns, created_at) VALUES (?, ?, ?)`,
-			human, key, now.Unix()); err != nil {
-			return false, fmt.Errorf("origin: claim name: %w", err)
-		}
-	}
-	// Only a record of a bound name is logged and streamed (see
-	// namechanges.go for why an unbound one is not).
-	var changeID int64
-	if named := cmp.Or(human, bound); named != "" {
-		if err := logName(ctx, tx, named, name, rec, now); err != nil {
-			return false, err
-		}
-		if changeID, err = origindb.AppendChange(ctx, tx, originapi.NameChange{Kind: originapi.ChangeRecord, Name: named,
-			IPNS: key, Record: raw, At: now}); err != nil {
-			return false, err
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return false, fmt.Errorf("origin: %w", err)
 	}
 	if changeID != 0 {
 		o.changeCommitted(changeID, originapi.ChangeRecord)
@@ -207,7 +210,7 @@ func (o *Origin) putRecord(ctx context.Context, human string, name ipns.Name, ra
 // publishes, if any. For a claim of human (set), human must be key's
 // already, or free while key publishes no other name; claimNew reports
 // a free name being claimed.
-func owners(ctx context.Context, tx *sql.Tx, key, human string) (bound string, claimNew bool, err error) {
+func owners(ctx context.Context, tx *sqldb.Tx, key, human string) (bound string, claimNew bool, err error) {
 	switch err := tx.QueryRowContext(ctx, `SELECT name FROM names WHERE ipns = ?`, key).Scan(&bound); {
 	case errors.Is(err, sql.ErrNoRows):
 	case err != nil:
@@ -235,7 +238,7 @@ func owners(ctx context.Context, tx *sql.Tx, key, human string) (bound string, c
 
 // checkSequence requires rec to be newer, in tx, than the record stored
 // for key, or to be that very record again (resent).
-func checkSequence(ctx context.Context, tx *sql.Tx, key string, rec *acceptedRecord) (resent bool, err error) {
+func checkSequence(ctx context.Context, tx *sqldb.Tx, key string, rec *acceptedRecord) (resent bool, err error) {
 	var storedSeq uint64
 	var storedRaw []byte
 	switch err := tx.QueryRowContext(ctx, `SELECT sequence, record FROM records WHERE ipns = ?`, key).Scan(&storedSeq, &storedRaw); {
@@ -340,7 +343,7 @@ func (o *Origin) nameTarget(ctx context.Context, human string) (string, error) {
 // logName appends the move of the human name to rec's value to the
 // billing log, in tx. A value that is no /ipfs/ path (only names bound to
 // published content are logged, and those must be) is left out.
-func logName(ctx context.Context, tx *sql.Tx, human string, name ipns.Name, rec *acceptedRecord, now time.Time) error {
+func logName(ctx context.Context, tx *sqldb.Tx, human string, name ipns.Name, rec *acceptedRecord, now time.Time) error {
 	if rec.value.Namespace() != path.IPFSNamespace {
 		return nil
 	}

@@ -2,7 +2,6 @@ package origin
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"net/http"
@@ -23,6 +22,7 @@ import (
 	"github.com/topcdn/topcdn/internal/tick"
 	"github.com/topcdn/topcdn/origin/durability"
 	"github.com/topcdn/topcdn/origin/origindb"
+	"github.com/topcdn/topcdn/sqldb"
 	"go.uber.org/zap"
 )
 
@@ -36,7 +36,7 @@ type Origin struct {
 	ds         *flatfs.Datastore
 	local      blockstore.Blockstore // blocks on the origin's disk, verified on read
 	blocks     blockstore.Blockstore // local, then striped on storage peers
-	db         *sql.DB
+	db         *sqldb.DB
 	stagingDir string
 	publishers map[peer.ID]bool // Config.Publishers; empty: any key
 	handler    http.Handler

@@ -2,13 +2,13 @@ package origin
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 
 	"github.com/ipfs/boxo/ipns"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/internal/httpkit"
 	"github.com/topcdn/topcdn/originapi"
+	"github.com/topcdn/topcdn/sqldb"
 )
 
 // CheckPublish tells a publisher, before it imports and uploads anything,
@@ -50,13 +50,10 @@ func (o *Origin) CheckPublish(ctx context.Context, p peer.ID, human string) (*or
 // checkOwner applies ClaimName's ownership rules (owners) to a claim of
 // human by p, without claiming anything.
 func (o *Origin) checkOwner(ctx context.Context, p peer.ID, human string) error {
-	tx, err := o.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("origin: check name %q: %w", human, err)
-	}
-	defer tx.Rollback()
-	_, _, err = owners(ctx, tx, ipns.NameFromPeer(p).String(), human)
-	return err
+	return sqldb.InTx(ctx, o.db, func(tx *sqldb.Tx) error {
+		_, _, err := owners(ctx, tx, ipns.NameFromPeer(p).String(), human)
+		return err
+	})
 }
 
 // serveCheckPublish answers GET /api/v1/publishers/{peer}/check?name=NAME

@@ -14,6 +14,7 @@ import (
 	"github.com/topcdn/topcdn/internal/httpkit"
 	"github.com/topcdn/topcdn/origin/origindb"
 	"github.com/topcdn/topcdn/originapi"
+	"github.com/topcdn/topcdn/sqldb"
 )
 
 // Accounting. A publisher is charged for the bytes of the blocks its
@@ -31,29 +32,23 @@ import (
 // with ErrOverQuota if that would take p over Config.PublisherQuota. An
 // upload that adds nothing is never refused.
 func (o *Origin) reserve(ctx context.Context, p peer.ID, n int64) error {
-	tx, err := o.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("origin: reserve quota: %w", err)
-	}
-	defer tx.Rollback()
-	var used int64
-	switch err := tx.QueryRowContext(ctx, `SELECT used_bytes FROM publishers WHERE peer_id = ?`, p.String()).Scan(&used); {
-	case errors.Is(err, sql.ErrNoRows):
-	case err != nil:
-		return fmt.Errorf("origin: reserve quota: %w", err)
-	}
-	if q := o.cfg.PublisherQuota; q > 0 && n > 0 && used+n > q {
-		return errorf(ErrOverQuota, "publisher %s has stored %s of its %s quota; this upload would add %s more",
-			p, humanize.IBytes(uint64(used)), humanize.IBytes(uint64(q)), humanize.IBytes(uint64(n)))
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO publishers (peer_id, used_bytes) VALUES (?, ?)
-		ON CONFLICT (peer_id) DO UPDATE SET used_bytes = used_bytes + excluded.used_bytes`, p.String(), n); err != nil {
-		return fmt.Errorf("origin: reserve quota: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("origin: reserve quota: %w", err)
-	}
-	return nil
+	return sqldb.InTx(ctx, o.db, func(tx *sqldb.Tx) error {
+		var used int64
+		switch err := tx.QueryRowContext(ctx, `SELECT used_bytes FROM publishers WHERE peer_id = ?`, p.String()).Scan(&used); {
+		case errors.Is(err, sql.ErrNoRows):
+		case err != nil:
+			return fmt.Errorf("origin: reserve quota: %w", err)
+		}
+		if q := o.cfg.PublisherQuota; q > 0 && n > 0 && used+n > q {
+			return errorf(ErrOverQuota, "publisher %s has stored %s of its %s quota; this upload would add %s more",
+				p, humanize.IBytes(uint64(used)), humanize.IBytes(uint64(q)), humanize.IBytes(uint64(n)))
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO publishers (peer_id, used_bytes) VALUES (?, ?)
+			ON CONFLICT (peer_id) DO UPDATE SET used_bytes = publishers.used_bytes + excluded.used_bytes`, p.String(), n); err != nil {
+			return fmt.Errorf("origin: reserve quota: %w", err)
+		}
+		return nil
+	})
 }
 
 // settle replaces an upload's reservation by the bytes it stored. For an
@@ -61,45 +56,43 @@ func (o *Origin) reserve(ctx context.Context, p peer.ID, n int64) error {
 // roots and who uploaded them, in the same transaction. It returns the
 // publisher's usage after.
 func (o *Origin) settle(ctx context.Context, p peer.ID, reserved, stored int64, roots []cid.Cid) (int64, error) {
-	tx, err := o.db.BeginTx(ctx, nil)
-	if err != nil {
-		return 0, fmt.Errorf("origin: settle quota: %w", err)
-	}
-	defer tx.Rollback()
 	now := o.now()
 	accepted := int64(0)
 	if roots != nil {
 		accepted = 1
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE publishers SET used_bytes = used_bytes + ?, uploads = uploads + ?,
-			last_upload = CASE WHEN ? = 1 THEN ? ELSE last_upload END
-		WHERE peer_id = ?`, stored-reserved, accepted, accepted, now.UnixNano(), p.String()); err != nil {
-		return 0, fmt.Errorf("origin: settle quota: %w", err)
-	}
-	for _, root := range roots {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO roots (cid, created_at) VALUES (?, ?) ON CONFLICT (cid) DO NOTHING`,
-			root.String(), now.Unix()); err != nil {
-			return 0, fmt.Errorf("origin: record root %s: %w", root, err)
+	var used int64
+	err := sqldb.InTx(ctx, o.db, func(tx *sqldb.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE publishers SET used_bytes = used_bytes + ?, uploads = uploads + ?,
+				last_upload = CASE WHEN ? = 1 THEN ? ELSE last_upload END
+			WHERE peer_id = ?`, stored-reserved, accepted, accepted, now.UnixNano(), p.String()); err != nil {
+			return fmt.Errorf("origin: settle quota: %w", err)
 		}
-		res, err := tx.ExecContext(ctx, `INSERT INTO root_publishers (root, publisher, created_at) VALUES (?, ?, ?)
-			ON CONFLICT (root, publisher) DO NOTHING`, root.String(), p.String(), now.Unix())
-		if err != nil {
-			return 0, fmt.Errorf("origin: record root %s: %w", root, err)
-		}
-		if n, err := res.RowsAffected(); err == nil && n > 0 {
-			// A new uploader of the root: billing's payer is the first.
-			if err := origindb.AppendEvent(ctx, tx, originapi.BillingEvent{Kind: originapi.EventUpload, Root: root.String(),
-				Publisher: p.String(), At: now}); err != nil {
-				return 0, err
+		for _, root := range roots {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO roots (cid, created_at) VALUES (?, ?) ON CONFLICT (cid) DO NOTHING`,
+				root.String(), now.Unix()); err != nil {
+				return fmt.Errorf("origin: record root %s: %w", root, err)
+			}
+			res, err := tx.ExecContext(ctx, `INSERT INTO root_publishers (root, publisher, created_at) VALUES (?, ?, ?)
+				ON CONFLICT (root, publisher) DO NOTHING`, root.String(), p.String(), now.Unix())
+			if err != nil {
+				return fmt.Errorf("origin: record root %s: %w", root, err)
+			}
+			if n, err := res.RowsAffected(); err == nil && n > 0 {
+				// A new uploader of the root: billing's payer is the first.
+				if err := origindb.AppendEvent(ctx, tx, originapi.BillingEvent{Kind: originapi.EventUpload, Root: root.String(),
+					Publisher: p.String(), At: now}); err != nil {
+					return err
+				}
 			}
 		}
-	}
-	var used int64
-	if err := tx.QueryRowContext(ctx, `SELECT used_bytes FROM publishers WHERE peer_id = ?`, p.String()).Scan(&used); err != nil {
-		return 0, fmt.Errorf("origin: settle quota: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("origin: settle quota: %w", err)
+		if err := tx.QueryRowContext(ctx, `SELECT used_bytes FROM publishers WHERE peer_id = ?`, p.String()).Scan(&used); err != nil {
+			return fmt.Errorf("origin: settle quota: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
 	}
 	return used, nil
 }

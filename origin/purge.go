@@ -14,6 +14,7 @@ import (
 	"github.com/topcdn/topcdn/internal/httpkit"
 	"github.com/topcdn/topcdn/origin/origindb"
 	"github.com/topcdn/topcdn/originapi"
+	"github.com/topcdn/topcdn/sqldb"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 )
@@ -59,40 +60,44 @@ func (o *Origin) Purge(ctx context.Context, human string, env *identity.Envelope
 			d.Round(time.Second), originapi.PurgeSkew)
 	}
 
-	tx, err := o.db.BeginTx(ctx, nil)
+	var (
+		id   int64
+		undo func() // gives back the purge limits' tokens the last run took
+	)
+	err = sqldb.InTx(ctx, o.db, func(tx *sqldb.Tx) error {
+		if undo != nil { // a retry
+			undo()
+			undo = nil
+		}
+		// A nonce older than the window cannot come back: its purge is
+		// refused as stale.
+		if _, err := tx.ExecContext(ctx, `DELETE FROM purge_nonces WHERE at < ?`, now.Add(-originapi.PurgeSkew).UnixNano()); err != nil {
+			return fmt.Errorf("origin: prune purge nonces: %w", err)
+		}
+		res, err := tx.ExecContext(ctx, `INSERT INTO purge_nonces (signer, nonce, at) VALUES (?, ?, ?)
+			ON CONFLICT (signer, nonce) DO NOTHING`, p.IPNS, p.Nonce, p.Time.UnixNano())
+		if err != nil {
+			return fmt.Errorf("origin: spend purge nonce: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return errorf(ErrConflict, "this purge of %q was already taken (nonce %q); sign a new one for each purge", human, p.Nonce)
+		}
+		// The limits are taken only for a fresh purge: a replay of a purge
+		// seen on the stream, which anyone can read, costs the name nothing.
+		var wait time.Duration
+		if undo, wait = o.purges.take(human, now); wait > 0 {
+			return &retryLater{after: wait, error: errorf(ErrTooManyRequests,
+				"name %q was purged too often (at most %d a minute and %d a day); retry in %s", human, purgesPerMinute, purgesPerDay,
+				wait.Round(time.Second))}
+		}
+		id, err = origindb.AppendChange(ctx, tx, originapi.NameChange{Kind: originapi.ChangePurge, Name: human, IPNS: p.IPNS, Purge: env, At: now})
+		return err
+	})
 	if err != nil {
-		return 0, fmt.Errorf("origin: purge: %w", err)
-	}
-	defer tx.Rollback()
-	// A nonce older than the window cannot come back: its purge is
-	// refused as stale.
-	if _, err := tx.ExecContext(ctx, `DELETE FROM purge_nonces WHERE at < ?`, now.Add(-originapi.PurgeSkew).UnixNano()); err != nil {
-		return 0, fmt.Errorf("origin: prune purge nonces: %w", err)
-	}
-	res, err := tx.ExecContext(ctx, `INSERT INTO purge_nonces (signer, nonce, at) VALUES (?, ?, ?)
-		ON CONFLICT (signer, nonce) DO NOTHING`, p.IPNS, p.Nonce, p.Time.UnixNano())
-	if err != nil {
-		return 0, fmt.Errorf("origin: spend purge nonce: %w", err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return 0, errorf(ErrConflict, "this purge of %q was already taken (nonce %q); sign a new one for each purge", human, p.Nonce)
-	}
-	// The limits are taken only for a fresh purge: a replay of a purge
-	// seen on the stream, which anyone can read, costs the name nothing.
-	undo, wait := o.purges.take(human, now)
-	if wait > 0 {
-		return 0, &retryLater{after: wait, error: errorf(ErrTooManyRequests,
-			"name %q was purged too often (at most %d a minute and %d a day); retry in %s", human, purgesPerMinute, purgesPerDay,
-			wait.Round(time.Second))}
-	}
-	id, err := origindb.AppendChange(ctx, tx, originapi.NameChange{Kind: originapi.ChangePurge, Name: human, IPNS: p.IPNS, Purge: env, At: now})
-	if err != nil {
-		undo()
+		if undo != nil {
+			undo()
+		}
 		return 0, err
-	}
-	if err := tx.Commit(); err != nil {
-		undo()
-		return 0, fmt.Errorf("origin: purge: %w", err)
 	}
 	o.changeCommitted(id, originapi.ChangePurge)
 	o.log.Info("purge accepted", zap.String("name", human), zap.Int64("change", id), zap.Int("paths", len(p.Paths)))

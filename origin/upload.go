@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/originapi"
+	"github.com/topcdn/topcdn/sqldb"
 	"go.uber.org/zap"
 )
 
@@ -94,26 +95,24 @@ func (o *Origin) AuthorizeUpload(ctx context.Context, header string) (Upload, er
 	if err := o.checkFunds(ctx, up.Publisher); err != nil {
 		return Upload{}, err
 	}
-	tx, err := o.db.BeginTx(ctx, nil)
+	err = sqldb.InTx(ctx, o.db, func(tx *sqldb.Tx) error {
+		// A nonce older than the window cannot come back: its
+		// authorization is refused as stale.
+		if _, err := tx.ExecContext(ctx, `DELETE FROM upload_nonces WHERE signed_at < ?`, now.Add(-originapi.UploadSkew).UnixNano()); err != nil {
+			return fmt.Errorf("origin: prune upload nonces: %w", err)
+		}
+		res, err := tx.ExecContext(ctx, `INSERT INTO upload_nonces (signer, nonce, signed_at) VALUES (?, ?, ?)
+			ON CONFLICT (signer, nonce) DO NOTHING`, up.Publisher.String(), auth.Nonce, auth.Time.UnixNano())
+		if err != nil {
+			return fmt.Errorf("origin: spend upload nonce: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return errorf(ErrConflict, "upload authorization from %s was already used (nonce %q); sign a new one for each upload", up.Publisher, auth.Nonce)
+		}
+		return nil
+	})
 	if err != nil {
-		return Upload{}, fmt.Errorf("origin: spend upload nonce: %w", err)
-	}
-	defer tx.Rollback()
-	// A nonce older than the window cannot come back: its authorization
-	// is refused as stale.
-	if _, err := tx.ExecContext(ctx, `DELETE FROM upload_nonces WHERE signed_at < ?`, now.Add(-originapi.UploadSkew).UnixNano()); err != nil {
-		return Upload{}, fmt.Errorf("origin: prune upload nonces: %w", err)
-	}
-	res, err := tx.ExecContext(ctx, `INSERT INTO upload_nonces (signer, nonce, signed_at) VALUES (?, ?, ?)
-		ON CONFLICT (signer, nonce) DO NOTHING`, up.Publisher.String(), auth.Nonce, auth.Time.UnixNano())
-	if err != nil {
-		return Upload{}, fmt.Errorf("origin: spend upload nonce: %w", err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return Upload{}, errorf(ErrConflict, "upload authorization from %s was already used (nonce %q); sign a new one for each upload", up.Publisher, auth.Nonce)
-	}
-	if err := tx.Commit(); err != nil {
-		return Upload{}, fmt.Errorf("origin: spend upload nonce: %w", err)
+		return Upload{}, err
 	}
 	return up, nil
 }

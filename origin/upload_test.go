@@ -232,7 +232,7 @@ func TestSignedUploads(t *testing.T) {
 		t.Fatalf("upload after the window: HTTP %d %s", code, body)
 	}
 	var nonces int
-	if err := o.db.QueryRow(`SELECT count(*) FROM upload_nonces`).Scan(&nonces); err != nil || nonces != 1 {
+	if err := o.db.QueryRowContext(context.Background(), `SELECT count(*) FROM upload_nonces`).Scan(&nonces); err != nil || nonces != 1 {
 		t.Fatalf("%d nonces remembered (%v), want only the last one", nonces, err)
 	}
 }

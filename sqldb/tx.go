@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"time"
 )
@@ -17,7 +18,8 @@ const (
 )
 
 // InTx runs fn in a transaction of db and commits it if fn returns nil;
-// an error from fn rolls it back and is returned as is.
+// an error from fn rolls it back and is returned as is, so fn says what
+// failed. InTx's own errors say "sqldb: begin" or "sqldb: commit".
 //
 // On SQLite the transaction begins IMMEDIATE (sqlitedb.Open): it holds the
 // database's only connection and write lock from its first statement, so
@@ -52,13 +54,16 @@ func InTx(ctx context.Context, db *DB, fn func(tx *Tx) error) error {
 func runTx(ctx context.Context, db *DB, opts *sql.TxOptions, fn func(tx *Tx) error) error {
 	tx, err := db.BeginTx(ctx, opts)
 	if err != nil {
-		return err
+		return fmt.Errorf("sqldb: begin: %w", err)
 	}
 	defer tx.Rollback()
 	if err := fn(tx); err != nil {
 		return err
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqldb: commit: %w", err)
+	}
+	return nil
 }
 
 // retryable reports whether err, from PostgreSQL, says the transaction

@@ -114,7 +114,7 @@ func (kp *Keeper) audit(ctx context.Context, t auditTarget) string {
 	}
 	kp.metrics.audits.WithLabelValues(result).Inc()
 	if _, err := kp.db.ExecContext(ctx, `INSERT INTO audits (peer_id, shard_id, ok, reason, at, result) VALUES (?, ?, ?, ?, ?, ?)`,
-		t.peer, t.shardID, result == "ok", reason, kp.now().UnixNano(), result); err != nil {
+		t.peer, t.shardID, boolInt(result == "ok"), reason, kp.now().UnixNano(), result); err != nil {
 		kp.log.Error("record audit", zap.Error(err))
 	}
 	switch {
@@ -157,4 +157,13 @@ func (kp *Keeper) refusedInARow(ctx context.Context, t auditTarget) int {
 		n++
 	}
 	return n
+}
+
+// boolInt is b as the database stores it: 1 or 0 (PostgreSQL takes no
+// bool for an integer column).
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -3,7 +3,6 @@ package durability
 import (
 	"cmp"
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"github.com/topcdn/topcdn/dag"
 	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/sqldb"
 	"github.com/topcdn/topcdn/storageapi"
 	"go.uber.org/zap"
 )
@@ -51,7 +51,7 @@ type Config struct {
 	// DB is the origin's database, opened by origindb.Open: the Keeper
 	// keeps peers, segments, manifests, stripe jobs and audits there.
 	// Required.
-	DB *sql.DB
+	DB *sqldb.DB
 	// Key is the origin's identity: it signs storage orders and manifests.
 	// Required.
 	Key *identity.Key

@@ -2,7 +2,6 @@ package durability
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -12,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/sqldb"
 	"github.com/topcdn/topcdn/storageapi"
 	"go.uber.org/zap"
 )
@@ -21,7 +21,7 @@ import (
 // striped blocks back, and audits, repairs and sweeps what it placed.
 type Keeper struct {
 	cfg     Config // defaults set
-	db      *sql.DB
+	db      *sqldb.DB
 	key     *identity.Key
 	log     *zap.Logger
 	metrics *metrics

@@ -37,13 +37,13 @@ func (kp *Keeper) CheckReadable(ctx context.Context, c cid.Cid) error {
 				JOIN manifest_segments ms2 ON ms2.root = ms.root
 			WHERE b.cid = ?1 AND NOT EXISTS (SELECT 1 FROM manifest_segments WHERE root = ?1)
 		)
-		SELECT g.id, g.data_shards, SUM(CASE WHEN s.bad = '' AND p.last_seen >= ?2 THEN 1 ELSE 0 END) AS healthy
+		SELECT g.id, g.data_shards, SUM(CASE WHEN s.bad = '' AND p.last_seen >= ?2 THEN 1 ELSE 0 END)
 		FROM segments g
 			JOIN shards s ON s.segment_id = g.id
 			LEFT JOIN peers p ON p.peer_id = s.peer_id
 		WHERE g.id IN (SELECT segment_id FROM segs)
 		GROUP BY g.id
-		HAVING healthy < g.data_shards
+		HAVING SUM(CASE WHEN s.bad = '' AND p.last_seen >= ?2 THEN 1 ELSE 0 END) < g.data_shards
 		ORDER BY g.id
 		LIMIT 1`, c.String(), since).Scan(&seg, &k, &healthy)
 	switch {

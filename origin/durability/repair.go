@@ -15,6 +15,7 @@ import (
 	"github.com/topcdn/topcdn/internal/httpkit"
 	"github.com/topcdn/topcdn/internal/tick"
 	"github.com/topcdn/topcdn/originapi"
+	"github.com/topcdn/topcdn/sqldb"
 	"go.uber.org/zap"
 )
 
@@ -356,23 +357,20 @@ func (kp *Keeper) dropOldShard(ctx context.Context, r shardRow) {
 // segment stale, in one transaction: no crash can leave a signed manifest
 // naming the old peer without a note to re-sign it.
 func (kp *Keeper) moveShard(ctx context.Context, segID int64, idx int, to peer.ID) error {
-	tx, err := kp.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("durability: %w", err)
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `UPDATE shards SET peer_id = ?, bad = '' WHERE segment_id = ? AND idx = ?`,
-		to.String(), segID, idx); err != nil {
-		return fmt.Errorf("durability: move shard: %w", err)
-	}
-	if err := kp.logMove(ctx, tx, segID, idx, to); err != nil {
-		return err
-	}
-	if _, err := tx.ExecContext(ctx, `UPDATE manifests SET stale = 1
-		WHERE root IN (SELECT root FROM manifest_segments WHERE segment_id = ?)`, segID); err != nil {
-		return fmt.Errorf("durability: mark manifests stale: %w", err)
-	}
-	return tx.Commit()
+	return sqldb.InTx(ctx, kp.db, func(tx *sqldb.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE shards SET peer_id = ?, bad = '' WHERE segment_id = ? AND idx = ?`,
+			to.String(), segID, idx); err != nil {
+			return fmt.Errorf("durability: move shard: %w", err)
+		}
+		if err := kp.logMove(ctx, tx, segID, idx, to); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE manifests SET stale = 1
+			WHERE root IN (SELECT root FROM manifest_segments WHERE segment_id = ?)`, segID); err != nil {
+			return fmt.Errorf("durability: mark manifests stale: %w", err)
+		}
+		return nil
+	})
 }
 
 // resignStale re-signs, with a new version, every manifest marked stale.

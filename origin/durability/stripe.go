@@ -15,6 +15,7 @@ import (
 	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/origin/origindb"
 	"github.com/topcdn/topcdn/originapi"
+	"github.com/topcdn/topcdn/sqldb"
 	"go.uber.org/zap"
 )
 
@@ -268,35 +269,31 @@ func (kp *Keeper) walk(ctx context.Context, root cid.Cid) ([]cid.Cid, error) {
 // saveSegment records a segment stored for root, its shards and its
 // blocks, and logs each shard's placement for billing, in one transaction.
 func (kp *Keeper) saveSegment(ctx context.Context, root cid.Cid, seg erasure.Segment, refs []erasure.BlockRef) error {
-	tx, err := kp.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("durability: %w", err)
-	}
-	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, `INSERT INTO segments (length, shard_size, data_shards, parity_shards, chunk_size, created_at)
-		VALUES (?, ?, ?, ?, ?, ?)`, seg.Length, seg.ShardSize, kp.striper.DataShards(), kp.striper.ParityShards(),
-		kp.striper.ChunkSize(), kp.now().UnixNano())
-	if err != nil {
-		return fmt.Errorf("durability: save segment: %w", err)
-	}
-	id, _ := res.LastInsertId()
-	for i, sh := range seg.Shards {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO shards (segment_id, idx, shard_id, peer_id, chunks) VALUES (?, ?, ?, ?, ?)`,
-			id, i, sh.ID, sh.Peer, sh.Chunks); err != nil {
-			return fmt.Errorf("durability: save shard: %w", err)
+	return sqldb.InTx(ctx, kp.db, func(tx *sqldb.Tx) error {
+		var id int64
+		if err := tx.QueryRowContext(ctx, `INSERT INTO segments (length, shard_size, data_shards, parity_shards, chunk_size, created_at)
+			VALUES (?, ?, ?, ?, ?, ?) RETURNING id`, seg.Length, seg.ShardSize, kp.striper.DataShards(), kp.striper.ParityShards(),
+			kp.striper.ChunkSize(), kp.now().UnixNano()).Scan(&id); err != nil {
+			return fmt.Errorf("durability: save segment: %w", err)
 		}
-		if err := origindb.AppendEvent(ctx, tx, originapi.BillingEvent{Kind: originapi.EventPlace, Shard: sh.ID, Peer: sh.Peer,
-			Segment: id, Size: seg.ShardSize, Root: root.String(), At: kp.now()}); err != nil {
-			return err
+		for i, sh := range seg.Shards {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO shards (segment_id, idx, shard_id, peer_id, chunks) VALUES (?, ?, ?, ?, ?)`,
+				id, i, sh.ID, sh.Peer, sh.Chunks); err != nil {
+				return fmt.Errorf("durability: save shard: %w", err)
+			}
+			if err := origindb.AppendEvent(ctx, tx, originapi.BillingEvent{Kind: originapi.EventPlace, Shard: sh.ID, Peer: sh.Peer,
+				Segment: id, Size: seg.ShardSize, Root: root.String(), At: kp.now()}); err != nil {
+				return err
+			}
 		}
-	}
-	for _, b := range refs {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO blocks (cid, segment_id, offset, length) VALUES (?, ?, ?, ?)
-			ON CONFLICT (cid) DO NOTHING`, b.CID, id, b.Offset, b.Length); err != nil {
-			return fmt.Errorf("durability: save block: %w", err)
+		for _, b := range refs {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO blocks (cid, segment_id, "offset", length) VALUES (?, ?, ?, ?)
+				ON CONFLICT (cid) DO NOTHING`, b.CID, id, b.Offset, b.Length); err != nil {
+				return fmt.Errorf("durability: save block: %w", err)
+			}
 		}
-	}
-	return tx.Commit()
+		return nil
+	})
 }
 
 // signManifest builds, signs and stores root's manifest from the segments
@@ -364,23 +361,20 @@ func (kp *Keeper) addBlocks(ctx context.Context, m *erasure.Manifest, all []cid.
 // saveManifest stores root's signed manifest (raw, its envelope) and the
 // segments it uses, in one transaction.
 func (kp *Keeper) saveManifest(ctx context.Context, root cid.Cid, version uint64, raw []byte, segIDs []int64) error {
-	tx, err := kp.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("durability: %w", err)
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `INSERT INTO manifests (root, version, envelope, updated_at) VALUES (?, ?, ?, ?)
-		ON CONFLICT (root) DO UPDATE SET version = excluded.version, envelope = excluded.envelope, updated_at = excluded.updated_at`,
-		root.String(), version, raw, kp.now().UnixNano()); err != nil {
-		return fmt.Errorf("durability: save manifest: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM manifest_segments WHERE root = ?`, root.String()); err != nil {
-		return fmt.Errorf("durability: save manifest: %w", err)
-	}
-	for i, id := range segIDs {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO manifest_segments (root, idx, segment_id) VALUES (?, ?, ?)`, root.String(), i, id); err != nil {
+	return sqldb.InTx(ctx, kp.db, func(tx *sqldb.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO manifests (root, version, envelope, updated_at) VALUES (?, ?, ?, ?)
+			ON CONFLICT (root) DO UPDATE SET version = excluded.version, envelope = excluded.envelope, updated_at = excluded.updated_at`,
+			root.String(), version, raw, kp.now().UnixNano()); err != nil {
 			return fmt.Errorf("durability: save manifest: %w", err)
 		}
-	}
-	return tx.Commit()
+		if _, err := tx.ExecContext(ctx, `DELETE FROM manifest_segments WHERE root = ?`, root.String()); err != nil {
+			return fmt.Errorf("durability: save manifest: %w", err)
+		}
+		for i, id := range segIDs {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO manifest_segments (root, idx, segment_id) VALUES (?, ?, ?)`, root.String(), i, id); err != nil {
+				return fmt.Errorf("durability: save manifest: %w", err)
+			}
+		}
+		return nil
+	})
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/origin/origindb"
 	"github.com/topcdn/topcdn/originapi"
+	"github.com/topcdn/topcdn/sqldb"
 	"github.com/topcdn/topcdn/storageapi"
 	"go.uber.org/zap"
 )
@@ -24,7 +25,7 @@ import (
 func (kp *Keeper) blockRef(ctx context.Context, c cid.Cid) (int64, erasure.BlockRef, error) {
 	var seg int64
 	ref := erasure.BlockRef{CID: c.String()}
-	err := kp.db.QueryRowContext(ctx, `SELECT segment_id, offset, length FROM blocks WHERE cid = ?`, c.String()).
+	err := kp.db.QueryRowContext(ctx, `SELECT segment_id, "offset", length FROM blocks WHERE cid = ?`, c.String()).
 		Scan(&seg, &ref.Offset, &ref.Length)
 	return seg, ref, err
 }
@@ -80,7 +81,7 @@ func (kp *Keeper) segmentManifest(ctx context.Context, segID int64) (*erasure.Ma
 	if seg.Shards, err = kp.segmentShards(ctx, segID); err != nil {
 		return nil, err
 	}
-	rows, err := kp.db.QueryContext(ctx, `SELECT cid, offset, length FROM blocks WHERE segment_id = ? ORDER BY offset`, segID)
+	rows, err := kp.db.QueryContext(ctx, `SELECT cid, "offset", length FROM blocks WHERE segment_id = ? ORDER BY "offset"`, segID)
 	if err != nil {
 		return nil, fmt.Errorf("durability: segment %d blocks: %w", segID, err)
 	}
@@ -172,35 +173,29 @@ func (kp *Keeper) flagPeer(f erasure.Flag, source string) {
 // saveFlag records a flag, logs it for billing and, for rotten bytes,
 // marks the shard bad, in one transaction.
 func (kp *Keeper) saveFlag(ctx context.Context, f erasure.Flag, source string) error {
-	tx, err := kp.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("durability: flag: %w", err)
-	}
-	defer tx.Rollback()
 	now := kp.now()
-	if _, err := tx.ExecContext(ctx, `INSERT INTO flags (peer_id, shard_id, reason, source, at) VALUES (?, ?, ?, ?, ?)`,
-		f.Peer.String(), f.Shard, f.Reason, source, now.UnixNano()); err != nil {
-		return fmt.Errorf("durability: flag: %w", err)
-	}
-	if err := origindb.AppendEvent(ctx, tx, originapi.BillingEvent{Kind: originapi.EventFlag, Peer: f.Peer.String(),
-		Shard: f.Shard, Reason: f.Reason, At: now}); err != nil {
-		return err
-	}
-	if f.Reason == "bad-bytes" || f.Reason == "refused-audits" {
-		if _, err := tx.ExecContext(ctx, `UPDATE shards SET bad = ? WHERE shard_id = ? AND peer_id = ? AND bad = ''`,
-			source+": "+f.Reason, f.Shard, f.Peer.String()); err != nil {
-			return fmt.Errorf("durability: mark shard bad: %w", err)
+	return sqldb.InTx(ctx, kp.db, func(tx *sqldb.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO flags (peer_id, shard_id, reason, source, at) VALUES (?, ?, ?, ?, ?)`,
+			f.Peer.String(), f.Shard, f.Reason, source, now.UnixNano()); err != nil {
+			return fmt.Errorf("durability: flag: %w", err)
 		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("durability: flag: %w", err)
-	}
-	return nil
+		if err := origindb.AppendEvent(ctx, tx, originapi.BillingEvent{Kind: originapi.EventFlag, Peer: f.Peer.String(),
+			Shard: f.Shard, Reason: f.Reason, At: now}); err != nil {
+			return err
+		}
+		if f.Reason == "bad-bytes" || f.Reason == "refused-audits" {
+			if _, err := tx.ExecContext(ctx, `UPDATE shards SET bad = ? WHERE shard_id = ? AND peer_id = ? AND bad = ''`,
+				source+": "+f.Reason, f.Shard, f.Peer.String()); err != nil {
+				return fmt.Errorf("durability: mark shard bad: %w", err)
+			}
+		}
+		return nil
+	})
 }
 
 // logMove appends, in tx, the move of shard idx of segment segID to peer
 // to to the billing log. moveShard calls it in its transaction.
-func (kp *Keeper) logMove(ctx context.Context, tx *sql.Tx, segID int64, idx int, to peer.ID) error {
+func (kp *Keeper) logMove(ctx context.Context, tx *sqldb.Tx, segID int64, idx int, to peer.ID) error {
 	var shard string
 	var size int64
 	if err := tx.QueryRowContext(ctx, `SELECT s.shard_id, g.shard_size FROM shards s JOIN segments g ON g.id = s.segment_id

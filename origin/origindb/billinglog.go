@@ -8,6 +8,7 @@ import (
 
 	"github.com/ipfs/boxo/ipns"
 	"github.com/topcdn/topcdn/originapi"
+	"github.com/topcdn/topcdn/sqldb"
 )
 
 // The billing log (table billing_log, migration 7) is the origin's
@@ -16,7 +17,7 @@ import (
 // it, each event in the transaction of the change it records, so the log
 // never says more or less than the tables.
 
-// Execer is what AppendEvent writes through: the *sql.Tx of the change.
+// Execer is what AppendEvent writes through: the *sqldb.Tx of the change.
 type Execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
@@ -37,20 +38,27 @@ func AppendEvent(ctx context.Context, tx Execer, ev originapi.BillingEvent) erro
 // since, oldest first, and the ID of the log's last event. A name event
 // backfilled from the tables, which lack the publisher, gets the IPNS
 // name's peer.
-func Events(ctx context.Context, db *sql.DB, since int64, limit int) ([]originapi.BillingEvent, int64, error) {
-	tx, err := db.BeginTx(ctx, nil)
+func Events(ctx context.Context, db *sqldb.DB, since int64, limit int) (evs []originapi.BillingEvent, last int64, err error) {
+	err = sqldb.InTx(ctx, db, func(tx *sqldb.Tx) error {
+		evs, last, err = events(ctx, tx, since, limit)
+		return err
+	})
 	if err != nil {
 		return nil, 0, fmt.Errorf("origin: billing log: %w", err)
 	}
-	defer tx.Rollback()
+	return evs, last, nil
+}
+
+// events reads Events' answer in tx, so that last and the events agree.
+func events(ctx context.Context, tx *sqldb.Tx, since int64, limit int) ([]originapi.BillingEvent, int64, error) {
 	var last int64
 	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(max(id), 0) FROM billing_log`).Scan(&last); err != nil {
-		return nil, 0, fmt.Errorf("origin: billing log: %w", err)
+		return nil, 0, err
 	}
 	rows, err := tx.QueryContext(ctx, `SELECT id, kind, root, publisher, name, ipns, seq, ttl_ns, shard, peer, segment_id, size,
 			reason, at FROM billing_log WHERE id > ? ORDER BY id LIMIT ?`, since, limit)
 	if err != nil {
-		return nil, 0, fmt.Errorf("origin: billing log: %w", err)
+		return nil, 0, err
 	}
 	defer rows.Close()
 	evs := []originapi.BillingEvent{}
@@ -59,7 +67,7 @@ func Events(ctx context.Context, db *sql.DB, since int64, limit int) ([]originap
 		var seq, ttl, at int64
 		if err := rows.Scan(&ev.ID, &ev.Kind, &ev.Root, &ev.Publisher, &ev.Name, &ev.IPNS, &seq, &ttl, &ev.Shard, &ev.Peer,
 			&ev.Segment, &ev.Size, &ev.Reason, &at); err != nil {
-			return nil, 0, fmt.Errorf("origin: billing log: %w", err)
+			return nil, 0, err
 		}
 		ev.Seq, ev.TTLSeconds, ev.At = uint64(seq), ttl/int64(time.Second), time.Unix(0, at).UTC()
 		if ev.Kind == originapi.EventName && ev.Publisher == "" {
@@ -69,8 +77,5 @@ func Events(ctx context.Context, db *sql.DB, since int64, limit int) ([]originap
 		}
 		evs = append(evs, ev)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, 0, fmt.Errorf("origin: billing log: %w", err)
-	}
-	return evs, last, nil
+	return evs, last, rows.Err()
 }

@@ -20,7 +20,7 @@ import (
 func TestBillingLogBackfill(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "origin.db")
-	old, err := sqlitedb.Open(ctx, path, schema[:5])
+	old, err := sqlitedb.Open(ctx, path, history[:5])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,5 +74,10 @@ func TestBillingLogBackfill(t *testing.T) {
 		if evs[i] != w {
 			t.Errorf("event %d: %+v\nwant      %+v", i, evs[i], w)
 		}
+	}
+	// Version 10 seeds the log's counter with its last ID.
+	var n int64
+	if err := db.QueryRowContext(ctx, `SELECT n FROM counters WHERE name = 'billing_log'`).Scan(&n); err != nil || n != last {
+		t.Fatalf("billing_log counter %d, %v; want %d", n, err, last)
 	}
 }

@@ -1,6 +1,7 @@
-// Package origindb opens the origin's SQLite database, DATA/origin.db, and
-// holds its schema: one migration history (PRAGMA user_version) for the
-// tables of both the origin's jobs.
+// Package origindb opens the origin's database and holds its schema: one
+// migration history for the tables of both the origin's jobs. The
+// database is an embedded SQLite file, DATA/origin.db, by default, or a
+// PostgreSQL database that several origins share (package sqldb).
 //
 //   - The content side (package origin): published roots, IPNS records,
 //     human names, publishers' usage, who uploaded each root, the nonces
@@ -9,6 +10,12 @@
 //   - The storage side (package origin/durability): storage peers and
 //     their heartbeats, striped segments, their shards and blocks, signed
 //     manifests, stripe jobs, audits and flags.
+//
+// SQLite databases keep the history they were created with (versions 1
+// to 9, PRAGMA user_version); a PostgreSQL database starts from the
+// baseline those reach, and from version 10 on both take the same
+// migrations (TestSchemaDialects holds all three ways to the same
+// tables).
 //
 // Invariant: a migration, once released, is never edited, only followed
 // by another, so every data directory an older origin created opens, and

@@ -2,19 +2,19 @@ package origindb
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"slices"
 	"time"
 
 	"github.com/topcdn/topcdn/originapi"
+	"github.com/topcdn/topcdn/sqldb"
 )
 
 // NameHistory returns the latest limit moves of the human name, oldest
 // first: the name events of the billing log, which every accepted record
 // of a bound name appends (a database older than the log has the record
 // it held then, backfilled).
-func NameHistory(ctx context.Context, db *sql.DB, name string, limit int) ([]originapi.NameMove, error) {
+func NameHistory(ctx context.Context, db *sqldb.DB, name string, limit int) ([]originapi.NameMove, error) {
 	rows, err := db.QueryContext(ctx, `SELECT root, seq, ipns, at FROM billing_log WHERE kind = ? AND name = ?
 		ORDER BY id DESC LIMIT ?`, originapi.EventName, name, limit)
 	if err != nil {

@@ -2,13 +2,13 @@ package origindb
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 	"time"
 
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/originapi"
+	"github.com/topcdn/topcdn/sqldb"
 )
 
 // The name-change stream (table name_changes, migration 8) holds each new
@@ -17,8 +17,9 @@ import (
 // trimmed: readers that fall behind what is kept start over (Reset).
 
 // AppendChange appends c (its ID ignored, the stream assigns it) to the
-// name-change stream through tx, and returns its ID.
-func AppendChange(ctx context.Context, tx Execer, c originapi.NameChange) (int64, error) {
+// name-change stream through tx, the transaction of the change, and
+// returns its ID.
+func AppendChange(ctx context.Context, tx sqldb.Querier, c originapi.NameChange) (int64, error) {
 	var purge []byte
 	if c.Purge != nil {
 		var err error
@@ -26,26 +27,39 @@ func AppendChange(ctx context.Context, tx Execer, c originapi.NameChange) (int64
 			return 0, fmt.Errorf("origin: name changes: append %s: %w", c.Kind, err)
 		}
 	}
-	res, err := tx.ExecContext(ctx, `INSERT INTO name_changes (kind, name, ipns, record, purge, at) VALUES (?, ?, ?, ?, ?, ?)`,
-		c.Kind, c.Name, c.IPNS, c.Record, purge, c.At.UnixNano())
-	if err != nil {
-		return 0, fmt.Errorf("origin: name changes: append %s: %w", c.Kind, err)
-	}
-	id, err := res.LastInsertId()
-	if err != nil {
+	var id int64
+	if err := tx.QueryRowContext(ctx, `INSERT INTO name_changes (kind, name, ipns, record, purge, at) VALUES (?, ?, ?, ?, ?, ?)
+		RETURNING id`, c.Kind, c.Name, c.IPNS, c.Record, purge, c.At.UnixNano()).Scan(&id); err != nil {
 		return 0, fmt.Errorf("origin: name changes: append %s: %w", c.Kind, err)
 	}
 	return id, nil
 }
 
+// lastChange returns the ID of the last change ever appended (0 if none),
+// trimmed or not: SQLite's AUTOINCREMENT counter, or the largest ID kept
+// on PostgreSQL, where trimming always keeps the last changes
+// (keepNameChanges in package origin) and the sequence, not
+// transactional, tells only when none is kept.
+func lastChange(ctx context.Context, q sqldb.Querier) (int64, error) {
+	query := `SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'name_changes'), 0)`
+	if q.Postgres() {
+		query = `SELECT COALESCE((SELECT max(id) FROM name_changes), pg_sequence_last_value('name_changes_id_seq'), 0)`
+	}
+	var last int64
+	err := q.QueryRowContext(ctx, query).Scan(&last)
+	return last, err
+}
+
 // ChangesSpan returns the ID of the oldest change kept and of the last one
 // ever appended (0 if none). When none is kept, oldest is last+1.
-func ChangesSpan(ctx context.Context, db *sql.DB) (oldest, last int64, err error) {
-	err = db.QueryRowContext(ctx, `SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'name_changes'), 0)`).Scan(&last)
+func ChangesSpan(ctx context.Context, db *sqldb.DB) (oldest, last int64, err error) {
+	err = sqldb.InTx(ctx, db, func(tx *sqldb.Tx) error {
+		if last, err = lastChange(ctx, tx); err != nil {
+			return err
+		}
+		return tx.QueryRowContext(ctx, `SELECT COALESCE(min(id), ?) FROM name_changes`, last+1).Scan(&oldest)
+	})
 	if err != nil {
-		return 0, 0, fmt.Errorf("origin: name changes: %w", err)
-	}
-	if err := db.QueryRowContext(ctx, `SELECT COALESCE(min(id), ?) FROM name_changes`, last+1).Scan(&oldest); err != nil {
 		return 0, 0, fmt.Errorf("origin: name changes: %w", err)
 	}
 	return oldest, last, nil
@@ -54,7 +68,7 @@ func ChangesSpan(ctx context.Context, db *sql.DB) (oldest, last int64, err error
 // Changes returns the changes with IDs above since and at most to, oldest
 // first: at most limit of them, and no more record and purge bytes than
 // maxBytes, except that the first change is returned whatever its size.
-func Changes(ctx context.Context, db *sql.DB, since, to int64, limit, maxBytes int) ([]originapi.NameChange, error) {
+func Changes(ctx context.Context, db *sqldb.DB, since, to int64, limit, maxBytes int) ([]originapi.NameChange, error) {
 	rows, err := db.QueryContext(ctx, `SELECT id, kind, name, ipns, record, purge, at FROM name_changes
 		WHERE id > ? AND id <= ? ORDER BY id LIMIT ?`, since, to, limit)
 	if err != nil {
@@ -94,29 +108,27 @@ func Changes(ctx context.Context, db *sql.DB, since, to int64, limit, maxBytes i
 // after one appended later, the clock having gone back, is kept with it).
 // It returns how many it deleted and the ID of the oldest change now kept
 // (last+1 when none is), as ChangesSpan does.
-func TrimChanges(ctx context.Context, db *sql.DB, cutoff time.Time, keep int) (deleted, oldest int64, err error) {
-	tx, err := db.BeginTx(ctx, nil)
+func TrimChanges(ctx context.Context, db *sqldb.DB, cutoff time.Time, keep int) (deleted, oldest int64, err error) {
+	err = sqldb.InTx(ctx, db, func(tx *sqldb.Tx) error {
+		last, err := lastChange(ctx, tx)
+		if err != nil {
+			return err
+		}
+		// The newest ID to delete: before the first change that is recent
+		// enough, and not one of the last keep.
+		var upTo int64
+		if err := tx.QueryRowContext(ctx, `SELECT COALESCE((SELECT min(id) - 1 FROM name_changes WHERE at >= ?), ?)`,
+			cutoff.UnixNano(), last).Scan(&upTo); err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM name_changes WHERE id <= ?`, min(upTo, last-int64(keep)))
+		if err != nil {
+			return err
+		}
+		deleted, _ = res.RowsAffected()
+		return tx.QueryRowContext(ctx, `SELECT COALESCE(min(id), ?) FROM name_changes`, last+1).Scan(&oldest)
+	})
 	if err != nil {
-		return 0, 0, fmt.Errorf("origin: trim name changes: %w", err)
-	}
-	defer tx.Rollback()
-	var last int64
-	if err := tx.QueryRowContext(ctx, `SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'name_changes'), 0)`).Scan(&last); err != nil {
-		return 0, 0, fmt.Errorf("origin: trim name changes: %w", err)
-	}
-	// The newest ID to delete: before the first change that is recent
-	// enough, and not one of the last keep.
-	res, err := tx.ExecContext(ctx, `DELETE FROM name_changes WHERE id <= min(?,
-			COALESCE((SELECT min(id) - 1 FROM name_changes WHERE at >= ?), ?))`,
-		last-int64(keep), cutoff.UnixNano(), last)
-	if err != nil {
-		return 0, 0, fmt.Errorf("origin: trim name changes: %w", err)
-	}
-	deleted, _ = res.RowsAffected()
-	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(min(id), ?) FROM name_changes`, last+1).Scan(&oldest); err != nil {
-		return 0, 0, fmt.Errorf("origin: trim name changes: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
 		return 0, 0, fmt.Errorf("origin: trim name changes: %w", err)
 	}
 	return deleted, oldest, nil

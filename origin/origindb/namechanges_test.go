@@ -3,21 +3,23 @@ package origindb
 import (
 	"bytes"
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/testkit/pgtest"
 	"github.com/topcdn/topcdn/originapi"
 )
 
 // TestNameChanges: changes are read back as appended, in pages bounded by
 // count and bytes (the first change whatever its size); trimming deletes
 // only an old prefix, keeps the last ones asked for and leaves no gap; IDs
-// are never reused.
-func TestNameChanges(t *testing.T) {
+// are never reused. On SQLite and PostgreSQL.
+func TestNameChanges(t *testing.T) { pgtest.Dialects(t, testNameChanges) }
+
+func testNameChanges(t *testing.T, dsn string) {
 	ctx := context.Background()
-	db, err := Open(ctx, filepath.Join(t.TempDir(), "origin.db"))
+	db, err := Open(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}

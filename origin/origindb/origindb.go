@@ -2,16 +2,16 @@ package origindb
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 
-	"github.com/topcdn/topcdn/sqlitedb"
+	"github.com/topcdn/topcdn/sqldb"
 )
 
-// schema is applied in order; PRAGMA user_version records how far. Its
-// history is the data directories': a migration, once released, is never
-// edited, only followed by another.
-var schema = []string{
+// history is the SQLite databases' schema up to version 9, applied in
+// order; PRAGMA user_version records how far. It is the data directories'
+// history: released, it is never edited. Migrations after it are shared
+// with PostgreSQL (shared), which starts from baseline instead.
+var history = []string{
 	`CREATE TABLE roots (
 		cid        TEXT PRIMARY KEY,
 		created_at INTEGER NOT NULL
@@ -219,10 +219,234 @@ var schema = []string{
 	CREATE INDEX purge_nonces_at ON purge_nonces (at);`,
 }
 
-// Open opens the origin's database at path (DATA/origin.db), creating it if
-// needed and bringing its schema up to date.
-func Open(ctx context.Context, path string) (*sql.DB, error) {
-	db, err := sqlitedb.Open(ctx, path, schema)
+// baseline is the schema history reaches (version 9) for PostgreSQL, in
+// SQL both dialects accept (sqldb.Schema): BIGINT for SQLite's INTEGER,
+// {{id}} for INTEGER PRIMARY KEY, {{blob}} for BLOB, DOUBLE PRECISION for
+// REAL, and blocks."offset" quoted (OFFSET is reserved in PostgreSQL; both
+// accept the quoted name). The billing log's backfill (version 7) has no
+// counterpart: a PostgreSQL database starts empty. TestSchemaDialects holds
+// it to history.
+const baseline = `CREATE TABLE roots (
+		cid        TEXT PRIMARY KEY,
+		created_at BIGINT NOT NULL
+	);
+	CREATE TABLE records (
+		ipns       TEXT PRIMARY KEY,
+		sequence   BIGINT NOT NULL,
+		value      TEXT NOT NULL,
+		validity   BIGINT NOT NULL,
+		ttl_ns     BIGINT NOT NULL,
+		record     {{blob}} NOT NULL,
+		updated_at BIGINT NOT NULL
+	);
+	CREATE TABLE names (
+		name       TEXT PRIMARY KEY,
+		ipns       TEXT NOT NULL UNIQUE,
+		created_at BIGINT NOT NULL
+	);
+	CREATE TABLE peers (
+		peer_id    TEXT PRIMARY KEY,
+		addr       TEXT NOT NULL,
+		capacity   BIGINT NOT NULL,
+		free       BIGINT NOT NULL,
+		shards     BIGINT NOT NULL,
+		lat        DOUBLE PRECISION,
+		lon        DOUBLE PRECISION,
+		region     TEXT NOT NULL DEFAULT '',
+		hb_time    BIGINT NOT NULL, -- the heartbeat's own timestamp (ns)
+		last_seen  BIGINT NOT NULL, -- when the origin accepted it (ns)
+		first_seen BIGINT NOT NULL
+	);
+	CREATE TABLE segments (
+		id            {{id}},
+		length        BIGINT NOT NULL,
+		shard_size    BIGINT NOT NULL,
+		data_shards   BIGINT NOT NULL,
+		parity_shards BIGINT NOT NULL,
+		chunk_size    BIGINT NOT NULL,
+		created_at    BIGINT NOT NULL
+	);
+	CREATE TABLE shards (
+		segment_id BIGINT NOT NULL REFERENCES segments (id),
+		idx        BIGINT NOT NULL,
+		shard_id   TEXT NOT NULL,
+		peer_id    TEXT NOT NULL,
+		chunks     {{blob}} NOT NULL,
+		bad        TEXT NOT NULL DEFAULT '', -- why the shard is not trusted, if it is not
+		PRIMARY KEY (segment_id, idx)
+	);
+	CREATE INDEX shards_peer ON shards (peer_id);
+	CREATE TABLE blocks (
+		cid        TEXT PRIMARY KEY,
+		segment_id BIGINT NOT NULL REFERENCES segments (id),
+		"offset"   BIGINT NOT NULL,
+		length     BIGINT NOT NULL
+	);
+	CREATE INDEX blocks_segment ON blocks (segment_id);
+	CREATE TABLE manifests (
+		root       TEXT PRIMARY KEY,
+		version    BIGINT NOT NULL,
+		envelope   {{blob}} NOT NULL,
+		updated_at BIGINT NOT NULL,
+		stale      BIGINT NOT NULL DEFAULT 0
+	);
+	CREATE TABLE manifest_segments (
+		root       TEXT NOT NULL,
+		idx        BIGINT NOT NULL,
+		segment_id BIGINT NOT NULL,
+		PRIMARY KEY (root, idx)
+	);
+	CREATE INDEX manifest_segments_segment ON manifest_segments (segment_id);
+	CREATE TABLE stripe_jobs (
+		root       TEXT PRIMARY KEY,
+		state      TEXT NOT NULL, -- pending, done
+		error      TEXT NOT NULL DEFAULT '',
+		created_at BIGINT NOT NULL,
+		updated_at BIGINT NOT NULL
+	);
+	CREATE TABLE audits (
+		id       {{id}},
+		peer_id  TEXT NOT NULL,
+		shard_id TEXT NOT NULL,
+		ok       BIGINT NOT NULL,
+		reason   TEXT NOT NULL,
+		at       BIGINT NOT NULL,
+		result   TEXT NOT NULL DEFAULT ''
+	);
+	CREATE INDEX audits_peer ON audits (peer_id, at);
+	CREATE INDEX audits_shard ON audits (shard_id, peer_id, at);
+	CREATE TABLE flags (
+		id       {{id}},
+		peer_id  TEXT NOT NULL,
+		shard_id TEXT NOT NULL,
+		reason   TEXT NOT NULL,
+		source   TEXT NOT NULL, -- read or audit
+		at       BIGINT NOT NULL
+	);
+	CREATE TABLE publishers (
+		peer_id     TEXT PRIMARY KEY,
+		used_bytes  BIGINT NOT NULL, -- bytes of the blocks its uploads newly stored (and reservations in flight)
+		uploads     BIGINT NOT NULL DEFAULT 0,
+		last_upload BIGINT NOT NULL DEFAULT 0 -- ns; 0: none accepted yet
+	);
+	CREATE TABLE root_publishers (
+		root       TEXT NOT NULL,
+		publisher  TEXT NOT NULL,
+		created_at BIGINT NOT NULL,
+		PRIMARY KEY (root, publisher)
+	);
+	CREATE INDEX root_publishers_publisher ON root_publishers (publisher);
+	CREATE TABLE upload_nonces (
+		signer    TEXT NOT NULL,
+		nonce     TEXT NOT NULL,
+		signed_at BIGINT NOT NULL, -- the authorization's own time (ns)
+		PRIMARY KEY (signer, nonce)
+	);
+	CREATE INDEX upload_nonces_signed ON upload_nonces (signed_at);
+	CREATE TABLE dag_stats (
+		cid    TEXT PRIMARY KEY,
+		height BIGINT NOT NULL,
+		blocks BIGINT NOT NULL
+	);
+	CREATE TABLE repair_backoff (
+		segment_id   BIGINT PRIMARY KEY,
+		failures     BIGINT NOT NULL,
+		next_at      BIGINT NOT NULL,
+		last_error   TEXT NOT NULL,
+		healthy_seen BIGINT NOT NULL,
+		peers_seen   BIGINT NOT NULL
+	);
+	CREATE TABLE billing_log (
+		id         {{id}},
+		kind       TEXT NOT NULL, -- upload, name, place, move, flag
+		root       TEXT NOT NULL DEFAULT '',
+		publisher  TEXT NOT NULL DEFAULT '',
+		name       TEXT NOT NULL DEFAULT '',
+		ipns       TEXT NOT NULL DEFAULT '',
+		seq        BIGINT NOT NULL DEFAULT 0,
+		ttl_ns     BIGINT NOT NULL DEFAULT 0,
+		shard      TEXT NOT NULL DEFAULT '',
+		peer       TEXT NOT NULL DEFAULT '',
+		segment_id BIGINT NOT NULL DEFAULT 0,
+		size       BIGINT NOT NULL DEFAULT 0,
+		reason     TEXT NOT NULL DEFAULT '',
+		at         BIGINT NOT NULL -- ns
+	);
+	CREATE TABLE name_changes (
+		id     {{id}}, -- BIGSERIAL: never reused, as SQLite's AUTOINCREMENT
+		kind   TEXT NOT NULL,
+		name   TEXT NOT NULL,
+		ipns   TEXT NOT NULL,
+		record {{blob}},
+		purge  {{blob}},
+		at     BIGINT NOT NULL
+	);
+	CREATE TABLE purge_nonces (
+		signer TEXT NOT NULL,
+		nonce  TEXT NOT NULL,
+		at     BIGINT NOT NULL,
+		PRIMARY KEY (signer, nonce)
+	);
+	CREATE INDEX purge_nonces_at ON purge_nonces (at);`
+
+// shared are the migrations after history and baseline, one text for
+// SQLite and PostgreSQL (sqldb.Schema): version 10 on.
+var shared = []string{
+	// Version 10: what several origins over one database coordinate
+	// through (docs/design/origins.md §2, §4): leases on the background
+	// jobs, the billing log's counter (gapless IDs, committed in order),
+	// shards being placed or deleted, quota reservations in flight, the
+	// origins themselves; stripe jobs claimed by an origin, and which
+	// origin signed each manifest; used from #18's slice 2 on. The
+	// design's table placing is placements here: PLACING is reserved in
+	// PostgreSQL.
+	`CREATE TABLE leases (
+		name    TEXT PRIMARY KEY,
+		holder  TEXT NOT NULL,
+		token   BIGINT NOT NULL, -- goes up with each new holder
+		expires BIGINT NOT NULL  -- ns, the database's clock
+	);
+	CREATE TABLE counters (
+		name TEXT PRIMARY KEY,
+		n    BIGINT NOT NULL
+	);
+	INSERT INTO counters (name, n) SELECT 'billing_log', COALESCE(max(id), 0) FROM billing_log;
+	CREATE TABLE placements ( -- a shard being put on, or deleted from, a peer
+		shard   TEXT NOT NULL,
+		peer    TEXT NOT NULL,
+		kind    TEXT NOT NULL, -- put, delete
+		n       BIGINT NOT NULL,
+		holder  TEXT NOT NULL,
+		expires BIGINT NOT NULL,
+		PRIMARY KEY (shard, peer)
+	);
+	CREATE TABLE reservations (
+		id        TEXT PRIMARY KEY,
+		publisher TEXT NOT NULL,
+		bytes     BIGINT NOT NULL,
+		holder    TEXT NOT NULL,
+		expires   BIGINT NOT NULL
+	);
+	CREATE TABLE origins (
+		peer_id    TEXT PRIMARY KEY,
+		url        TEXT NOT NULL,
+		config     TEXT NOT NULL, -- JSON of the settings that must match across origins
+		started_at BIGINT NOT NULL,
+		last_seen  BIGINT NOT NULL
+	);
+	ALTER TABLE stripe_jobs ADD COLUMN holder TEXT NOT NULL DEFAULT '';
+	ALTER TABLE stripe_jobs ADD COLUMN lease_until BIGINT NOT NULL DEFAULT 0;
+	ALTER TABLE manifests ADD COLUMN signer TEXT NOT NULL DEFAULT '';`,
+}
+
+// schema is the origin's schema in both dialects.
+var schema = sqldb.Schema{SQLite: history, Baseline: baseline, BaselineVersion: len(history), Shared: shared}
+
+// Open opens the origin's database, dsn: a SQLite file (DATA/origin.db)
+// or a PostgreSQL URL (postgres://…), creating it if needed and bringing
+// its schema up to date. opts are sqldb's.
+func Open(ctx context.Context, dsn string, opts ...sqldb.Option) (*sqldb.DB, error) {
+	db, err := sqldb.Open(ctx, dsn, schema, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("origin: %w", err)
 	}

@@ -67,7 +67,7 @@ func TestSchemaGolden(t *testing.T) {
 func TestOpenOlderDatabase(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "origin.db")
-	old, err := sqlitedb.Open(ctx, path, schema[:2])
+	old, err := sqlitedb.Open(ctx, path, history[:2])
 	if err != nil {
 		t.Fatal(err)
 	}
