@@ -3,6 +3,7 @@ package origin
 import (
 	"cmp"
 	"errors"
+	"path/filepath"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -29,10 +30,15 @@ const (
 // default; a negative PublisherQuota turns the quota off, and New refuses
 // other negative values (of the StripeConfig's too).
 type Config struct {
-	// DataDir holds the block store (blocks/), the metadata database
-	// (origin.db), upload staging files (staging/) and, by default, the
-	// origin's key (origin.key). Required.
+	// DataDir holds the block store (blocks/), upload staging files
+	// (staging/) and, by default, the metadata database (origin.db, see
+	// DB) and the origin's key (origin.key). Required.
 	DataDir string
+	// DB is the metadata database: a SQLite file, or a PostgreSQL database
+	// given by its URL (postgres://… or postgresql://…; package sqldb).
+	// Default: DataDir/origin.db. Until the origins coordinate their
+	// background work (#18), one origin runs over a database.
+	DB string
 	// Key is the origin's identity. Default: loaded from DataDir/origin.key,
 	// generated there on first start.
 	Key *identity.Key
@@ -137,6 +143,7 @@ func (cfg *Config) setDefaults() error {
 	cfg.MaxUploadBlocks = cmp.Or(cfg.MaxUploadBlocks, DefaultMaxUploadBlocks)
 	cfg.MaxConcurrentUploads = cmp.Or(cfg.MaxConcurrentUploads, DefaultMaxConcurrentUploads)
 	cfg.Domain = cmp.Or(cfg.Domain, DefaultDomain)
+	cfg.DB = cmp.Or(cfg.DB, filepath.Join(cfg.DataDir, "origin.db"))
 	switch {
 	case cfg.PublisherQuota == 0:
 		cfg.PublisherQuota = DefaultPublisherQuota

@@ -1,6 +1,7 @@
 package origin
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"os"
@@ -35,7 +36,7 @@ func TestConfig(t *testing.T) {
 		quota     int64
 	}{
 		{name: "defaults", cfg: Config{DataDir: dir, Stripe: &durability.StripeConfig{}}, quota: DefaultPublisherQuota},
-		{name: "set values", cfg: Config{DataDir: dir, PublisherQuota: 5}, quota: 5},
+		{name: "set values", cfg: Config{DataDir: dir, PublisherQuota: 5, DB: "postgres://db.example/origin"}, quota: 5},
 		{name: "no quota", cfg: Config{DataDir: dir, PublisherQuota: -1}, quota: 0},
 		{name: "no data dir", cfg: Config{}, shouldErr: true},
 		{name: "negative upload size", cfg: Config{DataDir: dir, MaxUploadSize: -1}, shouldErr: true},
@@ -62,6 +63,9 @@ func TestConfig(t *testing.T) {
 				cfg.MaxNameWaiters != DefaultMaxNameWaiters || cfg.MaxNameWaitersPerIP != DefaultMaxNameWaitersPerIP {
 				t.Errorf("quota %d, max upload %d, concurrent uploads %d, retention %s, waiters %d (%d per IP)", cfg.PublisherQuota,
 					cfg.MaxUploadSize, cfg.MaxConcurrentUploads, cfg.NameChangesRetention, cfg.MaxNameWaiters, cfg.MaxNameWaitersPerIP)
+			}
+			if want := cmp.Or(tc.cfg.DB, filepath.Join(dir, "origin.db")); cfg.DB != want {
+				t.Errorf("DB %q, want %q", cfg.DB, want)
 			}
 		})
 	}

@@ -3,7 +3,7 @@
 // An origin takes published content as CAR uploads, verifies every block
 // against its CID, and stores it durably in a flatfs blockstore; its
 // metadata (IPNS records, human names, published roots) lives in an
-// embedded SQLite database. It serves the IPFS Trustless Gateway API
+// embedded SQLite database, or in PostgreSQL (Config.DB). It serves the IPFS Trustless Gateway API
 // (raw blocks, CARs, IPNS records) through boxo's gateway package, plus a
 // small JSON API for publishers: which blocks are missing, CAR upload, and
 // human names. Uploads are signed by the publisher's key (UploadHeader,
@@ -15,7 +15,7 @@
 // (Origin.Storage), stripes it, reads it back for the origin's block view
 // (local disk first), and audits, repairs and sweeps the peers; the origin
 // wires it in and serves its routes. Both keep their state in the one
-// SQLite database whose schema is package origin/origindb's.
+// database whose schema is package origin/origindb's.
 //
 // These invariants keep a publish atomic and the store consistent:
 //

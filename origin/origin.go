@@ -94,7 +94,7 @@ func New(ctx context.Context, cfg Config) (*Origin, error) {
 		o.Close()
 		return nil, err
 	}
-	o.log.Info("origin opened", zap.String("data", cfg.DataDir), zap.Stringer("peer_id", o.key.ID))
+	o.log.Info("origin opened", zap.String("data", cfg.DataDir), zap.Bool("postgres", o.db.Postgres()), zap.Stringer("peer_id", o.key.ID))
 	return o, nil
 }
 
@@ -112,7 +112,7 @@ func (o *Origin) openStores(ctx context.Context) error {
 	}
 	union := &unionBlockstore{Blockstore: o.local}
 	o.blocks = union
-	if o.db, err = origindb.Open(ctx, filepath.Join(o.cfg.DataDir, "origin.db")); err != nil {
+	if o.db, err = origindb.Open(ctx, o.cfg.DB); err != nil {
 		o.ds.Close()
 		return err
 	}
