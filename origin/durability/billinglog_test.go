@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/topcdn/topcdn/erasure"
+	"github.com/topcdn/topcdn/internal/testkit/pgtest"
 	"github.com/topcdn/topcdn/origin/origindb"
 	"github.com/topcdn/topcdn/originapi"
 )
@@ -13,9 +14,11 @@ import (
 // TestBillingLogStorageEvents: striping logs each shard's placement with
 // its root, a repair logs the shard's move to its new peer, and a flag is
 // logged, each in the transaction of its change.
-func TestBillingLogStorageEvents(t *testing.T) {
+func TestBillingLogStorageEvents(t *testing.T) { pgtest.Dialects(t, testBillingLogStorageEvents) }
+
+func testBillingLogStorageEvents(t *testing.T, dsn string) {
 	ctx := context.Background()
-	sn := newStripeNet(t, 7, StripeConfig{DataShards: 4, ParityShards: 2, ChunkSize: 512, RepairThreshold: 6,
+	sn := newStripeNet(t, dsn, 7, StripeConfig{DataShards: 4, ParityShards: 2, ChunkSize: 512, RepairThreshold: 6,
 		AuditInterval: time.Hour, RepairInterval: time.Hour})
 	for i := range sn.peers {
 		sn.heartbeat(t, i, int64(900-100*i)) // peer 0 gets shard 0, peer 6 is the spare

@@ -2,6 +2,7 @@ package durability
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -10,15 +11,18 @@ import (
 	"github.com/ipfs/go-datastore"
 	dssync "github.com/ipfs/go-datastore/sync"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/testkit/pgtest"
 	"github.com/topcdn/topcdn/origin/origindb"
 )
 
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
 // testConfig returns cfg with what a Keeper needs of its origin: a new
-// origin database, a new origin key and an in-memory block store for both
-// Local and Blocks.
-func testConfig(t testing.TB, cfg Config) Config {
+// origin database at dsn (pgtest.Dialects), a new origin key and an
+// in-memory block store for both Local and Blocks.
+func testConfig(t testing.TB, dsn string, cfg Config) Config {
 	t.Helper()
-	db, err := origindb.Open(context.Background(), filepath.Join(t.TempDir(), "origin.db"))
+	db, err := origindb.Open(context.Background(), dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,10 +36,11 @@ func testConfig(t testing.TB, cfg Config) Config {
 	return cfg
 }
 
-// newTestKeeper returns a Keeper over testConfig(cfg), and its block store.
-func newTestKeeper(t testing.TB, cfg Config) (*Keeper, blockstore.Blockstore) {
+// newTestKeeper returns a Keeper over testConfig(dsn, cfg), and its block
+// store.
+func newTestKeeper(t testing.TB, dsn string, cfg Config) (*Keeper, blockstore.Blockstore) {
 	t.Helper()
-	cfg = testConfig(t, cfg)
+	cfg = testConfig(t, dsn, cfg)
 	kp, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -70,7 +75,7 @@ func TestNewChecksStripeConfig(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			sc := tc.sc
-			_, err := New(testConfig(t, Config{Stripe: &sc}))
+			_, err := New(testConfig(t, filepath.Join(t.TempDir(), "origin.db"), Config{Stripe: &sc}))
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("New err = %v, want error %v", err, tc.wantErr)
 			}

@@ -7,12 +7,15 @@ import (
 	"time"
 
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/testkit/pgtest"
 	"github.com/topcdn/topcdn/storageapi"
 )
 
-func TestHeartbeat(t *testing.T) {
+func TestHeartbeat(t *testing.T) { pgtest.Dialects(t, testHeartbeat) }
+
+func testHeartbeat(t *testing.T, dsn string) {
 	ctx := context.Background()
-	kp, _ := newTestKeeper(t, Config{})
+	kp, _ := newTestKeeper(t, dsn, Config{})
 	peerKey, _ := identity.Generate(nil)
 	other, _ := identity.Generate(nil)
 	now := time.Now()
@@ -70,8 +73,12 @@ func TestHeartbeat(t *testing.T) {
 }
 
 func TestPlacementSpreadsAcrossRegions(t *testing.T) {
+	pgtest.Dialects(t, testPlacementSpreadsAcrossRegions)
+}
+
+func testPlacementSpreadsAcrossRegions(t *testing.T, dsn string) {
 	ctx := context.Background()
-	kp, _ := newTestKeeper(t, Config{})
+	kp, _ := newTestKeeper(t, dsn, Config{})
 	now := time.Now()
 	kp.now = func() time.Time { return now }
 	regions := []string{"eu", "eu", "eu", "eu", "us", "us", "ap"}

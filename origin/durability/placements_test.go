@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/topcdn/topcdn/internal/testkit/pgtest"
 	"github.com/topcdn/topcdn/storageapi"
 )
 
@@ -63,8 +64,12 @@ func TestPlacements(t *testing.T) {
 // file the job's row is about to count on; it did, between its check of
 // the rows and its delete order, and the new segment lost a shard.
 func TestRepairKeepsShardBeingPlaced(t *testing.T) {
+	pgtest.Dialects(t, testRepairKeepsShardBeingPlaced)
+}
+
+func testRepairKeepsShardBeingPlaced(t *testing.T, dsn string) {
 	ctx := context.Background()
-	sn := newStripeNet(t, 2, StripeConfig{DataShards: 1, ParityShards: 1, ChunkSize: 512,
+	sn := newStripeNet(t, dsn, 2, StripeConfig{DataShards: 1, ParityShards: 1, ChunkSize: 512,
 		AuditInterval: time.Hour, RepairInterval: time.Hour})
 	for i := range sn.peers {
 		sn.heartbeat(t, i, 900)

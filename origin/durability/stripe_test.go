@@ -16,6 +16,7 @@ import (
 	format "github.com/ipfs/go-ipld-format"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/testkit/pgtest"
 	"github.com/topcdn/topcdn/storage"
 	"github.com/topcdn/topcdn/storageapi"
 )
@@ -35,11 +36,11 @@ type stripeNet struct {
 	lie   map[int]http.HandlerFunc // answers peer i gives instead of its own
 }
 
-func newStripeNet(t *testing.T, n int, sc StripeConfig) *stripeNet {
+func newStripeNet(t *testing.T, dsn string, n int, sc StripeConfig) *stripeNet {
 	t.Helper()
 	ctx := context.Background()
 	sn := &stripeNet{clock: time.Now(), lie: map[int]http.HandlerFunc{}}
-	sn.kp, sn.local = newTestKeeper(t, Config{HeartbeatInterval: time.Second, Stripe: &sc})
+	sn.kp, sn.local = newTestKeeper(t, dsn, Config{HeartbeatInterval: time.Second, Stripe: &sc})
 	sn.kp.now = sn.now
 	for range n {
 		key, err := identity.Generate(nil)
@@ -140,8 +141,12 @@ func (sn *stripeNet) holds(t *testing.T, i int, id string) bool {
 // segment silently lost a shard and the honest peer then failed its audit
 // (404) and was flagged, never to get shards again.
 func TestRepairKeepsShardsOtherSegmentsNeed(t *testing.T) {
+	pgtest.Dialects(t, testRepairKeepsShardsOtherSegmentsNeed)
+}
+
+func testRepairKeepsShardsOtherSegmentsNeed(t *testing.T, dsn string) {
 	ctx := context.Background()
-	sn := newStripeNet(t, 8, StripeConfig{DataShards: 4, ParityShards: 2, ChunkSize: 512, RepairThreshold: 5,
+	sn := newStripeNet(t, dsn, 8, StripeConfig{DataShards: 4, ParityShards: 2, ChunkSize: 512, RepairThreshold: 5,
 		AuditInterval: time.Hour, RepairInterval: time.Hour})
 	const d, z, x = 0, 3, 6 // peer roles; 1, 2, 4, 5 hold shards of both, 7 is a spare
 	// Segment A on peers 0..5 (so peer z holds shard 3), segment B on
@@ -205,9 +210,11 @@ func TestRepairKeepsShardsOtherSegmentsNeed(t *testing.T) {
 // cached Reader, an audit target listed before the move) gets 404. That is
 // no proof of loss: the peer did as told. It used to flag the honest peer
 // as serving bad bytes, which keeps it from ever getting shards again.
-func TestFlagIgnoresShardsMovedAway(t *testing.T) {
+func TestFlagIgnoresShardsMovedAway(t *testing.T) { pgtest.Dialects(t, testFlagIgnoresShardsMovedAway) }
+
+func testFlagIgnoresShardsMovedAway(t *testing.T, dsn string) {
 	ctx := context.Background()
-	sn := newStripeNet(t, 7, StripeConfig{DataShards: 4, ParityShards: 2, ChunkSize: 512, RepairThreshold: 6,
+	sn := newStripeNet(t, dsn, 7, StripeConfig{DataShards: 4, ParityShards: 2, ChunkSize: 512, RepairThreshold: 6,
 		AuditInterval: time.Hour, RepairInterval: time.Hour})
 	for i := range sn.peers {
 		sn.heartbeat(t, i, int64(900-100*i)) // peer 0 gets shard 0, peer 6 is the spare
@@ -259,8 +266,12 @@ func TestFlagIgnoresShardsMovedAway(t *testing.T) {
 // every audit 416 was never caught: its shards stayed healthy and were
 // never repaired.
 func TestAuditFailsPeerClaimingShortShard(t *testing.T) {
+	pgtest.Dialects(t, testAuditFailsPeerClaimingShortShard)
+}
+
+func testAuditFailsPeerClaimingShortShard(t *testing.T, dsn string) {
 	ctx := context.Background()
-	sn := newStripeNet(t, 6, StripeConfig{DataShards: 4, ParityShards: 2, ChunkSize: 512,
+	sn := newStripeNet(t, dsn, 6, StripeConfig{DataShards: 4, ParityShards: 2, ChunkSize: 512,
 		AuditInterval: time.Hour, RepairInterval: time.Hour})
 	for i := range sn.peers {
 		sn.heartbeat(t, i, int64(900-100*i))
@@ -294,9 +305,11 @@ func TestAuditFailsPeerClaimingShortShard(t *testing.T) {
 // audits of a shard in a row make the shard lost and due for repair. A
 // proof in between starts the count again, and a peer that is down (no
 // heartbeats) is not refusing.
-func TestAuditRefusalsCountAsLoss(t *testing.T) {
+func TestAuditRefusalsCountAsLoss(t *testing.T) { pgtest.Dialects(t, testAuditRefusalsCountAsLoss) }
+
+func testAuditRefusalsCountAsLoss(t *testing.T, dsn string) {
 	ctx := context.Background()
-	sn := newStripeNet(t, 6, StripeConfig{DataShards: 4, ParityShards: 2, ChunkSize: 512,
+	sn := newStripeNet(t, dsn, 6, StripeConfig{DataShards: 4, ParityShards: 2, ChunkSize: 512,
 		AuditInterval: time.Hour, RepairInterval: time.Hour, LostAfter: time.Hour})
 	beat := func(except int) {
 		for i := range sn.peers {
@@ -358,9 +371,11 @@ func TestAuditRefusalsCountAsLoss(t *testing.T) {
 // with an earlier publish (and dropped from the origin's disk) is walked
 // whole and striped without it; its manifest places the shared block in
 // the earlier segment, and it reads back from the peers.
-func TestStripeSharesStripedBlocks(t *testing.T) {
+func TestStripeSharesStripedBlocks(t *testing.T) { pgtest.Dialects(t, testStripeSharesStripedBlocks) }
+
+func testStripeSharesStripedBlocks(t *testing.T, dsn string) {
 	ctx := context.Background()
-	sn := newStripeNet(t, 6, StripeConfig{DataShards: 4, ParityShards: 2, ChunkSize: 512,
+	sn := newStripeNet(t, dsn, 6, StripeConfig{DataShards: 4, ParityShards: 2, ChunkSize: 512,
 		AuditInterval: time.Hour, RepairInterval: time.Hour})
 	for i := range sn.peers {
 		sn.heartbeat(t, i, 900)

@@ -5,14 +5,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/topcdn/topcdn/internal/testkit/pgtest"
 	"github.com/topcdn/topcdn/storageapi"
 )
 
 // TestSweepOrphans: a shard a failed job left on a peer is deleted; shards
 // segments place, and a shard a job is placing right now, are kept.
-func TestSweepOrphans(t *testing.T) {
+func TestSweepOrphans(t *testing.T) { pgtest.Dialects(t, testSweepOrphans) }
+
+func testSweepOrphans(t *testing.T, dsn string) {
 	ctx := context.Background()
-	sn := newStripeNet(t, 6, StripeConfig{DataShards: 4, ParityShards: 2, ChunkSize: 512,
+	sn := newStripeNet(t, dsn, 6, StripeConfig{DataShards: 4, ParityShards: 2, ChunkSize: 512,
 		AuditInterval: time.Hour, RepairInterval: time.Hour, SweepInterval: time.Hour})
 	for i := range sn.peers {
 		sn.heartbeat(t, i, 900)
