@@ -13,6 +13,7 @@ import (
 	"github.com/ipfs/go-cid"
 	format "github.com/ipfs/go-ipld-format"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/topcdn/topcdn/internal/testkit/pgtest"
 	"github.com/topcdn/topcdn/originapi"
 )
 
@@ -64,7 +65,13 @@ func wide(t testing.TB, n int) (cid.Cid, []testBlock) {
 // the status and the error message.
 func limitsServer(t *testing.T) (*Origin, func(root cid.Cid, blks []testBlock) (int, string)) {
 	t.Helper()
-	o := newTestOrigin(t)
+	return limitsServerOn(t, "")
+}
+
+// limitsServerOn is limitsServer over the database dsn.
+func limitsServerOn(t *testing.T, dsn string) (*Origin, func(root cid.Cid, blks []testBlock) (int, string)) {
+	t.Helper()
+	o := newTestOriginOn(t, dsn)
 	srv := httptest.NewServer(o.Handler())
 	t.Cleanup(srv.Close)
 	n := 0
@@ -199,9 +206,11 @@ func TestUploadRefusesDeepOnStored(t *testing.T) {
 // of the stored blocks it links to; over MaxDAGBlocks the upload is
 // refused with 413 dag_too_large. (The stored count is set by hand: two
 // million blocks take too long to upload in a unit test.)
-func TestUploadRefusesLargeDAG(t *testing.T) {
+func TestUploadRefusesLargeDAG(t *testing.T) { pgtest.Dialects(t, testUploadRefusesLargeDAG) }
+
+func testUploadRefusesLargeDAG(t *testing.T, dsn string) {
 	ctx := context.Background()
-	o, upload := limitsServer(t)
+	o, upload := limitsServerOn(t, dsn)
 	base, baseBlks := chain(t, "big", 2, cid.Undef)
 	if code, msg := upload(base, baseBlks); code != 201 {
 		t.Fatalf("base DAG: HTTP %d %s", code, msg)

@@ -18,6 +18,7 @@ import (
 	format "github.com/ipfs/go-ipld-format"
 	car "github.com/ipld/go-car/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/topcdn/topcdn/internal/testkit/pgtest"
 	"github.com/topcdn/topcdn/origin/durability"
 	"github.com/topcdn/topcdn/originapi"
 	"github.com/topcdn/topcdn/storage"
@@ -33,11 +34,11 @@ type carNet struct {
 	stop []func()
 }
 
-func newCARNet(t *testing.T) *carNet {
+func newCARNet(t *testing.T, dsn string) *carNet {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	o, err := New(ctx, Config{DataDir: t.TempDir(), HeartbeatInterval: 100 * time.Millisecond,
+	o, err := New(ctx, Config{DataDir: t.TempDir(), DB: dsn, HeartbeatInterval: 100 * time.Millisecond,
 		Stripe: &durability.StripeConfig{DataShards: 2, ParityShards: 1, ChunkSize: 512,
 			AuditInterval: time.Hour, RepairInterval: time.Hour}})
 	if err != nil {
@@ -160,8 +161,10 @@ func carBlocks(body []byte) (map[cid.Cid]bool, error) {
 // whole. The root block here sits in a segment that is fine and its child
 // in one whose peers are all gone: boxo's gateway sent 200 and the root,
 // then cut the stream, so the client got a truncated CAR with status 200.
-func TestCARNeverTruncated200(t *testing.T) {
-	cn := newCARNet(t)
+func TestCARNeverTruncated200(t *testing.T) { pgtest.Dialects(t, testCARNeverTruncated200) }
+
+func testCARNeverTruncated200(t *testing.T, dsn string) {
+	cn := newCARNet(t, dsn)
 	// Segment 1 (the shared leaf) on the first three peers.
 	oldPeers := cn.addPeers(t, 3, 1<<20)
 	shared := newTestDAG(t, "shared", 1)
@@ -241,8 +244,10 @@ func TestCARNeverTruncated200(t *testing.T) {
 // name a publisher moves next is served from the peers; with too few
 // healthy peers it is answered after the failed attempt, kept on the
 // origin, saying why.
-func TestUploadAcknowledgedStriped(t *testing.T) {
-	cn := newCARNet(t)
+func TestUploadAcknowledgedStriped(t *testing.T) { pgtest.Dialects(t, testUploadAcknowledgedStriped) }
+
+func testUploadAcknowledgedStriped(t *testing.T, dsn string) {
+	cn := newCARNet(t, dsn)
 	few := newTestDAG(t, "too few peers", 2)
 	cn.addPeers(t, 2, 1<<20) // 2+1 shards need 3
 	res, err := ingest(t, cn.o, []cid.Cid{few.root}, few.blocks...)

@@ -10,14 +10,17 @@ import (
 	"time"
 
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/testkit/pgtest"
 	"github.com/topcdn/topcdn/originapi"
 	"github.com/topcdn/topcdn/storageapi"
 )
 
 // TestStorageRoutes: the storage side's routes answer with the status its
 // errors mean (durability's sentinels), and its results as JSON.
-func TestStorageRoutes(t *testing.T) {
-	o := newTestOrigin(t)
+func TestStorageRoutes(t *testing.T) { pgtest.Dialects(t, testStorageRoutes) }
+
+func testStorageRoutes(t *testing.T, dsn string) {
+	o := newTestOriginOn(t, dsn)
 	h := o.Handler()
 	peerKey, _ := identity.Generate(nil)
 	heartbeat := func(at time.Time) string {

@@ -12,6 +12,7 @@ import (
 	"github.com/ipfs/boxo/ipns"
 	"github.com/ipfs/go-cid"
 	"github.com/topcdn/topcdn/internal/testkit"
+	"github.com/topcdn/topcdn/internal/testkit/pgtest"
 	"github.com/topcdn/topcdn/originapi"
 )
 
@@ -19,9 +20,11 @@ import (
 // name pointed at, a rollback too, oldest first, and nothing of an
 // unbound key's records; the check's answer names the domain and the
 // billing service.
-func TestNameHistory(t *testing.T) {
+func TestNameHistory(t *testing.T) { pgtest.Dialects(t, testNameHistory) }
+
+func testNameHistory(t *testing.T, dsn string) {
 	ctx := context.Background()
-	o, err := New(ctx, Config{DataDir: t.TempDir(), Domain: "example.net", Billing: "http://billing.example.net"})
+	o, err := New(ctx, Config{DataDir: t.TempDir(), DB: dsn, Domain: "example.net", Billing: "http://billing.example.net"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/internal/testkit"
+	"github.com/topcdn/topcdn/internal/testkit/pgtest"
 	"github.com/topcdn/topcdn/origin/origindb"
 	"github.com/topcdn/topcdn/originapi"
 )
@@ -73,9 +74,11 @@ func fakeChanges(t testing.TB, o *Origin, at time.Time, sizes ...int) {
 // TestNameChangesPages: the start page, pages bounded by count and bytes
 // (a change over the bytes alone on its page), an up-to-date reader's
 // empty page, a cursor past the end reset, and 400 for bad parameters.
-func TestNameChangesPages(t *testing.T) {
+func TestNameChangesPages(t *testing.T) { pgtest.Dialects(t, testNameChangesPages) }
+
+func testNameChangesPages(t *testing.T, dsn string) {
 	ctx := context.Background()
-	o := newTestOrigin(t)
+	o := newTestOriginOn(t, dsn)
 	srv := httptest.NewServer(o.Handler())
 	defer srv.Close()
 	var sizes []int
@@ -150,9 +153,11 @@ func TestNameChangesPages(t *testing.T) {
 // kept is told to start over (Reset) at the last change, even if it read
 // a page before the trim; one just before it is not. Trimming keeps the
 // last changes however old.
-func TestNameChangesReset(t *testing.T) {
+func TestNameChangesReset(t *testing.T) { pgtest.Dialects(t, testNameChangesReset) }
+
+func testNameChangesReset(t *testing.T, dsn string) {
 	ctx := context.Background()
-	o := newTestOrigin(t)
+	o := newTestOriginOn(t, dsn)
 	o.keepChanges = 2
 	fakeChanges(t, o, time.Now().Add(-2*DefaultNameChangesRetention), 10, 10, 10, 10, 10)
 	// A page read before the trim is not served after it.
@@ -189,8 +194,12 @@ func TestNameChangesReset(t *testing.T) {
 // a routing put, are streamed with the record as stored; a record of a
 // key bound to no name, a record sent again and a refused record are not.
 func TestNameChangesStreamsBoundNames(t *testing.T) {
+	pgtest.Dialects(t, testNameChangesStreamsBoundNames)
+}
+
+func testNameChangesStreamsBoundNames(t *testing.T, dsn string) {
 	ctx := context.Background()
-	o := newTestOrigin(t)
+	o := newTestOriginOn(t, dsn)
 	d := newTestDAG(t, "stream", 2)
 	if _, err := ingest(t, o, []cid.Cid{d.root}, d.blocks...); err != nil {
 		t.Fatal(err)
@@ -425,8 +434,10 @@ func TestParseNameChangesQuery(t *testing.T) {
 
 // TestRunTrimsNameChanges: Run trims the stream when it starts, and
 // returns when its context ends.
-func TestRunTrimsNameChanges(t *testing.T) {
-	o := newTestOrigin(t)
+func TestRunTrimsNameChanges(t *testing.T) { pgtest.Dialects(t, testRunTrimsNameChanges) }
+
+func testRunTrimsNameChanges(t *testing.T, dsn string) {
+	o := newTestOriginOn(t, dsn)
 	o.keepChanges = 1
 	fakeChanges(t, o, time.Now().Add(-2*DefaultNameChangesRetention), 10, 10, 10)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -11,6 +11,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/internal/testkit"
+	"github.com/topcdn/topcdn/internal/testkit/pgtest"
 	"github.com/topcdn/topcdn/originapi"
 )
 
@@ -24,9 +25,11 @@ func record(t testing.TB, k *identity.Key, root cid.Cid, seq uint64, eol time.Ti
 	return testkit.IPNSRecord(t, k, root, seq, eol, opts...)
 }
 
-func TestClaimName(t *testing.T) {
+func TestClaimName(t *testing.T) { pgtest.Dialects(t, testClaimName) }
+
+func testClaimName(t *testing.T, dsn string) {
 	ctx := context.Background()
-	o := newTestOrigin(t)
+	o := newTestOriginOn(t, dsn)
 	v1, v2 := newTestDAG(t, "one", 2), newTestDAG(t, "two", 2)
 	for _, d := range []testDAG{v1, v2} {
 		if _, err := ingest(t, o, []cid.Cid{d.root}, d.blocks...); err != nil {

@@ -23,6 +23,7 @@ import (
 	mh "github.com/multiformats/go-multihash"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/internal/testkit"
+	"github.com/topcdn/topcdn/internal/testkit/pgtest"
 	"github.com/topcdn/topcdn/origin/durability"
 	"github.com/topcdn/topcdn/originapi"
 )
@@ -74,9 +75,20 @@ func carBytes(t testing.TB, roots []cid.Cid, blks ...testBlock) []byte {
 	return buf.Bytes()
 }
 
+// TestMain runs the tests, then stops the PostgreSQL cluster those that
+// run on both dialects (pgtest.Dialects) started.
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
 func newTestOrigin(t testing.TB) *Origin {
 	t.Helper()
-	o, err := New(context.Background(), Config{DataDir: t.TempDir()})
+	return newTestOriginOn(t, "")
+}
+
+// newTestOriginOn returns a new origin over the database dsn ("": SQLite
+// in its data directory, the default).
+func newTestOriginOn(t testing.TB, dsn string) *Origin {
+	t.Helper()
+	o, err := New(context.Background(), Config{DataDir: t.TempDir(), DB: dsn})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,10 +326,12 @@ func TestHandler(t *testing.T) {
 	}
 }
 
-func TestRestartKeepsState(t *testing.T) {
+func TestRestartKeepsState(t *testing.T) { pgtest.Dialects(t, testRestartKeepsState) }
+
+func testRestartKeepsState(t *testing.T, dsn string) {
 	dir := t.TempDir()
 	ctx := context.Background()
-	o, err := New(ctx, Config{DataDir: dir})
+	o, err := New(ctx, Config{DataDir: dir, DB: dsn})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,7 +349,7 @@ func TestRestartKeepsState(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "staging", "upload-1.blocks"), []byte("partial"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	o2, err := New(ctx, Config{DataDir: dir})
+	o2, err := New(ctx, Config{DataDir: dir, DB: dsn})
 	if err != nil {
 		t.Fatal(err)
 	}

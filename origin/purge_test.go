@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/internal/testkit"
+	"github.com/topcdn/topcdn/internal/testkit/pgtest"
 	"github.com/topcdn/topcdn/origin/origindb"
 	"github.com/topcdn/topcdn/originapi"
 )
@@ -30,9 +31,9 @@ type purgeOrigin struct {
 	alice, bob *identity.Key
 }
 
-func newPurgeOrigin(t testing.TB) *purgeOrigin {
+func newPurgeOrigin(t testing.TB, dsn string) *purgeOrigin {
 	t.Helper()
-	po := &purgeOrigin{Origin: newTestOrigin(t), now: time.Now().UTC().Truncate(time.Millisecond),
+	po := &purgeOrigin{Origin: newTestOriginOn(t, dsn), now: time.Now().UTC().Truncate(time.Millisecond),
 		alice: testkit.Key(t, 1), bob: testkit.Key(t, 2)}
 	po.Origin.now = func() time.Time { return po.now }
 	d := newTestDAG(t, "purge", 1)
@@ -300,7 +301,7 @@ func TestPurge(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			po := newPurgeOrigin(t)
+			po := newPurgeOrigin(t, "")
 			if tc.prepare != nil {
 				tc.prepare(t, po)
 			}
@@ -346,9 +347,11 @@ func TestPurge(t *testing.T) {
 // TestPurgeRateLimited: a purge refused for its rate keeps its nonce, so
 // it is taken once the Retry-After has passed; it wakes the stream's
 // readers and is counted.
-func TestPurgeRateLimited(t *testing.T) {
+func TestPurgeRateLimited(t *testing.T) { pgtest.Dialects(t, testPurgeRateLimited) }
+
+func testPurgeRateLimited(t *testing.T, dsn string) {
 	ctx := context.Background()
-	po := newPurgeOrigin(t)
+	po := newPurgeOrigin(t, dsn)
 	for i := range purgesPerMinute {
 		if rec := po.post("blog", sign(t, po.alice, po.purge(100+i))); rec.Code != http.StatusOK {
 			t.Fatalf("purge %d: HTTP %d %s", i, rec.Code, rec.Body)

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/internal/httpkit"
+	"github.com/topcdn/topcdn/internal/testkit/pgtest"
 	"github.com/topcdn/topcdn/originapi"
 )
 
@@ -102,9 +103,11 @@ func dagSize(blks []testBlock) int64 {
 
 // TestSignedUploads runs uploads through the HTTP API, in order, against
 // one origin: each refused one must store nothing and charge nothing.
-func TestSignedUploads(t *testing.T) {
+func TestSignedUploads(t *testing.T) { pgtest.Dialects(t, testSignedUploads) }
+
+func testSignedUploads(t *testing.T, dsn string) {
 	ctx := context.Background()
-	o := newTestOrigin(t)
+	o := newTestOriginOn(t, dsn)
 	var clock atomic.Int64
 	clock.Store(time.Now().UnixNano())
 	o.now = func() time.Time { return time.Unix(0, clock.Load()) }
@@ -259,10 +262,12 @@ func TestUploadAllowlist(t *testing.T) {
 
 // TestPublisherQuota: an upload that would take its publisher over the
 // quota is refused and leaves nothing; only bytes new to the origin count.
-func TestPublisherQuota(t *testing.T) {
+func TestPublisherQuota(t *testing.T) { pgtest.Dialects(t, testPublisherQuota) }
+
+func testPublisherQuota(t *testing.T, dsn string) {
 	ctx := context.Background()
 	const quota = 2000
-	o, err := New(ctx, Config{DataDir: t.TempDir(), PublisherQuota: quota})
+	o, err := New(ctx, Config{DataDir: t.TempDir(), DB: dsn, PublisherQuota: quota})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -326,9 +331,11 @@ func TestPublisherQuota(t *testing.T) {
 
 // TestPublisherQuotaConcurrent: two uploads that each fit but not together
 // cannot both pass the quota check before either is stored.
-func TestPublisherQuotaConcurrent(t *testing.T) {
+func TestPublisherQuotaConcurrent(t *testing.T) { pgtest.Dialects(t, testPublisherQuotaConcurrent) }
+
+func testPublisherQuotaConcurrent(t *testing.T, dsn string) {
 	const quota = 3000
-	o, err := New(context.Background(), Config{DataDir: t.TempDir(), PublisherQuota: quota})
+	o, err := New(context.Background(), Config{DataDir: t.TempDir(), DB: dsn, PublisherQuota: quota})
 	if err != nil {
 		t.Fatal(err)
 	}
