@@ -36,8 +36,10 @@ type Config struct {
 	DataDir string
 	// DB is the metadata database: a SQLite file, or a PostgreSQL database
 	// given by its URL (postgres://… or postgresql://…; package sqldb).
-	// Default: DataDir/origin.db. Until the origins coordinate their
-	// background work (#18), one origin runs over a database.
+	// Default: DataDir/origin.db. PostgreSQL is not for production yet
+	// (#18): origins sharing it do not coordinate their background work,
+	// and concurrent transactions can commit billing-log and name-change
+	// IDs out of order, which readers paging by ID would skip.
 	DB string
 	// Key is the origin's identity. Default: loaded from DataDir/origin.key,
 	// generated there on first start.

@@ -13,7 +13,7 @@ const module = "github.com/topcdn/topcdn/"
 // storage), so every Caddy build has it; billing's use of it is caught by
 // forbidding billing.
 var (
-	sqlDrivers = []string{"modernc.org/sqlite", module + "sqlitedb"}
+	sqlDrivers = []string{"modernc.org/sqlite", module + "sqlitedb", module + "sqldb"}
 	servers    = []string{module + "origin", module + "dnsroute", module + "billing", module + "storage"}
 	blockStore = []string{"github.com/ipfs/go-ds-flatfs"}
 )
