@@ -120,7 +120,8 @@ type Config struct {
 	// DefaultWait.
 	Wait time.Duration
 	// MinBackoff is the first pause after a failed poll, doubled up to
-	// MaxBackoff, each with ±50 % jitter; 0 means 1 s and 30 s.
+	// MaxBackoff, each with ±50 % jitter; 0 means 1 s and 10 s (a
+	// restarted origin is followed again within 15 s).
 	MinBackoff, MaxBackoff time.Duration
 	// Logger logs failed polls and rejected changes; nil logs nothing.
 	Logger *zap.Logger
@@ -152,7 +153,7 @@ func New(cfg Config) *Follower {
 		cfg.MinBackoff = time.Second
 	}
 	if cfg.MaxBackoff <= 0 {
-		cfg.MaxBackoff = 30 * time.Second
+		cfg.MaxBackoff = 10 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()

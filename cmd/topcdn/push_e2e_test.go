@@ -188,7 +188,9 @@ func TestPushedNameChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := startOrigin(t, bin, filepath.Join(dir, "origin"), "--key", originKeyFile)
+	// No storage peers: the origin keeps what it takes (an upload then
+	// waits for no striping).
+	o := startOrigin(t, bin, filepath.Join(dir, "origin"), "--key", originKeyFile, "--no-stripe")
 	proxy := newStreamProxy(t, o.url)
 
 	port, mport := freePort(t), freePort(t)

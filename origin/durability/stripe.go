@@ -44,14 +44,19 @@ func (kp *Keeper) runStriper(ctx context.Context) {
 	tick := time.NewTicker(5 * time.Second)
 	defer tick.Stop()
 	for {
+		// Each pending job is tried once per pass, oldest first: a failed
+		// one goes to the back (its updated_at moves) and does not hold
+		// up the others, whose uploads wait for their own attempt.
+		tried := map[cid.Cid]bool{}
 		for {
 			root, ok, err := kp.nextStripeJob(ctx)
 			if err != nil {
 				kp.log.Error("stripe jobs", zap.Error(err))
 			}
-			if !ok {
+			if !ok || tried[root] {
 				break
 			}
+			tried[root] = true
 			if err := kp.stripeRoot(ctx, root); err != nil {
 				if ctx.Err() != nil {
 					return
@@ -62,7 +67,7 @@ func (kp *Keeper) runStriper(ctx context.Context) {
 					kp.log.Error("record stripe error", zap.Error(uerr))
 				}
 				kp.attempted()
-				break // retry on the next tick
+				continue // retried on the next pass
 			}
 			kp.attempted()
 		}
