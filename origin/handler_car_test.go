@@ -263,7 +263,7 @@ func testUploadAcknowledgedStriped(t *testing.T, dsn string) {
 	}
 	cn.addPeers(t, 1, 1<<20)
 	d := newTestDAG(t, "striped before the answer", 3)
-	res, err = ingest(t, cn.o, []cid.Cid{d.root}, d.blocks...)
+	res, err := ingest(t, cn.o, []cid.Cid{d.root}, d.blocks...)
 	if err != nil {
 		t.Fatal(err)
 	}
