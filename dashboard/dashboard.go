@@ -252,11 +252,7 @@ func (d *Dashboard) siteSize(ctx context.Context, root string) int64 {
 	if _, err := env.Open(erasure.TypeManifest, &m); err != nil {
 		return -1
 	}
-	var n int64
-	for _, s := range m.Segments {
-		n += s.Length
-	}
-	return n
+	return m.Size()
 }
 
 // get fetches url and decodes its JSON answer, at most 16 MiB, into v.
