@@ -21,7 +21,7 @@ import (
 type recorder struct{ r *billingapi.Reporter }
 
 func (r recorder) Record(s edge.Served) {
-	r.r.Observe(billingapi.Served{Name: s.Name, CID: s.CID, Root: s.Root, Bytes: s.Bytes,
+	r.r.Observe(billingapi.Served{Name: s.Name, CID: s.CID, Root: s.Root, Path: s.Path, Bytes: s.Bytes,
 		Status: s.Status, Time: s.Time, Client: s.Client})
 }
 
