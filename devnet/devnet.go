@@ -394,7 +394,8 @@ func (n *network) startDNS(ctx context.Context) error {
 	}
 	dns := &role{name: "dns", health: dnsURL + "/healthz", log: logPath(d, "dns"),
 		args: []string{"dns", "--listen", n.at.dns, "--http", n.at.dnsHTTP, "--zone", n.cfg.Zone, "--origin", n.at.originURL,
-			"--geoip", geo, "--billing", n.at.billingURL, "--billing-epoch", n.cfg.Epoch.String(), "--key", filepath.Join(d, "keys", "dns.key")}}
+			"--geoip", geo, "--billing", n.at.billingURL, "--billing-epoch", n.cfg.Epoch.String(), "--key", filepath.Join(d, "keys", "dns.key"),
+			"--ca-root", n.info.CACert}}
 	if err := n.run(ctx, dns); err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -26,7 +27,8 @@ import (
 // TestDevnetHTTPS runs a devnet whose edges redirect plain HTTP and
 // checks what HTTPS gives: each edge holds its own certificate for the
 // zone's names (three edges, three public keys), issued by the devnet's
-// CA; the site loads over HTTP/2 and HTTP/3; plain HTTP by name is
+// CA, and the router verified it before handing the edge out; the site
+// loads over HTTP/2 and HTTP/3; plain HTTP by name is
 // redirected, while the probes' ways in stay on HTTP; and the router
 // refuses a challenge record whose signature is not its peer's.
 func TestDevnetHTTPS(t *testing.T) {
@@ -57,6 +59,30 @@ func TestDevnetHTTPS(t *testing.T) {
 				t.Errorf("the edges at %s and %s hold the same key", other, e.HTTPSURL)
 			}
 			keys[spki] = e.HTTPSURL
+		}
+	})
+
+	t.Run("the router hands out edges whose HTTPS it verified", func(t *testing.T) {
+		// It probes once per heartbeat (2 s): the edges' last
+		// certificates may have come after its last probe.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			var list []dnsrouteapi.EdgeInfo
+			testkit.GetJSON(t, info.DNS.API, &list)
+			var failing []string
+			for _, e := range list {
+				if e.HTTPSURL == "" || e.HTTPSError != "" || !e.Healthy {
+					failing = append(failing, fmt.Sprintf("%s: https_url %q, https_error %q, healthy %v (%s%s)",
+						e.URL, e.HTTPSURL, e.HTTPSError, e.Healthy, e.ProbeError, e.ContentError))
+				}
+			}
+			if len(list) == len(info.Edges) && len(failing) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after 10 s the router lists %d edges, these not verified:\n%s", len(list), strings.Join(failing, "\n"))
+			}
+			time.Sleep(200 * time.Millisecond)
 		}
 	})
 
