@@ -13,8 +13,9 @@ build:
 	$(GO) build -buildvcs=auto -o $(BIN) ./cmd/topcdn
 	$(GO) build -o $(PEBBLE) github.com/letsencrypt/pebble/v2/cmd/pebble
 
-## demo: build topcdn (Caddy edge included), run the devnet in ./demo: origin, 14 storage peers,
-## billing, the DNS router and 3 edges on loopback, examples/site published as blog; print what to open.
+## demo: build topcdn (Caddy edge included) and pebble, run the devnet in ./demo: origin, 14 storage
+## peers, billing, the DNS router, an ACME CA (pebble) and 3 edges on loopback serving HTTP and HTTPS,
+## examples/site published as blog; print what to open and how to trust the CA.
 DEMO_DIR ?= demo
 demo: build
 	$(BIN) devnet --dir $(DEMO_DIR)
