@@ -66,6 +66,13 @@ func TestDevnetInChromium(t *testing.T) {
 		}
 		edgeLoaded(t, dir, first, "/", "/css/style.css", "/img/logo.png")
 		browser.run(t, first, "--screenshot="+filepath.Join(artifacts, "site.png"), "--window-size=1200,900", url)
+		// The NSS database is what Chromium trusts the CA by: without
+		// it, the same load fails the certificate (-202
+		// ERR_CERT_AUTHORITY_INVALID).
+		untrusting := browser.untrusting(t)
+		if dom, errs, _ := untrusting.load(t, first, "--dump-dom", url); len(errs) == 0 || strings.Contains(dom, want) {
+			t.Fatalf("without the NSS database Chromium saw no certificate error (%v) or loaded the page", errs)
+		}
 	}) {
 		return
 	}
@@ -270,6 +277,12 @@ func needTool(t *testing.T, msg string) {
 	t.Skip(msg)
 }
 
+// untrusting returns Chromium with a home directory of its own, with no
+// NSS database.
+func (b *browser) untrusting(t *testing.T) *browser {
+	return &browser{path: b.path, home: t.TempDir()}
+}
+
 // trust makes an NSS database in the browser's home that trusts the CA
 // whose root is the PEM file caCert to identify websites, as a user
 // would: certutil -N, then -A -t C,,.
@@ -307,6 +320,17 @@ func artifactsDir(t *testing.T) string {
 // net log must show no certificate error (net_error -200 to -299).
 func (b *browser) run(t *testing.T, addr string, args ...string) string {
 	t.Helper()
+	out, errs, stderr := b.load(t, addr, args...)
+	if len(errs) > 0 {
+		t.Fatalf("chromium %v: certificate errors in its net log: %v\n%s", args, errs, tail(stderr, 2000))
+	}
+	return out
+}
+
+// load is run without the check: it returns Chromium's standard output,
+// the certificate errors of its net log, and its standard error.
+func (b *browser) load(t *testing.T, addr string, args ...string) (stdout string, certErrs []int, stderr string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	netlog := filepath.Join(t.TempDir(), "netlog.json")
@@ -317,8 +341,8 @@ func (b *browser) run(t *testing.T, addr string, args ...string) string {
 	}
 	cmd := exec.CommandContext(ctx, b.path, append(all, args...)...)
 	cmd.Env = append(os.Environ(), "HOME="+b.home)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
 	// Chromium's helpers (crashpad) may outlive it holding the output
 	// pipes: do not wait for them, and kill its whole process group.
 	cmd.WaitDelay = 3 * time.Second
@@ -335,12 +359,9 @@ func (b *browser) run(t *testing.T, addr string, args ...string) string {
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	}
 	if err != nil && !errors.Is(err, exec.ErrWaitDelay) {
-		t.Fatalf("chromium %v: %v\n%s", args, err, tail(stderr.String(), 2000))
+		t.Fatalf("chromium %v: %v\n%s", args, err, tail(errOut.String(), 2000))
 	}
-	if errs := certErrors(t, netlog); len(errs) > 0 {
-		t.Fatalf("chromium %v: certificate errors in its net log: %v\n%s", args, errs, tail(stderr.String(), 2000))
-	}
-	return stdout.String()
+	return out.String(), certErrors(t, netlog), errOut.String()
 }
 
 // netError is a net_error in a Chromium net log.

@@ -38,6 +38,8 @@ func TestDevnetHTTPS(t *testing.T) {
 	bin := testkit.BuildBinary(t)
 	dir := t.TempDir()
 	offset := 10000 + rand.IntN(14000)
+	// 4 storage peers, the fewest: what is tested here is the edges'
+	// HTTPS, not where their blocks come from.
 	n := startDevnet(t, bin, dir, offset, "--peers", "4", "--no-https-redirect=false")
 	info := n.info
 	site := info.Sites[0]
