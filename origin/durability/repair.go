@@ -41,12 +41,15 @@ func needsRepair(h originapi.SegmentHealth) bool {
 }
 
 // runRepairer scans for segments at risk every RepairInterval and repairs
-// them. All state is in the database, so a restart resumes a repair.
+// them, under lease repair: one origin repairs at a time. All state is in
+// the database, so a restart, or another origin, resumes a repair.
 func (kp *Keeper) runRepairer(ctx context.Context) {
 	tick.Every(ctx, kp.stripeCfg.RepairInterval, func(ctx context.Context) {
-		if _, err := kp.Repair(ctx); err != nil && ctx.Err() == nil {
-			kp.log.Warn("repair pass incomplete", zap.Error(err))
-		}
+		kp.withLease(ctx, leaseRepair, func(ctx context.Context) {
+			if _, err := kp.Repair(ctx); err != nil && ctx.Err() == nil {
+				kp.log.Warn("repair pass incomplete", zap.Error(err))
+			}
+		})
 	})
 }
 

@@ -15,12 +15,15 @@ import (
 // lists made-up shards costs the origin a bounded amount of work.
 const maxSweepDeletes = 10000
 
-// runSweeper sweeps orphan shards every SweepInterval until ctx ends.
+// runSweeper sweeps orphan shards every SweepInterval until ctx ends,
+// under lease sweep: one origin sweeps at a time.
 func (kp *Keeper) runSweeper(ctx context.Context) {
 	tick.Every(ctx, kp.stripeCfg.SweepInterval, func(ctx context.Context) {
-		if _, err := kp.SweepOrphans(ctx); err != nil && ctx.Err() == nil {
-			kp.log.Warn("orphan sweep incomplete", zap.Error(err))
-		}
+		kp.withLease(ctx, leaseSweep, func(ctx context.Context) {
+			if _, err := kp.SweepOrphans(ctx); err != nil && ctx.Err() == nil {
+				kp.log.Warn("orphan sweep incomplete", zap.Error(err))
+			}
+		})
 	})
 }
 
