@@ -88,17 +88,25 @@ func (kp *Keeper) attempted() {
 	kp.attempts = make(chan struct{})
 }
 
+// stripePoll is how often WaitStriped reads a stripe job it waits for:
+// the job may be another origin's, whose attempts wake no one here.
+const stripePoll = 250 * time.Millisecond
+
 // WaitStriped waits until root's stripe job is done, and reports whether
 // it is: true once root is striped onto the storage peers (its manifest
 // signed), false with no error if root has no stripe job (striping off,
 // or never queued) or ctx ended first, and false with the job's error if
 // an attempt made after the call failed (too few healthy peers, say; the
-// job stays queued and is retried).
+// job stays queued and is retried). It wakes after each attempt this
+// Keeper makes, and reads the job every stripePoll for the attempts of
+// other origins sharing the database.
 func (kp *Keeper) WaitStriped(ctx context.Context, root cid.Cid) (bool, error) {
 	if kp.striper == nil {
 		return false, nil
 	}
 	since := kp.now().UnixNano()
+	poll := time.NewTicker(stripePoll)
+	defer poll.Stop()
 	for {
 		kp.attemptsMu.Lock()
 		next := kp.attempts
@@ -121,6 +129,7 @@ func (kp *Keeper) WaitStriped(ctx context.Context, root cid.Cid) (bool, error) {
 		}
 		select {
 		case <-next:
+		case <-poll.C:
 		case <-ctx.Done():
 			return false, nil
 		}
