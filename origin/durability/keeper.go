@@ -32,7 +32,6 @@ type Keeper struct {
 	stripeCfg  StripeConfig
 	striper    *erasure.Striper
 	shardStore erasure.ShardStore
-	placing    *placements // shards being put on, or deleted from, peers
 	storage    *storageapi.Client
 	peerStats  *erasure.PeerStats
 	spans      *erasure.SpanCache
@@ -69,7 +68,6 @@ func New(cfg Config) (*Keeper, error) {
 	kp.attempts = make(chan struct{})
 	kp.storage = storageapi.NewClient(kp.key, nil)
 	kp.shardStore = peerShards{keeper: kp, client: kp.storage}
-	kp.placing = newPlacements()
 	if cfg.Stripe != nil {
 		kp.stripeCfg = *cfg.Stripe
 		if kp.striper, err = erasure.New(kp.stripeCfg.DataShards, kp.stripeCfg.ParityShards,

@@ -97,12 +97,15 @@ func (kp *Keeper) stripeRoot(ctx context.Context, root cid.Cid) error {
 			}
 		}
 	}
-	store := kp.placingShards()
-	defer store.release()
-	err = kp.striper.StoreAll(ctx, blocks, candidates, store, func(seg erasure.Segment, refs []erasure.BlockRef) error {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	store := kp.placingShards(sctx, cancel)
+	defer store.release(ctx)
+	err = kp.striper.StoreAll(sctx, blocks, candidates, store, func(seg erasure.Segment, refs []erasure.BlockRef) error {
 		if err := kp.saveSegment(ctx, root, seg, refs); err != nil {
 			return err
 		}
+		store.saved(ctx, seg)
 		stored++
 		bytes += seg.Length
 		kp.log.Info("segment striped", zap.Stringer("root", root), zap.Int64("segments", stored),
