@@ -9,6 +9,7 @@ import (
 
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/topcdn/topcdn/dag"
 	"github.com/topcdn/topcdn/erasure"
@@ -59,6 +60,10 @@ type Config struct {
 	// Key is the origin's identity: it signs storage orders and manifests.
 	// Required.
 	Key *identity.Key
+	// OriginIDs are the origins sharing DB, each signing with its own key:
+	// the Keeper reads back (and re-signs) manifests any of them signed.
+	// Default: Key's alone; Key's is always among them.
+	OriginIDs []peer.ID
 	// Local is the origin's own block store: stripe jobs read the blocks
 	// to stripe there and, unless KeepLocal, delete them once striped.
 	// Required.

@@ -23,6 +23,7 @@ type Keeper struct {
 	cfg     Config // defaults set
 	db      *sqldb.DB
 	key     *identity.Key
+	origins map[peer.ID]bool // Config.OriginIDs and key's: whose manifests are read back
 	log     *zap.Logger
 	metrics *metrics
 	local   LocalBlocks
@@ -59,6 +60,10 @@ func New(cfg Config) (*Keeper, error) {
 	var err error
 	if kp.metrics, err = newMetrics(cfg.Registry); err != nil {
 		return nil, fmt.Errorf("durability: metrics: %w", err)
+	}
+	kp.origins = map[peer.ID]bool{kp.key.ID: true}
+	for _, id := range cfg.OriginIDs {
+		kp.origins[id] = true
 	}
 	kp.addrs.m = map[peer.ID]string{}
 	kp.readers = newReaderCache()

@@ -445,7 +445,11 @@ func (kp *Keeper) Manifest(ctx context.Context, root cid.Cid) (*erasure.Manifest
 	if err != nil {
 		return nil, err
 	}
-	return erasure.OpenManifest(env, kp.key.ID)
+	signer, err := peer.Decode(env.Signer)
+	if err != nil || !kp.origins[signer] {
+		return nil, fmt.Errorf("durability: manifest of %s signed by %q, not one of the origins (OriginIDs)", root, env.Signer)
+	}
+	return erasure.OpenManifest(env, signer)
 }
 
 // ManifestEnvelope returns root's current manifest as the origin signed

@@ -183,30 +183,46 @@ func (kp *Keeper) saveSegment(ctx context.Context, root cid.Cid, seg erasure.Seg
 	})
 }
 
+// manifestTries bounds how many times signManifest builds a manifest that
+// another origin's newer one beat to the database.
+const manifestTries = 5
+
 // signManifest builds, signs and stores root's manifest from the segments
-// holding its blocks; the version goes up by one each time.
+// holding its blocks; the version goes up by one each time. If another
+// origin saved the next version first, it builds again from what the
+// database holds then.
 func (kp *Keeper) signManifest(ctx context.Context, root cid.Cid, all []cid.Cid) (uint64, error) {
-	m := erasure.Manifest{Root: root.String(), Created: kp.now().UTC(), DataShards: kp.striper.DataShards(),
-		ParityShards: kp.striper.ParityShards(), ChunkSize: kp.striper.ChunkSize()}
-	var prev uint64
-	err := kp.db.QueryRowContext(ctx, `SELECT version FROM manifests WHERE root = ?`, root.String()).Scan(&prev)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return 0, fmt.Errorf("durability: manifest version: %w", err) // never let the version go back
+	for try := 1; ; try++ {
+		m := erasure.Manifest{Root: root.String(), Created: kp.now().UTC(), DataShards: kp.striper.DataShards(),
+			ParityShards: kp.striper.ParityShards(), ChunkSize: kp.striper.ChunkSize()}
+		var prev uint64
+		err := kp.db.QueryRowContext(ctx, `SELECT version FROM manifests WHERE root = ?`, root.String()).Scan(&prev)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return 0, fmt.Errorf("durability: manifest version: %w", err) // never let the version go back
+		}
+		m.Version = prev + 1
+		segIDs, err := kp.addBlocks(ctx, &m, all)
+		if err != nil {
+			return 0, err
+		}
+		env, err := m.Sign(kp.key)
+		if err != nil {
+			return 0, err
+		}
+		raw, err := json.Marshal(env)
+		if err != nil {
+			return 0, err
+		}
+		saved, err := kp.saveManifest(ctx, root, m.Version, raw, segIDs)
+		switch {
+		case err != nil:
+			return 0, err
+		case saved:
+			return m.Version, nil
+		case try == manifestTries:
+			return 0, fmt.Errorf("durability: manifest of %s: another origin saved a newer one %d times in a row", root, try)
+		}
 	}
-	m.Version = prev + 1
-	segIDs, err := kp.addBlocks(ctx, &m, all)
-	if err != nil {
-		return 0, err
-	}
-	env, err := m.Sign(kp.key)
-	if err != nil {
-		return 0, err
-	}
-	raw, err := json.Marshal(env)
-	if err != nil {
-		return 0, err
-	}
-	return m.Version, kp.saveManifest(ctx, root, m.Version, raw, segIDs)
 }
 
 // addBlocks adds the blocks all to m, in order, with the segments that
@@ -245,15 +261,25 @@ func (kp *Keeper) addBlocks(ctx context.Context, m *erasure.Manifest, all []cid.
 	return segIDs, nil
 }
 
-// saveManifest stores root's signed manifest (raw, its envelope) and the
-// segments it uses, in one transaction.
-func (kp *Keeper) saveManifest(ctx context.Context, root cid.Cid, version uint64, raw []byte, segIDs []int64) error {
-	return sqldb.InTx(ctx, kp.db, func(tx *sqldb.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO manifests (root, version, envelope, updated_at) VALUES (?, ?, ?, ?)
-			ON CONFLICT (root) DO UPDATE SET version = excluded.version, envelope = excluded.envelope, updated_at = excluded.updated_at`,
-			root.String(), version, raw, kp.now().UnixNano()); err != nil {
+// saveManifest stores root's signed manifest (raw, its envelope, signed
+// by the Keeper) and the segments it uses, in one transaction, unless the
+// database holds this version or a newer one already (another origin
+// signed it): saved is false then, and nothing written.
+func (kp *Keeper) saveManifest(ctx context.Context, root cid.Cid, version uint64, raw []byte, segIDs []int64) (saved bool, err error) {
+	err = sqldb.InTx(ctx, kp.db, func(tx *sqldb.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO manifests (root, version, envelope, updated_at, signer) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (root) DO UPDATE SET version = excluded.version, envelope = excluded.envelope, updated_at = excluded.updated_at,
+				signer = excluded.signer
+			WHERE manifests.version < excluded.version`,
+			root.String(), version, raw, kp.now().UnixNano(), kp.holder())
+		if err != nil {
 			return fmt.Errorf("durability: save manifest: %w", err)
 		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			saved = false
+			return err
+		}
+		saved = true
 		if _, err := tx.ExecContext(ctx, `DELETE FROM manifest_segments WHERE root = ?`, root.String()); err != nil {
 			return fmt.Errorf("durability: save manifest: %w", err)
 		}
@@ -264,4 +290,5 @@ func (kp *Keeper) saveManifest(ctx context.Context, root cid.Cid, version uint64
 		}
 		return nil
 	})
+	return saved, err
 }
