@@ -86,7 +86,7 @@ func (o *Origin) ingest(ctx context.Context, up Upload, r io.Reader) (*originapi
 	if err := o.checkShape(ctx, br.Roots, st); err != nil {
 		return nil, err
 	}
-	reserved, err := o.reserveNew(ctx, up.Publisher, st)
+	reservation, err := o.reserveNew(ctx, up.Publisher, st)
 	if err != nil {
 		return nil, err
 	}
@@ -95,12 +95,12 @@ func (o *Origin) ingest(ctx context.Context, up Upload, r io.Reader) (*originapi
 	newBlocks, newBytes, err := o.commit(ctx, stage, st.blocks, st.order)
 	if err != nil {
 		// Charge what was stored before the failure, refund the rest.
-		if _, serr := o.settle(bg, up.Publisher, reserved, newBytes, nil); serr != nil {
+		if _, serr := o.settle(bg, up.Publisher, reservation, newBytes, nil); serr != nil {
 			err = errors.Join(err, serr)
 		}
 		return nil, err
 	}
-	used, err := o.settle(bg, up.Publisher, reserved, newBytes, br.Roots)
+	used, err := o.settle(bg, up.Publisher, reservation, newBytes, br.Roots)
 	if err != nil {
 		return nil, err
 	}
@@ -276,22 +276,19 @@ func (o *Origin) checkComplete(ctx context.Context, roots []cid.Cid, st *staged)
 
 // reserveNew marks the staged blocks the origin already holds and
 // reserves the bytes of the others, new to the origin, against p's quota
-// (reserve), before any is written. It returns the bytes reserved.
-func (o *Origin) reserveNew(ctx context.Context, p peer.ID, st *staged) (int64, error) {
+// (reserve), before any is written. It returns the reservation.
+func (o *Origin) reserveNew(ctx context.Context, p peer.ID, st *staged) (string, error) {
 	var reserved int64
 	for _, sb := range st.order {
 		has, err := o.blocks.Has(ctx, sb.c)
 		if err != nil {
-			return 0, fmt.Errorf("origin: check block %s: %w", sb.c, err)
+			return "", fmt.Errorf("origin: check block %s: %w", sb.c, err)
 		}
 		if sb.stored = has; !has {
 			reserved += int64(sb.size)
 		}
 	}
-	if err := o.reserve(ctx, p, reserved); err != nil {
-		return 0, err
-	}
-	return reserved, nil
+	return o.reserve(ctx, p, reserved)
 }
 
 // commit writes staged blocks to the block store level by level, leaves
