@@ -128,7 +128,8 @@ func (o *Origin) openStores(ctx context.Context) error {
 }
 
 // Run does the origin's background work until ctx ends: it trims the
-// name-change stream every hour (Config.NameChangesRetention), and its
+// name-change stream every hour (Config.NameChangesRetention), follows
+// the changes other origins sharing a PostgreSQL database append, and its
 // storage side (Storage) stripes published content to storage peers,
 // audits them, repairs segments that lost shards and sweeps orphan
 // shards; without a StripeConfig the storage side only waits.
@@ -141,6 +142,9 @@ func (o *Origin) Run(ctx context.Context) {
 			}
 		})
 	})
+	if o.db.Postgres() {
+		wg.Go(func() { o.followNameChanges(ctx) })
+	}
 	o.storage.Run(ctx)
 	wg.Wait()
 }
