@@ -55,10 +55,17 @@ func (kp *Keeper) Queue(ctx context.Context, root cid.Cid) error {
 	return nil
 }
 
-// runStriper stripes pending roots until ctx ends. Jobs live in the
-// database, so a restart resumes them; segments already stored are kept.
+// stripeInterval is the longest pause between two passes of the striper:
+// jobs queued by this origin wake it at once, those of others (and those
+// whose claim lapsed) wait for a pass.
+const stripeInterval = 5 * time.Second
+
+// runStriper stripes pending roots until ctx ends, a pass every
+// stripeInterval (or LeaseTTL, if shorter). Jobs live in the database, so
+// a restart, or another origin, resumes them; segments already stored are
+// kept.
 func (kp *Keeper) runStriper(ctx context.Context) {
-	tick := time.NewTicker(5 * time.Second)
+	tick := time.NewTicker(min(stripeInterval, kp.stripeCfg.LeaseTTL))
 	defer tick.Stop()
 	for {
 		// Each pending job is tried once per pass, oldest first: a failed
