@@ -309,3 +309,45 @@ func testRunRepairsOnce(t *testing.T, dsn string) {
 		t.Fatalf("manifest %+v, %v; want version 2, re-signed once", m, err)
 	}
 }
+
+// TestReadersFollowMoves: an origin reading a segment through a cached
+// Reader, after another origin moved shards off peers that deleted them,
+// reads around them, and drops the Reader so that the next is made from
+// the database as it is now.
+func TestReadersFollowMoves(t *testing.T) { pgtest.Dialects(t, testReadersFollowMoves) }
+
+func testReadersFollowMoves(t *testing.T, dsn string) {
+	ctx := context.Background()
+	sc := StripeConfig{DataShards: 2, ParityShards: 2, ChunkSize: 512, RepairThreshold: 4, AuditInterval: time.Hour,
+		RepairInterval: time.Hour}
+	sn := newStripeNet(t, dsn, 7, sc)
+	b, _ := sn.addKeeper(t, dsn, sc)
+	for i := range sn.peers {
+		sn.heartbeat(t, i, int64(900-100*i))
+	}
+	root := sn.publish(t, []byte("a segment B reads while A repairs it"))
+	if _, err := b.ReadBlock(ctx, root); err != nil {
+		t.Fatal(err)
+	}
+	segs := b.readers.Keys()
+	if len(segs) != 1 {
+		t.Fatalf("%d readers cached", len(segs))
+	}
+	stale, _ := b.readers.Peek(segs[0])
+	sn.advance(10 * time.Second) // peers 0 and 1 go silent; A moves their shards away
+	for i := 2; i < len(sn.peers); i++ {
+		sn.heartbeat(t, i, 500)
+	}
+	if placed, err := sn.kp.Repair(ctx); err != nil || placed != 2 {
+		t.Fatalf("A's repair placed %d (%v)", placed, err)
+	}
+	if _, err := b.ReadBlock(ctx, root); err != nil {
+		t.Fatalf("B's read through its old Reader: %v", err)
+	}
+	if now, ok := b.readers.Peek(segs[0]); ok && now.r == stale.r {
+		t.Fatal("B still reads the segment through a Reader made before the move")
+	}
+	if _, err := b.ReadBlock(ctx, root); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -36,7 +36,7 @@ type Keeper struct {
 	storage    *storageapi.Client
 	peerStats  *erasure.PeerStats
 	spans      *erasure.SpanCache
-	readers    *lru.Cache[int64, *erasure.Reader]
+	readers    *lru.Cache[int64, cachedReader]
 	addrs      addrCache
 	stripeWake chan struct{}
 	// attempts is closed, and replaced, after every attempt at a stripe
@@ -65,7 +65,7 @@ func New(cfg Config) (*Keeper, error) {
 	for _, id := range cfg.OriginIDs {
 		kp.origins[id] = true
 	}
-	kp.addrs.m = map[peer.ID]string{}
+	kp.addrs.m = map[peer.ID]cachedAddr{}
 	kp.readers = newReaderCache()
 	kp.peerStats = erasure.NewPeerStats()
 	kp.spans = erasure.NewSpanCache(256 << 20)
