@@ -36,10 +36,9 @@ type Config struct {
 	DataDir string
 	// DB is the metadata database: a SQLite file, or a PostgreSQL database
 	// given by its URL (postgres://… or postgresql://…; package sqldb).
-	// Default: DataDir/origin.db. PostgreSQL is not for production yet
-	// (#18): origins sharing it do not coordinate their background work,
-	// and concurrent transactions can commit billing-log and name-change
-	// IDs out of order, which readers paging by ID would skip.
+	// Default: DataDir/origin.db. Origins sharing a PostgreSQL database
+	// coordinate their background work through it (see the README,
+	// "Several origins").
 	DB string
 	// Key is the origin's identity. Default: loaded from DataDir/origin.key,
 	// generated there on first start.
