@@ -76,14 +76,18 @@ func (kp *Keeper) stripeRoot(ctx context.Context, root cid.Cid) error {
 		return fmt.Errorf("%w: %d healthy storage peers for %d+%d shards", erasure.ErrNotEnoughPeers, len(candidates), k, m)
 	}
 	start := time.Now()
-	all, err := kp.walk(ctx, root)
+	all, post, err := kp.walk(ctx, root)
 	if err != nil {
 		return err
 	}
 	var stored, bytes int64
 	var readErr error
+	// Children before parents: a block gets its row only with or after
+	// every block under it, so a job cut short leaves no striped block
+	// whose DAG is not striped whole (which an upload linking to it would
+	// count as stored, and another origin serve).
 	blocks := func(yield func(cid.Cid, []byte) bool) {
-		for _, c := range all {
+		for _, c := range post {
 			if _, _, err := kp.blockRef(ctx, c); err == nil {
 				continue // striped with an earlier publish
 			}
@@ -136,21 +140,64 @@ func (kp *Keeper) stripeRoot(ctx context.Context, root cid.Cid) error {
 	return nil
 }
 
-// walk lists the DAG under root, parents first, each block once
-// (dag.Walk), reading blocks through the origin's view of all it holds:
-// some may be striped already, by an earlier publish.
-func (kp *Keeper) walk(ctx context.Context, root cid.Cid) ([]cid.Cid, error) {
-	all, err := dag.Walk(ctx, root, func(ctx context.Context, c cid.Cid) ([]byte, error) {
+// walk lists the DAG under root, each block once, in two orders: all,
+// parents first (dag.Walk's order, the manifest's), and post, every block
+// after all the blocks it links to. It reads blocks through the origin's
+// view of all it holds: some may be striped already, by an earlier
+// publish.
+func (kp *Keeper) walk(ctx context.Context, root cid.Cid) (all, post []cid.Cid, err error) {
+	links := map[cid.Cid][]cid.Cid{}
+	all, err = dag.Walk(ctx, root, func(ctx context.Context, c cid.Cid) ([]byte, error) {
 		b, err := kp.blocks.Get(ctx, c)
 		if err != nil {
 			return nil, err
 		}
+		if ls, err := dag.Links(c, b.RawData()); err == nil {
+			links[c] = ls
+		}
 		return b.RawData(), nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("durability: %w", err)
+		return nil, nil, fmt.Errorf("durability: %w", err)
 	}
-	return all, nil
+	return all, postOrder(root, links), nil
+}
+
+// postOrder lists the DAG under root, whose blocks link as links says
+// (none listed: no links), each block once and after every block it links
+// to; identity blocks are left out, as dag.Walk leaves them. Reversing a
+// parents-first order is not enough: a block linked from two parents is
+// listed after the first, which may come after the second. It walks
+// iteratively, so a deep DAG cannot overflow the stack; hash links cannot
+// form cycles.
+func postOrder(root cid.Cid, links map[cid.Cid][]cid.Cid) []cid.Cid {
+	type frame struct {
+		c cid.Cid
+		i int // links of c already followed
+	}
+	done := map[cid.Cid]bool{}
+	out := make([]cid.Cid, 0, len(links))
+	stack := []frame{{c: root}}
+	if dag.IsIdentity(root) {
+		return out
+	}
+	for len(stack) > 0 {
+		top := &stack[len(stack)-1]
+		if ls := links[top.c]; top.i < len(ls) {
+			child := ls[top.i]
+			top.i++
+			if !done[child] && !dag.IsIdentity(child) {
+				stack = append(stack, frame{c: child})
+			}
+			continue
+		}
+		if !done[top.c] {
+			done[top.c] = true
+			out = append(out, top.c)
+		}
+		stack = stack[:len(stack)-1]
+	}
+	return out
 }
 
 // saveSegment records a segment stored for root, its shards and its
