@@ -169,7 +169,7 @@ func testStripeJobTakenOver(t *testing.T, dsn string) {
 	if err != nil || !ok || root != onlyA || previous != sn.kp.holder() {
 		t.Fatalf("A's claim of the root queued again: %s from %q, %v, %v", root, previous, ok, err)
 	}
-	if err := sn.kp.runStripeJob(ctx, root, previous); err != nil {
+	if _, err := sn.kp.runStripeJob(ctx, root, previous); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.Manifest(ctx, onlyA); err != nil {

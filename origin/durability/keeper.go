@@ -8,6 +8,7 @@ import (
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/identity"
@@ -43,6 +44,9 @@ type Keeper struct {
 	// job (WaitStriped).
 	attemptsMu sync.Mutex
 	attempts   chan struct{}
+	// running are the roots whose stripe jobs run in this process.
+	runningMu sync.Mutex
+	running   map[cid.Cid]bool
 
 	// Testing.
 	now  func() time.Time
@@ -71,6 +75,7 @@ func New(cfg Config) (*Keeper, error) {
 	kp.spans = erasure.NewSpanCache(256 << 20)
 	kp.stripeWake = make(chan struct{}, 1)
 	kp.attempts = make(chan struct{})
+	kp.running = map[cid.Cid]bool{}
 	kp.storage = storageapi.NewClient(kp.key, nil)
 	kp.shardStore = peerShards{keeper: kp, client: kp.storage}
 	if cfg.Stripe != nil {

@@ -110,7 +110,7 @@ func testStripeCutShortKeepsDAGsWhole(t *testing.T, dsn string) {
 		h.ServeHTTP(w, r)
 	}
 	sn.mu.Unlock()
-	if err := sn.kp.stripeRoot(ctx, root.Cid()); err == nil {
+	if _, err := sn.kp.stripeRoot(ctx, root.Cid()); err == nil {
 		t.Fatal("the job was not cut short")
 	}
 	rowed := map[cid.Cid]bool{}
@@ -138,7 +138,7 @@ func testStripeCutShortKeepsDAGsWhole(t *testing.T, dsn string) {
 	sn.mu.Lock()
 	delete(sn.lie, 0)
 	sn.mu.Unlock()
-	if err := sn.kp.stripeRoot(ctx, root.Cid()); err != nil {
+	if _, err := sn.kp.stripeRoot(ctx, root.Cid()); err != nil {
 		t.Fatal(err)
 	}
 	m, err := sn.kp.Manifest(ctx, root.Cid())

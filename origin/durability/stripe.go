@@ -63,22 +63,31 @@ func (kp *Keeper) placement(ctx context.Context) ([]peer.ID, error) {
 	}
 }
 
+// Striped is what striping stored anew: the blocks not striped before,
+// and their bytes.
+type Striped struct {
+	Blocks int
+	Bytes  int64
+}
+
 // stripeRoot packs the blocks of root's DAG that are not striped yet into
 // segments, stores each on k+m peers, then signs root's manifest and, unless
-// KeepLocal, drops the origin's own copy.
-func (kp *Keeper) stripeRoot(ctx context.Context, root cid.Cid) error {
+// KeepLocal, drops the origin's own copy. It returns what it striped,
+// also when it fails part-way.
+func (kp *Keeper) stripeRoot(ctx context.Context, root cid.Cid) (Striped, error) {
+	var news Striped
 	k, m := kp.striper.DataShards(), kp.striper.ParityShards()
 	candidates, err := kp.placement(ctx)
 	if err != nil {
-		return err
+		return news, err
 	}
 	if len(candidates) < k+m {
-		return fmt.Errorf("%w: %d healthy storage peers for %d+%d shards", erasure.ErrNotEnoughPeers, len(candidates), k, m)
+		return news, fmt.Errorf("%w: %d healthy storage peers for %d+%d shards", erasure.ErrNotEnoughPeers, len(candidates), k, m)
 	}
 	start := time.Now()
 	all, post, err := kp.walk(ctx, root)
 	if err != nil {
-		return err
+		return news, err
 	}
 	var stored, bytes int64
 	var readErr error
@@ -112,19 +121,21 @@ func (kp *Keeper) stripeRoot(ctx context.Context, root cid.Cid) error {
 		store.saved(ctx, seg)
 		stored++
 		bytes += seg.Length
+		news.Blocks += len(refs)
+		news.Bytes += seg.Length
 		kp.log.Info("segment striped", zap.Stringer("root", root), zap.Int64("segments", stored),
 			zap.Int64("bytes", bytes), zap.Int("blocks", len(refs)))
 		return nil
 	})
 	if err = errors.Join(readErr, err); err != nil {
-		return err
+		return news, err
 	}
 	if _, err := kp.signManifest(ctx, root, all); err != nil {
-		return err
+		return news, err
 	}
 	if _, err := kp.db.ExecContext(ctx, `UPDATE stripe_jobs SET state = 'done', error = '', updated_at = ? WHERE root = ?`,
 		kp.now().UnixNano(), root.String()); err != nil {
-		return fmt.Errorf("durability: %w", err)
+		return news, fmt.Errorf("durability: %w", err)
 	}
 	dropped := 0
 	if !kp.stripeCfg.KeepLocal {
@@ -137,7 +148,7 @@ func (kp *Keeper) stripeRoot(ctx context.Context, root cid.Cid) error {
 	kp.metrics.stripedRoots.Inc()
 	kp.log.Info("root striped", zap.Stringer("root", root), zap.Int("blocks", len(all)), zap.Int64("new_segments", stored),
 		zap.Int64("bytes", bytes), zap.Int("local_copies_dropped", dropped), zap.Duration("took", time.Since(start)))
-	return nil
+	return news, nil
 }
 
 // walk lists the DAG under root, each block once, in two orders: all,

@@ -32,6 +32,11 @@ import (
 // Jobs live in the database, so a restart resumes them. A job abandoned
 // before is pending again. Without a StripeConfig it does nothing.
 func (kp *Keeper) Queue(ctx context.Context, root cid.Cid) error {
+	return kp.queue(ctx, root, true)
+}
+
+// queue is Queue; wake says whether to wake the striper.
+func (kp *Keeper) queue(ctx context.Context, root cid.Cid, wake bool) error {
 	if kp.striper == nil {
 		return nil
 	}
@@ -48,9 +53,11 @@ func (kp *Keeper) Queue(ctx context.Context, root cid.Cid) error {
 		root.String(), now, now, kp.holder(), dbNow.Add(kp.stripeCfg.LeaseTTL).UnixNano()); err != nil {
 		return fmt.Errorf("durability: queue stripe job: %w", err)
 	}
-	select {
-	case kp.stripeWake <- struct{}{}:
-	default:
+	if wake {
+		select {
+		case kp.stripeWake <- struct{}{}:
+		default:
+		}
 	}
 	return nil
 }
@@ -92,20 +99,37 @@ func (kp *Keeper) runStriper(ctx context.Context) {
 	}
 }
 
+// errRunning is runStripeJob's answer for a job this process runs already.
+var errRunning = errors.New("durability: stripe job running already")
+
 // runStripeJob stripes root, whose job the Keeper claimed from previous
 // (its holder before, or ""), keeping the claim alive meanwhile, and
-// records the outcome; it returns stripeRoot's error.
-func (kp *Keeper) runStripeJob(ctx context.Context, root cid.Cid, previous string) error {
+// records the outcome; it returns what stripeRoot did, or errRunning if
+// the job is running in this process already (for StripeNow, or the
+// striper).
+func (kp *Keeper) runStripeJob(ctx context.Context, root cid.Cid, previous string) (Striped, error) {
+	kp.runningMu.Lock()
+	if kp.running[root] {
+		kp.runningMu.Unlock()
+		return Striped{}, errRunning
+	}
+	kp.running[root] = true
+	kp.runningMu.Unlock()
+	defer func() {
+		kp.runningMu.Lock()
+		delete(kp.running, root)
+		kp.runningMu.Unlock()
+	}()
 	defer kp.attempted()
 	jctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := kp.keepAlive(jctx, cancel, "stripe job "+root.String(), func(ctx context.Context) (bool, error) {
 		return kp.renewStripeClaim(ctx, root)
 	})
-	err := kp.stripeRoot(jctx, root)
+	news, err := kp.stripeRoot(jctx, root)
 	stop()
 	if err == nil || ctx.Err() != nil {
-		return err
+		return news, err
 	}
 	bg := context.WithoutCancel(ctx)
 	if previous != "" && previous != kp.holder() && ipld.IsNotFound(err) {
@@ -116,14 +140,61 @@ func (kp *Keeper) runStripeJob(ctx context.Context, root cid.Cid, previous strin
 			WHERE root = ? AND state = 'pending' AND holder = ?`, err.Error(), kp.now().UnixNano(), root.String(), kp.holder()); uerr != nil {
 			kp.log.Error("record abandoned stripe job", zap.Error(uerr))
 		}
-		return err
+		return news, err
 	}
 	kp.log.Warn("stripe postponed", zap.Stringer("root", root), zap.Error(err))
 	if _, uerr := kp.db.ExecContext(bg, `UPDATE stripe_jobs SET error = ?, updated_at = ? WHERE root = ?`,
 		err.Error(), kp.now().UnixNano(), root.String()); uerr != nil {
 		kp.log.Error("record stripe error", zap.Error(uerr))
 	}
-	return err
+	return news, err
+}
+
+// StripeNow stripes roots, stored on the origin's disk, before it
+// returns, and returns what it striped anew: each root's job is queued,
+// claimed and run here, or, if another origin (or this one's striper)
+// runs it already, waited for (what that job stripes is not counted
+// here). It returns stripeRoot's error for the first root that could not
+// be striped (erasure.ErrNotEnoughPeers, wrapped, if too few healthy
+// storage peers took its shards; the job stays queued, held by this
+// origin, and the striper retries it), or ctx's. Without a StripeConfig
+// it does nothing.
+func (kp *Keeper) StripeNow(ctx context.Context, roots []cid.Cid) (Striped, error) {
+	var total Striped
+	if kp.striper == nil {
+		return total, nil
+	}
+	for _, root := range roots {
+		if err := kp.queue(ctx, root, false); err != nil {
+			return total, err
+		}
+		previous, ok, err := kp.claimStripeJob(ctx, root)
+		if err != nil {
+			return total, err
+		}
+		if ok {
+			news, err := kp.runStripeJob(ctx, root, previous)
+			total.Blocks += news.Blocks
+			total.Bytes += news.Bytes
+			if err == nil {
+				continue
+			}
+			if !errors.Is(err, errRunning) {
+				return total, err
+			}
+		}
+		// Done already, or running elsewhere: wait for it.
+		done, err := kp.WaitStriped(ctx, root)
+		switch {
+		case err != nil:
+			return total, err
+		case !done && ctx.Err() != nil:
+			return total, ctx.Err()
+		case !done:
+			return total, fmt.Errorf("durability: stripe job of %s gone", root)
+		}
+	}
+	return total, nil
 }
 
 // claimNextStripeJob claims the pending job updated longest ago that no
