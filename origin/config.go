@@ -115,7 +115,10 @@ type Config struct {
 	// peers, not on the origin's disk alone, and the name it then moves is
 	// served by edges from the peers at once. Past it, the upload is
 	// answered anyway and striping goes on in the background. Default:
-	// DefaultStripeWait (30s). Negative: answer at once.
+	// DefaultStripeWait (30s). Negative: answer at once. Not used with
+	// PostgreSQL and striping: several origins share the database, and an
+	// upload is striped before it is answered at all (a 503 if it cannot
+	// be).
 	StripeWait time.Duration
 	// Logger receives structured logs. Default: no logging.
 	Logger *zap.Logger

@@ -2,6 +2,7 @@ package origin
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	car "github.com/ipld/go-car/v2"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/dag"
+	"github.com/topcdn/topcdn/origin/durability"
 	"github.com/topcdn/topcdn/originapi"
 	"go.uber.org/zap"
 )
@@ -51,7 +53,10 @@ type stagedBlock struct {
 // leaves the store and the accounting as they were. Blocks are then
 // committed leaves first, so the store stays closed under links even if
 // the process dies half-way, and the roots are recorded as published by
-// up.Publisher, who is charged for the new bytes.
+// up.Publisher, who is charged for the new bytes. With PostgreSQL and
+// striping, the roots are striped onto the storage peers before they are
+// recorded (Keeper.StripeNow); if they cannot be, the upload is refused
+// (ErrUnavailable, 503) and nothing is published.
 func (o *Origin) Ingest(ctx context.Context, up Upload, r io.Reader) (*originapi.UploadResult, error) {
 	if up.Publisher == "" {
 		return nil, errorf(ErrUnauthorized, "upload has no publisher to charge it to")
@@ -100,6 +105,15 @@ func (o *Origin) ingest(ctx context.Context, up Upload, r io.Reader) (*originapi
 		}
 		return nil, err
 	}
+	if o.stripeBeforeAck {
+		// What the origin stores anew is what goes onto the peers, some of
+		// it perhaps from this disk's cache (an upload refused before).
+		news, err := o.stripeNow(ctx, up.Publisher, reservation, br.Roots)
+		if err != nil {
+			return nil, err
+		}
+		newBlocks, newBytes = news.Blocks, news.Bytes
+	}
 	used, err := o.settle(bg, up.Publisher, reservation, newBytes, br.Roots)
 	if err != nil {
 		return nil, err
@@ -107,11 +121,16 @@ func (o *Origin) ingest(ctx context.Context, up Upload, r io.Reader) (*originapi
 	roots := make([]string, len(br.Roots))
 	for i, root := range br.Roots {
 		roots[i] = root.String()
-		if err := o.storage.Queue(bg, root); err != nil {
-			return nil, err
-		}
 	}
-	striped, stripeErr := o.waitStriped(ctx, br.Roots)
+	striped, stripeErr := o.stripeBeforeAck, error(nil)
+	if !striped {
+		for _, root := range br.Roots {
+			if err := o.storage.Queue(bg, root); err != nil {
+				return nil, err
+			}
+		}
+		striped, stripeErr = o.waitStriped(ctx, br.Roots)
+	}
 	o.log.Info("upload stored", zap.Stringer("publisher", up.Publisher),
 		zap.Strings("roots", roots), zap.Int("blocks", st.n), zap.Int("new_blocks", newBlocks), zap.Int64("bytes", st.bytes),
 		zap.Int64("new_bytes", newBytes), zap.Int64("used_bytes", used), zap.Bool("striped", striped), zap.NamedError("stripe_error", stripeErr))
@@ -121,6 +140,31 @@ func (o *Origin) ingest(ctx context.Context, up Upload, r io.Reader) (*originapi
 		res.StripeError = stripeErr.Error()
 	}
 	return res, nil
+}
+
+// stripeNow stripes the upload's roots onto the storage peers before it
+// is acknowledged (PostgreSQL: see Origin.stripeBeforeAck), and returns
+// what it striped anew: what the upload is charged. If they cannot be
+// striped, nothing is acknowledged: the reservation is released, charged
+// only for segments striped before the failure (stored for good, and not
+// striped again), and the upload refused, with 503 and Retry-After unless
+// the client went away. The other blocks stay on this origin's disk, a
+// cache, and the job queued; the retried upload is charged for them when
+// they are striped.
+func (o *Origin) stripeNow(ctx context.Context, p peer.ID, reservation string, roots []cid.Cid) (durability.Striped, error) {
+	news, err := o.storage.StripeNow(ctx, roots)
+	if err == nil {
+		return news, nil
+	}
+	if _, serr := o.settle(context.WithoutCancel(ctx), p, reservation, news.Bytes, nil); serr != nil {
+		o.log.Error("reservation not released", zap.Stringer("publisher", p), zap.Error(serr))
+	}
+	if ctx.Err() != nil {
+		return news, ctx.Err()
+	}
+	o.log.Warn("upload not acknowledged: not striped", zap.Stringer("publisher", p), zap.Error(err))
+	return news, &retryLater{after: cmp.Or(o.cfg.HeartbeatInterval, durability.DefaultHeartbeatInterval),
+		error: errorf(ErrUnavailable, "the upload could not be striped onto the storage peers, so it was not published: %v; retry later", err)}
 }
 
 // waitStriped waits, at most Config.StripeWait, until every root is
