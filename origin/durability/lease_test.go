@@ -98,7 +98,7 @@ func TestWithLease(t *testing.T) { pgtest.Dialects(t, testWithLease) }
 
 func testWithLease(t *testing.T, dsn string) {
 	ctx := context.Background()
-	const ttl = 300 * time.Millisecond
+	const ttl = time.Second
 	sc := StripeConfig{LeaseTTL: ttl}
 	dbA, err := origindb.Open(ctx, dsn)
 	if err != nil {
