@@ -36,10 +36,9 @@ type Config struct {
 	DataDir string
 	// DB is the metadata database: a SQLite file, or a PostgreSQL database
 	// given by its URL (postgres://… or postgresql://…; package sqldb).
-	// Default: DataDir/origin.db. PostgreSQL is not for production yet
-	// (#18): origins sharing it do not coordinate their background work,
-	// and concurrent transactions can commit billing-log and name-change
-	// IDs out of order, which readers paging by ID would skip.
+	// Default: DataDir/origin.db. Origins sharing a PostgreSQL database
+	// coordinate their background work through it (see the README,
+	// "Several origins").
 	DB string
 	// Key is the origin's identity. Default: loaded from DataDir/origin.key,
 	// generated there on first start.
@@ -116,7 +115,10 @@ type Config struct {
 	// peers, not on the origin's disk alone, and the name it then moves is
 	// served by edges from the peers at once. Past it, the upload is
 	// answered anyway and striping goes on in the background. Default:
-	// DefaultStripeWait (30s). Negative: answer at once.
+	// DefaultStripeWait (30s). Negative: answer at once. Not used with
+	// PostgreSQL and striping: several origins share the database, and an
+	// upload is striped before it is answered at all (a 503 if it cannot
+	// be).
 	StripeWait time.Duration
 	// Logger receives structured logs. Default: no logging.
 	Logger *zap.Logger

@@ -45,6 +45,15 @@ type Origin struct {
 	changes    *nameFeed    // the name-change stream's readers and memo
 	purges     *purgeLimits // purges per name, in memory (one process)
 
+	// stripeBeforeAck: an upload is striped onto the storage peers before
+	// it is acknowledged (StripeNow), not queued and waited for up to
+	// StripeWait. Set with PostgreSQL and striping: several origins share
+	// the database, and an acknowledged publish must not live on one
+	// origin's disk alone; with SQLite, one origin, the upload is
+	// acknowledged once staged and striped in the background (or waited
+	// for).
+	stripeBeforeAck bool
+
 	// Testing.
 	now         func() time.Time
 	keepChanges int // trimming keeps the last keepChanges changes
@@ -94,7 +103,12 @@ func New(ctx context.Context, cfg Config) (*Origin, error) {
 		o.Close()
 		return nil, err
 	}
-	o.log.Info("origin opened", zap.String("data", cfg.DataDir), zap.Bool("postgres", o.db.Postgres()), zap.Stringer("peer_id", o.key.ID))
+	o.stripeBeforeAck = o.db.Postgres() && cfg.Stripe != nil
+	if o.db.Postgres() && cfg.Stripe == nil {
+		o.log.Warn("PostgreSQL without striping: uploads are acknowledged on this origin's disk alone, and other origins sharing the database cannot serve them")
+	}
+	o.log.Info("origin opened", zap.String("data", cfg.DataDir), zap.Bool("postgres", o.db.Postgres()),
+		zap.Bool("stripe_before_ack", o.stripeBeforeAck), zap.Stringer("peer_id", o.key.ID))
 	return o, nil
 }
 
@@ -128,7 +142,8 @@ func (o *Origin) openStores(ctx context.Context) error {
 }
 
 // Run does the origin's background work until ctx ends: it trims the
-// name-change stream every hour (Config.NameChangesRetention), and its
+// name-change stream every hour (Config.NameChangesRetention), follows
+// the changes other origins sharing a PostgreSQL database append, and its
 // storage side (Storage) stripes published content to storage peers,
 // audits them, repairs segments that lost shards and sweeps orphan
 // shards; without a StripeConfig the storage side only waits.
@@ -141,6 +156,9 @@ func (o *Origin) Run(ctx context.Context) {
 			}
 		})
 	})
+	if o.db.Postgres() {
+		wg.Go(func() { o.followNameChanges(ctx) })
+	}
 	o.storage.Run(ctx)
 	wg.Wait()
 }

@@ -118,7 +118,7 @@ func (sn *stripeNet) publish(t *testing.T, data []byte) cid.Cid {
 	if err := sn.kp.Queue(ctx, nd.Cid()); err != nil {
 		t.Fatal(err)
 	}
-	if err := sn.kp.stripeRoot(ctx, nd.Cid()); err != nil {
+	if _, err := sn.kp.stripeRoot(ctx, nd.Cid()); err != nil {
 		t.Fatal(err)
 	}
 	return nd.Cid()
@@ -391,7 +391,7 @@ func testStripeSharesStripedBlocks(t *testing.T, dsn string) {
 	if err := sn.local.Put(ctx, root); err != nil {
 		t.Fatal(err)
 	}
-	if err := sn.kp.stripeRoot(ctx, root.Cid()); err != nil {
+	if _, err := sn.kp.stripeRoot(ctx, root.Cid()); err != nil {
 		t.Fatal(err)
 	}
 	m, err := sn.kp.Manifest(ctx, root.Cid())
