@@ -21,11 +21,9 @@ import (
 
 // addKeeper adds to sn a second origin sharing sn.kp's database (over its
 // own connections to a PostgreSQL database, over the same handle to a
-// SQLite file), with its own key and disk, on sn's clock; the two read
-// back each other's manifests. Storage peers take orders from one origin
-// key (storage.Config.OriginID), sn.kp's, so the second origin signs its
-// orders with that key; it signs manifests, and holds leases and claims,
-// as itself.
+// SQLite file), with its own key (sn.other, which the peers take orders
+// from) and disk, on sn's clock; the two read back each other's
+// manifests.
 func (sn *stripeNet) addKeeper(t *testing.T, dsn string, sc StripeConfig) (*Keeper, blockstore.Blockstore) {
 	t.Helper()
 	db := sn.kp.db
@@ -36,10 +34,8 @@ func (sn *stripeNet) addKeeper(t *testing.T, dsn string, sc StripeConfig) (*Keep
 		}
 		t.Cleanup(func() { db.Close() })
 	}
-	kp, _ := keeperOn(t, db, sc)
+	kp, _ := keeperOn(t, db, sc, sn.other)
 	kp.now = sn.now
-	kp.storage = storageapi.NewClient(sn.kp.key, nil)
-	kp.shardStore = peerShards{keeper: kp, client: kp.storage}
 	kp.origins[sn.kp.key.ID] = true
 	sn.kp.origins[kp.key.ID] = true
 	return kp, kp.cfg.Local.(blockstore.Blockstore)
