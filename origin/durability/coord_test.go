@@ -41,6 +41,16 @@ func (sn *stripeNet) addKeeper(t *testing.T, dsn string, sc StripeConfig) (*Keep
 	return kp, kp.cfg.Local.(blockstore.Blockstore)
 }
 
+// silenceFirst has the first n peers go silent: the clock moves on, and
+// only the others send heartbeats.
+func (sn *stripeNet) silenceFirst(t *testing.T, n int) {
+	t.Helper()
+	sn.advance(10 * time.Second)
+	for i := n; i < len(sn.peers); i++ {
+		sn.heartbeat(t, i, 500)
+	}
+}
+
 // rawRoots stores n one-block roots on each of the disks, and returns them.
 func rawRoots(t *testing.T, n int, disks ...blockstore.Blockstore) []cid.Cid {
 	t.Helper()
@@ -193,11 +203,7 @@ func testRepairAcrossOrigins(t *testing.T, dsn string) {
 		sn.heartbeat(t, i, int64(900-100*i)) // peers 0-3 get the shards, 4-6 are spares
 	}
 	root := sn.publish(t, []byte("a segment two origins repair at once"))
-	// Peers 0 and 1 go silent.
-	sn.advance(10 * time.Second)
-	for i := 2; i < len(sn.peers); i++ {
-		sn.heartbeat(t, i, 500)
-	}
+	sn.silenceFirst(t, 2)
 	_, bySeg, err := sn.kp.segmentsHealth(ctx)
 	if err != nil || len(bySeg) != 1 {
 		t.Fatalf("segments: %d, %v", len(bySeg), err)
@@ -286,10 +292,7 @@ func testRunRepairsOnce(t *testing.T, dsn string) {
 		sn.heartbeat(t, i, int64(900-100*i))
 	}
 	root := sn.publish(t, []byte("a segment two origins' loops would repair"))
-	sn.advance(10 * time.Second) // peers 0 and 1 go silent
-	for i := 2; i < len(sn.peers); i++ {
-		sn.heartbeat(t, i, 500)
-	}
+	sn.silenceFirst(t, 2)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var wg sync.WaitGroup
@@ -334,10 +337,7 @@ func testReadersFollowMoves(t *testing.T, dsn string) {
 		t.Fatalf("%d readers cached", len(segs))
 	}
 	stale, _ := b.readers.Peek(segs[0])
-	sn.advance(10 * time.Second) // peers 0 and 1 go silent; A moves their shards away
-	for i := 2; i < len(sn.peers); i++ {
-		sn.heartbeat(t, i, 500)
-	}
+	sn.silenceFirst(t, 2) // A moves their shards away
 	if placed, err := sn.kp.Repair(ctx); err != nil || placed != 2 {
 		t.Fatalf("A's repair placed %d (%v)", placed, err)
 	}
