@@ -43,6 +43,16 @@ type Config struct {
 	// Key is the origin's identity. Default: loaded from DataDir/origin.key,
 	// generated there on first start.
 	Key *identity.Key
+	// OriginIDs are the peer IDs of the network's origins, those sharing
+	// DB, each signing with its own key: what storage peers, edges and
+	// billing pin (GET /healthz reports them as origin_ids), and whose
+	// manifests this origin re-signs. New refuses a set without this
+	// origin's own ID: it would sign what nobody accepts. Default: this
+	// origin's ID alone.
+	OriginIDs []peer.ID
+	// URL is the origin's base URL as its clients reach it, recorded for
+	// the other origins sharing DB (table origins). Default: none.
+	URL string
 	// MaxUploadSize bounds one CAR upload, in bytes. Default:
 	// DefaultMaxUploadSize (8 GiB).
 	MaxUploadSize int64

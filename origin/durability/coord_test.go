@@ -21,11 +21,9 @@ import (
 
 // addKeeper adds to sn a second origin sharing sn.kp's database (over its
 // own connections to a PostgreSQL database, over the same handle to a
-// SQLite file), with its own key and disk, on sn's clock; the two read
-// back each other's manifests. Storage peers take orders from one origin
-// key (storage.Config.OriginID), sn.kp's, so the second origin signs its
-// orders with that key; it signs manifests, and holds leases and claims,
-// as itself.
+// SQLite file), with its own key (sn.other, which the peers take orders
+// from) and disk, on sn's clock; the two read back each other's
+// manifests.
 func (sn *stripeNet) addKeeper(t *testing.T, dsn string, sc StripeConfig) (*Keeper, blockstore.Blockstore) {
 	t.Helper()
 	db := sn.kp.db
@@ -36,13 +34,21 @@ func (sn *stripeNet) addKeeper(t *testing.T, dsn string, sc StripeConfig) (*Keep
 		}
 		t.Cleanup(func() { db.Close() })
 	}
-	kp, _ := keeperOn(t, db, sc)
+	kp, _ := keeperOn(t, db, sc, sn.other)
 	kp.now = sn.now
-	kp.storage = storageapi.NewClient(sn.kp.key, nil)
-	kp.shardStore = peerShards{keeper: kp, client: kp.storage}
 	kp.origins[sn.kp.key.ID] = true
 	sn.kp.origins[kp.key.ID] = true
 	return kp, kp.cfg.Local.(blockstore.Blockstore)
+}
+
+// silenceFirst has the first n peers go silent: the clock moves on, and
+// only the others send heartbeats.
+func (sn *stripeNet) silenceFirst(t *testing.T, n int) {
+	t.Helper()
+	sn.advance(10 * time.Second)
+	for i := n; i < len(sn.peers); i++ {
+		sn.heartbeat(t, i, 500)
+	}
 }
 
 // rawRoots stores n one-block roots on each of the disks, and returns them.
@@ -197,11 +203,7 @@ func testRepairAcrossOrigins(t *testing.T, dsn string) {
 		sn.heartbeat(t, i, int64(900-100*i)) // peers 0-3 get the shards, 4-6 are spares
 	}
 	root := sn.publish(t, []byte("a segment two origins repair at once"))
-	// Peers 0 and 1 go silent.
-	sn.advance(10 * time.Second)
-	for i := 2; i < len(sn.peers); i++ {
-		sn.heartbeat(t, i, 500)
-	}
+	sn.silenceFirst(t, 2)
 	_, bySeg, err := sn.kp.segmentsHealth(ctx)
 	if err != nil || len(bySeg) != 1 {
 		t.Fatalf("segments: %d, %v", len(bySeg), err)
@@ -290,10 +292,7 @@ func testRunRepairsOnce(t *testing.T, dsn string) {
 		sn.heartbeat(t, i, int64(900-100*i))
 	}
 	root := sn.publish(t, []byte("a segment two origins' loops would repair"))
-	sn.advance(10 * time.Second) // peers 0 and 1 go silent
-	for i := 2; i < len(sn.peers); i++ {
-		sn.heartbeat(t, i, 500)
-	}
+	sn.silenceFirst(t, 2)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var wg sync.WaitGroup
@@ -338,10 +337,7 @@ func testReadersFollowMoves(t *testing.T, dsn string) {
 		t.Fatalf("%d readers cached", len(segs))
 	}
 	stale, _ := b.readers.Peek(segs[0])
-	sn.advance(10 * time.Second) // peers 0 and 1 go silent; A moves their shards away
-	for i := 2; i < len(sn.peers); i++ {
-		sn.heartbeat(t, i, 500)
-	}
+	sn.silenceFirst(t, 2) // A moves their shards away
 	if placed, err := sn.kp.Repair(ctx); err != nil || placed != 2 {
 		t.Fatalf("A's repair placed %d (%v)", placed, err)
 	}

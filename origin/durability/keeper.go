@@ -88,6 +88,16 @@ func New(cfg Config) (*Keeper, error) {
 	return kp, nil
 }
 
+// StripeConfig returns the striping settings in force, defaults filled
+// in, or nil if striping is off.
+func (kp *Keeper) StripeConfig() *StripeConfig {
+	if kp.striper == nil {
+		return nil
+	}
+	sc := kp.stripeCfg
+	return &sc
+}
+
 // Run does the background work until ctx ends: striping published content
 // to storage peers, auditing them, repairing segments that lost shards,
 // and sweeping orphan shards. Without a StripeConfig it only waits.

@@ -9,17 +9,22 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/internal/testkit/pgtest"
 	"github.com/topcdn/topcdn/origin/origindb"
 	"github.com/topcdn/topcdn/sqldb"
 )
 
-// keeperOn returns a Keeper with a new origin key and block store over
-// db, as another origin sharing the database has, and its registry.
-func keeperOn(t testing.TB, db *sqldb.DB, sc StripeConfig) (*Keeper, *prometheus.Registry) {
+// keeperOn returns a Keeper with a new block store over db, as another
+// origin sharing the database has, and its registry. Its key is key, or a
+// new one if nil.
+func keeperOn(t testing.TB, db *sqldb.DB, sc StripeConfig, key ...*identity.Key) (*Keeper, *prometheus.Registry) {
 	t.Helper()
 	cfg := testConfig(t, filepath.Join(t.TempDir(), "unused.db"), Config{HeartbeatInterval: time.Second, Stripe: &sc})
 	cfg.DB = db
+	if len(key) > 0 {
+		cfg.Key = key[0]
+	}
 	reg := prometheus.NewRegistry()
 	cfg.Registry = reg
 	kp, err := New(cfg)
