@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -146,15 +147,15 @@ func (l *Ledger) checkOrder(ctx context.Context, claimPeer string, co billingapi
 
 // knownReader reports whether p is a reader billing pays reads for: an
 // edge the operator admitted (and had not revoked) while the order was
-// valid, from issued to expires, or the origin (see OriginKey). A fresh
+// valid, from issued to expires, or an origin (see OriginKey). A fresh
 // key signing orders for a colluding storage peer earns it nothing.
 func (l *Ledger) knownReader(ctx context.Context, p peer.ID, issued, expires time.Time) (bool, error) {
 	if src, ok := l.content.(OriginKey); ok {
-		id, err := src.OriginID(ctx)
+		ids, err := src.OriginIDs(ctx)
 		if err != nil {
-			return false, fmt.Errorf("billing: %w: origin ID: %w", errTransient, err)
+			return false, fmt.Errorf("billing: %w: origin IDs: %w", errTransient, err)
 		}
-		if p == id {
+		if slices.Contains(ids, p) {
 			return true, nil
 		}
 	}

@@ -73,10 +73,10 @@ func (f *fakeContent) ShardPublisher(ctx context.Context, shard string) (peer.ID
 	return "", reject(billingapi.ReasonUnknownShard, "shard %s unknown", shard)
 }
 
-func (f *fakeContent) OriginID(ctx context.Context) (peer.ID, error) {
+func (f *fakeContent) OriginIDs(ctx context.Context) ([]peer.ID, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.origin, nil
+	return []peer.ID{f.origin}, nil
 }
 
 func (f *fakeContent) Holdings(ctx context.Context) ([]witness.Holding, error) {

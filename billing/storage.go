@@ -3,6 +3,7 @@ package billing
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -26,7 +27,7 @@ const (
 	upkeepWindow = 24 * time.Hour
 )
 
-// isOrigin reports whether p is the origin (see OriginKey). An origin
+// isOrigin reports whether p is one of the origins (see OriginKey). An origin
 // that cannot be asked now is taken as not p: knownReader, asked first,
 // has already refused the claim then.
 func (l *Ledger) isOrigin(ctx context.Context, p peer.ID) bool {
@@ -34,8 +35,8 @@ func (l *Ledger) isOrigin(ctx context.Context, p peer.ID) bool {
 	if !ok {
 		return false
 	}
-	id, err := src.OriginID(ctx)
-	return err == nil && id == p
+	ids, err := src.OriginIDs(ctx)
+	return err == nil && slices.Contains(ids, p)
 }
 
 // checkPlacement checks a read order against the origin's log: the shard

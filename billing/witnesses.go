@@ -72,15 +72,16 @@ type ShardIndex interface {
 	RootShards(ctx context.Context) (map[string][]string, error)
 }
 
-// OriginKey is implemented by a Content that knows the origin's peer ID.
+// OriginKey is implemented by a Content that knows the origins' peer IDs.
 // Read orders the origin signs (repair, audit reads, and the reads behind
 // billing's own index of each site) are upkeep of the content they read:
 // billing pays the storage peer for them and charges the shard's
 // publisher, as for an edge's reads. Without it, those orders are refused
 // as unknown_reader and the peers serve them unpaid.
 type OriginKey interface {
-	// OriginID returns the origin's peer ID.
-	OriginID(ctx context.Context) (peer.ID, error)
+	// OriginIDs returns the peer IDs of the network's origins, each of
+	// which signs with its own key.
+	OriginIDs(ctx context.Context) ([]peer.ID, error)
 }
 
 // Sizer is implemented by a Content that can tell the bytes of a DAG:

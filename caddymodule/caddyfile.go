@@ -50,11 +50,11 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // checks the rest.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
-	if d.NextArg() {
-		h.Origin = d.Val()
-	}
-	if d.NextArg() {
-		return d.ArgErr()
+	if args := d.RemainingArgs(); len(args) > 0 {
+		h.Origin, h.Origins = args[0], nil
+		if len(args) > 1 {
+			h.Origins = args[1:]
+		}
 	}
 	for d.NextBlock(0) {
 		parse, ok := subdirectives[d.Val()]
@@ -71,8 +71,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // subdirectives parses each option of a topcdn block, by name, from the
 // token after it. It is never written to.
 var subdirectives = map[string]func(h *Handler, d *caddyfile.Dispenser) error{
-	"origin":        stringArg(func(h *Handler) *string { return &h.Origin }),
-	"origin_id":     stringArg(func(h *Handler) *string { return &h.OriginID }),
+	"origin":        listArg(func(h *Handler) (*string, *[]string) { return &h.Origin, &h.Origins }),
+	"origin_id":     listArg(func(h *Handler) (*string, *[]string) { return &h.OriginID, &h.OriginIDs }),
 	"domain":        stringArg(func(h *Handler) *string { return &h.Domain }),
 	"key":           stringArg(func(h *Handler) *string { return &h.KeyFile }),
 	"router":        stringArg(func(h *Handler) *string { return &h.Router }),
@@ -96,6 +96,23 @@ func stringArg(field func(*Handler) *string) func(*Handler, *caddyfile.Dispenser
 	return func(h *Handler, d *caddyfile.Dispenser) error {
 		if !d.AllArgs(field(h)) {
 			return d.ArgErr()
+		}
+		return nil
+	}
+}
+
+// listArg parses an option of one or more values: the first into the
+// string field fields returns, the rest into its list.
+func listArg(fields func(*Handler) (*string, *[]string)) func(*Handler, *caddyfile.Dispenser) error {
+	return func(h *Handler, d *caddyfile.Dispenser) error {
+		args := d.RemainingArgs()
+		if len(args) == 0 {
+			return d.ArgErr()
+		}
+		first, rest := fields(h)
+		*first, *rest = args[0], nil
+		if len(args) > 1 {
+			*rest = args[1:]
 		}
 		return nil
 	}

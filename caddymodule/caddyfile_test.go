@@ -63,7 +63,10 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "capacity not a number", input: "topcdn {\n capacity NaN\n}", wantErr: true},
 		{name: "infinite capacity", input: "topcdn {\n capacity Inf\n}", wantErr: true},
 		{name: "dnslink without path", input: "topcdn {\n dnslink blog.example.org\n}", wantErr: true},
-		{name: "two arguments", input: `topcdn http://a http://b`, wantErr: true},
+		{name: "several origins", input: `topcdn http://a http://b`, want: Handler{Origin: "http://a", Origins: []string{"http://b"}}},
+		{name: "several origins and IDs in the block", input: "topcdn {\n origin http://a http://b http://c\n origin_id 12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA 12D3KooWK99VoVxNE7XzyBwXEzW7xhK7Gpv85r9F3V3fyKSUKPH5\n}",
+			want: Handler{Origin: "http://a", Origins: []string{"http://b", "http://c"}, OriginID: "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA",
+				OriginIDs: []string{"12D3KooWK99VoVxNE7XzyBwXEzW7xhK7Gpv85r9F3V3fyKSUKPH5"}}},
 		{name: "unknown option", input: "topcdn {\n bogus 1\n}", wantErr: true},
 		{name: "bad size", input: "topcdn {\n memory_cache lots\n}", wantErr: true},
 		{name: "origin without value", input: "topcdn {\n origin\n}", wantErr: true},
@@ -111,6 +114,9 @@ func TestValidate(t *testing.T) {
 		{Handler{Origin: "http://x", BillingEpoch: -1}, false},
 		{Handler{Origin: "http://x", OriginID: "12D3"}, false},
 		{Handler{Origin: "http://x", OriginID: "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"}, true},
+		{Handler{Origin: "http://x", OriginIDs: []string{"12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA", "12D3"}}, false},
+		{Handler{Origin: "http://x", Origins: []string{"http://y", "y:80"}}, false},
+		{Handler{Origin: "http://x", Origins: []string{"https://y"}}, true},
 	}
 	for _, tc := range tests {
 		if err := tc.h.Validate(); (err == nil) != tc.ok {

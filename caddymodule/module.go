@@ -31,9 +31,15 @@ func init() {
 type Handler struct {
 	// Origin is the origin's base URL, e.g. http://127.0.0.1:8081. Required.
 	Origin string `json:"origin,omitempty"`
-	// OriginID pins the origin's peer ID (which signs manifests). Default:
-	// asked from the origin when first needed.
+	// Origins are more origins of the network, tried in order after Origin
+	// when one cannot answer (see edge.Config.Origins).
+	Origins []string `json:"origins,omitempty"`
+	// OriginID pins an origin's peer ID (origins sign manifests and name
+	// changes); OriginIDs pins more, one per origin. Default: the set the
+	// origins report, asked when first needed.
 	OriginID string `json:"origin_id,omitempty"`
+	// OriginIDs are more origin peer IDs to pin (see OriginID).
+	OriginIDs []string `json:"origin_ids,omitempty"`
 	// Domain is the zone sites live under: NAME.Domain is a site.
 	// Default: edge.DefaultDomain (cdn.test).
 	Domain string `json:"domain,omitempty"`
@@ -155,9 +161,14 @@ func (h *Handler) setDefaults() {
 
 // Validate checks the configuration; it changes nothing.
 func (h *Handler) Validate() error {
-	u, err := url.Parse(h.Origin)
-	if h.Origin == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("topcdn: origin %q: want http(s)://host[:port]", h.Origin)
+	if h.Origin == "" {
+		return errors.New("topcdn: origin is required")
+	}
+	for _, o := range append([]string{h.Origin}, h.Origins...) {
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("topcdn: origin %q: want http(s)://host[:port]", o)
+		}
 	}
 	if strings.Contains(strings.Trim(h.Domain, "."), "..") || strings.ContainsAny(h.Domain, "/: ") {
 		return fmt.Errorf("topcdn: domain %q is not a domain name", h.Domain)
@@ -174,12 +185,26 @@ func (h *Handler) Validate() error {
 	if !(h.Capacity >= 0) || math.IsInf(h.Capacity, 1) { // NaN fails h.Capacity >= 0
 		return fmt.Errorf("topcdn: capacity %v: want requests per second, 0 or more", h.Capacity)
 	}
-	if h.OriginID != "" {
-		if _, err := peer.Decode(h.OriginID); err != nil {
-			return fmt.Errorf("topcdn: origin_id: %w", err)
-		}
+	if _, err := h.originIDs(); err != nil {
+		return err
 	}
 	return h.validateReporting()
+}
+
+// originIDs decodes OriginID and OriginIDs.
+func (h *Handler) originIDs() ([]peer.ID, error) {
+	var ids []peer.ID
+	for _, s := range append([]string{h.OriginID}, h.OriginIDs...) {
+		if s == "" {
+			continue
+		}
+		id, err := peer.Decode(s)
+		if err != nil {
+			return nil, fmt.Errorf("topcdn: origin_id %q: %w", s, err)
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
 }
 
 // Cleanup lets go of the running edge, which stops when no handler of a

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/edge"
@@ -155,7 +154,7 @@ func startInstance(h *Handler) (_ *instance, err error) {
 	if in.key, err = loadKey(h.keyPath, h.logger); err != nil {
 		return nil, err
 	}
-	cfg := edge.Config{Origin: h.Origin, Domain: h.Domain, MemoryBytes: max(1, int64(float64(h.MemoryCacheBytes)*cacheShare)),
+	cfg := edge.Config{Origin: h.Origin, Origins: h.Origins, Domain: h.Domain, MemoryBytes: max(1, int64(float64(h.MemoryCacheBytes)*cacheShare)),
 		DNSLinks: h.DNSLinks, Logger: h.logger, Key: in.key, Registry: firstRegisterer{Registerer: h.registry, logger: h.logger, warned: new(atomic.Bool)}}
 	cfg.HTTPSPort = h.HTTPSPort
 	if u, err := url.Parse(h.PublicURL); err == nil { // Validate checked it
@@ -166,13 +165,11 @@ func startInstance(h *Handler) (_ *instance, err error) {
 	if err = cfg.Registry.Register(prom.BuildInfo()); err != nil {
 		return nil, fmt.Errorf("topcdn: metrics: %w", err)
 	}
-	if cfg.State, in.stateKey, err = loadState(stateKey{Origin: h.Origin, OriginID: h.OriginID, Domain: h.Domain,
+	if cfg.State, in.stateKey, err = loadState(stateKey{Origin: h.Origin, Origins: h.Origins, OriginID: h.OriginID, OriginIDs: h.OriginIDs, Domain: h.Domain,
 		KeyFile: h.keyPath, DNSLinks: h.DNSLinks, MemoryBytes: cfg.MemoryBytes}); err != nil {
 		return nil, fmt.Errorf("topcdn: %w", err)
 	}
-	if h.OriginID != "" {
-		cfg.OriginID, _ = peer.Decode(h.OriginID) // Validate checked it
-	}
+	cfg.OriginIDs, _ = h.originIDs() // Validate checked them
 	if h.Billing != "" {
 		in.reporter = billingapi.NewReporter(in.key, h.Billing, billingapi.WithEpoch(time.Duration(h.BillingEpoch)),
 			billingapi.WithLogger(h.logger.Named("billing")), billingapi.WithPublicURL(h.PublicURL))

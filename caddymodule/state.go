@@ -23,7 +23,9 @@ func (sharedState) Destruct() error { return nil }
 // any of it must not share one.
 type stateKey struct {
 	Origin      string            `json:"origin"`
+	Origins     []string          `json:"origins"`
 	OriginID    string            `json:"origin_id"`
+	OriginIDs   []string          `json:"origin_ids"`
 	Domain      string            `json:"domain"`
 	KeyFile     string            `json:"key_file"` // loaded manifests' readers sign read orders with the key
 	DNSLinks    map[string]string `json:"dnslinks"` // encoding/json sorts map keys

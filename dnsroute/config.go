@@ -78,9 +78,15 @@ type Config struct {
 	GeoIP *GeoDB
 	// ID is the router's own peer ID, reported by /healthz. Optional.
 	ID peer.ID
-	// OriginID pins the origin's peer ID, which signs its stream of name
-	// changes. Default: asked from the origin's /healthz once.
+	// OriginID pins an origin's peer ID (origins sign their stream of name
+	// changes); OriginIDs pins more, one per origin. Default: the set the
+	// origins' /healthz reports, asked once.
 	OriginID peer.ID
+	// OriginIDs are more origin IDs to pin (see OriginID).
+	OriginIDs []peer.ID
+	// Origins are more origins of the network (base URLs), tried in order
+	// after Origin when one cannot answer (see originapi.Pool).
+	Origins []string
 	// Logger receives logs. Default: zap.NewNop().
 	Logger *zap.Logger
 	// Registry receives the router's metrics. Default: not registered.
@@ -127,8 +133,10 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, fmt.Errorf("dnsroute: zone %q is not a domain name", cfg.Zone)
 	}
 	cfg.Zone = zone
-	if err := checkBaseURL("origin", cfg.Origin); err != nil {
-		return cfg, err
+	for _, o := range append([]string{cfg.Origin}, cfg.Origins...) {
+		if err := checkBaseURL("origin", o); err != nil {
+			return cfg, err
+		}
 	}
 	if cfg.Billing != "" {
 		if err := checkBaseURL("billing", cfg.Billing); err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multihash"
 	"github.com/topcdn/topcdn/dag"
+	"github.com/topcdn/topcdn/originapi"
 	"go.uber.org/zap"
 )
 
@@ -170,22 +171,27 @@ func (r *Router) probeTarget(ctx context.Context, root cid.Cid) cid.Cid {
 // originBlock fetches block c from the origin's Trustless Gateway and
 // checks it.
 func (r *Router) originBlock(ctx context.Context, c cid.Cid) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.ContentProbeTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(r.cfg.Origin, "/")+"/ipfs/"+c.String()+"?format=raw", nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Accept", rawType)
-	resp, err := r.cfg.Client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("origin: HTTP %d", resp.StatusCode)
-	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, dag.MaxBlockSize+1))
+	var data []byte
+	err := r.origins.Do(ctx, func(ctx context.Context, base string) error {
+		ctx, cancel := context.WithTimeout(ctx, r.cfg.ContentProbeTimeout)
+		defer cancel()
+		u := base + "/ipfs/" + c.String() + "?format=raw"
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Accept", rawType)
+		resp, err := r.cfg.Client.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("origin: %w", &originapi.StatusError{URL: u, Status: resp.StatusCode})
+		}
+		data, err = io.ReadAll(io.LimitReader(resp.Body, dag.MaxBlockSize+1))
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	ticker "github.com/topcdn/topcdn/internal/tick" // "tick" is the router's check interval
 	"github.com/topcdn/topcdn/namestream"
+	"github.com/topcdn/topcdn/originapi"
 	"go.uber.org/zap"
 )
 
@@ -54,19 +55,20 @@ type Router struct {
 	follower      atomic.Pointer[namestream.Follower]
 	streamMetrics *namestream.Metrics
 
-	mu             sync.Mutex
-	edges          map[peer.ID]*edge
-	names          map[string]nameEntry // human name → entry, as the origin lists them
-	roots          []cid.Cid            // what content probes may ask for: the names' distinct roots
-	suspended      map[peer.ID]bool
-	admitted       map[peer.ID]bool       // edges billing admitted; nil: billing not read (yet)
-	quarantine     map[peer.ID]quarantine // edges caught lying, also while not registered
-	namesOK        bool                   // names were read from the origin at least once
-	namesAt        time.Time              // when the whole list was last read
-	learntOriginID peer.ID                // the origin's peer ID, asked once
-	serial         uint32                 // SOA serial: when names last changed
-	gen            uint64                 // bumped on every rebuild
-	started        time.Time              // when New ran
+	mu              sync.Mutex
+	edges           map[peer.ID]*edge
+	names           map[string]nameEntry // human name → entry, as the origin lists them
+	roots           []cid.Cid            // what content probes may ask for: the names' distinct roots
+	suspended       map[peer.ID]bool
+	admitted        map[peer.ID]bool       // edges billing admitted; nil: billing not read (yet)
+	quarantine      map[peer.ID]quarantine // edges caught lying, also while not registered
+	namesOK         bool                   // names were read from the origin at least once
+	namesAt         time.Time              // when the whole list was last read
+	learntOriginIDs []peer.ID              // the origins' peer IDs, asked once
+	origins         *originapi.Pool        // the origins, with failover
+	serial          uint32                 // SOA serial: when names last changed
+	gen             uint64                 // bumped on every rebuild
+	started         time.Time              // when New ran
 
 	// acme holds the ACME challenge records (acme.go); guarded by mu.
 	acme *challengeTable
@@ -142,6 +144,13 @@ func New(cfg Config) (*Router, error) {
 		acme:       newChallengeTable(cfg.Zone, m.challengeRecords),
 	}
 	r.streamMetrics = namestream.NewMetrics(cfg.Registry, "dns", r.streamUp)
+	opts := []originapi.PoolOption{originapi.WithPoolLogger(cfg.Logger)}
+	if cfg.Registry != nil {
+		opts = append(opts, originapi.WithPoolMetrics(cfg.Registry, "dns"))
+	}
+	if r.origins, err = originapi.NewPool(append([]string{cfg.Origin}, cfg.Origins...), opts...); err != nil {
+		return nil, fmt.Errorf("dnsroute: %w", err)
+	}
 	pc := *cfg.Client
 	pc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	r.probeClient = &pc

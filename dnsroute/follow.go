@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/namestream"
+	"github.com/topcdn/topcdn/originapi"
 	"go.uber.org/zap"
 )
 
@@ -22,15 +24,19 @@ const namesResync = time.Minute
 // ends: a new or moved name answers within a round trip of its publish,
 // not a poll interval.
 func (r *Router) followNames(ctx context.Context) {
-	f := namestream.New(namestream.Config{
-		Origin:   r.cfg.Origin,
-		OriginID: r.originID,
+	f, err := namestream.New(namestream.Config{
+		Pool:      r.origins,
+		OriginIDs: r.originIDs,
 		// A long-poll outlives cfg.Client's timeout; the follower bounds
 		// each poll itself.
 		Client:  &http.Client{Transport: r.cfg.Client.Transport},
 		Logger:  r.log.Named("names"),
 		Metrics: r.streamMetrics,
 	})
+	if err != nil {
+		r.log.Error("cannot follow the origins' name changes", zap.Error(err))
+		return
+	}
 	r.follower.Store(f)
 	f.Run(ctx, r.applyChange)
 }
@@ -41,32 +47,28 @@ func (r *Router) streamUp() bool {
 	return f != nil && f.Healthy()
 }
 
-// originID returns the origin's peer ID, which signs the stream's pages:
-// Config.OriginID, or asked from the origin's /healthz once.
-func (r *Router) originID(ctx context.Context) (peer.ID, error) {
-	if r.cfg.OriginID != "" {
-		return r.cfg.OriginID, nil
+// originIDs returns the origins' peer IDs, which sign the stream's pages:
+// Config.OriginID and OriginIDs, or asked from the origins' /healthz once.
+func (r *Router) originIDs(ctx context.Context) ([]peer.ID, error) {
+	if pinned := slices.DeleteFunc(append([]peer.ID{r.cfg.OriginID}, r.cfg.OriginIDs...), func(id peer.ID) bool { return id == "" }); len(pinned) > 0 {
+		return pinned, nil
 	}
 	r.mu.Lock()
-	id := r.learntOriginID
+	ids := r.learntOriginIDs
 	r.mu.Unlock()
-	if id != "" {
-		return id, nil
+	if len(ids) > 0 {
+		return ids, nil
 	}
-	var h struct {
-		PeerID string `json:"peer_id"`
-	}
-	if err := r.getJSON(ctx, r.cfg.Origin+"/healthz", &h); err != nil {
-		return "", fmt.Errorf("learn the origin's peer ID: %w", err)
-	}
-	id, err := peer.Decode(h.PeerID)
+	ctx, cancel := context.WithTimeout(ctx, max(r.cfg.NamesInterval, 2*time.Second))
+	defer cancel()
+	ids, err := originapi.FetchOriginIDs(ctx, r.origins, r.cfg.Client)
 	if err != nil {
-		return "", fmt.Errorf("origin peer ID %q: %w", h.PeerID, err)
+		return nil, fmt.Errorf("learn the origins' peer IDs: %w", err)
 	}
 	r.mu.Lock()
-	r.learntOriginID = id
+	r.learntOriginIDs = ids
 	r.mu.Unlock()
-	return id, nil
+	return ids, nil
 }
 
 // applyChange applies a verified name change: a record moves (or adds)

@@ -111,7 +111,10 @@ func (r *Router) getJSON(ctx context.Context, url string, v any) error {
 // pollNames reads the origin's names and publishes them if they changed.
 func (r *Router) pollNames(ctx context.Context) error {
 	var list []originapi.NameInfo
-	if err := r.getJSON(ctx, r.cfg.Origin+NamesPath, &list); err != nil {
+	err := r.origins.Do(ctx, func(ctx context.Context, base string) error {
+		return r.getJSON(ctx, base+NamesPath, &list)
+	})
+	if err != nil {
 		return fmt.Errorf("dnsroute: names: %w", err)
 	}
 	names := make(map[string]nameEntry, len(list))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/originapi"
 	"github.com/topcdn/topcdn/storageapi"
 	"go.uber.org/zap"
 )
@@ -34,11 +36,20 @@ const (
 // Config configures an Edge. The zero value of a field means its default;
 // New refuses a negative MemoryBytes.
 type Config struct {
-	// Origin is the origin's base URL, e.g. http://127.0.0.1:8081. Required.
+	// Origin is the origin's base URL, e.g. http://127.0.0.1:8081.
+	// Required, unless Origins is set.
 	Origin string
-	// OriginID pins the origin's peer ID, which must sign manifests.
-	// Default: asked from the origin when first needed.
+	// Origins are the network's origins (base URLs), tried in order after
+	// Origin: a request that one cannot answer (down, a timeout, 502–504)
+	// goes to the next (see originapi.Pool). Default: Origin alone.
+	Origins []string
+	// OriginID pins an origin's peer ID, which may sign manifests and
+	// name-change pages; OriginIDs pins several (each origin signs with
+	// its own key). Default: the set the origins' /healthz reports, asked
+	// when first needed.
 	OriginID peer.ID
+	// OriginIDs are more origin IDs to pin (see OriginID).
+	OriginIDs []peer.ID
 	// Domain is the zone sites are served under: NAME.Domain is a site,
 	// {cid}.ipfs.Domain the subdomain gateway. Default: DefaultDomain
 	// (cdn.test).
@@ -98,6 +109,8 @@ type Edge struct {
 	byIPNS  map[string][]string // IPNS name → the static DNSLink hosts pointing at it
 	counters
 
+	pool *originapi.Pool // the origins, with failover
+
 	sitesMu sync.Mutex
 	sites   map[string]siteState // host → does the origin publish it
 
@@ -111,10 +124,16 @@ type Edge struct {
 // New builds an edge for the origin in cfg. It does not contact the
 // origin: an edge may start before its origin.
 func New(ctx context.Context, cfg Config) (*Edge, error) {
-	if cfg.Origin == "" {
+	if cfg.Origin == "" && len(cfg.Origins) == 0 {
 		return nil, errors.New("edge: Origin is required")
 	}
-	cfg.Origin = strings.TrimSuffix(cfg.Origin, "/")
+	var urls []string
+	for _, u := range append([]string{cfg.Origin}, cfg.Origins...) {
+		if u = strings.TrimSuffix(u, "/"); u != "" && !slices.Contains(urls, u) {
+			urls = append(urls, u)
+		}
+	}
+	cfg.Origin, cfg.Origins = urls[0], urls
 	if cfg.Domain == "" {
 		cfg.Domain = DefaultDomain
 	}
@@ -179,7 +198,12 @@ func New(ctx context.Context, cfg Config) (*Edge, error) {
 	if e.metrics, err = newMetrics(cfg.Registry, e); err != nil {
 		return nil, fmt.Errorf("edge: metrics: %w", err)
 	}
-	e.src = &source{origin: cfg.Origin, http: cfg.HTTPClient,
+	pool, err := originapi.NewPool(cfg.Origins, originapi.WithPoolLogger(cfg.Logger), originapi.WithPoolMetrics(cfg.Registry, "edge"))
+	if err != nil {
+		return nil, fmt.Errorf("edge: %w", err)
+	}
+	e.pool = pool
+	e.src = &source{pool: pool, http: cfg.HTTPClient,
 		shards: storageapi.NewClient(cfg.Key, nil), stats: st.stats, spans: st.spans,
 		dnslinks: cfg.DNSLinks, links: st.links, log: cfg.Logger, fallbacks: e.metrics.fallbacks,
 		flag: func(f erasure.Flag) {
@@ -189,9 +213,9 @@ func New(ctx context.Context, cfg Config) (*Edge, error) {
 	if cfg.Disk != nil {
 		e.src.disk = cfg.Disk
 	}
-	if cfg.OriginID != "" {
+	if ids := pinnedIDs(cfg.OriginID, cfg.OriginIDs); len(ids) > 0 {
 		st.learnt.mu.Lock()
-		st.learnt.originID = cfg.OriginID
+		st.learnt.originIDs = ids
 		st.learnt.mu.Unlock()
 	}
 	if e.handler, err = e.newHandler(); err != nil {
@@ -213,11 +237,22 @@ func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e.handler.ServeHTTP(w, r)
 }
 
+// pinnedIDs returns id and ids, without empty or repeated IDs.
+func pinnedIDs(id peer.ID, ids []peer.ID) []peer.ID {
+	var out []peer.ID
+	for _, p := range append([]peer.ID{id}, ids...) {
+		if p != "" && !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 // ID returns the edge's peer ID.
 func (e *Edge) ID() peer.ID { return e.cfg.Key.ID }
 
 func (e *Edge) newHandler() (http.Handler, error) {
-	vs := newNameRecords(e.cfg.Origin, e.cfg.HTTPClient, e.log, e.metrics.fallbacks, e.cfg.State.names, e.src.disk)
+	vs := newNameRecords(e.pool, e.cfg.HTTPClient, e.log, e.metrics.fallbacks, e.cfg.State.names, e.src.disk)
 	e.records = vs
 	resolver, err := namesys.NewNameSystem(vs, namesys.WithDNSResolverWithTTL(e.src.lookupDNSLink(e.cfg.Domain)))
 	if err != nil {

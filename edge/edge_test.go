@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -428,5 +429,40 @@ func TestEdgesShareState(t *testing.T) {
 	}
 	if _, err := New(ctx, Config{Origin: n.originURL, MemoryBytes: 32 << 20, State: st}); err == nil {
 		t.Fatal("a State made for 64 MiB was taken for a 32 MiB edge")
+	}
+}
+
+// TestEdgeFailsOverToTheNextOrigin: an edge given several origins serves
+// while the first is gone, asking the next, and counts the failover.
+func TestEdgeFailsOverToTheNextOrigin(t *testing.T) {
+	n := newNetwork(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String()
+	ln.Close() // nothing listens there now
+	reg := prometheus.NewRegistry()
+	e, err := New(context.Background(), Config{Origins: []string{dead, n.originURL}, Domain: "cdn.test", Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"/", "/docs/manual.txt"} {
+		resp := get(t, e, "blog.cdn.test", p)
+		if got := body(t, resp); resp.StatusCode != 200 || got != siteFile(t, strings.TrimSuffix(strings.TrimPrefix(p, "/"), "/")+map[bool]string{true: "index.html"}[p == "/"]) {
+			t.Fatalf("GET %s: HTTP %d (%d bytes)", p, resp.StatusCode, len(got))
+		}
+	}
+	var failovers float64
+	mfs, _ := reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() == "topcdn_edge_origin_failovers_total" {
+			for _, m := range mf.GetMetric() {
+				failovers += m.GetCounter().GetValue()
+			}
+		}
+	}
+	if failovers == 0 {
+		t.Error("no failover counted")
 	}
 }

@@ -37,7 +37,7 @@ func TestErrorsNamePackageOnce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		vs := newNameRecords(e.cfg.Origin, e.cfg.HTTPClient, e.log, e.metrics.fallbacks, e.cfg.State.names, nil)
+		vs := newNameRecords(e.pool, e.cfg.HTTPClient, e.log, e.metrics.fallbacks, e.cfg.State.names, nil)
 		_, blockErr := (&blockstore{e: e}).Get(ctx, blk.Cid())
 		_, nameErr := vs.GetValue(ctx, string(name.RoutingKey()))
 		_, _, linkErr := e.src.lookupDNSLink(e.cfg.Domain)(ctx, "_dnslink.blog.cdn.test.")

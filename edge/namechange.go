@@ -3,13 +3,13 @@ package edge
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/ipfs/boxo/ipns"
 	"github.com/ipfs/boxo/path"
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/namestream"
 	"go.uber.org/zap"
 )
@@ -26,15 +26,18 @@ func (e *Edge) FollowNames(ctx context.Context) error {
 	// bounded by the follower itself.
 	client := &http.Client{Transport: e.cfg.HTTPClient.Transport}
 	st := e.cfg.State
-	f := namestream.New(namestream.Config{
-		Origin:   e.cfg.Origin,
-		OriginID: func(ctx context.Context) (peer.ID, error) { return e.src.originPeerID(ctx) },
-		Client:   client,
-		Cursor:   &st.cursor,
-		Logger:   e.log.Named("names"),
-		Metrics:  e.metrics.stream,
-		Wait:     e.streamWait,
+	f, err := namestream.New(namestream.Config{
+		Pool:      e.pool,
+		OriginIDs: e.src.originPeerIDs,
+		Client:    client,
+		Cursor:    &st.cursor,
+		Logger:    e.log.Named("names"),
+		Metrics:   e.metrics.stream,
+		Wait:      e.streamWait,
 	})
+	if err != nil {
+		return fmt.Errorf("edge: %w", err)
+	}
 	st.follower.Store(f)
 	defer st.follower.CompareAndSwap(f, nil)
 	return f.Run(ctx, e.applyChange)

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/topcdn/topcdn/internal/httpkit"
 	"github.com/topcdn/topcdn/internal/valuestore"
+	"github.com/topcdn/topcdn/originapi"
 	"go.uber.org/zap"
 )
 
@@ -42,7 +43,7 @@ const staleNameTTL = 30 * time.Second
 //     cannot answer (down, slow, an error, not found), the kept record is
 //     served until the end of its own validity, which its key signed.
 type nameRecords struct {
-	origin    string // base URL
+	pool      *originapi.Pool // the origins, with failover
 	http      *http.Client
 	log       *zap.Logger
 	fallbacks *prometheus.CounterVec // kind, reason
@@ -57,9 +58,9 @@ type answerDisk interface {
 	Keep(key string, value []byte) error
 }
 
-func newNameRecords(origin string, client *http.Client, log *zap.Logger, fallbacks *prometheus.CounterVec,
+func newNameRecords(pool *originapi.Pool, client *http.Client, log *zap.Logger, fallbacks *prometheus.CounterVec,
 	kept *lru.Cache[string, []byte], disk answerDisk) *nameRecords {
-	return &nameRecords{origin: origin, http: client, log: log, fallbacks: fallbacks, kept: kept, disk: disk}
+	return &nameRecords{pool: pool, http: client, log: log, fallbacks: fallbacks, kept: kept, disk: disk}
 }
 
 // keep makes rec the kept record for key, on disk too.
@@ -135,12 +136,16 @@ func (n *nameRecords) GetValue(ctx context.Context, key string, _ ...routing.Opt
 func (n *nameRecords) fetch(ctx context.Context, name ipns.Name) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, nameFetchTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.origin+"/ipns/"+name.String(), nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Accept", "application/vnd.ipfs.ipns-record")
-	raw, err := httpkit.Do(n.http, req, int64(ipns.MaxRecordSize))
+	var raw []byte
+	err := n.pool.Do(ctx, func(ctx context.Context, base string) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/ipns/"+name.String(), nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Accept", "application/vnd.ipfs.ipns-record")
+		raw, err = httpkit.Do(n.http, req, int64(ipns.MaxRecordSize))
+		return err
+	})
 	var re *httpkit.ResponseError
 	switch {
 	case errors.As(err, &re) && re.Status == http.StatusNotFound:

@@ -65,7 +65,11 @@ func TestNameRecords(t *testing.T) {
 	srv := httptest.NewServer(origin)
 	defer srv.Close()
 	fallbacks := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fallbacks"}, []string{"kind", "reason"})
-	names := newNameRecords(srv.URL, srv.Client(), zap.NewNop(), fallbacks, NewState(0).names, nil)
+	pool, err := originapi.NewPool([]string{srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := newNameRecords(pool, srv.Client(), zap.NewNop(), fallbacks, NewState(0).names, nil)
 
 	alice, _ := identity.Generate(nil)
 	mallory, _ := identity.Generate(nil)

@@ -24,6 +24,7 @@ import (
 	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/internal/httpkit"
+	"github.com/topcdn/topcdn/originapi"
 	"github.com/topcdn/topcdn/storageapi"
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
@@ -33,7 +34,7 @@ import (
 // when a manifest of the origin indexes them, else from the origin's
 // Trustless Gateway. Every block is verified against its CID.
 type source struct {
-	origin    string // base URL
+	pool      *originapi.Pool // the origins, with failover
 	http      *http.Client
 	shards    *storageapi.Client
 	stats     *erasure.PeerStats
@@ -53,7 +54,7 @@ type source struct {
 // peer ID. Guarded by mu.
 type learnt struct {
 	mu          sync.Mutex
-	originID    peer.ID
+	originIDs   []peer.ID                          // the origins', pinned or asked once
 	noManifest  *simplelru.LRU[cid.Cid, time.Time] // roots the origin had no manifest for, and when asked
 	readers     map[cid.Cid]*loadedReader          // by root
 	readerOrder *simplelru.LRU[cid.Cid, struct{}]  // readers' roots, least recently used first
@@ -270,11 +271,11 @@ func (s *source) manifest(ctx context.Context, root cid.Cid) (m *erasure.Manifes
 	if err := json.Unmarshal(raw, &env); err != nil {
 		return nil, err
 	}
-	originID, err := s.originPeerID(ctx)
+	originIDs, err := s.originPeerIDs(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if m, err = erasure.OpenManifest(&env, originID); err != nil {
+	if m, err = erasure.OpenManifest(&env, originIDs...); err != nil {
 		return nil, err
 	}
 	if m.Root != root.String() {
@@ -314,43 +315,56 @@ func (s *source) keep(key string, value []byte) {
 	}
 }
 
-// originPeerID returns the origin's peer ID: pinned by the config, or asked
-// from the origin once (at first need, so an edge starts while its origin
-// is down).
-func (s *source) originPeerID(ctx context.Context) (peer.ID, error) {
+// originPeerIDs returns the origins' peer IDs: pinned by the config, or
+// asked from the origins once (at first need, so an edge starts while its
+// origins are down).
+func (s *source) originPeerIDs(ctx context.Context) ([]peer.ID, error) {
 	s.mu.Lock()
-	id := s.originID
+	ids := s.originIDs
 	s.mu.Unlock()
-	if id != "" {
-		return id, nil
+	if len(ids) > 0 {
+		return ids, nil
 	}
-	var h struct {
-		PeerID string `json:"peer_id"`
-	}
-	key := "origin-id " + s.origin
-	if err := s.getJSON(ctx, "/healthz", 64<<10, &h); err != nil {
-		// Learnt before a restart: the origin's key does not change
-		// while its URL stays.
+	key := "origin-id " + s.pool.First()
+	ids, err := originapi.FetchOriginIDs(ctx, s.pool, s.http)
+	if err != nil {
+		// Learnt before a restart: the origins' keys do not change
+		// while their URLs stay.
 		kept, ok := s.keptAnswer(ctx, key, err)
 		if !ok {
-			return "", fmt.Errorf("learn the origin's peer ID: %w", err)
+			return nil, fmt.Errorf("learn the origins' peer IDs: %w", err)
 		}
-		h.PeerID = string(kept)
+		h := originapi.Health{OriginIDs: strings.Fields(string(kept))}
+		if ids, err = h.IDs(); err != nil {
+			return nil, fmt.Errorf("kept origin IDs: %w", err)
+		}
 	}
-	id, err := peer.Decode(h.PeerID)
-	if err != nil {
-		return "", fmt.Errorf("origin peer ID %q: %w", h.PeerID, err)
+	strs := make([]string, len(ids))
+	for i, id := range ids {
+		strs[i] = id.String()
 	}
-	s.keep(key, []byte(id.String()))
+	s.keep(key, []byte(strings.Join(strs, "\n")))
 	s.mu.Lock()
-	s.originID = id
+	s.originIDs = ids
 	s.mu.Unlock()
-	return id, nil
+	return ids, nil
 }
 
 // originBlock fetches c from the origin's Trustless Gateway.
 func (s *source) originBlock(ctx context.Context, c cid.Cid) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.origin+"/ipfs/"+c.String(), nil)
+	var data []byte
+	err := s.pool.Do(ctx, func(ctx context.Context, base string) error {
+		var err error
+		data, err = s.originBlockAt(ctx, base, c)
+		return err
+	})
+	return data, err
+}
+
+// originBlockAt fetches c from the origin at base.
+func (s *source) originBlockAt(ctx context.Context, base string, c cid.Cid) ([]byte, error) {
+	u := base + "/ipfs/" + c.String()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -364,7 +378,7 @@ func (s *source) originBlock(ctx context.Context, c cid.Cid) ([]byte, error) {
 		return nil, ipld.ErrNotFound{Cid: c}
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("fetch %s from origin: HTTP %d", c, resp.StatusCode)
+		return nil, fmt.Errorf("fetch %s from origin: %w", c, &originapi.StatusError{URL: u, Status: resp.StatusCode})
 	}
 	var data []byte
 	if n := resp.ContentLength; n >= 0 && n <= dag.MaxBlockSize {
@@ -414,7 +428,7 @@ func (s *source) peerAddr(ctx context.Context, p peer.ID) (string, error) {
 		ID   string `json:"id"`
 		Addr string `json:"addr"`
 	}
-	key := "peers " + s.origin
+	key := "peers " + s.pool.First()
 	raw, err := s.getRaw(ctx, "/api/v1/peers", 16<<20)
 	if err == nil {
 		s.keep(key, raw)
@@ -458,7 +472,11 @@ func (s *source) getJSON(ctx context.Context, path string, limit int64, v any) e
 // getRaw returns the origin's answer at path: at most limit bytes, else
 // an error. An answer other than 2xx is a *httpkit.ResponseError.
 func (s *source) getRaw(ctx context.Context, path string, limit int64) ([]byte, error) {
-	raw, err := httpkit.Get(ctx, s.http, s.origin+path, limit)
+	var raw []byte
+	err := s.pool.Do(ctx, func(ctx context.Context, base string) (err error) {
+		raw, err = httpkit.Get(ctx, s.http, base+path, limit)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("origin %s: %w", path, err)
 	}

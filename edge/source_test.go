@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+
+	"github.com/topcdn/topcdn/originapi"
 )
 
 // mapDisk is an answerDisk in memory.
@@ -33,9 +35,13 @@ func TestKeptAnswer(t *testing.T) {
 				http.Error(w, "no", tc.status)
 			}))
 			defer srv.Close()
-			s := &source{origin: srv.URL, http: srv.Client(), disk: mapDisk{"peers": []byte("[]")}}
+			pool, err := originapi.NewPool([]string{srv.URL})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := &source{pool: pool, http: srv.Client(), disk: mapDisk{"peers": []byte("[]")}}
 			ctx := context.Background()
-			_, err := s.getRaw(ctx, "/api/v1/peers", 1<<10)
+			_, err = s.getRaw(ctx, "/api/v1/peers", 1<<10)
 			if err == nil {
 				t.Fatalf("getRaw of a %d answered no error", tc.status)
 			}

@@ -3,6 +3,7 @@ package erasure
 import (
 	"crypto/sha256"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -92,16 +93,17 @@ func (m *Manifest) Size() int64 {
 	return n
 }
 
-// OpenManifest verifies that env is a manifest signed by origin and that it
-// is well formed, and returns it.
-func OpenManifest(env *identity.Envelope, origin peer.ID) (*Manifest, error) {
+// OpenManifest verifies that env is a manifest signed by one of origins
+// (the network's origins each sign with their own key) and that it is
+// well formed, and returns it.
+func OpenManifest(env *identity.Envelope, origins ...peer.ID) (*Manifest, error) {
 	var m Manifest
 	signer, err := env.Open(TypeManifest, &m)
 	if err != nil {
 		return nil, fmt.Errorf("erasure: manifest: %w", err)
 	}
-	if signer != origin {
-		return nil, fmt.Errorf("erasure: manifest signed by %s, not the origin %s", signer, origin)
+	if !slices.Contains(origins, signer) {
+		return nil, fmt.Errorf("erasure: manifest signed by %s, not by an origin (%v)", signer, origins)
 	}
 	if err := m.Validate(); err != nil {
 		return nil, err

@@ -19,6 +19,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -105,11 +106,15 @@ func (c *Cursor) Set(id int64) { c.v.Store(id + 1) }
 
 // Config configures a Follower.
 type Config struct {
-	// Origin is the origin's base URL.
+	// Origin is the origin's base URL; Pool, if set, is used instead.
 	Origin string
-	// OriginID returns the origin's peer ID, the only key pages may be
+	// Pool is the origins to ask, failing over between them: their stream
+	// is one (the change IDs are the network's), so the cursor holds
+	// across a switch. Default: a pool of Origin alone.
+	Pool *originapi.Pool
+	// OriginIDs returns the origins' peer IDs, the only keys pages may be
 	// signed with.
-	OriginID func(context.Context) (peer.ID, error)
+	OriginIDs func(context.Context) ([]peer.ID, error)
 	// Client sends the long-polls; nil means one with no overall timeout
 	// (each poll is bounded by Wait + 10 s).
 	Client *http.Client
@@ -137,8 +142,9 @@ type Follower struct {
 	lastOK atomic.Int64 // Unix ns of the last good page
 }
 
-// New returns a follower of cfg's origin, with defaults set.
-func New(cfg Config) *Follower {
+// New returns a follower of cfg's origins, with defaults set; it refuses
+// an Origin that is not a base URL when Pool is not set.
+func New(cfg Config) (*Follower, error) {
 	if cfg.Client == nil {
 		cfg.Client = &http.Client{}
 	}
@@ -162,7 +168,14 @@ func New(cfg Config) *Follower {
 		cfg.Now = time.Now
 	}
 	cfg.Origin = strings.TrimRight(cfg.Origin, "/")
-	return &Follower{cfg: cfg}
+	if cfg.Pool == nil {
+		pool, err := originapi.NewPool([]string{cfg.Origin})
+		if err != nil {
+			return nil, fmt.Errorf("namestream: %w", err)
+		}
+		cfg.Pool = pool
+	}
+	return &Follower{cfg: cfg}, nil
 }
 
 // Cursor returns the follower's cursor.
@@ -190,7 +203,7 @@ func (f *Follower) Run(ctx context.Context, apply func(context.Context, Change))
 		if ctx.Err() != nil {
 			break
 		}
-		f.cfg.Logger.Warn("name-change stream", zap.String("origin", f.cfg.Origin), zap.Error(err))
+		f.cfg.Logger.Warn("name-change stream", zap.String("origin", f.cfg.Pool.Current()), zap.Error(err))
 		pause := min(f.cfg.MinBackoff<<min(failures, 16), f.cfg.MaxBackoff)
 		pause = time.Duration(float64(pause) * (0.5 + rand.Float64()))
 		failures++
@@ -209,10 +222,10 @@ var errBadPage = errors.New("bad page")
 
 // poll asks for one page after the cursor and handles it.
 func (f *Follower) poll(ctx context.Context, apply func(context.Context, Change)) error {
-	id, err := f.cfg.OriginID(ctx)
+	ids, err := f.cfg.OriginIDs(ctx)
 	if err != nil {
 		f.cfg.Metrics.page("error")
-		return fmt.Errorf("origin's peer ID: %w", err)
+		return fmt.Errorf("origins' peer IDs: %w", err)
 	}
 	cursor, started := f.cfg.Cursor.ID()
 	q := url.Values{"wait": {strconv.Itoa(int(f.cfg.Wait / time.Second))}}
@@ -222,11 +235,14 @@ func (f *Follower) poll(ctx context.Context, apply func(context.Context, Change)
 	pctx, cancel := context.WithTimeout(ctx, f.cfg.Wait+10*time.Second)
 	defer cancel()
 	var env identity.Envelope
-	if err := httpkit.GetJSON(pctx, f.cfg.Client, f.cfg.Origin+"/api/v1/names/changes?"+q.Encode(), maxPageBody, &env); err != nil {
+	err = f.cfg.Pool.Do(pctx, func(ctx context.Context, base string) error {
+		return httpkit.GetJSON(ctx, f.cfg.Client, base+"/api/v1/names/changes?"+q.Encode(), maxPageBody, &env)
+	})
+	if err != nil {
 		f.cfg.Metrics.page("error")
 		return err
 	}
-	page, err := OpenPage(&env, id)
+	page, err := OpenPage(&env, ids...)
 	if err != nil {
 		if errors.Is(err, identity.ErrBadSignature) || errors.Is(err, errWrongSigner) {
 			f.cfg.Metrics.page("bad_signature")
@@ -270,18 +286,18 @@ func (f *Follower) poll(ctx context.Context, apply func(context.Context, Change)
 // errWrongSigner marks a page signed by a key other than the origin's.
 var errWrongSigner = errors.New("page not signed by the origin")
 
-// OpenPage opens a page of the stream: its signature, which must be
-// origin's, and its shape: changes by strictly increasing IDs above Since,
+// OpenPage opens a page of the stream: its signature, which must be one
+// of origins', and its shape: changes by strictly increasing IDs above Since,
 // the last of them To, To ≤ Last, and no changes on a Reset page. It does
 // not check the changes themselves (see Verify).
-func OpenPage(env *identity.Envelope, origin peer.ID) (*originapi.NameChanges, error) {
+func OpenPage(env *identity.Envelope, origins ...peer.ID) (*originapi.NameChanges, error) {
 	var page originapi.NameChanges
 	signer, err := env.Open(originapi.TypeNameChanges, &page)
 	if err != nil {
 		return nil, fmt.Errorf("name changes: %w", err)
 	}
-	if signer != origin {
-		return nil, fmt.Errorf("name changes signed by %s: %w %s", signer, errWrongSigner, origin)
+	if !slices.Contains(origins, signer) {
+		return nil, fmt.Errorf("name changes signed by %s: %w (%v)", signer, errWrongSigner, origins)
 	}
 	if len(page.Changes) > originapi.MaxNameChangesPage {
 		return nil, fmt.Errorf("%w: %d changes, at most %d", errBadPage, len(page.Changes), originapi.MaxNameChangesPage)

@@ -146,15 +146,19 @@ func follow(t *testing.T, o *fakeOrigin, srv *httptest.Server, cursor *namestrea
 	t.Helper()
 	got := make(chan namestream.Change, 64)
 	var f *namestream.Follower
-	f = namestream.New(namestream.Config{
+	var err error
+	f, err = namestream.New(namestream.Config{
 		Origin:     srv.URL,
-		OriginID:   func(context.Context) (peer.ID, error) { return o.key.ID, nil },
+		OriginIDs:  func(context.Context) ([]peer.ID, error) { return []peer.ID{o.key.ID}, nil },
 		Cursor:     cursor,
 		Wait:       time.Second,
 		MinBackoff: 20 * time.Millisecond,
 		MaxBackoff: 50 * time.Millisecond,
 		Metrics:    namestream.NewMetrics(reg, "test", func() bool { return f.Healthy() }),
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

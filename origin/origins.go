@@ -12,6 +12,7 @@ import (
 	"github.com/topcdn/topcdn/internal/httpkit"
 	"github.com/topcdn/topcdn/internal/tick"
 	"github.com/topcdn/topcdn/origin/durability"
+	"github.com/topcdn/topcdn/originapi"
 	"go.uber.org/zap"
 )
 
@@ -111,21 +112,12 @@ func (o *Origin) recordOrigin(ctx context.Context, started time.Time, settings s
 	return others, rows.Err()
 }
 
-// health is the answer to GET /healthz.
-type health struct {
-	Status string `json:"status"`
-	// PeerID is this origin's.
-	PeerID string `json:"peer_id"`
-	// OriginIDs are the origins verifiers pin (OriginIDs).
-	OriginIDs []string `json:"origin_ids"`
-}
-
 func (o *Origin) serveHealth(w http.ResponseWriter, r *http.Request) {
 	if err := o.db.PingContext(r.Context()); err != nil {
 		httpkit.WriteError(w, err)
 		return
 	}
-	h := health{Status: "ok", PeerID: o.key.ID.String()}
+	h := originapi.Health{Status: "ok", PeerID: o.key.ID.String()}
 	for _, id := range o.originIDs {
 		h.OriginIDs = append(h.OriginIDs, id.String())
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/internal/testkit"
 	"github.com/topcdn/topcdn/internal/testkit/pgtest"
+	"github.com/topcdn/topcdn/originapi"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 )
@@ -50,7 +51,7 @@ func TestOriginIDs(t *testing.T) {
 			defer o.Close()
 			rec := httptest.NewRecorder()
 			o.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
-			var h health
+			var h originapi.Health
 			if err := json.Unmarshal(rec.Body.Bytes(), &h); err != nil || rec.Code != http.StatusOK {
 				t.Fatalf("/healthz: %d %s", rec.Code, rec.Body)
 			}

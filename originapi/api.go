@@ -1,6 +1,15 @@
 package originapi
 
-import "time"
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/topcdn/topcdn/internal/httpkit"
+)
 
 // MaxMissingQuery is the most CIDs one MissingRequest may ask about.
 const MaxMissingQuery = 10000
@@ -109,4 +118,55 @@ type NameInfo struct {
 // ErrorResponse is the JSON body of every API error.
 type ErrorResponse struct {
 	Error string `json:"error"`
+}
+
+// Health is what a client reads of an origin's answer to GET /healthz.
+type Health struct {
+	// Status is "ok".
+	Status string `json:"status"`
+	// PeerID is the answering origin's.
+	PeerID string `json:"peer_id"`
+	// OriginIDs are the peer IDs of the network's origins, each of which
+	// signs with its own key: the set verifiers pin. An origin that
+	// predates several origins lists none.
+	OriginIDs []string `json:"origin_ids,omitempty"`
+}
+
+// IDs returns the origins' peer IDs: OriginIDs, or PeerID alone when
+// that is empty. It refuses an ID that does not decode.
+func (h *Health) IDs() ([]peer.ID, error) {
+	strs := h.OriginIDs
+	if len(strs) == 0 {
+		strs = []string{h.PeerID}
+	}
+	ids := make([]peer.ID, 0, len(strs))
+	for _, s := range strs {
+		id, err := peer.Decode(s)
+		if err != nil {
+			return nil, fmt.Errorf("origin ID %q: %w", s, err)
+		}
+		if !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
+}
+
+// FetchOriginIDs asks the origins of pool for the network's origin IDs
+// (GET /healthz; see Health.IDs), failing over as pool does.
+func FetchOriginIDs(ctx context.Context, pool *Pool, client *http.Client) ([]peer.ID, error) {
+	var ids []peer.ID
+	err := pool.Do(ctx, func(ctx context.Context, base string) error {
+		var h Health
+		if err := httpkit.GetJSON(ctx, client, base+"/healthz", 64<<10, &h); err != nil {
+			return err
+		}
+		var err error
+		ids, err = h.IDs()
+		if err != nil {
+			return fmt.Errorf("GET %s/healthz: %w", base, err)
+		}
+		return nil
+	})
+	return ids, err
 }

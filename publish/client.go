@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/ipfs/boxo/ipns"
@@ -23,26 +22,47 @@ import (
 	"github.com/topcdn/topcdn/originapi"
 )
 
-// Client talks to an origin's publisher API.
+// Client talks to the origins' publisher API. With several origins, each
+// operation runs whole on one origin, and again on the next when that one
+// cannot answer (see originapi.Pool): an upload asks the next origin which
+// blocks it lacks and signs a new authorization, a name's record is
+// signed again after asking its current sequence.
 type Client struct {
-	base *url.URL
+	pool *originapi.Pool // nil in a client bound to one origin, base
+	base string
 	http *http.Client
 }
 
-// NewClient returns a client for the origin at baseURL (e.g.
-// http://127.0.0.1:8081). A nil httpClient means http.DefaultClient.
-func NewClient(baseURL string, httpClient *http.Client) (*Client, error) {
-	u, err := url.Parse(strings.TrimSuffix(baseURL, "/"))
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+// NewClient returns a client for the origins at baseURL (e.g.
+// http://127.0.0.1:8081; several separated by commas, tried in order). A
+// nil httpClient means http.DefaultClient.
+func NewClient(baseURL string, httpClient *http.Client, opts ...originapi.PoolOption) (*Client, error) {
+	urls := originapi.SplitURLs(baseURL)
+	if len(urls) == 0 {
 		return nil, fmt.Errorf("publish: origin URL %q: want http(s)://host[:port]", baseURL)
+	}
+	pool, err := originapi.NewPool(urls, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("publish: %w", err)
 	}
 	if httpClient == nil {
 		httpClient = http.DefaultClient
 	}
-	return &Client{base: u, http: httpClient}, nil
+	return &Client{pool: pool, base: pool.First(), http: httpClient}, nil
 }
 
-func (c *Client) url(p string) string { return c.base.String() + p }
+func (c *Client) url(p string) string { return c.base + p }
+
+// each runs op with a client bound to one origin, failing over to the
+// next as the pool says.
+func (c *Client) each(ctx context.Context, op func(c *Client) error) error {
+	if c.pool == nil {
+		return op(c)
+	}
+	return c.pool.Do(ctx, func(_ context.Context, base string) error {
+		return op(&Client{base: base, http: c.http})
+	})
+}
 
 // do sends a request and decodes a JSON answer (at most 16 MiB) into out,
 // turning an error answer into an *OriginError that carries the origin's
@@ -69,9 +89,24 @@ func (e *OriginError) Error() string {
 	return fmt.Sprintf("origin refused (HTTP %d): %s", e.Status, e.Message)
 }
 
+// Unavailable reports whether the answer says the origin could not answer
+// (502, 503, 504), so another origin may.
+func (e *OriginError) Unavailable() bool {
+	return e.Status == http.StatusBadGateway || e.Status == http.StatusServiceUnavailable || e.Status == http.StatusGatewayTimeout
+}
+
 // Missing returns the blocks among cs the origin does not have, asking in
 // batches of originapi.MaxMissingQuery.
 func (c *Client) Missing(ctx context.Context, cs []cid.Cid) ([]cid.Cid, error) {
+	var out []cid.Cid
+	err := c.each(ctx, func(c *Client) (err error) {
+		out, err = c.missing(ctx, cs)
+		return err
+	})
+	return out, err
+}
+
+func (c *Client) missing(ctx context.Context, cs []cid.Cid) ([]cid.Cid, error) {
 	var missing []cid.Cid
 	for start := 0; start < len(cs); start += originapi.MaxMissingQuery {
 		batch := cs[start:min(start+originapi.MaxMissingQuery, len(cs))]
@@ -119,6 +154,15 @@ type PushResult struct {
 // it to key's quota. Progress (may be nil) is told the bytes as they go
 // out.
 func (c *Client) Push(ctx context.Context, key *identity.Key, src Source, progress func(total int64) Progress) (*PushResult, error) {
+	var out *PushResult
+	err := c.each(ctx, func(c *Client) (err error) {
+		out, err = c.push(ctx, key, src, progress)
+		return err
+	})
+	return out, err
+}
+
+func (c *Client) push(ctx context.Context, key *identity.Key, src Source, progress func(total int64) Progress) (*PushResult, error) {
 	if key == nil {
 		return nil, errors.New("publish: push needs the publisher's key to sign the upload")
 	}
@@ -126,7 +170,7 @@ func (c *Client) Push(ctx context.Context, key *identity.Key, src Source, progre
 	if err != nil {
 		return nil, err
 	}
-	missing, err := c.Missing(ctx, all)
+	missing, err := c.missing(ctx, all)
 	if err != nil {
 		return nil, err
 	}
@@ -198,6 +242,15 @@ func writeCAR(ctx context.Context, w io.Writer, src Source, cs []cid.Cid, p Prog
 // CurrentRecord fetches the origin's current IPNS record for name through
 // its Trustless Gateway and checks it. It returns nil, nil if there is none.
 func (c *Client) CurrentRecord(ctx context.Context, name ipns.Name) (*ipns.Record, error) {
+	var out *ipns.Record
+	err := c.each(ctx, func(c *Client) (err error) {
+		out, err = c.currentRecord(ctx, name)
+		return err
+	})
+	return out, err
+}
+
+func (c *Client) currentRecord(ctx context.Context, name ipns.Name) (*ipns.Record, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url("/ipns/"+name.String()), nil)
 	if err != nil {
 		return nil, fmt.Errorf("publish: %w", err)
@@ -244,6 +297,15 @@ type NameOptions struct {
 // number after the origin's current one, carrying the human name in its
 // signed metadata, and sends it to the origin.
 func (c *Client) PublishName(ctx context.Context, human string, key *identity.Key, root cid.Cid, opts NameOptions) (*originapi.NameInfo, error) {
+	var out *originapi.NameInfo
+	err := c.each(ctx, func(c *Client) (err error) {
+		out, err = c.publishName(ctx, human, key, root, opts)
+		return err
+	})
+	return out, err
+}
+
+func (c *Client) publishName(ctx context.Context, human string, key *identity.Key, root cid.Cid, opts NameOptions) (*originapi.NameInfo, error) {
 	if opts.Lifetime <= 0 {
 		opts.Lifetime = DefaultNameLifetime
 	}
@@ -252,7 +314,7 @@ func (c *Client) PublishName(ctx context.Context, human string, key *identity.Ke
 	}
 	name := ipns.NameFromPeer(key.ID)
 	seq := uint64(1)
-	cur, err := c.CurrentRecord(ctx, name)
+	cur, err := c.currentRecord(ctx, name)
 	if err != nil {
 		return nil, err
 	}
@@ -297,6 +359,15 @@ var ErrNoCheck = errors.New("publish: the origin cannot check a publish before i
 // get. It returns the publisher's usage and quota; an origin without the
 // endpoint gives ErrNoCheck.
 func (c *Client) Check(ctx context.Context, publisher peer.ID, human string) (*originapi.PublisherUsage, error) {
+	var out *originapi.PublisherUsage
+	err := c.each(ctx, func(c *Client) (err error) {
+		out, err = c.check(ctx, publisher, human)
+		return err
+	})
+	return out, err
+}
+
+func (c *Client) check(ctx context.Context, publisher peer.ID, human string) (*originapi.PublisherUsage, error) {
 	u := c.url("/api/v1/publishers/" + url.PathEscape(publisher.String()) + "/check")
 	if human != "" {
 		u += "?name=" + url.QueryEscape(human)
@@ -320,6 +391,15 @@ func (c *Client) Check(ctx context.Context, publisher peer.ID, human string) (*o
 
 // LookupName asks the origin what a human name points to.
 func (c *Client) LookupName(ctx context.Context, human string) (*originapi.NameInfo, error) {
+	var out *originapi.NameInfo
+	err := c.each(ctx, func(c *Client) (err error) {
+		out, err = c.lookupName(ctx, human)
+		return err
+	})
+	return out, err
+}
+
+func (c *Client) lookupName(ctx context.Context, human string) (*originapi.NameInfo, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url("/api/v1/names/"+url.PathEscape(human)), nil)
 	if err != nil {
 		return nil, fmt.Errorf("publish: %w", err)
@@ -335,6 +415,15 @@ func (c *Client) LookupName(ctx context.Context, human string) (*originapi.NameI
 // first (GET /api/v1/names/{name}/history). A name never published is an
 // *OriginError with status 404.
 func (c *Client) NameHistory(ctx context.Context, human string) (*originapi.NameHistory, error) {
+	var out *originapi.NameHistory
+	err := c.each(ctx, func(c *Client) (err error) {
+		out, err = c.nameHistory(ctx, human)
+		return err
+	})
+	return out, err
+}
+
+func (c *Client) nameHistory(ctx context.Context, human string) (*originapi.NameHistory, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url("/api/v1/names/"+url.PathEscape(human)+"/history"), nil)
 	if err != nil {
 		return nil, fmt.Errorf("publish: %w", err)

@@ -25,6 +25,15 @@ type PurgeResult struct {
 // the name is bound to; the origin takes each purge once, and limits how
 // often a name is purged.
 func (c *Client) Purge(ctx context.Context, key *identity.Key, human string, paths []string) (*PurgeResult, error) {
+	var out *PurgeResult
+	err := c.each(ctx, func(c *Client) (err error) {
+		out, err = c.purge(ctx, key, human, paths)
+		return err
+	})
+	return out, err
+}
+
+func (c *Client) purge(ctx context.Context, key *identity.Key, human string, paths []string) (*PurgeResult, error) {
 	env, err := originapi.SignPurge(key, human, paths)
 	if err != nil {
 		return nil, fmt.Errorf("publish: %w", err)

@@ -32,6 +32,10 @@ type Config struct {
 	// retries: from 0.5 s up to 30 s apart, logged, until its ctx is
 	// done). Required unless an origin ID is set; Run needs it.
 	Origin string
+	// Origins are more origins of the network (base URLs), tried in order
+	// after Origin when one cannot answer: heartbeats and the origins'
+	// peer IDs fail over (see originapi.Pool). Default: Origin alone.
+	Origins []string
 	// OriginIDs are the peer IDs of the network's origins, each signing
 	// with its own key: only they may sign write, delete and audit orders.
 	// They are pinned in DataDir/origin-id (one per line) on first start;
@@ -72,6 +76,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.DataDir == "" {
 		return cfg, errors.New("storage: DataDir is required")
 	}
+	if cfg.Origin == "" && len(cfg.Origins) > 0 {
+		cfg.Origin, cfg.Origins = cfg.Origins[0], cfg.Origins[1:]
+	}
 	if cfg.Origin == "" && cfg.OriginID == "" && len(cfg.OriginIDs) == 0 {
 		return cfg, errors.New("storage: Origin (or an origin ID) is required")
 	}
@@ -81,6 +88,13 @@ func (cfg Config) withDefaults() (Config, error) {
 			return cfg, fmt.Errorf("storage: Origin: %w", err)
 		}
 		cfg.Origin = u
+	}
+	for i, o := range cfg.Origins {
+		u, err := storageapi.ParseBaseURL(o)
+		if err != nil {
+			return cfg, fmt.Errorf("storage: Origins: %w", err)
+		}
+		cfg.Origins[i] = u
 	}
 	if cfg.PublicAddr != "" {
 		u, err := storageapi.ParseBaseURL(cfg.PublicAddr)

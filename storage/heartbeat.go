@@ -37,12 +37,12 @@ func (s *Server) Run(ctx context.Context) error {
 		case ctx.Err() != nil: // stopping: not a failure
 		case err != nil:
 			s.metrics.heartbeats.WithLabelValues("error").Inc()
-			s.log.Warn("heartbeat failed", zap.String("origin", s.cfg.Origin), zap.Error(err))
+			s.log.Warn("heartbeat failed", zap.String("origin", s.pool.Current()), zap.Error(err))
 			failing = true
 		default:
 			s.metrics.heartbeats.WithLabelValues("ok").Inc()
 			if failing {
-				s.log.Info("heartbeats reach the origin again", zap.String("origin", s.cfg.Origin))
+				s.log.Info("heartbeats reach the origin again", zap.String("origin", s.pool.Current()))
 			}
 			failing = false
 		}
@@ -50,8 +50,15 @@ func (s *Server) Run(ctx context.Context) error {
 	return nil
 }
 
-// heartbeat signs and sends one heartbeat.
+// heartbeat signs and sends one heartbeat, to the next origin when one
+// cannot take it (signed anew: an origin refuses a heartbeat no newer
+// than the last it stored).
 func (s *Server) heartbeat(ctx context.Context) error {
+	return s.pool.Do(ctx, s.heartbeatTo)
+}
+
+// heartbeatTo signs and sends one heartbeat to the origin at base.
+func (s *Server) heartbeatTo(ctx context.Context, base string) error {
 	capacity, _, free, n := s.store.stats()
 	env, err := s.key.Sign(storageapi.TypeHeartbeat, storageapi.Heartbeat{
 		Peer:     s.key.ID.String(),
@@ -71,7 +78,7 @@ func (s *Server) heartbeat(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, originTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.Origin+HeartbeatPath, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+HeartbeatPath, bytes.NewReader(body))
 	if err != nil {
 		return fmt.Errorf("storage: heartbeat: %w", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"lukechampine.com/blake3"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/storageapi"
 )
@@ -132,4 +133,51 @@ func TestDefaultKey(t *testing.T) {
 	if st, err := os.Stat(filepath.Join(dir, "peer.key")); err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("peer.key: %v", err)
 	}
+}
+
+// TestHeartbeatFailsOver: heartbeats go to the next origin while the
+// first answers 503, each signed anew, and the failover is counted.
+func TestHeartbeatFailsOver(t *testing.T) {
+	busy, busyGot := heartbeatOrigin(t, http.StatusServiceUnavailable)
+	ok, okGot := heartbeatOrigin(t, http.StatusNoContent)
+	keys := newTestKeys(t)
+	reg := prometheus.NewRegistry()
+	s, err := New(context.Background(), Config{
+		DataDir: t.TempDir(), Key: keys.peer, Origins: []string{busy.URL, ok.URL}, OriginID: keys.origin.ID,
+		Capacity: 5000, PublicAddr: "http://127.0.0.1:9001", HeartbeatInterval: time.Hour, Registry: reg,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.heartbeat(context.Background()); err != nil {
+		t.Fatalf("heartbeat with one origin up: %v", err)
+	}
+	first, second := <-busyGot, <-okGot
+	if !second.Time.After(first.Time) {
+		t.Errorf("heartbeat to the second origin not signed anew: %s, then %s", first.Time, second.Time)
+	}
+	n := testutil.ToFloat64(counterOf(t, reg, "topcdn_storage_origin_failovers_total"))
+	if n != 1 {
+		t.Errorf("failovers %v, want 1", n)
+	}
+}
+
+// counterOf returns the sum of the counter family name in reg, as a
+// collector testutil can read.
+func counterOf(t *testing.T, reg *prometheus.Registry, name string) prometheus.Collector {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sum"}, func() float64 { return sum })
 }

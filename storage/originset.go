@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,7 +12,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/topcdn/topcdn/internal/httpkit"
+	"github.com/topcdn/topcdn/originapi"
 	"go.uber.org/zap"
 )
 
@@ -94,7 +93,7 @@ func (s *Server) pinOrigins(ctx context.Context) (originSet, error) {
 	if pinned.empty() {
 		learned, err = s.awaitOriginIDs(ctx) // nothing to go on without the origin: wait for it
 	} else {
-		learned, err = fetchOriginIDs(ctx, s.client, s.cfg.Origin)
+		learned, err = s.fetchOriginIDs(ctx)
 	}
 	switch {
 	case err != nil && pinned.empty():
@@ -124,7 +123,7 @@ func (s *Server) pinOrigins(ctx context.Context) (originSet, error) {
 // retry; it gives up when ctx is done, with ctx's error and the last one.
 func (s *Server) awaitOriginIDs(ctx context.Context) (originSet, error) {
 	for n := 0; ; n++ {
-		ids, err := fetchOriginIDs(ctx, s.client, s.cfg.Origin)
+		ids, err := s.fetchOriginIDs(ctx)
 		if err == nil {
 			if n > 0 {
 				s.log.Info("origin reachable", zap.String("origin", s.cfg.Origin), zap.Int("tries", n+1))
@@ -195,29 +194,17 @@ func writePinned(path string, set originSet) error {
 	return nil
 }
 
-// fetchOriginIDs asks the origin at base for the origins' peer IDs (GET
-// /healthz): origin_ids, or, from an origin that lists none, its peer_id.
-func fetchOriginIDs(ctx context.Context, client *http.Client, base string) (originSet, error) {
+// fetchOriginIDs asks the origins for their peer IDs (GET /healthz):
+// origin_ids, or, from an origin that lists none, its peer_id.
+func (s *Server) fetchOriginIDs(ctx context.Context) (originSet, error) {
+	if s.pool == nil {
+		return originSet{}, errors.New("no origin URL")
+	}
 	ctx, cancel := context.WithTimeout(ctx, originTimeout)
 	defer cancel()
-	var h struct {
-		PeerID    string   `json:"peer_id"`
-		OriginIDs []string `json:"origin_ids"`
-	}
-	if err := httpkit.GetJSON(ctx, client, base+"/healthz", 64<<10, &h); err != nil {
+	ids, err := originapi.FetchOriginIDs(ctx, s.pool, s.client)
+	if err != nil {
 		return originSet{}, err
-	}
-	strs := h.OriginIDs
-	if len(strs) == 0 {
-		strs = []string{h.PeerID}
-	}
-	ids := make([]peer.ID, len(strs))
-	for i, str := range strs {
-		id, err := peer.Decode(str)
-		if err != nil {
-			return originSet{}, fmt.Errorf("GET %s/healthz: origin ID %q: %w", base, str, err)
-		}
-		ids[i] = id
 	}
 	return newOriginSet(ids...), nil
 }

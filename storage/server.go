@@ -11,6 +11,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/originapi"
 	"go.uber.org/zap"
 )
 
@@ -29,7 +30,8 @@ type Server struct {
 	store   *store
 	db      *sql.DB
 	handler http.Handler
-	client  *http.Client // to the origin
+	client  *http.Client    // to the origin
+	pool    *originapi.Pool // the origins, with failover; nil without Origin
 
 	// Testing.
 	now func() time.Time
@@ -59,6 +61,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if s.key = cfg.Key; s.key == nil {
 		if s.key, err = identity.LoadOrGenerate(filepath.Join(cfg.DataDir, "peer.key")); err != nil {
+			return nil, fmt.Errorf("storage: %w", err)
+		}
+	}
+	if cfg.Origin != "" {
+		if s.pool, err = originapi.NewPool(append([]string{cfg.Origin}, cfg.Origins...),
+			originapi.WithPoolLogger(cfg.Logger), originapi.WithPoolMetrics(cfg.Registry, "storage")); err != nil {
 			return nil, fmt.Errorf("storage: %w", err)
 		}
 	}

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/internal/httpkit"
+	"github.com/topcdn/topcdn/originapi"
 )
 
 // Object is what billing knows of a published object.
@@ -48,11 +48,11 @@ type Holding struct {
 // as a CAR from the trustless gateway (every block verified against its
 // CID); shard placement from signed manifests. It caches what it learns.
 type OriginContent struct {
-	base   string
+	pool   *originapi.Pool
 	client *http.Client
 
 	mu         sync.Mutex
-	originID   peer.ID
+	originIDs  []peer.ID // pinned (WithOriginIDs) or asked once
 	logID      int64     // the last event of the billing log applied
 	logAt      time.Time // when the log was last read
 	roots      map[string]*rootInfo
@@ -86,18 +86,51 @@ func WithClock(now func() time.Time) OriginOption {
 	}
 }
 
-// NewOriginContent returns an OriginContent reading the origin at base.
-// A nil client is one with a 60 s timeout.
+// WithPool makes the OriginContent read the origins of pool, failing over
+// between them, instead of the one at NewOriginContent's base: the
+// network's origins serve one database, and the billing log's IDs are the
+// network's, so a switch mid-read loses nothing.
+func WithPool(pool *originapi.Pool) OriginOption {
+	return func(o *OriginContent) {
+		if pool != nil {
+			o.pool = pool
+		}
+	}
+}
+
+// WithOriginIDs pins the origins' peer IDs: the keys manifests and
+// billing log pages must be signed with. Default: the set the origins'
+// /healthz reports, asked once.
+func WithOriginIDs(ids ...peer.ID) OriginOption {
+	return func(o *OriginContent) {
+		for _, id := range ids {
+			if id != "" && !slices.Contains(o.originIDs, id) {
+				o.originIDs = append(o.originIDs, id)
+			}
+		}
+	}
+}
+
+// NewOriginContent returns an OriginContent reading the origin at base
+// (see WithPool for several). A nil client is one with a 60 s timeout.
 func NewOriginContent(base string, client *http.Client, opts ...OriginOption) *OriginContent {
 	if client == nil {
 		client = &http.Client{Timeout: 60 * time.Second}
 	}
-	o := &OriginContent{base: strings.TrimRight(base, "/"), client: client,
+	o := &OriginContent{client: client,
 		roots: map[string]*rootInfo{}, names: map[string][]nameSpan{}, keyNames: map[peer.ID]string{}, placements: map[string][]*Placement{},
 		flags: map[string]time.Time{}, sites: map[string]*siteIndex{}, blockRoots: map[cid.Cid][]string{},
 		shards: map[string]peer.ID{}, rootShard: map[string][]string{}, failed: map[string]*indexFailure{}, now: time.Now}
 	for _, opt := range opts {
 		opt(o)
+	}
+	if o.pool == nil {
+		// A bad base URL makes a pool whose every request fails.
+		pool, err := originapi.NewPool([]string{base})
+		if err != nil {
+			pool, _ = originapi.NewPool([]string{"http://invalid.invalid"})
+		}
+		o.pool = pool
 	}
 	return o
 }
@@ -154,24 +187,36 @@ func (o *OriginContent) SiteNames(ctx context.Context, keys []string) map[string
 }
 
 func (o *OriginContent) get(ctx context.Context, path string, accept string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, o.base+path, nil)
-	if err != nil {
-		return nil, err
-	}
-	if accept != "" {
-		req.Header.Set("Accept", accept)
-	}
-	resp, err := o.client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("origin: GET %s: %w", path, err)
-	}
-	return resp, nil
+	var resp *http.Response
+	err := o.pool.Do(ctx, func(ctx context.Context, base string) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
+		if err != nil {
+			return err
+		}
+		if accept != "" {
+			req.Header.Set("Accept", accept)
+		}
+		r, err := o.client.Do(req)
+		if err != nil {
+			return fmt.Errorf("origin: GET %s: %w", path, err)
+		}
+		if se := (&originapi.StatusError{URL: base + path, Status: r.StatusCode}); se.Unavailable() {
+			r.Body.Close()
+			return fmt.Errorf("origin: %w", se)
+		}
+		resp = r
+		return nil
+	})
+	return resp, err
 }
 
 // getJSON decodes the origin's answer at path, at most 64 MiB, into v. An
 // answer other than 2xx is a *httpkit.ResponseError.
 func (o *OriginContent) getJSON(ctx context.Context, path string, v any) error {
-	if err := httpkit.GetJSON(ctx, o.client, o.base+path, 64<<20, v); err != nil {
+	err := o.pool.Do(ctx, func(ctx context.Context, base string) error {
+		return httpkit.GetJSON(ctx, o.client, base+path, 64<<20, v)
+	})
+	if err != nil {
 		return fmt.Errorf("origin: %w", err)
 	}
 	return nil
@@ -365,7 +410,7 @@ func (o *OriginContent) refreshHoldings(ctx context.Context, maxAge time.Duratio
 		if err != nil {
 			return nil, err
 		}
-		m, err := erasure.OpenManifest(&env, o.originID)
+		m, err := erasure.OpenManifest(&env, o.originIDs...)
 		if err != nil {
 			return nil, fmt.Errorf("origin: manifest of %s: %w", root, err)
 		}
@@ -391,30 +436,24 @@ func (o *OriginContent) refreshHoldings(ctx context.Context, maxAge time.Duratio
 	return hs, nil
 }
 
-// OriginID returns the peer ID the origin's /healthz
-// reports, asked once.
-func (o *OriginContent) OriginID(ctx context.Context) (peer.ID, error) {
+// OriginIDs returns the origins' peer IDs: pinned (WithOriginIDs), or
+// what the origins' /healthz reports, asked once.
+func (o *OriginContent) OriginIDs(ctx context.Context) ([]peer.ID, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.originIDLocked(ctx)
+	return o.originIDsLocked(ctx)
 }
 
-func (o *OriginContent) originIDLocked(ctx context.Context) (peer.ID, error) {
-	if o.originID != "" {
-		return o.originID, nil
+func (o *OriginContent) originIDsLocked(ctx context.Context) ([]peer.ID, error) {
+	if len(o.originIDs) > 0 {
+		return o.originIDs, nil
 	}
-	var h struct {
-		PeerID string `json:"peer_id"`
-	}
-	if err := o.getJSON(ctx, "/healthz", &h); err != nil {
-		return "", err
-	}
-	id, err := peer.Decode(h.PeerID)
+	ids, err := originapi.FetchOriginIDs(ctx, o.pool, o.client)
 	if err != nil {
-		return "", fmt.Errorf("origin: peer ID %q: %w", h.PeerID, err)
+		return nil, fmt.Errorf("origin: %w", err)
 	}
-	o.originID = id
-	return id, nil
+	o.originIDs = ids
+	return ids, nil
 }
 
 // RootShards returns the shard IDs of every striped root (one with a

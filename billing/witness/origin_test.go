@@ -213,7 +213,7 @@ func TestOriginContentObject(t *testing.T) {
 	if _, err := o.Object(context.Background(), "blog", "", site.leaf.String()); err != nil {
 		t.Fatalf("indexed object with the origin down: %v", err)
 	}
-	fresh := NewOriginContent(o.base, nil)
+	fresh := NewOriginContent(o.pool.First(), nil)
 	var re *billingapi.RejectError
 	if _, err := fresh.Object(context.Background(), "blog", "", site.leaf.String()); err == nil || errors.As(err, &re) {
 		t.Fatalf("origin down, nothing indexed: %v, want a transient error", err)
@@ -249,8 +249,8 @@ func TestOriginContentShards(t *testing.T) {
 	var down atomic.Bool
 	o := NewOriginContent(fakeOrigin(t, origin, pub, site, site.car, &down).URL, nil)
 
-	if id, err := o.OriginID(ctx); err != nil || id != origin.ID {
-		t.Fatalf("origin ID %s, %v; want %s", id, err, origin.ID)
+	if ids, err := o.OriginIDs(ctx); err != nil || len(ids) != 1 || ids[0] != origin.ID {
+		t.Fatalf("origin IDs %s, %v; want %s", ids, err, origin.ID)
 	}
 	hs, err := o.Holdings(ctx)
 	if err != nil || len(hs) != len(holders) {
@@ -284,7 +284,7 @@ func TestOriginContentShards(t *testing.T) {
 	if roots, err := o.RootShards(ctx); err != nil || len(roots[site.root.String()]) != len(site.shards) {
 		t.Fatalf("root shards with the origin down: %v, %v; want the last read", roots, err)
 	}
-	if _, err := NewOriginContent(o.base, nil).RootShards(ctx); err == nil {
+	if _, err := NewOriginContent(o.pool.First(), nil).RootShards(ctx); err == nil {
 		t.Fatal("root shards never read, origin down: no error")
 	}
 }

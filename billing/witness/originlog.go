@@ -3,6 +3,7 @@ package witness
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -75,7 +76,7 @@ func (o *OriginContent) syncLog(ctx context.Context, force bool) error {
 	if !force && time.Since(o.logAt) < time.Second {
 		return nil
 	}
-	id, err := o.originIDLocked(ctx)
+	ids, err := o.originIDsLocked(ctx)
 	if err != nil {
 		return err
 	}
@@ -90,8 +91,8 @@ func (o *OriginContent) syncLog(ctx context.Context, force bool) error {
 		if err != nil {
 			return fmt.Errorf("origin: billing log: %w", err)
 		}
-		if signer != id {
-			return fmt.Errorf("origin: billing log signed by %s, not the origin %s", signer, id)
+		if !slices.Contains(ids, signer) {
+			return fmt.Errorf("origin: billing log signed by %s, not by an origin (%v)", signer, ids)
 		}
 		if page.Since != o.logID {
 			return fmt.Errorf("origin: billing log page after %d, asked after %d", page.Since, o.logID)
