@@ -28,6 +28,10 @@ const (
 	DefaultPeers    = 14
 	DefaultEpoch    = 30 * time.Second
 	DefaultDeposit  = 1_000_000_000_000
+	// DefaultLeaseTTL is the origins' lease TTL with several origins:
+	// shorter than an origin's own default (30s), so a killed origin's
+	// work moves within seconds in a demo or a test.
+	DefaultLeaseTTL = 10 * time.Second
 )
 
 // Config configures a devnet.
@@ -72,6 +76,17 @@ type Config struct {
 	// CertLifetime is how long the CA's certificates are valid, whole
 	// seconds. Default: DefaultCertLifetime (90 days).
 	CertLifetime time.Duration
+	// Origins is how many origins to run, 1 to 9, over one database: they
+	// listen on 7070, 7071, … (plus the port offset), and every other role
+	// is given all of them. More than one needs DB. Default: 1.
+	Origins int
+	// DB is the origins' metadata database, a PostgreSQL URL
+	// (postgres://…) they share. Default: each origin's own SQLite file.
+	DB string
+	// LeaseTTL is how long an origin's hold on a background job lasts
+	// unrenewed, with several origins: a killed origin's work moves to
+	// another within it. Default: DefaultLeaseTTL (10s).
+	LeaseTTL time.Duration
 	// NoHTTPSRedirect has the edges serve names over plain HTTP too,
 	// instead of redirecting such requests to HTTPS (for clients that
 	// fetch by name over HTTP without trusting the CA).
@@ -86,6 +101,10 @@ type Endpoint struct {
 	DataDir string `json:"data_dir,omitempty"`
 	City    string `json:"city,omitempty"`
 	Log     string `json:"log"`
+
+	// Args are an origin's command-line arguments after the binary: what
+	// restarts it as the devnet ran it (with its output to Log).
+	Args []string `json:"args,omitempty"`
 
 	// HTTPSURL is an edge's HTTPS base URL, https://127.N.0.1:8443.
 	HTTPSURL string `json:"https_url,omitempty"`
@@ -118,7 +137,10 @@ type Site struct {
 
 // Info is what a running devnet writes to DIR/devnet.json.
 type Info struct {
-	Origin       Endpoint   `json:"origin"`
+	// Origin is the first of Origins.
+	Origin Endpoint `json:"origin"`
+	// Origins are every origin, sharing one database.
+	Origins      []Endpoint `json:"origins"`
 	Storage      []Endpoint `json:"storage"`
 	Edges        []Endpoint `json:"edges"`
 	DNS          DNS        `json:"dns"`
@@ -170,6 +192,9 @@ type listenAddrs struct {
 	origin, billing, dns, dnsHTTP string
 	originURL, billingURL, dnsURL string
 	resolver, ca, caManagement    string
+
+	origins, originURLs []string // every origin's; origin and originURL are the first
+	originList          string   // originURLs, comma-separated: what --origin takes
 }
 
 // The edges' ports, on 127.N.0.1 (plus the port offset).
@@ -196,6 +221,14 @@ func (c *Config) setDefaults() error {
 	c.Epoch = cmp.Or(c.Epoch, DefaultEpoch)
 	c.Deposit = cmp.Or(c.Deposit, DefaultDeposit)
 	c.CertLifetime = cmp.Or(c.CertLifetime, DefaultCertLifetime)
+	c.Origins = cmp.Or(c.Origins, 1)
+	c.LeaseTTL = cmp.Or(c.LeaseTTL, DefaultLeaseTTL)
+	if c.Origins < 1 || c.Origins > 9 {
+		return fmt.Errorf("devnet: %d origins: want 1 to 9", c.Origins)
+	}
+	if c.Origins > 1 && !strings.HasPrefix(c.DB, "postgres://") && !strings.HasPrefix(c.DB, "postgresql://") {
+		return fmt.Errorf("devnet: %d origins share one database: give a PostgreSQL URL (postgres://…) as DB", c.Origins)
+	}
 	if c.CertLifetime < time.Second || c.CertLifetime%time.Second != 0 {
 		return fmt.Errorf("devnet: certificate lifetime %s: want whole seconds", c.CertLifetime)
 	}
@@ -257,7 +290,8 @@ func (n *network) start(ctx context.Context) error {
 		}
 	}
 	n.at = n.serviceAddrs()
-	tcp := []string{n.at.origin, n.at.billing, n.at.dns, n.at.dnsHTTP, n.at.resolver, n.at.ca, n.at.caManagement}
+	tcp := []string{n.at.billing, n.at.dns, n.at.dnsHTTP, n.at.resolver, n.at.ca, n.at.caManagement}
+	tcp = append(tcp, n.at.origins...)
 	udp := []string{n.at.dns, n.at.resolver}
 	for i := range n.cfg.Peers {
 		tcp = append(tcp, n.addr("127.0.0.1", 7101+i))
@@ -295,7 +329,7 @@ func (n *network) start(ctx context.Context) error {
 	if err := n.fund(ctx, n.at.billingURL); err != nil {
 		return err
 	}
-	site, err := n.publish(ctx, n.at.originURL, pubKeyFile)
+	site, err := n.publish(ctx, n.at.originList, pubKeyFile)
 	if err != nil {
 		return err
 	}
@@ -313,27 +347,64 @@ func (n *network) serviceAddrs() listenAddrs {
 		dns: n.addr("127.0.0.1", 5300), dnsHTTP: n.addr("127.0.0.1", 8053), resolver: n.addr("127.0.0.1", 5301),
 		ca: n.addr("127.0.0.1", 14000), caManagement: n.addr("127.0.0.1", 15000)}
 	a.originURL, a.billingURL, a.dnsURL = "http://"+a.origin, "http://"+a.billing, "http://"+a.dnsHTTP
+	for i := range n.cfg.Origins {
+		addr := n.addr("127.0.0.1", 7070+i)
+		a.origins, a.originURLs = append(a.origins, addr), append(a.originURLs, "http://"+addr)
+	}
+	a.originList = strings.Join(a.originURLs, ",")
 	return a
 }
 
-// startOrigin starts the origin, with the dashboard.
+// startOrigin starts the origins, with the dashboard, each in its own
+// directory (origin, origin-2, …) with its own key; with several, each is
+// told every origin's peer ID (--origin-set), which it reports to the
+// other roles at /healthz.
 func (n *network) startOrigin(ctx context.Context) error {
-	d, originURL := n.cfg.Dir, n.at.originURL
-	origin := &role{name: "origin", health: originURL + "/healthz", log: logPath(d, "origin"),
-		args: []string{"origin", "--data", filepath.Join(d, "origin"), "--listen", n.at.origin, "--deserialized",
+	d := n.cfg.Dir
+	var ids []string
+	for i := range n.cfg.Origins {
+		k, err := identity.LoadOrGenerate(filepath.Join(n.originDir(i), "origin.key"))
+		if err != nil {
+			return fmt.Errorf("devnet: %w", err)
+		}
+		ids = append(ids, k.ID.String())
+	}
+	for i, addr := range n.at.origins {
+		url, dir, name := n.at.originURLs[i], n.originDir(i), "origin"
+		if i > 0 {
+			name = fmt.Sprintf("origin-%d", i+1)
+		}
+		args := []string{"origin", "--data", dir, "--listen", addr, "--deserialized",
 			"--heartbeat-interval", "2s", "--audit-interval", "3s", "--repair-interval", "5s",
 			"--dashboard-router", n.at.dnsURL, "--dashboard-billing", n.at.billingURL, "--billing", n.at.billingURL,
-			"--domain", n.cfg.Zone,
+			"--domain", n.cfg.Zone, "--url", url,
 			// Every role of the devnet reaches the origin from 127.0.0.1:
 			// three edges, the router, and whatever a user or a benchmark
 			// adds each hold a long-poll of the name-change stream.
-			"--max-name-waiters-per-ip", "64"}}
-	if err := n.run(ctx, origin); err != nil {
-		return err
+			"--max-name-waiters-per-ip", "64"}
+		if n.cfg.DB != "" {
+			args = append(args, "--db", n.cfg.DB, "--lease-ttl", n.cfg.LeaseTTL.String())
+		}
+		if n.cfg.Origins > 1 {
+			args = append(args, "--origin-set", strings.Join(ids, ","))
+		}
+		origin := &role{name: name, health: url + "/healthz", log: logPath(d, name), args: args}
+		if err := n.run(ctx, origin); err != nil {
+			return err
+		}
+		n.info.Origins = append(n.info.Origins, Endpoint{URL: url, PID: origin.pid(), PeerID: origin.peerID, DataDir: dir, Log: origin.log, Args: args})
 	}
-	n.info.Origin = Endpoint{URL: originURL, PID: origin.pid(), PeerID: origin.peerID, DataDir: filepath.Join(d, "origin"), Log: origin.log}
-	n.info.Dashboard = originURL + "/dashboard/"
+	n.info.Origin = n.info.Origins[0]
+	n.info.Dashboard = n.at.originURL + "/dashboard/"
 	return nil
+}
+
+// originDir is origin i's data directory: origin, origin-2, ….
+func (n *network) originDir(i int) string {
+	if i == 0 {
+		return filepath.Join(n.cfg.Dir, "origin")
+	}
+	return filepath.Join(n.cfg.Dir, fmt.Sprintf("origin-%d", i+1))
 }
 
 // startBilling starts billing, settling each epoch itself.
@@ -341,7 +412,7 @@ func (n *network) startBilling(ctx context.Context) error {
 	d, billingURL := n.cfg.Dir, n.at.billingURL
 	billing := &role{name: "billing", health: billingURL + "/healthz", log: logPath(d, "billing"),
 		args: []string{"billing", "--listen", n.at.billing, "--db", filepath.Join(d, "billing", "billing.db"),
-			"--origin", n.at.originURL, "--dns", n.at.dnsURL, "--epoch", n.cfg.Epoch.String(),
+			"--origin", n.at.originList, "--dns", n.at.dnsURL, "--epoch", n.cfg.Epoch.String(),
 			// Clients, billing and the router share 127.0.0.1 with the
 			// edges: requests from there are not an edge's own.
 			"--shared-prefix", "127.0.0.0/24",
@@ -367,7 +438,7 @@ func (n *network) startPeers(ctx context.Context) error {
 		addr := n.addr("127.0.0.1", 7101+i)
 		peers[i] = &role{name: fmt.Sprintf("storage-%02d", i+1), health: "http://" + addr + "/healthz",
 			log: logPath(d, fmt.Sprintf("storage-%02d", i+1)),
-			args: []string{"storage", "--data", dir, "--listen", addr, "--origin", n.at.originURL, "--capacity", "1GiB",
+			args: []string{"storage", "--data", dir, "--listen", addr, "--origin", n.at.originList, "--capacity", "1GiB",
 				"--heartbeat", "2s", "--location", fmt.Sprintf("%.2f,%.2f", c.lat, c.lon), "--region", c.region,
 				"--billing", n.at.billingURL, "--claim-every", n.cfg.Epoch.String()}}
 		if err := peers[i].start(n.cfg.Bin); err != nil {
@@ -393,7 +464,7 @@ func (n *network) startDNS(ctx context.Context) error {
 		return fmt.Errorf("devnet: %w", err)
 	}
 	dns := &role{name: "dns", health: dnsURL + "/healthz", log: logPath(d, "dns"),
-		args: []string{"dns", "--listen", n.at.dns, "--http", n.at.dnsHTTP, "--zone", n.cfg.Zone, "--origin", n.at.originURL,
+		args: []string{"dns", "--listen", n.at.dns, "--http", n.at.dnsHTTP, "--zone", n.cfg.Zone, "--origin", n.at.originList,
 			"--geoip", geo, "--billing", n.at.billingURL, "--billing-epoch", n.cfg.Epoch.String(), "--key", filepath.Join(d, "keys", "dns.key"),
 			"--ca-root", n.info.CACert}}
 	if err := n.run(ctx, dns); err != nil {
@@ -439,7 +510,7 @@ func (n *network) startEdges(ctx context.Context) error {
 		}
 		conf := filepath.Join(dir, "Caddyfile")
 		ec := edgeConfig{dir: dir, ip: ip, httpPort: httpPort + n.cfg.PortOffset, httpsPort: httpsPort + n.cfg.PortOffset,
-			origin: n.at.originURL, router: n.at.dnsURL, billing: n.at.billingURL, zone: n.cfg.Zone, city: c.name,
+			origin: strings.Join(n.at.originURLs, " "), router: n.at.dnsURL, billing: n.at.billingURL, zone: n.cfg.Zone, city: c.name,
 			email: "edge-" + c.slug + "@devnet.test",
 			epoch: n.cfg.Epoch, nameStream: !n.cfg.NoNameStream, redirect: !n.cfg.NoHTTPSRedirect,
 			acmeCA: n.info.CA.URL, acmeCARoot: filepath.Join(n.cfg.Dir, "ca", "pebble-tls.pem"), resolver: n.at.resolver}
@@ -656,7 +727,9 @@ func (n *network) printStatus() {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", role, e.URL, e.PID, id, e.City)
 	}
-	row("origin", n.info.Origin)
+	for i, o := range n.info.Origins {
+		row(map[bool]string{true: "origin", false: fmt.Sprintf("origin-%d", i+1)}[i == 0], o)
+	}
 	row("billing", n.info.Billing)
 	fmt.Fprintf(tw, "dns\tdns://%s  %s\t%d\t\t\n", n.info.DNS.Addr, n.info.DNS.DoH, n.info.DNS.PID)
 	fmt.Fprintf(tw, "resolver\tdns://%s\t%d\t\t\n", n.info.DNS.Resolver, os.Getpid())

@@ -21,6 +21,7 @@ import (
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/internal/prom"
 	"github.com/topcdn/topcdn/internal/tick"
+	"github.com/topcdn/topcdn/originapi"
 	"go.uber.org/zap"
 )
 
@@ -33,10 +34,11 @@ const faultEnv = "TOPCDN_BILLING_FAULT"
 
 func newBillingCmd() *cobra.Command {
 	var (
-		cfg                                               billing.Config
-		listen, dsn, originURL, dnsURL, keyFile, logLevel string
-		settleEvery, probeEvery                           time.Duration
-		shared                                            []string
+		cfg                                    billing.Config
+		listen, dsn, dnsURL, keyFile, logLevel string
+		origins, originIDs                     []string
+		settleEvery, probeEvery                time.Duration
+		shared                                 []string
 	)
 	cmd := &cobra.Command{
 		Use:   "billing --listen ADDR --db DSN [--origin URL] [--dns URL]",
@@ -103,8 +105,16 @@ SIGINT or SIGTERM stop it cleanly.`,
 				}
 			}
 			var content billing.Content = noOrigin{}
-			if originURL != "" {
-				content = witness.NewOriginContent(originURL, nil)
+			if urls := originapi.SplitURLs(origins...); len(urls) > 0 {
+				pool, err := originapi.NewPool(urls, originapi.WithPoolLogger(log), originapi.WithPoolMetrics(cfg.Registry, "billing"))
+				if err != nil {
+					return fmt.Errorf("--origin: %w", err)
+				}
+				ids, err := decodePeerIDs("origin-id", originIDs)
+				if err != nil {
+					return err
+				}
+				content = witness.NewOriginContent(urls[0], nil, witness.WithPool(pool), witness.WithOriginIDs(ids...))
 			} else {
 				log.Warn("no --origin: every record will be refused as unpublished")
 			}
@@ -114,7 +124,8 @@ SIGINT or SIGTERM stop it cleanly.`,
 	f := cmd.Flags()
 	f.StringVar(&listen, "listen", "127.0.0.1:8090", "address to serve HTTP on")
 	f.StringVar(&dsn, "db", "", "ledger database: a file path or sqlite:PATH, or postgres://… (required)")
-	f.StringVar(&originURL, "origin", "", "base URL of the origin whose published content is billed")
+	originsFlag(f, &origins, "base URL of the origin whose published content is billed")
+	originIDsFlag(f, &originIDs, "an origin's peer ID, which signs manifests and the billing log (default: asked from the origin)")
 	f.StringVar(&dnsURL, "dns", "", "base URL of the DNS router's API: the demand evidence edges are paid within, and the prober (without it no edge is paid)")
 	f.StringVar(&keyFile, "key", "", "billing operator key; deposits and admissions must be signed with it (default: billing.key next to a SQLite --db)")
 	f.DurationVar(&cfg.Epoch, "epoch", billingapi.DefaultEpoch, "epoch length, whole seconds; edges must use the same")

@@ -20,6 +20,7 @@ import (
 	"github.com/topcdn/topcdn/dnsroute"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/internal/prom"
+	"github.com/topcdn/topcdn/originapi"
 	"go.uber.org/zap"
 )
 
@@ -29,6 +30,7 @@ func newDNSCmd() *cobra.Command {
 		listen, httpAddr, geoip, keyFile, logLevel string
 		nsAddrs, allowEdges                        []string
 		caRoots                                    []string
+		origins, originIDs                         []string
 	)
 	cmd := &cobra.Command{
 		Use:   "dns --zone ZONE --origin URL [--listen ADDR] [--http ADDR] [--geoip FILE.mmdb]",
@@ -68,6 +70,14 @@ When ready it prints "dns listening on udp+tcp ADDR" and then
 				}
 				cfg.NSAddrs = append(cfg.NSAddrs, a)
 			}
+			urls := originapi.SplitURLs(origins...)
+			if len(urls) == 0 {
+				return errors.New("--origin is required")
+			}
+			cfg.Origin, cfg.Origins = urls[0], urls[1:]
+			if cfg.OriginIDs, err = decodePeerIDs("origin-id", originIDs); err != nil {
+				return err
+			}
 			for _, s := range allowEdges {
 				p, err := peer.Decode(s)
 				if err != nil {
@@ -100,7 +110,8 @@ When ready it prints "dns listening on udp+tcp ADDR" and then
 	f.StringVar(&listen, "listen", "127.0.0.1:5300", "address to serve DNS on, UDP and TCP")
 	f.StringVar(&httpAddr, "http", "127.0.0.1:8053", "address to serve HTTP on (heartbeats, edges, DoH, metrics)")
 	f.StringVar(&cfg.Zone, "zone", "", "zone to be authoritative for, e.g. cdn.test (required)")
-	f.StringVar(&cfg.Origin, "origin", "", "base URL of the origin whose names to serve (required)")
+	originsFlag(f, &origins, "base URL of the origin whose names to serve (required)")
+	originIDsFlag(f, &originIDs, "an origin's peer ID, which signs its stream of name changes (default: asked from the origin)")
 	f.StringVar(&geoip, "geoip", "", "MaxMind-format City database (GeoLite2-City, DB-IP City Lite) to locate clients and edges")
 	f.StringVar(&cfg.Billing, "billing", "", "base URL of the billing service; names of suspended publishers get no addresses")
 	f.StringSliceVar(&nsAddrs, "ns-addr", nil, "address of a name server of the zone (ns1, ns2, … in order; repeatable; default: the --listen IP, or 127.0.0.1 on a wildcard address)")

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/dustin/go-humanize"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/pflag"
 )
 
@@ -54,3 +55,28 @@ func (s sizeFlag) String() string {
 func (sizeFlag) Type() string { return "size" }
 
 var _ pflag.Value = sizeFlag{}
+
+// originsFlag registers --origin on f: the origins' base URLs, repeatable
+// or separated by commas, tried in order when one cannot answer.
+func originsFlag(f *pflag.FlagSet, p *[]string, what string) {
+	f.StringSliceVar(p, "origin", nil, what+" (several: repeat the flag or separate by commas; tried in order when one cannot answer)")
+}
+
+// originIDsFlag registers --origin-id on f: the origins' peer IDs to pin,
+// repeatable or separated by commas.
+func originIDsFlag(f *pflag.FlagSet, p *[]string, what string) {
+	f.StringSliceVar(p, "origin-id", nil, what+" (repeatable: one per origin, each signs with its own key)")
+}
+
+// decodePeerIDs decodes the peer IDs given to flag.
+func decodePeerIDs(flag string, strs []string) ([]peer.ID, error) {
+	ids := make([]peer.ID, 0, len(strs))
+	for _, s := range strs {
+		id, err := peer.Decode(strings.TrimSpace(s))
+		if err != nil {
+			return nil, fmt.Errorf("--%s %q: %w", flag, s, err)
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
+}

@@ -4,6 +4,7 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+	"github.com/topcdn/topcdn/originapi"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/term"
@@ -38,4 +39,14 @@ func withLogger(level *string, run func(cmd *cobra.Command, log *zap.Logger) err
 		defer log.Sync()
 		return run(cmd, log)
 	}
+}
+
+// originPoolLogger is the logger CLI clients of the origins give their
+// pool: failovers between origins are told on standard error, as warnings.
+func originPoolLogger() originapi.PoolOption {
+	log, err := newLogger("warn")
+	if err != nil {
+		return originapi.WithPoolLogger(nil)
+	}
+	return originapi.WithPoolLogger(log)
 }

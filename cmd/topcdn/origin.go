@@ -27,11 +27,11 @@ func newOriginCmd() *cobra.Command {
 		listen, keyFile, logLevel string
 		billingURL                string
 		chunkSize                 int64
-		publishers                []string
+		publishers, originSet     []string
 		noStripe                  bool
 	)
 	cmd := &cobra.Command{
-		Use:   "origin --data DIR [--listen ADDR]",
+		Use:   "origin --data DIR [--listen ADDR] [--db postgres://…]",
 		Short: "Run a content-addressed origin (Trustless Gateway + publish API)",
 		Long: `origin stores published content and serves it: it verifies every uploaded
 block against its CID before storing it (flatfs under DIR/blocks), keeps
@@ -58,12 +58,25 @@ deposit' first); a publisher key linked to an account at billing has the
 account's funds. Publishers learn --billing and --domain from the origin's
 pre-publish check, to link their site keys and print their sites' URLs.
 
+Several origins run over one PostgreSQL database (--db postgres://…): any
+of them takes publishes and serves names, manifests and the gateway, and
+background work (striping, audits, repair, the sweep) runs once across
+them under leases (--lease-ttl) that move to a live origin when a holder
+dies. With PostgreSQL an upload is striped before it is acknowledged, so
+striping cannot be off. Each origin signs with its own key; --origin-set
+lists every origin's peer ID (what storage peers, edges, the router and
+billing pin) and must include this origin's. README.md, "Several
+origins", says how to run them.
+
 When it is ready it prints "listening on http://ADDR" on standard output.
 SIGINT or SIGTERM stop it cleanly.`,
 		Args: cobra.NoArgs,
 		RunE: withLogger(&logLevel, func(cmd *cobra.Command, log *zap.Logger) error {
 			var err error
 			cfg.Logger, cfg.Registry = log, prom.NewRegistry()
+			if cfg.OriginIDs, err = decodePeerIDs("origin-set", originSet); err != nil {
+				return err
+			}
 			for _, s := range publishers {
 				p, err := peer.Decode(s)
 				if err != nil {
@@ -90,6 +103,10 @@ SIGINT or SIGTERM stop it cleanly.`,
 	f := cmd.Flags()
 	f.StringVar(&listen, "listen", "127.0.0.1:8081", "address to serve HTTP on")
 	f.StringVar(&cfg.DataDir, "data", "", "directory for blocks, database and key (required)")
+	f.StringVar(&cfg.DB, "db", "", "metadata database: a SQLite file, or postgres://… shared by several origins (default: DIR/origin.db)")
+	f.StringSliceVar(&originSet, "origin-set", nil, "peer IDs of every origin of the network, this one's included (repeatable; default: this origin's alone)")
+	f.StringVar(&cfg.URL, "url", "", "this origin's base URL as clients reach it, recorded for the other origins sharing --db")
+	f.DurationVar(&stripe.LeaseTTL, "lease-ttl", durability.DefaultLeaseTTL, "how long an origin's hold on a background job lasts unrenewed: a dead holder's work moves within it")
 	f.StringVar(&keyFile, "key", "", "origin key file (default: DIR/origin.key, created if missing)")
 	sizeVar(f, &cfg.MaxUploadSize, "max-upload", origin.DefaultMaxUploadSize, "largest CAR upload accepted")
 	sizeVar(f, &cfg.PublisherQuota, "publisher-quota", origin.DefaultPublisherQuota, "bytes each publisher may store (blocks its uploads add); negative: unlimited")

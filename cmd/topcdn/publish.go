@@ -113,7 +113,7 @@ http://127.0.0.1:7070: give --origin or set TOPCDN_ORIGIN.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&p.name, "name", "", "human name to publish under, e.g. blog")
-	f.StringVar(&p.originURL, "origin", envOr("TOPCDN_ORIGIN", defaultOriginURL), "origin URL ($TOPCDN_ORIGIN; make demo's is "+demoOriginURL+")")
+	f.StringVar(&p.originURL, "origin", envOr("TOPCDN_ORIGIN", defaultOriginURL), "origin URL, several separated by commas, tried in order ($TOPCDN_ORIGIN; make demo's is "+demoOriginURL+")")
 	f.StringVar(&p.keyFile, "key", os.Getenv("TOPCDN_KEY"), "publisher key file ($TOPCDN_KEY); default: NAME's key in the keystore")
 	f.StringVar(&p.keystore, "keystore", "", keystoreHelp)
 	f.StringVar(&p.billingURL, "billing", os.Getenv("TOPCDN_BILLING"), "billing URL to link keystore site keys at ($TOPCDN_BILLING; default: the one the origin names)")
@@ -190,7 +190,7 @@ func (p *publishFlags) run(cmd *cobra.Command, args []string) error {
 			return err
 		}
 	}
-	client, err := publish.NewClient(p.originURL, nil)
+	client, err := publish.NewClient(p.originURL, nil, originPoolLogger())
 	if err != nil {
 		return err
 	}

@@ -47,7 +47,7 @@ keystore (--keystore DIR, as 'topcdn publish' keeps it).`,
 	f := cmd.Flags()
 	f.StringVar(&p.name, "name", "", "the human name to purge, e.g. blog")
 	f.StringArrayVar(&p.paths, "path", nil, "a path of the site to purge (repeatable; a trailing / purges everything under it); none: the whole site")
-	f.StringVar(&p.originURL, "origin", envOr("TOPCDN_ORIGIN", defaultOriginURL), "origin URL ($TOPCDN_ORIGIN; make demo's is "+demoOriginURL+")")
+	f.StringVar(&p.originURL, "origin", envOr("TOPCDN_ORIGIN", defaultOriginURL), "origin URL, several separated by commas, tried in order ($TOPCDN_ORIGIN; make demo's is "+demoOriginURL+")")
 	f.StringVar(&p.keyFile, "key", os.Getenv("TOPCDN_KEY"), "the key NAME is bound to ($TOPCDN_KEY); default: NAME's key in the keystore")
 	f.StringVar(&p.keystore, "keystore", "", keystoreHelp)
 	return cmd
@@ -69,7 +69,7 @@ func (p *purgeFlags) run(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
-	client, err := publish.NewClient(p.originURL, nil)
+	client, err := publish.NewClient(p.originURL, nil, originPoolLogger())
 	if err != nil {
 		return err
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/internal/httpkit"
+	"github.com/topcdn/topcdn/originapi"
 	"github.com/topcdn/topcdn/publish"
 )
 
@@ -56,7 +57,7 @@ reached is named, and what is known is printed.`,
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.keystore, "keystore", "", keystoreHelp)
-	fl.StringVar(&f.originURL, "origin", envOr("TOPCDN_ORIGIN", defaultOriginURL), "origin URL ($TOPCDN_ORIGIN; make demo's is "+demoOriginURL+")")
+	fl.StringVar(&f.originURL, "origin", envOr("TOPCDN_ORIGIN", defaultOriginURL), "origin URL, several separated by commas, tried in order ($TOPCDN_ORIGIN; make demo's is "+demoOriginURL+")")
 	fl.StringVar(&f.billingURL, "billing", os.Getenv("TOPCDN_BILLING"), "billing URL ($TOPCDN_BILLING; default: the one the origin names)")
 	fl.BoolVar(&f.asJSON, "json", false, "print the sites as JSON")
 	return cmd
@@ -115,7 +116,7 @@ func (f *sitesFlags) run(cmd *cobra.Command, _ []string) error {
 	if len(sites) == 0 && account == nil {
 		return fmt.Errorf("keystore %s holds no keys: 'topcdn publish DIR --name NAME' creates the site's key and the account", ks.dir)
 	}
-	client, err := publish.NewClient(f.originURL, nil)
+	client, err := publish.NewClient(f.originURL, nil, originPoolLogger())
 	if err != nil {
 		return err
 	}
@@ -253,7 +254,7 @@ func addNames(ctx context.Context, client *publish.Client, originURL string, rep
 			row.Note = "the name is bound to another key, " + n.Peer().String()
 		}
 		var env identity.Envelope
-		if err := httpkit.GetJSON(ctx, hc, strings.TrimSuffix(originURL, "/")+"/api/v1/manifests/"+ni.CID, 64<<20, &env); err != nil {
+		if err := httpkit.GetJSON(ctx, hc, strings.TrimSuffix(originapi.SplitURLs(originURL)[0], "/")+"/api/v1/manifests/"+ni.CID, 64<<20, &env); err != nil {
 			continue // not striped yet, or gone: size unknown
 		}
 		var m erasure.Manifest

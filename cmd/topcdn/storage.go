@@ -10,11 +10,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 	"github.com/topcdn/topcdn/billingapi"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/internal/prom"
+	"github.com/topcdn/topcdn/originapi"
 	"github.com/topcdn/topcdn/storage"
 	"github.com/topcdn/topcdn/storageapi"
 	"go.uber.org/zap"
@@ -23,9 +23,10 @@ import (
 func newStorageCmd() *cobra.Command {
 	var (
 		cfg                                                storage.Config
-		listen, originID, keyFile                          string
+		listen, keyFile                                    string
 		publicAddr, location, region, logLevel, billingURL string
 		claimEvery                                         time.Duration
+		origins, originIDs                                 []string
 	)
 	cmd := &cobra.Command{
 		Use:   "storage --data DIR --origin URL [--listen ADDR] [--capacity SIZE]",
@@ -73,11 +74,10 @@ SIGINT or SIGTERM stop it cleanly.`,
 			if !cmd.Flags().Changed("capacity") {
 				cfg.Capacity = 0 // the default, which storage.New lowers to what the disk holds
 			}
-			if originID != "" {
-				if cfg.OriginID, err = peer.Decode(originID); err != nil {
-					return fmt.Errorf("--origin-id %q: %w", originID, err)
-				}
+			if cfg.OriginIDs, err = decodePeerIDs("origin-id", originIDs); err != nil {
+				return err
 			}
+			cfg.Origins = originapi.SplitURLs(origins...)
 			if cfg.Location, err = parseLocation(location, region); err != nil {
 				return err
 			}
@@ -98,8 +98,8 @@ SIGINT or SIGTERM stop it cleanly.`,
 	f := cmd.Flags()
 	f.StringVar(&listen, "listen", "127.0.0.1:9001", "address to serve HTTP on")
 	f.StringVar(&cfg.DataDir, "data", "", "directory for shards, database and key (required)")
-	f.StringVar(&cfg.Origin, "origin", "", "base URL of the origin to serve, e.g. http://127.0.0.1:8081 (required)")
-	f.StringVar(&originID, "origin-id", "", "the origin's peer ID (default: asked from the origin on first start, then pinned)")
+	originsFlag(f, &origins, "base URL of the origin to serve, e.g. http://127.0.0.1:8081 (required)")
+	originIDsFlag(f, &originIDs, "an origin's peer ID (default: asked from the origin on first start, then pinned)")
 	f.StringVar(&keyFile, "key", "", "peer key file (default: DIR/peer.key, created if missing)")
 	sizeVar(f, &cfg.Capacity, "capacity", storage.DefaultCapacity, "most bytes of shards to keep")
 	f.StringVar(&publicAddr, "public-addr", "", "base URL announced to the origin (default: http://ADDR, the address bound)")
