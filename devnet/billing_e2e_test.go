@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -59,7 +58,7 @@ func TestDevnetBilling(t *testing.T) {
 	siteDir := filepath.Join(t.TempDir(), "site")
 	copyDir(t, "../examples/site", siteDir)
 	dir := t.TempDir()
-	offset := 10000 + rand.IntN(14000)
+	offset := devnetOffset()
 	n := startDevnet(t, bin, dir, offset, "--epoch", billingTestEpoch.String(), "--site", siteDir)
 	info := n.info
 	secs := int64(info.EpochSeconds)

@@ -20,9 +20,12 @@ import (
 	"time"
 
 	"github.com/topcdn/topcdn/internal/testkit"
+	"github.com/topcdn/topcdn/internal/testkit/pgtest"
 )
 
-func TestMain(m *testing.M) { os.Exit(testkit.Main(m)) }
+func TestMain(m *testing.M) {
+	os.Exit(testkit.Main(testkit.Runner(func() int { return pgtest.Main(m) })))
+}
 
 // TestDevnetInChromium runs `topcdn devnet` and browses the example site
 // over HTTPS with headless Chromium at the address the DNS router
@@ -39,7 +42,7 @@ func TestDevnetInChromium(t *testing.T) {
 	browser := findBrowser(t)
 	bin := testkit.BuildBinary(t)
 	dir := t.TempDir()
-	offset := 10000 + rand.IntN(14000) // every port stays below the ephemeral range
+	offset := devnetOffset()
 	n := startDevnet(t, bin, dir, offset)
 	info := n.info
 	browser.trust(t, info.CACert)
@@ -552,3 +555,10 @@ func tail(s string, n int) string {
 	}
 	return s
 }
+
+// devnetOffset picks a random port offset for a test's devnet: 10,000 and
+// up, so it does not meet a devnet on the default ports, and below 17,000,
+// so every port (the highest is the CA's management port, 15000) stays
+// below Linux's ephemeral range (32768 and up), where outgoing
+// connections could already hold it.
+func devnetOffset() int { return 10000 + rand.IntN(7000) }

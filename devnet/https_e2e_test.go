@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -37,7 +36,7 @@ func TestDevnetHTTPS(t *testing.T) {
 	}
 	bin := testkit.BuildBinary(t)
 	dir := t.TempDir()
-	offset := 10000 + rand.IntN(14000)
+	offset := devnetOffset()
 	// 4 storage peers, the fewest: what is tested here is the edges'
 	// HTTPS, not where their blocks come from.
 	n := startDevnet(t, bin, dir, offset, "--peers", "4", "--no-https-redirect=false")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -34,7 +33,7 @@ func TestDevnetPushedPublish(t *testing.T) {
 	}
 	bin := testkit.BuildBinary(t)
 	dir := t.TempDir()
-	offset := 10000 + rand.IntN(14000)
+	offset := devnetOffset()
 	n := startDevnet(t, bin, dir, offset)
 	info := n.info
 	site := info.Sites[0]

@@ -113,7 +113,7 @@ type tool struct {
 // from its TestMain:
 //
 //	func TestMain(m *testing.M) { os.Exit(testkit.Main(m)) }
-func Main(m *testing.M) int {
+func Main(m interface{ Run() int }) int {
 	binary.main = true
 	code := m.Run()
 	if binary.dir != "" {
@@ -177,3 +177,14 @@ func BuildTool(t testing.TB, pkg string) string {
 	}
 	return tl.path
 }
+
+// Runner is a func that runs a test binary's tests and returns the exit
+// code, for Mains that wrap each other:
+//
+//	func TestMain(m *testing.M) {
+//		os.Exit(testkit.Main(testkit.Runner(func() int { return pgtest.Main(m) })))
+//	}
+type Runner func() int
+
+// Run runs the tests.
+func (r Runner) Run() int { return r() }

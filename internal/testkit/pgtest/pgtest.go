@@ -40,7 +40,10 @@ var cluster struct {
 // its TestMain:
 //
 //	func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
-func Main(m *testing.M) int {
+//
+// m is a *testing.M, or what runs one (testkit.Main's Runner, to use
+// both).
+func Main(m interface{ Run() int }) int {
 	cluster.mu.Lock()
 	cluster.main = true
 	cluster.mu.Unlock()
