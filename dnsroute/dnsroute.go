@@ -55,20 +55,21 @@ type Router struct {
 	follower      atomic.Pointer[namestream.Follower]
 	streamMetrics *namestream.Metrics
 
-	mu              sync.Mutex
-	edges           map[peer.ID]*edge
-	names           map[string]nameEntry // human name → entry, as the origin lists them
-	roots           []cid.Cid            // what content probes may ask for: the names' distinct roots
-	suspended       map[peer.ID]bool
-	admitted        map[peer.ID]bool       // edges billing admitted; nil: billing not read (yet)
-	quarantine      map[peer.ID]quarantine // edges caught lying, also while not registered
-	namesOK         bool                   // names were read from the origin at least once
-	namesAt         time.Time              // when the whole list was last read
-	learntOriginIDs []peer.ID              // the origins' peer IDs, asked once
-	origins         *originapi.Pool        // the origins, with failover
-	serial          uint32                 // SOA serial: when names last changed
-	gen             uint64                 // bumped on every rebuild
-	started         time.Time              // when New ran
+	mu                sync.Mutex
+	edges             map[peer.ID]*edge
+	names             map[string]nameEntry // human name → entry, as the origin lists them
+	roots             []cid.Cid            // what content probes may ask for: the names' distinct roots
+	suspended         map[peer.ID]bool
+	admitted          map[peer.ID]bool       // edges billing admitted; nil: billing not read (yet)
+	quarantine        map[peer.ID]quarantine // edges caught lying, also while not registered
+	namesOK           bool                   // names were read from the origin at least once
+	namesAt           time.Time              // when the whole list was last read
+	learntOriginIDs   []peer.ID              // the origins' peer IDs, asked
+	learntOriginIDsAt time.Time              // when
+	origins           *originapi.Pool        // the origins, with failover
+	serial            uint32                 // SOA serial: when names last changed
+	gen               uint64                 // bumped on every rebuild
+	started           time.Time              // when New ran
 
 	// acme holds the ACME challenge records (acme.go); guarded by mu.
 	acme *challengeTable

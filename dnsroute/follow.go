@@ -48,27 +48,31 @@ func (r *Router) streamUp() bool {
 }
 
 // originIDs returns the origins' peer IDs, which sign the stream's pages:
-// Config.OriginID and OriginIDs, or asked from the origins' /healthz once.
+// Config.OriginID and OriginIDs, or asked from the origins' /healthz, again
+// every originapi.OriginIDsTTL.
 func (r *Router) originIDs(ctx context.Context) ([]peer.ID, error) {
 	if pinned := slices.DeleteFunc(append([]peer.ID{r.cfg.OriginID}, r.cfg.OriginIDs...), func(id peer.ID) bool { return id == "" }); len(pinned) > 0 {
 		return pinned, nil
 	}
 	r.mu.Lock()
-	ids := r.learntOriginIDs
+	ids, at := r.learntOriginIDs, r.learntOriginIDsAt
 	r.mu.Unlock()
-	if len(ids) > 0 {
+	if len(ids) > 0 && time.Since(at) < originapi.OriginIDsTTL {
 		return ids, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, max(r.cfg.NamesInterval, 2*time.Second))
 	defer cancel()
-	ids, err := originapi.FetchOriginIDs(ctx, r.origins, r.cfg.Client)
-	if err != nil {
+	fresh, err := originapi.FetchOriginIDs(ctx, r.origins, r.cfg.Client)
+	switch {
+	case err != nil && len(ids) > 0:
+		return ids, nil // asked again after a while: the set seldom changes
+	case err != nil:
 		return nil, fmt.Errorf("learn the origins' peer IDs: %w", err)
 	}
 	r.mu.Lock()
-	r.learntOriginIDs = ids
+	r.learntOriginIDs, r.learntOriginIDsAt = fresh, time.Now()
 	r.mu.Unlock()
-	return ids, nil
+	return fresh, nil
 }
 
 // applyChange applies a verified name change: a record moves (or adds)

@@ -54,7 +54,8 @@ type source struct {
 // peer ID. Guarded by mu.
 type learnt struct {
 	mu          sync.Mutex
-	originIDs   []peer.ID                          // the origins', pinned or asked once
+	originIDs   []peer.ID                          // the origins', pinned or asked
+	originIDsAt time.Time                          // when asked; zero: pinned by the config
 	noManifest  *simplelru.LRU[cid.Cid, time.Time] // roots the origin had no manifest for, and when asked
 	readers     map[cid.Cid]*loadedReader          // by root
 	readerOrder *simplelru.LRU[cid.Cid, struct{}]  // readers' roots, least recently used first
@@ -316,17 +317,20 @@ func (s *source) keep(key string, value []byte) {
 }
 
 // originPeerIDs returns the origins' peer IDs: pinned by the config, or
-// asked from the origins once (at first need, so an edge starts while its
-// origins are down).
+// asked from the origins at first need (so an edge starts while its
+// origins are down) and again every originapi.OriginIDsTTL.
 func (s *source) originPeerIDs(ctx context.Context) ([]peer.ID, error) {
 	s.mu.Lock()
-	ids := s.originIDs
+	ids, at := s.originIDs, s.originIDsAt
 	s.mu.Unlock()
-	if len(ids) > 0 {
+	if len(ids) > 0 && (at.IsZero() || time.Since(at) < originapi.OriginIDsTTL) {
 		return ids, nil
 	}
 	key := "origin-id " + s.pool.First()
-	ids, err := originapi.FetchOriginIDs(ctx, s.pool, s.http)
+	fresh, err := originapi.FetchOriginIDs(ctx, s.pool, s.http)
+	if err != nil && len(ids) > 0 {
+		return ids, nil // asked again after a while: the set seldom changes
+	}
 	if err != nil {
 		// Learnt before a restart: the origins' keys do not change
 		// while their URLs stay.
@@ -335,19 +339,19 @@ func (s *source) originPeerIDs(ctx context.Context) ([]peer.ID, error) {
 			return nil, fmt.Errorf("learn the origins' peer IDs: %w", err)
 		}
 		h := originapi.Health{OriginIDs: strings.Fields(string(kept))}
-		if ids, err = h.IDs(); err != nil {
+		if fresh, err = h.IDs(); err != nil {
 			return nil, fmt.Errorf("kept origin IDs: %w", err)
 		}
 	}
-	strs := make([]string, len(ids))
-	for i, id := range ids {
+	strs := make([]string, len(fresh))
+	for i, id := range fresh {
 		strs[i] = id.String()
 	}
 	s.keep(key, []byte(strings.Join(strs, "\n")))
 	s.mu.Lock()
-	s.originIDs = ids
+	s.originIDs, s.originIDsAt = fresh, time.Now()
 	s.mu.Unlock()
-	return ids, nil
+	return fresh, nil
 }
 
 // originBlock fetches c from the origin's Trustless Gateway.

@@ -120,6 +120,12 @@ type ErrorResponse struct {
 	Error string `json:"error"`
 }
 
+// OriginIDsTTL is how long a client keeps the origin IDs it learned from
+// the origins' /healthz before asking again: an origin key added to the
+// set (a rotation, see origin/README.md) reaches every client within it.
+// While no origin answers, the IDs learned last stay in use.
+const OriginIDsTTL = 5 * time.Minute
+
 // Health is what a client reads of an origin's answer to GET /healthz.
 type Health struct {
 	// Status is "ok".

@@ -52,7 +52,8 @@ type OriginContent struct {
 	client *http.Client
 
 	mu         sync.Mutex
-	originIDs  []peer.ID // pinned (WithOriginIDs) or asked once
+	originIDs  []peer.ID // pinned (WithOriginIDs) or asked
+	idsAt      time.Time // when asked; zero: pinned
 	logID      int64     // the last event of the billing log applied
 	logAt      time.Time // when the log was last read
 	roots      map[string]*rootInfo
@@ -437,7 +438,8 @@ func (o *OriginContent) refreshHoldings(ctx context.Context, maxAge time.Duratio
 }
 
 // OriginIDs returns the origins' peer IDs: pinned (WithOriginIDs), or
-// what the origins' /healthz reports, asked once.
+// what the origins' /healthz reports, asked again every
+// originapi.OriginIDsTTL.
 func (o *OriginContent) OriginIDs(ctx context.Context) ([]peer.ID, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -445,14 +447,17 @@ func (o *OriginContent) OriginIDs(ctx context.Context) ([]peer.ID, error) {
 }
 
 func (o *OriginContent) originIDsLocked(ctx context.Context) ([]peer.ID, error) {
-	if len(o.originIDs) > 0 {
+	if len(o.originIDs) > 0 && (o.idsAt.IsZero() || time.Since(o.idsAt) < originapi.OriginIDsTTL) {
 		return o.originIDs, nil
 	}
 	ids, err := originapi.FetchOriginIDs(ctx, o.pool, o.client)
-	if err != nil {
+	switch {
+	case err != nil && len(o.originIDs) > 0:
+		return o.originIDs, nil // asked again after a while: the set seldom changes
+	case err != nil:
 		return nil, fmt.Errorf("origin: %w", err)
 	}
-	o.originIDs = ids
+	o.originIDs, o.idsAt = ids, time.Now()
 	return ids, nil
 }
 

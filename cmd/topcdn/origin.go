@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"path/filepath"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
@@ -16,6 +17,7 @@ import (
 	"github.com/topcdn/topcdn/internal/prom"
 	"github.com/topcdn/topcdn/origin"
 	"github.com/topcdn/topcdn/origin/durability"
+	"github.com/topcdn/topcdn/origin/origindb"
 	"go.uber.org/zap"
 )
 
@@ -134,6 +136,53 @@ SIGINT or SIGTERM stop it cleanly.`,
 	f.StringVar(&dash.Router, "dashboard-router", "", "the DNS router's HTTP URL, for the dashboard's edges")
 	f.StringVar(&dash.Billing, "dashboard-billing", "", "the billing service's URL, for the dashboard's balances")
 	cmd.MarkFlagRequired("data")
+	cmd.AddCommand(newOriginRetireKeyCmd())
+	return cmd
+}
+
+// newOriginRetireKeyCmd is `topcdn origin retire-key`: step two of
+// rotating an origin's key.
+func newOriginRetireKeyCmd() *cobra.Command {
+	var dataDir, dsn, signer string
+	cmd := &cobra.Command{
+		Use:   "retire-key --db DSN --signer PEER_ID",
+		Short: "Have the origins re-sign every manifest an origin key signed (rotating that key)",
+		Long: `retire-key marks every manifest signed by --signer stale in the origins'
+database; the next repair pass of an origin re-signs each with that
+origin's own key, as a new version. Run it once the origins hold the new
+key in their --origin-set next to the one retired, and drop the retired
+key from the sets once 'SELECT count(*) FROM manifests WHERE signer = ID'
+is 0. origin/README.md, "Rotating an origin's key", gives every step.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			id, err := peer.Decode(signer)
+			if err != nil {
+				return fmt.Errorf("--signer %q: %w", signer, err)
+			}
+			if dsn == "" {
+				if dataDir == "" {
+					return errors.New("give --db, or --data for an origin's own SQLite database")
+				}
+				dsn = filepath.Join(dataDir, "origin.db")
+			}
+			db, err := origindb.Open(cmd.Context(), dsn)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			n, err := durability.RetireSigner(cmd.Context(), db, id)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%d manifests signed by %s marked for re-signing\n", n, id)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dsn, "db", "", "the origins' database, postgres://… (or a SQLite file)")
+	f.StringVar(&dataDir, "data", "", "an origin's data directory, for its own SQLite database (default with no --db)")
+	f.StringVar(&signer, "signer", "", "peer ID of the origin key to retire (required)")
+	cmd.MarkFlagRequired("signer")
 	return cmd
 }
 

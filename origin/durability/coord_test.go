@@ -2,6 +2,7 @@ package durability
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sync"
 	"testing"
@@ -10,6 +11,8 @@ import (
 	"github.com/ipfs/boxo/blockstore"
 	mdag "github.com/ipfs/boxo/ipld/merkledag"
 	"github.com/ipfs/go-cid"
+	"github.com/topcdn/topcdn/erasure"
+	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/internal/testkit"
 	"github.com/topcdn/topcdn/internal/testkit/pgtest"
 	"github.com/topcdn/topcdn/origin/origindb"
@@ -349,5 +352,51 @@ func testReadersFollowMoves(t *testing.T, dsn string) {
 	}
 	if _, err := b.ReadBlock(ctx, root); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRetireSigner: rotating an origin's key. Origin A stripes a root
+// (its manifest signed by A); with A's key retired, B's next repair pass
+// re-signs the manifest with B's key, a new version, so a verifier that
+// trusts B alone (A dropped from the set) opens it.
+func TestRetireSigner(t *testing.T) { pgtest.Dialects(t, testRetireSigner) }
+
+func testRetireSigner(t *testing.T, dsn string) {
+	sc := StripeConfig{DataShards: 2, ParityShards: 1, ChunkSize: 512, AuditInterval: time.Hour, RepairInterval: time.Hour,
+		LeaseTTL: 2 * time.Second}
+	sn := newStripeNet(t, dsn, 3, sc)
+	b, _ := sn.addKeeper(t, dsn, sc)
+	for i := range sn.peers {
+		sn.heartbeat(t, i, 900)
+	}
+	ctx := context.Background()
+	root := rawRoots(t, 1, sn.local)[0]
+	if _, err := sn.kp.StripeNow(ctx, []cid.Cid{root}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := RetireSigner(ctx, b.db, sn.kp.key.ID); err != nil || n != 1 {
+		t.Fatalf("RetireSigner: %d marked, %v; want 1", n, err)
+	}
+	if _, err := b.Repair(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var raw []byte
+	var version int
+	var signer string
+	if err := b.db.QueryRowContext(ctx, `SELECT envelope, version, signer FROM manifests WHERE root = ?`, root.String()).Scan(&raw, &version, &signer); err != nil {
+		t.Fatal(err)
+	}
+	if signer != b.key.ID.String() || version != 2 {
+		t.Fatalf("manifest version %d signed by %s; want version 2 by B %s", version, signer, b.key.ID)
+	}
+	var env identity.Envelope
+	if err := json.Unmarshal(raw, &env); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := erasure.OpenManifest(&env, b.key.ID); err != nil {
+		t.Fatalf("a verifier trusting B alone: %v", err)
+	}
+	if n := count(t, b, `SELECT count(*) FROM manifests WHERE stale = 1`); n != 0 {
+		t.Fatalf("%d manifests still stale", n)
 	}
 }

@@ -392,6 +392,23 @@ func (kp *Keeper) moveShard(ctx context.Context, segID int64, idx int, from stri
 	return moved, err
 }
 
+// RetireSigner marks stale every manifest signer signed, so that the next
+// repair pass of an origin re-signs it with that origin's own key: step two
+// of rotating an origin's key (see origin/README.md, "Rotating an origin's
+// key"). It returns how many it marked. The origin that re-signs must
+// still trust signer (hold it in its OriginIDs) to read them back.
+func RetireSigner(ctx context.Context, db *sqldb.DB, signer peer.ID) (int64, error) {
+	res, err := db.ExecContext(ctx, `UPDATE manifests SET stale = 1 WHERE signer = ?`, signer.String())
+	if err != nil {
+		return 0, fmt.Errorf("durability: retire signer %s: %w", signer, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("durability: retire signer %s: %w", signer, err)
+	}
+	return n, nil
+}
+
 // resignStale re-signs, with a new version, every manifest marked stale.
 // The mark is cleared before the manifest is rebuilt from the database, so
 // a shard moved meanwhile marks it again and the next pass catches it.
