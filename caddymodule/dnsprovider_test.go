@@ -209,7 +209,12 @@ type routerNet struct {
 
 func newRouterNet(t *testing.T) *routerNet {
 	t.Helper()
+	originID := testkit.Key(t, 2).ID.String()
 	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" {
+			json.NewEncoder(w).Encode(map[string]string{"status": "ok", "peer_id": originID})
+			return
+		}
 		w.Write([]byte("[]"))
 	}))
 	t.Cleanup(origin.Close)
@@ -265,7 +270,9 @@ func (n *routerNet) startEdge(t *testing.T) {
 	t.Cleanup(health.Close)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	const iv = 100 * time.Millisecond
+	// Heartbeats a second apart: the router drops an edge after three
+	// missed, which a loaded machine must not cause.
+	const iv = time.Second
 	go func() {
 		defer close(done)
 		for {
