@@ -27,10 +27,12 @@ import (
 // TLS permission (AllowCertificate) approves a certificate for it only
 // when the challenge delegation is in place too (customdomain.Check).
 const (
-	// DefaultPermissionClientRate and DefaultPermissionClientBurst bound
-	// the permission checks one client network (its /24 or /56) may cause:
+	// DefaultPermissionClientRate bounds the permission checks one client
+	// network (its /24 or /56) may cause, per second:
 	// Config.PermissionClientRate.
-	DefaultPermissionClientRate  = 2
+	DefaultPermissionClientRate = 2
+	// DefaultPermissionClientBurst is how many checks a client network
+	// may cause at once, before its rate applies.
 	DefaultPermissionClientBurst = 5
 	// DefaultPermissionRate bounds the permission checks of the whole
 	// edge, per second (its burst is as large): Config.PermissionRate.
