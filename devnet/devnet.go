@@ -522,6 +522,9 @@ func edgeCaddyfile(c edgeConfig) string {
 	# With no email, certmagic may take the account directory another
 	# of the edge's first orders is making for a contact ("default").
 	email %[19]s
+	# Check every 10 s whether a certificate is due for renewal (Caddy's
+	# default is 10 min): --cert-lifetime can make them short-lived.
+	renew_interval 10s
 	# Custom domains (publishers' own, e.g. www.example.test): certificates
 	# on demand, only for hosts the topcdn handler approves (their DNSLink
 	# names a published key, their _acme-challenge is delegated to the
