@@ -81,7 +81,7 @@ func TestDevnetInChromium(t *testing.T) {
 	// notes.ZONE in the devnet's resolver), loads from the same edge over
 	// HTTP/2 with a certificate the edge obtained on demand.
 	if !t.Run("a custom domain loads over HTTPS with an on-demand certificate", func(t *testing.T) {
-		d := info.CustomDomains[0]
+		d := customDomain(t, info)
 		target := resolveCNAME(t, info.DNS.Resolver, d.Host)
 		addr := resolveFirst(t, info.DNS.Addr, target, frankfurt)
 		roots, err := LoadCACert(info.CACert)
@@ -258,7 +258,7 @@ func startDevnet(t *testing.T, bin, dir string, offset int, extra ...string) *de
 	if err := json.Unmarshal(b, &n.info); err != nil {
 		t.Fatalf("devnet.json: %v", err)
 	}
-	if len(n.info.Edges) != 3 || len(n.info.Storage) == 0 || len(n.info.Sites) != 2 || len(n.info.CustomDomains) != 1 || n.info.PublisherID == "" ||
+	if len(n.info.Edges) != 3 || len(n.info.Storage) == 0 || len(n.info.Sites) != 1+len(n.info.CustomDomains) || n.info.PublisherID == "" ||
 		n.info.CACert == "" || n.info.Sites[0].URL == "" || slices.ContainsFunc(n.info.Edges, func(e Endpoint) bool { return e.HTTPSURL == "" }) {
 		t.Fatalf("devnet.json is incomplete: %s", b)
 	}

@@ -19,6 +19,17 @@ import (
 	"github.com/prometheus/common/model"
 )
 
+// customDomain returns the devnet's custom domain: it has one when the
+// notes site is beside its site (../examples/notes), as for every test
+// that publishes ../examples/site itself.
+func customDomain(t *testing.T, info Info) CustomDomain {
+	t.Helper()
+	if len(info.CustomDomains) != 1 {
+		t.Fatalf("devnet.json lists %d custom domains, want 1 (is examples/notes beside the site?)", len(info.CustomDomains))
+	}
+	return info.CustomDomains[0]
+}
+
 // resolveCNAME asks the devnet's resolver at addr for host's CNAME
 // target.
 func resolveCNAME(t *testing.T, addr, host string) string {
@@ -120,7 +131,7 @@ func testCustomDomain(t *testing.T, info Info) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := info.CustomDomains[0]
+	d := customDomain(t, info)
 	_, port, _ := net.SplitHostPort(hostPort(t, d.URL))
 	t.Run("each edge gets its own certificate for the custom domain", func(t *testing.T) {
 		keys := map[string]string{}

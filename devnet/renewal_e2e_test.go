@@ -35,7 +35,7 @@ func TestDevnetCertRenewal(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := info.Edges[0]
-	site, d := info.Sites[0], info.CustomDomains[0]
+	site, d := info.Sites[0], customDomain(t, info)
 	ip, _, _ := net.SplitHostPort(hostPort(t, e.HTTPSURL))
 	_, port, _ := net.SplitHostPort(hostPort(t, d.URL))
 	addr := net.JoinHostPort(ip, port)
