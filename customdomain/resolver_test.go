@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -13,12 +14,15 @@ import (
 // asks the next over UDP, and over TCP when the answer is truncated.
 func TestNewResolver(t *testing.T) {
 	key := newKey(t)
+	var mu sync.Mutex
 	var nets []string
 	h := dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
 		m := new(dns.Msg)
 		m.SetReply(q)
 		_, udp := w.RemoteAddr().(*net.UDPAddr)
+		mu.Lock()
 		nets = append(nets, map[bool]string{true: "udp", false: "tcp"}[udp])
+		mu.Unlock()
 		m.Answer = append(m.Answer, &dns.TXT{Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 60},
 			Txt: []string{"dnslink=/ipns/" + key.String()}})
 		for range 30 { // too long for 1232 bytes: truncated over UDP
@@ -61,6 +65,8 @@ func TestNewResolver(t *testing.T) {
 	if link.Key != key {
 		t.Fatalf("key %s, want %s", link.Key, key)
 	}
+	mu.Lock()
+	defer mu.Unlock()
 	if strings.Join(nets, ",") != "udp,tcp" {
 		t.Fatalf("asked over %v, want udp then tcp", nets)
 	}
