@@ -177,14 +177,5 @@ func TestChallengeTarget(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("ChallengeTarget(%q, %q) = %q, want %q", tc.host, tc.zone, got, tc.want)
 		}
-		host, ok := HostOfTarget(got, tc.zone)
-		if !ok || host != "www.example.org" {
-			t.Errorf("HostOfTarget(%q) = %q, %v", got, host, ok)
-		}
-	}
-	for _, name := range []string{"_acme.cdn.test.", "www.example.org._acme.other.test.", "_acme-challenge.cdn.test."} {
-		if h, ok := HostOfTarget(name, "cdn.test"); ok {
-			t.Errorf("HostOfTarget(%q) = %q, true", name, h)
-		}
 	}
 }

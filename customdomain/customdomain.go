@@ -110,15 +110,6 @@ func ChallengeTarget(host, zone string) string {
 	return strings.ToLower(strings.TrimSuffix(host, ".")) + "." + acmeLabel + "." + strings.ToLower(strings.Trim(zone, ".")) + "."
 }
 
-// HostOfTarget returns the host whose ChallengeTarget in zone is name,
-// fully qualified or not: www.example.org for
-// www.example.org._acme.cdn.test. It reports false for any other name.
-func HostOfTarget(name, zone string) (string, bool) {
-	n := strings.ToLower(strings.TrimSuffix(name, "."))
-	host, ok := strings.CutSuffix(n, "."+acmeLabel+"."+strings.ToLower(strings.Trim(zone, ".")))
-	return host, ok && host != ""
-}
-
 // Check tells whether host is a custom domain the network may serve and
 // certify: a host name outside zone (Host), whose DNSLink, asked of r,
 // names an IPNS key (LookupDNSLink), and whose _acme-challenge name is a
