@@ -46,6 +46,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz=FuzzChallenge -fuzztime=$(FUZZTIME) ./dnsrouteapi
 	$(GO) test -run '^$$' -fuzz=FuzzUnmarshalCaddyfile -fuzztime=$(FUZZTIME) ./caddymodule
 	$(GO) test -run '^$$' -fuzz=FuzzDNSProviderCaddyfile -fuzztime=$(FUZZTIME) ./caddymodule
+	$(GO) test -run '^$$' -fuzz=FuzzHost -fuzztime=$(FUZZTIME) ./customdomain
+	$(GO) test -run '^$$' -fuzz=FuzzParseDNSLink -fuzztime=$(FUZZTIME) ./customdomain
 
 ## bench: publish vs kubo (builds kubo once, cached); erasure striping vs raw coding and fsync; edge vs Caddy and nginx (needs wrk, nginx); edge memory; dns vs CoreDNS (needs dnsperf; builds CoreDNS once, cached); billing batch vs per-record signatures.
 bench:

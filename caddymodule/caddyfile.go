@@ -43,9 +43,11 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    billing_epoch <duration>
 //	    name_stream  on|off
 //	    https_port   <port>
+//	    resolvers    <addr> [<addr>...]
 //	}
 //
-// Sizes take units (256MiB, 1GiB). dnslink may be repeated, one host each.
+// Sizes take units (256MiB, 1GiB). dnslink may be repeated, one host each;
+// resolvers too, adding servers.
 // It only parses: zero values mean the defaults (Provision) and Validate
 // checks the rest.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -89,6 +91,7 @@ var subdirectives = map[string]func(h *Handler, d *caddyfile.Dispenser) error{
 	"capacity":      parseCapacity,
 	"name_stream":   parseNameStream,
 	"https_port":    parseHTTPSPort,
+	"resolvers":     parseResolvers,
 }
 
 // stringArg parses an option of one word into the field field returns.
@@ -223,6 +226,15 @@ func parseHTTPSPort(h *Handler, d *caddyfile.Dispenser) error {
 		return d.Errf("https_port %q: want a port number", s)
 	}
 	h.HTTPSPort = n
+	return nil
+}
+
+func parseResolvers(h *Handler, d *caddyfile.Dispenser) error {
+	args := d.RemainingArgs()
+	if len(args) == 0 {
+		return d.ArgErr()
+	}
+	h.Resolvers = append(h.Resolvers, args...)
 	return nil
 }
 

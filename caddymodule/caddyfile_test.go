@@ -55,6 +55,9 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "name stream off", input: "topcdn http://o {\n name_stream off\n}", want: Handler{Origin: "http://o", NameStream: new(false)}},
 		{name: "name stream on", input: "topcdn http://o {\n name_stream on\n}", want: Handler{Origin: "http://o", NameStream: new(true)}},
 		{name: "https port", input: "topcdn http://o {\n https_port 8443\n}", want: Handler{Origin: "http://o", HTTPSPort: 8443}},
+		{name: "resolvers", input: "topcdn http://o {\n resolvers 127.0.0.1:5301 ::1\n resolvers 192.0.2.53\n}",
+			want: Handler{Origin: "http://o", Resolvers: []string{"127.0.0.1:5301", "::1", "192.0.2.53"}}},
+		{name: "resolvers without an address", input: "topcdn {\n resolvers\n}", wantErr: true},
 		{name: "https port not a number", input: "topcdn {\n https_port https\n}", wantErr: true},
 		{name: "name stream neither on nor off", input: "topcdn {\n name_stream sometimes\n}", wantErr: true},
 		{name: "bad heartbeat", input: "topcdn {\n heartbeat soon\n}", wantErr: true},
@@ -98,6 +101,8 @@ func TestValidate(t *testing.T) {
 		{Handler{Origin: "http://x", Domain: "cdn.test/x"}, false},
 		{Handler{Origin: "http://x", Domain: "cdn.test", MemoryCacheBytes: -1}, false},
 		{Handler{Origin: "http://x", Router: "http://r:8053", PublicURL: "http://127.1.0.1:8080"}, true},
+		{Handler{Origin: "http://x", Domain: "cdn.test", Resolvers: []string{"127.0.0.1:5301", "::1"}}, true},
+		{Handler{Origin: "http://x", Domain: "cdn.test", Resolvers: []string{"dns.example:53"}}, false},
 		{Handler{Origin: "http://x", Router: "http://r:8053"}, false},                                      // no public URL
 		{Handler{Origin: "http://x", Router: "http://r:8053", PublicURL: "http://edge.example:80"}, false}, // no IP to hand out
 		{Handler{Origin: "http://x", Router: "http://r:8053", PublicURL: "http://edge.example:80", PublicAddrs: []string{"203.0.113.7"}}, true},

@@ -27,6 +27,7 @@ func FuzzUnmarshalCaddyfile(f *testing.F) {
 		"topcdn {\n{\n}",
 		"topcdn {\n capacity NaN\n}", // NaN passed `n < 0` and then broke Caddy's JSON
 		"topcdn {\n capacity +Inf\n}",
+		"topcdn http://o {\n resolvers 127.0.0.1:5301 ::1\n https_port 8443\n}",
 	} {
 		f.Add(s)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 
@@ -105,6 +106,12 @@ type Handler struct {
 	// https://HOST:PORT, HOST being public_url's, as the edge's HTTPS URL.
 	// Default: 0, no redirect and no HTTPS URL.
 	HTTPSPort int `json:"https_port,omitempty"`
+	// Resolvers are the DNS servers (host:port, or host for port 53) the
+	// edge asks for custom domains: a host outside Domain is served, and
+	// gets an on-demand certificate (tls.permission.topcdn), when its
+	// DNSLink there names a key the origin publishes. Default: none,
+	// custom domains off.
+	Resolvers []string `json:"resolvers,omitempty"`
 
 	logger   *zap.Logger
 	keyPath  string                // KeyFile, or its default
@@ -184,6 +191,13 @@ func (h *Handler) Validate() error {
 	}
 	if !(h.Capacity >= 0) || math.IsInf(h.Capacity, 1) { // NaN fails h.Capacity >= 0
 		return fmt.Errorf("topcdn: capacity %v: want requests per second, 0 or more", h.Capacity)
+	}
+	for _, a := range h.Resolvers {
+		if _, err := netip.ParseAddrPort(a); err != nil {
+			if _, err := netip.ParseAddr(a); err != nil {
+				return fmt.Errorf("topcdn: resolvers: %q: want IP:port or IP", a)
+			}
+		}
 	}
 	if _, err := h.originIDs(); err != nil {
 		return err

@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/topcdn/topcdn/billingapi"
+	"github.com/topcdn/topcdn/customdomain"
 	"github.com/topcdn/topcdn/edge"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/internal/prom"
@@ -33,7 +34,8 @@ func init() {
 // the disk cache, heartbeats, billing reports) waits for Start. Handlers
 // load the app themselves; it needs no configuration.
 type App struct {
-	handlers []*Handler
+	handlers    []*Handler
+	permissions int // tls.permission.topcdn modules that ask the handlers
 }
 
 // CaddyModule returns the Caddy module information.
@@ -48,6 +50,9 @@ func (App) CaddyModule() caddy.ModuleInfo {
 // set order, so a handler that serves a request before Start starts
 // itself then.
 func (a *App) Start() error {
+	if a.permissions > 0 && len(a.handlers) == 0 {
+		return errors.New("topcdn: on-demand TLS permission topcdn, but no topcdn handler in the config to ask")
+	}
 	var errs []error
 	for _, h := range a.handlers {
 		errs = append(errs, h.start())
@@ -157,6 +162,11 @@ func startInstance(h *Handler) (_ *instance, err error) {
 	cfg := edge.Config{Origin: h.Origin, Origins: h.Origins, Domain: h.Domain, MemoryBytes: max(1, int64(float64(h.MemoryCacheBytes)*cacheShare)),
 		DNSLinks: h.DNSLinks, Logger: h.logger, Key: in.key, Registry: firstRegisterer{Registerer: h.registry, logger: h.logger, warned: new(atomic.Bool)}}
 	cfg.HTTPSPort = h.HTTPSPort
+	if len(h.Resolvers) > 0 {
+		if cfg.Resolver, err = customdomain.NewResolver(h.Resolvers); err != nil {
+			return nil, fmt.Errorf("topcdn: %w", err)
+		}
+	}
 	if u, err := url.Parse(h.PublicURL); err == nil { // Validate checked it
 		cfg.PublicHost = u.Hostname()
 	}

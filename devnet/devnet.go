@@ -91,6 +91,11 @@ type Config struct {
 	// instead of redirecting such requests to HTTPS (for clients that
 	// fetch by name over HTTP without trusting the CA).
 	NoHTTPSRedirect bool
+	// DomainSite is the directory published as the site of the devnet's
+	// custom domain, www.example.test (see domains.go). Default: notes
+	// beside Site (examples/notes), if it is a directory; else the devnet
+	// has no custom domain.
+	DomainSite string
 }
 
 // Endpoint is one service of a running devnet.
@@ -156,6 +161,8 @@ type Info struct {
 	// CACert is the PEM file of the CA's root, new at every start: the
 	// edges' certificates verify against it.
 	CACert string `json:"ca_cert"`
+	// CustomDomains are the publishers' own domains the devnet serves.
+	CustomDomains []CustomDomain `json:"custom_domains,omitempty"`
 }
 
 // The devnet's prices, in the token's smallest unit: a 100 KiB page
@@ -183,7 +190,8 @@ type network struct {
 	roles []*role // in start order; stopped in reverse
 	info  Info
 
-	resolver *resolver // stopped after the roles
+	resolver    *resolver // stopped after the roles
+	exampleZone string    // the zone file of example.test; "": no custom domain
 }
 
 // listenAddrs are where the origin, billing and the DNS router listen
@@ -319,7 +327,7 @@ func (n *network) start(ctx context.Context) error {
 
 	fmt.Fprintf(n.cfg.Out, "starting a topcdn devnet in %s (logs in %s)\n", d, filepath.Join(d, "logs"))
 	for _, step := range []func(context.Context) error{n.startOrigin, n.startBilling, n.admitEdges, n.startPeers,
-		n.startResolver, n.startCA, n.startDNS, n.startEdges} {
+		n.prepareDomains, n.startResolver, n.startCA, n.startDNS, n.startEdges} {
 		if err := step(ctx); err != nil {
 			return err
 		}
@@ -335,6 +343,9 @@ func (n *network) start(ctx context.Context) error {
 	}
 	site.URL = "https://" + n.addr(site.Host, httpsPort) + "/"
 	n.info.Sites = []Site{site}
+	if err := n.publishDomains(ctx); err != nil {
+		return err
+	}
 	if err := n.waitRouted(ctx, n.at.dns, site.Host); err != nil {
 		return err
 	}
@@ -466,7 +477,7 @@ func (n *network) startDNS(ctx context.Context) error {
 	dns := &role{name: "dns", health: dnsURL + "/healthz", log: logPath(d, "dns"),
 		args: []string{"dns", "--listen", n.at.dns, "--http", n.at.dnsHTTP, "--zone", n.cfg.Zone, "--origin", n.at.originList,
 			"--geoip", geo, "--billing", n.at.billingURL, "--billing-epoch", n.cfg.Epoch.String(), "--key", filepath.Join(d, "keys", "dns.key"),
-			"--ca-root", n.info.CACert}}
+			"--ca-root", n.info.CACert, "--resolvers", n.at.resolver}}
 	if err := n.run(ctx, dns); err != nil {
 		return err
 	}
@@ -557,7 +568,8 @@ type edgeConfig struct {
 // *.ipfs.ZONE, *.ipns.ZONE) are its own, with its own keys, from the
 // devnet's CA: the router sets its DNS-01 challenge records
 // (dns.providers.topcdn), and the edge sees them through the resolver
-// before it asks the CA to validate.
+// before it asks the CA to validate. Any other name gets a certificate on
+// demand if the permission topcdn approves it: a custom domain.
 func edgeCaddyfile(c edgeConfig) string {
 	stream := "on"
 	if !c.nameStream {
@@ -581,6 +593,21 @@ func edgeCaddyfile(c edgeConfig) string {
 	# With no email, certmagic may take the account directory another
 	# of the edge's first orders is making for a contact ("default").
 	email %[19]s
+	# Check every 10 s whether a certificate is due for renewal (Caddy's
+	# default is 10 min): --cert-lifetime can make them short-lived.
+	renew_interval 10s
+	# Custom domains (publishers' own, e.g. www.example.test): certificates
+	# on demand, only for hosts the topcdn handler approves (their DNSLink
+	# names a published key, their _acme-challenge is delegated to the
+	# zone), by DNS-01 through the router.
+	acme_dns topcdn {
+		router %[6]s
+		key    %[11]s
+	}
+	tls_resolvers %[17]s
+	on_demand_tls {
+		permission topcdn
+	}
 	servers {
 		listener_wrappers {
 			topcdn_limit
@@ -613,12 +640,17 @@ func edgeCaddyfile(c edgeConfig) string {
 		public_url   http://%[2]s:%[3]d
 		city         %[9]q
 		heartbeat    2s
+		resolvers    %[17]s
 		name_stream  %[14]s%[18]s
 	}
 }
 
 http://:%[3]d {
 	bind %[2]s
+	# The edge's metrics (topcdn_edge_*), for the devnet's user and tests.
+	handle /metrics {
+		metrics
+	}
 	import edge
 }
 
@@ -633,6 +665,14 @@ https://*.%[8]s:%[4]d, https://*.ipfs.%[8]s:%[4]d, https://*.ipns.%[8]s:%[4]d {
 	}
 	import edge
 }
+
+https://:%[4]d {
+	bind %[2]s
+	tls {
+		on_demand
+	}
+	import edge
+}
 `, filepath.Join(c.dir, "caddy"), c.ip, c.httpPort, c.httpsPort, c.origin, c.router, c.billing, c.zone, c.city,
 		filepath.Join(c.dir, "cache"), filepath.Join(c.dir, "edge.key"), filepath.Join(c.dir, "access.log"), c.epoch,
 		stream, c.acmeCA, c.acmeCARoot, c.resolver, redirect, c.email)
@@ -644,10 +684,15 @@ const siteTTL = 10 * time.Second
 // publish publishes the site with `topcdn publish` and reads back its
 // root CID and IPNS name.
 func (n *network) publish(ctx context.Context, originURL, keyFile string) (Site, error) {
-	fmt.Fprintf(n.cfg.Out, "publishing %s as %s ...\n", n.cfg.Site, n.cfg.SiteName)
+	return n.publishSite(ctx, originURL, keyFile, n.cfg.Site, n.cfg.SiteName)
+}
+
+// publishSite publishes dir as name, signed by keyFile.
+func (n *network) publishSite(ctx context.Context, originURL, keyFile, dir, name string) (Site, error) {
+	fmt.Fprintf(n.cfg.Out, "publishing %s as %s ...\n", dir, name)
 	// A short TTL: a republish shows on the edges within seconds, and an
 	// origin outage outlasts the edges' cached names quickly.
-	cmd := exec.CommandContext(ctx, n.cfg.Bin, "publish", n.cfg.Site, "--name", n.cfg.SiteName,
+	cmd := exec.CommandContext(ctx, n.cfg.Bin, "publish", dir, "--name", name,
 		"--origin", originURL, "--key", keyFile, "--ttl", siteTTL.String())
 	out, err := cmd.Output()
 	if err != nil {
@@ -657,7 +702,7 @@ func (n *network) publish(ctx context.Context, originURL, keyFile string) (Site,
 		}
 		return Site{}, fmt.Errorf("devnet: publish: %w: %s", err, stderr)
 	}
-	site := Site{Name: n.cfg.SiteName, Host: n.cfg.SiteName + "." + n.cfg.Zone}
+	site := Site{Name: name, Host: name + "." + n.cfg.Zone}
 	sc := bufio.NewScanner(strings.NewReader(string(out)))
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
@@ -772,6 +817,7 @@ Dashboard:  DASHBOARD
 State:      STATE
 Ctrl-C stops everything; running again on the same directory keeps content and balances.
 `))
+	n.printDomains()
 }
 
 // watch serves until ctx ends, reporting roles that exit on their own.

@@ -80,6 +80,27 @@ func TestDevnetInChromium(t *testing.T) {
 		return
 	}
 
+	// 1b. The publisher's own domain, www.example.test (a CNAME to
+	// notes.ZONE in the devnet's resolver), loads from the same edge over
+	// HTTP/2 with a certificate the edge obtained on demand.
+	if !t.Run("a custom domain loads over HTTPS with an on-demand certificate", func(t *testing.T) {
+		d := customDomain(t, info)
+		target := resolveCNAME(t, info.DNS.Resolver, d.Host)
+		addr := resolveFirst(t, info.DNS.Addr, target, frankfurt)
+		roots, err := LoadCACert(info.CACert)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, port, _ := net.SplitHostPort(hostPort(t, d.URL))
+		waitCert(t, net.JoinHostPort(addr, port), d.Host, roots, 90*time.Second)
+		if dom := browser.run(t, addr, "--dump-dom", d.URL); !strings.Contains(dom, "Field notes") {
+			t.Fatalf("%s through %s does not say %q:\n%.500s", d.URL, addr, "Field notes", dom)
+		}
+		edgeLoaded(t, dir, addr, "/")
+	}) {
+		return
+	}
+
 	// 2. Kill the nearest edge: within 3 heartbeat intervals the router
 	// answers another, and the page loads from it.
 	if !t.Run("the nearest edge killed, the router answers another and the page loads", func(t *testing.T) {
@@ -166,7 +187,12 @@ func TestDevnetInChromium(t *testing.T) {
 			} `json:"sites"`
 		}
 		testkit.GetJSON(t, strings.TrimSuffix(info.Dashboard, "/")+"/api/state", &st)
-		if len(st.Sites) != 1 || st.Sites[0].Served <= 0 {
+		if !slices.ContainsFunc(st.Sites, func(s struct {
+			Name   string `json:"name"`
+			Served int64  `json:"served"`
+		}) bool {
+			return s.Name == site.Name && s.Served > 0
+		}) {
 			t.Fatalf("the dashboard shows no bytes billed for the site: %+v", st.Sites)
 		}
 	}) {
@@ -235,7 +261,7 @@ func startDevnet(t *testing.T, bin, dir string, offset int, extra ...string) *de
 	if err := json.Unmarshal(b, &n.info); err != nil {
 		t.Fatalf("devnet.json: %v", err)
 	}
-	if len(n.info.Edges) != 3 || len(n.info.Storage) == 0 || len(n.info.Sites) != 1 || n.info.PublisherID == "" ||
+	if len(n.info.Edges) != 3 || len(n.info.Storage) == 0 || len(n.info.Sites) != 1+len(n.info.CustomDomains) || n.info.PublisherID == "" ||
 		n.info.CACert == "" || n.info.Sites[0].URL == "" || slices.ContainsFunc(n.info.Edges, func(e Endpoint) bool { return e.HTTPSURL == "" }) {
 		t.Fatalf("devnet.json is incomplete: %s", b)
 	}
@@ -340,7 +366,9 @@ func (b *browser) load(t *testing.T, addr string, args ...string) (stdout string
 	all := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
 		"--disable-extensions", "--user-data-dir=" + t.TempDir(), "--log-net-log=" + netlog}
 	if addr != "" {
-		all = append(all, "--host-resolver-rules=MAP *.cdn.test "+addr)
+		// The zone's names and the publisher's domain (a CNAME to a
+		// site's name, so the router's answer too).
+		all = append(all, "--host-resolver-rules=MAP *.cdn.test "+addr+", MAP *.example.test "+addr)
 	}
 	cmd := exec.CommandContext(ctx, b.path, append(all, args...)...)
 	cmd.Env = append(os.Environ(), "HOME="+b.home)

@@ -28,8 +28,10 @@ import (
 // zone's names (three edges, three public keys), issued by the devnet's
 // CA, and the router verified it before handing the edge out; the site
 // loads over HTTP/2 and HTTP/3; plain HTTP by name is
-// redirected, while the probes' ways in stay on HTTP; and the router
-// refuses a challenge record whose signature is not its peer's.
+// redirected, while the probes' ways in stay on HTTP; the custom domain
+// gets a certificate at each edge, while bad.example.test and a flood of
+// made-up names order none (testCustomDomain); and the router refuses a
+// challenge record whose signature is not its peer's.
 func TestDevnetHTTPS(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end: runs the whole network")
@@ -137,6 +139,8 @@ func TestDevnetHTTPS(t *testing.T) {
 			}
 		}
 	})
+
+	testCustomDomain(t, info)
 
 	t.Run("a forged challenge record is refused", func(t *testing.T) {
 		// Signed by a key of its own, in the name of an edge the router

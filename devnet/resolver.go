@@ -11,15 +11,20 @@ import (
 	"github.com/miekg/dns"
 )
 
-// resolver plays the internet's recursive resolver for the devnet's CA
-// and edges, in the devnet's own process: it forwards queries for names
-// in the zone to the DNS router, as a recursive resolver following the
-// zone's delegation would, and refuses the rest. pebble validates DNS-01
-// challenges through it (-dnsserver), and the edges check that their
-// challenge records are visible through it (tls resolvers).
+// resolver plays the internet's recursive resolver for the devnet's CA,
+// router and edges, in the devnet's own process: it forwards queries for
+// names in the zone to the DNS router, as a recursive resolver following
+// the zone's delegation would; it is authoritative for a publisher's zone
+// of its own (example.test, from a zone file: see local.go), chasing its
+// CNAMEs into the router's zone; and it refuses the rest. pebble
+// validates DNS-01 challenges through it (-dnsserver), the edges check
+// that their challenge records are visible through it (tls resolvers) and
+// read custom domains' DNSLinks there, and the router checks custom
+// domains there.
 type resolver struct {
 	zone   string // fully qualified, lower case
 	router string // the router's DNS address, host:port
+	local  *localZone
 	udp    *dns.Server
 	tcp    *dns.Server
 }
@@ -28,6 +33,9 @@ type resolver struct {
 // UDP and TCP.
 func (n *network) startResolver(context.Context) error {
 	rs := &resolver{zone: strings.ToLower(dns.Fqdn(n.cfg.Zone)), router: n.at.dns}
+	if n.exampleZone != "" {
+		rs.local = &localZone{origin: exampleZone, file: n.exampleZone}
+	}
 	pc, err := net.ListenPacket("udp", n.at.resolver)
 	if err != nil {
 		return fmt.Errorf("devnet: resolver: %w", err)
@@ -54,17 +62,25 @@ func (rs *resolver) stop() {
 }
 
 // ServeDNS answers q with the router's answer when it asks for a name in
-// the zone, REFUSED otherwise, SERVFAIL when the router does not answer.
+// the zone, from the local zone (chasing CNAMEs) for a name in it,
+// REFUSED otherwise, SERVFAIL when the router does not answer.
 func (rs *resolver) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 	m := new(dns.Msg)
-	if len(q.Question) != 1 || !dns.IsSubDomain(rs.zone, strings.ToLower(q.Question[0].Name)) {
+	local := len(q.Question) == 1 && rs.local != nil && dns.IsSubDomain(rs.local.origin, strings.ToLower(q.Question[0].Name))
+	if len(q.Question) != 1 || !local && !dns.IsSubDomain(rs.zone, strings.ToLower(q.Question[0].Name)) {
 		m.SetRcode(q, dns.RcodeRefused)
 		w.WriteMsg(m)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
 	defer cancel()
-	r, err := rs.forward(ctx, q)
+	var r *dns.Msg
+	var err error
+	if local {
+		r, err = rs.chase(ctx, q)
+	} else {
+		r, err = rs.forward(ctx, q)
+	}
 	if err != nil {
 		m.SetRcode(q, dns.RcodeServerFailure)
 		w.WriteMsg(m)

@@ -9,12 +9,13 @@ import (
 	"io"
 	"net/http"
 	"slices"
-	"strings"
 	"time"
 
+	"github.com/ipfs/boxo/ipns"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/topcdn/topcdn/customdomain"
 	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/identity"
 	"go.uber.org/zap"
@@ -230,7 +231,9 @@ func (t *challengeTable) rebuildView() {
 // its TXT record. It returns an error wrapping
 // dnsrouteapi.ErrForgedChallenge, ErrChallengeRefused (an edge not allowed,
 // not admitted by billing or quarantined; a name other than the zone's
-// three wildcards' _acme-challenge names), ErrChallengeNotReady (an edge
+// three wildcards' _acme-challenge names, or a custom domain's that fails
+// customdomain.Check or whose key the origin does not publish; see
+// domains.go), ErrChallengeNotReady (an edge
 // the router does not hand out yet: no heartbeat, not probed healthy, or
 // billing's admitted list not read yet), ErrInvalidChallenge (malformed,
 // or a time off the router's clock by more than HeartbeatSkew) or
@@ -244,7 +247,7 @@ func (r *Router) AcceptChallenge(ctx context.Context, env *identity.Envelope) er
 
 // acceptChallenge is AcceptChallenge for a challenge of op wantOp ("": any),
 // also returning its op (its metric label).
-func (r *Router) acceptChallenge(_ context.Context, env *identity.Envelope, wantOp string) (string, error) {
+func (r *Router) acceptChallenge(ctx context.Context, env *identity.Envelope, wantOp string) (string, error) {
 	ch, err := dnsrouteapi.OpenChallenge(env)
 	if err != nil {
 		return cmp.Or(wantOp, "other"), fmt.Errorf("dnsroute: %w", err)
@@ -258,9 +261,13 @@ func (r *Router) acceptChallenge(_ context.Context, env *identity.Envelope, want
 			dnsrouteapi.ErrInvalidChallenge, ch.PeerID, d.Round(time.Millisecond), r.cfg.HeartbeatSkew)
 	}
 	owner, ok := r.acme.edgeOwner(ch.FQDN)
-	if !ok {
-		return ch.Op, fmt.Errorf("dnsroute: %w: %s: %w (the zone's are %s)", dnsrouteapi.ErrChallengeRefused, ch.FQDN,
-			errOutOfZone, strings.Join(r.acme.fixed[:], ", "))
+	var key ipns.Name // a custom domain's DNSLink key
+	custom := !ok
+	if custom {
+		var err error
+		if owner, key, err = r.customOwner(ctx, ch.FQDN, ch.Op); err != nil {
+			return ch.Op, fmt.Errorf("dnsroute: %w", err)
+		}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -272,6 +279,9 @@ func (r *Router) acceptChallenge(_ context.Context, env *identity.Envelope, want
 	}
 	if err := r.mayChallengeLocked(ch.PeerID, now); err != nil {
 		return ch.Op, fmt.Errorf("dnsroute: %w", err)
+	}
+	if custom && !r.publishedLocked(key) {
+		return ch.Op, fmt.Errorf("dnsroute: %w: %s: %w: %s", dnsrouteapi.ErrChallengeRefused, ch.FQDN, errUnpublished, key)
 	}
 	added, err := r.acme.add(owner, ch.PeerID, ch.Value, now)
 	if err != nil {
@@ -412,6 +422,12 @@ func challengeResult(err error) string {
 		return "forged"
 	case errors.Is(err, errOutOfZone):
 		return "out_of_zone"
+	case errors.Is(err, customdomain.ErrNoDNSLink):
+		return "no_dnslink"
+	case errors.Is(err, customdomain.ErrNoDelegation):
+		return "no_delegation"
+	case errors.Is(err, errUnpublished):
+		return "unpublished"
 	case errors.Is(err, dnsrouteapi.ErrChallengeRefused):
 		return "refused"
 	case errors.Is(err, dnsrouteapi.ErrChallengeNotReady):

@@ -191,7 +191,7 @@ func TestChallenge(t *testing.T) {
 			status: http.StatusForbidden, result: "refused"},
 		{name: "name outside the zone", setup: healthy, ch: with(func(c *dnsrouteapi.Challenge) { c.Name = "_acme-challenge.example.com." }),
 			status: http.StatusForbidden, result: "out_of_zone"},
-		{name: "a custom domain (delegated or not: not in this slice)", setup: healthy,
+		{name: "a custom domain, on a router without a resolver", setup: healthy,
 			ch:     with(func(c *dnsrouteapi.Challenge) { c.Name = "_acme-challenge.www.example.org." }),
 			status: http.StatusForbidden, result: "out_of_zone"},
 		{name: "a site's own name (the wildcard covers it)", setup: healthy,

@@ -15,6 +15,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/topcdn/topcdn/billingapi"
+	"github.com/topcdn/topcdn/customdomain"
 	"go.uber.org/zap"
 )
 
@@ -117,6 +118,11 @@ type Config struct {
 	// RootCAs verify the certificates of the edges whose heartbeats give
 	// an https_url, in the HTTPS probes. Default: the system's roots.
 	RootCAs *x509.CertPool
+	// Resolver asks real DNS whether a publisher's own domain points its
+	// _acme-challenge at the zone and its DNSLink at a published key, the
+	// condition for setting its challenge TXT (see domains.go). Default:
+	// none, custom domains' challenges are refused.
+	Resolver customdomain.Resolver
 
 	// Testing.
 	now        func() time.Time

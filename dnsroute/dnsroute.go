@@ -73,6 +73,8 @@ type Router struct {
 
 	// acme holds the ACME challenge records (acme.go); guarded by mu.
 	acme *challengeTable
+	// domains are the custom-domain checks' verdicts (domains.go).
+	domains domainVerdicts
 }
 
 // snapshot is an immutable view of what answers depend on. Queries read

@@ -49,7 +49,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		quarantined:   prom.Gauge(sub, "quarantined_edges", "Edges in quarantine, registered or not."),
 		demandDropped: prom.Counter(sub, "demand_units_dropped_total", "Client units not counted as demand because an epoch's table was full."),
 		challenges: prom.CounterVec(sub, "acme_challenges_total", "ACME challenge records asked for, by op (add, delete, other) and result "+
-			"(ok, forged, refused, not_ready, out_of_zone, limited, invalid).", "op", "result"),
+			"(ok, forged, refused, not_ready, out_of_zone, no_dnslink, no_delegation, unpublished, limited, invalid).", "op", "result"),
 		challengeRecords: prom.Gauge(sub, "acme_challenge_records", "ACME challenge TXT records set."),
 	}
 	m.udpDuration = m.duration.WithLabelValues("udp")

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"github.com/ipfs/boxo/path"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/topcdn/topcdn/customdomain"
 	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/originapi"
@@ -92,6 +94,19 @@ type Config struct {
 	// at (caddymodule's public_url), which plain HTTP keeps serving.
 	// Default: none.
 	PublicHost string
+	// Resolver asks real DNS for custom domains' DNSLink and challenge
+	// delegation (see AllowCertificate and domains.go); caddymodule's
+	// resolvers. Default: none, custom domains off: hosts outside Domain
+	// are served from DNSLinks only, and get no certificate.
+	Resolver customdomain.Resolver
+	// PermissionRate bounds AllowCertificate's DNS checks, per second, for
+	// the whole edge. Default: DefaultPermissionRate (20).
+	PermissionRate int
+	// PermissionClientRate bounds the checks one client network (its /24
+	// or /56) may cause, per second, with a burst of
+	// DefaultPermissionClientBurst. Default: DefaultPermissionClientRate
+	// (2).
+	PermissionClientRate int
 }
 
 // Edge serves sites from verified, cached blocks.
@@ -106,6 +121,7 @@ type Edge struct {
 	handler http.Handler
 	records *nameRecords        // the IPNS records kept
 	names   *nameCache          // resolved names
+	domains *domains            // custom domains (domains.go)
 	byIPNS  map[string][]string // IPNS name → the static DNSLink hosts pointing at it
 	counters
 
@@ -148,6 +164,11 @@ func New(ctx context.Context, cfg Config) (*Edge, error) {
 		return nil, fmt.Errorf("edge: HTTPSPort %d is not a port", cfg.HTTPSPort)
 	}
 	cfg.PublicHost = strings.TrimSuffix(strings.ToLower(cfg.PublicHost), ".")
+	if cfg.PermissionRate < 0 || cfg.PermissionClientRate < 0 {
+		return nil, fmt.Errorf("edge: permission rates %d, %d: want 0 or more", cfg.PermissionRate, cfg.PermissionClientRate)
+	}
+	cfg.PermissionRate = cmp.Or(cfg.PermissionRate, DefaultPermissionRate)
+	cfg.PermissionClientRate = cmp.Or(cfg.PermissionClientRate, DefaultPermissionClientRate)
 	if cfg.State == nil {
 		cfg.State = NewState(cfg.MemoryBytes)
 	} else if cfg.State.memoryBytes != cfg.MemoryBytes {
@@ -198,6 +219,7 @@ func New(ctx context.Context, cfg Config) (*Edge, error) {
 	if e.metrics, err = newMetrics(cfg.Registry, e); err != nil {
 		return nil, fmt.Errorf("edge: metrics: %w", err)
 	}
+	e.domains = newDomains(cfg, e.metrics.permissions)
 	pool, err := originapi.NewPool(cfg.Origins, originapi.WithPoolLogger(cfg.Logger), originapi.WithPoolMetrics(cfg.Registry, "edge"))
 	if err != nil {
 		return nil, fmt.Errorf("edge: %w", err)
@@ -209,7 +231,7 @@ func New(ctx context.Context, cfg Config) (*Edge, error) {
 		flag: func(f erasure.Flag) {
 			e.log.Warn("storage peer flagged", zap.Stringer("peer", f.Peer), zap.String("shard", f.Shard), zap.String("reason", f.Reason))
 		},
-		learnt: st.learnt}
+		learnt: st.learnt, custom: e.customLink}
 	if cfg.Disk != nil {
 		e.src.disk = cfg.Disk
 	}

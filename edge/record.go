@@ -141,6 +141,10 @@ func (e *Edge) served(r *http.Request, path string, h http.Header, status int, n
 		} else if ok && kind == "ipns" {
 			s.Name = first
 		}
+	} else if key, ok := e.customKey(host); ok {
+		// A custom domain: billed to its key's publisher, as
+		// KEY.ipns.domain is.
+		s.Name = key.String()
 	} else if rest, ok := strings.CutPrefix(r.URL.Path, "/ipfs/"); ok {
 		s.Root, _, _ = strings.Cut(rest, "/")
 	} else if rest, ok := strings.CutPrefix(r.URL.Path, "/ipns/"); ok {

@@ -45,6 +45,9 @@ type source struct {
 	log       *zap.Logger
 	fallbacks *prometheus.CounterVec // kind, reason
 	disk      answerDisk             // keeps the origin's last answers across restarts; nil: none
+	// custom answers for a host outside the zone with no static record
+	// (Edge.customLink); nil: 404.
+	custom func(ctx context.Context, host string) ([]string, time.Duration, error)
 
 	*learnt // shared with other edges of the same State
 }
@@ -498,6 +501,9 @@ func (s *source) lookupDNSLink(domain string) func(ctx context.Context, fqdn str
 			return []string{"dnslink=" + p}, staticDNSLinkTTL, nil
 		}
 		name, ok := strings.CutSuffix(host, suffix)
+		if !ok && host != domain && s.custom != nil {
+			return s.custom(ctx, host)
+		}
 		if !ok || name == "" || strings.Contains(name, ".") {
 			return nil, 0, fmt.Errorf("edge: %w", gateway.NewErrorStatusCode(
 				fmt.Errorf("%s is not a site of %s", host, domain), http.StatusNotFound))

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"github.com/topcdn/topcdn/billingapi"
+	"github.com/topcdn/topcdn/customdomain"
 	"github.com/topcdn/topcdn/dnsroute"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/internal/prom"
@@ -29,7 +30,7 @@ func newDNSCmd() *cobra.Command {
 		cfg                                        dnsroute.Config
 		listen, httpAddr, geoip, keyFile, logLevel string
 		nsAddrs, allowEdges                        []string
-		caRoots                                    []string
+		caRoots, resolvers                         []string
 		origins, originIDs                         []string
 	)
 	cmd := &cobra.Command{
@@ -90,6 +91,11 @@ When ready it prints "dns listening on udp+tcp ADDR" and then
 					return err
 				}
 			}
+			if len(resolvers) > 0 {
+				if cfg.Resolver, err = customdomain.NewResolver(resolvers); err != nil {
+					return err
+				}
+			}
 			if geoip != "" {
 				if cfg.GeoIP, err = dnsroute.OpenGeoDB(geoip); err != nil {
 					return err
@@ -128,6 +134,7 @@ When ready it prints "dns listening on udp+tcp ADDR" and then
 	f.Float64Var(&cfg.RRLRate, "rrl", dnsroute.DefaultRRLRate, "UDP responses per second per client /24 (/56) and response (name and type; errors per zone), as BIND's RRL, before rate limiting; negative: off")
 	f.StringVar(&keyFile, "key", "", "the router's key file (its peer ID is reported in /healthz)")
 	f.StringSliceVar(&caRoots, "ca-root", nil, "PEM file of root certificates to verify edges' HTTPS against in the HTTPS probes (repeatable; default: the system's roots)")
+	f.StringSliceVar(&resolvers, "resolvers", nil, "DNS servers (IP[:port]) to check custom domains through before setting their ACME challenge records (repeatable; default: none, custom domains refused)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	cmd.MarkFlagRequired("zone")
 	cmd.MarkFlagRequired("origin")
