@@ -58,6 +58,8 @@ var edgeServers = []struct{ key, what string }{
 	{srvNginx, "nginx: root, sendfile on, worker_processes auto"},
 	{srvEdgeMiss, "topcdn edge, memory_cache " + edgeMissSize + " (every block fetched from the origin)"},
 	{srvRevProxy, "caddy run: reverse_proxy to " + srvFileSrv},
+	{srvEdgeHitTLS, "the edge-hit process's HTTPS site (tls cert key, ECDSA P-256), keep-alive"},
+	{srvFileSrvTLS, "the caddy-file_server process's HTTPS site (tls cert key, ECDSA P-256), keep-alive"},
 }
 
 // wrkResult is what one wrk run reported.
@@ -117,6 +119,8 @@ type edgeBench struct {
 	metricsPorts map[string]int // the edges' Caddy `metrics` sites
 	edgeCounts   map[string]map[string]float64
 	svcs         map[string]*service
+	cert         *benchCert                      // the HTTPS servers' certificate
+	handshakes   map[string][]handshakeResult    // HTTPS server → each run's handshakes
 	respond      map[string][]byte               // the respond server's body per object
 	want         map[string][]byte               // the objects' bytes
 	cells        map[string]map[string]*edgeCell // server → object → runs
@@ -165,6 +169,9 @@ func runEdge(ctx context.Context, args []string) error {
 	runs := fset.Int("runs", 1, "wrk runs per server and object size (the median is reported)")
 	conns := fset.Int("connections", 64, "wrk connections (-c)")
 	threads := fset.Int("threads", 1, "wrk threads (-t)")
+	hsConns := fset.Int("handshake-conns", 16, "concurrent connections of the TLS handshake load")
+	only := fset.String("only", "", "comma-separated `servers` to load (default: all; e.g. "+srvEdgeHitTLS+","+srvFileSrvTLS+");\n"+
+		"every server is still started and checked, and handshakes are measured when both HTTPS servers are loaded")
 	topcdnBin := fset.String("topcdn", "", "use this prebuilt topcdn `binary` instead of building ./cmd/topcdn")
 	caddyBin := fset.String("caddy", "", "use this prebuilt `binary` of ./cmd/caddy instead of building it")
 	pin := fset.Bool("pin", false, "run the servers on the last CPU and wrk on the others (taskset), so that the load\n"+
@@ -176,12 +183,15 @@ func runEdge(ctx context.Context, args []string) error {
 		fset.Usage()
 		return errUsage
 	}
-	if *duration < time.Second || *runs < 1 || *conns < 1 || *threads < 1 || *threads > *conns {
-		return errors.New("edge: -duration must be ≥ 1s; -runs, -connections and -threads positive; -threads ≤ -connections")
+	if *duration < time.Second || *runs < 1 || *conns < 1 || *threads < 1 || *threads > *conns || *hsConns < 1 {
+		return errors.New("edge: -duration must be ≥ 1s; -runs, -connections, -threads and -handshake-conns positive; -threads ≤ -connections")
+	}
+	servers, err := selectServers(*only)
+	if err != nil {
+		return err
 	}
 	b := &edgeBench{ports: map[string]int{}, metricsPorts: map[string]int{}, edgeCounts: map[string]map[string]float64{}, svcs: map[string]*service{}, respond: map[string][]byte{},
-		want: map[string][]byte{}, cells: map[string]map[string]*edgeCell{}}
-	var err error
+		want: map[string][]byte{}, cells: map[string]map[string]*edgeCell{}, handshakes: map[string][]handshakeResult{}}
 	if b.wrk, b.nginx, err = edgeTools(); err != nil {
 		return err
 	}
@@ -210,12 +220,20 @@ func runEdge(ctx context.Context, args []string) error {
 		return fmt.Errorf("edge: %w", err)
 	}
 
-	total := *runs * len(edgeObjects) * len(edgeServers)
-	fmt.Fprintf(os.Stderr, "%d wrk runs of %s each (about %s)\n", total, *duration,
-		(time.Duration(total) * (*duration + 500*time.Millisecond)).Round(time.Second))
+	hs := slices.Contains(servers, srvEdgeHitTLS) && slices.Contains(servers, srvFileSrvTLS)
+	total := *runs * len(edgeObjects) * len(servers)
+	hsTotal := 0
+	if hs {
+		hsTotal = *runs * len(handshakeServers)
+	}
+	fmt.Fprintf(os.Stderr, "%d wrk runs and %d handshake runs of %s each (about %s)\n", total, hsTotal, *duration,
+		(time.Duration(total+hsTotal) * (*duration + 500*time.Millisecond)).Round(time.Second))
 	for run := 1; run <= *runs; run++ {
 		for _, o := range edgeObjects {
 			for _, s := range edgeServers {
+				if !slices.Contains(servers, s.key) {
+					continue
+				}
 				if err := ctx.Err(); err != nil {
 					return err
 				}
@@ -234,6 +252,25 @@ func runEdge(ctx context.Context, args []string) error {
 				time.Sleep(500 * time.Millisecond) // let TIME_WAIT and GC settle
 			}
 		}
+		for _, k := range handshakeServers {
+			if !hs {
+				break
+			}
+			r, err := b.runHandshakeLoad(ctx, k, *duration, *hsConns)
+			if err != nil {
+				if ctx.Err() != nil {
+					return fmt.Errorf("edge: interrupted: %w", ctx.Err())
+				}
+				return fmt.Errorf("edge: %s handshakes: %w%s", k, err, b.procs.logTails())
+			}
+			note := ""
+			if r.Errors > 0 {
+				note = fmt.Sprintf("  (%d errors, first: %s)", r.Errors, r.FirstErr)
+			}
+			fmt.Fprintf(os.Stderr, "  run %d %-24s %10.0f handshakes/s  %s%s\n", run, k, r.Rate, r.Proto, note)
+			b.handshakes[k] = append(b.handshakes[k], r)
+			time.Sleep(time.Second) // let TIME_WAIT settle
+		}
 	}
 	if err := b.verifyAll(ctx, "after load"); err != nil {
 		b.problems = append(b.problems, err.Error())
@@ -245,9 +282,18 @@ func runEdge(ctx context.Context, args []string) error {
 	b.procs.stop()
 
 	b.print(os.Stdout, *duration, *runs, *conns, *threads, rss)
+	b.printHandshakes(os.Stdout, *duration, *hsConns)
 	b.printEdgeCounts(os.Stdout)
 	for _, k := range []string{srvEdgeHit, srvEdgeMiss} {
 		b.reportLog(os.Stdout, k)
+	}
+	for _, k := range handshakeServers {
+		for _, r := range b.handshakes[k] {
+			if r.Errors > 0 {
+				b.problems = append(b.problems, fmt.Sprintf("%s: %d failed handshakes (first: %s)", k, r.Errors, r.FirstErr))
+				break
+			}
+		}
 	}
 	var bad int64
 	for srv, byObj := range b.cells {
@@ -263,6 +309,29 @@ func runEdge(ctx context.Context, args []string) error {
 		return fmt.Errorf("edge: correctness problems:\n\t%s", strings.Join(b.problems, "\n\t"))
 	}
 	return nil
+}
+
+// selectServers returns the keys of -only's servers in measuring order,
+// or every server's if only is empty.
+func selectServers(only string) ([]string, error) {
+	var all, out []string
+	for _, s := range edgeServers {
+		all = append(all, s.key)
+	}
+	if only == "" {
+		return all, nil
+	}
+	for _, k := range strings.Split(only, ",") {
+		if k = strings.TrimSpace(k); !slices.Contains(all, k) {
+			return nil, fmt.Errorf("edge: -only: unknown server %q (servers: %s)", k, strings.Join(all, ", "))
+		}
+	}
+	for _, k := range all {
+		if slices.Contains(strings.Split(strings.ReplaceAll(only, " ", ""), ","), k) {
+			out = append(out, k)
+		}
+	}
+	return out, nil
 }
 
 func errNote(r wrkResult) string {
@@ -430,11 +499,17 @@ func (b *edgeBench) startAll(ctx context.Context) error {
 	site := func(key, body string) string {
 		return fmt.Sprintf("%shttp://:%d {\n\tbind 127.0.0.1\n%s}\n", global, b.ports[key], body)
 	}
+	if b.cert, err = makeBenchCert(b.work); err != nil {
+		return err
+	}
+	edgeBlock := func(mem string) string {
+		return fmt.Sprintf("\ttopcdn {\n\t\torigin %s\n\t\tdomain cdn.test\n\t\tmemory_cache %s\n\t}\n", origin.url, mem)
+	}
 	// An edge's Caddyfile also has a `metrics` site on its own port, so
 	// the harness can read the edge's counters without touching the
 	// benchmarked site's routes.
 	edgeSite := func(key, mem string) string {
-		return site(key, fmt.Sprintf("\ttopcdn {\n\t\torigin %s\n\t\tdomain cdn.test\n\t\tmemory_cache %s\n\t}\n", origin.url, mem)) +
+		return site(key, edgeBlock(mem)) +
 			fmt.Sprintf("http://:%d {\n\tbind 127.0.0.1\n\tmetrics\n}\n", b.metricsPorts[key])
 	}
 	for _, k := range []string{srvEdgeHit, srvEdgeMiss} {
@@ -442,6 +517,7 @@ func (b *edgeBench) startAll(ctx context.Context) error {
 			return err
 		}
 	}
+	fileServer := fmt.Sprintf("\troot * %s\n\tfile_server\n", b.objDir)
 	var respond strings.Builder
 	for _, o := range edgeObjects {
 		fmt.Fprintf(&respond, "\trespond /%s \"%s\" 200\n", o.name, b.respond[o.name])
@@ -450,8 +526,10 @@ func (b *edgeBench) startAll(ctx context.Context) error {
 		key, conf string
 		edge      bool
 	}{
-		{srvEdgeHit, edgeSite(srvEdgeHit, "256MiB"), true},
-		{srvFileSrv, site(srvFileSrv, fmt.Sprintf("\troot * %s\n\tfile_server\n", b.objDir)), false},
+		// The HTTPS sites' topcdn block is the HTTP site's, so both
+		// share one running edge and its caches (caddymodule's instances).
+		{srvEdgeHit, edgeSite(srvEdgeHit, "256MiB") + b.cert.httpsSite(b.ports[srvEdgeHitTLS], edgeBlock("256MiB")), true},
+		{srvFileSrv, site(srvFileSrv, fileServer) + b.cert.httpsSite(b.ports[srvFileSrvTLS], fileServer), false},
 		{srvRespond, site(srvRespond, respond.String()), false},
 		{srvEdgeMiss, edgeSite(srvEdgeMiss, edgeMissSize), true},
 		{srvRevProxy, site(srvRevProxy, fmt.Sprintf("\treverse_proxy 127.0.0.1:%d\n", b.ports[srvFileSrv])), false},
@@ -470,6 +548,15 @@ func (b *edgeBench) startAll(ctx context.Context) error {
 		}
 		if err != nil {
 			return err
+		}
+	}
+	for tlsKey, key := range edgeTLSServers {
+		b.svcs[tlsKey] = b.svcs[key]
+		if p, ok := b.metricsPorts[key]; ok {
+			b.metricsPorts[tlsKey] = p
+		}
+		if err := waitListening(ctx, b.svcs[key], b.ports[tlsKey]); err != nil {
+			return fmt.Errorf("%s: %w", tlsKey, err)
 		}
 	}
 	if err := os.MkdirAll(filepath.Join(b.work, "nginx-tmp"), 0o755); err != nil {
@@ -538,32 +625,49 @@ func (b *edgeBench) startServer(ctx context.Context, key string, env []string, b
 	s := &service{Process: p}
 	b.procs.add(s)
 	b.svcs[key] = s
-	addr := fmt.Sprintf("127.0.0.1:%d", b.ports[key])
+	if err := waitListening(ctx, s, b.ports[key]); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "%s listening on 127.0.0.1:%d (pid %d)\n", key, b.ports[key], p.PID())
+	return nil
+}
+
+// waitListening waits until s accepts connections on 127.0.0.1:port.
+func waitListening(ctx context.Context, s *service, port int) error {
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	ctx, cancel := context.WithTimeout(ctx, serviceStartTimeout)
 	defer cancel()
-	if err := p.WaitUntil(ctx, "a listener on "+addr, func(ctx context.Context) error {
+	return s.WaitUntil(ctx, "a listener on "+addr, func(ctx context.Context) error {
 		c, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, "tcp", addr)
 		if err == nil {
 			c.Close()
 		}
 		return err
-	}); err != nil {
-		return err
+	})
+}
+
+// url returns the URL of path on a server, https for the HTTPS servers.
+func (b *edgeBench) url(key, path string) string {
+	scheme := "http"
+	if _, ok := edgeTLSServers[key]; ok {
+		scheme = "https"
 	}
-	fmt.Fprintf(os.Stderr, "%s listening on %s (pid %d)\n", key, addr, p.PID())
-	return nil
+	return fmt.Sprintf("%s://127.0.0.1:%d/%s", scheme, b.ports[key], path)
 }
 
 // get fetches path from a server with the benchmark's Host header.
 func (b *edgeBench) get(ctx context.Context, key, path string) (int, []byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://127.0.0.1:%d/%s", b.ports[key], path), nil)
+	req, err := http.NewRequestWithContext(ctx, "GET", b.url(key, path), nil)
 	if err != nil {
 		return 0, nil, err
 	}
 	req.Host = edgeHost
 	tr := &http.Transport{DisableCompression: true, DisableKeepAlives: true}
+	if b.cert != nil {
+		tr.TLSClientConfig = b.cert.clientConfig()
+	}
 	resp, err := (&http.Client{Transport: tr}).Do(req)
 	if err != nil {
 		return 0, nil, err
@@ -591,7 +695,7 @@ func (b *edgeBench) verifyAll(ctx context.Context, when string) error {
 			case code != 200 || !bytes.Equal(body, want):
 				errs = append(errs, fmt.Errorf("%s: %s %s: HTTP %d, %d bytes, want 200 and the object's %d bytes (equal: %v)",
 					when, s.key, o.name, code, len(body), len(want), bytes.Equal(body, want)))
-			case when == "warm-up" && (s.key == srvEdgeHit || s.key == srvEdgeMiss):
+			case when == "warm-up" && (s.key == srvEdgeHit || s.key == srvEdgeMiss || s.key == srvEdgeHitTLS):
 				fmt.Fprintf(os.Stderr, "  %s %s: first fetch %s\n", s.key, o.name, time.Since(start).Round(time.Microsecond))
 			}
 		}
@@ -601,7 +705,7 @@ func (b *edgeBench) verifyAll(ctx context.Context, when string) error {
 
 // runWrk loads one server with one object.
 func (b *edgeBench) runWrk(ctx context.Context, key string, o edgeObject, d time.Duration, conns, threads int) (wrkResult, error) {
-	url := fmt.Sprintf("http://127.0.0.1:%d/%s", b.ports[key], o.name)
+	url := b.url(key, o.name)
 	pid := b.svcs[key].PID()
 	cpu0, cpuOK := procTreeCPU(pid)
 	bin, args := pinned(b.clientCPUs, b.wrk, "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns),
@@ -739,7 +843,7 @@ func (b *edgeBench) printEdgeCounts(w io.Writer) {
 	fmt.Fprintln(w, "\nedge counters during the wrk runs, per request (from the edges' Prometheus metrics):")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "edge\tobject\trequests\tupstream blocks\tblock cache hits\tresponse cache hits\tupstream ms/block\t")
-	for _, key := range []string{srvEdgeHit, srvEdgeMiss} {
+	for _, key := range []string{srvEdgeHit, srvEdgeMiss, srvEdgeHitTLS} {
 		for _, o := range edgeObjects {
 			c := b.edgeCounts[key+" "+o.name]
 			if c == nil || c["requests"] == 0 {
@@ -887,6 +991,7 @@ func (b *edgeBench) print(w io.Writer, d time.Duration, runs, conns, threads int
 	row("edge hits / caddy file_server", 1.2, srvEdgeHit, srvFileSrv, edgeObjects)
 	row("edge hits / caddy respond", 0.9, srvEdgeHit, srvRespond, edgeObjects[:1])
 	row("edge misses / caddy reverse_proxy", 0.5, srvEdgeMiss, srvRevProxy, edgeObjects)
+	row("HTTPS: edge hits / caddy file_server", 1.2, srvEdgeHitTLS, srvFileSrvTLS, edgeObjects)
 	fmt.Fprintf(tw, "(edge hits / nginx)\t\t")
 	for _, o := range edgeObjects {
 		med, each := paired(srvEdgeHit, srvNginx, o)
@@ -915,6 +1020,7 @@ func (b *edgeBench) print(w io.Writer, d time.Duration, runs, conns, threads int
 	show("edge hits / caddy file_server", srvEdgeHit, srvFileSrv, edgeObjects)
 	show("edge hits / caddy respond", srvEdgeHit, srvRespond, edgeObjects[:1])
 	show("edge misses / caddy reverse_proxy", srvEdgeMiss, srvRevProxy, edgeObjects)
+	show("HTTPS: edge hits / caddy file_server", srvEdgeHitTLS, srvFileSrvTLS, edgeObjects)
 }
 
 func labels() []string {

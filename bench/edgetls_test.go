@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestRunHandshakes: the handshake load completes full handshakes against
+// a server presenting the bench certificate, and counts every handshake
+// as failed against one presenting another certificate or resuming.
+func TestRunHandshakes(t *testing.T) {
+	good, err := makeBenchCert(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := makeBenchCert(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name       string
+		serverCert *benchCert
+		clientCfg  func() *tls.Config
+		wantOK     bool
+		wantErr    string
+	}{
+		{"bench certificate", good, good.handshakeConfig, true, ""},
+		{"another certificate", other, good.handshakeConfig, false, "another certificate"},
+		// A client with a session cache, primed by a request (which reads
+		// the server's ticket), resumes.
+		{"resumed session", good, func() *tls.Config {
+			c := good.handshakeConfig()
+			c.ClientSessionCache = tls.NewLRUClientSessionCache(8)
+			return c
+		}, false, "session resumed"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cert, err := tls.LoadX509KeyPair(tc.serverCert.certFile, tc.serverCert.keyFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := httptest.NewUnstartedServer(http.NotFoundHandler())
+			srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+			srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+			srv.EnableHTTP2 = true
+			srv.StartTLS()
+			defer srv.Close()
+			addr := srv.Listener.Addr().String()
+			cfg := tc.clientCfg()
+			if cfg.ClientSessionCache != nil {
+				prime := cfg.Clone() // the same cache
+				prime.NextProtos = []string{"http/1.1"}
+				resp, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: prime}}).Get("https://" + addr + "/")
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+			}
+			r := runHandshakes(context.Background(), addr, cfg, 300*time.Millisecond, 2)
+			if tc.wantOK {
+				if r.Handshakes == 0 || r.Errors != 0 || r.Rate <= 0 || !strings.HasPrefix(r.Proto, "TLS 1.3 ") || !strings.HasSuffix(r.Proto, " h2") {
+					t.Fatalf("got %+v, want handshakes over TLS 1.3 and h2, no errors", r)
+				}
+				return
+			}
+			// Go's client uses a TLS 1.3 ticket once: after the primed
+			// resumption, handshakes are full again.
+			if (tc.wantErr == "another certificate" && r.Handshakes > 0) || r.Errors == 0 || !strings.Contains(r.FirstErr, tc.wantErr) {
+				t.Fatalf("got %+v, want failures saying %q", r, tc.wantErr)
+			}
+		})
+	}
+}
+
+// TestBenchCertClient: the harness's own requests verify the bench
+// certificate by name and address, as a browser would.
+func TestBenchCertClient(t *testing.T) {
+	c, err := makeBenchCert(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { conn.(*tls.Conn).Handshake(); conn.Close() }()
+		}
+	}()
+	tests := []struct {
+		serverName string
+		wantErr    bool
+	}{
+		{edgeHost, false},
+		{"127.0.0.1", false},
+		{"other.cdn.test", true},
+	}
+	for _, tc := range tests {
+		cfg := c.clientConfig()
+		cfg.ServerName = tc.serverName
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", ln.Addr().String(), cfg)
+		if err == nil {
+			conn.Close()
+		}
+		if (err != nil) != tc.wantErr {
+			t.Errorf("%s: err %v, want error %v", tc.serverName, err, tc.wantErr)
+		}
+	}
+}
+
+func TestSelectServers(t *testing.T) {
+	tests := []struct {
+		only    string
+		want    []string
+		wantErr bool
+	}{
+		{"", nil, false},
+		{srvFileSrvTLS + ", " + srvEdgeHitTLS, []string{srvEdgeHitTLS, srvFileSrvTLS}, false},
+		{srvNginx, []string{srvNginx}, false},
+		{"apache", nil, true},
+	}
+	for _, tc := range tests {
+		got, err := selectServers(tc.only)
+		if (err != nil) != tc.wantErr {
+			t.Fatalf("%q: err %v", tc.only, err)
+		}
+		if tc.only == "" && len(got) != len(edgeServers) {
+			t.Errorf("all: got %v", got)
+		}
+		if tc.want != nil && !slices.Equal(got, tc.want) {
+			t.Errorf("%q: got %v, want %v", tc.only, got, tc.want)
+		}
+	}
+}
