@@ -884,6 +884,9 @@ func (b *edgeBench) printCPU(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "server\t"+strings.Join(labels(), "\t")+"\t")
 	for _, s := range edgeServers {
+		if b.cells[s.key] == nil {
+			continue // not loaded (-only)
+		}
 		fmt.Fprintf(tw, "%s\t", s.key)
 		for _, o := range edgeObjects {
 			var cpu []time.Duration
@@ -915,7 +918,9 @@ func (b *edgeBench) print(w io.Writer, d time.Duration, runs, conns, threads int
 	}
 	fmt.Fprintln(w)
 	for _, s := range edgeServers {
-		fmt.Fprintf(w, "  %-20s %s\n", s.key, s.what)
+		if b.cells[s.key] != nil {
+			fmt.Fprintf(w, "  %-24s %s\n", s.key, s.what)
+		}
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -925,6 +930,9 @@ func (b *edgeBench) print(w io.Writer, d time.Duration, runs, conns, threads int
 	}
 	fmt.Fprintln(tw, "errors\tpeak RSS\t")
 	for _, s := range edgeServers {
+		if b.cells[s.key] == nil {
+			continue
+		}
 		fmt.Fprintf(tw, "%s\t", s.key)
 		var errs int64
 		for _, o := range edgeObjects {
@@ -939,8 +947,11 @@ func (b *edgeBench) print(w io.Writer, d time.Duration, runs, conns, threads int
 		fmt.Fprintf(tw, "%d\t%s\t\n", errs, v)
 	}
 	tw.Flush()
-	fmt.Fprintln(w, "\n(errors: non-2xx responses + socket errors, summed over sizes; peak RSS is VmHWM after all runs;")
-	fmt.Fprintln(w, " caddy-respond serves an ASCII body of the object's size; the goal compares it at 1 KiB only)")
+	fmt.Fprint(w, "\n(errors: non-2xx responses + socket errors, summed over sizes; peak RSS is VmHWM after all runs")
+	if b.cells[srvRespond] != nil {
+		fmt.Fprint(w, ";\n caddy-respond serves an ASCII body of the object's size; the goal compares it at 1 KiB only")
+	}
+	fmt.Fprintln(w, ")")
 	b.printCPU(w)
 
 	rps := func(srv, obj string) float64 { return b.cells[srv][obj].median().RPS }
@@ -972,6 +983,9 @@ func (b *edgeBench) print(w io.Writer, d time.Duration, runs, conns, threads int
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ratio (median of paired runs)	goal	"+strings.Join(labels(), "\t")+"\t")
 	row := func(name string, goal float64, a, c string, sizes []edgeObject) {
+		if b.cells[a] == nil || b.cells[c] == nil {
+			return
+		}
 		fmt.Fprintf(tw, "%s\t≥ %.1f\t", name, goal)
 		for _, o := range edgeObjects {
 			med, each := paired(a, c, o)
@@ -992,16 +1006,18 @@ func (b *edgeBench) print(w io.Writer, d time.Duration, runs, conns, threads int
 	row("edge hits / caddy respond", 0.9, srvEdgeHit, srvRespond, edgeObjects[:1])
 	row("edge misses / caddy reverse_proxy", 0.5, srvEdgeMiss, srvRevProxy, edgeObjects)
 	row("HTTPS: edge hits / caddy file_server", 1.2, srvEdgeHitTLS, srvFileSrvTLS, edgeObjects)
-	fmt.Fprintf(tw, "(edge hits / nginx)\t\t")
-	for _, o := range edgeObjects {
-		med, each := paired(srvEdgeHit, srvNginx, o)
-		if each == nil {
-			fmt.Fprint(tw, "n/a\t")
-			continue
+	if b.cells[srvEdgeHit] != nil && b.cells[srvNginx] != nil {
+		fmt.Fprintf(tw, "(edge hits / nginx)\t\t")
+		for _, o := range edgeObjects {
+			med, each := paired(srvEdgeHit, srvNginx, o)
+			if each == nil {
+				fmt.Fprint(tw, "n/a\t")
+				continue
+			}
+			fmt.Fprintf(tw, "%.2f\t", med)
 		}
-		fmt.Fprintf(tw, "%.2f\t", med)
+		fmt.Fprintln(tw)
 	}
-	fmt.Fprintln(tw)
 	tw.Flush()
 	if runs < 2 {
 		return
@@ -1010,6 +1026,9 @@ func (b *edgeBench) print(w io.Writer, d time.Duration, runs, conns, threads int
 	show := func(name, a, c string, sizes []edgeObject) {
 		for _, o := range sizes {
 			_, each := paired(a, c, o)
+			if each == nil {
+				continue
+			}
 			var out []string
 			for _, r := range each {
 				out = append(out, fmt.Sprintf("%.2f", r))

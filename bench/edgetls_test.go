@@ -152,3 +152,39 @@ func TestSelectServers(t *testing.T) {
 		}
 	}
 }
+
+// TestEdgePrintHTTPSOnly: with -only the HTTPS pair, the report shows
+// those servers, their ratio and the handshakes' paired ratio, and none
+// of the servers left out.
+func TestEdgePrintHTTPSOnly(t *testing.T) {
+	b := &edgeBench{cells: map[string]map[string]*edgeCell{}, handshakes: map[string][]handshakeResult{
+		srvEdgeHitTLS: {{Rate: 900}, {Rate: 500}, {Rate: 1000}},
+		srvFileSrvTLS: {{Rate: 1000, CPUPerHS: 500 * time.Microsecond}, {Rate: 1000, CPUPerHS: 500 * time.Microsecond}, {Rate: 1000, CPUPerHS: 500 * time.Microsecond}},
+	}}
+	for _, k := range []string{srvEdgeHitTLS, srvFileSrvTLS} {
+		b.cells[k] = map[string]*edgeCell{}
+		for _, o := range edgeObjects {
+			b.cells[k][o.name] = &edgeCell{runs: []wrkResult{{RPS: 100}, {RPS: 100}, {RPS: 100}}}
+		}
+	}
+	b.cells[srvEdgeHitTLS][edgeObjects[0].name].runs = []wrkResult{{RPS: 130}, {RPS: 110}, {RPS: 150}}
+	var out strings.Builder
+	b.print(&out, time.Second, 3, 64, 1, map[string]string{})
+	b.printHandshakes(&out, time.Second, 16)
+	got := strings.Join(strings.Fields(out.String()), " ")
+	for _, want := range []string{
+		"HTTPS: edge hits / caddy file_server ≥ 1.2 1.30 meets goal 1.00 BELOW goal",
+		"HTTPS: edge hits / caddy file_server, 1KiB: runs 1.30 1.10 1.50; medians 1.30",
+		"caddy-file_server-https 1000 500 0",
+		"edge / caddy file_server handshakes (median of paired runs): 0.90, goal ≥ 0.9: meets goal (runs [0.90 0.50 1.00])",
+	} {
+		if !strings.Contains(got, want) {
+			t.Fatalf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+	for _, absent := range []string{"caddy-respond", "nginx", "edge misses", "edge-miss"} {
+		if strings.Contains(got, absent) {
+			t.Errorf("report shows %q, which was not loaded:\n%s", absent, out.String())
+		}
+	}
+}
