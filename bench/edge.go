@@ -252,10 +252,10 @@ func runEdge(ctx context.Context, args []string) error {
 				time.Sleep(500 * time.Millisecond) // let TIME_WAIT and GC settle
 			}
 		}
+		if !hs {
+			continue
+		}
 		for _, k := range handshakeServers {
-			if !hs {
-				break
-			}
 			r, err := b.runHandshakeLoad(ctx, k, *duration, *hsConns)
 			if err != nil {
 				if ctx.Err() != nil {
@@ -321,13 +321,15 @@ func selectServers(only string) ([]string, error) {
 	if only == "" {
 		return all, nil
 	}
+	want := map[string]bool{}
 	for _, k := range strings.Split(only, ",") {
 		if k = strings.TrimSpace(k); !slices.Contains(all, k) {
 			return nil, fmt.Errorf("edge: -only: unknown server %q (servers: %s)", k, strings.Join(all, ", "))
 		}
+		want[k] = true
 	}
 	for _, k := range all {
-		if slices.Contains(strings.Split(strings.ReplaceAll(only, " ", ""), ","), k) {
+		if want[k] {
 			out = append(out, k)
 		}
 	}
