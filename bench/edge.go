@@ -891,22 +891,64 @@ func (b *edgeBench) printCPU(w io.Writer) {
 		}
 		fmt.Fprintf(tw, "%s\t", s.key)
 		for _, o := range edgeObjects {
-			var cpu []time.Duration
-			for _, r := range b.cells[s.key][o.name].runsOrNil() {
-				if r.CPUPerReq > 0 {
-					cpu = append(cpu, r.CPUPerReq)
-				}
-			}
-			if len(cpu) == 0 {
+			if cpu := b.cpuPerReq(s.key, o.name); cpu > 0 {
+				fmt.Fprintf(tw, "%.0f\t", float64(cpu)/float64(time.Microsecond))
+			} else {
 				fmt.Fprint(tw, "-\t")
-				continue
 			}
-			slices.Sort(cpu)
-			fmt.Fprintf(tw, "%.0f\t", float64(cpu[len(cpu)/2])/float64(time.Microsecond))
 		}
 		fmt.Fprintln(tw)
 	}
 	tw.Flush()
+}
+
+// cpuPerReq returns the median of a cell's server CPU per request over
+// the runs that measured it, 0 if none did.
+func (b *edgeBench) cpuPerReq(srv, obj string) time.Duration {
+	var cpu []time.Duration
+	for _, r := range b.cells[srv][obj].runsOrNil() {
+		if r.CPUPerReq > 0 {
+			cpu = append(cpu, r.CPUPerReq)
+		}
+	}
+	if len(cpu) == 0 {
+		return 0
+	}
+	slices.Sort(cpu)
+	return cpu[len(cpu)/2]
+}
+
+// printCPURatios prints, for each goal's pair, the baseline's server CPU
+// per request over the edge's: not a goal, but where other work on the
+// machine moves the request rates run to run, what each server spends
+// per request holds much steadier.
+func (b *edgeBench) printCPURatios(w io.Writer) {
+	pairs := []struct {
+		name, a, c string
+		sizes      []edgeObject
+	}{
+		{"edge hits / caddy file_server", srvEdgeHit, srvFileSrv, edgeObjects},
+		{"edge hits / caddy respond", srvEdgeHit, srvRespond, edgeObjects[:1]},
+		{"edge misses / caddy reverse_proxy", srvEdgeMiss, srvRevProxy, edgeObjects},
+		{"HTTPS: edge hits / caddy file_server", srvEdgeHitTLS, srvFileSrvTLS, edgeObjects},
+	}
+	header := false
+	for _, p := range pairs {
+		var out []string
+		for _, o := range p.sizes {
+			if ca, cc := b.cpuPerReq(p.a, o.name), b.cpuPerReq(p.c, o.name); ca > 0 && cc > 0 {
+				out = append(out, fmt.Sprintf("%s %.2f", o.label, float64(cc)/float64(ca)))
+			}
+		}
+		if len(out) == 0 {
+			continue
+		}
+		if !header {
+			fmt.Fprintln(w, "\nserver CPU per request, the baseline's over the edge's (> 1: the edge spends less; medians of runs):")
+			header = true
+		}
+		fmt.Fprintf(w, "  %s: %s\n", p.name, strings.Join(out, ", "))
+	}
 }
 
 func (b *edgeBench) print(w io.Writer, d time.Duration, runs, conns, threads int, rss map[string]string) {
@@ -1021,6 +1063,7 @@ func (b *edgeBench) print(w io.Writer, d time.Duration, runs, conns, threads int
 		fmt.Fprintln(tw)
 	}
 	tw.Flush()
+	b.printCPURatios(w)
 	if runs < 2 {
 		return
 	}

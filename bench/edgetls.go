@@ -259,4 +259,7 @@ func (b *edgeBench) printHandshakes(w io.Writer, d time.Duration, conns int) {
 	}
 	fmt.Fprintf(w, "edge / caddy file_server handshakes (median of paired runs): %.2f, goal ≥ 0.9: %s (runs %v)\n",
 		m, verdict, runs)
+	if ca, cc := med(srvEdgeHitTLS).CPUPerHS, med(srvFileSrvTLS).CPUPerHS; ca > 0 && cc > 0 {
+		fmt.Fprintf(w, "server CPU per handshake, caddy file_server's over the edge's: %.2f\n", float64(cc)/float64(ca))
+	}
 }

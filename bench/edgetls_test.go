@@ -158,7 +158,7 @@ func TestSelectServers(t *testing.T) {
 // of the servers left out.
 func TestEdgePrintHTTPSOnly(t *testing.T) {
 	b := &edgeBench{cells: map[string]map[string]*edgeCell{}, handshakes: map[string][]handshakeResult{
-		srvEdgeHitTLS: {{Rate: 900}, {Rate: 500}, {Rate: 1000}},
+		srvEdgeHitTLS: {{Rate: 900, CPUPerHS: 400 * time.Microsecond}, {Rate: 500}, {Rate: 1000}},
 		srvFileSrvTLS: {{Rate: 1000, CPUPerHS: 500 * time.Microsecond}, {Rate: 1000, CPUPerHS: 500 * time.Microsecond}, {Rate: 1000, CPUPerHS: 500 * time.Microsecond}},
 	}}
 	for _, k := range []string{srvEdgeHitTLS, srvFileSrvTLS} {
@@ -168,6 +168,11 @@ func TestEdgePrintHTTPSOnly(t *testing.T) {
 		}
 	}
 	b.cells[srvEdgeHitTLS][edgeObjects[0].name].runs = []wrkResult{{RPS: 130}, {RPS: 110}, {RPS: 150}}
+	// CPU per request is known at 64 KiB only: the median of what was
+	// measured, 100 µs against 150.
+	b.cells[srvEdgeHitTLS][edgeObjects[1].name].runs[0].CPUPerReq = 100 * time.Microsecond
+	b.cells[srvFileSrvTLS][edgeObjects[1].name].runs = []wrkResult{{RPS: 100, CPUPerReq: 140 * time.Microsecond},
+		{RPS: 100, CPUPerReq: 150 * time.Microsecond}, {RPS: 100, CPUPerReq: 900 * time.Microsecond}}
 	var out strings.Builder
 	b.print(&out, time.Second, 3, 64, 1, map[string]string{})
 	b.printHandshakes(&out, time.Second, 16)
@@ -176,7 +181,9 @@ func TestEdgePrintHTTPSOnly(t *testing.T) {
 		"HTTPS: edge hits / caddy file_server ≥ 1.2 1.30 meets goal 1.00 BELOW goal",
 		"HTTPS: edge hits / caddy file_server, 1KiB: runs 1.30 1.10 1.50; medians 1.30",
 		"caddy-file_server-https 1000 500 0",
+		"server CPU per handshake, caddy file_server's over the edge's: 1.25",
 		"edge / caddy file_server handshakes (median of paired runs): 0.90, goal ≥ 0.9: meets goal (runs [0.90 0.50 1.00])",
+		"server CPU per request, the baseline's over the edge's (> 1: the edge spends less; medians of runs): HTTPS: edge hits / caddy file_server: 64KiB 1.50",
 	} {
 		if !strings.Contains(got, want) {
 			t.Fatalf("report lacks %q:\n%s", want, out.String())
