@@ -69,15 +69,40 @@ func (b *edgeBench) printCPU(w io.Writer) {
 func (b *edgeBench) cpuPerReq(srv, obj string) time.Duration {
 	var cpu []time.Duration
 	for _, r := range b.cells[srv][obj].runsOrNil() {
-		if r.CPUPerReq > 0 {
-			cpu = append(cpu, r.CPUPerReq)
+		cpu = append(cpu, r.CPUPerReq)
+	}
+	return medianPositive(cpu)
+}
+
+// medianPositive returns the median of the positive durations of ds (the
+// runs that measured one), 0 if there are none.
+func medianPositive(ds []time.Duration) time.Duration {
+	var pos []time.Duration
+	for _, d := range ds {
+		if d > 0 {
+			pos = append(pos, d)
 		}
 	}
-	if len(cpu) == 0 {
+	if len(pos) == 0 {
 		return 0
 	}
-	slices.Sort(cpu)
-	return cpu[len(cpu)/2]
+	slices.Sort(pos)
+	return pos[len(pos)/2]
+}
+
+// pairedRatios returns a[i]/c[i] for every run i both measured (c[i] >
+// 0) and the median of those ratios; 0 and nil if there are none.
+func pairedRatios(a, c []float64) (med float64, each []float64) {
+	for i := range min(len(a), len(c)) {
+		if c[i] > 0 {
+			each = append(each, a[i]/c[i])
+		}
+	}
+	if len(each) == 0 {
+		return 0, nil
+	}
+	sorted := slices.Sorted(slices.Values(each))
+	return sorted[len(sorted)/2], each
 }
 
 // printCPURatios prints, for each goal's pair, the baseline's server CPU
@@ -173,18 +198,15 @@ func (b *edgeBench) print(w io.Writer, d time.Duration, runs, conns, threads int
 	// server over run i of the other cancels the machine's drift between
 	// runs, which a ratio of two medians (taken from different runs) does
 	// not. Both are printed.
+	rates := func(srv string, o edgeObject) []float64 {
+		var r []float64
+		for _, x := range b.cells[srv][o.name].runsOrNil() {
+			r = append(r, x.RPS)
+		}
+		return r
+	}
 	paired := func(a, c string, o edgeObject) (med float64, each []float64) {
-		ra, rc := b.cells[a][o.name].runsOrNil(), b.cells[c][o.name].runsOrNil()
-		for i := range min(len(ra), len(rc)) {
-			if rc[i].RPS > 0 {
-				each = append(each, ra[i].RPS/rc[i].RPS)
-			}
-		}
-		if len(each) == 0 {
-			return 0, nil
-		}
-		sorted := slices.Sorted(slices.Values(each))
-		return sorted[len(sorted)/2], each
+		return pairedRatios(rates(a, o), rates(c, o))
 	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

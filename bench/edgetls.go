@@ -233,15 +233,16 @@ func (b *edgeBench) printHandshakes(w io.Writer, d time.Duration, conns int) {
 	cpu := func(key string) time.Duration {
 		var ds []time.Duration
 		for _, r := range b.handshakes[key] {
-			if r.CPUPerHS > 0 {
-				ds = append(ds, r.CPUPerHS)
-			}
+			ds = append(ds, r.CPUPerHS)
 		}
-		if len(ds) == 0 {
-			return 0
+		return medianPositive(ds)
+	}
+	rates := func(key string) []float64 {
+		var r []float64
+		for _, x := range b.handshakes[key] {
+			r = append(r, x.Rate)
 		}
-		slices.Sort(ds)
-		return ds[len(ds)/2]
+		return r
 	}
 	for _, k := range handshakeServers {
 		r := med(k)
@@ -252,18 +253,10 @@ func (b *edgeBench) printHandshakes(w io.Writer, d time.Duration, conns int) {
 		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%d\t%s\t\n", k, r.Rate, float64(cpu(k))/float64(time.Microsecond), errs, r.Proto)
 	}
 	tw.Flush()
-	ra, rc := b.handshakes[srvEdgeHitTLS], b.handshakes[srvFileSrvTLS]
-	var each []float64
-	for i := range min(len(ra), len(rc)) {
-		if rc[i].Rate > 0 {
-			each = append(each, ra[i].Rate/rc[i].Rate)
-		}
-	}
-	if len(each) == 0 {
+	m, each := pairedRatios(rates(srvEdgeHitTLS), rates(srvFileSrvTLS))
+	if each == nil {
 		return
 	}
-	sorted := slices.Sorted(slices.Values(each))
-	m := sorted[len(sorted)/2]
 	verdict := "meets goal"
 	if m < 0.9 {
 		verdict = "BELOW goal"

@@ -196,3 +196,29 @@ func TestEdgePrintHTTPSOnly(t *testing.T) {
 		}
 	}
 }
+
+func TestPairedRatios(t *testing.T) {
+	tests := []struct {
+		name     string
+		a, c     []float64
+		wantMed  float64
+		wantEach []float64
+	}{
+		{"three pairs", []float64{2, 3, 9}, []float64{1, 2, 3}, 2, []float64{2, 1.5, 3}},
+		{"unmeasured baseline run skipped", []float64{2, 3}, []float64{0, 2}, 1.5, []float64{1.5}},
+		{"runs beyond the shorter side ignored", []float64{4}, []float64{2, 5}, 2, []float64{2}},
+		{"none", nil, []float64{1}, 0, nil},
+	}
+	for _, tc := range tests {
+		med, each := pairedRatios(tc.a, tc.c)
+		if med != tc.wantMed || !slices.Equal(each, tc.wantEach) {
+			t.Errorf("%s: %v %v, want %v %v", tc.name, med, each, tc.wantMed, tc.wantEach)
+		}
+	}
+	if got := medianPositive([]time.Duration{0, 3, 1, 0, 2}); got != 2 {
+		t.Errorf("medianPositive: %v, want 2 (zeros are runs that measured nothing)", got)
+	}
+	if got := medianPositive([]time.Duration{0}); got != 0 {
+		t.Errorf("medianPositive of nothing measured: %v", got)
+	}
+}
