@@ -17,7 +17,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/topcdn/topcdn/internal/proc"
@@ -58,6 +57,8 @@ var edgeServers = []struct{ key, what string }{
 	{srvNginx, "nginx: root, sendfile on, worker_processes auto"},
 	{srvEdgeMiss, "topcdn edge, memory_cache " + edgeMissSize + " (every block fetched from the origin)"},
 	{srvRevProxy, "caddy run: reverse_proxy to " + srvFileSrv},
+	{srvEdgeHitTLS, "the edge-hit process's HTTPS site (tls cert key, ECDSA P-256), keep-alive"},
+	{srvFileSrvTLS, "the caddy-file_server process's HTTPS site (tls cert key, ECDSA P-256), keep-alive"},
 }
 
 // wrkResult is what one wrk run reported.
@@ -117,6 +118,8 @@ type edgeBench struct {
 	metricsPorts map[string]int // the edges' Caddy `metrics` sites
 	edgeCounts   map[string]map[string]float64
 	svcs         map[string]*service
+	cert         *benchCert                      // the HTTPS servers' certificate
+	handshakes   map[string][]handshakeResult    // HTTPS server → each run's handshakes
 	respond      map[string][]byte               // the respond server's body per object
 	want         map[string][]byte               // the objects' bytes
 	cells        map[string]map[string]*edgeCell // server → object → runs
@@ -165,6 +168,9 @@ func runEdge(ctx context.Context, args []string) error {
 	runs := fset.Int("runs", 1, "wrk runs per server and object size (the median is reported)")
 	conns := fset.Int("connections", 64, "wrk connections (-c)")
 	threads := fset.Int("threads", 1, "wrk threads (-t)")
+	hsConns := fset.Int("handshake-conns", 16, "concurrent connections of the TLS handshake load")
+	only := fset.String("only", "", "comma-separated `servers` to load (default: all; e.g. "+srvEdgeHitTLS+","+srvFileSrvTLS+");\n"+
+		"every server is still started and checked, and handshakes are measured when both HTTPS servers are loaded")
 	topcdnBin := fset.String("topcdn", "", "use this prebuilt topcdn `binary` instead of building ./cmd/topcdn")
 	caddyBin := fset.String("caddy", "", "use this prebuilt `binary` of ./cmd/caddy instead of building it")
 	pin := fset.Bool("pin", false, "run the servers on the last CPU and wrk on the others (taskset), so that the load\n"+
@@ -176,12 +182,15 @@ func runEdge(ctx context.Context, args []string) error {
 		fset.Usage()
 		return errUsage
 	}
-	if *duration < time.Second || *runs < 1 || *conns < 1 || *threads < 1 || *threads > *conns {
-		return errors.New("edge: -duration must be ≥ 1s; -runs, -connections and -threads positive; -threads ≤ -connections")
+	if *duration < time.Second || *runs < 1 || *conns < 1 || *threads < 1 || *threads > *conns || *hsConns < 1 {
+		return errors.New("edge: -duration must be ≥ 1s; -runs, -connections, -threads and -handshake-conns positive; -threads ≤ -connections")
+	}
+	servers, err := selectServers(*only)
+	if err != nil {
+		return err
 	}
 	b := &edgeBench{ports: map[string]int{}, metricsPorts: map[string]int{}, edgeCounts: map[string]map[string]float64{}, svcs: map[string]*service{}, respond: map[string][]byte{},
-		want: map[string][]byte{}, cells: map[string]map[string]*edgeCell{}}
-	var err error
+		want: map[string][]byte{}, cells: map[string]map[string]*edgeCell{}, handshakes: map[string][]handshakeResult{}}
 	if b.wrk, b.nginx, err = edgeTools(); err != nil {
 		return err
 	}
@@ -210,12 +219,20 @@ func runEdge(ctx context.Context, args []string) error {
 		return fmt.Errorf("edge: %w", err)
 	}
 
-	total := *runs * len(edgeObjects) * len(edgeServers)
-	fmt.Fprintf(os.Stderr, "%d wrk runs of %s each (about %s)\n", total, *duration,
-		(time.Duration(total) * (*duration + 500*time.Millisecond)).Round(time.Second))
+	hs := slices.Contains(servers, srvEdgeHitTLS) && slices.Contains(servers, srvFileSrvTLS)
+	total := *runs * len(edgeObjects) * len(servers)
+	hsTotal := 0
+	if hs {
+		hsTotal = *runs * len(handshakeServers)
+	}
+	fmt.Fprintf(os.Stderr, "%d wrk runs and %d handshake runs of %s each (about %s)\n", total, hsTotal, *duration,
+		(time.Duration(total+hsTotal) * (*duration + 500*time.Millisecond)).Round(time.Second))
 	for run := 1; run <= *runs; run++ {
 		for _, o := range edgeObjects {
 			for _, s := range edgeServers {
+				if !slices.Contains(servers, s.key) {
+					continue
+				}
 				if err := ctx.Err(); err != nil {
 					return err
 				}
@@ -234,6 +251,25 @@ func runEdge(ctx context.Context, args []string) error {
 				time.Sleep(500 * time.Millisecond) // let TIME_WAIT and GC settle
 			}
 		}
+		if !hs {
+			continue
+		}
+		for _, k := range handshakeServers {
+			r, err := b.runHandshakeLoad(ctx, k, *duration, *hsConns)
+			if err != nil {
+				if ctx.Err() != nil {
+					return fmt.Errorf("edge: interrupted: %w", ctx.Err())
+				}
+				return fmt.Errorf("edge: %s handshakes: %w%s", k, err, b.procs.logTails())
+			}
+			note := ""
+			if r.Errors > 0 {
+				note = fmt.Sprintf("  (%d errors, first: %s)", r.Errors, r.FirstErr)
+			}
+			fmt.Fprintf(os.Stderr, "  run %d %-24s %10.0f handshakes/s  %s%s\n", run, k, r.Rate, r.Proto, note)
+			b.handshakes[k] = append(b.handshakes[k], r)
+			time.Sleep(time.Second) // let TIME_WAIT settle
+		}
 	}
 	if err := b.verifyAll(ctx, "after load"); err != nil {
 		b.problems = append(b.problems, err.Error())
@@ -245,9 +281,18 @@ func runEdge(ctx context.Context, args []string) error {
 	b.procs.stop()
 
 	b.print(os.Stdout, *duration, *runs, *conns, *threads, rss)
+	b.printHandshakes(os.Stdout, *duration, *hsConns)
 	b.printEdgeCounts(os.Stdout)
 	for _, k := range []string{srvEdgeHit, srvEdgeMiss} {
 		b.reportLog(os.Stdout, k)
+	}
+	for _, k := range handshakeServers {
+		for _, r := range b.handshakes[k] {
+			if r.Errors > 0 {
+				b.problems = append(b.problems, fmt.Sprintf("%s: %d failed handshakes (first: %s)", k, r.Errors, r.FirstErr))
+				break
+			}
+		}
 	}
 	var bad int64
 	for srv, byObj := range b.cells {
@@ -263,6 +308,31 @@ func runEdge(ctx context.Context, args []string) error {
 		return fmt.Errorf("edge: correctness problems:\n\t%s", strings.Join(b.problems, "\n\t"))
 	}
 	return nil
+}
+
+// selectServers returns the keys of -only's servers in measuring order,
+// or every server's if only is empty.
+func selectServers(only string) ([]string, error) {
+	var all, out []string
+	for _, s := range edgeServers {
+		all = append(all, s.key)
+	}
+	if only == "" {
+		return all, nil
+	}
+	want := map[string]bool{}
+	for _, k := range strings.Split(only, ",") {
+		if k = strings.TrimSpace(k); !slices.Contains(all, k) {
+			return nil, fmt.Errorf("edge: -only: unknown server %q (servers: %s)", k, strings.Join(all, ", "))
+		}
+		want[k] = true
+	}
+	for _, k := range all {
+		if want[k] {
+			out = append(out, k)
+		}
+	}
+	return out, nil
 }
 
 func errNote(r wrkResult) string {
@@ -430,11 +500,17 @@ func (b *edgeBench) startAll(ctx context.Context) error {
 	site := func(key, body string) string {
 		return fmt.Sprintf("%shttp://:%d {\n\tbind 127.0.0.1\n%s}\n", global, b.ports[key], body)
 	}
+	if b.cert, err = makeBenchCert(b.work); err != nil {
+		return err
+	}
+	edgeBlock := func(mem string) string {
+		return fmt.Sprintf("\ttopcdn {\n\t\torigin %s\n\t\tdomain cdn.test\n\t\tmemory_cache %s\n\t}\n", origin.url, mem)
+	}
 	// An edge's Caddyfile also has a `metrics` site on its own port, so
 	// the harness can read the edge's counters without touching the
 	// benchmarked site's routes.
 	edgeSite := func(key, mem string) string {
-		return site(key, fmt.Sprintf("\ttopcdn {\n\t\torigin %s\n\t\tdomain cdn.test\n\t\tmemory_cache %s\n\t}\n", origin.url, mem)) +
+		return site(key, edgeBlock(mem)) +
 			fmt.Sprintf("http://:%d {\n\tbind 127.0.0.1\n\tmetrics\n}\n", b.metricsPorts[key])
 	}
 	for _, k := range []string{srvEdgeHit, srvEdgeMiss} {
@@ -442,6 +518,7 @@ func (b *edgeBench) startAll(ctx context.Context) error {
 			return err
 		}
 	}
+	fileServer := fmt.Sprintf("\troot * %s\n\tfile_server\n", b.objDir)
 	var respond strings.Builder
 	for _, o := range edgeObjects {
 		fmt.Fprintf(&respond, "\trespond /%s \"%s\" 200\n", o.name, b.respond[o.name])
@@ -450,8 +527,10 @@ func (b *edgeBench) startAll(ctx context.Context) error {
 		key, conf string
 		edge      bool
 	}{
-		{srvEdgeHit, edgeSite(srvEdgeHit, "256MiB"), true},
-		{srvFileSrv, site(srvFileSrv, fmt.Sprintf("\troot * %s\n\tfile_server\n", b.objDir)), false},
+		// The HTTPS sites' topcdn block is the HTTP site's, so both
+		// share one running edge and its caches (caddymodule's instances).
+		{srvEdgeHit, edgeSite(srvEdgeHit, "256MiB") + b.cert.httpsSite(b.ports[srvEdgeHitTLS], edgeBlock("256MiB")), true},
+		{srvFileSrv, site(srvFileSrv, fileServer) + b.cert.httpsSite(b.ports[srvFileSrvTLS], fileServer), false},
 		{srvRespond, site(srvRespond, respond.String()), false},
 		{srvEdgeMiss, edgeSite(srvEdgeMiss, edgeMissSize), true},
 		{srvRevProxy, site(srvRevProxy, fmt.Sprintf("\treverse_proxy 127.0.0.1:%d\n", b.ports[srvFileSrv])), false},
@@ -470,6 +549,15 @@ func (b *edgeBench) startAll(ctx context.Context) error {
 		}
 		if err != nil {
 			return err
+		}
+	}
+	for tlsKey, key := range edgeTLSServers {
+		b.svcs[tlsKey] = b.svcs[key]
+		if p, ok := b.metricsPorts[key]; ok {
+			b.metricsPorts[tlsKey] = p
+		}
+		if err := waitListening(ctx, b.svcs[key], b.ports[tlsKey]); err != nil {
+			return fmt.Errorf("%s: %w", tlsKey, err)
 		}
 	}
 	if err := os.MkdirAll(filepath.Join(b.work, "nginx-tmp"), 0o755); err != nil {
@@ -538,32 +626,49 @@ func (b *edgeBench) startServer(ctx context.Context, key string, env []string, b
 	s := &service{Process: p}
 	b.procs.add(s)
 	b.svcs[key] = s
-	addr := fmt.Sprintf("127.0.0.1:%d", b.ports[key])
+	if err := waitListening(ctx, s, b.ports[key]); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "%s listening on 127.0.0.1:%d (pid %d)\n", key, b.ports[key], p.PID())
+	return nil
+}
+
+// waitListening waits until s accepts connections on 127.0.0.1:port.
+func waitListening(ctx context.Context, s *service, port int) error {
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	ctx, cancel := context.WithTimeout(ctx, serviceStartTimeout)
 	defer cancel()
-	if err := p.WaitUntil(ctx, "a listener on "+addr, func(ctx context.Context) error {
+	return s.WaitUntil(ctx, "a listener on "+addr, func(ctx context.Context) error {
 		c, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, "tcp", addr)
 		if err == nil {
 			c.Close()
 		}
 		return err
-	}); err != nil {
-		return err
+	})
+}
+
+// url returns the URL of path on a server, https for the HTTPS servers.
+func (b *edgeBench) url(key, path string) string {
+	scheme := "http"
+	if _, ok := edgeTLSServers[key]; ok {
+		scheme = "https"
 	}
-	fmt.Fprintf(os.Stderr, "%s listening on %s (pid %d)\n", key, addr, p.PID())
-	return nil
+	return fmt.Sprintf("%s://127.0.0.1:%d/%s", scheme, b.ports[key], path)
 }
 
 // get fetches path from a server with the benchmark's Host header.
 func (b *edgeBench) get(ctx context.Context, key, path string) (int, []byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://127.0.0.1:%d/%s", b.ports[key], path), nil)
+	req, err := http.NewRequestWithContext(ctx, "GET", b.url(key, path), nil)
 	if err != nil {
 		return 0, nil, err
 	}
 	req.Host = edgeHost
 	tr := &http.Transport{DisableCompression: true, DisableKeepAlives: true}
+	if b.cert != nil {
+		tr.TLSClientConfig = b.cert.clientConfig()
+	}
 	resp, err := (&http.Client{Transport: tr}).Do(req)
 	if err != nil {
 		return 0, nil, err
@@ -591,7 +696,7 @@ func (b *edgeBench) verifyAll(ctx context.Context, when string) error {
 			case code != 200 || !bytes.Equal(body, want):
 				errs = append(errs, fmt.Errorf("%s: %s %s: HTTP %d, %d bytes, want 200 and the object's %d bytes (equal: %v)",
 					when, s.key, o.name, code, len(body), len(want), bytes.Equal(body, want)))
-			case when == "warm-up" && (s.key == srvEdgeHit || s.key == srvEdgeMiss):
+			case when == "warm-up" && (s.key == srvEdgeHit || s.key == srvEdgeMiss || s.key == srvEdgeHitTLS):
 				fmt.Fprintf(os.Stderr, "  %s %s: first fetch %s\n", s.key, o.name, time.Since(start).Round(time.Microsecond))
 			}
 		}
@@ -601,7 +706,7 @@ func (b *edgeBench) verifyAll(ctx context.Context, when string) error {
 
 // runWrk loads one server with one object.
 func (b *edgeBench) runWrk(ctx context.Context, key string, o edgeObject, d time.Duration, conns, threads int) (wrkResult, error) {
-	url := fmt.Sprintf("http://127.0.0.1:%d/%s", b.ports[key], o.name)
+	url := b.url(key, o.name)
 	pid := b.svcs[key].PID()
 	cpu0, cpuOK := procTreeCPU(pid)
 	bin, args := pinned(b.clientCPUs, b.wrk, "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns),
@@ -731,32 +836,6 @@ func (b *edgeBench) countEdge(key, obj string, before, after map[string]float64,
 	b.edgeCounts[k]["requests"] += float64(requests)
 }
 
-// printEdgeCounts shows, per edge and object, where its blocks came from.
-func (b *edgeBench) printEdgeCounts(w io.Writer) {
-	if len(b.edgeCounts) == 0 {
-		return
-	}
-	fmt.Fprintln(w, "\nedge counters during the wrk runs, per request (from the edges' Prometheus metrics):")
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "edge\tobject\trequests\tupstream blocks\tblock cache hits\tresponse cache hits\tupstream ms/block\t")
-	for _, key := range []string{srvEdgeHit, srvEdgeMiss} {
-		for _, o := range edgeObjects {
-			c := b.edgeCounts[key+" "+o.name]
-			if c == nil || c["requests"] == 0 {
-				continue
-			}
-			n := c["requests"]
-			ms := "-"
-			if c["upstream blocks"] > 0 {
-				ms = fmt.Sprintf("%.2f", 1000*c["upstream seconds"]/c["upstream blocks"])
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.2f\t%.2f\t%.2f\t%s\t\n", key, o.label, n,
-				c["upstream blocks"]/n, c["block cache hits"]/n, c["response cache hits"]/n, ms)
-		}
-	}
-	tw.Flush()
-}
-
 // procStatus returns a field of /proc/PID/status (e.g. "VmHWM"), or "?".
 func procStatus(pid int, field string) string {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
@@ -769,219 +848,4 @@ func procStatus(pid int, field string) string {
 		}
 	}
 	return "?"
-}
-
-// print writes the results table and the ratios.
-// printCPU prints each server's CPU time per request (median of runs):
-// where wrk, on the same cores, is what limits the request rate (large
-// objects), it shows what each server spends that the rates do not.
-func (b *edgeBench) printCPU(w io.Writer) {
-	fmt.Fprintln(w, "\nserver CPU per request, µs (user + system, from /proc; median of runs):")
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "server\t"+strings.Join(labels(), "\t")+"\t")
-	for _, s := range edgeServers {
-		fmt.Fprintf(tw, "%s\t", s.key)
-		for _, o := range edgeObjects {
-			var cpu []time.Duration
-			for _, r := range b.cells[s.key][o.name].runsOrNil() {
-				if r.CPUPerReq > 0 {
-					cpu = append(cpu, r.CPUPerReq)
-				}
-			}
-			if len(cpu) == 0 {
-				fmt.Fprint(tw, "-\t")
-				continue
-			}
-			slices.Sort(cpu)
-			fmt.Fprintf(tw, "%.0f\t", float64(cpu[len(cpu)/2])/float64(time.Microsecond))
-		}
-		fmt.Fprintln(tw)
-	}
-	tw.Flush()
-}
-
-func (b *edgeBench) print(w io.Writer, d time.Duration, runs, conns, threads int, rss map[string]string) {
-	m := collectMachineInfo(context.Background())
-	fmt.Fprintf(w, "edge benchmark: wrk -t%d -c%d -d%s --latency, %d run(s) (median), %d CPUs %s, %s, commit %s\n",
-		threads, conns, d, runs, m.NumCPU, m.CPUModel, m.GoVersion, m.Commit)
-	if b.serverCPUs != "" {
-		fmt.Fprintf(w, "servers (and the origin) pinned to CPU %s, wrk to CPU %s (taskset)\n", b.serverCPUs, b.clientCPUs)
-	} else {
-		fmt.Fprintln(w, "not pinned: wrk and the servers share every CPU")
-	}
-	fmt.Fprintln(w)
-	for _, s := range edgeServers {
-		fmt.Fprintf(w, "  %-20s %s\n", s.key, s.what)
-	}
-	fmt.Fprintln(w)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprint(tw, "server\t")
-	for _, o := range edgeObjects {
-		fmt.Fprintf(tw, "%s req/s\tavg\tp99\t", o.label)
-	}
-	fmt.Fprintln(tw, "errors\tpeak RSS\t")
-	for _, s := range edgeServers {
-		fmt.Fprintf(tw, "%s\t", s.key)
-		var errs int64
-		for _, o := range edgeObjects {
-			r := b.cells[s.key][o.name].median()
-			fmt.Fprintf(tw, "%.0f\t%s\t%s\t", r.RPS, fmtDur(r.Avg), fmtDur(r.P99))
-			errs += r.Non2xx + r.SocketErrs
-		}
-		v := rss[s.key]
-		if v == "" {
-			v = "-"
-		}
-		fmt.Fprintf(tw, "%d\t%s\t\n", errs, v)
-	}
-	tw.Flush()
-	fmt.Fprintln(w, "\n(errors: non-2xx responses + socket errors, summed over sizes; peak RSS is VmHWM after all runs;")
-	fmt.Fprintln(w, " caddy-respond serves an ASCII body of the object's size; the goal compares it at 1 KiB only)")
-	b.printCPU(w)
-
-	rps := func(srv, obj string) float64 { return b.cells[srv][obj].median().RPS }
-	ratio := func(a, c float64) string {
-		if c == 0 {
-			return "n/a"
-		}
-		return fmt.Sprintf("%.2f", a/c)
-	}
-	// The goals are judged on the median of the paired ratios: run i of
-	// every server is measured within the same minute, so run i of one
-	// server over run i of the other cancels the machine's drift between
-	// runs, which a ratio of two medians (taken from different runs) does
-	// not. Both are printed.
-	paired := func(a, c string, o edgeObject) (med float64, each []float64) {
-		ra, rc := b.cells[a][o.name].runsOrNil(), b.cells[c][o.name].runsOrNil()
-		for i := range min(len(ra), len(rc)) {
-			if rc[i].RPS > 0 {
-				each = append(each, ra[i].RPS/rc[i].RPS)
-			}
-		}
-		if len(each) == 0 {
-			return 0, nil
-		}
-		sorted := slices.Sorted(slices.Values(each))
-		return sorted[len(sorted)/2], each
-	}
-	fmt.Fprintln(w)
-	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ratio (median of paired runs)	goal	"+strings.Join(labels(), "\t")+"\t")
-	row := func(name string, goal float64, a, c string, sizes []edgeObject) {
-		fmt.Fprintf(tw, "%s\t≥ %.1f\t", name, goal)
-		for _, o := range edgeObjects {
-			med, each := paired(a, c, o)
-			switch {
-			case !slices.Contains(sizes, o):
-				fmt.Fprint(tw, "-\t")
-			case each == nil:
-				fmt.Fprint(tw, "n/a\t")
-			case med >= goal:
-				fmt.Fprintf(tw, "%.2f meets goal\t", med)
-			default:
-				fmt.Fprintf(tw, "%.2f BELOW goal\t", med)
-			}
-		}
-		fmt.Fprintln(tw)
-	}
-	row("edge hits / caddy file_server", 1.2, srvEdgeHit, srvFileSrv, edgeObjects)
-	row("edge hits / caddy respond", 0.9, srvEdgeHit, srvRespond, edgeObjects[:1])
-	row("edge misses / caddy reverse_proxy", 0.5, srvEdgeMiss, srvRevProxy, edgeObjects)
-	fmt.Fprintf(tw, "(edge hits / nginx)\t\t")
-	for _, o := range edgeObjects {
-		med, each := paired(srvEdgeHit, srvNginx, o)
-		if each == nil {
-			fmt.Fprint(tw, "n/a\t")
-			continue
-		}
-		fmt.Fprintf(tw, "%.2f\t", med)
-	}
-	fmt.Fprintln(tw)
-	tw.Flush()
-	if runs < 2 {
-		return
-	}
-	fmt.Fprintln(w, "\neach run's ratio, and the ratio of the medians in the table above:")
-	show := func(name, a, c string, sizes []edgeObject) {
-		for _, o := range sizes {
-			_, each := paired(a, c, o)
-			var out []string
-			for _, r := range each {
-				out = append(out, fmt.Sprintf("%.2f", r))
-			}
-			fmt.Fprintf(w, "  %s, %s: runs %s; medians %s\n", name, o.label, strings.Join(out, " "), ratio(rps(a, o.name), rps(c, o.name)))
-		}
-	}
-	show("edge hits / caddy file_server", srvEdgeHit, srvFileSrv, edgeObjects)
-	show("edge hits / caddy respond", srvEdgeHit, srvRespond, edgeObjects[:1])
-	show("edge misses / caddy reverse_proxy", srvEdgeMiss, srvRevProxy, edgeObjects)
-}
-
-func labels() []string {
-	var s []string
-	for _, o := range edgeObjects {
-		s = append(s, o.label)
-	}
-	return s
-}
-
-func fmtDur(d time.Duration) string {
-	switch {
-	case d == 0:
-		return "-"
-	case d < time.Millisecond:
-		return fmt.Sprintf("%.0fµs", float64(d)/float64(time.Microsecond))
-	default:
-		return fmt.Sprintf("%.2fms", float64(d)/float64(time.Millisecond))
-	}
-}
-
-// reportLog summarizes the warnings and errors an edge logged.
-func (b *edgeBench) reportLog(w io.Writer, key string) {
-	data, err := os.ReadFile(filepath.Join(b.work, key+".log"))
-	if err != nil {
-		return
-	}
-	counts := map[string]int{}
-	var samples []string
-	for _, line := range strings.Split(string(data), "\n") {
-		if benignCaddyWarning(line) {
-			continue
-		}
-		for _, lvl := range []string{"warn", "error", "panic", "fatal"} {
-			if strings.Contains(line, `"level":"`+lvl+`"`) || strings.Contains(line, "\t"+strings.ToUpper(lvl)+"\t") {
-				counts[lvl]++
-				if len(samples) < 3 {
-					samples = append(samples, truncate(line, 300))
-				}
-			}
-		}
-	}
-	if len(counts) == 0 {
-		fmt.Fprintf(w, "%s log: no warnings or errors\n", key)
-		return
-	}
-	fmt.Fprintf(w, "%s log: %v; first lines:\n", key, counts)
-	for _, s := range samples {
-		fmt.Fprintf(w, "    %s\n", s)
-	}
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
-}
-
-// benignCaddyWarning reports whether a log line is one of the warnings
-// every plain-HTTP Caddy without admin endpoint logs at start.
-func benignCaddyWarning(line string) bool {
-	for _, m := range []string{`"msg":"admin endpoint disabled"`, `"msg":"HTTP/2 skipped because it requires TLS"`,
-		`"msg":"HTTP/3 skipped because it requires TLS"`} {
-		if strings.Contains(line, m) {
-			return true
-		}
-	}
-	return false
 }

@@ -127,6 +127,11 @@ type DNS struct {
 	// Resolver is the devnet's recursive resolver (UDP and TCP), which
 	// forwards the zone to the router: the CA validates through it.
 	Resolver string `json:"resolver"`
+
+	// DoHHTTPS is the router's DNS-over-HTTPS over TLS and HTTP/2,
+	// https://ns1.ZONE:8453/dns-query, on 127.0.0.1 with a certificate
+	// the router obtains from the devnet's CA itself.
+	DoHHTTPS string `json:"doh_https"`
 }
 
 // Site is a site the devnet published.
@@ -200,6 +205,7 @@ type listenAddrs struct {
 	origin, billing, dns, dnsHTTP string
 	originURL, billingURL, dnsURL string
 	resolver, ca, caManagement    string
+	dnsHTTPS                      string // the router's HTTPS (DoH)
 
 	origins, originURLs []string // every origin's; origin and originURL are the first
 	originList          string   // originURLs, comma-separated: what --origin takes
@@ -301,6 +307,7 @@ func (n *network) start(ctx context.Context) error {
 	tcp := []string{n.at.billing, n.at.dns, n.at.dnsHTTP, n.at.resolver, n.at.ca, n.at.caManagement}
 	tcp = append(tcp, n.at.origins...)
 	udp := []string{n.at.dns, n.at.resolver}
+	tcp = append(tcp, n.at.dnsHTTPS)
 	for i := range n.cfg.Peers {
 		tcp = append(tcp, n.addr("127.0.0.1", 7101+i))
 	}
@@ -358,6 +365,7 @@ func (n *network) serviceAddrs() listenAddrs {
 		dns: n.addr("127.0.0.1", 5300), dnsHTTP: n.addr("127.0.0.1", 8053), resolver: n.addr("127.0.0.1", 5301),
 		ca: n.addr("127.0.0.1", 14000), caManagement: n.addr("127.0.0.1", 15000)}
 	a.originURL, a.billingURL, a.dnsURL = "http://"+a.origin, "http://"+a.billing, "http://"+a.dnsHTTP
+	a.dnsHTTPS = n.addr("127.0.0.1", 8453)
 	for i := range n.cfg.Origins {
 		addr := n.addr("127.0.0.1", 7070+i)
 		a.origins, a.originURLs = append(a.origins, addr), append(a.originURLs, "http://"+addr)
@@ -470,19 +478,26 @@ func (n *network) startPeers(ctx context.Context) error {
 // startDNS starts the DNS router, with the devnet's geo database.
 func (n *network) startDNS(ctx context.Context) error {
 	d, dnsURL := n.cfg.Dir, n.at.dnsURL
-	geo := filepath.Join(d, "dns", "geo.mmdb")
+	geo, acme := filepath.Join(d, "dns", "geo.mmdb"), filepath.Join(d, "dns", "acme")
 	if err := os.WriteFile(geo, geoDB, 0o644); err != nil {
 		return fmt.Errorf("devnet: %w", err)
 	}
 	dns := &role{name: "dns", health: dnsURL + "/healthz", log: logPath(d, "dns"),
 		args: []string{"dns", "--listen", n.at.dns, "--http", n.at.dnsHTTP, "--zone", n.cfg.Zone, "--origin", n.at.originList,
 			"--geoip", geo, "--billing", n.at.billingURL, "--billing-epoch", n.cfg.Epoch.String(), "--key", filepath.Join(d, "keys", "dns.key"),
-			"--ca-root", n.info.CACert, "--resolvers", n.at.resolver}}
+			"--ca-root", n.info.CACert, "--resolvers", n.at.resolver,
+			"--https", n.at.dnsHTTPS, "--acme-ca", n.info.CA.URL, "--acme-ca-root", filepath.Join(d, "ca", "pebble-tls.pem"),
+			"--acme-storage", acme}}
+	// The last run's certificate is from the last run's CA.
+	if err := os.RemoveAll(acme); err != nil {
+		return fmt.Errorf("devnet: %w", err)
+	}
 	if err := n.run(ctx, dns); err != nil {
 		return err
 	}
+	_, httpsPort, _ := net.SplitHostPort(n.at.dnsHTTPS)
 	n.info.DNS = DNS{Addr: n.at.dns, Resolver: n.at.resolver, DoH: dnsURL + "/dns-query", API: dnsURL + "/api/v1/edges",
-		Zone: n.cfg.Zone, PID: dns.pid(), Log: dns.log}
+		Zone: n.cfg.Zone, PID: dns.pid(), Log: dns.log, DoHHTTPS: "https://ns1." + n.cfg.Zone + ":" + httpsPort + "/dns-query"}
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package devnet
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -11,6 +12,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -30,8 +33,9 @@ import (
 // loads over HTTP/2 and HTTP/3; plain HTTP by name is
 // redirected, while the probes' ways in stay on HTTP; the custom domain
 // gets a certificate at each edge, while bad.example.test and a flood of
-// made-up names order none (testCustomDomain); and the router refuses a
-// challenge record whose signature is not its peer's.
+// made-up names order none (testCustomDomain); the router refuses a
+// challenge record whose signature is not its peer's; and dig +https
+// answers through the router's own certificate.
 func TestDevnetHTTPS(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end: runs the whole network")
@@ -141,6 +145,51 @@ func TestDevnetHTTPS(t *testing.T) {
 	})
 
 	testCustomDomain(t, info)
+	t.Run("dig +https through the router's own certificate", func(t *testing.T) {
+		if _, err := exec.LookPath("dig"); err != nil {
+			if os.Getenv("TOPCDN_REQUIRE_TOOLS") == "1" {
+				t.Fatal("dig not found and TOPCDN_REQUIRE_TOOLS=1")
+			}
+			t.Skip("dig not found (apt-get install bind9-dnsutils)")
+		}
+		u, err := url.Parse(info.DNS.DoHHTTPS)
+		if err != nil || u.Path != "/dns-query" || u.Hostname() != "ns1."+info.DNS.Zone {
+			t.Fatalf("devnet.json dns.doh_https %q: want https://ns1.%s:PORT/dns-query", info.DNS.DoHHTTPS, info.DNS.Zone)
+		}
+		ip, _, _ := net.SplitHostPort(info.DNS.Addr)
+		args := []string{"@" + ip, "-p", u.Port(), "+https", "+tls-ca=" + info.CACert, "+tls-hostname=" + u.Hostname(),
+			"+short", "+time=3", "+tries=1", site.Host, "A"}
+		// The router orders its certificate as it starts, alongside the
+		// edges': it may still be on its way.
+		var out []byte
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			out, err = exec.Command("dig", args...).CombinedOutput()
+			if err == nil && strings.HasPrefix(string(out), "127.") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("dig %s: %v\n%s", strings.Join(args, " "), err, out)
+			}
+			time.Sleep(time.Second)
+		}
+		edges := map[string]bool{}
+		for _, e := range info.Edges {
+			edges[hostOf(t, e.HTTPSURL)] = true
+		}
+		for _, a := range strings.Fields(string(out)) {
+			if !edges[a] {
+				t.Errorf("dig +https %s: %s is no edge's address (answer %q)", site.Host, a, out)
+			}
+		}
+		// Its own key and certificate, from the devnet's CA, for its name.
+		leaf := peerCert(t, net.JoinHostPort(ip, u.Port()), u.Hostname(), roots)
+		for _, e := range info.Edges {
+			if bytes.Equal(leaf.RawSubjectPublicKeyInfo, peerCert(t, hostPort(t, e.HTTPSURL), site.Host, roots).RawSubjectPublicKeyInfo) {
+				t.Errorf("the router's HTTPS key is the edge's at %s", e.HTTPSURL)
+			}
+		}
+	})
 
 	t.Run("a forged challenge record is refused", func(t *testing.T) {
 		// Signed by a key of its own, in the name of an edge the router
@@ -179,6 +228,16 @@ func dialTo(addr string) func(ctx context.Context, network, _ string) (net.Conn,
 	return func(ctx context.Context, network, _ string) (net.Conn, error) {
 		return (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, network, addr)
 	}
+}
+
+// hostOf returns the host of the URL u.
+func hostOf(t *testing.T, u string) string {
+	t.Helper()
+	p, err := url.Parse(u)
+	if err != nil {
+		t.Fatalf("URL %q: %v", u, err)
+	}
+	return p.Hostname()
 }
 
 // hostPort returns the host:port of the base URL u.

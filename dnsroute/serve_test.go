@@ -4,17 +4,21 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -324,6 +328,75 @@ func TestDig(t *testing.T) {
 	out, err := exec.Command("dig", "@"+host, "-p", port, "+norec", "nope.cdn.test", "A").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "status: NXDOMAIN") || !strings.Contains(string(out), "flags: qr aa") {
 		t.Errorf("dig nope.cdn.test: %v\n%s", err, out)
+	}
+}
+
+// TestDigHTTPS asks the router's DoH handler with ISC dig over HTTPS, as
+// topcdn dns --https serves it: dig speaks DoH over HTTP/2 only, verifies
+// the server's certificate against --tls-ca for --tls-hostname, and
+// posts (+https) or gets (+https-get) the query.
+func TestDigHTTPS(t *testing.T) {
+	if _, err := exec.LookPath("dig"); err != nil {
+		if os.Getenv("TOPCDN_REQUIRE_TOOLS") == "1" {
+			t.Fatal("dig not found and TOPCDN_REQUIRE_TOOLS=1")
+		}
+		t.Skip("dig not found (apt-get install bind9-dnsutils)")
+	}
+	g := newGeoNet(t, Config{})
+	var protos sync.Map // protocols the DoH requests came over
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		protos.Store(req.Proto, true)
+		g.Router.Handler().ServeHTTP(w, req)
+	}))
+	srv.EnableHTTP2 = true
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshake
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	host, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	tests := []struct {
+		name    string
+		args    []string
+		want    string // dig +short output
+		wantErr bool
+	}{
+		{"POST: from 127.0.0.1, Frankfurt first", []string{"+https", "blog.cdn.test", "A"}, "127.1.0.1\n127.2.0.1", false},
+		{"GET", []string{"+https-get", "blog.cdn.test", "A"}, "127.1.0.1\n127.2.0.1", false},
+		{"POST by ECS: Tokyo", []string{"+https", "+subnet=127.2.0.0/24", "blog.cdn.test", "A"}, "127.2.0.1\n127.1.0.1", false},
+		{"dnslink", []string{"+https", "_dnslink.blog.cdn.test", "TXT"}, `"dnslink=/ipns/` + g.origin.names[0].IPNS + `"`, false},
+		{"NXDOMAIN", []string{"+https", "nope.cdn.test", "A"}, "", false},
+		// httptest's certificate is for example.com.
+		{"wrong name for the certificate", []string{"+https", "+tls-hostname=ns1.cdn.test", "blog.cdn.test", "A"}, "", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"@" + host, "-p", port, "+tls-ca=" + ca, "+tls-hostname=example.com",
+				"+short", "+norec", "+time=3", "+tries=1"}, tc.args...)
+			out, err := exec.Command("dig", args...).CombinedOutput()
+			got := strings.TrimSpace(string(out))
+			if tc.wantErr {
+				// dig 9.18 says so on stdout ("TLS peer certificate
+				// verification for … failed: hostname mismatch") and exits 0.
+				if err == nil && !(strings.Contains(got, "verification") && strings.Contains(got, "failed")) {
+					t.Fatalf("dig %s: no error:\n%s", strings.Join(args, " "), got)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("dig %s: %v\n%s", strings.Join(args, " "), err, out)
+			}
+			if got != tc.want {
+				t.Errorf("dig %s:\n%s\nwant\n%s", strings.Join(args, " "), got, tc.want)
+			}
+		})
+	}
+	var seen []string
+	protos.Range(func(k, _ any) bool { seen = append(seen, k.(string)); return true })
+	if !slices.Equal(seen, []string{"HTTP/2.0"}) {
+		t.Errorf("DoH requests came over %v, want HTTP/2.0 only", seen)
 	}
 }
 

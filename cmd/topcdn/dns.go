@@ -9,8 +9,10 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"strconv"
 	"time"
 
+	"github.com/caddyserver/certmagic"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,10 +33,11 @@ func newDNSCmd() *cobra.Command {
 		listen, httpAddr, geoip, keyFile, logLevel string
 		nsAddrs, allowEdges                        []string
 		caRoots, resolvers                         []string
+		https                                      httpsOptions
 		origins, originIDs                         []string
 	)
 	cmd := &cobra.Command{
-		Use:   "dns --zone ZONE --origin URL [--listen ADDR] [--http ADDR] [--geoip FILE.mmdb]",
+		Use:   "dns --zone ZONE --origin URL [--listen ADDR] [--http ADDR] [--https ADDR] [--geoip FILE.mmdb]",
 		Short: "Run the geo-DNS router: steer browsers to nearby healthy edges",
 		Long: `dns is the authoritative DNS server of the CDN's zone. NAME.ZONE (A/AAAA)
 is answered with up to --edges healthy edges, nearest to the client first
@@ -55,10 +58,20 @@ It answers DNS on --listen (UDP and TCP) and serves heartbeats, the edge
 list, DNS-over-HTTPS and metrics on --http. dnsroute/README.md describes the
 answers, health and content probes, and lists every endpoint.
 
-When ready it prints "dns listening on udp+tcp ADDR" and then
-"listening on http://ADDR" on standard output. SIGINT or SIGTERM stop it.`,
+With --https it also serves DNS-over-HTTPS and the API (not metrics) over
+TLS with HTTP/2 on that address, with a certificate for --https-name
+(default ns1.ZONE) that it obtains and renews itself from the ACME CA
+--acme-ca by DNS-01, answering the challenge from its own records. The
+certificate and the ACME account are kept in --acme-storage. Until the
+first certificate is issued, HTTPS handshakes fail; HTTP keeps serving.
+
+When ready it prints "dns listening on udp+tcp ADDR", then (with --https)
+"listening on https://ADDR for NAME", then "listening on http://ADDR" on
+standard output. SIGINT or SIGTERM stop it.`,
 		Example: `  topcdn dns --zone cdn.test --origin http://127.0.0.1:8081 --listen 127.0.0.1:5300 \
-      --http 127.0.0.1:8053 --geoip dnsroute/testdata/geo-test.mmdb`,
+      --http 127.0.0.1:8053 --geoip dnsroute/testdata/geo-test.mmdb
+  topcdn dns --zone cdn.test --origin http://127.0.0.1:8081 --https 127.0.0.1:8453 \
+      --acme-ca https://127.0.0.1:14000/dir --acme-ca-root pebble-tls.pem --acme-storage /var/lib/topcdn/dns-acme`,
 		Args: cobra.NoArgs,
 		RunE: withLogger(&logLevel, func(cmd *cobra.Command, log *zap.Logger) error {
 			var err error
@@ -87,7 +100,7 @@ When ready it prints "dns listening on udp+tcp ADDR" and then
 				cfg.AllowedEdges = append(cfg.AllowedEdges, p)
 			}
 			if len(caRoots) > 0 {
-				if cfg.RootCAs, err = loadRoots(caRoots); err != nil {
+				if cfg.RootCAs, err = loadRoots("--ca-root", caRoots); err != nil {
 					return err
 				}
 			}
@@ -109,7 +122,7 @@ When ready it prints "dns listening on udp+tcp ADDR" and then
 				}
 				cfg.ID = key.ID
 			}
-			return runDNS(cmd.Context(), cmd, listen, httpAddr, cfg, key, reg, log)
+			return runDNS(cmd.Context(), cmd, listen, httpAddr, https, cfg, key, reg, log)
 		}),
 	}
 	f := cmd.Flags()
@@ -135,22 +148,28 @@ When ready it prints "dns listening on udp+tcp ADDR" and then
 	f.StringVar(&keyFile, "key", "", "the router's key file (its peer ID is reported in /healthz)")
 	f.StringSliceVar(&caRoots, "ca-root", nil, "PEM file of root certificates to verify edges' HTTPS against in the HTTPS probes (repeatable; default: the system's roots)")
 	f.StringSliceVar(&resolvers, "resolvers", nil, "DNS servers (IP[:port]) to check custom domains through before setting their ACME challenge records (repeatable; default: none, custom domains refused)")
+	f.StringVar(&https.addr, "https", "", "address to serve DNS-over-HTTPS and the API on over TLS with HTTP/2 (default: none)")
+	f.StringVar(&https.name, "https-name", "", "name of the HTTPS listener's certificate, in the zone (default: ns1.ZONE)")
+	f.StringVar(&https.ca, "acme-ca", certmagic.LetsEncryptProductionCA, "ACME directory URL of the CA that issues the HTTPS certificate")
+	f.StringVar(&https.caRoot, "acme-ca-root", "", "PEM file of the root certificate to verify the ACME CA's own HTTPS against (default: the system's roots)")
+	f.StringVar(&https.storage, "acme-storage", "", "directory for the HTTPS certificate, its key and the ACME account (default: certmagic's, ~/.local/share/certmagic)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	cmd.MarkFlagRequired("zone")
 	cmd.MarkFlagRequired("origin")
 	return cmd
 }
 
-// loadRoots reads PEM files of root certificates into a pool.
-func loadRoots(files []string) (*x509.CertPool, error) {
+// loadRoots reads PEM files of root certificates, given by flag, into a
+// pool.
+func loadRoots(flag string, files []string) (*x509.CertPool, error) {
 	pool := x509.NewCertPool()
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
-			return nil, fmt.Errorf("--ca-root: %w", err)
+			return nil, fmt.Errorf("%s: %w", flag, err)
 		}
 		if !pool.AppendCertsFromPEM(b) {
-			return nil, fmt.Errorf("--ca-root %s: no PEM certificate", f)
+			return nil, fmt.Errorf("%s %s: no PEM certificate", flag, f)
 		}
 	}
 	return pool, nil
@@ -163,7 +182,7 @@ type dnsServers struct {
 	tcp  *dns.Server
 }
 
-func runDNS(ctx context.Context, cmd *cobra.Command, listen, httpAddr string, cfg dnsroute.Config, key *identity.Key,
+func runDNS(ctx context.Context, cmd *cobra.Command, listen, httpAddr string, https httpsOptions, cfg dnsroute.Config, key *identity.Key,
 	reg *prometheus.Registry, log *zap.Logger) error {
 	ua, err := net.ResolveUDPAddr("udp", listen)
 	if err != nil {
@@ -177,6 +196,12 @@ func runDNS(ctx context.Context, cmd *cobra.Command, listen, httpAddr string, cf
 	if err != nil {
 		return err
 	}
+	var certName string
+	if https.addr != "" {
+		if certName, err = https.certName(r.Zone()); err != nil {
+			return err
+		}
+	}
 	pc, tl, err := listenUDPTCP(ua)
 	if err != nil {
 		return fmt.Errorf("dns: %w", err)
@@ -189,6 +214,13 @@ func runDNS(ctx context.Context, cmd *cobra.Command, listen, httpAddr string, cf
 		return fmt.Errorf("dns: %w", err)
 	}
 	defer hl.Close()
+	var sl net.Listener
+	if https.addr != "" {
+		if sl, err = net.Listen("tcp", https.addr); err != nil {
+			return fmt.Errorf("dns: --https: %w", err)
+		}
+		defer sl.Close()
+	}
 
 	srv := dnsServers{tcp: &dns.Server{Listener: tl, Net: "tcp", Handler: r, ReadTimeout: 5 * time.Second,
 		WriteTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }}}
@@ -233,20 +265,43 @@ func runDNS(ctx context.Context, cmd *cobra.Command, listen, httpAddr string, cf
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var httpsFailed <-chan error
+	if sl != nil {
+		self := addr.String()
+		if addr.IP.IsUnspecified() {
+			self = net.JoinHostPort("127.0.0.1", strconv.Itoa(addr.Port))
+		}
+		cm, cache, err := https.certConfig(r, certName, self, log.Named("tls"))
+		if err != nil {
+			return err
+		}
+		stop, failed, err := startHTTPS(sctx, cmd, sl, cm, cache, certName, api, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		httpsFailed = failed
+	}
+	var stopped error
 	go func() {
-		// A DNS listener that fails ends the command.
+		// A DNS or HTTPS listener that fails ends the command.
 		select {
 		case err := <-errc:
 			if err != nil {
 				log.Error("dns server failed", zap.Error(err))
 			}
+			stopped = errors.New("dns: a DNS listener stopped")
+			cancel()
+		case err := <-httpsFailed:
+			log.Error("https server failed", zap.Error(err))
+			stopped = err
 			cancel()
 		case <-sctx.Done():
 		}
 	}()
 	err = serve(sctx, cmd, "dns", hl, mux, background, log)
 	if err == nil && ctx.Err() == nil {
-		return errors.New("dns: a DNS listener stopped")
+		return stopped
 	}
 	return err
 }
