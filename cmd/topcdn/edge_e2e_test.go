@@ -3,6 +3,8 @@ package main
 import (
 	"compress/gzip"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -67,8 +69,10 @@ func TestEdgeWithCaddy(t *testing.T) {
 	// nor cache a wrong byte.
 	rotShards(t, peers[manifest(t, o.url, root).Segments[0].Shards[0].Peer].data)
 
-	// The repository's Caddyfile, pointed at this origin, port and dir.
-	port := freePort(t)
+	// The repository's Caddyfile, pointed at this origin, ports and dir,
+	// with Caddy's own local CA in place of the demo's ACME CA (whose
+	// DNS-01 challenges need the router: the devnet's tests cover that).
+	port, httpsPort := freePort(t), freePort(t)
 	conf, err := os.ReadFile("../../Caddyfile")
 	if err != nil {
 		t.Fatal(err)
@@ -78,7 +82,17 @@ func TestEdgeWithCaddy(t *testing.T) {
 	reports := &edgeReports{}
 	stub := httptest.NewServer(reports)
 	defer stub.Close()
-	c := strings.NewReplacer("http://127.0.0.1:7070", o.url, "http://:8080", fmt.Sprintf("http://:%d", port),
+	acmeTLS := "\ttls {\n\t\tdns topcdn {\n\t\t\trouter http://127.0.0.1:8053\n\t\t\tkey demo/edge.key\n\t\t}\n\t\tresolvers 127.0.0.1:5301\n\t}\n"
+	acmeCA := "\tacme_ca https://127.0.0.1:14000/dir\n\tacme_ca_root demo/ca/pebble-tls.pem\n"
+	for _, s := range []string{acmeTLS, acmeCA, "http_port 8080", "https_port 8443", ":8443 {"} {
+		if !strings.Contains(string(conf), s) {
+			t.Fatalf("the Caddyfile no longer holds %q: update this test with it", s)
+		}
+	}
+	c := strings.NewReplacer(acmeTLS, "\ttls internal\n", acmeCA, "\tlocal_certs\n",
+		"http_port 8080", fmt.Sprintf("http_port %d", port), "https_port 8443", fmt.Sprintf("https_port %d", httpsPort),
+		":8443", fmt.Sprintf(":%d", httpsPort),
+		"http://127.0.0.1:7070", o.url, "http://:8080", fmt.Sprintf("http://:%d", port),
 		"http://127.0.0.1:8080", fmt.Sprintf("http://127.0.0.1:%d", port),
 		"http://127.0.0.1:8053", stub.URL, "http://127.0.0.1:7080", stub.URL, "demo/", dir+"/").Replace(string(conf))
 	caddyfile := filepath.Join(dir, "Caddyfile")
@@ -87,14 +101,30 @@ func TestEdgeWithCaddy(t *testing.T) {
 	}
 	edge := startEdge(t, bin, caddyfile)
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	// Names are served over HTTPS (HTTP/2), verified against the local
+	// CA's root; IP addresses over HTTP, as the router's probes ask.
+	roots := x509.NewCertPool()
+	testkit.WaitFor(t, 30*time.Second, "Caddy's local CA", func() bool {
+		pem, err := os.ReadFile(filepath.Join(dir, "edge-caddy", "pki", "authorities", "local", "root.crt"))
+		return err == nil && roots.AppendCertsFromPEM(pem)
+	})
+	tlsTransport := &http.Transport{DisableCompression: true, ForceAttemptHTTP2: true,
+		TLSClientConfig: &tls.Config{RootCAs: roots},
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, fmt.Sprintf("127.0.0.1:%d", httpsPort))
+		}}
+	defer tlsTransport.CloseIdleConnections()
 	do := func(t *testing.T, method, host, path string, hdr ...string) (*http.Response, string) {
-		req, _ := http.NewRequest(method, base+path, nil)
+		u, client := base+path, &http.Client{Transport: &http.Transport{DisableCompression: true}}
+		if net.ParseIP(host) == nil {
+			u, client = fmt.Sprintf("https://%s:%d%s", host, httpsPort, path), &http.Client{Transport: tlsTransport}
+		}
+		req, _ := http.NewRequest(method, u, nil)
 		req.Host = host
 		for i := 0; i+1 < len(hdr); i += 2 {
 			req.Header.Set(hdr[i], hdr[i+1])
 		}
-		tr := &http.Transport{DisableCompression: true}
-		resp, err := (&http.Client{Transport: tr}).Do(req)
+		resp, err := client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -112,9 +142,19 @@ func TestEdgeWithCaddy(t *testing.T) {
 		}
 		return string(b)
 	}
-	t.Run("the site and an image", func(t *testing.T) {
-		if resp, body := fetch(t, "blog.cdn.test", "/"); resp.StatusCode != 200 || body != want(t, "index.html") {
-			t.Fatalf("site index: HTTP %d, %d bytes", resp.StatusCode, len(body))
+	t.Run("the site and an image, over HTTPS with HTTP/2; plain HTTP redirects", func(t *testing.T) {
+		if resp, body := fetch(t, "blog.cdn.test", "/"); resp.StatusCode != 200 || body != want(t, "index.html") || resp.Proto != "HTTP/2.0" {
+			t.Fatalf("site index: HTTP %d, %s, %d bytes", resp.StatusCode, resp.Proto, len(body))
+		}
+		req, _ := http.NewRequest("GET", base+"/about.html", nil)
+		req.Host = "blog.cdn.test"
+		resp, err := (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusPermanentRedirect || loc != fmt.Sprintf("https://blog.cdn.test:%d/about.html", httpsPort) {
+			t.Fatalf("plain HTTP by name: HTTP %d to %q, want 308 to the HTTPS port", resp.StatusCode, loc)
 		}
 		if resp, body := fetch(t, "blog.cdn.test", "/img/logo.png"); resp.StatusCode != 200 || body != want(t, "img/logo.png") ||
 			resp.Header.Get("Content-Type") != "image/png" {
