@@ -1,0 +1,350 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/topcdn/topcdn/dnsrouteapi"
+	"github.com/topcdn/topcdn/identity"
+)
+
+// edgeDomain is the domain of the simulated edges' URLs: edge i is
+// http://eNNNNN.edges.test:PORT, a host name of its own.
+const edgeDomain = ".edges.test"
+
+// edgeRegions are the /16s the drill's edges and clients sit in, each a
+// city in devnet/geo.mmdb: Frankfurt, Tokyo, São Paulo, Ashburn.
+var edgeRegions = [4]byte{1, 2, 3, 4}
+
+// edgeAddr is the public address of edge i when k addresses are shared
+// by the edges: edges are dealt round-robin over the four regions, and
+// within a region over k/4 addresses 127.R.X.Y (Y from 1 to 250).
+func edgeAddr(i, k int) netip.Addr {
+	per := max(k/len(edgeRegions), 1)
+	r := edgeRegions[i%len(edgeRegions)]
+	j := (i / len(edgeRegions)) % per
+	return netip.AddrFrom4([4]byte{127, r, byte(j / 250), byte(j%250 + 1)})
+}
+
+// simEdgeHost is the host name in edge i's URL.
+func simEdgeHost(i int) string { return fmt.Sprintf("e%05d%s", i, edgeDomain) }
+
+// edgeIndex is the inverse of simEdgeHost, without the port.
+func edgeIndex(host string) (int, bool) {
+	s, ok := strings.CutSuffix(host, edgeDomain)
+	if !ok || len(s) < 2 || s[0] != 'e' {
+		return 0, false
+	}
+	i, err := strconv.Atoi(s[1:])
+	return i, err == nil && i >= 0
+}
+
+// scaleEdges are n simulated edges: keys from seeds, and one HTTP server
+// that answers every edge's health probe, on each of the edges' shared
+// addresses at one port, naming the edge by the request's Host.
+type scaleEdges struct {
+	keys  []*identity.Key
+	addrs []netip.Addr // edge i's public address
+	port  int
+	// health is {"peer":ID} of edge i, what its health probe answers.
+	health [][]byte
+	srv    *http.Server
+	// probes counts the health probes answered.
+	probes atomic.Int64
+}
+
+// newScaleEdges makes n edges over k addresses and starts their server.
+func newScaleEdges(n, k int) (*scaleEdges, error) {
+	e := &scaleEdges{keys: make([]*identity.Key, n), addrs: make([]netip.Addr, n), health: make([][]byte, n)}
+	var wg sync.WaitGroup
+	var firstErr atomic.Pointer[error]
+	for w := range runtime.NumCPU() {
+		wg.Go(func() {
+			for i := w; i < n; i += runtime.NumCPU() {
+				key, err := seedKey("edge", i)
+				if err != nil {
+					firstErr.Store(&err)
+					return
+				}
+				e.keys[i] = key
+				e.health[i], _ = json.Marshal(map[string]string{"peer": key.ID.String()})
+			}
+		})
+	}
+	wg.Wait()
+	if p := firstErr.Load(); p != nil {
+		return nil, *p
+	}
+	distinct := map[netip.Addr]bool{}
+	for i := range n {
+		e.addrs[i] = edgeAddr(i, k)
+		distinct[e.addrs[i]] = true
+	}
+	listen := make([]netip.Addr, 0, len(distinct))
+	for a := range distinct {
+		listen = append(listen, a)
+	}
+	slices.SortFunc(listen, netip.Addr.Compare)
+	e.srv = &http.Server{Handler: http.HandlerFunc(e.serveHealth), ReadHeaderTimeout: 10 * time.Second}
+	lns, err := listenAllOnOnePort(listen)
+	if err != nil {
+		return nil, fmt.Errorf("simulated edges: %w", err)
+	}
+	e.port = lns[0].Addr().(*net.TCPAddr).Port
+	for _, ln := range lns {
+		go e.srv.Serve(ln)
+	}
+	return e, nil
+}
+
+// listenAllOnOnePort listens on every address at one port (an edge's URL
+// and its address share the port), trying a few ports.
+func listenAllOnOnePort(addrs []netip.Addr) ([]net.Listener, error) {
+	var lastErr error
+	for range 10 {
+		first, err := net.Listen("tcp", netip.AddrPortFrom(addrs[0], 0).String())
+		if err != nil {
+			return nil, err
+		}
+		port := uint16(first.Addr().(*net.TCPAddr).Port)
+		lns := []net.Listener{first}
+		for _, a := range addrs[1:] {
+			ln, err := net.Listen("tcp", netip.AddrPortFrom(a, port).String())
+			if err != nil {
+				lastErr = err
+				break
+			}
+			lns = append(lns, ln)
+		}
+		if len(lns) == len(addrs) {
+			return lns, nil
+		}
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}
+	return nil, fmt.Errorf("no port free on all %d addresses: %w", len(addrs), lastErr)
+}
+
+func (e *scaleEdges) serveHealth(w http.ResponseWriter, r *http.Request) {
+	host, _, err := net.SplitHostPort(r.Host)
+	if err != nil {
+		host = r.Host
+	}
+	i, ok := edgeIndex(host)
+	if !ok || i >= len(e.health) || r.URL.Path != dnsrouteapi.HealthPath {
+		http.NotFound(w, r)
+		return
+	}
+	e.probes.Add(1)
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(e.health[i])
+}
+
+func (e *scaleEdges) close() { e.srv.Close() }
+
+// routerClient is the router's HTTP client: the stock one (5 s timeout,
+// Go's default transport and pooling), but an edge's host name resolves
+// to the edge's address, as DNS would; every other host is dialled as is.
+func (e *scaleEdges) routerClient() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.Proxy = nil
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	t.DialContext = func(ctx context.Context, network, hostport string) (net.Conn, error) {
+		host, port, err := net.SplitHostPort(hostport)
+		if err != nil {
+			return nil, err
+		}
+		if i, ok := edgeIndex(host); ok {
+			if i >= len(e.addrs) {
+				return nil, fmt.Errorf("no simulated edge %s", host)
+			}
+			hostport = net.JoinHostPort(e.addrs[i].String(), port)
+		}
+		return d.DialContext(ctx, network, hostport)
+	}
+	return &http.Client{Timeout: 5 * time.Second, Transport: t}
+}
+
+// heartbeat is edge i's heartbeat made at t with load (of a capacity of
+// 1000), sent every interval.
+func (e *scaleEdges) heartbeat(i int, t time.Time, load float64, interval time.Duration) dnsrouteapi.Heartbeat {
+	return dnsrouteapi.Heartbeat{Peer: e.keys[i].ID.String(), Addrs: []string{e.addrs[i].String()},
+		URL: "http://" + simEdgeHost(i) + ":" + strconv.Itoa(e.port), Capacity: 1000, Load: load,
+		IntervalMS: interval.Milliseconds(), Time: t.UTC()}
+}
+
+// baseLoad is edge i's usual load: 0 to 27% of its capacity.
+func baseLoad(i int) float64 { return float64(i%10) * 30 }
+
+// beat is one heartbeat to send: by edge, made at t with load, sent at at
+// (zero: as soon as possible), and its signed envelope as JSON.
+type beat struct {
+	edge int
+	t    time.Time
+	load float64
+	at   time.Time
+	body []byte
+}
+
+// signBeats signs the heartbeats of beats (edge, t and load set) on every
+// core.
+func (e *scaleEdges) signBeats(beats []beat, interval time.Duration) error {
+	var next atomic.Int64
+	var firstErr atomic.Pointer[error]
+	var wg sync.WaitGroup
+	for range runtime.NumCPU() {
+		wg.Go(func() {
+			for firstErr.Load() == nil {
+				j := int(next.Add(1)) - 1
+				if j >= len(beats) {
+					return
+				}
+				b := &beats[j]
+				env, err := e.keys[b.edge].Sign(dnsrouteapi.TypeHeartbeat, e.heartbeat(b.edge, b.t, b.load, interval))
+				if err == nil {
+					b.body, err = json.Marshal(env)
+				}
+				if err != nil {
+					firstErr.Store(&err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if p := firstErr.Load(); p != nil {
+		return fmt.Errorf("signing heartbeats: %w", *p)
+	}
+	return nil
+}
+
+// beatResult is what sending heartbeats gave: each accepted one's latency
+// and the refusals.
+type beatResult struct {
+	wall    time.Duration
+	lat     []time.Duration
+	refused int
+	errs    []string // the first few refusals
+}
+
+// heartbeatSender posts heartbeats to a router over a pool of keep-alive
+// connections, as many as requests in flight (the edges' own connections
+// would be one each: at 10,000 edges, 20,000 descriptors in this one
+// process).
+type heartbeatSender struct {
+	client   *http.Client
+	url      string
+	inflight int
+}
+
+func newHeartbeatSender(routerURL string, inflight int) *heartbeatSender {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.Proxy = nil
+	t.MaxIdleConnsPerHost, t.MaxConnsPerHost = inflight, inflight
+	return &heartbeatSender{client: &http.Client{Timeout: time.Minute, Transport: t},
+		url: strings.TrimSuffix(routerURL, "/") + dnsrouteapi.HeartbeatPath, inflight: inflight}
+}
+
+// post sends one heartbeat; the router answers 204 when it accepts it.
+func (s *heartbeatSender) post(ctx context.Context, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return err
+	}
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(msg)))
+	}
+	return nil
+}
+
+// send posts beats. Without a schedule (at zero) it keeps inflight
+// requests going as fast as the router takes them and times each;
+// otherwise each is sent at its time, and its latency runs from then, so
+// that a router falling behind shows in it.
+func (s *heartbeatSender) send(ctx context.Context, beats []beat) beatResult {
+	jobs := make(chan beat, len(beats))
+	var (
+		mu  sync.Mutex
+		res beatResult
+	)
+	var wg sync.WaitGroup
+	for range s.inflight {
+		wg.Go(func() {
+			var lat []time.Duration
+			refused, errs := 0, []string(nil)
+			for b := range jobs {
+				start := b.at
+				if start.IsZero() {
+					start = time.Now()
+				}
+				if err := s.post(ctx, b.body); err != nil {
+					if ctx.Err() != nil {
+						break
+					}
+					refused++
+					if len(errs) < 3 {
+						errs = append(errs, err.Error())
+					}
+					continue
+				}
+				lat = append(lat, time.Since(start))
+			}
+			mu.Lock()
+			res.lat = append(res.lat, lat...)
+			res.refused += refused
+			res.errs = append(res.errs, errs...)
+			mu.Unlock()
+		})
+	}
+	t0 := time.Now()
+	for _, b := range beats {
+		if !b.at.IsZero() {
+			if d := time.Until(b.at); d > time.Millisecond {
+				select {
+				case <-ctx.Done():
+				case <-time.After(d):
+				}
+			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		jobs <- b
+	}
+	close(jobs)
+	wg.Wait()
+	res.wall = time.Since(t0)
+	return res
+}
+
+// errSummary formats a sending's refusals, or "" if none.
+func (r beatResult) errSummary() string {
+	if r.refused == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d refused, e.g. %s", r.refused, strings.Join(r.errs, "; "))
+}
+
+var errNotHealthy = errors.New("edges not healthy in time")

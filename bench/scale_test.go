@@ -1,0 +1,170 @@
+package main
+
+import (
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+func TestParseSizes(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    []int
+		wantErr bool
+	}{
+		{in: "1000,10000", want: []int{1000, 10000}},
+		{in: "100_000", want: []int{100000}},
+		{in: " 5 , 7", want: []int{5, 7}},
+		{in: "0", wantErr: true},
+		{in: "10,", wantErr: true},
+		{in: "ten", wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.in, func(t *testing.T) {
+			got, err := parseSizes(tc.in)
+			if (err != nil) != tc.wantErr || !slices.Equal(got, tc.want) {
+				t.Fatalf("parseSizes(%q) = %v, %v; want %v (error %v)", tc.in, got, err, tc.want, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	var ds []time.Duration
+	for i := 100; i >= 1; i-- {
+		ds = append(ds, time.Duration(i)*time.Millisecond)
+	}
+	tests := []struct {
+		p    float64
+		want time.Duration
+	}{
+		{0.5, 50 * time.Millisecond},
+		{0.99, 99 * time.Millisecond},
+		{1, 100 * time.Millisecond},
+		{0, time.Millisecond},
+	}
+	for _, tc := range tests {
+		if got := percentile(ds, tc.p); got != tc.want {
+			t.Errorf("percentile(1..100 ms, %v) = %v, want %v", tc.p, got, tc.want)
+		}
+	}
+	if got := percentile(nil, 0.5); got != 0 {
+		t.Errorf("percentile of nothing = %v", got)
+	}
+	if ds[0] != 100*time.Millisecond {
+		t.Error("percentile sorted its input")
+	}
+	if got := medianOf([]float64{3, 1, 2, 10}); got != 2.5 {
+		t.Errorf("medianOf = %v, want 2.5", got)
+	}
+}
+
+// TestEdgeAddr: edges are dealt over the four regions of the geo
+// database, sharing k addresses, and every address is a usable loopback
+// address in its region's /16.
+func TestEdgeAddr(t *testing.T) {
+	const k = 1024
+	seen := map[netip.Addr]int{}
+	for i := range 10000 {
+		a := edgeAddr(i, k)
+		b := a.As4()
+		if b[0] != 127 || b[1] != edgeRegions[i%4] || b[3] == 0 || b[3] > 250 {
+			t.Fatalf("edgeAddr(%d) = %v", i, a)
+		}
+		seen[a]++
+	}
+	if len(seen) != k {
+		t.Fatalf("%d distinct addresses, want %d", len(seen), k)
+	}
+	if edgeAddr(3, 4) != netip.MustParseAddr("127.4.0.1") || edgeAddr(4, 8) != netip.MustParseAddr("127.1.0.2") {
+		t.Fatalf("edgeAddr(3, 4) = %v, edgeAddr(4, 8) = %v", edgeAddr(3, 4), edgeAddr(4, 8))
+	}
+}
+
+func TestEdgeHost(t *testing.T) {
+	for _, i := range []int{0, 7, 9999, 123456} {
+		if got, ok := edgeIndex(simEdgeHost(i)); !ok || got != i {
+			t.Errorf("edgeIndex(simEdgeHost(%d)) = %d, %v", i, got, ok)
+		}
+	}
+	for _, h := range []string{"127.0.0.1", "e.edges.test", "x00001.edges.test", "e00001.edges.test.evil", "e-1.edges.test"} {
+		if _, ok := edgeIndex(h); ok {
+			t.Errorf("edgeIndex(%q) took it", h)
+		}
+	}
+}
+
+// TestECSQuery: the load's queries carry the subnet asked for, and a
+// response counts as answered only for the query's ID, NOERROR and an
+// answer.
+func TestECSQuery(t *testing.T) {
+	sub := ecsSubnet(6) // region 2 (Tokyo), second subnet
+	if sub != netip.MustParseAddr("127.3.1.0") {
+		t.Fatalf("ecsSubnet(6) = %v", sub)
+	}
+	raw, err := ecsQuery("s000001.cdn.test.", 42, sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := new(dns.Msg)
+	if err := q.Unpack(raw); err != nil {
+		t.Fatal(err)
+	}
+	e, ok := q.IsEdns0().Option[0].(*dns.EDNS0_SUBNET)
+	if !ok || e.SourceNetmask != 24 || !e.Address.Equal(sub.AsSlice()) || q.Id != 42 {
+		t.Fatalf("query %v", q)
+	}
+	reply := func(rcode int, answers int) []byte {
+		m := new(dns.Msg)
+		m.SetRcode(q, rcode)
+		for range answers {
+			rr, _ := dns.NewRR("s000001.cdn.test. 30 IN A 127.3.0.1")
+			m.Answer = append(m.Answer, rr)
+		}
+		b, _ := m.Pack()
+		return b
+	}
+	tests := []struct {
+		name string
+		resp []byte
+		id   uint16
+		want bool
+	}{
+		{"answer", reply(dns.RcodeSuccess, 2), 42, true},
+		{"other ID", reply(dns.RcodeSuccess, 2), 43, false},
+		{"nodata", reply(dns.RcodeSuccess, 0), 42, false},
+		{"servfail", reply(dns.RcodeServerFailure, 0), 42, false},
+		{"short", []byte{0, 42}, 42, false},
+	}
+	for _, tc := range tests {
+		if got := answered(tc.resp, tc.id); got != tc.want {
+			t.Errorf("%s: answered = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestGrowth(t *testing.T) {
+	if got := growth(2, 5); got != "×2.50" {
+		t.Errorf("growth(2, 5) = %q", got)
+	}
+	if got := growth(0, 5); got != "" {
+		t.Errorf("growth(0, 5) = %q", got)
+	}
+}
+
+// TestEdgeSites: each edge serves sitesPerEdge distinct sites.
+func TestEdgeSites(t *testing.T) {
+	for _, i := range []int{0, 1, 199, 9999} {
+		seen := map[int]bool{}
+		for j := range sitesPerEdge {
+			s := edgeSite(i, j)
+			if s < 0 || s >= scaleSites || seen[s] {
+				t.Fatalf("edge %d: site %d", i, s)
+			}
+			seen[s] = true
+		}
+	}
+}
