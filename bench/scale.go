@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,12 +35,15 @@ type scaleConfig struct {
 	dnsInflight    int
 	addrs          int
 	polls          int
+	coldRounds     int
+	ramp           int
 	records        int
 	epoch          time.Duration
 	billingWorkers int
 	billing        bool
 	timeout        time.Duration
 	jsonOut        string
+	cpuProfile     string
 }
 
 // scaleReport is what `bench scale` prints and writes with -json.
@@ -95,17 +99,20 @@ func runScale(ctx context.Context, args []string) error {
 	fset.BoolVar(&cfg.originSQLite, "origin-sqlite", false, "the origin on SQLite (its default) instead of PostgreSQL")
 	fset.IntVar(&cfg.claimWorkers, "claim-workers", 8, "concurrent ClaimName calls")
 	fset.IntVar(&cfg.apiRuns, "api-runs", 5, "GET /api/v1/names runs")
-	fset.DurationVar(&cfg.duration, "duration", 30*time.Second, "sustained heartbeat phase (whole heartbeat intervals of 10 s)")
+	fset.DurationVar(&cfg.duration, "duration", 30*time.Second, "sustained window: heartbeats and the DNS load together")
 	fset.IntVar(&cfg.inflight, "inflight", 64, "heartbeats in flight (connections to the router)")
 	fset.IntVar(&cfg.dnsInflight, "dns-inflight", 64, "DNS queries in flight")
 	fset.IntVar(&cfg.addrs, "addrs", 1024, "distinct edge addresses (each a listener; edges share them beyond)")
 	fset.IntVar(&cfg.polls, "polls", 3, "timed names polls and name changes per edge count")
+	fset.IntVar(&cfg.coldRounds, "cold-rounds", 12, "heartbeat intervals (10 s) the edges get to turn healthy once all joined")
+	fset.IntVar(&cfg.ramp, "ramp", 1000, "edges joining the fresh router per heartbeat interval (0: all at once)")
 	fset.IntVar(&cfg.records, "records", 50, "records in each edge's batch")
 	fset.DurationVar(&cfg.epoch, "epoch", time.Minute, "billing epoch length")
 	fset.IntVar(&cfg.billingWorkers, "billing-workers", 4, "concurrent admissions and batch ingests")
 	fset.BoolVar(&cfg.billing, "billing", true, "run the billing epoch")
 	fset.DurationVar(&cfg.timeout, "timeout", 30*time.Minute, "stop the drill after this long")
 	fset.StringVar(&cfg.jsonOut, "json", "", "also write the figures as JSON to this file")
+	fset.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole drill (go tool pprof) to this file")
 	if err := fset.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -117,13 +124,24 @@ func runScale(ctx context.Context, args []string) error {
 		return fmt.Errorf("scale: -edges: %w", err)
 	}
 	if cfg.names < 1 || cfg.claimWorkers < 1 || cfg.apiRuns < 1 || cfg.inflight < 1 || cfg.dnsInflight < 1 || cfg.addrs < 4 ||
-		cfg.polls < 1 || cfg.records < 1 || cfg.records > billingapi.MaxRecords || cfg.billingWorkers < 1 ||
-		cfg.epoch < time.Second || cfg.epoch%time.Second != 0 || cfg.duration < scaleHeartbeatInterval {
-		return errors.New("scale: -names, -claim-workers, -api-runs, -inflight, -dns-inflight, -polls, -records (at most " +
-			strconv.Itoa(billingapi.MaxRecords) + "), -billing-workers positive; -addrs at least 4; -epoch whole seconds; -duration at least 10s")
+		cfg.polls < 1 || cfg.coldRounds < 1 || cfg.records < 1 || cfg.records > billingapi.MaxRecords || cfg.billingWorkers < 1 ||
+		cfg.epoch < time.Second || cfg.epoch%time.Second != 0 || cfg.duration < time.Second {
+		return errors.New("scale: -names, -claim-workers, -api-runs, -inflight, -dns-inflight, -polls, -cold-rounds, -records (at most " +
+			strconv.Itoa(billingapi.MaxRecords) + "), -billing-workers positive; -addrs at least 4; -epoch whole seconds; -duration at least 1s")
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
 	defer cancel()
+	if cfg.cpuProfile != "" {
+		f, err := os.Create(cfg.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	rep, err := scaleDrill(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("scale: %w", err)
@@ -155,7 +173,7 @@ func scaleDrill(ctx context.Context, cfg *scaleConfig) (*scaleReport, error) {
 	}
 	defer os.RemoveAll(work)
 	logf := func(format string, args ...any) { fmt.Fprintf(os.Stderr, "scale: "+format+"\n", args...) }
-	logf("1-minute load %.2f on %d CPUs", rep.Load1Start, runtime.NumCPU())
+	logf("1-minute load %.2f on %d CPUs; open files limit %d", rep.Load1Start, runtime.NumCPU(), raiseFileLimit(1<<18))
 
 	var pg *pgServer
 	if cfg.pgDSN != "" {
@@ -323,14 +341,16 @@ func printScale(w io.Writer, cfg *scaleConfig, rep *scaleReport) {
 	fmt.Fprintf(w, "  GET /api/v1/names             p50 %.0f ms, max %.0f ms, %.1f MB (%d runs)\n", n.APIP50Ms, n.APIMaxMs, float64(n.APIBytes)/1e6, n.APIRuns)
 
 	router := []scaleRow{
-		{"registration: first heartbeats/s", "%.0f", func(r scaleRun) float64 { return r.Router.RegisterPerSec }},
-		{"registration: p99 ms", "%.1f", func(r scaleRun) float64 { return r.Router.RegisterP99Ms }},
-		{"registration: s until all healthy", "%.1f", func(r scaleRun) float64 { return r.Router.HealthySeconds }},
+		{"start: edges joining per 10 s", "%.0f", func(r scaleRun) float64 { return float64(r.Router.Ramp) }},
+		{"start: s until all healthy", "%.1f", func(r scaleRun) float64 { return r.Router.HealthySeconds }},
+		{"start: heartbeat p99 ms", "%.1f", func(r scaleRun) float64 { return r.Router.ColdP99Ms }},
+		{"start: heartbeats not accepted", "%.0f", func(r scaleRun) float64 { return float64(r.Router.ColdFailed) }},
 		{"heartbeats offered/s (every 10 s)", "%.0f", func(r scaleRun) float64 { return r.Router.OfferedPerSec }},
 		{"heartbeats accepted/s", "%.0f", func(r scaleRun) float64 { return r.Router.AcceptedPerSec }},
 		{"heartbeat p50 ms", "%.2f", func(r scaleRun) float64 { return r.Router.HeartbeatP50Ms }},
 		{"heartbeat p99 ms", "%.2f", func(r scaleRun) float64 { return r.Router.HeartbeatP99Ms }},
-		{"heartbeats refused", "%.0f", func(r scaleRun) float64 { return float64(r.Router.Refused) }},
+		{"heartbeats not accepted", "%.0f", func(r scaleRun) float64 { return float64(r.Router.Failed) }},
+		{"heartbeats not accepted, whole phase", "%.0f", func(r scaleRun) float64 { return float64(r.Router.FailedAll) }},
 		{"burst heartbeats/s (64 in flight)", "%.0f", func(r scaleRun) float64 { return r.Router.BurstPerSec }},
 		{"burst p99 ms", "%.1f", func(r scaleRun) float64 { return r.Router.BurstP99Ms }},
 		{"AcceptHeartbeat p50 µs (no change)", "%.0f", func(r scaleRun) float64 { return r.Router.AcceptPlainUs }},

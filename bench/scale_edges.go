@@ -233,13 +233,71 @@ func (e *scaleEdges) signBeats(beats []beat, interval time.Duration) error {
 	return nil
 }
 
-// beatResult is what sending heartbeats gave: each accepted one's latency
-// and the refusals.
-type beatResult struct {
-	wall    time.Duration
-	lat     []time.Duration
-	refused int
-	errs    []string // the first few refusals
+// sent is one heartbeat sent: when it was due (its schedule's time, or
+// when a worker took it), when the router answered, and its refusal.
+type sent struct {
+	due, done time.Time
+	err       error
+}
+
+// What becomes of a scheduled heartbeat that a real edge would not have
+// sent, or would have given up on: its heartbeat loop sends one at a time,
+// each with a timeout of one interval, and skips the ticks that come while
+// one is out.
+var (
+	errSkipped  = errors.New("skipped: the edge's previous heartbeat was still out")
+	errTimedOut = errors.New("timed out: no answer within one interval")
+)
+
+// beatStats sums up heartbeats: the accepted ones' latencies (from when
+// each was due), those the router refused (with the first few errors),
+// those that timed out and those skipped.
+type beatStats struct {
+	lat      []time.Duration
+	refused  int
+	timedOut int
+	skipped  int
+	errs     []string
+}
+
+// statsOf sums up the heartbeats of ss due in [from, to) (zero times: no
+// bound).
+func statsOf(ss []sent, from, to time.Time) beatStats {
+	var st beatStats
+	for _, s := range ss {
+		if !from.IsZero() && s.due.Before(from) || !to.IsZero() && !s.due.Before(to) {
+			continue
+		}
+		switch {
+		case s.err == nil:
+			st.lat = append(st.lat, s.done.Sub(s.due))
+		case errors.Is(s.err, errSkipped):
+			st.skipped++
+		case errors.Is(s.err, errTimedOut):
+			st.timedOut++
+		default:
+			st.refused++
+			if len(st.errs) < 3 {
+				st.errs = append(st.errs, s.err.Error())
+			}
+		}
+	}
+	return st
+}
+
+// failed counts the heartbeats not accepted.
+func (st beatStats) failed() int { return st.refused + st.timedOut + st.skipped }
+
+// errSummary formats what was not accepted, or "" if nothing.
+func (st beatStats) errSummary() string {
+	if st.failed() == 0 {
+		return ""
+	}
+	s := fmt.Sprintf("%d refused, %d timed out, %d skipped", st.refused, st.timedOut, st.skipped)
+	if len(st.errs) > 0 {
+		s += "; e.g. " + strings.Join(st.errs, "; ")
+	}
+	return s
 }
 
 // heartbeatSender posts heartbeats to a router over a pool of keep-alive
@@ -279,46 +337,51 @@ func (s *heartbeatSender) post(ctx context.Context, body []byte) error {
 	return nil
 }
 
-// send posts beats. Without a schedule (at zero) it keeps inflight
-// requests going as fast as the router takes them and times each;
-// otherwise each is sent at its time, and its latency runs from then, so
-// that a router falling behind shows in it.
-func (s *heartbeatSender) send(ctx context.Context, beats []beat) beatResult {
+// send posts beats and returns what became of each one due before ctx
+// ended. Without a schedule (at zero) it keeps inflight requests going as
+// fast as the router takes them. With one, each is sent at its time, and
+// its latency runs from then, so that a router falling behind shows in
+// it; and as a real edge would, an edge sends one at a time: a heartbeat
+// due while the edge's previous one is still out is skipped, and one not
+// answered within the interval (waiting for a connection here counts)
+// is given up.
+func (s *heartbeatSender) send(ctx context.Context, beats []beat, interval time.Duration) []sent {
 	jobs := make(chan beat, len(beats))
-	var (
-		mu  sync.Mutex
-		res beatResult
-	)
+	edges := 0
+	for _, b := range beats {
+		edges = max(edges, b.edge+1)
+	}
+	out := make(chan []sent, s.inflight+1)
+	pending := make([]atomic.Bool, edges)
 	var wg sync.WaitGroup
 	for range s.inflight {
 		wg.Go(func() {
-			var lat []time.Duration
-			refused, errs := 0, []string(nil)
+			var mine []sent
+			defer func() { out <- mine }()
 			for b := range jobs {
-				start := b.at
-				if start.IsZero() {
-					start = time.Now()
-				}
-				if err := s.post(ctx, b.body); err != nil {
-					if ctx.Err() != nil {
-						break
-					}
-					refused++
-					if len(errs) < 3 {
-						errs = append(errs, err.Error())
-					}
+				due := b.at
+				if due.IsZero() {
+					due = time.Now()
+				} else if time.Since(due) > interval {
+					mine = append(mine, sent{due: due, done: time.Now(), err: errTimedOut})
+					pending[b.edge].Store(false)
 					continue
 				}
-				lat = append(lat, time.Since(start))
+				rctx, cancel := context.WithDeadline(ctx, due.Add(interval))
+				err := s.post(rctx, b.body)
+				cancel()
+				pending[b.edge].Store(false)
+				switch {
+				case err != nil && ctx.Err() != nil:
+					return // stopped, not refused
+				case err != nil && rctx.Err() != nil:
+					err = errTimedOut
+				}
+				mine = append(mine, sent{due: due, done: time.Now(), err: err})
 			}
-			mu.Lock()
-			res.lat = append(res.lat, lat...)
-			res.refused += refused
-			res.errs = append(res.errs, errs...)
-			mu.Unlock()
 		})
 	}
-	t0 := time.Now()
+	var skipped []sent
 	for _, b := range beats {
 		if !b.at.IsZero() {
 			if d := time.Until(b.at); d > time.Millisecond {
@@ -327,6 +390,11 @@ func (s *heartbeatSender) send(ctx context.Context, beats []beat) beatResult {
 				case <-time.After(d):
 				}
 			}
+			if ctx.Err() == nil && pending[b.edge].Load() {
+				skipped = append(skipped, sent{due: b.at, done: b.at, err: errSkipped})
+				continue
+			}
+			pending[b.edge].Store(true)
 		}
 		if ctx.Err() != nil {
 			break
@@ -335,16 +403,26 @@ func (s *heartbeatSender) send(ctx context.Context, beats []beat) beatResult {
 	}
 	close(jobs)
 	wg.Wait()
-	res.wall = time.Since(t0)
-	return res
-}
-
-// errSummary formats a sending's refusals, or "" if none.
-func (r beatResult) errSummary() string {
-	if r.refused == 0 {
-		return ""
+	close(out)
+	for mine := range out {
+		skipped = append(skipped, mine...)
 	}
-	return fmt.Sprintf("%d refused, e.g. %s", r.refused, strings.Join(r.errs, "; "))
+	return skipped
 }
 
-var errNotHealthy = errors.New("edges not healthy in time")
+// wallOf is the time from the first heartbeat due to the last answered.
+func wallOf(ss []sent) time.Duration {
+	if len(ss) == 0 {
+		return 0
+	}
+	first, last := ss[0].due, ss[0].done
+	for _, s := range ss {
+		if s.due.Before(first) {
+			first = s.due
+		}
+		if s.done.After(last) {
+			last = s.done
+		}
+	}
+	return last.Sub(first)
+}

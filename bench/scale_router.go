@@ -26,11 +26,16 @@ const scaleHeartbeatInterval = dnsrouteapi.DefaultHeartbeatInterval
 // routerResult is what the router phase measured at one edge count.
 type routerResult struct {
 	Edges int `json:"edges"`
-	// Registration: every edge's first heartbeat, as fast as the router
-	// takes them, then until the router has probed every edge healthy.
-	RegisterPerSec float64 `json:"register_per_sec"`
-	RegisterP99Ms  float64 `json:"register_p99_ms"`
-	HealthySeconds float64 `json:"all_healthy_seconds"`
+	// Start: the edges join a router that knows none (and no names yet),
+	// -ramp of them per 10 s, each heartbeating every 10 s from then on:
+	// until the router probed every edge healthy, and the heartbeats'
+	// latency and failures meanwhile.
+	Ramp           int     `json:"ramp_edges_per_interval"`
+	HealthySeconds float64 `json:"cold_all_healthy_seconds"`
+	ColdP99Ms      float64 `json:"cold_heartbeat_p99_ms"`
+	// ColdFailed counts the heartbeats not accepted meanwhile: refused,
+	// timed out or skipped (see heartbeatSender.send).
+	ColdFailed int `json:"cold_heartbeats_failed"`
 	// Heap in use after GC: what N edges and then the names added.
 	HeapPerEdgeBytes float64 `json:"heap_per_edge_bytes"`
 	HeapPerNameBytes float64 `json:"heap_per_name_bytes"`
@@ -45,12 +50,15 @@ type routerResult struct {
 	// (load moved by a 5% step), each of which rebuilds the snapshot.
 	AcceptPlainUs   float64 `json:"accept_plain_us"`
 	AcceptRebuildMs float64 `json:"accept_rebuild_ms"`
-	// Sustained: every edge every 10 s, spread, while the DNS load runs.
+	// Sustained: every edge every 10 s, spread, with every name served,
+	// while the DNS load runs.
 	OfferedPerSec  float64 `json:"heartbeats_offered_per_sec"`
 	AcceptedPerSec float64 `json:"heartbeats_accepted_per_sec"`
 	HeartbeatP50Ms float64 `json:"heartbeat_p50_ms"`
 	HeartbeatP99Ms float64 `json:"heartbeat_p99_ms"`
-	Refused        int     `json:"heartbeats_refused"`
+	Failed         int     `json:"heartbeats_failed"`
+	// FailedAll counts the heartbeats not accepted over the whole phase.
+	FailedAll int `json:"heartbeats_failed_all"`
 	// Burst: one more heartbeat per edge, 64 in flight, no schedule.
 	BurstPerSec float64 `json:"burst_heartbeats_per_sec"`
 	BurstP99Ms  float64 `json:"burst_p99_ms"`
@@ -69,6 +77,7 @@ type routerResult struct {
 
 // routerPhase is one router and its simulated edges.
 type routerPhase struct {
+	n       int // edges heartbeating; edge n is timeAccept's
 	cfg     *scaleConfig
 	so      *scaleOrigin
 	edges   *scaleEdges
@@ -84,11 +93,11 @@ type routerPhase struct {
 // startRouterPhase starts a router whose origin is the gate (closed) and
 // n edges' health server.
 func startRouterPhase(ctx context.Context, cfg *scaleConfig, so *scaleOrigin, geo *dnsroute.GeoDB, n int) (*routerPhase, error) {
-	edges, err := newScaleEdges(n, cfg.addrs)
+	edges, err := newScaleEdges(n+1, cfg.addrs)
 	if err != nil {
 		return nil, err
 	}
-	p := &routerPhase{cfg: cfg, so: so, edges: edges, gate: &namesGate{origin: so.o.Handler()}, reg: prometheus.NewRegistry()}
+	p := &routerPhase{n: n, cfg: cfg, so: so, edges: edges, gate: &namesGate{origin: so.o.Handler()}, reg: prometheus.NewRegistry()}
 	var stops []func()
 	p.stop = func() {
 		for i := len(stops) - 1; i >= 0; i-- {
@@ -200,43 +209,93 @@ func heapInUse() uint64 {
 	return m.HeapInuse
 }
 
+// scheduleBeats lays out the heartbeats of n edges over rounds intervals:
+// ramp edges join per interval, and each sends one per interval from then
+// on, the edges' sends spread evenly over the interval. Each beat's at is
+// its offset from the zero time (the caller adds the start).
+func scheduleBeats(n, ramp, rounds int, iv time.Duration) []beat {
+	var beats []beat
+	for k := range rounds {
+		for i := range min(n, (k+1)*ramp) {
+			off := time.Duration(k)*iv + time.Duration(i)*iv/time.Duration(n)
+			beats = append(beats, beat{edge: i, load: baseLoad(i), at: time.Time{}.Add(off)})
+		}
+	}
+	return beats
+}
+
+// phaseSlack is the time the schedule leaves, past the cold start and
+// before the sustained window, for the names polls (the router polls
+// every 5 s), the stream to come up (within 15 s) and the timed changes.
+func phaseSlack(polls int) time.Duration { return 45*time.Second + time.Duration(polls)*10*time.Second }
+
 // run measures the phase; extra are names to claim during it (one per
-// timed names poll and name change).
+// timed names poll and name change). Every edge heartbeats every 10 s
+// throughout, from a schedule signed before it starts.
 func (p *routerPhase) run(ctx context.Context, extra []scaleName) (*routerResult, error) {
-	n := len(p.edges.keys)
-	res := &routerResult{Edges: n}
+	n := p.n
+	res := &routerResult{Edges: n, Ramp: min(max(p.cfg.ramp, 0), n)}
+	if res.Ramp == 0 {
+		res.Ramp = n
+	}
 	logf := func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, "scale: [%d edges] "+format+"\n", append([]any{n}, args...)...)
 	}
-	sender := newHeartbeatSender(p.url, p.cfg.inflight)
-
-	// Registration, names held back.
-	reg := make([]beat, n)
-	now := time.Now()
-	for i := range reg {
-		reg[i] = beat{edge: i, t: now, load: baseLoad(i)}
+	iv := scaleHeartbeatInterval
+	ramp := p.cfg.ramp
+	if ramp <= 0 || ramp > n {
+		ramp = n
 	}
-	if err := p.edges.signBeats(reg, scaleHeartbeatInterval); err != nil {
+	joining := (n + ramp - 1) / ramp // rounds until every edge joined
+	rounds := joining - 1 + p.cfg.coldRounds + int((phaseSlack(p.cfg.polls)+p.cfg.duration)/iv) + 1
+	beats := scheduleBeats(n, ramp, rounds, iv)
+	// About 40 µs of a core per heartbeat to sign.
+	start := time.Now().Add(time.Duration(len(beats))*40*time.Microsecond/time.Duration(runtime.NumCPU()) + time.Second)
+	for j := range beats {
+		beats[j].at = start.Add(beats[j].at.Sub(time.Time{}))
+		beats[j].t = beats[j].at
+	}
+	logf("signing %d heartbeats: %d edges joining per %s, each heartbeating every %s, for up to %s",
+		len(beats), ramp, iv, iv, time.Duration(rounds)*iv)
+	if err := p.edges.signBeats(beats, iv); err != nil {
 		return nil, err
 	}
+	if late := time.Since(start); late > 0 {
+		// Signing took longer than planned: shift the schedule, each
+		// heartbeat keeping its signed time (within the router's skew).
+		for j := range beats {
+			beats[j].at = beats[j].at.Add(late + 100*time.Millisecond)
+		}
+		start = beats[0].at
+	}
+	end := beats[len(beats)-1].at
 	h0 := heapInUse()
-	logf("registering the edges (%d heartbeats in flight)", p.cfg.inflight)
-	t0 := time.Now()
-	br := sender.send(ctx, reg)
-	if br.refused > 0 {
-		return nil, fmt.Errorf("registration: %s", br.errSummary())
+
+	schedCtx, stopSched := context.WithCancel(ctx)
+	var sched []sent
+	var wg sync.WaitGroup
+	wg.Go(func() { sched = newHeartbeatSender(p.url, p.cfg.inflight).send(schedCtx, beats, iv) })
+	var once sync.Once
+	stopSchedule := func() []sent {
+		once.Do(func() { stopSched(); wg.Wait() })
+		return sched
 	}
-	res.RegisterPerSec = float64(n) / br.wall.Seconds()
-	res.RegisterP99Ms = msOf(percentile(br.lat, 0.99))
-	if err := p.waitHealth(ctx, 5*time.Minute, fmt.Sprintf("%d healthy edges", n), func(h routerHealth) bool { return h.healthy == n }); err != nil {
-		return nil, err
+	defer stopSchedule()
+
+	// Cold start: names held back, so that registrations and probe
+	// verdicts rebuild snapshots of the edges only.
+	logf("start: %d edges joining, %d per %s (%d heartbeats in flight)", n, ramp, iv, p.cfg.inflight)
+	cold := time.Until(start) + time.Duration(joining-1+p.cfg.coldRounds)*iv
+	if err := p.waitHealth(ctx, cold, fmt.Sprintf("%d healthy edges", n), func(h routerHealth) bool { return h.healthy >= n }); err != nil {
+		st := statsOf(stopSchedule(), time.Time{}, time.Time{})
+		return nil, fmt.Errorf("%w (%d heartbeats answered in time, %s; the router accepted %.0f; %d probes answered)",
+			err, len(st.lat), st.errSummary(), counterSum(p.reg, "topcdn_dnsroute_heartbeats_total"), p.edges.probes.Load())
 	}
-	res.HealthySeconds = time.Since(t0).Seconds()
+	coldEnd := time.Now()
+	res.HealthySeconds = coldEnd.Sub(start).Seconds()
 	h1 := heapInUse()
-	runtime.KeepAlive(reg)
-	reg = nil
 	res.HeapPerEdgeBytes = float64(int64(h1)-int64(h0)) / float64(n)
-	logf("all healthy after %.1f s; registration %.0f/s", res.HealthySeconds, res.RegisterPerSec)
+	logf("all healthy after %.1f s", res.HealthySeconds)
 
 	// Names polls: the list let through, the stream not yet.
 	names := len(p.so.names)
@@ -278,10 +337,33 @@ func (p *routerPhase) run(ctx context.Context, extra []scaleName) (*routerResult
 		return nil, err
 	}
 	logf("AcceptHeartbeat p50 %.0f µs, with a rebuild %.1f ms", res.AcceptPlainUs, res.AcceptRebuildMs)
-	if err := p.sustained(ctx, res); err != nil {
+
+	from := time.Now()
+	to := from.Add(p.cfg.duration)
+	if to.After(end) {
+		return nil, fmt.Errorf("router: the schedule ends at %s, before the sustained window (cold start took %.0f s; raise -cold-rounds)",
+			end.Format(time.TimeOnly), res.HealthySeconds)
+	}
+	if err := p.sustained(ctx, res, to); err != nil {
 		return nil, err
 	}
-	return res, p.burst(ctx, sender, res)
+	ss := stopSchedule()
+	c := statsOf(ss, start, coldEnd)
+	res.ColdP99Ms, res.ColdFailed = msOf(percentile(c.lat, 0.99)), c.failed()
+	w := statsOf(ss, from, to)
+	res.OfferedPerSec = float64(n) / iv.Seconds()
+	res.AcceptedPerSec = float64(len(w.lat)) / to.Sub(from).Seconds()
+	res.HeartbeatP50Ms, res.HeartbeatP99Ms = msOf(percentile(w.lat, 0.5)), msOf(percentile(w.lat, 0.99))
+	res.Failed = w.failed()
+	all := statsOf(ss, time.Time{}, time.Time{})
+	res.FailedAll = all.failed()
+	if all.failed() > 0 {
+		logf("heartbeats: %s", all.errSummary())
+	}
+	logf("sustained: heartbeats %.0f/s (p99 %.1f ms), DNS %.0f answers/s (p99 %.2f ms, %d failed), CPU %.0f%%",
+		res.AcceptedPerSec, res.HeartbeatP99Ms, res.DNSPerSec, res.DNSP99Ms, res.DNSFailed, 100*res.CPUShare)
+	runtime.KeepAlive(beats)
+	return res, p.burst(ctx, newHeartbeatSender(p.url, p.cfg.inflight), res)
 }
 
 // timeNamesPoll waits for the router to list want names and returns the
@@ -334,19 +416,20 @@ func (p *routerPhase) timeNameChange(ctx context.Context, name scaleName) (time.
 	return 0, fmt.Errorf("router: no answer for the new name %s after a minute", name.human)
 }
 
-// timeAccept calls AcceptHeartbeat in process with edge 0's heartbeats:
-// first ones that change nothing, then ones that move its load by 30% of
-// capacity back and forth, each a new rank and so a rebuild.
+// timeAccept calls AcceptHeartbeat in process with the heartbeats of an
+// edge of its own (the schedule's edges' times must only go up): its
+// first, then ones that change nothing, then ones that move its load by
+// 30% of capacity back and forth, each a new rank and so a rebuild.
 func (p *routerPhase) timeAccept(ctx context.Context, res *routerResult) error {
 	const k = 20
-	beats := make([]beat, 2*k)
+	beats := make([]beat, 2*k+1)
 	now := time.Now()
 	for j := range beats {
-		load := baseLoad(0)
-		if j >= k && j%2 == 0 {
+		load := baseLoad(p.n)
+		if j > k && j%2 == 1 {
 			load += 300
 		}
-		beats[j] = beat{edge: 0, t: now.Add(time.Duration(j+1) * time.Millisecond), load: load}
+		beats[j] = beat{edge: p.n, t: now.Add(time.Duration(j+1) * time.Millisecond), load: load}
 	}
 	if err := p.edges.signBeats(beats, scaleHeartbeatInterval); err != nil {
 		return err
@@ -361,78 +444,45 @@ func (p *routerPhase) timeAccept(ctx context.Context, res *routerResult) error {
 		if err := p.r.AcceptHeartbeat(ctx, &env); err != nil {
 			return fmt.Errorf("AcceptHeartbeat: %w", err)
 		}
-		lat[j/k] = append(lat[j/k], time.Since(t0))
+		if j > 0 { // the first registers the edge
+			lat[(j-1)/k] = append(lat[(j-1)/k], time.Since(t0))
+		}
 	}
 	res.AcceptPlainUs = float64(percentile(lat[0], 0.5).Microseconds())
 	res.AcceptRebuildMs = msOf(percentile(lat[1], 0.5))
 	return nil
 }
 
-// sustained sends every edge's heartbeat every interval for the phase's
-// duration, spread evenly, while the DNS load runs.
-func (p *routerPhase) sustained(ctx context.Context, res *routerResult) error {
-	n := len(p.edges.keys)
-	iv := scaleHeartbeatInterval
-	rounds := max(int(p.cfg.duration/iv), 1)
-	start := time.Now().Add(time.Second)
-	var beats []beat
-	for k := range rounds {
-		for i := range n {
-			at := start.Add(time.Duration(k)*iv + time.Duration(i)*iv/time.Duration(n))
-			beats = append(beats, beat{edge: i, t: at, load: baseLoad(i), at: at})
-		}
-	}
-	if err := p.edges.signBeats(beats, iv); err != nil {
-		return err
-	}
-	if d := time.Until(start); d < 0 {
-		// Signing took longer than planned: shift the schedule, keeping
-		// each heartbeat's signed time (within the router's skew).
-		for j := range beats {
-			beats[j].at = beats[j].at.Add(-d + 100*time.Millisecond)
-		}
-	}
-	phase := time.Duration(rounds) * iv
-	fmt.Fprintf(os.Stderr, "scale: [%d edges] sustained: %d heartbeats over %s and DNS (%d queries in flight)\n", n, len(beats), phase, p.cfg.dnsInflight)
+// sustained runs the DNS load until to, while the schedule goes on.
+func (p *routerPhase) sustained(ctx context.Context, res *routerResult, to time.Time) error {
+	fmt.Fprintf(os.Stderr, "scale: [%d edges] sustained: heartbeats every 10 s and DNS (%d queries in flight) for %s\n", p.n, p.cfg.dnsInflight, p.cfg.duration)
 	hits0, q0 := counterSum(p.reg, "topcdn_dnsroute_response_cache_hits_total"), counterSum(p.reg, "topcdn_dnsroute_queries_total")
 	probes0 := p.edges.probes.Load()
 	cpu0, _ := selfCPU()
-	dnsCtx, stopDNS := context.WithCancel(ctx)
-	var dres dnsResult
-	var derr error
-	var wg sync.WaitGroup
-	wg.Go(func() { dres, derr = dnsLoad(dnsCtx, p.dnsAddr, p.so.names, dnsZone, p.cfg.dnsInflight) })
-	hb := newHeartbeatSender(p.url, p.cfg.inflight).send(ctx, beats)
-	stopDNS()
-	wg.Wait()
+	t0 := time.Now()
+	dnsCtx, cancel := context.WithDeadline(ctx, to)
+	dres, err := dnsLoad(dnsCtx, p.dnsAddr, p.so.names, dnsZone, p.cfg.dnsInflight)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("dns load: %w", err)
+	}
 	cpu1, _ := selfCPU()
-	if derr != nil {
-		return fmt.Errorf("dns load: %w", derr)
-	}
+	wall := time.Since(t0)
 	res.Probes = p.edges.probes.Load() - probes0
-	res.CPUShare = (cpu1 - cpu0).Seconds() / hb.wall.Seconds() / float64(runtime.NumCPU())
-	res.OfferedPerSec = float64(n) / iv.Seconds()
-	res.AcceptedPerSec = float64(len(hb.lat)) / hb.wall.Seconds()
-	res.HeartbeatP50Ms, res.HeartbeatP99Ms = msOf(percentile(hb.lat, 0.5)), msOf(percentile(hb.lat, 0.99))
-	res.Refused = hb.refused
-	if hb.refused > 0 {
-		fmt.Fprintf(os.Stderr, "scale: [%d edges] heartbeats: %s\n", n, hb.errSummary())
-	}
+	res.CPUShare = (cpu1 - cpu0).Seconds() / wall.Seconds() / float64(runtime.NumCPU())
 	res.DNSPerSec = float64(dres.answered) / dres.wall.Seconds()
 	res.DNSP50Ms, res.DNSP99Ms = msOf(percentile(dres.lat, 0.5)), msOf(percentile(dres.lat, 0.99))
 	res.DNSFailed = dres.failed
 	if q := counterSum(p.reg, "topcdn_dnsroute_queries_total") - q0; q > 0 {
 		res.DNSCacheHit = (counterSum(p.reg, "topcdn_dnsroute_response_cache_hits_total") - hits0) / q
 	}
-	fmt.Fprintf(os.Stderr, "scale: [%d edges] heartbeats %.0f/s (p99 %.1f ms), DNS %.0f answers/s (p99 %.2f ms, %d failed), CPU %.0f%%\n",
-		n, res.AcceptedPerSec, res.HeartbeatP99Ms, res.DNSPerSec, res.DNSP99Ms, res.DNSFailed, 100*res.CPUShare)
 	return nil
 }
 
 // burst sends one more heartbeat per edge, as fast as the router takes
 // them.
 func (p *routerPhase) burst(ctx context.Context, sender *heartbeatSender, res *routerResult) error {
-	n := len(p.edges.keys)
+	n := p.n
 	beats := make([]beat, n)
 	now := time.Now()
 	for i := range beats {
@@ -441,12 +491,13 @@ func (p *routerPhase) burst(ctx context.Context, sender *heartbeatSender, res *r
 	if err := p.edges.signBeats(beats, scaleHeartbeatInterval); err != nil {
 		return err
 	}
-	br := sender.send(ctx, beats)
-	if br.refused > 0 {
-		return fmt.Errorf("burst: %s", br.errSummary())
+	ss := sender.send(ctx, beats, time.Minute)
+	st := statsOf(ss, time.Time{}, time.Time{})
+	if st.failed() > 0 {
+		return fmt.Errorf("burst: %s", st.errSummary())
 	}
-	res.BurstPerSec = float64(n) / br.wall.Seconds()
-	res.BurstP99Ms = msOf(percentile(br.lat, 0.99))
+	res.BurstPerSec = float64(n) / wallOf(ss).Seconds()
+	res.BurstP99Ms = msOf(percentile(st.lat, 0.99))
 	fmt.Fprintf(os.Stderr, "scale: [%d edges] burst %.0f heartbeats/s (p99 %.1f ms)\n", n, res.BurstPerSec, res.BurstP99Ms)
 	return nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"maps"
 	"net/netip"
 	"slices"
 	"testing"
@@ -166,5 +167,32 @@ func TestEdgeSites(t *testing.T) {
 			}
 			seen[s] = true
 		}
+	}
+}
+
+// TestScheduleBeats: ramp edges join per interval, each then beats once
+// per interval, and the beats come in time order, spread over each
+// interval.
+func TestScheduleBeats(t *testing.T) {
+	const iv = 10 * time.Second
+	beats := scheduleBeats(10, 4, 4, iv)
+	perRound := map[int]int{}
+	perEdge := map[int]int{}
+	for j, b := range beats {
+		off := b.at.Sub(time.Time{})
+		perRound[int(off/iv)]++
+		perEdge[b.edge]++
+		if j > 0 && b.at.Before(beats[j-1].at) {
+			t.Fatalf("beat %d at %v before beat %d at %v", j, off, j-1, beats[j-1].at.Sub(time.Time{}))
+		}
+		if want := time.Duration(b.edge) * iv / 10; off%iv != want {
+			t.Fatalf("edge %d beats at %v into its interval, want %v", b.edge, off%iv, want)
+		}
+	}
+	if want := map[int]int{0: 4, 1: 8, 2: 10, 3: 10}; !maps.Equal(perRound, want) {
+		t.Fatalf("beats per round %v, want %v", perRound, want)
+	}
+	if perEdge[0] != 4 || perEdge[9] != 2 {
+		t.Fatalf("beats per edge %v", perEdge)
 	}
 }
