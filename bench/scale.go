@@ -37,6 +37,7 @@ type scaleConfig struct {
 	polls          int
 	coldRounds     int
 	ramp           int
+	namesInterval  time.Duration
 	records        int
 	epoch          time.Duration
 	billingWorkers int
@@ -53,10 +54,12 @@ type scaleReport struct {
 	Seconds    float64     `json:"wall_seconds"`
 	Load1Start float64     `json:"load1_start"`
 	Load1End   float64     `json:"load1_end"`
-	OriginDB   string      `json:"origin_db"`
-	PGFsync    bool        `json:"postgres_fsync"`
-	Names      namesResult `json:"names"`
-	Runs       []scaleRun  `json:"runs"`
+	// Flags are the command line's flags, defaults included.
+	Flags    map[string]string `json:"flags"`
+	OriginDB string            `json:"origin_db"`
+	PGFsync  bool              `json:"postgres_fsync"`
+	Names    namesResult       `json:"names"`
+	Runs     []scaleRun        `json:"runs"`
 }
 
 // namesResult is the origin's figures at the drill's names.
@@ -106,6 +109,7 @@ func runScale(ctx context.Context, args []string) error {
 	fset.IntVar(&cfg.polls, "polls", 3, "timed names polls and name changes per edge count")
 	fset.IntVar(&cfg.coldRounds, "cold-rounds", 12, "heartbeat intervals (10 s) the edges get to turn healthy once all joined")
 	fset.IntVar(&cfg.ramp, "ramp", 1000, "edges joining the fresh router per heartbeat interval (0: all at once)")
+	fset.DurationVar(&cfg.namesInterval, "names-interval", dnsroute.DefaultNamesInterval, "the router's names poll interval (each poll may take as long, at least 2 s)")
 	fset.IntVar(&cfg.records, "records", 50, "records in each edge's batch")
 	fset.DurationVar(&cfg.epoch, "epoch", time.Minute, "billing epoch length")
 	fset.IntVar(&cfg.billingWorkers, "billing-workers", 4, "concurrent admissions and batch ingests")
@@ -124,9 +128,9 @@ func runScale(ctx context.Context, args []string) error {
 		return fmt.Errorf("scale: -edges: %w", err)
 	}
 	if cfg.names < 1 || cfg.claimWorkers < 1 || cfg.apiRuns < 1 || cfg.inflight < 1 || cfg.dnsInflight < 1 || cfg.addrs < 4 ||
-		cfg.polls < 1 || cfg.coldRounds < 1 || cfg.records < 1 || cfg.records > billingapi.MaxRecords || cfg.billingWorkers < 1 ||
+		cfg.polls < 1 || cfg.coldRounds < 1 || cfg.namesInterval < time.Second || cfg.records < 1 || cfg.records > billingapi.MaxRecords || cfg.billingWorkers < 1 ||
 		cfg.epoch < time.Second || cfg.epoch%time.Second != 0 || cfg.duration < time.Second {
-		return errors.New("scale: -names, -claim-workers, -api-runs, -inflight, -dns-inflight, -polls, -cold-rounds, -records (at most " +
+		return errors.New("scale: -names, -claim-workers, -api-runs, -inflight, -dns-inflight, -polls, -cold-rounds, -names-interval (≥ 1s), -records (at most " +
 			strconv.Itoa(billingapi.MaxRecords) + "), -billing-workers positive; -addrs at least 4; -epoch whole seconds; -duration at least 1s")
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
@@ -146,6 +150,8 @@ func runScale(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("scale: %w", err)
 	}
+	rep.Flags = map[string]string{}
+	fset.VisitAll(func(f *flag.Flag) { rep.Flags[f.Name] = f.Value.String() })
 	printScale(os.Stdout, cfg, rep)
 	if cfg.jsonOut != "" {
 		b, _ := json.MarshalIndent(rep, "", "  ")
@@ -356,20 +362,19 @@ func printScale(w io.Writer, cfg *scaleConfig, rep *scaleReport) {
 		{"AcceptHeartbeat p50 µs (no change)", "%.0f", func(r scaleRun) float64 { return r.Router.AcceptPlainUs }},
 		{"AcceptHeartbeat p50 ms (re-rank: rebuild)", "%.2f", func(r scaleRun) float64 { return r.Router.AcceptRebuildMs }},
 		{"names poll ms (fetch+parse+rebuild), median", "%.0f", func(r scaleRun) float64 { return medianOf(r.Router.NamesPollMs) }},
-		{"new name answered after ms (stream), median", "%.0f", func(r scaleRun) float64 { return medianOf(r.Router.NameChangeMs) }},
+		{"new name answered after ms (stream), median", "%.1f", func(r scaleRun) float64 { return medianOf(r.Router.NameChangeMs) }},
 		{"DNS answers/s (geo, ECS)", "%.0f", func(r scaleRun) float64 { return r.Router.DNSPerSec }},
 		{"DNS p50 ms", "%.2f", func(r scaleRun) float64 { return r.Router.DNSP50Ms }},
 		{"DNS p99 ms", "%.2f", func(r scaleRun) float64 { return r.Router.DNSP99Ms }},
 		{"DNS failed or lost", "%.0f", func(r scaleRun) float64 { return float64(r.Router.DNSFailed) }},
 		{"DNS from the response cache %", "%.1f", func(r scaleRun) float64 { return 100 * r.Router.DNSCacheHit }},
-		{"health probes answered/s", "%.0f", func(r scaleRun) float64 {
-			return float64(r.Router.Probes) / (cfg.duration / scaleHeartbeatInterval * scaleHeartbeatInterval).Seconds()
-		}},
+		{"health probes answered/s", "%.0f", func(r scaleRun) float64 { return r.Router.ProbesPerSec }},
 		{"process CPU, sustained phase %", "%.0f", func(r scaleRun) float64 { return 100 * r.Router.CPUShare }},
 		{"router heap per edge, bytes", "%.0f", func(r scaleRun) float64 { return r.Router.HeapPerEdgeBytes }},
 		{"router heap per name, bytes", "%.0f", func(r scaleRun) float64 { return r.Router.HeapPerNameBytes }},
 	}
-	fmt.Fprintf(w, "\nrouter: %d names, heartbeats every 10 s, %d in flight; %d DNS queries in flight\n", rep.Names.Names, cfg.inflight, cfg.dnsInflight)
+	fmt.Fprintf(w, "\nrouter: %d names (polled every %s), heartbeats every 10 s, %d in flight; %d DNS queries in flight\n",
+		rep.Names.Names, cfg.namesInterval, cfg.inflight, cfg.dnsInflight)
 	printRows(w, rep.Runs, router)
 	if len(rep.Runs) > 0 && rep.Runs[0].Billing != nil {
 		b := rep.Runs[0].Billing

@@ -265,8 +265,8 @@ type beatStats struct {
 func statsOf(ss []sent, from, to time.Time) beatStats {
 	var st beatStats
 	for _, s := range ss {
-		if !from.IsZero() && s.due.Before(from) || !to.IsZero() && !s.due.Before(to) {
-			continue
+		if s.due.IsZero() || !from.IsZero() && s.due.Before(from) || !to.IsZero() && !s.due.Before(to) {
+			continue // not sent, or out of the window
 		}
 		switch {
 		case s.err == nil:
@@ -337,33 +337,31 @@ func (s *heartbeatSender) post(ctx context.Context, body []byte) error {
 	return nil
 }
 
-// send posts beats and returns what became of each one due before ctx
-// ended. Without a schedule (at zero) it keeps inflight requests going as
-// fast as the router takes them. With one, each is sent at its time, and
-// its latency runs from then, so that a router falling behind shows in
-// it; and as a real edge would, an edge sends one at a time: a heartbeat
-// due while the edge's previous one is still out is skipped, and one not
-// answered within the interval (waiting for a connection here counts)
-// is given up.
-func (s *heartbeatSender) send(ctx context.Context, beats []beat, interval time.Duration) []sent {
-	jobs := make(chan beat, len(beats))
-	edges := 0
-	for _, b := range beats {
-		edges = max(edges, b.edge+1)
-	}
-	out := make(chan []sent, s.inflight+1)
-	pending := make([]atomic.Bool, edges)
+// send posts beats and records what became of beats[j] in out[j]
+// (len(beats) long; a beat not due before ctx ended keeps a zero entry).
+// out and the per-edge state are the caller's, so that sending allocates
+// nothing that outlives it (the router's heap is measured meanwhile).
+// Without a schedule (at zero) it keeps inflight requests going as fast
+// as the router takes them. With one, each is sent at its time, and its
+// latency runs from then, so that a router falling behind shows in it;
+// and as a real edge would, an edge sends one at a time: a heartbeat due
+// while the edge's previous one is still out is skipped, and one not
+// answered within the interval (waiting for a connection here counts) is
+// given up.
+func (s *heartbeatSender) send(ctx context.Context, beats []beat, interval time.Duration, out []sent, pending []atomic.Bool) {
+	// At most one heartbeat per edge is out (without a schedule, the
+	// caller sends one per edge).
+	jobs := make(chan int, len(pending))
 	var wg sync.WaitGroup
 	for range s.inflight {
 		wg.Go(func() {
-			var mine []sent
-			defer func() { out <- mine }()
-			for b := range jobs {
+			for j := range jobs {
+				b := &beats[j]
 				due := b.at
 				if due.IsZero() {
 					due = time.Now()
 				} else if time.Since(due) > interval {
-					mine = append(mine, sent{due: due, done: time.Now(), err: errTimedOut})
+					out[j] = sent{due: due, done: time.Now(), err: errTimedOut}
 					pending[b.edge].Store(false)
 					continue
 				}
@@ -377,12 +375,11 @@ func (s *heartbeatSender) send(ctx context.Context, beats []beat, interval time.
 				case err != nil && rctx.Err() != nil:
 					err = errTimedOut
 				}
-				mine = append(mine, sent{due: due, done: time.Now(), err: err})
+				out[j] = sent{due: due, done: time.Now(), err: err}
 			}
 		})
 	}
-	var skipped []sent
-	for _, b := range beats {
+	for j, b := range beats {
 		if !b.at.IsZero() {
 			if d := time.Until(b.at); d > time.Millisecond {
 				select {
@@ -391,7 +388,7 @@ func (s *heartbeatSender) send(ctx context.Context, beats []beat, interval time.
 				}
 			}
 			if ctx.Err() == nil && pending[b.edge].Load() {
-				skipped = append(skipped, sent{due: b.at, done: b.at, err: errSkipped})
+				out[j] = sent{due: b.at, done: b.at, err: errSkipped}
 				continue
 			}
 			pending[b.edge].Store(true)
@@ -399,24 +396,53 @@ func (s *heartbeatSender) send(ctx context.Context, beats []beat, interval time.
 		if ctx.Err() != nil {
 			break
 		}
-		jobs <- b
+		jobs <- j
 	}
 	close(jobs)
 	wg.Wait()
-	close(out)
-	for mine := range out {
-		skipped = append(skipped, mine...)
+}
+
+// sendAll is send with its own records, for a burst.
+func (s *heartbeatSender) sendAll(ctx context.Context, beats []beat, interval time.Duration) []sent {
+	out := make([]sent, len(beats))
+	edges := 0
+	for _, b := range beats {
+		edges = max(edges, b.edge+1)
 	}
-	return skipped
+	s.send(ctx, beats, interval, out, make([]atomic.Bool, edges))
+	return out
+}
+
+// warm opens the sender's connections to the router (GET /healthz on
+// each), so that they are not counted in the router's heap.
+func (s *heartbeatSender) warm(ctx context.Context) {
+	u := strings.TrimSuffix(s.url, dnsrouteapi.HeartbeatPath) + "/healthz"
+	var wg sync.WaitGroup
+	for range s.inflight {
+		wg.Go(func() {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+			if err != nil {
+				return
+			}
+			if resp, err := s.client.Do(req); err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // wallOf is the time from the first heartbeat due to the last answered.
 func wallOf(ss []sent) time.Duration {
-	if len(ss) == 0 {
-		return 0
-	}
-	first, last := ss[0].due, ss[0].done
+	var first, last time.Time
 	for _, s := range ss {
+		if s.due.IsZero() {
+			continue
+		}
+		if first.IsZero() {
+			first, last = s.due, s.done
+		}
 		if s.due.Before(first) {
 			first = s.due
 		}

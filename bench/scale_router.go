@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -71,8 +72,9 @@ type routerResult struct {
 	// CPUShare is this process's CPU time over the sustained phase, as a
 	// share of all cores (router, simulated parties and origin together).
 	CPUShare float64 `json:"cpu_share"`
-	// Probes is how many health probes the edges answered in the phase.
-	Probes int64 `json:"probes"`
+	// ProbesPerSec is the health probes the edges answered per second in
+	// the sustained window.
+	ProbesPerSec float64 `json:"probes_per_sec"`
 }
 
 // routerPhase is one router and its simulated edges.
@@ -112,7 +114,7 @@ func startRouterPhase(ctx context.Context, cfg *scaleConfig, so *scaleOrigin, ge
 	}
 	stops = append(stops, closeGate)
 	p.r, err = dnsroute.New(dnsroute.Config{Zone: dnsZone, Origin: gateURL, GeoIP: geo, Client: edges.routerClient(),
-		Registry: p.reg, RRLRate: -1, ContentProbeInterval: -1, MaxEdges: n + 16})
+		Registry: p.reg, RRLRate: -1, ContentProbeInterval: -1, MaxEdges: n + 16, NamesInterval: cfg.namesInterval})
 	if err != nil {
 		p.stop()
 		return nil, err
@@ -269,12 +271,15 @@ func (p *routerPhase) run(ctx context.Context, extra []scaleName) (*routerResult
 		start = beats[0].at
 	}
 	end := beats[len(beats)-1].at
+	sched := make([]sent, len(beats))
+	pending := make([]atomic.Bool, n)
+	sender := newHeartbeatSender(p.url, p.cfg.inflight)
+	sender.warm(ctx)
 	h0 := heapInUse()
 
 	schedCtx, stopSched := context.WithCancel(ctx)
-	var sched []sent
 	var wg sync.WaitGroup
-	wg.Go(func() { sched = newHeartbeatSender(p.url, p.cfg.inflight).send(schedCtx, beats, iv) })
+	wg.Go(func() { sender.send(schedCtx, beats, iv, sched, pending) })
 	var once sync.Once
 	stopSchedule := func() []sent {
 		once.Do(func() { stopSched(); wg.Wait() })
@@ -363,14 +368,23 @@ func (p *routerPhase) run(ctx context.Context, extra []scaleName) (*routerResult
 	logf("sustained: heartbeats %.0f/s (p99 %.1f ms), DNS %.0f answers/s (p99 %.2f ms, %d failed), CPU %.0f%%",
 		res.AcceptedPerSec, res.HeartbeatP99Ms, res.DNSPerSec, res.DNSP99Ms, res.DNSFailed, 100*res.CPUShare)
 	runtime.KeepAlive(beats)
-	return res, p.burst(ctx, newHeartbeatSender(p.url, p.cfg.inflight), res)
+	return res, p.burst(ctx, sender, res)
 }
 
 // timeNamesPoll waits for the router to list want names and returns the
 // time from the router's request of the list that brought them.
 func (p *routerPhase) timeNamesPoll(ctx context.Context, want int) (time.Duration, error) {
-	err := p.waitHealth(ctx, 2*time.Minute, fmt.Sprintf("%d names", want), func(h routerHealth) bool { return h.names == want })
+	failed0 := counterWith(p.reg, "topcdn_dnsroute_polls_total", "source", "origin", "result", "error")
+	var failed float64
+	err := p.waitHealth(ctx, 2*time.Minute, fmt.Sprintf("%d names", want), func(h routerHealth) bool {
+		failed = counterWith(p.reg, "topcdn_dnsroute_polls_total", "source", "origin", "result", "error") - failed0
+		return h.names == want || failed > 1
+	})
 	done := time.Now()
+	if err == nil && failed > 1 {
+		err = fmt.Errorf("router: its names polls fail (twice): the list takes longer than a poll may (the names interval, -names-interval %s, at least 2 s)",
+			p.cfg.namesInterval)
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -468,7 +482,7 @@ func (p *routerPhase) sustained(ctx context.Context, res *routerResult, to time.
 	}
 	cpu1, _ := selfCPU()
 	wall := time.Since(t0)
-	res.Probes = p.edges.probes.Load() - probes0
+	res.ProbesPerSec = float64(p.edges.probes.Load()-probes0) / wall.Seconds()
 	res.CPUShare = (cpu1 - cpu0).Seconds() / wall.Seconds() / float64(runtime.NumCPU())
 	res.DNSPerSec = float64(dres.answered) / dres.wall.Seconds()
 	res.DNSP50Ms, res.DNSP99Ms = msOf(percentile(dres.lat, 0.5)), msOf(percentile(dres.lat, 0.99))
@@ -491,7 +505,7 @@ func (p *routerPhase) burst(ctx context.Context, sender *heartbeatSender, res *r
 	if err := p.edges.signBeats(beats, scaleHeartbeatInterval); err != nil {
 		return err
 	}
-	ss := sender.send(ctx, beats, time.Minute)
+	ss := sender.sendAll(ctx, beats, time.Minute)
 	st := statsOf(ss, time.Time{}, time.Time{})
 	if st.failed() > 0 {
 		return fmt.Errorf("burst: %s", st.errSummary())
@@ -525,6 +539,31 @@ func counterSum(reg *prometheus.Registry, name string) float64 {
 		}
 	}
 	return sum
+}
+
+// counterWith reads the child of a counter in reg with the given label
+// pairs (0 if absent).
+func counterWith(reg *prometheus.Registry, name string, labels ...string) float64 {
+	mfs, _ := reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			have := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				have[lp.GetName()] = lp.GetValue()
+			}
+			for i := 0; i+1 < len(labels); i += 2 {
+				if have[labels[i]] != labels[i+1] {
+					continue metrics
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
 }
 
 // roundAll rounds milliseconds to one decimal, for progress lines.
