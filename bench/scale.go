@@ -98,9 +98,9 @@ func runScale(ctx context.Context, args []string) error {
 	cfg := &scaleConfig{}
 	fset.IntVar(&cfg.names, "names", 100000, "published names claimed at the origin")
 	fset.StringVar(&cfg.pgDSN, "pg", "", "PostgreSQL server DSN (postgres://…); default: a throwaway cluster (initdb, pg_ctl)")
-	fset.BoolVar(&cfg.pgFsync, "pg-fsync", true, "the throwaway cluster flushes commits to disk (fsync=on), as a real server does")
+	fset.BoolVar(&cfg.pgFsync, "pg-fsync", false, "the throwaway cluster flushes commits to disk (fsync=on), as a real server does; off, figures are CPU and SQL, not this machine's disk")
 	fset.BoolVar(&cfg.originSQLite, "origin-sqlite", false, "the origin on SQLite (its default) instead of PostgreSQL")
-	fset.IntVar(&cfg.claimWorkers, "claim-workers", 8, "concurrent ClaimName calls")
+	fset.IntVar(&cfg.claimWorkers, "claim-workers", 1, "concurrent ClaimName calls (on PostgreSQL, concurrent claims conflict on the billing log's counter row)")
 	fset.IntVar(&cfg.apiRuns, "api-runs", 5, "GET /api/v1/names runs")
 	fset.DurationVar(&cfg.duration, "duration", 30*time.Second, "sustained window: heartbeats and the DNS load together")
 	fset.IntVar(&cfg.inflight, "inflight", 64, "heartbeats in flight (connections to the router)")
@@ -370,8 +370,10 @@ func printScale(w io.Writer, cfg *scaleConfig, rep *scaleReport) {
 		{"DNS from the response cache %", "%.1f", func(r scaleRun) float64 { return 100 * r.Router.DNSCacheHit }},
 		{"health probes answered/s", "%.0f", func(r scaleRun) float64 { return r.Router.ProbesPerSec }},
 		{"process CPU, sustained phase %", "%.0f", func(r scaleRun) float64 { return 100 * r.Router.CPUShare }},
-		{"router heap per edge, bytes", "%.0f", func(r scaleRun) float64 { return r.Router.HeapPerEdgeBytes }},
-		{"router heap per name, bytes", "%.0f", func(r scaleRun) float64 { return r.Router.HeapPerNameBytes }},
+		{"router heap in use after GC per edge, bytes", "%.0f", func(r scaleRun) float64 { return r.Router.HeapPerEdgeBytes }},
+		{"router heap in use after GC per name, bytes", "%.0f", func(r scaleRun) float64 { return r.Router.HeapPerNameBytes }},
+		{"router live heap per edge, bytes", "%.0f", func(r scaleRun) float64 { return r.Router.LivePerEdgeBytes }},
+		{"router live heap per name, bytes", "%.0f", func(r scaleRun) float64 { return r.Router.LivePerNameBytes }},
 	}
 	fmt.Fprintf(w, "\nrouter: %d names (polled every %s), heartbeats every 10 s, %d in flight; %d DNS queries in flight\n",
 		rep.Names.Names, cfg.namesInterval, cfg.inflight, cfg.dnsInflight)

@@ -37,9 +37,12 @@ type routerResult struct {
 	// ColdFailed counts the heartbeats not accepted meanwhile: refused,
 	// timed out or skipped (see heartbeatSender.send).
 	ColdFailed int `json:"cold_heartbeats_failed"`
-	// Heap in use after GC: what N edges and then the names added.
+	// Heap in use after GC (and live bytes): what N edges and then the
+	// names added.
 	HeapPerEdgeBytes float64 `json:"heap_per_edge_bytes"`
 	HeapPerNameBytes float64 `json:"heap_per_name_bytes"`
+	LivePerEdgeBytes float64 `json:"live_per_edge_bytes"`
+	LivePerNameBytes float64 `json:"live_per_name_bytes"`
 	// NamesPollMs are full polls of the names list, from the router's
 	// request to the snapshot that has them (fetch, parse, rebuild).
 	NamesPollMs []float64 `json:"names_poll_ms"`
@@ -202,13 +205,16 @@ func (p *routerPhase) waitHealth(ctx context.Context, timeout time.Duration, wha
 	}
 }
 
-// heapInUse is the heap in use after a full collection.
-func heapInUse() uint64 {
+// heapSample is the heap after a full collection: in use (spans holding
+// objects) and live (the objects' bytes).
+type heapSample struct{ inuse, live int64 }
+
+func heapNow() heapSample {
 	runtime.GC()
 	runtime.GC()
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
-	return m.HeapInuse
+	return heapSample{int64(m.HeapInuse), int64(m.HeapAlloc)}
 }
 
 // scheduleBeats lays out the heartbeats of n edges over rounds intervals:
@@ -275,7 +281,7 @@ func (p *routerPhase) run(ctx context.Context, extra []scaleName) (*routerResult
 	pending := make([]atomic.Bool, n)
 	sender := newHeartbeatSender(p.url, p.cfg.inflight)
 	sender.warm(ctx)
-	h0 := heapInUse()
+	h0 := heapNow()
 
 	schedCtx, stopSched := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -298,8 +304,9 @@ func (p *routerPhase) run(ctx context.Context, extra []scaleName) (*routerResult
 	}
 	coldEnd := time.Now()
 	res.HealthySeconds = coldEnd.Sub(start).Seconds()
-	h1 := heapInUse()
-	res.HeapPerEdgeBytes = float64(int64(h1)-int64(h0)) / float64(n)
+	h1 := heapNow()
+	res.HeapPerEdgeBytes = float64(h1.inuse-h0.inuse) / float64(n)
+	res.LivePerEdgeBytes = float64(h1.live-h0.live) / float64(n)
 	logf("all healthy after %.1f s", res.HealthySeconds)
 
 	// Names polls: the list let through, the stream not yet.
@@ -310,8 +317,9 @@ func (p *routerPhase) run(ctx context.Context, extra []scaleName) (*routerResult
 		return nil, err
 	}
 	res.NamesPollMs = append(res.NamesPollMs, msOf(d))
-	h2 := heapInUse()
-	res.HeapPerNameBytes = float64(int64(h2)-int64(h1)) / float64(names)
+	h2 := heapNow()
+	res.HeapPerNameBytes = float64(h2.inuse-h1.inuse) / float64(names)
+	res.LivePerNameBytes = float64(h2.live-h1.live) / float64(names)
 	for k := range p.cfg.polls - 1 {
 		if _, err := p.so.claim(ctx, extra[k:k+1], 1); err != nil {
 			return nil, err
