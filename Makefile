@@ -1,6 +1,9 @@
 # topcdn: make demo (run a local network), make test (all tests).
 GO ?= go
 BIN := bin/topcdn
+# PEBBLE is Let's Encrypt's test ACME CA, which the devnet runs as its CA;
+# go.mod pins it (a tool line).
+PEBBLE := bin/pebble
 
 .PHONY: all build demo test test-short fuzz bench conformance vet clean
 
@@ -8,9 +11,11 @@ all: build
 
 build:
 	$(GO) build -buildvcs=auto -o $(BIN) ./cmd/topcdn
+	$(GO) build -o $(PEBBLE) github.com/letsencrypt/pebble/v2/cmd/pebble
 
-## demo: build topcdn (Caddy edge included), run the devnet in ./demo: origin, 14 storage peers,
-## billing, the DNS router and 3 edges on loopback, examples/site published as blog; print what to open.
+## demo: build topcdn (Caddy edge included) and pebble, run the devnet in ./demo: origin, 14 storage
+## peers, billing, the DNS router, an ACME CA (pebble) and 3 edges on loopback serving HTTP and HTTPS,
+## examples/site published as blog; print what to open and how to trust the CA.
 DEMO_DIR ?= demo
 demo: build
 	$(BIN) devnet --dir $(DEMO_DIR)

@@ -95,6 +95,10 @@ func runPublishLatency(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// The devnet's CA, which it finds next to the topcdn binary.
+	if _, err := goBuild(ctx, work, "pebble", "github.com/letsencrypt/pebble/v2/cmd/pebble"); err != nil {
+		return err
+	}
 	info, stop, err := startDevnet(ctx, bin, filepath.Join(work, "devnet"), *offset, *baseline)
 	if err != nil {
 		return err
@@ -229,7 +233,8 @@ func runPublishLatency(ctx context.Context, args []string) error {
 // startDevnet runs `topcdn devnet` in dir and waits until its devnet.json
 // is written and every edge serves its site; stop ends it.
 func startDevnet(ctx context.Context, bin, dir string, offset int, noStream bool) (*devnet.Info, func(), error) {
-	args := []string{"devnet", "--dir", dir, "--port-offset", strconv.Itoa(offset)}
+	// The readers fetch by name over plain HTTP.
+	args := []string{"devnet", "--dir", dir, "--port-offset", strconv.Itoa(offset), "--no-https-redirect"}
 	if noStream {
 		args = append(args, "--no-name-stream")
 	}

@@ -222,6 +222,13 @@ var schema = []string{
 	CREATE UNIQUE INDEX key_links_open ON key_links (key) WHERE until_epoch = 0;
 	CREATE INDEX key_links_key ON key_links (key, from_epoch);
 	CREATE INDEX key_links_account ON key_links (account, id);`,
+	// 8: the URL path of a served record (billingapi.Record.Path; ''
+	// when the edge sent none), kept for a site's top paths and never
+	// paid by; a pending record keeps its path until it is stored.
+	// records_publisher serves the per-publisher windows of sites.go.
+	`ALTER TABLE records ADD COLUMN path TEXT NOT NULL DEFAULT '';
+	ALTER TABLE pending ADD COLUMN path TEXT NOT NULL DEFAULT '';
+	CREATE INDEX records_publisher ON records (publisher, epoch);`,
 }
 
 // OpenDB opens the ledger database named by dsn and brings its schema up

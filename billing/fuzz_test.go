@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/topcdn/topcdn/billingapi"
@@ -22,15 +23,20 @@ func fuzzSeeds(t testing.TB) [][]byte {
 		}
 		return b
 	}
-	valid := signBatch(t, k, 1_800_000_000-1_800_000_000%60, 1, []billingapi.Record{rec(1, "blog", "bafy", 10, 1_800_000_000-1_800_000_000%60),
-		rec(2, "", "bafz", 0, 1_800_000_000-1_800_000_000%60)})
+	const epoch = 1_800_000_000 - 1_800_000_000%60
+	withPath := rec(3, "blog", "bafy", 5, epoch)
+	withPath.Path = "/docs/<index>.html"
+	valid := signBatch(t, k, epoch, 1, []billingapi.Record{rec(1, "blog", "bafy", 10, epoch), rec(2, "", "bafz", 0, epoch), withPath})
+	longPath := withPath
+	longPath.Path = "/" + strings.Repeat("a", billingapi.MaxField)
 	empty := signBatch(t, k, 60, 2, nil)
 	tampered := *valid
 	tampered.Body = bytes.Replace(valid.Body, []byte(`"bytes":10`), []byte(`"bytes":99`), 1)
 	badRoot := mustOpen(t, valid)
 	badRoot.MerkleRoot = make([]byte, 32)
 	return [][]byte{enc(valid), enc(empty), enc(&tampered), enc(mustSign(t, k, billingapi.TypeBatch, badRoot)),
-		[]byte(`{}`), []byte(`{"type":"topcdn/billing/batch/v1","signer":"x","body":"e30=","sig":""}`)}
+		[]byte(`{}`), []byte(`{"type":"topcdn/billing/batch/v1","signer":"x","body":"e30=","sig":""}`),
+		enc(signBatch(t, k, epoch, 2, []billingapi.Record{longPath}))}
 }
 
 // FuzzDecodeBatch checks that DecodeBatch never panics, refuses with
@@ -56,7 +62,7 @@ func FuzzDecodeBatch(f *testing.F) {
 			t.Fatalf("accepted an inconsistent batch: %+v", b)
 		}
 		for _, r := range b.Records {
-			if r.Bytes < 0 || len(r.Client) != billingapi.ClientHashSize || r.CID == "" {
+			if r.Bytes < 0 || len(r.Client) != billingapi.ClientHashSize || r.CID == "" || len(r.Path) > billingapi.MaxField {
 				t.Fatalf("accepted a malformed record: %+v", r)
 			}
 		}
@@ -85,6 +91,7 @@ func TestDecodeBatch(t *testing.T) {
 		{"wrong merkle root", seeds[3], billingapi.ErrMalformed},
 		{"empty envelope", seeds[4], billingapi.ErrMalformed},
 		{"unsigned", seeds[5], billingapi.ErrMalformed},
+		{"path over MaxField", seeds[6], billingapi.ErrMalformed},
 		{"not JSON", []byte("\x00"), billingapi.ErrMalformed},
 		{"unknown envelope field", []byte(`{"type":"x","extra":1}`), billingapi.ErrMalformed},
 	}

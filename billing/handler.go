@@ -33,6 +33,10 @@ import (
 //	DELETE /api/v1/accounts/{id}/keys/{key}  unlink it: a KeyUnlink signed by the account, in
 //	                                      the body (KeyLinkInfo)
 //	GET  /api/v1/accounts/{id}/keys       the account's links (KeyLinksResponse)
+//	GET  /api/v1/accounts/{id}/sites      what was served for the account's own and linked keys in the
+//	                                      last ended epoch and this UTC month (AccountSites)
+//	GET  /api/v1/publishers/{key}/served[?from=UNIX&to=UNIX]  what was served for a key per epoch,
+//	                                      and its top paths (ServedHistory; default the last 30 days)
 //	GET  /api/v1/served                accepted bytes served per publisher ([]PublisherServed)
 //	GET  /api/v1/suspended             publishers out of funds past the grace period
 //	GET  /api/v1/forfeits[?since=UNIX]  epochs edges forfeited since (default: the last 24 h)
@@ -101,6 +105,11 @@ func (l *Ledger) Handler(gatherer prometheus.Gatherer) http.Handler {
 		res, err := l.KeyLinks(r.Context(), r.PathValue("id"))
 		l.reply(w, billingapi.KeyLinksResponse{Keys: res}, err)
 	})
+	route("GET /api/v1/accounts/{id}/sites", "account_sites", func(w http.ResponseWriter, r *http.Request) {
+		res, err := l.AccountSites(r.Context(), r.PathValue("id"))
+		l.reply(w, res, err)
+	})
+	route("GET /api/v1/publishers/{key}/served", "publisher_served", l.serveServedHistory)
 	route("GET /api/v1/served", "served", func(w http.ResponseWriter, r *http.Request) {
 		res, err := l.Served(r.Context())
 		l.reply(w, res, err)
@@ -168,6 +177,26 @@ func (l *Ledger) serveForfeits(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := l.Forfeits(r.Context(), since)
 	l.reply(w, billingapi.ForfeitsResponse{Forfeits: res}, err)
+}
+
+// serveServedHistory answers what was served for a key over the window
+// of the from and to parameters (Unix seconds; see ServedHistory).
+func (l *Ledger) serveServedHistory(w http.ResponseWriter, r *http.Request) {
+	var window [2]time.Time
+	for i, p := range []string{"from", "to"} {
+		s := r.URL.Query().Get(p)
+		if s == "" {
+			continue
+		}
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n <= 0 || n > 1<<40 {
+			l.reply(w, nil, reject(billingapi.ReasonMalformed, "%s %.32q: want Unix seconds", p, s))
+			return
+		}
+		window[i] = time.Unix(n, 0)
+	}
+	res, err := l.ServedHistory(r.Context(), r.PathValue("key"), window[0], window[1])
+	l.reply(w, res, err)
 }
 
 func (l *Ledger) serveBatch(w http.ResponseWriter, r *http.Request) {

@@ -35,6 +35,7 @@ type acceptedRecord struct {
 	cid       string
 	root      string
 	dkey      string // the demand key: the site as the DNS router counts it
+	path      string // the request's path, informational
 	bytes     int64
 	// pending is the record as sent when its content could not be
 	// resolved now: stored as pending (see pending.go), not paid yet.
@@ -237,7 +238,8 @@ func (l *Ledger) checkRecords(ctx context.Context, edge peer.ID, epoch int64, sa
 			key = dkeyOf(r.Name, r.Root)
 			dkeys[dk] = key
 		}
-		ok = append(ok, acceptedRecord{serial: r.Serial, publisher: name, cid: r.CID, root: obj.Root, dkey: key, bytes: r.Bytes, pending: pending})
+		ok = append(ok, acceptedRecord{serial: r.Serial, publisher: name, cid: r.CID, root: obj.Root, dkey: key, path: r.Path, bytes: r.Bytes,
+			pending: pending})
 	}
 	return ok, bad, nil
 }
@@ -480,10 +482,10 @@ func (l *Ledger) countBatch(edge string, epoch int64, res *billingapi.BatchResul
 // full chunk is prepared once per call (parsing it again for each chunk
 // was a third of the cost of storing).
 func (l *Ledger) insertRecords(ctx context.Context, tx querier, edge string, epoch int64, recs []acceptedRecord) error {
-	const per = 400 // 7 parameters a row: well within SQLite's and PostgreSQL's limits
+	const per = 400 // 8 parameters a row: well within SQLite's and PostgreSQL's limits
 	query := func(n int) string {
-		return l.db.q(`INSERT INTO records (edge, serial, epoch, publisher, cid, bytes, root) VALUES (?, ?, ?, ?, ?, ?, ?)` +
-			strings.Repeat(", (?, ?, ?, ?, ?, ?, ?)", n-1))
+		return l.db.q(`INSERT INTO records (edge, serial, epoch, publisher, cid, bytes, root, path) VALUES (?, ?, ?, ?, ?, ?, ?, ?)` +
+			strings.Repeat(", (?, ?, ?, ?, ?, ?, ?, ?)", n-1))
 	}
 	var full *sql.Stmt
 	defer func() {
@@ -491,12 +493,12 @@ func (l *Ledger) insertRecords(ctx context.Context, tx querier, edge string, epo
 			full.Close()
 		}
 	}()
-	args := make([]any, 0, 7*per)
+	args := make([]any, 0, 8*per)
 	for start := 0; start < len(recs); start += per {
 		chunk := recs[start:min(start+per, len(recs))]
 		args = args[:0]
 		for _, r := range chunk {
-			args = append(args, edge, int64(r.serial), epoch, r.publisher, r.cid, r.bytes, r.root)
+			args = append(args, edge, int64(r.serial), epoch, r.publisher, r.cid, r.bytes, r.root, r.path)
 		}
 		var err error
 		switch {

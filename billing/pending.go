@@ -51,13 +51,13 @@ func (l *Ledger) insertPending(ctx context.Context, tx querier, edge string, epo
 		return nil, nil
 	}
 	since := l.opts.now().UnixNano()
-	q := l.db.q(`INSERT INTO pending (edge, serial, epoch, name, root, cid, bytes, time_ms, client, since)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	q := l.db.q(`INSERT INTO pending (edge, serial, epoch, name, root, cid, bytes, time_ms, client, since, path)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 	out := make([]uint64, 0, len(recs))
 	for _, a := range recs {
 		r := a.pending
 		if _, err := tx.ExecContext(ctx, q, edge, int64(r.Serial), epoch, r.Name, r.Root, r.CID, r.Bytes, r.Time,
-			hex.EncodeToString(r.Client), since); err != nil {
+			hex.EncodeToString(r.Client), since, r.Path); err != nil {
 			return nil, fmt.Errorf("billing: store pending record: %w", err)
 		}
 		out = append(out, r.Serial)
@@ -88,7 +88,7 @@ type resolution struct {
 // loadPending returns the pending records (not refused) of the epochs up
 // to upto.
 func (l *Ledger) loadPending(ctx context.Context, q querier, upto int64) ([]pendingRow, error) {
-	rows, err := q.QueryContext(ctx, l.db.q(`SELECT edge, serial, epoch, name, root, cid, bytes, time_ms, client, since FROM pending
+	rows, err := q.QueryContext(ctx, l.db.q(`SELECT edge, serial, epoch, name, root, cid, bytes, time_ms, client, since, path FROM pending
 		WHERE refused = 0 AND epoch <= ? ORDER BY epoch, edge, serial`), upto)
 	if err != nil {
 		return nil, fmt.Errorf("billing: pending records: %w", err)
@@ -102,7 +102,7 @@ func (l *Ledger) loadPending(ctx context.Context, q querier, upto int64) ([]pend
 			client string
 		)
 		if err := rows.Scan(&p.edge, &serial, &p.epoch, &p.rec.Name, &p.rec.Root, &p.rec.CID, &p.rec.Bytes, &p.rec.Time,
-			&client, &p.since); err != nil {
+			&client, &p.since, &p.rec.Path); err != nil {
 			return nil, fmt.Errorf("billing: pending records: %w", err)
 		}
 		p.rec.Serial = uint64(serial)
@@ -247,7 +247,8 @@ func checkResolved(p pendingRow, obj witness.Object) (acceptedRecord, error) {
 	case publisher == p.edge:
 		return acceptedRecord{}, reject(billingapi.ReasonSelfDealing, "edge %s serves its own publisher's site", p.edge)
 	}
-	return acceptedRecord{serial: r.Serial, publisher: publisher, cid: r.CID, root: obj.Root, dkey: dkeyOf(r.Name, r.Root), bytes: r.Bytes}, nil
+	return acceptedRecord{serial: r.Serial, publisher: publisher, cid: r.CID, root: obj.Root, dkey: dkeyOf(r.Name, r.Root), path: r.Path,
+		bytes: r.Bytes}, nil
 }
 
 // payLate stores records of k resolved after k's epoch was settled and

@@ -33,6 +33,16 @@ type ContentAt interface {
 	ObjectAt(ctx context.Context, name, root, c string, at time.Time) (witness.Object, error)
 }
 
+// SiteNames is implemented by a Content that knows which human name each
+// publisher key published (witness.OriginContent, from the name events of
+// the origin's billing log). Without it, billing names a key's site from
+// the names in the edges' records (GET /api/v1/accounts/{id}/sites).
+type SiteNames interface {
+	// SiteNames returns the name each of keys last published, for the
+	// keys that published one.
+	SiteNames(ctx context.Context, keys []string) map[string]string
+}
+
 // ShardPlacements is implemented by a Content that knows where the origin
 // placed each shard, when, and which peers it flagged
 // (witness.OriginContent, from the origin's billing log). Billing then
@@ -106,6 +116,7 @@ var (
 	_ ShardIndex      = (*witness.OriginContent)(nil)
 	_ OriginKey       = (*witness.OriginContent)(nil)
 	_ Sizer           = (*witness.OriginContent)(nil)
+	_ SiteNames       = (*witness.OriginContent)(nil)
 	_ EdgeDirectory   = (*witness.DNSDirectory)(nil)
 	_ Prober          = witness.HTTPProber{}
 )

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/topcdn/topcdn/identity"
 	"go.uber.org/zap"
@@ -36,6 +37,9 @@ type Served struct {
 	CID string
 	// Root is the site's root CID, if known.
 	Root string
+	// Path is the request's URL path, without the query; Observe cuts
+	// it to what a Record carries (CutPath).
+	Path string
 	// Bytes is the body bytes sent.
 	Bytes int64
 	// Status is the HTTP status code.
@@ -65,6 +69,7 @@ type reporterOptions struct {
 	url    string
 	now    func() time.Time
 	part   int // records per batch
+	budget int // bytes of encoded records per batch (recordBudget; tests lower it)
 }
 
 // WithEpoch sets the epoch length, which must be billing's; whole seconds.
@@ -153,6 +158,7 @@ func NewReporter(key *identity.Key, billingURL string, opts ...ReporterOption) *
 		log:    zap.NewNop(),
 		now:    time.Now,
 		part:   MaxRecords,
+		budget: recordBudget,
 	}
 	for _, opt := range opts {
 		opt(&o)
@@ -183,6 +189,7 @@ func epochOf(t time.Time, epoch time.Duration) int64 {
 // not billable: it is counted and left out, so that one such request
 // cannot make billing refuse the whole batch.
 func (r *Reporter) Observe(s Served) {
+	s.Path = CutPath(s.Path)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !s.billable() {
@@ -278,20 +285,31 @@ func (r *Reporter) currentEpoch() int64 {
 }
 
 // closeEpoch closes the open epoch, opens the one starting at next and
-// returns the closed epoch's signed batches (one per MaxRecords records,
-// numbered by Part), none if it had no records.
+// returns the closed epoch's signed batches (see planParts), numbered by
+// Part, none if it had no records.
 func (r *Reporter) closeEpoch(next int64) [][]byte {
 	r.mu.Lock()
 	epoch, recs, dropped, unbillable := r.epoch, r.pending, r.dropped, r.unbillable
 	r.pending, r.dropped, r.unbillable, r.epoch = nil, 0, 0, next
 	r.prev, r.prevBytes, r.bytes = epoch, r.bytes, 0
-	size := r.opts.part
-	parts := (len(recs) + size - 1) / size
+	r.mu.Unlock()
+	// Planned outside the lock: it reads every record's text fields.
+	parts, over := planParts(recs, r.opts.part, r.opts.budget)
+	r.mu.Lock()
+	if len(over) > 0 && r.prev == epoch {
+		for _, p := range over {
+			r.prevBytes -= uint64(p.s.Bytes) // the heartbeats' figure is what the batches hold
+		}
+	}
 	seq := r.seq
-	r.seq += uint64(parts)
+	r.seq += uint64(len(parts))
 	r.mu.Unlock()
 	if dropped > 0 {
 		r.opts.log.Warn("billing: records dropped: epoch over its record limit", zap.Int64("dropped", dropped))
+	}
+	if len(over) > 0 {
+		r.opts.log.Warn("billing: records dropped: epoch over its batch size limit", zap.Int("dropped", len(over)),
+			zap.Int("parts", MaxParts), zap.Int("max_batch_size", MaxBatchSize))
 	}
 	if unbillable > 0 {
 		r.opts.log.Debug("billing: responses naming no object left out", zap.Int64("epoch", epoch), zap.Int64("responses", unbillable))
@@ -302,8 +320,7 @@ func (r *Reporter) closeEpoch(next int64) [][]byte {
 		return nil
 	}
 	var out [][]byte
-	for part := 0; part < parts; part++ {
-		chunk := recs[part*size : min((part+1)*size, len(recs))]
+	for part, chunk := range parts {
 		b, err := r.sign(epoch, part, seq+uint64(part), salt, chunk)
 		if err != nil {
 			r.opts.log.Error("billing: sign batch", zap.Error(err))
@@ -312,6 +329,79 @@ func (r *Reporter) closeEpoch(next int64) [][]byte {
 		out = append(out, b)
 	}
 	return out
+}
+
+// Bounds of a batch's encoding, for planParts. A record's JSON is at most
+// recordOverhead bytes (keys, four numbers of at most 20 digits, the
+// client hash in base64, a comma) plus its text fields as JSON strings
+// (jsonStringBound). A batch envelope adds at most envelopeOverhead to
+// the base64 of its body, and the body at most batchOverhead (keys, an
+// edge ID of identity.MaxSignerSize bytes, a URL of MaxField bytes each
+// escaped to 6, salt and Merkle root) to its records. recordBudget is
+// then what the records of one batch may take for the envelope to stay
+// within MaxBatchSize.
+const (
+	recordOverhead   = 192
+	envelopeOverhead = 512
+	batchOverhead    = 4096
+	recordBudget     = (MaxBatchSize-envelopeOverhead)/4*3 - batchOverhead
+)
+
+// recordBound bounds the JSON encoding of the Record s becomes in a
+// batch, with its comma.
+func recordBound(s *Served) int {
+	return recordOverhead + jsonStringBound(s.Name) + jsonStringBound(s.CID) + jsonStringBound(s.Root) + jsonStringBound(s.Path)
+}
+
+// jsonStringBound bounds the bytes of s's characters in a JSON string as
+// encoding/json writes it: 6 for a byte it writes as \u00XX (controls,
+// '<', '>', '&') and for an invalid UTF-8 byte (\ufffd), 2 for a quote or
+// backslash, and for valid UTF-8 at most 2 a byte of a multi-byte
+// character (U+2028 and U+2029, 3 bytes, become 6).
+func jsonStringBound(s string) int {
+	high := 2
+	if !utf8.ValidString(s) {
+		high = 6
+	}
+	n := 0
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c >= utf8.RuneSelf:
+			n += high
+		case c < 0x20 || c == '<' || c == '>' || c == '&':
+			n += 6
+		case c == '"' || c == '\\':
+			n += 2
+		default:
+			n++
+		}
+	}
+	return n
+}
+
+// planParts splits an epoch's records into its batches: each holds at
+// most part records, whose encodings (recordBound) sum to at most budget
+// bytes, so that no signed batch exceeds MaxBatchSize whatever its
+// records' names and paths. Records beyond MaxParts batches are returned
+// as over, to be dropped: with the default limits that takes millions of
+// records with long paths in one epoch.
+func planParts(recs []pendingRecord, part, budget int) (parts [][]pendingRecord, over []pendingRecord) {
+	start, size := 0, 0
+	for i := range recs {
+		n := recordBound(&recs[i].s)
+		if i > start && (i-start == part || size+n > budget) {
+			parts = append(parts, recs[start:i])
+			if len(parts) == MaxParts {
+				return parts, recs[i:]
+			}
+			start, size = i, 0
+		}
+		size += n
+	}
+	if start < len(recs) {
+		parts = append(parts, recs[start:])
+	}
+	return parts, nil
 }
 
 // sign builds and signs one batch of an epoch.
@@ -329,7 +419,7 @@ func (r *Reporter) sign(epoch int64, part int, seq uint64, salt []byte, recs []p
 			t = hi
 		}
 		batch.Records = append(batch.Records, Record{
-			Serial: p.serial, Name: p.s.Name, CID: p.s.CID, Root: p.s.Root, Bytes: p.s.Bytes,
+			Serial: p.serial, Name: p.s.Name, CID: p.s.CID, Root: p.s.Root, Path: p.s.Path, Bytes: p.s.Bytes,
 			Status: p.s.Status, Time: t.UnixMilli(), Client: ClientHash(salt, p.s.Client),
 		})
 	}

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/identity"
@@ -29,7 +31,9 @@ const (
 
 // Limits of the wire formats.
 const (
-	// MaxBatchSize bounds an encoded batch or claim envelope.
+	// MaxBatchSize bounds an encoded batch or claim envelope. A Reporter
+	// splits an epoch into parts by size as well as by count, so that its
+	// batches stay under it whatever the records' text fields hold.
 	MaxBatchSize = 64 << 20
 	// MaxRecords bounds the records of one batch; an epoch with more is
 	// reported in several parts.
@@ -42,7 +46,8 @@ const (
 	ClientHashSize = 16
 	// SaltSize is the length of a batch's per-epoch salt.
 	SaltSize = 16
-	// MaxField bounds a text field of a message: a name, CID, URL or nonce.
+	// MaxField bounds a text field of a message: a name, CID, URL, path
+	// or nonce.
 	MaxField = 256
 )
 
@@ -56,6 +61,10 @@ type Record struct {
 	CID string `json:"cid"`
 	// Root is the root CID of the site the object belongs to, if known.
 	Root string `json:"root,omitempty"`
+	// Path is the request's URL path (no query), at most MaxField bytes
+	// of valid UTF-8 (CutPath), or "". It is informational: billing
+	// shows a site's top paths by it and pays nobody by it.
+	Path string `json:"path,omitempty"`
 	// Bytes is the body bytes sent.
 	Bytes int64 `json:"bytes"`
 	// Status is the HTTP status code.
@@ -262,6 +271,8 @@ func (r *Record) Validate() error {
 		return malformed("negative bytes %d", r.Bytes)
 	case r.CID == "" || len(r.CID) > MaxField || len(r.Root) > MaxField || len(r.Name) > MaxField:
 		return malformed("cid, root or name empty or over %d bytes", MaxField)
+	case len(r.Path) > MaxField:
+		return malformed("path over %d bytes", MaxField)
 	case len(r.Client) != ClientHashSize:
 		return malformed("client hash of %d bytes, want %d", len(r.Client), ClientHashSize)
 	case r.Status < 100 || r.Status > 599:
@@ -306,7 +317,10 @@ func MerkleRoot(recs []Record) []byte {
 
 // AppendLeaf appends the record's Merkle leaf encoding to b: Serial,
 // Bytes, Time (8 bytes each, big-endian), Status (2 bytes), then Client,
-// Name, CID and Root, each as a 2-byte big-endian length and its bytes.
+// Name, CID and Root, each as a 2-byte big-endian length and its bytes,
+// then Path the same way when it is not empty: a record without a path
+// has the leaf it had before paths were reported, so edges that send
+// none and billing agree on the root whatever their versions.
 func (r *Record) AppendLeaf(b []byte) []byte {
 	b = binary.BigEndian.AppendUint64(b, r.Serial)
 	b = binary.BigEndian.AppendUint64(b, uint64(r.Bytes))
@@ -316,5 +330,25 @@ func (r *Record) AppendLeaf(b []byte) []byte {
 		b = binary.BigEndian.AppendUint16(b, uint16(len(f)))
 		b = append(b, f...)
 	}
+	if r.Path != "" {
+		b = binary.BigEndian.AppendUint16(b, uint16(len(r.Path)))
+		b = append(b, r.Path...)
+	}
 	return b
+}
+
+// CutPath returns p as a Record carries it: invalid UTF-8 replaced by
+// U+FFFD (a signed body must read back as it was written, and JSON
+// cannot carry invalid UTF-8), then cut to at most MaxField bytes at a
+// character boundary.
+func CutPath(p string) string {
+	p = strings.ToValidUTF8(p, "\uFFFD")
+	if len(p) <= MaxField {
+		return p
+	}
+	n := MaxField
+	for n > 0 && !utf8.RuneStart(p[n]) {
+		n--
+	}
+	return p[:n]
 }

@@ -42,6 +42,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    billing      <billing URL>
 //	    billing_epoch <duration>
 //	    name_stream  on|off
+//	    https_port   <port>
 //	}
 //
 // Sizes take units (256MiB, 1GiB). dnslink may be repeated, one host each.
@@ -87,6 +88,7 @@ var subdirectives = map[string]func(h *Handler, d *caddyfile.Dispenser) error{
 	"public_addr":   parsePublicAddrs,
 	"capacity":      parseCapacity,
 	"name_stream":   parseNameStream,
+	"https_port":    parseHTTPSPort,
 }
 
 // stringArg parses an option of one word into the field field returns.
@@ -192,6 +194,19 @@ func parseNameStream(h *Handler, d *caddyfile.Dispenser) error {
 		return nil
 	}
 	return d.Errf("name_stream %q: want on or off", s)
+}
+
+func parseHTTPSPort(h *Handler, d *caddyfile.Dispenser) error {
+	var s string
+	if !d.AllArgs(&s) {
+		return d.ArgErr()
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return d.Errf("https_port %q: want a port number", s)
+	}
+	h.HTTPSPort = n
+	return nil
 }
 
 var _ caddyfile.Unmarshaler = (*Handler)(nil)

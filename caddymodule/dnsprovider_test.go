@@ -102,14 +102,25 @@ func TestDNSProviderValidate(t *testing.T) {
 	}
 }
 
-// TestDNSProviderAdapt: the dns option of a tls block and the global
-// acme_dns option adapt to the provider's JSON, as
-// testdata/dnsprovider.caddyfiletest says (a Caddyfile, a line of
-// dashes, the JSON; go test -run DNSProviderAdapt -update rewrites the
-// JSON).
-func TestDNSProviderAdapt(t *testing.T) {
+// TestCaddyfileAdapt: each testdata/*.caddyfiletest (a Caddyfile, a
+// line of dashes, the JSON) adapts to its JSON, and Caddy validates it
+// (provisioning every module, the DNS provider and the topcdn handler
+// included); go test -run CaddyfileAdapt -update rewrites the JSON.
+// dnsprovider: the dns option of a tls block and the global acme_dns
+// option. https: an edge's HTTP and HTTPS sites as the devnet writes
+// them, with https_port.
+func TestCaddyfileAdapt(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("testdata", "*.caddyfiletest"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no testdata/*.caddyfiletest: %v", err)
+	}
+	for _, path := range files {
+		t.Run(filepath.Base(path), func(t *testing.T) { testAdapt(t, path) })
+	}
+}
+
+func testAdapt(t *testing.T, path string) {
 	const sep = "\n----------\n"
-	path := filepath.Join("testdata", "dnsprovider.caddyfiletest")
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -139,8 +150,6 @@ func TestDNSProviderAdapt(t *testing.T) {
 	if got.String() != want {
 		t.Fatalf("%s adapts to\n%s\nwant\n%s", path, got.String(), want)
 	}
-	// And the config loads its providers (Caddy provisions them to
-	// validate it).
 	var c caddy.Config
 	if err := json.Unmarshal(cfg, &c); err != nil {
 		t.Fatal(err)

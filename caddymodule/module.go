@@ -91,6 +91,14 @@ type Handler struct {
 	// out. Default: on (changes and purges reach the edge within a round
 	// trip).
 	NameStream *bool `json:"name_stream,omitempty"`
+	// HTTPSPort is the port browsers reach the edge's HTTPS sites at
+	// (Caddy's https_port, unless the edge is behind a port mapping).
+	// When set, plain-HTTP requests are redirected there (308), except
+	// the health path and requests for an IP address or public_url's
+	// host, which the router and billing probe; and heartbeats report
+	// https://HOST:PORT, HOST being public_url's, as the edge's HTTPS URL.
+	// Default: 0, no redirect and no HTTPS URL.
+	HTTPSPort int `json:"https_port,omitempty"`
 
 	logger   *zap.Logger
 	keyPath  string                // KeyFile, or its default
@@ -156,6 +164,9 @@ func (h *Handler) Validate() error {
 	}
 	if h.MemoryCacheBytes < 0 || h.DiskCacheBytes < 0 {
 		return errors.New("topcdn: cache sizes cannot be negative")
+	}
+	if h.HTTPSPort < 0 || h.HTTPSPort > 65535 {
+		return fmt.Errorf("topcdn: https_port %d is not a port", h.HTTPSPort)
 	}
 	if h.HeartbeatInterval < 0 || h.BillingEpoch < 0 {
 		return errors.New("topcdn: heartbeat and billing_epoch cannot be negative")

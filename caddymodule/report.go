@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -21,7 +22,7 @@ import (
 type recorder struct{ r *billingapi.Reporter }
 
 func (r recorder) Record(s edge.Served) {
-	r.r.Observe(billingapi.Served{Name: s.Name, CID: s.CID, Root: s.Root, Bytes: s.Bytes,
+	r.r.Observe(billingapi.Served{Name: s.Name, CID: s.CID, Root: s.Root, Path: s.Path, Bytes: s.Bytes,
 		Status: s.Status, Time: s.Time, Client: s.Client})
 }
 
@@ -72,6 +73,16 @@ func (h *Handler) publicAddrs() ([]string, error) {
 		return []string{a.String()}, nil
 	}
 	return nil, nil
+}
+
+// httpsURL is the HTTPS URL heartbeats report: public_url's host on
+// https_port; "" without https_port.
+func (h *Handler) httpsURL() string {
+	u, err := url.Parse(h.PublicURL)
+	if h.HTTPSPort == 0 || err != nil || u.Hostname() == "" {
+		return ""
+	}
+	return "https://" + net.JoinHostPort(u.Hostname(), strconv.Itoa(h.HTTPSPort))
 }
 
 // parseLocation parses "LAT,LON"; "" is no location.
@@ -135,6 +146,7 @@ func (in *instance) heartbeats(ctx context.Context) {
 	client := &http.Client{Timeout: max(interval, 2*time.Second)}
 	addrs, _ := h.publicAddrs()
 	lat, lon, _ := parseLocation(h.Location)
+	httpsURL := h.httpsURL()
 	log := h.logger.Named("heartbeat")
 	prev, prevAt := in.edge.Stats(), time.Now()
 	failing := false
@@ -146,7 +158,7 @@ func (in *instance) heartbeats(ctx context.Context) {
 		}
 		prev, prevAt = st, now
 		hb := dnsrouteapi.Heartbeat{Peer: key.ID.String(), Addrs: addrs, URL: strings.TrimSuffix(h.PublicURL, "/"),
-			City: h.City, Lat: lat, Lon: lon, Load: load, Capacity: h.Capacity,
+			HTTPSURL: httpsURL, City: h.City, Lat: lat, Lon: lon, Load: load, Capacity: h.Capacity,
 			IntervalMS: interval.Milliseconds(), Time: now.UTC(),
 			Requests: st.Requests, Bytes: st.Bytes, CacheHits: st.ResponseHits + st.BlockHits, CacheMisses: st.BlockMisses}
 		if in.reporter != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/url"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -156,6 +157,10 @@ func startInstance(h *Handler) (_ *instance, err error) {
 	}
 	cfg := edge.Config{Origin: h.Origin, Domain: h.Domain, MemoryBytes: max(1, int64(float64(h.MemoryCacheBytes)*cacheShare)),
 		DNSLinks: h.DNSLinks, Logger: h.logger, Key: in.key, Registry: firstRegisterer{Registerer: h.registry, logger: h.logger, warned: new(atomic.Bool)}}
+	cfg.HTTPSPort = h.HTTPSPort
+	if u, err := url.Parse(h.PublicURL); err == nil { // Validate checked it
+		cfg.PublicHost = u.Hostname()
+	}
 	// The build, as every topcdn role says it (Caddy adds the Go runtime's
 	// and the process's collectors).
 	if err = cfg.Registry.Register(prom.BuildInfo()); err != nil {

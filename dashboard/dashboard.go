@@ -2,11 +2,13 @@
 // publisher or operator sees it: edges with their location, health and
 // load, storage peers with their shards and audit results, sites with
 // their CID, size and bytes served, ledger balances, and plots of bytes
-// served and cache hit ratio over time.
+// served and cache hit ratio over time; and a page per site (#/sites/NAME)
+// with its bytes and requests per epoch over 30 days and its top paths.
 //
 // The page and its script are embedded (no external links); the data
-// comes from one JSON endpoint that gathers, server-side, what the
-// origin, the DNS router and billing publish over their HTTP APIs.
+// comes from JSON endpoints (api/state, api/history, api/sites/NAME) that
+// gather, server-side, what the origin, the DNS router and billing
+// publish over their HTTP APIs.
 package dashboard
 
 import (
@@ -106,6 +108,7 @@ func (d *Dashboard) Handler() http.Handler {
 	mux.HandleFunc("GET /api/state", func(w http.ResponseWriter, r *http.Request) {
 		writeNoStore(w, d.State(r.Context()))
 	})
+	mux.HandleFunc("GET /api/sites/{name}", d.serveSite)
 	mux.HandleFunc("GET /api/history", func(w http.ResponseWriter, r *http.Request) {
 		d.mu.Lock()
 		out := append([]Sample{}, d.samples...)
@@ -252,11 +255,7 @@ func (d *Dashboard) siteSize(ctx context.Context, root string) int64 {
 	if _, err := env.Open(erasure.TypeManifest, &m); err != nil {
 		return -1
 	}
-	var n int64
-	for _, s := range m.Segments {
-		n += s.Length
-	}
-	return n
+	return m.Size()
 }
 
 // get fetches url and decodes its JSON answer, at most 16 MiB, into v.

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/topcdn/topcdn/dnsrouteapi"
 	"github.com/topcdn/topcdn/identity"
@@ -32,34 +33,42 @@ func (f *fakeRouter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(f.edges)
 }
 
-func TestStateAndHistory(t *testing.T) {
+// testOrigin runs an origin that serves the example site as blog,
+// published by key, and returns its URL and the site's root.
+func testOrigin(t *testing.T, key *identity.Key) (string, cid.Cid) {
+	t.Helper()
 	ctx := context.Background()
 	o, err := origin.New(ctx, origin.Config{DataDir: t.TempDir(), Registry: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer o.Close()
 	ots := httptest.NewServer(o.Handler())
-	defer ots.Close()
+	t.Cleanup(func() { ots.Close(); o.Close() })
 	d0, err := publish.ImportDir(ctx, "../examples/site")
 	if err != nil {
 		t.Fatal(err)
 	}
 	client, _ := publish.NewClient(ots.URL, nil)
-	key, _ := identity.Generate(nil)
 	if _, err := client.Push(ctx, key, d0, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := client.PublishName(ctx, "blog", key, d0.Root, publish.NameOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	return ots.URL, d0.Root
+}
+
+func TestStateAndHistory(t *testing.T) {
+	ctx := context.Background()
+	key, _ := identity.Generate(nil)
+	originURL, root := testOrigin(t, key)
 	lat, lon := 50.11, 8.68
 	router := &fakeRouter{edges: []dnsrouteapi.EdgeInfo{{Peer: "edge-a", City: "Frankfurt", Lat: &lat, Lon: &lon, Healthy: true,
 		Requests: 10, Bytes: 1000, CacheHits: 5, CacheMisses: 5}}}
 	rts := httptest.NewServer(router)
 	defer rts.Close()
 	// Billing is down: the page still shows the rest and names the failure.
-	d, err := New(Config{Origin: ots.URL, Router: rts.URL, Billing: "http://127.0.0.1:1"})
+	d, err := New(Config{Origin: originURL, Router: rts.URL, Billing: "http://127.0.0.1:1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +77,7 @@ func TestStateAndHistory(t *testing.T) {
 
 	var st State
 	testkit.GetJSON(t, srv.URL+"/dashboard/api/state", &st)
-	if len(st.Sites) != 1 || st.Sites[0].Name != "blog" || st.Sites[0].CID != d0.Root.String() {
+	if len(st.Sites) != 1 || st.Sites[0].Name != "blog" || st.Sites[0].CID != root.String() {
 		t.Fatalf("sites %+v", st.Sites)
 	}
 	if st.Sites[0].Size != -1 {

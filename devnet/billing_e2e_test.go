@@ -13,6 +13,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -43,7 +44,11 @@ const (
 // and storage peers earned, every edge that served and every storage peer
 // read earned, balances sum to zero, a second settle pays nothing, and the
 // edges were paid at least 99 % of the bytes their Reporters counted.
-// In a seventh epoch one edge's operator (an admitted insider with its
+// A second site, docs, is published from a keystore whose account is the
+// devnet's funded publisher, with its own key linked to the account
+// before its traffic starts; clients fetch both sites once both are
+// striped, and after settlement the account has paid for both keys and
+// `topcdn sites` shows each site's bytes. In a seventh epoch one edge's operator (an admitted insider with its
 // key) adds a batch claiming all its real demand allows and raises its
 // epoch counter to match; the test reports what that got it.
 func TestDevnetBilling(t *testing.T) {
@@ -66,9 +71,19 @@ func TestDevnetBilling(t *testing.T) {
 	bc := billingapi.NewClient(info.Billing.URL, nil)
 	ctx := context.Background()
 
-	// 1. Traffic: six epochs of honest sessions, the site updated in the
-	// middle of the fourth, then a seventh the insider claims more of.
+	// 0. The second site, published in the epoch its key's link starts;
+	// traffic starts once both sites are striped.
+	docs := publishSecondSite(t, bin, info, bc)
+	waitStriped(t, info, site.CID, docs.root)
+
+	// 1. Traffic: six epochs of honest sessions of each site, blog
+	// updated in the middle of the fourth, then a seventh the insider
+	// claims more of. docs' clients run beside blog's, as many, from
+	// other /24s at any one time.
 	cl := newClients(info.DNS.Addr, site.Host, edgePort, info.DNS.Zone, uint64(offset))
+	dl := newClients(info.DNS.Addr, docs.host, edgePort, info.DNS.Zone, uint64(offset)+1)
+	const dl0 = 375 // docs' first session number: its /24s start past blog's first ones
+	dl.n = dl0
 	start := time.Now()
 	first := start.Unix() - start.Unix()%secs
 	insiderEpoch := first + trafficEpochs*secs
@@ -77,8 +92,9 @@ func TestDevnetBilling(t *testing.T) {
 		epochs[i] = first + int64(i)*secs
 	}
 	tctx, stopTraffic := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); cl.run(tctx, roundPause) }()
+	var traffic sync.WaitGroup
+	traffic.Go(func() { cl.run(tctx, roundPause) })
+	traffic.Go(func() { dl.run(tctx, roundPause) })
 	sleepUntil(time.Unix(first+updateEpoch*secs+secs/2, 0))
 	newRoot := republish(t, bin, info, siteDir)
 	if err := cl.fetchByCID(site.CID); err != nil { // the superseded root, by CID
@@ -88,11 +104,14 @@ func TestDevnetBilling(t *testing.T) {
 	objCID := objectCID(t, info, site.Host, edgePort, "/docs/manual.txt")
 	sleepUntil(time.Unix(insiderEpoch+secs, 0))
 	stopTraffic()
-	<-done
+	traffic.Wait()
 	rounds, received, perEdge, failures := cl.summary()
-	t.Logf("clients: %d sessions (%d by CID), %d body bytes received:%s", rounds, cl.byCID, received, perEdge)
+	t.Logf("clients of %s: %d sessions (%d by CID), %d body bytes received:%s", site.Host, rounds, cl.byCID, received, perEdge)
 	t.Logf("after the update, %d responses by name (%d B) still came from the superseded root %s",
 		cl.stale[0], cl.stale[1], site.CID)
+	dRounds, dReceived, dPerEdge, dFailures := dl.summary()
+	t.Logf("clients of %s: %d sessions, %d body bytes received:%s", docs.host, dRounds-dl0, dReceived, dPerEdge)
+	rounds, received, failures = rounds+dRounds-dl0, received+dReceived, append(failures, dFailures...)
 	if len(failures) > rounds/50 {
 		t.Errorf("%d of %d sessions failed; first: %v", len(failures), rounds, failures[0])
 	} else if len(failures) > 0 {
@@ -149,6 +168,12 @@ func TestDevnetBilling(t *testing.T) {
 	}
 	if why := led.complete(busy, readsBefore); why != "" {
 		t.Errorf("after settling for %s: %s", 6*billingTestEpoch, why)
+		for id, st := range led.statements {
+			for _, d := range st.Deferred {
+				t.Logf("  held: edge %s epoch %d publisher %s root %s: %d records, %d bytes", short(id), d.Epoch, short(d.Publisher),
+					d.Root, d.Records, d.Bytes)
+			}
+		}
 	}
 
 	// 4. The ledger: who paid, who earned, a second settle pays nothing.
@@ -157,7 +182,13 @@ func TestDevnetBilling(t *testing.T) {
 		checkLedger(t, ctx, bc, info, led, served, epochs, readsBefore, holders)
 	})
 
-	// 5. The figure: honest bytes paid over honest bytes served.
+	// 5. Two sites, one account: it paid for both keys, and `topcdn
+	// sites` shows what each served.
+	t.Run("two sites", func(t *testing.T) {
+		checkTwoSites(t, bin, info, led, docs, first)
+	})
+
+	// 6. The figure: honest bytes paid over honest bytes served.
 	t.Run("honest figure", func(t *testing.T) {
 		f := honestFigure(led, info, served, probes, epochs)
 		f.log(t)
@@ -166,7 +197,7 @@ func TestDevnetBilling(t *testing.T) {
 		}
 	})
 
-	// 6. The insider's residual (reported, not asserted).
+	// 7. The insider's residual (reported, not asserted).
 	t.Run("insider residual", func(t *testing.T) {
 		ins.report(t, led, info, served, router, epochs)
 	})

@@ -65,6 +65,17 @@ type Config struct {
 	// them only as their TTLs run out, as before the origin pushed
 	// changes (the baseline of bench publish-latency).
 	NoNameStream bool
+	// Pebble is the pebble binary (Let's Encrypt's test ACME server) run
+	// as the devnet's CA. Default: pebble next to Bin (make build puts
+	// bin/pebble beside bin/topcdn), else pebble on PATH.
+	Pebble string
+	// CertLifetime is how long the CA's certificates are valid, whole
+	// seconds. Default: DefaultCertLifetime (90 days).
+	CertLifetime time.Duration
+	// NoHTTPSRedirect has the edges serve names over plain HTTP too,
+	// instead of redirecting such requests to HTTPS (for clients that
+	// fetch by name over HTTP without trusting the CA).
+	NoHTTPSRedirect bool
 }
 
 // Endpoint is one service of a running devnet.
@@ -75,6 +86,9 @@ type Endpoint struct {
 	DataDir string `json:"data_dir,omitempty"`
 	City    string `json:"city,omitempty"`
 	Log     string `json:"log"`
+
+	// HTTPSURL is an edge's HTTPS base URL, https://127.N.0.1:8443.
+	HTTPSURL string `json:"https_url,omitempty"`
 }
 
 // DNS is the devnet's DNS router.
@@ -85,6 +99,10 @@ type DNS struct {
 	Zone string `json:"zone"`
 	PID  int    `json:"pid"`
 	Log  string `json:"log"`
+
+	// Resolver is the devnet's recursive resolver (UDP and TCP), which
+	// forwards the zone to the router: the CA validates through it.
+	Resolver string `json:"resolver"`
 }
 
 // Site is a site the devnet published.
@@ -93,6 +111,9 @@ type Site struct {
 	Host string `json:"host"`
 	CID  string `json:"cid"`
 	IPNS string `json:"ipns"`
+	// URL is the site's https URL on the edges, e.g.
+	// https://blog.cdn.test:8443/.
+	URL string `json:"url"`
 }
 
 // Info is what a running devnet writes to DIR/devnet.json.
@@ -107,6 +128,12 @@ type Info struct {
 	PublisherID  string     `json:"publisher_id"`
 	EpochSeconds int        `json:"epoch_seconds"`
 	Sites        []Site     `json:"sites"`
+
+	// CA is the ACME CA (pebble); its URL is the ACME directory.
+	CA Endpoint `json:"ca"`
+	// CACert is the PEM file of the CA's root, new at every start: the
+	// edges' certificates verify against it.
+	CACert string `json:"ca_cert"`
 }
 
 // The devnet's prices, in the token's smallest unit: a 100 KiB page
@@ -133,6 +160,8 @@ type network struct {
 	at    listenAddrs
 	roles []*role // in start order; stopped in reverse
 	info  Info
+
+	resolver *resolver // stopped after the roles
 }
 
 // listenAddrs are where the origin, billing and the DNS router listen
@@ -140,7 +169,14 @@ type network struct {
 type listenAddrs struct {
 	origin, billing, dns, dnsHTTP string
 	originURL, billingURL, dnsURL string
+	resolver, ca, caManagement    string
 }
+
+// The edges' ports, on 127.N.0.1 (plus the port offset).
+const (
+	httpPort  = 8080
+	httpsPort = 8443
+)
 
 func (c *Config) setDefaults() error {
 	if c.Dir == "" {
@@ -159,6 +195,17 @@ func (c *Config) setDefaults() error {
 	c.Peers = cmp.Or(c.Peers, DefaultPeers)
 	c.Epoch = cmp.Or(c.Epoch, DefaultEpoch)
 	c.Deposit = cmp.Or(c.Deposit, DefaultDeposit)
+	c.CertLifetime = cmp.Or(c.CertLifetime, DefaultCertLifetime)
+	if c.CertLifetime < time.Second || c.CertLifetime%time.Second != 0 {
+		return fmt.Errorf("devnet: certificate lifetime %s: want whole seconds", c.CertLifetime)
+	}
+	if c.Pebble == "" {
+		p, err := findPebble(c.Bin)
+		if err != nil {
+			return err
+		}
+		c.Pebble = p
+	}
 	if c.Out == nil {
 		c.Out = os.Stdout
 	}
@@ -204,20 +251,23 @@ func Run(ctx context.Context, cfg Config) error {
 // start brings up every role in dependency order and publishes the site.
 func (n *network) start(ctx context.Context) error {
 	d := n.cfg.Dir
-	for _, sub := range []string{"keys", "logs", "origin", "storage", "edges", "billing", "dns"} {
+	for _, sub := range []string{"keys", "logs", "origin", "storage", "edges", "billing", "dns", "ca"} {
 		if err := os.MkdirAll(filepath.Join(d, sub), 0o755); err != nil {
 			return fmt.Errorf("devnet: %w", err)
 		}
 	}
 	n.at = n.serviceAddrs()
-	tcp := []string{n.at.origin, n.at.billing, n.at.dns, n.at.dnsHTTP}
+	tcp := []string{n.at.origin, n.at.billing, n.at.dns, n.at.dnsHTTP, n.at.resolver, n.at.ca, n.at.caManagement}
+	udp := []string{n.at.dns, n.at.resolver}
 	for i := range n.cfg.Peers {
 		tcp = append(tcp, n.addr("127.0.0.1", 7101+i))
 	}
 	for i := range cities {
-		tcp = append(tcp, n.addr(fmt.Sprintf("127.%d.0.1", i+1), 8080))
+		ip := fmt.Sprintf("127.%d.0.1", i+1)
+		tcp = append(tcp, n.addr(ip, httpPort), n.addr(ip, httpsPort))
+		udp = append(udp, n.addr(ip, httpsPort)) // HTTP/3
 	}
-	if err := portsFree(tcp, []string{n.at.dns}); err != nil {
+	if err := portsFree(tcp, udp); err != nil {
 		return err
 	}
 	pubKeyFile := filepath.Join(d, "keys", "publisher.key")
@@ -234,7 +284,8 @@ func (n *network) start(ctx context.Context) error {
 	n.info.EpochSeconds = int(n.cfg.Epoch / time.Second)
 
 	fmt.Fprintf(n.cfg.Out, "starting a topcdn devnet in %s (logs in %s)\n", d, filepath.Join(d, "logs"))
-	for _, step := range []func(context.Context) error{n.startOrigin, n.startBilling, n.startPeers, n.startDNS, n.startEdges} {
+	for _, step := range []func(context.Context) error{n.startOrigin, n.startBilling, n.admitEdges, n.startPeers,
+		n.startResolver, n.startCA, n.startDNS, n.startEdges} {
 		if err := step(ctx); err != nil {
 			return err
 		}
@@ -248,14 +299,19 @@ func (n *network) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	site.URL = "https://" + n.addr(site.Host, httpsPort) + "/"
 	n.info.Sites = []Site{site}
-	return n.waitRouted(ctx, n.at.dns, site.Host)
+	if err := n.waitRouted(ctx, n.at.dns, site.Host); err != nil {
+		return err
+	}
+	return n.waitHTTPS(ctx, site.Host)
 }
 
 // serviceAddrs are where the origin, billing and the DNS router listen.
 func (n *network) serviceAddrs() listenAddrs {
 	a := listenAddrs{origin: n.addr("127.0.0.1", 7070), billing: n.addr("127.0.0.1", 7080),
-		dns: n.addr("127.0.0.1", 5300), dnsHTTP: n.addr("127.0.0.1", 8053)}
+		dns: n.addr("127.0.0.1", 5300), dnsHTTP: n.addr("127.0.0.1", 8053), resolver: n.addr("127.0.0.1", 5301),
+		ca: n.addr("127.0.0.1", 14000), caManagement: n.addr("127.0.0.1", 15000)}
 	a.originURL, a.billingURL, a.dnsURL = "http://"+a.origin, "http://"+a.billing, "http://"+a.dnsHTTP
 	return a
 }
@@ -338,25 +394,26 @@ func (n *network) startDNS(ctx context.Context) error {
 	}
 	dns := &role{name: "dns", health: dnsURL + "/healthz", log: logPath(d, "dns"),
 		args: []string{"dns", "--listen", n.at.dns, "--http", n.at.dnsHTTP, "--zone", n.cfg.Zone, "--origin", n.at.originURL,
-			"--geoip", geo, "--billing", n.at.billingURL, "--billing-epoch", n.cfg.Epoch.String(), "--key", filepath.Join(d, "keys", "dns.key")}}
+			"--geoip", geo, "--billing", n.at.billingURL, "--billing-epoch", n.cfg.Epoch.String(), "--key", filepath.Join(d, "keys", "dns.key"),
+			"--ca-root", n.info.CACert}}
 	if err := n.run(ctx, dns); err != nil {
 		return err
 	}
-	n.info.DNS = DNS{Addr: n.at.dns, DoH: dnsURL + "/dns-query", API: dnsURL + "/api/v1/edges", Zone: n.cfg.Zone, PID: dns.pid(), Log: dns.log}
+	n.info.DNS = DNS{Addr: n.at.dns, Resolver: n.at.resolver, DoH: dnsURL + "/dns-query", API: dnsURL + "/api/v1/edges",
+		Zone: n.cfg.Zone, PID: dns.pid(), Log: dns.log}
 	return nil
 }
 
-// startEdges starts an edge in each city, on its own loopback address.
-func (n *network) startEdges(ctx context.Context) error {
-	for i, c := range cities {
-		ip := fmt.Sprintf("127.%d.0.1", i+1)
-		addr := n.addr(ip, 8080)
+// admitEdges has the billing operator admit each edge's key (made now
+// the first time) before any edge serves: only admitted edges are paid,
+// and the router sets ACME challenge records only for them, from its
+// first read of billing's list on.
+func (n *network) admitEdges(ctx context.Context) error {
+	for i := range cities {
 		dir := filepath.Join(n.cfg.Dir, "edges", strconv.Itoa(i+1))
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return fmt.Errorf("devnet: %w", err)
 		}
-		// The billing operator admits the edge before it serves anything:
-		// only admitted edges are paid.
 		key, err := identity.LoadOrGenerate(filepath.Join(dir, "edge.key"))
 		if err != nil {
 			return fmt.Errorf("devnet: %w", err)
@@ -364,8 +421,29 @@ func (n *network) startEdges(ctx context.Context) error {
 		if err := n.admit(ctx, key.ID.String()); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// startEdges starts an edge in each city, on its own loopback address,
+// serving HTTP and HTTPS.
+func (n *network) startEdges(ctx context.Context) error {
+	for i, c := range cities {
+		ip := fmt.Sprintf("127.%d.0.1", i+1)
+		addr := n.addr(ip, httpPort)
+		dir := filepath.Join(n.cfg.Dir, "edges", strconv.Itoa(i+1))
+		// Certificates and ACME accounts of the last run are of a CA
+		// that is gone, under a root no one trusts now.
+		if err := os.RemoveAll(filepath.Join(dir, "caddy")); err != nil {
+			return fmt.Errorf("devnet: %w", err)
+		}
 		conf := filepath.Join(dir, "Caddyfile")
-		if err := os.WriteFile(conf, []byte(edgeCaddyfile(dir, ip, addr, n.at.originURL, n.at.dnsURL, n.at.billingURL, n.cfg.Zone, c.name, n.cfg.Epoch, !n.cfg.NoNameStream)), 0o644); err != nil {
+		ec := edgeConfig{dir: dir, ip: ip, httpPort: httpPort + n.cfg.PortOffset, httpsPort: httpsPort + n.cfg.PortOffset,
+			origin: n.at.originURL, router: n.at.dnsURL, billing: n.at.billingURL, zone: n.cfg.Zone, city: c.name,
+			email: "edge-" + c.slug + "@devnet.test",
+			epoch: n.cfg.Epoch, nameStream: !n.cfg.NoNameStream, redirect: !n.cfg.NoHTTPSRedirect,
+			acmeCA: n.info.CA.URL, acmeCARoot: filepath.Join(n.cfg.Dir, "ca", "pebble-tls.pem"), resolver: n.at.resolver}
+		if err := os.WriteFile(conf, []byte(edgeCaddyfile(ec)), 0o644); err != nil {
 			return fmt.Errorf("devnet: %w", err)
 		}
 		name := "edge-" + c.slug
@@ -375,7 +453,8 @@ func (n *network) startEdges(ctx context.Context) error {
 		if err := n.run(ctx, e); err != nil {
 			return err
 		}
-		n.info.Edges = append(n.info.Edges, Endpoint{URL: "http://" + addr, PID: e.pid(), PeerID: e.peerID, DataDir: dir, City: c.name, Log: e.log})
+		n.info.Edges = append(n.info.Edges, Endpoint{URL: "http://" + addr, HTTPSURL: "https://" + n.addr(ip, httpsPort),
+			PID: e.pid(), PeerID: e.peerID, DataDir: dir, City: c.name, Log: e.log})
 	}
 	return nil
 }
@@ -389,20 +468,48 @@ func (n *network) run(ctx context.Context, r *role) error {
 	return r.waitHealthy(ctx, 30*time.Second)
 }
 
+// edgeConfig is what an edge's Caddyfile says.
+type edgeConfig struct {
+	dir, ip                       string // the edge's directory and loopback address
+	httpPort, httpsPort           int
+	origin, router, billing, zone string
+	city, email                   string // email: its ACME account's contact
+	epoch                         time.Duration
+	nameStream, redirect          bool
+	acmeCA, acmeCARoot, resolver  string // the CA's directory, its API's certificate, the resolver
+}
+
 // edgeCaddyfile is an edge's configuration: Caddy bound to its own
 // loopback address, with the topcdn handler reporting to the router and
-// billing.
-func edgeCaddyfile(dir, ip, addr, origin, router, billing, zone, city string, epoch time.Duration, nameStream bool) string {
-	_, port, _ := net.SplitHostPort(addr)
+// billing, serving plain HTTP and, for the zone's names, HTTPS with
+// HTTP/2 and HTTP/3. Its certificates (one per wildcard: *.ZONE,
+// *.ipfs.ZONE, *.ipns.ZONE) are its own, with its own keys, from the
+// devnet's CA: the router sets its DNS-01 challenge records
+// (dns.providers.topcdn), and the edge sees them through the resolver
+// before it asks the CA to validate.
+func edgeCaddyfile(c edgeConfig) string {
 	stream := "on"
-	if !nameStream {
+	if !c.nameStream {
 		stream = "off"
 	}
+	redirect := ""
+	if c.redirect {
+		redirect = fmt.Sprintf("\n\t\thttps_port   %d", c.httpsPort)
+	}
 	return fmt.Sprintf(`{
-	auto_https off
 	admin off
 	persist_config off
 	storage file_system %[1]s
+	http_port %[3]d
+	https_port %[4]d
+	# The topcdn handler redirects plain HTTP itself (https_port below),
+	# keeping the router's and billing's probes on HTTP.
+	auto_https disable_redirects
+	acme_ca %[15]s
+	acme_ca_root %[16]s
+	# With no email, certmagic may take the account directory another
+	# of the edge's first orders is making for a contact ("default").
+	email %[19]s
 	servers {
 		listener_wrappers {
 			topcdn_limit
@@ -413,33 +520,51 @@ func edgeCaddyfile(dir, ip, addr, origin, router, billing, zone, city string, ep
 			idle 2m
 			write_max_chunk 1MiB
 		}
+		protocols h1 h2 h3
 	}
 }
 
-http://:%[3]s {
-	bind %[2]s
+(edge) {
 	log {
 		output file %[12]s
 		format json
 	}
 	encode zstd gzip
 	topcdn {
-		origin       %[4]s
-		domain       %[7]s
+		origin       %[5]s
+		domain       %[8]s
 		memory_cache 64MiB
-		disk_cache   %[9]s 256MiB
-		key          %[10]s
-		router       %[5]s
-		billing      %[6]s
-		billing_epoch %[11]s
-		public_url   http://%[2]s:%[3]s
-		city         %[8]q
+		disk_cache   %[10]s 256MiB
+		key          %[11]s
+		router       %[6]s
+		billing      %[7]s
+		billing_epoch %[13]s
+		public_url   http://%[2]s:%[3]d
+		city         %[9]q
 		heartbeat    2s
-		name_stream  %[13]s
+		name_stream  %[14]s%[18]s
 	}
 }
-`, filepath.Join(dir, "caddy"), ip, port, origin, router, billing, zone, city,
-		filepath.Join(dir, "cache"), filepath.Join(dir, "edge.key"), epoch, filepath.Join(dir, "access.log"), stream)
+
+http://:%[3]d {
+	bind %[2]s
+	import edge
+}
+
+https://*.%[8]s:%[4]d, https://*.ipfs.%[8]s:%[4]d, https://*.ipns.%[8]s:%[4]d {
+	bind %[2]s
+	tls {
+		dns topcdn {
+			router %[6]s
+			key    %[11]s
+		}
+		resolvers %[17]s
+	}
+	import edge
+}
+`, filepath.Join(c.dir, "caddy"), c.ip, c.httpPort, c.httpsPort, c.origin, c.router, c.billing, c.zone, c.city,
+		filepath.Join(c.dir, "cache"), filepath.Join(c.dir, "edge.key"), filepath.Join(c.dir, "access.log"), c.epoch,
+		stream, c.acmeCA, c.acmeCARoot, c.resolver, redirect, c.email)
 }
 
 // siteTTL is the TTL of the site's name record.
@@ -534,7 +659,10 @@ func (n *network) printStatus() {
 	row("origin", n.info.Origin)
 	row("billing", n.info.Billing)
 	fmt.Fprintf(tw, "dns\tdns://%s  %s\t%d\t\t\n", n.info.DNS.Addr, n.info.DNS.DoH, n.info.DNS.PID)
+	fmt.Fprintf(tw, "resolver\tdns://%s\t%d\t\t\n", n.info.DNS.Resolver, os.Getpid())
+	row("ca (pebble)", n.info.CA)
 	for _, e := range n.info.Edges {
+		e.URL += "  " + e.HTTPSURL
 		row("edge", e)
 	}
 	for i, e := range n.info.Storage {
@@ -543,28 +671,34 @@ func (n *network) printStatus() {
 	tw.Flush()
 	site := n.info.Sites[0]
 	host, port, _ := net.SplitHostPort(n.info.DNS.Addr)
-	_, edgePort, _ := net.SplitHostPort(strings.TrimPrefix(n.info.Edges[0].URL, "http://"))
-	fmt.Fprintf(w, `
-%s is published: root %s, IPNS %s
+	_, httpsPort, _ := net.SplitHostPort(strings.TrimPrefix(n.info.Edges[0].HTTPSURL, "https://"))
+	dig := fmt.Sprintf("$(dig @%s -p %s %s A +short | head -1)", host, port, site.Host)
+	fmt.Fprint(w, strings.NewReplacer("SITE", site.Name, "ROOT", site.CID, "IPNSKEY", site.IPNS, "HOST", site.Host,
+		"DNSIP", host, "DNSPORT", port, "DIG", dig, "HTTPSPORT", httpsPort, "URL", site.URL, "CACERT", n.info.CACert,
+		"DASHBOARD", n.info.Dashboard, "STATE", filepath.Join(n.cfg.Dir, "devnet.json")).Replace(`
+SITE is published: root ROOT, IPNS IPNSKEY
 
-Ask the router where %s is (answers differ by where you ask from):
-  dig @%s -p %s %s A +short
-  dig @%s -p %s %s A +short -b 127.2.0.5      # from "Tokyo"
+Ask the router where HOST is (answers differ by where you ask from):
+  dig @DNSIP -p DNSPORT HOST A +short
+  dig @DNSIP -p DNSPORT HOST A +short -b 127.2.0.5      # from "Tokyo"
 
-Fetch it through the edge the router picks:
-  curl --resolve %s:%s:$(dig @%s -p %s %s A +short | head -1) http://%s:%s/
+Fetch it over HTTPS (HTTP/2) through the edge the router picks:
+  curl --cacert CACERT --resolve HOST:HTTPSPORT:DIG URL
+
+The edges' certificates are their own, from the devnet's CA, whose root is CACERT.
+Trust it to browse without warnings (it is new at every run: trust it again after a restart):
+  Chromium, Chrome (Linux; certutil is in libnss3-tools):
+    certutil -d sql:$HOME/.pki/nssdb -D -n topcdn-devnet 2>/dev/null; certutil -d sql:$HOME/.pki/nssdb -A -t C,, -n topcdn-devnet -i CACERT
+  Firefox: Settings, Privacy & Security, View Certificates, Authorities, Import: CACERT, "identify websites"
+  macOS: sudo security add-trusted-cert -d -r trustRoot -k /Library/Keychains/System.keychain CACERT
 
 Open it in Chromium, name resolution through the router:
-  chromium --host-resolver-rules="MAP %s $(dig @%s -p %s %s A +short | head -1)" http://%s:%s/
+  chromium --host-resolver-rules="MAP HOST DIG" URL
 
-Dashboard:  %s
-State:      %s
+Dashboard:  DASHBOARD
+State:      STATE
 Ctrl-C stops everything; running again on the same directory keeps content and balances.
-`, site.Name, site.CID, site.IPNS, site.Host,
-		host, port, site.Host, host, port, site.Host,
-		site.Host, edgePort, host, port, site.Host, site.Host, edgePort,
-		site.Host, host, port, site.Host, site.Host, edgePort,
-		n.info.Dashboard, filepath.Join(n.cfg.Dir, "devnet.json"))
+`))
 }
 
 // watch serves until ctx ends, reporting roles that exit on their own.
@@ -594,5 +728,8 @@ func (n *network) watch(ctx context.Context) error {
 func (n *network) stopAll() {
 	for i := len(n.roles) - 1; i >= 0; i-- {
 		n.roles[i].stop(10 * time.Second)
+	}
+	if n.resolver != nil {
+		n.resolver.stop()
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,26 +25,31 @@ import (
 func TestMain(m *testing.M) { os.Exit(testkit.Main(m)) }
 
 // TestDevnetInChromium runs `topcdn devnet` and browses the example site
-// with headless Chromium at the address the DNS router answers, then
-// kills the nearest edge and 4 storage peers and browses again, settles
-// billing, and checks who paid and who earned; then kills the origin and
-// browses again. Screenshots of the site and the dashboard go to
-// $TOPCDN_ARTIFACTS (default: artifacts/ at the repository root).
+// over HTTPS with headless Chromium at the address the DNS router
+// answers, trusting the devnet's CA through an NSS database (never told
+// to ignore certificate errors, and none in its net log), over HTTP/2;
+// then kills the nearest edge and 4 storage peers and browses again,
+// settles billing, and checks who paid and who earned; then kills the
+// origin and browses again. Screenshots of the site and the dashboard go
+// to $TOPCDN_ARTIFACTS (default: artifacts/ at the repository root).
 func TestDevnetInChromium(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end: runs the whole network")
 	}
-	browser := findChromium(t)
+	browser := findBrowser(t)
 	bin := testkit.BuildBinary(t)
 	dir := t.TempDir()
 	offset := 10000 + rand.IntN(14000) // every port stays below the ephemeral range
 	n := startDevnet(t, bin, dir, offset)
 	info := n.info
+	browser.trust(t, info.CACert)
 	site := info.Sites[0]
-	_, edgePort, _ := net.SplitHostPort(strings.TrimPrefix(info.Edges[0].URL, "http://"))
 	artifacts := artifactsDir(t)
 	want := "Welcome to topcdn"
-	url := "http://" + site.Host + ":" + edgePort + "/"
+	url := site.URL
+	if !strings.HasPrefix(url, "https://"+site.Host+":") {
+		t.Fatalf("devnet.json: site URL %q, want https://%s:PORT/", url, site.Host)
+	}
 	frankfurt := net.ParseIP("127.1.0.5")
 	var first, second, third string // the edges that served, in turn
 
@@ -54,12 +60,19 @@ func TestDevnetInChromium(t *testing.T) {
 		if first != "127.1.0.1" {
 			t.Fatalf("from 127.1.0.5 the router answered %s first, want the Frankfurt edge 127.1.0.1", first)
 		}
-		dom := chromium(t, browser, first, "--dump-dom", url)
+		dom := browser.run(t, first, "--dump-dom", url)
 		if !strings.Contains(dom, want) {
 			t.Fatalf("the page through %s does not say %q:\n%.500s", first, want, dom)
 		}
 		edgeLoaded(t, dir, first, "/", "/css/style.css", "/img/logo.png")
-		chromium(t, browser, first, "--screenshot="+filepath.Join(artifacts, "site.png"), "--window-size=1200,900", url)
+		browser.run(t, first, "--screenshot="+filepath.Join(artifacts, "site.png"), "--window-size=1200,900", url)
+		// The NSS database is what Chromium trusts the CA by: without
+		// it, the same load fails the certificate (-202
+		// ERR_CERT_AUTHORITY_INVALID).
+		untrusting := browser.untrusting(t)
+		if dom, errs, _ := untrusting.load(t, first, "--dump-dom", url); len(errs) == 0 || strings.Contains(dom, want) {
+			t.Fatalf("without the NSS database Chromium saw no certificate error (%v) or loaded the page", errs)
+		}
 	}) {
 		return
 	}
@@ -69,7 +82,7 @@ func TestDevnetInChromium(t *testing.T) {
 	if !t.Run("the nearest edge killed, the router answers another and the page loads", func(t *testing.T) {
 		killEdge(t, info, first)
 		second = waitAnswerChanges(t, info.DNS.Addr, site.Host, frankfurt, first, 30*time.Second)
-		if dom := chromium(t, browser, second, "--dump-dom", url); !strings.Contains(dom, want) {
+		if dom := browser.run(t, second, "--dump-dom", url); !strings.Contains(dom, want) {
 			t.Fatalf("after the Frankfurt edge died the page through %s does not say %q", second, want)
 		}
 		edgeLoaded(t, dir, second, "/", "/css/style.css", "/img/logo.png")
@@ -91,7 +104,7 @@ func TestDevnetInChromium(t *testing.T) {
 		if third == "" {
 			t.Fatalf("no source address gets the third edge")
 		}
-		if dom := chromium(t, browser, third, "--dump-dom", url+"docs/"); !strings.Contains(dom, "Docs") {
+		if dom := browser.run(t, third, "--dump-dom", url+"docs/"); !strings.Contains(dom, "Docs") {
 			t.Fatalf("with 4 storage peers dead the docs page through %s did not load:\n%.300s", third, dom)
 		}
 		edgeLoaded(t, dir, third, "/docs/", "/css/style.css")
@@ -126,13 +139,13 @@ func TestDevnetInChromium(t *testing.T) {
 			}
 			time.Sleep(500 * time.Millisecond)
 		}
-		dash := chromium(t, browser, "", "--dump-dom", "--virtual-time-budget=8000", info.Dashboard)
+		dash := browser.run(t, "", "--dump-dom", "--virtual-time-budget=8000", info.Dashboard)
 		for _, s := range []string{"Frankfurt", site.CID, "healthy"} {
 			if !strings.Contains(dash, s) {
 				t.Fatalf("the dashboard does not show %q:\n%.800s", s, dash)
 			}
 		}
-		chromium(t, browser, "", "--screenshot="+filepath.Join(artifacts, "dashboard.png"), "--window-size=1400,2600",
+		browser.run(t, "", "--screenshot="+filepath.Join(artifacts, "dashboard.png"), "--window-size=1400,2600",
 			"--virtual-time-budget=8000", info.Dashboard)
 		t.Logf("screenshots: %s, %s", filepath.Join(artifacts, "site.png"), filepath.Join(artifacts, "dashboard.png"))
 	}) {
@@ -169,7 +182,7 @@ func TestDevnetInChromium(t *testing.T) {
 		if a := resolveFirst(t, info.DNS.Addr, site.Host, net.ParseIP("127.2.0.5")); a == "" {
 			t.Fatal("with the origin dead the router answers no edge")
 		}
-		if dom := chromium(t, browser, second, "--dump-dom", url+"about.html"); !strings.Contains(dom, "About this site") {
+		if dom := browser.run(t, second, "--dump-dom", url+"about.html"); !strings.Contains(dom, "About this site") {
 			t.Fatalf("with the origin dead the about page through %s did not load:\n%.300s", second, dom)
 		}
 		edgeLoaded(t, dir, second, "/about.html")
@@ -182,18 +195,24 @@ type devnetRun struct {
 	info Info
 }
 
+// pebble is the devnet's CA, which testkit builds next to bin.
+const pebble = "github.com/letsencrypt/pebble/v2/cmd/pebble"
+
 // startDevnet runs `topcdn devnet` in dir and waits for its devnet.json.
-// Its flags are a 5 s epoch and the example site; flags in extra come
-// after them, so they override (--epoch 10s, --site DIR).
+// Its flags are a 5 s epoch, the example site and --no-https-redirect
+// (tests fetch by name over plain HTTP too); flags in extra come after
+// them, so they override (--epoch 10s, --site DIR,
+// --no-https-redirect=false).
 func startDevnet(t *testing.T, bin, dir string, offset int, extra ...string) *devnetRun {
 	t.Helper()
+	testkit.BuildTool(t, pebble)
 	t.Cleanup(func() { // after the devnet stopped
 		if t.Failed() {
 			dumpLogs(t, dir)
 		}
 	})
 	args := append([]string{"devnet", "--dir", dir, "--port-offset", strconv.Itoa(offset), "--epoch", "5s",
-		"--site", "../examples/site"}, extra...)
+		"--site", "../examples/site", "--no-https-redirect"}, extra...)
 	p := testkit.Start(t, bin, args...)
 	t.Cleanup(func() { // before testkit's stop: the devnet stops its roles one by one
 		if err := p.Process.Stop(40 * time.Second); err != nil {
@@ -213,24 +232,74 @@ func startDevnet(t *testing.T, bin, dir string, offset int, extra ...string) *de
 	if err := json.Unmarshal(b, &n.info); err != nil {
 		t.Fatalf("devnet.json: %v", err)
 	}
-	if len(n.info.Edges) != 3 || len(n.info.Storage) != 14 || len(n.info.Sites) != 1 || n.info.PublisherID == "" {
+	if len(n.info.Edges) != 3 || len(n.info.Storage) == 0 || len(n.info.Sites) != 1 || n.info.PublisherID == "" ||
+		n.info.CACert == "" || n.info.Sites[0].URL == "" || slices.ContainsFunc(n.info.Edges, func(e Endpoint) bool { return e.HTTPSURL == "" }) {
 		t.Fatalf("devnet.json is incomplete: %s", b)
 	}
 	return n
 }
 
-func findChromium(t *testing.T) string {
+// browser is headless Chromium, with a home directory whose NSS
+// database (where Chromium on Linux finds the roots its user added)
+// trusts the devnet's CA once trust is called.
+type browser struct {
+	path string
+	home string
+}
+
+// findBrowser finds Chromium and certutil, or skips t (fails it with
+// TOPCDN_REQUIRE_TOOLS=1).
+func findBrowser(t *testing.T) *browser {
 	t.Helper()
+	b := &browser{home: t.TempDir()}
 	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
 		if p, err := exec.LookPath(name); err == nil {
-			return p
+			b.path = p
+			break
 		}
 	}
-	if os.Getenv("TOPCDN_REQUIRE_TOOLS") == "1" {
-		t.Fatal("chromium is not installed (apt-get install -y chromium)")
+	if b.path == "" {
+		needTool(t, "chromium is not installed (apt-get install -y chromium)")
 	}
-	t.Skip("chromium is not installed (apt-get install -y chromium)")
-	return ""
+	if _, err := exec.LookPath("certutil"); err != nil {
+		needTool(t, "certutil is not installed (apt-get install -y libnss3-tools)")
+	}
+	return b
+}
+
+// needTool skips t for want of a tool, or fails it under
+// TOPCDN_REQUIRE_TOOLS=1.
+func needTool(t *testing.T, msg string) {
+	t.Helper()
+	if os.Getenv("TOPCDN_REQUIRE_TOOLS") == "1" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+}
+
+// untrusting returns Chromium with a home directory of its own, with no
+// NSS database.
+func (b *browser) untrusting(t *testing.T) *browser {
+	return &browser{path: b.path, home: t.TempDir()}
+}
+
+// trust makes an NSS database in the browser's home that trusts the CA
+// whose root is the PEM file caCert to identify websites, as a user
+// would: certutil -N, then -A -t C,,.
+func (b *browser) trust(t *testing.T, caCert string) {
+	t.Helper()
+	db := filepath.Join(b.home, ".pki", "nssdb")
+	if err := os.MkdirAll(db, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"-d", "sql:" + db, "-N", "--empty-password"},
+		{"-d", "sql:" + db, "-A", "-t", "C,,", "-n", "topcdn-devnet", "-i", caCert},
+	} {
+		if out, err := exec.Command("certutil", args...).CombinedOutput(); err != nil {
+			t.Fatalf("certutil %v: %v\n%s", args, err, out)
+		}
+	}
 }
 
 func artifactsDir(t *testing.T) string {
@@ -246,20 +315,34 @@ func artifactsDir(t *testing.T) string {
 	return abs
 }
 
-// chromium runs headless Chromium with the site's host mapped to addr (the
-// router's answer; "" maps nothing) and returns its standard output.
-func chromium(t *testing.T, browser, addr string, args ...string) string {
+// run runs headless Chromium with the zone's names mapped to addr (the
+// router's answer; "" maps nothing) and returns its standard output. Its
+// net log must show no certificate error (net_error -200 to -299).
+func (b *browser) run(t *testing.T, addr string, args ...string) string {
+	t.Helper()
+	out, errs, stderr := b.load(t, addr, args...)
+	if len(errs) > 0 {
+		t.Fatalf("chromium %v: certificate errors in its net log: %v\n%s", args, errs, tail(stderr, 2000))
+	}
+	return out
+}
+
+// load is run without the check: it returns Chromium's standard output,
+// the certificate errors of its net log, and its standard error.
+func (b *browser) load(t *testing.T, addr string, args ...string) (stdout string, certErrs []int, stderr string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
+	netlog := filepath.Join(t.TempDir(), "netlog.json")
 	all := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-		"--disable-extensions", "--user-data-dir=" + t.TempDir()}
+		"--disable-extensions", "--user-data-dir=" + t.TempDir(), "--log-net-log=" + netlog}
 	if addr != "" {
 		all = append(all, "--host-resolver-rules=MAP *.cdn.test "+addr)
 	}
-	cmd := exec.CommandContext(ctx, browser, append(all, args...)...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd := exec.CommandContext(ctx, b.path, append(all, args...)...)
+	cmd.Env = append(os.Environ(), "HOME="+b.home)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
 	// Chromium's helpers (crashpad) may outlive it holding the output
 	// pipes: do not wait for them, and kill its whole process group.
 	cmd.WaitDelay = 3 * time.Second
@@ -276,9 +359,29 @@ func chromium(t *testing.T, browser, addr string, args ...string) string {
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	}
 	if err != nil && !errors.Is(err, exec.ErrWaitDelay) {
-		t.Fatalf("chromium %v: %v\n%s", args, err, tail(stderr.String(), 2000))
+		t.Fatalf("chromium %v: %v\n%s", args, err, tail(errOut.String(), 2000))
 	}
-	return stdout.String()
+	return out.String(), certErrors(t, netlog), errOut.String()
+}
+
+// netError is a net_error in a Chromium net log.
+var netError = regexp.MustCompile(`"net_error":\s*(-\d+)`)
+
+// certErrors returns the certificate errors (net_error -200 to -299, e.g.
+// -202 ERR_CERT_AUTHORITY_INVALID) of a Chromium net log.
+func certErrors(t *testing.T, netlog string) []int {
+	t.Helper()
+	b, err := os.ReadFile(netlog)
+	if err != nil {
+		t.Fatalf("chromium wrote no net log: %v", err)
+	}
+	var errs []int
+	for _, m := range netError.FindAllSubmatch(b, -1) {
+		if n, _ := strconv.Atoi(string(m[1])); n <= -200 && n >= -299 {
+			errs = append(errs, n)
+		}
+	}
+	return errs
 }
 
 // resolveFirst asks the router for host as a resolver at src would and
@@ -323,7 +426,9 @@ func killEdge(t *testing.T, info Info, addr string) {
 }
 
 // edgeLoaded checks the access log of the edge at addr: Chromium fetched
-// each path with status 200 (or 304).
+// each path with status 200 (or 304) over HTTPS, the first (the page)
+// with HTTP/2, the others with HTTP/2 or HTTP/3 (which Chromium could
+// switch to once the edge advertised it).
 func edgeLoaded(t *testing.T, dir, addr string, paths ...string) {
 	t.Helper()
 	logs, _ := filepath.Glob(filepath.Join(dir, "edges", "*", "access.log"))
@@ -342,13 +447,15 @@ func edgeLoaded(t *testing.T, dir, addr string, paths ...string) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	seen := map[string]bool{}
+	seen := map[string]string{} // path → protocol
 	sc := bufio.NewScanner(f)
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
 		var e struct {
 			Request struct {
 				URI     string              `json:"uri"`
+				Proto   string              `json:"proto"`
+				TLS     *struct{}           `json:"tls"`
 				Headers map[string][]string `json:"headers"`
 			} `json:"request"`
 			Status int `json:"status"`
@@ -357,13 +464,16 @@ func edgeLoaded(t *testing.T, dir, addr string, paths ...string) {
 			continue
 		}
 		ua := strings.Join(e.Request.Headers["User-Agent"], " ")
-		if strings.Contains(ua, "HeadlessChrome") && (e.Status == 200 || e.Status == 304) {
-			seen[e.Request.URI] = true
+		if strings.Contains(ua, "HeadlessChrome") && (e.Status == 200 || e.Status == 304) && e.Request.TLS != nil &&
+			(e.Request.Proto == "HTTP/2.0" || e.Request.Proto == "HTTP/3.0") {
+			if seen[e.Request.URI] != "HTTP/2.0" {
+				seen[e.Request.URI] = e.Request.Proto
+			}
 		}
 	}
 	for _, p := range paths {
-		if !seen[p] {
-			t.Fatalf("the edge at %s did not serve %s to Chromium (seen: %v)", addr, p, seen)
+		if seen[p] == "" || p == paths[0] && seen[p] != "HTTP/2.0" {
+			t.Fatalf("the edge at %s did not serve %s to Chromium over HTTPS with HTTP/2 (seen: %v)", addr, p, seen)
 		}
 	}
 }

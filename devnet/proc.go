@@ -3,25 +3,31 @@ package devnet
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"time"
 
+	"github.com/topcdn/topcdn/internal/httpkit"
 	"github.com/topcdn/topcdn/internal/proc"
 )
 
 // role is one child process of the devnet: a topcdn role.
 type role struct {
-	name   string   // e.g. "storage-03"
-	args   []string // after the binary
-	env    []string // added to the environment
-	health string   // URL that answers 200 once the role serves
-	log    string   // file its stdout and stderr go to
+	name   string         // e.g. "storage-03"
+	bin    string         // the binary; "": topcdn's
+	args   []string       // after the binary
+	env    []string       // added to the environment
+	health string         // URL that answers 200 once the role serves
+	roots  *x509.CertPool // verify an https health URL against these; nil: the system's
+	log    string         // file its stdout and stderr go to
 
 	p      *proc.Process // nil until started
 	peerID string        // from its health answer, when it gives one
@@ -32,7 +38,7 @@ type role struct {
 // the devnet, which stops its children in order, and (on Linux) a
 // SIGTERM if the devnet itself dies.
 func (r *role) start(bin string) error {
-	cmd := exec.Command(bin, r.args...)
+	cmd := exec.Command(cmp.Or(r.bin, bin), r.args...)
 	cmd.Env = append(os.Environ(), r.env...)
 	cmd.SysProcAttr = sysProcAttr()
 	p, err := proc.Start(cmd, proc.WithName(r.name), proc.WithLogFile(r.log))
@@ -60,7 +66,16 @@ func (r *role) pid() int {
 func (r *role) waitHealthy(ctx context.Context, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	body, err := r.p.WaitHealthy(ctx, r.health)
+	client := &http.Client{Timeout: 2 * time.Second}
+	if r.roots != nil {
+		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: r.roots}}
+	}
+	var body []byte
+	err := r.p.WaitUntil(ctx, r.health+" to answer 2xx", func(ctx context.Context) error {
+		b, err := httpkit.Get(ctx, client, r.health, 64<<10)
+		body = b
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("devnet: %w\nsee %s", err, r.log)
 	}

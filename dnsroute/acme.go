@@ -306,17 +306,26 @@ func (r *Router) mayChallengeLocked(id peer.ID, now time.Time) error {
 	switch {
 	case e == nil:
 		return fmt.Errorf("%w: no heartbeat from %s yet", dnsrouteapi.ErrChallengeNotReady, id)
-	case !r.inAnswersLocked(e):
+	case !r.certifiableLocked(e):
 		why := cmp.Or(e.probeErr, e.contentErr)
 		return fmt.Errorf("%w: %s is not healthy (yet): %s", dnsrouteapi.ErrChallengeNotReady, id, cmp.Or(why, "heartbeats late"))
 	}
 	return nil
 }
 
-// inAnswersLocked reports whether answers hand e out: healthy (probed,
-// fresh, not quarantined) and admitted by billing once billing's list
-// was read. r.mu must be held.
+// inAnswersLocked reports whether answers hand e out: certifiable, and
+// its HTTPS, when it has an HTTPS URL, passed its probe. r.mu must be
+// held.
 func (r *Router) inAnswersLocked(e *edge) bool {
+	return r.certifiableLocked(e) && e.httpsOK
+}
+
+// certifiableLocked reports whether e may hold challenge records: healthy
+// (probed over HTTP, fresh, content vouched for, not quarantined) and
+// admitted by billing once billing's list was read. Its HTTPS probe is
+// left out, as that cannot pass before the edge has its certificates.
+// r.mu must be held.
+func (r *Router) certifiableLocked(e *edge) bool {
 	return e.healthy && (r.admitted == nil || r.admitted[e.hb.PeerID])
 }
 
@@ -326,7 +335,7 @@ func (r *Router) inAnswersLocked(e *edge) bool {
 func (r *Router) expireChallengesLocked(now time.Time) bool {
 	return r.acme.expire(now, func(id peer.ID) bool {
 		e := r.edges[id]
-		return e != nil && r.inAnswersLocked(e)
+		return e != nil && r.certifiableLocked(e)
 	})
 }
 

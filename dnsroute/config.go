@@ -2,6 +2,7 @@ package dnsroute
 
 import (
 	"cmp"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
@@ -107,6 +108,9 @@ type Config struct {
 	// counts the demand its answers send each edge per billing epoch.
 	// Default: billingapi.DefaultEpoch (1m).
 	BillingEpoch time.Duration
+	// RootCAs verify the certificates of the edges whose heartbeats give
+	// an https_url, in the HTTPS probes. Default: the system's roots.
+	RootCAs *x509.CertPool
 
 	// Testing.
 	now        func() time.Time

@@ -2,6 +2,7 @@ package dnsroute
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"hash/maphash"
 	"net/http"
@@ -41,6 +42,9 @@ type Router struct {
 	// request's dialAddr), without keep-alives, so that no connection
 	// made to one address is reused for another.
 	addrClient *http.Client
+	// httpsClient is addrClient over HTTPS, verifying against
+	// cfg.RootCAs: the HTTPS probes.
+	httpsClient *http.Client
 
 	snap   atomic.Pointer[snapshot]
 	demand *demand
@@ -142,6 +146,8 @@ func New(cfg Config) (*Router, error) {
 	pc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	r.probeClient = &pc
 	r.addrClient = newAddrClient(cfg.Client)
+	r.httpsClient = newAddrClient(&http.Client{Timeout: cfg.Client.Timeout,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: cfg.RootCAs}}})
 	if cfg.RRLRate > 0 {
 		r.rrl = newRRL(cfg.RRLRate, m)
 	}

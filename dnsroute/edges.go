@@ -42,6 +42,8 @@ type edge struct {
 	probing   bool         // a probe is in flight
 	nextProbe time.Time
 	healthy   bool
+	httpsOK   bool   // the last HTTPS probe passed, or the edge has no HTTPS URL
+	httpsErr  string // why the last HTTPS probe failed
 	stats     *edgeStats
 	epochs    []dnsrouteapi.EpochBytes // billing epochs its heartbeats reported, oldest first
 
@@ -153,13 +155,17 @@ func (r *Router) acceptHeartbeat(_ context.Context, env *identity.Envelope) erro
 	if known {
 		before = e.rankKey()
 	}
-	urlChanged := known && (e.hb.URL != hb.URL || !slices.Equal(e.hb.IPs, hb.IPs))
+	urlChanged := known && (e.hb.URL != hb.URL || e.hb.HTTPSURL != hb.HTTPSURL || !slices.Equal(e.hb.IPs, hb.IPs))
 	e.hb, e.loc, e.located, e.lastSeen = hb, loc, located, now
 	e.epochs = observeEpochs(e.epochs, &hb.Heartbeat)
 	if !known || urlChanged {
 		// Probe the (new) URL and addresses at once; until they answer,
 		// the edge is out.
 		e.probeOK, e.probeErr, e.verified, e.nextProbe = false, "not probed yet", nil, now
+		e.httpsOK, e.httpsErr = true, ""
+		if hb.HTTPSURL != "" {
+			e.httpsOK, e.httpsErr = false, "not probed yet"
+		}
 		e.contentOK, e.contentErr, e.nextContent = true, "", now
 		if r.cfg.ContentProbeInterval > 0 {
 			e.contentOK, e.contentErr = false, "not probed yet"
@@ -270,13 +276,17 @@ func (r *Router) startProbeLocked(ctx context.Context, e *edge, now time.Time) {
 	e.probing = true
 	iv := e.hb.Interval()
 	e.nextProbe = now.Add(iv)
-	url, id, addrs := e.hb.URL, e.hb.PeerID, e.hb.IPs
+	url, httpsURL, id, addrs := e.hb.URL, e.hb.HTTPSURL, e.hb.PeerID, e.hb.IPs
 	timeout := min(max(iv, 500*time.Millisecond), 5*time.Second)
 	go func() {
 		err := r.probe(ctx, url, netip.Addr{}, id, timeout)
 		var verified []netip.Addr
 		if err == nil {
 			verified, err = r.verifyAddrs(ctx, url, addrs, id, timeout)
+		}
+		var httpsErr error
+		if err == nil && httpsURL != "" {
+			httpsErr = r.probeHTTPS(ctx, httpsURL, verified, id, timeout)
 		}
 		if ctx.Err() != nil {
 			r.mu.Lock()
@@ -292,8 +302,11 @@ func (r *Router) startProbeLocked(ctx context.Context, e *edge, now time.Time) {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		e.probing = false
-		if r.edges[id] != e || e.hb.URL != url || !slices.Equal(e.hb.IPs, addrs) {
+		if r.edges[id] != e || e.hb.URL != url || e.hb.HTTPSURL != httpsURL || !slices.Equal(e.hb.IPs, addrs) {
 			return // forgotten or moved while probing
+		}
+		if err == nil && httpsURL != "" {
+			r.setHTTPSLocked(e, httpsErr)
 		}
 		if !slices.Equal(e.verified, verified) {
 			if len(verified) > 0 {
@@ -359,6 +372,45 @@ func (r *Router) verifyAddrs(ctx context.Context, baseURL string, addrs []netip.
 	return verified, nil
 }
 
+// setHTTPSLocked records the outcome of e's HTTPS probe, and rebuilds
+// when that changes whether answers hand e out.
+func (r *Router) setHTTPSLocked(e *edge, err error) {
+	ok, why := err == nil, ""
+	if err != nil {
+		why = err.Error()
+	}
+	changed := ok != e.httpsOK
+	e.httpsOK, e.httpsErr = ok, why
+	if !changed {
+		return
+	}
+	if ok {
+		r.log.Info("edge HTTPS verified", zap.String("peer", e.hb.Peer), zap.String("https_url", e.hb.HTTPSURL))
+	} else {
+		r.log.Warn("edge HTTPS failing", zap.String("peer", e.hb.Peer), zap.String("https_url", e.hb.HTTPSURL), zap.Error(err))
+	}
+	r.rebuildLocked()
+}
+
+// probeHTTPS asks the edge for its health document over HTTPS at each of
+// addrs (those answers hand out, where browsers connect), on httpsURL's
+// port, for health.ZONE: a name the zone's wildcard certificate covers,
+// so that the certificate must verify against RootCAs for the zone's
+// names, as browsers verify it.
+func (r *Router) probeHTTPS(ctx context.Context, httpsURL string, addrs []netip.Addr, id peer.ID, timeout time.Duration) error {
+	u, err := url.Parse(httpsURL)
+	if err != nil {
+		return fmt.Errorf("https probe: %w", err)
+	}
+	base := "https://" + net.JoinHostPort("health."+strings.TrimSuffix(r.cfg.Zone, "."), cmp.Or(u.Port(), "443"))
+	for _, a := range addrs {
+		if err := r.probeWith(ctx, r.httpsClient, base, a, id, timeout); err != nil {
+			return fmt.Errorf("https %w", err)
+		}
+	}
+	return nil
+}
+
 // dialAddr is the context key of the address addrClient dials.
 type dialAddr struct{}
 
@@ -392,12 +444,19 @@ func newAddrClient(c *http.Client) *http.Client {
 // probe asks an edge for its health document and checks it names the
 // edge: at the URL's host, or through addr when it is valid.
 func (r *Router) probe(ctx context.Context, baseURL string, addr netip.Addr, id peer.ID, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	u := strings.TrimSuffix(baseURL, "/") + dnsrouteapi.HealthPath
 	client := r.cfg.Client
 	if addr.IsValid() {
 		client = r.addrClient
+	}
+	return r.probeWith(ctx, client, baseURL, addr, id, timeout)
+}
+
+// probeWith is probe with client, which dials addr when it is valid.
+func (r *Router) probeWith(ctx context.Context, client *http.Client, baseURL string, addr netip.Addr, id peer.ID, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	u := strings.TrimSuffix(baseURL, "/") + dnsrouteapi.HealthPath
+	if addr.IsValid() {
 		ctx = context.WithValue(ctx, dialAddr{}, addr)
 		u += " via " + addr.String()
 	}
@@ -421,8 +480,8 @@ func (r *Router) Edges() []dnsrouteapi.EdgeInfo {
 	out := make([]dnsrouteapi.EdgeInfo, 0, len(r.edges))
 	for id, e := range r.edges {
 		ei := dnsrouteapi.EdgeInfo{
-			Peer: e.hb.Peer, Addrs: e.hb.Addrs, URL: e.hb.URL, City: e.loc.City, Country: e.loc.Country,
-			Healthy: e.healthy, Load: e.hb.Load, Capacity: e.hb.Capacity, IntervalMS: e.hb.IntervalMS,
+			Peer: e.hb.Peer, Addrs: e.hb.Addrs, URL: e.hb.URL, HTTPSURL: e.hb.HTTPSURL, City: e.loc.City, Country: e.loc.Country,
+			Healthy: e.healthy && e.httpsOK, HTTPSError: e.httpsErr, Load: e.hb.Load, Capacity: e.hb.Capacity, IntervalMS: e.hb.IntervalMS,
 			LastHeartbeat: e.lastSeen.UTC(), ProbeError: e.probeErr, ContentError: e.contentErr,
 			Answers:  e.stats.answers.Load(),
 			Requests: e.hb.Requests, Bytes: e.hb.Bytes, CacheHits: e.hb.CacheHits, CacheMisses: e.hb.CacheMisses,

@@ -129,6 +129,8 @@ type fakeEdge struct {
 	ip   string
 	sick atomic.Bool // the health endpoint fails
 
+	httpsURL string // its heartbeats' https_url; "": none
+
 	tamper       atomic.Bool // blocks are served with their first byte flipped
 	tamperLeaves atomic.Bool // raw blocks (not roots of a DAG) are, and the rest served right
 	stall        atomic.Bool // block requests hang until the client gives up
@@ -223,7 +225,7 @@ func (e *fakeEdge) askedFor() map[string]int {
 
 // heartbeat returns a heartbeat of e with interval iv.
 func (e *fakeEdge) heartbeat(iv time.Duration) dnsrouteapi.Heartbeat {
-	return dnsrouteapi.Heartbeat{Peer: e.key.ID.String(), Addrs: []string{e.ip}, URL: e.srv.URL,
+	return dnsrouteapi.Heartbeat{Peer: e.key.ID.String(), Addrs: []string{e.ip}, URL: e.srv.URL, HTTPSURL: e.httpsURL,
 		Load: 10, Capacity: 1000, IntervalMS: iv.Milliseconds()}
 }
 

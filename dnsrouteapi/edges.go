@@ -11,6 +11,8 @@ type EdgeInfo struct {
 	Verified []string `json:"verified,omitempty"`
 	URL      string   `json:"url"`
 	City     string   `json:"city,omitempty"`
+	// HTTPSURL is the heartbeat's https_url, if it had one.
+	HTTPSURL string   `json:"https_url,omitempty"`
 	Country  string   `json:"country,omitempty"`
 	Lat      *float64 `json:"lat,omitempty"`
 	Lon      *float64 `json:"lon,omitempty"`
@@ -23,6 +25,9 @@ type EdgeInfo struct {
 	LastHeartbeat time.Time `json:"last_heartbeat"`
 	// ProbeError says why the last probe failed, if it did.
 	ProbeError string `json:"probe_error,omitempty"`
+	// HTTPSError says why the last HTTPS probe (of HTTPSURL) failed, if
+	// it did; the edge is then not handed out, and not Healthy.
+	HTTPSError string `json:"https_error,omitempty"`
 	// ContentError says why the edge's content is not vouched for: the
 	// last content probe (a published root's raw block fetched through the
 	// edge and checked against its CID) failed or caught it lying, or

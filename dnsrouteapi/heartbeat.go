@@ -57,6 +57,13 @@ type Heartbeat struct {
 	// URL is the edge's HTTP base URL, e.g. "http://127.1.0.1:8080"; the
 	// router probes URL + HealthPath.
 	URL string `json:"url"`
+	// HTTPSURL is the edge's HTTPS base URL, e.g.
+	// "https://127.1.0.1:8443", optional. The router then also probes
+	// HealthPath over HTTPS, at each address it hands out, on this URL's
+	// port with SNI and Host "health.ZONE" (a name the zone's wildcard
+	// certificate covers), verifying the certificate; an edge whose probe
+	// fails is not handed out.
+	HTTPSURL string `json:"https_url,omitempty"`
 	// City is a display name for where the edge is, optional.
 	City string `json:"city,omitempty"`
 	// Lat and Lon are the edge's location in degrees, both or neither. When
@@ -177,6 +184,13 @@ func (c *CheckedHeartbeat) validate() error {
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 		return fmt.Errorf("url %q is not an http(s) base URL", c.URL)
+	}
+	if c.HTTPSURL != "" {
+		u, err := url.Parse(c.HTTPSURL)
+		if err != nil || u.Scheme != "https" || u.Hostname() == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" ||
+			strings.Trim(u.Path, "/") != "" {
+			return fmt.Errorf("https_url %q is not an https base URL", c.HTTPSURL)
+		}
 	}
 	if len(c.City) > maxCityLen || strings.ContainsFunc(c.City, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
 		return fmt.Errorf("city %q: want at most %d printable characters", c.City, maxCityLen)

@@ -2,6 +2,7 @@ package dnsrouteapi
 
 import (
 	"encoding/json"
+	"net/url"
 	"testing"
 	"time"
 
@@ -22,6 +23,8 @@ func FuzzHeartbeat(f *testing.F) {
 			Time: time.Date(2026, 11, 25, 15, 0, 0, 0, time.UTC)},
 		{Peer: key.ID.String(), Addrs: []string{"fd00:1::1", "127.1.0.1"}, URL: "https://edge.example", City: "Frankfurt",
 			Lat: &lat, Lon: &lon, IntervalMS: 50, Time: time.Date(2026, 11, 25, 15, 0, 0, 1, time.UTC)},
+		{Peer: key.ID.String(), Addrs: []string{"127.1.0.1"}, URL: "http://127.1.0.1:8080", HTTPSURL: "https://127.1.0.1:8443",
+			IntervalMS: 2000, Time: time.Date(2026, 11, 25, 15, 0, 0, 2, time.UTC)},
 	} {
 		b, err := json.Marshal(hb)
 		if err != nil {
@@ -50,6 +53,9 @@ func FuzzHeartbeat(f *testing.F) {
 		}
 		if hb.Interval() < minInterval || hb.Load < 0 || hb.Capacity < 0 || (hb.Lat == nil) != (hb.Lon == nil) {
 			t.Fatalf("accepted %+v", hb.Heartbeat)
+		}
+		if u, err := url.Parse(hb.HTTPSURL); hb.HTTPSURL != "" && (err != nil || u.Scheme != "https" || u.Hostname() == "") {
+			t.Fatalf("accepted https_url %q", hb.HTTPSURL)
 		}
 	})
 }

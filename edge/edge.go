@@ -72,6 +72,15 @@ type Config struct {
 	// lookups (kubo's IPFS_NS_MAP). They take precedence over the origin's
 	// names. Default: none.
 	DNSLinks map[string]string
+	// HTTPSPort is the port browsers reach the edge's HTTPS sites at.
+	// When set, a plain-HTTP request is answered 308 with its URL on
+	// HTTPS there, except one for HealthPath, for an IP address or for
+	// PublicHost (see withHTTPS). Default: 0, no redirect.
+	HTTPSPort int
+	// PublicHost is the host of the URL the DNS router probes the edge
+	// at (caddymodule's public_url), which plain HTTP keeps serving.
+	// Default: none.
+	PublicHost string
 }
 
 // Edge serves sites from verified, cached blocks.
@@ -116,6 +125,10 @@ func New(ctx context.Context, cfg Config) (*Edge, error) {
 	case cfg.MemoryBytes < 0:
 		return nil, fmt.Errorf("edge: MemoryBytes %d is negative", cfg.MemoryBytes)
 	}
+	if cfg.HTTPSPort < 0 || cfg.HTTPSPort > 65535 {
+		return nil, fmt.Errorf("edge: HTTPSPort %d is not a port", cfg.HTTPSPort)
+	}
+	cfg.PublicHost = strings.TrimSuffix(strings.ToLower(cfg.PublicHost), ".")
 	if cfg.State == nil {
 		cfg.State = NewState(cfg.MemoryBytes)
 	} else if cfg.State.memoryBytes != cfg.MemoryBytes {
@@ -235,7 +248,7 @@ func (e *Edge) newHandler() (http.Handler, error) {
 	// (verified-fetch clients, web apps). Set before the response cache
 	// records the headers, so hits carry them at no cost.
 	cors := gateway.NewHeaders(nil).ApplyCors()
-	return e.withAccounting(e.withRequestGuard(e.withResponseCache(cors.Wrap(e.withSite404(gateway.NewHostnameHandler(conf, backend, gw)))))), nil
+	return e.withHTTPS(e.withAccounting(e.withRequestGuard(e.withResponseCache(cors.Wrap(e.withSite404(gateway.NewHostnameHandler(conf, backend, gw))))))), nil
 }
 
 // requestHost is the host a request is answered for: boxo's gateway

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 )
 
 // Served describes one response the edge sent: what billing needs to pay
@@ -23,6 +24,10 @@ type Served struct {
 	// CID is the CID of the object served (the last of X-Ipfs-Roots), or ""
 	// when the response does not name one (errors, redirects).
 	CID string
+	// Path is the request's URL path without the query, cut to at most
+	// MaxPathBytes at a character boundary: what billing shows as a
+	// site's top paths.
+	Path string
 	// Status is the HTTP status sent.
 	Status int
 	// Bytes is how many body bytes were written.
@@ -32,6 +37,10 @@ type Served struct {
 	// Client is the address the request came from.
 	Client netip.Addr
 }
+
+// MaxPathBytes bounds Served.Path: billing's records carry at most this
+// much of a path (billingapi.MaxField).
+const MaxPathBytes = 256
 
 // Recorder receives one Served per response the edge sends. Record runs
 // on the request's goroutine once the response is written, so it must
@@ -97,6 +106,9 @@ func (e *Edge) withAccounting(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		cw := countingPool.Get().(*countingWriter)
 		cw.ResponseWriter, cw.status, cw.n = w, 0, 0
+		// The gateway rewrites a site's or subdomain's path in place
+		// (/ipns/NAME/…): the path the client asked for is read first.
+		path := r.URL.Path
 		next.ServeHTTP(cw, r)
 		status, n := cw.status, cw.n
 		if status == 0 {
@@ -107,14 +119,15 @@ func (e *Edge) withAccounting(next http.Handler) http.Handler {
 		e.requests.Add(1)
 		e.bytesSent.Add(uint64(n))
 		if e.cfg.Recorder != nil {
-			e.cfg.Recorder.Record(e.served(r, w.Header(), status, n))
+			e.cfg.Recorder.Record(e.served(r, path, w.Header(), status, n))
 		}
 	})
 }
 
-// served builds the record of one response from its request and headers.
-func (e *Edge) served(r *http.Request, h http.Header, status int, n int64) Served {
-	s := Served{Status: status, Bytes: n, Time: time.Now()}
+// served builds the record of one response from its request (path is
+// the URL path the client asked for) and headers.
+func (e *Edge) served(r *http.Request, path string, h http.Header, status int, n int64) Served {
+	s := Served{Status: status, Bytes: n, Time: time.Now(), Path: cutPath(path)}
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		s.Client = ap.Addr().Unmap()
 	}
@@ -139,6 +152,19 @@ func (e *Edge) served(r *http.Request, h http.Header, status int, n int64) Serve
 		s.CID = strings.TrimSpace(roots[strings.LastIndexByte(roots, ',')+1:])
 	}
 	return s
+}
+
+// cutPath returns at most MaxPathBytes of p, cut before a character
+// that would cross the limit. It does not copy.
+func cutPath(p string) string {
+	if len(p) <= MaxPathBytes {
+		return p
+	}
+	n := MaxPathBytes
+	for n > 0 && !utf8.RuneStart(p[n]) {
+		n--
+	}
+	return p[:n]
 }
 
 func hostOnly(host string) string {

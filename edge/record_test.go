@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 
@@ -54,14 +55,21 @@ func TestEdgeRecordsResponses(t *testing.T) {
 		bytes            int
 		site, root       string
 		wantCID          bool
+		wantPath         string
 	}{
-		{"site miss", "blog.cdn.test", "/", nil, 200, len(index), "blog", root, true},
-		{"site hit", "blog.cdn.test", "/", nil, 200, len(index), "blog", root, true},
-		{"range", "blog.cdn.test", "/docs/manual.txt", []string{"Range", "bytes=0-99"}, 206, 100, "blog", root, true},
-		{"whole file", "blog.cdn.test:8080", "/docs/manual.txt", nil, 200, len(manual), "blog", root, true},
-		{"path gateway", "127.0.0.1", "/ipfs/" + root + "/", nil, 200, len(index), "", root, true},
-		{"subdomain gateway", sub.String() + ".ipfs.cdn.test", "/", nil, 200, len(index), "", root, true},
-		{"unknown site", "nosuch.cdn.test", "/", nil, 404, -1, "nosuch", "", false},
+		{"site miss", "blog.cdn.test", "/", nil, 200, len(index), "blog", root, true, "/"},
+		{"site hit", "blog.cdn.test", "/", nil, 200, len(index), "blog", root, true, "/"},
+		{"range", "blog.cdn.test", "/docs/manual.txt", []string{"Range", "bytes=0-99"}, 206, 100, "blog", root, true, "/docs/manual.txt"},
+		{"whole file", "blog.cdn.test:8080", "/docs/manual.txt", nil, 200, len(manual), "blog", root, true, "/docs/manual.txt"},
+		{"the query is not recorded", "blog.cdn.test", "/docs/manual.txt?utm_source=x", nil, 200, len(manual), "blog", root, true,
+			"/docs/manual.txt"},
+		{"path gateway", "127.0.0.1", "/ipfs/" + root + "/", nil, 200, len(index), "", root, true, "/ipfs/" + root + "/"},
+		{"subdomain gateway", sub.String() + ".ipfs.cdn.test", "/", nil, 200, len(index), "", root, true, "/"},
+		{"unknown site", "nosuch.cdn.test", "/", nil, 404, -1, "nosuch", "", false, "/"},
+		// A long path is cut to MaxPathBytes, before the character ("é",
+		// 2 bytes) that would cross it.
+		{"long path", "blog.cdn.test", "/" + strings.Repeat("a", MaxPathBytes-2) + "%C3%A9", nil, 404, -1, "blog", "", false,
+			"/" + strings.Repeat("a", MaxPathBytes-2)},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -81,6 +89,9 @@ func TestEdgeRecordsResponses(t *testing.T) {
 				if _, err := cid.Decode(s.CID); err != nil {
 					t.Fatalf("recorded CID %q: %v", s.CID, err)
 				}
+			}
+			if s.Path != tc.wantPath {
+				t.Fatalf("recorded path %q, want %q", s.Path, tc.wantPath)
 			}
 			if s.Client != client || s.Time.IsZero() {
 				t.Fatalf("recorded client %v time %v", s.Client, s.Time)

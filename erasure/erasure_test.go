@@ -256,6 +256,27 @@ func TestReadFastPath(t *testing.T) {
 	}
 }
 
+// TestManifestSize: a manifest's size is the bytes of the blocks it
+// stripes, over every segment.
+func TestManifestSize(t *testing.T) {
+	s, err := New(2, 1, WithSegmentSize(1<<20), WithChunkSize(4096))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := randomBlocks(t, 12, 3)
+	m := stripe(t, s, blocks, testPeers(t, 3), newMemStore())
+	var want int64
+	for _, b := range blocks {
+		want += int64(len(b.data))
+	}
+	if len(m.Segments) < 2 || m.Size() != want {
+		t.Fatalf("%d segments, size %d, want %d in several", len(m.Segments), m.Size(), want)
+	}
+	if (&Manifest{}).Size() != 0 {
+		t.Fatal("an empty manifest has a size")
+	}
+}
+
 func TestReadDegraded(t *testing.T) {
 	s, _ := New(10, 4, WithSegmentSize(2<<20), WithChunkSize(4096))
 	peers := testPeers(t, 14)

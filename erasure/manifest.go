@@ -82,6 +82,16 @@ func (m *Manifest) Sign(k *identity.Key) (*identity.Envelope, error) {
 	return k.Sign(TypeManifest, m)
 }
 
+// Size is the bytes of the publish's blocks as striped: the sum of its
+// segments' lengths, before padding and parity.
+func (m *Manifest) Size() int64 {
+	var n int64
+	for _, s := range m.Segments {
+		n += s.Length
+	}
+	return n
+}
+
 // OpenManifest verifies that env is a manifest signed by origin and that it
 // is well formed, and returns it.
 func OpenManifest(env *identity.Envelope, origin peer.ID) (*Manifest, error) {

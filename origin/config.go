@@ -36,14 +36,23 @@ type Config struct {
 	DataDir string
 	// DB is the metadata database: a SQLite file, or a PostgreSQL database
 	// given by its URL (postgres://… or postgresql://…; package sqldb).
-	// Default: DataDir/origin.db. PostgreSQL is not for production yet
-	// (#18): origins sharing it do not coordinate their background work,
-	// and concurrent transactions can commit billing-log and name-change
-	// IDs out of order, which readers paging by ID would skip.
+	// Default: DataDir/origin.db. Origins sharing a PostgreSQL database
+	// coordinate their background work through it (see the README,
+	// "Several origins").
 	DB string
 	// Key is the origin's identity. Default: loaded from DataDir/origin.key,
 	// generated there on first start.
 	Key *identity.Key
+	// OriginIDs are the peer IDs of the network's origins, those sharing
+	// DB, each signing with its own key: what storage peers, edges and
+	// billing pin (GET /healthz reports them as origin_ids), and whose
+	// manifests this origin re-signs. New refuses a set without this
+	// origin's own ID: it would sign what nobody accepts. Default: this
+	// origin's ID alone.
+	OriginIDs []peer.ID
+	// URL is the origin's base URL as its clients reach it, recorded for
+	// the other origins sharing DB (table origins). Default: none.
+	URL string
 	// MaxUploadSize bounds one CAR upload, in bytes. Default:
 	// DefaultMaxUploadSize (8 GiB).
 	MaxUploadSize int64
@@ -116,7 +125,10 @@ type Config struct {
 	// peers, not on the origin's disk alone, and the name it then moves is
 	// served by edges from the peers at once. Past it, the upload is
 	// answered anyway and striping goes on in the background. Default:
-	// DefaultStripeWait (30s). Negative: answer at once.
+	// DefaultStripeWait (30s). Negative: answer at once. Not used with
+	// PostgreSQL and striping: several origins share the database, and an
+	// upload is striped before it is answered at all (a 503 if it cannot
+	// be).
 	StripeWait time.Duration
 	// Logger receives structured logs. Default: no logging.
 	Logger *zap.Logger

@@ -30,6 +30,9 @@
 //     refused (503) before its first byte, never sent as a truncated 200.
 //   - A name moves to a new root only by a signed IPNS record with a higher
 //     sequence number, and only once that root is stored.
+//   - With PostgreSQL (several origins) and striping, an upload is
+//     acknowledged only once striped onto the storage peers: no
+//     acknowledged publish lives on one origin's disk.
 //   - The name-change stream (GET /api/v1/names/changes) says what the
 //     tables say: each new record of a human name, and each purge, is
 //     appended to it in the transaction that makes it, and its readers

@@ -71,7 +71,7 @@ func (o *Origin) newHandler() (http.Handler, error) {
 	mux.Handle("/ipfs/", gw)
 	mux.Handle("/ipns/", gw)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(o.cfg.Registry, promhttp.HandlerOpts{}))
-	mux.Handle("GET /healthz", httpkit.Health(o.db.PingContext, map[string]string{"peer_id": o.key.ID.String()}))
+	mux.HandleFunc("GET /healthz", o.serveHealth)
 	return mux, nil
 }
 

@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -239,12 +241,15 @@ func testCARNeverTruncated200(t *testing.T, dsn string) {
 	whole("root on healthy peers", other.root, otherBlocks)
 }
 
-// TestUploadAcknowledgedStriped: an upload is answered once its root is
-// striped onto the storage peers (its manifest there at once), so the
-// name a publisher moves next is served from the peers; with too few
-// healthy peers it is answered after the failed attempt, kept on the
-// origin, saying why.
-func TestUploadAcknowledgedStriped(t *testing.T) { pgtest.Dialects(t, testUploadAcknowledgedStriped) }
+// TestUploadAcknowledgedStriped: with SQLite (one origin), an upload is
+// answered once its root is striped onto the storage peers (its manifest
+// there at once), so the name a publisher moves next is served from the
+// peers; with too few healthy peers it is answered after the failed
+// attempt, kept on the origin, saying why. With PostgreSQL it is striped
+// before it is acknowledged (TestUploadStripedBeforeAck).
+func TestUploadAcknowledgedStriped(t *testing.T) {
+	testUploadAcknowledgedStriped(t, filepath.Join(t.TempDir(), "origin.db"))
+}
 
 func testUploadAcknowledgedStriped(t *testing.T, dsn string) {
 	cn := newCARNet(t, dsn)
@@ -272,5 +277,93 @@ func testUploadAcknowledgedStriped(t *testing.T, dsn string) {
 	}
 	if _, err := cn.o.Storage().Manifest(cn.ctx, d.root); err != nil {
 		t.Fatalf("acknowledged striped, but no manifest: %v", err)
+	}
+}
+
+// TestUploadStripedBeforeAck: with several origins sharing a PostgreSQL
+// database, no acknowledged upload may live on one origin's disk: it is
+// striped before it is answered 201. With too few healthy peers it is
+// refused, 503 with Retry-After, and nothing is published: no root, no
+// charge, no reservation left, no billing event. Retried once the peers
+// are there, it is published and charged once, for the blocks the refused
+// attempt left in the origin's cache too. (On SQLite with the origin set
+// to stripe before acknowledging.)
+func TestUploadStripedBeforeAck(t *testing.T) { pgtest.Dialects(t, testUploadStripedBeforeAck) }
+
+func testUploadStripedBeforeAck(t *testing.T, dsn string) {
+	cn := newCARNet(t, dsn)
+	if !cn.o.stripeBeforeAck {
+		if cn.o.db.Postgres() {
+			t.Fatal("an origin over PostgreSQL, striping, does not stripe before acknowledging")
+		}
+		cn.o.stripeBeforeAck = true
+	}
+	cn.addPeers(t, 2, 1<<20) // 2+1 shards need 3
+	d := newTestDAG(t, "striped before the answer", 3)
+	p := testPublisher(t)
+	post := func() (int, http.Header, []byte) {
+		t.Helper()
+		car := carBytes(t, []cid.Cid{d.root}, d.blocks...)
+		req, err := http.NewRequest("POST", cn.url+"/api/v1/car", bytes.NewReader(car))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set(originapi.UploadHeader, signUpload(t, p, time.Now(), fmt.Sprintf("nonce-%024d", time.Now().UnixNano()),
+			[]cid.Cid{d.root}, d.blocks...))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header, body
+	}
+	code, h, body := post()
+	if code != http.StatusServiceUnavailable || h.Get("Retry-After") == "" || !bytes.Contains(body, []byte("healthy storage peers")) {
+		t.Fatalf("with 2 peers for 2+1 shards: HTTP %d, Retry-After %q, %s; want 503, retry later, saying why", code, h.Get("Retry-After"), body)
+	}
+	ctx := cn.ctx
+	var roots, reservations, events int
+	count := func() {
+		t.Helper()
+		for q, n := range map[string]*int{`SELECT count(*) FROM roots`: &roots, `SELECT count(*) FROM reservations`: &reservations,
+			`SELECT count(*) FROM billing_log WHERE kind = 'upload'`: &events} {
+			if err := cn.o.db.QueryRowContext(ctx, q).Scan(n); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	count()
+	u, err := cn.o.Usage(ctx, p.ID)
+	if err != nil || roots != 0 || reservations != 0 || events != 0 || u.UsedBytes != 0 || u.Uploads != 0 {
+		t.Fatalf("after the refusal: %d roots, %d reservations, %d upload events, usage %+v (%v); want nothing", roots, reservations, events, u, err)
+	}
+
+	cn.addPeers(t, 1, 1<<20)
+	// A peer whose 100 ms heartbeats come late on a loaded machine is
+	// unhealthy for a moment: retry as a client would.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if code, _, body = post(); code != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code != http.StatusCreated {
+		t.Fatalf("with 3 peers: HTTP %d, %s", code, body)
+	}
+	var res originapi.UploadResult
+	if err := json.Unmarshal(body, &res); err != nil {
+		t.Fatal(err)
+	}
+	size := dagSize(d.blocks)
+	if !res.Striped || res.NewBytes != size || res.UsedBytes != size {
+		t.Fatalf("acknowledged %+v; want striped, charged %d once", res, size)
+	}
+	if _, err := cn.o.Storage().Manifest(ctx, d.root); err != nil {
+		t.Fatalf("acknowledged, but no manifest: %v", err)
+	}
+	count()
+	if roots != 1 || reservations != 0 || events != 1 {
+		t.Fatalf("after the upload: %d roots, %d reservations, %d upload events", roots, reservations, events)
 	}
 }

@@ -2,6 +2,7 @@ package origin
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	car "github.com/ipld/go-car/v2"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/dag"
+	"github.com/topcdn/topcdn/origin/durability"
 	"github.com/topcdn/topcdn/originapi"
 	"go.uber.org/zap"
 )
@@ -51,7 +53,10 @@ type stagedBlock struct {
 // leaves the store and the accounting as they were. Blocks are then
 // committed leaves first, so the store stays closed under links even if
 // the process dies half-way, and the roots are recorded as published by
-// up.Publisher, who is charged for the new bytes.
+// up.Publisher, who is charged for the new bytes. With PostgreSQL and
+// striping, the roots are striped onto the storage peers before they are
+// recorded (Keeper.StripeNow); if they cannot be, the upload is refused
+// (ErrUnavailable, 503) and nothing is published.
 func (o *Origin) Ingest(ctx context.Context, up Upload, r io.Reader) (*originapi.UploadResult, error) {
 	if up.Publisher == "" {
 		return nil, errorf(ErrUnauthorized, "upload has no publisher to charge it to")
@@ -86,7 +91,7 @@ func (o *Origin) ingest(ctx context.Context, up Upload, r io.Reader) (*originapi
 	if err := o.checkShape(ctx, br.Roots, st); err != nil {
 		return nil, err
 	}
-	reserved, err := o.reserveNew(ctx, up.Publisher, st)
+	reservation, err := o.reserveNew(ctx, up.Publisher, st)
 	if err != nil {
 		return nil, err
 	}
@@ -95,23 +100,37 @@ func (o *Origin) ingest(ctx context.Context, up Upload, r io.Reader) (*originapi
 	newBlocks, newBytes, err := o.commit(ctx, stage, st.blocks, st.order)
 	if err != nil {
 		// Charge what was stored before the failure, refund the rest.
-		if _, serr := o.settle(bg, up.Publisher, reserved, newBytes, nil); serr != nil {
+		if _, serr := o.settle(bg, up.Publisher, reservation, newBytes, nil); serr != nil {
 			err = errors.Join(err, serr)
 		}
 		return nil, err
 	}
-	used, err := o.settle(bg, up.Publisher, reserved, newBytes, br.Roots)
+	if o.stripeBeforeAck {
+		// What the origin stores anew is what goes onto the peers, some of
+		// it perhaps from this disk's cache (an upload refused before).
+		news, err := o.stripeNow(ctx, up.Publisher, reservation, br.Roots)
+		if err != nil {
+			return nil, err
+		}
+		newBlocks, newBytes = news.Blocks, news.Bytes
+	}
+	used, err := o.settle(bg, up.Publisher, reservation, newBytes, br.Roots)
 	if err != nil {
 		return nil, err
 	}
 	roots := make([]string, len(br.Roots))
 	for i, root := range br.Roots {
 		roots[i] = root.String()
-		if err := o.storage.Queue(bg, root); err != nil {
-			return nil, err
-		}
 	}
-	striped, stripeErr := o.waitStriped(ctx, br.Roots)
+	striped, stripeErr := o.stripeBeforeAck, error(nil)
+	if !striped {
+		for _, root := range br.Roots {
+			if err := o.storage.Queue(bg, root); err != nil {
+				return nil, err
+			}
+		}
+		striped, stripeErr = o.waitStriped(ctx, br.Roots)
+	}
 	o.log.Info("upload stored", zap.Stringer("publisher", up.Publisher),
 		zap.Strings("roots", roots), zap.Int("blocks", st.n), zap.Int("new_blocks", newBlocks), zap.Int64("bytes", st.bytes),
 		zap.Int64("new_bytes", newBytes), zap.Int64("used_bytes", used), zap.Bool("striped", striped), zap.NamedError("stripe_error", stripeErr))
@@ -121,6 +140,31 @@ func (o *Origin) ingest(ctx context.Context, up Upload, r io.Reader) (*originapi
 		res.StripeError = stripeErr.Error()
 	}
 	return res, nil
+}
+
+// stripeNow stripes the upload's roots onto the storage peers before it
+// is acknowledged (PostgreSQL: see Origin.stripeBeforeAck), and returns
+// what it striped anew: what the upload is charged. If they cannot be
+// striped, nothing is acknowledged: the reservation is released, charged
+// only for segments striped before the failure (stored for good, and not
+// striped again), and the upload refused, with 503 and Retry-After unless
+// the client went away. The other blocks stay on this origin's disk, a
+// cache, and the job queued; the retried upload is charged for them when
+// they are striped.
+func (o *Origin) stripeNow(ctx context.Context, p peer.ID, reservation string, roots []cid.Cid) (durability.Striped, error) {
+	news, err := o.storage.StripeNow(ctx, roots)
+	if err == nil {
+		return news, nil
+	}
+	if _, serr := o.settle(context.WithoutCancel(ctx), p, reservation, news.Bytes, nil); serr != nil {
+		o.log.Error("reservation not released", zap.Stringer("publisher", p), zap.Error(serr))
+	}
+	if ctx.Err() != nil {
+		return news, ctx.Err()
+	}
+	o.log.Warn("upload not acknowledged: not striped", zap.Stringer("publisher", p), zap.Error(err))
+	return news, &retryLater{after: cmp.Or(o.cfg.HeartbeatInterval, durability.DefaultHeartbeatInterval),
+		error: errorf(ErrUnavailable, "the upload could not be striped onto the storage peers, so it was not published: %v; retry later", err)}
 }
 
 // waitStriped waits, at most Config.StripeWait, until every root is
@@ -276,22 +320,19 @@ func (o *Origin) checkComplete(ctx context.Context, roots []cid.Cid, st *staged)
 
 // reserveNew marks the staged blocks the origin already holds and
 // reserves the bytes of the others, new to the origin, against p's quota
-// (reserve), before any is written. It returns the bytes reserved.
-func (o *Origin) reserveNew(ctx context.Context, p peer.ID, st *staged) (int64, error) {
+// (reserve), before any is written. It returns the reservation.
+func (o *Origin) reserveNew(ctx context.Context, p peer.ID, st *staged) (string, error) {
 	var reserved int64
 	for _, sb := range st.order {
 		has, err := o.blocks.Has(ctx, sb.c)
 		if err != nil {
-			return 0, fmt.Errorf("origin: check block %s: %w", sb.c, err)
+			return "", fmt.Errorf("origin: check block %s: %w", sb.c, err)
 		}
 		if sb.stored = has; !has {
 			reserved += int64(sb.size)
 		}
 	}
-	if err := o.reserve(ctx, p, reserved); err != nil {
-		return 0, err
-	}
-	return reserved, nil
+	return o.reserve(ctx, p, reserved)
 }
 
 // commit writes staged blocks to the block store level by level, leaves

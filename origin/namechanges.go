@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/tick"
 	"github.com/topcdn/topcdn/origin/origindb"
 	"github.com/topcdn/topcdn/originapi"
 	"go.uber.org/zap"
@@ -30,6 +31,10 @@ const (
 	keepNameChanges = 10_000
 	// nameChangesTrimInterval is how often Run trims the stream.
 	nameChangesTrimInterval = time.Hour
+	// nameChangesPoll is how often Run reads the stream's last change
+	// from a database other origins share: their appends wake no reader
+	// here.
+	nameChangesPoll = 250 * time.Millisecond
 	// maxMemoPages and maxMemoBytes bound the signed pages memoized for
 	// the stream's current last change.
 	maxMemoPages, maxMemoBytes = 64, 16 << 20
@@ -95,6 +100,21 @@ func (f *nameFeed) appended(id int64) {
 		f.last = id
 		f.dropMemoLocked()
 	}
+	close(f.wake)
+	f.wake = make(chan struct{})
+}
+
+// caughtUp records that the database's last change is last, appended by
+// another origin sharing it if it is past the feed's, and then wakes every
+// waiter.
+func (f *nameFeed) caughtUp(last int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if last <= f.last {
+		return
+	}
+	f.last = last
+	f.dropMemoLocked()
 	close(f.wake)
 	f.wake = make(chan struct{})
 }
@@ -279,6 +299,21 @@ func (o *Origin) trimNameChanges(ctx context.Context) error {
 		o.log.Info("name changes trimmed", zap.Int64("deleted", deleted), zap.Int64("oldest", oldest))
 	}
 	return nil
+}
+
+// followNameChanges catches the feed up with the changes other origins
+// sharing the database append, every nameChangesPoll until ctx ends.
+func (o *Origin) followNameChanges(ctx context.Context) {
+	tick.Every(ctx, nameChangesPoll, func(ctx context.Context) {
+		last, err := origindb.LastChange(ctx, o.db)
+		if err != nil {
+			if ctx.Err() == nil {
+				o.log.Warn("reading the last name change failed", zap.Error(err))
+			}
+			return
+		}
+		o.changes.caughtUp(last)
+	})
 }
 
 // openNameFeed reads the span of the stream as the database has it.

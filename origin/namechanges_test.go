@@ -483,3 +483,52 @@ func TestNameChangesEndWaits(t *testing.T) {
 		t.Fatalf("a reader after EndWaits: %v after %s", err, time.Since(start))
 	}
 }
+
+// TestNameChangesAcrossOrigins: two origins share a PostgreSQL database; a
+// reader long-polling one of them is answered with a change the other
+// appended, which wakes no one in the first process.
+func TestNameChangesAcrossOrigins(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dsn := pgtest.DSN(t)
+	var origins [2]*Origin
+	for i := range origins {
+		o, err := New(ctx, Config{DataDir: t.TempDir(), DB: dsn})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer o.Close()
+		go o.Run(ctx)
+		origins[i] = o
+	}
+	a, b := origins[0], origins[1]
+	start := openChanges(t, b, mustChanges(t, b, -1))
+	got := make(chan *identity.Envelope, 1)
+	go func() {
+		env, _ := b.NameChanges(ctx, start.To, 0, 20*time.Second)
+		got <- env
+	}()
+	time.Sleep(100 * time.Millisecond) // the reader waits
+	fakeChanges(t, a, time.Now(), 10)
+	select {
+	case env := <-got:
+		if env == nil {
+			t.Fatal("no page")
+		}
+		if p := openChanges(t, b, env); len(p.Changes) != 1 || p.Changes[0].ID != start.To+1 {
+			t.Fatalf("page %+v, want the change origin A appended", p)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a change appended through another origin did not wake the reader")
+	}
+}
+
+// mustChanges returns o's page of the stream after since, at once.
+func mustChanges(t testing.TB, o *Origin, since int64) *identity.Envelope {
+	t.Helper()
+	env, err := o.NameChanges(context.Background(), since, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env
+}

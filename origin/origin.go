@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -42,8 +43,18 @@ type Origin struct {
 	handler    http.Handler
 	uploads    chan struct{} // semaphore: one token per running upload
 	storage    *durability.Keeper
+	originIDs  []peer.ID    // Config.OriginIDs, or the key's ID alone
 	changes    *nameFeed    // the name-change stream's readers and memo
 	purges     *purgeLimits // purges per name, in memory (one process)
+
+	// stripeBeforeAck: an upload is striped onto the storage peers before
+	// it is acknowledged (StripeNow), not queued and waited for up to
+	// StripeWait. Set with PostgreSQL and striping: several origins share
+	// the database, and an acknowledged publish must not live on one
+	// origin's disk alone; with SQLite, one origin, the upload is
+	// acknowledged once staged and striped in the background (or waited
+	// for).
+	stripeBeforeAck bool
 
 	// Testing.
 	now         func() time.Time
@@ -67,6 +78,13 @@ func New(ctx context.Context, cfg Config) (*Origin, error) {
 		if o.key, err = identity.LoadOrGenerate(filepath.Join(cfg.DataDir, "origin.key")); err != nil {
 			return nil, fmt.Errorf("origin: %w", err)
 		}
+	}
+	o.originIDs = []peer.ID{o.key.ID}
+	if len(cfg.OriginIDs) > 0 {
+		if !slices.Contains(cfg.OriginIDs, o.key.ID) {
+			return nil, fmt.Errorf("origin: this origin's ID %s is not among OriginIDs %v: it would sign what no verifier accepts", o.key.ID, cfg.OriginIDs)
+		}
+		o.originIDs = slices.Clone(cfg.OriginIDs)
 	}
 	if err := os.RemoveAll(o.stagingDir); err != nil {
 		return nil, fmt.Errorf("origin: clear staging: %w", err)
@@ -94,7 +112,12 @@ func New(ctx context.Context, cfg Config) (*Origin, error) {
 		o.Close()
 		return nil, err
 	}
-	o.log.Info("origin opened", zap.String("data", cfg.DataDir), zap.Bool("postgres", o.db.Postgres()), zap.Stringer("peer_id", o.key.ID))
+	o.stripeBeforeAck = o.db.Postgres() && cfg.Stripe != nil
+	if o.db.Postgres() && cfg.Stripe == nil {
+		o.log.Warn("PostgreSQL without striping: uploads are acknowledged on this origin's disk alone, and other origins sharing the database cannot serve them")
+	}
+	o.log.Info("origin opened", zap.String("data", cfg.DataDir), zap.Bool("postgres", o.db.Postgres()),
+		zap.Bool("stripe_before_ack", o.stripeBeforeAck), zap.Stringer("peer_id", o.key.ID))
 	return o, nil
 }
 
@@ -117,7 +140,7 @@ func (o *Origin) openStores(ctx context.Context) error {
 		return err
 	}
 	if o.storage, err = durability.New(durability.Config{Stripe: o.cfg.Stripe, HeartbeatInterval: o.cfg.HeartbeatInterval,
-		DB: o.db, Key: o.key, Local: o.local, Blocks: o.blocks, Logger: o.log, Registry: o.cfg.Registry}); err != nil {
+		DB: o.db, Key: o.key, OriginIDs: o.originIDs, Local: o.local, Blocks: o.blocks, Logger: o.log, Registry: o.cfg.Registry}); err != nil {
 		o.Close()
 		return err
 	}
@@ -127,8 +150,11 @@ func (o *Origin) openStores(ctx context.Context) error {
 	return nil
 }
 
-// Run does the origin's background work until ctx ends: it trims the
-// name-change stream every hour (Config.NameChangesRetention), and its
+// Run does the origin's background work until ctx ends: it records itself
+// in table origins every 10 s (warning of origins sharing the database
+// set up otherwise), trims the name-change stream every hour
+// (Config.NameChangesRetention), follows
+// the changes other origins sharing a PostgreSQL database append, and its
 // storage side (Storage) stripes published content to storage peers,
 // audits them, repairs segments that lost shards and sweeps orphan
 // shards; without a StripeConfig the storage side only waits.
@@ -141,6 +167,10 @@ func (o *Origin) Run(ctx context.Context) {
 			}
 		})
 	})
+	wg.Go(func() { o.heartbeatOrigins(ctx) })
+	if o.db.Postgres() {
+		wg.Go(func() { o.followNameChanges(ctx) })
+	}
 	o.storage.Run(ctx)
 	wg.Wait()
 }

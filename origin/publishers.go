@@ -2,8 +2,8 @@ package origin
 
 import (
 	"context"
-	"database/sql"
-	"errors"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net/http"
 	"time"
@@ -25,48 +25,89 @@ import (
 //
 // An upload reserves its new bytes before any block is written, in one
 // transaction that also checks the quota, so concurrent uploads by one
-// publisher cannot together cross it; once its blocks are written the
-// reservation is settled to the bytes actually stored.
+// publisher, on any origin sharing the database, cannot together cross
+// it; once its blocks are written the reservation is settled to the bytes
+// actually stored. A reservation is a row (table reservations) that
+// lapses after reservationTTL: an origin killed between the two leaks
+// nothing for good. A publisher's usage is what its settled uploads
+// stored (publishers.used_bytes) plus its live reservations.
 
-// reserve charges n bytes to publisher p ahead of its upload, or refuses
-// with ErrOverQuota if that would take p over Config.PublisherQuota. An
-// upload that adds nothing is never refused.
-func (o *Origin) reserve(ctx context.Context, p peer.ID, n int64) error {
-	return sqldb.InTx(ctx, o.db, func(tx *sqldb.Tx) error {
-		var used int64
-		switch err := tx.QueryRowContext(ctx, `SELECT used_bytes FROM publishers WHERE peer_id = ?`, p.String()).Scan(&used); {
-		case errors.Is(err, sql.ErrNoRows):
-		case err != nil:
+// reservationTTL is how long an upload's reservation counts against its
+// publisher's quota unless settled first: longer than any upload takes.
+const reservationTTL = time.Hour
+
+// usedSQL is a publisher's usage at a time: the bytes its settled uploads
+// stored and its live reservations. Its arguments: the publisher twice,
+// the time.
+const usedSQL = `COALESCE((SELECT used_bytes FROM publishers WHERE peer_id = ?), 0) +
+	(SELECT CAST(COALESCE(sum(bytes), 0) AS BIGINT) FROM reservations WHERE publisher = ? AND expires >= ?)`
+
+// reserve reserves n bytes for publisher p ahead of its upload, or refuses
+// with ErrOverQuota if that would take p over Config.PublisherQuota, and
+// returns the reservation's ID ("" for none: n is 0). An upload that adds
+// nothing is never refused.
+func (o *Origin) reserve(ctx context.Context, p peer.ID, n int64) (string, error) {
+	if n <= 0 {
+		return "", nil
+	}
+	now, err := o.db.Now(ctx)
+	if err != nil {
+		return "", fmt.Errorf("origin: reserve quota: %w", err)
+	}
+	b := make([]byte, 16)
+	rand.Read(b)
+	id := hex.EncodeToString(b)
+	err = sqldb.InTx(ctx, o.db, func(tx *sqldb.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM reservations WHERE expires < ?`, now.UnixNano()); err != nil {
 			return fmt.Errorf("origin: reserve quota: %w", err)
 		}
-		if q := o.cfg.PublisherQuota; q > 0 && n > 0 && used+n > q {
+		var used int64
+		if err := tx.QueryRowContext(ctx, `SELECT `+usedSQL, p.String(), p.String(), now.UnixNano()).Scan(&used); err != nil {
+			return fmt.Errorf("origin: reserve quota: %w", err)
+		}
+		if q := o.cfg.PublisherQuota; q > 0 && used+n > q {
 			return errorf(ErrOverQuota, "publisher %s has stored %s of its %s quota; this upload would add %s more",
 				p, humanize.IBytes(uint64(used)), humanize.IBytes(uint64(q)), humanize.IBytes(uint64(n)))
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO publishers (peer_id, used_bytes) VALUES (?, ?)
-			ON CONFLICT (peer_id) DO UPDATE SET used_bytes = publishers.used_bytes + excluded.used_bytes`, p.String(), n); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO reservations (id, publisher, bytes, holder, expires) VALUES (?, ?, ?, ?, ?)`,
+			id, p.String(), n, o.key.ID.String(), now.Add(reservationTTL).UnixNano()); err != nil {
 			return fmt.Errorf("origin: reserve quota: %w", err)
 		}
 		return nil
 	})
+	if err != nil {
+		return "", err
+	}
+	return id, nil
 }
 
-// settle replaces an upload's reservation by the bytes it stored. For an
-// accepted upload (roots set) it also counts the upload and records its
-// roots and who uploaded them, in the same transaction. It returns the
-// publisher's usage after.
-func (o *Origin) settle(ctx context.Context, p peer.ID, reserved, stored int64, roots []cid.Cid) (int64, error) {
+// settle replaces an upload's reservation (reservation, from reserve) by
+// the bytes it stored. For an accepted upload (roots set) it also counts
+// the upload and records its roots and who uploaded them, in the same
+// transaction. It returns the publisher's usage after.
+func (o *Origin) settle(ctx context.Context, p peer.ID, reservation string, stored int64, roots []cid.Cid) (int64, error) {
 	now := o.now()
-	accepted := int64(0)
+	dbNow, err := o.db.Now(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("origin: settle quota: %w", err)
+	}
+	accepted, last := int64(0), int64(0)
 	if roots != nil {
-		accepted = 1
+		accepted, last = 1, now.UnixNano()
 	}
 	var used int64
-	err := sqldb.InTx(ctx, o.db, func(tx *sqldb.Tx) error {
-		if _, err := tx.ExecContext(ctx, `UPDATE publishers SET used_bytes = used_bytes + ?, uploads = uploads + ?,
-				last_upload = CASE WHEN ? = 1 THEN ? ELSE last_upload END
-			WHERE peer_id = ?`, stored-reserved, accepted, accepted, now.UnixNano(), p.String()); err != nil {
+	err = sqldb.InTx(ctx, o.db, func(tx *sqldb.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM reservations WHERE id = ?`, reservation); err != nil {
 			return fmt.Errorf("origin: settle quota: %w", err)
+		}
+		if stored > 0 || accepted > 0 {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO publishers (peer_id, used_bytes, uploads, last_upload) VALUES (?, ?, ?, ?)
+				ON CONFLICT (peer_id) DO UPDATE SET used_bytes = publishers.used_bytes + excluded.used_bytes,
+					uploads = publishers.uploads + excluded.uploads,
+					last_upload = CASE WHEN excluded.uploads > 0 THEN excluded.last_upload ELSE publishers.last_upload END`,
+				p.String(), stored, accepted, last); err != nil {
+				return fmt.Errorf("origin: settle quota: %w", err)
+			}
 		}
 		for _, root := range roots {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO roots (cid, created_at) VALUES (?, ?) ON CONFLICT (cid) DO NOTHING`,
@@ -86,7 +127,7 @@ func (o *Origin) settle(ctx context.Context, p peer.ID, reserved, stored int64, 
 				}
 			}
 		}
-		if err := tx.QueryRowContext(ctx, `SELECT used_bytes FROM publishers WHERE peer_id = ?`, p.String()).Scan(&used); err != nil {
+		if err := tx.QueryRowContext(ctx, `SELECT `+usedSQL, p.String(), p.String(), dbNow.UnixNano()).Scan(&used); err != nil {
 			return fmt.Errorf("origin: settle quota: %w", err)
 		}
 		return nil
@@ -101,14 +142,17 @@ func (o *Origin) settle(ctx context.Context, p peer.ID, reserved, stored int64, 
 // never uploaded has zero usage.
 func (o *Origin) Usage(ctx context.Context, p peer.ID) (*originapi.PublisherUsage, error) {
 	u := &originapi.PublisherUsage{Publisher: p.String(), QuotaBytes: o.cfg.PublisherQuota}
+	now, err := o.db.Now(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("origin: usage of %s: %w", p, err)
+	}
 	var last int64
-	err := o.db.QueryRowContext(ctx, `SELECT p.used_bytes, p.uploads, p.last_upload,
-			(SELECT count(*) FROM root_publishers rp WHERE rp.publisher = p.peer_id)
-		FROM publishers p WHERE p.peer_id = ?`, p.String()).Scan(&u.UsedBytes, &u.Uploads, &last, &u.Roots)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return u, nil
-	case err != nil:
+	err = o.db.QueryRowContext(ctx, `SELECT `+usedSQL+`,
+			COALESCE((SELECT uploads FROM publishers WHERE peer_id = ?), 0),
+			COALESCE((SELECT last_upload FROM publishers WHERE peer_id = ?), 0),
+			(SELECT count(*) FROM root_publishers rp WHERE rp.publisher = ?)`,
+		p.String(), p.String(), now.UnixNano(), p.String(), p.String(), p.String()).Scan(&u.UsedBytes, &u.Uploads, &last, &u.Roots)
+	if err != nil {
 		return nil, fmt.Errorf("origin: usage of %s: %w", p, err)
 	}
 	if last != 0 {

@@ -329,6 +329,56 @@ func testPublisherQuota(t *testing.T, dsn string) {
 	}
 }
 
+// TestReservationLapses: an upload's reservation counts against its
+// publisher's quota until settled; one never settled (its origin killed
+// between the two) stops counting once it lapses, instead of for good.
+func TestReservationLapses(t *testing.T) { pgtest.Dialects(t, testReservationLapses) }
+
+func testReservationLapses(t *testing.T, dsn string) {
+	ctx := context.Background()
+	o, err := New(ctx, Config{DataDir: t.TempDir(), DB: dsn, PublisherQuota: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	p := testPublisher(t).ID
+	used := func() int64 {
+		t.Helper()
+		u, err := o.Usage(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u.UsedBytes
+	}
+	if _, err := o.reserve(ctx, p, 600); err != nil {
+		t.Fatal(err)
+	}
+	if got := used(); got != 600 {
+		t.Fatalf("usage %d with 600 bytes reserved", got)
+	}
+	if _, err := o.reserve(ctx, p, 600); !errors.Is(err, ErrOverQuota) {
+		t.Fatalf("a second reservation over the quota: %v", err)
+	}
+	// The origin that made it is killed; the reservation lapses.
+	if _, err := o.db.ExecContext(ctx, `UPDATE reservations SET expires = 1`); err != nil {
+		t.Fatal(err)
+	}
+	if got := used(); got != 0 {
+		t.Fatalf("usage %d once the reservation lapsed", got)
+	}
+	r, err := o.reserve(ctx, p, 600)
+	if err != nil {
+		t.Fatalf("reservation after the lapsed one: %v", err)
+	}
+	if got, err := o.settle(ctx, p, r, 400, nil); err != nil || got != 400 {
+		t.Fatalf("settled 400 of 600 reserved: usage %d, %v", got, err)
+	}
+	var n int
+	if err := o.db.QueryRowContext(ctx, `SELECT count(*) FROM reservations`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("%d reservations left (%v), want 0: settled and lapsed ones go", n, err)
+	}
+}
+
 // TestPublisherQuotaConcurrent: two uploads that each fit but not together
 // cannot both pass the quota check before either is stored.
 func TestPublisherQuotaConcurrent(t *testing.T) { pgtest.Dialects(t, testPublisherQuotaConcurrent) }

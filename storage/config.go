@@ -27,15 +27,21 @@ type Config struct {
 	// generated there on first start.
 	Key *identity.Key
 	// Origin is the origin's base URL, e.g. http://127.0.0.1:8081.
-	// Heartbeats go to it, and New asks it for its peer ID when OriginID is
-	// unset (while it cannot be reached, New retries: from 0.5 s up to
-	// 30 s apart, logged, until its ctx is done). Required unless OriginID
-	// is set; Run needs it.
+	// Heartbeats go to it, and New asks it for the origins' peer IDs when
+	// none is configured or pinned (while it cannot be reached, New
+	// retries: from 0.5 s up to 30 s apart, logged, until its ctx is
+	// done). Required unless an origin ID is set; Run needs it.
 	Origin string
-	// OriginID is the origin's peer ID: only it may sign write, delete and
-	// audit orders. It is pinned in DataDir/origin-id on first start, and
-	// later starts refuse a different one. Default: the pinned ID, else the
-	// peer_id of GET {Origin}/healthz.
+	// OriginIDs are the peer IDs of the network's origins, each signing
+	// with its own key: only they may sign write, delete and audit orders.
+	// They are pinned in DataDir/origin-id (one per line) on first start;
+	// a later start takes a set that shares an ID with the pinned one (an
+	// origin's key rotated) and refuses one that shares none. Default:
+	// the pinned set, else GET {Origin}/healthz's origin_ids (its peer_id
+	// alone from an origin that lists none).
+	OriginIDs []peer.ID
+	// OriginID is one more origin ID, added to OriginIDs: a network of one
+	// origin sets it alone.
 	OriginID peer.ID
 	// Capacity is how many bytes of shards the peer accepts. New refuses
 	// (ErrCapacityTooLarge) one larger than DataDir's filesystem can hold,
@@ -66,8 +72,8 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.DataDir == "" {
 		return cfg, errors.New("storage: DataDir is required")
 	}
-	if cfg.Origin == "" && cfg.OriginID == "" {
-		return cfg, errors.New("storage: Origin (or OriginID) is required")
+	if cfg.Origin == "" && cfg.OriginID == "" && len(cfg.OriginIDs) == 0 {
+		return cfg, errors.New("storage: Origin (or an origin ID) is required")
 	}
 	if cfg.Origin != "" {
 		u, err := storageapi.ParseBaseURL(cfg.Origin)
@@ -86,6 +92,11 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.OriginID != "" {
 		if err := cfg.OriginID.Validate(); err != nil {
 			return cfg, fmt.Errorf("storage: OriginID: %w", err)
+		}
+	}
+	for _, id := range cfg.OriginIDs {
+		if err := id.Validate(); err != nil {
+			return cfg, fmt.Errorf("storage: OriginIDs: %s: %w", id, err)
 		}
 	}
 	if cfg.Capacity < 0 {

@@ -105,8 +105,8 @@ func openEnvelope(env *identity.Envelope, typ string, v any) (peer.ID, error) {
 // peer and for shard id, unexpired, and, when byOrigin, signed by the
 // origin.
 func (s *Server) checkOrder(o order, id string, byOrigin bool) error {
-	if byOrigin && o.signer != s.originID {
-		return reject(reasonSigner, storageapi.ErrForbidden, "order signed by %s; only the origin %s may sign it", o.signer, s.originID)
+	if byOrigin && !s.origins.has[o.signer] {
+		return reject(reasonSigner, storageapi.ErrForbidden, "order signed by %s; only the origins %s may sign it", o.signer, s.origins)
 	}
 	if o.peer != s.key.ID.String() {
 		return reject(reasonPeer, storageapi.ErrForbidden, "order is for peer %q; this peer is %s", o.peer, s.key.ID)

@@ -3,18 +3,14 @@ package storage
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
-	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/identity"
-	"github.com/topcdn/topcdn/internal/httpkit"
 	"go.uber.org/zap"
 )
 
@@ -25,15 +21,15 @@ const originTimeout = 10 * time.Second
 // and serves ranges of them on readers' signed read orders, over HTTP by
 // Handler. Run announces it to the origin.
 type Server struct {
-	cfg      Config
-	key      *identity.Key
-	originID peer.ID
-	log      *zap.Logger
-	metrics  *metrics
-	store    *store
-	db       *sql.DB
-	handler  http.Handler
-	client   *http.Client // to the origin
+	cfg     Config
+	key     *identity.Key
+	origins originSet // whose orders it takes
+	log     *zap.Logger
+	metrics *metrics
+	store   *store
+	db      *sql.DB
+	handler http.Handler
+	client  *http.Client // to the origin
 
 	// Testing.
 	now func() time.Time
@@ -41,10 +37,11 @@ type Server struct {
 
 // New opens (or creates) the storage peer kept in cfg.DataDir. Temp files
 // of uploads that were cut short are removed and the space in use is
-// recounted from the shards on disk. When cfg.OriginID is unset and no
-// origin is pinned yet, New asks cfg.Origin for its peer ID; while the
-// origin cannot be reached it retries, with capped and jittered backoff,
-// logging "origin unreachable, retrying in …" each time, until ctx is done.
+// recounted from the shards on disk. When no origin ID is configured and
+// none is pinned yet, New asks cfg.Origin for the origins' peer IDs; while
+// the origin cannot be reached it retries, with capped and jittered
+// backoff, logging "origin unreachable, retrying in …" each time, until
+// ctx is done.
 func New(ctx context.Context, cfg Config) (*Server, error) {
 	explicitCapacity := cfg.Capacity != 0
 	cfg, err := cfg.withDefaults()
@@ -65,7 +62,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("storage: %w", err)
 		}
 	}
-	if s.originID, err = s.pinOrigin(ctx); err != nil {
+	if s.origins, err = s.pinOrigins(ctx); err != nil {
 		return nil, err
 	}
 	if s.store, err = openStore(cfg.DataDir, cfg.Capacity, s.log); err != nil {
@@ -83,7 +80,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.handler = s.newHandler()
 	_, used, free, n := s.store.stats()
 	s.log.Info("storage peer opened", zap.String("data", cfg.DataDir), zap.Stringer("peer_id", s.key.ID),
-		zap.Stringer("origin_id", s.originID), zap.Int("shards", n), zap.Int64("used", used),
+		zap.Stringers("origin_ids", s.origins.list), zap.Int("shards", n), zap.Int64("used", used),
 		zap.Int64("free", free), zap.Int64("capacity", cfg.Capacity))
 	return s, nil
 }
@@ -115,8 +112,13 @@ func (s *Server) fitCapacity(explicit bool) error {
 // ID returns the peer's identity.
 func (s *Server) ID() peer.ID { return s.key.ID }
 
-// OriginID returns the peer ID of the origin the peer takes orders from.
-func (s *Server) OriginID() peer.ID { return s.originID }
+// OriginID returns the peer ID of the first origin the peer takes orders
+// from (OriginIDs).
+func (s *Server) OriginID() peer.ID { return s.origins.list[0] }
+
+// OriginIDs returns the peer IDs of the origins the peer takes orders
+// from, as pinned.
+func (s *Server) OriginIDs() []peer.ID { return append([]peer.ID(nil), s.origins.list...) }
 
 // Handler returns the peer's HTTP API.
 func (s *Server) Handler() http.Handler { return s.handler }
@@ -131,134 +133,4 @@ func (s *Server) Close() error {
 		return fmt.Errorf("storage: close: %w", err)
 	}
 	return nil
-}
-
-// pinOrigin returns the origin's peer ID: cfg.OriginID, or the one pinned
-// in DataDir/origin-id, or the one GET {Origin}/healthz reports, checking
-// that they agree. The first ID learned is pinned; the shards a peer holds
-// were written for one origin, so it never changes origin.
-func (s *Server) pinOrigin(ctx context.Context) (peer.ID, error) {
-	path := filepath.Join(s.cfg.DataDir, "origin-id")
-	pinned, err := readPinned(path)
-	if err != nil {
-		return "", err
-	}
-	want, source := s.cfg.OriginID, "the configured OriginID"
-	if want == "" && s.cfg.Origin != "" {
-		var got peer.ID
-		if pinned == "" {
-			// Nothing to go on without the origin: wait for it.
-			got, err = s.awaitOriginID(ctx)
-		} else {
-			got, err = fetchOriginID(ctx, s.client, s.cfg.Origin)
-		}
-		switch {
-		case err != nil && pinned == "":
-			return "", fmt.Errorf("storage: learn the origin's peer ID: %w", err)
-		case err != nil:
-			s.log.Warn("cannot reach the origin to check its peer ID; using the pinned one",
-				zap.Stringer("origin_id", pinned), zap.Error(err))
-		default:
-			want, source = got, "the origin at "+s.cfg.Origin
-		}
-	}
-	switch {
-	case pinned != "" && want != "" && want != pinned:
-		return "", fmt.Errorf("storage: %s has peer ID %s, but this peer's data (%s) belongs to origin %s; use another data directory to serve another origin",
-			source, want, s.cfg.DataDir, pinned)
-	case pinned != "":
-		return pinned, nil
-	}
-	if err := writePinned(path, want); err != nil {
-		return "", err
-	}
-	s.log.Info("pinned the origin", zap.Stringer("origin_id", want), zap.String("from", source))
-	return want, nil
-}
-
-// awaitOriginID asks the origin for its peer ID until it answers, waiting
-// between tries as s.cfg.originBackoff says and logging each retry; it
-// gives up when ctx is done, with ctx's error and the last one.
-func (s *Server) awaitOriginID(ctx context.Context) (peer.ID, error) {
-	for n := 0; ; n++ {
-		id, err := fetchOriginID(ctx, s.client, s.cfg.Origin)
-		if err == nil {
-			if n > 0 {
-				s.log.Info("origin reachable", zap.String("origin", s.cfg.Origin), zap.Int("tries", n+1))
-			}
-			return id, nil
-		}
-		if ctx.Err() != nil {
-			return "", fmt.Errorf("%w (last try: %w)", ctx.Err(), err)
-		}
-		d := s.cfg.originBackoff.delay(n, jitter)
-		s.log.Warn("origin unreachable, retrying in "+d.Round(time.Millisecond).String(),
-			zap.String("origin", s.cfg.Origin), zap.Int("try", n+1), zap.Duration("retry_in", d), zap.Error(err))
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return "", fmt.Errorf("%w (last try: %w)", ctx.Err(), err)
-		case <-t.C:
-		}
-	}
-}
-
-// readPinned reads the origin ID pinned at path, or "" if none is.
-func readPinned(path string) (peer.ID, error) {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return "", nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("storage: read pinned origin: %w", err)
-	}
-	id, err := peer.Decode(strings.TrimSpace(string(b)))
-	if err != nil {
-		return "", fmt.Errorf("storage: pinned origin in %s: %w", path, err)
-	}
-	return id, nil
-}
-
-// writePinned writes id to path durably: a temp file, synced, renamed.
-func writePinned(path string, id peer.ID) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".origin-id-*")
-	if err != nil {
-		return fmt.Errorf("storage: pin origin: %w", err)
-	}
-	defer os.Remove(f.Name()) // a no-op after the rename
-	_, err = f.WriteString(id.String() + "\n")
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err == nil {
-		err = syncDir(filepath.Dir(path))
-	}
-	if err != nil {
-		return fmt.Errorf("storage: pin origin: %w", err)
-	}
-	return nil
-}
-
-// fetchOriginID asks the origin at base for its peer ID (GET /healthz).
-func fetchOriginID(ctx context.Context, client *http.Client, base string) (peer.ID, error) {
-	ctx, cancel := context.WithTimeout(ctx, originTimeout)
-	defer cancel()
-	var h struct {
-		PeerID string `json:"peer_id"`
-	}
-	if err := httpkit.GetJSON(ctx, client, base+"/healthz", 64<<10, &h); err != nil {
-		return "", err
-	}
-	id, err := peer.Decode(h.PeerID)
-	if err != nil {
-		return "", fmt.Errorf("GET %s/healthz: peer_id %q: %w", base, h.PeerID, err)
-	}
-	return id, nil
 }

@@ -15,6 +15,8 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/topcdn/topcdn/identity"
+	"github.com/topcdn/topcdn/internal/testkit"
 	"github.com/topcdn/topcdn/storageapi"
 )
 
@@ -196,5 +198,71 @@ func TestConfig(t *testing.T) {
 				t.Fatalf("defaults not filled: %+v", got)
 			}
 		})
+	}
+}
+
+// TestOriginSets: a network of several origins, each with its own key: the
+// peer takes orders signed by any of them, from the set it pinned; the set
+// learned from an origin that lists several (origin_ids) is pinned whole,
+// one per line; a configured set sharing an ID with the pin replaces it
+// (a key rotated), one sharing none is refused; a set the origin reports
+// does not change the pin.
+func TestOriginSets(t *testing.T) {
+	ctx := context.Background()
+	keys := newTestKeys(t)
+	a, b, c := keys.origin.ID, keys.other.ID, testkit.Key(t, 5).ID
+	var served atomic.Value // []string
+	served.Store([]string{a.String(), b.String()})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(map[string]any{"status": "ok", "peer_id": a.String(), "origin_ids": served.Load()})
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	open := func(ids ...peer.ID) (*Server, error) {
+		s, err := New(ctx, Config{DataDir: dir, Key: keys.peer, Origin: srv.URL, OriginIDs: ids, Registry: prometheus.NewRegistry()})
+		if err == nil {
+			t.Cleanup(func() { s.Close() })
+		}
+		return s, err
+	}
+	pinned := func() string {
+		b, _ := os.ReadFile(filepath.Join(dir, "origin-id"))
+		return strings.Join(strings.Fields(string(b)), ",")
+	}
+
+	s, err := open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := pinned(); got != a.String()+","+b.String() {
+		t.Fatalf("pinned %q, want both origins the origin lists", got)
+	}
+	// Orders of either origin are taken, of no other.
+	url := (&testServer{Server: s}).serve(t)
+	s.now = func() time.Time { return testNow }
+	for i, k := range []*identity.Key{keys.origin, keys.other} {
+		d := randomShard(uint64(40+i), 100)
+		if err := testClient(k).Put(ctx, s.ID(), url, storageapi.ShardID(d), d); err != nil {
+			t.Fatalf("put signed by origin %d: %v", i, err)
+		}
+	}
+	d := randomShard(42, 100)
+	if err := testClient(keys.reader).Put(ctx, s.ID(), url, storageapi.ShardID(d), d); !errors.Is(err, storageapi.ErrForbidden) {
+		t.Fatalf("put signed by a key outside the set: %v, want 403", err)
+	}
+
+	served.Store([]string{a.String(), c.String()})
+	if _, err := open(); err != nil || pinned() != a.String()+","+b.String() {
+		t.Fatalf("a reported set sharing an ID: %v, pinned %q; want the pin kept", err, pinned())
+	}
+	served.Store([]string{c.String()})
+	if _, err := open(); err == nil {
+		t.Fatal("a reported set sharing no ID with the pin was taken")
+	}
+	if _, err := open(b, c); err != nil || pinned() != b.String()+","+c.String() {
+		t.Fatalf("a configured set sharing an ID (a rotation): %v, pinned %q; want it pinned", err, pinned())
+	}
+	if _, err := open(a); err == nil || !strings.Contains(err.Error(), b.String()) {
+		t.Fatalf("a configured set sharing no ID: %v; want a refusal naming the pinned origins", err)
 	}
 }

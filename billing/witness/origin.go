@@ -57,6 +57,7 @@ type OriginContent struct {
 	logAt      time.Time // when the log was last read
 	roots      map[string]*rootInfo
 	names      map[string][]nameSpan // name -> the roots it pointed to, oldest first
+	keyNames   map[peer.ID]string    // publisher key -> the name it last moved
 	placements map[string][]*Placement
 	flags      map[string]time.Time // peer/shard -> its first flag
 	sites      map[string]*siteIndex
@@ -92,7 +93,7 @@ func NewOriginContent(base string, client *http.Client, opts ...OriginOption) *O
 		client = &http.Client{Timeout: 60 * time.Second}
 	}
 	o := &OriginContent{base: strings.TrimRight(base, "/"), client: client,
-		roots: map[string]*rootInfo{}, names: map[string][]nameSpan{}, placements: map[string][]*Placement{},
+		roots: map[string]*rootInfo{}, names: map[string][]nameSpan{}, keyNames: map[peer.ID]string{}, placements: map[string][]*Placement{},
 		flags: map[string]time.Time{}, sites: map[string]*siteIndex{}, blockRoots: map[cid.Cid][]string{},
 		shards: map[string]peer.ID{}, rootShard: map[string][]string{}, failed: map[string]*indexFailure{}, now: time.Now}
 	for _, opt := range opts {
@@ -129,6 +130,27 @@ func (s *siteIndex) dagSize(c cid.Cid, depth int) int64 {
 	}
 	b.dagBytes = n
 	return n
+}
+
+// SiteNames returns the human name each of keys last moved (the name
+// events of the origin's billing log), for the keys that moved one. It
+// reads the log's new events first if it can; if the origin does not
+// answer, it says what it knew.
+func (o *OriginContent) SiteNames(ctx context.Context, keys []string) map[string]string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.syncLog(ctx, false) // best effort: the names known so far stand
+	out := map[string]string{}
+	for _, k := range keys {
+		p, err := peer.Decode(k)
+		if err != nil {
+			continue
+		}
+		if name, ok := o.keyNames[p]; ok {
+			out[k] = name
+		}
+	}
+	return out
 }
 
 func (o *OriginContent) get(ctx context.Context, path string, accept string) (*http.Response, error) {

@@ -129,6 +129,7 @@ func (o *OriginContent) apply(ev originapi.BillingEvent) {
 			p = n.Peer()
 		}
 		o.setPayer(ev.Root, p, ev)
+		o.keyNames[p] = ev.Name
 		spans := o.names[ev.Name]
 		if n := len(spans); n > 0 && spans[n-1].until.IsZero() {
 			if spans[n-1].root == ev.Root {

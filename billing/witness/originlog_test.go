@@ -122,6 +122,12 @@ func TestOriginContentBillingLog(t *testing.T) {
 		})
 	}
 
+	// The keys' names, from the log's name events.
+	names := c.SiteNames(ctx, []string{pub.ID.String(), attacker.ID.String(), testkit.Key(t, 93).ID.String(), "not a key"})
+	if len(names) != 2 || names[pub.ID.String()] != "blog" || names[attacker.ID.String()] != "evil" {
+		t.Fatalf("site names %v, want blog and evil", names)
+	}
+
 	// An origin whose /healthz names another key: its log is not trusted.
 	impostor := testkit.Key(t, 92)
 	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

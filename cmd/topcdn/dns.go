@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -26,6 +28,7 @@ func newDNSCmd() *cobra.Command {
 		cfg                                        dnsroute.Config
 		listen, httpAddr, geoip, keyFile, logLevel string
 		nsAddrs, allowEdges                        []string
+		caRoots                                    []string
 	)
 	cmd := &cobra.Command{
 		Use:   "dns --zone ZONE --origin URL [--listen ADDR] [--http ADDR] [--geoip FILE.mmdb]",
@@ -38,7 +41,9 @@ name the origin's names give (polled every --names-interval). With
 --billing, names of suspended publishers get no addresses.
 
 Edges send signed heartbeats and are probed once per heartbeat interval; 3
-missed heartbeats or a failed probe take an edge out of the answers. About
+missed heartbeats or a failed probe take an edge out of the answers. An edge
+whose heartbeats give an https_url is probed over HTTPS too, its certificate
+verified against --ca-root, and handed out only while that passes. About
 every --content-probe-interval the router fetches a random published root
 through each edge and checks its hash: an edge that serves wrong bytes, or
 that billing's prober caught doing so, stays out for --quarantine.
@@ -69,6 +74,11 @@ When ready it prints "dns listening on udp+tcp ADDR" and then
 					return fmt.Errorf("--allow-edge %q: %w", s, err)
 				}
 				cfg.AllowedEdges = append(cfg.AllowedEdges, p)
+			}
+			if len(caRoots) > 0 {
+				if cfg.RootCAs, err = loadRoots(caRoots); err != nil {
+					return err
+				}
 			}
 			if geoip != "" {
 				if cfg.GeoIP, err = dnsroute.OpenGeoDB(geoip); err != nil {
@@ -106,10 +116,26 @@ When ready it prints "dns listening on udp+tcp ADDR" and then
 	f.DurationVar(&cfg.BillingEpoch, "billing-epoch", billingapi.DefaultEpoch, "billing's epoch length: demand sent to each edge is counted per epoch")
 	f.Float64Var(&cfg.RRLRate, "rrl", dnsroute.DefaultRRLRate, "UDP responses per second per client /24 (/56) and response (name and type; errors per zone), as BIND's RRL, before rate limiting; negative: off")
 	f.StringVar(&keyFile, "key", "", "the router's key file (its peer ID is reported in /healthz)")
+	f.StringSliceVar(&caRoots, "ca-root", nil, "PEM file of root certificates to verify edges' HTTPS against in the HTTPS probes (repeatable; default: the system's roots)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	cmd.MarkFlagRequired("zone")
 	cmd.MarkFlagRequired("origin")
 	return cmd
+}
+
+// loadRoots reads PEM files of root certificates into a pool.
+func loadRoots(files []string) (*x509.CertPool, error) {
+	pool := x509.NewCertPool()
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("--ca-root: %w", err)
+		}
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("--ca-root %s: no PEM certificate", f)
+		}
+	}
+	return pool, nil
 }
 
 // dnsServers are the DNS listeners of one router.

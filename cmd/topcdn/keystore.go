@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/originapi"
@@ -102,4 +103,45 @@ func (ks keystore) loadOrCreate(path string) (*identity.Key, bool, error) {
 		return nil, false, err
 	}
 	return k, true, nil
+}
+
+// siteKey is one site key of a keystore.
+type siteKey struct {
+	name string
+	key  *identity.Key
+}
+
+// sites loads every site key of the keystore (DIR/sites/NAME.key), by
+// name; none if there is no sites directory. A file whose name is not a
+// valid site name is skipped.
+func (ks keystore) sites() ([]siteKey, error) {
+	entries, err := os.ReadDir(filepath.Join(ks.dir, "sites"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("keystore: %w", err)
+	}
+	var out []siteKey // ReadDir sorts by file name
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), ".key")
+		if !ok || e.IsDir() || originapi.ValidateName(name) != nil {
+			continue
+		}
+		k, err := identity.Load(ks.sitePath(name))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, siteKey{name: name, key: k})
+	}
+	return out, nil
+}
+
+// existingAccount loads the account key, nil if the keystore has none.
+func (ks keystore) existingAccount() (*identity.Key, error) {
+	k, err := identity.Load(ks.accountPath())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	return k, err
 }

@@ -1,5 +1,5 @@
 // Command topcdn runs every role of the topcdn decentralized CDN, each a
-// subcommand: the publisher's client (keygen, publish), the origin,
+// subcommand: the publisher's client (keygen, publish, sites, purge), the origin,
 // storage peers, edges (Caddy embedded), the DNS router, billing, and a
 // devnet that runs them all on loopback. The subcommands only parse flags
 // and wire the packages together; README.md describes each.
@@ -43,6 +43,6 @@ with 'topcdn keygen'.`,
 	}
 	root.SetVersionTemplate("topcdn {{.Version}}\n")
 	root.AddCommand(newKeygenCmd(), newOriginCmd(), newPublishCmd(), newEdgeCmd(), newStorageCmd(),
-		newDNSCmd(), newBillingCmd(), newDevnetCmd(), newPurgeCmd())
+		newDNSCmd(), newBillingCmd(), newDevnetCmd(), newPurgeCmd(), newSitesCmd())
 	return root
 }

@@ -1,4 +1,5 @@
-// topcdn dashboard: renders /dashboard/api/state and /dashboard/api/history.
+// topcdn dashboard: renders /dashboard/api/state and /dashboard/api/history,
+// and at #/sites/NAME the page of one site from /dashboard/api/sites/NAME.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -28,7 +29,8 @@ function ago(t) {
   return s < 1 ? "now" : s + " s ago";
 }
 
-// table fills a <table> with a header and rows of [text, className?] cells.
+// table fills a <table> with a header and rows of cells: text,
+// [text, className], or {text, href} for a link.
 function table(id, head, rows) {
   const t = $(id);
   t.replaceChildren();
@@ -43,6 +45,12 @@ function table(id, head, rows) {
   for (const row of rows) {
     const r = el("tr");
     for (const c of row) {
+      if (c && c.href !== undefined) {
+        const td = el("td");
+        td.append(el("a", { href: c.href }, String(c.text)));
+        r.append(td);
+        continue;
+      }
       const [text, cls] = Array.isArray(c) ? c : [c, ""];
       r.append(el("td", cls ? { class: cls } : {}, String(text)));
     }
@@ -103,7 +111,81 @@ function renderAccounts(accounts) {
   })));
 }
 
+// siteRoute returns the site name of a #/sites/NAME address, or null.
+function siteRoute() {
+  const m = /^#\/sites\/([^/]+)$/.exec(location.hash);
+  return m ? decodeURIComponent(m[1]) : null;
+}
+
+function showErrors(errs) {
+  $("errors").hidden = errs.length === 0;
+  $("errors").textContent = errs.join(" · ");
+}
+
+// every formats a step in seconds: "1 min", "2 h", "45 s".
+function every(secs) {
+  if (secs % 3600 === 0) return secs / 3600 + " h";
+  if (secs % 60 === 0) return secs / 60 + " min";
+  return secs + " s";
+}
+
+// renderSite draws one site's page: its name's root, and what billing
+// says the edges served for its key per epoch and by path.
+function renderSite(p) {
+  $("site-name").textContent = p.name;
+  const served = p.served;
+  const total = served ? served.total : null;
+  table("site-summary", ["CID", "IPNS", "sequence", "updated", "size", "publisher key", "bytes (30 days)", "requests (30 days)"],
+    [[p.cid, short(p.ipns), [p.sequence, "num"], new Date(p.updated).toLocaleString(),
+      [p.size < 0 ? "not striped yet" : bytes(p.size), "num"], short(p.publisher),
+      [total ? bytes(total.bytes) : "–", "num"], [total ? total.requests.toLocaleString() : "–", "num"]]]);
+  if (!served) {
+    for (const id of ["site-bytes", "site-requests"]) $(id).replaceChildren();
+    $("site-bytes-axis").textContent = $("site-requests-axis").textContent = "no billing figures";
+    table("site-top-requests", ["path"], []);
+    table("site-top-bytes", ["path"], []);
+    return;
+  }
+  // One value per step of the window: steps without records served nothing.
+  const n = Math.max(1, Math.round((served.to - served.from) / served.step));
+  const byts = new Array(n).fill(0), reqs = new Array(n).fill(0);
+  for (const pt of served.points || []) {
+    const i = Math.floor((pt.epoch - served.from) / served.step);
+    if (i >= 0 && i < n) { byts[i] = pt.bytes; reqs[i] = pt.requests; }
+  }
+  $("site-step").textContent = "(per " + every(served.step) + ", last 30 days)";
+  plot("site-bytes", "site-bytes-axis", byts, bytes);
+  plot("site-requests", "site-requests-axis", reqs, (v) => Math.round(v).toLocaleString());
+  const rows = (list) => (list || []).map((t) => [t.path, [t.requests.toLocaleString(), "num"], [bytes(t.bytes), "num"]]);
+  table("site-top-requests", ["path", "requests", "bytes"], rows(served.top_by_requests));
+  table("site-top-bytes", ["path", "requests", "bytes"], rows(served.top_by_bytes));
+}
+
+async function refreshSite(name) {
+  const resp = await fetch("api/sites/" + encodeURIComponent(name));
+  const body = await resp.json();
+  if (!resp.ok) {
+    $("site-name").textContent = name;
+    showErrors([name + ": " + (body.error || resp.status)]);
+    return;
+  }
+  showErrors(Object.entries(body.errors || {}).map(([k, v]) => k + ": " + v));
+  $("updated").textContent = "updated " + new Date().toLocaleTimeString();
+  renderSite(body);
+}
+
 async function refresh() {
+  const site = siteRoute();
+  $("site-page").hidden = site === null;
+  $("overview").hidden = site !== null;
+  if (site !== null) {
+    try {
+      await refreshSite(site);
+    } catch (e) {
+      showErrors(["dashboard: " + e]);
+    }
+    return;
+  }
   try {
     const [state, history] = await Promise.all([
       fetch("api/state").then((r) => r.json()),
@@ -122,7 +204,7 @@ async function refresh() {
         ago(e.last_heartbeat)]));
 
     table("sites", ["name", "CID", "IPNS", "sequence", "size", "bytes served (billed)"],
-      (state.sites || []).map((s) => [s.name, s.cid, short(s.ipns), [s.sequence, "num"], [s.size < 0 ? "not striped yet" : bytes(s.size), "num"],
+      (state.sites || []).map((s) => [{ text: s.name, href: "#/sites/" + encodeURIComponent(s.name) }, s.cid, short(s.ipns), [s.sequence, "num"], [s.size < 0 ? "not striped yet" : bytes(s.size), "num"],
         [s.served < 0 ? "–" : bytes(s.served), "num"]]));
 
     const st = state.storage || {};
@@ -147,3 +229,4 @@ async function refresh() {
 
 refresh();
 setInterval(refresh, 3000);
+window.addEventListener("hashchange", refresh);

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -83,14 +84,28 @@ func (p *Process) Stop(t testing.TB) {
 }
 
 // binary is the topcdn binary BuildBinary builds, once per test binary,
-// in a directory Main removes. It is package state because building takes
-// tens of seconds and every end-to-end test of a package needs it.
+// in a directory Main removes, and the tools BuildTool builds beside it.
+// It is package state because building takes tens of seconds and every
+// end-to-end test of a package needs it.
 var binary struct {
 	once      sync.Once
 	dir, path string
 	err       error
 	out       []byte
 	main      bool // Main runs the tests
+
+	dirOnce sync.Once
+	dirErr  error
+	toolsMu sync.Mutex
+	tools   map[string]*tool // by package
+}
+
+// tool is a program BuildTool builds.
+type tool struct {
+	once sync.Once
+	path string
+	err  error
+	out  []byte
 }
 
 // Main runs m's tests and then removes the binary BuildBinary built, and
@@ -107,22 +122,58 @@ func Main(m *testing.M) int {
 	return code
 }
 
+// buildDir returns the directory the binaries are built into, made the
+// first time.
+func buildDir(t testing.TB) string {
+	t.Helper()
+	if !binary.main {
+		t.Fatal("testkit.BuildBinary and BuildTool need func TestMain(m *testing.M) { os.Exit(testkit.Main(m)) }")
+	}
+	binary.dirOnce.Do(func() { binary.dir, binary.dirErr = os.MkdirTemp("", "topcdn-testkit-") })
+	if binary.dirErr != nil {
+		t.Fatal(binary.dirErr)
+	}
+	return binary.dir
+}
+
 // BuildBinary builds ./cmd/topcdn the first time it is called in a test
 // binary and returns the path of the binary. It needs Main.
 func BuildBinary(t testing.TB) string {
 	t.Helper()
-	if !binary.main {
-		t.Fatal("testkit.BuildBinary needs func TestMain(m *testing.M) { os.Exit(testkit.Main(m)) }")
-	}
+	dir := buildDir(t)
 	binary.once.Do(func() {
-		if binary.dir, binary.err = os.MkdirTemp("", "topcdn-testkit-"); binary.err != nil {
-			return
-		}
-		binary.path = filepath.Join(binary.dir, "topcdn")
+		binary.path = filepath.Join(dir, "topcdn")
 		binary.out, binary.err = exec.Command("go", "build", "-o", binary.path, "github.com/topcdn/topcdn/cmd/topcdn").CombinedOutput()
 	})
 	if binary.err != nil {
 		t.Fatalf("go build: %v\n%s", binary.err, binary.out)
 	}
 	return binary.path
+}
+
+// BuildTool builds the program pkg, a main package at the version go.mod
+// pins (a tool line, e.g. github.com/letsencrypt/pebble/v2/cmd/pebble),
+// the first time it is called for pkg in a test binary, and returns its
+// path: beside BuildBinary's binary, under its package's last element,
+// where topcdn finds it (the devnet its CA, pebble). It needs Main.
+func BuildTool(t testing.TB, pkg string) string {
+	t.Helper()
+	dir := buildDir(t)
+	binary.toolsMu.Lock()
+	if binary.tools == nil {
+		binary.tools = map[string]*tool{}
+	}
+	tl := binary.tools[pkg]
+	if tl == nil {
+		tl = &tool{path: filepath.Join(dir, path.Base(pkg))}
+		binary.tools[pkg] = tl
+	}
+	binary.toolsMu.Unlock()
+	tl.once.Do(func() {
+		tl.out, tl.err = exec.Command("go", "build", "-o", tl.path, pkg).CombinedOutput()
+	})
+	if tl.err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, tl.err, tl.out)
+	}
+	return tl.path
 }

@@ -24,18 +24,25 @@ type auditTarget struct {
 	chunkSize int
 }
 
-// runAuditor audits one random shard every AuditInterval until ctx ends.
+// runAuditor audits one random shard every AuditInterval until ctx ends,
+// under lease audit: one origin audits at a time, so refusals in a row
+// (AuditRefusals) are counted at one auditor's pace.
 func (kp *Keeper) runAuditor(ctx context.Context) {
 	tick.Every(ctx, kp.stripeCfg.AuditInterval, func(ctx context.Context) {
-		var t auditTarget
-		err := kp.db.QueryRowContext(ctx, `SELECT s.shard_id, s.peer_id, s.chunks, g.shard_size, g.chunk_size
-			FROM shards s JOIN segments g ON g.id = s.segment_id WHERE s.bad = '' ORDER BY random() LIMIT 1`).
-			Scan(&t.shardID, &t.peer, &t.chunks, &t.shardSize, &t.chunkSize)
-		if err != nil {
-			return // nothing striped yet
-		}
-		kp.audit(ctx, t)
+		kp.withLease(ctx, leaseAudit, kp.auditOne)
 	})
+}
+
+// auditOne audits one random shard not known to be bad.
+func (kp *Keeper) auditOne(ctx context.Context) {
+	var t auditTarget
+	err := kp.db.QueryRowContext(ctx, `SELECT s.shard_id, s.peer_id, s.chunks, g.shard_size, g.chunk_size
+		FROM shards s JOIN segments g ON g.id = s.segment_id WHERE s.bad = '' ORDER BY random() LIMIT 1`).
+		Scan(&t.shardID, &t.peer, &t.chunks, &t.shardSize, &t.chunkSize)
+	if err != nil {
+		return // nothing striped yet
+	}
+	kp.audit(ctx, t)
 }
 
 // AuditAll audits every shard once, each at a random chunk, and returns

@@ -9,6 +9,7 @@ import (
 
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/topcdn/topcdn/dag"
 	"github.com/topcdn/topcdn/erasure"
@@ -31,6 +32,10 @@ const (
 	DefaultAuditRefusals  = 3
 	DefaultRepairInterval = 10 * time.Second
 	DefaultSweepInterval  = time.Hour
+	DefaultLeaseTTL       = 30 * time.Second
+	// MinLeaseTTL is the shortest LeaseTTL taken: a lease must outlast a
+	// few database round trips.
+	MinLeaseTTL = 100 * time.Millisecond
 	// DefaultLostAfterIntervals is LostAfter's default in heartbeat
 	// intervals (Config.HeartbeatInterval).
 	DefaultLostAfterIntervals = 30
@@ -55,6 +60,10 @@ type Config struct {
 	// Key is the origin's identity: it signs storage orders and manifests.
 	// Required.
 	Key *identity.Key
+	// OriginIDs are the origins sharing DB, each signing with its own key:
+	// the Keeper reads back (and re-signs) manifests any of them signed.
+	// Default: Key's alone; Key's is always among them.
+	OriginIDs []peer.ID
 	// Local is the origin's own block store: stripe jobs read the blocks
 	// to stripe there and, unless KeepLocal, delete them once striped.
 	// Required.
@@ -152,6 +161,14 @@ type StripeConfig struct {
 	// SweepInterval is the pause between two sweeps of orphan shards
 	// (SweepOrphans). Default: DefaultSweepInterval (1h).
 	SweepInterval time.Duration
+	// LeaseTTL is how long an origin's hold on a background job lasts
+	// unless renewed: the audit, repair and sweep passes (leases), a stripe
+	// job (its claim) and a shard being put on a peer (placements). The
+	// holder renews every third of it, so when it dies, another origin
+	// sharing the database takes the work over within LeaseTTL (and the
+	// job's interval). Default: DefaultLeaseTTL (30s); at least
+	// MinLeaseTTL.
+	LeaseTTL time.Duration
 }
 
 // setDefaults fills in what c leaves unset; heartbeat is the peers'
@@ -167,6 +184,7 @@ func (c *StripeConfig) setDefaults(heartbeat time.Duration) {
 	c.AuditRefusals = cmp.Or(c.AuditRefusals, DefaultAuditRefusals)
 	c.RepairInterval = cmp.Or(c.RepairInterval, DefaultRepairInterval)
 	c.SweepInterval = cmp.Or(c.SweepInterval, DefaultSweepInterval)
+	c.LeaseTTL = cmp.Or(c.LeaseTTL, DefaultLeaseTTL)
 	c.LostAfter = cmp.Or(c.LostAfter, DefaultLostAfterIntervals*heartbeat)
 }
 
@@ -182,8 +200,10 @@ func (c StripeConfig) Validate() error {
 	n := c.DataShards + c.ParityShards
 	switch {
 	case c.SegmentSize < 0 || c.RepairThreshold < 0 || c.LostAfter < 0 || c.AuditInterval < 0 || c.AuditRefusals < 0 ||
-		c.RepairInterval < 0 || c.SweepInterval < 0:
-		return errors.New("durability: negative segment size, repair threshold, lost-after, audit, refusals, repair or sweep setting")
+		c.RepairInterval < 0 || c.SweepInterval < 0 || c.LeaseTTL < 0:
+		return errors.New("durability: negative segment size, repair threshold, lost-after, audit, refusals, repair, sweep or lease setting")
+	case c.LeaseTTL < MinLeaseTTL:
+		return fmt.Errorf("durability: lease TTL %s under %s", c.LeaseTTL, MinLeaseTTL)
 	case c.ChunkSize < erasure.MinChunkSize || c.ChunkSize > erasure.MaxChunkSize:
 		return fmt.Errorf("durability: chunk size %d outside [%d, %d]", c.ChunkSize, erasure.MinChunkSize, erasure.MaxChunkSize)
 	case c.SegmentSize > erasure.MaxSegment-dag.MaxBlockSize:

@@ -34,9 +34,17 @@
 //     (repair_backoff: 1, 2, 4, … repair intervals, at most an hour)
 //     unless its healthy shards changed or more peers can take shards.
 //   - A shard is deleted from a peer only when no saved row places it there
-//     and no stripe job or repair is putting it there (placements); a put
-//     of it there waits for such a delete to end.
+//     and no stripe job or repair, of any origin, is putting it there
+//     (table placements), checked in one transaction; a put of it there
+//     waits for such a delete to end.
+//   - Origins sharing a database run each background job once: the audit,
+//     repair and sweep passes under a lease (lease.go), each stripe job
+//     under a claim (stripejobs.go), renewed on the database's clock; a
+//     holder that dies loses them within LeaseTTL. Every job write is a
+//     compare-and-set (shard moves, manifest versions, placements), so a
+//     job run twice wastes work and never corrupts.
 //
-// The database is SQLite with one connection: the Keeper never queries it
-// from inside a transaction.
+// The database is SQLite with one connection, or PostgreSQL: the Keeper
+// never queries it from inside a transaction, and a transaction's body
+// (sqldb.InTx) may run more than once, so it has no other side effects.
 package durability

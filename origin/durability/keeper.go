@@ -8,6 +8,7 @@ import (
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/topcdn/topcdn/erasure"
 	"github.com/topcdn/topcdn/identity"
@@ -23,6 +24,7 @@ type Keeper struct {
 	cfg     Config // defaults set
 	db      *sqldb.DB
 	key     *identity.Key
+	origins map[peer.ID]bool // Config.OriginIDs and key's: whose manifests are read back
 	log     *zap.Logger
 	metrics *metrics
 	local   LocalBlocks
@@ -32,17 +34,19 @@ type Keeper struct {
 	stripeCfg  StripeConfig
 	striper    *erasure.Striper
 	shardStore erasure.ShardStore
-	placing    *placements // shards being put on, or deleted from, peers
 	storage    *storageapi.Client
 	peerStats  *erasure.PeerStats
 	spans      *erasure.SpanCache
-	readers    *lru.Cache[int64, *erasure.Reader]
+	readers    *lru.Cache[int64, cachedReader]
 	addrs      addrCache
 	stripeWake chan struct{}
 	// attempts is closed, and replaced, after every attempt at a stripe
 	// job (WaitStriped).
 	attemptsMu sync.Mutex
 	attempts   chan struct{}
+	// running are the roots whose stripe jobs run in this process.
+	runningMu sync.Mutex
+	running   map[cid.Cid]bool
 
 	// Testing.
 	now  func() time.Time
@@ -61,15 +65,19 @@ func New(cfg Config) (*Keeper, error) {
 	if kp.metrics, err = newMetrics(cfg.Registry); err != nil {
 		return nil, fmt.Errorf("durability: metrics: %w", err)
 	}
-	kp.addrs.m = map[peer.ID]string{}
+	kp.origins = map[peer.ID]bool{kp.key.ID: true}
+	for _, id := range cfg.OriginIDs {
+		kp.origins[id] = true
+	}
+	kp.addrs.m = map[peer.ID]cachedAddr{}
 	kp.readers = newReaderCache()
 	kp.peerStats = erasure.NewPeerStats()
 	kp.spans = erasure.NewSpanCache(256 << 20)
 	kp.stripeWake = make(chan struct{}, 1)
 	kp.attempts = make(chan struct{})
+	kp.running = map[cid.Cid]bool{}
 	kp.storage = storageapi.NewClient(kp.key, nil)
 	kp.shardStore = peerShards{keeper: kp, client: kp.storage}
-	kp.placing = newPlacements()
 	if cfg.Stripe != nil {
 		kp.stripeCfg = *cfg.Stripe
 		if kp.striper, err = erasure.New(kp.stripeCfg.DataShards, kp.stripeCfg.ParityShards,
@@ -78,6 +86,16 @@ func New(cfg Config) (*Keeper, error) {
 		}
 	}
 	return kp, nil
+}
+
+// StripeConfig returns the striping settings in force, defaults filled
+// in, or nil if striping is off.
+func (kp *Keeper) StripeConfig() *StripeConfig {
+	if kp.striper == nil {
+		return nil
+	}
+	sc := kp.stripeCfg
+	return &sc
 }
 
 // Run does the background work until ctx ends: striping published content

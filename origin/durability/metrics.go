@@ -16,6 +16,9 @@ type metrics struct {
 	orphans      prometheus.Counter
 	atRisk       prometheus.Gauge
 	repairSkips  *prometheus.CounterVec
+	// Coordination across origins (lease.go).
+	leaseHeld      *prometheus.GaugeVec
+	leaseTakeovers *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -28,8 +31,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		orphans:      prom.Counter("origin", "orphan_shards_deleted_total", "Shards deleted from storage peers because no segment placed them there (left by failed jobs)."),
 		atRisk:       prom.Gauge("origin", "segments_at_risk", "Segments with fewer healthy shards than the repair threshold, at the last scan."),
 		repairSkips:  prom.CounterVec("origin", "repairs_skipped_total", "Repairs of segments at risk not attempted, by reason (backoff: failed before and not due yet; not_enough_shards: fewer than k healthy shards, nothing read).", "reason"),
+		leaseHeld:    prom.GaugeVec("origin", "lease_held", "1 while this origin holds the lease of a background job (audit, repair, sweep), else 0.", "name"),
+		leaseTakeovers: prom.CounterVec("origin", "lease_takeovers_total",
+			"Leases of background jobs this origin took over from another whose lease lapsed unreleased (it stopped, or lost the database).", "name"),
 	}
-	if err := prom.Register(reg, m.stripedReads, m.stripedRoots, m.flags, m.audits, m.repairs, m.orphans, m.atRisk, m.repairSkips); err != nil {
+	if err := prom.Register(reg, m.stripedReads, m.stripedRoots, m.flags, m.audits, m.repairs, m.orphans, m.atRisk, m.repairSkips,
+		m.leaseHeld, m.leaseTakeovers); err != nil {
 		return nil, err
 	}
 	return m, nil

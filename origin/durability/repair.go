@@ -41,12 +41,15 @@ func needsRepair(h originapi.SegmentHealth) bool {
 }
 
 // runRepairer scans for segments at risk every RepairInterval and repairs
-// them. All state is in the database, so a restart resumes a repair.
+// them, under lease repair: one origin repairs at a time. All state is in
+// the database, so a restart, or another origin, resumes a repair.
 func (kp *Keeper) runRepairer(ctx context.Context) {
 	tick.Every(ctx, kp.stripeCfg.RepairInterval, func(ctx context.Context) {
-		if _, err := kp.Repair(ctx); err != nil && ctx.Err() == nil {
-			kp.log.Warn("repair pass incomplete", zap.Error(err))
-		}
+		kp.withLease(ctx, leaseRepair, func(ctx context.Context) {
+			if _, err := kp.Repair(ctx); err != nil && ctx.Err() == nil {
+				kp.log.Warn("repair pass incomplete", zap.Error(err))
+			}
+		})
 	})
 }
 
@@ -211,8 +214,10 @@ func (kp *Keeper) repairSegment(ctx context.Context, segID int64, rows []shardRo
 	if err != nil {
 		return 0, err
 	}
-	store := kp.placingShards() // each put noted until its row is saved (moveShard)
-	defer store.release()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	store := kp.placingShards(ctx, cancel) // each put noted until its row is saved (moveShard)
+	defer store.release(ctx)
 	placed := 0
 	defer func() {
 		// Whatever happened below, moved shards must reach the manifests
@@ -238,8 +243,16 @@ func (kp *Keeper) repairSegment(ctx context.Context, segID int64, rows []shardRo
 			kp.metrics.repairs.WithLabelValues("error").Inc()
 			return placed, fmt.Errorf("%w to place shard %d", erasure.ErrNotEnoughPeers, r.idx)
 		}
-		if err := kp.moveShard(ctx, segID, r.idx, target); err != nil {
+		moved, err := kp.moveShard(ctx, segID, r.idx, r.peer, target)
+		if err != nil {
 			return placed, err
+		}
+		store.end(ctx, placement{shard: r.id, peer: target}) // its row is saved, or will never be
+		if !moved {
+			// Another origin repaired it meanwhile: our copy is not needed.
+			kp.log.Info("shard repaired by another origin meanwhile", zap.Int64("segment", segID), zap.Int("shard", r.idx))
+			kp.dropOldShard(ctx, shardRow{id: r.id, peer: target.String()})
+			continue
 		}
 		placed++
 		kp.metrics.repairs.WithLabelValues("ok").Inc()
@@ -330,38 +343,43 @@ func (kp *Keeper) dropOldShard(ctx context.Context, r shardRow) {
 	if err != nil {
 		return
 	}
-	// A stripe job or repair putting the same shard on the same peer right
-	// now has no row yet: keep the file (its row will place it there).
+	// Another segment's row may place the same shard there, and a stripe
+	// job or repair (of any origin) putting it there right now has no row
+	// yet: keep the file then.
 	k := placement{shard: r.id, peer: p}
-	if !kp.placing.startDelete(k) {
+	if ok, err := kp.startDelete(ctx, k); err != nil || !ok {
 		return
 	}
-	defer kp.placing.endDelete(k)
-	var others int
-	if err := kp.db.QueryRowContext(ctx, `SELECT count(*) FROM shards WHERE shard_id = ? AND peer_id = ?`,
-		r.id, r.peer).Scan(&others); err != nil || others > 0 {
-		return
-	}
+	defer kp.endDelete(context.WithoutCancel(ctx), k)
 	addr, err := kp.cachedAddr(ctx, p)
 	if err != nil {
 		return
 	}
-	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	dctx, cancel := context.WithTimeout(ctx, deleteTimeout)
 	defer cancel()
 	if err := kp.storage.Delete(dctx, p, addr, r.id); err != nil {
 		kp.log.Debug("old shard not deleted", zap.String("peer", r.peer), zap.Error(err))
 	}
 }
 
-// moveShard records a shard's new peer and marks every manifest using its
-// segment stale, in one transaction: no crash can leave a signed manifest
-// naming the old peer without a note to re-sign it.
-func (kp *Keeper) moveShard(ctx context.Context, segID int64, idx int, to peer.ID) error {
-	return sqldb.InTx(ctx, kp.db, func(tx *sqldb.Tx) error {
-		if _, err := tx.ExecContext(ctx, `UPDATE shards SET peer_id = ?, bad = '' WHERE segment_id = ? AND idx = ?`,
-			to.String(), segID, idx); err != nil {
+// moveShard records that shard idx of segment segID moved from peer from
+// to peer to, and marks every manifest using its segment stale, in one
+// transaction: no crash can leave a signed manifest naming the old peer
+// without a note to re-sign it. It is a compare-and-set: moved is false,
+// and nothing written, if the shard is no longer on from (another origin
+// moved it).
+func (kp *Keeper) moveShard(ctx context.Context, segID int64, idx int, from string, to peer.ID) (moved bool, err error) {
+	err = sqldb.InTx(ctx, kp.db, func(tx *sqldb.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE shards SET peer_id = ?, bad = '' WHERE segment_id = ? AND idx = ? AND peer_id = ?`,
+			to.String(), segID, idx, from)
+		if err != nil {
 			return fmt.Errorf("durability: move shard: %w", err)
 		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			moved = false
+			return err
+		}
+		moved = true
 		if err := kp.logMove(ctx, tx, segID, idx, to); err != nil {
 			return err
 		}
@@ -371,6 +389,7 @@ func (kp *Keeper) moveShard(ctx context.Context, segID int64, idx int, to peer.I
 		}
 		return nil
 	})
+	return moved, err
 }
 
 // resignStale re-signs, with a new version, every manifest marked stale.
@@ -426,7 +445,11 @@ func (kp *Keeper) Manifest(ctx context.Context, root cid.Cid) (*erasure.Manifest
 	if err != nil {
 		return nil, err
 	}
-	return erasure.OpenManifest(env, kp.key.ID)
+	signer, err := peer.Decode(env.Signer)
+	if err != nil || !kp.origins[signer] {
+		return nil, fmt.Errorf("durability: manifest of %s signed by %q, not one of the origins (OriginIDs)", root, env.Signer)
+	}
+	return erasure.OpenManifest(env, signer)
 }
 
 // ManifestEnvelope returns root's current manifest as the origin signed

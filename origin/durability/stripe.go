@@ -19,127 +19,6 @@ import (
 	"go.uber.org/zap"
 )
 
-// Queue records that root, stored on the origin's disk, must be striped,
-// and wakes the striper. Jobs live in the database, so a restart resumes
-// them. Without a StripeConfig it does nothing.
-func (kp *Keeper) Queue(ctx context.Context, root cid.Cid) error {
-	if kp.striper == nil {
-		return nil
-	}
-	now := kp.now().UnixNano()
-	if _, err := kp.db.ExecContext(ctx, `INSERT INTO stripe_jobs (root, state, created_at, updated_at) VALUES (?, 'pending', ?, ?)
-		ON CONFLICT (root) DO NOTHING`, root.String(), now, now); err != nil {
-		return fmt.Errorf("durability: queue stripe job: %w", err)
-	}
-	select {
-	case kp.stripeWake <- struct{}{}:
-	default:
-	}
-	return nil
-}
-
-// runStriper stripes pending roots until ctx ends. Jobs live in the
-// database, so a restart resumes them; segments already stored are kept.
-func (kp *Keeper) runStriper(ctx context.Context) {
-	tick := time.NewTicker(5 * time.Second)
-	defer tick.Stop()
-	for {
-		// Each pending job is tried once per pass, oldest first: a failed
-		// one goes to the back (its updated_at moves) and does not hold
-		// up the others, whose uploads wait for their own attempt.
-		tried := map[cid.Cid]bool{}
-		for {
-			root, ok, err := kp.nextStripeJob(ctx)
-			if err != nil {
-				kp.log.Error("stripe jobs", zap.Error(err))
-			}
-			if !ok || tried[root] {
-				break
-			}
-			tried[root] = true
-			if err := kp.stripeRoot(ctx, root); err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				kp.log.Warn("stripe postponed", zap.Stringer("root", root), zap.Error(err))
-				if _, uerr := kp.db.ExecContext(ctx, `UPDATE stripe_jobs SET error = ?, updated_at = ? WHERE root = ?`,
-					err.Error(), kp.now().UnixNano(), root.String()); uerr != nil {
-					kp.log.Error("record stripe error", zap.Error(uerr))
-				}
-				kp.attempted()
-				continue // retried on the next pass
-			}
-			kp.attempted()
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		case <-kp.stripeWake:
-		}
-	}
-}
-
-// attempted wakes WaitStriped's callers after an attempt at a stripe job.
-func (kp *Keeper) attempted() {
-	kp.attemptsMu.Lock()
-	defer kp.attemptsMu.Unlock()
-	close(kp.attempts)
-	kp.attempts = make(chan struct{})
-}
-
-// WaitStriped waits until root's stripe job is done, and reports whether
-// it is: true once root is striped onto the storage peers (its manifest
-// signed), false with no error if root has no stripe job (striping off,
-// or never queued) or ctx ended first, and false with the job's error if
-// an attempt made after the call failed (too few healthy peers, say; the
-// job stays queued and is retried).
-func (kp *Keeper) WaitStriped(ctx context.Context, root cid.Cid) (bool, error) {
-	if kp.striper == nil {
-		return false, nil
-	}
-	since := kp.now().UnixNano()
-	for {
-		kp.attemptsMu.Lock()
-		next := kp.attempts
-		kp.attemptsMu.Unlock()
-		var state, jobErr string
-		var updated int64
-		err := kp.db.QueryRowContext(ctx, `SELECT state, error, updated_at FROM stripe_jobs WHERE root = ?`, root.String()).Scan(&state, &jobErr, &updated)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			return false, nil
-		case err != nil:
-			if ctx.Err() != nil {
-				return false, nil
-			}
-			return false, fmt.Errorf("durability: stripe job of %s: %w", root, err)
-		case state == "done":
-			return true, nil
-		case jobErr != "" && updated > since:
-			return false, errors.New(jobErr) // an attempt made since the call failed
-		}
-		select {
-		case <-next:
-		case <-ctx.Done():
-			return false, nil
-		}
-	}
-}
-
-func (kp *Keeper) nextStripeJob(ctx context.Context) (cid.Cid, bool, error) {
-	var s string
-	err := kp.db.QueryRowContext(ctx, `SELECT root FROM stripe_jobs WHERE state = 'pending' ORDER BY updated_at LIMIT 1`).Scan(&s)
-	if errors.Is(err, sql.ErrNoRows) {
-		return cid.Undef, false, nil
-	}
-	if err != nil {
-		return cid.Undef, false, fmt.Errorf("durability: next stripe job: %w", err)
-	}
-	c, err := cid.Decode(s)
-	return c, err == nil, err
-}
-
 // placement returns healthy peers to place shards on: emptiest first,
 // interleaved across regions so a segment spreads over failure domains.
 // A peer ever caught serving wrong bytes gets no new shards.
@@ -184,27 +63,40 @@ func (kp *Keeper) placement(ctx context.Context) ([]peer.ID, error) {
 	}
 }
 
+// Striped is what striping stored anew: the blocks not striped before,
+// and their bytes.
+type Striped struct {
+	Blocks int
+	Bytes  int64
+}
+
 // stripeRoot packs the blocks of root's DAG that are not striped yet into
 // segments, stores each on k+m peers, then signs root's manifest and, unless
-// KeepLocal, drops the origin's own copy.
-func (kp *Keeper) stripeRoot(ctx context.Context, root cid.Cid) error {
+// KeepLocal, drops the origin's own copy. It returns what it striped,
+// also when it fails part-way.
+func (kp *Keeper) stripeRoot(ctx context.Context, root cid.Cid) (Striped, error) {
+	var news Striped
 	k, m := kp.striper.DataShards(), kp.striper.ParityShards()
 	candidates, err := kp.placement(ctx)
 	if err != nil {
-		return err
+		return news, err
 	}
 	if len(candidates) < k+m {
-		return fmt.Errorf("%w: %d healthy storage peers for %d+%d shards", erasure.ErrNotEnoughPeers, len(candidates), k, m)
+		return news, fmt.Errorf("%w: %d healthy storage peers for %d+%d shards", erasure.ErrNotEnoughPeers, len(candidates), k, m)
 	}
 	start := time.Now()
-	all, err := kp.walk(ctx, root)
+	all, post, err := kp.walk(ctx, root)
 	if err != nil {
-		return err
+		return news, err
 	}
 	var stored, bytes int64
 	var readErr error
+	// Children before parents: a block gets its row only with or after
+	// every block under it, so a job cut short leaves no striped block
+	// whose DAG is not striped whole (which an upload linking to it would
+	// count as stored, and another origin serve).
 	blocks := func(yield func(cid.Cid, []byte) bool) {
-		for _, c := range all {
+		for _, c := range post {
 			if _, _, err := kp.blockRef(ctx, c); err == nil {
 				continue // striped with an earlier publish
 			}
@@ -218,27 +110,32 @@ func (kp *Keeper) stripeRoot(ctx context.Context, root cid.Cid) error {
 			}
 		}
 	}
-	store := kp.placingShards()
-	defer store.release()
-	err = kp.striper.StoreAll(ctx, blocks, candidates, store, func(seg erasure.Segment, refs []erasure.BlockRef) error {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	store := kp.placingShards(sctx, cancel)
+	defer store.release(ctx)
+	err = kp.striper.StoreAll(sctx, blocks, candidates, store, func(seg erasure.Segment, refs []erasure.BlockRef) error {
 		if err := kp.saveSegment(ctx, root, seg, refs); err != nil {
 			return err
 		}
+		store.saved(ctx, seg)
 		stored++
 		bytes += seg.Length
+		news.Blocks += len(refs)
+		news.Bytes += seg.Length
 		kp.log.Info("segment striped", zap.Stringer("root", root), zap.Int64("segments", stored),
 			zap.Int64("bytes", bytes), zap.Int("blocks", len(refs)))
 		return nil
 	})
 	if err = errors.Join(readErr, err); err != nil {
-		return err
+		return news, err
 	}
 	if _, err := kp.signManifest(ctx, root, all); err != nil {
-		return err
+		return news, err
 	}
 	if _, err := kp.db.ExecContext(ctx, `UPDATE stripe_jobs SET state = 'done', error = '', updated_at = ? WHERE root = ?`,
 		kp.now().UnixNano(), root.String()); err != nil {
-		return fmt.Errorf("durability: %w", err)
+		return news, fmt.Errorf("durability: %w", err)
 	}
 	dropped := 0
 	if !kp.stripeCfg.KeepLocal {
@@ -251,24 +148,67 @@ func (kp *Keeper) stripeRoot(ctx context.Context, root cid.Cid) error {
 	kp.metrics.stripedRoots.Inc()
 	kp.log.Info("root striped", zap.Stringer("root", root), zap.Int("blocks", len(all)), zap.Int64("new_segments", stored),
 		zap.Int64("bytes", bytes), zap.Int("local_copies_dropped", dropped), zap.Duration("took", time.Since(start)))
-	return nil
+	return news, nil
 }
 
-// walk lists the DAG under root, parents first, each block once
-// (dag.Walk), reading blocks through the origin's view of all it holds:
-// some may be striped already, by an earlier publish.
-func (kp *Keeper) walk(ctx context.Context, root cid.Cid) ([]cid.Cid, error) {
-	all, err := dag.Walk(ctx, root, func(ctx context.Context, c cid.Cid) ([]byte, error) {
+// walk lists the DAG under root, each block once, in two orders: all,
+// parents first (dag.Walk's order, the manifest's), and post, every block
+// after all the blocks it links to. It reads blocks through the origin's
+// view of all it holds: some may be striped already, by an earlier
+// publish.
+func (kp *Keeper) walk(ctx context.Context, root cid.Cid) (all, post []cid.Cid, err error) {
+	links := map[cid.Cid][]cid.Cid{}
+	all, err = dag.Walk(ctx, root, func(ctx context.Context, c cid.Cid) ([]byte, error) {
 		b, err := kp.blocks.Get(ctx, c)
 		if err != nil {
 			return nil, err
 		}
+		if ls, err := dag.Links(c, b.RawData()); err == nil {
+			links[c] = ls
+		}
 		return b.RawData(), nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("durability: %w", err)
+		return nil, nil, fmt.Errorf("durability: %w", err)
 	}
-	return all, nil
+	return all, postOrder(root, links), nil
+}
+
+// postOrder lists the DAG under root, whose blocks link as links says
+// (none listed: no links), each block once and after every block it links
+// to; identity blocks are left out, as dag.Walk leaves them. Reversing a
+// parents-first order is not enough: a block linked from two parents is
+// listed after the first, which may come after the second. It walks
+// iteratively, so a deep DAG cannot overflow the stack; hash links cannot
+// form cycles.
+func postOrder(root cid.Cid, links map[cid.Cid][]cid.Cid) []cid.Cid {
+	type frame struct {
+		c cid.Cid
+		i int // links of c already followed
+	}
+	done := map[cid.Cid]bool{}
+	out := make([]cid.Cid, 0, len(links))
+	stack := []frame{{c: root}}
+	if dag.IsIdentity(root) {
+		return out
+	}
+	for len(stack) > 0 {
+		top := &stack[len(stack)-1]
+		if ls := links[top.c]; top.i < len(ls) {
+			child := ls[top.i]
+			top.i++
+			if !done[child] && !dag.IsIdentity(child) {
+				stack = append(stack, frame{c: child})
+			}
+			continue
+		}
+		if !done[top.c] {
+			done[top.c] = true
+			out = append(out, top.c)
+		}
+		stack = stack[:len(stack)-1]
+	}
+	return out
 }
 
 // saveSegment records a segment stored for root, its shards and its
@@ -301,30 +241,46 @@ func (kp *Keeper) saveSegment(ctx context.Context, root cid.Cid, seg erasure.Seg
 	})
 }
 
+// manifestTries bounds how many times signManifest builds a manifest that
+// another origin's newer one beat to the database.
+const manifestTries = 5
+
 // signManifest builds, signs and stores root's manifest from the segments
-// holding its blocks; the version goes up by one each time.
+// holding its blocks; the version goes up by one each time. If another
+// origin saved the next version first, it builds again from what the
+// database holds then.
 func (kp *Keeper) signManifest(ctx context.Context, root cid.Cid, all []cid.Cid) (uint64, error) {
-	m := erasure.Manifest{Root: root.String(), Created: kp.now().UTC(), DataShards: kp.striper.DataShards(),
-		ParityShards: kp.striper.ParityShards(), ChunkSize: kp.striper.ChunkSize()}
-	var prev uint64
-	err := kp.db.QueryRowContext(ctx, `SELECT version FROM manifests WHERE root = ?`, root.String()).Scan(&prev)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return 0, fmt.Errorf("durability: manifest version: %w", err) // never let the version go back
+	for try := 1; ; try++ {
+		m := erasure.Manifest{Root: root.String(), Created: kp.now().UTC(), DataShards: kp.striper.DataShards(),
+			ParityShards: kp.striper.ParityShards(), ChunkSize: kp.striper.ChunkSize()}
+		var prev uint64
+		err := kp.db.QueryRowContext(ctx, `SELECT version FROM manifests WHERE root = ?`, root.String()).Scan(&prev)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return 0, fmt.Errorf("durability: manifest version: %w", err) // never let the version go back
+		}
+		m.Version = prev + 1
+		segIDs, err := kp.addBlocks(ctx, &m, all)
+		if err != nil {
+			return 0, err
+		}
+		env, err := m.Sign(kp.key)
+		if err != nil {
+			return 0, err
+		}
+		raw, err := json.Marshal(env)
+		if err != nil {
+			return 0, err
+		}
+		saved, err := kp.saveManifest(ctx, root, m.Version, raw, segIDs)
+		switch {
+		case err != nil:
+			return 0, err
+		case saved:
+			return m.Version, nil
+		case try == manifestTries:
+			return 0, fmt.Errorf("durability: manifest of %s: another origin saved a newer one %d times in a row", root, try)
+		}
 	}
-	m.Version = prev + 1
-	segIDs, err := kp.addBlocks(ctx, &m, all)
-	if err != nil {
-		return 0, err
-	}
-	env, err := m.Sign(kp.key)
-	if err != nil {
-		return 0, err
-	}
-	raw, err := json.Marshal(env)
-	if err != nil {
-		return 0, err
-	}
-	return m.Version, kp.saveManifest(ctx, root, m.Version, raw, segIDs)
 }
 
 // addBlocks adds the blocks all to m, in order, with the segments that
@@ -363,15 +319,25 @@ func (kp *Keeper) addBlocks(ctx context.Context, m *erasure.Manifest, all []cid.
 	return segIDs, nil
 }
 
-// saveManifest stores root's signed manifest (raw, its envelope) and the
-// segments it uses, in one transaction.
-func (kp *Keeper) saveManifest(ctx context.Context, root cid.Cid, version uint64, raw []byte, segIDs []int64) error {
-	return sqldb.InTx(ctx, kp.db, func(tx *sqldb.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO manifests (root, version, envelope, updated_at) VALUES (?, ?, ?, ?)
-			ON CONFLICT (root) DO UPDATE SET version = excluded.version, envelope = excluded.envelope, updated_at = excluded.updated_at`,
-			root.String(), version, raw, kp.now().UnixNano()); err != nil {
+// saveManifest stores root's signed manifest (raw, its envelope, signed
+// by the Keeper) and the segments it uses, in one transaction, unless the
+// database holds this version or a newer one already (another origin
+// signed it): saved is false then, and nothing written.
+func (kp *Keeper) saveManifest(ctx context.Context, root cid.Cid, version uint64, raw []byte, segIDs []int64) (saved bool, err error) {
+	err = sqldb.InTx(ctx, kp.db, func(tx *sqldb.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO manifests (root, version, envelope, updated_at, signer) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (root) DO UPDATE SET version = excluded.version, envelope = excluded.envelope, updated_at = excluded.updated_at,
+				signer = excluded.signer
+			WHERE manifests.version < excluded.version`,
+			root.String(), version, raw, kp.now().UnixNano(), kp.holder())
+		if err != nil {
 			return fmt.Errorf("durability: save manifest: %w", err)
 		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			saved = false
+			return err
+		}
+		saved = true
 		if _, err := tx.ExecContext(ctx, `DELETE FROM manifest_segments WHERE root = ?`, root.String()); err != nil {
 			return fmt.Errorf("durability: save manifest: %w", err)
 		}
@@ -382,4 +348,5 @@ func (kp *Keeper) saveManifest(ctx context.Context, root cid.Cid, version uint64
 		}
 		return nil
 	})
+	return saved, err
 }

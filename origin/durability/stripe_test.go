@@ -14,6 +14,7 @@ import (
 	mdag "github.com/ipfs/boxo/ipld/merkledag"
 	"github.com/ipfs/go-cid"
 	format "github.com/ipfs/go-ipld-format"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/topcdn/topcdn/identity"
 	"github.com/topcdn/topcdn/internal/testkit/pgtest"
@@ -30,6 +31,9 @@ type stripeNet struct {
 	peers []*storage.Server
 	keys  []*identity.Key
 	addrs []string
+	// other is the key of a second origin the peers take orders from
+	// (addKeeper).
+	other *identity.Key
 
 	mu    sync.Mutex
 	clock time.Time
@@ -42,13 +46,17 @@ func newStripeNet(t *testing.T, dsn string, n int, sc StripeConfig) *stripeNet {
 	sn := &stripeNet{clock: time.Now(), lie: map[int]http.HandlerFunc{}}
 	sn.kp, sn.local = newTestKeeper(t, dsn, Config{HeartbeatInterval: time.Second, Stripe: &sc})
 	sn.kp.now = sn.now
+	var err error
+	if sn.other, err = identity.Generate(nil); err != nil {
+		t.Fatal(err)
+	}
 	for range n {
 		key, err := identity.Generate(nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		ts := httptest.NewUnstartedServer(nil)
-		s, err := storage.New(ctx, storage.Config{DataDir: t.TempDir(), Key: key, OriginID: sn.kp.key.ID,
+		s, err := storage.New(ctx, storage.Config{DataDir: t.TempDir(), Key: key, OriginIDs: []peer.ID{sn.kp.key.ID, sn.other.ID},
 			Capacity: 1 << 20, PublicAddr: "http://" + ts.Listener.Addr().String(), Registry: prometheus.NewRegistry()})
 		if err != nil {
 			t.Fatal(err)
@@ -118,7 +126,7 @@ func (sn *stripeNet) publish(t *testing.T, data []byte) cid.Cid {
 	if err := sn.kp.Queue(ctx, nd.Cid()); err != nil {
 		t.Fatal(err)
 	}
-	if err := sn.kp.stripeRoot(ctx, nd.Cid()); err != nil {
+	if _, err := sn.kp.stripeRoot(ctx, nd.Cid()); err != nil {
 		t.Fatal(err)
 	}
 	return nd.Cid()
@@ -391,7 +399,7 @@ func testStripeSharesStripedBlocks(t *testing.T, dsn string) {
 	if err := sn.local.Put(ctx, root); err != nil {
 		t.Fatal(err)
 	}
-	if err := sn.kp.stripeRoot(ctx, root.Cid()); err != nil {
+	if _, err := sn.kp.stripeRoot(ctx, root.Cid()); err != nil {
 		t.Fatal(err)
 	}
 	m, err := sn.kp.Manifest(ctx, root.Cid())

@@ -123,8 +123,8 @@ func (kp *Keeper) segmentShards(ctx context.Context, segID int64) ([]erasure.Sha
 
 // segmentReader returns a cached Reader for a segment.
 func (kp *Keeper) segmentReader(ctx context.Context, segID int64) (*erasure.Reader, error) {
-	if r, ok := kp.readers.Get(segID); ok {
-		return r, nil
+	if c, ok := kp.readers.Get(segID); ok && time.Since(c.made) < readerMaxAge {
+		return c.r, nil
 	}
 	m, err := kp.segmentManifest(ctx, segID)
 	if err != nil {
@@ -137,7 +137,7 @@ func (kp *Keeper) segmentReader(ctx context.Context, segID int64) (*erasure.Read
 	if err != nil {
 		return nil, fmt.Errorf("durability: segment %d: %w", segID, err)
 	}
-	kp.readers.Add(segID, r)
+	kp.readers.Add(segID, cachedReader{r: r, made: time.Now()})
 	return r, nil
 }
 
@@ -160,6 +160,7 @@ func (kp *Keeper) flagPeer(f erasure.Flag, source string) {
 	} else if placed == 0 {
 		kp.log.Debug("flag for a shard no longer on the peer ignored", zap.Stringer("peer", f.Peer),
 			zap.String("shard", f.Shard), zap.String("reason", f.Reason), zap.String("source", source))
+		kp.forgetReaders(ctx, f.Shard) // read from a manifest older than a move, maybe another origin's
 		return
 	}
 	kp.metrics.flags.WithLabelValues(f.Reason, source).Inc()
@@ -241,36 +242,69 @@ func (s peerShards) GetShard(ctx context.Context, p peer.ID, shard string, off, 
 
 var _ erasure.ShardStore = peerShards{}
 
-// addrCache keeps peers' announced addresses in memory: shard reads should
-// not queue on the database.
+// addrCache keeps peers' announced addresses in memory, each for one
+// heartbeat interval: shard reads should not queue on the database, and a
+// peer may announce a new address in a heartbeat another origin took.
 type addrCache struct {
 	mu sync.Mutex
-	m  map[peer.ID]string
+	m  map[peer.ID]cachedAddr
+}
+
+// cachedAddr is a peer's address and when it was learned.
+type cachedAddr struct {
+	addr string
+	at   time.Time
 }
 
 func (kp *Keeper) cachedAddr(ctx context.Context, p peer.ID) (string, error) {
 	kp.addrs.mu.Lock()
 	a, ok := kp.addrs.m[p]
 	kp.addrs.mu.Unlock()
-	if ok {
-		return a, nil
+	if ok && time.Since(a.at) < kp.cfg.HeartbeatInterval {
+		return a.addr, nil
 	}
-	a, err := kp.peerAddr(ctx, p)
+	addr, err := kp.peerAddr(ctx, p)
 	if err != nil {
 		return "", err
 	}
-	kp.setAddr(p, a)
-	return a, nil
+	kp.setAddr(p, addr)
+	return addr, nil
 }
 
 func (kp *Keeper) setAddr(p peer.ID, addr string) {
 	kp.addrs.mu.Lock()
 	defer kp.addrs.mu.Unlock()
-	kp.addrs.m[p] = addr
+	kp.addrs.m[p] = cachedAddr{addr: addr, at: time.Now()}
+}
+
+// readerMaxAge bounds how long a segment's Reader is used before it is
+// made again from the database: another origin sharing it may have moved
+// the segment's shards meanwhile.
+const readerMaxAge = time.Minute
+
+// cachedReader is a segment's Reader and when it was made.
+type cachedReader struct {
+	r    *erasure.Reader
+	made time.Time
 }
 
 // newReaderCache bounds how many segment readers stay in memory.
-func newReaderCache() *lru.Cache[int64, *erasure.Reader] {
-	c, _ := lru.New[int64, *erasure.Reader](256)
+func newReaderCache() *lru.Cache[int64, cachedReader] {
+	c, _ := lru.New[int64, cachedReader](256)
 	return c
+}
+
+// forgetReaders drops the cached Readers of the segments holding shard.
+func (kp *Keeper) forgetReaders(ctx context.Context, shard string) {
+	rows, err := kp.db.QueryContext(ctx, `SELECT segment_id FROM shards WHERE shard_id = ?`, shard)
+	if err != nil {
+		return
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var seg int64
+		if rows.Scan(&seg) == nil {
+			kp.readers.Remove(seg)
+		}
+	}
 }

@@ -15,12 +15,15 @@ import (
 // lists made-up shards costs the origin a bounded amount of work.
 const maxSweepDeletes = 10000
 
-// runSweeper sweeps orphan shards every SweepInterval until ctx ends.
+// runSweeper sweeps orphan shards every SweepInterval until ctx ends,
+// under lease sweep: one origin sweeps at a time.
 func (kp *Keeper) runSweeper(ctx context.Context) {
 	tick.Every(ctx, kp.stripeCfg.SweepInterval, func(ctx context.Context) {
-		if _, err := kp.SweepOrphans(ctx); err != nil && ctx.Err() == nil {
-			kp.log.Warn("orphan sweep incomplete", zap.Error(err))
-		}
+		kp.withLease(ctx, leaseSweep, func(ctx context.Context) {
+			if _, err := kp.SweepOrphans(ctx); err != nil && ctx.Err() == nil {
+				kp.log.Warn("orphan sweep incomplete", zap.Error(err))
+			}
+		})
 	})
 }
 
@@ -92,19 +95,15 @@ func (kp *Keeper) sweepPeer(ctx context.Context, pi originapi.PeerInfo) (int, er
 // put of it there is in flight (placements).
 func (kp *Keeper) deleteIfOrphan(ctx context.Context, p peer.ID, addr, shard string) (bool, error) {
 	k := placement{shard: shard, peer: p}
-	if !kp.placing.startDelete(k) {
-		return false, nil
-	}
-	defer kp.placing.endDelete(k)
-	var placed int
-	if err := kp.db.QueryRowContext(ctx, `SELECT count(*) FROM shards WHERE shard_id = ? AND peer_id = ?`,
-		shard, p.String()).Scan(&placed); err != nil {
+	ok, err := kp.startDelete(ctx, k)
+	if err != nil {
 		return false, fmt.Errorf("durability: sweep: %w", err)
 	}
-	if placed > 0 {
+	if !ok {
 		return false, nil
 	}
-	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer kp.endDelete(context.WithoutCancel(ctx), k)
+	dctx, cancel := context.WithTimeout(ctx, deleteTimeout)
 	defer cancel()
 	if err := kp.storage.Delete(dctx, p, addr, shard); err != nil {
 		kp.log.Debug("orphan shard not deleted", zap.Stringer("peer", p), zap.String("shard", shard), zap.Error(err))

@@ -30,10 +30,10 @@ func testSweepOrphans(t *testing.T, dsn string) {
 		}
 		return id
 	}
-	failed := sn.kp.placingShards()
+	failed := sn.kp.placingShards(ctx, func() {})
 	orphan := put(failed, 0, []byte("a shard whose job failed before saving its row"))
-	failed.release()
-	running := sn.kp.placingShards()
+	failed.release(ctx)
+	running := sn.kp.placingShards(ctx, func() {})
 	inFlight := put(running, 1, []byte("a shard whose job is still running"))
 	for i := range sn.peers {
 		sn.heartbeat(t, i, 900)
@@ -58,7 +58,7 @@ func testSweepOrphans(t *testing.T, dsn string) {
 	}
 
 	// The job ends without saving a row: its shard is an orphan now.
-	running.release()
+	running.release(ctx)
 	sn.heartbeat(t, 1, 900)
 	if n, err := sn.kp.SweepOrphans(ctx); err != nil || n != 1 || sn.holds(t, 1, inFlight) {
 		t.Fatalf("second sweep: %d deleted (%v), shard still held: %v; want 1", n, err, sn.holds(t, 1, inFlight))

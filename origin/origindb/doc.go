@@ -10,6 +10,14 @@
 //   - The storage side (package origin/durability): storage peers and
 //     their heartbeats, striped segments, their shards and blocks, signed
 //     manifests, stripe jobs, audits and flags.
+//   - What origins sharing a database coordinate through: leases on the
+//     background jobs, shards being placed or deleted, quota reservations,
+//     and the counters the billing log and the name-change stream take
+//     their IDs from, gapless and committed in order.
+//
+// Invariant: an entry of the billing log or the name-change stream never
+// becomes visible after one with a higher ID, so readers paging by ID skip
+// none.
 //
 // SQLite databases keep the history they were created with (versions 1
 // to 9, PRAGMA user_version); a PostgreSQL database starts from the

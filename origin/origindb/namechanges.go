@@ -18,7 +18,9 @@ import (
 
 // AppendChange appends c (its ID ignored, the stream assigns it) to the
 // name-change stream through tx, the transaction of the change, and
-// returns its ID.
+// returns its ID. IDs come from the counter row 'name_changes', as the
+// billing log's do (see AppendEvent): gapless, and committed in order, so
+// a reader paging by ID skips none.
 func AppendChange(ctx context.Context, tx sqldb.Querier, c originapi.NameChange) (int64, error) {
 	var purge []byte
 	if c.Purge != nil {
@@ -27,27 +29,33 @@ func AppendChange(ctx context.Context, tx sqldb.Querier, c originapi.NameChange)
 			return 0, fmt.Errorf("origin: name changes: append %s: %w", c.Kind, err)
 		}
 	}
-	var id int64
-	if err := tx.QueryRowContext(ctx, `INSERT INTO name_changes (kind, name, ipns, record, purge, at) VALUES (?, ?, ?, ?, ?, ?)
-		RETURNING id`, c.Kind, c.Name, c.IPNS, c.Record, purge, c.At.UnixNano()).Scan(&id); err != nil {
+	id, err := nextID(ctx, tx, "name_changes")
+	if err != nil {
+		return 0, fmt.Errorf("origin: name changes: append %s: %w", c.Kind, err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO name_changes (id, kind, name, ipns, record, purge, at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		id, c.Kind, c.Name, c.IPNS, c.Record, purge, c.At.UnixNano()); err != nil {
 		return 0, fmt.Errorf("origin: name changes: append %s: %w", c.Kind, err)
 	}
 	return id, nil
 }
 
 // lastChange returns the ID of the last change ever appended (0 if none),
-// trimmed or not: SQLite's AUTOINCREMENT counter, or the largest ID kept
-// on PostgreSQL, where trimming always keeps the last changes
-// (keepNameChanges in package origin) and the sequence, not
-// transactional, tells only when none is kept.
+// trimmed or not: the stream's counter.
 func lastChange(ctx context.Context, q sqldb.Querier) (int64, error) {
-	query := `SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'name_changes'), 0)`
-	if q.Postgres() {
-		query = `SELECT COALESCE((SELECT max(id) FROM name_changes), pg_sequence_last_value('name_changes_id_seq'), 0)`
-	}
 	var last int64
-	err := q.QueryRowContext(ctx, query).Scan(&last)
+	err := q.QueryRowContext(ctx, `SELECT n FROM counters WHERE name = 'name_changes'`).Scan(&last)
 	return last, err
+}
+
+// LastChange returns the ID of the last change ever appended (0 if none):
+// what another origin sharing the database may have appended too.
+func LastChange(ctx context.Context, db *sqldb.DB) (int64, error) {
+	last, err := lastChange(ctx, db)
+	if err != nil {
+		return 0, fmt.Errorf("origin: name changes: %w", err)
+	}
+	return last, nil
 }
 
 // ChangesSpan returns the ID of the oldest change kept and of the last one

@@ -437,6 +437,12 @@ var shared = []string{
 	ALTER TABLE stripe_jobs ADD COLUMN holder TEXT NOT NULL DEFAULT '';
 	ALTER TABLE stripe_jobs ADD COLUMN lease_until BIGINT NOT NULL DEFAULT 0;
 	ALTER TABLE manifests ADD COLUMN signer TEXT NOT NULL DEFAULT '';`,
+	// Version 11: the name-change stream's IDs come from a counter too
+	// (gapless, committed in order, as the billing log's), seeded with the
+	// last change kept: trimming always keeps the last ones, so that is
+	// the last ever appended. Reservations are summed per publisher.
+	`INSERT INTO counters (name, n) SELECT 'name_changes', COALESCE(max(id), 0) FROM name_changes;
+	CREATE INDEX reservations_publisher ON reservations (publisher, expires);`,
 }
 
 // schema is the origin's schema in both dialects.
