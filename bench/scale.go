@@ -367,6 +367,7 @@ func printScale(w io.Writer, cfg *scaleConfig, rep *scaleReport) {
 		{"DNS p50 ms", "%.2f", func(r scaleRun) float64 { return r.Router.DNSP50Ms }},
 		{"DNS p99 ms", "%.2f", func(r scaleRun) float64 { return r.Router.DNSP99Ms }},
 		{"DNS failed or lost", "%.0f", func(r scaleRun) float64 { return float64(r.Router.DNSFailed) }},
+		{"DNS first edge in the client's region %", "%.1f", func(r scaleRun) float64 { return 100 * r.Router.DNSInRegion }},
 		{"DNS from the response cache %", "%.1f", func(r scaleRun) float64 { return 100 * r.Router.DNSCacheHit }},
 		{"health probes answered/s", "%.0f", func(r scaleRun) float64 { return r.Router.ProbesPerSec }},
 		{"process CPU, sustained phase %", "%.0f", func(r scaleRun) float64 { return 100 * r.Router.CPUShare }},

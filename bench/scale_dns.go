@@ -48,11 +48,66 @@ func answered(resp []byte, id uint16) bool {
 	return rcode == dns.RcodeSuccess && binary.BigEndian.Uint16(resp[6:]) > 0
 }
 
+// firstA returns the address in a response's first answer record, if that
+// is an A record: the edge the router ranked best for the client.
+func firstA(resp []byte) (netip.Addr, bool) {
+	if len(resp) < 12 || binary.BigEndian.Uint16(resp[6:]) == 0 {
+		return netip.Addr{}, false
+	}
+	off := 12
+	for range binary.BigEndian.Uint16(resp[4:]) {
+		if off = skipName(resp, off); off < 0 {
+			return netip.Addr{}, false
+		}
+		off += 4 // type, class
+	}
+	if off = skipName(resp, off); off < 0 || off+10 > len(resp) {
+		return netip.Addr{}, false
+	}
+	typ, rdlen := binary.BigEndian.Uint16(resp[off:]), binary.BigEndian.Uint16(resp[off+8:])
+	off += 10
+	if typ != dns.TypeA || rdlen != 4 || off+4 > len(resp) {
+		return netip.Addr{}, false
+	}
+	return netip.AddrFrom4([4]byte(resp[off : off+4])), true
+}
+
+// skipName returns the offset past the domain name at off in msg, or -1
+// if it runs off the end or is malformed.
+func skipName(msg []byte, off int) int {
+	for off < len(msg) {
+		l := int(msg[off])
+		switch {
+		case l == 0:
+			return off + 1
+		case l&0xc0 == 0xc0: // a compression pointer ends the name
+			if off+2 > len(msg) {
+				return -1
+			}
+			return off + 2
+		case l&0xc0 != 0:
+			return -1
+		default:
+			off += 1 + l
+		}
+	}
+	return -1
+}
+
+// sameRegion reports whether a and b are in the same drill region: the
+// same 127.R/16 (see edgeRegions).
+func sameRegion(a, b netip.Addr) bool {
+	return a.Is4() && b.Is4() && a.As4()[1] == b.As4()[1]
+}
+
 // dnsResult is what a DNS load gave.
 type dnsResult struct {
 	wall     time.Duration
 	lat      []time.Duration // of the answered queries
 	answered int
+	// inRegion counts the answers whose first edge is in the client's
+	// region: the geo selection at work.
+	inRegion int
 	failed   int // lost (no answer within a second) or not NOERROR with records
 }
 
@@ -81,10 +136,11 @@ func dnsLoad(ctx context.Context, addr string, names []string, zone string, infl
 			rng := rand.New(rand.NewPCG(uint64(w), 0x5ca1e))
 			buf := make([]byte, 1500)
 			var lat []time.Duration
-			ok, failed := 0, 0
+			ok, near, failed := 0, 0, 0
 			for ctx.Err() == nil {
 				id := uint16(rng.Uint32())
-				q, err := ecsQuery(names[rng.IntN(len(names))]+"."+zone+".", id, ecsSubnet(rng.IntN(len(edgeRegions)*ecsSubnets)))
+				sub := ecsSubnet(rng.IntN(len(edgeRegions) * ecsSubnets))
+				q, err := ecsQuery(names[rng.IntN(len(names))]+"."+zone+".", id, sub)
 				if err != nil {
 					errc <- err
 					return
@@ -95,9 +151,9 @@ func dnsLoad(ctx context.Context, addr string, names []string, zone string, infl
 					return
 				}
 				conn.SetReadDeadline(start.Add(time.Second))
-				got := false
+				got, n := false, 0
 				for {
-					n, err := conn.Read(buf)
+					n, err = conn.Read(buf)
 					if err != nil {
 						break // lost
 					}
@@ -110,6 +166,9 @@ func dnsLoad(ctx context.Context, addr string, names []string, zone string, infl
 				if got {
 					ok++
 					lat = append(lat, time.Since(start))
+					if a, isA := firstA(buf[:n]); isA && sameRegion(a, sub) {
+						near++
+					}
 				} else {
 					failed++
 				}
@@ -117,6 +176,7 @@ func dnsLoad(ctx context.Context, addr string, names []string, zone string, infl
 			mu.Lock()
 			res.lat = append(res.lat, lat...)
 			res.answered += ok
+			res.inRegion += near
 			res.failed += failed
 			mu.Unlock()
 		})

@@ -72,6 +72,9 @@ type routerResult struct {
 	DNSP99Ms    float64 `json:"dns_p99_ms"`
 	DNSFailed   int     `json:"dns_failed"`
 	DNSCacheHit float64 `json:"dns_cache_hit_share"`
+	// DNSInRegion is the share of answers whose first edge sits in the
+	// client's region (the ECS subnet's city): geo selection checked.
+	DNSInRegion float64 `json:"dns_first_in_region_share"`
 	// CPUShare is this process's CPU time over the sustained phase, as a
 	// share of all cores (router, simulated parties and origin together).
 	CPUShare float64 `json:"cpu_share"`
@@ -495,6 +498,9 @@ func (p *routerPhase) sustained(ctx context.Context, res *routerResult, to time.
 	res.DNSPerSec = float64(dres.answered) / dres.wall.Seconds()
 	res.DNSP50Ms, res.DNSP99Ms = msOf(percentile(dres.lat, 0.5)), msOf(percentile(dres.lat, 0.99))
 	res.DNSFailed = dres.failed
+	if dres.answered > 0 {
+		res.DNSInRegion = float64(dres.inRegion) / float64(dres.answered)
+	}
 	if q := counterSum(p.reg, "topcdn_dnsroute_queries_total") - q0; q > 0 {
 		res.DNSCacheHit = (counterSum(p.reg, "topcdn_dnsroute_response_cache_hits_total") - hits0) / q
 	}

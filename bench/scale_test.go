@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"maps"
 	"net/netip"
 	"slices"
@@ -10,7 +11,7 @@ import (
 	"github.com/miekg/dns"
 )
 
-func TestParseSizes(t *testing.T) {
+func TestScaleParseSizes(t *testing.T) {
 	tests := []struct {
 		in      string
 		want    []int
@@ -33,7 +34,7 @@ func TestParseSizes(t *testing.T) {
 	}
 }
 
-func TestPercentile(t *testing.T) {
+func TestScalePercentile(t *testing.T) {
 	var ds []time.Duration
 	for i := 100; i >= 1; i-- {
 		ds = append(ds, time.Duration(i)*time.Millisecond)
@@ -63,10 +64,10 @@ func TestPercentile(t *testing.T) {
 	}
 }
 
-// TestEdgeAddr: edges are dealt over the four regions of the geo
+// TestScaleEdgeAddr: edges are dealt over the four regions of the geo
 // database, sharing k addresses, and every address is a usable loopback
 // address in its region's /16.
-func TestEdgeAddr(t *testing.T) {
+func TestScaleEdgeAddr(t *testing.T) {
 	const k = 1024
 	seen := map[netip.Addr]int{}
 	for i := range 10000 {
@@ -85,7 +86,7 @@ func TestEdgeAddr(t *testing.T) {
 	}
 }
 
-func TestEdgeHost(t *testing.T) {
+func TestScaleEdgeHost(t *testing.T) {
 	for _, i := range []int{0, 7, 9999, 123456} {
 		if got, ok := edgeIndex(simEdgeHost(i)); !ok || got != i {
 			t.Errorf("edgeIndex(simEdgeHost(%d)) = %d, %v", i, got, ok)
@@ -98,10 +99,10 @@ func TestEdgeHost(t *testing.T) {
 	}
 }
 
-// TestECSQuery: the load's queries carry the subnet asked for, and a
+// TestScaleECSQuery: the load's queries carry the subnet asked for, and a
 // response counts as answered only for the query's ID, NOERROR and an
 // answer.
-func TestECSQuery(t *testing.T) {
+func TestScaleECSQuery(t *testing.T) {
 	sub := ecsSubnet(6) // region 2 (Tokyo), second subnet
 	if sub != netip.MustParseAddr("127.3.1.0") {
 		t.Fatalf("ecsSubnet(6) = %v", sub)
@@ -147,7 +148,55 @@ func TestECSQuery(t *testing.T) {
 	}
 }
 
-func TestGrowth(t *testing.T) {
+// TestScaleFirstA: the geo check reads the first answer's address, past
+// the question and a compressed owner name, and nothing from a response
+// without an A record first.
+func TestScaleFirstA(t *testing.T) {
+	q := new(dns.Msg)
+	q.SetQuestion("s000001.cdn.test.", dns.TypeA)
+	m := new(dns.Msg)
+	m.SetReply(q)
+	for _, s := range []string{"s000001.cdn.test. 30 IN A 127.3.0.7", "s000001.cdn.test. 30 IN A 127.1.0.2"} {
+		rr, err := dns.NewRR(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Answer = append(m.Answer, rr)
+	}
+	for _, compress := range []bool{true, false} {
+		m.Compress = compress
+		b, err := m.Pack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a, ok := firstA(b); !ok || a != netip.MustParseAddr("127.3.0.7") {
+			t.Fatalf("firstA (compressed %v) = %v, %v", compress, a, ok)
+		}
+		// Cut short of the first record's address, nothing.
+		end := bytes.Index(b, []byte{127, 3, 0, 7}) + 4
+		for cut := range end {
+			if a, ok := firstA(b[:cut]); ok {
+				t.Fatalf("firstA of %d of %d bytes = %v", cut, len(b), a)
+			}
+		}
+	}
+	if !sameRegion(netip.MustParseAddr("127.3.0.7"), ecsSubnet(6)) || sameRegion(netip.MustParseAddr("127.1.0.2"), ecsSubnet(6)) {
+		t.Fatal("sameRegion")
+	}
+	aaaa, _ := dns.NewRR("s000001.cdn.test. 30 IN AAAA ::1")
+	m.Answer = []dns.RR{aaaa}
+	b, _ := m.Pack()
+	if a, ok := firstA(b); ok {
+		t.Fatalf("firstA of an AAAA answer = %v", a)
+	}
+	m.Answer = nil
+	b, _ = m.Pack()
+	if a, ok := firstA(b); ok {
+		t.Fatalf("firstA of no answer = %v", a)
+	}
+}
+
+func TestScaleGrowth(t *testing.T) {
 	if got := growth(2, 5); got != "×2.50" {
 		t.Errorf("growth(2, 5) = %q", got)
 	}
@@ -156,8 +205,8 @@ func TestGrowth(t *testing.T) {
 	}
 }
 
-// TestEdgeSites: each edge serves sitesPerEdge distinct sites.
-func TestEdgeSites(t *testing.T) {
+// TestScaleEdgeSites: each edge serves sitesPerEdge distinct sites.
+func TestScaleEdgeSites(t *testing.T) {
 	for _, i := range []int{0, 1, 199, 9999} {
 		seen := map[int]bool{}
 		for j := range sitesPerEdge {
@@ -170,10 +219,10 @@ func TestEdgeSites(t *testing.T) {
 	}
 }
 
-// TestScheduleBeats: ramp edges join per interval, each then beats once
+// TestScaleScheduleBeats: ramp edges join per interval, each then beats once
 // per interval, and the beats come in time order, spread over each
 // interval.
-func TestScheduleBeats(t *testing.T) {
+func TestScaleScheduleBeats(t *testing.T) {
 	const iv = 10 * time.Second
 	beats := scheduleBeats(10, 4, 4, iv)
 	perRound := map[int]int{}
