@@ -86,6 +86,9 @@ type scaleRun struct {
 
 // runScale implements `bench scale`.
 func runScale(ctx context.Context, args []string) error {
+	if spec := os.Getenv(scaleEdgesEnv); spec != "" {
+		return serveScaleEdges(spec)
+	}
 	fset := newFlagSet("scale",
 		"The scale drill (issue #18): in one process over loopback, N simulated edges",
 		"heartbeating one DNS router (heartbeats/s, answers/s with geo selection,",
@@ -340,7 +343,11 @@ func printScale(w io.Writer, cfg *scaleConfig, rep *scaleReport) {
 	if !rep.PGFsync {
 		fsync = "fsync off"
 	}
-	fmt.Fprintf(w, "\norigin on %s (%s)\n", rep.OriginDB, fsync)
+	if rep.OriginDB == "PostgreSQL" {
+		fmt.Fprintf(w, "\norigin on PostgreSQL (%s)\n", fsync)
+	} else {
+		fmt.Fprintf(w, "\norigin on %s\n", rep.OriginDB)
+	}
 	n := rep.Names
 	fmt.Fprintf(w, "  ClaimName, real IPNS records  %d in %.1f s: %.0f claims/s (%d at once; %d sent again after 5 serialization failures)\n",
 		n.Names, n.ClaimSeconds, n.ClaimsPerSec, n.ClaimWorkers, n.ClaimRetries)
@@ -370,7 +377,8 @@ func printScale(w io.Writer, cfg *scaleConfig, rep *scaleReport) {
 		{"DNS first edge in the client's region %", "%.1f", func(r scaleRun) float64 { return 100 * r.Router.DNSInRegion }},
 		{"DNS from the response cache %", "%.1f", func(r scaleRun) float64 { return 100 * r.Router.DNSCacheHit }},
 		{"health probes answered/s", "%.0f", func(r scaleRun) float64 { return r.Router.ProbesPerSec }},
-		{"process CPU, sustained phase %", "%.0f", func(r scaleRun) float64 { return 100 * r.Router.CPUShare }},
+		{"CPU of all cores, sustained: drill process %", "%.0f", func(r scaleRun) float64 { return 100 * r.Router.CPUShare }},
+		{"CPU of all cores, sustained: edges' server %", "%.0f", func(r scaleRun) float64 { return 100 * r.Router.EdgesCPUShare }},
 		{"router heap in use after GC per edge, bytes", "%.0f", func(r scaleRun) float64 { return r.Router.HeapPerEdgeBytes }},
 		{"router heap in use after GC per name, bytes", "%.0f", func(r scaleRun) float64 { return r.Router.HeapPerNameBytes }},
 		{"router live heap per edge, bytes", "%.0f", func(r scaleRun) float64 { return r.Router.LivePerEdgeBytes }},

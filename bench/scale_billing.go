@@ -231,6 +231,7 @@ func runBillingPhase(ctx context.Context, cfg *scaleConfig, pg *pgServer, n int)
 	keys := make([]*identity.Key, n)
 	admissions := make([]*identity.Envelope, n)
 	if err := parallel(ctx, n, runtime.NumCPU(), func(i int) error {
+		var err error
 		if keys[i], err = seedKey("edge", i); err != nil {
 			return err
 		}

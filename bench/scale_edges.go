@@ -1,15 +1,19 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"os/exec"
 	"runtime"
 	"slices"
 	"strconv"
@@ -53,35 +57,51 @@ func edgeIndex(host string) (int, bool) {
 	return i, err == nil && i >= 0
 }
 
-// scaleEdges are n simulated edges: keys from seeds, and one HTTP server
-// that answers every edge's health probe, on each of the edges' shared
-// addresses at one port, naming the edge by the request's Host.
+// scaleEdges are n simulated edges: keys from seeds, and a child process
+// (this program again, see serveScaleEdges) whose one HTTP server answers
+// every edge's health probe, on each of the edges' shared addresses at one
+// port, naming the edge by the request's Host. The server runs apart so
+// that its connections and their buffers are not in the heap measured as
+// the router's, nor its garbage collected by the router's runtime.
 type scaleEdges struct {
 	keys  []*identity.Key
 	addrs []netip.Addr // edge i's public address
 	port  int
-	// health is {"peer":ID} of edge i, what its health probe answers.
-	health [][]byte
-	srv    *http.Server
-	// probes counts the health probes answered.
-	probes atomic.Int64
+	child *edgeServer
 }
 
 // newScaleEdges makes n edges over k addresses and starts their server.
-func newScaleEdges(n, k int) (*scaleEdges, error) {
-	e := &scaleEdges{keys: make([]*identity.Key, n), addrs: make([]netip.Addr, n), health: make([][]byte, n)}
+func newScaleEdges(ctx context.Context, n, k int) (*scaleEdges, error) {
+	e := &scaleEdges{addrs: make([]netip.Addr, n)}
+	keys, err := seedKeys("edge", n)
+	if err != nil {
+		return nil, err
+	}
+	e.keys = keys
+	for i := range n {
+		e.addrs[i] = edgeAddr(i, k)
+	}
+	if e.child, err = startEdgeServer(ctx, n, k); err != nil {
+		return nil, fmt.Errorf("simulated edges: %w", err)
+	}
+	e.port = e.child.port
+	return e, nil
+}
+
+// seedKeys derives keys 0 … n-1 of a kind (see seedKey) on every core.
+func seedKeys(kind string, n int) ([]*identity.Key, error) {
+	keys := make([]*identity.Key, n)
 	var wg sync.WaitGroup
 	var firstErr atomic.Pointer[error]
 	for w := range runtime.NumCPU() {
 		wg.Go(func() {
 			for i := w; i < n; i += runtime.NumCPU() {
-				key, err := seedKey("edge", i)
+				key, err := seedKey(kind, i)
 				if err != nil {
 					firstErr.Store(&err)
 					return
 				}
-				e.keys[i] = key
-				e.health[i], _ = json.Marshal(map[string]string{"peer": key.ID.String()})
+				keys[i] = key
 			}
 		})
 	}
@@ -89,26 +109,163 @@ func newScaleEdges(n, k int) (*scaleEdges, error) {
 	if p := firstErr.Load(); p != nil {
 		return nil, *p
 	}
+	return keys, nil
+}
+
+// probes is how many health probes the edges have answered.
+func (e *scaleEdges) probes() int64 {
+	n, err := e.child.probes()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "scale: simulated edges: %v\n", err)
+		return -1
+	}
+	return n
+}
+
+func (e *scaleEdges) close() { e.child.close() }
+
+// scaleEdgesEnv, set to "n,k" in the environment, makes `bench scale`
+// the simulated edges' health server instead (serveScaleEdges).
+const scaleEdgesEnv = "TOPCDN_BENCH_SCALE_EDGES"
+
+// edgeServer is the child process serving the simulated edges' health
+// probes. It writes its port on its stdout, then answers each line
+// "probes" on its stdin with the count of probes answered, and exits when
+// its stdin closes.
+type edgeServer struct {
+	cmd  *exec.Cmd
+	port int
+	mu   sync.Mutex
+	in   io.WriteCloser
+	out  *bufio.Reader
+}
+
+// startEdgeServer starts the health server of n edges over k addresses.
+func startEdgeServer(ctx context.Context, n, k int) (*edgeServer, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(exe, "scale")
+	cmd.Env = append(os.Environ(), scaleEdgesEnv+"="+strconv.Itoa(n)+","+strconv.Itoa(k))
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	s := &edgeServer{cmd: cmd, in: in, out: bufio.NewReader(out)}
+	line := make(chan string, 1)
+	go func() {
+		l, _ := s.out.ReadString('\n')
+		line <- l
+	}()
+	var first string
+	select {
+	case first = <-line:
+	case <-ctx.Done():
+	case <-time.After(2 * time.Minute):
+	}
+	if _, err := fmt.Sscanf(first, "port %d", &s.port); err != nil || s.port == 0 {
+		s.close()
+		return nil, fmt.Errorf("the edges' health server did not start (said %q)", strings.TrimSpace(first))
+	}
+	return s, nil
+}
+
+func (s *edgeServer) probes() (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, err := io.WriteString(s.in, "probes\n"); err != nil {
+		return 0, fmt.Errorf("asking the health server: %w", err)
+	}
+	l, err := s.out.ReadString('\n')
+	if err != nil {
+		return 0, fmt.Errorf("reading the health server: %w", err)
+	}
+	return strconv.ParseInt(strings.TrimSpace(l), 10, 64)
+}
+
+// pid is the health server's process ID.
+func (s *edgeServer) pid() int { return s.cmd.Process.Pid }
+
+// close ends the health server: its stdin closed, it exits; killed if it
+// has not within 10 s.
+func (s *edgeServer) close() {
+	s.in.Close()
+	done := make(chan struct{})
+	go func() { s.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		s.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// serveScaleEdges is the child process of startEdgeServer: spec is "n,k".
+func serveScaleEdges(spec string) error {
+	var n, k int
+	if _, err := fmt.Sscanf(spec, "%d,%d", &n, &k); err != nil || n < 1 || k < 1 {
+		return fmt.Errorf("%s=%q: want n,k", scaleEdgesEnv, spec)
+	}
+	raiseFileLimit(1 << 18)
+	keys, err := seedKeys("edge", n)
+	if err != nil {
+		return err
+	}
+	h := &healthServer{bodies: make([][]byte, n)}
 	distinct := map[netip.Addr]bool{}
-	for i := range n {
-		e.addrs[i] = edgeAddr(i, k)
-		distinct[e.addrs[i]] = true
+	for i, key := range keys {
+		h.bodies[i], _ = json.Marshal(map[string]string{"peer": key.ID.String()})
+		distinct[edgeAddr(i, k)] = true
 	}
-	listen := make([]netip.Addr, 0, len(distinct))
-	for a := range distinct {
-		listen = append(listen, a)
-	}
-	slices.SortFunc(listen, netip.Addr.Compare)
-	e.srv = &http.Server{Handler: http.HandlerFunc(e.serveHealth), ReadHeaderTimeout: 10 * time.Second}
+	listen := slices.SortedFunc(maps.Keys(distinct), netip.Addr.Compare)
 	lns, err := listenAllOnOnePort(listen)
 	if err != nil {
-		return nil, fmt.Errorf("simulated edges: %w", err)
+		return err
 	}
-	e.port = lns[0].Addr().(*net.TCPAddr).Port
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	for _, ln := range lns {
-		go e.srv.Serve(ln)
+		go srv.Serve(ln)
 	}
-	return e, nil
+	fmt.Printf("port %d\n", lns[0].Addr().(*net.TCPAddr).Port)
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		if sc.Text() == "probes" {
+			fmt.Println(h.probes.Load())
+		}
+	}
+	srv.Close()
+	return nil
+}
+
+// healthServer answers the health probes of the edges whose health
+// bodies it has ({"peer":ID} of edge i).
+type healthServer struct {
+	bodies [][]byte
+	probes atomic.Int64
+}
+
+func (h *healthServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	host, _, err := net.SplitHostPort(r.Host)
+	if err != nil {
+		host = r.Host
+	}
+	i, ok := edgeIndex(host)
+	if !ok || i >= len(h.bodies) || r.URL.Path != dnsrouteapi.HealthPath {
+		http.NotFound(w, r)
+		return
+	}
+	h.probes.Add(1)
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(h.bodies[i])
 }
 
 // listenAllOnOnePort listens on every address at one port (an edge's URL
@@ -139,23 +296,6 @@ func listenAllOnOnePort(addrs []netip.Addr) ([]net.Listener, error) {
 	}
 	return nil, fmt.Errorf("no port free on all %d addresses: %w", len(addrs), lastErr)
 }
-
-func (e *scaleEdges) serveHealth(w http.ResponseWriter, r *http.Request) {
-	host, _, err := net.SplitHostPort(r.Host)
-	if err != nil {
-		host = r.Host
-	}
-	i, ok := edgeIndex(host)
-	if !ok || i >= len(e.health) || r.URL.Path != dnsrouteapi.HealthPath {
-		http.NotFound(w, r)
-		return
-	}
-	e.probes.Add(1)
-	w.Header().Set("Content-Type", "application/json")
-	w.Write(e.health[i])
-}
-
-func (e *scaleEdges) close() { e.srv.Close() }
 
 // routerClient is the router's HTTP client: the stock one (5 s timeout,
 // Go's default transport and pooling), but an edge's host name resolves

@@ -6,8 +6,8 @@ import "golang.org/x/sys/unix"
 
 // raiseFileLimit raises this process's limit of open files to n, the hard
 // limit too when allowed (root): at 10,000 edges the router's health
-// probes and the simulated edges' side of them, all in this one process,
-// hold up to two descriptors per edge each. It returns the soft limit
+// probes hold up to a descriptor per edge, and so does the simulated
+// edges' server on its side. It returns the soft limit
 // now in force.
 func raiseFileLimit(n uint64) uint64 {
 	var lim unix.Rlimit

@@ -76,8 +76,12 @@ type routerResult struct {
 	// client's region (the ECS subnet's city): geo selection checked.
 	DNSInRegion float64 `json:"dns_first_in_region_share"`
 	// CPUShare is this process's CPU time over the sustained phase, as a
-	// share of all cores (router, simulated parties and origin together).
+	// share of all cores: the router, the heartbeat senders, the DNS load
+	// and the (idle) origin together.
 	CPUShare float64 `json:"cpu_share"`
+	// EdgesCPUShare is the simulated edges' health server's (a process of
+	// its own), likewise.
+	EdgesCPUShare float64 `json:"edges_cpu_share"`
 	// ProbesPerSec is the health probes the edges answered per second in
 	// the sustained window.
 	ProbesPerSec float64 `json:"probes_per_sec"`
@@ -101,7 +105,7 @@ type routerPhase struct {
 // startRouterPhase starts a router whose origin is the gate (closed) and
 // n edges' health server.
 func startRouterPhase(ctx context.Context, cfg *scaleConfig, so *scaleOrigin, geo *dnsroute.GeoDB, n int) (*routerPhase, error) {
-	edges, err := newScaleEdges(n+1, cfg.addrs)
+	edges, err := newScaleEdges(ctx, n+1, cfg.addrs)
 	if err != nil {
 		return nil, err
 	}
@@ -303,7 +307,7 @@ func (p *routerPhase) run(ctx context.Context, extra []scaleName) (*routerResult
 	if err := p.waitHealth(ctx, cold, fmt.Sprintf("%d healthy edges", n), func(h routerHealth) bool { return h.healthy >= n }); err != nil {
 		st := statsOf(stopSchedule(), time.Time{}, time.Time{})
 		return nil, fmt.Errorf("%w (%d heartbeats answered in time, %s; the router accepted %.0f; %d probes answered)",
-			err, len(st.lat), st.errSummary(), counterSum(p.reg, "topcdn_dnsroute_heartbeats_total"), p.edges.probes.Load())
+			err, len(st.lat), st.errSummary(), counterSum(p.reg, "topcdn_dnsroute_heartbeats_total"), p.edges.probes())
 	}
 	coldEnd := time.Now()
 	res.HealthySeconds = coldEnd.Sub(start).Seconds()
@@ -376,8 +380,8 @@ func (p *routerPhase) run(ctx context.Context, extra []scaleName) (*routerResult
 	if all.failed() > 0 {
 		logf("heartbeats: %s", all.errSummary())
 	}
-	logf("sustained: heartbeats %.0f/s (p99 %.1f ms), DNS %.0f answers/s (p99 %.2f ms, %d failed), CPU %.0f%%",
-		res.AcceptedPerSec, res.HeartbeatP99Ms, res.DNSPerSec, res.DNSP99Ms, res.DNSFailed, 100*res.CPUShare)
+	logf("sustained: heartbeats %.0f/s (p99 %.1f ms), DNS %.0f answers/s (p99 %.2f ms, %d failed, %.1f%% first in region), CPU %.0f%% (edges' server %.0f%%)",
+		res.AcceptedPerSec, res.HeartbeatP99Ms, res.DNSPerSec, res.DNSP99Ms, res.DNSFailed, 100*res.DNSInRegion, 100*res.CPUShare, 100*res.EdgesCPUShare)
 	runtime.KeepAlive(beats)
 	return res, p.burst(ctx, sender, res)
 }
@@ -482,8 +486,9 @@ func (p *routerPhase) timeAccept(ctx context.Context, res *routerResult) error {
 func (p *routerPhase) sustained(ctx context.Context, res *routerResult, to time.Time) error {
 	fmt.Fprintf(os.Stderr, "scale: [%d edges] sustained: heartbeats every 10 s and DNS (%d queries in flight) for %s\n", p.n, p.cfg.dnsInflight, p.cfg.duration)
 	hits0, q0 := counterSum(p.reg, "topcdn_dnsroute_response_cache_hits_total"), counterSum(p.reg, "topcdn_dnsroute_queries_total")
-	probes0 := p.edges.probes.Load()
+	probes0 := p.edges.probes()
 	cpu0, _ := selfCPU()
+	ecpu0, _ := procCPU(p.edges.child.pid())
 	t0 := time.Now()
 	dnsCtx, cancel := context.WithDeadline(ctx, to)
 	dres, err := dnsLoad(dnsCtx, p.dnsAddr, p.so.names, dnsZone, p.cfg.dnsInflight)
@@ -492,9 +497,11 @@ func (p *routerPhase) sustained(ctx context.Context, res *routerResult, to time.
 		return fmt.Errorf("dns load: %w", err)
 	}
 	cpu1, _ := selfCPU()
+	ecpu1, _ := procCPU(p.edges.child.pid())
 	wall := time.Since(t0)
-	res.ProbesPerSec = float64(p.edges.probes.Load()-probes0) / wall.Seconds()
+	res.ProbesPerSec = float64(p.edges.probes()-probes0) / wall.Seconds()
 	res.CPUShare = (cpu1 - cpu0).Seconds() / wall.Seconds() / float64(runtime.NumCPU())
+	res.EdgesCPUShare = (ecpu1 - ecpu0).Seconds() / wall.Seconds() / float64(runtime.NumCPU())
 	res.DNSPerSec = float64(dres.answered) / dres.wall.Seconds()
 	res.DNSP50Ms, res.DNSP99Ms = msOf(percentile(dres.lat, 0.5)), msOf(percentile(dres.lat, 0.99))
 	res.DNSFailed = dres.failed
