@@ -396,6 +396,7 @@ func printScale(w io.Writer, cfg *scaleConfig, rep *scaleReport) {
 			{"ingest s", "%.1f", func(r scaleRun) float64 { return r.Billing.IngestSeconds }},
 			{"ingest records/s", "%.0f", func(r scaleRun) float64 { return r.Billing.RecordsPerSec }},
 			{"settle s", "%.1f", func(r scaleRun) float64 { return r.Billing.SettleSeconds }},
+			{"settle records/s", "%.0f", func(r scaleRun) float64 { return r.Billing.SettleRecordsPerSec }},
 			{"(ingest + settle) / epoch", "%.2f", func(r scaleRun) float64 { return r.Billing.EpochShare }},
 			{"PostgreSQL CPU s (ingest, settle)", "%.1f", func(r scaleRun) float64 { return r.Billing.PostgresCPUSeconds }},
 		})

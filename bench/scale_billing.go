@@ -39,6 +39,9 @@ type billingResult struct {
 	IngestSeconds   float64 `json:"ingest_seconds"`
 	RecordsPerSec   float64 `json:"records_per_sec"`
 	SettleSeconds   float64 `json:"settle_seconds"`
+	// SettleRecordsPerSec is the epoch's records over the settlement's
+	// wall time.
+	SettleRecordsPerSec float64 `json:"settle_records_per_sec"`
 	// EpochShare is ingest plus settlement over the epoch's length: above
 	// 1, billing falls behind the edges.
 	EpochShare float64 `json:"epoch_share"`
@@ -295,6 +298,7 @@ func runBillingPhase(ctx context.Context, cfg *scaleConfig, pg *pgServer, n int)
 		return nil, fmt.Errorf("settle: %w", err)
 	}
 	res.SettleSeconds = time.Since(t2).Seconds()
+	res.SettleRecordsPerSec = float64(accepted.Load()) / res.SettleSeconds
 	if pgCPU1, ok := procTreeCPU(pg.pid); ok && pgKnown {
 		res.PostgresCPUSeconds = (pgCPU1 - pgCPU0).Seconds()
 	}
