@@ -240,9 +240,13 @@ func scheduleBeats(n, ramp, rounds int, iv time.Duration) []beat {
 }
 
 // phaseSlack is the time the schedule leaves, past the cold start and
-// before the sustained window, for the names polls (the router polls
-// every 5 s), the stream to come up (within 15 s) and the timed changes.
-func phaseSlack(polls int) time.Duration { return 45*time.Second + time.Duration(polls)*10*time.Second }
+// before the sustained window, for the timed names polls (each waits for
+// the router's next poll, every namesInterval, and takes seconds at
+// 100,000 names), the stream to come up (within 15 s) and the timed
+// changes.
+func phaseSlack(polls int, namesInterval time.Duration) time.Duration {
+	return 45*time.Second + time.Duration(polls)*(namesInterval+10*time.Second)
+}
 
 // run measures the phase; extra are names to claim during it (one per
 // timed names poll and name change). Every edge heartbeats every 10 s
@@ -262,7 +266,7 @@ func (p *routerPhase) run(ctx context.Context, extra []scaleName) (*routerResult
 		ramp = n
 	}
 	joining := (n + ramp - 1) / ramp // rounds until every edge joined
-	rounds := joining - 1 + p.cfg.coldRounds + int((phaseSlack(p.cfg.polls)+p.cfg.duration)/iv) + 1
+	rounds := joining - 1 + p.cfg.coldRounds + int((phaseSlack(p.cfg.polls, p.cfg.namesInterval)+p.cfg.duration)/iv) + 1
 	beats := scheduleBeats(n, ramp, rounds, iv)
 	// About 40 µs of a core per heartbeat to sign.
 	start := time.Now().Add(time.Duration(len(beats))*40*time.Microsecond/time.Duration(runtime.NumCPU()) + time.Second)
