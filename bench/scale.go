@@ -82,6 +82,10 @@ type scaleRun struct {
 	Edges   int            `json:"edges"`
 	Router  *routerResult  `json:"router"`
 	Billing *billingResult `json:"billing,omitempty"`
+	// RouterError and BillingError say why a phase has no figures: the
+	// drill reports the failure and goes on with the other phases.
+	RouterError  string `json:"router_error,omitempty"`
+	BillingError string `json:"billing_error,omitempty"`
 }
 
 // runScale implements `bench scale`.
@@ -244,19 +248,28 @@ func scaleDrill(ctx context.Context, cfg *scaleConfig) (*scaleReport, error) {
 			return nil, err
 		}
 		logf("[%d edges] router phase", n)
+		run := scaleRun{Edges: n}
 		p, err := startRouterPhase(ctx, cfg, so, geo, n)
 		if err != nil {
 			return nil, err
 		}
-		rr, err := p.run(ctx, extra)
+		run.Router, err = p.run(ctx, extra)
 		p.stop()
 		if err != nil {
-			return nil, fmt.Errorf("%d edges: %w", n, err)
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("%d edges: %w", n, err)
+			}
+			// Reported, and the drill goes on: the other figures stand.
+			run.Router, run.RouterError = nil, err.Error()
+			logf("[%d edges] the router phase failed: %v", n, err)
 		}
-		run := scaleRun{Edges: n, Router: rr}
 		if cfg.billing {
 			if run.Billing, err = runBillingPhase(ctx, cfg, pg, n); err != nil {
-				return nil, fmt.Errorf("%d edges: %w", n, err)
+				if ctx.Err() != nil {
+					return nil, fmt.Errorf("%d edges: %w", n, err)
+				}
+				run.Billing, run.BillingError = nil, err.Error()
+				logf("[%d edges] the billing phase failed: %v", n, err)
 			}
 		}
 		rep.Runs = append(rep.Runs, run)
@@ -367,6 +380,7 @@ func printScale(w io.Writer, cfg *scaleConfig, rep *scaleReport) {
 		{"burst heartbeats/s (64 in flight)", "%.0f", func(r scaleRun) float64 { return r.Router.BurstPerSec }},
 		{"burst p99 ms", "%.1f", func(r scaleRun) float64 { return r.Router.BurstP99Ms }},
 		{"AcceptHeartbeat p50 µs (no change)", "%.0f", func(r scaleRun) float64 { return r.Router.AcceptPlainUs }},
+		{"AcceptHeartbeat p50 ms (re-rank, no names yet)", "%.2f", func(r scaleRun) float64 { return r.Router.AcceptRebuildEdgesMs }},
 		{"AcceptHeartbeat p50 ms (re-rank: rebuild)", "%.2f", func(r scaleRun) float64 { return r.Router.AcceptRebuildMs }},
 		{"names poll ms (fetch+parse+rebuild), median", "%.0f", func(r scaleRun) float64 { return medianOf(r.Router.NamesPollMs) }},
 		{"new name answered after ms (stream), median", "%.1f", func(r scaleRun) float64 { return medianOf(r.Router.NameChangeMs) }},
@@ -386,12 +400,16 @@ func printScale(w io.Writer, cfg *scaleConfig, rep *scaleReport) {
 	}
 	fmt.Fprintf(w, "\nrouter: %d names (polled every %s), heartbeats every 10 s, %d in flight; %d DNS queries in flight\n",
 		rep.Names.Names, cfg.namesInterval, cfg.inflight, cfg.dnsInflight)
-	printRows(w, rep.Runs, router)
-	if len(rep.Runs) > 0 && rep.Runs[0].Billing != nil {
-		b := rep.Runs[0].Billing
+	printRows(w, rep.Runs, func(r scaleRun) bool { return r.Router != nil }, router)
+	for _, r := range rep.Runs {
+		if r.RouterError != "" {
+			fmt.Fprintf(w, "  %d edges: the router phase failed: %s\n", r.Edges, r.RouterError)
+		}
+	}
+	if cfg.billing {
 		fmt.Fprintf(w, "\nbilling on PostgreSQL (%s): one epoch of %s, one batch of %d records per edge, %d at once\n",
-			fsync, time.Duration(b.EpochSeconds*float64(time.Second)), b.RecordsPerBatch, cfg.billingWorkers)
-		printRows(w, rep.Runs, []scaleRow{
+			fsync, cfg.epoch, cfg.records, cfg.billingWorkers)
+		printRows(w, rep.Runs, func(r scaleRun) bool { return r.Billing != nil }, []scaleRow{
 			{"admissions s", "%.1f", func(r scaleRun) float64 { return r.Billing.AdmitSeconds }},
 			{"ingest s", "%.1f", func(r scaleRun) float64 { return r.Billing.IngestSeconds }},
 			{"ingest records/s", "%.0f", func(r scaleRun) float64 { return r.Billing.RecordsPerSec }},
@@ -400,12 +418,18 @@ func printScale(w io.Writer, cfg *scaleConfig, rep *scaleReport) {
 			{"(ingest + settle) / epoch", "%.2f", func(r scaleRun) float64 { return r.Billing.EpochShare }},
 			{"PostgreSQL CPU s (ingest, settle)", "%.1f", func(r scaleRun) float64 { return r.Billing.PostgresCPUSeconds }},
 		})
+		for _, r := range rep.Runs {
+			if r.BillingError != "" {
+				fmt.Fprintf(w, "  %d edges: the billing phase failed: %s\n", r.Edges, r.BillingError)
+			}
+		}
 	}
 }
 
 // printRows writes rows with a column per run and the growth from the
-// first run to the last.
-func printRows(w io.Writer, runs []scaleRun, rows []scaleRow) {
+// first run to the last; a run without the figures (has false) shows
+// "failed" and no growth.
+func printRows(w io.Writer, runs []scaleRun, has func(scaleRun) bool, rows []scaleRow) {
 	width := 0
 	for _, row := range rows {
 		width = max(width, utf8.RuneCountInString(row.label))
@@ -422,10 +446,14 @@ func printRows(w io.Writer, runs []scaleRun, rows []scaleRow) {
 	for _, row := range rows {
 		line := "  " + pad(row.label, width)
 		for _, r := range runs {
-			line += fmt.Sprintf("%14s", fmt.Sprintf(row.format, row.get(r)))
+			v := "failed"
+			if has(r) {
+				v = fmt.Sprintf(row.format, row.get(r))
+			}
+			line += fmt.Sprintf("%14s", v)
 		}
-		if len(runs) > 1 {
-			line += fmt.Sprintf("%10s", growth(row.get(runs[0]), row.get(runs[len(runs)-1])))
+		if first, last := runs[0], runs[len(runs)-1]; len(runs) > 1 && has(first) && has(last) {
+			line += fmt.Sprintf("%10s", growth(row.get(first), row.get(last)))
 		}
 		fmt.Fprintln(w, line)
 	}

@@ -2,9 +2,13 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"maps"
 	"net/netip"
+	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -243,5 +247,91 @@ func TestScaleScheduleBeats(t *testing.T) {
 	}
 	if perEdge[0] != 4 || perEdge[9] != 2 {
 		t.Fatalf("beats per edge %v", perEdge)
+	}
+}
+
+// TestMain lets the test binary serve the simulated edges' health probes
+// when the drill starts it as their child process (startEdgeServer runs
+// this program again).
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(scaleEdgesEnv); spec != "" {
+		if err := serveScaleEdges(spec); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestScaleDrillSmall runs the whole drill at a few edges and names: every
+// heartbeat signed, sent over loopback and accepted, every DNS query
+// answered with an edge of the client's region first, the names polled and
+// streamed, and (where PostgreSQL is installed) the billing epoch paid in
+// full. About a minute.
+func TestScaleDrillSmall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the scale drill takes about a minute")
+	}
+	cfg := &scaleConfig{edges: []int{8, 16}, names: 60, claimWorkers: 1, apiRuns: 2, duration: 2 * time.Second,
+		inflight: 8, dnsInflight: 4, addrs: 8, polls: 2, coldRounds: 3, ramp: 0, namesInterval: 2 * time.Second,
+		records: 10, epoch: 3 * time.Second, billingWorkers: 2, billing: true, timeout: 5 * time.Minute}
+	if pgBin("initdb") == "" || pgBin("pg_ctl") == "" {
+		t.Log("PostgreSQL not installed: the origin on SQLite, no billing epoch")
+		cfg.originSQLite, cfg.billing = true, false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.timeout)
+	defer cancel()
+	rep, err := scaleDrill(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Names.Names != cfg.names || rep.Names.ClaimsPerSec <= 0 || rep.Names.APIBytes == 0 {
+		t.Errorf("names: %+v", rep.Names)
+	}
+	if len(rep.Runs) != len(cfg.edges) {
+		t.Fatalf("%d runs, want %d", len(rep.Runs), len(cfg.edges))
+	}
+	for _, run := range rep.Runs {
+		r := run.Router
+		if r.FailedAll != 0 || r.DNSFailed != 0 {
+			t.Errorf("%d edges: %d heartbeats not accepted, %d DNS queries failed", run.Edges, r.FailedAll, r.DNSFailed)
+		}
+		if want := float64(run.Edges) / scaleHeartbeatInterval.Seconds(); r.AcceptedPerSec < want/2 {
+			t.Errorf("%d edges: %.1f heartbeats/s accepted, want about %.1f", run.Edges, r.AcceptedPerSec, want)
+		}
+		if r.DNSPerSec <= 0 || r.DNSInRegion < 0.99 {
+			t.Errorf("%d edges: %.0f answers/s, %.3f first in the client's region", run.Edges, r.DNSPerSec, r.DNSInRegion)
+		}
+		if len(r.NamesPollMs) != cfg.polls || len(r.NameChangeMs) != cfg.polls || r.BurstPerSec <= 0 || r.LivePerEdgeBytes <= 0 {
+			t.Errorf("%d edges: router %+v", run.Edges, r)
+		}
+		if cfg.billing && (run.Billing == nil || run.Billing.Paid != run.Billing.Claimed || run.Billing.RecordsPerSec <= 0) {
+			t.Errorf("%d edges: billing %+v", run.Edges, run.Billing)
+		}
+	}
+	var buf bytes.Buffer
+	printScale(&buf, cfg, rep)
+	for _, want := range []string{"8 edges", "16 edges", "growth", "heartbeats accepted/s", "DNS first edge in the client's region %"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("the tables lack %q:\n%s", want, buf.String())
+		}
+	}
+}
+
+// TestScalePrintRows: a table has a column per run and the growth, and a
+// failed phase shows as failed, without a growth.
+func TestScalePrintRows(t *testing.T) {
+	rows := []scaleRow{{"accepted/s", "%.0f", func(r scaleRun) float64 { return r.Router.AcceptedPerSec }}}
+	has := func(r scaleRun) bool { return r.Router != nil }
+	var buf bytes.Buffer
+	printRows(&buf, []scaleRun{{Edges: 1000, Router: &routerResult{AcceptedPerSec: 100}}, {Edges: 10000, Router: &routerResult{AcceptedPerSec: 1000}}}, has, rows)
+	if got := buf.String(); !strings.Contains(got, "1000 edges") || !strings.Contains(got, "10000 edges") || !strings.Contains(got, "×10.00") {
+		t.Errorf("table:\n%s", got)
+	}
+	buf.Reset()
+	printRows(&buf, []scaleRun{{Edges: 1000, Router: &routerResult{AcceptedPerSec: 100}}, {Edges: 10000, RouterError: "cold start"}}, has, rows)
+	if got := buf.String(); !strings.Contains(got, "failed") || strings.Contains(got, "×") {
+		t.Errorf("table with a failed run:\n%s", got)
 	}
 }
