@@ -116,7 +116,7 @@ func runScale(ctx context.Context, args []string) error {
 	fset.IntVar(&cfg.polls, "polls", 3, "timed names polls and name changes per edge count")
 	fset.IntVar(&cfg.coldRounds, "cold-rounds", 12, "heartbeat intervals (10 s) the edges get to turn healthy once all joined")
 	fset.IntVar(&cfg.ramp, "ramp", 1000, "edges joining the fresh router per heartbeat interval (0: all at once)")
-	fset.DurationVar(&cfg.namesInterval, "names-interval", dnsroute.DefaultNamesInterval, "the router's names poll interval (each poll may take as long, at least 2 s)")
+	fset.DurationVar(&cfg.namesInterval, "names-interval", dnsroute.DefaultNamesInterval, "the router's names poll interval (each poll may take as long, at least 5 s: the drill's router client's timeout follows it)")
 	fset.IntVar(&cfg.records, "records", 50, "records in each edge's batch")
 	fset.DurationVar(&cfg.epoch, "epoch", time.Minute, "billing epoch length")
 	fset.IntVar(&cfg.billingWorkers, "billing-workers", 4, "concurrent admissions and batch ingests")

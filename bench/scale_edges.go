@@ -297,10 +297,15 @@ func listenAllOnOnePort(addrs []netip.Addr) ([]net.Listener, error) {
 	return nil, fmt.Errorf("no port free on all %d addresses: %w", len(addrs), lastErr)
 }
 
-// routerClient is the router's HTTP client: the stock one (5 s timeout,
-// Go's default transport and pooling), but an edge's host name resolves
+// routerClient is the router's HTTP client: the stock one (Go's default
+// transport and pooling, a 5 s timeout), but an edge's host name resolves
 // to the edge's address, as DNS would; every other host is dialled as is.
-func (e *scaleEdges) routerClient() *http.Client {
+// Its timeout is max(5 s, timeout): the stock 5 s also bounds the router's
+// fetch of the whole names list, which at 100,000 names (40 MB) took
+// longer than that on a loaded 2-core machine, so the drill's router may
+// take as long as its names interval (see bench/README.md). Health probes
+// keep their own deadline (at most 5 s).
+func (e *scaleEdges) routerClient(timeout time.Duration) *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.Proxy = nil
 	d := &net.Dialer{Timeout: 5 * time.Second}
@@ -317,7 +322,7 @@ func (e *scaleEdges) routerClient() *http.Client {
 		}
 		return d.DialContext(ctx, network, hostport)
 	}
-	return &http.Client{Timeout: 5 * time.Second, Transport: t}
+	return &http.Client{Timeout: max(5*time.Second, timeout), Transport: t}
 }
 
 // heartbeat is edge i's heartbeat made at t with load (of a capacity of

@@ -128,7 +128,7 @@ func startRouterPhase(ctx context.Context, cfg *scaleConfig, so *scaleOrigin, ge
 		return nil, err
 	}
 	stops = append(stops, closeGate)
-	p.r, err = dnsroute.New(dnsroute.Config{Zone: dnsZone, Origin: gateURL, GeoIP: geo, Client: edges.routerClient(),
+	p.r, err = dnsroute.New(dnsroute.Config{Zone: dnsZone, Origin: gateURL, GeoIP: geo, Client: edges.routerClient(cfg.namesInterval),
 		Registry: p.reg, RRLRate: -1, ContentProbeInterval: -1, MaxEdges: n + 16, NamesInterval: cfg.namesInterval})
 	if err != nil {
 		p.stop()
@@ -411,7 +411,7 @@ func (p *routerPhase) timeNamesPoll(ctx context.Context, want int) (time.Duratio
 	})
 	done := time.Now()
 	if err == nil && failed > 1 {
-		err = fmt.Errorf("router: its names polls fail (twice): the list takes longer than a poll may (the names interval, -names-interval %s, at least 2 s)",
+		err = fmt.Errorf("router: its names polls fail (twice): the list takes longer than a poll may (the names interval, -names-interval %s, at least 5 s)",
 			p.cfg.namesInterval)
 	}
 	if err != nil {
