@@ -247,8 +247,20 @@ func scaleDrill(ctx context.Context, cfg *scaleConfig) (*scaleReport, error) {
 		if err != nil {
 			return nil, err
 		}
-		logf("[%d edges] router phase", n)
+		// Billing first: a router that cannot keep up at n edges may
+		// take minutes to stop, and its rebuilds would share the cores.
 		run := scaleRun{Edges: n}
+		if cfg.billing {
+			if run.Billing, err = runBillingPhase(ctx, cfg, pg, n); err != nil {
+				if ctx.Err() != nil {
+					return nil, fmt.Errorf("%d edges: %w", n, err)
+				}
+				// Reported, and the drill goes on: the other figures stand.
+				run.Billing, run.BillingError = nil, err.Error()
+				logf("[%d edges] the billing phase failed: %v", n, err)
+			}
+		}
+		logf("[%d edges] router phase", n)
 		p, err := startRouterPhase(ctx, cfg, so, geo, n)
 		if err != nil {
 			return nil, err
@@ -259,18 +271,8 @@ func scaleDrill(ctx context.Context, cfg *scaleConfig) (*scaleReport, error) {
 			if ctx.Err() != nil {
 				return nil, fmt.Errorf("%d edges: %w", n, err)
 			}
-			// Reported, and the drill goes on: the other figures stand.
 			run.Router, run.RouterError = nil, err.Error()
 			logf("[%d edges] the router phase failed: %v", n, err)
-		}
-		if cfg.billing {
-			if run.Billing, err = runBillingPhase(ctx, cfg, pg, n); err != nil {
-				if ctx.Err() != nil {
-					return nil, fmt.Errorf("%d edges: %w", n, err)
-				}
-				run.Billing, run.BillingError = nil, err.Error()
-				logf("[%d edges] the billing phase failed: %v", n, err)
-			}
 		}
 		rep.Runs = append(rep.Runs, run)
 		runtime.GC()
@@ -379,6 +381,7 @@ func printScale(w io.Writer, cfg *scaleConfig, rep *scaleReport) {
 		{"heartbeats not accepted, whole phase", "%.0f", func(r scaleRun) float64 { return float64(r.Router.FailedAll) }},
 		{"burst heartbeats/s (64 in flight)", "%.0f", func(r scaleRun) float64 { return r.Router.BurstPerSec }},
 		{"burst p99 ms", "%.1f", func(r scaleRun) float64 { return r.Router.BurstP99Ms }},
+		{"burst heartbeats not accepted", "%.0f", func(r scaleRun) float64 { return float64(r.Router.BurstFailed) }},
 		{"AcceptHeartbeat p50 µs (no change)", "%.0f", func(r scaleRun) float64 { return r.Router.AcceptPlainUs }},
 		{"AcceptHeartbeat p50 ms (re-rank, no names yet)", "%.2f", func(r scaleRun) float64 { return r.Router.AcceptRebuildEdgesMs }},
 		{"AcceptHeartbeat p50 ms (re-rank: rebuild)", "%.2f", func(r scaleRun) float64 { return r.Router.AcceptRebuildMs }},

@@ -303,7 +303,7 @@ func TestScaleDrillSmall(t *testing.T) {
 		if r.DNSPerSec <= 0 || r.DNSInRegion < 0.99 {
 			t.Errorf("%d edges: %.0f answers/s, %.3f first in the client's region", run.Edges, r.DNSPerSec, r.DNSInRegion)
 		}
-		if len(r.NamesPollMs) != cfg.polls || len(r.NameChangeMs) != cfg.polls || r.BurstPerSec <= 0 || r.LivePerEdgeBytes <= 0 {
+		if len(r.NamesPollMs) != cfg.polls || len(r.NameChangeMs) != cfg.polls || r.BurstPerSec <= 0 || r.BurstFailed != 0 || r.LivePerEdgeBytes <= 0 {
 			t.Errorf("%d edges: router %+v", run.Edges, r)
 		}
 		if cfg.billing && (run.Billing == nil || run.Billing.Paid != run.Billing.Claimed || run.Billing.RecordsPerSec <= 0) {
