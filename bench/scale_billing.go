@@ -260,7 +260,7 @@ func runBillingPhase(ctx context.Context, cfg *scaleConfig, pg *pgServer, n int)
 		return nil, err
 	}
 	dir.edges, res.Claimed = infos, claimed
-	pgCPU0, pgKnown := procTreeCPU(pg.pid)
+	pgCPU0, pgKnown := pgCPU(pg.pid)
 	t1 := time.Now()
 	var accepted atomic.Int64
 	if err := parallel(ctx, n, cfg.billingWorkers, func(i int) error {
@@ -283,13 +283,13 @@ func runBillingPhase(ctx context.Context, cfg *scaleConfig, pg *pgServer, n int)
 	end := time.Unix(epoch+secs, 0).Add(100 * time.Millisecond)
 	if d := time.Until(end); d > 0 {
 		logf("waiting %s for the epoch to end", d.Round(time.Second))
-		pgWait0, _ := procTreeCPU(pg.pid)
+		pgWait0, _ := pgCPU(pg.pid)
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-time.After(d):
 		}
-		pgWait1, _ := procTreeCPU(pg.pid)
+		pgWait1, _ := pgCPU(pg.pid)
 		pgCPU0 += pgWait1 - pgWait0 // the server's idle work is not the drill's
 	}
 	t2 := time.Now()
@@ -299,7 +299,7 @@ func runBillingPhase(ctx context.Context, cfg *scaleConfig, pg *pgServer, n int)
 	}
 	res.SettleSeconds = time.Since(t2).Seconds()
 	res.SettleRecordsPerSec = float64(accepted.Load()) / res.SettleSeconds
-	if pgCPU1, ok := procTreeCPU(pg.pid); ok && pgKnown {
+	if pgCPU1, ok := pgCPU(pg.pid); ok && pgKnown {
 		res.PostgresCPUSeconds = (pgCPU1 - pgCPU0).Seconds()
 	}
 	res.Paid = sr.Paid
@@ -312,4 +312,17 @@ func runBillingPhase(ctx context.Context, cfg *scaleConfig, pg *pgServer, n int)
 		return nil, fmt.Errorf("billing: paid %d for %d bytes claimed (price: one per byte); every record should be paid", sr.Paid, claimed)
 	}
 	return res, nil
+}
+
+// pgCPU is the CPU time of a PostgreSQL cluster so far: the postmaster,
+// its live processes and those that exited (a backend exits when the
+// client's pool closes its connection, taking its CPU time out of the live
+// processes' sum).
+func pgCPU(pid int) (time.Duration, bool) {
+	live, ok := procTreeCPU(pid)
+	if !ok {
+		return 0, false
+	}
+	reaped, ok := procReapedCPU(pid)
+	return live + reaped, ok
 }
