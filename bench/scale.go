@@ -400,6 +400,8 @@ func printScale(w io.Writer, cfg *scaleConfig, rep *scaleReport) {
 		{"router heap in use after GC per name, bytes", "%.0f", func(r scaleRun) float64 { return r.Router.HeapPerNameBytes }},
 		{"router live heap per edge, bytes", "%.0f", func(r scaleRun) float64 { return r.Router.LivePerEdgeBytes }},
 		{"router live heap per name, bytes", "%.0f", func(r scaleRun) float64 { return r.Router.LivePerNameBytes }},
+		{"router heap in use after GC, edges and names, MB", "%.1f", func(r scaleRun) float64 { return float64(r.Router.HeapTotalBytes) / 1e6 }},
+		{"router live heap, edges and names, MB", "%.1f", func(r scaleRun) float64 { return float64(r.Router.LiveTotalBytes) / 1e6 }},
 	}
 	fmt.Fprintf(w, "\nrouter: %d names (polled every %s), heartbeats every 10 s, %d in flight; %d DNS queries in flight\n",
 		rep.Names.Names, cfg.namesInterval, cfg.inflight, cfg.dnsInflight)

@@ -43,6 +43,11 @@ type routerResult struct {
 	HeapPerNameBytes float64 `json:"heap_per_name_bytes"`
 	LivePerEdgeBytes float64 `json:"live_per_edge_bytes"`
 	LivePerNameBytes float64 `json:"live_per_name_bytes"`
+	// HeapTotalBytes and LiveTotalBytes are what the edges and the names
+	// took together: robust where the per-edge and per-name split is not
+	// (work in flight when a sample is read).
+	HeapTotalBytes int64 `json:"heap_total_bytes"`
+	LiveTotalBytes int64 `json:"live_total_bytes"`
 	// NamesPollMs are full polls of the names list, from the router's
 	// request to the snapshot that has them (fetch, parse, rebuild).
 	NamesPollMs []float64 `json:"names_poll_ms"`
@@ -335,10 +340,18 @@ func (p *routerPhase) run(ctx context.Context, extra []scaleName) (*routerResult
 	}
 	coldEnd := time.Now()
 	res.HealthySeconds = coldEnd.Sub(start).Seconds()
+	logf("all healthy after %.1f s", res.HealthySeconds)
+	// One interval more, heartbeats flowing, so that the start's probes
+	// and requests in flight are over before the heap is read.
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(scaleHeartbeatInterval):
+	}
 	h1 := heapNow()
 	res.HeapPerEdgeBytes = float64(h1.inuse-h0.inuse) / float64(n)
 	res.LivePerEdgeBytes = float64(h1.live-h0.live) / float64(n)
-	logf("all healthy after %.1f s; heap per edge: in use %.0f bytes, live %.0f", res.HealthySeconds, res.HeapPerEdgeBytes, res.LivePerEdgeBytes)
+	logf("heap per edge: in use %.0f bytes, live %.0f", res.HeapPerEdgeBytes, res.LivePerEdgeBytes)
 	var err error
 	if _, res.AcceptRebuildEdgesMs, err = p.timeAccept(ctx); err != nil {
 		return nil, err
@@ -356,6 +369,7 @@ func (p *routerPhase) run(ctx context.Context, extra []scaleName) (*routerResult
 	h2 := heapNow()
 	res.HeapPerNameBytes = float64(h2.inuse-h1.inuse) / float64(names)
 	res.LivePerNameBytes = float64(h2.live-h1.live) / float64(names)
+	res.HeapTotalBytes, res.LiveTotalBytes = h2.inuse-h0.inuse, h2.live-h0.live
 	logf("heap per name: in use %.0f bytes, live %.0f", res.HeapPerNameBytes, res.LivePerNameBytes)
 	for k := range p.cfg.polls - 1 {
 		if _, err := p.so.claim(ctx, extra[k:k+1], 1); err != nil {
