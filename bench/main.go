@@ -10,6 +10,7 @@
 //	go run ./bench dns [flags]
 //	go run ./bench billing [flags]
 //	go run ./bench publish-latency [flags]
+//	go run ./bench scale [flags]
 //	go run ./bench help
 //
 // See bench/README.md for what each benchmark measures.
@@ -74,6 +75,11 @@ var commands = []command{
 		name:    "billing",
 		summary: "receipts verified and stored per second: one signature per batch vs one per record",
 		run:     runBilling,
+	},
+	{
+		name:    "scale",
+		summary: "the scale drill: 1,000 and 10,000 simulated edges on one router, 100,000 names, a billing epoch on PostgreSQL",
+		run:     runScale,
 	},
 }
 

@@ -44,6 +44,32 @@ func procCPU(pid int) (time.Duration, bool) {
 	return time.Duration(utime+stime) * time.Second / clockTicks, true
 }
 
+// procReapedCPU returns the user plus system CPU time of pid's children
+// that have exited and been waited for (cutime + cstime in /proc/PID/stat),
+// or false if unknown: PostgreSQL's backends, which come and go with the
+// client's connections.
+func procReapedCPU(pid int) (time.Duration, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 15 {
+		return 0, false
+	}
+	cutime, err1 := strconv.ParseInt(f[13], 10, 64) // field 16
+	cstime, err2 := strconv.ParseInt(f[14], 10, 64) // field 17
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	return time.Duration(cutime+cstime) * time.Second / clockTicks, true
+}
+
 // procTreeCPU returns procCPU of pid plus that of its child processes
 // (nginx's workers, which serve while the master waits), or false if pid's
 // own is unknown.

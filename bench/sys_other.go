@@ -21,3 +21,6 @@ func syncFilesystems() {}
 
 // allowedCPUs is unknown outside Linux: nothing is pinned.
 func allowedCPUs() []int { return nil }
+
+// procReapedCPU is unknown outside Linux.
+func procReapedCPU(pid int) (time.Duration, bool) { return 0, false }
