@@ -1,7 +1,6 @@
 package devnet
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -246,17 +245,14 @@ func republish(t *testing.T, bin string, info Info, siteDir string) string {
 	}
 	out := testkit.Run(t, bin, "publish", siteDir, "--name", info.Sites[0].Name, "--origin", info.Origin.URL,
 		"--key", info.PublisherKey, "--ttl", siteTTL.String())
-	sc := bufio.NewScanner(strings.NewReader(out))
-	for sc.Scan() {
-		if f := strings.Fields(sc.Text()); len(f) == 2 && f[0] == "root" {
-			if f[1] == info.Sites[0].CID {
-				t.Fatalf("republishing gave the same root %s", f[1])
-			}
-			return f[1]
-		}
+	root := rootOf(out)
+	if root == "" {
+		t.Fatalf("publish printed no root line:\n%s", out)
 	}
-	t.Fatalf("publish printed no root line:\n%s", out)
-	return ""
+	if root == info.Sites[0].CID {
+		t.Fatalf("republishing gave the same root %s", root)
+	}
+	return root
 }
 
 // objectCID returns the CID of the object at path of the site, from the

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -188,13 +189,9 @@ func (p *Pool) Do(ctx context.Context, fn func(ctx context.Context, base string)
 // those down, soonest back first.
 func (p *Pool) orderLocked() []int {
 	now := p.now()
-	up := make([]int, 0, len(p.urls))
-	var down []int
-	if p.state[p.current].downUntil.Before(now) {
-		up = append(up, p.current)
-	}
+	var up, down []int
 	for i := range p.urls {
-		if i == p.current && len(up) == 1 {
+		if i == p.current {
 			continue
 		}
 		if p.state[i].downUntil.Before(now) {
@@ -203,12 +200,13 @@ func (p *Pool) orderLocked() []int {
 			down = append(down, i)
 		}
 	}
-	// Down origins, soonest back first: tried only when every up one failed.
-	for a := 1; a < len(down); a++ {
-		for b := a; b > 0 && p.state[down[b]].downUntil.Before(p.state[down[b-1]].downUntil); b-- {
-			down[b], down[b-1] = down[b-1], down[b]
-		}
+	if p.state[p.current].downUntil.Before(now) {
+		up = append([]int{p.current}, up...)
+	} else {
+		down = append(down, p.current)
 	}
+	// Down origins, soonest back first: tried only when every up one failed.
+	slices.SortStableFunc(down, func(a, b int) int { return p.state[a].downUntil.Compare(p.state[b].downUntil) })
 	return append(up, down...)
 }
 
@@ -260,7 +258,7 @@ func Unavailable(err error) bool {
 	}
 	var re *httpkit.ResponseError
 	if errors.As(err, &re) {
-		return re.Status == http.StatusBadGateway || re.Status == http.StatusServiceUnavailable || re.Status == http.StatusGatewayTimeout
+		return UnavailableStatus(re.Status)
 	}
 	var ue interface{ Unavailable() bool }
 	if errors.As(err, &ue) {
@@ -290,8 +288,12 @@ func (e *StatusError) Error() string {
 }
 
 // Unavailable reports whether the status says the origin could not answer.
-func (e *StatusError) Unavailable() bool {
-	return e.Status == http.StatusBadGateway || e.Status == http.StatusServiceUnavailable || e.Status == http.StatusGatewayTimeout
+func (e *StatusError) Unavailable() bool { return UnavailableStatus(e.Status) }
+
+// UnavailableStatus reports whether an answer of HTTP status code says the
+// origin could not answer (502, 503, 504), so another may.
+func UnavailableStatus(code int) bool {
+	return code == http.StatusBadGateway || code == http.StatusServiceUnavailable || code == http.StatusGatewayTimeout
 }
 
 type poolMetrics struct {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -137,5 +138,27 @@ func TestNewPoolRefuses(t *testing.T) {
 	}
 	if got := SplitURLs("http://a, http://b", "", "http://c"); strings.Join(got, " ") != "http://a http://b http://c" {
 		t.Errorf("SplitURLs: %q", got)
+	}
+}
+
+// TestPoolOrder: each origin is tried once per request: the last to
+// answer first, then the others up in configured order, then those down,
+// soonest back first.
+func TestPoolOrder(t *testing.T) {
+	p, err := NewPool([]string{"http://a", "http://b", "http://c", "http://d"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1000, 0)
+	p.now = func() time.Time { return now }
+	p.current = 2
+	p.state[0].downUntil = now.Add(5 * time.Second)
+	p.state[3].downUntil = now.Add(time.Second)
+	if got, want := p.orderLocked(), []int{2, 1, 3, 0}; !slices.Equal(got, want) {
+		t.Errorf("order %v, want %v", got, want)
+	}
+	p.state[2].downUntil = now.Add(3 * time.Second)
+	if got, want := p.orderLocked(), []int{1, 3, 2, 0}; !slices.Equal(got, want) {
+		t.Errorf("current down: order %v, want %v", got, want)
 	}
 }

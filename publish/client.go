@@ -91,9 +91,7 @@ func (e *OriginError) Error() string {
 
 // Unavailable reports whether the answer says the origin could not answer
 // (502, 503, 504), so another origin may.
-func (e *OriginError) Unavailable() bool {
-	return e.Status == http.StatusBadGateway || e.Status == http.StatusServiceUnavailable || e.Status == http.StatusGatewayTimeout
-}
+func (e *OriginError) Unavailable() bool { return originapi.UnavailableStatus(e.Status) }
 
 // Missing returns the blocks among cs the origin does not have, asking in
 // batches of originapi.MaxMissingQuery.

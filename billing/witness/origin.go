@@ -48,8 +48,9 @@ type Holding struct {
 // as a CAR from the trustless gateway (every block verified against its
 // CID); shard placement from signed manifests. It caches what it learns.
 type OriginContent struct {
-	pool   *originapi.Pool
-	client *http.Client
+	pool    *originapi.Pool
+	poolErr error // why pool is nil: a bad base URL
+	client  *http.Client
 
 	mu         sync.Mutex
 	originIDs  []peer.ID // pinned (WithOriginIDs) or asked
@@ -126,12 +127,8 @@ func NewOriginContent(base string, client *http.Client, opts ...OriginOption) *O
 		opt(o)
 	}
 	if o.pool == nil {
-		// A bad base URL makes a pool whose every request fails.
-		pool, err := originapi.NewPool([]string{base})
-		if err != nil {
-			pool, _ = originapi.NewPool([]string{"http://invalid.invalid"})
-		}
-		o.pool = pool
+		// A bad base URL fails every request with NewPool's error.
+		o.pool, o.poolErr = originapi.NewPool([]string{base})
 	}
 	return o
 }
@@ -188,6 +185,9 @@ func (o *OriginContent) SiteNames(ctx context.Context, keys []string) map[string
 }
 
 func (o *OriginContent) get(ctx context.Context, path string, accept string) (*http.Response, error) {
+	if o.poolErr != nil {
+		return nil, fmt.Errorf("origin: %w", o.poolErr)
+	}
 	var resp *http.Response
 	err := o.pool.Do(ctx, func(ctx context.Context, base string) error {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
@@ -201,9 +201,9 @@ func (o *OriginContent) get(ctx context.Context, path string, accept string) (*h
 		if err != nil {
 			return fmt.Errorf("origin: GET %s: %w", path, err)
 		}
-		if se := (&originapi.StatusError{URL: base + path, Status: r.StatusCode}); se.Unavailable() {
+		if originapi.UnavailableStatus(r.StatusCode) {
 			r.Body.Close()
-			return fmt.Errorf("origin: %w", se)
+			return fmt.Errorf("origin: %w", &originapi.StatusError{URL: base + path, Status: r.StatusCode})
 		}
 		resp = r
 		return nil
@@ -214,6 +214,9 @@ func (o *OriginContent) get(ctx context.Context, path string, accept string) (*h
 // getJSON decodes the origin's answer at path, at most 64 MiB, into v. An
 // answer other than 2xx is a *httpkit.ResponseError.
 func (o *OriginContent) getJSON(ctx context.Context, path string, v any) error {
+	if o.poolErr != nil {
+		return fmt.Errorf("origin: %w", o.poolErr)
+	}
 	err := o.pool.Do(ctx, func(ctx context.Context, base string) error {
 		return httpkit.GetJSON(ctx, o.client, base+path, 64<<20, v)
 	})
@@ -449,6 +452,9 @@ func (o *OriginContent) OriginIDs(ctx context.Context) ([]peer.ID, error) {
 func (o *OriginContent) originIDsLocked(ctx context.Context) ([]peer.ID, error) {
 	if len(o.originIDs) > 0 && (o.idsAt.IsZero() || time.Since(o.idsAt) < originapi.OriginIDsTTL) {
 		return o.originIDs, nil
+	}
+	if o.poolErr != nil {
+		return nil, fmt.Errorf("origin: %w", o.poolErr)
 	}
 	ids, err := originapi.FetchOriginIDs(ctx, o.pool, o.client)
 	switch {
