@@ -114,6 +114,18 @@ func TestEdgeWithCaddy(t *testing.T) {
 			return (&net.Dialer{}).DialContext(ctx, network, fmt.Sprintf("127.0.0.1:%d", httpsPort))
 		}}
 	defer tlsTransport.CloseIdleConnections()
+	// Caddy issues the wildcard certificate in the background as it
+	// starts: wait for a handshake to verify.
+	waitTLS := func() {
+		testkit.WaitFor(t, 30*time.Second, "the edge's certificate for *.cdn.test", func() bool {
+			conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", httpsPort), &tls.Config{RootCAs: roots, ServerName: "blog.cdn.test"})
+			if err == nil {
+				conn.Close()
+			}
+			return err == nil
+		})
+	}
+	waitTLS()
 	do := func(t *testing.T, method, host, path string, hdr ...string) (*http.Response, string) {
 		u, client := base+path, &http.Client{Transport: &http.Transport{DisableCompression: true}}
 		if net.ParseIP(host) == nil {
@@ -356,6 +368,8 @@ func TestEdgeWithCaddy(t *testing.T) {
 		}
 		return err
 	})
+	tlsTransport.CloseIdleConnections() // the connections were to the edge, stopped
+	waitTLS()
 	if !t.Run("a stock Caddy built with the module serves the same site", func(t *testing.T) {
 		if resp, body := fetch(t, "blog.cdn.test", "/about.html"); resp.StatusCode != 200 || body != want(t, "about.html") {
 			t.Fatalf("stock Caddy: HTTP %d, %d bytes", resp.StatusCode, len(body))
