@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -270,8 +271,23 @@ func rootOf(out string) string {
 	return ""
 }
 
-// settledEpochs counts the entries of the publisher's billing statement:
-// one more each time an epoch that charged it is settled.
-func settledEpochs(t *testing.T, bin string, info Info) int {
-	return len(statement(t, bin, info.Billing.URL, info.PublisherID).Entries)
+// settledEpochs reads how many epochs billing has settled
+// (topcdn_billing_settled_epochs_total).
+func settledEpochs(t *testing.T, _ string, info Info) int {
+	t.Helper()
+	body, err := fetchBody(context.Background(), http.DefaultClient, info.Billing.URL+"/metrics")
+	if err != nil {
+		t.Fatalf("billing metrics: %v", err)
+	}
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, "topcdn_billing_settled_epochs_total "); ok {
+			n, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("billing metrics: %q: %v", line, err)
+			}
+			return int(n)
+		}
+	}
+	t.Fatal("billing metrics: no topcdn_billing_settled_epochs_total")
+	return 0
 }
